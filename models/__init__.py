@@ -1,0 +1,1 @@
+"""The gridsched domain as data: devices, sites, tariffs, markets, signals, economics."""

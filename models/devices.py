@@ -1,0 +1,155 @@
+"""Device classes and their operating modes.
+
+A device class is a set of identical units (one ASIC model, one GPU type serving one
+workload). Each unit is, at every step, asleep/idle (``idle_power_kw``) or in exactly one
+of the class's productive modes. Modes are data: an ASIC has firmware profiles, a GPU has
+power caps, and a class may mix mining and serving modes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models import catalog
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@+-]+$")]
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class DeviceKind(StrEnum):
+    ASIC = "asic"
+    GPU = "gpu"
+
+
+class Mode(BaseModel):
+    """One productive operating mode of a unit; figures are per unit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    power_kw: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    hashrate_ths: NonNeg = 0.0
+    throughput_tokens_s: NonNeg = 0.0
+
+    @model_validator(mode="after")
+    def _productive(self) -> Self:
+        if self.name in ("sleep", "idle", "off"):
+            raise ValueError(
+                f"mode name {self.name!r} is reserved for the resting state; "
+                "set idle_power_kw on the class instead"
+            )
+        if self.hashrate_ths == 0 and self.throughput_tokens_s == 0:
+            raise ValueError(
+                f"mode {self.name!r} produces nothing: give hashrate_ths or throughput_tokens_s"
+            )
+        return self
+
+    @property
+    def efficiency_j_per_th(self) -> float | None:
+        return self.power_kw * 1000.0 / self.hashrate_ths if self.hashrate_ths else None
+
+
+class DeviceClass(BaseModel):
+    """Identical units of one kind. ``model`` fills modes from the catalog."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    kind: DeviceKind
+    count: Annotated[int, Field(ge=0)]
+    available: Annotated[int, Field(ge=0)] | None = None
+    model: str | None = None
+    modes: tuple[Mode, ...] = ()
+    idle_power_kw: NonNeg | None = None
+    # ASIC catalog options
+    profiles: tuple[str, ...] | None = None
+    # GPU catalog options
+    workload: str | None = None
+    power_caps_w: tuple[Annotated[float, Field(gt=0)], ...] | None = None
+    host_overhead_kw: NonNeg = 0.0
+    # Wear and hysteresis
+    start_cost_usd: NonNeg = 0.0
+    min_on_s: NonNeg = 0.0
+    min_off_s: NonNeg = 0.0
+    initial_on: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _fill_and_check(self) -> Self:
+        if self.model is not None and not self.modes:
+            modes, idle = _catalog_modes(self, self.model)
+            object.__setattr__(self, "modes", modes)
+            if self.idle_power_kw is None:
+                object.__setattr__(self, "idle_power_kw", idle)
+        elif self.model is None and (self.profiles or self.power_caps_w or self.workload):
+            raise ValueError("profiles, power_caps_w and workload need `model` (a catalog entry)")
+        if not self.modes:
+            raise ValueError("a device class needs `modes` or a catalog `model`")
+        names = [m.name for m in self.modes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate mode names {dup}; each mode needs its own name")
+        if self.idle_power_kw is None:
+            object.__setattr__(self, "idle_power_kw", 0.0)
+        if self.available is not None and self.available > self.count:
+            raise ValueError(f"available = {self.available} exceeds count = {self.count}")
+        if self.initial_on is not None and self.initial_on > self.units:
+            raise ValueError(f"initial_on = {self.initial_on} exceeds units in service "
+                             f"({self.units})")
+        return self
+
+    @property
+    def units(self) -> int:
+        """Units in service (telemetry removes broken ones via ``available``)."""
+        return self.count if self.available is None else self.available
+
+    @property
+    def idle_kw(self) -> float:
+        return float(self.idle_power_kw or 0.0)
+
+
+def _catalog_modes(dc: DeviceClass, model: str) -> tuple[tuple[Mode, ...], float]:
+    if dc.kind is DeviceKind.ASIC:
+        try:
+            spec = catalog.find_asic(model)
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from None
+        wanted = dc.profiles or tuple(p.name for p in catalog.ASIC_PROFILES)
+        known = {p.name: p for p in catalog.ASIC_PROFILES}
+        bad = [w for w in wanted if w not in known]
+        if bad:
+            raise ValueError(f"unknown profiles {bad}; valid: {sorted(known)}")
+        modes = tuple(
+            Mode(
+                name=known[w].name,
+                power_kw=round(spec.power_w / 1000.0 * known[w].power_factor, 6),
+                hashrate_ths=round(spec.hashrate_ths * known[w].hashrate_factor, 6),
+            )
+            for w in wanted
+        )
+        return modes, catalog.ASIC_SLEEP_KW
+    try:
+        gpu = catalog.find_gpu(model)
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
+    workload = dc.workload or "llama-3.1-70b"
+    try:
+        full = catalog.gpu_full_throughput(gpu, workload)
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
+    caps = dc.power_caps_w or gpu.default_caps_w
+    for cap in caps:
+        if not gpu.min_cap_w <= cap <= gpu.tdp_w:
+            raise ValueError(f"power cap {cap} W outside {gpu.model}'s range "
+                             f"[{gpu.min_cap_w}, {gpu.tdp_w}] W")
+    modes = tuple(
+        Mode(
+            name=f"infer@{cap:g}W",
+            power_kw=round(cap / 1000.0 + dc.host_overhead_kw, 6),
+            throughput_tokens_s=round(full * catalog.cap_throughput_fraction(cap, gpu.tdp_w), 3),
+        )
+        for cap in caps
+    )
+    return modes, gpu.idle_w / 1000.0 + dc.host_overhead_kw

@@ -1,0 +1,44 @@
+"""Parse human durations such as ``5min``, ``48h``, ``1h30min`` or ``P1D``-free shorthand."""
+
+from __future__ import annotations
+
+import re
+
+_UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|sec|s|m|h|d)")
+
+
+def parse_duration_s(text: str) -> int:
+    """Return the duration in whole seconds.
+
+    Accepts one or more ``<number><unit>`` parts with units s, min (or m), h, d:
+    ``"5min"``, ``"48h"``, ``"1h30min"``. Raises ValueError naming the text otherwise.
+    """
+    s = text.strip().lower().replace(" ", "")
+    pos = 0
+    total = 0.0
+    for match in _PART.finditer(s):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        pos = match.end()
+    if pos != len(s) or not s:
+        raise ValueError(
+            f"duration {text!r} is not understood: use a number and a unit "
+            "(s, min, h, d), e.g. '5min', '48h', '1h30min'"
+        )
+    if total <= 0 or total != int(total):
+        raise ValueError(f"duration {text!r} must be a positive whole number of seconds")
+    return int(total)
+
+
+def format_duration(seconds: float) -> str:
+    """Shortest readable form: ``300 -> '5min'``, ``172800 -> '48h'``."""
+    s = int(seconds)
+    if s % 86400 == 0 and s >= 86400 * 2:
+        return f"{s // 86400}d"
+    if s % 3600 == 0:
+        return f"{s // 3600}h"
+    if s % 60 == 0:
+        return f"{s // 60}min"
+    return f"{s}s"

@@ -1,0 +1,29 @@
+"""Errors that name the thing that is wrong, where it is, and what would be valid."""
+
+from __future__ import annotations
+
+
+class GridschedError(Exception):
+    """Base class of every error gridsched raises on purpose."""
+
+
+class ConfigError(GridschedError, ValueError):
+    """A site configuration value is invalid.
+
+    ``path`` is the key path inside the file (``devices[1].modes[0].power_kw``).
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: invalid configuration"]
+        lines += [f"  {path}: {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class DataError(GridschedError, ValueError):
+    """A data file (prices, hashprice, profiles) cannot be used as it is."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")

@@ -1,0 +1,261 @@
+"""Market series: loaders for real price files, regularised onto a fixed interval.
+
+A ``Series`` is a regular step function: ``values[k]`` holds over
+``[start_s + k*interval_s, start_s + (k+1)*interval_s)`` (UTC epoch seconds). Rows missing
+from the file and NaN values stay NaN and are remembered; asking for a window that touches
+one raises ``DataError`` naming the timestamps (and file lines). Nothing is filled silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.errors import DataError
+
+ERCOT_RTM_COLUMNS = ("HB_WEST", "HB_NORTH", "HB_HOUSTON", "HB_SOUTH", "HB_PAN", "HB_HUBAVG")
+ERCOT_DAM_COLUMNS = (*ERCOT_RTM_COLUMNS, "LZ_WEST", "LZ_NORTH", "LZ_HOUSTON", "LZ_SOUTH")
+
+
+def iso(ts_s: float) -> str:
+    return datetime.fromtimestamp(float(ts_s), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Series:
+    """A regular time series of interval averages (UTC inside)."""
+
+    label: str
+    unit: str
+    start_s: int
+    interval_s: int
+    values: np.ndarray
+    #: file line of each value (0 where the row was missing), for error messages
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    synthetic: bool = False
+
+    @property
+    def end_s(self) -> int:
+        return self.start_s + self.interval_s * len(self.values)
+
+    def times_s(self) -> np.ndarray:
+        return self.start_s + self.interval_s * np.arange(len(self.values), dtype=np.int64)
+
+    def covers(self, start_s: float, end_s: float) -> bool:
+        return self.start_s <= start_s and end_s <= self.end_s
+
+    def _bad_report(self, bad: np.ndarray) -> str:
+        times = self.times_s()[bad]
+        parts = []
+        for k, t in zip(np.flatnonzero(bad)[:5], times[:5], strict=False):
+            line = int(self.lines[k]) if len(self.lines) else 0
+            parts.append(f"{iso(t)} ({'NaN at line ' + str(line) if line else 'row missing'})")
+        more = f" and {int(bad.sum()) - 5} more" if bad.sum() > 5 else ""
+        return ", ".join(parts) + more
+
+    def mean_over(self, starts_s: np.ndarray, ends_s: np.ndarray) -> np.ndarray:
+        """Time-weighted mean over each ``[starts_s[i], ends_s[i])``."""
+        starts = np.asarray(starts_s, dtype=np.float64)
+        ends = np.asarray(ends_s, dtype=np.float64)
+        if len(starts) == 0:
+            return np.zeros(0)
+        lo, hi = float(starts.min()), float(ends.max())
+        if not self.covers(lo, hi):
+            raise DataError(
+                self.label,
+                f"covers {iso(self.start_s)} to {iso(self.end_s)} but "
+                f"{iso(lo)} to {iso(hi)} was asked for; choose --start/--horizon inside it",
+            )
+        k0 = int((lo - self.start_s) // self.interval_s)
+        k1 = int(-(-(hi - self.start_s) // self.interval_s))
+        window = self.values[k0:k1]
+        bad = ~np.isfinite(window)
+        if bad.any():
+            mask = np.zeros(len(self.values), dtype=bool)
+            mask[k0:k1] = bad
+            raise DataError(self.label, f"missing values in the window: {self._bad_report(mask)}")
+        edges = self.start_s + self.interval_s * np.arange(k0, k1 + 1, dtype=np.float64)
+        cum = np.concatenate([[0.0], np.cumsum(window * self.interval_s)])
+        integral = np.interp(ends, edges, cum) - np.interp(starts, edges, cum)
+        return integral / (ends - starts)
+
+    def value_at(self, t_s: float) -> float:
+        return float(self.mean_over(np.array([t_s]), np.array([t_s + 1.0]))[0])
+
+    def scaled(self, factor: float, label: str | None = None, unit: str | None = None) -> Series:
+        return Series(label or self.label, unit or self.unit, self.start_s, self.interval_s,
+                      self.values * factor, self.lines, self.synthetic)
+
+    def gaps(self) -> list[str]:
+        """Human list of missing or NaN intervals (empty when complete)."""
+        bad = ~np.isfinite(self.values)
+        return [] if not bad.any() else [self._bad_report(bad)]
+
+
+def _read_csv(path: Path, usecols: list[str] | None = None) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, usecols=usecols, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(str(path), "file not found") from None
+    except ValueError as exc:
+        raise DataError(str(path), f"cannot read as CSV: {exc}") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(str(path), f"malformed CSV: {exc}") from None
+
+
+def regularise(
+    label: str,
+    unit: str,
+    times: Any,
+    values: np.ndarray,
+    interval_s: int | None = None,
+) -> Series:
+    """Put parsed (UTC epoch seconds, value) rows on a regular grid.
+
+    Duplicated timestamps and timestamps off the grid raise; missing rows become NaN.
+    Row ``i`` of the input is file line ``i + 2`` (header on line 1).
+    """
+    t = np.asarray(times, dtype=np.int64)
+    if len(t) < 2:
+        raise DataError(label, f"needs at least 2 rows, found {len(t)}")
+    order = np.argsort(t, kind="stable")
+    t_sorted = t[order]
+    diffs = np.diff(t_sorted)
+    dup = np.flatnonzero(diffs == 0)
+    if len(dup):
+        lines = ", ".join(f"{iso(t_sorted[d])} (line {order[d + 1] + 2})" for d in dup[:5])
+        raise DataError(label, f"duplicate timestamps: {lines}")
+    if interval_s is None:
+        vals, counts = np.unique(diffs, return_counts=True)
+        interval_s = int(vals[np.argmax(counts)])
+    start = int(t_sorted[0])
+    rel = t_sorted - start
+    off = np.flatnonzero(rel % interval_s)
+    if len(off):
+        rows = ", ".join(f"{iso(t_sorted[o])} (line {order[o] + 2})" for o in off[:5])
+        raise DataError(label, f"timestamps off the {interval_s}s grid: {rows}")
+    idx = rel // interval_s
+    n = int(idx[-1]) + 1
+    out = np.full(n, np.nan)
+    out[idx] = np.asarray(values, dtype=np.float64)[order]
+    lines = np.zeros(n, dtype=np.int64)
+    lines[idx] = order + 2
+    return Series(label, unit, start, int(interval_s), out, lines)
+
+
+def _parse_times(raw: pd.Series, source: str, column: str, timezone: str | None) -> np.ndarray:
+    parsed = pd.to_datetime(raw, errors="coerce", utc=False, format="ISO8601")
+    bad = parsed.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(source, f"line {i + 2}: {column} = {raw.iloc[i]!r} is not an ISO 8601 "
+                                "timestamp (e.g. 2023-08-10T05:00:00Z)")
+    if getattr(parsed.dt, "tz", None) is None:
+        if timezone is None:
+            raise DataError(source, f"{column} has no UTC offset (e.g. {raw.iloc[0]!r}); add "
+                                    "offsets or name the time zone of the file")
+        try:
+            parsed = parsed.dt.tz_localize(timezone, ambiguous="raise", nonexistent="raise")
+        except Exception as exc:  # pytz/zoneinfo raise several types for DST edges
+            raise DataError(source, f"{column}: local time cannot be placed in {timezone}: "
+                                    f"{exc}") from None
+    return parsed.dt.tz_convert("UTC").dt.as_unit("s").astype("int64").to_numpy()
+
+
+def _parse_values(raw: pd.Series, source: str, column: str) -> np.ndarray:
+    text = raw.str.strip()
+    nan_words = text.str.lower().isin(["", "nan", "na", "null", "none"])
+    vals = pd.to_numeric(text.where(~nan_words, "nan"), errors="coerce")
+    bad = vals.isna() & ~nan_words
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(source, f"line {i + 2}: {column} = {raw.iloc[i]!r} is not a number")
+    return vals.to_numpy(dtype=np.float64)
+
+
+def load_csv_series(
+    path: str | Path,
+    column: str,
+    timestamp_column: str = "interval_start_utc",
+    timezone: str | None = None,
+    unit: str = "USD/MWh",
+    label: str | None = None,
+    interval_s: int | None = None,
+) -> Series:
+    """Any CSV with a timestamp column and a value column."""
+    p = Path(path)
+    header = _read_csv(p, None).columns if p.suffix else []
+    for col in (timestamp_column, column):
+        if col not in header:
+            raise DataError(str(p), f"no column {col!r}; columns are {list(header)}")
+    df = _read_csv(p, [timestamp_column, column])
+    times = _parse_times(df[timestamp_column], str(p), timestamp_column, timezone)
+    values = _parse_values(df[column], str(p), column)
+    return regularise(label or f"{p.name}:{column}", unit, times, values, interval_s)
+
+
+def _check_column(path: Path, column: str, valid: tuple[str, ...]) -> None:
+    if column not in valid:
+        raise DataError(str(path), f"price column {column!r} is not in this ERCOT file; "
+                                   f"valid: {', '.join(valid)}")
+
+
+def load_ercot_rtm(path: str | Path, column: str = "HB_WEST") -> Series:
+    """ERCOT real-time 15-min settlement point prices (shared/data format)."""
+    p = Path(path)
+    _check_column(p, column, ERCOT_RTM_COLUMNS)
+    return load_csv_series(p, column, label=f"ERCOT RTM {column}", interval_s=900)
+
+
+def load_ercot_dam(path: str | Path, column: str = "HB_WEST") -> Series:
+    """ERCOT day-ahead hourly settlement point prices (shared/data format)."""
+    p = Path(path)
+    _check_column(p, column, ERCOT_DAM_COLUMNS)
+    return load_csv_series(p, column, label=f"ERCOT DAM {column}", interval_s=3600)
+
+
+def load_btc_hashprice(path: str | Path, pool_fee: float = 0.0) -> Series:
+    """Daily hashprice (USD per TH/s per day) from the BTC network file, net of pool fee."""
+    p = Path(path)
+    s = load_csv_series(p, "derived_hashprice_usd_per_ths_day", timestamp_column="date_utc",
+                        timezone="UTC", unit="USD/TH/s/day", label=f"{p.name}:hashprice",
+                        interval_s=86400)
+    return s.scaled(1.0 - pool_fee)
+
+
+def demo_prices(start_s: int, end_s: int, timezone: str = "America/Chicago") -> Series:
+    """A deterministic, clearly synthetic ERCOT-West-like price day for demos and tests.
+
+    Night ~25 $/MWh, a solar trough near zero (negative on some days), an evening ramp to
+    ~110 $/MWh and, on every third day, a scarcity spike to ~900 $/MWh at 19:00 local.
+    """
+    interval = 900
+    t0 = (start_s // 86400 - 1) * 86400
+    n = int((end_s - t0) // interval) + 2 * 96
+    t = t0 + interval * np.arange(n, dtype=np.int64)
+    local = pd.to_datetime(t, unit="s", utc=True).tz_convert(timezone)
+    hour = (local.hour + local.minute / 60.0).to_numpy()
+    day = (t // 86400).astype(np.int64)
+    rng = np.random.default_rng(day % 1000 + 7)
+    solar = np.clip(np.sin(np.pi * (hour - 7.0) / 12.0), 0, None)
+    evening = np.exp(-(((hour - 19.0) / 1.6) ** 2))
+    price = 30.0 - 38.0 * solar * (1.0 + 0.3 * np.sin(day)) + 85.0 * evening
+    price += rng.normal(0.0, 3.0, n)
+    spike = (day % 3 == 0) & (np.abs(hour - 19.25) < 0.5)
+    price = np.where(spike, 900.0, price)
+    return Series("DEMO synthetic prices (not market data)", "USD/MWh", int(t[0]), interval,
+                  np.round(price, 2), np.zeros(n, dtype=np.int64), synthetic=True)
+
+
+def solar_profile_kw(starts_s: np.ndarray, ends_s: np.ndarray, capacity_kw: float,
+                     timezone: str) -> np.ndarray:
+    """Clear-sky solar output (kW) at step midpoints, scaled to ``capacity_kw``."""
+    mid = ((np.asarray(starts_s) + np.asarray(ends_s)) / 2).astype(np.int64)
+    local = pd.to_datetime(mid, unit="s", utc=True).tz_convert(timezone)
+    hour = (local.hour + local.minute / 60.0).to_numpy()
+    return capacity_kw * np.clip(np.sin(np.pi * (hour - 6.5) / 13.0), 0, None) ** 1.5

@@ -1,0 +1,135 @@
+"""Grid signals as data: demand-response events that cap import, set a price or alert.
+
+The simple native format (DESIGN.md section 4) is
+``{id, type: curtail|price|alert|cancel, start, end|duration, limit_kw?, level?, price?}``.
+OpenADR 3 events are translated into the same ``GridEvent`` by the webhook layer.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.durations import parse_duration_s
+from models.errors import ConfigError
+
+#: "until cancelled": OpenADR 3's P9999Y, capped so datetime arithmetic stays valid.
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class EventType(StrEnum):
+    CURTAIL = "curtail"
+    PRICE = "price"
+    ALERT = "alert"
+    CANCEL = "cancel"
+
+
+class GridEvent(BaseModel):
+    """One grid signal. Times are timezone-aware and normalised to UTC."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    type: EventType
+    start: datetime | None = None
+    end: datetime | None = None
+    duration: str | None = None
+    limit_kw: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    level: Annotated[int, Field(ge=0, le=3)] | None = None
+    price: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    priority: int = 0
+    source: str = "simple"
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                if value.tzinfo is None:
+                    raise ValueError(f"{name} {value.isoformat()} has no UTC offset; "
+                                     "write e.g. 2025-08-01T17:00:00Z")
+                object.__setattr__(self, name, value.astimezone(UTC))
+        if self.type is EventType.CANCEL:
+            return self
+        if self.start is None:
+            raise ValueError("start is required (ISO 8601 with offset)")
+        if self.end is not None and self.duration is not None:
+            raise ValueError("give end or duration, not both")
+        if self.duration is not None:
+            object.__setattr__(
+                self, "end", self.start + timedelta(seconds=parse_duration_s(self.duration))
+            )
+        if self.end is None:
+            object.__setattr__(self, "end", FOREVER)
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"end {self.end.isoformat()} is before start "
+                             f"{self.start.isoformat()}")
+        if self.type is EventType.CURTAIL and self.limit_kw is None and self.level is None:
+            raise ValueError("a curtail event needs limit_kw or level")
+        if self.type is EventType.PRICE and self.price is None:
+            raise ValueError("a price event needs price (USD/MWh)")
+        return self
+
+    @property
+    def start_utc(self) -> datetime:
+        return self.start or datetime.min.replace(tzinfo=UTC)
+
+    @property
+    def end_utc(self) -> datetime:
+        return self.end or FOREVER
+
+    def active_at(self, t: datetime) -> bool:
+        return self.start_utc <= t < self.end_utc
+
+
+def resolve_cancels(events: list[GridEvent]) -> list[GridEvent]:
+    """Apply cancels in order: a cancel removes every earlier event with its id.
+
+    A zero-length event is a cancel too (OpenADR 3 convention).
+    """
+    live: dict[str, GridEvent] = {}
+    for ev in events:
+        if ev.type is EventType.CANCEL or (ev.start is not None and ev.end == ev.start):
+            live.pop(ev.id, None)
+        else:
+            live[ev.id] = ev
+    return list(live.values())
+
+
+def parse_events(raw: Any, source: str) -> list[GridEvent]:
+    """Validate a list of simple-format events; errors name the index and field."""
+    if isinstance(raw, dict) and "events" in raw:
+        raw = raw["events"]
+    if not isinstance(raw, list):
+        raise ConfigError(source, [("(top level)", "expected a JSON list of events "
+                                    "or an object with an 'events' list")])
+    events: list[GridEvent] = []
+    problems: list[tuple[str, str]] = []
+    for i, item in enumerate(raw):
+        try:
+            events.append(GridEvent.model_validate(item))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                where = f"[{i}]" + (f".{loc}" if loc else "")
+                problems.append((where, f"{err['msg']} (got {err.get('input')!r})"))
+    if problems:
+        raise ConfigError(source, problems)
+    return events
+
+
+def load_events(path: str | Path) -> list[GridEvent]:
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(p), [("(file)", "not found")]) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(str(p), [(f"line {exc.lineno} column {exc.colno}",
+                                    f"invalid JSON: {exc.msg}")]) from None
+    return parse_events(raw, str(p))

@@ -1,0 +1,287 @@
+"""The site configuration: one TOML file describes the site, its tariff, its markets,
+its inference business, its devices and the penalties of its soft constraints.
+
+``load_site(path)`` validates everything and raises ``ConfigError`` listing each bad key
+path, the value found and what would be valid.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime, time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from models.devices import DeviceClass
+from models.signals import GridEvent
+
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Pos = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OnsiteGeneration(_Strict):
+    """On-site generation (wind, solar) behind the meter.
+
+    Either a built-in clear-sky ``solar`` shape scaled to ``capacity_kw``, or a CSV series
+    (``path``, ``column``, ``timestamp_column``) in kW.
+    """
+
+    kind: Annotated[str, Field(pattern=r"^(solar|csv)$")] = "solar"
+    capacity_kw: NonNeg = 0.0
+    path: str | None = None
+    column: str | None = None
+    timestamp_column: str = "interval_start_utc"
+    price_usd_per_mwh: NonNeg = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.kind == "csv" and (self.path is None or self.column is None):
+            raise ValueError("kind = 'csv' needs path and column")
+        return self
+
+
+class SiteSpec(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    timezone: str = "UTC"
+    interconnect_kw: Pos
+    pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.0
+    base_load_kw: NonNeg = 0.0
+    ramp_up_kw_per_min: Pos | None = None
+    ramp_down_kw_per_min: Pos | None = None
+    current_load_kw: NonNeg | None = None
+    onsite: OnsiteGeneration | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as "
+                             "'America/Chicago' or 'UTC'") from None
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class PriceFormat(StrEnum):
+    DEMO = "demo"
+    ERCOT_RTM = "ercot-rtm"
+    ERCOT_DAM = "ercot-dam"
+    CSV = "csv"
+
+
+class PriceSource(_Strict):
+    format: PriceFormat = PriceFormat.DEMO
+    path: str | None = None
+    column: str | None = None
+    timestamp_column: str = "interval_start_utc"
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    usd_per_unit: Pos = 1.0
+    per: Annotated[str, Field(pattern=r"^(MWh|kWh)$")] = "MWh"
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.format is not PriceFormat.DEMO and self.path is None:
+            raise ValueError(f"format = '{self.format}' needs path")
+        if self.format is not PriceFormat.DEMO and self.column is None:
+            raise ValueError(f"format = '{self.format}' needs column (the price column)")
+        if self.currency != "USD" and self.usd_per_unit == 1.0:
+            raise ValueError(f"currency {self.currency} needs usd_per_unit (USD per 1 "
+                             f"{self.currency})")
+        return self
+
+
+class Mining(_Strict):
+    """Hashprice as known at planning time (USD per TH/s per day, before pool fee)."""
+
+    hashprice_usd_per_ths_day: NonNeg = 0.05
+    pool_fee: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @property
+    def net_hashprice(self) -> float:
+        return self.hashprice_usd_per_ths_day * (1.0 - self.pool_fee)
+
+
+class CoincidentPeak(_Strict):
+    """Recurring local-time windows in which import is billed per kW of its peak.
+
+    ERCOT 4CP: transmission cost is allocated by the site's load in the four monthly
+    system peaks of June-September, which fall in summer weekday afternoons.
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    months: tuple[Annotated[int, Field(ge=1, le=12)], ...] = tuple(range(1, 13))
+    start: time
+    end: time
+    weekdays_only: bool = True
+    usd_per_kw: NonNeg
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start} (local time)")
+        return self
+
+
+class Tariff(_Strict):
+    demand_charge_usd_per_kw_month: NonNeg = 0.0
+    billing_peak_so_far_kw: NonNeg = 0.0
+    coincident_peaks: tuple[CoincidentPeak, ...] = ()
+    dr_payment_usd_per_mwh: NonNeg = 0.0
+    dr_baseline_kw: NonNeg | None = None
+    dr_levels_kw: dict[str, NonNeg] = Field(default_factory=dict)
+
+    @field_validator("dr_levels_kw")
+    @classmethod
+    def _levels(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in v if k not in ("1", "2", "3")]
+        if bad:
+            raise ValueError(f"levels {bad} are not SIMPLE levels; valid keys: '1', '2', '3'")
+        return v
+
+
+class BatchJob(_Strict):
+    """Deferrable inference: ``tokens`` must be served between release and deadline."""
+
+    name: Annotated[str, Field(min_length=1)]
+    tokens: Pos
+    release: datetime | None = None
+    deadline: datetime
+    usd_per_mtok: NonNeg = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for name in ("release", "deadline"):
+            v = getattr(self, name)
+            if v is not None and v.tzinfo is None:
+                raise ValueError(f"{name} {v.isoformat()} has no UTC offset")
+        if self.release is not None and self.deadline <= self.release:
+            raise ValueError("deadline must be after release")
+        return self
+
+
+class Inference(_Strict):
+    committed_tokens_s: NonNeg = 0.0
+    committed_usd_per_mtok: NonNeg = 0.0
+    spot_tokens_s: NonNeg = 0.0
+    spot_usd_per_mtok: NonNeg = 0.0
+    hourly_profile: tuple[NonNeg, ...] | None = None
+    batch: tuple[BatchJob, ...] = ()
+
+    @field_validator("hourly_profile")
+    @classmethod
+    def _profile(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None and len(v) != 24:
+            raise ValueError(f"hourly_profile needs 24 values (local hours 0-23), got {len(v)}")
+        return v
+
+
+class Penalties(_Strict):
+    """Prices of breaking soft constraints. Their order sets what breaks first."""
+
+    site_import_limit_usd_per_mwh: Pos = 1_000_000.0
+    dr_cap_usd_per_mwh: Pos = 50_000.0
+    inference_sla_usd_per_mtok: Pos = 50.0
+    batch_deadline_usd_per_mtok: Pos = 10.0
+    ramp_usd_per_mw: Pos = 2_000.0
+
+
+class SiteConfig(_Strict):
+    site: SiteSpec
+    prices: PriceSource = PriceSource()
+    mining: Mining = Mining()
+    tariff: Tariff = Tariff()
+    inference: Inference = Inference()
+    devices: tuple[DeviceClass, ...]
+    penalties: Penalties = Penalties()
+    events: tuple[GridEvent, ...] = ()
+    base_dir: str = "."
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        names = [d.name for d in self.devices]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate device class names {dup}")
+        if not self.devices:
+            raise ValueError("at least one device class is needed under [[devices]]")
+        return self
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, relative to the file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _value_at(data: Any, loc: tuple[int | str, ...]) -> tuple[bool, Any]:
+    cur = data
+    for part in loc:
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, cur
+
+
+def validation_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        found, value = _value_at(data, loc)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/configuration.md)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif found and not isinstance(value, dict | list):
+            msg = f"{msg} (got {value!r})"
+        problems.append((_format_loc(loc), msg))
+    return problems
+
+
+def parse_site(data: dict[str, Any], source: str, base_dir: str = ".") -> SiteConfig:
+    from models.errors import ConfigError
+
+    try:
+        return SiteConfig.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(source, validation_problems(exc, data)) from None
+
+
+def load_site(path: str | Path) -> SiteConfig:
+    """Read and validate a site TOML file."""
+    from models.errors import ConfigError
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(p), [("(file)", "not found")]) from None
+    except OSError as exc:
+        raise ConfigError(str(p), [("(file)", f"cannot be read: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [("(syntax)", str(exc))]) from None
+    return parse_site(data, str(p), str(p.resolve().parent))

@@ -1,0 +1,1 @@
+"""gridsched scheduler: optimiser (build, solve, extract), plans, CLI and services."""

@@ -1,0 +1,206 @@
+"""``gridsched``: dry-run planning and validation from the command line.
+
+Touches no hardware. Errors in input print one clear message (what, where, what is valid)
+and exit with status 2; a solver that fails exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from models.durations import parse_duration_s
+from models.economics import breakeven_usd_per_mwh
+from models.errors import GridschedError
+from models.market import (
+    Series,
+    demo_prices,
+    load_csv_series,
+    load_ercot_dam,
+    load_ercot_rtm,
+)
+from models.signals import load_events
+from models.site import PriceFormat, SiteConfig, load_site
+from scheduler.inputs import SiteState, assemble_inputs
+from scheduler.optimize import Planner
+from scheduler.report import render, table, write_csv
+from scheduler.solvers import SolverError, available_solvers, solver_names
+from scheduler.timegrid import TimeGrid, multires_grid, uniform_grid
+
+
+class UsageError(GridschedError):
+    """A command-line value is invalid."""
+
+
+def _parse_start(text: str | None, step_s: int) -> int:
+    if text is None:
+        now = int(time.time())
+        return now - now % step_s
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--start {text!r} is not ISO 8601 (e.g. 2023-08-10T05:00:00Z)") \
+            from None
+    if dt.tzinfo is None:
+        raise UsageError(f"--start {text!r} has no UTC offset; add Z or +HH:MM")
+    ts = int(dt.astimezone(UTC).timestamp())
+    if ts % step_s:
+        raise UsageError(f"--start {text!r} is not aligned to the {step_s // 60}-minute step")
+    return ts
+
+
+def load_prices(config: SiteConfig, path: str | None, fmt: str | None, column: str | None,
+                ts_column: str, timezone: str | None, start_s: int, end_s: int) -> Series:
+    """Prices from the command line if given, else from the config's [prices]."""
+    src = config.prices
+    if path is None and src.format is PriceFormat.DEMO:
+        return demo_prices(start_s, end_s, config.site.timezone)
+    if path is None:
+        path = str(config.resolve(src.path or ""))
+        fmt = fmt or src.format.value
+        column = column or src.column
+        ts_column = src.timestamp_column
+    fmt = fmt or "csv"
+    if column is None:
+        raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
+    if fmt == "ercot-rtm":
+        series = load_ercot_rtm(path, column)
+    elif fmt == "ercot-dam":
+        series = load_ercot_dam(path, column)
+    elif fmt == "csv":
+        series = load_csv_series(path, column, ts_column, timezone)
+    else:
+        raise UsageError(f"--price-format {fmt!r}: valid are ercot-rtm, ercot-dam, csv")
+    per_kwh = 1000.0 if src.per == "kWh" else 1.0
+    if src.usd_per_unit != 1.0 or per_kwh != 1.0:
+        series = series.scaled(src.usd_per_unit * per_kwh, unit="USD/MWh",
+                               label=f"{series.label} ({src.currency}/{src.per} -> USD/MWh)")
+    return series
+
+
+def _grid(args: argparse.Namespace) -> TimeGrid:
+    step = parse_duration_s(args.step)
+    horizon = parse_duration_s(args.horizon)
+    start = _parse_start(args.start, step if not args.resolution else 300)
+    if args.resolution:
+        return multires_grid(start, horizon, args.resolution)
+    return uniform_grid(start, horizon, step)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config = load_site(args.config)
+    grid = _grid(args)
+    prices = load_prices(config, args.prices, args.price_format, args.price_column,
+                         args.timestamp_column, args.price_timezone,
+                         int(grid.starts_s[0]), int(grid.ends_s[-1]))
+    events = load_events(args.events) if args.events else []
+    state = SiteState(current_load_kw=args.current_load_kw)
+    if args.hashprice is not None:
+        config = config.model_copy(update={"mining": config.mining.model_copy(
+            update={"hashprice_usd_per_ths_day": args.hashprice})})
+    inputs = assemble_inputs(config, grid, prices, events, state)
+    options = json.loads(args.solver_options) if args.solver_options else None
+    planner = Planner(args.solver, options, integer=args.milp)
+    plan = planner.plan(inputs, config.site.name, config.site.timezone)
+    if args.json:
+        json.dump(plan.to_dict(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(render(plan, hourly=not args.steps))
+        print(f"grid: {grid.describe()}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(plan.to_dict(), indent=1))
+    if args.csv:
+        write_csv(plan, args.csv)
+    if args.plot:
+        from scheduler.plot import plot_plan
+
+        plot_plan(plan, args.plot)
+    for what, dest in (("JSON", args.json_out), ("CSV", args.csv), ("plot", args.plot)):
+        if dest:
+            print(f"wrote {what}: {dest}", file=sys.stderr)
+    return 0 if plan.ok else 3
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = load_site(args.config)
+    site = config.site
+    print(f"{args.config}: valid. Site {site.name!r}, {site.timezone}, interconnect "
+          f"{site.interconnect_kw:,.0f} kW, PUE {site.pue}")
+    hp = config.mining.net_hashprice
+    rows = []
+    for dc in config.devices:
+        for m in dc.modes:
+            eff = m.efficiency_j_per_th
+            be = f"{breakeven_usd_per_mwh(hp, eff, site.pue):.1f}" if eff else "-"
+            rows.append([dc.name, str(dc.kind), f"{dc.units}", m.name, f"{m.power_kw:.3f}",
+                         f"{m.hashrate_ths:g}", f"{m.throughput_tokens_s:g}",
+                         f"{eff:.1f}" if eff else "-", be])
+    print(table(["class", "kind", "units", "mode", "kW/unit", "TH/s", "tokens/s", "J/TH",
+                 "breakeven USD/MWh"], rows, "llrlrrrrr"))
+    print(f"breakeven at hashprice {hp:.4f} USD/TH/s/day (net of pool fee), PUE included")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gridsched", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pl = sub.add_parser("plan", help="plan a site over a horizon (dry run, no hardware)")
+    pl.add_argument("--config", required=True, help="site TOML file")
+    pl.add_argument("--prices", help="price CSV (default: the config's [prices])")
+    pl.add_argument("--price-format", choices=["ercot-rtm", "ercot-dam", "csv"],
+                    help="price file layout (default csv: a timestamp and a price column)")
+    pl.add_argument("--price-column", help="price column, e.g. HB_WEST")
+    pl.add_argument("--timestamp-column", default="interval_start_utc")
+    pl.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
+    pl.add_argument("--events", help="JSON list of grid events (simple signal format)")
+    pl.add_argument("--start", help="ISO 8601 start, e.g. 2023-08-10T05:00:00Z (default: now)")
+    pl.add_argument("--horizon", default="48h")
+    pl.add_argument("--step", default="5min")
+    pl.add_argument("--resolution", help="multi-resolution steps, e.g. '5min:2h,15min:12h,1h'")
+    pl.add_argument("--hashprice", type=float, help="override USD per TH/s per day")
+    pl.add_argument("--current-load-kw", type=float, help="measured import now, kW")
+    pl.add_argument("--solver", default="highs", choices=solver_names(),
+                    help="highs (default) or any solver PuLP drives")
+    pl.add_argument("--solver-options", help="JSON object passed to the solver")
+    pl.add_argument("--milp", action="store_true", help="whole units in the model (small "
+                    "fleets)")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON only")
+    pl.add_argument("--json-out", help="also write the JSON plan to this file")
+    pl.add_argument("--csv", help="write one row per step to this CSV file")
+    pl.add_argument("--plot", help="write a PNG chart to this file")
+    pl.add_argument("--steps", action="store_true", help="table by step instead of by hour")
+    pl.set_defaults(func=cmd_plan)
+
+    va = sub.add_parser("validate", help="check a site TOML file and show its modes")
+    va.add_argument("config")
+    va.set_defaults(func=cmd_validate)
+
+    so = sub.add_parser("solvers", help="list solvers and which are installed")
+    so.set_defaults(func=lambda a: print(
+        "installed: " + ", ".join(available_solvers()) + "\nknown: " +
+        ", ".join(solver_names())) or 0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (GridschedError, SolverError) as exc:
+        print(f"gridsched: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # durations, resolution specs, JSON options
+        print(f"gridsched: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""Everything the optimiser needs, as arrays over (class-mode, step).
+
+``assemble_inputs`` turns a validated site, a price series, grid events and the measured
+state into ``PlanInputs``: the one object the pure model builder reads. It is the only
+place where local time (tariff windows, hourly profiles) and calendar logic live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from models.errors import ConfigError
+from models.market import Series, load_csv_series, solar_profile_kw
+from models.signals import EventType, GridEvent, resolve_cancels
+from models.site import Penalties, SiteConfig
+from scheduler.timegrid import TimeGrid
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """What telemetry says now; ``None`` falls back to the config."""
+
+    current_load_kw: float | None = None
+    units_on: dict[str, int] | None = None
+    billing_peak_kw: float | None = None
+
+
+@dataclass(frozen=True)
+class PeakGroup:
+    """Steps whose maximum import is billed per kW (a billing month, a 4CP window)."""
+
+    name: str
+    kind: str  # "demand-charge" | "coincident-peak"
+    usd_per_kw: float
+    floor_kw: float
+    steps: np.ndarray  # int step indices
+
+
+@dataclass(frozen=True)
+class BatchWindow:
+    name: str
+    tokens: float  # tokens due within this horizon
+    usd_per_mtok: float
+    steps: np.ndarray
+    deadline_s: int
+
+
+@dataclass
+class PlanInputs:
+    grid: TimeGrid
+    class_names: list[str]
+    class_kind: list[str]
+    units: np.ndarray  # (C,)
+    idle_kw: np.ndarray  # (C,)
+    start_cost_usd: np.ndarray  # (C,)
+    min_on_s: np.ndarray  # (C,)
+    min_off_s: np.ndarray  # (C,)
+    initial_on: np.ndarray  # (C,), -1 when unknown
+    # flat (class, mode) pairs
+    cm_class: np.ndarray  # (K,)
+    mode_names: list[str]
+    power_kw: np.ndarray  # (K,)
+    hashrate_ths: np.ndarray  # (K,)
+    tput_tok_s: np.ndarray  # (K,)
+    # series over steps (T,)
+    price_usd_per_mwh: np.ndarray
+    hashprice: np.ndarray  # USD per TH/s per day, net of pool fee
+    base_load_kw: np.ndarray
+    onsite_kw: np.ndarray
+    cap_kw: np.ndarray  # min(interconnect, DR cap)
+    dr_cap_kw: np.ndarray  # inf where no event
+    committed_tok_s: np.ndarray
+    spot_tok_s: np.ndarray
+    ramp_up_kw: np.ndarray | None
+    ramp_down_kw: np.ndarray | None
+    # scalars
+    interconnect_kw: float
+    pue: float
+    onsite_usd_per_mwh: float
+    committed_usd_per_mtok: float
+    spot_usd_per_mtok: float = 0.0
+    dr_payment_usd_per_mwh: float = 0.0
+    dr_baseline_kw: float = 0.0
+    initial_import_kw: float | None = None
+    peaks: list[PeakGroup] = field(default_factory=list)
+    batches: list[BatchWindow] = field(default_factory=list)
+    penalties: Penalties = field(default_factory=Penalties)
+    price_label: str = ""
+    price_synthetic: bool = False
+    events: list[GridEvent] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def T(self) -> int:  # noqa: N802 - the conventional symbol
+        return self.grid.n
+
+    @property
+    def C(self) -> int:  # noqa: N802
+        return len(self.class_names)
+
+    @property
+    def K(self) -> int:  # noqa: N802
+        return len(self.cm_class)
+
+    def structure_key(self) -> tuple[object, ...]:
+        """Changes only when the model's matrix must be rebuilt (not prices or caps)."""
+        return (
+            self.grid.key(), tuple(self.class_names), self.units.tobytes(),
+            self.power_kw.tobytes(), self.hashrate_ths.tobytes(), self.tput_tok_s.tobytes(),
+            self.idle_kw.tobytes(), self.min_on_s.tobytes(), self.min_off_s.tobytes(),
+            self.start_cost_usd.tobytes(), self.initial_on.tobytes(), self.pue,
+            self.ramp_up_kw is None, self.ramp_down_kw is None, self.initial_import_kw is None,
+            tuple((p.name, p.steps.tobytes()) for p in self.peaks),
+            tuple((b.name, b.steps.tobytes()) for b in self.batches),
+        )
+
+
+def _local(grid: TimeGrid, tz: str) -> pd.DatetimeIndex:
+    mid = ((grid.starts_s + grid.ends_s) // 2).astype(np.int64)
+    return pd.to_datetime(mid, unit="s", utc=True).tz_convert(tz)
+
+
+def _overlap(grid: TimeGrid, ev: GridEvent) -> np.ndarray:
+    s = ev.start_utc.timestamp()
+    e = min(ev.end_utc.timestamp(), 4e11)
+    return (grid.starts_s < e) & (grid.ends_s > s)
+
+
+def event_caps(config: SiteConfig, grid: TimeGrid, events: list[GridEvent],
+               protected_kw: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """DR cap per step (inf where none) and price overrides (NaN where none)."""
+    cap = np.full(grid.n, np.inf)
+    price = np.full(grid.n, np.nan)
+    price_prio = np.full(grid.n, -np.inf)
+    levels = config.tariff.dr_levels_kw
+    problems: list[tuple[str, str]] = []
+    for ev in events:
+        on = _overlap(grid, ev)
+        if not on.any():
+            continue
+        if ev.type in (EventType.CURTAIL, EventType.ALERT):
+            limit = ev.limit_kw
+            if limit is None and ev.level is not None:
+                if ev.level == 0:
+                    continue
+                if str(ev.level) not in levels:
+                    problems.append((f"event {ev.id}", f"level {ev.level} has no cap: add "
+                                     f"tariff.dr_levels_kw.\"{ev.level}\" (kW)"))
+                    continue
+                limit = levels[str(ev.level)]
+            if limit is None:  # an alert with no figure: shed all but the protected load
+                limit = levels.get("3", protected_kw)
+            cap[on] = np.minimum(cap[on], limit)
+        elif ev.type is EventType.PRICE and ev.price is not None:
+            take = on & (ev.priority >= price_prio)
+            price[take] = ev.price
+            price_prio[take] = ev.priority
+    if problems:
+        raise ConfigError("events", problems)
+    return cap, (price if np.isfinite(price).any() else None)
+
+
+def assemble_inputs(
+    config: SiteConfig,
+    grid: TimeGrid,
+    prices: Series,
+    events: list[GridEvent] | None = None,
+    state: SiteState | None = None,
+    hashprice: Series | None = None,
+) -> PlanInputs:
+    """Build the optimiser's arrays from the site, prices, events and measured state."""
+    state = state or SiteState()
+    site = config.site
+    tz = site.timezone
+    local = _local(grid, tz)
+    devices = config.devices
+
+    cm_class, names, power, hr, tput = [], [], [], [], []
+    for c, dc in enumerate(devices):
+        for m in dc.modes:
+            cm_class.append(c)
+            names.append(m.name)
+            power.append(m.power_kw)
+            hr.append(m.hashrate_ths)
+            tput.append(m.throughput_tokens_s)
+    units = np.array([dc.units for dc in devices], dtype=np.float64)
+    initial = np.array([-1 if dc.initial_on is None else dc.initial_on for dc in devices],
+                       dtype=np.float64)
+    if state.units_on:
+        unknown = sorted(set(state.units_on) - {dc.name for dc in devices})
+        if unknown:
+            raise ConfigError("state", [("units_on", f"unknown device classes {unknown}")])
+        for c, dc in enumerate(devices):
+            if dc.name in state.units_on:
+                initial[c] = min(state.units_on[dc.name], dc.units)
+
+    price = prices.mean_over(grid.starts_s, grid.ends_s)
+    if hashprice is not None:
+        hp = hashprice.mean_over(grid.starts_s, grid.ends_s) * (1.0 - config.mining.pool_fee)
+    else:
+        hp = np.full(grid.n, config.mining.net_hashprice)
+
+    inf = config.inference
+    profile = (np.array(inf.hourly_profile)[local.hour.to_numpy()] if inf.hourly_profile
+               else np.ones(grid.n))
+    committed = inf.committed_tokens_s * profile
+    spot = inf.spot_tokens_s * profile
+
+    onsite = np.zeros(grid.n)
+    onsite_price = 0.0
+    if site.onsite is not None:
+        onsite_price = site.onsite.price_usd_per_mwh
+        if site.onsite.kind == "solar":
+            onsite = solar_profile_kw(grid.starts_s, grid.ends_s, site.onsite.capacity_kw, tz)
+        else:
+            path, column = site.onsite.path or "", site.onsite.column or ""
+            onsite = load_csv_series(config.resolve(path), column,
+                                     site.onsite.timestamp_column, unit="kW").mean_over(
+                grid.starts_s, grid.ends_s)
+
+    base = np.full(grid.n, site.base_load_kw)
+    # The load that curtailment must never touch: base load and committed inference at the
+    # most efficient serving mode of the site.
+    tput_arr = np.array(tput)
+    pw_arr = np.array(power)
+    serving = tput_arr > 0
+    best_kw_per_tok = float((pw_arr[serving] / tput_arr[serving]).min()) if serving.any() else 0.0
+    protected = site.base_load_kw + site.pue * inf.committed_tokens_s * best_kw_per_tok
+
+    all_events = resolve_cancels([*config.events, *(events or [])])
+    dr_cap, price_override = event_caps(config, grid, all_events, protected)
+    if price_override is not None:
+        price = np.where(np.isfinite(price_override), price_override, price)
+    cap = np.minimum(dr_cap, site.interconnect_kw)
+
+    dt_min = grid.dur_s / 60.0
+    ramp_up = None if site.ramp_up_kw_per_min is None else site.ramp_up_kw_per_min * dt_min
+    ramp_down = (None if site.ramp_down_kw_per_min is None
+                 else site.ramp_down_kw_per_min * dt_min)
+    current = state.current_load_kw if state.current_load_kw is not None else site.current_load_kw
+
+    peaks: list[PeakGroup] = []
+    tariff = config.tariff
+    floor = state.billing_peak_kw if state.billing_peak_kw is not None else (
+        tariff.billing_peak_so_far_kw)
+    month_key = (local.year * 100 + local.month).to_numpy()
+    if tariff.demand_charge_usd_per_kw_month > 0:
+        for mk in np.unique(month_key):
+            peaks.append(PeakGroup(f"demand-charge {mk // 100}-{mk % 100:02d}", "demand-charge",
+                                   tariff.demand_charge_usd_per_kw_month, floor,
+                                   np.flatnonzero(month_key == mk)))
+    minutes = (local.hour * 60 + local.minute).to_numpy()
+    weekday = local.weekday.to_numpy() < 5
+    for cp in tariff.coincident_peaks:
+        lo = cp.start.hour * 60 + cp.start.minute
+        hi = cp.end.hour * 60 + cp.end.minute
+        in_window = ((minutes >= lo) & (minutes < hi)
+                     & np.isin(local.month.to_numpy(), cp.months))
+        if cp.weekdays_only:
+            in_window &= weekday
+        for mk in np.unique(month_key[in_window]):
+            steps = np.flatnonzero(in_window & (month_key == mk))
+            peaks.append(PeakGroup(f"{cp.name} {mk // 100}-{mk % 100:02d}", "coincident-peak",
+                                   cp.usd_per_kw, 0.0, steps))
+
+    notes: list[str] = []
+    batches: list[BatchWindow] = []
+    h0, h1 = int(grid.starts_s[0]), int(grid.ends_s[-1])
+    for job in inf.batch:
+        rel = int(job.release.timestamp()) if job.release else h0
+        dl = int(job.deadline.timestamp())
+        if dl <= h0:
+            notes.append(f"batch job {job.name!r}: deadline {job.deadline.isoformat()} has "
+                         "passed; not planned")
+            continue
+        steps = np.flatnonzero((grid.starts_s >= rel) & (grid.ends_s <= dl))
+        share = (min(dl, h1) - max(rel, h0)) / (dl - max(rel, h0)) if dl > h1 else 1.0
+        if len(steps) == 0:
+            if rel >= h1:
+                continue
+            notes.append(f"batch job {job.name!r}: no whole step between release and deadline")
+        batches.append(BatchWindow(job.name, job.tokens * share, job.usd_per_mtok, steps, dl))
+
+    baseline = tariff.dr_baseline_kw
+    return PlanInputs(
+        grid=grid,
+        class_names=[dc.name for dc in devices],
+        class_kind=[str(dc.kind) for dc in devices],
+        units=units,
+        idle_kw=np.array([dc.idle_kw for dc in devices]),
+        start_cost_usd=np.array([dc.start_cost_usd for dc in devices]),
+        min_on_s=np.array([dc.min_on_s for dc in devices]),
+        min_off_s=np.array([dc.min_off_s for dc in devices]),
+        initial_on=initial,
+        cm_class=np.array(cm_class, dtype=np.int64),
+        mode_names=names,
+        power_kw=pw_arr,
+        hashrate_ths=np.array(hr),
+        tput_tok_s=tput_arr,
+        price_usd_per_mwh=price * 1.0,
+        hashprice=hp,
+        base_load_kw=base,
+        onsite_kw=onsite,
+        cap_kw=cap,
+        dr_cap_kw=dr_cap,
+        committed_tok_s=committed,
+        spot_tok_s=spot,
+        ramp_up_kw=ramp_up,
+        ramp_down_kw=ramp_down,
+        interconnect_kw=site.interconnect_kw,
+        pue=site.pue,
+        onsite_usd_per_mwh=onsite_price,
+        committed_usd_per_mtok=inf.committed_usd_per_mtok,
+        spot_usd_per_mtok=inf.spot_usd_per_mtok,
+        dr_payment_usd_per_mwh=tariff.dr_payment_usd_per_mwh,
+        dr_baseline_kw=baseline if baseline is not None else (current or 0.0),
+        initial_import_kw=current,
+        peaks=peaks,
+        batches=batches,
+        penalties=config.penalties,
+        price_label=prices.label,
+        price_synthetic=prices.synthetic,
+        events=[e for e in all_events if _overlap(grid, e).any()],
+        notes=notes,
+    )
+
+
+def utc(ts_s: float) -> datetime:
+    return datetime.fromtimestamp(float(ts_s), UTC)

@@ -1,0 +1,66 @@
+"""The optimiser pipeline: inputs -> build -> solve -> extract -> Plan.
+
+``Planner`` keeps the last model and solver so that a re-plan whose structure is unchanged
+(new prices, hashprice, caps or demand over the same grid) is a warm update, not a rebuild.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from scheduler.build import build_model
+from scheduler.extract import extract_plan
+from scheduler.inputs import PlanInputs
+from scheduler.matrices import LPModel
+from scheduler.plan import Plan
+from scheduler.solvers import HighsSolver, Solver, SolveResult, get_solver
+
+
+class Planner:
+    """Plans a site; re-plans warm when only numbers changed.
+
+    ``integer=True`` solves the MILP (whole units, exact dwell) for small fleets; the
+    import limit's value then comes from the LP with the integer decisions fixed.
+    """
+
+    def __init__(self, solver: str = "highs", options: dict[str, Any] | None = None,
+                 integer: bool = False) -> None:
+        self.solver_name = solver
+        self.options = options
+        self.integer = integer
+        self._solver: Solver = get_solver(solver, options)
+        self._key: tuple[object, ...] | None = None
+        self._model: LPModel | None = None
+
+    def solve(self, inp: PlanInputs) -> tuple[LPModel, SolveResult, float]:
+        t0 = time.perf_counter()
+        key = inp.structure_key()
+        warm = (not self.integer and self._model is not None and key == self._key
+                and isinstance(self._solver, HighsSolver))
+        model = build_model(inp, with_matrix=not warm, integer=self.integer)
+        if warm and self._model is not None:
+            model.A = self._model.A
+        build_s = time.perf_counter() - t0
+        result = self._solver.solve(model, warm=warm)
+        if self.integer and result.ok:
+            result = self._duals_of_fixed(model, result)
+        self._key, self._model = (key, model) if result.ok else (None, None)
+        return model, result, build_s
+
+    def _duals_of_fixed(self, model: LPModel, mip: SolveResult) -> SolveResult:
+        """Fix the integer decisions and re-solve the LP for the import limit's duals."""
+        flags = model.integrality().astype(bool)
+        fixed = LPModel(model.c, np.where(flags, np.round(mip.x), model.col_lo),
+                        np.where(flags, np.round(mip.x), model.col_hi), model.row_lo,
+                        model.row_hi, model.A, model.offset, model.var_blocks, model.con_blocks)
+        lp = HighsSolver().solve(fixed)
+        if lp.ok:
+            mip.row_duals = lp.row_duals
+        return mip
+
+    def plan(self, inp: PlanInputs, site: str = "", timezone: str = "UTC") -> Plan:
+        model, result, build_s = self.solve(inp)
+        return extract_plan(inp, model, result, build_s, site, timezone)

@@ -1,0 +1,104 @@
+"""Round fractional unit counts to whole units without breaking a hard limit.
+
+Largest remainder within each (class, step): the class keeps the nearest whole number of
+awake units, and the modes with the largest fractional parts get the spare units. Then a
+repair pass: where the rounded plan would import more than the LP did (and more than the
+cap), units are put to sleep, least valuable kW first; where it serves less committed
+inference than the LP, serving units are woken, most tokens per kW first, while the power
+headroom lasts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.inputs import PlanInputs
+
+EPS = 1e-6
+
+
+def largest_remainder(x: np.ndarray, cm_class: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Integer (K, T) counts whose class totals are the rounded LP totals (<= units)."""
+    K, T = x.shape
+    C = len(units)
+    x = np.clip(x, 0.0, None)
+    floor = np.floor(x + EPS)
+    rem = np.where(x - floor > EPS, x - floor, 0.0)
+    class_total = np.zeros((C, T))
+    np.add.at(class_total, cm_class, x)
+    target = np.minimum(np.floor(class_total + 0.5 - EPS), units[:, None])
+    floor_total = np.zeros((C, T))
+    np.add.at(floor_total, cm_class, floor)
+    extra = (target - floor_total)[cm_class]  # spare units of k's class, per step
+    # rank of each mode's remainder within its class (0 = largest), per step;
+    # cm_class is sorted, so a mode's position in its class is k - first k of the class
+    first = np.searchsorted(cm_class, np.arange(C))
+    pos = np.arange(K) - first[cm_class]
+    m_max = int(pos.max()) + 1 if K else 0
+    pad = np.full((C, m_max, T), -1.0)
+    pad[cm_class, pos] = rem
+    order = np.argsort(-pad, axis=1, kind="stable")
+    rank_pad = np.empty_like(order)
+    np.put_along_axis(rank_pad, order,
+                      np.broadcast_to(np.arange(m_max)[None, :, None], order.shape), axis=1)
+    rank = rank_pad[cm_class, pos]
+    bump = (rank < extra) & (rem > 0)
+    return (floor + bump).astype(np.int64)
+
+
+def it_load_kw(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
+    marginal = inp.power_kw - inp.idle_kw[inp.cm_class]
+    return inp.pue * (float(inp.idle_kw @ inp.units) + marginal @ n) + inp.base_load_kw
+
+
+def import_kw(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
+    return np.maximum(it_load_kw(inp, n) - inp.onsite_kw, 0.0)
+
+
+def round_plan(inp: PlanInputs, x: np.ndarray, lp_import: np.ndarray,
+               lp_served: np.ndarray, peak_kw: np.ndarray | None = None) -> np.ndarray:
+    """Whole units per (class-mode, step) that respect the LP's import and SLA.
+
+    The import limit of a step is the cap (or the LP's own import where the LP chose to
+    break the cap), and never above a billed peak the LP settled on (``peak_kw``).
+    """
+    n = largest_remainder(x, inp.cm_class, inp.units)
+    marginal = inp.pue * (inp.power_kw - inp.idle_kw[inp.cm_class])
+    hard = np.maximum(inp.cap_kw, lp_import) + EPS
+
+    # 1. restore committed throughput lost to rounding: wake serving units, most tokens
+    #    per kW first (step 2 makes room for them)
+    serving = np.flatnonzero(inp.tput_tok_s > 0)
+    short = np.minimum(lp_served, inp.committed_tok_s) - inp.tput_tok_s @ n
+    for k in serving[np.argsort(-inp.tput_tok_s[serving] / marginal[serving])]:
+        if not (short > EPS).any():
+            break
+        same = inp.cm_class == inp.cm_class[k]
+        free = inp.units[inp.cm_class[k]] - n[same].sum(axis=0)
+        add = np.clip(np.minimum(free, np.ceil(short / inp.tput_tok_s[k] - EPS)), 0, None)
+        n[k] += add.astype(np.int64)
+        short -= add * inp.tput_tok_s[k]
+
+    # 2. shed where a limit is exceeded, least value per kW first: the hard cap binds
+    #    every mode; a billed peak binds only modes that serve no committed inference
+    value = (inp.hashrate_ths * float(np.median(inp.hashprice)) / 24.0
+             + inp.tput_tok_s * 1e-3) / np.maximum(marginal, EPS)
+    order = np.argsort(value)
+    _shed(inp, n, hard, order, marginal)
+    if peak_kw is not None:
+        soft = np.minimum(hard, np.maximum(peak_kw, lp_import) + EPS)
+        _shed(inp, n, soft, order[inp.tput_tok_s[order] == 0], marginal)
+    return n
+
+
+def _shed(inp: PlanInputs, n: np.ndarray, limit: np.ndarray, order: np.ndarray,
+          marginal: np.ndarray) -> None:
+    excess = import_kw(inp, n) - limit
+    for k in order:
+        if not (excess > 0).any():
+            break
+        if marginal[k] <= 0:
+            continue
+        drop = np.minimum(n[k], np.ceil(np.maximum(excess, 0.0) / marginal[k] - EPS))
+        n[k] -= drop.astype(np.int64)
+        excess -= drop * marginal[k]

@@ -1,0 +1,236 @@
+"""Solvers by name: HiGHS through highspy (default, warm-startable), or any solver PuLP
+drives, handed the same model as an MPS file.
+
+Outcomes are ``SolveResult``s with a ``SolveStatus``; callers act on ``result.ok``, never on
+solver-specific strings.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from scheduler.matrices import LPModel
+
+
+class SolveStatus(StrEnum):
+    OPTIMAL = "optimal"
+    INFEASIBLE = "infeasible"
+    UNBOUNDED = "unbounded"
+    TIME_LIMIT = "time_limit"
+    ERROR = "error"
+
+
+@dataclass
+class SolveResult:
+    status: SolveStatus
+    termination: str
+    objective: float
+    x: np.ndarray
+    row_duals: np.ndarray | None
+    solver: str
+    runtime_s: float
+    warm: bool = False
+    iterations: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is SolveStatus.OPTIMAL
+
+
+class SolverError(RuntimeError):
+    """The solver is unknown, not installed, or failed to run."""
+
+
+class Solver(Protocol):
+    name: str
+
+    def solve(self, model: LPModel, warm: bool = False) -> SolveResult: ...
+
+
+class HighsSolver:
+    """HiGHS through highspy. Keeps the last model: ``solve(model, warm=True)`` with the
+    same structure pushes only new costs and bounds and re-solves from the last basis."""
+
+    name = "highs"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        import highspy
+
+        self._hs = highspy
+        self._h = highspy.Highs()
+        self._h.setOptionValue("output_flag", False)
+        for key, value in (options or {}).items():
+            status = self._h.setOptionValue(key, value)
+            if status != highspy.HighsStatus.kOk:
+                raise SolverError(f"HiGHS rejected option {key}={value!r}")
+        self._shape: tuple[int, int] | None = None
+
+    def _pass(self, model: LPModel) -> None:
+        hs = self._hs
+        if model.A is None:
+            raise SolverError("a cold solve needs the model's matrix")
+        lp = hs.HighsLp()
+        lp.num_col_ = model.n_vars
+        lp.num_row_ = model.n_rows
+        inf = hs.kHighsInf
+        lp.col_cost_ = model.c
+        lp.col_lower_ = np.where(np.isinf(model.col_lo), -inf, model.col_lo)
+        lp.col_upper_ = np.where(np.isinf(model.col_hi), inf, model.col_hi)
+        lp.row_lower_ = np.where(np.isinf(model.row_lo), -inf, model.row_lo)
+        lp.row_upper_ = np.where(np.isinf(model.row_hi), inf, model.row_hi)
+        lp.a_matrix_.format_ = hs.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = model.A.indptr
+        lp.a_matrix_.index_ = model.A.indices
+        lp.a_matrix_.value_ = model.A.data
+        lp.offset_ = model.offset
+        if model.integer_blocks:
+            lp.integrality_ = [hs.HighsVarType(int(v)) for v in model.integrality()]
+        self._h.clearSolver()
+        if self._h.passModel(lp) != hs.HighsStatus.kOk:
+            raise SolverError("HiGHS refused the model")
+        self._shape = (model.n_vars, model.n_rows)
+
+    def _update(self, model: LPModel) -> None:
+        h, inf = self._h, self._hs.kHighsInf
+        n, m = model.n_vars, model.n_rows
+        cols = np.arange(n, dtype=np.int32)
+        rows = np.arange(m, dtype=np.int32)
+        h.changeColsCost(n, cols, model.c)
+        h.changeColsBounds(n, cols, np.where(np.isinf(model.col_lo), -inf, model.col_lo),
+                           np.where(np.isinf(model.col_hi), inf, model.col_hi))
+        h.changeRowsBounds(m, rows, np.where(np.isinf(model.row_lo), -inf, model.row_lo),
+                           np.where(np.isinf(model.row_hi), inf, model.row_hi))
+        h.changeObjectiveOffset(model.offset)
+
+    def solve(self, model: LPModel, warm: bool = False) -> SolveResult:
+        hs = self._hs
+        t0 = time.perf_counter()
+        warm = warm and self._shape == (model.n_vars, model.n_rows)
+        if warm:
+            self._update(model)
+        else:
+            self._pass(model)
+        self._h.run()
+        runtime = time.perf_counter() - t0
+        ms = self._h.getModelStatus()
+        status = {
+            hs.HighsModelStatus.kOptimal: SolveStatus.OPTIMAL,
+            hs.HighsModelStatus.kInfeasible: SolveStatus.INFEASIBLE,
+            hs.HighsModelStatus.kUnbounded: SolveStatus.UNBOUNDED,
+            hs.HighsModelStatus.kUnboundedOrInfeasible: SolveStatus.INFEASIBLE,
+            hs.HighsModelStatus.kTimeLimit: SolveStatus.TIME_LIMIT,
+        }.get(ms, SolveStatus.ERROR)
+        info = self._h.getInfo()
+        sol = self._h.getSolution()
+        x = np.asarray(sol.col_value, dtype=np.float64)
+        duals = np.asarray(sol.row_dual, dtype=np.float64) if sol.dual_valid else None
+        return SolveResult(status, self._h.modelStatusToString(ms),
+                           float(info.objective_function_value), x, duals, self.name,
+                           runtime, warm, int(info.simplex_iteration_count))
+
+
+def write_mps(model: LPModel, path: str | Path) -> None:
+    """Write the model (without its constant offset) as free MPS through HiGHS."""
+    scratch = HighsSolver()
+    offset = model.offset
+    model.offset = 0.0
+    try:
+        scratch._pass(model)
+    finally:
+        model.offset = offset
+    scratch._h.writeModel(str(path))
+
+
+PULP_SOLVERS: dict[str, str] = {
+    "cbc": "PULP_CBC_CMD",
+    "glpk": "GLPK_CMD",
+    "gurobi": "GUROBI_CMD",
+    "cplex": "CPLEX_CMD",
+    "scip": "SCIP_CMD",
+    "xpress": "XPRESS",
+    "copt": "COPT_CMD",
+    "mosek": "MOSEK",
+    "highs-cmd": "HiGHS_CMD",
+    "pulp-highs": "HiGHS",
+}
+
+
+class PulpSolver:
+    """Any solver PuLP drives, fed the same LP through an MPS file."""
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
+        import pulp
+
+        if name not in PULP_SOLVERS:
+            raise SolverError(f"unknown solver {name!r}; valid: {', '.join(solver_names())}")
+        self.name = name
+        self._pulp = pulp
+        self._solver = pulp.getSolver(PULP_SOLVERS[name], msg=False, **(options or {}))
+        if not self._solver.available():
+            raise SolverError(f"solver {name!r} ({PULP_SOLVERS[name]}) is not installed here; "
+                              f"available: {', '.join(available_solvers())}")
+
+    def solve(self, model: LPModel, warm: bool = False) -> SolveResult:
+        pulp = self._pulp
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="gridsched-") as tmp:
+            path = os.path.join(tmp, "model.mps")
+            write_mps(model, path)
+            variables, prob = pulp.LpProblem.fromMPS(path, sense=pulp.LpMinimize)
+        prob.solve(self._solver)
+        runtime = time.perf_counter() - t0
+        status = {
+            pulp.LpStatusOptimal: SolveStatus.OPTIMAL,
+            pulp.LpStatusInfeasible: SolveStatus.INFEASIBLE,
+            pulp.LpStatusUnbounded: SolveStatus.UNBOUNDED,
+        }.get(prob.status, SolveStatus.ERROR)
+        x = np.zeros(model.n_vars)
+        for name, var in variables.items():
+            x[int(name[1:])] = var.value() or 0.0
+        duals = np.zeros(model.n_rows)
+        have_duals = not model.integer_blocks
+        for name, con in prob.constraints.items():
+            if con.pi is None:
+                have_duals = False
+                break
+            duals[int(name[1:])] = con.pi
+        objective = float(model.c @ x + model.offset)
+        return SolveResult(status, pulp.LpStatus[prob.status], objective, x,
+                           duals if have_duals else None, self.name, runtime)
+
+
+def solver_names() -> list[str]:
+    return ["highs", *PULP_SOLVERS]
+
+
+def available_solvers() -> list[str]:
+    import pulp
+
+    have = set(pulp.listSolvers(onlyAvailable=True))
+    return ["highs", *(n for n, cls in PULP_SOLVERS.items() if cls in have)]
+
+
+SOLVERS: dict[str, Callable[[dict[str, Any] | None], Solver]] = {
+    "highs": HighsSolver,
+    **{n: (lambda opts, _n=n: PulpSolver(_n, opts)) for n in PULP_SOLVERS},
+}
+
+
+def get_solver(name: str = "highs", options: dict[str, Any] | None = None) -> Solver:
+    """A solver by name; raises ``SolverError`` naming the valid and installed ones."""
+    try:
+        factory = SOLVERS[name]
+    except KeyError:
+        raise SolverError(f"unknown solver {name!r}; valid: {', '.join(solver_names())}; "
+                          f"installed here: {', '.join(available_solvers())}") from None
+    return factory(options)
