@@ -86,10 +86,16 @@ ASIC_PROFILES: tuple[AsicProfile, ...] = (
 ASIC_SLEEP_KW = 0.015
 
 GPU_SPECS: tuple[GpuSpec, ...] = (
-    GpuSpec("A100 SXM4", tdp_w=400.0, min_cap_w=100.0, idle_w=50.0,
-            default_caps_w=(400.0, 300.0, 250.0, 200.0)),
-    GpuSpec("H100 SXM", tdp_w=700.0, min_cap_w=200.0, idle_w=70.0,
-            default_caps_w=(700.0, 500.0, 350.0)),
+    GpuSpec(
+        "A100 SXM4",
+        tdp_w=400.0,
+        min_cap_w=100.0,
+        idle_w=50.0,
+        default_caps_w=(400.0, 300.0, 250.0, 200.0),
+    ),
+    GpuSpec(
+        "H100 SXM", tdp_w=700.0, min_cap_w=200.0, idle_w=70.0, default_caps_w=(700.0, 500.0, 350.0)
+    ),
 )
 
 #: (cap / TDP, throughput / full-power throughput), Llama-8B inference on A100.
@@ -148,8 +154,9 @@ def gpu_full_throughput(gpu: GpuSpec, workload: str) -> float:
         return GPU_WORKLOADS[(gpu.model, workload)]
     except KeyError:
         known = ", ".join(gpu_workloads(gpu))
-        raise KeyError(f"no throughput for workload {workload!r} on {gpu.model}; "
-                       f"known: {known}") from None
+        raise KeyError(
+            f"no throughput for workload {workload!r} on {gpu.model}; known: {known}"
+        ) from None
 
 
 def cap_throughput_fraction(cap_w: float, tdp_w: float) -> float:

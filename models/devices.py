@@ -96,8 +96,9 @@ class DeviceClass(BaseModel):
         if self.available is not None and self.available > self.count:
             raise ValueError(f"available = {self.available} exceeds count = {self.count}")
         if self.initial_on is not None and self.initial_on > self.units:
-            raise ValueError(f"initial_on = {self.initial_on} exceeds units in service "
-                             f"({self.units})")
+            raise ValueError(
+                f"initial_on = {self.initial_on} exceeds units in service ({self.units})"
+            )
         return self
 
     @property
@@ -142,8 +143,9 @@ def _catalog_modes(dc: DeviceClass, model: str) -> tuple[tuple[Mode, ...], float
     caps = dc.power_caps_w or gpu.default_caps_w
     for cap in caps:
         if not gpu.min_cap_w <= cap <= gpu.tdp_w:
-            raise ValueError(f"power cap {cap} W outside {gpu.model}'s range "
-                             f"[{gpu.min_cap_w}, {gpu.tdp_w}] W")
+            raise ValueError(
+                f"power cap {cap} W outside {gpu.model}'s range [{gpu.min_cap_w}, {gpu.tdp_w}] W"
+            )
     modes = tuple(
         Mode(
             name=f"infer@{cap:g}W",

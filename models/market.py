@@ -88,8 +88,15 @@ class Series:
         return float(self.mean_over(np.array([t_s]), np.array([t_s + 1.0]))[0])
 
     def scaled(self, factor: float, label: str | None = None, unit: str | None = None) -> Series:
-        return Series(label or self.label, unit or self.unit, self.start_s, self.interval_s,
-                      self.values * factor, self.lines, self.synthetic)
+        return Series(
+            label or self.label,
+            unit or self.unit,
+            self.start_s,
+            self.interval_s,
+            self.values * factor,
+            self.lines,
+            self.synthetic,
+        )
 
     def gaps(self) -> list[str]:
         """Human list of missing or NaN intervals (empty when complete)."""
@@ -143,9 +150,9 @@ def regularise(
     n = int(idx[-1]) + 1
     out = np.full(n, np.nan)
     out[idx] = np.asarray(values, dtype=np.float64)[order]
-    lines = np.zeros(n, dtype=np.int64)
-    lines[idx] = order + 2
-    return Series(label, unit, start, int(interval_s), out, lines)
+    line_of = np.zeros(n, dtype=np.int64)
+    line_of[idx] = order + 2
+    return Series(label, unit, start, int(interval_s), out, line_of)
 
 
 def _parse_times(raw: pd.Series, source: str, column: str, timezone: str | None) -> np.ndarray:
@@ -153,17 +160,24 @@ def _parse_times(raw: pd.Series, source: str, column: str, timezone: str | None)
     bad = parsed.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(source, f"line {i + 2}: {column} = {raw.iloc[i]!r} is not an ISO 8601 "
-                                "timestamp (e.g. 2023-08-10T05:00:00Z)")
+        raise DataError(
+            source,
+            f"line {i + 2}: {column} = {raw.iloc[i]!r} is not an ISO 8601 "
+            "timestamp (e.g. 2023-08-10T05:00:00Z)",
+        )
     if getattr(parsed.dt, "tz", None) is None:
         if timezone is None:
-            raise DataError(source, f"{column} has no UTC offset (e.g. {raw.iloc[0]!r}); add "
-                                    "offsets or name the time zone of the file")
+            raise DataError(
+                source,
+                f"{column} has no UTC offset (e.g. {raw.iloc[0]!r}); add "
+                "offsets or name the time zone of the file",
+            )
         try:
             parsed = parsed.dt.tz_localize(timezone, ambiguous="raise", nonexistent="raise")
         except Exception as exc:  # pytz/zoneinfo raise several types for DST edges
-            raise DataError(source, f"{column}: local time cannot be placed in {timezone}: "
-                                    f"{exc}") from None
+            raise DataError(
+                source, f"{column}: local time cannot be placed in {timezone}: {exc}"
+            ) from None
     return parsed.dt.tz_convert("UTC").dt.as_unit("s").astype("int64").to_numpy()
 
 
@@ -201,8 +215,10 @@ def load_csv_series(
 
 def _check_column(path: Path, column: str, valid: tuple[str, ...]) -> None:
     if column not in valid:
-        raise DataError(str(path), f"price column {column!r} is not in this ERCOT file; "
-                                   f"valid: {', '.join(valid)}")
+        raise DataError(
+            str(path),
+            f"price column {column!r} is not in this ERCOT file; valid: {', '.join(valid)}",
+        )
 
 
 def load_ercot_rtm(path: str | Path, column: str = "HB_WEST") -> Series:
@@ -222,9 +238,15 @@ def load_ercot_dam(path: str | Path, column: str = "HB_WEST") -> Series:
 def load_btc_hashprice(path: str | Path, pool_fee: float = 0.0) -> Series:
     """Daily hashprice (USD per TH/s per day) from the BTC network file, net of pool fee."""
     p = Path(path)
-    s = load_csv_series(p, "derived_hashprice_usd_per_ths_day", timestamp_column="date_utc",
-                        timezone="UTC", unit="USD/TH/s/day", label=f"{p.name}:hashprice",
-                        interval_s=86400)
+    s = load_csv_series(
+        p,
+        "derived_hashprice_usd_per_ths_day",
+        timestamp_column="date_utc",
+        timezone="UTC",
+        unit="USD/TH/s/day",
+        label=f"{p.name}:hashprice",
+        interval_s=86400,
+    )
     return s.scaled(1.0 - pool_fee)
 
 
@@ -248,12 +270,20 @@ def demo_prices(start_s: int, end_s: int, timezone: str = "America/Chicago") -> 
     price += rng.normal(0.0, 3.0, n)
     spike = (day % 3 == 0) & (np.abs(hour - 19.25) < 0.5)
     price = np.where(spike, 900.0, price)
-    return Series("DEMO synthetic prices (not market data)", "USD/MWh", int(t[0]), interval,
-                  np.round(price, 2), np.zeros(n, dtype=np.int64), synthetic=True)
+    return Series(
+        "DEMO synthetic prices (not market data)",
+        "USD/MWh",
+        int(t[0]),
+        interval,
+        np.round(price, 2),
+        np.zeros(n, dtype=np.int64),
+        synthetic=True,
+    )
 
 
-def solar_profile_kw(starts_s: np.ndarray, ends_s: np.ndarray, capacity_kw: float,
-                     timezone: str) -> np.ndarray:
+def solar_profile_kw(
+    starts_s: np.ndarray, ends_s: np.ndarray, capacity_kw: float, timezone: str
+) -> np.ndarray:
     """Clear-sky solar output (kW) at step midpoints, scaled to ``capacity_kw``."""
     mid = ((np.asarray(starts_s) + np.asarray(ends_s)) / 2).astype(np.int64)
     local = pd.to_datetime(mid, unit="s", utc=True).tz_convert(timezone)

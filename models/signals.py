@@ -51,8 +51,10 @@ class GridEvent(BaseModel):
             value = getattr(self, name)
             if value is not None:
                 if value.tzinfo is None:
-                    raise ValueError(f"{name} {value.isoformat()} has no UTC offset; "
-                                     "write e.g. 2025-08-01T17:00:00Z")
+                    raise ValueError(
+                        f"{name} {value.isoformat()} has no UTC offset; "
+                        "write e.g. 2025-08-01T17:00:00Z"
+                    )
                 object.__setattr__(self, name, value.astimezone(UTC))
         if self.type is EventType.CANCEL:
             return self
@@ -67,8 +69,7 @@ class GridEvent(BaseModel):
         if self.end is None:
             object.__setattr__(self, "end", FOREVER)
         if self.end is not None and self.end < self.start:
-            raise ValueError(f"end {self.end.isoformat()} is before start "
-                             f"{self.start.isoformat()}")
+            raise ValueError(f"end {self.end.isoformat()} is before start {self.start.isoformat()}")
         if self.type is EventType.CURTAIL and self.limit_kw is None and self.level is None:
             raise ValueError("a curtail event needs limit_kw or level")
         if self.type is EventType.PRICE and self.price is None:
@@ -106,8 +107,10 @@ def parse_events(raw: Any, source: str) -> list[GridEvent]:
     if isinstance(raw, dict) and "events" in raw:
         raw = raw["events"]
     if not isinstance(raw, list):
-        raise ConfigError(source, [("(top level)", "expected a JSON list of events "
-                                    "or an object with an 'events' list")])
+        raise ConfigError(
+            source,
+            [("(top level)", "expected a JSON list of events or an object with an 'events' list")],
+        )
     events: list[GridEvent] = []
     problems: list[tuple[str, str]] = []
     for i, item in enumerate(raw):
@@ -130,6 +133,7 @@ def load_events(path: str | Path) -> list[GridEvent]:
     except FileNotFoundError:
         raise ConfigError(str(p), [("(file)", "not found")]) from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(str(p), [(f"line {exc.lineno} column {exc.colno}",
-                                    f"invalid JSON: {exc.msg}")]) from None
+        raise ConfigError(
+            str(p), [(f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")]
+        ) from None
     return parse_events(raw, str(p))

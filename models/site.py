@@ -65,8 +65,9 @@ class SiteSpec(_Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as "
-                             "'America/Chicago' or 'UTC'") from None
+            raise ValueError(
+                f"unknown time zone {v!r}; use an IANA name such as 'America/Chicago' or 'UTC'"
+            ) from None
         return v
 
     @property
@@ -97,8 +98,9 @@ class PriceSource(_Strict):
         if self.format is not PriceFormat.DEMO and self.column is None:
             raise ValueError(f"format = '{self.format}' needs column (the price column)")
         if self.currency != "USD" and self.usd_per_unit == 1.0:
-            raise ValueError(f"currency {self.currency} needs usd_per_unit (USD per 1 "
-                             f"{self.currency})")
+            raise ValueError(
+                f"currency {self.currency} needs usd_per_unit (USD per 1 {self.currency})"
+            )
         return self
 
 
@@ -188,10 +190,15 @@ class Inference(_Strict):
 
 
 class Penalties(_Strict):
-    """Prices of breaking soft constraints. Their order sets what breaks first."""
+    """Prices of breaking soft constraints. Their order sets what breaks first.
 
-    site_import_limit_usd_per_mwh: Pos = 1_000_000.0
-    dr_cap_usd_per_mwh: Pos = 50_000.0
+    Defaults rank: interconnect > DR cap > committed SLA > ramp > batch deadlines. An H100
+    serves about 2 million tokens per kWh, so 50 USD/Mtok of SLA penalty is about
+    100,000 USD/MWh; the DR cap's 500,000 USD/MWh puts grid compliance above it.
+    """
+
+    site_import_limit_usd_per_mwh: Pos = 5_000_000.0
+    dr_cap_usd_per_mwh: Pos = 500_000.0
     inference_sla_usd_per_mtok: Pos = 50.0
     batch_deadline_usd_per_mtok: Pos = 10.0
     ramp_usd_per_mw: Pos = 2_000.0

@@ -44,8 +44,7 @@ def _parse_start(text: str | None, step_s: int) -> int:
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"--start {text!r} is not ISO 8601 (e.g. 2023-08-10T05:00:00Z)") \
-            from None
+        raise UsageError(f"--start {text!r} is not ISO 8601 (e.g. 2023-08-10T05:00:00Z)") from None
     if dt.tzinfo is None:
         raise UsageError(f"--start {text!r} has no UTC offset; add Z or +HH:MM")
     ts = int(dt.astimezone(UTC).timestamp())
@@ -54,8 +53,16 @@ def _parse_start(text: str | None, step_s: int) -> int:
     return ts
 
 
-def load_prices(config: SiteConfig, path: str | None, fmt: str | None, column: str | None,
-                ts_column: str, timezone: str | None, start_s: int, end_s: int) -> Series:
+def load_prices(
+    config: SiteConfig,
+    path: str | None,
+    fmt: str | None,
+    column: str | None,
+    ts_column: str,
+    timezone: str | None,
+    start_s: int,
+    end_s: int,
+) -> Series:
     """Prices from the command line if given, else from the config's [prices]."""
     src = config.prices
     if path is None and src.format is PriceFormat.DEMO:
@@ -78,8 +85,11 @@ def load_prices(config: SiteConfig, path: str | None, fmt: str | None, column: s
         raise UsageError(f"--price-format {fmt!r}: valid are ercot-rtm, ercot-dam, csv")
     per_kwh = 1000.0 if src.per == "kWh" else 1.0
     if src.usd_per_unit != 1.0 or per_kwh != 1.0:
-        series = series.scaled(src.usd_per_unit * per_kwh, unit="USD/MWh",
-                               label=f"{series.label} ({src.currency}/{src.per} -> USD/MWh)")
+        series = series.scaled(
+            src.usd_per_unit * per_kwh,
+            unit="USD/MWh",
+            label=f"{series.label} ({src.currency}/{src.per} -> USD/MWh)",
+        )
     return series
 
 
@@ -95,14 +105,26 @@ def _grid(args: argparse.Namespace) -> TimeGrid:
 def cmd_plan(args: argparse.Namespace) -> int:
     config = load_site(args.config)
     grid = _grid(args)
-    prices = load_prices(config, args.prices, args.price_format, args.price_column,
-                         args.timestamp_column, args.price_timezone,
-                         int(grid.starts_s[0]), int(grid.ends_s[-1]))
+    prices = load_prices(
+        config,
+        args.prices,
+        args.price_format,
+        args.price_column,
+        args.timestamp_column,
+        args.price_timezone,
+        int(grid.starts_s[0]),
+        int(grid.ends_s[-1]),
+    )
     events = load_events(args.events) if args.events else []
     state = SiteState(current_load_kw=args.current_load_kw)
     if args.hashprice is not None:
-        config = config.model_copy(update={"mining": config.mining.model_copy(
-            update={"hashprice_usd_per_ths_day": args.hashprice})})
+        config = config.model_copy(
+            update={
+                "mining": config.mining.model_copy(
+                    update={"hashprice_usd_per_ths_day": args.hashprice}
+                )
+            }
+        )
     inputs = assemble_inputs(config, grid, prices, events, state)
     options = json.loads(args.solver_options) if args.solver_options else None
     planner = Planner(args.solver, options, integer=args.milp)
@@ -130,19 +152,46 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     config = load_site(args.config)
     site = config.site
-    print(f"{args.config}: valid. Site {site.name!r}, {site.timezone}, interconnect "
-          f"{site.interconnect_kw:,.0f} kW, PUE {site.pue}")
+    print(
+        f"{args.config}: valid. Site {site.name!r}, {site.timezone}, interconnect "
+        f"{site.interconnect_kw:,.0f} kW, PUE {site.pue}"
+    )
     hp = config.mining.net_hashprice
     rows = []
     for dc in config.devices:
         for m in dc.modes:
             eff = m.efficiency_j_per_th
             be = f"{breakeven_usd_per_mwh(hp, eff, site.pue):.1f}" if eff else "-"
-            rows.append([dc.name, str(dc.kind), f"{dc.units}", m.name, f"{m.power_kw:.3f}",
-                         f"{m.hashrate_ths:g}", f"{m.throughput_tokens_s:g}",
-                         f"{eff:.1f}" if eff else "-", be])
-    print(table(["class", "kind", "units", "mode", "kW/unit", "TH/s", "tokens/s", "J/TH",
-                 "breakeven USD/MWh"], rows, "llrlrrrrr"))
+            rows.append(
+                [
+                    dc.name,
+                    str(dc.kind),
+                    f"{dc.units}",
+                    m.name,
+                    f"{m.power_kw:.3f}",
+                    f"{m.hashrate_ths:g}",
+                    f"{m.throughput_tokens_s:g}",
+                    f"{eff:.1f}" if eff else "-",
+                    be,
+                ]
+            )
+    print(
+        table(
+            [
+                "class",
+                "kind",
+                "units",
+                "mode",
+                "kW/unit",
+                "TH/s",
+                "tokens/s",
+                "J/TH",
+                "breakeven USD/MWh",
+            ],
+            rows,
+            "llrlrrrrr",
+        )
+    )
     print(f"breakeven at hashprice {hp:.4f} USD/TH/s/day (net of pool fee), PUE included")
     return 0
 
@@ -154,8 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="plan a site over a horizon (dry run, no hardware)")
     pl.add_argument("--config", required=True, help="site TOML file")
     pl.add_argument("--prices", help="price CSV (default: the config's [prices])")
-    pl.add_argument("--price-format", choices=["ercot-rtm", "ercot-dam", "csv"],
-                    help="price file layout (default csv: a timestamp and a price column)")
+    pl.add_argument(
+        "--price-format",
+        choices=["ercot-rtm", "ercot-dam", "csv"],
+        help="price file layout (default csv: a timestamp and a price column)",
+    )
     pl.add_argument("--price-column", help="price column, e.g. HB_WEST")
     pl.add_argument("--timestamp-column", default="interval_start_utc")
     pl.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
@@ -166,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--resolution", help="multi-resolution steps, e.g. '5min:2h,15min:12h,1h'")
     pl.add_argument("--hashprice", type=float, help="override USD per TH/s per day")
     pl.add_argument("--current-load-kw", type=float, help="measured import now, kW")
-    pl.add_argument("--solver", default="highs", choices=solver_names(),
-                    help="highs (default) or any solver PuLP drives")
+    pl.add_argument(
+        "--solver",
+        default="highs",
+        choices=solver_names(),
+        help="highs (default) or any solver PuLP drives",
+    )
     pl.add_argument("--solver-options", help="JSON object passed to the solver")
-    pl.add_argument("--milp", action="store_true", help="whole units in the model (small "
-                    "fleets)")
+    pl.add_argument("--milp", action="store_true", help="whole units in the model (small fleets)")
     pl.add_argument("--json", action="store_true", help="print the plan as JSON only")
     pl.add_argument("--json-out", help="also write the JSON plan to this file")
     pl.add_argument("--csv", help="write one row per step to this CSV file")
@@ -183,9 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     va.set_defaults(func=cmd_validate)
 
     so = sub.add_parser("solvers", help="list solvers and which are installed")
-    so.set_defaults(func=lambda a: print(
-        "installed: " + ", ".join(available_solvers()) + "\nknown: " +
-        ", ".join(solver_names())) or 0)
+    so.set_defaults(
+        func=lambda a: (
+            print(
+                "installed: "
+                + ", ".join(available_solvers())
+                + "\nknown: "
+                + ", ".join(solver_names())
+            )
+            or 0
+        )
+    )
     return p
 
 

@@ -34,8 +34,7 @@ def define_units(b: ModelBuilder, inp: PlanInputs) -> np.ndarray:
     revenue = inp.hashrate_ths[:, None] * inp.hashprice[None, :] / 24.0 * inp.grid.dt_h[None, :]
     x = b.add_vars("x", (K, T), 0.0, np.repeat(inp.units[inp.cm_class], T), -revenue)
     rows = inp.cm_class[:, None] * T + np.arange(T)[None, :]
-    b.add_cons("class-units", (inp.C, T), [(rows, x, 1.0)],
-               upper=np.repeat(inp.units, T))
+    b.add_cons("class-units", (inp.C, T), [(rows, x, 1.0)], upper=np.repeat(inp.units, T))
     return x
 
 
@@ -50,16 +49,23 @@ def define_site_balance(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> np.n
     pay = inp.dr_payment_usd_per_mwh * dr * dt_h / 1000.0
     imp = b.add_vars("grid-import", (T,), 0.0, INF, inp.price_usd_per_mwh * dt_h / 1000.0 + pay)
     b.offset -= float((pay * inp.dr_baseline_kw).sum())
-    onsite = b.add_vars("onsite-used", (T,), 0.0, inp.onsite_kw,
-                        inp.onsite_usd_per_mwh * dt_h / 1000.0)
+    onsite = b.add_vars(
+        "onsite-used", (T,), 0.0, inp.onsite_kw, inp.onsite_usd_per_mwh * dt_h / 1000.0
+    )
     marginal = inp.pue * (inp.power_kw - inp.idle_kw[inp.cm_class])
     fixed = inp.pue * float(inp.idle_kw @ inp.units) + inp.base_load_kw
     steps = np.broadcast_to(np.arange(T), x.shape)
-    b.add_cons("site-balance", (T,), [
-        (np.arange(T), imp, 1.0),
-        (np.arange(T), onsite, 1.0),
-        (steps, x, -np.broadcast_to(marginal[:, None], x.shape)),
-    ], lower=fixed, upper=fixed)
+    b.add_cons(
+        "site-balance",
+        (T,),
+        [
+            (np.arange(T), imp, 1.0),
+            (np.arange(T), onsite, 1.0),
+            (steps, x, -np.broadcast_to(marginal[:, None], x.shape)),
+        ],
+        lower=fixed,
+        upper=fixed,
+    )
     return imp
 
 
@@ -71,14 +77,20 @@ def define_import_limit(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> No
     of one more kW of import in that step.
     """
     T, dt_h, pen = inp.T, inp.grid.dt_h, inp.penalties
-    dr_room = np.where(np.isfinite(inp.dr_cap_kw),
-                       np.maximum(inp.interconnect_kw - inp.cap_kw, 0.0), 0.0)
+    dr_room = np.where(
+        np.isfinite(inp.dr_cap_kw), np.maximum(inp.interconnect_kw - inp.cap_kw, 0.0), 0.0
+    )
     s_dr = b.add_vars("slack-dr-cap", (T,), 0.0, dr_room, pen.dr_cap_usd_per_mwh * dt_h / 1000)
-    s_ic = b.add_vars("slack-site-import-limit", (T,), 0.0, INF,
-                      pen.site_import_limit_usd_per_mwh * dt_h / 1000)
+    s_ic = b.add_vars(
+        "slack-site-import-limit", (T,), 0.0, INF, pen.site_import_limit_usd_per_mwh * dt_h / 1000
+    )
     r = np.arange(T)
-    b.add_cons("site-import-limit", (T,), [(r, imp, 1.0), (r, s_dr, -1.0), (r, s_ic, -1.0)],
-               upper=inp.cap_kw)
+    b.add_cons(
+        "site-import-limit",
+        (T,),
+        [(r, imp, 1.0), (r, s_dr, -1.0), (r, s_ic, -1.0)],
+        upper=inp.cap_kw,
+    )
 
 
 def define_inference(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
@@ -89,15 +101,24 @@ def define_inference(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
         return
     tok = _per_step_tokens(inp)
     committed_value = inp.committed_usd_per_mtok / TOK_PER_MTOK * tok
-    spot = b.add_vars("spot-served", (T,), 0.0, inp.spot_tok_s,
-                      -inp.spot_usd_per_mtok / TOK_PER_MTOK * tok)
-    sla = b.add_vars("slack-inference-sla", (T,), 0.0, inp.committed_tok_s,
-                     pen.inference_sla_usd_per_mtok / TOK_PER_MTOK * tok + committed_value)
+    spot = b.add_vars(
+        "spot-served", (T,), 0.0, inp.spot_tok_s, -inp.spot_usd_per_mtok / TOK_PER_MTOK * tok
+    )
+    sla = b.add_vars(
+        "slack-inference-sla",
+        (T,),
+        0.0,
+        inp.committed_tok_s,
+        pen.inference_sla_usd_per_mtok / TOK_PER_MTOK * tok + committed_value,
+    )
     b.offset -= float((committed_value * inp.committed_tok_s).sum())
 
     terms: list[tuple[np.ndarray, np.ndarray, np.ndarray | float]] = [
-        (np.broadcast_to(np.arange(T), (K, T))[serving], x[serving],
-         np.broadcast_to(inp.tput_tok_s[:, None], (K, T))[serving]),
+        (
+            np.broadcast_to(np.arange(T), (K, T))[serving],
+            x[serving],
+            np.broadcast_to(inp.tput_tok_s[:, None], (K, T))[serving],
+        ),
         (np.arange(T), spot, -1.0),
         (np.arange(T), sla, 1.0),
     ]
@@ -105,16 +126,28 @@ def define_inference(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
         job = np.concatenate([np.full(len(bw.steps), j) for j, bw in enumerate(inp.batches)])
         step = np.concatenate([bw.steps for bw in inp.batches]).astype(np.int64)
         price = np.array([bw.usd_per_mtok for bw in inp.batches])
-        served = b.add_vars("batch-served", (len(job),), 0.0, INF,
-                            -price[job] / TOK_PER_MTOK * tok[step])
+        served = b.add_vars(
+            "batch-served", (len(job),), 0.0, INF, -price[job] / TOK_PER_MTOK * tok[step]
+        )
         tokens = np.array([bw.tokens for bw in inp.batches])
-        late = b.add_vars("slack-batch-deadline", (len(inp.batches),), 0.0, tokens,
-                          pen.batch_deadline_usd_per_mtok / TOK_PER_MTOK)
+        late = b.add_vars(
+            "slack-batch-deadline",
+            (len(inp.batches),),
+            0.0,
+            tokens,
+            pen.batch_deadline_usd_per_mtok / TOK_PER_MTOK,
+        )
         terms.append((step, served, -1.0))
-        b.add_cons("batch-deadline", (len(inp.batches),), [
-            (job, served, tok[step]),
-            (np.arange(len(inp.batches)), late, 1.0),
-        ], lower=tokens, upper=tokens)
+        b.add_cons(
+            "batch-deadline",
+            (len(inp.batches),),
+            [
+                (job, served, tok[step]),
+                (np.arange(len(inp.batches)), late, 1.0),
+            ],
+            lower=tokens,
+            upper=tokens,
+        )
     b.add_cons("inference-sla", (T,), terms, lower=inp.committed_tok_s)
 
 
@@ -124,8 +157,9 @@ def _windows(starts: np.ndarray, dwell_s: np.ndarray) -> tuple[np.ndarray, np.nd
     Returns (row, tau) pairs with row = class_pos * T + t.
     """
     T = len(starts)
-    first = np.searchsorted(starts, (starts[None, :] - dwell_s[:, None]).ravel(),
-                            side="right").reshape(len(dwell_s), T)
+    first = np.searchsorted(
+        starts, (starts[None, :] - dwell_s[:, None]).ravel(), side="right"
+    ).reshape(len(dwell_s), T)
     t = np.broadcast_to(np.arange(T), first.shape)
     length = (t - first + 1).ravel()
     rows = np.repeat(np.arange(first.size), length)
@@ -149,8 +183,13 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
     pos[wear] = np.arange(W)
     known = inp.initial_on[wear] >= 0
     # Units on before the horizon: fixed when telemetry knows, free (no start charged) else.
-    init = b.add_vars("initial-on", (W,), np.where(known, inp.initial_on[wear], 0.0),
-                      np.where(known, inp.initial_on[wear], inp.units[wear]), 0.0)
+    init = b.add_vars(
+        "initial-on",
+        (W,),
+        np.where(known, inp.initial_on[wear], 0.0),
+        np.where(known, inp.initial_on[wear], inp.units[wear]),
+        0.0,
+    )
     start = b.add_vars("start", (W, T), 0.0, INF, np.repeat(inp.start_cost_usd[wear], T))
     stop = b.add_vars("stop", (W, T), 0.0, INF, 0.0)
 
@@ -160,19 +199,27 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
     row_now = kw[:, None] * T + np.arange(T)[None, :]
     prev = row_now[:, :-1] + 1  # x[k, t-1] enters row t with -1
     r = np.arange(W * T)
-    b.add_cons("unit-balance", (W, T), [
-        (row_now, xk, 1.0),
-        (prev, xk[:, :-1], -1.0),
-        (np.arange(W) * T, init, -1.0),
-        (r, start, -1.0),
-        (r, stop, 1.0),
-    ], lower=0.0, upper=0.0)
+    b.add_cons(
+        "unit-balance",
+        (W, T),
+        [
+            (row_now, xk, 1.0),
+            (prev, xk[:, :-1], -1.0),
+            (np.arange(W) * T, init, -1.0),
+            (r, start, -1.0),
+            (r, stop, 1.0),
+        ],
+        lower=0.0,
+        upper=0.0,
+    )
 
     starts = inp.grid.starts_s.astype(np.float64)
     units = inp.units[wear]
     # min-on: on - starts in window >= 0; min-off: on + stops in window <= units
-    for name, dwell, var, coef in (("min-on", inp.min_on_s, start, -1.0),
-                                   ("min-off", inp.min_off_s, stop, 1.0)):
+    for name, dwell, var, coef in (
+        ("min-on", inp.min_on_s, start, -1.0),
+        ("min-off", inp.min_off_s, stop, 1.0),
+    ):
         cls = np.flatnonzero(dwell[wear] > 0)
         if len(cls) == 0:
             continue
@@ -184,8 +231,13 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
         wcls = cls[wrows // T]
         lower = 0.0 if coef < 0 else -INF
         upper = INF if coef < 0 else np.repeat(units[cls], T)
-        b.add_cons(name, (len(cls), T), [(rows_x, xk[sel], 1.0), (wrows, var[wcls, tau], coef)],
-                   lower=lower, upper=upper)
+        b.add_cons(
+            name,
+            (len(cls), T),
+            [(rows_x, xk[sel], 1.0), (wrows, var[wcls, tau], coef)],
+            lower=lower,
+            upper=upper,
+        )
 
 
 def define_ramp(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:
@@ -197,17 +249,19 @@ def define_ramp(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:
     known = inp.initial_import_kw is not None
     init_kw = inp.initial_import_kw or 0.0
     # Import before the horizon: the measured load when known, free otherwise.
-    init = b.add_vars("initial-import", (1,), init_kw if known else 0.0,
-                      init_kw if known else INF, 0.0)
+    init = b.add_vars(
+        "initial-import", (1,), init_kw if known else 0.0, init_kw if known else INF, 0.0
+    )
     prev = np.concatenate([init, imp[:-1]])
     r = np.arange(T)
-    for name, limit, sign in (("ramp-up", inp.ramp_up_kw, 1.0),
-                              ("ramp-down", inp.ramp_down_kw, -1.0)):
+    for name, limit, sign in (
+        ("ramp-up", inp.ramp_up_kw, 1.0),
+        ("ramp-down", inp.ramp_down_kw, -1.0),
+    ):
         if limit is None:
             continue
         slack = b.add_vars(f"slack-{name}", (T,), 0.0, INF, pen.ramp_usd_per_mw / 1000.0)
-        b.add_cons(name, (T,), [(r, imp, sign), (r, prev, -sign), (r, slack, -1.0)],
-                   upper=limit)
+        b.add_cons(name, (T,), [(r, imp, sign), (r, prev, -sign), (r, slack, -1.0)], upper=limit)
 
 
 def define_peaks(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:
@@ -216,10 +270,16 @@ def define_peaks(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:
     if not inp.peaks:
         return
     G = len(inp.peaks)
-    peak = b.add_vars("peak", (G,), np.array([p.floor_kw for p in inp.peaks]), INF,
-                      np.array([p.usd_per_kw for p in inp.peaks]))
+    peak = b.add_vars(
+        "peak",
+        (G,),
+        np.array([p.floor_kw for p in inp.peaks]),
+        INF,
+        np.array([p.usd_per_kw for p in inp.peaks]),
+    )
     group = np.concatenate([np.full(len(p.steps), g) for g, p in enumerate(inp.peaks)])
     steps = np.concatenate([p.steps for p in inp.peaks]).astype(np.int64)
     r = np.arange(len(steps))
-    b.add_cons("peak-charge", (len(steps),), [(r, peak[group], 1.0), (r, imp[steps], -1.0)],
-               lower=0.0)
+    b.add_cons(
+        "peak-charge", (len(steps),), [(r, peak[group], 1.0), (r, imp[steps], -1.0)], lower=0.0
+    )

@@ -32,8 +32,9 @@ class Settlement:
     money: Money
 
 
-def settle(inp: PlanInputs, n: np.ndarray, batch_tok_s: np.ndarray,
-           batch_usd: np.ndarray) -> Settlement:
+def settle(
+    inp: PlanInputs, n: np.ndarray, batch_tok_s: np.ndarray, batch_usd: np.ndarray
+) -> Settlement:
     """Money and power of running ``n`` units per (class-mode, step).
 
     Throughput goes to committed demand first, then to the batch jobs the LP scheduled
@@ -51,13 +52,15 @@ def settle(inp: PlanInputs, n: np.ndarray, batch_tok_s: np.ndarray,
     m = Money()
     m.mining_revenue = float(((inp.hashrate_ths @ n) * inp.hashprice / 24.0 * dt_h).sum())
     m.inference_committed_revenue = float(
-        inp.committed_usd_per_mtok * (committed * tok).sum() / TOK_PER_MTOK)
+        inp.committed_usd_per_mtok * (committed * tok).sum() / TOK_PER_MTOK
+    )
     m.inference_spot_revenue = float(inp.spot_usd_per_mtok * (spot * tok).sum() / TOK_PER_MTOK)
     share = np.divide(batch, batch_tok_s, out=np.zeros_like(batch), where=batch_tok_s > 0)
     m.inference_batch_revenue = float((batch_usd * share).sum())
     dr = np.isfinite(inp.dr_cap_kw)
-    m.dr_payment = float(inp.dr_payment_usd_per_mwh
-                         * ((inp.dr_baseline_kw - imp) * dt_h * dr).sum() / 1000.0)
+    m.dr_payment = float(
+        inp.dr_payment_usd_per_mwh * ((inp.dr_baseline_kw - imp) * dt_h * dr).sum() / 1000.0
+    )
     m.energy_cost = float((inp.price_usd_per_mwh * imp * dt_h).sum() / 1000.0)
     m.onsite_cost = float((inp.onsite_usd_per_mwh * onsite * dt_h).sum() / 1000.0)
     for g in inp.peaks:
@@ -99,88 +102,142 @@ def committed_floor_kw(inp: PlanInputs) -> np.ndarray:
     return base + inp.committed_tok_s * best
 
 
-def _violations(inp: PlanInputs, model: LPModel, x: np.ndarray, tz: ZoneInfo) -> list[Violation]:
+def _violations(
+    inp: PlanInputs, model: LPModel, x: np.ndarray, tz: ZoneInfo, sla_short: np.ndarray
+) -> list[Violation]:
+    """Soft limits broken; the SLA shortfall is the whole-unit plan's (what will run)."""
     s, e, dt_h = inp.grid.starts_s, inp.grid.ends_s, inp.grid.dt_h
     need = committed_floor_kw(inp)
     capacity = float(inp.tput_tok_s @ inp.units[inp.cm_class]) if inp.K else 0.0
     out: list[Violation] = []
 
-    def add(name: str, amount: np.ndarray, tol: float, unit: str, weight: np.ndarray,
-            total_unit: str, words: object) -> None:
+    def add(
+        name: str,
+        amount: np.ndarray,
+        tol: float,
+        unit: str,
+        weight: np.ndarray,
+        total_unit: str,
+        words: object,
+    ) -> None:
         for i, j in _runs(amount > tol):
             seg = slice(i, j)
             worst = float(amount[seg].max())
             total = float((amount[seg] * weight[seg]).sum())
             when = f"from {_when(s[i], tz)} to {_when(e[j - 1], tz)}"
             msg = words(seg, worst, when) if callable(words) else str(words)
-            out.append(Violation(name, int(s[i]), int(e[j - 1]), worst, unit, total,
-                                 total_unit, msg))
+            out.append(
+                Violation(name, int(s[i]), int(e[j - 1]), worst, unit, total, total_unit, msg)
+            )
 
     dr_ids = ", ".join(ev.id for ev in inp.events) or "none"
 
     def ic_words(seg: slice, worst: float, when: str) -> str:
-        return (f"import exceeds the interconnect of {_mw(inp.interconnect_kw)} by up to "
-                f"{_mw(worst)} {when}: base load and committed inference alone need "
-                f"{_mw(float(need[seg].max()))}")
+        return (
+            f"import exceeds the interconnect of {_mw(inp.interconnect_kw)} by up to "
+            f"{_mw(worst)} {when}: base load and committed inference alone need "
+            f"{_mw(float(need[seg].max()))}"
+        )
 
     def dr_words(seg: slice, worst: float, when: str) -> str:
         cap = float(inp.cap_kw[seg].min())
-        return (f"import exceeds the DR cap of {_mw(cap)} by up to {_mw(worst)} {when} "
-                f"(events: {dr_ids}): base load and committed inference need "
-                f"{_mw(float(need[seg].max()))} and the penalties rank the SLA above the cap")
+        return (
+            f"import exceeds the DR cap of {_mw(cap)} by up to {_mw(worst)} {when} "
+            f"(events: {dr_ids}): base load and committed inference need "
+            f"{_mw(float(need[seg].max()))} and the penalties rank the SLA above the cap"
+        )
 
     def sla_words(seg: slice, worst: float, when: str) -> str:
         committed = float(inp.committed_tok_s[seg].max())
         cap = float(inp.cap_kw[seg].min())
         pct = 100.0 * worst / committed if committed else 0.0
         if capacity < committed - TOL_TOK:
-            why = (f"only {capacity:,.0f} tokens/s of serving capacity is in service for "
-                   f"{committed:,.0f} committed")
+            why = (
+                f"only {capacity:,.0f} tokens/s of serving capacity is in service for "
+                f"{committed:,.0f} committed"
+            )
         else:
             limit = "DR cap" if np.isfinite(inp.dr_cap_kw[seg]).any() else "import cap"
-            why = (f"committed inference needs {_mw(float(need[seg].max()))} but the {limit} "
-                   f"is {_mw(cap)}")
-        return f"committed inference short by up to {worst:,.0f} tokens/s ({pct:.1f}%) {when}: " \
-               f"{why}"
+            why = (
+                f"committed inference needs {_mw(float(need[seg].max()))} but the {limit} "
+                f"is {_mw(cap)}"
+            )
+        return (
+            f"committed inference short by up to {worst:,.0f} tokens/s ({pct:.1f}%) {when}: {why}"
+        )
 
     def ramp_words(direction: str) -> object:
         def words(seg: slice, worst: float, when: str) -> str:
             lim = inp.ramp_up_kw if direction == "up" else inp.ramp_down_kw
             if lim is None:  # the slack exists only where a limit was set
                 return when
-            cause = ("to follow a DR cap or price spike" if direction == "down"
-                     else "to use cheap power")
-            return (f"import ramps {direction} faster than the limit of "
-                    f"{_mw(float(lim[seg].min()))} per step, by up to {_mw(worst)}, {when}, "
-                    f"{cause}")
+            cause = (
+                "to follow a DR cap or price spike" if direction == "down" else "to use cheap power"
+            )
+            return (
+                f"import ramps {direction} faster than the limit of "
+                f"{_mw(float(lim[seg].min()))} per step, by up to {_mw(worst)}, {when}, "
+                f"{cause}"
+            )
+
         return words
 
-    add("site-import-limit", model.values(x, "slack-site-import-limit"), TOL_KW, "kW", dt_h,
-        "kWh", ic_words)
+    add(
+        "site-import-limit",
+        model.values(x, "slack-site-import-limit"),
+        TOL_KW,
+        "kW",
+        dt_h,
+        "kWh",
+        ic_words,
+    )
     add("dr-cap", model.values(x, "slack-dr-cap"), TOL_KW, "kW", dt_h, "kWh", dr_words)
     if "slack-inference-sla" in model.var_blocks:
-        add("inference-sla", model.values(x, "slack-inference-sla"), TOL_TOK, "tokens/s",
-            inp.grid.dur_s.astype(np.float64), "tokens", sla_words)
+        add(
+            "inference-sla",
+            sla_short,
+            TOL_TOK,
+            "tokens/s",
+            inp.grid.dur_s.astype(np.float64),
+            "tokens",
+            sla_words,
+        )
     for direction in ("up", "down"):
         name = f"ramp-{direction}"
         if f"slack-{name}" in model.var_blocks:
-            add(name, model.values(x, f"slack-{name}"), TOL_KW, "kW", np.ones(inp.T), "kW",
-                ramp_words(direction))
+            add(
+                name,
+                model.values(x, f"slack-{name}"),
+                TOL_KW,
+                "kW",
+                np.ones(inp.T),
+                "kW",
+                ramp_words(direction),
+            )
     if "slack-batch-deadline" in model.var_blocks:
         late = model.values(x, "slack-batch-deadline")
         for bw, miss in zip(inp.batches, late, strict=True):
             if miss > 1.0:
                 when = _when(bw.deadline_s, tz)
-                out.append(Violation(
-                    "batch-deadline", int(s[0]), int(bw.deadline_s), float(miss), "tokens",
-                    float(miss), "tokens",
-                    f"batch job {bw.name!r} misses {miss:,.0f} of {bw.tokens:,.0f} tokens due "
-                    f"by {when}: not enough serving capacity or power before the deadline"))
+                out.append(
+                    Violation(
+                        "batch-deadline",
+                        int(s[0]),
+                        int(bw.deadline_s),
+                        float(miss),
+                        "tokens",
+                        float(miss),
+                        "tokens",
+                        f"batch job {bw.name!r} misses {miss:,.0f} of {bw.tokens:,.0f} tokens due "
+                        f"by {when}: not enough serving capacity or power before the deadline",
+                    )
+                )
     return out
 
 
-def extract_plan(inp: PlanInputs, model: LPModel, result: SolveResult, build_s: float,
-                 site: str, timezone: str) -> Plan:
+def extract_plan(
+    inp: PlanInputs, model: LPModel, result: SolveResult, build_s: float, site: str, timezone: str
+) -> Plan:
     """Turn a solver result into a Plan (empty schedule if the solve failed)."""
     tz = ZoneInfo(timezone)
     x_all = result.x if result.ok else np.zeros(model.n_vars)
@@ -201,8 +258,11 @@ def extract_plan(inp: PlanInputs, model: LPModel, result: SolveResult, build_s: 
         peaks = model.values(x_all, "peak")
         for g, group in enumerate(inp.peaks):
             peak_kw[group.steps] = np.minimum(peak_kw[group.steps], peaks[g])
-    n = (round_plan(inp, x, lp_import, lp_served, peak_kw) if result.ok
-         else np.zeros((inp.K, T), dtype=np.int64))
+    n = (
+        round_plan(inp, x, lp_import, lp_served, peak_kw)
+        if result.ok
+        else np.zeros((inp.K, T), dtype=np.int64)
+    )
     final = settle(inp, n, batch_tok, batch_usd)
     lp = settle(inp, x, batch_tok, batch_usd)
 
@@ -216,32 +276,60 @@ def extract_plan(inp: PlanInputs, model: LPModel, result: SolveResult, build_s: 
         ks = np.flatnonzero(inp.cm_class == c)
         nk = n[ks]
         power = inp.idle_kw[c] * (inp.units[c] - nk.sum(axis=0)) + inp.power_kw[ks] @ nk
-        classes.append(ClassPlan(
-            name=name, kind=inp.class_kind[c], units=int(inp.units[c]),
-            modes=[inp.mode_names[k] for k in ks],
-            mode_power_kw=[float(inp.power_kw[k]) for k in ks],
-            units_by_mode=nk, units_by_mode_lp=x[ks],
-            power_kw=power, hashrate_ths=inp.hashrate_ths[ks] @ nk,
-            tokens_s=inp.tput_tok_s[ks] @ nk))
+        classes.append(
+            ClassPlan(
+                name=name,
+                kind=inp.class_kind[c],
+                units=int(inp.units[c]),
+                modes=[inp.mode_names[k] for k in ks],
+                mode_power_kw=[float(inp.power_kw[k]) for k in ks],
+                units_by_mode=nk,
+                units_by_mode_lp=x[ks],
+                power_kw=power,
+                hashrate_ths=inp.hashrate_ths[ks] @ nk,
+                tokens_s=inp.tput_tok_s[ks] @ nk,
+            )
+        )
 
-    violations = _violations(inp, model, x_all, tz) if result.ok else []
+    short = np.maximum(inp.committed_tok_s - final.committed_served, 0.0)
+    violations = _violations(inp, model, x_all, tz, short) if result.ok else []
     notes = list(inp.notes)
     if not result.ok:
-        notes.append(f"solver {result.solver} ended with {result.status.value} "
-                     f"({result.termination}); no schedule to apply")
+        notes.append(
+            f"solver {result.solver} ended with {result.status.value} "
+            f"({result.termination}); no schedule to apply"
+        )
     if inp.price_synthetic:
         notes.append(f"prices: {inp.price_label}")
     return Plan(
-        site=site, timezone=timezone, created_at_s=int(time.time()),
-        starts_s=inp.grid.starts_s, ends_s=inp.grid.ends_s,
-        status=result.status.value, termination=result.termination, solver=result.solver,
-        objective=result.objective, build_s=build_s, solve_s=result.runtime_s,
-        warm=result.warm, price_label=inp.price_label, price_synthetic=inp.price_synthetic,
-        price_usd_per_mwh=inp.price_usd_per_mwh, hashprice=inp.hashprice,
-        import_kw=final.import_kw, onsite_used_kw=final.onsite_kw, load_kw=final.load_kw,
-        cap_kw=inp.cap_kw, dr_cap_kw=inp.dr_cap_kw, import_value_usd_per_mwh=value,
-        committed_tok_s=inp.committed_tok_s, served_committed_tok_s=final.committed_served,
-        classes=classes, money=final.money, money_lp=lp.money, violations=violations,
+        site=site,
+        timezone=timezone,
+        created_at_s=int(time.time()),
+        starts_s=inp.grid.starts_s,
+        ends_s=inp.grid.ends_s,
+        status=result.status.value,
+        termination=result.termination,
+        solver=result.solver,
+        objective=result.objective,
+        build_s=build_s,
+        solve_s=result.runtime_s,
+        warm=result.warm,
+        price_label=inp.price_label,
+        price_synthetic=inp.price_synthetic,
+        price_usd_per_mwh=inp.price_usd_per_mwh,
+        hashprice=inp.hashprice,
+        import_kw=final.import_kw,
+        onsite_used_kw=final.onsite_kw,
+        load_kw=final.load_kw,
+        cap_kw=inp.cap_kw,
+        dr_cap_kw=inp.dr_cap_kw,
+        import_value_usd_per_mwh=value,
+        committed_tok_s=inp.committed_tok_s,
+        served_committed_tok_s=final.committed_served,
+        classes=classes,
+        money=final.money,
+        money_lp=lp.money,
+        violations=violations,
         notes=notes,
         events=[ev.model_dump(mode="json", exclude_none=True) for ev in inp.events],
         model_size=model.describe() if model.A is not None else "",

@@ -95,25 +95,35 @@ class PlanInputs:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def T(self) -> int:  # noqa: N802 - the conventional symbol
+    def T(self) -> int:
         return self.grid.n
 
     @property
-    def C(self) -> int:  # noqa: N802
+    def C(self) -> int:
         return len(self.class_names)
 
     @property
-    def K(self) -> int:  # noqa: N802
+    def K(self) -> int:
         return len(self.cm_class)
 
     def structure_key(self) -> tuple[object, ...]:
         """Changes only when the model's matrix must be rebuilt (not prices or caps)."""
         return (
-            self.grid.key(), tuple(self.class_names), self.units.tobytes(),
-            self.power_kw.tobytes(), self.hashrate_ths.tobytes(), self.tput_tok_s.tobytes(),
-            self.idle_kw.tobytes(), self.min_on_s.tobytes(), self.min_off_s.tobytes(),
-            self.start_cost_usd.tobytes(), self.initial_on.tobytes(), self.pue,
-            self.ramp_up_kw is None, self.ramp_down_kw is None, self.initial_import_kw is None,
+            self.grid.key(),
+            tuple(self.class_names),
+            self.units.tobytes(),
+            self.power_kw.tobytes(),
+            self.hashrate_ths.tobytes(),
+            self.tput_tok_s.tobytes(),
+            self.idle_kw.tobytes(),
+            self.min_on_s.tobytes(),
+            self.min_off_s.tobytes(),
+            self.start_cost_usd.tobytes(),
+            self.initial_on.tobytes(),
+            self.pue,
+            self.ramp_up_kw is None,
+            self.ramp_down_kw is None,
+            self.initial_import_kw is None,
             tuple((p.name, p.steps.tobytes()) for p in self.peaks),
             tuple((b.name, b.steps.tobytes()) for b in self.batches),
         )
@@ -130,8 +140,9 @@ def _overlap(grid: TimeGrid, ev: GridEvent) -> np.ndarray:
     return (grid.starts_s < e) & (grid.ends_s > s)
 
 
-def event_caps(config: SiteConfig, grid: TimeGrid, events: list[GridEvent],
-               protected_kw: float) -> tuple[np.ndarray, np.ndarray | None]:
+def event_caps(
+    config: SiteConfig, grid: TimeGrid, events: list[GridEvent], protected_kw: float
+) -> tuple[np.ndarray, np.ndarray | None]:
     """DR cap per step (inf where none) and price overrides (NaN where none)."""
     cap = np.full(grid.n, np.inf)
     price = np.full(grid.n, np.nan)
@@ -148,8 +159,13 @@ def event_caps(config: SiteConfig, grid: TimeGrid, events: list[GridEvent],
                 if ev.level == 0:
                     continue
                 if str(ev.level) not in levels:
-                    problems.append((f"event {ev.id}", f"level {ev.level} has no cap: add "
-                                     f"tariff.dr_levels_kw.\"{ev.level}\" (kW)"))
+                    problems.append(
+                        (
+                            f"event {ev.id}",
+                            f"level {ev.level} has no cap: add "
+                            f'tariff.dr_levels_kw."{ev.level}" (kW)',
+                        )
+                    )
                     continue
                 limit = levels[str(ev.level)]
             if limit is None:  # an alert with no figure: shed all but the protected load
@@ -188,8 +204,9 @@ def assemble_inputs(
             hr.append(m.hashrate_ths)
             tput.append(m.throughput_tokens_s)
     units = np.array([dc.units for dc in devices], dtype=np.float64)
-    initial = np.array([-1 if dc.initial_on is None else dc.initial_on for dc in devices],
-                       dtype=np.float64)
+    initial = np.array(
+        [-1 if dc.initial_on is None else dc.initial_on for dc in devices], dtype=np.float64
+    )
     if state.units_on:
         unknown = sorted(set(state.units_on) - {dc.name for dc in devices})
         if unknown:
@@ -205,8 +222,11 @@ def assemble_inputs(
         hp = np.full(grid.n, config.mining.net_hashprice)
 
     inf = config.inference
-    profile = (np.array(inf.hourly_profile)[local.hour.to_numpy()] if inf.hourly_profile
-               else np.ones(grid.n))
+    profile = (
+        np.array(inf.hourly_profile)[local.hour.to_numpy()]
+        if inf.hourly_profile
+        else np.ones(grid.n)
+    )
     committed = inf.committed_tokens_s * profile
     spot = inf.spot_tokens_s * profile
 
@@ -218,9 +238,9 @@ def assemble_inputs(
             onsite = solar_profile_kw(grid.starts_s, grid.ends_s, site.onsite.capacity_kw, tz)
         else:
             path, column = site.onsite.path or "", site.onsite.column or ""
-            onsite = load_csv_series(config.resolve(path), column,
-                                     site.onsite.timestamp_column, unit="kW").mean_over(
-                grid.starts_s, grid.ends_s)
+            onsite = load_csv_series(
+                config.resolve(path), column, site.onsite.timestamp_column, unit="kW"
+            ).mean_over(grid.starts_s, grid.ends_s)
 
     base = np.full(grid.n, site.base_load_kw)
     # The load that curtailment must never touch: base load and committed inference at the
@@ -239,33 +259,47 @@ def assemble_inputs(
 
     dt_min = grid.dur_s / 60.0
     ramp_up = None if site.ramp_up_kw_per_min is None else site.ramp_up_kw_per_min * dt_min
-    ramp_down = (None if site.ramp_down_kw_per_min is None
-                 else site.ramp_down_kw_per_min * dt_min)
+    ramp_down = None if site.ramp_down_kw_per_min is None else site.ramp_down_kw_per_min * dt_min
     current = state.current_load_kw if state.current_load_kw is not None else site.current_load_kw
 
     peaks: list[PeakGroup] = []
     tariff = config.tariff
-    floor = state.billing_peak_kw if state.billing_peak_kw is not None else (
-        tariff.billing_peak_so_far_kw)
+    floor = (
+        state.billing_peak_kw
+        if state.billing_peak_kw is not None
+        else (tariff.billing_peak_so_far_kw)
+    )
     month_key = (local.year * 100 + local.month).to_numpy()
     if tariff.demand_charge_usd_per_kw_month > 0:
         for mk in np.unique(month_key):
-            peaks.append(PeakGroup(f"demand-charge {mk // 100}-{mk % 100:02d}", "demand-charge",
-                                   tariff.demand_charge_usd_per_kw_month, floor,
-                                   np.flatnonzero(month_key == mk)))
+            peaks.append(
+                PeakGroup(
+                    f"demand-charge {mk // 100}-{mk % 100:02d}",
+                    "demand-charge",
+                    tariff.demand_charge_usd_per_kw_month,
+                    floor,
+                    np.flatnonzero(month_key == mk),
+                )
+            )
     minutes = (local.hour * 60 + local.minute).to_numpy()
-    weekday = local.weekday.to_numpy() < 5
+    weekday = local.day_of_week.to_numpy() < 5
     for cp in tariff.coincident_peaks:
         lo = cp.start.hour * 60 + cp.start.minute
         hi = cp.end.hour * 60 + cp.end.minute
-        in_window = ((minutes >= lo) & (minutes < hi)
-                     & np.isin(local.month.to_numpy(), cp.months))
+        in_window = (minutes >= lo) & (minutes < hi) & np.isin(local.month.to_numpy(), cp.months)
         if cp.weekdays_only:
             in_window &= weekday
         for mk in np.unique(month_key[in_window]):
             steps = np.flatnonzero(in_window & (month_key == mk))
-            peaks.append(PeakGroup(f"{cp.name} {mk // 100}-{mk % 100:02d}", "coincident-peak",
-                                   cp.usd_per_kw, 0.0, steps))
+            peaks.append(
+                PeakGroup(
+                    f"{cp.name} {mk // 100}-{mk % 100:02d}",
+                    "coincident-peak",
+                    cp.usd_per_kw,
+                    0.0,
+                    steps,
+                )
+            )
 
     notes: list[str] = []
     batches: list[BatchWindow] = []
@@ -274,8 +308,10 @@ def assemble_inputs(
         rel = int(job.release.timestamp()) if job.release else h0
         dl = int(job.deadline.timestamp())
         if dl <= h0:
-            notes.append(f"batch job {job.name!r}: deadline {job.deadline.isoformat()} has "
-                         "passed; not planned")
+            notes.append(
+                f"batch job {job.name!r}: deadline {job.deadline.isoformat()} has "
+                "passed; not planned"
+            )
             continue
         steps = np.flatnonzero((grid.starts_s >= rel) & (grid.ends_s <= dl))
         share = (min(dl, h1) - max(rel, h0)) / (dl - max(rel, h0)) if dl > h1 else 1.0

@@ -66,20 +66,20 @@ class LPModel:
         b = self.var_blocks.get(name)
         if b is None:
             return np.zeros(0)
-        return x[b.start:b.stop].reshape(b.shape)
+        return x[b.start : b.stop].reshape(b.shape)
 
     def rows(self, y: np.ndarray, name: str) -> np.ndarray:
         b = self.con_blocks.get(name)
         if b is None:
             return np.zeros(0)
-        return y[b.start:b.stop].reshape(b.shape)
+        return y[b.start : b.stop].reshape(b.shape)
 
     def integrality(self) -> np.ndarray:
         flags = np.zeros(self.n_vars, dtype=np.int8)
         for name in self.integer_blocks:
             if name in self.var_blocks:
                 b = self.var_blocks[name]
-                flags[b.start:b.stop] = 1
+                flags[b.start : b.stop] = 1
         return flags
 
     def describe(self) -> str:
@@ -89,8 +89,11 @@ class LPModel:
 
 def _full(value: float | np.ndarray, n: int) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
-    return np.broadcast_to(arr, (n,)).astype(np.float64, copy=True) if arr.ndim == 0 else (
-        arr.reshape(-1).astype(np.float64, copy=True))
+    return (
+        np.broadcast_to(arr, (n,)).astype(np.float64, copy=True)
+        if arr.ndim == 0
+        else (arr.reshape(-1).astype(np.float64, copy=True))
+    )
 
 
 @dataclass
@@ -152,8 +155,9 @@ class ModelBuilder:
                 r = np.asarray(rows, dtype=np.int64)
                 self._rows.append(r.reshape(-1) + block.start)
                 self._cols.append(np.asarray(cols, dtype=np.int64).reshape(-1))
-                self._vals.append(np.broadcast_to(np.asarray(coef, dtype=np.float64),
-                                                  r.shape).reshape(-1))
+                self._vals.append(
+                    np.broadcast_to(np.asarray(coef, dtype=np.float64), r.shape).reshape(-1)
+                )
         self.con_blocks[name] = block
         self.n_rows += n
         return block.index()
@@ -165,8 +169,9 @@ class ModelBuilder:
             cols = np.concatenate(self._cols) if self._cols else np.zeros(0, dtype=np.int64)
             vals = np.concatenate(self._vals) if self._vals else np.zeros(0)
             keep = vals != 0.0
-            A = sp.csc_matrix((vals[keep], (rows[keep], cols[keep])),
-                              shape=(self.n_rows, self.n_vars))
+            A = sp.csc_matrix(
+                (vals[keep], (rows[keep], cols[keep])), shape=(self.n_rows, self.n_vars)
+            )
             A.sum_duplicates()
         cat = np.concatenate
         return LPModel(

@@ -26,8 +26,9 @@ class Planner:
     import limit's value then comes from the LP with the integer decisions fixed.
     """
 
-    def __init__(self, solver: str = "highs", options: dict[str, Any] | None = None,
-                 integer: bool = False) -> None:
+    def __init__(
+        self, solver: str = "highs", options: dict[str, Any] | None = None, integer: bool = False
+    ) -> None:
         self.solver_name = solver
         self.options = options
         self.integer = integer
@@ -38,8 +39,12 @@ class Planner:
     def solve(self, inp: PlanInputs) -> tuple[LPModel, SolveResult, float]:
         t0 = time.perf_counter()
         key = inp.structure_key()
-        warm = (not self.integer and self._model is not None and key == self._key
-                and isinstance(self._solver, HighsSolver))
+        warm = (
+            not self.integer
+            and self._model is not None
+            and key == self._key
+            and isinstance(self._solver, HighsSolver)
+        )
         model = build_model(inp, with_matrix=not warm, integer=self.integer)
         if warm and self._model is not None:
             model.A = self._model.A
@@ -53,9 +58,17 @@ class Planner:
     def _duals_of_fixed(self, model: LPModel, mip: SolveResult) -> SolveResult:
         """Fix the integer decisions and re-solve the LP for the import limit's duals."""
         flags = model.integrality().astype(bool)
-        fixed = LPModel(model.c, np.where(flags, np.round(mip.x), model.col_lo),
-                        np.where(flags, np.round(mip.x), model.col_hi), model.row_lo,
-                        model.row_hi, model.A, model.offset, model.var_blocks, model.con_blocks)
+        fixed = LPModel(
+            model.c,
+            np.where(flags, np.round(mip.x), model.col_lo),
+            np.where(flags, np.round(mip.x), model.col_hi),
+            model.row_lo,
+            model.row_hi,
+            model.A,
+            model.offset,
+            model.var_blocks,
+            model.con_blocks,
+        )
         lp = HighsSolver().solve(fixed)
         if lp.ok:
             mip.row_duals = lp.row_duals

@@ -67,13 +67,23 @@ class Money:
 
     @property
     def revenue(self) -> float:
-        return (self.mining_revenue + self.inference_committed_revenue
-                + self.inference_spot_revenue + self.inference_batch_revenue + self.dr_payment)
+        return (
+            self.mining_revenue
+            + self.inference_committed_revenue
+            + self.inference_spot_revenue
+            + self.inference_batch_revenue
+            + self.dr_payment
+        )
 
     @property
     def cost(self) -> float:
-        return (self.energy_cost + self.onsite_cost + self.demand_charge
-                + self.coincident_peak_charge + self.start_cost)
+        return (
+            self.energy_cost
+            + self.onsite_cost
+            + self.demand_charge
+            + self.coincident_peak_charge
+            + self.start_cost
+        )
 
     @property
     def profit(self) -> float:
@@ -109,11 +119,15 @@ class ClassPlan:
             "name": self.name,
             "kind": self.kind,
             "units": self.units,
-            "modes": [{"name": m, "power_kw": p,
-                       "units": [int(v) for v in self.units_by_mode[i]],
-                       "units_lp": _r(self.units_by_mode_lp[i], 3)}
-                      for i, (m, p) in enumerate(zip(self.modes, self.mode_power_kw,
-                                                     strict=True))],
+            "modes": [
+                {
+                    "name": m,
+                    "power_kw": p,
+                    "units": [int(v) for v in self.units_by_mode[i]],
+                    "units_lp": _r(self.units_by_mode_lp[i], 3),
+                }
+                for i, (m, p) in enumerate(zip(self.modes, self.mode_power_kw, strict=True))
+            ],
             "asleep": [int(v) for v in self.asleep],
             "power_kw": _r(self.power_kw, 2),
             "hashrate_ths": _r(self.hashrate_ths, 2),
@@ -177,12 +191,21 @@ class Plan:
             "site": self.site,
             "timezone": self.timezone,
             "created_at": _iso(self.created_at_s),
-            "horizon": {"start": _iso(self.starts_s[0]), "end": _iso(self.ends_s[-1]),
-                        "steps": self.n},
-            "solver": {"name": self.solver, "status": self.status,
-                       "termination": self.termination, "objective": round(self.objective, 4),
-                       "build_s": round(self.build_s, 4), "solve_s": round(self.solve_s, 4),
-                       "warm": self.warm, "model": self.model_size},
+            "horizon": {
+                "start": _iso(self.starts_s[0]),
+                "end": _iso(self.ends_s[-1]),
+                "steps": self.n,
+            },
+            "solver": {
+                "name": self.solver,
+                "status": self.status,
+                "termination": self.termination,
+                "objective": round(self.objective, 4),
+                "build_s": round(self.build_s, 4),
+                "solve_s": round(self.solve_s, 4),
+                "warm": self.warm,
+                "model": self.model_size,
+            },
             "prices": {"label": self.price_label, "synthetic": self.price_synthetic},
             "money_usd": self.money.to_dict(),
             "money_lp_usd": self.money_lp.to_dict(),
@@ -198,8 +221,9 @@ class Plan:
                 "onsite_used_kw": _r(self.onsite_used_kw, 2),
                 "load_kw": _r(self.load_kw, 2),
                 "cap_kw": _r(self.cap_kw, 2),
-                "dr_cap_kw": [None if not np.isfinite(v) else round(float(v), 2)
-                              for v in self.dr_cap_kw],
+                "dr_cap_kw": [
+                    None if not np.isfinite(v) else round(float(v), 2) for v in self.dr_cap_kw
+                ],
                 "import_value_usd_per_mwh": _r(self.import_value_usd_per_mwh, 2),
                 "committed_tokens_s": _r(self.committed_tok_s, 1),
                 "served_committed_tokens_s": _r(self.served_committed_tok_s, 1),

@@ -39,8 +39,9 @@ def largest_remainder(x: np.ndarray, cm_class: np.ndarray, units: np.ndarray) ->
     pad[cm_class, pos] = rem
     order = np.argsort(-pad, axis=1, kind="stable")
     rank_pad = np.empty_like(order)
-    np.put_along_axis(rank_pad, order,
-                      np.broadcast_to(np.arange(m_max)[None, :, None], order.shape), axis=1)
+    np.put_along_axis(
+        rank_pad, order, np.broadcast_to(np.arange(m_max)[None, :, None], order.shape), axis=1
+    )
     rank = rank_pad[cm_class, pos]
     bump = (rank < extra) & (rem > 0)
     return (floor + bump).astype(np.int64)
@@ -55,8 +56,13 @@ def import_kw(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
     return np.maximum(it_load_kw(inp, n) - inp.onsite_kw, 0.0)
 
 
-def round_plan(inp: PlanInputs, x: np.ndarray, lp_import: np.ndarray,
-               lp_served: np.ndarray, peak_kw: np.ndarray | None = None) -> np.ndarray:
+def round_plan(
+    inp: PlanInputs,
+    x: np.ndarray,
+    lp_import: np.ndarray,
+    lp_served: np.ndarray,
+    peak_kw: np.ndarray | None = None,
+) -> np.ndarray:
     """Whole units per (class-mode, step) that respect the LP's import and SLA.
 
     The import limit of a step is the cap (or the LP's own import where the LP chose to
@@ -67,7 +73,8 @@ def round_plan(inp: PlanInputs, x: np.ndarray, lp_import: np.ndarray,
     hard = np.maximum(inp.cap_kw, lp_import) + EPS
 
     # 1. restore committed throughput lost to rounding: wake serving units, most tokens
-    #    per kW first (step 2 makes room for them)
+    #    per kW first, then move units of a class to its higher-throughput modes
+    #    (step 2 makes room for them under the cap)
     serving = np.flatnonzero(inp.tput_tok_s > 0)
     short = np.minimum(lp_served, inp.committed_tok_s) - inp.tput_tok_s @ n
     for k in serving[np.argsort(-inp.tput_tok_s[serving] / marginal[serving])]:
@@ -78,11 +85,25 @@ def round_plan(inp: PlanInputs, x: np.ndarray, lp_import: np.ndarray,
         add = np.clip(np.minimum(free, np.ceil(short / inp.tput_tok_s[k] - EPS)), 0, None)
         n[k] += add.astype(np.int64)
         short -= add * inp.tput_tok_s[k]
+    for k in serving[np.argsort(-inp.tput_tok_s[serving])]:
+        lower = np.flatnonzero(
+            (inp.cm_class == inp.cm_class[k]) & (inp.tput_tok_s < inp.tput_tok_s[k])
+        )
+        for j in lower[np.argsort(inp.tput_tok_s[lower])]:
+            if not (short > EPS).any():
+                break
+            gain = inp.tput_tok_s[k] - inp.tput_tok_s[j]
+            move = np.clip(np.minimum(n[j], np.ceil(short / gain - EPS)), 0, None)
+            move = move.astype(np.int64)
+            n[j] -= move
+            n[k] += move
+            short -= move * gain
 
     # 2. shed where a limit is exceeded, least value per kW first: the hard cap binds
     #    every mode; a billed peak binds only modes that serve no committed inference
-    value = (inp.hashrate_ths * float(np.median(inp.hashprice)) / 24.0
-             + inp.tput_tok_s * 1e-3) / np.maximum(marginal, EPS)
+    value = (
+        inp.hashrate_ths * float(np.median(inp.hashprice)) / 24.0 + inp.tput_tok_s * 1e-3
+    ) / np.maximum(marginal, EPS)
     order = np.argsort(value)
     _shed(inp, n, hard, order, marginal)
     if peak_kw is not None:
@@ -91,8 +112,9 @@ def round_plan(inp: PlanInputs, x: np.ndarray, lp_import: np.ndarray,
     return n
 
 
-def _shed(inp: PlanInputs, n: np.ndarray, limit: np.ndarray, order: np.ndarray,
-          marginal: np.ndarray) -> None:
+def _shed(
+    inp: PlanInputs, n: np.ndarray, limit: np.ndarray, order: np.ndarray, marginal: np.ndarray
+) -> None:
     excess = import_kw(inp, n) - limit
     for k in order:
         if not (excess > 0).any():

@@ -67,7 +67,7 @@ class HighsSolver:
         import highspy
 
         self._hs = highspy
-        self._h = highspy.Highs()
+        self._h = highspy.Highs()  # type: ignore[no-untyped-call]
         self._h.setOptionValue("output_flag", False)
         for key, value in (options or {}).items():
             status = self._h.setOptionValue(key, value)
@@ -106,10 +106,18 @@ class HighsSolver:
         cols = np.arange(n, dtype=np.int32)
         rows = np.arange(m, dtype=np.int32)
         h.changeColsCost(n, cols, model.c)
-        h.changeColsBounds(n, cols, np.where(np.isinf(model.col_lo), -inf, model.col_lo),
-                           np.where(np.isinf(model.col_hi), inf, model.col_hi))
-        h.changeRowsBounds(m, rows, np.where(np.isinf(model.row_lo), -inf, model.row_lo),
-                           np.where(np.isinf(model.row_hi), inf, model.row_hi))
+        h.changeColsBounds(
+            n,
+            cols,
+            np.where(np.isinf(model.col_lo), -inf, model.col_lo),
+            np.where(np.isinf(model.col_hi), inf, model.col_hi),
+        )
+        h.changeRowsBounds(  # type: ignore[attr-defined]  # missing from highspy's stubs
+            m,
+            rows,
+            np.where(np.isinf(model.row_lo), -inf, model.row_lo),
+            np.where(np.isinf(model.row_hi), inf, model.row_hi),
+        )
         h.changeObjectiveOffset(model.offset)
 
     def solve(self, model: LPModel, warm: bool = False) -> SolveResult:
@@ -134,9 +142,17 @@ class HighsSolver:
         sol = self._h.getSolution()
         x = np.asarray(sol.col_value, dtype=np.float64)
         duals = np.asarray(sol.row_dual, dtype=np.float64) if sol.dual_valid else None
-        return SolveResult(status, self._h.modelStatusToString(ms),
-                           float(info.objective_function_value), x, duals, self.name,
-                           runtime, warm, int(info.simplex_iteration_count))
+        return SolveResult(
+            status,
+            self._h.modelStatusToString(ms),
+            float(info.objective_function_value),
+            x,
+            duals,
+            self.name,
+            runtime,
+            warm,
+            int(info.simplex_iteration_count),
+        )
 
 
 def write_mps(model: LPModel, path: str | Path) -> None:
@@ -152,7 +168,8 @@ def write_mps(model: LPModel, path: str | Path) -> None:
 
 
 PULP_SOLVERS: dict[str, str] = {
-    "cbc": "PULP_CBC_CMD",
+    "cbc": "PULP_CBC_CMD",  # the CBC binary bundled with PuLP 2-3; COIN_CMD for a system CBC
+    "coin": "COIN_CMD",
     "glpk": "GLPK_CMD",
     "gurobi": "GUROBI_CMD",
     "cplex": "CPLEX_CMD",
@@ -177,8 +194,10 @@ class PulpSolver:
         self._pulp = pulp
         self._solver = pulp.getSolver(PULP_SOLVERS[name], msg=False, **(options or {}))
         if not self._solver.available():
-            raise SolverError(f"solver {name!r} ({PULP_SOLVERS[name]}) is not installed here; "
-                              f"available: {', '.join(available_solvers())}")
+            raise SolverError(
+                f"solver {name!r} ({PULP_SOLVERS[name]}) is not installed here; "
+                f"available: {', '.join(available_solvers())}"
+            )
 
     def solve(self, model: LPModel, warm: bool = False) -> SolveResult:
         pulp = self._pulp
@@ -199,14 +218,22 @@ class PulpSolver:
             x[int(name[1:])] = var.value() or 0.0
         duals = np.zeros(model.n_rows)
         have_duals = not model.integer_blocks
-        for name, con in prob.constraints.items():
+        cons = prob.constraints
+        for con in cons() if callable(cons) else cons.values():
             if con.pi is None:
                 have_duals = False
                 break
-            duals[int(name[1:])] = con.pi
+            duals[int(con.name[1:])] = con.pi
         objective = float(model.c @ x + model.offset)
-        return SolveResult(status, pulp.LpStatus[prob.status], objective, x,
-                           duals if have_duals else None, self.name, runtime)
+        return SolveResult(
+            status,
+            pulp.LpStatus[prob.status],
+            objective,
+            x,
+            duals if have_duals else None,
+            self.name,
+            runtime,
+        )
 
 
 def solver_names() -> list[str]:
@@ -220,9 +247,16 @@ def available_solvers() -> list[str]:
     return ["highs", *(n for n, cls in PULP_SOLVERS.items() if cls in have)]
 
 
+def _pulp_factory(name: str) -> Callable[[dict[str, Any] | None], Solver]:
+    def make(options: dict[str, Any] | None) -> Solver:
+        return PulpSolver(name, options)
+
+    return make
+
+
 SOLVERS: dict[str, Callable[[dict[str, Any] | None], Solver]] = {
     "highs": HighsSolver,
-    **{n: (lambda opts, _n=n: PulpSolver(_n, opts)) for n in PULP_SOLVERS},
+    **{n: _pulp_factory(n) for n in PULP_SOLVERS},
 }
 
 
@@ -231,6 +265,8 @@ def get_solver(name: str = "highs", options: dict[str, Any] | None = None) -> So
     try:
         factory = SOLVERS[name]
     except KeyError:
-        raise SolverError(f"unknown solver {name!r}; valid: {', '.join(solver_names())}; "
-                          f"installed here: {', '.join(available_solvers())}") from None
+        raise SolverError(
+            f"unknown solver {name!r}; valid: {', '.join(solver_names())}; "
+            f"installed here: {', '.join(available_solvers())}"
+        ) from None
     return factory(options)

@@ -61,8 +61,10 @@ def uniform_grid(start_s: int, horizon_s: int, step_s: int) -> TimeGrid:
     if step_s <= 0 or horizon_s <= 0:
         raise ValueError("step and horizon must be positive")
     if horizon_s % step_s:
-        raise ValueError(f"horizon {format_duration(horizon_s)} is not a whole number of "
-                         f"{format_duration(step_s)} steps")
+        raise ValueError(
+            f"horizon {format_duration(horizon_s)} is not a whole number of "
+            f"{format_duration(step_s)} steps"
+        )
     if start_s % step_s:
         raise ValueError(f"start must be aligned to the step ({format_duration(step_s)})")
     n = horizon_s // step_s
@@ -87,7 +89,9 @@ def multires_grid(start_s: int, horizon_s: int, spec: str) -> TimeGrid:
     """Steps of growing length; each boundary is aligned to its own step length."""
     parts = parse_resolution(spec)
     if start_s % parts[0][0]:
-        raise ValueError(f"start must be aligned to the first step ({format_duration(parts[0][0])})")
+        raise ValueError(
+            f"start must be aligned to the first step ({format_duration(parts[0][0])})"
+        )
     end = start_s + horizon_s
     starts: list[int] = []
     t = start_s
@@ -98,8 +102,9 @@ def multires_grid(start_s: int, horizon_s: int, spec: str) -> TimeGrid:
             starts.append(t)
             t = nxt
     if t < end:
-        raise ValueError(f"resolution {spec!r} ends before the horizon; leave the last "
-                         "part without ':until'")
+        raise ValueError(
+            f"resolution {spec!r} ends before the horizon; leave the last part without ':until'"
+        )
     s = np.array(starts, dtype=np.int64)
     e = np.append(s[1:], end).astype(np.int64)
     return TimeGrid(s, e)

@@ -1,0 +1,128 @@
+"""Post-solve checks of a plan against the physics and the hard limits.
+
+Run by the tests on every solved plan; a failure is a bug in the model or the rounding.
+A soft limit may be broken only where the plan reports it as a violation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.inputs import PlanInputs
+from scheduler.matrices import LPModel
+from scheduler.plan import Plan
+
+TOL = 1e-5
+TOL_SLA = 1e-2  # tokens/s
+
+
+def _covered(plan: Plan, names: tuple[str, ...], t: int) -> bool:
+    s = plan.starts_s[t]
+    return any(v.constraint in names and v.start_s <= s < v.end_s for v in plan.violations)
+
+
+def check_plan(inp: PlanInputs, model: LPModel, x_all: np.ndarray, plan: Plan) -> list[str]:
+    """Every broken invariant, in words; an empty list means the plan is sound."""
+    bad: list[str] = []
+    scale = max(1.0, float(inp.interconnect_kw))
+    tol_kw = TOL * scale
+    x = model.values(x_all, "x")
+    imp = model.values(x_all, "grid-import")
+    onsite = model.values(x_all, "onsite-used")
+
+    def report(what: str, mask: np.ndarray | np.bool_) -> None:
+        mask = np.atleast_1d(mask)
+        if mask.any():
+            bad.append(f"{what} at steps {np.flatnonzero(mask)[:5].tolist()}")
+
+    load = (
+        inp.pue * (float(inp.idle_kw @ inp.units) + (inp.power_kw - inp.idle_kw[inp.cm_class]) @ x)
+        + inp.base_load_kw
+    )
+    report("LP site balance off", np.abs(imp + onsite - load) > tol_kw)
+    report("LP on-site use above generation", onsite > inp.onsite_kw + tol_kw)
+    on = np.zeros((inp.C, inp.T))
+    np.add.at(on, inp.cm_class, x)
+    report("LP units above units in service", (on > inp.units[:, None] + TOL).any(axis=0))
+    report("LP negative units", (x < -TOL).any(axis=0))
+    over = imp > inp.cap_kw + tol_kw
+    report(
+        "LP import above cap without a reported violation",
+        over
+        & ~np.array([_covered(plan, ("dr-cap", "site-import-limit"), t) for t in range(inp.T)]),
+    )
+
+    served = inp.tput_tok_s @ x
+    if "slack-inference-sla" in model.var_blocks:
+        spot = model.values(x_all, "spot-served")
+        batch = np.zeros(inp.T)
+        if "batch-served" in model.var_blocks:
+            step = np.concatenate([b.steps for b in inp.batches]).astype(np.int64)
+            np.add.at(batch, step, model.values(x_all, "batch-served"))
+        committed_lp = np.minimum(served - spot - batch, inp.committed_tok_s)
+        short = committed_lp < inp.committed_tok_s - 1e-3 * np.maximum(inp.committed_tok_s, 1)
+        report(
+            "LP SLA short without a reported violation",
+            short & ~np.array([_covered(plan, ("inference-sla",), t) for t in range(inp.T)]),
+        )
+        report("LP spot above demand", spot > inp.spot_tok_s + 1e-3)
+
+    prev = np.concatenate(
+        [[inp.initial_import_kw if inp.initial_import_kw is not None else imp[0]], imp[:-1]]
+    )
+    for name, limit, delta in (
+        ("ramp-up", inp.ramp_up_kw, imp - prev),
+        ("ramp-down", inp.ramp_down_kw, prev - imp),
+    ):
+        if limit is not None:
+            report(
+                f"LP {name} beyond limit without a reported violation",
+                (delta > limit + tol_kw)
+                & ~np.array([_covered(plan, (name,), t) for t in range(inp.T)]),
+            )
+
+    if "start" in model.var_blocks:
+        wear = np.flatnonzero((inp.start_cost_usd > 0) | (inp.min_on_s > 0) | (inp.min_off_s > 0))
+        start = model.values(x_all, "start")
+        stop = model.values(x_all, "stop")
+        s = inp.grid.starts_s
+        for w, c in enumerate(wear):
+            for dwell, moves, need_on in (
+                (inp.min_on_s[c], start[w], True),
+                (inp.min_off_s[c], stop[w], False),
+            ):
+                if dwell <= 0:
+                    continue
+                recent = np.array(
+                    [moves[(s > s[t] - dwell) & (s <= s[t])].sum() for t in range(inp.T)]
+                )
+                have = on[c] if need_on else inp.units[c] - on[c]
+                report(
+                    f"LP {'min-on' if need_on else 'min-off'} broken for {inp.class_names[c]}",
+                    have < recent - 1e-4 * max(1, inp.units[c]),
+                )
+
+    # the whole-unit plan
+    for cp in plan.classes:
+        u = cp.units_by_mode
+        report(
+            f"rounded units of {cp.name} not whole or negative",
+            ((u != np.round(u)) | (u < 0)).any(axis=0),
+        )
+        report(f"rounded units of {cp.name} above units in service", u.sum(axis=0) > cp.units)
+    report(
+        "rounded import above the cap (and above the LP's import)",
+        plan.import_kw > np.maximum(inp.cap_kw, imp) + tol_kw,
+    )
+    lp_committed = np.minimum(served, inp.committed_tok_s)
+    report(
+        "rounded plan serves less committed inference than the LP",
+        (plan.served_committed_tok_s < lp_committed - 1e-6 * np.maximum(lp_committed, 1) - 1e-6)
+        & (inp.cap_kw > imp + tol_kw),
+    )
+    report(
+        "rounded SLA short without a reported violation",
+        (plan.served_committed_tok_s < inp.committed_tok_s - TOL_SLA)
+        & ~np.array([_covered(plan, ("inference-sla",), t) for t in range(inp.T)]),
+    )
+    return bad

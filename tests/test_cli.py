@@ -1,0 +1,119 @@
+"""The CLI as a user runs it: real files in, tables, JSON, CSV and PNG out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli import main
+from tests.conftest import EXAMPLE, ROOT
+
+EVENTS = ROOT / "deploy" / "examples" / "events-2023-08-10.json"
+START = "2023-08-10T05:00:00Z"
+
+
+def test_plan_demo_prices_writes_all_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p"
+    rc = main(
+        [
+            "plan",
+            "--config",
+            str(EXAMPLE),
+            "--start",
+            START,
+            "--horizon",
+            "24h",
+            "--step",
+            "15min",
+            "--events",
+            str(EVENTS),
+            "--json-out",
+            f"{out}.json",
+            "--csv",
+            f"{out}.csv",
+            "--plot",
+            f"{out}.png",
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "DEMO synthetic prices (not market data)" in text
+    assert "money over the horizon" in text and "profit" in text
+    doc = json.loads(Path(f"{out}.json").read_text())
+    assert doc["schema"] == "gridsched.plan/1"
+    assert doc["prices"]["synthetic"] is True
+    assert doc["horizon"]["steps"] == 96
+    assert {c["name"] for c in doc["classes"]} == {"s19jpro", "s21", "h100"}
+    assert len(doc["steps"]["import_kw"]) == 96
+    assert max(doc["steps"]["import_kw"]) <= 30000 + 1e-6
+    # the ERS event caps import at 12 MW from 22:00 to 24:00 UTC
+    caps = dict(zip(doc["steps"]["start"], doc["steps"]["cap_kw"], strict=True))
+    assert caps["2023-08-10T22:00:00Z"] == 12000 and caps["2023-08-10T21:45:00Z"] == 30000
+    assert doc["steps"]["import_kw"][68] <= 12000 + 1e-6
+    with Path(f"{out}.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 96 and "units:s21:turbo" in rows[0]
+    assert Path(f"{out}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plan_json_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "plan",
+                "--config",
+                str(EXAMPLE),
+                "--start",
+                START,
+                "--horizon",
+                "6h",
+                "--resolution",
+                "5min:1h,15min",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["horizon"]["steps"] == 12 + 20
+    assert doc["solver"]["status"] == "optimal"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--horizon", "2 fortnights"], "duration '2 fortnights' is not understood"),
+        (["--start", "2023-08-10T05:07:00Z"], "not aligned to the 5-minute step"),
+        (["--start", "2023-08-10T05:00:00"], "has no UTC offset"),
+        (["--prices", "missing.csv", "--price-column", "HB_WEST"], "file not found"),
+        (["--events", "missing.json"], "missing.json: invalid configuration"),
+    ],
+)
+def test_bad_command_lines_exit_2_with_a_message(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["plan", "--config", str(EXAMPLE), "--start", START, "--horizon", "1h"]
+    assert main(base + argv) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_validate_shows_breakeven(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and "breakeven USD/MWh" in out and "infer@350W" in out
+
+
+def test_installed_entry_point_runs() -> None:
+    exe = Path(sys.executable).parent / "gridsched"
+    res = subprocess.run(
+        [str(exe), "validate", str(ROOT / "nope.toml")], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2
+    assert "nope.toml: invalid configuration" in res.stderr and "not found" in res.stderr

@@ -1,0 +1,192 @@
+"""Every kind of bad input names the key, line or value and what would be valid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.errors import ConfigError, DataError
+from models.market import load_csv_series, load_ercot_rtm, regularise
+from models.signals import load_events
+from models.site import load_site, parse_site
+from tests.conftest import EXAMPLE, flat_series, site_dict
+
+
+def problems(exc: pytest.ExceptionInfo[ConfigError]) -> dict[str, str]:
+    return dict(exc.value.problems)
+
+
+def test_example_config_is_valid() -> None:
+    cfg = load_site(EXAMPLE)
+    assert [d.name for d in cfg.devices] == ["s19jpro", "s21", "h100"]
+    assert cfg.devices[0].modes[1].power_kw == pytest.approx(3.05)
+    assert cfg.devices[2].modes[2].name == "infer@350W"
+
+
+def test_unknown_key_is_named() -> None:
+    d = site_dict()
+    d["site"]["interconect_kw"] = 5
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    assert "site.interconect_kw" in problems(exc)
+    assert "unknown key" in problems(exc)["site.interconect_kw"]
+
+
+def test_bad_value_names_path_and_value() -> None:
+    d = site_dict()
+    d["devices"][0]["modes"][0]["power_kw"] = -3
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    msg = problems(exc)["devices[0].modes[0].power_kw"]
+    assert "greater than 0" in msg and "-3" in msg
+
+
+def test_missing_required_key() -> None:
+    d = site_dict()
+    del d["site"]["interconnect_kw"]
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    assert problems(exc)["site.interconnect_kw"] == "required key is missing"
+
+
+def test_unknown_catalog_model_lists_known_ones() -> None:
+    d = site_dict(devices=[{"name": "a", "kind": "asic", "model": "S99", "count": 1}])
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    assert "unknown ASIC model 'S99'; known: Antminer S9" in str(exc.value)
+
+
+def test_gpu_cap_outside_nvml_range() -> None:
+    d = site_dict(
+        devices=[{"name": "g", "kind": "gpu", "model": "H100", "count": 1, "power_caps_w": [900]}]
+    )
+    with pytest.raises(ConfigError, match=r"power cap 900.0 W outside H100 SXM's range"):
+        parse_site(d, "x.toml")
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "path", "words"),
+    [
+        ("site", {"timezone": "Mars/Olympus"}, "site.timezone", "unknown time zone"),
+        ("site", {"pue": 0.8}, "site.pue", "greater than or equal to 1"),
+        ("inference", {"hourly_profile": [1.0] * 23}, "inference.hourly_profile", "needs 24"),
+        ("tariff", {"dr_levels_kw": {"7": 10}}, "tariff.dr_levels_kw", "valid keys"),
+        ("prices", {"format": "csv"}, "prices", "needs path"),
+    ],
+)
+def test_section_errors(section: str, value: dict[str, object], path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_site(site_dict(**{section: value}), "x.toml")
+    assert path in problems(exc)
+    assert words in problems(exc)[path]
+
+
+def test_duplicate_names() -> None:
+    d = site_dict()
+    d["devices"] = [d["devices"][0], dict(d["devices"][0])]
+    with pytest.raises(ConfigError, match="duplicate device class names"):
+        parse_site(d, "x.toml")
+
+
+def test_toml_syntax_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[site\nname = 1")
+    with pytest.raises(ConfigError, match=r"\(syntax\)"):
+        load_site(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_site(tmp_path / "none.toml")
+
+
+def test_price_csv_nan_gap_and_garbage(tmp_path: Path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text(
+        "ts,price\n2023-01-01T00:00:00Z,10\n2023-01-01T01:00:00Z,nan\n"
+        "2023-01-01T03:00:00Z,12\n2023-01-01T04:00:00Z,13\n"
+    )
+    s = load_csv_series(f, "price", "ts")
+    assert s.interval_s == 3600 and len(s.values) == 5
+    with pytest.raises(DataError) as exc:
+        s.mean_over(np.array([s.start_s]), np.array([s.start_s + 4 * 3600]))
+    msg = str(exc.value)
+    assert "2023-01-01T01:00:00Z (NaN at line 3)" in msg
+    assert "2023-01-01T02:00:00Z (row missing)" in msg
+    # a window clear of the holes works
+    assert s.mean_over(np.array([s.start_s + 3 * 3600]), np.array([s.end_s]))[0] == 12.5
+    f.write_text("ts,price\n2023-01-01T00:00:00Z,10\n2023-01-01T01:00:00Z,ten\n")
+    with pytest.raises(DataError, match="line 3: price = 'ten' is not a number"):
+        load_csv_series(f, "price", "ts")
+    f.write_text("ts,price\n2023-01-01T00:00:00Z,10\nyesterday,11\n")
+    with pytest.raises(DataError, match="line 3: ts = 'yesterday' is not an ISO 8601"):
+        load_csv_series(f, "price", "ts")
+    with pytest.raises(DataError, match="no column 'cost'"):
+        load_csv_series(f, "cost", "ts")
+
+
+def test_duplicates_and_off_grid_timestamps() -> None:
+    t = np.array([0, 3600, 3600, 7200])
+    with pytest.raises(DataError, match="duplicate timestamps: 1970-01-01T01:00:00Z"):
+        regularise("x", "u", t, np.ones(4))
+    with pytest.raises(DataError, match="off the 3600s grid"):
+        regularise("x", "u", np.array([0, 3600, 7300]), np.ones(3), 3600)
+
+
+def test_naive_local_timestamps_need_a_zone_and_dst_is_checked(tmp_path: Path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text("ts,price\n2023-11-05 00:00,1\n2023-11-05 01:00,2\n")
+    with pytest.raises(DataError, match="no UTC offset"):
+        load_csv_series(f, "price", "ts")
+    with pytest.raises(DataError, match="cannot be placed in America/Chicago"):
+        load_csv_series(f, "price", "ts", timezone="America/Chicago")  # 01:00 is ambiguous
+
+
+def test_window_outside_the_series() -> None:
+    s = flat_series([1.0, 2.0])
+    with pytest.raises(DataError, match="choose --start/--horizon inside it"):
+        s.mean_over(np.array([s.start_s]), np.array([s.end_s + 1]))
+
+
+def test_ercot_column_is_checked() -> None:
+    with pytest.raises(DataError, match="valid: HB_WEST, HB_NORTH"):
+        load_ercot_rtm("unused.csv", "HB_MOON")
+
+
+def test_bad_events_name_index_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "e.json"
+    f.write_text(
+        json.dumps(
+            [
+                {"id": "a", "type": "curtail", "start": "2023-01-01T00:00:00Z", "duration": "1h"},
+                {"id": "b", "type": "shed", "start": "2023-01-01T00:00:00Z"},
+                {"id": "c", "type": "price", "start": "2023-01-01T00:00:00"},
+            ]
+        )
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_events(f)
+    text = str(exc.value)
+    assert "[0]: Value error, a curtail event needs limit_kw or level" in text
+    assert "[1].type" in text and "'curtail', 'price', 'alert' or 'cancel'" in text
+    assert "[2]: Value error, start 2023-01-01T00:00:00 has no UTC offset" in text
+    f.write_text("{not json")
+    with pytest.raises(ConfigError, match="line 1 column 2"):
+        load_events(f)
+
+
+def test_event_level_without_a_configured_cap() -> None:
+    from models.signals import GridEvent
+    from scheduler.inputs import assemble_inputs
+    from scheduler.timegrid import uniform_grid
+    from tests.conftest import T0, make_site
+
+    ev = GridEvent(
+        id="l2",
+        type="curtail",
+        start="2023-11-15T00:00:00Z",  # type: ignore[arg-type]
+        duration="1h",
+        level=2,
+    )
+    with pytest.raises(ConfigError, match=r"level 2 has no cap: add tariff.dr_levels_kw"):
+        assemble_inputs(make_site(), uniform_grid(T0, 3600, 3600), flat_series([1.0]), [ev])

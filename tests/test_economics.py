@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from models.economics import (
+    breakeven_usd_per_mwh,
+    hashprice_usd_per_ths_day,
+    inference_revenue_usd_per_hour,
+    mining_revenue_usd_per_hour,
+    network_hashrate_ths_from_difficulty,
+)
+
+
+def test_breakeven_design_anchor() -> None:
+    # DESIGN.md: hashprice 0.05 and an S19j Pro at 30.5 J/TH break even at about 68 $/MWh
+    assert breakeven_usd_per_mwh(0.05, 30.5) == pytest.approx(68.306, abs=1e-3)
+    assert breakeven_usd_per_mwh(0.05, 30.5, pue=1.1) == pytest.approx(68.306 / 1.1, abs=1e-3)
+
+
+def test_hashprice_by_hand() -> None:
+    # 3.125 BTC + 0.125 fees per block, 144 blocks, 60k USD, 600 EH/s = 6e8 TH/s
+    hp = hashprice_usd_per_ths_day(60_000, 6e8, 3.125, 0.125)
+    assert hp == pytest.approx(3.25 * 144 * 60_000 / 6e8)
+    assert hashprice_usd_per_ths_day(60_000, 6e8, 3.125, 0.125, pool_fee=0.02) == pytest.approx(
+        hp * 0.98
+    )
+
+
+def test_difficulty_to_hashrate() -> None:
+    # D x 2^32 / 600 s
+    assert network_hashrate_ths_from_difficulty(1e14) == pytest.approx(1e14 * 2**32 / 600 / 1e12)
+
+
+def test_revenue_rates() -> None:
+    assert mining_revenue_usd_per_hour(100.0, 0.24) == pytest.approx(1.0)
+    assert inference_revenue_usd_per_hour(1000.0, 0.5) == pytest.approx(1.8)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"btc_price_usd": 1.0, "network_hashrate_ths": 0.0, "subsidy_btc_per_block": 3.125},
+        {
+            "btc_price_usd": 1.0,
+            "network_hashrate_ths": 1.0,
+            "subsidy_btc_per_block": 3.125,
+            "pool_fee": 1.5,
+        },
+    ],
+)
+def test_bad_economics_inputs(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        hashprice_usd_per_ths_day(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,131 @@
+"""Random sites: the plan is always returned, sound, and never worse than a trivial plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.signals import GridEvent
+from models.site import parse_site
+from scheduler.extract import extract_plan
+from scheduler.inputs import assemble_inputs
+from scheduler.invariants import check_plan
+from scheduler.matrices import LPModel
+from scheduler.optimize import Planner
+from scheduler.solvers import HighsSolver
+from scheduler.timegrid import uniform_grid
+from tests.conftest import T0, flat_series
+
+floats = st.floats
+
+
+@st.composite
+def sites(draw: st.DrawFn) -> tuple[dict[str, Any], list[float], list[GridEvent]]:
+    n_cls = draw(st.integers(1, 3))
+    devices = []
+    for c in range(n_cls):
+        gpu = draw(st.booleans())
+        modes = []
+        for m in range(draw(st.integers(1, 3))):
+            mode: dict[str, Any] = {"name": f"m{m}", "power_kw": draw(floats(0.2, 5.0))}
+            if gpu:
+                mode["throughput_tokens_s"] = draw(floats(50, 3000))
+            else:
+                mode["hashrate_ths"] = draw(floats(10, 300))
+            modes.append(mode)
+        devices.append(
+            {
+                "name": f"c{c}",
+                "kind": "gpu" if gpu else "asic",
+                "count": draw(st.integers(0, 40)),
+                "modes": modes,
+                "idle_power_kw": draw(floats(0, 0.1)),
+                "start_cost_usd": draw(st.sampled_from([0.0, 0.05, 1.0])),
+                "min_on_s": draw(st.sampled_from([0, 900, 3600])),
+                "min_off_s": draw(st.sampled_from([0, 900])),
+            }
+        )
+    site: dict[str, Any] = {
+        "site": {
+            "name": "random",
+            "interconnect_kw": draw(floats(5, 200)),
+            "pue": draw(floats(1.0, 1.4)),
+            "base_load_kw": draw(floats(0, 10)),
+            "timezone": "America/Chicago",
+        },
+        "mining": {"hashprice_usd_per_ths_day": draw(floats(0.01, 0.3))},
+        "inference": {
+            "committed_tokens_s": draw(st.sampled_from([0.0, 500.0, 20000.0])),
+            "committed_usd_per_mtok": 0.5,
+            "spot_tokens_s": draw(floats(0, 5000)),
+            "spot_usd_per_mtok": 0.3,
+        },
+        "tariff": {
+            "demand_charge_usd_per_kw_month": draw(st.sampled_from([0.0, 5.0])),
+            "billing_peak_so_far_kw": draw(floats(0, 100)),
+        },
+        "devices": devices,
+    }
+    if draw(st.booleans()):
+        site["site"]["ramp_up_kw_per_min"] = draw(floats(0.5, 20))
+        site["site"]["current_load_kw"] = draw(floats(0, 50))
+    prices = draw(st.lists(floats(-60, 3000), min_size=12, max_size=12))
+    events = []
+    if draw(st.booleans()):
+        start = T0 + 900 * draw(st.integers(0, 10))
+        events.append(
+            GridEvent(
+                id="dr",
+                type="curtail",  # type: ignore[arg-type]
+                start=np.datetime64(start, "s").astype(object).isoformat() + "Z",
+                duration="30min",
+                limit_kw=draw(floats(0, 50)),
+            )
+        )
+    return site, prices, events
+
+
+def _objective_with_x_fixed(model: LPModel, x_value: np.ndarray) -> float:
+    b = model.var("x")
+    lo, hi = model.col_lo.copy(), model.col_hi.copy()
+    lo[b.start : b.stop] = hi[b.start : b.stop] = x_value.ravel()
+    fixed = LPModel(
+        model.c,
+        lo,
+        hi,
+        model.row_lo,
+        model.row_hi,
+        model.A,
+        model.offset,
+        model.var_blocks,
+        model.con_blocks,
+    )
+    res = HighsSolver().solve(fixed)
+    assert res.ok, res.termination  # every trivial plan is feasible: limits are soft
+    return res.objective
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sites())
+def test_random_sites_plan_soundly_and_beat_trivial_plans(
+    case: tuple[dict[str, Any], list[float], list[GridEvent]],
+) -> None:
+    raw, prices, events = case
+    cfg = parse_site(raw, "random")
+    grid = uniform_grid(T0, 12 * 900, 900)
+    inp = assemble_inputs(cfg, grid, flat_series(prices, 900), events)
+    model, result, build_s = Planner().solve(inp)
+    assert result.ok, result.termination  # soft limits: a plan always exists
+    plan = extract_plan(inp, model, result, build_s, "random", "America/Chicago")
+    assert check_plan(inp, model, result.x, plan) == []
+    asleep = np.zeros((inp.K, inp.T))
+    first_mode = np.zeros((inp.K, inp.T))
+    first = np.searchsorted(inp.cm_class, np.arange(inp.C))
+    first_mode[first] = inp.units[:, None]
+    for trivial in (asleep, first_mode):
+        assert result.objective <= _objective_with_x_fixed(model, trivial) + 1e-6 * max(
+            1.0, abs(result.objective)
+        )
