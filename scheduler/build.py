@@ -14,7 +14,7 @@ from scheduler.constraints import (
 from scheduler.inputs import PlanInputs
 from scheduler.matrices import LPModel, ModelBuilder
 
-INTEGER_BLOCKS = ("x", "start", "stop", "initial-on")
+INTEGER_BLOCKS = ("x", "on", "start", "initial-on")
 
 
 def build_model(inp: PlanInputs, with_matrix: bool = True, integer: bool = False) -> LPModel:

@@ -33,8 +33,16 @@ def define_units(b: ModelBuilder, inp: PlanInputs) -> np.ndarray:
     T, K = inp.T, inp.K
     revenue = inp.hashrate_ths[:, None] * inp.hashprice[None, :] / 24.0 * inp.grid.dt_h[None, :]
     x = b.add_vars("x", (K, T), 0.0, np.repeat(inp.units[inp.cm_class], T), -revenue)
-    rows = inp.cm_class[:, None] * T + np.arange(T)[None, :]
-    b.add_cons("class-units", (inp.C, T), [(rows, x, 1.0)], upper=np.repeat(inp.units, T))
+    # classes with a min-off dwell get this limit from their min-off rows (on + recent
+    # stops <= units), which imply it
+    own = np.flatnonzero(inp.min_off_s <= 0)
+    pos = np.full(inp.C, -1)
+    pos[own] = np.arange(len(own))
+    ks = np.flatnonzero(pos[inp.cm_class] >= 0)
+    rows = pos[inp.cm_class[ks]][:, None] * T + np.arange(T)[None, :]
+    b.add_cons(
+        "class-units", (len(own), T), [(rows, x[ks], 1.0)], upper=np.repeat(inp.units[own], T)
+    )
     return x
 
 
@@ -151,10 +159,10 @@ def define_inference(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
     b.add_cons("inference-sla", (T,), terms, lower=inp.committed_tok_s)
 
 
-def _windows(starts: np.ndarray, dwell_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _windows(starts: np.ndarray, dwell_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each (class, step t), the steps tau <= t that began less than dwell before t.
 
-    Returns (row, tau) pairs with row = class_pos * T + t.
+    Returns (row, tau) pairs with row = class_pos * T + t, and the first tau of each row.
     """
     T = len(starts)
     first = np.searchsorted(
@@ -165,14 +173,16 @@ def _windows(starts: np.ndarray, dwell_s: np.ndarray) -> tuple[np.ndarray, np.nd
     rows = np.repeat(np.arange(first.size), length)
     within = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
     tau = np.repeat(first.ravel(), length) + within
-    return rows, tau
+    return rows, tau, first
 
 
 def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
-    """Starts and stops of units, their cost, and minimum on/off dwell times.
+    """Units waking (``start``), their cost, and minimum on/off dwell times.
 
-    on[c,t] - on[c,t-1] = start[c,t] - stop[c,t]; a unit started less than min_on_s ago
-    stays on, one stopped less than min_off_s ago stays asleep.
+    ``on[c,t]`` counts awake units; ``start[c,t] >= on[c,t] - on[c,t-1]``. Stops are
+    implicit (start - change of on), so the min-off rule "units stopped in the last
+    min_off_s stay asleep" telescopes to ``on[c,a-1] + starts in [a, t] <= units`` where
+    step a opens the window; min-on is ``on[c,t] >= starts in the last min_on_s``.
     """
     T = inp.T
     wear = np.flatnonzero((inp.start_cost_usd > 0) | (inp.min_on_s > 0) | (inp.min_off_s > 0))
@@ -182,62 +192,48 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
     pos = np.full(inp.C, -1)
     pos[wear] = np.arange(W)
     known = inp.initial_on[wear] >= 0
+    units = inp.units[wear]
     # Units on before the horizon: fixed when telemetry knows, free (no start charged) else.
     init = b.add_vars(
         "initial-on",
         (W,),
         np.where(known, inp.initial_on[wear], 0.0),
-        np.where(known, inp.initial_on[wear], inp.units[wear]),
+        np.where(known, inp.initial_on[wear], units),
         0.0,
     )
+    on = b.add_vars("on", (W, T), 0.0, np.repeat(units, T), 0.0)
     start = b.add_vars("start", (W, T), 0.0, INF, np.repeat(inp.start_cost_usd[wear], T))
-    stop = b.add_vars("stop", (W, T), 0.0, INF, 0.0)
 
     ks = np.flatnonzero(pos[inp.cm_class] >= 0)
-    kw = pos[inp.cm_class[ks]]
-    xk = x[ks]  # (Kw, T)
-    row_now = kw[:, None] * T + np.arange(T)[None, :]
-    prev = row_now[:, :-1] + 1  # x[k, t-1] enters row t with -1
+    rows_x = pos[inp.cm_class[ks]][:, None] * T + np.arange(T)[None, :]
     r = np.arange(W * T)
-    b.add_cons(
-        "unit-balance",
-        (W, T),
-        [
-            (row_now, xk, 1.0),
-            (prev, xk[:, :-1], -1.0),
-            (np.arange(W) * T, init, -1.0),
-            (r, start, -1.0),
-            (r, stop, 1.0),
-        ],
-        lower=0.0,
-        upper=0.0,
-    )
+    b.add_cons("unit-on", (W, T), [(rows_x, x[ks], 1.0), (r, on, -1.0)], lower=0.0, upper=0.0)
+    prev = np.concatenate([init[:, None], on[:, :-1]], axis=1)  # on[c, t-1]
+    b.add_cons("unit-start", (W, T), [(r, start, 1.0), (r, on, -1.0), (r, prev, 1.0)], lower=0.0)
 
     starts = inp.grid.starts_s.astype(np.float64)
-    units = inp.units[wear]
-    # min-on: on - starts in window >= 0; min-off: on + stops in window <= units
-    for name, dwell, var, coef in (
-        ("min-on", inp.min_on_s, start, -1.0),
-        ("min-off", inp.min_off_s, stop, 1.0),
-    ):
+    for name, dwell in (("min-on", inp.min_on_s), ("min-off", inp.min_off_s)):
         cls = np.flatnonzero(dwell[wear] > 0)
         if len(cls) == 0:
             continue
-        rpos = np.full(W, -1)
-        rpos[cls] = np.arange(len(cls))
-        sel = rpos[kw] >= 0
-        rows_x = rpos[kw[sel]][:, None] * T + np.arange(T)[None, :]
-        wrows, tau = _windows(starts, dwell[wear][cls])
+        wrows, tau, first = _windows(starts, dwell[wear][cls])
         wcls = cls[wrows // T]
-        lower = 0.0 if coef < 0 else -INF
-        upper = INF if coef < 0 else np.repeat(units[cls], T)
-        b.add_cons(
-            name,
-            (len(cls), T),
-            [(rows_x, xk[sel], 1.0), (wrows, var[wcls, tau], coef)],
-            lower=lower,
-            upper=upper,
-        )
+        own = np.arange(len(cls) * T)
+        if name == "min-on":
+            b.add_cons(
+                name,
+                (len(cls), T),
+                [(own, on[cls], 1.0), (wrows, start[wcls, tau], -1.0)],
+                lower=0.0,
+            )
+        else:
+            before = prev[cls[:, None], first]  # on just before the window opened
+            b.add_cons(
+                name,
+                (len(cls), T),
+                [(own, before, 1.0), (wrows, start[wcls, tau], 1.0)],
+                upper=np.repeat(units[cls], T),
+            )
 
 
 def define_ramp(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:

@@ -84,12 +84,18 @@ def check_plan(inp: PlanInputs, model: LPModel, x_all: np.ndarray, plan: Plan) -
     if "start" in model.var_blocks:
         wear = np.flatnonzero((inp.start_cost_usd > 0) | (inp.min_on_s > 0) | (inp.min_off_s > 0))
         start = model.values(x_all, "start")
-        stop = model.values(x_all, "stop")
+        init = model.values(x_all, "initial-on")
         s = inp.grid.starts_s
         for w, c in enumerate(wear):
+            change = np.diff(on[c], prepend=init[w])
+            stop = start[w] - change
+            report(
+                f"LP starts below the units woken for {inp.class_names[c]}",
+                start[w] < change - 1e-6 * max(1, inp.units[c]),
+            )
             for dwell, moves, need_on in (
                 (inp.min_on_s[c], start[w], True),
-                (inp.min_off_s[c], stop[w], False),
+                (inp.min_off_s[c], stop, False),
             ):
                 if dwell <= 0:
                     continue

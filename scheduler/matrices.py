@@ -9,7 +9,7 @@ The LP is ``min c@x + offset`` s.t. ``row_lo <= A@x <= row_hi``, ``col_lo <= x <
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,6 +73,10 @@ class LPModel:
         if b is None:
             return np.zeros(0)
         return y[b.start : b.stop].reshape(b.shape)
+
+    def with_col_bounds(self, lower: np.ndarray, upper: np.ndarray) -> LPModel:
+        """The same LP with other column bounds (fixing decisions, trivial plans)."""
+        return replace(self, col_lo=lower, col_hi=upper, integer_blocks=())
 
     def integrality(self) -> np.ndarray:
         flags = np.zeros(self.n_vars, dtype=np.int8)

@@ -58,16 +58,9 @@ class Planner:
     def _duals_of_fixed(self, model: LPModel, mip: SolveResult) -> SolveResult:
         """Fix the integer decisions and re-solve the LP for the import limit's duals."""
         flags = model.integrality().astype(bool)
-        fixed = LPModel(
-            model.c,
-            np.where(flags, np.round(mip.x), model.col_lo),
-            np.where(flags, np.round(mip.x), model.col_hi),
-            model.row_lo,
-            model.row_hi,
-            model.A,
-            model.offset,
-            model.var_blocks,
-            model.con_blocks,
+        whole = np.round(mip.x)
+        fixed = model.with_col_bounds(
+            np.where(flags, whole, model.col_lo), np.where(flags, whole, model.col_hi)
         )
         lp = HighsSolver().solve(fixed)
         if lp.ok:

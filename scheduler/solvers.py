@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -62,6 +62,9 @@ class HighsSolver:
     same structure pushes only new costs and bounds and re-solves from the last basis."""
 
     name = "highs"
+    #: The site LP is built without redundancy; HiGHS's presolve cost more than it saved
+    #: on it (20 x 5 x 576: 1.0 s with it, 0.5 s without; docs/performance.md).
+    DEFAULTS: ClassVar[dict[str, Any]] = {"presolve": "off"}
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         import highspy
@@ -69,7 +72,7 @@ class HighsSolver:
         self._hs = highspy
         self._h = highspy.Highs()  # type: ignore[no-untyped-call]
         self._h.setOptionValue("output_flag", False)
-        for key, value in (options or {}).items():
+        for key, value in {**self.DEFAULTS, **(options or {})}.items():
             status = self._h.setOptionValue(key, value)
             if status != highspy.HighsStatus.kOk:
                 raise SolverError(f"HiGHS rejected option {key}={value!r}")

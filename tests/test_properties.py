@@ -92,18 +92,7 @@ def _objective_with_x_fixed(model: LPModel, x_value: np.ndarray) -> float:
     b = model.var("x")
     lo, hi = model.col_lo.copy(), model.col_hi.copy()
     lo[b.start : b.stop] = hi[b.start : b.stop] = x_value.ravel()
-    fixed = LPModel(
-        model.c,
-        lo,
-        hi,
-        model.row_lo,
-        model.row_hi,
-        model.A,
-        model.offset,
-        model.var_blocks,
-        model.con_blocks,
-    )
-    res = HighsSolver().solve(fixed)
+    res = HighsSolver().solve(model.with_col_bounds(lo, hi))
     assert res.ok, res.termination  # every trivial plan is feasible: limits are soft
     return res.objective
 
