@@ -217,22 +217,31 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
         if len(cls) == 0:
             continue
         wrows, tau, first = _windows(starts, dwell[wear][cls])
-        wcls = cls[wrows // T]
-        own = np.arange(len(cls) * T)
+        # A window of one step (dwell no longer than the step) is implied by unit-start.
+        keep = (first < np.arange(T)[None, :]).ravel()
+        if not keep.any():
+            continue
+        row_id = np.cumsum(keep) - 1
+        sel = keep[wrows]
+        wrows, tau = row_id[wrows[sel]], tau[sel]
+        n = int(keep.sum())
+        cls_of_row = np.repeat(cls, T)[keep]
+        wcls = cls_of_row[wrows]
+        own = np.arange(n)
         if name == "min-on":
             b.add_cons(
                 name,
-                (len(cls), T),
-                [(own, on[cls], 1.0), (wrows, start[wcls, tau], -1.0)],
+                (n,),
+                [(own, on[cls].ravel()[keep], 1.0), (wrows, start[wcls, tau], -1.0)],
                 lower=0.0,
             )
         else:
-            before = prev[cls[:, None], first]  # on just before the window opened
+            before = prev[cls[:, None], first].ravel()[keep]  # on just before the window
             b.add_cons(
                 name,
-                (len(cls), T),
+                (n,),
                 [(own, before, 1.0), (wrows, start[wcls, tau], 1.0)],
-                upper=np.repeat(units[cls], T),
+                upper=units[cls_of_row],
             )
 
 

@@ -119,14 +119,31 @@ def test_installed_entry_point_runs() -> None:
     assert "nope.toml: invalid configuration" in res.stderr and "not found" in res.stderr
 
 
-@pytest.mark.parametrize("example", sorted((ROOT / "deploy" / "examples").glob("*.toml")),
-                         ids=lambda p: p.name)
-def test_every_shipped_example_validates_and_plans(example: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "deploy" / "examples").glob("*.toml")), ids=lambda p: p.name
+)
+def test_every_shipped_example_validates_and_plans(
+    example: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["validate", str(example)]) == 0
     assert "valid" in capsys.readouterr().out
-    assert main(["plan", "--config", str(example), "--start", START, "--horizon", "12h",
-                 "--step", "15min", "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--config",
+                str(example),
+                "--start",
+                START,
+                "--horizon",
+                "12h",
+                "--step",
+                "15min",
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert doc["solver"]["status"] == "optimal"
     steps = doc["steps"]
