@@ -196,6 +196,86 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day_start(text: str, tz: str) -> int:
+    """A date (local midnight in the site's zone) or an ISO time with offset."""
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from None
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(tz)
+    return int(ts.tz_convert("UTC").timestamp())
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from models.market import load_btc_hashprice
+    from scheduler import backtest_report, policies
+    from scheduler.backtest import evaluate, prepare
+
+    config = load_site(args.config)
+    step = parse_duration_s(args.decision_step)
+    horizon = parse_duration_s(args.horizon)
+    start = _day_start(args.from_, config.site.timezone)
+    end = _day_start(args.to, config.site.timezone)
+    wanted = [p.strip() for p in args.policy.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in policies.POLICIES]
+    if unknown:
+        raise UsageError(f"--policy {','.join(unknown)}: valid are {', '.join(policies.POLICIES)}")
+    realised = load_prices(
+        config,
+        args.prices,
+        args.price_format,
+        args.price_column,
+        args.timestamp_column,
+        args.price_timezone,
+        start,
+        end,
+    )
+    forecast = None
+    if args.forecast:
+        forecast = load_prices(
+            config,
+            args.forecast,
+            args.forecast_format,
+            args.forecast_column or args.price_column,
+            args.timestamp_column,
+            args.price_timezone,
+            start,
+            end,
+        )
+    hashprice = load_btc_hashprice(args.btc, config.mining.pool_fee) if args.btc else None
+    if hashprice is not None:  # the config's pool fee is applied once, in the inputs
+        hashprice = load_btc_hashprice(args.btc, 0.0)
+    events = load_events(args.events) if args.events else []
+    setup = prepare(config, realised, start, end, step, horizon, forecast, hashprice, events)
+    runs = []
+    show = not args.quiet
+    for name in wanted:
+        if name == "scheduler":
+            runs.append(policies.rolling_scheduler(setup, progress=show))
+        elif name == "threshold":
+            runs.append(policies.threshold(setup, args.curtail_after, args.resume_after))
+        elif name == "always-on":
+            runs.append(policies.always_on(setup))
+        else:
+            runs.append(policies.oracle(setup))
+    results = [evaluate(setup, r) for r in runs]
+    period = {"from": args.from_, "to": args.to}
+    doc = backtest_report.to_dict(setup, results, period)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(backtest_report.render(setup, results, f"{args.from_} to {args.to}"))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(doc, indent=1))
+    if args.plot:
+        backtest_report.plot(setup, results, args.plot)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gridsched", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -236,6 +316,43 @@ def build_parser() -> argparse.ArgumentParser:
     va = sub.add_parser("validate", help="check a site TOML file and show its modes")
     va.add_argument("config")
     va.set_defaults(func=cmd_validate)
+
+    bt = sub.add_parser("backtest", help="replay a period on real prices against baselines")
+    bt.add_argument("--config", required=True)
+    bt.add_argument("--prices", help="realised price CSV (default: the config's [prices])")
+    bt.add_argument("--price-format", choices=["ercot-rtm", "ercot-dam", "csv"])
+    bt.add_argument("--price-column")
+    bt.add_argument("--timestamp-column", default="interval_start_utc")
+    bt.add_argument("--price-timezone")
+    bt.add_argument("--forecast", help="forecast CSV, e.g. the ERCOT day-ahead file")
+    bt.add_argument("--forecast-format", choices=["ercot-rtm", "ercot-dam", "csv"])
+    bt.add_argument("--forecast-column", help="default: --price-column")
+    bt.add_argument("--btc", help="BTC daily network CSV (hashprice per day)")
+    bt.add_argument("--events", help="JSON list of grid events to replay")
+    bt.add_argument(
+        "--from", dest="from_", required=True, help="first day (site local) or ISO time"
+    )
+    bt.add_argument("--to", required=True, help="end day (exclusive)")
+    bt.add_argument("--policy", default=",".join(("scheduler", "threshold", "always-on", "oracle")))
+    bt.add_argument("--decision-step", default="15min")
+    bt.add_argument("--horizon", default="48h")
+    bt.add_argument(
+        "--curtail-after",
+        type=int,
+        default=1,
+        help="threshold: intervals above the strike before curtailing",
+    )
+    bt.add_argument(
+        "--resume-after",
+        type=int,
+        default=1,
+        help="threshold: intervals below the strike before resuming",
+    )
+    bt.add_argument("--json", action="store_true")
+    bt.add_argument("--json-out")
+    bt.add_argument("--plot")
+    bt.add_argument("--quiet", action="store_true", help="no progress bar")
+    bt.set_defaults(func=cmd_backtest)
 
     so = sub.add_parser("solvers", help="list solvers and which are installed")
     so.set_defaults(

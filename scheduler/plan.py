@@ -66,6 +66,14 @@ class Money:
     start_cost: float = 0.0
 
     @property
+    def inference_revenue(self) -> float:
+        return (
+            self.inference_committed_revenue
+            + self.inference_spot_revenue
+            + self.inference_batch_revenue
+        )
+
+    @property
     def revenue(self) -> float:
         return (
             self.mining_revenue

@@ -1,0 +1,313 @@
+"""Backtest: replay a period with honest information and settle every policy alike.
+
+``prepare`` builds the period's inputs once, on the decision-step grid, from one day before
+``from`` (history for forecasts) to ``to`` plus the horizon (the last plans look ahead).
+Policies (``scheduler/policies.py``) return whole units per (class-mode, step); ``settle``
+prices them at realised prices with the same code for every policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.market import Series
+from models.signals import GridEvent
+from models.site import SiteConfig
+from scheduler.extract import Settlement, settle
+from scheduler.inputs import PeakGroup, PlanInputs, SiteState, assemble_inputs
+from scheduler.plan import Money
+from scheduler.timegrid import TimeGrid, uniform_grid
+
+DAY_S = 86400
+
+
+@dataclass
+class BacktestSetup:
+    config: SiteConfig
+    inp: PlanInputs  # extended grid, realised prices, actual hashprice
+    k0: int  # first decision step
+    k1: int  # end of the period (exclusive)
+    horizon: int  # steps each rolling plan looks ahead
+    steps_per_day: int
+    dam: np.ndarray | None  # day-ahead price per step, if given
+    hashprice_known: np.ndarray  # hashprice known at each step (previous UTC day's)
+    cap_known_from_s: np.ndarray  # when each step's DR cap was announced (inf: none)
+    local_day: np.ndarray
+    local_min: np.ndarray
+    price_label: str
+    forecast_label: str
+
+    @property
+    def dt_h(self) -> float:
+        return float(self.inp.grid.dt_h[0])
+
+
+def prepare(
+    config: SiteConfig,
+    realised: Series,
+    from_s: int,
+    to_s: int,
+    step_s: int,
+    horizon_s: int,
+    forecast: Series | None = None,
+    hashprice: Series | None = None,
+    events: list[GridEvent] | None = None,
+) -> BacktestSetup:
+    if to_s <= from_s:
+        raise ValueError("--to must be after --from")
+    if not realised.covers(from_s, to_s):
+        realised.mean_over(np.array([from_s]), np.array([to_s]))  # raises, naming coverage
+    start = max(from_s - DAY_S, realised.start_s - realised.start_s % step_s)
+    start = from_s - ((from_s - start) // step_s) * step_s
+    end = min(to_s + horizon_s, realised.end_s - realised.end_s % step_s)
+    grid = uniform_grid(start, end - start, step_s)
+    inp = assemble_inputs(config, grid, realised, events, SiteState(billing_peak_kw=0.0), hashprice)
+    k0 = (from_s - start) // step_s
+    k1 = (to_s - start) // step_s
+    inp.peaks = _prorated(inp.peaks, grid, int(k0), int(k1), config.site.timezone)
+    if hashprice is not None:
+        known = hashprice.mean_over(grid.starts_s - DAY_S, grid.ends_s - DAY_S)
+        known = known * (1.0 - config.mining.pool_fee)
+    else:
+        known = inp.hashprice.copy()
+    dam = None
+    if forecast is not None:
+        dam = forecast.mean_over(grid.starts_s, grid.ends_s)
+    cap_from = np.full(grid.n, np.inf)
+    for ev in inp.events:
+        on = (grid.starts_s < ev.end_utc.timestamp()) & (grid.ends_s > ev.start_utc.timestamp())
+        cap_from[on] = np.minimum(cap_from[on], ev.start_utc.timestamp())
+    local = pd.to_datetime(grid.starts_s, unit="s", utc=True).tz_convert(config.site.timezone)
+    day = local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
+    return BacktestSetup(
+        config=config,
+        inp=inp,
+        k0=int(k0),
+        k1=int(k1),
+        horizon=max(1, horizon_s // step_s),
+        steps_per_day=DAY_S // step_s,
+        dam=dam,
+        hashprice_known=known,
+        cap_known_from_s=cap_from,
+        local_day=day,
+        local_min=(local.hour * 60 + local.minute).to_numpy(),
+        price_label=realised.label,
+        forecast_label=forecast.label if forecast is not None else "naive (past prices only)",
+    )
+
+
+def _prorated(peaks: list[PeakGroup], grid: TimeGrid, k0: int, k1: int, tz: str) -> list[PeakGroup]:
+    """Monthly charges scaled by the share of their billing month inside [k0, k1), as a
+    bill for a partial month would be; every policy and the oracle see the same rates."""
+    local = pd.to_datetime(grid.starts_s, unit="s", utc=True).tz_convert(tz)
+    month = (local.year * 100 + local.month).to_numpy()
+    days = local.days_in_month.to_numpy()
+    step_s = float(grid.dur_s[0])
+    out = []
+    for g in peaks:
+        if len(g.steps) == 0:
+            continue
+        m = month[g.steps[0]]
+        in_period = np.flatnonzero(month[k0:k1] == m)
+        month_steps = days[g.steps[0]] * DAY_S / step_s
+        share = min(1.0, len(in_period) / month_steps)
+        out.append(dataclasses.replace(g, usd_per_kw=g.usd_per_kw * share))
+    return out
+
+
+def slice_inputs(inp: PlanInputs, a: int, b: int, **override: Any) -> PlanInputs:
+    """The inputs of steps [a, b), peak groups and batch windows re-indexed."""
+    sl = slice(a, b)
+    peaks = []
+    for g in inp.peaks:
+        steps = g.steps[(g.steps >= a) & (g.steps < b)] - a
+        if len(steps):
+            peaks.append(dataclasses.replace(g, steps=steps))
+    batches = []
+    for bw in inp.batches:
+        steps = bw.steps[(bw.steps >= a) & (bw.steps < b)] - a
+        batches.append(dataclasses.replace(bw, steps=steps))
+    fields: dict[str, Any] = {
+        "grid": TimeGrid(inp.grid.starts_s[sl], inp.grid.ends_s[sl]),
+        "price_usd_per_mwh": inp.price_usd_per_mwh[sl],
+        "hashprice": inp.hashprice[sl],
+        "base_load_kw": inp.base_load_kw[sl],
+        "onsite_kw": inp.onsite_kw[sl],
+        "cap_kw": inp.cap_kw[sl],
+        "dr_cap_kw": inp.dr_cap_kw[sl],
+        "committed_tok_s": inp.committed_tok_s[sl],
+        "spot_tok_s": inp.spot_tok_s[sl],
+        "ramp_up_kw": None if inp.ramp_up_kw is None else inp.ramp_up_kw[sl],
+        "ramp_down_kw": None if inp.ramp_down_kw is None else inp.ramp_down_kw[sl],
+        "peaks": peaks,
+        "batches": batches,
+        "notes": [],
+    }
+    fields.update(override)
+    return dataclasses.replace(inp, **fields)
+
+
+@dataclass
+class PolicyRun:
+    """What a policy decided: whole units per (class-mode, step) of the period."""
+
+    name: str
+    n: np.ndarray  # (K, T_period)
+    batch_tok_s: np.ndarray
+    batch_usd: np.ndarray
+    seconds: float = 0.0
+    plans: int = 0
+    solver_failures: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PolicyResult:
+    name: str
+    money: Money
+    energy_mwh: float
+    avg_price_paid: float
+    sla_breach_steps: int
+    sla_short_mtok: float
+    dr_steps: int
+    dr_compliant_steps: int
+    dr_excess_mwh: float
+    miner_starts: int
+    miner_stops: int
+    monthly_profit: dict[str, float]
+    seconds: float
+    plans: int
+    solver_failures: int
+    import_kw: np.ndarray
+    profit_by_step: np.ndarray
+    notes: list[str]
+
+    @property
+    def dr_compliance(self) -> float:
+        return 1.0 if self.dr_steps == 0 else self.dr_compliant_steps / self.dr_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.name,
+            "money_usd": self.money.to_dict(),
+            "energy_mwh": round(self.energy_mwh, 3),
+            "avg_price_paid_usd_per_mwh": round(self.avg_price_paid, 3),
+            "sla_breach_steps": self.sla_breach_steps,
+            "sla_short_mtok": round(self.sla_short_mtok, 3),
+            "dr_steps": self.dr_steps,
+            "dr_compliant_steps": self.dr_compliant_steps,
+            "dr_compliance": round(self.dr_compliance, 6),
+            "dr_excess_mwh": round(self.dr_excess_mwh, 4),
+            "miner_starts": self.miner_starts,
+            "miner_stops": self.miner_stops,
+            "monthly_profit_usd": {k: round(v, 2) for k, v in self.monthly_profit.items()},
+            "runtime_s": round(self.seconds, 3),
+            "plans": self.plans,
+            "solver_failures": self.solver_failures,
+            "notes": self.notes,
+        }
+
+
+def period_inputs(setup: BacktestSetup) -> PlanInputs:
+    """Settlement inputs: realised prices, actual hashprice, no billing history."""
+    inp = setup.inp
+    return slice_inputs(inp, setup.k0, setup.k1)
+
+
+def evaluate(setup: BacktestSetup, run: PolicyRun) -> PolicyResult:
+    """Settle a policy's decisions at realised prices, with its SLA and DR record."""
+    pin = period_inputs(setup)
+    st: Settlement = settle(pin, run.n, run.batch_tok_s, run.batch_usd)
+    dt_h = pin.grid.dt_h
+    imp = st.import_kw
+    short = np.maximum(pin.committed_tok_s - st.committed_served, 0.0)
+    dr = np.isfinite(pin.dr_cap_kw)
+    over = np.maximum(imp - pin.dr_cap_kw, 0.0)
+    asic = np.array([k == "asic" for k in pin.class_kind])
+    on = np.zeros((pin.C, pin.T))
+    np.add.at(on, pin.cm_class, run.n)
+    first = np.where(pin.initial_on >= 0, pin.initial_on, on[:, 0])
+    change = np.diff(on, axis=1, prepend=first[:, None])[asic]
+    local = pd.to_datetime(pin.grid.starts_s, unit="s", utc=True).tz_convert(pin_tz(setup))
+    months = (local.year * 100 + local.month).to_numpy()
+    monthly: dict[str, float] = {}
+    for mk in np.unique(months):
+        idx = np.flatnonzero(months == mk)
+        sub = slice_inputs(pin, int(idx[0]), int(idx[-1]) + 1)
+        sm = settle(sub, run.n[:, idx], run.batch_tok_s[idx], run.batch_usd[idx]).money
+        monthly[f"{mk // 100}-{mk % 100:02d}"] = sm.profit
+    energy = float((imp * dt_h).sum() / 1000.0)
+    return PolicyResult(
+        name=run.name,
+        money=st.money,
+        energy_mwh=energy,
+        avg_price_paid=st.money.energy_cost / energy if energy else 0.0,
+        sla_breach_steps=int((short > 1e-2).sum()),
+        sla_short_mtok=float((short * pin.grid.dur_s).sum() / 1e6),
+        dr_steps=int(dr.sum()),
+        dr_compliant_steps=int((dr & (over <= 1e-3)).sum()),
+        dr_excess_mwh=float((over[dr] * dt_h[dr]).sum() / 1000.0),
+        miner_starts=int(np.maximum(change, 0).sum()),
+        miner_stops=int(np.maximum(-change, 0).sum()),
+        monthly_profit=monthly,
+        seconds=run.seconds,
+        plans=run.plans,
+        solver_failures=run.solver_failures,
+        import_kw=imp,
+        profit_by_step=_profit_by_step(pin, run, st),
+        notes=run.notes,
+    )
+
+
+def pin_tz(setup: BacktestSetup) -> str:
+    return setup.config.site.timezone
+
+
+def _profit_by_step(pin: PlanInputs, run: PolicyRun, st: Settlement) -> np.ndarray:
+    """Energy-market profit per step (peak charges are monthly; they are not spread)."""
+    dt_h, tok = pin.grid.dt_h, pin.grid.dur_s.astype(np.float64)
+    mining = (pin.hashrate_ths @ run.n) * pin.hashprice / 24.0 * dt_h
+    infer = (
+        (pin.committed_usd_per_mtok * st.committed_served + pin.spot_usd_per_mtok * st.spot_served)
+        * tok
+        / 1e6
+    )
+    energy = pin.price_usd_per_mwh * st.import_kw * dt_h / 1000.0
+    return np.asarray(mining + infer - energy)
+
+
+class Progress:
+    """A one-line progress bar with ETA on stderr."""
+
+    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
+        self.label, self.total = label, total
+        self.enabled = enabled and sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+        self._last = 0.0
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.5 and done < self.total:
+            return
+        self._last = now
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * done / max(self.total, 1))
+        sys.stderr.write(
+            f"\r{self.label:>10} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{done}/{self.total} {100 * done / max(self.total, 1):5.1f}% "
+            f"ETA {int(eta // 60):02d}:{int(eta % 60):02d}"
+        )
+        if done >= self.total:
+            sys.stderr.write(f" done in {now - self.t0:.1f} s\n")
+        sys.stderr.flush()

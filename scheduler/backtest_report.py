@@ -1,0 +1,140 @@
+"""Backtest report: policies side by side, month by month; JSON and PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scheduler.backtest import BacktestSetup, PolicyResult
+from scheduler.report import table
+
+SCHEMA = "gridsched.backtest/1"
+
+
+def _pct(a: float, b: float) -> str:
+    return f"{100 * a / b:.1f}%" if b > 0 else "-"
+
+
+def render(setup: BacktestSetup, results: list[PolicyResult], period: str) -> str:
+    by = {r.name: r for r in results}
+    oracle = by.get("oracle")
+    thresh = next((r for r in results if r.name.startswith("threshold")), None)
+    out = [
+        f"gridsched backtest: {setup.config.site.name}, {period}",
+        f"prices: {setup.price_label} (settlement); forecast: {setup.forecast_label}",
+        "",
+    ]
+    names = [r.name for r in results]
+    rows: list[list[str]] = []
+
+    def row(label: str, values: list[str]) -> None:
+        rows.append([label, *values])
+
+    m = [r.money for r in results]
+    row("mining revenue", [f"{x.mining_revenue:,.0f}" for x in m])
+    row(
+        "inference revenue",
+        [f"{x.inference_revenue:,.0f}" for x in m],
+    )
+    row("DR payments", [f"{x.dr_payment:,.0f}" for x in m])
+    row("energy cost", [f"-{x.energy_cost:,.0f}" for x in m])
+    row("demand charges", [f"-{x.demand_charge:,.0f}" for x in m])
+    row("coincident-peak charges", [f"-{x.coincident_peak_charge:,.0f}" for x in m])
+    row("start costs", [f"-{x.start_cost:,.0f}" for x in m])
+    row("profit (USD)", [f"{x.profit:,.0f}" for x in m])
+    if oracle:
+        row("% of oracle profit", [_pct(r.money.profit, oracle.money.profit) for r in results])
+    if thresh:
+        row(
+            "uplift over threshold",
+            [f"{r.money.profit - thresh.money.profit:+,.0f}" for r in results],
+        )
+    row("grid energy (MWh)", [f"{r.energy_mwh:,.1f}" for r in results])
+    row("avg price paid (USD/MWh)", [f"{r.avg_price_paid:.2f}" for r in results])
+    row("SLA breach steps", [str(r.sla_breach_steps) for r in results])
+    row("SLA shortfall (Mtok)", [f"{r.sla_short_mtok:,.1f}" for r in results])
+    row("DR compliance", [f"{100 * r.dr_compliance:.1f}% of {r.dr_steps}" for r in results])
+    row("miner starts / stops", [f"{r.miner_starts:,} / {r.miner_stops:,}" for r in results])
+    row("plans solved", [str(r.plans) for r in results])
+    row("runtime (s)", [f"{r.seconds:.1f}" for r in results])
+    out.append(table(["", *names], rows))
+    months = sorted({k for r in results for k in r.monthly_profit})
+    if len(months) > 1:
+        out.append("")
+        out.append("profit by month (USD)")
+        out.append(
+            table(
+                ["month", *names],
+                [
+                    [mo, *(f"{r.monthly_profit.get(mo, 0.0):,.0f}" for r in results)]
+                    for mo in months
+                ],
+            )
+        )
+    for r in results:
+        for note in r.notes:
+            out.append(f"note ({r.name}): {note}")
+    return "\n".join(out)
+
+
+def to_dict(
+    setup: BacktestSetup, results: list[PolicyResult], period: dict[str, str]
+) -> dict[str, Any]:
+    by = {r.name: r for r in results}
+    oracle = by.get("oracle")
+    thresh = next((r for r in results if r.name.startswith("threshold")), None)
+    rows = []
+    for r in results:
+        d = r.to_dict()
+        if oracle and oracle.money.profit > 0:
+            d["share_of_oracle_profit"] = round(r.money.profit / oracle.money.profit, 6)
+        if thresh:
+            d["uplift_over_threshold_usd"] = round(r.money.profit - thresh.money.profit, 2)
+        rows.append(d)
+    return {
+        "schema": SCHEMA,
+        "site": setup.config.site.name,
+        "period": period,
+        "prices": setup.price_label,
+        "forecast": setup.forecast_label,
+        "decision_step_s": int(setup.inp.grid.dur_s[0]),
+        "horizon_steps": setup.horizon,
+        "policies": rows,
+    }
+
+
+def plot(setup: BacktestSetup, results: list[PolicyResult], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    pin_starts = setup.inp.grid.starts_s[setup.k0 : setup.k1]
+    t = pd.to_datetime(pin_starts, unit="s", utc=True).tz_convert(setup.config.site.timezone)
+    price = setup.inp.price_usd_per_mwh[setup.k0 : setup.k1]
+    fig, (ax_p, ax_c, ax_w) = plt.subplots(
+        3, 1, figsize=(13, 9), sharex=True, gridspec_kw={"height_ratios": [1, 1.4, 1.4]}
+    )
+    ax_p.plot(t, price, color="tab:red", lw=0.8)
+    ax_p.set_ylabel("USD/MWh")
+    if price.max() > 20 * max(float(np.median(price)), 1.0):
+        ax_p.set_yscale("symlog", linthresh=100)
+    ax_p.set_title(f"{setup.config.site.name}: backtest ({setup.price_label})", fontsize=11)
+    for r in results:
+        ax_c.plot(t, np.cumsum(r.profit_by_step) / 1000.0, lw=1.2, label=r.name)
+        ax_w.plot(t, r.import_kw / 1000.0, lw=0.8, label=r.name)
+    ax_c.set_ylabel("cumulative energy-market profit (kUSD)\n(before monthly peak charges)")
+    ax_w.set_ylabel("grid import (MW)")
+    cap = setup.inp.cap_kw[setup.k0 : setup.k1] / 1000.0
+    ax_w.plot(t, cap, color="tab:red", ls="--", lw=1, label="import cap")
+    for ax in (ax_p, ax_c, ax_w):
+        ax.grid(alpha=0.3)
+    ax_c.legend(fontsize=8)
+    ax_w.legend(fontsize=8, ncol=5)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

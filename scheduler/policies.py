@@ -1,0 +1,252 @@
+"""Policies replayed by the backtest: the rolling scheduler and the industry's baselines.
+
+Each policy sees only what it may: the rolling scheduler plans at every decision step with
+the current real-time price, a forecast for the rest of its horizon, the hashprice known
+that day, DR caps already announced and the state it left behind, and applies the first
+step. The oracle is one LP over the whole period with realised prices: the upper bound.
+Baselines cannot plan; when a cap binds they shed by the fixed order of
+``scheduler/shedding.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from scheduler.backtest import BacktestSetup, PolicyRun, Progress, period_inputs, slice_inputs
+from scheduler.constraints import TOK_PER_MTOK
+from scheduler.forecast import dam_forecast, naive_forecast
+from scheduler.inputs import BatchWindow, PeakGroup, PlanInputs
+from scheduler.optimize import Planner
+from scheduler.rounding import import_kw, round_plan
+from scheduler.shedding import shed_to_limit
+
+POLICIES = ("scheduler", "threshold", "always-on", "oracle")
+
+
+def _nominal_modes(inp: PlanInputs) -> np.ndarray:
+    """Per class, the mode a unit runs in when simply on: 'stock' if the class has one,
+    else its highest-output mode."""
+    out = np.zeros(inp.C, dtype=np.int64)
+    for c in range(inp.C):
+        ks = np.flatnonzero(inp.cm_class == c)
+        named = [k for k in ks if inp.mode_names[k] == "stock"]
+        output = inp.hashrate_ths[ks] + inp.tput_tok_s[ks]
+        out[c] = named[0] if named else ks[np.argmax(output)]
+    return out
+
+
+def always_on(setup: BacktestSetup) -> PolicyRun:
+    t0 = time.perf_counter()
+    pin = period_inputs(setup)
+    n = np.zeros((pin.K, pin.T), dtype=np.int64)
+    n[_nominal_modes(pin)] = pin.units[:, None].astype(np.int64)
+    n = shed_to_limit(pin, n, pin.cap_kw)
+    return PolicyRun("always-on", n, np.zeros(pin.T), np.zeros(pin.T), time.perf_counter() - t0)
+
+
+def threshold(setup: BacktestSetup, curtail_after: int = 1, resume_after: int = 1) -> PolicyRun:
+    """Breakeven strike per miner class, on the current real-time price, with N-window
+    hysteresis: curtail after ``curtail_after`` intervals above the strike, resume after
+    ``resume_after`` below. Serving units stay in their nominal mode."""
+    t0 = time.perf_counter()
+    pin = period_inputs(setup)
+    nominal = _nominal_modes(pin)
+    hp = setup.hashprice_known[setup.k0 : setup.k1]
+    price = pin.price_usd_per_mwh
+    n = np.zeros((pin.K, pin.T), dtype=np.int64)
+    for c, k in enumerate(nominal):
+        units = int(pin.units[c])
+        if pin.hashrate_ths[k] == 0:
+            n[k] = units
+            continue
+        kw = pin.pue * pin.power_kw[k]
+        strike = hp / 24.0 * pin.hashrate_ths[k] / kw * 1000.0  # USD/MWh
+        above = price > strike
+        running = True
+        streak = 0
+        state = np.zeros(pin.T, dtype=bool)
+        for t in range(pin.T):  # a state machine: the hysteresis needs the last state
+            if above[t] == running:
+                streak += 1
+                if streak >= (curtail_after if running else resume_after):
+                    running, streak = not running, 0
+            else:
+                streak = 0
+            state[t] = running
+        n[k] = np.where(state, units, 0)
+    n = shed_to_limit(pin, n, pin.cap_kw)
+    name = (
+        "threshold"
+        if curtail_after == resume_after == 1
+        else (f"threshold({curtail_after}/{resume_after})")
+    )
+    return PolicyRun(name, n, np.zeros(pin.T), np.zeros(pin.T), time.perf_counter() - t0)
+
+
+def _first_step(inp: PlanInputs, planner: Planner) -> tuple[np.ndarray, float, float, bool]:
+    """Solve; return the first step's whole units, batch tokens/s and batch USD."""
+    model, result, _ = planner.solve(inp)
+    if not result.ok:
+        return np.zeros(inp.K, dtype=np.int64), 0.0, 0.0, False
+    x = model.values(result.x, "x")
+    imp = model.values(result.x, "grid-import")
+    n = round_plan(inp, x, imp, inp.tput_tok_s @ x)
+    batch_tok = batch_usd = 0.0
+    if "batch-served" in model.var_blocks:
+        served = model.values(result.x, "batch-served")
+        step = np.concatenate([b.steps for b in inp.batches])
+        price = np.concatenate([np.full(len(b.steps), b.usd_per_mtok) for b in inp.batches])
+        first = step == 0
+        batch_tok = float(served[first].sum())
+        batch_usd = float((served[first] * price[first]).sum() * inp.grid.dur_s[0] / TOK_PER_MTOK)
+    return n[:, 0], batch_tok, batch_usd, True
+
+
+def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
+    """Plan at every decision step with what was known then; apply the first step."""
+    t0 = time.perf_counter()
+    inp = setup.inp
+    realised = inp.price_usd_per_mwh
+    T = setup.k1 - setup.k0
+    n_all = np.zeros((inp.K, T), dtype=np.int64)
+    batch_tok = np.zeros(T)
+    batch_usd = np.zeros(T)
+    on = inp.initial_on.copy()
+    current = inp.initial_import_kw
+    peaks = {g.name: g.floor_kw for g in inp.peaks}
+    served = {b.name: 0.0 for b in inp.batches}
+    # step -> billed-peak groups and batch jobs it belongs to; group sizes to amortise
+    groups_at: list[list[int]] = [[] for _ in range(inp.T)]
+    for gi, g in enumerate(inp.peaks):
+        for st in g.steps.tolist():
+            groups_at[st].append(gi)
+    batch_at: list[list[str]] = [[] for _ in range(inp.T)]
+    for b in inp.batches:
+        for st in b.steps.tolist():
+            batch_at[st].append(b.name)
+    planner = Planner()
+    failures = 0
+    bar = Progress("scheduler", T, progress)
+    for i, k in enumerate(range(setup.k0, setup.k1)):
+        h = min(setup.horizon, inp.T - k)
+        if setup.dam is not None:
+            price = dam_forecast(
+                setup.dam, setup.local_day, setup.local_min, k, h, setup.steps_per_day
+            )
+        else:
+            price = naive_forecast(realised, k, h, setup.steps_per_day, setup.dt_h)
+        price[0] = realised[k]
+        t_now = inp.grid.starts_s[k]
+        known = setup.cap_known_from_s[k : k + h] <= t_now
+        window = slice_inputs(
+            inp,
+            k,
+            k + h,
+            price_usd_per_mwh=price,
+            hashprice=np.full(h, setup.hashprice_known[k]),
+            cap_kw=np.where(known, inp.cap_kw[k : k + h], inp.interconnect_kw),
+            dr_cap_kw=np.where(known, inp.dr_cap_kw[k : k + h], np.inf),
+            initial_on=on,
+            initial_import_kw=current,
+        )
+        window.peaks = [
+            _amortised(g, full, peaks[g.name], k, h)
+            for g, full in _matching(window.peaks, inp.peaks)
+        ]
+        window.batches = [_remaining(b, served[b.name], window) for b in window.batches]
+        n0, btok, busd, ok = _first_step(window, planner)
+        if not ok:  # keep the last decision, shed to the cap; never stop the replay
+            failures += 1
+            prev = n_all[:, i - 1] if i else np.zeros(inp.K, dtype=np.int64)
+            one = slice_inputs(inp, k, k + 1)
+            n0 = shed_to_limit(one, prev[:, None], one.cap_kw)[:, 0]
+        n_all[:, i] = n0
+        batch_tok[i], batch_usd[i] = btok, busd
+        imp = float(import_kw(slice_inputs(inp, k, k + 1), n0[:, None])[0])
+        current = imp
+        on = np.zeros(inp.C)
+        np.add.at(on, inp.cm_class, n0)
+        for gi in groups_at[k]:
+            name = inp.peaks[gi].name
+            peaks[name] = max(peaks[name], imp)
+        for name in batch_at[k]:
+            served[name] += btok * float(inp.grid.dur_s[k])
+        bar.update(i + 1)
+    notes = [f"forecast: {setup.forecast_label}"]
+    if failures:
+        notes.append(f"{failures} plans failed; the last decision was kept, shed to the cap")
+    return PolicyRun(
+        "scheduler", n_all, batch_tok, batch_usd, time.perf_counter() - t0, T, failures, notes
+    )
+
+
+def _matching(
+    window_groups: list[PeakGroup], full_groups: list[PeakGroup]
+) -> list[tuple[PeakGroup, PeakGroup]]:
+    by_name = {g.name: g for g in full_groups}
+    return [(g, by_name[g.name]) for g in window_groups]
+
+
+def _amortised(g: PeakGroup, full: PeakGroup, floor_kw: float, k: int, h: int) -> PeakGroup:
+    """A billed peak as a rolling plan should see it: floored at the peak reached so far,
+    its rate scaled by the share of the group's remaining steps inside the horizon. A
+    higher peak is paid once but usable for the rest of the billing period, of which the
+    plan sees only the horizon."""
+    remaining = int((full.steps >= k).sum())
+    inside = int(((full.steps >= k) & (full.steps < k + h)).sum())
+    share = inside / remaining if remaining else 1.0
+    return dataclasses.replace(g, floor_kw=floor_kw, usd_per_kw=g.usd_per_kw * share)
+
+
+def _remaining(bw: BatchWindow, served_tokens: float, window: PlanInputs) -> BatchWindow:
+    """Tokens still due of a batch job, prorated when its deadline is past the window."""
+    total = bw.tokens
+    left = max(total - served_tokens, 0.0)
+    end = int(window.grid.ends_s[-1])
+    now = int(window.grid.starts_s[0])
+    if bw.deadline_s > end and bw.deadline_s > now:
+        left *= (end - now) / (bw.deadline_s - now)
+    return dataclasses.replace(bw, tokens=left)
+
+
+def oracle(setup: BacktestSetup) -> PolicyRun:
+    """One LP over the whole period with realised prices: the perfect-foresight bound."""
+    t0 = time.perf_counter()
+    pin = period_inputs(setup)
+    planner = Planner()
+    model, result, _ = planner.solve(pin)
+    if not result.ok:
+        return PolicyRun(
+            "oracle",
+            np.zeros((pin.K, pin.T), dtype=np.int64),
+            np.zeros(pin.T),
+            np.zeros(pin.T),
+            time.perf_counter() - t0,
+            1,
+            1,
+            [f"oracle LP failed: {result.termination}"],
+        )
+    x = model.values(result.x, "x")
+    imp = model.values(result.x, "grid-import")
+    n = round_plan(pin, x, imp, pin.tput_tok_s @ x)
+    batch_tok = np.zeros(pin.T)
+    batch_usd = np.zeros(pin.T)
+    if "batch-served" in model.var_blocks:
+        served = model.values(result.x, "batch-served")
+        step = np.concatenate([b.steps for b in pin.batches]).astype(np.int64)
+        price = np.concatenate([np.full(len(b.steps), b.usd_per_mtok) for b in pin.batches])
+        np.add.at(batch_tok, step, served)
+        np.add.at(batch_usd, step, served * price * pin.grid.dur_s[step] / TOK_PER_MTOK)
+    return PolicyRun(
+        "oracle",
+        n,
+        batch_tok,
+        batch_usd,
+        time.perf_counter() - t0,
+        1,
+        0,
+        [f"LP: {model.describe()}"],
+    )

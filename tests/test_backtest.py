@@ -1,0 +1,187 @@
+"""Backtest: honest information, the same settlement for every policy, known answers."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.market import Series, load_ercot_dam, load_ercot_rtm
+from models.signals import GridEvent
+from models.site import load_site
+from scheduler import policies
+from scheduler.backtest import evaluate, period_inputs, prepare
+from scheduler.forecast import dam_forecast, naive_forecast
+from scheduler.rounding import import_kw
+from scheduler.shedding import shed_to_limit
+from tests.conftest import EXAMPLE, GPU, T0, flat_series, make_site
+
+DAY = 86400
+
+
+def hourly(values: list[float] | np.ndarray, start: int = T0 - DAY) -> Series:
+    return flat_series(np.asarray(values, dtype=float), 3600, start)
+
+
+def toy_setup(prices: list[float], horizon_h: int = 6, **site: object):  # type: ignore[no-untyped-def]
+    """A toy site over len(prices) - 24 - horizon hours after a day of history."""
+    cfg = make_site(**site)  # type: ignore[arg-type]
+    series = hourly(prices)
+    n = len(prices) - 24 - horizon_h
+    return prepare(cfg, series, T0, T0 + n * 3600, 3600, horizon_h * 3600)
+
+
+def test_known_answer_cheap_and_dear_hours() -> None:
+    # history day, then 12 hours alternating 200 (mine: +0.4/unit) and 400 (sleep)
+    pattern = [200.0, 400.0] * 6
+    setup = toy_setup([200.0] * 24 + pattern + [200.0] * 6)
+    expected = np.array([10, 0] * 6)
+    for run in (
+        policies.rolling_scheduler(setup, progress=False),
+        policies.threshold(setup),
+        policies.oracle(setup),
+    ):
+        assert run.n[0].tolist() == expected.tolist(), run.name
+        assert evaluate(setup, run).money.profit == pytest.approx(6 * 10 * 0.4)
+    always = evaluate(setup, policies.always_on(setup))
+    assert always.money.profit == pytest.approx(6 * 10 * 0.4 - 6 * 10 * 0.2)
+
+
+def test_hysteresis_ignores_a_single_spike() -> None:
+    prices = [200.0] * 24 + [200.0, 400.0, 200.0, 400.0, 400.0, 200.0, 200.0, 200.0] + [200.0] * 6
+    setup = toy_setup(prices)
+    plain = policies.threshold(setup)
+    assert plain.n[0].tolist() == [10, 0, 10, 0, 0, 10, 10, 10]
+    slow = policies.threshold(setup, curtail_after=2, resume_after=2)
+    # curtails after the 2nd interval above, resumes after the 2nd below
+    assert slow.n[0].tolist() == [10, 10, 10, 10, 0, 0, 10, 10]
+    assert slow.name == "threshold(2/2)"
+
+
+def test_no_future_price_leaks_into_a_decision() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.uniform(100, 500, 24 + 24 + 6)
+    cut = 24 + 10  # perturb every realised price from hour 10 of the period on
+    other = base.copy()
+    other[cut:] = rng.uniform(0, 1000, len(other) - cut)
+    site = {
+        "devices": [
+            {
+                "name": "a",
+                "kind": "asic",
+                "count": 10,
+                "start_cost_usd": 0.3,
+                "min_on_s": 7200,
+                "initial_on": 0,
+                "modes": [
+                    {"name": "eco", "power_kw": 2.0, "hashrate_ths": 80.0},
+                    {"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0},
+                ],
+            }
+        ]
+    }
+    a = policies.rolling_scheduler(toy_setup(list(base), **site), progress=False)
+    b = policies.rolling_scheduler(toy_setup(list(other), **site), progress=False)
+    assert (a.n[:, :10] == b.n[:, :10]).all()
+    assert not (a.n == b.n).all()  # the perturbation does matter afterwards
+    oa = policies.oracle(toy_setup(list(base), **site))
+    ob = policies.oracle(toy_setup(list(other), **site))
+    assert not (oa.n[:, :10] == ob.n[:, :10]).all()  # the oracle does see the future
+
+
+def test_forecasts_read_nothing_after_the_decision_step() -> None:
+    realised = np.arange(200.0)
+    for k in (0, 5, 50, 150):
+        poisoned = realised.copy()
+        poisoned[k + 1 :] = np.nan
+        f = naive_forecast(poisoned, k, 40, 24, 1.0)
+        assert np.isfinite(f).all() and f[0] == realised[k]
+    day = np.repeat(np.arange(10), 24)
+    minute = np.tile(np.arange(24) * 60, 10)
+    dam = np.arange(240.0)
+    k = 24 + 10  # day 1, 10:00: only day 1 is published
+    f = dam_forecast(dam, day, minute, k, 30, 24)
+    assert f[:14].tolist() == dam[k:48].tolist()
+    assert f[14:].tolist() == dam[48 - 24 : 48 - 24 + 16].tolist()  # day 2 repeats day 1
+    k = 24 + 14  # after 13:30, day 2 is published too
+    assert dam_forecast(dam, day, minute, k, 30, 24).tolist() == dam[k : k + 30].tolist()
+
+
+def test_every_policy_obeys_dr_caps_and_committed_inference() -> None:
+    gpu = copy.deepcopy(GPU)
+    gpu["modes"].append({"name": "capped", "power_kw": 0.6, "throughput_tokens_s": 800.0})
+    cfg = make_site(
+        inference={"committed_tokens_s": 6000.0, "committed_usd_per_mtok": 1.0},
+        devices=[make_site().devices[0].model_dump(), gpu],
+    )
+    ev = GridEvent(
+        id="dr",
+        type="curtail",
+        start="2023-11-15T03:00:00Z",  # type: ignore[arg-type]
+        duration="3h",
+        limit_kw=12.0,
+    )
+    setup = prepare(cfg, hourly([100.0] * 48), T0, T0 + 12 * 3600, 3600, 6 * 3600, events=[ev])
+    pin = period_inputs(setup)
+    for fn in (
+        policies.always_on,
+        policies.threshold,
+        policies.oracle,
+        lambda s: policies.rolling_scheduler(s, progress=False),
+    ):
+        run = fn(setup)
+        res = evaluate(setup, run)
+        assert res.sla_breach_steps == 0, run.name
+        assert res.dr_compliance == 1.0 and res.dr_steps == 3, run.name
+        imp = import_kw(pin, run.n)
+        assert (imp <= pin.cap_kw + 1e-6).all(), run.name
+
+
+def test_shedding_order_keeps_the_sla_floor() -> None:
+    gpu = copy.deepcopy(GPU)
+    gpu["modes"].append({"name": "capped", "power_kw": 0.5, "throughput_tokens_s": 700.0})
+    cfg = make_site(
+        inference={"committed_tokens_s": 5600.0}, devices=[make_site().devices[0].model_dump(), gpu]
+    )
+    setup = prepare(cfg, hourly([50.0] * 30), T0, T0 + 3600, 3600, 3600)
+    pin = period_inputs(setup)
+    n = np.array([[10], [10], [0]])  # 10 miners (30 kW), 10 GPUs at full (10 kW)
+    out = shed_to_limit(pin, n, np.array([6.0]))
+    assert out[0, 0] == 0  # miners go first
+    # then GPUs drop to the capped mode while 5600 tokens/s stay served, then sleep
+    assert out[1:, 0] @ np.array([1000.0, 700.0]) >= 5600
+    assert import_kw(pin, out)[0] <= 6.0 + 1e-9
+
+
+@pytest.mark.realdata
+def test_real_ercot_slice_oracle_bounds_the_scheduler(data_dir: Path) -> None:
+    cfg = load_site(EXAMPLE)
+    rt = load_ercot_rtm(data_dir / "ercot_rtm_spp_15min_hubs_2021_2025.csv", "HB_WEST")
+    dam = load_ercot_dam(data_dir / "ercot_dam_spp_hourly_hubs_lz_2021_2025.csv", "HB_WEST")
+    start = 1691470800  # 2023-08-08 00:00 CDT
+    ev = GridEvent(
+        id="ers",
+        type="curtail",
+        start="2023-08-08T22:00:00Z",  # type: ignore[arg-type]
+        duration="1h",
+        limit_kw=8000.0,
+    )
+    setup = prepare(cfg, rt, start, start + 2 * DAY, 900, 48 * 3600, dam, events=[ev])
+    runs = {
+        r.name: evaluate(setup, r)
+        for r in (
+            policies.rolling_scheduler(setup, progress=False),
+            policies.threshold(setup),
+            policies.always_on(setup),
+            policies.oracle(setup),
+        )
+    }
+    oracle = runs["oracle"].money.profit
+    for name, res in runs.items():
+        assert res.money.profit <= oracle + 1e-6 * abs(oracle), name
+        assert res.sla_breach_steps == 0, name
+        assert res.dr_compliance == 1.0 and res.dr_steps == 4, name
+    assert runs["scheduler"].money.profit > runs["threshold"].money.profit
+    assert runs["scheduler"].money.profit >= 0.85 * oracle
