@@ -131,27 +131,37 @@ def define_inference(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
         (np.arange(T), sla, 1.0),
     ]
     if inp.batches:
-        job = np.concatenate([np.full(len(bw.steps), j) for j, bw in enumerate(inp.batches)])
-        step = np.concatenate([bw.steps for bw in inp.batches]).astype(np.int64)
+        J = len(inp.batches)
+        window = np.zeros((J, T), dtype=bool)
+        for j, bw in enumerate(inp.batches):  # jobs are few; their steps are arrays
+            window[j, bw.steps] = True
         price = np.array([bw.usd_per_mtok for bw in inp.batches])
         served = b.add_vars(
-            "batch-served", (len(job),), 0.0, INF, -price[job] / TOK_PER_MTOK * tok[step]
+            "batch-served",
+            (J, T),
+            0.0,
+            np.where(window, INF, 0.0),
+            -price[:, None] / TOK_PER_MTOK * tok[None, :],
         )
         tokens = np.array([bw.tokens for bw in inp.batches])
         late = b.add_vars(
             "slack-batch-deadline",
-            (len(inp.batches),),
+            (J,),
             0.0,
             tokens,
             pen.batch_deadline_usd_per_mtok / TOK_PER_MTOK,
         )
-        terms.append((step, served, -1.0))
+        terms.append((np.broadcast_to(np.arange(T), (J, T)), served, -1.0))
         b.add_cons(
             "batch-deadline",
-            (len(inp.batches),),
+            (J,),
             [
-                (job, served, tok[step]),
-                (np.arange(len(inp.batches)), late, 1.0),
+                (
+                    np.broadcast_to(np.arange(J)[:, None], (J, T)),
+                    served,
+                    np.broadcast_to(tok[None, :], (J, T)),
+                ),
+                (np.arange(J), late, 1.0),
             ],
             lower=tokens,
             upper=tokens,
@@ -272,6 +282,9 @@ def define_ramp(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:
 def define_peaks(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:
     """Billed peaks: peak[g] >= import[t] for each step t of group g (a billing month for
     the demand charge, floored at the peak reached so far; a coincident-peak window)."""
+    if inp.peak_slots is not None:
+        _define_peak_slots(b, inp, imp, inp.peak_slots)
+        return
     if not inp.peaks:
         return
     G = len(inp.peaks)
@@ -288,3 +301,35 @@ def define_peaks(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:
     b.add_cons(
         "peak-charge", (len(steps),), [(r, peak[group], 1.0), (r, imp[steps], -1.0)], lower=0.0
     )
+
+
+def _define_peak_slots(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray, S: int) -> None:
+    """Peaks on fixed slots: a row for every (slot, step); a step outside the slot's group
+    gets a lower bound no import can reach, so membership lives in the bounds."""
+    T = inp.T
+    top = inp.pue * float(inp.units @ _max_power(inp)) + float(inp.base_load_kw.max())
+    floor = np.zeros(S)
+    rate = np.zeros(S)
+    lower = np.full((S, T), -2.0 * (top + inp.interconnect_kw))
+    for g in inp.peaks:
+        floor[g.slot] = g.floor_kw
+        rate[g.slot] = g.usd_per_kw
+        lower[g.slot, g.steps] = 0.0
+    peak = b.add_vars("peak", (S,), floor, INF, rate)
+    rows = np.arange(S * T).reshape(S, T)
+    b.add_cons(
+        "peak-charge",
+        (S, T),
+        [
+            (rows, np.broadcast_to(peak[:, None], (S, T)), 1.0),
+            (rows, np.broadcast_to(imp[None, :], (S, T)), -1.0),
+        ],
+        lower=lower,
+    )
+
+
+def _max_power(inp: PlanInputs) -> np.ndarray:
+    """Highest per-unit power of each class (for bounds that must never bind)."""
+    out = inp.idle_kw.copy()
+    np.maximum.at(out, inp.cm_class, inp.power_kw)
+    return out

@@ -77,6 +77,18 @@ def settle(
     return Settlement(imp, onsite, load, committed, spot, batch, m)
 
 
+def batch_by_step(
+    inp: PlanInputs, model: LPModel, x_all: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batch tokens/s the LP serves in each step, and what they earn (USD per step)."""
+    if "batch-served" not in model.var_blocks:
+        return np.zeros(inp.T), np.zeros(inp.T)
+    served = model.values(x_all, "batch-served")  # (J, T)
+    price = np.array([bw.usd_per_mtok for bw in inp.batches])
+    usd = (served * price[:, None]).sum(axis=0) * inp.grid.dur_s / TOK_PER_MTOK
+    return served.sum(axis=0), usd
+
+
 def _when(ts_s: float, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(float(ts_s), tz).strftime("%Y-%m-%d %H:%M %Z")
 
@@ -244,14 +256,7 @@ def extract_plan(
     x = model.values(x_all, "x")
     lp_import = model.values(x_all, "grid-import")
     T = inp.T
-    batch_tok = np.zeros(T)
-    batch_usd = np.zeros(T)
-    if "batch-served" in model.var_blocks:
-        served = model.values(x_all, "batch-served")
-        step = np.concatenate([bw.steps for bw in inp.batches]).astype(np.int64)
-        np.add.at(batch_tok, step, served)
-        price = np.concatenate([np.full(len(bw.steps), bw.usd_per_mtok) for bw in inp.batches])
-        np.add.at(batch_usd, step, served * price * inp.grid.dur_s[step] / TOK_PER_MTOK)
+    batch_tok, batch_usd = batch_by_step(inp, model, x_all)
     lp_served = inp.tput_tok_s @ x
     peak_kw = np.full(T, np.inf)
     if "peak" in model.var_blocks:

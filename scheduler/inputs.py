@@ -7,6 +7,7 @@ place where local time (tariff windows, hourly profiles) and calendar logic live
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -38,6 +39,7 @@ class PeakGroup:
     usd_per_kw: float
     floor_kw: float
     steps: np.ndarray  # int step indices
+    slot: int = -1  # with PlanInputs.peak_slots: the peak variable this group uses
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ class PlanInputs:
     price_synthetic: bool = False
     events: list[GridEvent] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: None: one row per (group, member step). An int S: S peak variables with a row for
+    #: every (slot, step) whose bound switches membership, so that the matrix stays the
+    #: same while a rolling horizon moves across billing months and windows.
+    peak_slots: int | None = None
 
     @property
     def T(self) -> int:
@@ -107,9 +113,15 @@ class PlanInputs:
         return len(self.cm_class)
 
     def structure_key(self) -> tuple[object, ...]:
-        """Changes only when the model's matrix must be rebuilt (not prices or caps)."""
+        """Changes only when the model's matrix must be rebuilt (not prices, caps, demand,
+        state, or the absolute time of a grid of the same step lengths)."""
+        peaks: tuple[object, ...] = (
+            ("slots", self.peak_slots)
+            if self.peak_slots is not None
+            else tuple((p.name, p.steps.tobytes()) for p in self.peaks)
+        )
         return (
-            self.grid.key(),
+            self.grid.dur_s.tobytes(),
             tuple(self.class_names),
             self.units.tobytes(),
             self.power_kw.tobytes(),
@@ -119,14 +131,34 @@ class PlanInputs:
             self.min_on_s.tobytes(),
             self.min_off_s.tobytes(),
             self.start_cost_usd.tobytes(),
-            self.initial_on.tobytes(),
             self.pue,
             self.ramp_up_kw is None,
             self.ramp_down_kw is None,
-            self.initial_import_kw is None,
-            tuple((p.name, p.steps.tobytes()) for p in self.peaks),
-            tuple((b.name, b.steps.tobytes()) for b in self.batches),
+            peaks,
+            len(self.batches),
         )
+
+
+def assign_peak_slots(
+    peaks: list[PeakGroup], rules: list[str], per_rule: int = 2
+) -> list[PeakGroup] | None:
+    """Give each billed-peak group a fixed slot: ``per_rule`` per tariff rule (the name
+    less its month), in time order. None when a rule has more groups than slots."""
+    out = []
+    used: dict[str, int] = {}
+    for g in sorted(peaks, key=lambda p: int(p.steps[0]) if len(p.steps) else 0):
+        rule = g.name.rsplit(" ", 1)[0]
+        i = used.get(rule, 0)
+        if rule not in rules or i >= per_rule:
+            return None
+        used[rule] = i + 1
+        out.append(dataclasses.replace(g, slot=rules.index(rule) * per_rule + i))
+    return out
+
+
+def peak_rules(peaks: list[PeakGroup]) -> list[str]:
+    """Tariff rules of the peak groups (demand charge, each coincident-peak rule)."""
+    return list(dict.fromkeys(g.name.rsplit(" ", 1)[0] for g in peaks))
 
 
 def _local(grid: TimeGrid, tz: str) -> pd.DatetimeIndex:

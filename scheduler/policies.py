@@ -16,9 +16,15 @@ import time
 import numpy as np
 
 from scheduler.backtest import BacktestSetup, PolicyRun, Progress, period_inputs, slice_inputs
-from scheduler.constraints import TOK_PER_MTOK
+from scheduler.extract import batch_by_step
 from scheduler.forecast import dam_forecast, naive_forecast
-from scheduler.inputs import BatchWindow, PeakGroup, PlanInputs
+from scheduler.inputs import (
+    BatchWindow,
+    PeakGroup,
+    PlanInputs,
+    assign_peak_slots,
+    peak_rules,
+)
 from scheduler.optimize import Planner
 from scheduler.rounding import import_kw, round_plan
 from scheduler.shedding import shed_to_limit
@@ -94,14 +100,8 @@ def _first_step(inp: PlanInputs, planner: Planner) -> tuple[np.ndarray, float, f
     x = model.values(result.x, "x")
     imp = model.values(result.x, "grid-import")
     n = round_plan(inp, x, imp, inp.tput_tok_s @ x)
-    batch_tok = batch_usd = 0.0
-    if "batch-served" in model.var_blocks:
-        served = model.values(result.x, "batch-served")
-        step = np.concatenate([b.steps for b in inp.batches])
-        price = np.concatenate([np.full(len(b.steps), b.usd_per_mtok) for b in inp.batches])
-        first = step == 0
-        batch_tok = float(served[first].sum())
-        batch_usd = float((served[first] * price[first]).sum() * inp.grid.dur_s[0] / TOK_PER_MTOK)
+    tok, usd = batch_by_step(inp, model, result.x)
+    batch_tok, batch_usd = float(tok[0]), float(usd[0])
     return n[:, 0], batch_tok, batch_usd, True
 
 
@@ -128,6 +128,7 @@ def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
         for st in b.steps.tolist():
             batch_at[st].append(b.name)
     planner = Planner()
+    rules = peak_rules(inp.peaks)
     failures = 0
     bar = Progress("scheduler", T, progress)
     for i, k in enumerate(range(setup.k0, setup.k1)):
@@ -152,10 +153,13 @@ def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
             initial_on=on,
             initial_import_kw=current,
         )
-        window.peaks = [
+        amortised = [
             _amortised(g, full, peaks[g.name], k, h)
             for g, full in _matching(window.peaks, inp.peaks)
         ]
+        slotted = assign_peak_slots(amortised, rules)
+        window.peaks = slotted if slotted is not None else amortised
+        window.peak_slots = 2 * len(rules) if slotted is not None else None
         window.batches = [_remaining(b, served[b.name], window) for b in window.batches]
         n0, btok, busd, ok = _first_step(window, planner)
         if not ok:  # keep the last decision, shed to the cap; never stop the replay
@@ -232,14 +236,7 @@ def oracle(setup: BacktestSetup) -> PolicyRun:
     x = model.values(result.x, "x")
     imp = model.values(result.x, "grid-import")
     n = round_plan(pin, x, imp, pin.tput_tok_s @ x)
-    batch_tok = np.zeros(pin.T)
-    batch_usd = np.zeros(pin.T)
-    if "batch-served" in model.var_blocks:
-        served = model.values(result.x, "batch-served")
-        step = np.concatenate([b.steps for b in pin.batches]).astype(np.int64)
-        price = np.concatenate([np.full(len(b.steps), b.usd_per_mtok) for b in pin.batches])
-        np.add.at(batch_tok, step, served)
-        np.add.at(batch_usd, step, served * price * pin.grid.dur_s[step] / TOK_PER_MTOK)
+    batch_tok, batch_usd = batch_by_step(pin, model, result.x)
     return PolicyRun(
         "oracle",
         n,

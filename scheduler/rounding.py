@@ -109,6 +109,25 @@ def round_plan(
     if peak_kw is not None:
         soft = np.minimum(hard, np.maximum(peak_kw, lp_import) + EPS)
         _shed(inp, n, soft, order[inp.tput_tok_s[order] == 0], marginal)
+    # 3. where committed inference is still short, wake serving units that fit under the
+    #    hard limit, most tokens per kW first (a shed fast mode may leave room for a slow one)
+    short = np.minimum(lp_served, inp.committed_tok_s) - inp.tput_tok_s @ n
+    if (short > EPS).any():
+        headroom = hard - import_kw(inp, n)
+        for k in serving[np.argsort(-inp.tput_tok_s[serving] / marginal[serving])]:
+            same = inp.cm_class == inp.cm_class[k]
+            free = inp.units[inp.cm_class[k]] - n[same].sum(axis=0)
+            add = np.minimum.reduce(
+                [
+                    free,
+                    np.ceil(np.maximum(short, 0.0) / inp.tput_tok_s[k] - EPS),
+                    np.floor(np.maximum(headroom, 0.0) / max(marginal[k], EPS) + EPS),
+                ]
+            )
+            add = np.clip(add, 0, None).astype(np.int64)
+            n[k] += add
+            short -= add * inp.tput_tok_s[k]
+            headroom -= add * marginal[k]
     return n
 
 

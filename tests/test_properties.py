@@ -97,7 +97,11 @@ def _objective_with_x_fixed(model: LPModel, x_value: np.ndarray) -> float:
     return res.objective
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(__import__("os").environ.get("GRIDSCHED_PROPERTY_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(sites())
 def test_random_sites_plan_soundly_and_beat_trivial_plans(
     case: tuple[dict[str, Any], list[float], list[GridEvent]],
