@@ -126,6 +126,63 @@ def parse_events(raw: Any, source: str) -> list[GridEvent]:
     return events
 
 
+def events_from_power_trace(
+    path: str | Path,
+    start: datetime,
+    scale_kw: float,
+    step_s: int = 900,
+    baseline_minutes: int = 15,
+    threshold: float = 0.98,
+) -> list[GridEvent]:
+    """Replay a measured DR event's shape as import caps.
+
+    ``path`` is a CSV of ``timestamp`` (ISO 8601 with offset) and ``total`` (W), such as
+    the Salt River Project event in ../shared/data. Power is taken relative to its
+    median over the first ``baseline_minutes``; each ``step_s`` bucket whose mean falls
+    below ``threshold`` of it becomes a curtail event capping import at that share of
+    ``scale_kw``, placed so the trace begins at ``start``.
+    """
+    import pandas as pd
+
+    p = Path(path)
+    try:
+        df = pd.read_csv(p)
+    except FileNotFoundError:
+        raise ConfigError(str(p), [("(file)", "not found")]) from None
+    for col in ("timestamp", "total"):
+        if col not in df.columns:
+            raise ConfigError(str(p), [(col, f"column missing; columns are {list(df.columns)}")])
+    ts = pd.to_datetime(df["timestamp"], errors="coerce", utc=True)
+    power = pd.to_numeric(df["total"], errors="coerce")
+    bad = ts.isna() | power.isna()
+    if bad.any():
+        line = int(bad.to_numpy().nonzero()[0][0]) + 2
+        raise ConfigError(str(p), [(f"line {line}", "timestamp or total is not readable")])
+    if start.tzinfo is None:
+        raise ConfigError("events", [("start", "needs a UTC offset")])
+    offset = (ts - ts.iloc[0]).dt.total_seconds().to_numpy()
+    base = float(power[offset < baseline_minutes * 60].median())
+    if not base > 0:
+        raise ConfigError(str(p), [("total", "baseline power is not positive")])
+    ratio = power.to_numpy() / base
+    bucket = (offset // step_s).astype(int)
+    events = []
+    for b in sorted(set(bucket.tolist())):
+        share = float(ratio[bucket == b].mean())
+        if share < threshold:
+            events.append(
+                GridEvent(
+                    id=f"{p.stem}-{b}",
+                    type=EventType.CURTAIL,
+                    start=start + timedelta(seconds=b * step_s),
+                    duration=f"{step_s}s",
+                    limit_kw=round(share * scale_kw, 3),
+                    source=f"trace:{p.name}",
+                )
+            )
+    return events
+
+
 def load_events(path: str | Path) -> list[GridEvent]:
     p = Path(path)
     try:

@@ -24,7 +24,7 @@ from models.market import (
     load_ercot_dam,
     load_ercot_rtm,
 )
-from models.signals import load_events
+from models.signals import GridEvent, events_from_power_trace, load_events
 from models.site import PriceFormat, SiteConfig, load_site
 from scheduler.inputs import SiteState, assemble_inputs
 from scheduler.optimize import Planner
@@ -102,6 +102,26 @@ def _grid(args: argparse.Namespace) -> TimeGrid:
     return uniform_grid(start, horizon, step)
 
 
+def read_events(args: argparse.Namespace, config: SiteConfig) -> list[GridEvent]:
+    """``--events``: a JSON list of signals, or a CSV power trace of a real DR event
+    replayed as caps (``--events-at`` places it; ``--events-scale-kw`` scales it)."""
+    if not args.events:
+        return []
+    if not args.events.endswith(".csv"):
+        return load_events(args.events)
+    if not args.events_at:
+        raise UsageError(
+            "a power-trace event file (.csv) needs --events-at, the time its "
+            "first row is replayed at (ISO 8601 with offset)"
+        )
+    try:
+        at = datetime.fromisoformat(args.events_at.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--events-at {args.events_at!r} is not ISO 8601") from None
+    scale = args.events_scale_kw or config.site.interconnect_kw
+    return events_from_power_trace(args.events, at, scale)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     config = load_site(args.config)
     grid = _grid(args)
@@ -115,7 +135,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         int(grid.starts_s[0]),
         int(grid.ends_s[-1]),
     )
-    events = load_events(args.events) if args.events else []
+    events = read_events(args, config)
     state = SiteState(current_load_kw=args.current_load_kw)
     if args.hashprice is not None:
         config = config.model_copy(
@@ -248,7 +268,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     hashprice = load_btc_hashprice(args.btc, config.mining.pool_fee) if args.btc else None
     if hashprice is not None:  # the config's pool fee is applied once, in the inputs
         hashprice = load_btc_hashprice(args.btc, 0.0)
-    events = load_events(args.events) if args.events else []
+    events = read_events(args, config)
     setup = prepare(config, realised, start, end, step, horizon, forecast, hashprice, events)
     runs = []
     show = not args.quiet
@@ -291,7 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--price-column", help="price column, e.g. HB_WEST")
     pl.add_argument("--timestamp-column", default="interval_start_utc")
     pl.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
-    pl.add_argument("--events", help="JSON list of grid events (simple signal format)")
+    pl.add_argument(
+        "--events",
+        help="JSON list of grid events (simple signal format), or "
+        "a CSV power trace of a real DR event (with --events-at)",
+    )
+    pl.add_argument("--events-at", help="replay a power-trace event starting at this time")
+    pl.add_argument(
+        "--events-scale-kw",
+        type=float,
+        help="a trace's 100 %% level in kW (default: the interconnect)",
+    )
     pl.add_argument("--start", help="ISO 8601 start, e.g. 2023-08-10T05:00:00Z (default: now)")
     pl.add_argument("--horizon", default="48h")
     pl.add_argument("--step", default="5min")
@@ -328,7 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--forecast-format", choices=["ercot-rtm", "ercot-dam", "csv"])
     bt.add_argument("--forecast-column", help="default: --price-column")
     bt.add_argument("--btc", help="BTC daily network CSV (hashprice per day)")
-    bt.add_argument("--events", help="JSON list of grid events to replay")
+    bt.add_argument(
+        "--events",
+        help="JSON list of grid events, or a CSV power trace of a real DR event (with --events-at)",
+    )
+    bt.add_argument("--events-at", help="replay a power-trace event starting at this time")
+    bt.add_argument(
+        "--events-scale-kw",
+        type=float,
+        help="a trace's 100 %% level in kW (default: the interconnect)",
+    )
     bt.add_argument(
         "--from", dest="from_", required=True, help="first day (site local) or ISO time"
     )

@@ -52,6 +52,10 @@ class Planner:
         build_s = time.perf_counter() - t0
         if warm and isinstance(self._solver, HighsSolver):
             result = self._solver.solve(model, warm=True, shift=self._shift(inp), steps=inp.T)
+            if not result.ok:  # a stale basis must never cost a plan: solve again, cold
+                model = build_model(inp, integer=self.integer)
+                result = self._solver.solve(model)
+                result.extras["warm_failed"] = True
         else:
             result = self._solver.solve(model, warm=warm)
         self._start_s = int(inp.grid.starts_s[0])

@@ -1,0 +1,78 @@
+"""A full year of rolling decisions: 35,040 plans at 15-minute steps, 48 h horizon.
+
+Usage: .venv/bin/python benchmarks/backtest_speed.py [--year 2023] [--days N]
+
+Uses ERCOT HB_WEST real-time prices and the day-ahead forecast from ../shared/data when
+present, else the labelled synthetic demo series (the figures then say so). Prints the
+wall time of the rolling scheduler, the time per decision, the oracle's single LP, and
+the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.market import demo_prices, load_ercot_dam, load_ercot_rtm  # noqa: E402
+from models.site import load_site  # noqa: E402
+from scheduler import policies  # noqa: E402
+from scheduler.backtest import evaluate, prepare  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--year", type=int, default=2023)
+    ap.add_argument("--days", type=int, default=0, help="shorter run (0: the whole year)")
+    args = ap.parse_args()
+    cfg = load_site(ROOT / "deploy" / "examples" / "west-texas-30mw.toml")
+    tz = cfg.site.timezone
+    start = int(pd.Timestamp(f"{args.year}-01-01", tz=tz).timestamp())
+    end = int(pd.Timestamp(f"{args.year + 1}-01-01", tz=tz).timestamp())
+    if args.days:
+        end = start + args.days * 86400
+    rt_file = DATA / "ercot_rtm_spp_15min_hubs_2021_2025.csv"
+    dam_file = DATA / "ercot_dam_spp_hourly_hubs_lz_2021_2025.csv"
+    if rt_file.exists():
+        rt = load_ercot_rtm(rt_file, "HB_WEST")
+        dam = load_ercot_dam(dam_file, "HB_WEST") if dam_file.exists() else None
+        if dam is not None and not dam.covers(start, end + 2 * 86400):
+            dam = None
+    else:
+        rt, dam = demo_prices(start - 86400, end + 3 * 86400, tz), None
+    print(
+        f"prices: {rt.label}; forecast: {dam.label if dam else 'naive'}; "
+        f"{(end - start) // 86400} days at 15 min, horizon 48 h"
+    )
+    setup = prepare(cfg, rt, start, end, 900, 48 * 3600, dam)
+    t0 = time.perf_counter()
+    run = policies.rolling_scheduler(setup, progress=sys.stderr.isatty())
+    wall = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    oracle = policies.oracle(setup)
+    oracle_s = time.perf_counter() - t1
+    sched, orc = evaluate(setup, run), evaluate(setup, oracle)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"rolling scheduler: {run.plans} plans in {wall:.1f} s "
+        f"({1000 * wall / run.plans:.2f} ms per decision), {run.solver_failures} failures"
+    )
+    print(f"oracle: one LP in {oracle_s:.1f} s ({oracle.notes[0] if oracle.notes else ''})")
+    print(
+        f"profit: scheduler {sched.money.profit:,.0f} USD, oracle {orc.money.profit:,.0f} USD "
+        f"({100 * sched.money.profit / orc.money.profit:.1f} %)"
+    )
+    print(f"peak RSS {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
