@@ -148,3 +148,60 @@ def test_every_shipped_example_validates_and_plans(
     assert doc["solver"]["status"] == "optimal"
     steps = doc["steps"]
     assert all(v <= c + 1e-6 for v, c in zip(steps["import_kw"], steps["cap_kw"], strict=True))
+
+
+def test_backtest_runs_on_the_demo_series_without_shared_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bt"
+    rc = main(
+        [
+            "backtest",
+            "--config",
+            str(EXAMPLE),
+            "--from",
+            "2023-08-10",
+            "--to",
+            "2023-08-11",
+            "--decision-step",
+            "1h",
+            "--horizon",
+            "12h",
+            "--events",
+            str(EVENTS),
+            "--json",
+            "--json-out",
+            f"{out}.json",
+            "--plot",
+            f"{out}.png",
+        ]
+    )
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "gridsched.backtest/1"
+    by = {p["policy"]: p for p in doc["policies"]}
+    assert set(by) == {"scheduler", "threshold", "always-on", "oracle"}
+    assert by["scheduler"]["plans"] == 24
+    oracle = by["oracle"]["money_usd"]["profit"]
+    for p in by.values():
+        assert p["money_usd"]["profit"] <= oracle + 1e-6 * abs(oracle)
+        assert p["sla_breach_steps"] == 0
+        # the 2 h curtailment covers 2 hourly steps, the 15-min alert a third
+        assert p["dr_compliance"] == 1.0 and p["dr_steps"] == 3
+    assert Path(f"{out}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--policy", "scheduler,magic"], "--policy magic: valid are scheduler"),
+        (["--from", "someday"], "'someday' is not a date"),
+        (["--events", "trace.csv"], "needs --events-at"),
+    ],
+)
+def test_bad_backtest_arguments(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["backtest", "--config", str(EXAMPLE), "--from", "2023-08-10", "--to", "2023-08-11"]
+    assert main(base + argv) == 2
+    assert words in capsys.readouterr().err
