@@ -63,8 +63,9 @@ def main() -> None:
     sched, orc = evaluate(setup, run), evaluate(setup, oracle)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"rolling scheduler: {run.plans} plans in {wall:.1f} s "
-        f"({1000 * wall / run.plans:.2f} ms per decision), {run.solver_failures} failures"
+        f"rolling scheduler: {run.plans} plans in {wall:.1f} s wall, {cpu:.1f} s CPU "
+        f"({1000 * wall / run.plans:.2f} ms wall, {1000 * cpu / run.plans:.2f} ms CPU per "
+        f"decision), {run.solver_failures} failures"
     )
     print(f"oracle: one LP in {oracle_s:.1f} s ({oracle.notes[0] if oracle.notes else ''})")
     print(
