@@ -93,6 +93,22 @@ def load_prices(
     return series
 
 
+def prices_from_args(
+    config: SiteConfig, args: argparse.Namespace, start_s: int, end_s: int
+) -> Series:
+    """The price series the command line (or else the config) names."""
+    return load_prices(
+        config,
+        args.prices,
+        args.price_format,
+        args.price_column,
+        args.timestamp_column,
+        args.price_timezone,
+        start_s,
+        end_s,
+    )
+
+
 def _grid(args: argparse.Namespace) -> TimeGrid:
     step = parse_duration_s(args.step)
     horizon = parse_duration_s(args.horizon)
@@ -125,16 +141,7 @@ def read_events(args: argparse.Namespace, config: SiteConfig) -> list[GridEvent]
 def cmd_plan(args: argparse.Namespace) -> int:
     config = load_site(args.config)
     grid = _grid(args)
-    prices = load_prices(
-        config,
-        args.prices,
-        args.price_format,
-        args.price_column,
-        args.timestamp_column,
-        args.price_timezone,
-        int(grid.starts_s[0]),
-        int(grid.ends_s[-1]),
-    )
+    prices = prices_from_args(config, args, int(grid.starts_s[0]), int(grid.ends_s[-1]))
     events = read_events(args, config)
     state = SiteState(current_load_kw=args.current_load_kw)
     if args.hashprice is not None:
@@ -243,16 +250,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     unknown = [p for p in wanted if p not in policies.POLICIES]
     if unknown:
         raise UsageError(f"--policy {','.join(unknown)}: valid are {', '.join(policies.POLICIES)}")
-    realised = load_prices(
-        config,
-        args.prices,
-        args.price_format,
-        args.price_column,
-        args.timestamp_column,
-        args.price_timezone,
-        start,
-        end,
-    )
+    realised = prices_from_args(config, args, start, end)
     forecast = None
     if args.forecast:
         forecast = load_prices(

@@ -35,7 +35,6 @@ class Planner:
         self._solver: Solver = get_solver(solver, options)
         self._key: tuple[object, ...] | None = None
         self._model: LPModel | None = None
-        self._start_s: int | None = None
 
     def solve(self, inp: PlanInputs) -> tuple[LPModel, SolveResult, float]:
         t0 = time.perf_counter()
@@ -51,28 +50,17 @@ class Planner:
             model.A = self._model.A
         build_s = time.perf_counter() - t0
         if warm and isinstance(self._solver, HighsSolver):
-            result = self._solver.solve(model, warm=True, shift=self._shift(inp), steps=inp.T)
+            result = self._solver.solve(model, warm=True)
             if not result.ok:  # a stale basis must never cost a plan: solve again, cold
                 model = build_model(inp, integer=self.integer)
                 result = self._solver.solve(model)
                 result.extras["warm_failed"] = True
         else:
             result = self._solver.solve(model, warm=warm)
-        self._start_s = int(inp.grid.starts_s[0])
         if self.integer and result.ok:
             result = self._duals_of_fixed(model, result)
         self._key, self._model = (key, model) if result.ok else (None, None)
         return model, result, build_s
-
-    def _shift(self, inp: PlanInputs) -> int:
-        """Whole steps the horizon moved since the last solve (uniform grids only)."""
-        if self._start_s is None:
-            return 0
-        dur = inp.grid.dur_s
-        moved = int(inp.grid.starts_s[0]) - self._start_s
-        if moved <= 0 or (dur != dur[0]).any() or moved % int(dur[0]):
-            return 0
-        return min(moved // int(dur[0]), inp.T - 1)
 
     def _duals_of_fixed(self, model: LPModel, mip: SolveResult) -> SolveResult:
         """Fix the integer decisions and re-solve the LP for the import limit's duals."""

@@ -123,42 +123,14 @@ class HighsSolver:
         )
         h.changeObjectiveOffset(model.offset)
 
-    def _shift_basis(self, model: LPModel, shift: int, steps: int) -> None:
-        """Move the last basis ``shift`` steps earlier along every block whose last axis
-        is time, repeating the last step: the start for a horizon that has moved on. The
-        result may not be square; HiGHS repairs such an 'alien' basis."""
-        hs = self._hs
-        basis = self._h.getBasis()
-        if not basis.valid:
-            return
-        col = np.fromiter((v.value for v in basis.col_status), np.int8, model.n_vars)
-        row = np.fromiter((v.value for v in basis.row_status), np.int8, model.n_rows)
-        for arr, blocks in ((col, model.var_blocks), (row, model.con_blocks)):
-            for blk in blocks.values():
-                if len(blk.shape) and blk.shape[-1] == steps and steps > shift:
-                    v = arr[blk.start : blk.stop].reshape(blk.shape)
-                    v[..., :-shift] = v[..., shift:].copy()
-                    v[..., -shift:] = v[..., -shift - 1 : -shift]
-        status = [hs.HighsBasisStatus(v) for v in range(5)]
-        new = hs.HighsBasis()
-        new.col_status = [status[v] for v in col.tolist()]
-        new.row_status = [status[v] for v in row.tolist()]
-        new.valid = True
-        new.alien = True
-        self._h.setBasis(new)
-
-    def solve(
-        self, model: LPModel, warm: bool = False, shift: int = 0, steps: int = 0
-    ) -> SolveResult:
-        """Solve; ``warm`` re-solves the last model with this one's numbers from the last
-        basis, first moved ``shift`` steps along the time axis (of length ``steps``)."""
+    def solve(self, model: LPModel, warm: bool = False) -> SolveResult:
+        """Solve; ``warm`` re-solves the last model with this one's costs and bounds from
+        the last basis (the matrix must be the same)."""
         hs = self._hs
         t0 = time.perf_counter()
         warm = warm and self._shape == (model.n_vars, model.n_rows)
         if warm:
             self._update(model)
-            if shift > 0:
-                self._shift_basis(model, shift, steps)
         else:
             self._pass(model)
         self._h.run()
