@@ -205,3 +205,41 @@ def test_bad_backtest_arguments(
     base = ["backtest", "--config", str(EXAMPLE), "--from", "2023-08-10", "--to", "2023-08-11"]
     assert main(base + argv) == 2
     assert words in capsys.readouterr().err
+
+
+def test_prices_in_another_currency_are_converted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices = tmp_path / "eur.csv"
+    rows = ["ts,eur_per_kwh"] + [f"2023-08-10T{h:02d}:00:00Z,0.05" for h in range(24)]
+    prices.write_text("\n".join(rows) + "\n")
+    site = EXAMPLE.read_text().replace(
+        'format = "demo"',
+        (
+            'format = "csv"\npath = "eur.csv"\ncolumn = "eur_per_kwh"\ntimestamp_column = "ts"\n'
+            'currency = "EUR"\nusd_per_unit = 1.10\nper = "kWh"'
+        ),
+    )
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(site)
+    assert (
+        main(
+            [
+                "plan",
+                "--config",
+                str(cfg),
+                "--start",
+                "2023-08-10T00:00:00Z",
+                "--horizon",
+                "6h",
+                "--step",
+                "1h",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    # 0.05 EUR/kWh x 1.10 USD/EUR x 1000 kWh/MWh = 55 USD/MWh
+    assert doc["steps"]["price_usd_per_mwh"] == [55.0] * 6
+    assert "EUR/kWh -> USD/MWh" in doc["prices"]["label"]
