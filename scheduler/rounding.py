@@ -99,12 +99,12 @@ def round_plan(
             n[k] += move
             short -= move * gain
 
-    # 2. shed where a limit is exceeded, least value per kW first: the hard cap binds
-    #    every mode; a billed peak binds only modes that serve no committed inference
-    value = (
-        inp.hashrate_ths * float(np.median(inp.hashprice)) / 24.0 + inp.tput_tok_s * 1e-3
-    ) / np.maximum(marginal, EPS)
-    order = np.argsort(value)
+    # 2. shed where a limit is exceeded: mining modes first, least revenue per kW first,
+    #    then serving modes, fewest tokens per kW first (committed inference is protected).
+    #    The hard cap binds every mode; a billed peak binds only modes that serve nothing.
+    serves = inp.tput_tok_s > 0
+    per_kw = np.where(serves, inp.tput_tok_s, inp.hashrate_ths) / np.maximum(marginal, EPS)
+    order = np.lexsort((per_kw, serves))
     _shed(inp, n, hard, order, marginal)
     if peak_kw is not None:
         soft = np.minimum(hard, np.maximum(peak_kw, lp_import) + EPS)

@@ -260,3 +260,25 @@ def test_unknown_initial_state_charges_no_start() -> None:
 
 def test_start_time_anchor() -> None:
     assert T0 % 86400 == 0
+
+
+def test_rounding_sheds_miners_before_serving_units() -> None:
+    # found by the property test: 9.6 miners round up to 10 and overshoot the cap by
+    # 0.125 kW; a miner must go to sleep, not a GPU serving committed inference
+    gpu = copy.deepcopy(GPU)
+    gpu.update(count=35, modes=[{"name": "m0", "power_kw": 1.0, "throughput_tokens_s": 50.0}])
+    asic = {
+        "name": "a",
+        "kind": "asic",
+        "count": 10,
+        "modes": [{"name": "m0", "power_kw": 0.3125, "hashrate_ths": 10.0}],
+    }
+    site = make_site(
+        site={"interconnect_kw": 47.0, "base_load_kw": 9.0},
+        mining={"hashprice_usd_per_ths_day": 0.25},
+        inference={"committed_tokens_s": 20000.0},
+        devices=[asic, gpu],
+    )
+    _, plan = solve(site, [0.0, 0.0])
+    assert units(plan, 1) == [35, 35]
+    assert units(plan, 0) == [9, 9]
