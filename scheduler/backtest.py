@@ -23,6 +23,7 @@ from models.site import SiteConfig
 from scheduler.extract import Settlement, settle
 from scheduler.inputs import PeakGroup, PlanInputs, SiteState, assemble_inputs
 from scheduler.plan import Money
+from scheduler.rounding import units_woken
 from scheduler.timegrid import TimeGrid, uniform_grid
 
 DAY_S = 86400
@@ -41,6 +42,7 @@ class BacktestSetup:
     cap_known_from_s: np.ndarray  # when each step's DR cap was announced (inf: none)
     local_day: np.ndarray
     local_min: np.ndarray
+    local_month: np.ndarray  # YYYYMM of each step's start in the site's zone
     price_label: str
     forecast_label: str
 
@@ -71,7 +73,10 @@ def prepare(
     inp = assemble_inputs(config, grid, realised, events, SiteState(billing_peak_kw=0.0), hashprice)
     k0 = (from_s - start) // step_s
     k1 = (to_s - start) // step_s
-    inp.peaks = _prorated(inp.peaks, grid, int(k0), int(k1), config.site.timezone)
+    local = pd.to_datetime(grid.starts_s, unit="s", utc=True).tz_convert(config.site.timezone)
+    month = (local.year * 100 + local.month).to_numpy()
+    month_steps = local.days_in_month.to_numpy() * DAY_S / step_s
+    inp.peaks = _prorated(inp.peaks, month, month_steps, int(k0), int(k1))
     if hashprice is not None:
         known = hashprice.mean_over(grid.starts_s - DAY_S, grid.ends_s - DAY_S)
         known = known * (1.0 - config.mining.pool_fee)
@@ -84,7 +89,6 @@ def prepare(
     for ev in inp.events:
         on = (grid.starts_s < ev.end_utc.timestamp()) & (grid.ends_s > ev.start_utc.timestamp())
         cap_from[on] = np.minimum(cap_from[on], ev.start_utc.timestamp())
-    local = pd.to_datetime(grid.starts_s, unit="s", utc=True).tz_convert(config.site.timezone)
     day = local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
     return BacktestSetup(
         config=config,
@@ -98,26 +102,25 @@ def prepare(
         cap_known_from_s=cap_from,
         local_day=day,
         local_min=(local.hour * 60 + local.minute).to_numpy(),
+        local_month=month,
         price_label=realised.label,
         forecast_label=forecast.label if forecast is not None else "naive (past prices only)",
     )
 
 
-def _prorated(peaks: list[PeakGroup], grid: TimeGrid, k0: int, k1: int, tz: str) -> list[PeakGroup]:
+def _prorated(
+    peaks: list[PeakGroup], month: np.ndarray, month_steps: np.ndarray, k0: int, k1: int
+) -> list[PeakGroup]:
     """Monthly charges scaled by the share of their billing month inside [k0, k1), as a
-    bill for a partial month would be; every policy and the oracle see the same rates."""
-    local = pd.to_datetime(grid.starts_s, unit="s", utc=True).tz_convert(tz)
-    month = (local.year * 100 + local.month).to_numpy()
-    days = local.days_in_month.to_numpy()
-    step_s = float(grid.dur_s[0])
+    bill for a partial month would be; every policy and the oracle see the same rates.
+    ``month`` is each step's local YYYYMM, ``month_steps`` the steps its month has."""
     out = []
     for g in peaks:
         if len(g.steps) == 0:
             continue
-        m = month[g.steps[0]]
-        in_period = np.flatnonzero(month[k0:k1] == m)
-        month_steps = days[g.steps[0]] * DAY_S / step_s
-        share = min(1.0, len(in_period) / month_steps)
+        first = g.steps[0]
+        in_period = int((month[k0:k1] == month[first]).sum())
+        share = min(1.0, in_period / month_steps[first])
         out.append(dataclasses.replace(g, usd_per_kw=g.usd_per_kw * share))
     return out
 
@@ -217,8 +220,7 @@ class PolicyResult:
 
 def period_inputs(setup: BacktestSetup) -> PlanInputs:
     """Settlement inputs: realised prices, actual hashprice, no billing history."""
-    inp = setup.inp
-    return slice_inputs(inp, setup.k0, setup.k1)
+    return slice_inputs(setup.inp, setup.k0, setup.k1)
 
 
 def evaluate(setup: BacktestSetup, run: PolicyRun) -> PolicyResult:
@@ -231,12 +233,8 @@ def evaluate(setup: BacktestSetup, run: PolicyRun) -> PolicyResult:
     dr = np.isfinite(pin.dr_cap_kw)
     over = np.maximum(imp - pin.dr_cap_kw, 0.0)
     asic = np.array([k == "asic" for k in pin.class_kind])
-    on = np.zeros((pin.C, pin.T))
-    np.add.at(on, pin.cm_class, run.n)
-    first = np.where(pin.initial_on >= 0, pin.initial_on, on[:, 0])
-    change = np.diff(on, axis=1, prepend=first[:, None])[asic]
-    local = pd.to_datetime(pin.grid.starts_s, unit="s", utc=True).tz_convert(pin_tz(setup))
-    months = (local.year * 100 + local.month).to_numpy()
+    change = units_woken(pin, run.n)[asic]
+    months = setup.local_month[setup.k0 : setup.k1]
     monthly: dict[str, float] = {}
     for mk in np.unique(months):
         idx = np.flatnonzero(months == mk)
@@ -264,10 +262,6 @@ def evaluate(setup: BacktestSetup, run: PolicyRun) -> PolicyResult:
         profit_by_step=_profit_by_step(pin, run, st),
         notes=run.notes,
     )
-
-
-def pin_tz(setup: BacktestSetup) -> str:
-    return setup.config.site.timezone
 
 
 def _profit_by_step(pin: PlanInputs, run: PolicyRun, st: Settlement) -> np.ndarray:

@@ -14,7 +14,7 @@ from scheduler.constraints import TOK_PER_MTOK
 from scheduler.inputs import PlanInputs
 from scheduler.matrices import LPModel
 from scheduler.plan import ClassPlan, Money, Plan, Violation
-from scheduler.rounding import it_load_kw, round_plan
+from scheduler.rounding import it_load_kw, round_plan, units_woken
 from scheduler.solvers import SolveResult
 
 TOL_KW = 1e-3
@@ -69,10 +69,7 @@ def settle(
             m.demand_charge += g.usd_per_kw * (peak - g.floor_kw)
         else:
             m.coincident_peak_charge += g.usd_per_kw * peak
-    on = np.zeros((inp.C, inp.T))
-    np.add.at(on, inp.cm_class, n)
-    first = np.where(inp.initial_on >= 0, inp.initial_on, on[:, 0])
-    starts = np.maximum(np.diff(on, axis=1, prepend=first[:, None]), 0.0)
+    starts = np.maximum(units_woken(inp, n), 0.0)
     m.start_cost = float((inp.start_cost_usd[:, None] * starts).sum())
     return Settlement(imp, onsite, load, committed, spot, batch, m)
 
@@ -87,6 +84,27 @@ def batch_by_step(
     price = np.array([bw.usd_per_mtok for bw in inp.batches])
     usd = (served * price[:, None]).sum(axis=0) * inp.grid.dur_s / TOK_PER_MTOK
     return served.sum(axis=0), usd
+
+
+def lp_peak_kw(inp: PlanInputs, model: LPModel, x_all: np.ndarray) -> np.ndarray:
+    """Per step, the lowest billed peak the LP settled on for a group holding the step
+    (inf where none)."""
+    out = np.full(inp.T, np.inf)
+    if "peak" not in model.var_blocks:
+        return out
+    peaks = model.values(x_all, "peak")
+    for g, group in enumerate(inp.peaks):
+        value = peaks[group.slot if inp.peak_slots is not None else g]
+        out[group.steps] = np.minimum(out[group.steps], value)
+    return out
+
+
+def whole_units(
+    inp: PlanInputs, model: LPModel, x_all: np.ndarray, peak_kw: np.ndarray | None = None
+) -> np.ndarray:
+    """The LP's units per (class-mode, step), rounded to whole units (scheduler/rounding)."""
+    x = model.values(x_all, "x")
+    return round_plan(inp, x, model.values(x_all, "grid-import"), inp.tput_tok_s @ x, peak_kw)
 
 
 def _when(ts_s: float, tz: ZoneInfo) -> str:
@@ -254,17 +272,10 @@ def extract_plan(
     tz = ZoneInfo(timezone)
     x_all = result.x if result.ok else np.zeros(model.n_vars)
     x = model.values(x_all, "x")
-    lp_import = model.values(x_all, "grid-import")
     T = inp.T
     batch_tok, batch_usd = batch_by_step(inp, model, x_all)
-    lp_served = inp.tput_tok_s @ x
-    peak_kw = np.full(T, np.inf)
-    if "peak" in model.var_blocks:
-        peaks = model.values(x_all, "peak")
-        for g, group in enumerate(inp.peaks):
-            peak_kw[group.steps] = np.minimum(peak_kw[group.steps], peaks[g])
     n = (
-        round_plan(inp, x, lp_import, lp_served, peak_kw)
+        whole_units(inp, model, x_all, lp_peak_kw(inp, model, x_all))
         if result.ok
         else np.zeros((inp.K, T), dtype=np.int64)
     )

@@ -12,6 +12,7 @@ from scheduler.extract import batch_by_step
 from scheduler.inputs import PlanInputs
 from scheduler.matrices import LPModel
 from scheduler.plan import Plan
+from scheduler.rounding import units_awake
 
 TOL = 1e-5
 TOL_SLA = 1e-2  # tokens/s
@@ -42,8 +43,7 @@ def check_plan(inp: PlanInputs, model: LPModel, x_all: np.ndarray, plan: Plan) -
     )
     report("LP site balance off", np.abs(imp + onsite - load) > tol_kw)
     report("LP on-site use above generation", onsite > inp.onsite_kw + tol_kw)
-    on = np.zeros((inp.C, inp.T))
-    np.add.at(on, inp.cm_class, x)
+    on = units_awake(inp, x)
     report("LP units above units in service", (on > inp.units[:, None] + TOL).any(axis=0))
     report("LP negative units", (x < -TOL).any(axis=0))
     over = imp > inp.cap_kw + tol_kw

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from scheduler.backtest import BacktestSetup, PolicyRun, Progress, period_inputs, slice_inputs
-from scheduler.extract import batch_by_step
+from scheduler.extract import batch_by_step, whole_units
 from scheduler.forecast import dam_forecast, naive_forecast
 from scheduler.inputs import (
     BatchWindow,
@@ -26,7 +26,7 @@ from scheduler.inputs import (
     peak_rules,
 )
 from scheduler.optimize import Planner
-from scheduler.rounding import import_kw, round_plan
+from scheduler.rounding import import_kw, units_awake
 from scheduler.shedding import shed_to_limit
 
 POLICIES = ("scheduler", "threshold", "always-on", "oracle")
@@ -97,9 +97,7 @@ def _first_step(inp: PlanInputs, planner: Planner) -> tuple[np.ndarray, float, f
     model, result, _ = planner.solve(inp)
     if not result.ok:
         return np.zeros(inp.K, dtype=np.int64), 0.0, 0.0, False
-    x = model.values(result.x, "x")
-    imp = model.values(result.x, "grid-import")
-    n = round_plan(inp, x, imp, inp.tput_tok_s @ x)
+    n = whole_units(inp, model, result.x)
     tok, usd = batch_by_step(inp, model, result.x)
     batch_tok, batch_usd = float(tok[0]), float(usd[0])
     return n[:, 0], batch_tok, batch_usd, True
@@ -171,8 +169,7 @@ def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
         batch_tok[i], batch_usd[i] = btok, busd
         imp = float(import_kw(slice_inputs(inp, k, k + 1), n0[:, None])[0])
         current = imp
-        on = np.zeros(inp.C)
-        np.add.at(on, inp.cm_class, n0)
+        on = units_awake(inp, n0[:, None])[:, 0]
         for gi in groups_at[k]:
             name = inp.peaks[gi].name
             peaks[name] = max(peaks[name], imp)
@@ -233,9 +230,7 @@ def oracle(setup: BacktestSetup) -> PolicyRun:
             1,
             [f"oracle LP failed: {result.termination}"],
         )
-    x = model.values(result.x, "x")
-    imp = model.values(result.x, "grid-import")
-    n = round_plan(pin, x, imp, pin.tput_tok_s @ x)
+    n = whole_units(pin, model, result.x)
     batch_tok, batch_usd = batch_by_step(pin, model, result.x)
     return PolicyRun(
         "oracle",

@@ -47,6 +47,21 @@ def largest_remainder(x: np.ndarray, cm_class: np.ndarray, units: np.ndarray) ->
     return (floor + bump).astype(np.int64)
 
 
+def units_awake(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
+    """Awake units per (class, step) from units per (class-mode, step)."""
+    on = np.zeros((inp.C, n.shape[1]))
+    np.add.at(on, inp.cm_class, n)
+    return on
+
+
+def units_woken(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
+    """Change of awake units per (class, step); the first step against the units awake
+    before the horizon (or, when unknown, no change)."""
+    on = units_awake(inp, n)
+    first = np.where(inp.initial_on >= 0, inp.initial_on, on[:, 0])
+    return np.diff(on, axis=1, prepend=first[:, None])
+
+
 def it_load_kw(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
     marginal = inp.power_kw - inp.idle_kw[inp.cm_class]
     return inp.pue * (float(inp.idle_kw @ inp.units) + marginal @ n) + inp.base_load_kw
