@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -395,7 +394,3 @@ def assemble_inputs(
         events=[e for e in all_events if _overlap(grid, e).any()],
         notes=notes,
     )
-
-
-def utc(ts_s: float) -> datetime:
-    return datetime.fromtimestamp(float(ts_s), UTC)

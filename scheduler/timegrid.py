@@ -53,9 +53,6 @@ class TimeGrid:
             i = j + 1
         return ", ".join(parts)
 
-    def key(self) -> tuple[int, bytes]:
-        return self.n, self.starts_s.tobytes() + self.ends_s.tobytes()
-
 
 def uniform_grid(start_s: int, horizon_s: int, step_s: int) -> TimeGrid:
     if step_s <= 0 or horizon_s <= 0:
