@@ -8,6 +8,7 @@ power caps, and a class may mix mining and serving modes.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Annotated, Self
 
@@ -52,6 +53,72 @@ class Mode(BaseModel):
         return self.power_kw * 1000.0 / self.hashrate_ths if self.hashrate_ths else None
 
 
+class AdapterKind(StrEnum):
+    PYASIC = "pyasic"  # ASICs on the network, any firmware pyasic drives
+    NVML = "nvml"  # GPUs in this host
+    SIM = "sim"  # the simulator: miners on loopback, or simulated GPUs
+
+
+def expand_hosts(entries: tuple[str, ...]) -> list[str]:
+    """Addresses from entries that are an IP, a range ``a.b.c.d-a.b.c.e`` or a CIDR block."""
+    out: list[str] = []
+    for e in entries:
+        try:
+            if "/" in e:
+                net = ipaddress.ip_network(e, strict=False)
+                out.extend(str(h) for h in (net.hosts() if net.num_addresses > 2 else net))
+            elif "-" in e:
+                lo_s, hi_s = e.split("-", 1)
+                lo, hi = ipaddress.IPv4Address(lo_s.strip()), ipaddress.IPv4Address(hi_s.strip())
+                if hi < lo:
+                    raise ValueError("range ends before it starts")
+                if int(hi) - int(lo) >= 65536:
+                    raise ValueError("range longer than 65536 addresses")
+                out.extend(str(ipaddress.IPv4Address(k)) for k in range(int(lo), int(hi) + 1))
+            else:
+                out.append(str(ipaddress.ip_address(e.strip())))
+        except ValueError as exc:
+            raise ValueError(
+                f"host entry {e!r}: {exc}; valid: 10.0.0.5, 10.0.0.1-10.0.0.200 or 10.0.1.0/24"
+            ) from None
+    dup = sorted({h for h in out if out.count(h) > 1}) if len(out) < 5000 else []
+    if dup:
+        raise ValueError(f"addresses listed twice: {dup[:5]}")
+    return out
+
+
+class AdapterConfig(BaseModel):
+    """How the daemon reaches a class's units (ignored by ``gridsched plan``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: AdapterKind
+    hosts: tuple[str, ...] = ()  # pyasic: one address per unit
+    gpus: tuple[Annotated[int, Field(ge=0)], ...] | None = None  # nvml: indexes, None = all
+    sim_control: str | None = None  # sim GPUs in a `gridsched fleet simulate` process
+    sim_base: str = "127.1.0.0"  # sim miners: loopback addresses after this one
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    serving_hook_url: str | None = None
+    serving_hook_token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.hosts:
+            expand_hosts(self.hosts)
+        if self.kind is AdapterKind.PYASIC and not self.hosts:
+            raise ValueError("kind = 'pyasic' needs `hosts` (one address per unit)")
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give password_env or password_file, not both")
+        if self.sim_control is not None:
+            host, _, port = self.sim_control.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sim_control {self.sim_control!r}: expected HOST:PORT")
+        return self
+
+
 class DeviceClass(BaseModel):
     """Identical units of one kind. ``model`` fills modes from the catalog."""
 
@@ -75,6 +142,8 @@ class DeviceClass(BaseModel):
     min_on_s: NonNeg = 0.0
     min_off_s: NonNeg = 0.0
     initial_on: Annotated[int, Field(ge=0)] | None = None
+    # How the daemon reaches the units
+    adapter: AdapterConfig | None = None
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> Self:
@@ -95,6 +164,17 @@ class DeviceClass(BaseModel):
             object.__setattr__(self, "idle_power_kw", 0.0)
         if self.available is not None and self.available > self.count:
             raise ValueError(f"available = {self.available} exceeds count = {self.count}")
+        if self.adapter is not None:
+            a = self.adapter
+            if a.kind is AdapterKind.NVML and self.kind is not DeviceKind.GPU:
+                raise ValueError("adapter kind 'nvml' drives GPUs; this class is an asic")
+            if a.kind is AdapterKind.PYASIC and self.kind is not DeviceKind.ASIC:
+                raise ValueError("adapter kind 'pyasic' drives ASICs; this class is a gpu")
+            n = len(expand_hosts(a.hosts)) if a.hosts else None
+            if n is not None and n != self.count:
+                raise ValueError(f"adapter.hosts lists {n} addresses for count = {self.count}")
+            if a.gpus is not None and len(a.gpus) != self.count:
+                raise ValueError(f"adapter.gpus lists {len(a.gpus)} GPUs for count = {self.count}")
         if self.initial_on is not None and self.initial_on > self.units:
             raise ValueError(
                 f"initial_on = {self.initial_on} exceeds units in service ({self.units})"
@@ -109,6 +189,15 @@ class DeviceClass(BaseModel):
     @property
     def idle_kw(self) -> float:
         return float(self.idle_power_kw or 0.0)
+
+    def device_target_w(self, mode_name: str) -> float:
+        """The per-device power target of a mode: ASIC profile watts or GPU power limit."""
+        for m in self.modes:
+            if m.name == mode_name:
+                if self.kind is DeviceKind.GPU:
+                    return round((m.power_kw - self.host_overhead_kw) * 1000.0, 3)
+                return round(m.power_kw * 1000.0, 3)
+        raise KeyError(f"class {self.name!r} has no mode {mode_name!r}")
 
 
 def _catalog_modes(dc: DeviceClass, model: str) -> tuple[tuple[Mode, ...], float]:

@@ -1,0 +1,183 @@
+"""One async interface for every device gridsched controls.
+
+An adapter connects to one device, reads its telemetry and applies a mode. Whatever the
+vendor library or the device does (odd replies, hangs, any exception), an adapter method
+either returns a typed value or raises one of the narrow :class:`AdapterError` kinds
+below; :func:`contain` is the edge that enforces this. Retries, timeouts, concurrency and
+health live one level up, in :mod:`adapters.fleet`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
+
+
+class Health(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"  # answers, but failed lately, reports errors, or misses its target
+    UNREACHABLE = "unreachable"  # consecutive failures past the limit
+
+
+class AdapterError(Exception):
+    """A device operation failed; ``device`` names the device, the message says why."""
+
+    retryable = True
+
+    def __init__(self, device: str, message: str) -> None:
+        super().__init__(f"{device}: {message}")
+        self.device = device
+        self.reason = message
+
+
+class DeviceUnreachable(AdapterError):
+    """Connection refused, reset, or nothing answered."""
+
+
+class DeviceTimeout(AdapterError):
+    """The device accepted the request and did not answer in time."""
+
+
+class BadReply(AdapterError):
+    """The device answered something that cannot be parsed or makes no sense."""
+
+
+class ControlRejected(AdapterError):
+    """The device answered and refused the command (wrong session, invalid value)."""
+
+
+class Unsupported(AdapterError):
+    """The device or library cannot do this at all (no NVML, no permission); never retried."""
+
+    retryable = False
+
+
+class NotConfirmed(AdapterError):
+    """The command was accepted but read-back did not show it in time."""
+
+
+@dataclass(frozen=True)
+class ModeRequest:
+    """What one device should do: ``run`` at a power target (W) or ``sleep``.
+
+    For an ASIC the target is the firmware power target or profile watts; for a GPU it is
+    the NVML power limit. ``None`` keeps the device's current target.
+    """
+
+    action: Literal["run", "sleep"]
+    power_w: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ("run", "sleep"):
+            raise ValueError(f"action {self.action!r}: valid are 'run' and 'sleep'")
+        if self.power_w is not None and not self.power_w > 0:
+            raise ValueError(f"power_w {self.power_w!r} must be > 0 W")
+
+    def describe(self) -> str:
+        if self.action == "sleep":
+            return "sleep"
+        return "run" if self.power_w is None else f"run@{self.power_w:g}W"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A control call's outcome as the device took it."""
+
+    request: ModeRequest
+    target_w: float | None  # what the device was set to (a preset may differ)
+    note: str = ""  # e.g. the preset rounding, in words
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    device_id: str
+    kind: Literal["asic", "gpu"]
+    address: str
+    make: str = ""
+    model: str = ""
+    firmware: str = ""
+    power_targets_w: tuple[float, ...] = ()  # presets; empty when any target in range works
+    min_power_w: float | None = None
+    max_power_w: float | None = None
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """One reading of one device. Units are in the names; ``None`` means not reported."""
+
+    device_id: str
+    at: float  # unix seconds of the reading
+    state: Literal["running", "sleeping", "transition", "unknown"]
+    power_w: float | None = None
+    target_w: float | None = None  # power target, preset watts or GPU power limit
+    hashrate_ths: float | None = None
+    tokens_s: float | None = None
+    energy_j: float | None = None  # device's own cumulative counter
+    temperatures_c: tuple[float, ...] = ()
+    utilisation_pct: float | None = None
+    sm_clock_mhz: float | None = None
+    errors: tuple[str, ...] = ()
+
+    @property
+    def max_temp_c(self) -> float | None:
+        return max(self.temperatures_c) if self.temperatures_c else None
+
+
+@dataclass
+class DeviceAdapter(ABC):
+    """One device. Subclasses implement the four operations; all may raise AdapterError."""
+
+    device_id: str
+    address: str
+    info: DeviceInfo | None = field(default=None, init=False)
+
+    kind: Literal["asic", "gpu"] = field(default="asic", init=False)
+
+    @abstractmethod
+    async def connect(self) -> DeviceInfo:
+        """Identify the device and learn its limits; called again after failures."""
+
+    @abstractmethod
+    async def read(self) -> Telemetry:
+        """One telemetry reading."""
+
+    @abstractmethod
+    async def apply(self, request: ModeRequest) -> Applied:
+        """Send the mode; returns once the device accepted it (not yet reached it)."""
+
+    def confirms(self, applied: Applied, t: Telemetry) -> bool:
+        """Whether a reading shows the applied mode in effect (the read-back check)."""
+        if applied.request.action == "sleep":
+            return t.state == "sleeping"
+        if t.state != "running":
+            return False
+        if applied.target_w is None or t.target_w is None:
+            return True
+        return abs(t.target_w - applied.target_w) <= max(1.0, 0.01 * applied.target_w)
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default holds none."""
+
+
+async def contain(device: str, what: str, aw: Awaitable[T], timeout_s: float) -> T:
+    """Await a vendor call; turn a timeout or any exception into an AdapterError.
+
+    This is the adapter's edge: libraries choke on odd replies with any exception (KeyError,
+    ValueError, UnicodeDecodeError...). Cancellation still propagates.
+    """
+    try:
+        return await asyncio.wait_for(aw, timeout_s)
+    except AdapterError:
+        raise
+    except TimeoutError:
+        raise DeviceTimeout(device, f"{what}: no answer within {timeout_s:g} s") from None
+    except (ConnectionError, OSError) as exc:
+        raise DeviceUnreachable(device, f"{what}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise BadReply(device, f"{what}: {type(exc).__name__}: {exc}") from None

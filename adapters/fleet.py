@@ -1,0 +1,274 @@
+"""The fleet: many adapters driven concurrently, with retries, health and outcomes.
+
+Every control call ends in exactly one :class:`Outcome` (success or the error in words),
+handed to ``on_outcome`` as it happens, so a caller that persists outcomes loses none.
+Nothing an adapter raises escapes: a dead, hanging or babbling device is marked and
+retried, and the rest of the fleet goes on.
+
+Health: ``ok`` after a success; ``degraded`` after a failure or while a device reports
+errors; ``unreachable`` after ``unreachable_after`` consecutive failures. Unreachable
+devices are probed again on telemetry sweeps with an exponential backoff (1 s doubling to
+``probe_max_s``), so that a dead rack does not slow every sweep by its timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from adapters.base import (
+    AdapterError,
+    Applied,
+    DeviceAdapter,
+    Health,
+    ModeRequest,
+    NotConfirmed,
+    Telemetry,
+)
+
+log = logging.getLogger("gridsched.fleet")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all; the wait before try n+1 is uniform in [0, base*2^n] (capped)."""
+
+    attempts: int = 3
+    base_s: float = 0.05
+    max_s: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.max_s, self.base_s * (2**attempt)))
+
+
+@dataclass
+class DeviceStatus:
+    device_id: str
+    group: str
+    health: Health = Health.UNREACHABLE
+    connected: bool = False
+    failures: int = 0  # consecutive
+    last_ok: float | None = None  # monotonic
+    last_error: str | None = None
+    next_probe: float = 0.0
+    telemetry: Telemetry | None = None
+    applied: Applied | None = None
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one control call: ``ok`` with what was applied, or the error."""
+
+    device_id: str
+    request: ModeRequest
+    ok: bool
+    attempts: int
+    latency_s: float
+    applied: Applied | None = None
+    error: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Fleet:
+    adapters: Sequence[DeviceAdapter]
+    groups: Mapping[str, str] = field(default_factory=dict)  # device id -> device class
+    concurrency: int = 256
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    unreachable_after: int = 3
+    probe_max_s: float = 60.0
+    op_timeout_s: float = 10.0  # last-resort bound on one adapter call
+    on_outcome: Callable[[Outcome], None] | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        ids = [a.device_id for a in self.adapters]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate device ids {dup[:5]}")
+        self.by_id = {a.device_id: a for a in self.adapters}
+        self.status = {
+            a.device_id: DeviceStatus(a.device_id, self.groups.get(a.device_id, ""))
+            for a in self.adapters
+        }
+        self._sem = asyncio.Semaphore(self.concurrency)
+        self._rng = random.Random(self.seed)
+        self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _ok(self, st: DeviceStatus) -> None:
+        st.failures = 0
+        st.last_ok = time.monotonic()
+        st.last_error = None
+        st.next_probe = 0.0
+        errors = st.telemetry.errors if st.telemetry is not None else ()
+        st.health = Health.DEGRADED if errors else Health.OK
+
+    def _fail(self, st: DeviceStatus, exc: BaseException) -> str:
+        st.failures += 1
+        msg = str(exc) if isinstance(exc, AdapterError) else f"{st.device_id}: {exc!r}"
+        st.last_error = msg
+        if st.failures >= self.unreachable_after:
+            if st.health is not Health.UNREACHABLE:
+                log.warning("%s unreachable after %d failures: %s", st.device_id, st.failures, msg)
+            st.health = Health.UNREACHABLE
+            st.connected = False
+            backoff = min(self.probe_max_s, 2.0 ** (st.failures - self.unreachable_after))
+            st.next_probe = time.monotonic() + backoff
+        else:
+            st.health = Health.DEGRADED
+        return msg
+
+    def health_counts(self) -> dict[Health, int]:
+        out = dict.fromkeys(Health, 0)
+        for st in self.status.values():
+            out[st.health] += 1
+        return out
+
+    def ids(self, group: str | None = None) -> list[str]:
+        return [i for i, st in self.status.items() if group is None or st.group == group]
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def _once(self, dev: DeviceAdapter, op: str, req: ModeRequest | None) -> object:
+        st = self.status[dev.device_id]
+        if not st.connected:
+            await asyncio.wait_for(dev.connect(), self.op_timeout_s)
+            st.connected = True
+        if op == "read":
+            return await asyncio.wait_for(dev.read(), self.op_timeout_s)
+        assert req is not None
+        return await asyncio.wait_for(dev.apply(req), self.op_timeout_s)
+
+    async def _run(
+        self, dev: DeviceAdapter, op: str, req: ModeRequest | None, attempts: int
+    ) -> tuple[object | None, str | None, int]:
+        st = self.status[dev.device_id]
+        err: str | None = None
+        tries = 0
+        for n in range(attempts):
+            tries = n + 1
+            try:
+                async with self._sem:
+                    result = await self._once(dev, op, req)
+            except asyncio.CancelledError:
+                raise
+            except AdapterError as exc:
+                err = self._fail(st, exc)
+                if not exc.retryable:
+                    break
+            except Exception as exc:  # an adapter bug must not stop the fleet
+                err = self._fail(st, exc)
+                log.exception("adapter %s raised outside its contract", dev.device_id)
+            else:
+                if op == "read":
+                    assert isinstance(result, Telemetry)
+                    st.telemetry = result
+                self._ok(st)
+                return result, None, tries
+            if n + 1 < attempts:
+                await asyncio.sleep(self.retry.delay(n, self._rng))
+        return None, err, tries
+
+    async def connect_all(self) -> dict[str, str | None]:
+        """Connect every device; returns the error per device (None when connected)."""
+
+        async def one(dev: DeviceAdapter) -> tuple[str, str | None]:
+            st = self.status[dev.device_id]
+            try:
+                async with self._sem:
+                    await asyncio.wait_for(dev.connect(), self.op_timeout_s)
+                st.connected = True
+                self._ok(st)
+                return dev.device_id, None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return dev.device_id, self._fail(st, exc)
+
+        return dict(await asyncio.gather(*(one(d) for d in self.adapters)))
+
+    async def read_all(self, ids: Iterable[str] | None = None) -> dict[str, Telemetry]:
+        """One telemetry sweep; unreachable devices are probed only when their backoff ends."""
+        now = time.monotonic()
+        devs = [self.by_id[i] for i in ids] if ids is not None else list(self.adapters)
+
+        async def one(dev: DeviceAdapter) -> tuple[str, Telemetry | None]:
+            st = self.status[dev.device_id]
+            if st.health is Health.UNREACHABLE and now < st.next_probe:
+                return dev.device_id, None
+            attempts = 1 if st.health is Health.UNREACHABLE else self.retry.attempts
+            result, _err, _n = await self._run(dev, "read", None, attempts)
+            return dev.device_id, result if isinstance(result, Telemetry) else None
+
+        results = await asyncio.gather(*(one(d) for d in devs))
+        return {i: t for i, t in results if t is not None}
+
+    async def apply(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
+        """Send each device its mode, concurrently; one Outcome per request, always."""
+
+        async def one(device_id: str, req: ModeRequest) -> Outcome:
+            t0 = time.perf_counter()
+            dev = self.by_id.get(device_id)
+            if dev is None:
+                out = Outcome(device_id, req, False, 0, 0.0, error=f"{device_id}: unknown device")
+            else:
+                st = self.status[device_id]
+                attempts = 1 if st.health is Health.UNREACHABLE else self.retry.attempts
+                async with self._locks[device_id]:
+                    result, err, n = await self._run(dev, "apply", req, attempts)
+                if isinstance(result, Applied):
+                    st.applied = result
+                    st.confirmed = False
+                    out = Outcome(device_id, req, True, n, time.perf_counter() - t0, result)
+                else:
+                    out = Outcome(device_id, req, False, n, time.perf_counter() - t0, error=err)
+            if self.on_outcome is not None:
+                try:
+                    self.on_outcome(out)
+                except Exception:
+                    log.exception("on_outcome hook failed for %s", device_id)
+            return out
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
+
+    async def confirm(
+        self, outcomes: Iterable[Outcome], timeout_s: float, poll_s: float = 0.1
+    ) -> dict[str, float | None]:
+        """Read back until each applied mode shows; seconds to confirm, or None past timeout."""
+        t0 = time.perf_counter()
+        pending = {o.device_id: o.applied for o in outcomes if o.ok and o.applied is not None}
+        done: dict[str, float | None] = {}
+        while pending:
+            readings = await self.read_all(list(pending))
+            now = time.perf_counter() - t0
+            for device_id, t in readings.items():
+                applied = pending[device_id]
+                assert applied is not None
+                if self.by_id[device_id].confirms(applied, t):
+                    done[device_id] = now
+                    self.status[device_id].confirmed = True
+                    del pending[device_id]
+            if not pending or now >= timeout_s:
+                break
+            await asyncio.sleep(poll_s)
+        for device_id in pending:
+            done[device_id] = None
+            st = self.status[device_id]
+            st.last_error = str(NotConfirmed(device_id, f"mode not seen within {timeout_s:g} s"))
+            if st.health is Health.OK:
+                st.health = Health.DEGRADED
+        return done
+
+    async def close(self) -> None:
+        for dev in self.adapters:
+            try:
+                await dev.close()
+            except Exception:
+                log.exception("closing %s", dev.device_id)

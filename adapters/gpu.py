@@ -1,0 +1,327 @@
+"""GPUs through NVML (nvidia-ml-py, ``import pynvml``), or through the GPU simulator.
+
+The adapter sets each GPU's power limit within NVML's own min/max constraints and reads
+power draw, the total-energy counter, utilisation, SM clock and temperature. A serving
+unit that the plan puts to sleep is held at the minimum limit and the serving layer is told
+it has no capacity: NVML cannot switch a GPU off.
+
+NVML is a local C library; its calls run in a worker thread. When it is missing or refuses
+(no driver, no permission in a VM) the error says which and what to do, and is marked not
+retryable: the daemon carries on without that control.
+
+Backends share one small async interface (:class:`GpuBackend`): :class:`PynvmlBackend`
+for real GPUs, :class:`LocalSimBackend` and :class:`RemoteSimBackend` for the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from adapters.base import (
+    AdapterError,
+    Applied,
+    BadReply,
+    ControlRejected,
+    DeviceAdapter,
+    DeviceInfo,
+    DeviceUnreachable,
+    ModeRequest,
+    Telemetry,
+    Unsupported,
+    contain,
+)
+from adapters.secrets import Secret
+
+_ERROR_HINTS = {
+    "LIBRARY_NOT_FOUND": "NVML library (libnvidia-ml.so.1) not found: no NVIDIA driver here",
+    "DRIVER_NOT_LOADED": "the NVIDIA kernel driver is not loaded (nvidia-smi fails too)",
+    "NO_PERMISSION": "no permission to change the power limit: run as root or grant "
+    "CAP_SYS_ADMIN; in a VM the hypervisor may forbid it",
+    "NOT_SUPPORTED": "this GPU or driver does not support the call",
+    "GPU_IS_LOST": "the GPU fell off the bus (Xid 79); it needs a reset or reboot",
+    "INVALID_ARGUMENT": "value outside what the GPU accepts",
+}
+_UNSUPPORTED = {"LIBRARY_NOT_FOUND", "DRIVER_NOT_LOADED", "NO_PERMISSION", "NOT_SUPPORTED"}
+
+
+def nvml_error(device: str, what: str, code: str, message: str) -> AdapterError:
+    """An NVML error code as the narrow adapter error, with what to do about it."""
+    hint = _ERROR_HINTS.get(code, "")
+    text = f"{what}: NVML {code}: {message}" + (f" ({hint})" if hint else "")
+    if code in _UNSUPPORTED:
+        return Unsupported(device, text)
+    if code == "GPU_IS_LOST":
+        return DeviceUnreachable(device, text)
+    if code == "INVALID_ARGUMENT":
+        return ControlRejected(device, text)
+    return BadReply(device, text)
+
+
+class GpuBackend(Protocol):
+    label: str
+
+    async def count(self) -> int: ...
+
+    async def call(self, index: int, call: str, *args: float) -> Any: ...
+
+
+class PynvmlBackend:
+    """Real GPUs through nvidia-ml-py."""
+
+    label = "nvml"
+
+    def __init__(self) -> None:
+        self._nvml: Any = None
+        self._handles: dict[int, Any] = {}
+        self._lock = asyncio.Lock()
+
+    def _init(self) -> Any:
+        if self._nvml is None:
+            try:
+                import pynvml
+            except ImportError:
+                raise Unsupported(
+                    "nvml", "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+                ) from None
+            try:
+                pynvml.nvmlInit()
+            except pynvml.NVMLError as exc:
+                raise nvml_error("nvml", "nvmlInit", _code(pynvml, exc), str(exc)) from None
+            self._nvml = pynvml
+        return self._nvml
+
+    def _sync(self, index: int, call: str, *args: float) -> Any:
+        nv = self._init()
+        try:
+            if call == "count":
+                return nv.nvmlDeviceGetCount()
+            h = self._handles.get(index)
+            if h is None:
+                h = self._handles[index] = nv.nvmlDeviceGetHandleByIndex(index)
+            if call == "identity":
+                return str(nv.nvmlDeviceGetName(h)), str(nv.nvmlDeviceGetUUID(h))
+            if call == "power_w":
+                return nv.nvmlDeviceGetPowerUsage(h) / 1000.0
+            if call == "limit_w":
+                return nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0
+            if call == "limit_constraints_w":
+                lo, hi = nv.nvmlDeviceGetPowerManagementLimitConstraints(h)
+                return lo / 1000.0, hi / 1000.0
+            if call == "set_limit_w":
+                nv.nvmlDeviceSetPowerManagementLimit(h, round(args[0] * 1000.0))
+                return None
+            if call == "energy_j":
+                return nv.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0
+            if call == "utilisation_pct":
+                return float(nv.nvmlDeviceGetUtilizationRates(h).gpu)
+            if call == "sm_clock_mhz":
+                return float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM))
+            if call == "temperature_c":
+                return float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
+        except nv.NVMLError as exc:
+            raise nvml_error(f"gpu{index}", call, _code(nv, exc), str(exc)) from None
+        raise ValueError(f"unknown NVML call {call!r}")
+
+    async def count(self) -> int:
+        return int(await asyncio.to_thread(self._sync, -1, "count"))
+
+    async def call(self, index: int, call: str, *args: float) -> Any:
+        return await asyncio.to_thread(self._sync, index, call, *args)
+
+
+def _code(nv: Any, exc: Any) -> str:
+    for name in dir(nv):
+        if name.startswith("NVML_ERROR_") and getattr(nv, name) == getattr(exc, "value", None):
+            return name.removeprefix("NVML_ERROR_")
+    return "UNKNOWN"
+
+
+class LocalSimBackend:
+    """Simulated GPUs in this process."""
+
+    label = "sim"
+
+    def __init__(self, gpus: list[Any]) -> None:
+        self.gpus = gpus
+
+    async def count(self) -> int:
+        return len(self.gpus)
+
+    async def call(self, index: int, call: str, *args: float) -> Any:
+        from adapters.sim.gpu import SimNvmlError
+
+        gpu = self.gpus[index]
+        try:
+            if call == "identity":
+                return f"NVIDIA {gpu.model} (simulated)", gpu.uuid
+            return getattr(gpu, call)(*args)
+        except SimNvmlError as exc:
+            raise nvml_error(f"gpu{index}", call, exc.code, str(exc)) from None
+
+
+class RemoteSimBackend:
+    """Simulated GPUs in a ``gridsched fleet simulate`` process, over its control port."""
+
+    label = "sim"
+
+    def __init__(self, host: str, port: int, timeout_s: float = 2.0) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+
+    async def _request(self, req: dict[str, Any]) -> Any:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(json.dumps(req).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+        out = json.loads(line)
+        if not out.get("ok"):
+            raise nvml_error(
+                f"gpu{req.get('index', '?')}",
+                str(req.get("call", req.get("op"))),
+                str(out.get("code")),
+                str(out.get("error")),
+            )
+        return out
+
+    async def count(self) -> int:
+        return int((await self._request({"op": "list"}))["gpus"])
+
+    async def call(self, index: int, call: str, *args: float) -> Any:
+        if call == "identity":
+            return "NVIDIA GPU (simulated)", f"SIM-{self.host}-{self.port}-{index}"
+        out = await self._request({"op": "gpu", "index": index, "call": call, "args": list(args)})
+        result = out["result"]
+        return tuple(result) if isinstance(result, list) else result
+
+
+@dataclass
+class ServingHook:
+    """Tells the inference serving layer its capacity, by an HTTP POST of JSON."""
+
+    url: str
+    timeout_s: float = 2.0
+    token: Secret | None = None
+
+    async def notify(self, payload: dict[str, Any]) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token.reveal()}"} if self.token else {}
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            resp = await client.post(self.url, json=payload, headers=headers)
+        if resp.status_code >= 300:
+            raise ControlRejected(
+                str(payload.get("device")), f"serving hook {self.url} answered {resp.status_code}"
+            )
+
+
+@dataclass
+class NvmlGpu(DeviceAdapter):
+    """One GPU; ``address`` is its index on the host, ``backend`` reaches it."""
+
+    backend: GpuBackend | None = None
+    index: int = 0
+    timeout_s: float = 2.0
+    throughput: Callable[[float], float] | None = None  # tokens/s at a power limit (W)
+    hook: ServingHook | None = None
+    _asleep: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.kind = "gpu"
+        if self.backend is None:
+            self.backend = PynvmlBackend()
+
+    async def _call(self, call: str, *args: float) -> Any:
+        assert self.backend is not None
+        try:
+            return await contain(
+                self.device_id, call, self.backend.call(self.index, call, *args), self.timeout_s
+            )
+        except AdapterError as exc:
+            if exc.device != self.device_id:  # errors raised inside a backend name the GPU
+                raise type(exc)(self.device_id, exc.reason) from None
+            raise
+
+    async def connect(self) -> DeviceInfo:
+        name, uuid = await self._call("identity")
+        lo, hi = await self._call("limit_constraints_w")
+        if not (0 < lo <= hi):
+            raise BadReply(self.device_id, f"NVML power limit constraints [{lo}, {hi}] W")
+        self.info = DeviceInfo(
+            device_id=self.device_id,
+            kind="gpu",
+            address=f"{self.backend.label if self.backend else ''}:{self.index}",
+            make="NVIDIA",
+            model=str(name),
+            firmware=str(uuid),
+            min_power_w=float(lo),
+            max_power_w=float(hi),
+        )
+        return self.info
+
+    async def read(self) -> Telemetry:
+        now = time.time()
+        power = float(await self._call("power_w"))
+        limit = float(await self._call("limit_w"))
+        energy = float(await self._call("energy_j"))
+        util = float(await self._call("utilisation_pct"))
+        clock = float(await self._call("sm_clock_mhz"))
+        temp = float(await self._call("temperature_c"))
+        lo = self.info.min_power_w if self.info else None
+        asleep = self._asleep and lo is not None and abs(limit - lo) <= 1.0
+        tokens = None
+        if self.throughput is not None:
+            tokens = 0.0 if asleep else self.throughput(limit) * util / 100.0
+        return Telemetry(
+            device_id=self.device_id,
+            at=now,
+            state="sleeping" if asleep else "running",
+            power_w=power,
+            target_w=limit,
+            tokens_s=tokens,
+            energy_j=energy,
+            temperatures_c=(temp,),
+            utilisation_pct=util,
+            sm_clock_mhz=clock,
+        )
+
+    async def apply(self, request: ModeRequest) -> Applied:
+        if self.info is None:
+            raise DeviceUnreachable(self.device_id, "not connected")
+        lo = float(self.info.min_power_w or 0.0)
+        hi = float(self.info.max_power_w or 0.0)
+        note = ""
+        if request.action == "sleep":
+            target = lo
+        elif request.power_w is None:
+            target = float(await self._call("limit_w"))
+        else:
+            target = min(max(request.power_w, lo), hi)
+            if target != request.power_w:
+                note = (
+                    f"asked {request.power_w:g} W; NVML allows [{lo:g}, {hi:g}] W, set {target:g} W"
+                )
+        await self._call("set_limit_w", target)
+        self._asleep = request.action == "sleep"
+        if self.hook is not None:
+            capacity = 0.0 if self._asleep or self.throughput is None else self.throughput(target)
+            payload = {
+                "device": self.device_id,
+                "gpu_index": self.index,
+                "serving": not self._asleep,
+                "power_limit_w": target,
+                "capacity_tokens_s": round(capacity, 1),
+            }
+            try:
+                await contain(
+                    self.device_id, "serving hook", self.hook.notify(payload), self.timeout_s
+                )
+            except AdapterError as exc:
+                note = (note + "; " if note else "") + f"power limit set, but {exc.reason}"
+        return Applied(request, target, note)

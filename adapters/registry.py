@@ -1,0 +1,151 @@
+"""Adapters from the site configuration: ``[devices.adapter] kind = "pyasic" | "nvml" | "sim"``.
+
+Each kind registers a factory that turns one device class into its adapters, one per unit,
+with stable ids (``CLASS/ADDRESS`` for miners, ``CLASS/gpuN`` for GPUs). A ``sim`` ASIC
+class starts its own simulated miners on loopback (returned in ``Built.simulators`` for the
+caller to run) and reaches them through pyasic like real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from adapters.asic import PyasicMiner
+from adapters.base import DeviceAdapter, ModeRequest
+from adapters.gpu import (
+    GpuBackend,
+    LocalSimBackend,
+    NvmlGpu,
+    PynvmlBackend,
+    RemoteSimBackend,
+    ServingHook,
+)
+from adapters.secrets import load_secret
+from adapters.sim.fleet import SimFleet
+from adapters.sim.gpu import SimGpu
+from models import catalog
+from models.devices import AdapterConfig, AdapterKind, DeviceClass, DeviceKind, expand_hosts
+from models.errors import ConfigError
+from models.site import SiteConfig
+
+
+@dataclass
+class Built:
+    adapters: list[DeviceAdapter] = field(default_factory=list)
+    groups: dict[str, str] = field(default_factory=dict)  # device id -> class name
+    simulators: list[SimFleet] = field(default_factory=list)
+
+
+Factory = Callable[[DeviceClass, AdapterConfig, str, Built], None]
+REGISTRY: dict[tuple[AdapterKind, DeviceKind], Factory] = {}
+
+
+def register(kind: AdapterKind, device_kind: DeviceKind) -> Callable[[Factory], Factory]:
+    def deco(fn: Factory) -> Factory:
+        REGISTRY[(kind, device_kind)] = fn
+        return fn
+
+    return deco
+
+
+def _add(built: Built, dc: DeviceClass, adapter: DeviceAdapter) -> None:
+    built.adapters.append(adapter)
+    built.groups[adapter.device_id] = dc.name
+
+
+@register(AdapterKind.PYASIC, DeviceKind.ASIC)
+def _pyasic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> None:
+    password = load_secret(
+        f"devices.{dc.name}.adapter.password", a.password_env, a.password_file, base_dir
+    )
+    for host in expand_hosts(a.hosts):
+        _add(built, dc, PyasicMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password))
+
+
+@register(AdapterKind.SIM, DeviceKind.ASIC)
+def _sim_asic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> None:
+    try:  # the catalog's full name is what a real miner reports ("Antminer S19j Pro")
+        model = catalog.find_asic(dc.model or "").model
+    except KeyError:
+        model = "Antminer S19j Pro"
+    sim = SimFleet.build(dc.count, base=a.sim_base, models=(model,), control_port=None)
+    built.simulators.append(sim)
+    for m in sim.miners:
+        _add(built, dc, PyasicMiner(f"{dc.name}/{m.host}", m.host, a.timeout_s))
+
+
+def _gpu_throughput(dc: DeviceClass) -> Callable[[float], float] | None:
+    if dc.model is None:
+        return None
+    gpu = catalog.find_gpu(dc.model)
+    full = catalog.gpu_full_throughput(gpu, dc.workload or "llama-3.1-70b")
+    return lambda limit_w: full * catalog.cap_throughput_fraction(limit_w, gpu.tdp_w)
+
+
+def _gpus(
+    dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built, backend: GpuBackend
+) -> None:
+    hook = None
+    if a.serving_hook_url is not None:
+        token = load_secret(
+            f"devices.{dc.name}.adapter.serving_hook_token_env",
+            a.serving_hook_token_env,
+            None,
+            base_dir,
+        )
+        hook = ServingHook(a.serving_hook_url, a.timeout_s, token)
+    indexes = a.gpus if a.gpus is not None else tuple(range(dc.count))
+    fn = _gpu_throughput(dc)
+    for i in indexes:
+        _add(built, dc, NvmlGpu(f"{dc.name}/gpu{i}", str(i), backend, i, a.timeout_s, fn, hook))
+
+
+@register(AdapterKind.NVML, DeviceKind.GPU)
+def _nvml(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> None:
+    _gpus(dc, a, base_dir, built, PynvmlBackend())
+
+
+@register(AdapterKind.SIM, DeviceKind.GPU)
+def _sim_gpu(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> None:
+    backend: GpuBackend
+    if a.sim_control is not None:
+        host, _, port = a.sim_control.rpartition(":")
+        backend = RemoteSimBackend(host, int(port), a.timeout_s)
+    else:
+        model = dc.model or "H100 SXM"
+        backend = LocalSimBackend([SimGpu(i, model=model) for i in range(dc.count)])
+    _gpus(dc, a, base_dir, built, backend)
+
+
+def build(config: SiteConfig) -> Built:
+    """The adapters of every class that has an ``adapter`` table."""
+    built = Built()
+    problems: list[tuple[str, str]] = []
+    for k, dc in enumerate(config.devices):
+        if dc.adapter is None:
+            continue
+        factory = REGISTRY.get((dc.adapter.kind, dc.kind))
+        if factory is None:
+            valid = sorted(f"{ak.value} ({dk.value})" for ak, dk in REGISTRY)
+            problems.append(
+                (
+                    f"devices[{k}].adapter.kind",
+                    f"{dc.adapter.kind.value!r} cannot drive a {dc.kind.value}; valid: {valid}",
+                )
+            )
+            continue
+        try:
+            factory(dc, dc.adapter, config.base_dir, built)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError("site configuration", problems)
+    return built
+
+
+def mode_request(dc: DeviceClass, mode: str) -> ModeRequest:
+    """The device command for one unit of ``dc`` in plan mode ``mode`` (or sleep/idle)."""
+    if mode in ("sleep", "idle", "off"):
+        return ModeRequest("sleep")
+    return ModeRequest("run", dc.device_target_w(mode))

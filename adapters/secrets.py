@@ -1,0 +1,53 @@
+"""Credentials that never reach a log: read from the environment or a file, shown as ***."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from models.errors import ConfigError
+
+
+class Secret:
+    """A credential. ``str`` and ``repr`` hide it; only :meth:`reveal` returns it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+
+def load_secret(
+    field: str, env: str | None, file: str | None, base_dir: str = "."
+) -> Secret | None:
+    """The secret named by an environment variable or a file; ``field`` names it in errors."""
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(
+                "environment", [(field, f"environment variable {env} is not set; export it")]
+            )
+        return Secret(value)
+    if file is not None:
+        path = Path(base_dir, file)
+        try:
+            return Secret(path.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ConfigError(
+                str(path), [(field, f"cannot read the secret file: {exc.strerror}")]
+            ) from None
+    return None

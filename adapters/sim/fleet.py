@@ -1,0 +1,229 @@
+"""A simulated fleet on loopback: LuxOS miners on 127.x.y.z:4028 and simulated GPUs.
+
+Each miner listens on its own loopback address (Linux routes all of 127.0.0.0/8 to lo),
+so a thousand of them run in one process and pyasic discovers each like a real one.
+A control port on 127.0.0.1 speaks JSON lines: list the fleet, inject or clear faults,
+and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
+
+    {"op": "list"}
+    {"op": "fault", "hosts": ["127.1.0.1"], "kind": "hang", "duration_s": 30}
+    {"op": "clear", "hosts": "all"}
+    {"op": "gpu", "index": 3, "call": "set_limit_w", "args": [350]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import resource
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.sim.gpu import SimGpu, SimNvmlError
+from adapters.sim.miner import FaultKind, SimMiner
+
+DEFAULT_BASE = "127.1.0.0"
+CONTROL_PORT = 4029
+GPU_CALLS = (
+    "power_w",
+    "limit_w",
+    "set_limit_w",
+    "limit_constraints_w",
+    "energy_j",
+    "utilisation_pct",
+    "sm_clock_mhz",
+    "temperature_c",
+)
+
+
+def loopback_hosts(n: int, base: str = DEFAULT_BASE) -> list[str]:
+    """``n`` loopback addresses after ``base``, skipping .0 and .255 in the last octet."""
+    start = int(ipaddress.IPv4Address(base))
+    if not ipaddress.IPv4Address(base).is_loopback:
+        raise ValueError(f"base {base!r} is not a loopback address (127.0.0.0/8)")
+    out: list[str] = []
+    k = start
+    while len(out) < n:
+        k += 1
+        a = ipaddress.IPv4Address(k)
+        if not a.is_loopback:
+            raise ValueError(f"{n} miners do not fit in 127.0.0.0/8 after {base}")
+        if k & 0xFF not in (0, 255):
+            out.append(str(a))
+    return out
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Lift the soft open-files limit toward ``needed`` (one socket per miner, plus clients)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+@dataclass
+class SimFleet:
+    miners: list[SimMiner]
+    gpus: list[SimGpu] = field(default_factory=list)
+    control_host: str = "127.0.0.1"
+    control_port: int | None = CONTROL_PORT  # None: no control server
+
+    @classmethod
+    def build(
+        cls,
+        n_miners: int,
+        n_gpus: int = 0,
+        *,
+        base: str = DEFAULT_BASE,
+        models: Sequence[str] = ("Antminer S19j Pro", "Antminer S21"),
+        gpu_model: str = "H100 SXM",
+        sleep_s: float = 5.0,
+        wake_s: float = 12.0,
+        retune_s: float = 3.0,
+        reboot_s: float = 30.0,
+        control_port: int | None = CONTROL_PORT,
+    ) -> SimFleet:
+        hosts = loopback_hosts(n_miners, base)
+        miners = [
+            SimMiner(
+                h,
+                model=models[i % len(models)],
+                sleep_s=sleep_s,
+                wake_s=wake_s,
+                retune_s=retune_s,
+                reboot_s=reboot_s,
+            )
+            for i, h in enumerate(hosts)
+        ]
+        gpus = [SimGpu(i, model=gpu_model) for i in range(n_gpus)]
+        return cls(miners, gpus, control_port=control_port)
+
+    async def start(self) -> None:
+        raise_fd_limit(4 * len(self.miners) + 1024)
+        await asyncio.gather(*(m.start() for m in self.miners))
+        self._control: asyncio.AbstractServer | None = None
+        if self.control_port is not None:
+            self._control = await asyncio.start_server(
+                self._serve_control, self.control_host, self.control_port, reuse_address=True
+            )
+            self.control_port = self._control.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(m.stop() for m in self.miners))
+        if getattr(self, "_control", None) is not None:
+            assert self._control is not None
+            self._control.close()
+            self._control = None
+
+    def by_host(self) -> dict[str, SimMiner]:
+        return {m.host: m for m in self.miners}
+
+    # -- control ----------------------------------------------------------------------------
+
+    def _targets(self, hosts: Any) -> list[SimMiner]:
+        if hosts == "all":
+            return list(self.miners)
+        table = self.by_host()
+        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+            raise ValueError('"hosts" must be a list of addresses or "all"')
+        unknown = [h for h in hosts if h not in table]
+        if unknown:
+            raise ValueError(f"no simulated miner at {unknown[:3]}")
+        return [table[h] for h in hosts]
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        if op == "list":
+            miners = []
+            for m in self.miners:
+                w, ths = m.power_and_hashrate()
+                miners.append(
+                    {
+                        "host": m.host,
+                        "model": m.model,
+                        "phase": m.state.phase,
+                        "profile": m.state.profile,
+                        "power_w": round(w, 1),
+                        "hashrate_ths": round(ths, 2),
+                        "faults": [f.kind.value for f in m.faults],
+                    }
+                )
+            return {"ok": True, "miners": miners, "gpus": len(self.gpus)}
+        if op == "fault":
+            kind = FaultKind(req["kind"])
+            duration = float(req.get("duration_s", float("inf")))
+            for m in self._targets(req.get("hosts")):
+                m.inject(kind, duration, float(req.get("delay_s", 2.0)))
+            return {"ok": True}
+        if op == "clear":
+            for m in self._targets(req.get("hosts", "all")):
+                m.clear_faults()
+            return {"ok": True}
+        if op == "gpu":
+            index = int(req["index"])
+            call = str(req["call"])
+            if not 0 <= index < len(self.gpus):
+                raise ValueError(f"GPU index {index} outside 0..{len(self.gpus) - 1}")
+            if call not in GPU_CALLS:
+                raise ValueError(f"unknown GPU call {call!r}; valid: {', '.join(GPU_CALLS)}")
+            gpu = self.gpus[index]
+            if call == "set_limit_w":
+                gpu.set_limit_w(float(req["args"][0]))
+                return {"ok": True, "result": None}
+            return {"ok": True, "result": getattr(gpu, call)()}
+        if op == "gpu_fault":
+            self.gpus[int(req["index"])].fault = req.get("fault")
+            return {"ok": True}
+        raise ValueError(f"unknown op {op!r}: list, fault, clear, gpu, gpu_fault")
+
+    async def _serve_control(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    out = self.handle(json.loads(line))
+                except SimNvmlError as exc:
+                    out = {"ok": False, "code": exc.code, "error": str(exc)}
+                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                    out = {"ok": False, "code": "BAD_REQUEST", "error": str(exc)}
+                writer.write(json.dumps(out).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+class SimFleetThread:
+    """A SimFleet on its own event loop in a background thread (tests, the embedded demo)."""
+
+    def __init__(self, fleet: SimFleet) -> None:
+        self.fleet = fleet
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="simfleet")
+
+    def __enter__(self) -> SimFleet:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fleet.start(), self.loop).result(60)
+        return self.fleet
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run a plain function on the fleet's loop (faults use loop timers)."""
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fleet.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()

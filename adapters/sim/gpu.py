@@ -1,0 +1,105 @@
+"""A simulated NVIDIA GPU with the NVML calls gridsched uses.
+
+It answers the same questions as ``pynvml`` (power limit constraints, enforced limit,
+power usage in mW, total energy in mJ, utilisation, clocks, temperature) with the units
+NVML uses, and refuses with the same kinds of error when a fault is set (no permission,
+GPU lost). The NVML adapter drives it through the same backend interface as real NVML.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from models import catalog
+
+
+class SimNvmlError(Exception):
+    """An NVML-style refusal; ``code`` names it like pynvml's NVML_ERROR_* constants."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class SimGpu:
+    index: int
+    model: str = "H100 SXM"
+    load: float = 0.9  # share of the cap the serving load draws
+    clock: Callable[[], float] = time.monotonic
+    settle_s: float = 0.1  # NVML applies a limit within about 100 ms
+    fault: str | None = None  # "no_permission" | "gpu_lost" | None
+    uuid: str = ""
+    _limit_w: float = field(init=False)
+    _from_w: float = field(init=False)
+    _t_set: float = field(init=False)
+    _energy_j: float = field(init=False, default=0.0)
+    _last: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec = catalog.find_gpu(self.model)
+        self.tdp_w = spec.tdp_w
+        self.min_w = spec.min_cap_w
+        self.idle_w = spec.idle_w
+        self._limit_w = spec.tdp_w
+        now = self.clock()
+        self._from_w = self._steady(spec.tdp_w)
+        self._t_set = now - 10.0
+        self._last = now
+        if not self.uuid:
+            self.uuid = f"GPU-5e0c0000-0000-4000-8000-{self.index:012d}"
+
+    def _steady(self, limit_w: float) -> float:
+        return self.idle_w + (limit_w - self.idle_w) * self.load
+
+    def _check(self) -> None:
+        if self.fault == "gpu_lost":
+            raise SimNvmlError("GPU_IS_LOST", "GPU is lost")
+
+    def power_w(self) -> float:
+        self._check()
+        now = self.clock()
+        target = self._steady(self._limit_w)
+        f = 1.0 - math.exp(-(now - self._t_set) / max(self.settle_s / 3.0, 1e-6))
+        w = self._from_w + (target - self._from_w) * f
+        self._energy_j += w * max(0.0, now - self._last)
+        self._last = now
+        return w
+
+    def limit_constraints_w(self) -> tuple[float, float]:
+        self._check()
+        return self.min_w, self.tdp_w
+
+    def limit_w(self) -> float:
+        self._check()
+        return self._limit_w
+
+    def set_limit_w(self, watts: float) -> None:
+        self._check()
+        if self.fault == "no_permission":
+            raise SimNvmlError("NO_PERMISSION", "Insufficient Permissions")
+        if not self.min_w <= watts <= self.tdp_w:
+            raise SimNvmlError(
+                "INVALID_ARGUMENT", f"{watts} W outside [{self.min_w}, {self.tdp_w}] W"
+            )
+        self._from_w = self.power_w()
+        self._limit_w = watts
+        self._t_set = self.clock()
+
+    def energy_j(self) -> float:
+        self.power_w()
+        return self._energy_j
+
+    def utilisation_pct(self) -> float:
+        self._check()
+        return round(100.0 * self.load, 1)
+
+    def sm_clock_mhz(self) -> float:
+        self._check()
+        return round(1980.0 * (0.55 + 0.45 * self._limit_w / self.tdp_w))
+
+    def temperature_c(self) -> float:
+        return round(32.0 + 45.0 * self.power_w() / self.tdp_w, 1)
