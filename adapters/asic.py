@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base import (
+    AdapterError,
     Applied,
     BadReply,
     ControlRejected,
@@ -148,6 +149,7 @@ class PyasicMiner(DeviceAdapter):
     _miner: Any = field(default=None, init=False, repr=False)
     _luxos: bool = field(default=False, init=False)
     _sleeping: bool | None = field(default=None, init=False)
+    _target_w: float | None = field(default=None, init=False)  # as last read or set
 
     async def connect(self) -> DeviceInfo:
         import pyasic
@@ -230,15 +232,21 @@ class PyasicMiner(DeviceAdapter):
             t = parse_miner_data(self.device_id, data, now)
         if t.state in ("sleeping", "running"):
             self._sleeping = t.state == "sleeping"
+        self._target_w = t.target_w
         return t
 
     async def _call(self, what: str, fn: str, *args: Any) -> None:
         miner = self._need()
-        ok = await contain(self.device_id, what, getattr(miner, fn)(*args), self.timeout_s)
+        try:
+            ok = await contain(self.device_id, what, getattr(miner, fn)(*args), self.timeout_s)
+        except AdapterError:
+            self._target_w = self._sleeping = None
+            raise
         if ok is False:
             rpc = getattr(miner, "rpc", None)
             if rpc is not None and getattr(rpc, "session_token", None) is not None:
                 rpc.session_token = None  # a reboot ends LuxOS sessions; log on again next try
+            self._target_w = self._sleeping = None  # unknown now: resend everything next time
             raise ControlRejected(self.device_id, f"{what}: the firmware refused ({fn})")
 
     async def apply(self, request: ModeRequest) -> Applied:
@@ -255,7 +263,9 @@ class PyasicMiner(DeviceAdapter):
                 target, note = choose_preset(presets, request.power_w)
             else:
                 target = float(round(request.power_w))
-            await self._call("set power target", "set_power_limit", int(target))
+            if self._target_w is None or abs(self._target_w - target) > 0.5:
+                await self._call("set power target", "set_power_limit", int(target))
+                self._target_w = target
         if self._sleeping is not False:
             await self._call("wake", "resume_mining")
             self._sleeping = False

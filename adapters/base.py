@@ -172,7 +172,8 @@ async def contain(device: str, what: str, aw: Awaitable[T], timeout_s: float) ->
     ValueError, UnicodeDecodeError...). Cancellation still propagates.
     """
     try:
-        return await asyncio.wait_for(aw, timeout_s)
+        async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
+            return await aw
     except AdapterError:
         raise
     except TimeoutError:

@@ -79,6 +79,7 @@ class Fleet:
     adapters: Sequence[DeviceAdapter]
     groups: Mapping[str, str] = field(default_factory=dict)  # device id -> device class
     concurrency: int = 256
+    connect_concurrency: int = 128  # discovery opens several connections per device
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     unreachable_after: int = 3
     probe_max_s: float = 60.0
@@ -138,13 +139,14 @@ class Fleet:
 
     async def _once(self, dev: DeviceAdapter, op: str, req: ModeRequest | None) -> object:
         st = self.status[dev.device_id]
-        if not st.connected:
-            await asyncio.wait_for(dev.connect(), self.op_timeout_s)
-            st.connected = True
-        if op == "read":
-            return await asyncio.wait_for(dev.read(), self.op_timeout_s)
-        assert req is not None
-        return await asyncio.wait_for(dev.apply(req), self.op_timeout_s)
+        async with asyncio.timeout(self.op_timeout_s):
+            if not st.connected:
+                await dev.connect()
+                st.connected = True
+            if op == "read":
+                return await dev.read()
+            assert req is not None
+            return await dev.apply(req)
 
     async def _run(
         self, dev: DeviceAdapter, op: str, req: ModeRequest | None, attempts: int
@@ -179,10 +181,12 @@ class Fleet:
     async def connect_all(self) -> dict[str, str | None]:
         """Connect every device; returns the error per device (None when connected)."""
 
+        sem = asyncio.Semaphore(min(self.concurrency, self.connect_concurrency))
+
         async def one(dev: DeviceAdapter) -> tuple[str, str | None]:
             st = self.status[dev.device_id]
             try:
-                async with self._sem:
+                async with sem:
                     await asyncio.wait_for(dev.connect(), self.op_timeout_s)
                 st.connected = True
                 self._ok(st)

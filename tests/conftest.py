@@ -6,7 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import hypothesis  # noqa: F401  - imported before any test starts a thread:
 import numpy as np
+import pyasic  # noqa: F401  - CPython 3.11.7 can fail compiling while another thread runs
 import pytest
 
 from models.market import Series

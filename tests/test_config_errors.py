@@ -190,3 +190,35 @@ def test_event_level_without_a_configured_cap() -> None:
     )
     with pytest.raises(ConfigError, match=r"level 2 has no cap: add tariff.dr_levels_kw"):
         assemble_inputs(make_site(), uniform_grid(T0, 3600, 3600), flat_series([1.0]), [ev])
+
+
+@pytest.mark.parametrize(
+    ("adapter", "key", "words"),
+    [
+        ({"kind": "pyasic"}, "devices[0].adapter", "needs `hosts`"),
+        (
+            {"kind": "pyasic", "hosts": ["10.0.0.1-10.0.0.5"]},
+            "devices[0]",
+            "5 addresses for count = 10",
+        ),
+        ({"kind": "pyasic", "hosts": ["10.0.0.300"]}, "devices[0].adapter", "10.0.0.1-10.0.0.200"),
+        ({"kind": "nvml"}, "devices[0]", "drives GPUs"),
+        ({"kind": "telnet"}, "devices[0].adapter.kind", "pyasic"),
+        ({"kind": "sim", "sim_control": "localhost"}, "devices[0].adapter", "HOST:PORT"),
+    ],
+)
+def test_adapter_config_errors(adapter: dict[str, object], key: str, words: str) -> None:
+    d = site_dict()
+    d["devices"][0]["adapter"] = adapter
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    found = problems(exc)
+    assert key in found, found
+    assert words in found[key], found[key]
+
+
+def test_adapter_hosts_expand_ranges_and_blocks() -> None:
+    d = site_dict()
+    d["devices"][0]["adapter"] = {"kind": "pyasic", "hosts": ["10.0.0.1-10.0.0.8", "10.0.1.0/31"]}
+    cfg = parse_site(d, "x.toml")
+    assert cfg.devices[0].adapter is not None

@@ -157,6 +157,7 @@ class SimMiner:
         self.state.temp_c = self._steady_temp(p.watts)
         self._server: asyncio.AbstractServer | None = None
         self._reopen: asyncio.TimerHandle | None = None
+        self._active: set[asyncio.Task[None]] = set()
         self._mac = "02:47:53:{:02X}:{:02X}:{:02X}".format(
             *tuple(int(x) & 0xFF for x in ([*self.host.split("."), "0", "0", "0"])[1:4])
         )
@@ -287,6 +288,10 @@ class SimMiner:
         if self._server is not None:
             self._server.close()
             self._server = None
+        for task in list(self._active):
+            task.cancel()
+        if self._active:
+            await asyncio.gather(*self._active, return_exceptions=True)
 
     @property
     def listening(self) -> bool:
@@ -318,6 +323,10 @@ class SimMiner:
         asyncio.get_running_loop().create_task(go())
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._active.add(task)
+            task.add_done_callback(self._active.discard)
         try:
             raw = await _read_request(reader)
             self.commands_seen += 1
@@ -325,11 +334,10 @@ class SimMiner:
                 self.faults = [f for f in self.faults if f.kind is not FaultKind.REBOOT]
                 self._reboot()
                 return  # connection dropped without an answer
-            hang = self._fault(FaultKind.HANG)
-            if hang is not None:
-                remaining = hang.until - self.clock()
-                await asyncio.sleep(min(remaining, 3600.0))
-                return
+            if self._fault(FaultKind.HANG) is not None:
+                while self._fault(FaultKind.HANG) is not None and self._server is not None:
+                    await asyncio.sleep(0.05)
+                return  # the fault ended or the miner stopped: drop the connection unanswered
             slow = self._fault(FaultKind.SLOW)
             if slow is not None:
                 await asyncio.sleep(slow.delay_s)
@@ -571,7 +579,8 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
     """Read one JSON request: clients write it and keep the socket open for the answer."""
     buf = b""
     while True:
-        chunk = await asyncio.wait_for(reader.read(4096), timeout=10.0)
+        async with asyncio.timeout(10.0):
+            chunk = await reader.read(4096)
         if not chunk:
             return buf
         buf += chunk

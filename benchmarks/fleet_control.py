@@ -1,0 +1,143 @@
+"""Command 1,000 simulated miners and read the fleet back; p50 and p99 over rounds.
+
+The simulator runs in its own process (``gridsched fleet simulate``), the controller in
+this one, both on loopback, the way the daemon and a real fleet sit on a site network.
+Every round: one telemetry sweep; curtail (sleep) all miners and wait for read-back to
+show each asleep; wake all at a power target and wait for read-back again.
+
+- commanded: from the first command sent to the last miner's acknowledgement;
+- confirmed beyond reaction: read-back time minus the simulated miner's own reaction
+  time (``--sleep-s`` to sleep, ``--wake-s`` to full hashrate);
+- sweep: one telemetry reading of every miner.
+
+    .venv/bin/python benchmarks/fleet_control.py --miners 1000 --rounds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.asic import PyasicMiner  # noqa: E402
+from adapters.base import ModeRequest  # noqa: E402
+from adapters.fleet import Fleet  # noqa: E402
+from adapters.sim.fleet import loopback_hosts, raise_fd_limit  # noqa: E402
+from scheduler.fleet_cli import run_async  # noqa: E402
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
+    raise_fd_limit(4 * args.miners + 1024)
+    hosts = loopback_hosts(args.miners, args.base)
+    fleet = Fleet(
+        [PyasicMiner(f"m/{h}", h, timeout_s=3.0) for h in hosts], concurrency=args.concurrency
+    )
+    t0 = time.perf_counter()
+    errors = await fleet.connect_all()
+    bad = [e for e in errors.values() if e]
+    print(f"connected {args.miners - len(bad)}/{args.miners} in {time.perf_counter() - t0:.1f} s")
+    if bad:
+        raise SystemExit(f"{len(bad)} miners failed to connect, e.g. {bad[0]}")
+    out: dict[str, list[float]] = {
+        "sweep_s": [],
+        "sleep_commanded_s": [],
+        "wake_commanded_s": [],
+        "sleep_confirm_beyond_s": [],
+        "wake_confirm_beyond_s": [],
+        "command_latency_s": [],
+        "sleep_cpu_s": [],
+    }
+    target = 3000.0
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        readings = await fleet.read_all()
+        out["sweep_s"].append(time.perf_counter() - t)
+        assert len(readings) == args.miners, f"sweep read {len(readings)} miners"
+
+        c0 = time.process_time()
+        t = time.perf_counter()
+        outcomes = await fleet.apply({i: ModeRequest("sleep") for i in fleet.by_id})
+        out["sleep_commanded_s"].append(time.perf_counter() - t)
+        out["sleep_cpu_s"].append(time.process_time() - c0)
+        out["command_latency_s"] += [o.latency_s for o in outcomes]
+        failed = [o for o in outcomes if not o.ok]
+        assert not failed, failed[0].error
+        confirmed = await fleet.confirm(outcomes, timeout_s=args.sleep_s + 10, poll_s=0.1)
+        worst = max(v for v in confirmed.values() if v is not None)
+        assert all(v is not None for v in confirmed.values()), "a miner never showed asleep"
+        out["sleep_confirm_beyond_s"].append(worst + out["sleep_commanded_s"][-1] - args.sleep_s)
+
+        t = time.perf_counter()
+        outcomes = await fleet.apply({i: ModeRequest("run", target) for i in fleet.by_id})
+        out["wake_commanded_s"].append(time.perf_counter() - t)
+        assert all(o.ok for o in outcomes)
+        confirmed = await fleet.confirm(outcomes, timeout_s=args.wake_s + 10, poll_s=0.1)
+        assert all(v is not None for v in confirmed.values()), "a miner never came back"
+        worst = max(v for v in confirmed.values() if v is not None)
+        out["wake_confirm_beyond_s"].append(worst + out["wake_commanded_s"][-1] - args.wake_s)
+        print(
+            f"round {r + 1:2d}: sweep {out['sweep_s'][-1] * 1000:6.0f} ms, "
+            f"sleep commanded {out['sleep_commanded_s'][-1] * 1000:6.0f} ms, "
+            f"confirmed +{out['sleep_confirm_beyond_s'][-1]:.2f} s; "
+            f"wake commanded {out['wake_commanded_s'][-1] * 1000:6.0f} ms, "
+            f"confirmed +{out['wake_confirm_beyond_s'][-1]:.2f} s",
+            flush=True,
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--miners", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=1000)
+    ap.add_argument("--sleep-s", type=float, default=1.0, help="simulated time to sleep")
+    ap.add_argument("--wake-s", type=float, default=2.0, help="simulated time to wake")
+    ap.add_argument("--base", default="127.20.0.0")
+    args = ap.parse_args()
+    sim = subprocess.Popen(
+        [
+            sys.executable, "-m", "scheduler.cli", "fleet", "simulate",
+            "--miners", str(args.miners), "--base", args.base, "--control-port", "0",
+            "--sleep-s", str(args.sleep_s), "--wake-s", str(args.wake_s),
+        ],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        print(sim.stdout.readline().strip())
+        res = run_async(bench(args))
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    n = len(res["sweep_s"])
+    print(f"\n{args.miners} miners, {n} rounds (simulator in its own process)")
+    print(f"{'figure':34s} {'p50':>9s} {'p99':>9s} {'max':>9s}")
+    for key, label, unit in (
+        ("sleep_commanded_s", "all commanded: sleep", 1000),
+        ("wake_commanded_s", "all commanded: wake at target", 1000),
+        ("command_latency_s", "one command (all rounds)", 1000),
+        ("sleep_cpu_s", "controller CPU per sleep round", 1000),
+        ("sweep_s", "telemetry sweep", 1000),
+        ("sleep_confirm_beyond_s", "sleep read-back beyond reaction", 1000),
+        ("wake_confirm_beyond_s", "wake read-back beyond reaction", 1000),
+    ):
+        xs = res[key]
+        p50, p99, top = (pct(xs, 0.5) * unit, pct(xs, 0.99) * unit, max(xs) * unit)
+        print(f"{label:34s} {p50:7.0f}ms {p99:7.0f}ms {top:7.0f}ms")
+    print(f"mean sweep {statistics.fmean(res['sweep_s']) * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
