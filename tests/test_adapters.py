@@ -467,6 +467,21 @@ def test_fleet_simulate_and_status_cli(tmp_path: Any) -> None:
             check=False,
         )
         assert res.returncode == 0 and "s19jpro" in res.stdout and "h100" in res.stdout
+        control = next(
+            line.split('"')[1] for line in site.read_text().splitlines() if "sim_control" in line
+        )
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "fault", "refuse", "127.8.0.3",
+             "--control", control],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--config", str(site)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert res.returncode == 1  # a device is unreachable
+        assert "127.8.0.3" in res.stdout and "unreachable" in res.stdout
     finally:
         proc.terminate()
         proc.wait(10)
