@@ -69,7 +69,15 @@ def _sim_asic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) ->
         model = catalog.find_asic(dc.model or "").model
     except KeyError:
         model = "Antminer S19j Pro"
-    sim = SimFleet.build(dc.count, base=a.sim_base, models=(model,), control_port=None)
+    sim = SimFleet.build(
+        dc.count,
+        base=a.sim_base,
+        models=(model,),
+        sleep_s=a.sim_sleep_s,
+        wake_s=a.sim_wake_s,
+        retune_s=min(3.0, a.sim_sleep_s),
+        control_port=None,
+    )
     built.simulators.append(sim)
     for m in sim.miners:
         _add(built, dc, PyasicMiner(f"{dc.name}/{m.host}", m.host, a.timeout_s))

@@ -97,6 +97,8 @@ class AdapterConfig(BaseModel):
     gpus: tuple[Annotated[int, Field(ge=0)], ...] | None = None  # nvml: indexes, None = all
     sim_control: str | None = None  # sim GPUs in a `gridsched fleet simulate` process
     sim_base: str = "127.1.0.0"  # sim miners: loopback addresses after this one
+    sim_sleep_s: Annotated[float, Field(gt=0, le=600)] = 5.0  # sim miners: time to sleep
+    sim_wake_s: Annotated[float, Field(gt=0, le=600)] = 12.0  # sim miners: time to wake
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None

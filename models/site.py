@@ -204,6 +204,68 @@ class Penalties(_Strict):
     ramp_usd_per_mw: Pos = 2_000.0
 
 
+class FeedKind(StrEnum):
+    CONFIG = "config"  # re-read the [prices] source
+    FILE = "file"
+    HTTP = "http"
+    COMMAND = "command"
+
+
+class PriceFeed(_Strict):
+    """Where the daemon refreshes prices: a file, an HTTP endpoint or a command's stdout,
+    each giving a price file in ``format`` (columns named as in [prices])."""
+
+    kind: FeedKind = FeedKind.CONFIG
+    path: str | None = None
+    url: str | None = None
+    command: tuple[str, ...] | None = None
+    format: PriceFormat = PriceFormat.CSV
+    column: str | None = None
+    timestamp_column: str = "interval_start_utc"
+    refresh_s: Annotated[float, Field(ge=5)] = 300.0
+    silent_after_s: Annotated[float, Field(gt=0)] = 3600.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        need = {FeedKind.FILE: "path", FeedKind.HTTP: "url", FeedKind.COMMAND: "command"}
+        key = need.get(self.kind)
+        if key is not None and getattr(self, key) is None:
+            raise ValueError(f"kind = '{self.kind}' needs {key}")
+        if (
+            self.kind is not FeedKind.CONFIG
+            and self.column is None
+            and self.format is not PriceFormat.DEMO
+        ):
+            raise ValueError(f"kind = '{self.kind}' needs column (the price column)")
+        return self
+
+
+class Posture(StrEnum):
+    SLEEP_MINERS = "sleep_miners"  # miners asleep, inference as it is
+    HOLD = "hold"  # leave every device as it is
+    SLEEP_ALL = "sleep_all"
+
+
+class Daemon(_Strict):
+    """How ``gridsched run`` behaves (all optional)."""
+
+    listen: Annotated[str, Field(pattern=r"^[^:]+:\d{1,5}$")] = "127.0.0.1:8080"
+    state_dir: str = "state"
+    replan_s: Annotated[float, Field(ge=10)] = 300.0
+    poll_s: Annotated[float, Field(ge=1)] = 15.0
+    horizon: str = "24h"
+    step: str = "5min"
+    resolution: str | None = None
+    max_plan_age_s: Annotated[float, Field(gt=0)] = 900.0
+    shutdown_posture: Posture = Posture.SLEEP_MINERS
+    failsafe_cap_kw: NonNeg | None = None  # cap while a feed is silent; default DR level 1
+    signal_silence_s: Annotated[float, Field(gt=0)] | None = None
+    body_max_bytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 65536
+    rate_per_s: Annotated[float, Field(gt=0)] = 2000.0
+    require_read_token: bool = False
+    price_feed: PriceFeed = PriceFeed()
+
+
 class SiteConfig(_Strict):
     site: SiteSpec
     prices: PriceSource = PriceSource()
@@ -213,6 +275,7 @@ class SiteConfig(_Strict):
     devices: tuple[DeviceClass, ...]
     penalties: Penalties = Penalties()
     events: tuple[GridEvent, ...] = ()
+    daemon: Daemon = Daemon()
     base_dir: str = "."
 
     @model_validator(mode="after")

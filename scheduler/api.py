@@ -1,0 +1,261 @@
+"""The daemon's HTTP API (FastAPI): grid signals in; plan, status, health and metrics out.
+
+- ``POST /v1/signals``: the simple signal format (one event or a list), signed with
+  Standard Webhooks headers under ``GRIDSCHED_WEBHOOK_SECRET``;
+- ``POST /openadr3/notifications`` (and ``GET ...?echo=X``): OpenADR 3 notifications with
+  ``Authorization: Bearer`` one of ``GRIDSCHED_OPENADR_TOKENS``;
+- ``GET /v1/plan``, ``/v1/status``, ``/v1/signals``: read-only views (a token from
+  ``GRIDSCHED_READ_TOKENS`` when ``[daemon] require_read_token``);
+- ``GET /healthz``: 200, or 503 when the plan is older than ``max_plan_age_s``;
+- ``GET /metrics``: Prometheus exposition.
+
+Errors answer JSON ``{"error": ..., "detail": [...]}``: 401 unsigned, stale or forged; 403 a
+token without the right; 413 body over the cap; 415 not JSON; 422 invalid signal, with the
+field and what is valid; 429 over the rate limit. A signal is answered 202 only after it is
+on disk; a retried delivery (same webhook id) is answered 200 and not applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from models.signals import GridEvent
+from scheduler.daemon import Daemon
+from scheduler.metrics import render_metrics
+from scheduler.openadr import OpenADRError, notification_to_events
+from scheduler.security import (
+    AuthError,
+    RateLimiter,
+    check_bearer,
+    read_secret_list,
+    verify_webhook,
+)
+
+
+class Accepted(BaseModel):
+    accepted: bool
+    duplicate: bool
+    ids: list[str]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: list[dict[str, Any]] = []
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody} for s in (401, 403, 413, 415, 422, 429)
+}
+
+
+def _error(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "detail": detail or []}, status_code=status)
+
+
+def create_app(daemon: Daemon) -> FastAPI:
+    cfg = daemon.config.daemon
+    app = FastAPI(
+        title="gridsched",
+        version="1",
+        summary="Grid-aware scheduler for Bitcoin miners and AI inference",
+        description=__doc__,
+    )
+    limiter = RateLimiter(rate=cfg.rate_per_s, burst=2 * cfg.rate_per_s)
+
+    def secrets() -> list[str]:
+        return read_secret_list("GRIDSCHED_WEBHOOK_SECRET", "GRIDSCHED_WEBHOOK_SECRET_FILE")
+
+    async def body_of(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cfg.body_max_bytes:
+            raise AuthError(
+                413, f"body of {declared} bytes is over the {cfg.body_max_bytes}-byte cap"
+            )
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cfg.body_max_bytes:
+                raise AuthError(413, f"body is over the {cfg.body_max_bytes}-byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def gate(request: Request) -> None:
+        client = request.client.host if request.client else "?"
+        if not limiter.allow(client):
+            raise AuthError(
+                429, f"more than {cfg.rate_per_s:g} requests/s from {client}; slow down"
+            )
+
+    def check_json(request: Request) -> None:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise AuthError(415, f"content-type {ctype or '(none)'!r}: send application/json")
+
+    def read_access(request: Request) -> None:
+        gate(request)
+        if cfg.require_read_token:
+            tokens = read_secret_list("GRIDSCHED_READ_TOKENS", "GRIDSCHED_READ_TOKENS_FILE")
+            check_bearer(tokens, request.headers.get("authorization"), "read access")
+
+    @app.exception_handler(AuthError)
+    async def _auth(_: Request, exc: AuthError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.post(
+        "/v1/signals",
+        status_code=202,
+        response_model=Accepted,
+        responses={**ERRORS, 200: {"model": Accepted, "description": "a retried delivery"}},
+        summary="Accept simple-format grid signals (Standard Webhooks signed)",
+    )
+    async def post_signal(request: Request) -> Any:
+        gate(request)
+        check_json(request)
+        body = await body_of(request)
+        keys = secrets()
+        if not keys:
+            daemon.counters.signal("simple", "rejected")
+            raise AuthError(
+                403,
+                "no webhook secret is configured (GRIDSCHED_WEBHOOK_SECRET); signals are refused",
+            )
+        try:
+            msg_id = verify_webhook(keys, request.headers, body)
+        except AuthError:
+            daemon.counters.signal("simple", "unauthorized")
+            raise
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            daemon.counters.signal("simple", "invalid")
+            return _error(422, f"body is not JSON: {exc}")
+        items = raw if isinstance(raw, list) else [raw]
+        if not items or not all(isinstance(i, dict) for i in items):
+            daemon.counters.signal("simple", "invalid")
+            return _error(422, "expected an event object or a non-empty list of them")
+        events, problems = [], []
+        for k, item in enumerate(items):
+            try:
+                events.append(GridEvent.model_validate({**item, "source": "simple"}))
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+                    problems.append(
+                        {
+                            "field": f"[{k}].{loc}" if isinstance(raw, list) else loc,
+                            "problem": err["msg"].removeprefix("Value error, "),
+                            "got": repr(err.get("input"))[:100],
+                        }
+                    )
+        if problems:
+            daemon.counters.signal("simple", "invalid")
+            return _error(422, "invalid signal", problems)
+        stored, ids = await daemon.accept(events, "simple", msg_id, body.decode("utf-8", "replace"))
+        return JSONResponse(
+            {"accepted": True, "duplicate": not stored, "ids": ids},
+            status_code=202 if stored else 200,
+        )
+
+    @app.get(
+        "/openadr3/notifications", response_class=PlainTextResponse, summary="Callback URL check"
+    )
+    async def openadr_echo(request: Request, echo: str = Query(max_length=1024)) -> str:
+        gate(request)
+        return echo
+
+    @app.post(
+        "/openadr3/notifications",
+        status_code=202,
+        response_model=Accepted,
+        responses={**ERRORS, 200: {"model": Accepted}},
+        summary="Accept OpenADR 3 notifications (bearer token)",
+    )
+    async def openadr_notification(request: Request) -> Any:
+        gate(request)
+        tokens = read_secret_list("GRIDSCHED_OPENADR_TOKENS", "GRIDSCHED_OPENADR_TOKENS_FILE")
+        if not tokens:
+            raise AuthError(
+                403,
+                "no OpenADR token is configured (GRIDSCHED_OPENADR_TOKENS); "
+                "notifications are refused",
+            )
+        try:
+            check_bearer(tokens, request.headers.get("authorization"), "OpenADR notifications")
+        except AuthError:
+            daemon.counters.signal("openadr3", "unauthorized")
+            raise
+        check_json(request)
+        body = await body_of(request)
+        try:
+            raw = json.loads(body)
+            dicts = notification_to_events(raw, datetime.now(UTC))
+            events = [GridEvent.model_validate(d) for d in dicts]
+        except OpenADRError as exc:
+            daemon.counters.signal("openadr3", "invalid")
+            return _error(
+                422, "invalid OpenADR 3 notification", [{"field": exc.path, "problem": exc.reason}]
+            )
+        except ValidationError as exc:
+            daemon.counters.signal("openadr3", "invalid")
+            return _error(
+                422,
+                "invalid OpenADR 3 event",
+                [
+                    {"field": ".".join(map(str, e["loc"])), "problem": e["msg"]}
+                    for e in exc.errors()
+                ],
+            )
+        except (ValueError, UnicodeDecodeError) as exc:
+            daemon.counters.signal("openadr3", "invalid")
+            return _error(422, f"body is not JSON: {exc}")
+        if not events:
+            return JSONResponse({"accepted": True, "duplicate": False, "ids": []}, status_code=200)
+        stored, ids = await daemon.accept(events, "openadr3", None, body.decode("utf-8", "replace"))
+        return JSONResponse(
+            {"accepted": True, "duplicate": not stored, "ids": ids}, status_code=202
+        )
+
+    @app.get("/v1/plan", summary="The plan in force (JSON schema gridsched.plan/1)")
+    async def get_plan(request: Request) -> Any:
+        read_access(request)
+        if daemon.plan is None:
+            return _error(503, "no plan yet", [{"problem": daemon.plan_error or "planning"}])
+        return daemon.plan.to_dict()
+
+    @app.get("/v1/status", summary="Import against cap, events, plan and device health")
+    async def get_status(request: Request) -> Any:
+        read_access(request)
+        return daemon.status()
+
+    @app.get("/v1/signals", summary="Stored signals in force or to come")
+    async def get_signals(request: Request) -> Any:
+        read_access(request)
+        return {"signals": daemon.store.signals(include_ended_after=time.time())}
+
+    @app.get("/healthz", summary="200 while the plan is fresh, 503 otherwise")
+    async def healthz() -> Any:
+        age = daemon.plan_age_s()
+        limit = cfg.max_plan_age_s
+        if age is None or age > limit:
+            return _error(
+                503,
+                "plan is stale" if age is not None else "no plan yet",
+                [{"plan_age_s": age, "max_plan_age_s": limit, "plan_error": daemon.plan_error}],
+            )
+        return {"ok": True, "plan_age_s": round(age, 1)}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        read_access(request)
+        body, ctype = render_metrics(daemon)
+        return Response(body, media_type=ctype)
+
+    return app

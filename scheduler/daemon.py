@@ -1,0 +1,816 @@
+"""The daemon: plan, apply, watch, and answer the grid, in one asyncio process.
+
+Jobs (APScheduler on the daemon's loop): re-plan every ``replan_s`` and at once after a
+signal or a price change; poll telemetry every ``poll_s`` and dispatch the plan's current
+step (power comes back in batches within the site's ramp limit); refresh prices.
+
+A signal that lowers the cap below the measured load does not wait for the optimiser: it
+is stored durably, then :meth:`Daemon.fast_path` walks a precomputed shed order (least
+valuable kW first: least efficient miners asleep, then GPUs down to their lowest cap, then
+GPUs asleep, never below committed inference) and commands every device in one concurrent
+sweep; the re-plan follows. On restart the stored active events are enforced before
+anything else. A price feed (or, when configured, the signal feed) silent past its limit
+adds a fail-safe cap. SIGTERM leaves the devices in the configured posture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters import registry
+from adapters.base import Health, ModeRequest, Telemetry
+from adapters.fleet import Fleet, Outcome
+from models.devices import DeviceClass, DeviceKind
+from models.durations import parse_duration_s
+from models.market import Series, demo_prices, load_csv_series, load_ercot_dam, load_ercot_rtm
+from models.signals import EventType, GridEvent
+from models.site import FeedKind, Posture, PriceFormat, SiteConfig
+from scheduler.inputs import SiteState, assemble_inputs, event_caps
+from scheduler.optimize import Planner
+from scheduler.plan import Plan
+from scheduler.store import Store
+from scheduler.timegrid import TimeGrid, multires_grid, uniform_grid
+
+log = logging.getLogger("gridsched.daemon")
+SLEEP = "sleep"
+
+
+@dataclass(frozen=True)
+class ShedStep:
+    device_id: str
+    request: ModeRequest
+    mode: str  # the mode name it leaves the device in
+    saves_kw: float  # at the meter
+    tokens_lost: float = 0.0
+
+
+@dataclass
+class Counters:
+    """Monotonic totals for Prometheus (reset on restart, as counters may)."""
+
+    energy_j: dict[str, float] = field(
+        default_factory=lambda: {"asic": 0.0, "gpu": 0.0, "site": 0.0}
+    )
+    revenue_usd: dict[str, float] = field(
+        default_factory=lambda: {"mining": 0.0, "inference_committed": 0.0, "inference_spot": 0.0}
+    )
+    energy_cost_usd: float = 0.0
+    tokens: float = 0.0
+    hashes: float = 0.0
+    signals: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, result)
+    commands: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    solve_s: list[float] = field(default_factory=list)
+    fast_path_s: list[float] = field(default_factory=list)
+
+    def signal(self, source: str, result: str) -> None:
+        self.signals[(source, result)] = self.signals.get((source, result), 0) + 1
+
+
+class Daemon:
+    def __init__(self, config: SiteConfig, db_path: str | Path | None = None) -> None:
+        self.config = config
+        d = config.daemon
+        self.db_path = Path(db_path) if db_path else config.resolve(d.state_dir) / "gridsched.db"
+        self.store = Store(self.db_path)
+        self.built = registry.build(config)
+        self.fleet = Fleet(self.built.adapters, self.built.groups, on_outcome=None)
+        self.classes: dict[str, DeviceClass] = {dc.name: dc for dc in config.devices}
+        self.step_s = parse_duration_s(d.step)
+        self.horizon_s = parse_duration_s(d.horizon)
+        self.planner = Planner()
+        self.plan: Plan | None = None
+        self.plan_at: float | None = None
+        self.plan_error: str | None = None
+        self.solver_status = "none"
+        self.prices: Series | None = None
+        self.prices_ok_at: float | None = None
+        self.price_error: str | None = None
+        self.last_signal_at = time.time()
+        self.readings: dict[str, Telemetry] = {}
+        self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
+        self.shed_order: list[ShedStep] = []
+        self.hold_dispatch = False  # after a fast-path shed, until the next plan
+        self.last_dispatch = time.monotonic()
+        self.billing_peak_kw = config.tariff.billing_peak_so_far_kw
+        self.counters = Counters()
+        self.started_at = time.time()
+        self._plan_lock = asyncio.Lock()
+        self._dispatch_lock = asyncio.Lock()
+        self._replan_pending = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_poll = time.monotonic()
+        self.scheduler: Any = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.store.start()
+        for sim in self.built.simulators:
+            await sim.start()
+        await self.fleet.connect_all()
+        await self.poll(dispatch=False)
+        # Active events come first: enforce them before any plan is made.
+        await self.fast_path("restart")
+        await self.refresh_prices()
+        await self.replan("start")
+        self._start_jobs()
+
+    def _start_jobs(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        d = self.config.daemon
+        sched = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+        opts: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
+        sched.add_job(
+            self.replan, "interval", seconds=d.replan_s, args=["schedule"], id="replan", **opts
+        )
+        sched.add_job(self.poll, "interval", seconds=d.poll_s, id="poll", **opts)
+        sched.add_job(
+            self.refresh_prices, "interval", seconds=d.price_feed.refresh_s, id="prices", **opts
+        )
+        sched.add_job(self.housekeeping, "interval", seconds=60, id="housekeeping", **opts)
+        sched.start()
+        self.scheduler = sched
+
+    async def stop(self, posture: Posture | None = None) -> list[Outcome]:
+        posture = posture or self.config.daemon.shutdown_posture
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        for t in list(self._tasks):
+            t.cancel()
+        outcomes: list[Outcome] = []
+        if posture is not Posture.HOLD:
+            requests = {
+                i: ModeRequest("sleep")
+                for i, st in self.fleet.status.items()
+                if posture is Posture.SLEEP_ALL or self.classes[st.group].kind is DeviceKind.ASIC
+            }
+            outcomes = await self.fleet.apply(requests)
+            await self._record_outcomes("shutdown", outcomes)
+        await self.store.record("shutdown", {"posture": posture.value})
+        await self.fleet.close()
+        for sim in self.built.simulators:
+            await sim.stop()
+        self.store.close()
+        return outcomes
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def active_events(self, now: float | None = None) -> list[GridEvent]:
+        """Stored events that have not ended or been cancelled, plus any fail-safe cap."""
+        now = time.time() if now is None else now
+        out: list[GridEvent] = []
+        for raw in self.store.signals(include_ended_after=now):
+            body = {k: v for k, v in raw.items() if not k.startswith("_")}
+            try:
+                out.append(GridEvent.model_validate(body))
+            except ValueError:
+                log.exception("stored event %s no longer validates", raw.get("id"))
+        failsafe = self.failsafe_reason(now)
+        if failsafe is not None:
+            out.append(
+                GridEvent(
+                    id="failsafe",
+                    type=EventType.CURTAIL,
+                    start=datetime.fromtimestamp(now - 1, UTC),
+                    limit_kw=self.failsafe_cap_kw(),
+                    source="failsafe",
+                )
+            )
+        return out
+
+    def failsafe_cap_kw(self) -> float:
+        d = self.config.daemon
+        if d.failsafe_cap_kw is not None:
+            return d.failsafe_cap_kw
+        levels = self.config.tariff.dr_levels_kw
+        return levels.get("1", self.config.site.interconnect_kw)
+
+    def failsafe_reason(self, now: float) -> str | None:
+        d = self.config.daemon
+        feed = d.price_feed
+        if self.prices_ok_at is not None and now - self.prices_ok_at > feed.silent_after_s:
+            silent = now - self.prices_ok_at
+            return f"price feed silent for {silent:.0f} s (limit {feed.silent_after_s:g} s)"
+        if d.signal_silence_s is not None and now - self.last_signal_at > d.signal_silence_s:
+            silent = now - self.last_signal_at
+            return f"signal feed silent for {silent:.0f} s (limit {d.signal_silence_s:g} s)"
+        return None
+
+    async def accept(
+        self, events: list[GridEvent], source: str, webhook_id: str | None, raw: str
+    ) -> tuple[bool, list[str]]:
+        """Store events durably (the caller answers 2xx after this), then act on them."""
+        now = time.time()
+        self.last_signal_at = now
+        bodies = []
+        keep_until = now + 600.0
+        for ev in events:
+            body = ev.model_dump(mode="json", exclude_none=True)
+            if "end" in body:
+                body.pop("duration", None)  # resolved into end; both would not validate again
+            end = ev.end_utc.timestamp() if ev.type is not EventType.CANCEL else now
+            body["_ends_at"] = min(end, 4e11)
+            keep_until = max(keep_until, min(end, now + 400 * 86400))
+            bodies.append(body)
+        stored, ids = await self.store.add_signals(bodies, source, webhook_id, raw, keep_until)
+        self.counters.signal(source, "accepted" if stored else "duplicate")
+        if stored:
+            self.spawn(self.fast_path(f"signal {', '.join(ids)[:120]}"))
+            self.request_replan("signal")
+        return stored, ids
+
+    # -- measurements -------------------------------------------------------------------------
+
+    def measured(self) -> dict[str, float]:
+        """Site power now from the latest readings: IT by kind, import at the meter."""
+        it = {"asic": 0.0, "gpu": 0.0}
+        seen: set[str] = set()
+        for device_id, t in self.readings.items():
+            kind = self.classes[self.fleet.status[device_id].group].kind.value
+            it[kind] += (t.power_w or 0.0) / 1000.0
+            seen.add(self.fleet.status[device_id].group)
+        unmanaged = 0.0  # classes without adapters: as planned
+        if self.plan is not None:
+            k = self._plan_index(time.time())
+            for cp in self.plan.classes:
+                if cp.name not in seen and k is not None:
+                    unmanaged += float(cp.power_kw[k])
+        site = self.config.site
+        load = site.pue * (it["asic"] + it["gpu"] + unmanaged) + site.base_load_kw
+        return {
+            "asic_kw": it["asic"],
+            "gpu_kw": it["gpu"],
+            "unmanaged_kw": unmanaged,
+            "import_kw": load,
+        }
+
+    def cap_now(self, now: float | None = None) -> tuple[float, list[GridEvent]]:
+        now = time.time() if now is None else now
+        events = self.active_events(now)
+        grid = TimeGrid(
+            np.array([int(now)], dtype=np.int64), np.array([int(now) + 1], dtype=np.int64)
+        )
+        try:
+            cap, _ = event_caps(self.config, grid, events, self.config.site.base_load_kw)
+        except ValueError:
+            log.exception("event caps")
+            cap = np.array([math.inf])
+        return min(float(cap[0]), self.config.site.interconnect_kw), events
+
+    async def poll(self, dispatch: bool = True) -> None:
+        t0 = time.monotonic()
+        readings = await self.fleet.read_all()
+        now = time.time()
+        dt = max(0.0, t0 - self._last_poll)
+        self._last_poll = t0
+        self.readings.update(readings)
+        for device_id, st in self.fleet.status.items():
+            if st.health is Health.UNREACHABLE:
+                self.readings.pop(device_id, None)
+            t = readings.get(device_id)
+            if t is not None and device_id not in self.modes:
+                self.modes[device_id] = self._mode_from_reading(device_id, t)
+        m = self.measured()
+        self._integrate(m, dt, now)
+        self.billing_peak_kw = max(self.billing_peak_kw, m["import_kw"])
+        cap, events = self.cap_now(now)
+        counts = self.fleet.health_counts()
+        await self.store.record(
+            "telemetry",
+            {
+                **{k: round(v, 3) for k, v in m.items()},
+                "cap_kw": None if math.isinf(cap) else round(cap, 3),
+                "events": [e.id for e in events],
+                "health": {h.value: n for h, n in counts.items()},
+            },
+            now,
+        )
+        self.shed_order = self.compute_shed_order()
+        if dispatch:
+            await self.dispatch()
+
+    def _integrate(self, m: dict[str, float], dt: float, now: float) -> None:
+        c = self.counters
+        c.energy_j["asic"] += m["asic_kw"] * 1000.0 * dt
+        c.energy_j["gpu"] += m["gpu_kw"] * 1000.0 * dt
+        c.energy_j["site"] += m["import_kw"] * 1000.0 * dt
+        ths = sum(t.hashrate_ths or 0.0 for t in self.readings.values())
+        tok = sum(t.tokens_s or 0.0 for t in self.readings.values())
+        c.hashes += ths * 1e12 * dt
+        c.tokens += tok * dt
+        hp = self.config.mining.net_hashprice
+        c.revenue_usd["mining"] += ths * hp * dt / 86400.0
+        inf = self.config.inference
+        committed = min(tok, self._committed_now(now))
+        c.revenue_usd["inference_committed"] += committed * dt * inf.committed_usd_per_mtok / 1e6
+        spot = min(max(tok - committed, 0.0), inf.spot_tokens_s)
+        c.revenue_usd["inference_spot"] += spot * dt * inf.spot_usd_per_mtok / 1e6
+        price = self.price_now(now)
+        if price is not None:
+            c.energy_cost_usd += m["import_kw"] * dt / 3600.0 / 1000.0 * price
+
+    def _committed_now(self, now: float) -> float:
+        inf = self.config.inference
+        if not inf.hourly_profile:
+            return inf.committed_tokens_s
+        hour = datetime.fromtimestamp(now, self.config.site.tz).hour
+        return inf.committed_tokens_s * inf.hourly_profile[hour]
+
+    def price_now(self, now: float) -> float | None:
+        if self.plan is not None:
+            k = self._plan_index(now)
+            if k is not None:
+                return float(self.plan.price_usd_per_mwh[k])
+        return None
+
+    def _mode_from_reading(self, device_id: str, t: Telemetry) -> str:
+        dc = self.classes[self.fleet.status[device_id].group]
+        if t.state == "sleeping":
+            return SLEEP
+        if t.target_w is None:
+            return dc.modes[0].name
+        return min(
+            dc.modes, key=lambda m: abs(dc.device_target_w(m.name) - (t.target_w or 0.0))
+        ).name
+
+    # -- the fast path ------------------------------------------------------------------------
+
+    def _mode_kw(self, dc: DeviceClass, mode: str) -> float:
+        if mode == SLEEP:
+            return dc.idle_kw
+        return next(m.power_kw for m in dc.modes if m.name == mode)
+
+    def compute_shed_order(self) -> list[ShedStep]:
+        """Least valuable kW first; precomputed so that a signal needs no thinking."""
+        pue = self.config.site.pue
+        miners: list[tuple[float, ShedStep]] = []
+        downcaps: list[tuple[float, ShedStep]] = []
+        sleeps: list[tuple[float, ShedStep]] = []
+        for device_id, st in self.fleet.status.items():
+            if st.health is Health.UNREACHABLE:
+                continue
+            dc = self.classes[st.group]
+            mode = self.modes.get(device_id)
+            if mode is None or mode == SLEEP:
+                continue
+            m = next((x for x in dc.modes if x.name == mode), None)
+            if m is None:
+                continue
+            saves = pue * (m.power_kw - dc.idle_kw)
+            if dc.kind is DeviceKind.ASIC:
+                value = m.hashrate_ths / max(m.power_kw, 1e-9)
+                miners.append((value, ShedStep(device_id, ModeRequest("sleep"), SLEEP, saves)))
+                continue
+            low = min((x for x in dc.modes if x.throughput_tokens_s > 0), key=lambda x: x.power_kw)
+            if low.name != m.name:
+                downcaps.append(
+                    (
+                        (m.throughput_tokens_s - low.throughput_tokens_s)
+                        / max(m.power_kw - low.power_kw, 1e-9),
+                        ShedStep(
+                            device_id,
+                            ModeRequest("run", dc.device_target_w(low.name)),
+                            low.name,
+                            pue * (m.power_kw - low.power_kw),
+                            m.throughput_tokens_s - low.throughput_tokens_s,
+                        ),
+                    )
+                )
+            sleeps.append(
+                (
+                    low.throughput_tokens_s / max(low.power_kw, 1e-9),
+                    ShedStep(
+                        device_id,
+                        ModeRequest("sleep"),
+                        SLEEP,
+                        pue * (low.power_kw - dc.idle_kw),
+                        low.throughput_tokens_s,
+                    ),
+                )
+            )
+        order = [s for _, s in sorted(miners, key=lambda x: x[0])]
+        order += [s for _, s in sorted(downcaps, key=lambda x: x[0])]
+        order += [s for _, s in sorted(sleeps, key=lambda x: x[0])]
+        return order
+
+    def serving_tokens(self) -> float:
+        total = 0.0
+        for device_id, mode in self.modes.items():
+            dc = self.classes[self.fleet.status[device_id].group]
+            if dc.kind is DeviceKind.GPU and mode != SLEEP:
+                total += next((m.throughput_tokens_s for m in dc.modes if m.name == mode), 0.0)
+        return total
+
+    async def fast_path(self, reason: str) -> list[Outcome]:
+        """Shed at once, by the precomputed order, to the cap in force now."""
+        t0 = time.perf_counter()
+        cap, events = self.cap_now()
+        load = self.measured()["import_kw"]
+        excess = load - cap
+        if excess <= 1e-6 or not self.readings:
+            return []
+        floor = self._committed_now(time.time())
+        tokens = self.serving_tokens()
+        chosen: dict[str, ShedStep] = {}
+        for step in self.shed_order:
+            if excess <= 0:
+                break
+            if step.tokens_lost > 0 and tokens - step.tokens_lost < floor:
+                continue
+            prev = chosen.get(step.device_id)
+            if prev is not None:  # a GPU already capped down may also sleep
+                if step.request.action != "sleep":
+                    continue
+                excess -= step.saves_kw
+                tokens -= step.tokens_lost
+                chosen[step.device_id] = step
+                continue
+            chosen[step.device_id] = step
+            excess -= step.saves_kw
+            tokens -= step.tokens_lost
+        if not chosen:
+            return []
+        self.hold_dispatch = True
+        outcomes = await self.fleet.apply({i: s.request for i, s in chosen.items()})
+        for o in outcomes:
+            if o.ok:
+                self.modes[o.device_id] = chosen[o.device_id].mode
+        elapsed = time.perf_counter() - t0
+        self.counters.fast_path_s.append(elapsed)
+        log.warning(
+            "fast path (%s): load %.0f kW > cap %.0f kW; %d devices commanded in %.0f ms",
+            reason,
+            load,
+            cap,
+            len(chosen),
+            elapsed * 1000,
+        )
+        await self._record_outcomes(
+            "fast-path",
+            outcomes,
+            {
+                "reason": reason,
+                "load_kw": round(load, 3),
+                "cap_kw": cap,
+                "events": [e.id for e in events],
+            },
+        )
+        self.shed_order = self.compute_shed_order()
+        return outcomes
+
+    async def _record_outcomes(
+        self, why: str, outcomes: Iterable[Outcome], extra: dict[str, Any] | None = None
+    ) -> None:
+        rows = []
+        for o in outcomes:
+            self.counters.commands["ok" if o.ok else "failed"] += 1
+            rows.append(
+                {
+                    "device": o.device_id,
+                    "request": o.request.describe(),
+                    "ok": o.ok,
+                    "applied_w": o.applied.target_w if o.applied else None,
+                    "note": o.applied.note if o.applied and o.applied.note else None,
+                    "error": o.error,
+                    "attempts": o.attempts,
+                    "latency_s": round(o.latency_s, 4),
+                    "at": o.at,
+                }
+            )
+        if rows:
+            await self.store.record("commands", {"why": why, **(extra or {}), "outcomes": rows})
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def request_replan(self, reason: str) -> None:
+        if not self._replan_pending:
+            self._replan_pending = True
+            self.spawn(self.replan(reason))
+
+    def _grid(self, now: float) -> TimeGrid:
+        d = self.config.daemon
+        if d.resolution:
+            start = int(now) - int(now) % 300
+            return multires_grid(start, self.horizon_s, d.resolution)
+        start = int(now) - int(now) % self.step_s
+        return uniform_grid(start, self.horizon_s, self.step_s)
+
+    def _state(self) -> SiteState:
+        units_on: dict[str, int] = {}
+        for device_id, mode in self.modes.items():
+            group = self.fleet.status[device_id].group
+            units_on[group] = units_on.get(group, 0) + (mode != SLEEP)
+        load = self.measured()["import_kw"] if self.readings else None
+        return SiteState(
+            current_load_kw=load, units_on=units_on or None, billing_peak_kw=self.billing_peak_kw
+        )
+
+    def _available_config(self) -> SiteConfig:
+        """The config with each managed class's units limited to the devices that answer."""
+        devices = []
+        for dc in self.config.devices:
+            ids = self.fleet.ids(dc.name)
+            if ids:
+                alive = sum(self.fleet.status[i].health is not Health.UNREACHABLE for i in ids)
+                dc = dc.model_copy(update={"available": min(alive, dc.count)})
+            devices.append(dc)
+        return self.config.model_copy(update={"devices": tuple(devices)})
+
+    async def replan(self, reason: str = "schedule") -> Plan | None:
+        self._replan_pending = False
+        async with self._plan_lock:
+            now = time.time()
+            try:
+                grid = self._grid(now)
+                prices = self.prices or demo_prices(
+                    int(grid.starts_s[0]), int(grid.ends_s[-1]), self.config.site.timezone
+                )
+                config = self._available_config()
+                inputs = assemble_inputs(
+                    config, grid, prices, self.active_events(now), self._state()
+                )
+                plan = await asyncio.to_thread(
+                    self.planner.plan, inputs, config.site.name, config.site.timezone
+                )
+            except Exception as exc:  # bad prices, a solver failure: keep the last plan
+                self.plan_error = f"{type(exc).__name__}: {exc}"
+                self.solver_status = "error"
+                log.exception("re-plan (%s) failed", reason)
+                await self.store.record("plan-failed", {"reason": reason, "error": self.plan_error})
+                return None
+            self.plan, self.plan_at, self.plan_error = plan, now, None
+            self.solver_status = plan.status
+            self.counters.solve_s.append(plan.solve_s + plan.build_s)
+            k = self._plan_index(now)
+            await self.store.record(
+                "plan",
+                {
+                    "reason": reason,
+                    "status": plan.status,
+                    "solve_s": round(plan.solve_s, 4),
+                    "objective": plan.objective,
+                    "profit_usd": round(plan.money.profit, 2),
+                    "step": None
+                    if k is None
+                    else {
+                        "start_s": int(plan.starts_s[k]),
+                        "import_kw": round(float(plan.import_kw[k]), 3),
+                        "cap_kw": round(float(plan.cap_kw[k]), 3),
+                        "units": {
+                            cp.name: dict(
+                                zip(cp.modes, map(int, cp.units_by_mode[:, k]), strict=True)
+                            )
+                            for cp in plan.classes
+                        },
+                    },
+                    "violations": [v.message for v in plan.violations],
+                },
+                now,
+            )
+        self.hold_dispatch = False
+        await self.dispatch()
+        return plan
+
+    def _plan_index(self, now: float) -> int | None:
+        if self.plan is None:
+            return None
+        k = int(np.searchsorted(self.plan.ends_s, now, side="right"))
+        return k if k < len(self.plan.starts_s) and self.plan.starts_s[k] <= now else None
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def targets(self, now: float) -> dict[str, str]:
+        """Each managed device's mode for the plan step containing ``now``."""
+        k = self._plan_index(now)
+        if k is None or self.plan is None:
+            return {}
+        out: dict[str, str] = {}
+        for cp in self.plan.classes:
+            ids = self.fleet.ids(cp.name)
+            if not ids:
+                continue
+            usable = [i for i in ids if self.fleet.status[i].health is not Health.UNREACHABLE]
+            want = {m: int(cp.units_by_mode[j, k]) for j, m in enumerate(cp.modes)}
+            out.update(assign(usable, self.modes, want))
+        return out
+
+    async def dispatch(self) -> list[Outcome]:
+        if self.hold_dispatch:
+            return []
+        async with self._dispatch_lock:
+            now = time.time()
+            targets = self.targets(now)
+            if not targets:
+                return []
+            pue = self.config.site.pue
+            changes: list[tuple[float, str, str]] = []
+            for device_id, mode in targets.items():
+                current = self.modes.get(device_id)
+                if current == mode:
+                    continue
+                dc = self.classes[self.fleet.status[device_id].group]
+                before = self._mode_kw(dc, current) if current is not None else dc.idle_kw
+                delta = pue * (self._mode_kw(dc, mode) - before)
+                changes.append((delta, device_id, mode))
+            if not changes:
+                return []
+            # Decreases first; increases within the ramp budget and under the cap now.
+            changes.sort()
+            elapsed_min = max(time.monotonic() - self.last_dispatch, 1.0) / 60.0
+            ramp = self.config.site.ramp_up_kw_per_min
+            budget = (
+                math.inf
+                if ramp is None
+                else ramp * min(elapsed_min, self.config.daemon.poll_s / 60.0 * 2)
+            )
+            cap, _ = self.cap_now(now)
+            headroom = cap - self.measured()["import_kw"]
+            requests: dict[str, ModeRequest] = {}
+            chosen: dict[str, str] = {}
+            deferred = 0
+            for delta, device_id, mode in changes:
+                if delta > 0:
+                    if delta > budget or delta > headroom:
+                        deferred += 1
+                        continue
+                    budget -= delta
+                headroom -= delta
+                dc = self.classes[self.fleet.status[device_id].group]
+                requests[device_id] = registry.mode_request(dc, mode)
+                chosen[device_id] = mode
+            self.last_dispatch = time.monotonic()
+            if not requests:
+                return []
+            outcomes = await self.fleet.apply(requests)
+            for o in outcomes:
+                if o.ok:
+                    self.modes[o.device_id] = chosen[o.device_id]
+            await self._record_outcomes("dispatch", outcomes, {"deferred_by_ramp_or_cap": deferred})
+            self.shed_order = self.compute_shed_order()
+            return outcomes
+
+    # -- prices -------------------------------------------------------------------------------
+
+    async def refresh_prices(self) -> None:
+        feed = self.config.daemon.price_feed
+        now = time.time()
+        try:
+            series = await asyncio.to_thread(self._load_prices, now)
+        except Exception as exc:
+            self.price_error = f"{type(exc).__name__}: {exc}"
+            log.warning("price feed (%s): %s", feed.kind.value, self.price_error)
+            return
+        changed = (
+            self.prices is None
+            or series.label != self.prices.label
+            or not np.array_equal(series.values, self.prices.values, equal_nan=True)
+        )
+        self.prices, self.prices_ok_at, self.price_error = series, now, None
+        if changed and self.plan is not None:
+            self.request_replan("prices")
+
+    def _load_prices(self, now: float) -> Series:
+        feed = self.config.daemon.price_feed
+        src = self.config.prices
+        if feed.kind is FeedKind.CONFIG:
+            if src.format is PriceFormat.DEMO:
+                start = int(now) - int(now) % 3600 - 86400
+                return demo_prices(start, start + 4 * 86400, self.config.site.timezone)
+            return _load_file(
+                str(self.config.resolve(src.path or "")),
+                src.format,
+                src.column or "",
+                src.timestamp_column,
+            )
+        if feed.kind is FeedKind.FILE:
+            return _load_file(
+                str(self.config.resolve(feed.path or "")),
+                feed.format,
+                feed.column or "",
+                feed.timestamp_column,
+            )
+        if feed.kind is FeedKind.HTTP:
+            import httpx
+
+            resp = httpx.get(feed.url or "", timeout=30.0)
+            resp.raise_for_status()
+            text = resp.text
+        else:
+            done = subprocess.run(
+                list(feed.command or ()), capture_output=True, text=True, timeout=120, check=False
+            )
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"price command exited {done.returncode}: {done.stderr.strip()[:300]}"
+                )
+            text = done.stdout
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
+            fh.write(text)
+            name = fh.name
+        try:
+            return _load_file(name, feed.format, feed.column or "", feed.timestamp_column)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+    async def housekeeping(self) -> None:
+        await self.store.prune_webhook_ids(time.time())
+        reason = self.failsafe_reason(time.time())
+        if reason is not None:
+            log.warning("fail-safe cap %.0f kW: %s", self.failsafe_cap_kw(), reason)
+            await self.fast_path(f"fail-safe: {reason}")
+
+    # -- views for the API ----------------------------------------------------------------------
+
+    def plan_age_s(self, now: float | None = None) -> float | None:
+        return (
+            None if self.plan_at is None else (time.time() if now is None else now) - self.plan_at
+        )
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        cap, events = self.cap_now(now)
+        m = self.measured()
+        by_class: dict[str, dict[str, Any]] = {}
+        for device_id, st in self.fleet.status.items():
+            c = by_class.setdefault(
+                st.group, {"devices": 0, "health": {h.value: 0 for h in Health}, "modes": {}}
+            )
+            c["devices"] += 1
+            c["health"][st.health.value] += 1
+            mode = self.modes.get(device_id, "unknown")
+            c["modes"][mode] = c["modes"].get(mode, 0) + 1
+        return {
+            "site": self.config.site.name,
+            "now": datetime.fromtimestamp(now, UTC).isoformat(),
+            "uptime_s": round(now - self.started_at, 1),
+            "import_kw": round(m["import_kw"], 3),
+            "cap_kw": None if math.isinf(cap) else cap,
+            "it_kw": {"asic": round(m["asic_kw"], 3), "gpu": round(m["gpu_kw"], 3)},
+            "active_events": [e.model_dump(mode="json", exclude_none=True) for e in events],
+            "failsafe": self.failsafe_reason(now),
+            "plan": {
+                "age_s": None if self.plan_at is None else round(now - self.plan_at, 1),
+                "status": self.solver_status,
+                "error": self.plan_error,
+            },
+            "prices": {
+                "label": None if self.prices is None else self.prices.label,
+                "age_s": None if self.prices_ok_at is None else round(now - self.prices_ok_at, 1),
+                "error": self.price_error,
+            },
+            "classes": by_class,
+            "hold_dispatch": self.hold_dispatch,
+        }
+
+
+def assign(ids: list[str], modes: dict[str, str], want: dict[str, int]) -> dict[str, str]:
+    """Give each device a mode so that ``want`` counts are met with the fewest changes.
+
+    Devices already in a wanted mode keep it; awake devices move before sleeping ones wake;
+    the rest sleep.
+    """
+    left = dict(want)
+    out: dict[str, str] = {}
+    rest: list[str] = []
+    for i in ids:
+        m = modes.get(i)
+        if m is not None and m != SLEEP and left.get(m, 0) > 0:
+            out[i] = m
+            left[m] -= 1
+        else:
+            rest.append(i)
+    rest.sort(key=lambda i: (modes.get(i, SLEEP) == SLEEP, i))
+    for mode, n in left.items():
+        for _ in range(n):
+            if not rest:
+                break
+            out[rest.pop(0)] = mode
+    for i in rest:
+        out[i] = SLEEP
+    return out
+
+
+def _load_file(path: str, fmt: PriceFormat, column: str, ts_column: str) -> Series:
+    if fmt is PriceFormat.ERCOT_RTM:
+        return load_ercot_rtm(path, column)
+    if fmt is PriceFormat.ERCOT_DAM:
+        return load_ercot_dam(path, column)
+    return load_csv_series(path, column, ts_column)

@@ -1,0 +1,238 @@
+"""Prometheus metrics: one collector over the daemon's latest snapshot.
+
+Names follow ``gridsched_<subsystem>_<name>_<unit>`` in base units (watts, joules,
+seconds, hashes per second, tokens), ``_total`` for counters. Labels are per device class
+and mode, not per device (cardinality); GPU series per GPU carry DCGM-exporter's labels
+(``gpu``, ``UUID``, ``modelName``) and are on by default only for GPUs (few per site).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from adapters.base import Health
+
+if TYPE_CHECKING:
+    from scheduler.daemon import Daemon
+
+SOLVE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+FAST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _histogram(
+    name: str, doc: str, values: list[float], buckets: tuple[float, ...]
+) -> HistogramMetricFamily:
+    counts = []
+    for b in buckets:
+        counts.append((str(b), sum(v <= b for v in values)))
+    counts.append(("+Inf", len(values)))
+    return HistogramMetricFamily(name, doc, buckets=counts, sum_value=sum(values))
+
+
+class DaemonCollector:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.d
+        now = time.time()
+        m = d.measured()
+        cap, events = d.cap_now(now)
+
+        g = GaugeMetricFamily(
+            "gridsched_site_power_watts",
+            "Measured power by kind (IT) and at the meter",
+            labels=["kind"],
+        )
+        g.add_metric(["asic"], m["asic_kw"] * 1000)
+        g.add_metric(["gpu"], m["gpu_kw"] * 1000)
+        g.add_metric(["import"], m["import_kw"] * 1000)
+        yield g
+        g = GaugeMetricFamily(
+            "gridsched_site_import_cap_watts", "Import cap in force (interconnect or DR)"
+        )
+        g.add_metric([], cap * 1000 if math.isfinite(cap) else d.config.site.interconnect_kw * 1000)
+        yield g
+        g = GaugeMetricFamily(
+            "gridsched_site_billing_peak_watts", "Highest import this billing period"
+        )
+        g.add_metric([], d.billing_peak_kw * 1000)
+        yield g
+
+        power = GaugeMetricFamily(
+            "gridsched_class_power_watts",
+            "Measured power by class and mode",
+            labels=["class", "kind", "mode"],
+        )
+        units = GaugeMetricFamily(
+            "gridsched_class_units", "Devices by class and mode", labels=["class", "kind", "mode"]
+        )
+        hashrate = GaugeMetricFamily(
+            "gridsched_mining_hashrate_hashes_per_second",
+            "Measured hashrate by class",
+            labels=["class"],
+        )
+        tokens = GaugeMetricFamily(
+            "gridsched_inference_tokens_per_second", "Tokens per second by class", labels=["class"]
+        )
+        agg: dict[tuple[str, str, str], list[float]] = {}
+        hr: dict[str, float] = {}
+        tok: dict[str, float] = {}
+        for device_id, st in d.fleet.status.items():
+            dc = d.classes[st.group]
+            mode = d.modes.get(device_id, "unknown")
+            key = (st.group, dc.kind.value, mode)
+            a = agg.setdefault(key, [0.0, 0.0])
+            a[1] += 1
+            t = d.readings.get(device_id)
+            if t is not None:
+                a[0] += t.power_w or 0.0
+                hr[st.group] = hr.get(st.group, 0.0) + (t.hashrate_ths or 0.0) * 1e12
+                tok[st.group] = tok.get(st.group, 0.0) + (t.tokens_s or 0.0)
+        for (c, k, mode), (w, n) in sorted(agg.items()):
+            power.add_metric([c, k, mode], w)
+            units.add_metric([c, k, mode], n)
+        for c, v in sorted(hr.items()):
+            if d.classes[c].kind.value == "asic":
+                hashrate.add_metric([c], v)
+        for c, v in sorted(tok.items()):
+            if d.classes[c].kind.value == "gpu":
+                tokens.add_metric([c], v)
+        yield power
+        yield units
+        yield hashrate
+        yield tokens
+
+        gpu_power = GaugeMetricFamily(
+            "gridsched_gpu_power_watts",
+            "GPU power draw (DCGM-style labels)",
+            labels=["gpu", "UUID", "modelName", "class"],
+        )
+        gpu_limit = GaugeMetricFamily(
+            "gridsched_gpu_power_limit_watts",
+            "GPU enforced power limit",
+            labels=["gpu", "UUID", "modelName", "class"],
+        )
+        for adapter in d.fleet.adapters:
+            if adapter.kind != "gpu" or adapter.info is None:
+                continue
+            t = d.readings.get(adapter.device_id)
+            if t is None:
+                continue
+            labels = [
+                adapter.address.rsplit(":", 1)[-1],
+                adapter.info.firmware,
+                adapter.info.model,
+                d.fleet.status[adapter.device_id].group,
+            ]
+            gpu_power.add_metric(labels, t.power_w or 0.0)
+            gpu_limit.add_metric(labels, t.target_w or 0.0)
+        yield gpu_power
+        yield gpu_limit
+
+        cnt = d.counters
+        e = CounterMetricFamily(
+            "gridsched_energy_joules", "Energy by kind (IT) and at the meter", labels=["kind"]
+        )
+        for k, v in cnt.energy_j.items():
+            e.add_metric([k], v)
+        yield e
+        r = CounterMetricFamily(
+            "gridsched_revenue_usd", "Revenue by source (measured output)", labels=["source"]
+        )
+        for k, v in cnt.revenue_usd.items():
+            r.add_metric([k], v)
+        yield r
+        x = CounterMetricFamily("gridsched_energy_cost_usd", "Energy cost at the planned price")
+        x.add_metric([], cnt.energy_cost_usd)
+        yield x
+        x = CounterMetricFamily("gridsched_inference_tokens", "Tokens served")
+        x.add_metric([], cnt.tokens)
+        yield x
+        x = CounterMetricFamily("gridsched_mining_hashes", "Hashes computed")
+        x.add_metric([], cnt.hashes)
+        yield x
+
+        s = CounterMetricFamily(
+            "gridsched_signals_received",
+            "Signals by source and result",
+            labels=["source", "result"],
+        )
+        for (src, res), n in sorted(cnt.signals.items()):
+            s.add_metric([src, res], n)
+        yield s
+        act = GaugeMetricFamily(
+            "gridsched_signals_active", "Events in force now by type", labels=["type"]
+        )
+        by_type: dict[str, int] = {}
+        for ev in events:
+            by_type[ev.type.value] = by_type.get(ev.type.value, 0) + 1
+        for t_, n in sorted(by_type.items()):
+            act.add_metric([t_], n)
+        yield act
+        f = GaugeMetricFamily(
+            "gridsched_failsafe_active", "1 while a silent feed holds the fail-safe cap"
+        )
+        f.add_metric([], 1.0 if d.failsafe_reason(now) else 0.0)
+        yield f
+        x = CounterMetricFamily(
+            "gridsched_commands", "Device commands by result", labels=["result"]
+        )
+        for k, v in cnt.commands.items():
+            x.add_metric([k], v)
+        yield x
+        h = GaugeMetricFamily(
+            "gridsched_devices", "Devices by class and health", labels=["class", "health"]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for st in d.fleet.status.values():
+            counts[(st.group, st.health.value)] = counts.get((st.group, st.health.value), 0) + 1
+        for group in sorted({st.group for st in d.fleet.status.values()}):
+            for health in Health:
+                h.add_metric([group, health.value], counts.get((group, health.value), 0))
+        yield h
+
+        age = d.plan_age_s(now)
+        p = GaugeMetricFamily(
+            "gridsched_plan_age_seconds", "Seconds since the plan in force was made"
+        )
+        p.add_metric([], age if age is not None else float("nan"))
+        yield p
+        st_ = GaugeMetricFamily(
+            "gridsched_solver_last_status", "1 for the last solve's status", labels=["status"]
+        )
+        st_.add_metric([d.solver_status], 1.0)
+        yield st_
+        yield _histogram(
+            "gridsched_solver_duration_seconds",
+            "Plan build and solve time",
+            cnt.solve_s[-10000:],
+            SOLVE_BUCKETS,
+        )
+        yield _histogram(
+            "gridsched_fastpath_duration_seconds",
+            "Signal shed: decision to every device commanded",
+            cnt.fast_path_s[-10000:],
+            FAST_BUCKETS,
+        )
+
+
+def render_metrics(daemon: Daemon) -> tuple[bytes, str]:
+    registry = getattr(daemon, "_metrics_registry", None)
+    if registry is None:
+        registry = CollectorRegistry()
+        registry.register(DaemonCollector(daemon))
+        daemon._metrics_registry = registry  # type: ignore[attr-defined]
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,213 @@
+"""``gridsched run`` (the daemon) and ``gridsched audit`` (the decision log)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from models.site import Posture, load_site
+from scheduler.fleet_cli import run_async
+
+log = logging.getLogger("gridsched")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from scheduler.api import create_app
+    from scheduler.daemon import Daemon
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    config = load_site(args.config)
+    if args.listen:
+        config = config.model_copy(
+            update={"daemon": config.daemon.model_copy(update={"listen": args.listen})}
+        )
+    daemon = Daemon(config, args.db)
+    _QuietServer = _quiet_server_class()
+    host, _, port = config.daemon.listen.rpartition(":")
+
+    async def main() -> None:
+        await daemon.start()
+        app = create_app(daemon)
+        server = _QuietServer(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=int(port),
+                log_level="warning",
+                access_log=False,
+                ssl_certfile=args.tls_cert,
+                ssl_keyfile=args.tls_key,
+                lifespan="off",
+            )
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.create_task(server.serve())
+        log.info(
+            "gridsched running: %s on http://%s:%s, state %s",
+            config.site.name,
+            host,
+            port,
+            daemon.db_path,
+        )
+        print(f"gridsched: serving http://{host}:{port} (state {daemon.db_path})", flush=True)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+        posture = Posture(args.posture) if args.posture else None
+        outcomes = await daemon.stop(posture)
+        failed = sum(not o.ok for o in outcomes)
+        print(
+            f"gridsched: stopped; {len(outcomes)} devices put in the safe posture, {failed} failed",
+            flush=True,
+        )
+
+    run_async(main())
+    return 0
+
+
+def _quiet_server_class() -> Any:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """The daemon owns SIGTERM/SIGINT (it must set the safe posture before exiting)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from scheduler.store import Store
+
+    if not Path(args.db).exists():
+        print(f"gridsched: error: {args.db}: no such database", file=sys.stderr)
+        return 2
+    v = Store(args.db).verify()
+    if v.ok:
+        print(f"{args.db}: hash chain intact, {v.records} records")
+        return 0
+    print(f"{args.db}: BROKEN at record {v.first_bad_seq}: {v.reason} ({v.records} records read)")
+    return 1
+
+
+def _ts(text: str, what: str) -> float:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(
+            f"gridsched: error: {what} {text!r} is not ISO 8601 (e.g. 2026-08-10T17:00:00Z)"
+        ) from None
+    if t.tzinfo is None:
+        raise SystemExit(f"gridsched: error: {what} {text!r} has no UTC offset; add Z")
+    return t.astimezone(UTC).timestamp()
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from scheduler.store import Store
+
+    store = Store(args.db)
+    v = store.verify()
+    start, end = _ts(args.from_, "--from"), _ts(args.to, "--to")
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    w = csv.writer(out)
+    w.writerow(["seq", "time_utc", "kind", "subject", "value", "detail", "hash"])
+    n = 0
+    for seq, at, kind, payload, h in store.records(
+        start, end, ("signal", "commands", "telemetry", "plan", "shutdown")
+    ):
+        when = datetime.fromtimestamp(at, UTC).isoformat()
+        for subject, value, detail in _rows(kind, payload):
+            w.writerow([seq, when, kind, subject, value, detail, h])
+            n += 1
+    if args.out:
+        out.close()
+        print(
+            f"wrote {n} rows to {args.out}; chain {'intact' if v.ok else 'BROKEN: ' + v.reason}",
+            file=sys.stderr,
+        )
+    return 0 if v.ok else 1
+
+
+def _rows(kind: str, p: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    if kind == "signal":
+        return [
+            (
+                e.get("id", ""),
+                e.get("limit_kw", e.get("level", e.get("price", ""))),
+                json.dumps({k: v for k, v in e.items() if not k.startswith("_")}, sort_keys=True),
+            )
+            for e in p.get("events", [])
+        ]
+    if kind == "commands":
+        return [
+            (
+                o["device"],
+                o["request"],
+                json.dumps(
+                    {
+                        "why": p.get("why"),
+                        "ok": o["ok"],
+                        "error": o.get("error"),
+                        "applied_w": o.get("applied_w"),
+                    }
+                ),
+            )
+            for o in p.get("outcomes", [])
+        ]
+    if kind == "telemetry":
+        return [
+            (
+                "site import kW",
+                p.get("import_kw"),
+                json.dumps({"cap_kw": p.get("cap_kw"), "events": p.get("events")}),
+            )
+        ]
+    return [(kind, p.get("status", p.get("posture", "")), json.dumps(p, sort_keys=True)[:2000])]
+
+
+def add_parsers(sub: Any) -> None:
+    ru = sub.add_parser("run", help="the daemon: plan, apply, watch, answer grid signals")
+    ru.add_argument("--config", required=True)
+    ru.add_argument("--db", help="SQLite state file (default: [daemon] state_dir/gridsched.db)")
+    ru.add_argument("--listen", help="HOST:PORT for the HTTP API (default from [daemon])")
+    ru.add_argument(
+        "--posture", choices=[p.value for p in Posture], help="on SIGTERM (default from [daemon])"
+    )
+    ru.add_argument("--tls-cert", help="serve HTTPS with this certificate (or use a reverse proxy)")
+    ru.add_argument("--tls-key")
+    ru.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ru.set_defaults(func=cmd_run)
+
+    au = sub.add_parser("audit", help="verify and export the hash-chained decision log")
+    asub = au.add_subparsers(dest="audit_command", required=True)
+    v = asub.add_parser("verify", help="re-walk the hash chain")
+    v.add_argument("--db", required=True)
+    v.set_defaults(func=cmd_audit_verify)
+    e = asub.add_parser("export", help="signals, commands and measured power as CSV")
+    e.add_argument("--db", required=True)
+    e.add_argument("--from", dest="from_", required=True, help="ISO 8601 UTC start")
+    e.add_argument("--to", required=True)
+    e.add_argument("--out", help="CSV file (default stdout)")
+    e.set_defaults(func=cmd_audit_export)

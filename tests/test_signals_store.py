@@ -1,0 +1,166 @@
+"""The decision log's hash chain, OpenADR 3 translation, signatures, device assignment."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from scheduler.daemon import assign
+from scheduler.openadr import OpenADRError, notification_to_events, parse_iso_duration
+from scheduler.security import AuthError, RateLimiter, check_bearer, sign, verify_webhook
+from scheduler.store import Store
+
+NOW = datetime(2026, 8, 10, 17, 0, tzinfo=UTC)
+
+
+def test_group_commit_chain_and_tamper_evidence(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+
+    async def go() -> None:
+        store = Store(db)
+        store.start()
+        seqs = await asyncio.gather(*(store.record("telemetry", {"i": i}) for i in range(200)))
+        assert sorted(seqs) == list(range(1, 201))
+        stored, ids = await store.add_signals(
+            [{"id": "a", "type": "curtail", "limit_kw": 5.0, "_ends_at": 4e11}],
+            "simple",
+            "w1",
+            "{}",
+            9e9,
+        )
+        again, ids2 = await store.add_signals(
+            [{"id": "a", "type": "curtail"}], "simple", "w1", "{}", 9e9
+        )
+        assert stored and not again and ids == ids2 == ["a"]
+        store.close()
+
+    asyncio.run(go())
+    store = Store(db)
+    v = store.verify()
+    assert v.ok and v.records == 201
+    con = sqlite3.connect(db)
+    con.execute("UPDATE log SET payload = '{\"i\":999}' WHERE seq = 57")
+    con.commit()
+    v = Store(db).verify()
+    assert not v.ok and v.first_bad_seq == 57 and "hash" in v.reason
+    con.execute("DELETE FROM log WHERE seq = 58")
+    con.commit()
+    assert Store(db).verify().first_bad_seq in (57, 59)
+
+
+def test_openadr_intervals_timing_and_payloads() -> None:
+    note = {
+        "objectType": "EVENT",
+        "operation": "POST",
+        "object": {
+            "id": "e1",
+            "priority": 2,
+            "payloadDescriptors": [{"payloadType": "PRICE", "units": "KWH", "currency": "USD"}],
+            "intervalPeriod": {"start": "2026-08-10T17:00:00Z", "duration": "PT1H"},
+            "intervals": [
+                {"id": 0, "payloads": [{"type": "PRICE", "values": [0.25]}]},
+                {"id": 1, "payloads": [{"type": "SIMPLE", "values": [2]}]},
+                {"id": 2, "payloads": [{"type": "ALERT_GRID_EMERGENCY", "values": []}]},
+                {"id": 3, "payloads": [{"type": "X_PRIVATE", "values": [1]}]},
+            ],
+        },
+    }
+    evs = notification_to_events(note, NOW)
+    assert evs[0] == {"id": "oadr:e1:*", "type": "cancel", "source": "openadr3"}
+    price, simple, alert = evs[1:]
+    assert price["type"] == "price" and price["price"] == pytest.approx(250.0)
+    assert price["start"].startswith("2026-08-10T17:00") and price["end"].startswith(
+        "2026-08-10T18:00"
+    )
+    assert simple["level"] == 2 and simple["start"].startswith("2026-08-10T18:00")
+    assert alert["type"] == "alert" and price["priority"] == -2
+
+
+def test_openadr_now_forever_delete_and_zero_length() -> None:
+    base = {"objectType": "EVENT", "operation": "CREATE", "object": {
+        "id": "e2", "intervalPeriod": {"start": "0001-01-01T00:00:00Z", "duration": "P9999Y"},
+        "intervals": [{"id": 0, "payloads": [
+            {"type": "IMPORT_CAPACITY_LIMIT", "values": [1200]}]}]}}  # fmt: skip
+    ev = notification_to_events(base, NOW)[1]
+    assert ev["start"] == NOW.isoformat() and "end" not in ev and ev["limit_kw"] == 1200
+    gone = notification_to_events({**base, "operation": "DELETE"}, NOW)
+    assert [e["type"] for e in gone] == ["cancel"] and gone[0]["id"] == "oadr:e2:0"
+    zero = {
+        **base,
+        "object": {
+            **base["object"],
+            "intervalPeriod": {"start": "2026-08-10T17:00:00Z", "duration": "PT0S"},
+        },
+    }
+    assert all(e["type"] == "cancel" for e in notification_to_events(zero, NOW))
+    assert notification_to_events({**base, "objectType": "PROGRAM"}, NOW) == []
+    assert parse_iso_duration("PT1H30M", "d") == 5400 and parse_iso_duration("P9999Y", "d") is None
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"operation": "PATCH"}, "operation"),
+        ({"object": {"id": "bad id!", "intervals": []}}, "object.id"),
+        (
+            {"object": {"id": "e", "intervalPeriod": {"start": "yesterday"}, "intervals": []}},
+            "object.intervalPeriod.start",
+        ),
+        (
+            {
+                "object": {
+                    "id": "e",
+                    "intervals": [
+                        {
+                            "id": 0,
+                            "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": ["lots"]}],
+                        }
+                    ],
+                }
+            },
+            "object.intervals[0].payloads[0].values[0]",
+        ),
+    ],
+)
+def test_openadr_errors_name_the_field(patch: dict[str, object], field: str) -> None:
+    note = {
+        "objectType": "EVENT",
+        "operation": "POST",
+        "object": {"id": "e", "intervals": []},
+        **patch,
+    }
+    with pytest.raises(OpenADRError) as exc:
+        notification_to_events(note, NOW)
+    assert exc.value.path == field
+
+
+def test_signatures_tokens_and_rate_limit() -> None:
+    body = b'{"id":"x"}'
+    h = {
+        "webhook-id": "m1",
+        "webhook-timestamp": "1000",
+        "webhook-signature": sign("s2", "m1", 1000, body),
+    }
+    assert verify_webhook(["s1", "s2"], h, body, now=1100) == "m1"  # rotated secrets
+    with pytest.raises(AuthError, match="allowed"):
+        verify_webhook(["s2"], h, body, now=1400)
+    h2 = {**h, "webhook-signature": "v1,bogus " + h["webhook-signature"]}
+    assert verify_webhook(["s2"], h2, body, now=1000) == "m1"  # several signatures
+    with pytest.raises(AuthError) as exc:
+        check_bearer(["t"], "Bearer u", "reads")
+    assert exc.value.status == 403
+    rl = RateLimiter(rate=10, burst=2)
+    assert rl.allow("a", 0.0) and rl.allow("a", 0.0) and not rl.allow("a", 0.0)
+    assert rl.allow("a", 0.2)
+
+
+def test_assign_keeps_devices_in_place() -> None:
+    modes = {"a": "stock", "b": "stock", "c": "sleep", "d": "eco"}
+    out = assign(["a", "b", "c", "d"], modes, {"stock": 1, "eco": 2})
+    assert out["a"] == "stock" and out["d"] == "eco"
+    assert sorted(out.values()) == ["eco", "eco", "sleep", "stock"]
+    assert out["c"] == "sleep"  # an awake device moves before a sleeping one wakes
