@@ -109,6 +109,10 @@ class Daemon:
         self._plan_lock = asyncio.Lock()
         self._dispatch_lock = asyncio.Lock()
         self._replan_pending = False
+        self._fast_running = False
+        self._fast_again: str | None = None
+        self._events: dict[str, GridEvent] | None = None
+        self._it_cache: tuple[dict[str, float], set[str]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_poll = time.monotonic()
         self.scheduler: Any = None
@@ -176,13 +180,9 @@ class Daemon:
     def active_events(self, now: float | None = None) -> list[GridEvent]:
         """Stored events that have not ended or been cancelled, plus any fail-safe cap."""
         now = time.time() if now is None else now
-        out: list[GridEvent] = []
-        for raw in self.store.signals(include_ended_after=now):
-            body = {k: v for k, v in raw.items() if not k.startswith("_")}
-            try:
-                out.append(GridEvent.model_validate(body))
-            except ValueError:
-                log.exception("stored event %s no longer validates", raw.get("id"))
+        if self._events is None:
+            self._events = self._load_events(now)
+        out = [e for e in self._events.values() if e.end_utc.timestamp() > now]
         failsafe = self.failsafe_reason(now)
         if failsafe is not None:
             out.append(
@@ -195,6 +195,32 @@ class Daemon:
                 )
             )
         return out
+
+    def _load_events(self, now: float) -> dict[str, GridEvent]:
+        """The store's events in force or to come (on start; then kept in step by accept)."""
+        out: dict[str, GridEvent] = {}
+        for raw in self.store.signals(include_ended_after=now):
+            body = {k: v for k, v in raw.items() if not k.startswith("_")}
+            try:
+                out[body["id"]] = GridEvent.model_validate(body)
+            except ValueError:
+                log.exception("stored event %s no longer validates", raw.get("id"))
+        return out
+
+    def _remember(self, events: list[GridEvent]) -> None:
+        """Mirror what add_signals did in the store (cancels, prefix cancels, upserts)."""
+        if self._events is None:
+            self._events = self._load_events(time.time())
+        for ev in events:
+            if ev.type is EventType.CANCEL:
+                if ev.id.endswith(":*"):
+                    prefix = ev.id[:-1]
+                    for k in [k for k in self._events if k.startswith(prefix)]:
+                        del self._events[k]
+                else:
+                    self._events.pop(ev.id, None)
+            else:
+                self._events[ev.id] = ev
 
     def failsafe_cap_kw(self) -> float:
         d = self.config.daemon
@@ -233,20 +259,43 @@ class Daemon:
         stored, ids = await self.store.add_signals(bodies, source, webhook_id, raw, keep_until)
         self.counters.signal(source, "accepted" if stored else "duplicate")
         if stored:
-            self.spawn(self.fast_path(f"signal {', '.join(ids)[:120]}"))
+            self._remember(events)
+            self.request_fast_path(f"signal {', '.join(ids)[:120]}")
             self.request_replan("signal")
         return stored, ids
+
+    def request_fast_path(self, reason: str) -> None:
+        """Run the fast path now, or once more right after the one running (coalesced)."""
+        if self._fast_running:
+            self._fast_again = reason
+            return
+        self._fast_running = True
+
+        async def run(why: str) -> None:
+            try:
+                while True:
+                    await self.fast_path(why)
+                    if self._fast_again is None:
+                        return
+                    why, self._fast_again = self._fast_again, None
+            finally:
+                self._fast_running = False
+
+        self.spawn(run(reason))
 
     # -- measurements -------------------------------------------------------------------------
 
     def measured(self) -> dict[str, float]:
         """Site power now from the latest readings: IT by kind, import at the meter."""
-        it = {"asic": 0.0, "gpu": 0.0}
-        seen: set[str] = set()
-        for device_id, t in self.readings.items():
-            kind = self.classes[self.fleet.status[device_id].group].kind.value
-            it[kind] += (t.power_w or 0.0) / 1000.0
-            seen.add(self.fleet.status[device_id].group)
+        if self._it_cache is None:
+            it = {"asic": 0.0, "gpu": 0.0}
+            seen: set[str] = set()
+            for device_id, t in self.readings.items():
+                kind = self.classes[self.fleet.status[device_id].group].kind.value
+                it[kind] += (t.power_w or 0.0) / 1000.0
+                seen.add(self.fleet.status[device_id].group)
+            self._it_cache = (it, seen)
+        it, seen = self._it_cache
         unmanaged = 0.0  # classes without adapters: as planned
         if self.plan is not None:
             k = self._plan_index(time.time())
@@ -264,7 +313,11 @@ class Daemon:
 
     def cap_now(self, now: float | None = None) -> tuple[float, list[GridEvent]]:
         now = time.time() if now is None else now
-        events = self.active_events(now)
+        events = [
+            e
+            for e in self.active_events(now)
+            if e.type in (EventType.CURTAIL, EventType.ALERT) and e.start_utc.timestamp() <= now
+        ]
         grid = TimeGrid(
             np.array([int(now)], dtype=np.int64), np.array([int(now) + 1], dtype=np.int64)
         )
@@ -282,9 +335,11 @@ class Daemon:
         dt = max(0.0, t0 - self._last_poll)
         self._last_poll = t0
         self.readings.update(readings)
+        self._it_cache = None
         for device_id, st in self.fleet.status.items():
             if st.health is Health.UNREACHABLE:
                 self.readings.pop(device_id, None)
+                self._it_cache = None
             t = readings.get(device_id)
             if t is not None and device_id not in self.modes:
                 self.modes[device_id] = self._mode_from_reading(device_id, t)
@@ -500,10 +555,17 @@ class Daemon:
 
     # -- planning -----------------------------------------------------------------------------
 
-    def request_replan(self, reason: str) -> None:
+    def request_replan(self, reason: str, delay_s: float = 0.5) -> None:
+        """Re-plan soon. Requests within ``delay_s`` (a burst of signals) share one plan;
+        the fast path has already acted on anything urgent."""
         if not self._replan_pending:
             self._replan_pending = True
-            self.spawn(self.replan(reason))
+
+            async def later() -> None:
+                await asyncio.sleep(delay_s)
+                await self.replan(reason)
+
+            self.spawn(later())
 
     def _grid(self, now: float) -> TimeGrid:
         d = self.config.daemon

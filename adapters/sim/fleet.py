@@ -175,10 +175,15 @@ class SimFleet:
                 gpu.set_limit_w(float(req["args"][0]))
                 return {"ok": True, "result": None}
             return {"ok": True, "result": getattr(gpu, call)()}
+        if op == "curtails":  # when each miner last received curtail sleep/wakeup
+            return {
+                "ok": True,
+                "curtails": {m.host: m.last_curtail for m in self.miners if m.last_curtail},
+            }
         if op == "gpu_fault":
             self.gpus[int(req["index"])].fault = req.get("fault")
             return {"ok": True}
-        raise ValueError(f"unknown op {op!r}: list, fault, clear, gpu, gpu_fault")
+        raise ValueError(f"unknown op {op!r}: list, fault, clear, curtails, gpu, gpu_fault")
 
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

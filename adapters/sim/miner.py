@@ -147,6 +147,7 @@ class SimMiner:
     presets: tuple[Preset, ...] = ()
     faults: list[Fault] = field(default_factory=list)
     commands_seen: int = 0
+    last_curtail: tuple[str, float] | None = None  # (sleep|wakeup, unix time received)
 
     def __post_init__(self) -> None:
         if not self.presets:
@@ -544,6 +545,7 @@ class SimMiner:
         if err is not None:
             return err
         action = params[1] if len(params) > 1 else ""
+        self.last_curtail = (action, time.time())
         if action == "sleep":
             self.sleep()
         elif action == "wakeup":
