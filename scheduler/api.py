@@ -55,6 +55,32 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+SIGNAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "type"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "type": {"type": "string", "enum": ["curtail", "price", "alert", "cancel"]},
+        "start": {"type": "string", "format": "date-time"},
+        "end": {"type": "string", "format": "date-time"},
+        "duration": {"type": "string", "example": "1h"},
+        "limit_kw": {"type": "number", "minimum": 0},
+        "level": {"type": "integer", "minimum": 0, "maximum": 3},
+        "price": {"type": "number", "description": "USD/MWh"},
+        "priority": {"type": "integer"},
+    },
+}
+NOTIFICATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["objectType", "operation", "object"],
+    "properties": {
+        "objectType": {"type": "string", "example": "EVENT"},
+        "operation": {"type": "string", "example": "CREATE"},
+        "object": {"type": "object"},
+    },
+}
+
+
 def _error(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "detail": detail or []}, status_code=status)
 
@@ -115,6 +141,25 @@ def create_app(daemon: Daemon) -> FastAPI:
         response_model=Accepted,
         responses={**ERRORS, 200: {"model": Accepted, "description": "a retried delivery"}},
         summary="Accept simple-format grid signals (Standard Webhooks signed)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                SIGNAL_SCHEMA,
+                                {"type": "array", "items": SIGNAL_SCHEMA, "minItems": 1},
+                            ]
+                        }
+                    }
+                },
+            },
+            "parameters": [
+                {"name": n, "in": "header", "required": True, "schema": {"type": "string"}}
+                for n in ("webhook-id", "webhook-timestamp", "webhook-signature")
+            ],
+        },
     )
     async def post_signal(request: Request) -> Any:
         gate(request)
@@ -177,6 +222,12 @@ def create_app(daemon: Daemon) -> FastAPI:
         response_model=Accepted,
         responses={**ERRORS, 200: {"model": Accepted}},
         summary="Accept OpenADR 3 notifications (bearer token)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": NOTIFICATION_SCHEMA}},
+            }
+        },
     )
     async def openadr_notification(request: Request) -> Any:
         gate(request)

@@ -113,6 +113,7 @@ class Daemon:
         self._fast_again: str | None = None
         self._events: dict[str, GridEvent] | None = None
         self._it_cache: tuple[dict[str, float], set[str]] | None = None
+        self._failsafe: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_poll = time.monotonic()
         self.scheduler: Any = None
@@ -359,6 +360,17 @@ class Daemon:
             now,
         )
         self.shed_order = self.compute_shed_order()
+        failsafe = self.failsafe_reason(now)
+        if (failsafe is None) != (self._failsafe is None):
+            self._failsafe = failsafe
+            if failsafe is not None:
+                log.warning("fail-safe cap %.0f kW: %s", self.failsafe_cap_kw(), failsafe)
+                self.request_fast_path(f"fail-safe: {failsafe}")
+            else:
+                log.warning("fail-safe over: the feeds answer again")
+            cap_kw = self.failsafe_cap_kw()
+            await self.store.record("failsafe", {"reason": failsafe, "cap_kw": cap_kw}, now)
+            self.request_replan("fail-safe", delay_s=0.0)
         if dispatch:
             await self.dispatch()
 
@@ -794,10 +806,6 @@ class Daemon:
 
     async def housekeeping(self) -> None:
         await self.store.prune_webhook_ids(time.time())
-        reason = self.failsafe_reason(time.time())
-        if reason is not None:
-            log.warning("fail-safe cap %.0f kW: %s", self.failsafe_cap_kw(), reason)
-            await self.fast_path(f"fail-safe: {reason}")
 
     # -- views for the API ----------------------------------------------------------------------
 

@@ -367,3 +367,41 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     text = out_csv.read_text()
     assert "signal" in text and "commands" in text and "telemetry" in text and accepted[0] in text
+
+
+def test_schemathesis_finds_no_server_error(daemon: DaemonProc) -> None:
+    """Property-based requests generated from the published OpenAPI schema: no 5xx."""
+    st = Path(sys.executable).with_name("st")
+    if not st.exists():
+        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    res = subprocess.run(
+        [str(st), "run", daemon.url + "/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", os.environ.get("GRIDSCHED_SCHEMATHESIS_EXAMPLES", "25"),
+         "--header", f"Authorization: Bearer {OADR_TOKEN}", "--request-timeout", "20"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+
+
+def test_silent_feeds_put_the_site_in_fail_safe(tmp_path: Path) -> None:
+    d = DaemonProc(tmp_path, base="127.13.0.0")
+    d.site.write_text(
+        d.site.read_text().replace(
+            "body_max_bytes = 4096",
+            "body_max_bytes = 4096\nsignal_silence_s = 2\nfailsafe_cap_kw = 30",
+        )
+    )
+    d.start()
+    try:
+        s = wait_for(lambda: (st := status(d))["failsafe"] and st, 30)
+        assert "signal feed silent" in s["failsafe"] and s["cap_kw"] == 30
+        wait_for(lambda: status(d)["import_kw"] <= 30, 30)
+        r = post_signal(
+            d.url,
+            {"id": "hb", "type": "price", "start": now_iso(3600), "duration": "5min", "price": 1},
+        )
+        assert r.status_code == 202
+        assert status(d)["failsafe"] is None  # a signal is a heartbeat
+    finally:
+        out = d.stop()
+    assert "devices put in the safe posture, 0 failed" in out
