@@ -763,24 +763,17 @@ class Daemon:
 
     def _load_prices(self, now: float) -> Series:
         feed = self.config.daemon.price_feed
-        src = self.config.prices
-        if feed.kind is FeedKind.CONFIG:
-            if src.format is PriceFormat.DEMO:
-                start = int(now) - int(now) % 3600 - 86400
-                return demo_prices(start, start + 4 * 86400, self.config.site.timezone)
-            return _load_file(
-                str(self.config.resolve(src.path or "")),
-                src.format,
-                src.column or "",
-                src.timestamp_column,
+        if feed.kind is FeedKind.CONFIG:  # the [prices] source, with its currency and units
+            from scheduler.cli import load_prices
+
+            start = int(now) - int(now) % 3600 - 86400
+            src = self.config.prices
+            return load_prices(
+                self.config, None, None, None, src.timestamp_column, None, start, start + 4 * 86400
             )
         if feed.kind is FeedKind.FILE:
-            return _load_file(
-                str(self.config.resolve(feed.path or "")),
-                feed.format,
-                feed.column or "",
-                feed.timestamp_column,
-            )
+            path = str(self.config.resolve(feed.path or ""))
+            return _load_file(path, feed.format, feed.column or "", feed.timestamp_column)
         if feed.kind is FeedKind.HTTP:
             import httpx
 
@@ -799,8 +792,10 @@ class Daemon:
         with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
             fh.write(text)
             name = fh.name
+        source = feed.url if feed.kind is FeedKind.HTTP else " ".join(feed.command or ())
         try:
-            return _load_file(name, feed.format, feed.column or "", feed.timestamp_column)
+            series = _load_file(name, feed.format, feed.column or "", feed.timestamp_column)
+            return series.scaled(1.0, label=f"{feed.kind.value} {source}:{feed.column}")
         finally:
             Path(name).unlink(missing_ok=True)
 

@@ -1,0 +1,80 @@
+"""The daemon's price feeds: the config source, a file, an HTTP endpoint, a command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.site import parse_site
+from scheduler.daemon import Daemon
+from tests.conftest import site_dict
+
+CSV = (
+    "interval_start_utc,price\n"
+    "2026-08-10T00:00:00Z,20\n2026-08-10T01:00:00Z,35.5\n2026-08-10T02:00:00Z,41\n"
+)
+
+
+def daemon_with(tmp_path: Path, feed: dict[str, Any]) -> Daemon:
+    d = site_dict()
+    d["daemon"] = {"price_feed": feed}
+    return Daemon(parse_site(d, "x.toml", str(tmp_path)), tmp_path / "s.db")
+
+
+def test_file_and_command_feeds(tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text(CSV)
+    s = daemon_with(tmp_path, {"kind": "file", "path": "p.csv", "column": "price"})._load_prices(0)
+    assert s.value_at(1_786_323_600) == pytest.approx(35.5)  # 2026-08-10T01:00Z
+    cmd = [sys.executable, "-c", f"print({CSV!r}, end='')"]
+    s = daemon_with(tmp_path, {"kind": "command", "command": cmd, "column": "price"})._load_prices(
+        0
+    )
+    assert s.value_at(1_786_327_200) == pytest.approx(41.0) and s.label.startswith("command ")
+
+
+def test_http_feed(tmp_path: Path) -> None:
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(CSV.encode())
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/prices.csv"
+        s = daemon_with(tmp_path, {"kind": "http", "url": url, "column": "price"})._load_prices(0)
+        assert s.value_at(1_786_320_000) == pytest.approx(20.0)
+    finally:
+        server.shutdown()
+
+
+def test_a_failing_feed_is_reported_not_fatal(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-c", "import sys; sys.exit('upstream down')"]
+    d = daemon_with(tmp_path, {"kind": "command", "command": cmd, "column": "price"})
+
+    async def go() -> None:
+        d.store.start()
+        await d.refresh_prices()
+        d.store.close()
+
+    asyncio.run(go())
+    assert d.price_error is not None and "upstream down" in d.price_error
+    assert d.prices is None
+
+
+def test_feed_config_errors_name_the_key(tmp_path: Path) -> None:
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        daemon_with(tmp_path, {"kind": "http", "column": "price"})
+    assert "needs url" in str(exc.value)
