@@ -40,6 +40,7 @@ from models.site import FeedKind, Posture, PriceFormat, SiteConfig
 from scheduler.inputs import SiteState, assemble_inputs, event_caps
 from scheduler.optimize import Planner
 from scheduler.plan import Plan
+from scheduler.sdnotify import Notifier
 from scheduler.store import Store
 from scheduler.timegrid import TimeGrid, multires_grid, uniform_grid
 
@@ -117,6 +118,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_poll = time.monotonic()
         self.scheduler: Any = None
+        self.notifier = Notifier()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class Daemon:
         await self.refresh_prices()
         await self.replan("start")
         self._start_jobs()
+        self.notifier.ready(f"planning {self.config.site.name}")
 
     def _start_jobs(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -151,6 +154,7 @@ class Daemon:
 
     async def stop(self, posture: Posture | None = None) -> list[Outcome]:
         posture = posture or self.config.daemon.shutdown_posture
+        self.notifier.stopping()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         for t in list(self._tasks):
@@ -373,6 +377,10 @@ class Daemon:
             self.request_replan("fail-safe", delay_s=0.0)
         if dispatch:
             await self.dispatch()
+        self.notifier.watchdog(
+            f"import {m['import_kw']:.0f} kW, cap {cap:.0f} kW, "
+            f"{counts[Health.UNREACHABLE]} unreachable"
+        )
 
     def _integrate(self, m: dict[str, float], dt: float, now: float) -> None:
         c = self.counters

@@ -204,11 +204,35 @@ class DaemonCollector:
                 h.add_metric([group, health.value], counts.get((group, health.value), 0))
         yield h
 
+        plan = d.plan
+        step = d._plan_index(now)
+        if plan is not None and step is not None:
+            g = GaugeMetricFamily(
+                "gridsched_market_price_usd_per_mwh", "Energy price of the plan step now"
+            )
+            g.add_metric([], float(plan.price_usd_per_mwh[step]))
+            yield g
+            g = GaugeMetricFamily(
+                "gridsched_market_hashprice_usd_per_ths_day", "Net hashprice of the plan step now"
+            )
+            g.add_metric([], float(plan.hashprice[step]))
+            yield g
+            g = GaugeMetricFamily("gridsched_plan_import_watts", "Planned import for the step now")
+            g.add_metric([], float(plan.import_kw[step]) * 1000)
+            yield g
+            g = GaugeMetricFamily(
+                "gridsched_plan_class_power_watts",
+                "Planned IT power by class for the step now",
+                labels=["class"],
+            )
+            for cp in plan.classes:
+                g.add_metric([cp.name], float(cp.power_kw[step]) * 1000)
+            yield g
         age = d.plan_age_s(now)
         p = GaugeMetricFamily(
             "gridsched_plan_age_seconds", "Seconds since the plan in force was made"
         )
-        p.add_metric([], age if age is not None else float("nan"))
+        p.add_metric([], age if age is not None else float("inf"))  # no plan yet: stale
         yield p
         st_ = GaugeMetricFamily(
             "gridsched_solver_last_status", "1 for the last solve's status", labels=["status"]

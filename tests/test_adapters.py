@@ -91,7 +91,7 @@ def test_pyasic_discovers_and_drives_the_simulator(sim: SimFleetThread) -> None:
 
     run(go())
     assert sim.call(lambda: sim.fleet.miners[0].state.profile) == "-1"
-    s21 = run(_discover(miner_host(sim, 1)))
+    s21 = run(_discover(miner_host(sim, 4)))
     assert "S21" in s21
 
 

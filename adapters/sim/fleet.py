@@ -91,7 +91,7 @@ class SimFleet:
         miners = [
             SimMiner(
                 h,
-                model=models[i % len(models)],
+                model=models[i * len(models) // max(n_miners, 1)],  # contiguous blocks
                 sleep_s=sleep_s,
                 wake_s=wake_s,
                 retune_s=retune_s,

@@ -1,0 +1,216 @@
+"""deploy/: Prometheus config and alert rules (promtool), a real Prometheus scraping the
+daemon, the systemd unit, the compose file and the Grafana dashboard.
+
+Prometheus and promtool come from Debian's ``prometheus`` package; the fixture installs it
+when it is missing and this user may (root with apt-get), and skips with the reason
+otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.test_daemon import DaemonProc, free_port, now_iso, post_signal, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+PROM = DEPLOY / "prometheus"
+
+
+@pytest.fixture(scope="session")
+def prometheus_bins() -> tuple[str, str]:
+    promtool, prom = shutil.which("promtool"), shutil.which("prometheus")
+    if promtool and prom:
+        return promtool, prom
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        pytest.skip(
+            "Prometheus is not installed and cannot be installed here (needs root and apt-get)"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "-q", "--no-install-recommends", "prometheus"]
+    res = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900, check=False)
+    if res.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(
+            [apt, "update", "-q"], env=env, capture_output=True, timeout=600, check=False
+        )
+        res = subprocess.run(
+            install, env=env, capture_output=True, text=True, timeout=900, check=False
+        )
+    promtool, prom = shutil.which("promtool"), shutil.which("prometheus")
+    if res.returncode != 0 or not (promtool and prom):
+        pytest.skip(f"installing Debian's prometheus failed: {res.stderr.strip()[-300:]}")
+    return promtool, prom
+
+
+def run_ok(*cmd: str, cwd: Path | None = None) -> str:
+    res = subprocess.run(
+        list(cmd), capture_output=True, text=True, cwd=cwd, timeout=120, check=False
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout + res.stderr
+
+
+def test_promtool_checks_config_and_rules(prometheus_bins: tuple[str, str]) -> None:
+    promtool, _ = prometheus_bins
+    assert "SUCCESS" in run_ok(promtool, "check", "config", str(PROM / "prometheus.yml"))
+    assert "7 rules found" in run_ok(promtool, "check", "rules", str(PROM / "gridsched.rules.yml"))
+    assert "SUCCESS" in run_ok(promtool, "test", "rules", "gridsched.rules.test.yml", cwd=PROM)
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
+    rules = yaml.safe_load((PROM / "gridsched.rules.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((PROM / "gridsched.rules.test.yml").read_text())["tests"]
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    for t in tests:
+        for case in t.get("alert_rule_test", []):
+            (fired if case["exp_alerts"] else quiet).add(case["alertname"])
+            # a case that fires also shows the alert quiet for the other series of the test
+            if case["exp_alerts"] and len(t["input_series"]) > len(case["exp_alerts"]):
+                quiet.add(case["alertname"])
+    assert fired == alerts, alerts - fired
+    assert quiet == alerts, alerts - quiet
+
+
+def test_compose_prometheus_config(prometheus_bins: tuple[str, str], tmp_path: Path) -> None:
+    promtool, _ = prometheus_bins
+    shutil.copy(DEPLOY / "compose" / "prometheus.yml", tmp_path / "prometheus.yml")
+    shutil.copy(PROM / "gridsched.rules.yml", tmp_path / "gridsched.rules.yml")
+    assert "SUCCESS" in run_ok(promtool, "check", "config", str(tmp_path / "prometheus.yml"))
+
+
+def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
+    prometheus_bins: tuple[str, str], tmp_path: Path
+) -> None:
+    _, prom = prometheus_bins
+    d = DaemonProc(tmp_path, base="127.14.0.0")
+    d.start()
+    port = free_port()
+    cfg = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(PROM / "gridsched.rules.yml")],
+        "scrape_configs": [
+            {"job_name": "gridsched", "static_configs": [{"targets": [f"127.0.0.1:{d.port}"]}]}
+        ],
+    }
+    (tmp_path / "prom.yml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen(
+        [prom, f"--config.file={tmp_path / 'prom.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(q: str) -> list[dict[str, Any]]:
+        try:
+            r = httpx.get(api + "/query", params={"query": q}, timeout=5).json()
+        except httpx.HTTPError:
+            return []
+        out: list[dict[str, Any]] = r.get("data", {}).get("result", [])
+        return out
+
+    try:
+        wait_for(lambda: query('up{job="gridsched"} == 1'), 60)
+        wait_for(lambda: query('gridsched_site_power_watts{kind="import"} > 60000'), 30)
+        r = post_signal(
+            d.url,
+            {
+                "id": "prom-1",
+                "type": "curtail",
+                "start": now_iso(-1),
+                "duration": "1h",
+                "limit_kw": 40,
+            },
+        )
+        assert r.status_code == 202
+        # PromQL sees the cap drop and the measured import follow it below the cap
+        wait_for(lambda: query("gridsched_site_import_cap_watts == 40000"), 30)
+        wait_for(lambda: query('gridsched_site_power_watts{kind="import"} <= 40000'), 40)
+        assert query('max_over_time(gridsched_site_power_watts{kind="import"}[5m]) > 60000')
+        assert query('gridsched_signals_active{type="curtail"} == 1')
+        rules = httpx.get(api + "/rules", timeout=5).json()["data"]["groups"][0]["rules"]
+        assert len(rules) == 7 and all(r["health"] == "ok" for r in rules), rules
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        d.stop()
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    text = (DEPLOY / "systemd" / "gridsched.service").read_text()
+    assert "WatchdogSec=" in text and "Type=notify" in text and "StateDirectory=gridsched" in text
+    # Verify it as installed: the executable where this checkout has it.
+    gridsched = Path(sys.executable).with_name("gridsched")
+    unit = tmp_path / "gridsched.service"
+    unit.write_text(
+        text.replace("/opt/gridsched/.venv/bin/gridsched", str(gridsched)).replace(
+            "EnvironmentFile=/etc", "EnvironmentFile=-/etc"
+        )
+    )
+    res = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    problems = [
+        line for line in (res.stdout + res.stderr).splitlines() if "gridsched.service" in line
+    ]
+    assert res.returncode == 0 and not problems, problems
+
+
+def test_compose_file_is_consistent() -> None:
+    doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = doc["services"]
+    assert {"fleet", "gridsched", "prometheus", "grafana"} <= set(services)
+    for name, svc in services.items():
+        image = svc.get("image", "")
+        assert re.search(r":v?\d+\.\d+\.\d+$", image), f"{name}: image {image!r} is not pinned"
+    for svc in services.values():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("."):
+                assert (DEPLOY / src).exists(), src
+    container = (DEPLOY / "container" / "Containerfile").read_text()
+    assert re.search(r"^FROM \S+:\d+\.\d+\.\d+-slim", container, re.M)
+    config = services["gridsched"]["command"][
+        services["gridsched"]["command"].index("--config") + 1
+    ]
+    assert config.removeprefix("/opt/gridsched/") in container
+
+
+def test_grafana_dashboard_matches_generator_and_metrics(tmp_path: Path) -> None:
+    sys.path.insert(0, str(DEPLOY / "grafana"))
+    try:
+        import make_dashboard
+    finally:
+        sys.path.pop(0)
+    committed = json.loads((DEPLOY / "grafana" / "gridsched.json").read_text())
+    assert committed == make_dashboard.dashboard(), "run deploy/grafana/make_dashboard.py"
+    assert committed["schemaVersion"] == 39 and len({p["id"] for p in committed["panels"]}) == len(
+        committed["panels"]
+    )
+    exprs = [t["expr"] for p in committed["panels"] for t in p["targets"]]
+    exprs += [a["expr"] for a in committed["annotations"]["list"]]
+    used = {m for e in exprs for m in re.findall(r"\b(gridsched_[a-z_]+)", e)}
+    d = DaemonProc(tmp_path, base="127.15.0.0")
+    d.start()
+    try:
+        text = httpx.get(d.url + "/metrics", timeout=10).text
+    finally:
+        d.stop()
+    exported = set(re.findall(r"^(?:# TYPE )?(gridsched_[a-z_]+)", text, re.M))
+    assert used <= exported, sorted(used - exported)
