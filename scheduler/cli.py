@@ -27,7 +27,7 @@ from models.market import (
 )
 from models.signals import GridEvent, events_from_power_trace, load_events
 from models.site import PriceFormat, SiteConfig, load_site
-from scheduler import fleet_cli, run_cli
+from scheduler import docgen, fleet_cli, run_cli
 from scheduler.inputs import SiteState, assemble_inputs
 from scheduler.optimize import Planner
 from scheduler.report import render, table, write_csv
@@ -395,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fleet_cli.add_parsers(sub)
     run_cli.add_parsers(sub)
+    docgen.add_parsers(sub)
 
     so = sub.add_parser("solvers", help="list solvers and which are installed")
     so.set_defaults(

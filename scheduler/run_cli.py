@@ -187,6 +187,52 @@ def _rows(kind: str, p: dict[str, Any]) -> list[tuple[str, Any, str]]:
     return [(kind, p.get("status", p.get("posture", "")), json.dumps(p, sort_keys=True)[:2000])]
 
 
+def cmd_signal(args: argparse.Namespace) -> int:
+    """Send one simple-format signal, signed with Standard Webhooks, and print the answer."""
+    import os
+    import time
+    import uuid
+
+    import httpx
+
+    from scheduler.security import sign
+
+    secret = os.environ.get(args.secret_env)
+    if not secret:
+        print(
+            f"gridsched: error: ${args.secret_env} is not set (the webhook secret)", file=sys.stderr
+        )
+        return 2
+    event: dict[str, Any] = {"id": args.id or f"op-{uuid.uuid4().hex[:12]}", "type": args.type}
+    if args.type != "cancel":
+        start = args.start or datetime.now(UTC).replace(microsecond=0).isoformat()
+        event["start"] = start.replace("+00:00", "Z")
+        if args.duration:
+            event["duration"] = args.duration
+        if args.end:
+            event["end"] = args.end
+    for key in ("limit_kw", "level", "price"):
+        if getattr(args, key) is not None:
+            event[key] = getattr(args, key)
+    body = json.dumps(event).encode()
+    msg_id, ts = str(uuid.uuid4()), int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret.split(",")[0], msg_id, ts, body),
+    }
+    try:
+        resp = httpx.post(
+            args.url.rstrip("/") + "/v1/signals", content=body, headers=headers, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        print(f"gridsched: error: {args.url}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{resp.status_code} {resp.text}")
+    return 0 if resp.status_code in (200, 202) else 1
+
+
 def add_parsers(sub: Any) -> None:
     ru = sub.add_parser("run", help="the daemon: plan, apply, watch, answer grid signals")
     ru.add_argument("--config", required=True)
@@ -199,6 +245,19 @@ def add_parsers(sub: Any) -> None:
     ru.add_argument("--tls-key")
     ru.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     ru.set_defaults(func=cmd_run)
+
+    sg = sub.add_parser("signal", help="send a signed simple-format signal to a daemon")
+    sg.add_argument("type", choices=["curtail", "price", "alert", "cancel"])
+    sg.add_argument("--url", default="http://127.0.0.1:8080")
+    sg.add_argument("--id", help="event id (default: a new one); cancel needs the event's id")
+    sg.add_argument("--start", help="ISO 8601 with offset (default: now)")
+    sg.add_argument("--duration", help="e.g. 1h, 30min (default: until cancelled)")
+    sg.add_argument("--end", help="ISO 8601 end instead of --duration")
+    sg.add_argument("--limit-kw", dest="limit_kw", type=float)
+    sg.add_argument("--level", type=int, choices=[0, 1, 2, 3])
+    sg.add_argument("--price", type=float, help="USD/MWh")
+    sg.add_argument("--secret-env", default="GRIDSCHED_WEBHOOK_SECRET")
+    sg.set_defaults(func=cmd_signal)
 
     au = sub.add_parser("audit", help="verify and export the hash-chained decision log")
     asub = au.add_subparsers(dest="audit_command", required=True)

@@ -406,3 +406,31 @@ def test_silent_feeds_put_the_site_in_fail_safe(tmp_path: Path) -> None:
     finally:
         out = d.stop()
     assert "devices put in the safe posture, 0 failed" in out
+
+
+def test_signal_command_signs_and_sends(daemon: DaemonProc) -> None:
+    env = {**os.environ, "GRIDSCHED_WEBHOOK_SECRET": SECRET}
+    cli = [sys.executable, "-m", "scheduler.cli", "signal"]
+    res = subprocess.run(
+        [*cli, "curtail", "--url", daemon.url, "--id", "cli-1", "--level", "1",
+         "--duration", "30min"],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0 and res.stdout.startswith("202"), res.stdout + res.stderr
+    wait_for(lambda: status(daemon)["cap_kw"] == 100)
+    res = subprocess.run(
+        [*cli, "cancel", "--url", daemon.url, "--id", "cli-1"],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_for(lambda: status(daemon)["cap_kw"] == 200)
+    bad = {**env, "GRIDSCHED_WEBHOOK_SECRET": "wrong"}
+    res = subprocess.run(
+        [*cli, "alert", "--url", daemon.url],
+        capture_output=True,
+        text=True,
+        env=bad,
+        timeout=30,
+        check=False,
+    )
+    assert res.returncode == 1 and res.stdout.startswith("401")
