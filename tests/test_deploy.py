@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,31 @@ def test_grafana_dashboard_matches_generator_and_metrics(tmp_path: Path) -> None
         d.stop()
     exported = set(re.findall(r"^(?:# TYPE )?(gridsched_[a-z_]+)", text, re.M))
     assert used <= exported, sorted(used - exported)
+
+
+def test_compose_site_drives_the_compose_fleet() -> None:
+    """The fleet container's command and the site the gridsched container runs agree."""
+    doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    fleet_cmd = doc["services"]["fleet"]["command"]
+    port = int(fleet_cmd[fleet_cmd.index("--control-port") + 1])
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.skip(f"port {port} is in use here")
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", *fleet_cmd], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert sim.stdout is not None and "simulating" in sim.stdout.readline()
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--json",
+             "--config", str(DEPLOY / "compose" / "site.toml")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        devices = json.loads(res.stdout)["devices"]
+        assert len(devices) == 208 and all(d["health"] == "ok" for d in devices)
+        models = {d["class"] for d in devices}
+        assert models == {"s19jpro", "s21", "h100"}
+    finally:
+        sim.terminate()
+        sim.wait(10)
