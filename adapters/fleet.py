@@ -5,6 +5,9 @@ handed to ``on_outcome`` as it happens, so a caller that persists outcomes loses
 Nothing an adapter raises escapes: a dead, hanging or babbling device is marked and
 retried, and the rest of the fleet goes on.
 
+Readings and commands are bounded separately (``concurrency`` each), so that a command
+never waits for a telemetry sweep to free a slot.
+
 Health: ``ok`` after a success; ``degraded`` after a failure or while a device reports
 errors; ``unreachable`` after ``unreachable_after`` consecutive failures. Unreachable
 devices are probed again on telemetry sweeps with an exponential backoff (1 s doubling to
@@ -97,7 +100,12 @@ class Fleet:
             a.device_id: DeviceStatus(a.device_id, self.groups.get(a.device_id, ""))
             for a in self.adapters
         }
-        self._sem = asyncio.Semaphore(self.concurrency)
+        # Commands and readings have their own slots: a curtailment must not queue behind
+        # a telemetry sweep of the whole fleet.
+        self._sem = {
+            "read": asyncio.Semaphore(self.concurrency),
+            "apply": asyncio.Semaphore(self.concurrency),
+        }
         self._rng = random.Random(self.seed)
         self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
 
@@ -157,7 +165,7 @@ class Fleet:
         for n in range(attempts):
             tries = n + 1
             try:
-                async with self._sem:
+                async with self._sem[op]:
                     result = await self._once(dev, op, req)
             except asyncio.CancelledError:
                 raise
