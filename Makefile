@@ -1,5 +1,6 @@
 # Two entry points, both self-contained on a fresh machine:
-#   make demo   - create .venv, install, plan the shipped example site
+#   make demo   - create .venv, install, plan the shipped example site, then run the
+#                 daemon on the simulated example fleet through a curtail signal
 #   make test   - create .venv, install, lint, type-check and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -31,6 +32,8 @@ demo: $(VENV)/.installed
 	    --horizon 48h --step 5min --events deploy/examples/events-2023-08-10.json \
 	    --csv $(DEMO_OUT)/plan.csv --plot $(DEMO_OUT)/plan.png --json-out $(DEMO_OUT)/plan.json; \
 	fi
+	@# The daemon on the shipped simulated site: discover, plan, apply, then a signed curtail.
+	$(PY) -m scheduler.demo --config deploy/examples/simulated-site.toml
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -265,7 +265,9 @@ class Daemon:
         self.counters.signal(source, "accepted" if stored else "duplicate")
         if stored:
             self._remember(events)
-            self.request_fast_path(f"signal {', '.join(ids)[:120]}")
+            caps = (EventType.CURTAIL, EventType.ALERT, EventType.CANCEL)
+            if any(ev.type in caps for ev in events):  # a price alone cannot lower the cap
+                self.request_fast_path(f"signal {', '.join(ids)[:120]}")
             self.request_replan("signal")
         return stored, ids
 
