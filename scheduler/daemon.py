@@ -104,6 +104,7 @@ class Daemon:
         self.shed_order: list[ShedStep] = []
         self.hold_dispatch = False  # after a fast-path shed, until the next plan
         self.last_dispatch = time.monotonic()
+        self._ramp_tokens = 0.0  # kW of wake-ups the ramp limit allows now
         self.billing_peak_kw = config.tariff.billing_peak_so_far_kw
         self.counters = Counters()
         self.started_at = time.time()
@@ -716,27 +717,19 @@ class Daemon:
                 changes.append((delta, device_id, mode))
             if not changes:
                 return []
-            # Decreases first; increases within the ramp budget and under the cap now.
-            changes.sort()
-            elapsed_min = max(time.monotonic() - self.last_dispatch, 1.0) / 60.0
-            ramp = self.config.site.ramp_up_kw_per_min
-            budget = (
-                math.inf
-                if ramp is None
-                else ramp * min(elapsed_min, self.config.daemon.poll_s / 60.0 * 2)
-            )
+            elapsed_min = max(time.monotonic() - self.last_dispatch, 0.0) / 60.0
             cap, _ = self.cap_now(now)
             headroom = cap - self.measured()["import_kw"]
+            picked, self._ramp_tokens, deferred = ramp_batch(
+                changes,
+                self._ramp_tokens,
+                self.config.site.ramp_up_kw_per_min,
+                elapsed_min,
+                headroom,
+            )
             requests: dict[str, ModeRequest] = {}
             chosen: dict[str, str] = {}
-            deferred = 0
-            for delta, device_id, mode in changes:
-                if delta > 0:
-                    if delta > budget or delta > headroom:
-                        deferred += 1
-                        continue
-                    budget -= delta
-                headroom -= delta
+            for device_id, mode in picked:
                 dc = self.classes[self.fleet.status[device_id].group]
                 requests[device_id] = registry.mode_request(dc, mode)
                 chosen[device_id] = mode
@@ -854,6 +847,40 @@ class Daemon:
             "classes": by_class,
             "hold_dispatch": self.hold_dispatch,
         }
+
+
+def ramp_batch(
+    changes: list[tuple[float, str, str]],
+    tokens: float,
+    ramp_kw_per_min: float | None,
+    elapsed_min: float,
+    headroom_kw: float,
+) -> tuple[list[tuple[str, str]], float, int]:
+    """Which (device, mode) changes to make now: every decrease; increases while they fit the
+    ramp limit and the headroom under the cap. ``changes`` are (meter kW delta, device, mode).
+
+    The ramp limit is a token bucket in kW: it fills at ``ramp_kw_per_min`` and holds at most
+    a minute's worth, or one device's step when a device is larger than that, so that
+    wake-ups come in batches and always make progress. Returns the changes, the tokens left
+    and how many increases wait for a later call.
+    """
+    if ramp_kw_per_min is None:
+        budget = math.inf
+    else:
+        biggest = max((d for d, _, _ in changes if d > 0), default=0.0)
+        tokens = min(tokens + ramp_kw_per_min * elapsed_min, max(ramp_kw_per_min, biggest))
+        budget = tokens
+    picked: list[tuple[str, str]] = []
+    deferred = 0
+    for delta, device_id, mode in sorted(changes):
+        if delta > 0:
+            if delta > budget or delta > headroom_kw:
+                deferred += 1
+                continue
+            budget -= delta
+        headroom_kw -= delta
+        picked.append((device_id, mode))
+    return picked, (tokens if ramp_kw_per_min is None else budget), deferred
 
 
 def assign(ids: list[str], modes: dict[str, str], want: dict[str, int]) -> dict[str, str]:

@@ -164,3 +164,26 @@ def test_assign_keeps_devices_in_place() -> None:
     assert out["a"] == "stock" and out["d"] == "eco"
     assert sorted(out.values()) == ["eco", "eco", "sleep", "stock"]
     assert out["c"] == "sleep"  # an awake device moves before a sleeping one wakes
+
+
+def test_ramp_batches_wake_ups_and_always_progresses() -> None:
+    from scheduler.daemon import ramp_batch
+
+    wakes = [(3.0, f"m{i}", "stock") for i in range(10)]  # 30 kW to bring back
+    sheds = [(-2.0, "g0", "sleep")]
+    # a full minute's worth (12 kW) after a long wait: 4 miners now, every decrease at once
+    picked, tokens, deferred = ramp_batch(wakes + sheds, 0.0, 12.0, 5.0, 1e9)
+    assert ("g0", "sleep") in picked and len(picked) == 5 and deferred == 6
+    assert tokens == 0.0
+    # 15 s later: 3 kW more, one more miner
+    picked, tokens, deferred = ramp_batch(wakes[4:], tokens, 12.0, 0.25, 1e9)
+    assert len(picked) == 1 and deferred == 5
+    # a device larger than a minute's ramp still wakes once the bucket holds its step
+    big = [(20.0, "big", "stock")]
+    picked, tokens, _ = ramp_batch(big, 0.0, 12.0, 1.0, 1e9)
+    assert picked == []
+    picked, tokens, _ = ramp_batch(big, tokens, 12.0, 1.0, 1e9)
+    assert picked == [("big", "stock")]
+    # never above the cap: headroom 7 kW lets two 3 kW miners through, whatever the ramp
+    picked, _, deferred = ramp_batch(wakes, 0.0, None, 1.0, 7.0)
+    assert len(picked) == 2 and deferred == 8
