@@ -150,6 +150,8 @@ class PyasicMiner(DeviceAdapter):
     _luxos: bool = field(default=False, init=False)
     _sleeping: bool | None = field(default=None, init=False)
     _target_w: float | None = field(default=None, init=False)  # as last read or set
+    _profiles: dict[float, str] = field(default_factory=dict, init=False)  # LuxOS: W -> name
+    _atm: bool = field(default=False, init=False)
 
     async def connect(self) -> DeviceInfo:
         import pyasic
@@ -176,9 +178,19 @@ class PyasicMiner(DeviceAdapter):
         if self._luxos:
             reply = await contain(self.device_id, "profiles", miner.rpc.profiles(), self.timeout_s)
             try:
-                presets = tuple(sorted(float(p["Watts"]) for p in reply["PROFILES"]))
+                self._profiles = {
+                    float(p["Watts"]): str(p["Profile Name"]) for p in reply["PROFILES"]
+                }
             except (KeyError, TypeError, ValueError):
-                raise BadReply(self.device_id, "profiles reply has no PROFILES[].Watts") from None
+                raise BadReply(
+                    self.device_id, "profiles reply has no PROFILES[].Watts / Profile Name"
+                ) from None
+            presets = tuple(sorted(self._profiles))
+            try:
+                atm = await contain(self.device_id, "atm", miner.rpc.atm(), self.timeout_s)
+                self._atm = bool(atm["ATM"][0]["Enabled"])
+            except (AdapterError, KeyError, IndexError, TypeError):
+                self._atm = True  # unknown: turn it off around profile changes, as pyasic does
             # Log on now, so that the first curtail is one round trip, not three.
             await contain(self.device_id, "logon", miner.rpc.auth(), self.timeout_s)
         self.info = DeviceInfo(
@@ -249,6 +261,38 @@ class PyasicMiner(DeviceAdapter):
             self._target_w = self._sleeping = None  # unknown now: resend everything next time
             raise ControlRejected(self.device_id, f"{what}: the firmware refused ({fn})")
 
+    async def _luxos_profile(self, name: str) -> None:
+        """Set a LuxOS profile through pyasic's RPC in one round trip (three with ATM on).
+
+        pyasic's ``set_power_limit`` first reads the whole config (a six-command
+        multicommand) to find the presets, which connect() already knows.
+        """
+        rpc = self._need().rpc
+
+        async def go() -> Any:
+            if self._atm:
+                await rpc.atmset(enabled=False)
+            reply = await rpc.profileset(name)
+            if self._atm:
+                await rpc.atmset(enabled=True)
+            return reply
+
+        try:
+            reply = await contain(self.device_id, f"profileset {name}", go(), self.timeout_s)
+        except AdapterError:
+            if getattr(rpc, "session_token", None) is not None:
+                rpc.session_token = None  # a reboot ends the session; log on again next try
+            self._target_w = self._sleeping = None
+            raise
+        try:
+            ok = reply["PROFILE"][0]["Profile"] == name
+        except (KeyError, IndexError, TypeError):
+            ok = False
+        if not ok:
+            raise ControlRejected(
+                self.device_id, f"profileset {name}: the firmware did not confirm"
+            )
+
     async def apply(self, request: ModeRequest) -> Applied:
         self._need()
         if request.action == "sleep":
@@ -264,7 +308,11 @@ class PyasicMiner(DeviceAdapter):
             else:
                 target = float(round(request.power_w))
             if self._target_w is None or abs(self._target_w - target) > 0.5:
-                await self._call("set power target", "set_power_limit", int(target))
+                name = self._profiles.get(target) if self._luxos else None
+                if name is not None:
+                    await self._luxos_profile(name)
+                else:
+                    await self._call("set power target", "set_power_limit", int(target))
                 self._target_w = target
         if self._sleeping is not False:
             await self._call("wake", "resume_mining")
