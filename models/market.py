@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from models.errors import DataError
+
+if TYPE_CHECKING:
+    from models.site import SiteConfig
 
 ERCOT_RTM_COLUMNS = ("HB_WEST", "HB_NORTH", "HB_HOUSTON", "HB_SOUTH", "HB_PAN", "HB_HUBAVG")
 ERCOT_DAM_COLUMNS = (*ERCOT_RTM_COLUMNS, "LZ_WEST", "LZ_NORTH", "LZ_HOUSTON", "LZ_SOUTH")
@@ -233,6 +236,59 @@ def load_ercot_dam(path: str | Path, column: str = "HB_WEST") -> Series:
     p = Path(path)
     _check_column(p, column, ERCOT_DAM_COLUMNS)
     return load_csv_series(p, column, label=f"ERCOT DAM {column}", interval_s=3600)
+
+
+PRICE_FORMATS = ("ercot-rtm", "ercot-dam", "csv")
+
+
+def load_price_file(
+    path: str | Path,
+    fmt: str,
+    column: str,
+    timestamp_column: str = "interval_start_utc",
+    timezone: str | None = None,
+) -> Series:
+    """A price file in one of :data:`PRICE_FORMATS`."""
+    if fmt == "ercot-rtm":
+        return load_ercot_rtm(path, column)
+    if fmt == "ercot-dam":
+        return load_ercot_dam(path, column)
+    if fmt == "csv":
+        return load_csv_series(path, column, timestamp_column, timezone)
+    raise ValueError(f"price format {fmt!r}: valid are {', '.join(PRICE_FORMATS)}")
+
+
+def site_prices(
+    config: SiteConfig,
+    start_s: int,
+    end_s: int,
+    path: str | None = None,
+    fmt: str | None = None,
+    column: str | None = None,
+    timestamp_column: str = "interval_start_utc",
+    timezone: str | None = None,
+) -> Series:
+    """Prices from ``path`` if given, else from the site's ``[prices]``; in USD/MWh after the
+    source's currency (``usd_per_unit``) and unit (``per = "kWh"``) conversion."""
+    src = config.prices
+    if path is None and src.format.value == "demo":
+        return demo_prices(start_s, end_s, config.site.timezone)
+    if path is None:
+        path = str(config.resolve(src.path or ""))
+        fmt = fmt or src.format.value
+        column = column or src.column
+        timestamp_column = src.timestamp_column
+    if column is None:
+        raise ValueError(f"{path}: the price column is not named")
+    series = load_price_file(path, fmt or "csv", column, timestamp_column, timezone)
+    per_kwh = 1000.0 if src.per == "kWh" else 1.0
+    if src.usd_per_unit != 1.0 or per_kwh != 1.0:
+        series = series.scaled(
+            src.usd_per_unit * per_kwh,
+            unit="USD/MWh",
+            label=f"{series.label} ({src.currency}/{src.per} -> USD/MWh)",
+        )
+    return series
 
 
 def load_btc_hashprice(path: str | Path, pool_fee: float = 0.0) -> Series:

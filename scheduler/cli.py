@@ -18,15 +18,9 @@ from pathlib import Path
 from models.durations import parse_duration_s
 from models.economics import breakeven_usd_per_mwh
 from models.errors import GridschedError
-from models.market import (
-    Series,
-    demo_prices,
-    load_csv_series,
-    load_ercot_dam,
-    load_ercot_rtm,
-)
+from models.market import Series, site_prices
 from models.signals import GridEvent, events_from_power_trace, load_events
-from models.site import PriceFormat, SiteConfig, load_site
+from models.site import SiteConfig, load_site
 from scheduler import docgen, fleet_cli, run_cli
 from scheduler.inputs import SiteState, assemble_inputs
 from scheduler.optimize import Planner
@@ -66,33 +60,9 @@ def load_prices(
     end_s: int,
 ) -> Series:
     """Prices from the command line if given, else from the config's [prices]."""
-    src = config.prices
-    if path is None and src.format is PriceFormat.DEMO:
-        return demo_prices(start_s, end_s, config.site.timezone)
-    if path is None:
-        path = str(config.resolve(src.path or ""))
-        fmt = fmt or src.format.value
-        column = column or src.column
-        ts_column = src.timestamp_column
-    fmt = fmt or "csv"
-    if column is None:
+    if path is not None and column is None:
         raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
-    if fmt == "ercot-rtm":
-        series = load_ercot_rtm(path, column)
-    elif fmt == "ercot-dam":
-        series = load_ercot_dam(path, column)
-    elif fmt == "csv":
-        series = load_csv_series(path, column, ts_column, timezone)
-    else:
-        raise UsageError(f"--price-format {fmt!r}: valid are ercot-rtm, ercot-dam, csv")
-    per_kwh = 1000.0 if src.per == "kWh" else 1.0
-    if src.usd_per_unit != 1.0 or per_kwh != 1.0:
-        series = series.scaled(
-            src.usd_per_unit * per_kwh,
-            unit="USD/MWh",
-            label=f"{series.label} ({src.currency}/{src.per} -> USD/MWh)",
-        )
-    return series
+    return site_prices(config, start_s, end_s, path, fmt, column, ts_column, timezone)
 
 
 def prices_from_args(

@@ -34,9 +34,9 @@ from adapters.base import Health, ModeRequest, Telemetry
 from adapters.fleet import Fleet, Outcome
 from models.devices import DeviceClass, DeviceKind
 from models.durations import parse_duration_s
-from models.market import Series, demo_prices, load_csv_series, load_ercot_dam, load_ercot_rtm
+from models.market import Series, demo_prices, load_price_file, site_prices
 from models.signals import EventType, GridEvent
-from models.site import FeedKind, Posture, PriceFormat, SiteConfig
+from models.site import FeedKind, Posture, SiteConfig
 from scheduler.inputs import SiteState, assemble_inputs, event_caps
 from scheduler.optimize import Planner
 from scheduler.plan import Plan
@@ -767,16 +767,13 @@ class Daemon:
     def _load_prices(self, now: float) -> Series:
         feed = self.config.daemon.price_feed
         if feed.kind is FeedKind.CONFIG:  # the [prices] source, with its currency and units
-            from scheduler.cli import load_prices
-
             start = int(now) - int(now) % 3600 - 86400
-            src = self.config.prices
-            return load_prices(
-                self.config, None, None, None, src.timestamp_column, None, start, start + 4 * 86400
-            )
+            return site_prices(self.config, start, start + 4 * 86400)
         if feed.kind is FeedKind.FILE:
             path = str(self.config.resolve(feed.path or ""))
-            return _load_file(path, feed.format, feed.column or "", feed.timestamp_column)
+            return load_price_file(
+                path, feed.format.value, feed.column or "", feed.timestamp_column
+            )
         if feed.kind is FeedKind.HTTP:
             import httpx
 
@@ -797,7 +794,9 @@ class Daemon:
             name = fh.name
         source = feed.url if feed.kind is FeedKind.HTTP else " ".join(feed.command or ())
         try:
-            series = _load_file(name, feed.format, feed.column or "", feed.timestamp_column)
+            series = load_price_file(
+                name, feed.format.value, feed.column or "", feed.timestamp_column
+            )
             return series.scaled(1.0, label=f"{feed.kind.value} {source}:{feed.column}")
         finally:
             Path(name).unlink(missing_ok=True)
@@ -908,11 +907,3 @@ def assign(ids: list[str], modes: dict[str, str], want: dict[str, int]) -> dict[
     for i in rest:
         out[i] = SLEEP
     return out
-
-
-def _load_file(path: str, fmt: PriceFormat, column: str, ts_column: str) -> Series:
-    if fmt is PriceFormat.ERCOT_RTM:
-        return load_ercot_rtm(path, column)
-    if fmt is PriceFormat.ERCOT_DAM:
-        return load_ercot_dam(path, column)
-    return load_csv_series(path, column, ts_column)
