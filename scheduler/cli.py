@@ -26,7 +26,7 @@ from scheduler.inputs import SiteState, assemble_inputs
 from scheduler.optimize import Planner
 from scheduler.report import render, table, write_csv
 from scheduler.solvers import SolverError, available_solvers, solver_names
-from scheduler.timegrid import TimeGrid, multires_grid, uniform_grid
+from scheduler.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
 
 
 class UsageError(GridschedError):
@@ -84,7 +84,7 @@ def prices_from_args(
 def _grid(args: argparse.Namespace) -> TimeGrid:
     step = parse_duration_s(args.step)
     horizon = parse_duration_s(args.horizon)
-    start = _parse_start(args.start, step if not args.resolution else 300)
+    start = _parse_start(args.start, first_step_s(args.resolution) if args.resolution else step)
     if args.resolution:
         return multires_grid(start, horizon, args.resolution)
     return uniform_grid(start, horizon, step)

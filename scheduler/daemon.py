@@ -42,7 +42,7 @@ from scheduler.optimize import Planner
 from scheduler.plan import Plan
 from scheduler.sdnotify import Notifier
 from scheduler.store import Store
-from scheduler.timegrid import TimeGrid, multires_grid, uniform_grid
+from scheduler.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
 
 log = logging.getLogger("gridsched.daemon")
 SLEEP = "sleep"
@@ -592,11 +592,11 @@ class Daemon:
 
     def _grid(self, now: float) -> TimeGrid:
         d = self.config.daemon
+        step = first_step_s(d.resolution) if d.resolution else self.step_s
+        start = int(now) - int(now) % step
         if d.resolution:
-            start = int(now) - int(now) % 300
             return multires_grid(start, self.horizon_s, d.resolution)
-        start = int(now) - int(now) % self.step_s
-        return uniform_grid(start, self.horizon_s, self.step_s)
+        return uniform_grid(start, self.horizon_s, step)
 
     def _state(self) -> SiteState:
         units_on: dict[str, int] = {}

@@ -82,6 +82,11 @@ def parse_resolution(spec: str) -> list[tuple[int, int | None]]:
     return out
 
 
+def first_step_s(spec: str) -> int:
+    """The first (shortest-horizon) step of a resolution spec: a start must align to it."""
+    return parse_resolution(spec)[0][0]
+
+
 def multires_grid(start_s: int, horizon_s: int, spec: str) -> TimeGrid:
     """Steps of growing length; each boundary is aligned to its own step length."""
     parts = parse_resolution(spec)

@@ -78,3 +78,13 @@ def test_feed_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         daemon_with(tmp_path, {"kind": "http", "column": "price"})
     assert "needs url" in str(exc.value)
+
+
+def test_daemon_grid_aligns_to_the_first_resolution_step(tmp_path: Path) -> None:
+    d = site_dict()
+    d["daemon"] = {"resolution": "15min:2h,1h", "horizon": "6h"}
+    daemon = Daemon(parse_site(d, "x.toml", str(tmp_path)), tmp_path / "s.db")
+    now = 1_699_999_200 + 310  # 5 min 10 s past a quarter hour
+    grid = daemon._grid(now)
+    assert grid.starts_s[0] == 1_699_999_200
+    daemon.store.close()
