@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from models.signals import GridEvent
 from scheduler.daemon import Daemon
-from scheduler.metrics import render_metrics
+from scheduler.metrics import metrics_registry, render_metrics
 from scheduler.openadr import OpenADRError, notification_to_events
 from scheduler.security import (
     AuthError,
@@ -94,6 +94,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         description=__doc__,
     )
     limiter = RateLimiter(rate=cfg.rate_per_s, burst=2 * cfg.rate_per_s)
+    registry = metrics_registry(daemon)
 
     def secrets() -> list[str]:
         return read_secret_list("GRIDSCHED_WEBHOOK_SECRET", "GRIDSCHED_WEBHOOK_SECRET_FILE")
@@ -306,7 +307,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         read_access(request)
-        body, ctype = render_metrics(daemon)
+        body, ctype = render_metrics(registry)
         return Response(body, media_type=ctype)
 
     return app

@@ -38,6 +38,7 @@ from models.market import Series, demo_prices, load_price_file, site_prices
 from models.signals import EventType, GridEvent
 from models.site import FeedKind, Posture, SiteConfig
 from scheduler.inputs import SiteState, assemble_inputs, event_caps
+from scheduler.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 from scheduler.optimize import Planner
 from scheduler.plan import Plan
 from scheduler.sdnotify import Notifier
@@ -72,8 +73,8 @@ class Counters:
     hashes: float = 0.0
     signals: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, result)
     commands: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
-    solve_s: list[float] = field(default_factory=list)
-    fast_path_s: list[float] = field(default_factory=list)
+    solve_s: Histogram = field(default_factory=lambda: Histogram(SOLVE_BUCKETS))
+    fast_path_s: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS))
 
     def signal(self, source: str, result: str) -> None:
         self.signals[(source, result)] = self.signals.get((source, result), 0) + 1
@@ -532,7 +533,7 @@ class Daemon:
             if o.ok:
                 self.modes[o.device_id] = chosen[o.device_id].mode
         elapsed = time.perf_counter() - t0
-        self.counters.fast_path_s.append(elapsed)
+        self.counters.fast_path_s.observe(elapsed)
         log.warning(
             "fast path (%s): load %.0f kW > cap %.0f kW; %d devices commanded in %.0f ms",
             reason,
@@ -643,7 +644,7 @@ class Daemon:
                 return None
             self.plan, self.plan_at, self.plan_error = plan, now, None
             self.solver_status = plan.status
-            self.counters.solve_s.append(plan.solve_s + plan.build_s)
+            self.counters.solve_s.observe(plan.solve_s + plan.build_s)
             k = self._plan_index(now)
             await self.store.record(
                 "plan",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,14 +32,31 @@ SOLVE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 FAST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-def _histogram(
-    name: str, doc: str, values: list[float], buckets: tuple[float, ...]
-) -> HistogramMetricFamily:
-    counts = []
-    for b in buckets:
-        counts.append((str(b), sum(v <= b for v in values)))
-    counts.append(("+Inf", len(values)))
-    return HistogramMetricFamily(name, doc, buckets=counts, sum_value=sum(values))
+@dataclass
+class Histogram:
+    """Cumulative bucket counts, kept as observations arrive (monotonic, as Prometheus
+    requires, and nothing to recount at scrape time)."""
+
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    count: int = 0
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        for i, b in enumerate(self.buckets):
+            if value <= b:
+                self.counts[i] += 1
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        rows = [(str(b), n) for b, n in zip(self.buckets, self.counts, strict=True)]
+        return HistogramMetricFamily(
+            name, doc, buckets=[*rows, ("+Inf", self.count)], sum_value=self.total
+        )
 
 
 class DaemonCollector:
@@ -239,24 +257,17 @@ class DaemonCollector:
         )
         st_.add_metric([d.solver_status], 1.0)
         yield st_
-        yield _histogram(
-            "gridsched_solver_duration_seconds",
-            "Plan build and solve time",
-            cnt.solve_s[-10000:],
-            SOLVE_BUCKETS,
-        )
-        yield _histogram(
-            "gridsched_fastpath_duration_seconds",
-            "Signal shed: decision to every device commanded",
-            cnt.fast_path_s[-10000:],
-            FAST_BUCKETS,
+        yield cnt.solve_s.family("gridsched_solver_duration_seconds", "Plan build and solve time")
+        yield cnt.fast_path_s.family(
+            "gridsched_fastpath_duration_seconds", "Signal shed: decision to every device commanded"
         )
 
 
-def render_metrics(daemon: Daemon) -> tuple[bytes, str]:
-    registry = getattr(daemon, "_metrics_registry", None)
-    if registry is None:
-        registry = CollectorRegistry()
-        registry.register(DaemonCollector(daemon))
-        daemon._metrics_registry = registry  # type: ignore[attr-defined]
+def metrics_registry(daemon: Daemon) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(DaemonCollector(daemon))
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -187,3 +187,16 @@ def test_ramp_batches_wake_ups_and_always_progresses() -> None:
     # never above the cap: headroom 7 kW lets two 3 kW miners through, whatever the ramp
     picked, _, deferred = ramp_batch(wakes, 0.0, None, 1.0, 7.0)
     assert len(picked) == 2 and deferred == 8
+
+
+def test_histogram_counts_are_cumulative_and_never_shrink() -> None:
+    from scheduler.metrics import Histogram
+
+    h = Histogram((0.1, 1.0))
+    for v in (0.05, 0.5, 2.0, 0.1):
+        h.observe(v)
+    samples = {(s.name, s.labels.get("le")): s.value for s in h.family("x_seconds", "doc").samples}
+    assert samples[("x_seconds_bucket", "0.1")] == 2
+    assert samples[("x_seconds_bucket", "1.0")] == 3
+    assert samples[("x_seconds_bucket", "+Inf")] == 4 == samples[("x_seconds_count", None)]
+    assert samples[("x_seconds_sum", None)] == pytest.approx(2.65)
