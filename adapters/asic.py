@@ -247,18 +247,23 @@ class PyasicMiner(DeviceAdapter):
         self._target_w = t.target_w
         return t
 
+    def _forget(self, session: bool) -> None:
+        """After a failed command the device's state is unknown: resend everything next time;
+        with ``session``, also log on again (a reboot ends LuxOS sessions)."""
+        self._target_w = self._sleeping = None
+        rpc = getattr(self._miner, "rpc", None)
+        if session and rpc is not None and getattr(rpc, "session_token", None) is not None:
+            rpc.session_token = None
+
     async def _call(self, what: str, fn: str, *args: Any) -> None:
         miner = self._need()
         try:
             ok = await contain(self.device_id, what, getattr(miner, fn)(*args), self.timeout_s)
         except AdapterError:
-            self._target_w = self._sleeping = None
+            self._forget(session=False)
             raise
         if ok is False:
-            rpc = getattr(miner, "rpc", None)
-            if rpc is not None and getattr(rpc, "session_token", None) is not None:
-                rpc.session_token = None  # a reboot ends LuxOS sessions; log on again next try
-            self._target_w = self._sleeping = None  # unknown now: resend everything next time
+            self._forget(session=True)
             raise ControlRejected(self.device_id, f"{what}: the firmware refused ({fn})")
 
     async def _luxos_profile(self, name: str) -> None:
@@ -280,9 +285,7 @@ class PyasicMiner(DeviceAdapter):
         try:
             reply = await contain(self.device_id, f"profileset {name}", go(), self.timeout_s)
         except AdapterError:
-            if getattr(rpc, "session_token", None) is not None:
-                rpc.session_token = None  # a reboot ends the session; log on again next try
-            self._target_w = self._sleeping = None
+            self._forget(session=True)
             raise
         try:
             ok = reply["PROFILE"][0]["Profile"] == name

@@ -55,12 +55,9 @@ class DeviceStatus:
     health: Health = Health.UNREACHABLE
     connected: bool = False
     failures: int = 0  # consecutive
-    last_ok: float | None = None  # monotonic
     last_error: str | None = None
     next_probe: float = 0.0
     telemetry: Telemetry | None = None
-    applied: Applied | None = None
-    confirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,6 @@ class Fleet:
 
     def _ok(self, st: DeviceStatus) -> None:
         st.failures = 0
-        st.last_ok = time.monotonic()
         st.last_error = None
         st.next_probe = 0.0
         errors = st.telemetry.errors if st.telemetry is not None else ()
@@ -133,6 +129,10 @@ class Fleet:
         else:
             st.health = Health.DEGRADED
         return msg
+
+    def _attempts(self, st: DeviceStatus) -> int:
+        """One try for a device already marked unreachable, the full retry policy otherwise."""
+        return 1 if st.health is Health.UNREACHABLE else self.retry.attempts
 
     def health_counts(self) -> dict[Health, int]:
         out = dict.fromkeys(Health, 0)
@@ -215,8 +215,7 @@ class Fleet:
             st = self.status[dev.device_id]
             if st.health is Health.UNREACHABLE and now < st.next_probe:
                 return dev.device_id, None
-            attempts = 1 if st.health is Health.UNREACHABLE else self.retry.attempts
-            result, _err, _n = await self._run(dev, "read", None, attempts)
+            result, _err, _n = await self._run(dev, "read", None, self._attempts(st))
             return dev.device_id, result if isinstance(result, Telemetry) else None
 
         results = await asyncio.gather(*(one(d) for d in devs))
@@ -231,13 +230,11 @@ class Fleet:
             if dev is None:
                 out = Outcome(device_id, req, False, 0, 0.0, error=f"{device_id}: unknown device")
             else:
-                st = self.status[device_id]
-                attempts = 1 if st.health is Health.UNREACHABLE else self.retry.attempts
                 async with self._locks[device_id]:
-                    result, err, n = await self._run(dev, "apply", req, attempts)
+                    result, err, n = await self._run(
+                        dev, "apply", req, self._attempts(self.status[device_id])
+                    )
                 if isinstance(result, Applied):
-                    st.applied = result
-                    st.confirmed = False
                     out = Outcome(device_id, req, True, n, time.perf_counter() - t0, result)
                 else:
                     out = Outcome(device_id, req, False, n, time.perf_counter() - t0, error=err)
@@ -265,7 +262,6 @@ class Fleet:
                 assert applied is not None
                 if self.by_id[device_id].confirms(applied, t):
                     done[device_id] = now
-                    self.status[device_id].confirmed = True
                     del pending[device_id]
             if not pending or now >= timeout_s:
                 break

@@ -192,14 +192,18 @@ class DeviceClass(BaseModel):
     def idle_kw(self) -> float:
         return float(self.idle_power_kw or 0.0)
 
+    def mode(self, name: str) -> Mode | None:
+        """The productive mode called ``name`` (None for sleep or an unknown name)."""
+        return next((m for m in self.modes if m.name == name), None)
+
     def device_target_w(self, mode_name: str) -> float:
         """The per-device power target of a mode: ASIC profile watts or GPU power limit."""
-        for m in self.modes:
-            if m.name == mode_name:
-                if self.kind is DeviceKind.GPU:
-                    return round((m.power_kw - self.host_overhead_kw) * 1000.0, 3)
-                return round(m.power_kw * 1000.0, 3)
-        raise KeyError(f"class {self.name!r} has no mode {mode_name!r}")
+        m = self.mode(mode_name)
+        if m is None:
+            raise KeyError(f"class {self.name!r} has no mode {mode_name!r}")
+        if self.kind is DeviceKind.GPU:
+            return round((m.power_kw - self.host_overhead_kw) * 1000.0, 3)
+        return round(m.power_kw * 1000.0, 3)
 
 
 def _catalog_modes(dc: DeviceClass, model: str) -> tuple[tuple[Mode, ...], float]:

@@ -307,7 +307,7 @@ class Daemon:
         it, seen = self._it_cache
         unmanaged = 0.0  # classes without adapters: as planned
         if self.plan is not None:
-            k = self._plan_index(time.time())
+            k = self.plan_index(time.time())
             for cp in self.plan.classes:
                 if cp.name not in seen and k is not None:
                     unmanaged += float(cp.power_kw[k])
@@ -348,7 +348,6 @@ class Daemon:
         for device_id, st in self.fleet.status.items():
             if st.health is Health.UNREACHABLE:
                 self.readings.pop(device_id, None)
-                self._it_cache = None
             t = readings.get(device_id)
             if t is not None and device_id not in self.modes:
                 self.modes[device_id] = self._mode_from_reading(device_id, t)
@@ -415,7 +414,7 @@ class Daemon:
 
     def price_now(self, now: float) -> float | None:
         if self.plan is not None:
-            k = self._plan_index(now)
+            k = self.plan_index(now)
             if k is not None:
                 return float(self.plan.price_usd_per_mwh[k])
         return None
@@ -433,9 +432,12 @@ class Daemon:
     # -- the fast path ------------------------------------------------------------------------
 
     def _mode_kw(self, dc: DeviceClass, mode: str) -> float:
-        if mode == SLEEP:
-            return dc.idle_kw
-        return next(m.power_kw for m in dc.modes if m.name == mode)
+        m = dc.mode(mode)
+        if m is None:
+            if mode == SLEEP:
+                return dc.idle_kw
+            raise KeyError(f"class {dc.name!r} has no mode {mode!r}")
+        return m.power_kw
 
     def compute_shed_order(self) -> list[ShedStep]:
         """Least valuable kW first; precomputed so that a signal needs no thinking."""
@@ -447,11 +449,8 @@ class Daemon:
             if st.health is Health.UNREACHABLE:
                 continue
             dc = self.classes[st.group]
-            mode = self.modes.get(device_id)
-            if mode is None or mode == SLEEP:
-                continue
-            m = next((x for x in dc.modes if x.name == mode), None)
-            if m is None:
+            m = dc.mode(self.modes.get(device_id, SLEEP))
+            if m is None:  # asleep, or not known yet
                 continue
             saves = pue * (m.power_kw - dc.idle_kw)
             if dc.kind is DeviceKind.ASIC:
@@ -494,8 +493,9 @@ class Daemon:
         total = 0.0
         for device_id, mode in self.modes.items():
             dc = self.classes[self.fleet.status[device_id].group]
-            if dc.kind is DeviceKind.GPU and mode != SLEEP:
-                total += next((m.throughput_tokens_s for m in dc.modes if m.name == mode), 0.0)
+            m = dc.mode(mode)
+            if dc.kind is DeviceKind.GPU and m is not None:
+                total += m.throughput_tokens_s
         return total
 
     async def fast_path(self, reason: str) -> list[Outcome]:
@@ -514,15 +514,9 @@ class Daemon:
                 break
             if step.tokens_lost > 0 and tokens - step.tokens_lost < floor:
                 continue
-            prev = chosen.get(step.device_id)
-            if prev is not None:  # a GPU already capped down may also sleep
-                if step.request.action != "sleep":
-                    continue
-                excess -= step.saves_kw
-                tokens -= step.tokens_lost
-                chosen[step.device_id] = step
+            if step.device_id in chosen and step.request.action != "sleep":
                 continue
-            chosen[step.device_id] = step
+            chosen[step.device_id] = step  # a GPU already capped down may still go to sleep
             excess -= step.saves_kw
             tokens -= step.tokens_lost
         if not chosen:
@@ -645,7 +639,7 @@ class Daemon:
             self.plan, self.plan_at, self.plan_error = plan, now, None
             self.solver_status = plan.status
             self.counters.solve_s.observe(plan.solve_s + plan.build_s)
-            k = self._plan_index(now)
+            k = self.plan_index(now)
             await self.store.record(
                 "plan",
                 {
@@ -675,7 +669,7 @@ class Daemon:
         await self.dispatch()
         return plan
 
-    def _plan_index(self, now: float) -> int | None:
+    def plan_index(self, now: float) -> int | None:
         if self.plan is None:
             return None
         k = int(np.searchsorted(self.plan.ends_s, now, side="right"))
@@ -685,7 +679,7 @@ class Daemon:
 
     def targets(self, now: float) -> dict[str, str]:
         """Each managed device's mode for the plan step containing ``now``."""
-        k = self._plan_index(now)
+        k = self.plan_index(now)
         if k is None or self.plan is None:
             return {}
         out: dict[str, str] = {}

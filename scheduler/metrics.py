@@ -223,7 +223,7 @@ class DaemonCollector:
         yield h
 
         plan = d.plan
-        step = d._plan_index(now)
+        step = d.plan_index(now)
         if plan is not None and step is not None:
             g = GaugeMetricFamily(
                 "gridsched_market_price_usd_per_mwh", "Energy price of the plan step now"

@@ -163,17 +163,6 @@ class Store:
         self._queue.put((fn, fut))
         return await fut
 
-    def write_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """The same from synchronous code (CLI tools, tests) when no writer thread runs."""
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            out = fn(con)
-            con.execute("COMMIT")
-            return out
-        finally:
-            con.close()
-
     # -- the chain ----------------------------------------------------------------------------
 
     def _append(
