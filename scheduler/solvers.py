@@ -77,6 +77,8 @@ class HighsSolver:
             if status != highspy.HighsStatus.kOk:
                 raise SolverError(f"HiGHS rejected option {key}={value!r}")
         self._shape: tuple[int, int] | None = None
+        self._held: dict[str, np.ndarray] = {}
+        self._offset = 0.0
 
     def _pass(self, model: LPModel) -> None:
         hs = self._hs
@@ -85,12 +87,12 @@ class HighsSolver:
         lp = hs.HighsLp()
         lp.num_col_ = model.n_vars
         lp.num_row_ = model.n_rows
-        inf = hs.kHighsInf
-        lp.col_cost_ = model.c
-        lp.col_lower_ = np.where(np.isinf(model.col_lo), -inf, model.col_lo)
-        lp.col_upper_ = np.where(np.isinf(model.col_hi), inf, model.col_hi)
-        lp.row_lower_ = np.where(np.isinf(model.row_lo), -inf, model.row_lo)
-        lp.row_upper_ = np.where(np.isinf(model.row_hi), inf, model.row_hi)
+        held = self._arrays(model)
+        lp.col_cost_ = held["cost"]
+        lp.col_lower_ = held["col_lo"]
+        lp.col_upper_ = held["col_hi"]
+        lp.row_lower_ = held["row_lo"]
+        lp.row_upper_ = held["row_hi"]
         lp.a_matrix_.format_ = hs.MatrixFormat.kColwise
         lp.a_matrix_.start_ = model.A.indptr
         lp.a_matrix_.index_ = model.A.indices
@@ -102,26 +104,41 @@ class HighsSolver:
         if self._h.passModel(lp) != hs.HighsStatus.kOk:
             raise SolverError("HiGHS refused the model")
         self._shape = (model.n_vars, model.n_rows)
+        self._held, self._offset = held, model.offset
 
     def _update(self, model: LPModel) -> None:
-        h, inf = self._h, self._hs.kHighsInf
-        n, m = model.n_vars, model.n_rows
-        cols = np.arange(n, dtype=np.int32)
-        rows = np.arange(m, dtype=np.int32)
-        h.changeColsCost(n, cols, model.c)
-        h.changeColsBounds(
-            n,
-            cols,
-            np.where(np.isinf(model.col_lo), -inf, model.col_lo),
-            np.where(np.isinf(model.col_hi), inf, model.col_hi),
-        )
-        h.changeRowsBounds(  # type: ignore[attr-defined]  # missing from highspy's stubs
-            m,
-            rows,
-            np.where(np.isinf(model.row_lo), -inf, model.row_lo),
-            np.where(np.isinf(model.row_hi), inf, model.row_hi),
-        )
-        h.changeObjectiveOffset(model.offset)
+        """Push to HiGHS only the costs and bounds that differ from what it holds: a price
+        change touches a few hundred columns, and every change HiGHS takes costs it time."""
+        h, held, now = self._h, self._held, self._arrays(model)
+
+        def changed(*names: str) -> np.ndarray:
+            diff = np.zeros(len(now[names[0]]), dtype=bool)
+            for name in names:
+                diff |= now[name] != held[name]
+            return np.flatnonzero(diff).astype(np.int32)
+
+        if len(idx := changed("cost")):
+            h.changeColsCost(len(idx), idx, now["cost"][idx])
+        if len(idx := changed("col_lo", "col_hi")):
+            h.changeColsBounds(len(idx), idx, now["col_lo"][idx], now["col_hi"][idx])
+        if len(idx := changed("row_lo", "row_hi")):
+            h.changeRowsBounds(  # type: ignore[attr-defined]  # missing from highspy's stubs
+                len(idx), idx, now["row_lo"][idx], now["row_hi"][idx]
+            )
+        if model.offset != self._offset:
+            h.changeObjectiveOffset(model.offset)
+        self._held, self._offset = now, model.offset
+
+    def _arrays(self, model: LPModel) -> dict[str, np.ndarray]:
+        """Costs and bounds as HiGHS holds them (with its own infinity)."""
+        inf = self._hs.kHighsInf
+        return {
+            "cost": np.array(model.c, dtype=np.float64),
+            "col_lo": np.where(np.isinf(model.col_lo), -inf, model.col_lo),
+            "col_hi": np.where(np.isinf(model.col_hi), inf, model.col_hi),
+            "row_lo": np.where(np.isinf(model.row_lo), -inf, model.row_lo),
+            "row_hi": np.where(np.isinf(model.row_hi), inf, model.row_hi),
+        }
 
     def solve(self, model: LPModel, warm: bool = False) -> SolveResult:
         """Solve; ``warm`` re-solves the last model with this one's costs and bounds from
