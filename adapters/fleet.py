@@ -84,6 +84,7 @@ class Fleet:
     unreachable_after: int = 3
     probe_max_s: float = 60.0
     op_timeout_s: float = 10.0  # last-resort bound on one adapter call
+    read_yield_max_s: float = 2.0  # longest a reading waits for control calls to finish
     on_outcome: Callable[[Outcome], None] | None = None
     seed: int | None = None
 
@@ -103,6 +104,11 @@ class Fleet:
             "read": asyncio.Semaphore(self.concurrency),
             "apply": asyncio.Semaphore(self.concurrency),
         }
+        # Readings not yet sent wait while control calls are in flight, so that a curtail
+        # has the CPU and the network to itself (up to read_yield_max_s).
+        self._controls = 0
+        self._controls_idle = asyncio.Event()
+        self._controls_idle.set()
         self._rng = random.Random(self.seed)
         self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
 
@@ -166,6 +172,8 @@ class Fleet:
             tries = n + 1
             try:
                 async with self._sem[op]:
+                    if op == "read" and self._controls:
+                        await self._yield_to_controls()
                     result = await self._once(dev, op, req)
             except asyncio.CancelledError:
                 raise
@@ -185,6 +193,13 @@ class Fleet:
             if n + 1 < attempts:
                 await asyncio.sleep(self.retry.delay(n, self._rng))
         return None, err, tries
+
+    async def _yield_to_controls(self) -> None:
+        try:
+            async with asyncio.timeout(self.read_yield_max_s):
+                await self._controls_idle.wait()
+        except TimeoutError:
+            pass  # a long batch (dead devices, retries) must not starve telemetry
 
     async def connect_all(self) -> dict[str, str | None]:
         """Connect every device; returns the error per device (None when connected)."""
@@ -245,7 +260,14 @@ class Fleet:
                     log.exception("on_outcome hook failed for %s", device_id)
             return out
 
-        return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
+        self._controls += 1
+        self._controls_idle.clear()
+        try:
+            return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
+        finally:
+            self._controls -= 1
+            if not self._controls:
+                self._controls_idle.set()
 
     async def confirm(
         self, outcomes: Iterable[Outcome], timeout_s: float, poll_s: float = 0.1

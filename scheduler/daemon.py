@@ -42,6 +42,7 @@ from scheduler.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 from scheduler.optimize import Planner
 from scheduler.plan import Plan
 from scheduler.sdnotify import Notifier
+from scheduler.shedding import value_per_kw
 from scheduler.store import Store
 from scheduler.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
 
@@ -440,7 +441,8 @@ class Daemon:
         return m.power_kw
 
     def compute_shed_order(self) -> list[ShedStep]:
-        """Least valuable kW first; precomputed so that a signal needs no thinking."""
+        """Least valuable kW first (the order of ``scheduler.shedding``, over devices);
+        precomputed so that a signal needs no thinking."""
         pue = self.config.site.pue
         miners: list[tuple[float, ShedStep]] = []
         downcaps: list[tuple[float, ShedStep]] = []
@@ -454,39 +456,27 @@ class Daemon:
                 continue
             saves = pue * (m.power_kw - dc.idle_kw)
             if dc.kind is DeviceKind.ASIC:
-                value = m.hashrate_ths / max(m.power_kw, 1e-9)
-                miners.append((value, ShedStep(device_id, ModeRequest("sleep"), SLEEP, saves)))
+                step = ShedStep(device_id, ModeRequest("sleep"), SLEEP, saves)
+                miners.append((float(value_per_kw(m.hashrate_ths, saves)), step))
                 continue
             low = min((x for x in dc.modes if x.throughput_tokens_s > 0), key=lambda x: x.power_kw)
             if low.name != m.name:
-                downcaps.append(
-                    (
-                        (m.throughput_tokens_s - low.throughput_tokens_s)
-                        / max(m.power_kw - low.power_kw, 1e-9),
-                        ShedStep(
-                            device_id,
-                            ModeRequest("run", dc.device_target_w(low.name)),
-                            low.name,
-                            pue * (m.power_kw - low.power_kw),
-                            m.throughput_tokens_s - low.throughput_tokens_s,
-                        ),
-                    )
+                lost = m.throughput_tokens_s - low.throughput_tokens_s
+                down_kw = pue * (m.power_kw - low.power_kw)
+                step = ShedStep(
+                    device_id,
+                    ModeRequest("run", dc.device_target_w(low.name)),
+                    low.name,
+                    down_kw,
+                    lost,
                 )
-            sleeps.append(
-                (
-                    low.throughput_tokens_s / max(low.power_kw, 1e-9),
-                    ShedStep(
-                        device_id,
-                        ModeRequest("sleep"),
-                        SLEEP,
-                        pue * (low.power_kw - dc.idle_kw),
-                        low.throughput_tokens_s,
-                    ),
-                )
-            )
-        order = [s for _, s in sorted(miners, key=lambda x: x[0])]
-        order += [s for _, s in sorted(downcaps, key=lambda x: x[0])]
-        order += [s for _, s in sorted(sleeps, key=lambda x: x[0])]
+                downcaps.append((float(value_per_kw(lost, down_kw)), step))
+            low_kw = pue * (low.power_kw - dc.idle_kw)
+            step = ShedStep(device_id, ModeRequest("sleep"), SLEEP, low_kw, low.throughput_tokens_s)
+            sleeps.append((float(value_per_kw(low.throughput_tokens_s, low_kw)), step))
+        order: list[ShedStep] = []
+        for group in (miners, downcaps, sleeps):
+            order += [s for _, s in sorted(group, key=lambda x: x[0])]
         return order
 
     def serving_tokens(self) -> float:

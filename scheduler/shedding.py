@@ -1,10 +1,11 @@
 """Shed load by a fixed, precomputed order: least valuable kW first.
 
-Pure functions over (class-mode, step) arrays, shared by the baseline policies (which
-cannot plan) and, later, the daemon's fast path (which must not wait for the optimiser).
-The order: miners from the least to the most valuable kW (worst J/TH first), each put to
-sleep; then serving units moved down to their lowest-power mode; then serving units put to
-sleep, but never below what committed inference needs.
+One order, used by the baseline policies (which cannot plan; over class-mode arrays here)
+and by the daemon's fast path (which must not wait for the optimiser; over devices):
+miners put to sleep from the least to the most valuable kW (worst J/TH first); then serving
+units moved down to their lowest-power mode, fewest tokens lost per kW first; then serving
+units put to sleep, again fewest tokens per kW first, but never below what committed
+inference needs. ``value_per_kw`` is the one measure of "valuable" both use.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import numpy as np
 
 from scheduler.inputs import PlanInputs
 from scheduler.rounding import EPS, import_kw
+
+
+def value_per_kw(given_up: np.ndarray | float, saved_kw: np.ndarray | float) -> np.ndarray:
+    """What a shedding step gives up (TH/s for a miner, tokens/s for a serving unit) per kW
+    it takes off the meter; the lower, the earlier it sheds."""
+    return np.asarray(given_up, dtype=np.float64) / np.maximum(saved_kw, EPS)
 
 
 def marginal_kw(inp: PlanInputs) -> np.ndarray:
@@ -24,8 +31,14 @@ def mining_order(inp: PlanInputs) -> np.ndarray:
     """Mining modes, least revenue per kW first."""
     m = marginal_kw(inp)
     mining = np.flatnonzero((inp.tput_tok_s == 0) & (m > 0))
-    value = inp.hashrate_ths[mining] / m[mining]
+    value = value_per_kw(inp.hashrate_ths[mining], m[mining])
     return mining[np.argsort(value, kind="stable")]
+
+
+def _lowest_serving(inp: PlanInputs, m: np.ndarray, k: int) -> int:
+    """The lowest-power serving mode of class-mode k's class."""
+    peers = np.flatnonzero((inp.cm_class == inp.cm_class[k]) & (inp.tput_tok_s > 0))
+    return int(peers[np.argmin(m[peers])])
 
 
 def shed_to_limit(inp: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> np.ndarray:
@@ -43,9 +56,10 @@ def shed_to_limit(inp: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> np.nd
     if len(serving) == 0 or not (excess > 0).any():
         return n
     # serving units to the lowest-power mode of their class, keeping committed throughput
-    for k in serving[np.argsort(-m[serving])]:
-        peers = np.flatnonzero((inp.cm_class == inp.cm_class[k]) & (inp.tput_tok_s > 0))
-        low = peers[np.argmin(m[peers])]
+    lows = np.array([_lowest_serving(inp, m, int(k)) for k in serving])
+    down = value_per_kw(inp.tput_tok_s[serving] - inp.tput_tok_s[lows], m[serving] - m[lows])
+    for i in np.argsort(down, kind="stable"):
+        k, low = serving[i], lows[i]
         if low == k or not (excess > 0).any():
             continue
         spare = inp.tput_tok_s @ n - inp.committed_tok_s
@@ -62,7 +76,7 @@ def shed_to_limit(inp: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> np.nd
         n[k] -= move
         n[low] += move
         excess -= move * (m[k] - m[low])
-    for k in serving[np.argsort(inp.tput_tok_s[serving] / m[serving])]:
+    for k in serving[np.argsort(value_per_kw(inp.tput_tok_s[serving], m[serving]), kind="stable")]:
         if not (excess > 0).any():
             break
         spare = inp.tput_tok_s @ n - inp.committed_tok_s
