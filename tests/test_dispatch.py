@@ -1,0 +1,150 @@
+"""The daemon's dispatch in process, against simulated miners over real TCP: the shedding
+order it precomputes, and power coming back in ramp-limited batches after an event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from models.market import demo_prices
+from models.signals import EventType, GridEvent
+from models.site import parse_site
+from scheduler.daemon import SLEEP, Daemon
+from scheduler.inputs import assemble_inputs
+from scheduler.shedding import mining_order
+from scheduler.timegrid import uniform_grid
+
+SITE = """
+[site]
+name = "dispatch test"
+interconnect_kw = 500
+pue = 1.0
+base_load_kw = 0
+ramp_up_kw_per_min = {ramp}
+
+[prices]
+format = "demo"
+
+[mining]
+hashprice_usd_per_ths_day = 0.08
+
+[daemon]
+horizon = "2h"
+step = "5min"
+
+[[devices]]
+name = "old"
+kind = "asic"
+model = "S19j Pro"
+count = 6
+[devices.adapter]
+kind = "sim"
+sim_base = "127.9.0.0"
+sim_sleep_s = 0.2
+sim_wake_s = 0.4
+timeout_s = 2
+
+[[devices]]
+name = "new"
+kind = "asic"
+model = "S21"
+count = 6
+[devices.adapter]
+kind = "sim"
+sim_base = "127.9.1.0"
+sim_sleep_s = 0.2
+sim_wake_s = 0.4
+timeout_s = 2
+"""
+
+
+def _daemon(tmp_path: Path, ramp_kw_per_min: float) -> Daemon:
+    cfg = parse_site(tomllib.loads(SITE.format(ramp=ramp_kw_per_min)), "test", str(tmp_path))
+    return Daemon(cfg, tmp_path / "gridsched.db")
+
+
+async def _up(d: Daemon) -> None:
+    d.store.start()
+    for sim in d.built.simulators:
+        await sim.start()
+    await d.fleet.connect_all()
+    await d.poll(dispatch=False)
+
+
+async def _down(d: Daemon) -> None:
+    await d.fleet.close()
+    for sim in d.built.simulators:
+        await sim.stop()
+    d.store.close()
+
+
+def _awake(d: Daemon) -> int:
+    return sum(1 for m in d.modes.values() if m != SLEEP)
+
+
+def test_fast_path_order_is_the_planners_shedding_order(tmp_path: Path) -> None:
+    d = _daemon(tmp_path, 1000.0)
+
+    async def go() -> None:
+        await _up(d)
+        try:
+            assert _awake(d) == 12  # the simulators start mining
+            order = d.compute_shed_order()
+        finally:
+            await _down(d)
+        classes = [d.fleet.status[s.device_id].group for s in order]
+        # Least TH/s per kW first: every S19j Pro before any S21 ...
+        assert classes == ["old"] * 6 + ["new"] * 6
+        # ... the same ranking the policies and the backtest shed by.
+        t0 = int(time.time()) // 300 * 300
+        grid = uniform_grid(t0, 3600, 300)
+        inp = assemble_inputs(d.config, grid, demo_prices(t0, t0 + 3600, "UTC"))
+        ranked = [inp.class_names[inp.cm_class[k]] for k in mining_order(inp)]
+        assert ranked.index("old") < ranked.index("new")
+        assert all(s.request.action == "sleep" and s.saves_kw > 0 for s in order)
+
+    asyncio.run(go())
+
+
+def test_power_comes_back_in_ramp_limited_batches(tmp_path: Path) -> None:
+    ramp = 12.0  # kW per minute: three or four miners' worth, a quarter of the fleet
+    d = _daemon(tmp_path, ramp)
+
+    async def go() -> None:
+        await _up(d)
+        try:
+            now = datetime.now(UTC)
+            shed = GridEvent(id="dr", type=EventType.CURTAIL, start=now, duration="1h", limit_kw=0)
+            await d.accept([shed], "test", None, "{}")
+            while d._fast_running:
+                await asyncio.sleep(0.05)
+            assert _awake(d) == 0  # the fast path put every miner to sleep
+            await d.replan("during the event")
+            assert _awake(d) == 0
+
+            await d.accept([GridEvent(id="dr", type=EventType.CANCEL)], "test", None, "{}")
+            d.last_dispatch = time.monotonic() - 120  # the bucket has had two minutes to fill
+            await d.replan("event over")
+            first = _awake(d)
+            kw = [
+                d.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
+                for i, m in d.modes.items()
+                if m != SLEEP
+            ]
+            # at most a minute's worth of wake-ups at once, and always some progress
+            assert 0 < first < 12
+            assert sum(kw) <= ramp + 1e-6
+            again = await d.dispatch()
+            assert [o for o in again if o.request.action != "sleep"] == []  # no tokens left
+            d.last_dispatch = time.monotonic() - 60
+            await d.dispatch()
+            assert first < _awake(d) <= 2 * first + 1  # the next minute's batch
+            rows = [body for *_, body, _h in d.store.records(0, time.time() + 1, ("commands",))]
+            assert any(b.get("deferred_by_ramp_or_cap", 0) > 0 for b in rows)
+        finally:
+            await _down(d)
+
+    asyncio.run(go())
