@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
-from adapters.fleet import Fleet  # noqa: E402
+from adapters.fleet import Fleet, freeze_heap  # noqa: E402
 from adapters.sim.fleet import loopback_hosts, raise_fd_limit  # noqa: E402
 from scheduler.fleet_cli import run_async  # noqa: E402
 
@@ -45,6 +45,7 @@ async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
     )
     t0 = time.perf_counter()
     errors = await fleet.connect_all()
+    freeze_heap()  # as the daemon does once it is set up
     bad = [e for e in errors.values() if e]
     print(f"connected {args.miners - len(bad)}/{args.miners} in {time.perf_counter() - t0:.1f} s")
     if bad:

@@ -140,9 +140,13 @@ def main() -> None:
         assert sim.stdout is not None
         print(sim.stdout.readline().strip())
         sim.stdout.readline()
+        # A hashprice high enough that the plan runs the whole fleet at every hour of the
+        # demo prices (at 0.05 USD/TH/day the S19j Pro half sleeps through evening peaks).
+        text = site.read_text().replace(
+            "hashprice_usd_per_ths_day = 0.05", "hashprice_usd_per_ths_day = 0.5"
+        )
         site.write_text(
-            site.read_text()
-            + '\n[daemon]\npoll_s = 2\nreplan_s = 3600\nhorizon = "6h"\nstep = "5min"\n'
+            text + '\n[daemon]\npoll_s = 2\nreplan_s = 3600\nhorizon = "6h"\nstep = "5min"\n'
         )
         env = {**os.environ, "GRIDSCHED_WEBHOOK_SECRET": SECRET}
         daemon = subprocess.Popen(

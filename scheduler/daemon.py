@@ -31,7 +31,7 @@ import numpy as np
 
 from adapters import registry
 from adapters.base import Health, ModeRequest, Telemetry
-from adapters.fleet import Fleet, Outcome
+from adapters.fleet import Fleet, Outcome, freeze_heap
 from models.devices import DeviceClass, DeviceKind
 from models.durations import parse_duration_s
 from models.market import Series, demo_prices, load_price_file, site_prices
@@ -136,6 +136,7 @@ class Daemon:
         await self.refresh_prices()
         await self.replan("start")
         self._start_jobs()
+        freeze_heap()  # set-up is done: long-lived objects leave the collector's full passes
         self.notifier.ready(f"planning {self.config.site.name}")
 
     def _start_jobs(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from adapters import registry
 from adapters.base import Health, Telemetry
-from adapters.fleet import Fleet
+from adapters.fleet import Fleet, freeze_heap
 from adapters.sim.fleet import SimFleet
 from models.site import load_site
 from scheduler.report import table
@@ -119,6 +119,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         await sim.start()
+        freeze_heap()
         control = f"127.0.0.1:{sim.control_port}" if sim.control_port else None
         first, last = (
             sim.miners[0].host if sim.miners else "-",
