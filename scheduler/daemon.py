@@ -21,7 +21,7 @@ import math
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from adapters import registry
-from adapters.base import Health, ModeRequest, Telemetry
+from adapters.base import Applied, Health, ModeRequest, Telemetry
 from adapters.fleet import Fleet, Outcome, freeze_heap
 from models.devices import DeviceClass, DeviceKind
 from models.durations import parse_duration_s
@@ -48,6 +48,9 @@ from scheduler.timegrid import TimeGrid, first_step_s, multires_grid, uniform_gr
 
 log = logging.getLogger("gridsched.daemon")
 SLEEP = "sleep"
+#: How long a commanded mode stands in for the readings before they are believed again
+#: (LuxOS sleeps in about 5 s and wakes in 10-60 s).
+EXPECT_MAX_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class Daemon:
         self._fast_again: str | None = None
         self._events: dict[str, GridEvent] | None = None
         self._it_cache: tuple[dict[str, float], set[str]] | None = None
+        # Commands sent but not yet seen in a reading: device -> (mode, applied, sent at).
+        self._expected: dict[str, tuple[str, Applied, float]] = {}
         self._failsafe: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_poll = time.monotonic()
@@ -297,14 +302,20 @@ class Daemon:
     # -- measurements -------------------------------------------------------------------------
 
     def measured(self) -> dict[str, float]:
-        """Site power now from the latest readings: IT by kind, import at the meter."""
+        """Site power now: IT by kind, import at the meter. From the latest readings, except
+        that a device commanded since counts at its new mode's power until a reading shows
+        it there: a second curtail right after a first must not shed the same kW twice."""
         if self._it_cache is None:
             it = {"asic": 0.0, "gpu": 0.0}
             seen: set[str] = set()
             for device_id, t in self.readings.items():
-                kind = self.classes[self.fleet.status[device_id].group].kind.value
-                it[kind] += (t.power_w or 0.0) / 1000.0
-                seen.add(self.fleet.status[device_id].group)
+                dc = self.classes[self.fleet.status[device_id].group]
+                expected = self._expected.get(device_id)
+                if expected is not None:  # commanded since: count what it was told to draw
+                    it[dc.kind.value] += self._mode_kw(dc, expected[0])
+                else:
+                    it[dc.kind.value] += (t.power_w or 0.0) / 1000.0
+                seen.add(dc.name)
             self._it_cache = (it, seen)
         it, seen = self._it_cache
         unmanaged = 0.0  # classes without adapters: as planned
@@ -346,6 +357,7 @@ class Daemon:
         dt = max(0.0, t0 - self._last_poll)
         self._last_poll = t0
         self.readings.update(readings)
+        self._settle_expected(readings, time.time())
         self._it_cache = None
         for device_id, st in self.fleet.status.items():
             if st.health is Health.UNREACHABLE:
@@ -441,6 +453,26 @@ class Daemon:
             raise KeyError(f"class {dc.name!r} has no mode {mode!r}")
         return m.power_kw
 
+    def _commanded(self, outcomes: Iterable[Outcome], modes: Mapping[str, str]) -> None:
+        """Note the modes that devices accepted (``modes``: device -> mode asked)."""
+        now = time.time()
+        for o in outcomes:
+            if o.ok and o.applied is not None:
+                self.modes[o.device_id] = modes[o.device_id]
+                self._expected[o.device_id] = (modes[o.device_id], o.applied, now)
+        self._it_cache = None
+
+    def _settle_expected(self, readings: Mapping[str, Telemetry], now: float) -> None:
+        """Forget expectations that a reading confirms, or that are older than a device
+        needs to get there (then the reading is the truth, whatever it says)."""
+        for device_id, (_mode, applied, at) in list(self._expected.items()):
+            t = readings.get(device_id)
+            confirmed = (
+                t is not None and t.at >= at and self.fleet.by_id[device_id].confirms(applied, t)
+            )
+            if confirmed or now - at > EXPECT_MAX_S:
+                del self._expected[device_id]
+
     def compute_shed_order(self) -> list[ShedStep]:
         """Least valuable kW first (the order of ``scheduler.shedding``, over devices);
         precomputed so that a signal needs no thinking."""
@@ -514,9 +546,7 @@ class Daemon:
             return []
         self.hold_dispatch = True
         outcomes = await self.fleet.apply({i: s.request for i, s in chosen.items()})
-        for o in outcomes:
-            if o.ok:
-                self.modes[o.device_id] = chosen[o.device_id].mode
+        self._commanded(outcomes, {i: s.mode for i, s in chosen.items()})
         elapsed = time.perf_counter() - t0
         self.counters.fast_path_s.observe(elapsed)
         log.warning(
@@ -723,9 +753,7 @@ class Daemon:
             if not requests:
                 return []
             outcomes = await self.fleet.apply(requests)
-            for o in outcomes:
-                if o.ok:
-                    self.modes[o.device_id] = chosen[o.device_id]
+            self._commanded(outcomes, chosen)
             await self._record_outcomes("dispatch", outcomes, {"deferred_by_ramp_or_cap": deferred})
             self.shed_order = self.compute_shed_order()
             return outcomes

@@ -148,3 +148,42 @@ def test_power_comes_back_in_ramp_limited_batches(tmp_path: Path) -> None:
             await _down(d)
 
     asyncio.run(go())
+
+
+def test_a_second_curtail_does_not_shed_the_same_kw_twice(tmp_path: Path) -> None:
+    d = _daemon(tmp_path, 1000.0)
+
+    def awake_kw() -> float:
+        return sum(
+            d.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
+            for i, m in d.modes.items()
+            if m != SLEEP
+        )
+
+    async def shed(event_id: str, limit_kw: float) -> None:
+        now = datetime.now(UTC)
+        ev = GridEvent(
+            id=event_id, type=EventType.CURTAIL, start=now, duration="1h", limit_kw=limit_kw
+        )
+        await d.accept([ev], "test", None, "{}")
+        while d._fast_running:
+            await asyncio.sleep(0.02)
+
+    async def go() -> None:
+        await _up(d)
+        try:
+            full = awake_kw()
+            await shed("first", full - 8.0)
+            after_first = awake_kw()
+            assert full - 8.0 - 3.6 < after_first <= full - 8.0  # a miner is about 3-3.6 kW
+            # No poll in between: the readings still show the full load, the miners still
+            # ramp down. The second curtail sheds only what the first did not.
+            await shed("second", full - 16.0)
+            assert full - 16.0 - 3.6 < awake_kw() <= full - 16.0
+            # what the daemon believes the meter shows: the commanded modes (plus the
+            # sleeping miners' idle draw), not the stale readings
+            assert awake_kw() <= d.measured()["import_kw"] <= awake_kw() + 0.5
+        finally:
+            await _down(d)
+
+    asyncio.run(go())
