@@ -29,6 +29,7 @@ from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
 from adapters.fleet import Fleet, freeze_heap  # noqa: E402
 from adapters.sim.fleet import loopback_hosts, raise_fd_limit  # noqa: E402
+from benchmarks.hoststat import cpu_sample, steal_pct  # noqa: E402
 from scheduler.fleet_cli import run_async  # noqa: E402
 
 
@@ -58,6 +59,7 @@ async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
         "wake_confirm_beyond_s": [],
         "command_latency_s": [],
         "sleep_cpu_s": [],
+        "sleep_steal_pct": [],
     }
     target = 3000.0
     for r in range(args.rounds):
@@ -67,9 +69,11 @@ async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
         assert len(readings) == args.miners, f"sweep read {len(readings)} miners"
 
         c0 = time.process_time()
+        cpu0 = cpu_sample()
         t = time.perf_counter()
         outcomes = await fleet.apply({i: ModeRequest("sleep") for i in fleet.by_id})
         out["sleep_commanded_s"].append(time.perf_counter() - t)
+        out["sleep_steal_pct"].append(steal_pct(cpu0, cpu_sample()))
         out["sleep_cpu_s"].append(time.process_time() - c0)
         out["command_latency_s"] += [o.latency_s for o in outcomes]
         failed = [o for o in outcomes if not o.ok]
@@ -92,7 +96,8 @@ async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
             f"sleep commanded {out['sleep_commanded_s'][-1] * 1000:6.0f} ms, "
             f"confirmed +{out['sleep_confirm_beyond_s'][-1]:.2f} s; "
             f"wake commanded {out['wake_commanded_s'][-1] * 1000:6.0f} ms, "
-            f"confirmed +{out['wake_confirm_beyond_s'][-1]:.2f} s",
+            f"confirmed +{out['wake_confirm_beyond_s'][-1]:.2f} s"
+            + ("" if (st := out["sleep_steal_pct"][-1]) is None else f"; host steal {st:.0f} %"),
             flush=True,
         )
     return out
@@ -137,6 +142,16 @@ def main() -> None:
         xs = res[key]
         p50, p99, top = (pct(xs, 0.5) * unit, pct(xs, 0.99) * unit, max(xs) * unit)
         print(f"{label:34s} {p50:7.0f}ms {p99:7.0f}ms {top:7.0f}ms")
+    calm = [
+        x
+        for x, st in zip(res["sleep_commanded_s"], res["sleep_steal_pct"], strict=True)
+        if st is not None and st < 10
+    ]
+    if calm:
+        print(
+            f"{'  sleep, rounds with steal < 10 %':34s} {pct(calm, 0.5) * 1000:7.0f}ms "
+            f"{pct(calm, 0.99) * 1000:7.0f}ms {max(calm) * 1000:7.0f}ms ({len(calm)} of {n})"
+        )
     print(f"mean sweep {statistics.fmean(res['sweep_s']) * 1000:.0f} ms")
 
 

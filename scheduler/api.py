@@ -18,6 +18,7 @@ on disk; a retried delivery (same webhook id) is answered 200 and not applied tw
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,9 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (401, 403, 413, 415, 422, 429)
 }
+#: A signal endpoint also answers 503 when the state file refuses the write.
+SIGNAL_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 503: {"model": ErrorBody}}
+log = logging.getLogger("gridsched.api")
 
 
 SIGNAL_SCHEMA: dict[str, Any] = {
@@ -83,6 +87,12 @@ NOTIFICATION_SCHEMA: dict[str, Any] = {
 
 def _error(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "detail": detail or []}, status_code=status)
+
+
+def _not_stored(exc: Exception) -> JSONResponse:
+    """The state file refused the write (disk full, I/O error): nothing was accepted."""
+    log.error("signal not stored: %s: %s", type(exc).__name__, exc)
+    return _error(503, f"signal not stored ({type(exc).__name__}: {exc}); send it again")
 
 
 def create_app(daemon: Daemon) -> FastAPI:
@@ -140,7 +150,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         "/v1/signals",
         status_code=202,
         response_model=Accepted,
-        responses={**ERRORS, 200: {"model": Accepted, "description": "a retried delivery"}},
+        responses={
+            **SIGNAL_ERRORS,
+            200: {"model": Accepted, "description": "a retried delivery"},
+        },
         summary="Accept simple-format grid signals (Standard Webhooks signed)",
         openapi_extra={
             "requestBody": {
@@ -204,7 +217,12 @@ def create_app(daemon: Daemon) -> FastAPI:
         if problems:
             daemon.counters.signal("simple", "invalid")
             return _error(422, "invalid signal", problems)
-        stored, ids = await daemon.accept(events, "simple", msg_id, body.decode("utf-8", "replace"))
+        try:
+            stored, ids = await daemon.accept(
+                events, "simple", msg_id, body.decode("utf-8", "replace")
+            )
+        except Exception as exc:
+            return _not_stored(exc)
         return JSONResponse(
             {"accepted": True, "duplicate": not stored, "ids": ids},
             status_code=202 if stored else 200,
@@ -221,7 +239,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         "/openadr3/notifications",
         status_code=202,
         response_model=Accepted,
-        responses={**ERRORS, 200: {"model": Accepted}},
+        responses={**SIGNAL_ERRORS, 200: {"model": Accepted}},
         summary="Accept OpenADR 3 notifications (bearer token)",
         openapi_extra={
             "requestBody": {
@@ -270,7 +288,12 @@ def create_app(daemon: Daemon) -> FastAPI:
             return _error(422, f"body is not JSON: {exc}")
         if not events:
             return JSONResponse({"accepted": True, "duplicate": False, "ids": []}, status_code=200)
-        stored, ids = await daemon.accept(events, "openadr3", None, body.decode("utf-8", "replace"))
+        try:
+            stored, ids = await daemon.accept(
+                events, "openadr3", None, body.decode("utf-8", "replace")
+            )
+        except Exception as exc:
+            return _not_stored(exc)
         return JSONResponse(
             {"accepted": True, "duplicate": not stored, "ids": ids}, status_code=202
         )

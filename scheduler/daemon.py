@@ -119,6 +119,7 @@ class Daemon:
         self._fast_running = False
         self._fast_again: str | None = None
         self._events: dict[str, GridEvent] | None = None
+        self._pending: dict[str, GridEvent] = {}  # caps being written, already enforced
         self._it_cache: tuple[dict[str, float], set[str]] | None = None
         # Commands sent but not yet seen in a reading: device -> (mode, applied, sent at).
         self._expected: dict[str, tuple[str, Applied, float]] = {}
@@ -196,7 +197,8 @@ class Daemon:
         now = time.time() if now is None else now
         if self._events is None:
             self._events = self._load_events(now)
-        out = [e for e in self._events.values() if e.end_utc.timestamp() > now]
+        known = {**self._events, **self._pending} if self._pending else self._events
+        out = [e for e in known.values() if e.end_utc.timestamp() > now]
         failsafe = self.failsafe_reason(now)
         if failsafe is not None:
             out.append(
@@ -257,7 +259,12 @@ class Daemon:
     async def accept(
         self, events: list[GridEvent], source: str, webhook_id: str | None, raw: str
     ) -> tuple[bool, list[str]]:
-        """Store events durably (the caller answers 2xx after this), then act on them."""
+        """Store events durably (the caller answers 2xx after this), then act on them.
+
+        A cap can only make the site shed, the safe direction, so the fast path starts
+        while the signal is being written rather than after its fsync; the event counts as
+        in force meanwhile, and is dropped again if it cannot be stored.
+        """
         now = time.time()
         self.last_signal_at = now
         bodies = []
@@ -270,12 +277,25 @@ class Daemon:
             body["_ends_at"] = min(end, 4e11)
             keep_until = max(keep_until, min(end, now + 400 * 86400))
             bodies.append(body)
-        stored, ids = await self.store.add_signals(bodies, source, webhook_id, raw, keep_until)
+        caps = {e.id: e for e in events if e.type in (EventType.CURTAIL, EventType.ALERT)}
+        if caps:
+            self._pending.update(caps)
+            self.request_fast_path(f"signal {', '.join(caps)[:120]}")
+        try:
+            stored, ids = await self.store.add_signals(bodies, source, webhook_id, raw, keep_until)
+        except BaseException:
+            if caps:  # not accepted: the plan decides again without it
+                self.request_replan("a signal could not be stored", delay_s=0.0)
+            raise
+        finally:
+            for key, ev in caps.items():
+                if self._pending.get(key) is ev:
+                    del self._pending[key]
         self.counters.signal(source, "accepted" if stored else "duplicate")
         if stored:
             self._remember(events)
-            caps = (EventType.CURTAIL, EventType.ALERT, EventType.CANCEL)
-            if any(ev.type in caps for ev in events):  # a price alone cannot lower the cap
+            if any(ev.type is EventType.CANCEL for ev in events):
+                # a cancel can bring a lower cap of another event back into force
                 self.request_fast_path(f"signal {', '.join(ids)[:120]}")
             self.request_replan("signal")
         return stored, ids

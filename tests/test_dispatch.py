@@ -4,16 +4,25 @@ order it precomputes, and power coming back in ramp-limited batches after an eve
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import sqlite3
 import time
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
 
 from models.market import demo_prices
 from models.signals import EventType, GridEvent
 from models.site import parse_site
+from scheduler.api import create_app
 from scheduler.daemon import SLEEP, Daemon
 from scheduler.inputs import assemble_inputs
+from scheduler.security import sign
 from scheduler.shedding import mining_order
 from scheduler.timegrid import uniform_grid
 
@@ -183,6 +192,73 @@ def test_a_second_curtail_does_not_shed_the_same_kw_twice(tmp_path: Path) -> Non
             # what the daemon believes the meter shows: the commanded modes (plus the
             # sleeping miners' idle draw), not the stale readings
             assert awake_kw() <= d.measured()["import_kw"] <= awake_kw() + 0.5
+        finally:
+            await _down(d)
+
+    asyncio.run(go())
+
+
+def test_the_fast_path_sheds_while_the_signal_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = _daemon(tmp_path, 1000.0)
+    seen: dict[str, int] = {}
+
+    async def go() -> None:
+        await _up(d)
+        try:
+            real = d.store.add_signals
+
+            async def slow_disk(*args: Any, **kwargs: Any) -> Any:
+                await asyncio.sleep(0.5)  # an fsync behind a busy disk
+                seen["awake when written"] = _awake(d)
+                return await real(*args, **kwargs)
+
+            monkeypatch.setattr(d.store, "add_signals", slow_disk)
+            now = datetime.now(UTC)
+            ev = GridEvent(id="dr", type=EventType.CURTAIL, start=now, duration="1h", limit_kw=0)
+            stored, _ids = await d.accept([ev], "test", None, "{}")
+            assert stored and seen["awake when written"] == 0  # shed before the write ended
+            assert "dr" in {e.id for e in d.active_events()}
+        finally:
+            await _down(d)
+
+    asyncio.run(go())
+
+
+def test_a_signal_the_disk_refuses_is_answered_503_and_not_enforced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "whsec_" + base64.b64encode(b"dispatch-test-secret").decode()
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", secret)
+    d = _daemon(tmp_path, 1000.0)
+
+    async def go() -> None:
+        await _up(d)
+        try:
+
+            async def full_disk(*args: Any, **kwargs: Any) -> Any:
+                await asyncio.sleep(0.05)
+                raise sqlite3.OperationalError("database or disk is full")
+
+            monkeypatch.setattr(d.store, "add_signals", full_disk)
+            app = create_app(d)
+            body = json.dumps(
+                {"id": "dr", "type": "curtail", "start": "2020-01-01T00:00:00Z", "limit_kw": 0}
+            ).encode()
+            ts = int(time.time())
+            headers = {
+                "webhook-id": "msg-1",
+                "webhook-timestamp": str(ts),
+                "webhook-signature": sign(secret, "msg-1", ts, body),
+                "content-type": "application/json",
+            }
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
+                r = await c.post("/v1/signals", content=body, headers=headers)
+            assert r.status_code == 503, r.text
+            assert "disk is full" in r.json()["error"] and "send it again" in r.json()["error"]
+            assert "dr" not in {e.id for e in d.active_events()}  # not accepted, not in force
         finally:
             await _down(d)
 

@@ -1,0 +1,29 @@
+"""CPU time stolen from this machine by the hypervisor, from /proc/stat (Linux).
+
+Timings on a shared virtual machine move with other tenants' load; the benchmarks print the
+steal over each round beside it, so that a slow round can be told from a slow program.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STAT = Path("/proc/stat")
+
+
+def cpu_sample() -> tuple[int, int] | None:
+    """(steal, total) jiffies over all CPUs since boot; None where /proc/stat is missing."""
+    try:
+        fields = STAT.read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice
+    ticks = [int(v) for v in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of CPU time stolen between two samples, in percent."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
