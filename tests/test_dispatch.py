@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import sqlite3
 import time
 import tomllib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,19 +77,21 @@ def _daemon(tmp_path: Path, ramp_kw_per_min: float) -> Daemon:
     return Daemon(cfg, tmp_path / "gridsched.db")
 
 
-async def _up(d: Daemon) -> None:
+@contextlib.asynccontextmanager
+async def running(d: Daemon) -> AsyncIterator[Daemon]:
+    """The daemon's store, simulators and fleet up, one poll read; no jobs, no HTTP."""
     d.store.start()
     for sim in d.built.simulators:
         await sim.start()
-    await d.fleet.connect_all()
-    await d.poll(dispatch=False)
-
-
-async def _down(d: Daemon) -> None:
-    await d.fleet.close()
-    for sim in d.built.simulators:
-        await sim.stop()
-    d.store.close()
+    try:
+        await d.fleet.connect_all()
+        await d.poll(dispatch=False)
+        yield d
+    finally:
+        await d.fleet.close()
+        for sim in d.built.simulators:
+            await sim.stop()
+        d.store.close()
 
 
 def _awake(d: Daemon) -> int:
@@ -98,12 +102,9 @@ def test_fast_path_order_is_the_planners_shedding_order(tmp_path: Path) -> None:
     d = _daemon(tmp_path, 1000.0)
 
     async def go() -> None:
-        await _up(d)
-        try:
+        async with running(d):
             assert _awake(d) == 12  # the simulators start mining
             order = d.compute_shed_order()
-        finally:
-            await _down(d)
         classes = [d.fleet.status[s.device_id].group for s in order]
         # Least TH/s per kW first: every S19j Pro before any S21 ...
         assert classes == ["old"] * 6 + ["new"] * 6
@@ -123,8 +124,7 @@ def test_power_comes_back_in_ramp_limited_batches(tmp_path: Path) -> None:
     d = _daemon(tmp_path, ramp)
 
     async def go() -> None:
-        await _up(d)
-        try:
+        async with running(d):
             now = datetime.now(UTC)
             shed = GridEvent(id="dr", type=EventType.CURTAIL, start=now, duration="1h", limit_kw=0)
             await d.accept([shed], "test", None, "{}")
@@ -153,8 +153,6 @@ def test_power_comes_back_in_ramp_limited_batches(tmp_path: Path) -> None:
             assert first < _awake(d) <= 2 * first + 1  # the next minute's batch
             rows = [body for *_, body, _h in d.store.records(0, time.time() + 1, ("commands",))]
             assert any(b.get("deferred_by_ramp_or_cap", 0) > 0 for b in rows)
-        finally:
-            await _down(d)
 
     asyncio.run(go())
 
@@ -179,8 +177,7 @@ def test_a_second_curtail_does_not_shed_the_same_kw_twice(tmp_path: Path) -> Non
             await asyncio.sleep(0.02)
 
     async def go() -> None:
-        await _up(d)
-        try:
+        async with running(d):
             full = awake_kw()
             await shed("first", full - 8.0)
             after_first = awake_kw()
@@ -192,8 +189,6 @@ def test_a_second_curtail_does_not_shed_the_same_kw_twice(tmp_path: Path) -> Non
             # what the daemon believes the meter shows: the commanded modes (plus the
             # sleeping miners' idle draw), not the stale readings
             assert awake_kw() <= d.measured()["import_kw"] <= awake_kw() + 0.5
-        finally:
-            await _down(d)
 
     asyncio.run(go())
 
@@ -205,8 +200,7 @@ def test_the_fast_path_sheds_while_the_signal_is_written(
     seen: dict[str, int] = {}
 
     async def go() -> None:
-        await _up(d)
-        try:
+        async with running(d):
             real = d.store.add_signals
 
             async def slow_disk(*args: Any, **kwargs: Any) -> Any:
@@ -220,8 +214,6 @@ def test_the_fast_path_sheds_while_the_signal_is_written(
             stored, _ids = await d.accept([ev], "test", None, "{}")
             assert stored and seen["awake when written"] == 0  # shed before the write ended
             assert "dr" in {e.id for e in d.active_events()}
-        finally:
-            await _down(d)
 
     asyncio.run(go())
 
@@ -234,8 +226,7 @@ def test_a_signal_the_disk_refuses_is_answered_503_and_not_enforced(
     d = _daemon(tmp_path, 1000.0)
 
     async def go() -> None:
-        await _up(d)
-        try:
+        async with running(d):
 
             async def full_disk(*args: Any, **kwargs: Any) -> Any:
                 await asyncio.sleep(0.05)
@@ -259,7 +250,5 @@ def test_a_signal_the_disk_refuses_is_answered_503_and_not_enforced(
             assert r.status_code == 503, r.text
             assert "disk is full" in r.json()["error"] and "send it again" in r.json()["error"]
             assert "dr" not in {e.id for e in d.active_events()}  # not accepted, not in force
-        finally:
-            await _down(d)
 
     asyncio.run(go())
