@@ -120,7 +120,7 @@ class Daemon:
         self._fast_again: str | None = None
         self._events: dict[str, GridEvent] | None = None
         self._pending: dict[str, GridEvent] = {}  # caps being written, already enforced
-        self._it_cache: tuple[dict[str, float], set[str]] | None = None
+        self._it_cache: dict[bool, tuple[dict[str, float], set[str]]] = {}
         # Commands sent but not yet seen in a reading: device -> (mode, applied, sent at).
         self._expected: dict[str, tuple[str, Applied, float]] = {}
         self._failsafe: str | None = None
@@ -321,23 +321,28 @@ class Daemon:
 
     # -- measurements -------------------------------------------------------------------------
 
-    def measured(self) -> dict[str, float]:
-        """Site power now: IT by kind, import at the meter. From the latest readings, except
-        that a device commanded since counts at its new mode's power until a reading shows
-        it there: a second curtail right after a first must not shed the same kW twice."""
-        if self._it_cache is None:
+    def measured(self, expect: bool = False) -> dict[str, float]:
+        """Site power now from the latest readings: IT by kind, import at the meter (what
+        metrics, status and the audit trail report).
+
+        ``expect``: a device commanded since its reading counts at its new mode's power
+        until a reading shows it there; what the fast path and dispatch decide on, so that a
+        second curtail right after a first does not shed the same kW twice.
+        """
+        cached = self._it_cache.get(expect)
+        if cached is None:
             it = {"asic": 0.0, "gpu": 0.0}
             seen: set[str] = set()
             for device_id, t in self.readings.items():
                 dc = self.classes[self.fleet.status[device_id].group]
-                expected = self._expected.get(device_id)
-                if expected is not None:  # commanded since: count what it was told to draw
-                    it[dc.kind.value] += self._mode_kw(dc, expected[0])
+                told = self._expected.get(device_id) if expect else None
+                if told is not None:
+                    it[dc.kind.value] += self._mode_kw(dc, told[0])
                 else:
                     it[dc.kind.value] += (t.power_w or 0.0) / 1000.0
                 seen.add(dc.name)
-            self._it_cache = (it, seen)
-        it, seen = self._it_cache
+            cached = self._it_cache[expect] = (it, seen)
+        it, seen = cached
         unmanaged = 0.0  # classes without adapters: as planned
         if self.plan is not None:
             k = self.plan_index(time.time())
@@ -378,7 +383,7 @@ class Daemon:
         self._last_poll = t0
         self.readings.update(readings)
         self._settle_expected(readings, time.time())
-        self._it_cache = None
+        self._it_cache.clear()
         for device_id, st in self.fleet.status.items():
             if st.health is Health.UNREACHABLE:
                 self.readings.pop(device_id, None)
@@ -480,7 +485,7 @@ class Daemon:
             if o.ok and o.applied is not None:
                 self.modes[o.device_id] = modes[o.device_id]
                 self._expected[o.device_id] = (modes[o.device_id], o.applied, now)
-        self._it_cache = None
+        self._it_cache.clear()
 
     def _settle_expected(self, readings: Mapping[str, Telemetry], now: float) -> None:
         """Forget expectations that a reading confirms, or that are older than a device
@@ -545,7 +550,7 @@ class Daemon:
         """Shed at once, by the precomputed order, to the cap in force now."""
         t0 = time.perf_counter()
         cap, events = self.cap_now()
-        load = self.measured()["import_kw"]
+        load = self.measured(expect=True)["import_kw"]
         excess = load - cap
         if excess <= 1e-6 or not self.readings:
             return []
@@ -639,7 +644,7 @@ class Daemon:
         for device_id, mode in self.modes.items():
             group = self.fleet.status[device_id].group
             units_on[group] = units_on.get(group, 0) + (mode != SLEEP)
-        load = self.measured()["import_kw"] if self.readings else None
+        load = self.measured(expect=True)["import_kw"] if self.readings else None
         return SiteState(
             current_load_kw=load, units_on=units_on or None, billing_peak_kw=self.billing_peak_kw
         )
@@ -755,7 +760,7 @@ class Daemon:
                 return []
             elapsed_min = max(time.monotonic() - self.last_dispatch, 0.0) / 60.0
             cap, _ = self.cap_now(now)
-            headroom = cap - self.measured()["import_kw"]
+            headroom = cap - self.measured(expect=True)["import_kw"]
             picked, self._ramp_tokens, deferred = ramp_batch(
                 changes,
                 self._ramp_tokens,
