@@ -89,9 +89,10 @@ def _error(status: int, message: str, detail: list[dict[str, Any]] | None = None
     return JSONResponse({"error": message, "detail": detail or []}, status_code=status)
 
 
-def _not_stored(exc: Exception) -> JSONResponse:
+def _not_stored(daemon: Daemon, source: str, exc: Exception) -> JSONResponse:
     """The state file refused the write (disk full, I/O error): nothing was accepted."""
-    log.error("signal not stored: %s: %s", type(exc).__name__, exc)
+    daemon.counters.signal(source, "not_stored")
+    log.error("%s signal not stored: %s: %s", source, type(exc).__name__, exc)
     return _error(503, f"signal not stored ({type(exc).__name__}: {exc}); send it again")
 
 
@@ -222,7 +223,7 @@ def create_app(daemon: Daemon) -> FastAPI:
                 events, "simple", msg_id, body.decode("utf-8", "replace")
             )
         except Exception as exc:
-            return _not_stored(exc)
+            return _not_stored(daemon, "simple", exc)
         return JSONResponse(
             {"accepted": True, "duplicate": not stored, "ids": ids},
             status_code=202 if stored else 200,
@@ -293,7 +294,7 @@ def create_app(daemon: Daemon) -> FastAPI:
                 events, "openadr3", None, body.decode("utf-8", "replace")
             )
         except Exception as exc:
-            return _not_stored(exc)
+            return _not_stored(daemon, "openadr3", exc)
         return JSONResponse(
             {"accepted": True, "duplicate": not stored, "ids": ids}, status_code=202
         )

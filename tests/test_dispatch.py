@@ -251,5 +251,6 @@ def test_a_signal_the_disk_refuses_is_answered_503_and_not_enforced(
             assert r.status_code == 503, r.text
             assert "disk is full" in r.json()["error"] and "send it again" in r.json()["error"]
             assert "dr" not in {e.id for e in d.active_events()}  # not accepted, not in force
+            assert d.counters.signals[("simple", "not_stored")] == 1  # what the alert watches
 
     asyncio.run(go())
