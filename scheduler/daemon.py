@@ -37,7 +37,7 @@ from models.durations import parse_duration_s
 from models.market import Series, demo_prices, load_price_file, site_prices
 from models.signals import EventType, GridEvent
 from models.site import FeedKind, Posture, SiteConfig
-from scheduler.inputs import SiteState, assemble_inputs, event_caps
+from scheduler.inputs import SiteState, assemble_inputs, event_caps, peak_rules, slot_peaks
 from scheduler.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 from scheduler.optimize import Planner
 from scheduler.plan import Plan
@@ -119,6 +119,7 @@ class Daemon:
         self._fast_running = False
         self._fast_again: str | None = None
         self._events: dict[str, GridEvent] | None = None
+        self._peak_rules: list[str] = []  # tariff rules seen, in order: their peak slots
         self._pending: dict[str, GridEvent] = {}  # caps being written, already enforced
         self._it_cache: dict[bool, tuple[dict[str, float], set[str]]] = {}
         # Commands sent but not yet seen in a reading: device -> (mode, applied, sent at).
@@ -673,6 +674,12 @@ class Daemon:
                 inputs = assemble_inputs(
                     config, grid, prices, self.active_events(now), self._state()
                 )
+                # Billed peaks on fixed slots: the next step's plan keeps this matrix and
+                # re-solves warm (20 x 5 x 576: 0.1 s instead of 0.5-0.8 s cold).
+                for rule in peak_rules(inputs.peaks):
+                    if rule not in self._peak_rules:
+                        self._peak_rules.append(rule)
+                slot_peaks(inputs, inputs.peaks, self._peak_rules)
                 plan = await asyncio.to_thread(
                     self.planner.plan, inputs, config.site.name, config.site.timezone
                 )
@@ -692,6 +699,7 @@ class Daemon:
                     "reason": reason,
                     "status": plan.status,
                     "solve_s": round(plan.solve_s, 4),
+                    "warm": plan.warm,
                     "objective": plan.objective,
                     "profit_usd": round(plan.money.profit, 2),
                     "step": None

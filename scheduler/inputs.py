@@ -160,6 +160,15 @@ def peak_rules(peaks: list[PeakGroup]) -> list[str]:
     return list(dict.fromkeys(g.name.rsplit(" ", 1)[0] for g in peaks))
 
 
+def slot_peaks(inp: PlanInputs, peaks: list[PeakGroup], rules: list[str]) -> None:
+    """Give ``inp`` these billed peaks on fixed slots (two per tariff rule) when they fit,
+    as plain groups otherwise. On slots, a horizon that moves by a step keeps its matrix,
+    so the next plan is a warm re-solve instead of a cold one."""
+    slotted = assign_peak_slots(peaks, rules)
+    inp.peaks = slotted if slotted is not None else peaks
+    inp.peak_slots = 2 * len(rules) if slotted is not None else None
+
+
 def _local(grid: TimeGrid, tz: str) -> pd.DatetimeIndex:
     mid = ((grid.starts_s + grid.ends_s) // 2).astype(np.int64)
     return pd.to_datetime(mid, unit="s", utc=True).tz_convert(tz)

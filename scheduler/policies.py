@@ -22,8 +22,8 @@ from scheduler.inputs import (
     BatchWindow,
     PeakGroup,
     PlanInputs,
-    assign_peak_slots,
     peak_rules,
+    slot_peaks,
 )
 from scheduler.optimize import Planner
 from scheduler.rounding import import_kw, units_awake
@@ -155,9 +155,7 @@ def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
             _amortised(g, full, peaks[g.name], k, h)
             for g, full in _matching(window.peaks, inp.peaks)
         ]
-        slotted = assign_peak_slots(amortised, rules)
-        window.peaks = slotted if slotted is not None else amortised
-        window.peak_slots = 2 * len(rules) if slotted is not None else None
+        slot_peaks(window, amortised, rules)
         window.batches = [_remaining(b, served[b.name], window) for b in window.batches]
         n0, btok, busd, ok = _first_step(window, planner)
         if not ok:  # keep the last decision, shed to the cap; never stop the replay

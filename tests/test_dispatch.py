@@ -254,3 +254,33 @@ def test_a_signal_the_disk_refuses_is_answered_503_and_not_enforced(
             assert d.counters.signals[("simple", "not_stored")] == 1  # what the alert watches
 
     asyncio.run(go())
+
+
+def test_a_replan_one_step_later_is_warm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Billed peaks sit on fixed slots, so the horizon moving by a step keeps the matrix
+    even with a coincident-peak window inside it, and the daemon re-solves warm."""
+    now = datetime.now(UTC)
+    window = (
+        "\n[[tariff.coincident_peaks]]\n"
+        'name = "4CP"\n'
+        f'start = "{(now.hour + 1) % 24:02d}:00:00"\n'
+        f'end = "{(now.hour + 1) % 24:02d}:59:00"\n'
+        "weekdays_only = false\n"
+        "usd_per_kw = 10.0\n"
+        "[tariff]\ndemand_charge_usd_per_kw_month = 5.0\n"
+    )
+    text = SITE.format(ramp=1000.0).replace("[daemon]", window + "\n[daemon]", 1)
+    text = text.replace('horizon = "2h"', 'horizon = "4h"', 1)
+    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "gridsched.db")
+
+    async def go() -> None:
+        async with running(d):
+            first = await d.replan("first")
+            assert first is not None and not first.warm
+            real = time.time
+            monkeypatch.setattr(time, "time", lambda: real() + 300.0)  # the next 5-min step
+            second = await d.replan("next step")
+            assert second is not None and second.warm
+            assert second.starts_s[0] == first.starts_s[1]
+
+    asyncio.run(go())
