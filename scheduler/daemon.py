@@ -156,6 +156,17 @@ class Daemon:
             self.replan, "interval", seconds=d.replan_s, args=["schedule"], id="replan", **opts
         )
         sched.add_job(self.poll, "interval", seconds=d.poll_s, id="poll", **opts)
+        # The plan's next step is applied at its boundary, not at the first poll after it.
+        step = self._dispatch_step_s()
+        now = time.time()
+        sched.add_job(
+            self.dispatch,
+            "interval",
+            seconds=step,
+            start_date=datetime.fromtimestamp(now - now % step + step + 0.05, UTC),
+            id="step",
+            **opts,
+        )
         sched.add_job(
             self.refresh_prices, "interval", seconds=d.price_feed.refresh_s, id="prices", **opts
         )
@@ -632,9 +643,14 @@ class Daemon:
 
             self.spawn(later())
 
+    def _dispatch_step_s(self) -> int:
+        """Length of the plan's first steps: its boundaries are where dispatch acts."""
+        d = self.config.daemon
+        return first_step_s(d.resolution) if d.resolution else self.step_s
+
     def _grid(self, now: float) -> TimeGrid:
         d = self.config.daemon
-        step = first_step_s(d.resolution) if d.resolution else self.step_s
+        step = self._dispatch_step_s()
         start = int(now) - int(now) % step
         if d.resolution:
             return multires_grid(start, self.horizon_s, d.resolution)

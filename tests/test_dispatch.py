@@ -284,3 +284,22 @@ def test_a_replan_one_step_later_is_warm(tmp_path: Path, monkeypatch: pytest.Mon
             assert second.starts_s[0] == first.starts_s[1]
 
     asyncio.run(go())
+
+
+def test_dispatch_runs_at_each_step_boundary(tmp_path: Path) -> None:
+    d = _daemon(tmp_path, 1000.0)
+
+    async def go() -> None:
+        d._start_jobs()
+        try:
+            job = d.scheduler.get_job("step")
+            assert job.func == d.dispatch
+            assert job.trigger.interval.total_seconds() == 300  # the plan's 5-minute step
+            at = job.next_run_time.timestamp()
+            assert 0 < at - time.time() <= 300.1
+            assert abs((at - 0.05) % 300) < 1e-3 or abs((at - 0.05) % 300 - 300) < 1e-3
+        finally:
+            d.scheduler.shutdown(wait=False)
+            d.store.close()
+
+    asyncio.run(go())
