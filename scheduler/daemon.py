@@ -51,6 +51,8 @@ SLEEP = "sleep"
 #: How long a commanded mode stands in for the readings before they are believed again
 #: (LuxOS sleeps in about 5 s and wakes in 10-60 s).
 EXPECT_MAX_S = 120.0
+#: A cap signal whose write takes longer than this is shed while it is being written.
+SHED_WHILE_WRITING_AFTER_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -273,9 +275,12 @@ class Daemon:
     ) -> tuple[bool, list[str]]:
         """Store events durably (the caller answers 2xx after this), then act on them.
 
-        A cap can only make the site shed, the safe direction, so the fast path starts
-        while the signal is being written rather than after its fsync; the event counts as
-        in force meanwhile, and is dropped again if it cannot be stored.
+        A write normally lands in a few ms: the answer goes out, then the fast path sheds.
+        If the disk is slower than ``SHED_WHILE_WRITING_AFTER_S``, a cap does not wait for
+        it (shedding is the safe direction): it counts as in force and the fast path starts
+        while the write goes on; if the write then fails, the event is dropped again and a
+        re-plan restores what was shed. A write that lands is remembered even when the
+        caller has gone away meanwhile.
         """
         now = time.time()
         self.last_signal_at = now
@@ -289,25 +294,38 @@ class Daemon:
             body["_ends_at"] = min(end, 4e11)
             keep_until = max(keep_until, min(end, now + 400 * 86400))
             bodies.append(body)
-        caps = {e.id: e for e in events if e.type in (EventType.CURTAIL, EventType.ALERT)}
-        if caps:
-            self._pending.update(caps)
-            self.request_fast_path(f"signal {', '.join(caps)[:120]}")
-        try:
+
+        async def write() -> tuple[bool, list[str]]:
             stored, ids = await self.store.add_signals(bodies, source, webhook_id, raw, keep_until)
-        except BaseException:
-            if caps:  # not accepted: the plan decides again without it
+            if stored:
+                self._remember(events)
+            return stored, ids
+
+        writing = asyncio.ensure_future(write())
+        caps = {e.id: e for e in events if e.type in (EventType.CURTAIL, EventType.ALERT)}
+        early = False
+        if caps:
+            done, _ = await asyncio.wait({writing}, timeout=SHED_WHILE_WRITING_AFTER_S)
+            if not done:
+                early = True
+                self._pending.update(caps)
+                self.request_fast_path(f"signal {', '.join(caps)[:120]} (being written)")
+        try:
+            stored, ids = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            raise  # the write goes on and is remembered when it lands
+        except Exception:
+            if early:  # not accepted: the plan decides again without it
                 self.request_replan("a signal could not be stored", delay_s=0.0)
             raise
         finally:
             for key, ev in caps.items():
-                if self._pending.get(key) is ev:
+                if early and self._pending.get(key) is ev:
                     del self._pending[key]
         self.counters.signal(source, "accepted" if stored else "duplicate")
         if stored:
-            self._remember(events)
-            if any(ev.type is EventType.CANCEL for ev in events):
-                # a cancel can bring a lower cap of another event back into force
+            # a cancel can bring a lower cap of another event back into force
+            if (caps and not early) or any(ev.type is EventType.CANCEL for ev in events):
                 self.request_fast_path(f"signal {', '.join(ids)[:120]}")
             self.request_replan("signal")
         return stored, ids
