@@ -39,6 +39,9 @@ LUXOS_TELEMETRY = "power+summary+stats+config+profiles"
 SLEEPING_MAX_W = 60.0
 #: Hashing at this share of the profile's ideal rate counts as running at that profile.
 RUNNING_SHARE = 0.9
+#: After a sleep command, readings of "running" are not believed for this long (LuxOS
+#: sleeps in about 5 s; a reading sent before the command can still come back).
+SLEEP_SETTLE_S = 30.0
 
 
 def parse_luxos(device_id: str, data: Mapping[str, Any], at: float) -> Telemetry:
@@ -150,6 +153,7 @@ class PyasicMiner(DeviceAdapter):
     _luxos: bool = field(default=False, init=False)
     _sleeping: bool | None = field(default=None, init=False)
     _target_w: float | None = field(default=None, init=False)  # as last read or set
+    _slept_at: float | None = field(default=None, init=False)  # sleep sent, not yet seen
     _profiles: dict[float, str] = field(default_factory=dict, init=False)  # LuxOS: W -> name
     _atm: bool = field(default=False, init=False)
 
@@ -242,8 +246,15 @@ class PyasicMiner(DeviceAdapter):
                 self.device_id, "telemetry", miner.get_data(include=include), self.timeout_s
             )
             t = parse_miner_data(self.device_id, data, now)
-        if t.state in ("sleeping", "running"):
-            self._sleeping = t.state == "sleeping"
+        if t.state == "sleeping":
+            self._sleeping, self._slept_at = True, None
+        elif t.state == "running" and (
+            self._slept_at is None or now - self._slept_at > SLEEP_SETTLE_S
+        ):
+            # A miner still ramping down (or a reading sent before the sleep) reads as
+            # running: believing it awake would make the next wake skip its resume and
+            # leave it asleep, reported as applied.
+            self._sleeping = False
         self._target_w = t.target_w
         return t
 
@@ -300,7 +311,7 @@ class PyasicMiner(DeviceAdapter):
         self._need()
         if request.action == "sleep":
             await self._call("sleep", "stop_mining")
-            self._sleeping = True
+            self._sleeping, self._slept_at = True, time.time()
             return Applied(request, None)
         target: float | None = None
         note = ""
@@ -319,5 +330,5 @@ class PyasicMiner(DeviceAdapter):
                 self._target_w = target
         if self._sleeping is not False:
             await self._call("wake", "resume_mining")
-            self._sleeping = False
+            self._sleeping, self._slept_at = False, None
         return Applied(request, target, note)

@@ -414,13 +414,24 @@ class Daemon:
         self.readings.update(readings)
         self._settle_expected(readings, time.time())
         self._it_cache.clear()
+        drifted = 0
         for device_id, st in self.fleet.status.items():
             if st.health is Health.UNREACHABLE:
                 self.readings.pop(device_id, None)
             t = readings.get(device_id)
-            if t is not None and device_id not in self.modes:
+            if t is None:
+                continue
+            if device_id not in self.modes:
                 self.modes[device_id] = self._mode_from_reading(device_id, t)
+            elif self._drifted(device_id, t):
+                drifted += 1
         m = self.measured()
+        if drifted:
+            self.shed_order = self.compute_shed_order()
+        if drifted and self.measured(expect=True)["import_kw"] > self.cap_now(now)[0] + 1e-6:
+            # e.g. a miner that rebooted into mining during a DR event: shed now, do not
+            # wait for the plan
+            self.request_fast_path(f"{drifted} devices left their mode; load above the cap")
         self._integrate(m, dt, now)
         self.billing_peak_kw = max(self.billing_peak_kw, m["import_kw"])
         cap, events = self.cap_now(now)
@@ -517,16 +528,42 @@ class Daemon:
                 self._expected[o.device_id] = (modes[o.device_id], o.applied, now)
         self._it_cache.clear()
 
+    def _drifted(self, device_id: str, t: Telemetry) -> bool:
+        """A device that sleeps or runs against its last command (a reboot, an operator, a
+        crash) takes the mode it reads, so that dispatch puts it back to the plan's."""
+        mode = self.modes[device_id]
+        if device_id in self._expected or t.state not in ("sleeping", "running"):
+            return False  # on its way, or between states
+        if (t.state == "sleeping") == (mode == SLEEP):
+            return False
+        seen = self._mode_from_reading(device_id, t)
+        log.warning("%s reads %s but was set to %s: putting it back", device_id, seen, mode)
+        self.modes[device_id] = seen
+        return True
+
     def _settle_expected(self, readings: Mapping[str, Telemetry], now: float) -> None:
-        """Forget expectations that a reading confirms, or that are older than a device
-        needs to get there (then the reading is the truth, whatever it says)."""
-        for device_id, (_mode, applied, at) in list(self._expected.items()):
+        """Forget expectations that a reading confirms. One older than a device needs to get
+        there is a device that did not follow: its mode becomes what it reads, so that
+        dispatch sends the plan's mode again."""
+        for device_id, (mode, applied, at) in list(self._expected.items()):
             t = readings.get(device_id)
             confirmed = (
                 t is not None and t.at >= at and self.fleet.by_id[device_id].confirms(applied, t)
             )
-            if confirmed or now - at > EXPECT_MAX_S:
+            if confirmed:
                 del self._expected[device_id]
+            elif now - at > EXPECT_MAX_S:
+                del self._expected[device_id]
+                if t is not None and t.at >= at:
+                    seen = self._mode_from_reading(device_id, t)
+                    log.warning(
+                        "%s did not reach %s within %.0f s (reads %s): sending it again",
+                        device_id,
+                        mode,
+                        EXPECT_MAX_S,
+                        seen,
+                    )
+                    self.modes[device_id] = seen
 
     def compute_shed_order(self) -> list[ShedStep]:
         """Least valuable kW first (the order of ``scheduler.shedding``, over devices);

@@ -175,6 +175,27 @@ def test_adapter_conformance(sim: SimFleetThread, make: Any) -> None:
     run(go())
 
 
+def test_a_reading_during_the_sleep_ramp_does_not_make_the_next_wake_a_no_op() -> None:
+    """Right after a sleep command a LuxOS miner still hashes (it ramps down for seconds) and
+    reads as running. If the adapter believed that, the next wake would skip its resume
+    and report success while the miner stays asleep."""
+    fleet = SimFleet.build(1, 0, base="127.7.9.0", sleep_s=30.0, wake_s=0.3, control_port=None)
+    th = SimFleetThread(fleet)
+    with th:
+        dev = PyasicMiner("r/0", fleet.miners[0].host, timeout_s=2.0)
+
+        async def go() -> None:
+            await dev.connect()
+            await dev.apply(ModeRequest("sleep"))
+            assert (await dev.read()).state == "running"  # ramping down: 3 s above 90 %
+            await dev.apply(ModeRequest("run"))
+            await asyncio.sleep(0.6)
+            assert (await dev.read()).state == "running"
+
+        run(go())
+        assert th.call(lambda: fleet.miners[0].state.phase) == "mining"
+
+
 def test_nothing_listening_is_unreachable() -> None:
     dev = PyasicMiner("x/dead", "127.7.200.1", timeout_s=0.5)
     with pytest.raises(DeviceUnreachable, match=r"127\.7\.200\.1"):

@@ -303,3 +303,31 @@ def test_dispatch_runs_at_each_step_boundary(tmp_path: Path) -> None:
             d.store.close()
 
     asyncio.run(go())
+
+
+def test_a_miner_that_wakes_by_itself_during_an_event_is_put_back_to_sleep(
+    tmp_path: Path,
+) -> None:
+    d = _daemon(tmp_path, 1000.0)
+
+    async def go() -> None:
+        async with running(d):
+            now = datetime.now(UTC)
+            ev = GridEvent(id="dr", type=EventType.CURTAIL, start=now, duration="1h", limit_kw=0)
+            await d.accept([ev], "test", None, "{}")
+            while d._fast_running:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.4)  # the simulated miners sleep in 0.2 s
+            await d.poll(dispatch=False)
+            assert _awake(d) == 0 and not d._expected  # every sleep confirmed by a reading
+            miner = d.built.simulators[0].miners[0]
+            miner.wake()  # a reboot brings it back mining, against its command
+            await asyncio.sleep(0.6)
+            assert miner.power_and_hashrate()[1] > 0  # hashing again
+            await d.poll(dispatch=False)
+            while d._fast_running:
+                await asyncio.sleep(0.02)
+            assert miner.state.phase == "sleeping"  # shed again, without waiting for a plan
+            assert _awake(d) == 0
+
+    asyncio.run(go())
