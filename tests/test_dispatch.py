@@ -98,6 +98,19 @@ def _awake(d: Daemon) -> int:
     return sum(1 for m in d.modes.values() if m != SLEEP)
 
 
+async def fast_path_done(d: Daemon) -> None:
+    while d._fast_running:
+        await asyncio.sleep(0.02)
+
+
+async def curtail(d: Daemon, limit_kw: float, event_id: str = "dr") -> None:
+    """Accept a curtail in force from now for an hour; return once the fast path is done."""
+    now = datetime.now(UTC)
+    ev = GridEvent(id=event_id, type=EventType.CURTAIL, start=now, duration="1h", limit_kw=limit_kw)
+    await d.accept([ev], "test", None, "{}")
+    await fast_path_done(d)
+
+
 def test_fast_path_order_is_the_planners_shedding_order(tmp_path: Path) -> None:
     d = _daemon(tmp_path, 1000.0)
 
@@ -125,11 +138,7 @@ def test_power_comes_back_in_ramp_limited_batches(tmp_path: Path) -> None:
 
     async def go() -> None:
         async with running(d):
-            now = datetime.now(UTC)
-            shed = GridEvent(id="dr", type=EventType.CURTAIL, start=now, duration="1h", limit_kw=0)
-            await d.accept([shed], "test", None, "{}")
-            while d._fast_running:
-                await asyncio.sleep(0.05)
+            await curtail(d, 0.0)
             assert _awake(d) == 0  # the fast path put every miner to sleep
             await d.replan("during the event")
             assert _awake(d) == 0
@@ -167,24 +176,15 @@ def test_a_second_curtail_does_not_shed_the_same_kw_twice(tmp_path: Path) -> Non
             if m != SLEEP
         )
 
-    async def shed(event_id: str, limit_kw: float) -> None:
-        now = datetime.now(UTC)
-        ev = GridEvent(
-            id=event_id, type=EventType.CURTAIL, start=now, duration="1h", limit_kw=limit_kw
-        )
-        await d.accept([ev], "test", None, "{}")
-        while d._fast_running:
-            await asyncio.sleep(0.02)
-
     async def go() -> None:
         async with running(d):
             full = awake_kw()
-            await shed("first", full - 8.0)
+            await curtail(d, full - 8.0, "first")
             after_first = awake_kw()
             assert full - 8.0 - 3.6 < after_first <= full - 8.0  # a miner is about 3-3.6 kW
             # No poll in between: the readings still show the full load, the miners still
             # ramp down. The second curtail sheds only what the first did not.
-            await shed("second", full - 16.0)
+            await curtail(d, full - 16.0, "second")
             assert full - 16.0 - 3.6 < awake_kw() <= full - 16.0
             # the load it decides on: the commanded modes (plus the sleeping miners' idle
             # draw); what it reports (metrics, status, audit) stays the readings
@@ -312,11 +312,7 @@ def test_a_miner_that_wakes_by_itself_during_an_event_is_put_back_to_sleep(
 
     async def go() -> None:
         async with running(d):
-            now = datetime.now(UTC)
-            ev = GridEvent(id="dr", type=EventType.CURTAIL, start=now, duration="1h", limit_kw=0)
-            await d.accept([ev], "test", None, "{}")
-            while d._fast_running:
-                await asyncio.sleep(0.02)
+            await curtail(d, 0.0)
             await asyncio.sleep(0.4)  # the simulated miners sleep in 0.2 s
             await d.poll(dispatch=False)
             assert _awake(d) == 0 and not d._expected  # every sleep confirmed by a reading
@@ -325,8 +321,7 @@ def test_a_miner_that_wakes_by_itself_during_an_event_is_put_back_to_sleep(
             await asyncio.sleep(0.6)
             assert miner.power_and_hashrate()[1] > 0  # hashing again
             await d.poll(dispatch=False)
-            while d._fast_running:
-                await asyncio.sleep(0.02)
+            await fast_path_done(d)
             assert miner.state.phase == "sleeping"  # shed again, without waiting for a plan
             assert _awake(d) == 0
 
