@@ -40,6 +40,21 @@ def _status(url: str) -> dict[str, Any]:
     return out
 
 
+def _settled(url: str, within: float = 0.03, wait_s: float = 40.0) -> dict[str, Any]:
+    """Status once the measured import has reached the plan's (miners take seconds to
+    sleep or wake), or after ``wait_s``."""
+    end = time.monotonic() + wait_s
+    while True:
+        status = _status(url)
+        plan = httpx.get(url + "/v1/plan", timeout=10).json()
+        planned = float(plan["steps"]["import_kw"][0])
+        if abs(status["import_kw"] - planned) <= within * max(planned, 1.0):
+            return status
+        if time.monotonic() > end:
+            return status
+        time.sleep(1.0)
+
+
 def _line(s: dict[str, Any]) -> str:
     modes = ", ".join(
         f"{c}: " + " ".join(f"{n} {m}" for m, n in sorted(v["modes"].items()))
@@ -86,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"healthy after {time.monotonic() - t0:.1f} s (discovered the fleet, planned, applied)"
         )
-        time.sleep(3)
-        before = _status(url)
+        before = _settled(url)
         print("before: " + _line(before))
         print(
             f"$ gridsched signal curtail --limit-kw {args.limit_kw:g} --duration 30min --url {url}"
