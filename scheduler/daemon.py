@@ -302,6 +302,7 @@ class Daemon:
             return stored, ids
 
         writing = asyncio.ensure_future(write())
+        writing.add_done_callback(_log_write_failure)
         caps = {e.id: e for e in events if e.type in (EventType.CURTAIL, EventType.ALERT)}
         early = False
         if caps:
@@ -964,6 +965,12 @@ class Daemon:
             "classes": by_class,
             "hold_dispatch": self.hold_dispatch,
         }
+
+
+def _log_write_failure(task: asyncio.Future[Any]) -> None:
+    """Log a failed signal write here too: its sender may have gone before it failed."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("signal write failed: %s: %s", type(exc).__name__, exc)
 
 
 def ramp_batch(
