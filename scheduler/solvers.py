@@ -81,27 +81,37 @@ class HighsSolver:
         self._offset = 0.0
 
     def _pass(self, model: LPModel) -> None:
+        """Hand HiGHS the whole model, as arrays (the ``HighsLp`` route converts the matrix
+        element by element: 50 ms instead of 8 ms at 260k nonzeros)."""
         hs = self._hs
         if model.A is None:
             raise SolverError("a cold solve needs the model's matrix")
-        lp = hs.HighsLp()
-        lp.num_col_ = model.n_vars
-        lp.num_row_ = model.n_rows
         held = self._arrays(model)
-        lp.col_cost_ = held["cost"]
-        lp.col_lower_ = held["col_lo"]
-        lp.col_upper_ = held["col_hi"]
-        lp.row_lower_ = held["row_lo"]
-        lp.row_upper_ = held["row_hi"]
-        lp.a_matrix_.format_ = hs.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = model.A.indptr
-        lp.a_matrix_.index_ = model.A.indices
-        lp.a_matrix_.value_ = model.A.data
-        lp.offset_ = model.offset
-        if model.integer_blocks:
-            lp.integrality_ = [hs.HighsVarType(int(v)) for v in model.integrality()]
+        A = model.A
+        integrality = (
+            model.integrality().astype(np.int32)
+            if model.integer_blocks
+            else np.zeros(model.n_vars, dtype=np.int32)  # all continuous: an LP
+        )
         self._h.clearSolver()
-        if self._h.passModel(lp) != hs.HighsStatus.kOk:
+        status = self._h.passModel(
+            model.n_vars,
+            model.n_rows,
+            int(A.nnz),
+            int(hs.MatrixFormat.kColwise),
+            int(hs.ObjSense.kMinimize),
+            float(model.offset),
+            held["cost"],
+            held["col_lo"],
+            held["col_hi"],
+            held["row_lo"],
+            held["row_hi"],
+            np.ascontiguousarray(A.indptr, dtype=np.int32),
+            np.ascontiguousarray(A.indices, dtype=np.int32),
+            np.ascontiguousarray(A.data, dtype=np.float64),
+            integrality,
+        )
+        if status != hs.HighsStatus.kOk:
             raise SolverError("HiGHS refused the model")
         self._shape = (model.n_vars, model.n_rows)
         self._held, self._offset = held, model.offset
