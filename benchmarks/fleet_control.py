@@ -29,13 +29,8 @@ from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
 from adapters.fleet import Fleet, freeze_heap  # noqa: E402
 from adapters.sim.fleet import loopback_hosts, raise_fd_limit  # noqa: E402
-from benchmarks.hoststat import cpu_sample, steal_pct  # noqa: E402
+from benchmarks.measure import calm, cpu_sample, pct, steal_pct  # noqa: E402
 from scheduler.fleet_cli import run_async  # noqa: E402
-
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
@@ -142,15 +137,11 @@ def main() -> None:
         xs = res[key]
         p50, p99, top = (pct(xs, 0.5) * unit, pct(xs, 0.99) * unit, max(xs) * unit)
         print(f"{label:34s} {p50:7.0f}ms {p99:7.0f}ms {top:7.0f}ms")
-    calm = [
-        x
-        for x, st in zip(res["sleep_commanded_s"], res["sleep_steal_pct"], strict=True)
-        if st is not None and st < 10
-    ]
-    if calm:
+    quiet = calm(res["sleep_commanded_s"], res["sleep_steal_pct"])
+    if quiet:
         print(
-            f"{'  sleep, rounds with steal < 10 %':34s} {pct(calm, 0.5) * 1000:7.0f}ms "
-            f"{pct(calm, 0.99) * 1000:7.0f}ms {max(calm) * 1000:7.0f}ms ({len(calm)} of {n})"
+            f"{'  sleep, rounds with steal < 10 %':34s} {pct(quiet, 0.5) * 1000:7.0f}ms "
+            f"{pct(quiet, 0.99) * 1000:7.0f}ms {max(quiet) * 1000:7.0f}ms ({len(quiet)} of {n})"
         )
     print(f"mean sweep {statistics.fmean(res['sweep_s']) * 1000:.0f} ms")
 

@@ -32,15 +32,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.hoststat import cpu_sample, steal_pct  # noqa: E402
+from benchmarks.measure import calm, cpu_sample, pct, steal_pct  # noqa: E402
 from scheduler.security import sign  # noqa: E402
 
 SECRET = "bench-secret"
-
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 def free_port() -> int:
@@ -235,11 +230,12 @@ def main() -> None:
         ):
             p50, p99, top = pct(xs, 0.5) * 1000, pct(xs, 0.99) * 1000, max(xs) * 1000
             print(f"{label:44s} {p50:7.1f}ms {p99:7.1f}ms {top:7.1f}ms")
-        calm = [x for x, st in zip(latency, steal, strict=True) if st is not None and st < 10]
-        if calm:
+        quiet = calm(latency, steal)
+        if quiet:
             label = "  the same, rounds with host steal < 10 %"
-            print(f"{label:44s} {pct(calm, 0.5) * 1000:7.1f}ms {pct(calm, 0.99) * 1000:7.1f}ms "
-                  f"{max(calm) * 1000:7.1f}ms  ({len(calm)} of {len(latency)} rounds)")  # fmt: skip
+            p50, p99, top = pct(quiet, 0.5) * 1000, pct(quiet, 0.99) * 1000, max(quiet) * 1000
+            print(f"{label:44s} {p50:7.1f}ms {p99:7.1f}ms {top:7.1f}ms  "
+                  f"({len(quiet)} of {len(latency)} rounds)")  # fmt: skip
         print(f"webhook throughput: {len(ids)} of {args.burst} signed signals accepted in "
               f"{elapsed:.2f} s = {len(ids) / elapsed:.0f}/s with {args.clients} clients; "
               f"lost {len(lost)}")  # fmt: skip

@@ -1,7 +1,9 @@
-"""CPU time stolen from this machine by the hypervisor, from /proc/stat (Linux).
+"""What the fleet and signal benchmarks share: percentiles, and the CPU time stolen from
+this machine by the hypervisor (/proc/stat, Linux).
 
 Timings on a shared virtual machine move with other tenants' load; the benchmarks print the
-steal over each round beside it, so that a slow round can be told from a slow program.
+steal over each round beside it, and the figures of the calm rounds apart, so that a slow
+round can be told from a slow program.
 """
 
 from __future__ import annotations
@@ -9,6 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 
 STAT = Path("/proc/stat")
+#: Rounds with less host CPU steal than this (percent) count as calm.
+CALM_STEAL_PCT = 10.0
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The q-quantile of xs (nearest rank)."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def calm(xs: list[float], steal: list[float | None]) -> list[float]:
+    """The figures of the rounds whose host CPU steal is known and below CALM_STEAL_PCT."""
+    return [x for x, st in zip(xs, steal, strict=True) if st is not None and st < CALM_STEAL_PCT]
 
 
 def cpu_sample() -> tuple[int, int] | None:
