@@ -320,9 +320,10 @@ class Daemon:
                 self.request_replan("a signal could not be stored", delay_s=0.0)
             raise
         finally:
-            for key, ev in caps.items():
-                if early and self._pending.get(key) is ev:
-                    del self._pending[key]
+            if early:
+                for key, ev in caps.items():
+                    if self._pending.get(key) is ev:
+                        del self._pending[key]
         self.counters.signal(source, "accepted" if stored else "duplicate")
         if stored:
             # a cancel can bring a lower cap of another event back into force
@@ -429,10 +430,10 @@ class Daemon:
         m = self.measured()
         if drifted:
             self.shed_order = self.compute_shed_order()
-        if drifted and self.measured(expect=True)["import_kw"] > self.cap_now(now)[0] + 1e-6:
-            # e.g. a miner that rebooted into mining during a DR event: shed now, do not
-            # wait for the plan
-            self.request_fast_path(f"{drifted} devices left their mode; load above the cap")
+            if self.measured(expect=True)["import_kw"] > self.cap_now(now)[0] + 1e-6:
+                # e.g. a miner that rebooted into mining during a DR event: shed now, do not
+                # wait for the plan
+                self.request_fast_path(f"{drifted} devices left their mode; load above the cap")
         self._integrate(m, dt, now)
         self.billing_peak_kw = max(self.billing_peak_kw, m["import_kw"])
         cap, events = self.cap_now(now)
@@ -537,10 +538,14 @@ class Daemon:
             return False  # on its way, or between states
         if (t.state == "sleeping") == (mode == SLEEP):
             return False
-        seen = self._mode_from_reading(device_id, t)
-        log.warning("%s reads %s but was set to %s: putting it back", device_id, seen, mode)
-        self.modes[device_id] = seen
+        self._adopt_reading(device_id, t, f"was set to {mode}: putting it back")
         return True
+
+    def _adopt_reading(self, device_id: str, t: Telemetry, why: str) -> None:
+        """Take the mode a device reads as its own, so that dispatch sends the plan's again."""
+        seen = self._mode_from_reading(device_id, t)
+        log.warning("%s reads %s but %s", device_id, seen, why)
+        self.modes[device_id] = seen
 
     def _settle_expected(self, readings: Mapping[str, Telemetry], now: float) -> None:
         """Forget expectations that a reading confirms. One older than a device needs to get
@@ -556,15 +561,8 @@ class Daemon:
             elif now - at > EXPECT_MAX_S:
                 del self._expected[device_id]
                 if t is not None and t.at >= at:
-                    seen = self._mode_from_reading(device_id, t)
-                    log.warning(
-                        "%s did not reach %s within %.0f s (reads %s): sending it again",
-                        device_id,
-                        mode,
-                        EXPECT_MAX_S,
-                        seen,
-                    )
-                    self.modes[device_id] = seen
+                    why = f"did not reach {mode} within {EXPECT_MAX_S:.0f} s: sending it again"
+                    self._adopt_reading(device_id, t, why)
 
     def compute_shed_order(self) -> list[ShedStep]:
         """Least valuable kW first (the order of ``scheduler.shedding``, over devices);
