@@ -1,7 +1,7 @@
 """Plan latency: cold plan and warm re-plan against the ordinary PuLP build, per size.
 
 Usage: .venv/bin/python benchmarks/plan_latency.py [--sizes 4x4x288,20x5x576,200x5x576]
-       [--pulp-max-vars N] [--repeat R]
+       [--pulp-max-vars N] [--repeat R] [--no-unseeded]
 
 Each (classes x modes x steps) case runs in its own process so that its peak memory (max
 RSS) is its own. A synthetic site at 5-min steps uses every constraint family: mixed ASIC
@@ -137,23 +137,38 @@ def inputs_for(n_classes: int, n_modes: int, n_steps: int, resolution: str | Non
 
 
 def run_ours(
-    n_classes: int, n_modes: int, n_steps: int, resolution: str | None, repeat: int
+    n_classes: int,
+    n_modes: int,
+    n_steps: int,
+    resolution: str | None,
+    repeat: int,
+    seedless: bool = True,
 ) -> dict[str, Any]:
     inp = inputs_for(n_classes, n_modes, n_steps, resolution)
     cold: list[float] = []
+    plain: list[float] = []
     warm: list[float] = []
     warm_all: list[float] = []
     objective = 0.0
     rng = np.random.default_rng(1)
     base_price = inp.price_usd_per_mwh.copy()
     size = ""
+    first_seeded: int | None = None
     for _ in range(repeat):
-        planner = Planner()
         inp.price_usd_per_mwh = base_price.copy()
+        if seedless:  # the same cold plan from HiGHS's slack basis, for comparison
+            unseeded = Planner()
+            unseeded.seed_min_vars = None
+            t0 = time.perf_counter()
+            assert unseeded.plan(inp).ok
+            plain.append(time.perf_counter() - t0)
+            del unseeded
+        planner = Planner()
         t0 = time.perf_counter()
         plan = planner.plan(inp)
         cold.append(time.perf_counter() - t0)
         assert plan.ok, plan.notes
+        first_seeded = plan.seeded_from_steps
         objective = plan.objective
         size = plan.model_size
         # the typical 5-min re-plan: a new real-time price for the next hour
@@ -172,6 +187,8 @@ def run_ours(
         assert again.ok and again.warm
     return {
         "cold_s": float(np.median(cold)),
+        "cold_unseeded_s": float(np.median(plain)) if plain else None,
+        "seeded_from_steps": first_seeded,
         "warm_s": float(np.median(warm)),
         "warm_all_s": float(np.median(warm_all)),
         "objective": objective,
@@ -227,11 +244,17 @@ def child(args: argparse.Namespace) -> None:
     if args.kind == "pulp":
         out = run_pulp(c, m, t)
     else:
-        out = run_ours(c, m, t, args.resolution, args.repeat)
+        out = run_ours(c, m, t, args.resolution, args.repeat, args.unseeded)
     print(json.dumps(out))
 
 
-def spawn(case: str, kind: str, repeat: int, resolution: str | None = None) -> dict[str, Any]:
+def _opt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def spawn(
+    case: str, kind: str, repeat: int, resolution: str | None = None, unseeded: bool = True
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         __file__,
@@ -245,6 +268,8 @@ def spawn(case: str, kind: str, repeat: int, resolution: str | None = None) -> d
     ]
     if resolution:
         cmd += ["--resolution", resolution]
+    if not unseeded:
+        cmd.append("--no-unseeded")
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode:
         raise SystemExit(f"{case} {kind} failed:\n{res.stderr}")
@@ -261,6 +286,12 @@ def main() -> None:
         default=10**7,
         help="skip the PuLP baseline above this many LP columns",
     )
+    ap.add_argument(
+        "--unseeded",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time each cold plan without the coarse-plan seed",
+    )
     ap.add_argument("--multires", default=MULTIRES, help="';'-separated multi-resolution specs")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--case", help=argparse.SUPPRESS)
@@ -272,6 +303,7 @@ def main() -> None:
         return
     header = (
         f"{'classes x modes x steps':>24} {'horizon':>9} {'model':>44} {'cold s':>7} "
+        f"{'unseeded':>8} "
         f"{'warm1h s':>8} {'warm all':>8} {'RSS MB':>7} {'PuLP build s':>12} "
         f"{'PuLP+HiGHS s':>12} {'speedup':>8} {'obj diff':>9}"
     )
@@ -280,11 +312,13 @@ def main() -> None:
     largest = args.sizes.split(",")[-1]
     print(
         f"python {sys.version.split()[0]}, {__import__('os').cpu_count()} CPUs; "
-        f"repeat {args.repeat} (median)",
+        f"repeat {args.repeat} (median); 'cold s' starts HiGHS from a 30-minute plan's "
+        "basis where the model is large enough (scheduler.seed), 'unseeded' from its slack "
+        "basis",
         flush=True,
     )
     for case in args.sizes.split(","):
-        ours = spawn(case, "ours", args.repeat)
+        ours = spawn(case, "ours", args.repeat, unseeded=args.unseeded)
         n_vars = int(ours["model"].split()[0])
         pulp_cols = ["-", "-", "-", "-"]
         if n_vars <= args.pulp_max_vars:
@@ -298,6 +332,7 @@ def main() -> None:
             ]
         print(
             f"{case:>24} {'full':>9} {ours['model']:>44} {ours['cold_s']:7.3f} "
+            f"{_opt(ours['cold_unseeded_s']):>8} "
             f"{ours['warm_s']:8.3f} {ours['warm_all_s']:8.3f} {ours['peak_rss_mb']:7.0f} "
             f"{pulp_cols[0]:>12} "
             f"{pulp_cols[1]:>12} {pulp_cols[2]:>8} {pulp_cols[3]:>9}",
@@ -305,10 +340,11 @@ def main() -> None:
         )
         if case == largest:
             for spec in args.multires.split(";"):
-                mr = spawn(case, "ours", args.repeat, spec)
+                mr = spawn(case, "ours", args.repeat, spec, args.unseeded)
                 gap = (mr["objective"] - ours["objective"]) / max(1.0, abs(ours["objective"]))
                 print(
                     f"{case:>24} {'multires':>9} {mr['model']:>44} {mr['cold_s']:7.3f} "
+                    f"{_opt(mr['cold_unseeded_s']):>8} "
                     f"{mr['warm_s']:8.3f} {mr['warm_all_s']:8.3f} {mr['peak_rss_mb']:7.0f} "
                     f"{'':>12} {'':>12} {'':>8} {gap:9.1e}",
                     flush=True,

@@ -330,6 +330,7 @@ def extract_plan(
         build_s=build_s,
         solve_s=result.runtime_s,
         warm=result.warm,
+        seeded_from_steps=result.extras.get("seed", {}).get("coarse_steps"),
         price_label=inp.price_label,
         price_synthetic=inp.price_synthetic,
         price_usd_per_mwh=inp.price_usd_per_mwh,

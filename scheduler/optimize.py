@@ -16,6 +16,7 @@ from scheduler.extract import extract_plan
 from scheduler.inputs import PlanInputs
 from scheduler.matrices import LPModel
 from scheduler.plan import Plan
+from scheduler.seed import SEED_MAX_VARS, SEED_MIN_VARS, coarse_groups, coarse_inputs, map_basis
 from scheduler.solvers import HighsSolver, Solver, SolveResult, get_solver
 
 
@@ -32,6 +33,9 @@ class Planner:
         self.solver_name = solver
         self.options = options
         self.integer = integer
+        #: Seed cold solves of models with at least this many columns from a coarser
+        #: plan's basis (``scheduler.seed``); None never seeds.
+        self.seed_min_vars: int | None = SEED_MIN_VARS
         self._solver: Solver = get_solver(solver, options)
         self._key: tuple[object, ...] | None = None
         self._model: LPModel | None = None
@@ -55,12 +59,48 @@ class Planner:
                 model = build_model(inp, integer=self.integer)
                 result = self._solver.solve(model)
                 result.extras["warm_failed"] = True
+        elif isinstance(self._solver, HighsSolver) and not self.integer:
+            result = self._seeded(inp, model, self._solver)
         else:
             result = self._solver.solve(model, warm=warm)
         if self.integer and result.ok:
             result = self._duals_of_fixed(model, result)
         self._key, self._model = (key, model) if result.ok else (None, None)
         return model, result, build_s
+
+    def _seeded(self, inp: PlanInputs, model: LPModel, solver: HighsSolver) -> SolveResult:
+        """A cold solve that starts from the basis of the same site planned over coarser
+        steps (``scheduler.seed``); a plain one when the model is small, the horizon too
+        short to coarsen by half, or the seed fails."""
+        t0 = time.perf_counter()
+        group = coarse_groups(inp.grid)
+        G = int(group.max()) + 1
+        if (
+            self.seed_min_vars is None
+            or not self.seed_min_vars <= model.n_vars <= SEED_MAX_VARS
+            or 2 * G > inp.T
+        ):
+            return solver.solve(model)
+        coarse = build_model(coarse_inputs(inp, group))
+        helper = HighsSolver(self.options)
+        first = helper.solve(coarse)
+        basis = helper.basis() if first.ok else None
+        if basis is None:
+            return solver.solve(model)
+        start = map_basis(model, coarse, *basis, group)
+        seed_s = time.perf_counter() - t0
+        result = solver.solve(model, start=start)
+        if not result.ok:  # a seed must never cost a plan
+            result = solver.solve(model)
+            result.extras["seed_failed"] = True
+            return result
+        result.runtime_s += seed_s
+        result.extras["seed"] = {
+            "coarse_steps": G,
+            "coarse_iterations": first.iterations,
+            "seconds": round(seed_s, 4),
+        }
+        return result
 
     def _duals_of_fixed(self, model: LPModel, mip: SolveResult) -> SolveResult:
         """Fix the integer decisions and re-solve the LP for the import limit's duals."""

@@ -176,6 +176,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     model_size: str = ""
+    seeded_from_steps: int | None = None  # a cold solve started from a coarser plan's basis
 
     @property
     def ok(self) -> bool:
@@ -212,6 +213,7 @@ class Plan:
                 "build_s": round(self.build_s, 4),
                 "solve_s": round(self.solve_s, 4),
                 "warm": self.warm,
+                "seeded_from_steps": self.seeded_from_steps,
                 "model": self.model_size,
             },
             "prices": {"label": self.price_label, "synthetic": self.price_synthetic},

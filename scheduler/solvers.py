@@ -150,9 +150,39 @@ class HighsSolver:
             "row_hi": np.where(np.isinf(model.row_hi), inf, model.row_hi),
         }
 
-    def solve(self, model: LPModel, warm: bool = False) -> SolveResult:
+    def basis(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The last solve's basis: column and row statuses as HiGHS numbers them
+        (0 lower, 1 basic, 2 upper, 3 zero), or None when it has none."""
+        b = self._h.getBasis()
+        if not b.valid:
+            return None
+        return (
+            np.fromiter((int(v) for v in b.col_status), dtype=np.int8, count=len(b.col_status)),
+            np.fromiter((int(v) for v in b.row_status), dtype=np.int8, count=len(b.row_status)),
+        )
+
+    def _start_from(self, cols: np.ndarray, rows: np.ndarray) -> None:
+        """Start the next solve from these statuses, as an "alien" basis: HiGHS completes
+        or trims it to a nonsingular one."""
+        hs = self._hs
+        status = [hs.HighsBasisStatus(i) for i in range(5)]
+        b = hs.HighsBasis()
+        b.col_status = [status[v] for v in cols.tolist()]
+        b.row_status = [status[v] for v in rows.tolist()]
+        b.alien = True
+        b.valid = True
+        if self._h.setBasis(b) != hs.HighsStatus.kOk:
+            raise SolverError("HiGHS refused the starting basis")
+
+    def solve(
+        self,
+        model: LPModel,
+        warm: bool = False,
+        start: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> SolveResult:
         """Solve; ``warm`` re-solves the last model with this one's costs and bounds from
-        the last basis (the matrix must be the same)."""
+        the last basis (the matrix must be the same); ``start`` gives a cold solve a
+        basis to begin from (column and row statuses, as ``basis()`` returns them)."""
         hs = self._hs
         t0 = time.perf_counter()
         warm = warm and self._shape == (model.n_vars, model.n_rows)
@@ -160,6 +190,8 @@ class HighsSolver:
             self._update(model)
         else:
             self._pass(model)
+            if start is not None:
+                self._start_from(*start)
         self._h.run()
         runtime = time.perf_counter() - t0
         ms = self._h.getModelStatus()

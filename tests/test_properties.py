@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,8 +111,15 @@ def test_random_sites_plan_soundly_and_beat_trivial_plans(
     cfg = parse_site(raw, "random")
     grid = uniform_grid(T0, 12 * 900, 900)
     inp = assemble_inputs(cfg, grid, flat_series(prices, 900), events)
-    model, result, build_s = Planner().solve(inp)
+    plain = Planner()
+    plain.seed_min_vars = None
+    model, result, build_s = plain.solve(inp)
     assert result.ok, result.termination  # soft limits: a plan always exists
+    seeded = Planner()
+    seeded.seed_min_vars = 0  # from the 30-minute plan's basis: the same optimum
+    _, from_seed, _ = seeded.solve(inp)
+    assert from_seed.ok and "seed" in from_seed.extras
+    assert from_seed.objective == pytest.approx(result.objective, rel=1e-7, abs=1e-6)
     plan = extract_plan(inp, model, result, build_s, "random", "America/Chicago")
     assert check_plan(inp, model, result.x, plan) == []
     asleep = np.zeros((inp.K, inp.T))
