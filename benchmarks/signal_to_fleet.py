@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -246,6 +247,7 @@ def main() -> None:
             daemon.wait(60)
         sim.terminate()
         sim.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)  # the daemon's database and site file
 
 
 if __name__ == "__main__":

@@ -603,6 +603,28 @@ class Daemon:
             order += [s for _, s in sorted(group, key=lambda x: x[0])]
         return order
 
+    def _reading_gaps(self) -> tuple[float, dict[str, float]]:
+        """How far readings of awake devices lag their modes, at the meter: the kW that
+        devices reading below their mode's power will still add (in total), and the kW
+        each device reading above it draws beyond the shed order's figure. Devices with a
+        command not yet confirmed already count at their new mode."""
+        pue = self.config.site.pue
+        below = 0.0
+        above: dict[str, float] = {}
+        for device_id, t in self.readings.items():
+            mode = self.modes.get(device_id, SLEEP)
+            if mode == SLEEP or device_id in self._expected or t.power_w is None:
+                continue
+            m = self.classes[self.fleet.status[device_id].group].mode(mode)
+            if m is None:
+                continue
+            gap = m.power_kw - t.power_w / 1000.0
+            if gap > 0:
+                below += pue * gap
+            elif gap < 0:
+                above[device_id] = -pue * gap
+        return below, above
+
     def serving_tokens(self) -> float:
         total = 0.0
         for device_id, mode in self.modes.items():
@@ -617,7 +639,11 @@ class Daemon:
         t0 = time.perf_counter()
         cap, events = self.cap_now()
         load = self.measured(expect=True)["import_kw"]
-        excess = load - cap
+        below, above = self._reading_gaps()
+        # Shed until what stays on fits under the cap at the larger of its reading and its
+        # mode's power: a miner still ramping up reads below its mode (the order's figure)
+        # and would climb back over the cap; one drawing more than its mode saves more.
+        excess = load + below - cap
         if excess <= 1e-6 or not self.readings:
             return []
         floor = self._committed_now(time.time())
@@ -631,7 +657,7 @@ class Daemon:
             if step.device_id in chosen and step.request.action != "sleep":
                 continue
             chosen[step.device_id] = step  # a GPU already capped down may still go to sleep
-            excess -= step.saves_kw
+            excess -= step.saves_kw + above.get(step.device_id, 0.0)
             tokens -= step.tokens_lost
         if not chosen:
             return []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import time
@@ -190,6 +191,37 @@ def test_a_second_curtail_does_not_shed_the_same_kw_twice(tmp_path: Path) -> Non
             # draw); what it reports (metrics, status, audit) stays the readings
             assert awake_kw() <= d.measured(expect=True)["import_kw"] <= awake_kw() + 0.5
             assert d.measured()["import_kw"] >= full - 0.5
+
+    asyncio.run(go())
+
+
+def test_miners_still_ramping_up_are_shed_at_their_modes_power(tmp_path: Path) -> None:
+    """Readings taken while miners ramp up show less than their mode draws a few seconds
+    later: the fast path sheds for the mode's power, not the lagging reading (a 0 kW
+    curtail once left the last five of 999 miners running until the re-plan)."""
+    d = _daemon(tmp_path, 1000.0)
+
+    def awake_kw() -> float:
+        return sum(
+            d.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
+            for i, m in d.modes.items()
+            if m != SLEEP
+        )
+
+    async def go() -> None:
+        async with running(d):
+            full = awake_kw()
+            ramping = [i for i in d.readings if d.fleet.status[i].group == "new"]
+            for i in ramping:  # read mid-ramp, at 60 % of their profile
+                t = d.readings[i]
+                d.readings[i] = dataclasses.replace(t, power_w=0.6 * (t.power_w or 0.0))
+            d._it_cache.clear()
+            assert d.measured()["import_kw"] < full - 8.0  # the readings fit under the cap
+            await curtail(d, full - 8.0)
+            assert full - 8.0 - 3.6 < awake_kw() <= full - 8.0  # what they ramp to does not
+            # and with every miner reading low, a 0 kW cap still sheds every one of them
+            await curtail(d, 0.0, "all")
+            assert _awake(d) == 0
 
     asyncio.run(go())
 
