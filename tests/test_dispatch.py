@@ -99,6 +99,15 @@ def _awake(d: Daemon) -> int:
     return sum(1 for m in d.modes.values() if m != SLEEP)
 
 
+def _awake_kw(d: Daemon) -> float:
+    """IT power of the awake devices at their modes' figures."""
+    return sum(
+        d.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
+        for i, m in d.modes.items()
+        if m != SLEEP
+    )
+
+
 async def fast_path_done(d: Daemon) -> None:
     while d._fast_running:
         await asyncio.sleep(0.02)
@@ -170,26 +179,19 @@ def test_power_comes_back_in_ramp_limited_batches(tmp_path: Path) -> None:
 def test_a_second_curtail_does_not_shed_the_same_kw_twice(tmp_path: Path) -> None:
     d = _daemon(tmp_path, 1000.0)
 
-    def awake_kw() -> float:
-        return sum(
-            d.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
-            for i, m in d.modes.items()
-            if m != SLEEP
-        )
-
     async def go() -> None:
         async with running(d):
-            full = awake_kw()
+            full = _awake_kw(d)
             await curtail(d, full - 8.0, "first")
-            after_first = awake_kw()
+            after_first = _awake_kw(d)
             assert full - 8.0 - 3.6 < after_first <= full - 8.0  # a miner is about 3-3.6 kW
             # No poll in between: the readings still show the full load, the miners still
             # ramp down. The second curtail sheds only what the first did not.
             await curtail(d, full - 16.0, "second")
-            assert full - 16.0 - 3.6 < awake_kw() <= full - 16.0
+            assert full - 16.0 - 3.6 < _awake_kw(d) <= full - 16.0
             # the load it decides on: the commanded modes (plus the sleeping miners' idle
             # draw); what it reports (metrics, status, audit) stays the readings
-            assert awake_kw() <= d.measured(expect=True)["import_kw"] <= awake_kw() + 0.5
+            assert _awake_kw(d) <= d.measured(expect=True)["import_kw"] <= _awake_kw(d) + 0.5
             assert d.measured()["import_kw"] >= full - 0.5
 
     asyncio.run(go())
@@ -201,16 +203,9 @@ def test_miners_still_ramping_up_are_shed_at_their_modes_power(tmp_path: Path) -
     curtail once left the last five of 999 miners running until the re-plan)."""
     d = _daemon(tmp_path, 1000.0)
 
-    def awake_kw() -> float:
-        return sum(
-            d.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
-            for i, m in d.modes.items()
-            if m != SLEEP
-        )
-
     async def go() -> None:
         async with running(d):
-            full = awake_kw()
+            full = _awake_kw(d)
             ramping = [i for i in d.readings if d.fleet.status[i].group == "new"]
             for i in ramping:  # read mid-ramp, at 60 % of their profile
                 t = d.readings[i]
@@ -218,7 +213,7 @@ def test_miners_still_ramping_up_are_shed_at_their_modes_power(tmp_path: Path) -
             d._it_cache.clear()
             assert d.measured()["import_kw"] < full - 8.0  # the readings fit under the cap
             await curtail(d, full - 8.0)
-            assert full - 8.0 - 3.6 < awake_kw() <= full - 8.0  # what they ramp to does not
+            assert full - 8.0 - 3.6 < _awake_kw(d) <= full - 8.0  # what they ramp to does not
             # and with every miner reading low, a 0 kW cap still sheds every one of them
             await curtail(d, 0.0, "all")
             assert _awake(d) == 0
