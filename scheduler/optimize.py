@@ -17,7 +17,7 @@ from scheduler.inputs import PlanInputs
 from scheduler.matrices import LPModel
 from scheduler.plan import Plan
 from scheduler.seed import SEED_MAX_VARS, SEED_MIN_VARS, coarse_groups, coarse_inputs, map_basis
-from scheduler.solvers import HighsSolver, Solver, SolveResult, get_solver
+from scheduler.solvers import HighsSolver, Solver, SolverError, SolveResult, get_solver
 
 
 class Planner:
@@ -89,18 +89,21 @@ class Planner:
             return solver.solve(model)
         start = map_basis(model, coarse, *basis, group)
         seed_s = time.perf_counter() - t0
-        result = solver.solve(model, start=start)
-        if not result.ok:  # a seed must never cost a plan
+        try:
+            seeded: SolveResult | None = solver.solve(model, start=start)
+        except SolverError:  # HiGHS refused the basis
+            seeded = None
+        if seeded is None or not seeded.ok:  # a seed must never cost a plan
             result = solver.solve(model)
             result.extras["seed_failed"] = True
             return result
-        result.runtime_s += seed_s
-        result.extras["seed"] = {
+        seeded.runtime_s += seed_s
+        seeded.extras["seed"] = {
             "coarse_steps": G,
             "coarse_iterations": first.iterations,
             "seconds": round(seed_s, 4),
         }
-        return result
+        return seeded
 
     def _duals_of_fixed(self, model: LPModel, mip: SolveResult) -> SolveResult:
         """Fix the integer decisions and re-solve the LP for the import limit's duals."""

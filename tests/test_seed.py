@@ -75,6 +75,26 @@ def test_any_starting_basis_still_reaches_the_optimum() -> None:
         assert result.objective == pytest.approx(best.objective, rel=1e-9, abs=1e-6)
 
 
+def test_a_basis_highs_refuses_falls_back_to_a_plain_solve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, inp = example_inputs(hours=12, step_s=300)
+    plain = Planner()
+    plain.seed_min_vars = None
+    _, best, _ = plain.solve(inp)
+
+    def short(*args: object) -> tuple[np.ndarray, np.ndarray]:
+        cols, rows = map_basis(*args)  # type: ignore[arg-type]
+        return cols[:-1], rows  # one status short: HiGHS rejects the basis
+
+    monkeypatch.setattr("scheduler.optimize.map_basis", short)
+    seeded = Planner()
+    seeded.seed_min_vars = 0
+    _, result, _ = seeded.solve(inp)
+    assert result.ok and result.extras.get("seed_failed")
+    assert result.objective == pytest.approx(best.objective, rel=1e-9, abs=1e-6)
+
+
 def test_the_coarse_basis_maps_onto_every_fine_block() -> None:
     _, inp = example_inputs(hours=6, step_s=300)
     group = coarse_groups(inp.grid, 1800)
