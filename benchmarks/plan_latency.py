@@ -153,7 +153,6 @@ def run_ours(
     rng = np.random.default_rng(1)
     base_price = inp.price_usd_per_mwh.copy()
     size = ""
-    first_seeded: int | None = None
     for _ in range(repeat):
         inp.price_usd_per_mwh = base_price.copy()
         if seedless:  # the same cold plan from HiGHS's slack basis, for comparison
@@ -168,7 +167,6 @@ def run_ours(
         plan = planner.plan(inp)
         cold.append(time.perf_counter() - t0)
         assert plan.ok, plan.notes
-        first_seeded = plan.seeded_from_steps
         objective = plan.objective
         size = plan.model_size
         # the typical 5-min re-plan: a new real-time price for the next hour
@@ -188,7 +186,6 @@ def run_ours(
     return {
         "cold_s": float(np.median(cold)),
         "cold_unseeded_s": float(np.median(plain)) if plain else None,
-        "seeded_from_steps": first_seeded,
         "warm_s": float(np.median(warm)),
         "warm_all_s": float(np.median(warm_all)),
         "objective": objective,

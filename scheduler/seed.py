@@ -26,7 +26,7 @@ SEED_STEP_S = 1800
 SEED_MIN_VARS = 5_000
 #: ... and no more than this: each simplex iteration from a seeded basis costs more (it
 #: starts dense), and at 810k columns that outweighed halving the iterations (109 s
-#: against 93 s); at 206k columns the seed still won (3.1-3.6 s against 3.5-4.2 s).
+#: against 93 s); at 206k columns the seed still won (2.25 s against 2.80 s).
 SEED_MAX_VARS = 300_000
 
 # HiGHS's basis statuses (HighsBasisStatus): lower, basic, upper, zero (free), nonbasic.
