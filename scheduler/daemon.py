@@ -37,6 +37,7 @@ from models.durations import parse_duration_s
 from models.market import Series, demo_prices, load_price_file, site_prices
 from models.signals import EventType, GridEvent
 from models.site import FeedKind, Posture, SiteConfig
+from scheduler.eventbook import EventBook
 from scheduler.inputs import SiteState, assemble_inputs, event_caps, peak_rules, slot_peaks
 from scheduler.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 from scheduler.optimize import Planner
@@ -120,7 +121,7 @@ class Daemon:
         self._replan_pending = False
         self._fast_running = False
         self._fast_again: str | None = None
-        self._events: dict[str, GridEvent] | None = None
+        self._book: EventBook | None = None  # loaded from the store on first use
         self._peak_rules: list[str] = []  # tariff rules seen, in order: their peak slots
         self._pending: dict[str, GridEvent] = {}  # caps being written, already enforced
         self._it_cache: dict[bool, tuple[dict[str, float], set[str]]] = {}
@@ -206,51 +207,56 @@ class Daemon:
 
     # -- signals ------------------------------------------------------------------------------
 
+    def _events(self) -> EventBook:
+        if self._book is None:
+            self._book = EventBook(self._load_events(time.time()))
+        return self._book
+
     def active_events(self, now: float | None = None) -> list[GridEvent]:
         """Stored events that have not ended or been cancelled, plus any fail-safe cap."""
         now = time.time() if now is None else now
-        if self._events is None:
-            self._events = self._load_events(now)
-        known = {**self._events, **self._pending} if self._pending else self._events
-        out = [e for e in known.values() if e.end_utc.timestamp() > now]
-        failsafe = self.failsafe_reason(now)
+        out = self._events().live(now)
+        if self._pending:
+            out = [e for e in out if e.id not in self._pending]
+            out += [e for e in self._pending.values() if e.end_utc.timestamp() > now]
+        failsafe = self._failsafe_event(now)
         if failsafe is not None:
-            out.append(
-                GridEvent(
-                    id="failsafe",
-                    type=EventType.CURTAIL,
-                    start=datetime.fromtimestamp(now - 1, UTC),
-                    limit_kw=self.failsafe_cap_kw(),
-                    source="failsafe",
-                )
-            )
+            out.append(failsafe)
         return out
 
-    def _load_events(self, now: float) -> dict[str, GridEvent]:
+    def _failsafe_event(self, now: float) -> GridEvent | None:
+        if self.failsafe_reason(now) is None:
+            return None
+        return GridEvent(
+            id="failsafe",
+            type=EventType.CURTAIL,
+            start=datetime.fromtimestamp(now - 1, UTC),
+            limit_kw=self.failsafe_cap_kw(),
+            source="failsafe",
+        )
+
+    def _load_events(self, now: float) -> list[GridEvent]:
         """The store's events in force or to come (on start; then kept in step by accept)."""
-        out: dict[str, GridEvent] = {}
+        out: list[GridEvent] = []
         for raw in self.store.signals(include_ended_after=now):
             body = {k: v for k, v in raw.items() if not k.startswith("_")}
             try:
-                out[body["id"]] = GridEvent.model_validate(body)
+                out.append(GridEvent.model_validate(body))
             except ValueError:
                 log.exception("stored event %s no longer validates", raw.get("id"))
         return out
 
     def _remember(self, events: list[GridEvent]) -> None:
         """Mirror what add_signals did in the store (cancels, prefix cancels, upserts)."""
-        if self._events is None:
-            self._events = self._load_events(time.time())
+        book = self._events()
         for ev in events:
             if ev.type is EventType.CANCEL:
                 if ev.id.endswith(":*"):
-                    prefix = ev.id[:-1]
-                    for k in [k for k in self._events if k.startswith(prefix)]:
-                        del self._events[k]
+                    book.drop_prefix(ev.id[:-1])
                 else:
-                    self._events.pop(ev.id, None)
+                    book.drop(ev.id)
             else:
-                self._events[ev.id] = ev
+                book.put(ev)
 
     def failsafe_cap_kw(self) -> float:
         d = self.config.daemon
@@ -392,11 +398,17 @@ class Daemon:
 
     def cap_now(self, now: float | None = None) -> tuple[float, list[GridEvent]]:
         now = time.time() if now is None else now
-        events = [
-            e
-            for e in self.active_events(now)
-            if e.type in (EventType.CURTAIL, EventType.ALERT) and e.start_utc.timestamp() <= now
-        ]
+        events = self._events().caps_in_force(now)
+        if self._pending:
+            events = [e for e in events if e.id not in self._pending]
+            events += [
+                e
+                for e in self._pending.values()
+                if e.start_utc.timestamp() <= now < e.end_utc.timestamp()
+            ]
+        failsafe = self._failsafe_event(now)
+        if failsafe is not None:
+            events.append(failsafe)
         grid = TimeGrid(
             np.array([int(now)], dtype=np.int64), np.array([int(now) + 1], dtype=np.int64)
         )
