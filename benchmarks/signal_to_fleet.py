@@ -137,6 +137,11 @@ def main() -> None:
         assert sim.stdout is not None
         print(sim.stdout.readline().strip())
         sim.stdout.readline()
+        if not site.exists():
+            raise SystemExit(
+                f"the simulator did not start (exit {sim.poll()}; its error is above): "
+                "is another simulator still bound to 127.30.0.x?"
+            )
         # A hashprice high enough that the plan runs the whole fleet at every hour of the
         # demo prices (at 0.05 USD/TH/day the S19j Pro half sleeps through evening peaks).
         text = site.read_text().replace(
