@@ -267,7 +267,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gridsched", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="gridsched",
+        description="Grid-aware scheduling of miners and inference: dry-run plans and "
+        "backtests, the daemon, the simulated fleet, the audit log.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     pl = sub.add_parser("plan", help="plan a site over a horizon (dry run, no hardware)")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import itertools
 import json
 import logging
 import signal
@@ -99,17 +100,35 @@ def _quiet_server_class() -> Any:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from scheduler.archive import ArchiveError, check_sequence
     from scheduler.store import Store
 
     if not Path(args.db).exists():
         print(f"gridsched: error: {args.db}: no such database", file=sys.stderr)
         return 2
-    v = Store(args.db).verify()
-    if v.ok:
-        print(f"{args.db}: hash chain intact, {v.records} records")
-        return 0
-    print(f"{args.db}: BROKEN at record {v.first_bad_seq}: {v.reason} ({v.records} records read)")
-    return 1
+    store = Store(args.db)
+    v = store.verify()
+    if not v.ok:
+        print(
+            f"{args.db}: BROKEN at record {v.first_bad_seq}: {v.reason} ({v.records} records read)"
+        )
+        return 1
+    where = ""
+    if v.from_seq > 1:
+        where = (
+            f" from record {v.from_seq} (1-{v.from_seq - 1} archived to {', '.join(v.archived_to)})"
+        )
+    if args.archive:
+        anchor = store.anchor()
+        try:
+            for line in check_sequence(args.archive, anchor.seq, anchor.hash):
+                print(line)
+        except ArchiveError as exc:
+            print(f"BROKEN: {exc}")
+            return 1
+        where = f" from record {v.from_seq}, continuing the archives" if v.from_seq > 1 else ""
+    print(f"{args.db}: hash chain intact, {v.records} records{where}")
+    return 0
 
 
 def _ts(text: str, what: str) -> float:
@@ -124,18 +143,63 @@ def _ts(text: str, what: str) -> float:
     return t.astimezone(UTC).timestamp()
 
 
+def cmd_audit_archive(args: argparse.Namespace) -> int:
+    from scheduler.archive import ArchiveError, archive
+
+    if not Path(args.db).exists():
+        print(f"gridsched: error: {args.db}: no such database", file=sys.stderr)
+        return 2
+    before = _ts(args.before, "--before")
+    try:
+        done = archive(args.db, before, args.out, args.chunk)
+    except ArchiveError as exc:
+        print(f"gridsched: error: {exc}", file=sys.stderr)
+        return 1
+    if not done.records:
+        print(f"{args.db}: no record before {args.before} to archive (the newest always stays)")
+        return 0
+    last = datetime.fromtimestamp(done.last_at, UTC).isoformat()
+    print(
+        f"archived {done.records} records ({done.first_seq}-{done.last_seq}, the last at "
+        f"{last}) to {args.out}, verified; {args.db} now starts at record {done.last_seq + 1} "
+        "(keep the file: `gridsched audit verify --archive` proves the chain across both)"
+    )
+    return 0
+
+
 def cmd_audit_export(args: argparse.Namespace) -> int:
+    from scheduler.archive import ArchiveError, check_sequence, records
     from scheduler.store import Store
 
     store = Store(args.db)
     v = store.verify()
     start, end = _ts(args.from_, "--from"), _ts(args.to, "--to")
+    kinds = ("signal", "commands", "telemetry", "plan", "shutdown")
+    found: list[tuple[int, float, str, dict[str, Any], str]] = []
+    if args.archive:
+        anchor = store.anchor()
+        try:
+            check_sequence(args.archive, anchor.seq, anchor.hash)
+            for seq, at, kind, text, _prev, h in (r for a in args.archive for r in records(a)):
+                if start <= at < end and kind in kinds:
+                    found.append((seq, at, kind, json.loads(text), h))
+        except ArchiveError as exc:
+            print(f"gridsched: error: {exc}", file=sys.stderr)
+            return 1
+    elif v.from_seq > 1:
+        first = next(store.records(0.0, float("inf")), None)
+        if first is not None and start < first[1]:
+            print(
+                f"gridsched: note: records before {datetime.fromtimestamp(first[1], UTC)} are "
+                f"archived ({', '.join(v.archived_to)}); pass them with --archive",
+                file=sys.stderr,
+            )
     out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
     w = csv.writer(out)
     w.writerow(["seq", "time_utc", "kind", "subject", "value", "detail", "hash"])
     n = 0
-    for seq, at, kind, payload, h in store.records(
-        start, end, ("signal", "commands", "telemetry", "plan", "shutdown")
+    for seq, at, kind, payload, h in itertools.chain(
+        sorted(found), store.records(start, end, kinds)
     ):
         when = datetime.fromtimestamp(at, UTC).isoformat()
         for subject, value, detail in _rows(kind, payload):
@@ -261,12 +325,24 @@ def add_parsers(sub: Any) -> None:
 
     au = sub.add_parser("audit", help="verify and export the hash-chained decision log")
     asub = au.add_subparsers(dest="audit_command", required=True)
+    archive_help = "archive file(s) from `audit archive`, any order (repeat the flag)"
     v = asub.add_parser("verify", help="re-walk the hash chain")
     v.add_argument("--db", required=True)
+    v.add_argument("--archive", action="append", metavar="FILE", help=archive_help)
     v.set_defaults(func=cmd_audit_verify)
     e = asub.add_parser("export", help="signals, commands and measured power as CSV")
     e.add_argument("--db", required=True)
     e.add_argument("--from", dest="from_", required=True, help="ISO 8601 UTC start")
     e.add_argument("--to", required=True)
     e.add_argument("--out", help="CSV file (default stdout)")
+    e.add_argument("--archive", action="append", metavar="FILE", help=archive_help)
     e.set_defaults(func=cmd_audit_export)
+    ar = asub.add_parser(
+        "archive",
+        help="move records older than a date to a verified file; the chain goes on from it",
+    )
+    ar.add_argument("--db", required=True)
+    ar.add_argument("--before", required=True, help="ISO 8601 UTC: archive records before it")
+    ar.add_argument("--out", required=True, help="new file (.jsonl, or .jsonl.gz compressed)")
+    ar.add_argument("--chunk", type=int, default=5000, help="records deleted per transaction")
+    ar.set_defaults(func=cmd_audit_archive)

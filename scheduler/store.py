@@ -6,6 +6,10 @@ a demand-response settlement (the signal, the commands sent, the power measured)
 proved untouched: :meth:`Store.verify` re-walks the chain. Signals also live in their own
 table for lookups (active events, replay protection by webhook id).
 
+Old records can be moved out to an archive file (``scheduler.archive``); the ``archived``
+table then keeps, per file, the last archived record's sequence number and hash, and the
+chain left in the database is verified from that anchor.
+
 Writes go through one writer thread that commits whatever is queued as one transaction
 (group commit, ``synchronous=FULL``): a caller that awaits :meth:`Store.write` knows its
 record is on disk, and many concurrent signals share one fsync.
@@ -20,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,13 @@ CREATE TABLE IF NOT EXISTS webhook_ids (
     signal_ids TEXT NOT NULL,
     keep_until REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS archived (
+    file TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    last_hash TEXT NOT NULL,
+    archived_at REAL NOT NULL
+);
 """
 
 GENESIS = "0" * 64
@@ -70,10 +81,42 @@ class Verification:
     records: int
     first_bad_seq: int | None = None
     reason: str = ""
+    from_seq: int = 1  # records before it were archived (``archived_to``)
+    archived_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where the chain in the database starts: after the last archived record."""
+
+    seq: int
+    hash: str
+    files: tuple[str, ...] = ()
 
 
 class StoreError(Exception):
     pass
+
+
+def walk_chain(
+    after_seq: int, prev: str, rows: Iterable[tuple[int, float, str, str, str, str]]
+) -> tuple[int, int | None, str]:
+    """Check ``(seq, at, kind, payload, prev, hash)`` rows in order against the chain that
+    ends with record ``after_seq`` of hash ``prev``: (records read, first bad seq or None,
+    why it is bad)."""
+    expect = after_seq + 1
+    n = 0
+    for seq, at, kind, payload, p, h in rows:
+        n += 1
+        if seq != expect:
+            return n, seq, f"record {expect} is missing (next is {seq})"
+        if p != prev:
+            return n, seq, "prev does not match the record before"
+        if chain_hash(prev, seq, at, kind, payload) != h:
+            return n, seq, "hash does not match the record's content"
+        prev = h
+        expect += 1
+    return n, None, ""
 
 
 class Store:
@@ -153,7 +196,24 @@ class Store:
 
     def _reload_head(self, con: sqlite3.Connection) -> None:
         row = con.execute("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
-        self._seq, self._prev = (int(row[0]), str(row[1])) if row else (0, GENESIS)
+        if row is None:
+            anchor = self.anchor(con)
+            self._seq, self._prev = anchor.seq, anchor.hash
+        else:
+            self._seq, self._prev = int(row[0]), str(row[1])
+
+    def anchor(self, con: sqlite3.Connection | None = None) -> Anchor:
+        """The last archived record (seq 0 and the genesis hash when nothing is archived)."""
+        con = self._read if con is None else con
+        files = tuple(
+            str(f) for (f,) in con.execute("SELECT file FROM archived ORDER BY first_seq")
+        )
+        row = con.execute(
+            "SELECT last_seq, last_hash FROM archived ORDER BY last_seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return Anchor(0, GENESIS)
+        return Anchor(int(row[0]), str(row[1]), files)
 
     async def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(connection)`` inside the next group commit; returns once it is on disk."""
@@ -184,22 +244,14 @@ class Store:
         return int(await self.write(lambda con: self._append(con, kind, payload, at)))
 
     def verify(self) -> Verification:
-        prev = GENESIS
-        n = 0
-        expect = 1
-        for seq, at, kind, payload, p, h in self._read.execute(
-            "SELECT seq, at, kind, payload, prev, hash FROM log ORDER BY seq"
-        ):
-            n += 1
-            if seq != expect:
-                return Verification(False, n, seq, f"record {expect} is missing (next is {seq})")
-            if p != prev:
-                return Verification(False, n, seq, "prev does not match the record before")
-            if chain_hash(prev, seq, at, kind, payload) != h:
-                return Verification(False, n, seq, "hash does not match the record's content")
-            prev = h
-            expect += 1
-        return Verification(True, n)
+        """Re-walk the chain in the database, from the archive anchor when there is one."""
+        anchor = self.anchor()
+        rows = self._read.execute(
+            "SELECT seq, at, kind, payload, prev, hash FROM log WHERE seq > ? ORDER BY seq",
+            (anchor.seq,),
+        )
+        n, bad, why = walk_chain(anchor.seq, anchor.hash, rows)
+        return Verification(bad is None, n, bad, why, anchor.seq + 1, anchor.files)
 
     def records(
         self, start: float, end: float, kinds: tuple[str, ...] | None = None

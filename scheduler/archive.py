@@ -1,0 +1,278 @@
+"""Moving old decision-log records out of the database, and proving the chain across files.
+
+A daemon writes a few MB a day (docs/daemon.md); a site keeps years of settlement evidence.
+``gridsched audit archive`` moves the records older than a date to a JSON-lines file
+(gzip when the name ends in ``.gz``) and deletes them from the database, leaving there an
+anchor: the last archived record's sequence number and hash. Nothing is lost on the way:
+
+1. the chain in the database is verified first (a broken chain is not archived);
+2. the file is written, flushed to disk, then read back and verified record by record;
+3. only then are the records deleted, in chunks of ``chunk`` records (each chunk one short
+   transaction that also moves the anchor), so that a running daemon's writes, whose
+   signals wait on them, never queue behind one long delete.
+
+The newest record always stays in the database (it is the chain's head). ``gridsched audit
+verify --archive FILE...`` checks each file, that the files follow each other from the
+first record, and that the database's chain starts where the last file ends.
+
+File format: a header line ``{"format": "gridsched-audit-archive", "version": 1,
+"first_seq", "last_seq", "prev", "records", "created_utc", "db"}``, then one line per record
+``{"seq", "at", "kind", "payload", "prev", "hash"}`` with ``payload`` the exact text that
+was hashed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, cast
+
+from scheduler.store import GENESIS, Store, walk_chain
+
+FORMAT = "gridsched-audit-archive"
+VERSION = 1
+CHUNK = 5000
+
+Row = tuple[int, float, str, str, str, str]
+
+
+class ArchiveError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ArchiveHeader:
+    path: str
+    first_seq: int
+    last_seq: int
+    prev: str
+    records: int
+    last_hash: str = ""  # known once the file has been checked
+
+
+@dataclass(frozen=True)
+class Archived:
+    records: int  # 0: nothing was old enough (the other fields are then 0 too)
+    first_seq: int = 0
+    last_seq: int = 0
+    last_at: float = 0.0
+
+
+def _open(path: Path, mode: str, gz: bool | None = None) -> IO[str]:
+    if path.name.endswith(".gz") if gz is None else gz:
+        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8"))
+    return open(path, mode, encoding="utf-8")
+
+
+def archive(db: str | Path, before: float, out: str | Path, chunk: int = CHUNK) -> Archived:
+    """Move the records older than ``before`` (UTC seconds) from ``db`` to the file ``out``."""
+    out = Path(out)
+    if out.exists():
+        raise ArchiveError(f"{out} exists; an archive is never overwritten (choose a new name)")
+    if chunk < 1:
+        raise ArchiveError(f"chunk must be at least 1 record, got {chunk}")
+    store = Store(db)
+    try:
+        v = store.verify()
+        if not v.ok:
+            raise ArchiveError(
+                f"{db}: the chain is broken at record {v.first_bad_seq} ({v.reason}); "
+                "nothing archived"
+            )
+        anchor = store.anchor()
+    finally:
+        store.close()
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        head = con.execute("SELECT MAX(seq) FROM log").fetchone()[0]
+        if head is None:
+            return Archived(0)
+        last = con.execute(
+            "SELECT MAX(seq) FROM log WHERE seq > ? AND seq < ? AND at < ?",
+            (anchor.seq, int(head), before),
+        ).fetchone()[0]
+        if last is None:
+            return Archived(0)
+        # Records are appended in time order, but ``at`` is the caller's clock: archive a
+        # contiguous run of sequence numbers, up to the last record older than ``before``.
+        first, last = anchor.seq + 1, int(last)
+        rows = "SELECT seq, at, kind, payload, prev, hash FROM log WHERE seq >= ? AND seq <= ?"
+        tmp = out.with_name(out.name + ".partial")
+        with _open(tmp, "w", gz=out.name.endswith(".gz")) as f:
+            header = {
+                "format": FORMAT,
+                "version": VERSION,
+                "first_seq": first,
+                "last_seq": last,
+                "prev": anchor.hash,
+                "records": last - first + 1,
+                "created_utc": datetime.now(UTC).isoformat(),
+                "db": str(db),
+            }
+            f.write(json.dumps(header) + "\n")
+            for seq, at, kind, payload, prev, h in con.execute(
+                rows + " ORDER BY seq", (first, last)
+            ):
+                rec = {
+                    "seq": seq,
+                    "at": at,
+                    "kind": kind,
+                    "payload": payload,
+                    "prev": prev,
+                    "hash": h,
+                }
+                f.write(json.dumps(rec) + "\n")
+            f.flush()
+        _fsync(tmp)
+        os.replace(tmp, out)
+        _fsync(out.parent)
+        got = check_file(out)  # read back what is on disk before deleting anything
+        if (got.first_seq, got.last_seq, got.prev) != (first, last, anchor.hash):
+            raise ArchiveError(f"{out} does not hold records {first}-{last} as written")
+        (last_at,) = con.execute("SELECT at FROM log WHERE seq = ?", (last,)).fetchone()
+    finally:
+        con.close()
+    _delete(str(db), os.path.abspath(out), first, last, chunk)
+    return Archived(last - first + 1, first, last, float(last_at))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _delete(db: str, file: str, first: int, last: int, chunk: int) -> None:
+    con = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        con.execute("PRAGMA synchronous=FULL")
+        done = first - 1
+        while done < last:
+            upto = min(last, done + chunk)
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                (h,) = con.execute("SELECT hash FROM log WHERE seq = ?", (upto,)).fetchone()
+                con.execute("DELETE FROM log WHERE seq > ? AND seq <= ?", (done, upto))
+                con.execute(
+                    "INSERT INTO archived(file, first_seq, last_seq, last_hash, archived_at) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT(file) DO UPDATE SET "
+                    "last_seq = excluded.last_seq, last_hash = excluded.last_hash",
+                    (file, first, upto, h, time.time()),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            done = upto
+    finally:
+        con.close()
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        with _open(path, "r") as f:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ArchiveError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+                if not isinstance(obj, dict):
+                    raise ArchiveError(f"{path}:{lineno}: expected a JSON object")
+                yield lineno, obj
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"{path}: cannot read: {exc}") from None
+
+
+def read_header(path: str | Path) -> ArchiveHeader:
+    path = Path(path)
+    for lineno, obj in _lines(path):
+        if obj.get("format") != FORMAT or obj.get("version") != VERSION:
+            raise ArchiveError(
+                f"{path}:{lineno}: not a {FORMAT} version {VERSION} file "
+                f"(format {obj.get('format')!r}, version {obj.get('version')!r})"
+            )
+        try:
+            return ArchiveHeader(
+                str(path),
+                int(obj["first_seq"]),
+                int(obj["last_seq"]),
+                str(obj["prev"]),
+                int(obj["records"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchiveError(f"{path}:{lineno}: header lacks or garbles {exc}") from None
+    raise ArchiveError(f"{path}: empty file")
+
+
+def records(path: str | Path) -> Iterator[Row]:
+    """The archived records, as the database's ``(seq, at, kind, payload, prev, hash)``."""
+    path = Path(path)
+    it = _lines(path)
+    next(it, None)  # the header
+    for lineno, obj in it:
+        try:
+            yield (
+                int(obj["seq"]),
+                float(obj["at"]),
+                str(obj["kind"]),
+                str(obj["payload"]),
+                str(obj["prev"]),
+                str(obj["hash"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchiveError(f"{path}:{lineno}: record lacks or garbles {exc}") from None
+
+
+def check_file(path: str | Path) -> ArchiveHeader:
+    """Verify one archive on its own: its records chain from its header's ``prev``."""
+    header = read_header(path)
+    last = [header.prev]
+
+    def rows() -> Iterator[Row]:
+        for row in records(path):
+            last[0] = row[5]
+            yield row
+
+    n, bad, why = walk_chain(header.first_seq - 1, header.prev, rows())
+    if bad is not None:
+        raise ArchiveError(f"{path}: BROKEN at record {bad}: {why}")
+    if n != header.records or n != header.last_seq - header.first_seq + 1:
+        raise ArchiveError(
+            f"{path}: holds {n} records; its header says {header.records} "
+            f"({header.first_seq}-{header.last_seq}): the file is cut short"
+        )
+    return ArchiveHeader(
+        header.path, header.first_seq, header.last_seq, header.prev, n, last_hash=last[0]
+    )
+
+
+def check_sequence(paths: list[str | Path], anchor_seq: int, anchor_hash: str) -> list[str]:
+    """Verify archives together: each on its own, in order from record 1 with no gap, the
+    last ending at the database's anchor. Returns a line per file; raises on a break."""
+    headers = sorted((check_file(p) for p in paths), key=lambda h: h.first_seq)
+    prev_seq, prev_hash = 0, GENESIS
+    lines = []
+    for h in headers:
+        if h.first_seq != prev_seq + 1 or h.prev != prev_hash:
+            where = "the first record" if prev_seq == 0 else f"record {prev_seq}"
+            raise ArchiveError(
+                f"{h.path} starts at record {h.first_seq} and does not follow {where}: "
+                "an archive is missing or does not belong to this chain"
+            )
+        prev_seq, prev_hash = h.last_seq, h.last_hash
+        lines.append(f"{h.path}: records {h.first_seq}-{h.last_seq} intact")
+    if (prev_seq, prev_hash) != (anchor_seq, anchor_hash):
+        raise ArchiveError(
+            f"the archives end at record {prev_seq}, the database's chain starts after record "
+            f"{anchor_seq}{'' if prev_seq != anchor_seq else ' with another hash'}"
+        )
+    return lines
