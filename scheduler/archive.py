@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from scheduler.store import GENESIS, Store, walk_chain
+from scheduler.store import GENESIS, Anchor, Store, walk_chain
 
 FORMAT = "gridsched-audit-archive"
 VERSION = 1
@@ -65,8 +65,8 @@ class Archived:
     last_at: float = 0.0
 
 
-def _open(path: Path, mode: str, gz: bool | None = None) -> IO[str]:
-    if path.name.endswith(".gz") if gz is None else gz:
+def _open(path: Path, mode: str) -> IO[str]:
+    if path.name.endswith(".gz"):
         return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8"))
     return open(path, mode, encoding="utf-8")
 
@@ -89,6 +89,7 @@ def archive(db: str | Path, before: float, out: str | Path, chunk: int = CHUNK) 
         anchor = store.anchor()
     finally:
         store.close()
+    anchor = _finish_interrupted(str(db), anchor)
     con = sqlite3.connect(db, timeout=30)
     try:
         head = con.execute("SELECT MAX(seq) FROM log").fetchone()[0]
@@ -104,43 +105,75 @@ def archive(db: str | Path, before: float, out: str | Path, chunk: int = CHUNK) 
         # contiguous run of sequence numbers, up to the last record older than ``before``.
         first, last = anchor.seq + 1, int(last)
         rows = "SELECT seq, at, kind, payload, prev, hash FROM log WHERE seq >= ? AND seq <= ?"
-        tmp = out.with_name(out.name + ".partial")
-        with _open(tmp, "w", gz=out.name.endswith(".gz")) as f:
-            header = {
-                "format": FORMAT,
-                "version": VERSION,
-                "first_seq": first,
-                "last_seq": last,
-                "prev": anchor.hash,
-                "records": last - first + 1,
-                "created_utc": datetime.now(UTC).isoformat(),
-                "db": str(db),
-            }
-            f.write(json.dumps(header) + "\n")
-            for seq, at, kind, payload, prev, h in con.execute(
-                rows + " ORDER BY seq", (first, last)
-            ):
-                rec = {
-                    "seq": seq,
-                    "at": at,
-                    "kind": kind,
-                    "payload": payload,
-                    "prev": prev,
-                    "hash": h,
+        tmp = out.with_name(f".partial-{out.name}")  # same suffix: same compression
+        try:
+            with _open(tmp, "w") as f:
+                header = {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "first_seq": first,
+                    "last_seq": last,
+                    "prev": anchor.hash,
+                    "records": last - first + 1,
+                    "created_utc": datetime.now(UTC).isoformat(),
+                    "db": str(db),
                 }
-                f.write(json.dumps(rec) + "\n")
-            f.flush()
-        _fsync(tmp)
-        os.replace(tmp, out)
-        _fsync(out.parent)
-        got = check_file(out)  # read back what is on disk before deleting anything
-        if (got.first_seq, got.last_seq, got.prev) != (first, last, anchor.hash):
-            raise ArchiveError(f"{out} does not hold records {first}-{last} as written")
+                f.write(json.dumps(header) + "\n")
+                for seq, at, kind, payload, prev, h in con.execute(
+                    rows + " ORDER BY seq", (first, last)
+                ):
+                    rec = {
+                        "seq": seq,
+                        "at": at,
+                        "kind": kind,
+                        "payload": payload,
+                        "prev": prev,
+                        "hash": h,
+                    }
+                    f.write(json.dumps(rec) + "\n")
+                f.flush()
+            _fsync(tmp)
+            got = check_file(tmp)  # read back what is on disk before deleting anything
+            if (got.first_seq, got.last_seq, got.prev) != (first, last, anchor.hash):
+                raise ArchiveError(f"{tmp} does not hold records {first}-{last} as written")
+            os.replace(tmp, out)
+            _fsync(out.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
         (last_at,) = con.execute("SELECT at FROM log WHERE seq = ?", (last,)).fetchone()
     finally:
         con.close()
     _delete(str(db), os.path.abspath(out), first, last, chunk)
     return Archived(last - first + 1, first, last, float(last_at))
+
+
+def _finish_interrupted(db: str, anchor: Anchor) -> Anchor:
+    """An archive run stopped between its chunks leaves records in both the file and the
+    database: delete the rest now (the file is checked against the database first)."""
+    if not anchor.files:
+        return anchor
+    latest = Path(anchor.files[-1])
+    try:
+        header = check_file(latest)
+    except ArchiveError as exc:
+        raise ArchiveError(
+            f"the last archive, {latest}, cannot be checked ({exc}); restore it before "
+            "archiving again"
+        ) from None
+    if header.last_seq <= anchor.seq:
+        return anchor
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        row = con.execute("SELECT hash FROM log WHERE seq = ?", (header.last_seq,)).fetchone()
+    finally:
+        con.close()
+    if row is None or row[0] != header.last_hash:
+        raise ArchiveError(
+            f"{latest} ends at record {header.last_seq}, which the database does not hold "
+            "as archived; this file does not belong to this database"
+        )
+    _delete(db, str(latest), header.first_seq, header.last_seq, CHUNK, start=anchor.seq)
+    return Anchor(header.last_seq, header.last_hash, anchor.files)
 
 
 def _fsync(path: Path) -> None:
@@ -151,16 +184,26 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _delete(db: str, file: str, first: int, last: int, chunk: int) -> None:
+def _delete(
+    db: str, file: str, first: int, last: int, chunk: int, start: int | None = None
+) -> None:
+    """Delete records ``start+1..last`` (from ``first`` by default), chunk by chunk, each
+    chunk moving the anchor of ``file`` in the same transaction."""
     con = sqlite3.connect(db, isolation_level=None, timeout=30)
     try:
         con.execute("PRAGMA synchronous=FULL")
-        done = first - 1
+        done = first - 1 if start is None else start
         while done < last:
             upto = min(last, done + chunk)
             con.execute("BEGIN IMMEDIATE")
             try:
-                (h,) = con.execute("SELECT hash FROM log WHERE seq = ?", (upto,)).fetchone()
+                row = con.execute("SELECT hash FROM log WHERE seq = ?", (upto,)).fetchone()
+                if row is None:
+                    raise ArchiveError(
+                        f"record {upto} left the database while archiving it: is another "
+                        "`audit archive` running on it?"
+                    )
+                (h,) = row
                 con.execute("DELETE FROM log WHERE seq > ? AND seq <= ?", (done, upto))
                 con.execute(
                     "INSERT INTO archived(file, first_seq, last_seq, last_hash, archived_at) "
@@ -255,9 +298,11 @@ def check_file(path: str | Path) -> ArchiveHeader:
     )
 
 
-def check_sequence(paths: list[str | Path], anchor_seq: int, anchor_hash: str) -> list[str]:
+def check_sequence(paths: list[str | Path], store: Store) -> list[str]:
     """Verify archives together: each on its own, in order from record 1 with no gap, the
     last ending at the database's anchor. Returns a line per file; raises on a break."""
+    anchor = store.anchor()
+    anchor_seq, anchor_hash = anchor.seq, anchor.hash
     headers = sorted((check_file(p) for p in paths), key=lambda h: h.first_seq)
     prev_seq, prev_hash = 0, GENESIS
     lines = []
@@ -270,9 +315,25 @@ def check_sequence(paths: list[str | Path], anchor_seq: int, anchor_hash: str) -
             )
         prev_seq, prev_hash = h.last_seq, h.last_hash
         lines.append(f"{h.path}: records {h.first_seq}-{h.last_seq} intact")
-    if (prev_seq, prev_hash) != (anchor_seq, anchor_hash):
-        raise ArchiveError(
-            f"the archives end at record {prev_seq}, the database's chain starts after record "
-            f"{anchor_seq}{'' if prev_seq != anchor_seq else ' with another hash'}"
-        )
-    return lines
+    if (prev_seq, prev_hash) == (anchor_seq, anchor_hash):
+        return lines
+    last = headers[-1] if headers else None
+    if last is not None and last.first_seq - 1 <= anchor_seq < last.last_seq:
+        # an archive run stopped between its chunks: the database still holds the file's
+        # last records; the chain is whole if the file holds the anchor's record and its
+        # last record is the database's (hashes chain: the records between are the same)
+        at = last.prev if anchor_seq == last.first_seq - 1 else _hash_of(last.path, anchor_seq)
+        if at == anchor_hash and store.hash_at(last.last_seq) == last.last_hash:
+            lines.append(
+                f"{last.path}: records {anchor_seq + 1}-{last.last_seq} are also still in the "
+                "database (an archive run was interrupted; `audit archive` finishes it)"
+            )
+            return lines
+    raise ArchiveError(
+        f"the archives end at record {prev_seq}, the database's chain starts after record "
+        f"{anchor_seq}{'' if prev_seq != anchor_seq else ' with another hash'}"
+    )
+
+
+def _hash_of(path: str, seq: int) -> str | None:
+    return next((row[5] for row in records(path) if row[0] == seq), None)

@@ -119,9 +119,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             f" from record {v.from_seq} (1-{v.from_seq - 1} archived to {', '.join(v.archived_to)})"
         )
     if args.archive:
-        anchor = store.anchor()
         try:
-            for line in check_sequence(args.archive, anchor.seq, anchor.hash):
+            for line in check_sequence(args.archive, store):
                 print(line)
         except ArchiveError as exc:
             print(f"BROKEN: {exc}")
@@ -177,9 +176,8 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     kinds = ("signal", "commands", "telemetry", "plan", "shutdown")
     found: list[tuple[int, float, str, dict[str, Any], str]] = []
     if args.archive:
-        anchor = store.anchor()
         try:
-            check_sequence(args.archive, anchor.seq, anchor.hash)
+            check_sequence(args.archive, store)
             for seq, at, kind, text, _prev, h in (r for a in args.archive for r in records(a)):
                 if start <= at < end and kind in kinds:
                     found.append((seq, at, kind, json.loads(text), h))

@@ -253,6 +253,10 @@ class Store:
         n, bad, why = walk_chain(anchor.seq, anchor.hash, rows)
         return Verification(bad is None, n, bad, why, anchor.seq + 1, anchor.files)
 
+    def hash_at(self, seq: int) -> str | None:
+        row = self._read.execute("SELECT hash FROM log WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else str(row[0])
+
     def records(
         self, start: float, end: float, kinds: tuple[str, ...] | None = None
     ) -> Iterator[tuple[int, float, str, dict[str, Any], str]]:
