@@ -5,8 +5,8 @@ handed to ``on_outcome`` as it happens, so a caller that persists outcomes loses
 Nothing an adapter raises escapes: a dead, hanging or babbling device is marked and
 retried, and the rest of the fleet goes on.
 
-Readings and commands are bounded separately (``concurrency`` each), so that a command
-never waits for a telemetry sweep to free a slot.
+Readings and commands are bounded separately (``read_concurrency`` and ``concurrency``), so
+that a command never waits for a telemetry sweep to free a slot.
 
 Health: ``ok`` after a success; ``degraded`` after a failure or while a device reports
 errors; ``unreachable`` after ``unreachable_after`` consecutive failures. Unreachable
@@ -91,7 +91,11 @@ class Outcome:
 class Fleet:
     adapters: Sequence[DeviceAdapter]
     groups: Mapping[str, str] = field(default_factory=dict)  # device id -> device class
-    concurrency: int = 256
+    concurrency: int = 256  # commands in flight
+    #: readings in flight (default: ``concurrency``). Each reading still out when a
+    #: curtail arrives is parsed on the same event loop before the curtail's commands
+    #: finish; the daemon keeps this lower than the commands' bound.
+    read_concurrency: int | None = None
     connect_concurrency: int = 128  # discovery opens several connections per device
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     unreachable_after: int = 3
@@ -114,7 +118,7 @@ class Fleet:
         # Commands and readings have their own slots: a curtailment must not queue behind
         # a telemetry sweep of the whole fleet.
         self._sem = {
-            "read": asyncio.Semaphore(self.concurrency),
+            "read": asyncio.Semaphore(self.read_concurrency or self.concurrency),
             "apply": asyncio.Semaphore(self.concurrency),
         }
         # Readings not yet sent wait while control calls are in flight, so that a curtail

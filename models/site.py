@@ -253,6 +253,8 @@ class Daemon(_Strict):
     state_dir: str = "state"
     replan_s: Annotated[float, Field(ge=10)] = 300.0
     poll_s: Annotated[float, Field(ge=1)] = 15.0
+    command_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
+    read_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
     horizon: str = "24h"
     step: str = "5min"
     resolution: str | None = None

@@ -94,7 +94,13 @@ class Daemon:
         self.db_path = Path(db_path) if db_path else config.resolve(d.state_dir) / "gridsched.db"
         self.store = Store(self.db_path)
         self.built = registry.build(config)
-        self.fleet = Fleet(self.built.adapters, self.built.groups, on_outcome=None)
+        self.fleet = Fleet(
+            self.built.adapters,
+            self.built.groups,
+            concurrency=d.command_concurrency,
+            read_concurrency=d.read_concurrency,
+            on_outcome=None,
+        )
         self.classes: dict[str, DeviceClass] = {dc.name: dc for dc in config.devices}
         self.step_s = parse_duration_s(d.step)
         self.horizon_s = parse_duration_s(d.horizon)

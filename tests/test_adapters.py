@@ -368,6 +368,41 @@ def test_readings_wait_while_commands_are_in_flight(yield_max_s: float) -> None:
         assert during  # but a long batch does not starve telemetry
 
 
+class _Counting(DeviceAdapter):
+    now: ClassVar[dict[str, int]] = {"read": 0, "apply": 0}
+    most: ClassVar[dict[str, int]] = {"read": 0, "apply": 0}
+
+    async def connect(self) -> Any:
+        return None
+
+    async def _hold(self, op: str) -> None:
+        self.now[op] += 1
+        self.most[op] = max(self.most[op], self.now[op])
+        await asyncio.sleep(0.01)
+        self.now[op] -= 1
+
+    async def read(self) -> Any:
+        await self._hold("read")
+        return Telemetry(self.device_id, time.time(), "running", 3000.0)
+
+    async def apply(self, request: ModeRequest) -> Any:
+        await self._hold("apply")
+        return Applied(request, None)
+
+
+def test_readings_and_commands_have_their_own_bounds() -> None:
+    _Counting.most = {"read": 0, "apply": 0}
+    fleet = Fleet([_Counting(f"c/{i}", "-") for i in range(40)], concurrency=12, read_concurrency=5)
+
+    async def go() -> None:
+        assert len(await fleet.read_all()) == 40
+        out = await fleet.apply({f"c/{i}": ModeRequest("sleep") for i in range(40)})
+        assert all(o.ok for o in out)
+
+    run(go())
+    assert _Counting.most == {"read": 5, "apply": 12}
+
+
 # -- payloads, presets, GPUs, secrets ----------------------------------------------------------
 
 

@@ -75,6 +75,12 @@ def test_gpu_cap_outside_nvml_range() -> None:
         ("inference", {"hourly_profile": [1.0] * 23}, "inference.hourly_profile", "needs 24"),
         ("tariff", {"dr_levels_kw": {"7": 10}}, "tariff.dr_levels_kw", "valid keys"),
         ("prices", {"format": "csv"}, "prices", "needs path"),
+        (
+            "daemon",
+            {"read_concurrency": 0},
+            "daemon.read_concurrency",
+            "greater than or equal to 1",
+        ),
     ],
 )
 def test_section_errors(section: str, value: dict[str, object], path: str, words: str) -> None:
