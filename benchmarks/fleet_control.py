@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
 from adapters.fleet import Fleet, freeze_heap  # noqa: E402
 from adapters.sim.fleet import loopback_hosts, raise_fd_limit  # noqa: E402
-from benchmarks.measure import calm, cpu_sample, pct, steal_pct  # noqa: E402
+from benchmarks.measure import calm, cpu_sample, pct, start_simulator, steal_pct  # noqa: E402
 from scheduler.fleet_cli import run_async  # noqa: E402
 
 
@@ -107,17 +106,8 @@ def main() -> None:
     ap.add_argument("--wake-s", type=float, default=2.0, help="simulated time to wake")
     ap.add_argument("--base", default="127.20.0.0")
     args = ap.parse_args()
-    sim = subprocess.Popen(
-        [
-            sys.executable, "-m", "scheduler.cli", "fleet", "simulate",
-            "--miners", str(args.miners), "--base", args.base, "--control-port", "0",
-            "--sleep-s", str(args.sleep_s), "--wake-s", str(args.wake_s),
-        ],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    sim = start_simulator(args.miners, args.base, args.sleep_s, args.wake_s)
     try:
-        assert sim.stdout is not None
-        print(sim.stdout.readline().strip())
         res = run_async(bench(args))
     finally:
         sim.terminate()

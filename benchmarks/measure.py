@@ -8,8 +8,11 @@ round can be told from a slow program.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 STAT = Path("/proc/stat")
 #: Rounds with less host CPU steal than this (percent) count as calm.
 CALM_STEAL_PCT = 10.0
@@ -42,3 +45,22 @@ def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> 
     if before is None or after is None or after[1] <= before[1]:
         return None
     return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
+
+
+def start_simulator(miners: int, base: str, sleep_s: float, wake_s: float) -> subprocess.Popen[str]:
+    """``gridsched fleet simulate`` in its own process, as a real fleet sits apart from the
+    controller; returns once it is listening (its first line printed)."""
+    sim = subprocess.Popen(
+        [
+            sys.executable, "-m", "scheduler.cli", "fleet", "simulate",
+            "--miners", str(miners), "--base", base, "--control-port", "0",
+            "--sleep-s", str(sleep_s), "--wake-s", str(wake_s),
+        ],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert sim.stdout is not None
+    line = sim.stdout.readline().strip()
+    if sim.poll() is not None:
+        raise SystemExit(f"the simulator did not start (exit {sim.returncode}; its error is above)")
+    print(line)
+    return sim
