@@ -74,9 +74,10 @@ class DaemonCollector:
             "Measured power by kind (IT) and at the meter",
             labels=["kind"],
         )
-        g.add_metric(["asic"], m["asic_kw"] * 1000)
-        g.add_metric(["gpu"], m["gpu_kw"] * 1000)
-        g.add_metric(["import"], m["import_kw"] * 1000)
+        # sums of readings in kW: round off the float noise (130855.00000000007 W)
+        g.add_metric(["asic"], round(m["asic_kw"] * 1000, 3))
+        g.add_metric(["gpu"], round(m["gpu_kw"] * 1000, 3))
+        g.add_metric(["import"], round(m["import_kw"] * 1000, 3))
         yield g
         g = GaugeMetricFamily(
             "gridsched_site_import_cap_watts", "Import cap in force (interconnect or DR)"
@@ -120,7 +121,7 @@ class DaemonCollector:
                 hr[st.group] = hr.get(st.group, 0.0) + (t.hashrate_ths or 0.0) * 1e12
                 tok[st.group] = tok.get(st.group, 0.0) + (t.tokens_s or 0.0)
         for (c, k, mode), (w, n) in sorted(agg.items()):
-            power.add_metric([c, k, mode], w)
+            power.add_metric([c, k, mode], round(w, 3))
             units.add_metric([c, k, mode], n)
         for c, v in sorted(hr.items()):
             if d.classes[c].kind.value == "asic":
