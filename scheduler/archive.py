@@ -243,17 +243,27 @@ def read_header(path: str | Path) -> ArchiveHeader:
                 f"{path}:{lineno}: not a {FORMAT} version {VERSION} file "
                 f"(format {obj.get('format')!r}, version {obj.get('version')!r})"
             )
-        try:
-            return ArchiveHeader(
-                str(path),
-                int(obj["first_seq"]),
-                int(obj["last_seq"]),
-                str(obj["prev"]),
-                int(obj["records"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArchiveError(f"{path}:{lineno}: header lacks or garbles {exc}") from None
+        first, last, prev, n = _typed(obj, HEADER_FIELDS, f"{path}:{lineno}: header")
+        return ArchiveHeader(str(path), first, last, prev, n)
     raise ArchiveError(f"{path}: empty file")
+
+
+HEADER_FIELDS = (("first_seq", int), ("last_seq", int), ("prev", str), ("records", int))
+RECORD_FIELDS = (
+    ("seq", int),
+    ("at", float),
+    ("kind", str),
+    ("payload", str),
+    ("prev", str),
+    ("hash", str),
+)
+
+
+def _typed(obj: dict[str, Any], fields: tuple[tuple[str, type], ...], where: str) -> Any:
+    try:
+        return tuple(kind(obj[key]) for key, kind in fields)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArchiveError(f"{where} lacks or garbles {exc}") from None
 
 
 def records(path: str | Path) -> Iterator[Row]:
@@ -262,17 +272,7 @@ def records(path: str | Path) -> Iterator[Row]:
     it = _lines(path)
     next(it, None)  # the header
     for lineno, obj in it:
-        try:
-            yield (
-                int(obj["seq"]),
-                float(obj["at"]),
-                str(obj["kind"]),
-                str(obj["payload"]),
-                str(obj["prev"]),
-                str(obj["hash"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArchiveError(f"{path}:{lineno}: record lacks or garbles {exc}") from None
+        yield _typed(obj, RECORD_FIELDS, f"{path}:{lineno}: record")
 
 
 def check_file(path: str | Path) -> ArchiveHeader:

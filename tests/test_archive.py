@@ -130,6 +130,9 @@ def test_tampered_or_cut_archives_are_caught(tmp_path: Path) -> None:
     junk.write_text(lines[0] + "\n{not json\n")
     with pytest.raises(ArchiveError, match=r"junk\.jsonl:2: not JSON"):
         check_file(junk)
+    junk.write_text(lines[0] + "\n" + lines[1].replace('"seq": 1', '"seq": "one"') + "\n")
+    with pytest.raises(ArchiveError, match=r"junk\.jsonl:2: record lacks or garbles .*'one'"):
+        check_file(junk)
 
 
 def test_nothing_is_archived_from_a_broken_chain_or_over_an_existing_file(
