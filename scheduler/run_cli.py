@@ -126,7 +126,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             print(f"BROKEN: {exc}")
             return 1
         where = f" from record {v.from_seq}, continuing the archives" if v.from_seq > 1 else ""
-    print(f"{args.db}: hash chain intact, {v.records} records{where}")
+    noun = "record" if v.records == 1 else "records"
+    print(f"{args.db}: hash chain intact, {v.records} {noun}{where}")
     return 0
 
 
