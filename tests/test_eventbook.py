@@ -68,3 +68,12 @@ def test_drops_by_id_and_prefix() -> None:
     book.drop("other")
     book.drop("never-there")
     assert book.caps_in_force(T0) == [] and len(book) == 0
+
+
+def test_an_update_counts_as_the_latest_received() -> None:
+    """Equal-priority overlapping prices: the later in the list wins (scheduler.inputs).
+    The store orders by the time of the latest write after a restart, so an update goes
+    to the end here too; memory and a restarted daemon agree."""
+    book = EventBook([ev("a", "price", 0, 60, price=40.0), ev("b", "price", 0, 60, price=90.0)])
+    book.put(ev("a", "price", 0, 60, price=45.0))
+    assert [(e.id, e.price) for e in book.live(T0)] == [("b", 90.0), ("a", 45.0)]
