@@ -255,6 +255,7 @@ class Daemon(_Strict):
     poll_s: Annotated[float, Field(ge=1)] = 15.0
     command_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
     read_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
+    confirm_after_s: Annotated[float, Field(ge=0)] = 6.0  # read again after a shed; 0: off
     horizon: str = "24h"
     step: str = "5min"
     resolution: str | None = None

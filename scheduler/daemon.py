@@ -136,6 +136,8 @@ class Daemon:
         self._failsafe: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_poll = time.monotonic()
+        self._poll_lock = asyncio.Lock()
+        self._confirm_pending = False
         self.scheduler: Any = None
         self.notifier = Notifier()
 
@@ -426,6 +428,30 @@ class Daemon:
         return min(float(cap[0]), self.config.site.interconnect_kw), events
 
     async def poll(self, dispatch: bool = True) -> None:
+        """Read the fleet and act on what it shows (one at a time: the scheduled poll and a
+        confirmation after a shed may meet)."""
+        async with self._poll_lock:
+            await self._poll(dispatch)
+
+    def _confirm_soon(self) -> None:
+        """After a shed, read the fleet again once it should have reacted rather than at the
+        next regular poll (up to ``poll_s`` later): metrics, status and the audit trail
+        show the response within seconds, and a device that did not follow is seen sooner."""
+        d = self.config.daemon
+        if not 0 < d.confirm_after_s < d.poll_s or self._confirm_pending:
+            return
+        self._confirm_pending = True
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(d.confirm_after_s)
+                await self.poll()
+            finally:
+                self._confirm_pending = False
+
+        self.spawn(later())
+
+    async def _poll(self, dispatch: bool) -> None:
         t0 = time.monotonic()
         readings = await self.fleet.read_all()
         now = time.time()
@@ -684,6 +710,7 @@ class Daemon:
         self._commanded(outcomes, {i: s.mode for i, s in chosen.items()})
         elapsed = time.perf_counter() - t0
         self.counters.fast_path_s.observe(elapsed)
+        self._confirm_soon()
         log.warning(
             "fast path (%s): load %.0f kW > cap %.0f kW; %d devices commanded in %.0f ms",
             reason,

@@ -197,6 +197,32 @@ def test_a_second_curtail_does_not_shed_the_same_kw_twice(tmp_path: Path) -> Non
     asyncio.run(go())
 
 
+def test_a_shed_is_read_back_before_the_next_poll(tmp_path: Path) -> None:
+    """After the fast path the daemon reads the fleet once more ``confirm_after_s`` later
+    (not at the next poll, here an hour away): measured import, metrics and the audit
+    trail show the response within seconds."""
+    text = SITE.format(ramp=1000.0).replace(
+        'step = "5min"', 'step = "5min"\npoll_s = 3600\nconfirm_after_s = 0.6'
+    )
+    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "s.db")
+
+    async def go() -> None:
+        async with running(d):
+            full = d.measured()["import_kw"]
+            cap = full - 10.0
+            await curtail(d, cap)
+            assert d.measured()["import_kw"] >= full - 0.5  # not read yet: still the old load
+            before = sum(1 for r in d.store.records(0, 4e9, ("telemetry",)))
+            for _ in range(100):  # the simulated miners sleep in 0.2 s; the read is at 0.6 s
+                await asyncio.sleep(0.05)
+                if d.measured()["import_kw"] <= cap:
+                    break
+            assert d.measured()["import_kw"] <= cap
+            assert sum(1 for r in d.store.records(0, 4e9, ("telemetry",))) == before + 1
+
+    asyncio.run(go())
+
+
 def test_miners_still_ramping_up_are_shed_at_their_modes_power(tmp_path: Path) -> None:
     """Readings taken while miners ramp up show less than their mode draws a few seconds
     later: the fast path sheds for the mode's power, not the lagging reading (a 0 kW
