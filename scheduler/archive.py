@@ -28,7 +28,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +63,7 @@ class Archived:
     first_seq: int = 0
     last_seq: int = 0
     last_at: float = 0.0
+    path: str = ""
 
 
 def _open(path: Path, mode: str) -> IO[str]:
@@ -71,11 +72,36 @@ def _open(path: Path, mode: str) -> IO[str]:
     return open(path, mode, encoding="utf-8")
 
 
-def archive(db: str | Path, before: float, out: str | Path, chunk: int = CHUNK) -> Archived:
-    """Move the records older than ``before`` (UTC seconds) from ``db`` to the file ``out``."""
+def file_name(first: int, last: int) -> str:
+    """An archive's name in a directory of archives: its records, so names sort in chain
+    order and never collide."""
+    return f"gridsched-audit-{first:09d}-{last:09d}.jsonl.gz"
+
+
+def in_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Paths as given, a directory standing for the archives in it."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.jsonl")) + sorted(p.glob("*.jsonl.gz"))
+            if not found:
+                raise ArchiveError(f"{p}: no archive (*.jsonl, *.jsonl.gz) in this directory")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def archive(
+    db: str | Path, before: float, out: str | Path, chunk: int = CHUNK, into_dir: bool = False
+) -> Archived:
+    """Move the records older than ``before`` (UTC seconds) from ``db`` to the file ``out``
+    (with ``into_dir``, to a new file in the directory ``out``, named by :func:`file_name`)."""
     out = Path(out)
-    if out.exists():
+    if not into_dir and out.exists():
         raise ArchiveError(f"{out} exists; an archive is never overwritten (choose a new name)")
+    if into_dir and out.exists() and not out.is_dir():
+        raise ArchiveError(f"{out} is not a directory")
     if chunk < 1:
         raise ArchiveError(f"chunk must be at least 1 record, got {chunk}")
     store = Store(db)
@@ -104,6 +130,11 @@ def archive(db: str | Path, before: float, out: str | Path, chunk: int = CHUNK) 
         # Records are appended in time order, but ``at`` is the caller's clock: archive a
         # contiguous run of sequence numbers, up to the last record older than ``before``.
         first, last = anchor.seq + 1, int(last)
+        if into_dir:
+            out.mkdir(parents=True, exist_ok=True)
+            out = out / file_name(first, last)
+            if out.exists():
+                raise ArchiveError(f"{out} exists; an archive is never overwritten")
         rows = "SELECT seq, at, kind, payload, prev, hash FROM log WHERE seq >= ? AND seq <= ?"
         tmp = out.with_name(f".partial-{out.name}")  # same suffix: same compression
         try:
@@ -144,7 +175,7 @@ def archive(db: str | Path, before: float, out: str | Path, chunk: int = CHUNK) 
     finally:
         con.close()
     _delete(str(db), os.path.abspath(out), first, last, chunk)
-    return Archived(last - first + 1, first, last, float(last_at))
+    return Archived(last - first + 1, first, last, float(last_at), str(out))
 
 
 def _finish_interrupted(db: str, anchor: Anchor) -> Anchor:
@@ -298,7 +329,7 @@ def check_file(path: str | Path) -> ArchiveHeader:
     )
 
 
-def check_sequence(paths: list[str | Path], store: Store) -> list[str]:
+def check_sequence(paths: Sequence[str | Path], store: Store) -> list[str]:
     """Verify archives together: each on its own, in order from record 1 with no gap, the
     last ending at the database's anchor. Returns a line per file; raises on a break."""
     anchor = store.anchor()

@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,7 +101,7 @@ def _quiet_server_class() -> Any:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from scheduler.archive import ArchiveError, check_sequence
+    from scheduler.archive import ArchiveError, check_sequence, in_dirs
     from scheduler.store import Store
 
     if not Path(args.db).exists():
@@ -120,7 +121,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         )
     if args.archive:
         try:
-            for line in check_sequence(args.archive, store):
+            for line in check_sequence(in_dirs(args.archive), store):
                 print(line)
         except ArchiveError as exc:
             print(f"BROKEN: {exc}")
@@ -144,31 +145,40 @@ def _ts(text: str, what: str) -> float:
 
 
 def cmd_audit_archive(args: argparse.Namespace) -> int:
+    from models.durations import parse_duration_s
     from scheduler.archive import ArchiveError, archive
 
     if not Path(args.db).exists():
         print(f"gridsched: error: {args.db}: no such database", file=sys.stderr)
         return 2
-    before = _ts(args.before, "--before")
+    if args.before is not None:
+        before = _ts(args.before, "--before")
+    else:
+        try:
+            before = time.time() - parse_duration_s(args.older_than)
+        except ValueError as exc:
+            print(f"gridsched: error: --older-than: {exc}", file=sys.stderr)
+            return 2
     try:
-        done = archive(args.db, before, args.out, args.chunk)
+        done = archive(args.db, before, args.out or args.out_dir, args.chunk, args.out is None)
     except ArchiveError as exc:
         print(f"gridsched: error: {exc}", file=sys.stderr)
         return 1
     if not done.records:
-        print(f"{args.db}: no record before {args.before} to archive (the newest always stays)")
+        when = datetime.fromtimestamp(before, UTC).isoformat()
+        print(f"{args.db}: no record before {when} to archive (the newest always stays)")
         return 0
     last = datetime.fromtimestamp(done.last_at, UTC).isoformat()
     print(
         f"archived {done.records} records ({done.first_seq}-{done.last_seq}, the last at "
-        f"{last}) to {args.out}, verified; {args.db} now starts at record {done.last_seq + 1} "
+        f"{last}) to {done.path}, verified; {args.db} now starts at record {done.last_seq + 1} "
         "(keep the file: `gridsched audit verify --archive` proves the chain across both)"
     )
     return 0
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from scheduler.archive import ArchiveError, check_sequence, records
+    from scheduler.archive import ArchiveError, check_sequence, in_dirs, records
     from scheduler.store import Store
 
     store = Store(args.db)
@@ -178,8 +188,9 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     found: list[tuple[int, float, str, dict[str, Any], str]] = []
     if args.archive:
         try:
-            check_sequence(args.archive, store)
-            for seq, at, kind, text, _prev, h in (r for a in args.archive for r in records(a)):
+            files = in_dirs(args.archive)
+            check_sequence(files, store)
+            for seq, at, kind, text, _prev, h in (r for a in files for r in records(a)):
                 if start <= at < end and kind in kinds:
                     found.append((seq, at, kind, json.loads(text), h))
         except ArchiveError as exc:
@@ -253,7 +264,6 @@ def _rows(kind: str, p: dict[str, Any]) -> list[tuple[str, Any, str]]:
 def cmd_signal(args: argparse.Namespace) -> int:
     """Send one simple-format signal, signed with Standard Webhooks, and print the answer."""
     import os
-    import time
     import uuid
 
     import httpx
@@ -324,7 +334,7 @@ def add_parsers(sub: Any) -> None:
 
     au = sub.add_parser("audit", help="verify and export the hash-chained decision log")
     asub = au.add_subparsers(dest="audit_command", required=True)
-    archive_help = "archive file(s) from `audit archive`, any order (repeat the flag)"
+    archive_help = "archive file or directory of them from `audit archive` (repeat the flag)"
     v = asub.add_parser("verify", help="re-walk the hash chain")
     v.add_argument("--db", required=True)
     v.add_argument("--archive", action="append", metavar="FILE", help=archive_help)
@@ -341,7 +351,13 @@ def add_parsers(sub: Any) -> None:
         help="move records older than a date to a verified file; the chain goes on from it",
     )
     ar.add_argument("--db", required=True)
-    ar.add_argument("--before", required=True, help="ISO 8601 UTC: archive records before it")
-    ar.add_argument("--out", required=True, help="new file (.jsonl, or .jsonl.gz compressed)")
+    when = ar.add_mutually_exclusive_group(required=True)
+    when.add_argument("--before", help="ISO 8601 UTC: archive records before it")
+    when.add_argument("--older-than", help="archive records older than this (e.g. 90d, 12h)")
+    where = ar.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="new file (.jsonl, or .jsonl.gz compressed)")
+    where.add_argument(
+        "--out-dir", help="directory: a new gridsched-audit-FIRST-LAST.jsonl.gz in it"
+    )
     ar.add_argument("--chunk", type=int, default=5000, help="records deleted per transaction")
     ar.set_defaults(func=cmd_audit_archive)

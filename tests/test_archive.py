@@ -224,3 +224,36 @@ def test_an_interrupted_archive_is_whole_and_the_next_run_finishes_it(
     v = Store(db).verify()
     assert v.ok and v.from_seq == 81 and v.records == 20
     assert len(check_sequence([b, a], Store(db))) == 2
+
+
+def test_a_directory_of_archives_by_age(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the systemd timer runs: records older than an age into a directory, files
+    named by their records; verify and export take the directory."""
+    import time
+
+    db = tmp_path / "state.db"
+    now = time.time()
+    fill(db, 60, first_at=now - 100.5 * 86400, every_s=86400)  # one a day from 100.5 days ago
+    arch = tmp_path / "archive"
+    base = ["audit", "archive", "--db", str(db), "--out-dir", str(arch)]
+    assert main([*base, "--older-than", "70d"]) == 0
+    assert main([*base, "--older-than", "50d"]) == 0
+    assert main([*base, "--older-than", "50d"]) == 0  # nothing new: no file
+    assert "no record before" in capsys.readouterr().out.splitlines()[-1]
+    names = sorted(p.name for p in arch.iterdir())
+    assert names == [
+        "gridsched-audit-000000001-000000031.jsonl.gz",
+        "gridsched-audit-000000032-000000051.jsonl.gz",
+    ]
+    assert main(["audit", "verify", "--db", str(db), "--archive", str(arch)]) == 0
+    assert "continuing the archives" in capsys.readouterr().out
+    out = tmp_path / "all.csv"
+    assert main(["audit", "export", "--db", str(db), "--from", iso(now - 200 * 86400),
+                 "--to", iso(now), "--archive", str(arch), "--out", str(out)]) == 0  # fmt: skip
+    assert [int(r["seq"]) for r in csv.DictReader(out.open())] == list(range(1, 61))
+    assert main([*base, "--older-than", "soon"]) == 2
+    assert "--older-than" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["audit", "verify", "--db", str(db), "--archive", str(empty)]) == 1
+    assert "no archive" in capsys.readouterr().out

@@ -164,19 +164,29 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "WatchdogSec=" in text and "Type=notify" in text and "StateDirectory=gridsched" in text
     # Verify it as installed: the executable where this checkout has it.
     gridsched = Path(sys.executable).with_name("gridsched")
-    unit = tmp_path / "gridsched.service"
-    unit.write_text(
-        text.replace("/opt/gridsched/.venv/bin/gridsched", str(gridsched)).replace(
-            "EnvironmentFile=/etc", "EnvironmentFile=-/etc"
+    names = ["gridsched.service", "gridsched-archive.service", "gridsched-archive.timer"]
+    for name in names:
+        (tmp_path / name).write_text(
+            (DEPLOY / "systemd" / name)
+            .read_text()
+            .replace("/opt/gridsched/.venv/bin/gridsched", str(gridsched))
+            .replace("EnvironmentFile=/etc", "EnvironmentFile=-/etc")
         )
-    )
     res = subprocess.run(
-        [analyze, "verify", str(unit)], capture_output=True, text=True, check=False
+        [analyze, "verify", *(str(tmp_path / n) for n in names)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     problems = [
-        line for line in (res.stdout + res.stderr).splitlines() if "gridsched.service" in line
+        line
+        for line in (res.stdout + res.stderr).splitlines()
+        if any(n.split(".")[0] in line for n in names)
     ]
     assert res.returncode == 0 and not problems, problems
+    archive = (DEPLOY / "systemd" / "gridsched-archive.service").read_text()
+    assert "--older-than 90d --out-dir ${STATE_DIRECTORY}/archive" in archive
+    assert "StateDirectory=gridsched" in archive and "User=gridsched" in archive
 
 
 def test_compose_file_is_consistent() -> None:
