@@ -6,6 +6,9 @@ USD/MWh, throughput in tokens/s, inference prices in USD per million tokens.
 
 from __future__ import annotations
 
+import json
+import math
+
 BLOCKS_PER_DAY = 144.0
 SECONDS_PER_BLOCK = 600.0
 HOURS_PER_DAY = 24.0
@@ -62,3 +65,84 @@ def mining_revenue_usd_per_hour(hashrate_ths: float, hashprice: float) -> float:
 def inference_revenue_usd_per_hour(tokens_s: float, usd_per_mtok: float) -> float:
     """Revenue of serving ``tokens_s`` tokens per second for one hour."""
     return tokens_s * 3600.0 / 1e6 * usd_per_mtok
+
+
+#: Hashprice a feed may report (USD per TH/s per day, gross). It has moved between about
+#: 0.03 and 1.0 since 2020; a figure outside this is a unit mistake (per PH/s is 1,000x).
+HASHPRICE_RANGE = (1e-4, 10.0)
+#: Block subsidy since the April 2024 halving.
+SUBSIDY_BTC = 3.125
+
+
+def hashprice_from_feed(text: str, fmt: str, key: str | None = None, per: str = "TH") -> float:
+    """Gross hashprice (USD per TH/s per day) from a feed's body.
+
+    ``fmt``: ``number`` (the body is the figure), ``json`` (``key``, dotted, leads to it),
+    or ``network`` (a JSON object with ``btc_price_usd`` and ``difficulty`` or
+    ``network_hashrate_ths``, optionally ``subsidy_btc`` and ``fees_btc_per_block``,
+    computed as :func:`hashprice_usd_per_ths_day`). ``per``: the figure's hashrate unit,
+    ``TH`` or ``PH`` (pools and indices often quote USD per PH/s per day). Raises
+    ValueError naming what is wrong.
+    """
+    body = text.strip()
+    if fmt == "number":
+        try:
+            value = float(body)
+        except ValueError:
+            raise ValueError(f"expected one number, got {body[:80]!r}") from None
+    elif fmt in ("json", "network"):
+        try:
+            doc = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+        if fmt == "json":
+            if not key:
+                raise ValueError("format 'json' needs key (a dotted path to the figure)")
+            node = doc
+            for part in key.split("."):
+                if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                    node = node[int(part)]
+                elif isinstance(node, dict) and part in node:
+                    node = node[part]
+                else:
+                    raise ValueError(f"no {part!r} at {key!r} in the reply")
+            value = _number(node, key)
+        else:
+            if not isinstance(doc, dict):
+                raise ValueError("format 'network' expects a JSON object")
+            price = _number(doc.get("btc_price_usd"), "btc_price_usd")
+            if "network_hashrate_ths" in doc:
+                hashrate = _number(doc["network_hashrate_ths"], "network_hashrate_ths")
+            elif "difficulty" in doc:
+                difficulty = _number(doc["difficulty"], "difficulty")
+                hashrate = network_hashrate_ths_from_difficulty(difficulty)
+            else:
+                raise ValueError("format 'network' needs difficulty or network_hashrate_ths")
+            subsidy = _number(doc.get("subsidy_btc", SUBSIDY_BTC), "subsidy_btc")
+            fees = _number(doc.get("fees_btc_per_block", 0.0), "fees_btc_per_block")
+            return _in_range(hashprice_usd_per_ths_day(price, hashrate, subsidy, fees), "TH")
+    else:
+        raise ValueError(f"unknown format {fmt!r}: number, json or network")
+    if per not in ("TH", "PH"):
+        raise ValueError(f"unknown unit per {per!r}: TH or PH")
+    return _in_range(value / 1000.0 if per == "PH" else value, per)
+
+
+def _number(v: object, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValueError(f"{what} is {v!r}, not a number")
+    try:
+        x = float(v)
+    except ValueError:
+        raise ValueError(f"{what} is {v!r}, not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{what} is {v!r}, not a finite number")
+    return x
+
+
+def _in_range(hp: float, per: str) -> float:
+    lo, hi = HASHPRICE_RANGE
+    if not lo <= hp <= hi:
+        hint = ' (is the figure per PH/s? set per = "PH")' if per == "TH" and hp > hi else ""
+        raise ValueError(f"hashprice {hp:g} USD per TH/s per day is outside {lo:g}-{hi:g}{hint}")
+    return hp

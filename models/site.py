@@ -11,7 +11,7 @@ import tomllib
 from datetime import datetime, time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -240,6 +240,34 @@ class PriceFeed(_Strict):
         return self
 
 
+class HashpriceFeed(_Strict):
+    """Where the daemon refreshes hashprice (gross USD per TH/s per day; [mining] pool_fee
+    still applies): a file, an HTTP endpoint or a command's stdout. ``format``: ``number``
+    (the body is the figure), ``json`` (``key`` is a dotted path to it) or ``network`` (a
+    JSON object with btc_price_usd and difficulty or network_hashrate_ths, optionally
+    subsidy_btc and fees_btc_per_block). Until the first good reading, and whenever one
+    fails, the last good value (at first [mining] hashprice_usd_per_ths_day) stands."""
+
+    kind: FeedKind = FeedKind.CONFIG
+    path: str | None = None
+    url: str | None = None
+    command: tuple[str, ...] | None = None
+    format: Literal["number", "json", "network"] = "number"
+    key: str | None = None
+    per: Literal["TH", "PH"] = "TH"
+    refresh_s: Annotated[float, Field(ge=30)] = 3600.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        need = {FeedKind.FILE: "path", FeedKind.HTTP: "url", FeedKind.COMMAND: "command"}
+        key = need.get(self.kind)
+        if key is not None and getattr(self, key) is None:
+            raise ValueError(f"kind = '{self.kind}' needs {key}")
+        if self.format == "json" and not self.key:
+            raise ValueError("format = 'json' needs key (a dotted path to the figure)")
+        return self
+
+
 class Posture(StrEnum):
     SLEEP_MINERS = "sleep_miners"  # miners asleep, inference as it is
     HOLD = "hold"  # leave every device as it is
@@ -267,6 +295,7 @@ class Daemon(_Strict):
     rate_per_s: Annotated[float, Field(gt=0)] = 2000.0
     require_read_token: bool = False
     price_feed: PriceFeed = PriceFeed()
+    hashprice_feed: HashpriceFeed = HashpriceFeed()
 
 
 class SiteConfig(_Strict):

@@ -34,6 +34,7 @@ from adapters.base import Applied, Health, ModeRequest, Telemetry
 from adapters.fleet import Fleet, Outcome, freeze_heap
 from models.devices import DeviceClass, DeviceKind
 from models.durations import parse_duration_s
+from models.economics import hashprice_from_feed
 from models.market import Series, demo_prices, load_price_file, site_prices
 from models.signals import EventType, GridEvent
 from models.site import FeedKind, Posture, SiteConfig
@@ -87,6 +88,22 @@ class Counters:
         self.signals[(source, result)] = self.signals.get((source, result), 0) + 1
 
 
+def _fetch(kind: FeedKind, url: str | None, command: tuple[str, ...] | None, what: str) -> str:
+    """A feed's body from an HTTP endpoint or a command's stdout."""
+    if kind is FeedKind.HTTP:
+        import httpx
+
+        resp = httpx.get(url or "", timeout=30.0)
+        resp.raise_for_status()
+        return resp.text
+    done = subprocess.run(
+        list(command or ()), capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} command exited {done.returncode}: {done.stderr.strip()[:300]}")
+    return done.stdout
+
+
 class Daemon:
     def __init__(self, config: SiteConfig, db_path: str | Path | None = None) -> None:
         self.config = config
@@ -112,6 +129,9 @@ class Daemon:
         self.prices: Series | None = None
         self.prices_ok_at: float | None = None
         self.price_error: str | None = None
+        self.hashprice: float | None = None  # from the feed; None: [mining] as configured
+        self.hashprice_ok_at: float | None = None
+        self.hashprice_error: str | None = None
         self.last_signal_at = time.time()
         self.readings: dict[str, Telemetry] = {}
         self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
@@ -152,6 +172,7 @@ class Daemon:
         # Active events come first: enforce them before any plan is made.
         await self.fast_path("restart")
         await self.refresh_prices()
+        await self.refresh_hashprice()
         await self.replan("start")
         self._start_jobs()
         freeze_heap()  # set-up is done: long-lived objects leave the collector's full passes
@@ -181,6 +202,14 @@ class Daemon:
         sched.add_job(
             self.refresh_prices, "interval", seconds=d.price_feed.refresh_s, id="prices", **opts
         )
+        if d.hashprice_feed.kind is not FeedKind.CONFIG:
+            sched.add_job(
+                self.refresh_hashprice,
+                "interval",
+                seconds=d.hashprice_feed.refresh_s,
+                id="hashprice",
+                **opts,
+            )
         sched.add_job(self.housekeeping, "interval", seconds=60, id="housekeeping", **opts)
         sched.start()
         self.scheduler = sched
@@ -520,7 +549,7 @@ class Daemon:
         tok = sum(t.tokens_s or 0.0 for t in self.readings.values())
         c.hashes += ths * 1e12 * dt
         c.tokens += tok * dt
-        hp = self.config.mining.net_hashprice
+        hp = self.net_hashprice()
         c.revenue_usd["mining"] += ths * hp * dt / 86400.0
         inf = self.config.inference
         committed = min(tok, self._committed_now(now))
@@ -800,7 +829,12 @@ class Daemon:
                 alive = sum(self.fleet.status[i].health is not Health.UNREACHABLE for i in ids)
                 dc = dc.model_copy(update={"available": min(alive, dc.count)})
             devices.append(dc)
-        return self.config.model_copy(update={"devices": tuple(devices)})
+        update: dict[str, Any] = {"devices": tuple(devices)}
+        if self.hashprice is not None:
+            update["mining"] = self.config.mining.model_copy(
+                update={"hashprice_usd_per_ths_day": self.hashprice}
+            )
+        return self.config.model_copy(update=update)
 
     async def replan(self, reason: str = "schedule") -> Plan | None:
         self._replan_pending = False
@@ -962,21 +996,7 @@ class Daemon:
             return load_price_file(
                 path, feed.format.value, feed.column or "", feed.timestamp_column
             )
-        if feed.kind is FeedKind.HTTP:
-            import httpx
-
-            resp = httpx.get(feed.url or "", timeout=30.0)
-            resp.raise_for_status()
-            text = resp.text
-        else:
-            done = subprocess.run(
-                list(feed.command or ()), capture_output=True, text=True, timeout=120, check=False
-            )
-            if done.returncode != 0:
-                raise RuntimeError(
-                    f"price command exited {done.returncode}: {done.stderr.strip()[:300]}"
-                )
-            text = done.stdout
+        text = _fetch(feed.kind, feed.url, feed.command, "price")
         with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
             fh.write(text)
             name = fh.name
@@ -988,6 +1008,40 @@ class Daemon:
             return series.scaled(1.0, label=f"{feed.kind.value} {source}:{feed.column}")
         finally:
             Path(name).unlink(missing_ok=True)
+
+    def net_hashprice(self) -> float:
+        """USD per TH/s per day after the pool fee: the feed's last good value, or
+        [mining] as configured."""
+        m = self.config.mining
+        gross = self.hashprice if self.hashprice is not None else m.hashprice_usd_per_ths_day
+        return gross * (1.0 - m.pool_fee)
+
+    async def refresh_hashprice(self) -> None:
+        """Read the hashprice feed; a change re-plans. A failed reading keeps the last good
+        value (hashprice moves slowly; no fail-safe for it) and says why in /v1/status."""
+        feed = self.config.daemon.hashprice_feed
+        if feed.kind is FeedKind.CONFIG:
+            return
+
+        def read() -> float:
+            if feed.kind is FeedKind.FILE:
+                text = self.config.resolve(feed.path or "").read_text()
+            else:
+                text = _fetch(feed.kind, feed.url, feed.command, "hashprice")
+            return hashprice_from_feed(text, feed.format, feed.key, feed.per)
+
+        try:
+            value = await asyncio.to_thread(read)
+        except Exception as exc:
+            self.hashprice_error = f"{type(exc).__name__}: {exc}"
+            log.warning("hashprice feed (%s): %s", feed.kind.value, self.hashprice_error)
+            return
+        old = self.hashprice
+        self.hashprice, self.hashprice_ok_at, self.hashprice_error = value, time.time(), None
+        if old is None or abs(value - old) > 1e-12 * max(1.0, abs(old)):
+            log.info("hashprice %.4f USD per TH/s per day (was %s)", value, old)
+            if self.plan is not None:
+                self.request_replan("hashprice")
 
     async def housekeeping(self) -> None:
         await self.store.prune_webhook_ids(time.time())
@@ -1030,6 +1084,16 @@ class Daemon:
                 "label": None if self.prices is None else self.prices.label,
                 "age_s": None if self.prices_ok_at is None else round(now - self.prices_ok_at, 1),
                 "error": self.price_error,
+            },
+            "hashprice": {
+                "usd_per_ths_day": self.hashprice
+                if self.hashprice is not None
+                else self.config.mining.hashprice_usd_per_ths_day,
+                "source": self.config.daemon.hashprice_feed.kind.value,
+                "age_s": None
+                if self.hashprice_ok_at is None
+                else round(now - self.hashprice_ok_at, 1),
+                "error": self.hashprice_error,
             },
             "classes": by_class,
             "hold_dispatch": self.hold_dispatch,

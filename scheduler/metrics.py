@@ -247,6 +247,16 @@ class DaemonCollector:
             for cp in plan.classes:
                 g.add_metric([cp.name], float(cp.power_kw[step]) * 1000)
             yield g
+        feeds = GaugeMetricFamily(
+            "gridsched_feed_age_seconds",
+            "Seconds since a feed last gave a good reading (+Inf: not yet)",
+            labels=["feed"],
+        )
+        feeds.add_metric(["prices"], now - d.prices_ok_at if d.prices_ok_at else math.inf)
+        if d.config.daemon.hashprice_feed.kind.value != "config":
+            ok_at = d.hashprice_ok_at
+            feeds.add_metric(["hashprice"], now - ok_at if ok_at else math.inf)
+        yield feeds
         age = d.plan_age_s(now)
         p = GaugeMetricFamily(
             "gridsched_plan_age_seconds", "Seconds since the plan in force was made"

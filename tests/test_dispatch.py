@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from models.market import demo_prices
@@ -377,5 +378,35 @@ def test_a_miner_that_wakes_by_itself_during_an_event_is_put_back_to_sleep(
             await fast_path_done(d)
             assert miner.state.phase == "sleeping"  # shed again, without waiting for a plan
             assert _awake(d) == 0
+
+    asyncio.run(go())
+
+
+def test_the_hashprice_feed_re_plans_and_a_bad_reading_keeps_the_last_good(
+    tmp_path: Path,
+) -> None:
+    feed = tmp_path / "hashprice.json"
+    feed.write_text('{"data": {"hashprice": 55.0}}')  # USD per PH/s per day
+    text = SITE.format(ramp=1000.0) + (
+        '\n[daemon.hashprice_feed]\nkind = "file"\npath = "hashprice.json"\n'
+        'format = "json"\nkey = "data.hashprice"\nper = "PH"\n'
+    )
+    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "s.db")
+
+    async def go() -> None:
+        async with running(d):
+            assert d.status()["hashprice"]["usd_per_ths_day"] == 0.08  # [mining], before
+            await d.refresh_hashprice()
+            assert d.hashprice == pytest.approx(0.055)
+            plan = await d.replan("test")
+            assert plan is not None and np.allclose(plan.hashprice, 0.055)
+            feed.write_text('{"data": {"hashprice": 55000}}')  # a unit slip upstream
+            await d.refresh_hashprice()
+            st = d.status()["hashprice"]
+            assert st["usd_per_ths_day"] == pytest.approx(0.055) and "outside" in st["error"]
+            feed.write_text('{"data": {"hashprice": 61.0}}')
+            await d.refresh_hashprice()
+            assert d.hashprice == pytest.approx(0.061) and d.hashprice_error is None
+            assert d._replan_pending  # a change asks for a plan
 
     asyncio.run(go())

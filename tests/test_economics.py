@@ -51,3 +51,46 @@ def test_revenue_rates() -> None:
 def test_bad_economics_inputs(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         hashprice_usd_per_ths_day(**kwargs)  # type: ignore[arg-type]
+
+
+def test_hashprice_feed_formats() -> None:
+    from models.economics import hashprice_from_feed
+
+    assert hashprice_from_feed(" 0.0481\n", "number") == pytest.approx(0.0481)
+    assert hashprice_from_feed("48.1", "number", per="PH") == pytest.approx(0.0481)
+    doc = '{"data": {"series": [{"hashprice": 52.5}]}}'
+    assert hashprice_from_feed(doc, "json", "data.series.0.hashprice", "PH") == pytest.approx(
+        0.0525
+    )
+    # the network's figures: 3.125 + 0.1 BTC a block, 144 blocks a day, at 90,000 USD
+    net = '{"btc_price_usd": 90000, "network_hashrate_ths": 8e8, "fees_btc_per_block": 0.1}'
+    expect = (3.125 + 0.1) * 144 * 90_000 / 8e8
+    assert hashprice_from_feed(net, "network") == pytest.approx(expect)
+    by_difficulty = '{"btc_price_usd": 90000, "difficulty": 1.1e14}'
+    hr = network_hashrate_ths_from_difficulty(1.1e14)
+    assert hashprice_from_feed(by_difficulty, "network") == pytest.approx(3.125 * 144 * 90_000 / hr)
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "key", "per", "words"),
+    [
+        ("n/a", "number", None, "TH", "expected one number, got 'n/a'"),
+        ("48.1", "number", None, "TH", "outside 0.0001-10 (is the figure per PH/s?"),
+        ("0", "number", None, "TH", "outside"),
+        ("{", "json", "a", "TH", "not JSON"),
+        ('{"data": {}}', "json", "data.hashprice", "TH", "no 'hashprice' at 'data.hashprice'"),
+        ('{"hp": true}', "json", "hp", "TH", "hp is True, not a number"),
+        ('{"hp": "NaN"}', "json", "hp", "TH", "not a finite number"),
+        ('{"btc_price_usd": 1}', "network", None, "TH", "needs difficulty or network_hashrate"),
+        ("[1]", "network", None, "TH", "expects a JSON object"),
+        ("1", "csv", None, "TH", "unknown format 'csv'"),
+    ],
+)
+def test_bad_hashprice_feeds_say_what_is_wrong(
+    text: str, fmt: str, key: str | None, per: str, words: str
+) -> None:
+    from models.economics import hashprice_from_feed
+
+    with pytest.raises(ValueError) as exc:
+        hashprice_from_feed(text, fmt, key, per)
+    assert words in str(exc.value)

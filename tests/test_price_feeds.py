@@ -72,12 +72,62 @@ def test_a_failing_feed_is_reported_not_fatal(tmp_path: Path) -> None:
     assert d.prices is None
 
 
+def test_hashprice_from_a_command_and_an_http_endpoint(tmp_path: Path) -> None:
+    """The network's figures from a command (as a site would script mempool.space or its
+    node), a pool's USD/PH/day from HTTP; a command that fails keeps the value."""
+
+    def hp_daemon(feed: dict[str, Any]) -> Daemon:
+        d = site_dict()
+        d["daemon"] = {"hashprice_feed": feed}
+        return Daemon(parse_site(d, "x.toml", str(tmp_path)), tmp_path / "s.db")
+
+    net = tmp_path / "network.json"
+    net.write_text('{"btc_price_usd": 90000, "difficulty": 1.1e14, "fees_btc_per_block": 0.05}')
+    cmd = [sys.executable, "-c", f"print(open({str(net)!r}).read())"]
+    d = hp_daemon({"kind": "command", "command": cmd, "format": "network"})
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"hashprice": [{"usd": 49.5}]}')
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hashprice"
+    h = hp_daemon({"kind": "http", "url": url, "format": "json", "key": "hashprice.0.usd",
+                   "per": "PH"})  # fmt: skip
+
+    async def go() -> None:
+        await d.refresh_hashprice()
+        await h.refresh_hashprice()
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.shutdown()
+    assert d.hashprice is not None and 0.03 < d.hashprice < 0.1 and d.hashprice_error is None
+    assert h.hashprice == pytest.approx(0.0495)
+    good = d.hashprice
+    net.unlink()  # the command now fails
+    asyncio.run(d.refresh_hashprice())
+    assert d.hashprice == good and "hashprice command exited 1" in (d.hashprice_error or "")
+
+
 def test_feed_config_errors_name_the_key(tmp_path: Path) -> None:
     from models.errors import ConfigError
 
     with pytest.raises(ConfigError) as exc:
         daemon_with(tmp_path, {"kind": "http", "column": "price"})
     assert "needs url" in str(exc.value)
+    d = site_dict()
+    d["daemon"] = {"hashprice_feed": {"kind": "file", "path": "hp.json", "format": "json"}}
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml", str(tmp_path))
+    assert "daemon.hashprice_feed" in str(exc.value) and "needs key" in str(exc.value)
 
 
 def test_daemon_grid_aligns_to_the_first_resolution_step(tmp_path: Path) -> None:
