@@ -211,14 +211,25 @@ class FeedKind(StrEnum):
     COMMAND = "command"
 
 
-class PriceFeed(_Strict):
-    """Where the daemon refreshes prices: a file, an HTTP endpoint or a command's stdout,
-    each giving a price file in ``format`` (columns named as in [prices])."""
+class _FeedSource(_Strict):
+    """Where a feed is read: a file, an HTTP endpoint (GET) or a command's stdout."""
 
     kind: FeedKind = FeedKind.CONFIG
     path: str | None = None
     url: str | None = None
     command: tuple[str, ...] | None = None
+
+    def _need_source(self) -> None:
+        need = {FeedKind.FILE: "path", FeedKind.HTTP: "url", FeedKind.COMMAND: "command"}
+        key = need.get(self.kind)
+        if key is not None and getattr(self, key) is None:
+            raise ValueError(f"kind = '{self.kind}' needs {key}")
+
+
+class PriceFeed(_FeedSource):
+    """Where the daemon refreshes prices: a file, an HTTP endpoint or a command's stdout,
+    each giving a price file in ``format`` (columns named as in [prices])."""
+
     format: PriceFormat = PriceFormat.CSV
     column: str | None = None
     timestamp_column: str = "interval_start_utc"
@@ -227,10 +238,7 @@ class PriceFeed(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        need = {FeedKind.FILE: "path", FeedKind.HTTP: "url", FeedKind.COMMAND: "command"}
-        key = need.get(self.kind)
-        if key is not None and getattr(self, key) is None:
-            raise ValueError(f"kind = '{self.kind}' needs {key}")
+        self._need_source()
         if (
             self.kind is not FeedKind.CONFIG
             and self.column is None
@@ -240,7 +248,7 @@ class PriceFeed(_Strict):
         return self
 
 
-class HashpriceFeed(_Strict):
+class HashpriceFeed(_FeedSource):
     """Where the daemon refreshes hashprice (gross USD per TH/s per day; [mining] pool_fee
     still applies): a file, an HTTP endpoint or a command's stdout. ``format``: ``number``
     (the body is the figure), ``json`` (``key`` is a dotted path to it) or ``network`` (a
@@ -248,10 +256,6 @@ class HashpriceFeed(_Strict):
     subsidy_btc and fees_btc_per_block). Until the first good reading, and whenever one
     fails, the last good value (at first [mining] hashprice_usd_per_ths_day) stands."""
 
-    kind: FeedKind = FeedKind.CONFIG
-    path: str | None = None
-    url: str | None = None
-    command: tuple[str, ...] | None = None
     format: Literal["number", "json", "network"] = "number"
     key: str | None = None
     per: Literal["TH", "PH"] = "TH"
@@ -259,10 +263,7 @@ class HashpriceFeed(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        need = {FeedKind.FILE: "path", FeedKind.HTTP: "url", FeedKind.COMMAND: "command"}
-        key = need.get(self.kind)
-        if key is not None and getattr(self, key) is None:
-            raise ValueError(f"kind = '{self.kind}' needs {key}")
+        self._need_source()
         if self.format == "json" and not self.key:
             raise ValueError("format = 'json' needs key (a dotted path to the figure)")
         return self
