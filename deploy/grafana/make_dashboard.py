@@ -289,6 +289,15 @@ def dashboard() -> dict[str, Any]:
             44,
             w=24,
         ),
+        ts(
+            21,
+            "Feed age (seconds since a good price / hashprice reading)",
+            [('max by (feed) (gridsched_feed_age_seconds{site=~"$site"})', "{{feed}}")],
+            "s",
+            0,
+            52,
+            w=24,
+        ),
     ]
     for p in panels:
         if p.pop("stack", False):
