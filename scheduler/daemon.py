@@ -37,7 +37,7 @@ from models.durations import parse_duration_s
 from models.economics import hashprice_from_feed
 from models.market import Series, demo_prices, load_price_file, site_prices
 from models.signals import EventType, GridEvent
-from models.site import FeedKind, Posture, SiteConfig
+from models.site import FeedKind, Mining, Posture, SiteConfig
 from scheduler.eventbook import EventBook
 from scheduler.inputs import SiteState, assemble_inputs, event_caps, peak_rules, slot_peaks
 from scheduler.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
@@ -252,25 +252,30 @@ class Daemon:
     def active_events(self, now: float | None = None) -> list[GridEvent]:
         """Stored events that have not ended or been cancelled, plus any fail-safe cap."""
         now = time.time() if now is None else now
-        out = self._events().live(now)
-        if self._pending:
-            out = [e for e in out if e.id not in self._pending]
-            out += [e for e in self._pending.values() if e.end_utc.timestamp() > now]
-        failsafe = self._failsafe_event(now)
-        if failsafe is not None:
-            out.append(failsafe)
-        return out
+        return self._with_pending(self._events().live(now), now, started=False)
 
-    def _failsafe_event(self, now: float) -> GridEvent | None:
-        if self.failsafe_reason(now) is None:
-            return None
-        return GridEvent(
-            id="failsafe",
-            type=EventType.CURTAIL,
-            start=datetime.fromtimestamp(now - 1, UTC),
-            limit_kw=self.failsafe_cap_kw(),
-            source="failsafe",
-        )
+    def _with_pending(self, events: list[GridEvent], now: float, started: bool) -> list[GridEvent]:
+        """The book's events with the caps still being written in place of theirs (not ended
+        at ``now``; with ``started``, in force at it), plus the fail-safe cap while a feed
+        is silent."""
+        if self._pending:
+            events = [e for e in events if e.id not in self._pending]
+            events += [
+                e
+                for e in self._pending.values()
+                if now < e.end_utc.timestamp() and (not started or e.start_utc.timestamp() <= now)
+            ]
+        if self.failsafe_reason(now) is not None:
+            events.append(
+                GridEvent(
+                    id="failsafe",
+                    type=EventType.CURTAIL,
+                    start=datetime.fromtimestamp(now - 1, UTC),
+                    limit_kw=self.failsafe_cap_kw(),
+                    source="failsafe",
+                )
+            )
+        return events
 
     def _load_events(self, now: float) -> list[GridEvent]:
         """The store's events in force or to come (on start; then kept in step by accept)."""
@@ -435,17 +440,7 @@ class Daemon:
 
     def cap_now(self, now: float | None = None) -> tuple[float, list[GridEvent]]:
         now = time.time() if now is None else now
-        events = self._events().caps_in_force(now)
-        if self._pending:
-            events = [e for e in events if e.id not in self._pending]
-            events += [
-                e
-                for e in self._pending.values()
-                if e.start_utc.timestamp() <= now < e.end_utc.timestamp()
-            ]
-        failsafe = self._failsafe_event(now)
-        if failsafe is not None:
-            events.append(failsafe)
+        events = self._with_pending(self._events().caps_in_force(now), now, started=True)
         grid = TimeGrid(
             np.array([int(now)], dtype=np.int64), np.array([int(now) + 1], dtype=np.int64)
         )
@@ -549,7 +544,7 @@ class Daemon:
         tok = sum(t.tokens_s or 0.0 for t in self.readings.values())
         c.hashes += ths * 1e12 * dt
         c.tokens += tok * dt
-        hp = self.net_hashprice()
+        hp = self.mining().net_hashprice
         c.revenue_usd["mining"] += ths * hp * dt / 86400.0
         inf = self.config.inference
         committed = min(tok, self._committed_now(now))
@@ -829,12 +824,7 @@ class Daemon:
                 alive = sum(self.fleet.status[i].health is not Health.UNREACHABLE for i in ids)
                 dc = dc.model_copy(update={"available": min(alive, dc.count)})
             devices.append(dc)
-        update: dict[str, Any] = {"devices": tuple(devices)}
-        if self.hashprice is not None:
-            update["mining"] = self.config.mining.model_copy(
-                update={"hashprice_usd_per_ths_day": self.hashprice}
-            )
-        return self.config.model_copy(update=update)
+        return self.config.model_copy(update={"devices": tuple(devices), "mining": self.mining()})
 
     async def replan(self, reason: str = "schedule") -> Plan | None:
         self._replan_pending = False
@@ -1009,12 +999,12 @@ class Daemon:
         finally:
             Path(name).unlink(missing_ok=True)
 
-    def net_hashprice(self) -> float:
-        """USD per TH/s per day after the pool fee: the feed's last good value, or
-        [mining] as configured."""
-        m = self.config.mining
-        gross = self.hashprice if self.hashprice is not None else m.hashprice_usd_per_ths_day
-        return gross * (1.0 - m.pool_fee)
+    def mining(self) -> Mining:
+        """[mining] with the hashprice in force: the feed's last good value, or as
+        configured."""
+        if self.hashprice is None:
+            return self.config.mining
+        return self.config.mining.model_copy(update={"hashprice_usd_per_ths_day": self.hashprice})
 
     async def refresh_hashprice(self) -> None:
         """Read the hashprice feed; a change re-plans. A failed reading keeps the last good
@@ -1086,9 +1076,7 @@ class Daemon:
                 "error": self.price_error,
             },
             "hashprice": {
-                "usd_per_ths_day": self.hashprice
-                if self.hashprice is not None
-                else self.config.mining.hashprice_usd_per_ths_day,
+                "usd_per_ths_day": self.mining().hashprice_usd_per_ths_day,
                 "source": self.config.daemon.hashprice_feed.kind.value,
                 "age_s": None
                 if self.hashprice_ok_at is None

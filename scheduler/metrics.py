@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from adapters.base import Health
+from models.site import FeedKind
 
 if TYPE_CHECKING:
     from scheduler.daemon import Daemon
@@ -253,7 +254,7 @@ class DaemonCollector:
             labels=["feed"],
         )
         feeds.add_metric(["prices"], now - d.prices_ok_at if d.prices_ok_at else math.inf)
-        if d.config.daemon.hashprice_feed.kind.value != "config":
+        if d.config.daemon.hashprice_feed.kind is not FeedKind.CONFIG:
             ok_at = d.hashprice_ok_at
             feeds.add_metric(["hashprice"], now - ok_at if ok_at else math.inf)
         yield feeds
