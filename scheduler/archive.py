@@ -112,10 +112,9 @@ def archive(
                 f"{db}: the chain is broken at record {v.first_bad_seq} ({v.reason}); "
                 "nothing archived"
             )
-        anchor = store.anchor()
+        anchor = _finish_interrupted(store, store.anchor())
     finally:
         store.close()
-    anchor = _finish_interrupted(str(db), anchor)
     con = sqlite3.connect(db, timeout=30)
     try:
         head = con.execute("SELECT MAX(seq) FROM log").fetchone()[0]
@@ -178,7 +177,7 @@ def archive(
     return Archived(last - first + 1, first, last, float(last_at), str(out))
 
 
-def _finish_interrupted(db: str, anchor: Anchor) -> Anchor:
+def _finish_interrupted(store: Store, anchor: Anchor) -> Anchor:
     """An archive run stopped between its chunks leaves records in both the file and the
     database: delete the rest now (the file is checked against the database first)."""
     if not anchor.files:
@@ -193,17 +192,12 @@ def _finish_interrupted(db: str, anchor: Anchor) -> Anchor:
         ) from None
     if header.last_seq <= anchor.seq:
         return anchor
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        row = con.execute("SELECT hash FROM log WHERE seq = ?", (header.last_seq,)).fetchone()
-    finally:
-        con.close()
-    if row is None or row[0] != header.last_hash:
+    if store.hash_at(header.last_seq) != header.last_hash:
         raise ArchiveError(
             f"{latest} ends at record {header.last_seq}, which the database does not hold "
             "as archived; this file does not belong to this database"
         )
-    _delete(db, str(latest), header.first_seq, header.last_seq, CHUNK, start=anchor.seq)
+    _delete(store.path, str(latest), header.first_seq, header.last_seq, CHUNK, start=anchor.seq)
     return Anchor(header.last_seq, header.last_hash, anchor.files)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.site import Posture, load_site
+from scheduler.archive import CHUNK
 from scheduler.fleet_cli import run_async
 
 log = logging.getLogger("gridsched")
@@ -100,12 +101,19 @@ def _quiet_server_class() -> Any:
     return QuietServer
 
 
+def _no_db(path: str) -> bool:
+    """Say so when the database is missing (opening it would create an empty one)."""
+    if Path(path).exists():
+        return False
+    print(f"gridsched: error: {path}: no such database", file=sys.stderr)
+    return True
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from scheduler.archive import ArchiveError, check_sequence, in_dirs
     from scheduler.store import Store
 
-    if not Path(args.db).exists():
-        print(f"gridsched: error: {args.db}: no such database", file=sys.stderr)
+    if _no_db(args.db):
         return 2
     store = Store(args.db)
     v = store.verify()
@@ -148,8 +156,7 @@ def cmd_audit_archive(args: argparse.Namespace) -> int:
     from models.durations import parse_duration_s
     from scheduler.archive import ArchiveError, archive
 
-    if not Path(args.db).exists():
-        print(f"gridsched: error: {args.db}: no such database", file=sys.stderr)
+    if _no_db(args.db):
         return 2
     if args.before is not None:
         before = _ts(args.before, "--before")
@@ -190,8 +197,9 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         try:
             files = in_dirs(args.archive)
             check_sequence(files, store)
+            upto = store.anchor().seq  # later ones are in the database (an interrupted run)
             for seq, at, kind, text, _prev, h in (r for a in files for r in records(a)):
-                if start <= at < end and kind in kinds:
+                if seq <= upto and start <= at < end and kind in kinds:
                     found.append((seq, at, kind, json.loads(text), h))
         except ArchiveError as exc:
             print(f"gridsched: error: {exc}", file=sys.stderr)
@@ -359,5 +367,5 @@ def add_parsers(sub: Any) -> None:
     where.add_argument(
         "--out-dir", help="directory: a new gridsched-audit-FIRST-LAST.jsonl.gz in it"
     )
-    ar.add_argument("--chunk", type=int, default=5000, help="records deleted per transaction")
+    ar.add_argument("--chunk", type=int, default=CHUNK, help="records deleted per transaction")
     ar.set_defaults(func=cmd_audit_archive)

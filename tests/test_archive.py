@@ -218,6 +218,11 @@ def test_an_interrupted_archive_is_whole_and_the_next_run_finishes_it(
     assert v.ok and v.from_seq == 26 and v.records == 75
     lines = check_sequence([a], Store(db))
     assert "records 26-60 are also still in the database" in lines[-1]
+    out = tmp_path / "evidence.csv"  # records in both places are exported once
+    export = ["audit", "export", "--db", str(db), "--from", iso(T0 - 60),
+              "--to", iso(T0 + 200 * 60), "--out", str(out)]  # fmt: skip
+    assert main([*export, "--archive", str(a)]) == 0
+    assert [int(r["seq"]) for r in csv.DictReader(out.open())] == list(range(1, 101))
 
     done = archive(db, T0 + 80 * 60, b)
     assert (done.first_seq, done.last_seq) == (61, 80)
