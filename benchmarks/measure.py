@@ -47,20 +47,25 @@ def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> 
     return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
 
 
-def start_simulator(miners: int, base: str, sleep_s: float, wake_s: float) -> subprocess.Popen[str]:
+def start_simulator(
+    miners: int, base: str, sleep_s: float, wake_s: float, control_port: int = 0, *extra: str
+) -> subprocess.Popen[str]:
     """``gridsched fleet simulate`` in its own process, as a real fleet sits apart from the
     controller; returns once it is listening (its first line printed)."""
     sim = subprocess.Popen(
         [
             sys.executable, "-m", "scheduler.cli", "fleet", "simulate",
-            "--miners", str(miners), "--base", base, "--control-port", "0",
-            "--sleep-s", str(sleep_s), "--wake-s", str(wake_s),
+            "--miners", str(miners), "--base", base, "--control-port", str(control_port),
+            "--sleep-s", str(sleep_s), "--wake-s", str(wake_s), *extra,
         ],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert sim.stdout is not None
     line = sim.stdout.readline().strip()
-    if sim.poll() is not None:
-        raise SystemExit(f"the simulator did not start (exit {sim.returncode}; its error is above)")
+    if not line:  # it exited before listening
+        raise SystemExit(
+            f"the simulator did not start (exit {sim.wait(10)}; its error is above): "
+            f"is another simulator still bound to {base.rsplit('.', 2)[0]}.x.x?"
+        )
     print(line)
     return sim

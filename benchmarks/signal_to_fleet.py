@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import calm, cpu_sample, pct, steal_pct  # noqa: E402
+from benchmarks.measure import calm, cpu_sample, pct, start_simulator, steal_pct  # noqa: E402
 from scheduler.security import sign  # noqa: E402
 
 SECRET = "bench-secret"
@@ -126,22 +126,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gridsched-bench-"))
     cport, dport = free_port(), free_port()
     site = tmp / "site.toml"
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "fleet", "simulate", "--miners", str(args.miners),
-         "--base", "127.30.0.0", "--control-port", str(cport), "--sleep-s", "0.5",
-         "--wake-s", "0.5", "--write-site", str(site)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    sim = start_simulator(args.miners, "127.30.0.0", 0.5, 0.5, cport, "--write-site", str(site))
     daemon = None
     try:
         assert sim.stdout is not None
-        print(sim.stdout.readline().strip())
-        sim.stdout.readline()
-        if not site.exists():
-            raise SystemExit(
-                f"the simulator did not start (exit {sim.poll()}; its error is above): "
-                "is another simulator still bound to 127.30.0.x?"
-            )
+        sim.stdout.readline()  # the site file is written
         # A hashprice high enough that the plan runs the whole fleet at every hour of the
         # demo prices (at 0.05 USD/TH/day the S19j Pro half sleeps through evening peaks).
         text = site.read_text().replace(
