@@ -126,7 +126,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gridsched-bench-"))
     cport, dport = free_port(), free_port()
     site = tmp / "site.toml"
-    sim = start_simulator(args.miners, "127.30.0.0", 0.5, 0.5, cport, "--write-site", str(site))
+    try:
+        sim = start_simulator(args.miners, "127.30.0.0", 0.5, 0.5, cport, "--write-site", str(site))
+    except SystemExit:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     daemon = None
     try:
         assert sim.stdout is not None
