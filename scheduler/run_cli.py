@@ -188,6 +188,8 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     from scheduler.archive import ArchiveError, check_sequence, in_dirs, records
     from scheduler.store import Store
 
+    if _no_db(args.db):
+        return 2
     store = Store(args.db)
     v = store.verify()
     start, end = _ts(args.from_, "--from"), _ts(args.to, "--to")

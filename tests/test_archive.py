@@ -262,3 +262,20 @@ def test_a_directory_of_archives_by_age(tmp_path: Path, capsys: pytest.CaptureFi
     empty.mkdir()
     assert main(["audit", "verify", "--db", str(db), "--archive", str(empty)]) == 1
     assert "no archive" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["verify", "export", "archive"])
+def test_a_mistyped_database_is_named_and_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Opening a missing file would create an empty database whose chain "verifies" and
+    exports nothing: an operator proving a DR event would believe the evidence is gone."""
+    db = tmp_path / "stat.db"
+    extra = {
+        "verify": [],
+        "export": ["--from", "2026-08-01T00:00:00Z", "--to", "2026-08-02T00:00:00Z"],
+        "archive": ["--older-than", "90d", "--out-dir", str(tmp_path / "a")],
+    }[command]
+    assert main(["audit", command, "--db", str(db), *extra]) == 2
+    assert f"{db}: no such database" in capsys.readouterr().err
+    assert not db.exists()
