@@ -39,6 +39,8 @@ LUXOS_VERSION = "2024.11.14.190207-2c9c8ec"
 API_VERSION = "3.7"
 SLEEP_W = catalog.ASIC_SLEEP_KW * 1000.0
 BOOT_W = 120.0  # control board and fans at full speed while booting
+#: A waking miner boots (at BOOT_W, no hashrate) for this share of its wake time, then ramps.
+WAKE_HOLD_SHARE = 0.4
 
 
 class FaultKind(StrEnum):
@@ -88,6 +90,11 @@ def presets_for(model: str) -> tuple[Preset, ...]:
         )
         for name, pf, hf, df in steps
     )
+
+
+def wake_reaches_s(wake_s: float, share: float) -> float:
+    """Seconds from a wakeup until the hashrate reaches ``share`` of the preset's."""
+    return wake_s * (WAKE_HOLD_SHARE + (1.0 - WAKE_HOLD_SHARE) * share)
 
 
 @dataclass
@@ -216,7 +223,7 @@ class SimMiner:
         p = self.preset(self.state.profile)
         self.state.phase = "waking"
         self.state.ramp = _Ramp(
-            self.clock(), self.wake_s, w, p.watts, 0.0, p.ths, 0.4 * self.wake_s
+            self.clock(), self.wake_s, w, p.watts, 0.0, p.ths, WAKE_HOLD_SHARE * self.wake_s
         )
 
     def set_profile(self, name: str) -> None:
@@ -273,7 +280,9 @@ class SimMiner:
         st.boot_at = now
         st.phase = "waking"
         p = self.preset(st.profile)
-        st.ramp = _Ramp(now, self.wake_s, BOOT_W, p.watts, 0.0, p.ths, 0.4 * self.wake_s)
+        st.ramp = _Ramp(
+            now, self.wake_s, BOOT_W, p.watts, 0.0, p.ths, WAKE_HOLD_SHARE * self.wake_s
+        )
 
     # -- serving ----------------------------------------------------------------------------
 
