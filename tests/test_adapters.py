@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
@@ -401,6 +402,53 @@ def test_readings_and_commands_have_their_own_bounds() -> None:
 
     run(go())
     assert _Counting.most == {"read": 5, "apply": 12}
+
+
+class _SeesCollector(DeviceAdapter):
+    """Records whether the garbage collector was on while its command ran."""
+
+    seen: ClassVar[list[bool]] = []
+    delay_s: ClassVar[float] = 0.01
+
+    async def connect(self) -> Any:
+        return None
+
+    async def read(self) -> Any:
+        return Telemetry(self.device_id, time.time(), "running", 3000.0)
+
+    async def apply(self, request: ModeRequest) -> Any:
+        self.seen.append(gc.isenabled())
+        await asyncio.sleep(self.delay_s)
+        self.seen.append(gc.isenabled())
+        return Applied(request, None)
+
+
+def test_the_collector_waits_for_a_batch_of_commands_and_no_longer() -> None:
+    fleet = Fleet([_SeesCollector(f"g/{i}", "-") for i in range(20)], gc_hold_max_s=0.2)
+    everyone = {i: ModeRequest("sleep") for i in fleet.by_id}
+    assert gc.isenabled()
+
+    async def go() -> None:
+        _SeesCollector.seen, _SeesCollector.delay_s = [], 0.01
+        two = await asyncio.gather(fleet.apply(everyone), fleet.apply({"g/0": ModeRequest("run")}))
+        assert all(o.ok for batch in two for o in batch)
+        assert _SeesCollector.seen and not any(_SeesCollector.seen)  # off throughout
+        assert gc.isenabled()  # and back once the last batch ended
+        # A batch stuck on slow devices gets the collector back after gc_hold_max_s.
+        _SeesCollector.seen, _SeesCollector.delay_s = [], 0.5
+        await fleet.apply(everyone)
+        assert _SeesCollector.seen[:20] == [False] * 20 and all(_SeesCollector.seen[20:])
+        assert gc.isenabled()
+        # A collector the application turned off stays off.
+        gc.disable()
+        try:
+            _SeesCollector.delay_s = 0.01
+            await fleet.apply(everyone)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+
+    run(go())
 
 
 # -- payloads, presets, GPUs, secrets ----------------------------------------------------------
