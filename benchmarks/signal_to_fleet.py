@@ -242,7 +242,10 @@ def main() -> None:
         print(f"webhook throughput: {len(ids)} of {args.burst} signed signals accepted in "
               f"{elapsed:.2f} s = {len(ids) / elapsed:.0f}/s with {args.clients} clients; "
               f"lost {len(lost)}")  # fmt: skip
-        print(f"/metrics: {series} series, {len(text) / 1024:.0f} KiB")
+        worst = max(range(len(scrape)), key=scrape.__getitem__)
+        print(f"/metrics: {series} series, {len(text) / 1024:.0f} KiB; the slowest scrape was "
+              f"#{worst + 1} of {len(scrape)} ({scrape[worst] * 1000:.1f} ms; the burst ended "
+              "just before #1)")  # fmt: skip
     finally:
         if daemon is not None:
             daemon.terminate()
