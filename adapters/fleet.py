@@ -215,30 +215,28 @@ class Fleet:
                 await asyncio.sleep(self.retry.delay(n, self._rng))
         return None, err, tries
 
-    def _hold_collector(self, hold: bool) -> None:
+    def _hold_collector(self) -> None:
         """Keep the cyclic garbage collector out of a batch of control calls.
 
         1,000 commands allocate enough to trigger about 70 collections (64 young, 6 middle,
         one full of what was made since :func:`freeze_heap`): 12-40 ms of a 120-300 ms
         curtail on the reference machine. Reference counting still frees what the batch
         drops; the few cycles it leaves (tasks, exceptions) wait for the collector, which
-        comes back when the last batch ends, or after ``gc_hold_max_s`` whatever happens,
-        so that a batch stuck on dead devices cannot let memory grow for long. A collector
-        the application had turned off stays off.
+        comes back when the last batch ends (:meth:`_release_collector`), or after
+        ``gc_hold_max_s`` whatever happens, so that a batch stuck on dead devices cannot let
+        memory grow for long. A collector the application had turned off stays off.
         """
-        if hold:
-            if self.gc_hold_max_s > 0 and self._gc_release is None and gc.isenabled():
-                gc.disable()
-                self._gc_release = asyncio.get_running_loop().call_later(
-                    self.gc_hold_max_s, self._release_collector
-                )
-        elif self._gc_release is not None:
-            self._gc_release.cancel()
-            self._release_collector()
+        if self.gc_hold_max_s > 0 and self._gc_release is None and gc.isenabled():
+            gc.disable()
+            self._gc_release = asyncio.get_running_loop().call_later(
+                self.gc_hold_max_s, self._release_collector
+            )
 
     def _release_collector(self) -> None:
-        self._gc_release = None
-        gc.enable()
+        if self._gc_release is not None:
+            self._gc_release.cancel()
+            self._gc_release = None
+            gc.enable()
 
     async def _yield_to_controls(self) -> None:
         try:
@@ -309,14 +307,14 @@ class Fleet:
         self._controls += 1
         self._controls_idle.clear()
         if self._controls == 1:
-            self._hold_collector(True)
+            self._hold_collector()
         try:
             return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
         finally:
             self._controls -= 1
             if not self._controls:
                 self._controls_idle.set()
-                self._hold_collector(False)
+                self._release_collector()
 
     async def confirm(
         self, outcomes: Iterable[Outcome], timeout_s: float, poll_s: float = 0.1
