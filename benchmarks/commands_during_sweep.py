@@ -23,25 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
-from adapters.fleet import Fleet, freeze_heap  # noqa: E402
-from adapters.sim.fleet import loopback_hosts, raise_fd_limit  # noqa: E402
-from benchmarks.measure import pct, start_simulator  # noqa: E402
+from benchmarks.measure import connected_fleet, pct, start_simulator  # noqa: E402
 from scheduler.fleet_cli import run_async  # noqa: E402
 
 
 async def bench(args: argparse.Namespace) -> None:
-    raise_fd_limit(4 * args.miners + 1024)
-    hosts = loopback_hosts(args.miners, args.base)
-    fleet = Fleet(
-        [PyasicMiner(f"m/{h}", h, timeout_s=3.0) for h in hosts], concurrency=args.concurrency
-    )
-    errors = await fleet.connect_all()
-    bad = [e for e in errors.values() if e]
-    if bad:
-        raise SystemExit(f"{len(bad)} miners failed to connect, e.g. {bad[0]}")
-    freeze_heap()
+    fleet = await connected_fleet(args.miners, args.base, args.concurrency)
     rng = random.Random(args.seed)
     bounds = [int(b) for b in args.read_concurrency.split(",")]
     commanded: dict[int, list[float]] = {b: [] for b in bounds}

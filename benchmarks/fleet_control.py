@@ -25,28 +25,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.asic import RUNNING_SHARE, PyasicMiner  # noqa: E402
+from adapters.asic import RUNNING_SHARE  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
-from adapters.fleet import Fleet, freeze_heap  # noqa: E402
-from adapters.sim.fleet import loopback_hosts, raise_fd_limit  # noqa: E402
 from adapters.sim.miner import wake_reaches_s  # noqa: E402
-from benchmarks.measure import calm, cpu_sample, pct, start_simulator, steal_pct  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    calm,
+    connected_fleet,
+    cpu_sample,
+    pct,
+    start_simulator,
+    steal_pct,
+)
 from scheduler.fleet_cli import run_async  # noqa: E402
 
 
 async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
-    raise_fd_limit(4 * args.miners + 1024)
-    hosts = loopback_hosts(args.miners, args.base)
-    fleet = Fleet(
-        [PyasicMiner(f"m/{h}", h, timeout_s=3.0) for h in hosts], concurrency=args.concurrency
-    )
-    t0 = time.perf_counter()
-    errors = await fleet.connect_all()
-    freeze_heap()  # as the daemon does once it is set up
-    bad = [e for e in errors.values() if e]
-    print(f"connected {args.miners - len(bad)}/{args.miners} in {time.perf_counter() - t0:.1f} s")
-    if bad:
-        raise SystemExit(f"{len(bad)} miners failed to connect, e.g. {bad[0]}")
+    fleet = await connected_fleet(args.miners, args.base, args.concurrency)
     out: dict[str, list[float]] = {
         "sweep_s": [],
         "sleep_commanded_s": [],

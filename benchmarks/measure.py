@@ -1,5 +1,5 @@
-"""What the fleet and signal benchmarks share: percentiles, and the CPU time stolen from
-this machine by the hypervisor (/proc/stat, Linux).
+"""What the fleet and signal benchmarks share: percentiles, the CPU time stolen from this
+machine by the hypervisor (/proc/stat, Linux), the simulator and a fleet connected to it.
 
 Timings on a shared virtual machine move with other tenants' load; the benchmarks print the
 steal over each round beside it, and the figures of the calm rounds apart, so that a slow
@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adapters.fleet import Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 STAT = Path("/proc/stat")
@@ -69,3 +74,23 @@ def start_simulator(
         )
     print(line)
     return sim
+
+
+async def connected_fleet(miners: int, base: str, concurrency: int) -> Fleet:
+    """A ``Fleet`` of pyasic adapters over the simulator's loopback miners, every one
+    connected (or SystemExit), its heap frozen as the daemon's is once it is set up."""
+    from adapters.asic import PyasicMiner
+    from adapters.fleet import Fleet, freeze_heap
+    from adapters.sim.fleet import loopback_hosts, raise_fd_limit
+
+    raise_fd_limit(4 * miners + 1024)
+    hosts = loopback_hosts(miners, base)
+    fleet = Fleet([PyasicMiner(f"m/{h}", h, timeout_s=3.0) for h in hosts], concurrency=concurrency)
+    t0 = time.perf_counter()
+    errors = await fleet.connect_all()
+    freeze_heap()
+    bad = [e for e in errors.values() if e]
+    print(f"connected {miners - len(bad)}/{miners} in {time.perf_counter() - t0:.1f} s")
+    if bad:
+        raise SystemExit(f"{len(bad)} miners failed to connect, e.g. {bad[0]}")
+    return fleet
