@@ -496,15 +496,14 @@ class Daemon:
             elif self._drifted(device_id, t):
                 drifted += 1
         m = self.measured()
-        if drifted:
-            self.shed_order = self.compute_shed_order()
-            if self.measured(expect=True)["import_kw"] > self.cap_now(now)[0] + 1e-6:
-                # e.g. a miner that rebooted into mining during a DR event: shed now, do not
-                # wait for the plan
-                self.request_fast_path(f"{drifted} devices left their mode; load above the cap")
+        cap, events = self.cap_now(now)
+        self.shed_order = self.compute_shed_order()
+        if drifted and self.measured(expect=True)["import_kw"] > cap + 1e-6:
+            # e.g. a miner that rebooted into mining during a DR event: shed now, do not
+            # wait for the plan
+            self.request_fast_path(f"{drifted} devices left their mode; load above the cap")
         self._integrate(m, dt, now)
         self.billing_peak_kw = max(self.billing_peak_kw, m["import_kw"])
-        cap, events = self.cap_now(now)
         counts = self.fleet.health_counts()
         await self.store.record(
             "telemetry",
@@ -516,7 +515,6 @@ class Daemon:
             },
             now,
         )
-        self.shed_order = self.compute_shed_order()
         failsafe = self.failsafe_reason(now)
         if (failsafe is None) != (self._failsafe is None):
             self._failsafe = failsafe
