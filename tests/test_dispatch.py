@@ -75,8 +75,12 @@ timeout_s = 2
 
 
 def _daemon(tmp_path: Path, ramp_kw_per_min: float) -> Daemon:
-    cfg = parse_site(tomllib.loads(SITE.format(ramp=ramp_kw_per_min)), "test", str(tmp_path))
-    return Daemon(cfg, tmp_path / "gridsched.db")
+    return _daemon_of(tmp_path, SITE.format(ramp=ramp_kw_per_min))
+
+
+def _daemon_of(tmp_path: Path, text: str) -> Daemon:
+    """A daemon over this site file's text, its state in ``tmp_path``."""
+    return Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "gridsched.db")
 
 
 @contextlib.asynccontextmanager
@@ -205,7 +209,7 @@ def test_a_shed_is_read_back_before_the_next_poll(tmp_path: Path) -> None:
     text = SITE.format(ramp=1000.0).replace(
         'step = "5min"', 'step = "5min"\npoll_s = 3600\nconfirm_after_s = 0.6'
     )
-    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "s.db")
+    d = _daemon_of(tmp_path, text)
 
     async def go() -> None:
         async with running(d):
@@ -325,7 +329,7 @@ def test_a_replan_one_step_later_is_warm(tmp_path: Path, monkeypatch: pytest.Mon
     )
     text = SITE.format(ramp=1000.0).replace("[daemon]", window + "\n[daemon]", 1)
     text = text.replace('horizon = "2h"', 'horizon = "4h"', 1)
-    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "gridsched.db")
+    d = _daemon_of(tmp_path, text)
 
     async def go() -> None:
         async with running(d):
@@ -391,7 +395,7 @@ def test_the_hashprice_feed_re_plans_and_a_bad_reading_keeps_the_last_good(
         '\n[daemon.hashprice_feed]\nkind = "file"\npath = "hashprice.json"\n'
         'format = "json"\nkey = "data.hashprice"\nper = "PH"\n'
     )
-    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "s.db")
+    d = _daemon_of(tmp_path, text)
 
     async def go() -> None:
         async with running(d):
