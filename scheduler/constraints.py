@@ -236,6 +236,7 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
         wrows, tau = row_id[wrows[sel]], tau[sel]
         n = int(keep.sum())
         cls_of_row = np.repeat(cls, T)[keep]
+        cells = (cls_of_row, np.tile(np.arange(T), len(cls))[keep])
         wcls = cls_of_row[wrows]
         own = np.arange(n)
         if name == "min-on":
@@ -244,6 +245,7 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
                 (n,),
                 [(own, on[cls].ravel()[keep], 1.0), (wrows, start[wcls, tau], -1.0)],
                 lower=0.0,
+                cells=cells,
             )
         else:
             before = prev[cls[:, None], first].ravel()[keep]  # on just before the window
@@ -252,6 +254,7 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
                 (n,),
                 [(own, before, 1.0), (wrows, start[wcls, tau], 1.0)],
                 upper=units[cls_of_row],
+                cells=cells,
             )
 
 
@@ -299,7 +302,11 @@ def define_peaks(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray) -> None:
     steps = np.concatenate([p.steps for p in inp.peaks]).astype(np.int64)
     r = np.arange(len(steps))
     b.add_cons(
-        "peak-charge", (len(steps),), [(r, peak[group], 1.0), (r, imp[steps], -1.0)], lower=0.0
+        "peak-charge",
+        (len(steps),),
+        [(r, peak[group], 1.0), (r, imp[steps], -1.0)],
+        lower=0.0,
+        cells=(group, steps),
     )
 
 

@@ -22,6 +22,11 @@ class Block:
     name: str
     start: int
     shape: tuple[int, ...]
+    #: For a flat block whose entries each belong to one step (a row per group member,
+    #: a row per (class, step) that needs one): each entry's (key, step), so that a basis
+    #: can be carried between horizons of different steps (``scheduler.seed``). Blocks
+    #: shaped (..., T) carry their steps in their shape and leave this None.
+    cells: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -145,12 +150,13 @@ class ModelBuilder:
         terms: list[tuple[np.ndarray, np.ndarray, np.ndarray | float]],
         lower: float | np.ndarray = -INF,
         upper: float | np.ndarray = INF,
+        cells: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Rows ``lower <= sum(coef * x[col]) <= upper``; each term gives (row, col, coef)
-        arrays with row numbers local to this block."""
+        arrays with row numbers local to this block. ``cells``: see ``Block.cells``."""
         if name in self.con_blocks:
             raise ValueError(f"constraint block {name!r} defined twice")
-        block = Block(name, self.n_rows, shape)
+        block = Block(name, self.n_rows, shape, cells)
         n = block.size
         self._rlo.append(_full(lower, n))
         self._rhi.append(_full(upper, n))

@@ -115,3 +115,28 @@ def test_the_coarse_basis_maps_onto_every_fine_block() -> None:
     # No column is held at a bound it does not have.
     assert not np.any((cols == 2) & ~np.isfinite(fine.col_hi))
     assert not np.any((cols == 0) & ~np.isfinite(fine.col_lo))
+
+
+def test_rows_of_a_flat_block_take_their_coarse_steps_status() -> None:
+    # Billed-peak rows are one flat block (a row per step of each peak group): without
+    # their (group, step) the seed left them basic, and a demand charge that binds in
+    # many steps cost the fine solve thousands of iterations to find out again. A day
+    # holds the 4CP window beside the month's demand charge: two groups, one block.
+    _, inp = example_inputs(hours=24, step_s=300)
+    assert len(inp.peaks) == 2
+    group = coarse_groups(inp.grid, 1800)
+    fine, coarse = build_model(inp), build_model(coarse_inputs(inp, group))
+    solver = HighsSolver()
+    assert solver.solve(coarse).ok
+    basis = solver.basis()
+    assert basis is not None
+    _, rows = map_basis(fine, coarse, *basis, group)
+    fb, cb = fine.con("peak-charge"), coarse.con("peak-charge")
+    assert fb.cells is not None and cb.cells is not None
+    coarse_status = {
+        (int(k), int(s)): int(v)
+        for k, s, v in zip(*cb.cells, basis[1][cb.start : cb.stop], strict=True)
+    }
+    want = [coarse_status[int(k), int(group[s])] for k, s in zip(*fb.cells, strict=True)]
+    assert rows[fb.start : fb.stop].tolist() == want
+    assert set(want) != {1}  # some billed peak binds: the case this is about
