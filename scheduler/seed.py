@@ -26,8 +26,8 @@ SEED_STEP_S = 1800
 #: fast as the coarse solve it would need (docs/performance.md).
 SEED_MIN_VARS = 5_000
 #: ... and no more than this: each simplex iteration from a seeded basis costs more (it
-#: starts dense), and at 810k columns that outweighed halving the iterations (109 s
-#: against 93 s); at 206k columns the seed still won (2.25 s against 2.80 s).
+#: starts dense), and at 810k columns that outweighed cutting them from 227k to 88k (76 s
+#: against 71 s); at 206k columns the seed wins (1.1 s against 2.4 s).
 SEED_MAX_VARS = 300_000
 
 # HiGHS's basis statuses (HighsBasisStatus): lower, basic, upper, zero (free), nonbasic.
