@@ -7,7 +7,9 @@ import pytest
 
 from scheduler.build import build_model
 from scheduler.extract import extract_plan
+from scheduler.inputs import PlanInputs
 from scheduler.invariants import check_plan
+from scheduler.matrices import LPModel
 from scheduler.optimize import Planner
 from scheduler.seed import coarse_groups, coarse_inputs, map_basis
 from scheduler.solvers import HighsSolver
@@ -95,15 +97,25 @@ def test_a_basis_highs_refuses_falls_back_to_a_plain_solve(
     assert result.objective == pytest.approx(best.objective, rel=1e-9, abs=1e-6)
 
 
-def test_the_coarse_basis_maps_onto_every_fine_block() -> None:
-    _, inp = example_inputs(hours=6, step_s=300)
+def _seeded(
+    inp: PlanInputs,
+) -> tuple[
+    np.ndarray, LPModel, LPModel, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
+]:
+    """The 30-minute plan of ``inp`` solved, and its basis laid over the fine model:
+    (group, fine, coarse, coarse basis, mapped basis)."""
     group = coarse_groups(inp.grid, 1800)
     fine, coarse = build_model(inp), build_model(coarse_inputs(inp, group))
     solver = HighsSolver()
     assert solver.solve(coarse).ok
     basis = solver.basis()
     assert basis is not None
-    cols, rows = map_basis(fine, coarse, *basis, group)
+    return group, fine, coarse, basis, map_basis(fine, coarse, *basis, group)
+
+
+def test_the_coarse_basis_maps_onto_every_fine_block() -> None:
+    _, inp = example_inputs(hours=6, step_s=300)
+    group, fine, coarse, basis, (cols, rows) = _seeded(inp)
     assert len(cols) == fine.n_vars and len(rows) == fine.n_rows
     x = fine.var("x")
     cx = coarse.var("x")
@@ -124,13 +136,7 @@ def test_rows_of_a_flat_block_take_their_coarse_steps_status() -> None:
     # holds the 4CP window beside the month's demand charge: two groups, one block.
     _, inp = example_inputs(hours=24, step_s=300)
     assert len(inp.peaks) == 2
-    group = coarse_groups(inp.grid, 1800)
-    fine, coarse = build_model(inp), build_model(coarse_inputs(inp, group))
-    solver = HighsSolver()
-    assert solver.solve(coarse).ok
-    basis = solver.basis()
-    assert basis is not None
-    _, rows = map_basis(fine, coarse, *basis, group)
+    group, fine, coarse, basis, (_, rows) = _seeded(inp)
     fb, cb = fine.con("peak-charge"), coarse.con("peak-charge")
     assert fb.cells is not None and cb.cells is not None
     coarse_status = {
