@@ -217,13 +217,19 @@ def test_a_shed_is_read_back_before_the_next_poll(tmp_path: Path) -> None:
             cap = full - 10.0
             await curtail(d, cap)
             assert d.measured()["import_kw"] >= full - 0.5  # not read yet: still the old load
-            before = sum(1 for r in d.store.records(0, 4e9, ("telemetry",)))
-            for _ in range(100):  # the simulated miners sleep in 0.2 s; the read is at 0.6 s
+
+            def recorded() -> int:
+                return sum(1 for r in d.store.records(0, 4e9, ("telemetry",)))
+
+            before = recorded()
+            # The simulated miners sleep in 0.2 s; the read is at 0.6 s. Its reading is
+            # in force before its audit record is written (an await later): wait for both.
+            for _ in range(100):
                 await asyncio.sleep(0.05)
-                if d.measured()["import_kw"] <= cap:
+                if d.measured()["import_kw"] <= cap and recorded() > before:
                     break
             assert d.measured()["import_kw"] <= cap
-            assert sum(1 for r in d.store.records(0, 4e9, ("telemetry",))) == before + 1
+            assert recorded() == before + 1
 
     asyncio.run(go())
 
