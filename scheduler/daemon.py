@@ -414,7 +414,7 @@ class Daemon:
             it = {"asic": 0.0, "gpu": 0.0}
             seen: set[str] = set()
             for device_id, t in self.readings.items():
-                dc = self.classes[self.fleet.status[device_id].group]
+                dc = self._class_of(device_id)
                 told = self._expected.get(device_id) if expect else None
                 if told is not None:
                     it[dc.kind.value] += self._mode_kw(dc, told[0])
@@ -567,8 +567,11 @@ class Daemon:
                 return float(self.plan.price_usd_per_mwh[k])
         return None
 
+    def _class_of(self, device_id: str) -> DeviceClass:
+        return self.classes[self.fleet.status[device_id].group]
+
     def _mode_from_reading(self, device_id: str, t: Telemetry) -> str:
-        dc = self.classes[self.fleet.status[device_id].group]
+        dc = self._class_of(device_id)
         if t.state == "sleeping":
             return SLEEP
         if t.target_w is None:
@@ -681,7 +684,7 @@ class Daemon:
             mode = self.modes.get(device_id, SLEEP)
             if mode == SLEEP or device_id in self._expected or t.power_w is None:
                 continue
-            m = self.classes[self.fleet.status[device_id].group].mode(mode)
+            m = self._class_of(device_id).mode(mode)
             if m is None:
                 continue
             gap = m.power_kw - t.power_w / 1000.0
@@ -694,7 +697,7 @@ class Daemon:
     def serving_tokens(self) -> float:
         total = 0.0
         for device_id, mode in self.modes.items():
-            dc = self.classes[self.fleet.status[device_id].group]
+            dc = self._class_of(device_id)
             m = dc.mode(mode)
             if dc.kind is DeviceKind.GPU and m is not None:
                 total += m.throughput_tokens_s
@@ -923,7 +926,7 @@ class Daemon:
                 current = self.modes.get(device_id)
                 if current == mode:
                     continue
-                dc = self.classes[self.fleet.status[device_id].group]
+                dc = self._class_of(device_id)
                 before = self._mode_kw(dc, current) if current is not None else dc.idle_kw
                 delta = pue * (self._mode_kw(dc, mode) - before)
                 changes.append((delta, device_id, mode))
@@ -942,7 +945,7 @@ class Daemon:
             requests: dict[str, ModeRequest] = {}
             chosen: dict[str, str] = {}
             for device_id, mode in picked:
-                dc = self.classes[self.fleet.status[device_id].group]
+                dc = self._class_of(device_id)
                 requests[device_id] = registry.mode_request(dc, mode)
                 chosen[device_id] = mode
             self.last_dispatch = time.monotonic()
