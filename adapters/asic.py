@@ -156,6 +156,9 @@ class PyasicMiner(DeviceAdapter):
     _slept_at: float | None = field(default=None, init=False)  # sleep sent, not yet seen
     _profiles: dict[float, str] = field(default_factory=dict, init=False)  # LuxOS: W -> name
     _atm: bool = field(default=False, init=False)
+    _commanded_at: float = field(default=0.0, init=False)  # last control call sent
+    _last_action: str | None = field(default=None, init=False)  # "run" or "sleep"
+    _asleep_seen: bool = field(default=False, init=False)  # read asleep since a sleep
 
     async def connect(self) -> DeviceInfo:
         import pyasic
@@ -248,7 +251,12 @@ class PyasicMiner(DeviceAdapter):
             t = parse_miner_data(self.device_id, data, now)
         if t.state == "sleeping":
             self._sleeping, self._slept_at = True, None
-        elif t.state == "running" and (
+            # Asleep as we left it: the last command was a sleep (or there was none), and the
+            # reading went out after it. A miner reads asleep for a moment after a wake, too.
+            self._asleep_seen = self._last_action != "run" and now >= self._commanded_at
+        else:
+            self._asleep_seen = False
+        if t.state == "running" and (
             self._slept_at is None or now - self._slept_at > SLEEP_SETTLE_S
         ):
             # A miner still ramping down (or a reading sent before the sleep) reads as
@@ -262,6 +270,7 @@ class PyasicMiner(DeviceAdapter):
         """After a failed command the device's state is unknown: resend everything next time;
         with ``session``, also log on again (a reboot ends LuxOS sessions)."""
         self._target_w = self._sleeping = None
+        self._asleep_seen = False
         rpc = getattr(self._miner, "rpc", None)
         if session and rpc is not None and getattr(rpc, "session_token", None) is not None:
             rpc.session_token = None
@@ -307,27 +316,62 @@ class PyasicMiner(DeviceAdapter):
                 self.device_id, f"profileset {name}: the firmware did not confirm"
             )
 
+    def _target(self, request: ModeRequest) -> tuple[float | None, str]:
+        """The power target a run request sets (a preset where the firmware has them) and the
+        rounding in words; (None, "") for a request that keeps the current target."""
+        if request.power_w is None:
+            return None, ""
+        presets = self.info.power_targets_w if self.info else ()
+        if presets:
+            return choose_preset(presets, request.power_w)
+        return float(round(request.power_w)), ""
+
+    def _target_in_place(self, target: float) -> bool:
+        return self._target_w is not None and abs(self._target_w - target) <= 0.5
+
+    async def stage(self, request: ModeRequest) -> Applied | None:
+        """Set the LuxOS profile of a coming wake while the miner sleeps.
+
+        LuxOS documents (``curtail`` in its API reference) that a sleeping miner starts
+        again only on ``curtail wakeup``, which brings the boards up at the profile then in
+        force; a profile change does not wake it, nor does a restart. With the profile set
+        ahead, the wake is one round trip instead of two.
+
+        Only when a reading sent after the last command, a sleep, has shown the miner
+        asleep: one still ramping down, or woken since, is left alone. Other firmware has
+        nothing to stage here (whether a paused Braiins or stock miner stays paused through
+        a power-target change is not documented), and neither does a target already set.
+        """
+        self._need()
+        if not (self._luxos and request.action == "run" and self._asleep_seen):
+            return None
+        target, note = self._target(request)
+        if target is None or self._target_in_place(target):
+            return None
+        name = self._profiles.get(target)
+        if name is None:
+            return None
+        await self._luxos_profile(name)
+        self._target_w = target
+        return Applied(request, target, note)
+
     async def apply(self, request: ModeRequest) -> Applied:
         self._need()
+        self._commanded_at = time.time()
+        self._last_action = request.action
+        self._asleep_seen = False
         if request.action == "sleep":
             await self._call("sleep", "stop_mining")
             self._sleeping, self._slept_at = True, time.time()
             return Applied(request, None)
-        target: float | None = None
-        note = ""
-        if request.power_w is not None:
-            presets = self.info.power_targets_w if self.info else ()
-            if presets:
-                target, note = choose_preset(presets, request.power_w)
+        target, note = self._target(request)
+        if target is not None and not self._target_in_place(target):
+            name = self._profiles.get(target) if self._luxos else None
+            if name is not None:
+                await self._luxos_profile(name)
             else:
-                target = float(round(request.power_w))
-            if self._target_w is None or abs(self._target_w - target) > 0.5:
-                name = self._profiles.get(target) if self._luxos else None
-                if name is not None:
-                    await self._luxos_profile(name)
-                else:
-                    await self._call("set power target", "set_power_limit", int(target))
-                self._target_w = target
+                await self._call("set power target", "set_power_limit", int(target))
+            self._target_w = target
         if self._sleeping is not False:
             await self._call("wake", "resume_mining")
             self._sleeping, self._slept_at = False, None

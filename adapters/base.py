@@ -131,7 +131,8 @@ class Telemetry:
 
 @dataclass
 class DeviceAdapter(ABC):
-    """One device. Subclasses implement the four operations; all may raise AdapterError."""
+    """One device. Subclasses implement the four operations (and may implement ``stage``);
+    all may raise AdapterError."""
 
     device_id: str
     address: str
@@ -150,6 +151,16 @@ class DeviceAdapter(ABC):
     @abstractmethod
     async def apply(self, request: ModeRequest) -> Applied:
         """Send the mode; returns once the device accepted it (not yet reached it)."""
+
+    async def stage(self, request: ModeRequest) -> Applied | None:
+        """Set up ahead, without changing what the device does now, what a later
+        ``apply(request)`` would have to send first, so that the apply itself is one step.
+
+        Returns what was staged, or None where there is nothing the device can take ahead
+        (the default). Staging is best-effort: an apply never relies on it, and re-sends
+        whatever the device turns out not to have.
+        """
+        return None
 
     def confirms(self, applied: Applied, t: Telemetry) -> bool:
         """Whether a reading shows the applied mode in effect (the read-back check)."""

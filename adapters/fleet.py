@@ -120,10 +120,9 @@ class Fleet:
         }
         # Commands and readings have their own slots: a curtailment must not queue behind
         # a telemetry sweep of the whole fleet.
-        self._sem = {
-            "read": asyncio.Semaphore(self.read_concurrency or self.concurrency),
-            "apply": asyncio.Semaphore(self.concurrency),
-        }
+        reads = asyncio.Semaphore(self.read_concurrency or self.concurrency)
+        # Staging ahead is as unhurried as a reading and shares the readings' slots.
+        self._sem = {"read": reads, "stage": reads, "apply": asyncio.Semaphore(self.concurrency)}
         # Readings not yet sent wait while control calls are in flight, so that a curtail
         # has the CPU and the network to itself (up to read_yield_max_s).
         self._controls = 0
@@ -181,7 +180,7 @@ class Fleet:
             if op == "read":
                 return await dev.read()
             assert req is not None
-            return await dev.apply(req)
+            return await dev.stage(req) if op == "stage" else await dev.apply(req)
 
     async def _run(
         self, dev: DeviceAdapter, op: str, req: ModeRequest | None, attempts: int
@@ -193,7 +192,7 @@ class Fleet:
             tries = n + 1
             try:
                 async with self._sem[op]:
-                    if op == "read" and self._controls:
+                    if op != "apply" and self._controls:
                         await self._yield_to_controls()
                     result = await self._once(dev, op, req)
             except asyncio.CancelledError:
@@ -209,7 +208,8 @@ class Fleet:
                 if op == "read":
                     assert isinstance(result, Telemetry)
                     st.telemetry = result
-                self._ok(st)
+                if result is not None:  # a stage with nothing to do heard nothing from it
+                    self._ok(st)
                 return result, None, tries
             if n + 1 < attempts:
                 await asyncio.sleep(self.retry.delay(n, self._rng))
@@ -315,6 +315,31 @@ class Fleet:
             if not self._controls:
                 self._controls_idle.set()
                 self._release_collector()
+
+    async def stage(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
+        """Let each device set up ahead what a later apply of its request needs, where it can
+        do so without changing what it does now (:meth:`DeviceAdapter.stage`: a LuxOS
+        profile on a sleeping miner). Unhurried: in the readings' slots, waiting while
+        commands are in flight, one try, and unreachable devices skipped. An Outcome for
+        each device that staged something or failed; none for those with nothing to stage.
+        """
+
+        async def one(device_id: str, req: ModeRequest) -> Outcome | None:
+            dev = self.by_id.get(device_id)
+            st = self.status.get(device_id)
+            if dev is None or st is None or not st.connected:
+                return None
+            t0 = time.perf_counter()
+            async with self._locks[device_id]:
+                result, err, n = await self._run(dev, "stage", req, 1)
+            if err is not None:
+                return Outcome(device_id, req, False, n, time.perf_counter() - t0, error=err)
+            if isinstance(result, Applied):
+                return Outcome(device_id, req, True, n, time.perf_counter() - t0, result)
+            return None
+
+        done = await asyncio.gather(*(one(i, r) for i, r in requests.items()))
+        return [o for o in done if o is not None]
 
     async def confirm(
         self, outcomes: Iterable[Outcome], timeout_s: float, poll_s: float = 0.1

@@ -197,6 +197,51 @@ def test_a_reading_during_the_sleep_ramp_does_not_make_the_next_wake_a_no_op() -
         assert th.call(lambda: fleet.miners[0].state.phase) == "mining"
 
 
+def test_a_sleeping_luxos_miner_takes_its_next_profile_ahead_and_wakes_in_one_round_trip() -> None:
+    fleet = SimFleet.build(1, 0, base="127.7.10.0", sleep_s=0.2, wake_s=0.3, control_port=None)
+    th = SimFleetThread(fleet)
+    with th:
+        sim = fleet.miners[0]
+        dev = PyasicMiner("s/0", sim.host, timeout_s=2.0)
+        seen = lambda: th.call(lambda: (sim.commands_seen, sim.state.phase, sim.state.profile))  # noqa: E731
+
+        async def go() -> None:
+            info = await dev.connect()
+            low, high = info.power_targets_w[0], info.power_targets_w[-1]
+            assert (await dev.read()).state == "running"
+            assert await dev.stage(ModeRequest("run", low)) is None  # awake: nothing ahead
+            await dev.apply(ModeRequest("sleep"))
+            assert await dev.stage(ModeRequest("run", low)) is None  # not yet read asleep
+            while (await dev.read()).state != "sleeping":
+                await asyncio.sleep(0.05)
+            staged = await dev.stage(ModeRequest("run", low + 10.0))
+            assert staged is not None and staged.target_w == low and "presets only" in staged.note
+            n, phase, profile = seen()
+            assert phase == "sleeping" and profile == dev._profiles[low]  # still asleep
+            assert await dev.stage(ModeRequest("run", low)) is None  # already in place
+            assert (await dev.read()).target_w == low
+            n = seen()[0]
+            await dev.apply(ModeRequest("run", low))
+            assert seen()[0] == n + 1  # the wake alone
+            await asyncio.sleep(0.5)
+            t = await dev.read()
+            assert t.state == "running" and t.target_w == low
+            # Woken: staging leaves it alone, even if a reading caught it still booting.
+            assert await dev.stage(ModeRequest("run", high)) is None
+            # A wake at a target not staged still sets it first: profile, then the wake.
+            await dev.apply(ModeRequest("sleep"))
+            while (await dev.read()).state != "sleeping":
+                await asyncio.sleep(0.05)
+            n = seen()[0]
+            await dev.apply(ModeRequest("run", high))
+            assert seen()[0] == n + 2
+            await dev.close()
+
+        run(go())
+        assert dev.info is not None
+        assert th.call(lambda: sim.state.profile) == dev._profiles[dev.info.power_targets_w[-1]]
+
+
 def test_nothing_listening_is_unreachable() -> None:
     dev = PyasicMiner("x/dead", "127.7.200.1", timeout_s=0.5)
     with pytest.raises(DeviceUnreachable, match=r"127\.7\.200\.1"):
@@ -344,6 +389,11 @@ class _Timed(DeviceAdapter):
         self.log.append(("applied", self.device_id, time.perf_counter()))
         return Applied(request, None)
 
+    async def stage(self, request: ModeRequest) -> Any:
+        self.log.append(("stage", self.device_id, time.perf_counter()))
+        await asyncio.sleep(0.01)
+        return Applied(request, request.power_w) if self.device_id < "t/4" else None
+
 
 @pytest.mark.parametrize("yield_max_s", [2.0, 0.05])
 def test_readings_wait_while_commands_are_in_flight(yield_max_s: float) -> None:
@@ -367,6 +417,32 @@ def test_readings_wait_while_commands_are_in_flight(yield_max_s: float) -> None:
         assert during == []  # nothing new went out while the curtail was in flight
     else:
         assert during  # but a long batch does not starve telemetry
+
+
+def test_staging_waits_for_commands_and_reports_only_what_it_staged() -> None:
+    _Timed.log = []
+    fleet = Fleet([_Timed(f"t/{i}", "-") for i in range(8)], concurrency=2)
+    for st in fleet.status.values():
+        st.connected = True
+    fleet.status["t/6"].connected = False  # unreachable devices are not staged
+    fleet.status["t/5"].health = Health.DEGRADED
+
+    async def go() -> list[Outcome]:
+        curtail = asyncio.create_task(fleet.apply({"t/7": ModeRequest("sleep")}))
+        await asyncio.sleep(0.01)
+        out = await fleet.stage({i: ModeRequest("run", 3000.0) for i in fleet.by_id})
+        assert (await curtail)[0].ok
+        return out
+
+    out = run(go())
+    assert sorted(o.device_id for o in out) == ["t/0", "t/1", "t/2", "t/3"]
+    assert all(o.ok and o.applied and o.applied.target_w == 3000.0 for o in out)
+    ended = next(t for what, _, t in _Timed.log if what == "applied")
+    staged = [(i, t) for what, i, t in _Timed.log if what == "stage"]
+    assert "t/6" not in {i for i, _ in staged} and len(staged) == 7
+    assert all(t > ended for _, t in staged)  # none went out while the curtail was in flight
+    # t/5 staged nothing and was not heard from: its health stands.
+    assert fleet.status["t/5"].health is Health.DEGRADED
 
 
 class _Counting(DeviceAdapter):
