@@ -158,6 +158,7 @@ class Daemon:
         self._last_poll = time.monotonic()
         self._poll_lock = asyncio.Lock()
         self._confirm_pending = False
+        self._staging = False
         self.scheduler: Any = None
         self.notifier = Notifier()
 
@@ -528,6 +529,9 @@ class Daemon:
             self.request_replan("fail-safe", delay_s=0.0)
         if dispatch:
             await self.dispatch()
+        if self.config.daemon.stage_ahead_s and not self._staging:
+            self._staging = True
+            self.spawn(self.stage_ahead())
         self.notifier.watchdog(
             f"import {m['import_kw']:.0f} kW, cap {cap:.0f} kW, "
             f"{counts[Health.UNREACHABLE]} unreachable"
@@ -956,6 +960,57 @@ class Daemon:
             await self._record_outcomes("dispatch", outcomes, {"deferred_by_ramp_or_cap": deferred})
             self.shed_order = self.compute_shed_order()
             return outcomes
+
+    def stage_requests(self, now: float) -> dict[str, ModeRequest]:
+        """The run request each miner read asleep will wake with, for wakes the plan has
+        coming within ``stage_ahead_s``: predicted as dispatch will assign them, from the
+        modes as they stand (the earliest step that wakes a miner names its mode)."""
+        ahead = self.config.daemon.stage_ahead_s
+        k = self.plan_index(now)
+        if not ahead or k is None or self.plan is None:
+            return {}
+        plan = self.plan
+        out: dict[str, ModeRequest] = {}
+        for cp in plan.classes:
+            dc = self.classes[cp.name]
+            if dc.kind is not DeviceKind.ASIC:
+                continue
+            usable = [
+                i
+                for i in self.fleet.ids(cp.name)
+                if self.fleet.status[i].health is not Health.UNREACHABLE
+            ]
+            asleep = {
+                i
+                for i in usable
+                if self.modes.get(i) == SLEEP
+                and (t := self.readings.get(i)) is not None
+                and t.state == "sleeping"
+            }
+            for j in range(k + 1, len(plan.starts_s)):
+                if not asleep or plan.starts_s[j] > now + ahead:
+                    break
+                want = {m: int(cp.units_by_mode[n, j]) for n, m in enumerate(cp.modes)}
+                for device_id, mode in assign(usable, self.modes, want).items():
+                    if device_id in asleep:
+                        req = registry.mode_request(dc, mode)
+                        if req.action == "run":
+                            out[device_id] = req
+                            asleep.discard(device_id)
+        return out
+
+    async def stage_ahead(self) -> list[Outcome]:
+        """Set up on sleeping miners the wakes the plan has coming (a LuxOS profile), so that
+        each wake is one command when its step comes; recorded in the audit as ``stage``."""
+        try:
+            requests = self.stage_requests(time.time())
+            if not requests:
+                return []
+            outcomes = await self.fleet.stage(requests)
+            await self._record_outcomes("stage", outcomes)
+            return outcomes
+        finally:
+            self._staging = False
 
     # -- prices -------------------------------------------------------------------------------
 

@@ -420,3 +420,56 @@ def test_the_hashprice_feed_re_plans_and_a_bad_reading_keeps_the_last_good(
             assert d._replan_pending  # a change asks for a plan
 
     asyncio.run(go())
+
+
+def test_sleeping_miners_take_their_next_wake_ahead_and_wake_in_one_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = _daemon(tmp_path, 1000.0)
+
+    async def go() -> None:
+        async with running(d):
+            miners = {m.host: m for sim in d.built.simulators for m in sim.miners}
+            sim_of = {i: miners[dev.address] for i, dev in d.fleet.by_id.items()}
+            start = datetime.now(UTC)
+            ev = GridEvent(
+                id="dr", type=EventType.CURTAIL, start=start, duration="20min", limit_kw=0.0
+            )
+            await d.accept([ev], "test", None, "{}")
+            await fast_path_done(d)
+            await d.replan("during the event")
+            assert _awake(d) == 0
+            assert d.stage_requests(time.time()) == {}  # nobody read asleep yet
+            await asyncio.sleep(0.4)  # the simulated miners sleep in 0.2 s
+            await d.poll()  # reads them asleep and stages their wakes
+            while d._staging:
+                await asyncio.sleep(0.02)
+            want = d.stage_requests(time.time())
+            assert want and all(r.action == "run" for r in want.values())
+            rows = [
+                o
+                for *_, body, _h in d.store.records(0, time.time() + 1, ("commands",))
+                if body["why"] == "stage"
+                for o in body["outcomes"]
+            ]
+            assert {o["device"] for o in rows} <= set(want) and rows
+            assert all(o["ok"] for o in rows)
+            for o in rows:
+                sim = sim_of[o["device"]]
+                assert sim.state.phase == "sleeping"  # a profile does not wake a LuxOS miner
+                assert sim.preset(sim.state.profile).watts == o["applied_w"]
+
+            # The event ends: dispatch wakes them, each with the wake alone.
+            real = time.time
+            monkeypatch.setattr(time, "time", lambda: real() + 1500.0)
+            seen = {i: m.commands_seen for i, m in sim_of.items()}
+            d.last_dispatch = time.monotonic() - 120
+            out = await d.dispatch()
+            woke = [o for o in out if o.ok and o.request.action == "run"]
+            staged = {o["device"] for o in rows}
+            assert staged & {o.device_id for o in woke}
+            for o in woke:
+                sent = sim_of[o.device_id].commands_seen - seen[o.device_id]
+                assert sent == (1 if o.device_id in staged else 2), o.device_id
+
+    asyncio.run(go())
