@@ -285,7 +285,7 @@ class Daemon(_Strict):
     command_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
     read_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
     confirm_after_s: Annotated[float, Field(ge=0)] = 6.0  # read again after a shed; 0: off
-    stage_ahead_s: Annotated[float, Field(ge=0)] = 3600.0  # set sleeping miners' next wake; 0: off
+    stage_ahead_s: Annotated[float, Field(ge=0)] = 3600.0  # stage sleepers' next wake; 0: off
     horizon: str = "24h"
     step: str = "5min"
     resolution: str | None = None

@@ -901,6 +901,11 @@ class Daemon:
 
     # -- dispatch -----------------------------------------------------------------------------
 
+    def _usable(self, class_name: str) -> list[str]:
+        """The class's devices that dispatch can command: all but the unreachable."""
+        status = self.fleet.status
+        return [i for i in self.fleet.ids(class_name) if status[i].health is not Health.UNREACHABLE]
+
     def targets(self, now: float) -> dict[str, str]:
         """Each managed device's mode for the plan step containing ``now``."""
         k = self.plan_index(now)
@@ -908,10 +913,9 @@ class Daemon:
             return {}
         out: dict[str, str] = {}
         for cp in self.plan.classes:
-            ids = self.fleet.ids(cp.name)
-            if not ids:
+            usable = self._usable(cp.name)
+            if not usable:
                 continue
-            usable = [i for i in ids if self.fleet.status[i].health is not Health.UNREACHABLE]
             want = {m: int(cp.units_by_mode[j, k]) for j, m in enumerate(cp.modes)}
             out.update(assign(usable, self.modes, want))
         return out
@@ -975,11 +979,7 @@ class Daemon:
             dc = self.classes[cp.name]
             if dc.kind is not DeviceKind.ASIC:
                 continue
-            usable = [
-                i
-                for i in self.fleet.ids(cp.name)
-                if self.fleet.status[i].health is not Health.UNREACHABLE
-            ]
+            usable = self._usable(cp.name)
             asleep = {
                 i
                 for i in usable
@@ -987,10 +987,14 @@ class Daemon:
                 and (t := self.readings.get(i)) is not None
                 and t.state == "sleeping"
             }
+            last: dict[str, int] = {}
             for j in range(k + 1, len(plan.starts_s)):
                 if not asleep or plan.starts_s[j] > now + ahead:
                     break
                 want = {m: int(cp.units_by_mode[n, j]) for n, m in enumerate(cp.modes)}
+                if want == last:
+                    continue  # the same counts wake no one new
+                last = want
                 for device_id, mode in assign(usable, self.modes, want).items():
                     if device_id in asleep:
                         req = registry.mode_request(dc, mode)
