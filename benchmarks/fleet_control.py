@@ -3,9 +3,13 @@
 The simulator runs in its own process (``gridsched fleet simulate``), the controller in
 this one, both on loopback, the way the daemon and a real fleet sit on a site network.
 Every round: one telemetry sweep; curtail (sleep) all miners and wait for read-back to
-show each asleep; wake all at a power target and wait for read-back again.
+show each asleep; stage the coming wake's profile on the sleeping miners, as the daemon
+does (``Fleet.stage``; ``--no-stage`` leaves it to the wake); wake all at a power target,
+a different preset from the last round's, and wait for read-back again.
 
-- commanded: from the first command sent to the last miner's acknowledgement;
+- commanded: from the first command sent to the last miner's acknowledgement (a wake at
+  a new target not staged is two round trips per miner on LuxOS: profile, then wake);
+- staged: the ``profileset`` of every sleeping miner, off the wake's path;
 - confirmed beyond reaction: read-back time minus the simulated miner's own reaction
   time (``--sleep-s`` to sleep; to wake, the part of ``--wake-s`` until the hashrate
   reaches the share that counts as running, 0.94 of it);
@@ -45,13 +49,14 @@ async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
         "sweep_s": [],
         "sleep_commanded_s": [],
         "wake_commanded_s": [],
+        "stage_s": [],
         "sleep_confirm_beyond_s": [],
         "wake_confirm_beyond_s": [],
         "command_latency_s": [],
         "sleep_cpu_s": [],
         "sleep_steal_pct": [],
     }
-    target = 3000.0
+    targets = (3000.0, 3500.0)  # presets 2592 and 3416 W on the simulated S19j Pro
     # A wake is confirmed once the hashrate reaches RUNNING_SHARE of the preset's, before
     # the simulated ramp ends: that moment, not --wake-s, is the device's own reaction.
     wake_reaction_s = wake_reaches_s(args.wake_s, RUNNING_SHARE)
@@ -76,8 +81,14 @@ async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
         assert all(v is not None for v in confirmed.values()), "a miner never showed asleep"
         out["sleep_confirm_beyond_s"].append(worst + out["sleep_commanded_s"][-1] - args.sleep_s)
 
+        wake = {i: ModeRequest("run", targets[r % 2]) for i in fleet.by_id}
+        if args.stage:
+            t = time.perf_counter()
+            staged = await fleet.stage(wake)
+            out["stage_s"].append(time.perf_counter() - t)
+            assert len(staged) == args.miners and all(o.ok for o in staged), "a stage failed"
         t = time.perf_counter()
-        outcomes = await fleet.apply({i: ModeRequest("run", target) for i in fleet.by_id})
+        outcomes = await fleet.apply(wake)
         out["wake_commanded_s"].append(time.perf_counter() - t)
         assert all(o.ok for o in outcomes)
         confirmed = await fleet.confirm(outcomes, timeout_s=args.wake_s + 10, poll_s=0.1)
@@ -88,7 +99,8 @@ async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
             f"round {r + 1:2d}: sweep {out['sweep_s'][-1] * 1000:6.0f} ms, "
             f"sleep commanded {out['sleep_commanded_s'][-1] * 1000:6.0f} ms, "
             f"confirmed +{out['sleep_confirm_beyond_s'][-1]:.2f} s; "
-            f"wake commanded {out['wake_commanded_s'][-1] * 1000:6.0f} ms, "
+            + (f"staged in {out['stage_s'][-1] * 1000:.0f} ms; " if args.stage else "")
+            + f"wake commanded {out['wake_commanded_s'][-1] * 1000:6.0f} ms, "
             f"confirmed +{out['wake_confirm_beyond_s'][-1]:.2f} s"
             + ("" if (st := out["sleep_steal_pct"][-1]) is None else f"; host steal {st:.0f} %"),
             flush=True,
@@ -104,6 +116,12 @@ def main() -> None:
     ap.add_argument("--sleep-s", type=float, default=1.0, help="simulated time to sleep")
     ap.add_argument("--wake-s", type=float, default=2.0, help="simulated time to wake")
     ap.add_argument("--base", default="127.20.0.0")
+    ap.add_argument(
+        "--no-stage",
+        dest="stage",
+        action="store_false",
+        help="do not set the wake's profile ahead: each wake sends the profile, then the wake",
+    )
     args = ap.parse_args()
     sim = start_simulator(args.miners, args.base, args.sleep_s, args.wake_s)
     try:
@@ -116,7 +134,8 @@ def main() -> None:
     print(f"{'figure':34s} {'p50':>9s} {'p99':>9s} {'max':>9s}")
     for key, label, unit in (
         ("sleep_commanded_s", "all commanded: sleep", 1000),
-        ("wake_commanded_s", "all commanded: wake at target", 1000),
+        ("wake_commanded_s", "all commanded: wake, new target", 1000),
+        ("stage_s", "staging the wake's profile ahead", 1000),
         ("command_latency_s", "one command (all rounds)", 1000),
         ("sleep_cpu_s", "controller CPU per sleep round", 1000),
         ("sweep_s", "telemetry sweep", 1000),
@@ -124,6 +143,8 @@ def main() -> None:
         ("wake_confirm_beyond_s", "wake read-back beyond reaction", 1000),
     ):
         xs = res[key]
+        if not xs:
+            continue
         p50, p99, top = (pct(xs, 0.5) * unit, pct(xs, 0.99) * unit, max(xs) * unit)
         print(f"{label:34s} {p50:7.0f}ms {p99:7.0f}ms {top:7.0f}ms")
     quiet = calm(res["sleep_commanded_s"], res["sleep_steal_pct"])
