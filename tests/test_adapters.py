@@ -309,6 +309,39 @@ def test_fault_marks_the_device_and_spares_the_rest(sim: SimFleetThread, kind: F
     run(go())
 
 
+def test_a_failed_stage_is_reported_and_the_wake_sets_the_profile_itself(
+    sim: SimFleetThread,
+) -> None:
+    fleet = _fleet(sim, n=2)
+    miner = sim.fleet.miners[4]
+
+    async def go() -> None:
+        await fleet.connect_all()
+        out = await fleet.apply({i: ModeRequest("sleep") for i in fleet.by_id})
+        assert all(v is not None for v in (await fleet.confirm(out, 5.0, 0.05)).values())
+        dev = fleet.by_id["f/0"]
+        assert dev.info is not None
+        current = sim.call(lambda: miner.state.profile)
+        target = next(
+            w
+            for w in dev.info.power_targets_w
+            if sim.call(lambda: miner.preset(current).watts) != w
+        )
+        _inject(sim, 0, FaultKind.HANG)
+        staged = await fleet.stage({i: ModeRequest("run", target) for i in fleet.by_id})
+        by_id = {o.device_id: o for o in staged}
+        assert by_id["f/1"].ok and not by_id["f/0"].ok
+        assert "no answer within" in str(by_id["f/0"].error)
+        assert fleet.status["f/0"].health is Health.DEGRADED
+        _clear(sim, 0)
+        out = await fleet.apply({"f/0": ModeRequest("run", target)})
+        assert out[0].ok, out[0].error
+        phase, profile = sim.call(lambda: (miner.state.phase, miner.state.profile))
+        assert phase in ("waking", "mining") and miner.preset(profile).watts == target
+
+    run(go())
+
+
 def test_slow_replies_still_succeed(sim: SimFleetThread) -> None:
     fleet = _fleet(sim, n=2, timeout_s=1.0)
 
