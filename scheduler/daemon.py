@@ -1013,6 +1013,9 @@ class Daemon:
             outcomes = await self.fleet.stage(requests)
             await self._record_outcomes("stage", outcomes)
             return outcomes
+        except Exception:  # a background task: its failure must be told, not lost
+            log.exception("staging the coming wakes failed; each wake will send its profile")
+            return []
         finally:
             self._staging = False
 

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
+from adapters.base import ModeRequest
 from models.market import demo_prices
 from models.signals import EventType, GridEvent
 from models.site import parse_site
@@ -473,3 +474,19 @@ def test_sleeping_miners_take_their_next_wake_ahead_and_wake_in_one_command(
                 assert sent == (1 if o.device_id in staged else 2), o.device_id
 
     asyncio.run(go())
+
+
+def test_a_staging_failure_is_logged_and_the_next_poll_stages_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = _daemon(tmp_path, 1000.0)
+
+    async def broken(requests: Any) -> Any:
+        raise RuntimeError("store gone")
+
+    monkeypatch.setattr(d, "stage_requests", lambda now: {"old/127.9.0.1": ModeRequest("run")})
+    monkeypatch.setattr(d.fleet, "stage", broken)
+    d._staging = True  # as _poll sets it before spawning
+    assert asyncio.run(d.stage_ahead()) == []
+    assert not d._staging
+    assert "staging the coming wakes failed" in caplog.text and "store gone" in caplog.text
