@@ -878,12 +878,7 @@ class Daemon:
                         "start_s": int(plan.starts_s[k]),
                         "import_kw": round(float(plan.import_kw[k]), 3),
                         "cap_kw": round(float(plan.cap_kw[k]), 3),
-                        "units": {
-                            cp.name: dict(
-                                zip(cp.modes, map(int, cp.units_by_mode[:, k]), strict=True)
-                            )
-                            for cp in plan.classes
-                        },
+                        "units": {cp.name: cp.units_at(k) for cp in plan.classes},
                     },
                     "violations": [v.message for v in plan.violations],
                 },
@@ -916,8 +911,7 @@ class Daemon:
             usable = self._usable(cp.name)
             if not usable:
                 continue
-            want = {m: int(cp.units_by_mode[j, k]) for j, m in enumerate(cp.modes)}
-            out.update(assign(usable, self.modes, want))
+            out.update(assign(usable, self.modes, cp.units_at(k)))
         return out
 
     async def dispatch(self) -> list[Outcome]:
@@ -991,7 +985,7 @@ class Daemon:
             for j in range(k + 1, len(plan.starts_s)):
                 if not asleep or plan.starts_s[j] > now + ahead:
                     break
-                want = {m: int(cp.units_by_mode[n, j]) for n, m in enumerate(cp.modes)}
+                want = cp.units_at(j)
                 if want == last:
                     continue  # the same counts wake no one new
                 last = want

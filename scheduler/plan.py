@@ -122,6 +122,10 @@ class ClassPlan:
     def asleep(self) -> np.ndarray:
         return self.units - self.units_by_mode.sum(axis=0)
 
+    def units_at(self, k: int) -> dict[str, int]:
+        """Units in each mode at step ``k``."""
+        return dict(zip(self.modes, map(int, self.units_by_mode[:, k]), strict=True))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
