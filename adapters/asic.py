@@ -156,9 +156,9 @@ class PyasicMiner(DeviceAdapter):
     _slept_at: float | None = field(default=None, init=False)  # sleep sent, not yet seen
     _profiles: dict[float, str] = field(default_factory=dict, init=False)  # LuxOS: W -> name
     _atm: bool = field(default=False, init=False)
-    _commanded_at: float = field(default=0.0, init=False)  # last control call sent
-    _last_action: str | None = field(default=None, init=False)  # "run" or "sleep"
-    _asleep_seen: bool = field(default=False, init=False)  # read asleep since a sleep
+    #: When the last command, a sleep, was sent (0.0: no command yet); None after a run.
+    _sleep_sent_at: float | None = field(default=0.0, init=False)
+    _asleep_seen: bool = field(default=False, init=False)  # read asleep since that sleep
 
     async def connect(self) -> DeviceInfo:
         import pyasic
@@ -253,7 +253,7 @@ class PyasicMiner(DeviceAdapter):
             self._sleeping, self._slept_at = True, None
             # Asleep as we left it: the last command was a sleep (or there was none), and the
             # reading went out after it. A miner reads asleep for a moment after a wake, too.
-            self._asleep_seen = self._last_action != "run" and now >= self._commanded_at
+            self._asleep_seen = self._sleep_sent_at is not None and now >= self._sleep_sent_at
         else:
             self._asleep_seen = False
         if t.state == "running" and (
@@ -357,8 +357,7 @@ class PyasicMiner(DeviceAdapter):
 
     async def apply(self, request: ModeRequest) -> Applied:
         self._need()
-        self._commanded_at = time.time()
-        self._last_action = request.action
+        self._sleep_sent_at = time.time() if request.action == "sleep" else None
         self._asleep_seen = False
         if request.action == "sleep":
             await self._call("sleep", "stop_mining")
