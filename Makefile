@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 	    --csv $(DEMO_OUT)/plan.csv --plot $(DEMO_OUT)/plan.png --json-out $(DEMO_OUT)/plan.json; \
 	fi
 	@# The daemon on the shipped simulated site: discover, plan, apply, then a signed curtail.
-	$(PY) -m scheduler.demo --config deploy/examples/simulated-site.toml
+	$(PY) -m scheduler.cli.demo --config deploy/examples/simulated-site.toml
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import scheduler.archive as archive_mod  # noqa: E402
+import scheduler.audit.archive as archive_mod  # noqa: E402
 from benchmarks.measure import pct  # noqa: E402
-from scheduler.store import Store  # noqa: E402
+from scheduler.audit.store import Store  # noqa: E402
 
 T0 = 1.7e9
 POLL_S = 15.0

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from models.market import demo_prices, load_ercot_dam, load_ercot_rtm  # noqa: E402
 from models.site import load_site  # noqa: E402
-from scheduler import policies  # noqa: E402
-from scheduler.backtest import evaluate, prepare  # noqa: E402
+from scheduler.backtest import policies  # noqa: E402
+from scheduler.backtest.engine import evaluate, prepare  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

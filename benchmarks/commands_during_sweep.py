@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.base import ModeRequest  # noqa: E402
 from benchmarks.measure import connected_fleet, pct, start_simulator  # noqa: E402
-from scheduler.fleet_cli import run_async  # noqa: E402
+from scheduler.cli.fleet import run_async  # noqa: E402
 
 
 async def bench(args: argparse.Namespace) -> None:

@@ -29,10 +29,10 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 
 from models.market import demo_prices
 from models.site import parse_site
-from scheduler.build import build_model
-from scheduler.inputs import PlanInputs, assemble_inputs
-from scheduler.optimize import Planner
-from scheduler.timegrid import multires_grid, uniform_grid
+from scheduler.planner.build import build_model
+from scheduler.planner.inputs import PlanInputs, assemble_inputs
+from scheduler.planner.optimize import Planner
+from scheduler.planner.timegrid import multires_grid, uniform_grid
 
 START = 1691643600  # 2023-08-10T05:00:00Z
 #: Multi-resolution horizons timed for the largest size (``;``-separated on the command line).
@@ -310,7 +310,7 @@ def main() -> None:
     print(
         f"python {sys.version.split()[0]}, {__import__('os').cpu_count()} CPUs; "
         f"repeat {args.repeat} (median); 'cold s' starts HiGHS from a 30-minute plan's "
-        "basis where the model is large enough (scheduler.seed), 'unseeded' from its slack "
+        "basis where the model is large enough (scheduler.planner.seed), 'unseeded' from its slack "
         "basis",
         flush=True,
     )

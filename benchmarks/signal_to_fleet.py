@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.measure import calm, cpu_sample, pct, start_simulator, steal_pct  # noqa: E402
-from scheduler.security import sign  # noqa: E402
+from scheduler.service.security import sign  # noqa: E402
 
 SECRET = "bench-secret"
 

@@ -13,11 +13,11 @@ import pytest
 
 from models.market import Series
 from models.site import SiteConfig, parse_site
-from scheduler.inputs import PlanInputs, SiteState, assemble_inputs
-from scheduler.invariants import check_plan
-from scheduler.optimize import Planner
-from scheduler.plan import Plan
-from scheduler.timegrid import uniform_grid
+from scheduler.planner.inputs import PlanInputs, SiteState, assemble_inputs
+from scheduler.planner.invariants import check_plan
+from scheduler.planner.optimize import Planner
+from scheduler.planner.plan import Plan
+from scheduler.planner.timegrid import uniform_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -80,7 +80,7 @@ def solve(
     inp = assemble_inputs(config, grid, flat_series(prices, step_s), events, state)
     planner = planner or Planner()
     model, result, build_s = planner.solve(inp)
-    from scheduler.extract import extract_plan
+    from scheduler.planner.extract import extract_plan
 
     plan = extract_plan(inp, model, result, build_s, config.site.name, config.site.timezone)
     assert plan.ok, plan.notes

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.archive import ArchiveError, archive, check_file, check_sequence
-from scheduler.cli import main
-from scheduler.store import Store
+from scheduler.audit.archive import ArchiveError, archive, check_file, check_sequence
+from scheduler.audit.store import Store
+from scheduler.cli.main import main
 
 T0 = 1_786_000_000.0  # 2026-08-06
 
@@ -199,7 +199,7 @@ def test_an_interrupted_archive_is_whole_and_the_next_run_finishes_it(
     """Stopped between its delete chunks (Ctrl-C, a crash), an archive leaves its last
     records in both the file and the database: nothing lost, the chain still proved, and
     the next run deletes the rest before going on."""
-    import scheduler.archive as mod
+    import scheduler.audit.archive as mod
 
     db = tmp_path / "state.db"
     fill(db, 100)

@@ -11,11 +11,11 @@ import pytest
 from models.market import Series, load_ercot_dam, load_ercot_rtm
 from models.signals import GridEvent
 from models.site import load_site
-from scheduler import policies
-from scheduler.backtest import evaluate, period_inputs, prepare
-from scheduler.forecast import dam_forecast, naive_forecast
-from scheduler.rounding import import_kw
-from scheduler.shedding import shed_to_limit
+from scheduler.backtest import policies
+from scheduler.backtest.engine import evaluate, period_inputs, prepare
+from scheduler.backtest.forecast import dam_forecast, naive_forecast
+from scheduler.planner.rounding import import_kw
+from scheduler.planner.shedding import shed_to_limit
 from tests.conftest import EXAMPLE, GPU, T0, flat_series, make_site
 
 DAY = 86400

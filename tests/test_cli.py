@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
+from scheduler.cli.main import main
 from tests.conftest import EXAMPLE, ROOT
 
 EVENTS = ROOT / "deploy" / "examples" / "events-2023-08-10.json"

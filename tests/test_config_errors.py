@@ -183,8 +183,8 @@ def test_bad_events_name_index_and_field(tmp_path: Path) -> None:
 
 def test_event_level_without_a_configured_cap() -> None:
     from models.signals import GridEvent
-    from scheduler.inputs import assemble_inputs
-    from scheduler.timegrid import uniform_grid
+    from scheduler.planner.inputs import assemble_inputs
+    from scheduler.planner.timegrid import uniform_grid
     from tests.conftest import T0, make_site
 
     ev = GridEvent(

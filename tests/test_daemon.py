@@ -20,8 +20,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.security import sign
-from scheduler.store import Store
+from scheduler.audit.store import Store
+from scheduler.service.security import sign
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWdyaWRzY2hlZA=="
 OADR_TOKEN = "oadr-test-token"

@@ -24,12 +24,12 @@ from adapters.base import ModeRequest
 from models.market import demo_prices
 from models.signals import EventType, GridEvent
 from models.site import parse_site
-from scheduler.api import create_app
-from scheduler.daemon import SLEEP, Daemon
-from scheduler.inputs import assemble_inputs
-from scheduler.security import sign
-from scheduler.shedding import mining_order
-from scheduler.timegrid import uniform_grid
+from scheduler.planner.inputs import assemble_inputs
+from scheduler.planner.shedding import mining_order
+from scheduler.planner.timegrid import uniform_grid
+from scheduler.service.api import create_app
+from scheduler.service.daemon import SLEEP, Daemon
+from scheduler.service.security import sign
 
 SITE = """
 [site]

@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from scheduler import docgen
-from scheduler.cli import build_parser
+from scheduler.cli import docs as docgen
+from scheduler.cli.main import build_parser
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from models.signals import GridEvent
-from scheduler.eventbook import EventBook
+from scheduler.service.eventbook import EventBook
 
 T0 = datetime(2026, 8, 10, 17, 0, tzinfo=UTC).timestamp()
 
@@ -71,7 +71,7 @@ def test_drops_by_id_and_prefix() -> None:
 
 
 def test_an_update_counts_as_the_latest_received() -> None:
-    """Equal-priority overlapping prices: the later in the list wins (scheduler.inputs).
+    """Equal-priority overlapping prices: the later in the list wins (scheduler.planner.inputs).
     The store orders by the time of the latest write after a restart, so an update goes
     to the end here too; memory and a restarted daemon agree."""
     book = EventBook([ev("a", "price", 0, 60, price=40.0), ev("b", "price", 0, 60, price=90.0)])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from models.site import parse_site
-from scheduler.daemon import Daemon
+from scheduler.service.daemon import Daemon
 from tests.conftest import site_dict
 
 CSV = (

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from models.signals import GridEvent
 from models.site import parse_site
-from scheduler.extract import extract_plan
-from scheduler.inputs import assemble_inputs
-from scheduler.invariants import check_plan
-from scheduler.matrices import LPModel
-from scheduler.optimize import Planner
-from scheduler.solvers import HighsSolver
-from scheduler.timegrid import uniform_grid
+from scheduler.planner.extract import extract_plan
+from scheduler.planner.inputs import assemble_inputs
+from scheduler.planner.invariants import check_plan
+from scheduler.planner.matrices import LPModel
+from scheduler.planner.optimize import Planner
+from scheduler.planner.solvers import HighsSolver
+from scheduler.planner.timegrid import uniform_grid
 from tests.conftest import T0, flat_series
 
 floats = st.floats

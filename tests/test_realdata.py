@@ -12,11 +12,11 @@ import pytest
 from models import catalog
 from models.market import load_btc_hashprice, load_ercot_dam, load_ercot_rtm
 from models.site import load_site
-from scheduler.extract import extract_plan
-from scheduler.inputs import assemble_inputs
-from scheduler.invariants import check_plan
-from scheduler.optimize import Planner
-from scheduler.timegrid import uniform_grid
+from scheduler.planner.extract import extract_plan
+from scheduler.planner.inputs import assemble_inputs
+from scheduler.planner.invariants import check_plan
+from scheduler.planner.optimize import Planner
+from scheduler.planner.timegrid import uniform_grid
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.realdata

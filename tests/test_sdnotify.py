@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.sdnotify import Notifier
+from scheduler.service.sdnotify import Notifier
 
 
 def test_notifications_reach_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.build import build_model
-from scheduler.extract import extract_plan
-from scheduler.inputs import PlanInputs
-from scheduler.invariants import check_plan
-from scheduler.matrices import LPModel
-from scheduler.optimize import Planner
-from scheduler.seed import coarse_groups, coarse_inputs, map_basis
-from scheduler.solvers import HighsSolver
-from scheduler.timegrid import multires_grid, uniform_grid
+from scheduler.planner.build import build_model
+from scheduler.planner.extract import extract_plan
+from scheduler.planner.inputs import PlanInputs
+from scheduler.planner.invariants import check_plan
+from scheduler.planner.matrices import LPModel
+from scheduler.planner.optimize import Planner
+from scheduler.planner.seed import coarse_groups, coarse_inputs, map_basis
+from scheduler.planner.solvers import HighsSolver
+from scheduler.planner.timegrid import multires_grid, uniform_grid
 from tests.test_solvers import START, example_inputs
 
 
@@ -89,7 +89,7 @@ def test_a_basis_highs_refuses_falls_back_to_a_plain_solve(
         cols, rows = map_basis(*args)  # type: ignore[arg-type]
         return cols[:-1], rows  # one status short: HiGHS rejects the basis
 
-    monkeypatch.setattr("scheduler.optimize.map_basis", short)
+    monkeypatch.setattr("scheduler.planner.optimize.map_basis", short)
     seeded = Planner()
     seeded.seed_min_vars = 0
     _, result, _ = seeded.solve(inp)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.daemon import assign
-from scheduler.openadr import OpenADRError, notification_to_events, parse_iso_duration
-from scheduler.security import AuthError, RateLimiter, check_bearer, sign, verify_webhook
-from scheduler.store import Store
+from scheduler.audit.store import Store
+from scheduler.service.daemon import assign
+from scheduler.service.openadr import OpenADRError, notification_to_events, parse_iso_duration
+from scheduler.service.security import AuthError, RateLimiter, check_bearer, sign, verify_webhook
 
 NOW = datetime(2026, 8, 10, 17, 0, tzinfo=UTC)
 
@@ -167,7 +167,7 @@ def test_assign_keeps_devices_in_place() -> None:
 
 
 def test_ramp_batches_wake_ups_and_always_progresses() -> None:
-    from scheduler.daemon import ramp_batch
+    from scheduler.service.daemon import ramp_batch
 
     wakes = [(3.0, f"m{i}", "stock") for i in range(10)]  # 30 kW to bring back
     sheds = [(-2.0, "g0", "sleep")]
@@ -190,7 +190,7 @@ def test_ramp_batches_wake_ups_and_always_progresses() -> None:
 
 
 def test_histogram_counts_are_cumulative_and_never_shrink() -> None:
-    from scheduler.metrics import Histogram
+    from scheduler.service.metrics import Histogram
 
     h = Histogram((0.1, 1.0))
     for v in (0.05, 0.5, 2.0, 0.1):

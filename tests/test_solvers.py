@@ -6,11 +6,11 @@ import pytest
 from models.market import demo_prices
 from models.signals import load_events
 from models.site import load_site
-from scheduler.build import build_model
-from scheduler.inputs import assemble_inputs
-from scheduler.optimize import Planner
-from scheduler.solvers import HighsSolver, SolverError, get_solver
-from scheduler.timegrid import uniform_grid
+from scheduler.planner.build import build_model
+from scheduler.planner.inputs import assemble_inputs
+from scheduler.planner.optimize import Planner
+from scheduler.planner.solvers import HighsSolver, SolverError, get_solver
+from scheduler.planner.timegrid import uniform_grid
 from tests.conftest import EXAMPLE, ROOT, make_site, solve
 
 pytestmark = pytest.mark.filterwarnings("ignore:PULP_CBC_CMD is deprecated:DeprecationWarning")
@@ -57,9 +57,9 @@ def test_highs_option_pass_through_and_rejection() -> None:
 
 
 def test_example_plan_is_sound_and_multires_is_close() -> None:
-    from scheduler.extract import extract_plan
-    from scheduler.invariants import check_plan
-    from scheduler.timegrid import multires_grid
+    from scheduler.planner.extract import extract_plan
+    from scheduler.planner.invariants import check_plan
+    from scheduler.planner.timegrid import multires_grid
 
     cfg, inp = example_inputs(48, 300)
     planner = Planner()

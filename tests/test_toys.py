@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from models.signals import GridEvent
-from scheduler.inputs import SiteState
-from scheduler.optimize import Planner
+from scheduler.planner.inputs import SiteState
+from scheduler.planner.optimize import Planner
 from tests.conftest import GPU, T0, make_site, solve
 
 

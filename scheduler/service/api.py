@@ -28,10 +28,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from models.signals import GridEvent
-from scheduler.daemon import Daemon
-from scheduler.metrics import metrics_registry, render_metrics
-from scheduler.openadr import OpenADRError, notification_to_events
-from scheduler.security import (
+from scheduler.service.daemon import Daemon
+from scheduler.service.metrics import metrics_registry, render_metrics
+from scheduler.service.openadr import OpenADRError, notification_to_events
+from scheduler.service.security import (
     AuthError,
     RateLimiter,
     check_bearer,

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from scheduler.store import GENESIS, Anchor, Store, walk_chain
+from scheduler.audit.store import GENESIS, Anchor, Store, walk_chain
 
 FORMAT = "gridsched-audit-archive"
 VERSION = 1

@@ -24,7 +24,7 @@ class Block:
     shape: tuple[int, ...]
     #: For a flat block whose entries each belong to one step (a row per group member,
     #: a row per (class, step) that needs one): each entry's (key, step), so that a basis
-    #: can be carried between horizons of different steps (``scheduler.seed``). Blocks
+    #: can be carried between horizons of different steps (``scheduler.planner.seed``). Blocks
     #: shaped (..., T) carry their steps in their shape and leave this None.
     cells: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 

@@ -17,7 +17,7 @@ from models.errors import ConfigError
 from models.market import Series, load_csv_series, solar_profile_kw
 from models.signals import EventType, GridEvent, resolve_cancels
 from models.site import Penalties, SiteConfig
-from scheduler.timegrid import TimeGrid
+from scheduler.planner.timegrid import TimeGrid
 
 
 @dataclass(frozen=True)

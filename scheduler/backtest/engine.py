@@ -2,7 +2,7 @@
 
 ``prepare`` builds the period's inputs once, on the decision-step grid, from one day before
 ``from`` (history for forecasts) to ``to`` plus the horizon (the last plans look ahead).
-Policies (``scheduler/policies.py``) return whole units per (class-mode, step); ``settle``
+Policies (``scheduler/backtest/policies.py``) return whole units per (class-mode, step); ``settle``
 prices them at realised prices with the same code for every policy.
 """
 
@@ -20,11 +20,11 @@ import pandas as pd
 from models.market import Series
 from models.signals import GridEvent
 from models.site import SiteConfig
-from scheduler.extract import Settlement, settle
-from scheduler.inputs import PeakGroup, PlanInputs, SiteState, assemble_inputs
-from scheduler.plan import Money
-from scheduler.rounding import units_woken
-from scheduler.timegrid import TimeGrid, uniform_grid
+from scheduler.planner.extract import Settlement, settle
+from scheduler.planner.inputs import PeakGroup, PlanInputs, SiteState, assemble_inputs
+from scheduler.planner.plan import Money
+from scheduler.planner.rounding import units_woken
+from scheduler.planner.timegrid import TimeGrid, uniform_grid
 
 DAY_S = 86400
 

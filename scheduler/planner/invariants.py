@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.extract import batch_by_step
-from scheduler.inputs import PlanInputs
-from scheduler.matrices import LPModel
-from scheduler.plan import Plan
-from scheduler.rounding import units_awake
+from scheduler.planner.extract import batch_by_step
+from scheduler.planner.inputs import PlanInputs
+from scheduler.planner.matrices import LPModel
+from scheduler.planner.plan import Plan
+from scheduler.planner.rounding import units_awake
 
 TOL = 1e-5
 TOL_SLA = 1e-2  # tokens/s

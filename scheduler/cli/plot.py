@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scheduler.plan import Plan
+from scheduler.planner.plan import Plan
 
 
 def plot_plan(plan: Plan, path: str | Path) -> None:

@@ -38,15 +38,15 @@ from models.economics import hashprice_from_feed
 from models.market import Series, demo_prices, load_price_file, site_prices
 from models.signals import EventType, GridEvent
 from models.site import FeedKind, Mining, Posture, SiteConfig
-from scheduler.eventbook import EventBook
-from scheduler.inputs import SiteState, assemble_inputs, event_caps, peak_rules, slot_peaks
-from scheduler.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
-from scheduler.optimize import Planner
-from scheduler.plan import Plan
-from scheduler.sdnotify import Notifier
-from scheduler.shedding import value_per_kw
-from scheduler.store import Store
-from scheduler.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
+from scheduler.audit.store import Store
+from scheduler.planner.inputs import SiteState, assemble_inputs, event_caps, peak_rules, slot_peaks
+from scheduler.planner.optimize import Planner
+from scheduler.planner.plan import Plan
+from scheduler.planner.shedding import value_per_kw
+from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
+from scheduler.service.eventbook import EventBook
+from scheduler.service.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
+from scheduler.service.sdnotify import Notifier
 
 log = logging.getLogger("gridsched.daemon")
 SLEEP = "sleep"
@@ -638,7 +638,7 @@ class Daemon:
                     self._adopt_reading(device_id, t, why)
 
     def compute_shed_order(self) -> list[ShedStep]:
-        """Least valuable kW first (the order of ``scheduler.shedding``, over devices);
+        """Least valuable kW first (the order of ``scheduler.planner.shedding``, over devices);
         precomputed so that a signal needs no thinking."""
         pue = self.config.site.pue
         miners: list[tuple[float, ShedStep]] = []

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.inputs import PlanInputs
-from scheduler.rounding import EPS, import_kw
+from scheduler.planner.inputs import PlanInputs
+from scheduler.planner.rounding import EPS, import_kw
 
 
 def value_per_kw(given_up: np.ndarray | float, saved_kw: np.ndarray | float) -> np.ndarray:

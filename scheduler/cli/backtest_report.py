@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.backtest import BacktestSetup, PolicyResult
-from scheduler.report import table
+from scheduler.backtest.engine import BacktestSetup, PolicyResult
+from scheduler.cli.report import table
 
 SCHEMA = "gridsched.backtest/1"
 

@@ -1,6 +1,6 @@
 """The daemon's demo: the shipped simulated site, a signed curtail signal, the fleet shedding.
 
-    .venv/bin/python -m scheduler.demo [--config deploy/examples/simulated-site.toml]
+    .venv/bin/python -m scheduler.cli.demo [--config deploy/examples/simulated-site.toml]
 
 Starts the real daemon (``gridsched run``) as a child process on a free loopback port with a
 throwaway state file; its 120 miners and 16 GPUs are simulated in-process and reached

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.inputs import PlanInputs
+from scheduler.planner.inputs import PlanInputs
 
 EPS = 1e-6
 

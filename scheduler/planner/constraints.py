@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.inputs import PlanInputs
-from scheduler.matrices import INF, ModelBuilder
+from scheduler.planner.inputs import PlanInputs
+from scheduler.planner.matrices import INF, ModelBuilder
 
 TOK_PER_MTOK = 1e6
 

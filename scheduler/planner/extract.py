@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from scheduler.constraints import TOK_PER_MTOK
-from scheduler.inputs import PlanInputs
-from scheduler.matrices import LPModel
-from scheduler.plan import ClassPlan, Money, Plan, Violation
-from scheduler.rounding import it_load_kw, round_plan, units_woken
-from scheduler.solvers import SolveResult
+from scheduler.planner.constraints import TOK_PER_MTOK
+from scheduler.planner.inputs import PlanInputs
+from scheduler.planner.matrices import LPModel
+from scheduler.planner.plan import ClassPlan, Money, Plan, Violation
+from scheduler.planner.rounding import it_load_kw, round_plan, units_woken
+from scheduler.planner.solvers import SolveResult
 
 TOL_KW = 1e-3
 TOL_TOK = 1e-2

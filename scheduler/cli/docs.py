@@ -149,8 +149,8 @@ def config_reference() -> str:
 
 def openapi() -> dict[str, Any]:
     from models.site import parse_site
-    from scheduler.api import create_app
-    from scheduler.daemon import Daemon as DaemonService
+    from scheduler.service.api import create_app
+    from scheduler.service.daemon import Daemon as DaemonService
 
     site = {
         "site": {"name": "reference", "interconnect_kw": 1000},

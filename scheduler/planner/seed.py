@@ -16,9 +16,9 @@ import dataclasses
 
 import numpy as np
 
-from scheduler.inputs import BatchWindow, PeakGroup, PlanInputs
-from scheduler.matrices import Block, LPModel
-from scheduler.timegrid import TimeGrid
+from scheduler.planner.inputs import BatchWindow, PeakGroup, PlanInputs
+from scheduler.planner.matrices import Block, LPModel
+from scheduler.planner.timegrid import TimeGrid
 
 #: Length a coarse step aims at; steps already that long stay as they are.
 SEED_STEP_S = 1800

@@ -21,12 +21,12 @@ from models.errors import GridschedError
 from models.market import Series, site_prices
 from models.signals import GridEvent, events_from_power_trace, load_events
 from models.site import SiteConfig, load_site
-from scheduler import docgen, fleet_cli, run_cli
-from scheduler.inputs import SiteState, assemble_inputs
-from scheduler.optimize import Planner
-from scheduler.report import render, table, write_csv
-from scheduler.solvers import SolverError, available_solvers, solver_names
-from scheduler.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
+from scheduler.cli import docs, fleet, run
+from scheduler.cli.report import render, table, write_csv
+from scheduler.planner.inputs import SiteState, assemble_inputs
+from scheduler.planner.optimize import Planner
+from scheduler.planner.solvers import SolverError, available_solvers, solver_names
+from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
 
 
 class UsageError(GridschedError):
@@ -139,7 +139,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(plan, args.csv)
     if args.plot:
-        from scheduler.plot import plot_plan
+        from scheduler.cli.plot import plot_plan
 
         plot_plan(plan, args.plot)
     for what, dest in (("JSON", args.json_out), ("CSV", args.csv), ("plot", args.plot)):
@@ -210,8 +210,9 @@ def _day_start(text: str, tz: str) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from models.market import load_btc_hashprice
-    from scheduler import backtest_report, policies
-    from scheduler.backtest import evaluate, prepare
+    from scheduler.backtest import policies
+    from scheduler.backtest.engine import evaluate, prepare
+    from scheduler.cli import backtest_report
 
     config = load_site(args.config)
     step = parse_duration_s(args.decision_step)
@@ -367,9 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--quiet", action="store_true", help="no progress bar")
     bt.set_defaults(func=cmd_backtest)
 
-    fleet_cli.add_parsers(sub)
-    run_cli.add_parsers(sub)
-    docgen.add_parsers(sub)
+    fleet.add_parsers(sub)
+    run.add_parsers(sub)
+    docs.add_parsers(sub)
 
     so = sub.add_parser("solvers", help="list solvers and which are installed")
     so.set_defaults(

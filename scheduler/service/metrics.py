@@ -27,7 +27,7 @@ from adapters.base import Health
 from models.site import FeedKind
 
 if TYPE_CHECKING:
-    from scheduler.daemon import Daemon
+    from scheduler.service.daemon import Daemon
 
 SOLVE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 FAST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

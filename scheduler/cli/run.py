@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from models.site import Posture, load_site
-from scheduler.archive import CHUNK
-from scheduler.fleet_cli import run_async
+from scheduler.audit.archive import CHUNK
+from scheduler.cli.fleet import run_async
 
 log = logging.getLogger("gridsched")
 
@@ -27,8 +27,8 @@ log = logging.getLogger("gridsched")
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from scheduler.api import create_app
-    from scheduler.daemon import Daemon
+    from scheduler.service.api import create_app
+    from scheduler.service.daemon import Daemon
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -110,8 +110,8 @@ def _no_db(path: str) -> bool:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from scheduler.archive import ArchiveError, check_sequence, in_dirs
-    from scheduler.store import Store
+    from scheduler.audit.archive import ArchiveError, check_sequence, in_dirs
+    from scheduler.audit.store import Store
 
     if _no_db(args.db):
         return 2
@@ -154,7 +154,7 @@ def _ts(text: str, what: str) -> float:
 
 def cmd_audit_archive(args: argparse.Namespace) -> int:
     from models.durations import parse_duration_s
-    from scheduler.archive import ArchiveError, archive
+    from scheduler.audit.archive import ArchiveError, archive
 
     if _no_db(args.db):
         return 2
@@ -185,8 +185,8 @@ def cmd_audit_archive(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from scheduler.archive import ArchiveError, check_sequence, in_dirs, records
-    from scheduler.store import Store
+    from scheduler.audit.archive import ArchiveError, check_sequence, in_dirs, records
+    from scheduler.audit.store import Store
 
     if _no_db(args.db):
         return 2
@@ -278,7 +278,7 @@ def cmd_signal(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from scheduler.security import sign
+    from scheduler.service.security import sign
 
     secret = os.environ.get(args.secret_env)
     if not secret:

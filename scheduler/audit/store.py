@@ -6,7 +6,7 @@ a demand-response settlement (the signal, the commands sent, the power measured)
 proved untouched: :meth:`Store.verify` re-walks the chain. Signals also live in their own
 table for lookups (active events, replay protection by webhook id).
 
-Old records can be moved out to an archive file (``scheduler.archive``); the ``archived``
+Old records can be moved out to an archive file (``scheduler.audit.archive``); the ``archived``
 table then keeps, per file, the last archived record's sequence number and hash, and the
 chain left in the database is verified from that anchor.
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from scheduler.matrices import LPModel
+from scheduler.planner.matrices import LPModel
 
 
 class SolveStatus(StrEnum):

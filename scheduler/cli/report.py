@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from scheduler.plan import Plan
+from scheduler.planner.plan import Plan
 
 
 def table(headers: list[str], rows: list[list[str]], align: str | None = None) -> str:

@@ -18,7 +18,7 @@ from adapters.base import Health, Telemetry
 from adapters.fleet import Fleet, freeze_heap
 from adapters.sim.fleet import SimFleet
 from models.site import load_site
-from scheduler.report import table
+from scheduler.cli.report import table
 
 T = TypeVar("T")
 log = logging.getLogger("gridsched.fleet")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scheduler.constraints import (
+from scheduler.planner.constraints import (
     define_import_limit,
     define_inference,
     define_peaks,
@@ -11,8 +11,8 @@ from scheduler.constraints import (
     define_units,
     define_wear,
 )
-from scheduler.inputs import PlanInputs
-from scheduler.matrices import LPModel, ModelBuilder
+from scheduler.planner.inputs import PlanInputs
+from scheduler.planner.matrices import LPModel, ModelBuilder
 
 INTEGER_BLOCKS = ("x", "on", "start", "initial-on")
 

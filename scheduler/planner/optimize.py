@@ -11,13 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.build import build_model
-from scheduler.extract import extract_plan
-from scheduler.inputs import PlanInputs
-from scheduler.matrices import LPModel
-from scheduler.plan import Plan
-from scheduler.seed import SEED_MAX_VARS, SEED_MIN_VARS, coarse_groups, coarse_inputs, map_basis
-from scheduler.solvers import HighsSolver, Solver, SolverError, SolveResult, get_solver
+from scheduler.planner.build import build_model
+from scheduler.planner.extract import extract_plan
+from scheduler.planner.inputs import PlanInputs
+from scheduler.planner.matrices import LPModel
+from scheduler.planner.plan import Plan
+from scheduler.planner.seed import (
+    SEED_MAX_VARS,
+    SEED_MIN_VARS,
+    coarse_groups,
+    coarse_inputs,
+    map_basis,
+)
+from scheduler.planner.solvers import HighsSolver, Solver, SolverError, SolveResult, get_solver
 
 
 class Planner:
@@ -34,7 +40,7 @@ class Planner:
         self.options = options
         self.integer = integer
         #: Seed cold solves of models with at least this many columns from a coarser
-        #: plan's basis (``scheduler.seed``); None never seeds.
+        #: plan's basis (``scheduler.planner.seed``); None never seeds.
         self.seed_min_vars: int | None = SEED_MIN_VARS
         self._solver: Solver = get_solver(solver, options)
         self._key: tuple[object, ...] | None = None
@@ -70,7 +76,7 @@ class Planner:
 
     def _seeded(self, inp: PlanInputs, model: LPModel, solver: HighsSolver) -> SolveResult:
         """A cold solve that starts from the basis of the same site planned over coarser
-        steps (``scheduler.seed``); a plain one when the model is small, the horizon too
+        steps (``scheduler.planner.seed``); a plain one when the model is small, the horizon too
         short to coarsen by half, or the seed fails."""
         t0 = time.perf_counter()
         group = coarse_groups(inp.grid)

@@ -5,7 +5,7 @@ the current real-time price, a forecast for the rest of its horizon, the hashpri
 that day, DR caps already announced and the state it left behind, and applies the first
 step. The oracle is one LP over the whole period with realised prices: the upper bound.
 Baselines cannot plan; when a cap binds they shed by the fixed order of
-``scheduler/shedding.py``.
+``scheduler/planner/shedding.py``.
 """
 
 from __future__ import annotations
@@ -15,19 +15,25 @@ import time
 
 import numpy as np
 
-from scheduler.backtest import BacktestSetup, PolicyRun, Progress, period_inputs, slice_inputs
-from scheduler.extract import batch_by_step, whole_units
-from scheduler.forecast import dam_forecast, naive_forecast
-from scheduler.inputs import (
+from scheduler.backtest.engine import (
+    BacktestSetup,
+    PolicyRun,
+    Progress,
+    period_inputs,
+    slice_inputs,
+)
+from scheduler.backtest.forecast import dam_forecast, naive_forecast
+from scheduler.planner.extract import batch_by_step, whole_units
+from scheduler.planner.inputs import (
     BatchWindow,
     PeakGroup,
     PlanInputs,
     peak_rules,
     slot_peaks,
 )
-from scheduler.optimize import Planner
-from scheduler.rounding import import_kw, units_awake
-from scheduler.shedding import shed_to_limit
+from scheduler.planner.optimize import Planner
+from scheduler.planner.rounding import import_kw, units_awake
+from scheduler.planner.shedding import shed_to_limit
 
 POLICIES = ("scheduler", "threshold", "always-on", "oracle")
 

@@ -1,0 +1,1 @@
+"""The ``gridsched`` command: one module per command group, with the reports and plots it prints."""

@@ -1,0 +1,1 @@
+"""The daemon and what it serves: signal intake, dispatch, HTTP API, OpenADR, metrics."""
