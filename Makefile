@@ -9,13 +9,37 @@ DATA   ?= ../shared/data
 EXAMPLE := deploy/examples/west-texas-30mw.toml
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean lock upgrade-lock
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package at the version the test suite last passed with, so a
+# fresh machine installs exactly that; `make lock` rewrites it from the venv, `make
+# upgrade-lock` resolves the newest versions pyproject.toml allows (README: upgrading).
+LOCK := constraints.txt
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
 	touch $@
+
+# The venv's versions, as tested, become the lock (after adding a dependency:
+# pip install it into .venv, run make test, then make lock).
+lock:
+	@printf '%s\n' '# Versions the test suite passed with; installed by make (pip install -c).' \
+	  '# Regenerate: make lock (from .venv) or make upgrade-lock (newest allowed), then make test.' \
+	  "# Python $$($(PY) -c 'import platform; print(platform.python_version())')" > $(LOCK).tmp
+	$(PY) -m pip freeze --exclude-editable >> $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+
+# Newest versions pyproject.toml allows, resolved in a scratch venv; run make test after.
+upgrade-lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[dev]'
+	$(MAKE) lock PY=.lock-venv/bin/python
+	rm -rf .lock-venv
+	rm -f $(VENV)/.installed
 
 # With ../shared/data present the demo plans a real ERCOT day (HB_WEST, 2023-08-10,
 # a heat-wave day with a price spike); without it, the example's labelled demo series.

@@ -7,18 +7,25 @@ solver-specific strings.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 from scheduler.planner.matrices import LPModel
+
+if TYPE_CHECKING:
+    import highspy
 
 
 class SolveStatus(StrEnum):
@@ -57,6 +64,43 @@ class Solver(Protocol):
     def solve(self, model: LPModel, warm: bool = False) -> SolveResult: ...
 
 
+_STDOUT_LOCK = threading.Lock()
+
+
+def _quiet_highs(hs: Any) -> highspy.Highs:
+    """A ``highspy.Highs`` with its output off, its banner kept off stdout.
+
+    highspy 1.16 logs "Running HiGHS ..." from the constructor, before any option can be
+    set, with C stdio on file descriptor 1, so ``--json`` output would not be JSON. The
+    descriptor is pointed at stderr for the construction only (the banner stays visible
+    to a person, out of the machine output).
+    """
+    with _STDOUT_LOCK:
+        sys.stdout.flush()
+        try:
+            saved = os.dup(1)
+        except OSError:  # no stdout at all: nothing to keep clean
+            h = hs.Highs()
+        else:
+            try:
+                os.dup2(2, 1)
+                h = hs.Highs()
+                h.setOptionValue("output_flag", False)
+                _flush_c_stdio()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+def _flush_c_stdio() -> None:
+    """Flush C's stdio buffers, so text the library buffered goes where fd 1 points now."""
+    # no libc symbol table (e.g. Windows): nothing of ours is buffered there
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).fflush(None)
+
+
 class HighsSolver:
     """HiGHS through highspy. Keeps the last model: ``solve(model, warm=True)`` with the
     same structure pushes only new costs and bounds and re-solves from the last basis."""
@@ -70,8 +114,7 @@ class HighsSolver:
         import highspy
 
         self._hs = highspy
-        self._h = highspy.Highs()  # type: ignore[no-untyped-call]
-        self._h.setOptionValue("output_flag", False)
+        self._h = _quiet_highs(highspy)
         for key, value in {**self.DEFAULTS, **(options or {})}.items():
             status = self._h.setOptionValue(key, value)
             if status != highspy.HighsStatus.kOk:
