@@ -17,10 +17,10 @@ from scheduler.planner.matrices import LPModel, ModelBuilder
 INTEGER_BLOCKS = ("x", "on", "start", "initial-on")
 
 
-def build_model(inp: PlanInputs, with_matrix: bool = True, integer: bool = False) -> LPModel:
-    """Build the site LP. ``with_matrix=False`` computes only costs and bounds, for a warm
-    update of a model whose structure (``inp.structure_key()``) is unchanged."""
-    b = ModelBuilder(with_matrix=with_matrix)
+def build_model(inp: PlanInputs, integer: bool = False, reuse: LPModel | None = None) -> LPModel:
+    """Build the site LP. ``reuse``: a previous model whose matrix is kept when this one's
+    is the same (``ModelBuilder.build``), for a warm update of costs and bounds only."""
+    b = ModelBuilder()
     x = define_units(b, inp)
     imp = define_site_balance(b, inp, x)
     define_import_limit(b, inp, imp)
@@ -28,4 +28,4 @@ def build_model(inp: PlanInputs, with_matrix: bool = True, integer: bool = False
     define_wear(b, inp, x)
     define_ramp(b, inp, imp)
     define_peaks(b, inp, imp)
-    return b.build(INTEGER_BLOCKS if integer else ())
+    return b.build(INTEGER_BLOCKS if integer else (), reuse=reuse)

@@ -111,32 +111,6 @@ class PlanInputs:
     def K(self) -> int:
         return len(self.cm_class)
 
-    def structure_key(self) -> tuple[object, ...]:
-        """Changes only when the model's matrix must be rebuilt (not prices, caps, demand,
-        state, or the absolute time of a grid of the same step lengths)."""
-        peaks: tuple[object, ...] = (
-            ("slots", self.peak_slots)
-            if self.peak_slots is not None
-            else tuple((p.name, p.steps.tobytes()) for p in self.peaks)
-        )
-        return (
-            self.grid.dur_s.tobytes(),
-            tuple(self.class_names),
-            self.units.tobytes(),
-            self.power_kw.tobytes(),
-            self.hashrate_ths.tobytes(),
-            self.tput_tok_s.tobytes(),
-            self.idle_kw.tobytes(),
-            self.min_on_s.tobytes(),
-            self.min_off_s.tobytes(),
-            self.start_cost_usd.tobytes(),
-            self.pue,
-            self.ramp_up_kw is None,
-            self.ramp_down_kw is None,
-            peaks,
-            len(self.batches),
-        )
-
 
 def assign_peak_slots(
     peaks: list[PeakGroup], rules: list[str], per_rule: int = 2

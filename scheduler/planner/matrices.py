@@ -52,6 +52,14 @@ class LPModel:
     var_blocks: dict[str, Block]
     con_blocks: dict[str, Block]
     integer_blocks: tuple[str, ...] = ()
+    #: The (row, col, coef) triples the matrix was assembled from, in the order the
+    #: constraint families added them: a later build compares its own with these to
+    #: decide whether ``A`` can be reused (``ModelBuilder.build(reuse=...)``).
+    triples: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
+        default=None, compare=False, repr=False
+    )
+    #: True when ``A`` is the matrix of the model passed as ``reuse``.
+    reused: bool = False
 
     @property
     def n_vars(self) -> int:
@@ -107,9 +115,8 @@ def _full(value: float | np.ndarray, n: int) -> np.ndarray:
 
 @dataclass
 class ModelBuilder:
-    """Collects blocks; ``with_matrix=False`` skips the matrix (warm updates)."""
+    """Collects blocks, then assembles costs, bounds and the matrix in one place."""
 
-    with_matrix: bool = True
     _c: list[np.ndarray] = field(default_factory=list)
     _lo: list[np.ndarray] = field(default_factory=list)
     _hi: list[np.ndarray] = field(default_factory=list)
@@ -160,24 +167,31 @@ class ModelBuilder:
         n = block.size
         self._rlo.append(_full(lower, n))
         self._rhi.append(_full(upper, n))
-        if self.with_matrix:
-            for rows, cols, coef in terms:
-                r = np.asarray(rows, dtype=np.int64)
-                self._rows.append(r.reshape(-1) + block.start)
-                self._cols.append(np.asarray(cols, dtype=np.int64).reshape(-1))
-                self._vals.append(
-                    np.broadcast_to(np.asarray(coef, dtype=np.float64), r.shape).reshape(-1)
-                )
+        for rows, cols, coef in terms:
+            r = np.asarray(rows, dtype=np.int64)
+            self._rows.append(r.reshape(-1) + block.start)
+            self._cols.append(np.asarray(cols, dtype=np.int64).reshape(-1))
+            self._vals.append(
+                np.broadcast_to(np.asarray(coef, dtype=np.float64), r.shape).reshape(-1)
+            )
         self.con_blocks[name] = block
         self.n_rows += n
         return block.index()
 
-    def build(self, integer_blocks: tuple[str, ...] = ()) -> LPModel:
-        A = None
-        if self.with_matrix:
-            rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
-            cols = np.concatenate(self._cols) if self._cols else np.zeros(0, dtype=np.int64)
-            vals = np.concatenate(self._vals) if self._vals else np.zeros(0)
+    def build(self, integer_blocks: tuple[str, ...] = (), reuse: LPModel | None = None) -> LPModel:
+        """The model. With ``reuse``, its matrix is kept when this model's would be the
+        same one (same blocks, same triples in the same order): a warm re-plan then
+        changes only costs and bounds. What decides is the matrix itself, so no input
+        that alters it can be overlooked."""
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
+        cols = np.concatenate(self._cols) if self._cols else np.zeros(0, dtype=np.int64)
+        vals = np.concatenate(self._vals) if self._vals else np.zeros(0)
+        A: sp.csc_matrix | None = None
+        if reuse is not None and _same_matrix(reuse, self, rows, cols, vals):
+            A = reuse.A
+            rows, cols, vals = reuse.triples or (rows, cols, vals)
+        reused = A is not None
+        if A is None:
             keep = vals != 0.0
             A = sp.csc_matrix(
                 (vals[keep], (rows[keep], cols[keep])), shape=(self.n_rows, self.n_vars)
@@ -195,4 +209,23 @@ class ModelBuilder:
             var_blocks=dict(self.var_blocks),
             con_blocks=dict(self.con_blocks),
             integer_blocks=integer_blocks,
+            triples=(rows, cols, vals),
+            reused=reused,
         )
+
+
+def _same_matrix(
+    old: LPModel, new: ModelBuilder, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray
+) -> bool:
+    if old.A is None or old.triples is None:
+        return False
+    if old.A.shape != (new.n_rows, new.n_vars):
+        return False
+    if old.var_blocks != new.var_blocks or old.con_blocks != new.con_blocks:
+        return False
+    o_rows, o_cols, o_vals = old.triples
+    return (
+        np.array_equal(o_rows, rows)
+        and np.array_equal(o_cols, cols)
+        and np.array_equal(o_vals, vals)
+    )

@@ -43,21 +43,13 @@ class Planner:
         #: plan's basis (``scheduler.planner.seed``); None never seeds.
         self.seed_min_vars: int | None = SEED_MIN_VARS
         self._solver: Solver = get_solver(solver, options)
-        self._key: tuple[object, ...] | None = None
         self._model: LPModel | None = None
 
     def solve(self, inp: PlanInputs) -> tuple[LPModel, SolveResult, float]:
         t0 = time.perf_counter()
-        key = inp.structure_key()
-        warm = (
-            not self.integer
-            and self._model is not None
-            and key == self._key
-            and isinstance(self._solver, HighsSolver)
-        )
-        model = build_model(inp, with_matrix=not warm, integer=self.integer)
-        if warm and self._model is not None:
-            model.A = self._model.A
+        can_warm = not self.integer and isinstance(self._solver, HighsSolver)
+        model = build_model(inp, integer=self.integer, reuse=self._model if can_warm else None)
+        warm = model.reused
         build_s = time.perf_counter() - t0
         if warm and isinstance(self._solver, HighsSolver):
             result = self._solver.solve(model, warm=True)
@@ -71,7 +63,7 @@ class Planner:
             result = self._solver.solve(model, warm=warm)
         if self.integer and result.ok:
             result = self._duals_of_fixed(model, result)
-        self._key, self._model = (key, model) if result.ok else (None, None)
+        self._model = model if result.ok else None
         return model, result, build_s
 
     def _seeded(self, inp: PlanInputs, model: LPModel, solver: HighsSolver) -> SolveResult:
