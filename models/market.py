@@ -8,6 +8,7 @@ one raises ``DataError`` naming the timestamps (and file lines). Nothing is fill
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,13 @@ if TYPE_CHECKING:
 
 ERCOT_RTM_COLUMNS = ("HB_WEST", "HB_NORTH", "HB_HOUSTON", "HB_SOUTH", "HB_PAN", "HB_HUBAVG")
 ERCOT_DAM_COLUMNS = (*ERCOT_RTM_COLUMNS, "LZ_WEST", "LZ_NORTH", "LZ_HOUSTON", "LZ_SOUTH")
+
+
+FILL_METHODS = ("refuse", "hold", "linear")
+#: a currency code standing alone in a column name (``price_eur_mwh``, ``EUR/MWh``)
+_CURRENCY_IN_NAME = re.compile(
+    r"(?i)(?:^|[^a-z])(eur|gbp|dkk|nok|sek|chf|pln|czk|huf|ron|cad|aud|jpy)(?:[^a-z]|$)"
+)
 
 
 def iso(ts_s: float) -> str:
@@ -100,6 +108,43 @@ class Series:
             self.lines,
             self.synthetic,
         )
+
+    @property
+    def currency(self) -> str:
+        """The currency the values are in, from the unit (``USD/MWh`` -> ``USD``)."""
+        return self.unit.split("/", 1)[0]
+
+    def filled(self, method: str, start_s: float, end_s: float) -> tuple[Series, int]:
+        """Missing values inside ``[start_s, end_s)`` bridged on purpose: ``hold`` (the last
+        value before the gap) or ``linear`` (between the values either side). ``refuse``
+        changes nothing. Returns the series and how many intervals were filled; a gap at
+        the very start of the series (nothing before it) cannot be bridged and stays."""
+        if method not in FILL_METHODS:
+            raise ValueError(f"fill {method!r}: valid are {', '.join(FILL_METHODS)}")
+        t = self.times_s()
+        inside = (t + self.interval_s > start_s) & (t < end_s)
+        bad = ~np.isfinite(self.values) & inside
+        if method == "refuse" or not bad.any():
+            return self, 0
+        good = np.flatnonzero(np.isfinite(self.values))
+        if len(good) == 0:
+            return self, 0
+        idx = np.flatnonzero(bad)
+        if method == "hold":
+            src = np.searchsorted(good, idx, side="right") - 1
+            ok = src >= 0
+            new = self.values.copy()
+            new[idx[ok]] = self.values[good[src[ok]]]
+            filled = int(ok.sum())
+        else:
+            ok = (idx > good[0]) & (idx < good[-1])
+            new = self.values.copy()
+            new[idx[ok]] = np.interp(idx[ok], good, self.values[good])
+            filled = int(ok.sum())
+        label = f"{self.label} ({filled} intervals filled: {method})"
+        return Series(
+            label, self.unit, self.start_s, self.interval_s, new, self.lines, self.synthetic
+        ), filled
 
     def gaps(self) -> list[str]:
         """Human list of missing or NaN intervals (empty when complete)."""
@@ -267,9 +312,15 @@ def site_prices(
     column: str | None = None,
     timestamp_column: str = "interval_start_utc",
     timezone: str | None = None,
+    currency: str | None = None,
+    usd_per_unit: float | None = None,
 ) -> Series:
-    """Prices from ``path`` if given, else from the site's ``[prices]``; in USD/MWh after the
-    source's currency (``usd_per_unit``) and unit (``per = "kWh"``) conversion."""
+    """Prices in USD/MWh, from ``path`` if given, else from the site's ``[prices]``.
+
+    The config's ``currency``/``usd_per_unit``/``per`` describe the config's own file and
+    convert only that one. A file named on the command line is in ``currency`` (default
+    USD; ERCOT files are USD), converted by ``usd_per_unit`` when it is not USD; a
+    non-USD file without a rate is refused rather than read as USD."""
     src = config.prices
     if path is None and src.format.value == "demo":
         return demo_prices(start_s, end_s, config.site.timezone)
@@ -278,15 +329,35 @@ def site_prices(
         fmt = fmt or src.format.value
         column = column or src.column
         timestamp_column = src.timestamp_column
+        currency, rate, per = src.currency, src.usd_per_unit, src.per
+    else:
+        named = _CURRENCY_IN_NAME.search(column or "")
+        if currency is None and named:
+            code = named.group(1).upper()
+            raise DataError(
+                path,
+                f"column {column!r} looks like prices in {code}; say the currency and the "
+                f"rate (--price-currency {code} --usd-per-unit RATE) rather than read it as USD",
+            )
+        currency = (currency or "USD").upper()
+        if fmt in ("ercot-rtm", "ercot-dam") and currency != "USD":
+            raise DataError(path, f"ERCOT prices are in USD, not {currency}")
+        if currency != "USD" and usd_per_unit is None:
+            raise DataError(
+                path,
+                f"prices in {currency}: give the rate (USD per 1 {currency}) to convert "
+                "them; mixing currencies without a conversion is refused",
+            )
+        rate, per = (usd_per_unit if currency != "USD" else 1.0) or 1.0, "MWh"
     if column is None:
         raise ValueError(f"{path}: the price column is not named")
     series = load_price_file(path, fmt or "csv", column, timestamp_column, timezone)
-    per_kwh = 1000.0 if src.per == "kWh" else 1.0
-    if src.usd_per_unit != 1.0 or per_kwh != 1.0:
+    per_kwh = 1000.0 if per == "kWh" else 1.0
+    if rate != 1.0 or per_kwh != 1.0 or currency != "USD":
         series = series.scaled(
-            src.usd_per_unit * per_kwh,
+            rate * per_kwh,
             unit="USD/MWh",
-            label=f"{series.label} ({src.currency}/{src.per} -> USD/MWh)",
+            label=f"{series.label} ({currency}/{per} -> USD/MWh at {rate:g} USD/{currency})",
         )
     return series
 
