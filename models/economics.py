@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TypeVar
+
+import numpy as np
+
+#: A float or a numpy array: the formulas below are written once for both.
+Num = TypeVar("Num", float, np.ndarray)
 
 BLOCKS_PER_DAY = 144.0
 SECONDS_PER_BLOCK = 600.0
@@ -57,14 +63,23 @@ def breakeven_usd_per_mwh(hashprice: float, efficiency_j_per_th: float, pue: flo
     return hashprice * 1e6 / (HOURS_PER_DAY * efficiency_j_per_th * pue)
 
 
-def mining_revenue_usd_per_hour(hashrate_ths: float, hashprice: float) -> float:
-    """Expected revenue of ``hashrate_ths`` TH/s over one hour."""
+def mining_revenue_usd_per_hour(hashrate_ths: Num, hashprice: Num | float) -> Num:
+    """Expected revenue of ``hashrate_ths`` TH/s over one hour (hashprice in USD per TH/s
+    per day). The planner's objective, the plan's money, the backtest's settlement and
+    the strike-price rule all take mining revenue from here."""
     return hashrate_ths * hashprice / HOURS_PER_DAY
 
 
-def inference_revenue_usd_per_hour(tokens_s: float, usd_per_mtok: float) -> float:
+def inference_revenue_usd_per_hour(tokens_s: Num, usd_per_mtok: Num | float) -> Num:
     """Revenue of serving ``tokens_s`` tokens per second for one hour."""
     return tokens_s * 3600.0 / 1e6 * usd_per_mtok
+
+
+def site_load_kw(it_kw: Num, pue: float, base_load_kw: Num | float) -> Num:
+    """Load at the meter: IT power times PUE (cooling, conversion) plus the site's base
+    load. Every site-load figure (the LP's balance row, rounding, the shed order, the
+    daemon's measured import) is this formula."""
+    return pue * it_kw + base_load_kw
 
 
 #: Hashprice a feed may report (USD per TH/s per day, gross). It has moved between about

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from models.economics import (
@@ -8,11 +9,13 @@ from models.economics import (
     inference_revenue_usd_per_hour,
     mining_revenue_usd_per_hour,
     network_hashrate_ths_from_difficulty,
+    site_load_kw,
 )
+from tests.conftest import GPU, make_site, solve
 
 
 def test_breakeven_design_anchor() -> None:
-    # DESIGN.md: hashprice 0.05 and an S19j Pro at 30.5 J/TH break even at about 68 $/MWh
+    # by hand: 0.05 x 1e6 / (24 x 30.5) = 68.306 USD/MWh for an S19j Pro at 30.5 J/TH
     assert breakeven_usd_per_mwh(0.05, 30.5) == pytest.approx(68.306, abs=1e-3)
     assert breakeven_usd_per_mwh(0.05, 30.5, pue=1.1) == pytest.approx(68.306 / 1.1, abs=1e-3)
 
@@ -34,6 +37,40 @@ def test_difficulty_to_hashrate() -> None:
 def test_revenue_rates() -> None:
     assert mining_revenue_usd_per_hour(100.0, 0.24) == pytest.approx(1.0)
     assert inference_revenue_usd_per_hour(1000.0, 0.5) == pytest.approx(1.8)
+    # the same formulas over arrays, as the planner and the backtest call them
+    hp = np.array([0.24, 0.48])
+    assert mining_revenue_usd_per_hour(np.array([100.0, 50.0]), hp).tolist() == [1.0, 1.0]
+
+
+def test_site_load_by_hand() -> None:
+    # 30 kW of IT at PUE 1.25 is 37.5 kW at the meter, plus 5 kW of base load
+    assert site_load_kw(30.0, 1.25, 5.0) == pytest.approx(42.5)
+    assert site_load_kw(np.array([0.0, 30.0]), 1.25, 5.0).tolist() == [5.0, 42.5]
+
+
+def test_the_plan_takes_load_and_revenue_from_the_formulas() -> None:
+    """The planner's figures are these formulas: 10 toy ASICs (3 kW, 100 TH/s, hashprice
+    0.24) and 10 GPUs (1 kW idle 0.2 kW) at PUE 1.25 and 5 kW base load over one hour."""
+    gpu = {**GPU, "idle_power_kw": 0.2}
+    site = make_site(
+        site={"pue": 1.25, "base_load_kw": 5.0},
+        devices=[
+            {
+                "name": "asic",
+                "kind": "asic",
+                "count": 10,
+                "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0}],
+            },
+            gpu,
+        ],
+        inference={"committed_tokens_s": 10_000.0, "committed_usd_per_mtok": 0.5},
+    )
+    inp, plan = solve(site, [100.0])
+    assert inp.marginal_kw.tolist() == pytest.approx([3.75, 1.0])  # 1.25 x (1.0 - 0.2)
+    assert inp.fixed_kw.tolist() == pytest.approx([site_load_kw(10 * 0.2, 1.25, 5.0)])
+    # every unit runs at 100 USD/MWh: 30 kW of miners + 10 kW of GPUs, PUE 1.25, +5 kW
+    assert plan.import_kw[0] == pytest.approx(site_load_kw(40.0, 1.25, 5.0))
+    assert plan.money.mining_revenue == pytest.approx(mining_revenue_usd_per_hour(1000.0, 0.24))
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.economics import mining_revenue_usd_per_hour, site_load_kw
 from scheduler.planner.inputs import PlanInputs
 from scheduler.planner.matrices import INF, ModelBuilder
 
@@ -31,7 +32,10 @@ def define_units(b: ModelBuilder, inp: PlanInputs) -> np.ndarray:
     Mining revenue sits on x: hashrate x hashprice / 24 per hour.
     """
     T, K = inp.T, inp.K
-    revenue = inp.hashrate_ths[:, None] * inp.hashprice[None, :] / 24.0 * inp.grid.dt_h[None, :]
+    revenue = (
+        mining_revenue_usd_per_hour(inp.hashrate_ths[:, None], inp.hashprice[None, :])
+        * inp.grid.dt_h[None, :]
+    )
     x = b.add_vars("x", (K, T), 0.0, np.repeat(inp.units[inp.cm_class], T), -revenue)
     # classes with a min-off dwell get this limit from their min-off rows (on + recent
     # stops <= units), which imply it
@@ -60,8 +64,7 @@ def define_site_balance(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> np.n
     onsite = b.add_vars(
         "onsite-used", (T,), 0.0, inp.onsite_kw, inp.onsite_usd_per_mwh * dt_h / 1000.0
     )
-    marginal = inp.pue * (inp.power_kw - inp.idle_kw[inp.cm_class])
-    fixed = inp.pue * float(inp.idle_kw @ inp.units) + inp.base_load_kw
+    marginal, fixed = inp.marginal_kw, inp.fixed_kw
     steps = np.broadcast_to(np.arange(T), x.shape)
     b.add_cons(
         "site-balance",
@@ -314,7 +317,7 @@ def _define_peak_slots(b: ModelBuilder, inp: PlanInputs, imp: np.ndarray, S: int
     """Peaks on fixed slots: a row for every (slot, step); a step outside the slot's group
     gets a lower bound no import can reach, so membership lives in the bounds."""
     T = inp.T
-    top = inp.pue * float(inp.units @ _max_power(inp)) + float(inp.base_load_kw.max())
+    top = site_load_kw(float(inp.units @ _max_power(inp)), inp.pue, float(inp.base_load_kw.max()))
     floor = np.zeros(S)
     rate = np.zeros(S)
     lower = np.full((S, T), -2.0 * (top + inp.interconnect_kw))

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from models.economics import mining_revenue_usd_per_hour
 from scheduler.planner.constraints import TOK_PER_MTOK
 from scheduler.planner.inputs import PlanInputs
 from scheduler.planner.matrices import LPModel
@@ -50,7 +51,9 @@ def settle(
     batch = np.minimum(batch_tok_s, left)
     spot = np.minimum(inp.spot_tok_s, left - batch)
     m = Money()
-    m.mining_revenue = float(((inp.hashrate_ths @ n) * inp.hashprice / 24.0 * dt_h).sum())
+    m.mining_revenue = float(
+        (mining_revenue_usd_per_hour(inp.hashrate_ths @ n, inp.hashprice) * dt_h).sum()
+    )
     m.inference_committed_revenue = float(
         inp.committed_usd_per_mtok * (committed * tok).sum() / TOK_PER_MTOK
     )
@@ -123,9 +126,9 @@ def _mw(kw: float) -> str:
 
 def committed_floor_kw(inp: PlanInputs) -> np.ndarray:
     """Site load needed to serve committed inference alone, at the most efficient modes."""
-    marginal = inp.pue * (inp.power_kw - inp.idle_kw[inp.cm_class])
+    marginal = inp.marginal_kw
     serving = inp.tput_tok_s > 0
-    base = inp.pue * float(inp.idle_kw @ inp.units) + inp.base_load_kw
+    base = inp.fixed_kw
     if not serving.any():
         return base
     best = float((marginal[serving] / inp.tput_tok_s[serving]).min())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from models.economics import site_load_kw
 from models.errors import ConfigError
 from models.market import Series, load_csv_series, solar_profile_kw
 from models.signals import EventType, GridEvent, resolve_cancels
@@ -110,6 +111,17 @@ class PlanInputs:
     @property
     def K(self) -> int:
         return len(self.cm_class)
+
+    @property
+    def marginal_kw(self) -> np.ndarray:
+        """Meter kW added by waking one unit of each class-mode (above its idle power)."""
+        return site_load_kw(self.power_kw - self.idle_kw[self.cm_class], self.pue, 0.0)
+
+    @property
+    def fixed_kw(self) -> np.ndarray:
+        """Meter kW per step with every unit in service idle: idle power and base load."""
+        idle = np.full_like(self.base_load_kw, float(self.idle_kw @ self.units))
+        return site_load_kw(idle, self.pue, self.base_load_kw)
 
 
 def assign_peak_slots(

@@ -67,8 +67,8 @@ def units_woken(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
 
 
 def it_load_kw(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
-    marginal = inp.power_kw - inp.idle_kw[inp.cm_class]
-    return inp.pue * (float(inp.idle_kw @ inp.units) + marginal @ n) + inp.base_load_kw
+    """Site load at the meter per step with ``n`` units per (class-mode, step)."""
+    return inp.fixed_kw + inp.marginal_kw @ n
 
 
 def import_kw(inp: PlanInputs, n: np.ndarray) -> np.ndarray:
@@ -88,7 +88,7 @@ def round_plan(
     break the cap), and never above a billed peak the LP settled on (``peak_kw``).
     """
     n = largest_remainder(x, inp.cm_class, inp.units)
-    marginal = inp.pue * (inp.power_kw - inp.idle_kw[inp.cm_class])
+    marginal = inp.marginal_kw
     hard = np.maximum(inp.cap_kw, lp_import) + EPS
 
     # 1. restore committed throughput lost to rounding: wake serving units, most tokens

@@ -22,14 +22,9 @@ def value_per_kw(given_up: np.ndarray | float, saved_kw: np.ndarray | float) -> 
     return np.asarray(given_up, dtype=np.float64) / np.maximum(saved_kw, EPS)
 
 
-def marginal_kw(inp: PlanInputs) -> np.ndarray:
-    """Meter kW added by waking one unit of each class-mode."""
-    return inp.pue * (inp.power_kw - inp.idle_kw[inp.cm_class])
-
-
 def mining_order(inp: PlanInputs) -> np.ndarray:
     """Mining modes, least revenue per kW first."""
-    m = marginal_kw(inp)
+    m = inp.marginal_kw
     mining = np.flatnonzero((inp.tput_tok_s == 0) & (m > 0))
     value = value_per_kw(inp.hashrate_ths[mining], m[mining])
     return mining[np.argsort(value, kind="stable")]
@@ -44,7 +39,7 @@ def _lowest_serving(inp: PlanInputs, m: np.ndarray, k: int) -> int:
 def shed_to_limit(inp: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> np.ndarray:
     """Units after shedding until import <= limit where possible; ``n`` is (K, T)."""
     n = n.copy()
-    m = marginal_kw(inp)
+    m = inp.marginal_kw
     excess = import_kw(inp, n) - limit_kw - EPS
     for k in mining_order(inp):
         if not (excess > 0).any():
