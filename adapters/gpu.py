@@ -10,13 +10,12 @@ NVML is a local C library; its calls run in a worker thread. When it is missing 
 retryable: the daemon carries on without that control.
 
 Backends share one small async interface (:class:`GpuBackend`): :class:`PynvmlBackend`
-for real GPUs, :class:`LocalSimBackend` and :class:`RemoteSimBackend` for the simulator.
+for real GPUs here; the simulator's back-ends are in ``adapters.sim.gpu_backend``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,66 +138,6 @@ def _code(nv: Any, exc: Any) -> str:
         if name.startswith("NVML_ERROR_") and getattr(nv, name) == getattr(exc, "value", None):
             return name.removeprefix("NVML_ERROR_")
     return "UNKNOWN"
-
-
-class LocalSimBackend:
-    """Simulated GPUs in this process."""
-
-    label = "sim"
-
-    def __init__(self, gpus: list[Any]) -> None:
-        self.gpus = gpus
-
-    async def count(self) -> int:
-        return len(self.gpus)
-
-    async def call(self, index: int, call: str, *args: float) -> Any:
-        from adapters.sim.gpu import SimNvmlError
-
-        gpu = self.gpus[index]
-        try:
-            if call == "identity":
-                return f"NVIDIA {gpu.model} (simulated)", gpu.uuid
-            return getattr(gpu, call)(*args)
-        except SimNvmlError as exc:
-            raise nvml_error(f"gpu{index}", call, exc.code, str(exc)) from None
-
-
-class RemoteSimBackend:
-    """Simulated GPUs in a ``gridsched fleet simulate`` process, over its control port."""
-
-    label = "sim"
-
-    def __init__(self, host: str, port: int, timeout_s: float = 2.0) -> None:
-        self.host, self.port, self.timeout_s = host, port, timeout_s
-
-    async def _request(self, req: dict[str, Any]) -> Any:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        try:
-            writer.write(json.dumps(req).encode() + b"\n")
-            await writer.drain()
-            line = await reader.readline()
-        finally:
-            writer.close()
-        out = json.loads(line)
-        if not out.get("ok"):
-            raise nvml_error(
-                f"gpu{req.get('index', '?')}",
-                str(req.get("call", req.get("op"))),
-                str(out.get("code")),
-                str(out.get("error")),
-            )
-        return out
-
-    async def count(self) -> int:
-        return int((await self._request({"op": "list"}))["gpus"])
-
-    async def call(self, index: int, call: str, *args: float) -> Any:
-        if call == "identity":
-            return "NVIDIA GPU (simulated)", f"SIM-{self.host}-{self.port}-{index}"
-        out = await self._request({"op": "gpu", "index": index, "call": call, "args": list(args)})
-        result = out["result"]
-        return tuple(result) if isinstance(result, list) else result
 
 
 @dataclass

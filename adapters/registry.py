@@ -13,17 +13,11 @@ from dataclasses import dataclass, field
 
 from adapters.asic import PyasicMiner
 from adapters.base import DeviceAdapter, ModeRequest
-from adapters.gpu import (
-    GpuBackend,
-    LocalSimBackend,
-    NvmlGpu,
-    PynvmlBackend,
-    RemoteSimBackend,
-    ServingHook,
-)
+from adapters.gpu import GpuBackend, NvmlGpu, PynvmlBackend, ServingHook
 from adapters.secrets import load_secret
 from adapters.sim.fleet import SimFleet
 from adapters.sim.gpu import SimGpu
+from adapters.sim.gpu_backend import LocalSimBackend, RemoteSimBackend
 from models import catalog
 from models.devices import AdapterConfig, AdapterKind, DeviceClass, DeviceKind, expand_hosts
 from models.errors import ConfigError

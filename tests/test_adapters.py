@@ -25,10 +25,11 @@ from adapters.base import (
     Unsupported,
 )
 from adapters.fleet import Fleet, Outcome, RetryPolicy
-from adapters.gpu import LocalSimBackend, NvmlGpu, PynvmlBackend, RemoteSimBackend, ServingHook
+from adapters.gpu import NvmlGpu, PynvmlBackend, ServingHook
 from adapters.secrets import Secret, load_secret
 from adapters.sim.fleet import SimFleet, SimFleetThread, loopback_hosts
 from adapters.sim.gpu import SimGpu
+from adapters.sim.gpu_backend import LocalSimBackend, RemoteSimBackend
 from adapters.sim.miner import FaultKind, SimMiner
 from models.errors import ConfigError
 

@@ -1,0 +1,73 @@
+"""The GPU simulator behind the NVML adapter's backend interface (``adapters.gpu.GpuBackend``).
+
+:class:`LocalSimBackend` drives simulated GPUs in this process; :class:`RemoteSimBackend`
+those of a ``gridsched fleet simulate`` process over its control port. Both raise the
+adapter's own narrow errors from the simulator's NVML-style codes, as the real backend does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from adapters.gpu import nvml_error
+from adapters.sim.gpu import SimNvmlError
+
+
+class LocalSimBackend:
+    """Simulated GPUs in this process."""
+
+    label = "sim"
+
+    def __init__(self, gpus: list[Any]) -> None:
+        self.gpus = gpus
+
+    async def count(self) -> int:
+        return len(self.gpus)
+
+    async def call(self, index: int, call: str, *args: float) -> Any:
+        gpu = self.gpus[index]
+        try:
+            if call == "identity":
+                return f"NVIDIA {gpu.model} (simulated)", gpu.uuid
+            return getattr(gpu, call)(*args)
+        except SimNvmlError as exc:
+            raise nvml_error(f"gpu{index}", call, exc.code, str(exc)) from None
+
+
+class RemoteSimBackend:
+    """Simulated GPUs in a ``gridsched fleet simulate`` process, over its control port."""
+
+    label = "sim"
+
+    def __init__(self, host: str, port: int, timeout_s: float = 2.0) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+
+    async def _request(self, req: dict[str, Any]) -> Any:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(json.dumps(req).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+        out = json.loads(line)
+        if not out.get("ok"):
+            raise nvml_error(
+                f"gpu{req.get('index', '?')}",
+                str(req.get("call", req.get("op"))),
+                str(out.get("code")),
+                str(out.get("error")),
+            )
+        return out
+
+    async def count(self) -> int:
+        return int((await self._request({"op": "list"}))["gpus"])
+
+    async def call(self, index: int, call: str, *args: float) -> Any:
+        if call == "identity":
+            return "NVIDIA GPU (simulated)", f"SIM-{self.host}-{self.port}-{index}"
+        out = await self._request({"op": "gpu", "index": index, "call": call, "args": list(args)})
+        result = out["result"]
+        return tuple(result) if isinstance(result, list) else result
