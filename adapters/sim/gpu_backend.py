@@ -11,6 +11,7 @@ import asyncio
 import json
 from typing import Any
 
+from adapters.base import DeviceTimeout
 from adapters.gpu import nvml_error
 from adapters.sim.gpu import SimNvmlError
 
@@ -45,13 +46,20 @@ class RemoteSimBackend:
         self.host, self.port, self.timeout_s = host, port, timeout_s
 
     async def _request(self, req: dict[str, Any]) -> Any:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
-            writer.write(json.dumps(req).encode() + b"\n")
-            await writer.drain()
-            line = await reader.readline()
-        finally:
-            writer.close()
+            async with asyncio.timeout(self.timeout_s):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                try:
+                    writer.write(json.dumps(req).encode() + b"\n")
+                    await writer.drain()
+                    line = await reader.readline()
+                finally:
+                    writer.close()
+        except TimeoutError:
+            raise DeviceTimeout(
+                f"gpu{req.get('index', '?')}",
+                f"no answer from the simulator at {self.host}:{self.port} in {self.timeout_s} s",
+            ) from None
         out = json.loads(line)
         if not out.get("ok"):
             raise nvml_error(
