@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from models.market import Series, load_ercot_dam, load_ercot_rtm
+from models.markets import MARKETS
 from models.signals import GridEvent
 from models.site import load_site
 from scheduler.backtest import policies
-from scheduler.backtest.engine import evaluate, period_inputs, prepare
+from scheduler.backtest.engine import BacktestSetup, PolicyRun, evaluate, period_inputs, prepare
 from scheduler.backtest.forecast import dam_forecast, naive_forecast
 from scheduler.planner.rounding import import_kw
 from scheduler.planner.shedding import shed_to_limit
@@ -25,33 +28,44 @@ def hourly(values: list[float] | np.ndarray, start: int = T0 - DAY) -> Series:
     return flat_series(np.asarray(values, dtype=float), 3600, start)
 
 
-def toy_setup(prices: list[float], horizon_h: int = 6, **site: object):  # type: ignore[no-untyped-def]
+def toy_setup(
+    prices: list[float], horizon_h: int = 6, visibility: str = "after-interval", **site: Any
+) -> BacktestSetup:
     """A toy site over len(prices) - 24 - horizon hours after a day of history."""
-    cfg = make_site(**site)  # type: ignore[arg-type]
+    cfg = make_site(**site)
     series = hourly(prices)
     n = len(prices) - 24 - horizon_h
-    return prepare(cfg, series, T0, T0 + n * 3600, 3600, horizon_h * 3600)
+    return prepare(cfg, series, T0, T0 + n * 3600, 3600, horizon_h * 3600, visibility=visibility)
 
 
 def test_known_answer_cheap_and_dear_hours() -> None:
     # history day, then 12 hours alternating 200 (mine: +0.4/unit) and 400 (sleep)
     pattern = [200.0, 400.0] * 6
-    setup = toy_setup([200.0] * 24 + pattern + [200.0] * 6)
+    prices = [200.0] * 24 + pattern + [200.0] * 6
+    # with a live feed of the current price every rule gets it right
+    live = toy_setup(prices, visibility="current")
     expected = np.array([10, 0] * 6)
     for run in (
-        policies.rolling_scheduler(setup, progress=False),
-        policies.threshold(setup),
-        policies.oracle(setup),
+        policies.rolling_scheduler(live, progress=False),
+        policies.threshold(live),
+        policies.best_mode(live),
+        policies.oracle(live),
     ):
         assert run.n[0].tolist() == expected.tolist(), run.name
-        assert evaluate(setup, run).money.profit == pytest.approx(6 * 10 * 0.4)
-    always = evaluate(setup, policies.always_on(setup))
+        assert evaluate(live, run).money.profit == pytest.approx(6 * 10 * 0.4)
+    always = evaluate(live, policies.always_on(live))
     assert always.money.profit == pytest.approx(6 * 10 * 0.4 - 6 * 10 * 0.2)
+    # knowing a price only after its hour, a strike rule is one hour late: it mines the
+    # dear hours and sleeps through the cheap ones
+    late = toy_setup(prices)
+    run = policies.threshold(late)
+    assert run.n[0].tolist() == [10] + [10, 0] * 5 + [10]
+    assert evaluate(late, run).money.profit < evaluate(late, policies.oracle(late)).money.profit
 
 
 def test_hysteresis_ignores_a_single_spike() -> None:
     prices = [200.0] * 24 + [200.0, 400.0, 200.0, 400.0, 400.0, 200.0, 200.0, 200.0] + [200.0] * 6
-    setup = toy_setup(prices)
+    setup = toy_setup(prices, visibility="current")  # the state machine, not the information
     plain = policies.threshold(setup)
     assert plain.n[0].tolist() == [10, 0, 10, 0, 0, 10, 10, 10]
     slow = policies.threshold(setup, curtail_after=2, resume_after=2)
@@ -66,7 +80,7 @@ def test_no_future_price_leaks_into_a_decision() -> None:
     cut = 24 + 10  # perturb every realised price from hour 10 of the period on
     other = base.copy()
     other[cut:] = rng.uniform(0, 1000, len(other) - cut)
-    site = {
+    site: dict[str, Any] = {
         "devices": [
             {
                 "name": "a",
@@ -84,7 +98,7 @@ def test_no_future_price_leaks_into_a_decision() -> None:
     }
     a = policies.rolling_scheduler(toy_setup(list(base), **site), progress=False)
     b = policies.rolling_scheduler(toy_setup(list(other), **site), progress=False)
-    assert (a.n[:, :10] == b.n[:, :10]).all()
+    assert (a.n[:, :11] == b.n[:, :11]).all()  # step 10's own price is not known at 10
     assert not (a.n == b.n).all()  # the perturbation does matter afterwards
     oa = policies.oracle(toy_setup(list(base), **site))
     ob = policies.oracle(toy_setup(list(other), **site))
@@ -94,23 +108,28 @@ def test_no_future_price_leaks_into_a_decision() -> None:
 def test_forecasts_read_nothing_after_the_decision_step() -> None:
     realised = np.arange(200.0)
     for k in (0, 5, 50, 150):
-        poisoned = realised.copy()
-        poisoned[k + 1 :] = np.nan
-        f = naive_forecast(poisoned, k, 40, 24, 1.0)
-        assert np.isfinite(f).all() and f[0] == realised[k]
+        for n_known in (k, k + 1):  # after-interval / a live feed of the current price
+            poisoned = realised.copy()
+            poisoned[n_known:] = np.nan
+            current = realised[n_known - 1] if n_known else 7.0
+            f = naive_forecast(poisoned, n_known, current, k, 40, 24, 1.0)
+            assert np.isfinite(f).all() and f[0] == current
     day = np.repeat(np.arange(10), 24)
     minute = np.tile(np.arange(24) * 60, 10)
     dam = np.arange(240.0)
     k = 24 + 10  # day 1, 10:00: only day 1 is published
-    f = dam_forecast(dam, day, minute, k, 30, 24)
+    f = dam_forecast(dam, day, minute, k, 30, 24, 13 * 60 + 30)
     assert f[:14].tolist() == dam[k:48].tolist()
     assert f[14:].tolist() == dam[48 - 24 : 48 - 24 + 16].tolist()  # day 2 repeats day 1
     k = 24 + 14  # after 13:30, day 2 is published too
-    assert dam_forecast(dam, day, minute, k, 30, 24).tolist() == dam[k : k + 30].tolist()
+    assert dam_forecast(dam, day, minute, k, 30, 24, 810).tolist() == dam[k : k + 30].tolist()
+    # a market publishing at 11:00 (NYISO) has day 2 out at 11:00 already
+    k = 24 + 11
+    assert dam_forecast(dam, day, minute, k, 30, 24, 660).tolist() == dam[k : k + 30].tolist()
 
 
 def test_every_policy_obeys_dr_caps_and_committed_inference() -> None:
-    gpu = copy.deepcopy(GPU)
+    gpu: dict[str, Any] = copy.deepcopy(GPU)
     gpu["modes"].append({"name": "capped", "power_kw": 0.6, "throughput_tokens_s": 800.0})
     cfg = make_site(
         inference={"committed_tokens_s": 6000.0, "committed_usd_per_mtok": 1.0},
@@ -119,7 +138,7 @@ def test_every_policy_obeys_dr_caps_and_committed_inference() -> None:
     ev = GridEvent(
         id="dr",
         type="curtail",
-        start="2023-11-15T03:00:00Z",  # type: ignore[arg-type]
+        start="2023-11-15T03:00:00Z",
         duration="3h",
         limit_kw=12.0,
     )
@@ -129,6 +148,7 @@ def test_every_policy_obeys_dr_caps_and_committed_inference() -> None:
         policies.always_on,
         policies.threshold,
         policies.oracle,
+        lambda s: policies.best_mode(s, peaks_and_dr=True),
         lambda s: policies.rolling_scheduler(s, progress=False),
     ):
         run = fn(setup)
@@ -140,7 +160,7 @@ def test_every_policy_obeys_dr_caps_and_committed_inference() -> None:
 
 
 def test_shedding_order_keeps_the_sla_floor() -> None:
-    gpu = copy.deepcopy(GPU)
+    gpu: dict[str, Any] = copy.deepcopy(GPU)
     gpu["modes"].append({"name": "capped", "power_kw": 0.5, "throughput_tokens_s": 700.0})
     cfg = make_site(
         inference={"committed_tokens_s": 5600.0}, devices=[make_site().devices[0].model_dump(), gpu]
@@ -164,16 +184,19 @@ def test_real_ercot_slice_oracle_bounds_the_scheduler(data_dir: Path) -> None:
     ev = GridEvent(
         id="ers",
         type="curtail",
-        start="2023-08-08T22:00:00Z",  # type: ignore[arg-type]
+        start="2023-08-08T22:00:00Z",
         duration="1h",
         limit_kw=8000.0,
     )
-    setup = prepare(cfg, rt, start, start + 2 * DAY, 900, 48 * 3600, dam, events=[ev])
+    setup = prepare(
+        cfg, rt, start, start + 2 * DAY, 900, 48 * 3600, dam, events=[ev], market=MARKETS["ERCOT"]
+    )
     runs = {
         r.name: evaluate(setup, r)
         for r in (
             policies.rolling_scheduler(setup, progress=False),
             policies.threshold(setup),
+            policies.best_mode(setup, peaks_and_dr=True),
             policies.always_on(setup),
             policies.oracle(setup),
         )
@@ -229,3 +252,58 @@ def test_real_dr_event_trace_is_obeyed_by_every_policy(data_dir: Path) -> None:
         res = evaluate(setup, run)
         assert res.dr_steps == len(events) and res.dr_compliance == 1.0, run.name
         assert res.sla_breach_steps == 0, run.name
+
+
+LEAK_SITE: dict[str, Any] = {
+    "devices": [
+        {
+            "name": "a",
+            "kind": "asic",
+            "count": 10,
+            "start_cost_usd": 0.3,
+            "min_on_s": 7200,
+            "initial_on": 0,
+            "modes": [
+                {"name": "eco", "power_kw": 2.0, "hashrate_ths": 80.0},
+                {"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0},
+            ],
+        }
+    ]
+}
+
+
+def _non_oracle_policies() -> list[Callable[[BacktestSetup], PolicyRun]]:
+    return [
+        lambda s: policies.rolling_scheduler(s, progress=False),
+        policies.threshold,
+        lambda s: policies.threshold(s, curtail_after=2, resume_after=2),
+        policies.always_on,
+        policies.best_mode,
+        lambda s: policies.best_mode(s, peaks_and_dr=True),
+    ]
+
+
+def test_the_price_of_the_step_being_decided_is_not_seen() -> None:
+    """A real-time price is known only after its interval: changing the realised price of
+    step t (alone) changes no decision at t or before, for every policy but the oracle."""
+    rng = np.random.default_rng(5)
+    hours = 10
+    base = rng.uniform(100, 500, 24 + hours + 6)
+    ref = {i: fn(toy_setup(list(base), **LEAK_SITE)) for i, fn in enumerate(_non_oracle_policies())}
+    changed_later = set()
+    for t in range(hours):
+        for spike in (0.0, 5000.0):
+            other = base.copy()
+            other[24 + t] = spike
+            for i, fn in enumerate(_non_oracle_policies()):
+                run = fn(toy_setup(list(other), **LEAK_SITE))
+                a, b = ref[i].n, run.n
+                assert (a[:, : t + 1] == b[:, : t + 1]).all(), (run.name, t, spike)
+                if not (a == b).all():
+                    changed_later.add(run.name)
+    assert "scheduler" in changed_later  # a known price does change later decisions
+    oa = policies.oracle(toy_setup(list(base), **LEAK_SITE))
+    other = base.copy()
+    other[24 + 3] = 5000.0
+    ob = policies.oracle(toy_setup(list(other), **LEAK_SITE))
+    assert not (oa.n[:, 3] == ob.n[:, 3]).all()  # the oracle does see it

@@ -59,3 +59,127 @@ def test_a_non_usd_prices_file_needs_a_rate(tmp_path: Path) -> None:
         cfg, T0, T0 + DAY, str(eur), "csv", "price_eur_mwh", currency="EUR", usd_per_unit=1.08
     )
     assert np.allclose(s.values, 80.0 * 1.08) and "EUR" in s.label
+
+
+def _gappy(tmp_path: Path, gap_at: list[int], days: int = 4) -> Path:
+    """Hourly USD prices from T0 - 1 day, NaN (empty) at the given hour offsets."""
+    vals: list[float] = [200.0 + 10 * (i % 3) for i in range(24 * days)]
+    path = _csv(tmp_path / "p.csv", "HB_WEST", vals, start=T0 - DAY)
+    lines = path.read_text().splitlines()
+    for h in gap_at:
+        ts = lines[h + 1].split(",")[0]
+        lines[h + 1] = f"{ts},"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _argv(prices: Path, *extra: str) -> list[str]:
+    from tests.conftest import EXAMPLE
+
+    return [
+        "backtest",
+        "--config",
+        str(EXAMPLE),
+        "--prices",
+        str(prices),
+        "--price-format",
+        "csv",
+        "--price-column",
+        "HB_WEST",
+        "--from",
+        "2023-11-15T00:00:00Z",
+        "--to",
+        "2023-11-16T00:00:00Z",
+        "--decision-step",
+        "1h",
+        "--horizon",
+        "12h",
+        "--policy",
+        "threshold,best-mode,oracle",
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_a_gap_in_the_history_before_from_is_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [5])  # 05:00 on the day BEFORE --from
+    assert main(_argv(prices)) == 2
+    err = capsys.readouterr().err
+    assert "one day before --from" in err and "--horizon" in err and "--fill" in err
+    assert "2023-11-14T05:00:00Z" in err
+
+
+def test_fill_bridges_a_gap_on_purpose_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [30, 31])  # 06:00 and 07:00 of the period
+    assert main(_argv(prices)) == 2
+    capsys.readouterr()
+    assert main(_argv(prices, "--fill", "hold")) == 0
+    out = capsys.readouterr().out
+    assert "2 missing real-time intervals filled (hold)" in out
+
+
+def test_report_says_currency_information_and_dr_na(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [])
+    assert main(_argv(prices, "--json")) == 0
+    import json
+
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["currency"] == "USD" and doc["price_visibility"] == "after-interval"
+    assert doc["market"] is None  # a plain CSV names no market
+    assert doc["strongest_baseline"] in ("threshold", "best-mode")
+    assert all(p["dr_compliance"] is None for p in doc["policies"])  # no DR step: n/a
+    assert main(_argv(prices, "--market", "PJM")) == 0
+    out = capsys.readouterr().out
+    assert "DR compliance" in out and "n/a" in out and "100.0% of 0" not in out
+    assert "currency: USD" in out and "PJM; day-ahead published 13:30 America/New_York" in out
+
+
+def test_horizon_cut_at_the_end_of_data_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [], days=2)  # the data end at --to: no horizon beyond
+    assert main(_argv(prices)) == 0
+    assert "horizon cut at the end of data" in capsys.readouterr().out
+
+
+def test_a_forecast_needs_a_market_and_a_matching_currency(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [])
+    assert main(_argv(prices, "--forecast", str(prices))) == 2
+    assert "--forecast needs --market" in capsys.readouterr().err
+    eur = _csv(tmp_path / "eur.csv", "price_eur", [60.0] * 96, start=T0 - DAY)
+    argv = _argv(eur)
+    argv[argv.index("HB_WEST")] = "price_eur"
+    assert main(argv) == 2  # EUR read as USD is refused
+    assert "EUR" in capsys.readouterr().err
+    assert main([*argv, "--price-currency", "EUR", "--usd-per-unit", "1.1"]) == 0
+    out = capsys.readouterr().out
+    assert "EUR/MWh -> USD/MWh at 1.1 USD/EUR" in out and "currency: USD" in out
+
+
+def test_market_table_covers_the_markets_named_by_the_issue() -> None:
+    from models.markets import MARKETS, market_info
+
+    for name in ("ERCOT", "PJM", "CAISO", "MISO", "NYISO", "SPP", "EPEX", "Nord Pool"):
+        m = market_info(name)
+        assert 0 < m.dam_published_min < 24 * 60 and m.rt_settlement_s in (300, 900)
+    assert market_info("epex").currency == "EUR" and MARKETS["ERCOT"].dam_published_local == "13:30"
+    with pytest.raises(ValueError, match="valid"):
+        market_info("AEMO")

@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.market import Series
+from models.errors import DataError
+from models.market import Series, iso
+from models.markets import MARKETS, PRICE_VISIBILITY, MarketInfo
 from models.signals import GridEvent
 from models.site import SiteConfig
+from scheduler.backtest.information import known_prices, window_error
 from scheduler.planner.extract import Settlement, settle
 from scheduler.planner.inputs import PeakGroup, PlanInputs, SiteState, assemble_inputs
 from scheduler.planner.plan import Money
@@ -45,6 +48,17 @@ class BacktestSetup:
     local_month: np.ndarray  # YYYYMM of each step's start in the site's zone
     price_label: str
     forecast_label: str
+    #: the real-time price a decision at step k may use: the last settled interval's
+    #: (``after-interval``) or the step's own (``current``: a live dispatch-price feed)
+    rt_known: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: steps [0, n_known[k]) of the realised series are settled and known at step k
+    n_known: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    market: MarketInfo | None = None
+    visibility: str = "after-interval"
+    mkt_day: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mkt_min: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    currency: str = "USD"
+    notes: list[str] = field(default_factory=list)
 
     @property
     def dt_h(self) -> float:
@@ -61,15 +75,69 @@ def prepare(
     forecast: Series | None = None,
     hashprice: Series | None = None,
     events: list[GridEvent] | None = None,
+    market: MarketInfo | None = None,
+    visibility: str = "after-interval",
+    fill: str = "refuse",
 ) -> BacktestSetup:
+    """The period's inputs on the decision grid, from one day before ``from_s`` (history
+    for forecasts; shortened, with a note, where the data start later) to ``to_s`` plus
+    the horizon (cut, with a note, where the data end sooner)."""
     if to_s <= from_s:
         raise ValueError("--to must be after --from")
-    if not realised.covers(from_s, to_s):
-        realised.mean_over(np.array([from_s]), np.array([to_s]))  # raises, naming coverage
+    if visibility not in PRICE_VISIBILITY:
+        raise ValueError(f"price visibility {visibility!r}: valid are {PRICE_VISIBILITY}")
+    notes: list[str] = []
+    for s in (realised, forecast):
+        if s is not None and s.currency != realised.currency:
+            raise DataError(
+                s.label,
+                f"in {s.currency} but the settlement prices are in {realised.currency}; "
+                "convert one of them (a rate) before mixing",
+            )
+    if realised.currency != "USD":
+        raise DataError(
+            realised.label,
+            f"prices in {realised.currency}: hashprice and inference revenue are in USD; "
+            "convert the prices with an explicit rate",
+        )
+    need_from = from_s - (realised.interval_s if visibility == "after-interval" else 0)
+    if not realised.covers(need_from, to_s):
+        why = (
+            "the decision at --from needs the real-time price settled just before it"
+            if visibility == "after-interval" and realised.covers(from_s, to_s)
+            else "--from to --to"
+        )
+        raise DataError(
+            realised.label,
+            f"covers {iso(realised.start_s)} to {iso(realised.end_s)}, but the backtest needs "
+            f"{iso(need_from)} to {iso(to_s)} ({why})",
+        )
     start = max(from_s - DAY_S, realised.start_s - realised.start_s % step_s)
     start = from_s - ((from_s - start) // step_s) * step_s
-    end = min(to_s + horizon_s, realised.end_s - realised.end_s % step_s)
+    wanted_end = to_s + horizon_s
+    end = min(wanted_end, realised.end_s - realised.end_s % step_s)
+    if start > from_s - DAY_S:
+        notes.append(
+            f"history shortened: prices start {iso(realised.start_s)}, "
+            f"{(from_s - start) / 3600:g} h before --from instead of 24 h"
+        )
+    if end < wanted_end:
+        short_h = (wanted_end - end) / 3600
+        notes.append(
+            f"horizon cut at the end of data ({iso(end)}): plans in the last "
+            f"{short_h:g} h see less than --horizon ahead"
+        )
+    realised, n_filled = realised.filled(fill, start - realised.interval_s, end)
+    if n_filled:
+        notes.append(
+            f"{n_filled} missing real-time intervals filled ({fill}); settled at filled prices"
+        )
+    why = "one day before --from for forecast history, to --to plus --horizon"
     grid = uniform_grid(start, end - start, step_s)
+    try:
+        realised.mean_over(grid.starts_s, grid.ends_s)
+    except DataError as exc:
+        raise window_error(realised, exc, start, end, why) from None
     inp = assemble_inputs(config, grid, realised, events, SiteState(billing_peak_kw=0.0), hashprice)
     k0 = (from_s - start) // step_s
     k1 = (to_s - start) // step_s
@@ -84,12 +152,28 @@ def prepare(
         known = inp.hashprice.copy()
     dam = None
     if forecast is not None:
-        dam = forecast.mean_over(grid.starts_s, grid.ends_s)
+        if market is None:
+            raise ValueError(
+                "a day-ahead forecast needs --market: when its prices are published "
+                f"depends on the market ({', '.join(MARKETS)})"
+            )
+        forecast, f_filled = forecast.filled(fill, start, end)
+        if f_filled:
+            notes.append(f"{f_filled} missing day-ahead intervals filled ({fill})")
+        try:
+            dam = forecast.mean_over(grid.starts_s, grid.ends_s)
+        except DataError as exc:
+            raise window_error(forecast, exc, start, end, why) from None
     cap_from = np.full(grid.n, np.inf)
     for ev in inp.events:
         on = (grid.starts_s < ev.end_utc.timestamp()) & (grid.ends_s > ev.start_utc.timestamp())
         cap_from[on] = np.minimum(cap_from[on], ev.start_utc.timestamp())
     day = local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
+    mkt_local = local if market is None else local.tz_convert(market.timezone)
+    mkt_day = (
+        mkt_local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
+    )
+    rt_known, n_known = known_prices(realised, grid, inp.price_usd_per_mwh, visibility)
     return BacktestSetup(
         config=config,
         inp=inp,
@@ -105,6 +189,14 @@ def prepare(
         local_month=month,
         price_label=realised.label,
         forecast_label=forecast.label if forecast is not None else "naive (past prices only)",
+        rt_known=rt_known,
+        n_known=n_known,
+        market=market,
+        visibility=visibility,
+        mkt_day=mkt_day,
+        mkt_min=(mkt_local.hour * 60 + mkt_local.minute).to_numpy(),
+        currency=realised.currency,
+        notes=notes,
     )
 
 
@@ -193,8 +285,9 @@ class PolicyResult:
     notes: list[str]
 
     @property
-    def dr_compliance(self) -> float:
-        return 1.0 if self.dr_steps == 0 else self.dr_compliant_steps / self.dr_steps
+    def dr_compliance(self) -> float | None:
+        """Share of DR steps obeyed; None where there was no DR step to obey."""
+        return None if self.dr_steps == 0 else self.dr_compliant_steps / self.dr_steps
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,7 +299,7 @@ class PolicyResult:
             "sla_short_mtok": round(self.sla_short_mtok, 3),
             "dr_steps": self.dr_steps,
             "dr_compliant_steps": self.dr_compliant_steps,
-            "dr_compliance": round(self.dr_compliance, 6),
+            "dr_compliance": None if self.dr_compliance is None else round(self.dr_compliance, 6),
             "dr_excess_mwh": round(self.dr_excess_mwh, 4),
             "miner_starts": self.miner_starts,
             "miner_stops": self.miner_stops,

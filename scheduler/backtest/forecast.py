@@ -1,46 +1,67 @@
 """Price forecasts that use only what was known at decision time.
 
-- ``dam_forecast``: the day-ahead price where it was published (ERCOT publishes operating
-  day D at about 13:30 local on D-1), the last published day repeated beyond that.
-- ``naive_forecast``: no forecast file: the current real-time price, fading (time constant
-  2 h) into the same time of day of the last full day of real-time prices.
+- ``dam_forecast``: the day-ahead price where it was published (operating day D is
+  published on D-1 at the market's publication time, in the market's clock; see
+  ``models/markets.py``), the last published day repeated beyond that.
+- ``naive_forecast``: no forecast file: the last known real-time price, fading (time
+  constant 2 h) into the same time of day of the last full day of settled real-time prices.
+- ``blend``: the last known real-time price fading into another forecast (a real-time
+  price persists for a while; the day-ahead curve is the better guess hours ahead).
 
-Both take arrays on the backtest's step grid and the decision step index ``k``; they never
-read an element at or after ``k`` of the realised series except ``k`` itself, which the
-planner may use as the current interval's price.
+Both forecasts take arrays on the backtest's step grid and the decision step index ``k``.
+``n_known`` is how many steps of the realised series are settled at ``k``: ``k`` when a
+real-time price is known only after its interval, ``k + 1`` with a live feed of the
+current price. Nothing at or after ``n_known`` is read.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-DAM_PUBLISHED_LOCAL_MIN = 13 * 60 + 30
-
 
 def dam_forecast(
     dam: np.ndarray,
-    local_day: np.ndarray,
-    local_min: np.ndarray,
+    mkt_day: np.ndarray,
+    mkt_min: np.ndarray,
     k: int,
     horizon: int,
     steps_per_day: int,
+    published_min: int,
 ) -> np.ndarray:
-    """DAM prices for steps k..k+horizon as known at step k's start."""
-    known_day = local_day[k] + (1 if local_min[k] >= DAM_PUBLISHED_LOCAL_MIN else 0)
+    """Day-ahead prices for steps k..k+horizon as known at step k's start; ``mkt_day`` and
+    ``mkt_min`` are each step's day and minute in the market's clock."""
+    known_day = mkt_day[k] + (1 if mkt_min[k] >= published_min else 0)
     j = np.arange(k, k + horizon)
-    behind = np.maximum(local_day[j] - known_day, 0)
+    behind = np.maximum(mkt_day[j] - known_day, 0)
     src = j - behind * steps_per_day
     return dam[src]
 
 
 def naive_forecast(
-    realised: np.ndarray, k: int, horizon: int, steps_per_day: int, dt_h: float, tau_h: float = 2.0
+    realised: np.ndarray,
+    n_known: int,
+    current: float,
+    k: int,
+    horizon: int,
+    steps_per_day: int,
+    dt_h: float,
+    tau_h: float = 2.0,
 ) -> np.ndarray:
-    """Current price fading into yesterday's shape (realised[:k+1] only)."""
+    """``current`` fading into the last settled day's shape (``realised[:n_known]`` only)."""
     j = np.arange(k, k + horizon)
-    lag = ((j - k - 1) // steps_per_day + 1) * steps_per_day  # >= 1 day back, < j - k + 1
-    src = j - lag
+    # whole days back, enough that the source step is settled (< n_known)
+    days = np.maximum(-(-(j - n_known + 1) // steps_per_day), 1)
+    src = j - days * steps_per_day
     have = src >= 0
-    shape = np.where(have, realised[np.clip(src, 0, None)], realised[k])
-    w = np.exp(-(j - k) * dt_h / tau_h)
-    return w * realised[k] + (1 - w) * shape
+    shape = np.where(have, realised[np.clip(src, 0, None)], current)
+    return blend(current, shape, dt_h, tau_h)
+
+
+def blend(current: float, ahead: np.ndarray, dt_h: float, tau_h: float) -> np.ndarray:
+    """``current`` now, fading with time constant ``tau_h`` into ``ahead``."""
+    if tau_h <= 0:
+        out = ahead.astype(np.float64).copy()
+        out[0] = current
+        return out
+    w = np.exp(-np.arange(len(ahead)) * dt_h / tau_h)
+    return np.asarray(w * current + (1 - w) * ahead)

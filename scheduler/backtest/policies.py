@@ -1,11 +1,19 @@
 """Policies replayed by the backtest: the rolling scheduler and the industry's baselines.
 
-Each policy sees only what it may: the rolling scheduler plans at every decision step with
-the current real-time price, a forecast for the rest of its horizon, the hashprice known
-that day, DR caps already announced and the state it left behind, and applies the first
-step. The oracle is one LP over the whole period with realised prices: the upper bound.
-Baselines cannot plan; when a cap binds they shed by the fixed order of
-``scheduler/planner/shedding.py``.
+Each policy sees only what it may (``models/markets.py``): the real-time price of the last
+settled interval (``setup.rt_known``; the step's own price only with ``--price-visibility
+current``), day-ahead prices once published, the hashprice known that day, DR caps already
+announced and the state it left behind. The rolling scheduler plans its horizon with that
+and applies the first step. The oracle is one LP over the whole period with realised
+prices: the upper bound. Baselines cannot plan; when a cap binds they shed by the fixed
+order of ``scheduler/planner/shedding.py``:
+
+- ``threshold``: each miner class off above its breakeven strike, with N-window hysteresis
+  (``--curtail-after``/``--resume-after``), as fleet managers offer it; stock mode.
+- ``best-mode``: each miner class in its most profitable mode (or asleep) at the last known
+  price, within the interconnect.
+- ``best-mode+peaks``: that, plus miners asleep in coincident-peak windows and shed to DR
+  caps in force.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from scheduler.backtest.engine import (
     period_inputs,
     slice_inputs,
 )
-from scheduler.backtest.forecast import dam_forecast, naive_forecast
+from scheduler.backtest.forecast import blend, dam_forecast, naive_forecast
 from scheduler.planner.extract import batch_by_step, whole_units
 from scheduler.planner.inputs import (
     BatchWindow,
@@ -35,7 +43,10 @@ from scheduler.planner.optimize import Planner
 from scheduler.planner.rounding import import_kw, units_awake
 from scheduler.planner.shedding import shed_to_limit
 
-POLICIES = ("scheduler", "threshold", "always-on", "oracle")
+POLICIES = ("scheduler", "threshold", "best-mode", "best-mode+peaks", "always-on", "oracle")
+BASELINES = ("threshold", "best-mode", "best-mode+peaks", "always-on")
+#: time constant (h) of the last known real-time price fading into the day-ahead curve
+DAM_BLEND_TAU_H = 1.0
 
 
 def _nominal_modes(inp: PlanInputs) -> np.ndarray:
@@ -60,14 +71,14 @@ def always_on(setup: BacktestSetup) -> PolicyRun:
 
 
 def threshold(setup: BacktestSetup, curtail_after: int = 1, resume_after: int = 1) -> PolicyRun:
-    """Breakeven strike per miner class, on the current real-time price, with N-window
+    """Breakeven strike per miner class, on the last known real-time price, with N-window
     hysteresis: curtail after ``curtail_after`` intervals above the strike, resume after
     ``resume_after`` below. Serving units stay in their nominal mode."""
     t0 = time.perf_counter()
     pin = period_inputs(setup)
     nominal = _nominal_modes(pin)
     hp = setup.hashprice_known[setup.k0 : setup.k1]
-    price = pin.price_usd_per_mwh
+    price = setup.rt_known[setup.k0 : setup.k1]  # the last known price, not the realised one
     n = np.zeros((pin.K, pin.T), dtype=np.int64)
     for c, k in enumerate(nominal):
         units = int(pin.units[c])
@@ -98,6 +109,46 @@ def threshold(setup: BacktestSetup, curtail_after: int = 1, resume_after: int = 
     return PolicyRun(name, n, np.zeros(pin.T), np.zeros(pin.T), time.perf_counter() - t0)
 
 
+def best_mode(setup: BacktestSetup, peaks_and_dr: bool = False) -> PolicyRun:
+    """Each miner class in its most profitable mode at the last known real-time price and
+    the day's known hashprice, asleep when no mode pays; serving classes in their nominal
+    mode (committed inference first). Shed to the interconnect; with ``peaks_and_dr``
+    also to DR caps in force, and miners asleep in coincident-peak windows."""
+    t0 = time.perf_counter()
+    pin = period_inputs(setup)
+    nominal = _nominal_modes(pin)
+    hp = setup.hashprice_known[setup.k0 : setup.k1]
+    price = setup.rt_known[setup.k0 : setup.k1]
+    n = np.zeros((pin.K, pin.T), dtype=np.int64)
+    steps = np.arange(pin.T)
+    for c in range(pin.C):
+        ks = np.flatnonzero((pin.cm_class == c) & (pin.hashrate_ths > 0))
+        if len(ks) == 0:
+            n[nominal[c]] = int(pin.units[c])
+            continue
+        # USD per unit-hour of each mining mode over sleeping (a sleeping unit draws idle)
+        extra_kw = pin.pue * (pin.power_kw[ks] - pin.idle_kw[c])
+        margin = (
+            pin.hashrate_ths[ks, None] * hp[None, :] / 24.0
+            - extra_kw[:, None] * price[None, :] / 1000.0
+        )
+        best = np.argmax(margin, axis=0)
+        run = margin[best, steps] > 0
+        n[ks[best[run]], steps[run]] = int(pin.units[c])
+    if peaks_and_dr:
+        mining = pin.hashrate_ths > 0
+        for g in pin.peaks:
+            if g.kind == "coincident-peak":
+                n[np.ix_(mining, g.steps)] = 0
+        limit = pin.cap_kw
+    else:
+        # the interconnect only: a DR cap is not obeyed by this rule
+        limit = np.where(np.isfinite(pin.dr_cap_kw), pin.interconnect_kw, pin.cap_kw)
+    n = shed_to_limit(pin, n, limit)
+    name = "best-mode+peaks" if peaks_and_dr else "best-mode"
+    return PolicyRun(name, n, np.zeros(pin.T), np.zeros(pin.T), time.perf_counter() - t0)
+
+
 def _first_step(inp: PlanInputs, planner: Planner) -> tuple[np.ndarray, float, float, bool]:
     """Solve; return the first step's whole units, batch tokens/s and batch USD."""
     model, result, _ = planner.solve(inp)
@@ -109,7 +160,9 @@ def _first_step(inp: PlanInputs, planner: Planner) -> tuple[np.ndarray, float, f
     return n[:, 0], batch_tok, batch_usd, True
 
 
-def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
+def rolling_scheduler(
+    setup: BacktestSetup, progress: bool = True, dam_tau_h: float = DAM_BLEND_TAU_H
+) -> PolicyRun:
     """Plan at every decision step with what was known then; apply the first step."""
     t0 = time.perf_counter()
     inp = setup.inp
@@ -119,7 +172,7 @@ def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
     batch_tok = np.zeros(T)
     batch_usd = np.zeros(T)
     on = inp.initial_on.copy()
-    current = inp.initial_import_kw
+    import_now = inp.initial_import_kw
     peaks = {g.name: g.floor_kw for g in inp.peaks}
     served = {b.name: 0.0 for b in inp.batches}
     # step -> billed-peak groups and batch jobs it belongs to; group sizes to amortise
@@ -137,13 +190,22 @@ def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
     bar = Progress("scheduler", T, progress)
     for i, k in enumerate(range(setup.k0, setup.k1)):
         h = min(setup.horizon, inp.T - k)
-        if setup.dam is not None:
-            price = dam_forecast(
-                setup.dam, setup.local_day, setup.local_min, k, h, setup.steps_per_day
+        current = float(setup.rt_known[k])
+        if setup.dam is not None and setup.market is not None:
+            ahead = dam_forecast(
+                setup.dam,
+                setup.mkt_day,
+                setup.mkt_min,
+                k,
+                h,
+                setup.steps_per_day,
+                setup.market.dam_published_min,
             )
+            price = blend(current, ahead, setup.dt_h, dam_tau_h)
         else:
-            price = naive_forecast(realised, k, h, setup.steps_per_day, setup.dt_h)
-        price[0] = realised[k]
+            price = naive_forecast(
+                realised, int(setup.n_known[k]), current, k, h, setup.steps_per_day, setup.dt_h
+            )
         t_now = inp.grid.starts_s[k]
         known = setup.cap_known_from_s[k : k + h] <= t_now
         window = slice_inputs(
@@ -155,7 +217,7 @@ def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
             cap_kw=np.where(known, inp.cap_kw[k : k + h], inp.interconnect_kw),
             dr_cap_kw=np.where(known, inp.dr_cap_kw[k : k + h], np.inf),
             initial_on=on,
-            initial_import_kw=current,
+            initial_import_kw=import_now,
         )
         amortised = [
             _amortised(g, full, peaks[g.name], k, h)
@@ -172,7 +234,7 @@ def rolling_scheduler(setup: BacktestSetup, progress: bool = True) -> PolicyRun:
         n_all[:, i] = n0
         batch_tok[i], batch_usd[i] = btok, busd
         imp = float(import_kw(slice_inputs(inp, k, k + 1), n0[:, None])[0])
-        current = imp
+        import_now = imp
         on = units_awake(inp, n0[:, None])[:, 0]
         for gi in groups_at[k]:
             name = inp.peaks[gi].name

@@ -19,6 +19,7 @@ from models.durations import parse_duration_s
 from models.economics import breakeven_usd_per_mwh
 from models.errors import GridschedError
 from models.market import Series, site_prices
+from models.markets import MarketInfo
 from models.signals import GridEvent, events_from_power_trace, load_events
 from models.site import SiteConfig, load_site
 from scheduler.cli import docs, fleet, run
@@ -208,6 +209,43 @@ def _day_start(text: str, tz: str) -> int:
     return int(ts.tz_convert("UTC").timestamp())
 
 
+def _backtest_market(args: argparse.Namespace, config: SiteConfig) -> MarketInfo | None:
+    """The market named by --market, else the one the price format implies (ERCOT files)."""
+    from models.markets import market_for_format, market_info
+
+    if args.market:
+        try:
+            return market_info(args.market)
+        except GridschedError as exc:
+            raise UsageError(str(exc)) from None
+    fmt = args.price_format if args.prices else config.prices.format.value
+    return market_for_format(fmt)
+
+
+def _backtest_prices(
+    config: SiteConfig,
+    args: argparse.Namespace,
+    span: tuple[int, int],
+    path: str | None,
+    fmt: str | None,
+    col: str | None,
+) -> Series:
+    if path is not None and col is None:
+        raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
+    return site_prices(
+        config,
+        span[0],
+        span[1],
+        path,
+        fmt,
+        col,
+        args.timestamp_column,
+        args.price_timezone,
+        currency=args.price_currency,
+        usd_per_unit=args.usd_per_unit,
+    )
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     from models.market import load_btc_hashprice
     from scheduler.backtest import policies
@@ -223,24 +261,42 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     unknown = [p for p in wanted if p not in policies.POLICIES]
     if unknown:
         raise UsageError(f"--policy {','.join(unknown)}: valid are {', '.join(policies.POLICIES)}")
-    realised = prices_from_args(config, args, start, end)
+    market = _backtest_market(args, config)
+    span = (start, end)
+    realised = _backtest_prices(
+        config, args, span, args.prices, args.price_format, args.price_column
+    )
     forecast = None
     if args.forecast:
-        forecast = load_prices(
+        if market is None:
+            raise UsageError(
+                "--forecast needs --market: when day-ahead prices are published depends on "
+                "the market (ERCOT, PJM, MISO, SPP, CAISO, NYISO, SDAC/EPEX/Nord Pool)"
+            )
+        forecast = _backtest_prices(
             config,
+            args,
+            span,
             args.forecast,
             args.forecast_format,
             args.forecast_column or args.price_column,
-            args.timestamp_column,
-            args.price_timezone,
-            start,
-            end,
         )
-    hashprice = load_btc_hashprice(args.btc, config.mining.pool_fee) if args.btc else None
-    if hashprice is not None:  # the config's pool fee is applied once, in the inputs
-        hashprice = load_btc_hashprice(args.btc, 0.0)
+    hashprice = load_btc_hashprice(args.btc, 0.0) if args.btc else None  # fee applied once
     events = read_events(args, config)
-    setup = prepare(config, realised, start, end, step, horizon, forecast, hashprice, events)
+    setup = prepare(
+        config,
+        realised,
+        start,
+        end,
+        step,
+        horizon,
+        forecast,
+        hashprice,
+        events,
+        market=market,
+        visibility=args.price_visibility,
+        fill=args.fill,
+    )
     runs = []
     show = not args.quiet
     for name in wanted:
@@ -248,6 +304,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             runs.append(policies.rolling_scheduler(setup, progress=show))
         elif name == "threshold":
             runs.append(policies.threshold(setup, args.curtail_after, args.resume_after))
+        elif name in ("best-mode", "best-mode+peaks"):
+            runs.append(policies.best_mode(setup, peaks_and_dr=name == "best-mode+peaks"))
         elif name == "always-on":
             runs.append(policies.always_on(setup))
         else:
@@ -347,7 +405,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_", required=True, help="first day (site local) or ISO time"
     )
     bt.add_argument("--to", required=True, help="end day (exclusive)")
-    bt.add_argument("--policy", default=",".join(("scheduler", "threshold", "always-on", "oracle")))
+    bt.add_argument(
+        "--policy",
+        default="scheduler,threshold,best-mode,best-mode+peaks,always-on,oracle",
+        help="comma-separated: scheduler, threshold, best-mode, best-mode+peaks, always-on, oracle",
+    )
+    bt.add_argument(
+        "--market",
+        help="whose information timeline applies (ERCOT, PJM, MISO, SPP, CAISO, NYISO, "
+        "SDAC/EPEX/NORDPOOL); default: ERCOT for ERCOT files, else none",
+    )
+    bt.add_argument(
+        "--price-visibility",
+        choices=["after-interval", "current"],
+        default="after-interval",
+        help="after-interval: a real-time price is known once its interval ends (default); "
+        "current: a live feed shows the current dispatch price",
+    )
+    bt.add_argument(
+        "--fill",
+        choices=["refuse", "hold", "linear"],
+        default="refuse",
+        help="bridge missing prices on purpose (reported in the output); default: refuse",
+    )
+    bt.add_argument("--price-currency", help="currency of --prices/--forecast (default USD)")
+    bt.add_argument(
+        "--usd-per-unit", type=float, help="USD per 1 unit of --price-currency (a fixed rate)"
+    )
     bt.add_argument("--decision-step", default="15min")
     bt.add_argument("--horizon", default="48h")
     bt.add_argument(
