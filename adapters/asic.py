@@ -1,10 +1,18 @@
 """ASIC miners through pyasic: LuxOS, Braiins OS+, stock Antminer, Whatsminer, VNish...
 
-pyasic identifies the firmware (``pyasic.get_miner``) and does every control call. This
-module adds what a scheduler needs around it: timeouts and containment of whatever the
-library raises, a mapping from a power target to what the firmware takes (an exact target
-where it has one, the nearest preset at or below otherwise, with the rounding reported),
-sleep and wake, and read-back.
+pyasic identifies the firmware (``pyasic.get_miner``, once: the miner object is kept
+across reconnects) and does the control calls. This module adds what a scheduler needs
+around it: timeouts and containment of whatever the library raises, the firmware family's
+capabilities (``models.firmware``: a power target only where the firmware has one, the
+nearest preset at or below where it has presets, with the rounding reported; none on stock
+firmware, where a wake is the wake alone), sleep and wake, and read-back deadlines.
+
+Stock Antminer writes go through pyasic's web API but not through its ``stop_mining`` /
+``resume_mining``: those return True whatever the miner answers, and rebuild the
+configuration they write from a read that may have failed (writing empty pools). Here the
+configuration read must parse, the write's answer must say success, and the JSON type of
+``miner-mode`` (firmware versions differ: pyasic's ``antminer_mining_mode_as_str``) is
+switched when a write is accepted and the read-back never shows it.
 
 Vendor payloads are parsed here and only here: :func:`parse_luxos` for the LuxOS RPC
 multicommand (one round trip for a full reading), :func:`parse_miner_data` for pyasic's
@@ -13,12 +21,14 @@ multicommand (one round trip for a full reading), :func:`parse_miner_data` for p
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters import antminer
 from adapters.base import (
     AdapterError,
     Applied,
@@ -32,6 +42,7 @@ from adapters.base import (
     contain,
 )
 from adapters.secrets import Secret
+from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, family_of
 
 #: The LuxOS multicommand behind one reading.
 LUXOS_TELEMETRY = "power+summary+stats+config+profiles"
@@ -42,6 +53,9 @@ RUNNING_SHARE = 0.9
 #: After a sleep command, readings of "running" are not believed for this long (LuxOS
 #: sleeps in about 5 s; a reading sent before the command can still come back).
 SLEEP_SETTLE_S = 30.0
+#: A reconnect reuses the miner pyasic identified unless discovery is older than this
+#: (a miner re-flashed to other firmware is noticed within it).
+REDISCOVER_S = 600.0
 
 
 def parse_luxos(device_id: str, data: Mapping[str, Any], at: float) -> Telemetry:
@@ -100,13 +114,17 @@ def parse_miner_data(device_id: str, d: Any, at: float) -> Telemetry:
         limit = None if d.wattage_limit is None else float(d.wattage_limit)
         temps = tuple(float(b.chip_temp) for b in (d.hashboards or []) if b.chip_temp)
         errors = tuple(str(getattr(e, "error_message", e)) for e in (d.errors or []))
-        mining = bool(d.is_mining)
+        mining = None if d.is_mining is None else bool(d.is_mining)
     except (AttributeError, TypeError, ValueError) as exc:
         raise BadReply(device_id, f"pyasic data unusable: {type(exc).__name__}: {exc}") from None
     if watts is None and ths is None:
         raise BadReply(device_id, "the miner reported neither power nor hashrate")
-    if not mining:
-        state: Any = "sleeping" if (watts or 0.0) <= SLEEPING_MAX_W else "transition"
+    state: Any
+    if mining is False:
+        # Configured asleep is asleep once it stops hashing and drawing: stock firmware
+        # answers the new configuration before bmminer has stopped.
+        quiet = (watts or 0.0) <= SLEEPING_MAX_W and not ths
+        state = "sleeping" if quiet else "transition"
     else:
         state = _asic_state(watts, ths, None)
     return Telemetry(
@@ -149,7 +167,12 @@ class PyasicMiner(DeviceAdapter):
     timeout_s: float = 3.0
     username: str | None = None
     password: Secret | None = None
+    #: Read-back deadline; None: the firmware family's (models.firmware).
+    confirm_within_s: float | None = None
     _miner: Any = field(default=None, init=False, repr=False)
+    _discovered_at: float = field(default=-math.inf, init=False)
+    _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
+    _mode_as_str: bool | None = field(default=None, init=False)  # stock: miner-mode's type
     _luxos: bool = field(default=False, init=False)
     _sleeping: bool | None = field(default=None, init=False)
     _target_w: float | None = field(default=None, init=False)  # as last read or set
@@ -160,10 +183,14 @@ class PyasicMiner(DeviceAdapter):
     _sleep_sent_at: float | None = field(default=0.0, init=False)
     _asleep_seen: bool = field(default=False, init=False)  # read asleep since that sleep
 
-    async def connect(self) -> DeviceInfo:
+    async def _discover(self) -> Any:
+        """pyasic's discovery (several probes over HTTP and RPC), once: a reconnect reuses
+        what it found until REDISCOVER_S has passed."""
         import pyasic
-        from pyasic.miners.backends import LUXMiner
 
+        now = time.monotonic()
+        if self._miner is not None and now - self._discovered_at < REDISCOVER_S:
+            return self._miner
         miner = await contain(
             self.device_id, "discovery", pyasic.get_miner(self.address), self.timeout_s * 3
         )
@@ -179,8 +206,19 @@ class PyasicMiner(DeviceAdapter):
                 api.username = self.username
             if self.password is not None and hasattr(api, "pwd"):
                 api.pwd = self.password.reveal()
-        self._miner = miner
+        self._miner, self._discovered_at = miner, now
+        self.info = None
+        return miner
+
+    async def connect(self) -> DeviceInfo:
+        from pyasic.miners.backends import LUXMiner
+
+        miner = await self._discover()
         self._luxos = isinstance(miner, LUXMiner)
+        make = str(getattr(miner, "make", "") or "")
+        firmware = str(getattr(miner, "firmware", "") or "")
+        family = Family.LUXOS if self._luxos else family_of(firmware, make)
+        self._caps = CAPABILITIES[family]
         presets: tuple[float, ...] = ()
         if self._luxos:
             reply = await contain(self.device_id, "profiles", miner.rpc.profiles(), self.timeout_s)
@@ -200,18 +238,55 @@ class PyasicMiner(DeviceAdapter):
                 self._atm = True  # unknown: turn it off around profile changes, as pyasic does
             # Log on now, so that the first curtail is one round trip, not three.
             await contain(self.device_id, "logon", miner.rpc.auth(), self.timeout_s)
+        if family is Family.ANTMINER_STOCK and self._mode_as_str is None:
+            from pyasic import settings
+
+            self._mode_as_str = bool(settings.get("antminer_mining_mode_as_str", False))
+        version = self.info.firmware_version if self.info is not None else ""
+        if not version:
+            try:  # identity only: a miner that will not say is still driven
+                got = await contain(self.device_id, "version", miner.get_fw_ver(), self.timeout_s)
+                version = str(got or "")
+            except AdapterError:
+                version = ""
         self.info = DeviceInfo(
             device_id=self.device_id,
             kind="asic",
             address=self.address,
-            make=str(getattr(miner, "make", "") or ""),
+            make=make,
             model=str(getattr(miner, "raw_model", None) or getattr(miner, "model", "") or ""),
-            firmware=str(getattr(miner, "firmware", "") or ""),
+            firmware=firmware,
+            firmware_version=version,
+            family=family.value,
             power_targets_w=presets,
             min_power_w=presets[0] if presets else None,
             max_power_w=presets[-1] if presets else None,
         )
         return self.info
+
+    def confirm_deadline_s(self) -> float:
+        if self.confirm_within_s is not None:
+            return self.confirm_within_s
+        return self._caps.confirm_within_s
+
+    def unconfirmed(self, applied: Applied) -> None:
+        """Send everything again next time; on stock firmware, with the other JSON type of
+        ``miner-mode`` (firmware versions differ; the one a read-back confirms is kept)."""
+        self._forget(session=False)
+        if self._caps.family is Family.ANTMINER_STOCK and self._mode_as_str is not None:
+            self._mode_as_str = not self._mode_as_str
+
+    async def _reachable(self) -> bool:
+        """Whether the miner's API port takes a connection: pyasic answers a refused
+        connection with an empty reply, which would otherwise read as unparseable."""
+        port = int(getattr(getattr(self._miner, "rpc", None), "port", 4028) or 4028)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                _reader, writer = await asyncio.open_connection(self.address, port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
 
     def _need(self) -> Any:
         if self._miner is None:
@@ -235,7 +310,7 @@ class PyasicMiner(DeviceAdapter):
                 raise DeviceUnreachable(self.device_id, "telemetry: empty reply")
             t = parse_luxos(self.device_id, reply, now)
         else:
-            from pyasic.data import DataOptions
+            from pyasic.miners.data import DataOptions
 
             include = [
                 DataOptions.WATTAGE,
@@ -245,10 +320,17 @@ class PyasicMiner(DeviceAdapter):
                 DataOptions.ERRORS,
                 DataOptions.IS_MINING,
             ]
-            data = await contain(
-                self.device_id, "telemetry", miner.get_data(include=include), self.timeout_s
-            )
-            t = parse_miner_data(self.device_id, data, now)
+            try:
+                data = await contain(
+                    self.device_id, "telemetry", miner.get_data(include=include), self.timeout_s
+                )
+                t = parse_miner_data(self.device_id, data, now)
+            except BadReply as exc:
+                if not await self._reachable():
+                    raise DeviceUnreachable(
+                        self.device_id, f"telemetry: no connection ({exc.reason})"
+                    ) from None
+                raise
         if t.state == "sleeping":
             self._sleeping, self._slept_at = True, None
             # Asleep as we left it: the last command was a sleep (or there was none), and the
@@ -321,6 +403,11 @@ class PyasicMiner(DeviceAdapter):
         rounding in words; (None, "") for a request that keeps the current target."""
         if request.power_w is None:
             return None, ""
+        if self._caps.power_target is PowerTarget.NONE:
+            return None, (
+                f"asked {request.power_w:g} W; {self._caps.family.value} firmware has no "
+                "power target: woken at its own setting"
+            )
         presets = self.info.power_targets_w if self.info else ()
         if presets:
             return choose_preset(presets, request.power_w)
@@ -360,7 +447,10 @@ class PyasicMiner(DeviceAdapter):
         self._sleep_sent_at = time.time() if request.action == "sleep" else None
         self._asleep_seen = False
         if request.action == "sleep":
-            await self._call("sleep", "stop_mining")
+            if self._caps.family is Family.ANTMINER_STOCK:
+                await self._stock(antminer.SLEEP)
+            else:
+                await self._call("sleep", "stop_mining")
             self._sleeping, self._slept_at = True, time.time()
             return Applied(request, None)
         target, note = self._target(request)
@@ -372,6 +462,18 @@ class PyasicMiner(DeviceAdapter):
                 await self._call("set power target", "set_power_limit", int(target))
             self._target_w = target
         if self._sleeping is not False:
-            await self._call("wake", "resume_mining")
+            if self._caps.family is Family.ANTMINER_STOCK:
+                await self._stock(antminer.NORMAL)
+            else:
+                await self._call("wake", "resume_mining")
             self._sleeping, self._slept_at = False, None
         return Applied(request, target, note)
+
+    async def _stock(self, mode: int) -> None:
+        try:
+            await antminer.set_work_mode(
+                self.device_id, self._need(), mode, bool(self._mode_as_str), self.timeout_s
+            )
+        except AdapterError:
+            self._forget(session=False)
+            raise

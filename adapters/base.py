@@ -20,9 +20,15 @@ T = TypeVar("T")
 
 
 class Health(StrEnum):
+    """One device's state as the fleet last saw it; the members below UNREACHABLE were
+    added later, and code that knows only the first three still reads them as not ok."""
+
     OK = "ok"
-    DEGRADED = "degraded"  # answers, but failed lately, reports errors, or misses its target
-    UNREACHABLE = "unreachable"  # consecutive failures past the limit
+    DEGRADED = "degraded"  # a transient failure (timeout, refused) below the limit, or errors
+    UNREACHABLE = "unreachable"  # no connection: consecutive failures past the limit
+    UNREADABLE = "unreadable"  # answers, but what it says cannot be parsed
+    REJECTED = "rejected"  # answered and refused the last command
+    UNCONFIRMED = "unconfirmed"  # accepted the last command, the read-back never showed it
 
 
 class AdapterError(Exception):
@@ -102,6 +108,8 @@ class DeviceInfo:
     make: str = ""
     model: str = ""
     firmware: str = ""
+    firmware_version: str = ""
+    family: str = ""  # models.firmware.Family value for miners; "" where it does not apply
     power_targets_w: tuple[float, ...] = ()  # presets; empty when any target in range works
     min_power_w: float | None = None
     max_power_w: float | None = None
@@ -161,6 +169,15 @@ class DeviceAdapter(ABC):
         whatever the device turns out not to have.
         """
         return None
+
+    def confirm_deadline_s(self) -> float:
+        """How long a read-back may take to show a command before it counts as
+        unconfirmed (the firmware family's deadline for miners)."""
+        return 30.0
+
+    def unconfirmed(self, applied: Applied) -> None:  # noqa: B027 - optional hook
+        """A command was accepted and never showed: forget what was believed sent, so that
+        the next apply sends everything again."""
 
     def confirms(self, applied: Applied, t: Telemetry) -> bool:
         """Whether a reading shows the applied mode in effect (the read-back check)."""

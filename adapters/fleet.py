@@ -1,16 +1,24 @@
 """The fleet: many adapters driven concurrently, with retries, health and outcomes.
 
-Every control call ends in exactly one :class:`Outcome` (success or the error in words),
-handed to ``on_outcome`` as it happens, so a caller that persists outcomes loses none.
-Nothing an adapter raises escapes: a dead, hanging or babbling device is marked and
-retried, and the rest of the fleet goes on.
+Every control call ends in exactly one :class:`Outcome` (accepted, rejected or failed, with
+the error in words), handed to ``on_outcome`` as it happens, so a caller that persists
+outcomes loses none. An accepted command is not yet done: it waits in ``pending`` until a
+reading sent after it shows the mode (a second Outcome, ``confirmed``), or until the
+device's confirmation deadline passes (``unconfirmed``: the adapter forgets what it
+believed sent, and :meth:`Fleet.resend_unconfirmed` sends it again). Nothing an adapter
+raises escapes: a dead, hanging or babbling device is marked and retried, and the rest of
+the fleet goes on.
 
 Readings and commands are bounded separately (``read_concurrency`` and ``concurrency``), so
 that a command never waits for a telemetry sweep to free a slot.
 
-Health: ``ok`` after a success; ``degraded`` after a failure or while a device reports
-errors; ``unreachable`` after ``unreachable_after`` consecutive failures. Unreachable
-devices are probed again on telemetry sweeps with an exponential backoff (1 s doubling to
+Health says what is wrong: ``ok``; ``degraded`` after a transient failure or while a
+device reports errors; ``unreachable`` after ``unreachable_after`` consecutive failures to
+connect or get an answer; ``unreadable`` when it answers something that cannot be parsed;
+``rejected`` when it refused the last command; ``unconfirmed`` when it accepted one the
+read-back never showed. One log line per device per change of health, with the error,
+and no traceback for a device fault. Unreachable and unreadable devices get one try per
+sweep; unreachable ones are probed again with an exponential backoff (1 s doubling to
 ``probe_max_s``), so that a dead rack does not slow every sweep by its timeouts.
 """
 
@@ -23,11 +31,16 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from adapters.base import (
     AdapterError,
     Applied,
+    BadReply,
+    ControlRejected,
     DeviceAdapter,
+    DeviceTimeout,
+    DeviceUnreachable,
     Health,
     ModeRequest,
     NotConfirmed,
@@ -59,6 +72,7 @@ class DeviceStatus:
     last_error: str | None = None
     next_probe: float = 0.0
     telemetry: Telemetry | None = None
+    seen: bool = False  # health set at least once (the first is not a change worth a line)
 
 
 def freeze_heap() -> None:
@@ -73,9 +87,22 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+class OutcomeKind(StrEnum):
+    ACCEPTED = "accepted"  # the device took the command; not yet seen in effect
+    CONFIRMED = "confirmed"  # a reading sent after the command shows it: done
+    UNCONFIRMED = "unconfirmed"  # accepted, and the read-back did not show it in time
+    REJECTED = "rejected"  # the device answered no
+    FAILED = "failed"  # no usable answer (unreachable, timeout, unparseable)
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one control call: ``ok`` with what was applied, or the error."""
+    """What happened to one control call: ``ok`` with what was applied, or the error.
+
+    ``kind`` says which: a command gets one ``accepted``, ``rejected`` or ``failed``
+    Outcome when it is sent and, once accepted, one ``confirmed`` or ``unconfirmed`` when
+    read back (``latency_s`` then counts from the command to the verdict).
+    """
 
     device_id: str
     request: ModeRequest
@@ -85,6 +112,20 @@ class Outcome:
     applied: Applied | None = None
     error: str | None = None
     at: float = field(default_factory=time.time)
+    kind: OutcomeKind = OutcomeKind.ACCEPTED
+
+    def __post_init__(self) -> None:
+        if not self.ok and self.kind in (OutcomeKind.ACCEPTED, OutcomeKind.CONFIRMED):
+            object.__setattr__(self, "kind", OutcomeKind.FAILED)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An accepted command waiting for a reading that shows it."""
+
+    outcome: Outcome
+    sent_at: float  # unix seconds the command went out
+    deadline: float  # unix seconds past which it is unconfirmed
 
 
 @dataclass
@@ -131,34 +172,153 @@ class Fleet:
         self._gc_release: asyncio.TimerHandle | None = None
         self._rng = random.Random(self.seed)
         self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
+        #: Accepted commands not yet seen in effect, by device.
+        self.pending: dict[str, Pending] = {}
+        #: Commands whose read-back never showed them, by device, until sent again.
+        self._unconfirmed: dict[str, ModeRequest] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _ok(self, st: DeviceStatus) -> None:
+    def _set_health(self, st: DeviceStatus, health: Health, why: str | None) -> None:
+        """One log line per change of health, with the reason; no traceback."""
+        if health is st.health:
+            return
+        old, st.health = st.health, health
+        first, st.seen = not st.seen, True
+        if health is Health.OK and first:
+            return
+        if health is Health.OK:
+            log.info("%s ok again (was %s)", st.device_id, old.value)
+        elif health is Health.DEGRADED and old is not Health.OK:
+            log.info("%s degraded (was %s): %s", st.device_id, old.value, why)
+        elif health is not Health.DEGRADED:
+            log.warning("%s %s: %s", st.device_id, health.value, why)
+
+    def _ok(self, st: DeviceStatus, op: str = "apply") -> None:
         st.failures = 0
-        st.last_error = None
         st.next_probe = 0.0
+        if st.device_id in self._unconfirmed:
+            return  # answers again, but its last command is still not seen in effect
+        if st.health is Health.REJECTED and op != "apply":
+            return  # reads work; the command it refused still stands refused
+        st.last_error = None
         errors = st.telemetry.errors if st.telemetry is not None else ()
-        st.health = Health.DEGRADED if errors else Health.OK
+        health = Health.DEGRADED if errors else Health.OK
+        self._set_health(st, health, "; ".join(errors) if errors else None)
 
     def _fail(self, st: DeviceStatus, exc: BaseException) -> str:
         st.failures += 1
         msg = str(exc) if isinstance(exc, AdapterError) else f"{st.device_id}: {exc!r}"
         st.last_error = msg
-        if st.failures >= self.unreachable_after:
-            if st.health is not Health.UNREACHABLE:
-                log.warning("%s unreachable after %d failures: %s", st.device_id, st.failures, msg)
-            st.health = Health.UNREACHABLE
+        if isinstance(exc, BadReply):
+            self._set_health(st, Health.UNREADABLE, msg)
+        elif isinstance(exc, ControlRejected):
+            self._set_health(st, Health.REJECTED, msg)
+        elif isinstance(exc, NotConfirmed):
+            self._set_health(st, Health.UNCONFIRMED, msg)
+        elif st.failures >= self.unreachable_after and (
+            isinstance(exc, (DeviceUnreachable, DeviceTimeout)) or not isinstance(exc, AdapterError)
+        ):
+            self._set_health(st, Health.UNREACHABLE, f"{st.failures} failures: {msg}")
             st.connected = False
             backoff = min(self.probe_max_s, 2.0 ** (st.failures - self.unreachable_after))
             st.next_probe = time.monotonic() + backoff
-        else:
-            st.health = Health.DEGRADED
+        elif st.health is not Health.UNREACHABLE:
+            self._set_health(st, Health.DEGRADED, msg)
         return msg
 
     def _attempts(self, st: DeviceStatus) -> int:
-        """One try for a device already marked unreachable, the full retry policy otherwise."""
-        return 1 if st.health is Health.UNREACHABLE else self.retry.attempts
+        """One try for a device already marked unreachable or unreadable (a retry would get
+        the same), the full retry policy otherwise."""
+        if st.health in (Health.UNREACHABLE, Health.UNREADABLE):
+            return 1
+        return self.retry.attempts
+
+    # -- read-back --------------------------------------------------------------------------
+
+    def _emit(self, out: Outcome) -> None:
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(out)
+            except Exception:
+                log.exception("on_outcome hook failed for %s", out.device_id)
+
+    def _accepted(self, out: Outcome) -> None:
+        dev = self.by_id[out.device_id]
+        sent = out.at - out.latency_s
+        self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
+
+    def _settle(self, device_id: str, t: Telemetry | None, now: float) -> None:
+        """Confirm a pending command from a reading sent after it, or give up on it once its
+        deadline has passed."""
+        p = self.pending.get(device_id)
+        if p is None:
+            return
+        applied = p.outcome.applied
+        assert applied is not None
+        dev = self.by_id[device_id]
+        st = self.status[device_id]
+        if t is not None and t.at >= p.sent_at and dev.confirms(applied, t):
+            del self.pending[device_id]
+            self._unconfirmed.pop(device_id, None)
+            self._emit(
+                Outcome(
+                    device_id,
+                    p.outcome.request,
+                    True,
+                    0,
+                    max(0.0, t.at - p.sent_at),
+                    applied,
+                    kind=OutcomeKind.CONFIRMED,
+                )
+            )
+            if st.health is Health.UNCONFIRMED:
+                self._ok(st)
+            return
+        if now < p.deadline:
+            return
+        del self.pending[device_id]
+        self._unconfirmed[device_id] = p.outcome.request
+        seen = "no reading" if t is None else f"it reads {t.state}"
+        exc = NotConfirmed(
+            device_id,
+            f"accepted {p.outcome.request.describe()}, but the read-back did not show "
+            f"{applied.request.describe()} within {p.deadline - p.sent_at:g} s ({seen})",
+        )
+        try:
+            dev.unconfirmed(applied)
+        except Exception:
+            log.exception("adapter %s: unconfirmed hook raised", device_id)
+        msg = self._fail(st, exc)
+        st.failures = 0  # it answers; a missed read-back is not a connection failure
+        self._emit(
+            Outcome(
+                device_id,
+                p.outcome.request,
+                False,
+                0,
+                now - p.sent_at,
+                applied,
+                error=msg,
+                kind=OutcomeKind.UNCONFIRMED,
+            )
+        )
+
+    def check_pending(self) -> None:
+        """Give up on pending commands past their deadline (readings settle the others)."""
+        now = time.time()
+        for device_id, p in list(self.pending.items()):
+            if now >= p.deadline:
+                self._settle(device_id, self.status[device_id].telemetry, now)
+
+    def unconfirmed_requests(self) -> dict[str, ModeRequest]:
+        """The commands accepted and never seen in effect, to be sent again."""
+        return dict(self._unconfirmed)
+
+    async def resend_unconfirmed(self) -> list[Outcome]:
+        """Send each unconfirmed command again (in full: the adapter forgot it)."""
+        todo = {i: r for i, r in self._unconfirmed.items() if i not in self.pending}
+        return await self.apply(todo) if todo else []
 
     def health_counts(self) -> dict[Health, int]:
         out = dict.fromkeys(Health, 0)
@@ -202,14 +362,19 @@ class Fleet:
                 if not exc.retryable:
                     break
             except Exception as exc:  # an adapter bug must not stop the fleet
+                before = st.health
                 err = self._fail(st, exc)
-                log.exception("adapter %s raised outside its contract", dev.device_id)
+                if st.health is not before:  # once per change, not per try
+                    log.exception("adapter %s raised outside its contract", dev.device_id)
             else:
                 if op == "read":
                     assert isinstance(result, Telemetry)
                     st.telemetry = result
                 if result is not None:  # a stage with nothing to do heard nothing from it
-                    self._ok(st)
+                    self._ok(st, op)
+                if op == "read":
+                    assert isinstance(result, Telemetry)
+                    self._settle(dev.device_id, result, time.time())
                 return result, None, tries
             if n + 1 < attempts:
                 await asyncio.sleep(self.retry.delay(n, self._rng))
@@ -278,6 +443,7 @@ class Fleet:
             return dev.device_id, result if isinstance(result, Telemetry) else None
 
         results = await asyncio.gather(*(one(d) for d in devs))
+        self.check_pending()
         return {i: t for i, t in results if t is not None}
 
     async def apply(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
@@ -295,13 +461,15 @@ class Fleet:
                     )
                 if isinstance(result, Applied):
                     out = Outcome(device_id, req, True, n, time.perf_counter() - t0, result)
+                    self._accepted(out)
                 else:
-                    out = Outcome(device_id, req, False, n, time.perf_counter() - t0, error=err)
-            if self.on_outcome is not None:
-                try:
-                    self.on_outcome(out)
-                except Exception:
-                    log.exception("on_outcome hook failed for %s", device_id)
+                    rejected = self.status[device_id].health is Health.REJECTED
+                    kind = OutcomeKind.REJECTED if rejected else OutcomeKind.FAILED
+                    out = Outcome(
+                        device_id, req, False, n, time.perf_counter() - t0, error=err, kind=kind
+                    )
+                    self.pending.pop(device_id, None)  # superseded, and not sent
+            self._emit(out)
             return out
 
         self._controls += 1
@@ -365,7 +533,7 @@ class Fleet:
             st = self.status[device_id]
             st.last_error = str(NotConfirmed(device_id, f"mode not seen within {timeout_s:g} s"))
             if st.health is Health.OK:
-                st.health = Health.DEGRADED
+                self._set_health(st, Health.DEGRADED, st.last_error)
         return done
 
     async def close(self) -> None:

@@ -1,7 +1,9 @@
-"""A simulated fleet on loopback: LuxOS miners on 127.x.y.z:4028 and simulated GPUs.
+"""A simulated fleet on loopback: miners on 127.x.y.z and simulated GPUs.
 
 Each miner listens on its own loopback address (Linux routes all of 127.0.0.0/8 to lo),
 so a thousand of them run in one process and pyasic discovers each like a real one.
+A miner runs LuxOS (:class:`~adapters.sim.miner.SimMiner`, API on 4028) or stock Bitmain
+firmware (:class:`~adapters.sim.antminer.AntminerSim`, API on 4028 and web CGI on 80).
 A control port on 127.0.0.1 speaks JSON lines: list the fleet, inject or clear faults,
 and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
 
@@ -23,11 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.sim.antminer import AntminerSim
 from adapters.sim.gpu import SimGpu, SimNvmlError
 from adapters.sim.miner import FaultKind, SimMiner
 
 DEFAULT_BASE = "127.1.0.0"
 CONTROL_PORT = 4029
+#: Firmware a simulated miner can run: LuxOS or stock Bitmain (Antminer).
+FIRMWARE: dict[str, type[SimMiner]] = {"luxos": SimMiner, "antminer": AntminerSim}
 GPU_CALLS = (
     "power_w",
     "limit_w",
@@ -86,10 +91,15 @@ class SimFleet:
         retune_s: float = 3.0,
         reboot_s: float = 30.0,
         control_port: int | None = CONTROL_PORT,
+        firmware: Sequence[str] = ("luxos",),
     ) -> SimFleet:
+        """``models`` and ``firmware`` are spread over the miners in contiguous blocks."""
+        unknown = sorted(set(firmware) - set(FIRMWARE))
+        if unknown or not firmware:
+            raise ValueError(f"firmware {unknown}: valid are {', '.join(FIRMWARE)}")
         hosts = loopback_hosts(n_miners, base)
         miners = [
-            SimMiner(
+            FIRMWARE[firmware[i * len(firmware) // max(n_miners, 1)]](
                 h,
                 model=models[i * len(models) // max(n_miners, 1)],  # contiguous blocks
                 sleep_s=sleep_s,
@@ -145,6 +155,7 @@ class SimFleet:
                     {
                         "host": m.host,
                         "model": m.model,
+                        "firmware": "antminer" if isinstance(m, AntminerSim) else "luxos",
                         "phase": m.state.phase,
                         "profile": m.state.profile,
                         "power_w": round(w, 1),

@@ -50,6 +50,9 @@ class FaultKind(StrEnum):
     MALFORMED = "malformed"  # answers with broken JSON
     REBOOT = "reboot"  # the next command drops the connection and the miner reboots
     DROPOUT = "dropout"  # gone from the network for `duration_s`, then back as it was
+    IGNORE = "ignore"  # control commands are answered success and change nothing
+    GARBLE = "garble"  # answers valid JSON in a shape the client cannot parse
+    SLOW_WRITE = "slow-write"  # a setting takes effect `delay_s` after the write's answer
 
 
 @dataclass
@@ -374,6 +377,8 @@ class SimMiner:
             return self._status("E", 14, "Invalid JSON")
         param = req.get("parameter")
         params = [] if param in (None, "") else str(param).split(",")
+        if self._fault(FaultKind.GARBLE) is not None:
+            return {"STATUS": "S", command.upper(): {"0": "?"}, "id": 1}
         if "+" in command:
             out: dict[str, Any] = {}
             for c in command.split("+"):
@@ -555,7 +560,9 @@ class SimMiner:
             return err
         action = params[1] if len(params) > 1 else ""
         self.last_curtail = (action, time.time())
-        if action == "sleep":
+        if self._fault(FaultKind.IGNORE) is not None and action in ("sleep", "wakeup"):
+            pass  # answered as done below, nothing changes
+        elif action == "sleep":
             self.sleep()
         elif action == "wakeup":
             self.wake()
@@ -569,7 +576,10 @@ class SimMiner:
             return err
         name = params[1] if len(params) > 1 else ""
         try:
-            self.set_profile(name)
+            if self._fault(FaultKind.IGNORE) is None:
+                self.set_profile(name)
+            else:
+                self.preset(name)  # validated and answered as set, nothing changes
         except KeyError:
             valid = ", ".join(p.name for p in self.presets)
             return self._status("E", 327, f"Invalid profile {name!r}; valid: {valid}")

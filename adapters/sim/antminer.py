@@ -1,0 +1,437 @@
+"""A simulated Antminer on stock Bitmain firmware: bmminer's API on 4028, the web CGI on 80.
+
+What a stock S19/S21 serves, as far as pyasic (0.79) reads and writes it; every shape
+below is the one pyasic's ``miners/backends/antminer.py`` (``AntminerModern``),
+``web/antminer.py`` (``AntminerModernWebAPI``) and ``miners/factory.py`` parse:
+
+- **cgminer API on 4028** (bmminer): ``version`` (``VERSION[0].Type`` names the model,
+  ``CompileTime`` the firmware build; discovery looks for "ANTMINER" in the reply),
+  ``summary`` (``SUMMARY[0]["GHS 5s"]``), ``stats`` (``STATS[1].total_rateideal``,
+  ``chain_acn*``, ``temp*``), ``pools``, ``devs``. A ``+`` multicommand is refused, as
+  pyasic's base RPC notes for the S19 (it then sends the commands one by one).
+- **Web CGI on 80** behind HTTP digest auth (realm ``antMiner Configuration``, root/root
+  by default): an unauthenticated request gets 401 with that realm, which is how
+  pyasic's discovery tells a stock Antminer; ``get_system_info.cgi`` (``minertype``),
+  ``get_miner_conf.cgi`` (``bitmain-work-mode``: "0" normal, "1" sleep, "3" low power),
+  ``set_miner_conf.cgi`` (a JSON body with ``miner-mode``: 0 normal, 1 sleep; answered
+  ``{"stats": "success", "code": "M000"}``), ``summary.cgi`` (``SUMMARY[0].status``),
+  ``stats.cgi`` (``STATS[0].chain[]``), ``miner_type.cgi``, ``get_blink_status.cgi``.
+  Anything else is 404.
+- **No power target** and no power reading: stock firmware exposes neither through
+  pyasic (``set_power_limit`` is the base class's ``return False``; ``AntminerModern``
+  has no wattage data location).
+
+Besides the LuxOS simulator's transport faults (:class:`~adapters.sim.miner.FaultKind`),
+three faults of the firmware itself: ``ignore`` (``set_miner_conf`` answers success and
+changes nothing), ``garble`` (valid JSON in a shape pyasic cannot parse), and
+``slow-write`` (the write is answered at once and takes effect ``delay_s`` later, as
+bmminer restarts with the new configuration: 20-35 s on real miners).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.sim.miner import FaultKind, SimMiner
+
+REALM = "antMiner Configuration"
+BMMINER_VERSION = "1.0.0"
+COMPILE_TIME = "Thu Dec 14 17:31:57 CST 2023"
+#: bitmain-work-mode / miner-mode values (pyasic config/mining: normal 0, sleep 1, low 3).
+WORK_NORMAL, WORK_SLEEP, WORK_LOW = 0, 1, 3
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class AntminerSim(SimMiner):
+    """One simulated stock Antminer bound to ``host``:4028 (API) and ``host``:``web_port``."""
+
+    web_port: int = 80
+    username: str = "root"
+    password: str = "root"
+    #: Which JSON type of ``miner-mode`` this firmware version applies: "int", "str" or
+    #: "any". A write of the other type is answered success and ignored (pyasic carries
+    #: the setting ``antminer_mining_mode_as_str`` for firmware that wants strings).
+    mode_type: str = "any"
+    work_mode: int = WORK_NORMAL
+    conf_writes: list[Any] = field(default_factory=list)  # each miner-mode as received
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._web: asyncio.AbstractServer | None = None
+        self._nonce = secrets.token_hex(16)
+        self._pending: asyncio.TimerHandle | None = None
+
+    # -- serving: both listeners follow the faults that take the miner off the network --
+
+    async def start(self) -> None:
+        await super().start()
+        try:
+            self._web = await asyncio.start_server(
+                self._handle_web, self.host, self.web_port, reuse_address=True, backlog=64
+            )
+        except OSError:
+            await super().stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if self._web is not None:
+            self._web.close()
+            self._web = None
+        await super().stop()
+
+    def _stop_listening(self, duration_s: float, after: Any = None) -> None:
+        if self._web is not None:
+            self._web.close()
+            self._web = None
+        super()._stop_listening(duration_s, after)
+
+    # -- the cgminer API on 4028 --------------------------------------------------------
+
+    def answer(self, raw: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(raw.decode("utf-8").rstrip("\x00"))
+            command = str(req["command"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return self._status("E", 23, "Invalid JSON")
+        if "+" in command:
+            return self._status("E", 14, "Invalid command")
+        handler = getattr(self, f"_api_{command}", None)
+        if handler is None:
+            return self._status("E", 14, "Invalid command")
+        if self._fault(FaultKind.GARBLE) is not None:
+            key = command.upper()
+            return {"STATUS": "S", key: {"0": "?"}, "id": 1}
+        result: dict[str, Any] = handler()
+        return result
+
+    def _status(self, code: str, num: int, msg: str) -> dict[str, Any]:
+        return {
+            "STATUS": [
+                {
+                    "STATUS": code,
+                    "When": int(time.time()),
+                    "Code": num,
+                    "Msg": msg,
+                    "Description": f"bmminer {BMMINER_VERSION}",
+                }
+            ],
+            "id": 1,
+        }
+
+    def _api_version(self) -> dict[str, Any]:
+        body = {
+            "BMMiner": BMMINER_VERSION,
+            "API": "3.1",
+            "Miner": "uart_trans.1.3",
+            "CompileTime": COMPILE_TIME,
+            "Type": self.model,
+        }
+        return self._ok(22, "BMMiner versions", "VERSION", [body])
+
+    def _api_summary(self) -> dict[str, Any]:
+        _w, ths = self._advance()
+        self.state.accepted += 1 if ths > 0 else 0
+        body = {
+            "Elapsed": int(self.clock() - self.state.boot_at),
+            "GHS 5s": f"{ths * 1000.0:.2f}",  # bmminer sends these as strings
+            "GHS av": round(ths * 1000.0, 2),
+            "Accepted": self.state.accepted,
+            "Rejected": 0,
+            "Hardware Errors": 0,
+        }
+        return self._ok(11, "Summary", "SUMMARY", [body])
+
+    def _api_stats(self) -> dict[str, Any]:
+        _w, ths = self._advance()
+        t = self.state.temp_c
+        p = self.preset(self.state.profile)
+        board: dict[str, Any] = {
+            "STATS": 0,
+            "ID": "BC50",
+            "Elapsed": int(self.clock() - self.state.boot_at),
+            "total_rateideal": round(p.ths * 1000.0, 2),
+            "rate_unit": "GH",
+            "fan_num": 4,
+            "miner_count": 3,
+        }
+        for i in (1, 2, 3):
+            board[f"fan{i}"] = 4800 if ths > 0 else 0
+            board[f"chain_rate{i}"] = f"{ths * 1000.0 / 3:.2f}"
+            board[f"chain_acn{i}"] = 126
+            board[f"temp{i}"] = round(t - 6)
+            board[f"temp2_{i}"] = round(t + 6)
+        head = {"BMMiner": BMMINER_VERSION, "Miner": "uart_trans.1.3", "Type": self.model}
+        out = self._ok(70, "BMMiner stats", "STATS", [head, board])
+        return out
+
+    def _api_pools(self) -> dict[str, Any]:
+        body = {
+            "POOL": 0,
+            "URL": "stratum+tcp://127.0.0.1:3333",
+            "User": "gridsched.sim",
+            "Status": "Alive",
+            "Stratum Active": True,
+            "Accepted": self.state.accepted,
+            "Rejected": 0,
+            "Get Failures": 0,
+            "Remote Failures": 0,
+        }
+        return self._ok(7, "1 Pool(s)", "POOLS", [body])
+
+    def _api_devs(self) -> dict[str, Any]:
+        _w, ths = self._advance()
+        body = [
+            {"ASC": i, "Name": "BTM_SOC0", "ID": i, "Enabled": "Y", "MHS 5s": ths * 1e6 / 3}
+            for i in range(3)
+        ]
+        return self._ok(9, "3 ASC(s)", "DEVS", body)
+
+    # -- the web CGI on 80 ----------------------------------------------------------------
+
+    def _challenge(self) -> str:
+        return f'Digest realm="{REALM}", nonce="{self._nonce}", qop="auth", algorithm=MD5'
+
+    def _authorised(self, method: str, header: str | None) -> bool:
+        """Check an RFC 7616 digest (MD5, qop=auth) as lighttpd's mod_auth does."""
+        if not header or not header.lower().startswith("digest "):
+            return False
+        fields: dict[str, str] = {}
+        for part in _split_auth(header[7:]):
+            k, _, v = part.partition("=")
+            fields[k.strip().lower()] = v.strip().strip('"')
+        need = ("username", "realm", "nonce", "uri", "response")
+        if any(k not in fields for k in need) or fields["username"] != self.username:
+            return False
+        if fields["realm"] != REALM or fields["nonce"] != self._nonce:
+            return False
+        ha1 = _md5(f"{self.username}:{REALM}:{self.password}")
+        ha2 = _md5(f"{method}:{fields['uri']}")
+        if fields.get("qop") == "auth":
+            want = _md5(
+                f"{ha1}:{self._nonce}:{fields.get('nc', '')}:{fields.get('cnonce', '')}:auth:{ha2}"
+            )
+        else:
+            want = _md5(f"{ha1}:{self._nonce}:{ha2}")
+        return secrets.compare_digest(want, fields["response"])
+
+    async def _handle_web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._active.add(task)
+            task.add_done_callback(self._active.discard)
+        try:
+            async with asyncio.timeout(10.0):
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _version = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    k, _, v = line.partition(":")
+                    if k:
+                        headers[k.strip().lower()] = v.strip()
+                length = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(length) if length else b""
+            status, payload, extra = await self._route(method, path, headers, body)
+            if isinstance(payload, bytes):
+                data, ctype = payload, "text/html"
+            else:
+                data, ctype = json.dumps(payload).encode(), "application/json"
+            if self._fault(FaultKind.MALFORMED) is not None and status == 200:
+                data = b'{"STATUS":{"STATUS":"S",' + b"\xff\xfe"
+            lines_out = [
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}",
+                f"Content-Type: {ctype}",
+                f"Content-Length: {len(data)}",
+                "Connection: close",
+                *extra,
+            ]
+            writer.write(("\r\n".join(lines_out) + "\r\n\r\n").encode("latin-1") + data)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            pass
+        except asyncio.LimitOverrunError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any, list[str]]:
+        self.commands_seen += 1
+        if self._fault(FaultKind.HANG) is not None:
+            while self._fault(FaultKind.HANG) is not None and self._web is not None:
+                await asyncio.sleep(0.05)
+            raise ConnectionError("hung up")
+        if not self._authorised(method, headers.get("authorization")):
+            return 401, b"<h1>401 Unauthorized</h1>", [f"WWW-Authenticate: {self._challenge()}"]
+        slow = self._fault(FaultKind.SLOW)
+        if slow is not None:
+            await asyncio.sleep(slow.delay_s)
+        name = path.split("?", 1)[0]
+        if not (name.startswith("/cgi-bin/") and name.endswith(".cgi")):
+            return 404, b"<h1>404 Not Found</h1>", []
+        cgi = name[len("/cgi-bin/") : -len(".cgi")]
+        handler = getattr(self, f"_cgi_{cgi}", None)
+        if handler is None:
+            return 404, b"<h1>404 Not Found</h1>", []
+        if self._fault(FaultKind.GARBLE) is not None:
+            return 200, [{"code": "M000"}, cgi], []  # JSON, but not the object pyasic reads
+        return 200, handler(body), []
+
+    def _cgi_get_system_info(self, _: bytes) -> dict[str, Any]:
+        return {
+            "minertype": self.model,
+            "nettype": "DHCP",
+            "netdevice": "eth0",
+            "macaddr": self._mac,
+            "hostname": "Antminer",
+            "ipaddress": self.host,
+            "netmask": "255.0.0.0",
+            "gateway": "",
+            "dnsservers": "",
+            "system_mode": "GNU/Linux",
+            "system_kernel_version": "Linux 4.6.0-xilinx-gff8137b-dirty #12 SMP PREEMPT",
+            "system_filesystem_version": COMPILE_TIME,
+            "firmware_type": "Release",
+            "serinum": "SIM" + self._mac.replace(":", "")[-8:],
+        }
+
+    def _cgi_miner_type(self, _: bytes) -> dict[str, Any]:
+        return {"miner_type": self.model, "subtype": "BHB42601", "fw_version": COMPILE_TIME}
+
+    def _cgi_get_blink_status(self, _: bytes) -> dict[str, Any]:
+        return {"blink": False}
+
+    def _cgi_get_miner_conf(self, _: bytes) -> dict[str, Any]:
+        return {
+            "pools": [
+                {"url": "stratum+tcp://127.0.0.1:3333", "user": "gridsched.sim", "pass": "x"},
+                {"url": "", "user": "", "pass": ""},
+                {"url": "", "user": "", "pass": ""},
+            ],
+            "api-listen": True,
+            "api-network": True,
+            "api-groups": "A:stats:pools:devs:summary:version",
+            "api-allow": "A:0/0,W:*",
+            "bitmain-fan-ctrl": False,
+            "bitmain-fan-pwm": "100",
+            "bitmain-use-vil": True,
+            "bitmain-freq": "675",
+            "bitmain-voltage": "1400",
+            "bitmain-ccdelay": "0",
+            "bitmain-pwth": "0",
+            "bitmain-work-mode": str(self.work_mode),
+            "bitmain-freq-level": "100",
+        }
+
+    def _cgi_set_miner_conf(self, body: bytes) -> dict[str, Any]:
+        try:
+            conf = json.loads(body or b"{}")
+            value = conf["miner-mode"]
+        except (ValueError, KeyError, TypeError):
+            return {"stats": "error", "code": "M001", "msg": "Invalid configuration"}
+        self.conf_writes.append(value)
+        ok = {"stats": "success", "code": "M000", "msg": "OK!"}
+        if self._fault(FaultKind.IGNORE) is not None:
+            return ok  # answered success, nothing changes
+        wanted = "str" if isinstance(value, str) else "int"
+        if self.mode_type not in ("any", wanted):
+            return ok  # this firmware version applies the other JSON type only
+        try:
+            mode = int(value)
+        except ValueError:
+            return ok
+        slow = self._fault(FaultKind.SLOW_WRITE)
+        if slow is not None:
+            if self._pending is not None:
+                self._pending.cancel()
+            self._pending = asyncio.get_running_loop().call_later(
+                slow.delay_s, self._set_work_mode, mode
+            )
+        else:
+            self._set_work_mode(mode)
+        return ok
+
+    def _set_work_mode(self, mode: int) -> None:
+        self._pending = None
+        if mode == WORK_SLEEP:
+            self.work_mode = WORK_SLEEP
+            self.sleep()
+        elif mode in (WORK_NORMAL, WORK_LOW):
+            self.work_mode = mode
+            self.wake()
+
+    def _cgi_summary(self, _: bytes) -> dict[str, Any]:
+        _w, ths = self._advance()
+        p = self.preset(self.state.profile)
+        checks = ("rate", "network", "fans", "temp")
+        return {
+            "STATUS": {"STATUS": "S", "when": int(time.time()), "Msg": "summary"},
+            "INFO": {"miner_version": "uart_trans.1.3", "CompileTime": COMPILE_TIME},
+            "SUMMARY": [
+                {
+                    "elapsed": int(self.clock() - self.state.boot_at),
+                    "rate_5s": round(ths * 1000.0, 2),
+                    "rate_ideal": round(p.ths * 1000.0, 2),
+                    "rate_unit": "GH/s",
+                    "status": [{"type": c, "status": "s", "code": 0, "msg": ""} for c in checks],
+                }
+            ],
+        }
+
+    def _cgi_stats(self, _: bytes) -> dict[str, Any]:
+        _w, ths = self._advance()
+        t = self.state.temp_c
+        chains = [
+            {
+                "index": i,
+                "rate_real": round(ths * 1000.0 / 3, 2),
+                "asic_num": 126,
+                "temp_pic": [round(t - 8)] * 4,
+                "temp_pcb": [round(t - 6)] * 4,
+                "temp_chip": [round(t + 6)] * 4,
+                "sn": f"SIMCHAIN{i}",
+            }
+            for i in range(3)
+        ]
+        return {
+            "STATUS": {"STATUS": "S", "when": int(time.time()), "Msg": "stats"},
+            "STATS": [{"rate_5s": round(ths * 1000.0, 2), "chain": chains}],
+        }
+
+
+_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found"}
+
+
+def _split_auth(value: str) -> list[str]:
+    """Split a digest header's comma-separated fields, leaving commas inside quotes alone."""
+    parts: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    for ch in value:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if cur:
+        parts.append("".join(cur))
+    return parts

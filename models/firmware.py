@@ -1,0 +1,131 @@
+"""What each miner firmware family can do, as data: sleep/wake, power target, telemetry,
+and how long a change takes to show.
+
+The adapter (``adapters.asic``) picks a family from what discovery found and uses this
+table to decide what to send (a power target only where the firmware has one), what a
+reading can say (no power figure from stock firmware), and how long to wait for a
+read-back before a command counts as unconfirmed. docs/hardware.md carries the same
+table with the source of every cell; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Family(StrEnum):
+    LUXOS = "luxos"
+    BRAIINS = "braiins-os"
+    ANTMINER_STOCK = "antminer-stock"
+    WHATSMINER = "whatsminer"
+    VNISH = "vnish"
+    OTHER = "other"
+
+
+class PowerTarget(StrEnum):
+    EXACT = "exact"  # any watt figure in the firmware's range
+    PRESETS = "presets"  # named profiles with known watts; a target maps to one
+    NONE = "none"  # no power target: full or asleep
+
+
+class Reading(StrEnum):
+    """What a reading can carry (through pyasic 0.79)."""
+
+    POWER = "power_w"
+    TARGET = "target_w"
+    HASHRATE = "hashrate_ths"
+    TEMPERATURE = "temperatures_c"
+    MINING = "is_mining"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    family: Family
+    sleep_wake: bool
+    power_target: PowerTarget
+    readings: frozenset[Reading]
+    #: How long after a command a read-back may take to show it; past this it is
+    #: unconfirmed. Covers the slowest of sleep, wake and target change.
+    confirm_within_s: float
+    note: str = ""
+
+    @property
+    def reads_power(self) -> bool:
+        return Reading.POWER in self.readings
+
+
+_ALL = frozenset(Reading)
+
+CAPABILITIES: dict[Family, Capabilities] = {
+    Family.LUXOS: Capabilities(
+        Family.LUXOS,
+        sleep_wake=True,
+        power_target=PowerTarget.PRESETS,
+        readings=_ALL,
+        confirm_within_s=60.0,
+        note="curtail sleep/wakeup; profiles by frequency step (profileset)",
+    ),
+    Family.BRAIINS: Capabilities(
+        Family.BRAIINS,
+        sleep_wake=True,
+        power_target=PowerTarget.EXACT,
+        readings=_ALL,
+        confirm_within_s=120.0,
+        note="pause/resume; power target through the tuner, which retunes for minutes",
+    ),
+    Family.ANTMINER_STOCK: Capabilities(
+        Family.ANTMINER_STOCK,
+        sleep_wake=True,
+        power_target=PowerTarget.NONE,
+        readings=frozenset({Reading.HASHRATE, Reading.TEMPERATURE, Reading.MINING}),
+        confirm_within_s=120.0,
+        note="miner-mode 1/0 in set_miner_conf.cgi; bmminer restarts (20-35 s, more to hash)",
+    ),
+    Family.WHATSMINER: Capabilities(
+        Family.WHATSMINER,
+        sleep_wake=True,
+        power_target=PowerTarget.EXACT,
+        readings=_ALL,
+        confirm_within_s=120.0,
+        note="power_off/power_on; adjust_power_limit (token-encrypted writes)",
+    ),
+    Family.VNISH: Capabilities(
+        Family.VNISH,
+        sleep_wake=True,
+        power_target=PowerTarget.PRESETS,
+        readings=_ALL,
+        confirm_within_s=120.0,
+        note="stop/start mining over its web API; presets by watts",
+    ),
+    Family.OTHER: Capabilities(
+        Family.OTHER,
+        sleep_wake=True,
+        power_target=PowerTarget.NONE,
+        readings=frozenset({Reading.HASHRATE, Reading.MINING}),
+        confirm_within_s=180.0,
+        note="unknown firmware: sleep/wake attempted, no target; read back before trusting",
+    ),
+}
+
+
+def family_of(firmware: str, make: str) -> Family:
+    """The family of what discovery found: pyasic's ``MinerFirmware`` value ("LuxOS",
+    "BOS+", "VNish", "Stock" ...) and ``MinerMake`` ("AntMiner", "WhatsMiner" ...)."""
+    fw = firmware.strip().lower()
+    mk = make.strip().lower()
+    if fw == "luxos":
+        return Family.LUXOS
+    if fw in ("bos+", "braiins os", "braiins-os", "braiinsos"):
+        return Family.BRAIINS
+    if fw == "vnish":
+        return Family.VNISH
+    if fw == "stock" and mk == "antminer":
+        return Family.ANTMINER_STOCK
+    if fw == "stock" and mk == "whatsminer":
+        return Family.WHATSMINER
+    return Family.OTHER
+
+
+def capabilities(firmware: str, make: str) -> Capabilities:
+    return CAPABILITIES[family_of(firmware, make)]

@@ -1,0 +1,255 @@
+"""A stock-firmware Antminer through the real pyasic adapter, over TCP and HTTP digest.
+
+The simulator (adapters/sim/antminer.py) serves what pyasic reads and writes for stock
+Bitmain firmware: the cgminer API on 4028 and the web CGI on 80, each miner on its own
+loopback address. Binding port 80 needs root or CAP_NET_BIND_SERVICE: without it the
+module is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from adapters.asic import PyasicMiner
+from adapters.base import Health, ModeRequest, Telemetry
+from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
+from adapters.sim.antminer import AntminerSim
+from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.miner import FaultKind
+
+FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
+BASE = "127.8.0.0"
+
+
+def _can_bind_80() -> bool:
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.8.255.254", 80))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _can_bind_80(), reason="cannot bind port 80 on loopback")
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimFleetThread]:
+    fleet = SimFleet.build(6, base=BASE, firmware=("antminer",), control_port=None, **FAST)
+    th = SimFleetThread(fleet)
+    with th:
+        yield th
+
+
+def _miner(sim: SimFleetThread, i: int) -> AntminerSim:
+    m = sim.fleet.miners[i]
+    assert isinstance(m, AntminerSim)
+    return m
+
+
+@pytest.fixture(autouse=True)
+def _clean(sim: SimFleetThread) -> Iterator[None]:
+    yield
+
+    def reset() -> None:
+        for m in sim.fleet.miners:
+            assert isinstance(m, AntminerSim)
+            m.clear_faults()
+            m._set_work_mode(0)
+
+    sim.call(reset)
+
+
+async def _until(cond: Any, timeout_s: float = 10.0, poll_s: float = 0.05) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await cond():
+            await asyncio.sleep(poll_s)
+
+
+def test_a_stock_antminer_is_read_with_its_identity(sim: SimFleetThread) -> None:
+    """pyasic 0.79 has DataOptions in pyasic.miners.data: a stock miner was unreadable."""
+    dev = PyasicMiner("am/0", _miner(sim, 0).host, timeout_s=2.0)
+
+    async def go() -> Telemetry:
+        info = await dev.connect()
+        assert info.make == "AntMiner" and "S19j Pro" in info.model
+        assert info.firmware == "Stock" and info.family == "antminer-stock"
+        assert info.firmware_version == "Thu Dec 14 17:31:57 CST 2023"
+        assert info.power_targets_w == () and info.min_power_w is None
+        return await dev.read()
+
+    t = run(go())
+    assert t.state == "running" and t.hashrate_ths is not None and t.hashrate_ths > 80
+    assert t.power_w is None  # stock firmware reports no power through pyasic
+    assert t.temperatures_c and t.temperatures_c[0] > 40
+
+
+def test_a_stock_miner_sleeps_and_wakes_without_a_power_target(sim: SimFleetThread) -> None:
+    """Stock firmware has no power target: a wake asked at a target must still be sent."""
+    m = _miner(sim, 1)
+    dev = PyasicMiner("am/1", m.host, timeout_s=2.0)
+
+    async def go() -> None:
+        await dev.connect()
+        fleet = Fleet([dev])
+        fleet.status[dev.device_id].connected = True
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED, out[0].error
+        done = await fleet.confirm(out, timeout_s=10.0, poll_s=0.05)
+        assert done[dev.device_id] is not None
+        assert (await dev.read()).state == "sleeping"
+        out = await fleet.apply({dev.device_id: ModeRequest("run", 3000.0)})
+        assert out[0].ok, out[0].error
+        applied = out[0].applied
+        assert applied is not None and applied.target_w is None
+        assert "no power target" in applied.note
+        done = await fleet.confirm(out, timeout_s=10.0, poll_s=0.05)
+        assert done[dev.device_id] is not None
+        assert (await dev.read()).state == "running"
+
+    run(go())
+    assert sim.call(lambda: m.work_mode) == 0
+    # pyasic rebuilt the configuration it wrote from the one it read: pools kept.
+    assert sim.call(lambda: list(m.conf_writes)) == [1, 0]
+
+
+def _fleet(dev: PyasicMiner, seen: list[Outcome]) -> Fleet:
+    return Fleet(
+        [dev],
+        retry=RetryPolicy(attempts=2, base_s=0.01, max_s=0.02),
+        unreachable_after=2,
+        on_outcome=seen.append,
+    )
+
+
+def test_accepted_but_ignored_is_unconfirmed_and_the_next_dispatch_resends(
+    sim: SimFleetThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop_mining() returns True whatever the miner does: only a read-back says done."""
+    m = _miner(sim, 2)
+    sim.call(m.inject, FaultKind.IGNORE)
+    dev = PyasicMiner("am/2", m.host, timeout_s=2.0, confirm_within_s=0.8)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = _fleet(dev, seen)
+        await fleet.connect_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED
+        assert dev.device_id in fleet.pending
+
+        async def settled() -> bool:
+            await fleet.read_all()
+            return dev.device_id not in fleet.pending
+
+        await _until(settled)
+        last = seen[-1]
+        assert last.kind is OutcomeKind.UNCONFIRMED and not last.ok
+        assert "did not show sleep" in (last.error or "")
+        st = fleet.status[dev.device_id]
+        assert st.health is Health.UNCONFIRMED
+        assert fleet.unconfirmed_requests() == {dev.device_id: ModeRequest("sleep")}
+        # The firmware works again; the next dispatch sends the sleep again, all of it.
+        sim.call(m.clear_faults)
+        writes = len(sim.call(lambda: list(m.conf_writes)))
+        again = await fleet.resend_unconfirmed()
+        assert [o.device_id for o in again] == [dev.device_id] and again[0].ok
+        assert len(sim.call(lambda: list(m.conf_writes))) == writes + 1
+
+        async def confirmed() -> bool:
+            await fleet.read_all()
+            return any(o.kind is OutcomeKind.CONFIRMED for o in seen)
+
+        await _until(confirmed)
+        assert fleet.status[dev.device_id].health is Health.OK
+        assert fleet.unconfirmed_requests() == {}
+
+    with caplog.at_level(logging.INFO, logger="gridsched.fleet"):
+        run(go())
+    lines = [r for r in caplog.records if r.name == "gridsched.fleet" and "am/2" in r.message]
+    went = [r for r in lines if r.levelno == logging.WARNING and "unconfirmed:" in r.message]
+    assert len(went) == 1 and "did not show sleep" in went[0].message
+    assert any("ok again (was unconfirmed)" in r.message for r in lines)
+    assert not any(r.exc_info for r in lines)
+
+
+def test_a_slow_write_is_confirmed_late_not_called_failed(sim: SimFleetThread) -> None:
+    m = _miner(sim, 3)
+    sim.call(lambda: m.inject(FaultKind.SLOW_WRITE, delay_s=0.6))
+    dev = PyasicMiner("am/3", m.host, timeout_s=2.0, confirm_within_s=30.0)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = _fleet(dev, seen)
+        await fleet.connect_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert out[0].ok
+        t = await dev.read()  # the write was answered; bmminer has not restarted yet
+        assert t.state == "running"
+
+        async def confirmed() -> bool:
+            await fleet.read_all()
+            return dev.device_id not in fleet.pending
+
+        await _until(confirmed)
+        assert [o.kind for o in seen] == [OutcomeKind.ACCEPTED, OutcomeKind.CONFIRMED]
+
+    run(go())
+
+
+def test_garbled_answers_are_unreadable_and_silence_is_unreachable(
+    sim: SimFleetThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = _miner(sim, 4)
+    dev = PyasicMiner("am/4", m.host, timeout_s=1.0)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = _fleet(dev, seen)
+        assert (await fleet.connect_all())[dev.device_id] is None
+        sim.call(m.inject, FaultKind.GARBLE)
+        for _ in range(3):
+            assert await fleet.read_all() == {}
+        st = fleet.status[dev.device_id]
+        assert st.health is Health.UNREADABLE and st.connected
+        sim.call(m.clear_faults)
+        assert dev.device_id in await fleet.read_all()
+        assert st.health is Health.OK
+        sim.call(lambda: m.inject(FaultKind.REFUSE, 30.0))
+        for _ in range(3):
+            await fleet.read_all()
+            st.next_probe = 0.0
+        assert st.health is Health.UNREACHABLE
+
+    with caplog.at_level(logging.INFO, logger="gridsched.fleet"):
+        run(go())
+    lines = [r for r in caplog.records if r.name == "gridsched.fleet" and "am/4" in r.message]
+    went = [r for r in lines if r.levelno == logging.WARNING and "unreadable:" in r.message]
+    assert len(went) == 1  # once per change of state, not per reading
+    assert not any(r.exc_info for r in lines)
+
+
+def test_discovery_is_cached_across_retries(sim: SimFleetThread) -> None:
+    m = _miner(sim, 5)
+    dev = PyasicMiner("am/5", m.host, timeout_s=1.0)
+
+    async def go() -> None:
+        await dev.connect()
+        first = dev._miner
+        await dev.connect()
+        assert dev._miner is first
+
+    run(go())
