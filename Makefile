@@ -67,8 +67,13 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
+# The suite under coverage: daemon and CLI subprocesses are measured too, then combined
+# and reported (the total is the last line).
 unit: $(VENV)/.installed
-	$(PY) -m pytest -q
+	rm -rf .coverage-data
+	$(PY) -m coverage run -m pytest -q
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report
 
 test: lint typecheck unit
 
@@ -76,4 +81,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/plan_latency.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache .coverage-data
