@@ -24,14 +24,14 @@ from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.miner import FaultKind
 
 FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
-BASE = "127.8.0.0"
+BASE = "127.41.0.0"
 
 
 def _can_bind_80() -> bool:
     s = socket.socket()
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.8.255.254", 80))
+        s.bind(("127.41.255.254", 80))
     except OSError:
         return False
     finally:
@@ -253,3 +253,36 @@ def test_discovery_is_cached_across_retries(sim: SimFleetThread) -> None:
         assert dev._miner is first
 
     run(go())
+
+
+def test_firmware_that_wants_miner_mode_as_a_string_gets_it_after_one_unconfirmed_try() -> None:
+    """Stock firmware versions differ in the JSON type of miner-mode they apply (pyasic has
+    a setting for it): a write of the other type is answered success and ignored. The
+    adapter tries the other type when the read-back does not show the first, and keeps it."""
+    m = AntminerSim("127.41.1.1", mode_type="str", **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+    dev = PyasicMiner("am/str", m.host, timeout_s=2.0, confirm_within_s=0.8)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = _fleet(dev, seen)
+        await fleet.connect_all()
+        await fleet.apply({dev.device_id: ModeRequest("sleep")})
+
+        async def settled() -> bool:
+            await fleet.read_all()
+            return dev.device_id not in fleet.pending
+
+        await _until(settled)
+        assert seen[-1].kind is OutcomeKind.UNCONFIRMED
+        await fleet.resend_unconfirmed()
+        await _until(settled)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED
+        out = await fleet.apply({dev.device_id: ModeRequest("run")})  # kept: no second miss
+        assert out[0].ok
+        await _until(settled)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED
+
+    with th:
+        run(go())
+        assert th.call(lambda: list(m.conf_writes)) == [1, "1", "0"]

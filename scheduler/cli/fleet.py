@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from adapters import registry
 from adapters.base import Health, Telemetry
 from adapters.fleet import Fleet, freeze_heap
-from adapters.sim.fleet import SimFleet
+from adapters.sim.fleet import FIRMWARE, SimFleet
 from models.site import load_site
 from scheduler.cli.report import table
 
@@ -106,6 +106,16 @@ def site_for_simulator(sim: SimFleet, control: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _firmware_list(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in names if x not in FIRMWARE]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"firmware {', '.join(bad) or repr(text)}: valid are {', '.join(FIRMWARE)}"
+        )
+    return names
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     sim = SimFleet.build(
         args.miners,
@@ -115,6 +125,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         wake_s=args.wake_s,
         reboot_s=args.reboot_s,
         control_port=args.control_port,
+        firmware=args.firmware,
     )
 
     async def main() -> None:
@@ -125,8 +136,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             sim.miners[0].host if sim.miners else "-",
             sim.miners[-1].host if sim.miners else "-",
         )
+        kinds = {"luxos": "LuxOS", "antminer": "stock Antminer"}
+        what = " and ".join(kinds[f] for f in args.firmware)
         print(
-            f"simulating {len(sim.miners)} LuxOS miners on {first} .. {last} port 4028, "
+            f"simulating {len(sim.miners)} {what} miners on {first} .. {last} port 4028"
+            f"{' and 80' if 'antminer' in args.firmware else ''}, "
             f"{len(sim.gpus)} GPUs; control {control or 'off'}",
             flush=True,
         )
@@ -146,6 +160,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _identity(fleet: Fleet, device_id: str) -> dict[str, str]:
+    """What discovery found: make, model, firmware (family) and its version."""
+    info = fleet.by_id[device_id].info
+    if info is None:
+        return {}
+    return {
+        "make": info.make,
+        "model": info.model,
+        "firmware": info.firmware,
+        "firmware_version": info.firmware_version,
+        "family": info.family,
+    }
+
+
+def _firmware_label(fleet: Fleet, ids: list[str]) -> str:
+    """The firmware of a class's devices, in words ("Stock 2023-12-14 ...", or a count)."""
+    seen: dict[str, int] = {}
+    for i in ids:
+        info = fleet.by_id[i].info
+        if info is not None and (info.firmware or info.make):
+            label = " ".join(x for x in (info.make, info.firmware, info.firmware_version) if x)
+            seen[label] = seen.get(label, 0) + 1
+    if not seen:
+        return "-"
+    if len(seen) == 1:
+        return next(iter(seen))[:48]
+    return f"{len(seen)} kinds"
+
+
 def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
     rows = []
     for group in sorted({st.group for st in fleet.status.values()}):
@@ -153,8 +196,11 @@ def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
         health = {h: 0 for h in Health}
         for i in ids:
             health[fleet.status[i].health] += 1
+        other = health[Health.REJECTED] + health[Health.UNCONFIRMED]
         ts = [readings[i] for i in ids if i in readings]
         power = sum(t.power_w or 0.0 for t in ts) / 1000.0
+        # Stock firmware reports no power: those units are not at 0 kW, just not metered.
+        unmetered = sum(t.power_w is None for t in ts)
         ths = sum(t.hashrate_ths or 0.0 for t in ts)
         tok = sum(t.tokens_s or 0.0 for t in ts)
         running = sum(t.state == "running" for t in ts)
@@ -166,11 +212,14 @@ def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
                 str(health[Health.OK]),
                 str(health[Health.DEGRADED]),
                 str(health[Health.UNREACHABLE]),
+                str(health[Health.UNREADABLE]),
+                str(other),
                 str(running),
                 str(sleeping),
-                f"{power:,.1f}",
+                f"{power:,.1f}" + (f" +{unmetered} unmetered" if unmetered else ""),
                 f"{ths:,.0f}",
                 f"{tok:,.0f}",
+                _firmware_label(fleet, ids),
             ]
         )
     return rows
@@ -224,6 +273,7 @@ def _print_status(
                     "class": st.group,
                     "health": st.health.value,
                     "error": st.last_error,
+                    **_identity(fleet, st.device_id),
                     **(
                         {
                             k: v
@@ -246,11 +296,14 @@ def _print_status(
         "ok",
         "degraded",
         "unreachable",
+        "unreadable",
+        "rejected/unconfirmed",
         "running",
         "sleeping",
         "kW",
         "TH/s",
         "tokens/s",
+        "firmware",
     ]
     print(table(head, _summary(fleet, readings)))
     print(f"connected in {connect_s:.2f} s; telemetry sweep {sweep_s * 1000:.0f} ms")
@@ -259,9 +312,13 @@ def _print_status(
         rows = []
         for st in shown[: args.limit]:
             t = readings.get(st.device_id)
+            ident = _identity(fleet, st.device_id)
             rows.append(
                 [
                     st.device_id,
+                    " ".join(x for x in (ident.get("make"), ident.get("model")) if x) or "-",
+                    " ".join(x for x in (ident.get("firmware"), ident.get("firmware_version")) if x)
+                    or "-",
                     st.health.value,
                     t.state if t else "-",
                     f"{t.power_w:,.0f}" if t and t.power_w is not None else "-",
@@ -272,7 +329,21 @@ def _print_status(
                 ]
             )
         print(
-            table(["device", "health", "state", "W", "target W", "TH/s", "°C", "last error"], rows)
+            table(
+                [
+                    "device",
+                    "make/model",
+                    "firmware",
+                    "health",
+                    "state",
+                    "W",
+                    "target W",
+                    "TH/s",
+                    "°C",
+                    "last error",
+                ],
+                rows,
+            )
         )
         if len(shown) > args.limit:
             print(f"... {len(shown) - args.limit} more (--limit)")
@@ -314,7 +385,7 @@ def add_parsers(sub: Any) -> None:
     fl = sub.add_parser("fleet", help="simulated fleet and live telemetry")
     fsub = fl.add_subparsers(dest="fleet_command", required=True)
 
-    si = fsub.add_parser("simulate", help="run LuxOS miner and GPU simulators on loopback")
+    si = fsub.add_parser("simulate", help="run miner and GPU simulators on loopback")
     si.add_argument("--miners", type=int, default=1000)
     si.add_argument("--gpus", type=int, default=0)
     si.add_argument("--base", default="127.1.0.0", help="miners get loopback addresses after this")
@@ -322,20 +393,42 @@ def add_parsers(sub: Any) -> None:
     si.add_argument("--sleep-s", type=float, default=5.0, help="time to reach sleep")
     si.add_argument("--wake-s", type=float, default=12.0, help="time to wake to full hashrate")
     si.add_argument("--reboot-s", type=float, default=30.0)
+    si.add_argument(
+        "--firmware",
+        type=_firmware_list,
+        default=("luxos",),
+        help=f"comma-separated, spread over the miners in blocks: {', '.join(FIRMWARE)} "
+        "(a stock Antminer also serves its web CGI on port 80: needs root or "
+        "CAP_NET_BIND_SERVICE)",
+    )
     si.add_argument("--write-site", help="write a site TOML that drives this fleet")
     si.add_argument("--duration", type=float, help="stop after this many seconds")
     si.set_defaults(func=cmd_simulate)
 
     fa = fsub.add_parser("fault", help="inject or clear a fault on simulated miners")
     fa.add_argument(
-        "kind", choices=["refuse", "hang", "slow", "malformed", "reboot", "dropout", "clear"]
+        "kind",
+        choices=[
+            "refuse",
+            "hang",
+            "slow",
+            "malformed",
+            "reboot",
+            "dropout",
+            "ignore",
+            "garble",
+            "slow-write",
+            "clear",
+        ],
     )
     fa.add_argument("hosts", nargs="*", help="miner addresses (default: all)")
     fa.add_argument("--control", default="127.0.0.1:4029", help="the simulator's control port")
     fa.add_argument(
         "--duration", type=float, help="seconds the fault lasts (default: until cleared)"
     )
-    fa.add_argument("--delay", type=float, help="slow: seconds before each answer")
+    fa.add_argument(
+        "--delay", type=float, help="slow: seconds before each answer; slow-write: until applied"
+    )
     fa.set_defaults(func=cmd_fault)
 
     st = fsub.add_parser("status", help="connect to a site's devices and show live telemetry")

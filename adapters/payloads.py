@@ -1,0 +1,122 @@
+"""Vendor payloads as Telemetry: parsed here and only here.
+
+:func:`parse_luxos` reads the LuxOS RPC multicommand (one round trip for a full reading),
+:func:`parse_miner_data` pyasic's ``MinerData`` from every other firmware.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from adapters.base import BadReply, Telemetry
+
+#: The LuxOS multicommand behind one reading.
+LUXOS_TELEMETRY = "power+summary+stats+config+profiles"
+#: A sleeping ASIC draws its control board and fans only; above this it is not asleep.
+SLEEPING_MAX_W = 60.0
+#: Hashing at this share of the profile's ideal rate counts as running at that profile.
+RUNNING_SHARE = 0.9
+
+
+def parse_luxos(device_id: str, data: Mapping[str, Any], at: float) -> Telemetry:
+    """A LuxOS ``power+summary+stats+config+profiles`` multicommand reply as Telemetry."""
+
+    def body(cmd: str, key: str) -> list[dict[str, Any]]:
+        try:
+            part = data[cmd][0]
+            status = part["STATUS"][0]
+            if status.get("STATUS") not in ("S", "I"):
+                raise BadReply(device_id, f"{cmd}: the miner answered {status.get('Msg')!r}")
+            rows = part[key]
+        except (KeyError, IndexError, TypeError):
+            raise BadReply(device_id, f"reply to {cmd!r} has no {key} list") from None
+        if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+            raise BadReply(device_id, f"{key} in the reply to {cmd!r} is empty or not a list")
+        return rows
+
+    try:
+        watts = float(body("power", "POWER")[0]["Watts"])
+        ths = float(body("summary", "SUMMARY")[0]["GHS 5s"]) / 1000.0
+        config = body("config", "CONFIG")[0]
+        profiles = body("profiles", "PROFILES")
+        stats = body("stats", "STATS")
+        profile = str(config["Profile"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadReply(device_id, f"LuxOS reply lacks or garbles {exc}") from None
+    if not (math.isfinite(watts) and math.isfinite(ths)) or watts < 0 or ths < 0:
+        raise BadReply(device_id, f"impossible reading: {watts} W, {ths} TH/s")
+    target = next((p for p in profiles if p.get("Profile Name") == profile), None)
+    target_w = float(target["Watts"]) if target and "Watts" in target else None
+    ideal_ths = float(target["Hashrate"]) if target and "Hashrate" in target else None
+    temps: list[float] = []
+    for board in stats[1:]:
+        for k, v in board.items():
+            if k.startswith("temp_chip") and isinstance(v, str):
+                temps.extend(float(x) for x in v.split("-") if x.strip() not in ("", "0"))
+    state = _asic_state(watts, ths, ideal_ths)
+    return Telemetry(
+        device_id=device_id,
+        at=at,
+        state=state,
+        power_w=watts,
+        target_w=target_w,
+        hashrate_ths=ths,
+        temperatures_c=(max(temps),) if temps else (),
+    )
+
+
+def parse_miner_data(device_id: str, d: Any, at: float) -> Telemetry:
+    """pyasic ``MinerData`` (any firmware) as Telemetry."""
+    try:
+        watts = None if d.wattage is None else float(d.wattage)
+        hr = d.hashrate
+        ths = None if hr is None else float(hr.into(hr.unit.TH)) if hasattr(hr, "into") else None
+        limit = None if d.wattage_limit is None else float(d.wattage_limit)
+        temps = tuple(float(b.chip_temp) for b in (d.hashboards or []) if b.chip_temp)
+        errors = tuple(str(getattr(e, "error_message", e)) for e in (d.errors or []))
+        mining = None if d.is_mining is None else bool(d.is_mining)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise BadReply(device_id, f"pyasic data unusable: {type(exc).__name__}: {exc}") from None
+    if watts is None and ths is None:
+        raise BadReply(device_id, "the miner reported neither power nor hashrate")
+    state: Any
+    if mining is False:
+        # Configured asleep is asleep once it stops hashing and drawing: stock firmware
+        # answers the new configuration before bmminer has stopped.
+        quiet = (watts or 0.0) <= SLEEPING_MAX_W and not ths
+        state = "sleeping" if quiet else "transition"
+    else:
+        state = _asic_state(watts, ths, None)
+    return Telemetry(
+        device_id=device_id,
+        at=at,
+        state=state,
+        power_w=watts,
+        target_w=limit,
+        hashrate_ths=ths,
+        temperatures_c=(max(temps),) if temps else (),
+        errors=errors,
+    )
+
+
+def _asic_state(watts: float | None, ths: float | None, ideal_ths: float | None) -> Any:
+    if ths is None:
+        return "unknown"
+    if ths == 0.0:
+        return "sleeping" if watts is not None and watts <= SLEEPING_MAX_W else "transition"
+    if ideal_ths and ths < RUNNING_SHARE * ideal_ths:
+        return "transition"
+    return "running"
+
+
+def choose_preset(presets_w: tuple[float, ...], target_w: float) -> tuple[float, str]:
+    """The preset a target maps to (highest at or below it) and the rounding in words."""
+    below = [p for p in presets_w if p <= target_w + 0.5]
+    chosen = max(below) if below else min(presets_w)
+    if abs(chosen - target_w) <= 0.5:
+        return chosen, ""
+    if below:
+        return chosen, f"asked {target_w:g} W; the firmware has presets only, set {chosen:g} W"
+    return chosen, f"asked {target_w:g} W, below the lowest preset; set {chosen:g} W"
