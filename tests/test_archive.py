@@ -25,13 +25,13 @@ def fill(db: Path, n: int, first_at: float = T0, every_s: float = 60.0) -> None:
         store.start()
         try:
             for i in range(n):
-                kind = "telemetry" if i % 3 else "signal"
-                payload = (
-                    {"import_kw": 100.0 + i, "cap_kw": None, "events": []}
-                    if kind == "telemetry"
-                    else {"events": [{"id": f"s{i}", "type": "curtail", "limit_kw": 5.0}]}
-                )
-                await store.record(kind, payload, first_at + i * every_s)
+                at = first_at + i * every_s
+                if i % 3:
+                    payload: dict[str, object] = {"import_kw": 100.0 + i, "events": []}
+                    await store.record("telemetry", payload, at)
+                    continue
+                ev = {"id": f"s{i}", "type": "curtail", "limit_kw": 5.0, "_ends_at": at + 60}
+                await store.add_signals([ev], "simple", None, "{}", at + 60, at)
         finally:
             store.close()
 
@@ -279,3 +279,32 @@ def test_a_mistyped_database_is_named_and_not_created(
     assert main(["audit", command, "--db", str(db), *extra]) == 2
     assert f"{db}: no such database" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_a_signal_in_force_keeps_its_record_in_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon checks each signals row against its chained record on restart: archiving
+    stops before the record of a signal still in force, and the signal stays enforced."""
+    db = tmp_path / "state.db"
+    fill(db, 30)  # records 1-30; signals every 3rd record, each over a minute later
+
+    async def forever() -> None:
+        store = Store(db)
+        store.start()
+        ev = {"id": "held", "type": "curtail", "limit_kw": 7.0}  # until cancelled
+        await store.add_signals([ev], "simple", None, "{}", 9e9, T0 + 30 * 60)
+        for i in range(10):
+            await store.record("telemetry", {"i": i}, T0 + (31 + i) * 60)
+        store.close()
+
+    asyncio.run(forever())
+    done = archive(db, T0 + 1e6, tmp_path / "a.jsonl")
+    assert (done.first_seq, done.last_seq) == (1, 30)  # record 31 holds 'held'
+    header = json.loads((tmp_path / "a.jsonl").read_text().splitlines()[0])
+    assert header["checkpoint"]["seq"] == 41
+    store = Store(db)
+    assert store.verify().ok
+    assert [s["id"] for s in store.signals(include_ended_after=T0 + 1e6)] == ["held"]
+    witness = f"{header['checkpoint']['seq']}:{header['checkpoint']['hash']}"
+    assert main(["audit", "verify", "--db", str(db), "--expect-head", witness]) == 0

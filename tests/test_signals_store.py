@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from scheduler.audit.store import Store
+from scheduler.audit.store import Store, head_path
 from scheduler.service.daemon import assign
 from scheduler.service.openadr import OpenADRError, notification_to_events, parse_iso_duration
 from scheduler.service.security import AuthError, RateLimiter, check_bearer, sign, verify_webhook
@@ -46,10 +47,12 @@ def test_group_commit_chain_and_tamper_evidence(tmp_path: Path) -> None:
     con.execute("UPDATE log SET payload = '{\"i\":999}' WHERE seq = 57")
     con.commit()
     v = Store(db).verify()
-    assert not v.ok and v.first_bad_seq == 57 and "hash" in v.reason
+    assert not v.ok and (v.kind, v.first_bad_seq) == ("edited", 57) and "hash" in v.reason
+    con.execute("UPDATE log SET payload = '{\"i\":56}' WHERE seq = 57")  # put it back
     con.execute("DELETE FROM log WHERE seq = 58")
     con.commit()
-    assert Store(db).verify().first_bad_seq in (57, 59)
+    v = Store(db).verify()
+    assert (v.kind, v.first_bad_seq) == ("missing", 58) and "record 58 is missing" in v.reason
 
 
 def test_openadr_intervals_timing_and_payloads() -> None:
@@ -225,3 +228,79 @@ def test_the_wal_stays_bounded_under_large_records(tmp_path: Path) -> None:
     asyncio.run(go())
     assert 4 * 2**20 < largest < 12 * 2**20, largest
     assert Store(db).verify().ok
+
+
+class SmallDisk(Store):
+    """A store whose disk holds ``pages`` pages: SQLite itself answers SQLITE_FULL
+    ("database or disk is full") once the file would grow past it, as on a full disk."""
+
+    pages = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        con = super()._connect()
+        if self.pages:
+            con.execute(f"PRAGMA max_page_count = {self.pages}")
+        return con
+
+
+def test_a_full_disk_loses_nothing_accepted_and_half_writes_nothing(tmp_path: Path) -> None:
+    """Signals written while the disk fills: each one is either stored whole (its row, its
+    webhook id and its chained record, and the head file covers it) or refused whole; the
+    writer's rollback keeps the chain's head in step, so the writes after a refusal chain on."""
+    db = tmp_path / "s.db"
+    accepted: list[str] = []
+    refused: list[str] = []
+
+    async def go() -> None:
+        store = SmallDisk(db)
+        store.start()
+        await store.record("telemetry", {"i": 0})
+        store.close()
+        (pages,) = sqlite3.connect(db).execute("PRAGMA page_count").fetchone()
+        SmallDisk.pages = int(pages) + 30
+        store = SmallDisk(db)
+        store.start()
+        try:
+
+            async def send(i: int) -> None:
+                eid = f"s{i}"
+                ev = {"id": eid, "type": "curtail", "limit_kw": 100.0 - i, "_ends_at": 4e11}
+                try:
+                    ok, _ = await store.add_signals(
+                        [ev], "simple", f"w{i}", "x" * (1500 + 37 * i), 9e9
+                    )
+                    assert ok
+                    accepted.append(eid)
+                except sqlite3.OperationalError as exc:
+                    assert "full" in str(exc)
+                    refused.append(eid)
+
+            for wave in range(8):  # batches that fit, then batches the disk refuses
+                await asyncio.gather(*(send(wave * 10 + i) for i in range(10)))
+            for i in range(80, 90):  # one at a time: what still fits after a refusal
+                await send(i)
+        finally:
+            store.close()
+            SmallDisk.pages = 0
+
+    asyncio.run(go())
+    assert accepted and refused, (accepted, refused)
+    order = [int(i[1:]) for i in accepted]
+    assert max(order) > min(int(i[1:]) for i in refused)  # writes after a refusal landed
+    store = Store(db)
+    v = store.verify()
+    assert v.ok, v.problems
+    assert v.records == 1 + len(accepted)
+    assert {s["id"] for s in store.signals(0.0)} == set(accepted)
+    con = sqlite3.connect(db)
+    rows = {r[0] for r in con.execute("SELECT id FROM signals")}
+    hooks = {r[0] for r in con.execute("SELECT id FROM webhook_ids")}
+    chained = {
+        ev["id"]
+        for (p,) in con.execute("SELECT payload FROM log WHERE kind = 'signal'")
+        for ev in json.loads(p)["events"]
+    }
+    assert rows == chained == set(accepted)
+    assert hooks == {"w" + i[1:] for i in accepted}
+    last = json.loads(head_path(db).read_text().splitlines()[-1])
+    assert (last["seq"], last["hash"]) == (v.records, store.hash_at(v.records))

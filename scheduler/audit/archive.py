@@ -11,14 +11,18 @@ anchor: the last archived record's sequence number and hash. Nothing is lost on 
    transaction that also moves the anchor), so that a running daemon's writes, whose
    signals wait on them, never queue behind one long delete.
 
-The newest record always stays in the database (it is the chain's head). ``gridsched audit
+The newest record always stays in the database (it is the chain's head), and so does the
+record of each signal still in force (and every record after it): the daemon checks the
+``signals`` table against those records when it restarts. Each header carries the chain's
+last checkpoint at the time (``checkpoint``: seq, hash, time, HMAC when keyed), a copy of
+the head kept outside the database for ``audit verify --expect-head``. ``gridsched audit
 verify --archive FILE...`` checks each file, that the files follow each other from the
 first record, and that the database's chain starts where the last file ends.
 
 File format: a header line ``{"format": "gridsched-audit-archive", "version": 1,
-"first_seq", "last_seq", "prev", "records", "created_utc", "db"}``, then one line per record
-``{"seq", "at", "kind", "payload", "prev", "hash"}`` with ``payload`` the exact text that
-was hashed.
+"first_seq", "last_seq", "prev", "records", "created_utc", "db", "checkpoint"}``, then one
+line per record ``{"seq", "at", "kind", "payload", "prev", "hash"}`` with ``payload`` the
+exact text that was hashed.
 """
 
 from __future__ import annotations
@@ -113,16 +117,21 @@ def archive(
                 "nothing archived"
             )
         anchor = _finish_interrupted(store, store.anchor())
+        keep = store.in_force_seqs(time.time())
+        head = store.head()
     finally:
         store.close()
     con = sqlite3.connect(db, timeout=30)
     try:
-        head = con.execute("SELECT MAX(seq) FROM log").fetchone()[0]
-        if head is None:
+        newest = con.execute("SELECT MAX(seq) FROM log").fetchone()[0]
+        if newest is None:
             return Archived(0)
+        # a signal still in force keeps its record (and all after it) in the database,
+        # where the daemon checks its row against it on restart
+        upto = min([int(newest), *keep])
         last = con.execute(
             "SELECT MAX(seq) FROM log WHERE seq > ? AND seq < ? AND at < ?",
-            (anchor.seq, int(head), before),
+            (anchor.seq, upto, before),
         ).fetchone()[0]
         if last is None:
             return Archived(0)
@@ -147,6 +156,9 @@ def archive(
                     "records": last - first + 1,
                     "created_utc": datetime.now(UTC).isoformat(),
                     "db": str(db),
+                    # the chain's head when archived: a copy kept with the file proves later
+                    # that the database was not cut (`audit verify --expect-head SEQ:HASH`)
+                    "checkpoint": None if head is None else head.to_dict(),
                 }
                 f.write(json.dumps(header) + "\n")
                 for seq, at, kind, payload, prev, h in con.execute(

@@ -10,6 +10,12 @@ Old records can be moved out to an archive file (``scheduler.audit.archive``); t
 table then keeps, per file, the last archived record's sequence number and hash, and the
 chain left in the database is verified from that anchor.
 
+After each commit the new head is checkpointed in a file beside the database
+(``scheduler.audit.head``), so a cut tail or an edit re-hashed over shows; the ``signals``
+table is checked against the chained records that wrote it (``scheduler.audit.signal_rows``).
+The schema is versioned (``PRAGMA user_version``, :data:`SCHEMA_VERSION`) and upgraded on
+open; a database newer than this code is refused.
+
 Writes go through one writer thread that commits whatever is queued as one transaction
 (group commit, ``synchronous=FULL``): a caller that awaits :meth:`Store.write` knows its
 record is on disk, and many concurrent signals share one fsync.
@@ -18,16 +24,35 @@ record is on disk, and many concurrent signals share one fsync.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scheduler.audit import signal_rows
+from scheduler.audit.chain import GENESIS, Problem, StoreError, canonical, chain_hash, walk_chain
+from scheduler.audit.head import (
+    Checkpoint,
+    HeadWriter,
+    head_path,
+    load_key,
+    read_head,
+    sign_checkpoint,
+)
+from scheduler.audit.verify import SCHEMA_VERSION, Verification, verify
+
+__all__ = [
+    "GENESIS", "SCHEMA_VERSION", "Anchor", "Checkpoint", "Problem", "Store", "StoreError",
+    "Verification", "canonical", "chain_hash", "head_path", "sign_checkpoint", "walk_chain",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -61,29 +86,6 @@ CREATE TABLE IF NOT EXISTS archived (
 );
 """
 
-GENESIS = "0" * 64
-
-
-def chain_hash(prev: str, seq: int, at: float, kind: str, payload: str) -> str:
-    h = hashlib.sha256()
-    h.update(f"{prev}|{seq}|{at!r}|{kind}|".encode())
-    h.update(payload.encode())
-    return h.hexdigest()
-
-
-def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    records: int
-    first_bad_seq: int | None = None
-    reason: str = ""
-    from_seq: int = 1  # records before it were archived (``archived_to``)
-    archived_to: tuple[str, ...] = ()
-
 
 @dataclass(frozen=True)
 class Anchor:
@@ -94,44 +96,33 @@ class Anchor:
     files: tuple[str, ...] = ()
 
 
-class StoreError(Exception):
-    pass
-
-
-def walk_chain(
-    after_seq: int, prev: str, rows: Iterable[tuple[int, float, str, str, str, str]]
-) -> tuple[int, int | None, str]:
-    """Check ``(seq, at, kind, payload, prev, hash)`` rows in order against the chain that
-    ends with record ``after_seq`` of hash ``prev``: (records read, first bad seq or None,
-    why it is bad)."""
-    expect = after_seq + 1
-    n = 0
-    for seq, at, kind, payload, p, h in rows:
-        n += 1
-        if seq != expect:
-            return n, seq, f"record {expect} is missing (next is {seq})"
-        if p != prev:
-            return n, seq, "prev does not match the record before"
-        if chain_hash(prev, seq, at, kind, payload) != h:
-            return n, seq, "hash does not match the record's content"
-        prev = h
-        expect += 1
-    return n, None, ""
-
-
 class Store:
     """One SQLite file. Use :meth:`open` in async code; reads are synchronous and cheap."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, key: bytes | None = None, migrate: bool = True) -> None:
+        """Open (and with ``migrate``, create or upgrade) the database at ``path``; raises
+        :class:`StoreError` naming the file when it is corrupt, not a database, or newer.
+        ``key``: the audit key that signs checkpoints (default: from the environment)."""
         self.path = str(path)
+        self.key = load_key() if key is None else key
+        self.head_file = head_path(self.path)
+        self.head_error: str | None = None  # a checkpoint that could not be written
+        self.signal_problems: list[Problem] = []
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._read = self._connect()
-        self._read.executescript(SCHEMA)
+        try:
+            self._read = self._connect()
+            self._open_checked(migrate)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path}: the database is corrupt or not a gridsched database ({exc}); "
+                "restore it from a backup, or move it aside to start a new one"
+            ) from None
         self._queue: queue.Queue[tuple[Callable[[sqlite3.Connection], Any], Any] | None] = (
             queue.Queue()
         )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._head: HeadWriter | None = None
         self._reload_head(self._read)
 
     def _connect(self) -> sqlite3.Connection:
@@ -140,19 +131,105 @@ class Store:
         con.execute("PRAGMA synchronous=FULL")
         return con
 
+    def _open_checked(self, migrate: bool) -> None:
+        bad = [str(r[0]) for r in self._read.execute("PRAGMA quick_check(5)")]
+        if bad != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(bad))
+        (version,) = self._read.execute("PRAGMA user_version").fetchone()
+        self.schema_version = int(version)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} was written by a newer gridsched "
+                f"(this one reads up to {SCHEMA_VERSION}); upgrade gridsched"
+            )
+        has_log = self._read.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'"
+        ).fetchone()
+        if not migrate:
+            if not has_log:
+                raise sqlite3.DatabaseError("it has no decision log")
+            return
+        if version < SCHEMA_VERSION:
+            self._migrate(version, bool(has_log))
+
+    def _migrate(self, version: int, had_log: bool) -> None:
+        """Upgrade in place. 0 -> 1 adds no column: it starts the head file, with a first
+        checkpoint on the head the old code left (the records before it are covered by it)."""
+        self._read.executescript(SCHEMA)
+        if had_log and version == 0:
+            log.warning("%s: upgrading schema 0 -> %d (head file %s)", self.path,
+                        SCHEMA_VERSION, self.head_file)  # fmt: skip
+        writer = HeadWriter(self.head_file, self.key)
+        try:
+            row = self._read.execute(
+                "SELECT seq, hash, at FROM log ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if row is not None and (writer.last is None or writer.last.seq != row[0]):
+                writer.append(int(row[0]), str(row[1]), float(row[2]))
+        finally:
+            writer.close()
+        self._read.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.schema_version = SCHEMA_VERSION
+
     # -- writer thread ----------------------------------------------------------------------
 
     def start(self) -> None:
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
+            self._open_head()
             self._thread = threading.Thread(target=self._writer, name="store-writer", daemon=True)
             self._thread.start()
+
+    def _open_head(self) -> None:
+        """Open the head file for appending and checkpoint the head a crash left between a
+        commit and its checkpoint. A head file ahead of the database is not papered over:
+        it stays as evidence for ``audit verify`` (and is said in :attr:`head_error`)."""
+        if self.schema_version < 1:
+            return
+        self._head = HeadWriter(self.head_file, self.key)
+        last = self._head.last
+        if last is not None and self.hash_at(last.seq) != last.hash and last.seq > self._seq:
+            self.head_error = (
+                f"the head file says the chain reached record {last.seq}, the database ends "
+                f"at {self._seq}: records were cut off (or an older copy was restored); "
+                "`gridsched audit verify` names them"
+            )
+            log.error("%s: %s", self.path, self.head_error)
+        if self._seq > 0 and (last is None or (last.seq, last.hash) != (self._seq, self._prev)):
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Checkpoint the head (the writer thread, after each commit)."""
+        if self._head is None or (
+            self._head.last is not None and self._head.last.seq == self._seq
+            and self._head.last.hash == self._prev
+        ):  # fmt: skip
+            return
+        try:
+            self._head.append(self._seq, self._prev, time.time())
+        except OSError as exc:  # the records are on disk: say the checkpoint is not
+            self.head_error = f"checkpoint of record {self._seq} not written: {exc}"
+            log.error("%s: %s", self.path, self.head_error)
+        else:
+            self.head_error = None
+
+    def head(self) -> Checkpoint | None:
+        """The last checkpoint (of the running writer, else from the head file)."""
+        if self._head is not None:
+            return self._head.last
+        if not self.head_file.exists():
+            return None
+        cps, _, _ = read_head(self.head_file, None)
+        return cps[-1] if cps else None
 
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(10)
             self._thread = None
+        if self._head is not None:
+            self._head.close()
+            self._head = None
         self._read.close()
 
     def _writer(self) -> None:
@@ -180,6 +257,10 @@ class Store:
                         results.append((fut, fn(con), None))
                         con.execute("RELEASE one")
                     except Exception as exc:  # one bad write must not sink the batch
+                        if not con.in_transaction:
+                            # SQLite rolled the whole transaction back (SQLITE_FULL does):
+                            # every write of the batch is lost; each caller hears why
+                            raise
                         con.execute("ROLLBACK TO one")
                         con.execute("RELEASE one")
                         self._reload_head(con)
@@ -189,6 +270,8 @@ class Store:
                 con.rollback()
                 results = [(fut, None, batch_exc) for _, fut in batch]
                 self._reload_head(con)
+            else:
+                self._checkpoint()  # before anyone hears that the write landed
             for fut, value, err in results:
                 if fut is not None and self._loop is not None:
                     self._loop.call_soon_threadsafe(_settle, fut, value, err)
@@ -241,17 +324,15 @@ class Store:
         return seq
 
     async def record(self, kind: str, payload: Any, at: float | None = None) -> int:
+        if kind == "signal":  # a signal's record and its row are written together
+            raise ValueError("signal records are written by add_signals, with their rows")
         return int(await self.write(lambda con: self._append(con, kind, payload, at)))
 
-    def verify(self) -> Verification:
-        """Re-walk the chain in the database, from the archive anchor when there is one."""
-        anchor = self.anchor()
-        rows = self._read.execute(
-            "SELECT seq, at, kind, payload, prev, hash FROM log WHERE seq > ? ORDER BY seq",
-            (anchor.seq,),
-        )
-        n, bad, why = walk_chain(anchor.seq, anchor.hash, rows)
-        return Verification(bad is None, n, bad, why, anchor.seq + 1, anchor.files)
+    def verify(
+        self, expect_head: tuple[int, str] | None = None, now: float | None = None
+    ) -> Verification:
+        """See :func:`scheduler.audit.verify.verify`."""
+        return verify(self, expect_head, now)
 
     def hash_at(self, seq: int) -> str | None:
         row = self._read.execute("SELECT hash FROM log WHERE seq = ?", (seq,)).fetchone()
@@ -274,44 +355,21 @@ class Store:
         webhook_id: str | None,
         raw: str,
         keep_until: float,
+        at: float | None = None,
     ) -> tuple[bool, list[str]]:
         """Store accepted events durably. Returns (stored, ids); (False, ids) for a webhook id
-        already seen (a retried delivery): nothing is stored twice."""
+        already seen (a retried delivery): nothing is stored twice. ``at``: when received
+        (default now)."""
 
         def fn(con: sqlite3.Connection) -> tuple[bool, list[str]]:
-            now = time.time()
+            now = time.time() if at is None else at
             if webhook_id is not None:
                 row = con.execute(
                     "SELECT signal_ids FROM webhook_ids WHERE id = ?", (webhook_id,)
                 ).fetchone()
                 if row is not None:
                     return False, list(json.loads(row[0]))
-            ids = []
-            for ev in events:
-                ids.append(ev["id"])
-                if ev.get("type") == "cancel":
-                    if ev["id"].endswith(":*"):  # every interval of an OpenADR event
-                        prefix = ev["id"][:-1]
-                        con.execute(
-                            "UPDATE signals SET cancelled_at = ? "
-                            "WHERE substr(id, 1, ?) = ? AND cancelled_at IS NULL",
-                            (now, len(prefix), prefix),
-                        )
-                    else:
-                        con.execute(
-                            "UPDATE signals SET cancelled_at = ? "
-                            "WHERE id = ? AND cancelled_at IS NULL",
-                            (now, ev["id"]),
-                        )
-                    continue
-                con.execute(
-                    "INSERT INTO signals(id, received_at, source, event, ends_at) "
-                    "VALUES (?,?,?,?,?) "
-                    "ON CONFLICT(id) DO UPDATE SET received_at=excluded.received_at, "
-                    "source=excluded.source, event=excluded.event, ends_at=excluded.ends_at, "
-                    "cancelled_at=NULL",
-                    (ev["id"], now, source, canonical(ev), float(ev.get("_ends_at", 4e11))),
-                )
+            ids = signal_rows.write(con, events, source, now)
             if webhook_id is not None:
                 con.execute(
                     "INSERT INTO webhook_ids(id, signal_ids, keep_until) VALUES (?,?,?)",
@@ -329,19 +387,32 @@ class Store:
         return out
 
     def signals(self, include_ended_after: float | None = None) -> list[dict[str, Any]]:
-        """Stored events not cancelled (and not ended before ``include_ended_after``)."""
-        q = "SELECT event, received_at, source FROM signals WHERE cancelled_at IS NULL"
-        args: tuple[Any, ...] = ()
-        if include_ended_after is not None:
-            q += " AND ends_at > ?"
-            args = (include_ended_after,)
+        """Stored events not cancelled (and not ended before ``include_ended_after``), as
+        the chain wrote them: a row that differs from its record is taken from the record,
+        a row no record wrote is left out (each said in :attr:`signal_problems`)."""
+        now = time.time()
+        rows, problems = signal_rows.check(self._read, self.anchor().seq, now)
+        if problems != self.signal_problems:
+            for p in problems:
+                log.error("%s: %s; enforcing what the chain holds", self.path, p.text)
+        self.signal_problems = problems
         out = []
-        for event, received_at, source in self._read.execute(q + " ORDER BY received_at", args):
-            ev = json.loads(event)
-            ev["_received_at"] = received_at
-            ev["_source"] = source
+        for r in sorted(rows.values(), key=lambda r: r.received_at):
+            if r.cancelled_at is not None:
+                continue
+            if include_ended_after is not None and r.ends_at <= include_ended_after:
+                continue
+            ev = json.loads(r.event)
+            ev["_received_at"] = r.received_at
+            ev["_source"] = r.source
             out.append(ev)
         return out
+
+    def in_force_seqs(self, now: float) -> list[int]:
+        """The records that signals in force at ``now`` rest on (``audit archive`` keeps
+        them in the database)."""
+        rows, _ = signal_rows.check(self._read, self.anchor().seq, now)
+        return signal_rows.live_seqs(rows, now)
 
     async def prune_webhook_ids(self, now: float) -> None:
         await self.write(

@@ -109,18 +109,36 @@ def _no_db(path: str) -> bool:
     return True
 
 
+def _expect_head(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise SystemExit(
+            f"gridsched: error: --expect-head {text!r} is not SEQ:HASH (a checkpoint from "
+            "/v1/status or an archive header, e.g. 201:3f2a...; the hash is 64 hex digits)"
+        )
+    return int(seq), digest
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from scheduler.audit.archive import ArchiveError, check_sequence, in_dirs
-    from scheduler.audit.store import Store
+    from scheduler.audit.store import Store, StoreError
 
     if _no_db(args.db):
         return 2
-    store = Store(args.db)
-    v = store.verify()
+    expect = _expect_head(args.expect_head) if args.expect_head else None
+    try:
+        store = Store(args.db, migrate=False)  # verifying never changes the file
+    except StoreError as exc:
+        print(f"{args.db}: BROKEN: {exc}")
+        return 1
+    v = store.verify(expect)
+    for note in v.notes:
+        print(f"{args.db}: note: {note}")
     if not v.ok:
-        print(
-            f"{args.db}: BROKEN at record {v.first_bad_seq}: {v.reason} ({v.records} records read)"
-        )
+        at = "" if v.first_bad_seq is None else f" at record {v.first_bad_seq}"
+        print(f"{args.db}: BROKEN{at}: {v.reason} ({v.records} records read)")
+        for p in v.problems[1:]:
+            print(f"  also: {p.text}")
         return 1
     where = ""
     if v.from_seq > 1:
@@ -136,7 +154,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             return 1
         where = f" from record {v.from_seq}, continuing the archives" if v.from_seq > 1 else ""
     noun = "record" if v.records == 1 else "records"
-    print(f"{args.db}: hash chain intact, {v.records} {noun}{where}")
+    head = ""
+    if v.head is not None:
+        head = f"; {v.checkpoints} checkpoints, the last at record {v.head.seq}"
+    print(f"{args.db}: hash chain intact, {v.records} {noun}{where}{head}")
     return 0
 
 
@@ -348,6 +369,11 @@ def add_parsers(sub: Any) -> None:
     v = asub.add_parser("verify", help="re-walk the hash chain")
     v.add_argument("--db", required=True)
     v.add_argument("--archive", action="append", metavar="FILE", help=archive_help)
+    v.add_argument(
+        "--expect-head",
+        metavar="SEQ:HASH",
+        help="a checkpoint kept elsewhere (/v1/status, an archive header): the chain must hold it",
+    )
     v.set_defaults(func=cmd_audit_verify)
     e = asub.add_parser("export", help="signals, commands and measured power as CSV")
     e.add_argument("--db", required=True)
