@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.market import demo_prices, load_ercot_dam, load_ercot_rtm  # noqa: E402
+from models.markets import MARKETS  # noqa: E402
 from models.site import load_site  # noqa: E402
 from scheduler.backtest import policies  # noqa: E402
 from scheduler.backtest.engine import evaluate, prepare  # noqa: E402
@@ -53,7 +54,9 @@ def main() -> None:
         f"prices: {rt.label}; forecast: {dam.label if dam else 'naive'}; "
         f"{(end - start) // 86400} days at 15 min, horizon 48 h"
     )
-    setup = prepare(cfg, rt, start, end, 900, 48 * 3600, dam)
+    if rt.start_s > start - 900:  # a decision needs the interval settled before it
+        start += 86400
+    setup = prepare(cfg, rt, start, end, 900, 48 * 3600, dam, market=MARKETS["ERCOT"])
     t0, c0 = time.perf_counter(), time.process_time()
     run = policies.rolling_scheduler(setup, progress=sys.stderr.isatty())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -48,8 +48,9 @@ MARKETS: dict[str, MarketInfo] = {
             3600,
             900,
             "USD",
-            "ERCOT Nodal Protocols s.4.1 (15-minute RT settlement interval, hourly DAM); "
-            "DAM timeline 06:00-10:00-13:30",
+            "ERCOT Nodal Protocols s.4.1 (hourly DAM, 15-minute RT settlement interval); "
+            "13:30 results time of ERCOT's DAM timeline, not in a stored primary text",
+            confirmed=False,
         ),
         MarketInfo(
             "PJM",
@@ -68,8 +69,8 @@ MARKETS: dict[str, MarketInfo] = {
             3600,
             300,
             "USD",
-            "RTO Insider (DA results by 13:30 EPT); MISO press release 2018-08-21 "
-            "(five-minute settlements from 2018-07-01)",
+            "RTO Insider (DA results by 13:30 EPT; taken as 13:30 EST, later in summer); "
+            "MISO press release 2018-08-21 (five-minute settlements from 2018-07-01)",
         ),
         MarketInfo(
             "SPP",
@@ -78,7 +79,8 @@ MARKETS: dict[str, MarketInfo] = {
             3600,
             300,
             "USD",
-            "RTO Insider (DA close 09:30 CT, results 14:00 CT); five-minute RTBM",
+            "RTO Insider (proposal: DA close 09:30 CT, results 14:00 CT); five-minute RTBM",
+            confirmed=False,
         ),
         MarketInfo(
             "CAISO",
