@@ -132,3 +132,31 @@ def market_for_format(fmt: str | None) -> MarketInfo | None:
     if fmt in ("ercot-rtm", "ercot-dam", "demo"):
         return MARKETS["ERCOT"]
     return None
+
+
+def tariff_market_problems(
+    window_names: list[str], market: MarketInfo | None
+) -> tuple[list[str], list[str]]:
+    """Coincident-peak windows checked against the market whose prices are replayed.
+
+    A window names its market in its name (``"ERCOT 4CP"``); the config has no other
+    field for it. Returns (conflicts, notes): a window naming another market than
+    ``market`` is a conflict; one naming none, or a run with no market, is a note."""
+    conflicts, notes = [], []
+    words = {**{k: k for k in MARKETS}, **ALIASES}
+    for name in window_names:
+        upper = name.upper()
+        named = {v for k, v in words.items() if k in upper}
+        if not named:
+            notes.append(f"coincident-peak window {name!r} names no market; applied as configured")
+        elif market is None:
+            notes.append(
+                f"coincident-peak window {name!r} is {'/'.join(sorted(named))}'s; "
+                "the prices name no market"
+            )
+        elif market.name not in named:
+            conflicts.append(
+                f"coincident-peak window {name!r} is {'/'.join(sorted(named))}'s but the "
+                f"prices are {market.name}'s"
+            )
+    return conflicts, notes

@@ -140,8 +140,9 @@ def test_report_says_currency_information_and_dr_na(
     assert doc["market"] is None  # a plain CSV names no market
     assert doc["strongest_baseline"] in ("threshold", "best-mode")
     assert all(p["dr_compliance"] is None for p in doc["policies"])  # no DR step: n/a
-    assert main(_argv(prices, "--market", "PJM")) == 0
+    assert main(_argv(prices, "--market", "PJM", "--foreign-tariff")) == 0
     out = capsys.readouterr().out
+    assert "'ERCOT 4CP' is ERCOT's but the prices are PJM's: applied anyway" in out
     assert "DR compliance" in out and "n/a" in out and "100.0% of 0" not in out
     assert "currency: USD" in out and "PJM; day-ahead published 13:30 America/New_York" in out
 
@@ -183,3 +184,16 @@ def test_market_table_covers_the_markets_named_by_the_issue() -> None:
     assert market_info("epex").currency == "EUR" and MARKETS["ERCOT"].dam_published_local == "13:30"
     with pytest.raises(ValueError, match="valid"):
         market_info("AEMO")
+
+
+def test_a_tariff_of_another_market_is_refused_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [])
+    assert main(_argv(prices, "--market", "CAISO")) == 2
+    err = capsys.readouterr().err
+    assert "'ERCOT 4CP' is ERCOT's but the prices are CAISO's" in err and "--foreign-tariff" in err
+    assert main(_argv(prices)) == 0  # no market named: said, not refused
+    assert "'ERCOT 4CP' is ERCOT's; the prices name no market" in capsys.readouterr().out

@@ -19,7 +19,7 @@ import pandas as pd
 
 from models.errors import DataError
 from models.market import Series, iso
-from models.markets import MARKETS, PRICE_VISIBILITY, MarketInfo
+from models.markets import MARKETS, PRICE_VISIBILITY, MarketInfo, tariff_market_problems
 from models.signals import GridEvent
 from models.site import SiteConfig
 from scheduler.backtest.information import known_prices, window_error
@@ -78,6 +78,7 @@ def prepare(
     market: MarketInfo | None = None,
     visibility: str = "after-interval",
     fill: str = "refuse",
+    foreign_tariff: bool = False,
 ) -> BacktestSetup:
     """The period's inputs on the decision grid, from one day before ``from_s`` (history
     for forecasts; shortened, with a note, where the data start later) to ``to_s`` plus
@@ -86,7 +87,14 @@ def prepare(
         raise ValueError("--to must be after --from")
     if visibility not in PRICE_VISIBILITY:
         raise ValueError(f"price visibility {visibility!r}: valid are {PRICE_VISIBILITY}")
-    notes: list[str] = []
+    conflicts, notes = tariff_market_problems(
+        [cp.name for cp in config.tariff.coincident_peaks], market
+    )
+    if conflicts and not foreign_tariff:
+        raise DataError(
+            "tariff", "; ".join(conflicts) + " (--foreign-tariff applies it anyway, reported)"
+        )
+    notes += [f"{c}: applied anyway (--foreign-tariff)" for c in conflicts]
     for s in (realised, forecast):
         if s is not None and s.currency != realised.currency:
             raise DataError(

@@ -296,6 +296,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         market=market,
         visibility=args.price_visibility,
         fill=args.fill,
+        foreign_tariff=args.foreign_tariff,
     )
     runs = []
     show = not args.quiet
@@ -429,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="bridge missing prices on purpose (reported in the output); default: refuse",
     )
     bt.add_argument("--price-currency", help="currency of --prices/--forecast (default USD)")
+    bt.add_argument(
+        "--foreign-tariff",
+        action="store_true",
+        help="apply coincident-peak windows named for another market anyway (reported)",
+    )
     bt.add_argument(
         "--usd-per-unit", type=float, help="USD per 1 unit of --price-currency (a fixed rate)"
     )
