@@ -1,8 +1,10 @@
 """Grid signals as data: demand-response events that cap import, set a price or alert.
 
-The simple native format (DESIGN.md section 4) is
+The simple native format is
 ``{id, type: curtail|price|alert|cancel, start, end|duration, limit_kw?, level?, price?}``.
-OpenADR 3 events are translated into the same ``GridEvent`` by the webhook layer.
+OpenADR 3 events are translated into the same ``GridEvent`` by the webhook layer; an OpenADR
+payload gridsched does not act on becomes a ``notice`` (its type, the reason, its time span), so
+that it is stored, audited and reported rather than dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class EventType(StrEnum):
     PRICE = "price"
     ALERT = "alert"
     CANCEL = "cancel"
+    NOTICE = "notice"  # received and recorded, not acted on (``detail`` says why)
 
 
 class GridEvent(BaseModel):
@@ -44,6 +47,10 @@ class GridEvent(BaseModel):
     price: Annotated[float, Field(allow_inf_nan=False)] | None = None
     priority: int = 0
     source: str = "simple"
+    #: the OpenADR 3 interval payload type this event was read from (e.g. PRICE)
+    payload_type: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    #: a notice's reason, or an alert's text, as sent
+    detail: Annotated[str, Field(max_length=1000)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -74,6 +81,8 @@ class GridEvent(BaseModel):
             raise ValueError("a curtail event needs limit_kw or level")
         if self.type is EventType.PRICE and self.price is None:
             raise ValueError("a price event needs price (USD/MWh)")
+        if self.type is EventType.NOTICE and not self.detail:
+            raise ValueError("a notice needs detail (why it is not acted on)")
         return self
 
     @property

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.devices import DeviceClass
-from models.meter import SiteMeter
 from models.signals import GridEvent
 
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -59,7 +58,6 @@ class SiteSpec(_Strict):
     ramp_down_kw_per_min: Pos | None = None
     current_load_kw: NonNeg | None = None
     onsite: OnsiteGeneration | None = None
-    meter: SiteMeter | None = None  # [site.meter]: import at the point of interconnection
 
     @field_validator("timezone")
     @classmethod
@@ -302,6 +300,44 @@ class Daemon(_Strict):
     hashprice_feed: HashpriceFeed = HashpriceFeed()
 
 
+class OpenADRResource(_Strict):
+    """One of this VEN's resources as enrolled with the VTN, and what it covers here."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]  # its resourceName
+    targets: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] = ()
+    #: device classes it stands for; empty: the whole site behind the meter
+    classes: tuple[str, ...] = ()
+
+
+_UNIT = Annotated[str, Field(pattern=r"^[A-Z_]{1,32}$")]
+
+
+class OpenADR(_Strict):
+    """This site as an OpenADR 3 VEN: its name, targets and resources (docs/daemon.md).
+
+    ``units`` and ``currency`` stand in for the program's payload descriptors: they apply to
+    payloads whose event carries no descriptor (e.g. ``units = { PRICE = "KWH" }``)."""
+
+    ven_name: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    targets: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] = ()
+    resources: tuple[OpenADRResource, ...] = ()
+    units: dict[Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,128}$")], _UNIT] = Field(
+        default_factory=dict
+    )
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        names = [r.name for r in self.resources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate resource names {dup}")
+        whole = [r.name for r in self.resources if not r.classes]
+        if len(whole) > 1:
+            raise ValueError(f"resources {whole} all stand for the whole site; at most one may")
+        return self
+
+
 class SiteConfig(_Strict):
     site: SiteSpec
     prices: PriceSource = PriceSource()
@@ -312,6 +348,7 @@ class SiteConfig(_Strict):
     penalties: Penalties = Penalties()
     events: tuple[GridEvent, ...] = ()
     daemon: Daemon = Daemon()
+    openadr: OpenADR = OpenADR()
     base_dir: str = "."
 
     @model_validator(mode="after")
@@ -322,6 +359,13 @@ class SiteConfig(_Strict):
             raise ValueError(f"duplicate device class names {dup}")
         if not self.devices:
             raise ValueError("at least one device class is needed under [[devices]]")
+        for r in self.openadr.resources:
+            unknown = [c for c in r.classes if c not in names]
+            if unknown:
+                raise ValueError(
+                    f"openadr resource {r.name!r}: classes {unknown} are not device classes "
+                    f"(valid: {names})"
+                )
         return self
 
     def resolve(self, path: str) -> Path:

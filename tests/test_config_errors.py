@@ -174,7 +174,7 @@ def test_bad_events_name_index_and_field(tmp_path: Path) -> None:
         load_events(f)
     text = str(exc.value)
     assert "[0]: Value error, a curtail event needs limit_kw or level" in text
-    assert "[1].type" in text and "'curtail', 'price', 'alert' or 'cancel'" in text
+    assert "[1].type" in text and "'curtail', 'price', 'alert', 'cancel' or 'notice'" in text
     assert "[2]: Value error, start 2023-01-01T00:00:00 has no UTC offset" in text
     f.write_text("{not json")
     with pytest.raises(ConfigError, match="line 1 column 2"):

@@ -1,4 +1,4 @@
-"""The decision log's hash chain, OpenADR 3 translation, signatures, device assignment."""
+"""The decision log's hash chain, signatures, device assignment."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from scheduler.audit.store import Store, head_path
 from scheduler.service.daemon import assign
-from scheduler.service.openadr import OpenADRError, notification_to_events, parse_iso_duration
 from scheduler.service.security import AuthError, RateLimiter, check_bearer, sign, verify_webhook
 
 NOW = datetime(2026, 8, 10, 17, 0, tzinfo=UTC)
@@ -53,92 +52,6 @@ def test_group_commit_chain_and_tamper_evidence(tmp_path: Path) -> None:
     con.commit()
     v = Store(db).verify()
     assert (v.kind, v.first_bad_seq) == ("missing", 58) and "record 58 is missing" in v.reason
-
-
-def test_openadr_intervals_timing_and_payloads() -> None:
-    note = {
-        "objectType": "EVENT",
-        "operation": "POST",
-        "object": {
-            "id": "e1",
-            "priority": 2,
-            "payloadDescriptors": [{"payloadType": "PRICE", "units": "KWH", "currency": "USD"}],
-            "intervalPeriod": {"start": "2026-08-10T17:00:00Z", "duration": "PT1H"},
-            "intervals": [
-                {"id": 0, "payloads": [{"type": "PRICE", "values": [0.25]}]},
-                {"id": 1, "payloads": [{"type": "SIMPLE", "values": [2]}]},
-                {"id": 2, "payloads": [{"type": "ALERT_GRID_EMERGENCY", "values": []}]},
-                {"id": 3, "payloads": [{"type": "X_PRIVATE", "values": [1]}]},
-            ],
-        },
-    }
-    evs = notification_to_events(note, NOW)
-    assert evs[0] == {"id": "oadr:e1:*", "type": "cancel", "source": "openadr3"}
-    price, simple, alert = evs[1:]
-    assert price["type"] == "price" and price["price"] == pytest.approx(250.0)
-    assert price["start"].startswith("2026-08-10T17:00") and price["end"].startswith(
-        "2026-08-10T18:00"
-    )
-    assert simple["level"] == 2 and simple["start"].startswith("2026-08-10T18:00")
-    assert alert["type"] == "alert" and price["priority"] == -2
-
-
-def test_openadr_now_forever_delete_and_zero_length() -> None:
-    base = {"objectType": "EVENT", "operation": "CREATE", "object": {
-        "id": "e2", "intervalPeriod": {"start": "0001-01-01T00:00:00Z", "duration": "P9999Y"},
-        "intervals": [{"id": 0, "payloads": [
-            {"type": "IMPORT_CAPACITY_LIMIT", "values": [1200]}]}]}}  # fmt: skip
-    ev = notification_to_events(base, NOW)[1]
-    assert ev["start"] == NOW.isoformat() and "end" not in ev and ev["limit_kw"] == 1200
-    gone = notification_to_events({**base, "operation": "DELETE"}, NOW)
-    assert [e["type"] for e in gone] == ["cancel"] and gone[0]["id"] == "oadr:e2:0"
-    zero = {
-        **base,
-        "object": {
-            **base["object"],
-            "intervalPeriod": {"start": "2026-08-10T17:00:00Z", "duration": "PT0S"},
-        },
-    }
-    assert all(e["type"] == "cancel" for e in notification_to_events(zero, NOW))
-    assert notification_to_events({**base, "objectType": "PROGRAM"}, NOW) == []
-    assert parse_iso_duration("PT1H30M", "d") == 5400 and parse_iso_duration("P9999Y", "d") is None
-
-
-@pytest.mark.parametrize(
-    ("patch", "field"),
-    [
-        ({"operation": "PATCH"}, "operation"),
-        ({"object": {"id": "bad id!", "intervals": []}}, "object.id"),
-        (
-            {"object": {"id": "e", "intervalPeriod": {"start": "yesterday"}, "intervals": []}},
-            "object.intervalPeriod.start",
-        ),
-        (
-            {
-                "object": {
-                    "id": "e",
-                    "intervals": [
-                        {
-                            "id": 0,
-                            "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": ["lots"]}],
-                        }
-                    ],
-                }
-            },
-            "object.intervals[0].payloads[0].values[0]",
-        ),
-    ],
-)
-def test_openadr_errors_name_the_field(patch: dict[str, object], field: str) -> None:
-    note = {
-        "objectType": "EVENT",
-        "operation": "POST",
-        "object": {"id": "e", "intervals": []},
-        **patch,
-    }
-    with pytest.raises(OpenADRError) as exc:
-        notification_to_events(note, NOW)
-    assert exc.value.path == field
 
 
 def test_signatures_tokens_and_rate_limit() -> None:

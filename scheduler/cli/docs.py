@@ -29,6 +29,8 @@ from models.site import (
     Inference,
     Mining,
     OnsiteGeneration,
+    OpenADR,
+    OpenADRResource,
     Penalties,
     PriceFeed,
     PriceSource,
@@ -52,6 +54,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[penalties]", Penalties),
     ("[daemon]", Daemon),
     ("[daemon.price_feed]", PriceFeed),
+    ("[openadr]", OpenADR),
+    ("[[openadr.resources]]", OpenADRResource),
     ("[[events]]", GridEvent),
 ]
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from models.signals import GridEvent
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry, render_metrics
-from scheduler.service.openadr import OpenADRError, notification_to_events
+from scheduler.service.openadr import OpenADRError, read_notification
 from scheduler.service.security import (
     AuthError,
     RateLimiter,
@@ -267,8 +267,8 @@ def create_app(daemon: Daemon) -> FastAPI:
         body = await body_of(request)
         try:
             raw = json.loads(body)
-            dicts = notification_to_events(raw, datetime.now(UTC))
-            events = [GridEvent.model_validate(d) for d in dicts]
+            reading = read_notification(raw, datetime.now(UTC), daemon.config.openadr)
+            events = [GridEvent.model_validate(d) for d in reading.events]
         except OpenADRError as exc:
             daemon.counters.signal("openadr3", "invalid")
             return _error(
@@ -295,6 +295,8 @@ def create_app(daemon: Daemon) -> FastAPI:
             )
         except Exception as exc:
             return _not_stored(daemon, "openadr3", exc)
+        for p in reading.payloads:  # acted on or not, every payload is counted
+            daemon.counters.openadr_payload(p.payload_type, p.acted)
         return JSONResponse(
             {"accepted": True, "duplicate": not stored, "ids": ids}, status_code=202
         )

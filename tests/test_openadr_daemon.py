@@ -1,0 +1,148 @@
+"""An OpenADR 3 notification through the daemon's API: what is acted on caps the site, what is
+not is stored, audited, shown in status and counted, and nothing is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import tomllib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from models.site import parse_site
+from scheduler.audit.store import Store
+from scheduler.service.api import create_app
+from scheduler.service.daemon import Daemon
+from scheduler.service.metrics import metrics_registry
+
+TOKEN = "oadr-daemon-test"
+SITE = """
+[site]
+name = "openadr test"
+interconnect_kw = 500
+
+[prices]
+format = "demo"
+
+[tariff]
+dr_levels_kw = {"1" = 300, "3" = 50}
+
+[daemon]
+horizon = "2h"
+step = "5min"
+
+[openadr]
+ven_name = "ven_0999"
+targets = ["group1"]
+
+[[openadr.resources]]
+name = "meter"
+
+[[openadr.resources]]
+name = "miners"
+classes = ["s19"]
+
+[[devices]]
+name = "s19"
+kind = "asic"
+model = "S19j Pro"
+count = 6
+"""
+
+
+def _daemon(tmp_path: Path) -> Daemon:
+    config = parse_site(tomllib.loads(SITE), "test", str(tmp_path))
+    return Daemon(config, tmp_path / "gridsched.db")
+
+
+def _event(targets: list[str] | None) -> dict[str, Any]:
+    start = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    return {
+        "objectType": "EVENT",
+        "operation": "CREATE",
+        "object": {
+            "id": "evt-7",
+            "programID": "p",
+            "targets": targets,
+            "intervalPeriod": {"start": start, "duration": "PT1H"},
+            "payloadDescriptors": [
+                {"payloadType": "IMPORT_CAPACITY_LIMIT", "units": "KW"},
+                {"payloadType": "DISPATCH_SETPOINT", "units": "KW"},
+            ],
+            "intervals": [
+                {
+                    "id": 0,
+                    "payloads": [
+                        {"type": "IMPORT_CAPACITY_LIMIT", "values": [120]},
+                        {"type": "DISPATCH_SETPOINT", "values": [40]},
+                        {"type": "GHG", "values": [410.0]},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+async def _post(d: Daemon, body: dict[str, Any]) -> httpx.Response:
+    transport = httpx.ASGITransport(app=create_app(d))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
+        return await c.post(
+            "/openadr3/notifications", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+
+
+def _sample(d: Daemon, payload_type: str, acted: str) -> float | None:
+    labels = {"type": payload_type, "acted": acted}
+    return metrics_registry(d).get_sample_value("gridsched_openadr_payloads_total", labels)
+
+
+def test_payloads_not_acted_on_are_stored_audited_shown_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRIDSCHED_OPENADR_TOKENS", TOKEN)
+    d = _daemon(tmp_path)
+
+    async def go() -> None:
+        d.store.start()
+        try:
+            r = await _post(d, _event(None))
+            assert r.status_code == 202, r.text
+            cap, _ = d.cap_now(time.time())
+            assert cap == 40  # the meter's setpoint is below the import limit
+            caps = {e.payload_type: e.limit_kw for e in d.active_events() if e.limit_kw}
+            assert caps == {"IMPORT_CAPACITY_LIMIT": 120, "DISPATCH_SETPOINT": 40}
+            shown = d.status()["openadr_not_acted"]
+            why = {n["payload_type"]: n["detail"] for n in shown["notices"]}
+            assert set(why) == {"DISPATCH_SETPOINT", "GHG"} and shown["count"] == 2
+            assert "miners" in why["DISPATCH_SETPOINT"] and "s19" in why["DISPATCH_SETPOINT"]
+            assert _sample(d, "GHG", "false") == 1
+            assert _sample(d, "IMPORT_CAPACITY_LIMIT", "true") == 1
+            assert _sample(d, "DISPATCH_SETPOINT", "true") == 1
+            assert _sample(d, "DISPATCH_SETPOINT", "false") == 1
+            # an event for another VEN is recorded, not enforced
+            r = await _post(d, _event(["ven_0998"]))
+            assert r.status_code == 202, r.text
+            assert d.cap_now(time.time())[0] == 500
+            assert _sample(d, "IMPORT_CAPACITY_LIMIT", "false") == 1
+        finally:
+            for t in list(d._tasks):
+                t.cancel()
+            d.store.close()
+
+    asyncio.run(go())
+    assert Store(tmp_path / "gridsched.db").verify().ok
+    con = sqlite3.connect(tmp_path / "gridsched.db")
+    logged = [json.loads(p) for (p,) in con.execute("SELECT payload FROM log WHERE kind='signal'")]
+    notices = [e for rec in logged for e in rec["events"] if e["type"] == "notice"]
+    assert {e["payload_type"] for e in notices} == {
+        "GHG",
+        "DISPATCH_SETPOINT",
+        "IMPORT_CAPACITY_LIMIT",
+    }
+    assert any("ven_0998" in e["detail"] for e in notices)
