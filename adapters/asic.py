@@ -76,6 +76,10 @@ class PyasicMiner(DeviceAdapter):
     password: Secret | None = None
     #: Read-back deadline; None: the firmware family's (models.firmware).
     confirm_within_s: float | None = None
+    #: Stock Antminer: send ``miner-mode`` as a JSON string (True) or number (False), as
+    #: pyasic's setting ``antminer_mining_mode_as_str``; None: start from pyasic's
+    #: setting and switch when a write is accepted and never shows.
+    miner_mode_as_str: bool | None = None
     _miner: Any = field(default=None, init=False, repr=False)
     _discovered_at: float = field(default=-math.inf, init=False)
     _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
@@ -148,7 +152,9 @@ class PyasicMiner(DeviceAdapter):
         if family is Family.ANTMINER_STOCK and self._mode_as_str is None:
             from pyasic import settings
 
-            self._mode_as_str = bool(settings.get("antminer_mining_mode_as_str", False))
+            pinned = self.miner_mode_as_str
+            default = bool(settings.get("antminer_mining_mode_as_str", False))
+            self._mode_as_str = default if pinned is None else pinned
         version = self.info.firmware_version if self.info is not None else ""
         if not version:
             try:  # identity only: a miner that will not say is still driven
@@ -180,7 +186,8 @@ class PyasicMiner(DeviceAdapter):
         """Send everything again next time; on stock firmware, with the other JSON type of
         ``miner-mode`` (firmware versions differ; the one a read-back confirms is kept)."""
         self._forget(session=False)
-        if self._caps.family is Family.ANTMINER_STOCK and self._mode_as_str is not None:
+        stock = self._caps.family is Family.ANTMINER_STOCK
+        if stock and self._mode_as_str is not None and self.miner_mode_as_str is None:
             self._mode_as_str = not self._mode_as_str
 
     async def _reachable(self) -> bool:

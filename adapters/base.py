@@ -78,17 +78,24 @@ class ModeRequest:
 
     action: Literal["run", "sleep"]
     power_w: float | None = None
+    #: GPUs: lock the SM clock to (min, max) MHz; None runs with the driver's clocks.
+    clocks_mhz: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ("run", "sleep"):
             raise ValueError(f"action {self.action!r}: valid are 'run' and 'sleep'")
         if self.power_w is not None and not self.power_w > 0:
             raise ValueError(f"power_w {self.power_w!r} must be > 0 W")
+        if self.clocks_mhz is not None and not 0 < self.clocks_mhz[0] <= self.clocks_mhz[1]:
+            raise ValueError(f"clocks_mhz {self.clocks_mhz!r}: (min, max) MHz, 0 < min <= max")
 
     def describe(self) -> str:
         if self.action == "sleep":
             return "sleep"
-        return "run" if self.power_w is None else f"run@{self.power_w:g}W"
+        text = "run" if self.power_w is None else f"run@{self.power_w:g}W"
+        if self.clocks_mhz is not None:
+            text += f"@{self.clocks_mhz[0]}-{self.clocks_mhz[1]}MHz"
+        return text
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,12 @@ class PynvmlBackend:
                 return float(nv.nvmlDeviceGetUtilizationRates(h).gpu)
             if call == "sm_clock_mhz":
                 return float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM))
+            if call == "set_locked_clocks":  # needs root; Volta and newer
+                nv.nvmlDeviceSetGpuLockedClocks(h, round(args[0]), round(args[1]))
+                return None
+            if call == "reset_locked_clocks":
+                nv.nvmlDeviceResetGpuLockedClocks(h)
+                return None
             if call == "temperature_c":
                 return float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
         except nv.NVMLError as exc:
@@ -170,6 +176,9 @@ class NvmlGpu(DeviceAdapter):
     throughput: Callable[[float], float] | None = None  # tokens/s at a power limit (W)
     hook: ServingHook | None = None
     _asleep: bool = field(default=False, init=False)
+    #: The SM clock range this adapter locked (None: the driver's own clocks, as far as we
+    #: know); reset when a mode without clocks runs, when the GPU sleeps, and on close.
+    _locked: tuple[int, int] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.kind = "gpu"
@@ -248,6 +257,9 @@ class NvmlGpu(DeviceAdapter):
                 )
         await self._call("set_limit_w", target)
         self._asleep = request.action == "sleep"
+        clock_note = await self._set_clocks(None if self._asleep else request.clocks_mhz)
+        if clock_note:
+            note = (note + "; " if note else "") + clock_note
         if self.hook is not None:
             capacity = 0.0 if self._asleep or self.throughput is None else self.throughput(target)
             payload = {
@@ -264,3 +276,28 @@ class NvmlGpu(DeviceAdapter):
             except AdapterError as exc:
                 note = (note + "; " if note else "") + f"power limit set, but {exc.reason}"
         return Applied(request, target, note)
+
+    async def _set_clocks(self, clocks: tuple[int, int] | None) -> str:
+        """Lock (or reset) the SM clocks after the power limit is in place. A refusal
+        leaves the power limit, which bounds the draw, and says so in the outcome's note:
+        the mode's energy saving is then not in effect (not claimed)."""
+        if clocks == self._locked:
+            return ""
+        try:
+            if clocks is None:
+                await self._call("reset_locked_clocks")
+            else:
+                await self._call("set_locked_clocks", float(clocks[0]), float(clocks[1]))
+        except AdapterError as exc:
+            return f"power limit set, but SM clock lock {clocks} not applied: {exc.reason}"
+        self._locked = clocks
+        return ""
+
+    async def close(self) -> None:
+        """Give the clocks back to the driver if this adapter locked them."""
+        if self._locked is not None:
+            try:
+                await self._call("reset_locked_clocks")
+                self._locked = None
+            except AdapterError:
+                pass  # the GPU is gone or refuses: nothing more to release here

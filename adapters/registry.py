@@ -150,4 +150,8 @@ def mode_request(dc: DeviceClass, mode: str) -> ModeRequest:
     """The device command for one unit of ``dc`` in plan mode ``mode`` (or sleep/idle)."""
     if mode in ("sleep", "idle", "off"):
         return ModeRequest("sleep")
-    return ModeRequest("run", dc.device_target_w(mode))
+    m = dc.mode(mode)
+    clocks = m.sm_clock_mhz if m is not None else None
+    return ModeRequest(
+        "run", dc.device_target_w(mode), (clocks[0], clocks[1]) if clocks is not None else None
+    )

@@ -34,6 +34,11 @@ class Mode(BaseModel):
     power_kw: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     hashrate_ths: NonNeg = 0.0
     throughput_tokens_s: NonNeg = 0.0
+    #: GPU modes only: lock the SM clock to [min, max] MHz (NVML
+    #: nvmlDeviceSetGpuLockedClocks) besides the power limit. LLM decode is memory-bound
+    #: and often draws well below its power limit, where a cap never binds and a lower
+    #: clock is what saves energy. None leaves the clocks to the driver (reset on entry).
+    sm_clock_mhz: tuple[Annotated[int, Field(gt=0, le=10_000)], ...] | None = None
 
     @model_validator(mode="after")
     def _productive(self) -> Self:
@@ -45,6 +50,13 @@ class Mode(BaseModel):
         if self.hashrate_ths == 0 and self.throughput_tokens_s == 0:
             raise ValueError(
                 f"mode {self.name!r} produces nothing: give hashrate_ths or throughput_tokens_s"
+            )
+        if self.sm_clock_mhz is not None and (
+            len(self.sm_clock_mhz) != 2 or self.sm_clock_mhz[0] > self.sm_clock_mhz[1]
+        ):
+            raise ValueError(
+                f"mode {self.name!r}: sm_clock_mhz = {list(self.sm_clock_mhz)}; "
+                "give [min, max] MHz with min <= max, e.g. [1200, 1410]"
             )
         return self
 
@@ -177,6 +189,9 @@ class DeviceClass(BaseModel):
                 raise ValueError(f"adapter.hosts lists {n} addresses for count = {self.count}")
             if a.gpus is not None and len(a.gpus) != self.count:
                 raise ValueError(f"adapter.gpus lists {len(a.gpus)} GPUs for count = {self.count}")
+        locked = [m.name for m in self.modes if m.sm_clock_mhz is not None]
+        if locked and self.kind is not DeviceKind.GPU:
+            raise ValueError(f"modes {locked} lock SM clocks (sm_clock_mhz): GPU classes only")
         if self.initial_on is not None and self.initial_on > self.units:
             raise ValueError(
                 f"initial_on = {self.initial_on} exceeds units in service ({self.units})"

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.devices import DeviceClass
+from models.meter import SiteMeter
 from models.signals import GridEvent
 
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -58,6 +59,7 @@ class SiteSpec(_Strict):
     ramp_down_kw_per_min: Pos | None = None
     current_load_kw: NonNeg | None = None
     onsite: OnsiteGeneration | None = None
+    meter: SiteMeter | None = None  # [site.meter]: import at the point of interconnection
 
     @field_validator("timezone")
     @classmethod

@@ -286,3 +286,21 @@ def test_firmware_that_wants_miner_mode_as_a_string_gets_it_after_one_unconfirme
     with th:
         run(go())
         assert th.call(lambda: list(m.conf_writes)) == [1, "1", "0"]
+
+
+def test_the_miner_mode_type_can_be_pinned() -> None:
+    """Where the site knows its firmware wants strings, the first write is one."""
+    m = AntminerSim("127.41.1.2", mode_type="str", **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+    dev = PyasicMiner("am/pin", m.host, timeout_s=2.0, miner_mode_as_str=True)
+
+    async def go() -> None:
+        await dev.connect()
+        await dev.apply(ModeRequest("sleep"))
+        async with asyncio.timeout(10.0):
+            while (await dev.read()).state != "sleeping":
+                await asyncio.sleep(0.05)
+
+    with th:
+        run(go())
+        assert th.call(lambda: list(m.conf_writes)) == ["1"]

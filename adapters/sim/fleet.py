@@ -2,8 +2,9 @@
 
 Each miner listens on its own loopback address (Linux routes all of 127.0.0.0/8 to lo),
 so a thousand of them run in one process and pyasic discovers each like a real one.
-A miner runs LuxOS (:class:`~adapters.sim.miner.SimMiner`, API on 4028) or stock Bitmain
-firmware (:class:`~adapters.sim.antminer.AntminerSim`, API on 4028 and web CGI on 80).
+A miner runs LuxOS (:class:`~adapters.sim.miner.SimMiner`, API on 4028), stock Bitmain
+firmware (:class:`~adapters.sim.antminer.AntminerSim`, API on 4028 and web CGI on 80) or
+Braiins OS+ (:class:`~adapters.sim.braiins.BraiinsSim`, API on 4028 and gRPC on 50051).
 A control port on 127.0.0.1 speaks JSON lines: list the fleet, inject or clear faults,
 and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
 
@@ -26,13 +27,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.sim.antminer import AntminerSim
+from adapters.sim.braiins import BraiinsSim
 from adapters.sim.gpu import SimGpu, SimNvmlError
 from adapters.sim.miner import FaultKind, SimMiner
 
 DEFAULT_BASE = "127.1.0.0"
 CONTROL_PORT = 4029
-#: Firmware a simulated miner can run: LuxOS or stock Bitmain (Antminer).
-FIRMWARE: dict[str, type[SimMiner]] = {"luxos": SimMiner, "antminer": AntminerSim}
+#: Firmware a simulated miner can run: LuxOS, stock Bitmain (Antminer), Braiins OS+.
+FIRMWARE: dict[str, type[SimMiner]] = {
+    "luxos": SimMiner,
+    "antminer": AntminerSim,
+    "braiins": BraiinsSim,
+}
 GPU_CALLS = (
     "power_w",
     "limit_w",
@@ -41,6 +47,8 @@ GPU_CALLS = (
     "energy_j",
     "utilisation_pct",
     "sm_clock_mhz",
+    "set_locked_clocks",
+    "reset_locked_clocks",
     "temperature_c",
 )
 
@@ -155,7 +163,7 @@ class SimFleet:
                     {
                         "host": m.host,
                         "model": m.model,
-                        "firmware": "antminer" if isinstance(m, AntminerSim) else "luxos",
+                        "firmware": next(k for k, v in FIRMWARE.items() if type(m) is v),
                         "phase": m.state.phase,
                         "profile": m.state.profile,
                         "power_w": round(w, 1),

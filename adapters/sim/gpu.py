@@ -15,6 +15,14 @@ from dataclasses import dataclass, field
 
 from models import catalog
 
+#: Supported SM clock range (MHz): 210 MHz is the lowest graphics clock NVIDIA's drivers
+#: list for these parts; the top is the maximum boost clock of NVIDIA's data sheets
+#: (H100 SXM5 1,980 MHz, A100 SXM4 1,410 MHz).
+SM_CLOCK_RANGE_MHZ: dict[str, tuple[int, int]] = {
+    "H100 SXM": (210, 1980),
+    "A100 SXM4": (210, 1410),
+}
+
 
 class SimNvmlError(Exception):
     """An NVML-style refusal; ``code`` names it like pynvml's NVML_ERROR_* constants."""
@@ -31,16 +39,21 @@ class SimGpu:
     load: float = 0.9  # share of the cap the serving load draws
     clock: Callable[[], float] = time.monotonic
     settle_s: float = 0.1  # NVML applies a limit within about 100 ms
-    fault: str | None = None  # "no_permission" | "gpu_lost" | None
+    #: "no_permission" | "gpu_lost" | "clocks_unsupported" (clock locking refused with
+    #: NOT_SUPPORTED, as on GPUs older than Volta) | None
+    fault: str | None = None
     uuid: str = ""
     _limit_w: float = field(init=False)
     _from_w: float = field(init=False)
     _t_set: float = field(init=False)
     _energy_j: float = field(init=False, default=0.0)
     _last: float = field(init=False)
+    _locked: tuple[int, int] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         spec = catalog.find_gpu(self.model)
+        self.clock_range_mhz = SM_CLOCK_RANGE_MHZ.get(spec.model, (210, 1980))
+        self.max_clock_mhz = float(self.clock_range_mhz[1])
         self.tdp_w = spec.tdp_w
         self.min_w = spec.min_cap_w
         self.idle_w = spec.idle_w
@@ -53,7 +66,13 @@ class SimGpu:
             self.uuid = f"GPU-5e0c0000-0000-4000-8000-{self.index:012d}"
 
     def _steady(self, limit_w: float) -> float:
-        return self.idle_w + (limit_w - self.idle_w) * self.load
+        capped = self.idle_w + (limit_w - self.idle_w) * self.load
+        if self._locked is None:
+            return capped
+        # The simulator's assumption, not a measurement: below the power limit, dynamic
+        # power scales with the square of the clock share (voltage falls with frequency).
+        share = self._locked[1] / self.max_clock_mhz
+        return min(capped, self.idle_w + (self.tdp_w - self.idle_w) * self.load * share**2)
 
     def _check(self) -> None:
         if self.fault == "gpu_lost":
@@ -99,7 +118,34 @@ class SimGpu:
 
     def sm_clock_mhz(self) -> float:
         self._check()
-        return round(1980.0 * (0.55 + 0.45 * self._limit_w / self.tdp_w))
+        driver = round(self.max_clock_mhz * (0.55 + 0.45 * self._limit_w / self.tdp_w))
+        return float(driver if self._locked is None else min(driver, self._locked[1]))
+
+    def _check_clocks(self) -> None:
+        self._check()
+        if self.fault == "no_permission":
+            raise SimNvmlError("NO_PERMISSION", "Insufficient Permissions")
+        if self.fault == "clocks_unsupported":
+            raise SimNvmlError("NOT_SUPPORTED", "Not Supported")
+
+    def set_locked_clocks(self, lo_mhz: float, hi_mhz: float) -> None:
+        """nvmlDeviceSetGpuLockedClocks: needs root (NO_PERMISSION), a range the GPU
+        supports (INVALID_ARGUMENT otherwise)."""
+        self._check_clocks()
+        lo, hi = self.clock_range_mhz
+        if not lo <= lo_mhz <= hi_mhz <= hi:
+            raise SimNvmlError(
+                "INVALID_ARGUMENT", f"clocks [{lo_mhz:g}, {hi_mhz:g}] MHz outside [{lo}, {hi}]"
+            )
+        self._from_w = self.power_w()
+        self._locked = (int(lo_mhz), int(hi_mhz))
+        self._t_set = self.clock()
+
+    def reset_locked_clocks(self) -> None:
+        self._check_clocks()
+        self._from_w = self.power_w()
+        self._locked = None
+        self._t_set = self.clock()
 
     def temperature_c(self) -> float:
         return round(32.0 + 45.0 * self.power_w() / self.tdp_w, 1)

@@ -282,13 +282,25 @@ def _rows(kind: str, p: dict[str, Any]) -> list[tuple[str, Any, str]]:
             for o in p.get("outcomes", [])
         ]
     if kind == "telemetry":
-        return [
+        rows: list[tuple[str, Any, str]] = [
             (
                 "site import kW",
                 p.get("import_kw"),
-                json.dumps({"cap_kw": p.get("cap_kw"), "events": p.get("events")}),
+                json.dumps(
+                    {
+                        "cap_kw": p.get("cap_kw"),
+                        "events": p.get("events"),
+                        "source": p.get("import_source"),
+                        "estimated_kw": p.get("estimated_kw"),
+                        "devices_unread": p.get("devices_unread"),
+                    }
+                ),
             )
         ]
+        if "compliance" in p:  # met / not_met / unverified: what DR evidence can claim
+            detail = {"cap_kw": p.get("cap_kw"), "reason": p.get("compliance_reason")}
+            rows.append(("cap compliance", p["compliance"], json.dumps(detail)))
+        return rows
     return [(kind, p.get("status", p.get("posture", "")), json.dumps(p, sort_keys=True)[:2000])]
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from adapters import registry
 from adapters.base import Applied, Health, ModeRequest, Telemetry
 from adapters.fleet import Fleet, Outcome, freeze_heap
+from adapters.meter import MeterError, MeterReading, ModbusMeter
 from models.devices import DeviceClass, DeviceKind
 from models.durations import parse_duration_s
 from models.economics import hashprice_from_feed
@@ -46,6 +47,14 @@ from scheduler.planner.shedding import value_per_kw
 from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
 from scheduler.service.eventbook import EventBook
 from scheduler.service.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
+from scheduler.service.power import (
+    Compliance,
+    DevicePower,
+    SitePower,
+    estimate_kw,
+    judge,
+    site_power,
+)
 from scheduler.service.sdnotify import Notifier
 
 log = logging.getLogger("gridsched.daemon")
@@ -155,7 +164,14 @@ class Daemon:
         self._book: EventBook | None = None  # loaded from the store on first use
         self._peak_rules: list[str] = []  # tariff rules seen, in order: their peak slots
         self._pending: dict[str, GridEvent] = {}  # caps being written, already enforced
-        self._it_cache: dict[bool, tuple[dict[str, float], set[str]]] = {}
+        self._it_cache: dict[bool, SitePower] = {}
+        self._answered: set[str] = set()  # devices read in the latest poll
+        self._fresh: set[str] = set()  # of those, the ones with a power figure
+        self._last_kw: dict[str, float] = {}  # each device's last power read, kept when unread
+        meter = config.site.meter
+        self.meter = ModbusMeter(meter) if meter is not None else None
+        self.meter_reading: MeterReading | None = None  # the last good one
+        self.meter_error: str | None = None  # why the latest poll has no meter reading
         # Commands sent but not yet seen in a reading: device -> (mode, applied, sent at).
         self._expected: dict[str, tuple[str, Applied, float]] = {}
         self._failsafe: str | None = None
@@ -238,6 +254,8 @@ class Daemon:
             await self._record_outcomes("shutdown", outcomes)
         await self.store.record("shutdown", {"posture": posture.value})
         await self.fleet.close()
+        if self.meter is not None:
+            self.meter.close()
         for sim in self.built.simulators:
             await sim.stop()
         self.store.close()
@@ -408,41 +426,124 @@ class Daemon:
     # -- measurements -------------------------------------------------------------------------
 
     def measured(self, expect: bool = False) -> dict[str, float]:
-        """Site power now from the latest readings: IT by kind, import at the meter (what
-        metrics, status and the audit trail report).
+        """Site power now: IT by kind, import (what metrics, status and the audit trail
+        report), and how much of it is estimated.
+
+        Every managed device counts: at its reading from the latest poll, else at its last
+        known power (its mode's nameplate if never read; see ``scheduler.service.power``),
+        never at 0 kW. With a site meter read in the latest poll, import is the meter's.
 
         ``expect``: a device commanded since its reading counts at its new mode's power
         until a reading shows it there; what the fast path and dispatch decide on, so that a
-        second curtail right after a first does not shed the same kW twice.
+        second curtail right after a first does not shed the same kW twice (with a meter:
+        its reading, moved by what the commands not yet seen change).
         """
         cached = self._it_cache.get(expect)
         if cached is None:
-            it = {"asic": 0.0, "gpu": 0.0}
-            seen: set[str] = set()
-            for device_id, t in self.readings.items():
-                dc = self._class_of(device_id)
-                told = self._expected.get(device_id) if expect else None
-                if told is not None:
-                    it[dc.kind.value] += self._mode_kw(dc, told[0])
-                else:
-                    it[dc.kind.value] += (t.power_w or 0.0) / 1000.0
-                seen.add(dc.name)
-            cached = self._it_cache[expect] = (it, seen)
-        it, seen = cached
+            cached = self._it_cache[expect] = self._site_power(expect)
+        p = cached
+        out = {
+            "asic_kw": p.asic_kw,
+            "gpu_kw": p.gpu_kw,
+            "unmanaged_kw": p.unmanaged_kw,
+            "import_kw": p.devices_import_kw,
+            "devices_import_kw": p.devices_import_kw,
+            "estimated_kw": p.estimated_kw,
+            "devices_unread": float(p.devices_unread),
+        }
+        meter_kw = self.meter_kw()
+        if meter_kw is not None:
+            # the gap (unmetered loads, PUE, unread devices) as the meter saw it
+            seen = p if not expect else self._it_cache.get(False) or self._site_power(False)
+            out["import_kw"] = meter_kw + p.devices_import_kw - seen.devices_import_kw
+        return out
+
+    def _site_power(self, expect: bool) -> SitePower:
+        devices = {
+            i: (self.classes[st.group].kind.value, self._device_power(i, expect))
+            for i, st in self.fleet.status.items()
+        }
         unmanaged = 0.0  # classes without adapters: as planned
         if self.plan is not None:
             k = self.plan_index(time.time())
+            managed = {st.group for st in self.fleet.status.values()}
             for cp in self.plan.classes:
-                if cp.name not in seen and k is not None:
+                if cp.name not in managed and k is not None:
                     unmanaged += float(cp.power_kw[k])
         site = self.config.site
-        load = site.pue * (it["asic"] + it["gpu"] + unmanaged) + site.base_load_kw
-        return {
-            "asic_kw": it["asic"],
-            "gpu_kw": it["gpu"],
-            "unmanaged_kw": unmanaged,
-            "import_kw": load,
+        return site_power(devices, unmanaged, site.pue, site.base_load_kw)
+
+    def _device_power(self, device_id: str, expect: bool) -> DevicePower:
+        dc = self._class_of(device_id)
+        told = self._expected.get(device_id) if expect else None
+        t = self.readings.get(device_id)
+        read = device_id in self._fresh and t is not None and t.power_w is not None
+        if told is not None:
+            kw = self._mode_kw(dc, told[0])
+            return DevicePower(kw, read, kw)
+        if read and t is not None and t.power_w is not None:
+            return DevicePower(t.power_w / 1000.0, True, t.power_w / 1000.0)
+        mode = self.modes.get(device_id)
+        kw, worst = estimate_kw(
+            self._last_kw.get(device_id),
+            None if mode is None else self._mode_kw(dc, mode),
+            max(m.power_kw for m in dc.modes),
+        )
+        return DevicePower(kw, False, worst)
+
+    def _note_power(self, readings: Mapping[str, Telemetry]) -> None:
+        """Which devices this poll read with a power figure; the last power of each is kept
+        for when it cannot be read."""
+        self._answered = set(readings)
+        self._fresh = {i for i, t in readings.items() if t.power_w is not None}
+        for i in self._fresh:
+            self._last_kw[i] = (readings[i].power_w or 0.0) / 1000.0
+
+    def meter_kw(self) -> float | None:
+        """The site meter's import from the latest poll (None: no meter, or not read)."""
+        if self.meter_reading is None or self.meter_error is not None:
+            return None
+        return self.meter_reading.import_w / 1000.0
+
+    def _compliance_record(self, now: float) -> dict[str, Any]:
+        """What the audit trail keeps of compliance with each telemetry record: the state,
+        why, where import came from, and the meter's view when there is one."""
+        c = self.compliance(now)
+        out: dict[str, Any] = {
+            "compliance": c.state.value,
+            "compliance_reason": c.reason,
+            "import_source": c.source,
         }
+        if c.meter_kw is not None:
+            out["meter_kw"] = round(c.meter_kw, 3)
+            out["meter_gap_kw"] = round(c.meter_gap_kw or 0.0, 3)
+        if c.meter_error is not None:
+            out["meter_error"] = c.meter_error
+        return out
+
+    async def _read_meter(self) -> None:
+        """Read the site meter (with the fleet, each poll). A failure is said once per
+        change, in the log and in /v1/status; import falls back to the devices' sum."""
+        if self.meter is None:
+            return
+        try:
+            self.meter_reading = await self.meter.read()
+        except MeterError as exc:
+            if str(exc) != self.meter_error:
+                log.warning("site meter: %s; import is the devices' sum meanwhile", exc)
+            self.meter_error = str(exc)
+            return
+        if self.meter_error is not None:
+            log.warning("site meter read again (after: %s)", self.meter_error)
+        self.meter_error = None
+
+    def compliance(self, now: float | None = None) -> Compliance:
+        """Whether import meets the cap in force now: met, not met or unverified, and why."""
+        cap, _ = self.cap_now(now)
+        cached = self._it_cache.get(False)
+        if cached is None:
+            cached = self._it_cache[False] = self._site_power(False)
+        return judge(cap, cached, self.meter_kw(), self.meter_error)
 
     def cap_now(self, now: float | None = None) -> tuple[float, list[GridEvent]]:
         now = time.time() if now is None else now
@@ -483,11 +584,12 @@ class Daemon:
 
     async def _poll(self, dispatch: bool) -> None:
         t0 = time.monotonic()
-        readings = await self.fleet.read_all()
+        readings, _ = await asyncio.gather(self.fleet.read_all(), self._read_meter())
         now = time.time()
         dt = max(0.0, t0 - self._last_poll)
         self._last_poll = t0
         self.readings.update(readings)
+        self._note_power(readings)
         self._settle_expected(readings, time.time())
         self._it_cache.clear()
         drifted = 0
@@ -518,6 +620,7 @@ class Daemon:
                 "cap_kw": None if math.isinf(cap) else round(cap, 3),
                 "events": [e.id for e in events],
                 "health": {h.value: n for h, n in counts.items()},
+                **self._compliance_record(now),
             },
             now,
         )
@@ -650,11 +753,11 @@ class Daemon:
         downcaps: list[tuple[float, ShedStep]] = []
         sleeps: list[tuple[float, ShedStep]] = []
         for device_id, st in self.fleet.status.items():
-            if st.health is Health.UNREACHABLE:
-                continue
             dc = self.classes[st.group]
-            m = dc.mode(self.modes.get(device_id, SLEEP))
-            if m is None:  # asleep, or not known yet
+            # A device that cannot be read stays in the order: it may be drawing (at its
+            # mode, or the class's top mode if it was never read).
+            m = dc.mode(self.modes.get(device_id) or _top_mode(dc))
+            if m is None:  # asleep
                 continue
             saves = pue * (m.power_kw - dc.idle_kw)
             if dc.kind is DeviceKind.ASIC:
@@ -722,8 +825,9 @@ class Daemon:
         # mode's power: a miner still ramping up reads below its mode (the order's figure)
         # and would climb back over the cap; one drawing more than its mode saves more.
         excess = load + below - cap
-        if excess <= 1e-6 or not self.readings:
+        if excess <= 1e-6 or not self.fleet.status:
             return []
+        unread = self.fleet.status.keys() - self._fresh
         floor = self._committed_now(time.time())
         tokens = self.serving_tokens()
         chosen: dict[str, ShedStep] = {}
@@ -734,8 +838,20 @@ class Daemon:
                 continue
             if step.device_id in chosen and step.request.action != "sleep":
                 continue
+            if step.device_id in unread:
+                continue  # told below, but not counted on
             chosen[step.device_id] = step  # a GPU already capped down may still go to sleep
             excess -= step.saves_kw + above.get(step.device_id, 0.0)
+            tokens -= step.tokens_lost
+        # Devices that cannot be read count in ``load`` at their last known power and may
+        # be drawing it: each is told too (its first step), but what it would save is not
+        # counted on: it may not follow, and nothing read would show it.
+        for step in self.shed_order:
+            if step.device_id not in unread or step.device_id in chosen:
+                continue
+            if step.tokens_lost > 0 and tokens - step.tokens_lost < floor:
+                continue
+            chosen[step.device_id] = step
             tokens -= step.tokens_lost
         if not chosen:
             return []
@@ -826,15 +942,26 @@ class Daemon:
         )
 
     def _available_config(self) -> SiteConfig:
-        """The config with each managed class's units limited to the devices that answer."""
+        """The config with each managed class's units limited to the devices that answer
+        (were read in the latest poll)."""
         devices = []
         for dc in self.config.devices:
             ids = self.fleet.ids(dc.name)
             if ids:
-                alive = sum(self.fleet.status[i].health is not Health.UNREACHABLE for i in ids)
+                alive = sum(i in self._answered for i in ids)
                 dc = dc.model_copy(update={"available": min(alive, dc.count)})
             devices.append(dc)
-        return self.config.model_copy(update={"devices": tuple(devices), "mining": self.mining()})
+        # Devices that do not answer are out of the plan's units but may still draw: their
+        # estimated power is a load the plan cannot move.
+        site = self.config.site
+        stuck_kw = sum(
+            self._device_power(i, False).kw for i in self.fleet.status if i not in self._answered
+        )
+        if stuck_kw > 0:
+            site = site.model_copy(update={"base_load_kw": site.base_load_kw + site.pue * stuck_kw})
+        return self.config.model_copy(
+            update={"devices": tuple(devices), "mining": self.mining(), "site": site}
+        )
 
     async def replan(self, reason: str = "schedule") -> Plan | None:
         self._replan_pending = False
@@ -1124,6 +1251,8 @@ class Daemon:
             "uptime_s": round(now - self.started_at, 1),
             "import_kw": round(m["import_kw"], 3),
             "cap_kw": None if math.isinf(cap) else cap,
+            # met / not_met / unverified, the reason, and how much of import is estimated
+            "compliance": self.compliance(now).as_dict(),
             "it_kw": {"asic": round(m["asic_kw"], 3), "gpu": round(m["gpu_kw"], 3)},
             "active_events": [e.model_dump(mode="json", exclude_none=True) for e in events],
             # OpenADR payloads received and not acted on, with the reason (notices)
@@ -1150,6 +1279,11 @@ class Daemon:
             "classes": by_class,
             "hold_dispatch": self.hold_dispatch,
         }
+
+
+def _top_mode(dc: DeviceClass) -> str:
+    """The class's most power-hungry mode: what a device never read is assumed to run."""
+    return max(dc.modes, key=lambda m: m.power_kw).name
 
 
 def _log_write_failure(task: asyncio.Future[Any]) -> None:

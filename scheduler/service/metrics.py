@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from adapters.base import Health
 from models.site import FeedKind
+from scheduler.service.power import ComplianceState
 
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
@@ -90,6 +91,7 @@ class DaemonCollector:
         )
         g.add_metric([], d.billing_peak_kw * 1000)
         yield g
+        yield from _power_truth(d, m, now)
 
         power = GaugeMetricFamily(
             "gridsched_class_power_watts",
@@ -281,6 +283,43 @@ class DaemonCollector:
         yield cnt.fast_path_s.family(
             "gridsched_fastpath_duration_seconds", "Signal shed: decision to every device commanded"
         )
+
+
+def _power_truth(d: Daemon, m: dict[str, float], now: float) -> Iterator[Metric]:
+    """How much of import is estimated, whether the cap is met, and the site meter."""
+    c = d.compliance(now)
+    g = GaugeMetricFamily(
+        "gridsched_site_power_estimated_watts",
+        "Part of import from devices not read (their last known power or mode nameplate)",
+    )
+    g.add_metric([], round(m["estimated_kw"] * 1000, 3))
+    yield g
+    g = GaugeMetricFamily("gridsched_devices_unread", "Devices without a power reading now")
+    g.add_metric([], m["devices_unread"])
+    yield g
+    g = GaugeMetricFamily(
+        "gridsched_cap_compliance",
+        "1 for the state of import against the cap in force: met, not_met or unverified",
+        labels=["state"],
+    )
+    for state in ComplianceState:
+        g.add_metric([state.value], 1.0 if c.state is state else 0.0)
+    yield g
+    if d.meter is None:
+        return
+    g = GaugeMetricFamily("gridsched_meter_up", "1 when the site meter was read in the last poll")
+    g.add_metric([], 0.0 if c.meter_kw is None else 1.0)
+    yield g
+    if c.meter_kw is not None and c.meter_gap_kw is not None:
+        g = GaugeMetricFamily("gridsched_meter_power_watts", "Import at the site meter")
+        g.add_metric([], round(c.meter_kw * 1000, 3))
+        yield g
+        g = GaugeMetricFamily(
+            "gridsched_meter_gap_watts",
+            "Site meter minus the devices' sum (with PUE and base load): unmetered or unread load",
+        )
+        g.add_metric([], round(c.meter_gap_kw * 1000, 3))
+        yield g
 
 
 def metrics_registry(daemon: Daemon) -> CollectorRegistry:

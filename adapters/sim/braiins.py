@@ -1,0 +1,299 @@
+"""A simulated Antminer on Braiins OS+: the BOSminer API on 4028 and the gRPC API on 50051.
+
+What pyasic (0.79) reads and writes for Braiins OS+ with the public gRPC API (``BOSer`` in
+``miners/backends/braiins_os.py``, ``web/braiins_os/boser.py``), each shape from there:
+
+- **BOSminer API on 4028** (cgminer-compatible, ``a+b`` multicommands): ``version``
+  (``VERSION[0].BOSminer``: discovery looks for "BOSMINER"), ``devdetails``
+  (``DEVDETAILS[0].Model`` = "Bitmain Antminer S19j Pro" names the model), ``summary``
+  (``SUMMARY[0]["MHS 1m"]``), ``devs`` (``DEVS[].["MHS 5s"]``: mining while any is above
+  0), ``tunerstatus`` (``TUNERSTATUS[0].TunerChainStatus[].Status``), ``pools``.
+- **gRPC on 50051** (package ``braiins.bos.v1``, the messages pyasic ships generated):
+  ``AuthenticationService/Login`` answers the token in the ``authorization`` initial
+  metadata; every call below needs it, and answers UNAUTHENTICATED without it.
+  ``MinerService/GetMinerDetails`` (``bosVersion.current``, ``stickerHashrate``),
+  ``GetMinerStats`` (``powerStats.approximatedConsumption.watt``), ``GetHashboards``,
+  ``PerformanceService/GetActivePerformanceMode`` (``tunerMode.powerTarget.powerTarget``),
+  ``SetPowerTarget`` (an exact target in watts, answered with the target set),
+  ``ActionsService/PauseMining`` / ``ResumeMining`` (``alreadyPaused`` / ``alreadyMining``).
+
+The public API is documented by Braiins (github.com/braiins/bos-plus-api, proto
+``bos/v1``). Faults as the other simulators: the transport ones of
+:class:`~adapters.sim.miner.FaultKind` on both ports, ``ignore`` (pause, resume and power
+target answered and not done) and ``garble`` (answers pyasic cannot parse).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpclib.const
+from grpclib import GRPCError, Status
+from grpclib.server import Server, Stream
+from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
+    BosVersion,
+    GetHashboardsRequest,
+    GetHashboardsResponse,
+    GetMinerDetailsRequest,
+    GetMinerDetailsResponse,
+    GetMinerStatsRequest,
+    GetMinerStatsResponse,
+    GetPerformanceModeRequest,
+    GigaHashrate,
+    Hashboard,
+    LoginRequest,
+    LoginResponse,
+    MinerPowerStats,
+    PauseMiningRequest,
+    PauseMiningResponse,
+    PerformanceMode,
+    Power,
+    PowerTargetMode,
+    ResumeMiningRequest,
+    ResumeMiningResponse,
+    SetPowerTargetRequest,
+    SetPowerTargetResponse,
+    Temperature,
+    TemperatureSensor,
+    TunerPerformanceMode,
+)
+
+from adapters.sim.miner import FaultKind, Preset, SimMiner
+
+BOSMINER = "bosminer-plus-tuner 0.2.0-2d1d1c0b"
+BOS_VERSION = "2024-09-26-0-2d1d1c0b-24.09-plus"
+GRPC_PORT = 50051
+_PKG = "/braiins.bos.v1."
+
+
+@dataclass
+class BraiinsSim(SimMiner):
+    """One simulated Braiins OS+ miner on ``host``:4028 (BOSminer) and ``host``:50051 (gRPC)."""
+
+    grpc_port: int = GRPC_PORT
+    username: str = "root"
+    password: str = "root"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._grpc: Server | None = None
+        self._token = ""
+        self.target_w = self.preset("default").watts
+        self.grpc_calls: list[str] = []
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await super().start()
+        server = Server([self])
+        try:
+            await server.start(self.host, self.grpc_port, reuse_address=True)
+        except OSError:
+            await super().stop()
+            raise
+        self._grpc = server
+
+    async def stop(self) -> None:
+        self._close_grpc()
+        await super().stop()
+
+    def _close_grpc(self) -> None:
+        if self._grpc is not None:
+            self._grpc.close()
+            self._grpc = None
+
+    def _stop_listening(self, duration_s: float, after: Any = None) -> None:
+        self._close_grpc()
+        super()._stop_listening(duration_s, after)
+
+    # -- dynamics: an exact power target retunes to it --------------------------------------
+
+    def set_target(self, watts: float) -> None:
+        base = self.preset("default")
+        name = f"{watts:g}W"
+        ths = base.ths * (watts / base.watts) ** 0.8  # efficiency improves as power drops
+        if all(p.name != name for p in self.presets):
+            self.presets = (*self.presets, Preset(name, watts, round(ths, 2), 0, 0.0))
+        self.target_w = watts
+        self.set_profile(name)
+
+    # -- the BOSminer API on 4028 -----------------------------------------------------------
+
+    def _status(self, code: str, num: int, msg: str) -> dict[str, Any]:
+        return {
+            "STATUS": [
+                {
+                    "STATUS": code,
+                    "When": int(time.time()),
+                    "Code": num,
+                    "Msg": msg,
+                    "Description": f"BOSminer {BOSMINER}",
+                }
+            ],
+            "id": 1,
+        }
+
+    def _one(self, command: str, params: list[str]) -> dict[str, Any]:
+        handler = getattr(self, f"_bos_{command}", None)
+        if handler is None:
+            return self._status("E", 14, "Invalid command")
+        result: dict[str, Any] = handler()
+        return result
+
+    def _bos_version(self) -> dict[str, Any]:
+        return self._ok(22, "BOSminer versions", "VERSION", [{"BOSminer": BOSMINER, "API": "3.7"}])
+
+    def _bos_devdetails(self) -> dict[str, Any]:
+        body = [
+            {"DEVDETAILS": i, "Name": "", "ID": i, "Driver": "", "Model": f"Bitmain {self.model}"}
+            for i in range(3)
+        ]
+        return self._ok(69, "Device Details", "DEVDETAILS", body)
+
+    def _bos_summary(self) -> dict[str, Any]:
+        _w, ths = self._advance()
+        mhs = ths * 1e6
+        body = {
+            "Elapsed": int(self.clock() - self.state.boot_at),
+            "MHS 1m": mhs,
+            "MHS 5s": mhs,
+            "MHS av": mhs,
+            "Accepted": self.state.accepted,
+        }
+        return self._ok(11, "Summary", "SUMMARY", [body])
+
+    def _bos_devs(self) -> dict[str, Any]:
+        _w, ths = self._advance()
+        body = [
+            {"ASC": i, "ID": i, "MHS 5s": ths * 1e6 / 3, "MHS 1m": ths * 1e6 / 3} for i in range(3)
+        ]
+        return self._ok(9, "3 ASC(s)", "DEVS", body)
+
+    def _bos_tunerstatus(self) -> dict[str, Any]:
+        chains = [{"HashchainIndex": i, "Status": "Stable"} for i in range(3)]
+        body = {"PowerLimit": int(self.target_w), "TunerChainStatus": chains}
+        return self._ok(23, "Tuner Status", "TUNERSTATUS", [body])
+
+    def _bos_pools(self) -> dict[str, Any]:
+        return self._cmd_pools([])
+
+    # -- gRPC on 50051 ----------------------------------------------------------------------
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        def unary(
+            fn: Callable[[Any], Awaitable[Any]], req: type, rep: type, auth: bool = True
+        ) -> grpclib.const.Handler:
+            async def handle(stream: Stream[Any, Any]) -> None:
+                request = await stream.recv_message()
+                self.grpc_calls.append(fn.__name__)
+                if self._fault(FaultKind.HANG) is not None:
+                    while self._fault(FaultKind.HANG) is not None and self._grpc is not None:
+                        await asyncio.sleep(0.05)
+                    raise GRPCError(Status.UNAVAILABLE, "hung up")
+                slow = self._fault(FaultKind.SLOW)
+                if slow is not None:
+                    await asyncio.sleep(slow.delay_s)
+                token = stream.metadata.get("authorization") if stream.metadata else None
+                if auth and (not self._token or token != self._token):
+                    raise GRPCError(Status.UNAUTHENTICATED, "authentication token is missing")
+                if self._fault(FaultKind.GARBLE) is not None:
+                    await stream.send_message(rep())  # every field at its default: unusable
+                    return
+                await stream.send_message(await fn(request))
+
+            return grpclib.const.Handler(handle, grpclib.const.Cardinality.UNARY_UNARY, req, rep)
+
+        async def login(stream: Stream[Any, Any]) -> None:
+            req = await stream.recv_message()
+            if req is None or req.username != self.username or req.password != self.password:
+                raise GRPCError(Status.UNAUTHENTICATED, "invalid username or password")
+            self._token = self._token or secrets.token_urlsafe(12)
+            await stream.send_initial_metadata(metadata={"authorization": self._token})
+            await stream.send_message(LoginResponse(token=self._token, timeout_s=3600))
+
+        return {
+            _PKG + "AuthenticationService/Login": grpclib.const.Handler(
+                login, grpclib.const.Cardinality.UNARY_UNARY, LoginRequest, LoginResponse
+            ),
+            _PKG + "MinerService/GetMinerDetails": unary(
+                self._details, GetMinerDetailsRequest, GetMinerDetailsResponse
+            ),
+            _PKG + "MinerService/GetMinerStats": unary(
+                self._stats, GetMinerStatsRequest, GetMinerStatsResponse
+            ),
+            _PKG + "MinerService/GetHashboards": unary(
+                self._hashboards, GetHashboardsRequest, GetHashboardsResponse
+            ),
+            _PKG + "PerformanceService/GetActivePerformanceMode": unary(
+                self._mode, GetPerformanceModeRequest, PerformanceMode
+            ),
+            _PKG + "PerformanceService/SetPowerTarget": unary(
+                self._set_power_target, SetPowerTargetRequest, SetPowerTargetResponse
+            ),
+            _PKG + "ActionsService/PauseMining": unary(
+                self._pause, PauseMiningRequest, PauseMiningResponse
+            ),
+            _PKG + "ActionsService/ResumeMining": unary(
+                self._resume, ResumeMiningRequest, ResumeMiningResponse
+            ),
+        }
+
+    async def _details(self, _: Any) -> GetMinerDetailsResponse:
+        p = self.preset("default")
+        return GetMinerDetailsResponse(
+            uid=self._mac.replace(":", ""),
+            hostname="braiins-os",
+            mac_address=self._mac,
+            bos_version=BosVersion(current=BOS_VERSION, major="24.09", bos_plus=True),
+            sticker_hashrate=GigaHashrate(gigahash_per_second=p.ths * 1000.0),
+            serial_number="SIM" + self._mac.replace(":", "")[-8:],
+        )
+
+    async def _stats(self, _: Any) -> GetMinerStatsResponse:
+        w, _ths = self._advance()
+        return GetMinerStatsResponse(
+            power_stats=MinerPowerStats(approximated_consumption=Power(watt=max(1, round(w))))
+        )
+
+    async def _hashboards(self, _: Any) -> GetHashboardsResponse:
+        t = self.state.temp_c
+        boards = [
+            Hashboard(
+                id=str(i + 1),
+                enabled=True,
+                chips_count=126,
+                board_temp=Temperature(degree_c=round(t - 6, 1)),
+                highest_chip_temp=TemperatureSensor(temperature=Temperature(degree_c=t + 6)),
+            )
+            for i in range(3)
+        ]
+        return GetHashboardsResponse(hashboards=boards)
+
+    async def _mode(self, _: Any) -> PerformanceMode:
+        target = PowerTargetMode(power_target=Power(watt=int(self.target_w)))
+        return PerformanceMode(tuner_mode=TunerPerformanceMode(power_target=target))
+
+    async def _set_power_target(self, req: SetPowerTargetRequest) -> SetPowerTargetResponse:
+        watts = int(req.power_target.watt)
+        if watts <= 0:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"power target {watts} W out of range")
+        if self._fault(FaultKind.IGNORE) is None:
+            self.set_target(float(watts))
+        return SetPowerTargetResponse(power_target=Power(watt=watts))
+
+    async def _pause(self, _: Any) -> PauseMiningResponse:
+        already = self.state.phase == "sleeping"
+        if self._fault(FaultKind.IGNORE) is None:
+            self.sleep()
+        return PauseMiningResponse(already_paused=already)
+
+    async def _resume(self, _: Any) -> ResumeMiningResponse:
+        already = self.state.phase in ("mining", "waking")
+        if self._fault(FaultKind.IGNORE) is None:
+            self.wake()
+        return ResumeMiningResponse(already_mining=already)

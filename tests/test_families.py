@@ -1,0 +1,146 @@
+"""One conformance suite, every firmware simulator, through the real pyasic adapter.
+
+Each family's simulator serves what pyasic sends and parses for that firmware (LuxOS RPC;
+stock Antminer cgminer API and web CGI with digest auth; Braiins OS+ BOSminer API and
+gRPC). The same steps run on each: identify, read, sleep confirmed by read-back, wake at
+a target (honoured where the family has a power target, skipped where it has none) and
+confirmed, and a command the firmware accepts and ignores ends unconfirmed, not done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from adapters.asic import PyasicMiner
+from adapters.base import Health, ModeRequest
+from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
+from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.miner import FaultKind
+from models.firmware import CAPABILITIES, Family, PowerTarget
+
+FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
+FIRMWARE = ("luxos", "antminer", "braiins")
+FAMILY = {"luxos": Family.LUXOS, "antminer": Family.ANTMINER_STOCK, "braiins": Family.BRAIINS}
+PER = 2  # miners per firmware
+
+
+def _can_bind_80() -> bool:
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.45.255.254", 80))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+CAN_80 = _can_bind_80()
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimFleetThread]:
+    firmware = FIRMWARE if CAN_80 else ("luxos", "braiins")
+    fleet = SimFleet.build(
+        PER * len(firmware),
+        base="127.45.0.0",
+        firmware=firmware,
+        models=("Antminer S19j Pro",),
+        control_port=None,
+        **FAST,
+    )
+    th = SimFleetThread(fleet)
+    with th:
+        yield th
+
+
+def _host(sim: SimFleetThread, firmware: str, k: int) -> tuple[str, Any]:
+    from adapters.sim.fleet import FIRMWARE as KINDS
+
+    miners = [m for m in sim.fleet.miners if type(m) is KINDS[firmware]]
+    if not miners:
+        pytest.skip(f"no {firmware} simulator here (port 80 needs root)")
+    return miners[k].host, miners[k]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _settle(fleet: Fleet, device_id: str, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while device_id in fleet.pending:
+            await fleet.read_all()
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("firmware", FIRMWARE)
+def test_every_family_sleeps_and_wakes_confirmed(sim: SimFleetThread, firmware: str) -> None:
+    host, _m = _host(sim, firmware, 0)
+    dev = PyasicMiner(f"{firmware}/0", host, timeout_s=2.0)
+    seen: list[Outcome] = []
+    fam = FAMILY[firmware]
+
+    async def go() -> None:
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=2, base_s=0.01), on_outcome=seen.append)
+        assert (await fleet.connect_all())[dev.device_id] is None
+        info = dev.info
+        assert info is not None and info.family == fam.value and "S19j Pro" in info.model
+        assert info.firmware_version
+        assert dev.confirm_deadline_s() == CAPABILITIES[fam].confirm_within_s
+        t = (await fleet.read_all())[dev.device_id]
+        assert t.state == "running" and (t.hashrate_ths or 0) > 80
+        assert (t.power_w is not None) == CAPABILITIES[fam].reads_power
+        await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        await _settle(fleet, dev.device_id)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
+        target = 2800.0
+        out = await fleet.apply({dev.device_id: ModeRequest("run", target)})
+        applied = out[0].applied
+        assert out[0].ok and applied is not None, out[0].error
+        if CAPABILITIES[fam].power_target is PowerTarget.NONE:
+            assert applied.target_w is None and "no power target" in applied.note
+        else:
+            assert applied.target_w is not None and applied.target_w <= target
+        await _settle(fleet, dev.device_id)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
+        t = (await fleet.read_all())[dev.device_id]
+        assert t.state == "running"
+        if applied.target_w is not None:
+            assert t.target_w == pytest.approx(applied.target_w, abs=1.0)
+        assert fleet.status[dev.device_id].health is Health.OK
+        await fleet.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize("firmware", FIRMWARE)
+def test_every_family_accepting_and_ignoring_is_unconfirmed(
+    sim: SimFleetThread, firmware: str
+) -> None:
+    host, m = _host(sim, firmware, 1)
+    sim.call(m.inject, FaultKind.IGNORE)
+    dev = PyasicMiner(f"{firmware}/1", host, timeout_s=2.0, confirm_within_s=0.8)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=2, base_s=0.01), on_outcome=seen.append)
+        await fleet.connect_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED
+        await _settle(fleet, dev.device_id)
+        assert seen[-1].kind is OutcomeKind.UNCONFIRMED and not seen[-1].ok
+        assert fleet.status[dev.device_id].health is Health.UNCONFIRMED
+        assert dev.device_id in fleet.unconfirmed_requests()
+        await fleet.close()
+
+    try:
+        run(go())
+    finally:
+        sim.call(m.clear_faults)
