@@ -312,28 +312,34 @@ def test_plan_health_and_openapi(daemon: DaemonProc) -> None:
 
 def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
     """Signals are posted from another thread while the daemon is killed with -9 at a random
-    moment; every signal answered 2xx must be there after the restart, and in force."""
+    moment; every signal answered 2xx must be there after the restart, and in force. Each
+    signal's limit is lower than the one before, so the cap after a restart names exactly
+    the last signal stored: the last one accepted, or the one in flight at the kill."""
     rounds = int(os.environ.get("GRIDSCHED_KILL_ROUNDS", "3"))
     d = DaemonProc(tmp_path, base="127.12.0.0")
     rng = random.Random(7)
     accepted: list[str] = []
+    limits: dict[str, float] = {}
+    in_flight: set[str] = set()  # no answer (the kill): stored or not, both are right
+    sent = iter(range(10**6))
     d.start()
     try:
         for r in range(rounds):
             stop = threading.Event()
 
             def sender(round_no: int, stop: threading.Event = stop) -> None:
-                n = 0
                 while not stop.is_set():
+                    n = next(sent)
                     ev = {"id": f"k{round_no}-{n}", "type": "curtail", "start": now_iso(-1),
-                          "duration": "2h", "limit_kw": 150 - n % 50}  # fmt: skip
+                          "duration": "2h", "limit_kw": round(150 - 0.01 * n, 2)}  # fmt: skip
+                    limits[ev["id"]] = ev["limit_kw"]
                     try:
                         resp = post_signal(d.url, ev)
                     except httpx.HTTPError:
+                        in_flight.add(ev["id"])
                         return
                     if resp.status_code in (200, 202):
                         accepted.append(ev["id"])
-                    n += 1
 
             th = threading.Thread(target=sender, args=(r,))
             th.start()
@@ -345,7 +351,10 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
             stored = {s["id"] for s in httpx.get(d.url + "/v1/signals").json()["signals"]}
             missing = [i for i in accepted if i not in stored]
             assert not missing, f"round {r}: accepted but lost: {missing[:5]}"
-            assert status(d)["cap_kw"] is not None and status(d)["cap_kw"] <= 150
+            assert stored <= set(accepted) | in_flight, "stored, never sent or refused"
+            last = min(stored, key=limits.__getitem__)
+            assert last in {accepted[-1]} | in_flight  # the newest stored is the last sent
+            assert status(d)["cap_kw"] == pytest.approx(limits[last])  # and it is in force
     finally:
         if d.proc is not None and d.proc.poll() is None:
             out = d.stop()
@@ -368,6 +377,27 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     text = out_csv.read_text()
     assert "signal" in text and "commands" in text and "telemetry" in text and accepted[0] in text
+
+
+def test_status_shows_the_chain_head_a_witness_can_check_later(daemon: DaemonProc) -> None:
+    """The checkpoint in /v1/status is what an operator copies elsewhere: `audit verify
+    --expect-head` then proves the database still holds it (nothing cut, nothing re-hashed)."""
+    audit = status(daemon)["audit"]
+    assert audit["error"] is None and audit["signal_problems"] == []
+    head = audit["head"]
+    assert head["seq"] >= 1 and len(head["hash"]) == 64
+    res = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "audit", "verify", "--db", str(daemon.db),
+         "--expect-head", head["witness"]],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0 and "intact" in res.stdout, res.stdout + res.stderr
+    res = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "audit", "verify", "--db", str(daemon.db),
+         "--expect-head", f"{head['seq']}:{'0' * 64}"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 1 and "the expected head" in res.stdout
 
 
 def test_silent_feeds_put_the_site_in_fail_safe(tmp_path: Path) -> None:

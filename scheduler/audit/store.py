@@ -222,6 +222,21 @@ class Store:
         cps, _, _ = read_head(self.head_file, None)
         return cps[-1] if cps else None
 
+    def audit_status(self) -> dict[str, Any]:
+        """For ``/v1/status``: the last checkpoint (copy it elsewhere: with it, ``audit
+        verify --expect-head SEQ:HASH`` proves later that nothing was cut or re-hashed) and
+        what is wrong with the head file or the signals table, if anything."""
+        head = self.head()
+        return {
+            "head": None
+            if head is None
+            else {**head.to_dict(), "witness": f"{head.seq}:{head.hash}"},
+            "signed": self.key is not None,
+            "schema_version": self.schema_version,
+            "error": self.head_error,
+            "signal_problems": [p.text for p in self.signal_problems],
+        }
+
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(None)

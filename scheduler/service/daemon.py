@@ -1258,6 +1258,7 @@ class Daemon:
             # OpenADR payloads received and not acted on, with the reason (notices)
             "openadr_not_acted": self._events().not_acted(now),
             "failsafe": self.failsafe_reason(now),
+            "audit": self.store.audit_status(),  # the chain's head: a witness to copy
             "plan": {
                 "age_s": None if self.plan_at is None else round(now - self.plan_at, 1),
                 "status": self.solver_status,
