@@ -330,16 +330,17 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
             def sender(round_no: int, stop: threading.Event = stop) -> None:
                 while not stop.is_set():
                     n = next(sent)
-                    ev = {"id": f"k{round_no}-{n}", "type": "curtail", "start": now_iso(-1),
-                          "duration": "2h", "limit_kw": round(150 - 0.01 * n, 2)}  # fmt: skip
-                    limits[ev["id"]] = ev["limit_kw"]
+                    eid, limit_kw = f"k{round_no}-{n}", round(150 - 0.01 * n, 2)
+                    ev = {"id": eid, "type": "curtail", "start": now_iso(-1), "duration": "2h",
+                          "limit_kw": limit_kw}  # fmt: skip
+                    limits[eid] = limit_kw
                     try:
                         resp = post_signal(d.url, ev)
                     except httpx.HTTPError:
-                        in_flight.add(ev["id"])
+                        in_flight.add(eid)
                         return
                     if resp.status_code in (200, 202):
-                        accepted.append(ev["id"])
+                        accepted.append(eid)
 
             th = threading.Thread(target=sender, args=(r,))
             th.start()
