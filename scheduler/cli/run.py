@@ -211,7 +211,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
     if _no_db(args.db):
         return 2
-    store = Store(args.db)
+    store = Store(args.db, migrate=False)  # exporting never changes the file
     v = store.verify()
     start, end = _ts(args.from_, "--from"), _ts(args.to, "--to")
     kinds = ("signal", "commands", "telemetry", "plan", "shutdown")
