@@ -294,12 +294,22 @@ class Daemon(_Strict):
     max_plan_age_s: Annotated[float, Field(gt=0)] = 900.0
     shutdown_posture: Posture = Posture.SLEEP_MINERS
     failsafe_cap_kw: NonNeg | None = None  # cap while a feed is silent; default DR level 1
+    # with no good plan covering now: hold (miners shed to the fail-safe cap) or sleep_miners;
+    # committed inference serves in both (sleep_all would stop it, so it is not offered)
+    failsafe_posture: Posture = Posture.HOLD
     signal_silence_s: Annotated[float, Field(gt=0)] | None = None
     body_max_bytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 65536
     rate_per_s: Annotated[float, Field(gt=0)] = 2000.0
     require_read_token: bool = False
     price_feed: PriceFeed = PriceFeed()
     hashprice_feed: HashpriceFeed = HashpriceFeed()
+
+    @field_validator("failsafe_posture")
+    @classmethod
+    def _keeps_committed(cls, v: Posture) -> Posture:
+        if v is Posture.SLEEP_ALL:
+            raise ValueError("sleep_all would stop committed inference; valid: hold, sleep_miners")
+        return v
 
 
 class OpenADRResource(_Strict):

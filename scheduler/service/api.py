@@ -320,15 +320,20 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.get("/healthz", summary="200 while the plan is fresh, 503 otherwise")
     async def healthz() -> Any:
-        age = daemon.plan_age_s()
-        limit = cfg.max_plan_age_s
-        if age is None or age > limit:
-            return _error(
-                503,
-                "plan is stale" if age is not None else "no plan yet",
-                [{"plan_age_s": age, "max_plan_age_s": limit, "plan_error": daemon.plan_error}],
-            )
-        return {"ok": True, "plan_age_s": round(age, 1)}
+        # 503 also after a failed re-plan (the last good plan may still be in force) and
+        # while no good plan covers now (the fail-safe posture): the error says which
+        now = time.time()
+        age = daemon.plan_age_s(now)
+        problem = daemon.health_problem(now)
+        if problem is not None:
+            detail = {
+                "plan_age_s": None if age is None else round(age, 1),
+                "max_plan_age_s": cfg.max_plan_age_s,
+                "plan_error": daemon.plan_error,
+                "failsafe": daemon.failsafe_reason(now),
+            }
+            return _error(503, problem, [detail])
+        return {"ok": True, "plan_age_s": None if age is None else round(age, 1)}
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:

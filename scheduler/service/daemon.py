@@ -10,7 +10,10 @@ valuable kW first: least efficient miners asleep, then GPUs down to their lowest
 GPUs asleep, never below committed inference) and commands every device in one concurrent
 sweep; the re-plan follows. On restart the stored active events are enforced before
 anything else. A price feed (or, when configured, the signal feed) silent past its limit
-adds a fail-safe cap. SIGTERM leaves the devices in the configured posture.
+adds a fail-safe cap. A re-plan that does not end optimal is never applied: the last good
+plan stays while it covers now, else the fail-safe posture holds (committed inference
+serving, miners within the fail-safe cap); docs/daemon.md, "Fail-safe semantics".
+SIGTERM leaves the devices in the configured posture.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -44,6 +48,7 @@ from scheduler.planner.inputs import SiteState, assemble_inputs, event_caps, pea
 from scheduler.planner.optimize import Planner
 from scheduler.planner.plan import Plan
 from scheduler.planner.shedding import value_per_kw
+from scheduler.planner.solvers import SolverError, SolveStatus
 from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
 from scheduler.service.eventbook import EventBook
 from scheduler.service.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
@@ -64,6 +69,18 @@ SLEEP = "sleep"
 EXPECT_MAX_S = 120.0
 #: A cap signal whose write takes longer than this is shed while it is being written.
 SHED_WHILE_WRITING_AFTER_S = 0.02
+#: Solver outcomes whose plan may be applied. Not a time limit: a plan is extracted only
+#: from an optimal solution (any other status gives a schedule of zero units, every device
+#: asleep), so anything else keeps the last good plan or the fail-safe posture.
+DISPATCHABLE = frozenset({SolveStatus.OPTIMAL})
+#: Failures of a background task that come from the world (a device, the network, the
+#: disk, the solver): logged in one line. Anything else is a bug and keeps its traceback.
+EXPECTED_FAULTS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    sqlite3.Error,
+    SolverError,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,9 @@ class ShedStep:
     mode: str  # the mode name it leaves the device in
     saves_kw: float  # at the meter
     tokens_lost: float = 0.0
+    #: (saves_kw, tokens_lost) when the device's earlier step in the order (a GPU's cap
+    #: down) was not taken: a GPU put to sleep from its full mode loses all it serves.
+    alone: tuple[float, float] | None = None
 
 
 @dataclass
@@ -91,6 +111,9 @@ class Counters:
     signals: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, result)
     openadr_payloads: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, acted)
     commands: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    plan_failures: int = 0  # re-plans that ended without a plan to apply
+    task_failures: dict[str, int] = field(default_factory=dict)  # background task -> count
+    store_failures: int = 0  # audit records the state file refused
     solve_s: Histogram = field(default_factory=lambda: Histogram(SOLVE_BUCKETS))
     fast_path_s: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS))
 
@@ -175,6 +198,9 @@ class Daemon:
         # Commands sent but not yet seen in a reading: device -> (mode, applied, sent at).
         self._expected: dict[str, tuple[str, Applied, float]] = {}
         self._failsafe: str | None = None
+        self.store_error: str | None = None  # the last audit write refused, until one lands
+        self.cap_error: str | None = None  # why the cap in force is a fall-back
+        self._cap_ok_kw: float | None = None  # the last cap computed without error
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_poll = time.monotonic()
         self._poll_lock = asyncio.Lock()
@@ -201,6 +227,7 @@ class Daemon:
         self.notifier.ready(f"planning {self.config.site.name}")
 
     def _start_jobs(self) -> None:
+        from apscheduler.events import EVENT_JOB_ERROR
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         d = self.config.daemon
@@ -233,6 +260,8 @@ class Daemon:
                 **opts,
             )
         sched.add_job(self.housekeeping, "interval", seconds=60, id="housekeeping", **opts)
+        # APScheduler logs a job's exception with its traceback; count it as a task failure
+        sched.add_listener(self._job_failed, EVENT_JOB_ERROR)
         sched.start()
         self.scheduler = sched
 
@@ -252,7 +281,7 @@ class Daemon:
             }
             outcomes = await self.fleet.apply(requests)
             await self._record_outcomes("shutdown", outcomes)
-        await self.store.record("shutdown", {"posture": posture.value})
+        await self._audit("shutdown", {"posture": posture.value})
         await self.fleet.close()
         if self.meter is not None:
             self.meter.close()
@@ -261,10 +290,55 @@ class Daemon:
         self.store.close()
         return outcomes
 
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background as task ``name``; its failure is logged and
+        counted (``gridsched_task_failures_total{task=name}``), never lost."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        self._task_failed(task.get_name(), exc)
+
+    def _job_failed(self, event: Any) -> None:
+        """A scheduled job raised (APScheduler has logged it with its traceback)."""
+        name = str(event.job_id)
+        self.counters.task_failures[name] = self.counters.task_failures.get(name, 0) + 1
+
+    def _task_failed(self, name: str, exc: BaseException) -> None:
+        self.counters.task_failures[name] = self.counters.task_failures.get(name, 0) + 1
+        if isinstance(exc, EXPECTED_FAULTS):  # a device, the disk: one line says it
+            log.error("background task %s failed: %s: %s", name, type(exc).__name__, exc)
+        else:  # a bug: its traceback is worth the lines
+            log.error("background task %s failed", name, exc_info=exc)
+
+    async def _audit(self, kind: str, payload: Any, at: float | None = None) -> bool:
+        """Append to the audit trail. A write the state file refuses (disk full, I/O
+        error) is logged, counted and shown in /v1/status, never raised: the fail-safe,
+        dispatch and the watchdog must not wait on the disk. (Signals are different: one
+        that cannot be stored is refused with 503, see ``accept``.)"""
+        try:
+            await self.store.record(kind, payload, at)
+        except Exception as exc:
+            self.counters.store_failures += 1
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self.store_error:  # once per distinct error, not every poll
+                log.error(
+                    "audit record %r not written: %s",
+                    kind,
+                    error,
+                    exc_info=None if isinstance(exc, EXPECTED_FAULTS) else exc,
+                )
+            self.store_error = error
+            return False
+        if self.store_error is not None:
+            log.warning("audit records are written again (after: %s)", self.store_error)
+            self.store_error = None
+        return True
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -332,15 +406,50 @@ class Daemon:
         return levels.get("1", self.config.site.interconnect_kw)
 
     def failsafe_reason(self, now: float) -> str | None:
+        """Why the site is held at the fail-safe cap (a silent feed, no good plan covering
+        now), or None."""
         d = self.config.daemon
         feed = d.price_feed
+        reasons = []
         if self.prices_ok_at is not None and now - self.prices_ok_at > feed.silent_after_s:
             silent = now - self.prices_ok_at
-            return f"price feed silent for {silent:.0f} s (limit {feed.silent_after_s:g} s)"
+            reasons.append(
+                f"price feed silent for {silent:.0f} s (limit {feed.silent_after_s:g} s)"
+            )
         if d.signal_silence_s is not None and now - self.last_signal_at > d.signal_silence_s:
             silent = now - self.last_signal_at
-            return f"signal feed silent for {silent:.0f} s (limit {d.signal_silence_s:g} s)"
-        return None
+            reasons.append(
+                f"signal feed silent for {silent:.0f} s (limit {d.signal_silence_s:g} s)"
+            )
+        if (gap := self.plan_gap(now)) is not None:
+            reasons.append(gap)
+        return "; ".join(reasons) or None
+
+    def plan_gap(self, now: float) -> str | None:
+        """Why no good plan covers ``now`` (None while one does, or while the first plan is
+        still being made): the site then holds the fail-safe posture."""
+        if self.plan is not None and self.plan_index(now) is not None:
+            return None
+        if self.plan is None:
+            if self.plan_error is None:
+                return None  # starting: the first plan is on its way
+            return f"no good plan covers now (re-plan failed: {self.plan_error})"
+        ended = datetime.fromtimestamp(float(self.plan.ends_s[-1]), UTC).isoformat()
+        why = f"; re-plan failed: {self.plan_error}" if self.plan_error else ""
+        return f"no good plan covers now (the last good plan ended at {ended}{why})"
+
+    def health_problem(self, now: float | None = None) -> str | None:
+        """What makes the daemon unhealthy (``/healthz`` 503), or None: no plan yet, a
+        failed re-plan (even while the last good plan still covers now), a stale plan."""
+        now = time.time() if now is None else now
+        age = self.plan_age_s(now)
+        if self.plan_error is not None:
+            return f"last re-plan failed: {self.plan_error}"
+        if age is None:
+            return "no plan yet"
+        if age > self.config.daemon.max_plan_age_s:
+            return "plan is stale"
+        return self.plan_gap(now)
 
     async def accept(
         self, events: list[GridEvent], source: str, webhook_id: str | None, raw: str
@@ -421,7 +530,7 @@ class Daemon:
             finally:
                 self._fast_running = False
 
-        self.spawn(run(reason))
+        self.spawn(run(reason), "fast-path")
 
     # -- measurements -------------------------------------------------------------------------
 
@@ -546,17 +655,50 @@ class Daemon:
         return judge(cap, cached, self.meter_kw(), self.meter_error)
 
     def cap_now(self, now: float | None = None) -> tuple[float, list[GridEvent]]:
+        """The import cap in force at ``now`` and the events that make it. An event whose
+        cap cannot be computed counts at the most restrictive cap that can be justified
+        (the fail-safe cap, or the last cap computed lower), never as no cap at all."""
         now = time.time() if now is None else now
         events = self._with_pending(self._events().caps_in_force(now), now, started=True)
         grid = TimeGrid(
             np.array([int(now)], dtype=np.int64), np.array([int(now) + 1], dtype=np.int64)
         )
+        base_kw = self.config.site.base_load_kw
+        error: str | None = None
         try:
-            cap, _ = event_caps(self.config, grid, events, self.config.site.base_load_kw)
-        except ValueError:
-            log.exception("event caps")
-            cap = np.array([math.inf])
-        return min(float(cap[0]), self.config.site.interconnect_kw), events
+            cap_kw = float(event_caps(self.config, grid, events, base_kw)[0][0])
+        except Exception:
+            cap_kw, error = self._fallback_cap(grid, events)
+        cap_kw = min(cap_kw, self.config.site.interconnect_kw)
+        if error != self.cap_error:  # once per change: cap_now runs at every scrape
+            if error is not None:
+                log.error("cap computation failed; enforcing %.1f kW: %s", cap_kw, error)
+            else:
+                log.warning("cap computation works again: %.1f kW", cap_kw)
+            self.cap_error = error
+        if error is None:
+            self._cap_ok_kw = cap_kw
+        return cap_kw, events
+
+    def _fallback_cap(self, grid: TimeGrid, events: list[GridEvent]) -> tuple[float, str]:
+        """Each event's cap on its own; one that raises counts at the fail-safe cap or the
+        last good cap, whichever is lower."""
+        fallback_kw = min(self.failsafe_cap_kw(), self._cap_ok_kw or math.inf)
+        cap_kw = math.inf
+        problems = []
+        for ev in events:
+            try:
+                cap, _ = event_caps(self.config, grid, [ev], self.config.site.base_load_kw)
+                cap_kw = min(cap_kw, float(cap[0]))
+            except Exception as exc:
+                text = " ".join(str(exc).split())  # a ConfigError spans lines
+                problems.append(f"event {ev.id!r}: {type(exc).__name__}: {text}")
+                cap_kw = min(cap_kw, fallback_kw)
+        if not problems:  # the events together fail where each alone does not
+            problems.append("the events in force together")
+            cap_kw = min(cap_kw, fallback_kw)
+        why = "; ".join(problems)
+        return cap_kw, f"{why}: enforcing {cap_kw:g} kW (fail-safe or last good cap)"
 
     async def poll(self, dispatch: bool = True) -> None:
         """Read the fleet and act on what it shows (one at a time: the scheduled poll and a
@@ -580,7 +722,7 @@ class Daemon:
             finally:
                 self._confirm_pending = False
 
-        self.spawn(later())
+        self.spawn(later(), "confirm")
 
     async def _poll(self, dispatch: bool) -> None:
         t0 = time.monotonic()
@@ -613,7 +755,7 @@ class Daemon:
         self._integrate(m, dt, now)
         self.billing_peak_kw = max(self.billing_peak_kw, m["import_kw"])
         counts = self.fleet.health_counts()
-        await self.store.record(
+        await self._audit(
             "telemetry",
             {
                 **{k: round(v, 3) for k, v in m.items()},
@@ -631,15 +773,19 @@ class Daemon:
                 log.warning("fail-safe cap %.0f kW: %s", self.failsafe_cap_kw(), failsafe)
                 self.request_fast_path(f"fail-safe: {failsafe}")
             else:
-                log.warning("fail-safe over: the feeds answer again")
+                log.warning("fail-safe over: the feeds answer and a good plan covers now")
             cap_kw = self.failsafe_cap_kw()
-            await self.store.record("failsafe", {"reason": failsafe, "cap_kw": cap_kw}, now)
+            await self._audit("failsafe", {"reason": failsafe, "cap_kw": cap_kw}, now)
             self.request_replan("fail-safe", delay_s=0.0)
+        elif failsafe is not None:
+            self._failsafe = failsafe
+        if (gap := self.plan_gap(now)) is not None:
+            await self.safe_posture(gap)  # every poll: devices that drift are put back
         if dispatch:
             await self.dispatch()
         if self.config.daemon.stage_ahead_s and not self._staging:
             self._staging = True
-            self.spawn(self.stage_ahead())
+            self.spawn(self.stage_ahead(), "stage")
         self.notifier.watchdog(
             f"import {m['import_kw']:.0f} kW, cap {cap:.0f} kW, "
             f"{counts[Health.UNREACHABLE]} unreachable"
@@ -777,7 +923,10 @@ class Daemon:
                 )
                 downcaps.append((float(value_per_kw(lost, down_kw)), step))
             low_kw = pue * (low.power_kw - dc.idle_kw)
-            step = ShedStep(device_id, ModeRequest("sleep"), SLEEP, low_kw, low.throughput_tokens_s)
+            alone = (saves, m.throughput_tokens_s)  # asleep straight from its mode now
+            step = ShedStep(
+                device_id, ModeRequest("sleep"), SLEEP, low_kw, low.throughput_tokens_s, alone
+            )
             sleeps.append((float(value_per_kw(low.throughput_tokens_s, low_kw)), step))
         order: list[ShedStep] = []
         for group in (miners, downcaps, sleeps):
@@ -834,15 +983,18 @@ class Daemon:
         for step in self.shed_order:
             if excess <= 0:
                 break
-            if step.tokens_lost > 0 and tokens - step.tokens_lost < floor:
-                continue
+            saves_kw, lost = step.saves_kw, step.tokens_lost
+            if step.alone is not None and step.device_id not in chosen:
+                saves_kw, lost = step.alone  # not capped down first: it loses all it serves
+            if lost > 0 and tokens - lost < floor:
+                continue  # committed inference is served first
             if step.device_id in chosen and step.request.action != "sleep":
                 continue
             if step.device_id in unread:
                 continue  # told below, but not counted on
             chosen[step.device_id] = step  # a GPU already capped down may still go to sleep
-            excess -= step.saves_kw + above.get(step.device_id, 0.0)
-            tokens -= step.tokens_lost
+            excess -= saves_kw + above.get(step.device_id, 0.0)
+            tokens -= lost
         # Devices that cannot be read count in ``load`` at their last known power and may
         # be drawing it: each is told too (its first step), but what it would save is not
         # counted on: it may not follow, and nothing read would show it.
@@ -882,6 +1034,44 @@ class Daemon:
         self.shed_order = self.compute_shed_order()
         return outcomes
 
+    async def safe_posture(self, why: str) -> list[Outcome]:
+        """No good plan covers now: hold the fail-safe posture. Committed inference serves
+        (GPUs asleep or capped down are raised to their fullest mode until the committed
+        tokens are met); with ``failsafe_posture = "sleep_miners"`` every miner sleeps;
+        then the fast path sheds to the fail-safe cap (miners first, never below the
+        committed floor). Dispatch has no plan step to follow meanwhile."""
+        sleep_miners = self.config.daemon.failsafe_posture is Posture.SLEEP_MINERS
+        need = self._committed_now(time.time()) - self.serving_tokens()
+        requests: dict[str, ModeRequest] = {}
+        chosen: dict[str, str] = {}
+        for device_id, st in sorted(self.fleet.status.items()):
+            if st.health is Health.UNREACHABLE:
+                continue
+            dc = self.classes[st.group]
+            mode = self.modes.get(device_id, SLEEP)
+            if dc.kind is DeviceKind.ASIC:
+                if sleep_miners and mode != SLEEP:
+                    requests[device_id], chosen[device_id] = ModeRequest("sleep"), SLEEP
+                continue
+            if need <= 0:
+                continue
+            best = max(dc.modes, key=lambda x: x.throughput_tokens_s)
+            current = dc.mode(mode)
+            gain = best.throughput_tokens_s - (current.throughput_tokens_s if current else 0.0)
+            if gain > 0:
+                requests[device_id] = registry.mode_request(dc, best.name)
+                chosen[device_id] = best.name
+                need -= gain
+        outcomes: list[Outcome] = []
+        if requests:
+            outcomes = await self.fleet.apply(requests)
+            self._commanded(outcomes, chosen)
+            log.warning("fail-safe posture (%s): %d devices commanded", why, len(requests))
+            await self._record_outcomes("fail-safe", outcomes, {"reason": why})
+            self.shed_order = self.compute_shed_order()
+        self.request_fast_path(f"fail-safe: {why}")
+        return outcomes
+
     async def _record_outcomes(
         self, why: str, outcomes: Iterable[Outcome], extra: dict[str, Any] | None = None
     ) -> None:
@@ -902,7 +1092,7 @@ class Daemon:
                 }
             )
         if rows:
-            await self.store.record("commands", {"why": why, **(extra or {}), "outcomes": rows})
+            await self._audit("commands", {"why": why, **(extra or {}), "outcomes": rows})
 
     # -- planning -----------------------------------------------------------------------------
 
@@ -916,7 +1106,7 @@ class Daemon:
                 await asyncio.sleep(delay_s)
                 await self.replan(reason)
 
-            self.spawn(later())
+            self.spawn(later(), "replan")
 
     def _dispatch_step_s(self) -> int:
         """Length of the plan's first steps: its boundaries are where dispatch acts."""
@@ -986,16 +1176,20 @@ class Daemon:
                     self.planner.plan, inputs, config.site.name, config.site.timezone
                 )
             except Exception as exc:  # bad prices, a solver failure: keep the last plan
-                self.plan_error = f"{type(exc).__name__}: {exc}"
-                self.solver_status = "error"
                 log.exception("re-plan (%s) failed", reason)
-                await self.store.record("plan-failed", {"reason": reason, "error": self.plan_error})
+                await self._plan_failed(reason, f"{type(exc).__name__}: {exc}", "error")
+                return None
+            status = SolveStatus(plan.status)
+            if status not in DISPATCHABLE:  # its schedule is zeros: never apply it
+                error = f"solver {plan.solver} ended with {status.value} ({plan.termination})"
+                log.error("re-plan (%s) failed: %s", reason, error)
+                await self._plan_failed(reason, error, status.value)
                 return None
             self.plan, self.plan_at, self.plan_error = plan, now, None
             self.solver_status = plan.status
             self.counters.solve_s.observe(plan.solve_s + plan.build_s)
             k = self.plan_index(now)
-            await self.store.record(
+            await self._audit(
                 "plan",
                 {
                     "reason": reason,
@@ -1019,6 +1213,15 @@ class Daemon:
         self.hold_dispatch = False
         await self.dispatch()
         return plan
+
+    async def _plan_failed(self, reason: str, error: str, status: str) -> None:
+        """A re-plan gave nothing to apply: the last good plan stays in force while it
+        covers now, else the fail-safe posture; status, /healthz and metrics say why."""
+        self.plan_error, self.solver_status = error, status
+        self.counters.plan_failures += 1
+        await self._audit("plan-failed", {"reason": reason, "error": error, "status": status})
+        if (gap := self.plan_gap(time.time())) is not None:
+            await self.safe_posture(gap)
 
     def plan_index(self, now: float) -> int | None:
         if self.plan is None:
@@ -1259,11 +1462,18 @@ class Daemon:
             "openadr_not_acted": self._events().not_acted(now),
             "failsafe": self.failsafe_reason(now),
             "audit": self.store.audit_status(),  # the chain's head: a witness to copy
+            "failsafe_posture": self.config.daemon.failsafe_posture.value,
+            "cap_error": self.cap_error,
             "plan": {
                 "age_s": None if self.plan_at is None else round(now - self.plan_at, 1),
                 "status": self.solver_status,
                 "error": self.plan_error,
+                "ok": self.plan_error is None and self.plan is not None,
+                "covers_now": self.plan_index(now) is not None,
+                "failures": self.counters.plan_failures,
             },
+            "store": {"error": self.store_error, "write_failures": self.counters.store_failures},
+            "task_failures": dict(self.counters.task_failures),
             "prices": {
                 "label": None if self.prices is None else self.prices.label,
                 "age_s": None if self.prices_ok_at is None else round(now - self.prices_ok_at, 1),

@@ -213,10 +213,30 @@ class DaemonCollector:
             act.add_metric([t_], n)
         yield act
         f = GaugeMetricFamily(
-            "gridsched_failsafe_active", "1 while a silent feed holds the fail-safe cap"
+            "gridsched_failsafe_active",
+            "1 while the site is held at the fail-safe cap (a silent feed, no good plan)",
         )
         f.add_metric([], 1.0 if d.failsafe_reason(now) else 0.0)
         yield f
+        f = GaugeMetricFamily(
+            "gridsched_cap_fallback",
+            "1 while the cap in force could not be computed and a fall-back cap is enforced",
+        )
+        f.add_metric([], 0.0 if d.cap_error is None else 1.0)
+        yield f
+        x = CounterMetricFamily(
+            "gridsched_task_failures",
+            "Background tasks and scheduled jobs that raised, by task",
+            labels=["task"],
+        )
+        for k, v in sorted(cnt.task_failures.items()):
+            x.add_metric([k], v)
+        yield x
+        x = CounterMetricFamily(
+            "gridsched_store_write_failures", "Audit records the state file refused"
+        )
+        x.add_metric([], cnt.store_failures)
+        yield x
         x = CounterMetricFamily(
             "gridsched_commands", "Device commands by result", labels=["result"]
         )
@@ -279,6 +299,17 @@ class DaemonCollector:
         )
         st_.add_metric([d.solver_status], 1.0)
         yield st_
+        ok = GaugeMetricFamily(
+            "gridsched_plan_ok",
+            "1 while the last re-plan gave a plan to apply; 0 before the first or after a failure",
+        )
+        ok.add_metric([], 1.0 if d.plan is not None and d.plan_error is None else 0.0)
+        yield ok
+        x = CounterMetricFamily(
+            "gridsched_plan_failures", "Re-plans that ended without a plan to apply"
+        )
+        x.add_metric([], cnt.plan_failures)
+        yield x
         yield cnt.solve_s.family("gridsched_solver_duration_seconds", "Plan build and solve time")
         yield cnt.fast_path_s.family(
             "gridsched_fastpath_duration_seconds", "Signal shed: decision to every device commanded"

@@ -1,0 +1,503 @@
+"""The daemon when its own parts fail: a solve that fails, a cap that cannot be computed, a
+state file that takes no writes, a background task that raises. Each keeps the last good
+state or goes to the fail-safe posture (committed inference serving, miners within the
+fail-safe cap) and says so in /v1/status, /healthz and the metrics.
+
+A mixed site (simulated miners over loopback TCP, simulated H100s in process), a real
+solver fed an absurd price, a real SQLite file that runs out of pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import socket
+import sqlite3
+import time
+import tomllib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from models.signals import EventType, GridEvent
+from models.site import parse_site
+from scheduler.planner.solvers import SolverError
+from scheduler.service.api import create_app
+from scheduler.service.daemon import SLEEP, Daemon
+from scheduler.service.metrics import metrics_registry
+
+SITE = """
+[site]
+name = "failsafe test"
+interconnect_kw = 500
+pue = 1.0
+base_load_kw = 0
+
+[prices]
+format = "demo"
+
+[mining]
+hashprice_usd_per_ths_day = 0.08
+
+[inference]
+committed_tokens_s = {committed}
+committed_usd_per_mtok = 0.6
+
+[daemon]
+horizon = "2h"
+step = "5min"
+stage_ahead_s = 0
+confirm_after_s = 0
+failsafe_cap_kw = {failsafe}
+
+[[devices]]
+name = "s19"
+kind = "asic"
+model = "S19j Pro"
+count = 6
+[devices.adapter]
+kind = "sim"
+sim_base = "{base}"
+sim_sleep_s = 0.2
+sim_wake_s = 0.4
+timeout_s = 2
+
+[[devices]]
+name = "h100"
+kind = "gpu"
+model = "H100 SXM"
+power_caps_w = {caps}
+count = 4
+[devices.adapter]
+kind = "sim"
+"""
+
+
+def _daemon(
+    tmp_path: Path,
+    base: str,
+    committed: float = 1000.0,
+    failsafe_kw: float = 10.0,
+    caps: str = "[700, 350]",
+) -> Daemon:
+    text = SITE.format(committed=committed, failsafe=failsafe_kw, base=base, caps=caps)
+    config = parse_site(tomllib.loads(text), "test", str(tmp_path))
+    return Daemon(config, tmp_path / "gridsched.db")
+
+
+@contextlib.asynccontextmanager
+async def running(d: Daemon) -> AsyncIterator[Daemon]:
+    """Store, simulators and fleet up, one poll read; no jobs, no HTTP server."""
+    d.store.start()
+    for sim in d.built.simulators:
+        await sim.start()
+    try:
+        await d.fleet.connect_all()
+        await d.poll(dispatch=False)
+        yield d
+    finally:
+        for t in list(d._tasks):
+            t.cancel()
+        await d.fleet.close()
+        for sim in d.built.simulators:
+            await sim.stop()
+        d.store.close()
+
+
+def _group(d: Daemon, device_id: str) -> str:
+    return d.fleet.status[device_id].group
+
+
+def _awake(d: Daemon, group: str) -> int:
+    return sum(1 for i, m in d.modes.items() if m != SLEEP and _group(d, i) == group)
+
+
+def _gpu_tokens(d: Daemon) -> float:
+    """Tokens/s the GPUs serve in the modes they were last commanded to."""
+    dc = d.classes["h100"]
+    return sum(
+        m.throughput_tokens_s
+        for i, name in d.modes.items()
+        if _group(d, i) == "h100" and (m := dc.mode(name)) is not None
+    )
+
+
+def _event(kind: EventType, **kw: Any) -> GridEvent:
+    return GridEvent(id=kw.pop("id", kind.value), type=kind, start=datetime.now(UTC), **kw)
+
+
+async def _absurd_price(d: Daemon) -> None:
+    """A signed price signal of 1e300 USD/MWh, stored as the API would store it."""
+    ev = _event(EventType.PRICE, id="absurd", duration="1h", price=1e300)
+    await d.accept([ev], "test", None, "{}")
+    for t in list(d._tasks):  # the re-plan it asks for: run it here instead
+        t.cancel()
+    d._replan_pending = False
+
+
+async def _shed_done(d: Daemon) -> None:
+    while d._fast_running:
+        await asyncio.sleep(0.02)
+
+
+async def _get(d: Daemon, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=create_app(d))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
+        return await c.get(path)
+
+
+def _sample(d: Daemon, name: str, labels: dict[str, str] | None = None) -> float | None:
+    value = metrics_registry(d).get_sample_value(name, labels or {})
+    return None if value is None else float(value)
+
+
+# -- a solve that does not end optimal ------------------------------------------------------
+
+
+def test_a_failed_solve_keeps_the_last_good_plan_and_says_so(tmp_path: Path) -> None:
+    d = _daemon(tmp_path, "127.17.0.0")
+
+    async def go() -> None:
+        async with running(d):
+            good = await d.replan("start")
+            assert good is not None and good.ok and d.plan is good
+            gpus, miners = _awake(d, "h100"), _awake(d, "s19")
+            assert gpus > 0
+            assert (await _get(d, "/healthz")).status_code == 200
+
+            await _absurd_price(d)
+            failed = await d.replan("signal")  # HiGHS ends with an error
+            # never the zero-unit plan of the failed solve (every device asleep)
+            assert _awake(d, "h100") == gpus and _awake(d, "s19") == miners
+            assert failed is None and d.plan is good
+            status = d.status()
+            assert status["plan"]["status"] == "error"
+            assert "error" in (status["plan"]["error"] or "")
+            assert status["failsafe"] is None  # the last good plan still covers now
+            r = await _get(d, "/healthz")
+            assert r.status_code == 503 and "re-plan failed" in r.json()["error"], r.text
+            assert _sample(d, "gridsched_plan_ok") == 0.0
+            assert _sample(d, "gridsched_plan_failures_total") == 1.0
+            kinds = [k for _s, _at, k, *_ in d.store.records(0, time.time() + 1, ("plan-failed",))]
+            assert kinds == ["plan-failed"]
+
+            # the price is withdrawn: the next plan is good and everything says so again
+            await d.accept([GridEvent(id="absurd", type=EventType.CANCEL)], "test", None, "{}")
+            again = await d.replan("cancel")
+            assert again is not None and d.plan is again
+            assert d.status()["plan"]["error"] is None
+            assert (await _get(d, "/healthz")).status_code == 200
+            assert _sample(d, "gridsched_plan_ok") == 1.0
+
+    asyncio.run(go())
+
+
+def test_with_no_good_plan_covering_now_the_site_goes_to_the_fail_safe_posture(
+    tmp_path: Path,
+) -> None:
+    committed = 1000.0
+    d = _daemon(tmp_path, "127.17.1.0", committed=committed, failsafe_kw=5.0)
+
+    async def go() -> None:
+        async with running(d):
+            await _absurd_price(d)
+            assert await d.replan("start") is None and d.plan is None
+            await d.poll()  # the next poll sees no plan and holds the fail-safe posture
+            await _shed_done(d)
+            # committed inference keeps serving; miners shed to the fail-safe cap
+            assert _gpu_tokens(d) >= committed
+            assert _awake(d, "s19") == 0  # 5 kW leaves no room for a 3 kW miner beside GPUs
+            status = d.status()
+            assert "no good plan" in (status["failsafe"] or "")
+            assert status["cap_kw"] == 5.0
+            r = await _get(d, "/healthz")
+            assert r.status_code == 503 and "no good plan" in r.text, r.text
+            assert _sample(d, "gridsched_failsafe_active") == 1.0
+
+    asyncio.run(go())
+
+
+def test_a_last_good_plan_that_no_longer_covers_now_gives_way_to_the_fail_safe(
+    tmp_path: Path,
+) -> None:
+    committed = 1000.0
+    d = _daemon(tmp_path, "127.17.2.0", committed=committed, failsafe_kw=5.0)
+
+    async def go() -> None:
+        async with running(d):
+            good = await d.replan("start")
+            assert good is not None and good.ok
+            await _absurd_price(d)
+            assert await d.replan("signal") is None and d.plan is good
+            assert d.failsafe_reason(time.time()) is None
+            # The horizon runs out with no new plan: shift the plan wholly into the past.
+            span = int(good.ends_s[-1] - good.starts_s[0])
+            good.starts_s -= span + 60
+            good.ends_s -= span + 60
+            assert d.plan_index(time.time()) is None
+            await d.poll()
+            await _shed_done(d)
+            assert "no good plan" in (d.failsafe_reason(time.time()) or "")
+            assert _gpu_tokens(d) >= committed and _awake(d, "s19") == 0
+
+    asyncio.run(go())
+
+
+# -- the cap cannot be computed -------------------------------------------------------------
+
+
+def test_a_cap_that_cannot_be_computed_is_the_most_restrictive_not_infinite(
+    tmp_path: Path,
+) -> None:
+    d = _daemon(tmp_path, "127.17.3.0", failsafe_kw=40.0)
+
+    async def go() -> None:
+        async with running(d):
+            # level 2 has no cap in [tariff.dr_levels_kw]: the cap computation raises
+            bad = _event(EventType.CURTAIL, id="lvl2", duration="1h", level=2)
+            d._events().put(bad)
+            cap, events = d.cap_now()
+            assert math.isfinite(cap) and cap == 40.0  # the fail-safe cap, never +inf
+            assert "lvl2" in {e.id for e in events}
+            # with a lower cap also in force, that one still holds
+            d._events().put(_event(EventType.CURTAIL, id="low", duration="1h", limit_kw=12.0))
+            assert d.cap_now()[0] == 12.0
+            status = d.status()
+            assert status["cap_kw"] == 12.0
+            assert "lvl2" in (status["cap_error"] or "")
+            assert _sample(d, "gridsched_cap_fallback") == 1.0
+
+    asyncio.run(go())
+
+
+# -- the committed floor and the shed order in the fast path --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caps", "committed", "want"),
+    [
+        # 4 x 375 tok/s at 350 W: 3 GPUs at 350 W serve 1126 >= 1000; 2 would serve 751.
+        ("[700, 350]", 1000.0, {"infer@350W": 3}),
+        # 200 W serves 146 tok/s: no GPU may cap down (-334) or sleep (-481) without going
+        # under 1723, so all four stay at 700 W.
+        ("[700, 200]", 1723.0, {"infer@700W": 4}),
+    ],
+)
+def test_a_curtail_to_zero_keeps_exactly_the_gpus_committed_inference_needs(
+    tmp_path: Path, caps: str, committed: float, want: dict[str, int]
+) -> None:
+    d = _daemon(tmp_path, "127.17.4.0", committed=committed, caps=caps)
+
+    async def go() -> None:
+        async with running(d):
+            assert _awake(d, "s19") == 6 and _awake(d, "h100") == 4
+            ev = _event(EventType.CURTAIL, id="dr", duration="1h", limit_kw=0.0)
+            await d.accept([ev], "test", None, "{}")
+            await _shed_done(d)
+            assert _awake(d, "s19") == 0  # every miner shed
+            gpu_modes: dict[str, int] = {}
+            for i, m in d.modes.items():
+                if _group(d, i) == "h100" and m != SLEEP:
+                    gpu_modes[m] = gpu_modes.get(m, 0) + 1
+            assert gpu_modes == want
+            assert _gpu_tokens(d) >= committed
+
+    asyncio.run(go())
+
+
+def test_the_fast_path_sheds_miners_before_any_gpu(tmp_path: Path) -> None:
+    d = _daemon(tmp_path, "127.17.5.0", committed=0.0)
+
+    async def go() -> None:
+        async with running(d):
+            order = [_group(d, s.device_id) for s in d.compute_shed_order()]
+            assert order[:6] == ["s19"] * 6 and set(order[6:]) == {"h100"}
+            # A curtail that miners alone can meet leaves every GPU as it is.
+            load = d.measured(expect=True)["import_kw"]
+            ev = _event(EventType.CURTAIL, id="dr", duration="1h", limit_kw=load - 10.0)
+            await d.accept([ev], "test", None, "{}")
+            await _shed_done(d)
+            assert 0 < 6 - _awake(d, "s19") <= 4
+            assert {m for i, m in d.modes.items() if _group(d, i) == "h100"} == {"infer@700W"}
+
+    asyncio.run(go())
+
+
+# -- background tasks -----------------------------------------------------------------------
+
+
+def test_a_failing_background_task_is_logged_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = _daemon(tmp_path, "127.17.6.0")
+
+    async def broken() -> None:
+        raise ConnectionResetError("device went away")
+
+    async def bug() -> None:
+        raise KeyError("no such class")
+
+    async def go() -> None:
+        caplog.set_level(logging.INFO, "gridsched")
+        d.spawn(broken(), "fast-path")
+        d.spawn(bug(), "replan")
+        while d._tasks:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+    lines = [r for r in caplog.records if "task" in r.getMessage()]
+    fault = next(r for r in lines if "fast-path" in r.getMessage())
+    assert "device went away" in fault.getMessage() and fault.exc_info is None  # one line
+    bug_line = next(r for r in lines if "replan" in r.getMessage())
+    assert bug_line.exc_info is not None  # a bug keeps its traceback
+    assert _sample(d, "gridsched_task_failures_total", {"task": "fast-path"}) == 1.0
+    assert _sample(d, "gridsched_task_failures_total", {"task": "replan"}) == 1.0
+
+
+# -- a state file that takes no writes ------------------------------------------------------
+
+
+async def _fill_the_disk(d: Daemon) -> None:
+    """Cap the SQLite file at its size (as a full disk does) and fill what is left, so
+    that the next record really fails with SQLITE_FULL."""
+    await d.store.write(lambda con: con.execute("PRAGMA max_page_count = 1"))
+    for size in (4000, 1000, 200, 20, 1):
+        while True:
+            try:
+                await d.store.record("filler", "x" * size)
+            except sqlite3.OperationalError:
+                break  # SQLITE_FULL (SQLite rolls back the group commit)
+
+
+def test_a_full_disk_skips_neither_the_fail_safe_nor_dispatch_nor_the_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock_path = str(tmp_path / "notify.sock")
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(sock_path)
+    systemd.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", sock_path)
+    d = _daemon(tmp_path, "127.17.7.0", failsafe_kw=5.0)
+
+    async def go() -> None:
+        async with running(d):
+            good = await d.replan("start")
+            assert good is not None
+            await _fill_the_disk(d)
+            with pytest.raises(sqlite3.OperationalError):
+                await d.store.record("probe", {})
+            # a silent price feed puts the site in the fail-safe while nothing can be written
+            d.prices_ok_at = time.time() - 10 * d.config.daemon.price_feed.silent_after_s
+            await d.poll()
+            assert d._failsafe is not None and "price feed silent" in d._failsafe
+            await _shed_done(d)
+            assert _awake(d, "s19") < 6  # shed to the 5 kW fail-safe cap
+            assert d.measured(expect=True)["import_kw"] <= 5.0 + 1e-6
+            status = d.status()
+            assert status["store"]["error"] and status["store"]["write_failures"] >= 1
+            assert (_sample(d, "gridsched_store_write_failures_total") or 0) >= 1
+            # a re-plan on the full disk still applies its plan
+            d.hold_dispatch = True
+            assert await d.replan("disk full") is not None
+            assert not d.hold_dispatch
+
+    asyncio.run(go())
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(systemd.recv(4096).decode())
+            systemd.settimeout(0.5)
+    systemd.close()
+    assert sum("WATCHDOG=1" in g for g in got) >= 2  # both polls fed it
+
+
+def test_a_failing_scheduled_job_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = _daemon(tmp_path, "127.17.8.0")
+    failed = asyncio.Event()
+
+    async def broken_poll(dispatch: bool = True) -> None:
+        failed.set()
+        raise OSError("fleet unreachable")
+
+    async def go() -> None:
+        monkeypatch.setattr(d, "poll", broken_poll)
+        d._start_jobs()  # the poll job runs every poll_s (15 s here): run it now
+        try:
+            d.scheduler.get_job("poll").modify(next_run_time=datetime.now(UTC))
+            await asyncio.wait_for(failed.wait(), 30)
+            for _ in range(500):  # the listener runs right after the job
+                if d.counters.task_failures.get("poll"):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            d.scheduler.shutdown(wait=False)
+        assert d.counters.task_failures == {"poll": 1}
+        assert _sample(d, "gridsched_task_failures_total", {"task": "poll"}) == 1.0
+
+    asyncio.run(go())
+
+
+def test_solver_failures_at_random_moments_never_harm_committed_inference_or_a_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 moments, each a good re-plan, a failed one (an error status or a raise), a
+    curtail, a cancel, the horizon running out or a poll, in a seeded random order: after
+    each, committed inference is served and no miner runs while import is over the cap."""
+    committed = 1000.0
+    d = _daemon(tmp_path, "127.17.9.0", committed=committed, failsafe_kw=8.0)
+    rng = random.Random(17)
+    real_plan = d.planner.plan
+    outcome = {"next": "good"}
+
+    def planned(*args: Any, **kwargs: Any) -> Any:
+        plan = real_plan(*args, **kwargs)
+        if outcome["next"] == "status":
+            plan.status = "error"  # as extract_plan leaves a failed solve: never applied
+            for cp in plan.classes:
+                cp.units_by_mode[:] = 0
+        elif outcome["next"] == "raise":
+            raise SolverError("HiGHS failed to run")
+        return plan
+
+    monkeypatch.setattr(d.planner, "plan", planned)
+
+    async def go() -> None:
+        async with running(d):
+            for moment in range(100):
+                what = rng.choice(["good", "status", "raise", "curtail", "cancel", "gap", "poll"])
+                if what in ("good", "status", "raise"):
+                    outcome["next"] = what
+                    await d.replan(f"moment {moment}")
+                elif what == "curtail":
+                    limit = rng.choice([0.0, 2.0, 5.0, 10.0, 20.0])
+                    ev = _event(EventType.CURTAIL, id="dr", duration="1h", limit_kw=limit)
+                    await d.accept([ev], "test", None, "{}")
+                elif what == "cancel":
+                    await d.accept([GridEvent(id="dr", type=EventType.CANCEL)], "test", None, "{}")
+                elif what == "gap" and d.plan is not None:
+                    span = int(d.plan.ends_s[-1] - d.plan.starts_s[0]) + 60
+                    d.plan.starts_s -= span
+                    d.plan.ends_s -= span
+                    await d.poll()
+                else:
+                    await d.poll()
+                for t in [t for t in d._tasks if t.get_name() == "replan"]:
+                    t.cancel()  # re-plans happen only where this test says
+                d._replan_pending = False
+                await _shed_done(d)
+                assert _gpu_tokens(d) >= committed, (moment, what)
+                cap, _ = d.cap_now()
+                assert math.isfinite(cap)
+                if d.measured(expect=True)["import_kw"] > cap + 1e-6:
+                    assert _awake(d, "s19") == 0, (moment, what, cap)
+
+    asyncio.run(go())
