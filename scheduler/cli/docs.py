@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from models.devices import AdapterConfig, DeviceClass, Mode
+from models.meter import MeterRegister, SiteMeter
 from models.signals import GridEvent
 from models.site import (
     BatchJob,
@@ -42,6 +43,8 @@ from models.site import (
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[site]", SiteSpec),
     ("[site.onsite]", OnsiteGeneration),
+    ("[site.meter]", SiteMeter),
+    ("[site.meter.map]", MeterRegister),
     ("[prices]", PriceSource),
     ("[mining]", Mining),
     ("[tariff]", Tariff),
@@ -72,6 +75,8 @@ def _type_name(t: Any) -> str:
     if origin is dict:
         k, v = typing.get_args(t)
         return f"table of {_type_name(k)} to {_type_name(v)}"
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(t))
     if isinstance(t, type) and issubclass(t, Enum):
         return " \\| ".join(f"`{m.value}`" for m in t)
     if isinstance(t, type) and issubclass(t, BaseModel):
