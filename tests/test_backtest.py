@@ -207,6 +207,7 @@ def test_real_ercot_slice_oracle_bounds_the_scheduler(data_dir: Path) -> None:
         assert res.sla_breach_steps == 0, name
         assert res.dr_compliance == 1.0 and res.dr_steps == 4, name
     assert runs["scheduler"].money.profit > runs["threshold"].money.profit
+    assert runs["scheduler"].money.profit > runs["best-mode+peaks"].money.profit
     assert runs["scheduler"].money.profit >= 0.85 * oracle
 
 
