@@ -4,7 +4,8 @@ Each miner listens on its own loopback address (Linux routes all of 127.0.0.0/8 
 so a thousand of them run in one process and pyasic discovers each like a real one.
 A miner runs LuxOS (:class:`~adapters.sim.miner.SimMiner`, API on 4028), stock Bitmain
 firmware (:class:`~adapters.sim.antminer.AntminerSim`, API on 4028 and web CGI on 80) or
-Braiins OS+ (:class:`~adapters.sim.braiins.BraiinsSim`, API on 4028 and gRPC on 50051).
+Braiins OS+ (:class:`~adapters.sim.braiins.BraiinsSim`, API on 4028 and gRPC on 50051)
+or Whatsminer (:class:`~adapters.sim.whatsminer.WhatsminerSim`, btminer API on 4028).
 A control port on 127.0.0.1 speaks JSON lines: list the fleet, inject or clear faults,
 and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
 
@@ -30,14 +31,17 @@ from adapters.sim.antminer import AntminerSim
 from adapters.sim.braiins import BraiinsSim
 from adapters.sim.gpu import SimGpu, SimNvmlError
 from adapters.sim.miner import FaultKind, SimMiner
+from adapters.sim.whatsminer import WhatsminerSim
 
 DEFAULT_BASE = "127.1.0.0"
 CONTROL_PORT = 4029
-#: Firmware a simulated miner can run: LuxOS, stock Bitmain (Antminer), Braiins OS+.
+#: Firmware a simulated miner can run: LuxOS, stock Bitmain (Antminer), Braiins OS+,
+#: Whatsminer (MicroBT's own firmware and hardware).
 FIRMWARE: dict[str, type[SimMiner]] = {
     "luxos": SimMiner,
     "antminer": AntminerSim,
     "braiins": BraiinsSim,
+    "whatsminer": WhatsminerSim,
 }
 GPU_CALLS = (
     "power_w",
@@ -106,17 +110,22 @@ class SimFleet:
         if unknown or not firmware:
             raise ValueError(f"firmware {unknown}: valid are {', '.join(FIRMWARE)}")
         hosts = loopback_hosts(n_miners, base)
-        miners = [
-            FIRMWARE[firmware[i * len(firmware) // max(n_miners, 1)]](
-                h,
-                model=models[i * len(models) // max(n_miners, 1)],  # contiguous blocks
-                sleep_s=sleep_s,
-                wake_s=wake_s,
-                retune_s=retune_s,
-                reboot_s=reboot_s,
+        miners = []
+        for i, h in enumerate(hosts):
+            kind = FIRMWARE[firmware[i * len(firmware) // max(n_miners, 1)]]
+            model = models[i * len(models) // max(n_miners, 1)]  # contiguous blocks
+            if kind is WhatsminerSim and not model.startswith("Whatsminer"):
+                model = WhatsminerSim.model  # Whatsminer firmware runs on its own hardware
+            miners.append(
+                kind(
+                    h,
+                    model=model,
+                    sleep_s=sleep_s,
+                    wake_s=wake_s,
+                    retune_s=retune_s,
+                    reboot_s=reboot_s,
+                )
             )
-            for i, h in enumerate(hosts)
-        ]
         gpus = [SimGpu(i, model=gpu_model) for i in range(n_gpus)]
         return cls(miners, gpus, control_port=control_port)
 

@@ -136,7 +136,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             sim.miners[0].host if sim.miners else "-",
             sim.miners[-1].host if sim.miners else "-",
         )
-        kinds = {"luxos": "LuxOS", "antminer": "stock Antminer", "braiins": "Braiins OS+"}
+        kinds = {
+            "luxos": "LuxOS",
+            "antminer": "stock Antminer",
+            "braiins": "Braiins OS+",
+            "whatsminer": "Whatsminer",
+        }
         what = " and ".join(kinds[f] for f in args.firmware)
         print(
             f"simulating {len(sim.miners)} {what} miners on {first} .. {last} port 4028"
