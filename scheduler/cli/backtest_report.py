@@ -91,6 +91,14 @@ def render(setup: BacktestSetup, results: list[PolicyResult], period: str) -> st
             f"uplift over {best.name} ({cur})",
             [f"{r.money.profit - best.money.profit:+,.0f}" for r in results],
         )
+        if oracle and oracle.money.profit > 0:
+            row(
+                "  (% of oracle profit)",
+                [
+                    f"{100 * (r.money.profit - best.money.profit) / oracle.money.profit:+.2f}%"
+                    for r in results
+                ],
+            )
     row("grid energy (MWh)", [f"{r.energy_mwh:,.1f}" for r in results])
     row(f"avg price paid ({cur}/MWh)", [f"{r.avg_price_paid:.2f}" for r in results])
     row("SLA breach steps", [str(r.sla_breach_steps) for r in results])
