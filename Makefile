@@ -9,7 +9,7 @@ DATA   ?= ../shared/data
 EXAMPLE := deploy/examples/west-texas-30mw.toml
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint typecheck unit bench clean lock upgrade-lock
+.PHONY: demo test lint typecheck unit bench clean lock upgrade-lock mutation
 
 # constraints.txt pins every package at the version the test suite last passed with, so a
 # fresh machine installs exactly that; `make lock` rewrites it from the venv, `make
@@ -77,8 +77,16 @@ unit: $(VENV)/.installed
 
 test: lint typecheck unit
 
+# Mutation testing of the safety-critical modules ([tool.mutmut] in pyproject.toml);
+# long (tens of minutes), so not part of make test. Scores: docs/testing.md.
+mutation: $(VENV)/.installed
+	$(PY) -m pip install -q -c $(LOCK) 'mutmut>=3.3'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
+
 bench: $(VENV)/.installed
 	$(PY) benchmarks/plan_latency.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache .coverage-data
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache .coverage-data mutants
