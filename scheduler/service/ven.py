@@ -1,0 +1,358 @@
+"""gridsched as an OpenADR 3 VEN: enrolls with a VTN, listens, polls and reports.
+
+On ``start``: a token (``ven_auth``), this VEN's ven object and resources (``ven_client``),
+every program and event the VTN shows this VEN (handed on as notifications, so they take the
+same path as a webhook), a subscription with this daemon's callback URL and bearer token,
+and MQTT where the VTN offers it (``ven_mqtt``). Then, in the background: polling (the
+fall-back if a notification is lost), subscription renewal, and reports (``ven_reports``).
+On ``stop`` the subscription is deleted.
+
+Failing safe: a VTN that does not answer leaves every event already delivered in force (the
+daemon holds them); the VEN retries with back-off, and ``status()`` says when it last
+succeeded and what last failed. Nothing here drops an event on a failure: an event is
+marked seen (by id and ``modificationDateTime``) only after the daemon took it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from models.site import OpenADR
+from scheduler.service.ven_auth import TokenSource
+from scheduler.service.ven_client import VtnClient
+from scheduler.service.ven_mqtt import MqttListener, parse_binding
+from scheduler.service.ven_reports import Measure, ReportJob, SampleLog, plan_reports
+
+__all__ = ["Deliver", "Interpret", "Ven", "VenConfig"]
+
+log = logging.getLogger(__name__)
+
+#: hands one notification-shaped dict ``{objectType, operation, object}`` to the daemon
+Deliver = Callable[[dict[str, Any]], Awaitable[None]]
+#: the daemon's reading of an EVENT notification as simple-format event dicts (for reports)
+Interpret = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class VenConfig:
+    """How to reach the VTN; who this VEN is comes from the site's ``[openadr]``."""
+
+    vtn_url: str
+    client_id: str
+    client_secret: str
+    site: OpenADR = field(default_factory=OpenADR)
+    version: str = "3.1.0"
+    token_url: str | None = None  # None: GET /auth/server, else <vtn>/auth/token
+    scope: str | None = None
+    callback_url: str | None = None  # this daemon's /openadr3/notifications, reachable by the VTN
+    callback_token: str | None = None  # the bearer token the VTN is to send back
+    poll_s: float = 60.0
+    subscription_renew_s: float = 3600.0
+    mqtt: bool = True
+    sample_s: float = 10.0
+    max_backoff_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.vtn_url.startswith(("http://", "https://")):
+            raise ValueError(f"vtn_url {self.vtn_url!r}: expected http(s)://host[:port]/path")
+        if not self.site.ven_name:
+            raise ValueError("[openadr] ven_name is needed to enroll with a VTN")
+        if self.version not in ("3.0.1", "3.1.0"):
+            raise ValueError(f"version {self.version!r}: valid are '3.0.1', '3.1.0'")
+        for name in ("poll_s", "subscription_renew_s", "sample_s", "max_backoff_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} {getattr(self, name)!r}: must be > 0")
+
+
+class Ven:
+    """One VEN session with one VTN; ``start``/``stop`` from the daemon's life cycle."""
+
+    def __init__(
+        self,
+        config: VenConfig,
+        deliver: Deliver,
+        interpret: Interpret | None = None,
+        measure: Measure | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = config
+        self._deliver = deliver
+        self._interpret = interpret
+        self._measure = measure
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=10.0)
+        self.tokens = TokenSource(
+            self._http,
+            config.vtn_url,
+            config.client_id,
+            config.client_secret,
+            config.token_url,
+            config.scope,
+        )
+        self.vtn = VtnClient(self._http, config.vtn_url, self.tokens, config.version)
+        self.ven_id: str | None = None
+        self.resource_ids: dict[str, str] = {}
+        self.subscription_id: str | None = None
+        self.mqtt: MqttListener | None = None
+        self._seen: dict[tuple[str, str], str] = {}  # (objectType, id) -> modificationDateTime
+        self._events: dict[str, dict[str, Any]] = {}  # the VTN's events as last delivered
+        self._jobs: dict[str, ReportJob] = {}
+        self._samples = SampleLog()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.polled = asyncio.Event()  # set after each successful poll (tests, readiness)
+        self._status: dict[str, Any] = {
+            "vtn": config.vtn_url,
+            "version": config.version,
+            "ven_name": config.site.ven_name,
+            "enrolled": False,
+            "last_success_at": None,
+            "last_error": None,
+            "last_error_at": None,
+            "consecutive_failures": 0,
+            "events_known": 0,
+            "deliveries": 0,
+            "delivery_failures": 0,
+            "reports_sent": 0,
+            "not_reported": [],
+            "notifiers": None,
+        }
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Enroll and fetch now if the VTN answers; keep trying in the background if not."""
+        ok = await self._attempt(self._enroll, "enroll")
+        if ok:
+            await self._attempt(self.poll_once, "poll")
+        self._tasks = [
+            asyncio.create_task(self._loop(), name="ven-poll"),
+        ]
+        if self._measure is not None:
+            self._tasks.append(
+                asyncio.create_task(self._report_loop(self._measure), name="ven-reports")
+            )
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        if self.subscription_id is not None:
+            sid, self.subscription_id = self.subscription_id, None
+            with contextlib.suppress(Exception):  # shutting down: say it, do not block on it
+                await self.vtn.call("DELETE", f"/subscriptions/{sid}")
+                log.info("VEN: subscription %s deleted", sid)
+        if self._own_http:
+            await self._http.aclose()
+
+    def status(self) -> dict[str, Any]:
+        out = dict(self._status)
+        out |= {
+            "ven_id": self.ven_id,
+            "resources": dict(self.resource_ids),
+            "subscription_id": self.subscription_id,
+            "mqtt": dict(self.mqtt.status) if self.mqtt else None,
+            "tokens_fetched": self.tokens.fetched,
+            "reports_pending": sum(1 for j in self._jobs.values() if not j.sent),
+        }
+        return out
+
+    # -- steps --------------------------------------------------------------------------------
+
+    async def _attempt(self, step: Callable[[], Awaitable[None]], what: str) -> bool:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._status |= {
+                "last_error": f"{what}: {type(exc).__name__}: {exc}"[:400],
+                "last_error_at": time.time(),
+                "consecutive_failures": self._status["consecutive_failures"] + 1,
+            }
+            log.warning("VEN %s failed: %s", what, exc)
+            return False
+        self._status |= {"last_success_at": time.time(), "consecutive_failures": 0}
+        return True
+
+    async def _enroll(self) -> None:
+        site = self.config.site
+        ven = await self.vtn.ensure_ven(str(site.ven_name))
+        self.ven_id = str(ven["id"])
+        names = [r.name for r in site.resources]
+        self.resource_ids = await self.vtn.ensure_resources(self.ven_id, names)
+        self._status["enrolled"] = True
+        await self._subscribe()
+        if self.config.mqtt and self.mqtt is None:
+            await self._start_mqtt()
+
+    async def _subscribe(self) -> None:
+        if not self.config.callback_url:
+            return
+        old = self.subscription_id
+        sub = await self.vtn.subscribe(
+            str(self.config.site.ven_name), self.config.callback_url, self.config.callback_token
+        )
+        self.subscription_id = str(sub["id"])
+        if old and old != self.subscription_id:
+            with contextlib.suppress(Exception):
+                await self.vtn.call("DELETE", f"/subscriptions/{old}")
+
+    async def _start_mqtt(self) -> None:
+        notifiers = await self.vtn.notifiers()
+        self._status["notifiers"] = sorted(k for k, v in notifiers.items() if v)
+        if "MQTT" not in notifiers:
+            return
+        binding = parse_binding(notifiers["MQTT"], self.config.client_id)
+        topics: list[str] = []
+        paths = ["programs", "events"]
+        if self.ven_id:
+            paths += [f"vens/{self.ven_id}/events", f"vens/{self.ven_id}/programs"]
+        for path in paths:
+            try:
+                got = await self.vtn.mqtt_topics(path)
+            except Exception as exc:  # a VTN may offer only some of the topic lists
+                log.info("VEN: no MQTT topics for %s: %s", path, exc)
+                continue
+            topics += [got[k] for k in ("CREATE", "UPDATE", "DELETE") if k in got]
+        if not topics:
+            raise RuntimeError("the VTN offers MQTT but names no event or program topics")
+        self.mqtt = MqttListener(
+            binding, topics, self.handle, self.tokens.token, self.config.max_backoff_s
+        )
+        self._tasks.append(asyncio.create_task(self.mqtt.run(), name="ven-mqtt"))
+
+    async def poll_once(self) -> None:
+        """Fetch programs and events; hand on the new and changed, cancel the deleted."""
+        programs = await self.vtn.list_all("/programs")
+        events = await self.vtn.list_all("/events")
+        for p in programs:
+            if isinstance(p, dict):
+                await self._offer("PROGRAM", "UPDATE", p)
+        live = set()
+        for ev in events:
+            if isinstance(ev, dict) and isinstance(ev.get("id"), str):
+                live.add(ev["id"])
+                await self._offer("EVENT", "UPDATE", ev)
+        # a complete listing without an event we hold: it was deleted while we did not hear
+        for eid in [e for e in self._events if e not in live]:
+            await self._offer("EVENT", "DELETE", self._events[eid])
+        self._status["events_known"] = len(self._events)
+        self.polled.set()
+
+    async def handle(self, body: dict[str, Any]) -> None:
+        """A notification (from MQTT, or passed on by the daemon's webhook route)."""
+        obj = body.get("object")
+        if isinstance(obj, dict):
+            await self._offer(str(body.get("objectType")), str(body.get("operation")), obj)
+
+    async def _offer(self, object_type: str, operation: str, obj: dict[str, Any]) -> None:
+        oid = obj.get("id")
+        if not isinstance(oid, str):
+            return
+        key = (object_type, oid)
+        op = operation.upper()
+        mod = str(obj.get("modificationDateTime", ""))
+        if op != "DELETE" and self._seen.get(key) == mod:
+            return  # already delivered (MQTT, webhook and polling all see it)
+        body = {"objectType": object_type, "operation": op, "object": obj}
+        try:
+            await self._deliver(body)
+        except Exception as exc:  # not marked seen: the next poll offers it again
+            self._status["delivery_failures"] += 1
+            self._status |= {"last_error": f"deliver {object_type} {oid}: {exc}"[:400]}
+            self._status["last_error_at"] = time.time()
+            log.error("VEN: could not hand %s %s to the daemon: %s", object_type, oid, exc)
+            return
+        self._status["deliveries"] += 1
+        if op == "DELETE":
+            self._seen.pop(key, None)
+            if object_type == "EVENT":
+                self._events.pop(oid, None)
+                for k in [k for k, j in self._jobs.items() if j.event_id == oid and not j.sent]:
+                    del self._jobs[k]
+            return
+        self._seen[key] = mod
+        if object_type == "EVENT":
+            self._events[oid] = obj
+            self._plan_reports(body)
+
+    def _plan_reports(self, body: dict[str, Any]) -> None:
+        if self._measure is None or self._interpret is None:
+            return
+        obj = body["object"]
+        try:
+            planned = plan_reports(obj, self._interpret(body))
+        except Exception as exc:
+            self._status["not_reported"].append(f"event {obj.get('id')}: {exc}"[:200])
+            return
+        for job in planned.jobs:
+            self._jobs.setdefault(job.key, job)
+        for line in planned.not_reported:
+            if line not in self._status["not_reported"]:
+                self._status["not_reported"] = (self._status["not_reported"] + [line])[-50:]
+
+    # -- background ---------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        """Poll (and enroll, if that failed); renew the subscription; back off on failure."""
+        renewed = time.monotonic()
+        delay = self.config.poll_s
+        while True:
+            await asyncio.sleep(delay)
+            step = self.poll_once if self._status["enrolled"] else self._enroll
+            ok = await self._attempt(step, "poll" if self._status["enrolled"] else "enroll")
+            if ok and time.monotonic() - renewed >= self.config.subscription_renew_s:
+                ok = await self._attempt(self._subscribe, "renew subscription")
+                renewed = time.monotonic() if ok else renewed
+            fails = self._status["consecutive_failures"]
+            delay = (
+                self.config.poll_s
+                if ok
+                else min(self.config.poll_s * 2 ** min(fails, 10), self.config.max_backoff_s)
+            )
+
+    async def _report_loop(self, measure: Measure) -> None:
+        while True:
+            now = time.time()
+            try:
+                self._samples.add(now, measure())
+            except Exception as exc:  # an unreadable site is a gap, not 0 kW
+                log.warning("VEN: import not read for reports: %s", exc)
+            for job in list(self._jobs.values()):
+                if not job.sent and now >= job.due_at and job.attempts < 20:
+                    await self.send_report(job)
+            await asyncio.sleep(self.config.sample_s)
+
+    async def send_report(self, job: ReportJob) -> bool:
+        whole = [r.name for r in self.config.site.resources if not r.classes]
+        resource = whole[0] if whole else "AGGREGATED_REPORT"
+        body = job.body(self._samples, str(self.config.site.ven_name), resource, self.vtn.version)
+        job.attempts += 1
+        ok = await self._attempt(lambda: self._post_report(body), f"report {job.key}")
+        if ok:
+            job.sent = True
+            self._status["reports_sent"] += 1
+        return ok
+
+    async def _post_report(self, body: dict[str, Any]) -> None:
+        await self.vtn.call("POST", "/reports", json=body)
+
+    def record(self, t: float, power_kw: float | None, verified: bool) -> None:
+        """Add an import sample by hand (the daemon's poll, or tests)."""
+        from scheduler.service.ven_reports import ImportSample
+
+        self._samples.add(t, ImportSample(power_kw, verified))
+
+    def jobs(self) -> list[ReportJob]:
+        return list(self._jobs.values())
