@@ -1,0 +1,100 @@
+"""The fixed shed order, by hand: which units go, how many, and what is never shed.
+
+Mutation testing (make mutation) found 88 of shed_to_limit's mutants surviving the
+planner and backtest tests: nothing checked its counts exactly. Every figure below is
+worked out in the comments.
+
+Site (PUE 1, no base load): 10 "old" miners at 3 kW for 60 TH/s (20 TH/s per kW), 10
+"new" miners at 3 kW for 150 TH/s (50 TH/s per kW), 4 H100s with modes full (0.7 kW,
+2,000 tok/s) and low (0.35 kW, 1,400 tok/s), idle 0.07 kW. Class-modes k: 0 old, 1 new,
+2 h100 full, 3 h100 low. A woken unit adds its mode's power less idle: 3, 3, 0.63, 0.28 kW.
+Everything on (10, 10, 4 full, 0 low): 4 x 0.07 + 30 + 30 + 4 x 0.63 = 62.8 kW.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scheduler.planner.inputs import PlanInputs, assemble_inputs
+from scheduler.planner.rounding import import_kw
+from scheduler.planner.shedding import mining_order, shed_to_limit, value_per_kw
+from scheduler.planner.timegrid import uniform_grid
+from tests.conftest import T0, flat_series, make_site
+
+DEVICES = [
+    {"name": "old", "kind": "asic", "count": 10,
+     "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 60.0}]},
+    {"name": "new", "kind": "asic", "count": 10,
+     "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 150.0}]},
+    {"name": "h100", "kind": "gpu", "count": 4, "idle_power_kw": 0.07,
+     "modes": [{"name": "full", "power_kw": 0.7, "throughput_tokens_s": 2000.0},
+               {"name": "low", "power_kw": 0.35, "throughput_tokens_s": 1400.0}]},
+]  # fmt: skip
+ALL_ON = [10, 10, 4, 0]
+
+
+def _inputs(committed: float = 0.0, steps: int = 1) -> PlanInputs:
+    site = make_site(devices=DEVICES, inference={"committed_tokens_s": committed})
+    grid = uniform_grid(T0, steps * 3600, 3600)
+    return assemble_inputs(site, grid, flat_series([50.0] * steps))
+
+
+def _shed(inp: PlanInputs, limit: list[float], n0: list[int] = ALL_ON) -> list[list[int]]:
+    n = np.repeat(np.array(n0, dtype=np.int64)[:, None], inp.T, axis=1)
+    before = n.copy()
+    out = shed_to_limit(inp, n, np.array(limit))
+    assert (n == before).all()  # the caller's array is never changed
+    return out.T.tolist()
+
+
+def test_the_site_is_as_the_comments_say() -> None:
+    inp = _inputs()
+    assert inp.marginal_kw.tolist() == pytest.approx([3.0, 3.0, 0.63, 0.28])
+    n = np.array(ALL_ON)[:, None]
+    assert import_kw(inp, n).tolist() == pytest.approx([62.8])
+
+
+def test_miners_shed_least_hashrate_per_kw_first() -> None:
+    inp = _inputs()
+    assert mining_order(inp).tolist() == [0, 1]  # 20 TH/s per kW before 50
+    # 62.8 - 50 = 12.8 kW over: ceil(12.8 / 3) = 5 old miners, none of the new
+    assert _shed(inp, [50.0]) == [[5, 10, 4, 0]]
+    # 42.8 over: all 10 old (30 kW), then ceil(12.8 / 3) = 5 new
+    assert _shed(inp, [20.0]) == [[0, 5, 4, 0]]
+
+
+def test_each_step_is_shed_to_its_own_limit() -> None:
+    inp = _inputs(steps=3)
+    assert _shed(inp, [50.0, 20.0, 100.0]) == [[5, 10, 4, 0], [0, 5, 4, 0], [10, 10, 4, 0]]
+
+
+def test_a_limit_met_changes_nothing() -> None:
+    inp = _inputs()
+    assert _shed(inp, [62.8]) == [ALL_ON]
+    assert _shed(inp, [1000.0]) == [ALL_ON]
+
+
+def test_serving_units_step_down_before_sleeping_and_keep_committed_throughput() -> None:
+    inp = _inputs(committed=4000.0)
+    # miners all asleep leaves 0.28 + 4 x 0.63 = 2.8 kW; 0.8 over a 2 kW limit. Full -> low
+    # saves 0.35 kW and loses 600 tok/s a unit; 4,000 spare tok/s allow 6; ceil(0.8 / 0.35)
+    # = 3 move down: 1 full + 3 low = 6,200 tok/s
+    assert _shed(inp, [2.0]) == [[0, 0, 1, 3]]
+
+
+def test_serving_units_sleep_only_down_to_the_committed_floor() -> None:
+    inp = _inputs(committed=4000.0)
+    # 2.3 kW over a 0.5 kW limit: all 4 move down (1.4 kW; 4 x 1,400 = 5,600 tok/s), 0.9
+    # over. Sleeping a low unit saves 0.28 kW and 1,400 tok/s; 1,600 spare allow one: 3 low
+    # stay (4,200 >= 4,000 tok/s) and the limit is not met: committed inference wins
+    out = _shed(inp, [0.5])
+    assert out == [[0, 0, 0, 3]]
+    assert 1400.0 * out[0][3] >= 4000.0
+    # with nothing committed the same limit sleeps all four: ceil(0.9 / 0.28) = 4
+    assert _shed(_inputs(committed=0.0), [0.5]) == [[0, 0, 0, 0]]
+
+
+def test_value_per_kw_never_divides_by_zero() -> None:
+    assert value_per_kw(np.array([10.0]), np.array([2.0])).tolist() == [5.0]
+    assert np.isfinite(value_per_kw(1.0, 0.0)).all()
