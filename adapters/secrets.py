@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from models.errors import ConfigError
@@ -31,23 +32,35 @@ class Secret:
         return hash(("Secret", self._value))
 
 
+#: Example values from the shipped files (deploy/systemd/gridsched.env), never a credential.
+_PLACEHOLDER = re.compile(r"(change|replace)[_-]?me", re.IGNORECASE)
+
+
 def load_secret(
     field: str, env: str | None, file: str | None, base_dir: str = "."
 ) -> Secret | None:
-    """The secret named by an environment variable or a file; ``field`` names it in errors."""
+    """The secret named by an environment variable or a file; ``field`` names it in errors.
+    A placeholder (``CHANGE_ME``) is refused: a device would reject it anyway, later."""
     if env is not None:
         value = os.environ.get(env)
         if value is None:
             raise ConfigError(
                 "environment", [(field, f"environment variable {env} is not set; export it")]
             )
-        return Secret(value)
-    if file is not None:
+        where = f"environment variable {env}"
+    elif file is not None:
         path = Path(base_dir, file)
         try:
-            return Secret(path.read_text(encoding="utf-8").strip())
+            value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
                 str(path), [(field, f"cannot read the secret file: {exc.strerror}")]
             ) from None
-    return None
+        where = f"secret file {path}"
+    else:
+        return None
+    if _PLACEHOLDER.search(value):
+        raise ConfigError(
+            "environment", [(field, f"{where} holds the placeholder {value!r}; set the real one")]
+        )
+    return Secret(value)

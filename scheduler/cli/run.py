@@ -9,6 +9,7 @@ import csv
 import itertools
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,10 +26,9 @@ log = logging.getLogger("gridsched")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from scheduler.service.api import create_app
-    from scheduler.service.daemon import Daemon
+    from scheduler.audit.identity import OtherSite
+    from scheduler.audit.store import StoreError
+    from scheduler.cli import startup
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -40,30 +40,75 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"daemon": config.daemon.model_copy(update={"listen": args.listen})}
         )
-    daemon = Daemon(config, args.db)
-    _QuietServer = _quiet_server_class()
+    db = Path(args.db) if args.db else config.resolve(config.daemon.state_dir) / "gridsched.db"
     host, _, port = config.daemon.listen.rpartition(":")
+    lock_fd: int | None = None
+    try:
+        # Everything that can refuse does so before a device is touched (docs/daemon.md).
+        startup.check_secrets(config)
+        sock = startup.bind_listen(host, int(port))
+        try:
+            lock_fd = startup.lock_state_file(db)
+            daemon = _open_daemon(config, db, args.adopt_state)
+            startup.check_sim_addresses(daemon.built)
+        except BaseException:
+            sock.close()
+            raise
+    except startup.Refusal as exc:
+        for line in exc.lines:
+            print(f"gridsched: error: {line}", file=sys.stderr)
+        return exc.code
+    except (StoreError, OtherSite) as exc:
+        print(f"gridsched: error: {exc}", file=sys.stderr)
+        return startup.EXIT_STATE
+    try:
+        run_async(_serve(daemon, sock, args))
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+    return 0
 
-    async def main() -> None:
-        await daemon.start()
-        app = create_app(daemon)
-        server = _QuietServer(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=int(port),
-                log_level="warning",
-                access_log=False,
-                ssl_certfile=args.tls_cert,
-                ssl_keyfile=args.tls_key,
-                lifespan="off",
-            )
+
+def _open_daemon(config: Any, db: Path, adopt: bool) -> Any:
+    """The daemon on its state file, once the file is known sound and this site's."""
+    from scheduler.audit.identity import claim_site
+    from scheduler.service.daemon import Daemon
+
+    daemon = Daemon(config, db)  # opens the store: a corrupt file raises StoreError here
+    try:
+        previous = claim_site(db, config.site.name, adopt)
+    except BaseException:
+        daemon.store.close()
+        raise
+    if previous is not None:
+        log.warning("%s: re-labelled from site %r to %r", db, previous, config.site.name)
+    return daemon
+
+
+async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from scheduler.service.api import create_app
+
+    config = daemon.config
+    host, port = sock.getsockname()[:2]
+    server = _quiet_server_class()(
+        uvicorn.Config(
+            create_app(daemon),
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=args.tls_cert,
+            ssl_keyfile=args.tls_key,
+            lifespan="off",
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.create_task(server.serve())
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
         log.info(
             "gridsched running: %s on http://%s:%s, state %s",
             config.site.name,
@@ -76,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True
         await serving
+    finally:  # whatever ended the serving, the devices get the shutdown posture
         posture = Posture(args.posture) if args.posture else None
         outcomes = await daemon.stop(posture)
         failed = sum(not o.ok for o in outcomes)
@@ -83,9 +129,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"gridsched: stopped; {len(outcomes)} devices put in the safe posture, {failed} failed",
             flush=True,
         )
-
-    run_async(main())
-    return 0
 
 
 def _quiet_server_class() -> Any:
@@ -360,6 +403,11 @@ def add_parsers(sub: Any) -> None:
     ru.add_argument("--tls-cert", help="serve HTTPS with this certificate (or use a reverse proxy)")
     ru.add_argument("--tls-key")
     ru.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ru.add_argument(
+        "--adopt-state",
+        action="store_true",
+        help="the state file was this site's under another [site] name: re-label it",
+    )
     ru.set_defaults(func=cmd_run)
 
     sg = sub.add_parser("signal", help="send a signed simple-format signal to a daemon")

@@ -72,18 +72,20 @@ def _quiet_highs(hs: Any) -> highspy.Highs:
 
     highspy 1.16 logs "Running HiGHS ..." from the constructor, before any option can be
     set, with C stdio on file descriptor 1, so ``--json`` output would not be JSON. The
-    descriptor is pointed at stderr for the construction only (the banner stays visible
-    to a person, out of the machine output).
+    descriptor is pointed at the null device for the construction only (the banner says
+    nothing ``pip show highspy`` does not; on stderr it would clutter every error).
     """
     with _STDOUT_LOCK:
         sys.stdout.flush()
         try:
             saved = os.dup(1)
+            null = os.open(os.devnull, os.O_WRONLY)
         except OSError:  # no stdout at all: nothing to keep clean
             h = hs.Highs()
         else:
             try:
-                os.dup2(2, 1)
+                os.dup2(null, 1)
+                os.close(null)
                 h = hs.Highs()
                 h.setOptionValue("output_flag", False)
                 _flush_c_stdio()

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,9 +37,14 @@ class AuthError(Exception):
 def _secret_bytes(secret: str) -> bytes:
     if secret.startswith("whsec_"):
         try:
-            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
         except ValueError:
-            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+            raise ValueError(
+                "a whsec_ secret must be base64 after the prefix (A-Z a-z 0-9 + / =)"
+            ) from None
+        if not key:
+            raise ValueError("a whsec_ secret needs a key after the prefix")
+        return key
     return secret.encode()
 
 
@@ -102,16 +108,80 @@ def check_bearer(tokens: list[str], header: str | None, what: str) -> None:
         raise AuthError(403, f"the bearer token is not valid for {what}")
 
 
-def read_secret_list(env: str, file_env: str | None = None) -> list[str]:
-    """Secrets from ``$ENV`` (comma-separated) or from the file named by ``$FILE_ENV``."""
+class SecretConfigError(ValueError):
+    """A configured secret cannot work (unreadable file, placeholder, malformed): the
+    message names the variable, never the value, and says how to fix it."""
+
+
+#: Values shipped as examples (deploy/systemd/gridsched.env): never a real credential.
+_PLACEHOLDER = re.compile(r"(change|replace)[_-]?me|^<.*>$|^\.\.\.$", re.IGNORECASE)
+GENERATE_WEBHOOK = "whsec_$(head -c 24 /dev/urandom | base64)"
+GENERATE_TOKEN = "$(head -c 24 /dev/urandom | base64 | tr -d /+=)"
+
+
+def read_secret_list(
+    env: str, file_env: str | None = None, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Secrets from ``$ENV`` (comma-separated) or from the file named by ``$FILE_ENV``;
+    raises :class:`SecretConfigError` when that file cannot be read or holds nothing."""
+    environ = os.environ if environ is None else environ
     values: list[str] = []
-    raw = os.environ.get(env)
+    raw = environ.get(env)
     if raw:
         values += [v.strip() for v in raw.split(",") if v.strip()]
-    if file_env and os.environ.get(file_env):
-        text = Path(os.environ[file_env]).read_text(encoding="utf-8")
-        values += [v.strip() for v in text.replace(",", "\n").splitlines() if v.strip()]
+    if file_env and environ.get(file_env):
+        path = environ[file_env]
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise SecretConfigError(
+                f"{file_env}={path}: cannot read the secret file ({why}); create it "
+                f"(mode 0600, readable by the daemon's user) or unset {file_env}"
+            ) from None
+        from_file = [v.strip() for v in text.replace(",", "\n").splitlines() if v.strip()]
+        if not from_file:
+            raise SecretConfigError(
+                f"{file_env}={path}: the secret file is empty; write the secret into it"
+            )
+        values += from_file
     return values
+
+
+def secret_problems(
+    env: str, file_env: str, webhook: bool, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Why the secrets under ``env``/``file_env`` cannot work, one line each (empty: they
+    can, or none is configured). ``webhook``: Standard Webhooks secrets, else bearer tokens."""
+    try:
+        values = read_secret_list(env, file_env, environ)
+    except SecretConfigError as exc:
+        return [str(exc)]
+    problems = []
+    how = GENERATE_WEBHOOK if webhook else GENERATE_TOKEN
+    for k, value in enumerate(values, 1):
+        entry = f"{env} entry {k} of {len(values)}" if len(values) > 1 else env
+        if _PLACEHOLDER.search(value.removeprefix("whsec_")):
+            problems.append(
+                f"{entry} is the shipped placeholder {value!r}, not a secret; generate one "
+                f"(e.g. {how}) and give the same value to the sender"
+            )
+        elif webhook:
+            try:
+                _secret_bytes(value)
+            except ValueError as exc:
+                problems.append(f"{entry}: {exc} (e.g. {how})")
+    return problems
+
+
+def webhook_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The Standard Webhooks secrets in force; :class:`SecretConfigError` when one of them
+    cannot be used (each request re-reads them, so a rotated file takes effect)."""
+    env, file_env = "GRIDSCHED_WEBHOOK_SECRET", "GRIDSCHED_WEBHOOK_SECRET_FILE"
+    problems = secret_problems(env, file_env, True, environ)
+    if problems:
+        raise SecretConfigError("; ".join(problems))
+    return read_secret_list(env, file_env, environ)
 
 
 @dataclass

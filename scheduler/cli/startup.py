@@ -1,0 +1,124 @@
+"""What ``gridsched run`` checks before it touches a device: each check that fails is a
+:class:`Refusal`, one line naming what is wrong and how to fix it, with its exit code.
+
+The order matters: secrets first (nothing opened yet), then the state file's lock, then the
+HTTP port (bound here and handed to the server, so that a second instance fails before it
+plans or commands anything), then the state file's integrity and owner, then the simulated
+devices' addresses.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.registry import Built
+from models.site import SiteConfig
+from scheduler.audit.identity import StateInUse, lock_state
+from scheduler.service.security import read_secret_list, secret_problems
+
+#: Exit codes of a refused start (systemd's RestartPreventExitStatus= can name 2 and 3:
+#: restarting does not fix them; 4 may clear once the other process is gone).
+EXIT_CONFIG = 2  # a secret or setting cannot work: fix the configuration
+EXIT_STATE = 3  # the state file is corrupt or another site's
+EXIT_BUSY = 4  # the state file or the port is taken by another process
+
+
+@dataclass
+class Refusal(Exception):
+    code: int
+    lines: list[str]
+
+    def __str__(self) -> str:
+        return "; ".join(self.lines)
+
+
+SECRETS = (
+    ("GRIDSCHED_WEBHOOK_SECRET", "GRIDSCHED_WEBHOOK_SECRET_FILE", True),
+    ("GRIDSCHED_OPENADR_TOKENS", "GRIDSCHED_OPENADR_TOKENS_FILE", False),
+    ("GRIDSCHED_READ_TOKENS", "GRIDSCHED_READ_TOKENS_FILE", False),
+)
+
+
+def check_secrets(config: SiteConfig, environ: Mapping[str, str] | None = None) -> None:
+    """Every configured secret must be usable: readable, not a placeholder, well formed."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    for env, file_env, webhook in SECRETS:
+        problems += secret_problems(env, file_env, webhook, environ)
+    no_read_tokens = not problems and not read_secret_list(
+        "GRIDSCHED_READ_TOKENS", "GRIDSCHED_READ_TOKENS_FILE", environ
+    )
+    if config.daemon.require_read_token and no_read_tokens:
+        problems.append(
+            "[daemon] require_read_token is set but GRIDSCHED_READ_TOKENS (or _FILE) is "
+            "not: every read would be refused; set the tokens, or require_read_token = false"
+        )
+    if problems:
+        raise Refusal(EXIT_CONFIG, problems)
+
+
+def lock_state_file(db: Path) -> int:
+    """The state file's exclusive lock (:func:`scheduler.audit.identity.lock_state`)."""
+    try:
+        return lock_state(db)
+    except StateInUse as exc:
+        raise Refusal(EXIT_BUSY, [str(exc)]) from None
+    except OSError as exc:
+        raise Refusal(
+            EXIT_CONFIG,
+            [f"cannot open the state file {db}: {exc.strerror}; check its folder exists and "
+             "the daemon's user may write there, or choose --db / [daemon] state_dir"],
+        ) from None  # fmt: skip
+
+
+def bind_listen(host: str, port: int) -> socket.socket:
+    """Bind the API's address now (the server listens on it later)."""
+    where = f"{host}:{port}"
+    fix = "choose another address with --listen or [daemon] listen"
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise Refusal(EXIT_CONFIG, [f"cannot listen on {where}: {exc.strerror}; {fix}"]) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise Refusal(
+                EXIT_BUSY,
+                [f"{where} is already in use (another gridsched, or another service); stop it, "
+                 f"or {fix}"],
+            ) from None  # fmt: skip
+        raise Refusal(EXIT_CONFIG, [f"cannot listen on {where}: {exc.strerror}; {fix}"]) from None
+    return sock
+
+
+def check_sim_addresses(built: Built) -> None:
+    """Simulated miners listen on fixed loopback addresses (``sim_base``): name the first one
+    taken, and its class, instead of failing half-way through the start."""
+    for sim in built.simulators:
+        for m in sim.miners:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the simulator
+                try:
+                    s.bind((m.host, m.port))
+                except OSError as exc:
+                    group = next(
+                        (g for d, g in built.groups.items() if d.endswith(f"/{m.host}")), "?"
+                    )
+                    raise Refusal(
+                        EXIT_BUSY,
+                        [f"simulated miner address {m.host}:{m.port} of class {group!r} is "
+                         f"taken ({exc.strerror}): another simulator or gridsched uses it; stop "
+                         f"it, or set that class's [devices.adapter] sim_base to a free "
+                         f"loopback base (e.g. 127.{m.host.split('.')[1]}.100.0)"],
+                    ) from None  # fmt: skip
