@@ -372,8 +372,9 @@ async def _fill_the_disk(d: Daemon) -> None:
         while True:
             try:
                 await d.store.record("filler", "x" * size)
-            except sqlite3.OperationalError:
-                break  # SQLITE_FULL (SQLite rolls back the group commit)
+            except sqlite3.OperationalError as exc:
+                assert "full" in str(exc), exc  # SQLITE_FULL, as on a full disk
+                break
 
 
 def test_a_full_disk_skips_neither_the_fail_safe_nor_dispatch_nor_the_watchdog(
@@ -401,7 +402,8 @@ def test_a_full_disk_skips_neither_the_fail_safe_nor_dispatch_nor_the_watchdog(
             assert _awake(d, "s19") < 6  # shed to the 5 kW fail-safe cap
             assert d.measured(expect=True)["import_kw"] <= 5.0 + 1e-6
             status = d.status()
-            assert status["store"]["error"] and status["store"]["write_failures"] >= 1
+            assert "disk is full" in (status["store"]["error"] or "")
+            assert status["store"]["write_failures"] >= 1
             assert (_sample(d, "gridsched_store_write_failures_total") or 0) >= 1
             # a re-plan on the full disk still applies its plan
             d.hold_dispatch = True
@@ -499,5 +501,40 @@ def test_solver_failures_at_random_moments_never_harm_committed_inference_or_a_c
                 assert math.isfinite(cap)
                 if d.measured(expect=True)["import_kw"] > cap + 1e-6:
                     assert _awake(d, "s19") == 0, (moment, what, cap)
+
+    asyncio.run(go())
+
+
+def test_a_second_cap_arriving_during_a_fast_path_is_enforced_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path is busy commanding the fleet for a first curtail when a lower one
+    arrives: it runs once more right after (coalesced), to the lower cap."""
+    d = _daemon(tmp_path, "127.17.10.0", committed=0.0)
+    release = asyncio.Event()
+    inside = asyncio.Event()
+
+    async def go() -> None:
+        async with running(d):
+            real_apply = d.fleet.apply
+
+            async def slow_apply(requests: Any) -> Any:
+                if not release.is_set():
+                    inside.set()
+                    await release.wait()  # the first sweep is still going out
+                return await real_apply(requests)
+
+            monkeypatch.setattr(d.fleet, "apply", slow_apply)
+            load = d.measured(expect=True)["import_kw"]
+            first = _event(EventType.CURTAIL, id="first", duration="1h", limit_kw=load - 4.0)
+            await d.accept([first], "test", None, "{}")
+            await asyncio.wait_for(inside.wait(), 10)
+            second = _event(EventType.CURTAIL, id="second", duration="1h", limit_kw=6.0)
+            await d.accept([second], "test", None, "{}")
+            assert d._fast_again is not None  # queued behind the running one
+            release.set()
+            await _shed_done(d)
+            assert d.cap_now()[0] == 6.0
+            assert d.measured(expect=True)["import_kw"] <= 6.0 + 1e-6
 
     asyncio.run(go())
