@@ -197,8 +197,10 @@ class Fleet:
     def _ok(self, st: DeviceStatus, op: str = "apply") -> None:
         st.failures = 0
         st.next_probe = 0.0
-        if st.device_id in self._unconfirmed:
-            return  # answers again, but its last command is still not seen in effect
+        if st.health is Health.UNCONFIRMED and (
+            st.device_id in self._unconfirmed or st.device_id in self.pending
+        ):
+            return  # answers again, but no command of its has been seen in effect since
         if st.health is Health.REJECTED and op != "apply":
             return  # reads work; the command it refused still stands refused
         st.last_error = None
@@ -244,9 +246,12 @@ class Fleet:
                 log.exception("on_outcome hook failed for %s", out.device_id)
 
     def _accepted(self, out: Outcome) -> None:
+        """Wait for a reading that shows an accepted command; it supersedes any earlier
+        one, unconfirmed or pending (health stays unconfirmed until a read-back shows it)."""
         dev = self.by_id[out.device_id]
         sent = out.at - out.latency_s
         self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
+        self._unconfirmed.pop(out.device_id, None)
 
     def _settle(self, device_id: str, t: Telemetry | None, now: float) -> None:
         """Confirm a pending command from a reading sent after it, or give up on it once its
@@ -289,8 +294,11 @@ class Fleet:
             dev.unconfirmed(applied)
         except Exception:
             log.exception("adapter %s: unconfirmed hook raised", device_id)
-        msg = self._fail(st, exc)
-        st.failures = 0  # it answers; a missed read-back is not a connection failure
+        if st.health is Health.UNREACHABLE:
+            msg = str(exc)  # the worse news stands: it does not answer at all
+        else:
+            msg = self._fail(st, exc)
+            st.failures = 0  # it answers; a missed read-back is not a connection failure
         self._emit(
             Outcome(
                 device_id,

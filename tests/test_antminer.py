@@ -304,3 +304,30 @@ def test_the_miner_mode_type_can_be_pinned() -> None:
     with th:
         run(go())
         assert th.call(lambda: list(m.conf_writes)) == ["1"]
+
+
+def test_a_command_to_a_miner_gone_silent_is_unconfirmed_and_it_stays_unreachable(
+    sim: SimFleetThread,
+) -> None:
+    m = _miner(sim, 5)
+    dev = PyasicMiner("am/5b", m.host, timeout_s=0.5, confirm_within_s=0.6)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = _fleet(dev, seen)
+        await fleet.connect_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert out[0].ok
+        sim.call(lambda: m.inject(FaultKind.REFUSE, 30.0))
+        st = fleet.status[dev.device_id]
+
+        async def settled() -> bool:
+            st.next_probe = 0.0
+            await fleet.read_all()
+            return dev.device_id not in fleet.pending
+
+        await _until(settled)
+        assert seen[-1].kind is OutcomeKind.UNCONFIRMED
+        assert st.health is Health.UNREACHABLE  # the worse news stands
+
+    run(go())
