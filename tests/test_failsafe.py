@@ -80,6 +80,23 @@ kind = "sim"
 """
 
 
+def _free_base(n: int = 6, port: int = 4028) -> str:
+    """A loopback /24 whose first ``n`` addresses have ``port`` free, chosen at random so
+    that two runs on one host (or two tests) do not share simulated miners' addresses."""
+    rng = random.SystemRandom()
+    for _ in range(50):
+        base = f"127.{rng.randrange(100, 255)}.{rng.randrange(0, 256)}.0"
+        prefix = base.rsplit(".", 1)[0]
+        try:
+            for i in range(1, n + 1):
+                with socket.socket() as s:
+                    s.bind((f"{prefix}.{i}", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no loopback /24 with port {port} free on {n} addresses")
+
+
 def _daemon(
     tmp_path: Path,
     base: str,
@@ -162,7 +179,7 @@ def _sample(d: Daemon, name: str, labels: dict[str, str] | None = None) -> float
 
 
 def test_a_failed_solve_keeps_the_last_good_plan_and_says_so(tmp_path: Path) -> None:
-    d = _daemon(tmp_path, "127.17.0.0")
+    d = _daemon(tmp_path, _free_base())
 
     async def go() -> None:
         async with running(d):
@@ -203,7 +220,7 @@ def test_with_no_good_plan_covering_now_the_site_goes_to_the_fail_safe_posture(
     tmp_path: Path,
 ) -> None:
     committed = 1000.0
-    d = _daemon(tmp_path, "127.17.1.0", committed=committed, failsafe_kw=5.0)
+    d = _daemon(tmp_path, _free_base(), committed=committed, failsafe_kw=5.0)
 
     async def go() -> None:
         async with running(d):
@@ -228,7 +245,7 @@ def test_a_last_good_plan_that_no_longer_covers_now_gives_way_to_the_fail_safe(
     tmp_path: Path,
 ) -> None:
     committed = 1000.0
-    d = _daemon(tmp_path, "127.17.2.0", committed=committed, failsafe_kw=5.0)
+    d = _daemon(tmp_path, _free_base(), committed=committed, failsafe_kw=5.0)
 
     async def go() -> None:
         async with running(d):
@@ -256,7 +273,7 @@ def test_a_last_good_plan_that_no_longer_covers_now_gives_way_to_the_fail_safe(
 def test_a_cap_that_cannot_be_computed_is_the_most_restrictive_not_infinite(
     tmp_path: Path,
 ) -> None:
-    d = _daemon(tmp_path, "127.17.3.0", failsafe_kw=40.0)
+    d = _daemon(tmp_path, _free_base(), failsafe_kw=40.0)
 
     async def go() -> None:
         async with running(d):
@@ -293,7 +310,7 @@ def test_a_cap_that_cannot_be_computed_is_the_most_restrictive_not_infinite(
 def test_a_curtail_to_zero_keeps_exactly_the_gpus_committed_inference_needs(
     tmp_path: Path, caps: str, committed: float, want: dict[str, int]
 ) -> None:
-    d = _daemon(tmp_path, "127.17.4.0", committed=committed, caps=caps)
+    d = _daemon(tmp_path, _free_base(), committed=committed, caps=caps)
 
     async def go() -> None:
         async with running(d):
@@ -313,7 +330,7 @@ def test_a_curtail_to_zero_keeps_exactly_the_gpus_committed_inference_needs(
 
 
 def test_the_fast_path_sheds_miners_before_any_gpu(tmp_path: Path) -> None:
-    d = _daemon(tmp_path, "127.17.5.0", committed=0.0)
+    d = _daemon(tmp_path, _free_base(), committed=0.0)
 
     async def go() -> None:
         async with running(d):
@@ -336,7 +353,7 @@ def test_the_fast_path_sheds_miners_before_any_gpu(tmp_path: Path) -> None:
 def test_a_failing_background_task_is_logged_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    d = _daemon(tmp_path, "127.17.6.0")
+    d = _daemon(tmp_path, _free_base())
 
     async def broken() -> None:
         raise ConnectionResetError("device went away")
@@ -385,7 +402,7 @@ def test_a_full_disk_skips_neither_the_fail_safe_nor_dispatch_nor_the_watchdog(
     systemd.bind(sock_path)
     systemd.settimeout(10)
     monkeypatch.setenv("NOTIFY_SOCKET", sock_path)
-    d = _daemon(tmp_path, "127.17.7.0", failsafe_kw=5.0)
+    d = _daemon(tmp_path, _free_base(), failsafe_kw=5.0)
 
     async def go() -> None:
         async with running(d):
@@ -423,7 +440,7 @@ def test_a_full_disk_skips_neither_the_fail_safe_nor_dispatch_nor_the_watchdog(
 def test_a_failing_scheduled_job_is_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    d = _daemon(tmp_path, "127.17.8.0")
+    d = _daemon(tmp_path, _free_base())
     failed = asyncio.Event()
 
     async def broken_poll(dispatch: bool = True) -> None:
@@ -455,7 +472,7 @@ def test_solver_failures_at_random_moments_never_harm_committed_inference_or_a_c
     curtail, a cancel, the horizon running out or a poll, in a seeded random order: after
     each, committed inference is served and no miner runs while import is over the cap."""
     committed = 1000.0
-    d = _daemon(tmp_path, "127.17.9.0", committed=committed, failsafe_kw=8.0)
+    d = _daemon(tmp_path, _free_base(), committed=committed, failsafe_kw=8.0)
     rng = random.Random(17)
     real_plan = d.planner.plan
     outcome = {"next": "good"}
@@ -510,7 +527,7 @@ def test_a_second_cap_arriving_during_a_fast_path_is_enforced_after_it(
 ) -> None:
     """The fast path is busy commanding the fleet for a first curtail when a lower one
     arrives: it runs once more right after (coalesced), to the lower cap."""
-    d = _daemon(tmp_path, "127.17.10.0", committed=0.0)
+    d = _daemon(tmp_path, _free_base(), committed=0.0)
     release = asyncio.Event()
     inside = asyncio.Event()
 
