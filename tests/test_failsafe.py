@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from models.errors import ConfigError
 from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.planner.solvers import SolverError
@@ -103,8 +104,12 @@ def _daemon(
     committed: float = 1000.0,
     failsafe_kw: float = 10.0,
     caps: str = "[700, 350]",
+    posture: str = "hold",
 ) -> Daemon:
     text = SITE.format(committed=committed, failsafe=failsafe_kw, base=base, caps=caps)
+    text = text.replace(
+        "confirm_after_s = 0", f"confirm_after_s = 0\nfailsafe_posture = {posture!r}"
+    )
     config = parse_site(tomllib.loads(text), "test", str(tmp_path))
     return Daemon(config, tmp_path / "gridsched.db")
 
@@ -239,6 +244,34 @@ def test_with_no_good_plan_covering_now_the_site_goes_to_the_fail_safe_posture(
             assert _sample(d, "gridsched_failsafe_active") == 1.0
 
     asyncio.run(go())
+
+
+def test_the_sleep_miners_posture_puts_every_miner_to_sleep_and_keeps_inference(
+    tmp_path: Path,
+) -> None:
+    committed = 1000.0  # a fail-safe cap of 100 kW would leave room for every miner
+    d = _daemon(tmp_path, _free_base(), committed, failsafe_kw=100.0, posture="sleep_miners")
+
+    async def go() -> None:
+        async with running(d):
+            assert _awake(d, "s19") == 6
+            await _absurd_price(d)
+            assert await d.replan("start") is None and d.plan is None
+            await _shed_done(d)
+            assert _awake(d, "s19") == 0 and _gpu_tokens(d) >= committed
+            assert d.status()["failsafe_posture"] == "sleep_miners"
+
+    asyncio.run(go())
+
+
+def test_a_fail_safe_posture_that_would_stop_committed_inference_is_refused() -> None:
+    text = SITE.format(committed=1000.0, failsafe=10.0, base="127.1.0.0", caps="[700]")
+    data = tomllib.loads(text)
+    data["daemon"]["failsafe_posture"] = "sleep_all"
+    with pytest.raises(ConfigError) as err:
+        parse_site(data, "site.toml")
+    assert "daemon.failsafe_posture" in str(err.value)
+    assert "valid: hold, sleep_miners" in str(err.value)
 
 
 def test_a_last_good_plan_that_no_longer_covers_now_gives_way_to_the_fail_safe(
