@@ -178,7 +178,7 @@ class HeadWriter:
             body["mac"] = sign_checkpoint(self.key, body)
         text = _text(body)
         os.write(self._fd, (text + "\n").encode())
-        os.fsync(self._fd)
+        os.fdatasync(self._fd)  # the size too: what an append needs read back
         self._lines += 1
         self._link = hashlib.sha256(text.encode()).hexdigest()
         self.last = Checkpoint(seq, digest, at, body["link"], body.get("mac"), self._lines)

@@ -121,6 +121,11 @@ class Store:
             queue.Queue()
         )
         self._thread: threading.Thread | None = None
+        self._settler: threading.Thread | None = None
+        # (head committed or None, results): from the writer to the checkpoint thread
+        self._settling: queue.Queue[
+            tuple[tuple[int, str] | None, list[tuple[Any, Any, BaseException | None]]] | None
+        ] = queue.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._head: HeadWriter | None = None
         self._reload_head(self._read)
@@ -179,6 +184,10 @@ class Store:
             self._open_head()
             self._thread = threading.Thread(target=self._writer, name="store-writer", daemon=True)
             self._thread.start()
+            self._settler = threading.Thread(
+                target=self._settle_loop, name="store-checkpoints", daemon=True
+            )
+            self._settler.start()
 
     def _open_head(self) -> None:
         """Open the head file for appending and checkpoint the head a crash left between a
@@ -195,20 +204,18 @@ class Store:
                 "`gridsched audit verify` names them"
             )
             log.error("%s: %s", self.path, self.head_error)
-        if self._seq > 0 and (last is None or (last.seq, last.hash) != (self._seq, self._prev)):
-            self._checkpoint()
+        if self._seq > 0:
+            self._checkpoint(self._seq, self._prev)
 
-    def _checkpoint(self) -> None:
-        """Checkpoint the head (the writer thread, after each commit)."""
-        if self._head is None or (
-            self._head.last is not None and self._head.last.seq == self._seq
-            and self._head.last.hash == self._prev
-        ):  # fmt: skip
+    def _checkpoint(self, seq: int, digest: str) -> None:
+        """Checkpoint the head ``seq`` of hash ``digest`` (once per distinct head)."""
+        last = None if self._head is None else self._head.last
+        if self._head is None or (last is not None and (last.seq, last.hash) == (seq, digest)):
             return
         try:
-            self._head.append(self._seq, self._prev, time.time())
+            self._head.append(seq, digest, time.time())
         except OSError as exc:  # the records are on disk: say the checkpoint is not
-            self.head_error = f"checkpoint of record {self._seq} not written: {exc}"
+            self.head_error = f"checkpoint of record {seq} not written: {exc}"
             log.error("%s: %s", self.path, self.head_error)
         else:
             self.head_error = None
@@ -242,6 +249,10 @@ class Store:
             self._queue.put(None)
             self._thread.join(10)
             self._thread = None
+        if self._settler is not None:  # after the writer: it answers the writer's last batch
+            self._settling.put(None)
+            self._settler.join(10)
+            self._settler = None
         if self._head is not None:
             self._head.close()
             self._head = None
@@ -286,11 +297,37 @@ class Store:
                 results = [(fut, None, batch_exc) for _, fut in batch]
                 self._reload_head(con)
             else:
-                self._checkpoint()  # before anyone hears that the write landed
-            for fut, value, err in results:
-                if fut is not None and self._loop is not None:
-                    self._loop.call_soon_threadsafe(_settle, fut, value, err)
+                self._settling.put(((self._seq, self._prev), results))
+                continue
+            self._settling.put((None, results))
         con.close()
+
+    def _settle_loop(self) -> None:
+        """Checkpoints and answers, one step behind the writer: the writer commits the next
+        batch while this fsyncs the head file for the last one, and batches that committed
+        meanwhile share one checkpoint. A caller hears that its write landed only once a
+        checkpoint covers it."""
+        while True:
+            item = self._settling.get()
+            if item is None:
+                break
+            items = [item]
+            while True:
+                try:
+                    nxt = self._settling.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._settling.put(None)
+                    break
+                items.append(nxt)
+            heads = [h for h, _ in items if h is not None]
+            if heads:
+                self._checkpoint(*heads[-1])  # the newest commit covers the ones before
+            for _, results in items:
+                for fut, value, err in results:
+                    if fut is not None and self._loop is not None:
+                        self._loop.call_soon_threadsafe(_settle, fut, value, err)
 
     def _reload_head(self, con: sqlite3.Connection) -> None:
         row = con.execute("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
@@ -400,6 +437,25 @@ class Store:
 
         out: tuple[bool, list[str]] = await self.write(fn)
         return out
+
+    def known_ids(self, signal_ids: list[str], webhook_id: str | None) -> tuple[set[str], bool]:
+        """Which of ``signal_ids`` name a stored signal (cancelled or not; ``x:*`` any id
+        beginning ``x:``), and whether ``webhook_id`` was stored (a retried delivery)."""
+        found = set()
+        for i in signal_ids:
+            p = i[:-1] if i.endswith(":*") else None
+            q, args = (
+                ("SELECT 1 FROM signals WHERE id = ?", (i,))
+                if p is None
+                else ("SELECT 1 FROM signals WHERE substr(id, 1, ?) = ? LIMIT 1", (len(p), p))
+            )
+            if self._read.execute(q, args).fetchone() is not None:
+                found.add(i)
+        seen = webhook_id is not None and (
+            self._read.execute("SELECT 1 FROM webhook_ids WHERE id = ?", (webhook_id,)).fetchone()
+            is not None
+        )
+        return found, seen
 
     def signals(self, include_ended_after: float | None = None) -> list[dict[str, Any]]:
         """Stored events not cancelled (and not ended before ``include_ended_after``), as
