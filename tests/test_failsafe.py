@@ -323,6 +323,14 @@ def test_a_cap_that_cannot_be_computed_is_the_most_restrictive_not_infinite(
             assert status["cap_kw"] == 12.0
             assert "lvl2" in (status["cap_error"] or "")
             assert _sample(d, "gridsched_cap_fallback") == 1.0
+            # a last good cap of 0 kW (a full curtail) is the most restrictive: it holds
+            d._events().drop("low")
+            d._events().drop("lvl2")
+            d._events().put(_event(EventType.CURTAIL, id="zero", duration="1h", limit_kw=0.0))
+            assert d.cap_now()[0] == 0.0 and d.cap_error is None
+            d._events().drop("zero")
+            d._events().put(bad)
+            assert d.cap_now()[0] == 0.0 and d.cap_error is not None
 
     asyncio.run(go())
 

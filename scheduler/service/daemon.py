@@ -683,7 +683,8 @@ class Daemon:
     def _fallback_cap(self, grid: TimeGrid, events: list[GridEvent]) -> tuple[float, str]:
         """Each event's cap on its own; one that raises counts at the fail-safe cap or the
         last good cap, whichever is lower."""
-        fallback_kw = min(self.failsafe_cap_kw(), self._cap_ok_kw or math.inf)
+        last_kw = math.inf if self._cap_ok_kw is None else self._cap_ok_kw  # 0 kW is a cap
+        fallback_kw = min(self.failsafe_cap_kw(), last_kw)
         cap_kw = math.inf
         problems = []
         for ev in events:
