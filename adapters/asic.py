@@ -20,6 +20,7 @@ Vendor payloads are parsed in :mod:`adapters.payloads` (re-exported here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ __all__ = [
 #: After a sleep command, readings of "running" are not believed for this long (LuxOS
 #: sleeps in about 5 s; a reading sent before the command can still come back).
 SLEEP_SETTLE_S = 30.0
+#: LuxOS ends a session unused for about a minute (docs.luxor.tech, "Sessions"); a
+#: session idle this long is renewed on the next reading, off the path of a command.
+SESSION_RENEW_S = 30.0
 #: A reconnect reuses the miner pyasic identified unless discovery is older than this
 #: (a miner re-flashed to other firmware is noticed within it).
 REDISCOVER_S = 600.0
@@ -80,6 +84,9 @@ class PyasicMiner(DeviceAdapter):
     #: pyasic's setting ``antminer_mining_mode_as_str``; None: start from pyasic's
     #: setting and switch when a write is accepted and never shows.
     miner_mode_as_str: bool | None = None
+    #: LuxOS: renew a session idle this long on the next reading (see SESSION_RENEW_S).
+    session_renew_s: float = SESSION_RENEW_S
+    _session_used: float = field(default=-math.inf, init=False)  # monotonic
     _miner: Any = field(default=None, init=False, repr=False)
     _discovered_at: float = field(default=-math.inf, init=False)
     _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
@@ -149,6 +156,7 @@ class PyasicMiner(DeviceAdapter):
                 self._atm = True  # unknown: turn it off around profile changes, as pyasic does
             # Log on now, so that the first curtail is one round trip, not three.
             await contain(self.device_id, "logon", miner.rpc.auth(), self.timeout_s)
+            self._session_used = time.monotonic()
         if family is Family.ANTMINER_STOCK and self._mode_as_str is None:
             from pyasic import settings
 
@@ -223,6 +231,8 @@ class PyasicMiner(DeviceAdapter):
             if not reply or set(reply) <= {"multicommand", "id"}:
                 raise DeviceUnreachable(self.device_id, "telemetry: empty reply")
             t = parse_luxos(self.device_id, reply, now)
+            if time.monotonic() - self._session_used > self.session_renew_s:
+                await self._renew_session()
         else:
             from pyasic.miners.data import DataOptions
 
@@ -271,6 +281,28 @@ class PyasicMiner(DeviceAdapter):
         if session and rpc is not None and getattr(rpc, "session_token", None) is not None:
             rpc.session_token = None
 
+    async def _renew_session(self) -> None:
+        """End a LuxOS session that sat idle and open a fresh one, so that the next command
+        finds a session with its whole minute ahead (an expired one would fail the command
+        once). Best-effort: a failure leaves pyasic to log on at the next command."""
+        rpc = self._need().rpc
+
+        async def go() -> None:
+            if rpc.session_token is not None:
+                # Uses the session, ending it if it is still ours; one already expired
+                # answers an error, and there is nothing to end.
+                with contextlib.suppress(Exception):
+                    await rpc.logoff()
+            rpc.session_token = None
+            await rpc.auth()
+
+        try:
+            await contain(self.device_id, "session renewal", go(), self.timeout_s)
+        except AdapterError:
+            rpc.session_token = None
+            return
+        self._session_used = time.monotonic()
+
     async def _call(self, what: str, fn: str, *args: Any) -> None:
         miner = self._need()
         try:
@@ -281,6 +313,8 @@ class PyasicMiner(DeviceAdapter):
         if ok is False:
             self._forget(session=True)
             raise ControlRejected(self.device_id, f"{what}: the firmware refused ({fn})")
+        if self._luxos:
+            self._session_used = time.monotonic()
 
     async def _luxos_profile(self, name: str) -> None:
         """Set a LuxOS profile through pyasic's RPC in one round trip (three with ATM on).
@@ -311,6 +345,7 @@ class PyasicMiner(DeviceAdapter):
             raise ControlRejected(
                 self.device_id, f"profileset {name}: the firmware did not confirm"
             )
+        self._session_used = time.monotonic()
 
     def _target(self, request: ModeRequest) -> tuple[float | None, str]:
         """The power target a run request sets (a preset where the firmware has them) and the

@@ -137,6 +137,7 @@ class MinerState:
     energy_j: float = 0.0
     boot_at: float = 0.0
     session: str = ""
+    session_used: float = 0.0  # monotonic time the session was created or last used
     atm: bool = False
     accepted: int = 0
 
@@ -157,6 +158,8 @@ class SimMiner:
     presets: tuple[Preset, ...] = ()
     faults: list[Fault] = field(default_factory=list)
     commands_seen: int = 0
+    #: LuxOS ends a session unused this long (about a minute, per its docs); inf: never.
+    session_ttl_s: float = math.inf
     last_curtail: tuple[str, float] | None = None  # (sleep|wakeup, unix time received)
 
     def __post_init__(self) -> None:
@@ -407,8 +410,10 @@ class SimMiner:
         return out
 
     def _privileged(self, params: list[str]) -> dict[str, Any] | None:
+        self._expire_session()
         if not params or not self.state.session or params[0] != self.state.session:
             return self._status("E", 400, "Invalid session id")
+        self.state.session_used = self.clock()  # a use refreshes the session
         return None
 
     def _one(self, command: str, params: list[str]) -> dict[str, Any]:
@@ -539,12 +544,20 @@ class SimMiner:
         body = {"Enabled": self.state.atm, "MaxProfile": "+2", "MinProfile": "-2"}
         return self._ok(339, "ATM configuration values", "ATM", [body])
 
+    def _expire_session(self) -> None:
+        st = self.state
+        if st.session and self.clock() - st.session_used > self.session_ttl_s:
+            st.session = ""
+
     def _cmd_session(self, _: list[str]) -> dict[str, Any]:
+        self._expire_session()
         return self._ok(36, "Session", "SESSION", [{"SessionID": self.state.session}])
 
     def _cmd_logon(self, _: list[str]) -> dict[str, Any]:
+        self._expire_session()
         if not self.state.session:
             self.state.session = secrets.token_hex(4)
+            self.state.session_used = self.clock()
         return self._ok(37, "Session created", "SESSION", [{"SessionID": self.state.session}])
 
     def _cmd_logoff(self, params: list[str]) -> dict[str, Any]:
