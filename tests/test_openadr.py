@@ -14,6 +14,7 @@ from models.site import OpenADR, OpenADRResource
 from scheduler.service.openadr import (
     PAYLOAD_TYPES,
     OpenADRError,
+    Programs,
     notification_to_events,
     parse_iso_duration,
     read_notification,
@@ -514,3 +515,28 @@ def test_the_daemon_docs_table_names_every_payload_type() -> None:
         for m in re.finditer(r"^\| `([A-Z0-9_]+)` \| (yes|no) \|", text, re.M)
     }
     assert rows == {k: "yes" if h.acts else "no" for k, h in PAYLOAD_TYPES.items()}
+
+
+# -- a program's payload descriptors are its events' defaults (User Guide 7.6) --------------------
+
+
+def test_an_event_without_descriptors_takes_its_programs() -> None:
+    programs = Programs()
+    program = {"id": "p", "programName": "tou", "payloadDescriptors": PRICE_KWH}
+    made = {"objectType": "PROGRAM", "operation": "CREATE", "object": program}
+    assert read_notification(made, NOW, programs=programs).events == [] and len(programs) == 1
+    obj = {
+        "intervalPeriod": {"start": T0, "duration": "PT1H"},
+        "intervals": [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.15]}]}],
+    }
+    (p,) = kinds(read_notification(note(obj), NOW, programs=programs).events, "price")
+    assert p["price"] == pytest.approx(150.0)
+    # the event's own descriptor wins, field by field
+    own = {**obj, "payloadDescriptors": [{"payloadType": "PRICE", "units": "MWH"}]}
+    (p,) = kinds(read_notification(note(own), NOW, programs=programs).events, "price")
+    assert p["price"] == pytest.approx(0.15)
+    # another program, or a deleted one, gives nothing: recorded, not guessed
+    other = {**note(obj), "object": {**note(obj)["object"], "programID": "q"}}
+    assert kinds(read_notification(other, NOW, programs=programs).events, "price") == []
+    read_notification({**made, "operation": "DELETE"}, NOW, programs=programs)
+    assert kinds(read_notification(note(obj), NOW, programs=programs).events, "price") == []

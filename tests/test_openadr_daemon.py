@@ -146,3 +146,45 @@ def test_payloads_not_acted_on_are_stored_audited_shown_and_counted(
         "IMPORT_CAPACITY_LIMIT",
     }
     assert any("ven_0998" in e["detail"] for e in notices)
+
+
+def test_a_program_notification_gives_its_events_their_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRIDSCHED_OPENADR_TOKENS", TOKEN)
+    d = _daemon(tmp_path)
+    program = {
+        "objectType": "PROGRAM",
+        "operation": "CREATE",
+        "object": {
+            "id": "p",
+            "programName": "tou",
+            "payloadDescriptors": [{"payloadType": "PRICE", "units": "KWH", "currency": "USD"}],
+        },
+    }
+    start = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    event = {
+        "objectType": "EVENT",
+        "operation": "CREATE",
+        "object": {
+            "id": "evt-8",
+            "programID": "p",
+            "intervalPeriod": {"start": start, "duration": "PT1H"},
+            "intervals": [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.09]}]}],
+        },
+    }
+
+    async def go() -> None:
+        d.store.start()
+        try:
+            assert (await _post(d, program)).status_code == 200  # nothing to store
+            assert (await _post(d, event)).status_code == 202
+            prices = [e.price for e in d.active_events() if e.payload_type == "PRICE"]
+            assert prices == [pytest.approx(90.0)]
+            assert _sample(d, "PRICE", "true") == 1
+        finally:
+            for t in list(d._tasks):
+                t.cancel()
+            d.store.close()
+
+    asyncio.run(go())

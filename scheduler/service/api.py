@@ -267,7 +267,9 @@ def create_app(daemon: Daemon) -> FastAPI:
         body = await body_of(request)
         try:
             raw = json.loads(body)
-            reading = read_notification(raw, datetime.now(UTC), daemon.config.openadr)
+            reading = read_notification(
+                raw, datetime.now(UTC), daemon.config.openadr, programs=daemon.openadr_programs
+            )
             events = [GridEvent.model_validate(d) for d in reading.events]
         except OpenADRError as exc:
             daemon.counters.signal("openadr3", "invalid")

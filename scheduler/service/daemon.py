@@ -52,6 +52,7 @@ from scheduler.planner.solvers import SolverError, SolveStatus
 from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
 from scheduler.service.eventbook import EventBook
 from scheduler.service.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
+from scheduler.service.openadr_programs import Programs
 from scheduler.service.power import (
     Compliance,
     DevicePower,
@@ -185,6 +186,7 @@ class Daemon:
         self._fast_running = False
         self._fast_again: str | None = None
         self._book: EventBook | None = None  # loaded from the store on first use
+        self.openadr_programs = Programs()  # their payload descriptors, events' defaults
         self._peak_rules: list[str] = []  # tariff rules seen, in order: their peak slots
         self._pending: dict[str, GridEvent] = {}  # caps being written, already enforced
         self._it_cache: dict[bool, SitePower] = {}

@@ -46,11 +46,13 @@ from scheduler.service.openadr_payloads import (
     Scope,
     interpret,
 )
+from scheduler.service.openadr_programs import Descriptors, Programs, descriptors_of, merged
 from scheduler.service.openadr_targets import match_targets
 
 __all__ = [
     "PAYLOAD_TYPES",
     "OpenADRError",
+    "Programs",
     "Reading",
     "notification_to_events",
     "read_notification",
@@ -123,7 +125,7 @@ def _time(text: Any, path: str) -> datetime | None:
     if not isinstance(text, str):
         raise OpenADRError(path, f"expected an ISO 8601 date-time, got {text!r}")
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise OpenADRError(path, f"{text!r} is not an ISO 8601 date-time") from None
     if t.year == 1:
@@ -201,14 +203,22 @@ def notification_to_events(
 
 
 def read_notification(
-    body: Any, now: datetime, site: OpenADR | None = None, jitter: Jitter | None = None
+    body: Any,
+    now: datetime,
+    site: OpenADR | None = None,
+    jitter: Jitter | None = None,
+    programs: Programs | None = None,
 ) -> Reading:
-    """The events one OpenADR 3 notification makes here, and what became of each payload."""
+    """The events one OpenADR 3 notification makes here, and what became of each payload.
+    ``programs``: the programs heard of, whose payload descriptors an event's default to; a
+    PROGRAM notification is remembered there."""
     if not isinstance(body, dict):
         raise OpenADRError("(body)", "expected a JSON object {objectType, operation, object}")
     for key in ("objectType", "operation", "object"):
         if key not in body:
             raise OpenADRError(key, "missing (a notification has objectType, operation, object)")
+    if body["objectType"] == "PROGRAM" and programs is not None:
+        programs.learn(str(body["operation"]), body["object"])
     if body["objectType"] != "EVENT":
         return Reading([], [])  # programs, reports, subscriptions: nothing to enforce
     op = str(body["operation"]).upper()
@@ -247,8 +257,12 @@ def read_notification(
         and not any(iv.get("intervalPeriod") for iv in intervals)
     ):
         return Reading([cancel_all], [])  # a zero-length event: cancelled (User Guide 7.9)
+    own = descriptors_of(obj.get("payloadDescriptors"))
+    program = programs.descriptors(obj.get("programID")) if programs is not None else {}
     try:
-        return _read(obj, eid, intervals, spans, event_s, site, now, cancel_all)
+        return _read(
+            obj, eid, intervals, spans, event_s, site, now, merged(own, program), cancel_all
+        )
     except PayloadError as exc:
         raise OpenADRError(exc.where, exc.reason) from None
 
@@ -261,13 +275,10 @@ def _read(
     event_s: float | None,
     site: OpenADR,
     now: datetime,
+    descriptors: Descriptors,
     cancel_all: dict[str, Any],
 ) -> Reading:
     scope: Scope = match_targets(obj.get("targets"), site)
-    descriptors: dict[str, dict[str, Any]] = {}
-    for d in obj.get("payloadDescriptors") or []:
-        if isinstance(d, dict) and "payloadType" in d:
-            descriptors[str(d["payloadType"])] = d
     prio = obj.get("priority")
     common = {
         "priority": -int(prio) if isinstance(prio, int) else -(2**31),
