@@ -165,6 +165,7 @@ def test_accepted_but_ignored_is_unconfirmed_and_the_next_dispatch_resends(
         # The firmware works again; the next dispatch sends the sleep again, all of it.
         sim.call(m.clear_faults)
         writes = len(sim.call(lambda: list(m.conf_writes)))
+        dev.confirm_within_s = 30.0  # from here on, only a confirmation ends the wait
         again = await fleet.resend_unconfirmed()
         assert [o.device_id for o in again] == [dev.device_id] and again[0].ok
         assert len(sim.call(lambda: list(m.conf_writes))) == writes + 1
@@ -275,6 +276,7 @@ def test_firmware_that_wants_miner_mode_as_a_string_gets_it_after_one_unconfirme
 
         await _until(settled)
         assert seen[-1].kind is OutcomeKind.UNCONFIRMED
+        dev.confirm_within_s = 30.0  # from here on, only a confirmation ends the wait
         await fleet.resend_unconfirmed()
         await _until(settled)
         assert seen[-1].kind is OutcomeKind.CONFIRMED
