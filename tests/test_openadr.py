@@ -540,3 +540,29 @@ def test_an_event_without_descriptors_takes_its_programs() -> None:
     assert kinds(read_notification(other, NOW, programs=programs).events, "price") == []
     read_notification({**made, "operation": "DELETE"}, NOW, programs=programs)
     assert kinds(read_notification(note(obj), NOW, programs=programs).events, "price") == []
+
+
+def test_an_interval_with_its_own_randomize_start_draws_again() -> None:
+    obj = {
+        "payloadDescriptors": KW,
+        "intervalPeriod": {"start": T0, "duration": "PT1H", "randomizeStart": "PT10M"},
+        "intervals": [
+            {"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [300]}]},
+            {
+                "id": 1,
+                "intervalPeriod": {"start": at(3), "randomizeStart": "PT2M"},
+                "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [200]}],
+            },
+            {
+                "id": 2,
+                "intervalPeriod": {"start": at(5)},
+                "payloads": [{"type": "SIMPLE", "values": [1]}],
+            },
+        ],
+    }
+
+    def draw(key: str, bound_s: float) -> float:
+        return bound_s if key.endswith(":1") else -bound_s  # the interval's own, the event's
+
+    caps = kinds(read_notification(note(obj), NOW, SITE, jitter=draw).events, "curtail")
+    assert [c["start"] for c in caps] == [at(-1 / 6), at(3 + 1 / 30), at(5 + 1 / 30)]
