@@ -558,7 +558,8 @@ class SimMiner:
         if not self.state.session:
             self.state.session = secrets.token_hex(4)
             self.state.session_used = self.clock()
-        return self._ok(37, "Session created", "SESSION", [{"SessionID": self.state.session}])
+        # Code and message as LuxOS's docs show them (logon; "Sessions").
+        return self._ok(316, "Session created", "SESSION", [{"SessionID": self.state.session}])
 
     def _cmd_logoff(self, params: list[str]) -> dict[str, Any]:
         err = self._privileged(params)
@@ -581,7 +582,9 @@ class SimMiner:
             self.wake()
         else:
             return self._status("E", 45, f"Invalid curtail mode {action!r}: sleep or wakeup")
-        return self._ok(44, "Curtail", "CURTAIL", [{"Mode": action}])
+        # Code, message and field as LuxOS's docs show them (curtail).
+        said = "sleep mode" if action == "sleep" else "wake up"
+        return self._ok(335, "Curtailment command sent", "CURTAIL", [{"Action": said}])
 
     def _cmd_profileset(self, params: list[str]) -> dict[str, Any]:
         err = self._privileged(params)
