@@ -334,7 +334,8 @@ def _read(
         if till is not None:
             ev["end"] = till.isoformat()
         out.append(ev)
-    for rd in obj.get("reportDescriptors") or []:
+    reports = obj.get("reportDescriptors")
+    for rd in reports if isinstance(reports, list) else []:
         kind = str(rd.get("payloadType")) if isinstance(rd, dict) else "?"
         outcomes.append(
             PayloadOutcome(
