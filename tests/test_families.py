@@ -152,3 +152,47 @@ def test_every_family_accepting_and_ignoring_is_unconfirmed(
         run(go())
     finally:
         sim.call(m.clear_faults)
+
+
+def test_fleet_status_shows_what_discovery_found(tmp_path: Any) -> None:
+    """`gridsched fleet simulate --firmware ...` starts a mix; `fleet status` shows each
+    device's make, model, firmware, its version and family."""
+    import json
+    import subprocess
+    import sys
+
+    site = tmp_path / "mix.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "fleet", "simulate", "--miners", "4",
+         "--base", "127.45.9.0", "--control-port", "0", "--firmware", "luxos,braiins",
+         "--duration", "60", "--write-site", str(site)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "LuxOS and Braiins OS+ miners" in proc.stdout.readline()
+        assert "wrote" in proc.stdout.readline()
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--json",
+             "--config", str(site)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+        devices = json.loads(res.stdout)["devices"]
+        seen = {(d["family"], d["firmware"], d["make"]) for d in devices}
+        assert seen == {("luxos", "LuxOS", "AntMiner"), ("braiins-os", "BOS+", "AntMiner")}
+        assert all(d["firmware_version"] and d["model"] for d in devices)
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--all",
+             "--config", str(site)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert "BOS+ 24.09" in res.stdout and "LuxOS 2024.11.14" in res.stdout
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bad = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "fleet", "simulate", "--firmware", "vnish"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "firmware vnish: valid are luxos" in bad.stderr
