@@ -210,6 +210,7 @@ class Daemon:
         self._staging = False
         self.scheduler: Any = None
         self.notifier = Notifier()
+        self.ven: Any = None  # scheduler.service.ven.Ven when a VTN is configured
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -225,6 +226,9 @@ class Daemon:
         await self.refresh_hashprice()
         await self.replan("start")
         self._start_jobs()
+        from scheduler.service.ven_daemon import start_ven  # OpenADR VEN, if GRIDSCHED_VTN_URL
+
+        self.ven = await start_ven(self)
         freeze_heap()  # set-up is done: long-lived objects leave the collector's full passes
         self.notifier.ready(f"planning {self.config.site.name}")
 
@@ -283,6 +287,8 @@ class Daemon:
             }
             outcomes = await self.fleet.apply(requests)
             await self._record_outcomes("shutdown", outcomes)
+        if self.ven is not None:
+            await self.ven.stop()  # removes its subscription at the VTN
         await self._audit("shutdown", {"posture": posture.value})
         await self.fleet.close()
         if self.meter is not None:
@@ -1463,6 +1469,7 @@ class Daemon:
             "active_events": [e.model_dump(mode="json", exclude_none=True) for e in events],
             # OpenADR payloads received and not acted on, with the reason (notices)
             "openadr_not_acted": self._events().not_acted(now),
+            "openadr_ven": self.ven.status() if self.ven is not None else None,
             "failsafe": self.failsafe_reason(now),
             "audit": self.store.audit_status(),  # the chain's head: a witness to copy
             "failsafe_posture": self.config.daemon.failsafe_posture.value,

@@ -96,6 +96,7 @@ class Ven:
             config.client_secret,
             config.token_url,
             config.scope,
+            discover=config.version == "3.1.0",
         )
         self.vtn = VtnClient(self._http, config.vtn_url, self.tokens, config.version)
         self.ven_id: str | None = None

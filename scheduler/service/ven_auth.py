@@ -44,6 +44,7 @@ class TokenSource:
         client_secret: str,
         token_url: str | None = None,
         scope: str | None = None,
+        discover: bool = True,
     ) -> None:
         self._http = http
         self._vtn = vtn_url.rstrip("/")
@@ -51,11 +52,14 @@ class TokenSource:
         self._secret = client_secret
         self.token_url = token_url
         self._scope = scope
+        self._discover_url = discover  # 3.1.0 has GET /auth/server; 3.0.1 does not
         self._token: _Token | None = None
         self._lock = asyncio.Lock()
         self.fetched = 0  # tokens obtained so far (status, tests)
 
     async def _discover(self) -> str:
+        if not self._discover_url:
+            return f"{self._vtn}/auth/token"
         try:
             r = await self._http.get(f"{self._vtn}/auth/server")
         except httpx.HTTPError as exc:

@@ -1,0 +1,117 @@
+"""The VEN inside the daemon: its configuration, and the path its events take.
+
+Who this VEN is comes from the site file's ``[openadr]`` (``ven_name``, ``resources``); how
+to reach the VTN, and the credentials the utility issued, from the environment, like every
+other secret of the daemon (docs/operations.md, "Enrolling with a utility's VTN"):
+
+- ``GRIDSCHED_VTN_URL``: the VTN's base URL (the VEN is off without it);
+- ``GRIDSCHED_VTN_CLIENT_ID`` and ``GRIDSCHED_VTN_CLIENT_SECRET`` (or ``..._SECRET_FILE``);
+- ``GRIDSCHED_VTN_CALLBACK_URL``: this daemon's ``/openadr3/notifications`` as the VTN
+  reaches it (optional: without it the VEN relies on MQTT and polling), answered with the
+  first of ``GRIDSCHED_OPENADR_TOKENS``;
+- ``GRIDSCHED_VTN_VERSION`` (``3.1.0``, or ``3.0.1``), ``GRIDSCHED_VTN_TOKEN_URL``,
+  ``GRIDSCHED_VTN_POLL_S`` (default 60).
+
+Events fetched by polling or MQTT are read by the same function and stored by the same
+``Daemon.accept`` as a webhook's, under source ``openadr3``; PROGRAM objects go the same way
+(their payload descriptors are the defaults of their events).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from models.signals import GridEvent
+from models.site import OpenADR
+from scheduler.service.openadr import read_notification
+from scheduler.service.security import read_secret_list
+from scheduler.service.ven import Ven, VenConfig
+from scheduler.service.ven_reports import ImportSample
+
+if TYPE_CHECKING:
+    from scheduler.service.daemon import Daemon
+
+__all__ = ["start_ven", "ven_config_from_env"]
+
+
+def ven_config_from_env(
+    site: OpenADR, environ: Mapping[str, str] | None = None
+) -> VenConfig | None:
+    """The VEN's configuration, or None when ``GRIDSCHED_VTN_URL`` is not set.
+
+    Raises ValueError naming the variable that is missing or wrong."""
+    env = os.environ if environ is None else environ
+    url = env.get("GRIDSCHED_VTN_URL", "").strip()
+    if not url:
+        return None
+    client_id = env.get("GRIDSCHED_VTN_CLIENT_ID", "").strip()
+    secrets = read_secret_list(
+        "GRIDSCHED_VTN_CLIENT_SECRET", "GRIDSCHED_VTN_CLIENT_SECRET_FILE", env
+    )
+    if not client_id or not secrets:
+        raise ValueError(
+            "GRIDSCHED_VTN_URL is set, so GRIDSCHED_VTN_CLIENT_ID and GRIDSCHED_VTN_CLIENT_SECRET "
+            "(or GRIDSCHED_VTN_CLIENT_SECRET_FILE) are needed: the credentials the utility issued"
+        )
+    tokens = read_secret_list("GRIDSCHED_OPENADR_TOKENS", "GRIDSCHED_OPENADR_TOKENS_FILE", env)
+    callback = env.get("GRIDSCHED_VTN_CALLBACK_URL", "").strip() or None
+    if callback and not tokens:
+        raise ValueError(
+            "GRIDSCHED_VTN_CALLBACK_URL is set but GRIDSCHED_OPENADR_TOKENS is not: the VTN "
+            "would be given a callback that refuses it"
+        )
+    poll = env.get("GRIDSCHED_VTN_POLL_S", "60")
+    try:
+        poll_s = float(poll)
+    except ValueError:
+        raise ValueError(f"GRIDSCHED_VTN_POLL_S={poll!r}: expected seconds, e.g. 60") from None
+    return VenConfig(
+        vtn_url=url,
+        client_id=client_id,
+        client_secret=secrets[0],
+        site=site,
+        version=env.get("GRIDSCHED_VTN_VERSION", "3.1.0").strip(),
+        token_url=env.get("GRIDSCHED_VTN_TOKEN_URL", "").strip() or None,
+        callback_url=callback,
+        callback_token=tokens[0] if callback else None,
+        poll_s=poll_s,
+    )
+
+
+async def start_ven(daemon: Daemon, environ: Mapping[str, str] | None = None) -> Ven | None:
+    """Start the VEN when configured; it hands what it fetches to ``daemon.accept``."""
+    config = ven_config_from_env(daemon.config.openadr, environ)
+    if config is None:
+        return None
+
+    def read(body: dict[str, Any]) -> Any:
+        # the programs heard of (their payload descriptors), where the daemon keeps them
+        programs = getattr(daemon, "openadr_programs", None)
+        kw: dict[str, Any] = {"programs": programs} if programs is not None else {}
+        return read_notification(body, datetime.now(UTC), daemon.config.openadr, **kw)
+
+    async def deliver(body: dict[str, Any]) -> None:
+        reading = read(body)  # an unreadable event raises: the VEN counts and reports it
+        events = [GridEvent.model_validate(d) for d in reading.events]
+        if events:
+            await daemon.accept(events, "openadr3", None, json.dumps(body))
+        for p in reading.payloads:
+            daemon.counters.openadr_payload(p.payload_type, p.acted)
+
+    def interpret(body: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(read(body).events)
+
+    def measure() -> ImportSample:
+        meter_kw = daemon.meter_kw()
+        if meter_kw is not None:
+            return ImportSample(meter_kw, verified=True)
+        # no meter reading: the devices' figure (read, else last known) is an estimate
+        return ImportSample(daemon.measured()["import_kw"], verified=False)
+
+    ven = Ven(config, deliver, interpret=interpret, measure=measure)
+    await ven.start()
+    return ven
