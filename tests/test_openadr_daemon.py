@@ -82,6 +82,7 @@ def _event(targets: list[str] | None) -> dict[str, Any]:
                         {"type": "IMPORT_CAPACITY_LIMIT", "values": [120]},
                         {"type": "DISPATCH_SETPOINT", "values": [40]},
                         {"type": "GHG", "values": [410.0]},
+                        {"type": "X_UTILITY_PRIVATE", "values": [1]},
                     ],
                 }
             ],
@@ -119,7 +120,9 @@ def test_payloads_not_acted_on_are_stored_audited_shown_and_counted(
             assert caps == {"IMPORT_CAPACITY_LIMIT": 120, "DISPATCH_SETPOINT": 40}
             shown = d.status()["openadr_not_acted"]
             why = {n["payload_type"]: n["detail"] for n in shown["notices"]}
-            assert set(why) == {"DISPATCH_SETPOINT", "GHG"} and shown["count"] == 2
+            assert set(why) == {"DISPATCH_SETPOINT", "GHG", "X_UTILITY_PRIVATE"}
+            assert shown["count"] == 3
+            assert _sample(d, "private", "false") == 1  # a private name is not a label
             assert "miners" in why["DISPATCH_SETPOINT"] and "s19" in why["DISPATCH_SETPOINT"]
             assert _sample(d, "GHG", "false") == 1
             assert _sample(d, "IMPORT_CAPACITY_LIMIT", "true") == 1
@@ -144,6 +147,7 @@ def test_payloads_not_acted_on_are_stored_audited_shown_and_counted(
         "GHG",
         "DISPATCH_SETPOINT",
         "IMPORT_CAPACITY_LIMIT",
+        "X_UTILITY_PRIVATE",
     }
     assert any("ven_0998" in e["detail"] for e in notices)
 

@@ -298,7 +298,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         except Exception as exc:
             return _not_stored(daemon, "openadr3", exc)
         for p in reading.payloads:  # acted on or not, every payload is counted
-            daemon.counters.openadr_payload(p.payload_type, p.acted)
+            daemon.counters.openadr_payload(p.label, p.acted)
         return JSONResponse(
             {"accepted": True, "duplicate": not stored, "ids": ids}, status_code=202
         )

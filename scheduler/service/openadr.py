@@ -89,6 +89,13 @@ class PayloadOutcome:
     acted: bool
     reason: str | None
 
+    @property
+    def label(self) -> str:
+        """The metric label: the type if enumerated, else ``private`` (a VTN's private names
+        would otherwise make the label set unbounded)."""
+        known = self.payload_type in PAYLOAD_TYPES or self.payload_type == "reportDescriptors"
+        return self.payload_type if known else "private"
+
 
 @dataclass(frozen=True)
 class Reading:
