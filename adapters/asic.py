@@ -20,13 +20,12 @@ Vendor payloads are parsed in :mod:`adapters.payloads` (re-exported here).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters import antminer
+from adapters import antminer, luxos
 from adapters.base import (
     AdapterError,
     Applied,
@@ -282,22 +281,10 @@ class PyasicMiner(DeviceAdapter):
             rpc.session_token = None
 
     async def _renew_session(self) -> None:
-        """End a LuxOS session that sat idle and open a fresh one, so that the next command
-        finds a session with its whole minute ahead (an expired one would fail the command
-        once). Best-effort: a failure leaves pyasic to log on at the next command."""
+        """Best-effort: a failure leaves pyasic to log on at the next command."""
         rpc = self._need().rpc
-
-        async def go() -> None:
-            if rpc.session_token is not None:
-                # Uses the session, ending it if it is still ours; one already expired
-                # answers an error, and there is nothing to end.
-                with contextlib.suppress(Exception):
-                    await rpc.logoff()
-            rpc.session_token = None
-            await rpc.auth()
-
         try:
-            await contain(self.device_id, "session renewal", go(), self.timeout_s)
+            await luxos.renew_session(self.device_id, rpc, self.timeout_s)
         except AdapterError:
             rpc.session_token = None
             return
@@ -317,34 +304,15 @@ class PyasicMiner(DeviceAdapter):
             self._session_used = time.monotonic()
 
     async def _luxos_profile(self, name: str) -> None:
-        """Set a LuxOS profile through pyasic's RPC in one round trip (three with ATM on).
-
-        pyasic's ``set_power_limit`` first reads the whole config (a six-command
-        multicommand) to find the presets, which connect() already knows.
-        """
-        rpc = self._need().rpc
-
-        async def go() -> Any:
-            if self._atm:
-                await rpc.atmset(enabled=False)
-            reply = await rpc.profileset(name)
-            if self._atm:
-                await rpc.atmset(enabled=True)
-            return reply
-
         try:
-            reply = await contain(self.device_id, f"profileset {name}", go(), self.timeout_s)
+            await luxos.set_profile(
+                self.device_id, self._need().rpc, name, self._atm, self.timeout_s
+            )
+        except ControlRejected:
+            raise
         except AdapterError:
             self._forget(session=True)
             raise
-        try:
-            ok = reply["PROFILE"][0]["Profile"] == name
-        except (KeyError, IndexError, TypeError):
-            ok = False
-        if not ok:
-            raise ControlRejected(
-                self.device_id, f"profileset {name}: the firmware did not confirm"
-            )
         self._session_used = time.monotonic()
 
     def _target(self, request: ModeRequest) -> tuple[float | None, str]:
