@@ -566,3 +566,19 @@ def test_an_interval_with_its_own_randomize_start_draws_again() -> None:
 
     caps = kinds(read_notification(note(obj), NOW, SITE, jitter=draw).events, "curtail")
     assert [c["start"] for c in caps] == [at(-1 / 6), at(3 + 1 / 30), at(5 + 1 / 30)]
+
+
+def test_a_3_0_1_cancellation_at_the_beginning_of_time_0000_00_00() -> None:
+    cancel = {
+        "objectType": "EVENT",
+        "operation": "PUT",
+        "object": {
+            "id": "e301",
+            "programID": "p",
+            "intervalPeriod": {"start": "0000-00-00", "duration": "PT0S"},
+            "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [1]}]}],
+        },
+    }
+    assert notification_to_events(cancel, NOW) == [
+        {"id": "oadr:e301:*", "type": "cancel", "source": "openadr3"}
+    ]

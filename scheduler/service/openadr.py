@@ -128,9 +128,12 @@ def seeded_jitter(key: str, bound_s: float) -> float:
 
 
 def _time(text: Any, path: str) -> datetime | None:
-    """An absolute time, or None for ``0001-01-01`` (now / after the previous interval)."""
+    """An absolute time, or None for ``0001-01-01`` (now / after the previous interval);
+    3.0.1 wrote the beginning of time ``0000-00-00``, not a valid date (3.1.0 change log, 339)."""
     if not isinstance(text, str):
         raise OpenADRError(path, f"expected an ISO 8601 date-time, got {text!r}")
+    if text.startswith("0000-"):
+        return None
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
