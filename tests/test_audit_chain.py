@@ -394,3 +394,70 @@ def test_verify_on_a_file_that_is_no_database(
     assert main(["audit", "verify", "--db", str(path)]) == 1
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err and "not a database" in out.out + out.err
+
+
+# -- a full disk, through the daemon ------------------------------------------------------------
+
+
+def test_a_signal_a_really_full_disk_refuses_is_503_and_half_written_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's own writer meets SQLITE_FULL (``max_page_count`` on its connection: no
+    page more), the API answers 503, and nothing of the signal is anywhere: no row, no
+    record, no webhook id, so the sender's retry (same webhook id) is stored once the disk
+    has room again."""
+    import base64
+    import time
+
+    import httpx
+
+    from scheduler.service.api import create_app
+    from scheduler.service.security import sign
+    from tests.test_dispatch import _daemon, running
+
+    secret = "whsec_" + base64.b64encode(b"audit-chain-test-secret").decode()
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", secret)
+    d = _daemon(tmp_path, 1000.0)
+    ids = [f"dr-{i}" for i in range(40)]  # a list: more than a page of rows and record
+    body = json.dumps(
+        [{"id": i, "type": "curtail", "start": "2020-01-01T00:00:00Z", "limit_kw": 0} for i in ids]
+    ).encode()
+
+    def signed(ts: int) -> dict[str, str]:
+        return {
+            "webhook-id": "msg-1",
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(secret, "msg-1", ts, body),
+            "content-type": "application/json",
+        }
+
+    def limit(pages: int) -> Callable[[sqlite3.Connection], None]:
+        def fn(con: sqlite3.Connection) -> None:
+            con.execute(f"PRAGMA max_page_count = {pages}")
+
+        return fn
+
+    async def go() -> None:
+        async with running(d):
+            (pages,) = d.store._read.execute("PRAGMA page_count").fetchone()
+            await d.store.write(limit(int(pages)))  # the writer's own connection: full
+            records = d.store.verify().records
+            transport = httpx.ASGITransport(app=create_app(d))
+            async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
+                r = await c.post("/v1/signals", content=body, headers=signed(int(time.time())))
+                assert r.status_code == 503, r.text
+                assert "full" in r.json()["error"]
+                assert not set(ids) & {e.id for e in d.active_events()}
+                con = sqlite3.connect(d.store.path)
+                assert con.execute("SELECT COUNT(*) FROM signals").fetchone() == (0,)
+                assert con.execute("SELECT COUNT(*) FROM webhook_ids").fetchone() == (0,)
+                v = d.store.verify()
+                assert v.ok and v.records == records, v.problems  # no record half-written
+                await d.store.write(limit(1_000_000))  # room again
+                r = await c.post("/v1/signals", content=body, headers=signed(int(time.time())))
+                assert r.status_code == 202, r.text  # the retry is stored, not a duplicate
+            assert set(ids) <= {e.id for e in d.active_events()}
+            assert sorted(s["id"] for s in d.store.signals()) == sorted(ids)
+            assert d.store.verify().ok
+
+    asyncio.run(go())

@@ -217,3 +217,36 @@ def test_a_full_disk_loses_nothing_accepted_and_half_writes_nothing(tmp_path: Pa
     assert hooks == {"w" + i[1:] for i in accepted}
     last = json.loads(head_path(db).read_text().splitlines()[-1])
     assert (last["seq"], last["hash"]) == (v.records, store.hash_at(v.records))
+
+
+def test_one_bad_write_is_rolled_back_whole_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """A write that fails after its first rows (an event whose end cannot be read, past a
+    good one) leaves nothing: the savepoint rolls its rows back, while the writes grouped
+    in the same commit land and chain on."""
+    db = tmp_path / "s.db"
+
+    async def go() -> list[object]:
+        store = Store(db)
+        store.start()
+        good = {"id": "good", "type": "curtail", "limit_kw": 5.0, "_ends_at": 4e11}
+        bad = {"id": "bad", "type": "curtail", "limit_kw": 5.0, "_ends_at": "soon"}
+        try:
+            done = await asyncio.gather(
+                store.record("telemetry", {"i": 1}),
+                store.add_signals([good, bad], "simple", "w-bad", "{}", 9e9),
+                store.add_signals([{**good, "id": "ok"}], "simple", "w-ok", "{}", 9e9),
+                store.record("telemetry", {"i": 2}),
+                return_exceptions=True,
+            )
+            return list(done)
+        finally:
+            store.close()
+
+    out = asyncio.run(go())
+    assert isinstance(out[1], ValueError) and out[2] == (True, ["ok"])
+    store = Store(db)
+    v = store.verify()
+    assert v.ok and v.records == 3, v.problems
+    con = sqlite3.connect(db)
+    assert [r[0] for r in con.execute("SELECT id FROM signals")] == ["ok"]
+    assert [r[0] for r in con.execute("SELECT id FROM webhook_ids")] == ["w-ok"]
