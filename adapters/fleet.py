@@ -31,7 +31,6 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from adapters.base import (
     AdapterError,
@@ -46,33 +45,19 @@ from adapters.base import (
     NotConfirmed,
     Telemetry,
 )
+from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind, Pending, RetryPolicy
+
+__all__ = [
+    "DeviceStatus",
+    "Fleet",
+    "Outcome",
+    "OutcomeKind",
+    "Pending",
+    "RetryPolicy",
+    "freeze_heap",
+]
 
 log = logging.getLogger("gridsched.fleet")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``attempts`` tries in all; the wait before try n+1 is uniform in [0, base*2^n] (capped)."""
-
-    attempts: int = 3
-    base_s: float = 0.05
-    max_s: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.max_s, self.base_s * (2**attempt)))
-
-
-@dataclass
-class DeviceStatus:
-    device_id: str
-    group: str
-    health: Health = Health.UNREACHABLE
-    connected: bool = False
-    failures: int = 0  # consecutive
-    last_error: str | None = None
-    next_probe: float = 0.0
-    telemetry: Telemetry | None = None
-    seen: bool = False  # health set at least once (the first is not a change worth a line)
 
 
 def freeze_heap() -> None:
@@ -85,47 +70,6 @@ def freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-class OutcomeKind(StrEnum):
-    ACCEPTED = "accepted"  # the device took the command; not yet seen in effect
-    CONFIRMED = "confirmed"  # a reading sent after the command shows it: done
-    UNCONFIRMED = "unconfirmed"  # accepted, and the read-back did not show it in time
-    REJECTED = "rejected"  # the device answered no
-    FAILED = "failed"  # no usable answer (unreachable, timeout, unparseable)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one control call: ``ok`` with what was applied, or the error.
-
-    ``kind`` says which: a command gets one ``accepted``, ``rejected`` or ``failed``
-    Outcome when it is sent and, once accepted, one ``confirmed`` or ``unconfirmed`` when
-    read back (``latency_s`` then counts from the command to the verdict).
-    """
-
-    device_id: str
-    request: ModeRequest
-    ok: bool
-    attempts: int
-    latency_s: float
-    applied: Applied | None = None
-    error: str | None = None
-    at: float = field(default_factory=time.time)
-    kind: OutcomeKind = OutcomeKind.ACCEPTED
-
-    def __post_init__(self) -> None:
-        if not self.ok and self.kind in (OutcomeKind.ACCEPTED, OutcomeKind.CONFIRMED):
-            object.__setattr__(self, "kind", OutcomeKind.FAILED)
-
-
-@dataclass(frozen=True)
-class Pending:
-    """An accepted command waiting for a reading that shows it."""
-
-    outcome: Outcome
-    sent_at: float  # unix seconds the command went out
-    deadline: float  # unix seconds past which it is unconfirmed
 
 
 @dataclass
