@@ -582,3 +582,56 @@ def test_a_3_0_1_cancellation_at_the_beginning_of_time_0000_00_00() -> None:
     assert notification_to_events(cancel, NOW) == [
         {"id": "oadr:e301:*", "type": "cancel", "source": "openadr3"}
     ]
+
+
+def test_an_event_built_by_a_third_party_client_library_is_read() -> None:
+    """The openadr3 package (PyPI, Clark Communications' OpenADR 3 entity API) as a VTN's
+    business logic would build an event: its raw models give the JSON the VTN sends."""
+    raw = pytest.importorskip("openadr3.entities.raw")
+    event = raw.RawEvent(
+        id="lib-1",
+        programID="p",
+        priority=1,
+        targets=["group1"],
+        duration="PT6H",
+        payloadDescriptors=[
+            raw.RawEventPayloadDescriptor(
+                objectType="EVENT_PAYLOAD_DESCRIPTOR",
+                payloadType="PRICE",
+                units="KWH",
+                currency="USD",
+            ),
+            raw.RawEventPayloadDescriptor(
+                objectType="EVENT_PAYLOAD_DESCRIPTOR",
+                payloadType="IMPORT_CAPACITY_LIMIT",
+                units="KW",
+            ),
+        ],
+        intervalPeriod=raw.RawIntervalPeriod(start=T0, duration="PT2H"),
+        intervals=[
+            raw.RawInterval(
+                id=0,
+                payloads=[
+                    raw.RawValuesMap(type="PRICE", values=[0.1, 0.3]),
+                    raw.RawValuesMap(type="IMPORT_CAPACITY_LIMIT", values=[250]),
+                ],
+            ),
+            raw.RawInterval(
+                id=1,
+                intervalPeriod=raw.RawIntervalPeriod(start="0001-01-01", duration="PT1H"),
+                payloads=[raw.RawValuesMap(type="ALERT_FLEX_ALERT", values=["conserve"])],
+            ),
+        ],
+    )
+    body = {
+        "objectType": "EVENT",
+        "operation": "CREATE",
+        "object": event.model_dump(by_alias=True, exclude_none=True),
+    }
+    r = read_notification(body, NOW, SITE)
+    prices = [(e["start"], e["end"], round(e["price"], 6)) for e in kinds(r.events, "price")]
+    assert prices[:3] == [(at(0), at(1), 100.0), (at(1), at(2), 300.0), (at(3), at(4), 100.0)]
+    caps = [(e["start"], e["end"]) for e in kinds(r.events, "curtail")]
+    assert caps == [(at(0), at(2)), (at(3), at(5))]  # looped over PT6H; the last cut at 6 h
+    alerts = [(e["start"], e["end"]) for e in kinds(r.events, "alert")]
+    assert alerts == [(at(2), at(3)), (at(5), at(6))]
