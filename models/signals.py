@@ -15,13 +15,26 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from models.durations import parse_duration_s
 from models.errors import ConfigError
 
 #: "until cancelled": OpenADR 3's P9999Y, capped so datetime arithmetic stays valid.
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
+#: The times a signal may name (FOREVER aside): outside them it is a typo or an attack, and
+#: date arithmetic on it overflows.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_DURATION_S = 100 * 366 * 86400
 
 
 class EventType(StrEnum):
@@ -45,12 +58,35 @@ class GridEvent(BaseModel):
     limit_kw: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     level: Annotated[int, Field(ge=0, le=3)] | None = None
     price: Annotated[float, Field(allow_inf_nan=False)] | None = None
-    priority: int = 0
+    #: strict: a priority sent as a string is refused, not read as something else
+    priority: Annotated[int, Field(strict=True, ge=-(2**31), le=2**31)] = 0
     source: str = "simple"
     #: the OpenADR 3 interval payload type this event was read from (e.g. PRICE)
     payload_type: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     #: a notice's reason, or an alert's text, as sent
     detail: Annotated[str, Field(max_length=1000)] | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _in_range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None or value.tzinfo is None or value == FOREVER:
+            return value  # no offset: said in _check
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(
+                f"{info.field_name} {value.isoformat()} is outside {EARLIEST.year}-"
+                f"{LATEST.year - 1}; leave out end and duration for 'until cancelled'"
+            )
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration_s(value) > MAX_DURATION_S:
+            raise ValueError(
+                f"duration {value!r} is longer than 100 years; leave out end and duration "
+                "for 'until cancelled'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -70,9 +106,10 @@ class GridEvent(BaseModel):
         if self.end is not None and self.duration is not None:
             raise ValueError("give end or duration, not both")
         if self.duration is not None:
-            object.__setattr__(
-                self, "end", self.start + timedelta(seconds=parse_duration_s(self.duration))
-            )
+            end = self.start + timedelta(seconds=parse_duration_s(self.duration))
+            if end > LATEST:
+                raise ValueError(f"start plus duration ends after {LATEST.year - 1}")
+            object.__setattr__(self, "end", end)
         if self.end is None:
             object.__setattr__(self, "end", FOREVER)
         if self.end is not None and self.end < self.start:

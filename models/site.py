@@ -7,6 +7,7 @@ path, the value found and what would be valid.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from datetime import datetime, time
 from enum import StrEnum
@@ -301,8 +302,33 @@ class Daemon(_Strict):
     body_max_bytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 65536
     rate_per_s: Annotated[float, Field(gt=0)] = 2000.0
     require_read_token: bool = False
+    #: proxies whose X-Forwarded-For / X-Forwarded-Proto is believed (IPs or CIDRs, "*"
+    #: for any); empty: none, the client is the TCP peer (rate limits key on it)
+    forwarded_allow_ips: tuple[str, ...] = ()
+    #: open connections beyond which a request is answered 503 (uvicorn limit_concurrency)
+    max_connections: Annotated[int, Field(ge=8, le=1_000_000)] = 1000
+    #: time a client has to send a request's headers and body, from connecting or from the
+    #: last response; a connection that stalls longer is closed (slow clients, idle sockets)
+    request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    #: an idle keep-alive connection is closed after this long
+    keep_alive_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     price_feed: PriceFeed = PriceFeed()
     hashprice_feed: HashpriceFeed = HashpriceFeed()
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. '10.0.0.5', "
+                    "'10.0.0.0/24'), nor '*'"
+                ) from None
+        return v
 
     @field_validator("failsafe_posture")
     @classmethod

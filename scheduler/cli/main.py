@@ -39,7 +39,7 @@ def _parse_start(text: str | None, step_s: int) -> int:
         now = int(time.time())
         return now - now % step_s
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise UsageError(f"--start {text!r} is not ISO 8601 (e.g. 2023-08-10T05:00:00Z)") from None
     if dt.tzinfo is None:

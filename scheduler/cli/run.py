@@ -41,12 +41,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"daemon": config.daemon.model_copy(update={"listen": args.listen})}
         )
     db = Path(args.db) if args.db else config.resolve(config.daemon.state_dir) / "gridsched.db"
-    host, _, port = config.daemon.listen.rpartition(":")
     lock_fd: int | None = None
     try:
         # Everything that can refuse does so before a device is touched (docs/daemon.md).
         startup.check_secrets(config)
-        sock = startup.bind_listen(host, int(port))
+        sock = startup.bind_listen(config.daemon.listen)
         try:
             lock_fd = startup.lock_state_file(db)
             daemon = _open_daemon(config, db, args.adopt_state)
@@ -89,6 +88,7 @@ async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
     import uvicorn
 
     from scheduler.service.api import create_app
+    from scheduler.service.http import server_options
 
     config = daemon.config
     host, port = sock.getsockname()[:2]
@@ -100,6 +100,7 @@ async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
             ssl_certfile=args.tls_cert,
             ssl_keyfile=args.tls_key,
             lifespan="off",
+            **server_options(config.daemon),
         )
     )
     stop = asyncio.Event()
@@ -206,7 +207,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _ts(text: str, what: str) -> float:
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise SystemExit(
             f"gridsched: error: {what} {text!r} is not ISO 8601 (e.g. 2026-08-10T17:00:00Z)"
@@ -362,6 +363,13 @@ def cmd_signal(args: argparse.Namespace) -> int:
             f"gridsched: error: ${args.secret_env} is not set (the webhook secret)", file=sys.stderr
         )
         return 2
+    if args.type == "cancel" and not args.id:
+        print(
+            "gridsched signal: error: cancel needs --id, the id of the event to cancel "
+            "(GET /v1/signals lists them)",
+            file=sys.stderr,
+        )
+        return 2
     event: dict[str, Any] = {"id": args.id or f"op-{uuid.uuid4().hex[:12]}", "type": args.type}
     if args.type != "cancel":
         start = args.start or datetime.now(UTC).replace(microsecond=0).isoformat()
@@ -396,7 +404,11 @@ def add_parsers(sub: Any) -> None:
     ru = sub.add_parser("run", help="the daemon: plan, apply, watch, answer grid signals")
     ru.add_argument("--config", required=True)
     ru.add_argument("--db", help="SQLite state file (default: [daemon] state_dir/gridsched.db)")
-    ru.add_argument("--listen", help="HOST:PORT for the HTTP API (default from [daemon])")
+    ru.add_argument(
+        "--listen",
+        default=os.environ.get("GRIDSCHED_LISTEN") or None,
+        help="HOST:PORT for the HTTP API (default: $GRIDSCHED_LISTEN, else [daemon] listen)",
+    )
     ru.add_argument(
         "--posture", choices=[p.value for p in Posture], help="on SIGTERM (default from [daemon])"
     )

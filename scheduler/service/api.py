@@ -11,13 +11,15 @@
 
 Errors answer JSON ``{"error": ..., "detail": [...]}``: 401 unsigned, stale or forged; 403 a
 token without the right; 413 body over the cap; 415 not JSON; 422 invalid signal, with the
-field and what is valid; 429 over the rate limit. A signal is answered 202 only after it is
-on disk; a retried delivery (same webhook id) is answered 200 and not applied twice.
+field and what is valid (JSON nested deeper than 32, dates outside 1970-2099, a priority
+that is not an integer, an id twice in one request, a simple-format id in the ``oadr:``
+namespace); 404 a cancel of an id never stored; 409 a webhook id reused for another body;
+429 over the rate limit. A signal is answered 202 only after it is on disk; a retried
+delivery (same webhook id and body) is answered 200 and not applied twice.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -29,14 +31,18 @@ from pydantic import BaseModel, ValidationError
 
 from models.signals import GridEvent
 from scheduler.service.daemon import Daemon
+from scheduler.service.intake import Refused, check_ids, parse_body, unknown_cancels
 from scheduler.service.metrics import metrics_registry, render_metrics
 from scheduler.service.openadr import OpenADRError, read_notification
 from scheduler.service.security import (
     AuthError,
     RateLimiter,
+    RecentBodies,
+    SecretConfigError,
     check_bearer,
     read_secret_list,
     verify_webhook,
+    webhook_secrets,
 )
 
 
@@ -96,6 +102,40 @@ def _not_stored(daemon: Daemon, source: str, exc: Exception) -> JSONResponse:
     return _error(503, f"signal not stored ({type(exc).__name__}: {exc}); send it again")
 
 
+_REUSED = (
+    "webhook-id {} was already used for another body: a retry resends the same body, "
+    "a new message needs a new webhook-id"
+)
+
+
+def _simple_events(body: bytes) -> list[GridEvent]:
+    """The simple-format events of a body; :class:`Refused` (422) naming each bad field."""
+    raw = parse_body(body)
+    items = raw if isinstance(raw, list) else [raw]
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise Refused(422, "expected an event object or a non-empty list of them")
+    events, problems, fields = [], [], []
+    for k, item in enumerate(items):
+        where = f"[{k}]." if isinstance(raw, list) else ""
+        try:
+            events.append(GridEvent.model_validate({**item, "source": "simple"}))
+            fields.append(f"{where}id")
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+                problems.append(
+                    {
+                        "field": f"{where}{loc}",
+                        "problem": err["msg"].removeprefix("Value error, "),
+                        "got": repr(err.get("input"))[:100],
+                    }
+                )
+    if problems:
+        raise Refused(422, "invalid signal", problems)
+    check_ids(events, "simple", fields)
+    return events
+
+
 def create_app(daemon: Daemon) -> FastAPI:
     cfg = daemon.config.daemon
     app = FastAPI(
@@ -105,10 +145,11 @@ def create_app(daemon: Daemon) -> FastAPI:
         description=__doc__,
     )
     limiter = RateLimiter(rate=cfg.rate_per_s, burst=2 * cfg.rate_per_s)
+    recent = RecentBodies()
     registry = metrics_registry(daemon)
 
     def secrets() -> list[str]:
-        return read_secret_list("GRIDSCHED_WEBHOOK_SECRET", "GRIDSCHED_WEBHOOK_SECRET_FILE")
+        return webhook_secrets()
 
     async def body_of(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -147,6 +188,16 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def _auth(_: Request, exc: AuthError) -> JSONResponse:
         return _error(exc.status, str(exc))
 
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return _error(exc.status, str(exc), exc.detail)
+
+    @app.exception_handler(SecretConfigError)
+    async def _secret_config(_: Request, exc: SecretConfigError) -> JSONResponse:
+        # start-up refuses these; a secret file changed since is said, not a bare 500
+        log.error("secret configuration: %s", exc)
+        return _error(503, f"the daemon's secret configuration cannot be used: {exc}")
+
     @app.post(
         "/v1/signals",
         status_code=202,
@@ -154,6 +205,8 @@ def create_app(daemon: Daemon) -> FastAPI:
         responses={
             **SIGNAL_ERRORS,
             200: {"model": Accepted, "description": "a retried delivery"},
+            404: {"model": ErrorBody, "description": "a cancel names no stored signal"},
+            409: {"model": ErrorBody, "description": "webhook-id already used for another body"},
         },
         summary="Accept simple-format grid signals (Standard Webhooks signed)",
         openapi_extra={
@@ -192,38 +245,35 @@ def create_app(daemon: Daemon) -> FastAPI:
         except AuthError:
             daemon.counters.signal("simple", "unauthorized")
             raise
+        if not recent.check(msg_id, body):
+            daemon.counters.signal("simple", "conflict")
+            raise Refused(409, _REUSED.format(msg_id[:80]))
         try:
-            raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            daemon.counters.signal("simple", "invalid")
-            return _error(422, f"body is not JSON: {exc}")
-        items = raw if isinstance(raw, list) else [raw]
-        if not items or not all(isinstance(i, dict) for i in items):
-            daemon.counters.signal("simple", "invalid")
-            return _error(422, "expected an event object or a non-empty list of them")
-        events, problems = [], []
-        for k, item in enumerate(items):
-            try:
-                events.append(GridEvent.model_validate({**item, "source": "simple"}))
-            except ValidationError as exc:
-                for err in exc.errors():
-                    loc = ".".join(str(p) for p in err["loc"]) or "(event)"
-                    problems.append(
-                        {
-                            "field": f"[{k}].{loc}" if isinstance(raw, list) else loc,
-                            "problem": err["msg"].removeprefix("Value error, "),
-                            "got": repr(err.get("input"))[:100],
-                        }
-                    )
-        if problems:
-            daemon.counters.signal("simple", "invalid")
-            return _error(422, "invalid signal", problems)
+            events = _simple_events(body)
+            known, retry = daemon.store.known_ids([e.id for e in events], msg_id)
+            missing = [] if retry else unknown_cancels(events, known)
+            if missing:
+                raise Refused(
+                    404,
+                    f"no stored signal has the id {', '.join(map(repr, missing))} to cancel; "
+                    "GET /v1/signals lists them",
+                    [{"field": "id", "problem": f"unknown id {i!r}"} for i in missing],
+                )
+        except Refused as exc:
+            recent.forget(msg_id)  # nothing stored: the id may be used again
+            daemon.counters.signal("simple", "unknown" if exc.status == 404 else "invalid")
+            raise
         try:
             stored, ids = await daemon.accept(
                 events, "simple", msg_id, body.decode("utf-8", "replace")
             )
         except Exception as exc:
+            recent.forget(msg_id)
             return _not_stored(daemon, "simple", exc)
+        if not stored and sorted(ids) != sorted(e.id for e in events):
+            # a retry resends the same body; other ids under a stored webhook id are not one
+            daemon.counters.signal("simple", "conflict")
+            raise Refused(409, _REUSED.format(msg_id[:80]))
         return JSONResponse(
             {"accepted": True, "duplicate": not stored, "ids": ids},
             status_code=202 if stored else 200,
@@ -266,11 +316,24 @@ def create_app(daemon: Daemon) -> FastAPI:
         check_json(request)
         body = await body_of(request)
         try:
-            raw = json.loads(body)
+            raw = parse_body(body)
             reading = read_notification(
                 raw, datetime.now(UTC), daemon.config.openadr, programs=daemon.openadr_programs
             )
             events = [GridEvent.model_validate(d) for d in reading.events]
+            check_ids(events, "openadr3", [f"events[{k}].id" for k in range(len(events))])
+        except Refused:
+            daemon.counters.signal("openadr3", "invalid")
+            raise
+        except OverflowError:  # a date plus a duration past year 9999 (e.g. P9998Y)
+            daemon.counters.signal("openadr3", "invalid")
+            return _error(
+                422,
+                "invalid OpenADR 3 notification",
+                [{"field": "object.intervalPeriod / intervals[].intervalPeriod",
+                  "problem": "a start plus its duration ends after year 9999; "
+                  "P9999Y means until cancelled"}],
+            )  # fmt: skip
         except OpenADRError as exc:
             daemon.counters.signal("openadr3", "invalid")
             return _error(

@@ -19,6 +19,7 @@ import hmac
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,10 +98,12 @@ def verify_webhook(
 
 
 def check_bearer(tokens: list[str], header: str | None, what: str) -> None:
-    """``Authorization: Bearer <token>`` against the configured tokens, in constant time."""
-    if not header or not header.startswith("Bearer "):
+    """``Authorization: Bearer <token>`` against the configured tokens, in constant time.
+    The scheme is case-insensitive (RFC 9110 section 11.1): ``bearer`` is accepted."""
+    scheme, _, given_text = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given_text.strip():
         raise AuthError(401, f"{what} needs 'Authorization: Bearer <token>'")
-    given = header.removeprefix("Bearer ").strip().encode()
+    given = given_text.strip().encode()
     ok = False
     for t in tokens:
         ok |= hmac.compare_digest(given, t.encode())
@@ -186,20 +189,79 @@ def webhook_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
 
 @dataclass
 class RateLimiter:
-    """Token bucket per client: ``rate`` requests per second, bursts up to ``burst``."""
+    """Token bucket per client: ``rate`` requests per second, bursts up to ``burst``.
+
+    At most ``max_clients`` buckets are kept, least recently seen dropped first (O(1) per
+    request): a client dropped returns with a full bucket, so the bound must stay well
+    above the clients a site has (its VTN, its operators, its proxies)."""
 
     rate: float = 2000.0
     burst: float = 4000.0
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    max_clients: int = 10_000
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
 
     def allow(self, client: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(client, (self.burst, now))
+        tokens, last = self._buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            return False
-        self._buckets[client] = (tokens - 1.0, now)
-        if len(self._buckets) > 10000:  # forget idle clients
-            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+        allowed = tokens >= 1.0
+        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class RecentBodies:
+    """Body digests of recent webhook ids, so that an id reused with another body is told
+    apart from a retry (409, not a silent 200). Bounded: ids older than ``keep_s`` (past
+    the timestamp tolerance a retry must meet) or beyond ``max_ids`` are forgotten."""
+
+    def __init__(self, keep_s: float = 2 * TOLERANCE_S + 60, max_ids: int = 100_000) -> None:
+        self.keep_s = keep_s
+        self.max_ids = max_ids
+        self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def check(self, msg_id: str, body: bytes, now: float | None = None) -> bool:
+        """True when ``msg_id`` is new or was seen with this same body; records it."""
+        now = time.monotonic() if now is None else now
+        while self._seen and next(iter(self._seen.values()))[1] < now - self.keep_s:
+            self._seen.popitem(last=False)
+        digest = hashlib.sha256(body).hexdigest()
+        seen = self._seen.get(msg_id)
+        if seen is not None:
+            return hmac.compare_digest(seen[0], digest)
+        self._seen[msg_id] = (digest, now)
+        if len(self._seen) > self.max_ids:
+            self._seen.popitem(last=False)
         return True
+
+    def forget(self, msg_id: str) -> None:
+        """A request refused after :meth:`check` (nothing stored): the id is free again."""
+        self._seen.pop(msg_id, None)
+
+
+def json_depth_over(body: bytes, max_depth: int) -> bool:
+    """Whether the JSON text nests arrays/objects deeper than ``max_depth``, found without
+    parsing (Python's parser recurses: a deep enough body raises RecursionError)."""
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False

@@ -1,0 +1,304 @@
+"""The API against bodies that parse but cannot be meant, and clients that misbehave: the
+real daemon process on loopback, answers checked for status and the field they name."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from scheduler.service.security import RateLimiter, RecentBodies, check_bearer, json_depth_over
+from tests.test_daemon import OADR_TOKEN, SECRET, DaemonProc, now_iso, post_signal, signed
+
+AUTH = {"Authorization": f"Bearer {OADR_TOKEN}"}
+
+
+def note(obj: dict[str, Any]) -> dict[str, Any]:
+    base = {
+        "id": "evt-h",
+        "programID": "prog-1",
+        "priority": 1,
+        "intervalPeriod": {"start": "0001-01-01T00:00:00Z", "duration": "P9999Y"},
+        "intervals": [{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [150]}]}],
+    }
+    return {"objectType": "EVENT", "operation": "CREATE", "object": {**base, **obj}}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+    d = DaemonProc(tmp_path_factory.mktemp("api"), base="127.66.0.0")
+    d.start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.stop()
+
+
+def problems(r: httpx.Response) -> str:
+    return json.dumps(r.json())
+
+
+# -- bodies that parse but are absurd --------------------------------------------------------
+
+
+def test_deeply_nested_json_is_422_not_500(daemon: DaemonProc) -> None:
+    body = b"[" * 1800 + b"]" * 1800  # under the 4096-byte cap of the test site
+    r = httpx.post(daemon.url + "/v1/signals", content=body, headers=signed(body), timeout=10)
+    assert r.status_code == 422 and "deeper than 32" in r.text
+    r = httpx.post(
+        daemon.url + "/openadr3/notifications",
+        content=body,
+        headers={**AUTH, "content-type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 422 and "deeper than 32" in r.text
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"start": "9999-12-31T23:00:00Z", "duration": "2h"}, "start"),
+        ({"start": "2026-01-01T00:00:00Z", "end": "9999-12-31T23:00:00Z"}, "end"),
+        ({"start": "2026-01-01T00:00:00Z", "duration": "99999999d"}, "duration"),
+        ({"start": "2026-01-01T00:00:00Z", "priority": "5"}, "priority"),
+    ],
+    ids=["year-9999-start", "year-9999-end", "huge-duration", "priority-as-string"],
+)
+def test_absurd_simple_signal_is_422_naming_the_field(
+    daemon: DaemonProc, event: dict[str, Any], field: str
+) -> None:
+    r = post_signal(daemon.url, {"id": f"abs-{field}", "type": "curtail", "limit_kw": 90, **event})
+    assert r.status_code == 422, r.text
+    assert field in [d["field"] for d in r.json()["detail"]]
+
+
+def test_openadr_duration_past_year_9999_is_422(daemon: DaemonProc) -> None:
+    body = note({"id": "evt-long", "intervalPeriod": {"start": now_iso(), "duration": "P9998Y"}})
+    r = httpx.post(daemon.url + "/openadr3/notifications", json=body, headers=AUTH, timeout=10)
+    assert r.status_code == 422, r.text
+    assert "duration" in problems(r)
+
+
+def test_duplicate_ids_in_one_request_are_refused(daemon: DaemonProc) -> None:
+    ev = {"id": "dup-1", "type": "alert", "level": 1, "start": now_iso()}
+    r = post_signal(daemon.url, [ev, {**ev, "level": 2}])
+    assert r.status_code == 422 and "appears 2 times" in r.text
+    intervals = [
+        {"id": 3, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [150]}]},
+        {"id": 3, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [90]}]},
+    ]
+    r = httpx.post(
+        daemon.url + "/openadr3/notifications",
+        json=note({"id": "evt-dup", "intervals": intervals}),
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 422 and "appears 2 times" in r.text, r.text
+
+
+# -- what a sender means, accepted ------------------------------------------------------------
+
+
+def test_lowercase_bearer_and_z_suffix_are_accepted(daemon: DaemonProc) -> None:
+    start = now_iso().replace("Z", "z")
+    r = httpx.post(
+        daemon.url + "/openadr3/notifications",
+        json=note({"id": "evt-lower", "intervalPeriod": {"start": start, "duration": "PT1H"}}),
+        headers={"Authorization": f"bearer {OADR_TOKEN}"},
+        timeout=10,
+    )
+    assert r.status_code == 202, r.text
+    r = post_signal(daemon.url, {"id": "z-1", "type": "alert", "level": 1, "start": start})
+    assert r.status_code == 202, r.text
+
+
+def test_bearer_scheme_is_case_insensitive_and_token_exact() -> None:
+    check_bearer(["tok"], "bearer tok", "x")
+    check_bearer(["tok"], "BEARER tok", "x")
+    with pytest.raises(Exception, match="not valid"):
+        check_bearer(["tok"], "bearer TOK", "x")
+
+
+# -- ids: replays, cancels, namespaces ------------------------------------------------------
+
+
+def test_webhook_id_reused_with_another_body_is_409(daemon: DaemonProc) -> None:
+    msg_id = f"msg-{uuid.uuid4()}"
+    first = {"id": "wh-1", "type": "alert", "level": 1, "start": now_iso()}
+    assert post_signal(daemon.url, first, msg_id=msg_id).status_code == 202
+    assert post_signal(daemon.url, first, msg_id=msg_id).status_code == 200  # a retry
+    other = {**first, "level": 3}
+    r = post_signal(daemon.url, other, msg_id=msg_id)
+    assert r.status_code == 409 and "another body" in r.text
+    # a refused body does not take the id: corrected, it is accepted
+    bad_id = f"msg-{uuid.uuid4()}"
+    assert post_signal(daemon.url, {**first, "priority": "x"}, msg_id=bad_id).status_code == 422
+    assert post_signal(daemon.url, {**first, "id": "wh-2"}, msg_id=bad_id).status_code == 202
+
+
+def test_cancel_of_an_unknown_id_is_404(daemon: DaemonProc) -> None:
+    r = post_signal(daemon.url, {"id": "never-sent", "type": "cancel"})
+    assert r.status_code == 404 and "never-sent" in r.text
+    ev = {"id": "to-cancel", "type": "alert", "level": 1, "start": now_iso()}
+    assert post_signal(daemon.url, ev).status_code == 202
+    assert post_signal(daemon.url, {"id": "to-cancel", "type": "cancel"}).status_code == 202
+    # cancelling again is not an error: the id is known
+    assert post_signal(daemon.url, {"id": "to-cancel", "type": "cancel"}).status_code == 202
+
+
+def test_simple_sender_cannot_touch_openadr_events(daemon: DaemonProc) -> None:
+    r = httpx.post(
+        daemon.url + "/openadr3/notifications",
+        json=note({"id": "evt-ns"}),
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 202, r.text
+    for ev in (
+        {"id": "oadr:evt-ns:0", "type": "cancel"},
+        {"id": "oadr:evt-ns:*", "type": "cancel"},
+        {"id": "oadr:evt-ns:0", "type": "curtail", "limit_kw": 10000, "start": now_iso()},
+    ):
+        r = post_signal(daemon.url, ev)
+        assert r.status_code == 422 and "openadr3" in r.text, r.text
+    signals = httpx.get(daemon.url + "/v1/signals", timeout=10).json()["signals"]
+    mine = [s for s in signals if s["id"] == "oadr:evt-ns:0"]
+    assert mine and mine[0]["_source"] == "openadr3" and mine[0]["limit_kw"] == 150
+
+
+def test_signal_command_cancel_needs_an_id_and_a_known_one(daemon: DaemonProc) -> None:
+    env = {**os.environ, "GRIDSCHED_WEBHOOK_SECRET": SECRET}
+    cmd = [sys.executable, "-m", "scheduler.cli", "signal", "cancel", "--url", daemon.url]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2 and "cancel needs --id" in res.stderr
+    res = subprocess.run(
+        [*cmd, "--id", "no-such-event"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 1 and res.stdout.startswith("404"), res.stdout + res.stderr
+
+
+# -- clients that misbehave -----------------------------------------------------------------
+
+
+LIMITED = """
+rate_per_s = 1
+max_connections = 8
+request_timeout_s = 1
+keep_alive_s = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+    d = DaemonProc(tmp_path_factory.mktemp("limited"), base="127.67.0.0")
+    d.site.write_text(d.site.read_text().replace("[daemon]\n", "[daemon]" + LIMITED, 1))
+    d.start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.stop()
+
+
+def test_x_forwarded_for_is_not_believed_without_a_configured_proxy(limited: DaemonProc) -> None:
+    codes = [
+        httpx.get(
+            limited.url + "/v1/status", headers={"X-Forwarded-For": f"10.9.0.{i}"}, timeout=10
+        ).status_code
+        for i in range(8)
+    ]
+    assert 429 in codes, codes  # one client, however many addresses it claims
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closes the connection (within a generous limit)."""
+    sock.settimeout(30)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_idle_and_slow_connections_are_closed(limited: DaemonProc) -> None:
+    host, port = "127.0.0.1", limited.port
+    idle = socket.create_connection((host, port))
+    slow = socket.create_connection((host, port))
+    slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    body = socket.create_connection((host, port))
+    body.sendall(b"POST /v1/signals HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    keep = socket.create_connection((host, port))
+    keep.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    for s in (idle, slow, body, keep):
+        assert _closed_by_server(s)
+        s.close()
+
+
+def test_connections_past_the_limit_get_503(limited: DaemonProc) -> None:
+    codes = []
+    for _ in range(5):  # the held sockets are idle: the 1 s request deadline may close them
+        held = [socket.create_connection(("127.0.0.1", limited.port)) for _ in range(8)]
+        try:
+            r = httpx.get(limited.url + "/healthz", timeout=10)
+        finally:
+            for s in held:
+                s.close()
+        codes.append(r.status_code)
+        if r.status_code == 503:  # uvicorn's own answer, before the app
+            break
+    assert 503 in codes, codes
+
+
+# -- bounded state ----------------------------------------------------------------------------
+
+
+def test_rate_limiter_state_is_bounded_and_keeps_active_clients() -> None:
+    lim = RateLimiter(rate=1.0, burst=2.0, max_clients=100)
+    assert lim.allow("busy", now=0.0) and lim.allow("busy", now=0.0)
+    assert not lim.allow("busy", now=0.0)
+    for i in range(10_000):
+        lim.allow(f"10.0.{i // 256}.{i % 256}", now=0.0)
+        if i % 50 == 0:
+            assert not lim.allow("busy", now=0.0)  # still limited while others come and go
+    assert len(lim) <= 100
+
+
+def test_recent_bodies_tell_a_retry_from_a_reuse() -> None:
+    seen = RecentBodies(keep_s=10, max_ids=3)
+    assert seen.check("a", b"1", now=0) and seen.check("a", b"1", now=1)
+    assert not seen.check("a", b"2", now=2)
+    assert seen.check("a", b"2", now=20)  # forgotten after keep_s
+    for k in "bcde":
+        seen.check(k, b"x", now=21)
+    assert seen.check("a", b"3", now=21)  # beyond max_ids, the oldest is forgotten
+
+
+def test_json_depth_ignores_brackets_in_strings() -> None:
+    assert not json_depth_over(b'{"a": "[[[[[[[[[[[["}', 3)
+    assert json_depth_over(b"[[[[1]]]]", 3)
+    assert not json_depth_over(b'[["\\"["]]', 2)
+
+
+# -- the container ----------------------------------------------------------------------------
+
+
+def test_container_binds_what_the_operator_chooses() -> None:
+    text = (Path(__file__).resolve().parent.parent / "deploy/container/Containerfile").read_text()
+    cmd = text.split("\nCMD", 1)[1]
+    assert "--listen" not in cmd  # the address comes from $GRIDSCHED_LISTEN
+    assert "ENV GRIDSCHED_LISTEN=127.0.0.1:8080" in text  # the default, documented in it
+    assert "-c constraints.txt" in text  # the versions the tests passed with
