@@ -308,3 +308,26 @@ def test_the_price_of_the_step_being_decided_is_not_seen() -> None:
     other[24 + 3] = 5000.0
     ob = policies.oracle(toy_setup(list(other), **LEAK_SITE))
     assert not (oa.n[:, 3] == ob.n[:, 3]).all()  # the oracle does see it
+
+
+def test_best_mode_steps_down_before_it_sleeps_units_at_the_interconnect() -> None:
+    site: dict[str, Any] = {
+        "site": {"name": "toy", "interconnect_kw": 25.0},
+        "devices": [
+            {
+                "name": "a",
+                "kind": "asic",
+                "count": 10,
+                "modes": [
+                    {"name": "eco", "power_kw": 2.0, "hashrate_ths": 80.0},
+                    {"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0},
+                ],
+            }
+        ],
+    }
+    setup = toy_setup([100.0] * (24 + 4 + 6), **site)
+    run = policies.best_mode(setup)
+    eco, stock = 0, 1
+    # stock pays most per unit (0.7 vs 0.6 USD/h) but 10 x 3 kW > 25 kW: 5 step down to eco
+    assert run.n[stock].tolist() == [5] * 4 and run.n[eco].tolist() == [5] * 4
+    assert (import_kw(period_inputs(setup), run.n) <= 25.0 + 1e-9).all()

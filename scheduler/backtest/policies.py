@@ -40,7 +40,7 @@ from scheduler.planner.inputs import (
     slot_peaks,
 )
 from scheduler.planner.optimize import Planner
-from scheduler.planner.rounding import import_kw, units_awake
+from scheduler.planner.rounding import EPS, import_kw, units_awake
 from scheduler.planner.shedding import shed_to_limit
 
 POLICIES = ("scheduler", "threshold", "best-mode", "best-mode+peaks", "always-on", "oracle")
@@ -144,9 +144,40 @@ def best_mode(setup: BacktestSetup, peaks_and_dr: bool = False) -> PolicyRun:
     else:
         # the interconnect only: a DR cap is not obeyed by this rule
         limit = np.where(np.isfinite(pin.dr_cap_kw), pin.interconnect_kw, pin.cap_kw)
-    n = shed_to_limit(pin, n, limit)
+    n = shed_to_limit(pin, _step_down_to_fit(pin, n, limit), limit)
     name = "best-mode+peaks" if peaks_and_dr else "best-mode"
     return PolicyRun(name, n, np.zeros(pin.T), np.zeros(pin.T), time.perf_counter() - t0)
+
+
+def _step_down_to_fit(pin: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> np.ndarray:
+    """Where miners in their best modes would exceed the limit, move units down to their
+    class's most efficient mode first (as an operator underclocks before switching units
+    off), the moves losing the least hashrate per kW freed first; shedding then sleeps
+    units only if that is not enough."""
+    n = n.copy()
+    m = pin.marginal_kw
+    excess = import_kw(pin, n) - limit_kw - EPS
+    if not (excess > 0).any():
+        return n
+    moves: list[tuple[float, int, int]] = []  # (TH/s lost per kW freed, from, to)
+    for c in range(pin.C):
+        ks = np.flatnonzero((pin.cm_class == c) & (pin.hashrate_ths > 0) & (m > 0))
+        if len(ks) < 2:
+            continue
+        eco = int(ks[np.argmax(pin.hashrate_ths[ks] / m[ks])])
+        for k in ks:
+            if k != eco and m[k] > m[eco]:
+                lost = (pin.hashrate_ths[k] - pin.hashrate_ths[eco]) / (m[k] - m[eco])
+                moves.append((float(lost), int(k), eco))
+    for _, k, eco in sorted(moves):
+        if not (excess > 0).any():
+            break
+        freed = m[k] - m[eco]
+        move = np.minimum(n[k], np.ceil(np.maximum(excess, 0.0) / freed - EPS)).astype(np.int64)
+        n[k] -= move
+        n[eco] += move
+        excess -= move * freed
+    return n
 
 
 def _first_step(inp: PlanInputs, planner: Planner) -> tuple[np.ndarray, float, float, bool]:
