@@ -11,6 +11,7 @@ no AC meter model in the map, SunSpec's "not implemented" value) is a
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,9 @@ class ModbusMeter:
     """One meter over Modbus TCP; connects on first use and after a failure."""
 
     def __init__(self, config: SiteMeter) -> None:
+        # pymodbus logs every failed connection attempt (each poll while a meter is down);
+        # the daemon says a meter's failure once per change, with the reason.
+        logging.getLogger("pymodbus.logging").setLevel(logging.ERROR)
         self.config = config
         self._client: Any = None
         self._w_at: int | None = None  # SunSpec: address of W (W_SF is 4 registers on)
@@ -156,8 +160,17 @@ class ModbusMeter:
         return float(w) * 10.0**sf
 
     async def read(self) -> MeterReading:
+        """Import now; any failure is a :class:`MeterError` (this is the library's edge)."""
         async with self._lock:
-            w = await self._read_w()
+            try:
+                w = await self._read_w()
+            except MeterError:
+                raise
+            except Exception as exc:  # pymodbus on an odd reply: say so, do not crash a poll
+                self.close()
+                raise MeterError(
+                    f"reading the meter at {self.address}: {type(exc).__name__}: {exc}"
+                ) from None
         return MeterReading(-w if self.config.invert else w, time.time())
 
     def close(self) -> None:

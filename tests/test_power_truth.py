@@ -11,6 +11,7 @@ whose telemetry replies cannot be parsed while it still takes commands.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import csv
 import json
@@ -19,13 +20,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from adapters.asic import LUXOS_TELEMETRY
 from adapters.base import Health
 from adapters.sim.miner import SimMiner
 from scheduler.cli.main import main as cli_main
+from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry
-from tests.test_dispatch import _daemon_of, curtail, running
+from scheduler.service.security import sign
+from tests.test_dispatch import _daemon_of, curtail, fast_path_done, running
 
 SITE = """
 [site]
@@ -145,11 +151,14 @@ def test_a_miner_never_read_counts_at_its_modes_nameplate(tmp_path: Path) -> Non
 
 
 def test_a_curtail_commands_a_miner_whose_reads_fail_and_claims_no_compliance(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The issue's case: one miner hashing at about 3 kW that cannot be read; a curtail to
-    1 kW. It is commanded (it may be hashing: here it takes commands), the audit shows
-    the command, and compliance is unverified, not met on a made-up 0.2 kW."""
+    """The issue's case, over HTTP: one miner hashing at about 3 kW that cannot be read; a
+    signed curtail to 1 kW. It is commanded (it may be hashing: here it takes commands),
+    the audit shows the command, and /v1/status says compliance is unverified, not met on
+    a made-up 0.2 kW."""
+    secret = "whsec_" + base64.b64encode(b"power-truth-test-secret").decode()
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", secret)
     d = _site(tmp_path, 1, "127.23.2.0")
 
     async def go() -> None:
@@ -164,12 +173,27 @@ def test_a_curtail_commands_a_miner_whose_reads_fail_and_claims_no_compliance(
             # under the interconnect's 500 kW even at its most: that much can be shown
             assert before["compliance"]["state"] == "met"
             assert "even at their most" in before["compliance"]["reason"]
-            await curtail(d, 1.0)
-            assert miner.state.phase in ("sleeping", "curtailing")  # it was commanded
+            body = json.dumps(
+                {"id": "dr", "type": "curtail", "start": "2020-01-01T00:00:00Z", "limit_kw": 1}
+            ).encode()
+            ts = int(time.time())
+            headers = {
+                "webhook-id": "msg-1",
+                "webhook-timestamp": str(ts),
+                "webhook-signature": sign(secret, "msg-1", ts, body),
+                "content-type": "application/json",
+            }
+            transport = httpx.ASGITransport(app=create_app(d))
+            async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
+                r = await c.post("/v1/signals", content=body, headers=headers)
+                assert r.status_code == 202, r.text
+                await fast_path_done(d)
+                assert miner.state.phase in ("sleeping", "curtailing")  # it was commanded
+                status = (await c.get("/v1/status")).json()
             rows = [b for *_, b, _h in d.store.records(0, time.time() + 1, ("commands",))]
             sent = [o for b in rows if b["why"] == "fast-path" for o in b["outcomes"]]
             assert [o["device"] for o in sent] == [device] and sent[0]["ok"]
-            after = d.status()
+            after = status
             # accepted is not done: nothing read shows the miner asleep
             assert after["import_kw"] > 1.0
             c = after["compliance"]
