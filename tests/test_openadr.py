@@ -362,34 +362,50 @@ def test_every_enumerated_payload_type_has_a_handling() -> None:
 # -- 3.0.1 notifications keep working -------------------------------------------------------------
 
 
-def test_a_3_0_1_notification_is_read_alike() -> None:
-    evs = notification_to_events(
-        {
+def v301_notification() -> dict[str, Any]:
+    """One event as a 3.0.1 VTN sends it: POST, targets as valuesMaps, no objectType in the
+    descriptors."""
+    return {
+        "objectType": "EVENT",
+        "operation": "POST",
+        "object": {
+            "id": "e301",
+            "createdDateTime": "2026-08-10T16:00:00Z",
+            "modificationDateTime": "2026-08-10T16:30:00Z",
+            "programID": "p",
             "objectType": "EVENT",
-            "operation": "POST",
-            "object": {
-                "id": "e301",
-                "programID": "p",
-                "objectType": "EVENT",
-                "priority": 3,
-                "targets": [{"type": "VEN_NAME", "values": ["ven_0999"]}],
-                "payloadDescriptors": PRICE_KWH + KW,
-                "intervalPeriod": {"start": T0, "duration": "PT1H", "randomizeStart": "PT0S"},
-                "intervals": [
-                    {
-                        "id": 0,
-                        "payloads": [
-                            {"type": "PRICE", "values": [0.2]},
-                            {"type": "IMPORT_CAPACITY_LIMIT", "values": [250]},
-                        ],
-                    },
-                    {"id": 1, "payloads": [{"type": "SIMPLE", "values": [2]}]},
-                ],
-            },
+            "priority": 3,
+            "targets": [{"type": "VEN_NAME", "values": ["ven_0999"]}],
+            "payloadDescriptors": PRICE_KWH + KW,
+            "intervalPeriod": {"start": T0, "duration": "PT1H", "randomizeStart": "PT0S"},
+            "intervals": [
+                {
+                    "id": 0,
+                    "payloads": [
+                        {"type": "PRICE", "values": [0.2]},
+                        {"type": "IMPORT_CAPACITY_LIMIT", "values": [250]},
+                    ],
+                },
+                {"id": 1, "payloads": [{"type": "SIMPLE", "values": [2]}]},
+            ],
         },
-        NOW,
-        SITE,
-    )
+    }
+
+
+def v310_notification() -> dict[str, Any]:
+    """The same event as a 3.1.0 VTN sends it: CREATE, targets as strings."""
+    body = v301_notification()
+    obj = body["object"]
+    obj["targets"] = ["ven_0999"]
+    obj["payloadDescriptors"] = [
+        {"objectType": "EVENT_PAYLOAD_DESCRIPTOR", **d} for d in obj["payloadDescriptors"]
+    ]
+    return {**body, "operation": "CREATE"}
+
+
+@pytest.mark.parametrize("body", [v301_notification(), v310_notification()], ids=["3.0.1", "3.1.0"])
+def test_3_0_1_and_3_1_0_notifications_are_read_alike(body: dict[str, Any]) -> None:
+    evs = notification_to_events(body, NOW, SITE)
     assert evs[0] == {"id": "oadr:e301:*", "type": "cancel", "source": "openadr3"}
     (p,) = kinds(evs, "price")
     (c, s) = kinds(evs, "curtail")

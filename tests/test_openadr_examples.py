@@ -276,3 +276,30 @@ def test_every_enumerated_payload_type_is_acted_on_or_recorded() -> None:
         assert events and all(e["payload_type"] == kind for e in events), kind
         if not outcome.acted:
             assert [e["type"] for e in events] == ["notice"] and outcome.reason, kind
+
+
+V301 = SPEC.parent / "3.0.1" / "openadr3.yaml"
+
+
+@pytest.mark.skipif(not V301.exists(), reason="../shared/openadr3 is absent")
+@pytest.mark.parametrize("version", ["3.0.1", "3.1.0"])
+def test_the_test_notifications_are_valid_for_their_version(version: str) -> None:
+    """The notifications the version tests send are what that version's OpenAPI definition
+    allows (the event against components/schemas/event, the operation against its enum)."""
+    yaml = pytest.importorskip("yaml")
+    oas = pytest.importorskip("openapi_schema_validator")
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    from tests.test_openadr import v301_notification, v310_notification
+
+    spec = yaml.safe_load((SPEC.parent / version / "openadr3.yaml").read_text())
+    registry = Registry().with_resource(
+        "urn:oadr", Resource.from_contents(spec, default_specification=DRAFT4)
+    )
+    body = v301_notification() if version == "3.0.1" else v310_notification()
+    ops = spec["components"]["schemas"]["notification"]["properties"]["operation"]["enum"]
+    assert body["operation"] in ops
+    event = oas.OAS30Validator({"$ref": "urn:oadr#/components/schemas/event"}, registry=registry)
+    assert [e.message for e in event.iter_errors(body["object"])] == []
+    assert read_notification(body, NOW, MINERS).events
