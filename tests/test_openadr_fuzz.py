@@ -67,7 +67,7 @@ notification = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(notification)
 def test_any_notification_reads_or_names_the_field(body: dict[str, Any]) -> None:
     try:
