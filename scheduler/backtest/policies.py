@@ -164,11 +164,11 @@ def _step_down_to_fit(pin: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> n
         ks = np.flatnonzero((pin.cm_class == c) & (pin.hashrate_ths > 0) & (m > 0))
         if len(ks) < 2:
             continue
-        eco = int(ks[np.argmax(pin.hashrate_ths[ks] / m[ks])])
-        for k in ks:
-            if k != eco and m[k] > m[eco]:
-                lost = (pin.hashrate_ths[k] - pin.hashrate_ths[eco]) / (m[k] - m[eco])
-                moves.append((float(lost), int(k), eco))
+        best = int(ks[np.argmax(pin.hashrate_ths[ks] / m[ks])])
+        for k in ks.tolist():
+            if k != best and m[k] > m[best]:
+                lost = (pin.hashrate_ths[k] - pin.hashrate_ths[best]) / (m[k] - m[best])
+                moves.append((float(lost), k, best))
     for _, k, eco in sorted(moves):
         if not (excess > 0).any():
             break
