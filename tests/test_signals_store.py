@@ -250,3 +250,41 @@ def test_one_bad_write_is_rolled_back_whole_and_the_batch_goes_on(tmp_path: Path
     con = sqlite3.connect(db)
     assert [r[0] for r in con.execute("SELECT id FROM signals")] == ["ok"]
     assert [r[0] for r in con.execute("SELECT id FROM webhook_ids")] == ["w-ok"]
+
+
+def test_signals_read_while_signals_are_written_see_no_false_tampering(tmp_path: Path) -> None:
+    """The signals table and the records it is checked against are read in one snapshot: a
+    signal committed between the two reads is not taken for a row no record wrote."""
+    db = tmp_path / "s.db"
+    seen: list[str] = []
+
+    async def go() -> None:
+        store = Store(db)
+        store.start()
+        done = asyncio.Event()
+
+        async def writer() -> None:
+            for k in range(0, 300, 10):
+                evs = [
+                    {"id": f"s{i}", "type": "curtail", "limit_kw": 5.0, "_ends_at": 4e11}
+                    for i in range(k, k + 10)
+                ]
+                await asyncio.gather(
+                    *(store.add_signals([e], "simple", None, "{}", 9e9) for e in evs)
+                )
+            done.set()
+
+        async def reader() -> None:
+            while not done.is_set():
+                store.signals()
+                seen.extend(p.text for p in store.signal_problems)
+                await asyncio.sleep(0)
+
+        try:
+            await asyncio.gather(writer(), reader())
+        finally:
+            store.close()
+
+    asyncio.run(go())
+    assert not seen, seen[:3]
+    assert len(Store(db).signals()) == 300

@@ -117,7 +117,21 @@ def check(
 
     Records of ``signal`` kind after ``after_seq`` (the archive anchor) are replayed; each
     record's own hash is checked first, so a record edited with its row is not trusted.
+    Both are read in one snapshot: a signal the writer commits between the two reads would
+    otherwise look like a row no record wrote.
     """
+    if con.in_transaction:
+        return _check(con, after_seq, now)
+    con.execute("BEGIN")
+    try:
+        return _check(con, after_seq, now)
+    finally:
+        con.execute("COMMIT")
+
+
+def _check(
+    con: sqlite3.Connection, after_seq: int, now: float
+) -> tuple[dict[str, Row], list[Problem]]:
     problems: list[Problem] = []
     good: list[tuple[int, float, str]] = []
     q = "SELECT seq, at, payload, prev, hash FROM log WHERE kind = 'signal' AND seq > ? "
