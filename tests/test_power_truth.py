@@ -30,6 +30,7 @@ from scheduler.cli.main import main as cli_main
 from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry
+from scheduler.service.power import ComplianceState, DevicePower, judge, site_power
 from scheduler.service.security import sign
 from tests.test_dispatch import _daemon_of, curtail, fast_path_done, running
 
@@ -285,3 +286,24 @@ def test_compliance_is_met_not_met_or_unverified_in_status_metrics_audit_and_exp
         exported = [r for r in csv.DictReader(fh) if r["subject"] == "cap compliance"]
     assert [r["value"] for r in exported] == ["met", "unverified", "not_met"]
     assert "not read" in json.loads(exported[1]["detail"])["reason"]
+
+
+def test_the_rules_of_compliance() -> None:
+    """``judge`` alone: every device read, unread ones that fit even at their most, unread
+    ones that might not, what is read alone above the cap, and classes without adapters
+    (counted as planned: nothing reads them)."""
+    read = {"a": ("asic", DevicePower(3.0, True, 3.0))}
+    unread = {**read, "b": ("asic", DevicePower(3.0, False, 3.8))}
+    assert judge(10.0, site_power(read, 0.0, 1.0, 0.2)).state is ComplianceState.MET
+    assert judge(3.0, site_power(read, 0.0, 1.0, 0.2)).state is ComplianceState.NOT_MET
+    assert judge(10.0, site_power(unread, 0.0, 1.0, 0.2)).state is ComplianceState.MET
+    c = judge(6.5, site_power(unread, 0.0, 1.0, 0.2))  # 6.2 estimated, 7.0 at most
+    assert c.state is ComplianceState.UNVERIFIED and c.estimated_kw == 3.0
+    assert judge(3.1, site_power(unread, 0.0, 1.0, 0.2)).state is ComplianceState.NOT_MET
+    planned = site_power(read, 2.0, 1.0, 0.2, unmanaged_worst_kw=4.0)  # 5.2 now, 7.2 at most
+    c = judge(6.0, planned)
+    assert c.state is ComplianceState.UNVERIFIED and "without adapters" in c.reason
+    assert judge(8.0, planned).state is ComplianceState.MET
+    # a meter settles it either way, whatever is not read
+    assert judge(6.0, planned, meter_kw=5.9).state is ComplianceState.MET
+    assert judge(6.0, planned, meter_kw=6.1).state is ComplianceState.NOT_MET

@@ -581,14 +581,19 @@ class Daemon:
             for i, st in self.fleet.status.items()
         }
         unmanaged = 0.0  # classes without adapters: as planned
+        managed = {st.group for st in self.fleet.status.values()}
         if self.plan is not None:
             k = self.plan_index(time.time())
-            managed = {st.group for st in self.fleet.status.values()}
             for cp in self.plan.classes:
                 if cp.name not in managed and k is not None:
                     unmanaged += float(cp.power_kw[k])
+        worst = sum(  # and at most every unit at its top mode
+            dc.units * max(m.power_kw for m in dc.modes)
+            for dc in self.config.devices
+            if dc.name not in managed
+        )
         site = self.config.site
-        return site_power(devices, unmanaged, site.pue, site.base_load_kw)
+        return site_power(devices, unmanaged, site.pue, site.base_load_kw, worst)
 
     def _device_power(self, device_id: str, expect: bool) -> DevicePower:
         dc = self._class_of(device_id)

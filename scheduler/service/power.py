@@ -52,6 +52,7 @@ class SitePower:
     estimated_kw: float  # at the meter, the part of it from devices not read
     worst_import_kw: float  # with every unread device at its worst
     devices_unread: int
+    unmanaged_worst_kw: float = 0.0  # classes without adapters, every unit at its top mode
 
 
 def estimate_kw(
@@ -71,8 +72,11 @@ def site_power(
     unmanaged_kw: float,
     pue: float,
     base_load_kw: float,
+    unmanaged_worst_kw: float = 0.0,
 ) -> SitePower:
-    """Sum ``devices`` (device -> (kind, power)) into the site's account."""
+    """Sum ``devices`` (device -> (kind, power)) into the site's account. Classes without
+    adapters (``unmanaged_kw``, as planned) are nothing read either: estimated, at most
+    ``unmanaged_worst_kw``."""
     it = {"asic": 0.0, "gpu": 0.0}
     est = worst_extra = 0.0
     unread = 0
@@ -83,14 +87,16 @@ def site_power(
             est += p.kw
             worst_extra += max(p.worst_kw - p.kw, 0.0)
     load = pue * (it["asic"] + it["gpu"] + unmanaged_kw) + base_load_kw
+    worst_extra += max(unmanaged_worst_kw - unmanaged_kw, 0.0)
     return SitePower(
         asic_kw=it["asic"],
         gpu_kw=it["gpu"],
         unmanaged_kw=unmanaged_kw,
         devices_import_kw=load,
-        estimated_kw=pue * est,
+        estimated_kw=pue * (est + unmanaged_kw),
         worst_import_kw=load + pue * worst_extra,
         devices_unread=unread,
+        unmanaged_worst_kw=unmanaged_worst_kw,
     )
 
 
@@ -152,13 +158,15 @@ def judge(
     why_no_meter = f"; the site meter cannot be read ({meter_error})" if meter_error else ""
     load = power.devices_import_kw
     n = power.devices_unread
-    if n == 0:
+    if n == 0 and power.unmanaged_worst_kw == 0:
         met = load <= cap_kw + CAP_TOLERANCE_KW
         word = "at or under" if met else "above"
         reason = f"every device read: import {load:.3f} kW, {word} the cap of {cap_kw:.3f} kW"
         state = ComplianceState.MET if met else ComplianceState.NOT_MET
         return result(state, reason + why_no_meter, load)
     devices = f"{n} device{'s' if n != 1 else ''}"
+    if power.unmanaged_worst_kw > 0:  # counted as planned: nothing reads them
+        devices += f" and the classes without adapters ({power.unmanaged_kw:.3f} kW as planned)"
     read_kw = load - power.estimated_kw
     if read_kw > cap_kw + CAP_TOLERANCE_KW:
         reason = (
