@@ -113,6 +113,17 @@ class Mining(_Strict):
     hashprice_usd_per_ths_day: NonNeg = 0.05
     pool_fee: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
+    @field_validator("hashprice_usd_per_ths_day")
+    @classmethod
+    def _per_th(cls, v: float) -> float:
+        # 0.03-0.45 since 2020: a value in the tens is a per-PH/s figure, 1000x too large
+        if v > 5.0:
+            raise ValueError(
+                f"{v:g} USD per TH/s per day is implausible (0.03-0.45 since 2020, at most 5 "
+                f"taken); a per PH/s figure divides by 1000, e.g. {v / 1000:g}"
+            )
+        return v
+
     @property
     def net_hashprice(self) -> float:
         return self.hashprice_usd_per_ths_day * (1.0 - self.pool_fee)

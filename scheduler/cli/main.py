@@ -82,13 +82,62 @@ def prices_from_args(
     )
 
 
+#: Steps one plan may have: the LP grows with steps x classes x modes, and 525,600 one-minute
+#: steps (a year) ran out of memory. 20,000 is 69 days at 5 min, 2.3 years at 1 h.
+MAX_STEPS = 20_000
+#: USD per TH/s per day has stayed within 0.03-0.45 since 2020; above this it is almost
+#: surely a per-PH/s figure (1,000 times larger).
+MAX_HASHPRICE = 5.0
+
+
 def _grid(args: argparse.Namespace) -> TimeGrid:
     step = parse_duration_s(args.step)
     horizon = parse_duration_s(args.horizon)
+    if not args.resolution and horizon // step > MAX_STEPS:
+        raise UsageError(
+            f"--horizon {args.horizon} at --step {args.step} is {horizon // step:,} steps; "
+            f"a plan takes at most {MAX_STEPS:,}: shorten --horizon, lengthen --step, or use "
+            "--resolution (e.g. '5min:2h,1h')"
+        )
     start = _parse_start(args.start, first_step_s(args.resolution) if args.resolution else step)
-    if args.resolution:
-        return multires_grid(start, horizon, args.resolution)
-    return uniform_grid(start, horizon, step)
+    grid = (
+        multires_grid(start, horizon, args.resolution)
+        if args.resolution
+        else uniform_grid(start, horizon, step)
+    )
+    if len(grid.starts_s) > MAX_STEPS:
+        raise UsageError(
+            f"--resolution {args.resolution} over --horizon {args.horizon} is "
+            f"{len(grid.starts_s):,} steps; a plan takes at most {MAX_STEPS:,}"
+        )
+    return grid
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numbers that parse but cannot be meant, refused with their unit."""
+    hp = args.hashprice
+    if hp is not None and not 0 <= hp <= MAX_HASHPRICE:
+        if hp < 0:
+            raise UsageError(f"--hashprice {hp:g}: USD per TH/s per day must be >= 0")
+        raise UsageError(
+            f"--hashprice {hp:g} USD per TH/s per day is implausible (it has been 0.03-0.45 "
+            f"since 2020; at most {MAX_HASHPRICE:g} is taken): a per PH/s figure divides by "
+            f"1000, e.g. {hp / 1000:g}"
+        )
+    if args.current_load_kw is not None and not args.current_load_kw >= 0:
+        raise UsageError(
+            f"--current-load-kw {args.current_load_kw:g}: the import measured now must be >= 0 kW"
+        )
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output files go into existing folders: said before solving, not after."""
+    for flag, dest in (("--plot", args.plot), ("--csv", args.csv), ("--json-out", args.json_out)):
+        if dest and not Path(dest).resolve().parent.is_dir():
+            raise UsageError(
+                f"{flag} {dest}: the folder {Path(dest).parent} does not exist; create it "
+                "or choose another path"
+            )
 
 
 def read_events(args: argparse.Namespace, config: SiteConfig) -> list[GridEvent]:
@@ -112,6 +161,8 @@ def read_events(args: argparse.Namespace, config: SiteConfig) -> list[GridEvent]
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    _check_numbers(args)
+    _check_outputs(args)
     config = load_site(args.config)
     grid = _grid(args)
     prices = prices_from_args(config, args, int(grid.starts_s[0]), int(grid.ends_s[-1]))
