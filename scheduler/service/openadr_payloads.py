@@ -106,7 +106,9 @@ for _kind in ("SUBSCRIPTION", "RESERVATION", "RESERVATION_FEE", "AVAILABLE", "AV
             f"{_NOT_MODELLED} (capacity subscriptions and reservations are not modelled)",
             f"{_DEF}; User Guide 8.10.2",
         )
-PRIVATE = Handling(f"{_NOT_MODELLED} (a private type)", "User Guide 7.6, private extensions")
+PRIVATE = Handling(
+    f"{_NOT_MODELLED} (a private type)", "Definition, valuesMap: enumerated or private strings"
+)
 
 ALERTS_ACTED = ("ALERT_GRID_EMERGENCY", "ALERT_BLACK_START", "ALERT_FLEX_ALERT")
 #: units a descriptor may leave out: User Guide 8.10.1 announces capacity limits in kW
