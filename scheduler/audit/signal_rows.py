@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scheduler.audit.chain import Problem, canonical, chain_hash
@@ -71,37 +70,55 @@ def write(
     return ids
 
 
-def replay(
-    records: Iterable[tuple[int, float, str]],
-) -> tuple[dict[str, Row], list[tuple[int, float, str]]]:
-    """Rows as ``(seq, at, payload)`` signal records leave them, and the cancels that
-    touched ids no record in ``records`` created: ``(seq, at, id or prefix*)``."""
-    rows: dict[str, Row] = {}
-    orphan_cancels: list[tuple[int, float, str]] = []
-    for seq, at, payload in records:
+@dataclass
+class Replay:
+    """The table as the chain's signal records after ``after_seq`` leave it, read up to
+    record ``upto``. The store keeps one and advances it at each read, so a read replays
+    only the records written since (each record's hash checked once, when first read)."""
+
+    after_seq: int
+    upto: int
+    rows: dict[str, Row] = field(default_factory=dict)
+    by_prefix: dict[str, set[str]] = field(default_factory=dict)  # "oadr:e1:" -> its ids
+    cancels: list[tuple[int, float, str]] = field(default_factory=list)
+    bad: list[Problem] = field(default_factory=list)  # signal records whose hash is broken
+
+    def apply(self, seq: int, at: float, payload: str) -> None:
+        """One record's events, in order, by :func:`write`'s rules."""
         body = json.loads(payload)
         src = str(body.get("source", ""))
         for ev in body.get("events", []):
             eid = str(ev["id"])
             if ev.get("type") == "cancel":
-                prefix = eid[:-1] if eid.endswith(":*") else None
-                hit = [i for i in rows if (i.startswith(prefix) if prefix else i == eid)]
+                hit = self.by_prefix.get(eid[:-1], set()) if eid.endswith(":*") else {eid}
                 for i in hit:
-                    if rows[i].cancelled_at is None:
-                        rows[i] = replace(rows[i], cancelled_at=at, seq=seq)
-                orphan_cancels.append((seq, at, eid))
+                    row = self.rows.get(i)
+                    if row is not None and row.cancelled_at is None:
+                        self.rows[i] = replace(row, cancelled_at=at, seq=seq)
+                self.cancels.append((seq, at, eid))
                 continue
             ends = float(ev.get("_ends_at", DEFAULT_ENDS_AT))
-            rows[eid] = Row(eid, at, src, canonical(ev), ends, None, seq)
-    return rows, orphan_cancels
+            self.rows[eid] = Row(eid, at, src, canonical(ev), ends, None, seq)
+            for k in range(len(eid)):  # every prefix a ":*" cancel can name
+                if eid[k] == ":":
+                    self.by_prefix.setdefault(eid[: k + 1], set()).add(eid)
+
+    def advance(self, con: sqlite3.Connection) -> None:
+        q = "SELECT seq, at, payload, prev, hash FROM log WHERE kind = 'signal' AND seq > ? "
+        for seq, at, payload, prev, h in con.execute(q + "ORDER BY seq", (self.upto,)):
+            self.upto = int(seq)
+            if chain_hash(prev, seq, at, "signal", payload) != h:
+                why = f"signal record {seq} was edited: its events are not trusted"
+                self.bad.append(Problem("signal", seq, why))
+                continue
+            self.apply(int(seq), float(at), str(payload))
 
 
-def table(con: sqlite3.Connection) -> dict[str, Row]:
-    q = "SELECT id, received_at, source, event, ends_at, cancelled_at FROM signals"
-    return {
-        r[0]: Row(str(r[0]), float(r[1]), str(r[2]), str(r[3]), float(r[4]), r[5])
-        for r in con.execute(q)
-    }
+ROW_Q = "SELECT id, received_at, source, event, ends_at, cancelled_at FROM signals"
+
+
+def _row(r: tuple[Any, ...]) -> Row:
+    return Row(str(r[0]), float(r[1]), str(r[2]), str(r[3]), float(r[4]), r[5])
 
 
 def _touches(cancel_id: str, row_id: str) -> bool:
@@ -111,88 +128,77 @@ def _touches(cancel_id: str, row_id: str) -> bool:
 
 
 def check(
-    con: sqlite3.Connection, after_seq: int, now: float
-) -> tuple[dict[str, Row], list[Problem]]:
-    """The rows to trust (the chain's version of each) and what differs in the table.
+    con: sqlite3.Connection,
+    after_seq: int,
+    now: float,
+    state: Replay | None = None,
+    full: bool = True,
+) -> tuple[Replay, list[Problem]]:
+    """The chain's version of the table (``Replay.rows``, what to trust) and what differs
+    in the table: every row (``full``, for ``audit verify``) or the rows in force on
+    either side (the daemon's reads). ``state``: a replay to advance (a new one when None
+    or when the archive anchor moved).
 
-    Records of ``signal`` kind after ``after_seq`` (the archive anchor) are replayed; each
-    record's own hash is checked first, so a record edited with its row is not trusted.
     Both are read in one snapshot: a signal the writer commits between the two reads would
     otherwise look like a row no record wrote.
     """
     if con.in_transaction:
-        return _check(con, after_seq, now)
+        return _check(con, after_seq, now, state, full)
     con.execute("BEGIN")
     try:
-        return _check(con, after_seq, now)
+        return _check(con, after_seq, now, state, full)
     finally:
         con.execute("COMMIT")
 
 
 def _check(
-    con: sqlite3.Connection, after_seq: int, now: float
-) -> tuple[dict[str, Row], list[Problem]]:
-    problems: list[Problem] = []
-    good: list[tuple[int, float, str]] = []
-    q = "SELECT seq, at, payload, prev, hash FROM log WHERE kind = 'signal' AND seq > ? "
-    for seq, at, payload, prev, h in con.execute(q + "ORDER BY seq", (after_seq,)):
-        if chain_hash(prev, seq, at, "signal", payload) != h:
-            problems.append(
-                Problem(
-                    "signal", seq, f"signal record {seq} was edited: its events are not trusted"
-                )
-            )
-            continue
-        good.append((int(seq), float(at), str(payload)))
-    expected, cancels = replay(good)
-    stored = table(con)
-    trusted: dict[str, Row] = {}
-    for eid, want in expected.items():
+    con: sqlite3.Connection, after_seq: int, now: float, state: Replay | None, full: bool
+) -> tuple[Replay, list[Problem]]:
+    if state is None or state.after_seq != after_seq:
+        state = Replay(after_seq, after_seq)
+    state.advance(con)
+    problems = list(state.bad)
+    expected = state.rows
+    if full:
+        stored = {r[0]: _row(r) for r in con.execute(ROW_Q)}
+        wanted = list(expected)
+    else:
+        live = " WHERE cancelled_at IS NULL AND ends_at > ?"
+        stored = {r[0]: _row(r) for r in con.execute(ROW_Q + live, (now,))}
+        wanted = [i for i, r in expected.items() if r.cancelled_at is None and r.ends_at > now]
+        for eid in wanted:  # in force by the chain, not by the table: read that row too
+            if eid not in stored:
+                row = con.execute(ROW_Q + " WHERE id = ?", (eid,)).fetchone()
+                if row is not None:
+                    stored[eid] = _row(row)
+    for eid in wanted:
+        want = expected[eid]
         got = stored.get(eid)
-        trusted[eid] = want
         if got is None:
-            problems.append(
-                Problem(
-                    "signal",
-                    want.seq,
-                    f"signal {eid!r} of record {want.seq} is missing from the signals table",
-                )
-            )
+            why = f"signal {eid!r} of record {want.seq} is missing from the signals table"
+            problems.append(Problem("signal", want.seq, why))
         elif replace(got, seq=want.seq) != want:
             fields = [
                 f for f in ("received_at", "source", "event", "ends_at", "cancelled_at")
                 if getattr(got, f) != getattr(want, f)
             ]  # fmt: skip
-            problems.append(
-                Problem(
-                    "signal",
-                    want.seq,
-                    f"signals row {eid!r} differs from record {want.seq} in {', '.join(fields)}",
-                )
-            )
+            why = f"signals row {eid!r} differs from record {want.seq} in {', '.join(fields)}"
+            problems.append(Problem("signal", want.seq, why))
     for eid, got in stored.items():
         if eid in expected:
+            if not full and eid not in wanted:  # in force in the table, over in the chain
+                want = expected[eid]
+                why = f"signals row {eid!r} is in force, but record {want.seq} ended it"
+                problems.append(Problem("signal", want.seq, why))
             continue
-        hits = [c for c in cancels if _touches(c[2], eid)]
+        hits = [c for c in state.cancels if _touches(c[2], eid)]
         if hits and got.cancelled_at is None:
-            problems.append(
-                Problem(
-                    "signal",
-                    hits[0][0],
-                    f"signals row {eid!r} is in force, but record {hits[0][0]} cancelled it",
-                )
-            )
+            why = f"signals row {eid!r} is in force, but record {hits[0][0]} cancelled it"
+            problems.append(Problem("signal", hits[0][0], why))
         elif got.cancelled_at is None and got.ends_at > now:
-            problems.append(
-                Problem(
-                    "signal",
-                    None,
-                    f"signals row {eid!r} is in force but was written by no record in the chain",
-                )
-            )
-        else:
-            trusted[eid] = got  # over, its records archived: nothing to enforce
-    return trusted, problems
+            why = f"signals row {eid!r} is in force but was written by no record in the chain"
+            problems.append(Problem("signal", None, why))
+    return state, problems
 
 
 def live_seqs(rows: dict[str, Row], now: float) -> list[int]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -108,6 +109,7 @@ class Store:
         self.head_file = head_path(self.path)
         self.head_error: str | None = None  # a checkpoint that could not be written
         self.signal_problems: list[Problem] = []
+        self._replay: signal_rows.Replay | None = None  # the signals table per the chain
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._read = self._connect()
@@ -462,17 +464,18 @@ class Store:
         the chain wrote them: a row that differs from its record is taken from the record,
         a row no record wrote is left out (each said in :attr:`signal_problems`)."""
         now = time.time()
-        rows, problems = signal_rows.check(self._read, self.anchor().seq, now)
+        self._replay, problems = signal_rows.check(
+            self._read, self.anchor().seq, now, self._replay, full=False
+        )
+        rows = self._replay.rows
         if problems != self.signal_problems:
             for p in problems:
                 log.error("%s: %s; enforcing what the chain holds", self.path, p.text)
         self.signal_problems = problems
+        after = -math.inf if include_ended_after is None else include_ended_after
         out = []
-        for r in sorted(rows.values(), key=lambda r: r.received_at):
-            if r.cancelled_at is not None:
-                continue
-            if include_ended_after is not None and r.ends_at <= include_ended_after:
-                continue
+        kept = (r for r in rows.values() if r.cancelled_at is None and r.ends_at > after)
+        for r in sorted(kept, key=lambda r: r.received_at):
             ev = json.loads(r.event)
             ev["_received_at"] = r.received_at
             ev["_source"] = r.source
@@ -482,8 +485,8 @@ class Store:
     def in_force_seqs(self, now: float) -> list[int]:
         """The records that signals in force at ``now`` rest on (``audit archive`` keeps
         them in the database)."""
-        rows, _ = signal_rows.check(self._read, self.anchor().seq, now)
-        return signal_rows.live_seqs(rows, now)
+        state, _ = signal_rows.check(self._read, self.anchor().seq, now, full=False)
+        return signal_rows.live_seqs(state.rows, now)
 
     async def prune_webhook_ids(self, now: float) -> None:
         await self.write(
