@@ -3,6 +3,7 @@ unit and what is valid; nothing is solved (or written) first."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,23 @@ def test_audit_verify_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert "Traceback" not in res.stderr + res.stdout
     assert str(notdb) in res.stdout + res.stderr
+
+
+def test_fleet_status_on_taken_simulator_addresses_names_them(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    text = (ROOT / "deploy" / "examples" / "simulated-site.toml").read_text()
+    site.write_text(text.replace('sim_base = "127.5.0.0"', 'sim_base = "127.68.0.0"'))
+    with socket.socket() as s:
+        s.bind(("127.68.0.1", 4028))
+        s.listen()
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--config", str(site)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=ROOT,
+        )
+    assert res.returncode == 4, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert "127.68.0.1" in res.stderr and "sim_base" in res.stderr

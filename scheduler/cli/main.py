@@ -7,6 +7,7 @@ and exit with status 2; a solver that fails exits with status 3.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -542,6 +543,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # durations, resolution specs, JSON options
         print(f"gridsched: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # simulators listen on fixed loopback addresses: say which, and how to move them
+        print(
+            f"gridsched: error: {exc.strerror or exc}: {exc}; another simulator or gridsched "
+            "uses it: stop it, or move the simulated devices to a free loopback base "
+            "([devices.adapter] sim_base, or fleet simulate --base)",
+            file=sys.stderr,
+        )
+        return 4
 
 
 if __name__ == "__main__":
