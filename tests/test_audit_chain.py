@@ -144,6 +144,12 @@ TAMPERING = {
         "'forged'",
     ),
     "delete the head file": (_unlink_head, "checkpoint", None, "head file"),
+    "reset the schema version and cut the tail": (
+        _sql("PRAGMA user_version = 0", "DELETE FROM log WHERE seq > 55"),
+        "checkpoint",
+        None,
+        "set back",
+    ),
     "edit a head file line": (_edit_head_line, "checkpoint", None, "line 31"),
     "cut a head file line": (_cut_head_line, "checkpoint", None, "line 31"),
 }

@@ -70,17 +70,24 @@ def verify(
         problems.append(Problem("missing" if "missing" in why else "edited", bad_seq, why))
     notes: list[str] = []
     cps: list[Checkpoint] = []
-    if store.schema_version < 1:
+    has_head = store.head_file.exists()
+    if store.schema_version < 1 and not has_head:
         notes.append(
             "schema version 0: no head file yet, so a cut tail or a re-hash cannot be "
             "checked (the daemon upgrades it on its next start)"
         )
-    elif not store.head_file.exists():
+    elif store.schema_version < 1:  # only a schema-1 store writes one: checked all the same
+        why = (
+            f"schema version 0 beside head file {store.head_file}, which only version 1 "
+            "writes: the version was set back (to skip the head file's checks?)"
+        )
+        problems.append(Problem("checkpoint", None, why))
+    if store.schema_version >= 1 and not has_head:
         problems.append(
             Problem("checkpoint", None, f"head file {store.head_file} is missing: the chain's "
                     "head cannot be checked (it was deleted or not copied with the database)")
         )  # fmt: skip
-    else:
+    if has_head:
         cps, head_problems, head_notes = read_head(store.head_file, store.key)
         problems += head_problems
         notes += head_notes
