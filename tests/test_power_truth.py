@@ -26,6 +26,7 @@ import pytest
 from adapters.asic import LUXOS_TELEMETRY
 from adapters.base import Health
 from adapters.sim.miner import SimMiner
+from models.signals import EventType, GridEvent
 from scheduler.cli.main import main as cli_main
 from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
@@ -307,3 +308,27 @@ def test_the_rules_of_compliance() -> None:
     # a meter settles it either way, whatever is not read
     assert judge(6.0, planned, meter_kw=5.9).state is ComplianceState.MET
     assert judge(6.0, planned, meter_kw=6.1).state is ComplianceState.NOT_MET
+
+
+def test_the_plans_units_go_to_devices_it_can_see(tmp_path: Path) -> None:
+    """A miner that takes commands but cannot be read is outside the plan's units (a load
+    it cannot move): after an event, dispatch wakes the miners it can read, not that one
+    in their place."""
+    d = _site(tmp_path, 3, "127.23.6.0")
+
+    async def go() -> None:
+        async with running(d):
+            miners = _miners(d)
+            _unparseable_telemetry(miners[0])  # the first by id: picked first when waking
+            await d.poll(dispatch=False)
+            await curtail(d, 0.0)
+            await asyncio.sleep(0.4)  # all three asleep (0.2 s)
+            assert all(m.state.phase == "sleeping" for m in miners)
+            await d.poll(dispatch=False)
+            await d.accept([GridEvent(id="dr", type=EventType.CANCEL)], "test", None, "{}")
+            await d.replan("event over")
+            await asyncio.sleep(0.6)  # a wake takes 0.4 s
+            assert miners[0].state.phase == "sleeping"  # not woken in the dark
+            assert all(m.state.phase != "sleeping" for m in miners[1:])
+
+    asyncio.run(go())

@@ -1246,9 +1246,10 @@ class Daemon:
     # -- dispatch -----------------------------------------------------------------------------
 
     def _usable(self, class_name: str) -> list[str]:
-        """The class's devices that dispatch can command: all but the unreachable."""
-        status = self.fleet.status
-        return [i for i in self.fleet.ids(class_name) if status[i].health is not Health.UNREACHABLE]
+        """The class's devices that dispatch can command: those the latest poll read. The
+        plan counts the others as a load it cannot move (``_available_config``): its units
+        are not theirs to take, and a wake sent in the dark would not be seen."""
+        return [i for i in self.fleet.ids(class_name) if i in self._answered]
 
     def targets(self, now: float) -> dict[str, str]:
         """Each managed device's mode for the plan step containing ``now``."""
