@@ -298,6 +298,22 @@ def dashboard() -> dict[str, Any]:
             52,
             w=24,
         ),
+        ts(
+            22,
+            "Cap compliance (1: the state now; unverified: devices not read, no meter)",
+            [('max by (state) (gridsched_cap_compliance{site=~"$site"})', "{{state}}")],
+            "none",
+            0,
+            60,
+        ),
+        ts(
+            23,
+            "Import estimated for devices that cannot be read",
+            [('sum(gridsched_site_power_estimated_watts{site=~"$site"})', "estimated")],
+            "watt",
+            12,
+            60,
+        ),
     ]
     for p in panels:
         if p.pop("stack", False):
