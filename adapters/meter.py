@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from models.meter import (
     SUNSPEC_BASES,
+    SUNSPEC_FLOAT_METER_MODELS,
+    SUNSPEC_FLOAT_W_OFFSET,
     SUNSPEC_METER_MODELS,
     SUNSPEC_W_OFFSET,
     SUNSPEC_W_SF_OFFSET,
@@ -54,7 +57,7 @@ class ModbusMeter:
         logging.getLogger("pymodbus.logging").setLevel(logging.ERROR)
         self.config = config
         self._client: Any = None
-        self._w_at: int | None = None  # SunSpec: address of W (W_SF is 4 registers on)
+        self._w_at: int | None = None  # SunSpec: address of W (int models: W_SF 4 on)
         self.model: int | None = None  # the SunSpec model found
         self._lock = asyncio.Lock()
 
@@ -123,10 +126,14 @@ class ModbusMeter:
                 if model in SUNSPEC_METER_MODELS:
                     self.model = model
                     return at + 2 + SUNSPEC_W_OFFSET
+                if model in SUNSPEC_FLOAT_METER_MODELS:
+                    self.model = model
+                    return at + 2 + SUNSPEC_FLOAT_W_OFFSET
                 at += 2 + length
+            known = SUNSPEC_METER_MODELS + SUNSPEC_FLOAT_METER_MODELS
             raise MeterError(
                 f"the SunSpec map at {self.address} (base {base}) has models {seen}, "
-                f"no AC meter model ({', '.join(map(str, SUNSPEC_METER_MODELS))})"
+                f"no AC meter model ({', '.join(map(str, known))})"
             )
         raise MeterError(
             f"no SunSpec marker 'SunS' at {self.address} (tried base "
@@ -150,6 +157,16 @@ class ModbusMeter:
             return float(raw) * reg.scale * UNIT_W[reg.unit]
         if self._w_at is None:
             self._w_at = await self._find_sunspec()
+        if self.model in SUNSPEC_FLOAT_METER_MODELS:
+            from pymodbus.client import AsyncModbusTcpClient
+
+            regs = await self._registers(self._w_at, 2)
+            value = AsyncModbusTcpClient.convert_from_registers(
+                regs, AsyncModbusTcpClient.DATATYPE.FLOAT32
+            )
+            if not isinstance(value, float) or math.isnan(value):  # NaN: not implemented
+                raise MeterError(f"the meter at {self.address} reports W as not implemented")
+            return value
         span = SUNSPEC_W_SF_OFFSET - SUNSPEC_W_OFFSET + 1
         regs = await self._registers(self._w_at, span)
         w, sf = _int16(regs[0]), _int16(regs[-1])

@@ -6,7 +6,8 @@ Two ways to find the site's import in the meter's registers:
   ``base`` (by default tried at 40000, 0 and 50000, the base addresses SunSpec allows);
   models follow as (ID, L, L registers of data) until ID 0xFFFF. The first AC meter model,
   201 (single phase), 202 (split phase), 203 (wye) or 204 (delta), gives ``W`` (total real
-  power, int16) at data offset 16 and ``W_SF`` (its power-of-ten scale factor) at 20.
+  power, int16) at data offset 16 and ``W_SF`` (its power-of-ten scale factor) at 20; the
+  float models 211-214 give ``W`` as a float32 at data offset 26.
 - ``kind = "registers"``: one register (or a run of them) named here: ``address``,
   ``type``, ``count`` (implied by the type), ``scale`` and ``unit``.
 
@@ -37,6 +38,9 @@ SUNSPEC_BASES = (40000, 0, 50000)
 SUNSPEC_METER_MODELS = (201, 202, 203, 204)
 SUNSPEC_W_OFFSET = 16
 SUNSPEC_W_SF_OFFSET = 20
+#: The float AC meter models: ``W`` is a float32 (no scale factor) after 13 float32 points.
+SUNSPEC_FLOAT_METER_MODELS = (211, 212, 213, 214)
+SUNSPEC_FLOAT_W_OFFSET = 26
 
 
 class _Strict(BaseModel):

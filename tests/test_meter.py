@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 import tomllib
 from collections.abc import AsyncIterator
@@ -121,6 +122,32 @@ def test_a_sunspec_meter_gives_total_real_power_with_its_scale_factor() -> None:
                 assert (await inverted.read()).import_w == pytest.approx(-700.0)
             finally:
                 inverted.close()
+
+    asyncio.run(go())
+
+
+def test_a_float_sunspec_meter_gives_w_as_float32() -> None:
+    """Model 213 (float, wye): W is the 14th float32 point, data offset 26."""
+
+    async def go() -> None:
+        regs = [0x5375, 0x6E53, 1, COMMON_LEN] + [0] * COMMON_LEN
+        regs += [213, 124] + [0] * 124 + [0xFFFF, 0]
+        w_at = BASE + 4 + COMMON_LEN + 2 + 26
+        srv = MeterServer(regs)
+        hi, lo = struct.unpack(">HH", struct.pack(">f", 4321.5))
+        srv.values = {w_at: hi, w_at + 1: lo}
+        await srv.start()
+        meter = ModbusMeter(SiteMeter(host="127.0.0.1", port=srv.port))
+        try:
+            assert (await meter.read()).import_w == pytest.approx(4321.5)
+            assert meter.model == 213
+            hi, lo = struct.unpack(">HH", struct.pack(">f", float("nan")))
+            srv.values = {w_at: hi, w_at + 1: lo}
+            with pytest.raises(MeterError, match="not implemented"):
+                await meter.read()
+        finally:
+            meter.close()
+            await srv.stop()
 
     asyncio.run(go())
 
