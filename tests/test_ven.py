@@ -9,6 +9,8 @@ reports. Every request and response the VTN saw is valid per the 3.1.0 OpenAPI d
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -336,13 +338,14 @@ def test_reports_usage_per_interval_with_data_quality(vtn: VtnDouble) -> None:
         ven = Ven(config(vtn), Sink(),
                   interpret=lambda b: notification_to_events(b, datetime.now(UTC), SITE),
                   measure=lambda: ImportSample(None, False))  # fmt: skip
-        await ven.start()
         t0 = time.time() - 25 * 60
         for s in range(0, 20 * 60, 10):  # interval 0 from the meter; interval 1 estimated
             ven.record(t0 + s, 600.0 if s < 600 else 300.0, verified=s < 600)
+        await ven.start()  # the intervals are over: the report is due at once
         jobs = ven.jobs()
         assert len(jobs) == 1 and [w.interval_id for w in jobs[0].windows] == [0, 1]
-        assert await ven.send_report(jobs[0])
+        await until(lambda: ven.status()["reports_sent"] == 1)
+        assert not await ven.send_report(jobs[0])  # sent once, not again
         await ven.stop()
         return ven
 
@@ -371,8 +374,8 @@ def test_unread_site_is_reported_missing_not_zero(vtn: VtnDouble) -> None:
                   interpret=lambda b: notification_to_events(b, datetime.now(UTC), SITE),
                   measure=lambda: ImportSample(None, False))  # fmt: skip
         await ven.start()
-        (job,) = ven.jobs()
-        assert await ven.send_report(job)
+        assert len(ven.jobs()) == 1
+        await until(lambda: ven.status()["reports_sent"] == 1)
         await ven.stop()
         return ven
 
@@ -387,40 +390,54 @@ def test_unread_site_is_reported_missing_not_zero(vtn: VtnDouble) -> None:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def broker() -> Iterator[int]:
-    """Debian's mosquitto on a free loopback port (anonymous, as with no config file)."""
-    import shutil
-    import socket
-    import subprocess
+class Mosquitto:
+    def __init__(self, exe: str) -> None:
+        self.exe, self.port = exe, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
 
-    exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
-    if exe is None:
-        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
+    def start(self) -> None:
+        quiet = subprocess.DEVNULL
+        proc = subprocess.Popen([self.exe, "-p", str(self.port)], stdout=quiet, stderr=quiet)
+        self.proc = proc
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail("mosquitto did not start")
                 time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """Debian's mosquitto on a free loopback port (anonymous, as with no config file)."""
+    import shutil
+
+    exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+    if exe is None:
+        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    m = Mosquitto(exe)
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def broker(mosquitto: Mosquitto) -> int:
+    return mosquitto.port
 
 
 def test_mqtt_notifications_reach_the_ven(broker: int) -> None:
@@ -509,16 +526,17 @@ def test_daemon_runs_the_ven_polls_listens_and_unsubscribes(
         monkeypatch.setenv(k, v)
     d.start()
     try:
-        st = status(d)
+        # the HTTP API may answer before start-up is over: wait for the VEN's first poll
+        st = wait_for(lambda: (x := status(d)).get("openadr_ven") and x["cap_kw"] == 45 and x, 30)
         assert st["openadr_ven"]["enrolled"], st["openadr_ven"]
         assert st["openadr_ven"]["last_error"] is None, st["openadr_ven"]
         assert any(e["id"].startswith(f"oadr:{first}:") for e in st["active_events"])
-        wait_for(lambda: status(d)["cap_kw"] == 45, 30)
         assert len(vtn.objects["subscription"]) == 1
         second = client.create_event(limit_event(pid, kw=35.0)).json()["id"]
         s = wait_for(lambda: (x := status(d))["cap_kw"] == 35 and x, 30)
         assert any(e["id"].startswith(f"oadr:{second}:") for e in s["active_events"])
-        assert any(c.startswith("webhook 202") for c, _ in vtn.notified)
+        # the VTN notes the answer after the daemon acted on it
+        wait_for(lambda: any(c.startswith("webhook 202") for c, _ in vtn.notified), 10)
     finally:
         d.stop()
     assert vtn.objects["subscription"] == {}, "removed on shutdown"
@@ -542,8 +560,8 @@ def test_a_301_vtn_keeps_working() -> None:
                       interpret=lambda b: notification_to_events(b, datetime.now(UTC), SITE),
                       measure=lambda: ImportSample(None, False))  # fmt: skip
             await ven.start()
-            (job,) = ven.jobs()
-            assert await ven.send_report(job)
+            assert len(ven.jobs()) == 1
+            await until(lambda: ven.status()["reports_sent"] == 1)
             await ven.stop()
             return ven
 
@@ -559,3 +577,68 @@ def test_a_301_vtn_keeps_working() -> None:
     finally:
         vtn.close()
     assert vtn.violations == [], vtn.violations
+
+
+def test_broker_restart_loses_no_event(mosquitto: Mosquitto) -> None:
+    """Events sent while the broker is down arrive by polling; after it is back the VEN
+    reconnects and MQTT carries them again."""
+    vtn = VtnDouble(mqtt_port=mosquitto.port).start()
+    try:
+        client = bl(vtn)
+        pid = make_program(client)
+        sink = Sink()
+
+        async def go() -> dict[str, Any]:
+            ven = Ven(config(vtn, mqtt=True, poll_s=0.5, max_backoff_s=0.5), sink)
+            await ven.start()
+            assert ven.mqtt is not None
+            await asyncio.wait_for(ven.mqtt.connected.wait(), 10)
+            mosquitto.stop()
+            await until(lambda: ven.mqtt is not None and not ven.mqtt.connected.is_set(), 10)
+            down = (await asyncio.to_thread(client.create_event, limit_event(pid))).json()["id"]
+            await until(lambda: down in sink.events(), 10)  # by polling
+            mosquitto.start()
+            await asyncio.wait_for(ven.mqtt.connected.wait(), 15)
+            seen = ven.mqtt.status["messages"]
+            up = (await asyncio.to_thread(client.create_event, limit_event(pid))).json()["id"]
+            await until(lambda: up in sink.events(), 10)
+            await until(lambda: ven.mqtt is not None and ven.mqtt.status["messages"] > seen, 10)
+            st = ven.status()
+            await ven.stop()
+            return st
+
+        st = run(go())
+        assert st["mqtt"]["last_error"] is not None  # the outage was seen and said
+    finally:
+        vtn.close()
+    assert vtn.violations == [], vtn.violations
+
+
+def test_lost_subscription_is_posted_again(vtn: VtnDouble) -> None:
+    async def go() -> None:
+        ven = Ven(config(vtn, poll_s=0.2, callback_url="http://127.0.0.1:9/cb",
+                         callback_token="t"), Sink())  # fmt: skip
+        await ven.start()
+        first = ven.subscription_id
+        vtn.objects["subscription"].clear()  # the VTN forgot it (reset, restored backup)
+        await until(lambda: ven.subscription_id not in (None, first), 10)
+        assert list(vtn.objects["subscription"]) == [ven.subscription_id]
+        await ven.stop()
+
+    run(go())
+
+
+def test_event_taken_by_webhook_is_not_handed_on_again(vtn: VtnDouble) -> None:
+    client = bl(vtn)
+    ev = client.create_event(limit_event(make_program(client))).json()
+    sink = Sink()
+
+    async def go() -> None:
+        ven = Ven(config(vtn), sink)
+        ven.observe({"objectType": "EVENT", "operation": "CREATE", "object": ev})
+        await ven.start()
+        await ven.stop()
+
+    run(go())
+    assert sink.events() == []  # the daemon has it already; the program is still handed on
+    assert [b["objectType"] for b in sink.bodies] == ["PROGRAM"]

@@ -27,7 +27,7 @@ import httpx
 
 from models.site import OpenADR
 from scheduler.service.ven_auth import TokenSource
-from scheduler.service.ven_client import VtnClient
+from scheduler.service.ven_client import VtnClient, VtnError
 from scheduler.service.ven_mqtt import MqttListener, parse_binding
 from scheduler.service.ven_reports import Measure, ReportJob, SampleLog, plan_reports
 
@@ -209,6 +209,20 @@ class Ven:
             with contextlib.suppress(Exception):
                 await self.vtn.call("DELETE", f"/subscriptions/{old}")
 
+    async def _check_subscription(self) -> None:
+        """A VTN that lost its subscriptions (restored from an old backup, reset) would stop
+        notifying without a word: look for ours at each poll, and post it again if gone."""
+        try:
+            await self.vtn.call("GET", f"/subscriptions/{self.subscription_id}")
+        except VtnError as exc:
+            if exc.status != 404:
+                raise
+            log.warning(
+                "VEN: subscription %s gone at the VTN; subscribing again", self.subscription_id
+            )
+            self.subscription_id = None
+            await self._subscribe()
+
     async def _start_mqtt(self) -> None:
         notifiers = await self.vtn.notifiers()
         self._status["notifiers"] = sorted(k for k, v in notifiers.items() if v)
@@ -276,6 +290,20 @@ class Ven:
             log.error("VEN: could not hand %s %s to the daemon: %s", object_type, oid, exc)
             return
         self._status["deliveries"] += 1
+        self._note(body)
+
+    def observe(self, body: dict[str, Any]) -> None:
+        """A notification the daemon took by webhook itself: remember it (so polling does not
+        hand it on again) and plan the reports its event asks for."""
+        obj = body.get("object")
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            op = str(body.get("operation", "")).upper()
+            self._note({"objectType": str(body.get("objectType")), "operation": op, "object": obj})
+
+    def _note(self, body: dict[str, Any]) -> None:
+        object_type, op, obj = body["objectType"], body["operation"], body["object"]
+        oid = obj["id"]
+        key = (object_type, oid)
         if op == "DELETE":
             self._seen.pop(key, None)
             if object_type == "EVENT":
@@ -283,7 +311,7 @@ class Ven:
                 for k in [k for k, j in self._jobs.items() if j.event_id == oid and not j.sent]:
                     del self._jobs[k]
             return
-        self._seen[key] = mod
+        self._seen[key] = str(obj.get("modificationDateTime", ""))
         if object_type == "EVENT":
             self._events[oid] = obj
             self._plan_reports(body)
@@ -313,6 +341,8 @@ class Ven:
             await asyncio.sleep(delay)
             step = self.poll_once if self._status["enrolled"] else self._enroll
             ok = await self._attempt(step, "poll" if self._status["enrolled"] else "enroll")
+            if ok and self.subscription_id is not None:
+                ok = await self._attempt(self._check_subscription, "check subscription")
             if ok and time.monotonic() - renewed >= self.config.subscription_renew_s:
                 ok = await self._attempt(self._subscribe, "renew subscription")
                 renewed = time.monotonic() if ok else renewed
@@ -336,6 +366,9 @@ class Ven:
             await asyncio.sleep(self.config.sample_s)
 
     async def send_report(self, job: ReportJob) -> bool:
+        """Post ``job``'s report; False if it failed or was sent already."""
+        if job.sent:
+            return False
         whole = [r.name for r in self.config.site.resources if not r.classes]
         resource = whole[0] if whole else "AGGREGATED_REPORT"
         body = job.body(self._samples, str(self.config.site.ven_name), resource, self.vtn.version)
