@@ -467,3 +467,27 @@ def test_a_signal_a_really_full_disk_refuses_is_503_and_half_written_nowhere(
             assert d.store.verify().ok
 
     asyncio.run(go())
+
+
+def test_a_head_line_torn_by_a_crash_is_noted_then_dropped(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "state.db"
+    shutil.copyfile(built, db)
+    shutil.copyfile(head_path(built), head_path(db))
+    with open(head_path(db), "a") as f:
+        f.write('{"at":1.0,"hash":"ab')  # the write a power cut stopped halfway
+    v = Store(db, migrate=False).verify()
+    assert v.ok and any("cut short by a crash" in n for n in v.notes), v
+    assert main(["audit", "verify", "--db", str(db)]) == 0
+    assert "cut short by a crash" in capsys.readouterr().out
+
+    async def go() -> None:
+        store = Store(db)
+        store.start()  # drops the torn line, then checkpoints on from the last whole one
+        await store.record("telemetry", {"after": "crash"})
+        store.close()
+
+    asyncio.run(go())
+    v = Store(db, migrate=False).verify()
+    assert v.ok and not v.notes and v.head is not None and v.head.seq == 64, v

@@ -149,27 +149,12 @@ class HeadWriter:
         self.key = key
         self.last: Checkpoint | None = None
         self._link = GENESIS
-        data = path.read_bytes() if path.exists() else b""
-        if data and not data.endswith(b"\n"):
-            # a line torn by a crash before its fsync was never a checkpoint: drop it
-            data = data[: data.rfind(b"\n") + 1]
-            with open(path, "r+b") as f:
-                f.truncate(len(data))
-                os.fsync(f.fileno())
-        lines = data.decode("utf-8", "replace").splitlines()
-        if lines:
-            self._link = hashlib.sha256(lines[-1].encode()).hexdigest()
-            try:
-                obj = json.loads(lines[-1])
-                self.last = Checkpoint(
-                    int(obj["seq"]), str(obj["hash"]), float(obj["at"]), str(obj["link"]),
-                    obj.get("mac"), len(lines),
-                )  # fmt: skip
-            except (ValueError, KeyError, TypeError):
-                self.last = None  # audit verify names the line
+        last_line = _repair_and_read_last_line(path)
+        if last_line is not None:
+            self._link = hashlib.sha256(last_line.encode()).hexdigest()
+            self.last = _parse(last_line)  # None: audit verify names the line
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._lines = len(lines)
-        if not lines:
+        if last_line is None:
             _fsync_dir(path.parent)
 
     def append(self, seq: int, digest: str, at: float) -> Checkpoint:
@@ -179,13 +164,56 @@ class HeadWriter:
         text = _text(body)
         os.write(self._fd, (text + "\n").encode())
         os.fdatasync(self._fd)  # the size too: what an append needs read back
-        self._lines += 1
         self._link = hashlib.sha256(text.encode()).hexdigest()
-        self.last = Checkpoint(seq, digest, at, body["link"], body.get("mac"), self._lines)
+        self.last = Checkpoint(seq, digest, at, body["link"], body.get("mac"))
         return self.last
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+TAIL_BYTES = 8192  # many lines (a line is under 300 bytes)
+
+
+def _parse(line: str, n: int = 0) -> Checkpoint | None:
+    try:
+        obj = json.loads(line)
+        return Checkpoint(
+            int(obj["seq"]), str(obj["hash"]), float(obj["at"]), str(obj["link"]),
+            None if obj.get("mac") is None else str(obj["mac"]), n,
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _repair_and_read_last_line(path: Path) -> str | None:
+    """The head file's last whole line (None when it has none), read from its tail only
+    (the file grows for years). A line torn by a crash before its fsync was never a
+    checkpoint: it is cut off here."""
+    if not path.exists():
+        return None
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - TAIL_BYTES))
+        tail = f.read()
+        if tail and not tail.endswith(b"\n"):
+            keep = size - len(tail) + tail.rfind(b"\n") + 1
+            f.truncate(keep)
+            os.fsync(f.fileno())
+            tail = tail[: tail.rfind(b"\n") + 1]
+    lines = tail.decode("utf-8", "replace").splitlines()
+    return lines[-1] if lines else None
+
+
+def last_checkpoint(path: Path) -> Checkpoint | None:
+    """The head file's last checkpoint, read from its tail (no repair)."""
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - TAIL_BYTES))
+        lines = f.read().decode("utf-8", "replace").split("\n")[:-1]
+    return _parse(lines[-1]) if lines else None
 
 
 def _fsync_dir(path: Path) -> None:

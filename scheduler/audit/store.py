@@ -42,8 +42,8 @@ from scheduler.audit.head import (
     Checkpoint,
     HeadWriter,
     head_path,
+    last_checkpoint,
     load_key,
-    read_head,
     sign_checkpoint,
 )
 from scheduler.audit.verify import SCHEMA_VERSION, Verification, verify
@@ -226,10 +226,7 @@ class Store:
         """The last checkpoint (of the running writer, else from the head file)."""
         if self._head is not None:
             return self._head.last
-        if not self.head_file.exists():
-            return None
-        cps, _, _ = read_head(self.head_file, None)
-        return cps[-1] if cps else None
+        return last_checkpoint(self.head_file)
 
     def audit_status(self) -> dict[str, Any]:
         """For ``/v1/status``: the last checkpoint (copy it elsewhere: with it, ``audit
