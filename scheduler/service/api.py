@@ -362,6 +362,8 @@ def create_app(daemon: Daemon) -> FastAPI:
             return _not_stored(daemon, "openadr3", exc)
         for p in reading.payloads:  # acted on or not, every payload is counted
             daemon.counters.openadr_payload(p.label, p.acted)
+        if daemon.ven is not None:  # stored: the VEN's polling need not hand it on again
+            daemon.ven.observe(raw)
         return JSONResponse(
             {"accepted": True, "duplicate": not stored, "ids": ids}, status_code=202
         )

@@ -99,8 +99,8 @@ async def start_ven(daemon: Daemon, environ: Mapping[str, str] | None = None) ->
         events = [GridEvent.model_validate(d) for d in reading.events]
         if events:
             await daemon.accept(events, "openadr3", None, json.dumps(body))
-        for p in reading.payloads:
-            daemon.counters.openadr_payload(p.payload_type, p.acted)
+        for p in reading.payloads:  # counted as the webhook route counts them
+            daemon.counters.openadr_payload(p.label, p.acted)
 
     def interpret(body: dict[str, Any]) -> list[dict[str, Any]]:
         return list(read(body).events)
