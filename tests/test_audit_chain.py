@@ -491,3 +491,21 @@ def test_a_head_line_torn_by_a_crash_is_noted_then_dropped(
     asyncio.run(go())
     v = Store(db, migrate=False).verify()
     assert v.ok and not v.notes and v.head is not None and v.head.seq == 64, v
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"GRIDSCHED_AUDIT_KEY": "CHANGE_ME"}, "at least 16 bytes"),
+        ({"GRIDSCHED_AUDIT_KEY": "short"}, "at least 16 bytes"),
+        ({"GRIDSCHED_AUDIT_KEY_FILE": "/nonexistent/audit.key"}, "cannot read the audit key"),
+    ],
+)
+def test_an_unusable_audit_key_is_refused_by_name(
+    env: dict[str, str], words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StoreError, match=words) as exc:
+        Store(tmp_path / "state.db")
+    assert next(iter(env)) in str(exc.value)
