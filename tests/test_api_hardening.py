@@ -87,6 +87,12 @@ def test_openadr_duration_past_year_9999_is_422(daemon: DaemonProc) -> None:
     assert "duration" in problems(r)
 
 
+def test_openadr_priority_as_a_string_is_422(daemon: DaemonProc) -> None:
+    body = note({"id": "evt-prio", "priority": "1"})
+    r = httpx.post(daemon.url + "/openadr3/notifications", json=body, headers=AUTH, timeout=10)
+    assert r.status_code == 422 and "object.priority" in problems(r), r.text
+
+
 def test_duplicate_ids_in_one_request_are_refused(daemon: DaemonProc) -> None:
     ev = {"id": "dup-1", "type": "alert", "level": 1, "start": now_iso()}
     r = post_signal(daemon.url, [ev, {**ev, "level": 2}])
@@ -302,3 +308,14 @@ def test_container_binds_what_the_operator_chooses() -> None:
     assert "--listen" not in cmd  # the address comes from $GRIDSCHED_LISTEN
     assert "ENV GRIDSCHED_LISTEN=127.0.0.1:8080" in text  # the default, documented in it
     assert "-c constraints.txt" in text  # the versions the tests passed with
+
+
+def test_webhook_id_reuse_is_409_across_a_restart(daemon: DaemonProc) -> None:
+    msg_id = f"msg-{uuid.uuid4()}"
+    ev = {"id": "restart-1", "type": "alert", "level": 1, "start": now_iso()}
+    assert post_signal(daemon.url, ev, msg_id=msg_id).status_code == 202
+    daemon.stop()
+    daemon.start()  # the in-memory digests are gone; the stored ids still tell
+    assert post_signal(daemon.url, ev, msg_id=msg_id).status_code == 200  # a retry
+    r = post_signal(daemon.url, {**ev, "id": "restart-2"}, msg_id=msg_id)
+    assert r.status_code == 409, r.text

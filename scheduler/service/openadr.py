@@ -290,6 +290,11 @@ def _read(
 ) -> Reading:
     scope: Scope = match_targets(obj.get("targets"), site)
     prio = obj.get("priority")
+    if prio is not None and (isinstance(prio, bool) or not isinstance(prio, int) or prio < 0):
+        # 3.1.0 spec: integer >= 0 or null (lowest); a string is not read as the lowest
+        raise OpenADRError(
+            "object.priority", f"expected an integer >= 0 or null (lower is higher), got {prio!r}"
+        )
     common = {
         "priority": -int(prio) if isinstance(prio, int) else -(2**31),
         "source": "openadr3",
