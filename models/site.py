@@ -309,6 +309,10 @@ class Daemon(_Strict):
     # with no good plan covering now: hold (miners shed to the fail-safe cap) or sleep_miners;
     # committed inference serves in both (sleep_all would stop it, so it is not offered)
     failsafe_posture: Posture = Posture.HOLD
+    #: the plan keeps this share of a DR or fail-safe cap free: units draw a few percent
+    #: over their nameplate and readings are noisy, and a plan that fills a cap to the
+    #: last nameplate watt measures over it (the fast path still enforces the cap itself)
+    cap_margin_pct: Annotated[float, Field(ge=0, le=20)] = 2.0
     signal_silence_s: Annotated[float, Field(gt=0)] | None = None
     body_max_bytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 65536
     rate_per_s: Annotated[float, Field(gt=0)] = 2000.0

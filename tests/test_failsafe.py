@@ -596,3 +596,27 @@ def test_a_second_cap_arriving_during_a_fast_path_is_enforced_after_it(
             assert d.measured(expect=True)["import_kw"] <= 6.0 + 1e-6
 
     asyncio.run(go())
+
+
+def test_the_plan_keeps_a_margin_under_a_dr_cap(tmp_path: Path) -> None:
+    """A plan that fills a cap to the last nameplate watt measures over it (units draw a
+    little over nameplate): the daemon plans cap_margin_pct under DR and fail-safe caps,
+    and says so in the plan's notes. The fast path still enforces the cap itself."""
+    d = _daemon(tmp_path, _free_base(), committed=0.0, failsafe_kw=100.0)
+
+    async def go() -> None:
+        async with running(d):
+            ev = _event(EventType.CURTAIL, id="dr", duration="1h", limit_kw=9.0)
+            await d.accept([ev], "test", None, "{}")
+            for t in list(d._tasks):
+                t.cancel()
+            plan = await d.replan("signal")
+            assert plan is not None
+            k = d.plan_index(time.time())
+            assert k is not None
+            assert plan.cap_kw[k] == pytest.approx(9.0 * 0.98)
+            assert plan.import_kw[k] <= 9.0 * 0.98 + 1e-6
+            assert any("cap_margin_pct" in n for n in plan.notes)
+            assert d.cap_now()[0] == pytest.approx(9.0)  # what is enforced is the cap
+
+    asyncio.run(go())

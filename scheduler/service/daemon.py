@@ -44,7 +44,14 @@ from models.market import Series, demo_prices, load_price_file, site_prices
 from models.signals import EventType, GridEvent
 from models.site import FeedKind, Mining, Posture, SiteConfig
 from scheduler.audit.store import Store
-from scheduler.planner.inputs import SiteState, assemble_inputs, event_caps, peak_rules, slot_peaks
+from scheduler.planner.inputs import (
+    PlanInputs,
+    SiteState,
+    assemble_inputs,
+    event_caps,
+    peak_rules,
+    slot_peaks,
+)
 from scheduler.planner.optimize import Planner
 from scheduler.planner.plan import Plan
 from scheduler.planner.shedding import value_per_kw
@@ -1167,6 +1174,19 @@ class Daemon:
             update={"devices": tuple(devices), "mining": self.mining(), "site": site}
         )
 
+    def _keep_cap_margin(self, inputs: PlanInputs) -> None:
+        """Plan under DR and fail-safe caps with ``cap_margin_pct`` of the cap kept free, so
+        that what is measured, not the nameplate sum, stays under the cap."""
+        share = self.config.daemon.cap_margin_pct / 100.0
+        capped = np.isfinite(inputs.dr_cap_kw)
+        if share <= 0 or not capped.any():
+            return
+        inputs.cap_kw = np.where(capped, inputs.cap_kw * (1.0 - share), inputs.cap_kw)
+        inputs.notes.append(
+            f"planned {self.config.daemon.cap_margin_pct:g} % under DR and fail-safe caps "
+            "([daemon] cap_margin_pct)"
+        )
+
     async def replan(self, reason: str = "schedule") -> Plan | None:
         self._replan_pending = False
         async with self._plan_lock:
@@ -1186,6 +1206,7 @@ class Daemon:
                     if rule not in self._peak_rules:
                         self._peak_rules.append(rule)
                 slot_peaks(inputs, inputs.peaks, self._peak_rules)
+                self._keep_cap_margin(inputs)
                 plan = await asyncio.to_thread(
                     self.planner.plan, inputs, config.site.name, config.site.timezone
                 )
