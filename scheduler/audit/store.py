@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.audit import signal_rows
+from scheduler.audit import schema, signal_rows
 from scheduler.audit.chain import GENESIS, Problem, StoreError, canonical, chain_hash, walk_chain
 from scheduler.audit.head import (
     Checkpoint,
@@ -54,38 +54,6 @@ __all__ = [
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS log (
-    seq INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS log_at ON log(at);
-CREATE TABLE IF NOT EXISTS signals (
-    id TEXT PRIMARY KEY,
-    received_at REAL NOT NULL,
-    source TEXT NOT NULL,
-    event TEXT NOT NULL,
-    ends_at REAL NOT NULL,
-    cancelled_at REAL
-);
-CREATE TABLE IF NOT EXISTS webhook_ids (
-    id TEXT PRIMARY KEY,
-    signal_ids TEXT NOT NULL,
-    keep_until REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS archived (
-    file TEXT PRIMARY KEY,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    last_hash TEXT NOT NULL,
-    archived_at REAL NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -113,7 +81,9 @@ class Store:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._read = self._connect()
-            self._open_checked(migrate)
+            self.schema_version = schema.open_checked(
+                self._read, self.path, migrate, self.key, self.head_file
+            )
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{self.path}: the database is corrupt or not a gridsched database ({exc}); "
@@ -137,46 +107,6 @@ class Store:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")
         return con
-
-    def _open_checked(self, migrate: bool) -> None:
-        bad = [str(r[0]) for r in self._read.execute("PRAGMA quick_check(5)")]
-        if bad != ["ok"]:
-            raise sqlite3.DatabaseError("; ".join(bad))
-        (version,) = self._read.execute("PRAGMA user_version").fetchone()
-        self.schema_version = int(version)
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: schema version {version} was written by a newer gridsched "
-                f"(this one reads up to {SCHEMA_VERSION}); upgrade gridsched"
-            )
-        has_log = self._read.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'"
-        ).fetchone()
-        if not migrate:
-            if not has_log:
-                raise sqlite3.DatabaseError("it has no decision log")
-            return
-        if version < SCHEMA_VERSION:
-            self._migrate(version, bool(has_log))
-
-    def _migrate(self, version: int, had_log: bool) -> None:
-        """Upgrade in place. 0 -> 1 adds no column: it starts the head file, with a first
-        checkpoint on the head the old code left (the records before it are covered by it)."""
-        self._read.executescript(SCHEMA)
-        if had_log and version == 0:
-            log.warning("%s: upgrading schema 0 -> %d (head file %s)", self.path,
-                        SCHEMA_VERSION, self.head_file)  # fmt: skip
-        writer = HeadWriter(self.head_file, self.key)
-        try:
-            row = self._read.execute(
-                "SELECT seq, hash, at FROM log ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            if row is not None and (writer.last is None or writer.last.seq != row[0]):
-                writer.append(int(row[0]), str(row[1]), float(row[2]))
-        finally:
-            writer.close()
-        self._read.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self.schema_version = SCHEMA_VERSION
 
     # -- writer thread ----------------------------------------------------------------------
 

@@ -1,0 +1,100 @@
+"""The state database's tables and their versions (``PRAGMA user_version``).
+
+0: before versions (commit 8150742): these tables, no head file.
+1: the head file beside the database (``scheduler.audit.head``); no table changes, so the
+   upgrade starts the head file with a checkpoint on the head the old code left, which
+   then guards every record before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+from scheduler.audit.chain import StoreError
+from scheduler.audit.head import HeadWriter
+from scheduler.audit.verify import SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_at ON log(at);
+CREATE TABLE IF NOT EXISTS signals (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    event TEXT NOT NULL,
+    ends_at REAL NOT NULL,
+    cancelled_at REAL
+);
+CREATE TABLE IF NOT EXISTS webhook_ids (
+    id TEXT PRIMARY KEY,
+    signal_ids TEXT NOT NULL,
+    keep_until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archived (
+    file TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    last_hash TEXT NOT NULL,
+    archived_at REAL NOT NULL
+);
+"""
+
+
+def open_checked(
+    con: sqlite3.Connection, path: str, migrate: bool, key: bytes | None, head_file: Path
+) -> int:
+    """Check the pages (``quick_check``) and the version; with ``migrate``, create the
+    tables or upgrade them. Returns the schema version the file now has."""
+    bad = [str(r[0]) for r in con.execute("PRAGMA quick_check(5)")]
+    if bad != ["ok"]:
+        raise sqlite3.DatabaseError("; ".join(bad))
+    (version,) = con.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema version {version} was written by a newer gridsched "
+            f"(this one reads up to {SCHEMA_VERSION}); upgrade gridsched"
+        )
+    has_log = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'"
+    ).fetchone()
+    if not migrate:
+        if not has_log:
+            raise sqlite3.DatabaseError("it has no decision log")
+        return int(version)
+    if version < SCHEMA_VERSION:
+        _migrate(con, path, version, bool(has_log), key, head_file)
+    return SCHEMA_VERSION
+
+
+def _migrate(
+    con: sqlite3.Connection,
+    path: str,
+    version: int,
+    had_log: bool,
+    key: bytes | None,
+    head_file: Path,
+) -> None:
+    """Upgrade in place. 0 -> 1 adds no column: it starts the head file, with a first
+    checkpoint on the head the old code left (the records before it are covered by it)."""
+    con.executescript(SCHEMA)
+    if had_log and version == 0:
+        log.warning("%s: upgrading schema 0 -> %d (head file %s)", path, SCHEMA_VERSION, head_file)
+    writer = HeadWriter(head_file, key)
+    try:
+        row = con.execute("SELECT seq, hash, at FROM log ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is not None and (writer.last is None or writer.last.seq != row[0]):
+            writer.append(int(row[0]), str(row[1]), float(row[2]))
+    finally:
+        writer.close()
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
