@@ -509,3 +509,40 @@ def test_an_unusable_audit_key_is_refused_by_name(
     with pytest.raises(StoreError, match=words) as exc:
         Store(tmp_path / "state.db")
     assert next(iter(env)) in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "words"),
+    [
+        (_sql("DELETE FROM log WHERE seq > 55"), "cut off"),
+        (_edit_rehash, "re-hashed"),
+    ],
+)
+def test_a_start_on_a_cut_or_rehashed_chain_says_so_in_status(
+    tamper: Callable[[sqlite3.Connection, Path], None],
+    words: str,
+    built: Path,
+    tmp_path: Path,
+) -> None:
+    """The daemon opens the store and starts appending; the head file's disagreement is
+    kept (not papered over by the next checkpoint) for /v1/status, and verify names it."""
+    db = tmp_path / "state.db"
+    shutil.copyfile(built, db)
+    shutil.copyfile(head_path(built), head_path(db))
+    con = sqlite3.connect(db)
+    tamper(con, db)
+    con.commit()
+    con.close()
+
+    async def go() -> dict[str, object]:
+        store = Store(db)
+        store.start()
+        try:
+            await store.record("telemetry", {"after": "tampering"})
+            return store.audit_status()
+        finally:
+            store.close()
+
+    status = asyncio.run(go())
+    assert isinstance(status["error"], str) and words in status["error"]
+    assert not Store(db, migrate=False).verify().ok

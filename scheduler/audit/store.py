@@ -18,7 +18,7 @@ open; a database newer than this code is refused.
 
 Writes go through one writer thread that commits whatever is queued as one transaction
 (group commit, ``synchronous=FULL``): a caller that awaits :meth:`Store.write` knows its
-record is on disk, and many concurrent signals share one fsync.
+record is on disk and checkpointed, and many concurrent signals share one fsync.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class Store:
         self.key = load_key() if key is None else key
         self.head_file = head_path(self.path)
         self.head_error: str | None = None  # a checkpoint that could not be written
+        self.head_mismatch: str | None = None  # the head file disagreed with the database
         self.signal_problems: list[Problem] = []
         self._replay: signal_rows.Replay | None = None  # the signals table per the chain
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -129,13 +130,20 @@ class Store:
             return
         self._head = HeadWriter(self.head_file, self.key)
         last = self._head.last
-        if last is not None and self.hash_at(last.seq) != last.hash and last.seq > self._seq:
-            self.head_error = (
+        held = None if last is None else self.hash_at(last.seq)
+        if last is not None and last.seq > self._seq:
+            self.head_mismatch = (
                 f"the head file says the chain reached record {last.seq}, the database ends "
                 f"at {self._seq}: records were cut off (or an older copy was restored); "
                 "`gridsched audit verify` names them"
             )
-            log.error("%s: %s", self.path, self.head_error)
+        elif last is not None and held is not None and held != last.hash:
+            self.head_mismatch = (
+                f"record {last.seq} differs from the head file's last checkpoint: records "
+                "were edited and re-hashed; `gridsched audit verify` names them"
+            )
+        if self.head_mismatch is not None:
+            log.error("%s: %s", self.path, self.head_mismatch)
         if self._seq > 0:
             self._checkpoint(self._seq, self._prev)
 
@@ -169,7 +177,7 @@ class Store:
             else {**head.to_dict(), "witness": f"{head.seq}:{head.hash}"},
             "signed": self.key is not None,
             "schema_version": self.schema_version,
-            "error": self.head_error,
+            "error": self.head_mismatch or self.head_error,
             "signal_problems": [p.text for p in self.signal_problems],
         }
 
