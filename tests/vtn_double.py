@@ -120,6 +120,7 @@ class VtnDouble:
         self.violations: list[str] = []
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.notified: list[tuple[str, dict[str, Any]]] = []  # (channel, body)
+        self.answered_at: dict[str, float] = {}  # object id -> its webhook's 2xx (benchmarks)
         self.failing = False  # answer every call 500 (a VTN in trouble)
         self.port = 0
         self._server: uvicorn.Server | None = None
@@ -128,6 +129,7 @@ class VtnDouble:
         root = {"$ref": "#/components/schemas/notification", "components": self.spec["components"]}
         self._notification_schema = OAS30Validator(root)
         self._lock = threading.Lock()
+        self._sending: set[asyncio.Task[None]] = set()
 
     # -- server life cycle --------------------------------------------------------------------
 
@@ -379,13 +381,17 @@ class VtnDouble:
             try:
                 async with httpx.AsyncClient(timeout=5) as c:
                     r = await c.post(url, json=note, headers=headers)
+                if r.is_success:
+                    self.answered_at.setdefault(str(note["object"]["id"]), time.time())
                 with self._lock:
                     self.notified.append((f"webhook {r.status_code}", note))
             except httpx.HTTPError as exc:
                 with self._lock:
                     self.notified.append((f"webhook failed {exc!r}", note))
 
-        asyncio.get_running_loop().create_task(send())
+        task = asyncio.get_running_loop().create_task(send())
+        self._sending.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._sending.discard)
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0) -> bool:
