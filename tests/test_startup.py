@@ -206,3 +206,16 @@ def test_taken_simulator_address_names_it_and_sim_base(tmp_path: Path) -> None:
         res = run_cli(d.site, d.db, _clean_env(**GOOD_ENV))
     text = refusal(res)
     assert "127.64.0.1" in text and "sim_base" in text
+
+
+def test_a_site_nothing_can_measure_is_refused(site: DaemonProc) -> None:
+    text = site.site.read_text()
+    no_adapters = "\n".join(
+        ln
+        for ln in text.splitlines()
+        if not ln.startswith(("[devices.adapter]", "kind = \"sim\"", "sim_", "timeout_s"))
+    )
+    site.site.write_text(no_adapters)
+    res = run_cli(site.site, site.db, _clean_env(**GOOD_ENV))
+    text = refusal(res)
+    assert res.returncode == 2 and "[site.meter]" in text and "[devices.adapter]" in text

@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         # Everything that can refuse does so before a device is touched (docs/daemon.md).
         startup.check_secrets(config)
+        startup.check_measurable(config)
         sock = startup.bind_listen(config.daemon.listen)
         try:
             lock_fd = startup.lock_state_file(db)

@@ -62,6 +62,18 @@ def check_secrets(config: SiteConfig, environ: Mapping[str, str] | None = None) 
         raise Refusal(EXIT_CONFIG, problems)
 
 
+def check_measurable(config: SiteConfig) -> None:
+    """Something must read the site's power: a meter, or at least one class of devices
+    with an adapter. Without either every figure the daemon shows would be the plan's."""
+    if config.site.meter is None and all(dc.adapter is None for dc in config.devices):
+        raise Refusal(
+            EXIT_CONFIG,
+            ["nothing can measure this site's import: no [site.meter] and no class has a "
+             "[devices.adapter]; add one (docs/adapters.md; kind = \"sim\" to try it "
+             "simulated), or use `gridsched plan` for planning without devices"],
+        )  # fmt: skip
+
+
 def lock_state_file(db: Path) -> int:
     """The state file's exclusive lock (:func:`scheduler.audit.identity.lock_state`)."""
     try:
@@ -76,10 +88,13 @@ def lock_state_file(db: Path) -> int:
         ) from None  # fmt: skip
 
 
-def bind_listen(host: str, port: int) -> socket.socket:
-    """Bind the API's address now (the server listens on it later)."""
-    where = f"{host}:{port}"
-    fix = "choose another address with --listen or [daemon] listen"
+def bind_listen(where: str) -> socket.socket:
+    """Bind the API's address, ``HOST:PORT``, now (the server listens on it later)."""
+    fix = "choose another address with --listen (or $GRIDSCHED_LISTEN) or [daemon] listen"
+    host, _, port_text = where.rpartition(":")
+    if not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise Refusal(EXIT_CONFIG, [f"listen address {where!r} is not HOST:PORT; {fix}"])
+    port = int(port_text)
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
