@@ -642,3 +642,57 @@ def test_event_taken_by_webhook_is_not_handed_on_again(vtn: VtnDouble) -> None:
     run(go())
     assert sink.events() == []  # the daemon has it already; the program is still handed on
     assert [b["objectType"] for b in sink.bodies] == ["PROGRAM"]
+
+
+def test_daemon_killed_loses_no_event(
+    vtn: VtnDouble, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 while the VTN sends an event (its webhook finds no one): the restarted daemon
+    fetches it at start-up; the one stored before the kill is still in force."""
+    from tests.test_daemon import OADR_TOKEN, DaemonProc, status, wait_for
+
+    client = bl(vtn)
+    pid = make_program(client)
+    d = DaemonProc(tmp_path, base="127.11.11.0")
+    d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-k9"\n')
+    for k, v in {
+        "GRIDSCHED_VTN_URL": vtn.url,
+        "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
+        "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
+        "GRIDSCHED_VTN_CALLBACK_URL": f"{d.url}/openadr3/notifications",
+        "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
+    }.items():
+        monkeypatch.setenv(k, v)
+    d.start()
+    try:
+        wait_for(lambda: (status(d).get("openadr_ven") or {}).get("subscription_id"), 30)
+        before = client.create_event(limit_event(pid, kw=55.0)).json()["id"]
+        wait_for(lambda: status(d)["cap_kw"] == 55, 30)
+        d.kill9()
+        during = client.create_event(limit_event(pid, kw=44.0)).json()["id"]
+        wait_for(lambda: any(c.startswith("webhook failed") for c, _ in vtn.notified), 10)
+        d.start()
+        s = wait_for(lambda: (x := status(d))["cap_kw"] == 44 and x, 30)
+        ids = {e["id"].split(":")[1] for e in s["active_events"] if e["id"].startswith("oadr:")}
+        assert {before, during} <= ids
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+def test_mqtt_binding_is_read_as_the_definition_gives_it() -> None:
+    from scheduler.service.ven_mqtt import parse_binding
+
+    b = parse_binding({"URIS": ["mqtts://broker.vtn.example"], "serialization": "JSON",
+                       "authentication": {"method": "OAUTH2_BEARER_TOKEN",
+                                          "username": "{clientID}"}}, "ven-1")  # fmt: skip
+    assert (b.host, b.port, b.tls, b.username) == ("broker.vtn.example", 8883, True, "ven-1")
+    anon = parse_binding({"URIS": ["mqtt://127.0.0.1:1884"], "serialization": "JSON",
+                          "authentication": {"method": "ANONYMOUS"}}, "x")  # fmt: skip
+    assert (anon.port, anon.tls, anon.username) == (1884, False, None)
+    with pytest.raises(ValueError, match=r"authentication\.method 'CERTIFICATE'"):
+        parse_binding({"URIS": ["mqtts://b"], "serialization": "JSON",
+                       "authentication": {"method": "CERTIFICATE", "caCert": "",
+                                          "clientCert": "", "clientKey": ""}}, "x")  # fmt: skip
+    with pytest.raises(ValueError, match="URIS"):
+        parse_binding({"URIS": [], "serialization": "JSON", "authentication": {}}, "x")
