@@ -98,3 +98,59 @@ def test_serving_units_sleep_only_down_to_the_committed_floor() -> None:
 def test_value_per_kw_never_divides_by_zero() -> None:
     assert value_per_kw(np.array([10.0]), np.array([2.0])).tolist() == [5.0]
     assert np.isfinite(value_per_kw(1.0, 0.0)).all()
+
+
+def _site(devices: list[dict[str, object]], committed: float = 0.0) -> PlanInputs:
+    site = make_site(devices=devices, inference={"committed_tokens_s": committed})
+    return assemble_inputs(site, uniform_grid(T0, 3600, 3600), flat_series([50.0]))
+
+
+def test_the_order_is_by_value_not_by_the_order_classes_are_listed() -> None:
+    inp = _site([DEVICES[1], DEVICES[0]])  # new (50 TH/s per kW) listed before old (20)
+    assert mining_order(inp).tolist() == [1, 0]
+    # 60.28 kW with both classes on; 10.28 over a 50 kW limit: ceil(10.28 / 3) = 4 old
+    n = np.array([[10], [10]])
+    assert shed_to_limit(inp, n, np.array([50.0]))[:, 0].tolist() == [10, 6]
+
+
+def test_equal_value_sheds_in_the_order_listed() -> None:
+    twin = {**DEVICES[0], "name": "old2"}
+    inp = _site([DEVICES[0], twin])
+    assert mining_order(inp).tolist() == [0, 1]
+    n = np.array([[10], [10]])
+    assert shed_to_limit(inp, n, np.array([54.0]))[:, 0].tolist() == [8, 10]
+
+
+def test_a_mode_that_adds_no_power_is_never_shed() -> None:
+    idle_only = {
+        "name": "warm",
+        "kind": "asic",
+        "count": 5,
+        "idle_power_kw": 1.0,
+        "modes": [{"name": "warm", "power_kw": 1.0, "hashrate_ths": 1.0}],
+    }
+    inp = _site([idle_only, DEVICES[0]])
+    assert mining_order(inp).tolist() == [1]  # shedding it would save nothing
+    n = np.array([[5], [10]])
+    # 5 x 1 kW idle + 30 kW = 35 kW; 3 over a 32 kW limit: one old miner, the 5 stay
+    assert shed_to_limit(inp, n, np.array([32.0]))[:, 0].tolist() == [5, 9]
+
+
+def test_each_gpu_class_steps_down_to_its_own_lowest_mode() -> None:
+    a100 = {
+        "name": "a100",
+        "kind": "gpu",
+        "count": 2,
+        "idle_power_kw": 0.05,
+        "modes": [
+            {"name": "full", "power_kw": 0.4, "throughput_tokens_s": 900.0},
+            {"name": "low", "power_kw": 0.1, "throughput_tokens_s": 200.0},
+        ],
+    }
+    inp = _site([DEVICES[2], a100], committed=100.0)
+    # k: 0 h100 full, 1 h100 low, 2 a100 full, 3 a100 low; marginal 0.63 0.28 0.35 0.05.
+    # All full: 0.28 + 0.1 idle + 4 x 0.63 + 2 x 0.35 = 3.6 kW; a 3.0 kW limit is 0.6 over.
+    # Stepping down loses 600 / 0.35 = 1,714 tok/s per kW on an H100, 700 / 0.3 = 2,333 on
+    # an A100: two H100s step down (0.7 kW) to the H100's low mode, none to the A100's
+    n = np.array([[4], [0], [2], [0]])
+    assert shed_to_limit(inp, n, np.array([3.0]))[:, 0].tolist() == [2, 2, 2, 0]
