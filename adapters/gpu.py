@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -175,10 +175,17 @@ class NvmlGpu(DeviceAdapter):
     timeout_s: float = 2.0
     throughput: Callable[[float], float] | None = None  # tokens/s at a power limit (W)
     hook: ServingHook | None = None
+    #: requests running or waiting on this GPU's engine; with the hook, a GPU put to sleep
+    #: is drained (told first, its requests finish or ``drain_s`` passes, then powered down)
+    in_flight: Callable[[], Awaitable[float]] | None = None
+    drain_s: float = 0.0
+    on_drain: Callable[[float], None] | None = None  # seconds each drain took
     _asleep: bool = field(default=False, init=False)
     #: The SM clock range this adapter locked (None: the driver's own clocks, as far as we
     #: know); reset when a mode without clocks runs, when the GPU sleeps, and on close.
     _locked: tuple[int, int] | None = field(default=None, init=False)
+    #: capacity last told to the serving layer (0 before any: a first mode is "more")
+    _capacity_tok_s: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.kind = "gpu"
@@ -255,27 +262,70 @@ class NvmlGpu(DeviceAdapter):
                 note = (
                     f"asked {request.power_w:g} W; NVML allows [{lo:g}, {hi:g}] W, set {target:g} W"
                 )
+        sleep = request.action == "sleep"
+        capacity = 0.0 if sleep or self.throughput is None else self.throughput(target)
+        # Less capacity: the serving layer hears it BEFORE the limit drops (it stops routing
+        # here), and a GPU going to sleep finishes its requests first. More: after.
+        first = self.hook is not None and (sleep or capacity < self._capacity_tok_s)
+        if first:
+            told = await self._tell(target, capacity, sleep)
+            note = _join(note, "" if told is None else f"before the drain, {told}")
+            if sleep:
+                note = _join(note, await self._drain())
         await self._call("set_limit_w", target)
-        self._asleep = request.action == "sleep"
+        self._asleep = sleep
+        self._capacity_tok_s = capacity
         clock_note = await self._set_clocks(None if self._asleep else request.clocks_mhz)
-        if clock_note:
-            note = (note + "; " if note else "") + clock_note
-        if self.hook is not None:
-            capacity = 0.0 if self._asleep or self.throughput is None else self.throughput(target)
-            payload = {
-                "device": self.device_id,
-                "gpu_index": self.index,
-                "serving": not self._asleep,
-                "power_limit_w": target,
-                "capacity_tokens_s": round(capacity, 1),
-            }
-            try:
-                await contain(
-                    self.device_id, "serving hook", self.hook.notify(payload), self.timeout_s
-                )
-            except AdapterError as exc:
-                note = (note + "; " if note else "") + f"power limit set, but {exc.reason}"
+        note = _join(note, clock_note)
+        if self.hook is not None and not first:
+            told = await self._tell(target, capacity, sleep)
+            note = _join(note, "" if told is None else f"power limit set, but {told}")
         return Applied(request, target, note)
+
+    async def _tell(self, target_w: float, capacity: float, sleep: bool) -> str | None:
+        """Tell the serving layer this GPU's capacity; the reason when it did not hear."""
+        assert self.hook is not None
+        payload = {
+            "device": self.device_id,
+            "gpu_index": self.index,
+            "serving": not sleep,
+            "power_limit_w": target_w,
+            "capacity_tokens_s": round(capacity, 1),
+        }
+        try:
+            await contain(self.device_id, "serving hook", self.hook.notify(payload), self.timeout_s)
+        except AdapterError as exc:
+            return exc.reason
+        return None
+
+    async def _drain(self) -> str:
+        """Wait until the engine has nothing in flight or ``drain_s`` passes. An engine that
+        cannot be read is not counted as drained: the bound is waited out."""
+        if self.in_flight is None or self.drain_s <= 0:
+            return ""
+        t0 = time.monotonic()
+        deadline = t0 + self.drain_s
+        left: float | None = None
+        while True:
+            try:
+                left = float(
+                    await contain(self.device_id, "in-flight", self.in_flight(), self.timeout_s)
+                )
+            except AdapterError:
+                left = None
+            if left is not None and left <= 0:
+                break
+            wait = min(0.2, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        took = time.monotonic() - t0
+        if self.on_drain is not None:
+            self.on_drain(took)
+        if left is not None and left <= 0:
+            return f"drained in {took:.1f} s"
+        what = "in-flight requests unknown" if left is None else f"{left:g} requests in flight"
+        return f"drain bound {self.drain_s:g} s passed ({what})"
 
     async def _set_clocks(self, clocks: tuple[int, int] | None) -> str:
         """Lock (or reset) the SM clocks after the power limit is in place. A refusal
@@ -301,3 +351,7 @@ class NvmlGpu(DeviceAdapter):
                 self._locked = None
             except AdapterError:
                 pass  # the GPU is gone or refuses: nothing more to release here
+
+
+def _join(note: str, more: str) -> str:
+    return note if not more else (f"{note}; {more}" if note else more)

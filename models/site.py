@@ -187,6 +187,30 @@ class BatchJob(_Strict):
         return self
 
 
+class InferenceDemand(_Strict):
+    """Inference demand read from the serving engines' own metrics pages (docs/daemon.md)."""
+
+    engine: Literal["vllm", "tgi"] = "vllm"
+    #: the engines' metrics pages (``http://host:8000/metrics``); their demand is summed
+    urls: Annotated[tuple[Annotated[str, Field(pattern=r"^https?://")], ...], Field(min_length=1)]
+    poll_s: Annotated[float, Field(ge=1, le=3600)] = 15.0
+    #: a measured demand this far (relative) from what the plan assumed re-plans
+    replan_threshold: Annotated[float, Field(gt=0, le=10)] = 0.2
+    #: how fast a surge or lull seen now fades back to the hourly profile in the forecast
+    tau_h: Pos = 1.0
+    #: the time in which a queue of waiting requests should be served (backlog demand)
+    backlog_s: Pos = 60.0
+    #: longest wait for a GPU's in-flight requests to finish before its power goes down
+    drain_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    #: a reading older than this is not used: the site file's figures are (default 4 polls)
+    stale_s: Pos | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    #: device id -> the metrics page of the engine on that GPU, read for its drain
+    gpu_engines: dict[str, Annotated[str, Field(pattern=r"^https?://")]] = Field(
+        default_factory=dict
+    )
+
+
 class Inference(_Strict):
     committed_tokens_s: NonNeg = 0.0
     committed_usd_per_mtok: NonNeg = 0.0
@@ -194,6 +218,11 @@ class Inference(_Strict):
     spot_usd_per_mtok: NonNeg = 0.0
     hourly_profile: tuple[NonNeg, ...] | None = None
     batch: tuple[BatchJob, ...] = ()
+    #: latency objectives of committed inference (95th percentile, seconds): reported as
+    #: met / missed / unverified from the serving metrics, not planned for
+    ttft_p95_s: Pos | None = None
+    itl_p95_s: Pos | None = None
+    demand: InferenceDemand | None = None
 
     @field_validator("hourly_profile")
     @classmethod

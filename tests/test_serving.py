@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from adapters.base import BadReply, DeviceUnreachable
-from adapters.serving import ServingEndpoint, parse_metrics
+from adapters.serving import ServingEndpoint, ServingSample, parse_metrics
 from scheduler.service.demand import (
     DemandTracker,
     SlaState,
@@ -70,8 +70,8 @@ def vllm() -> Iterator[tuple[FakeVllm, str]]:
         thread.join(5)
 
 
-def _read(endpoint: ServingEndpoint, at_s: float):  # type: ignore[no-untyped-def]
-    async def go():  # type: ignore[no-untyped-def]
+def _read(endpoint: ServingEndpoint, at_s: float) -> ServingSample:
+    async def go() -> ServingSample:
         async with httpx.AsyncClient() as client:
             return await endpoint.read(client, at_s)
 

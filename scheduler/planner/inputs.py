@@ -206,6 +206,20 @@ def event_caps(
     return cap, (price if np.isfinite(price).any() else None)
 
 
+def set_serving_demand(inputs: PlanInputs, demand_tok_s: np.ndarray, source: str) -> None:
+    """Serving demand per step measured (and forecast) from the serving stack, in place of
+    the site file's spot figures: committed stays the contract (the SLA floor), what the
+    serving stack asks beyond it is spot demand, served where it pays."""
+    demand = np.asarray(demand_tok_s, dtype=np.float64)
+    if demand.shape != inputs.spot_tok_s.shape or not np.isfinite(demand).all():
+        raise ValueError(f"serving demand needs {inputs.T} finite values, got {demand.shape}")
+    inputs.spot_tok_s = np.maximum(demand - inputs.committed_tok_s, 0.0)
+    inputs.notes.append(
+        f"serving demand from {source}: {demand[0]:.0f} tokens/s now "
+        f"({inputs.spot_tok_s[0]:.0f} beyond committed)"
+    )
+
+
 def assemble_inputs(
     config: SiteConfig,
     grid: TimeGrid,

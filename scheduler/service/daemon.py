@@ -57,8 +57,9 @@ from scheduler.planner.plan import Plan
 from scheduler.planner.shedding import value_per_kw
 from scheduler.planner.solvers import SolverError, SolveStatus
 from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
+from scheduler.service.demand_feed import DemandFeed
 from scheduler.service.eventbook import EventBook
-from scheduler.service.metrics import FAST_BUCKETS, SOLVE_BUCKETS, Histogram
+from scheduler.service.metrics import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 from scheduler.service.openadr_programs import Programs
 from scheduler.service.power import (
     Compliance,
@@ -124,6 +125,7 @@ class Counters:
     store_failures: int = 0  # audit records the state file refused
     solve_s: Histogram = field(default_factory=lambda: Histogram(SOLVE_BUCKETS))
     fast_path_s: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS))
+    drain_s: Histogram = field(default_factory=lambda: Histogram(DRAIN_BUCKETS))
 
     def signal(self, source: str, result: str) -> None:
         self.signals[(source, result)] = self.signals.get((source, result), 0) + 1
@@ -218,6 +220,13 @@ class Daemon:
         self.scheduler: Any = None
         self.notifier = Notifier()
         self.ven: Any = None  # scheduler.service.ven.Ven when a VTN is configured
+        # inference demand from the serving engines' metrics, and GPU drains ([inference.demand])
+        self.demand = DemandFeed(config.inference) if config.inference.demand else None
+        if self.demand is not None:
+            self.demand.wire_drains(self.built.adapters, self.counters.drain_s.observe)
+            if self.demand.cfg.gpu_engines:  # a drain runs inside the GPU's apply call
+                bound_s = self.demand.cfg.drain_s + 10.0
+                self.fleet.op_timeout_s = max(self.fleet.op_timeout_s, bound_s)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -231,6 +240,8 @@ class Daemon:
         await self.fast_path("restart")
         await self.refresh_prices()
         await self.refresh_hashprice()
+        if self.demand is not None:  # a first reading (a rate needs two): no re-plan asked
+            await self.demand.poll()
         await self.replan("start")
         self._start_jobs()
         from scheduler.service.ven_daemon import start_ven  # OpenADR VEN, if GRIDSCHED_VTN_URL
@@ -273,6 +284,9 @@ class Daemon:
                 **opts,
             )
         sched.add_job(self.housekeeping, "interval", seconds=60, id="housekeeping", **opts)
+        if self.demand is not None:
+            poll_s = self.demand.cfg.poll_s
+            sched.add_job(self.poll_demand, "interval", seconds=poll_s, id="demand", **opts)
         # APScheduler logs a job's exception with its traceback; count it as a task failure
         sched.add_listener(self._job_failed, EVENT_JOB_ERROR)
         sched.start()
@@ -298,6 +312,8 @@ class Daemon:
             await self.ven.stop()  # removes its subscription at the VTN
         await self._audit("shutdown", {"posture": posture.value})
         await self.fleet.close()
+        if self.demand is not None:
+            await self.demand.close()
         if self.meter is not None:
             self.meter.close()
         for sim in self.built.simulators:
@@ -1029,10 +1045,16 @@ class Daemon:
         if not chosen:
             return []
         self.hold_dispatch = True
-        outcomes = await self.fleet.apply({i: s.request for i, s in chosen.items()})
-        self._commanded(outcomes, {i: s.mode for i, s in chosen.items()})
+        # Miners (and GPUs that need no drain) at once; GPUs that drain their requests
+        # before powering down after, so that no drain delays a miner's shed.
+        drained = self.demand.drains(chosen) if self.demand is not None else set()
+        first = {i: s.request for i, s in chosen.items() if i not in drained}
+        outcomes = await self.fleet.apply(first) if first else []
         elapsed = time.perf_counter() - t0
         self.counters.fast_path_s.observe(elapsed)
+        if drained:
+            outcomes += await self.fleet.apply({i: chosen[i].request for i in drained})
+        self._commanded(outcomes, {i: s.mode for i, s in chosen.items()})
         self._confirm_soon()
         log.warning(
             "fast path (%s): load %.0f kW > cap %.0f kW; %d devices commanded in %.0f ms",
@@ -1116,6 +1138,22 @@ class Daemon:
             await self._audit("commands", {"why": why, **(extra or {}), "outcomes": rows})
 
     # -- planning -----------------------------------------------------------------------------
+
+    async def poll_demand(self) -> None:
+        """Read the serving engines; a demand change beyond the threshold re-plans."""
+        if self.demand is not None and await self.demand.poll():
+            self.request_replan("demand")
+
+    def inference_sla(self) -> dict[str, dict[str, Any]]:
+        """Latency objectives met / missed / unverified (unverified without a feed)."""
+        if self.demand is not None:
+            return self.demand.objectives()
+        inf = self.config.inference
+        return {
+            k.removesuffix("_s"): {"state": "unverified", "value_s": None, "target_s": v}
+            for k in ("ttft_p95_s", "itl_p95_s")
+            if (v := getattr(inf, k)) is not None
+        }
 
     def request_replan(self, reason: str, delay_s: float = 0.5) -> None:
         """Re-plan soon. Requests within ``delay_s`` (a burst of signals) share one plan;
@@ -1207,6 +1245,8 @@ class Daemon:
                         self._peak_rules.append(rule)
                 slot_peaks(inputs, inputs.peaks, self._peak_rules)
                 self._keep_cap_margin(inputs)
+                if self.demand is not None:
+                    self.demand.set_plan_demand(inputs, now)
                 plan = await asyncio.to_thread(
                     self.planner.plan, inputs, config.site.name, config.site.timezone
                 )
@@ -1526,6 +1566,8 @@ class Daemon:
             },
             "classes": by_class,
             "hold_dispatch": self.hold_dispatch,
+            "inference_demand": None if self.demand is None else self.demand.status(),
+            "inference_sla": self.inference_sla(),
         }
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 SOLVE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 FAST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DRAIN_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 @dataclass
@@ -314,6 +315,38 @@ class DaemonCollector:
         yield cnt.fast_path_s.family(
             "gridsched_fastpath_duration_seconds", "Signal shed: decision to every device commanded"
         )
+        yield cnt.drain_s.family(
+            "gridsched_gpu_drain_seconds", "GPU drains before power-down: told to in-flight done"
+        )
+        yield from _inference(d)
+
+
+def _inference(d: Daemon) -> Iterator[Metric]:
+    """The serving demand feed (when configured) and the latency objectives."""
+    if d.demand is not None:
+        up = GaugeMetricFamily(
+            "gridsched_serving_feed_up", "1 when the latest poll read every serving engine"
+        )
+        up.add_metric([], 1.0 if d.demand.up else 0.0)
+        yield up
+        tok = GaugeMetricFamily(
+            "gridsched_inference_demand_tokens_per_second",
+            "Inference demand the plan uses now, by source (serving metrics or site file)",
+            labels=["source"],
+        )
+        now = d.demand.demand_now()
+        site = d.config.inference.committed_tokens_s + d.config.inference.spot_tokens_s
+        tok.add_metric([d.demand.source()], site if now is None else now)
+        yield tok
+    sla = GaugeMetricFamily(
+        "gridsched_inference_sla",
+        "1 for each latency objective's state (met, missed, unverified)",
+        labels=["objective", "state"],
+    )
+    for name, o in d.inference_sla().items():
+        for state in ("met", "missed", "unverified"):
+            sla.add_metric([name, state], 1.0 if o["state"] == state else 0.0)
+    yield sla
 
 
 def _power_truth(d: Daemon, m: dict[str, float], now: float) -> Iterator[Metric]:
