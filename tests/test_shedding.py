@@ -154,3 +154,13 @@ def test_each_gpu_class_steps_down_to_its_own_lowest_mode() -> None:
     # an A100: two H100s step down (0.7 kW) to the H100's low mode, none to the A100's
     n = np.array([[4], [0], [2], [0]])
     assert shed_to_limit(inp, n, np.array([3.0]))[:, 0].tolist() == [2, 2, 2, 0]
+
+
+def test_stepping_down_stops_at_the_committed_floor_too() -> None:
+    inp = _inputs(committed=7000.0)
+    # 8,000 tok/s served, 7,000 committed: 1,000 spare allows one H100 down (600 tok/s),
+    # not the three that 0.8 kW over a 2 kW limit would take; sleeping a unit would lose
+    # more than the 400 left, so the limit stays unmet and inference is kept
+    out = _shed(inp, [2.0])
+    assert out == [[0, 0, 3, 1]]
+    assert 2000.0 * out[0][2] + 1400.0 * out[0][3] >= 7000.0
