@@ -25,13 +25,14 @@ import resource
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.braiins import BraiinsSim
 from adapters.sim.gpu import SimGpu, SimNvmlError
 from adapters.sim.miner import FaultKind, SimMiner
 from adapters.sim.whatsminer import WhatsminerSim
+from models.errors import GridschedError
 
 DEFAULT_BASE = "127.1.0.0"
 CONTROL_PORT = 4029
@@ -43,6 +44,14 @@ FIRMWARE: dict[str, type[SimMiner]] = {
     "braiins": BraiinsSim,
     "whatsminer": WhatsminerSim,
 }
+#: Ports each firmware's simulator listens on (one socket each): the API on 4028, plus the
+#: stock Antminer's web CGI (80) and Braiins OS+'s gRPC (50051).
+LISTEN_PORTS = {"luxos": 1, "antminer": 2, "braiins": 2, "whatsminer": 1}
+#: Open files kept free beyond listeners and connections: the control server and its
+#: clients, the event loop's own descriptors, the interpreter's files.
+SPARE_FDS = 64
+#: Connections served at once are bounded by the client's concurrency, not the fleet's size.
+MAX_CONNECTIONS = 1024
 GPU_CALLS = (
     "power_w",
     "limit_w",
@@ -72,6 +81,64 @@ def loopback_hosts(n: int, base: str = DEFAULT_BASE) -> list[str]:
         if k & 0xFF not in (0, 255):
             out.append(str(a))
     return out
+
+
+class FleetTooLarge(GridschedError):
+    """More simulated miners than one process may open sockets for."""
+
+
+class MinerSpec(NamedTuple):
+    """Where and what one simulated miner is, before it is built (cheap to hold 30,000)."""
+
+    host: str
+    firmware: str
+    model: str
+
+
+def plan_miners(
+    n_miners: int,
+    base: str = DEFAULT_BASE,
+    models: Sequence[str] = ("Antminer S19j Pro", "Antminer S21"),
+    firmware: Sequence[str] = ("luxos",),
+) -> list[MinerSpec]:
+    """``models`` and ``firmware`` spread over ``n_miners`` loopback hosts in contiguous blocks."""
+    unknown = sorted(set(firmware) - set(FIRMWARE))
+    if unknown or not firmware:
+        raise ValueError(f"firmware {unknown}: valid are {', '.join(FIRMWARE)}")
+    out = []
+    for i, h in enumerate(loopback_hosts(n_miners, base)):
+        fw = firmware[i * len(firmware) // max(n_miners, 1)]
+        model = models[i * len(models) // max(n_miners, 1)]  # contiguous blocks
+        if fw == "whatsminer" and not model.startswith("Whatsminer"):
+            model = WhatsminerSim.model  # Whatsminer firmware runs on its own hardware
+        out.append(MinerSpec(h, fw, model))
+    return out
+
+
+def fds_needed(firmware: Sequence[str]) -> int:
+    """Open files a process serving miners of these firmware families needs: a listening
+    socket per port, one accepted connection per port up to ``MAX_CONNECTIONS``, and spare."""
+    listeners = sum(LISTEN_PORTS[f] for f in firmware)
+    return listeners + min(listeners, MAX_CONNECTIONS) + SPARE_FDS
+
+
+def fd_limit() -> tuple[int, int]:
+    """(soft, hard) open-files limit of this process; unlimited reads as a very large number."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    big = 1 << 30
+    return (
+        big if soft == resource.RLIM_INFINITY else soft,
+        big if hard == resource.RLIM_INFINITY else hard,
+    )
+
+
+def too_large_message(n_miners: int, need: int, hard: int) -> str:
+    return (
+        f"{n_miners} miners in one process need {need} open files (a socket per listening "
+        f"port, the connections to them, {SPARE_FDS} spare); this process may open {hard} "
+        "(hard limit, `ulimit -Hn`): run fewer miners per process (`gridsched fleet simulate "
+        "--per-process N` splits the fleet over worker processes) or raise the limit"
+    )
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -106,37 +173,62 @@ class SimFleet:
         firmware: Sequence[str] = ("luxos",),
     ) -> SimFleet:
         """``models`` and ``firmware`` are spread over the miners in contiguous blocks."""
-        unknown = sorted(set(firmware) - set(FIRMWARE))
-        if unknown or not firmware:
-            raise ValueError(f"firmware {unknown}: valid are {', '.join(FIRMWARE)}")
-        hosts = loopback_hosts(n_miners, base)
-        miners = []
-        for i, h in enumerate(hosts):
-            kind = FIRMWARE[firmware[i * len(firmware) // max(n_miners, 1)]]
-            model = models[i * len(models) // max(n_miners, 1)]  # contiguous blocks
-            if kind is WhatsminerSim and not model.startswith("Whatsminer"):
-                model = WhatsminerSim.model  # Whatsminer firmware runs on its own hardware
-            miners.append(
-                kind(
-                    h,
-                    model=model,
-                    sleep_s=sleep_s,
-                    wake_s=wake_s,
-                    retune_s=retune_s,
-                    reboot_s=reboot_s,
-                )
+        return cls.from_specs(
+            plan_miners(n_miners, base, models, firmware),
+            [SimGpu(i, model=gpu_model) for i in range(n_gpus)],
+            sleep_s=sleep_s,
+            wake_s=wake_s,
+            retune_s=retune_s,
+            reboot_s=reboot_s,
+            control_port=control_port,
+        )
+
+    @classmethod
+    def from_specs(
+        cls,
+        specs: Sequence[MinerSpec],
+        gpus: Sequence[SimGpu] = (),
+        *,
+        sleep_s: float = 5.0,
+        wake_s: float = 12.0,
+        retune_s: float = 3.0,
+        reboot_s: float = 30.0,
+        control_port: int | None = CONTROL_PORT,
+    ) -> SimFleet:
+        miners = [
+            FIRMWARE[s.firmware](
+                s.host,
+                model=s.model,
+                sleep_s=sleep_s,
+                wake_s=wake_s,
+                retune_s=retune_s,
+                reboot_s=reboot_s,
             )
-        gpus = [SimGpu(i, model=gpu_model) for i in range(n_gpus)]
-        return cls(miners, gpus, control_port=control_port)
+            for s in specs
+        ]
+        return cls(miners, list(gpus), control_port=control_port)
+
+    def firmware_of(self, m: SimMiner) -> str:
+        return next(k for k, v in FIRMWARE.items() if type(m) is v)
 
     async def start(self) -> None:
-        raise_fd_limit(4 * len(self.miners) + 1024)
-        await asyncio.gather(*(m.start() for m in self.miners))
+        """Bind every miner, then the control port; FleetTooLarge before binding anything
+        when the open-files limit cannot hold them (asyncio skips a socket it cannot open
+        without a word, so binding first would leave miners silently unserved)."""
         self._control: asyncio.AbstractServer | None = None
+        need = fds_needed([self.firmware_of(m) for m in self.miners])
+        raise_fd_limit(max(need, 4 * len(self.miners) + 1024))
+        soft, _hard = fd_limit()
+        if need > soft:
+            raise FleetTooLarge(too_large_message(len(self.miners), need, soft))
+        await asyncio.gather(*(m.start() for m in self.miners))
         if self.control_port is not None:
             self._control = await asyncio.start_server(
                 self._serve_control, self.control_host, self.control_port, reuse_address=True
             )
+            if not self._control.sockets:  # out of descriptors after all (other files open)
+                await self.stop()
+                raise FleetTooLarge(too_large_message(len(self.miners), need, soft))
             self.control_port = self._control.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -172,7 +264,7 @@ class SimFleet:
                     {
                         "host": m.host,
                         "model": m.model,
-                        "firmware": next(k for k, v in FIRMWARE.items() if type(m) is v),
+                        "firmware": self.firmware_of(m),
                         "phase": m.state.phase,
                         "profile": m.state.profile,
                         "power_w": round(w, 1),

@@ -9,14 +9,18 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from adapters import registry
 from adapters.base import Health, Telemetry
 from adapters.fleet import Fleet, freeze_heap
-from adapters.sim.fleet import FIRMWARE, SimFleet
+from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, fd_limit, plan_miners
+from adapters.sim.gpu import SimGpu
+from adapters.sim.miner import presets_for
+from adapters.sim.shards import DEFAULT_PER_PROCESS, ShardedFleet, ShardFailed, max_per_process
+from models.errors import GridschedError
 from models.site import load_site
 from scheduler.cli.report import table
 
@@ -47,13 +51,19 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main())
 
 
-def site_for_simulator(sim: SimFleet, control: str | None) -> str:
+def site_for_simulator(
+    miners: Sequence[MinerSpec], gpus: Sequence[SimGpu], control: str | None
+) -> str:
     """A site TOML that drives this simulated fleet through pyasic (and its GPUs)."""
     by_model: dict[str, list[str]] = {}
-    for m in sim.miners:
+    for m in miners:
         by_model.setdefault(m.model, []).append(m.host)
-    power_kw = sum(m.preset("default").watts for m in sim.miners) / 1000.0
-    power_kw += 0.85 * len(sim.gpus)
+    watts = {
+        model: next(p.watts for p in presets_for(model) if p.name == "default")
+        for model in by_model
+    }
+    power_kw = sum(watts[m.model] for m in miners) / 1000.0
+    power_kw += 0.85 * len(gpus)
     lines = [
         "# Written by `gridsched fleet simulate`: the simulated miners on loopback, reached",
         "# through pyasic exactly like real ones, and the simulator's GPUs.",
@@ -85,19 +95,19 @@ def site_for_simulator(sim: SimFleet, control: str | None) -> str:
             'kind = "pyasic"',
             "hosts = [" + ", ".join(f'"{h}"' for h in hosts) + "]",
         ]
-    if sim.gpus:
+    if gpus:
         lines += [
             "",
             "[inference]",
-            f"committed_tokens_s = {round(len(sim.gpus) * 150)}",
+            f"committed_tokens_s = {round(len(gpus) * 150)}",
             "committed_usd_per_mtok = 0.6",
             "",
             "[[devices]]",
             'name = "h100"',
             'kind = "gpu"',
-            f'model = "{sim.gpus[0].model}"',
+            f'model = "{gpus[0].model}"',
             "power_caps_w = [700, 500, 350]",
-            f"count = {len(sim.gpus)}",
+            f"count = {len(gpus)}",
             "[devices.adapter]",
             'kind = "sim"',
         ]
@@ -116,7 +126,24 @@ def _firmware_list(text: str) -> tuple[str, ...]:
     return names
 
 
+KINDS = {
+    "luxos": "LuxOS",
+    "antminer": "stock Antminer",
+    "braiins": "Braiins OS+",
+    "whatsminer": "Whatsminer",
+}
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    per_process = args.per_process
+    if per_process is None:  # as many as the open-files limit allows, up to the default
+        per_process = max(
+            1, min(DEFAULT_PER_PROCESS, max_per_process(args.firmware, fd_limit()[1]))
+        )
+    if per_process < 1:
+        raise ValueError(f"--per-process {per_process}: must be at least 1")
+    if args.miners > per_process:
+        return _simulate_sharded(args, per_process)
     sim = SimFleet.build(
         args.miners,
         args.gpus,
@@ -136,13 +163,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             sim.miners[0].host if sim.miners else "-",
             sim.miners[-1].host if sim.miners else "-",
         )
-        kinds = {
-            "luxos": "LuxOS",
-            "antminer": "stock Antminer",
-            "braiins": "Braiins OS+",
-            "whatsminer": "Whatsminer",
-        }
-        what = " and ".join(kinds[f] for f in args.firmware)
+        what = " and ".join(KINDS[f] for f in args.firmware)
         print(
             f"simulating {len(sim.miners)} {what} miners on {first} .. {last} port 4028"
             f"{' and 80' if 'antminer' in args.firmware else ''}, "
@@ -150,7 +171,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             flush=True,
         )
         if args.write_site:
-            Path(args.write_site).write_text(site_for_simulator(sim, control))
+            specs = [MinerSpec(m.host, sim.firmware_of(m), m.model) for m in sim.miners]
+            Path(args.write_site).write_text(site_for_simulator(specs, sim.gpus, control))
             print(f"wrote {args.write_site}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -163,6 +185,72 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     run_async(main())
     return 0
+
+
+def _simulate_sharded(args: argparse.Namespace, per_process: int) -> int:
+    """More miners than one process should hold: forked workers, one control port here."""
+    specs = plan_miners(args.miners, args.base, firmware=args.firmware)
+    sim = ShardedFleet(
+        specs,
+        [SimGpu(i) for i in range(args.gpus)],
+        per_process,
+        {"sleep_s": args.sleep_s, "wake_s": args.wake_s, "reboot_s": args.reboot_s},
+        control_port=args.control_port,
+    )
+    t0 = time.perf_counter()
+    sim.spawn()  # before any event loop runs here
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        starting = asyncio.create_task(sim.start())
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # SIGINT/SIGTERM while the workers were still binding
+                starting.cancel()
+                return 0
+            try:
+                starting.result()
+            except (ShardFailed, GridschedError, OSError) as exc:
+                print(f"gridsched: error: {exc}; stopping the fleet", file=sys.stderr)
+                return 2
+            control = f"127.0.0.1:{sim.control_port}" if sim.control_port else None
+            what = " and ".join(KINDS[f] for f in args.firmware)
+            print(
+                f"simulating {len(specs)} {what} miners on {specs[0].host} .. {specs[-1].host}"
+                f" port 4028{' and 80' if 'antminer' in args.firmware else ''}, "
+                f"{len(sim.gpus)} GPUs; control {control or 'off'}; "
+                f"{len(sim.shards)} worker processes of up to {per_process} miners; "
+                f"started in {time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
+            for sh in sim.shards:
+                assert sh.process is not None
+                print(
+                    f"worker {sh.index}: pid {sh.process.pid}, {len(sh.specs)} miners "
+                    f"{sh.span}, control 127.0.0.1:{sh.control_port}",
+                    flush=True,
+                )
+            if args.write_site:
+                Path(args.write_site).write_text(site_for_simulator(specs, sim.gpus, control))
+                print(f"wrote {args.write_site}", flush=True)
+            if args.duration:
+                loop.call_later(args.duration, stop.set)
+            failed = asyncio.create_task(sim.wait_failure())
+            await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if failed.done():
+                print(f"gridsched: error: {failed.result()}; stopping the fleet", file=sys.stderr)
+                return 1
+            failed.cancel()
+            return 0
+        finally:
+            stopped.cancel()
+            await sim.stop()
+
+    return run_async(main())
 
 
 def _identity(fleet: Fleet, device_id: str) -> dict[str, str]:
@@ -405,6 +493,12 @@ def add_parsers(sub: Any) -> None:
         help=f"comma-separated, spread over the miners in blocks: {', '.join(FIRMWARE)} "
         "(a stock Antminer also serves its web CGI on port 80: needs root or "
         "CAP_NET_BIND_SERVICE)",
+    )
+    si.add_argument(
+        "--per-process",
+        type=int,
+        help="miners per worker process: a larger fleet is split over forked workers "
+        f"(default {DEFAULT_PER_PROCESS}, fewer when the open-files limit needs it)",
     )
     si.add_argument("--write-site", help="write a site TOML that drives this fleet")
     si.add_argument("--duration", type=float, help="stop after this many seconds")

@@ -1,0 +1,221 @@
+"""The simulator at site scale: the open-files limit, and a fleet sharded over processes.
+
+Each test runs ``gridsched fleet simulate`` in a child process whose open-files limit (soft and
+hard) is lowered to a few hundred, so a fleet of a few hundred miners is "too large for one
+process" exactly as 30,000 are under this machine's 20,000 limit, without opening 30,000 sockets.
+Addresses 127.200.0.0 and up are used by no other test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = 256  # open files the child may hold (soft and hard)
+
+# Runs the CLI under a lowered RLIMIT_NOFILE (a process may always lower its own limit).
+RUNNER = (
+    "import resource, sys\n"
+    f"resource.setrlimit(resource.RLIMIT_NOFILE, ({LIMIT}, {LIMIT}))\n"
+    "from scheduler.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def simulate(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, "fleet", "simulate", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a signal to the test run does not reach it, and vice versa
+    )
+
+
+def test_a_fleet_over_the_open_files_limit_fails_with_one_line() -> None:
+    """300 miners in one process need more than 256 open files: a clear line, no traceback."""
+    proc = simulate(
+        "--miners", "300", "--per-process", "300", "--base", "127.200.0.0",
+        "--control-port", "0", "--duration", "1",
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (out, err)
+    assert "Traceback" not in err, err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert "open files" in lines[0] and str(LIMIT) in lines[0], lines[0]
+    assert "--per-process" in lines[0], lines[0]
+
+
+def test_simfleet_start_checks_the_limit_before_binding() -> None:
+    """The library path too: SimFleet.start raises FleetTooLarge, naming need and limit."""
+    code = (
+        "import asyncio, resource\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({LIMIT}, {LIMIT}))\n"
+        "from adapters.sim.fleet import SimFleet, FleetTooLarge\n"
+        "sim = SimFleet.build(300, base='127.200.8.0', control_port=0)\n"
+        "try:\n"
+        "    asyncio.run(sim.start())\n"
+        "except FleetTooLarge as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:"), out.stdout + out.stderr
+    assert "300 miners" in out.stdout and str(LIMIT) in out.stdout
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float = 120.0) -> list[str]:
+    """stdout lines up to and including the first that starts with ``marker``."""
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = proc.stdout
+
+    def pump() -> None:
+        for x in stdout:
+            lines.put(x)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1.0).rstrip("\n")
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if line.startswith(marker):
+            return seen
+    proc.kill()
+    raise AssertionError(f"no {marker!r} line: {seen}; {proc.stderr.read() if proc.stderr else ''}")
+
+
+def ask(port: int, req: dict[str, Any]) -> dict[str, Any]:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(json.dumps(req).encode() + b"\n")
+        out: dict[str, Any] = json.loads(s.makefile().readline())
+        return out
+
+
+def luxos(host: str, command: str) -> dict[str, Any]:
+    with socket.create_connection((host, 4028), timeout=10) as s:
+        s.sendall(json.dumps({"command": command}).encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    out: dict[str, Any] = json.loads(data.rstrip(b"\x00"))
+    return out
+
+
+def gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # exited; only the reaping is left (to init)
+
+
+def wait_gone(pids: list[int], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not all(gone(p) for p in pids):
+        time.sleep(0.1)
+    assert all(gone(p) for p in pids), [p for p in pids if not gone(p)]
+
+
+def started(proc: subprocess.Popen[str], marker: str) -> tuple[int, dict[int, int], list[str]]:
+    lines = read_until(proc, marker)
+    head = next(x for x in lines if x.startswith("simulating"))
+    port = int(re.search(r"control 127\.0\.0\.1:(\d+)", head).group(1))  # type: ignore[union-attr]
+    pids = {
+        int(m.group(1)): int(m.group(2))
+        for x in lines
+        if (m := re.match(r"worker (\d+): pid (\d+)", x))
+    }
+    return port, pids, lines
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:  # a failed assertion still leaves no simulator behind
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(30)
+
+
+def test_a_large_fleet_is_sharded_and_one_control_port_reaches_all(
+    tmp_path: Path, cleanup: list[subprocess.Popen[str]]
+) -> None:
+    """300 miners under a 256-file limit: split over workers from one command; the control
+    port lists, faults and clears miners in any worker; the site file names all of them;
+    SIGINT stops every worker."""
+    site = tmp_path / "site.toml"
+    proc = simulate(
+        "--miners", "300", "--gpus", "2", "--firmware", "luxos,whatsminer",
+        "--base", "127.201.0.0", "--control-port", "0", "--write-site", str(site),
+    )  # fmt: skip
+    cleanup.append(proc)
+    port, pids, lines = started(proc, "wrote")
+    assert len(pids) >= 2, lines  # one process could not hold them
+    listed = ask(port, {"op": "list"})
+    assert listed["ok"] and listed["gpus"] == 2
+    hosts = [m["host"] for m in listed["miners"]]
+    assert len(hosts) == 300 and hosts[0] == "127.201.0.1", hosts[:3]
+    assert {m["firmware"] for m in listed["miners"]} == {"luxos", "whatsminer"}
+    first, last = hosts[0], hosts[-1]
+    # a fault reaches the one miner named, in whichever worker holds it
+    assert ask(port, {"op": "fault", "hosts": [last], "kind": "hang", "delay_s": 0})["ok"]
+    faults = {m["host"]: m["faults"] for m in ask(port, {"op": "list"})["miners"]}
+    assert faults[last] == ["hang"] and not faults[first] and not faults[hosts[150]]
+    assert ask(port, {"op": "clear", "hosts": "all"})["ok"]
+    assert not any(m["faults"] for m in ask(port, {"op": "list"})["miners"])
+    bad = ask(port, {"op": "fault", "hosts": ["127.201.9.9"], "kind": "hang"})
+    assert not bad["ok"] and "no simulated miner" in bad["error"]
+    assert ask(port, {"op": "gpu", "index": 1, "call": "limit_w"})["ok"]
+    # the miners answer their own protocol, in the first worker and the last
+    assert luxos(first, "version")["STATUS"][0]["STATUS"] == "S"
+    text = site.read_text()
+    assert text.count('"127.201.') == 300 and f'"{last}"' in text
+    assert f'sim_control = "127.0.0.1:{port}"' in text
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    wait_gone(list(pids.values()))
+
+
+def test_a_worker_that_dies_stops_the_fleet_with_a_message(
+    cleanup: list[subprocess.Popen[str]],
+) -> None:
+    proc = simulate("--miners", "300", "--base", "127.202.0.0", "--control-port", "0")
+    cleanup.append(proc)
+    _port, pids, _lines = started(proc, "worker 1")
+    os.kill(pids[1], signal.SIGKILL)
+    assert proc.wait(60) == 1
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in err, err
+    assert "simulator worker 1" in err and "SIGKILL" in err and "stopping the fleet" in err, err
+    wait_gone(list(pids.values()))
