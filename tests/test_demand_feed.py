@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
+import threading
 import time
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import start_http_server
 
+from adapters.base import ModeRequest
+from adapters.fleet import Outcome
 from models.errors import ConfigError
+from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.metrics import metrics_registry
-from tests.test_failsafe import running
+from tests.test_failsafe import _free_base, running
 from tests.test_serving import FakeVllm
 
 SITE = """
@@ -282,3 +289,78 @@ def test_a_gpu_engine_that_is_no_gpu_of_the_site_is_named(
     _, url = engine
     with pytest.raises(ConfigError, match="h100/gpu9"):
         _daemon(tmp_path, url, extra=f'gpu_engines = {{ "h100/gpu9" = "{url}" }}')
+
+
+@pytest.fixture
+def router() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """The serving layer's capacity hook: a real HTTP server that records what it hears."""
+    heard: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            heard.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/capacity", heard
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_the_fast_path_sheds_miners_at_once_and_drained_gpus_after(
+    tmp_path: Path,
+    engine: tuple[FakeVllm, str],
+    router: tuple[str, list[dict[str, Any]]],
+) -> None:
+    fake, url = engine
+    hook_url, heard = router
+    fake.running.labels("llama").set(1)  # a request that never finishes: the bound is waited
+    engines = ", ".join(f'"h100/gpu{i}" = "{url}"' for i in range(4))
+    d = _daemon(
+        tmp_path,
+        url,
+        extra=f"drain_s = 0.3\ngpu_engines = {{ {engines} }}",
+        miners=f'serving_hook_url = "{hook_url}"\n' + MINERS.format(base=_free_base(2)),
+    )
+    batches: list[set[str]] = []
+    apply = d.fleet.apply
+
+    async def recorded(requests: Mapping[str, ModeRequest]) -> list[Outcome]:
+        batches.append(set(requests))
+        return await apply(requests)
+
+    d.fleet.apply = recorded  # type: ignore[method-assign]
+    d.request_replan = lambda *a, **k: None  # type: ignore[method-assign]  # the shed alone
+
+    async def go() -> None:
+        async with feeding(d):
+            ev = GridEvent(
+                id="dr",
+                type=EventType.CURTAIL,
+                start=datetime.now(UTC),
+                duration="1h",
+                limit_kw=0.0,
+            )
+            await d.accept([ev], "test", None, "{}")
+            while d._fast_running:
+                await asyncio.sleep(0.02)
+            miners = {i for i in d.fleet.status if i.startswith("s19/")}
+            slept = {i for i, m in d.modes.items() if i.startswith("h100/") and m == SLEEP}
+            assert miners and slept  # committed 500 tokens/s keeps some GPUs serving
+            first, later = batches[0], batches[1]
+            assert miners <= first and not (slept & first)
+            assert later == slept
+            assert {h["device"] for h in heard if not h["serving"]} == slept
+            m = metrics_registry(d)
+            assert m.get_sample_value("gridsched_gpu_drain_seconds_count") == len(slept)
+
+    asyncio.run(go())
