@@ -489,7 +489,7 @@ def test_webhook_from_vtn_reaches_the_daemon_and_caps_import(vtn: VtnDouble, tmp
             ven = Ven(cfg, Sink())
             await ven.start()
             assert ven.subscription_id is not None
-            ven.subscription_id = None  # leave it at the VTN: the daemon keeps listening
+            ven.subs.ids.clear()  # leave it at the VTN: the daemon keeps listening
             await ven.stop()
 
         run(subscribe())
@@ -556,7 +556,9 @@ def test_a_301_vtn_keeps_working() -> None:
         sink = Sink()
 
         async def go() -> Ven:
-            ven = Ven(config(vtn, version="3.0.1", mqtt=True), sink,
+            cfg = config(vtn, version="3.0.1", mqtt=True, callback_url="http://127.0.0.1:9/cb",
+                         callback_token="t")  # fmt: skip
+            ven = Ven(cfg, sink,
                       interpret=lambda b: notification_to_events(b, datetime.now(UTC), SITE),
                       measure=lambda: ImportSample(None, False))  # fmt: skip
             await ven.start()
@@ -572,6 +574,7 @@ def test_a_301_vtn_keeps_working() -> None:
         assert res["resourceName"] == "site-meter" and res["venID"] == ven.ven_id
         assert ("POST", f"/vens/{ven.ven_id}/resources", 201) in vtn.requests
         assert not [r for r in vtn.requests if r[1].startswith("/notifiers")]
+        assert ("POST", "/subscriptions", 201) in vtn.requests
         (report,) = vtn.objects["report"].values()
         assert report["programID"] == pid
     finally:

@@ -72,10 +72,7 @@ def _errata_310(spec: dict[str, Any]) -> list[str]:
             f"{server}: objectMetadata wants objectType {server.upper()}, {bl} wants "
             f"BL_{server.upper()}_REQUEST; no object is both, so {bl}'s is dropped"
         )
-    s["notification"]["properties"]["object"]["discriminator"]["mapping"] = {
-        k: f"#/components/schemas/{v}" for k, v in _OBJECTS.items()
-    }
-    done.append("notification.object: discriminator values (EVENT...) name no schema; mapped")
+    done.append(_map_notification(spec))
     pd = s["programRequest"]["properties"]["payloadDescriptors"]["items"]["discriminator"]
     pd["mapping"] = {
         "EVENT_PAYLOAD_DESCRIPTOR": "#/components/schemas/eventPayloadDescriptor",
@@ -85,9 +82,17 @@ def _errata_310(spec: dict[str, Any]) -> list[str]:
     return done
 
 
+def _map_notification(spec: dict[str, Any]) -> str:
+    obj = spec["components"]["schemas"]["notification"]["properties"]["object"]
+    obj["discriminator"]["mapping"] = {k: f"#/components/schemas/{v}" for k, v in _OBJECTS.items()}
+    return "notification.object: discriminator values (EVENT...) name no schema; mapped"
+
+
 def load_spec(version: str, errata: bool = True) -> tuple[dict[str, Any], list[str]]:
     spec = yaml.safe_load((SPEC_DIR / version / "openadr3.yaml").read_text())
-    return spec, (_errata_310(spec) if errata and version == "3.1.0" else [])
+    if not errata:
+        return spec, []
+    return spec, (_errata_310(spec) if version == "3.1.0" else [_map_notification(spec)])
 
 
 def _now() -> str:
@@ -361,8 +366,7 @@ class VtnDouble:
             else {"CREATE": "POST", "UPDATE": "PUT"}.get(operation, operation)
         )
         note = {"objectType": kind.upper(), "operation": op, "object": obj}
-        if self.version == "3.1.0":
-            self.check_notification(note, "outgoing")
+        self.check_notification(note, "outgoing")
         for sub in list(self.objects["subscription"].values()):
             for oo in sub.get("objectOperations", []):
                 if kind.upper() in oo.get("objects", []) and operation in oo.get("operations", []):

@@ -27,9 +27,16 @@ import httpx
 
 from models.site import OpenADR
 from scheduler.service.ven_auth import TokenSource
-from scheduler.service.ven_client import VtnClient, VtnError
+from scheduler.service.ven_client import VtnClient
 from scheduler.service.ven_mqtt import MqttListener, parse_binding
-from scheduler.service.ven_reports import Measure, ReportJob, SampleLog, plan_reports
+from scheduler.service.ven_reports import (
+    ImportSample,
+    Measure,
+    ReportJob,
+    SampleLog,
+    plan_reports,
+)
+from scheduler.service.ven_subscriptions import Subscriptions
 
 __all__ = ["Deliver", "Interpret", "Ven", "VenConfig"]
 
@@ -101,7 +108,9 @@ class Ven:
         self.vtn = VtnClient(self._http, config.vtn_url, self.tokens, config.version)
         self.ven_id: str | None = None
         self.resource_ids: dict[str, str] = {}
-        self.subscription_id: str | None = None
+        self.subs = Subscriptions(
+            self.vtn, str(config.site.ven_name), config.callback_url, config.callback_token
+        )
         self.mqtt: MqttListener | None = None
         self._seen: dict[tuple[str, str], str] = {}  # (objectType, id) -> modificationDateTime
         self._events: dict[str, dict[str, Any]] = {}  # the VTN's events as last delivered
@@ -148,11 +157,7 @@ class Ven:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
-        if self.subscription_id is not None:
-            sid, self.subscription_id = self.subscription_id, None
-            with contextlib.suppress(Exception):  # shutting down: say it, do not block on it
-                await self.vtn.call("DELETE", f"/subscriptions/{sid}")
-                log.info("VEN: subscription %s deleted", sid)
+        await self.subs.delete_all()
         if self._own_http:
             await self._http.aclose()
 
@@ -161,7 +166,8 @@ class Ven:
         out |= {
             "ven_id": self.ven_id,
             "resources": dict(self.resource_ids),
-            "subscription_id": self.subscription_id,
+            "subscription_id": self.subs.first,
+            "subscriptions": dict(self.subs.ids),
             "mqtt": dict(self.mqtt.status) if self.mqtt else None,
             "tokens_fetched": self.tokens.fetched,
             "reports_pending": sum(1 for j in self._jobs.values() if not j.sent),
@@ -193,35 +199,19 @@ class Ven:
         names = [r.name for r in site.resources]
         self.resource_ids = await self.vtn.ensure_resources(self.ven_id, names)
         self._status["enrolled"] = True
-        await self._subscribe()
+        await self.subs.renew(await self._program_ids())
         if self.config.mqtt and self.mqtt is None:
             await self._start_mqtt()
 
-    async def _subscribe(self) -> None:
-        if not self.config.callback_url:
-            return
-        old = self.subscription_id
-        sub = await self.vtn.subscribe(
-            str(self.config.site.ven_name), self.config.callback_url, self.config.callback_token
-        )
-        self.subscription_id = str(sub["id"])
-        if old and old != self.subscription_id:
-            with contextlib.suppress(Exception):
-                await self.vtn.call("DELETE", f"/subscriptions/{old}")
+    @property
+    def subscription_id(self) -> str | None:
+        return self.subs.first
 
-    async def _check_subscription(self) -> None:
-        """A VTN that lost its subscriptions (restored from an old backup, reset) would stop
-        notifying without a word: look for ours at each poll, and post it again if gone."""
-        try:
-            await self.vtn.call("GET", f"/subscriptions/{self.subscription_id}")
-        except VtnError as exc:
-            if exc.status != 404:
-                raise
-            log.warning(
-                "VEN: subscription %s gone at the VTN; subscribing again", self.subscription_id
-            )
-            self.subscription_id = None
-            await self._subscribe()
+    async def _program_ids(self) -> list[str]:
+        if self.vtn.version == "3.1.0" or not self.config.callback_url:
+            return []  # only 3.0.1 subscribes per program
+        got = await self.vtn.list_all("/programs")
+        return [str(p["id"]) for p in got if isinstance(p, dict) and "id" in p]
 
     async def _start_mqtt(self) -> None:
         notifiers = await self.vtn.notifiers()
@@ -254,6 +244,8 @@ class Ven:
         for p in programs:
             if isinstance(p, dict):
                 await self._offer("PROGRAM", "UPDATE", p)
+        if self.vtn.version == "3.0.1":  # a new program needs its own subscription there
+            await self.subs.ensure([str(p["id"]) for p in programs if isinstance(p, dict)])
         live = set()
         for ev in events:
             if isinstance(ev, dict) and isinstance(ev.get("id"), str):
@@ -341,10 +333,10 @@ class Ven:
             await asyncio.sleep(delay)
             step = self.poll_once if self._status["enrolled"] else self._enroll
             ok = await self._attempt(step, "poll" if self._status["enrolled"] else "enroll")
-            if ok and self.subscription_id is not None:
-                ok = await self._attempt(self._check_subscription, "check subscription")
+            if ok and self.subs.ids:
+                ok = await self._attempt(self.subs.check, "check subscriptions")
             if ok and time.monotonic() - renewed >= self.config.subscription_renew_s:
-                ok = await self._attempt(self._subscribe, "renew subscription")
+                ok = await self._attempt(self._renew, "renew subscriptions")
                 renewed = time.monotonic() if ok else renewed
             fails = self._status["consecutive_failures"]
             delay = (
@@ -352,6 +344,9 @@ class Ven:
                 if ok
                 else min(self.config.poll_s * 2 ** min(fails, 10), self.config.max_backoff_s)
             )
+
+    async def _renew(self) -> None:
+        await self.subs.renew(await self._program_ids())
 
     async def _report_loop(self, measure: Measure) -> None:
         while True:
@@ -384,8 +379,6 @@ class Ven:
 
     def record(self, t: float, power_kw: float | None, verified: bool) -> None:
         """Add an import sample by hand (the daemon's poll, or tests)."""
-        from scheduler.service.ven_reports import ImportSample
-
         self._samples.add(t, ImportSample(power_kw, verified))
 
     def jobs(self) -> list[ReportJob]:

@@ -135,22 +135,6 @@ class VtnClient:
 
     # -- subscriptions and notifiers ----------------------------------------------------------
 
-    async def subscribe(
-        self, client_name: str, callback_url: str, bearer_token: str | None
-    ) -> dict[str, Any]:
-        op: dict[str, Any] = {
-            "objects": ["EVENT", "PROGRAM"],
-            "operations": ["CREATE", "UPDATE", "DELETE"],
-            "callbackUrl": callback_url,
-        }
-        if bearer_token:
-            op["bearerToken"] = bearer_token
-        body = {"clientName": client_name, "objectOperations": [op]}
-        got = await self.call("POST", "/subscriptions", json=body)
-        if not isinstance(got, dict) or not isinstance(got.get("id"), str):
-            raise VtnError("POST /subscriptions", 201, f"no subscription id in {str(got)[:200]}")
-        return got
-
     async def notifiers(self) -> dict[str, Any]:
         """The VTN's notifier bindings; ``{"WEBHOOK": True}`` only on 3.0.1."""
         if self.version == "3.0.1":
