@@ -42,6 +42,8 @@ __all__ = ["Deliver", "Interpret", "Ven", "VenConfig"]
 
 log = logging.getLogger(__name__)
 
+#: a report the VTN keeps refusing is given up (and said in status) after this many tries
+MAX_REPORT_ATTEMPTS = 20
 #: hands one notification-shaped dict ``{objectType, operation, object}`` to the daemon
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 #: the daemon's reading of an EVENT notification as simple-format event dicts (for reports)
@@ -355,9 +357,11 @@ class Ven:
                 self._samples.add(now, measure())
             except Exception as exc:  # an unreadable site is a gap, not 0 kW
                 log.warning("VEN: import not read for reports: %s", exc)
-            for job in list(self._jobs.values()):
-                if not job.sent and now >= job.due_at and job.attempts < 20:
-                    await self.send_report(job)
+            due = [j for j in self._jobs.values() if not j.sent and now >= j.due_at]
+            for job in [j for j in due if j.attempts < MAX_REPORT_ATTEMPTS]:
+                if not await self.send_report(job) and job.attempts >= MAX_REPORT_ATTEMPTS:
+                    line = f"report {job.key}: gave up after {job.attempts} attempts"
+                    self._status["not_reported"] = (self._status["not_reported"] + [line])[-50:]
             await asyncio.sleep(self.config.sample_s)
 
     async def send_report(self, job: ReportJob) -> bool:
