@@ -62,6 +62,8 @@ class DemandFeed:
         #: demand (tokens/s now) the plan in force was made with; None: the site file's
         self.planned_tok_s: float | None = None
         self._planned_source = "site"
+        #: the site file's demand for now (committed + spot, hourly profile), as last planned
+        self.site_tok_s: float | None = None
         self._client: httpx.AsyncClient | None = None
         self.clock: Callable[[], float] = time.monotonic  # readings' times (tests: a fake)
 
@@ -111,6 +113,11 @@ class DemandFeed:
             return None
         return self.reading.demand_tokens_s
 
+    def tokens_now(self) -> float | None:
+        """The demand the plan uses now: measured, else the site file's figure."""
+        measured = self.demand_now()
+        return self.site_tok_s if measured is None else measured
+
     def source(self) -> str:
         return "serving" if self.demand_now() is not None else "site"
 
@@ -158,7 +165,7 @@ class DemandFeed:
             "source": self.source(),
             "engine": self.cfg.engine,
             "up": self.up,
-            "tokens_s": None if (d := self.demand_now()) is None else round(d, 1),
+            "tokens_s": None if (d := self.tokens_now()) is None else round(d, 1),
             "served_tokens_s": None if r is None else round(r.served_tokens_s, 1),
             "backlog_tokens_s": None if r is None else round(r.backlog_tokens_s, 1),
             "running": None if r is None else r.running,
@@ -207,6 +214,7 @@ class DemandFeed:
         site file's hourly profile as the prior); left as the site file's without a
         young reading."""
         prior = inputs.committed_tok_s + inputs.spot_tok_s
+        self.site_tok_s = float(prior[0]) if len(prior) else None
         hours = np.maximum(inputs.grid.starts_s - now_s, 0.0) / 3600.0
         demand = self.plan_demand(prior, hours)
         if demand is not None:

@@ -334,9 +334,9 @@ def _inference(d: Daemon) -> Iterator[Metric]:
             "Inference demand the plan uses now, by source (serving metrics or site file)",
             labels=["source"],
         )
-        now = d.demand.demand_now()
-        site = d.config.inference.committed_tokens_s + d.config.inference.spot_tokens_s
-        tok.add_metric([d.demand.source()], site if now is None else now)
+        now = d.demand.tokens_now()
+        if now is not None:  # before the first plan: the site file's figure is not known
+            tok.add_metric([d.demand.source()], now)
         yield tok
     sla = GaugeMetricFamily(
         "gridsched_inference_sla",
