@@ -364,3 +364,34 @@ def test_the_fast_path_sheds_miners_at_once_and_drained_gpus_after(
             assert m.get_sample_value("gridsched_gpu_drain_seconds_count") == len(slept)
 
     asyncio.run(go())
+
+
+def test_bad_demand_keys_are_named() -> None:
+    text = SITE.format(url="ftp://x", objectives="", demand_extra="", miners="")
+    text = text.replace('engine = "vllm"', 'engine = "triton"').replace("poll_s = 10", "poll_s = 0")
+    with pytest.raises(ConfigError) as err:
+        parse_site(tomllib.loads(text), "test", ".")
+    msg = str(err.value)
+    assert "inference.demand.engine" in msg and "'vllm' or 'tgi'" in msg
+    assert "inference.demand.poll_s" in msg and "inference.demand.urls" in msg
+
+
+def test_objectives_without_a_feed_are_unverified(tmp_path: Path) -> None:
+    text = SITE.format(
+        url="http://x/metrics", objectives="ttft_p95_s = 1.0", demand_extra="", miners=""
+    )
+    text = text.split("[inference.demand]")[0] + "[daemon]" + text.split("[daemon]")[1]
+    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
+    assert d.demand is None
+    assert d.inference_sla() == {
+        "ttft_p95": {"state": "unverified", "value_s": None, "target_s": 1.0}
+    }
+    m = metrics_registry(d)
+    assert (
+        m.get_sample_value(
+            "gridsched_inference_sla", {"objective": "ttft_p95", "state": "unverified"}
+        )
+        == 1.0
+    )
+    assert m.get_sample_value("gridsched_serving_feed_up") is None
+    d.store.close()
