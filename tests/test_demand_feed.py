@@ -29,7 +29,7 @@ from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.metrics import metrics_registry
-from tests.test_failsafe import _free_base, running
+from tests.test_failsafe import _absurd_price, _free_base, running
 from tests.test_serving import FakeVllm
 
 SITE = """
@@ -395,3 +395,33 @@ def test_objectives_without_a_feed_are_unverified(tmp_path: Path) -> None:
     )
     assert m.get_sample_value("gridsched_serving_feed_up") is None
     d.store.close()
+
+
+def test_a_failed_plan_leaves_the_demand_change_asking_for_a_replan(
+    tmp_path: Path, engine: tuple[FakeVllm, str]
+) -> None:
+    fake, url = engine
+    d = _daemon(tmp_path, url)
+
+    async def go() -> None:
+        async with feeding(d) as clock:
+            await d.poll_demand()
+            await _poll(d, clock, fake, 600.0)
+            assert d.demand is not None and d.demand.planned_tok_s == pytest.approx(600.0)
+            fake.gen.labels("llama").inc(18_000)
+            clock.t += 10.0
+            assert await d.demand.poll()  # 1800 tokens/s: beyond the threshold
+            await _absurd_price(d)  # a real solve that ends in error
+            assert await d.replan("demand") is None
+            assert d.demand.planned_tok_s == pytest.approx(600.0)  # not what failed
+            assert d.demand.wants_replan()
+            cancel = GridEvent(id="absurd", type=EventType.CANCEL)
+            await d.accept([cancel], "test", None, "{}")
+            for t in list(d._tasks):  # the re-plan the cancel asks for: run here instead
+                t.cancel()
+            d._replan_pending = False
+            assert await d.replan("demand") is not None
+            assert d.demand.planned_tok_s == pytest.approx(1800.0)
+            assert not d.demand.wants_replan()
+
+    asyncio.run(go())

@@ -1261,6 +1261,8 @@ class Daemon:
                 await self._plan_failed(reason, error, status.value)
                 return None
             self.plan, self.plan_at, self.plan_error = plan, now, None
+            if self.demand is not None:
+                self.demand.planned()  # the demand this plan was made for is in force
             self.solver_status = plan.status
             self.counters.solve_s.observe(plan.solve_s + plan.build_s)
             k = self.plan_index(now)

@@ -64,6 +64,7 @@ class DemandFeed:
         self._planned_source = "site"
         #: the site file's demand for now (committed + spot, hourly profile), as last planned
         self.site_tok_s: float | None = None
+        self._pending: float | None = None  # the demand of the plan being made
         self._client: httpx.AsyncClient | None = None
         self.clock: Callable[[], float] = time.monotonic  # readings' times (tests: a fake)
 
@@ -130,14 +131,19 @@ class DemandFeed:
         return needs_replan(self.planned_tok_s, measured, self.cfg.replan_threshold)
 
     def plan_demand(self, prior_tok_s: np.ndarray, hours_ahead: np.ndarray) -> np.ndarray | None:
-        """Demand per plan step from the serving stack (None: plan on the site file), and
-        remember it as what the plan in force assumed."""
+        """Demand per plan step from the serving stack (None: plan on the site file); it
+        becomes what the plan in force assumed once that plan is made (:meth:`planned`)."""
         measured = self.demand_now()
-        self._planned_source = "site" if measured is None else "serving"
-        self.planned_tok_s = measured
+        self._pending = measured
         if measured is None:
             return None
         return forecast_tokens_s(prior_tok_s, hours_ahead, measured, self.cfg.tau_h)
+
+    def planned(self) -> None:
+        """The plan made with :meth:`plan_demand`'s demand is in force (a plan that failed
+        is not: the demand it was made for still asks for a re-plan)."""
+        self.planned_tok_s = self._pending
+        self._planned_source = "site" if self._pending is None else "serving"
 
     def objectives(self) -> dict[str, dict[str, Any]]:
         """Each latency objective met / missed / unverified over the latest window; no
