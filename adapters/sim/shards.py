@@ -115,6 +115,9 @@ class ShardedFleet:
         """Fork the workers. Call before this process runs an event loop: a child forked
         from inside a running loop inherits it (Python 3.11 does not reset it)."""
         ctx = multiprocessing.get_context("fork")
+        # Everything imported so far out of the collector's reach: a worker's collections
+        # would otherwise write to every object's header and copy the parent's heap.
+        freeze_heap()
         for sh in self.shards:
             recv, send = ctx.Pipe(duplex=False)
             p = ctx.Process(
