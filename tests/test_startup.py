@@ -213,7 +213,7 @@ def test_a_site_nothing_can_measure_is_refused(site: DaemonProc) -> None:
     no_adapters = "\n".join(
         ln
         for ln in text.splitlines()
-        if not ln.startswith(("[devices.adapter]", "kind = \"sim\"", "sim_", "timeout_s"))
+        if not ln.startswith(("[devices.adapter]", 'kind = "sim"', "sim_", "timeout_s"))
     )
     site.site.write_text(no_adapters)
     res = run_cli(site.site, site.db, _clean_env(**GOOD_ENV))
