@@ -29,7 +29,7 @@ from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.metrics import metrics_registry
-from tests.test_failsafe import _absurd_price, _free_base, running
+from tests.test_failsafe import _absurd_price, _free_base, _get, running
 from tests.test_serving import FakeVllm
 
 SITE = """
@@ -245,6 +245,8 @@ def test_an_engine_that_goes_silent_keeps_the_last_reading_then_the_site_file(
             st = d.status()["inference_demand"]
             assert st["source"] == "site" and st["tokens_s"] == 500.0 and st["age_s"] == 30.0
             assert d.demand.planned_tok_s is None  # re-planned on the site file's figures
+            served = (await _get(d, "/v1/status")).json()["inference_demand"]
+            assert served["source"] == "site" and "ConnectError" in served["error"]
             v = metrics_registry(d).get_sample_value(
                 "gridsched_inference_demand_tokens_per_second", {"source": "site"}
             )
