@@ -29,7 +29,9 @@ from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.metrics import metrics_registry
-from tests.test_failsafe import _absurd_price, _free_base, _get, running
+from tests.support.daemon import free_loopback_base as _free_base
+from tests.support.daemon import running
+from tests.test_failsafe import _absurd_price, _get
 from tests.test_serving import FakeVllm
 
 SITE = """

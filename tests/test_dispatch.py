@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import json
 import sqlite3
 import time
-import tomllib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,13 +20,13 @@ import pytest
 from adapters.base import ModeRequest
 from models.market import demo_prices
 from models.signals import EventType, GridEvent
-from models.site import parse_site
 from scheduler.planner.inputs import assemble_inputs
 from scheduler.planner.shedding import mining_order
 from scheduler.planner.timegrid import uniform_grid
 from scheduler.service.api import create_app
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.security import sign
+from tests.support.daemon import daemon_of, running
 
 SITE = """
 [site]
@@ -79,26 +76,7 @@ def _daemon(tmp_path: Path, ramp_kw_per_min: float) -> Daemon:
     return _daemon_of(tmp_path, SITE.format(ramp=ramp_kw_per_min))
 
 
-def _daemon_of(tmp_path: Path, text: str) -> Daemon:
-    """A daemon over this site file's text, its state in ``tmp_path``."""
-    return Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "gridsched.db")
-
-
-@contextlib.asynccontextmanager
-async def running(d: Daemon) -> AsyncIterator[Daemon]:
-    """The daemon's store, simulators and fleet up, one poll read; no jobs, no HTTP."""
-    d.store.start()
-    for sim in d.built.simulators:
-        await sim.start()
-    try:
-        await d.fleet.connect_all()
-        await d.poll(dispatch=False)
-        yield d
-    finally:
-        await d.fleet.close()
-        for sim in d.built.simulators:
-            await sim.stop()
-        d.store.close()
+_daemon_of = daemon_of
 
 
 def _awake(d: Daemon) -> int:

@@ -18,7 +18,6 @@ import socket
 import sqlite3
 import time
 import tomllib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from scheduler.planner.solvers import SolverError
 from scheduler.service.api import create_app
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.metrics import metrics_registry
+from tests.support.daemon import free_loopback_base, running
 
 SITE = """
 [site]
@@ -81,21 +81,7 @@ kind = "sim"
 """
 
 
-def _free_base(n: int = 6, port: int = 4028) -> str:
-    """A loopback /24 whose first ``n`` addresses have ``port`` free, chosen at random so
-    that two runs on one host (or two tests) do not share simulated miners' addresses."""
-    rng = random.SystemRandom()
-    for _ in range(50):
-        base = f"127.{rng.randrange(100, 255)}.{rng.randrange(0, 256)}.0"
-        prefix = base.rsplit(".", 1)[0]
-        try:
-            for i in range(1, n + 1):
-                with socket.socket() as s:
-                    s.bind((f"{prefix}.{i}", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no loopback /24 with port {port} free on {n} addresses")
+_free_base = free_loopback_base
 
 
 def _daemon(
@@ -112,25 +98,6 @@ def _daemon(
     )
     config = parse_site(tomllib.loads(text), "test", str(tmp_path))
     return Daemon(config, tmp_path / "gridsched.db")
-
-
-@contextlib.asynccontextmanager
-async def running(d: Daemon) -> AsyncIterator[Daemon]:
-    """Store, simulators and fleet up, one poll read; no jobs, no HTTP server."""
-    d.store.start()
-    for sim in d.built.simulators:
-        await sim.start()
-    try:
-        await d.fleet.connect_all()
-        await d.poll(dispatch=False)
-        yield d
-    finally:
-        for t in list(d._tasks):
-            t.cancel()
-        await d.fleet.close()
-        for sim in d.built.simulators:
-            await sim.stop()
-        d.store.close()
 
 
 def _group(d: Daemon, device_id: str) -> str:

@@ -23,6 +23,7 @@ from models.meter import SiteMeter
 from models.site import parse_site
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry
+from tests.support.daemon import running
 from tests.test_dispatch import curtail
 
 BASE = 40000
@@ -267,24 +268,6 @@ timeout_s = 1
 def _metered(tmp_path: Path, port: int, base: str) -> Daemon:
     text = SITE.format(port=port, base=base)
     return Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
-
-
-@contextlib.asynccontextmanager
-async def running(d: Daemon) -> AsyncIterator[Daemon]:
-    d.store.start()
-    for sim in d.built.simulators:
-        await sim.start()
-    try:
-        await d.fleet.connect_all()
-        await d.poll(dispatch=False)
-        yield d
-    finally:
-        await d.fleet.close()
-        if d.meter is not None:
-            d.meter.close()
-        for sim in d.built.simulators:
-            await sim.stop()
-        d.store.close()
 
 
 def _sample(reg: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:

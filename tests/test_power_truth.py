@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import csv
 import json
 import time
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,8 @@ from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry
 from scheduler.service.power import ComplianceState, DevicePower, judge, site_power
 from scheduler.service.security import sign
-from tests.test_dispatch import _daemon_of, curtail, fast_path_done, running
+from tests.support.daemon import daemon_of, free_loopback_base, running
+from tests.test_dispatch import curtail, fast_path_done
 
 SITE = """
 [site]
@@ -69,7 +69,7 @@ timeout_s = 1
 
 
 def _site(tmp_path: Path, count: int, base: str) -> Daemon:
-    return _daemon_of(tmp_path, SITE.format(count=count, base=base))
+    return daemon_of(tmp_path, SITE.format(count=count, base=base))
 
 
 def _miners(d: Daemon) -> list[SimMiner]:
@@ -93,28 +93,19 @@ def _unparseable_telemetry(miner: SimMiner) -> None:
     miner.answer = broken  # type: ignore[method-assign]
 
 
-@contextlib.asynccontextmanager
-async def started_with_refusing(d: Daemon, refusing: int) -> AsyncIterator[Daemon]:
+def started_with_refusing(d: Daemon, refusing: int) -> AbstractAsyncContextManager[Daemon]:
     """As ``running``, but the first ``refusing`` miners refuse connections from the start
     (never read)."""
-    d.store.start()
-    for sim in d.built.simulators:
-        await sim.start()
-    for m in _miners(d)[:refusing]:
-        m.inject("refuse")
-    try:
-        await d.fleet.connect_all()
-        await d.poll(dispatch=False)
-        yield d
-    finally:
-        await d.fleet.close()
-        for sim in d.built.simulators:
-            await sim.stop()
-        d.store.close()
+
+    def refuse(d: Daemon) -> None:
+        for m in _miners(d)[:refusing]:
+            m.inject("refuse")
+
+    return running(d, before_connect=refuse)
 
 
 def test_a_miner_that_cannot_be_read_counts_at_its_last_known_power(tmp_path: Path) -> None:
-    d = _site(tmp_path, 3, "127.23.0.0")
+    d = _site(tmp_path, 3, free_loopback_base(3))
 
     async def go() -> None:
         async with running(d):
@@ -137,7 +128,7 @@ def test_a_miner_that_cannot_be_read_counts_at_its_last_known_power(tmp_path: Pa
 
 
 def test_a_miner_never_read_counts_at_its_modes_nameplate(tmp_path: Path) -> None:
-    d = _site(tmp_path, 2, "127.23.1.0")
+    d = _site(tmp_path, 2, free_loopback_base(2))
 
     async def go() -> None:
         async with started_with_refusing(d, 1):
@@ -161,7 +152,7 @@ def test_a_curtail_commands_a_miner_whose_reads_fail_and_claims_no_compliance(
     a made-up 0.2 kW."""
     secret = "whsec_" + base64.b64encode(b"power-truth-test-secret").decode()
     monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", secret)
-    d = _site(tmp_path, 1, "127.23.2.0")
+    d = _site(tmp_path, 1, free_loopback_base(1))
 
     async def go() -> None:
         async with running(d):
@@ -209,7 +200,7 @@ def test_the_shed_order_covers_what_a_miner_that_cannot_be_read_draws(tmp_path: 
     """Three miners, one unreadable: a cap that the two readable ones alone would meet
     is not met while the third draws its last known power; the fast path sheds for it
     (and commands it too)."""
-    d = _site(tmp_path, 3, "127.23.3.0")
+    d = _site(tmp_path, 3, free_loopback_base(3))
 
     async def go() -> None:
         async with running(d):
@@ -250,7 +241,7 @@ def _compliance(d: Daemon) -> str:
 def test_compliance_is_met_not_met_or_unverified_in_status_metrics_audit_and_export(
     tmp_path: Path,
 ) -> None:
-    d = _site(tmp_path, 3, "127.23.4.0")
+    d = _site(tmp_path, 3, free_loopback_base(3))
 
     async def go() -> None:
         async with running(d):
@@ -314,7 +305,7 @@ def test_the_plans_units_go_to_devices_it_can_see(tmp_path: Path) -> None:
     """A miner that takes commands but cannot be read is outside the plan's units (a load
     it cannot move): after an event, dispatch wakes the miners it can read, not that one
     in their place."""
-    d = _site(tmp_path, 3, "127.23.6.0")
+    d = _site(tmp_path, 3, free_loopback_base(3))
 
     async def go() -> None:
         async with running(d):
