@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,10 @@ def test_simfleet_start_checks_the_limit_before_binding() -> None:
     assert "300 miners" in out.stdout and str(LIMIT) in out.stdout
 
 
-def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float = 120.0) -> list[str]:
-    """stdout lines up to and including the first that starts with ``marker``."""
+def read_until(
+    proc: subprocess.Popen[str], done: Callable[[list[str]], bool], timeout_s: float = 120.0
+) -> list[str]:
+    """stdout lines until ``done(lines)`` holds."""
     assert proc.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
     stdout = proc.stdout
@@ -108,10 +110,10 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float = 120.
                 break
             continue
         seen.append(line)
-        if line.startswith(marker):
+        if done(seen):
             return seen
     proc.kill()
-    raise AssertionError(f"no {marker!r} line: {seen}; {proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError(f"not started: {seen}; {proc.stderr.read() if proc.stderr else ''}")
 
 
 def ask(port: int, req: dict[str, Any]) -> dict[str, Any]:
@@ -146,9 +148,20 @@ def wait_gone(pids: list[int], timeout_s: float = 30.0) -> None:
     assert all(gone(p) for p in pids), [p for p in pids if not gone(p)]
 
 
-def started(proc: subprocess.Popen[str], marker: str) -> tuple[int, dict[int, int], list[str]]:
-    lines = read_until(proc, marker)
-    head = next(x for x in lines if x.startswith("simulating"))
+def all_up(lines: list[str]) -> bool:
+    """The first line says how many workers; each then gets its own line."""
+    n = re.search(r"(\d+) worker processes", lines[0]) if lines else None
+    workers = sum(x.startswith("worker ") for x in lines)
+    return n is not None and workers == int(n.group(1))
+
+
+def started(
+    proc: subprocess.Popen[str], write_site: bool = False
+) -> tuple[int, dict[int, int], list[str]]:
+    lines = read_until(
+        proc, lambda seen: all_up(seen) and (not write_site or seen[-1].startswith("wrote"))
+    )
+    head = lines[0]
     port = int(re.search(r"control 127\.0\.0\.1:(\d+)", head).group(1))  # type: ignore[union-attr]
     pids = {
         int(m.group(1)): int(m.group(2))
@@ -180,7 +193,7 @@ def test_a_large_fleet_is_sharded_and_one_control_port_reaches_all(
         "--base", "127.201.0.0", "--control-port", "0", "--write-site", str(site),
     )  # fmt: skip
     cleanup.append(proc)
-    port, pids, lines = started(proc, "wrote")
+    port, pids, lines = started(proc, write_site=True)
     assert len(pids) >= 2, lines  # one process could not hold them
     listed = ask(port, {"op": "list"})
     assert listed["ok"] and listed["gpus"] == 2
@@ -212,10 +225,22 @@ def test_a_worker_that_dies_stops_the_fleet_with_a_message(
 ) -> None:
     proc = simulate("--miners", "300", "--base", "127.202.0.0", "--control-port", "0")
     cleanup.append(proc)
-    _port, pids, _lines = started(proc, "worker 1")
+    _port, pids, _lines = started(proc)
     os.kill(pids[1], signal.SIGKILL)
     assert proc.wait(60) == 1
     err = proc.stderr.read() if proc.stderr else ""
     assert "Traceback" not in err, err
     assert "simulator worker 1" in err and "SIGKILL" in err and "stopping the fleet" in err, err
+    wait_gone(list(pids.values()))
+
+
+def test_workers_stop_themselves_when_the_parent_is_killed(
+    cleanup: list[subprocess.Popen[str]],
+) -> None:
+    """kill -9 of the parent runs none of its clean-up: the workers notice and exit."""
+    proc = simulate("--miners", "300", "--base", "127.203.0.0", "--control-port", "0")
+    cleanup.append(proc)
+    _port, pids, _lines = started(proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
     wait_gone(list(pids.values()))
