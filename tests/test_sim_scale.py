@@ -210,6 +210,8 @@ def test_a_large_fleet_is_sharded_and_one_control_port_reaches_all(
     bad = ask(port, {"op": "fault", "hosts": ["127.201.9.9"], "kind": "hang"})
     assert not bad["ok"] and "no simulated miner" in bad["error"]
     assert ask(port, {"op": "gpu", "index": 1, "call": "limit_w"})["ok"]
+    curtails = ask(port, {"op": "curtails"})
+    assert curtails["ok"] and curtails["curtails"] == {}  # nothing commanded yet
     # the miners answer their own protocol, in the first worker and the last
     assert luxos(first, "version")["STATUS"][0]["STATUS"] == "S"
     text = site.read_text()
@@ -244,3 +246,19 @@ def test_workers_stop_themselves_when_the_parent_is_killed(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     wait_gone(list(pids.values()))
+
+
+def test_a_worker_over_the_limit_fails_with_one_line(
+    cleanup: list[subprocess.Popen[str]],
+) -> None:
+    """An explicit --per-process too large for the limit: each worker refuses; one line."""
+    proc = simulate(
+        "--miners", "300", "--per-process", "150", "--base", "127.204.0.0",
+        "--control-port", "0", "--duration", "1",
+    )  # fmt: skip
+    cleanup.append(proc)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (out, err)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "150 miners" in lines[0] and str(LIMIT) in lines[0] and "--per-process" in lines[0]
