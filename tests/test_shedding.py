@@ -164,3 +164,62 @@ def test_stepping_down_stops_at_the_committed_floor_too() -> None:
     out = _shed(inp, [2.0])
     assert out == [[0, 0, 3, 1]]
     assert 2000.0 * out[0][2] + 1400.0 * out[0][3] >= 7000.0
+
+
+A100 = {
+    "name": "a100",
+    "kind": "gpu",
+    "count": 2,
+    "idle_power_kw": 0.05,
+    "modes": [
+        {"name": "full", "power_kw": 0.4, "throughput_tokens_s": 900.0},
+        {"name": "low", "power_kw": 0.1, "throughput_tokens_s": 200.0},
+    ],
+}
+
+
+def test_units_already_in_the_low_mode_stay_there_when_others_join() -> None:
+    inp = _inputs(committed=0.0)
+    # 2 full + 2 low: 0.28 + 2 x 0.63 + 2 x 0.28 = 2.1 kW; 0.3 over 1.8 kW: one full steps
+    # down (0.35 kW) and joins the two already low
+    assert _shed(inp, [1.8], [0, 0, 2, 2]) == [[0, 0, 1, 3]]
+
+
+def test_no_unit_steps_down_when_the_committed_floor_leaves_no_room() -> None:
+    inp = _inputs(committed=7800.0)
+    # 8,000 served, 7,800 committed: 200 spare is less than the 600 a step down loses
+    assert _shed(inp, [2.0]) == [[0, 0, 4, 0]]
+
+
+def test_the_cheaper_step_down_goes_first_whatever_the_listing() -> None:
+    inp = _site([A100, DEVICES[2]], committed=0.0)
+    # k: 0 a100 full, 1 a100 low, 2 h100 full, 3 h100 low; marginal 0.35 0.05 0.63 0.28.
+    # Stepping down loses 2,333 tok/s per kW on an A100 and 1,714 on an H100: the H100s go
+    # first although listed second. All full: 0.1 + 0.28 + 0.7 + 2.52 = 3.6 kW; 0.5 over
+    # 3.1 kW: ceil(0.5 / 0.35) = 2 H100s down
+    n = np.array([[2], [0], [4], [0]])
+    assert shed_to_limit(inp, n, np.array([3.1]))[:, 0].tolist() == [2, 0, 2, 2]
+
+
+def test_a_single_mode_gpu_class_is_put_to_sleep_when_it_must() -> None:
+    one_mode = {
+        "name": "l4",
+        "kind": "gpu",
+        "count": 4,
+        "idle_power_kw": 0.02,
+        "modes": [{"name": "serve", "power_kw": 0.07, "throughput_tokens_s": 300.0}],
+    }
+    inp = _site([one_mode], committed=0.0)
+    # 4 x 0.02 + 4 x 0.05 = 0.28 kW; 0.1 over 0.18 kW: ceil(0.1 / 0.05) = 2 sleep
+    assert shed_to_limit(inp, np.array([[4]]), np.array([0.18]))[:, 0].tolist() == [2]
+
+
+def test_sleeping_serving_units_stops_once_the_limit_is_met_across_classes() -> None:
+    inp = _site([DEVICES[2], A100], committed=0.0)
+    # k: 0 h100 full, 1 h100 low, 2 a100 full, 3 a100 low. Already low everywhere:
+    # 0.28 + 0.1 + 4 x 0.28 + 2 x 0.05 = 1.6 kW; 0.5 over 1.1 kW. Sleeping order, fewest
+    # tok/s per kW first: h100 low (5,000), then a100 low (4,000)? No: a100 low is 200 /
+    # 0.05 = 4,000 < 5,000, so the A100s sleep first (0.1 kW), then ceil(0.4 / 0.28) = 2
+    # H100s; nothing more
+    n = np.array([[0], [4], [0], [2]])
+    assert shed_to_limit(inp, n, np.array([1.1]))[:, 0].tolist() == [0, 2, 0, 0]
