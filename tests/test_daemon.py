@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.audit.store import Store
 from scheduler.service.security import sign
+from tests.support.daemon import free_loopback_base
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWdyaWRzY2hlZA=="
 OADR_TOKEN = "oadr-test-token"
@@ -84,9 +85,11 @@ def free_port() -> int:
 
 
 class DaemonProc:
-    def __init__(self, tmp: Path, base: str = "127.11.0.0") -> None:
+    def __init__(self, tmp: Path, base: str | None = None) -> None:
+        # a free loopback /24 at random: two test runs on one host never share miners
+        self.base = base or free_loopback_base(20)
         self.site = tmp / "site.toml"
-        self.site.write_text(SITE.replace("{base}", base))
+        self.site.write_text(SITE.replace("{base}", self.base))
         self.db = tmp / "state.db"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -316,7 +319,7 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
     signal's limit is lower than the one before, so the cap after a restart names exactly
     the last signal stored: the last one accepted, or the one in flight at the kill."""
     rounds = int(os.environ.get("GRIDSCHED_KILL_ROUNDS", "3"))
-    d = DaemonProc(tmp_path, base="127.12.0.0")
+    d = DaemonProc(tmp_path)
     rng = random.Random(7)
     accepted: list[str] = []
     limits: dict[str, float] = {}
@@ -402,7 +405,7 @@ def test_status_shows_the_chain_head_a_witness_can_check_later(daemon: DaemonPro
 
 
 def test_silent_feeds_put_the_site_in_fail_safe(tmp_path: Path) -> None:
-    d = DaemonProc(tmp_path, base="127.13.0.0")
+    d = DaemonProc(tmp_path)
     d.site.write_text(
         d.site.read_text().replace(
             "body_max_bytes = 4096",

@@ -102,7 +102,7 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
     prometheus_bins: tuple[str, str], tmp_path: Path
 ) -> None:
     _, prom = prometheus_bins
-    d = DaemonProc(tmp_path, base="127.14.0.0")
+    d = DaemonProc(tmp_path)
     d.start()
     port = free_port()
     cfg = {
@@ -223,7 +223,7 @@ def test_grafana_dashboard_matches_generator_and_metrics(tmp_path: Path) -> None
     exprs = [t["expr"] for p in committed["panels"] for t in p["targets"]]
     exprs += [a["expr"] for a in committed["annotations"]["list"]]
     used = {m for e in exprs for m in re.findall(r"\b(gridsched_[a-z_]+)", e)}
-    d = DaemonProc(tmp_path, base="127.15.0.0")
+    d = DaemonProc(tmp_path)
     d.start()
     try:
         text = httpx.get(d.url + "/metrics", timeout=10).text

@@ -50,7 +50,7 @@ def refusal(res: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture
 def site(tmp_path: Path) -> DaemonProc:
-    return DaemonProc(tmp_path, base="127.60.0.0")
+    return DaemonProc(tmp_path)
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_state_file_of_another_site_is_refused(site: DaemonProc) -> None:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    d = DaemonProc(tmp_path_factory.mktemp("first"), base="127.61.0.0")
+    d = DaemonProc(tmp_path_factory.mktemp("first"))
     d.start()
     yield d
     if d.proc is not None and d.proc.poll() is None:
@@ -175,7 +175,7 @@ def first(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
 def test_second_instance_on_the_same_state_file_is_refused(
     first: DaemonProc, tmp_path: Path
 ) -> None:
-    other = DaemonProc(tmp_path, base="127.62.0.0")
+    other = DaemonProc(tmp_path)
     res = run_cli(other.site, first.db, _clean_env(**GOOD_ENV))
     text = refusal(res)
     assert res.returncode == 4 and str(first.db) in text and "in use" in text
@@ -190,7 +190,7 @@ def test_second_instance_on_the_same_state_file_is_refused(
 def test_second_instance_on_a_taken_port_touches_no_device(
     first: DaemonProc, tmp_path: Path
 ) -> None:
-    other = DaemonProc(tmp_path, base="127.63.0.0")
+    other = DaemonProc(tmp_path)
     res = run_cli(other.site, other.db, _clean_env(**GOOD_ENV), first.port)
     text = refusal(res)
     assert res.returncode == 4 and f"127.0.0.1:{first.port}" in text and "--listen" in text
@@ -199,13 +199,14 @@ def test_second_instance_on_a_taken_port_touches_no_device(
 
 
 def test_taken_simulator_address_names_it_and_sim_base(tmp_path: Path) -> None:
-    d = DaemonProc(tmp_path, base="127.64.0.0")
+    d = DaemonProc(tmp_path)
+    first = d.base.rsplit(".", 1)[0] + ".1"
     with socket.socket() as s:
-        s.bind(("127.64.0.1", 4028))
+        s.bind((first, 4028))
         s.listen()
         res = run_cli(d.site, d.db, _clean_env(**GOOD_ENV))
     text = refusal(res)
-    assert "127.64.0.1" in text and "sim_base" in text
+    assert first in text and "sim_base" in text
 
 
 def test_a_site_nothing_can_measure_is_refused(site: DaemonProc) -> None:

@@ -477,7 +477,7 @@ def test_webhook_from_vtn_reaches_the_daemon_and_caps_import(vtn: VtnDouble, tmp
 
     from tests.test_daemon import OADR_TOKEN, DaemonProc, status, wait_for
 
-    d = DaemonProc(tmp_path, base="127.11.9.0")
+    d = DaemonProc(tmp_path)
     d.start()
     try:
         client = bl(vtn)
@@ -513,7 +513,7 @@ def test_daemon_runs_the_ven_polls_listens_and_unsubscribes(
     client = bl(vtn)
     pid = make_program(client)
     first = client.create_event(limit_event(pid, kw=45.0)).json()["id"]
-    d = DaemonProc(tmp_path, base="127.11.10.0")
+    d = DaemonProc(tmp_path)
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-daemon"\n'
                       '[[openadr.resources]]\nname = "whole-site"\n')  # fmt: skip
     for k, v in {
@@ -656,7 +656,7 @@ def test_daemon_killed_loses_no_event(
 
     client = bl(vtn)
     pid = make_program(client)
-    d = DaemonProc(tmp_path, base="127.11.11.0")
+    d = DaemonProc(tmp_path)
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-k9"\n')
     for k, v in {
         "GRIDSCHED_VTN_URL": vtn.url,
