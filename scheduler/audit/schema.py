@@ -4,6 +4,9 @@
 1: the head file beside the database (``scheduler.audit.head``); no table changes, so the
    upgrade starts the head file with a checkpoint on the head the old code left, which
    then guards every record before it.
+2: ``webhook_ids.body_sha256``: the digest of the body a webhook id delivered, so that the
+   id reused for another body is told from a retry after a restart too (NULL for ids
+   stored before: those fall back to comparing the signal ids).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ CREATE TABLE IF NOT EXISTS signals (
 CREATE TABLE IF NOT EXISTS webhook_ids (
     id TEXT PRIMARY KEY,
     signal_ids TEXT NOT NULL,
-    keep_until REAL NOT NULL
+    keep_until REAL NOT NULL,
+    body_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS archived (
     file TEXT PRIMARY KEY,
@@ -86,8 +90,12 @@ def _migrate(
     head_file: Path,
 ) -> None:
     """Upgrade in place. 0 -> 1 adds no column: it starts the head file, with a first
-    checkpoint on the head the old code left (the records before it are covered by it)."""
+    checkpoint on the head the old code left (the records before it are covered by it).
+    1 -> 2 adds ``webhook_ids.body_sha256``."""
     con.executescript(SCHEMA)
+    columns = {str(r[1]) for r in con.execute("PRAGMA table_info(webhook_ids)")}
+    if "body_sha256" not in columns:
+        con.execute("ALTER TABLE webhook_ids ADD COLUMN body_sha256 TEXT")
     if had_log and version == 0:
         log.warning("%s: upgrading schema 0 -> %d (head file %s)", path, SCHEMA_VERSION, head_file)
     writer = HeadWriter(head_file, key)

@@ -24,6 +24,7 @@ record is on disk and checkpointed, and many concurrent signals share one fsync.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -361,8 +362,9 @@ class Store:
             ids = signal_rows.write(con, events, source, now)
             if webhook_id is not None:
                 con.execute(
-                    "INSERT INTO webhook_ids(id, signal_ids, keep_until) VALUES (?,?,?)",
-                    (webhook_id, json.dumps(ids), keep_until),
+                    "INSERT INTO webhook_ids(id, signal_ids, keep_until, body_sha256) "
+                    "VALUES (?,?,?,?)",
+                    (webhook_id, json.dumps(ids), keep_until, body_digest(raw)),
                 )
             self._append(
                 con,
@@ -374,6 +376,14 @@ class Store:
 
         out: tuple[bool, list[str]] = await self.write(fn)
         return out
+
+    def webhook_body(self, webhook_id: str) -> str | None:
+        """The digest (:func:`body_digest`) of the body ``webhook_id`` delivered, None when
+        the id is not stored or was stored before digests were kept."""
+        row = self._read.execute(
+            "SELECT body_sha256 FROM webhook_ids WHERE id = ?", (webhook_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def known_ids(self, signal_ids: list[str], webhook_id: str | None) -> tuple[set[str], bool]:
         """Which of ``signal_ids`` name a stored signal (cancelled or not; ``x:*`` any id
@@ -427,6 +437,11 @@ class Store:
         await self.write(
             lambda con: con.execute("DELETE FROM webhook_ids WHERE keep_until < ?", (now,))
         )
+
+
+def body_digest(raw: str) -> str:
+    """SHA-256 of a delivered body as stored (``raw``, UTF-8)."""
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
 def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # 0: before versions (commit 8150742): the same tables, no head file.
 # 1: the head file beside the database; signals checked against the chain.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
