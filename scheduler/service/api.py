@@ -6,16 +6,18 @@
   ``Authorization: Bearer`` one of ``GRIDSCHED_OPENADR_TOKENS``;
 - ``GET /v1/plan``, ``/v1/status``, ``/v1/signals``: read-only views (a token from
   ``GRIDSCHED_READ_TOKENS`` when ``[daemon] require_read_token``);
-- ``GET /healthz``: 200, or 503 when the plan is older than ``max_plan_age_s``;
+- ``GET /healthz``: 200, or 503 with the reason: the plan is older than ``max_plan_age_s``,
+  the last re-plan failed (the last good plan may still be in force), or no good plan
+  covers now (the fail-safe posture);
 - ``GET /metrics``: Prometheus exposition.
 
 Errors answer JSON ``{"error": ..., "detail": [...]}``: 401 unsigned, stale or forged; 403 a
 token without the right; 413 body over the cap; 415 not JSON; 422 invalid signal, with the
 field and what is valid (JSON nested deeper than 32, dates outside 1970-2099, a priority
 that is not an integer, an id twice in one request, a simple-format id in the ``oadr:``
-namespace); 404 a cancel of an id never stored; 409 a webhook id reused for another body;
-429 over the rate limit. A signal is answered 202 only after it is on disk; a retried
-delivery (same webhook id and body) is answered 200 and not applied twice.
+namespace); 404 a cancel of an id never stored; 409 a webhook id reused for another body
+(also after a restart); 429 over the rate limit. A signal is answered 202 only after it is
+on disk; a retried delivery (same webhook id and body) is answered 200 and not applied twice.
 """
 
 from __future__ import annotations
@@ -391,7 +393,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         read_access(request)
         return {"signals": daemon.store.signals(include_ended_after=time.time())}
 
-    @app.get("/healthz", summary="200 while the plan is fresh, 503 otherwise")
+    @app.get(
+        "/healthz",
+        summary="200 while a fresh, good plan is in force; 503 with the reason otherwise",
+    )
     async def healthz() -> Any:
         # 503 also after a failed re-plan (the last good plan may still be in force) and
         # while no good plan covers now (the fail-safe posture): the error says which
