@@ -117,6 +117,7 @@ class DeviceInfo:
     firmware: str = ""
     firmware_version: str = ""
     family: str = ""  # models.firmware.Family value for miners; "" where it does not apply
+    serial: str = ""  # a GPU's UUID, a miner's serial number where it reports one
     power_targets_w: tuple[float, ...] = ()  # presets; empty when any target in range works
     min_power_w: float | None = None
     max_power_w: float | None = None

@@ -99,6 +99,8 @@ class PynvmlBackend:
         try:
             if call == "count":
                 return nv.nvmlDeviceGetCount()
+            if call == "driver_version":
+                return str(nv.nvmlSystemGetDriverVersion())
             h = self._handles.get(index)
             if h is None:
                 h = self._handles[index] = nv.nvmlDeviceGetHandleByIndex(index)
@@ -205,6 +207,7 @@ class NvmlGpu(DeviceAdapter):
 
     async def connect(self) -> DeviceInfo:
         name, uuid = await self._call("identity")
+        driver = str(await self._call("driver_version"))
         lo, hi = await self._call("limit_constraints_w")
         if not (0 < lo <= hi):
             raise BadReply(self.device_id, f"NVML power limit constraints [{lo}, {hi}] W")
@@ -214,7 +217,9 @@ class NvmlGpu(DeviceAdapter):
             address=f"{self.backend.label if self.backend else ''}:{self.index}",
             make="NVIDIA",
             model=str(name),
-            firmware=str(uuid),
+            firmware="driver",
+            firmware_version=driver,
+            serial=str(uuid),
             min_power_w=float(lo),
             max_power_w=float(hi),
         )

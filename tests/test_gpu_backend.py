@@ -30,3 +30,22 @@ def test_a_control_port_that_never_answers_times_out() -> None:
             await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_a_gpus_identity_is_its_driver_not_its_uuid() -> None:
+    """The UUID is the GPU's own serial; its firmware is the NVIDIA driver, the same for
+    every GPU of a host (fleet status showed "16 kinds" of firmware for 16 GPUs)."""
+    from adapters.gpu import NvmlGpu
+    from adapters.sim.gpu import SimGpu
+    from adapters.sim.gpu_backend import SIM_DRIVER, LocalSimBackend
+
+    async def main() -> None:
+        sims = [SimGpu(i) for i in range(3)]
+        backend = LocalSimBackend(sims)
+        infos = [
+            await NvmlGpu(f"g{i}", str(i), backend=backend, index=i).connect() for i in range(3)
+        ]
+        assert {(i.firmware, i.firmware_version) for i in infos} == {("driver", SIM_DRIVER)}
+        assert [i.serial for i in infos] == [s.uuid for s in sims]
+
+    asyncio.run(main())

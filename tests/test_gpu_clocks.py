@@ -57,7 +57,7 @@ def test_clock_modes_that_cannot_work_are_refused(change: dict[str, object], wor
 
 def _gpu(fault: str | None = None) -> tuple[NvmlGpu, SimGpu]:
     sim = SimGpu(0, settle_s=1e-6, fault=fault)
-    return NvmlGpu("h100-0", 0, backend=LocalSimBackend([sim])), sim
+    return NvmlGpu("h100-0", "0", backend=LocalSimBackend([sim]), index=0), sim
 
 
 def test_clocks_are_locked_reset_on_a_plain_mode_on_sleep_and_on_close() -> None:

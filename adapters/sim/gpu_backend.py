@@ -15,6 +15,9 @@ from adapters.base import DeviceTimeout
 from adapters.gpu import nvml_error
 from adapters.sim.gpu import SimNvmlError
 
+#: What the simulator answers for nvmlSystemGetDriverVersion: says it is simulated.
+SIM_DRIVER = "simulated"
+
 
 class LocalSimBackend:
     """Simulated GPUs in this process."""
@@ -32,6 +35,8 @@ class LocalSimBackend:
         try:
             if call == "identity":
                 return f"NVIDIA {gpu.model} (simulated)", gpu.uuid
+            if call == "driver_version":
+                return SIM_DRIVER
             return getattr(gpu, call)(*args)
         except SimNvmlError as exc:
             raise nvml_error(f"gpu{index}", call, exc.code, str(exc)) from None
@@ -76,6 +81,8 @@ class RemoteSimBackend:
     async def call(self, index: int, call: str, *args: float) -> Any:
         if call == "identity":
             return "NVIDIA GPU (simulated)", f"SIM-{self.host}-{self.port}-{index}"
+        if call == "driver_version":
+            return SIM_DRIVER
         out = await self._request({"op": "gpu", "index": index, "call": call, "args": list(args)})
         result = out["result"]
         return tuple(result) if isinstance(result, list) else result

@@ -54,6 +54,7 @@ def _identity(fleet: Fleet, device_id: str) -> dict[str, str]:
         "model": info.model,
         "firmware": info.firmware,
         "firmware_version": info.firmware_version,
+        "serial": info.serial,
         "family": info.family,
     }
 
