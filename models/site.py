@@ -334,6 +334,9 @@ class Daemon(_Strict):
     resolution: str | None = None
     max_plan_age_s: Annotated[float, Field(gt=0)] = 900.0
     shutdown_posture: Posture = Posture.SLEEP_MINERS
+    #: on shutdown, how long to read devices back until the posture shows on each (bounded
+    #: by their firmware's confirmation deadline; keep it under systemd's TimeoutStopSec)
+    shutdown_confirm_s: Annotated[float, Field(ge=0, le=600)] = 40.0
     failsafe_cap_kw: NonNeg | None = None  # cap while a feed is silent; default DR level 1
     # with no good plan covering now: hold (miners shed to the fail-safe cap) or sleep_miners;
     # committed inference serves in both (sleep_all would stop it, so it is not offered)

@@ -587,3 +587,25 @@ def test_the_plan_keeps_a_margin_under_a_dr_cap(tmp_path: Path) -> None:
             assert d.cap_now()[0] == pytest.approx(9.0)  # what is enforced is the cap
 
     asyncio.run(go())
+
+
+def test_the_shutdown_posture_is_reported_as_read_back_not_as_sent(tmp_path: Path) -> None:
+    """A miner that answers success and stays awake is not "put in the safe posture": the
+    shutdown reads the miners back and counts it as not confirmed."""
+    text = SITE.format(committed=0.0, failsafe=10.0, base=_free_base(), caps="[700, 350]")
+    text = text.replace("confirm_after_s = 0", "confirm_after_s = 0\nshutdown_confirm_s = 2")
+    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
+
+    async def go() -> None:
+        d.store.start()
+        for sim in d.built.simulators:
+            await sim.start()
+        await d.fleet.connect_all()
+        await d.poll(dispatch=False)
+        miners = [m for sim in d.built.simulators for m in getattr(sim, "miners", [])]
+        miners[0].inject("ignore")
+        await d.stop()  # sleep_miners: the six miners are told to sleep
+
+    asyncio.run(go())
+    r = d.shutdown_report
+    assert (r["told"], r["confirmed"], r["unconfirmed"], r["failed"]) == (6, 5, 1, 0), r

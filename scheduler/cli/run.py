@@ -125,10 +125,12 @@ async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
         await serving
     finally:  # whatever ended the serving, the devices get the shutdown posture
         posture = Posture(args.posture) if args.posture else None
-        outcomes = await daemon.stop(posture)
-        failed = sum(not o.ok for o in outcomes)
+        await daemon.stop(posture)
+        r = daemon.shutdown_report
         print(
-            f"gridsched: stopped; {len(outcomes)} devices put in the safe posture, {failed} failed",
+            f"gridsched: stopped; safe posture: {r['told']} devices told, {r['confirmed']} "
+            f"confirmed by read-back, {r['unconfirmed']} not confirmed within "
+            f"{r.get('waited_s', 0):g} s, {r['failed']} failed",
             flush=True,
         )
 

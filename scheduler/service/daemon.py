@@ -172,6 +172,9 @@ class Daemon:
         self.plan: Plan | None = None
         self.plan_at: float | None = None
         self.plan_error: str | None = None
+        #: what the shutdown posture came to: devices told, confirmed by read-back, not
+        #: confirmed in time, failed (printed by `gridsched run`, recorded in the audit)
+        self.shutdown_report: dict[str, Any] = {}
         self.solver_status = "none"
         self.prices: Series | None = None
         self.prices_ok_at: float | None = None
@@ -300,6 +303,7 @@ class Daemon:
         for t in list(self._tasks):
             t.cancel()
         outcomes: list[Outcome] = []
+        self.shutdown_report = {"told": 0, "confirmed": 0, "unconfirmed": 0, "failed": 0}
         if posture is not Posture.HOLD:
             requests = {
                 i: ModeRequest("sleep")
@@ -308,9 +312,10 @@ class Daemon:
             }
             outcomes = await self.fleet.apply(requests)
             await self._record_outcomes("shutdown", outcomes)
+            self.shutdown_report = await self._confirm_shutdown(outcomes)
         if self.ven is not None:
             await self.ven.stop()  # removes its subscription at the VTN
-        await self._audit("shutdown", {"posture": posture.value})
+        await self._audit("shutdown", {"posture": posture.value, **self.shutdown_report})
         await self.fleet.close()
         if self.demand is not None:
             await self.demand.close()
@@ -320,6 +325,25 @@ class Daemon:
             await sim.stop()
         self.store.close()
         return outcomes
+
+    async def _confirm_shutdown(self, outcomes: list[Outcome]) -> dict[str, Any]:
+        """Read the devices told to take the shutdown posture back until each shows it, for
+        at most ``shutdown_confirm_s`` (and no longer than their firmware's deadline): an
+        accepted command is not a device asleep."""
+        accepted = [o for o in outcomes if o.ok]
+        wait_s = min(
+            self.config.daemon.shutdown_confirm_s,
+            max((self.fleet.by_id[o.device_id].confirm_deadline_s() for o in accepted), default=0),
+        )
+        seen = await self.fleet.confirm(accepted, wait_s) if accepted and wait_s > 0 else {}
+        confirmed = sum(1 for s in seen.values() if s is not None)
+        return {
+            "told": len(outcomes),
+            "confirmed": confirmed,
+            "unconfirmed": len(accepted) - confirmed,
+            "failed": len(outcomes) - len(accepted),
+            "waited_s": round(wait_s, 1),
+        }
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in the background as task ``name``; its failure is logged and
