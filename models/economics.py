@@ -50,7 +50,7 @@ def hashprice_usd_per_ths_day(
     return reward_btc_per_day * btc_price_usd / network_hashrate_ths * (1.0 - pool_fee)
 
 
-def breakeven_usd_per_mwh(hashprice: float, efficiency_j_per_th: float, pue: float = 1.0) -> float:
+def breakeven_usd_per_mwh(hashprice: Num, efficiency_j_per_th: float, pue: float = 1.0) -> Num:
     """Electricity price at which mining revenue equals energy cost.
 
     hashprice x 1e6 / (24 x efficiency): a machine at E J/TH burns E x 24 / 1e6 MWh per

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.economics import mining_revenue_usd_per_hour
 from models.errors import DataError
 from models.market import Series, iso
 from models.markets import MARKETS, PRICE_VISIBILITY, MarketInfo, tariff_market_problems
@@ -368,7 +369,7 @@ def evaluate(setup: BacktestSetup, run: PolicyRun) -> PolicyResult:
 def _profit_by_step(pin: PlanInputs, run: PolicyRun, st: Settlement) -> np.ndarray:
     """Energy-market profit per step (peak charges are monthly; they are not spread)."""
     dt_h, tok = pin.grid.dt_h, pin.grid.dur_s.astype(np.float64)
-    mining = (pin.hashrate_ths @ run.n) * pin.hashprice / 24.0 * dt_h
+    mining = mining_revenue_usd_per_hour(pin.hashrate_ths @ run.n, pin.hashprice) * dt_h
     infer = (
         (pin.committed_usd_per_mtok * st.committed_served + pin.spot_usd_per_mtok * st.spot_served)
         * tok

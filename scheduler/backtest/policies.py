@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from models.economics import breakeven_usd_per_mwh, mining_revenue_usd_per_hour
 from scheduler.backtest.engine import (
     BacktestSetup,
     PolicyRun,
@@ -85,8 +86,8 @@ def threshold(setup: BacktestSetup, curtail_after: int = 1, resume_after: int = 
         if pin.hashrate_ths[k] == 0:
             n[k] = units
             continue
-        kw = pin.pue * pin.power_kw[k]
-        strike = hp / 24.0 * pin.hashrate_ths[k] / kw * 1000.0  # USD/MWh
+        efficiency = float(pin.power_kw[k]) * 1000.0 / float(pin.hashrate_ths[k])
+        strike = breakeven_usd_per_mwh(hp, efficiency, pin.pue)  # USD/MWh
         above = price > strike
         running = True
         streak = 0
@@ -127,9 +128,9 @@ def best_mode(setup: BacktestSetup, peaks_and_dr: bool = False) -> PolicyRun:
             n[nominal[c]] = int(pin.units[c])
             continue
         # USD per unit-hour of each mining mode over sleeping (a sleeping unit draws idle)
-        extra_kw = pin.pue * (pin.power_kw[ks] - pin.idle_kw[c])
+        extra_kw = pin.marginal_kw[ks]
         margin = (
-            pin.hashrate_ths[ks, None] * hp[None, :] / 24.0
+            mining_revenue_usd_per_hour(pin.hashrate_ths[ks, None], hp[None, :])
             - extra_kw[:, None] * price[None, :] / 1000.0
         )
         best = np.argmax(margin, axis=0)
