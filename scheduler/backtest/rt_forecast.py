@@ -114,6 +114,24 @@ class RtForecaster:
             random_state=self.seed,
         )
 
+    def _rows(
+        self,
+        rt: np.ndarray,
+        dam: np.ndarray,
+        dam_ahead: DamAhead,
+        cal: Calendar,
+        steps: np.ndarray,
+        known_offset: int,
+    ) -> np.ndarray:
+        """Feature rows of the decisions at ``steps``, one block of ``horizon`` rows each."""
+        H = self.horizon
+        return np.vstack(
+            [
+                design(rt, k + known_offset, dam, dam_ahead(k, H), cal, k, self.steps_per_day)
+                for k in steps
+            ]
+        )
+
     def fit(
         self,
         rt: np.ndarray,
@@ -131,12 +149,7 @@ class RtForecaster:
         steps = steps[(steps + known_offset >= 1) & (steps + H <= len(rt))]
         if len(steps) == 0:
             raise ValueError("no training steps with a settled price and a whole horizon")
-        X = np.vstack(
-            [
-                design(rt, k + known_offset, dam, dam_ahead(k, H), cal, k, self.steps_per_day)
-                for k in steps
-            ]
-        )
+        X = self._rows(rt, dam, dam_ahead, cal, steps, known_offset)
         y = np.concatenate([rt[k : k + H] for k in steps])
         self.model = self._new_model().fit(X, y)
         return self
@@ -155,12 +168,7 @@ class RtForecaster:
         if self.model is None:
             raise RuntimeError("the forecaster is not fitted")
         H = self.horizon
-        X = np.vstack(
-            [
-                design(rt, k + known_offset, dam, dam_ahead(k, H), cal, k, self.steps_per_day)
-                for k in steps
-            ]
-        )
+        X = self._rows(rt, dam, dam_ahead, cal, steps, known_offset)
         return np.asarray(self.model.predict(X)).reshape(len(steps), H)
 
     def predict(
