@@ -323,3 +323,29 @@ def test_the_plans_units_go_to_devices_it_can_see(tmp_path: Path) -> None:
             assert all(m.state.phase != "sleeping" for m in miners[1:])
 
     asyncio.run(go())
+
+
+def test_a_command_not_seen_within_its_familys_deadline_is_sent_again(tmp_path: Path) -> None:
+    """A miner that answers success and keeps mining is, once its firmware family's
+    confirmation deadline has passed (not a fixed 120 s), taken at the mode it reads, so
+    that the next dispatch sends the plan's mode again."""
+    d = _site(tmp_path, 2, free_loopback_base(2))
+
+    async def go() -> None:
+        async with running(d):
+            for dev in d.fleet.adapters:
+                dev.confirm_within_s = 0.3  # type: ignore[attr-defined]
+            stubborn = _miners(d)[0]
+            stubborn.inject("ignore")
+            await curtail(d, 0.0)
+            device = _id_of(d, stubborn)
+            assert d.modes[device] == "sleep"  # as commanded, not yet read back
+            await asyncio.sleep(0.8)  # past the deadline, well short of 120 s
+            await d.poll(dispatch=False)
+            assert d.modes[device] != "sleep"  # taken at what it reads: mining
+            before = stubborn.commands_seen
+            d.hold_dispatch = False
+            await d.dispatch()
+            assert stubborn.commands_seen > before  # the plan's mode is sent again
+
+    asyncio.run(go())

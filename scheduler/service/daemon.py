@@ -73,9 +73,6 @@ from scheduler.service.sdnotify import Notifier
 
 log = logging.getLogger("gridsched.daemon")
 SLEEP = "sleep"
-#: How long a commanded mode stands in for the readings before they are believed again
-#: (LuxOS sleeps in about 5 s and wakes in 10-60 s).
-EXPECT_MAX_S = 120.0
 #: A cap signal whose write takes longer than this is shed while it is being written.
 SHED_WHILE_WRITING_AFTER_S = 0.02
 #: Solver outcomes whose plan may be applied. Not a time limit: a plan is extracted only
@@ -936,20 +933,21 @@ class Daemon:
         self.modes[device_id] = seen
 
     def _settle_expected(self, readings: Mapping[str, Telemetry], now: float) -> None:
-        """Forget expectations that a reading confirms. One older than a device needs to get
-        there is a device that did not follow: its mode becomes what it reads, so that
-        dispatch sends the plan's mode again."""
+        """Forget expectations that a reading confirms. One older than the device's
+        confirmation deadline (its firmware family's, ``confirm_deadline_s``) is a device
+        that did not follow: its mode becomes what it reads, so that dispatch sends the
+        plan's mode again."""
         for device_id, (mode, applied, at) in list(self._expected.items()):
             t = readings.get(device_id)
-            confirmed = (
-                t is not None and t.at >= at and self.fleet.by_id[device_id].confirms(applied, t)
-            )
+            adapter = self.fleet.by_id[device_id]
+            confirmed = t is not None and t.at >= at and adapter.confirms(applied, t)
+            deadline_s = adapter.confirm_deadline_s()
             if confirmed:
                 del self._expected[device_id]
-            elif now - at > EXPECT_MAX_S:
+            elif now - at > deadline_s:
                 del self._expected[device_id]
                 if t is not None and t.at >= at:
-                    why = f"did not reach {mode} within {EXPECT_MAX_S:.0f} s: sending it again"
+                    why = f"did not reach {mode} within {deadline_s:g} s: sending it again"
                     self._adopt_reading(device_id, t, why)
 
     def compute_shed_order(self) -> list[ShedStep]:
