@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import start_http_server
 
 from adapters.base import ModeRequest
 from adapters.fleet import Outcome
@@ -32,7 +31,7 @@ from scheduler.service.metrics import metrics_registry
 from tests.support.daemon import free_loopback_base as _free_base
 from tests.support.daemon import running
 from tests.test_failsafe import _absurd_price, _get
-from tests.test_serving import FakeVllm
+from tests.test_serving import FakeVllm, served
 
 SITE = """
 [site]
@@ -97,14 +96,8 @@ timeout_s = 2
 
 @pytest.fixture
 def engine() -> Iterator[tuple[FakeVllm, str]]:
-    fake = FakeVllm()
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=fake.reg)
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_port}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with served(FakeVllm()) as served_engine:
+        yield served_engine
 
 
 def _daemon(

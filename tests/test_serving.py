@@ -9,6 +9,7 @@ looks like, counters' ``_total`` and histograms' ``_bucket``/``_sum``/``_count``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 
 import httpx
@@ -58,9 +59,9 @@ class FakeVllm:
         )
 
 
-@pytest.fixture
-def vllm() -> Iterator[tuple[FakeVllm, str]]:
-    fake = FakeVllm()
+@contextlib.contextmanager
+def served(fake: FakeVllm) -> Iterator[tuple[FakeVllm, str]]:
+    """The fake engine's page served over loopback HTTP by prometheus_client; its URL."""
     server, thread = start_http_server(0, addr="127.0.0.1", registry=fake.reg)
     try:
         yield fake, f"http://127.0.0.1:{server.server_port}/metrics"
@@ -68,6 +69,12 @@ def vllm() -> Iterator[tuple[FakeVllm, str]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def vllm() -> Iterator[tuple[FakeVllm, str]]:
+    with served(FakeVllm()) as engine:
+        yield engine
 
 
 def _read(endpoint: ServingEndpoint, at_s: float) -> ServingSample:

@@ -17,14 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import start_http_server
 
 from adapters.base import DeviceUnreachable, ModeRequest
 from adapters.gpu import NvmlGpu, ServingHook
 from adapters.serving import ServingEndpoint
 from adapters.sim.gpu import SimGpu
 from adapters.sim.gpu_backend import LocalSimBackend
-from tests.test_serving import FakeVllm
+from tests.test_serving import FakeVllm, served
 
 Log = list[tuple[str, Any]]
 
@@ -67,14 +66,8 @@ def hook() -> Iterator[tuple[str, Log]]:
 
 @pytest.fixture
 def engine() -> Iterator[tuple[FakeVllm, str]]:
-    fake = FakeVllm()
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=fake.reg)
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_port}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with served(FakeVllm()) as served_engine:
+        yield served_engine
 
 
 def _gpu(url: str, log: Log, drain_s: float = 5.0) -> tuple[NvmlGpu, list[float]]:
