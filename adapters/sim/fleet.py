@@ -141,6 +141,20 @@ def too_large_message(n_miners: int, need: int, hard: int) -> str:
     )
 
 
+async def ask_control(host: str, port: int, req: dict[str, Any], limit: int = 1 << 16) -> bytes:
+    """One request to a simulator's control port: a JSON line out, the answer's line back
+    (empty when the server closed without answering). Callers bound it in time."""
+    reader, writer = await asyncio.open_connection(host, port, limit=limit)
+    try:
+        writer.write(json.dumps(req).encode() + b"\n")
+        await writer.drain()
+        return await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
 def raise_fd_limit(needed: int) -> None:
     """Lift the soft open-files limit toward ``needed`` (one socket per miner, plus clients)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.base import DeviceTimeout
 from adapters.gpu import nvml_error
+from adapters.sim.fleet import ask_control
 from adapters.sim.gpu import SimNvmlError
 
 #: What the simulator answers for nvmlSystemGetDriverVersion: says it is simulated.
@@ -53,13 +54,7 @@ class RemoteSimBackend:
     async def _request(self, req: dict[str, Any]) -> Any:
         try:
             async with asyncio.timeout(self.timeout_s):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-                try:
-                    writer.write(json.dumps(req).encode() + b"\n")
-                    await writer.drain()
-                    line = await reader.readline()
-                finally:
-                    writer.close()
+                line = await ask_control(self.host, self.port, req)
         except TimeoutError:
             raise DeviceTimeout(
                 f"gpu{req.get('index', '?')}",

@@ -38,6 +38,7 @@ from adapters.sim.fleet import (
     FleetTooLarge,
     MinerSpec,
     SimFleet,
+    ask_control,
 )
 from adapters.sim.gpu import SimGpu, SimNvmlError
 from models.errors import GridschedError
@@ -204,17 +205,9 @@ class ShardedFleet:
     # -- control: one port for the whole fleet ----------------------------------------------
 
     async def _ask(self, sh: Shard, req: dict[str, Any]) -> dict[str, Any]:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", sh.control_port, limit=READ_LIMIT
-        )
-        try:
-            writer.write(json.dumps(req).encode() + b"\n")
-            await writer.drain()
-            line = await reader.readline()
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        if sh.control_port is None:
+            raise ConnectionError(f"simulator worker {sh.index} ({sh.span}) has no control port")
+        line = await ask_control("127.0.0.1", sh.control_port, req, limit=READ_LIMIT)
         if not line:
             raise ConnectionError(f"simulator worker {sh.index} ({sh.span}) did not answer")
         out: dict[str, Any] = json.loads(line)
