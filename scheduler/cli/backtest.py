@@ -1,0 +1,225 @@
+"""``gridsched backtest``: replay a period on real prices against baseline policies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from models.durations import parse_duration_s
+from models.errors import GridschedError
+from models.market import Series, site_prices
+from models.markets import MarketInfo
+from models.site import SiteConfig, load_site
+from scheduler.cli.options import UsageError, read_events
+
+
+def _day_start(text: str, tz: str) -> int:
+    """A date (local midnight in the site's zone) or an ISO time with offset."""
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from None
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(tz)
+    return int(ts.tz_convert("UTC").timestamp())
+
+
+def _backtest_market(args: argparse.Namespace, config: SiteConfig) -> MarketInfo | None:
+    """The market named by --market, else the one the price format implies (ERCOT files)."""
+    from models.markets import market_for_format, market_info
+
+    if args.market:
+        try:
+            return market_info(args.market)
+        except GridschedError as exc:
+            raise UsageError(str(exc)) from None
+    fmt = args.price_format if args.prices else config.prices.format.value
+    return market_for_format(fmt)
+
+
+def _backtest_prices(
+    config: SiteConfig,
+    args: argparse.Namespace,
+    span: tuple[int, int],
+    path: str | None,
+    fmt: str | None,
+    col: str | None,
+) -> Series:
+    if path is not None and col is None:
+        raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
+    return site_prices(
+        config,
+        span[0],
+        span[1],
+        path,
+        fmt,
+        col,
+        args.timestamp_column,
+        args.price_timezone,
+        currency=args.price_currency,
+        usd_per_unit=args.usd_per_unit,
+    )
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from models.market import load_btc_hashprice
+    from scheduler.backtest import policies
+    from scheduler.backtest.engine import evaluate, prepare
+    from scheduler.cli import backtest_report
+
+    config = load_site(args.config)
+    step = parse_duration_s(args.decision_step)
+    horizon = parse_duration_s(args.horizon)
+    start = _day_start(args.from_, config.site.timezone)
+    end = _day_start(args.to, config.site.timezone)
+    wanted = [p.strip() for p in args.policy.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in policies.POLICIES]
+    if unknown:
+        raise UsageError(f"--policy {','.join(unknown)}: valid are {', '.join(policies.POLICIES)}")
+    market = _backtest_market(args, config)
+    span = (start, end)
+    realised = _backtest_prices(
+        config, args, span, args.prices, args.price_format, args.price_column
+    )
+    forecast = None
+    if args.forecast:
+        if market is None:
+            raise UsageError(
+                "--forecast needs --market: when day-ahead prices are published depends on "
+                "the market (ERCOT, PJM, MISO, SPP, CAISO, NYISO, SDAC/EPEX/Nord Pool)"
+            )
+        forecast = _backtest_prices(
+            config,
+            args,
+            span,
+            args.forecast,
+            args.forecast_format,
+            args.forecast_column or args.price_column,
+        )
+    hashprice = load_btc_hashprice(args.btc, 0.0) if args.btc else None  # fee applied once
+    events = read_events(args, config)
+    setup = prepare(
+        config,
+        realised,
+        start,
+        end,
+        step,
+        horizon,
+        forecast,
+        hashprice,
+        events,
+        market=market,
+        visibility=args.price_visibility,
+        fill=args.fill,
+        foreign_tariff=args.foreign_tariff,
+    )
+    runs = []
+    show = not args.quiet
+    for name in wanted:
+        if name == "scheduler":
+            runs.append(policies.rolling_scheduler(setup, progress=show))
+        elif name == "threshold":
+            runs.append(policies.threshold(setup, args.curtail_after, args.resume_after))
+        elif name in ("best-mode", "best-mode+peaks"):
+            runs.append(policies.best_mode(setup, peaks_and_dr=name == "best-mode+peaks"))
+        elif name == "always-on":
+            runs.append(policies.always_on(setup))
+        else:
+            runs.append(policies.oracle(setup))
+    results = [evaluate(setup, r) for r in runs]
+    period = {"from": args.from_, "to": args.to}
+    doc = backtest_report.to_dict(setup, results, period)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(backtest_report.render(setup, results, f"{args.from_} to {args.to}"))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(doc, indent=1))
+    if args.plot:
+        backtest_report.plot(setup, results, args.plot)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    bt = sub.add_parser("backtest", help="replay a period on real prices against baselines")
+    bt.add_argument("--config", required=True)
+    bt.add_argument("--prices", help="realised price CSV (default: the config's [prices])")
+    bt.add_argument("--price-format", choices=["ercot-rtm", "ercot-dam", "csv"])
+    bt.add_argument("--price-column")
+    bt.add_argument("--timestamp-column", default="interval_start_utc")
+    bt.add_argument("--price-timezone")
+    bt.add_argument("--forecast", help="forecast CSV, e.g. the ERCOT day-ahead file")
+    bt.add_argument("--forecast-format", choices=["ercot-rtm", "ercot-dam", "csv"])
+    bt.add_argument("--forecast-column", help="default: --price-column")
+    bt.add_argument("--btc", help="BTC daily network CSV (hashprice per day)")
+    bt.add_argument(
+        "--events",
+        help="JSON list of grid events, or a CSV power trace of a real DR event (with --events-at)",
+    )
+    bt.add_argument("--events-at", help="replay a power-trace event starting at this time")
+    bt.add_argument(
+        "--events-scale-kw",
+        type=float,
+        help="a trace's 100 %% level in kW (default: the interconnect)",
+    )
+    bt.add_argument(
+        "--from", dest="from_", required=True, help="first day (site local) or ISO time"
+    )
+    bt.add_argument("--to", required=True, help="end day (exclusive)")
+    bt.add_argument(
+        "--policy",
+        default="scheduler,threshold,best-mode,best-mode+peaks,always-on,oracle",
+        help="comma-separated: scheduler, threshold, best-mode, best-mode+peaks, always-on, oracle",
+    )
+    bt.add_argument(
+        "--market",
+        help="whose information timeline applies (ERCOT, PJM, MISO, SPP, CAISO, NYISO, "
+        "SDAC/EPEX/NORDPOOL); default: ERCOT for ERCOT files, else none",
+    )
+    bt.add_argument(
+        "--price-visibility",
+        choices=["after-interval", "current"],
+        default="after-interval",
+        help="after-interval: a real-time price is known once its interval ends (default); "
+        "current: a live feed shows the current dispatch price",
+    )
+    bt.add_argument(
+        "--fill",
+        choices=["refuse", "hold", "linear"],
+        default="refuse",
+        help="bridge missing prices on purpose (reported in the output); default: refuse",
+    )
+    bt.add_argument("--price-currency", help="currency of --prices/--forecast (default USD)")
+    bt.add_argument(
+        "--foreign-tariff",
+        action="store_true",
+        help="apply coincident-peak windows named for another market anyway (reported)",
+    )
+    bt.add_argument(
+        "--usd-per-unit", type=float, help="USD per 1 unit of --price-currency (a fixed rate)"
+    )
+    bt.add_argument("--decision-step", default="15min")
+    bt.add_argument("--horizon", default="48h")
+    bt.add_argument(
+        "--curtail-after",
+        type=int,
+        default=1,
+        help="threshold: intervals above the strike before curtailing",
+    )
+    bt.add_argument(
+        "--resume-after",
+        type=int,
+        default=1,
+        help="threshold: intervals below the strike before resuming",
+    )
+    bt.add_argument("--json", action="store_true")
+    bt.add_argument("--json-out")
+    bt.add_argument("--plot")
+    bt.add_argument("--quiet", action="store_true", help="no progress bar")
+    bt.set_defaults(func=cmd_backtest)

@@ -1,0 +1,285 @@
+"""``gridsched plan``, ``validate`` and ``solvers``: dry-run planning and validation.
+
+Touches no hardware. Errors in input print one clear message (what, where, what is valid)
+and exit with status 2; a solver that fails exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from models.durations import parse_duration_s
+from models.economics import breakeven_usd_per_mwh
+from models.market import Series, site_prices
+from models.site import SiteConfig, load_site
+from scheduler.cli.options import UsageError, read_events
+from scheduler.cli.report import render, table, write_csv
+from scheduler.planner.inputs import SiteState, assemble_inputs
+from scheduler.planner.optimize import Planner
+from scheduler.planner.solvers import available_solvers, solver_names
+from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
+
+
+def _parse_start(text: str | None, step_s: int) -> int:
+    if text is None:
+        now = int(time.time())
+        return now - now % step_s
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--start {text!r} is not ISO 8601 (e.g. 2023-08-10T05:00:00Z)") from None
+    if dt.tzinfo is None:
+        raise UsageError(f"--start {text!r} has no UTC offset; add Z or +HH:MM")
+    ts = int(dt.astimezone(UTC).timestamp())
+    if ts % step_s:
+        raise UsageError(f"--start {text!r} is not aligned to the {step_s // 60}-minute step")
+    return ts
+
+
+def load_prices(
+    config: SiteConfig,
+    path: str | None,
+    fmt: str | None,
+    column: str | None,
+    ts_column: str,
+    timezone: str | None,
+    start_s: int,
+    end_s: int,
+) -> Series:
+    """Prices from the command line if given, else from the config's [prices]."""
+    if path is not None and column is None:
+        raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
+    return site_prices(config, start_s, end_s, path, fmt, column, ts_column, timezone)
+
+
+def prices_from_args(
+    config: SiteConfig, args: argparse.Namespace, start_s: int, end_s: int
+) -> Series:
+    """The price series the command line (or else the config) names."""
+    return load_prices(
+        config,
+        args.prices,
+        args.price_format,
+        args.price_column,
+        args.timestamp_column,
+        args.price_timezone,
+        start_s,
+        end_s,
+    )
+
+
+#: Steps one plan may have: the LP grows with steps x classes x modes, and 525,600 one-minute
+#: steps (a year) ran out of memory. 20,000 is 69 days at 5 min, 2.3 years at 1 h.
+MAX_STEPS = 20_000
+#: USD per TH/s per day has stayed within 0.03-0.45 since 2020; above this it is almost
+#: surely a per-PH/s figure (1,000 times larger).
+MAX_HASHPRICE = 5.0
+
+
+def _grid(args: argparse.Namespace) -> TimeGrid:
+    step = parse_duration_s(args.step)
+    horizon = parse_duration_s(args.horizon)
+    if not args.resolution and horizon // step > MAX_STEPS:
+        raise UsageError(
+            f"--horizon {args.horizon} at --step {args.step} is {horizon // step:,} steps; "
+            f"a plan takes at most {MAX_STEPS:,}: shorten --horizon, lengthen --step, or use "
+            "--resolution (e.g. '5min:2h,1h')"
+        )
+    start = _parse_start(args.start, first_step_s(args.resolution) if args.resolution else step)
+    grid = (
+        multires_grid(start, horizon, args.resolution)
+        if args.resolution
+        else uniform_grid(start, horizon, step)
+    )
+    if len(grid.starts_s) > MAX_STEPS:
+        raise UsageError(
+            f"--resolution {args.resolution} over --horizon {args.horizon} is "
+            f"{len(grid.starts_s):,} steps; a plan takes at most {MAX_STEPS:,}"
+        )
+    return grid
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numbers that parse but cannot be meant, refused with their unit."""
+    hp = args.hashprice
+    if hp is not None and not 0 <= hp <= MAX_HASHPRICE:
+        if hp < 0:
+            raise UsageError(f"--hashprice {hp:g}: USD per TH/s per day must be >= 0")
+        raise UsageError(
+            f"--hashprice {hp:g} USD per TH/s per day is implausible (it has been 0.03-0.45 "
+            f"since 2020; at most {MAX_HASHPRICE:g} is taken): a per PH/s figure divides by "
+            f"1000, e.g. {hp / 1000:g}"
+        )
+    if args.current_load_kw is not None and not args.current_load_kw >= 0:
+        raise UsageError(
+            f"--current-load-kw {args.current_load_kw:g}: the import measured now must be >= 0 kW"
+        )
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output files go into existing folders: said before solving, not after."""
+    for flag, dest in (("--plot", args.plot), ("--csv", args.csv), ("--json-out", args.json_out)):
+        if dest and not Path(dest).resolve().parent.is_dir():
+            raise UsageError(
+                f"{flag} {dest}: the folder {Path(dest).parent} does not exist; create it "
+                "or choose another path"
+            )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    _check_numbers(args)
+    _check_outputs(args)
+    config = load_site(args.config)
+    grid = _grid(args)
+    prices = prices_from_args(config, args, int(grid.starts_s[0]), int(grid.ends_s[-1]))
+    events = read_events(args, config)
+    state = SiteState(current_load_kw=args.current_load_kw)
+    if args.hashprice is not None:
+        config = config.model_copy(
+            update={
+                "mining": config.mining.model_copy(
+                    update={"hashprice_usd_per_ths_day": args.hashprice}
+                )
+            }
+        )
+    inputs = assemble_inputs(config, grid, prices, events, state)
+    options = json.loads(args.solver_options) if args.solver_options else None
+    planner = Planner(args.solver, options, integer=args.milp)
+    plan = planner.plan(inputs, config.site.name, config.site.timezone)
+    if args.json:
+        json.dump(plan.to_dict(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(render(plan, hourly=not args.steps))
+        print(f"grid: {grid.describe()}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(plan.to_dict(), indent=1))
+    if args.csv:
+        write_csv(plan, args.csv)
+    if args.plot:
+        from scheduler.cli.plot import plot_plan
+
+        plot_plan(plan, args.plot)
+    for what, dest in (("JSON", args.json_out), ("CSV", args.csv), ("plot", args.plot)):
+        if dest:
+            print(f"wrote {what}: {dest}", file=sys.stderr)
+    return 0 if plan.ok else 3
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = load_site(args.config)
+    site = config.site
+    print(
+        f"{args.config}: valid. Site {site.name!r}, {site.timezone}, interconnect "
+        f"{site.interconnect_kw:,.0f} kW, PUE {site.pue}"
+    )
+    hp = config.mining.net_hashprice
+    rows = []
+    for dc in config.devices:
+        for m in dc.modes:
+            eff = m.efficiency_j_per_th
+            be = f"{breakeven_usd_per_mwh(hp, eff, site.pue):.1f}" if eff else "-"
+            rows.append(
+                [
+                    dc.name,
+                    str(dc.kind),
+                    f"{dc.units}",
+                    m.name,
+                    f"{m.power_kw:.3f}",
+                    f"{m.hashrate_ths:g}",
+                    f"{m.throughput_tokens_s:g}",
+                    f"{eff:.1f}" if eff else "-",
+                    be,
+                ]
+            )
+    print(
+        table(
+            [
+                "class",
+                "kind",
+                "units",
+                "mode",
+                "kW/unit",
+                "TH/s",
+                "tokens/s",
+                "J/TH",
+                "breakeven USD/MWh",
+            ],
+            rows,
+            "llrlrrrrr",
+        )
+    )
+    print(f"breakeven at hashprice {hp:.4f} USD/TH/s/day (net of pool fee), PUE included")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """``plan`` and ``validate``."""
+    pl = sub.add_parser("plan", help="plan a site over a horizon (dry run, no hardware)")
+    pl.add_argument("--config", required=True, help="site TOML file")
+    pl.add_argument("--prices", help="price CSV (default: the config's [prices])")
+    pl.add_argument(
+        "--price-format",
+        choices=["ercot-rtm", "ercot-dam", "csv"],
+        help="price file layout (default csv: a timestamp and a price column)",
+    )
+    pl.add_argument("--price-column", help="price column, e.g. HB_WEST")
+    pl.add_argument("--timestamp-column", default="interval_start_utc")
+    pl.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
+    pl.add_argument(
+        "--events",
+        help="JSON list of grid events (simple signal format), or "
+        "a CSV power trace of a real DR event (with --events-at)",
+    )
+    pl.add_argument("--events-at", help="replay a power-trace event starting at this time")
+    pl.add_argument(
+        "--events-scale-kw",
+        type=float,
+        help="a trace's 100 %% level in kW (default: the interconnect)",
+    )
+    pl.add_argument("--start", help="ISO 8601 start, e.g. 2023-08-10T05:00:00Z (default: now)")
+    pl.add_argument("--horizon", default="48h")
+    pl.add_argument("--step", default="5min")
+    pl.add_argument("--resolution", help="multi-resolution steps, e.g. '5min:2h,15min:12h,1h'")
+    pl.add_argument("--hashprice", type=float, help="override USD per TH/s per day")
+    pl.add_argument("--current-load-kw", type=float, help="measured import now, kW")
+    pl.add_argument(
+        "--solver",
+        default="highs",
+        choices=solver_names(),
+        help="highs (default) or any solver PuLP drives",
+    )
+    pl.add_argument("--solver-options", help="JSON object passed to the solver")
+    pl.add_argument("--milp", action="store_true", help="whole units in the model (small fleets)")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON only")
+    pl.add_argument("--json-out", help="also write the JSON plan to this file")
+    pl.add_argument("--csv", help="write one row per step to this CSV file")
+    pl.add_argument("--plot", help="write a PNG chart to this file")
+    pl.add_argument("--steps", action="store_true", help="table by step instead of by hour")
+    pl.set_defaults(func=cmd_plan)
+
+    va = sub.add_parser("validate", help="check a site TOML file and show its modes")
+    va.add_argument("config")
+    va.set_defaults(func=cmd_validate)
+
+
+def add_solvers_parser(sub: Any) -> None:
+    """``solvers`` (registered last, so ``gridsched --help`` lists it last)."""
+    so = sub.add_parser("solvers", help="list solvers and which are installed")
+    so.set_defaults(
+        func=lambda a: (
+            print(
+                "installed: "
+                + ", ".join(available_solvers())
+                + "\nknown: "
+                + ", ".join(solver_names())
+            )
+            or 0
+        )
+    )
