@@ -1,0 +1,289 @@
+"""The LuxOS command table: what a LuxOS miner answers on its cgminer-style API (4028).
+
+Sources: Luxor's LuxOS API documentation (docs.luxor.tech, "Sessions" and each command's
+page), Luxor's own client (github.com/LuxorLabs/luxos-tooling, ``asyncops.logon``), and
+what pyasic (0.79) sends and parses for a LuxOS miner (``rpc/luxminer.py``,
+``miners/backends/luxminer.py``): ``VERSION[0].Type`` and the ``LUXminer`` key for
+discovery; ``POWER``, ``SUMMARY``, ``STATS``, ``PROFILES``, ``CONFIG``, ``FANS``,
+``TEMPS``, ``POOLS``, ``GROUPS``, ``TEMPCTRL``, ``ATM``, so that ``pyasic.get_miner(ip)``
+identifies it and its control calls work.
+
+Commands joined by ``+`` are a multicommand, answered as ``{"summary": [{...}], "power":
+[{...}], "id": 1}``. Privileged commands (``curtail``, ``profileset``, ``atmset``,
+``logoff``) take the session id from ``logon`` as their first parameter. A session ends
+when unused for ``session_ttl_s`` (about a minute on LuxOS).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.sim.server import FaultKind, MinerServer
+
+LUXOS_VERSION = "2024.11.14.190207-2c9c8ec"
+API_VERSION = "3.7"
+
+
+@dataclass
+class LuxosSim(MinerServer):
+    """One simulated LuxOS miner bound to ``host:port``."""
+
+    #: LuxOS ends a session unused this long (about a minute, per its docs); inf: never.
+    session_ttl_s: float = math.inf
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._session = ""
+        self._session_used = 0.0  # clock time the session was created or last used
+        self.atm = False
+
+    def _power_off(self) -> None:
+        super()._power_off()
+        self._session = ""  # a reboot ends the session and ATM's state
+        self.atm = False
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def answer(self, raw: bytes) -> dict[str, Any]:
+        """The reply to one request, as the miner would send it."""
+        try:
+            req = json.loads(raw.decode("utf-8").rstrip("\x00"))
+            command = str(req["command"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return self._status("E", 14, "Invalid JSON")
+        param = req.get("parameter")
+        params = [] if param in (None, "") else str(param).split(",")
+        if self._fault(FaultKind.GARBLE) is not None:
+            return {"STATUS": "S", command.upper(): {"0": "?"}, "id": 1}
+        if "+" in command:
+            out: dict[str, Any] = {}
+            for c in command.split("+"):
+                out[c] = [self._one(c, [])]
+            out["id"] = 1
+            return out
+        return self._one(command, params)
+
+    def _status(self, code: str, num: int, msg: str) -> dict[str, Any]:
+        return {
+            "STATUS": [
+                {
+                    "STATUS": code,
+                    "When": int(time.time()),
+                    "Code": num,
+                    "Msg": msg,
+                    "Description": f"LUXminer {LUXOS_VERSION}",
+                }
+            ],
+            "id": 1,
+        }
+
+    def _ok(self, num: int, msg: str, key: str, body: list[dict[str, Any]]) -> dict[str, Any]:
+        out = self._status("S", num, msg)
+        out[key] = body
+        return out
+
+    def _privileged(self, params: list[str]) -> dict[str, Any] | None:
+        self._expire_session()
+        if not params or not self._session or params[0] != self._session:
+            return self._status("E", 400, "Invalid session id")
+        self._session_used = self.clock()  # a use refreshes the session
+        return None
+
+    def _one(self, command: str, params: list[str]) -> dict[str, Any]:
+        handler = getattr(self, f"_cmd_{command}", None)
+        if handler is None:
+            return self._status("E", 14, f"Invalid command: {command}")
+        result: dict[str, Any] = handler(params)
+        return result
+
+    def _cmd_version(self, _: list[str]) -> dict[str, Any]:
+        body = {
+            "API": API_VERSION,
+            "LUXminer": LUXOS_VERSION,
+            "Miner": LUXOS_VERSION,
+            "Type": self.model,
+        }
+        return self._ok(22, "LUXminer versions", "VERSION", [body])
+
+    def _cmd_devdetails(self, _: list[str]) -> dict[str, Any]:
+        body = [
+            {"DEVDETAILS": i, "Name": "BC", "ID": i, "Driver": "LUXminer", "Model": self.model}
+            for i in range(3)
+        ]
+        return self._ok(69, "Device Details", "DEVDETAILS", body)
+
+    def _cmd_summary(self, _: list[str]) -> dict[str, Any]:
+        _w, ths = self._advance()
+        self.state.accepted += 1 if ths > 0 else 0
+        elapsed = int(self.clock() - self.state.boot_at)
+        body = {
+            "Elapsed": elapsed,
+            "GHS 5s": round(ths * 1000.0, 2),
+            "GHS av": round(ths * 1000.0, 2),
+            "Accepted": self.state.accepted,
+            "Rejected": 0,
+            "Hardware Errors": 0,
+        }
+        return self._ok(11, "Summary", "SUMMARY", [body])
+
+    def _cmd_power(self, _: list[str]) -> dict[str, Any]:
+        w, _ths = self._advance()
+        return self._ok(338, "Power", "POWER", [{"PSU": True, "Watts": round(w)}])
+
+    def _cmd_stats(self, _: list[str]) -> dict[str, Any]:
+        _w, ths = self._advance()
+        t = self.state.temp_c
+        p = self.preset(self.state.profile)
+        board: dict[str, Any] = {
+            "STATS": 1,
+            "ID": "BC0",
+            "Elapsed": int(self.clock() - self.state.boot_at),
+            "total_rateideal": round(p.ths * 1000.0, 2),
+            "rate_unit": "GH",
+        }
+        for i in (1, 2, 3):
+            board[f"chain_rate{i}"] = f"{ths * 1000.0 / 3:.2f}"
+            board[f"chain_acn{i}"] = 126
+            chips = [round(t + d) for d in (4, 6, 8, 5)]
+            board[f"temp_chip{i}"] = "-".join(str(c) for c in chips)
+            board[f"temp_pcb{i}"] = "-".join(str(round(t - d)) for d in (8, 6, 5, 7))
+        head = {"STATS": 0, "ID": "LUXminer", "Type": self.model}
+        return self._ok(70, "LUXminer stats", "STATS", [head, board])
+
+    def _cmd_profiles(self, _: list[str]) -> dict[str, Any]:
+        body = [
+            {
+                "Profile Name": p.name,
+                "Watts": int(p.watts),
+                "Hashrate": p.ths,
+                "Frequency": p.frequency_mhz,
+                "Voltage": p.voltage,
+                "IsTuned": False,
+                "Step": str(i - 2),
+            }
+            for i, p in enumerate(self.presets)
+        ]
+        return self._ok(326, "Profiles", "PROFILES", body)
+
+    def _cmd_config(self, _: list[str]) -> dict[str, Any]:
+        body = {
+            "Profile": self.state.profile,
+            "MACAddr": self._mac,
+            "RedLed": "off",
+            "IsAtmEnabled": self.atm,
+            "IsPowerTargetSupported": False,
+            "Model": self.model,
+        }
+        return self._ok(33, "Configuration", "CONFIG", [body])
+
+    def _cmd_fans(self, _: list[str]) -> dict[str, Any]:
+        w, _ths = self._advance()
+        rpm = int(1500 + 4000 * min(1.0, w / 4000.0))
+        body = [{"FAN": i, "ID": i, "RPM": rpm, "Speed": int(rpm / 60)} for i in range(4)]
+        out = self._ok(202, "Fans", "FANS", body)
+        out["FANCTRL"] = [{"MinFans": 4}]
+        return out
+
+    def _cmd_temps(self, _: list[str]) -> dict[str, Any]:
+        t = self.state.temp_c
+        body = [
+            {"TEMPS": i, "ID": i, "Board": round(t, 1), "Chip": round(t + 6, 1)} for i in range(3)
+        ]
+        return self._ok(201, "Temps", "TEMPS", body)
+
+    def _cmd_tempctrl(self, _: list[str]) -> dict[str, Any]:
+        body = {"Mode": "Auto", "Target": 75, "Hot": 90, "Dangerous": 100}
+        return self._ok(200, "Temperature control", "TEMPCTRL", [body])
+
+    def _cmd_pools(self, _: list[str]) -> dict[str, Any]:
+        body = {
+            "POOL": 0,
+            "URL": "stratum+tcp://127.0.0.1:3333",
+            "User": "gridsched.sim",
+            "Status": "Alive",
+            "Stratum Active": True,
+            "Accepted": self.state.accepted,
+            "Rejected": 0,
+            "Get Failures": 0,
+            "Remote Failures": 0,
+            "GROUP": 0,
+        }
+        return self._ok(7, "Pools", "POOLS", [body])
+
+    def _cmd_groups(self, _: list[str]) -> dict[str, Any]:
+        return self._ok(8, "Groups", "GROUPS", [{"GROUP": 0, "Name": "Default", "Quota": 1}])
+
+    def _cmd_atm(self, _: list[str]) -> dict[str, Any]:
+        body = {"Enabled": self.atm, "MaxProfile": "+2", "MinProfile": "-2"}
+        return self._ok(339, "ATM configuration values", "ATM", [body])
+
+    def _expire_session(self) -> None:
+        if self._session and self.clock() - self._session_used > self.session_ttl_s:
+            self._session = ""
+
+    def _cmd_session(self, _: list[str]) -> dict[str, Any]:
+        self._expire_session()
+        return self._ok(36, "Session", "SESSION", [{"SessionID": self._session}])
+
+    def _cmd_logon(self, _: list[str]) -> dict[str, Any]:
+        self._expire_session()
+        if not self._session:
+            self._session = secrets.token_hex(4)
+            self._session_used = self.clock()
+        # Code and message as LuxOS's docs show them (logon; "Sessions").
+        return self._ok(316, "Session created", "SESSION", [{"SessionID": self._session}])
+
+    def _cmd_logoff(self, params: list[str]) -> dict[str, Any]:
+        err = self._privileged(params)
+        if err is not None:
+            return err
+        self._session = ""
+        return self._status("S", 38, "Session closed")
+
+    def _cmd_curtail(self, params: list[str]) -> dict[str, Any]:
+        err = self._privileged(params)
+        if err is not None:
+            return err
+        action = params[1] if len(params) > 1 else ""
+        self.last_curtail = (action, time.time())
+        if self._fault(FaultKind.IGNORE) is not None and action in ("sleep", "wakeup"):
+            pass  # answered as done below, nothing changes
+        elif action == "sleep":
+            self.sleep()
+        elif action == "wakeup":
+            self.wake()
+        else:
+            return self._status("E", 45, f"Invalid curtail mode {action!r}: sleep or wakeup")
+        # Code, message and field as LuxOS's docs show them (curtail).
+        said = "sleep mode" if action == "sleep" else "wake up"
+        return self._ok(335, "Curtailment command sent", "CURTAIL", [{"Action": said}])
+
+    def _cmd_profileset(self, params: list[str]) -> dict[str, Any]:
+        err = self._privileged(params)
+        if err is not None:
+            return err
+        name = params[1] if len(params) > 1 else ""
+        try:
+            if self._fault(FaultKind.IGNORE) is None:
+                self.set_profile(name)
+            else:
+                self.preset(name)  # validated and answered as set, nothing changes
+        except KeyError:
+            valid = ", ".join(p.name for p in self.presets)
+            return self._status("E", 327, f"Invalid profile {name!r}; valid: {valid}")
+        return self._ok(328, "Profile set", "PROFILE", [{"Profile": name}])
+
+    def _cmd_atmset(self, params: list[str]) -> dict[str, Any]:
+        err = self._privileged(params)
+        if err is not None:
+            return err
+        for p in params[1:]:
+            key, _, value = p.partition("=")
+            if key == "enabled":
+                self.atm = value == "true"
+        return self._status("S", 340, "Advanced Thermal Management configuration updated")
