@@ -1,7 +1,9 @@
 """Grid signals as data: demand-response events that cap import, set a price or alert.
 
 The simple native format is
-``{id, type: curtail|price|alert|cancel, start, end|duration, limit_kw?, level?, price?}``.
+``{id, type: curtail|price|alert|cancel, start, end|duration, limit_kw?, level?, price?}``;
+a curtail with ``classes`` caps the power of those device classes at the meter instead of
+the site's import.
 OpenADR 3 events are translated into the same ``GridEvent`` by the webhook layer; an OpenADR
 payload gridsched does not act on becomes a ``notice`` (its type, the reason, its time span), so
 that it is stored, audited and reported rather than dropped.
@@ -10,6 +12,7 @@ that it is stored, audited and reported rather than dropped.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -65,6 +68,9 @@ class GridEvent(BaseModel):
     payload_type: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     #: a notice's reason, or an alert's text, as sent
     detail: Annotated[str, Field(max_length=1000)] | None = None
+    #: device classes whose power (at the meter) a curtail's ``limit_kw`` caps, e.g. the
+    #: classes an OpenADR resource covers; None: the cap is on the site's import
+    classes: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] | None = None
 
     @field_validator("start", "end")
     @classmethod
@@ -120,7 +126,26 @@ class GridEvent(BaseModel):
             raise ValueError("a price event needs price (USD/MWh)")
         if self.type is EventType.NOTICE and not self.detail:
             raise ValueError("a notice needs detail (why it is not acted on)")
+        if self.classes is not None:
+            self._check_classes(self.classes)
         return self
+
+    def _check_classes(self, classes: tuple[str, ...]) -> None:
+        if self.type is not EventType.CURTAIL:
+            raise ValueError(
+                f"classes {list(classes)} on a {self.type} event: only a curtail's limit_kw "
+                "caps device classes; leave classes out"
+            )
+        if self.limit_kw is None:
+            raise ValueError(
+                "classes needs limit_kw (kW at the meter for those classes); a level's kW "
+                "(tariff.dr_levels_kw) caps the whole site"
+            )
+        if not classes:
+            raise ValueError("classes is empty; leave it out to cap the whole site's import")
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        if twice:
+            raise ValueError(f"classes names {twice} twice")
 
     @property
     def start_utc(self) -> datetime:
@@ -146,6 +171,20 @@ def resolve_cancels(events: list[GridEvent]) -> list[GridEvent]:
         else:
             live[ev.id] = ev
     return list(live.values())
+
+
+def class_problems(
+    events: Iterable[GridEvent], class_names: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(where, what) for each class an event names that the site has not got; for the
+    ``ConfigError`` of a plan, or the 422 of an intake that knows the site."""
+    valid = ", ".join(class_names)
+    return [
+        (f"event {ev.id}: classes", f"unknown device class {c!r} (valid: {valid})")
+        for ev in events
+        for c in ev.classes or ()
+        if c not in class_names
+    ]
 
 
 def parse_events(raw: Any, source: str) -> list[GridEvent]:

@@ -290,11 +290,21 @@ SETPOINT = {  # User Guide example 8.9.3-1
 }
 
 
-def test_a_dispatch_setpoint_for_one_resource_does_not_cap_the_site() -> None:
+def test_a_dispatch_setpoint_for_one_resource_caps_its_classes_not_the_site() -> None:
     one = OpenADR(
         ven_name="v", resources=(OpenADRResource(name="RESOURCE_0999", classes=("s19",)),)
     )
     evs = notification_to_events(note(SETPOINT), NOW, one)
+    (c,) = kinds(evs, "curtail")
+    assert c["limit_kw"] == 0.5 and c["classes"] == ["s19"] and c["id"].endswith("/RESOURCE_0999")
+    assert kinds(evs, "notice") == []
+    # a SIMPLE level for that resource: a level's kW is the site's, so it is recorded only
+    simple = {
+        "targets": ["RESOURCE_0999"],
+        "intervalPeriod": SETPOINT["intervalPeriod"],
+        "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [2]}]}],
+    }
+    evs = notification_to_events(note(simple), NOW, one)
     assert kinds(evs, "curtail") == []
     (n,) = kinds(evs, "notice")
     assert "RESOURCE_0999" in n["detail"] and "s19" in n["detail"]
@@ -308,9 +318,10 @@ def test_a_dispatch_setpoint_for_the_whole_site_resource_caps_import() -> None:
     (c,) = kinds(evs, "curtail")
     assert c["limit_kw"] == 0.5 and "end" not in c
     assert kinds(evs, "notice") == []  # the event names only the meter resource
-    evs = notification_to_events(note(SETPOINT), NOW, SITE)  # to every resource
-    assert [c["limit_kw"] for c in kinds(evs, "curtail")] == [0.5]
-    assert ["RESOURCE_0999" in n["detail"] for n in kinds(evs, "notice")] == [True]
+    evs = notification_to_events(note(SETPOINT), NOW, SITE)  # to every resource: each capped
+    got = [(c["limit_kw"], c.get("classes")) for c in kinds(evs, "curtail")]
+    assert sorted(got, key=str) == [(0.5, None), (0.5, ["s19"])]
+    assert kinds(evs, "notice") == []
 
 
 # -- 7. no payload type is dropped ----------------------------------------------------------------

@@ -139,10 +139,11 @@ def _checks() -> dict[str, Check]:
 
         return check
 
-    def c_8_9_3_1() -> None:  # a setpoint for one resource does not cap the site
+    def c_8_9_3_1() -> None:  # a setpoint for one resource caps its classes, not the site
         r = _read("8.9.3-1", MINERS)
-        assert acted(r) == [("DISPATCH_SETPOINT", False)] and of(r, "curtail") == []
-        assert "miners" in r.payloads[0].reason  # type: ignore[operator]
+        assert acted(r) == [("DISPATCH_SETPOINT", True)]
+        assert of(r, "curtail", "limit_kw") == [("00:00", "-", 0.5)]
+        assert [e["classes"] for e in r.events if e["type"] == "curtail"] == [["s19"]]
         r = _read("8.9.3-1", METER)
         assert of(r, "curtail", "limit_kw") == [("00:00", "-", 0.5)]
 

@@ -60,6 +60,10 @@ class BacktestSetup:
     mkt_min: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     currency: str = "USD"
     notes: list[str] = field(default_factory=list)
+    #: the whole real-time and day-ahead files as loaded: a learned forecast trains on
+    #: the part settled before the first decision (``information.settled_history``)
+    rt_series: Series | None = None
+    dam_series: Series | None = None
 
     @property
     def dt_h(self) -> float:
@@ -206,6 +210,8 @@ def prepare(
         mkt_min=(mkt_local.hour * 60 + mkt_local.minute).to_numpy(),
         currency=realised.currency,
         notes=notes,
+        rt_series=realised,
+        dam_series=forecast,
     )
 
 
@@ -246,6 +252,7 @@ def slice_inputs(inp: PlanInputs, a: int, b: int, **override: Any) -> PlanInputs
         "onsite_kw": inp.onsite_kw[sl],
         "cap_kw": inp.cap_kw[sl],
         "dr_cap_kw": inp.dr_cap_kw[sl],
+        "class_cap_kw": inp.class_cap_kw[:, sl],
         "committed_tok_s": inp.committed_tok_s[sl],
         "spot_tok_s": inp.spot_tok_s[sl],
         "ramp_up_kw": None if inp.ramp_up_kw is None else inp.ramp_up_kw[sl],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scheduler.planner.class_caps import define_class_caps
 from scheduler.planner.constraints import (
     define_import_limit,
     define_inference,
@@ -24,6 +25,7 @@ def build_model(inp: PlanInputs, integer: bool = False, reuse: LPModel | None = 
     x = define_units(b, inp)
     imp = define_site_balance(b, inp, x)
     define_import_limit(b, inp, imp)
+    define_class_caps(b, inp, x)
     define_inference(b, inp, x)
     define_wear(b, inp, x)
     define_ramp(b, inp, imp)

@@ -135,6 +135,22 @@ def committed_floor_kw(inp: PlanInputs) -> np.ndarray:
     return base + inp.committed_tok_s * best
 
 
+def class_cap_words(inp: PlanInputs, g: int) -> object:
+    """Words for a cap on part of the site broken (``scheduler.planner.class_caps``)."""
+    names = [inp.class_names[c] for c in inp.class_cap_groups[g]]
+    ids = ", ".join(e.id for e in inp.events if e.classes and set(e.classes) == set(names))
+
+    def words(seg: slice, worst: float, when: str) -> str:
+        cap = float(inp.class_cap_kw[g, seg].min())
+        return (
+            f"classes {', '.join(names)} draw more than their cap of {_mw(cap)} at the meter "
+            f"by up to {_mw(worst)} {when} (events: {ids or 'none'}): their units' idle "
+            "power or committed inference needs it"
+        )
+
+    return words
+
+
 def _violations(
     inp: PlanInputs, model: LPModel, x: np.ndarray, tz: ZoneInfo, sla_short: np.ndarray
 ) -> list[Violation]:
@@ -225,6 +241,8 @@ def _violations(
         ic_words,
     )
     add("dr-cap", model.values(x, "slack-dr-cap"), TOL_KW, "kW", dt_h, "kWh", dr_words)
+    for g, over in enumerate(model.values(x, "slack-class-cap")):
+        add("class-cap", over, TOL_KW, "kW", dt_h, "kWh", class_cap_words(inp, g))
     if "slack-inference-sla" in model.var_blocks:
         add(
             "inference-sla",

@@ -18,6 +18,7 @@ from models.errors import ConfigError
 from models.market import Series, load_csv_series, solar_profile_kw
 from models.signals import EventType, GridEvent, resolve_cancels
 from models.site import Penalties, SiteConfig
+from scheduler.planner.class_caps import class_cap_series
 from scheduler.planner.timegrid import TimeGrid
 
 
@@ -99,6 +100,10 @@ class PlanInputs:
     #: every (slot, step) whose bound switches membership, so that the matrix stays the
     #: same while a rolling horizon moves across billing months and windows.
     peak_slots: int | None = None
+    #: caps on part of the site (``scheduler.planner.class_caps``): the class indices of
+    #: each capped group, and its cap per step, (G, T) kW at the meter, inf where none
+    class_cap_groups: list[tuple[int, ...]] = field(default_factory=list)
+    class_cap_kw: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def T(self) -> int:
@@ -169,7 +174,8 @@ def _overlap(grid: TimeGrid, ev: GridEvent) -> np.ndarray:
 def event_caps(
     config: SiteConfig, grid: TimeGrid, events: list[GridEvent], protected_kw: float
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """DR cap per step (inf where none) and price overrides (NaN where none)."""
+    """DR cap per step (inf where none) and price overrides (NaN where none). Caps on
+    device classes are not the site's: ``class_cap_series`` reads them."""
     cap = np.full(grid.n, np.inf)
     price = np.full(grid.n, np.nan)
     price_prio = np.full(grid.n, -np.inf)
@@ -178,6 +184,8 @@ def event_caps(
     for ev in events:
         on = _overlap(grid, ev)
         if not on.any():
+            continue
+        if ev.classes:  # a cap on part of the site: class_cap_series
             continue
         if ev.type in (EventType.CURTAIL, EventType.ALERT):
             limit = ev.limit_kw
@@ -296,6 +304,7 @@ def assemble_inputs(
     if price_override is not None:
         price = np.where(np.isfinite(price_override), price_override, price)
     cap = np.minimum(dr_cap, site.interconnect_kw)
+    cap_groups, class_cap = class_cap_series([dc.name for dc in devices], grid, all_events)
 
     dt_min = grid.dur_s / 60.0
     ramp_up = None if site.ramp_up_kw_per_min is None else site.ramp_up_kw_per_min * dt_min
@@ -402,4 +411,6 @@ def assemble_inputs(
         price_synthetic=prices.synthetic,
         events=[e for e in all_events if _overlap(grid, e).any()],
         notes=notes,
+        class_cap_groups=cap_groups,
+        class_cap_kw=class_cap,
     )

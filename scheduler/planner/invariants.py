@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scheduler.planner.class_caps import group_power_kw
 from scheduler.planner.extract import batch_by_step
 from scheduler.planner.inputs import PlanInputs
 from scheduler.planner.matrices import LPModel
@@ -21,6 +22,11 @@ TOL_SLA = 1e-2  # tokens/s
 def _covered(plan: Plan, names: tuple[str, ...], t: int) -> bool:
     s = plan.starts_s[t]
     return any(v.constraint in names and v.start_s <= s < v.end_s for v in plan.violations)
+
+
+def plan_units(plan: Plan) -> np.ndarray:
+    """The whole-unit plan as units per (class-mode, step)."""
+    return np.concatenate([np.asarray(cp.units_by_mode, dtype=np.float64) for cp in plan.classes])
 
 
 def check_plan(inp: PlanInputs, model: LPModel, x_all: np.ndarray, plan: Plan) -> list[str]:
@@ -52,6 +58,19 @@ def check_plan(inp: PlanInputs, model: LPModel, x_all: np.ndarray, plan: Plan) -
         over
         & ~np.array([_covered(plan, ("dr-cap", "site-import-limit"), t) for t in range(inp.T)]),
     )
+
+    class_kw = group_power_kw(inp, x)
+    for g, cls in enumerate(inp.class_cap_groups):
+        uncovered = ~np.array([_covered(plan, ("class-cap",), t) for t in range(inp.T)])
+        report(
+            f"LP power of classes {list(cls)} above their cap without a reported violation",
+            (class_kw[g] > inp.class_cap_kw[g] + tol_kw) & uncovered,
+        )
+        report(
+            f"rounded power of classes {list(cls)} above their cap (and above the LP's)",
+            group_power_kw(inp, plan_units(plan))[g]
+            > np.maximum(inp.class_cap_kw[g], class_kw[g]) + tol_kw,
+        )
 
     served = inp.tput_tok_s @ x
     if "slack-inference-sla" in model.var_blocks:

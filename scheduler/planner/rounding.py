@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scheduler.planner.class_caps import class_room_kw, shed_to_class_caps
 from scheduler.planner.inputs import PlanInputs
 
 EPS = 1e-6
@@ -128,6 +129,7 @@ def round_plan(
     if peak_kw is not None:
         soft = np.minimum(hard, np.maximum(peak_kw, lp_import) + EPS)
         _shed(inp, n, soft, order[inp.tput_tok_s[order] == 0], marginal)
+    shed_to_class_caps(inp, n, x, order, EPS)  # caps on part of the site, same order
     # 3. where committed inference is still short, wake serving units that fit under the
     #    hard limit, most tokens per kW first (a shed fast mode may leave room for a slow one)
     short = np.minimum(lp_served, inp.committed_tok_s) - inp.tput_tok_s @ n
@@ -140,7 +142,11 @@ def round_plan(
                 [
                     free,
                     np.ceil(np.maximum(short, 0.0) / inp.tput_tok_s[k] - EPS),
-                    np.floor(np.maximum(headroom, 0.0) / max(marginal[k], EPS) + EPS),
+                    np.floor(
+                        np.maximum(np.minimum(headroom, class_room_kw(inp, n, x, k)), 0.0)
+                        / max(marginal[k], EPS)
+                        + EPS
+                    ),
                 ]
             )
             add = np.clip(add, 0, None).astype(np.int64)

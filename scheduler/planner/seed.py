@@ -82,6 +82,7 @@ def coarse_inputs(inp: PlanInputs, group: np.ndarray) -> PlanInputs:
         onsite_kw=mean(inp.onsite_kw),
         cap_kw=tightest(inp.cap_kw),
         dr_cap_kw=tightest(inp.dr_cap_kw),
+        class_cap_kw=np.array([tightest(row) for row in inp.class_cap_kw]).reshape(-1, G),
         committed_tok_s=mean(inp.committed_tok_s),
         spot_tok_s=mean(inp.spot_tok_s),
         ramp_up_kw=ramp(inp.ramp_up_kw),

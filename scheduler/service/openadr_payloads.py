@@ -51,7 +51,8 @@ PAYLOAD_TYPES: dict[str, Handling] = {
     "CHARGE_STATE_SETPOINT": Handling(f"{_NOT_MODELLED} (no storage)", _DEF),
     "DISPATCH_SETPOINT": Handling(
         "an import cap (kW) for a resource standing for the whole site; for a resource"
-        " covering some device classes, a notice (the planner caps the site only)",
+        " covering some device classes, a cap on those classes' power at the meter"
+        " (PUE included), other classes free",
         f"{_DEF}; User Guide 8.5, 8.9.3",
         True,
     ),
@@ -201,20 +202,20 @@ def interpret(
                 " [[openadr.resources]] are declared to say which device classes it covers"
             )
         ]
-    parts = []
-    for r in scope.resources:
-        if not r.classes:
-            parts.append(Part(fields, True, r.name))
-        else:
-            parts.append(_per_class(kind, values, r))
-    return parts
+    # a resource standing for the whole site caps import; one covering some device classes
+    # caps their power at the meter (GridEvent.classes), and only theirs
+    return [
+        Part([{**f, "classes": list(r.classes)} for f in fields] if r.classes else fields,
+             True, r.name)
+        for r in scope.resources
+    ]  # fmt: skip
 
 
 def _per_class(kind: str, values: list[Any], r: OpenADRResource) -> Part:
     return notice(
         f"{kind} {_shown(values)} for resource {r.name} (device classes"
-        f" {', '.join(r.classes)}): the planner caps the site's import only, not a class's"
-        " power; not applied to the whole site",
+        f" {', '.join(r.classes)}): a level's kW (tariff.dr_levels_kw) is a cap on the site's"
+        " import, not on some classes' power; not applied to the whole site",
         r.name,
     )
 
