@@ -20,6 +20,7 @@ from scheduler.audit.store import Store
 from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry
+from scheduler.service.openadr import PAYLOAD_TYPES
 
 TOKEN = "oadr-daemon-test"
 SITE = """
@@ -116,25 +117,31 @@ def test_payloads_not_acted_on_are_stored_audited_shown_and_counted(
             assert r.status_code == 202, r.text
             cap, _ = d.cap_now(time.time())
             assert cap == 40  # the meter's setpoint is below the import limit
-            caps = {e.payload_type: e.limit_kw for e in d.active_events() if e.limit_kw}
-            assert caps == {"IMPORT_CAPACITY_LIMIT": 120, "DISPATCH_SETPOINT": 40}
+            caps = [
+                (e.payload_type, e.limit_kw, e.classes) for e in d.active_events() if e.limit_kw
+            ]
+            # the miners' setpoint caps the s19 class only, not the site's import
+            assert sorted(caps, key=str) == [
+                ("DISPATCH_SETPOINT", 40, ("s19",)),
+                ("DISPATCH_SETPOINT", 40, None),
+                ("IMPORT_CAPACITY_LIMIT", 120, None),
+            ]
             shown = d.status()["openadr_not_acted"]
             why = {n["payload_type"]: n["detail"] for n in shown["notices"]}
-            assert set(why) == {"DISPATCH_SETPOINT", "GHG", "X_UTILITY_PRIVATE"}
-            assert shown["count"] == 3
+            assert set(why) == {"GHG", "X_UTILITY_PRIVATE"}
+            assert shown["count"] == 2
             assert _sample(d, "private", "false") == 1  # a private name is not a label
-            assert "miners" in why["DISPATCH_SETPOINT"] and "s19" in why["DISPATCH_SETPOINT"]
             assert _sample(d, "GHG", "false") == 1
             assert _sample(d, "IMPORT_CAPACITY_LIMIT", "true") == 1
-            assert _sample(d, "DISPATCH_SETPOINT", "true") == 1
-            assert _sample(d, "DISPATCH_SETPOINT", "false") == 1
+            assert _sample(d, "DISPATCH_SETPOINT", "true") == 2
+            assert _sample(d, "DISPATCH_SETPOINT", "false") is None
             # an event for another VEN is recorded, not enforced
             r = await _post(d, _event(["ven_0998"]))
             assert r.status_code == 202, r.text
             assert d.cap_now(time.time())[0] == 500
             assert _sample(d, "IMPORT_CAPACITY_LIMIT", "false") == 1
         finally:
-            for t in list(d._tasks):
+            for t in list(d.tasks.running):
                 t.cancel()
             d.store.close()
 
@@ -187,8 +194,50 @@ def test_a_program_notification_gives_its_events_their_units(
             assert prices == [pytest.approx(90.0)]
             assert _sample(d, "PRICE", "true") == 1
         finally:
-            for t in list(d._tasks):
+            for t in list(d.tasks.running):
                 t.cancel()
             d.store.close()
 
     asyncio.run(go())
+
+
+def test_the_ven_counts_payloads_by_metric_label_as_the_webhook_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event the VEN fetched (polling, MQTT) takes ``ven_daemon.deliverer``: each payload
+    is counted under ``PayloadOutcome.label``, so a VTN's private type names are one label,
+    ``private``, and the label set stays the enumerations' (it used to be ``payload_type``)."""
+    from scheduler.service.ven_daemon import deliverer
+
+    d = _daemon(tmp_path)
+    body = _event(None)
+    intervals = body["object"]["intervals"]
+    intervals[0]["payloads"] += [
+        {"type": "X_OTHER_PRIVATE", "values": [2]},
+        {"type": "ALERT_FLEX_ALERT", "values": ["conserve"]},
+    ]
+
+    async def go() -> None:
+        d.store.start()
+        try:
+            await deliverer(d)(body)
+            assert {e.payload_type for e in d.active_events()} >= {"IMPORT_CAPACITY_LIMIT"}
+        finally:
+            for t in list(d.tasks.running):
+                t.cancel()
+            d.store.close()
+
+    asyncio.run(go())
+    assert _sample(d, "private", "false") == 2  # X_UTILITY_PRIVATE and X_OTHER_PRIVATE
+    assert _sample(d, "X_UTILITY_PRIVATE", "false") is None
+    assert _sample(d, "X_OTHER_PRIVATE", "false") is None
+    assert _sample(d, "GHG", "false") == 1
+    assert _sample(d, "ALERT_FLEX_ALERT", "true") == 1
+    assert _sample(d, "DISPATCH_SETPOINT", "true") == 2  # the meter's and the miners' caps
+    labels = {
+        s.labels["type"]
+        for m in metrics_registry(d).collect()
+        if m.name == "gridsched_openadr_payloads"
+        for s in m.samples
+    }
+    assert labels <= {*PAYLOAD_TYPES, "reportDescriptors", "private"}

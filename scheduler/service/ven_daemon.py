@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from models.signals import GridEvent
 from models.site import OpenADR
-from scheduler.service.openadr import read_notification
+from scheduler.service.openadr import Reading, read_notification
 from scheduler.service.security import read_secret_list
-from scheduler.service.ven import Ven, VenConfig
+from scheduler.service.ven import Deliver, Ven, VenConfig
 from scheduler.service.ven_reports import ImportSample
 
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
 
-__all__ = ["start_ven", "ven_config_from_env"]
+__all__ = ["deliverer", "reader", "start_ven", "ven_config_from_env"]
 
 
 def ven_config_from_env(
@@ -82,25 +82,43 @@ def ven_config_from_env(
     )
 
 
-async def start_ven(daemon: Daemon, environ: Mapping[str, str] | None = None) -> Ven | None:
-    """Start the VEN when configured; it hands what it fetches to ``daemon.accept``."""
-    config = ven_config_from_env(daemon.config.openadr, environ)
-    if config is None:
-        return None
+def reader(daemon: Daemon) -> Callable[[dict[str, Any]], Reading]:
+    """How the daemon reads one notification the VEN fetched (now, this site's VEN)."""
 
-    def read(body: dict[str, Any]) -> Any:
+    def read(body: dict[str, Any]) -> Reading:
         # the programs heard of (their payload descriptors), where the daemon keeps them
         programs = getattr(daemon, "openadr_programs", None)
         kw: dict[str, Any] = {"programs": programs} if programs is not None else {}
         return read_notification(body, datetime.now(UTC), daemon.config.openadr, **kw)
+
+    return read
+
+
+def deliverer(daemon: Daemon) -> Deliver:
+    """What the VEN hands a notification to: the events stored by ``daemon.accept`` under
+    source ``openadr3``; each payload counted under its metric label (``PayloadOutcome.label``:
+    the enumerated type, or ``private``), as the webhook route counts it, so that a VTN's
+    private names cannot grow the metric's label set without bound."""
+    read = reader(daemon)
 
     async def deliver(body: dict[str, Any]) -> None:
         reading = read(body)  # an unreadable event raises: the VEN counts and reports it
         events = [GridEvent.model_validate(d) for d in reading.events]
         if events:
             await daemon.accept(events, "openadr3", None, json.dumps(body))
-        for p in reading.payloads:  # counted as the webhook route counts them
+        for p in reading.payloads:
             daemon.counters.openadr_payload(p.label, p.acted)
+
+    return deliver
+
+
+async def start_ven(daemon: Daemon, environ: Mapping[str, str] | None = None) -> Ven | None:
+    """Start the VEN when configured; it hands what it fetches to ``daemon.accept``."""
+    config = ven_config_from_env(daemon.config.openadr, environ)
+    if config is None:
+        return None
+    read = reader(daemon)
+    deliver = deliverer(daemon)
 
     def interpret(body: dict[str, Any]) -> list[dict[str, Any]]:
         return list(read(body).events)
