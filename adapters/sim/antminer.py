@@ -21,7 +21,7 @@ below is the one pyasic's ``miners/backends/antminer.py`` (``AntminerModern``),
   pyasic (``set_power_limit`` is the base class's ``return False``; ``AntminerModern``
   has no wattage data location).
 
-Besides the LuxOS simulator's transport faults (:class:`~adapters.sim.miner.FaultKind`),
+Besides the LuxOS simulator's transport faults (:class:`~adapters.sim.server.FaultKind`),
 three faults of the firmware itself: ``ignore`` (``set_miner_conf`` answers success and
 changes nothing), ``garble`` (valid JSON in a shape pyasic cannot parse), and
 ``slow-write`` (the write is answered at once and takes effect ``delay_s`` later, as
@@ -37,9 +37,9 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from adapters.sim.miner import FaultKind, SimMiner
+from adapters.sim.server import FaultKind, MinerServer
 
 REALM = "antMiner Configuration"
 BMMINER_VERSION = "1.0.0"
@@ -53,7 +53,7 @@ def _md5(text: str) -> str:
 
 
 @dataclass
-class AntminerSim(SimMiner):
+class AntminerSim(MinerServer):
     """One simulated stock Antminer bound to ``host``:4028 (API) and ``host``:``web_port``."""
 
     web_port: int = 80
@@ -66,73 +66,37 @@ class AntminerSim(SimMiner):
     work_mode: int = WORK_NORMAL
     conf_writes: list[Any] = field(default_factory=list)  # each miner-mode as received
 
+    description: ClassVar[str] = f"bmminer {BMMINER_VERSION}"
+    multicommand: ClassVar[bool] = False  # pyasic's base RPC notes the S19 refuses them
+    bad_json_code: ClassVar[int] = 23
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self._web: asyncio.AbstractServer | None = None
         self._nonce = secrets.token_hex(16)
         self._pending: asyncio.TimerHandle | None = None
 
-    # -- serving: both listeners follow the faults that take the miner off the network --
+    # -- serving: the web CGI beside the API, following the same faults ------------------
 
-    async def start(self) -> None:
-        await super().start()
-        try:
-            self._web = await asyncio.start_server(
-                self._handle_web, self.host, self.web_port, reuse_address=True, backlog=64
-            )
-        except OSError:
-            await super().stop()
-            raise
+    async def _open_more(self) -> None:
+        self._web = await asyncio.start_server(
+            self._handle_web, self.host, self.web_port, reuse_address=True, backlog=64
+        )
+
+    def _close_more(self) -> None:
+        if self._web is not None:
+            self._web.close()
+            self._web = None
 
     async def stop(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
-        if self._web is not None:
-            self._web.close()
-            self._web = None
         await super().stop()
-
-    def _stop_listening(self, duration_s: float, after: Any = None) -> None:
-        if self._web is not None:
-            self._web.close()
-            self._web = None
-        super()._stop_listening(duration_s, after)
 
     # -- the cgminer API on 4028 --------------------------------------------------------
 
-    def answer(self, raw: bytes) -> dict[str, Any]:
-        try:
-            req = json.loads(raw.decode("utf-8").rstrip("\x00"))
-            command = str(req["command"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return self._status("E", 23, "Invalid JSON")
-        if "+" in command:
-            return self._status("E", 14, "Invalid command")
-        handler = getattr(self, f"_api_{command}", None)
-        if handler is None:
-            return self._status("E", 14, "Invalid command")
-        if self._fault(FaultKind.GARBLE) is not None:
-            key = command.upper()
-            return {"STATUS": "S", key: {"0": "?"}, "id": 1}
-        result: dict[str, Any] = handler()
-        return result
-
-    def _status(self, code: str, num: int, msg: str) -> dict[str, Any]:
-        return {
-            "STATUS": [
-                {
-                    "STATUS": code,
-                    "When": int(time.time()),
-                    "Code": num,
-                    "Msg": msg,
-                    "Description": f"bmminer {BMMINER_VERSION}",
-                }
-            ],
-            "id": 1,
-        }
-
-    def _api_version(self) -> dict[str, Any]:
+    def _cmd_version(self, _: list[str]) -> dict[str, Any]:
         body = {
             "BMMiner": BMMINER_VERSION,
             "API": "3.1",
@@ -142,7 +106,7 @@ class AntminerSim(SimMiner):
         }
         return self._ok(22, "BMMiner versions", "VERSION", [body])
 
-    def _api_summary(self) -> dict[str, Any]:
+    def _cmd_summary(self, _: list[str]) -> dict[str, Any]:
         _w, ths = self._advance()
         self.state.accepted += 1 if ths > 0 else 0
         body = {
@@ -155,7 +119,7 @@ class AntminerSim(SimMiner):
         }
         return self._ok(11, "Summary", "SUMMARY", [body])
 
-    def _api_stats(self) -> dict[str, Any]:
+    def _cmd_stats(self, _: list[str]) -> dict[str, Any]:
         _w, ths = self._advance()
         t = self.state.temp_c
         p = self.preset(self.state.profile)
@@ -178,21 +142,10 @@ class AntminerSim(SimMiner):
         out = self._ok(70, "BMMiner stats", "STATS", [head, board])
         return out
 
-    def _api_pools(self) -> dict[str, Any]:
-        body = {
-            "POOL": 0,
-            "URL": "stratum+tcp://127.0.0.1:3333",
-            "User": "gridsched.sim",
-            "Status": "Alive",
-            "Stratum Active": True,
-            "Accepted": self.state.accepted,
-            "Rejected": 0,
-            "Get Failures": 0,
-            "Remote Failures": 0,
-        }
-        return self._ok(7, "1 Pool(s)", "POOLS", [body])
+    def _cmd_pools(self, _: list[str]) -> dict[str, Any]:
+        return self._ok(7, "1 Pool(s)", "POOLS", [self._pool()])
 
-    def _api_devs(self) -> dict[str, Any]:
+    def _cmd_devs(self, _: list[str]) -> dict[str, Any]:
         _w, ths = self._advance()
         body = [
             {"ASC": i, "Name": "BTM_SOC0", "ID": i, "Enabled": "Y", "MHS 5s": ths * 1e6 / 3}
@@ -229,10 +182,7 @@ class AntminerSim(SimMiner):
         return secrets.compare_digest(want, fields["response"])
 
     async def _handle_web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._active.add(task)
-            task.add_done_callback(self._active.discard)
+        self._track()
         try:
             async with asyncio.timeout(10.0):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -274,15 +224,10 @@ class AntminerSim(SimMiner):
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, Any, list[str]]:
         self.commands_seen += 1
-        if self._fault(FaultKind.HANG) is not None:
-            while self._fault(FaultKind.HANG) is not None and self._web is not None:
-                await asyncio.sleep(0.05)
+        if not await self._hang_or_slow(lambda: self._web is not None):
             raise ConnectionError("hung up")
         if not self._authorised(method, headers.get("authorization")):
             return 401, b"<h1>401 Unauthorized</h1>", [f"WWW-Authenticate: {self._challenge()}"]
-        slow = self._fault(FaultKind.SLOW)
-        if slow is not None:
-            await asyncio.sleep(slow.delay_s)
         name = path.split("?", 1)[0]
         if not (name.startswith("/cgi-bin/") and name.endswith(".cgi")):
             return 404, b"<h1>404 Not Found</h1>", []

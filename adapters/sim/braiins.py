@@ -19,18 +19,16 @@ What pyasic (0.79) reads and writes for Braiins OS+ with the public gRPC API (``
 
 The public API is documented by Braiins (github.com/braiins/bos-plus-api, proto
 ``bos/v1``). Faults as the other simulators: the transport ones of
-:class:`~adapters.sim.miner.FaultKind` on both ports, ``ignore`` (pause, resume and power
+:class:`~adapters.sim.server.FaultKind` on both ports, ``ignore`` (pause, resume and power
 target answered and not done) and ``garble`` (answers pyasic cannot parse).
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import grpclib.const
 from grpclib import GRPCError, Status
@@ -63,7 +61,7 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
     TunerPerformanceMode,
 )
 
-from adapters.sim.miner import FaultKind, Preset, SimMiner
+from adapters.sim.server import FaultKind, MinerServer
 
 BOSMINER = "bosminer-plus-tuner 0.2.0-2d1d1c0b"
 BOS_VERSION = "2024-09-26-0-2d1d1c0b-24.09-plus"
@@ -72,90 +70,46 @@ _PKG = "/braiins.bos.v1."
 
 
 @dataclass
-class BraiinsSim(SimMiner):
+class BraiinsSim(MinerServer):
     """One simulated Braiins OS+ miner on ``host``:4028 (BOSminer) and ``host``:50051 (gRPC)."""
 
     grpc_port: int = GRPC_PORT
     username: str = "root"
     password: str = "root"
 
+    description: ClassVar[str] = f"BOSminer {BOSMINER}"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self._grpc: Server | None = None
         self._token = ""
-        self.target_w = self.preset("default").watts
         self.grpc_calls: list[str] = []
 
-    # -- serving --------------------------------------------------------------------------
+    # -- serving: gRPC beside the API, following the same faults ---------------------------
 
-    async def start(self) -> None:
-        await super().start()
+    async def _open_more(self) -> None:
         server = Server([self])
-        try:
-            await server.start(self.host, self.grpc_port, reuse_address=True)
-        except OSError:
-            await super().stop()
-            raise
+        await server.start(self.host, self.grpc_port, reuse_address=True)
         self._grpc = server
 
-    async def stop(self) -> None:
-        self._close_grpc()
-        await super().stop()
-
-    def _close_grpc(self) -> None:
+    def _close_more(self) -> None:
         if self._grpc is not None:
             self._grpc.close()
             self._grpc = None
 
-    def _stop_listening(self, duration_s: float, after: Any = None) -> None:
-        self._close_grpc()
-        super()._stop_listening(duration_s, after)
-
-    # -- dynamics: an exact power target retunes to it --------------------------------------
-
-    def set_target(self, watts: float) -> None:
-        base = self.preset("default")
-        name = f"{watts:g}W"
-        ths = base.ths * (watts / base.watts) ** 0.8  # efficiency improves as power drops
-        if all(p.name != name for p in self.presets):
-            self.presets = (*self.presets, Preset(name, watts, round(ths, 2), 0, 0.0))
-        self.target_w = watts
-        self.set_profile(name)
-
     # -- the BOSminer API on 4028 -----------------------------------------------------------
 
-    def _status(self, code: str, num: int, msg: str) -> dict[str, Any]:
-        return {
-            "STATUS": [
-                {
-                    "STATUS": code,
-                    "When": int(time.time()),
-                    "Code": num,
-                    "Msg": msg,
-                    "Description": f"BOSminer {BOSMINER}",
-                }
-            ],
-            "id": 1,
-        }
-
-    def _one(self, command: str, params: list[str]) -> dict[str, Any]:
-        handler = getattr(self, f"_bos_{command}", None)
-        if handler is None:
-            return self._status("E", 14, "Invalid command")
-        result: dict[str, Any] = handler()
-        return result
-
-    def _bos_version(self) -> dict[str, Any]:
+    def _cmd_version(self, _: list[str]) -> dict[str, Any]:
         return self._ok(22, "BOSminer versions", "VERSION", [{"BOSminer": BOSMINER, "API": "3.7"}])
 
-    def _bos_devdetails(self) -> dict[str, Any]:
+    def _cmd_devdetails(self, _: list[str]) -> dict[str, Any]:
         body = [
             {"DEVDETAILS": i, "Name": "", "ID": i, "Driver": "", "Model": f"Bitmain {self.model}"}
             for i in range(3)
         ]
         return self._ok(69, "Device Details", "DEVDETAILS", body)
 
-    def _bos_summary(self) -> dict[str, Any]:
+    def _cmd_summary(self, _: list[str]) -> dict[str, Any]:
         _w, ths = self._advance()
         mhs = ths * 1e6
         body = {
@@ -167,20 +121,20 @@ class BraiinsSim(SimMiner):
         }
         return self._ok(11, "Summary", "SUMMARY", [body])
 
-    def _bos_devs(self) -> dict[str, Any]:
+    def _cmd_devs(self, _: list[str]) -> dict[str, Any]:
         _w, ths = self._advance()
         body = [
             {"ASC": i, "ID": i, "MHS 5s": ths * 1e6 / 3, "MHS 1m": ths * 1e6 / 3} for i in range(3)
         ]
         return self._ok(9, "3 ASC(s)", "DEVS", body)
 
-    def _bos_tunerstatus(self) -> dict[str, Any]:
+    def _cmd_tunerstatus(self, _: list[str]) -> dict[str, Any]:
         chains = [{"HashchainIndex": i, "Status": "Stable"} for i in range(3)]
         body = {"PowerLimit": int(self.target_w), "TunerChainStatus": chains}
         return self._ok(23, "Tuner Status", "TUNERSTATUS", [body])
 
-    def _bos_pools(self) -> dict[str, Any]:
-        return self._cmd_pools([])
+    def _cmd_pools(self, _: list[str]) -> dict[str, Any]:
+        return self._ok(7, "1 Pool(s)", "POOLS", [self._pool()])
 
     # -- gRPC on 50051 ----------------------------------------------------------------------
 
@@ -191,13 +145,8 @@ class BraiinsSim(SimMiner):
             async def handle(stream: Stream[Any, Any]) -> None:
                 request = await stream.recv_message()
                 self.grpc_calls.append(fn.__name__)
-                if self._fault(FaultKind.HANG) is not None:
-                    while self._fault(FaultKind.HANG) is not None and self._grpc is not None:
-                        await asyncio.sleep(0.05)
+                if not await self._hang_or_slow(lambda: self._grpc is not None):
                     raise GRPCError(Status.UNAVAILABLE, "hung up")
-                slow = self._fault(FaultKind.SLOW)
-                if slow is not None:
-                    await asyncio.sleep(slow.delay_s)
                 token = stream.metadata.get("authorization") if stream.metadata else None
                 if auth and (not self._token or token != self._token):
                     raise GRPCError(Status.UNAUTHENTICATED, "authentication token is missing")

@@ -30,7 +30,8 @@ from typing import Any, NamedTuple
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.braiins import BraiinsSim
 from adapters.sim.gpu import SimGpu, SimNvmlError
-from adapters.sim.miner import FaultKind, SimMiner
+from adapters.sim.miner import SimMiner
+from adapters.sim.server import FaultKind, MinerServer
 from adapters.sim.whatsminer import WhatsminerSim
 from models.errors import GridschedError
 
@@ -38,7 +39,7 @@ DEFAULT_BASE = "127.1.0.0"
 CONTROL_PORT = 4029
 #: Firmware a simulated miner can run: LuxOS, stock Bitmain (Antminer), Braiins OS+,
 #: Whatsminer (MicroBT's own firmware and hardware).
-FIRMWARE: dict[str, type[SimMiner]] = {
+FIRMWARE: dict[str, type[MinerServer]] = {
     "luxos": SimMiner,
     "antminer": AntminerSim,
     "braiins": BraiinsSim,
@@ -165,7 +166,7 @@ def raise_fd_limit(needed: int) -> None:
 
 @dataclass
 class SimFleet:
-    miners: list[SimMiner]
+    miners: list[MinerServer]
     gpus: list[SimGpu] = field(default_factory=list)
     control_host: str = "127.0.0.1"
     control_port: int | None = CONTROL_PORT  # None: no control server
@@ -222,7 +223,7 @@ class SimFleet:
         ]
         return cls(miners, list(gpus), control_port=control_port)
 
-    def firmware_of(self, m: SimMiner) -> str:
+    def firmware_of(self, m: MinerServer) -> str:
         return next(k for k, v in FIRMWARE.items() if type(m) is v)
 
     async def start(self) -> None:
@@ -252,12 +253,12 @@ class SimFleet:
             self._control.close()
             self._control = None
 
-    def by_host(self) -> dict[str, SimMiner]:
+    def by_host(self) -> dict[str, MinerServer]:
         return {m.host: m for m in self.miners}
 
     # -- control ----------------------------------------------------------------------------
 
-    def _targets(self, hosts: Any) -> list[SimMiner]:
+    def _targets(self, hosts: Any) -> list[MinerServer]:
         if hosts == "all":
             return list(self.miners)
         table = self.by_host()

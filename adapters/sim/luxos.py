@@ -16,12 +16,11 @@ when unused for ``session_ttl_s`` (about a minute on LuxOS).
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from adapters.sim.server import FaultKind, MinerServer
 
@@ -36,6 +35,8 @@ class LuxosSim(MinerServer):
     #: LuxOS ends a session unused this long (about a minute, per its docs); inf: never.
     session_ttl_s: float = math.inf
 
+    description: ClassVar[str] = f"LUXminer {LUXOS_VERSION}"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self._session = ""
@@ -47,45 +48,10 @@ class LuxosSim(MinerServer):
         self._session = ""  # a reboot ends the session and ATM's state
         self.atm = False
 
-    # -- the API ----------------------------------------------------------------------------
+    # -- the command table ------------------------------------------------------------------
 
-    def answer(self, raw: bytes) -> dict[str, Any]:
-        """The reply to one request, as the miner would send it."""
-        try:
-            req = json.loads(raw.decode("utf-8").rstrip("\x00"))
-            command = str(req["command"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return self._status("E", 14, "Invalid JSON")
-        param = req.get("parameter")
-        params = [] if param in (None, "") else str(param).split(",")
-        if self._fault(FaultKind.GARBLE) is not None:
-            return {"STATUS": "S", command.upper(): {"0": "?"}, "id": 1}
-        if "+" in command:
-            out: dict[str, Any] = {}
-            for c in command.split("+"):
-                out[c] = [self._one(c, [])]
-            out["id"] = 1
-            return out
-        return self._one(command, params)
-
-    def _status(self, code: str, num: int, msg: str) -> dict[str, Any]:
-        return {
-            "STATUS": [
-                {
-                    "STATUS": code,
-                    "When": int(time.time()),
-                    "Code": num,
-                    "Msg": msg,
-                    "Description": f"LUXminer {LUXOS_VERSION}",
-                }
-            ],
-            "id": 1,
-        }
-
-    def _ok(self, num: int, msg: str, key: str, body: list[dict[str, Any]]) -> dict[str, Any]:
-        out = self._status("S", num, msg)
-        out[key] = body
-        return out
+    def _unknown(self, command: str) -> dict[str, Any]:
+        return self._status("E", 14, f"Invalid command: {command}")
 
     def _privileged(self, params: list[str]) -> dict[str, Any] | None:
         self._expire_session()
@@ -93,13 +59,6 @@ class LuxosSim(MinerServer):
             return self._status("E", 400, "Invalid session id")
         self._session_used = self.clock()  # a use refreshes the session
         return None
-
-    def _one(self, command: str, params: list[str]) -> dict[str, Any]:
-        handler = getattr(self, f"_cmd_{command}", None)
-        if handler is None:
-            return self._status("E", 14, f"Invalid command: {command}")
-        result: dict[str, Any] = handler(params)
-        return result
 
     def _cmd_version(self, _: list[str]) -> dict[str, Any]:
         body = {
@@ -201,19 +160,7 @@ class LuxosSim(MinerServer):
         return self._ok(200, "Temperature control", "TEMPCTRL", [body])
 
     def _cmd_pools(self, _: list[str]) -> dict[str, Any]:
-        body = {
-            "POOL": 0,
-            "URL": "stratum+tcp://127.0.0.1:3333",
-            "User": "gridsched.sim",
-            "Status": "Alive",
-            "Stratum Active": True,
-            "Accepted": self.state.accepted,
-            "Rejected": 0,
-            "Get Failures": 0,
-            "Remote Failures": 0,
-            "GROUP": 0,
-        }
-        return self._ok(7, "Pools", "POOLS", [body])
+        return self._ok(7, "Pools", "POOLS", [{**self._pool(), "GROUP": 0}])
 
     def _cmd_groups(self, _: list[str]) -> dict[str, Any]:
         return self._ok(8, "Groups", "GROUPS", [{"GROUP": 0, "Name": "Default", "Quota": 1}])

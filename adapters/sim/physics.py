@@ -126,6 +126,7 @@ class MinerPhysics:
         p = self.preset("default")
         self.state = MinerState(profile=p.name, last_eval=now, boot_at=now)
         self.state.temp_c = self._steady_temp(p.watts)
+        self.target_w = p.watts  # the exact power target, where the firmware has one
         self._mac = "02:47:53:{:02X}:{:02X}:{:02X}".format(
             *tuple(int(x) & 0xFF for x in ([*self.host.split("."), "0", "0", "0"])[1:4])
         )
@@ -193,6 +194,17 @@ class MinerPhysics:
         elif self.state.phase == "waking" and self.state.ramp is not None:
             r = self.state.ramp
             self.state.ramp = _Ramp(r.t0, r.duration, r.w0, p.watts, r.ths0, p.ths, r.hold_s)
+
+    def set_target(self, watts: float) -> None:
+        """Retune to an exact power target (Braiins OS+, Whatsminer): a preset of its own,
+        the hashrate falling slower than the power (efficiency improves as power drops)."""
+        base = self.preset("default")
+        name = f"{watts:g}W"
+        ths = base.ths * (watts / base.watts) ** 0.8
+        if all(p.name != name for p in self.presets):
+            self.presets = (*self.presets, Preset(name, watts, round(ths, 2), 0, 0.0))
+        self.target_w = watts
+        self.set_profile(name)
 
     def _power_off(self) -> None:
         """The miner goes dark (a reboot's first half): no power, no hashrate."""

@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from adapters.sim.physics import MinerPhysics
 
@@ -48,12 +49,20 @@ class Fault:
 
 @dataclass
 class MinerServer(MinerPhysics):
-    """A simulated miner's API on ``host:port``; a subclass answers (:meth:`answer`)."""
+    """A simulated miner's API on ``host:port``, answering from its family's command table:
+    a method ``_cmd_<command>(params)`` per command, in a subclass."""
 
     port: int = 4028
     faults: list[Fault] = field(default_factory=list)
     commands_seen: int = 0
     last_curtail: tuple[str, float] | None = None  # (sleep|wakeup, unix time received)
+
+    #: The ``Description`` every ``STATUS`` carries (the API daemon and its version).
+    description: ClassVar[str] = "cgminer"
+    #: Whether ``a+b`` multicommands are answered (bmminer refuses them).
+    multicommand: ClassVar[bool] = True
+    #: The ``Code`` of the answer to a request that is not JSON.
+    bad_json_code: ClassVar[int] = 14
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,9 +70,79 @@ class MinerServer(MinerPhysics):
         self._reopen: asyncio.TimerHandle | None = None
         self._active: set[asyncio.Task[None]] = set()
 
+    # -- the cgminer API: framing, multicommands, status envelopes ---------------------------
+
     def answer(self, raw: bytes) -> dict[str, Any]:
         """The reply to one request, as the miner would send it."""
-        raise NotImplementedError
+        try:
+            req = json.loads(raw.decode("utf-8").rstrip("\x00"))
+        except (ValueError, UnicodeDecodeError):
+            return self._invalid_json()
+        if not isinstance(req, dict):
+            return self._invalid_json()
+        return self._request(req)
+
+    def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+        if "command" not in req:
+            return self._invalid_json()
+        command = str(req["command"])
+        param = req.get("parameter")
+        params = [] if param in (None, "") else str(param).split(",")
+        if "+" in command and not self.multicommand:
+            return self._status("E", 14, "Invalid command")
+        if self._fault(FaultKind.GARBLE) is not None:
+            return {"STATUS": "S", command.upper(): {"0": "?"}, "id": 1}
+        if "+" in command:
+            out: dict[str, Any] = {c: [self._one(c, [])] for c in command.split("+")}
+            out["id"] = 1
+            return out
+        return self._one(command, params)
+
+    def _one(self, command: str, params: list[str]) -> dict[str, Any]:
+        handler = getattr(self, f"_cmd_{command}", None)
+        if handler is None:
+            return self._unknown(command)
+        result: dict[str, Any] = handler(params)
+        return result
+
+    def _invalid_json(self) -> dict[str, Any]:
+        return self._status("E", self.bad_json_code, "Invalid JSON")
+
+    def _unknown(self, command: str) -> dict[str, Any]:
+        return self._status("E", 14, "Invalid command")
+
+    def _status(self, code: str, num: int, msg: str) -> dict[str, Any]:
+        return {
+            "STATUS": [
+                {
+                    "STATUS": code,
+                    "When": int(time.time()),
+                    "Code": num,
+                    "Msg": msg,
+                    "Description": self.description,
+                }
+            ],
+            "id": 1,
+        }
+
+    def _ok(self, num: int, msg: str, key: str, body: list[dict[str, Any]]) -> dict[str, Any]:
+        out = self._status("S", num, msg)
+        out[key] = body
+        return out
+
+    def _pool(self) -> dict[str, Any]:
+        """The one pool every simulated miner mines on, as cgminer's ``pools`` lists it."""
+        return {
+            "POOL": 0,
+            "URL": "stratum+tcp://127.0.0.1:3333",
+            "User": "gridsched.sim",
+            "Status": "Alive",
+            "Stratum Active": True,
+            "Accepted": self.state.accepted,
+            "Rejected": 0,
+            "Get Failures": 0,
+            "Remote Failures": 0,
+        }
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -103,8 +182,21 @@ class MinerServer(MinerPhysics):
         self._server = await asyncio.start_server(
             self._handle, self.host, self.port, reuse_address=True, backlog=64
         )
+        try:
+            await self._open_more()
+        except OSError:
+            await self.stop()
+            raise
+
+    async def _open_more(self) -> None:
+        """Open the family's other listeners (a web CGI, gRPC) beside the API."""
+
+    def _close_more(self) -> None:
+        """Close what :meth:`_open_more` opened; the faults that take the miner off the
+        network take all of its listeners."""
 
     async def stop(self) -> None:
+        self._close_more()
         if self._reopen is not None:
             self._reopen.cancel()
             self._reopen = None
@@ -121,6 +213,7 @@ class MinerServer(MinerPhysics):
         return self._server is not None
 
     def _stop_listening(self, duration_s: float, after: Callable[[], None] | None = None) -> None:
+        self._close_more()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -145,11 +238,27 @@ class MinerServer(MinerPhysics):
 
         asyncio.get_running_loop().create_task(go())
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _track(self) -> None:
+        """Count the running connection handler in, so that :meth:`stop` can end it."""
         task = asyncio.current_task()
         if task is not None:
             self._active.add(task)
             task.add_done_callback(self._active.discard)
+
+    async def _hang_or_slow(self, alive: Callable[[], bool]) -> bool:
+        """Apply HANG and SLOW to one request; False when it hung (drop it unanswered)
+        until the fault ended or the listener (``alive``) closed."""
+        if self._fault(FaultKind.HANG) is not None:
+            while self._fault(FaultKind.HANG) is not None and alive():
+                await asyncio.sleep(0.05)
+            return False
+        slow = self._fault(FaultKind.SLOW)
+        if slow is not None:
+            await asyncio.sleep(slow.delay_s)
+        return True
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._track()
         try:
             raw = await _read_request(reader)
             self.commands_seen += 1
@@ -157,13 +266,8 @@ class MinerServer(MinerPhysics):
                 self.faults = [f for f in self.faults if f.kind is not FaultKind.REBOOT]
                 self._reboot()
                 return  # connection dropped without an answer
-            if self._fault(FaultKind.HANG) is not None:
-                while self._fault(FaultKind.HANG) is not None and self._server is not None:
-                    await asyncio.sleep(0.05)
+            if not await self._hang_or_slow(lambda: self._server is not None):
                 return  # the fault ended or the miner stopped: drop the connection unanswered
-            slow = self._fault(FaultKind.SLOW)
-            if slow is not None:
-                await asyncio.sleep(slow.delay_s)
             if self._fault(FaultKind.MALFORMED) is not None:
                 writer.write(b'{"STATUS":[{"STATUS":"S","When":' + b"\xff\xfe" + b'"Msg":')
             else:

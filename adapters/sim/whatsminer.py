@@ -32,12 +32,12 @@ import secrets
 import string
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from passlib.hash import md5_crypt  # type: ignore[import-untyped]  # pyasic depends on it
 
-from adapters.sim.miner import FaultKind, Preset, SimMiner
+from adapters.sim.server import FaultKind, MinerServer
 
 FW_VERSION = "20240620.18.REL"  # before 2024-11: pyasic talks API v2
 API_VERSION = "2.0.5"
@@ -54,7 +54,7 @@ def _crypt(word: str, salt: str) -> str:
 
 
 @dataclass
-class WhatsminerSim(SimMiner):
+class WhatsminerSim(MinerServer):
     """One simulated Whatsminer on ``host``:4028; ``model`` is a catalog name for the
     dynamics, ``reported_model`` what ``devdetails`` says."""
 
@@ -62,9 +62,10 @@ class WhatsminerSim(SimMiner):
     reported_model: str = "M50_VH31"
     admin_password: str = "admin"
 
+    description: ClassVar[str] = "btminer"
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.target_w = self.preset("default").watts
         self._salt, self._newsalt = _salt(), _salt()
         self._time = str(int(time.time()) % 10000)
         self.writes: list[str] = []
@@ -75,17 +76,6 @@ class WhatsminerSim(SimMiner):
 
     def _sign(self) -> str:
         return _crypt(_crypt(self.admin_password, self._salt) + self._time, self._newsalt)
-
-    # -- dynamics: an exact power limit ----------------------------------------------------
-
-    def set_target(self, watts: float) -> None:
-        base = self.preset("default")
-        name = f"{watts:g}W"
-        ths = base.ths * (watts / base.watts) ** 0.8
-        if all(p.name != name for p in self.presets):
-            self.presets = (*self.presets, Preset(name, watts, round(ths, 2), 0, 0.0))
-        self.target_w = watts
-        self.set_profile(name)
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -99,81 +89,74 @@ class WhatsminerSim(SimMiner):
             "Description": "",
         }
 
-    def _status(self, code: str, num: int, msg: str) -> dict[str, Any]:
-        return {
-            "STATUS": [
-                {"STATUS": code, "When": int(time.time()), "Code": num, "Msg": msg,
-                 "Description": "btminer"}
-            ],
-            "id": 1,
-        }  # fmt: skip
+    def _invalid_json(self) -> dict[str, Any]:
+        return self._st(14, "invalid json", ok=False)
 
-    def answer(self, raw: bytes) -> dict[str, Any]:
-        try:
-            req = json.loads(raw.decode("utf-8").rstrip("\x00"))
-        except (ValueError, UnicodeDecodeError):
-            return self._st(14, "invalid json", ok=False)
-        if not isinstance(req, dict):
-            return self._st(14, "invalid json", ok=False)
+    def _unknown(self, command: str) -> dict[str, Any]:
+        return self._status("E", 14, "invalid cmd")
+
+    def _request(self, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("enc"):
             return self._write(str(req.get("data", "")))
-        command = str(req.get("command", ""))
-        if self._fault(FaultKind.GARBLE) is not None:
-            return {"STATUS": "S", command.upper(): {"0": "?"}, "id": 1}
-        if "+" in command:
-            out: dict[str, Any] = {c: [self._read(c)] for c in command.split("+")}
-            out["id"] = 1
-            return out
-        return self._read(command)
+        return super()._request(req)
 
-    def _read(self, command: str) -> dict[str, Any]:
+    # -- reads: plain JSON -----------------------------------------------------------------
+
+    def _cmd_devdetails(self, _: list[str]) -> dict[str, Any]:
+        body = [
+            {"DEVDETAILS": i, "Name": "SM", "ID": i, "Driver": "bitmicro",
+             "Model": self.reported_model}
+            for i in range(3)
+        ]  # fmt: skip
+        return self._ok(69, "Device Details", "DEVDETAILS", body)
+
+    def _cmd_summary(self, _: list[str]) -> dict[str, Any]:
         w, ths = self._advance()
+        summary = {
+            "Elapsed": int(self.clock() - self.state.boot_at),
+            "MHS av": ths * 1e6,
+            "MHS 5s": ths * 1e6,
+            "MHS 1m": ths * 1e6,
+            "Temperature": round(self.state.temp_c, 1),
+            "Power": round(w),
+            "Power Limit": int(self.target_w),
+            "Firmware Version": f"'{FW_VERSION}'",
+            "Error Code Count": 0,
+        }
+        return self._ok(11, "Summary", "SUMMARY", [summary])
+
+    def _cmd_devs(self, _: list[str]) -> dict[str, Any]:
+        _w, ths = self._advance()
         t = self.state.temp_c
+        boards = [
+            {"ASC": i, "Slot": i, "Enabled": "Y", "Status": "Alive",
+             "Temperature": round(t - 6, 1), "Chip Temp Avg": round(t + 6, 1),
+             "MHS 1m": ths * 1e6 / 3, "Effective Chips": 156, "PCB SN": f"SIMPCB{i}"}
+            for i in range(3)
+        ]  # fmt: skip
+        return self._ok(9, "3 ASC(s)", "DEVS", boards)
+
+    def _cmd_status(self, _: list[str]) -> dict[str, Any]:
+        self._advance()
         off = self.state.phase == "sleeping" and self.state.ramp is None
-        if command == "devdetails":
-            body = [
-                {"DEVDETAILS": i, "Name": "SM", "ID": i, "Driver": "bitmicro",
-                 "Model": self.reported_model}
-                for i in range(3)
-            ]  # fmt: skip
-            return self._ok(69, "Device Details", "DEVDETAILS", body)
-        if command == "summary":
-            summary = {
-                "Elapsed": int(self.clock() - self.state.boot_at),
-                "MHS av": ths * 1e6,
-                "MHS 5s": ths * 1e6,
-                "MHS 1m": ths * 1e6,
-                "Temperature": round(t, 1),
-                "Power": round(w),
-                "Power Limit": int(self.target_w),
-                "Firmware Version": f"'{FW_VERSION}'",
-                "Error Code Count": 0,
-            }
-            return self._ok(11, "Summary", "SUMMARY", [summary])
-        if command == "devs":
-            boards = [
-                {"ASC": i, "Slot": i, "Enabled": "Y", "Status": "Alive",
-                 "Temperature": round(t - 6, 1), "Chip Temp Avg": round(t + 6, 1),
-                 "MHS 1m": ths * 1e6 / 3, "Effective Chips": 156, "PCB SN": f"SIMPCB{i}"}
-                for i in range(3)
-            ]  # fmt: skip
-            return self._ok(9, "3 ASC(s)", "DEVS", boards)
-        if command == "status":
-            return self._st(
-                131, {"mineroff": "true" if off else "false", "FirmwareVersion": FW_VERSION}
-            )
-        if command == "get_version":
-            return self._st(131, {"api_ver": API_VERSION, "fw_ver": FW_VERSION, "platform": "H6OS"})
-        if command == "get_error_code":
-            return self._st(131, {"error_code": []})
-        if command == "get_token":
-            self._time = str(int(time.time()) % 10000)
-            msg = {"time": self._time, "salt": self._salt, "newsalt": self._newsalt}
-            return self._st(134, msg)
-        if command == "version":
-            body = [{"API": API_VERSION, "Miner": FW_VERSION, "Type": "btminer"}]
-            return self._ok(22, "btminer versions", "VERSION", body)
-        return self._status("E", 14, "invalid cmd")
+        msg = {"mineroff": "true" if off else "false", "FirmwareVersion": FW_VERSION}
+        return self._st(131, msg)
+
+    def _cmd_get_version(self, _: list[str]) -> dict[str, Any]:
+        return self._st(131, {"api_ver": API_VERSION, "fw_ver": FW_VERSION, "platform": "H6OS"})
+
+    def _cmd_get_error_code(self, _: list[str]) -> dict[str, Any]:
+        return self._st(131, {"error_code": []})
+
+    def _cmd_get_token(self, _: list[str]) -> dict[str, Any]:
+        self._time = str(int(time.time()) % 10000)
+        return self._st(134, {"time": self._time, "salt": self._salt, "newsalt": self._newsalt})
+
+    def _cmd_version(self, _: list[str]) -> dict[str, Any]:
+        body = [{"API": API_VERSION, "Miner": FW_VERSION, "Type": "btminer"}]
+        return self._ok(22, "btminer versions", "VERSION", body)
+
+    # -- writes: privileged, encrypted ------------------------------------------------------
 
     def _write(self, data: str) -> dict[str, Any]:
         key = self._key()
