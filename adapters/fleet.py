@@ -25,7 +25,6 @@ sweep; unreachable ones are probed again with an exponential backoff (1 s doubli
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
 import time
@@ -35,17 +34,15 @@ from dataclasses import dataclass, field
 from adapters.base import (
     AdapterError,
     Applied,
-    BadReply,
-    ControlRejected,
     DeviceAdapter,
-    DeviceTimeout,
-    DeviceUnreachable,
     Health,
     ModeRequest,
     NotConfirmed,
     Telemetry,
 )
+from adapters.gc_hold import CollectorHold, freeze_heap
 from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind, Pending, RetryPolicy
+from adapters.readback import ReadBack
 
 __all__ = [
     "DeviceStatus",
@@ -60,20 +57,8 @@ __all__ = [
 log = logging.getLogger("gridsched.fleet")
 
 
-def freeze_heap() -> None:
-    """Move everything alive now out of the garbage collector's reach, once set-up is done.
-
-    A process that drives a fleet holds thousands of long-lived objects (adapters, pyasic's
-    miner objects, sockets); every full collection walked them all: with 1,000 miners a
-    gen-2 pass took up to 98 ms, inside a curtail's time, and 4.5 ms after the freeze.
-    Objects made later are collected as usual.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 @dataclass
-class Fleet:
+class Fleet(ReadBack, CollectorHold):
     adapters: Sequence[DeviceAdapter]
     groups: Mapping[str, str] = field(default_factory=dict)  # device id -> device class
     concurrency: int = 256  # commands in flight
@@ -120,152 +105,6 @@ class Fleet:
         self.pending: dict[str, Pending] = {}
         #: Commands whose read-back never showed them, by device, until sent again.
         self._unconfirmed: dict[str, ModeRequest] = {}
-
-    # -- bookkeeping ------------------------------------------------------------------------
-
-    def _set_health(self, st: DeviceStatus, health: Health, why: str | None) -> None:
-        """One log line per change of health, with the reason; no traceback."""
-        if health is st.health:
-            return
-        old, st.health = st.health, health
-        first, st.seen = not st.seen, True
-        if health is Health.OK and first:
-            return
-        if health is Health.OK:
-            log.info("%s ok again (was %s)", st.device_id, old.value)
-        elif health is Health.DEGRADED and old is not Health.OK:
-            log.info("%s degraded (was %s): %s", st.device_id, old.value, why)
-        elif health is not Health.DEGRADED:
-            log.warning("%s %s: %s", st.device_id, health.value, why)
-
-    def _ok(self, st: DeviceStatus, op: str = "apply") -> None:
-        st.failures = 0
-        st.next_probe = 0.0
-        if st.health is Health.UNCONFIRMED and (
-            st.device_id in self._unconfirmed or st.device_id in self.pending
-        ):
-            return  # answers again, but no command of its has been seen in effect since
-        if st.health is Health.REJECTED and op != "apply":
-            return  # reads work; the command it refused still stands refused
-        st.last_error = None
-        errors = st.telemetry.errors if st.telemetry is not None else ()
-        health = Health.DEGRADED if errors else Health.OK
-        self._set_health(st, health, "; ".join(errors) if errors else None)
-
-    def _fail(self, st: DeviceStatus, exc: BaseException) -> str:
-        st.failures += 1
-        msg = str(exc) if isinstance(exc, AdapterError) else f"{st.device_id}: {exc!r}"
-        st.last_error = msg
-        if isinstance(exc, BadReply):
-            self._set_health(st, Health.UNREADABLE, msg)
-        elif isinstance(exc, ControlRejected):
-            self._set_health(st, Health.REJECTED, msg)
-        elif isinstance(exc, NotConfirmed):
-            self._set_health(st, Health.UNCONFIRMED, msg)
-        elif st.failures >= self.unreachable_after and (
-            isinstance(exc, (DeviceUnreachable, DeviceTimeout)) or not isinstance(exc, AdapterError)
-        ):
-            self._set_health(st, Health.UNREACHABLE, f"{st.failures} failures: {msg}")
-            st.connected = False
-            backoff = min(self.probe_max_s, 2.0 ** (st.failures - self.unreachable_after))
-            st.next_probe = time.monotonic() + backoff
-        elif st.health is not Health.UNREACHABLE:
-            self._set_health(st, Health.DEGRADED, msg)
-        return msg
-
-    def _attempts(self, st: DeviceStatus) -> int:
-        """One try for a device already marked unreachable or unreadable (a retry would get
-        the same), the full retry policy otherwise."""
-        if st.health in (Health.UNREACHABLE, Health.UNREADABLE):
-            return 1
-        return self.retry.attempts
-
-    # -- read-back --------------------------------------------------------------------------
-
-    def _emit(self, out: Outcome) -> None:
-        if self.on_outcome is not None:
-            try:
-                self.on_outcome(out)
-            except Exception:
-                log.exception("on_outcome hook failed for %s", out.device_id)
-
-    def _accepted(self, out: Outcome) -> None:
-        """Wait for a reading that shows an accepted command; it supersedes any earlier
-        one, unconfirmed or pending (health stays unconfirmed until a read-back shows it)."""
-        dev = self.by_id[out.device_id]
-        sent = out.at - out.latency_s
-        self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
-        self._unconfirmed.pop(out.device_id, None)
-
-    def _settle(self, device_id: str, t: Telemetry | None, now: float) -> None:
-        """Confirm a pending command from a reading sent after it, or give up on it once its
-        deadline has passed."""
-        p = self.pending.get(device_id)
-        if p is None:
-            return
-        applied = p.outcome.applied
-        assert applied is not None
-        dev = self.by_id[device_id]
-        st = self.status[device_id]
-        if t is not None and t.at >= p.sent_at and dev.confirms(applied, t):
-            del self.pending[device_id]
-            self._unconfirmed.pop(device_id, None)
-            self._emit(
-                Outcome(
-                    device_id,
-                    p.outcome.request,
-                    True,
-                    0,
-                    max(0.0, t.at - p.sent_at),
-                    applied,
-                    kind=OutcomeKind.CONFIRMED,
-                )
-            )
-            if st.health is Health.UNCONFIRMED:
-                self._ok(st)
-            return
-        if now < p.deadline:
-            return
-        del self.pending[device_id]
-        self._unconfirmed[device_id] = p.outcome.request
-        seen = "no reading" if t is None else f"it reads {t.state}"
-        exc = NotConfirmed(
-            device_id,
-            f"accepted {p.outcome.request.describe()}, but the read-back did not show "
-            f"{applied.request.describe()} within {p.deadline - p.sent_at:g} s ({seen})",
-        )
-        try:
-            dev.unconfirmed(applied)
-        except Exception:
-            log.exception("adapter %s: unconfirmed hook raised", device_id)
-        if st.health is Health.UNREACHABLE:
-            msg = str(exc)  # the worse news stands: it does not answer at all
-        else:
-            msg = self._fail(st, exc)
-            st.failures = 0  # it answers; a missed read-back is not a connection failure
-        self._emit(
-            Outcome(
-                device_id,
-                p.outcome.request,
-                False,
-                0,
-                now - p.sent_at,
-                applied,
-                error=msg,
-                kind=OutcomeKind.UNCONFIRMED,
-            )
-        )
-
-    def check_pending(self) -> None:
-        """Give up on pending commands past their deadline (readings settle the others)."""
-        now = time.time()
-        for device_id, p in list(self.pending.items()):
-            if now >= p.deadline:
-                self._settle(device_id, self.status[device_id].telemetry, now)
-
-    def unconfirmed_requests(self) -> dict[str, ModeRequest]:
-        """The commands accepted and never seen in effect, to be sent again."""
-        return dict(self._unconfirmed)
 
     async def resend_unconfirmed(self) -> list[Outcome]:
         """Send each unconfirmed command again (in full: the adapter forgot it)."""
@@ -331,29 +170,6 @@ class Fleet:
             if n + 1 < attempts:
                 await asyncio.sleep(self.retry.delay(n, self._rng))
         return None, err, tries
-
-    def _hold_collector(self) -> None:
-        """Keep the cyclic garbage collector out of a batch of control calls.
-
-        1,000 commands allocate enough to trigger about 70 collections (64 young, 6 middle,
-        one full of what was made since :func:`freeze_heap`): 12-40 ms of a 120-300 ms
-        curtail on the reference machine. Reference counting still frees what the batch
-        drops; the few cycles it leaves (tasks, exceptions) wait for the collector, which
-        comes back when the last batch ends (:meth:`_release_collector`), or after
-        ``gc_hold_max_s`` whatever happens, so that a batch stuck on dead devices cannot let
-        memory grow for long. A collector the application had turned off stays off.
-        """
-        if self.gc_hold_max_s > 0 and self._gc_release is None and gc.isenabled():
-            gc.disable()
-            self._gc_release = asyncio.get_running_loop().call_later(
-                self.gc_hold_max_s, self._release_collector
-            )
-
-    def _release_collector(self) -> None:
-        if self._gc_release is not None:
-            self._gc_release.cancel()
-            self._gc_release = None
-            gc.enable()
 
     async def _yield_to_controls(self) -> None:
         try:

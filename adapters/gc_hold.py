@@ -1,0 +1,49 @@
+"""The garbage collector around a fleet: frozen after set-up, held during control calls.
+
+Moved out of :mod:`adapters.fleet`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+
+def freeze_heap() -> None:
+    """Move everything alive now out of the garbage collector's reach, once set-up is done.
+
+    A process that drives a fleet holds thousands of long-lived objects (adapters, pyasic's
+    miner objects, sockets); every full collection walked them all: with 1,000 miners a
+    gen-2 pass took up to 98 ms, inside a curtail's time, and 4.5 ms after the freeze.
+    Objects made later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+class CollectorHold:
+    gc_hold_max_s: float
+    _gc_release: asyncio.TimerHandle | None
+
+    def _hold_collector(self) -> None:
+        """Keep the cyclic garbage collector out of a batch of control calls.
+
+        1,000 commands allocate enough to trigger about 70 collections (64 young, 6 middle,
+        one full of what was made since :func:`freeze_heap`): 12-40 ms of a 120-300 ms
+        curtail on the reference machine. Reference counting still frees what the batch
+        drops; the few cycles it leaves (tasks, exceptions) wait for the collector, which
+        comes back when the last batch ends (:meth:`_release_collector`), or after
+        ``gc_hold_max_s`` whatever happens, so that a batch stuck on dead devices cannot let
+        memory grow for long. A collector the application had turned off stays off.
+        """
+        if self.gc_hold_max_s > 0 and self._gc_release is None and gc.isenabled():
+            gc.disable()
+            self._gc_release = asyncio.get_running_loop().call_later(
+                self.gc_hold_max_s, self._release_collector
+            )
+
+    def _release_collector(self) -> None:
+        if self._gc_release is not None:
+            self._gc_release.cancel()
+            self._gc_release = None
+            gc.enable()
