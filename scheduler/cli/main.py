@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from models.errors import GridschedError
-from scheduler.cli import backtest, docs, fleet, plan, run
+from scheduler.cli import audit, backtest, docs, fleet, plan, run
 from scheduler.planner.solvers import SolverError
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_parsers(sub)
     fleet.add_parsers(sub)
     run.add_parsers(sub)
+    audit.add_parsers(sub)
     docs.add_parsers(sub)
     plan.add_solvers_parser(sub)
     return p
