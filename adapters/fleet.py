@@ -3,23 +3,14 @@
 Every control call ends in exactly one :class:`Outcome` (accepted, rejected or failed, with
 the error in words), handed to ``on_outcome`` as it happens, so a caller that persists
 outcomes loses none. An accepted command is not yet done: it waits in ``pending`` until a
-reading sent after it shows the mode (a second Outcome, ``confirmed``), or until the
-device's confirmation deadline passes (``unconfirmed``: the adapter forgets what it
-believed sent, and :meth:`Fleet.resend_unconfirmed` sends it again). Nothing an adapter
-raises escapes: a dead, hanging or babbling device is marked and retried, and the rest of
-the fleet goes on.
+reading shows it, a second Outcome (``confirmed`` or ``unconfirmed``), kept by the fleet's
+read-back (:mod:`adapters.readback`). Nothing an adapter raises escapes: a dead, hanging or
+babbling device is marked and retried, and the rest of the fleet goes on; what each
+device's health says is in :mod:`adapters.fleet_health`.
 
 Readings and commands are bounded separately (``read_concurrency`` and ``concurrency``), so
-that a command never waits for a telemetry sweep to free a slot.
-
-Health says what is wrong: ``ok``; ``degraded`` after a transient failure or while a
-device reports errors; ``unreachable`` after ``unreachable_after`` consecutive failures to
-connect or get an answer; ``unreadable`` when it answers something that cannot be parsed;
-``rejected`` when it refused the last command; ``unconfirmed`` when it accepted one the
-read-back never showed. One log line per device per change of health, with the error,
-and no traceback for a device fault. Unreachable and unreadable devices get one try per
-sweep; unreachable ones are probed again with an exponential backoff (1 s doubling to
-``probe_max_s``), so that a dead rack does not slow every sweep by its timeouts.
+that a command never waits for a telemetry sweep to free a slot; the garbage collector
+waits while commands are in flight (:mod:`adapters.gc_hold`).
 """
 
 from __future__ import annotations
@@ -40,6 +31,7 @@ from adapters.base import (
     NotConfirmed,
     Telemetry,
 )
+from adapters.fleet_health import HealthBook
 from adapters.gc_hold import CollectorHold, freeze_heap
 from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind, Pending, RetryPolicy
 from adapters.readback import ReadBack
@@ -58,7 +50,7 @@ log = logging.getLogger("gridsched.fleet")
 
 
 @dataclass
-class Fleet(ReadBack, CollectorHold):
+class Fleet:
     adapters: Sequence[DeviceAdapter]
     groups: Mapping[str, str] = field(default_factory=dict)  # device id -> device class
     concurrency: int = 256  # commands in flight
@@ -73,7 +65,7 @@ class Fleet(ReadBack, CollectorHold):
     op_timeout_s: float = 10.0  # last-resort bound on one adapter call
     read_yield_max_s: float = 2.0  # longest a reading waits for control calls to finish
     #: The garbage collector waits while control calls are in flight, at most this long
-    #: (0: never); see :meth:`_hold_collector`.
+    #: (0: never); see :class:`adapters.gc_hold.CollectorHold`.
     gc_hold_max_s: float = 1.0
     on_outcome: Callable[[Outcome], None] | None = None
     seed: int | None = None
@@ -98,17 +90,38 @@ class Fleet(ReadBack, CollectorHold):
         self._controls = 0
         self._controls_idle = asyncio.Event()
         self._controls_idle.set()
-        self._gc_release: asyncio.TimerHandle | None = None
+        self._gc = CollectorHold(self.gc_hold_max_s)
         self._rng = random.Random(self.seed)
         self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
-        #: Accepted commands not yet seen in effect, by device.
-        self.pending: dict[str, Pending] = {}
-        #: Commands whose read-back never showed them, by device, until sent again.
-        self._unconfirmed: dict[str, ModeRequest] = {}
+        self._health = HealthBook(self.retry, self.unreachable_after, self.probe_max_s)
+        self._readback = ReadBack(self.by_id, self.status, self._health, self._emit)
+
+    @property
+    def pending(self) -> dict[str, Pending]:
+        """Accepted commands not yet seen in effect, by device."""
+        return self._readback.pending
+
+    def _emit(self, out: Outcome) -> None:
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(out)
+            except Exception:
+                log.exception("on_outcome hook failed for %s", out.device_id)
+
+    def _ok(self, st: DeviceStatus, op: str = "apply") -> None:
+        self._health.ok(st, op, awaiting=self._readback.waiting(st.device_id))
+
+    def check_pending(self) -> None:
+        """Give up on pending commands past their deadline (readings settle the others)."""
+        self._readback.check_pending()
+
+    def unconfirmed_requests(self) -> dict[str, ModeRequest]:
+        """The commands accepted and never seen in effect, to be sent again."""
+        return dict(self._readback.unconfirmed)
 
     async def resend_unconfirmed(self) -> list[Outcome]:
         """Send each unconfirmed command again (in full: the adapter forgot it)."""
-        todo = {i: r for i, r in self._unconfirmed.items() if i not in self.pending}
+        todo = {i: r for i, r in self._readback.unconfirmed.items() if i not in self.pending}
         return await self.apply(todo) if todo else []
 
     def health_counts(self) -> dict[Health, int]:
@@ -149,12 +162,12 @@ class Fleet(ReadBack, CollectorHold):
             except asyncio.CancelledError:
                 raise
             except AdapterError as exc:
-                err = self._fail(st, exc)
+                err = self._health.fail(st, exc)
                 if not exc.retryable:
                     break
             except Exception as exc:  # an adapter bug must not stop the fleet
                 before = st.health
-                err = self._fail(st, exc)
+                err = self._health.fail(st, exc)
                 if st.health is not before:  # once per change, not per try
                     log.exception("adapter %s raised outside its contract", dev.device_id)
             else:
@@ -165,7 +178,7 @@ class Fleet(ReadBack, CollectorHold):
                     self._ok(st, op)
                 if op == "read":
                     assert isinstance(result, Telemetry)
-                    self._settle(dev.device_id, result, time.time())
+                    self._readback.settle(dev.device_id, result, time.time())
                 return result, None, tries
             if n + 1 < attempts:
                 await asyncio.sleep(self.retry.delay(n, self._rng))
@@ -194,7 +207,7 @@ class Fleet(ReadBack, CollectorHold):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                return dev.device_id, self._fail(st, exc)
+                return dev.device_id, self._health.fail(st, exc)
 
         return dict(await asyncio.gather(*(one(d) for d in self.adapters)))
 
@@ -207,7 +220,7 @@ class Fleet(ReadBack, CollectorHold):
             st = self.status[dev.device_id]
             if st.health is Health.UNREACHABLE and now < st.next_probe:
                 return dev.device_id, None
-            result, _err, _n = await self._run(dev, "read", None, self._attempts(st))
+            result, _err, _n = await self._run(dev, "read", None, self._health.attempts(st))
             return dev.device_id, result if isinstance(result, Telemetry) else None
 
         results = await asyncio.gather(*(one(d) for d in devs))
@@ -225,11 +238,11 @@ class Fleet(ReadBack, CollectorHold):
             else:
                 async with self._locks[device_id]:
                     result, err, n = await self._run(
-                        dev, "apply", req, self._attempts(self.status[device_id])
+                        dev, "apply", req, self._health.attempts(self.status[device_id])
                     )
                 if isinstance(result, Applied):
                     out = Outcome(device_id, req, True, n, time.perf_counter() - t0, result)
-                    self._accepted(out)
+                    self._readback.accepted(out)
                 else:
                     rejected = self.status[device_id].health is Health.REJECTED
                     kind = OutcomeKind.REJECTED if rejected else OutcomeKind.FAILED
@@ -243,14 +256,14 @@ class Fleet(ReadBack, CollectorHold):
         self._controls += 1
         self._controls_idle.clear()
         if self._controls == 1:
-            self._hold_collector()
+            self._gc.hold()
         try:
             return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
         finally:
             self._controls -= 1
             if not self._controls:
                 self._controls_idle.set()
-                self._release_collector()
+                self._gc.release()
 
     async def stage(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
         """Let each device set up ahead what a later apply of its request needs, where it can
@@ -301,7 +314,7 @@ class Fleet(ReadBack, CollectorHold):
             st = self.status[device_id]
             st.last_error = str(NotConfirmed(device_id, f"mode not seen within {timeout_s:g} s"))
             if st.health is Health.OK:
-                self._set_health(st, Health.DEGRADED, st.last_error)
+                self._health.set(st, Health.DEGRADED, st.last_error)
         return done
 
     async def close(self) -> None:

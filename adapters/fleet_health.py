@@ -1,12 +1,21 @@
-"""The fleet's health bookkeeping: each device's health from how its last calls ended.
+"""Each device's health in a fleet, from how its last calls ended.
 
-Moved out of :mod:`adapters.fleet` (the fleet's operations use it through :class:`FleetHealth`).
+Health says what is wrong: ``ok``; ``degraded`` after a transient failure or while a
+device reports errors; ``unreachable`` after ``unreachable_after`` consecutive failures to
+connect or get an answer; ``unreadable`` when it answers something that cannot be parsed;
+``rejected`` when it refused the last command; ``unconfirmed`` when it accepted one the
+read-back never showed. One log line per device per change of health, with the error,
+and no traceback for a device fault. Unreachable and unreadable devices get one try per
+sweep (:meth:`HealthBook.attempts`); unreachable ones are probed again with an exponential
+backoff (1 s doubling to ``probe_max_s``), so that a dead rack does not slow every sweep by
+its timeouts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 from adapters.base import (
     AdapterError,
@@ -15,25 +24,23 @@ from adapters.base import (
     DeviceTimeout,
     DeviceUnreachable,
     Health,
-    ModeRequest,
     NotConfirmed,
 )
-from adapters.outcomes import DeviceStatus, Pending, RetryPolicy
+from adapters.outcomes import DeviceStatus, RetryPolicy
 
 log = logging.getLogger("gridsched.fleet")
 
 
-class FleetHealth:
-    status: dict[str, DeviceStatus]
-    pending: dict[str, Pending]
-    _unconfirmed: dict[str, ModeRequest]
-    retry: RetryPolicy
-    unreachable_after: int
-    probe_max_s: float
+@dataclass(frozen=True)
+class HealthBook:
+    """Sets each :class:`DeviceStatus`'s health, failure count and next probe from the
+    result of a call to its device."""
 
-    # -- bookkeeping ------------------------------------------------------------------------
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    unreachable_after: int = 3
+    probe_max_s: float = 60.0
 
-    def _set_health(self, st: DeviceStatus, health: Health, why: str | None) -> None:
+    def set(self, st: DeviceStatus, health: Health, why: str | None) -> None:
         """One log line per change of health, with the reason; no traceback."""
         if health is st.health:
             return
@@ -48,42 +55,43 @@ class FleetHealth:
         elif health is not Health.DEGRADED:
             log.warning("%s %s: %s", st.device_id, health.value, why)
 
-    def _ok(self, st: DeviceStatus, op: str = "apply") -> None:
+    def ok(self, st: DeviceStatus, op: str = "apply", awaiting: bool = False) -> None:
+        """A call (``op``: read, stage or apply) that answered. ``awaiting``: a command of
+        the device's still waits for its read-back (pending or unconfirmed)."""
         st.failures = 0
         st.next_probe = 0.0
-        if st.health is Health.UNCONFIRMED and (
-            st.device_id in self._unconfirmed or st.device_id in self.pending
-        ):
+        if st.health is Health.UNCONFIRMED and awaiting:
             return  # answers again, but no command of its has been seen in effect since
         if st.health is Health.REJECTED and op != "apply":
             return  # reads work; the command it refused still stands refused
         st.last_error = None
         errors = st.telemetry.errors if st.telemetry is not None else ()
         health = Health.DEGRADED if errors else Health.OK
-        self._set_health(st, health, "; ".join(errors) if errors else None)
+        self.set(st, health, "; ".join(errors) if errors else None)
 
-    def _fail(self, st: DeviceStatus, exc: BaseException) -> str:
+    def fail(self, st: DeviceStatus, exc: BaseException) -> str:
+        """A call that failed with ``exc``; returns the error in words."""
         st.failures += 1
         msg = str(exc) if isinstance(exc, AdapterError) else f"{st.device_id}: {exc!r}"
         st.last_error = msg
         if isinstance(exc, BadReply):
-            self._set_health(st, Health.UNREADABLE, msg)
+            self.set(st, Health.UNREADABLE, msg)
         elif isinstance(exc, ControlRejected):
-            self._set_health(st, Health.REJECTED, msg)
+            self.set(st, Health.REJECTED, msg)
         elif isinstance(exc, NotConfirmed):
-            self._set_health(st, Health.UNCONFIRMED, msg)
+            self.set(st, Health.UNCONFIRMED, msg)
         elif st.failures >= self.unreachable_after and (
             isinstance(exc, (DeviceUnreachable, DeviceTimeout)) or not isinstance(exc, AdapterError)
         ):
-            self._set_health(st, Health.UNREACHABLE, f"{st.failures} failures: {msg}")
+            self.set(st, Health.UNREACHABLE, f"{st.failures} failures: {msg}")
             st.connected = False
             backoff = min(self.probe_max_s, 2.0 ** (st.failures - self.unreachable_after))
             st.next_probe = time.monotonic() + backoff
         elif st.health is not Health.UNREACHABLE:
-            self._set_health(st, Health.DEGRADED, msg)
+            self.set(st, Health.DEGRADED, msg)
         return msg
 
-    def _attempts(self, st: DeviceStatus) -> int:
+    def attempts(self, st: DeviceStatus) -> int:
         """One try for a device already marked unreachable or unreadable (a retry would get
         the same), the full retry policy otherwise."""
         if st.health in (Health.UNREACHABLE, Health.UNREADABLE):

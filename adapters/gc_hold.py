@@ -1,7 +1,4 @@
-"""The garbage collector around a fleet: frozen after set-up, held during control calls.
-
-Moved out of :mod:`adapters.fleet`.
-"""
+"""The garbage collector around a fleet: frozen after set-up, held during control calls."""
 
 from __future__ import annotations
 
@@ -22,28 +19,30 @@ def freeze_heap() -> None:
 
 
 class CollectorHold:
-    gc_hold_max_s: float
-    _gc_release: asyncio.TimerHandle | None
+    """Holds the cyclic garbage collector off while control calls are in flight, at most
+    ``max_s`` at a time (0: never)."""
 
-    def _hold_collector(self) -> None:
+    def __init__(self, max_s: float) -> None:
+        self.max_s = max_s
+        self._release: asyncio.TimerHandle | None = None
+
+    def hold(self) -> None:
         """Keep the cyclic garbage collector out of a batch of control calls.
 
         1,000 commands allocate enough to trigger about 70 collections (64 young, 6 middle,
         one full of what was made since :func:`freeze_heap`): 12-40 ms of a 120-300 ms
         curtail on the reference machine. Reference counting still frees what the batch
         drops; the few cycles it leaves (tasks, exceptions) wait for the collector, which
-        comes back when the last batch ends (:meth:`_release_collector`), or after
-        ``gc_hold_max_s`` whatever happens, so that a batch stuck on dead devices cannot let
+        comes back when the last batch ends (:meth:`release`), or after
+        ``max_s`` whatever happens, so that a batch stuck on dead devices cannot let
         memory grow for long. A collector the application had turned off stays off.
         """
-        if self.gc_hold_max_s > 0 and self._gc_release is None and gc.isenabled():
+        if self.max_s > 0 and self._release is None and gc.isenabled():
             gc.disable()
-            self._gc_release = asyncio.get_running_loop().call_later(
-                self.gc_hold_max_s, self._release_collector
-            )
+            self._release = asyncio.get_running_loop().call_later(self.max_s, self.release)
 
-    def _release_collector(self) -> None:
-        if self._gc_release is not None:
-            self._gc_release.cancel()
-            self._gc_release = None
+    def release(self) -> None:
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
             gc.enable()

@@ -1,43 +1,57 @@
-"""The fleet's read-back: accepted commands waiting for a reading that shows them.
+"""A fleet's read-back: accepted commands waiting for a reading that shows them.
 
-Moved out of :mod:`adapters.fleet` (the fleet's operations use it through :class:`ReadBack`).
+An accepted command is not yet done: it waits in ``pending`` until a reading sent after it
+shows the mode (an :class:`Outcome` ``confirmed``), or until the device's confirmation
+deadline passes (``unconfirmed``: the adapter forgets what it believed sent, and the fleet
+sends it again, :meth:`adapters.fleet.Fleet.resend_unconfirmed`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from adapters.base import DeviceAdapter, Health, ModeRequest, NotConfirmed, Telemetry
-from adapters.fleet_health import FleetHealth
-from adapters.outcomes import Outcome, OutcomeKind, Pending
+from adapters.fleet_health import HealthBook
+from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind, Pending
 
 log = logging.getLogger("gridsched.fleet")
 
 
-class ReadBack(FleetHealth):
-    by_id: dict[str, DeviceAdapter]
-    on_outcome: Callable[[Outcome], None] | None
+class ReadBack:
+    """The commands of a fleet's devices waiting for a read-back, and those it never
+    showed; each verdict is handed to ``emit`` and set in the device's health."""
 
-    # -- read-back --------------------------------------------------------------------------
+    def __init__(
+        self,
+        by_id: Mapping[str, DeviceAdapter],
+        status: Mapping[str, DeviceStatus],
+        health: HealthBook,
+        emit: Callable[[Outcome], None],
+    ) -> None:
+        self.by_id = by_id
+        self.status = status
+        self.health = health
+        self.emit = emit
+        #: Accepted commands not yet seen in effect, by device.
+        self.pending: dict[str, Pending] = {}
+        #: Commands whose read-back never showed them, by device, until sent again.
+        self.unconfirmed: dict[str, ModeRequest] = {}
 
-    def _emit(self, out: Outcome) -> None:
-        if self.on_outcome is not None:
-            try:
-                self.on_outcome(out)
-            except Exception:
-                log.exception("on_outcome hook failed for %s", out.device_id)
+    def waiting(self, device_id: str) -> bool:
+        """Whether a command of the device's waits for its read-back or was never seen."""
+        return device_id in self.unconfirmed or device_id in self.pending
 
-    def _accepted(self, out: Outcome) -> None:
+    def accepted(self, out: Outcome) -> None:
         """Wait for a reading that shows an accepted command; it supersedes any earlier
         one, unconfirmed or pending (health stays unconfirmed until a read-back shows it)."""
         dev = self.by_id[out.device_id]
         sent = out.at - out.latency_s
         self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
-        self._unconfirmed.pop(out.device_id, None)
+        self.unconfirmed.pop(out.device_id, None)
 
-    def _settle(self, device_id: str, t: Telemetry | None, now: float) -> None:
+    def settle(self, device_id: str, t: Telemetry | None, now: float) -> None:
         """Confirm a pending command from a reading sent after it, or give up on it once its
         deadline has passed."""
         p = self.pending.get(device_id)
@@ -49,8 +63,8 @@ class ReadBack(FleetHealth):
         st = self.status[device_id]
         if t is not None and t.at >= p.sent_at and dev.confirms(applied, t):
             del self.pending[device_id]
-            self._unconfirmed.pop(device_id, None)
-            self._emit(
+            self.unconfirmed.pop(device_id, None)
+            self.emit(
                 Outcome(
                     device_id,
                     p.outcome.request,
@@ -62,12 +76,12 @@ class ReadBack(FleetHealth):
                 )
             )
             if st.health is Health.UNCONFIRMED:
-                self._ok(st)
+                self.health.ok(st, awaiting=self.waiting(device_id))
             return
         if now < p.deadline:
             return
         del self.pending[device_id]
-        self._unconfirmed[device_id] = p.outcome.request
+        self.unconfirmed[device_id] = p.outcome.request
         seen = "no reading" if t is None else f"it reads {t.state}"
         exc = NotConfirmed(
             device_id,
@@ -81,9 +95,9 @@ class ReadBack(FleetHealth):
         if st.health is Health.UNREACHABLE:
             msg = str(exc)  # the worse news stands: it does not answer at all
         else:
-            msg = self._fail(st, exc)
+            msg = self.health.fail(st, exc)
             st.failures = 0  # it answers; a missed read-back is not a connection failure
-        self._emit(
+        self.emit(
             Outcome(
                 device_id,
                 p.outcome.request,
@@ -101,8 +115,4 @@ class ReadBack(FleetHealth):
         now = time.time()
         for device_id, p in list(self.pending.items()):
             if now >= p.deadline:
-                self._settle(device_id, self.status[device_id].telemetry, now)
-
-    def unconfirmed_requests(self) -> dict[str, ModeRequest]:
-        """The commands accepted and never seen in effect, to be sent again."""
-        return dict(self._unconfirmed)
+                self.settle(device_id, self.status[device_id].telemetry, now)
