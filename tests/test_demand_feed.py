@@ -127,8 +127,8 @@ async def feeding(d: Daemon) -> AsyncIterator[Clock]:
     clock = Clock()
     d.demand.clock = clock
     async with running(d):
-        await d.refresh_prices()
-        assert d.prices is not None and d.price_error is None
+        await d.feeds.refresh_prices()
+        assert d.feeds.prices is not None and d.feeds.price_error is None
         try:
             yield clock
         finally:
@@ -138,15 +138,17 @@ async def feeding(d: Daemon) -> AsyncIterator[Clock]:
 async def _settled(d: Daemon) -> None:
     """The re-plans (and their dispatch) that polls asked for, done."""
     for _ in range(100):
-        tasks = [t for t in d._tasks if not t.done()]
-        if not tasks and not d._replan_pending:
+        tasks = [t for t in d.tasks.running if not t.done()]
+        if not tasks and not d.planning.pending:
             return
         await asyncio.wait(tasks, timeout=5)
     raise AssertionError("re-plans did not settle")
 
 
 def _serving(d: Daemon) -> int:
-    return sum(1 for i, m in d.modes.items() if d.fleet.status[i].group == "h100" and m != SLEEP)
+    return sum(
+        1 for i, m in d.devices.modes.items() if d.fleet.status[i].group == "h100" and m != SLEEP
+    )
 
 
 async def _poll(
@@ -336,7 +338,7 @@ def test_the_fast_path_sheds_miners_at_once_and_drained_gpus_after(
         return await apply(requests)
 
     d.fleet.apply = recorded  # type: ignore[method-assign]
-    d.request_replan = lambda *a, **k: None  # type: ignore[method-assign]  # the shed alone
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]  # the shed alone
 
     async def go() -> None:
         async with feeding(d):
@@ -348,10 +350,10 @@ def test_the_fast_path_sheds_miners_at_once_and_drained_gpus_after(
                 limit_kw=0.0,
             )
             await d.accept([ev], "test", None, "{}")
-            while d._fast_running:
+            while d.shedder.running:
                 await asyncio.sleep(0.02)
             miners = {i for i in d.fleet.status if i.startswith("s19/")}
-            slept = {i for i, m in d.modes.items() if i.startswith("h100/") and m == SLEEP}
+            slept = {i for i, m in d.devices.modes.items() if i.startswith("h100/") and m == SLEEP}
             assert miners and slept  # committed 500 tokens/s keeps some GPUs serving
             first, later = batches[0], batches[1]
             assert miners <= first and not (slept & first)
@@ -414,9 +416,9 @@ def test_a_failed_plan_leaves_the_demand_change_asking_for_a_replan(
             assert d.demand.wants_replan()
             cancel = GridEvent(id="absurd", type=EventType.CANCEL)
             await d.accept([cancel], "test", None, "{}")
-            for t in list(d._tasks):  # the re-plan the cancel asks for: run here instead
+            for t in list(d.tasks.running):  # the re-plan the cancel asks for: run here instead
                 t.cancel()
-            d._replan_pending = False
+            d.planning.pending = False
             assert await d.replan("demand") is not None
             assert d.demand.planned_tok_s == pytest.approx(1800.0)
             assert not d.demand.wants_replan()

@@ -25,6 +25,8 @@ from scheduler.planner.shedding import mining_order
 from scheduler.planner.timegrid import uniform_grid
 from scheduler.service.api import create_app
 from scheduler.service.daemon import SLEEP, Daemon
+from scheduler.service.daemon.devices import mode_kw
+from scheduler.service.daemon.fastpath import shed_order
 from scheduler.service.security import sign
 from tests.support.daemon import daemon_of, running
 
@@ -80,20 +82,16 @@ _daemon_of = daemon_of
 
 
 def _awake(d: Daemon) -> int:
-    return sum(1 for m in d.modes.values() if m != SLEEP)
+    return sum(1 for m in d.devices.modes.values() if m != SLEEP)
 
 
 def _awake_kw(d: Daemon) -> float:
     """IT power of the awake devices at their modes' figures."""
-    return sum(
-        d.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
-        for i, m in d.modes.items()
-        if m != SLEEP
-    )
+    return sum(mode_kw(d.devices.class_of(i), m) for i, m in d.devices.modes.items() if m != SLEEP)
 
 
 async def fast_path_done(d: Daemon) -> None:
-    while d._fast_running:
+    while d.shedder.running:
         await asyncio.sleep(0.02)
 
 
@@ -111,7 +109,7 @@ def test_fast_path_order_is_the_planners_shedding_order(tmp_path: Path) -> None:
     async def go() -> None:
         async with running(d):
             assert _awake(d) == 12  # the simulators start mining
-            order = d.compute_shed_order()
+            order = shed_order(d.devices)
         classes = [d.fleet.status[s.device_id].group for s in order]
         # Least TH/s per kW first: every S19j Pro before any S21 ...
         assert classes == ["old"] * 6 + ["new"] * 6
@@ -138,12 +136,14 @@ def test_power_comes_back_in_ramp_limited_batches(tmp_path: Path) -> None:
             assert _awake(d) == 0
 
             await d.accept([GridEvent(id="dr", type=EventType.CANCEL)], "test", None, "{}")
-            d.last_dispatch = time.monotonic() - 120  # the bucket has had two minutes to fill
+            d.dispatcher.last_dispatch = (
+                time.monotonic() - 120
+            )  # the bucket has had two minutes to fill
             await d.replan("event over")
             first = _awake(d)
             kw = [
-                d.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
-                for i, m in d.modes.items()
+                d.devices.classes[d.fleet.status[i].group].mode(m).power_kw  # type: ignore[union-attr]
+                for i, m in d.devices.modes.items()
                 if m != SLEEP
             ]
             # at most a minute's worth of wake-ups at once, and always some progress
@@ -151,7 +151,7 @@ def test_power_comes_back_in_ramp_limited_batches(tmp_path: Path) -> None:
             assert sum(kw) <= ramp + 1e-6
             again = await d.dispatch()
             assert [o for o in again if o.request.action != "sleep"] == []  # no tokens left
-            d.last_dispatch = time.monotonic() - 60
+            d.dispatcher.last_dispatch = time.monotonic() - 60
             await d.dispatch()
             assert first < _awake(d) <= 2 * first + 1  # the next minute's batch
             rows = [body for *_, body, _h in d.store.records(0, time.time() + 1, ("commands",))]
@@ -222,11 +222,11 @@ def test_miners_still_ramping_up_are_shed_at_their_modes_power(tmp_path: Path) -
     async def go() -> None:
         async with running(d):
             full = _awake_kw(d)
-            ramping = [i for i in d.readings if d.fleet.status[i].group == "new"]
+            ramping = [i for i in d.power.readings if d.fleet.status[i].group == "new"]
             for i in ramping:  # read mid-ramp, at 60 % of their profile
-                t = d.readings[i]
-                d.readings[i] = dataclasses.replace(t, power_w=0.6 * (t.power_w or 0.0))
-            d._it_cache.clear()
+                t = d.power.readings[i]
+                d.power.readings[i] = dataclasses.replace(t, power_w=0.6 * (t.power_w or 0.0))
+            d.power.invalidate()
             assert d.measured()["import_kw"] < full - 8.0  # the readings fit under the cap
             await curtail(d, full - 8.0)
             assert full - 8.0 - 3.6 < _awake_kw(d) <= full - 8.0  # what they ramp to does not
@@ -358,7 +358,7 @@ def test_a_miner_that_wakes_by_itself_during_an_event_is_put_back_to_sleep(
             await curtail(d, 0.0)
             await asyncio.sleep(0.4)  # the simulated miners sleep in 0.2 s
             await d.poll(dispatch=False)
-            assert _awake(d) == 0 and not d._expected  # every sleep confirmed by a reading
+            assert _awake(d) == 0 and not d.devices.expected  # every sleep confirmed by a reading
             miner = d.built.simulators[0].miners[0]
             miner.wake()  # a reboot brings it back mining, against its command
             await asyncio.sleep(0.6)
@@ -385,18 +385,18 @@ def test_the_hashprice_feed_re_plans_and_a_bad_reading_keeps_the_last_good(
     async def go() -> None:
         async with running(d):
             assert d.status()["hashprice"]["usd_per_ths_day"] == 0.08  # [mining], before
-            await d.refresh_hashprice()
-            assert d.hashprice == pytest.approx(0.055)
+            await d.feeds.refresh_hashprice()
+            assert d.feeds.hashprice == pytest.approx(0.055)
             plan = await d.replan("test")
             assert plan is not None and np.allclose(plan.hashprice, 0.055)
             feed.write_text('{"data": {"hashprice": 55000}}')  # a unit slip upstream
-            await d.refresh_hashprice()
+            await d.feeds.refresh_hashprice()
             st = d.status()["hashprice"]
             assert st["usd_per_ths_day"] == pytest.approx(0.055) and "outside" in st["error"]
             feed.write_text('{"data": {"hashprice": 61.0}}')
-            await d.refresh_hashprice()
-            assert d.hashprice == pytest.approx(0.061) and d.hashprice_error is None
-            assert d._replan_pending  # a change asks for a plan
+            await d.feeds.refresh_hashprice()
+            assert d.feeds.hashprice == pytest.approx(0.061) and d.feeds.hashprice_error is None
+            assert d.planning.pending  # a change asks for a plan
 
     asyncio.run(go())
 
@@ -418,12 +418,12 @@ def test_sleeping_miners_take_their_next_wake_ahead_and_wake_in_one_command(
             await fast_path_done(d)
             await d.replan("during the event")
             assert _awake(d) == 0
-            assert d.stage_requests(time.time()) == {}  # nobody read asleep yet
+            assert d.dispatcher.stage_requests(time.time()) == {}  # nobody read asleep yet
             await asyncio.sleep(0.4)  # the simulated miners sleep in 0.2 s
             await d.poll()  # reads them asleep and stages their wakes
-            while d._staging:
+            while d.dispatcher.staging:
                 await asyncio.sleep(0.02)
-            want = d.stage_requests(time.time())
+            want = d.dispatcher.stage_requests(time.time())
             assert want and all(r.action == "run" for r in want.values())
             rows = [
                 o
@@ -442,7 +442,7 @@ def test_sleeping_miners_take_their_next_wake_ahead_and_wake_in_one_command(
             real = time.time
             monkeypatch.setattr(time, "time", lambda: real() + 1500.0)
             seen = {i: m.commands_seen for i, m in sim_of.items()}
-            d.last_dispatch = time.monotonic() - 120
+            d.dispatcher.last_dispatch = time.monotonic() - 120
             out = await d.dispatch()
             woke = [o for o in out if o.ok and o.request.action == "run"]
             staged = {o["device"] for o in rows}
@@ -462,9 +462,9 @@ def test_a_staging_failure_is_logged_and_the_next_poll_stages_again(
     async def broken(requests: Any) -> Any:
         raise RuntimeError("store gone")
 
-    monkeypatch.setattr(d, "stage_requests", lambda now: {"old/127.9.0.1": ModeRequest("run")})
+    monkeypatch.setattr(d.dispatcher, "stage_requests", lambda now: {"old/127.9.0.1": ModeRequest("run")})
     monkeypatch.setattr(d.fleet, "stage", broken)
-    d._staging = True  # as _poll sets it before spawning
-    assert asyncio.run(d.stage_ahead()) == []
-    assert not d._staging
+    d.dispatcher.staging = True  # as _poll sets it before spawning
+    assert asyncio.run(d.dispatcher.stage_ahead()) == []
+    assert not d.dispatcher.staging
     assert "staging the coming wakes failed" in caplog.text and "store gone" in caplog.text

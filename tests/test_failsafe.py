@@ -31,6 +31,7 @@ from models.site import parse_site
 from scheduler.planner.solvers import SolverError
 from scheduler.service.api import create_app
 from scheduler.service.daemon import SLEEP, Daemon
+from scheduler.service.daemon.fastpath import shed_order
 from scheduler.service.metrics import metrics_registry
 from tests.support.daemon import free_loopback_base, running
 
@@ -105,15 +106,15 @@ def _group(d: Daemon, device_id: str) -> str:
 
 
 def _awake(d: Daemon, group: str) -> int:
-    return sum(1 for i, m in d.modes.items() if m != SLEEP and _group(d, i) == group)
+    return sum(1 for i, m in d.devices.modes.items() if m != SLEEP and _group(d, i) == group)
 
 
 def _gpu_tokens(d: Daemon) -> float:
     """Tokens/s the GPUs serve in the modes they were last commanded to."""
-    dc = d.classes["h100"]
+    dc = d.devices.classes["h100"]
     return sum(
         m.throughput_tokens_s
-        for i, name in d.modes.items()
+        for i, name in d.devices.modes.items()
         if _group(d, i) == "h100" and (m := dc.mode(name)) is not None
     )
 
@@ -126,13 +127,13 @@ async def _absurd_price(d: Daemon) -> None:
     """A signed price signal of 1e300 USD/MWh, stored as the API would store it."""
     ev = _event(EventType.PRICE, id="absurd", duration="1h", price=1e300)
     await d.accept([ev], "test", None, "{}")
-    for t in list(d._tasks):  # the re-plan it asks for: run it here instead
+    for t in list(d.tasks.running):  # the re-plan it asks for: run it here instead
         t.cancel()
-    d._replan_pending = False
+    d.planning.pending = False
 
 
 async def _shed_done(d: Daemon) -> None:
-    while d._fast_running:
+    while d.shedder.running:
         await asyncio.sleep(0.02)
 
 
@@ -258,7 +259,7 @@ def test_a_last_good_plan_that_no_longer_covers_now_gives_way_to_the_fail_safe(
             span = int(good.ends_s[-1] - good.starts_s[0])
             good.starts_s -= span + 60
             good.ends_s -= span + 60
-            assert d.plan_index(time.time()) is None
+            assert d.plans.index(time.time()) is None
             await d.poll()
             await _shed_done(d)
             assert "no good plan" in (d.failsafe_reason(time.time()) or "")
@@ -279,25 +280,25 @@ def test_a_cap_that_cannot_be_computed_is_the_most_restrictive_not_infinite(
         async with running(d):
             # level 2 has no cap in [tariff.dr_levels_kw]: the cap computation raises
             bad = _event(EventType.CURTAIL, id="lvl2", duration="1h", level=2)
-            d._events().put(bad)
+            d.signals.book().put(bad)
             cap, events = d.cap_now()
             assert math.isfinite(cap) and cap == 40.0  # the fail-safe cap, never +inf
             assert "lvl2" in {e.id for e in events}
             # with a lower cap also in force, that one still holds
-            d._events().put(_event(EventType.CURTAIL, id="low", duration="1h", limit_kw=12.0))
+            d.signals.book().put(_event(EventType.CURTAIL, id="low", duration="1h", limit_kw=12.0))
             assert d.cap_now()[0] == 12.0
             status = d.status()
             assert status["cap_kw"] == 12.0
             assert "lvl2" in (status["cap_error"] or "")
             assert _sample(d, "gridsched_cap_fallback") == 1.0
             # a last good cap of 0 kW (a full curtail) is the most restrictive: it holds
-            d._events().drop("low")
-            d._events().drop("lvl2")
-            d._events().put(_event(EventType.CURTAIL, id="zero", duration="1h", limit_kw=0.0))
-            assert d.cap_now()[0] == 0.0 and d.cap_error is None
-            d._events().drop("zero")
-            d._events().put(bad)
-            assert d.cap_now()[0] == 0.0 and d.cap_error is not None
+            d.signals.book().drop("low")
+            d.signals.book().drop("lvl2")
+            d.signals.book().put(_event(EventType.CURTAIL, id="zero", duration="1h", limit_kw=0.0))
+            assert d.cap_now()[0] == 0.0 and d.signals.cap_error is None
+            d.signals.book().drop("zero")
+            d.signals.book().put(bad)
+            assert d.cap_now()[0] == 0.0 and d.signals.cap_error is not None
 
     asyncio.run(go())
 
@@ -328,7 +329,7 @@ def test_a_curtail_to_zero_keeps_exactly_the_gpus_committed_inference_needs(
             await _shed_done(d)
             assert _awake(d, "s19") == 0  # every miner shed
             gpu_modes: dict[str, int] = {}
-            for i, m in d.modes.items():
+            for i, m in d.devices.modes.items():
                 if _group(d, i) == "h100" and m != SLEEP:
                     gpu_modes[m] = gpu_modes.get(m, 0) + 1
             assert gpu_modes == want
@@ -342,7 +343,7 @@ def test_the_fast_path_sheds_miners_before_any_gpu(tmp_path: Path) -> None:
 
     async def go() -> None:
         async with running(d):
-            order = [_group(d, s.device_id) for s in d.compute_shed_order()]
+            order = [_group(d, s.device_id) for s in shed_order(d.devices)]
             assert order[:6] == ["s19"] * 6 and set(order[6:]) == {"h100"}
             # A curtail that miners alone can meet leaves every GPU as it is.
             load = d.measured(expect=True)["import_kw"]
@@ -350,7 +351,9 @@ def test_the_fast_path_sheds_miners_before_any_gpu(tmp_path: Path) -> None:
             await d.accept([ev], "test", None, "{}")
             await _shed_done(d)
             assert 0 < 6 - _awake(d, "s19") <= 4
-            assert {m for i, m in d.modes.items() if _group(d, i) == "h100"} == {"infer@700W"}
+            assert {m for i, m in d.devices.modes.items() if _group(d, i) == "h100"} == {
+                "infer@700W"
+            }
 
     asyncio.run(go())
 
@@ -371,9 +374,9 @@ def test_a_failing_background_task_is_logged_and_counted(
 
     async def go() -> None:
         caplog.set_level(logging.INFO, "gridsched")
-        d.spawn(broken(), "fast-path")
-        d.spawn(bug(), "replan")
-        while d._tasks:
+        d.tasks.spawn(broken(), "fast-path")
+        d.tasks.spawn(bug(), "replan")
+        while d.tasks.running:
             await asyncio.sleep(0.01)
 
     asyncio.run(go())
@@ -420,9 +423,9 @@ def test_a_full_disk_skips_neither_the_fail_safe_nor_dispatch_nor_the_watchdog(
             with pytest.raises(sqlite3.OperationalError):
                 await d.store.record("probe", {})
             # a silent price feed puts the site in the fail-safe while nothing can be written
-            d.prices_ok_at = time.time() - 10 * d.config.daemon.price_feed.silent_after_s
+            d.feeds.prices_ok_at = time.time() - 10 * d.config.daemon.price_feed.silent_after_s
             await d.poll()
-            assert d._failsafe is not None and "price feed silent" in d._failsafe
+            assert d.failsafe.state is not None and "price feed silent" in d.failsafe.state
             await _shed_done(d)
             assert _awake(d, "s19") < 6  # shed to the 5 kW fail-safe cap
             assert d.measured(expect=True)["import_kw"] <= 5.0 + 1e-6
@@ -431,9 +434,9 @@ def test_a_full_disk_skips_neither_the_fail_safe_nor_dispatch_nor_the_watchdog(
             assert status["store"]["write_failures"] >= 1
             assert (_sample(d, "gridsched_store_write_failures_total") or 0) >= 1
             # a re-plan on the full disk still applies its plan
-            d.hold_dispatch = True
+            d.plans.hold = True
             assert await d.replan("disk full") is not None
-            assert not d.hold_dispatch
+            assert not d.plans.hold
 
     asyncio.run(go())
     got = []
@@ -482,7 +485,7 @@ def test_solver_failures_at_random_moments_never_harm_committed_inference_or_a_c
     committed = 1000.0
     d = _daemon(tmp_path, _free_base(), committed=committed, failsafe_kw=8.0)
     rng = random.Random(17)
-    real_plan = d.planner.plan
+    real_plan = d.planning.planner.plan
     outcome = {"next": "good"}
 
     def planned(*args: Any, **kwargs: Any) -> Any:
@@ -495,7 +498,7 @@ def test_solver_failures_at_random_moments_never_harm_committed_inference_or_a_c
             raise SolverError("HiGHS failed to run")
         return plan
 
-    monkeypatch.setattr(d.planner, "plan", planned)
+    monkeypatch.setattr(d.planning.planner, "plan", planned)
 
     async def go() -> None:
         async with running(d):
@@ -517,9 +520,9 @@ def test_solver_failures_at_random_moments_never_harm_committed_inference_or_a_c
                     await d.poll()
                 else:
                     await d.poll()
-                for t in [t for t in d._tasks if t.get_name() == "replan"]:
+                for t in [t for t in d.tasks.running if t.get_name() == "replan"]:
                     t.cancel()  # re-plans happen only where this test says
-                d._replan_pending = False
+                d.planning.pending = False
                 await _shed_done(d)
                 assert _gpu_tokens(d) >= committed, (moment, what)
                 cap, _ = d.cap_now()
@@ -556,7 +559,7 @@ def test_a_second_cap_arriving_during_a_fast_path_is_enforced_after_it(
             await asyncio.wait_for(inside.wait(), 10)
             second = _event(EventType.CURTAIL, id="second", duration="1h", limit_kw=6.0)
             await d.accept([second], "test", None, "{}")
-            assert d._fast_again is not None  # queued behind the running one
+            assert d.shedder.again is not None  # queued behind the running one
             release.set()
             await _shed_done(d)
             assert d.cap_now()[0] == 6.0
@@ -575,11 +578,11 @@ def test_the_plan_keeps_a_margin_under_a_dr_cap(tmp_path: Path) -> None:
         async with running(d):
             ev = _event(EventType.CURTAIL, id="dr", duration="1h", limit_kw=9.0)
             await d.accept([ev], "test", None, "{}")
-            for t in list(d._tasks):
+            for t in list(d.tasks.running):
                 t.cancel()
             plan = await d.replan("signal")
             assert plan is not None
-            k = d.plan_index(time.time())
+            k = d.plans.index(time.time())
             assert k is not None
             assert plan.cap_kw[k] == pytest.approx(9.0 * 0.98)
             assert plan.import_kw[k] <= 9.0 * 0.98 + 1e-6

@@ -111,7 +111,7 @@ def test_a_miner_that_cannot_be_read_counts_at_its_last_known_power(tmp_path: Pa
         async with running(d):
             full = d.measured()["import_kw"]
             first = _miners(d)[0]
-            last_w = d.readings[_id_of(d, first)].power_w or 0.0
+            last_w = d.power.readings[_id_of(d, first)].power_w or 0.0
             assert last_w > 2000  # hashing
             first.inject("refuse")
             await d.poll(dispatch=False)
@@ -132,10 +132,10 @@ def test_a_miner_never_read_counts_at_its_modes_nameplate(tmp_path: Path) -> Non
 
     async def go() -> None:
         async with started_with_refusing(d, 1):
-            read = [t.power_w or 0.0 for t in d.readings.values()]
+            read = [t.power_w or 0.0 for t in d.power.readings.values()]
             assert len(read) == 1
             m = d.measured()
-            top = max(x.power_kw for x in d.classes["s19"].modes)
+            top = max(x.power_kw for x in d.devices.classes["s19"].modes)
             # the unknown miner at the class's most power-hungry mode: the safe assumption
             assert abs(m["import_kw"] - (read[0] / 1000.0 + top + 0.2)) < 1e-6
             assert m["devices_unread"] == 1
@@ -160,7 +160,7 @@ def test_a_curtail_commands_a_miner_whose_reads_fail_and_claims_no_compliance(
             device = _id_of(d, miner)
             _unparseable_telemetry(miner)
             await d.poll(dispatch=False)
-            assert device not in d.readings or d.fleet.status[device].health is not Health.OK
+            assert device not in d.power.readings or d.fleet.status[device].health is not Health.OK
             before = d.status()
             assert before["import_kw"] > 3.0  # not 0.2 (the base load alone)
             # under the interconnect's 500 kW even at its most: that much can be shown
@@ -207,7 +207,7 @@ def test_the_shed_order_covers_what_a_miner_that_cannot_be_read_draws(tmp_path: 
             miners = _miners(d)
             miners[0].inject("refuse")
             await d.poll(dispatch=False)
-            each = max((t.power_w or 0.0) for t in d.readings.values()) / 1000.0
+            each = max((t.power_w or 0.0) for t in d.power.readings.values()) / 1000.0
             # room for one miner and the base load: the readable pair alone would need one
             # shed; with the unread one counted, both readable miners go to sleep
             await curtail(d, each + 0.5)
@@ -220,7 +220,7 @@ def test_the_shed_order_covers_what_a_miner_that_cannot_be_read_draws(tmp_path: 
             # The plan counts it as a load it cannot move, and keeps the others asleep.
             plan = await d.replan("during the event")
             assert plan is not None
-            k = d.plan_index(time.time())
+            k = d.plans.index(time.time())
             assert k is not None and plan.import_kw[k] >= each - 1e-6
             assert [m for m in miners[1:] if m.state.phase == "sleeping"] == miners[1:]
 
@@ -339,12 +339,12 @@ def test_a_command_not_seen_within_its_familys_deadline_is_sent_again(tmp_path: 
             stubborn.inject("ignore")
             await curtail(d, 0.0)
             device = _id_of(d, stubborn)
-            assert d.modes[device] == "sleep"  # as commanded, not yet read back
+            assert d.devices.modes[device] == "sleep"  # as commanded, not yet read back
             await asyncio.sleep(0.8)  # past the deadline, well short of 120 s
             await d.poll(dispatch=False)
-            assert d.modes[device] != "sleep"  # taken at what it reads: mining
+            assert d.devices.modes[device] != "sleep"  # taken at what it reads: mining
             before = stubborn.commands_seen
-            d.hold_dispatch = False
+            d.plans.hold = False
             await d.dispatch()
             assert stubborn.commands_seen > before  # the plan's mode is sent again
 

@@ -29,11 +29,17 @@ def daemon_with(tmp_path: Path, feed: dict[str, Any]) -> Daemon:
 
 def test_file_and_command_feeds(tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_text(CSV)
-    s = daemon_with(tmp_path, {"kind": "file", "path": "p.csv", "column": "price"})._load_prices(0)
+    s = asyncio.run(
+        daemon_with(
+            tmp_path, {"kind": "file", "path": "p.csv", "column": "price"}
+        ).feeds.load_prices(0)
+    )
     assert s.value_at(1_786_323_600) == pytest.approx(35.5)  # 2026-08-10T01:00Z
     cmd = [sys.executable, "-c", f"print({CSV!r}, end='')"]
-    s = daemon_with(tmp_path, {"kind": "command", "command": cmd, "column": "price"})._load_prices(
-        0
+    s = asyncio.run(
+        daemon_with(
+            tmp_path, {"kind": "command", "command": cmd, "column": "price"}
+        ).feeds.load_prices(0)
     )
     assert s.value_at(1_786_327_200) == pytest.approx(41.0) and s.label.startswith("command ")
 
@@ -52,7 +58,11 @@ def test_http_feed(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/prices.csv"
-        s = daemon_with(tmp_path, {"kind": "http", "url": url, "column": "price"})._load_prices(0)
+        s = asyncio.run(
+            daemon_with(
+                tmp_path, {"kind": "http", "url": url, "column": "price"}
+            ).feeds.load_prices(0)
+        )
         assert s.value_at(1_786_320_000) == pytest.approx(20.0)
     finally:
         server.shutdown()
@@ -64,12 +74,12 @@ def test_a_failing_feed_is_reported_not_fatal(tmp_path: Path) -> None:
 
     async def go() -> None:
         d.store.start()
-        await d.refresh_prices()
+        await d.feeds.refresh_prices()
         d.store.close()
 
     asyncio.run(go())
-    assert d.price_error is not None and "upstream down" in d.price_error
-    assert d.prices is None
+    assert d.feeds.price_error is not None and "upstream down" in d.feeds.price_error
+    assert d.feeds.prices is None
 
 
 def test_hashprice_from_a_command_and_an_http_endpoint(tmp_path: Path) -> None:
@@ -102,19 +112,25 @@ def test_hashprice_from_a_command_and_an_http_endpoint(tmp_path: Path) -> None:
                    "per": "PH"})  # fmt: skip
 
     async def go() -> None:
-        await d.refresh_hashprice()
-        await h.refresh_hashprice()
+        await d.feeds.refresh_hashprice()
+        await h.feeds.refresh_hashprice()
 
     try:
         asyncio.run(go())
     finally:
         server.shutdown()
-    assert d.hashprice is not None and 0.03 < d.hashprice < 0.1 and d.hashprice_error is None
-    assert h.hashprice == pytest.approx(0.0495)
-    good = d.hashprice
+    assert (
+        d.feeds.hashprice is not None
+        and 0.03 < d.feeds.hashprice < 0.1
+        and d.feeds.hashprice_error is None
+    )
+    assert h.feeds.hashprice == pytest.approx(0.0495)
+    good = d.feeds.hashprice
     net.unlink()  # the command now fails
-    asyncio.run(d.refresh_hashprice())
-    assert d.hashprice == good and "hashprice command exited 1" in (d.hashprice_error or "")
+    asyncio.run(d.feeds.refresh_hashprice())
+    assert d.feeds.hashprice == good and "hashprice command exited 1" in (
+        d.feeds.hashprice_error or ""
+    )
 
 
 def test_feed_config_errors_name_the_key(tmp_path: Path) -> None:
@@ -135,6 +151,6 @@ def test_daemon_grid_aligns_to_the_first_resolution_step(tmp_path: Path) -> None
     d["daemon"] = {"resolution": "15min:2h,1h", "horizon": "6h"}
     daemon = Daemon(parse_site(d, "x.toml", str(tmp_path)), tmp_path / "s.db")
     now = 1_699_999_200 + 310  # 5 min 10 s past a quarter hour
-    grid = daemon._grid(now)
+    grid = daemon.planning.grid(now)
     assert grid.starts_s[0] == 1_699_999_200
     daemon.store.close()

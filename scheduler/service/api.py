@@ -380,7 +380,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def get_plan(request: Request) -> Any:
         read_access(request)
         if daemon.plan is None:
-            return _error(503, "no plan yet", [{"problem": daemon.plan_error or "planning"}])
+            return _error(503, "no plan yet", [{"problem": daemon.plans.error or "planning"}])
         return daemon.plan.to_dict()
 
     @app.get("/v1/status", summary="Import against cap, events, plan and device health")
@@ -401,13 +401,13 @@ def create_app(daemon: Daemon) -> FastAPI:
         # 503 also after a failed re-plan (the last good plan may still be in force) and
         # while no good plan covers now (the fail-safe posture): the error says which
         now = time.time()
-        age = daemon.plan_age_s(now)
+        age = daemon.plans.age_s(now)
         problem = daemon.health_problem(now)
         if problem is not None:
             detail = {
                 "plan_age_s": None if age is None else round(age, 1),
                 "max_plan_age_s": cfg.max_plan_age_s,
-                "plan_error": daemon.plan_error,
+                "plan_error": daemon.plans.error,
                 "failsafe": daemon.failsafe_reason(now),
             }
             return _error(503, problem, [detail])

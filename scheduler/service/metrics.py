@@ -106,7 +106,7 @@ class DaemonCollector:
         g = GaugeMetricFamily(
             "gridsched_site_billing_peak_watts", "Highest import this billing period"
         )
-        g.add_metric([], d.billing_peak_kw * 1000)
+        g.add_metric([], d.power.billing_peak_kw * 1000)
         yield g
         yield from _power_truth(d, m, now)
 
@@ -130,12 +130,12 @@ class DaemonCollector:
         hr: dict[str, float] = {}
         tok: dict[str, float] = {}
         for device_id, st in d.fleet.status.items():
-            dc = d.classes[st.group]
-            mode = d.modes.get(device_id, "unknown")
+            dc = d.devices.classes[st.group]
+            mode = d.devices.modes.get(device_id, "unknown")
             key = (st.group, dc.kind.value, mode)
             a = agg.setdefault(key, [0.0, 0.0])
             a[1] += 1
-            t = d.readings.get(device_id)
+            t = d.power.readings.get(device_id)
             if t is not None:
                 a[0] += t.power_w or 0.0
                 hr[st.group] = hr.get(st.group, 0.0) + (t.hashrate_ths or 0.0) * 1e12
@@ -144,10 +144,10 @@ class DaemonCollector:
             power.add_metric([c, k, mode], round(w, 3))
             units.add_metric([c, k, mode], n)
         for c, v in sorted(hr.items()):
-            if d.classes[c].kind.value == "asic":
+            if d.devices.classes[c].kind.value == "asic":
                 hashrate.add_metric([c], v)
         for c, v in sorted(tok.items()):
-            if d.classes[c].kind.value == "gpu":
+            if d.devices.classes[c].kind.value == "gpu":
                 tokens.add_metric([c], v)
         yield power
         yield units
@@ -167,7 +167,7 @@ class DaemonCollector:
         for adapter in d.fleet.adapters:
             if adapter.kind != "gpu" or adapter.info is None:
                 continue
-            t = d.readings.get(adapter.device_id)
+            t = d.power.readings.get(adapter.device_id)
             if t is None:
                 continue
             labels = [
@@ -239,7 +239,7 @@ class DaemonCollector:
             "gridsched_cap_fallback",
             "1 while the cap in force could not be computed and a fall-back cap is enforced",
         )
-        f.add_metric([], 0.0 if d.cap_error is None else 1.0)
+        f.add_metric([], 0.0 if d.signals.cap_error is None else 1.0)
         yield f
         x = CounterMetricFamily(
             "gridsched_task_failures",
@@ -272,7 +272,7 @@ class DaemonCollector:
         yield h
 
         plan = d.plan
-        step = d.plan_index(now)
+        step = d.plans.index(now)
         if plan is not None and step is not None:
             g = GaugeMetricFamily(
                 "gridsched_market_price_usd_per_mwh", "Energy price of the plan step now"
@@ -300,12 +300,13 @@ class DaemonCollector:
             "Seconds since a feed last gave a good reading (+Inf: not yet)",
             labels=["feed"],
         )
-        feeds.add_metric(["prices"], now - d.prices_ok_at if d.prices_ok_at else math.inf)
+        prices_at = d.feeds.prices_ok_at
+        feeds.add_metric(["prices"], now - prices_at if prices_at else math.inf)
         if d.config.daemon.hashprice_feed.kind is not FeedKind.CONFIG:
-            ok_at = d.hashprice_ok_at
+            ok_at = d.feeds.hashprice_ok_at
             feeds.add_metric(["hashprice"], now - ok_at if ok_at else math.inf)
         yield feeds
-        age = d.plan_age_s(now)
+        age = d.plans.age_s(now)
         p = GaugeMetricFamily(
             "gridsched_plan_age_seconds", "Seconds since the plan in force was made"
         )
@@ -314,13 +315,13 @@ class DaemonCollector:
         st_ = GaugeMetricFamily(
             "gridsched_solver_last_status", "1 for the last solve's status", labels=["status"]
         )
-        st_.add_metric([d.solver_status], 1.0)
+        st_.add_metric([d.plans.solver_status], 1.0)
         yield st_
         ok = GaugeMetricFamily(
             "gridsched_plan_ok",
             "1 while the last re-plan gave a plan to apply; 0 before the first or after a failure",
         )
-        ok.add_metric([], 1.0 if d.plan is not None and d.plan_error is None else 0.0)
+        ok.add_metric([], 1.0 if d.plan is not None and d.plans.error is None else 0.0)
         yield ok
         x = CounterMetricFamily(
             "gridsched_plan_failures", "Re-plans that ended without a plan to apply"
@@ -367,7 +368,7 @@ def _inference(d: Daemon) -> Iterator[Metric]:
 
 def _power_truth(d: Daemon, m: dict[str, float], now: float) -> Iterator[Metric]:
     """How much of import is estimated, whether the cap is met, and the site meter."""
-    c = d.compliance(now)
+    c = d.power.compliance(d.cap_now(now)[0], now)
     g = GaugeMetricFamily(
         "gridsched_site_power_estimated_watts",
         "Part of import from devices not read (their last known power or mode nameplate)",
@@ -385,7 +386,7 @@ def _power_truth(d: Daemon, m: dict[str, float], now: float) -> Iterator[Metric]
     for state in ComplianceState:
         g.add_metric([state.value], 1.0 if c.state is state else 0.0)
     yield g
-    if d.meter is None:
+    if d.power.meter is None:
         return
     g = GaugeMetricFamily("gridsched_meter_up", "1 when the site meter was read in the last poll")
     g.add_metric([], 0.0 if c.meter_kw is None else 1.0)

@@ -48,21 +48,8 @@ async def running(
 ) -> AsyncIterator[Daemon]:
     """The daemon's store, simulators and fleet up, one poll read; no jobs, no HTTP.
     ``before_connect`` runs once the simulators listen (e.g. to inject faults)."""
-    d.store.start()
-    for sim in d.built.simulators:
-        await sim.start()
     try:
-        if before_connect is not None:
-            before_connect(d)
-        await d.fleet.connect_all()
-        await d.poll(dispatch=False)
+        await d.open(before_connect)
         yield d
     finally:
-        for t in list(d._tasks):
-            t.cancel()
-        await d.fleet.close()
-        if d.meter is not None:
-            d.meter.close()
-        for sim in d.built.simulators:
-            await sim.stop()
-        d.store.close()
+        await d.close()

@@ -1,0 +1,95 @@
+"""What the daemon counts for Prometheus, and its background tasks (whose failures are
+counted, never lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.planner.solvers import SolverError
+from scheduler.service.metrics import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
+
+log = logging.getLogger("gridsched.daemon")
+
+#: Failures of a background task that come from the world (a device, the network, the
+#: disk, the solver): logged in one line. Anything else is a bug and keeps its traceback.
+EXPECTED_FAULTS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    sqlite3.Error,
+    SolverError,
+)
+
+
+@dataclass
+class Counters:
+    """Monotonic totals for Prometheus (reset on restart, as counters may)."""
+
+    energy_j: dict[str, float] = field(
+        default_factory=lambda: {"asic": 0.0, "gpu": 0.0, "site": 0.0}
+    )
+    revenue_usd: dict[str, float] = field(
+        default_factory=lambda: {"mining": 0.0, "inference_committed": 0.0, "inference_spot": 0.0}
+    )
+    energy_cost_usd: float = 0.0
+    tokens: float = 0.0
+    hashes: float = 0.0
+    signals: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, result)
+    openadr_payloads: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, acted)
+    commands: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    plan_failures: int = 0  # re-plans that ended without a plan to apply
+    task_failures: dict[str, int] = field(default_factory=dict)  # background task -> count
+    store_failures: int = 0  # audit records the state file refused
+    solve_s: Histogram = field(default_factory=lambda: Histogram(SOLVE_BUCKETS))
+    fast_path_s: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS))
+    drain_s: Histogram = field(default_factory=lambda: Histogram(DRAIN_BUCKETS))
+
+    def signal(self, source: str, result: str) -> None:
+        self.signals[(source, result)] = self.signals.get((source, result), 0) + 1
+
+    def openadr_payload(self, payload_type: str, acted: bool) -> None:
+        key = (payload_type, "true" if acted else "false")
+        self.openadr_payloads[key] = self.openadr_payloads.get(key, 0) + 1
+
+    def task_failed(self, name: str) -> None:
+        self.task_failures[name] = self.task_failures.get(name, 0) + 1
+
+
+class Tasks:
+    """The daemon's background tasks: each one's failure is logged and counted
+    (``gridsched_task_failures_total{task=name}``); all are cancelled on stop."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+        self.running: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.running.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.running.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        self.failed(task.get_name(), exc)
+
+    def failed(self, name: str, exc: BaseException) -> None:
+        self.counters.task_failed(name)
+        if isinstance(exc, EXPECTED_FAULTS):  # a device, the disk: one line says it
+            log.error("background task %s failed: %s: %s", name, type(exc).__name__, exc)
+        else:  # a bug: its traceback is worth the lines
+            log.error("background task %s failed", name, exc_info=exc)
+
+    def job_failed(self, event: Any) -> None:
+        """A scheduled job raised (APScheduler has logged it with its traceback)."""
+        self.counters.task_failed(str(event.job_id))
+
+    def cancel_all(self) -> None:
+        for t in list(self.running):
+            t.cancel()

@@ -1,0 +1,123 @@
+"""What each managed device was told and is believed to do: its mode as last applied (or
+read), and the commands sent but not yet seen in a reading. A command counts as done when a
+reading shows it; one not seen within its firmware family's deadline is sent again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from adapters.base import Applied, Telemetry
+from adapters.fleet import Fleet, Outcome
+from models.devices import DeviceClass, DeviceKind
+from models.site import SiteConfig
+from scheduler.service.daemon.clock import Clock
+
+log = logging.getLogger("gridsched.daemon")
+SLEEP = "sleep"
+
+
+def top_mode(dc: DeviceClass) -> str:
+    """The class's most power-hungry mode: what a device never read is assumed to run."""
+    return max(dc.modes, key=lambda m: m.power_kw).name
+
+
+def mode_kw(dc: DeviceClass, mode: str) -> float:
+    """A device's IT power in ``mode`` (its idle power asleep)."""
+    m = dc.mode(mode)
+    if m is None:
+        if mode == SLEEP:
+            return dc.idle_kw
+        raise KeyError(f"class {dc.name!r} has no mode {mode!r}")
+    return m.power_kw
+
+
+class DeviceModes:
+    def __init__(self, config: SiteConfig, fleet: Fleet, clock: Clock) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.clock = clock
+        self.classes: dict[str, DeviceClass] = {dc.name: dc for dc in config.devices}
+        self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
+        # Commands sent but not yet seen in a reading: device -> (mode, applied, sent at).
+        self.expected: dict[str, tuple[str, Applied, float]] = {}
+        #: called after commands change what devices are believed to do
+        self.listeners: list[Callable[[], None]] = []
+
+    def class_of(self, device_id: str) -> DeviceClass:
+        return self.classes[self.fleet.status[device_id].group]
+
+    def from_reading(self, device_id: str, t: Telemetry) -> str:
+        """The mode a reading shows: asleep, or the mode whose power target is nearest."""
+        dc = self.class_of(device_id)
+        if t.state == "sleeping":
+            return SLEEP
+        if t.target_w is None:
+            return dc.modes[0].name
+        return min(
+            dc.modes, key=lambda m: abs(dc.device_target_w(m.name) - (t.target_w or 0.0))
+        ).name
+
+    def commanded(self, outcomes: Iterable[Outcome], modes: Mapping[str, str]) -> None:
+        """Note the modes that devices accepted (``modes``: device -> mode asked)."""
+        now = self.clock.time()
+        for o in outcomes:
+            if o.ok and o.applied is not None:
+                self.modes[o.device_id] = modes[o.device_id]
+                self.expected[o.device_id] = (modes[o.device_id], o.applied, now)
+        for listener in self.listeners:
+            listener()
+
+    def drifted(self, device_id: str, t: Telemetry) -> bool:
+        """A device that sleeps or runs against its last command (a reboot, an operator, a
+        crash) takes the mode it reads, so that dispatch puts it back to the plan's."""
+        mode = self.modes[device_id]
+        if device_id in self.expected or t.state not in ("sleeping", "running"):
+            return False  # on its way, or between states
+        if (t.state == "sleeping") == (mode == SLEEP):
+            return False
+        self.adopt(device_id, t, f"was set to {mode}: putting it back")
+        return True
+
+    def adopt(self, device_id: str, t: Telemetry, why: str) -> None:
+        """Take the mode a device reads as its own, so that dispatch sends the plan's again."""
+        seen = self.from_reading(device_id, t)
+        log.warning("%s reads %s but %s", device_id, seen, why)
+        self.modes[device_id] = seen
+
+    def settle(self, readings: Mapping[str, Telemetry], now: float) -> None:
+        """Forget expectations that a reading confirms. One older than the device's
+        confirmation deadline (its firmware family's, ``confirm_deadline_s``) is a device
+        that did not follow: its mode becomes what it reads, so that dispatch sends the
+        plan's mode again."""
+        for device_id, (mode, applied, at) in list(self.expected.items()):
+            t = readings.get(device_id)
+            adapter = self.fleet.by_id[device_id]
+            confirmed = t is not None and t.at >= at and adapter.confirms(applied, t)
+            deadline_s = adapter.confirm_deadline_s()
+            if confirmed:
+                del self.expected[device_id]
+            elif now - at > deadline_s:
+                del self.expected[device_id]
+                if t is not None and t.at >= at:
+                    why = f"did not reach {mode} within {deadline_s:g} s: sending it again"
+                    self.adopt(device_id, t, why)
+
+    def serving_tokens(self) -> float:
+        """Tokens/s the GPUs serve in their modes as they stand."""
+        total = 0.0
+        for device_id, mode in self.modes.items():
+            dc = self.class_of(device_id)
+            m = dc.mode(mode)
+            if dc.kind is DeviceKind.GPU and m is not None:
+                total += m.throughput_tokens_s
+        return total
+
+    def committed_tokens_s(self, now: float) -> float:
+        """The committed inference at ``now`` (tokens/s), with its hourly profile."""
+        inf = self.config.inference
+        if not inf.hourly_profile:
+            return inf.committed_tokens_s
+        hour = datetime.fromtimestamp(now, self.config.site.tz).hour
+        return inf.committed_tokens_s * inf.hourly_profile[hour]

@@ -1,0 +1,224 @@
+"""Dispatch: at each plan step's boundary (and after each poll), move devices to the modes
+the plan's step counts for, with the fewest changes; power comes back in batches within the
+site's ramp limit and the headroom under the cap. Staging sets up on sleeping miners the
+wakes the plan has coming, so that each wake is one command when its step comes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+from adapters import registry
+from adapters.base import ModeRequest
+from adapters.fleet import Fleet, Outcome
+from models.devices import DeviceKind
+from models.economics import site_load_kw
+from scheduler.service.daemon.clock import Clock
+from scheduler.service.daemon.devices import SLEEP, DeviceModes, mode_kw
+from scheduler.service.daemon.measure import Power
+from scheduler.service.daemon.plans import CurrentPlan
+from scheduler.service.daemon.recorder import Recorder
+from scheduler.service.daemon.signals import Signals
+
+log = logging.getLogger("gridsched.daemon")
+
+
+def ramp_batch(
+    changes: list[tuple[float, str, str]],
+    tokens: float,
+    ramp_kw_per_min: float | None,
+    elapsed_min: float,
+    headroom_kw: float,
+) -> tuple[list[tuple[str, str]], float, int]:
+    """Which (device, mode) changes to make now: every decrease; increases while they fit the
+    ramp limit and the headroom under the cap. ``changes`` are (meter kW delta, device, mode).
+
+    The ramp limit is a token bucket in kW: it fills at ``ramp_kw_per_min`` and holds at most
+    a minute's worth, or one device's step when a device is larger than that, so that
+    wake-ups come in batches and always make progress. Returns the changes, the tokens left
+    and how many increases wait for a later call.
+    """
+    if ramp_kw_per_min is None:
+        budget = math.inf
+    else:
+        biggest = max((d for d, _, _ in changes if d > 0), default=0.0)
+        tokens = min(tokens + ramp_kw_per_min * elapsed_min, max(ramp_kw_per_min, biggest))
+        budget = tokens
+    picked: list[tuple[str, str]] = []
+    deferred = 0
+    for delta, device_id, mode in sorted(changes):
+        if delta > 0:
+            if delta > budget or delta > headroom_kw:
+                deferred += 1
+                continue
+            budget -= delta
+        headroom_kw -= delta
+        picked.append((device_id, mode))
+    return picked, (tokens if ramp_kw_per_min is None else budget), deferred
+
+
+def assign(ids: list[str], modes: dict[str, str], want: dict[str, int]) -> dict[str, str]:
+    """Give each device a mode so that ``want`` counts are met with the fewest changes.
+
+    Devices already in a wanted mode keep it; awake devices move before sleeping ones wake;
+    the rest sleep.
+    """
+    left = dict(want)
+    out: dict[str, str] = {}
+    rest: list[str] = []
+    for i in ids:
+        m = modes.get(i)
+        if m is not None and m != SLEEP and left.get(m, 0) > 0:
+            out[i] = m
+            left[m] -= 1
+        else:
+            rest.append(i)
+    rest.sort(key=lambda i: (modes.get(i, SLEEP) == SLEEP, i))
+    for mode, n in left.items():
+        for _ in range(n):
+            if not rest:
+                break
+            out[rest.pop(0)] = mode
+    for i in rest:
+        out[i] = SLEEP
+    return out
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        fleet: Fleet,
+        devices: DeviceModes,
+        power: Power,
+        signals: Signals,
+        plans: CurrentPlan,
+        clock: Clock,
+        recorder: Recorder,
+    ) -> None:
+        self.config = devices.config
+        self.fleet, self.devices, self.power = fleet, devices, power
+        self.signals, self.plans, self.clock, self.recorder = signals, plans, clock, recorder
+        self.last_dispatch = clock.monotonic()
+        self.ramp_tokens = 0.0  # kW of wake-ups the ramp limit allows now
+        self.staging = False
+        self._lock = asyncio.Lock()
+
+    def usable(self, class_name: str) -> list[str]:
+        """The class's devices that dispatch can command: those the latest poll read. The
+        plan counts the others as a load it cannot move: its units are not theirs to take,
+        and a wake sent in the dark would not be seen."""
+        return [i for i in self.fleet.ids(class_name) if i in self.power.answered]
+
+    def targets(self, now: float) -> dict[str, str]:
+        """Each managed device's mode for the plan step containing ``now``."""
+        k = self.plans.index(now)
+        plan = self.plans.plan
+        if k is None or plan is None:
+            return {}
+        out: dict[str, str] = {}
+        for cp in plan.classes:
+            usable = self.usable(cp.name)
+            if usable:
+                out.update(assign(usable, self.devices.modes, cp.units_at(k)))
+        return out
+
+    async def dispatch(self) -> list[Outcome]:
+        if self.plans.hold:
+            return []
+        async with self._lock:
+            now = self.clock.time()
+            targets = self.targets(now)
+            if not targets:
+                return []
+            pue = self.config.site.pue
+            changes: list[tuple[float, str, str]] = []
+            for device_id, mode in targets.items():
+                current = self.devices.modes.get(device_id)
+                if current == mode:
+                    continue
+                dc = self.devices.class_of(device_id)
+                before = mode_kw(dc, current) if current is not None else dc.idle_kw
+                delta = float(site_load_kw(mode_kw(dc, mode) - before, pue, 0.0))
+                changes.append((delta, device_id, mode))
+            if not changes:
+                return []
+            elapsed_min = max(self.clock.monotonic() - self.last_dispatch, 0.0) / 60.0
+            cap, _ = self.signals.cap_now(now)
+            headroom = cap - self.power.measured(now, expect=True)["import_kw"]
+            picked, self.ramp_tokens, deferred = ramp_batch(
+                changes,
+                self.ramp_tokens,
+                self.config.site.ramp_up_kw_per_min,
+                elapsed_min,
+                headroom,
+            )
+            requests: dict[str, ModeRequest] = {}
+            chosen: dict[str, str] = {}
+            for device_id, mode in picked:
+                dc = self.devices.class_of(device_id)
+                requests[device_id] = registry.mode_request(dc, mode)
+                chosen[device_id] = mode
+            self.last_dispatch = self.clock.monotonic()
+            if not requests:
+                return []
+            outcomes = await self.fleet.apply(requests)
+            self.devices.commanded(outcomes, chosen)
+            extra = {"deferred_by_ramp_or_cap": deferred}
+            await self.recorder.outcomes("dispatch", outcomes, extra)
+            return outcomes
+
+    def stage_requests(self, now: float) -> dict[str, ModeRequest]:
+        """The run request each miner read asleep will wake with, for wakes the plan has
+        coming within ``stage_ahead_s``: predicted as dispatch will assign them, from the
+        modes as they stand (the earliest step that wakes a miner names its mode)."""
+        ahead = self.config.daemon.stage_ahead_s
+        k = self.plans.index(now)
+        plan = self.plans.plan
+        if not ahead or k is None or plan is None:
+            return {}
+        modes = self.devices.modes
+        out: dict[str, ModeRequest] = {}
+        for cp in plan.classes:
+            dc = self.devices.classes[cp.name]
+            if dc.kind is not DeviceKind.ASIC:
+                continue
+            usable = self.usable(cp.name)
+            asleep = {
+                i
+                for i in usable
+                if modes.get(i) == SLEEP
+                and (t := self.power.readings.get(i)) is not None
+                and t.state == "sleeping"
+            }
+            last: dict[str, int] = {}
+            for j in range(k + 1, len(plan.starts_s)):
+                if not asleep or plan.starts_s[j] > now + ahead:
+                    break
+                want = cp.units_at(j)
+                if want == last:
+                    continue  # the same counts wake no one new
+                last = want
+                for device_id, mode in assign(usable, modes, want).items():
+                    if device_id in asleep:
+                        req = registry.mode_request(dc, mode)
+                        if req.action == "run":
+                            out[device_id] = req
+                            asleep.discard(device_id)
+        return out
+
+    async def stage_ahead(self) -> list[Outcome]:
+        """Set up on sleeping miners the wakes the plan has coming (a LuxOS profile), so that
+        each wake is one command when its step comes; recorded in the audit as ``stage``."""
+        try:
+            requests = self.stage_requests(self.clock.time())
+            if not requests:
+                return []
+            outcomes = await self.fleet.stage(requests)
+            await self.recorder.outcomes("stage", outcomes)
+            return outcomes
+        except Exception:  # a background task: its failure must be told, not lost
+            log.exception("staging the coming wakes failed; each wake will send its profile")
+            return []
+        finally:
+            self.staging = False

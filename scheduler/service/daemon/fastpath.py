@@ -1,0 +1,298 @@
+"""The fast path: a cap below the measured load does not wait for the optimiser. A
+precomputed shed order (least valuable kW first: least efficient miners asleep, then GPUs
+down to their lowest cap, then GPUs asleep, never below committed inference) is walked and
+every device commanded in one concurrent sweep; the re-plan follows. The fail-safe posture
+(no good plan covers now) lives here too: committed inference served, then the same shed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from adapters import registry
+from adapters.base import Health, ModeRequest
+from adapters.fleet import Fleet, Outcome
+from models.devices import DeviceKind
+from models.economics import site_load_kw
+from models.site import Posture
+from scheduler.planner.shedding import value_per_kw
+from scheduler.service.daemon.clock import Clock
+from scheduler.service.daemon.counters import Counters, Tasks
+from scheduler.service.daemon.devices import SLEEP, DeviceModes, top_mode
+from scheduler.service.daemon.measure import Power
+from scheduler.service.daemon.plans import CurrentPlan
+from scheduler.service.daemon.recorder import Recorder
+from scheduler.service.daemon.signals import Signals
+from scheduler.service.demand_feed import DemandFeed
+
+log = logging.getLogger("gridsched.daemon")
+
+
+@dataclass(frozen=True)
+class ShedStep:
+    device_id: str
+    request: ModeRequest
+    mode: str  # the mode name it leaves the device in
+    saves_kw: float  # at the meter
+    tokens_lost: float = 0.0
+    #: (saves_kw, tokens_lost) when the device's earlier step in the order (a GPU's cap
+    #: down) was not taken: a GPU put to sleep from its full mode loses all it serves.
+    alone: tuple[float, float] | None = None
+
+
+def shed_order(devices: DeviceModes) -> list[ShedStep]:
+    """Least valuable kW first (the order of ``scheduler.planner.shedding``, over devices);
+    precomputed so that a signal needs no thinking."""
+    pue = devices.config.site.pue
+
+    def at_meter(it_kw: float) -> float:  # a change in IT power, at the meter
+        return float(site_load_kw(it_kw, pue, 0.0))
+
+    miners: list[tuple[float, ShedStep]] = []
+    downcaps: list[tuple[float, ShedStep]] = []
+    sleeps: list[tuple[float, ShedStep]] = []
+    for device_id, st in devices.fleet.status.items():
+        dc = devices.classes[st.group]
+        # A device that cannot be read stays in the order: it may be drawing (at its mode,
+        # or the class's top mode if it was never read).
+        m = dc.mode(devices.modes.get(device_id) or top_mode(dc))
+        if m is None:  # asleep
+            continue
+        saves = at_meter(m.power_kw - dc.idle_kw)
+        if dc.kind is DeviceKind.ASIC:
+            step = ShedStep(device_id, ModeRequest("sleep"), SLEEP, saves)
+            miners.append((float(value_per_kw(m.hashrate_ths, saves)), step))
+            continue
+        low = min((x for x in dc.modes if x.throughput_tokens_s > 0), key=lambda x: x.power_kw)
+        if low.name != m.name:
+            lost = m.throughput_tokens_s - low.throughput_tokens_s
+            down_kw = at_meter(m.power_kw - low.power_kw)
+            request = ModeRequest("run", dc.device_target_w(low.name))
+            step = ShedStep(device_id, request, low.name, down_kw, lost)
+            downcaps.append((float(value_per_kw(lost, down_kw)), step))
+        low_kw = at_meter(low.power_kw - dc.idle_kw)
+        alone = (saves, m.throughput_tokens_s)  # asleep straight from its mode now
+        step = ShedStep(
+            device_id, ModeRequest("sleep"), SLEEP, low_kw, low.throughput_tokens_s, alone
+        )
+        sleeps.append((float(value_per_kw(low.throughput_tokens_s, low_kw)), step))
+    order: list[ShedStep] = []
+    for group in (miners, downcaps, sleeps):
+        order += [s for _, s in sorted(group, key=lambda x: x[0])]
+    return order
+
+
+def choose(
+    order: list[ShedStep],
+    excess_kw: float,
+    unread: set[str],
+    tokens: float,
+    floor: float,
+    above: dict[str, float],
+) -> dict[str, ShedStep]:
+    """The steps that bring ``excess_kw`` to zero, in order, never serving fewer than
+    ``floor`` tokens/s. Devices that cannot be read (``unread``) count in the load at their
+    last known power and may be drawing it: each is told too (its first step), but what it
+    would save is not counted on: it may not follow, and nothing read would show it.
+    ``above``: kW a device draws beyond its step's figure (saved too when it sheds)."""
+    chosen: dict[str, ShedStep] = {}
+    for step in order:
+        if excess_kw <= 0:
+            break
+        saves_kw, lost = step.saves_kw, step.tokens_lost
+        if step.alone is not None and step.device_id not in chosen:
+            saves_kw, lost = step.alone  # not capped down first: it loses all it serves
+        if lost > 0 and tokens - lost < floor:
+            continue  # committed inference is served first
+        if step.device_id in chosen and step.request.action != "sleep":
+            continue
+        if step.device_id in unread:
+            continue  # told below, but not counted on
+        chosen[step.device_id] = step  # a GPU already capped down may still go to sleep
+        excess_kw -= saves_kw + above.get(step.device_id, 0.0)
+        tokens -= lost
+    for step in order:
+        if step.device_id not in unread or step.device_id in chosen:
+            continue
+        if step.tokens_lost > 0 and tokens - step.tokens_lost < floor:
+            continue
+        chosen[step.device_id] = step
+        tokens -= step.tokens_lost
+    return chosen
+
+
+class Shedder:
+    def __init__(
+        self,
+        fleet: Fleet,
+        devices: DeviceModes,
+        power: Power,
+        signals: Signals,
+        plans: CurrentPlan,
+        clock: Clock,
+        recorder: Recorder,
+        tasks: Tasks,
+        demand: DemandFeed | None,
+        poll: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.config = devices.config
+        self.fleet, self.devices, self.power = fleet, devices, power
+        self.signals, self.plans, self.clock = signals, plans, clock
+        self.recorder, self.tasks, self.demand = recorder, tasks, demand
+        self.counters: Counters = recorder.counters
+        self.poll = poll  # read the fleet again (after a shed)
+        self.order: list[ShedStep] = []
+        self.running = False
+        self.again: str | None = None
+        self._confirm_pending = False
+        devices.listeners.append(self.refresh)
+
+    def refresh(self) -> None:
+        self.order = shed_order(self.devices)
+
+    def reading_gaps(self) -> tuple[float, dict[str, float]]:
+        """How far readings of awake devices lag their modes, at the meter: the kW that
+        devices reading below their mode's power will still add (in total), and the kW
+        each device reading above it draws beyond the shed order's figure. Devices with a
+        command not yet confirmed already count at their new mode."""
+        pue = self.config.site.pue
+        below = 0.0
+        above: dict[str, float] = {}
+        for device_id, t in self.power.readings.items():
+            mode = self.devices.modes.get(device_id, SLEEP)
+            if mode == SLEEP or device_id in self.devices.expected or t.power_w is None:
+                continue
+            m = self.devices.class_of(device_id).mode(mode)
+            if m is None:
+                continue
+            gap = m.power_kw - t.power_w / 1000.0
+            if gap > 0:
+                below += float(site_load_kw(gap, pue, 0.0))
+            elif gap < 0:
+                above[device_id] = float(site_load_kw(-gap, pue, 0.0))
+        return below, above
+
+    def request(self, reason: str) -> None:
+        """Run the fast path now, or once more right after the one running (coalesced)."""
+        if self.running:
+            self.again = reason
+            return
+        self.running = True
+
+        async def run(why: str) -> None:
+            try:
+                while True:
+                    await self.shed(why)
+                    if self.again is None:
+                        return
+                    why, self.again = self.again, None
+            finally:
+                self.running = False
+
+        self.tasks.spawn(run(reason), "fast-path")
+
+    async def shed(self, reason: str) -> list[Outcome]:
+        """Shed at once, by the precomputed order, to the cap in force now."""
+        t0 = time.perf_counter()
+        now = self.clock.time()
+        cap, events = self.signals.cap_now(now)
+        load = self.power.measured(now, expect=True)["import_kw"]
+        below, above = self.reading_gaps()
+        # Shed until what stays on fits under the cap at the larger of its reading and its
+        # mode's power: a miner still ramping up reads below its mode (the order's figure)
+        # and would climb back over the cap; one drawing more than its mode saves more.
+        excess = load + below - cap
+        if excess <= 1e-6 or not self.fleet.status:
+            return []
+        unread = set(self.fleet.status.keys() - self.power.fresh)
+        floor = self.devices.committed_tokens_s(now)
+        tokens = self.devices.serving_tokens()
+        chosen = choose(self.order, excess, unread, tokens, floor, above)
+        if not chosen:
+            return []
+        self.plans.hold = True
+        # Miners (and GPUs that need no drain) at once; GPUs that drain their requests
+        # before powering down after, so that no drain delays a miner's shed.
+        drained = self.demand.drains(chosen) if self.demand is not None else set()
+        first = {i: s.request for i, s in chosen.items() if i not in drained}
+        outcomes = await self.fleet.apply(first) if first else []
+        elapsed = time.perf_counter() - t0
+        self.counters.fast_path_s.observe(elapsed)
+        if drained:
+            outcomes += await self.fleet.apply({i: chosen[i].request for i in drained})
+        self.devices.commanded(outcomes, {i: s.mode for i, s in chosen.items()})
+        self._confirm_soon()
+        log.warning(
+            "fast path (%s): load %.0f kW > cap %.0f kW; %d devices commanded in %.0f ms",
+            reason,
+            load,
+            cap,
+            len(chosen),
+            elapsed * 1000,
+        )
+        extra = {
+            "reason": reason,
+            "load_kw": round(load, 3),
+            "cap_kw": cap,
+            "events": [e.id for e in events],
+        }
+        await self.recorder.outcomes("fast-path", outcomes, extra)
+        return outcomes
+
+    def _confirm_soon(self) -> None:
+        """After a shed, read the fleet again once it should have reacted rather than at the
+        next regular poll (up to ``poll_s`` later): metrics, status and the audit trail
+        show the response within seconds, and a device that did not follow is seen sooner."""
+        d = self.config.daemon
+        if not 0 < d.confirm_after_s < d.poll_s or self._confirm_pending:
+            return
+        self._confirm_pending = True
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(d.confirm_after_s)
+                await self.poll()
+            finally:
+                self._confirm_pending = False
+
+        self.tasks.spawn(later(), "confirm")
+
+    async def safe_posture(self, why: str) -> list[Outcome]:
+        """No good plan covers now: hold the fail-safe posture. Committed inference serves
+        (GPUs asleep or capped down are raised to their fullest mode until the committed
+        tokens are met); with ``failsafe_posture = "sleep_miners"`` every miner sleeps;
+        then the fast path sheds to the fail-safe cap (miners first, never below the
+        committed floor). Dispatch has no plan step to follow meanwhile."""
+        sleep_miners = self.config.daemon.failsafe_posture is Posture.SLEEP_MINERS
+        need = self.devices.committed_tokens_s(self.clock.time()) - self.devices.serving_tokens()
+        requests: dict[str, ModeRequest] = {}
+        chosen: dict[str, str] = {}
+        for device_id, st in sorted(self.fleet.status.items()):
+            if st.health is Health.UNREACHABLE:
+                continue
+            dc = self.devices.classes[st.group]
+            mode = self.devices.modes.get(device_id, SLEEP)
+            if dc.kind is DeviceKind.ASIC:
+                if sleep_miners and mode != SLEEP:
+                    requests[device_id], chosen[device_id] = ModeRequest("sleep"), SLEEP
+                continue
+            if need <= 0:
+                continue
+            best = max(dc.modes, key=lambda x: x.throughput_tokens_s)
+            current = dc.mode(mode)
+            gain = best.throughput_tokens_s - (current.throughput_tokens_s if current else 0.0)
+            if gain > 0:
+                requests[device_id] = registry.mode_request(dc, best.name)
+                chosen[device_id] = best.name
+                need -= gain
+        outcomes: list[Outcome] = []
+        if requests:
+            outcomes = await self.fleet.apply(requests)
+            self.devices.commanded(outcomes, chosen)
+            log.warning("fail-safe posture (%s): %d devices commanded", why, len(requests))
+            await self.recorder.outcomes("fail-safe", outcomes, {"reason": why})
+        self.request(f"fail-safe: {why}")
+        return outcomes

@@ -1,0 +1,138 @@
+"""The price and hashprice feeds: read on their schedule through an async HTTP client or a
+command run as a subprocess, never blocking the event loop. A failed reading keeps the last
+good value and says why in /v1/status; a price feed silent past its limit brings the
+fail-safe cap (:mod:`scheduler.service.daemon.failsafe`), a changed value a re-plan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from models.economics import hashprice_from_feed
+from models.market import Series, load_price_file, site_prices
+from models.site import FeedKind, Mining, SiteConfig
+from scheduler.service.daemon.clock import Clock
+
+log = logging.getLogger("gridsched.daemon")
+HTTP_TIMEOUT_S = 30.0
+COMMAND_TIMEOUT_S = 120.0
+
+
+async def fetch(kind: FeedKind, url: str | None, command: tuple[str, ...] | None, what: str) -> str:
+    """A feed's body from an HTTP endpoint or a command's stdout."""
+    if kind is FeedKind.HTTP:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
+            resp = await client.get(url or "")
+            resp.raise_for_status()
+            return resp.text
+    proc = await asyncio.create_subprocess_exec(
+        *(command or ()), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise TimeoutError(
+            f"{what} command gave no answer within {COMMAND_TIMEOUT_S:g} s"
+        ) from None
+    if proc.returncode != 0:
+        text = err.decode(errors="replace").strip()[:300]
+        raise RuntimeError(f"{what} command exited {proc.returncode}: {text}")
+    return out.decode(errors="replace")
+
+
+def _parse_prices(text: str, fmt: str, column: str, ts_column: str, label: str) -> Series:
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
+        fh.write(text)
+        name = fh.name
+    try:
+        return load_price_file(name, fmt, column, ts_column).scaled(1.0, label=label)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+class Feeds:
+    def __init__(
+        self, config: SiteConfig, clock: Clock, changed: Callable[[str], None] | None = None
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        #: told "prices" or "hashprice" when a new reading differs from the last
+        self.changed = changed or (lambda what: None)
+        self.prices: Series | None = None
+        self.prices_ok_at: float | None = None
+        self.price_error: str | None = None
+        self.hashprice: float | None = None  # from the feed; None: [mining] as configured
+        self.hashprice_ok_at: float | None = None
+        self.hashprice_error: str | None = None
+
+    async def refresh_prices(self) -> None:
+        feed = self.config.daemon.price_feed
+        now = self.clock.time()
+        try:
+            series = await self.load_prices(now)
+        except Exception as exc:
+            self.price_error = f"{type(exc).__name__}: {exc}"
+            log.warning("price feed (%s): %s", feed.kind.value, self.price_error)
+            return
+        changed = (
+            self.prices is None
+            or series.label != self.prices.label
+            or not np.array_equal(series.values, self.prices.values, equal_nan=True)
+        )
+        self.prices, self.prices_ok_at, self.price_error = series, now, None
+        if changed:
+            self.changed("prices")
+
+    async def load_prices(self, now: float) -> Series:
+        """The price series the feed gives now (raises what the feed or its parser says)."""
+        feed = self.config.daemon.price_feed
+        fmt, column, ts = feed.format.value, feed.column or "", feed.timestamp_column
+        if feed.kind is FeedKind.CONFIG:  # the [prices] source, with its currency and units
+            start = int(now) - int(now) % 3600 - 86400
+            return await asyncio.to_thread(site_prices, self.config, start, start + 4 * 86400)
+        if feed.kind is FeedKind.FILE:
+            path = str(self.config.resolve(feed.path or ""))
+            return await asyncio.to_thread(load_price_file, path, fmt, column, ts)
+        text = await fetch(feed.kind, feed.url, feed.command, "price")
+        source = feed.url if feed.kind is FeedKind.HTTP else " ".join(feed.command or ())
+        label = f"{feed.kind.value} {source}:{feed.column}"
+        return await asyncio.to_thread(_parse_prices, text, fmt, column, ts, label)
+
+    def mining(self) -> Mining:
+        """[mining] with the hashprice in force: the feed's last good value, or as
+        configured."""
+        if self.hashprice is None:
+            return self.config.mining
+        return self.config.mining.model_copy(update={"hashprice_usd_per_ths_day": self.hashprice})
+
+    async def refresh_hashprice(self) -> None:
+        """Read the hashprice feed; a change re-plans. A failed reading keeps the last good
+        value (hashprice moves slowly; no fail-safe for it) and says why in /v1/status."""
+        feed = self.config.daemon.hashprice_feed
+        if feed.kind is FeedKind.CONFIG:
+            return
+        try:
+            if feed.kind is FeedKind.FILE:
+                path = self.config.resolve(feed.path or "")
+                text = await asyncio.to_thread(path.read_text)
+            else:
+                text = await fetch(feed.kind, feed.url, feed.command, "hashprice")
+            value = hashprice_from_feed(text, feed.format, feed.key, feed.per)
+        except Exception as exc:
+            self.hashprice_error = f"{type(exc).__name__}: {exc}"
+            log.warning("hashprice feed (%s): %s", feed.kind.value, self.hashprice_error)
+            return
+        old = self.hashprice
+        self.hashprice, self.hashprice_ok_at = value, self.clock.time()
+        self.hashprice_error = None
+        if old is None or abs(value - old) > 1e-12 * max(1.0, abs(old)):
+            log.info("hashprice %.4f USD per TH/s per day (was %s)", value, old)
+            self.changed("hashprice")

@@ -1,0 +1,176 @@
+"""Site power as the daemon knows it: each device's latest reading (or last known power,
+never 0 kW when unread), the site meter when there is one, and compliance with the cap.
+
+Every managed device counts: at its reading from the latest poll, else at its last known
+power (its mode's nameplate if never read; see :mod:`scheduler.service.power`). With a
+site meter read in the latest poll, import is the meter's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from adapters.base import Telemetry
+from adapters.fleet import Fleet
+from adapters.meter import MeterError, MeterReading, ModbusMeter
+from scheduler.service.daemon.devices import DeviceModes, mode_kw
+from scheduler.service.daemon.plans import CurrentPlan
+from scheduler.service.power import (
+    Compliance,
+    DevicePower,
+    SitePower,
+    estimate_kw,
+    judge,
+    site_power,
+)
+
+log = logging.getLogger("gridsched.daemon")
+
+
+class Power:
+    def __init__(
+        self, fleet: Fleet, devices: DeviceModes, plans: CurrentPlan, meter: ModbusMeter | None
+    ) -> None:
+        self.fleet = fleet
+        self.devices = devices
+        self.config = devices.config
+        self.plans = plans
+        self.meter = meter
+        self.readings: dict[str, Telemetry] = {}
+        self.answered: set[str] = set()  # devices read in the latest poll
+        self.fresh: set[str] = set()  # of those, the ones with a power figure
+        self.last_kw: dict[str, float] = {}  # each device's last power read, kept when unread
+        self.meter_reading: MeterReading | None = None  # the last good one
+        self.meter_error: str | None = None  # why the latest poll has no meter reading
+        self.billing_peak_kw = self.config.tariff.billing_peak_so_far_kw
+        self._cache: dict[bool, SitePower] = {}
+        devices.listeners.append(self.invalidate)
+
+    def invalidate(self) -> None:
+        """Readings or commands changed: the next figure is summed again."""
+        self._cache.clear()
+
+    def note(self, readings: Mapping[str, Telemetry]) -> None:
+        """A poll's readings: which devices answered, which with a power figure; the last
+        power of each is kept for when it cannot be read."""
+        self.readings.update(readings)
+        self.answered = set(readings)
+        self.fresh = {i for i, t in readings.items() if t.power_w is not None}
+        for i in self.fresh:
+            self.last_kw[i] = (readings[i].power_w or 0.0) / 1000.0
+        self.invalidate()
+
+    def site(self, expect: bool, now: float) -> SitePower:
+        cached = self._cache.get(expect)
+        if cached is None:
+            cached = self._cache[expect] = self._site_power(expect, now)
+        return cached
+
+    def measured(self, now: float, expect: bool = False) -> dict[str, float]:
+        """Site power now: IT by kind, import (what metrics, status and the audit trail
+        report), and how much of it is estimated.
+
+        ``expect``: a device commanded since its reading counts at its new mode's power
+        until a reading shows it there; what the fast path and dispatch decide on, so that a
+        second curtail right after a first does not shed the same kW twice (with a meter:
+        its reading, moved by what the commands not yet seen change).
+        """
+        p = self.site(expect, now)
+        out = {
+            "asic_kw": p.asic_kw,
+            "gpu_kw": p.gpu_kw,
+            "unmanaged_kw": p.unmanaged_kw,
+            "import_kw": p.devices_import_kw,
+            "devices_import_kw": p.devices_import_kw,
+            "estimated_kw": p.estimated_kw,
+            "devices_unread": float(p.devices_unread),
+        }
+        meter_kw = self.meter_kw()
+        if meter_kw is not None:
+            # the gap (unmetered loads, PUE, unread devices) as the meter saw it
+            seen = self.site(False, now)
+            out["import_kw"] = meter_kw + p.devices_import_kw - seen.devices_import_kw
+        return out
+
+    def _site_power(self, expect: bool, now: float) -> SitePower:
+        devices = {
+            i: (self.devices.classes[st.group].kind.value, self.device(i, expect))
+            for i, st in self.fleet.status.items()
+        }
+        unmanaged = 0.0  # classes without adapters: as planned
+        managed = {st.group for st in self.fleet.status.values()}
+        plan, k = self.plans.plan, self.plans.index(now)
+        if plan is not None and k is not None:
+            for cp in plan.classes:
+                if cp.name not in managed:
+                    unmanaged += float(cp.power_kw[k])
+        worst = sum(  # and at most every unit at its top mode
+            dc.units * max(m.power_kw for m in dc.modes)
+            for dc in self.config.devices
+            if dc.name not in managed
+        )
+        site = self.config.site
+        return site_power(devices, unmanaged, site.pue, site.base_load_kw, worst)
+
+    def device(self, device_id: str, expect: bool) -> DevicePower:
+        """One device's IT power as counted: its pending command's mode (``expect``), its
+        reading, else its last known power or its mode's."""
+        dc = self.devices.class_of(device_id)
+        told = self.devices.expected.get(device_id) if expect else None
+        t = self.readings.get(device_id)
+        read = device_id in self.fresh and t is not None and t.power_w is not None
+        if told is not None:
+            kw = mode_kw(dc, told[0])
+            return DevicePower(kw, read, kw)
+        if read and t is not None and t.power_w is not None:
+            return DevicePower(t.power_w / 1000.0, True, t.power_w / 1000.0)
+        mode = self.devices.modes.get(device_id)
+        kw, worst = estimate_kw(
+            self.last_kw.get(device_id),
+            None if mode is None else mode_kw(dc, mode),
+            max(m.power_kw for m in dc.modes),
+        )
+        return DevicePower(kw, False, worst)
+
+    def meter_kw(self) -> float | None:
+        """The site meter's import from the latest poll (None: no meter, or not read)."""
+        if self.meter_reading is None or self.meter_error is not None:
+            return None
+        return self.meter_reading.import_w / 1000.0
+
+    async def read_meter(self) -> None:
+        """Read the site meter (with the fleet, each poll). A failure is said once per
+        change, in the log and in /v1/status; import falls back to the devices' sum."""
+        if self.meter is None:
+            return
+        try:
+            self.meter_reading = await self.meter.read()
+        except MeterError as exc:
+            if str(exc) != self.meter_error:
+                log.warning("site meter: %s; import is the devices' sum meanwhile", exc)
+            self.meter_error = str(exc)
+            return
+        if self.meter_error is not None:
+            log.warning("site meter read again (after: %s)", self.meter_error)
+        self.meter_error = None
+
+    def compliance(self, cap_kw: float, now: float) -> Compliance:
+        """Whether import meets ``cap_kw``: met, not met or unverified, and why."""
+        return judge(cap_kw, self.site(False, now), self.meter_kw(), self.meter_error)
+
+    def compliance_record(self, cap_kw: float, now: float) -> dict[str, Any]:
+        """What the audit trail keeps of compliance with each telemetry record: the state,
+        why, where import came from, and the meter's view when there is one."""
+        c = self.compliance(cap_kw, now)
+        out: dict[str, Any] = {
+            "compliance": c.state.value,
+            "compliance_reason": c.reason,
+            "import_source": c.source,
+        }
+        if c.meter_kw is not None:
+            out["meter_kw"] = round(c.meter_kw, 3)
+            out["meter_gap_kw"] = round(c.meter_gap_kw or 0.0, 3)
+        if c.meter_error is not None:
+            out["meter_error"] = c.meter_error
+        return out

@@ -1,0 +1,161 @@
+"""The poll: read the fleet and the site meter every ``poll_s`` (and soon after a shed),
+account energy, money, hashes and tokens, record telemetry with compliance, enter or leave
+the fail-safe, put back devices that left their mode, and dispatch the plan's step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+
+from adapters.base import Health, Telemetry
+from adapters.fleet import Fleet
+from scheduler.service.daemon.clock import Clock
+from scheduler.service.daemon.counters import Counters, Tasks
+from scheduler.service.daemon.devices import DeviceModes
+from scheduler.service.daemon.dispatch import Dispatcher
+from scheduler.service.daemon.failsafe import FailSafe
+from scheduler.service.daemon.fastpath import Shedder
+from scheduler.service.daemon.feeds import Feeds
+from scheduler.service.daemon.measure import Power
+from scheduler.service.daemon.planning import Planning
+from scheduler.service.daemon.plans import CurrentPlan
+from scheduler.service.daemon.recorder import Recorder
+from scheduler.service.daemon.signals import Signals
+from scheduler.service.sdnotify import Notifier
+
+log = logging.getLogger("gridsched.daemon")
+
+
+class Poller:
+    def __init__(
+        self,
+        fleet: Fleet,
+        devices: DeviceModes,
+        power: Power,
+        signals: Signals,
+        failsafe: FailSafe,
+        shedder: Shedder,
+        dispatcher: Dispatcher,
+        planning: Planning,
+        feeds: Feeds,
+        plans: CurrentPlan,
+        clock: Clock,
+        recorder: Recorder,
+        tasks: Tasks,
+        notifier: Notifier,
+    ) -> None:
+        self.config = devices.config
+        self.fleet, self.devices, self.power, self.signals = fleet, devices, power, signals
+        self.failsafe, self.shedder, self.dispatcher = failsafe, shedder, dispatcher
+        self.planning, self.feeds, self.plans, self.clock = planning, feeds, plans, clock
+        self.recorder, self.tasks, self.notifier = recorder, tasks, notifier
+        self.counters: Counters = recorder.counters
+        self.last_poll = clock.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def poll(self, dispatch: bool = True) -> None:
+        """Read the fleet and act on what it shows (one at a time: the scheduled poll and a
+        confirmation after a shed may meet)."""
+        async with self._lock:
+            await self._poll(dispatch)
+
+    async def _poll(self, dispatch: bool) -> None:
+        t0 = self.clock.monotonic()
+        readings, _ = await asyncio.gather(self.fleet.read_all(), self.power.read_meter())
+        now = self.clock.time()
+        dt = max(0.0, t0 - self.last_poll)
+        self.last_poll = t0
+        self.power.note(readings)
+        self.devices.settle(readings, now)
+        drifted = self._drifted(readings)
+        self.power.invalidate()
+        m = self.power.measured(now)
+        cap, events = self.signals.cap_now(now)
+        self.shedder.refresh()
+        if drifted and self.power.measured(now, expect=True)["import_kw"] > cap + 1e-6:
+            # e.g. a miner that rebooted into mining during a DR event: shed now, do not
+            # wait for the plan
+            self.shedder.request(f"{drifted} devices left their mode; load above the cap")
+        self.integrate(m, dt, now)
+        self.power.billing_peak_kw = max(self.power.billing_peak_kw, m["import_kw"])
+        counts = self.fleet.health_counts()
+        await self.recorder.audit(
+            "telemetry",
+            {
+                **{k: round(v, 3) for k, v in m.items()},
+                "cap_kw": None if math.isinf(cap) else round(cap, 3),
+                "events": [e.id for e in events],
+                "health": {h.value: n for h, n in counts.items()},
+                **self.power.compliance_record(cap, now),
+            },
+            now,
+        )
+        await self._failsafe(now)
+        if (gap := self.plans.gap(now)) is not None:
+            await self.shedder.safe_posture(gap)  # every poll: devices that drift are put back
+        if dispatch:
+            await self.dispatcher.dispatch()
+        if self.config.daemon.stage_ahead_s and not self.dispatcher.staging:
+            self.dispatcher.staging = True
+            self.tasks.spawn(self.dispatcher.stage_ahead(), "stage")
+        self.notifier.watchdog(
+            f"import {m['import_kw']:.0f} kW, cap {cap:.0f} kW, "
+            f"{counts[Health.UNREACHABLE]} unreachable"
+        )
+
+    def _drifted(self, readings: Mapping[str, Telemetry]) -> int:
+        """Take the modes of devices read for the first time; count those that left theirs
+        (they take the mode they read, so that dispatch puts them back)."""
+        drifted = 0
+        for device_id, st in self.fleet.status.items():
+            if st.health is Health.UNREACHABLE:
+                self.power.readings.pop(device_id, None)
+            t = readings.get(device_id)
+            if t is None:
+                continue
+            if device_id not in self.devices.modes:
+                self.devices.modes[device_id] = self.devices.from_reading(device_id, t)
+            elif self.devices.drifted(device_id, t):
+                drifted += 1
+        return drifted
+
+    async def _failsafe(self, now: float) -> None:
+        """Enter or leave the fail-safe cap as its reasons come and go; each change is
+        logged, recorded, and re-plans at once."""
+        reason = self.failsafe.reason(now)
+        if (reason is None) == (self.failsafe.state is None):
+            self.failsafe.state = reason
+            return
+        self.failsafe.state = reason
+        if reason is not None:
+            log.warning("fail-safe cap %.0f kW: %s", self.failsafe.cap_kw(), reason)
+            self.shedder.request(f"fail-safe: {reason}")
+        else:
+            log.warning("fail-safe over: the feeds answer and a good plan covers now")
+        payload = {"reason": reason, "cap_kw": self.failsafe.cap_kw()}
+        await self.recorder.audit("failsafe", payload, now)
+        self.planning.request("fail-safe", delay_s=0.0)
+
+    def integrate(self, m: dict[str, float], dt: float, now: float) -> None:
+        """Energy, hashes, tokens and money over the ``dt`` seconds since the last poll."""
+        c = self.counters
+        c.energy_j["asic"] += m["asic_kw"] * 1000.0 * dt
+        c.energy_j["gpu"] += m["gpu_kw"] * 1000.0 * dt
+        c.energy_j["site"] += m["import_kw"] * 1000.0 * dt
+        readings = self.power.readings.values()
+        ths = sum(t.hashrate_ths or 0.0 for t in readings)
+        tok = sum(t.tokens_s or 0.0 for t in readings)
+        c.hashes += ths * 1e12 * dt
+        c.tokens += tok * dt
+        hp = self.feeds.mining().net_hashprice
+        c.revenue_usd["mining"] += ths * hp * dt / 86400.0
+        inf = self.config.inference
+        committed = min(tok, self.devices.committed_tokens_s(now))
+        c.revenue_usd["inference_committed"] += committed * dt * inf.committed_usd_per_mtok / 1e6
+        spot = min(max(tok - committed, 0.0), inf.spot_tokens_s)
+        c.revenue_usd["inference_spot"] += spot * dt * inf.spot_usd_per_mtok / 1e6
+        price = self.plans.price_at(now)
+        if price is not None:
+            c.energy_cost_usd += m["import_kw"] * dt / 3600.0 / 1000.0 * price

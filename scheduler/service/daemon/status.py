@@ -1,0 +1,106 @@
+"""What the daemon says of itself: ``/v1/status``, ``/healthz``'s verdict, and the
+inference latency objectives."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from adapters.base import Health
+
+if TYPE_CHECKING:
+    from scheduler.service.daemon.core import Daemon
+
+
+def health_problem(d: Daemon, now: float) -> str | None:
+    """What makes the daemon unhealthy (``/healthz`` 503), or None: no plan yet, a failed
+    re-plan (even while the last good plan still covers now), a stale plan."""
+    age = d.plans.age_s(now)
+    if d.plans.error is not None:
+        return f"last re-plan failed: {d.plans.error}"
+    if age is None:
+        return "no plan yet"
+    if age > d.config.daemon.max_plan_age_s:
+        return "plan is stale"
+    return d.plans.gap(now)
+
+
+def inference_sla(d: Daemon) -> dict[str, dict[str, Any]]:
+    """Latency objectives met / missed / unverified (unverified without a feed)."""
+    if d.demand is not None:
+        return d.demand.objectives()
+    inf = d.config.inference
+    return {
+        k.removesuffix("_s"): {"state": "unverified", "value_s": None, "target_s": v}
+        for k in ("ttft_p95_s", "itl_p95_s")
+        if (v := getattr(inf, k)) is not None
+    }
+
+
+def _classes(d: Daemon) -> dict[str, dict[str, Any]]:
+    by_class: dict[str, dict[str, Any]] = {}
+    for device_id, st in d.fleet.status.items():
+        c = by_class.setdefault(
+            st.group, {"devices": 0, "health": {h.value: 0 for h in Health}, "modes": {}}
+        )
+        c["devices"] += 1
+        c["health"][st.health.value] += 1
+        mode = d.devices.modes.get(device_id, "unknown")
+        c["modes"][mode] = c["modes"].get(mode, 0) + 1
+    return by_class
+
+
+def _age(now: float, at: float | None) -> float | None:
+    return None if at is None else round(now - at, 1)
+
+
+def status(d: Daemon) -> dict[str, Any]:
+    """``/v1/status``: import and cap, compliance, events, fail-safe, plan, feeds, classes."""
+    now = d.clock.time()
+    cap, events = d.signals.cap_now(now)
+    m = d.power.measured(now)
+    plans, feeds = d.plans, d.feeds
+    return {
+        "site": d.config.site.name,
+        "now": datetime.fromtimestamp(now, UTC).isoformat(),
+        "uptime_s": round(now - d.started_at, 1),
+        "import_kw": round(m["import_kw"], 3),
+        "cap_kw": None if math.isinf(cap) else cap,
+        # met / not_met / unverified, the reason, and how much of import is estimated
+        "compliance": d.power.compliance(cap, now).as_dict(),
+        "it_kw": {"asic": round(m["asic_kw"], 3), "gpu": round(m["gpu_kw"], 3)},
+        "active_events": [e.model_dump(mode="json", exclude_none=True) for e in events],
+        # OpenADR payloads received and not acted on, with the reason (notices)
+        "openadr_not_acted": d.signals.not_acted(now),
+        "openadr_ven": d.ven.status() if d.ven is not None else None,
+        "failsafe": d.failsafe.reason(now),
+        "audit": d.store.audit_status(),  # the chain's head: a witness to copy
+        "failsafe_posture": d.config.daemon.failsafe_posture.value,
+        "cap_error": d.signals.cap_error,
+        "plan": {
+            "age_s": _age(now, plans.made_at),
+            "status": plans.solver_status,
+            "error": plans.error,
+            "ok": plans.error is None and plans.plan is not None,
+            "covers_now": plans.index(now) is not None,
+            "failures": d.counters.plan_failures,
+        },
+        "store": {"error": d.recorder.error, "write_failures": d.counters.store_failures},
+        "task_failures": dict(d.counters.task_failures),
+        "prices": {
+            "label": None if feeds.prices is None else feeds.prices.label,
+            "age_s": _age(now, feeds.prices_ok_at),
+            "error": feeds.price_error,
+        },
+        "hashprice": {
+            "usd_per_ths_day": feeds.mining().hashprice_usd_per_ths_day,
+            "source": d.config.daemon.hashprice_feed.kind.value,
+            "age_s": _age(now, feeds.hashprice_ok_at),
+            "error": feeds.hashprice_error,
+        },
+        "classes": _classes(d),
+        "hold_dispatch": plans.hold,
+        "inference_demand": None if d.demand is None else d.demand.status(),
+        "inference_sla": inference_sla(d),
+    }
