@@ -168,10 +168,15 @@ def test_enrolls_fetches_subscribes_and_unsubscribes(vtn: VtnDouble) -> None:
         subs = list(vtn.objects["subscription"].values())
         assert len(subs) == 1 and subs[0]["objectOperations"][0]["bearerToken"] == "cb-token"
         await ven.stop()
+        assert ven.status()["subscription_state"] == "missing"  # removed at the VTN
         return st
 
     st = run(go())
     assert st["enrolled"] and st["last_error"] is None, st
+    # what the metrics read: a poll that succeeded, the channel that brought the event
+    assert st["subscription_state"] == "active" and st["polls"] == 1
+    assert None not in (st["last_poll_at"], st["started_at"]) and st["consecutive_failures"] == 0
+    assert st["events_received"] == {"poll": 1, "mqtt": 0, "webhook": 0}
     vens = list(vtn.objects["ven"].values())
     assert [v["venName"] for v in vens] == ["gridsched-toy"]
     assert [r["resourceName"] for r in vtn.objects["resource"].values()] == ["site-meter"]
@@ -227,10 +232,13 @@ def test_vtn_down_keeps_events_and_says_so(vtn: VtnDouble) -> None:
     async def go() -> None:
         ven = Ven(config(vtn), sink)
         await ven.start()
+        polled_at = ven.status()["last_poll_at"]
+        assert polled_at is not None and ven.status()["subscription_state"] == "not_configured"
         vtn.failing = True
         ok = await ven._attempt(ven.poll_once, "poll")
         st = ven.status()
         assert not ok and "HTTP 500" in st["last_error"] and st["consecutive_failures"] == 1
+        assert st["poll_failures"] == 1 and st["last_poll_at"] == polled_at  # silent since
         assert sink.events("DELETE") == []  # an unanswered listing deletes nothing
         vtn.failing = False
         vtn.stop()  # a VTN restart: no answer at all, then the same objects again
@@ -238,7 +246,9 @@ def test_vtn_down_keeps_events_and_says_so(vtn: VtnDouble) -> None:
         assert "no answer" in ven.status()["last_error"]
         vtn.start()
         assert await ven._attempt(ven.poll_once, "poll")
-        assert ven.status()["consecutive_failures"] == 0
+        st = ven.status()
+        assert st["consecutive_failures"] == 0 and st["poll_failures"] == 2
+        assert st["polls"] == 2 and st["last_poll_at"] >= polled_at
         await ven.stop()
 
     run(go())
@@ -462,6 +472,7 @@ def test_mqtt_notifications_reach_the_ven(broker: int) -> None:
 
         st = run(go())
         assert st["notifiers"] == ["MQTT", "WEBHOOK"]
+        assert st["events_received"] == {"poll": 0, "mqtt": 2, "webhook": 0}  # create, delete
         assert st["mqtt"]["messages"] >= 2 and st["mqtt"]["connected"]
         assert "openadr/events/create" in st["mqtt"]["topics"]
         assert ("GET", "/notifiers", 200) in vtn.requests
@@ -638,9 +649,12 @@ def test_event_taken_by_webhook_is_not_handed_on_again(vtn: VtnDouble) -> None:
 
     async def go() -> None:
         ven = Ven(config(vtn), sink)
-        ven.observe({"objectType": "EVENT", "operation": "CREATE", "object": ev})
+        note = {"objectType": "EVENT", "operation": "CREATE", "object": ev}
+        ven.observe(note)
+        ven.observe(note)  # the VTN's retry of the same notification: heard of once
         await ven.start()
         await ven.stop()
+        assert ven.status()["events_received"] == {"poll": 0, "mqtt": 0, "webhook": 1}
 
     run(go())
     assert sink.events() == []  # the daemon has it already; the program is still handed on

@@ -135,12 +135,20 @@ class Ven:
             "reports_sent": 0,
             "not_reported": [],
             "notifiers": None,
+            "started_at": None,
+            "last_poll_at": None,  # the last complete listing of programs and events
+            "polls": 0,
+            "poll_failures": 0,
+            # EVENT notifications taken (new, changed or deleted), by the channel that brought
+            # them first: the others see them as already delivered
+            "events_received": {"poll": 0, "mqtt": 0, "webhook": 0},
         }
 
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Enroll and fetch now if the VTN answers; keep trying in the background if not."""
+        self._status["started_at"] = time.time()
         ok = await self._attempt(self._enroll, "enroll")
         if ok:
             await self._attempt(self.poll_once, "poll")
@@ -173,8 +181,19 @@ class Ven:
             "mqtt": dict(self.mqtt.status) if self.mqtt else None,
             "tokens_fetched": self.tokens.fetched,
             "reports_pending": sum(1 for j in self._jobs.values() if not j.sent),
+            "subscription_state": self.subscription_state,
+            "events_received": dict(self._status["events_received"]),
         }
         return out
+
+    @property
+    def subscription_state(self) -> str:
+        """``active``: the VTN holds this daemon's callback; ``missing``: a callback is
+        configured but no subscription is held (not enrolled yet, or lost and not posted
+        again): only MQTT and polling bring events; ``not_configured``: no callback URL."""
+        if not self.config.callback_url:
+            return "not_configured"
+        return "active" if self.subs.ids else "missing"
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -190,6 +209,8 @@ class Ven:
                 "consecutive_failures": self._status["consecutive_failures"] + 1,
             }
             log.warning("VEN %s failed: %s", what, exc)
+            if what == "poll":
+                self._status["poll_failures"] += 1
             return False
         self._status |= {"last_success_at": time.time(), "consecutive_failures": 0}
         return True
@@ -245,27 +266,29 @@ class Ven:
         events = await self.vtn.list_all("/events")
         for p in programs:
             if isinstance(p, dict):
-                await self._offer("PROGRAM", "UPDATE", p)
+                await self._offer("PROGRAM", "UPDATE", p, "poll")
         if self.vtn.version == "3.0.1":  # a new program needs its own subscription there
             await self.subs.ensure([str(p["id"]) for p in programs if isinstance(p, dict)])
         live = set()
         for ev in events:
             if isinstance(ev, dict) and isinstance(ev.get("id"), str):
                 live.add(ev["id"])
-                await self._offer("EVENT", "UPDATE", ev)
+                await self._offer("EVENT", "UPDATE", ev, "poll")
         # a complete listing without an event we hold: it was deleted while we did not hear
         for eid in [e for e in self._events if e not in live]:
-            await self._offer("EVENT", "DELETE", self._events[eid])
+            await self._offer("EVENT", "DELETE", self._events[eid], "poll")
         self._status["events_known"] = len(self._events)
+        self._status["polls"] += 1
+        self._status["last_poll_at"] = time.time()
         self.polled.set()
 
-    async def handle(self, body: dict[str, Any]) -> None:
+    async def handle(self, body: dict[str, Any], via: str = "mqtt") -> None:
         """A notification (from MQTT, or passed on by the daemon's webhook route)."""
         obj = body.get("object")
         if isinstance(obj, dict):
-            await self._offer(str(body.get("objectType")), str(body.get("operation")), obj)
+            await self._offer(str(body.get("objectType")), str(body.get("operation")), obj, via)
 
-    async def _offer(self, object_type: str, operation: str, obj: dict[str, Any]) -> None:
+    async def _offer(self, object_type: str, operation: str, obj: dict[str, Any], via: str) -> None:
         oid = obj.get("id")
         if not isinstance(oid, str):
             return
@@ -284,7 +307,13 @@ class Ven:
             log.error("VEN: could not hand %s %s to the daemon: %s", object_type, oid, exc)
             return
         self._status["deliveries"] += 1
+        self._received(object_type, via)
         self._note(body)
+
+    def _received(self, object_type: str, via: str) -> None:
+        if object_type == "EVENT":
+            got = self._status["events_received"]
+            got[via] = got.get(via, 0) + 1
 
     def observe(self, body: dict[str, Any]) -> None:
         """A notification the daemon took by webhook itself: remember it (so polling does not
@@ -292,7 +321,11 @@ class Ven:
         obj = body.get("object")
         if isinstance(obj, dict) and isinstance(obj.get("id"), str):
             op = str(body.get("operation", "")).upper()
-            self._note({"objectType": str(body.get("objectType")), "operation": op, "object": obj})
+            kind = str(body.get("objectType"))
+            mod = str(obj.get("modificationDateTime", ""))
+            if op == "DELETE" or self._seen.get((kind, obj["id"])) != mod:
+                self._received(kind, "webhook")  # first heard of by webhook
+            self._note({"objectType": kind, "operation": op, "object": obj})
 
     def _note(self, body: dict[str, Any]) -> None:
         object_type, op, obj = body["objectType"], body["operation"], body["object"]
