@@ -153,8 +153,9 @@ class PyasicMiner(DeviceAdapter):
                 self._atm = bool(atm["ATM"][0]["Enabled"])
             except (AdapterError, KeyError, IndexError, TypeError):
                 self._atm = True  # unknown: turn it off around profile changes, as pyasic does
-            # Log on now, so that the first curtail is one round trip, not three.
-            await contain(self.device_id, "logon", miner.rpc.auth(), self.timeout_s)
+            # Log on now, so that the first curtail is one round trip, not three; a session
+            # another client left is ended first (LuxOS refuses a logon beside it).
+            await luxos.renew_session(self.device_id, miner.rpc, self.timeout_s)
             self._session_used = time.monotonic()
         if family is Family.ANTMINER_STOCK and self._mode_as_str is None:
             from pyasic import settings

@@ -4,7 +4,10 @@
 six-command multicommand) to find the presets, which the adapter already knows; here a
 profile change is one round trip (three with ATM on, which pyasic also turns off around
 it). ``renew_session``: LuxOS ends a session unused for about a minute
-(docs.luxor.tech, "Sessions"), and pyasic only notices when a command fails.
+(docs.luxor.tech, "Sessions"), and pyasic only notices when a command fails; it keeps one
+session at a time and refuses ``logon`` while it is active (Code 402, "Another session is
+active", as Luxor's client luxos-tooling handles it), where pyasic adopts the active
+session whatever its age.
 """
 
 from __future__ import annotations
@@ -36,16 +39,32 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
 
 
 async def renew_session(device_id: str, rpc: Any, timeout_s: float) -> None:
-    """End a session that sat idle and open a fresh one, so that the next command finds
-    one with its whole minute ahead (an expired one would fail the command once)."""
+    """Open a session with its whole minute ahead, so that the next command finds one (an
+    expired one would fail the command once). LuxOS refuses a logon while a session is
+    active, so the current one is ended first: ours, or one another client left (``session``
+    names it), of an age nobody here knows. A client that logs on in between wins; its
+    session is adopted, as pyasic does."""
 
     async def go() -> None:
-        if rpc.session_token is not None:
-            # Uses the session, ending it if it is still ours; one already expired answers
-            # an error, and there is nothing to end.
+        sid = rpc.session_token
+        if sid is None:
+            with contextlib.suppress(Exception):
+                reply = await rpc.session()
+                sid = str(reply["SESSION"][0]["SessionID"]) or None
+        if sid is not None:
+            rpc.session_token = sid
+            # Uses the session, ending it; one already expired answers an error, and there
+            # is nothing to end.
             with contextlib.suppress(Exception):
                 await rpc.logoff()
         rpc.session_token = None
-        await rpc.auth()
+        try:
+            reply = await rpc.logon()
+            rpc.session_token = str(reply["SESSION"][0]["SessionID"])
+        except Exception:  # refused (402) or odd: adopt what is active
+            rpc.session_token = None
+            await rpc.auth()
+        if not rpc.session_token:
+            raise ControlRejected(device_id, "logon: LuxOS gave no session")
 
     await contain(device_id, "session renewal", go(), timeout_s)

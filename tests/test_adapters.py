@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -755,28 +754,3 @@ def test_fleet_simulate_and_status_cli(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def test_an_idle_luxos_session_is_renewed_on_a_reading_not_on_a_failed_command() -> None:
-    """LuxOS ends a session unused for a minute (its docs, "Sessions"). Without renewal the
-    first command after an idle spell fails once; renewed on the readings in between, the
-    command goes through at its first attempt. The simulator runs on a clock of its own."""
-    now = [0.0]
-    m = SimMiner("127.7.11.1", clock=lambda: now[0], session_ttl_s=60.0, **FAST)
-    th = SimFleetThread(SimFleet([m], control_port=None))
-
-    async def attempts(renew_s: float, request: ModeRequest) -> int:
-        dev = PyasicMiner("s/0", m.host, timeout_s=2.0, session_renew_s=renew_s)
-        fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
-        await fleet.connect_all()  # logs on
-        now[0] += 100.0  # idle past the session's minute
-        await fleet.read_all()
-        now[0] += 50.0  # a reading renewed it (or did not): well inside a fresh minute
-        out = await fleet.apply({dev.device_id: request})
-        assert out[0].ok, out[0].error
-        return out[0].attempts
-
-    with th:
-        assert run(attempts(math.inf, ModeRequest("sleep"))) == 2  # the expiry bites
-        now[0] += 10.0
-        assert run(attempts(0.0, ModeRequest("run"))) == 1

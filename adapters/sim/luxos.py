@@ -10,8 +10,9 @@ identifies it and its control calls work.
 
 Commands joined by ``+`` are a multicommand, answered as ``{"summary": [{...}], "power":
 [{...}], "id": 1}``. Privileged commands (``curtail``, ``profileset``, ``atmset``,
-``logoff``) take the session id from ``logon`` as their first parameter. A session ends
-when unused for ``session_ttl_s`` (about a minute on LuxOS).
+``logoff``) take the session id from ``logon`` as their first parameter. There is one
+session at a time: ``logon`` is refused while it is active, ``session`` names it, and it
+ends when unused for ``session_ttl_s`` (about a minute on LuxOS) or at ``logoff``.
 """
 
 from __future__ import annotations
@@ -179,9 +180,12 @@ class LuxosSim(MinerServer):
 
     def _cmd_logon(self, _: list[str]) -> dict[str, Any]:
         self._expire_session()
-        if not self._session:
-            self._session = secrets.token_hex(4)
-            self._session_used = self.clock()
+        if self._session:
+            # One session at a time: refused, and its id not handed out (Luxor's client,
+            # luxos-tooling asyncops.logon: Code 402 "Another session is active").
+            return self._status("E", 402, "Another session is active")
+        self._session = secrets.token_hex(4)
+        self._session_used = self.clock()
         # Code and message as LuxOS's docs show them (logon; "Sessions").
         return self._ok(316, "Session created", "SESSION", [{"SessionID": self._session}])
 

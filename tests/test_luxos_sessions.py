@@ -1,0 +1,115 @@
+"""LuxOS sessions as Luxor documents them: one session at a time, ended after about a
+minute unused, and ``logon`` refused while one is active (Luxor's own client,
+luxos-tooling ``asyncops.logon``: Code 402, "Another session is active"). The simulator
+keeps those rules; the adapter works within them without a failed first attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+from adapters.asic import PyasicMiner
+from adapters.base import ModeRequest
+from adapters.fleet import Fleet, RetryPolicy
+from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.luxos import LuxosSim
+from tests.support.daemon import free_loopback_base
+
+FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
+
+
+def ask(m: LuxosSim, command: str, param: str | None = None) -> dict[str, Any]:
+    req = {"command": command} if param is None else {"command": command, "parameter": param}
+    return m.answer(json.dumps(req).encode())
+
+
+def status(reply: dict[str, Any]) -> tuple[str, int, str]:
+    s = reply["STATUS"][0]
+    return s["STATUS"], s["Code"], s["Msg"]
+
+
+def test_logon_is_refused_while_a_session_is_active() -> None:
+    now = [0.0]
+    m = LuxosSim("127.0.0.1", clock=lambda: now[0], session_ttl_s=60.0)
+    first = ask(m, "logon")
+    assert status(first)[0] == "S"
+    sid = first["SESSION"][0]["SessionID"]
+    again = ask(m, "logon")
+    assert status(again) == ("E", 402, "Another session is active")
+    assert "SESSION" not in again  # no id handed out: the session is its holder's
+    assert ask(m, "session")["SESSION"][0]["SessionID"] == sid
+    now[0] = 59.0
+    assert status(ask(m, "curtail", f"{sid},sleep"))[0] == "S"  # a use refreshes it
+    now[0] = 100.0  # 41 s after its last use: still active
+    assert status(ask(m, "logon"))[1] == 402
+    now[0] = 120.0  # 61 s unused: ended, a new one can start
+    fresh = ask(m, "logon")
+    assert status(fresh)[0] == "S" and fresh["SESSION"][0]["SessionID"] != sid
+    assert status(ask(m, "curtail", f"{sid},wakeup"))[1] == 400  # the old id is dead
+    new = fresh["SESSION"][0]["SessionID"]
+    assert status(ask(m, "logoff", new))[0] == "S"
+    assert status(ask(m, "logon"))[0] == "S"  # logoff frees the single session
+
+
+def _attempts(fleet: Fleet, dev: PyasicMiner, request: ModeRequest) -> int:
+    out = asyncio.run(fleet.apply({dev.device_id: request}))
+    assert out[0].ok, out[0].error
+    return out[0].attempts
+
+
+def test_the_adapter_takes_over_a_session_another_client_left_idle() -> None:
+    """Another client (a LuxOS tool, an earlier daemon) logged on and left its session idle
+    for most of its minute. The adapter cannot log on beside it; adopting it as is would
+    make the first command after that minute fail. It ends it and opens its own."""
+    now = [0.0]
+    host = free_loopback_base(1).rsplit(".", 1)[0] + ".1"
+    m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+    with th:
+        other = th.call(lambda: ask(m, "logon"))["SESSION"][0]["SessionID"]
+        now[0] = 55.0
+        dev = PyasicMiner("s/0", host, timeout_s=2.0, session_renew_s=math.inf)
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
+        asyncio.run(fleet.connect_all())
+        now[0] = 65.0  # the other client's session would have ended by now
+        assert _attempts(fleet, dev, ModeRequest("sleep")) == 1
+        assert th.call(lambda: m.state.phase) == "sleeping"
+        # Its own session lapsed and another client took the single session meanwhile:
+        # renewal on the next reading adopts what is there instead of failing.
+        now[0] = 200.0
+        other = th.call(lambda: ask(m, "logon"))["SESSION"][0]["SessionID"]
+        dev.session_renew_s = 0.0
+        asyncio.run(fleet.read_all())
+        assert _attempts(fleet, dev, ModeRequest("run")) == 1
+        assert th.call(lambda: m.state.phase) in ("waking", "mining")
+        # ... the one session there is: the other client's id still works.
+        assert status(th.call(lambda: ask(m, "session")))[0] == "S"
+        assert th.call(lambda: ask(m, "session"))["SESSION"][0]["SessionID"] == other
+
+
+def test_an_idle_luxos_session_is_renewed_on_a_reading_not_on_a_failed_command() -> None:
+    """LuxOS ends a session unused for a minute (its docs, "Sessions"). Without renewal the
+    first command after an idle spell fails once; renewed on the readings in between, the
+    command goes through at its first attempt. The simulator runs on a clock of its own."""
+    now = [0.0]
+    host = free_loopback_base(1).rsplit(".", 1)[0] + ".1"
+    m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+
+    async def attempts(renew_s: float, request: ModeRequest) -> int:
+        dev = PyasicMiner("s/0", m.host, timeout_s=2.0, session_renew_s=renew_s)
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
+        await fleet.connect_all()  # logs on
+        now[0] += 100.0  # idle past the session's minute
+        await fleet.read_all()
+        now[0] += 50.0  # a reading renewed it (or did not): well inside a fresh minute
+        out = await fleet.apply({dev.device_id: request})
+        assert out[0].ok, out[0].error
+        return out[0].attempts
+
+    with th:
+        assert asyncio.run(attempts(math.inf, ModeRequest("sleep"))) == 2  # the expiry bites
+        now[0] += 10.0
+        assert asyncio.run(attempts(0.0, ModeRequest("run"))) == 1
