@@ -20,7 +20,7 @@ from models.errors import ConfigError
 from models.signals import GridEvent, class_problems
 from models.site import OpenADR, OpenADRResource
 from scheduler.planner.build import build_model
-from scheduler.planner.class_caps import class_caps_at, group_power_kw
+from scheduler.planner.class_caps import class_caps_at, class_excess_kw, group_power_kw
 from scheduler.planner.inputs import assemble_inputs
 from scheduler.planner.optimize import Planner
 from scheduler.planner.rounding import round_plan
@@ -173,6 +173,17 @@ def test_class_caps_at_gives_the_cap_in_force_per_set_of_classes() -> None:
         class_caps_at(site, [_cap(["s21"], 1.0)], at[1])
 
 
+def test_class_excess_is_the_meter_kw_above_each_cap() -> None:
+    """The fast path's figure: how much to shed from each capped group now."""
+    site = _site(pue=1.2)
+    caps = {("asic",): 10.0, ("gpu",): 20.0, ("asic", "gpu"): 30.0}
+    got = class_excess_kw(site, caps, {"asic": 15.0, "gpu": 10.0})
+    # asic: 15 x 1.2 = 18 > 10; gpu: 12 <= 20; both: 25 x 1.2 = 30, not above 30
+    assert got == {("asic",): pytest.approx(8.0)}
+    with pytest.raises(ValueError, match="gpu"):  # a class with no figure is not 0 kW
+        class_excess_kw(site, caps, {"asic": 15.0})
+
+
 def test_a_class_cap_event_moving_across_the_horizon_keeps_the_matrix() -> None:
     """The rows exist for every step of a horizon with a class cap; only bounds move."""
     site = _site()
@@ -217,3 +228,32 @@ def test_a_dispatch_setpoint_for_a_resource_covering_the_miners_caps_them_in_the
     _, plan = solve(site, [10.0] * 4, events=events)
     assert _class_kw(plan, "asic", 1.2)[1:3].max() <= 10.0 + 1e-6
     assert np.allclose(_class_kw(plan, "gpu", 1.2), 12.0)
+
+
+def test_a_seeded_plan_over_merged_steps_keeps_the_class_cap() -> None:
+    """The coarse seed (``scheduler.planner.seed``) takes each class cap at its tightest
+    over the merged steps; the fine plan reaches the unseeded optimum under it."""
+    site = _site(pue=1.2)
+    grid = uniform_grid(T0, 4 * 3600, 300)
+    prices = flat_series([10.0, 80.0, 10.0, 40.0])
+    inp = assemble_inputs(site, grid, prices, [_cap(["asic"], 10.0)])
+    plain, seeded = Planner(), Planner()
+    plain.seed_min_vars = None
+    seeded.seed_min_vars = 0
+    _, r0, _ = plain.solve(inp)
+    model, r1, _ = seeded.solve(inp)
+    assert r0.ok and r1.ok and "seed" in r1.extras
+    assert r1.objective == pytest.approx(r0.objective, rel=1e-9, abs=1e-6)
+    x = model.values(r1.x, "x")
+    assert (group_power_kw(inp, x)[0][12:36] <= 10.0 + 1e-6).all()
+
+
+def test_the_backtest_window_slices_the_class_caps_with_the_steps() -> None:
+    from scheduler.backtest.engine import slice_inputs
+
+    site = _site()
+    grid = uniform_grid(T0, 4 * 3600, 3600)
+    inp = assemble_inputs(site, grid, flat_series([10.0] * 4), [_cap(["asic"], 10.0)])
+    window = slice_inputs(inp, 1, 4)
+    assert window.class_cap_kw.tolist() == [[10.0, 10.0, np.inf]]
+    assert Planner().solve(window)[1].ok

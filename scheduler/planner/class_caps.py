@@ -12,6 +12,7 @@ cap moving across a rolling horizon changes bounds, not the matrix; rounding she
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "class_cap_series",
     "class_caps_at",
+    "class_excess_kw",
     "define_class_caps",
     "group_power_kw",
     "shed_to_class_caps",
@@ -88,6 +90,25 @@ def class_caps_at(
         if ev.active_at(t) and ev.limit_kw is not None:
             key = tuple(sorted(ev.classes or (), key=names.index))
             out[key] = min(out.get(key, np.inf), ev.limit_kw)
+    return out
+
+
+def class_excess_kw(
+    config: SiteConfig, caps: dict[tuple[str, ...], float], it_kw_by_class: Mapping[str, float]
+) -> dict[tuple[str, ...], float]:
+    """Meter kW above each cap of ``caps`` (``class_caps_at``), for the groups above it:
+    PUE x the IT kW of the group's classes (read, else last known: never 0 for a device
+    that cannot be read) less the cap. Raises ValueError naming a capped class with no
+    figure in ``it_kw_by_class``."""
+    out: dict[tuple[str, ...], float] = {}
+    for classes, cap_kw in caps.items():
+        missing = [c for c in classes if c not in it_kw_by_class]
+        if missing:
+            raise ValueError(f"no IT power figure for capped classes {missing}")
+        it_kw = sum(float(it_kw_by_class[c]) for c in classes)
+        excess = float(site_load_kw(it_kw, config.site.pue, 0.0)) - cap_kw
+        if excess > 0:
+            out[classes] = excess
     return out
 
 
