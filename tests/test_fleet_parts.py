@@ -1,7 +1,7 @@
 """The fleet's parts on their own, without sockets: the health book (what each call's
 result makes of a device's health) and the read-back (an accepted command confirmed by a
 later reading, or unconfirmed past its deadline). The fleet over real simulators is
-tested in test_adapters.py, test_antminer.py and test_families.py.
+tested in test_adapters_*.py, test_antminer.py and test_families.py.
 """
 
 from __future__ import annotations

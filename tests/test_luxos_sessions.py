@@ -15,9 +15,7 @@ from adapters.base import ModeRequest
 from adapters.fleet import Fleet, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.luxos import LuxosSim
-from tests.support.daemon import free_loopback_base
-
-FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
+from tests.support.simfleet import FAST, loopback_host
 
 
 def ask(m: LuxosSim, command: str, param: str | None = None) -> dict[str, Any]:
@@ -64,7 +62,7 @@ def test_the_adapter_takes_over_a_session_another_client_left_idle() -> None:
     for most of its minute. The adapter cannot log on beside it; adopting it as is would
     make the first command after that minute fail. It ends it and opens its own."""
     now = [0.0]
-    host = free_loopback_base(1).rsplit(".", 1)[0] + ".1"
+    host = loopback_host()
     m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
     th = SimFleetThread(SimFleet([m], control_port=None))
     with th:
@@ -94,7 +92,7 @@ def test_an_idle_luxos_session_is_renewed_on_a_reading_not_on_a_failed_command()
     first command after an idle spell fails once; renewed on the readings in between, the
     command goes through at its first attempt. The simulator runs on a clock of its own."""
     now = [0.0]
-    host = free_loopback_base(1).rsplit(".", 1)[0] + ".1"
+    host = loopback_host()
     m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
     th = SimFleetThread(SimFleet([m], control_port=None))
 

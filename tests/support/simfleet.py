@@ -1,0 +1,61 @@
+"""A simulated fleet on its own event-loop thread, for the adapter tests that drive it over
+TCP: eight fast LuxOS miners (S19j Pro and S21) and four GPUs on a loopback /24 chosen at
+random (``free_loopback_base``), so that two runs on one host never share addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from adapters.sim.fleet import SimFleet, SimFleetThread
+from tests.support.daemon import free_loopback_base
+
+#: Simulated miners that sleep, wake, retune and reboot in well under a second.
+FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def loopback_host(port: int = 4028) -> str:
+    """One loopback address with ``port`` free (nothing listens there), in a random /24."""
+    return free_loopback_base(1, port).rsplit(".", 1)[0] + ".1"
+
+
+def sim_fleet() -> Iterator[SimFleetThread]:
+    """Eight fast miners and four GPUs on their own event loop thread."""
+    fleet = SimFleet.build(
+        8,
+        4,
+        base=free_loopback_base(8),
+        models=("Antminer S19j Pro", "Antminer S21"),
+        control_port=0,
+        **FAST,
+    )
+    th = SimFleetThread(fleet)
+    with th:
+        yield th
+
+
+def clean(sim: SimFleetThread) -> None:
+    """Clear every fault a test left, and let the listeners come back."""
+    sim.call(lambda: [m.clear_faults() for m in sim.fleet.miners])
+    sim.call(lambda: [setattr(g, "fault", None) for g in sim.fleet.gpus])
+    for i in range(len(sim.fleet.miners)):
+        wait_listening(sim, i)
+
+
+def miner_host(sim: SimFleetThread, i: int) -> str:
+    return sim.fleet.miners[i].host
+
+
+def wait_listening(sim: SimFleetThread, i: int, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sim.call(lambda: sim.fleet.miners[i].listening):
+            return
+        time.sleep(0.05)
+    raise AssertionError("simulated miner did not come back")

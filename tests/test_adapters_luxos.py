@@ -1,0 +1,182 @@
+"""The LuxOS simulator speaks what pyasic speaks, and the pyasic adapter drives it: discovery,
+the miner's dynamics, sleep and wake with profiles staged ahead, the payload parser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.asic import PyasicMiner, choose_preset, parse_luxos
+from adapters.base import BadReply, DeviceUnreachable, ModeRequest
+from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.luxos import LuxosSim
+from tests.support.daemon import free_loopback_base
+from tests.support.simfleet import FAST, clean, loopback_host, miner_host, run, sim_fleet
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimFleetThread]:
+    yield from sim_fleet()
+
+
+@pytest.fixture(autouse=True)
+def _clean(sim: SimFleetThread) -> Iterator[None]:
+    yield
+    clean(sim)
+
+
+def test_pyasic_discovers_and_drives_the_simulator(sim: SimFleetThread) -> None:
+    import pyasic
+    from pyasic.miners.backends import LUXMiner
+
+    async def go() -> None:
+        m = await pyasic.get_miner(miner_host(sim, 0))
+        assert isinstance(m, LUXMiner)
+        assert "S19j Pro" in str(m.model)
+        data = await m.get_data()
+        assert data.wattage and data.wattage > 2000
+        assert data.hashrate is not None and float(data.hashrate) > 80
+        assert data.fw_ver
+        assert await m.stop_mining() is True
+        await asyncio.sleep(FAST["sleep_s"] + 0.1)
+        assert (await m.get_data()).wattage < 60
+        assert await m.resume_mining() is True
+        assert await m.set_power_limit(2600) is True  # LuxOS: highest preset <= 2600 W
+
+    run(go())
+    assert sim.call(lambda: sim.fleet.miners[0].state.profile) == "-1"
+    s21 = run(_discover(miner_host(sim, 4)))
+    assert "S21" in s21
+
+
+async def _discover(host: str) -> str:
+    import pyasic
+
+    m = await pyasic.get_miner(host)
+    return str(m.model)
+
+
+def test_simulated_miner_dynamics(sim: SimFleetThread) -> None:
+    t = [0.0]
+    m = LuxosSim("127.0.0.1", clock=lambda: t[0], sleep_s=5.0, wake_s=12.0)
+    full, ths = m.power_and_hashrate()
+    m.sleep()
+    t[0] = 2.5
+    half, _ = m.power_and_hashrate()
+    assert 0.3 * full < half < 0.7 * full
+    t[0] = 5.1
+    assert m.power_and_hashrate() == (pytest.approx(15.0), 0.0)
+    m.wake()
+    t[0] = 5.1 + 3.0  # still booting: fans, no hashing
+    assert m.power_and_hashrate()[1] == 0.0
+    t[0] = 5.1 + 12.1
+    w, h = m.power_and_hashrate()
+    assert w == pytest.approx(full, rel=0.01) and h == pytest.approx(ths, rel=0.01)
+    assert m.state.energy_j >= 0
+
+
+def test_a_reading_during_the_sleep_ramp_does_not_make_the_next_wake_a_no_op() -> None:
+    """Right after a sleep command a LuxOS miner still hashes (it ramps down for seconds) and
+    reads as running. If the adapter believed that, the next wake would skip its resume
+    and report success while the miner stays asleep."""
+    fleet = SimFleet.build(
+        1, 0, base=free_loopback_base(1), sleep_s=30.0, wake_s=0.3, control_port=None
+    )
+    th = SimFleetThread(fleet)
+    with th:
+        dev = PyasicMiner("r/0", fleet.miners[0].host, timeout_s=2.0)
+
+        async def go() -> None:
+            await dev.connect()
+            await dev.apply(ModeRequest("sleep"))
+            assert (await dev.read()).state == "running"  # ramping down: 3 s above 90 %
+            await dev.apply(ModeRequest("run"))
+            await asyncio.sleep(0.6)
+            assert (await dev.read()).state == "running"
+
+        run(go())
+        assert th.call(lambda: fleet.miners[0].state.phase) == "mining"
+
+
+def test_a_sleeping_luxos_miner_takes_its_next_profile_ahead_and_wakes_in_one_round_trip() -> None:
+    fleet = SimFleet.build(
+        1, 0, base=free_loopback_base(1), sleep_s=0.2, wake_s=0.3, control_port=None
+    )
+    th = SimFleetThread(fleet)
+    with th:
+        sim = fleet.miners[0]
+        dev = PyasicMiner("s/0", sim.host, timeout_s=2.0)
+        seen = lambda: th.call(lambda: (sim.commands_seen, sim.state.phase, sim.state.profile))  # noqa: E731
+
+        async def go() -> None:
+            info = await dev.connect()
+            low, high = info.power_targets_w[0], info.power_targets_w[-1]
+            assert (await dev.read()).state == "running"
+            assert await dev.stage(ModeRequest("run", low)) is None  # awake: nothing ahead
+            await dev.apply(ModeRequest("sleep"))
+            assert await dev.stage(ModeRequest("run", low)) is None  # not yet read asleep
+            while (await dev.read()).state != "sleeping":
+                await asyncio.sleep(0.05)
+            staged = await dev.stage(ModeRequest("run", low + 10.0))
+            assert staged is not None and staged.target_w == low and "presets only" in staged.note
+            n, phase, profile = seen()
+            assert phase == "sleeping" and profile == dev._profiles[low]  # still asleep
+            assert await dev.stage(ModeRequest("run", low)) is None  # already in place
+            assert (await dev.read()).target_w == low
+            n = seen()[0]
+            await dev.apply(ModeRequest("run", low))
+            assert seen()[0] == n + 1  # the wake alone
+            await asyncio.sleep(0.5)
+            t = await dev.read()
+            assert t.state == "running" and t.target_w == low
+            # Woken: staging leaves it alone, even if a reading caught it still booting.
+            assert await dev.stage(ModeRequest("run", high)) is None
+            # A wake at a target not staged still sets it first: profile, then the wake.
+            await dev.apply(ModeRequest("sleep"))
+            while (await dev.read()).state != "sleeping":
+                await asyncio.sleep(0.05)
+            n = seen()[0]
+            await dev.apply(ModeRequest("run", high))
+            assert seen()[0] == n + 2
+            await dev.close()
+
+        run(go())
+        assert dev.info is not None
+        assert th.call(lambda: sim.state.profile) == dev._profiles[dev.info.power_targets_w[-1]]
+
+
+def test_nothing_listening_is_unreachable() -> None:
+    host = loopback_host()  # its port free: nothing listens there
+    dev = PyasicMiner("x/dead", host, timeout_s=0.5)
+    with pytest.raises(DeviceUnreachable, match=re.escape(host)):
+        run(dev.connect())
+
+
+def test_luxos_payload_errors_name_what_is_wrong() -> None:
+    good = LuxosSim("127.0.0.1").answer(b'{"command": "power+summary+stats+config+profiles"}')
+    t = parse_luxos("d", good, 0.0)
+    assert t.state == "running" and t.power_w and t.target_w == 3050.0
+    broken = dict(good)
+    broken["power"] = [{"STATUS": [{"STATUS": "S"}], "POWER": []}]
+    with pytest.raises(BadReply, match="POWER"):
+        parse_luxos("d", broken, 0.0)
+    refused = dict(good)
+    refused["summary"] = [{"STATUS": [{"STATUS": "E", "Msg": "Invalid session id"}]}]
+    with pytest.raises(BadReply, match="Invalid session id"):
+        parse_luxos("d", refused, 0.0)
+    weird = json.loads(json.dumps(good).replace('"Watts":', '"Watts": "NaN", "x":'))
+    with pytest.raises(BadReply):
+        parse_luxos("d", weird, 0.0)
+
+
+def test_power_target_maps_to_presets_with_the_rounding_reported() -> None:
+    presets = (2135.0, 2592.0, 3050.0)
+    assert choose_preset(presets, 3050.0) == (3050.0, "")
+    w, note = choose_preset(presets, 2900.0)
+    assert w == 2592.0 and "2900" in note and "2592" in note
+    w, note = choose_preset(presets, 1000.0)
+    assert w == 2135.0 and "below the lowest" in note

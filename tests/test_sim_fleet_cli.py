@@ -1,0 +1,100 @@
+"""The simulated fleet from the command line: loopback address ranges, `gridsched fleet
+simulate` serving a site that `fleet status` reads, and `fleet fault` taking a miner off."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from adapters.sim.fleet import loopback_hosts
+from tests.support.daemon import free_loopback_base
+
+
+def test_loopback_addresses() -> None:
+    hosts = loopback_hosts(300, "127.9.0.0")
+    assert hosts[0] == "127.9.0.1" and "127.9.0.255" not in hosts and len(set(hosts)) == 300
+    with pytest.raises(ValueError, match="loopback"):
+        loopback_hosts(1, "10.0.0.0")
+
+
+def test_fleet_simulate_and_status_cli(tmp_path: Any) -> None:
+    base = free_loopback_base(12)
+    victim = base.rsplit(".", 1)[0] + ".3"
+    site = tmp_path / "sim.toml"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scheduler.cli",
+            "fleet",
+            "simulate",
+            "--miners",
+            "12",
+            "--gpus",
+            "3",
+            "--base",
+            base,
+            "--control-port",
+            "0",
+            "--duration",
+            "60",
+            "--write-site",
+            str(site),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "simulating 12 LuxOS miners" in proc.stdout.readline()
+        assert "wrote" in proc.stdout.readline()
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scheduler.cli",
+                "fleet",
+                "status",
+                "--config",
+                str(site),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        assert len(doc["devices"]) == 15
+        assert all(d["health"] == "ok" and d["power_w"] > 0 for d in doc["devices"])
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--config", str(site)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert res.returncode == 0 and "s19jpro" in res.stdout and "h100" in res.stdout
+        control = next(
+            line.split('"')[1] for line in site.read_text().splitlines() if "sim_control" in line
+        )
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "fault", "refuse", victim,
+             "--control", control],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        res = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--config", str(site)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert res.returncode == 1  # a device is unreachable
+        assert victim in res.stdout and "unreachable" in res.stdout
+    finally:
+        proc.terminate()
+        proc.wait(10)
