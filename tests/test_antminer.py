@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,34 +20,29 @@ from adapters.base import Health, ModeRequest, Telemetry
 from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.fleet import SimFleet, SimFleetThread
-from adapters.sim.miner import FaultKind
+from adapters.sim.server import FaultKind
+from tests.support.simfleet import FAST, free_base, loopback_host, run
 
-FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
-BASE = "127.41.0.0"
+#: A stock Antminer listens on both: the cgminer API and the web CGI.
+PORTS = (4028, 80)
 
 
 def _can_bind_80() -> bool:
-    s = socket.socket()
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.41.255.254", 80))
-    except OSError:
+        loopback_host(ports=(80,))
+    except RuntimeError:  # no address took it: no root, no CAP_NET_BIND_SERVICE
         return False
-    finally:
-        s.close()
     return True
 
 
 pytestmark = pytest.mark.skipif(not _can_bind_80(), reason="cannot bind port 80 on loopback")
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
-    fleet = SimFleet.build(6, base=BASE, firmware=("antminer",), control_port=None, **FAST)
+    fleet = SimFleet.build(
+        6, base=free_base(6, PORTS), firmware=("antminer",), control_port=None, **FAST
+    )
     th = SimFleetThread(fleet)
     with th:
         yield th
@@ -260,7 +254,7 @@ def test_firmware_that_wants_miner_mode_as_a_string_gets_it_after_one_unconfirme
     """Stock firmware versions differ in the JSON type of miner-mode they apply (pyasic has
     a setting for it): a write of the other type is answered success and ignored. The
     adapter tries the other type when the read-back does not show the first, and keeps it."""
-    m = AntminerSim("127.41.1.1", mode_type="str", **FAST)
+    m = AntminerSim(loopback_host(PORTS), mode_type="str", **FAST)
     th = SimFleetThread(SimFleet([m], control_port=None))
     dev = PyasicMiner("am/str", m.host, timeout_s=2.0, confirm_within_s=0.8)
     seen: list[Outcome] = []
@@ -292,7 +286,7 @@ def test_firmware_that_wants_miner_mode_as_a_string_gets_it_after_one_unconfirme
 
 def test_the_miner_mode_type_can_be_pinned() -> None:
     """Where the site knows its firmware wants strings, the first write is one."""
-    m = AntminerSim("127.41.1.2", mode_type="str", **FAST)
+    m = AntminerSim(loopback_host(PORTS), mode_type="str", **FAST)
     th = SimFleetThread(SimFleet([m], control_port=None))
     dev = PyasicMiner("am/pin", m.host, timeout_s=2.0, miner_mode_as_str=True)
 

@@ -5,6 +5,7 @@ random (``free_loopback_base``), so that two runs on one host never share addres
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,9 +21,26 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def loopback_host(port: int = 4028) -> str:
-    """One loopback address with ``port`` free (nothing listens there), in a random /24."""
-    return free_loopback_base(1, port).rsplit(".", 1)[0] + ".1"
+def free_base(n: int, ports: tuple[int, ...] = (4028,)) -> str:
+    """A random loopback /24 whose first ``n`` addresses have every one of ``ports`` free
+    (a stock Antminer listens on 4028 and 80, a Braiins OS+ miner on 4028 and 50051)."""
+    for _ in range(20):
+        base = free_loopback_base(n, ports[0])
+        prefix = base.rsplit(".", 1)[0]
+        try:
+            for i in range(1, n + 1):
+                for port in ports[1:]:
+                    with socket.socket() as s:
+                        s.bind((f"{prefix}.{i}", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no loopback /24 with ports {ports} free on {n} addresses")
+
+
+def loopback_host(ports: tuple[int, ...] = (4028,)) -> str:
+    """One loopback address with ``ports`` free (nothing listens there), in a random /24."""
+    return free_base(1, ports).rsplit(".", 1)[0] + ".1"
 
 
 def sim_fleet() -> Iterator[SimFleetThread]:
