@@ -33,7 +33,7 @@ from scheduler.planner.plan import Plan
 from scheduler.service.daemon import status as views
 from scheduler.service.daemon.clock import Clock, SystemClock
 from scheduler.service.daemon.counters import Counters, Tasks
-from scheduler.service.daemon.devices import DeviceModes
+from scheduler.service.daemon.devices import DeviceModes, confirm_posture
 from scheduler.service.daemon.dispatch import Dispatcher
 from scheduler.service.daemon.failsafe import FailSafe
 from scheduler.service.daemon.fastpath import Shedder
@@ -216,31 +216,13 @@ class Daemon:
                 }
                 outcomes = await self.fleet.apply(requests)
                 await self.recorder.outcomes("shutdown", outcomes)
-                self.shutdown_report = await self._confirm_shutdown(outcomes)
+                limit_s = self.config.daemon.shutdown_confirm_s
+                self.shutdown_report = await confirm_posture(self.fleet, outcomes, limit_s)
             report = {"posture": posture.value, **self.shutdown_report}
             await self.recorder.audit("shutdown", report)
         finally:
             await self._resources.aclose()
         return outcomes
-
-    async def _confirm_shutdown(self, outcomes: list[Outcome]) -> dict[str, Any]:
-        """Read the devices told to take the shutdown posture back until each shows it, for
-        at most ``shutdown_confirm_s`` (and no longer than their firmware's deadline): an
-        accepted command is not a device asleep."""
-        accepted = [o for o in outcomes if o.ok]
-        wait_s = min(
-            self.config.daemon.shutdown_confirm_s,
-            max((self.fleet.by_id[o.device_id].confirm_deadline_s() for o in accepted), default=0),
-        )
-        seen = await self.fleet.confirm(accepted, wait_s) if accepted and wait_s > 0 else {}
-        confirmed = sum(1 for s in seen.values() if s is not None)
-        return {
-            "told": len(outcomes),
-            "confirmed": confirmed,
-            "unconfirmed": len(accepted) - confirmed,
-            "failed": len(outcomes) - len(accepted),
-            "waited_s": round(wait_s, 1),
-        }
 
     def _feed_changed(self, what: str) -> None:
         if self.plans.plan is not None:  # before the first plan, start() plans anyway

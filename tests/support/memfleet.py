@@ -1,0 +1,76 @@
+"""Devices in memory, for testing the daemon's decisions without sockets: each takes a
+command at once (or, told not to follow, accepts it and carries on) and reads back its
+state at the test's clock. Not a simulator of any firmware: the firmware simulators
+(adapters/sim/) and the tests that drive them over TCP cover how devices behave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telemetry
+from adapters.registry import Built
+from models.devices import DeviceClass, DeviceKind
+from tests.support.clock import FakeClock
+
+
+@dataclass
+class MemoryDevice(DeviceAdapter):
+    clock: FakeClock = field(default_factory=FakeClock)
+    dc: DeviceClass | None = None
+    state: Literal["running", "sleeping"] = "running"
+    target_w: float = 0.0
+    follows: bool = True  # False: accepts commands and keeps doing what it did
+    told: list[ModeRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        assert self.dc is not None
+        self.kind = "gpu" if self.dc.kind is DeviceKind.GPU else "asic"
+
+    async def connect(self) -> DeviceInfo:
+        return DeviceInfo(self.device_id, self.kind, self.address)
+
+    async def read(self) -> Telemetry:
+        assert self.dc is not None
+        running = self.state == "running"
+        power_w = self.target_w if running else self.dc.idle_kw * 1000.0
+        return Telemetry(
+            self.device_id, self.clock.time(), self.state, power_w=power_w, target_w=self.target_w
+        )
+
+    async def apply(self, request: ModeRequest) -> Applied:
+        self.told.append(request)
+        if self.follows:
+            self.state = "sleeping" if request.action == "sleep" else "running"
+            if request.power_w is not None:
+                self.target_w = request.power_w
+        return Applied(request, request.power_w)
+
+    @property
+    def mode_w(self) -> float:
+        """What it draws now (W)."""
+        assert self.dc is not None
+        return self.target_w if self.state == "running" else self.dc.idle_kw * 1000.0
+
+
+def memory_fleet(
+    classes: tuple[DeviceClass, ...], clock: FakeClock, asleep: bool = False
+) -> tuple[Built, dict[str, MemoryDevice]]:
+    """One device per unit of each class, running its top mode (or asleep)."""
+    built = Built()
+    devices: dict[str, MemoryDevice] = {}
+    for dc in classes:
+        top = max(dc.modes, key=lambda m: m.power_kw)
+        for i in range(dc.count):
+            dev = MemoryDevice(
+                f"{dc.name}/{i}",
+                "memory",
+                clock=clock,
+                dc=dc,
+                state="sleeping" if asleep else "running",
+                target_w=dc.device_target_w(top.name),
+            )
+            built.adapters.append(dev)
+            built.groups[dev.device_id] = dc.name
+            devices[dev.device_id] = dev
+    return built, devices

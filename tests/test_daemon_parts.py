@@ -1,0 +1,251 @@
+"""The daemon's decisions without sockets and with a clock the test moves: what the fast
+path sheds, what dispatch wakes within the ramp limit, when the site goes to the fail-safe
+cap and back, and what a failed solve leaves in force. Devices are in memory
+(tests/support/memfleet.py); the store is a real SQLite file, the planner the real one."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.base import ModeRequest
+from models.signals import EventType, GridEvent
+from models.site import parse_site
+from scheduler.planner.solvers import SolverError
+from scheduler.service.daemon import SLEEP, Daemon
+from scheduler.service.daemon.fastpath import ShedStep, choose
+from tests.support.clock import FakeClock
+from tests.support.memfleet import MemoryDevice, memory_fleet
+
+SITE = """
+[site]
+name = "parts"
+interconnect_kw = 100
+pue = 1.0
+base_load_kw = 0
+{site_extra}
+
+[prices]
+format = "demo"
+
+[mining]
+hashprice_usd_per_ths_day = {hashprice}
+
+[inference]
+committed_tokens_s = 1500
+committed_usd_per_mtok = 0.6
+
+[daemon]
+horizon = "2h"
+step = "5min"
+stage_ahead_s = 0
+confirm_after_s = 0
+failsafe_cap_kw = 4
+failsafe_posture = "sleep_miners"
+{daemon_extra}
+
+[[devices]]
+name = "old"
+kind = "asic"
+count = 4
+modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }}]
+
+[[devices]]
+name = "new"
+kind = "asic"
+count = 4
+modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }}]
+
+[[devices]]
+name = "gpu"
+kind = "gpu"
+count = 2
+modes = [
+  {{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }},
+  {{ name = "low", power_kw = 0.35, throughput_tokens_s = 600 }},
+]
+"""
+
+
+def _daemon(
+    tmp_path: Path,
+    clock: FakeClock,
+    asleep: bool = False,
+    hashprice: float = 0.05,
+    site_extra: str = "",
+    daemon_extra: str = "",
+) -> tuple[Daemon, dict[str, MemoryDevice]]:
+    text = SITE.format(hashprice=hashprice, site_extra=site_extra, daemon_extra=daemon_extra)
+    config = parse_site(tomllib.loads(text), "parts.toml", str(tmp_path))
+    built, devices = memory_fleet(config.devices, clock, asleep)
+    return Daemon(config, tmp_path / "state.db", clock=clock, built=built), devices
+
+
+def _run(d: Daemon, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def go() -> None:
+        try:
+            await d.open()
+            await body()
+        finally:
+            await d.close()
+
+    asyncio.run(go())
+
+
+async def _settled(d: Daemon) -> None:
+    """Until the background fast path and re-plans asked so far have run."""
+    for _ in range(2000):
+        if not d.shedder.running and not d.planning.pending and not d.tasks.running:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("background work did not finish")
+
+
+def _curtail(clock: FakeClock, limit_kw: float, id: str = "dr") -> GridEvent:
+    start = datetime.fromtimestamp(clock.time(), UTC)
+    return GridEvent(id=id, type=EventType.CURTAIL, start=start, duration="1h", limit_kw=limit_kw)
+
+
+def _running(devices: dict[str, MemoryDevice], prefix: str) -> int:
+    return sum(1 for i, dev in devices.items() if i.startswith(prefix) and dev.state == "running")
+
+
+def test_a_curtail_sheds_the_least_valuable_kw_and_keeps_committed_inference(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]  # the shed alone
+
+    async def body() -> None:
+        assert d.measured()["import_kw"] == pytest.approx(25.4)  # 8 x 3 kW + 2 x 0.7 kW
+        await d.accept([_curtail(clock, 14.0)], "test", None, "{}")
+        await _settled(d)
+        # 11.4 kW to shed: the four least efficient miners (12 kW), nothing else
+        assert _running(devices, "old/") == 0 and _running(devices, "new/") == 4
+        assert all(dev.told == [] for i, dev in devices.items() if not i.startswith("old/"))
+        await d.poll(dispatch=False)  # read back: the miners are asleep
+        assert not d.devices.expected and d.plans.hold
+        await d.accept([_curtail(clock, 0.0, "deeper")], "test", None, "{}")
+        await _settled(d)
+        # every miner; one GPU down to its low mode (1,600 tokens/s >= 1,500 committed);
+        # the other stays at full: lower would break the commitment
+        assert _running(devices, "old/") + _running(devices, "new/") == 0
+        assert sorted(dev.target_w for i, dev in devices.items() if i.startswith("gpu/")) == [
+            350.0,
+            700.0,
+        ]
+        assert d.status()["compliance"]["state"] != "met"  # 1.05 kW above a 0 kW cap: said
+
+    _run(d, body)
+
+
+def test_choose_counts_unread_devices_as_told_but_not_as_saved() -> None:
+    order = [
+        ShedStep("a", ModeRequest("sleep"), SLEEP, 3.0),
+        ShedStep("b", ModeRequest("sleep"), SLEEP, 3.0),
+        ShedStep("c", ModeRequest("sleep"), SLEEP, 3.0),
+    ]
+    # 4 kW to shed, "a" cannot be read: it is told, and two readable miners are still needed
+    chosen = choose(order, 4.0, {"a"}, tokens=0.0, floor=0.0, above={})
+    assert set(chosen) == {"a", "b", "c"}
+    chosen = choose(order, 2.0, set(), tokens=0.0, floor=0.0, above={"a": 1.0})
+    assert set(chosen) == {"a"}
+
+
+def test_wake_ups_come_in_batches_within_the_ramp_limit(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(
+        tmp_path, clock, asleep=True, hashprice=1.0, site_extra="ramp_up_kw_per_min = 6"
+    )
+
+    async def body() -> None:
+        plan = await d.replan("test")  # mining pays at 1 USD/TH/day: every miner wanted
+        assert plan is not None and d.dispatcher.targets(clock.time())
+        assert _running(devices, "old/") + _running(devices, "new/") == 0  # no time elapsed
+        clock.advance(60)  # a minute fills the bucket: 6 kW; smallest steps first
+        await d.dispatch()
+        assert _running(devices, "gpu/") == 2  # 1.4 kW
+        assert _running(devices, "old/") + _running(devices, "new/") == 1  # 3 kW; 1.6 left
+        clock.advance(30)  # 1.6 + 3 kW: one more miner
+        await d.dispatch()
+        assert _running(devices, "old/") + _running(devices, "new/") == 2
+        clock.advance(600)  # the bucket holds at most a minute's worth: two more, not all
+        await d.dispatch()
+        assert _running(devices, "old/") + _running(devices, "new/") == 4
+
+    _run(d, body)
+
+
+def test_a_silent_price_feed_brings_the_failsafe_cap_and_its_return_ends_it(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    start = int(clock.time()) - 86400
+    rows = "".join(
+        f"{datetime.fromtimestamp(start + h * 3600, UTC).isoformat()},30\n" for h in range(96)
+    )
+    (tmp_path / "p.csv").write_text("interval_start_utc,price\n" + rows)
+    feed = '[daemon.price_feed]\nkind = "file"\npath = "p.csv"\ncolumn = "price"\n'
+    d, devices = _daemon(tmp_path, clock, daemon_extra=feed + "silent_after_s = 600")
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+
+    async def body() -> None:
+        await d.feeds.refresh_prices()
+        await d.poll(dispatch=False)
+        assert d.failsafe.state is None
+        (tmp_path / "p.csv").unlink()  # the feed stops answering
+        clock.advance(300)
+        await d.feeds.refresh_prices()
+        await d.poll(dispatch=False)
+        assert d.failsafe.state is None and d.feeds.price_error  # within its limit
+        clock.advance(301)
+        await d.poll(dispatch=False)
+        await _settled(d)
+        assert d.failsafe.state is not None and "price feed silent" in d.failsafe.state
+        assert d.cap_now()[0] == 4.0
+        # 4 kW cap: every miner asleep; the GPUs keep the committed 1,500 tokens/s
+        assert _running(devices, "old/") + _running(devices, "new/") == 0
+        assert _running(devices, "gpu/") == 2
+        (tmp_path / "p.csv").write_text("interval_start_utc,price\n" + rows)
+        await d.feeds.refresh_prices()
+        await d.poll(dispatch=False)
+        assert d.failsafe.state is None and d.cap_now()[0] == 100.0
+        said = [r[3]["reason"] for r in d.store.records(0, 1e12, ("failsafe",))]
+        assert len(said) == 2 and "price feed silent" in said[0] and said[1] is None
+
+    _run(d, body)
+
+
+def test_a_failed_solve_keeps_the_last_good_plan_until_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock, hashprice=1.0)
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise SolverError("HiGHS: out of memory")
+
+    async def body() -> None:
+        good = await d.replan("test")
+        assert good is not None and _running(devices, "old/") == 4
+        monkeypatch.setattr(d.planning.planner, "plan", broken)
+        assert await d.replan("test") is None
+        assert d.plan is good and _running(devices, "old/") == 4  # nothing changed
+        assert "last re-plan failed" in (d.health_problem() or "")
+        assert d.failsafe.reason(clock.time()) is None  # the good plan still covers now
+        clock.advance(3 * 3600)  # past the plan's end
+        await d.poll()
+        await _settled(d)
+        assert "no good plan covers now" in (d.failsafe.state or "")
+        # the fail-safe posture: miners asleep, committed inference served
+        assert _running(devices, "old/") + _running(devices, "new/") == 0
+        assert _running(devices, "gpu/") == 2
+
+    _run(d, body)
