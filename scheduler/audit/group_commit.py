@@ -1,6 +1,12 @@
 """Group commit: one writer thread commits whatever is queued as one transaction.
 
-Moved out of :mod:`scheduler.audit.store` (the store uses it through :class:`GroupCommit`).
+Each write is a function of the connection, run in a savepoint of the batch's transaction,
+so one that raises is rolled back alone and its caller hears why; a batch SQLite rolls
+back whole (a full disk) fails every caller in it. A second thread, one step behind the
+writer, checkpoints the head that each commit left and only then answers the callers
+(:class:`scheduler.audit.store.Store` supplies the connection, the head and the
+checkpoint): many concurrent writes share one fsync of the database and one of the head
+file.
 """
 
 from __future__ import annotations
@@ -8,27 +14,73 @@ from __future__ import annotations
 import asyncio
 import queue
 import sqlite3
+import threading
 from collections.abc import Callable
 from typing import Any
 
+_Write = Callable[[sqlite3.Connection], Any]
+_Results = list[tuple[Any, Any, BaseException | None]]  # (future, value, error) per write
+
 
 class GroupCommit:
-    _queue: queue.Queue[tuple[Callable[[sqlite3.Connection], Any], Any] | None]
-    _settling: queue.Queue[
-        tuple[tuple[int, str] | None, list[tuple[Any, Any, BaseException | None]]] | None
-    ]
-    _loop: asyncio.AbstractEventLoop | None
-    _seq: int
-    _prev: str
+    """The writer and checkpoint threads of one database.
 
-    def _connect(self) -> sqlite3.Connection:
-        raise NotImplementedError
+    ``connect``: a new connection for the writer thread; ``head``: the chain's head
+    (sequence number and hash) after a commit; ``reload``: re-reads the head from a
+    connection after a rollback; ``checkpoint``: records a committed head outside the
+    database, before the callers hear that their writes landed.
+    """
 
-    def _reload_head(self, con: sqlite3.Connection) -> None:
-        raise NotImplementedError
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        head: Callable[[], tuple[int, str]],
+        reload: Callable[[sqlite3.Connection], None],
+        checkpoint: Callable[[int, str], None],
+    ) -> None:
+        self._connect = connect
+        self._head = head
+        self._reload_head = reload
+        self._checkpoint = checkpoint
+        self._queue: queue.Queue[tuple[_Write, Any] | None] = queue.Queue()
+        # (head committed or None, results): from the writer to the checkpoint thread
+        self._settling: queue.Queue[tuple[tuple[int, str] | None, _Results] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._settler: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _checkpoint(self, seq: int, digest: str) -> None:
-        raise NotImplementedError
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start both threads; callers are answered on ``loop``."""
+        if self._thread is None:
+            self._loop = loop
+            self._thread = threading.Thread(target=self._writer, name="store-writer", daemon=True)
+            self._thread.start()
+            self._settler = threading.Thread(
+                target=self._settle_loop, name="store-checkpoints", daemon=True
+            )
+            self._settler.start()
+
+    async def write(self, fn: _Write) -> Any:
+        """Run ``fn(connection)`` inside the next group commit; returns once it is on disk
+        and checkpointed (call :meth:`start` first)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put((fn, fut))
+        return await fut
+
+    def close(self) -> None:
+        """Commit what is queued, answer it, and stop both threads."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(10)
+            self._thread = None
+        if self._settler is not None:  # after the writer: it answers the writer's last batch
+            self._settling.put(None)
+            self._settler.join(10)
+            self._settler = None
 
     def _writer(self) -> None:
         con = self._connect()
@@ -46,7 +98,7 @@ class GroupCommit:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
-            results: list[tuple[Any, Any, BaseException | None]] = []
+            results: _Results = []
             try:
                 con.execute("BEGIN IMMEDIATE")
                 for fn, fut in batch:
@@ -69,7 +121,7 @@ class GroupCommit:
                 results = [(fut, None, batch_exc) for _, fut in batch]
                 self._reload_head(con)
             else:
-                self._settling.put(((self._seq, self._prev), results))
+                self._settling.put((self._head(), results))
                 continue
             self._settling.put((None, results))
         con.close()

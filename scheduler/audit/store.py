@@ -17,8 +17,9 @@ The schema is versioned (``PRAGMA user_version``, :data:`SCHEMA_VERSION`) and up
 open; a database newer than this code is refused.
 
 Writes go through one writer thread that commits whatever is queued as one transaction
-(group commit, ``synchronous=FULL``): a caller that awaits :meth:`Store.write` knows its
-record is on disk and checkpointed, and many concurrent signals share one fsync.
+(group commit, ``synchronous=FULL``, ``scheduler.audit.group_commit``): a caller that awaits
+:meth:`Store.write` knows its record is on disk and checkpointed, and many concurrent
+signals share one fsync.
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ import hashlib
 import json
 import logging
 import math
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ class Anchor:
     files: tuple[str, ...] = ()
 
 
-class Store(GroupCommit):
+class Store:
     """One SQLite file. Use :meth:`open` in async code; reads are synchronous and cheap."""
 
     def __init__(self, path: str | Path, key: bytes | None = None, migrate: bool = True) -> None:
@@ -92,16 +91,9 @@ class Store(GroupCommit):
                 f"{self.path}: the database is corrupt or not a gridsched database ({exc}); "
                 "restore it from a backup, or move it aside to start a new one"
             ) from None
-        self._queue: queue.Queue[tuple[Callable[[sqlite3.Connection], Any], Any] | None] = (
-            queue.Queue()
+        self._commits = GroupCommit(
+            self._connect, lambda: (self._seq, self._prev), self._reload_head, self._checkpoint
         )
-        self._thread: threading.Thread | None = None
-        self._settler: threading.Thread | None = None
-        # (head committed or None, results): from the writer to the checkpoint thread
-        self._settling: queue.Queue[
-            tuple[tuple[int, str] | None, list[tuple[Any, Any, BaseException | None]]] | None
-        ] = queue.Queue()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._head: HeadWriter | None = None
         self._reload_head(self._read)
 
@@ -114,15 +106,10 @@ class Store(GroupCommit):
     # -- writer thread ----------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._loop = asyncio.get_running_loop()
+        if not self._commits.running:
+            loop = asyncio.get_running_loop()  # outside a loop: raise before opening anything
             self._open_head()
-            self._thread = threading.Thread(target=self._writer, name="store-writer", daemon=True)
-            self._thread.start()
-            self._settler = threading.Thread(
-                target=self._settle_loop, name="store-checkpoints", daemon=True
-            )
-            self._settler.start()
+            self._commits.start(loop)
 
     def _open_head(self) -> None:
         """Open the head file for appending and checkpoint the head a crash left between a
@@ -184,14 +171,7 @@ class Store(GroupCommit):
         }
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(10)
-            self._thread = None
-        if self._settler is not None:  # after the writer: it answers the writer's last batch
-            self._settling.put(None)
-            self._settler.join(10)
-            self._settler = None
+        self._commits.close()  # before the head file: it checkpoints the last batch
         if self._head is not None:
             self._head.close()
             self._head = None
@@ -220,11 +200,9 @@ class Store(GroupCommit):
 
     async def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(connection)`` inside the next group commit; returns once it is on disk."""
-        if self._thread is None:
+        if not self._commits.running:
             self.start()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put((fn, fut))
-        return await fut
+        return await self._commits.write(fn)
 
     # -- the chain ----------------------------------------------------------------------------
 
