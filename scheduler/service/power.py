@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from models.economics import site_load_kw
+
 #: Import within this much of the cap counts as at the cap (float noise, kW).
 CAP_TOLERANCE_KW = 1e-3
 
@@ -86,15 +88,15 @@ def site_power(
             unread += 1
             est += p.kw
             worst_extra += max(p.worst_kw - p.kw, 0.0)
-    load = pue * (it["asic"] + it["gpu"] + unmanaged_kw) + base_load_kw
+    load = float(site_load_kw(it["asic"] + it["gpu"] + unmanaged_kw, pue, base_load_kw))
     worst_extra += max(unmanaged_worst_kw - unmanaged_kw, 0.0)
     return SitePower(
         asic_kw=it["asic"],
         gpu_kw=it["gpu"],
         unmanaged_kw=unmanaged_kw,
         devices_import_kw=load,
-        estimated_kw=pue * (est + unmanaged_kw),
-        worst_import_kw=load + pue * worst_extra,
+        estimated_kw=float(site_load_kw(est + unmanaged_kw, pue, 0.0)),
+        worst_import_kw=load + float(site_load_kw(worst_extra, pue, 0.0)),
         devices_unread=unread,
         unmanaged_worst_kw=unmanaged_worst_kw,
     )
