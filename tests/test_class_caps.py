@@ -257,3 +257,49 @@ def test_the_backtest_window_slices_the_class_caps_with_the_steps() -> None:
     window = slice_inputs(inp, 1, 4)
     assert window.class_cap_kw.tolist() == [[10.0, 10.0, np.inf]]
     assert Planner().solve(window)[1].ok
+
+
+def test_a_signal_naming_an_unknown_class_is_refused_at_intake_not_at_plan_time(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored, it would make every plan fail until it ended: refused with 422 instead."""
+    import asyncio
+    import json
+    import tomllib
+
+    import httpx
+
+    from models.site import parse_site
+    from scheduler.service.api import create_app
+    from scheduler.service.daemon import Daemon
+    from tests.test_daemon import SECRET, signed
+    from tests.test_openadr_daemon import SITE
+
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", SECRET)
+    d = Daemon(parse_site(tomllib.loads(SITE), "test", str(tmp_path)), tmp_path / "g.db")
+    start = datetime.now(UTC).isoformat()
+    bad = {"id": "c1", "type": "curtail", "start": start, "duration": "1h", "limit_kw": 5}
+
+    async def post(event: dict[str, Any]) -> httpx.Response:
+        body = json.dumps(event).encode()
+        transport = httpx.ASGITransport(app=create_app(d))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
+            return await c.post("/v1/signals", content=body, headers=signed(body))
+
+    async def go() -> tuple[httpx.Response, httpx.Response]:
+        d.store.start()
+        try:
+            refused = await post({**bad, "classes": ["s21"]})
+            taken = await post({**bad, "id": "c2", "classes": ["s19"]})
+            return refused, taken
+        finally:
+            for t in list(d.tasks.running):
+                t.cancel()
+            d.store.close()
+
+    refused, taken = asyncio.run(go())
+    assert refused.status_code == 422, refused.text
+    (problem,) = refused.json()["detail"]
+    assert problem["field"] == "classes" and "'s21'" in problem["problem"]
+    assert "s19" in problem["problem"]
+    assert taken.status_code == 202, taken.text

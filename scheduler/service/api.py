@@ -34,7 +34,13 @@ from pydantic import BaseModel, ValidationError
 from models.signals import GridEvent
 from scheduler.audit.store import body_digest
 from scheduler.service.daemon import Daemon
-from scheduler.service.intake import Refused, check_ids, parse_body, unknown_cancels
+from scheduler.service.intake import (
+    Refused,
+    check_classes,
+    check_ids,
+    parse_body,
+    unknown_cancels,
+)
 from scheduler.service.metrics import metrics_registry, render_metrics
 from scheduler.service.openadr import OpenADRError, read_notification
 from scheduler.service.security import (
@@ -81,6 +87,11 @@ SIGNAL_SCHEMA: dict[str, Any] = {
         "level": {"type": "integer", "minimum": 0, "maximum": 3},
         "price": {"type": "number", "description": "USD/MWh"},
         "priority": {"type": "integer"},
+        "classes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "device classes whose power at the meter a curtail's limit_kw caps",
+        },
     },
 }
 NOTIFICATION_SCHEMA: dict[str, Any] = {
@@ -111,8 +122,9 @@ _REUSED = (
 )
 
 
-def _simple_events(body: bytes) -> list[GridEvent]:
-    """The simple-format events of a body; :class:`Refused` (422) naming each bad field."""
+def _simple_events(body: bytes, class_names: list[str]) -> list[GridEvent]:
+    """The simple-format events of a body; :class:`Refused` (422) naming each bad field,
+    or a device class (``classes``) the site has not got."""
     raw = parse_body(body)
     items = raw if isinstance(raw, list) else [raw]
     if not items or not all(isinstance(i, dict) for i in items):
@@ -136,6 +148,7 @@ def _simple_events(body: bytes) -> list[GridEvent]:
     if problems:
         raise Refused(422, "invalid signal", problems)
     check_ids(events, "simple", fields)
+    check_classes(events, class_names, fields)
     return events
 
 
@@ -257,7 +270,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             daemon.counters.signal("simple", "conflict")
             raise Refused(409, _REUSED.format(msg_id[:80]))
         try:
-            events = _simple_events(body)
+            events = _simple_events(body, [dc.name for dc in daemon.config.devices])
             known, retry = daemon.store.known_ids([e.id for e in events], msg_id)
             missing = [] if retry else unknown_cancels(events, known)
             if missing:

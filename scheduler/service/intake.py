@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from models.signals import EventType, GridEvent
+from models.signals import EventType, GridEvent, class_problems
 from scheduler.service.security import json_depth_over
 
 #: Deeper than any signal format needs (an OpenADR event is about 6 levels); Python's
@@ -64,6 +64,18 @@ def check_ids(events: list[GridEvent], source: str, fields: list[str]) -> None:
             )  # fmt: skip
     if problems:
         raise Refused(422, "invalid signal ids", problems)
+
+
+def check_classes(events: list[GridEvent], class_names: list[str], fields: list[str]) -> None:
+    """Device classes a cap names exist at this site: stored, an unknown one would make
+    every plan fail (``class_problems``) until the event ended."""
+    problems = [
+        {"field": where.removesuffix("id") + "classes", "problem": f"event {ev.id!r}: {what}"}
+        for ev, where in zip(events, fields, strict=True)
+        for _, what in class_problems([ev], class_names)
+    ]
+    if problems:
+        raise Refused(422, "invalid signal classes", problems)
 
 
 def unknown_cancels(events: list[GridEvent], stored: set[str]) -> list[str]:
