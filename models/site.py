@@ -41,7 +41,7 @@ from models.config_site import (
     Tariff,
 )
 from models.devices import DeviceClass
-from models.signals import GridEvent
+from models.signals import GridEvent, class_problems
 
 __all__ = [
     "BatchJob",
@@ -100,6 +100,8 @@ class SiteConfig(Strict):
                     f"openadr resource {r.name!r}: classes {unknown} are not device classes "
                     f"(valid: {names})"
                 )
+        for where, what in class_problems(self.events, names):
+            raise ValueError(f"{where}: {what}")
         return self
 
     def resolve(self, path: str) -> Path:

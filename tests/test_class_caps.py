@@ -303,3 +303,11 @@ def test_a_signal_naming_an_unknown_class_is_refused_at_intake_not_at_plan_time(
     assert problem["field"] == "classes" and "'s21'" in problem["problem"]
     assert "s19" in problem["problem"]
     assert taken.status_code == 202, taken.text
+
+
+def test_a_site_file_event_naming_an_unknown_class_is_refused_at_load() -> None:
+    start = START.isoformat()
+    event = {"id": "own", "type": "curtail", "start": start, "limit_kw": 5.0, "classes": ["s21"]}
+    with pytest.raises(ConfigError) as err:
+        make_site(events=[event])
+    assert "own" in str(err.value) and "'s21'" in str(err.value) and "asic" in str(err.value)
