@@ -4,7 +4,8 @@ Every record goes into one append-only ``log`` table whose rows carry the hash o
 before (``hash = sha256(prev_hash | seq | at | kind | payload)``), so that the evidence of
 a demand-response settlement (the signal, the commands sent, the power measured) can be
 proved untouched: :meth:`Store.verify` re-walks the chain. Signals also live in their own
-table for lookups (active events, replay protection by webhook id).
+table for lookups (active events), and webhook ids in theirs (replay protection,
+``scheduler.audit.webhook_ids``).
 
 Old records can be moved out to an archive file (``scheduler.audit.archive``); the ``archived``
 table then keeps, per file, the last archived record's sequence number and hash, and the
@@ -25,7 +26,6 @@ signals share one fsync.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.audit import schema, signal_rows
+from scheduler.audit import schema, signal_rows, webhook_ids
 from scheduler.audit.chain import GENESIS, Problem, StoreError, canonical, chain_hash, walk_chain
 from scheduler.audit.group_commit import GroupCommit
 from scheduler.audit.head import (
@@ -48,10 +48,12 @@ from scheduler.audit.head import (
     sign_checkpoint,
 )
 from scheduler.audit.verify import SCHEMA_VERSION, Verification, verify
+from scheduler.audit.webhook_ids import body_digest
 
 __all__ = [
     "GENESIS", "SCHEMA_VERSION", "Anchor", "Checkpoint", "Problem", "Store", "StoreError",
-    "Verification", "canonical", "chain_hash", "head_path", "sign_checkpoint", "walk_chain",
+    "Verification", "body_digest", "canonical", "chain_hash", "head_path", "sign_checkpoint",
+    "walk_chain",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -262,18 +264,12 @@ class Store:
         def fn(con: sqlite3.Connection) -> tuple[bool, list[str]]:
             now = time.time() if at is None else at
             if webhook_id is not None:
-                row = con.execute(
-                    "SELECT signal_ids FROM webhook_ids WHERE id = ?", (webhook_id,)
-                ).fetchone()
-                if row is not None:
-                    return False, list(json.loads(row[0]))
+                stored = webhook_ids.stored_signal_ids(con, webhook_id)
+                if stored is not None:
+                    return False, stored
             ids = signal_rows.write(con, events, source, now)
             if webhook_id is not None:
-                con.execute(
-                    "INSERT INTO webhook_ids(id, signal_ids, keep_until, body_sha256) "
-                    "VALUES (?,?,?,?)",
-                    (webhook_id, json.dumps(ids), keep_until, body_digest(raw)),
-                )
+                webhook_ids.remember(con, webhook_id, ids, keep_until, raw)
             self._append(
                 con,
                 "signal",
@@ -288,10 +284,7 @@ class Store:
     def webhook_body(self, webhook_id: str) -> str | None:
         """The digest (:func:`body_digest`) of the body ``webhook_id`` delivered, None when
         the id is not stored or was stored before digests were kept."""
-        row = self._read.execute(
-            "SELECT body_sha256 FROM webhook_ids WHERE id = ?", (webhook_id,)
-        ).fetchone()
-        return None if row is None or row[0] is None else str(row[0])
+        return webhook_ids.body(self._read, webhook_id)
 
     def known_ids(self, signal_ids: list[str], webhook_id: str | None) -> tuple[set[str], bool]:
         """Which of ``signal_ids`` name a stored signal (cancelled or not; ``x:*`` any id
@@ -306,11 +299,7 @@ class Store:
             )
             if self._read.execute(q, args).fetchone() is not None:
                 found.add(i)
-        seen = webhook_id is not None and (
-            self._read.execute("SELECT 1 FROM webhook_ids WHERE id = ?", (webhook_id,)).fetchone()
-            is not None
-        )
-        return found, seen
+        return found, webhook_id is not None and webhook_ids.seen(self._read, webhook_id)
 
     def signals(self, include_ended_after: float | None = None) -> list[dict[str, Any]]:
         """Stored events not cancelled (and not ended before ``include_ended_after``), as
@@ -342,11 +331,4 @@ class Store:
         return signal_rows.live_seqs(state.rows, now)
 
     async def prune_webhook_ids(self, now: float) -> None:
-        await self.write(
-            lambda con: con.execute("DELETE FROM webhook_ids WHERE keep_until < ?", (now,))
-        )
-
-
-def body_digest(raw: str) -> str:
-    """SHA-256 of a delivered body as stored (``raw``, UTF-8)."""
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        await self.write(lambda con: webhook_ids.prune(con, now))
