@@ -10,72 +10,30 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client import Histogram as PromHistogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from adapters.base import Health
 from models.site import FeedKind
+from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 from scheduler.service.power import ComplianceState
 
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
 
-SOLVE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-FAST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-DRAIN_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-# The name of the unregistered histograms; each is exposed under its own (Histogram.family).
-_UNNAMED = "gridsched_unnamed_seconds"
-
-
-class Histogram:
-    """One of the daemon's duration histograms: prometheus-client's own ``Histogram``, kept
-    in no registry. The daemon's collector yields it under its name at scrape time
-    (:meth:`family`), beside the gauges it reads from the daemon's state.
-
-    ``buckets`` are the upper bounds in increasing order (``+Inf`` is added); others raise
-    ``ValueError``.
-    """
-
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(float(b) for b in buckets)
-        self._h = PromHistogram(_UNNAMED, "", buckets=self.buckets, registry=None)
-
-    def observe(self, value: float) -> None:
-        self._h.observe(value)
-
-    def _samples(self) -> dict[tuple[str, str | None], float]:
-        return {
-            (s.name.removeprefix(_UNNAMED), s.labels.get("le")): s.value
-            for m in self._h.collect()
-            for s in m.samples
-        }
-
-    @property
-    def count(self) -> int:
-        """Observations so far."""
-        return int(self._samples()[("_count", None)])
-
-    @property
-    def total(self) -> float:
-        """Sum of the observations so far."""
-        return self._samples()[("_sum", None)]
-
-    def family(self, name: str, doc: str) -> HistogramMetricFamily:
-        """The histogram as ``name`` (cumulative ``_bucket`` series, ``_count``, ``_sum``);
-        no ``_created`` series, as before prometheus-client counted the buckets."""
-        samples = self._samples()
-        rows = [(le, v) for (suffix, le), v in samples.items() if suffix == "_bucket" and le]
-        return HistogramMetricFamily(name, doc, buckets=rows, sum_value=samples[("_sum", None)])
+# the daemon's duration histograms, imported from here by the daemon's counters
+__all__ = [
+    "DRAIN_BUCKETS", "FAST_BUCKETS", "SOLVE_BUCKETS", "DaemonCollector", "Histogram",
+    "metrics_registry", "render_metrics",
+]  # fmt: skip
 
 
 class DaemonCollector:
