@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -79,22 +79,25 @@ kind = "sim"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+SERVING = re.compile(r"gridsched: serving https?://[^:\s]+:(\d+)")
 
 
 class DaemonProc:
+    """``gridsched run`` as a process on a port the OS picks (``--listen 127.0.0.1:0``; the
+    daemon prints the address it serves on), its output read by a thread so that no read
+    blocks the test; its miners on a free loopback /24 chosen at random."""
+
     def __init__(self, tmp: Path, base: str | None = None) -> None:
         # a free loopback /24 at random: two test runs on one host never share miners
         self.base = base or free_loopback_base(20)
         self.site = tmp / "site.toml"
         self.site.write_text(SITE.replace("{base}", self.base))
         self.db = tmp / "state.db"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
+        self.url = ""
         self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         env = {
@@ -102,17 +105,36 @@ class DaemonProc:
             "GRIDSCHED_WEBHOOK_SECRET": SECRET,
             "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
         }
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "run", "--config", str(self.site),
              "--db", str(self.db),
-             "--listen", f"127.0.0.1:{self.port}", "--log-level", "warning"],
+             "--listen", "127.0.0.1:0", "--log-level", "warning"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
+        lines = self.lines = []
+        found: queue.Queue[int | None] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if (m := SERVING.search(line)) is not None:
+                    found.put(int(m.group(1)))
+            found.put(None)  # the output ended: the daemon exited
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
         end = time.monotonic() + timeout
+        try:
+            port = found.get(timeout=timeout)
+        except queue.Empty:
+            why = f"daemon not serving after {timeout:g} s:\n{self.output()}"
+            raise AssertionError(why) from None
+        if port is None:
+            proc.wait(10)
+            raise AssertionError(f"daemon exited {proc.returncode}:\n{self.output()[-3000:]}")
+        self.port, self.url = port, f"http://127.0.0.1:{port}"
         while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read() if self.proc.stdout else ""
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{out[-3000:]}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
@@ -120,6 +142,12 @@ class DaemonProc:
                 pass
             time.sleep(0.1)
         raise AssertionError("daemon did not become healthy")
+
+    def output(self) -> str:
+        """What the daemon printed so far (all of it once it has exited)."""
+        if self.proc is not None and self.proc.poll() is not None and self._reader is not None:
+            self._reader.join(10)
+        return "".join(self.lines)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -129,8 +157,8 @@ class DaemonProc:
     def stop(self) -> str:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return out
+        self.proc.wait(30)
+        return self.output()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.test_daemon import DaemonProc, free_port, now_iso, post_signal, wait_for
+from tests.test_daemon import DaemonProc, now_iso, post_signal, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -53,6 +53,14 @@ def prometheus_bins() -> tuple[str, str]:
     if res.returncode != 0 or not (promtool and prom):
         pytest.skip(f"installing Debian's prometheus failed: {res.stderr.strip()[-300:]}")
     return promtool, prom
+
+
+def free_port() -> int:
+    """A port the OS calls free now, for Prometheus, which must be told its port before it
+    starts (gridsched itself listens on port 0 and says which port it got)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_ok(*cmd: str, cwd: Path | None = None) -> str:
