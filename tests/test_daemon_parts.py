@@ -6,6 +6,7 @@ cap and back, and what a failed solve leaves in force. Devices are in memory
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tomllib
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from adapters.base import ModeRequest
 from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.planner.solvers import SolverError
-from scheduler.service.daemon import SLEEP, Daemon
+from scheduler.service.daemon import SLEEP, Daemon, ramp_batch
 from scheduler.service.daemon.fastpath import ShedStep, choose
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MemoryDevice, memory_fleet
@@ -249,3 +250,66 @@ def test_a_failed_solve_keeps_the_last_good_plan_until_it_ends(
         assert _running(devices, "gpu/") == 2
 
     _run(d, body)
+
+
+def test_the_dispatcher_wakes_miners_as_fast_as_the_plans_ramp_and_no_faster(
+    tmp_path: Path,
+) -> None:
+    """Issue 21: wakes follow the site's ramp limit in batches the plan and the dispatcher
+    agree on. 1.2 kW/min: the plan wakes at most 6 kW (two 3 kW miners) per 5-minute step;
+    the dispatcher, polled every 15 s, fills its bucket at the same rate and spends it as
+    it fills, so it is never ahead of the plan, at most one miner behind at the end of a
+    step (the plan's step is a level from its start, the bucket a rate), and never wakes
+    more than a minute's worth, or one miner, within a minute."""
+    clock = FakeClock()
+    d, devices = _daemon(
+        tmp_path, clock, asleep=True, hashprice=1.0, site_extra="ramp_up_kw_per_min = 1.2"
+    )
+    for i, dev in devices.items():
+        if i.startswith("gpu/"):  # serving already: only the miners wake
+            dev.state = "running"
+
+    def awake() -> int:
+        return _running(devices, "old/") + _running(devices, "new/")
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        plan = await d.replan("test")
+        assert plan is not None
+        wanted = [
+            sum(n for cp in plan.classes if cp.name != "gpu" for n in cp.units_at(k).values())
+            for k in range(5)
+        ]
+        assert wanted[0] <= 2 and wanted == sorted(wanted) and wanted[4] > wanted[0]
+        assert all(b - a <= 2 for a, b in itertools.pairwise(wanted))
+        woken_at: list[float] = []
+        last_k: int | None = None
+        for _ in range(5 * 20):  # five steps, a poll every 15 s
+            k = d.plans.index(clock.time())
+            assert k is not None
+            before = awake()
+            await d.poll()
+            woken_at += [clock.time()] * (awake() - before)
+            assert awake() <= wanted[k]  # never ahead of the plan
+            if last_k is not None and k != last_k:  # at the end of a step: its count
+                assert awake() >= wanted[last_k] - 1, (wanted, woken_at)  # within a miner
+            last_k = k
+            clock.advance(15)
+        assert awake() == wanted[4]
+        # the bucket: within any minute at most a minute's worth (1.2 kW) or one 3 kW miner
+        for t in woken_at:
+            assert sum(1 for u in woken_at if t <= u < t + 60) <= 1
+
+    _run(d, body)
+
+
+def test_a_bucket_filled_in_sips_wakes_on_the_sip_that_fills_it() -> None:
+    """Ten 15-second sips of 1.2 kW/min are 3 kW, though they sum to a hair under 3.0 in
+    floating point: the 3 kW miner wakes on the tenth call, not a poll later."""
+    tokens, woken = 0.0, []
+    for call in range(1, 13):
+        picked, tokens, _ = ramp_batch([(3.0, "m", "stock")], tokens, 1.2, 0.25, 100.0)
+        if picked:
+            woken.append(call)
+            break
+    assert woken == [10]

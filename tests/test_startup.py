@@ -16,7 +16,8 @@ import pytest
 
 from scheduler.audit.store import Store
 from tests.conftest import ROOT
-from tests.test_daemon import OADR_TOKEN, SECRET, DaemonProc, free_port, now_iso, post_signal
+from tests.test_daemon import OADR_TOKEN, SECRET, DaemonProc, now_iso, post_signal
+from tests.test_deploy import free_port
 
 GOOD_ENV = {"GRIDSCHED_WEBHOOK_SECRET": SECRET, "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN}
 

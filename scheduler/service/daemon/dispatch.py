@@ -22,6 +22,8 @@ from scheduler.service.daemon.recorder import Recorder
 from scheduler.service.daemon.signals import Signals
 
 log = logging.getLogger("gridsched.daemon")
+#: Floating-point slack when a step is compared with the ramp bucket or the headroom (kW).
+RAMP_TOLERANCE_KW = 1e-9
 
 
 def ramp_batch(
@@ -49,7 +51,9 @@ def ramp_batch(
     deferred = 0
     for delta, device_id, mode in sorted(changes):
         if delta > 0:
-            if delta > budget or delta > headroom_kw:
+            # a bucket filled in poll-sized sips sums to a hair under a device's step
+            # (10 x 0.3 kW is 2.9999999999999996): that is the step, not a poll later
+            if delta > budget + RAMP_TOLERANCE_KW or delta > headroom_kw + RAMP_TOLERANCE_KW:
                 deferred += 1
                 continue
             budget -= delta
