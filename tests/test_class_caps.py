@@ -311,3 +311,51 @@ def test_a_site_file_event_naming_an_unknown_class_is_refused_at_load() -> None:
     with pytest.raises(ConfigError) as err:
         make_site(events=[event])
     assert "own" in str(err.value) and "'s21'" in str(err.value) and "asic" in str(err.value)
+
+
+def test_random_sites_with_a_class_cap_plan_soundly() -> None:
+    """The random sites of test_properties with a cap on a random set of their classes:
+    the plan is sound (``check_plan``: class power within the cap unless reported, and
+    rounding never above the LP's), and the class stays under its cap wherever no
+    class-cap violation is reported."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from models.site import parse_site
+    from scheduler.planner.extract import extract_plan
+    from scheduler.planner.invariants import check_plan, plan_units
+    from tests.test_properties import sites
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(sites(), st.data())
+    def check(case: tuple[dict[str, Any], list[float], list[GridEvent]], data: Any) -> None:
+        raw, prices, events = case
+        names = [d["name"] for d in raw["devices"]]
+        chosen = data.draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+        t0 = T0 + 900 * data.draw(st.integers(0, 8))
+        cap = GridEvent.model_validate(
+            {
+                "id": "part",
+                "type": "curtail",
+                "start": datetime.fromtimestamp(t0, UTC).isoformat(),
+                "duration": f"{900 * data.draw(st.integers(1, 6))}s",
+                "limit_kw": data.draw(st.floats(0, 60)),
+                "classes": chosen,
+            }
+        )
+        cfg = parse_site(raw, "random")
+        grid = uniform_grid(T0, 12 * 900, 900)
+        inp = assemble_inputs(cfg, grid, flat_series(prices, 900), [*events, cap])
+        model, result, build_s = Planner().solve(inp)
+        assert result.ok, result.termination
+        plan = extract_plan(inp, model, result, build_s, "random", "America/Chicago")
+        assert check_plan(inp, model, result.x, plan) == []
+        broken = np.zeros(inp.T, dtype=bool)
+        for v in plan.violations:
+            if v.constraint == "class-cap":
+                broken |= (inp.grid.starts_s >= v.start_s) & (inp.grid.starts_s <= v.end_s)
+        kw = group_power_kw(inp, plan_units(plan))[0]
+        # within the tolerance under which a violation is not worth reporting (TOL_KW)
+        assert (kw[~broken] <= inp.class_cap_kw[0][~broken] + 1e-3).all()
+
+    check()

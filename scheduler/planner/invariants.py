@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from scheduler.planner.class_caps import group_power_kw
-from scheduler.planner.extract import batch_by_step
+from scheduler.planner.extract import TOL_KW, batch_by_step
 from scheduler.planner.inputs import PlanInputs
 from scheduler.planner.matrices import LPModel
 from scheduler.planner.plan import Plan
@@ -62,9 +62,9 @@ def check_plan(inp: PlanInputs, model: LPModel, x_all: np.ndarray, plan: Plan) -
     class_kw = group_power_kw(inp, x)
     for g, cls in enumerate(inp.class_cap_groups):
         uncovered = ~np.array([_covered(plan, ("class-cap",), t) for t in range(inp.T)])
-        report(
+        report(  # an excess under TOL_KW is not worth a violation: not one here either
             f"LP power of classes {list(cls)} above their cap without a reported violation",
-            (class_kw[g] > inp.class_cap_kw[g] + tol_kw) & uncovered,
+            (class_kw[g] > inp.class_cap_kw[g] + max(tol_kw, TOL_KW)) & uncovered,
         )
         report(
             f"rounded power of classes {list(cls)} above their cap (and above the LP's)",
