@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters.base import ModeRequest
+from adapters.base import Applied, ModeRequest
 from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.planner.solvers import SolverError
@@ -28,7 +28,7 @@ SITE = """
 [site]
 name = "parts"
 interconnect_kw = 100
-pue = 1.0
+pue = {pue}
 base_load_kw = 0
 {site_extra}
 
@@ -46,9 +46,9 @@ committed_usd_per_mtok = 0.6
 horizon = "2h"
 step = "5min"
 stage_ahead_s = 0
-confirm_after_s = 0
+confirm_after_s = {confirm}
 failsafe_cap_kw = 4
-failsafe_posture = "sleep_miners"
+failsafe_posture = "{posture}"
 {daemon_extra}
 
 [[devices]]
@@ -81,8 +81,18 @@ def _daemon(
     hashprice: float = 0.05,
     site_extra: str = "",
     daemon_extra: str = "",
+    pue: float = 1.0,
+    posture: str = "sleep_miners",
+    confirm_after_s: float = 0.0,
 ) -> tuple[Daemon, dict[str, MemoryDevice]]:
-    text = SITE.format(hashprice=hashprice, site_extra=site_extra, daemon_extra=daemon_extra)
+    text = SITE.format(
+        hashprice=hashprice,
+        site_extra=site_extra,
+        daemon_extra=daemon_extra,
+        pue=pue,
+        posture=posture,
+        confirm=confirm_after_s,
+    )
     config = parse_site(tomllib.loads(text), "parts.toml", str(tmp_path))
     built, devices = memory_fleet(config.devices, clock, asleep)
     return Daemon(config, tmp_path / "state.db", clock=clock, built=built), devices
@@ -313,3 +323,135 @@ def test_a_bucket_filled_in_sips_wakes_on_the_sip_that_fills_it() -> None:
             woken.append(call)
             break
     assert woken == [10]
+
+
+def test_reading_gaps_count_ramping_devices_below_and_hungry_ones_above(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock, pue=1.25)  # the gap at the meter
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+
+    async def body() -> None:
+        devices["old/0"].target_w = 2000.0  # still ramping: reads 1 kW under its mode
+        devices["new/0"].target_w = 3400.0  # draws 0.4 kW over it
+        devices["gpu/0"].state = "sleeping"  # asleep: no gap
+        await d.poll(dispatch=False)
+        d.devices.modes.update({"old/0": "stock", "new/0": "stock", "gpu/0": SLEEP})
+        d.devices.expected.pop("new/1", None)
+        below, above = d.shedder.reading_gaps()
+        assert below == pytest.approx(1.25 * 1.0)
+        assert above == {"new/0": pytest.approx(1.25 * 0.4)}
+        d.devices.expected["old/0"] = d.devices.expected.get("old/0") or (
+            "stock",
+            Applied(ModeRequest("run"), None),
+            clock.time(),
+        )  # commanded, not yet read back: counted at its new mode already
+        below, _ = d.shedder.reading_gaps()
+        assert below == 0.0
+
+    _run(d, body)
+
+
+def test_the_failsafe_posture_serves_the_commitment_with_the_fewest_gpus_raised(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]  # posture alone
+    for i in ("gpu/0", "gpu/1"):
+        devices[i].target_w = 350.0  # both low: 1,200 < 1,500 tok/s committed
+
+    async def body() -> None:
+        assert d.devices.serving_tokens() == 1200.0
+        out = await d.shedder.safe_posture("test")
+        told = {o.device_id: o.request for o in out}
+        # one GPU raised to full (1,600 >= 1,500); every miner asleep (sleep_miners)
+        assert told.pop("gpu/0") == ModeRequest("run", 700.0)
+        assert set(told) == {f"{c}/{i}" for c in ("old", "new") for i in range(4)}
+        assert all(r == ModeRequest("sleep") for r in told.values())
+        assert d.devices.modes["gpu/1"] == "low" and d.devices.modes["gpu/0"] == "full"
+        rows = [r[3] for r in d.store.records(0, 1e12, ("commands",))]
+        assert rows[-1]["why"] == "fail-safe" and rows[-1]["reason"] == "test"
+        assert await d.shedder.safe_posture("again") == []  # nothing left to change
+
+    _run(d, body)
+
+
+def test_the_hold_posture_leaves_miners_and_serves_the_commitment(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock, posture="hold")
+    d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+
+    async def body() -> None:
+        devices["gpu/0"].state = "sleeping"
+        devices["gpu/1"].state = "sleeping"
+        await d.poll(dispatch=False)
+        out = await d.shedder.safe_posture("test")
+        assert {o.device_id for o in out} == {"gpu/0", "gpu/1"}  # 2,000 >= 1,500: both
+
+    _run(d, body)
+
+
+def test_a_shed_is_recorded_with_its_reason_load_cap_and_events_and_timed(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    d, _ = _daemon(tmp_path, clock, daemon_extra="poll_s = 15", confirm_after_s=0.05)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+    polls: list[float] = []
+    real_poll = d.poller.poll
+
+    async def counted(dispatch: bool = True) -> None:
+        polls.append(clock.time())
+        await real_poll(dispatch)
+
+    d.poller.poll = counted  # type: ignore[method-assign]
+
+    async def body() -> None:
+        assert await d.fast_path("nothing to do") == []  # 25.4 kW under 100 kW
+        shed = d.shedder.request
+        d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+        await d.accept([_curtail(clock, 20.0)], "test", None, "{}")  # stored, not shed
+        d.shedder.request = shed  # type: ignore[method-assign]
+        before = len(polls)
+        out = await d.fast_path("test shed")
+        assert [o.device_id for o in out] == ["old/0", "old/1"]  # 25.4 - 20 = 5.4: two
+        rows = [r[3] for r in d.store.records(0, 1e12, ("commands",))]
+        assert rows[-1]["why"] == "fast-path" and rows[-1]["reason"] == "test shed"
+        assert rows[-1]["load_kw"] == 25.4 and rows[-1]["cap_kw"] == 20.0
+        assert rows[-1]["events"] == ["dr"]
+        assert d.counters.fast_path_s.count == 1 and d.plans.hold
+        for _ in range(400):  # read again confirm_after_s later, not at the next poll
+            if len(polls) > before:
+                break
+            await asyncio.sleep(0.01)
+        assert len(polls) == before + 1
+
+    _run(d, body)
+
+
+def test_fast_path_requests_coalesce_into_one_more_run(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, _ = _daemon(tmp_path, clock)
+    runs: list[str] = []
+    gate = asyncio.Event()
+
+    async def shed(reason: str) -> list[Any]:
+        runs.append(reason)
+        await gate.wait()
+        return []
+
+    d.shedder.shed = shed  # type: ignore[method-assign]
+
+    async def body() -> None:
+        d.request_fast_path("first")
+        await asyncio.sleep(0)
+        d.request_fast_path("second")
+        d.request_fast_path("third")  # replaces the second: one more run, the latest reason
+        assert d.shedder.running and d.shedder.again == "third"
+        gate.set()
+        await _settled(d)
+        assert runs == ["first", "third"] and not d.shedder.running
+
+    _run(d, body)

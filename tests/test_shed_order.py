@@ -157,3 +157,87 @@ def test_choose_tells_unread_devices_within_the_floor_but_counts_nothing_from_th
     assert set(chosen) == {"a", "u"}
     chosen = choose(order, 3.0, {"u", "g"}, 1000.0, 400.0, {})
     assert set(chosen) == {"a", "u", "g"}
+
+
+def test_choose_sheds_miners_even_when_inference_is_already_below_its_floor() -> None:
+    # unread GPUs can leave what is served below the commitment: miners lose no tokens
+    # and still shed
+    order = [_step("m", 3.0), _step("u", 3.0)]
+    assert set(choose(order, 2.0, {"u"}, 500.0, 1000.0, {})) == {"m", "u"}
+
+
+def test_choose_keeps_the_floor_even_for_a_fraction_of_a_token() -> None:
+    order = [_step("g", 0.3, lost=0.5), _step("h", 0.3, lost=0.5)]
+    assert choose(order, 0.2, set(), 1000.0, 999.8, {}) == {}
+    assert choose(order, 0.2, {"g", "h"}, 1000.0, 999.8, {}) == {}
+
+
+def test_choose_skips_a_step_that_breaks_the_floor_and_goes_on_to_the_next() -> None:
+    order = [
+        _step("g0", 0.4, lost=400.0, sleep=False),
+        _step("g1", 0.2, lost=100.0, sleep=False),
+        _step("x", 0.5, sleep=False),
+    ]
+    chosen = choose(order, 0.5, set(), 1000.0, 700.0, {})
+    assert set(chosen) == {"g1", "x"}  # g0 would leave 600 < 700; g1 leaves 900
+
+
+def test_choose_does_not_take_a_second_run_step_of_a_device_and_goes_on() -> None:
+    order = [_step("g", 0.3), _step("g", 0.4, sleep=False), _step("a", 3.0)]
+    chosen = choose(order, 1.0, set(), 0.0, 0.0, {})
+    assert {k: s.mode for k, s in chosen.items()} == {"g": SLEEP, "a": SLEEP}
+
+
+def test_choose_tells_unread_devices_one_by_one_within_the_floor() -> None:
+    order = [
+        _step("a", 3.0),
+        _step("u1", 0.3, lost=300.0),
+        _step("u2", 0.3, lost=300.0),
+        _step("u3", 3.0),
+    ]
+    chosen = choose(order, 1.0, {"u1", "u2", "u3"}, 1000.0, 500.0, {})
+    # u1 fits (700 left), u2 would leave 400 < 500; the miner u3 after it is still told
+    assert chosen == {"a": order[0], "u1": order[1], "u3": order[3]}
+
+
+SITE_TWO_GPU_CLASSES = """
+[site]
+name = "two"
+interconnect_kw = 100
+
+[prices]
+format = "demo"
+
+[[devices]]
+name = "a"
+kind = "gpu"
+count = 1
+idle_power_kw = 0.05
+modes = [
+  { name = "full", power_kw = 0.7, throughput_tokens_s = 1000 },
+  { name = "low", power_kw = 0.35, throughput_tokens_s = 700 },
+]
+
+[[devices]]
+name = "b"
+kind = "gpu"
+count = 1
+idle_power_kw = 0.05
+modes = [
+  { name = "full", power_kw = 0.7, throughput_tokens_s = 1000 },
+  { name = "low", power_kw = 0.35, throughput_tokens_s = 300 },
+  { name = "trickle", power_kw = 0.15, throughput_tokens_s = 0.5 },
+]
+"""
+
+
+def test_gpu_steps_are_ordered_by_what_they_give_up_per_kw(tmp_path: Path) -> None:
+    config = parse_site(tomllib.loads(SITE_TWO_GPU_CLASSES), "two.toml", str(tmp_path))
+    clock = FakeClock()
+    built, _ = memory_fleet(config.devices, clock)
+    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    d.devices.modes.update({"a/0": "full", "b/0": "full"})
+    order = [(s.device_id, s.mode) for s in shed_order(d.devices)]
+    # cap-downs: b loses 999.5 tok/s for 0.55 kW, a 300 for 0.35 kW: a first (less per kW);
+    # sleeps: b from trickle loses 0.5 tok/s for 0.1 kW, a from low 700 for 0.3 kW: b first
+    assert order == [("a/0", "low"), ("b/0", "trickle"), ("b/0", SLEEP), ("a/0", SLEEP)]
