@@ -57,11 +57,17 @@ def naive_forecast(
     return blend(current, shape, dt_h, tau_h)
 
 
-def blend(current: float, ahead: np.ndarray, dt_h: float, tau_h: float) -> np.ndarray:
-    """``current`` now, fading with time constant ``tau_h`` into ``ahead``."""
+def blend(
+    current: float, ahead: np.ndarray, dt_h: float, tau_h: float, age_steps: int = 0
+) -> np.ndarray:
+    """``current``, observed ``age_steps`` before the first step, fading with time
+    constant ``tau_h`` into ``ahead``. A price known only after its interval is one step
+    old at the step being decided (``age_steps=1``): it gets weight exp(-dt/tau) there,
+    not 1, so the day-ahead price of that step counts too."""
     if tau_h <= 0:
         out = ahead.astype(np.float64).copy()
-        out[0] = current
+        if age_steps == 0:
+            out[0] = current
         return out
-    w = np.exp(-np.arange(len(ahead)) * dt_h / tau_h)
+    w = np.exp(-(np.arange(len(ahead)) + age_steps) * dt_h / tau_h)
     return np.asarray(w * current + (1 - w) * ahead)

@@ -31,7 +31,9 @@ from scheduler.backtest.engine import (
     period_inputs,
     slice_inputs,
 )
-from scheduler.backtest.forecast import blend, dam_forecast, naive_forecast
+from scheduler.backtest.forecast import dam_forecast
+from scheduler.backtest.information import known_at
+from scheduler.backtest.price_forecasts import DAM_BLEND_TAU_H, make_forecast
 from scheduler.planner.extract import batch_by_step, whole_units
 from scheduler.planner.inputs import (
     BatchWindow,
@@ -46,8 +48,6 @@ from scheduler.planner.shedding import shed_to_limit
 
 POLICIES = ("scheduler", "threshold", "best-mode", "best-mode+peaks", "always-on", "oracle")
 BASELINES = ("threshold", "best-mode", "best-mode+peaks", "always-on")
-#: time constant (h) of the last known real-time price fading into the day-ahead curve
-DAM_BLEND_TAU_H = 1.0
 
 
 def _nominal_modes(inp: PlanInputs) -> np.ndarray:
@@ -193,10 +193,15 @@ def _first_step(inp: PlanInputs, planner: Planner) -> tuple[np.ndarray, float, f
 
 
 def rolling_scheduler(
-    setup: BacktestSetup, progress: bool = True, dam_tau_h: float = DAM_BLEND_TAU_H
+    setup: BacktestSetup,
+    progress: bool = True,
+    dam_tau_h: float = DAM_BLEND_TAU_H,
+    rt_forecast: str = "blend",
 ) -> PolicyRun:
-    """Plan at every decision step with what was known then; apply the first step."""
+    """Plan at every decision step with what was known then; apply the first step.
+    ``rt_forecast`` names the price forecast (``price_forecasts.RT_FORECASTS``)."""
     t0 = time.perf_counter()
+    forecast, forecast_label = make_forecast(setup, rt_forecast, dam_tau_h)
     inp = setup.inp
     realised = inp.price_usd_per_mwh
     T = setup.k1 - setup.k0
@@ -222,9 +227,9 @@ def rolling_scheduler(
     bar = Progress("scheduler", T, progress)
     for i, k in enumerate(range(setup.k0, setup.k1)):
         h = min(setup.horizon, inp.T - k)
-        current = float(setup.rt_known[k])
+        dam_ahead = None
         if setup.dam is not None and setup.market is not None:
-            ahead = dam_forecast(
+            dam_ahead = dam_forecast(
                 setup.dam,
                 setup.mkt_day,
                 setup.mkt_min,
@@ -233,21 +238,21 @@ def rolling_scheduler(
                 setup.steps_per_day,
                 setup.market.dam_published_min,
             )
-            price = blend(current, ahead, setup.dt_h, dam_tau_h)
-        else:
-            price = naive_forecast(
-                realised, int(setup.n_known[k]), current, k, h, setup.steps_per_day, setup.dt_h
-            )
+        # the forecast is handed what was settled or published by step k, nothing more
+        known = known_at(
+            realised, int(setup.n_known[k]), setup.rt_known[k], k, h, setup.dam, dam_ahead
+        )
+        price = forecast(known)
         t_now = inp.grid.starts_s[k]
-        known = setup.cap_known_from_s[k : k + h] <= t_now
+        announced = setup.cap_known_from_s[k : k + h] <= t_now
         window = slice_inputs(
             inp,
             k,
             k + h,
             price_usd_per_mwh=price,
             hashprice=np.full(h, setup.hashprice_known[k]),
-            cap_kw=np.where(known, inp.cap_kw[k : k + h], inp.interconnect_kw),
-            dr_cap_kw=np.where(known, inp.dr_cap_kw[k : k + h], np.inf),
+            cap_kw=np.where(announced, inp.cap_kw[k : k + h], inp.interconnect_kw),
+            dr_cap_kw=np.where(announced, inp.dr_cap_kw[k : k + h], np.inf),
             initial_on=on,
             initial_import_kw=import_now,
         )
@@ -274,7 +279,7 @@ def rolling_scheduler(
         for name in batch_at[k]:
             served[name] += btok * float(inp.grid.dur_s[k])
         bar.update(i + 1)
-    notes = [f"forecast: {setup.forecast_label}"]
+    notes = [f"forecast: {forecast_label}"]
     if failures:
         notes.append(f"{failures} plans failed; the last decision was kept, shed to the cap")
     return PolicyRun(

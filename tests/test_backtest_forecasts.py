@@ -1,0 +1,149 @@
+"""The rolling scheduler's selectable price forecasts see only what was knowable."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.markets import MARKETS
+from scheduler.backtest import policies, price_forecasts
+from scheduler.backtest.engine import BacktestSetup, prepare
+from scheduler.backtest.forecast import blend
+from scheduler.backtest.information import Known, known_at, settled_history
+from scheduler.backtest.price_forecasts import RT_FORECASTS, DecisionForecast, make_forecast
+from tests.conftest import T0, flat_series, make_site
+from tests.test_backtest import LEAK_SITE
+
+DAY = 86400
+HIST_DAYS = 40
+HOURS = 6
+HORIZON_H = 6
+
+
+def _prices(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly real-time and day-ahead prices: a daily shape, noise, and on some days an
+    night spike lasting four hours that the day-ahead price does not show (so the last
+    settled price is what tells a forecast that a spike is on)."""
+    rng = np.random.default_rng(seed)
+    n = (HIST_DAYS + 1) * 24 + HOURS + HORIZON_H
+    hour = np.arange(n) % 24
+    dam = 250 + 150 * np.sin(2 * np.pi * (hour - 9) / 24) + rng.normal(0, 20, n)
+    rt = dam + rng.normal(0, 40, n)
+    spike_day = np.repeat(rng.uniform(size=n // 24 + 1) < 0.3, 24)[:n]
+    spikes = spike_day & (hour < 4)
+    rt[spikes] += rng.uniform(1000, 3000, int(spikes.sum()))
+    return rt, dam
+
+
+def dam_setup(rt: np.ndarray, dam: np.ndarray) -> BacktestSetup:
+    start = T0 - (HIST_DAYS + 1) * DAY
+    return prepare(
+        make_site(**LEAK_SITE),
+        flat_series(rt, 3600, start, "toy RT"),
+        T0,
+        T0 + HOURS * 3600,
+        3600,
+        HORIZON_H * 3600,
+        flat_series(dam, 3600, start, "toy DAM"),
+        market=MARKETS["ERCOT"],
+    )
+
+
+@pytest.mark.parametrize("name", ["learned", "learned+blend", "blend"])
+def test_no_forecast_sees_the_price_of_the_step_being_decided(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changing the realised price of step t alone changes neither the forecast the
+    rolling scheduler plans with nor its decision, at t or before, with each selectable
+    forecast; the learned ones really run (trained before --from) and the perturbed price
+    does reach the forecasts of later decisions once settled."""
+    monkeypatch.setattr(price_forecasts, "LEARNED_MAX_ITER", 40)  # a small model is enough
+    real_make = price_forecasts.make_forecast
+    rt, dam = _prices(7)
+    first = (HIST_DAYS + 1) * 24  # index of the first decision's hour in the price files
+
+    def run(prices: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        seen: list[np.ndarray] = []  # the forecast of each decision, as planned with
+
+        def recording(*args: Any, **kw: Any) -> tuple[DecisionForecast, str]:
+            f, label = real_make(*args, **kw)
+
+            def wrapped(known: Known) -> np.ndarray:
+                out = f(known)
+                seen.append(out.copy())
+                return out
+
+            return wrapped, label
+
+        monkeypatch.setattr(policies, "make_forecast", recording)
+        out = policies.rolling_scheduler(dam_setup(prices, dam), progress=False, rt_forecast=name)
+        if name != "blend":
+            assert any("gradient-boosted" in n for n in out.notes), out.notes
+        return out.n, seen
+
+    ref, ref_seen = run(rt)
+    for t in (0, 2, 4):
+        for spike in (0.0, 5000.0):
+            other = rt.copy()
+            other[first + t] = spike
+            n, seen = run(other)
+            assert (n[:, : t + 1] == ref[:, : t + 1]).all(), (name, t, spike)
+            for i in range(t + 1):
+                assert np.array_equal(seen[i], ref_seen[i]), (name, t, spike, i)
+            assert not np.array_equal(seen[t + 1], ref_seen[t + 1])  # once settled, it counts
+
+
+def test_learned_forecast_falls_back_to_the_blend_and_says_why() -> None:
+    rt, _ = _prices(1)
+    start = T0 - (HIST_DAYS + 1) * DAY
+    setup = prepare(
+        make_site(**LEAK_SITE),
+        flat_series(rt, 3600, start, "toy RT"),
+        T0,
+        T0 + HOURS * 3600,
+        3600,
+        HORIZON_H * 3600,
+    )
+    _, label = make_forecast(setup, "learned")
+    assert "learned unavailable: no day-ahead file" in label
+    with pytest.raises(ValueError, match="valid are blend, learned"):
+        make_forecast(setup, "crystal-ball")
+    assert RT_FORECASTS[0] == "blend"
+
+
+def test_known_at_is_cut_at_what_was_settled_and_read_only() -> None:
+    realised = np.arange(100.0)
+    dam = realised + 1000
+    known = known_at(realised, 40, 39.0, 40, 8, dam, dam[40:48])
+    assert len(known.rt_settled) == 40 and known.rt_settled[-1] == 39.0
+    assert known.dam_settled is not None and len(known.dam_settled) == 40
+    assert known.age_steps == 1
+    with pytest.raises(ValueError):
+        known.rt_settled[0] = 1.0  # read-only: a forecast cannot write into the replay
+    live = known_at(realised, 41, 40.0, 40, 8, None, None)
+    assert live.age_steps == 0 and live.dam_settled is None
+    with pytest.raises(ValueError, match="in the future"):
+        known_at(realised, 42, 41.0, 40, 8, None, None)
+
+
+def test_blend_counts_the_age_of_the_last_settled_price() -> None:
+    ahead = np.zeros(3)
+    fresh = blend(100.0, ahead, 1.0, 1.0)
+    assert fresh[0] == 100.0
+    aged = blend(100.0, ahead, 1.0, 1.0, age_steps=1)
+    assert aged.tolist() == pytest.approx([100 * math.exp(-k) for k in (1, 2, 3)])
+
+
+def test_training_history_ends_where_the_first_decision_starts() -> None:
+    values = np.arange(48.0)
+    series = flat_series(values, 3600, T0 - 48 * 3600)
+    until = T0 - 5 * 3600 - 900  # inside an hour: that hour has not ended yet
+    first, hist = settled_history(series, until, 900)
+    assert first + 900 * len(hist) <= until
+    poisoned = values.copy()
+    poisoned[-6:] = np.nan  # the hour holding ``until`` and every later one
+    _, again = settled_history(flat_series(poisoned, 3600, T0 - 48 * 3600), until, 900)
+    assert np.array_equal(hist, again)
