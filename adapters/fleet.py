@@ -69,6 +69,8 @@ class Fleet:
     gc_hold_max_s: float = 1.0
     on_outcome: Callable[[Outcome], None] | None = None
     seed: int | None = None
+    #: Wall time for outcomes and read-back deadlines (the daemon passes its own clock).
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         ids = [a.device_id for a in self.adapters]
@@ -113,7 +115,7 @@ class Fleet:
 
     def check_pending(self) -> None:
         """Give up on pending commands past their deadline (readings settle the others)."""
-        self._readback.check_pending()
+        self._readback.check_pending(self.clock())
 
     def unconfirmed_requests(self) -> dict[str, ModeRequest]:
         """The commands accepted and never seen in effect, to be sent again."""
@@ -178,7 +180,7 @@ class Fleet:
                     self._ok(st, op)
                 if op == "read":
                     assert isinstance(result, Telemetry)
-                    self._readback.settle(dev.device_id, result, time.time())
+                    self._readback.settle(dev.device_id, result, self.clock())
                 return result, None, tries
             if n + 1 < attempts:
                 await asyncio.sleep(self.retry.delay(n, self._rng))
@@ -241,13 +243,15 @@ class Fleet:
                         dev, "apply", req, self._health.attempts(self.status[device_id])
                     )
                 if isinstance(result, Applied):
-                    out = Outcome(device_id, req, True, n, time.perf_counter() - t0, result)
+                    latency_s = time.perf_counter() - t0
+                    out = Outcome(device_id, req, True, n, latency_s, result, at=self.clock())
                     self._readback.accepted(out)
                 else:
                     rejected = self.status[device_id].health is Health.REJECTED
                     kind = OutcomeKind.REJECTED if rejected else OutcomeKind.FAILED
+                    latency_s = time.perf_counter() - t0
                     out = Outcome(
-                        device_id, req, False, n, time.perf_counter() - t0, error=err, kind=kind
+                        device_id, req, False, n, latency_s, error=err, at=self.clock(), kind=kind
                     )
                     self.pending.pop(device_id, None)  # superseded, and not sent
             self._emit(out)

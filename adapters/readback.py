@@ -72,6 +72,7 @@ class ReadBack:
                     0,
                     max(0.0, t.at - p.sent_at),
                     applied,
+                    at=now,
                     kind=OutcomeKind.CONFIRMED,
                 )
             )
@@ -106,13 +107,14 @@ class ReadBack:
                 now - p.sent_at,
                 applied,
                 error=msg,
+                at=now,
                 kind=OutcomeKind.UNCONFIRMED,
             )
         )
 
-    def check_pending(self) -> None:
+    def check_pending(self, now: float | None = None) -> None:
         """Give up on pending commands past their deadline (readings settle the others)."""
-        now = time.time()
+        now = time.time() if now is None else now
         for device_id, p in list(self.pending.items()):
             if now >= p.deadline:
                 self.settle(device_id, self.status[device_id].telemetry, now)

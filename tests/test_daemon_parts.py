@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters.base import Applied, ModeRequest
+from adapters.base import Health, ModeRequest
 from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.planner.solvers import SolverError
@@ -142,7 +142,7 @@ def test_a_curtail_sheds_the_least_valuable_kw_and_keeps_committed_inference(
         assert _running(devices, "old/") == 0 and _running(devices, "new/") == 4
         assert all(dev.told == [] for i, dev in devices.items() if not i.startswith("old/"))
         await d.poll(dispatch=False)  # read back: the miners are asleep
-        assert not d.devices.expected and d.plans.hold
+        assert not d.fleet.pending and d.plans.hold
         await d.accept([_curtail(clock, 0.0, "deeper")], "test", None, "{}")
         await _settled(d)
         # every miner; one GPU down to its low mode (1,600 tokens/s >= 1,500 committed);
@@ -338,15 +338,12 @@ def test_reading_gaps_count_ramping_devices_below_and_hungry_ones_above(
         devices["gpu/0"].state = "sleeping"  # asleep: no gap
         await d.poll(dispatch=False)
         d.devices.modes.update({"old/0": "stock", "new/0": "stock", "gpu/0": SLEEP})
-        d.devices.expected.pop("new/1", None)
         below, above = d.shedder.reading_gaps()
         assert below == pytest.approx(1.25 * 1.0)
         assert above == {"new/0": pytest.approx(1.25 * 0.4)}
-        d.devices.expected["old/0"] = d.devices.expected.get("old/0") or (
-            "stock",
-            Applied(ModeRequest("run"), None),
-            clock.time(),
-        )  # commanded, not yet read back: counted at its new mode already
+        devices["old/0"].follows = False
+        await d.fleet.apply({"old/0": ModeRequest("run", 3000.0)})
+        assert d.devices.awaiting("old/0") == "stock"  # not yet read back: at its mode
         below, _ = d.shedder.reading_gaps()
         assert below == 0.0
 
@@ -453,5 +450,47 @@ def test_fast_path_requests_coalesce_into_one_more_run(tmp_path: Path) -> None:
         gate.set()
         await _settled(d)
         assert runs == ["first", "third"] and not d.shedder.running
+
+    _run(d, body)
+
+
+def test_a_miner_that_accepts_a_curtail_and_keeps_mining_is_caught_and_covered(
+    tmp_path: Path,
+) -> None:
+    """Issue 16/23: "accepted" is not "done". A miner that answers OK and keeps hashing is
+    counted at its reading once its confirmation deadline passes (not at the mode it was
+    told), is marked unconfirmed, the read-back verdict is recorded, the next miner in the
+    order is shed to cover it, and it is told again."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]  # the shed alone
+    devices["old/0"].follows = False
+
+    async def body() -> None:
+        await d.accept([_curtail(clock, 20.0)], "test", None, "{}")  # 5.4 kW: two old
+        await _settled(d)
+        assert _running(devices, "old/") == 3  # old/1 asleep; old/0 said yes, kept mining
+        assert d.measured(expect=True)["import_kw"] == pytest.approx(19.4)  # believed
+        clock.advance(5)
+        await d.poll(dispatch=False)
+        assert d.fleet.status["old/1"].health is Health.OK  # read back asleep: confirmed
+        assert d.measured(expect=True)["import_kw"] == pytest.approx(19.4)  # still waiting
+        clock.advance(30)  # past its deadline (30 s)
+        await d.poll(dispatch=False)
+        await _settled(d)
+        assert d.fleet.status["old/0"].health is Health.UNCONFIRMED
+        # old/0 is told again but not counted on: the next miner covers it
+        assert [r.action for r in devices["old/0"].told] == ["sleep", "sleep"]
+        assert devices["old/2"].state == "sleeping"
+        assert _running(devices, "old/") == 2 and _running(devices, "new/") == 4
+        verdicts = [
+            row
+            for r in d.store.records(0, 1e12, ("commands",))
+            if r[3]["why"] == "read-back"
+            for row in r[3]["outcomes"]
+        ]
+        kinds = {(v["device"], v["kind"]) for v in verdicts}
+        assert ("old/1", "confirmed") in kinds and ("old/0", "unconfirmed") in kinds
+        assert d.power.device("old/0", expect=False).kw == pytest.approx(3.0)
 
     _run(d, body)

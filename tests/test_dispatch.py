@@ -358,7 +358,7 @@ def test_a_miner_that_wakes_by_itself_during_an_event_is_put_back_to_sleep(
             await curtail(d, 0.0)
             await asyncio.sleep(0.4)  # the simulated miners sleep in 0.2 s
             await d.poll(dispatch=False)
-            assert _awake(d) == 0 and not d.devices.expected  # every sleep confirmed by a reading
+            assert _awake(d) == 0 and not d.fleet.pending  # every sleep confirmed by a reading
             miner = d.built.simulators[0].miners[0]
             miner.wake()  # a reboot brings it back mining, against its command
             await asyncio.sleep(0.6)
@@ -462,7 +462,9 @@ def test_a_staging_failure_is_logged_and_the_next_poll_stages_again(
     async def broken(requests: Any) -> Any:
         raise RuntimeError("store gone")
 
-    monkeypatch.setattr(d.dispatcher, "stage_requests", lambda now: {"old/127.9.0.1": ModeRequest("run")})
+    monkeypatch.setattr(
+        d.dispatcher, "stage_requests", lambda now: {"old/127.9.0.1": ModeRequest("run")}
+    )
     monkeypatch.setattr(d.fleet, "stage", broken)
     d.dispatcher.staging = True  # as _poll sets it before spawning
     assert asyncio.run(d.dispatcher.stage_ahead()) == []

@@ -327,8 +327,9 @@ def test_the_plans_units_go_to_devices_it_can_see(tmp_path: Path) -> None:
 
 def test_a_command_not_seen_within_its_familys_deadline_is_sent_again(tmp_path: Path) -> None:
     """A miner that answers success and keeps mining is, once its firmware family's
-    confirmation deadline has passed (not a fixed 120 s), taken at the mode it reads, so
-    that the next dispatch sends the plan's mode again."""
+    confirmation deadline has passed (not a fixed 120 s), taken at the mode it reads and
+    marked unconfirmed; the cap is still above what it reads, so the fast path tells it
+    again at once (and the next dispatch would send the plan's mode)."""
     d = _site(tmp_path, 2, free_loopback_base(2))
 
     async def go() -> None:
@@ -341,11 +342,13 @@ def test_a_command_not_seen_within_its_familys_deadline_is_sent_again(tmp_path: 
             device = _id_of(d, stubborn)
             assert d.devices.modes[device] == "sleep"  # as commanded, not yet read back
             await asyncio.sleep(0.8)  # past the deadline, well short of 120 s
-            await d.poll(dispatch=False)
-            assert d.devices.modes[device] != "sleep"  # taken at what it reads: mining
             before = stubborn.commands_seen
-            d.plans.hold = False
-            await d.dispatch()
-            assert stubborn.commands_seen > before  # the plan's mode is sent again
+            await d.poll(dispatch=False)
+            assert d.fleet.status[device].health is Health.UNCONFIRMED
+            for _ in range(500):
+                if not d.shedder.running:
+                    break
+                await asyncio.sleep(0.01)
+            assert stubborn.commands_seen > before  # told again
 
     asyncio.run(go())

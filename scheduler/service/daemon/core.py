@@ -71,7 +71,7 @@ class Daemon:
             self.built.groups,
             concurrency=d.command_concurrency,
             read_concurrency=d.read_concurrency,
-            on_outcome=None,
+            clock=self.clock.time,
         )
         self.counters = Counters()
         self.tasks = Tasks(self.counters)
@@ -93,6 +93,7 @@ class Daemon:
         # the parts
         self.plans = CurrentPlan()
         self.devices = DeviceModes(config, self.fleet, self.clock)
+        self.fleet.on_outcome = self.devices.read_back  # the read-back's verdicts
         self.power = Power(
             self.fleet, self.devices, self.plans, ModbusMeter(meter) if meter else None
         )

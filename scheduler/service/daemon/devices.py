@@ -1,6 +1,9 @@
 """What each managed device was told and is believed to do: its mode as last applied (or
-read), and the commands sent but not yet seen in a reading. A command counts as done when a
-reading shows it; one not seen within its firmware family's deadline is sent again."""
+read). A command counts as done when a reading shows it: the fleet's read-back
+(:mod:`adapters.readback`) keeps the commands not yet seen; this module hears its verdicts.
+One not seen within its firmware family's deadline makes the device take the mode it reads
+(so that dispatch sends the plan's mode again and the fast path covers it) and is recorded.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from adapters.base import Applied, Telemetry
+from adapters.base import Telemetry
 from adapters.fleet import Fleet, Outcome
+from adapters.outcomes import OutcomeKind
 from models.devices import DeviceClass, DeviceKind
 from models.site import SiteConfig
 from scheduler.service.daemon.clock import Clock
@@ -41,10 +45,12 @@ class DeviceModes:
         self.clock = clock
         self.classes: dict[str, DeviceClass] = {dc.name: dc for dc in config.devices}
         self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
-        # Commands sent but not yet seen in a reading: device -> (mode, applied, sent at).
-        self.expected: dict[str, tuple[str, Applied, float]] = {}
         #: called after commands change what devices are believed to do
         self.listeners: list[Callable[[], None]] = []
+        #: read-back verdicts (confirmed, unconfirmed) not yet recorded in the audit trail
+        self.verdicts: list[Outcome] = []
+        #: devices whose command went unconfirmed since the last poll took them
+        self.unfollowed: set[str] = set()
 
     def class_of(self, device_id: str) -> DeviceClass:
         return self.classes[self.fleet.status[device_id].group]
@@ -62,19 +68,38 @@ class DeviceModes:
 
     def commanded(self, outcomes: Iterable[Outcome], modes: Mapping[str, str]) -> None:
         """Note the modes that devices accepted (``modes``: device -> mode asked)."""
-        now = self.clock.time()
         for o in outcomes:
             if o.ok and o.applied is not None:
                 self.modes[o.device_id] = modes[o.device_id]
-                self.expected[o.device_id] = (modes[o.device_id], o.applied, now)
         for listener in self.listeners:
             listener()
+
+    def awaiting(self, device_id: str) -> str | None:
+        """The mode a command accepted and not yet seen in a reading leaves the device in
+        (None when nothing is waiting for its read-back)."""
+        return self.modes.get(device_id) if device_id in self.fleet.pending else None
+
+    def read_back(self, out: Outcome) -> None:
+        """The fleet's verdict on an accepted command (its ``on_outcome`` hook). Confirmed:
+        kept for the audit trail. Unconfirmed: the device did not follow; it takes the mode
+        it reads, if read since the command, so that dispatch sends the plan's mode again
+        and the fast path does not count on it."""
+        if out.kind is OutcomeKind.CONFIRMED:
+            self.verdicts.append(out)
+        elif out.kind is OutcomeKind.UNCONFIRMED:
+            self.verdicts.append(out)
+            self.unfollowed.add(out.device_id)
+            t = self.fleet.status[out.device_id].telemetry
+            if t is not None and t.at >= out.at - out.latency_s:
+                self.adopt(out.device_id, t, f"did not follow: {out.error}")
+            for listener in self.listeners:
+                listener()
 
     def drifted(self, device_id: str, t: Telemetry) -> bool:
         """A device that sleeps or runs against its last command (a reboot, an operator, a
         crash) takes the mode it reads, so that dispatch puts it back to the plan's."""
         mode = self.modes[device_id]
-        if device_id in self.expected or t.state not in ("sleeping", "running"):
+        if device_id in self.fleet.pending or t.state not in ("sleeping", "running"):
             return False  # on its way, or between states
         if (t.state == "sleeping") == (mode == SLEEP):
             return False
@@ -86,24 +111,6 @@ class DeviceModes:
         seen = self.from_reading(device_id, t)
         log.warning("%s reads %s but %s", device_id, seen, why)
         self.modes[device_id] = seen
-
-    def settle(self, readings: Mapping[str, Telemetry], now: float) -> None:
-        """Forget expectations that a reading confirms. One older than the device's
-        confirmation deadline (its firmware family's, ``confirm_deadline_s``) is a device
-        that did not follow: its mode becomes what it reads, so that dispatch sends the
-        plan's mode again."""
-        for device_id, (mode, applied, at) in list(self.expected.items()):
-            t = readings.get(device_id)
-            adapter = self.fleet.by_id[device_id]
-            confirmed = t is not None and t.at >= at and adapter.confirms(applied, t)
-            deadline_s = adapter.confirm_deadline_s()
-            if confirmed:
-                del self.expected[device_id]
-            elif now - at > deadline_s:
-                del self.expected[device_id]
-                if t is not None and t.at >= at:
-                    why = f"did not reach {mode} within {deadline_s:g} s: sending it again"
-                    self.adopt(device_id, t, why)
 
     def serving_tokens(self) -> float:
         """Tokens/s the GPUs serve in their modes as they stand."""

@@ -163,7 +163,7 @@ class Shedder:
         above: dict[str, float] = {}
         for device_id, t in self.power.readings.items():
             mode = self.devices.modes.get(device_id, SLEEP)
-            if mode == SLEEP or device_id in self.devices.expected or t.power_w is None:
+            if mode == SLEEP or device_id in self.fleet.pending or t.power_w is None:
                 continue
             m = self.devices.class_of(device_id).mode(mode)
             if m is None:
@@ -207,7 +207,12 @@ class Shedder:
         excess = load + below - cap
         if excess <= 1e-6 or not self.fleet.status:
             return []
-        unread = set(self.fleet.status.keys() - self.power.fresh)
+        # not counted on: devices not read, and those that did not follow their last command
+        unread = {
+            i
+            for i, st in self.fleet.status.items()
+            if i not in self.power.fresh or st.health is Health.UNCONFIRMED
+        }
         floor = self.devices.committed_tokens_s(now)
         tokens = self.devices.serving_tokens()
         chosen = choose(self.order, excess, unread, tokens, floor, above)

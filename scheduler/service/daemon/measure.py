@@ -117,11 +117,11 @@ class Power:
         """One device's IT power as counted: its pending command's mode (``expect``), its
         reading, else its last known power or its mode's."""
         dc = self.devices.class_of(device_id)
-        told = self.devices.expected.get(device_id) if expect else None
+        told = self.devices.awaiting(device_id) if expect else None
         t = self.readings.get(device_id)
         read = device_id in self.fresh and t is not None and t.power_w is not None
         if told is not None:
-            kw = mode_kw(dc, told[0])
+            kw = mode_kw(dc, told)
             return DevicePower(kw, read, kw)
         if read and t is not None and t.power_w is not None:
             return DevicePower(t.power_w / 1000.0, True, t.power_w / 1000.0)

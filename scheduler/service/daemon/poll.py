@@ -68,8 +68,11 @@ class Poller:
         dt = max(0.0, t0 - self.last_poll)
         self.last_poll = t0
         self.power.note(readings)
-        self.devices.settle(readings, now)
-        drifted = self._drifted(readings)
+        drifted = self._drifted(readings) + len(self.devices.unfollowed)
+        self.devices.unfollowed.clear()
+        if self.devices.verdicts:
+            verdicts, self.devices.verdicts = self.devices.verdicts, []
+            await self.recorder.outcomes("read-back", verdicts, count=False)
         self.power.invalidate()
         m = self.power.measured(now)
         cap, events = self.signals.cap_now(now)

@@ -44,16 +44,23 @@ class Recorder:
         return True
 
     async def outcomes(
-        self, why: str, outcomes: Iterable[Outcome], extra: dict[str, Any] | None = None
+        self,
+        why: str,
+        outcomes: Iterable[Outcome],
+        extra: dict[str, Any] | None = None,
+        count: bool = True,
     ) -> None:
-        """Count commands and record each one's outcome (a ``commands`` record)."""
+        """Record each outcome (a ``commands`` record) and, with ``count``, count the
+        commands (read-back verdicts are not commands)."""
         rows = []
         for o in outcomes:
-            self.counters.commands["ok" if o.ok else "failed"] += 1
+            if count:
+                self.counters.commands["ok" if o.ok else "failed"] += 1
             rows.append(
                 {
                     "device": o.device_id,
                     "request": o.request.describe(),
+                    "kind": o.kind.value,
                     "ok": o.ok,
                     "applied_w": o.applied.target_w if o.applied else None,
                     "note": o.applied.note if o.applied and o.applied.note else None,
