@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,3 +148,27 @@ def test_training_history_ends_where_the_first_decision_starts() -> None:
     poisoned[-6:] = np.nan  # the hour holding ``until`` and every later one
     _, again = settled_history(flat_series(poisoned, 3600, T0 - 48 * 3600), until, 900)
     assert np.array_equal(hist, again)
+
+
+def test_the_cli_selects_the_forecast_and_the_report_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import build_parser, main
+    from tests.test_backtest_honest import _argv, _gappy
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    bt = sub.choices["backtest"]  # type: ignore[index]
+    option = next(a for a in bt._actions if a.dest == "rt_forecast")
+    assert tuple(option.choices) == RT_FORECASTS and option.default == "blend"
+    prices = _gappy(tmp_path, [])
+    argv = _argv(prices, "--policy", "scheduler", "--rt-forecast", "learned")
+    argv.remove("threshold,best-mode,oracle")
+    argv.remove("--policy")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "note (scheduler): forecast: blend" in out
+    assert "learned unavailable: no day-ahead file" in out
+    with pytest.raises(SystemExit) as exc:
+        main(_argv(prices, "--rt-forecast", "crystal-ball"))
+    assert exc.value.code == 2
+    assert "--rt-forecast" in capsys.readouterr().err

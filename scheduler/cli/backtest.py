@@ -122,7 +122,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     show = not args.quiet
     for name in wanted:
         if name == "scheduler":
-            runs.append(policies.rolling_scheduler(setup, progress=show))
+            runs.append(
+                policies.rolling_scheduler(setup, progress=show, rt_forecast=args.rt_forecast)
+            )
         elif name == "threshold":
             runs.append(policies.threshold(setup, args.curtail_after, args.resume_after))
         elif name in ("best-mode", "best-mode+peaks"):
@@ -203,6 +205,12 @@ def add_parsers(sub: Any) -> None:
     )
     bt.add_argument(
         "--usd-per-unit", type=float, help="USD per 1 unit of --price-currency (a fixed rate)"
+    )
+    bt.add_argument(
+        "--rt-forecast",
+        default="blend",
+        choices=["blend", "learned", "learned+blend"],  # price_forecasts.RT_FORECASTS
+        help="the scheduler's real-time price forecast (docs/backtest.md)",
     )
     bt.add_argument("--decision-step", default="15min")
     bt.add_argument("--horizon", default="48h")
