@@ -39,8 +39,9 @@ format = "demo"
 hashprice_usd_per_ths_day = {hashprice}
 
 [inference]
-committed_tokens_s = 1500
+committed_tokens_s = {committed}
 committed_usd_per_mtok = 0.6
+{inference_extra}
 
 [daemon]
 horizon = "2h"
@@ -84,6 +85,8 @@ def _daemon(
     pue: float = 1.0,
     posture: str = "sleep_miners",
     confirm_after_s: float = 0.0,
+    committed: float = 1500.0,
+    inference_extra: str = "",
 ) -> tuple[Daemon, dict[str, MemoryDevice]]:
     text = SITE.format(
         hashprice=hashprice,
@@ -92,6 +95,8 @@ def _daemon(
         pue=pue,
         posture=posture,
         confirm=confirm_after_s,
+        committed=committed,
+        inference_extra=inference_extra,
     )
     config = parse_site(tomllib.loads(text), "parts.toml", str(tmp_path))
     built, devices = memory_fleet(config.devices, clock, asleep)
@@ -492,5 +497,66 @@ def test_a_miner_that_accepts_a_curtail_and_keeps_mining_is_caught_and_covered(
         kinds = {(v["device"], v["kind"]) for v in verdicts}
         assert ("old/1", "confirmed") in kinds and ("old/0", "unconfirmed") in kinds
         assert d.power.device("old/0", expect=False).kw == pytest.approx(3.0)
+
+    _run(d, body)
+
+
+def _told(out: list[Any]) -> dict[str, ModeRequest]:
+    return {o.device_id: o.request for o in out}
+
+
+def test_the_failsafe_posture_raises_gpus_by_what_each_adds(tmp_path: Path) -> None:
+    """Each GPU adds what its best mode serves beyond its mode now (all of it asleep);
+    GPUs are raised in order until the commitment is met, exactly met counting as met;
+    one already at its best adds nothing and is not told."""
+
+    async def case(committed: float, modes: dict[str, str]) -> dict[str, ModeRequest]:
+        d, devices = _daemon(tmp_path / str(committed), clock=FakeClock(), committed=committed)
+        d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+        for i, mode in modes.items():
+            if mode == SLEEP:
+                devices[i].state = "sleeping"
+            else:
+                devices[i].target_w = 700.0 if mode == "full" else 350.0
+        await d.open()
+        try:
+            told = _told(await d.shedder.safe_posture("test"))
+        finally:
+            await d.close()
+        return {i: r for i, r in told.items() if i.startswith("gpu/")}
+
+    async def body() -> None:
+        full = ModeRequest("run", 700.0)
+        both_asleep = {"gpu/0": SLEEP, "gpu/1": SLEEP}
+        assert await case(1000.0, both_asleep) == {"gpu/0": full}  # 1,000 met exactly
+        assert await case(1000.5, both_asleep) == {"gpu/0": full, "gpu/1": full}
+        both_low = {"gpu/0": "low", "gpu/1": "low"}
+        assert await case(1900.0, both_low) == {"gpu/0": full, "gpu/1": full}  # +400 each
+        assert await case(1500.0, both_low) == {"gpu/0": full}
+        one_full = {"gpu/0": "full", "gpu/1": "low"}
+        assert await case(2500.0, one_full) == {"gpu/1": full}
+
+    (tmp_path / "x").mkdir()
+    asyncio.run(body())
+
+
+def test_the_failsafe_posture_skips_unreachable_devices_and_sleeps_miners_never_read(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    d, _devices = _daemon(tmp_path, clock)
+    asked: list[str] = []
+    d.shedder.request = asked.append  # type: ignore[method-assign]
+
+    async def body() -> None:
+        d.fleet.status["gpu/0"].health = Health.UNREACHABLE  # first in order: skipped
+        del d.devices.modes["old/3"]  # answers, never read into a mode: may be mining
+        told = _told(await d.shedder.safe_posture("test"))
+        assert "gpu/0" not in told
+        assert told["old/3"] == ModeRequest("sleep")
+        assert {i for i in told if i.startswith(("old/", "new/"))} == {
+            f"{c}/{i}" for c in ("old", "new") for i in range(4)
+        }
+        assert asked == ["fail-safe: test"]  # then the fast path to the fail-safe cap
 
     _run(d, body)

@@ -279,7 +279,7 @@ class Shedder:
             if st.health is Health.UNREACHABLE:
                 continue
             dc = self.devices.classes[st.group]
-            mode = self.devices.modes.get(device_id, SLEEP)
+            mode = self.devices.modes.get(device_id)  # None: never read, may be running
             if dc.kind is DeviceKind.ASIC:
                 if sleep_miners and mode != SLEEP:
                     requests[device_id], chosen[device_id] = ModeRequest("sleep"), SLEEP
@@ -287,7 +287,7 @@ class Shedder:
             if need <= 0:
                 continue
             best = max(dc.modes, key=lambda x: x.throughput_tokens_s)
-            current = dc.mode(mode)
+            current = None if mode is None else dc.mode(mode)  # a GPU never read: counts 0
             gain = best.throughput_tokens_s - (current.throughput_tokens_s if current else 0.0)
             if gain > 0:
                 requests[device_id] = registry.mode_request(dc, best.name)
