@@ -359,3 +359,25 @@ def test_random_sites_with_a_class_cap_plan_soundly() -> None:
         assert (kw[~broken] <= inp.class_cap_kw[0][~broken] + 1e-3).all()
 
     check()
+
+
+def test_an_lp_shortfall_the_whole_units_cover_is_no_broken_invariant() -> None:
+    """Found by the property test above (not a class cap's doing): ramping up from 0 kW, the
+    LP serves 9.9 GPUs' worth of committed tokens in a step, rounding runs 10 and the plan
+    is not short there, so no violation is reported, and check_plan must not want one."""
+    gpu = {
+        "name": "c0",
+        "kind": "gpu",
+        "count": 10,
+        "modes": [{"name": "m0", "power_kw": 3.6875, "throughput_tokens_s": 50.0}],
+    }
+    site = make_site(
+        site={"name": "r", "interconnect_kw": 38.0, "base_load_kw": 1.0,
+              "ramp_up_kw_per_min": 0.5, "current_load_kw": 0.0},
+        devices=[gpu],
+        inference={"committed_tokens_s": 500.0, "committed_usd_per_mtok": 0.5},
+        mining={"hashprice_usd_per_ths_day": 0.25},
+    )  # fmt: skip
+    prices = [0.0, 0.0, 0.0, 1861.0, 2465.0] + [0.0] * 7
+    _, plan = solve(site, prices, step_s=900)  # asserts check_plan(...) == []
+    assert plan.served_committed_tok_s[4] == pytest.approx(500.0)
