@@ -338,19 +338,27 @@ def test_reading_gaps_count_ramping_devices_below_and_hungry_ones_above(
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
 
     async def body() -> None:
+        devices["gpu/1"].state = "sleeping"  # read first: asleep, no gap, and walk on
         devices["old/0"].target_w = 2000.0  # still ramping: reads 1 kW under its mode
+        devices["old/1"].target_w = 2500.0  # and 0.5 kW under
         devices["new/0"].target_w = 3400.0  # draws 0.4 kW over it
         devices["gpu/0"].state = "sleeping"  # asleep: no gap
         await d.poll(dispatch=False)
         d.devices.modes.update({"old/0": "stock", "new/0": "stock", "gpu/0": SLEEP})
+        d.devices.modes.update({"old/1": "stock", "gpu/1": SLEEP})
+        d.power.readings = {"gpu/1": d.power.readings.pop("gpu/1"), **d.power.readings}
         below, above = d.shedder.reading_gaps()
-        assert below == pytest.approx(1.25 * 1.0)
+        assert below == pytest.approx(1.25 * 1.5)
         assert above == {"new/0": pytest.approx(1.25 * 0.4)}
+        del d.devices.modes["old/1"]  # a reading without a mode: no gap counted
+        below, _ = d.shedder.reading_gaps()
+        assert below == pytest.approx(1.25 * 1.0)
+        d.devices.modes["old/1"] = "stock"
         devices["old/0"].follows = False
         await d.fleet.apply({"old/0": ModeRequest("run", 3000.0)})
         assert d.devices.awaiting("old/0") == "stock"  # not yet read back: at its mode
         below, _ = d.shedder.reading_gaps()
-        assert below == 0.0
+        assert below == pytest.approx(1.25 * 0.5)  # old/1 alone
 
     _run(d, body)
 
@@ -536,7 +544,6 @@ def test_the_failsafe_posture_raises_gpus_by_what_each_adds(tmp_path: Path) -> N
         one_full = {"gpu/0": "full", "gpu/1": "low"}
         assert await case(2500.0, one_full) == {"gpu/1": full}
 
-    (tmp_path / "x").mkdir()
     asyncio.run(body())
 
 
@@ -546,7 +553,7 @@ def test_the_failsafe_posture_skips_unreachable_devices_and_sleeps_miners_never_
     clock = FakeClock()
     d, _devices = _daemon(tmp_path, clock)
     asked: list[str] = []
-    d.shedder.request = asked.append  # type: ignore[method-assign]
+    d.shedder.request = asked.append  # type: ignore[method-assign,assignment]
 
     async def body() -> None:
         d.fleet.status["gpu/0"].health = Health.UNREACHABLE  # first in order: skipped
@@ -560,3 +567,114 @@ def test_the_failsafe_posture_skips_unreachable_devices_and_sleeps_miners_never_
         assert asked == ["fail-safe: test"]  # then the fast path to the fail-safe cap
 
     _run(d, body)
+
+
+def test_the_fast_path_sheds_only_beyond_the_cap_and_counts_commands_not_yet_read(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    d, _devices = _daemon(tmp_path, clock)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+
+    async def body() -> None:
+        d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+        await d.accept([_curtail(clock, 25.4, "at-load")], "test", None, "{}")
+        assert await d.fast_path("exactly at the cap") == []  # 25.4 kW: met, nothing shed
+        await d.accept([_curtail(clock, 24.9, "half-kw")], "test", None, "{}")
+        assert [o.device_id for o in await d.fast_path("0.5 kW over")] == ["old/0"]
+        # a second, lower cap before any reading: old/0 already counts as asleep
+        await d.accept([_curtail(clock, 19.0, "lower")], "test", None, "{}")
+        assert [o.device_id for o in await d.fast_path("lower")] == ["old/1", "old/2"]
+
+    _run(d, body)
+
+
+def test_a_miner_still_ramping_counts_at_its_mode_when_the_fast_path_sheds(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+    devices["new/3"].target_w = 1000.0  # waking: reads 1 kW and will draw 3 kW
+
+    async def body() -> None:
+        d.devices.modes["new/3"] = "stock"
+        d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+        await d.accept([_curtail(clock, 22.0)], "test", None, "{}")
+        # read 23.4 kW (1.4 over), 25.4 kW once new/3 is up (3.4 over): two miners, not one
+        assert [o.device_id for o in await d.fast_path("ramping")] == ["old/0", "old/1"]
+
+    _run(d, body)
+
+
+def test_the_committed_floor_follows_the_hourly_profile_at_the_clocks_hour(
+    tmp_path: Path,
+) -> None:
+    profile = [0.5] * 12 + [1.0] * 12  # half the commitment in the site's morning hours
+    clock = FakeClock(1_786_363_200.0 - 6 * 3600)  # 06:00 UTC
+    d, _devices = _daemon(
+        tmp_path, clock, committed=2000.0, inference_extra=f"hourly_profile = {profile}"
+    )
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+
+    async def body() -> None:
+        d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+        assert d.devices.committed_tokens_s(clock.time()) == 1000.0
+        await d.accept([_curtail(clock, 0.0)], "test", None, "{}")
+        out = _told(await d.fast_path("deep"))
+        # 1,000 tok/s committed now: both GPUs down to low (1,200), one then asleep? no:
+        # asleep from low loses 600, leaving 600 < 1,000; so both low, none asleep
+        assert {i: r for i, r in out.items() if i.startswith("gpu/")} == {
+            "gpu/0": ModeRequest("run", 350.0),
+            "gpu/1": ModeRequest("run", 350.0),
+        }
+
+    _run(d, body)
+
+
+def test_background_work_fails_under_its_own_name(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, _ = _daemon(tmp_path, clock, daemon_extra="poll_s = 15", confirm_after_s=0.05)
+
+    async def broken(*a: Any, **k: Any) -> Any:
+        raise OSError("fleet gone")
+
+    async def body() -> None:
+        shed = d.shedder.shed
+        d.shedder.shed = broken  # type: ignore[method-assign]
+        d.request_fast_path("x")
+        await _settled(d)
+        assert d.counters.task_failures == {"fast-path": 1} and not d.shedder.running
+        d.request_fast_path("once")  # a single request runs once
+        await _settled(d)
+        assert d.counters.task_failures == {"fast-path": 2}
+        d.shedder.shed = shed  # type: ignore[method-assign]
+        d.poller.poll = broken  # type: ignore[method-assign]
+        d.shedder._confirm_soon()
+        d.shedder._confirm_soon()  # one confirming poll at a time
+        await _settled(d)
+        assert d.counters.task_failures == {"fast-path": 2, "confirm": 1}
+        d.shedder._confirm_soon()  # the next shed may ask again
+        await _settled(d)
+        assert d.counters.task_failures == {"fast-path": 2, "confirm": 2}
+
+    _run(d, body)
+
+
+def test_no_confirming_poll_unless_confirm_after_is_between_zero_and_the_poll(
+    tmp_path: Path,
+) -> None:
+    for confirm_s in (0.0, 15.0):
+        clock = FakeClock()
+        d, _ = _daemon(
+            tmp_path / str(confirm_s),
+            clock,
+            daemon_extra="poll_s = 15",
+            confirm_after_s=confirm_s,
+        )
+
+        async def body(d: Daemon = d) -> None:
+            d.shedder._confirm_soon()
+            assert not d.tasks.running
+
+        _run(d, body)

@@ -241,3 +241,15 @@ def test_gpu_steps_are_ordered_by_what_they_give_up_per_kw(tmp_path: Path) -> No
     # cap-downs: b loses 999.5 tok/s for 0.55 kW, a 300 for 0.35 kW: a first (less per kW);
     # sleeps: b from trickle loses 0.5 tok/s for 0.1 kW, a from low 700 for 0.3 kW: b first
     assert order == [("a/0", "low"), ("b/0", "trickle"), ("b/0", SLEEP), ("a/0", SLEEP)]
+
+
+def test_gpu_cap_downs_are_ordered_by_value_whatever_the_class_order(tmp_path: Path) -> None:
+    head, a, b = SITE_TWO_GPU_CLASSES.split("[[devices]]")
+    swapped = head + "[[devices]]" + b + "[[devices]]" + a
+    config = parse_site(tomllib.loads(swapped), "two.toml", str(tmp_path))
+    clock = FakeClock()
+    built, _ = memory_fleet(config.devices, clock)
+    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    d.devices.modes.update({"a/0": "full", "b/0": "full"})
+    order = [(s.device_id, s.mode) for s in shed_order(d.devices)]
+    assert order[:2] == [("a/0", "low"), ("b/0", "trickle")]
