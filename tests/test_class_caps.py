@@ -381,3 +381,12 @@ def test_an_lp_shortfall_the_whole_units_cover_is_no_broken_invariant() -> None:
     prices = [0.0, 0.0, 0.0, 1861.0, 2465.0] + [0.0] * 7
     _, plan = solve(site, prices, step_s=900)  # asserts check_plan(...) == []
     assert plan.served_committed_tok_s[4] == pytest.approx(500.0)
+
+
+def test_a_broken_site_cap_names_the_site_events_not_the_class_caps() -> None:
+    # 8 kW of base load under a 5 kW cap: the cap is broken whatever runs
+    site = make_site(site={"name": "toy", "interconnect_kw": 1000.0, "base_load_kw": 8.0})
+    whole = _cap(None, 5.0).model_copy(update={"id": "site-cap"})
+    _, plan = solve(site, [10.0] * 4, events=[whole, _cap(["asic"], 3.0)])
+    (v,) = [v for v in plan.violations if v.constraint == "dr-cap"]
+    assert "site-cap" in v.message and "part" not in v.message

@@ -179,7 +179,7 @@ def _violations(
                 Violation(name, int(s[i]), int(e[j - 1]), worst, unit, total, total_unit, msg)
             )
 
-    dr_ids = ", ".join(ev.id for ev in inp.events) or "none"
+    dr_ids = ", ".join(ev.id for ev in inp.events if not ev.classes) or "none"
 
     def ic_words(seg: slice, worst: float, when: str) -> str:
         return (
