@@ -151,6 +151,20 @@ class Daemon(Strict):
         return v
 
 
+class Metrics(Strict):
+    """What ``/metrics`` exposes. Per class and mode always; one series per
+    device (its power and whether it answers; GPUs with DCGM-exporter's labels) only when
+    ``per_device`` is true, or, left unset, while the site has at most
+    ``per_device_up_to`` managed devices, so that a 30,000-miner site does not send
+    Prometheus 60,000 series it did not ask for."""
+
+    per_device: bool | None = None
+    per_device_up_to: Annotated[int, Field(ge=0, le=1_000_000)] = 1000
+
+    def per_device_for(self, devices: int) -> bool:
+        return self.per_device if self.per_device is not None else devices <= self.per_device_up_to
+
+
 class OpenADRResource(Strict):
     """One of this VEN's resources as enrolled with the VTN, and what it covers here."""
 

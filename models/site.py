@@ -20,6 +20,7 @@ from models.config_daemon import (
     Daemon,
     FeedKind,
     HashpriceFeed,
+    Metrics,
     OpenADR,
     OpenADRResource,
     Posture,
@@ -51,6 +52,7 @@ __all__ = [
     "HashpriceFeed",
     "Inference",
     "InferenceDemand",
+    "Metrics",
     "Mining",
     "NonNeg",
     "OnsiteGeneration",
@@ -83,6 +85,7 @@ class SiteConfig(Strict):
     events: tuple[GridEvent, ...] = ()
     daemon: Daemon = Daemon()
     openadr: OpenADR = OpenADR()
+    metrics: Metrics = Metrics()
     base_dir: str = "."
 
     @model_validator(mode="after")

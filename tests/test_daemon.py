@@ -87,14 +87,16 @@ class DaemonProc:
     daemon prints the address it serves on), its output read by a thread so that no read
     blocks the test; its miners on a free loopback /24 chosen at random."""
 
-    def __init__(self, tmp: Path, base: str | None = None) -> None:
+    def __init__(self, tmp: Path, base: str | None = None, port: int = 0) -> None:
         # a free loopback /24 at random: two test runs on one host never share miners
         self.base = base or free_loopback_base(20)
         self.site = tmp / "site.toml"
         self.site.write_text(SITE.replace("{base}", self.base))
         self.db = tmp / "state.db"
-        self.port = 0
-        self.url = ""
+        # port 0: the OS picks at start; a test that must name the URL before the daemon
+        # starts (a VTN's callback) passes a port, with free_port()'s race
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}" if port else ""
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -108,7 +110,7 @@ class DaemonProc:
         proc = self.proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "run", "--config", str(self.site),
              "--db", str(self.db),
-             "--listen", "127.0.0.1:0", "--log-level", "warning"],
+             "--listen", f"127.0.0.1:{self.port}", "--log-level", "warning"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         lines = self.lines = []

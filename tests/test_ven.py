@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "openadr3" / "3.1.0" / "openadr3.yaml"
@@ -524,7 +525,7 @@ def test_daemon_runs_the_ven_polls_listens_and_unsubscribes(
     client = bl(vtn)
     pid = make_program(client)
     first = client.create_event(limit_event(pid, kw=45.0)).json()["id"]
-    d = DaemonProc(tmp_path)
+    d = DaemonProc(tmp_path, port=free_port())  # the callback URL is named before start
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-daemon"\n'
                       '[[openadr.resources]]\nname = "whole-site"\n')  # fmt: skip
     for k, v in {
@@ -543,6 +544,20 @@ def test_daemon_runs_the_ven_polls_listens_and_unsubscribes(
         assert st["openadr_ven"]["last_error"] is None, st["openadr_ven"]
         assert any(e["id"].startswith(f"oadr:{first}:") for e in st["active_events"])
         assert len(vtn.objects["subscription"]) == 1
+        # the VEN on /metrics, what the GridschedOpenADRVen* alerts read
+        from prometheus_client.parser import text_string_to_metric_families
+
+        scraped = httpx.get(d.url + "/metrics", timeout=10).text
+        ven = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(scraped)
+            for s in f.samples
+            if s.name.startswith("gridsched_openadr_ven_")
+        }
+        assert ven[("gridsched_openadr_ven_subscription", (("state", "active"),))] == 1.0
+        assert ven[("gridsched_openadr_ven_polls_total", (("result", "ok"),))] >= 1
+        assert ven[("gridsched_openadr_ven_last_poll_timestamp_seconds", ())] > time.time() - 60
+        assert ven[("gridsched_openadr_ven_poll_interval_seconds", ())] > 0
         second = client.create_event(limit_event(pid, kw=35.0)).json()["id"]
         s = wait_for(lambda: (x := status(d))["cap_kw"] == 35 and x, 30)
         assert any(e["id"].startswith(f"oadr:{second}:") for e in s["active_events"])
@@ -670,7 +685,7 @@ def test_daemon_killed_loses_no_event(
 
     client = bl(vtn)
     pid = make_program(client)
-    d = DaemonProc(tmp_path)
+    d = DaemonProc(tmp_path, port=free_port())  # the callback URL is named before start
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-k9"\n')
     for k, v in {
         "GRIDSCHED_VTN_URL": vtn.url,

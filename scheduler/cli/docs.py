@@ -10,6 +10,7 @@ tests/test_docs.py fails when the committed files differ from what this writes.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import tempfile
 import types
@@ -29,6 +30,7 @@ from models.site import (
     Daemon,
     Inference,
     InferenceDemand,
+    Metrics,
     Mining,
     OnsiteGeneration,
     OpenADR,
@@ -61,6 +63,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[daemon.price_feed]", PriceFeed),
     ("[openadr]", OpenADR),
     ("[[openadr.resources]]", OpenADRResource),
+    ("[metrics]", Metrics),
     ("[[events]]", GridEvent),
 ]
 
@@ -143,7 +146,8 @@ def config_reference() -> str:
         "",
     ]
     for title, model in SECTIONS:
-        doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        first = inspect.cleandoc(model.__doc__ or "").split("\n\n")[0]
+        doc = first.replace("\n", " ")
         lines += [f"## `{title}`", ""]
         if doc:
             lines += [doc, ""]

@@ -41,7 +41,7 @@ from scheduler.service.intake import (
     parse_body,
     unknown_cancels,
 )
-from scheduler.service.metrics import metrics_registry, render_metrics
+from scheduler.service.metrics import Snapshot
 from scheduler.service.openadr import OpenADRError, read_notification
 from scheduler.service.security import (
     AuthError,
@@ -162,7 +162,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     )
     limiter = RateLimiter(rate=cfg.rate_per_s, burst=2 * cfg.rate_per_s)
     recent = RecentBodies()
-    registry = metrics_registry(daemon)
+    snapshot = Snapshot(daemon)
 
     def secrets() -> list[str]:
         return webhook_secrets()
@@ -429,7 +429,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         read_access(request)
-        body, ctype = render_metrics(registry)
+        body, ctype = snapshot.render()
         return Response(body, media_type=ctype)
 
     return app

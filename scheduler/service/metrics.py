@@ -2,8 +2,9 @@
 
 Names follow ``gridsched_<subsystem>_<name>_<unit>`` in base units (watts, joules,
 seconds, hashes per second, tokens), ``_total`` for counters. Labels are per device class
-and mode, not per device (cardinality); GPU series per GPU carry DCGM-exporter's labels
-(``gpu``, ``UUID``, ``modelName``) and are on by default only for GPUs (few per site).
+and mode always; per device only when asked (``[metrics] per_device``, by default while
+the site has at most ``per_device_up_to`` devices): each device's power and whether it
+answers, and GPUs with DCGM-exporter's labels (``gpu``, ``UUID``, ``modelName``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 # the daemon's duration histograms, imported from here by the daemon's counters
 __all__ = [
     "DRAIN_BUCKETS", "FAST_BUCKETS", "SOLVE_BUCKETS", "DaemonCollector", "Histogram",
-    "metrics_registry", "render_metrics",
+    "Snapshot", "metrics_registry", "render_metrics",
 ]  # fmt: skip
 
 
@@ -112,32 +113,9 @@ class DaemonCollector:
         yield hashrate
         yield tokens
 
-        gpu_power = GaugeMetricFamily(
-            "gridsched_gpu_power_watts",
-            "GPU power draw (DCGM-style labels)",
-            labels=["gpu", "UUID", "modelName", "class"],
-        )
-        gpu_limit = GaugeMetricFamily(
-            "gridsched_gpu_power_limit_watts",
-            "GPU enforced power limit",
-            labels=["gpu", "UUID", "modelName", "class"],
-        )
-        for adapter in d.fleet.adapters:
-            if adapter.kind != "gpu" or adapter.info is None:
-                continue
-            t = d.power.readings.get(adapter.device_id)
-            if t is None:
-                continue
-            labels = [
-                adapter.address.rsplit(":", 1)[-1],
-                adapter.info.firmware,
-                adapter.info.model,
-                d.fleet.status[adapter.device_id].group,
-            ]
-            gpu_power.add_metric(labels, t.power_w or 0.0)
-            gpu_limit.add_metric(labels, t.target_w or 0.0)
-        yield gpu_power
-        yield gpu_limit
+        if d.config.metrics.per_device_for(len(d.fleet.status)):
+            yield from _per_device(d)
+        yield from _ven(d)
 
         cnt = d.counters
         e = CounterMetricFamily(
@@ -296,6 +274,105 @@ class DaemonCollector:
         yield from _inference(d)
 
 
+def _per_device(d: Daemon) -> Iterator[Metric]:
+    """One series per device ([metrics] per_device): every device's power and whether it
+    answers; GPUs also with DCGM-exporter's labels."""
+    power = GaugeMetricFamily(
+        "gridsched_device_power_watts",
+        "Power each device read (last known when it cannot be read: see gridsched_device_up)",
+        labels=["device", "class", "kind"],
+    )
+    up = GaugeMetricFamily(
+        "gridsched_device_up", "1 when the device was read in the latest poll", labels=["device"]
+    )
+    for device_id, st in d.fleet.status.items():
+        kind = d.devices.classes[st.group].kind.value
+        power.add_metric([device_id, st.group, kind], d.power.device(device_id, False).kw * 1000)
+        up.add_metric([device_id], 1.0 if device_id in d.power.answered else 0.0)
+    yield power
+    yield up
+    gpu_power = GaugeMetricFamily(
+        "gridsched_gpu_power_watts",
+        "GPU power draw (DCGM-style labels)",
+        labels=["gpu", "UUID", "modelName", "class"],
+    )
+    gpu_limit = GaugeMetricFamily(
+        "gridsched_gpu_power_limit_watts",
+        "GPU enforced power limit",
+        labels=["gpu", "UUID", "modelName", "class"],
+    )
+    for adapter in d.fleet.adapters:
+        if adapter.kind != "gpu" or adapter.info is None:
+            continue
+        t = d.power.readings.get(adapter.device_id)
+        if t is None:
+            continue
+        labels = [
+            adapter.address.rsplit(":", 1)[-1],
+            adapter.info.firmware,
+            adapter.info.model,
+            d.fleet.status[adapter.device_id].group,
+        ]
+        gpu_power.add_metric(labels, t.power_w or 0.0)
+        gpu_limit.add_metric(labels, t.target_w or 0.0)
+    yield gpu_power
+    yield gpu_limit
+
+
+def _ven(d: Daemon) -> Iterator[Metric]:
+    """The OpenADR VEN, when a VTN is configured (the alerts GridschedOpenADRVenSilent and
+    GridschedOpenADRSubscriptionMissing in deploy/prometheus/gridsched.rules.yml)."""
+    if d.ven is None:
+        return
+    st = d.ven.status()
+    g = GaugeMetricFamily(
+        "gridsched_openadr_ven_last_poll_timestamp_seconds",
+        "Unix time of the VEN's last complete poll of the VTN (its start before the first)",
+    )
+    g.add_metric([], float(st.get("last_poll_at") or st.get("started_at") or 0.0))
+    yield g
+    g = GaugeMetricFamily(
+        "gridsched_openadr_ven_poll_interval_seconds", "How often the VEN polls the VTN"
+    )
+    g.add_metric([], float(d.ven.config.poll_s))
+    yield g
+    c = CounterMetricFamily(
+        "gridsched_openadr_ven_polls", "VEN polls of the VTN by result", labels=["result"]
+    )
+    failed = int(st.get("poll_failures", 0))
+    c.add_metric(["ok"], int(st.get("polls", 0)))
+    c.add_metric(["failed"], failed)
+    yield c
+    g = GaugeMetricFamily(
+        "gridsched_openadr_ven_consecutive_failures", "VEN steps failed in a row (0: working)"
+    )
+    g.add_metric([], float(st.get("consecutive_failures", 0)))
+    yield g
+    g = GaugeMetricFamily(
+        "gridsched_openadr_ven_subscription",
+        "1 for the VEN's subscription state at the VTN",
+        labels=["state"],
+    )
+    for state in ("active", "missing", "not_configured"):
+        g.add_metric([state], 1.0 if st.get("subscription_state") == state else 0.0)
+    yield g
+    c = CounterMetricFamily(
+        "gridsched_openadr_ven_events_received",
+        "OpenADR events taken by the VEN, by the channel that brought them first",
+        labels=["via"],
+    )
+    for via, n in sorted((st.get("events_received") or {}).items()):
+        c.add_metric([via], n)
+    yield c
+    mqtt = st.get("mqtt")
+    if mqtt is not None:
+        g = GaugeMetricFamily(
+            "gridsched_openadr_ven_mqtt_connected", "1 while the VEN's MQTT client is connected"
+        )
+        g.add_metric([], 1.0 if mqtt.get("connected") else 0.0)
+        yield g
+
+
 def _inference(d: Daemon) -> Iterator[Metric]:
     """The serving demand feed (when configured) and the latency objectives."""
     if d.demand is not None:
@@ -369,3 +446,37 @@ def metrics_registry(daemon: Daemon) -> CollectorRegistry:
 
 def render_metrics(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class Snapshot:
+    """``/metrics`` as rendered once for a state of the daemon: scrapes that find nothing
+    changed (no poll, command, read-back verdict, plan or signal since) within the same
+    second get the same bytes, so that several Prometheus servers scraping a large site
+    cost one render, and every series in a scrape comes from one instant."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.registry = metrics_registry(daemon)
+        self._key: tuple[int, ...] | None = None
+        self._body = b""
+        self.renders = 0
+
+    def key(self) -> tuple[int, ...]:
+        d = self.daemon
+        return (
+            d.poller.polls,
+            d.devices.generation,
+            d.plans.generation,
+            d.signals.generation,
+            sum(d.counters.task_failures.values()),
+            d.counters.store_failures,
+            int(d.clock.time()),
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        key = self.key()
+        if key != self._key:
+            self._body, _ = render_metrics(self.registry)
+            self._key = key
+            self.renders += 1
+        return self._body, CONTENT_TYPE_LATEST

@@ -51,6 +51,7 @@ class DeviceModes:
         self.verdicts: list[Outcome] = []
         #: devices whose command went unconfirmed since the last poll took them
         self.unfollowed: set[str] = set()
+        self.generation = 0  # counts changes to what devices are believed to do
 
     def class_of(self, device_id: str) -> DeviceClass:
         return self.classes[self.fleet.status[device_id].group]
@@ -71,6 +72,7 @@ class DeviceModes:
         for o in outcomes:
             if o.ok and o.applied is not None:
                 self.modes[o.device_id] = modes[o.device_id]
+        self.generation += 1
         for listener in self.listeners:
             listener()
 
@@ -111,6 +113,7 @@ class DeviceModes:
         seen = self.from_reading(device_id, t)
         log.warning("%s reads %s but %s", device_id, seen, why)
         self.modes[device_id] = seen
+        self.generation += 1
 
     def serving_tokens(self) -> float:
         """Tokens/s the GPUs serve in their modes as they stand."""

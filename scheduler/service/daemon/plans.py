@@ -18,14 +18,17 @@ class CurrentPlan:
         self.solver_status = "none"
         #: after a fast-path shed, the plan's step is not dispatched until the next plan
         self.hold = False
+        self.generation = 0  # counts plans adopted and re-plans failed
 
     def adopt(self, plan: Plan, now: float) -> None:
         self.plan, self.made_at, self.error = plan, now, None
         self.solver_status = plan.status
         self.hold = False
+        self.generation += 1
 
     def failed(self, error: str, status: str) -> None:
         self.error, self.solver_status = error, status
+        self.generation += 1
 
     def index(self, now: float) -> int | None:
         """The plan step containing ``now``, or None."""

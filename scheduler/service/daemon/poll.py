@@ -53,13 +53,17 @@ class Poller:
         self.recorder, self.tasks, self.notifier = recorder, tasks, notifier
         self.counters: Counters = recorder.counters
         self.last_poll = clock.monotonic()
+        self.polls = 0
         self._lock = asyncio.Lock()
 
     async def poll(self, dispatch: bool = True) -> None:
         """Read the fleet and act on what it shows (one at a time: the scheduled poll and a
         confirmation after a shed may meet)."""
         async with self._lock:
-            await self._poll(dispatch)
+            try:
+                await self._poll(dispatch)
+            finally:
+                self.polls += 1
 
     async def _poll(self, dispatch: bool) -> None:
         t0 = self.clock.monotonic()

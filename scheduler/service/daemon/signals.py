@@ -50,6 +50,7 @@ class Signals:
         self.pending: dict[str, GridEvent] = {}  # caps being written, already enforced
         self.cap_error: str | None = None  # why the cap in force is a fall-back
         self._cap_ok_kw: float | None = None  # the last cap computed without error
+        self.generation = 0  # counts signals stored
 
     def book(self) -> EventBook:
         if self._book is None:
@@ -135,6 +136,7 @@ class Signals:
             stored, ids = await self.store.add_signals(bodies, source, webhook_id, raw, keep_until)
             if stored:
                 self._remember(events)
+                self.generation += 1
             return stored, ids
 
         writing = asyncio.ensure_future(write())

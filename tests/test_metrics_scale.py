@@ -1,0 +1,101 @@
+"""Metrics that survive scale (issue 21): per class always, per device only when asked
+or while the site is small, and /metrics rendered once per state of the daemon. Devices in
+memory (no sockets), the real collector parsed with prometheus-client's parser."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from models.site import parse_site
+from scheduler.service.daemon import Daemon
+from scheduler.service.metrics import Snapshot
+from tests.support.clock import FakeClock
+from tests.support.memfleet import memory_fleet
+
+SITE = """
+[site]
+name = "metrics"
+interconnect_kw = 100
+
+[prices]
+format = "demo"
+
+[[devices]]
+name = "s19"
+kind = "asic"
+count = 6
+modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }]
+
+[[devices]]
+name = "h100"
+kind = "gpu"
+count = 2
+modes = [{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }]
+"""
+
+
+def _scrape(tmp_path: Path, metrics: str) -> tuple[dict[str, int], Snapshot, Daemon]:
+    config = parse_site(tomllib.loads(SITE + metrics), "m.toml", str(tmp_path))
+    clock = FakeClock()
+    built, _ = memory_fleet(config.devices, clock)
+    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    snap = Snapshot(d)
+    series: dict[str, int] = {}
+
+    async def go() -> None:
+        await d.open()
+        try:
+            body, _ = snap.render()
+            for family in text_string_to_metric_families(body.decode()):
+                for s in family.samples:
+                    series[s.name] = series.get(s.name, 0) + 1
+        finally:
+            await d.close()
+
+    asyncio.run(go())
+    return series, snap, d
+
+
+def test_a_small_site_gets_a_series_per_device(tmp_path: Path) -> None:
+    series, _, _ = _scrape(tmp_path, "")
+    assert series["gridsched_device_power_watts"] == 8
+    assert series["gridsched_device_up"] == 8
+    assert series["gridsched_class_power_watts"] == 2  # and the classes, always
+
+
+def test_per_device_series_only_when_asked_or_below_the_count(tmp_path: Path) -> None:
+    off, _, _ = _scrape(tmp_path / "off", "\n[metrics]\nper_device = false\n")
+    assert "gridsched_device_power_watts" not in off and "gridsched_gpu_power_watts" not in off
+    assert off["gridsched_class_power_watts"] == 2
+    big, _, _ = _scrape(tmp_path / "big", "\n[metrics]\nper_device_up_to = 5\n")
+    assert "gridsched_device_power_watts" not in big  # 8 devices > 5
+    on, _, _ = _scrape(tmp_path / "on", "\n[metrics]\nper_device = true\nper_device_up_to = 5\n")
+    assert on["gridsched_device_power_watts"] == 8  # asked: whatever the count
+
+
+def test_metrics_render_once_per_state_of_the_daemon(tmp_path: Path) -> None:
+    config = parse_site(tomllib.loads(SITE), "m.toml", str(tmp_path))
+    clock = FakeClock()
+    built, _ = memory_fleet(config.devices, clock)
+    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    snap = Snapshot(d)
+
+    async def go() -> None:
+        await d.open()
+        try:
+            first, _ = snap.render()
+            again, _ = snap.render()  # a second scraper, nothing changed: the same bytes
+            assert again is first and snap.renders == 1
+            await d.poll(dispatch=False)
+            assert snap.render()[0] is not first and snap.renders == 2
+            clock.advance(1.0)  # ages move on: at most a second old
+            snap.render()
+            assert snap.renders == 3
+        finally:
+            await d.close()
+
+    asyncio.run(go())
