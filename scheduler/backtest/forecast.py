@@ -46,15 +46,17 @@ def naive_forecast(
     steps_per_day: int,
     dt_h: float,
     tau_h: float = 2.0,
+    age_steps: int = 0,
 ) -> np.ndarray:
-    """``current`` fading into the last settled day's shape (``realised[:n_known]`` only)."""
+    """``current`` (``age_steps`` old at step k) fading into the last settled day's shape
+    (``realised[:n_known]`` only)."""
     j = np.arange(k, k + horizon)
     # whole days back, enough that the source step is settled (< n_known)
     days = np.maximum(-(-(j - n_known + 1) // steps_per_day), 1)
     src = j - days * steps_per_day
     have = src >= 0
     shape = np.where(have, realised[np.clip(src, 0, None)], current)
-    return blend(current, shape, dt_h, tau_h)
+    return blend(current, shape, dt_h, tau_h, age_steps)
 
 
 def blend(

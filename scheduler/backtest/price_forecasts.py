@@ -82,7 +82,16 @@ def _blend(setup: BacktestSetup, tau_h: float) -> DecisionForecast:
         if known.dam_ahead is not None:
             return blend(known.current, known.dam_ahead, dt_h, tau_h, known.age_steps)
         rt = known.rt_settled
-        return naive_forecast(rt, len(rt), known.current, known.k, known.horizon, per_day, dt_h)
+        return naive_forecast(
+            rt,
+            len(rt),
+            known.current,
+            known.k,
+            known.horizon,
+            per_day,
+            dt_h,
+            age_steps=known.age_steps,
+        )
 
     return f
 
