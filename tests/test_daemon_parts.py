@@ -678,3 +678,38 @@ def test_no_confirming_poll_unless_confirm_after_is_between_zero_and_the_poll(
             assert not d.tasks.running
 
         _run(d, body)
+
+
+def test_a_cap_on_some_classes_sheds_only_them_at_once(tmp_path: Path) -> None:
+    """Issue 19: an event that names device classes caps their power at the meter; the
+    fast path sheds inside those classes (by the same order, within the committed floor)
+    even while the site's import is far under its own cap, and leaves the rest alone."""
+    clock = FakeClock()
+    d, _ = _daemon(tmp_path, clock, pue=1.25)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+
+    def capped(limit_kw: float, classes: tuple[str, ...], id: str) -> GridEvent:
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        return GridEvent(
+            id=id,
+            type=EventType.CURTAIL,
+            start=start,
+            duration="1h",
+            limit_kw=limit_kw,
+            classes=classes,
+        )
+
+    async def body() -> None:
+        d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+        await d.accept([capped(8.0, ("old",), "old-cap")], "test", None, "{}")
+        # old: 4 x 3 kW x 1.25 = 15 kW at the meter, cap 8: two miners (7.5 kW) shed
+        out = _told(await d.fast_path("class cap"))
+        assert set(out) == {"old/0", "old/1"}
+        assert d.cap_now()[0] == 100.0  # the site's own cap is untouched
+        assert d.status()["class_caps"] == [{"classes": ["old"], "cap_kw": 8.0}]
+        await d.accept([capped(0.0, ("gpu",), "gpu-cap")], "test", None, "{}")
+        out = _told(await d.fast_path("gpu cap"))
+        # the GPUs go as low as the 1,500 tok/s commitment allows: one down, none asleep
+        assert out == {"gpu/0": ModeRequest("run", 350.0)}
+
+    _run(d, body)

@@ -115,10 +115,12 @@ class DeviceModes:
         self.modes[device_id] = seen
         self.generation += 1
 
-    def serving_tokens(self) -> float:
-        """Tokens/s the GPUs serve in their modes as they stand."""
+    def serving_tokens(self, with_modes: Mapping[str, str] | None = None) -> float:
+        """Tokens/s the GPUs serve in their modes as they stand (or with ``with_modes``
+        taken: device -> mode)."""
+        modes = {**self.modes, **with_modes} if with_modes else self.modes
         total = 0.0
-        for device_id, mode in self.modes.items():
+        for device_id, mode in modes.items():
             dc = self.class_of(device_id)
             m = dc.mode(mode)
             if dc.kind is DeviceKind.GPU and m is not None:

@@ -18,6 +18,7 @@ from adapters.fleet import Fleet, Outcome
 from models.devices import DeviceKind
 from models.economics import site_load_kw
 from models.site import Posture
+from scheduler.planner.class_caps import class_excess_kw
 from scheduler.planner.shedding import value_per_kw
 from scheduler.service.daemon.clock import Clock
 from scheduler.service.daemon.counters import Counters, Tasks
@@ -124,6 +125,22 @@ def choose(
     return chosen
 
 
+def below_by_class(shedder: Shedder) -> dict[str, float]:
+    """IT kW that awake devices reading below their mode will still add, by class (the
+    class-cap counterpart of ``Shedder.reading_gaps``' total)."""
+    out: dict[str, float] = {}
+    devices = shedder.devices
+    for device_id, t in shedder.power.readings.items():
+        mode = devices.modes.get(device_id, SLEEP)
+        if mode == SLEEP or device_id in shedder.fleet.pending or t.power_w is None:
+            continue
+        dc = devices.class_of(device_id)
+        m = dc.mode(mode)
+        if m is not None and m.power_kw > t.power_w / 1000.0:
+            out[dc.name] = out.get(dc.name, 0.0) + m.power_kw - t.power_w / 1000.0
+    return out
+
+
 class Shedder:
     def __init__(
         self,
@@ -175,6 +192,24 @@ class Shedder:
                 above[device_id] = float(site_load_kw(-gap, pue, 0.0))
         return below, above
 
+    def _class_excess(self, now: float, below: dict[str, float]) -> dict[tuple[str, ...], float]:
+        """kW at the meter above each cap on part of the site (events naming classes),
+        counting commands not yet read back at their new mode and devices still ramping at
+        theirs (``below``: IT kW by class)."""
+        caps = self.signals.class_caps(now)
+        if not caps:
+            return {}
+        it_kw: dict[str, float] = dict.fromkeys(self.devices.classes, 0.0)
+        for device_id in self.fleet.status:
+            it_kw[self.devices.class_of(device_id).name] += self.power.device(device_id, True).kw
+        for name, kw in below.items():
+            it_kw[name] += kw
+        return {
+            classes: kw
+            for classes, kw in class_excess_kw(self.config, caps, it_kw).items()
+            if kw > 1e-6
+        }
+
     def request(self, reason: str) -> None:
         """Run the fast path now, or once more right after the one running (coalesced)."""
         if self.running:
@@ -205,7 +240,8 @@ class Shedder:
         # mode's power: a miner still ramping up reads below its mode (the order's figure)
         # and would climb back over the cap; one drawing more than its mode saves more.
         excess = load + below - cap
-        if excess <= 1e-6 or not self.fleet.status:
+        class_excess = self._class_excess(now, below_by_class(self))
+        if (excess <= 1e-6 and not class_excess) or not self.fleet.status:
             return []
         # not counted on: devices not read, and those that did not follow their last command
         unread = {
@@ -215,7 +251,13 @@ class Shedder:
         }
         floor = self.devices.committed_tokens_s(now)
         tokens = self.devices.serving_tokens()
-        chosen = choose(self.order, excess, unread, tokens, floor, above)
+        chosen = choose(self.order, excess, unread, tokens, floor, above) if excess > 1e-6 else {}
+        for classes, group_excess in class_excess.items():
+            group = [s for s in self.order if self.devices.class_of(s.device_id).name in classes]
+            served = self.devices.serving_tokens(with_modes={i: s.mode for i, s in chosen.items()})
+            for i, step in choose(group, group_excess, unread, served, floor, above).items():
+                if i not in chosen or step.request.action == "sleep":
+                    chosen[i] = step
         if not chosen:
             return []
         self.plans.hold = True

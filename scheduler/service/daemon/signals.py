@@ -16,6 +16,7 @@ import numpy as np
 from models.signals import EventType, GridEvent
 from models.site import SiteConfig
 from scheduler.audit.store import Store
+from scheduler.planner.class_caps import class_caps_at
 from scheduler.planner.inputs import event_caps
 from scheduler.planner.timegrid import TimeGrid
 from scheduler.service.daemon.clock import Clock
@@ -215,6 +216,19 @@ class Signals:
             cap_kw = min(cap_kw, fallback_kw)
         why = "; ".join(problems)
         return cap_kw, f"{why}: enforcing {cap_kw:g} kW (fail-safe or last good cap)"
+
+    def class_caps(self, now: float) -> dict[tuple[str, ...], float]:
+        """Caps in force at ``now`` on part of the site (events naming device classes):
+        {classes: kW at the meter}. One that cannot be computed is logged and left out (the
+        intake refuses unknown classes, so this is a bug, not a signal); the site cap holds."""
+        events = self._with_pending(self.book().caps_in_force(now), now, started=True)
+        if not any(e.classes for e in events) and not any(e.classes for e in self.config.events):
+            return {}
+        try:
+            return class_caps_at(self.config, events, datetime.fromtimestamp(now, UTC))
+        except Exception:
+            log.exception("class caps could not be computed; the site cap holds")
+            return {}
 
     def not_acted(self, now: float) -> dict[str, Any]:
         """OpenADR payloads received and not acted on, with the reason (notices)."""

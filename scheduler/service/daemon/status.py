@@ -67,6 +67,11 @@ def status(d: Daemon) -> dict[str, Any]:
         "uptime_s": round(now - d.started_at, 1),
         "import_kw": round(m["import_kw"], 3),
         "cap_kw": None if math.isinf(cap) else cap,
+        # caps on part of the site (events naming classes): kW at the meter
+        "class_caps": [
+            {"classes": list(classes), "cap_kw": kw}
+            for classes, kw in d.signals.class_caps(now).items()
+        ],
         # met / not_met / unverified, the reason, and how much of import is estimated
         "compliance": d.power.compliance(cap, now).as_dict(),
         "it_kw": {"asic": round(m["asic_kw"], 3), "gpu": round(m["gpu_kw"], 3)},
