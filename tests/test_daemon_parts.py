@@ -185,6 +185,7 @@ def test_wake_ups_come_in_batches_within_the_ramp_limit(tmp_path: Path) -> None:
         plan = await d.replan("test")  # mining pays at 1 USD/TH/day: every miner wanted
         assert plan is not None and d.dispatcher.targets(clock.time())
         assert _running(devices, "old/") + _running(devices, "new/") == 0  # no time elapsed
+        assert _running(devices, "gpu/") == 0  # not even a 0.7 kW GPU: the bucket is empty
         clock.advance(60)  # a minute fills the bucket: 6 kW; smallest steps first
         await d.dispatch()
         assert _running(devices, "gpu/") == 2  # 1.4 kW

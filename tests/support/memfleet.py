@@ -22,6 +22,7 @@ class MemoryDevice(DeviceAdapter):
     target_w: float = 0.0
     follows: bool = True  # False: accepts commands and keeps doing what it did
     told: list[ModeRequest] = field(default_factory=list)
+    staged: list[ModeRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         assert self.dc is not None
@@ -44,6 +45,13 @@ class MemoryDevice(DeviceAdapter):
             self.state = "sleeping" if request.action == "sleep" else "running"
             if request.power_w is not None:
                 self.target_w = request.power_w
+        return Applied(request, request.power_w)
+
+    async def stage(self, request: ModeRequest) -> Applied | None:
+        """Sets up the wake's target while asleep (as a LuxOS profile would)."""
+        if self.state != "sleeping" or request.action != "run":
+            return None
+        self.staged.append(request)
         return Applied(request, request.power_w)
 
     @property

@@ -1,0 +1,282 @@
+"""Dispatch by hand: which device takes which mode (assign), how wake-ups are batched
+under the ramp limit and the cap (ramp_batch), and the Dispatcher over devices in memory
+with a clock the test moves: the bucket's exact fill, the headroom counting commands not
+yet read back, the audit record, a plan that no longer covers now, and staging."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tomllib
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.base import ModeRequest
+from models.signals import EventType, GridEvent
+from models.site import parse_site
+from scheduler.service.daemon import SLEEP, Daemon, assign, ramp_batch
+from tests.support.clock import FakeClock
+from tests.support.memfleet import MemoryDevice, memory_fleet
+
+# -- assign -------------------------------------------------------------------------------------
+
+
+def test_assign_keeps_each_wanted_mode_where_it_is() -> None:
+    modes = {"a": "eco", "b": "stock", "c": SLEEP}
+    out = assign(["a", "b", "c", "d"], modes, {"stock": 1, "eco": 1})
+    assert out == {"a": "eco", "b": "stock", "c": SLEEP, "d": SLEEP}
+
+
+def test_assign_moves_a_device_out_of_a_mode_not_wanted() -> None:
+    assert assign(["a"], {"a": "turbo"}, {"stock": 1}) == {"a": "stock"}
+
+
+def test_assign_keeps_the_one_already_in_the_mode_rather_than_moving_another() -> None:
+    out = assign(["a", "b"], {"a": "eco", "b": "stock"}, {"stock": 1})
+    assert out == {"a": SLEEP, "b": "stock"}
+
+
+def test_assign_moves_awake_devices_before_waking_sleeping_ones() -> None:
+    out = assign(["a", "b", "c"], {"a": SLEEP, "b": "eco"}, {"stock": 1})
+    assert out == {"a": SLEEP, "b": "stock", "c": SLEEP}  # c never read: asleep, last
+
+
+def test_assign_with_more_wanted_than_devices_gives_every_device_a_mode() -> None:
+    out = assign(["a", "b"], {}, {"stock": 3, "eco": 1})
+    assert out == {"a": "stock", "b": "stock"}
+
+
+# -- ramp_batch ---------------------------------------------------------------------------------
+
+
+def test_ramp_bucket_with_only_decreases_holds_a_minutes_worth() -> None:
+    picked, tokens, deferred = ramp_batch([(-3.0, "a", SLEEP)], 0.0, 0.5, 10.0, 0.0)
+    assert picked == [("a", SLEEP)] and tokens == 0.5 and deferred == 0
+
+
+def test_ramp_bucket_holds_a_step_smaller_than_one_kw_larger_than_the_minute() -> None:
+    picked, _, _ = ramp_batch([(0.8, "a", "stock")], 0.0, 0.5, 10.0, 100.0)
+    assert picked == [("a", "stock")]  # the bucket holds 0.8 kW: it makes progress
+
+
+def test_ramp_bucket_without_a_limit_is_left_as_it_was() -> None:
+    picked, tokens, _ = ramp_batch([(3.0, "a", "stock")], 0.0, None, 1.0, 100.0)
+    assert picked == [("a", "stock")] and tokens == 0.0
+
+
+def test_a_step_exactly_the_headroom_fits() -> None:
+    picked, _, deferred = ramp_batch([(3.0, "a", "stock")], 0.0, None, 1.0, 3.0)
+    assert picked == [("a", "stock")] and deferred == 0
+    picked, _, deferred = ramp_batch([(3.0, "a", "stock")], 0.0, None, 1.0, 2.999)
+    assert picked == [] and deferred == 1
+
+
+# -- the Dispatcher -----------------------------------------------------------------------------
+
+SITE = """
+[site]
+name = "dispatch"
+interconnect_kw = 100
+pue = 1.0
+base_load_kw = 0
+{site_extra}
+
+[prices]
+format = "demo"
+
+[mining]
+hashprice_usd_per_ths_day = 1.0
+
+[inference]
+committed_tokens_s = {committed}
+
+[daemon]
+horizon = "2h"
+step = "5min"
+stage_ahead_s = {stage_s}
+confirm_after_s = 0
+cap_margin_pct = 0
+
+[[devices]]
+name = "old"
+kind = "asic"
+count = 4
+modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }}]
+
+[[devices]]
+name = "new"
+kind = "asic"
+count = 4
+modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }}]
+
+[[devices]]
+name = "gpu"
+kind = "gpu"
+count = 2
+modes = [
+  {{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }},
+  {{ name = "low", power_kw = 0.35, throughput_tokens_s = 600 }},
+]
+"""
+
+
+def _daemon(
+    tmp_path: Path,
+    clock: FakeClock,
+    site_extra: str = "",
+    stage_s: float = 0,
+    committed: float = 500.0,
+) -> tuple[Daemon, dict[str, MemoryDevice]]:
+    text = SITE.format(site_extra=site_extra, stage_s=stage_s, committed=committed)
+    config = parse_site(tomllib.loads(text), "d.toml", str(tmp_path))
+    built, devices = memory_fleet(config.devices, clock, asleep=True)
+    for i, dev in devices.items():
+        if i.startswith("gpu/"):
+            dev.state = "running"  # serving; the miners asleep
+    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+    d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+    return d, devices
+
+
+def _run(d: Daemon, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def go() -> None:
+        try:
+            await d.open()
+            await body()
+        finally:
+            await d.close()
+
+    asyncio.run(go())
+
+
+def _awake_miners(devices: dict[str, MemoryDevice]) -> list[str]:
+    return sorted(i for i, v in devices.items() if i[0] in "on" and v.state == "running")
+
+
+def test_the_bucket_fills_at_exactly_the_ramp_rate(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 3")
+
+    async def body() -> None:
+        plan = await d.replan("test")  # miners wanted; no time has passed: nothing wakes
+        assert plan is not None and _awake_miners(devices) == []
+        wanted = sum(n for cp in plan.classes if cp.name != "gpu" for n in cp.units_at(0).values())
+        assert wanted >= 2
+        clock.advance(60)  # exactly 3 kW: one miner
+        await d.dispatch()
+        assert len(_awake_miners(devices)) == 1
+        rows = [r[3] for r in d.store.records(0, 1e12, ("commands",))]
+        assert rows[-1]["why"] == "dispatch"
+        assert rows[-1]["deferred_by_ramp_or_cap"] == wanted - 1
+
+    _run(d, body)
+
+
+def test_a_gpu_step_counts_as_what_it_adds_not_its_whole_mode(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 0.5", committed=2000.0)
+    for i in ("gpu/0", "gpu/1"):
+        devices[i].target_w = 350.0  # low; 2,000 tok/s committed: both wanted full
+
+    async def body() -> None:
+        await d.replan("test")
+        clock.advance(60)  # 0.5 kW in the bucket: one GPU's 0.35 kW step, nothing more
+        await d.dispatch()
+        raised = [i for i in ("gpu/0", "gpu/1") if devices[i].target_w == 700.0]
+        assert len(raised) == 1 and _awake_miners(devices) == []
+
+    _run(d, body)
+
+
+def test_headroom_counts_commands_not_yet_read_back(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+
+    async def body() -> None:
+        await d.replan("test")  # all eight miners wanted, no ramp limit
+        for dev in devices.values():
+            dev.state = "sleeping" if dev.device_id[0] in "on" else dev.state
+        # a cap arrives after the plan: 10 kW; the plan is not made again (test)
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        cap = GridEvent(id="cap", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=10.0)
+        await d.accept([cap], "test", None, "{}")
+        for i in list(d.devices.modes):
+            if i[0] in "on":
+                d.devices.modes[i] = SLEEP
+        d.plans.hold = False
+        await d.dispatch()  # 1.4 kW now: 8.6 kW of headroom, two 3 kW miners
+        assert len(_awake_miners(devices)) == 2
+        await d.dispatch()  # no reading yet: they count at 3 kW each, no headroom left
+        assert len(_awake_miners(devices)) == 2
+
+    _run(d, body)
+
+
+def test_a_device_never_read_into_a_mode_is_woken_from_idle(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+
+    async def body() -> None:
+        del d.devices.modes["old/0"]  # answers, no mode known yet
+        await d.replan("test")
+        assert devices["old/0"].state == "running"
+
+    _run(d, body)
+
+
+def test_no_targets_when_the_plan_no_longer_covers_now(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, _ = _daemon(tmp_path, clock)
+
+    async def body() -> None:
+        await d.replan("test")
+        assert d.dispatcher.targets(clock.time())
+        clock.advance(3 * 3600)
+        assert d.dispatcher.targets(clock.time()) == {}
+
+    _run(d, body)
+
+
+def test_staging_sets_up_the_wakes_the_plan_has_coming(tmp_path: Path) -> None:
+    """A 1.2 kW/min ramp wakes two miners per 5-minute step; with stage_ahead_s = 600 the
+    wakes of the next two steps are staged on the sleeping miners (dispatch's own order:
+    new/0-3, then old/0-1), the GPUs never."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 1.2", stage_s=600)
+
+    async def body() -> None:
+        d.dispatcher.staging = True  # the poll's own staging off: staged by hand below
+        await d.replan("test")
+        want = d.dispatcher.stage_requests(clock.time())
+        assert set(want) == {"new/0", "new/1", "new/2", "new/3", "old/0", "old/1"}
+        assert all(r == ModeRequest("run", 3000.0) for r in want.values())
+        out = await d.dispatcher.stage_ahead()
+        assert {o.device_id for o in out} == set(want) and not d.dispatcher.staging
+        assert devices["new/0"].staged == [ModeRequest("run", 3000.0)]
+        rows = [r[3] for r in d.store.records(0, 1e12, ("commands",))]
+        assert rows[-1]["why"] == "stage"
+        clock.advance(3 * 3600)
+        assert d.dispatcher.stage_requests(clock.time()) == {}  # no plan covers now
+
+    _run(d, body)
+
+
+def test_the_poll_stages_once_at_a_time(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 1.2", stage_s=600)
+
+    async def body() -> None:
+        await d.replan("test")
+        await d.poll(dispatch=False)
+        for _ in range(500):
+            if not d.tasks.running:
+                break
+            await asyncio.sleep(0.01)
+        assert not d.dispatcher.staging
+        assert sum(1 for v in devices.values() if v.staged) >= 4
+        assert not math.isnan(clock.time())
+
+    _run(d, body)
