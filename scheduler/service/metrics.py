@@ -24,8 +24,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from adapters.base import Health
 from models.site import FeedKind
+from scheduler.service import metrics_families as families
 from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
-from scheduler.service.power import ComplianceState
 
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
@@ -67,7 +67,7 @@ class DaemonCollector:
         )
         g.add_metric([], d.power.billing_peak_kw * 1000)
         yield g
-        yield from _power_truth(d, m, now)
+        yield from families.power_truth(d, m, now)
 
         power = GaugeMetricFamily(
             "gridsched_class_power_watts",
@@ -114,8 +114,8 @@ class DaemonCollector:
         yield tokens
 
         if d.config.metrics.per_device_for(len(d.fleet.status)):
-            yield from _per_device(d)
-        yield from _ven(d)
+            yield from families.per_device(d)
+        yield from families.ven(d)
 
         cnt = d.counters
         e = CounterMetricFamily(
@@ -271,171 +271,7 @@ class DaemonCollector:
         yield cnt.drain_s.family(
             "gridsched_gpu_drain_seconds", "GPU drains before power-down: told to in-flight done"
         )
-        yield from _inference(d)
-
-
-def _per_device(d: Daemon) -> Iterator[Metric]:
-    """One series per device ([metrics] per_device): every device's power and whether it
-    answers; GPUs also with DCGM-exporter's labels."""
-    power = GaugeMetricFamily(
-        "gridsched_device_power_watts",
-        "Power each device read (last known when it cannot be read: see gridsched_device_up)",
-        labels=["device", "class", "kind"],
-    )
-    up = GaugeMetricFamily(
-        "gridsched_device_up", "1 when the device was read in the latest poll", labels=["device"]
-    )
-    for device_id, st in d.fleet.status.items():
-        kind = d.devices.classes[st.group].kind.value
-        power.add_metric([device_id, st.group, kind], d.power.device(device_id, False).kw * 1000)
-        up.add_metric([device_id], 1.0 if device_id in d.power.answered else 0.0)
-    yield power
-    yield up
-    gpu_power = GaugeMetricFamily(
-        "gridsched_gpu_power_watts",
-        "GPU power draw (DCGM-style labels)",
-        labels=["gpu", "UUID", "modelName", "class"],
-    )
-    gpu_limit = GaugeMetricFamily(
-        "gridsched_gpu_power_limit_watts",
-        "GPU enforced power limit",
-        labels=["gpu", "UUID", "modelName", "class"],
-    )
-    for adapter in d.fleet.adapters:
-        if adapter.kind != "gpu" or adapter.info is None:
-            continue
-        t = d.power.readings.get(adapter.device_id)
-        if t is None:
-            continue
-        labels = [
-            adapter.address.rsplit(":", 1)[-1],
-            adapter.info.firmware,
-            adapter.info.model,
-            d.fleet.status[adapter.device_id].group,
-        ]
-        gpu_power.add_metric(labels, t.power_w or 0.0)
-        gpu_limit.add_metric(labels, t.target_w or 0.0)
-    yield gpu_power
-    yield gpu_limit
-
-
-def _ven(d: Daemon) -> Iterator[Metric]:
-    """The OpenADR VEN, when a VTN is configured (the alerts GridschedOpenADRVenSilent and
-    GridschedOpenADRSubscriptionMissing in deploy/prometheus/gridsched.rules.yml)."""
-    if d.ven is None:
-        return
-    st = d.ven.status()
-    g = GaugeMetricFamily(
-        "gridsched_openadr_ven_last_poll_timestamp_seconds",
-        "Unix time of the VEN's last complete poll of the VTN (its start before the first)",
-    )
-    g.add_metric([], float(st.get("last_poll_at") or st.get("started_at") or 0.0))
-    yield g
-    g = GaugeMetricFamily(
-        "gridsched_openadr_ven_poll_interval_seconds", "How often the VEN polls the VTN"
-    )
-    g.add_metric([], float(d.ven.config.poll_s))
-    yield g
-    c = CounterMetricFamily(
-        "gridsched_openadr_ven_polls", "VEN polls of the VTN by result", labels=["result"]
-    )
-    failed = int(st.get("poll_failures", 0))
-    c.add_metric(["ok"], int(st.get("polls", 0)))
-    c.add_metric(["failed"], failed)
-    yield c
-    g = GaugeMetricFamily(
-        "gridsched_openadr_ven_consecutive_failures", "VEN steps failed in a row (0: working)"
-    )
-    g.add_metric([], float(st.get("consecutive_failures", 0)))
-    yield g
-    g = GaugeMetricFamily(
-        "gridsched_openadr_ven_subscription",
-        "1 for the VEN's subscription state at the VTN",
-        labels=["state"],
-    )
-    for state in ("active", "missing", "not_configured"):
-        g.add_metric([state], 1.0 if st.get("subscription_state") == state else 0.0)
-    yield g
-    c = CounterMetricFamily(
-        "gridsched_openadr_ven_events_received",
-        "OpenADR events taken by the VEN, by the channel that brought them first",
-        labels=["via"],
-    )
-    for via, n in sorted((st.get("events_received") or {}).items()):
-        c.add_metric([via], n)
-    yield c
-    mqtt = st.get("mqtt")
-    if mqtt is not None:
-        g = GaugeMetricFamily(
-            "gridsched_openadr_ven_mqtt_connected", "1 while the VEN's MQTT client is connected"
-        )
-        g.add_metric([], 1.0 if mqtt.get("connected") else 0.0)
-        yield g
-
-
-def _inference(d: Daemon) -> Iterator[Metric]:
-    """The serving demand feed (when configured) and the latency objectives."""
-    if d.demand is not None:
-        up = GaugeMetricFamily(
-            "gridsched_serving_feed_up", "1 when the latest poll read every serving engine"
-        )
-        up.add_metric([], 1.0 if d.demand.up else 0.0)
-        yield up
-        tok = GaugeMetricFamily(
-            "gridsched_inference_demand_tokens_per_second",
-            "Inference demand the plan uses now, by source (serving metrics or site file)",
-            labels=["source"],
-        )
-        now = d.demand.tokens_now()
-        if now is not None:  # before the first plan: the site file's figure is not known
-            tok.add_metric([d.demand.source()], now)
-        yield tok
-    sla = GaugeMetricFamily(
-        "gridsched_inference_sla",
-        "1 for each latency objective's state (met, missed, unverified)",
-        labels=["objective", "state"],
-    )
-    for name, o in d.inference_sla().items():
-        for state in ("met", "missed", "unverified"):
-            sla.add_metric([name, state], 1.0 if o["state"] == state else 0.0)
-    yield sla
-
-
-def _power_truth(d: Daemon, m: dict[str, float], now: float) -> Iterator[Metric]:
-    """How much of import is estimated, whether the cap is met, and the site meter."""
-    c = d.power.compliance(d.cap_now(now)[0], now)
-    g = GaugeMetricFamily(
-        "gridsched_site_power_estimated_watts",
-        "Part of import from devices not read (their last known power or mode nameplate)",
-    )
-    g.add_metric([], round(m["estimated_kw"] * 1000, 3))
-    yield g
-    g = GaugeMetricFamily("gridsched_devices_unread", "Devices without a power reading now")
-    g.add_metric([], m["devices_unread"])
-    yield g
-    g = GaugeMetricFamily(
-        "gridsched_cap_compliance",
-        "1 for the state of import against the cap in force: met, not_met or unverified",
-        labels=["state"],
-    )
-    for state in ComplianceState:
-        g.add_metric([state.value], 1.0 if c.state is state else 0.0)
-    yield g
-    if d.power.meter is None:
-        return
-    g = GaugeMetricFamily("gridsched_meter_up", "1 when the site meter was read in the last poll")
-    g.add_metric([], 0.0 if c.meter_kw is None else 1.0)
-    yield g
-    if c.meter_kw is not None and c.meter_gap_kw is not None:
-        g = GaugeMetricFamily("gridsched_meter_power_watts", "Import at the site meter")
-        g.add_metric([], round(c.meter_kw * 1000, 3))
-        yield g
-        g = GaugeMetricFamily(
-            "gridsched_meter_gap_watts",
-            "Site meter minus the devices' sum (with PUE and base load): unmetered or unread load",
-        )
-        g.add_metric([], round(c.meter_gap_kw * 1000, 3))
-        yield g
+        yield from families.inference(d)
 
 
 def metrics_registry(daemon: Daemon) -> CollectorRegistry:
