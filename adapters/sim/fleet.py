@@ -5,7 +5,8 @@ so a thousand of them run in one process and pyasic discovers each like a real o
 A miner runs LuxOS (:class:`~adapters.sim.miner.SimMiner`, API on 4028), stock Bitmain
 firmware (:class:`~adapters.sim.antminer.AntminerSim`, API on 4028 and web CGI on 80) or
 Braiins OS+ (:class:`~adapters.sim.braiins.BraiinsSim`, API on 4028 and gRPC on 50051)
-or Whatsminer (:class:`~adapters.sim.whatsminer.WhatsminerSim`, btminer API on 4028).
+or Whatsminer (:class:`~adapters.sim.whatsminer.WhatsminerSim`, btminer API on 4028)
+or VNish (:class:`~adapters.sim.vnish.VnishSim`, API on 4028 and its web API on 80).
 A control port on 127.0.0.1 speaks JSON lines: list the fleet, inject or clear faults,
 and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
 
@@ -32,22 +33,24 @@ from adapters.sim.braiins import BraiinsSim
 from adapters.sim.gpu import SimGpu, SimNvmlError
 from adapters.sim.miner import SimMiner
 from adapters.sim.server import FaultKind, MinerServer
+from adapters.sim.vnish import VnishSim
 from adapters.sim.whatsminer import WhatsminerSim
 from models.errors import GridschedError
 
 DEFAULT_BASE = "127.1.0.0"
 CONTROL_PORT = 4029
 #: Firmware a simulated miner can run: LuxOS, stock Bitmain (Antminer), Braiins OS+,
-#: Whatsminer (MicroBT's own firmware and hardware).
+#: Whatsminer (MicroBT's own firmware and hardware), VNish (third-party Antminer firmware).
 FIRMWARE: dict[str, type[MinerServer]] = {
     "luxos": SimMiner,
     "antminer": AntminerSim,
     "braiins": BraiinsSim,
     "whatsminer": WhatsminerSim,
+    "vnish": VnishSim,
 }
 #: Ports each firmware's simulator listens on (one socket each): the API on 4028, plus the
-#: stock Antminer's web CGI (80) and Braiins OS+'s gRPC (50051).
-LISTEN_PORTS = {"luxos": 1, "antminer": 2, "braiins": 2, "whatsminer": 1}
+#: stock Antminer's web CGI (80), Braiins OS+'s gRPC (50051) and VNish's web API (80).
+LISTEN_PORTS = {"luxos": 1, "antminer": 2, "braiins": 2, "whatsminer": 1, "vnish": 2}
 #: Open files kept free beyond listeners and connections: the control server and its
 #: clients, the event loop's own descriptors, the interpreter's files.
 SPARE_FDS = 64

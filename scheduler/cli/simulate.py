@@ -101,6 +101,7 @@ KINDS = {
     "antminer": "stock Antminer",
     "braiins": "Braiins OS+",
     "whatsminer": "Whatsminer",
+    "vnish": "VNish",
 }
 
 
@@ -136,7 +137,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         what = " and ".join(KINDS[f] for f in args.firmware)
         print(
             f"simulating {len(sim.miners)} {what} miners on {first} .. {last} port 4028"
-            f"{' and 80' if 'antminer' in args.firmware else ''}, "
+            f"{' and 80' if {'antminer', 'vnish'} & set(args.firmware) else ''}, "
             f"{len(sim.gpus)} GPUs; control {control or 'off'}",
             flush=True,
         )
@@ -191,7 +192,7 @@ def _simulate_sharded(args: argparse.Namespace, per_process: int) -> int:
             what = " and ".join(KINDS[f] for f in args.firmware)
             print(
                 f"simulating {len(specs)} {what} miners on {specs[0].host} .. {specs[-1].host}"
-                f" port 4028{' and 80' if 'antminer' in args.firmware else ''}, "
+                f" port 4028{' and 80' if {'antminer', 'vnish'} & set(args.firmware) else ''}, "
                 f"{len(sim.gpus)} GPUs; control {control or 'off'}; "
                 f"{len(sim.shards)} worker processes of up to {per_process} miners; "
                 f"started in {time.perf_counter() - t0:.1f} s",
