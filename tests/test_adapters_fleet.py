@@ -14,6 +14,7 @@ import pytest
 from adapters.base import Applied, DeviceAdapter, Health, ModeRequest, Telemetry
 from adapters.fleet import Fleet, Outcome, RetryPolicy
 from tests.support.simfleet import run
+from tests.support.wait import until
 
 
 def test_an_adapter_bug_does_not_stop_the_fleet() -> None:
@@ -72,7 +73,7 @@ def test_readings_wait_while_commands_are_in_flight(yield_max_s: float) -> None:
 
     async def go() -> None:
         sweep = asyncio.create_task(fleet.read_all())
-        await asyncio.sleep(0.01)  # the first two readings are out
+        await until(lambda: sum(w == "read" for w, _, _ in _Timed.log) >= 2)  # two are out
         out = await fleet.apply({"t/7": ModeRequest("sleep")})
         assert out[0].ok
         assert len(await sweep) == 8  # the sweep still completes
@@ -97,7 +98,7 @@ def test_staging_waits_for_commands_and_reports_only_what_it_staged() -> None:
 
     async def go() -> list[Outcome]:
         curtail = asyncio.create_task(fleet.apply({"t/7": ModeRequest("sleep")}))
-        await asyncio.sleep(0.01)
+        await until(lambda: any(w == "apply" for w, _, _ in _Timed.log))  # in flight
         out = await fleet.stage({i: ModeRequest("run", 3000.0) for i in fleet.by_id})
         assert (await curtail)[0].ok
         return out

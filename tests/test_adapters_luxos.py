@@ -3,7 +3,6 @@ the miner's dynamics, sleep and wake with profiles staged ahead, the payload par
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -15,7 +14,8 @@ from adapters.base import BadReply, DeviceUnreachable, ModeRequest
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.luxos import LuxosSim
 from tests.support.daemon import free_loopback_base
-from tests.support.simfleet import FAST, clean, loopback_host, miner_host, run, sim_fleet
+from tests.support.simfleet import clean, loopback_host, miner_host, run, sim_fleet
+from tests.support.wait import until
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,10 @@ def sim() -> Iterator[SimFleetThread]:
 def _clean(sim: SimFleetThread) -> Iterator[None]:
     yield
     clean(sim)
+
+
+async def _reads(dev: PyasicMiner, state: str) -> bool:
+    return (await dev.read()).state == state
 
 
 def test_pyasic_discovers_and_drives_the_simulator(sim: SimFleetThread) -> None:
@@ -42,8 +46,12 @@ def test_pyasic_discovers_and_drives_the_simulator(sim: SimFleetThread) -> None:
         assert data.hashrate is not None and float(data.hashrate) > 80
         assert data.fw_ver
         assert await m.stop_mining() is True
-        await asyncio.sleep(FAST["sleep_s"] + 0.1)
-        assert (await m.get_data()).wattage < 60
+
+        async def asleep() -> bool:
+            w = (await m.get_data()).wattage
+            return w is not None and w < 60
+
+        await until(asleep, what="the miner's wattage below 60 W after stop_mining")
         assert await m.resume_mining() is True
         assert await m.set_power_limit(2600) is True  # LuxOS: highest preset <= 2600 W
 
@@ -95,11 +103,14 @@ def test_a_reading_during_the_sleep_ramp_does_not_make_the_next_wake_a_no_op() -
             await dev.apply(ModeRequest("sleep"))
             assert (await dev.read()).state == "running"  # ramping down: 3 s above 90 %
             await dev.apply(ModeRequest("run"))
-            await asyncio.sleep(0.6)
+            # A wake that was skipped leaves it ramping down to sleep: never mining (the
+            # simulator advances its phase when its power is computed, as a read does).
+            m = fleet.miners[0]
+            mining = lambda: th.call(lambda: (m.power_and_hashrate(), m.state.phase)[1] == "mining")  # noqa: E731
+            await until(mining, what="the miner mining after the wake")
             assert (await dev.read()).state == "running"
 
         run(go())
-        assert th.call(lambda: fleet.miners[0].state.phase) == "mining"
 
 
 def test_a_sleeping_luxos_miner_takes_its_next_profile_ahead_and_wakes_in_one_round_trip() -> None:
@@ -119,8 +130,7 @@ def test_a_sleeping_luxos_miner_takes_its_next_profile_ahead_and_wakes_in_one_ro
             assert await dev.stage(ModeRequest("run", low)) is None  # awake: nothing ahead
             await dev.apply(ModeRequest("sleep"))
             assert await dev.stage(ModeRequest("run", low)) is None  # not yet read asleep
-            while (await dev.read()).state != "sleeping":
-                await asyncio.sleep(0.05)
+            await until(lambda: _reads(dev, "sleeping"), what="read asleep")
             staged = await dev.stage(ModeRequest("run", low + 10.0))
             assert staged is not None and staged.target_w == low and "presets only" in staged.note
             n, phase, profile = seen()
@@ -130,15 +140,14 @@ def test_a_sleeping_luxos_miner_takes_its_next_profile_ahead_and_wakes_in_one_ro
             n = seen()[0]
             await dev.apply(ModeRequest("run", low))
             assert seen()[0] == n + 1  # the wake alone
-            await asyncio.sleep(0.5)
+            await until(lambda: _reads(dev, "running"), what="read running after the wake")
             t = await dev.read()
             assert t.state == "running" and t.target_w == low
             # Woken: staging leaves it alone, even if a reading caught it still booting.
             assert await dev.stage(ModeRequest("run", high)) is None
             # A wake at a target not staged still sets it first: profile, then the wake.
             await dev.apply(ModeRequest("sleep"))
-            while (await dev.read()).state != "sleeping":
-                await asyncio.sleep(0.05)
+            await until(lambda: _reads(dev, "sleeping"), what="read asleep")
             n = seen()[0]
             await dev.apply(ModeRequest("run", high))
             assert seen()[0] == n + 2

@@ -22,6 +22,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.daemon import free_loopback_base
+from tests.support.wait import readline
 from tests.test_daemon import DaemonProc, now_iso, post_signal, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,22 +243,36 @@ def test_grafana_dashboard_matches_generator_and_metrics(tmp_path: Path) -> None
     assert used <= exported, sorted(used - exported)
 
 
-def test_compose_site_drives_the_compose_fleet() -> None:
-    """The fleet container's command and the site the gridsched container runs agree."""
+def test_compose_site_drives_the_compose_fleet(tmp_path: Path) -> None:
+    """The fleet container's command and the site the gridsched container runs agree.
+
+    Both run here moved together onto a loopback /24 no other run holds and a control port
+    the OS picks (the compose addresses are fixed; two runs on one host would collide)."""
     doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    fleet_cmd = doc["services"]["fleet"]["command"]
-    port = int(fleet_cmd[fleet_cmd.index("--control-port") + 1])
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", port)) == 0:
-            pytest.skip(f"port {port} is in use here")
+    fleet_cmd = list(doc["services"]["fleet"]["command"])
+    shipped_base = fleet_cmd[fleet_cmd.index("--base") + 1]
+    shipped_port = fleet_cmd[fleet_cmd.index("--control-port") + 1]
+    base = free_loopback_base(int(fleet_cmd[fleet_cmd.index("--miners") + 1]))
+    fleet_cmd[fleet_cmd.index("--base") + 1] = base
+    fleet_cmd[fleet_cmd.index("--control-port") + 1] = "0"
     sim = subprocess.Popen(
         [sys.executable, "-m", "scheduler.cli", *fleet_cmd], stdout=subprocess.PIPE, text=True
     )
     try:
-        assert sim.stdout is not None and "simulating" in sim.stdout.readline()
+        first = readline(sim.stdout)
+        control = re.search(r"control (127\.0\.0\.1:\d+)", first)
+        assert "simulating" in first and control is not None, first
+        shipped = (DEPLOY / "compose" / "site.toml").read_text()
+        assert f'"127.0.0.1:{shipped_port}"' in shipped and f"{shipped_base[:-1]}1-" in shipped
+        site = tmp_path / "site.toml"
+        site.write_text(
+            shipped.replace(f'"127.0.0.1:{shipped_port}"', f'"{control.group(1)}"').replace(
+                shipped_base[:-1], base[:-1]
+            )
+        )
         res = subprocess.run(
             [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--json",
-             "--config", str(DEPLOY / "compose" / "site.toml")],
+             "--config", str(site)],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import sqlite3
@@ -28,7 +29,8 @@ from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.devices import mode_kw
 from scheduler.service.daemon.fastpath import shed_order
 from scheduler.service.security import sign
-from tests.support.daemon import daemon_of, running
+from tests.support.daemon import daemon_of, free_loopback_base, running
+from tests.support.wait import until
 
 SITE = """
 [site]
@@ -55,7 +57,7 @@ model = "S19j Pro"
 count = 6
 [devices.adapter]
 kind = "sim"
-sim_base = "127.9.0.0"
+sim_base = "{old}"
 sim_sleep_s = 0.2
 sim_wake_s = 0.4
 timeout_s = 2
@@ -67,15 +69,22 @@ model = "S21"
 count = 6
 [devices.adapter]
 kind = "sim"
-sim_base = "127.9.1.0"
+sim_base = "{new}"
 sim_sleep_s = 0.2
 sim_wake_s = 0.4
 timeout_s = 2
 """
 
 
+def _site(ramp_kw_per_min: float) -> str:
+    """The site's text, its two miner classes on loopback /24s no other run holds."""
+    old = free_loopback_base()
+    new = next(b for b in iter(free_loopback_base, None) if b != old)
+    return SITE.format(ramp=ramp_kw_per_min, old=old, new=new)
+
+
 def _daemon(tmp_path: Path, ramp_kw_per_min: float) -> Daemon:
-    return _daemon_of(tmp_path, SITE.format(ramp=ramp_kw_per_min))
+    return _daemon_of(tmp_path, _site(ramp_kw_per_min))
 
 
 _daemon_of = daemon_of
@@ -91,8 +100,7 @@ def _awake_kw(d: Daemon) -> float:
 
 
 async def fast_path_done(d: Daemon) -> None:
-    while d.shedder.running:
-        await asyncio.sleep(0.02)
+    await until(lambda: not d.shedder.running, what="the fast path done")
 
 
 async def curtail(d: Daemon, limit_kw: float, event_id: str = "dr") -> None:
@@ -185,7 +193,7 @@ def test_a_shed_is_read_back_before_the_next_poll(tmp_path: Path) -> None:
     """After the fast path the daemon reads the fleet once more ``confirm_after_s`` later
     (not at the next poll, here an hour away): measured import, metrics and the audit
     trail show the response within seconds."""
-    text = SITE.format(ramp=1000.0).replace(
+    text = _site(1000.0).replace(
         'step = "5min"', 'step = "5min"\npoll_s = 3600\nconfirm_after_s = 0.6'
     )
     d = _daemon_of(tmp_path, text)
@@ -203,10 +211,10 @@ def test_a_shed_is_read_back_before_the_next_poll(tmp_path: Path) -> None:
             before = recorded()
             # The simulated miners sleep in 0.2 s; the read is at 0.6 s. Its reading is
             # in force before its audit record is written (an await later): wait for both.
-            for _ in range(100):
-                await asyncio.sleep(0.05)
-                if d.measured()["import_kw"] <= cap and recorded() > before:
-                    break
+            await until(
+                lambda: d.measured()["import_kw"] <= cap and recorded() > before,
+                what="the shed read back and recorded",
+            )
             assert d.measured()["import_kw"] <= cap
             assert recorded() == before + 1
 
@@ -248,7 +256,10 @@ def test_the_fast_path_sheds_while_the_signal_is_written(
             real = d.store.add_signals
 
             async def slow_disk(*args: Any, **kwargs: Any) -> Any:
-                await asyncio.sleep(0.5)  # an fsync behind a busy disk
+                # An fsync behind a busy disk: the write is held until the shed is done, so
+                # a fast path that waited for the write never sheds (the wait times out).
+                with contextlib.suppress(AssertionError):
+                    await until(lambda: _awake(d) == 0, what="the shed during the write")
                 seen["awake when written"] = _awake(d)
                 return await real(*args, **kwargs)
 
@@ -312,7 +323,7 @@ def test_a_replan_one_step_later_is_warm(tmp_path: Path, monkeypatch: pytest.Mon
         "usd_per_kw = 10.0\n"
         "[tariff]\ndemand_charge_usd_per_kw_month = 5.0\n"
     )
-    text = SITE.format(ramp=1000.0).replace("[daemon]", window + "\n[daemon]", 1)
+    text = _site(1000.0).replace("[daemon]", window + "\n[daemon]", 1)
     text = text.replace('horizon = "2h"', 'horizon = "4h"', 1)
     d = _daemon_of(tmp_path, text)
 
@@ -356,13 +367,20 @@ def test_a_miner_that_wakes_by_itself_during_an_event_is_put_back_to_sleep(
     async def go() -> None:
         async with running(d):
             await curtail(d, 0.0)
-            await asyncio.sleep(0.4)  # the simulated miners sleep in 0.2 s
-            await d.poll(dispatch=False)
-            assert _awake(d) == 0 and not d.fleet.pending  # every sleep confirmed by a reading
+
+            async def confirmed() -> bool:  # the simulated miners sleep in 0.2 s
+                await d.poll(dispatch=False)
+                return not d.fleet.pending
+
+            await until(confirmed, what="every sleep confirmed by a reading")
+            assert _awake(d) == 0
             miner = d.built.simulators[0].miners[0]
             miner.wake()  # a reboot brings it back mining, against its command
-            await asyncio.sleep(0.6)
-            assert miner.power_and_hashrate()[1] > 0  # hashing again
+
+            def mining() -> bool:  # its phase advances as its power is computed
+                return miner.power_and_hashrate()[1] > 0 and miner.state.phase == "mining"
+
+            await until(mining, what="mining again")
             await d.poll(dispatch=False)
             await fast_path_done(d)
             assert miner.state.phase == "sleeping"  # shed again, without waiting for a plan
@@ -376,7 +394,7 @@ def test_the_hashprice_feed_re_plans_and_a_bad_reading_keeps_the_last_good(
 ) -> None:
     feed = tmp_path / "hashprice.json"
     feed.write_text('{"data": {"hashprice": 55.0}}')  # USD per PH/s per day
-    text = SITE.format(ramp=1000.0) + (
+    text = _site(1000.0) + (
         '\n[daemon.hashprice_feed]\nkind = "file"\npath = "hashprice.json"\n'
         'format = "json"\nkey = "data.hashprice"\nper = "PH"\n'
     )
@@ -419,10 +437,12 @@ def test_sleeping_miners_take_their_next_wake_ahead_and_wake_in_one_command(
             await d.replan("during the event")
             assert _awake(d) == 0
             assert d.dispatcher.stage_requests(time.time()) == {}  # nobody read asleep yet
-            await asyncio.sleep(0.4)  # the simulated miners sleep in 0.2 s
+            await until(  # the simulated miners sleep in 0.2 s
+                lambda: all(m.power_and_hashrate()[0] < 100 for m in sim_of.values()),
+                what="every miner asleep",
+            )
             await d.poll()  # reads them asleep and stages their wakes
-            while d.dispatcher.staging:
-                await asyncio.sleep(0.02)
+            await until(lambda: not d.dispatcher.staging, what="staging done")
             want = d.dispatcher.stage_requests(time.time())
             assert want and all(r.action == "run" for r in want.values())
             rows = [
@@ -463,7 +483,7 @@ def test_a_staging_failure_is_logged_and_the_next_poll_stages_again(
         raise RuntimeError("store gone")
 
     monkeypatch.setattr(
-        d.dispatcher, "stage_requests", lambda now: {"old/127.9.0.1": ModeRequest("run")}
+        d.dispatcher, "stage_requests", lambda now: {next(iter(d.fleet.by_id)): ModeRequest("run")}
     )
     monkeypatch.setattr(d.fleet, "stage", broken)
     d.dispatcher.staging = True  # as _poll sets it before spawning

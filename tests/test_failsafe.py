@@ -34,6 +34,7 @@ from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.fastpath import shed_order
 from scheduler.service.metrics import metrics_registry
 from tests.support.daemon import free_loopback_base, running
+from tests.support.wait import until
 
 SITE = """
 [site]
@@ -133,8 +134,7 @@ async def _absurd_price(d: Daemon) -> None:
 
 
 async def _shed_done(d: Daemon) -> None:
-    while d.shedder.running:
-        await asyncio.sleep(0.02)
+    await until(lambda: not d.shedder.running, what="the fast path done")
 
 
 async def _get(d: Daemon, path: str) -> httpx.Response:
@@ -376,8 +376,7 @@ def test_a_failing_background_task_is_logged_and_counted(
         caplog.set_level(logging.INFO, "gridsched")
         d.tasks.spawn(broken(), "fast-path")
         d.tasks.spawn(bug(), "replan")
-        while d.tasks.running:
-            await asyncio.sleep(0.01)
+        await until(lambda: not d.tasks.running, what="both tasks ended")
 
     asyncio.run(go())
     lines = [r for r in caplog.records if "task" in r.getMessage()]
@@ -464,10 +463,8 @@ def test_a_failing_scheduled_job_is_counted(
         try:
             d.scheduler.get_job("poll").modify(next_run_time=datetime.now(UTC))
             await asyncio.wait_for(failed.wait(), 30)
-            for _ in range(500):  # the listener runs right after the job
-                if d.counters.task_failures.get("poll"):
-                    break
-                await asyncio.sleep(0.01)
+            # the listener runs right after the job
+            await until(lambda: d.counters.task_failures.get("poll"), what="the failure counted")
         finally:
             d.scheduler.shutdown(wait=False)
         assert d.counters.task_failures == {"poll": 1}

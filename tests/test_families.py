@@ -2,7 +2,8 @@
 
 Each family's simulator serves what pyasic sends and parses for that firmware (LuxOS RPC;
 stock Antminer cgminer API and web CGI with digest auth; Braiins OS+ BOSminer API and
-gRPC; Whatsminer btminer API with token-encrypted writes). The same steps run on each:
+gRPC; Whatsminer btminer API with token-encrypted writes; VNish cgminer API and web API with
+an unlock token). The same steps run on each:
 identify, read, sleep confirmed by read-back, wake at a target (honoured where the family
 has a power target, skipped where it has none) and confirmed, and a command the firmware
 accepts and ignores ends unconfirmed, not done.
@@ -23,14 +24,17 @@ from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.miner import FaultKind
 from models.firmware import CAPABILITIES, Family, PowerTarget
+from tests.support.simfleet import free_base
+from tests.support.wait import readline
 
 FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
-FIRMWARE = ("luxos", "antminer", "braiins", "whatsminer")
+FIRMWARE = ("luxos", "antminer", "braiins", "whatsminer", "vnish")
 FAMILY = {
     "luxos": Family.LUXOS,
     "antminer": Family.ANTMINER_STOCK,
     "braiins": Family.BRAIINS,
     "whatsminer": Family.WHATSMINER,
+    "vnish": Family.VNISH,
 }
 MODEL = {"whatsminer": "M50"}
 PER = 2  # miners per firmware
@@ -53,10 +57,11 @@ CAN_80 = _can_bind_80()
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
-    firmware = FIRMWARE if CAN_80 else tuple(f for f in FIRMWARE if f != "antminer")
+    on_80 = ("antminer", "vnish")  # their web APIs listen on port 80
+    firmware = FIRMWARE if CAN_80 else tuple(f for f in FIRMWARE if f not in on_80)
     fleet = SimFleet.build(
         PER * len(firmware),
-        base="127.45.0.0",
+        base=free_base(PER * len(firmware), (4028, 80, 50051) if CAN_80 else (4028, 50051)),
         firmware=firmware,
         models=("Antminer S19j Pro",),
         control_port=None,
@@ -162,16 +167,17 @@ def test_fleet_status_shows_what_discovery_found(tmp_path: Any) -> None:
     import sys
 
     site = tmp_path / "mix.toml"
+    base = free_base(4, (4028, 50051))  # LuxOS on 4028, Braiins OS+ also on gRPC's 50051
     proc = subprocess.Popen(
         [sys.executable, "-m", "scheduler.cli", "fleet", "simulate", "--miners", "4",
-         "--base", "127.45.9.0", "--control-port", "0", "--firmware", "luxos,braiins",
+         "--base", base, "--control-port", "0", "--firmware", "luxos,braiins",
          "--duration", "60", "--write-site", str(site)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        assert "LuxOS and Braiins OS+ miners" in proc.stdout.readline()
-        assert "wrote" in proc.stdout.readline()
+        assert "LuxOS and Braiins OS+ miners" in readline(proc.stdout)
+        assert "wrote" in readline(proc.stdout)
         res = subprocess.run(
             [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--json",
              "--config", str(site)],
@@ -192,7 +198,7 @@ def test_fleet_status_shows_what_discovery_found(tmp_path: Any) -> None:
         proc.terminate()
         proc.wait(10)
     bad = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "fleet", "simulate", "--firmware", "vnish"],
+        [sys.executable, "-m", "scheduler.cli", "fleet", "simulate", "--firmware", "hiveon"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert bad.returncode == 2 and "firmware vnish: valid are luxos" in bad.stderr
+    assert bad.returncode == 2 and "firmware hiveon: valid are luxos" in bad.stderr

@@ -12,6 +12,7 @@ import pytest
 
 from adapters.sim.fleet import loopback_hosts
 from tests.support.daemon import free_loopback_base
+from tests.support.wait import readline
 
 
 def test_loopback_addresses() -> None:
@@ -50,8 +51,8 @@ def test_fleet_simulate_and_status_cli(tmp_path: Any) -> None:
     )
     try:
         assert proc.stdout is not None
-        assert "simulating 12 LuxOS miners" in proc.stdout.readline()
-        assert "wrote" in proc.stdout.readline()
+        assert "simulating 12 LuxOS miners" in readline(proc.stdout)
+        assert "wrote" in readline(proc.stdout)
         res = subprocess.run(
             [
                 sys.executable,
