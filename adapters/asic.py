@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters import antminer, luxos
+from adapters import antminer, luxos, vnish
 from adapters.base import (
     AdapterError,
     Applied,
@@ -90,6 +91,7 @@ class PyasicMiner(DeviceAdapter):
     _discovered_at: float = field(default=-math.inf, init=False)
     _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
     _mode_as_str: bool | None = field(default=None, init=False)  # stock: miner-mode's type
+    _no_target: str = field(default="", init=False)  # why this miner has no power target
     _luxos: bool = field(default=False, init=False)
     _sleeping: bool | None = field(default=None, init=False)
     _target_w: float | None = field(default=None, init=False)  # as last read or set
@@ -157,6 +159,9 @@ class PyasicMiner(DeviceAdapter):
             # another client left is ended first (LuxOS refuses a logon beside it).
             await luxos.renew_session(self.device_id, miner.rpc, self.timeout_s)
             self._session_used = time.monotonic()
+        if family is Family.VNISH:  # pyasic's own preset choice never succeeds (adapters.vnish)
+            got = await vnish.presets(self.device_id, miner, self._caps, self.timeout_s)
+            self._caps, presets, self._no_target = got
         if family is Family.ANTMINER_STOCK and self._mode_as_str is None:
             from pyasic import settings
 
@@ -244,10 +249,11 @@ class PyasicMiner(DeviceAdapter):
                 DataOptions.ERRORS,
                 DataOptions.IS_MINING,
             ]
+            got = miner.get_data(include=include)
+            if self._caps.family is Family.VNISH:
+                got = vnish.auth_checked(self.device_id, "telemetry", got)
             try:
-                data = await contain(
-                    self.device_id, "telemetry", miner.get_data(include=include), self.timeout_s
-                )
+                data = await contain(self.device_id, "telemetry", got, self.timeout_s)
                 t = parse_miner_data(self.device_id, data, now)
             except BadReply as exc:
                 if not await self._reachable():
@@ -293,8 +299,11 @@ class PyasicMiner(DeviceAdapter):
 
     async def _call(self, what: str, fn: str, *args: Any) -> None:
         miner = self._need()
+        call = getattr(miner, fn)(*args)
+        if self._caps.family is Family.VNISH:
+            call = vnish.auth_checked(self.device_id, what, call)
         try:
-            ok = await contain(self.device_id, what, getattr(miner, fn)(*args), self.timeout_s)
+            ok = await contain(self.device_id, what, call, self.timeout_s)
         except AdapterError:
             self._forget(session=False)
             raise
@@ -322,10 +331,8 @@ class PyasicMiner(DeviceAdapter):
         if request.power_w is None:
             return None, ""
         if self._caps.power_target is PowerTarget.NONE:
-            return None, (
-                f"asked {request.power_w:g} W; {self._caps.family.value} firmware has no "
-                "power target: woken at its own setting"
-            )
+            why = self._no_target or f"{self._caps.family.value} firmware has no power target"
+            return None, f"asked {request.power_w:g} W; {why}: woken at its own setting"
         presets = self.info.power_targets_w if self.info else ()
         if presets:
             return choose_preset(presets, request.power_w)
@@ -376,6 +383,10 @@ class PyasicMiner(DeviceAdapter):
             name = self._profiles.get(target) if self._luxos else None
             if name is not None:
                 await self._luxos_profile(name)
+            elif self._caps.family is Family.VNISH:
+                await self._guarded(
+                    vnish.set_preset(self.device_id, self._need(), target, self.timeout_s)
+                )
             else:
                 await self._call("set power target", "set_power_limit", int(target))
             self._target_w = target
@@ -388,10 +399,15 @@ class PyasicMiner(DeviceAdapter):
         return Applied(request, target, note)
 
     async def _stock(self, mode: int) -> None:
+        miner, as_str = self._need(), bool(self._mode_as_str)
+        await self._guarded(
+            antminer.set_work_mode(self.device_id, miner, mode, as_str, self.timeout_s)
+        )
+
+    async def _guarded(self, aw: Awaitable[None]) -> None:
+        """A write's failure leaves the device's state unknown: resend everything next time."""
         try:
-            await antminer.set_work_mode(
-                self.device_id, self._need(), mode, bool(self._mode_as_str), self.timeout_s
-            )
+            await aw
         except AdapterError:
             self._forget(session=False)
             raise
