@@ -23,7 +23,8 @@ from models.meter import SiteMeter
 from models.site import parse_site
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry
-from tests.support.daemon import running
+from tests.support.daemon import free_loopback_base, running
+from tests.support.wait import until
 from tests.test_dispatch import curtail
 
 BASE = 40000
@@ -283,7 +284,7 @@ def test_the_daemon_takes_import_from_the_meter_and_sheds_for_it(tmp_path: Path)
 
     async def go() -> None:
         async with sunspec_meter(1400, 1) as srv:  # 14,000 W
-            d = _metered(tmp_path, srv.port, "127.23.8.0")
+            d = _metered(tmp_path, srv.port, free_loopback_base())
             async with running(d):
                 devices = d.measured()["devices_import_kw"]
                 assert 8.0 < devices < 12.0
@@ -315,7 +316,7 @@ def test_a_meter_that_goes_silent_falls_back_to_devices_and_says_so(tmp_path: Pa
         srv = MeterServer(sunspec_map(), _w_address())
         srv.set_w(900, 1)
         await srv.start()
-        d = _metered(tmp_path, srv.port, "127.23.9.0")
+        d = _metered(tmp_path, srv.port, free_loopback_base())
         try:
             async with running(d):
                 miners = [m for s in d.built.simulators for m in s.miners]
@@ -326,7 +327,12 @@ def test_a_meter_that_goes_silent_falls_back_to_devices_and_says_so(tmp_path: Pa
                 await srv.stop()
                 # a cap the unread miner fits under at its last reading, not at its most
                 await curtail(d, 3.5)
-                await asyncio.sleep(0.5)  # the other two are asleep (0.2 s) and read so
+                # the other two are told to sleep (0.2 s): read once they are asleep
+                others = [m for m in miners if m.state.phase == "sleeping"]
+                await until(
+                    lambda: all(m.power_and_hashrate()[0] < 100 for m in others),
+                    what="the shed miners asleep",
+                )
                 await d.poll(dispatch=False)
                 st = d.status()
                 c = st["compliance"]

@@ -33,6 +33,7 @@ from scheduler.service.metrics import metrics_registry
 from scheduler.service.power import ComplianceState, DevicePower, judge, site_power
 from scheduler.service.security import sign
 from tests.support.daemon import daemon_of, free_loopback_base, running
+from tests.support.wait import until
 from tests.test_dispatch import curtail, fast_path_done
 
 SITE = """
@@ -211,9 +212,8 @@ def test_the_shed_order_covers_what_a_miner_that_cannot_be_read_draws(tmp_path: 
             # room for one miner and the base load: the readable pair alone would need one
             # shed; with the unread one counted, both readable miners go to sleep
             await curtail(d, each + 0.5)
-            await asyncio.sleep(0.4)
-            asleep = [m for m in miners[1:] if m.state.phase == "sleeping"]
-            assert len(asleep) == 2
+            asleep = lambda: [m for m in miners[1:] if m.state.phase == "sleeping"]  # noqa: E731
+            await until(lambda: len(asleep()) == 2, what="both readable miners told to sleep")
             rows = [b for *_, b, _h in d.store.records(0, time.time() + 1, ("commands",))]
             tried = {o["device"] for b in rows if b["why"] == "fast-path" for o in b["outcomes"]}
             assert _id_of(d, miners[0]) in tried  # it may be hashing: it is told too
@@ -225,6 +225,12 @@ def test_the_shed_order_covers_what_a_miner_that_cannot_be_read_draws(tmp_path: 
             assert [m for m in miners[1:] if m.state.phase == "sleeping"] == miners[1:]
 
     asyncio.run(go())
+
+
+def _asleep(miners: list[SimMiner]) -> bool:
+    """Every one of ``miners`` told to sleep and drawing sleep power by now (the simulator
+    computes its phase from its clock when asked for its power)."""
+    return all(m.state.phase == "sleeping" and m.power_and_hashrate()[0] < 100 for m in miners)
 
 
 def _compliance(d: Daemon) -> str:
@@ -251,8 +257,8 @@ def test_compliance_is_met_not_met_or_unverified_in_status_metrics_audit_and_exp
             assert _compliance(d) == "met"
             miners = _miners(d)
             miners[0].inject("refuse")
-            await curtail(d, 2.0)  # the two readable ones go to sleep
-            await asyncio.sleep(0.5)
+            await curtail(d, 2.0)  # the two readable ones go to sleep (0.2 s)
+            await until(lambda: _asleep(miners[1:]), what="the readable two asleep")
             await d.poll(dispatch=False)
             c = d.status()["compliance"]
             assert c["state"] == "unverified" and c["devices_unread"] == 1
@@ -313,12 +319,14 @@ def test_the_plans_units_go_to_devices_it_can_see(tmp_path: Path) -> None:
             _unparseable_telemetry(miners[0])  # the first by id: picked first when waking
             await d.poll(dispatch=False)
             await curtail(d, 0.0)
-            await asyncio.sleep(0.4)  # all three asleep (0.2 s)
-            assert all(m.state.phase == "sleeping" for m in miners)
+            await until(lambda: _asleep(miners), what="all three asleep (0.2 s)")
             await d.poll(dispatch=False)
             await d.accept([GridEvent(id="dr", type=EventType.CANCEL)], "test", None, "{}")
             await d.replan("event over")
-            await asyncio.sleep(0.6)  # a wake takes 0.4 s
+            await until(  # the wakes go out; a wake takes 0.4 s
+                lambda: all(m.state.phase != "sleeping" for m in miners[1:]), what="woken"
+            )
+            await until(lambda: not d.tasks.running, what="dispatch done")
             assert miners[0].state.phase == "sleeping"  # not woken in the dark
             assert all(m.state.phase != "sleeping" for m in miners[1:])
 
@@ -345,10 +353,7 @@ def test_a_command_not_seen_within_its_familys_deadline_is_sent_again(tmp_path: 
             before = stubborn.commands_seen
             await d.poll(dispatch=False)
             assert d.fleet.status[device].health is Health.UNCONFIRMED
-            for _ in range(500):
-                if not d.shedder.running:
-                    break
-                await asyncio.sleep(0.01)
+            await fast_path_done(d)
             assert stubborn.commands_seen > before  # told again
 
     asyncio.run(go())

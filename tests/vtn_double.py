@@ -159,9 +159,8 @@ class VtnDouble:
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
         )
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+        if not wait_until(lambda: self._server is not None and self._server.started, 30.0):
+            raise RuntimeError(f"the VTN double did not start serving on {self.url} in 30 s")
         if self.mqtt_port is not None and self._mqtt is None:
             import paho.mqtt.client as mqtt
             from paho.mqtt.enums import CallbackAPIVersion
@@ -398,7 +397,7 @@ class VtnDouble:
         task.add_done_callback(self._sending.discard)
 
 
-def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if cond():
