@@ -40,7 +40,7 @@ from benchmarks.measure import (  # noqa: E402
     start_simulator,
     steal_pct,
 )
-from scheduler.cli.fleet import run_async  # noqa: E402
+from scheduler.cli.aio import run_async  # noqa: E402
 
 
 async def bench(args: argparse.Namespace) -> dict[str, list[float]]:

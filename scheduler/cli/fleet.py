@@ -8,40 +8,17 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from adapters import registry
 from adapters.base import Health, Telemetry
 from adapters.fleet import Fleet
 from models.site import load_site
+from scheduler.cli.aio import run_async
 from scheduler.cli.report import table
+from scheduler.cli.simulate import add_simulate_parser
 
-T = TypeVar("T")
 log = logging.getLogger("gridsched.fleet")
-
-
-def _quiet_orphans(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Library tasks nobody awaited (pyasic's discovery probes) fail on odd device replies;
-    one line in the log says so instead of a traceback per task."""
-    exc = context.get("exception")
-    task = context.get("future") or context.get("task")
-    name = getattr(getattr(task, "get_coro", lambda: None)(), "__qualname__", "?")
-    log.warning("background task %s failed: %s: %s", name, type(exc).__name__, exc)
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop where it is installed (about 2x less CPU per device call)."""
-
-    async def main() -> T:
-        asyncio.get_running_loop().set_exception_handler(_quiet_orphans)
-        return await coro
-
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main())
-    return uvloop.run(main())
 
 
 def _identity(fleet: Fleet, device_id: str) -> dict[str, str]:
@@ -267,7 +244,6 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    from scheduler.cli.simulate import add_simulate_parser  # it imports run_async from here
 
     fl = sub.add_parser("fleet", help="simulated fleet and live telemetry")
     fsub = fl.add_subparsers(dest="fleet_command", required=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from models.site import Posture, load_site
-from scheduler.cli.fleet import run_async
+from scheduler.cli.aio import run_async
 
 log = logging.getLogger("gridsched")
 

@@ -18,7 +18,7 @@ from adapters.sim.gpu import SimGpu
 from adapters.sim.miner import presets_for
 from adapters.sim.shards import DEFAULT_PER_PROCESS, ShardedFleet, ShardFailed, max_per_process
 from models.errors import GridschedError
-from scheduler.cli.fleet import run_async
+from scheduler.cli.aio import run_async
 
 
 def site_for_simulator(

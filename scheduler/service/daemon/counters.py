@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.planner.solvers import SolverError
-from scheduler.service.metrics import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
+from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 
 log = logging.getLogger("gridsched.daemon")
 

