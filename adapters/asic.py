@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,9 +249,7 @@ class PyasicMiner(DeviceAdapter):
                 DataOptions.ERRORS,
                 DataOptions.IS_MINING,
             ]
-            got = miner.get_data(include=include)
-            if self._caps.family is Family.VNISH:
-                got = vnish.auth_checked(self.device_id, "telemetry", got)
+            got = self._web_call("telemetry", lambda: miner.get_data(include=include))
             try:
                 data = await contain(self.device_id, "telemetry", got, self.timeout_s)
                 t = parse_miner_data(self.device_id, data, now)
@@ -297,11 +295,15 @@ class PyasicMiner(DeviceAdapter):
             return
         self._session_used = time.monotonic()
 
+    def _web_call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        """VNish: a refused password is a rejection; sent again after a token renewal."""
+        if self._caps.family is Family.VNISH:
+            return vnish.auth_checked(self.device_id, what, self._need().web, call)
+        return call()
+
     async def _call(self, what: str, fn: str, *args: Any) -> None:
         miner = self._need()
-        call = getattr(miner, fn)(*args)
-        if self._caps.family is Family.VNISH:
-            call = vnish.auth_checked(self.device_id, what, call)
+        call = self._web_call(what, lambda: getattr(miner, fn)(*args))
         try:
             ok = await contain(self.device_id, what, call, self.timeout_s)
         except AdapterError:

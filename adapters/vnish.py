@@ -14,6 +14,9 @@ taken as they come:
 - A refused password (``POST /api/v1/unlock`` answered non-200) surfaces as an
   ``APIError`` "Could not authenticate web token": the miner answered and refused, so it
   is a :class:`ControlRejected` naming the password, not an unreadable or dead miner.
+- A token the miner no longer knows (its web server restarted) is answered 401; pyasic
+  unlocks again and gives up on that call ("Failed to send command"). The call is sent
+  once more when pyasic came back with a new token, so a restart costs no failed read.
 
 In manual overclock (``miner.overclock.preset`` is "disabled") no preset applies: the
 miner has no power target, and a wake is the wake alone.
@@ -22,7 +25,7 @@ miner has no power target, and a wake is the wake alone.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from adapters.base import BadReply, ControlRejected, contain
@@ -37,20 +40,28 @@ PASSWORD_REFUSED = (
 MANUAL = "VNish in manual overclock has no presets"
 
 
-async def auth_checked(device_id: str, what: str, aw: Awaitable[T]) -> T:
-    """Await a pyasic call; a refused unlock becomes :class:`ControlRejected`."""
+async def auth_checked(device_id: str, what: str, web: Any, call: Callable[[], Awaitable[T]]) -> T:
+    """Await ``call()``, a pyasic call over ``web`` (its ``VNishWebAPI``); once more when
+    it failed after pyasic renewed the token; a refused unlock is :class:`ControlRejected`."""
     from pyasic.errors import APIError
 
-    try:
-        return await aw
-    except APIError as exc:
-        if "authenticate" in str(exc).lower():
-            raise ControlRejected(device_id, f"{what}: {PASSWORD_REFUSED}") from None
-        raise
+    for again in (False, True):
+        token = getattr(web, "token", None)
+        try:
+            return await call()
+        except APIError as exc:
+            if "authenticate" in str(exc).lower():
+                raise ControlRejected(device_id, f"{what}: {PASSWORD_REFUSED}") from None
+            renewed = getattr(web, "token", None) not in (None, token)
+            if again or not renewed:
+                raise
+    raise AssertionError("unreachable")
 
 
-async def _web(device_id: str, what: str, aw: Awaitable[Any], timeout_s: float) -> Any:
-    return await contain(device_id, what, auth_checked(device_id, what, aw), timeout_s)
+async def _web(
+    device_id: str, what: str, miner: Any, call: Callable[[], Awaitable[Any]], timeout_s: float
+) -> Any:
+    return await contain(device_id, what, auth_checked(device_id, what, miner.web, call), timeout_s)
 
 
 def _preset_of(device_id: str, settings: Any) -> str:
@@ -69,10 +80,10 @@ async def presets(
     and why it has no power target ("" when it has presets)."""
     from pyasic.config.mining.presets import MiningPreset
 
-    settings = await _web(device_id, "settings", miner.web.settings(), timeout_s)
+    settings = await _web(device_id, "settings", miner, miner.web.settings, timeout_s)
     if _preset_of(device_id, settings) == "disabled":
         return dataclasses.replace(caps, power_target=PowerTarget.NONE), (), MANUAL
-    reply = await _web(device_id, "autotune/presets", miner.web.autotune_presets(), timeout_s)
+    reply = await _web(device_id, "autotune/presets", miner, miner.web.autotune_presets, timeout_s)
     rows = reply.get("presets") if isinstance(reply, dict) else reply
     if not isinstance(rows, list):
         raise BadReply(device_id, f"autotune/presets answered {str(reply)[:120]}")
@@ -92,8 +103,10 @@ async def presets(
 async def set_preset(device_id: str, miner: Any, watts: float, timeout_s: float) -> None:
     """Write the preset of ``watts`` and read the settings back."""
     name = str(round(watts))
-    await _web(device_id, f"set preset {name}", miner.web.set_power_limit(round(watts)), timeout_s)
-    now = _preset_of(device_id, await _web(device_id, "settings", miner.web.settings(), timeout_s))
+    write = lambda: miner.web.set_power_limit(round(watts))  # noqa: E731 - sent again on renewal
+    await _web(device_id, f"set preset {name}", miner, write, timeout_s)
+    settings = await _web(device_id, "settings", miner, miner.web.settings, timeout_s)
+    now = _preset_of(device_id, settings)
     if now != name:
         raise ControlRejected(
             device_id,

@@ -254,3 +254,79 @@ def test_a_stop_answered_and_ignored_is_unconfirmed(sim: SimFleetThread) -> None
 
     run(go())
     assert sim.call(m.miner_state) == "mining"
+
+
+def test_a_token_lost_to_a_web_restart_costs_no_failed_read(sim: SimFleetThread) -> None:
+    """The web server keeps its tokens in memory: after it restarts, pyasic's first call
+    is answered 401, pyasic unlocks again and gives up on that call. The adapter sends it
+    again once with the new token, so the reading neither fails nor marks the miner."""
+    m = _miner(sim, 0)
+    dev = PyasicMiner("vn/0", m.host, timeout_s=2.0)
+    seen: list[Outcome] = []
+
+    def unlocks() -> int:
+        return sum(1 for c in sim.call(lambda: list(m.web_calls)) if c == ("POST", "unlock"))
+
+    async def go() -> None:
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=1), on_outcome=seen.append)
+        assert (await fleet.connect_all())[dev.device_id] is None
+        assert dev.device_id in await fleet.read_all()
+        before = unlocks()
+        sim.call(lambda: m.inject(FaultKind.DROPOUT, 0.2))
+        async with asyncio.timeout(10.0):
+            while not sim.call(lambda: m.listening and m.web_listening):
+                await asyncio.sleep(0.05)
+        assert dev.device_id in await fleet.read_all()
+        assert fleet.status[dev.device_id].health is Health.OK
+        assert unlocks() == before + 1
+
+    run(go())
+
+
+def test_garbled_answers_are_unreadable_not_zero_kw(sim: SimFleetThread) -> None:
+    m = _miner(sim, 0)
+    dev = PyasicMiner("vn/0", m.host, timeout_s=2.0)
+
+    async def go() -> None:
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=1))
+        assert (await fleet.connect_all())[dev.device_id] is None
+        sim.call(m.inject, FaultKind.GARBLE)
+        assert dev.device_id not in await fleet.read_all()  # no reading, not a 0 W one
+        assert fleet.status[dev.device_id].health is Health.UNREADABLE
+
+    run(go())
+
+
+def test_a_preset_the_firmware_answers_and_keeps_is_rejected(sim: SimFleetThread) -> None:
+    """VNish answers a settings write alike whether it applied it or not: the settings
+    read back after the write say which."""
+    m = _miner(sim, 1)
+    dev = PyasicMiner("vn/1", m.host, timeout_s=2.0)
+
+    async def go() -> None:
+        await dev.connect()
+        sim.call(m.inject, FaultKind.IGNORE)
+        with pytest.raises(ControlRejected, match="kept preset '3050'"):
+            await dev.apply(ModeRequest("run", 2600.0))
+
+    run(go())
+    assert sim.call(lambda: m.conf_preset) == "3050"
+
+
+def test_a_slow_stop_is_confirmed_late_not_called_failed(sim: SimFleetThread) -> None:
+    m = _miner(sim, 5)
+    sim.call(lambda: m.inject(FaultKind.SLOW_WRITE, delay_s=0.6))
+    dev = PyasicMiner("vn/5", m.host, timeout_s=2.0, confirm_within_s=30.0)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = _fleet(dev, seen)
+        await fleet.connect_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED
+        assert (await dev.read()).state == "running"  # answered; not stopped yet
+        await _settle(fleet, dev.device_id)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
+
+    run(go())
+    assert sim.call(m.miner_state) in ("shutting-down", "stopped")
