@@ -9,6 +9,7 @@ import asyncio
 import math
 import tomllib
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -278,5 +279,33 @@ def test_the_poll_stages_once_at_a_time(tmp_path: Path) -> None:
         assert not d.dispatcher.staging
         assert sum(1 for v in devices.values() if v.staged) >= 4
         assert not math.isnan(clock.time())
+
+    _run(d, body)
+
+
+def test_assign_wakes_a_device_never_read_after_the_sleeping_ones() -> None:
+    out = assign(["a", "b", "c"], {"a": SLEEP, "b": "eco"}, {"stock": 2})
+    assert out == {"a": "stock", "b": "stock", "c": SLEEP}
+
+
+def test_staging_looks_exactly_stage_ahead_s_ahead_and_only_at_miners_read_asleep(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    d, _ = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 1.2", stage_s=300)
+
+    async def body() -> None:
+        d.dispatcher.staging = True
+        await d.replan("test")
+        # the next step only (it starts 300 s from now): four miners, new/0-3
+        assert set(d.dispatcher.stage_requests(clock.time())) == {
+            "new/0",
+            "new/1",
+            "new/2",
+            "new/3",
+        }
+        d.power.readings["new/2"] = replace(d.power.readings["new/2"], state="running")
+        # new/2 reads running although its mode is asleep: nothing to stage on it
+        assert "new/2" not in d.dispatcher.stage_requests(clock.time())
 
     _run(d, body)
