@@ -31,12 +31,28 @@ class BatchJob(Strict):
         return self
 
 
-class InferenceDemand(Strict):
-    """Inference demand read from the serving engines' own metrics pages (docs/daemon.md)."""
+#: the PromQL keys, each only with engine = "promql"
+_QUERIES = ("query", "ttft_p95_query", "itl_p95_query")
+Query = Annotated[str, Field(min_length=1)]
 
-    engine: Literal["vllm", "tgi"] = "vllm"
-    #: the engines' metrics pages (``http://host:8000/metrics``); their demand is summed
+
+class InferenceDemand(Strict):
+    """Inference demand read from the serving stack (docs/daemon.md): the engines' own
+    metrics pages (``engine = "vllm"`` or ``"tgi"``, ``urls`` the pages, summed), or a
+    PromQL query against an existing Prometheus (``engine = "promql"``, ``urls`` its one
+    base URL, ``query`` the demand in tokens/s, ``ttft_p95_query`` / ``itl_p95_query`` the
+    latency objectives' 95th percentiles in seconds)."""
+
+    engine: Literal["promql", "vllm", "tgi"] = "vllm"
+    #: the engines' metrics pages (``http://host:8000/metrics``); their demand is summed.
+    #: engine = "promql": the one Prometheus base URL (``http://prometheus:9090``)
     urls: Annotated[tuple[Annotated[str, Field(pattern=r"^https?://")], ...], Field(min_length=1)]
+    #: engine = "promql": PromQL whose value is the demand now, tokens/s (a vector: summed)
+    query: Query | None = None
+    #: engine = "promql": PromQL giving the 95th-percentile time to first token, seconds
+    ttft_p95_query: Query | None = None
+    #: engine = "promql": PromQL giving the 95th-percentile inter-token latency, seconds
+    itl_p95_query: Query | None = None
     poll_s: Annotated[float, Field(ge=1, le=3600)] = 15.0
     #: a measured demand this far (relative) from what the plan assumed re-plans
     replan_threshold: Annotated[float, Field(gt=0, le=10)] = 0.2
@@ -53,6 +69,46 @@ class InferenceDemand(Strict):
     gpu_engines: dict[str, Annotated[str, Field(pattern=r"^https?://")]] = Field(
         default_factory=dict
     )
+    #: the kind of the gpu_engines pages (default: engine; required with engine = "promql")
+    drain_engine: Literal["vllm", "tgi"] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        queries = [k for k in _QUERIES if getattr(self, k) is not None]
+        if self.engine != "promql":
+            if queries:
+                raise ValueError(
+                    f"{', '.join(queries)}: only with engine = 'promql' (engine = "
+                    f"'{self.engine}' reads the metrics pages in urls)"
+                )
+            if self.drain_engine not in (None, self.engine):
+                raise ValueError(
+                    f"drain_engine = '{self.drain_engine}' differs from engine = "
+                    f"'{self.engine}' (leave it out: the gpu_engines pages are the engine's)"
+                )
+            return self
+        if len(self.urls) != 1:
+            raise ValueError(
+                f"urls: engine = 'promql' takes one Prometheus base URL "
+                f"(e.g. http://prometheus:9090), got {len(self.urls)}"
+            )
+        path = self.urls[0].split("://", 1)[1].partition("/")[2].rstrip("/")
+        if path.endswith("metrics") or "api/v1" in path:
+            raise ValueError(
+                f"urls: {self.urls[0]} is not a Prometheus base URL (e.g. "
+                "http://prometheus:9090; /api/v1/query is added to it)"
+            )
+        if self.query is None:
+            raise ValueError(
+                "query: required with engine = 'promql' (PromQL whose value is the demand "
+                "in tokens/s now, e.g. sum(rate(vllm:generation_tokens_total[1m])))"
+            )
+        if self.gpu_engines and self.drain_engine is None:
+            raise ValueError(
+                "drain_engine: required with engine = 'promql' and gpu_engines ('vllm' or "
+                "'tgi': the kind of the engines' metrics pages read for a drain)"
+            )
+        return self
 
 
 class Inference(Strict):
@@ -74,3 +130,21 @@ class Inference(Strict):
         if v is not None and len(v) != 24:
             raise ValueError(f"hourly_profile needs 24 values (local hours 0-23), got {len(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _objective_queries(self) -> Self:
+        """A percentile query without its objective would be read and compared with
+        nothing: a misplaced key, named."""
+        for target in ("ttft_p95_s", "itl_p95_s"):
+            key = target.removesuffix("_s") + "_query"
+            demand = self.demand
+            if (
+                demand is not None
+                and getattr(demand, key) is not None
+                and getattr(self, target) is None
+            ):
+                raise ValueError(
+                    f"demand.{key} is set but {target} is not (the objective its "
+                    "value is compared with)"
+                )
+        return self

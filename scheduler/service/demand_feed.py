@@ -1,13 +1,17 @@
-"""The daemon's inference demand feed: the serving engines' metrics pages, polled on a timer.
+"""The daemon's inference demand feed: the serving engines' metrics pages, or PromQL
+queries against an existing Prometheus, polled on a timer.
 
 Each poll reads every engine (``adapters.serving``) concurrently; ``DemandTracker`` turns
 two successive readings into tokens/s demand (served plus queue backlog) and the latency
-histograms of the window between them. What the plan uses:
+histograms of the window between them. With ``engine = "promql"`` each poll evaluates the
+site's queries instead (``scheduler.service.demand_promql``): the demand query's value is
+the demand now, the percentile queries' values are the objectives'. What the plan uses:
 
 - **now and ahead**: the measured demand, and a forecast that decays from it to the site
   file's hourly profile (the prior) with ``tau_h``;
-- **fall-back**: a poll where any engine cannot be read keeps the last reading (the demand
-  of engines not read is not known, so no partial sum is claimed); a reading older than
+- **fall-back**: a poll where any engine cannot be read, or whose demand query fails or
+  matches no series, keeps the last reading (the demand of engines not read is not known,
+  so no partial sum is claimed; no series is no figure, not zero); a reading older than
   ``stale_s`` is dropped and the site file's figures are planned on again. Status and
   metrics say which source is in use and why.
 
@@ -40,6 +44,7 @@ from scheduler.service.demand import (
     needs_replan,
     sla_state,
 )
+from scheduler.service.demand_promql import PromqlDemand, PromqlReading, objective_state
 
 #: latency objectives: site key -> (status name, which histogram, quantile)
 OBJECTIVES = {"ttft_p95_s": ("ttft_p95", "ttft_s", 0.95), "itl_p95_s": ("itl_p95", "itl_s", 0.95)}
@@ -51,11 +56,18 @@ class DemandFeed:
         self.inference = inference
         self.cfg: InferenceDemand = inference.demand
         self.stale_s = self.cfg.stale_s or 4 * self.cfg.poll_s
-        self.endpoints = [
-            ServingEndpoint(self.cfg.engine, u, self.cfg.timeout_s) for u in self.cfg.urls
-        ]
+        self.promql = PromqlDemand(inference) if self.cfg.engine == "promql" else None
+        self.endpoints = (
+            []
+            if self.promql is not None
+            else [ServingEndpoint(self.cfg.engine, u, self.cfg.timeout_s) for u in self.cfg.urls]
+        )
+        #: the kind of the gpu_engines pages (the config requires it with promql + drains)
+        self.drain_engine = self.cfg.drain_engine or (
+            "vllm" if self.cfg.engine == "promql" else self.cfg.engine
+        )
         self.tracker = DemandTracker(drain_s=self.cfg.backlog_s)
-        self.reading: DemandReading | None = None
+        self.reading: DemandReading | PromqlReading | None = None
         self.ok_at: float | None = None  # monotonic time of the last full reading
         self.error: str | None = None
         self.up = False  # the latest poll read every engine
@@ -79,8 +91,25 @@ class DemandFeed:
             self._client = None
 
     async def poll(self) -> bool:
-        """Read every engine once; True when the plan should be made again."""
+        """Read every engine once (or run the queries); True when the plan should be made
+        again."""
         at = self.clock()
+        if self.promql is not None:
+            await self._poll_promql(self.promql, at)
+        else:
+            await self._poll_engines(at)
+        return self.wants_replan()
+
+    async def _poll_promql(self, promql: PromqlDemand, at: float) -> None:
+        try:
+            reading = await promql.read(self._http())
+        except AdapterError as exc:
+            self.up, self.error = False, str(exc)
+            return
+        self.up, self.error = True, None
+        self.reading, self.ok_at = reading, at
+
+    async def _poll_engines(self, at: float) -> None:
         client = self._http()
         got = await asyncio.gather(
             *(ep.read(client, at) for ep in self.endpoints), return_exceptions=True
@@ -105,7 +134,6 @@ class DemandFeed:
             reading = self.tracker.update(samples)
             if reading is not None:
                 self.reading, self.ok_at = reading, at
-        return self.wants_replan()
 
     def demand_now(self) -> float | None:
         """Measured tokens/s, or None when there is no reading young enough to plan on."""
@@ -154,19 +182,29 @@ class DemandFeed:
             target = getattr(self.inference, key)
             if target is None:
                 continue
-            state, value = SlaState.UNVERIFIED, None
-            if fresh and self.reading is not None:
+            state, value, why = SlaState.UNVERIFIED, None, None
+            if self.promql is not None:
+                r = self.reading if fresh and isinstance(self.reading, PromqlReading) else None
+                seen = None if r is None else r.objectives.get(name)
+                state = objective_state(seen, target)
+                value = None if seen is None else seen.value_s
+                why = self.promql.missing_query(name) or (
+                    "no young reading of the demand query" if r is None else seen and seen.error
+                )
+            elif fresh and isinstance(self.reading, DemandReading):
                 state, value = sla_state(getattr(self.reading, hist), q, target)
             out[name] = {
                 "state": state.value,
                 "value_s": None if value is None else round(value, 4),
                 "target_s": target,
             }
+            if why is not None:  # PromQL: why it is unverified (the query's error)
+                out[name]["error"] = why
         return out
 
     def status(self) -> dict[str, Any]:
         at = self.clock()
-        r = self.reading
+        r = self.reading if isinstance(self.reading, DemandReading) else None  # PromQL: None
         return {
             "source": self.source(),
             "engine": self.cfg.engine,
@@ -185,7 +223,7 @@ class DemandFeed:
 
     async def in_flight(self, url: str) -> float:
         """Requests running or waiting on one engine (for a GPU's drain)."""
-        ep = ServingEndpoint(self.cfg.engine, url, self.cfg.timeout_s)
+        ep = ServingEndpoint(self.drain_engine, url, self.cfg.timeout_s)
         s = await ep.read(self._http(), self.clock())
         return s.running + s.waiting
 
