@@ -12,6 +12,7 @@ import pytest
 
 from scheduler.cli.main import main
 from tests.conftest import EXAMPLE, ROOT
+from tests.support.daemon import free_loopback_base
 
 START = "2023-08-10T05:00:00Z"
 BASE = ["plan", "--config", str(EXAMPLE), "--start", START, "--horizon", "2h"]
@@ -90,9 +91,12 @@ def test_audit_verify_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
 def test_fleet_status_on_taken_simulator_addresses_names_them(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
     text = (ROOT / "deploy" / "examples" / "simulated-site.toml").read_text()
-    site.write_text(text.replace('sim_base = "127.5.0.0"', 'sim_base = "127.68.0.0"'))
+    base = free_loopback_base()  # not the example's own: two runs on a host would collide
+    first = base.rsplit(".", 1)[0] + ".1"
+    assert 'sim_base = "127.5.0.0"' in text
+    site.write_text(text.replace('sim_base = "127.5.0.0"', f'sim_base = "{base}"'))
     with socket.socket() as s:
-        s.bind(("127.68.0.1", 4028))
+        s.bind((first, 4028))
         s.listen()
         res = subprocess.run(
             [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--config", str(site)],
@@ -104,4 +108,4 @@ def test_fleet_status_on_taken_simulator_addresses_names_them(tmp_path: Path) ->
         )
     assert res.returncode == 4, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
-    assert "127.68.0.1" in res.stderr and "sim_base" in res.stderr
+    assert first in res.stderr and "sim_base" in res.stderr

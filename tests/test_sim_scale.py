@@ -3,7 +3,8 @@
 Each test runs ``gridsched fleet simulate`` in a child process whose open-files limit (soft and
 hard) is lowered to a few hundred, so a fleet of a few hundred miners is "too large for one
 process" exactly as 30,000 are under this machine's 20,000 limit, without opening 30,000 sockets.
-Addresses 127.200.0.0 and up are used by no other test.
+The fleets that bind take addresses checked free (``free_span``), so two runs on one host do not
+collide; the two that are refused before binding name fixed ones.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any
 
 import pytest
 
+from adapters.sim.fleet import loopback_hosts
+from tests.support.daemon import free_loopback_base
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 256  # open files the child may hold (soft and hard)
 
@@ -34,6 +38,21 @@ RUNNER = (
     "from scheduler.cli.main import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
+
+
+def free_span(n: int = 300) -> str:
+    """A loopback base whose ``n`` simulator addresses (a random /24 and the next) have the
+    miners' port 4028 free."""
+    for _ in range(50):
+        base = free_loopback_base(1)
+        try:
+            for host in loopback_hosts(n, base):
+                with socket.socket() as s:
+                    s.bind((host, 4028))
+        except (OSError, ValueError):
+            continue
+        return base
+    raise RuntimeError(f"no {n} loopback addresses with port 4028 free")
 
 
 def simulate(*args: str) -> subprocess.Popen[str]:
@@ -190,7 +209,7 @@ def test_a_large_fleet_is_sharded_and_one_control_port_reaches_all(
     site = tmp_path / "site.toml"
     proc = simulate(
         "--miners", "300", "--gpus", "2", "--firmware", "luxos,whatsminer",
-        "--base", "127.201.0.0", "--control-port", "0", "--write-site", str(site),
+        "--base", (base := free_span()), "--control-port", "0", "--write-site", str(site),
     )  # fmt: skip
     cleanup.append(proc)
     port, pids, lines = started(proc, write_site=True)
@@ -198,7 +217,7 @@ def test_a_large_fleet_is_sharded_and_one_control_port_reaches_all(
     listed = ask(port, {"op": "list"})
     assert listed["ok"] and listed["gpus"] == 2
     hosts = [m["host"] for m in listed["miners"]]
-    assert len(hosts) == 300 and hosts[0] == "127.201.0.1", hosts[:3]
+    assert hosts == loopback_hosts(300, base), hosts[:3]
     assert {m["firmware"] for m in listed["miners"]} == {"luxos", "whatsminer"}
     first, last = hosts[0], hosts[-1]
     # a fault reaches the one miner named, in whichever worker holds it
@@ -207,7 +226,8 @@ def test_a_large_fleet_is_sharded_and_one_control_port_reaches_all(
     assert faults[last] == ["hang"] and not faults[first] and not faults[hosts[150]]
     assert ask(port, {"op": "clear", "hosts": "all"})["ok"]
     assert not any(m["faults"] for m in ask(port, {"op": "list"})["miners"])
-    bad = ask(port, {"op": "fault", "hosts": ["127.201.9.9"], "kind": "hang"})
+    outside = loopback_hosts(301, base)[-1]  # the next address: no miner there
+    bad = ask(port, {"op": "fault", "hosts": [outside], "kind": "hang"})
     assert not bad["ok"] and "no simulated miner" in bad["error"]
     assert ask(port, {"op": "gpu", "index": 1, "call": "limit_w"})["ok"]
     curtails = ask(port, {"op": "curtails"})
@@ -215,7 +235,8 @@ def test_a_large_fleet_is_sharded_and_one_control_port_reaches_all(
     # the miners answer their own protocol, in the first worker and the last
     assert luxos(first, "version")["STATUS"][0]["STATUS"] == "S"
     text = site.read_text()
-    assert text.count('"127.201.') == 300 and f'"{last}"' in text
+    prefixes = {h.rsplit(".", 1)[0] + "." for h in hosts}
+    assert sum(text.count(f'"{p}') for p in prefixes) == 300 and f'"{last}"' in text
     assert f'sim_control = "127.0.0.1:{port}"' in text
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
@@ -225,7 +246,7 @@ def test_a_large_fleet_is_sharded_and_one_control_port_reaches_all(
 def test_a_worker_that_dies_stops_the_fleet_with_a_message(
     cleanup: list[subprocess.Popen[str]],
 ) -> None:
-    proc = simulate("--miners", "300", "--base", "127.202.0.0", "--control-port", "0")
+    proc = simulate("--miners", "300", "--base", free_span(), "--control-port", "0")
     cleanup.append(proc)
     _port, pids, _lines = started(proc)
     os.kill(pids[1], signal.SIGKILL)
@@ -240,7 +261,7 @@ def test_workers_stop_themselves_when_the_parent_is_killed(
     cleanup: list[subprocess.Popen[str]],
 ) -> None:
     """kill -9 of the parent runs none of its clean-up: the workers notice and exit."""
-    proc = simulate("--miners", "300", "--base", "127.203.0.0", "--control-port", "0")
+    proc = simulate("--miners", "300", "--base", free_span(), "--control-port", "0")
     cleanup.append(proc)
     _port, pids, _lines = started(proc)
     os.kill(proc.pid, signal.SIGKILL)
@@ -253,7 +274,7 @@ def test_a_worker_over_the_limit_fails_with_one_line(
 ) -> None:
     """An explicit --per-process too large for the limit: each worker refuses; one line."""
     proc = simulate(
-        "--miners", "300", "--per-process", "150", "--base", "127.204.0.0",
+        "--miners", "300", "--per-process", "150", "--base", free_span(),
         "--control-port", "0", "--duration", "1",
     )  # fmt: skip
     cleanup.append(proc)
