@@ -2,8 +2,9 @@
 
 Each kind registers a factory that turns one device class into its adapters, one per unit,
 with stable ids (``CLASS/ADDRESS`` for miners, ``CLASS/gpuN`` for GPUs). A ``sim`` ASIC
-class starts its own simulated miners on loopback (returned in ``Built.simulators`` for the
-caller to run) and reaches them through pyasic like real ones.
+class starts its own simulated miners on loopback, running the firmware ``sim_firmware``
+names (LuxOS by default; returned in ``Built.simulators`` for the caller to run), and
+reaches them through pyasic like real ones.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def _sim_asic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) ->
         wake_s=a.sim_wake_s,
         retune_s=min(3.0, a.sim_sleep_s),
         control_port=None,
+        firmware=(a.sim_firmware,),
     )
     built.simulators.append(sim)
     for m in sim.miners:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -111,6 +111,8 @@ class AdapterConfig(BaseModel):
     sim_base: str = "127.1.0.0"  # sim miners: loopback addresses after this one
     sim_sleep_s: Annotated[float, Field(gt=0, le=600)] = 5.0  # sim miners: time to sleep
     sim_wake_s: Annotated[float, Field(gt=0, le=600)] = 12.0  # sim miners: time to wake
+    #: sim miners: the firmware they run (adapters.sim.fleet.FIRMWARE; 80 needs root)
+    sim_firmware: Literal["luxos", "antminer", "braiins", "whatsminer", "vnish"] = "luxos"
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None

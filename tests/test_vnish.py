@@ -330,3 +330,60 @@ def test_a_slow_stop_is_confirmed_late_not_called_failed(sim: SimFleetThread) ->
 
     run(go())
     assert sim.call(m.miner_state) in ("shutting-down", "stopped")
+
+
+SITE = """
+[site]
+name = "vnish"
+timezone = "UTC"
+interconnect_kw = 100
+
+[mining]
+hashprice_usd_per_ths_day = 0.05
+
+[[devices]]
+name = "s19"
+kind = "asic"
+model = "S19j Pro"
+count = 1
+[devices.adapter]
+kind = "sim"
+sim_firmware = "{firmware}"
+sim_base = "{base}"
+sim_sleep_s = 0.3
+sim_wake_s = 0.6
+timeout_s = 2
+"""
+
+
+def test_a_site_file_runs_vnish_simulators_through_pyasic(tmp_path: Any) -> None:
+    """``[devices.adapter] kind = "sim"`` with ``sim_firmware = "vnish"``: the registry
+    starts VNish simulators and drives them through pyasic like real miners."""
+    from adapters import registry
+    from models.site import load_site
+
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(firmware="vnish", base=free_base(1, PORTS)))
+    built = registry.build(load_site(site))
+    assert [type(m) for m in built.simulators[0].miners] == [VnishSim]
+    dev = built.adapters[0]
+    with SimFleetThread(built.simulators[0]):
+
+        async def go() -> str:
+            info = await dev.connect()
+            return info.family
+
+        assert run(go()) == "vnish"
+
+
+def test_sim_firmware_names_the_valid_choices(tmp_path: Any) -> None:
+    from adapters.sim.fleet import FIRMWARE
+    from models.errors import ConfigError
+    from models.site import load_site
+
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(firmware="hiveon", base="127.1.0.0"))
+    with pytest.raises(ConfigError) as err:
+        load_site(site)
+    text = str(err.value) + repr(getattr(err.value, "problems", ""))
+    assert "sim_firmware" in text and all(f in text for f in FIRMWARE)
