@@ -264,6 +264,23 @@ def test_an_objective_without_its_query_is_unverified_and_says_so(
     assert {q["query"][0] for _, q in prom.heard} == {DEMAND, TTFT}
 
 
+def test_with_promql_a_drain_reads_the_engines_own_page(prom: FakePrometheus) -> None:
+    with served(FakeVllm()) as (fake, page):
+        fake.running.labels("m").set(2)
+        fake.waiting.labels("m").set(1)
+        inference = _inference(prom.url, gpu_engines={"h100/gpu0": page}, drain_engine="vllm")
+        feed = DemandFeed(inference)
+
+        async def go() -> float:
+            try:
+                return await feed.in_flight(page)
+            finally:
+                await feed.close()
+
+        assert asyncio.run(go()) == 3.0
+    assert prom.heard == []  # not Prometheus's copy, a scrape behind
+
+
 def _promql_site(url: str) -> str:
     """tests/test_demand_feed.py's site, its demand read through PromQL."""
     return (

@@ -188,9 +188,11 @@ class DemandFeed:
                 seen = None if r is None else r.objectives.get(name)
                 state = objective_state(seen, target)
                 value = None if seen is None else seen.value_s
-                why = self.promql.missing_query(name) or (
-                    "no young reading of the demand query" if r is None else seen and seen.error
-                )
+                why = self.promql.missing_query(name)
+                if why is None and seen is None:
+                    why = "no young reading of the demand query"
+                elif why is None and seen is not None:
+                    why = seen.error  # None when met or missed
             elif fresh and isinstance(self.reading, DemandReading):
                 state, value = sla_state(getattr(self.reading, hist), q, target)
             out[name] = {
