@@ -398,23 +398,25 @@ def real_prometheus(tmp_path: Path) -> Iterator[tuple[FakeVllm, str, Callable[[]
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
         port = _free_port()
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        log = tmp_path / "prometheus.log"
+        with log.open("wb") as log_file:  # a file: a pipe nobody reads would fill and block
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
             while True:
                 if proc.poll() is not None:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    err = log.read_text(errors="replace")
                     pytest.fail(f"prometheus exited {proc.returncode}: {err[-500:]}")
                 try:
                     if httpx.get(base + "/-/ready", timeout=1).status_code == 200:
