@@ -15,6 +15,7 @@ import pytest
 from scheduler.audit.archive import ArchiveError, archive, check_file, check_sequence
 from scheduler.audit.store import Store
 from scheduler.cli.main import main
+from tests.support.wait import until
 
 T0 = 1_786_000_000.0  # 2026-08-06
 
@@ -180,7 +181,7 @@ def test_archiving_while_the_daemon_writes(tmp_path: Path) -> None:
 
     async def both() -> None:
         task = asyncio.create_task(daemon(stop))
-        await asyncio.sleep(0.05)
+        await until(lambda: written, what="the daemon writing")  # the archive starts mid-stream
         done = await asyncio.to_thread(archive, db, T0 + 1500 * 60, a, 100)
         stop.set()
         await task

@@ -79,6 +79,8 @@ kind = "sim"
 """
 
 
+HTTP_S = 30.0  # a busy loaded machine may take seconds to answer; no call waits forever
+
 SERVING = re.compile(r"gridsched: serving https?://[^:\s]+:(\d+)")
 
 
@@ -164,12 +166,22 @@ class DaemonProc:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     d = DaemonProc(tmp_path_factory.mktemp("daemon"))
     d.start()
     yield d
     if d.proc is not None and d.proc.poll() is None:
         d.stop()
+
+
+@pytest.fixture
+def daemon(module_daemon: DaemonProc) -> Iterator[DaemonProc]:
+    """The module's daemon (one start for these tests), with no event in force before or
+    after each test: a test that fails half-way, or runs in another order, leaves no cap
+    for the next one to find."""
+    no_events(module_daemon)
+    yield module_daemon
+    no_events(module_daemon)
 
 
 def signed(
@@ -199,6 +211,13 @@ def status(d: DaemonProc) -> dict[str, Any]:
     return out
 
 
+def no_events(d: DaemonProc) -> None:
+    """Cancel whatever event is in force and wait until the site's own cap is back."""
+    for ev in status(d)["active_events"]:
+        assert post_signal(d.url, {"id": ev["id"], "type": "cancel"}).status_code in (200, 202)
+    wait_for(lambda: not status(d)["active_events"] and status(d)["cap_kw"] == 200)
+
+
 def wait_for(pred: Any, timeout: float = 30.0, step: float = 0.3) -> Any:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -213,8 +232,7 @@ def wait_for(pred: Any, timeout: float = 30.0, step: float = 0.3) -> Any:
 
 
 def test_curtail_signal_sheds_and_measured_power_follows(daemon: DaemonProc) -> None:
-    before = status(daemon)
-    assert before["import_kw"] > 60
+    wait_for(lambda: status(daemon)["import_kw"] > 60)  # awake again after an earlier cap
     r = post_signal(
         daemon.url,
         {"id": "cut-1", "type": "curtail", "start": now_iso(-1), "duration": "1h", "limit_kw": 40},
@@ -246,8 +264,8 @@ def test_retried_delivery_is_not_applied_twice(daemon: DaemonProc) -> None:
         {"id": "p-1", "type": "price", "start": now_iso(), "duration": "5min", "price": 90}
     ).encode()
     h = signed(body)
-    r1 = httpx.post(daemon.url + "/v1/signals", content=body, headers=h)
-    r2 = httpx.post(daemon.url + "/v1/signals", content=body, headers=h)
+    r1 = httpx.post(daemon.url + "/v1/signals", content=body, headers=h, timeout=HTTP_S)
+    r2 = httpx.post(daemon.url + "/v1/signals", content=body, headers=h, timeout=HTTP_S)
     assert r1.status_code == 202 and r2.status_code == 200 and r2.json()["duplicate"] is True
 
 
@@ -271,7 +289,7 @@ def test_bad_requests_say_what_was_wrong(
 ) -> None:
     body = json.dumps({"id": "x", "type": "alert", "start": now_iso()}).encode()
     b, h = mutate(body, signed(body))
-    r = httpx.post(daemon.url + "/v1/signals", content=b, headers=h)
+    r = httpx.post(daemon.url + "/v1/signals", content=b, headers=h, timeout=HTTP_S)
     assert r.status_code == code, r.text
     assert words in r.json()["error"]
 
@@ -290,13 +308,13 @@ def test_invalid_signal_names_the_field(daemon: DaemonProc) -> None:
     r = post_signal(daemon.url, [{"id": "a", "type": "curtail", "start": now_iso(), "level": 9}])
     assert r.status_code == 422 and r.json()["detail"][0]["field"].startswith("[0].level")
     body = b"{not json"
-    r = httpx.post(daemon.url + "/v1/signals", content=body, headers=signed(body))
+    r = httpx.post(daemon.url + "/v1/signals", content=body, headers=signed(body), timeout=HTTP_S)
     assert r.status_code == 422 and "not JSON" in r.json()["error"]
 
 
 def test_openadr3_notifications(daemon: DaemonProc) -> None:
     url = daemon.url + "/openadr3/notifications"
-    assert httpx.get(url, params={"echo": "abc123"}).text == "abc123"
+    assert httpx.get(url, params={"echo": "abc123"}, timeout=HTTP_S).text == "abc123"
     note = {
         "objectType": "EVENT",
         "operation": "CREATE",
@@ -310,14 +328,19 @@ def test_openadr3_notifications(daemon: DaemonProc) -> None:
             ],
         },
     }
-    assert httpx.post(url, json=note).status_code == 401
-    assert httpx.post(url, json=note, headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert httpx.post(url, json=note, timeout=HTTP_S).status_code == 401
+    assert (
+        httpx.post(
+            url, json=note, headers={"Authorization": "Bearer nope"}, timeout=HTTP_S
+        ).status_code
+        == 403
+    )
     auth = {"Authorization": f"Bearer {OADR_TOKEN}"}
-    r = httpx.post(url, json=note, headers=auth)
+    r = httpx.post(url, json=note, headers=auth, timeout=HTTP_S)
     assert r.status_code == 202, r.text
     assert "oadr:evt-42:0" in r.json()["ids"]
     wait_for(lambda: status(daemon)["cap_kw"] == 150)
-    signals = httpx.get(daemon.url + "/v1/signals").json()["signals"]
+    signals = httpx.get(daemon.url + "/v1/signals", timeout=HTTP_S).json()["signals"]
     assert any(s["id"] == "oadr:evt-42:0" and s["_source"] == "openadr3" for s in signals)
     bad = {
         **note,
@@ -326,18 +349,18 @@ def test_openadr3_notifications(daemon: DaemonProc) -> None:
             "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [7]}]}],
         },
     }
-    r = httpx.post(url, json=bad, headers=auth)
+    r = httpx.post(url, json=bad, headers=auth, timeout=HTTP_S)
     assert r.status_code == 422 and "valid are 0, 1, 2, 3" in r.json()["detail"][0]["problem"]
-    r = httpx.post(url, json={**note, "operation": "DELETE"}, headers=auth)
+    r = httpx.post(url, json={**note, "operation": "DELETE"}, headers=auth, timeout=HTTP_S)
     assert r.status_code == 202
     wait_for(lambda: status(daemon)["cap_kw"] == 200)
 
 
 def test_plan_health_and_openapi(daemon: DaemonProc) -> None:
-    plan = httpx.get(daemon.url + "/v1/plan").json()
+    plan = httpx.get(daemon.url + "/v1/plan", timeout=HTTP_S).json()
     assert plan["schema"].startswith("gridsched.plan/")
-    assert httpx.get(daemon.url + "/healthz").json()["ok"] is True
-    spec = httpx.get(daemon.url + "/openapi.json").json()
+    assert httpx.get(daemon.url + "/healthz", timeout=HTTP_S).json()["ok"] is True
+    spec = httpx.get(daemon.url + "/openapi.json", timeout=HTTP_S).json()
     assert {"/v1/signals", "/openadr3/notifications", "/healthz", "/metrics"} <= set(spec["paths"])
 
 
@@ -383,7 +406,9 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
             stop.set()
             th.join(20)
             d.start()
-            stored = {s["id"] for s in httpx.get(d.url + "/v1/signals").json()["signals"]}
+            stored = {
+                s["id"] for s in httpx.get(d.url + "/v1/signals", timeout=HTTP_S).json()["signals"]
+            }
             missing = [i for i in accepted if i not in stored]
             assert not missing, f"round {r}: accepted but lost: {missing[:5]}"
             assert stored <= set(accepted) | in_flight, "stored, never sent or refused"

@@ -15,6 +15,7 @@ def test_notifications_reach_the_socket(tmp_path: Path, monkeypatch: pytest.Monk
     path = str(tmp_path / "notify.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(path)
+    server.settimeout(10)  # a notification never sent fails the test instead of hanging it
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))

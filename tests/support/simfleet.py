@@ -70,7 +70,7 @@ def miner_host(sim: SimFleetThread, i: int) -> str:
     return sim.fleet.miners[i].host
 
 
-def wait_listening(sim: SimFleetThread, i: int, timeout: float = 5.0) -> None:
+def wait_listening(sim: SimFleetThread, i: int, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if sim.call(lambda: sim.fleet.miners[i].listening):
