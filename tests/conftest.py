@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import hypothesis  # noqa: F401  - imported before any test starts a thread:
 import numpy as np
 import pyasic  # noqa: F401  - CPython 3.11.7 can fail compiling while another thread runs
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from models.market import Series
 from models.site import SiteConfig, parse_site
@@ -23,6 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 EXAMPLE = ROOT / "deploy" / "examples" / "west-texas-30mw.toml"
 T0 = 1_700_006_400  # 2023-11-15T00:00:00Z, a Wednesday
+
+# Hypothesis keeps its example database and caches in the system's temporary folder, not in
+# the checkout: a test run writes nothing into the repository (a failing example still
+# replays on the next run on this machine). HYPOTHESIS_STORAGE_DIRECTORY still overrides it.
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "gridsched-hypothesis")
 
 ASIC = {
     "name": "asic",
