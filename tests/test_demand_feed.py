@@ -30,6 +30,7 @@ from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.metrics import metrics_registry
 from tests.support.daemon import free_loopback_base as _free_base
 from tests.support.daemon import running
+from tests.support.wait import until
 from tests.test_failsafe import _absurd_price, _get
 from tests.test_serving import FakeVllm, served
 
@@ -350,8 +351,7 @@ def test_the_fast_path_sheds_miners_at_once_and_drained_gpus_after(
                 limit_kw=0.0,
             )
             await d.accept([ev], "test", None, "{}")
-            while d.shedder.running:
-                await asyncio.sleep(0.02)
+            await until(lambda: not d.shedder.running, what="the fast path done")
             miners = {i for i in d.fleet.status if i.startswith("s19/")}
             slept = {i for i, m in d.devices.modes.items() if i.startswith("h100/") and m == SLEEP}
             assert miners and slept  # committed 500 tokens/s keeps some GPUs serving

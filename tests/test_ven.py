@@ -285,7 +285,7 @@ def test_token_renewed_before_expiry_and_after_revocation() -> None:
             assert ven.tokens.fetched == 1
             # renewed by our own monotonic clock at 80 % of expires_in, not the VTN's clock
             await until(lambda: ven.tokens._token is not None
-                        and time.monotonic() >= ven.tokens._token.renew_at, 5)  # fmt: skip
+                        and time.monotonic() >= ven.tokens._token.renew_at)  # fmt: skip
             await ven.poll_once()
             assert ven.tokens.fetched == 2
             vtn.tokens.clear()  # revoked at the VTN: a 401, then a fresh token
