@@ -123,11 +123,24 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
         ],
     }
     (tmp_path / "prom.yml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen(
-        [prom, f"--config.file={tmp_path / 'prom.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log = (tmp_path / "prometheus.log").open("w")  # a file: an unread pipe could fill and stall it
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    for _ in range(3):  # Prometheus must be told its port: free_port()'s pick may be taken
+        proc = subprocess.Popen(
+            [prom, f"--config.file={tmp_path / 'prom.yml'}",
+             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+        wait_for(lambda p=proc: p.poll() is not None or ready(), 60)
+        if proc.poll() is None:
+            break
+        port = free_port()
     api = f"http://127.0.0.1:{port}/api/v1"
 
     def query(q: str) -> list[dict[str, Any]]:
@@ -163,6 +176,7 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
     finally:
         proc.terminate()
         proc.wait(30)
+        log.close()
         d.stop()
 
 
