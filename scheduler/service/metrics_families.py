@@ -118,7 +118,8 @@ def inference(d: Daemon) -> Iterator[Metric]:
     """The serving demand feed (when configured) and the latency objectives."""
     if d.demand is not None:
         up = GaugeMetricFamily(
-            "gridsched_serving_feed_up", "1 when the latest poll read every serving engine"
+            "gridsched_serving_feed_up",
+            "1 when the latest poll gave a demand figure (every engine read, or the PromQL query)",
         )
         up.add_metric([], 1.0 if d.demand.up else 0.0)
         yield up

@@ -157,7 +157,7 @@ class Daemon:
         await self.fast_path("restart")
         await self.feeds.refresh_prices()
         await self.feeds.refresh_hashprice()
-        if self.demand is not None:  # a first reading (a rate needs two): no re-plan asked
+        if self.demand is not None:  # a first reading, before the start-up plan uses it
             await self.demand.poll()
         await self.replan("start")
         self._start_jobs()
