@@ -54,8 +54,11 @@ def _pyasic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> N
     password = load_secret(
         f"devices.{dc.name}.adapter.password", a.password_env, a.password_file, base_dir
     )
+    as_str = {"auto": None, "string": True, "number": False}[a.miner_mode]
     for host in expand_hosts(a.hosts):
-        _add(built, dc, PyasicMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password))
+        miner = PyasicMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password)
+        miner.miner_mode_as_str = as_str
+        _add(built, dc, miner)
 
 
 @register(AdapterKind.SIM, DeviceKind.ASIC)

@@ -117,6 +117,10 @@ class AdapterConfig(BaseModel):
     password_env: str | None = None
     password_file: str | None = None
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    #: pyasic, stock Antminer firmware: the JSON type of ``miner-mode`` in its config writes
+    #: (firmware versions differ). auto: pyasic's setting, switched after a write that is
+    #: accepted and never shows; string / number: always that type.
+    miner_mode: Literal["auto", "string", "number"] = "auto"
     serving_hook_url: str | None = None
     serving_hook_token_env: str | None = None
 

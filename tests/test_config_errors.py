@@ -211,6 +211,11 @@ def test_event_level_without_a_configured_cap() -> None:
         ({"kind": "nvml"}, "devices[0]", "drives GPUs"),
         ({"kind": "telnet"}, "devices[0].adapter.kind", "pyasic"),
         ({"kind": "sim", "sim_control": "localhost"}, "devices[0].adapter", "HOST:PORT"),
+        (
+            {"kind": "pyasic", "hosts": ["10.0.0.1-10.0.0.10"], "miner_mode": "int"},
+            "devices[0].adapter.miner_mode",
+            "'auto', 'string' or 'number'",
+        ),
     ],
 )
 def test_adapter_config_errors(adapter: dict[str, object], key: str, words: str) -> None:
@@ -228,3 +233,19 @@ def test_adapter_hosts_expand_ranges_and_blocks() -> None:
     d["devices"][0]["adapter"] = {"kind": "pyasic", "hosts": ["10.0.0.1-10.0.0.8", "10.0.1.0/31"]}
     cfg = parse_site(d, "x.toml")
     assert cfg.devices[0].adapter is not None
+
+
+def test_miner_mode_in_the_site_file_pins_the_json_type_pyasic_sends() -> None:
+    """Stock Antminer firmware versions differ on ``miner-mode``'s JSON type (pyasic's
+    antminer_mining_mode_as_str); a site that knows its firmware says so (issue 16)."""
+    from adapters import registry
+
+    for mode, as_str in (("auto", None), ("string", True), ("number", False)):
+        d = site_dict()
+        d["devices"][0]["adapter"] = {
+            "kind": "pyasic",
+            "hosts": ["10.0.0.1-10.0.0.10"],
+            "miner_mode": mode,
+        }
+        built = registry.build(parse_site(d, "x.toml"))
+        assert {getattr(a, "miner_mode_as_str", "?") for a in built.adapters} == {as_str}
