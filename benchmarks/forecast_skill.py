@@ -84,21 +84,28 @@ def main() -> None:
     t0 = time.perf_counter()
     f.fit(rt, dam, ahead, cal, train)
     fit_s = time.perf_counter() - t0
+    f_mean = RtForecaster(horizon=H, steps_per_day=PER_DAY, mean=True).fit(
+        rt, dam, ahead, cal, train
+    )
     decisions = test[(test >= PER_DAY) & (test + H <= len(rt))][:: args.stride]
-    err: dict[str, list[np.ndarray]] = {"forecaster": [], "persistence": [], "day-ahead": [],
-                                         "blend 1 h": []}  # fmt: skip
+    names = ("forecaster", "forecaster (mean)", "persistence", "day-ahead", "blend 1 h",
+             "blend 1 h, aged")  # fmt: skip
+    err: dict[str, list[np.ndarray]] = {name: [] for name in names}
     targets = []
     t0 = time.perf_counter()
     predicted = f.predict_many(rt, dam, ahead, cal, decisions)
     predict_ms = 1000 * (time.perf_counter() - t0) / len(decisions)
+    predicted_mean = f_mean.predict_many(rt, dam, ahead, cal, decisions)
     for row, k in enumerate(decisions):
         da = ahead(int(k), H)
         truth = rt[k : k + H]
         last = float(rt[k - 1])
         err["forecaster"].append(predicted[row] - truth)
+        err["forecaster (mean)"].append(predicted_mean[row] - truth)
         err["persistence"].append(np.full(H, last) - truth)
         err["day-ahead"].append(da - truth)
         err["blend 1 h"].append(blend(last, da, STEP_S / 3600, 1.0) - truth)
+        err["blend 1 h, aged"].append(blend(last, da, STEP_S / 3600, 1.0, age_steps=1) - truth)
         targets.append(truth)
     truth_all = np.vstack(targets)
     spikes = truth_all > 500.0
@@ -107,13 +114,13 @@ def main() -> None:
         f"{args.stride} steps), trained on {len(train)} decisions before it in {fit_s:.1f} s; "
         f"{predict_ms:.2f} ms per forecast; {int(spikes.sum())} target intervals > 500 USD/MWh"
     )
-    head = f"{'MAE USD/MWh':14}" + "".join(f"{b:>14}" for b in BUCKETS) + f"{'spikes 0-4 h':>14}"
+    head = f"{'MAE USD/MWh':18}" + "".join(f"{b:>14}" for b in BUCKETS) + f"{'spikes 0-4 h':>14}"
     print(head)
     for name, rows in err.items():
         e = np.abs(np.vstack(rows))
         cells = [e[:, a:b].mean() for a, b in BUCKETS.values()]
         spike = e[spikes].mean() if spikes.any() else float("nan")
-        print(f"{name:14}" + "".join(f"{c:14.2f}" for c in cells) + f"{spike:14.1f}")
+        print(f"{name:18}" + "".join(f"{c:14.2f}" for c in cells) + f"{spike:14.1f}")
 
 
 if __name__ == "__main__":
