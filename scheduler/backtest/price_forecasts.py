@@ -41,8 +41,8 @@ DAM_BLEND_TAU_H = 1.0
 LEARNED_STEPS = 16
 #: training decisions: every Nth step of the history (neighbours are nearly alike)
 TRAIN_STRIDE = 3
-#: history before the first decision the learned forecaster trains on (days; ERCOT's
-#: market changed after Winter Storm Uri, and older years say little about the next month)
+#: history before the first decision the learned forecaster trains on (days): bounds the
+#: training time of a backtest late in a long price file
 TRAIN_DAYS = 3 * 365
 #: boosting iterations of the learned forecaster
 LEARNED_MAX_ITER = 200
