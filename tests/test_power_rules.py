@@ -111,3 +111,22 @@ def test_plural_and_rounding_in_what_status_shows() -> None:
     assert d["state"] == "unverified" and d["import_kw"] == 2.0 and d["devices_unread"] == 2
     c = judge(1.0 / 3.0, site_power({"a": ("asic", DevicePower(0.1, True, 0.1))}, 0.0, 1.0, 0.0))
     assert c.as_dict()["cap_kw"] == 0.333
+
+
+def test_the_edges_of_the_rules() -> None:
+    p = _power(8.0, unread_kw=2.0, worst_kw=5.0)
+    at = judge(10.0, p, meter_kw=10.0 + CAP_TOLERANCE_KW)
+    assert at.state is ComplianceState.MET and at.meter_kw == 10.0 + CAP_TOLERANCE_KW
+    assert at.devices_import_kw == pytest.approx(10.0)
+    # what was read alone exactly at the cap is not yet above it
+    assert judge(8.0 - CAP_TOLERANCE_KW, p).state is ComplianceState.UNVERIFIED
+    # the worst exactly at the cap fits
+    assert judge(13.0 - CAP_TOLERANCE_KW, p).state is ComplianceState.MET
+    two = {
+        "a": ("asic", DevicePower(1.0, False, 2.0)),
+        "b": ("asic", DevicePower(1.5, False, 3.0)),
+    }
+    s = site_power(two, 0.0, 1.0, 0.0)
+    assert s.estimated_kw == 2.5 and s.worst_import_kw == 5.0  # both, summed
+    small = site_power({}, 0.2, 1.0, 0.0, unmanaged_worst_kw=0.5)
+    assert "classes without adapters (0.200 kW as planned)" in judge(0.3, small).reason
