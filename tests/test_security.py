@@ -195,3 +195,80 @@ def test_json_depth_is_counted_outside_strings_only() -> None:
     assert json_depth_over(b'{"a": "\\\\"}[[', 1)  # an escaped backslash: the string ends
     assert not json_depth_over(b"[][][][]", 1)  # closing brackets bring depth back down
     assert json_depth_over(b"[" * 33, 32)
+
+
+def test_every_secret_and_every_signature_is_tried_not_only_the_last() -> None:
+    other = "whsec_" + "QUJD" * 8
+    # the matching secret first, another after it; the matching signature first
+    assert verify_webhook([SECRET, other], _headers(), BODY, now=TS) == MSG_ID
+    first = f"{EXPECTED} {sign(other, MSG_ID, TS, BODY)}"
+    assert verify_webhook([SECRET], _headers(first), BODY, now=TS) == MSG_ID
+    check_bearer(["t1", "t2"], "Bearer t1", "OpenADR")  # the first token, not the last
+
+
+def test_refusals_word_for_word() -> None:
+    _refused(401, "webhook-id longer than 200 characters", headers=_headers(msg_id="x" * 201))
+    _refused(
+        401,
+        "webhook-signature does not match (HMAC-SHA256 of id.timestamp.body)",
+        body=b"",
+    )
+    with pytest.raises(ValueError, match=r"\(A-Z a-z 0-9 \+ / =\)"):
+        sign("whsec_!", MSG_ID, TS, BODY)
+    with pytest.raises(ValueError, match=r"^a whsec_ secret needs a key after the prefix$"):
+        sign("whsec_", MSG_ID, TS, BODY)
+    with pytest.raises(AuthError, match="OpenADR needs"):
+        check_bearer(["XXXX"], None, "OpenADR")  # no header is no token, whatever is set
+
+
+def test_the_webhook_secret_file_variable_and_its_checks(tmp_path: Path) -> None:
+    f = tmp_path / "w"
+    f.write_text(SECRET + "\n")
+    assert webhook_secrets({"GRIDSCHED_WEBHOOK_SECRET_FILE": str(f)}) == [SECRET]
+    f.write_text("whsec_!!\n")
+    with pytest.raises(SecretConfigError, match="must be base64"):
+        webhook_secrets({"GRIDSCHED_WEBHOOK_SECRET_FILE": str(f)})
+    with pytest.raises(SecretConfigError, match="must be base64"):
+        webhook_secrets({"GRIDSCHED_WEBHOOK_SECRET": "whsec_!!"})
+    with pytest.raises(SecretConfigError, match=r"GRIDSCHED_WEBHOOK_SECRET_FILE=.*No such file"):
+        webhook_secrets({"GRIDSCHED_WEBHOOK_SECRET_FILE": str(tmp_path / "none")})
+    with pytest.raises(SecretConfigError) as exc:
+        webhook_secrets({"GRIDSCHED_WEBHOOK_SECRET": "change_me,<x>"})
+    text = str(exc.value)  # each problem said, joined by "; "
+    assert "entry 1 of 2 is the shipped placeholder" in text
+    assert "sender; GRIDSCHED_WEBHOOK_SECRET entry 2 of 2" in text
+
+
+def test_secret_problems_hint_how_to_generate_the_right_kind() -> None:
+    webhook = secret_problems("W", "WF", True, {"W": "change-me"})[0]
+    token = secret_problems("T", "TF", False, {"T": "change-me"})[0]
+    assert "whsec_$(head -c 24 /dev/urandom | base64)" in webhook
+    assert "tr -d /+=" in token and "whsec_" not in token
+    two = secret_problems("W", "WF", True, {"W": f"change-me,{SECRET}"})
+    assert two[0].startswith("W entry 1 of 2 is")
+    assert secret_problems("W", "WF", True, {"W": "whsec_<secret>"})  # a placeholder inside
+
+
+def test_a_dropped_client_is_the_least_recently_seen() -> None:
+    r = RateLimiter(rate=0.001, burst=1.0, max_clients=1)
+    assert r.allow("a", now=0.0) and r.allow("b", now=0.0)  # "a" is dropped, "b" kept
+    assert not r.allow("b", now=0.0)  # "b"'s spent bucket was kept
+    seen = RecentBodies(keep_s=100.0, max_ids=1)
+    assert seen.check("a", b"1", now=0.0) and seen.check("b", b"2", now=0.0)
+    assert not seen.check("b", b"other", now=0.0)  # "b" kept: another body is told apart
+    assert seen.check("a", b"other", now=0.0)  # "a" was dropped, not "b"
+
+
+def test_recent_bodies_keep_ids_for_keep_s_exactly_and_forget_on_request() -> None:
+    seen = RecentBodies(keep_s=10.0)
+    assert seen.max_ids == 100_000
+    assert seen.check("a", b"1", now=0.0)
+    assert not seen.check("a", b"2", now=10.0)  # exactly keep_s old: still known
+    assert seen.check("a", b"2", now=10.1)  # older: forgotten
+    seen.forget("missing")  # nothing to forget is fine
+    assert RecentBodies().check("x", b"1")  # on the monotonic clock when none is given
+
+
+def test_closing_braces_bring_the_depth_down() -> None:
+    assert not json_depth_over(b"{}{}{}{}", 1)
+    assert not json_depth_over(b'{"a":{}}{"b":{}}', 2)
