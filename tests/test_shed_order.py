@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import ModeRequest
+from models.devices import DeviceKind
 from models.site import parse_site
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.fastpath import ShedStep, choose, shed_order
@@ -253,3 +254,62 @@ def test_gpu_cap_downs_are_ordered_by_value_whatever_the_class_order(tmp_path: P
     d.devices.modes.update({"a/0": "full", "b/0": "full"})
     order = [(s.device_id, s.mode) for s in shed_order(d.devices)]
     assert order[:2] == [("a/0", "low"), ("b/0", "trickle")]
+
+
+SITE_MIXED = (
+    SITE_TWO_GPU_CLASSES
+    + """
+[[devices]]
+name = "s19"
+kind = "asic"
+count = 2
+idle_power_kw = 0.1
+modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 90 }]
+
+[[devices]]
+name = "s9"
+kind = "asic"
+count = 2
+idle_power_kw = 0.1
+modes = [{ name = "stock", power_kw = 1.4, hashrate_ths = 13.5 }]
+"""
+)
+
+
+def test_the_daemons_order_is_the_planners_shedding_order_on_a_mixed_fleet(
+    tmp_path: Path,
+) -> None:
+    """The shed order is written over class-modes in the planner (shedding.py: rounding,
+    baselines) and over devices in the daemon's fast path; both rank with the same
+    value_per_kw in the same three tiers. Pinned here on miners and two GPU classes."""
+    from models.market import demo_prices
+    from scheduler.planner.inputs import assemble_inputs
+    from scheduler.planner.shedding import downcap_order, mining_order, sleep_order
+    from scheduler.planner.timegrid import uniform_grid
+
+    config = parse_site(tomllib.loads(SITE_MIXED), "mixed.toml", str(tmp_path))
+    clock = FakeClock()
+    built, _ = memory_fleet(config.devices, clock)
+    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    top = {dc.name: max(dc.modes, key=lambda m: m.power_kw).name for dc in config.devices}
+    d.devices.modes.update({i: top[i.split("/")[0]] for i in d.fleet.status})
+    daemon: list[tuple[str, str]] = []
+    for step in shed_order(d.devices):
+        dc = d.devices.class_of(step.device_id)
+        tier = "mine" if dc.kind is DeviceKind.ASIC else "sleep" if step.mode == SLEEP else "down"
+        key = (tier, dc.name)
+        if key not in daemon:
+            daemon.append(key)
+    t0 = int(clock.time()) // 300 * 300
+    inp = assemble_inputs(config, uniform_grid(t0, 3600, 300), demo_prices(t0, t0 + 3600, "UTC"))
+    name = [inp.class_names[c] for c in inp.cm_class]
+    lows = {low for _, low in downcap_order(inp)}
+    planner = [("mine", name[k]) for k in mining_order(inp)]
+    planner += [("down", name[k]) for k, _ in downcap_order(inp)]
+    planner += [("sleep", name[k]) for k in sleep_order(inp) if k in lows]  # from their lows
+    dedup: list[tuple[str, str]] = []
+    for key in planner:
+        if key not in dedup:
+            dedup.append(key)
+    assert daemon == dedup
+    assert daemon[:2] == [("mine", "s9"), ("mine", "s19")]  # least TH/s per kW first

@@ -36,6 +36,29 @@ def _lowest_serving(inp: PlanInputs, m: np.ndarray, k: int) -> int:
     return int(peers[np.argmin(m[peers])])
 
 
+def downcap_order(inp: PlanInputs) -> list[tuple[int, int]]:
+    """Serving modes that have a lower-power serving mode in their class, as (mode, its
+    class's lowest serving mode), fewest tokens/s lost per kW taken off first."""
+    m = inp.marginal_kw
+    serving = np.flatnonzero(inp.tput_tok_s > 0)
+    if len(serving) == 0:
+        return []
+    lows = np.array([_lowest_serving(inp, m, int(k)) for k in serving])
+    down = value_per_kw(inp.tput_tok_s[serving] - inp.tput_tok_s[lows], m[serving] - m[lows])
+    return [
+        (int(serving[i]), int(lows[i]))
+        for i in np.argsort(down, kind="stable")
+        if lows[i] != serving[i]
+    ]
+
+
+def sleep_order(inp: PlanInputs) -> np.ndarray:
+    """Serving modes, fewest tokens/s given up per kW first (units put to sleep)."""
+    m = inp.marginal_kw
+    serving = np.flatnonzero(inp.tput_tok_s > 0)
+    return serving[np.argsort(value_per_kw(inp.tput_tok_s[serving], m[serving]), kind="stable")]
+
+
 def shed_to_limit(inp: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> np.ndarray:
     """Units after shedding until import <= limit where possible; ``n`` is (K, T)."""
     n = n.copy()
@@ -47,15 +70,11 @@ def shed_to_limit(inp: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> np.nd
         drop = np.minimum(n[k], np.ceil(np.maximum(excess, 0.0) / m[k] - EPS)).astype(np.int64)
         n[k] -= drop
         excess -= drop * m[k]
-    serving = np.flatnonzero(inp.tput_tok_s > 0)
-    if len(serving) == 0 or not (excess > 0).any():
+    if not (inp.tput_tok_s > 0).any() or not (excess > 0).any():
         return n
     # serving units to the lowest-power mode of their class, keeping committed throughput
-    lows = np.array([_lowest_serving(inp, m, int(k)) for k in serving])
-    down = value_per_kw(inp.tput_tok_s[serving] - inp.tput_tok_s[lows], m[serving] - m[lows])
-    for i in np.argsort(down, kind="stable"):
-        k, low = serving[i], lows[i]
-        if low == k or not (excess > 0).any():
+    for k, low in downcap_order(inp):
+        if not (excess > 0).any():
             continue
         spare = inp.tput_tok_s @ n - inp.committed_tok_s
         loss = inp.tput_tok_s[k] - inp.tput_tok_s[low]
@@ -71,7 +90,7 @@ def shed_to_limit(inp: PlanInputs, n: np.ndarray, limit_kw: np.ndarray) -> np.nd
         n[k] -= move
         n[low] += move
         excess -= move * (m[k] - m[low])
-    for k in serving[np.argsort(value_per_kw(inp.tput_tok_s[serving], m[serving]), kind="stable")]:
+    for k in sleep_order(inp):
         if not (excess > 0).any():
             break
         spare = inp.tput_tok_s @ n - inp.committed_tok_s
