@@ -1,0 +1,58 @@
+"""What the daemon's HTTP API documents about its bodies (OpenAPI): the answers, the
+errors, and the signal and notification request schemas (the handlers parse the raw body
+themselves, after the signature is checked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class Accepted(BaseModel):
+    accepted: bool
+    duplicate: bool
+    ids: list[str]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: list[dict[str, Any]] = []
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody} for s in (401, 403, 413, 415, 422, 429)
+}
+#: A signal endpoint also answers 503 when the state file refuses the write.
+SIGNAL_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 503: {"model": ErrorBody}}
+
+
+SIGNAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "type"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "type": {"type": "string", "enum": ["curtail", "price", "alert", "cancel"]},
+        "start": {"type": "string", "format": "date-time"},
+        "end": {"type": "string", "format": "date-time"},
+        "duration": {"type": "string", "example": "1h"},
+        "limit_kw": {"type": "number", "minimum": 0},
+        "level": {"type": "integer", "minimum": 0, "maximum": 3},
+        "price": {"type": "number", "description": "USD/MWh"},
+        "priority": {"type": "integer"},
+        "classes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "device classes whose power at the meter a curtail's limit_kw caps",
+        },
+    },
+}
+NOTIFICATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["objectType", "operation", "object"],
+    "properties": {
+        "objectType": {"type": "string", "example": "EVENT"},
+        "operation": {"type": "string", "example": "CREATE"},
+        "object": {"type": "object"},
+    },
+}
