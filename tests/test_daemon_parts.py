@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import tomllib
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from scheduler.planner.solvers import SolverError
 from scheduler.service.daemon import SLEEP, Daemon, ramp_batch
 from scheduler.service.daemon.fastpath import ShedStep, choose
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MemoryDevice, memory_fleet
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_fleet
+from tests.support.memfleet import run_open as _run
 
 SITE = """
 [site]
@@ -52,27 +52,7 @@ failsafe_cap_kw = 4
 failsafe_posture = "{posture}"
 {daemon_extra}
 
-[[devices]]
-name = "old"
-kind = "asic"
-count = 4
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }}]
-
-[[devices]]
-name = "new"
-kind = "asic"
-count = 4
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }}]
-
-[[devices]]
-name = "gpu"
-kind = "gpu"
-count = 2
-modes = [
-  {{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }},
-  {{ name = "low", power_kw = 0.35, throughput_tokens_s = 600 }},
-]
-"""
+{devices}"""
 
 
 def _daemon(
@@ -89,6 +69,7 @@ def _daemon(
     inference_extra: str = "",
 ) -> tuple[Daemon, dict[str, MemoryDevice]]:
     text = SITE.format(
+        devices=MIXED_DEVICES,
         hashprice=hashprice,
         site_extra=site_extra,
         daemon_extra=daemon_extra,
@@ -101,17 +82,6 @@ def _daemon(
     config = parse_site(tomllib.loads(text), "parts.toml", str(tmp_path))
     built, devices = memory_fleet(config.devices, clock, asleep)
     return Daemon(config, tmp_path / "state.db", clock=clock, built=built), devices
-
-
-def _run(d: Daemon, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    async def go() -> None:
-        try:
-            await d.open()
-            await body()
-        finally:
-            await d.close()
-
-    asyncio.run(go())
 
 
 async def _settled(d: Daemon) -> None:

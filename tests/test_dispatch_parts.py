@@ -8,18 +8,17 @@ from __future__ import annotations
 import asyncio
 import math
 import tomllib
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from adapters.base import ModeRequest
 from models.signals import EventType, GridEvent
 from models.site import parse_site
 from scheduler.service.daemon import SLEEP, Daemon, assign, ramp_batch
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MemoryDevice, memory_fleet
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_fleet
+from tests.support.memfleet import run_open as _run
 
 # -- assign -------------------------------------------------------------------------------------
 
@@ -100,27 +99,7 @@ stage_ahead_s = {stage_s}
 confirm_after_s = 0
 cap_margin_pct = 0
 
-[[devices]]
-name = "old"
-kind = "asic"
-count = 4
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }}]
-
-[[devices]]
-name = "new"
-kind = "asic"
-count = 4
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }}]
-
-[[devices]]
-name = "gpu"
-kind = "gpu"
-count = 2
-modes = [
-  {{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }},
-  {{ name = "low", power_kw = 0.35, throughput_tokens_s = 600 }},
-]
-"""
+{devices}"""
 
 
 def _daemon(
@@ -130,7 +109,9 @@ def _daemon(
     stage_s: float = 0,
     committed: float = 500.0,
 ) -> tuple[Daemon, dict[str, MemoryDevice]]:
-    text = SITE.format(site_extra=site_extra, stage_s=stage_s, committed=committed)
+    text = SITE.format(
+        site_extra=site_extra, stage_s=stage_s, committed=committed, devices=MIXED_DEVICES
+    )
     config = parse_site(tomllib.loads(text), "d.toml", str(tmp_path))
     built, devices = memory_fleet(config.devices, clock, asleep=True)
     for i, dev in devices.items():
@@ -140,17 +121,6 @@ def _daemon(
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
     d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
     return d, devices
-
-
-def _run(d: Daemon, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    async def go() -> None:
-        try:
-            await d.open()
-            await body()
-        finally:
-            await d.close()
-
-    asyncio.run(go())
 
 
 def _awake_miners(devices: dict[str, MemoryDevice]) -> list[str]:

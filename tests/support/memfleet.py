@@ -5,13 +5,42 @@ state at the test's clock. Not a simulator of any firmware: the firmware simulat
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telemetry
 from adapters.registry import Built
 from models.devices import DeviceClass, DeviceKind
 from tests.support.clock import FakeClock
+
+if TYPE_CHECKING:
+    from scheduler.service.daemon import Daemon
+
+#: Two miner classes (the same power, 50 and 100 TH/s) and a GPU class with two modes, as
+#: site file text: the daemon parts tests' fleet.
+MIXED_DEVICES = """[[devices]]
+name = "old"
+kind = "asic"
+count = 4
+modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }]
+
+[[devices]]
+name = "new"
+kind = "asic"
+count = 4
+modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }]
+
+[[devices]]
+name = "gpu"
+kind = "gpu"
+count = 2
+modes = [
+  { name = "full", power_kw = 0.7, throughput_tokens_s = 1000 },
+  { name = "low", power_kw = 0.35, throughput_tokens_s = 600 },
+]
+"""
 
 
 @dataclass
@@ -82,3 +111,16 @@ def memory_fleet(
             built.groups[dev.device_id] = dc.name
             devices[dev.device_id] = dev
     return built, devices
+
+
+def run_open(d: Daemon, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Open the daemon (store, fleet, one poll; no jobs), run ``body``, close it."""
+
+    async def go() -> None:
+        try:
+            await d.open()
+            await body()
+        finally:
+            await d.close()
+
+    asyncio.run(go())
