@@ -42,6 +42,10 @@ hashprice_usd_per_ths_day = 0.08
 [inference]
 committed_tokens_s = 0
 committed_usd_per_mtok = 0.6
+# spot demand that pays at any hour of the demo prices: the GPUs serve, so a curtail to
+# half the load has something to shed whatever the time of day the test runs at
+spot_tokens_s = 100000
+spot_usd_per_mtok = 50
 
 [daemon]
 horizon = "2h"
