@@ -677,7 +677,13 @@ def test_a_cap_on_some_classes_sheds_only_them_at_once(tmp_path: Path) -> None:
         out = _told(await d.fast_path("class cap"))
         assert set(out) == {"old/0", "old/1"}
         assert d.cap_now()[0] == 100.0  # the site's own cap is untouched
-        assert d.status()["class_caps"] == [{"classes": ["old"], "cap_kw": 8.0}]
+        (old_cap,) = d.status()["class_caps"]
+        assert old_cap["classes"] == ["old"] and old_cap["cap_kw"] == 8.0
+        # not read since the shed: the old miners count at their last reading, above the cap
+        assert old_cap["state"] == "not_met" and old_cap["power_kw"] == pytest.approx(15.0)
+        await d.poll(dispatch=False)  # read back: two asleep, 2 x 3 kW x 1.25 = 7.5 kW
+        (old_cap,) = d.status()["class_caps"]
+        assert old_cap["state"] == "met" and old_cap["power_kw"] == pytest.approx(7.5)
         await d.accept([capped(0.0, ("gpu",), "gpu-cap")], "test", None, "{}")
         out = _told(await d.fast_path("gpu cap"))
         # the GPUs go as low as the 1,500 tok/s commitment allows: one down, none asleep

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import Health
+from scheduler.service.power import judge, site_power
 
 if TYPE_CHECKING:
     from scheduler.service.daemon.core import Daemon
@@ -51,6 +52,32 @@ def _classes(d: Daemon) -> dict[str, dict[str, Any]]:
     return by_class
 
 
+def class_caps(d: Daemon, now: float) -> list[dict[str, Any]]:
+    """Each cap in force on a group of classes, with those classes' power at the meter (PUE,
+    no base load) judged against it by the site's rules: a device not read counts at its
+    last known power, and a group with devices not read is unverified unless even their
+    worst fits."""
+    out = []
+    for classes, cap_kw in d.signals.class_caps(now).items():
+        devices = {
+            i: (d.devices.classes[st.group].kind.value, d.power.device(i, False))
+            for i, st in d.fleet.status.items()
+            if st.group in classes
+        }
+        group = site_power(devices, 0.0, d.config.site.pue, 0.0)
+        c = judge(cap_kw, group)
+        out.append(
+            {
+                "classes": list(classes),
+                "cap_kw": cap_kw,
+                "power_kw": round(group.devices_import_kw, 3),
+                "state": c.state.value,
+                "reason": c.reason,
+            }
+        )
+    return out
+
+
 def _age(now: float, at: float | None) -> float | None:
     return None if at is None else round(now - at, 1)
 
@@ -67,11 +94,9 @@ def status(d: Daemon) -> dict[str, Any]:
         "uptime_s": round(now - d.started_at, 1),
         "import_kw": round(m["import_kw"], 3),
         "cap_kw": None if math.isinf(cap) else cap,
-        # caps on part of the site (events naming classes): kW at the meter
-        "class_caps": [
-            {"classes": list(classes), "cap_kw": kw}
-            for classes, kw in d.signals.class_caps(now).items()
-        ],
+        # caps on part of the site (events naming classes): kW at the meter, and whether
+        # those classes meet them (met / not_met / unverified, as for the site's cap)
+        "class_caps": class_caps(d, now),
         # met / not_met / unverified, the reason, and how much of import is estimated
         "compliance": d.power.compliance(cap, now).as_dict(),
         "it_kw": {"asic": round(m["asic_kw"], 3), "gpu": round(m["gpu_kw"], 3)},
