@@ -125,22 +125,6 @@ def choose(
     return chosen
 
 
-def below_by_class(shedder: Shedder) -> dict[str, float]:
-    """IT kW that awake devices reading below their mode will still add, by class (the
-    class-cap counterpart of ``Shedder.reading_gaps``' total)."""
-    out: dict[str, float] = {}
-    devices = shedder.devices
-    for device_id, t in shedder.power.readings.items():
-        mode = devices.modes.get(device_id, SLEEP)
-        if mode == SLEEP or device_id in shedder.fleet.pending or t.power_w is None:
-            continue
-        dc = devices.class_of(device_id)
-        m = dc.mode(mode)
-        if m is not None and m.power_kw > t.power_w / 1000.0:
-            out[dc.name] = out.get(dc.name, 0.0) + m.power_kw - t.power_w / 1000.0
-    return out
-
-
 class Shedder:
     def __init__(
         self,
@@ -175,19 +159,26 @@ class Shedder:
         devices reading below their mode's power will still add (in total), and the kW
         each device reading above it draws beyond the shed order's figure. Devices with a
         command not yet confirmed already count at their new mode."""
+        below_it, above = self._gaps()
+        return float(site_load_kw(sum(below_it.values()), self.config.site.pue, 0.0)), above
+
+    def _gaps(self) -> tuple[dict[str, float], dict[str, float]]:
+        """``reading_gaps`` in one walk over the readings: the IT kW still to come, by class
+        (class caps count it per class), and each device's kW above its mode, at the meter."""
         pue = self.config.site.pue
-        below = 0.0
+        below: dict[str, float] = {}
         above: dict[str, float] = {}
         for device_id, t in self.power.readings.items():
             mode = self.devices.modes.get(device_id, SLEEP)
             if mode == SLEEP or device_id in self.fleet.pending or t.power_w is None:
                 continue
-            m = self.devices.class_of(device_id).mode(mode)
+            dc = self.devices.class_of(device_id)
+            m = dc.mode(mode)
             if m is None:
                 continue
             gap = m.power_kw - t.power_w / 1000.0
             if gap > 0:
-                below += float(site_load_kw(gap, pue, 0.0))
+                below[dc.name] = below.get(dc.name, 0.0) + gap
             elif gap < 0:
                 above[device_id] = float(site_load_kw(-gap, pue, 0.0))
         return below, above
@@ -235,12 +226,12 @@ class Shedder:
         now = self.clock.time()
         cap, events = self.signals.cap_now(now)
         load = self.power.measured(now, expect=True)["import_kw"]
-        below, above = self.reading_gaps()
+        below_it, above = self._gaps()
         # Shed until what stays on fits under the cap at the larger of its reading and its
         # mode's power: a miner still ramping up reads below its mode (the order's figure)
         # and would climb back over the cap; one drawing more than its mode saves more.
-        excess = load + below - cap
-        class_excess = self._class_excess(now, below_by_class(self))
+        excess = load + float(site_load_kw(sum(below_it.values()), self.config.site.pue, 0.0)) - cap
+        class_excess = self._class_excess(now, below_it)
         if (excess <= 1e-6 and not class_excess) or not self.fleet.status:
             return []
         # not counted on: devices not read, and those that did not follow their last command
