@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,11 @@ import pytest
 
 from adapters.base import Health, ModeRequest
 from models.signals import EventType, GridEvent
-from models.site import parse_site
 from scheduler.planner.solvers import SolverError
 from scheduler.service.daemon import SLEEP, Daemon, ramp_batch
 from scheduler.service.daemon.fastpath import ShedStep, choose
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_fleet
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
 from tests.support.memfleet import run_open as _run
 
 SITE = """
@@ -79,9 +77,7 @@ def _daemon(
         committed=committed,
         inference_extra=inference_extra,
     )
-    config = parse_site(tomllib.loads(text), "parts.toml", str(tmp_path))
-    built, devices = memory_fleet(config.devices, clock, asleep)
-    return Daemon(config, tmp_path / "state.db", clock=clock, built=built), devices
+    return memory_daemon(text, tmp_path, clock, asleep)
 
 
 async def _settled(d: Daemon) -> None:

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import tomllib
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from adapters.base import ModeRequest
 from models.signals import EventType, GridEvent
-from models.site import parse_site
 from scheduler.service.daemon import SLEEP, Daemon, assign, ramp_batch
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_fleet
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
 from tests.support.memfleet import run_open as _run
 
 # -- assign -------------------------------------------------------------------------------------
@@ -112,12 +110,10 @@ def _daemon(
     text = SITE.format(
         site_extra=site_extra, stage_s=stage_s, committed=committed, devices=MIXED_DEVICES
     )
-    config = parse_site(tomllib.loads(text), "d.toml", str(tmp_path))
-    built, devices = memory_fleet(config.devices, clock, asleep=True)
+    d, devices = memory_daemon(text, tmp_path, clock, asleep=True)
     for i, dev in devices.items():
         if i.startswith("gpu/"):
             dev.state = "running"  # serving; the miners asleep
-    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
     d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
     return d, devices

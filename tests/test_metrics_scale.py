@@ -5,16 +5,14 @@ memory (no sockets), the real collector parsed with prometheus-client's parser."
 from __future__ import annotations
 
 import asyncio
-import tomllib
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.site import parse_site
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import Snapshot
 from tests.support.clock import FakeClock
-from tests.support.memfleet import memory_fleet
+from tests.support.memfleet import memory_daemon
 
 SITE = """
 [site]
@@ -39,10 +37,7 @@ modes = [{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }]
 
 
 def _scrape(tmp_path: Path, metrics: str) -> tuple[dict[str, int], Snapshot, Daemon]:
-    config = parse_site(tomllib.loads(SITE + metrics), "m.toml", str(tmp_path))
-    clock = FakeClock()
-    built, _ = memory_fleet(config.devices, clock)
-    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    d, _ = memory_daemon(SITE + metrics, tmp_path)
     snap = Snapshot(d)
     series: dict[str, int] = {}
 
@@ -78,10 +73,8 @@ def test_per_device_series_only_when_asked_or_below_the_count(tmp_path: Path) ->
 
 
 def test_metrics_render_once_per_state_of_the_daemon(tmp_path: Path) -> None:
-    config = parse_site(tomllib.loads(SITE), "m.toml", str(tmp_path))
     clock = FakeClock()
-    built, _ = memory_fleet(config.devices, clock)
-    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    d, _ = memory_daemon(SITE, tmp_path, clock)
     snap = Snapshot(d)
 
     async def go() -> None:

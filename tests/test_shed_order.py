@@ -6,18 +6,16 @@ GPUs "gpu" full 0.7 kW / 1,000 tok/s, low 0.35 kW / 600 tok/s, idle 0.05 kW."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from adapters.base import ModeRequest
 from models.devices import DeviceKind
-from models.site import parse_site
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.fastpath import ShedStep, choose, shed_order
 from tests.support.clock import FakeClock
-from tests.support.memfleet import memory_fleet
+from tests.support.memfleet import memory_daemon
 
 SITE = """
 [site]
@@ -56,10 +54,7 @@ modes = [
 
 
 def _daemon(tmp_path: Path) -> Daemon:
-    config = parse_site(tomllib.loads(SITE), "order.toml", str(tmp_path))
-    clock = FakeClock()
-    built, _ = memory_fleet(config.devices, clock)
-    return Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    return memory_daemon(SITE, tmp_path)[0]
 
 
 def test_miners_least_efficient_first_then_gpu_cap_downs_then_gpu_sleeps(
@@ -233,10 +228,7 @@ modes = [
 
 
 def test_gpu_steps_are_ordered_by_what_they_give_up_per_kw(tmp_path: Path) -> None:
-    config = parse_site(tomllib.loads(SITE_TWO_GPU_CLASSES), "two.toml", str(tmp_path))
-    clock = FakeClock()
-    built, _ = memory_fleet(config.devices, clock)
-    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    d, _ = memory_daemon(SITE_TWO_GPU_CLASSES, tmp_path)
     d.devices.modes.update({"a/0": "full", "b/0": "full"})
     order = [(s.device_id, s.mode) for s in shed_order(d.devices)]
     # cap-downs: b loses 999.5 tok/s for 0.55 kW, a 300 for 0.35 kW: a first (less per kW);
@@ -247,10 +239,7 @@ def test_gpu_steps_are_ordered_by_what_they_give_up_per_kw(tmp_path: Path) -> No
 def test_gpu_cap_downs_are_ordered_by_value_whatever_the_class_order(tmp_path: Path) -> None:
     head, a, b = SITE_TWO_GPU_CLASSES.split("[[devices]]")
     swapped = head + "[[devices]]" + b + "[[devices]]" + a
-    config = parse_site(tomllib.loads(swapped), "two.toml", str(tmp_path))
-    clock = FakeClock()
-    built, _ = memory_fleet(config.devices, clock)
-    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    d, _ = memory_daemon(swapped, tmp_path)
     d.devices.modes.update({"a/0": "full", "b/0": "full"})
     order = [(s.device_id, s.mode) for s in shed_order(d.devices)]
     assert order[:2] == [("a/0", "low"), ("b/0", "trickle")]
@@ -287,10 +276,9 @@ def test_the_daemons_order_is_the_planners_shedding_order_on_a_mixed_fleet(
     from scheduler.planner.shedding import downcap_order, mining_order, sleep_order
     from scheduler.planner.timegrid import uniform_grid
 
-    config = parse_site(tomllib.loads(SITE_MIXED), "mixed.toml", str(tmp_path))
     clock = FakeClock()
-    built, _ = memory_fleet(config.devices, clock)
-    d = Daemon(config, tmp_path / "s.db", clock=clock, built=built)
+    d, _ = memory_daemon(SITE_MIXED, tmp_path, clock)
+    config = d.config
     top = {dc.name: max(dc.modes, key=lambda m: m.power_kw).name for dc in config.devices}
     d.devices.modes.update({i: top[i.split("/")[0]] for i in d.fleet.status})
     daemon: list[tuple[str, str]] = []

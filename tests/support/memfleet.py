@@ -6,8 +6,10 @@ state at the test's clock. Not a simulator of any firmware: the firmware simulat
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telemetry
@@ -124,3 +126,17 @@ def run_open(d: Daemon, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
             await d.close()
 
     asyncio.run(go())
+
+
+def memory_daemon(
+    text: str, tmp_path: Path, clock: FakeClock | None = None, asleep: bool = False
+) -> tuple[Daemon, dict[str, MemoryDevice]]:
+    """A daemon over this site file's text, its devices in memory (one per unit, running
+    their top mode or asleep), its state in ``tmp_path``, on ``clock``."""
+    from models.site import parse_site
+    from scheduler.service.daemon import Daemon
+
+    config = parse_site(tomllib.loads(text), "site.toml", str(tmp_path))
+    clock = clock or FakeClock()
+    built, devices = memory_fleet(config.devices, clock, asleep)
+    return Daemon(config, tmp_path / "state.db", clock=clock, built=built), devices
