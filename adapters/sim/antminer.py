@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from adapters.sim.server import FaultKind, MinerServer
+from adapters.sim.server import FaultKind, MinerServer, read_http_request, write_http_reply
 
 REALM = "antMiner Configuration"
 BMMINER_VERSION = "1.0.0"
@@ -184,33 +184,12 @@ class AntminerSim(MinerServer):
     async def _handle_web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._track()
         try:
-            async with asyncio.timeout(10.0):
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _version = lines[0].split(" ", 2)
-                headers = {}
-                for line in lines[1:]:
-                    k, _, v = line.partition(":")
-                    if k:
-                        headers[k.strip().lower()] = v.strip()
-                length = int(headers.get("content-length", "0") or 0)
-                body = await reader.readexactly(length) if length else b""
+            method, path, headers, body = await read_http_request(reader)
             status, payload, extra = await self._route(method, path, headers, body)
-            if isinstance(payload, bytes):
-                data, ctype = payload, "text/html"
-            else:
-                data, ctype = json.dumps(payload).encode(), "application/json"
-            if self._fault(FaultKind.MALFORMED) is not None and status == 200:
-                data = b'{"STATUS":{"STATUS":"S",' + b"\xff\xfe"
-            lines_out = [
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}",
-                f"Content-Type: {ctype}",
-                f"Content-Length: {len(data)}",
-                "Connection: close",
-                *extra,
-            ]
-            writer.write(("\r\n".join(lines_out) + "\r\n\r\n").encode("latin-1") + data)
-            await writer.drain()
+            garbled = None
+            if self._fault(FaultKind.MALFORMED) is not None:
+                garbled = b'{"STATUS":{"STATUS":"S",' + b"\xff\xfe"
+            await write_http_reply(writer, status, payload, garbled, extra)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ValueError):
             pass
         except asyncio.LimitOverrunError:
@@ -359,9 +338,6 @@ class AntminerSim(MinerServer):
             "STATUS": {"STATUS": "S", "when": int(time.time()), "Msg": "stats"},
             "STATS": [{"rate_5s": round(ths * 1000.0, 2), "chain": chains}],
         }
-
-
-_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found"}
 
 
 def _split_auth(value: str) -> list[str]:

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adapters.sim.server import FaultKind
+from adapters.sim.server import FaultKind, read_http_request, write_http_reply
 
 if TYPE_CHECKING:
     from adapters.sim.vnish import VnishSim
@@ -27,13 +27,6 @@ INDEX_HTML = (
     b"<!doctype html><html><head><title>AnthillOS</title></head>"
     b'<body><div id="app">AnthillOS</div></body></html>'
 )
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-}
 API = "/api/v1/"
 
 
@@ -49,35 +42,15 @@ async def serve_http(
     """Answer one HTTP request on the miner's web port."""
     sim._track()
     try:
-        async with asyncio.timeout(10.0):
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _version = lines[0].split(" ", 2)
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                k, _, v = line.partition(":")
-                if k:
-                    headers[k.strip().lower()] = v.strip()
-            length = int(headers.get("content-length", "0") or 0)
-            raw = await reader.readexactly(length) if length else b""
+        method, target, headers, raw = await read_http_request(reader)
         sim.commands_seen += 1
         if not await sim._hang_or_slow(lambda: sim.web_listening):
             return  # hung until the fault ended or the miner went away: no answer
         reply = route(sim, method, target.split("?", 1)[0], headers, raw)
-        if isinstance(reply.body, bytes):
-            data, ctype = reply.body, "text/html"
-        else:
-            data, ctype = json.dumps(reply.body).encode(), "application/json"
-        if reply.status == 200 and sim._fault(FaultKind.MALFORMED) is not None:
-            data = b'{"miner":{"miner_status":' + b"\xff\xfe"
-        out = [
-            f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'OK')}",
-            f"Content-Type: {ctype}",
-            f"Content-Length: {len(data)}",
-            "Connection: close",
-        ]
-        writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + data)
-        await writer.drain()
+        garbled = None
+        if sim._fault(FaultKind.MALFORMED) is not None:
+            garbled = b'{"miner":{"miner_status":' + b"\xff\xfe"
+        await write_http_reply(writer, reply.status, reply.body, garbled)
     except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ValueError):
         pass
     except asyncio.LimitOverrunError:
