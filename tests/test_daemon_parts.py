@@ -686,3 +686,41 @@ def test_a_cap_on_some_classes_sheds_only_them_at_once(tmp_path: Path) -> None:
         assert out == {"gpu/0": ModeRequest("run", 350.0)}
 
     _run(d, body)
+
+
+def test_class_caps_that_cannot_be_computed_are_said_and_the_site_cap_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule 3: a part that fails says so. If the caps on classes cannot be computed (a bug:
+    the intake refuses unknown classes), none is enforced, the site's own cap still is, and
+    /v1/status says why."""
+    from scheduler.service.daemon import signals as signals_module
+
+    clock = FakeClock()
+    d, _ = _daemon(tmp_path, clock)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise ValueError("no such class")
+
+    async def body() -> None:
+        d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        on_old = GridEvent(
+            id="old-cap",
+            type=EventType.CURTAIL,
+            start=start,
+            duration="1h",
+            limit_kw=1.0,
+            classes=("old",),
+        )
+        await d.accept([on_old, _curtail(clock, 20.0)], "test", None, "{}")
+        monkeypatch.setattr(signals_module, "class_caps_at", broken)
+        out = _told(await d.fast_path("site cap"))
+        assert set(out) == {"old/0", "old/1"}  # the site's 20 kW cap: 5.4 kW, two miners
+        st = d.status()
+        assert st["class_caps"] == [] and st["class_cap_error"] == "ValueError: no such class"
+        monkeypatch.undo()
+        assert d.status()["class_cap_error"] is None
+
+    _run(d, body)

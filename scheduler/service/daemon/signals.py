@@ -50,6 +50,7 @@ class Signals:
         self._book: EventBook | None = None  # loaded from the store on first use
         self.pending: dict[str, GridEvent] = {}  # caps being written, already enforced
         self.cap_error: str | None = None  # why the cap in force is a fall-back
+        self.class_cap_error: str | None = None  # why caps on classes are not enforced
         self._cap_ok_kw: float | None = None  # the last cap computed without error
         self.generation = 0  # counts signals stored
 
@@ -219,16 +220,24 @@ class Signals:
 
     def class_caps(self, now: float) -> dict[tuple[str, ...], float]:
         """Caps in force at ``now`` on part of the site (events naming device classes):
-        {classes: kW at the meter}. One that cannot be computed is logged and left out (the
-        intake refuses unknown classes, so this is a bug, not a signal); the site cap holds."""
+        {classes: kW at the meter}. When they cannot be computed (the intake refuses unknown
+        classes, so this is a bug, not a signal) none is enforced, the site cap holds, and
+        ``class_cap_error`` says why (in /v1/status; logged once per change)."""
         events = self._with_pending(self.book().caps_in_force(now), now, started=True)
-        if not any(e.classes for e in events) and not any(e.classes for e in self.config.events):
-            return {}
-        try:
-            return class_caps_at(self.config, events, datetime.fromtimestamp(now, UTC))
-        except Exception:
-            log.exception("class caps could not be computed; the site cap holds")
-            return {}
+        caps: dict[tuple[str, ...], float] = {}
+        error: str | None = None
+        if any(e.classes for e in events) or any(e.classes for e in self.config.events):
+            try:
+                caps = class_caps_at(self.config, events, datetime.fromtimestamp(now, UTC))
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        if error != self.class_cap_error:
+            if error is not None:
+                log.error("class caps could not be computed; the site cap holds: %s", error)
+            else:
+                log.warning("class caps are computed again")
+            self.class_cap_error = error
+        return caps
 
     def not_acted(self, now: float) -> dict[str, Any]:
         """OpenADR payloads received and not acted on, with the reason (notices)."""

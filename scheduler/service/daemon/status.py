@@ -108,6 +108,7 @@ def status(d: Daemon) -> dict[str, Any]:
         "audit": d.store.audit_status(),  # the chain's head: a witness to copy
         "failsafe_posture": d.config.daemon.failsafe_posture.value,
         "cap_error": d.signals.cap_error,
+        "class_cap_error": d.signals.class_cap_error,
         "plan": {
             "age_s": _age(now, plans.made_at),
             "status": plans.solver_status,
