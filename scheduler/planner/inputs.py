@@ -16,9 +16,10 @@ import pandas as pd
 from models.economics import site_load_kw
 from models.errors import ConfigError
 from models.market import Series, load_csv_series, solar_profile_kw
-from models.signals import EventType, GridEvent, resolve_cancels
+from models.signals import GridEvent, resolve_cancels
 from models.site import Penalties, SiteConfig
 from scheduler.planner.class_caps import class_cap_series
+from scheduler.planner.event_caps import event_caps, overlap
 from scheduler.planner.timegrid import TimeGrid
 
 
@@ -163,55 +164,6 @@ def slot_peaks(inp: PlanInputs, peaks: list[PeakGroup], rules: list[str]) -> Non
 def _local(grid: TimeGrid, tz: str) -> pd.DatetimeIndex:
     mid = ((grid.starts_s + grid.ends_s) // 2).astype(np.int64)
     return pd.to_datetime(mid, unit="s", utc=True).tz_convert(tz)
-
-
-def _overlap(grid: TimeGrid, ev: GridEvent) -> np.ndarray:
-    s = ev.start_utc.timestamp()
-    e = min(ev.end_utc.timestamp(), 4e11)
-    return (grid.starts_s < e) & (grid.ends_s > s)
-
-
-def event_caps(
-    config: SiteConfig, grid: TimeGrid, events: list[GridEvent], protected_kw: float
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """DR cap per step (inf where none) and price overrides (NaN where none). Caps on
-    device classes are not the site's: ``class_cap_series`` reads them."""
-    cap = np.full(grid.n, np.inf)
-    price = np.full(grid.n, np.nan)
-    price_prio = np.full(grid.n, -np.inf)
-    levels = config.tariff.dr_levels_kw
-    problems: list[tuple[str, str]] = []
-    for ev in events:
-        on = _overlap(grid, ev)
-        if not on.any():
-            continue
-        if ev.classes:  # a cap on part of the site: class_cap_series
-            continue
-        if ev.type in (EventType.CURTAIL, EventType.ALERT):
-            limit = ev.limit_kw
-            if limit is None and ev.level is not None:
-                if ev.level == 0:
-                    continue
-                if str(ev.level) not in levels:
-                    problems.append(
-                        (
-                            f"event {ev.id}",
-                            f"level {ev.level} has no cap: add "
-                            f'tariff.dr_levels_kw."{ev.level}" (kW)',
-                        )
-                    )
-                    continue
-                limit = levels[str(ev.level)]
-            if limit is None:  # an alert with no figure: shed all but the protected load
-                limit = levels.get("3", protected_kw)
-            cap[on] = np.minimum(cap[on], limit)
-        elif ev.type is EventType.PRICE and ev.price is not None:
-            take = on & (ev.priority >= price_prio)
-            price[take] = ev.price
-            price_prio[take] = ev.priority
-    if problems:
-        raise ConfigError("events", problems)
-    return cap, (price if np.isfinite(price).any() else None)
 
 
 def set_serving_demand(inputs: PlanInputs, demand_tok_s: np.ndarray, source: str) -> None:
@@ -409,7 +361,7 @@ def assemble_inputs(
         penalties=config.penalties,
         price_label=prices.label,
         price_synthetic=prices.synthetic,
-        events=[e for e in all_events if _overlap(grid, e).any()],
+        events=[e for e in all_events if overlap(grid, e).any()],
         notes=notes,
         class_cap_groups=cap_groups,
         class_cap_kw=class_cap,

@@ -17,7 +17,7 @@ from models.signals import EventType, GridEvent
 from models.site import SiteConfig
 from scheduler.audit.store import Store
 from scheduler.planner.class_caps import class_caps_at
-from scheduler.planner.inputs import event_caps
+from scheduler.planner.event_caps import event_caps
 from scheduler.planner.timegrid import TimeGrid
 from scheduler.service.daemon.clock import Clock
 from scheduler.service.daemon.counters import Counters
