@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.asic import PyasicMiner
+from adapters.asic_rs import AsicRsMiner
 from adapters.base import DeviceAdapter, ModeRequest
 from adapters.gpu import GpuBackend, NvmlGpu, PynvmlBackend, ServingHook
 from adapters.secrets import load_secret
@@ -59,6 +60,15 @@ def _pyasic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> N
         miner = PyasicMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password)
         miner.miner_mode_as_str = as_str
         _add(built, dc, miner)
+
+
+@register(AdapterKind.ASIC_RS, DeviceKind.ASIC)
+def _asic_rs(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> None:
+    password = load_secret(
+        f"devices.{dc.name}.adapter.password", a.password_env, a.password_file, base_dir
+    )
+    for host in expand_hosts(a.hosts):
+        _add(built, dc, AsicRsMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password))
 
 
 @register(AdapterKind.SIM, DeviceKind.ASIC)

@@ -8,6 +8,7 @@ power caps, and a class may mix mining and serving modes.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from enum import StrEnum
 from typing import Annotated, Literal, Self
@@ -67,6 +68,7 @@ class Mode(BaseModel):
 
 class AdapterKind(StrEnum):
     PYASIC = "pyasic"  # ASICs on the network, any firmware pyasic drives
+    ASIC_RS = "asic-rs"  # ASICs through pyasic-rs (optional package; fewer families)
     NVML = "nvml"  # GPUs in this host
     SIM = "sim"  # the simulator: miners on loopback, or simulated GPUs
 
@@ -128,8 +130,13 @@ class AdapterConfig(BaseModel):
     def _check(self) -> Self:
         if self.hosts:
             expand_hosts(self.hosts)
-        if self.kind is AdapterKind.PYASIC and not self.hosts:
-            raise ValueError("kind = 'pyasic' needs `hosts` (one address per unit)")
+        if self.kind in (AdapterKind.PYASIC, AdapterKind.ASIC_RS) and not self.hosts:
+            raise ValueError(f"kind = '{self.kind.value}' needs `hosts` (one address per unit)")
+        if self.kind is AdapterKind.ASIC_RS and importlib.util.find_spec("pyasic_rs") is None:
+            raise ValueError(
+                "kind = 'asic-rs' needs the pyasic-rs package, not installed here: "
+                "pip install -c constraints.txt pyasic-rs (or use kind = 'pyasic')"
+            )
         if self.password_env is not None and self.password_file is not None:
             raise ValueError("give password_env or password_file, not both")
         if self.sim_control is not None:
@@ -188,8 +195,9 @@ class DeviceClass(BaseModel):
             a = self.adapter
             if a.kind is AdapterKind.NVML and self.kind is not DeviceKind.GPU:
                 raise ValueError("adapter kind 'nvml' drives GPUs; this class is an asic")
-            if a.kind is AdapterKind.PYASIC and self.kind is not DeviceKind.ASIC:
-                raise ValueError("adapter kind 'pyasic' drives ASICs; this class is a gpu")
+            miner_kinds = (AdapterKind.PYASIC, AdapterKind.ASIC_RS)
+            if a.kind in miner_kinds and self.kind is not DeviceKind.ASIC:
+                raise ValueError(f"adapter kind '{a.kind.value}' drives ASICs; this class is a gpu")
             n = len(expand_hosts(a.hosts)) if a.hosts else None
             if n is not None and n != self.count:
                 raise ValueError(f"adapter.hosts lists {n} addresses for count = {self.count}")

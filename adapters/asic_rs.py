@@ -1,0 +1,346 @@
+"""ASIC miners through pyasic-rs (the Python bindings of asic-rs, by pyasic's author):
+``[devices.adapter] kind = "asic-rs"``, an optional back-end beside pyasic.
+
+asic-rs spends 3-11x less CPU per command than pyasic (docs/performance.md, "Miner
+clients"), but it drives fewer firmware families against what the conformance suite
+(tests/test_families.py) checks, so this adapter drives only the families that passed it
+and refuses the others per device, with the reason, at connect:
+
+- **LuxOS** and **stock Antminer**: sleep and wake, read back. asic-rs 0.8 cannot set a
+  LuxOS profile (its ``supports_set_power_limit`` is False), so a wake at a target is the
+  wake alone, reported as such; it reads no LuxOS hashrate, and reports a curtailed LuxOS
+  miner as mining, so a reading's state comes from its power there (as the pyasic
+  adapter does for LuxOS).
+- **Whatsminer** (refused): asic-rs 0.8.6 encrypts btminer API v2 writes as
+  ``{"command": ...}`` where pyasic, MicroBT's community client (whatsminer-api) and the
+  simulator use ``{"cmd": ...}``; the write is refused, and asic-rs's ``pause`` still
+  answers True.
+- **Braiins OS+** and **VNish** (refused): asic-rs 0.8.6 does not identify them from what
+  the simulators serve. For Braiins it reads the model and version only from the web
+  GraphQL API (``POST /graphql``, ``{ bosminer { info { modelName } } }``), which the
+  simulator does not serve (it serves the BOSminer API and gRPC, what pyasic uses).
+
+A family asic-rs does not identify at all is refused the same way when the address
+answers on a miner port; an address where nothing answers is unreachable. Every call is
+contained as in :mod:`adapters.base`; asic-rs answers a failed read with empty fields
+(``is_mining`` False), so a reading with neither power nor hashrate is unreadable, never
+a sleeping miner at 0 kW.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from adapters.base import (
+    AdapterError,
+    Applied,
+    BadReply,
+    ControlRejected,
+    DeviceAdapter,
+    DeviceInfo,
+    DeviceUnreachable,
+    ModeRequest,
+    Telemetry,
+    contain,
+)
+from adapters.payloads import RUNNING_SHARE, SLEEPING_MAX_W
+from adapters.secrets import Secret
+from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, Reading
+
+#: After a sleep command, readings of "running" are not believed for this long (as
+#: adapters.asic: a reading sent before the command can still come back).
+SLEEP_SETTLE_S = 30.0
+#: A reconnect reuses the miner asic-rs identified unless discovery is older than this.
+REDISCOVER_S = 600.0
+#: Ports asic-rs probes for a miner (web, cgminer API, its alternate, Whatsminer tool).
+MINER_PORTS = (4028, 80)
+
+USE_PYASIC = "use kind = 'pyasic' for it"
+#: Families the conformance suite passed through asic-rs; the others, with the reason.
+REFUSED: dict[Family, str] = {
+    Family.WHATSMINER: (
+        "asic-rs 0.8.6 sends Whatsminer's encrypted writes as {'command': ...} where the "
+        "btminer API v2 takes {'cmd': ...} (pyasic, whatsminer-api), and answers True for a "
+        "pause the firmware refused"
+    ),
+    Family.BRAIINS: (
+        "asic-rs 0.8.6 drives Braiins OS+ below 25.07 through the web GraphQL API only; "
+        "not verified by the conformance suite"
+    ),
+    Family.VNISH: "asic-rs 0.8.6 VNish control is not verified by the conformance suite",
+    Family.OTHER: "firmware asic-rs identified but gridsched has no family for",
+}
+#: What asic-rs 0.8 does not read or set per family, against the family's capabilities.
+NO_TARGET: dict[Family, str] = {
+    Family.LUXOS: "asic-rs 0.8 cannot set a LuxOS profile (supports_set_power_limit False)",
+}
+NOT_READ: dict[Family, frozenset[Reading]] = {
+    Family.LUXOS: frozenset({Reading.HASHRATE, Reading.TEMPERATURE, Reading.MINING}),
+    Family.ANTMINER_STOCK: frozenset({Reading.TEMPERATURE}),
+}
+
+#: asic-rs data fields a reading asks for; the others are excluded (each costs requests).
+KEEP_FIELDS = ("Wattage", "Hashrate", "IsMining", "TuningTarget")
+
+
+class FamilyRefused(ControlRejected):
+    """The miner answers, but this back-end does not drive its firmware; never retried."""
+
+    retryable = False
+
+
+def family_of_rs(firmware: str, make: str) -> Family:
+    """The family of what asic-rs identified: its firmware name ("LuxOS", "AntMiner
+    Stock", "WhatsMiner Stock", "VNish", "BraiinsOS" ...) and make."""
+    fw = firmware.strip().lower()
+    mk = make.strip().lower()
+    if "luxos" in fw:
+        return Family.LUXOS
+    if "braiins" in fw or "bos" in fw:
+        return Family.BRAIINS
+    if "vnish" in fw:
+        return Family.VNISH
+    if "stock" in fw and "antminer" in mk:
+        return Family.ANTMINER_STOCK
+    if "stock" in fw and "whatsminer" in mk:
+        return Family.WHATSMINER
+    return Family.OTHER
+
+
+def capabilities(family: Family) -> Capabilities:
+    """The family's capabilities as asic-rs 0.8 drives them (fewer than pyasic's)."""
+    caps = CAPABILITIES[family]
+    if family in NO_TARGET:
+        caps = dataclasses.replace(caps, power_target=PowerTarget.NONE)
+    gone = NOT_READ.get(family, frozenset())
+    return dataclasses.replace(caps, readings=caps.readings - gone)
+
+
+def _ths(hashrate: Any) -> float | None:
+    if hashrate is None:
+        return None
+    from pyasic_rs.asic_rs import HashRateUnit
+
+    return float(hashrate.as_unit(HashRateUnit.TH).value)
+
+
+def parse_rs_data(device_id: str, d: Any, at: float, family: Family) -> Telemetry:
+    """pyasic-rs ``MinerData`` as Telemetry.
+
+    asic-rs fills what it could not read with None and ``is_mining`` with False, so False
+    is believed only beside a hashrate; a LuxOS miner is judged by its power (asic-rs
+    reads no LuxOS hashrate and reports a curtailed one as mining)."""
+    try:
+        watts = None if d.wattage is None else float(d.wattage)
+        ths = _ths(d.hashrate)
+        tt = d.tuning_target
+        target = None if tt is None or tt.watts is None else float(tt.watts)
+        mining = bool(d.is_mining)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise BadReply(device_id, f"asic-rs data unusable: {type(exc).__name__}: {exc}") from None
+    if watts is None and ths is None:
+        raise BadReply(device_id, "asic-rs read neither power nor hashrate")
+    state: Literal["running", "sleeping", "transition", "unknown"]
+    if ths is not None:
+        if ths > 0:
+            state = "running" if mining else "transition"
+        else:
+            state = "sleeping" if (watts or 0.0) <= SLEEPING_MAX_W else "transition"
+    else:
+        assert watts is not None
+        if watts <= SLEEPING_MAX_W:
+            state = "sleeping"
+        elif family is not Family.LUXOS and not mining:
+            state = "transition"
+        elif target is not None and watts < RUNNING_SHARE * target:
+            state = "transition"  # still ramping up to its target
+        else:
+            state = "running"
+    return Telemetry(
+        device_id=device_id, at=at, state=state, power_w=watts, target_w=target, hashrate_ths=ths
+    )
+
+
+@dataclass
+class AsicRsMiner(DeviceAdapter):
+    """One miner driven through pyasic-rs; ``address`` is its IP."""
+
+    timeout_s: float = 3.0
+    username: str | None = None
+    password: Secret | None = None
+    #: Read-back deadline; None: the firmware family's (models.firmware).
+    confirm_within_s: float | None = None
+    caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
+    _miner: Any = field(default=None, init=False, repr=False)
+    _exclude: list[Any] = field(default_factory=list, init=False, repr=False)
+    _discovered_at: float = field(default=-math.inf, init=False)
+    _sleeping: bool | None = field(default=None, init=False)
+    _target_w: float | None = field(default=None, init=False)
+    _slept_at: float | None = field(default=None, init=False)
+
+    async def _answers(self) -> int | None:
+        """The first miner port that takes a connection, or None."""
+        for port in MINER_PORTS:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    _r, writer = await asyncio.open_connection(self.address, port)
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            return port
+        return None
+
+    async def _discover(self) -> Any:
+        import pyasic_rs
+        from pyasic_rs.asic_rs import DataField
+
+        now = time.monotonic()
+        if self._miner is not None and now - self._discovered_at < REDISCOVER_S:
+            return self._miner
+        ident_s = max(1, math.ceil(self.timeout_s * 2))
+        factory = pyasic_rs.MinerFactory().with_identification_timeout_secs(ident_s)
+        miner = await contain(
+            self.device_id, "discovery", factory.get_miner(self.address), ident_s + self.timeout_s
+        )
+        if miner is None:
+            port = await self._answers()
+            if port is None:
+                raise DeviceUnreachable(
+                    self.device_id, f"no miner answers at {self.address} (ports 4028, 80)"
+                )
+            raise FamilyRefused(
+                self.device_id,
+                f"asic-rs did not identify the miner at {self.address}, which answers on port "
+                f"{port} (Braiins OS+ without its web GraphQL API, or VNish); {USE_PYASIC}",
+            )
+        if self.password is not None:
+            miner.set_auth(self.username or "root", self.password.reveal())
+        self._exclude = [
+            getattr(DataField, n)
+            for n in dir(DataField)
+            if n[:1].isupper() and n not in KEEP_FIELDS
+        ]
+        self._miner, self._discovered_at = miner, now
+        return miner
+
+    async def connect(self) -> DeviceInfo:
+        miner = await self._discover()
+        make, firmware = str(miner.make or ""), str(miner.firmware or "")
+        family = family_of_rs(firmware, make)
+        why = REFUSED.get(family)
+        if why is None and not (miner.supports_pause and miner.supports_resume):
+            why = "asic-rs cannot pause and resume this miner"
+        if why is not None:
+            raise FamilyRefused(
+                self.device_id, f"{firmware or 'unknown firmware'}: {why}; {USE_PYASIC}"
+            )
+        self.caps = capabilities(family)
+        if self.caps.power_target is not PowerTarget.NONE and not miner.supports_set_power_limit:
+            self.caps = dataclasses.replace(self.caps, power_target=PowerTarget.NONE)
+        version = self.info.firmware_version if self.info is not None else ""
+        if not version:
+            try:  # identity only: a miner that will not say is still driven
+                got = await contain(
+                    self.device_id, "version", miner.get_firmware_version(), self.timeout_s
+                )
+                version = str(got or "")
+            except AdapterError:
+                version = ""
+        self.info = DeviceInfo(
+            device_id=self.device_id,
+            kind="asic",
+            address=self.address,
+            make=make,
+            model=str(miner.model or ""),
+            firmware=firmware,
+            firmware_version=version,
+            family=family.value,
+        )
+        return self.info
+
+    def confirm_deadline_s(self) -> float:
+        if self.confirm_within_s is not None:
+            return self.confirm_within_s
+        return self.caps.confirm_within_s
+
+    def unconfirmed(self, applied: Applied) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
+        self._target_w = self._sleeping = None
+
+    def _need(self) -> Any:
+        if self._miner is None:
+            raise DeviceUnreachable(self.device_id, "not connected")
+        return self._miner
+
+    async def read(self) -> Telemetry:
+        miner = self._need()
+        now = time.time()
+        data = await contain(
+            self.device_id, "telemetry", miner.get_data(exclude=self._exclude), self.timeout_s
+        )
+        try:
+            t = parse_rs_data(self.device_id, data, now, family_of_rs(miner.firmware, miner.make))
+        except BadReply as exc:
+            if await self._answers() is None:
+                raise DeviceUnreachable(
+                    self.device_id, f"telemetry: no connection ({exc.reason})"
+                ) from None
+            raise
+        if t.state == "sleeping":
+            self._sleeping, self._slept_at = True, None
+        elif t.state == "running" and (
+            self._slept_at is None or now - self._slept_at > SLEEP_SETTLE_S
+        ):
+            self._sleeping = False  # a reading from before the sleep must not count as awake
+        self._target_w = t.target_w
+        return t
+
+    async def _call(self, what: str, call: Any) -> None:
+        """Send one control call; asic-rs answers False (no exception) both for a refusal
+        and for no connection, which a port probe tells apart."""
+        try:
+            ok = await contain(self.device_id, what, call, self.timeout_s)
+        except Exception:
+            self._forget()
+            raise
+        if ok is not True:
+            self._forget()
+            if await self._answers() is None:
+                raise DeviceUnreachable(self.device_id, f"{what}: no connection")
+            raise ControlRejected(self.device_id, f"{what}: asic-rs reports the miner refused")
+
+    def _target(self, request: ModeRequest) -> tuple[float | None, str]:
+        if request.power_w is None:
+            return None, ""
+        if self.caps.power_target is PowerTarget.NONE:
+            family = Family(self.info.family) if self.info and self.info.family else Family.OTHER
+            why = NO_TARGET.get(family) or f"{family.value} firmware has no power target"
+            return None, f"asked {request.power_w:g} W; {why}: woken at its own setting"
+        return float(round(request.power_w)), ""
+
+    async def apply(self, request: ModeRequest) -> Applied:
+        miner = self._need()
+        if request.action == "sleep":
+            await self._call("sleep", miner.pause())
+            self._sleeping, self._slept_at = True, time.time()
+            return Applied(request, None)
+        target, note = self._target(request)
+        in_place = (
+            target is not None
+            and self._target_w is not None
+            and abs(self._target_w - target) <= 0.5
+        )
+        if target is not None and not in_place:
+            await self._call("set power target", miner.set_power_limit(float(target)))
+            self._target_w = target
+        if self._sleeping is not False:
+            await self._call("wake", miner.resume())
+            self._sleeping, self._slept_at = False, None
+        return Applied(request, target, note)
