@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models import catalog
+from models import catalog, gpu_modes
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@+-]+$")]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -40,6 +40,10 @@ class Mode(BaseModel):
     #: and often draws well below its power limit, where a cap never binds and a lower
     #: clock is what saves energy. None leaves the clocks to the driver (reset on entry).
     sm_clock_mhz: tuple[Annotated[int, Field(gt=0, le=10_000)], ...] | None = None
+    #: GPU modes only: the NVML power limit to set, W, where it is not the mode's power
+    #: (a decode mode budgets its measured draw, below the cap that bounds it). None:
+    #: ``power_kw`` less the class's host overhead.
+    power_limit_w: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _productive(self) -> Self:
@@ -163,6 +167,12 @@ class DeviceClass(BaseModel):
     # GPU catalog options
     workload: str | None = None
     power_caps_w: tuple[Annotated[float, Field(gt=0)], ...] | None = None
+    #: the serving phase that dominates the class's work (models/gpu_modes.py): "decode"
+    #: budgets the measured draw below the cap, "prefill" the draw at the cap; none: the
+    #: cap itself (the catalog's older, conservative budget)
+    phase: Literal["prefill", "decode"] | None = None
+    #: decode only: lock the SM clock to [min, max] MHz in an extra clock mode
+    decode_clock_mhz: tuple[Annotated[int, Field(gt=0, le=10_000)], ...] | None = None
     host_overhead_kw: NonNeg = 0.0
     # Wear and hysteresis
     start_cost_usd: NonNeg = 0.0
@@ -179,8 +189,12 @@ class DeviceClass(BaseModel):
             object.__setattr__(self, "modes", modes)
             if self.idle_power_kw is None:
                 object.__setattr__(self, "idle_power_kw", idle)
-        elif self.model is None and (self.profiles or self.power_caps_w or self.workload):
-            raise ValueError("profiles, power_caps_w and workload need `model` (a catalog entry)")
+        elif self.model is None and (
+            self.profiles or self.power_caps_w or self.workload or self.phase
+        ):
+            raise ValueError(
+                "profiles, power_caps_w, workload and phase need `model` (a catalog entry)"
+            )
         if not self.modes:
             raise ValueError("a device class needs `modes` or a catalog `model`")
         names = [m.name for m in self.modes]
@@ -206,6 +220,9 @@ class DeviceClass(BaseModel):
         locked = [m.name for m in self.modes if m.sm_clock_mhz is not None]
         if locked and self.kind is not DeviceKind.GPU:
             raise ValueError(f"modes {locked} lock SM clocks (sm_clock_mhz): GPU classes only")
+        limited = [m.name for m in self.modes if m.power_limit_w is not None]
+        if limited and self.kind is not DeviceKind.GPU:
+            raise ValueError(f"modes {limited} set power_limit_w: GPU classes only")
         if self.initial_on is not None and self.initial_on > self.units:
             raise ValueError(
                 f"initial_on = {self.initial_on} exceeds units in service ({self.units})"
@@ -231,11 +248,15 @@ class DeviceClass(BaseModel):
         if m is None:
             raise KeyError(f"class {self.name!r} has no mode {mode_name!r}")
         if self.kind is DeviceKind.GPU:
+            if m.power_limit_w is not None:
+                return round(m.power_limit_w, 3)
             return round((m.power_kw - self.host_overhead_kw) * 1000.0, 3)
         return round(m.power_kw * 1000.0, 3)
 
 
 def _catalog_modes(dc: DeviceClass, model: str) -> tuple[tuple[Mode, ...], float]:
+    if dc.kind is DeviceKind.ASIC and (dc.phase or dc.decode_clock_mhz):
+        raise ValueError("phase and decode_clock_mhz are GPU catalog options")
     if dc.kind is DeviceKind.ASIC:
         try:
             spec = catalog.find_asic(model)
@@ -270,12 +291,49 @@ def _catalog_modes(dc: DeviceClass, model: str) -> tuple[tuple[Mode, ...], float
             raise ValueError(
                 f"power cap {cap} W outside {gpu.model}'s range [{gpu.min_cap_w}, {gpu.tdp_w}] W"
             )
-    modes = tuple(
-        Mode(
-            name=f"infer@{cap:g}W",
-            power_kw=round(cap / 1000.0 + dc.host_overhead_kw, 6),
-            throughput_tokens_s=round(full * catalog.cap_throughput_fraction(cap, gpu.tdp_w), 3),
+    idle_kw = gpu.idle_w / 1000.0 + dc.host_overhead_kw
+    if dc.phase is None:
+        if dc.decode_clock_mhz is not None:
+            raise ValueError(
+                "decode_clock_mhz needs phase = 'decode' (the clock figures are decode's)"
+            )
+        modes = tuple(
+            Mode(
+                name=f"infer@{cap:g}W",
+                power_kw=round(cap / 1000.0 + dc.host_overhead_kw, 6),
+                throughput_tokens_s=round(
+                    full * catalog.cap_throughput_fraction(cap, gpu.tdp_w), 3
+                ),
+            )
+            for cap in caps
         )
-        for cap in caps
+        return modes, idle_kw
+    return _phase_modes(dc, gpu, workload, dc.phase, caps), idle_kw
+
+
+def _phase_modes(
+    dc: DeviceClass,
+    gpu: catalog.GpuSpec,
+    workload: str,
+    phase: Literal["prefill", "decode"],
+    caps: tuple[float, ...],
+) -> tuple[Mode, ...]:
+    clocks = dc.decode_clock_mhz
+    if clocks is not None and (len(clocks) != 2 or clocks[0] > clocks[1]):
+        raise ValueError(f"decode_clock_mhz = {list(clocks)}; give [min, max] MHz with min <= max")
+    try:
+        figures = gpu_modes.gpu_mode_figures(
+            gpu, workload, phase, caps, None if clocks is None else (clocks[0], clocks[1])
+        )
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
+    return tuple(
+        Mode(
+            name=f.name,
+            power_kw=round(f.draw_w / 1000.0 + dc.host_overhead_kw, 6),
+            throughput_tokens_s=round(f.throughput_tokens_s, 3),
+            sm_clock_mhz=f.sm_clock_mhz,
+            power_limit_w=f.limit_w,
+        )
+        for f in figures
     )
-    return modes, gpu.idle_w / 1000.0 + dc.host_overhead_kw
