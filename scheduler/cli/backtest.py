@@ -209,7 +209,8 @@ def add_parsers(sub: Any) -> None:
     bt.add_argument(
         "--rt-forecast",
         default="blend",
-        choices=["blend", "learned", "learned+blend"],  # price_forecasts.RT_FORECASTS
+        # the names of price_forecasts.RT_FORECASTS
+        choices=["blend", "learned", "learned+blend", "quantile", "quantile+blend"],
         help="the scheduler's real-time price forecast (docs/backtest.md)",
     )
     bt.add_argument("--decision-step", default="15min")

@@ -1,0 +1,203 @@
+"""Every policy per year and per month on ERCOT, against the goals of issue 18.
+
+    .venv/bin/python benchmarks/backtest_table.py                  # run 2021-2024, one at a time
+    .venv/bin/python benchmarks/backtest_table.py --jobs 2         # two years at once
+    .venv/bin/python benchmarks/backtest_table.py --reuse          # tables from the JSON reports
+
+Each year is one run of ``gridsched backtest`` on the example site
+(deploy/examples/west-texas-30mw.toml) with the command docs/backtest.md shows for it
+(every policy, the year's DR events file where there is one; 2021 starts on 2 January, as
+a decision needs the interval settled before it), its JSON report written to
+``--out-dir``. Month figures are the months of the year's run (the scheduler's plans
+carry the billed peaks and the 4CP record through the year), not separate runs. A stress
+month is one with a real-time price above 1,000 USD/MWh (issue 18), found in the price
+file. For each year and month the tables give every policy's share of the oracle's
+profit, the strongest baseline (the best rule of that period), the scheduler's uplift
+over it and the oracle's (the most any policy could have had), and whether each goal is
+met. A year takes 10 to 25 minutes on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.market import load_ercot_rtm  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+RT_FILE = DATA / "ercot_rtm_spp_15min_hubs_2021_2025.csv"
+DAM_FILE = DATA / "ercot_dam_spp_hourly_hubs_lz_2021_2025.csv"
+BTC_FILE = DATA / "btc_daily_network_2020_2026.csv"
+CONFIG = ROOT / "deploy" / "examples" / "west-texas-30mw.toml"
+RULES = ("threshold", "best-mode", "best-mode+peaks", "always-on")
+POLICIES = ("scheduler", *RULES, "oracle")
+STRESS_USD_PER_MWH = 1000.0
+GOAL_YEAR_PCT, GOAL_MONTH_PCT = 98.5, 96.0
+GOAL_YEAR_UPLIFT_PCT, GOAL_STRESS_UPLIFT_PCT = 1.0, 3.0
+
+
+def command(year: int, hub: str, json_out: Path, rt_forecast: str) -> list[str]:
+    """The ``gridsched backtest`` command of one year, as docs/backtest.md shows it."""
+    start = "2021-01-02" if year == 2021 else f"{year}-01-01"
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "gridsched"),
+        "backtest",
+        "--config", str(CONFIG),
+        "--prices", str(RT_FILE), "--price-format", "ercot-rtm", "--price-column", hub,
+        "--forecast", str(DAM_FILE), "--forecast-format", "ercot-dam",
+        "--btc", str(BTC_FILE),
+        "--from", start, "--to", f"{year + 1}-01-01",
+        "--rt-forecast", rt_forecast,
+        "--quiet", "--json-out", str(json_out),
+    ]  # fmt: skip
+    events = ROOT / "deploy" / "examples" / f"events-ercot-{year}.json"
+    if events.exists():
+        cmd[cmd.index("--from") : cmd.index("--from")] = ["--events", str(events)]
+    return cmd
+
+
+def run_year(year: int, args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out_dir) / f"ercot-{args.hub.lower()}-{year}.json"
+    if not args.reuse:
+        cmd = command(year, args.hub, out, args.rt_forecast)
+        print(f"[{year}] {' '.join(cmd)}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"[{year}] failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        print(f"[{year}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    elif not out.exists():
+        raise SystemExit(f"--reuse: {out} is missing; run without --reuse first")
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
+
+
+def stress_months(hub: str) -> dict[str, float]:
+    """The highest real-time price of each month (site clock, America/Chicago)."""
+    s = load_ercot_rtm(RT_FILE, hub)
+    t = pd.to_datetime(s.start_s + s.interval_s * np.arange(len(s.values)), unit="s", utc=True)
+    local = pd.DatetimeIndex(t).tz_convert("America/Chicago")
+    peak = pd.Series(s.values, index=local.strftime("%Y-%m")).groupby(level=0).max()
+    return {str(k): float(v) for k, v in peak.items()}
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2f} %"
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def year_rows(doc: dict[str, Any]) -> dict[str, float]:
+    return {p["policy"]: float(p["money_usd"]["profit"]) for p in doc["policies"]}
+
+
+def tables(docs: dict[int, dict[str, Any]], peaks: dict[str, float]) -> str:
+    out = [
+        "| year | " + " | ".join(POLICIES) + " | strongest baseline | scheduler's uplift "
+        "(% of oracle) | oracle's uplift (ceiling) | worst month | >= 98.5 % | >= 1 % uplift |",
+        "|---" * (len(POLICIES) + 7) + "|",
+    ]
+    months: list[tuple[str, dict[str, float]]] = []
+    for year, doc in sorted(docs.items()):
+        profit = year_rows(doc)
+        orc = profit["oracle"]
+        best = max((r for r in RULES if r in profit), key=profit.__getitem__)
+        up = 100 * (profit["scheduler"] - profit[best]) / orc
+        ceiling = 100 * (orc - profit[best]) / orc
+        by_month: dict[str, dict[str, float]] = {}
+        for p in doc["policies"]:
+            for m, v in p["monthly_profit_usd"].items():
+                by_month.setdefault(m, {})[p["policy"]] = float(v)
+        worst = min(by_month, key=lambda m: by_month[m]["scheduler"] / by_month[m]["oracle"])
+        worst_pct = 100 * by_month[worst]["scheduler"] / by_month[worst]["oracle"]
+        share = 100 * profit["scheduler"] / orc
+        cells = [_pct(100 * profit[p] / orc) if p in profit else "-" for p in POLICIES]
+        out.append(
+            f"| {year} | " + " | ".join(cells) + f" | {best} | {up:+.2f} % | {ceiling:+.2f} % "
+            f"| {worst} ({worst_pct:.2f} %) | {_yes(share >= GOAL_YEAR_PCT)} "
+            f"| {_yes(up >= GOAL_YEAR_UPLIFT_PCT)} |"
+        )
+        months += sorted(by_month.items())
+    out += [
+        "",
+        "| month | peak RT price (USD/MWh) | scheduler | strongest baseline of the month "
+        "| scheduler's uplift (% of oracle) | oracle's uplift (ceiling) | >= 96 % "
+        "| above the baseline | >= 3 % uplift (stress months) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    count = {"month": 0, "above": 0, "stress": 0, "stress_met": 0, "stress_possible": 0}
+    for m, profit in months:
+        orc = profit["oracle"]
+        best = max((r for r in RULES if r in profit), key=profit.__getitem__)
+        share = 100 * profit["scheduler"] / orc
+        up = 100 * (profit["scheduler"] - profit[best]) / orc
+        ceiling = 100 * (orc - profit[best]) / orc
+        stress = peaks.get(m, 0.0) > STRESS_USD_PER_MWH
+        count["month"] += share >= GOAL_MONTH_PCT
+        count["above"] += up > 0
+        if stress:
+            count["stress"] += 1
+            count["stress_met"] += up >= GOAL_STRESS_UPLIFT_PCT
+            count["stress_possible"] += ceiling >= GOAL_STRESS_UPLIFT_PCT
+        goal = (
+            f"{_yes(up >= GOAL_STRESS_UPLIFT_PCT)}"
+            + ("" if ceiling >= GOAL_STRESS_UPLIFT_PCT else " (out of reach: ceiling < 3 %)")
+            if stress
+            else "-"
+        )
+        out.append(
+            f"| {m} | {peaks.get(m, float('nan')):,.0f}{' (stress)' if stress else ''} "
+            f"| {_pct(share)} | {best} ({_pct(100 * profit[best] / orc)}) | {up:+.2f} % "
+            f"| {ceiling:+.2f} % | {_yes(share >= GOAL_MONTH_PCT)} | {_yes(up > 0)} | {goal} |"
+        )
+    n = len(months)
+    out += [
+        "",
+        f"months >= 96 % of the oracle: {count['month']} of {n}; above the month's strongest "
+        f"baseline: {count['above']} of {n}; stress months (a price above 1,000 USD/MWh): "
+        f"{count['stress']}, uplift >= 3 % of the oracle in {count['stress_met']}, "
+        f"reachable at all (the oracle's own uplift >= 3 %) in {count['stress_possible']}",
+    ]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--years", type=int, nargs="+", default=[2021, 2022, 2023, 2024])
+    ap.add_argument("--hub", default="HB_WEST")
+    ap.add_argument("--jobs", type=int, default=1, choices=[1, 2], help="years run at once")
+    ap.add_argument("--out-dir", default=str(ROOT / "docs" / "backtest"))
+    ap.add_argument("--rt-forecast", default="blend")
+    ap.add_argument("--reuse", action="store_true", help="read the JSON reports, run nothing")
+    args = ap.parse_args()
+    if not RT_FILE.exists():
+        raise SystemExit(f"real data not present at {DATA}")
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        docs = dict(zip(args.years, pool.map(lambda y: run_year(y, args), args.years), strict=True))
+    for year, doc in sorted(docs.items()):
+        period = doc.get("period", {})
+        print(
+            f"{year}: {period.get('from')} to {period.get('to')}, forecast {doc.get('forecast')}, "
+            f"visibility {doc.get('price_visibility')}, currency {doc.get('currency')}"
+        )
+    print()
+    print(tables(docs, stress_months(args.hub)))
+
+
+if __name__ == "__main__":
+    main()
