@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters import antminer, luxos, vnish
+from adapters import antminer, luxos, vnish, whatsminer3
 from adapters.base import (
     AdapterError,
     Applied,
@@ -137,6 +137,8 @@ class PyasicMiner(DeviceAdapter):
         make = str(getattr(miner, "make", "") or "")
         firmware = str(getattr(miner, "firmware", "") or "")
         family = Family.LUXOS if self._luxos else family_of(firmware, make)
+        if family is Family.WHATSMINER and whatsminer3.is_v3(miner):
+            family = Family.WHATSMINER_V3
         self._caps = CAPABILITIES[family]
         presets: tuple[float, ...] = ()
         if self._luxos:
@@ -171,8 +173,8 @@ class PyasicMiner(DeviceAdapter):
         version = self.info.firmware_version if self.info is not None else ""
         if not version:
             try:  # identity only: a miner that will not say is still driven
-                got = await contain(self.device_id, "version", miner.get_fw_ver(), self.timeout_s)
-                version = str(got or "")
+                ver = whatsminer3.fw_version(miner)  # pyasic's get_fw_ver() on v3 has none
+                version = str(await contain(self.device_id, "version", ver, self.timeout_s) or "")
             except AdapterError:
                 version = ""
         self.info = DeviceInfo(
@@ -303,6 +305,9 @@ class PyasicMiner(DeviceAdapter):
 
     async def _call(self, what: str, fn: str, *args: Any) -> None:
         miner = self._need()
+        if self._caps.family is Family.WHATSMINER_V3:  # pyasic's True/False say too little
+            v3 = whatsminer3.call(self.device_id, miner, fn, args, self.timeout_s)
+            return await self._guarded(v3)
         call = self._web_call(what, lambda: getattr(miner, fn)(*args))
         try:
             ok = await contain(self.device_id, what, call, self.timeout_s)

@@ -19,6 +19,7 @@ class Family(StrEnum):
     BRAIINS = "braiins-os"
     ANTMINER_STOCK = "antminer-stock"
     WHATSMINER = "whatsminer"
+    WHATSMINER_V3 = "whatsminer-v3"  # firmware after 2024-11: API v3 on 4433
     VNISH = "vnish"
     OTHER = "other"
 
@@ -89,6 +90,16 @@ CAPABILITIES: dict[Family, Capabilities] = {
         readings=_ALL,
         confirm_within_s=120.0,
         note="power_off/power_on; adjust_power_limit (token-encrypted writes)",
+    ),
+    # pyasic 0.79 reads no mining state on API v3 (no is_mining data location) and its
+    # board temperatures only as inlet/outlet, not chip temperature (backends/btminer.py).
+    Family.WHATSMINER_V3: Capabilities(
+        Family.WHATSMINER_V3,
+        sleep_wake=True,
+        power_target=PowerTarget.EXACT,
+        readings=frozenset({Reading.POWER, Reading.TARGET, Reading.HASHRATE}),
+        confirm_within_s=120.0,
+        note="set.miner.service stop/start; set.miner.power_limit restarts btminer to apply",
     ),
     Family.VNISH: Capabilities(
         Family.VNISH,

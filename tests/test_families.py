@@ -2,8 +2,8 @@
 
 Each family's simulator serves what pyasic sends and parses for that firmware (LuxOS RPC;
 stock Antminer cgminer API and web CGI with digest auth; Braiins OS+ BOSminer API and
-gRPC; Whatsminer btminer API with token-encrypted writes; VNish cgminer API and web API with
-an unlock token). The same steps run on each:
+gRPC; Whatsminer btminer API with token-encrypted writes, and API v3 on 4433 with token-signed
+writes; VNish cgminer API and web API with an unlock token). The same steps run on each:
 identify, read, sleep confirmed by read-back, wake at a target (honoured where the family
 has a power target, skipped where it has none) and confirmed, and a command the firmware
 accepts and ignores ends unconfirmed, not done.
@@ -28,15 +28,16 @@ from tests.support.simfleet import free_base
 from tests.support.wait import readline
 
 FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
-FIRMWARE = ("luxos", "antminer", "braiins", "whatsminer", "vnish")
+FIRMWARE = ("luxos", "antminer", "braiins", "whatsminer", "vnish", "whatsminer3")
 FAMILY = {
     "luxos": Family.LUXOS,
     "antminer": Family.ANTMINER_STOCK,
     "braiins": Family.BRAIINS,
     "whatsminer": Family.WHATSMINER,
     "vnish": Family.VNISH,
+    "whatsminer3": Family.WHATSMINER_V3,  # API v3 on 4433 (firmware after 2024-11)
 }
-MODEL = {"whatsminer": "M50"}
+MODEL = {"whatsminer": "M50", "whatsminer3": "M60"}
 PER = 2  # miners per firmware
 
 
@@ -61,7 +62,7 @@ def sim() -> Iterator[SimFleetThread]:
     firmware = FIRMWARE if CAN_80 else tuple(f for f in FIRMWARE if f not in on_80)
     fleet = SimFleet.build(
         PER * len(firmware),
-        base=free_base(PER * len(firmware), (4028, 80, 50051) if CAN_80 else (4028, 50051)),
+        base=free_base(PER * len(firmware), (4028, 4433, 50051, *((80,) if CAN_80 else ()))),
         firmware=firmware,
         models=("Antminer S19j Pro",),
         control_port=None,

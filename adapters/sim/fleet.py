@@ -6,7 +6,8 @@ A miner runs LuxOS (:class:`~adapters.sim.miner.SimMiner`, API on 4028), stock B
 firmware (:class:`~adapters.sim.antminer.AntminerSim`, API on 4028 and web CGI on 80) or
 Braiins OS+ (:class:`~adapters.sim.braiins.BraiinsSim`, API on 4028 and gRPC on 50051)
 or Whatsminer (:class:`~adapters.sim.whatsminer.WhatsminerSim`, btminer API on 4028)
-or VNish (:class:`~adapters.sim.vnish.VnishSim`, API on 4028 and its web API on 80).
+or VNish (:class:`~adapters.sim.vnish.VnishSim`, API on 4028 and its web API on 80)
+or a Whatsminer on API v3 (:class:`~adapters.sim.whatsminer3.WhatsminerV3Sim`, 4433 and 4028).
 A control port on 127.0.0.1 speaks JSON lines: list the fleet, inject or clear faults,
 and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
 
@@ -35,6 +36,7 @@ from adapters.sim.miner import SimMiner
 from adapters.sim.server import FaultKind, MinerServer
 from adapters.sim.vnish import VnishSim
 from adapters.sim.whatsminer import WhatsminerSim
+from adapters.sim.whatsminer3 import WhatsminerV3Sim
 from models.errors import GridschedError
 
 DEFAULT_BASE = "127.1.0.0"
@@ -47,10 +49,12 @@ FIRMWARE: dict[str, type[MinerServer]] = {
     "braiins": BraiinsSim,
     "whatsminer": WhatsminerSim,
     "vnish": VnishSim,
+    "whatsminer3": WhatsminerV3Sim,  # firmware after 2024-11: API v3 on 4433
 }
 #: Ports each firmware's simulator listens on (one socket each): the API on 4028, plus the
 #: stock Antminer's web CGI (80), Braiins OS+'s gRPC (50051) and VNish's web API (80).
 LISTEN_PORTS = {"luxos": 1, "antminer": 2, "braiins": 2, "whatsminer": 1, "vnish": 2}
+LISTEN_PORTS["whatsminer3"] = 2  # API v3 on 4433, get_version on 4028
 #: Open files kept free beyond listeners and connections: the control server and its
 #: clients, the event loop's own descriptors, the interpreter's files.
 SPARE_FDS = 64
@@ -113,8 +117,8 @@ def plan_miners(
     for i, h in enumerate(loopback_hosts(n_miners, base)):
         fw = firmware[i * len(firmware) // max(n_miners, 1)]
         model = models[i * len(models) // max(n_miners, 1)]  # contiguous blocks
-        if fw == "whatsminer" and not model.startswith("Whatsminer"):
-            model = WhatsminerSim.model  # Whatsminer firmware runs on its own hardware
+        if fw in ("whatsminer", "whatsminer3") and not model.startswith("Whatsminer"):
+            model = FIRMWARE[fw].model  # Whatsminer firmware runs on its own hardware
         out.append(MinerSpec(h, fw, model))
     return out
 

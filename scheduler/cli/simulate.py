@@ -102,7 +102,16 @@ KINDS = {
     "braiins": "Braiins OS+",
     "whatsminer": "Whatsminer",
     "vnish": "VNish",
+    "whatsminer3": "Whatsminer (API v3)",
 }
+
+
+def _more_ports(firmware: Sequence[str]) -> str:
+    """The listening ports besides 4028 that a user must reach: 80, and 4433 (API v3)."""
+    ports = (["80"] if {"antminer", "vnish"} & set(firmware) else []) + (
+        ["4433"] if "whatsminer3" in firmware else []
+    )
+    return "".join(f" and {p}" for p in ports)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -137,7 +146,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         what = " and ".join(KINDS[f] for f in args.firmware)
         print(
             f"simulating {len(sim.miners)} {what} miners on {first} .. {last} port 4028"
-            f"{' and 80' if {'antminer', 'vnish'} & set(args.firmware) else ''}, "
+            f"{_more_ports(args.firmware)}, "
             f"{len(sim.gpus)} GPUs; control {control or 'off'}",
             flush=True,
         )
@@ -192,7 +201,7 @@ def _simulate_sharded(args: argparse.Namespace, per_process: int) -> int:
             what = " and ".join(KINDS[f] for f in args.firmware)
             print(
                 f"simulating {len(specs)} {what} miners on {specs[0].host} .. {specs[-1].host}"
-                f" port 4028{' and 80' if {'antminer', 'vnish'} & set(args.firmware) else ''}, "
+                f" port 4028{_more_ports(args.firmware)}, "
                 f"{len(sim.gpus)} GPUs; control {control or 'off'}; "
                 f"{len(sim.shards)} worker processes of up to {per_process} miners; "
                 f"started in {time.perf_counter() - t0:.1f} s",
