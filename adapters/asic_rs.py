@@ -61,7 +61,9 @@ REDISCOVER_S = 600.0
 MINER_PORTS = (4028, 80)
 
 USE_PYASIC = "use kind = 'pyasic' for it"
-#: Families the conformance suite passed through asic-rs; the others, with the reason.
+#: Families the conformance suite passed through asic-rs (tests/test_families.py).
+DRIVEN = frozenset({Family.LUXOS, Family.ANTMINER_STOCK})
+#: Why the others are refused, where it is known.
 REFUSED: dict[Family, str] = {
     Family.WHATSMINER: (
         "asic-rs 0.8.6 sends Whatsminer's encrypted writes as {'command': ...} where the "
@@ -77,7 +79,7 @@ REFUSED: dict[Family, str] = {
 }
 #: What asic-rs 0.8 does not read or set per family, against the family's capabilities.
 NO_TARGET: dict[Family, str] = {
-    Family.LUXOS: "asic-rs 0.8 cannot set a LuxOS profile (supports_set_power_limit False)",
+    Family.LUXOS: "no power target through asic-rs 0.8, which cannot set a LuxOS profile",
 }
 NOT_READ: dict[Family, frozenset[Reading]] = {
     Family.LUXOS: frozenset({Reading.HASHRATE, Reading.TEMPERATURE, Reading.MINING}),
@@ -110,6 +112,15 @@ def family_of_rs(firmware: str, make: str) -> Family:
     if "stock" in fw and "whatsminer" in mk:
         return Family.WHATSMINER
     return Family.OTHER
+
+
+def refusal(family: Family) -> str | None:
+    """Why this back-end does not drive ``family``; None where it does."""
+    if family in DRIVEN:
+        return None
+    return REFUSED.get(
+        family, f"asic-rs on {family.value} is not verified by the conformance suite"
+    )
 
 
 def capabilities(family: Family) -> Capabilities:
@@ -232,7 +243,7 @@ class AsicRsMiner(DeviceAdapter):
         miner = await self._discover()
         make, firmware = str(miner.make or ""), str(miner.firmware or "")
         family = family_of_rs(firmware, make)
-        why = REFUSED.get(family)
+        why = refusal(family)
         if why is None and not (miner.supports_pause and miner.supports_resume):
             why = "asic-rs cannot pause and resume this miner"
         if why is not None:
@@ -303,8 +314,9 @@ class AsicRsMiner(DeviceAdapter):
         return t
 
     async def _call(self, what: str, call: Any) -> None:
-        """Send one control call; asic-rs answers False (no exception) both for a refusal
-        and for no connection, which a port probe tells apart."""
+        """Send one control call. asic-rs answers False, not an exception, for a refusal,
+        for no connection (a port probe tells them apart), and on stock Antminer for a
+        write its own read of the configuration does not show."""
         try:
             ok = await contain(self.device_id, what, call, self.timeout_s)
         except Exception:
@@ -314,7 +326,11 @@ class AsicRsMiner(DeviceAdapter):
             self._forget()
             if await self._answers() is None:
                 raise DeviceUnreachable(self.device_id, f"{what}: no connection")
-            raise ControlRejected(self.device_id, f"{what}: asic-rs reports the miner refused")
+            raise ControlRejected(
+                self.device_id,
+                f"{what}: asic-rs answered that it did not take (a refusal, or on stock "
+                "Antminer a configuration that reads back unchanged after the write)",
+            )
 
     def _target(self, request: ModeRequest) -> tuple[float | None, str]:
         if request.power_w is None:
