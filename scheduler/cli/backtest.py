@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.durations import parse_duration_s
 from models.errors import GridschedError
@@ -14,6 +15,9 @@ from models.market import Series, site_prices
 from models.markets import MarketInfo
 from models.site import SiteConfig, load_site
 from scheduler.cli.options import UsageError, read_events
+
+if TYPE_CHECKING:
+    from scheduler.backtest.engine import BacktestSetup
 
 
 def _day_start(text: str, tz: str) -> int:
@@ -73,6 +77,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from scheduler.cli import backtest_report
 
     config = load_site(args.config)
+    if args.caps_only:  # the site's clock-locked GPU modes removed (docs/backtest.md)
+        config = _caps_only(config)
     step = parse_duration_s(args.decision_step)
     horizon = parse_duration_s(args.horizon)
     start = _day_start(args.from_, config.site.timezone)
@@ -103,21 +109,51 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         )
     hashprice = load_btc_hashprice(args.btc, 0.0) if args.btc else None  # fee applied once
     events = read_events(args, config)
-    setup = prepare(
-        config,
-        realised,
-        start,
-        end,
-        step,
-        horizon,
-        forecast,
-        hashprice,
-        events,
-        market=market,
-        visibility=args.price_visibility,
-        fill=args.fill,
-        foreign_tariff=args.foreign_tariff,
-    )
+
+    def _setup(cfg: SiteConfig) -> BacktestSetup:
+        return prepare(
+            cfg,
+            realised,
+            start,
+            end,
+            step,
+            horizon,
+            forecast,
+            hashprice,
+            events,
+            market=market,
+            visibility=args.price_visibility,
+            fill=args.fill,
+            foreign_tariff=args.foreign_tariff,
+        )
+
+    setup = _setup(config)
+    runs = _run_policies(setup, wanted, args)
+    results = [evaluate(setup, r) for r in runs]
+    period = {"from": args.from_, "to": args.to}
+    doc = backtest_report.to_dict(setup, results, period)
+    extra: list[str] = []
+    if args.inference_dr:
+        extra = _inference_dr(config, setup, runs, _setup, wanted, args, doc)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(
+            "\n".join(
+                [backtest_report.render(setup, results, f"{args.from_} to {args.to}"), *extra]
+            )
+        )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(doc, indent=1))
+    if args.plot:
+        backtest_report.plot(setup, results, args.plot)
+    return 0
+
+
+def _run_policies(setup: BacktestSetup, wanted: list[str], args: argparse.Namespace) -> list[Any]:
+    from scheduler.backtest import policies
+
     runs = []
     show = not args.quiet
     for name in wanted:
@@ -133,19 +169,41 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             runs.append(policies.always_on(setup))
         else:
             runs.append(policies.oracle(setup))
-    results = [evaluate(setup, r) for r in runs]
-    period = {"from": args.from_, "to": args.to}
-    doc = backtest_report.to_dict(setup, results, period)
-    if args.json:
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        print(backtest_report.render(setup, results, f"{args.from_} to {args.to}"))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=1))
-    if args.plot:
-        backtest_report.plot(setup, results, args.plot)
-    return 0
+    return runs
+
+
+def _caps_only(config: SiteConfig) -> SiteConfig:
+    from scheduler.backtest.inference_dr import without_clock_modes
+
+    try:
+        return without_clock_modes(config)
+    except ValueError as exc:
+        raise UsageError(f"--caps-only: {exc}") from None
+
+
+def _inference_dr(
+    config: SiteConfig,
+    setup: BacktestSetup,
+    runs: list[Any],
+    make_setup: Callable[[SiteConfig], BacktestSetup],
+    wanted: list[str],
+    args: argparse.Namespace,
+    doc: dict[str, Any],
+) -> list[str]:
+    """``--inference-dr``: the per-interval SLA and cap report, and every policy run again
+    with caps only (where the site has clock modes) for the GPU energy they saved."""
+    from scheduler.backtest import inference_dr
+
+    caps_setup, caps_runs = None, [None] * len(runs)
+    if inference_dr.has_clock_modes(config):
+        caps_setup = make_setup(_caps_only(config))
+        caps_runs = _run_policies(caps_setup, wanted, args)
+    summaries = [
+        inference_dr.summarise(setup, r, caps_setup, c)
+        for r, c in zip(runs, caps_runs, strict=True)
+    ]
+    doc["inference_dr"] = [s.to_dict() for s in summaries]
+    return inference_dr.render(summaries)
 
 
 def add_parsers(sub: Any) -> None:
@@ -226,6 +284,17 @@ def add_parsers(sub: Any) -> None:
         type=int,
         default=1,
         help="threshold: intervals below the strike before resuming",
+    )
+    bt.add_argument(
+        "--inference-dr",
+        action="store_true",
+        help="per interval: committed inference served and the DR cap followed; GPU energy "
+        "against the same run with caps only (docs/backtest.md)",
+    )
+    bt.add_argument(
+        "--caps-only",
+        action="store_true",
+        help="remove the GPU modes that lock the SM clock (compare power caps alone)",
     )
     bt.add_argument("--json", action="store_true")
     bt.add_argument("--json-out")
