@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from adapters.asic import PyasicMiner
-from adapters.base import AdapterError, ControlRejected, Health, ModeRequest
+from adapters.base import AdapterError, ControlRejected, DeviceTimeout, Health, ModeRequest
 from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
@@ -227,6 +227,23 @@ def test_a_slow_write_is_confirmed_late_not_called_failed(sim: SimFleetThread) -
         sim.call(m.clear_faults)
 
 
+def test_a_hung_api_is_a_timeout_not_a_reading(sim: SimFleetThread) -> None:
+    """pyasic's API v3 reader has no timeout of its own; the adapter's bounds it."""
+    m = _miner(sim, 7)
+    dev = PyasicMiner("wm3/7", m.host, timeout_s=0.5)
+
+    async def go() -> None:
+        await dev.connect()
+        sim.call(lambda: m.inject(FaultKind.HANG, 30.0))
+        with pytest.raises(DeviceTimeout):
+            await dev.read()
+
+    try:
+        run(go())
+    finally:
+        sim.call(m.clear_faults)
+
+
 def test_with_4028_closed_pyasic_takes_it_for_api_v2_and_nothing_false_is_read() -> None:
     """pyasic 0.79 asks 4028 for the version; without an answer it picks API v2, which a
     v3 miner does not speak. The adapter then has no reading, not a made-up one."""
@@ -245,6 +262,49 @@ def test_with_4028_closed_pyasic_takes_it_for_api_v2_and_nothing_false_is_read()
             await m.stop()
 
     run(go())
+
+
+SITE = """
+[site]
+name = "wm3"
+timezone = "UTC"
+interconnect_kw = 100
+
+[mining]
+hashprice_usd_per_ths_day = 0.05
+
+[[devices]]
+name = "m60"
+kind = "asic"
+model = "Whatsminer M60"
+count = 1
+[devices.adapter]
+kind = "sim"
+sim_firmware = "whatsminer3"
+sim_base = "{base}"
+sim_sleep_s = 0.3
+sim_wake_s = 0.6
+timeout_s = 2
+"""
+
+
+def test_a_site_file_runs_api_v3_simulators_through_pyasic(tmp_path: Any) -> None:
+    """``[devices.adapter] kind = "sim"`` with ``sim_firmware = "whatsminer3"``."""
+    from adapters import registry
+    from models.site import load_site
+
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(base=free_base(1, PORTS)))
+    built = registry.build(load_site(site))
+    assert [type(m) for m in built.simulators[0].miners] == [WhatsminerV3Sim]
+    dev = built.adapters[0]
+    with SimFleetThread(built.simulators[0]):
+
+        async def go() -> str:
+            info = await dev.connect()
+            return info.family
+
+        assert run(go()) == Family.WHATSMINER_V3.value
 
 
 # -- the protocol, in process ------------------------------------------------------------
