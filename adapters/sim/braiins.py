@@ -4,7 +4,9 @@ What pyasic (0.79) reads and writes for Braiins OS+ with the public gRPC API (``
 ``miners/backends/braiins_os.py``, ``web/braiins_os/boser.py``), each shape from there:
 
 - **BOSminer API on 4028** (cgminer-compatible, ``a+b`` multicommands): ``version``
-  (``VERSION[0].BOSminer``: discovery looks for "BOSMINER"), ``devdetails``
+  (``VERSION[0].BOSer``, as Braiins OS+ 24.09 answers it: a reply captured from one is in
+  asic-rs's test data, ``asic-rs-firmwares/braiins/src/test/json/v24.09/version.json``;
+  pyasic's and asic-rs's discovery look for "BOSMINER" or "BOSER"), ``devdetails``
   (``DEVDETAILS[0].Model`` = "Bitmain Antminer S19j Pro" names the model), ``summary``
   (``SUMMARY[0]["MHS 1m"]``), ``devs`` (``DEVS[].["MHS 5s"]``: mining while any is above
   0), ``tunerstatus`` (``TUNERSTATUS[0].TunerChainStatus[].Status``), ``pools``.
@@ -63,7 +65,7 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
 
 from adapters.sim.server import FaultKind, MinerServer
 
-BOSMINER = "bosminer-plus-tuner 0.2.0-2d1d1c0b"
+BOSER = "boser-buildroot 0.1.0-2d1d1c0b"  # VERSION[0].BOSer, as 24.09 names its API server
 BOS_VERSION = "2024-09-26-0-2d1d1c0b-24.09-plus"
 GRPC_PORT = 50051
 _PKG = "/braiins.bos.v1."
@@ -77,7 +79,7 @@ class BraiinsSim(MinerServer):
     username: str = "root"
     password: str = "root"
 
-    description: ClassVar[str] = f"BOSminer {BOSMINER}"
+    description: ClassVar[str] = f"BOSer {BOSER}"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,7 +102,7 @@ class BraiinsSim(MinerServer):
     # -- the BOSminer API on 4028 -----------------------------------------------------------
 
     def _cmd_version(self, _: list[str]) -> dict[str, Any]:
-        return self._ok(22, "BOSminer versions", "VERSION", [{"BOSminer": BOSMINER, "API": "3.7"}])
+        return self._ok(22, "BOSer versions", "VERSION", [{"API": "3.7", "BOSer": BOSER}])
 
     def _cmd_devdetails(self, _: list[str]) -> dict[str, Any]:
         body = [
