@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/backtest_table.py                  # run 2021-2024, one at a time
     .venv/bin/python benchmarks/backtest_table.py --jobs 2         # two years at once
     .venv/bin/python benchmarks/backtest_table.py --reuse          # tables from the JSON reports
+    .venv/bin/python benchmarks/backtest_table.py --print-commands # what it would run
 
 Each year is one run of ``gridsched backtest`` on the example site
 (deploy/examples/west-texas-30mw.toml) with the command docs/backtest.md shows for it
@@ -183,7 +184,13 @@ def main() -> None:
     ap.add_argument("--out-dir", default=str(ROOT / "docs" / "backtest"))
     ap.add_argument("--rt-forecast", default="blend")
     ap.add_argument("--reuse", action="store_true", help="read the JSON reports, run nothing")
+    ap.add_argument("--print-commands", action="store_true", help="print the commands, run none")
     args = ap.parse_args()
+    if args.print_commands:
+        for y in args.years:
+            out = Path(args.out_dir) / f"ercot-{args.hub.lower()}-{y}.json"
+            print(" ".join(command(y, args.hub, out, args.rt_forecast)))
+        return
     if not RT_FILE.exists():
         raise SystemExit(f"real data not present at {DATA}")
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
@@ -191,9 +198,12 @@ def main() -> None:
         docs = dict(zip(args.years, pool.map(lambda y: run_year(y, args), args.years), strict=True))
     for year, doc in sorted(docs.items()):
         period = doc.get("period", {})
+        sched = next(p for p in doc["policies"] if p["policy"] == "scheduler")
+        said = [n for n in sched["notes"] if n.startswith("forecast:")]
         print(
-            f"{year}: {period.get('from')} to {period.get('to')}, forecast {doc.get('forecast')}, "
-            f"visibility {doc.get('price_visibility')}, currency {doc.get('currency')}"
+            f"{year}: {period.get('from')} to {period.get('to')}, day-ahead {doc.get('forecast')}, "
+            f"visibility {doc.get('price_visibility')}, currency {doc.get('currency')}; "
+            f"scheduler {said[0] if said else 'forecast not named'}"
         )
     print()
     print(tables(docs, stress_months(args.hub)))
