@@ -136,6 +136,14 @@ def render(plan: Plan, hourly: bool = True) -> str:
         rows.append(row)
     out.append(title)
     out.append(table(cols, rows))
+    for c in plan.classes:  # which GPU mode, cap (infer@<W>) or clock (infer@<MHz>), was chosen
+        if c.kind == "gpu" and c.units_by_mode.any():
+            used = [
+                f"{m} ({int(c.units_by_mode[i, 0])} at first step)"
+                for i, m in enumerate(c.modes)
+                if c.units_by_mode[i].any()
+            ]
+            out.append(f"{c.name} modes chosen: {', '.join(used)}")
 
     out.append("")
     if plan.violations:
