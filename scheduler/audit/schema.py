@@ -7,6 +7,10 @@
 2: ``webhook_ids.body_sha256``: the digest of the body a webhook id delivered, so that the
    id reused for another body is told from a retry after a restart too (NULL for ids
    stored before: those fall back to comparing the signal ids).
+
+Tables that older code can ignore without misreading anything are created on every open
+(:data:`ADDED_TABLES`), without a version: ``openadr_programs``, the OpenADR programs a
+daemon learned (their payload descriptors: the defaults of their events' units).
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ CREATE TABLE IF NOT EXISTS archived (
     archived_at REAL NOT NULL
 );
 """
+ADDED_TABLES = """
+CREATE TABLE IF NOT EXISTS openadr_programs (
+    id TEXT PRIMARY KEY,
+    descriptors TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
 
 
 def open_checked(
@@ -78,6 +89,7 @@ def open_checked(
         return int(version)
     if version < SCHEMA_VERSION:
         _migrate(con, path, version, bool(has_log), key, head_file)
+    con.executescript(ADDED_TABLES)
     return SCHEMA_VERSION
 
 

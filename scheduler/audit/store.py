@@ -332,3 +332,31 @@ class Store:
 
     async def prune_webhook_ids(self, now: float) -> None:
         await self.write(lambda con: webhook_ids.prune(con, now))
+
+    # -- OpenADR programs (their payload descriptors; not chained: the signal records carry
+    # the raw notification and what was made of it) ------------------------------------------
+
+    def openadr_programs(self) -> dict[str, dict[str, Any]]:
+        """The programs stored by :meth:`put_openadr_programs`, by id ({} before any)."""
+        try:
+            rows = self._read.execute("SELECT id, descriptors FROM openadr_programs")
+            return {str(i): json.loads(d) for i, d in rows}
+        except sqlite3.OperationalError:  # opened without migrating: a file without the table
+            return {}
+
+    async def put_openadr_programs(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        """Store (or, for None, forget) programs' descriptors; returns once on disk."""
+
+        def fn(con: sqlite3.Connection) -> None:
+            now = time.time()
+            for pid, descriptors in changes.items():
+                if descriptors is None:
+                    con.execute("DELETE FROM openadr_programs WHERE id = ?", (pid,))
+                else:
+                    con.execute(
+                        "INSERT OR REPLACE INTO openadr_programs(id, descriptors, updated_at) "
+                        "VALUES (?,?,?)",
+                        (pid, json.dumps(descriptors, sort_keys=True), now),
+                    )
+
+        await self.write(fn)

@@ -333,6 +333,10 @@ def create_app(daemon: Daemon) -> FastAPI:
             daemon.counters.signal("openadr3", "invalid")
             return _error(422, f"body is not JSON: {exc}")
         if not events:
+            try:  # a PROGRAM learned is on disk before the VTN hears it was taken
+                await daemon.openadr_programs.flush()
+            except Exception as exc:
+                return _not_stored(daemon, "openadr3", exc)
             return JSONResponse({"accepted": True, "duplicate": False, "ids": []}, status_code=200)
         try:
             stored, ids = await daemon.accept(

@@ -103,6 +103,7 @@ def deliverer(daemon: Daemon) -> Deliver:
 
     async def deliver(body: dict[str, Any]) -> None:
         reading = read(body)  # an unreadable event raises: the VEN counts and reports it
+        await daemon.openadr_programs.flush()  # a program learned: on disk before it is seen
         events = [GridEvent.model_validate(d) for d in reading.events]
         if events:
             await daemon.accept(events, "openadr3", None, json.dumps(body))

@@ -77,7 +77,10 @@ class Daemon:
         self.tasks = Tasks(self.counters)
         self.recorder = Recorder(self.store, self.counters)
         self.notifier = Notifier()
-        self.openadr_programs = Programs()  # their payload descriptors, events' defaults
+        # their payload descriptors, events' defaults: as stored by the last run, and kept
+        self.openadr_programs = Programs(
+            self.store.openadr_programs(), self.store.put_openadr_programs
+        )
         self.ven: Any = None  # scheduler.service.ven.Ven when a VTN is configured
         self.started_at = self.clock.time()
         #: what the shutdown posture came to: devices told, confirmed by read-back, not
