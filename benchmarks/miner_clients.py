@@ -15,9 +15,14 @@ the client's alone. Per client and firmware it prints:
   only), a pause of every miner and a resume of every miner: wall time (median over
   rounds) and CPU milliseconds per command.
 
-Only the clients are compared here: no gridsched adapter code runs (benchmarks/
-fleet_control.py measures the adapter). pyasic-rs is optional (``pip install pyasic-rs``);
-without it only pyasic is measured.
+By default only the clients are compared: no gridsched adapter code runs. With
+``--through adapters`` the same steps go through gridsched's adapters instead
+(``adapters.asic.PyasicMiner`` and ``adapters.asic_rs.AsicRsMiner``, ``kind = "pyasic"``
+and ``"asic-rs"``): what a controller pays per command, checks and read-back parsing
+included. pyasic-rs is optional (``pip install pyasic-rs``); without it only pyasic is
+measured.
+
+    .venv/bin/python benchmarks/miner_clients.py --through adapters --firmware luxos,antminer
 """
 
 from __future__ import annotations
@@ -102,6 +107,49 @@ class PyasicRsClient:
         return bool(await m.resume())
 
 
+class AdapterClient:
+    """A gridsched adapter kind behind the same steps: discovery is ``connect``, a read is
+    ``read`` (mining: the reading's state), a pause and a resume are ``apply``."""
+
+    def __init__(self, kind: str) -> None:
+        from adapters.asic import PyasicMiner
+
+        self.name = f"{kind} adapter"
+        self.cls: Any = PyasicMiner
+        if kind == "asic-rs":
+            import pyasic_rs  # noqa: F401 - ImportError here when it is not installed
+
+            from adapters.asic_rs import AsicRsMiner
+
+            self.cls = AsicRsMiner
+
+    async def discover(self, host: str) -> Any:
+        dev = self.cls(f"bench/{host}", host, timeout_s=10.0)
+        await dev.connect()
+        return dev
+
+    @staticmethod
+    def identity(dev: Any) -> str:
+        return f"{dev.info.make} {dev.info.model} ({dev.info.family})"
+
+    async def read(self, dev: Any) -> tuple[float | None, float | None, bool | None]:
+        t = await dev.read()
+        mining = {"running": True, "sleeping": False}.get(t.state)
+        return t.power_w, t.hashrate_ths, mining
+
+    async def pause(self, dev: Any) -> bool:
+        from adapters.base import ModeRequest
+
+        await dev.apply(ModeRequest("sleep"))
+        return True
+
+    async def resume(self, dev: Any) -> bool:
+        from adapters.base import ModeRequest
+
+        await dev.apply(ModeRequest("run"))
+        return True
+
+
 async def _all(
     miners: list[Any], call: Callable[[Any], Awaitable[Any]], limit: int
 ) -> tuple[float, float, list[Any]]:
@@ -177,14 +225,15 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=500)
     ap.add_argument("--discover-concurrency", type=int, default=32)
     ap.add_argument("--base", default="127.44.0.0")
+    ap.add_argument("--through", choices=("clients", "adapters"), default="clients")
     args = ap.parse_args()
 
     from adapters.sim.fleet import loopback_hosts, raise_fd_limit
 
     raise_fd_limit(4 * args.miners + 1024)
-    clients: list[Any] = [PyasicClient()]
+    clients: list[Any] = [PyasicClient() if args.through == "clients" else AdapterClient("pyasic")]
     try:
-        clients.append(PyasicRsClient())
+        clients.append(PyasicRsClient() if args.through == "clients" else AdapterClient("asic-rs"))
     except ImportError:
         print("pyasic-rs is not installed (pip install pyasic-rs): pyasic only")
     rows = []
