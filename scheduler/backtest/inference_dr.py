@@ -218,11 +218,13 @@ def render(summaries: list[DrSummary]) -> list[str]:
         latency = {i.latency for i in s.intervals}
         if "unverified" in latency:
             out.append("  latency objectives: unverified (no serving engine runs in a replay)")
-        out.append("  start (UTC)          cap kW    import kW  followed  committed  served  SLA")
+        out.append(
+            "  start (UTC)              cap kW  import kW  followed   committed      served  SLA"
+        )
         for i in s.dr:
             out.append(
                 f"  {iso(i.start_s)}  {i.cap_kw or 0:9,.0f}  {i.import_kw:9,.0f}  "
-                f"{'yes' if i.followed else 'NO':>8}  {i.committed_tok_s:9,.0f}  "
-                f"{i.served_tok_s:6,.0f}  {'met' if i.sla_met else 'MISSED'}"
+                f"{'yes' if i.followed else 'NO':>8}  {i.committed_tok_s:10,.0f}  "
+                f"{i.served_tok_s:10,.0f}  {'met' if i.sla_met else 'MISSED'}"
             )
     return out
