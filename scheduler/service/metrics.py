@@ -68,6 +68,7 @@ class DaemonCollector:
         g.add_metric([], d.power.billing_peak_kw * 1000)
         yield g
         yield from families.power_truth(d, m, now)
+        yield from families.class_caps(d, now)
 
         power = GaugeMetricFamily(
             "gridsched_class_power_watts",

@@ -114,6 +114,36 @@ def ven(d: Daemon) -> Iterator[Metric]:
         yield g
 
 
+def class_caps(d: Daemon, now: float) -> Iterator[Metric]:
+    """Caps on some device classes (events naming classes: an OpenADR setpoint for a
+    resource), as /v1/status ``class_caps`` gives them; ``classes`` is the capped classes,
+    sorted, comma-joined (the alert GridschedClassCapNotMet reads the state)."""
+    from scheduler.service.daemon.status import class_caps as caps_now
+
+    cap = GaugeMetricFamily(
+        "gridsched_class_cap_watts", "Cap in force on some device classes", labels=["classes"]
+    )
+    power = GaugeMetricFamily(
+        "gridsched_class_cap_power_watts",
+        "The capped classes' power at the meter (PUE, no base load; unread: last known)",
+        labels=["classes"],
+    )
+    state = GaugeMetricFamily(
+        "gridsched_class_cap_compliance",
+        "1 for the capped classes' state against their cap: met, not_met or unverified",
+        labels=["classes", "state"],
+    )
+    for c in caps_now(d, now):
+        label = ",".join(sorted(c["classes"]))
+        cap.add_metric([label], float(c["cap_kw"]) * 1000)
+        power.add_metric([label], round(float(c["power_kw"]) * 1000, 3))
+        for s in ComplianceState:
+            state.add_metric([label, s.value], 1.0 if c["state"] == s.value else 0.0)
+    yield cap
+    yield power
+    yield state
+
+
 def inference(d: Daemon) -> Iterator[Metric]:
     """The serving demand feed (when configured) and the latency objectives."""
     if d.demand is not None:
