@@ -15,10 +15,12 @@ and refuses the others per device, with the reason, at connect:
   ``{"command": ...}`` where pyasic, MicroBT's community client (whatsminer-api) and the
   simulator use ``{"cmd": ...}``; the write is refused, and asic-rs's ``pause`` still
   answers True.
-- **Braiins OS+** and **VNish** (refused): asic-rs 0.8.6 does not identify them from what
-  the simulators serve. For Braiins it reads the model and version only from the web
-  GraphQL API (``POST /graphql``, ``{ bosminer { info { modelName } } }``), which the
-  simulator does not serve (it serves the BOSminer API and gRPC, what pyasic uses).
+- **Braiins OS+**: sleep, wake and an exact power target, read back. asic-rs reads the
+  model and version only from the web GraphQL API on port 80 (``POST /graphql``), and
+  drives a miner below 25.07 through it (``bosminer { stop }``, ``start``,
+  ``updateAutotuning``), logging on with ``root`` and an empty password unless the site
+  file gives the password (``password_env`` / ``password_file``).
+- **VNish** (refused): asic-rs 0.8.6 does not identify the VNish simulator.
 
 A family asic-rs does not identify at all is refused the same way when the address
 answers on a miner port; an address where nothing answers is unreachable. Every call is
@@ -62,7 +64,7 @@ MINER_PORTS = (4028, 80)
 
 USE_PYASIC = "use kind = 'pyasic' for it"
 #: Families the conformance suite passed through asic-rs (tests/test_families.py).
-DRIVEN = frozenset({Family.LUXOS, Family.ANTMINER_STOCK})
+DRIVEN = frozenset({Family.LUXOS, Family.ANTMINER_STOCK, Family.BRAIINS})
 #: Why the others are refused, where it is known.
 REFUSED: dict[Family, str] = {
     Family.WHATSMINER: (
@@ -70,11 +72,10 @@ REFUSED: dict[Family, str] = {
         "btminer API v2 takes {'cmd': ...} (pyasic, whatsminer-api), and answers True for a "
         "pause the firmware refused"
     ),
-    Family.BRAIINS: (
-        "asic-rs 0.8.6 drives Braiins OS+ below 25.07 through the web GraphQL API only; "
-        "not verified by the conformance suite"
+    Family.VNISH: (
+        "asic-rs 0.8.6 does not identify the VNish simulator (it asks GET /api/v1/info, "
+        "is answered, and gives up), so its VNish control is not verified"
     ),
-    Family.VNISH: "asic-rs 0.8.6 VNish control is not verified by the conformance suite",
     Family.OTHER: "firmware asic-rs identified but gridsched has no family for",
 }
 #: What asic-rs 0.8 does not read or set per family, against the family's capabilities.
@@ -227,7 +228,8 @@ class AsicRsMiner(DeviceAdapter):
             raise FamilyRefused(
                 self.device_id,
                 f"asic-rs did not identify the miner at {self.address}, which answers on port "
-                f"{port} (Braiins OS+ without its web GraphQL API, or VNish); {USE_PYASIC}",
+                f"{port} (VNish, Whatsminer on API v3, Braiins OS+ without its web GraphQL "
+                f"API on port 80); {USE_PYASIC}",
             )
         if self.password is not None:
             miner.set_auth(self.username or "root", self.password.reveal())

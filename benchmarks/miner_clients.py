@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.measure import start_simulator
 
 SLEEP_S = 0.4
+SIM_PASSWORD = "root"  # the simulators' web and gRPC password
 WAKE_S = 0.4
 
 
@@ -87,7 +88,10 @@ class PyasicRsClient:
         self.factory = pyasic_rs.MinerFactory()
 
     async def discover(self, host: str) -> Any:
-        return await self.factory.get_miner(host)
+        m = await self.factory.get_miner(host)
+        if m is not None:
+            m.set_auth("root", SIM_PASSWORD)  # asic-rs's Braiins default is an empty one
+        return m
 
     @staticmethod
     def identity(m: Any) -> str:
@@ -124,7 +128,10 @@ class AdapterClient:
             self.cls = AsicRsMiner
 
     async def discover(self, host: str) -> Any:
-        dev = self.cls(f"bench/{host}", host, timeout_s=10.0)
+        from adapters.secrets import Secret
+
+        password = Secret(SIM_PASSWORD) if self.name.startswith("asic-rs") else None
+        dev = self.cls(f"bench/{host}", host, timeout_s=10.0, password=password)
         await dev.connect()
         return dev
 

@@ -96,11 +96,17 @@ async def _settle(fleet: Fleet, device_id: str, timeout_s: float = 10.0) -> None
             await asyncio.sleep(0.05)
 
 
-def _miner(kind: str, firmware: str, k: int, host: str, **kw: Any) -> DeviceAdapter:
+def _miner(kind: str, firmware: str, k: int, host: str, m: Any, **kw: Any) -> DeviceAdapter:
     if kind == "pyasic":
         return PyasicMiner(f"{firmware}/{k}", host, timeout_s=2.0, **kw)
     pytest.importorskip("pyasic_rs", reason="pyasic-rs is not installed")
     from adapters import asic_rs
+    from adapters.secrets import Secret
+
+    if firmware == "braiins":
+        if getattr(m, "web_port", None) is None:
+            pytest.skip("asic-rs reads Braiins OS+ over GraphQL on port 80 (needs root here)")
+        kw["password"] = Secret(m.password)  # asic-rs's default is an empty password
 
     if firmware == "whatsminer3":
         pytest.skip(
@@ -132,8 +138,8 @@ def test_every_family_sleeps_and_wakes_confirmed(
     sim: SimFleetThread, firmware: str, kind: str
 ) -> None:
     k = 0 if kind == "pyasic" else 2
-    host, _m = _host(sim, firmware, k)
-    dev = _miner(kind, firmware, k, host)
+    host, m = _host(sim, firmware, k)
+    dev = _miner(kind, firmware, k, host, m)
     seen: list[Outcome] = []
     fam = FAMILY[firmware]
     caps = _caps(kind, fam)
@@ -180,7 +186,7 @@ def test_every_family_accepting_and_ignoring_is_unconfirmed(
 ) -> None:
     k = 1 if kind == "pyasic" else 3
     host, m = _host(sim, firmware, k)
-    dev = _miner(kind, firmware, k, host, confirm_within_s=0.8)
+    dev = _miner(kind, firmware, k, host, m, confirm_within_s=0.8)
     sim.call(m.inject, FaultKind.IGNORE)
     seen: list[Outcome] = []
 

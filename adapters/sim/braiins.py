@@ -27,6 +27,9 @@ target answered and not done) and ``garble`` (answers pyasic cannot parse).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -63,7 +66,10 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
     TunerPerformanceMode,
 )
 
-from adapters.sim.server import FaultKind, MinerServer
+from adapters.sim import braiins_web
+from adapters.sim.server import FaultKind, MinerServer, read_http_request, write_http_reply
+
+log = logging.getLogger("gridsched.sim")
 
 BOSER = "boser-buildroot 0.1.0-2d1d1c0b"  # VERSION[0].BOSer, as 24.09 names its API server
 BOS_VERSION = "2024-09-26-0-2d1d1c0b-24.09-plus"
@@ -73,9 +79,13 @@ _PKG = "/braiins.bos.v1."
 
 @dataclass
 class BraiinsSim(MinerServer):
-    """One simulated Braiins OS+ miner on ``host``:4028 (BOSminer) and ``host``:50051 (gRPC)."""
+    """One simulated Braiins OS+ miner on ``host``:4028 (BOSminer), ``host``:50051 (gRPC)
+    and ``host``:``web_port`` (its page and GraphQL: :mod:`adapters.sim.braiins_web`)."""
 
     grpc_port: int = GRPC_PORT
+    #: The web port; a host that may not bind it (80 needs root) serves without it, as
+    #: pyasic needs only 4028 and gRPC (asic-rs needs it to identify the miner).
+    web_port: int | None = 80
     username: str = "root"
     password: str = "root"
 
@@ -86,6 +96,9 @@ class BraiinsSim(MinerServer):
         self._grpc: Server | None = None
         self._token = ""
         self.grpc_calls: list[str] = []
+        self._web: asyncio.AbstractServer | None = None
+        self.web_session = ""
+        self.web_calls: list[str] = []
 
     # -- serving: gRPC beside the API, following the same faults ---------------------------
 
@@ -93,11 +106,44 @@ class BraiinsSim(MinerServer):
         server = Server([self])
         await server.start(self.host, self.grpc_port, reuse_address=True)
         self._grpc = server
+        if self.web_port is None:
+            return
+        try:
+            self._web = await asyncio.start_server(
+                self._handle_web, self.host, self.web_port, reuse_address=True, backlog=64
+            )
+        except PermissionError:
+            log.warning("%s: no web port %d (needs root): no GraphQL", self.host, self.web_port)
+            self.web_port = None
 
     def _close_more(self) -> None:
         if self._grpc is not None:
             self._grpc.close()
             self._grpc = None
+        if self._web is not None:
+            self._web.close()
+            self._web = None
+
+    async def _handle_web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._track()
+        try:
+            method, target, headers, raw = await read_http_request(reader)
+            self.commands_seen += 1
+            if not await self._hang_or_slow(lambda: self._web is not None):
+                return  # hung until the fault ended or the miner went away: no answer
+            status, body, extra = braiins_web.page(
+                self, method, target.split("?", 1)[0], headers, raw
+            )
+            garbled = b'{"data":' + b"\xff\xfe" if self._fault(FaultKind.MALFORMED) else None
+            await write_http_reply(writer, status, body, garbled, extra)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            pass
+        except asyncio.LimitOverrunError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     # -- the BOSminer API on 4028 -----------------------------------------------------------
 

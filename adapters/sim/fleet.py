@@ -4,7 +4,7 @@ Each miner listens on its own loopback address (Linux routes all of 127.0.0.0/8 
 so a thousand of them run in one process and pyasic discovers each like a real one.
 A miner runs LuxOS (:class:`~adapters.sim.miner.SimMiner`, API on 4028), stock Bitmain
 firmware (:class:`~adapters.sim.antminer.AntminerSim`, API on 4028 and web CGI on 80) or
-Braiins OS+ (:class:`~adapters.sim.braiins.BraiinsSim`, API on 4028 and gRPC on 50051)
+Braiins OS+ (:class:`~adapters.sim.braiins.BraiinsSim`, API on 4028, gRPC on 50051, web on 80)
 or Whatsminer (:class:`~adapters.sim.whatsminer.WhatsminerSim`, btminer API on 4028)
 or VNish (:class:`~adapters.sim.vnish.VnishSim`, API on 4028 and its web API on 80)
 or a Whatsminer on API v3 (:class:`~adapters.sim.whatsminer3.WhatsminerV3Sim`, 4433 and 4028).
@@ -52,8 +52,9 @@ FIRMWARE: dict[str, type[MinerServer]] = {
     "whatsminer3": WhatsminerV3Sim,  # firmware after 2024-11: API v3 on 4433
 }
 #: Ports each firmware's simulator listens on (one socket each): the API on 4028, plus the
-#: stock Antminer's web CGI (80), Braiins OS+'s gRPC (50051) and VNish's web API (80).
-LISTEN_PORTS = {"luxos": 1, "antminer": 2, "braiins": 2, "whatsminer": 1, "vnish": 2}
+#: stock Antminer's web CGI (80), Braiins OS+'s gRPC (50051) and GraphQL (80), and VNish's
+#: web API (80).
+LISTEN_PORTS = {"luxos": 1, "antminer": 2, "braiins": 3, "whatsminer": 1, "vnish": 2}
 LISTEN_PORTS["whatsminer3"] = 2  # API v3 on 4433, get_version on 4028
 #: Open files kept free beyond listeners and connections: the control server and its
 #: clients, the event loop's own descriptors, the interpreter's files.
