@@ -78,13 +78,15 @@ REFUSED: dict[Family, str] = {
     ),
     Family.OTHER: "firmware asic-rs identified but gridsched has no family for",
 }
-#: What asic-rs 0.8 does not read or set per family, against the family's capabilities.
+#: What asic-rs 0.8 does not read or set per family, against the family's capabilities
+#: (temperatures: not asked for, as each asic-rs data field costs requests).
 NO_TARGET: dict[Family, str] = {
     Family.LUXOS: "no power target through asic-rs 0.8, which cannot set a LuxOS profile",
 }
 NOT_READ: dict[Family, frozenset[Reading]] = {
     Family.LUXOS: frozenset({Reading.HASHRATE, Reading.TEMPERATURE, Reading.MINING}),
     Family.ANTMINER_STOCK: frozenset({Reading.TEMPERATURE}),
+    Family.BRAIINS: frozenset({Reading.TEMPERATURE}),
 }
 
 #: asic-rs data fields a reading asks for; the others are excluded (each costs requests).
