@@ -124,6 +124,43 @@ TAMPERING = {
     "delete in the middle": (_sql("DELETE FROM log WHERE seq = 20"), "missing", 20, "missing"),
     "delete the tail": (_sql("DELETE FROM log WHERE seq > 55"), "truncated", 56, "63"),
     "delete the last one": (_sql("DELETE FROM log WHERE seq = 63"), "truncated", 63, "63"),
+    "edit the time": (_sql("UPDATE log SET at = at + 1 WHERE seq = 20"), "edited", 20, "hash"),
+    "edit the kind": (_sql("UPDATE log SET kind = 'plan' WHERE seq = 20"), "edited", 20, "hash"),
+    "replace the hash": (
+        _sql(f"UPDATE log SET hash = '{'e' * 64}' WHERE seq = 20"),
+        "edited",
+        20,
+        "hash",
+    ),
+    "replace the last hash": (
+        _sql(f"UPDATE log SET hash = '{'e' * 64}' WHERE seq = 63"),
+        "edited",
+        63,
+        "hash",
+    ),
+    "replace the link": (
+        _sql(f"UPDATE log SET prev = '{'e' * 64}' WHERE seq = 20"),
+        "edited",
+        20,
+        "prev",
+    ),
+    "swap two records": (
+        _sql(
+            "UPDATE log SET seq = -20 WHERE seq = 20",
+            "UPDATE log SET seq = 20 WHERE seq = 21",
+            "UPDATE log SET seq = 21 WHERE seq = -20",
+        ),
+        "edited",
+        20,
+        "prev",
+    ),
+    "delete the first": (_sql("DELETE FROM log WHERE seq = 1"), "missing", 1, "record 1 is"),
+    "delete and renumber": (
+        _sql("DELETE FROM log WHERE seq = 20", "UPDATE log SET seq = seq - 1 WHERE seq > 20"),
+        "edited",
+        20,
+        "prev",
+    ),
     "edit and re-hash": (_edit_rehash, "rehashed", 20, "re-hashed"),
     "delete, renumber and re-hash": (_delete_rehash, "rehashed", 20, "re-hashed"),
     "edit a signal": (_edit_signal, "signal", 1, "'cap'"),
@@ -419,7 +456,8 @@ def test_a_signal_a_really_full_disk_refuses_is_503_and_half_written_nowhere(
 
     from scheduler.service.api import create_app
     from scheduler.service.security import sign
-    from tests.test_dispatch import _daemon, running
+    from tests.support.daemon import running
+    from tests.test_dispatch import _daemon
 
     secret = "whsec_" + base64.b64encode(b"audit-chain-test-secret").decode()
     monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", secret)

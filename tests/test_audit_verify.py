@@ -1,0 +1,99 @@
+"""``audit verify``'s own edges, each found by a mutant that no other test killed.
+
+The tampering cases themselves are in ``tests/test_audit_chain.py``; these pin what the
+verifier reports about a file SQLite itself finds inconsistent, and which time it judges
+a signal row against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scheduler.audit.chain import GENESIS, canonical, chain_hash, walk_chain
+from scheduler.audit.store import Store
+from tests.test_audit_chain import build
+
+
+def test_an_index_that_disagrees_with_its_table_is_named_corrupt(tmp_path: Path) -> None:
+    """Pages that read back fine (``quick_check`` at open passes) but an index that no
+    longer matches its table: only ``integrity_check`` sees it, and verify names the file
+    corrupt with SQLite's first five findings, not a broken chain."""
+    db = tmp_path / "state.db"
+    build(db, telemetry=10)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX log_at ON log(kind)' "
+                "WHERE name = 'log_at'")  # fmt: skip
+    con.commit()
+    con.close()
+    v = Store(db, migrate=False).verify()
+    assert not v.ok and v.kind == "corrupt" and v.first_bad_seq is None, v
+    assert v.reason.startswith("the database file is corrupt: row 1 missing from index log_at; "
+                               "row 2 missing from index log_at"), v.reason  # fmt: skip
+    assert v.reason.count("missing from index") == 5, v.reason  # SQLite's findings, capped
+    assert v.records == 0 and [p.kind for p in v.problems] == ["corrupt"]
+
+
+def test_a_forged_row_is_judged_in_force_at_the_time_given(tmp_path: Path) -> None:
+    """A ``signals`` row no record wrote is named while it would be in force at ``now``
+    (the daemon would enforce it); verify judges it at the time it is given, not the
+    wall clock (a report on a past day must be repeatable)."""
+    db = tmp_path / "state.db"
+    build(db, telemetry=1)
+    con = sqlite3.connect(db)
+    con.execute(
+        "INSERT INTO signals(id, received_at, source, event, ends_at) VALUES "
+        '(\'forged\', 1000.0, \'simple\', \'{"id":"forged","type":"curtail"}\', 2000.0)'
+    )
+    con.commit()
+    con.close()
+    store = Store(db, migrate=False)
+    v = store.verify(now=1500.0)
+    assert not v.ok and (v.kind, v.first_bad_seq) == ("signal", None), v.problems
+    assert "'forged' is in force but was written by no record" in v.reason
+    assert store.verify(now=2500.0).ok  # over by then: nothing it could make the site do
+
+
+# -- the chain's format: what archives and old logs were written with ----------------------
+
+
+def test_the_chain_hash_is_the_documented_formula() -> None:
+    """``sha256(prev | seq | at | kind | payload)``, as the store's docstring and every
+    archive written so far have it: a change here would break every existing log."""
+    prev = "ab" * 32
+    want = hashlib.sha256(f"{prev}|7|1786000000.25|signal|{{}}".encode()).hexdigest()
+    assert chain_hash(prev, 7, 1786000000.25, "signal", "{}") == want
+    # the time as repr(): 0.1 + 0.2 is not 0.3, and the hash tells them apart
+    assert chain_hash(GENESIS, 1, 0.1 + 0.2, "k", "") != chain_hash(GENESIS, 1, 0.3, "k", "")
+    assert GENESIS == "0" * 64
+
+
+def test_payloads_are_canonical_json() -> None:
+    """Sorted keys, no spaces, anything else as its ``str``: the same payload always gives
+    the same text, so the same hash."""
+    when = datetime(2026, 8, 10, 17, 0, tzinfo=UTC)
+    text = canonical({"b": 1, "a": [1.5, None], "é": "ü", "at": when})
+    assert text == '{"a":[1.5,null],"at":"2026-08-10 17:00:00+00:00","b":1,"\\u00e9":"\\u00fc"}'
+
+
+def _rows(n: int) -> list[tuple[int, float, str, str, str, str]]:
+    out, prev = [], GENESIS
+    for seq in range(1, n + 1):
+        h = chain_hash(prev, seq, float(seq), "k", "{}")
+        out.append((seq, float(seq), "k", "{}", prev, h))
+        prev = h
+    return out
+
+
+def test_walk_chain_says_how_far_it_read_and_where_it_broke() -> None:
+    rows = _rows(6)
+    assert walk_chain(0, GENESIS, rows) == (6, None, "")
+    assert walk_chain(2, rows[1][5], rows[2:]) == (4, None, "")  # from an archive anchor
+    assert walk_chain(0, GENESIS, []) == (0, None, "")
+    assert walk_chain(0, GENESIS, rows[:3] + rows[4:]) == (4, 4, "record 4 is missing (next is 5)")
+    assert walk_chain(1, GENESIS, rows[1:]) == (1, 2, "prev does not match the record before")
+    edited = [*rows[:2], (*rows[2][:3], '{"x":1}', *rows[2][4:]), *rows[3:]]
+    assert walk_chain(0, GENESIS, edited) == (3, 3, "hash does not match the record's content")

@@ -1,0 +1,180 @@
+"""Rounding the LP's fractional units to whole ones, by hand: each figure worked out below.
+
+Mutation testing (make mutation) of ``scheduler/planner/rounding.py`` showed what the
+planner tests leave unchecked: they check plans are sound, not which unit rounding adds
+or sheds. Site, as in ``tests/test_shedding.py`` (PUE 1, no base load): class-modes k: 0
+"old" miners (3 kW, 20 TH/s per kW), 1 "new" miners (3 kW, 50 TH/s per kW), 2 H100 full
+(0.7 kW, 2,000 tok/s), 3 H100 low (0.35 kW, 1,400 tok/s); 4 H100s idle at 0.07 kW. A woken
+unit adds 3, 3, 0.63, 0.28 kW (2,000 / 0.63 = 3,175 tok/s per kW for full, 1,400 / 0.28 =
+5,000 for low); the H100s' idle power is 0.28 kW. Everything on (10, 10, 4, 0): 62.8 kW.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from scheduler.planner.rounding import (
+    import_kw,
+    it_load_kw,
+    largest_remainder,
+    round_plan,
+    sum_by_class,
+    units_awake,
+    units_woken,
+)
+from tests.test_shedding import _inputs
+
+
+def _round(
+    x: list[float],
+    cap_kw: float,
+    lp_import_kw: float,
+    committed: float = 0.0,
+    peak_kw: float | None = None,
+) -> list[int]:
+    """One step: round ``x`` (units per class-mode) under ``cap_kw``, the LP having
+    imported ``lp_import_kw`` and served what ``x`` serves."""
+    inp = dataclasses.replace(_inputs(committed), cap_kw=np.array([cap_kw]))
+    xs = np.array(x, dtype=np.float64)[:, None]
+    served = inp.tput_tok_s @ xs
+    peak = None if peak_kw is None else np.array([peak_kw])
+    n = round_plan(inp, xs, np.array([lp_import_kw]), served, peak)
+    assert n.dtype == np.int64
+    return [int(v) for v in n[:, 0]]
+
+
+def _kw(n: list[int]) -> float:
+    return float(import_kw(_inputs(), np.array(n)[:, None])[0])
+
+
+# -- largest remainder ---------------------------------------------------------------------
+
+
+def test_each_class_keeps_its_nearest_whole_total_and_the_largest_fractions_get_it() -> None:
+    cls = np.array([0, 0, 0, 1, 1])
+    x = np.array([[2.5], [1.5], [0.6], [0.3], [0.3]])
+    # class 0: 4.6 -> 5; floors 2 + 1 + 0 leave 2 spare: 0.6 first, then the first 0.5
+    # class 1: 0.6 -> 1; equal remainders: the first mode gets it
+    n = largest_remainder(x, cls, np.array([9, 9]))
+    assert n[:, 0].tolist() == [3, 1, 1, 1, 0] and n.dtype == np.int64
+    # never more than the class has: 4 units, so one spare only (to the 0.6)
+    assert largest_remainder(x, cls, np.array([4, 9]))[:, 0].tolist() == [2, 1, 1, 1, 0]
+    # a hair over half a unit rounds up, half down; nothing from a negative LP answer
+    assert largest_remainder(np.array([[0.5001], [-0.2]]), np.array([0, 1]), np.array([9, 9]))[
+        :, 0
+    ].tolist() == [1, 0]
+    assert largest_remainder(np.array([[0.5]]), np.array([0]), np.array([9]))[0, 0] == 0
+    # whole numbers a float's width off stay what they are
+    x = np.array([[3.0 - 1e-9, 2.0 + 1e-9], [1e-9, 7.0]])
+    assert largest_remainder(x, np.array([0, 1]), np.array([9, 9])).tolist() == [[3, 2], [0, 7]]
+
+
+def test_remainders_are_ranked_per_step_and_per_class() -> None:
+    cls = np.array([0, 0, 1, 1])
+    x = np.array([[0.7, 0.2], [0.3, 0.8], [1.4, 0.0], [0.6, 0.0]])
+    n = largest_remainder(x, cls, np.array([1, 2]))
+    assert n.tolist() == [[1, 0], [0, 1], [1, 0], [1, 0]]
+
+
+def test_the_helpers_sum_by_class_and_count_wake_ups() -> None:
+    inp = _inputs(steps=3)
+    n = np.array([[10, 4, 4], [0, 0, 2], [4, 1, 3], [0, 2, 0]])
+    assert sum_by_class(n, inp.cm_class, inp.C).tolist() == [[10, 4, 4], [0, 0, 2], [4, 3, 3]]
+    assert units_awake(inp, n).tolist() == [[10, 4, 4], [0, 0, 2], [4, 3, 3]]
+    # unknown units before the horizon: the first step counts as no change
+    assert units_woken(inp, n).tolist() == [[0, -6, 0], [0, 0, 2], [0, -1, 0]]
+    known = dataclasses.replace(inp, initial_on=np.array([3, 5, -1]))
+    assert units_woken(known, n).tolist() == [[7, -6, 0], [-5, 0, 2], [0, -1, 0]]
+    assert it_load_kw(inp, n).tolist() == pytest.approx([32.8, 13.47, 20.17])
+    sunny = dataclasses.replace(inp, onsite_kw=np.array([30.0, 30.0, 0.0]))
+    assert import_kw(sunny, n).tolist() == pytest.approx([2.8, 0.0, 20.17])
+
+
+# -- the hard cap: shed in the fixed order ----------------------------------------------------
+
+
+def test_rounding_up_over_the_cap_sheds_the_least_valuable_miner() -> None:
+    # 9.6, 9.6 round to 10, 10: 62.8 kW over a 60 kW cap by 2.8: one old miner (3 kW) goes
+    assert _round([9.6, 9.6, 4, 0], 60.0, 59.0) == [9, 10, 4, 0]
+    # 5.8 kW over: two old miners
+    assert _round([9.6, 9.6, 4, 0], 57.0, 56.0) == [8, 10, 4, 0]
+    # 32.8 kW over: all ten old, then one new miner (30 + 3)
+    assert _round([9.6, 9.6, 4, 0], 30.0, 29.0) == [0, 9, 4, 0]
+
+
+def test_the_cap_binds_at_its_value_not_a_hair_above() -> None:
+    assert _kw([10, 10, 4, 0]) == pytest.approx(62.8)
+    assert _round([9.6, 9.6, 4, 0], 62.8, 61.0) == [10, 10, 4, 0]  # exactly at the cap
+    assert _round([9.6, 9.6, 4, 0], 62.79, 61.0) == [9, 10, 4, 0]  # 0.01 kW over
+
+
+def test_where_the_lp_broke_the_cap_rounding_holds_the_lps_import() -> None:
+    # the LP imports 62.8 kW against a 50 kW cap (it could not do better): rounding keeps
+    # what the LP chose, and sheds only what rounding added above it
+    assert _round([10, 10, 4, 0], 50.0, 62.8) == [10, 10, 4, 0]
+    assert _round([9.6, 9.6, 4, 0], 50.0, 61.0) == [9, 10, 4, 0]
+
+
+def test_past_the_miners_the_cap_sheds_fewest_tokens_per_kw_first() -> None:
+    # no miners; 4 full = 2.8 kW against a 2 kW cap: full units go (3,175 tok/s per kW
+    # against low's 5,000), two of them (0.8 / 0.63 -> 2): 1.54 kW
+    assert _round([0, 0, 4, 0], 2.0, 1.9) == [0, 0, 2, 0]
+    # a mode that rounding left at 0 is skipped; the low units go after full
+    assert _round([0, 0, 1, 3], 0.5, 0.4) == [0, 0, 0, 0]
+
+
+def test_committed_inference_shed_by_the_cap_is_refilled_with_what_fits() -> None:
+    # committed 8,000 tok/s, the LP served it with 4 full; the cap (2 kW) sheds two full
+    # (1.54 kW, 4,000 tok/s); 0.46 kW of headroom takes one low unit (0.28 kW), not two
+    assert _round([0, 0, 4, 0], 2.0, 1.9, committed=8000.0) == [0, 0, 2, 1]
+    # with room for more, more: 3 kW cap, nothing shed (2.8 kW)
+    assert _round([0, 0, 4, 0], 3.0, 2.8, committed=8000.0) == [0, 0, 4, 0]
+
+
+# -- committed inference lost to rounding -----------------------------------------------------
+
+
+def test_committed_tokens_lost_to_rounding_down_are_restored() -> None:
+    # 2.4 full units round to 2: 4,000 of the 4,800 committed tok/s; the shortfall (800)
+    # is made up by the most tokens per kW: one low unit (1,400 tok/s)
+    assert _round([0, 0, 2.4, 0], 1000.0, 2.0, committed=4800.0) == [0, 0, 2, 1]
+    # uncommitted tokens lost to rounding are not restored
+    assert _round([0, 0, 2.4, 0], 1000.0, 2.0, committed=0.0) == [0, 0, 2, 0]
+    # committed above what the LP served: rounding restores what the LP served, no more
+    assert _round([0, 0, 2.4, 0], 1000.0, 2.0, committed=9000.0) == [0, 0, 2, 1]
+
+
+def test_with_every_unit_awake_committed_tokens_move_units_to_the_faster_mode() -> None:
+    # 3.4 full + 0.6 low: the class rounds to 4 units, the low one keeps its 0.6 -> 3 + 1:
+    # 7,400 tok/s against the 7,640 committed; no unit is free, so the low unit is moved
+    # up to full (+600): 4 full, 8,000 tok/s
+    assert _round([0, 0, 3.4, 0.6], 1000.0, 3.0, committed=7640.0) == [0, 0, 4, 0]
+    assert _round([0, 0, 3.4, 0.6], 1000.0, 3.0, committed=0.0) == [0, 0, 3, 1]
+
+
+# -- a billed peak binds only modes that serve nothing -----------------------------------------
+
+
+def test_a_billed_peak_sheds_miners_but_never_inference() -> None:
+    # rounding up takes the import to 62.8 kW; the LP settled on a 61 kW peak
+    assert _round([9.6, 9.6, 4, 0], 1000.0, 61.0, peak_kw=61.0) == [9, 10, 4, 0]
+    # a peak above what rounding imports: nothing shed
+    assert _round([9.6, 9.6, 4, 0], 1000.0, 61.0, peak_kw=63.0) == [10, 10, 4, 0]
+    # the LP's import above the peak (it chose to raise it): held, as for the cap
+    assert _round([9.6, 9.6, 4, 0], 1000.0, 62.8, peak_kw=50.0) == [10, 10, 4, 0]
+    # only GPUs over the peak: they stay (a peak is money, committed inference is not)
+    assert _round([0, 0, 3.6, 0], 1000.0, 2.5, peak_kw=2.5) == [0, 0, 4, 0]
+    # the hard cap below the peak still binds every mode
+    assert _round([0, 0, 3.6, 0], 2.0, 1.9, peak_kw=2.5) == [0, 0, 2, 0]
+
+
+def test_each_step_is_rounded_against_its_own_limit() -> None:
+    inp = _inputs(steps=3)
+    inp = dataclasses.replace(inp, cap_kw=np.array([1000.0, 60.0, 30.0]))
+    x = np.repeat(np.array([9.6, 9.6, 4.0, 0.0])[:, None], 3, axis=1)
+    n = round_plan(inp, x, np.array([61.6, 59.0, 29.0]), inp.tput_tok_s @ x)
+    assert n.T.tolist() == [[10, 10, 4, 0], [9, 10, 4, 0], [0, 9, 4, 0]]
+    assert (import_kw(inp, n) <= np.maximum(inp.cap_kw, [61.6, 59.0, 29.0]) + 1e-6).all()
