@@ -4,7 +4,7 @@ On ``start``: a token (``ven_auth``), this VEN's ven object and resources (``ven
 every program and event the VTN shows this VEN (handed on as notifications, so they take the
 same path as a webhook), a subscription with this daemon's callback URL and bearer token,
 and MQTT where the VTN offers it (``ven_mqtt``). Then, in the background: polling (the
-fall-back if a notification is lost), subscription renewal, and reports (``ven_reports``).
+fall-back if a notification is lost), subscription renewal, and reports (``ven_reporter``).
 On ``stop`` the subscription is deleted.
 
 Failing safe: a VTN that does not answer leaves every event already delivered in force (the
@@ -29,25 +29,16 @@ from models.site import OpenADR
 from scheduler.service.ven_auth import TokenSource
 from scheduler.service.ven_client import VtnClient
 from scheduler.service.ven_mqtt import MqttListener, parse_binding
-from scheduler.service.ven_reports import (
-    ImportSample,
-    Measure,
-    ReportJob,
-    SampleLog,
-    plan_reports,
-)
+from scheduler.service.ven_reporter import MAX_REPORT_ATTEMPTS, Interpret, Reporter
+from scheduler.service.ven_reports import Measure, ReportJob
 from scheduler.service.ven_subscriptions import Subscriptions
 
-__all__ = ["Deliver", "Interpret", "Ven", "VenConfig"]
+__all__ = ["MAX_REPORT_ATTEMPTS", "Deliver", "Interpret", "Ven", "VenConfig"]
 
 log = logging.getLogger(__name__)
 
-#: a report the VTN keeps refusing is given up (and said in status) after this many tries
-MAX_REPORT_ATTEMPTS = 20
 #: hands one notification-shaped dict ``{objectType, operation, object}`` to the daemon
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]
-#: the daemon's reading of an EVENT notification as simple-format event dicts (for reports)
-Interpret = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -94,8 +85,6 @@ class Ven:
     ) -> None:
         self.config = config
         self._deliver = deliver
-        self._interpret = interpret
-        self._measure = measure
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=10.0)
         self.tokens = TokenSource(
@@ -116,8 +105,6 @@ class Ven:
         self.mqtt: MqttListener | None = None
         self._seen: dict[tuple[str, str], str] = {}  # (objectType, id) -> modificationDateTime
         self._events: dict[str, dict[str, Any]] = {}  # the VTN's events as last delivered
-        self._jobs: dict[str, ReportJob] = {}
-        self._samples = SampleLog()
         self._tasks: list[asyncio.Task[None]] = []
         self.polled = asyncio.Event()  # set after each successful poll (tests, readiness)
         self._status: dict[str, Any] = {
@@ -143,6 +130,9 @@ class Ven:
             # them first: the others see them as already delivered
             "events_received": {"poll": 0, "mqtt": 0, "webhook": 0},
         }
+        self.reports = Reporter(
+            self.vtn, config.site, self._status, self._attempt, interpret, measure
+        )
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -155,10 +145,9 @@ class Ven:
         self._tasks = [
             asyncio.create_task(self._loop(), name="ven-poll"),
         ]
-        if self._measure is not None:
-            self._tasks.append(
-                asyncio.create_task(self._report_loop(self._measure), name="ven-reports")
-            )
+        if (measure := self.reports.measure) is not None:
+            loop = self.reports.loop(measure, self.config.sample_s)
+            self._tasks.append(asyncio.create_task(loop, name="ven-reports"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -180,7 +169,7 @@ class Ven:
             "subscriptions": dict(self.subs.ids),
             "mqtt": dict(self.mqtt.status) if self.mqtt else None,
             "tokens_fetched": self.tokens.fetched,
-            "reports_pending": sum(1 for j in self._jobs.values() if not j.sent),
+            "reports_pending": self.reports.pending,
             "subscription_state": self.subscription_state,
             "events_received": dict(self._status["events_received"]),
         }
@@ -335,28 +324,12 @@ class Ven:
             self._seen.pop(key, None)
             if object_type == "EVENT":
                 self._events.pop(oid, None)
-                for k in [k for k, j in self._jobs.items() if j.event_id == oid and not j.sent]:
-                    del self._jobs[k]
+                self.reports.forget(oid)
             return
         self._seen[key] = str(obj.get("modificationDateTime", ""))
         if object_type == "EVENT":
             self._events[oid] = obj
-            self._plan_reports(body)
-
-    def _plan_reports(self, body: dict[str, Any]) -> None:
-        if self._measure is None or self._interpret is None:
-            return
-        obj = body["object"]
-        try:
-            planned = plan_reports(obj, self._interpret(body))
-        except Exception as exc:
-            self._status["not_reported"].append(f"event {obj.get('id')}: {exc}"[:200])
-            return
-        for job in planned.jobs:
-            self._jobs.setdefault(job.key, job)
-        for line in planned.not_reported:
-            if line not in self._status["not_reported"]:
-                self._status["not_reported"] = (self._status["not_reported"] + [line])[-50:]
+            self.reports.plan(body)
 
     # -- background ---------------------------------------------------------------------------
 
@@ -383,40 +356,13 @@ class Ven:
     async def _renew(self) -> None:
         await self.subs.renew(await self._program_ids())
 
-    async def _report_loop(self, measure: Measure) -> None:
-        while True:
-            now = time.time()
-            try:
-                self._samples.add(now, measure())
-            except Exception as exc:  # an unreadable site is a gap, not 0 kW
-                log.warning("VEN: import not read for reports: %s", exc)
-            due = [j for j in self._jobs.values() if not j.sent and now >= j.due_at]
-            for job in [j for j in due if j.attempts < MAX_REPORT_ATTEMPTS]:
-                if not await self.send_report(job) and job.attempts >= MAX_REPORT_ATTEMPTS:
-                    line = f"report {job.key}: gave up after {job.attempts} attempts"
-                    self._status["not_reported"] = (self._status["not_reported"] + [line])[-50:]
-            await asyncio.sleep(self.config.sample_s)
-
     async def send_report(self, job: ReportJob) -> bool:
         """Post ``job``'s report; False if it failed or was sent already."""
-        if job.sent:
-            return False
-        whole = [r.name for r in self.config.site.resources if not r.classes]
-        resource = whole[0] if whole else "AGGREGATED_REPORT"
-        body = job.body(self._samples, str(self.config.site.ven_name), resource, self.vtn.version)
-        job.attempts += 1
-        ok = await self._attempt(lambda: self._post_report(body), f"report {job.key}")
-        if ok:
-            job.sent = True
-            self._status["reports_sent"] += 1
-        return ok
-
-    async def _post_report(self, body: dict[str, Any]) -> None:
-        await self.vtn.call("POST", "/reports", json=body)
+        return await self.reports.send(job)
 
     def record(self, t: float, power_kw: float | None, verified: bool) -> None:
         """Add an import sample by hand (the daemon's poll, or tests)."""
-        self._samples.add(t, ImportSample(power_kw, verified))
+        self.reports.record(t, power_kw, verified)
 
     def jobs(self) -> list[ReportJob]:
-        return list(self._jobs.values())
+        return list(self.reports.jobs.values())

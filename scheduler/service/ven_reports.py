@@ -1,20 +1,32 @@
 """Reports a VEN owes the VTN: the event's ``reportDescriptors``, measured here.
 
-What is reported (User Guide 7.5; report payload and reading type enumerations):
+What is measured (Definition, "Report Enumerations" and "Reading Type Enumerations"; User
+Guide 7.5), all from the site's import (the meter when read, else the devices' figure):
 
 - ``USAGE``: energy imported over each interval, kWh (``WH``/``MWH`` when asked);
-- ``DEMAND``: mean import power over each interval, kW (``W``/``MW`` when asked);
+- ``DEMAND``: import power over each interval, kW (``W``/``MW`` when asked): the mean, or,
+  with ``readingType`` ``PEAK``, the highest sample ("the highest measurement over an
+  interval");
+- ``READING``: "an instantaneous data point, as from a meter": the last import sample of
+  each interval, in power units (a register count in energy units is not read here);
 - with each value a ``DATA_QUALITY`` payload: ``OK`` when the import was read over the whole
   interval from a source the daemon calls verified (a meter), ``ESTIMATED`` when it came from
   device readings or covered only part of the interval (the mean of what was read, stretched
   over it), ``MISSING`` when less than ``MIN_COVERAGE`` was read (then no value is sent:
-  an unread site is not at 0 kW). The descriptor's ``readingType`` is ``DIRECT_READ`` only
-  when every interval is ``OK``, else ``ESTIMATED``.
+  an unread site is not at 0 kW). The descriptor's ``readingType`` is ``PEAK`` for a peak,
+  else ``DIRECT_READ`` only when every interval is ``OK``, else ``ESTIMATED``.
+
+Every other type (``BASELINE``, ``DELTA_USAGE``: consumption without load control is not a
+measurement; ``OPERATING_STATE``: the CTA-2045 states turn on a "significant consumption"
+this site has no definition of; storage, regulation, reservations, forecasts of load; any
+private type), and a measured type in units it cannot be given in, is answered as not
+available: a report whose every interval is ``DATA_QUALITY`` ``MISSING`` ("the data item is
+unavailable for this interval") and has no value. Never a number that was not measured.
 
 Timing: the descriptor's ``startInterval``/``numIntervals`` select the intervals, and
 ``frequency`` how many go into each report (-1: all, sent after the last one ends).
-Forecasts (``historical = false``), repeats beyond one and other payload types are not
-sent; they are listed in the VEN's status as not reported.
+Forecasts (``historical = false`` or ``readingType`` ``FORECAST``) and repeats beyond one
+are not sent; they are listed in the VEN's status as not reported.
 """
 
 from __future__ import annotations
@@ -78,9 +90,13 @@ class SampleLog:
         while self._samples and self._samples[0][0] < t - self._keep_s:
             self._samples.popleft()
 
-    def read(self, start: float, end: float) -> Reading:
+    def read(self, start: float, end: float, how: str = "mean") -> Reading:
+        """The import over ``[start, end)``: its time-weighted mean, the highest sample
+        (``peak``) or the last one (``last``), with the share of the window read."""
         covered = energy = 0.0
         verified = True
+        peak: float | None = None
+        last: tuple[float, bool] | None = None
         s = list(self._samples)
         for k, (t, kw, ok) in enumerate(s):
             nxt = s[k + 1][0] if k + 1 < len(s) else t + SAMPLE_HOLD_S
@@ -90,10 +106,17 @@ class SampleLog:
             covered += hi - lo
             energy += kw * (hi - lo)
             verified = verified and ok
+            peak = kw if peak is None else max(peak, kw)
+            last = (kw, ok)
         span = max(end - start, 1e-9)
         if covered <= 0:
             return Reading(None, 0.0, False)
-        return Reading(energy / covered, min(covered / span, 1.0), verified)
+        coverage = min(covered / span, 1.0)
+        if how == "peak":
+            return Reading(peak, coverage, verified)
+        if how == "last" and last is not None:
+            return Reading(last[0], coverage, last[1])
+        return Reading(energy / covered, coverage, verified)
 
 
 @dataclass
@@ -107,6 +130,7 @@ class ReportJob:
     windows: list[Window]
     due_at: float  # unix s: the end of its last window
     key: str  # stable: event, modification time, descriptor, chunk
+    how: str = "mean"  # mean, peak, last; "" : not available (every interval MISSING)
     sent: bool = False
     attempts: int = 0
 
@@ -116,7 +140,7 @@ class ReportJob:
         intervals: list[dict[str, Any]] = []
         all_ok = True
         for w in self.windows:
-            r = log.read(w.start, w.end)
+            r = log.read(w.start, w.end, self.how) if self.how else Reading(None, 0.0, False)
             payloads: list[dict[str, Any]] = []
             if r.mean_kw is None or r.coverage < MIN_COVERAGE:
                 quality = "MISSING"
@@ -139,11 +163,12 @@ class ReportJob:
                     "payloads": payloads,
                 }
             )
-        descriptor = {
-            "payloadType": self.payload_type,
-            "readingType": "DIRECT_READ" if all_ok else "ESTIMATED",
-            "units": self.units,
-        }
+        descriptor: dict[str, Any] = {"payloadType": self.payload_type}
+        if self.how:  # a peak says so; otherwise how the values were come by
+            kind = "PEAK" if self.how == "peak" else "DIRECT_READ" if all_ok else "ESTIMATED"
+            descriptor["readingType"] = kind
+        if self.units:
+            descriptor["units"] = self.units
         if version == "3.1.0":
             descriptor = {"objectType": "REPORT_PAYLOAD_DESCRIPTOR", **descriptor}
         out: dict[str, Any] = {
@@ -188,6 +213,32 @@ def _windows(event_id: str, simple_events: list[dict[str, Any]]) -> list[Window]
 class Planned:
     jobs: list[ReportJob] = field(default_factory=list)
     not_reported: list[str] = field(default_factory=list)  # why, one line each
+    unavailable: dict[str, str] = field(default_factory=dict)  # type -> why (to log once)
+
+
+#: payload type -> (units table, default units, readings per descriptor readingType)
+_MEASURED: dict[str, tuple[dict[str, float], str, dict[str, str]]] = {
+    "USAGE": (_ENERGY, "KWH", {}),
+    "DEMAND": (_POWER, "KW", {"PEAK": "peak"}),
+    "READING": (_POWER, "KW", {}),
+}
+#: what each measured type reads when its descriptor names no reading type (or MEAN)
+_HOW = {"USAGE": "mean", "DEMAND": "mean", "READING": "last"}
+
+
+def _measure_as(ptype: str, d: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(how, units, why not available) for one descriptor; how "" when not available."""
+    units = str(d.get("units") or "").upper()
+    if ptype not in _MEASURED:
+        return "", units, f"{ptype}: not measured here (USAGE, DEMAND and READING are)"
+    table, default, kinds = _MEASURED[ptype]
+    units = units or default
+    if units not in table:
+        return "", units, f"{ptype} in {units}: valid units are {sorted(table)}"
+    reading = str(d.get("readingType") or "").upper()
+    if reading == "PEAK" and reading not in kinds:  # a peak of energy, of an instant
+        return "", units, f"{ptype} as PEAK: not measured here (DEMAND's is)"
+    return kinds.get(reading, _HOW[ptype]), units, None
 
 
 def plan_reports(event: dict[str, Any], simple_events: list[dict[str, Any]]) -> Planned:
@@ -203,20 +254,19 @@ def plan_reports(event: dict[str, Any], simple_events: list[dict[str, Any]]) -> 
         if not isinstance(d, dict):
             continue
         ptype = str(d.get("payloadType", ""))
-        table = _ENERGY if ptype == "USAGE" else _POWER if ptype == "DEMAND" else None
-        units = str(d.get("units") or ("KWH" if ptype == "USAGE" else "KW")).upper()
+        how, units, unavailable = _measure_as(ptype, d)
         why = None
-        if table is None:
-            why = f"{ptype}: not measured by gridsched (USAGE and DEMAND are)"
-        elif units not in table:
-            why = f"{ptype} in {units}: valid units are {sorted(table)}"
-        elif d.get("historical", True) is False:
-            why = f"{ptype}: forecasts (historical = false) are not sent"
+        forecast = str(d.get("readingType") or "").upper() == "FORECAST"
+        if d.get("historical", True) is False or forecast:
+            why = f"{ptype}: forecasts (historical = false, FORECAST) are not sent"
         elif not windows:
             why = f"{ptype}: the event has no intervals with times to report on"
         if why:
             out.not_reported.append(f"event {eid}: {why}")
             continue
+        if unavailable:  # answered, each interval MISSING: the VTN hears it, nothing invented
+            out.not_reported.append(f"event {eid}: {unavailable}; answered as not available")
+            out.unavailable[ptype] = unavailable
         start = max(int(d.get("startInterval", -1)), 0)
         num = int(d.get("numIntervals", -1))
         chosen = windows[start:] if num < 0 else windows[start : start + num]
@@ -235,6 +285,7 @@ def plan_reports(event: dict[str, Any], simple_events: list[dict[str, Any]]) -> 
                     windows=chunk,
                     due_at=chunk[-1].end,
                     key=f"{eid}/{mod}/{d_no}/{c}",
+                    how=how,
                 )
             )
     return out
