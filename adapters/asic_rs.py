@@ -20,7 +20,9 @@ and refuses the others per device, with the reason, at connect:
   drives a miner below 25.07 through it (``bosminer { stop }``, ``start``,
   ``updateAutotuning``), logging on with ``root`` and an empty password unless the site
   file gives the password (``password_env`` / ``password_file``).
-- **VNish** (refused): asic-rs 0.8.6 does not identify the VNish simulator.
+- **VNish**: sleep, wake and its tuned presets (named by their watts: a target maps to
+  the highest at or below it, the rounding reported), read back; asic-rs unlocks with
+  the site file's password.
 
 A family asic-rs does not identify at all is refused the same way when the address
 answers on a miner port; an address where nothing answers is unreachable. Every call is
@@ -50,7 +52,7 @@ from adapters.base import (
     Telemetry,
     contain,
 )
-from adapters.payloads import RUNNING_SHARE, SLEEPING_MAX_W
+from adapters.payloads import RUNNING_SHARE, SLEEPING_MAX_W, choose_preset
 from adapters.secrets import Secret
 from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, Reading
 
@@ -64,17 +66,13 @@ MINER_PORTS = (4028, 80)
 
 USE_PYASIC = "use kind = 'pyasic' for it"
 #: Families the conformance suite passed through asic-rs (tests/test_families.py).
-DRIVEN = frozenset({Family.LUXOS, Family.ANTMINER_STOCK, Family.BRAIINS})
+DRIVEN = frozenset({Family.LUXOS, Family.ANTMINER_STOCK, Family.BRAIINS, Family.VNISH})
 #: Why the others are refused, where it is known.
 REFUSED: dict[Family, str] = {
     Family.WHATSMINER: (
         "asic-rs 0.8.6 sends Whatsminer's encrypted writes as {'command': ...} where the "
         "btminer API v2 takes {'cmd': ...} (pyasic, whatsminer-api), and answers True for a "
         "pause the firmware refused"
-    ),
-    Family.VNISH: (
-        "asic-rs 0.8.6 does not identify the VNish simulator (it asks GET /api/v1/info, "
-        "is answered, and gives up), so its VNish control is not verified"
     ),
     Family.OTHER: "firmware asic-rs identified but gridsched has no family for",
 }
@@ -87,6 +85,7 @@ NOT_READ: dict[Family, frozenset[Reading]] = {
     Family.LUXOS: frozenset({Reading.HASHRATE, Reading.TEMPERATURE, Reading.MINING}),
     Family.ANTMINER_STOCK: frozenset({Reading.TEMPERATURE}),
     Family.BRAIINS: frozenset({Reading.TEMPERATURE}),
+    Family.VNISH: frozenset({Reading.TEMPERATURE}),
 }
 
 #: asic-rs data fields a reading asks for; the others are excluded (each costs requests).
@@ -143,6 +142,14 @@ def _ths(hashrate: Any) -> float | None:
     return float(hashrate.as_unit(HashRateUnit.TH).value)
 
 
+def _target_w(tt: Any) -> float | None:
+    """A tuning target's watts: a power target's, or a VNish preset's, named by its watts."""
+    if tt.watts is not None:
+        return float(tt.watts)
+    name = tt.preset_name
+    return float(name) if name is not None and name.isdigit() else None
+
+
 def parse_rs_data(device_id: str, d: Any, at: float, family: Family) -> Telemetry:
     """pyasic-rs ``MinerData`` as Telemetry.
 
@@ -153,7 +160,7 @@ def parse_rs_data(device_id: str, d: Any, at: float, family: Family) -> Telemetr
         watts = None if d.wattage is None else float(d.wattage)
         ths = _ths(d.hashrate)
         tt = d.tuning_target
-        target = None if tt is None or tt.watts is None else float(tt.watts)
+        target = None if tt is None else _target_w(tt)
         mining = bool(d.is_mining)
     except (AttributeError, TypeError, ValueError) as exc:
         raise BadReply(device_id, f"asic-rs data unusable: {type(exc).__name__}: {exc}") from None
@@ -257,6 +264,11 @@ class AsicRsMiner(DeviceAdapter):
         self.caps = capabilities(family)
         if self.caps.power_target is not PowerTarget.NONE and not miner.supports_set_power_limit:
             self.caps = dataclasses.replace(self.caps, power_target=PowerTarget.NONE)
+        presets: tuple[float, ...] = ()
+        if self.caps.power_target is PowerTarget.PRESETS:
+            presets = await self._presets(miner)
+            if not presets:
+                self.caps = dataclasses.replace(self.caps, power_target=PowerTarget.NONE)
         version = self.info.firmware_version if self.info is not None else ""
         if not version:
             try:  # identity only: a miner that will not say is still driven
@@ -275,8 +287,25 @@ class AsicRsMiner(DeviceAdapter):
             firmware=firmware,
             firmware_version=version,
             family=family.value,
+            power_targets_w=presets,
+            min_power_w=presets[0] if presets else None,
+            max_power_w=presets[-1] if presets else None,
         )
         return self.info
+
+    async def _presets(self, miner: Any) -> tuple[float, ...]:
+        """The watts of the tuned presets (VNish names them by their watts), ascending;
+        an untuned one is not offered, as the pyasic adapter does not."""
+        got = await contain(self.device_id, "presets", miner.get_presets(), self.timeout_s)
+        try:
+            watts = {
+                float(p.name)
+                for p in got
+                if str(p.name).isdigit() and str(p.status or "").lower() == "tuned"
+            }
+        except (AttributeError, TypeError, ValueError):
+            raise BadReply(self.device_id, f"presets answered {str(got)[:120]}") from None
+        return tuple(sorted(watts))
 
     def confirm_deadline_s(self) -> float:
         if self.confirm_within_s is not None:
@@ -342,7 +371,12 @@ class AsicRsMiner(DeviceAdapter):
         if self.caps.power_target is PowerTarget.NONE:
             family = Family(self.info.family) if self.info and self.info.family else Family.OTHER
             why = NO_TARGET.get(family) or f"{family.value} firmware has no power target"
+            if self.caps.power_target is not capabilities(family).power_target:
+                why = f"{family.value} firmware has no power target here (no tuned preset)"
             return None, f"asked {request.power_w:g} W; {why}: woken at its own setting"
+        presets = self.info.power_targets_w if self.info else ()
+        if presets:
+            return choose_preset(presets, request.power_w)
         return float(round(request.power_w)), ""
 
     async def apply(self, request: ModeRequest) -> Applied:

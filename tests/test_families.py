@@ -103,10 +103,10 @@ def _miner(kind: str, firmware: str, k: int, host: str, m: Any, **kw: Any) -> De
     from adapters import asic_rs
     from adapters.secrets import Secret
 
-    if firmware == "braiins":
-        if getattr(m, "web_port", None) is None:
-            pytest.skip("asic-rs reads Braiins OS+ over GraphQL on port 80 (needs root here)")
-        kw["password"] = Secret(m.password)  # asic-rs's default is an empty password
+    if firmware == "braiins" and getattr(m, "web_port", None) is None:
+        pytest.skip("asic-rs reads Braiins OS+ over GraphQL on port 80 (needs root here)")
+    if firmware in ("braiins", "vnish"):
+        kw["password"] = Secret(m.password)  # asic-rs's defaults are not the firmware's
 
     if firmware == "whatsminer3":
         pytest.skip(

@@ -207,14 +207,16 @@ class VnishSim(MinerServer):
         return HttpReply(200, {"token": token})
 
     def authorised(self, path: str, header: str | None) -> bool:
-        """Whether the ``Authorization`` header carries a live token: the bare token, or
-        ``Bearer <token>`` under ``system/`` (as pyasic's ``send_command`` sends them)."""
+        """Whether the ``Authorization`` header carries a live token: the bare token (as
+        pyasic's ``send_command`` sends it outside ``system/``) or ``Bearer <token>`` (as
+        pyasic sends it under ``system/``, asic-rs everywhere, and a VNish 1.2.6 API
+        reference shows it for ``summary`` and ``autotune/presets``)."""
         if header is None:
             return False
-        prefix = "Bearer " if path.startswith("system/") else ""
-        if not header.startswith(prefix):
+        token = header.removeprefix("Bearer ")
+        if path.startswith("system/") and token == header:
             return False
-        until = self._tokens.get(header[len(prefix) :])
+        until = self._tokens.get(token)
         return until is not None and self.clock() < until
 
     # -- the web API: reads ----------------------------------------------------------------
@@ -271,6 +273,7 @@ class VnishSim(MinerServer):
                 "hr_realtime": round(ths * 1000.0, 2),
                 "hr_nominal": round(p.ths * 1000.0, 2),
                 "power_usage": round(w),
+                "power_consumption": round(w),  # both, as a VNish 1.2.6 API reference shows
                 "chip_temp": {"min": round(t), "max": round(t + 6)},
                 "chains": chains,
             },

@@ -28,6 +28,11 @@ INDEX_HTML = (
     b'<body><div id="app">AnthillOS</div></body></html>'
 )
 API = "/api/v1/"
+#: Reads VNish answers without a token: a VNish 1.2.6 API reference lists ``info``,
+#: ``model``, ``status``, ``perf-summary`` and ``chains`` without an ``Authorization``
+#: header (``summary``, ``settings``, ``autotune/presets`` with one), and asic-rs's
+#: discovery reads ``info`` without unlocking (``asic-rs-firmwares/vnish/src/firmware.rs``).
+PUBLIC_GETS = frozenset({"info", "model", "status", "perf-summary", "chains"})
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ def route(sim: VnishSim, method: str, path: str, headers: dict[str, str], raw: b
         return HttpReply(400, {"err": "invalid JSON"})
     if name == "unlock":
         return sim.unlock(body) if method == "POST" else HttpReply(405, {"err": "POST only"})
-    if not sim.authorised(name, headers.get("authorization")):
+    public = method == "GET" and name in PUBLIC_GETS
+    if not public and not sim.authorised(name, headers.get("authorization")):
         return HttpReply(401, {"err": "Unauthorized"})
     if sim._fault(FaultKind.GARBLE) is not None:
         return HttpReply(200, [name, {"miner": None}])  # JSON, not what pyasic reads
