@@ -70,9 +70,9 @@ DRIVEN = frozenset({Family.LUXOS, Family.ANTMINER_STOCK, Family.BRAIINS, Family.
 #: Why the others are refused, where it is known.
 REFUSED: dict[Family, str] = {
     Family.WHATSMINER: (
-        "asic-rs 0.8.6 sends Whatsminer's encrypted writes as {'command': ...} where the "
-        "btminer API v2 takes {'cmd': ...} (pyasic, whatsminer-api), and answers True for a "
-        "pause the firmware refused"
+        "asic-rs 0.8.6 sends Whatsminer's encrypted writes as {'command': ...} where "
+        "MicroBT's API V2.0.4 document (and pyasic, whatsminer-api) has {'cmd': ...}, and "
+        "answers True for a pause the firmware refused"
     ),
     Family.OTHER: "firmware asic-rs identified but gridsched has no family for",
 }

@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.measure import start_simulator
 
 SLEEP_S = 0.4
-SIM_PASSWORD = "root"  # the simulators' web and gRPC password
+#: The simulators' web passwords (VNish's is "admin"; the others' "root").
+SIM_PASSWORDS = {"vnish": "admin"}
 WAKE_S = 0.4
 
 
@@ -76,6 +77,7 @@ class PyasicClient:
 
 class PyasicRsClient:
     name = "pyasic-rs"
+    password = "root"  # set per firmware by main()
 
     def __init__(self) -> None:
         import pyasic_rs
@@ -90,7 +92,7 @@ class PyasicRsClient:
     async def discover(self, host: str) -> Any:
         m = await self.factory.get_miner(host)
         if m is not None:
-            m.set_auth("root", SIM_PASSWORD)  # asic-rs's Braiins default is an empty one
+            m.set_auth("root", self.password)  # asic-rs's defaults are not the firmware's
         return m
 
     @staticmethod
@@ -119,6 +121,7 @@ class AdapterClient:
         from adapters.asic import PyasicMiner
 
         self.name = f"{kind} adapter"
+        self.password = "root"  # set per firmware by main()
         self.cls: Any = PyasicMiner
         if kind == "asic-rs":
             import pyasic_rs  # noqa: F401 - ImportError here when it is not installed
@@ -130,7 +133,7 @@ class AdapterClient:
     async def discover(self, host: str) -> Any:
         from adapters.secrets import Secret
 
-        password = Secret(SIM_PASSWORD) if self.name.startswith("asic-rs") else None
+        password = Secret(self.password) if self.name.startswith("asic-rs") else None
         dev = self.cls(f"bench/{host}", host, timeout_s=10.0, password=password)
         await dev.connect()
         return dev
@@ -249,6 +252,7 @@ def main() -> None:
         try:
             hosts = loopback_hosts(args.miners, args.base)
             for client in clients:
+                client.password = SIM_PASSWORDS.get(fw.strip(), "root")
                 row = asyncio.run(
                     measure(client, hosts, args.rounds, args.concurrency, args.discover_concurrency)
                 )
