@@ -46,8 +46,9 @@ than only ending a ``mining/pause``); pyasic pairs stop with resume, and so does
 
 Refusals: a wrong password is refused at ``unlock`` (401), and a missing or stale token
 on any call but the reads a VNish 1.2.6 API reference shows without one (``info``,
-``model``, ``status``, ``perf-summary``, ``chains``: 401); either token form is taken; a preset that is not tuned, or any preset in manual overclock, is
-answered as above and not applied. Faults as the other simulators
+``model``, ``status``, ``perf-summary``, ``chains``: 401); either token form is taken;
+a preset that is not tuned, or any preset in manual overclock, is answered as above and
+not applied. Faults as the other simulators
 (:class:`~adapters.sim.server.FaultKind`) on both ports: ``ignore`` (commands and
 settings answered and not done), ``garble`` (JSON pyasic cannot use), ``slow-write``
 (done ``delay_s`` after the answer), ``malformed``, ``hang``, ``slow``, ``refuse``,
