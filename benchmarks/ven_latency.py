@@ -11,16 +11,27 @@ definition, which costs it a few ms) on loopback; the event is POSTed by the uti
    rest, from there to every miner commanded).
 3. polling: the time one poll of ``--events`` events takes; an event waits at most one
    polling period plus that.
+4. to the fleet (``--shed``): a real ``gridsched run`` over ``gridsched fleet simulate``
+   miners in their own process, its VEN told of events by webhook, by MQTT or by polling
+   alone; each event lowers the import cap by a little more than one miner at the meter, so
+   the fast path must shed about one more miner for each; the time from the event's
+   creation at the VTN to the first of its sleep commands arriving at a simulated miner
+   (the simulator stamps each on arrival, as in benchmarks/signal_to_fleet.py), and the
+   daemon's CPU seconds over the round.
 
     .venv/bin/python benchmarks/ven_latency.py --events 200
+    .venv/bin/python benchmarks/ven_latency.py --shed --events 200 --poll-events 20
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +44,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import pct  # noqa: E402
+from benchmarks.measure import pct, start_simulator  # noqa: E402
 from models.site import OpenADR  # noqa: E402
 from scheduler.service.ven import Ven, VenConfig  # noqa: E402
 from tests.vtn_double import VtnDouble  # noqa: E402
@@ -48,6 +59,7 @@ def bl_token(vtn: VtnDouble) -> str:
 
 
 def event(pid: str, kw: float) -> dict[str, Any]:
+    """An import capacity limit of ``kw`` from 5 s ago, for 10 minutes."""
     start = (datetime.now(UTC) - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
     return {
         "programID": pid,
@@ -165,10 +177,173 @@ def webhook_round(n: int) -> tuple[list[float], list[float]]:
     return lat, poll
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def control(port: int, req: dict[str, Any]) -> dict[str, Any]:
+    """One request to the simulator's control port (JSON lines)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(json.dumps(req).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+    out: dict[str, Any] = json.loads(buf)
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def shed_round(channel: str, n: int, miners: int, poll_s: float) -> tuple[list[float], int]:
+    """VTN create -> first sleep command at a miner, ``n`` events by ``channel`` (webhook,
+    mqtt, poll). Returns the latencies and how many events needed no shed."""
+    from tests.test_daemon import OADR_TOKEN
+    from tests.test_ven import Mosquitto
+
+    broker = None
+    if channel == "mqtt":
+        exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+        if exe is None:
+            print("shed by mqtt: skipped (mosquitto not installed)")
+            return [], 0
+        broker = Mosquitto(exe)
+    vtn = VtnDouble(mqtt_port=broker.port if broker else None).start()
+    tmp = Path(tempfile.mkdtemp(prefix="ven-shed-"))
+    site, cport, dport = tmp / "site.toml", free_port(), free_port()
+    sim = start_simulator(miners, "127.31.0.0", 0.1, 0.5, cport, "--write-site", str(site))
+    daemon = None
+    lat: list[float] = []
+    unneeded = 0
+    try:
+        assert sim.stdout is not None
+        sim.stdout.readline()  # the site file is written
+        # hashprice high enough that the plan runs every miner (as signal_to_fleet.py)
+        text = site.read_text().replace(
+            "hashprice_usd_per_ths_day = 0.05", "hashprice_usd_per_ths_day = 0.5"
+        )
+        site.write_text(
+            text + '\n[daemon]\npoll_s = 2\nreplan_s = 3600\nhorizon = "6h"\nstep = "5min"\n'
+            '\n[openadr]\nven_name = "bench"\n'
+        )
+        url = f"http://127.0.0.1:{dport}"
+        env = {
+            **os.environ,
+            "GRIDSCHED_VTN_URL": vtn.url,
+            "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
+            "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
+            "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
+            "GRIDSCHED_VTN_POLL_S": str(poll_s if channel == "poll" else 3600),
+        }
+        env.pop("GRIDSCHED_VTN_CALLBACK_URL", None)
+        if channel == "webhook":
+            env["GRIDSCHED_VTN_CALLBACK_URL"] = f"{url}/openadr3/notifications"
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", "run", "--config", str(site), "--db",
+             str(tmp / "state.db"), "--listen", f"127.0.0.1:{dport}", "--log-level", "error"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        http = httpx.Client(timeout=30)
+
+        def ven() -> dict[str, Any]:
+            try:
+                out: dict[str, Any] = http.get(url + "/v1/status").json().get("openadr_ven") or {}
+                return out
+            except httpx.HTTPError:
+                return {}
+
+        def ready(v: dict[str, Any]) -> bool:
+            if channel == "webhook":
+                return bool(v.get("subscription_id"))
+            if channel == "mqtt":
+                return bool((v.get("mqtt") or {}).get("connected"))
+            return bool(v.get("polls"))
+
+        deadline = time.monotonic() + 300
+        while not ready(ven()):
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                raise SystemExit(f"shed by {channel}: the daemon's VEN did not get ready")
+            time.sleep(0.2)
+        listing: list[dict[str, Any]] = []
+        for _ in range(120):  # until the plan woke (nearly) every miner, and it settled
+            listing = control(cport, {"op": "list"})["miners"]
+            if sum(m["phase"] == "mining" for m in listing) >= 0.95 * miners:
+                break
+            time.sleep(1.0)
+        time.sleep(4.0)  # two polls: measured import is the whole fleet's
+        import_kw = float(http.get(url + "/v1/status").json()["import_kw"])
+        top_kw = max(m["power_w"] for m in listing) / 1000.0
+        step_kw = top_kw * 1.05 * 1.1  # PUE 1.05 (the simulator's site), 10 % over a miner
+        print(f"shed by {channel}: {miners} miners, import {import_kw:.0f} kW, "
+              f"cap lowered {step_kw:.2f} kW per event")  # fmt: skip
+        headers = {"Authorization": f"Bearer {bl_token(vtn)}"}
+        cpu0, load0 = cpu_s(daemon.pid), os.getloadavg()[0]
+        wait_s = 5.0 if channel != "poll" else 2 * poll_s + 5.0
+        with httpx.Client(base_url=vtn.url, headers=headers, timeout=30) as bl:
+            pid = bl.post("/programs", json={"programName": "bench"}).json()["id"]
+            for k in range(n):
+                cap_kw = import_kw - (k + 1) * step_kw
+                if cap_kw <= 0:
+                    raise SystemExit(f"--miners {miners} too few for {n} events")
+                t0 = time.time()
+                r = bl.post("/events", json=event(pid, round(cap_kw, 3)))
+                assert r.status_code == 201, r.text
+                time.sleep(0.2)  # the simulator stamps on arrival: asking later loses nothing
+                end = time.monotonic() + wait_s
+                while True:
+                    c = control(cport, {"op": "curtails"})["curtails"]
+                    got = [v[1] for v in c.values() if v[0] == "sleep" and v[1] >= t0]
+                    if got:
+                        lat.append(min(got) - t0)
+                        break
+                    if time.monotonic() > end:
+                        unneeded += 1  # no miner told to sleep: said, not counted
+                        break
+                    time.sleep(0.05)
+        cpu = cpu_s(daemon.pid) - cpu0
+        load1 = os.getloadavg()[0]
+        print(summary(f"shed by {channel}: VTN create -> first sleep command at a miner", lat))
+        print(f"shed by {channel}: {unneeded} of {n} events with no sleep command within "
+              f"{wait_s:g} s; daemon CPU {cpu:.1f} s over the round ({cpu / n * 1000:.0f} ms "
+              f"per event); load average {load0:.1f} -> {load1:.1f}")  # fmt: skip
+        if vtn.violations:
+            print(f"VTN saw {len(vtn.violations)} violations of the definition", file=sys.stderr)
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(60)
+        sim.terminate()
+        sim.wait(10)
+        vtn.close()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lat, unneeded
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=200)
+    ap.add_argument("--shed", action="store_true", help="to the fleet: rounds 4 only")
+    ap.add_argument("--miners", type=int, default=0, help="simulated miners (0: 1.3 per event)")
+    ap.add_argument("--poll-events", type=int, default=20)
+    ap.add_argument("--poll-s", type=float, default=2.0)
     args = ap.parse_args()
+    if args.shed:
+        miners = args.miners or int(args.events * 1.3) + 20
+        for channel in ("webhook", "mqtt"):
+            shed_round(channel, args.events, miners, args.poll_s)
+        if args.poll_events:
+            shed_round("poll", args.poll_events, int(args.poll_events * 1.3) + 20, args.poll_s)
+        return
     asyncio.run(mqtt_round(args.events))
     webhook_round(args.events)
 
