@@ -334,11 +334,14 @@ class Ven:
     # -- background ---------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        """Poll (and enroll, if that failed); renew the subscription; back off on failure."""
+        """Poll (and enroll, if that failed); renew the subscription; back off on failure.
+        Polls start every ``poll_s`` (a poll's own time is not added to the period, so an
+        event waits at most one period for the listing that brings it)."""
         renewed = time.monotonic()
         delay = self.config.poll_s
         while True:
             await asyncio.sleep(delay)
+            began = time.monotonic()
             step = self.poll_once if self._status["enrolled"] else self._enroll
             ok = await self._attempt(step, "poll" if self._status["enrolled"] else "enroll")
             if ok and self.subs.ids:
@@ -347,8 +350,10 @@ class Ven:
                 ok = await self._attempt(self._renew, "renew subscriptions")
                 renewed = time.monotonic() if ok else renewed
             fails = self._status["consecutive_failures"]
+            # a VTN slower than the period is not polled flat out: a tenth of it between
+            next_s = max(self.config.poll_s - (time.monotonic() - began), self.config.poll_s / 10)
             delay = (
-                self.config.poll_s
+                next_s
                 if ok
                 else min(self.config.poll_s * 2 ** min(fails, 10), self.config.max_backoff_s)
             )
