@@ -1,7 +1,7 @@
 """ASIC miners through pyasic: LuxOS, Braiins OS+, stock Antminer, Whatsminer, VNish...
 
-pyasic identifies the firmware (``pyasic.get_miner``, once: the miner object is kept
-across reconnects) and does the control calls. This module adds what a scheduler needs
+pyasic identifies the firmware (once, kept across reconnects and, through
+:mod:`adapters.discovery`, across restarts) and does the control calls. This module adds what a scheduler needs
 around it: timeouts and containment of whatever the library raises, the firmware family's
 capabilities (``models.firmware``: a power target only where the firmware has one, the
 nearest preset at or below where it has presets, with the rounding reported; none on stock
@@ -19,14 +19,13 @@ Vendor payloads are parsed in :mod:`adapters.payloads` (re-exported here).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters import antminer, luxos, vnish, whatsminer3
+from adapters import antminer, discovery, luxos, vnish, whatsminer3
 from adapters.base import (
     AdapterError,
     Applied,
@@ -86,9 +85,15 @@ class PyasicMiner(DeviceAdapter):
     miner_mode_as_str: bool | None = None
     #: LuxOS: renew a session idle this long on the next reading (see SESSION_RENEW_S).
     session_renew_s: float = SESSION_RENEW_S
+    #: False: read only (``fleet status``): no LuxOS logon or renewal, so that the session
+    #: of a daemon driving the same miners is left alone.
+    sessions: bool = True
+    #: Identities found before (:mod:`adapters.discovery`); None: always discover.
+    identities: discovery.IdentityBook | None = None
     _session_used: float = field(default=-math.inf, init=False)  # monotonic
     _miner: Any = field(default=None, init=False, repr=False)
     _discovered_at: float = field(default=-math.inf, init=False)
+    _found: discovery.Found | None = field(default=None, init=False, repr=False)
     _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
     _mode_as_str: bool | None = field(default=None, init=False)  # stock: miner-mode's type
     _no_target: str = field(default="", init=False)  # why this miner has no power target
@@ -103,29 +108,18 @@ class PyasicMiner(DeviceAdapter):
     _asleep_seen: bool = field(default=False, init=False)  # read asleep since that sleep
 
     async def _discover(self) -> Any:
-        """pyasic's discovery (several probes over HTTP and RPC), once: a reconnect reuses
-        what it found until REDISCOVER_S has passed."""
-        import pyasic
-
+        """pyasic's miner object, found once (:mod:`adapters.discovery`, which may reuse an
+        identity found before): a reconnect reuses it until REDISCOVER_S has passed."""
         now = time.monotonic()
         if self._miner is not None and now - self._discovered_at < REDISCOVER_S:
             return self._miner
-        miner = await contain(
-            self.device_id, "discovery", pyasic.get_miner(self.address), self.timeout_s * 3
+        found = await discovery.discover(
+            self.device_id, self.address, self.timeout_s, self.identities
         )
-        if miner is None:
-            raise DeviceUnreachable(
-                self.device_id,
-                f"no miner identified at {self.address} (pyasic tried HTTP 80/443 and RPC 4028)",
-            )
-        for api in (getattr(miner, "web", None), getattr(miner, "rpc", None)):
-            if api is None:
-                continue
-            if self.username is not None and hasattr(api, "username"):
-                api.username = self.username
-            if self.password is not None and hasattr(api, "pwd"):
-                api.pwd = self.password.reveal()
-        self._miner, self._discovered_at = miner, now
+        miner = found.miner
+        pwd = self.password.reveal() if self.password is not None else None
+        discovery.log_in_as(miner, self.username, pwd)
+        self._miner, self._discovered_at, self._found = miner, now, found
         self.info = None
         return miner
 
@@ -142,25 +136,13 @@ class PyasicMiner(DeviceAdapter):
         self._caps = CAPABILITIES[family]
         presets: tuple[float, ...] = ()
         if self._luxos:
-            reply = await contain(self.device_id, "profiles", miner.rpc.profiles(), self.timeout_s)
-            try:
-                self._profiles = {
-                    float(p["Watts"]): str(p["Profile Name"]) for p in reply["PROFILES"]
-                }
-            except (KeyError, TypeError, ValueError):
-                raise BadReply(
-                    self.device_id, "profiles reply has no PROFILES[].Watts / Profile Name"
-                ) from None
+            self._profiles, self._atm = await luxos.setup(self.device_id, miner.rpc, self.timeout_s)
             presets = tuple(sorted(self._profiles))
-            try:
-                atm = await contain(self.device_id, "atm", miner.rpc.atm(), self.timeout_s)
-                self._atm = bool(atm["ATM"][0]["Enabled"])
-            except (AdapterError, KeyError, IndexError, TypeError):
-                self._atm = True  # unknown: turn it off around profile changes, as pyasic does
-            # Log on now, so that the first curtail is one round trip, not three; a session
-            # another client left is ended first (LuxOS refuses a logon beside it).
-            await luxos.renew_session(self.device_id, miner.rpc, self.timeout_s)
-            self._session_used = time.monotonic()
+            if self.sessions:
+                # Log on now, so that the first curtail is one round trip, not three; a
+                # session another client left is ended first (LuxOS refuses a logon beside it).
+                await luxos.renew_session(self.device_id, miner.rpc, self.timeout_s)
+                self._session_used = time.monotonic()
         if family is Family.VNISH:  # pyasic's own preset choice never succeeds (adapters.vnish)
             got = await vnish.presets(self.device_id, miner, self._caps, self.timeout_s)
             self._caps, presets, self._no_target = got
@@ -171,6 +153,8 @@ class PyasicMiner(DeviceAdapter):
             default = bool(settings.get("antminer_mining_mode_as_str", False))
             self._mode_as_str = default if pinned is None else pinned
         version = self.info.firmware_version if self.info is not None else ""
+        if not version and self._found is not None and self._found.cached is not None:
+            version = self._found.cached.firmware_version  # its version table still matches
         if not version:
             try:  # identity only: a miner that will not say is still driven
                 ver = whatsminer3.fw_version(miner)  # pyasic's get_fw_ver() on v3 has none
@@ -190,6 +174,8 @@ class PyasicMiner(DeviceAdapter):
             min_power_w=presets[0] if presets else None,
             max_power_w=presets[-1] if presets else None,
         )
+        if self.identities is not None and self._found is not None:
+            discovery.record(self.identities, self._found, self.address, self.info)
         return self.info
 
     def confirm_deadline_s(self) -> float:
@@ -209,13 +195,7 @@ class PyasicMiner(DeviceAdapter):
         """Whether the miner's API port takes a connection: pyasic answers a refused
         connection with an empty reply, which would otherwise read as unparseable."""
         port = int(getattr(getattr(self._miner, "rpc", None), "port", 4028) or 4028)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                _reader, writer = await asyncio.open_connection(self.address, port)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        return True
+        return await discovery.port_open(self.address, port, self.timeout_s)
 
     def _need(self) -> Any:
         if self._miner is None:
@@ -238,7 +218,7 @@ class PyasicMiner(DeviceAdapter):
             if not reply or set(reply) <= {"multicommand", "id"}:
                 raise DeviceUnreachable(self.device_id, "telemetry: empty reply")
             t = parse_luxos(self.device_id, reply, now)
-            if time.monotonic() - self._session_used > self.session_renew_s:
+            if self.sessions and time.monotonic() - self._session_used > self.session_renew_s:
                 await self._renew_session()
         else:
             from pyasic.miners.data import DataOptions

@@ -193,12 +193,19 @@ class Fleet:
         except TimeoutError:
             pass  # a long batch (dead devices, retries) must not starve telemetry
 
-    async def connect_all(self) -> dict[str, str | None]:
-        """Connect every device; returns the error per device (None when connected)."""
+    async def connect_all(
+        self, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, str | None]:
+        """Connect every device; returns the error per device (None when connected).
+
+        Bounded in time: ``connect_concurrency`` at once, each within ``op_timeout_s``.
+        ``progress(done, total)`` is called as each device ends, connected or not."""
 
         sem = asyncio.Semaphore(min(self.concurrency, self.connect_concurrency))
+        done = 0
 
         async def one(dev: DeviceAdapter) -> tuple[str, str | None]:
+            nonlocal done
             st = self.status[dev.device_id]
             try:
                 async with sem:
@@ -210,6 +217,10 @@ class Fleet:
                 raise
             except Exception as exc:
                 return dev.device_id, self._health.fail(st, exc)
+            finally:
+                done += 1
+                if progress is not None:
+                    progress(done, len(self.adapters))
 
         return dict(await asyncio.gather(*(one(d) for d in self.adapters)))
 

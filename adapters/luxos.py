@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from adapters.base import ControlRejected, contain
+from adapters.base import AdapterError, BadReply, ControlRejected, contain
 
 
 async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s: float) -> None:
@@ -68,3 +68,18 @@ async def renew_session(device_id: str, rpc: Any, timeout_s: float) -> None:
             raise ControlRejected(device_id, "logon: LuxOS gave no session")
 
     await contain(device_id, "session renewal", go(), timeout_s)
+
+
+async def setup(device_id: str, rpc: Any, timeout_s: float) -> tuple[dict[float, str], bool]:
+    """The profiles (watts -> name; the presets a power target is rounded to) and whether
+    ATM is on; ATM unknown reads as on (turned off around profile changes, as pyasic does)."""
+    reply = await contain(device_id, "profiles", rpc.profiles(), timeout_s)
+    try:
+        profiles = {float(p["Watts"]): str(p["Profile Name"]) for p in reply["PROFILES"]}
+    except (KeyError, TypeError, ValueError):
+        raise BadReply(device_id, "profiles reply has no PROFILES[].Watts / Profile Name") from None
+    try:
+        atm = await contain(device_id, "atm", rpc.atm(), timeout_s)
+        return profiles, bool(atm["ATM"][0]["Enabled"])
+    except (AdapterError, KeyError, IndexError, TypeError):
+        return profiles, True

@@ -10,7 +10,9 @@
 
 Tables that older code can ignore without misreading anything are created on every open
 (:data:`ADDED_TABLES`), without a version: ``openadr_programs``, the OpenADR programs a
-daemon learned (their payload descriptors: the defaults of their events' units).
+daemon learned (their payload descriptors: the defaults of their events' units);
+``device_identities``, what discovery found at each miner's address
+(``adapters.discovery.MinerIdentity`` as JSON), so that the next start does not probe again.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ ADDED_TABLES = """
 CREATE TABLE IF NOT EXISTS openadr_programs (
     id TEXT PRIMARY KEY,
     descriptors TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_identities (
+    address TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
 """

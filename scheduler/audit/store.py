@@ -360,3 +360,32 @@ class Store:
                     )
 
         await self.write(fn)
+
+    # -- what discovery found at each miner's address (adapters.discovery; not chained) --------
+
+    def device_identities(self) -> dict[str, dict[str, Any]]:
+        """The identities stored by :meth:`put_device_identities`, by address."""
+        try:
+            rows = self._read.execute("SELECT address, identity FROM device_identities")
+            return {str(a): json.loads(d) for a, d in rows}
+        except (sqlite3.OperationalError, ValueError):  # no table yet, or an unreadable row
+            return {}
+
+    async def put_device_identities(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        """Store (or, for None, forget) identities by address; returns once on disk."""
+        if not changes:
+            return
+
+        def fn(con: sqlite3.Connection) -> None:
+            now = time.time()
+            for address, doc in changes.items():
+                if doc is None:
+                    con.execute("DELETE FROM device_identities WHERE address = ?", (address,))
+                else:
+                    con.execute(
+                        "INSERT OR REPLACE INTO device_identities(address, identity, updated_at) "
+                        "VALUES (?,?,?)",
+                        (address, json.dumps(doc, sort_keys=True), now),
+                    )
+
+        await self.write(fn)

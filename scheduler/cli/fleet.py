@@ -8,12 +8,16 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from adapters import registry
+from adapters import discovery, registry
+from adapters.asic import PyasicMiner
 from adapters.base import Health, Telemetry
-from adapters.fleet import Fleet
-from models.site import load_site
+from adapters.fleet import Fleet, freeze_heap
+from models.site import SiteConfig, load_site
+from scheduler.audit.chain import StoreError
+from scheduler.audit.store import Store
 from scheduler.cli.aio import run_async
 from scheduler.cli.report import table
 from scheduler.cli.simulate import add_simulate_parser
@@ -87,20 +91,71 @@ def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
     return rows
 
 
+class Progress:
+    """``what: done/total (seconds)`` on one line of a terminal's stderr, rewritten at most
+    every ``every_s``; nothing when stderr is not a terminal (a log, a pipe)."""
+
+    def __init__(self, what: str, stream: Any = None, every_s: float = 0.5) -> None:
+        self.what, self.stream, self.every_s = what, stream or sys.stderr, every_s
+        self.on = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.on or (done < total and now - self.last < self.every_s):
+            return
+        self.last = now
+        end = "\n" if done >= total else ""
+        self.stream.write(f"\r{self.what}: {done:,}/{total:,} ({now - self.t0:.0f} s){end}")
+        self.stream.flush()
+
+
+def _state_file(args: argparse.Namespace, config: SiteConfig) -> Store | None:
+    """The state file whose discovery cache ``fleet status`` reads and fills: ``--db``, or
+    the daemon's own when it exists; None without one, or when it cannot be opened."""
+    path = args.db or config.resolve(config.daemon.state_dir) / "gridsched.db"
+    if args.db is None and not path.exists():
+        return None
+    try:
+        return Store(path)
+    except StoreError as exc:
+        print(f"gridsched: warning: {exc}; discovering every miner", file=sys.stderr)
+        return None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     config = load_site(args.config)
     built = registry.build(config)
     if not built.adapters:
         print(f"{args.config}: no device class has an [devices.adapter] table", file=sys.stderr)
         return 2
+    for a in built.adapters:
+        if isinstance(a, PyasicMiner):
+            a.sessions = False  # read only: the LuxOS session of a daemon is left alone
+    store = _state_file(args, config)
+    book = discovery.IdentityBook.from_docs(store.device_identities() if store else {})
+    discovery.attach(built.adapters, book)
 
     async def main() -> int:
         for sim in built.simulators:
             await sim.start()
         fleet = Fleet(built.adapters, built.groups, concurrency=args.concurrency)
         t0 = time.perf_counter()
-        await fleet.connect_all()
+        await fleet.connect_all(Progress(f"connecting {len(built.adapters):,} devices"))
         connect_s = time.perf_counter() - t0
+        freeze_heap()  # connected: what lives on leaves the collector's full passes
+        if book.discoveries or book.reused:
+            where = f"; cache in {store.path}" if store is not None else ""
+            print(
+                f"discovery: {book.discoveries} miners probed, {book.reused} known{where}",
+                file=sys.stderr,
+            )
+        if store is not None:
+            store.start()
+            try:
+                await store.put_device_identities(book.changes())
+            finally:
+                store.close()
         try:
             for n in range(max(1, args.count)):
                 if n:
@@ -284,4 +339,10 @@ def add_parsers(sub: Any) -> None:
     st.add_argument("--watch", type=float, default=5.0, help="seconds between sweeps with --count")
     st.add_argument("--count", type=int, default=1, help="number of sweeps")
     st.add_argument("--concurrency", type=int, default=256)
+    st.add_argument(
+        "--db",
+        type=Path,
+        help="state file whose discovery cache is read and filled (default: the daemon's, "
+        "[daemon] state_dir/gridsched.db, when it exists)",
+    )
     st.set_defaults(func=cmd_status)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters import registry
+from adapters import discovery, registry
 from adapters.base import ModeRequest
 from adapters.fleet import Fleet, Outcome, freeze_heap
 from adapters.meter import ModbusMeter
@@ -66,6 +66,9 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.store = store or Store(self.db_path)
         self.built = built or registry.build(config)
+        # what discovery found before (the state file): a known miner is not probed again
+        self.identities = discovery.IdentityBook.from_docs(self.store.device_identities())
+        discovery.attach(self.built.adapters, self.identities)
         self.fleet = Fleet(
             self.built.adapters,
             self.built.groups,
@@ -135,6 +138,7 @@ class Daemon:
         stack = self._resources
         self.store.start()
         stack.callback(self.store.close)
+        stack.push_async_callback(self.save_identities)  # found by reconnects since
         for sim in self.built.simulators:
             await sim.start()
             stack.push_async_callback(sim.stop)
@@ -147,7 +151,12 @@ class Daemon:
         if before_connect is not None:
             before_connect(self)
         await self.fleet.connect_all()
+        await self.save_identities()
         await self.poll(dispatch=False)
+
+    async def save_identities(self) -> None:
+        """Store what discovery found or changed since the last save (none: no write)."""
+        await self.store.put_device_identities(self.identities.changes())
 
     async def close(self) -> None:
         """Close what :meth:`open` and :meth:`start` opened, without a shutdown posture."""

@@ -1,0 +1,196 @@
+"""Discovery remembered: what pyasic found at each address is kept (the daemon's state file)
+and reused on the next start after one ``version`` call; a device that answers as something
+else is discovered afresh. ``fleet status`` is read only: it leaves a daemon's LuxOS session
+alone, and shows discovery's progress only on a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.asic import PyasicMiner
+from adapters.discovery import IdentityBook
+from adapters.fleet import Fleet
+from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, SimFleetThread
+from adapters.sim.luxos import LuxosSim
+from models.firmware import Family
+from scheduler.audit.store import Store
+from scheduler.cli.fleet import Progress
+from scheduler.cli.main import main
+from scheduler.cli.simulate import site_for_simulator
+from tests.support.simfleet import FAST, free_base, loopback_host
+
+FAMILIES = ("luxos", "antminer", "braiins", "whatsminer", "vnish", "whatsminer3")
+
+
+def _can_bind_80() -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.45.255.253", 80))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimFleetThread]:
+    """One miner of each firmware family (the web-on-80 ones only where port 80 binds)."""
+    firmware = tuple(f for f in FAMILIES if _can_bind_80() or f not in ("antminer", "vnish"))
+    ports = (4028, 4433, 50051, *((80,) if _can_bind_80() else ()))
+    fleet = SimFleet.build(
+        len(firmware),
+        base=free_base(len(firmware), ports),
+        firmware=firmware,
+        models=("Antminer S19j Pro",),
+        control_port=None,
+        **FAST,
+    )
+    th = SimFleetThread(fleet)
+    with th:
+        yield th
+
+
+def _kind(m: Any) -> str:
+    return next(k for k, cls in FIRMWARE.items() if type(m) is cls)
+
+
+async def _connect(hosts: dict[str, str], book: IdentityBook) -> Fleet:
+    miners = [PyasicMiner(f"{k}/0", h, timeout_s=2.0, identities=book) for k, h in hosts.items()]
+    fleet = Fleet(miners)
+    errors = await fleet.connect_all()
+    assert not any(errors.values()), errors
+    await fleet.close()
+    return fleet
+
+
+def _identity(fleet: Fleet) -> dict[str, Any]:
+    out = {}
+    for device_id, dev in fleet.by_id.items():
+        assert dev.info is not None
+        out[device_id] = dev.info
+    return out
+
+
+def test_a_second_start_with_the_cache_probes_no_known_miner(sim: SimFleetThread) -> None:
+    hosts = {_kind(m): m.host for m in sim.fleet.miners}
+    first = IdentityBook()
+    before = asyncio.run(_connect(hosts, first))
+    assert first.discoveries == len(hosts) and first.reused == 0
+    stored = json.loads(json.dumps(first.changes()))  # what the state file keeps
+    cached = {k for k, h in hosts.items() if h in stored}
+    # Every family answers pyasic's `version` on 4028 in a way that can be re-checked,
+    # except Whatsminer API v3, whose 4028 answers only get_version: discovered each start.
+    assert cached == set(hosts) - {"whatsminer3"}
+    again = IdentityBook.from_docs(stored)
+    after = asyncio.run(_connect(hosts, again))
+    assert again.discoveries == len(hosts) - len(cached)
+    assert again.reused == len(cached)
+    assert _identity(after) == _identity(before)  # the same make, model, firmware, presets
+    assert again.changes() == {}  # nothing new to store
+
+
+def test_a_device_that_answers_as_something_else_is_discovered_again(
+    sim: SimFleetThread,
+) -> None:
+    """The address of a Braiins OS+ miner held a LuxOS miner's identity (re-flashed since):
+    its ``version`` answer no longer matches, so pyasic's discovery runs, and the book
+    records what is there now."""
+    hosts = {_kind(m): m.host for m in sim.fleet.miners}
+    book = IdentityBook()
+    asyncio.run(_connect({"luxos": hosts["luxos"]}, book))
+    luxos = book.changes()[hosts["luxos"]]
+    assert luxos is not None
+    stale = IdentityBook.from_docs({hosts["braiins"]: {**luxos, "address": hosts["braiins"]}})
+    fleet = asyncio.run(_connect({"braiins": hosts["braiins"]}, stale))
+    assert (stale.discoveries, stale.reused) == (1, 0)
+    assert fleet.by_id["braiins/0"].info is not None
+    assert fleet.by_id["braiins/0"].info.family == Family.BRAIINS.value
+    now = stale.changes()[hosts["braiins"]]
+    assert now is not None and now["family"] == Family.BRAIINS.value
+
+
+def test_identities_are_kept_in_the_state_file(tmp_path: Path) -> None:
+    book = IdentityBook()
+    doc = {"address": "10.0.0.7", "miner_class": "m:C", "check": "LuxOS|{}", "family": "luxos"}
+    book.put(IdentityBook.from_docs({"10.0.0.7": doc}).known["10.0.0.7"])
+
+    async def save() -> None:
+        store = Store(tmp_path / "state.db")
+        store.start()
+        try:
+            await store.put_device_identities(book.changes())
+        finally:
+            store.close()
+
+    asyncio.run(save())
+    reopened = Store(tmp_path / "state.db")
+    try:
+        loaded = IdentityBook.from_docs(reopened.device_identities())
+    finally:
+        reopened.close()
+    assert loaded.known == book.known
+
+
+def test_fleet_status_leaves_a_daemons_luxos_session_alone() -> None:
+    """A daemon holds the miner's one LuxOS session; `fleet status` (read only) connects and
+    reads, even past the renewal age, without ending it."""
+    host = loopback_host()
+    m = LuxosSim(host, session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+    with th:
+        logon = th.call(lambda: m.answer(b'{"command": "logon"}'))
+        daemons = logon["SESSION"][0]["SessionID"]
+        dev = PyasicMiner("s/0", host, timeout_s=2.0, session_renew_s=0.0, sessions=False)
+        fleet = Fleet([dev])
+
+        async def status() -> int:
+            await fleet.connect_all()
+            n = len(await fleet.read_all())
+            await fleet.close()
+            return n
+
+        assert asyncio.run(status()) == 1
+        now = th.call(lambda: m.answer(b'{"command": "session"}'))
+        assert now["SESSION"][0]["SessionID"] == daemons
+
+
+def test_fleet_status_fills_the_cache_then_probes_no_known_miner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = free_base(3)
+    fleet = SimFleet.build(3, base=base, control_port=None, **FAST)
+    site = tmp_path / "site.toml"
+    specs = [MinerSpec(m.host, "luxos", m.model) for m in fleet.miners]
+    site.write_text(site_for_simulator(specs, [], None))
+    db = tmp_path / "state.db"
+    with SimFleetThread(fleet):
+        assert main(["fleet", "status", "--config", str(site), "--db", str(db)]) == 0
+        assert "discovery: 3 miners probed, 0 known" in capsys.readouterr().err
+        assert main(["fleet", "status", "--config", str(site), "--db", str(db)]) == 0
+        out = capsys.readouterr()
+    assert "discovery: 0 miners probed, 3 known" in out.err
+    assert "connecting" not in out.err  # stderr is not a terminal here: no progress line
+
+
+def test_progress_is_shown_on_a_terminal_only() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        show = Progress("connecting 3 devices", stream, every_s=0.0)
+        for done in (1, 2, 3):
+            show(done, 3)
+    assert pipe.getvalue() == ""
+    lines = tty.getvalue().split("\r")
+    assert lines[-1].startswith("connecting 3 devices: 3/3 (") and lines[-1].endswith("s)\n")
+    assert len(lines) == 4  # one rewrite per device (every_s=0), the last one ends the line
