@@ -251,3 +251,49 @@ def test_prices_in_another_currency_are_converted(
     # 0.05 EUR/kWh x 1.10 USD/EUR x 1000 kWh/MWh = 55 USD/MWh
     assert doc["steps"]["price_usd_per_mwh"] == [55.0] * 6
     assert "EUR/kWh -> USD/MWh" in doc["prices"]["label"]
+
+
+def test_a_command_loads_only_the_module_that_defines_it() -> None:
+    """`gridsched signal` or `audit verify` must not pay for pyasic, the simulators and the
+    planner at start-up (seconds on a busy host, on every call from a script or a test)."""
+    probe = (
+        "import sys\n"
+        "from scheduler.cli.main import build_parser\n"
+        "build_parser(sys.argv[1]).parse_args([sys.argv[1], '--help'])\n"
+    )
+    heavy = ("pyasic", "adapters.sim.fleet", "scheduler.planner.solvers", "scheduler.cli.fleet")
+    check = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: print([m for m in {heavy!r} if m in sys.modules]))\n"
+    )
+    for command in ("signal", "audit"):
+        out = subprocess.run(
+            [sys.executable, "-c", check + probe, command],
+            check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.stdout.strip().splitlines()[-1] == "[]", (command, out.stdout, out.stderr)
+    # and --help still lists every command
+    full = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "--help"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    for command in (
+        "plan",
+        "validate",
+        "backtest",
+        "fleet",
+        "run",
+        "signal",
+        "audit",
+        "docs",
+        "solvers",
+    ):
+        assert command in full.stdout

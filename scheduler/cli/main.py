@@ -8,42 +8,64 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from models.errors import GridschedError
-from scheduler.cli import audit, backtest, docs, fleet, plan, run
-from scheduler.planner.solvers import SolverError
+
+# The modules that define the sub-commands, in the order --help lists them, and which
+# module defines each command. A command imports only its own module: the others pull in
+# pandas, HiGHS and pyasic, seconds of start-up that `gridsched signal` or `audit verify`
+# do not need. --help and a mistyped command build the whole parser.
+MODULES = ("plan", "backtest", "fleet", "run", "audit", "docs")
+COMMANDS = {
+    "plan": "plan",
+    "validate": "plan",
+    "solvers": "plan",
+    "backtest": "backtest",
+    "fleet": "fleet",
+    "run": "run",
+    "signal": "run",
+    "audit": "audit",
+    "docs": "docs",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The root parser with every sub-command, or only the module that defines ``command``."""
     p = argparse.ArgumentParser(
         prog="gridsched",
         description="Grid-aware scheduling of miners and inference: dry-run plans and "
         "backtests, the daemon, the simulated fleet, the audit log.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-
-    plan.add_parsers(sub)
-    backtest.add_parsers(sub)
-    fleet.add_parsers(sub)
-    run.add_parsers(sub)
-    audit.add_parsers(sub)
-    docs.add_parsers(sub)
-    plan.add_solvers_parser(sub)
+    names = (COMMANDS[command],) if command in COMMANDS else MODULES
+    for name in names:
+        importlib.import_module(f"scheduler.cli.{name}").add_parsers(sub)
+    if "plan" in names:  # listed last, as it always was
+        importlib.import_module("scheduler.cli.plan").add_solvers_parser(sub)
     return p
 
 
+def _solver_error() -> type[Exception]:
+    """The planner's solver failure, where the planner was loaded (else none can occur)."""
+    solvers = sys.modules.get("scheduler.planner.solvers")
+    error: type[Exception] = getattr(solvers, "SolverError", GridschedError)
+    return error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_in[0] if args_in else None)
+    args = parser.parse_args(args_in)
     try:
         return int(args.func(args))
     except BrokenPipeError:  # the reader went away (`gridsched plan --json | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (GridschedError, SolverError) as exc:
+    except (GridschedError, _solver_error()) as exc:
         print(f"gridsched: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # durations, resolution specs, JSON options
