@@ -1,118 +1,494 @@
-"""Command 1,000 simulated miners and read the fleet back; p50 and p99 over rounds.
+"""Command a mixed fleet of simulated miners through the daemon's controller, per family.
 
-The simulator runs in its own process (``gridsched fleet simulate``), the controller in
-this one, both on loopback, the way the daemon and a real fleet sit on a site network.
-Every round: one telemetry sweep; curtail (sleep) all miners and wait for read-back to
-show each asleep; stage the coming wake's profile on the sleeping miners, as the daemon
-does (``Fleet.stage``; ``--no-stage`` leaves it to the wake); wake all at a power target,
-a different preset from the last round's, and wait for read-back again.
+The simulated miners run in a process of their own (each family's protocol simulator from
+``adapters.sim``, every miner on its own loopback address), the controller in this one: a
+``Fleet`` of ``PyasicMiner`` adapters with the daemon's bounds on commands and readings in
+flight, its verdicts taken from the fleet's read-back (``Fleet.on_outcome``) as the daemon
+takes them. Every round: a telemetry sweep; curtail (sleep) every miner; read back until
+no command is pending (each is confirmed, or unconfirmed past its family's deadline,
+``models.firmware``); stage the coming wake where the firmware can (``Fleet.stage``); wake
+every miner at a power target, a different one from the last round's; read back again.
 
-- commanded: from the first command sent to the last miner's acknowledgement (a wake at
-  a new target not staged is two round trips per miner on LuxOS: profile, then wake);
-- staged: the ``profileset`` of every sleeping miner, off the wake's path;
-- confirmed beyond reaction: read-back time minus the simulated miner's own reaction
-  time (``--sleep-s`` to sleep; to wake, the part of ``--wake-s`` until the hashrate
-  reaches the share that counts as running, 0.94 of it);
-- sweep: one telemetry reading of every miner.
+Per family and overall it prints:
 
-    .venv/bin/python benchmarks/fleet_control.py --miners 1000 --rounds 20
+- commanded: from the first command to the last acknowledgement (per family: the slowest
+  acknowledgement of the family's miners in the round); one command's latency;
+- the verdicts: confirmed within the family's deadline, confirmed late, unconfirmed,
+  failed or rejected; first attempts that failed (the fleet retried them);
+- false "done": a command confirmed whose miner, asked through the simulator's control
+  port after the read-back, is not in that mode (phase, and the preset's watts where a
+  target was set); and "accepted, not in effect": the same question for every accepted
+  command, which is what "done" meant before read-back;
+- the controller's CPU seconds per command (``time.process_time``: this process only).
+
+``--ignore-share`` gives that share of each family's miners the simulator's ``ignore`` fault
+(commands answered as done, nothing changes). ``--deadline-scale`` shortens the families'
+deadlines in step with the simulator's shortened reactions. ``--session-ttl-s`` makes the
+simulated LuxOS sessions expire when unused that long (LuxOS: about 60 s); the adapter then
+renews an idle session at half of it (30 s of 60 s in the daemon), ``--gap-s`` spaces the
+commands beyond the expiry and the fleet is polled every quarter of it (15 s of 60 s).
+
+    .venv/bin/python benchmarks/fleet_control.py --rounds 20
+    .venv/bin/python benchmarks/fleet_control.py --mix luxos:20 --rounds 100 \\
+        --session-ttl-s 0.5 --gap-s 0.6
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import asyncio
+import contextlib
+import cProfile
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import re
+import signal
 import sys
 import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.asic import RUNNING_SHARE  # noqa: E402
+from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
-from adapters.sim.miner import wake_reaches_s  # noqa: E402
-from benchmarks.measure import (  # noqa: E402
-    calm,
-    connected_fleet,
-    cpu_sample,
-    pct,
-    start_simulator,
-    steal_pct,
+from adapters.fleet import Fleet, Outcome, OutcomeKind, freeze_heap  # noqa: E402
+from adapters.sim.fleet import (  # noqa: E402  # noqa: E402
+    FIRMWARE,
+    MinerSpec,
+    SimFleet,
+    ask_control,
+    loopback_hosts,
+    raise_fd_limit,
 )
+from adapters.sim.luxos import LuxosSim  # noqa: E402
+from adapters.sim.physics import presets_for  # noqa: E402
+from benchmarks.measure import cpu_sample, pct, steal_pct  # noqa: E402
+from models.config_daemon import Daemon  # noqa: E402
 from scheduler.cli.aio import run_async  # noqa: E402
 
+DEFAULT_MIX = "luxos:250,antminer:250,braiins:250,whatsminer:250"
+#: What discovery must find behind each simulated firmware (``models.firmware.Family``).
+EXPECTED_FAMILY = {
+    "luxos": "luxos",
+    "antminer": "antminer-stock",
+    "braiins": "braiins-os",
+    "whatsminer": "whatsminer",
+    "vnish": "vnish",
+}
+TARGETS_W = (3000.0, 3500.0)  # wake targets, in turn
 
-async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
-    fleet = await connected_fleet(args.miners, args.base, args.concurrency)
-    out: dict[str, list[float]] = {
-        "sweep_s": [],
-        "sleep_commanded_s": [],
-        "wake_commanded_s": [],
-        "stage_s": [],
-        "sleep_confirm_beyond_s": [],
-        "wake_confirm_beyond_s": [],
-        "command_latency_s": [],
-        "sleep_cpu_s": [],
-        "sleep_steal_pct": [],
-    }
-    targets = (3000.0, 3500.0)  # presets 2592 and 3416 W on the simulated S19j Pro
-    # A wake is confirmed once the hashrate reaches RUNNING_SHARE of the preset's, before
-    # the simulated ramp ends: that moment, not --wake-s, is the device's own reaction.
-    wake_reaction_s = wake_reaches_s(args.wake_s, RUNNING_SHARE)
-    for r in range(args.rounds):
-        t = time.perf_counter()
-        readings = await fleet.read_all()
-        out["sweep_s"].append(time.perf_counter() - t)
-        assert len(readings) == args.miners, f"sweep read {len(readings)} miners"
 
-        c0 = time.process_time()
-        cpu0 = cpu_sample()
-        t = time.perf_counter()
-        outcomes = await fleet.apply({i: ModeRequest("sleep") for i in fleet.by_id})
-        out["sleep_commanded_s"].append(time.perf_counter() - t)
-        out["sleep_steal_pct"].append(steal_pct(cpu0, cpu_sample()))
-        out["sleep_cpu_s"].append(time.process_time() - c0)
-        out["command_latency_s"] += [o.latency_s for o in outcomes]
-        failed = [o for o in outcomes if not o.ok]
-        assert not failed, failed[0].error
-        confirmed = await fleet.confirm(outcomes, timeout_s=args.sleep_s + 10, poll_s=0.1)
-        worst = max(v for v in confirmed.values() if v is not None)
-        assert all(v is not None for v in confirmed.values()), "a miner never showed asleep"
-        out["sleep_confirm_beyond_s"].append(worst + out["sleep_commanded_s"][-1] - args.sleep_s)
-
-        wake = {i: ModeRequest("run", targets[r % 2]) for i in fleet.by_id}
-        if args.stage:
-            t = time.perf_counter()
-            staged = await fleet.stage(wake)
-            out["stage_s"].append(time.perf_counter() - t)
-            assert len(staged) == args.miners and all(o.ok for o in staged), "a stage failed"
-        t = time.perf_counter()
-        outcomes = await fleet.apply(wake)
-        out["wake_commanded_s"].append(time.perf_counter() - t)
-        assert all(o.ok for o in outcomes)
-        confirmed = await fleet.confirm(outcomes, timeout_s=args.wake_s + 10, poll_s=0.1)
-        assert all(v is not None for v in confirmed.values()), "a miner never came back"
-        worst = max(v for v in confirmed.values() if v is not None)
-        out["wake_confirm_beyond_s"].append(worst + out["wake_commanded_s"][-1] - wake_reaction_s)
-        print(
-            f"round {r + 1:2d}: sweep {out['sweep_s'][-1] * 1000:6.0f} ms, "
-            f"sleep commanded {out['sleep_commanded_s'][-1] * 1000:6.0f} ms, "
-            f"confirmed +{out['sleep_confirm_beyond_s'][-1]:.2f} s; "
-            + (f"staged in {out['stage_s'][-1] * 1000:.0f} ms; " if args.stage else "")
-            + f"wake commanded {out['wake_commanded_s'][-1] * 1000:6.0f} ms, "
-            f"confirmed +{out['wake_confirm_beyond_s'][-1]:.2f} s"
-            + ("" if (st := out["sleep_steal_pct"][-1]) is None else f"; host steal {st:.0f} %"),
-            flush=True,
-        )
+def parse_mix(text: str) -> list[tuple[str, int]]:
+    """``"luxos:250,antminer:250"`` -> [("luxos", 250), ("antminer", 250)]."""
+    out: list[tuple[str, int]] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, count = part.partition(":")
+        if name not in FIRMWARE:
+            raise argparse.ArgumentTypeError(
+                f"--mix: firmware {name!r}: valid are {', '.join(FIRMWARE)}"
+            )
+        try:
+            n = int(count)
+        except ValueError:
+            n = -1
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"--mix: {part!r}: give FIRMWARE:COUNT, COUNT >= 1")
+        out.append((name, n))
+    if not out:
+        raise argparse.ArgumentTypeError("--mix: empty; e.g. " + DEFAULT_MIX)
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--miners", type=int, default=1000)
+def plan(mix: Sequence[tuple[str, int]], base: str) -> list[MinerSpec]:
+    """The miners of the mix on consecutive loopback hosts, each family on its own hardware
+    (the simulator class's default model: a Whatsminer runs on a Whatsminer)."""
+    hosts = iter(loopback_hosts(sum(n for _, n in mix), base))
+    specs = []
+    for fw, n in mix:
+        model = next(f.default for f in dataclasses.fields(FIRMWARE[fw]) if f.name == "model")
+        specs += [MinerSpec(next(hosts), fw, str(model)) for _ in range(n)]
+    return specs
+
+
+# -- the simulator, in a process of its own ------------------------------------------------
+
+
+def _sim_main(specs: list[MinerSpec], timings: dict[str, float], conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+    sys.exit(run_async(_serve(specs, timings, conn)))
+
+
+async def _serve(specs: list[MinerSpec], timings: dict[str, float], conn: Connection) -> int:
+    sim = SimFleet.from_specs(
+        specs, sleep_s=timings["sleep_s"], wake_s=timings["wake_s"], control_port=0
+    )
+    for m in sim.miners:
+        if isinstance(m, LuxosSim):
+            m.session_ttl_s = timings["session_ttl_s"]
+    try:
+        await sim.start()
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return 2
+    freeze_heap()
+    conn.send(("ready", sim.control_port))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    parent = os.getppid()
+    while not stop.is_set() and os.getppid() == parent:  # or the parent was killed outright
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    await sim.stop()
+    return 0
+
+
+def start_sim(
+    specs: list[MinerSpec], timings: dict[str, float]
+) -> tuple[multiprocessing.process.BaseProcess, int]:
+    """Fork the simulator (before this process runs an event loop); its control port."""
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_sim_main, args=(specs, timings, send), name="fleet-sim")
+    proc.start()
+    send.close()
+    if not recv.poll(120):
+        proc.kill()
+        raise SystemExit("the simulator did not start within 120 s")
+    what, value = recv.recv()
+    if what != "ready":
+        proc.join(10)
+        raise SystemExit(f"the simulator did not start: {value}")
+    return proc, int(value)
+
+
+async def truth(port: int) -> dict[str, dict[str, Any]]:
+    """What each simulated miner is doing, by host, from the simulator itself."""
+    raw = await ask_control("127.0.0.1", port, {"op": "list"}, limit=1 << 26)
+    return {m["host"]: m for m in json.loads(raw)["miners"]}
+
+
+def in_effect(out: Outcome, row: dict[str, Any]) -> bool:
+    """Whether the simulated miner is in the mode ``out`` applied: asleep, or mining at the
+    preset's watts (within 1 %, as the read-back checks) where a target was set."""
+    assert out.applied is not None
+    if out.request.action == "sleep":
+        return bool(row["phase"] == "sleeping")
+    if row["phase"] not in ("mining", "waking"):
+        return False
+    want = out.applied.target_w
+    if want is None:
+        return True
+    name = str(row["profile"])
+    known = {p.name: p.watts for p in presets_for(row["model"])}
+    try:
+        watts = known.get(name) or float(name.removesuffix("W"))
+    except ValueError:
+        return False  # a profile this check does not know: not shown to be in effect
+    return abs(watts - want) <= max(1.0, 0.01 * want)
+
+
+# -- the tally ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Tally:
+    """Counts and times of one family (or all), over every round."""
+
+    sent: int = 0
+    confirmed: int = 0
+    late: int = 0  # confirmed past the family's deadline
+    unconfirmed: int = 0
+    failed: int = 0  # failed or rejected when sent
+    retried: int = 0  # accepted after a failed first attempt
+    false_done: int = 0
+    accepted_not_in_effect: int = 0
+    stage_failed: int = 0
+    commanded_s: dict[str, list[float]] = dataclasses.field(
+        default_factory=lambda: defaultdict(list)
+    )
+    latency_s: dict[str, list[float]] = dataclasses.field(default_factory=lambda: defaultdict(list))
+    readback_s: dict[str, list[float]] = dataclasses.field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+
+def _shape(error: str) -> str:
+    """An error's words without the device and numbers, to count alike errors together."""
+    return re.sub(r"\d+", "N", error.partition(": ")[2] or error)[:160]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, specs: list[MinerSpec], port: int) -> None:
+        self.args, self.port = args, port
+        self.family = {f"{s.firmware}/{s.host}": s.firmware for s in specs}
+        self.host = {f"{s.firmware}/{s.host}": s.host for s in specs}
+        self.tally: dict[str, Tally] = defaultdict(Tally)
+        self.verdicts: list[Outcome] = []
+        self.cpu_per_command_s: list[float] = []
+        #: Errors of the commands that failed, by family, with digits and hosts blanked.
+        self.errors: dict[str, Counter[str]] = defaultdict(Counter)
+        self.read_cpu_s = 0.0  # the controller's CPU in the read-back polls
+        self.readings = 0  # readings asked for in them
+        self.sweep_s: list[float] = []
+        self.steal: list[float | None] = []
+        renew_s = args.session_ttl_s / 2 if math.isfinite(args.session_ttl_s) else None
+        if args.renew_s is not None:
+            renew_s = args.renew_s
+        miners = []
+        for s in specs:
+            m = PyasicMiner(f"{s.firmware}/{s.host}", s.host, timeout_s=args.timeout_s)
+            if renew_s is not None:
+                m.session_renew_s = renew_s
+            miners.append(m)
+        self.fleet = Fleet(
+            miners,
+            self.family,
+            concurrency=args.concurrency,
+            read_concurrency=args.read_concurrency,
+            on_outcome=self.verdicts.append,
+        )
+        self.deadline_s: dict[str, float] = {}
+        self.last_command = -math.inf
+        self.min_spacing_s = math.inf  # shortest time between two rounds of commands
+        #: With --profile: the controller's commands (not the readings) under cProfile.
+        self.profile = cProfile.Profile(time.process_time) if args.profile else None
+
+    def _both(self, device_id: str) -> tuple[Tally, Tally]:
+        return self.tally[self.family[device_id]], self.tally["all"]
+
+    async def connect(self) -> None:
+        raise_fd_limit(4 * len(self.family) + 1024)
+        t0 = time.perf_counter()
+        errors = await self.fleet.connect_all()
+        bad = {i: e for i, e in errors.items() if e}
+        for _ in range(2):  # a loaded host times discovery out; the daemon would try again
+            if bad:
+                again = Fleet([self.fleet.by_id[i] for i in bad], concurrency=64)
+                bad = {i: e for i, e in (await again.connect_all()).items() if e}
+        for i in errors:
+            self.fleet.status[i].connected = i not in bad
+        freeze_heap()
+        print(
+            f"connected {len(errors) - len(bad)}/{len(errors)} in {time.perf_counter() - t0:.1f} s"
+        )
+        if bad:
+            raise SystemExit(
+                f"{len(bad)} miners failed to connect, e.g. {next(iter(bad.values()))}"
+            )
+        for i, dev in self.fleet.by_id.items():
+            got = dev.info.family if dev.info else "?"
+            if got != EXPECTED_FAMILY.get(self.family[i], got):
+                raise SystemExit(f"{i}: discovered as {got}, not {EXPECTED_FAMILY[self.family[i]]}")
+            if self.args.deadline_scale != 1.0:
+                assert isinstance(dev, PyasicMiner)
+                dev.confirm_within_s = dev.confirm_deadline_s() * self.args.deadline_scale
+            self.deadline_s[i] = dev.confirm_deadline_s()
+        for fw in dict.fromkeys(self.family.values()):
+            one = next(i for i, f in self.family.items() if f == fw)
+            print(f"  {fw}: read-back deadline {self.deadline_s[one]:g} s")
+        if self.args.ignore_share > 0:
+            await self._ignore()
+
+    async def _ignore(self) -> None:
+        """The ``ignore`` fault on an evenly spread share of each family's miners."""
+        hosts: list[str] = []
+        for fw in dict.fromkeys(self.family.values()):
+            ids = [i for i, f in self.family.items() if f == fw]
+            k = round(len(ids) * self.args.ignore_share)
+            hosts += [self.host[ids[j * len(ids) // k]] for j in range(k)] if k else []
+        raw = await ask_control(
+            "127.0.0.1", self.port, {"op": "fault", "hosts": hosts, "kind": "ignore"}
+        )
+        assert json.loads(raw)["ok"], raw
+        print(f"  'ignore' fault on {len(hosts)} miners ({self.args.ignore_share:.0%} of each)")
+
+    async def settle(self) -> None:
+        """Poll as the daemon does until no command is pending and ``--gap-s`` has passed
+        since the last one: the commands' miners while any is pending, the whole fleet while
+        the gap runs (a reading renews an idle LuxOS session)."""
+        gap_s, poll_s = self.args.gap_s, self.args.poll_s
+        while self.fleet.pending or time.monotonic() - self.last_command < gap_s:
+            await asyncio.sleep(poll_s)
+            ids = list(self.fleet.pending) if self.fleet.pending and not gap_s else None
+            c0 = time.process_time()
+            await self.fleet.read_all(ids)
+            self.read_cpu_s += time.process_time() - c0
+            self.readings += len(ids) if ids is not None else len(self.family)
+
+    def _spaced(self) -> None:
+        self.min_spacing_s = min(self.min_spacing_s, time.monotonic() - self.last_command)
+
+    async def command(self, action: str, requests: dict[str, ModeRequest]) -> float:
+        """Send, then settle; tally the verdicts against the simulator's own state."""
+        self.verdicts.clear()
+        c0, t0 = time.process_time(), time.perf_counter()
+        cpu0 = cpu_sample()
+        self._spaced()
+        if self.profile is not None:
+            self.profile.enable()
+        outs = await self.fleet.apply(requests)
+        if self.profile is not None:
+            self.profile.disable()
+        wall_s = time.perf_counter() - t0
+        self.cpu_per_command_s.append((time.process_time() - c0) / max(1, len(outs)))
+        if action == "sleep":
+            self.steal.append(steal_pct(cpu0, cpu_sample()))
+        self.last_command = time.monotonic()
+        worst: dict[str, float] = defaultdict(float)
+        for o in outs:
+            for t in self._both(o.device_id):
+                t.sent += 1
+                t.latency_s[action].append(o.latency_s)
+                t.failed += not o.ok
+                t.retried += o.ok and o.attempts > 1
+            if not o.ok and o.error:
+                self.errors[self.family[o.device_id]][_shape(o.error)] += 1
+            fw = self.family[o.device_id]
+            worst[fw] = max(worst[fw], o.latency_s)
+        for fw, s in worst.items():
+            self.tally[fw].commanded_s[action].append(s)
+        self.tally["all"].commanded_s[action].append(wall_s)
+        await self.settle()
+        rows = await truth(self.port)
+        for o in outs:
+            if o.ok and not in_effect(o, rows[self.host[o.device_id]]):
+                for t in self._both(o.device_id):
+                    t.accepted_not_in_effect += 1
+        for v in self.verdicts:
+            both = self._both(v.device_id)
+            if v.kind is OutcomeKind.CONFIRMED:
+                late = v.latency_s > self.deadline_s[v.device_id]
+                false = not in_effect(v, rows[self.host[v.device_id]])
+                for t in both:
+                    t.confirmed += not late
+                    t.late += late
+                    t.false_done += false
+                    t.readback_s[action].append(v.latency_s)
+            elif v.kind is OutcomeKind.UNCONFIRMED:
+                for t in both:
+                    t.unconfirmed += 1
+        return wall_s
+
+    async def round(self, r: int) -> str:
+        ids = list(self.family)
+        t = time.perf_counter()
+        readings = await self.fleet.read_all()
+        self.sweep_s.append(time.perf_counter() - t)
+        sleep_s = await self.command("sleep", {i: ModeRequest("sleep") for i in ids})
+        wake = {i: ModeRequest("run", TARGETS_W[r % 2]) for i in ids}
+        staged_ms = ""
+        if self.args.stage:
+            t = time.perf_counter()
+            staged = await self.fleet.stage(wake)
+            staged_ms = f"staged {len(staged)} in {(time.perf_counter() - t) * 1000:.0f} ms; "
+            if staged:
+                self._spaced()
+                self.last_command = time.monotonic()
+            for o in staged:
+                for tl in self._both(o.device_id):
+                    tl.stage_failed += not o.ok or o.attempts > 1
+            await self.settle()
+        wake_s = await self.command("wake", wake)
+        st = self.steal[-1]
+        return (
+            f"round {r + 1:3d}: sweep {self.sweep_s[-1] * 1000:5.0f} ms ({len(readings)} read), "
+            f"sleep commanded {sleep_s * 1000:5.0f} ms; {staged_ms}"
+            f"wake commanded {wake_s * 1000:5.0f} ms"
+            + ("" if st is None else f"; host steal {st:.0f} %")
+        )
+
+
+def report(b: Bench, rounds: int) -> None:
+    order = [*dict.fromkeys(b.family.values()), "all"]
+    tallies = [(k, b.tally[k]) for k in order]
+    print(f"\n{len(b.family)} miners, {rounds} rounds; load average {os.getloadavg()}")
+    print("commanded: all of a family's acknowledgements in a round, p50 / p99 / max (ms)")
+    head = f"{'family':11s} {'curtail commanded':>20s} {'wake commanded':>20s} {'one command':>14s}"
+    print(head)
+    for fw, t in tallies:
+        cells = []
+        for key in ("sleep", "wake"):
+            xs = t.commanded_s[key]
+            cells.append(
+                f"{pct(xs, 0.5) * 1e3:5.0f} {pct(xs, 0.99) * 1e3:6.0f} {max(xs) * 1e3:6.0f}"
+            )
+        one = t.latency_s["sleep"] + t.latency_s["wake"]
+        print(
+            f"{fw:11s} {cells[0]:>20s} {cells[1]:>20s} {pct(one, 0.5) * 1e3:6.0f} "
+            f"{pct(one, 0.99) * 1e3:6.0f}"
+        )
+    print(
+        f"\n{'family':11s} {'sent':>6s} {'confirmed':>9s} {'late':>5s} {'unconf':>6s} "
+        f"{'failed':>6s} {'retried':>7s} {'false done':>10s} {'accepted,not in effect':>22s} "
+        f"{'stage failed':>12s}  read-back p50/p99 s (sleep; wake)"
+    )
+    for fw, t in tallies:
+        rb = "; ".join(
+            f"{pct(t.readback_s[k], 0.5):.2f}/{pct(t.readback_s[k], 0.99):.2f}"
+            for k in ("sleep", "wake")
+            if t.readback_s[k]
+        )
+        print(
+            f"{fw:11s} {t.sent:6d} {t.confirmed:9d} {t.late:5d} {t.unconfirmed:6d} "
+            f"{t.failed:6d} {t.retried:7d} {t.false_done:10d} {t.accepted_not_in_effect:22d} "
+            f"{t.stage_failed:12d}  {rb}"
+        )
+    if b.args.gap_s:
+        print(
+            f"commands spaced at least {b.min_spacing_s:.2f} s apart "
+            f"(LuxOS session TTL {b.args.session_ttl_s:g} s)"
+        )
+    for fw, errors in b.errors.items():
+        for text, n in errors.most_common(3):
+            print(f"{fw}: {n} x {text}")
+    cmd, rd = b.cpu_per_command_s, b.read_cpu_s / max(1, b.readings)
+    print(
+        f"\ncontroller CPU per command: p50 {pct(cmd, 0.5) * 1e3:.2f} ms, "
+        f"p99 {pct(cmd, 0.99) * 1e3:.2f} ms; per reading (read-back polls) {rd * 1e3:.2f} ms; "
+        f"sweep p50 {pct(b.sweep_s, 0.5) * 1e3:.0f} ms, p99 {pct(b.sweep_s, 0.99) * 1e3:.0f} ms"
+    )
+
+
+async def run(args: argparse.Namespace, specs: list[MinerSpec], port: int) -> Bench:
+    b = Bench(args, specs, port)
+    await b.connect()
+    for r in range(args.rounds):
+        print(await b.round(r), flush=True)
+    await b.fleet.close()
+    return b
+
+
+def main(argv: Sequence[str] | None = None) -> Bench:
+    d = Daemon()
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument(
+        "--mix",
+        type=parse_mix,
+        default=parse_mix(DEFAULT_MIX),
+        help=f"FIRMWARE:COUNT,... (default {DEFAULT_MIX}); firmware: " + ", ".join(FIRMWARE),
+    )
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--concurrency", type=int, default=1000)
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.command_concurrency,
+        help="commands in flight (the daemon's command_concurrency)",
+    )
+    ap.add_argument(
+        "--read-concurrency",
+        type=int,
+        default=d.read_concurrency,
+        help="readings in flight (the daemon's read_concurrency)",
+    )
+    ap.add_argument("--timeout-s", type=float, default=3.0, help="adapter timeout per call")
     ap.add_argument("--sleep-s", type=float, default=1.0, help="simulated time to sleep")
     ap.add_argument("--wake-s", type=float, default=2.0, help="simulated time to wake")
     ap.add_argument("--base", default="127.20.0.0")
@@ -120,40 +496,61 @@ def main() -> None:
         "--no-stage",
         dest="stage",
         action="store_false",
-        help="do not set the wake's profile ahead: each wake sends the profile, then the wake",
+        help="do not stage the wake's profile while the miners sleep",
     )
-    args = ap.parse_args()
-    sim = start_simulator(args.miners, args.base, args.sleep_s, args.wake_s)
+    ap.add_argument(
+        "--ignore-share",
+        type=float,
+        default=0.0,
+        help="share of each family's miners with the 'ignore' fault",
+    )
+    ap.add_argument(
+        "--deadline-scale",
+        type=float,
+        default=1.0,
+        help="multiply each family's read-back deadline by this",
+    )
+    ap.add_argument(
+        "--session-ttl-s",
+        type=float,
+        default=math.inf,
+        help="simulated LuxOS sessions end unused this long (default never)",
+    )
+    ap.add_argument(
+        "--renew-s",
+        type=float,
+        help="adapter renews an idle LuxOS session after this (default: half the TTL; inf: never)",
+    )
+    ap.add_argument(
+        "--gap-s",
+        type=float,
+        default=0.0,
+        help="at least this long between commands (the fleet polled meanwhile)",
+    )
+    ap.add_argument("--poll-s", type=float, help="read-back poll (default 0.1 s; TTL/4 with a TTL)")
+    ap.add_argument("--profile", help="write a cProfile of the controller's commands here")
+    args = ap.parse_args(argv)
+    if not 0 <= args.ignore_share <= 1:
+        ap.error(f"--ignore-share {args.ignore_share}: between 0 and 1")
+    if args.poll_s is None:
+        args.poll_s = args.session_ttl_s / 4 if math.isfinite(args.session_ttl_s) else 0.1
+    specs = plan(args.mix, args.base)
+    timings = {"sleep_s": args.sleep_s, "wake_s": args.wake_s, "session_ttl_s": args.session_ttl_s}
+    print(
+        f"load average {os.getloadavg()}; {len(specs)} miners: "
+        + ", ".join(f"{fw} {n}" for fw, n in args.mix)
+    )
+    proc, port = start_sim(specs, timings)
     try:
-        res = run_async(bench(args))
+        b = run_async(run(args, specs, port))
     finally:
-        sim.terminate()
-        sim.wait(10)
-    n = len(res["sweep_s"])
-    print(f"\n{args.miners} miners, {n} rounds (simulator in its own process)")
-    print(f"{'figure':34s} {'p50':>9s} {'p99':>9s} {'max':>9s}")
-    for key, label, unit in (
-        ("sleep_commanded_s", "all commanded: sleep", 1000),
-        ("wake_commanded_s", "all commanded: wake, new target", 1000),
-        ("stage_s", "staging the wake's profile ahead", 1000),
-        ("command_latency_s", "one command (all rounds)", 1000),
-        ("sleep_cpu_s", "controller CPU per sleep round", 1000),
-        ("sweep_s", "telemetry sweep", 1000),
-        ("sleep_confirm_beyond_s", "sleep read-back beyond reaction", 1000),
-        ("wake_confirm_beyond_s", "wake read-back beyond reaction", 1000),
-    ):
-        xs = res[key]
-        if not xs:
-            continue
-        p50, p99, top = (pct(xs, 0.5) * unit, pct(xs, 0.99) * unit, max(xs) * unit)
-        print(f"{label:34s} {p50:7.0f}ms {p99:7.0f}ms {top:7.0f}ms")
-    quiet = calm(res["sleep_commanded_s"], res["sleep_steal_pct"])
-    if quiet:
-        print(
-            f"{'  sleep, rounds with steal < 10 %':34s} {pct(quiet, 0.5) * 1000:7.0f}ms "
-            f"{pct(quiet, 0.99) * 1000:7.0f}ms {max(quiet) * 1000:7.0f}ms ({len(quiet)} of {n})"
-        )
-    print(f"mean sweep {statistics.fmean(res['sweep_s']) * 1000:.0f} ms")
+        proc.terminate()
+        proc.join(30)
+    report(b, args.rounds)
+    if b.profile is not None:
+        b.profile.dump_stats(args.profile)
+        print(f"profile of the commands in {args.profile} (python -m pstats {args.profile})")
+    return b
 
 
 if __name__ == "__main__":

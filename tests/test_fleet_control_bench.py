@@ -1,0 +1,83 @@
+"""benchmarks/fleet_control.py on a handful of miners: the mixed fleet is driven through the
+daemon's controller, every command is confirmed by read-back, none is reported done that
+the simulator does not show, and miners that accept and do nothing end unconfirmed."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import fleet_control  # noqa: E402
+
+FAST = ["--sleep-s", "0.2", "--wake-s", "0.4", "--rounds", "1"]
+
+
+def test_mix_is_validated() -> None:
+    assert fleet_control.parse_mix("luxos:2, braiins:3") == [("luxos", 2), ("braiins", 3)]
+    with pytest.raises(Exception, match="firmware 'bogus': valid are luxos"):
+        fleet_control.parse_mix("bogus:2")
+    with pytest.raises(Exception, match="COUNT >= 1"):
+        fleet_control.parse_mix("luxos:0")
+
+
+def test_mixed_fleet_confirmed_by_read_back() -> None:
+    b = fleet_control.main(
+        ["--mix", "luxos:2,braiins:2,whatsminer:2", "--base", "127.71.0.0", *FAST]
+    )
+    t = b.tally["all"]
+    assert t.sent == 12  # 6 miners, a sleep and a wake each
+    assert (t.confirmed, t.late, t.unconfirmed, t.failed, t.false_done) == (12, 0, 0, 0, 0)
+    assert {fw for fw in b.tally if fw != "all"} == {"luxos", "braiins", "whatsminer"}
+
+
+def test_ignoring_miners_are_unconfirmed_never_done() -> None:
+    b = fleet_control.main(
+        [
+            "--mix",
+            "luxos:4",
+            "--base",
+            "127.72.0.0",
+            "--ignore-share",
+            "0.5",
+            "--deadline-scale",
+            "0.02",
+            *FAST,
+        ]
+    )
+    t = b.tally["all"]
+    assert t.false_done == 0
+    # the two ignoring miners: their sleep never shows, and their wake at a new preset neither
+    assert t.unconfirmed == 4 and t.confirmed == 4
+    assert t.accepted_not_in_effect == 4  # what "done" meant before read-back
+
+
+def test_expired_luxos_sessions_cost_no_failed_attempt() -> None:
+    b = fleet_control.main(
+        [
+            "--mix",
+            "luxos:2",
+            "--base",
+            "127.73.0.0",
+            "--session-ttl-s",
+            "0.3",
+            "--gap-s",
+            "0.4",
+            *FAST[:-1],
+            "3",
+        ]
+    )
+    t = b.tally["all"]
+    assert b.min_spacing_s > 0.3
+    assert (t.retried, t.failed, t.stage_failed, t.confirmed) == (0, 0, 0, 12)
+
+
+def test_http_clients_find_sniffio() -> None:
+    """httpcore imports sniffio on every request (pyasic's web clients: stock Antminer,
+    VNish); without it each import fails anew, a search of sys.path per request."""
+    assert importlib.util.find_spec("sniffio") is not None
