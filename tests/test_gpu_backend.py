@@ -49,3 +49,46 @@ def test_a_gpus_identity_is_its_driver_not_its_uuid() -> None:
         assert [i.serial for i in infos] == [s.uuid for s in sims]
 
     asyncio.run(main())
+
+
+def test_calls_share_a_few_kept_connections() -> None:
+    """A sweep of many GPUs through the control port reuses at most ``connections``
+    connections (one per call overflowed the port's backlog at 2,048 GPUs)."""
+    from adapters.sim.fleet import SimFleet
+    from adapters.sim.gpu import SimGpu
+
+    async def main() -> None:
+        sim = SimFleet([], [SimGpu(i) for i in range(4)], control_port=0)
+        await sim.start()
+        try:
+            assert sim.control_port is not None
+            backend = RemoteSimBackend("127.0.0.1", sim.control_port, connections=3)
+            limits = await asyncio.gather(*(backend.call(i % 4, "limit_w") for i in range(60)))
+            assert limits == [sim.gpus[i % 4].limit_w() for i in range(60)]
+            assert 1 <= backend.opened <= 3
+            await backend.close()
+        finally:
+            await sim.stop()
+
+    asyncio.run(main())
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_not_reported() -> None:
+    async def main() -> None:
+        async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()  # one answer, then the server closes the connection
+            writer.write(b'{"ok": true, "result": 300.0}\n')
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(once, "127.0.0.1", 0)
+        backend = RemoteSimBackend("127.0.0.1", server.sockets[0].getsockname()[1])
+        try:
+            for _ in range(3):
+                assert await backend.call(0, "limit_w") == 300.0
+            assert backend.opened == 3
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())

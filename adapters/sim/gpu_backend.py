@@ -8,12 +8,12 @@ adapter's own narrow errors from the simulator's NVML-style codes, as the real b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
 from adapters.base import DeviceTimeout
 from adapters.gpu import nvml_error
-from adapters.sim.fleet import ask_control
 from adapters.sim.gpu import SimNvmlError
 
 #: What the simulator answers for nvmlSystemGetDriverVersion: says it is simulated.
@@ -44,17 +44,73 @@ class LocalSimBackend:
 
 
 class RemoteSimBackend:
-    """Simulated GPUs in a ``gridsched fleet simulate`` process, over its control port."""
+    """Simulated GPUs in a ``gridsched fleet simulate`` process, over its control port.
+
+    The connections are kept and reused (the control port answers one JSON line per request
+    line, for as long as the client keeps the connection), up to ``connections`` at once: a
+    connection per call made 12,288 connections per sweep of 2,048 GPUs (six NVML calls
+    each) to one listening socket, whose backlog overflowed into 1 s SYN retransmissions."""
 
     label = "sim"
 
-    def __init__(self, host: str, port: int, timeout_s: float = 2.0) -> None:
+    def __init__(self, host: str, port: int, timeout_s: float = 2.0, connections: int = 16) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.connections = connections
+        self.opened = 0  # connections opened so far
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _pool(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or loop is not self._loop:  # a new event loop: start afresh
+            for _reader, writer in self._idle:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            self._idle, self._loop = [], loop
+            self._slots = asyncio.Semaphore(self.connections)
+        return self._slots
+
+    async def close(self) -> None:
+        """Close the kept connections (a later call opens new ones)."""
+        idle, self._idle = self._idle, []
+        for _reader, writer in idle:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _ask(self, req: dict[str, Any]) -> bytes:
+        """One request on a kept connection (a fresh one when none is idle, or when the kept
+        one turns out closed); a connection left mid-request is closed, not reused."""
+        data = json.dumps(req).encode() + b"\n"
+        for reuse in (True, False):
+            conn = self._idle.pop() if reuse and self._idle else None
+            if conn is None:
+                conn = await asyncio.open_connection(self.host, self.port, limit=1 << 16)
+                self.opened += 1
+                reuse = False
+            reader, writer = conn
+            line = b""
+            try:
+                writer.write(data)
+                await writer.drain()
+                line = await reader.readline()
+            except ConnectionError:
+                if not reuse:
+                    raise
+            finally:
+                if line:
+                    self._idle.append(conn)
+                else:
+                    writer.close()
+            if line or not reuse:
+                return line
+        return b""
 
     async def _request(self, req: dict[str, Any]) -> Any:
         try:
-            async with asyncio.timeout(self.timeout_s):
-                line = await ask_control(self.host, self.port, req)
+            async with asyncio.timeout(self.timeout_s), self._pool():
+                line = await self._ask(req)
         except TimeoutError:
             raise DeviceTimeout(
                 f"gpu{req.get('index', '?')}",
