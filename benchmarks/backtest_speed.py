@@ -11,6 +11,7 @@ does not inflate), the time per decision, the oracle's single LP, and peak memor
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -57,6 +58,7 @@ def main() -> None:
     if rt.start_s > start - 900:  # a decision needs the interval settled before it
         start += 86400
     setup = prepare(cfg, rt, start, end, 900, 48 * 3600, dam, market=MARKETS["ERCOT"])
+    load0 = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
     run = policies.rolling_scheduler(setup, progress=sys.stderr.isatty())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -76,6 +78,15 @@ def main() -> None:
         f"({100 * sched.money.profit / orc.money.profit:.1f} %)"
     )
     print(f"peak RSS {rss:.0f} MB")
+    # on a shared machine wall time depends on the others' load: say what it was
+    load1 = os.getloadavg()
+    print(
+        "load average (1/5/15 min) at the start "
+        + "/".join(f"{x:.2f}" for x in load0)
+        + ", at the end "
+        + "/".join(f"{x:.2f}" for x in load1)
+        + f", {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":
