@@ -106,6 +106,9 @@ async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        from scheduler.cli.fleet import Progress  # on a terminal only
+
+        daemon.connect_progress = Progress(f"connecting {len(daemon.built.adapters):,} devices")
         await daemon.start()
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         log.info(

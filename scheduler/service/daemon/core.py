@@ -69,6 +69,9 @@ class Daemon:
         # what discovery found before (the state file): a known miner is not probed again
         self.identities = discovery.IdentityBook.from_docs(self.store.device_identities())
         discovery.attach(self.built.adapters, self.identities)
+        #: called with (done, total) as each device's connect ends (`gridsched run`: a
+        #: progress line on a terminal)
+        self.connect_progress: Callable[[int, int], None] | None = None
         self.fleet = Fleet(
             self.built.adapters,
             self.built.groups,
@@ -150,7 +153,7 @@ class Daemon:
         stack.callback(self.tasks.cancel_all)
         if before_connect is not None:
             before_connect(self)
-        await self.fleet.connect_all()
+        await self.fleet.connect_all(self.connect_progress)
         await self.save_identities()
         await self.poll(dispatch=False)
 

@@ -1,0 +1,41 @@
+"""The fleet at site scale: what grows with the device count stays linear, and a sweep
+reports each device once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telemetry
+from adapters.fleet import Fleet
+
+
+class Quiet(DeviceAdapter):
+    """Connects and answers at once; nothing else is asked of it here."""
+
+    async def connect(self) -> DeviceInfo:
+        self.info = DeviceInfo(self.device_id, "asic", self.address)
+        return self.info
+
+    async def read(self) -> Telemetry:
+        raise NotImplementedError
+
+    async def apply(self, request: ModeRequest) -> Applied:
+        raise NotImplementedError
+
+
+def test_duplicate_device_ids_are_named_once_each() -> None:
+    devs = [Quiet(f"c/{i}", "") for i in range(5000)]
+    devs += [Quiet("c/7", ""), Quiet("c/3", ""), Quiet("c/7", "")]
+    with pytest.raises(ValueError, match=r"duplicate device ids \['c/3', 'c/7'\]"):
+        Fleet(devs)
+
+
+def test_connect_progress_counts_every_device_once() -> None:
+    devs = [Quiet(f"c/{i}", "") for i in range(300)]
+    seen: list[tuple[int, int]] = []
+    fleet = Fleet(devs, connect_concurrency=16)
+    errors = asyncio.run(fleet.connect_all(lambda done, total: seen.append((done, total))))
+    assert not any(errors.values())
+    assert seen == [(k, 300) for k in range(1, 301)]
