@@ -86,6 +86,11 @@ def _edit_rehash(con: sqlite3.Connection, _db: Path) -> None:
     rehash_from(con, 20)
 
 
+def _edit_first_rehash(con: sqlite3.Connection, _db: Path) -> None:
+    con.execute("UPDATE log SET at = at + 1 WHERE seq = 1")
+    rehash_from(con, 1)
+
+
 def _delete_rehash(con: sqlite3.Connection, _db: Path) -> None:
     con.execute("DELETE FROM log WHERE seq = 20")
     con.execute("UPDATE log SET seq = seq - 1 WHERE seq > 20")
@@ -122,8 +127,18 @@ TAMPERING = {
     # name: (tamper, kind named, first bad record, words the reason holds)
     "edit": (_sql("UPDATE log SET payload = '{\"i\":999}' WHERE seq = 20"), "edited", 20, "hash"),
     "delete in the middle": (_sql("DELETE FROM log WHERE seq = 20"), "missing", 20, "missing"),
-    "delete the tail": (_sql("DELETE FROM log WHERE seq > 55"), "truncated", 56, "63"),
-    "delete the last one": (_sql("DELETE FROM log WHERE seq = 63"), "truncated", 63, "63"),
+    "delete the tail": (
+        _sql("DELETE FROM log WHERE seq > 55"),
+        "truncated",
+        56,
+        "records 56-63 are missing",
+    ),
+    "delete the last one": (
+        _sql("DELETE FROM log WHERE seq = 63"),
+        "truncated",
+        63,
+        "reached record 63, the database ends at 62",
+    ),
     "edit the time": (_sql("UPDATE log SET at = at + 1 WHERE seq = 20"), "edited", 20, "hash"),
     "edit the kind": (_sql("UPDATE log SET kind = 'plan' WHERE seq = 20"), "edited", 20, "hash"),
     "replace the hash": (
@@ -161,8 +176,20 @@ TAMPERING = {
         20,
         "prev",
     ),
-    "edit and re-hash": (_edit_rehash, "rehashed", 20, "re-hashed"),
-    "delete, renumber and re-hash": (_delete_rehash, "rehashed", 20, "re-hashed"),
+    "delete every record": (_sql("DELETE FROM log"), "truncated", 1, "records 1-63 are missing"),
+    "edit and re-hash": (
+        _edit_rehash,
+        "rehashed",
+        20,
+        "record 20: record 20's hash differs from checkpoint line 20: a record was edited",
+    ),
+    "edit the first and re-hash": (_edit_first_rehash, "rehashed", 1, "record 1's hash"),
+    "delete, renumber and re-hash": (
+        _delete_rehash,
+        "rehashed",
+        20,
+        "edited or removed and the chain re-hashed after it",
+    ),
     "edit a signal": (_edit_signal, "signal", 1, "'cap'"),
     "delete a signal": (_sql("DELETE FROM signals WHERE id = 'cap'"), "signal", 1, "'cap'"),
     "un-cancel a signal": (

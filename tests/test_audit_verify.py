@@ -8,13 +8,16 @@ a signal row against.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scheduler.audit.archive import archive
 from scheduler.audit.chain import GENESIS, canonical, chain_hash, walk_chain
-from scheduler.audit.store import Store
-from tests.test_audit_chain import build
+from scheduler.audit.store import Store, head_path
+from tests.test_archive import T0, fill
+from tests.test_audit_chain import build, build_v0, rehash_from
 
 
 def test_an_index_that_disagrees_with_its_table_is_named_corrupt(tmp_path: Path) -> None:
@@ -97,3 +100,67 @@ def test_walk_chain_says_how_far_it_read_and_where_it_broke() -> None:
     assert walk_chain(1, GENESIS, rows[1:]) == (1, 2, "prev does not match the record before")
     edited = [*rows[:2], (*rows[2][:3], '{"x":1}', *rows[2][4:]), *rows[3:]]
     assert walk_chain(0, GENESIS, edited) == (3, 3, "hash does not match the record's content")
+
+
+def test_a_new_empty_store_verifies(tmp_path: Path) -> None:
+    v = Store(tmp_path / "state.db").verify()
+    assert v.ok and v.records == 0 and v.problems == () and v.from_seq == 1, v
+
+
+def test_after_an_archive_the_checkpoints_past_it_still_count(tmp_path: Path) -> None:
+    """The head file keeps the checkpoints of archived records (their proof is the
+    archive): they are passed over, and the ones after the anchor are checked, so a tail
+    cut or a re-hash after an archive is still named."""
+    db = tmp_path / "state.db"
+    fill(db, 40)
+    archive(db, T0 + 20 * 60, tmp_path / "old.jsonl")  # records 1-20
+    assert Store(db).anchor().seq == 20 and Store(db).verify().ok
+    cut = tmp_path / "cut.db"
+    shutil.copyfile(db, cut)
+    shutil.copyfile(head_path(db), head_path(cut))
+    con = sqlite3.connect(cut)
+    con.execute("DELETE FROM log WHERE seq > 35")
+    con.commit()
+    con.close()
+    v = Store(cut, migrate=False).verify()
+    assert (v.kind, v.first_bad_seq) == ("truncated", 36), v.problems
+    assert "records 36-40 are missing" in v.reason
+    con = sqlite3.connect(db)
+    con.execute("UPDATE log SET at = at + 1 WHERE seq = 30")
+    rehash_from(con, 30)
+    con.commit()
+    con.close()
+    v = Store(db, migrate=False).verify()
+    assert (v.kind, v.first_bad_seq) == ("rehashed", 30), v.problems
+
+
+def test_two_tamperings_at_once_are_both_named(tmp_path: Path) -> None:
+    """A record deleted in the middle does not stop the checkpoints after it from being
+    checked: the cut tail is named too."""
+    db = tmp_path / "state.db"
+    build(db, telemetry=30)  # records 1-33, a checkpoint each
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM log WHERE seq = 20 OR seq > 30")
+    con.commit()
+    con.close()
+    v = Store(db, migrate=False).verify()
+    assert [(p.kind, p.seq) for p in v.problems] == [("missing", 20), ("truncated", 31)]
+
+
+def test_a_witness_far_apart_names_the_span_it_cannot_split(tmp_path: Path) -> None:
+    """A store of schema 0 has no head file: only a checkpoint kept elsewhere
+    (``--expect-head``) guards it, and a re-hash under it can be anywhere up to it."""
+    db = tmp_path / "state.db"
+    build_v0(db)  # records 1-6
+    con = sqlite3.connect(db)
+    (h6,) = con.execute("SELECT hash FROM log WHERE seq = 6").fetchone()
+    con.execute("UPDATE log SET at = at + 1 WHERE seq = 3")
+    rehash_from(con, 3)
+    con.commit()
+    con.close()
+    store = Store(db, migrate=False)
+    v = store.verify(expect_head=(6, h6))
+    assert (v.kind, v.first_bad_seq) == ("rehashed", 1), v.problems
+    assert v.reason.startswith("records 1-6: record 6's hash differs from the expected head")
+    assert any("schema version 0" in n for n in v.notes)
+    assert store.verify().ok  # without the witness nothing tells
