@@ -63,6 +63,7 @@ def test_no_forecast_sees_the_price_of_the_step_being_decided(
     does reach the forecasts of later decisions once settled."""
     monkeypatch.setattr(price_forecasts, "LEARNED_MAX_ITER", 40)  # a small model is enough
     monkeypatch.setattr(price_forecasts, "QUANTILE_MAX_ITER", 10)
+    monkeypatch.setattr(price_forecasts, "QUANTILE_LEVELS", (0.5, 0.98))  # two fits, not four
     real_make = price_forecasts.make_forecast
     rt, dam = _prices(7)
     first = (HIST_DAYS + 1) * 24  # index of the first decision's hour in the price files

@@ -55,6 +55,8 @@ LEARNED_MAX_ITER = 200
 #: to the learned forecaster's
 QUANTILE_MAX_ITER = 100
 QUANTILE_TRAIN_STRIDE = 6
+#: the quantile levels fitted (``quantile_forecast.QUANTILES``)
+QUANTILE_LEVELS = QUANTILES
 
 DecisionForecast = Callable[[Known], np.ndarray]
 
@@ -75,7 +77,7 @@ def make_forecast(
         return base, f"{base_label}; {name} unavailable: {why}"
     learned = _learned(setup, model, base)
     what = (
-        f"expected price of gradient-boosted quantiles {QUANTILES}"
+        f"expected price of gradient-boosted quantiles {QUANTILE_LEVELS}"
         if quantile
         else "gradient-boosted conditional mean"
     )
@@ -148,7 +150,7 @@ def _trained(
 
     f: RtForecaster | QuantileForecaster
     if quantile:
-        f = QuantileForecaster(horizon=H, steps_per_day=per_day, max_iter=QUANTILE_MAX_ITER)
+        f = QuantileForecaster(H, per_day, levels=QUANTILE_LEVELS, max_iter=QUANTILE_MAX_ITER)
         stride = QUANTILE_TRAIN_STRIDE
     else:
         f = RtForecaster(horizon=H, steps_per_day=per_day, mean=True, max_iter=LEARNED_MAX_ITER)
