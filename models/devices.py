@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
@@ -99,7 +100,7 @@ def expand_hosts(entries: tuple[str, ...]) -> list[str]:
             raise ValueError(
                 f"host entry {e!r}: {exc}; valid: 10.0.0.5, 10.0.0.1-10.0.0.200 or 10.0.1.0/24"
             ) from None
-    dup = sorted({h for h in out if out.count(h) > 1}) if len(out) < 5000 else []
+    dup = sorted(h for h, n in Counter(out).items() if n > 1)  # one pass, any length
     if dup:
         raise ValueError(f"addresses listed twice: {dup[:5]}")
     return out
