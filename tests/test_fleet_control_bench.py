@@ -13,17 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import fleet_control  # noqa: E402
+from benchmarks import fleet_control, fleet_sim  # noqa: E402
 
 FAST = ["--sleep-s", "0.2", "--wake-s", "0.4", "--rounds", "1"]
 
 
 def test_mix_is_validated() -> None:
-    assert fleet_control.parse_mix("luxos:2, braiins:3") == [("luxos", 2), ("braiins", 3)]
+    assert fleet_sim.parse_mix("luxos:2, braiins:3") == [("luxos", 2), ("braiins", 3)]
     with pytest.raises(Exception, match="firmware 'bogus': valid are luxos"):
-        fleet_control.parse_mix("bogus:2")
+        fleet_sim.parse_mix("bogus:2")
     with pytest.raises(Exception, match="COUNT >= 1"):
-        fleet_control.parse_mix("luxos:0")
+        fleet_sim.parse_mix("luxos:0")
 
 
 def test_mixed_fleet_confirmed_by_read_back() -> None:
