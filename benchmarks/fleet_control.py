@@ -116,7 +116,8 @@ class Bench:
         self.host = {f"{s.firmware}/{s.host}": s.host for s in specs}
         self.tally: dict[str, Tally] = defaultdict(Tally)
         self.verdicts: list[Outcome] = []
-        self.cpu_per_command_s: list[float] = []
+        #: The controller's CPU per command, each round's mean, by action (sleep, wake).
+        self.cpu_per_command_s: dict[str, list[float]] = defaultdict(list)
         #: Errors of the commands that failed, by family, with digits and hosts blanked.
         self.errors: dict[str, Counter[str]] = defaultdict(Counter)
         self.read_cpu_s = 0.0  # the controller's CPU in the read-back polls
@@ -222,7 +223,7 @@ class Bench:
         if self.profile is not None:
             self.profile.disable()
         wall_s = time.perf_counter() - t0
-        self.cpu_per_command_s.append((time.process_time() - c0) / max(1, len(outs)))
+        self.cpu_per_command_s[action].append((time.process_time() - c0) / max(1, len(outs)))
         if action == "sleep":
             self.steal.append(steal_pct(cpu0, cpu_sample()))
         self.last_command = time.monotonic()
@@ -333,10 +334,13 @@ def report(b: Bench, rounds: int) -> None:
     for fw, errors in b.errors.items():
         for text, n in errors.most_common(3):
             print(f"{fw}: {n} x {text}")
-    cmd, rd = b.cpu_per_command_s, b.read_cpu_s / max(1, b.readings)
+    rd = b.read_cpu_s / max(1, b.readings)
+    cpu = ", ".join(
+        f"{k} p50 {pct(xs, 0.5) * 1e3:.2f} / p99 {pct(xs, 0.99) * 1e3:.2f} ms"
+        for k, xs in b.cpu_per_command_s.items()
+    )
     print(
-        f"\ncontroller CPU per command: p50 {pct(cmd, 0.5) * 1e3:.2f} ms, "
-        f"p99 {pct(cmd, 0.99) * 1e3:.2f} ms; per reading (read-back polls) {rd * 1e3:.2f} ms; "
+        f"\ncontroller CPU per command: {cpu}; per reading (read-back polls) {rd * 1e3:.2f} ms; "
         f"sweep p50 {pct(b.sweep_s, 0.5) * 1e3:.0f} ms, p99 {pct(b.sweep_s, 0.99) * 1e3:.0f} ms"
     )
 
