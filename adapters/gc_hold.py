@@ -5,17 +5,28 @@ from __future__ import annotations
 import asyncio
 import gc
 
+#: Allocations between young collections once set-up is done (CPython's default: 700).
+YOUNG_THRESHOLD = 20_000
+
 
 def freeze_heap() -> None:
-    """Move everything alive now out of the garbage collector's reach, once set-up is done.
+    """Move everything alive now out of the garbage collector's reach, once set-up is done,
+    and collect the young generation less often.
 
     A process that drives a fleet holds thousands of long-lived objects (adapters, pyasic's
     miner objects, sockets); every full collection walked them all: with 1,000 miners a
     gen-2 pass took up to 98 ms, inside a curtail's time, and 4.5 ms after the freeze.
-    Objects made later are collected as usual.
+    Objects made later are collected as usual, but a sweep of the example site's 9,548
+    devices still set off about 385 collections (every 700 allocations, the default); at
+    YOUNG_THRESHOLD it set off 6, and three sweeps took 5.1-5.8 s of CPU against 5.8-7.1 s
+    in the same run before (2026-12-01). What waits longer to be collected is at most that
+    many young objects, a few MB.
     """
     gc.collect()
     gc.freeze()
+    young, middle, old = gc.get_threshold()
+    if young:  # a threshold of 0 turns collection off: left so
+        gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, old)
 
 
 class CollectorHold:
