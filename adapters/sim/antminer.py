@@ -74,7 +74,6 @@ class AntminerSim(MinerServer):
         super().__post_init__()
         self._web: asyncio.AbstractServer | None = None
         self._nonce = secrets.token_hex(16)
-        self._pending: asyncio.TimerHandle | None = None
 
     # -- serving: the web CGI beside the API, following the same faults ------------------
 
@@ -87,12 +86,6 @@ class AntminerSim(MinerServer):
         if self._web is not None:
             self._web.close()
             self._web = None
-
-    async def stop(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
-        await super().stop()
 
     # -- the cgminer API on 4028 --------------------------------------------------------
 
@@ -281,19 +274,10 @@ class AntminerSim(MinerServer):
             mode = int(value)
         except ValueError:
             return ok
-        slow = self._fault(FaultKind.SLOW_WRITE)
-        if slow is not None:
-            if self._pending is not None:
-                self._pending.cancel()
-            self._pending = asyncio.get_running_loop().call_later(
-                slow.delay_s, self._set_work_mode, mode
-            )
-        else:
-            self._set_work_mode(mode)
+        self._later(lambda: self._set_work_mode(mode))
         return ok
 
     def _set_work_mode(self, mode: int) -> None:
-        self._pending = None
         if mode == WORK_SLEEP:
             self.work_mode = WORK_SLEEP
             self.sleep()

@@ -69,6 +69,7 @@ class MinerServer(MinerPhysics):
         self._server: asyncio.AbstractServer | None = None
         self._reopen: asyncio.TimerHandle | None = None
         self._active: set[asyncio.Task[None]] = set()
+        self._pending: asyncio.TimerHandle | None = None  # a write's effect, delayed
 
     # -- the cgminer API: framing, multicommands, status envelopes ---------------------------
 
@@ -176,6 +177,31 @@ class MinerServer(MinerPhysics):
         self._power_off()
         self._stop_listening(self.reboot_s, after=self._boot)
 
+    def _reboot_soon(self) -> None:
+        """Reboot just after the answer has gone out (a web or API ``reboot``)."""
+        asyncio.get_running_loop().call_later(0.05, self._reboot)
+
+    def _restart_mining(self) -> None:
+        """The mining service restarts (not the host): hashing ramps up again from cold."""
+        self._advance()
+        self._boot()
+
+    def _later(self, fn: Callable[[], None]) -> None:
+        """Do a write's effect ``fn`` now, or ``delay_s`` after the answer under a
+        ``slow-write`` fault (a later write replaces one still waiting)."""
+        slow = self._fault(FaultKind.SLOW_WRITE)
+        if slow is None:
+            fn()
+            return
+        if self._pending is not None:
+            self._pending.cancel()
+
+        def run() -> None:
+            self._pending = None
+            fn()
+
+        self._pending = asyncio.get_running_loop().call_later(slow.delay_s, run)
+
     # -- serving ----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -196,6 +222,9 @@ class MinerServer(MinerPhysics):
         network take all of its listeners."""
 
     async def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         self._close_more()
         if self._reopen is not None:
             self._reopen.cancel()

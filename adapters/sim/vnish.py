@@ -96,7 +96,6 @@ class VnishSim(MinerServer):
         super().__post_init__()
         self._web: asyncio.AbstractServer | None = None
         self._tokens: dict[str, float] = {}  # token -> when it stops working (monotonic)
-        self._pending: asyncio.TimerHandle | None = None
         self.untuned_w = round(self.preset("default").watts * 1.4)  # listed, never tuned
         #: The preset the settings hold: written at once, while the miner retunes to it
         #: (``delay_s`` later under a ``slow-write`` fault).
@@ -114,12 +113,6 @@ class VnishSim(MinerServer):
             self._web.close()
             self._web = None
         self._tokens.clear()  # sessions live in the web server's memory
-
-    async def stop(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
-        await super().stop()
 
     @property
     def web_listening(self) -> bool:
@@ -348,7 +341,7 @@ class VnishSim(MinerServer):
             "mining/pause": self.sleep,
             "mining/start": self.wake,
             "mining/resume": self.wake,
-            "mining/restart": self._restart,
+            "mining/restart": self._restart_mining,
             "system/reboot": self._reboot_soon,
             "find-miner": None,
         }
@@ -371,25 +364,3 @@ class VnishSim(MinerServer):
         self.conf_preset = name
         self._later(lambda: self.set_profile(target.name))
         return reply
-
-    def _restart(self) -> None:
-        self._advance()
-        self._boot()
-
-    def _reboot_soon(self) -> None:
-        asyncio.get_running_loop().call_later(0.05, self._reboot)
-
-    def _later(self, fn: Any) -> None:
-        """Do ``fn`` now, or ``delay_s`` after the answer under a ``slow-write`` fault."""
-        slow = self._fault(FaultKind.SLOW_WRITE)
-        if slow is None:
-            fn()
-            return
-        if self._pending is not None:
-            self._pending.cancel()
-
-        def run() -> None:
-            self._pending = None
-            fn()
-
-        self._pending = asyncio.get_running_loop().call_later(slow.delay_s, run)

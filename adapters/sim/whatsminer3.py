@@ -121,7 +121,6 @@ class WhatsminerV3Sim(MinerServer):
         self.salt = "".join(secrets.choice(_SALT_CHARS) for _ in range(8))
         self.service_enabled = True
         self._api: asyncio.AbstractServer | None = None
-        self._pending: asyncio.TimerHandle | None = None
 
     # -- serving: API v3 beside the 4028 stub, following the same faults -------------------
 
@@ -139,12 +138,6 @@ class WhatsminerV3Sim(MinerServer):
         if self._api is not None:
             self._api.close()
             self._api = None
-
-    async def stop(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
-        await super().stop()
 
     @property
     def api_listening(self) -> bool:
@@ -326,7 +319,7 @@ class WhatsminerV3Sim(MinerServer):
         if op == "start":
             return self.wake
         if op == "restart":
-            return self._restart_service
+            return self._restart_mining
         enable = op == "enable"
 
         def switch() -> None:
@@ -345,31 +338,9 @@ class WhatsminerV3Sim(MinerServer):
             self.set_target(min(watts, self.preset("default").watts))
             self.target_w = watts  # the user's limit, as written; limit_w() caps it
             if self.state.phase in ("mining", "waking"):
-                self._restart_service()  # "the device will restart to apply"
+                self._restart_mining()  # "the device will restart to apply"
 
         return apply
-
-    def _restart_service(self) -> None:
-        self._advance()
-        self._boot()
-
-    def _reboot_soon(self) -> None:
-        asyncio.get_running_loop().call_later(0.05, self._reboot)
-
-    def _later(self, fn: Callable[[], None]) -> None:
-        """Do ``fn`` now, or ``delay_s`` after the answer under a ``slow-write`` fault."""
-        slow = self._fault(FaultKind.SLOW_WRITE)
-        if slow is None:
-            fn()
-            return
-        if self._pending is not None:
-            self._pending.cancel()
-
-        def run() -> None:
-            self._pending = None
-            fn()
-
-        self._pending = asyncio.get_running_loop().call_later(slow.delay_s, run)
 
 
 def _nothing() -> None:
