@@ -194,3 +194,33 @@ def test_progress_is_shown_on_a_terminal_only() -> None:
     lines = tty.getvalue().split("\r")
     assert lines[-1].startswith("connecting 3 devices: 3/3 (") and lines[-1].endswith("s)\n")
     assert len(lines) == 4  # one rewrite per device (every_s=0), the last one ends the line
+
+
+def test_a_daemons_second_start_probes_no_known_miner(tmp_path: Path) -> None:
+    """The daemon keeps what discovery found in its state file: the next start on the same
+    file builds each known miner from it after one `version` call."""
+    from tests.support.daemon import daemon_of, free_loopback_base, running
+
+    site = f"""
+[site]
+name = "cache"
+interconnect_kw = 100
+[[devices]]
+name = "s19"
+kind = "asic"
+model = "S19j Pro"
+count = 3
+[devices.adapter]
+kind = "sim"
+sim_base = "{free_loopback_base(3)}"
+timeout_s = 1
+"""
+
+    async def start() -> tuple[int, int, int]:
+        d = daemon_of(tmp_path, site)
+        async with running(d):
+            known = len(d.identities.known)
+        return d.identities.discoveries, d.identities.reused, known
+
+    assert asyncio.run(start()) == (3, 0, 3)
+    assert asyncio.run(start()) == (0, 3, 3)
