@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from scheduler.planner.inputs import assemble_inputs
 from scheduler.planner.rounding import (
     import_kw,
     it_load_kw,
@@ -25,7 +26,9 @@ from scheduler.planner.rounding import (
     units_awake,
     units_woken,
 )
-from tests.test_shedding import _inputs
+from scheduler.planner.timegrid import uniform_grid
+from tests.conftest import T0, flat_series, make_site
+from tests.test_shedding import DEVICES, _inputs
 
 
 def _round(
@@ -178,3 +181,25 @@ def test_each_step_is_rounded_against_its_own_limit() -> None:
     n = round_plan(inp, x, np.array([61.6, 59.0, 29.0]), inp.tput_tok_s @ x)
     assert n.T.tolist() == [[10, 10, 4, 0], [9, 10, 4, 0], [0, 9, 4, 0]]
     assert (import_kw(inp, n) <= np.maximum(inp.cap_kw, [61.6, 59.0, 29.0]) + 1e-6).all()
+
+
+def test_committed_tokens_restored_before_the_shed_push_a_miner_out() -> None:
+    # the LP runs 10 new miners and 2.4 full GPUs: 30 + 0.28 + 1.512 = 31.792 kW under a
+    # 31.8 kW cap. Rounding gives 2 full (31.54 kW), 800 tok/s short of the committed
+    # 4,800: one low unit is woken (31.82 kW, over the cap), and the shed that follows
+    # puts a miner to sleep for it; waking only into the headroom (0.26 kW) could not
+    assert _round([0, 10, 2.4, 0], 31.8, 31.792, committed=4800.0) == [0, 9, 2, 1]
+
+
+def test_the_shed_order_is_by_value_not_by_the_site_files_order() -> None:
+    # the same fleet with the valuable miners listed first: the old ones still go first
+    site = make_site(devices=[DEVICES[1], DEVICES[0], DEVICES[2]])
+    inp = assemble_inputs(site, uniform_grid(T0, 3600, 3600), flat_series([50.0]))
+    inp = dataclasses.replace(inp, cap_kw=np.array([57.0]))
+    x = np.array([[9.6], [9.6], [4.0], [0.0]])
+    n = round_plan(inp, x, np.array([56.0]), inp.tput_tok_s @ x)
+    assert n[:, 0].tolist() == [10, 8, 4, 0]  # new, old, full, low
+    # and under a billed peak
+    inp = dataclasses.replace(inp, cap_kw=np.array([1000.0]))
+    n = round_plan(inp, x, np.array([61.0]), inp.tput_tok_s @ x, np.array([61.0]))
+    assert n[:, 0].tolist() == [10, 9, 4, 0]
