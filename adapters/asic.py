@@ -1,8 +1,8 @@
 """ASIC miners through pyasic: LuxOS, Braiins OS+, stock Antminer, Whatsminer, VNish...
 
-pyasic identifies the firmware (once, kept across reconnects and, through
-:mod:`adapters.discovery`, across restarts) and does the control calls. This module adds what a scheduler needs
-around it: timeouts and containment of whatever the library raises, the firmware family's
+pyasic identifies the firmware (once, kept across reconnects and, by adapters.discovery,
+across restarts) and does the control calls. This module adds what a scheduler needs around
+it: timeouts and containment of whatever the library raises, the firmware family's
 capabilities (``models.firmware``: a power target only where the firmware has one, the
 nearest preset at or below where it has presets, with the rounding reported; none on stock
 firmware, where a wake is the wake alone), sleep and wake, and read-back deadlines.
