@@ -17,11 +17,11 @@ import pytest
 
 from adapters.asic import PyasicMiner
 from adapters.base import Health, ModeRequest, Telemetry
-from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
+from adapters.fleet import Fleet, Outcome, OutcomeKind
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
-from tests.support.simfleet import FAST, free_base, loopback_host, run
+from tests.support.simfleet import FAST, free_base, loopback_host, one_device_fleet, run
 
 #: A stock Antminer listens on both: the cgminer API and the web CGI.
 PORTS = (4028, 80)
@@ -120,15 +120,6 @@ def test_a_stock_miner_sleeps_and_wakes_without_a_power_target(sim: SimFleetThre
     assert sim.call(lambda: list(m.conf_writes)) == [1, 0]
 
 
-def _fleet(dev: PyasicMiner, seen: list[Outcome]) -> Fleet:
-    return Fleet(
-        [dev],
-        retry=RetryPolicy(attempts=2, base_s=0.01, max_s=0.02),
-        unreachable_after=2,
-        on_outcome=seen.append,
-    )
-
-
 def test_accepted_but_ignored_is_unconfirmed_and_the_next_dispatch_resends(
     sim: SimFleetThread, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -139,7 +130,7 @@ def test_accepted_but_ignored_is_unconfirmed_and_the_next_dispatch_resends(
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         await fleet.connect_all()
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED
@@ -188,7 +179,7 @@ def test_a_slow_write_is_confirmed_late_not_called_failed(sim: SimFleetThread) -
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         await fleet.connect_all()
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok
@@ -213,7 +204,7 @@ def test_garbled_answers_are_unreadable_and_silence_is_unreachable(
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         assert (await fleet.connect_all())[dev.device_id] is None
         sim.call(m.inject, FaultKind.GARBLE)
         for _ in range(3):
@@ -260,7 +251,7 @@ def test_firmware_that_wants_miner_mode_as_a_string_gets_it_after_one_unconfirme
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         await fleet.connect_all()
         await fleet.apply({dev.device_id: ModeRequest("sleep")})
 
@@ -311,7 +302,7 @@ def test_a_command_to_a_miner_gone_silent_is_unconfirmed_and_it_stays_unreachabl
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         await fleet.connect_all()
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok

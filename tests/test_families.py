@@ -26,7 +26,7 @@ from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.miner import FaultKind
 from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, Reading
-from tests.support.simfleet import free_base
+from tests.support.simfleet import free_base, settle
 from tests.support.wait import readline
 
 FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
@@ -87,13 +87,6 @@ def _host(sim: SimFleetThread, firmware: str, k: int) -> tuple[str, Any]:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-async def _settle(fleet: Fleet, device_id: str, timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while device_id in fleet.pending:
-            await fleet.read_all()
-            await asyncio.sleep(0.05)
 
 
 def _miner(kind: str, firmware: str, k: int, host: str, m: Any, **kw: Any) -> DeviceAdapter:
@@ -157,7 +150,7 @@ def test_every_family_sleeps_and_wakes_confirmed(
         assert (t.hashrate_ths or 0) > 80 or Reading.HASHRATE not in caps.readings
         assert (t.power_w is not None) == caps.reads_power
         await fleet.apply({dev.device_id: ModeRequest("sleep")})
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
         target = 2800.0
         out = await fleet.apply({dev.device_id: ModeRequest("run", target)})
@@ -167,7 +160,7 @@ def test_every_family_sleeps_and_wakes_confirmed(
             assert applied.target_w is None and "no power target" in applied.note
         else:
             assert applied.target_w is not None and applied.target_w <= target
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
         t = (await fleet.read_all())[dev.device_id]
         assert t.state == "running"
@@ -202,7 +195,7 @@ def test_every_family_accepting_and_ignoring_is_unconfirmed(
             await fleet.close()
             return
         assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.UNCONFIRMED and not seen[-1].ok
         assert fleet.status[dev.device_id].health is Health.UNCONFIRMED
         assert dev.device_id in fleet.unconfirmed_requests()

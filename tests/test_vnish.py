@@ -20,7 +20,7 @@ from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
 from adapters.sim.vnish import VnishSim
-from tests.support.simfleet import FAST, free_base, loopback_host, run
+from tests.support.simfleet import FAST, free_base, loopback_host, one_device_fleet, run, settle
 
 PORTS = (4028, 80)
 
@@ -74,22 +74,6 @@ def _clean(sim: SimFleetThread) -> Iterator[None]:
             m.state.phase, m.state.ramp = "mining", None  # the next test starts hashing
 
     sim.call(reset)
-
-
-def _fleet(dev: PyasicMiner, seen: list[Outcome]) -> Fleet:
-    return Fleet(
-        [dev],
-        retry=RetryPolicy(attempts=2, base_s=0.01, max_s=0.02),
-        unreachable_after=2,
-        on_outcome=seen.append,
-    )
-
-
-async def _settle(fleet: Fleet, device_id: str, timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while device_id in fleet.pending:
-            await fleet.read_all()
-            await asyncio.sleep(0.05)
 
 
 def test_pyasic_identifies_the_simulator_as_vnish(sim: SimFleetThread) -> None:
@@ -157,11 +141,11 @@ def test_curtail_and_wake_at_a_preset_are_confirmed_by_read_back(
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         assert (await fleet.connect_all())[dev.device_id] is None
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED, out[0].error
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
         assert sim.call(m.miner_state) == "stopped"
         t = (await fleet.read_all())[dev.device_id]
@@ -171,7 +155,7 @@ def test_curtail_and_wake_at_a_preset_are_confirmed_by_read_back(
         applied = out[0].applied
         assert applied is not None and applied.target_w == 2592.0
         assert "presets only" in applied.note
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
         t = (await fleet.read_all())[dev.device_id]
         assert t.state == "running" and t.target_w == 2592.0
@@ -193,7 +177,7 @@ def test_a_wrong_password_is_a_rejection_not_zero_kw(sim: SimFleetThread) -> Non
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         err = (await fleet.connect_all())[dev.device_id]
         assert err is not None and "password" in err, err
         assert fleet.status[dev.device_id].health is Health.REJECTED
@@ -218,19 +202,19 @@ def test_manual_overclock_has_no_presets_and_the_wake_is_still_sent(
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         assert (await fleet.connect_all())[dev.device_id] is None
         assert dev.info is not None and dev.info.power_targets_w == ()
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok, out[0].error
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.CONFIRMED
         out = await fleet.apply({dev.device_id: ModeRequest("run", 2800.0)})
         assert out[0].ok, out[0].error
         applied = out[0].applied
         assert applied is not None and applied.target_w is None
         assert "manual overclock" in applied.note
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
 
     run(go())
@@ -244,11 +228,11 @@ def test_a_stop_answered_and_ignored_is_unconfirmed(sim: SimFleetThread) -> None
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         await fleet.connect_all()
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.UNCONFIRMED and not seen[-1].ok
         assert fleet.status[dev.device_id].health is Health.UNCONFIRMED
 
@@ -320,12 +304,12 @@ def test_a_slow_stop_is_confirmed_late_not_called_failed(sim: SimFleetThread) ->
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         await fleet.connect_all()
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED
         assert (await dev.read()).state == "running"  # answered; not stopped yet
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
 
     run(go())

@@ -18,12 +18,12 @@ import pytest
 
 from adapters.asic import PyasicMiner
 from adapters.base import AdapterError, ControlRejected, DeviceTimeout, Health, ModeRequest
-from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
+from adapters.fleet import Outcome, OutcomeKind
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
 from adapters.sim.whatsminer3 import FW_VERSION, WhatsminerV3Sim, frame, v3_token
 from models.firmware import Family
-from tests.support.simfleet import FAST, free_base, loopback_host, run
+from tests.support.simfleet import FAST, free_base, loopback_host, one_device_fleet, run, settle
 
 PORTS = (4028, 4433)
 N = 8
@@ -43,22 +43,6 @@ def _miner(sim: SimFleetThread, i: int) -> WhatsminerV3Sim:
     m = sim.fleet.miners[i]
     assert isinstance(m, WhatsminerV3Sim)
     return m
-
-
-def _fleet(dev: PyasicMiner, seen: list[Outcome]) -> Fleet:
-    return Fleet(
-        [dev],
-        retry=RetryPolicy(attempts=2, base_s=0.01, max_s=0.02),
-        unreachable_after=2,
-        on_outcome=seen.append,
-    )
-
-
-async def _settle(fleet: Fleet, device_id: str, timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while device_id in fleet.pending:
-            await fleet.read_all()
-            await asyncio.sleep(0.05)
 
 
 def test_identity_and_reading_and_what_pyasic_alone_gets_wrong(sim: SimFleetThread) -> None:
@@ -103,12 +87,12 @@ def test_a_power_limit_restarts_btminer_and_is_confirmed_by_read_back(
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         assert (await fleet.connect_all())[dev.device_id] is None
         await fleet.read_all()
         out = await fleet.apply({dev.device_id: ModeRequest("run", 2800.0)})
         assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED, out[0].error
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
         t = (await fleet.read_all())[dev.device_id]
         assert t.state == "running" and t.target_w == 2800.0
@@ -127,7 +111,7 @@ def test_a_wrong_password_is_a_rejection_for_every_write(sim: SimFleetThread) ->
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         assert (await fleet.connect_all())[dev.device_id] is None
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert not out[0].ok and "password" in (out[0].error or ""), out[0]
@@ -166,7 +150,7 @@ def test_garbled_answers_are_unreadable_not_zero_kw(sim: SimFleetThread) -> None
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         assert (await fleet.connect_all())[dev.device_id] is None
         sim.call(m.inject, FaultKind.GARBLE)
         for _ in range(3):
@@ -190,12 +174,12 @@ def test_an_ignored_power_limit_is_unconfirmed_never_done(sim: SimFleetThread) -
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         await fleet.connect_all()
         await fleet.read_all()
         out = await fleet.apply({dev.device_id: ModeRequest("run", 2600.0)})
         assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED
-        await _settle(fleet, dev.device_id)
+        await settle(fleet, dev.device_id)
         assert [o.kind for o in seen] == [OutcomeKind.ACCEPTED, OutcomeKind.UNCONFIRMED]
         assert fleet.status[dev.device_id].health is Health.UNCONFIRMED
         assert dev.device_id in fleet.unconfirmed_requests()
@@ -213,12 +197,12 @@ def test_a_slow_write_is_confirmed_late_not_called_failed(sim: SimFleetThread) -
     seen: list[Outcome] = []
 
     async def go() -> None:
-        fleet = _fleet(dev, seen)
+        fleet = one_device_fleet(dev, seen)
         await fleet.connect_all()
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok
         assert (await dev.read()).state == "running"  # answered; not stopped yet
-        await _settle(fleet, dev.device_id, timeout_s=30.0)
+        await settle(fleet, dev.device_id, timeout_s=30.0)
         assert [o.kind for o in seen] == [OutcomeKind.ACCEPTED, OutcomeKind.CONFIRMED]
 
     try:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from adapters.base import DeviceAdapter
+from adapters.fleet import Fleet, Outcome, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from tests.support.daemon import free_loopback_base
 
@@ -19,6 +21,24 @@ FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def one_device_fleet(dev: DeviceAdapter, seen: list[Outcome]) -> Fleet:
+    """A fleet of one device with quick retries, its outcomes appended to ``seen``."""
+    return Fleet(
+        [dev],
+        retry=RetryPolicy(attempts=2, base_s=0.01, max_s=0.02),
+        unreachable_after=2,
+        on_outcome=seen.append,
+    )
+
+
+async def settle(fleet: Fleet, device_id: str, timeout_s: float = 10.0) -> None:
+    """Read the fleet until ``device_id`` has no command awaiting its read-back."""
+    async with asyncio.timeout(timeout_s):
+        while device_id in fleet.pending:
+            await fleet.read_all()
+            await asyncio.sleep(0.05)
 
 
 def free_base(n: int, ports: tuple[int, ...] = (4028,)) -> str:
