@@ -21,6 +21,7 @@ from adapters.fleet import Fleet
 from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, SimFleetThread
 from adapters.sim.luxos import LuxosSim
 from models.firmware import Family
+from scheduler.audit.head import head_path
 from scheduler.audit.store import Store
 from scheduler.cli.fleet import Progress
 from scheduler.cli.main import main
@@ -171,6 +172,18 @@ def test_fleet_status_fills_the_cache_then_probes_no_known_miner(
     specs = [MinerSpec(m.host, "luxos", m.model) for m in fleet.miners]
     site.write_text(site_for_simulator(specs, [], None))
     db = tmp_path / "state.db"
+
+    async def daemon_was_here() -> None:  # a state file with a chain and its head file
+        store = Store(db)
+        store.start()
+        try:
+            await store.record("start", {"by": "a daemon"})
+        finally:
+            store.close()
+
+    asyncio.run(daemon_was_here())
+    head = head_path(str(db))
+    before = head.read_bytes()
     with SimFleetThread(fleet):
         assert main(["fleet", "status", "--config", str(site), "--db", str(db)]) == 0
         assert "discovery: 3 miners probed, 0 known" in capsys.readouterr().err
@@ -178,6 +191,12 @@ def test_fleet_status_fills_the_cache_then_probes_no_known_miner(
         out = capsys.readouterr()
     assert "discovery: 0 miners probed, 3 known" in out.err
     assert "connecting" not in out.err  # stderr is not a terminal here: no progress line
+    assert head.read_bytes() == before  # the daemon's head file is not written by status
+    store = Store(db)
+    try:
+        assert [r[2] for r in store.records(0.0, 2e9)] == ["start"]
+    finally:
+        store.close()
 
 
 def test_progress_is_shown_on_a_terminal_only() -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.audit import schema, signal_rows, webhook_ids
+from scheduler.audit import device_identities, schema, signal_rows, webhook_ids
 from scheduler.audit.chain import GENESIS, Problem, StoreError, canonical, chain_hash, walk_chain
 from scheduler.audit.group_commit import GroupCommit
 from scheduler.audit.head import (
@@ -365,27 +365,15 @@ class Store:
 
     def device_identities(self) -> dict[str, dict[str, Any]]:
         """The identities stored by :meth:`put_device_identities`, by address."""
-        try:
-            rows = self._read.execute("SELECT address, identity FROM device_identities")
-            return {str(a): json.loads(d) for a, d in rows}
-        except (sqlite3.OperationalError, ValueError):  # no table yet, or an unreadable row
-            return {}
+        return device_identities.read(self._read)
 
     async def put_device_identities(self, changes: dict[str, dict[str, Any] | None]) -> None:
         """Store (or, for None, forget) identities by address; returns once on disk."""
-        if not changes:
-            return
+        if changes:
+            await self.write(lambda con: device_identities.put(con, changes))
 
-        def fn(con: sqlite3.Connection) -> None:
-            now = time.time()
-            for address, doc in changes.items():
-                if doc is None:
-                    con.execute("DELETE FROM device_identities WHERE address = ?", (address,))
-                else:
-                    con.execute(
-                        "INSERT OR REPLACE INTO device_identities(address, identity, updated_at) "
-                        "VALUES (?,?,?)",
-                        (address, json.dumps(doc, sort_keys=True), now),
-                    )
-
-        await self.write(fn)
+    def put_device_identities_now(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        """The same from a process that does not run the writer (``fleet status`` beside a
+        running daemon): one transaction on the reading connection; neither the head file
+        nor the chain is touched."""
+        device_identities.put_now(self._read, changes)

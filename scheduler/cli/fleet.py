@@ -150,10 +150,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"discovery: {book.discoveries} miners probed, {book.reused} known{where}",
                 file=sys.stderr,
             )
-        if store is not None:
-            store.start()
+        if store is not None:  # not through the daemon's writer: it may be running
             try:
-                await store.put_device_identities(book.changes())
+                store.put_device_identities_now(book.changes())
             finally:
                 store.close()
         try:
