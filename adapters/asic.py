@@ -45,6 +45,7 @@ from adapters.payloads import (
     choose_preset,
     parse_luxos,
     parse_miner_data,
+    run_target,
 )
 from adapters.secrets import Secret
 from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, family_of
@@ -315,15 +316,10 @@ class PyasicMiner(DeviceAdapter):
     def _target(self, request: ModeRequest) -> tuple[float | None, str]:
         """The power target a run request sets (a preset where the firmware has them) and the
         rounding in words; (None, "") for a request that keeps the current target."""
-        if request.power_w is None:
-            return None, ""
-        if self._caps.power_target is PowerTarget.NONE:
-            why = self._no_target or f"{self._caps.family.value} firmware has no power target"
-            return None, f"asked {request.power_w:g} W; {why}: woken at its own setting"
+        why = self._no_target or f"{self._caps.family.value} firmware has no power target"
+        has_target = self._caps.power_target is not PowerTarget.NONE
         presets = self.info.power_targets_w if self.info else ()
-        if presets:
-            return choose_preset(presets, request.power_w)
-        return float(round(request.power_w)), ""
+        return run_target(request.power_w, has_target, presets, why)
 
     def _target_in_place(self, target: float) -> bool:
         return self._target_w is not None and abs(self._target_w - target) <= 0.5

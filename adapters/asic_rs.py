@@ -52,7 +52,7 @@ from adapters.base import (
     Telemetry,
     contain,
 )
-from adapters.payloads import RUNNING_SHARE, SLEEPING_MAX_W, choose_preset
+from adapters.payloads import RUNNING_SHARE, SLEEPING_MAX_W, run_target
 from adapters.secrets import Secret
 from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, Reading
 
@@ -366,18 +366,13 @@ class AsicRsMiner(DeviceAdapter):
             )
 
     def _target(self, request: ModeRequest) -> tuple[float | None, str]:
-        if request.power_w is None:
-            return None, ""
-        if self.caps.power_target is PowerTarget.NONE:
-            family = Family(self.info.family) if self.info and self.info.family else Family.OTHER
-            why = NO_TARGET.get(family) or f"{family.value} firmware has no power target"
-            if self.caps.power_target is not capabilities(family).power_target:
-                why = f"{family.value} firmware has no power target here (no tuned preset)"
-            return None, f"asked {request.power_w:g} W; {why}: woken at its own setting"
+        family = Family(self.info.family) if self.info and self.info.family else Family.OTHER
+        why = NO_TARGET.get(family) or f"{family.value} firmware has no power target"
+        if self.caps.power_target is not capabilities(family).power_target:
+            why = f"{family.value} firmware has no power target here (no tuned preset)"
+        has_target = self.caps.power_target is not PowerTarget.NONE
         presets = self.info.power_targets_w if self.info else ()
-        if presets:
-            return choose_preset(presets, request.power_w)
-        return float(round(request.power_w)), ""
+        return run_target(request.power_w, has_target, presets, why)
 
     async def apply(self, request: ModeRequest) -> Applied:
         miner = self._need()

@@ -111,6 +111,22 @@ def _asic_state(watts: float | None, ths: float | None, ideal_ths: float | None)
     return "running"
 
 
+def run_target(
+    power_w: float | None, has_target: bool, presets_w: tuple[float, ...], why_none: str
+) -> tuple[float | None, str]:
+    """The power target a run request at ``power_w`` sets and the rounding in words: a
+    preset where the firmware has them, the watts rounded where it takes any figure;
+    (None, "") for a request that keeps the current target, and (None, the reason) on a
+    miner with no power target (``why_none``), which is woken at its own setting."""
+    if power_w is None:
+        return None, ""
+    if not has_target:
+        return None, f"asked {power_w:g} W; {why_none}: woken at its own setting"
+    if presets_w:
+        return choose_preset(presets_w, power_w)
+    return float(round(power_w)), ""
+
+
 def choose_preset(presets_w: tuple[float, ...], target_w: float) -> tuple[float, str]:
     """The preset a target maps to (highest at or below it) and the rounding in words."""
     below = [p for p in presets_w if p <= target_w + 0.5]
