@@ -13,14 +13,17 @@ definition, which costs it a few ms) on loopback; the event is POSTed by the uti
    polling period plus that.
 4. to the fleet (``--shed``): a real ``gridsched run`` over ``gridsched fleet simulate``
    miners in their own process, its VEN told of events by webhook, by MQTT or by polling
-   alone; each event lowers the import cap by a little more than one miner at the meter, so
-   the fast path must shed about one more miner for each; the time from the event's
+   alone; each event lowers the import cap by ``--step-miners`` of the largest miner at the
+   meter, so that the fast path must shed more for each (with a step near one miner, a
+   re-plan after the last shed has often slept enough already); the time from the event's
    creation at the VTN to the first of its sleep commands arriving at a simulated miner
-   (the simulator stamps each on arrival, as in benchmarks/signal_to_fleet.py), and the
-   daemon's CPU seconds over the round.
+   (the simulator stamps each on arrival, as in benchmarks/signal_to_fleet.py), told apart
+   by whether the daemon's fast path ran for it (its histogram's count) or a re-plan sent
+   them; events without a sleep command are checked (already under the new cap, or not);
+   the daemon's CPU seconds over the round.
 
     .venv/bin/python benchmarks/ven_latency.py --events 200
-    .venv/bin/python benchmarks/ven_latency.py --shed --events 200 --poll-events 20
+    .venv/bin/python benchmarks/ven_latency.py --shed --events 200 --step-miners 3 --poll-events 20
 """
 
 from __future__ import annotations
@@ -203,9 +206,26 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def shed_round(channel: str, n: int, miners: int, poll_s: float) -> tuple[list[float], int]:
+def fast_paths(http: httpx.Client, url: str) -> float:
+    """How many times the daemon's fast path has commanded devices (its histogram's count)."""
+    for line in http.get(url + "/metrics").text.splitlines():
+        if line.startswith("gridsched_fastpath_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def shed_round(
+    channel: str,
+    n: int,
+    miners: int,
+    poll_s: float,
+    gap_s: float = 0.0,
+    fleet_poll_s: float = 2,
+    step_miners: float = 1.1,
+) -> tuple[list[float], int]:
     """VTN create -> first sleep command at a miner, ``n`` events by ``channel`` (webhook,
-    mqtt, poll). Returns the latencies and how many events needed no shed."""
+    mqtt, poll), ``gap_s`` apart at least. Returns the latencies and how many events got no
+    sleep command (each checked: was the site already under the new cap?)."""
     from tests.test_daemon import OADR_TOKEN
     from tests.test_ven import Mosquitto
 
@@ -222,7 +242,7 @@ def shed_round(channel: str, n: int, miners: int, poll_s: float) -> tuple[list[f
     sim = start_simulator(miners, "127.31.0.0", 0.1, 0.5, cport, "--write-site", str(site))
     daemon = None
     lat: list[float] = []
-    unneeded = 0
+    unneeded = late = 0
     try:
         assert sim.stdout is not None
         sim.stdout.readline()  # the site file is written
@@ -231,7 +251,8 @@ def shed_round(channel: str, n: int, miners: int, poll_s: float) -> tuple[list[f
             "hashprice_usd_per_ths_day = 0.05", "hashprice_usd_per_ths_day = 0.5"
         )
         site.write_text(
-            text + '\n[daemon]\npoll_s = 2\nreplan_s = 3600\nhorizon = "6h"\nstep = "5min"\n'
+            text + f'\n[daemon]\npoll_s = {fleet_poll_s:g}\nreplan_s = 3600\nhorizon = "6h"\n'
+            'step = "5min"\n'
             '\n[openadr]\nven_name = "bench"\n'
         )
         url = f"http://127.0.0.1:{dport}"
@@ -278,24 +299,33 @@ def shed_round(channel: str, n: int, miners: int, poll_s: float) -> tuple[list[f
             if sum(m["phase"] == "mining" for m in listing) >= 0.95 * miners:
                 break
             time.sleep(1.0)
-        time.sleep(4.0)  # two polls: measured import is the whole fleet's
+        time.sleep(2 * fleet_poll_s)  # two polls: measured import is the whole fleet's
         import_kw = float(http.get(url + "/v1/status").json()["import_kw"])
         top_kw = max(m["power_w"] for m in listing) / 1000.0
-        step_kw = top_kw * 1.05 * 1.1  # PUE 1.05 (the simulator's site), 10 % over a miner
+        step_kw = top_kw * 1.05 * step_miners  # PUE 1.05 (the simulator's site)
         print(f"shed by {channel}: {miners} miners, import {import_kw:.0f} kW, "
               f"cap lowered {step_kw:.2f} kW per event")  # fmt: skip
         headers = {"Authorization": f"Bearer {bl_token(vtn)}"}
         cpu0, load0 = cpu_s(daemon.pid), os.getloadavg()[0]
         wait_s = 5.0 if channel != "poll" else 2 * poll_s + 5.0
+        created: dict[str, float] = {}
         with httpx.Client(base_url=vtn.url, headers=headers, timeout=30) as bl:
             pid = bl.post("/programs", json={"programName": "bench"}).json()["id"]
+            count = fast_paths(http, url)
+            via: list[str] = []  # per entry of lat: "fast" (the fast path ran) or "plan"
             for k in range(n):
+                if len(via) < len(lat):  # the last event's shed: by the fast path or not?
+                    time.sleep(0.3)  # its histogram is counted once every command answered
+                    now_count = fast_paths(http, url)
+                    via.append("fast" if now_count > count else "plan")
+                count = fast_paths(http, url)
                 cap_kw = import_kw - (k + 1) * step_kw
                 if cap_kw <= 0:
                     raise SystemExit(f"--miners {miners} too few for {n} events")
                 t0 = time.time()
                 r = bl.post("/events", json=event(pid, round(cap_kw, 3)))
                 assert r.status_code == 201, r.text
+                created[r.json()["id"]] = t0
                 time.sleep(0.2)  # the simulator stamps on arrival: asking later loses nothing
                 end = time.monotonic() + wait_s
                 while True:
@@ -304,15 +334,40 @@ def shed_round(channel: str, n: int, miners: int, poll_s: float) -> tuple[list[f
                     if got:
                         lat.append(min(got) - t0)
                         break
-                    if time.monotonic() > end:
-                        unneeded += 1  # no miner told to sleep: said, not counted
+                    if time.monotonic() > end:  # no miner told to sleep: was none needed?
+                        st = http.get(url + "/v1/status").json()
+                        under = st["cap_kw"] is not None and st["cap_kw"] <= cap_kw + 0.01
+                        if under and st["compliance"]["state"] == "met":
+                            unneeded += 1  # a re-plan had shed more than the fast path
+                        else:
+                            late += 1
                         break
                     time.sleep(0.05)
+                time.sleep(max(0.0, gap_s - (time.time() - t0)))
+            if len(via) < len(lat):
+                time.sleep(0.3)
+                via.append("fast" if fast_paths(http, url) > count else "plan")
         cpu = cpu_s(daemon.pid) - cpu0
         load1 = os.getloadavg()[0]
         print(summary(f"shed by {channel}: VTN create -> first sleep command at a miner", lat))
-        print(f"shed by {channel}: {unneeded} of {n} events with no sleep command within "
-              f"{wait_s:g} s; daemon CPU {cpu:.1f} s over the round ({cpu / n * 1000:.0f} ms "
+        for kind, what in (("fast", "by the fast path"), ("plan", "by a re-plan, no fast path")):
+            xs = [x for x, v in zip(lat, via, strict=True) if v == kind]
+            if xs:
+                print(summary(f"shed by {channel}: ... {what}", xs))
+        answered = [vtn.answered_at[e] - t for e, t in created.items() if e in vtn.answered_at]
+        if answered:  # the part before the fast path: stored, the VTN answered 2xx
+            print(
+                summary(f"shed by {channel}: VTN create -> daemon answered the webhook", answered)
+            )
+        fast = [
+            ln for ln in http.get(url + "/metrics").text.splitlines()
+            if ln.startswith("gridsched_fastpath_duration_seconds_") and "bucket" not in ln
+        ]  # fmt: skip
+        print(f"shed by {channel}: daemon's own fast path (decision -> every device commanded): "
+              + ", ".join(fast))  # fmt: skip
+        print(f"shed by {channel}: no sleep command within {wait_s:g} s for {unneeded + late} "
+              f"of {n} events: {unneeded} with the site already under the new cap (met), "
+              f"{late} not; daemon CPU {cpu:.1f} s over the round ({cpu / n * 1000:.0f} ms "
               f"per event); load average {load0:.1f} -> {load1:.1f}")  # fmt: skip
         if vtn.violations:
             print(f"VTN saw {len(vtn.violations)} violations of the definition", file=sys.stderr)
@@ -333,16 +388,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=200)
     ap.add_argument("--shed", action="store_true", help="to the fleet: rounds 4 only")
-    ap.add_argument("--miners", type=int, default=0, help="simulated miners (0: 1.3 per event)")
+    ap.add_argument("--miners", type=int, default=0, help="simulated miners (0: enough)")
+    ap.add_argument("--step-miners", type=float, default=1.1, help="cap step, in miners")
     ap.add_argument("--poll-events", type=int, default=20)
     ap.add_argument("--poll-s", type=float, default=2.0)
+    ap.add_argument("--gap-s", type=float, default=0.0, help="at least this between events")
+    ap.add_argument("--channels", default="webhook,mqtt")
+    ap.add_argument("--fleet-poll-s", type=float, default=2.0, help="the daemon's [daemon] poll_s")
     args = ap.parse_args()
     if args.shed:
-        miners = args.miners or int(args.events * 1.3) + 20
-        for channel in ("webhook", "mqtt"):
-            shed_round(channel, args.events, miners, args.poll_s)
+        miners = args.miners or int(args.events * args.step_miners * 1.2) + 20
+        for channel in args.channels.split(","):
+            shed_round(
+                channel, args.events, miners, args.poll_s, args.gap_s, args.fleet_poll_s,
+                args.step_miners,
+            )  # fmt: skip
         if args.poll_events:
-            shed_round("poll", args.poll_events, int(args.poll_events * 1.3) + 20, args.poll_s)
+            few = int(args.poll_events * args.step_miners * 1.2) + 20
+            shed_round("poll", args.poll_events, few, args.poll_s, 0.0, args.fleet_poll_s,
+                       args.step_miners)  # fmt: skip
         return
     asyncio.run(mqtt_round(args.events))
     webhook_round(args.events)
