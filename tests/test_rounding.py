@@ -203,3 +203,21 @@ def test_the_shed_order_is_by_value_not_by_the_site_files_order() -> None:
     inp = dataclasses.replace(inp, cap_kw=np.array([1000.0]))
     n = round_plan(inp, x, np.array([61.0]), inp.tput_tok_s @ x, np.array([61.0]))
     assert n[:, 0].tolist() == [10, 9, 4, 0]
+
+
+def test_value_per_kw_orders_the_shed_when_units_draw_differently() -> None:
+    # big miners: 3 kW for 100 TH/s (33 per kW); small: 1 kW for 60 (60 per kW). Ten of
+    # each is 40 kW; 1.5 kW over a 38.5 kW cap: one big miner goes (not two small ones,
+    # which a sort by TH/s x kW, or by TH/s alone, would pick)
+    big = {"name": "big", "kind": "asic", "count": 10,
+           "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0}]}  # fmt: skip
+    small = {"name": "small", "kind": "asic", "count": 10,
+             "modes": [{"name": "stock", "power_kw": 1.0, "hashrate_ths": 60.0}]}  # fmt: skip
+    site = make_site(devices=[big, small])
+    inp = assemble_inputs(site, uniform_grid(T0, 3600, 3600), flat_series([50.0]))
+    inp = dataclasses.replace(inp, cap_kw=np.array([38.5]))
+    x = np.array([[9.6], [9.6]])
+    assert round_plan(inp, x, np.array([38.4]), np.zeros(1))[:, 0].tolist() == [9, 10]
+    # GPUs alike: 2 full and 2 low (2.1 kW) over a 1.9 kW cap: a full one goes (3,175
+    # tok/s per kW against 5,000), not a low one
+    assert _round([0, 0, 2, 2], 1.9, 1.8) == [0, 0, 1, 2]
