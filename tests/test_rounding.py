@@ -221,3 +221,19 @@ def test_value_per_kw_orders_the_shed_when_units_draw_differently() -> None:
     # GPUs alike: 2 full and 2 low (2.1 kW) over a 1.9 kW cap: a full one goes (3,175
     # tok/s per kW against 5,000), not a low one
     assert _round([0, 0, 2, 2], 1.9, 1.8) == [0, 0, 1, 2]
+
+
+def test_a_mode_that_adds_no_power_is_passed_over_and_the_shed_goes_on() -> None:
+    # 5 "warm" miners whose only mode draws their idle 1 kW (a unit adds 0 kW: asleep or
+    # awake, the same), 10 old miners, 4 H100s: 5.28 kW idle + 30 + 2.52 = 37.8 kW against
+    # a 6 kW cap: the 10 old miners (30 kW), the warm ones kept (sleeping them saves
+    # nothing), then 3 full GPUs (1.8 kW over: 3 x 0.63): 5.91 kW
+    warm = {"name": "warm", "kind": "asic", "count": 5, "idle_power_kw": 1.0,
+            "modes": [{"name": "warm", "power_kw": 1.0, "hashrate_ths": 1.0}]}  # fmt: skip
+    site = make_site(devices=[warm, DEVICES[0], DEVICES[2]])
+    inp = assemble_inputs(site, uniform_grid(T0, 3600, 3600), flat_series([50.0]))
+    assert inp.marginal_kw.tolist() == pytest.approx([0.0, 3.0, 0.63, 0.28])
+    inp = dataclasses.replace(inp, cap_kw=np.array([6.0]))
+    x = np.array([[5.0], [10.0], [4.0], [0.0]])
+    n = round_plan(inp, x, np.array([5.9]), np.zeros(1))
+    assert n[:, 0].tolist() == [5, 0, 1, 0]
