@@ -17,11 +17,7 @@ their interval), day-ahead prices as published at 13:30 Central the day before
 
 It prints the mean absolute error (USD/MWh) per horizon bucket, over all decisions and
 over those whose target price exceeded 500 USD/MWh (spikes), and the forecaster's
-training time. Decisions are sampled every ``--stride`` steps. With ``--quantiles`` it
-also fits the quantile forecaster (scheduler/backtest/quantile_forecast.py, the
-``quantile`` forecasts of the backtest) and prints the error of its expected price and how
-often the truth fell below each fitted quantile (a calibrated q0.98 is above the truth 98 %
-of the time).
+training time. Decisions are sampled every ``--stride`` steps.
 """
 
 from __future__ import annotations
@@ -40,9 +36,7 @@ sys.path.insert(0, str(ROOT))
 from models.market import load_price_file  # noqa: E402
 from models.markets import market_info  # noqa: E402
 from scheduler.backtest.forecast import blend, dam_forecast  # noqa: E402
-from scheduler.backtest.price_forecasts import QUANTILE_MAX_ITER  # noqa: E402
-from scheduler.backtest.quantile_forecast import QuantileForecaster  # noqa: E402
-from scheduler.backtest.rt_forecast import Calendar, RtForecaster, design  # noqa: E402
+from scheduler.backtest.rt_forecast import Calendar, RtForecaster  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 STEP_S = 900
@@ -57,7 +51,6 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=4, help="test every Nth decision step")
     ap.add_argument("--train-stride", type=int, default=3)
     ap.add_argument("--horizon", type=int, default=16, help="15-minute steps forecast")
-    ap.add_argument("--quantiles", action="store_true", help="also the quantile forecaster")
     args = ap.parse_args()
     rt_path = DATA / "ercot_rtm_spp_15min_hubs_2021_2025.csv"
     dam_path = DATA / "ercot_dam_spp_hourly_hubs_lz_2021_2025.csv"
@@ -95,26 +88,14 @@ def main() -> None:
         rt, dam, ahead, cal, train
     )
     decisions = test[(test >= PER_DAY) & (test + H <= len(rt))][:: args.stride]
-    names: tuple[str, ...] = ("forecaster", "forecaster (mean)", "persistence", "day-ahead",
-                              "blend 1 h", "blend 1 h, aged")  # fmt: skip
-    fq = None
-    if args.quantiles:
-        names += ("quantile mean",)
-        t0 = time.perf_counter()
-        fq = QuantileForecaster(horizon=H, steps_per_day=PER_DAY, max_iter=QUANTILE_MAX_ITER)
-        fq.fit(rt, dam, ahead, cal, train[::2])  # the backtest's stride: 6 steps
-        print(f"quantile forecaster trained in {time.perf_counter() - t0:.1f} s")
+    names = ("forecaster", "forecaster (mean)", "persistence", "day-ahead", "blend 1 h",
+             "blend 1 h, aged")  # fmt: skip
     err: dict[str, list[np.ndarray]] = {name: [] for name in names}
     targets = []
     t0 = time.perf_counter()
     predicted = f.predict_many(rt, dam, ahead, cal, decisions)
     predict_ms = 1000 * (time.perf_counter() - t0) / len(decisions)
     predicted_mean = f_mean.predict_many(rt, dam, ahead, cal, decisions)
-    quantiles = None
-    if fq is not None:
-        X = np.vstack([design(rt, k, dam, ahead(k, H), cal, k, PER_DAY) for k in decisions])
-        quantiles = fq.quantile_rows(X).reshape(len(decisions), H, len(fq.levels))
-        q_mean = fq.predict_rows(X).reshape(len(decisions), H)
     for row, k in enumerate(decisions):
         da = ahead(int(k), H)
         truth = rt[k : k + H]
@@ -125,8 +106,6 @@ def main() -> None:
         err["day-ahead"].append(da - truth)
         err["blend 1 h"].append(blend(last, da, STEP_S / 3600, 1.0) - truth)
         err["blend 1 h, aged"].append(blend(last, da, STEP_S / 3600, 1.0, age_steps=1) - truth)
-        if quantiles is not None:
-            err["quantile mean"].append(q_mean[row] - truth)
         targets.append(truth)
     truth_all = np.vstack(targets)
     spikes = truth_all > 500.0
@@ -142,12 +121,6 @@ def main() -> None:
         cells = [e[:, a:b].mean() for a, b in BUCKETS.values()]
         spike = e[spikes].mean() if spikes.any() else float("nan")
         print(f"{name:18}" + "".join(f"{c:14.2f}" for c in cells) + f"{spike:14.1f}")
-    if quantiles is not None and fq is not None:
-        below = (truth_all[:, :, None] <= quantiles).mean(axis=(0, 1))
-        print(
-            "share of targets at or below each quantile: "
-            + ", ".join(f"q{lv:g}: {100 * b:.1f} %" for lv, b in zip(fq.levels, below, strict=True))
-        )
 
 
 if __name__ == "__main__":

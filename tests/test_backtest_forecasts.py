@@ -53,7 +53,7 @@ def dam_setup(rt: np.ndarray, dam: np.ndarray) -> BacktestSetup:
     )
 
 
-@pytest.mark.parametrize("name", ["learned", "learned+blend", "blend", "quantile+blend"])
+@pytest.mark.parametrize("name", ["learned", "learned+blend", "blend"])
 def test_no_forecast_sees_the_price_of_the_step_being_decided(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,8 +62,6 @@ def test_no_forecast_sees_the_price_of_the_step_being_decided(
     forecast; the learned ones really run (trained before --from) and the perturbed price
     does reach the forecasts of later decisions once settled."""
     monkeypatch.setattr(price_forecasts, "LEARNED_MAX_ITER", 40)  # a small model is enough
-    monkeypatch.setattr(price_forecasts, "QUANTILE_MAX_ITER", 10)
-    monkeypatch.setattr(price_forecasts, "QUANTILE_LEVELS", (0.5, 0.98))  # two fits, not four
     real_make = price_forecasts.make_forecast
     rt, dam = _prices(7)
     first = (HIST_DAYS + 1) * 24  # index of the first decision's hour in the price files
@@ -174,29 +172,3 @@ def test_the_cli_selects_the_forecast_and_the_report_names_it(
         main(_argv(prices, "--rt-forecast", "crystal-ball"))
     assert exc.value.code == 2
     assert "--rt-forecast" in capsys.readouterr().err
-
-
-def test_quantile_masses_and_expected_price_count_the_tail() -> None:
-    """Each quantile stands for the mass nearest to it; a spike risk in the top quantile
-    raises the expected price above the median."""
-    from scheduler.backtest.quantile_forecast import QuantileForecaster, quantile_masses
-
-    w = quantile_masses((0.1, 0.5, 0.9, 0.98))
-    assert np.allclose(w, [0.3, 0.4, 0.24, 0.06]) and math.isclose(w.sum(), 1.0)
-    with pytest.raises(ValueError, match="increasing values in"):
-        quantile_masses((0.5, 0.1))
-
-    class Fixed:
-        def __init__(self, v: float) -> None:
-            self.v = v
-
-        def predict_rows(self, X: np.ndarray) -> np.ndarray:
-            return np.full(len(X), self.v)
-
-    f = QuantileForecaster(levels=(0.1, 0.5, 0.9, 0.98))
-    f.models = [Fixed(v) for v in (20.0, 30.0, 2000.0, 40.0)]  # type: ignore[misc]
-    q = f.quantile_rows(np.zeros((2, 3)))
-    assert (q == [20.0, 30.0, 40.0, 2000.0]).all()  # crossed quantiles are sorted
-    assert np.allclose(
-        f.predict_rows(np.zeros((1, 3))), 0.3 * 20 + 0.4 * 30 + 0.24 * 40 + 0.06 * 2000
-    )

@@ -12,9 +12,6 @@ the prices of steps ``k .. k+horizon-1``.
   gradient-boosted forecaster (``rt_forecast.py``, squared loss), trained on the history
   settled before the backtest's first decision; the blend beyond.
 - ``learned+blend``: the average of the two over the first ``LEARNED_STEPS`` steps.
-- ``quantile`` / ``quantile+blend``: as ``learned`` / ``learned+blend`` with the expected
-  price read from gradient-boosted quantiles (``quantile_forecast.py``: the spike risk
-  of the upper quantiles counted in the expected price).
 
 The learned forecasts need a day-ahead file and history before ``--from`` in the price
 file; without them the blend is used and the report says so.
@@ -32,13 +29,12 @@ from models.errors import DataError
 from models.market import Series
 from scheduler.backtest.forecast import blend, dam_forecast, naive_forecast
 from scheduler.backtest.information import Known, settled_history
-from scheduler.backtest.quantile_forecast import QUANTILES, QuantileForecaster
 from scheduler.backtest.rt_forecast import Calendar, RtForecaster, design
 
 if TYPE_CHECKING:
     from scheduler.backtest.engine import BacktestSetup
 
-RT_FORECASTS = ("blend", "learned", "learned+blend", "quantile", "quantile+blend")
+RT_FORECASTS = ("blend", "learned", "learned+blend")
 #: time constant (h) of the last known real-time price fading into the day-ahead curve
 DAM_BLEND_TAU_H = 1.0
 #: steps (15 min each on the default grid: 4 h) the learned forecaster predicts
@@ -50,13 +46,6 @@ TRAIN_STRIDE = 3
 TRAIN_DAYS = 3 * 365
 #: boosting iterations of the learned forecaster
 LEARNED_MAX_ITER = 200
-#: boosting iterations of each quantile model, and the training stride: four models
-#: instead of one, each fitted on half the rows, to keep a backtest's training time close
-#: to the learned forecaster's
-QUANTILE_MAX_ITER = 100
-QUANTILE_TRAIN_STRIDE = 6
-#: the quantile levels fitted (``quantile_forecast.QUANTILES``)
-QUANTILE_LEVELS = QUANTILES
 
 DecisionForecast = Callable[[Known], np.ndarray]
 
@@ -71,18 +60,12 @@ def make_forecast(
     base_label = f"blend (last settled price fading, tau {tau_h:g} h, into {setup.forecast_label})"
     if name == "blend":
         return base, base_label
-    quantile = name.startswith("quantile")
-    model, why = _trained(setup, quantile)
+    model, why = _trained(setup)
     if model is None:
         return base, f"{base_label}; {name} unavailable: {why}"
     learned = _learned(setup, model, base)
-    what = (
-        f"expected price of gradient-boosted quantiles {QUANTILE_LEVELS}"
-        if quantile
-        else "gradient-boosted conditional mean"
-    )
-    label = f"{name}: {what} for {LEARNED_STEPS} steps ({why})"
-    if name in ("learned", "quantile"):
+    label = f"{name}: gradient-boosted conditional mean for {LEARNED_STEPS} steps ({why})"
+    if name == "learned":
         return learned, label + ", then the blend"
 
     def mixed(known: Known) -> np.ndarray:
@@ -118,9 +101,7 @@ def calendar(starts_s: np.ndarray, timezone: str) -> Calendar:
     return Calendar(local.hour.to_numpy(), local.day_of_week.to_numpy(), local.month.to_numpy())
 
 
-def _trained(
-    setup: BacktestSetup, quantile: bool = False
-) -> tuple[RtForecaster | QuantileForecaster | None, str]:
+def _trained(setup: BacktestSetup) -> tuple[RtForecaster | None, str]:
     """The forecaster fitted on history settled by the first decision, or why not."""
     if setup.dam is None or setup.market is None or setup.dam_series is None:
         return None, "no day-ahead file"
@@ -148,14 +129,14 @@ def _trained(
     def ahead(k: int, h: int) -> np.ndarray:
         return dam_forecast(dam[:n], day, minute, k, h, per_day, mkt.dam_published_min)
 
-    f: RtForecaster | QuantileForecaster
-    if quantile:
-        f = QuantileForecaster(H, per_day, levels=QUANTILE_LEVELS, max_iter=QUANTILE_MAX_ITER)
-        stride = QUANTILE_TRAIN_STRIDE
-    else:
-        f = RtForecaster(horizon=H, steps_per_day=per_day, mean=True, max_iter=LEARNED_MAX_ITER)
-        stride = TRAIN_STRIDE
-    f.fit(rt[:n], dam[:n], ahead, calendar(starts, mkt.timezone), np.arange(per_day, n - H, stride))
+    f = RtForecaster(horizon=H, steps_per_day=per_day, mean=True, max_iter=LEARNED_MAX_ITER)
+    f.fit(
+        rt[:n],
+        dam[:n],
+        ahead,
+        calendar(starts, mkt.timezone),
+        np.arange(per_day, n - H, TRAIN_STRIDE),
+    )
     return f, f"trained on {n / per_day:.0f} days settled before --from"
 
 
@@ -171,9 +152,7 @@ def _from(series: Series, since_s: int) -> Series:
     )
 
 
-def _learned(
-    setup: BacktestSetup, model: RtForecaster | QuantileForecaster, base: DecisionForecast
-) -> DecisionForecast:
+def _learned(setup: BacktestSetup, model: RtForecaster, base: DecisionForecast) -> DecisionForecast:
     market = setup.market
     tz = market.timezone if market is not None else setup.config.site.timezone
     cal = calendar(setup.inp.grid.starts_s, tz)

@@ -267,8 +267,7 @@ def add_parsers(sub: Any) -> None:
     bt.add_argument(
         "--rt-forecast",
         default="blend",
-        # the names of price_forecasts.RT_FORECASTS
-        choices=["blend", "learned", "learned+blend", "quantile", "quantile+blend"],
+        choices=["blend", "learned", "learned+blend"],  # price_forecasts.RT_FORECASTS
         help="the scheduler's real-time price forecast (docs/backtest.md)",
     )
     bt.add_argument("--decision-step", default="15min")
