@@ -164,6 +164,8 @@ def test_with_every_unit_awake_committed_tokens_move_units_to_the_faster_mode() 
 def test_a_billed_peak_sheds_miners_but_never_inference() -> None:
     # rounding up takes the import to 62.8 kW; the LP settled on a 61 kW peak
     assert _round([9.6, 9.6, 4, 0], 1000.0, 61.0, peak_kw=61.0) == [9, 10, 4, 0]
+    # a peak exactly at what rounding imports: nothing shed either
+    assert _round([9.6, 9.6, 4, 0], 1000.0, 61.0, peak_kw=62.8) == [10, 10, 4, 0]
     # a peak above what rounding imports: nothing shed
     assert _round([9.6, 9.6, 4, 0], 1000.0, 61.0, peak_kw=63.0) == [10, 10, 4, 0]
     # the LP's import above the peak (it chose to raise it): held, as for the cap
@@ -237,3 +239,16 @@ def test_a_mode_that_adds_no_power_is_passed_over_and_the_shed_goes_on() -> None
     x = np.array([[5.0], [10.0], [4.0], [0.0]])
     n = round_plan(inp, x, np.array([5.9]), np.zeros(1))
     assert n[:, 0].tolist() == [5, 0, 1, 0]
+
+
+def test_gpu_classes_shed_by_tokens_per_kw_whatever_their_listing() -> None:
+    # an efficient GPU class listed first (0.5 kW, 5,000 tok/s: 10,000 per kW) and the
+    # H100s (full: 3,175 per kW): 0.28 + 2 x 0.5 + 2 x 0.63 = 2.54 kW, 0.34 over a 2.2 kW
+    # cap: one H100 at full goes, the efficient ones stay
+    eff = {"name": "eff", "kind": "gpu", "count": 2,
+           "modes": [{"name": "full", "power_kw": 0.5, "throughput_tokens_s": 5000.0}]}  # fmt: skip
+    site = make_site(devices=[eff, DEVICES[2]])
+    inp = assemble_inputs(site, uniform_grid(T0, 3600, 3600), flat_series([50.0]))
+    inp = dataclasses.replace(inp, cap_kw=np.array([2.2]))
+    x = np.array([[2.0], [2.0], [0.0]])
+    assert round_plan(inp, x, np.array([2.1]), np.zeros(1))[:, 0].tolist() == [2, 1, 0]
