@@ -158,6 +158,7 @@ def test_a_program_by_webhook_is_on_disk_before_the_answer(tmp_path: Path) -> No
     assert row[0] == "tou" and json.loads(row[1])["PRICE"]["units"] == "KWH"
 
 
+@pytest.mark.filterwarnings("ignore:Unsupported scheme type:UserWarning")  # the VTN double
 def test_killed_daemon_restarted_without_its_vtn_still_reads_units_from_the_program(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
