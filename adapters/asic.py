@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters import antminer, discovery, luxos, vnish, whatsminer3
+from adapters import antminer, discovery, luxos, vnish, whatsminer, whatsminer3
 from adapters.base import (
     AdapterError,
     Applied,
@@ -289,6 +289,9 @@ class PyasicMiner(DeviceAdapter):
         if self._caps.family is Family.WHATSMINER_V3:  # pyasic's True/False say too little
             v3 = whatsminer3.call(self.device_id, miner, fn, args, self.timeout_s)
             return await self._guarded(v3)
+        if whatsminer.is_v2(miner):  # nor on API v2: a refusal and no answer alike
+            v2 = whatsminer.call(self.device_id, miner, fn, args, self.timeout_s)
+            return await self._guarded(v2)
         call = self._web_call(what, lambda: getattr(miner, fn)(*args))
         try:
             ok = await contain(self.device_id, what, call, self.timeout_s)
