@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -45,8 +46,10 @@ class TokenSource:
         token_url: str | None = None,
         scope: str | None = None,
         discover: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
+        self.clock = clock  # monotonic seconds: when a token is due for renewal
         self._vtn = vtn_url.rstrip("/")
         self._id = client_id
         self._secret = client_secret
@@ -74,7 +77,7 @@ class TokenSource:
     async def token(self) -> str:
         """A valid access token, fetching a new one when the last is due for renewal."""
         async with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             if self._token is not None and now < self._token.renew_at:
                 return self._token.value
             if self.token_url is None:
