@@ -252,3 +252,24 @@ def test_gpu_classes_shed_by_tokens_per_kw_whatever_their_listing() -> None:
     inp = dataclasses.replace(inp, cap_kw=np.array([2.2]))
     x = np.array([[2.0], [2.0], [0.0]])
     assert round_plan(inp, x, np.array([2.1]), np.zeros(1))[:, 0].tolist() == [2, 1, 0]
+
+
+def test_the_refill_takes_the_least_of_units_free_tokens_short_and_kw_left() -> None:
+    # 4 full (2.8 kW) over a 2.15 kW cap by 0.65: two full go (1.54 kW), 0.61 kW left,
+    # room for two low units (0.56 kW); two units free
+    # - committed 5,000: 1,000 short, one low unit makes it up
+    assert _round([0, 0, 4, 0], 2.15, 2.1, committed=5000.0) == [0, 0, 2, 1]
+    # - committed 8,000: 4,000 short (three low units' worth), two fit
+    assert _round([0, 0, 4, 0], 2.15, 2.1, committed=8000.0) == [0, 0, 2, 2]
+    # 0.05 kW over a 2.75 kW cap: one full goes (2.17 kW), 0.58 kW left (two low units'
+    # worth), 2,000 tok/s short (two low units' worth), but only one unit is free
+    assert _round([0, 0, 4, 0], 2.75, 2.7, committed=8000.0) == [0, 0, 3, 1]
+
+
+def test_the_refill_adds_nothing_to_a_step_that_is_not_short() -> None:
+    # step 0 as above (two low units refill it); step 1 serves what the LP served (two
+    # full, 4,000 tok/s, all the LP gave), with units free and kW to spare: it stays
+    inp = dataclasses.replace(_inputs(committed=8000.0, steps=2), cap_kw=np.array([2.15, 2.15]))
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [4.0, 2.0], [0.0, 0.0]])
+    n = round_plan(inp, x, np.array([2.1, 2.1]), inp.tput_tok_s @ x)
+    assert n.T.tolist() == [[0, 0, 2, 2], [0, 0, 2, 0]]
