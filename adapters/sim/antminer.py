@@ -31,7 +31,6 @@ bmminer restarts with the new configuration: 20-35 s on real miners).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import secrets
@@ -175,22 +174,13 @@ class AntminerSim(MinerServer):
         return secrets.compare_digest(want, fields["response"])
 
     async def _handle_web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track()
-        try:
+        async with self._connection(writer, http=True):
             method, path, headers, body = await read_http_request(reader)
             status, payload, extra = await self._route(method, path, headers, body)
             garbled = None
             if self._fault(FaultKind.MALFORMED) is not None:
                 garbled = b'{"STATUS":{"STATUS":"S",' + b"\xff\xfe"
             await write_http_reply(writer, status, payload, garbled, extra)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-            pass
-        except asyncio.LimitOverrunError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     async def _route(
         self, method: str, path: str, headers: dict[str, str], body: bytes

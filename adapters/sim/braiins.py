@@ -28,7 +28,6 @@ target answered and not done) and ``garble`` (answers pyasic cannot parse).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -125,8 +124,7 @@ class BraiinsSim(MinerServer):
             self._web = None
 
     async def _handle_web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track()
-        try:
+        async with self._connection(writer, http=True):
             method, target, headers, raw = await read_http_request(reader)
             self.commands_seen += 1
             if not await self._hang_or_slow(lambda: self._web is not None):
@@ -136,14 +134,6 @@ class BraiinsSim(MinerServer):
             )
             garbled = b'{"data":' + b"\xff\xfe" if self._fault(FaultKind.MALFORMED) else None
             await write_http_reply(writer, status, body, garbled, extra)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-            pass
-        except asyncio.LimitOverrunError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     # -- the BOSminer API on 4028 -----------------------------------------------------------
 

@@ -20,12 +20,21 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from adapters.sim.physics import MinerPhysics
+
+#: What ends a client's connection quietly: it went away, or timed out.
+_DROPPED: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncio.IncompleteReadError,
+    TimeoutError,
+)
+#: And on a web port: what it sent is no HTTP request (or too long a line).
+_NOT_HTTP: tuple[type[BaseException], ...] = (ValueError, asyncio.LimitOverrunError)
 
 
 class FaultKind(StrEnum):
@@ -267,6 +276,23 @@ class MinerServer(MinerPhysics):
 
         asyncio.get_running_loop().create_task(go())
 
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, writer: asyncio.StreamWriter, http: bool = False
+    ) -> AsyncIterator[None]:
+        """One client's connection: counted in (:meth:`stop` ends it), ended quietly when the
+        client goes away (on a web port also when it sends no HTTP request), always closed."""
+        self._track()
+        quiet = _DROPPED + _NOT_HTTP if http else _DROPPED
+        try:
+            yield
+        except quiet:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
     def _track(self) -> None:
         """Count the running connection handler in, so that :meth:`stop` can end it."""
         task = asyncio.current_task()
@@ -287,8 +313,7 @@ class MinerServer(MinerPhysics):
         return True
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track()
-        try:
+        async with self._connection(writer):
             raw = await _read_request(reader)
             self.commands_seen += 1
             if self._fault(FaultKind.REBOOT) is not None:
@@ -302,12 +327,6 @@ class MinerServer(MinerPhysics):
             else:
                 writer.write(json.dumps(self.answer(raw), separators=(",", ":")).encode() + b"\x00")
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes:

@@ -12,7 +12,6 @@ password), then is answered by the miner's ``web_get`` / ``web_post``; an unknow
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,8 +44,7 @@ async def serve_http(
     sim: VnishSim, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     """Answer one HTTP request on the miner's web port."""
-    sim._track()
-    try:
+    async with sim._connection(writer, http=True):
         method, target, headers, raw = await read_http_request(reader)
         sim.commands_seen += 1
         if not await sim._hang_or_slow(lambda: sim.web_listening):
@@ -56,14 +54,6 @@ async def serve_http(
         if sim._fault(FaultKind.MALFORMED) is not None:
             garbled = b'{"miner":{"miner_status":' + b"\xff\xfe"
         await write_http_reply(writer, reply.status, reply.body, garbled)
-    except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-        pass
-    except asyncio.LimitOverrunError:
-        pass
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
 
 
 def route(sim: VnishSim, method: str, path: str, headers: dict[str, str], raw: bytes) -> HttpReply:

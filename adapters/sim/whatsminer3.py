@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import secrets
@@ -144,8 +143,7 @@ class WhatsminerV3Sim(MinerServer):
         return self._api is not None
 
     async def _serve_v3(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track()
-        try:
+        async with self._connection(writer):
             while True:
                 async with asyncio.timeout(IDLE_CLOSE_S):
                     n = int.from_bytes(await reader.readexactly(4), "little")
@@ -167,12 +165,6 @@ class WhatsminerV3Sim(MinerServer):
                     body = json.dumps(self.answer_v3(raw), separators=(",", ":")).encode()
                 writer.write(frame(body))
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     # -- port 4028: only what pyasic's factory asks of a v3 miner --------------------------
 
