@@ -89,8 +89,9 @@ class Store:
                 self._read, self.path, migrate, self.key, self.head_file
             )
         except sqlite3.DatabaseError as exc:
+            said = " ".join(str(exc).split())  # SQLite's integrity report spans lines
             raise StoreError(
-                f"{self.path}: the database is corrupt or not a gridsched database ({exc}); "
+                f"{self.path}: the database is corrupt or not a gridsched database ({said}); "
                 "restore it from a backup, or move it aside to start a new one"
             ) from None
         self._commits = GroupCommit(
