@@ -462,6 +462,7 @@ def test_sleeping_miners_take_their_next_wake_ahead_and_wake_in_one_command(
             real = time.time
             monkeypatch.setattr(time, "time", lambda: real() + 1500.0)
             seen = {i: m.commands_seen for i, m in sim_of.items()}
+            set_w = {i: m.preset(m.state.profile).watts for i, m in sim_of.items()}
             d.dispatcher.last_dispatch = time.monotonic() - 120
             out = await d.dispatch()
             woke = [o for o in out if o.ok and o.request.action == "run"]
@@ -469,7 +470,11 @@ def test_sleeping_miners_take_their_next_wake_ahead_and_wake_in_one_command(
             assert staged & {o.device_id for o in woke}
             for o in woke:
                 sent = sim_of[o.device_id].commands_seen - seen[o.device_id]
-                assert sent == (1 if o.device_id in staged else 2), o.device_id
+                # one command (the wake) where the profile was staged or already the
+                # target's; two (profile, then wake) for a miner at another profile
+                assert o.applied is not None
+                ready = o.device_id in staged or set_w[o.device_id] == o.applied.target_w
+                assert sent == (1 if ready else 2), (o.device_id, set_w[o.device_id], o.applied)
 
     asyncio.run(go())
 
