@@ -13,23 +13,42 @@ from typing import Any
 def read(con: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Every stored identity by address ({} without the table, or with an unreadable row)."""
     try:
-        rows = con.execute("SELECT address, identity FROM device_identities")
-        return {str(a): json.loads(d) for a, d in rows}
-    except (sqlite3.OperationalError, ValueError):
+        return read_docs(con, "device_identities", "address", "identity")
+    except ValueError:
         return {}
 
 
 def put(con: sqlite3.Connection, changes: dict[str, dict[str, Any] | None]) -> None:
     """Store each document (None: delete the address's row), inside the caller's write."""
+    put_docs(con, "device_identities", "address", "identity", changes)
+
+
+def read_docs(con: sqlite3.Connection, table: str, key: str, doc: str) -> dict[str, dict[str, Any]]:
+    """A table of JSON documents by key (this module's, ``openadr_programs``), {} without
+    the table (a file opened without migrating); a row that is no JSON raises ValueError."""
+    try:
+        rows = con.execute(f"SELECT {key}, {doc} FROM {table}")
+        return {str(k): json.loads(d) for k, d in rows}
+    except sqlite3.OperationalError:
+        return {}
+
+
+def put_docs(
+    con: sqlite3.Connection,
+    table: str,
+    key: str,
+    doc: str,
+    changes: dict[str, dict[str, Any] | None],
+) -> None:
+    """Store each document of ``changes`` (None: delete its row), inside the caller's write."""
     now = time.time()
-    for address, doc in changes.items():
-        if doc is None:
-            con.execute("DELETE FROM device_identities WHERE address = ?", (address,))
+    for k, d in changes.items():
+        if d is None:
+            con.execute(f"DELETE FROM {table} WHERE {key} = ?", (k,))
         else:
             con.execute(
-                "INSERT OR REPLACE INTO device_identities(address, identity, updated_at) "
-                "VALUES (?,?,?)",
-                (address, json.dumps(doc, sort_keys=True), now),
+                f"INSERT OR REPLACE INTO {table}({key}, {doc}, updated_at) VALUES (?,?,?)",
+                (k, json.dumps(d, sort_keys=True), now),
             )
 
 

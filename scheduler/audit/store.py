@@ -339,28 +339,15 @@ class Store:
 
     def openadr_programs(self) -> dict[str, dict[str, Any]]:
         """The programs stored by :meth:`put_openadr_programs`, by id ({} before any)."""
-        try:
-            rows = self._read.execute("SELECT id, descriptors FROM openadr_programs")
-            return {str(i): json.loads(d) for i, d in rows}
-        except sqlite3.OperationalError:  # opened without migrating: a file without the table
-            return {}
+        return device_identities.read_docs(self._read, "openadr_programs", "id", "descriptors")
 
     async def put_openadr_programs(self, changes: dict[str, dict[str, Any] | None]) -> None:
         """Store (or, for None, forget) programs' descriptors; returns once on disk."""
-
-        def fn(con: sqlite3.Connection) -> None:
-            now = time.time()
-            for pid, descriptors in changes.items():
-                if descriptors is None:
-                    con.execute("DELETE FROM openadr_programs WHERE id = ?", (pid,))
-                else:
-                    con.execute(
-                        "INSERT OR REPLACE INTO openadr_programs(id, descriptors, updated_at) "
-                        "VALUES (?,?,?)",
-                        (pid, json.dumps(descriptors, sort_keys=True), now),
-                    )
-
-        await self.write(fn)
+        await self.write(
+            lambda con: device_identities.put_docs(
+                con, "openadr_programs", "id", "descriptors", changes
+            )
+        )
 
     # -- what discovery found at each miner's address (adapters.discovery; not chained) --------
 
