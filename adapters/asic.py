@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters import antminer, discovery, luxos, vnish, whatsminer, whatsminer3
 from adapters.base import (
@@ -59,6 +59,8 @@ __all__ = [
     "parse_luxos",
     "parse_miner_data",
 ]
+
+T = TypeVar("T")
 
 #: After a sleep command, readings of "running" are not believed for this long (LuxOS
 #: sleeps in about 5 s; a reading sent before the command can still come back).
@@ -97,6 +99,7 @@ class PyasicMiner(DeviceAdapter):
     _found: discovery.Found | None = field(default=None, init=False, repr=False)
     _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
     _mode_as_str: bool | None = field(default=None, init=False)  # stock: miner-mode's type
+    _web: antminer.WebSession | None = field(default=None, init=False, repr=False)  # stock
     _no_target: str = field(default="", init=False)  # why this miner has no power target
     _luxos: bool = field(default=False, init=False)
     _sleeping: bool | None = field(default=None, init=False)
@@ -153,6 +156,8 @@ class PyasicMiner(DeviceAdapter):
             pinned = self.miner_mode_as_str
             default = bool(settings.get("antminer_mining_mode_as_str", False))
             self._mode_as_str = default if pinned is None else pinned
+        if family is Family.ANTMINER_STOCK:  # one web session per miner object found
+            self._web = await antminer.session(miner, self._caps.write_timeout_s, self._web)
         version = self.info.firmware_version if self.info is not None else ""
         if not version and self._found is not None and self._found.cached is not None:
             version = self._found.cached.firmware_version  # its version table still matches
@@ -219,7 +224,9 @@ class PyasicMiner(DeviceAdapter):
             if not reply or set(reply) <= {"multicommand", "id"}:
                 raise DeviceUnreachable(self.device_id, "telemetry: empty reply")
             t = parse_luxos(self.device_id, reply, now)
-            if self.sessions and time.monotonic() - self._session_used > self.session_renew_s:
+            due = luxos.renewal_due  # each miner at its own turn: spread over the sweeps
+            mono, used = time.monotonic(), self._session_used
+            if self.sessions and due(self.device_id, used, mono, self.session_renew_s):
                 await self._renew_session()
         else:
             from pyasic.miners.data import DataOptions
@@ -358,12 +365,13 @@ class PyasicMiner(DeviceAdapter):
         self._sleep_sent_at = time.time() if request.action == "sleep" else None
         self._asleep_seen = False
         if request.action == "sleep":
+            note = ""
             if self._caps.family is Family.ANTMINER_STOCK:
-                await self._stock(antminer.SLEEP)
+                note = await self._stock(antminer.SLEEP)
             else:
                 await self._call("sleep", "stop_mining")
             self._sleeping, self._slept_at = True, time.time()
-            return Applied(request, None)
+            return Applied(request, None, note)
         target, note = self._target(request)
         if target is not None and not self._target_in_place(target):
             name = self._profiles.get(target) if self._luxos else None
@@ -378,22 +386,28 @@ class PyasicMiner(DeviceAdapter):
             self._target_w = target
         if self._sleeping is not False:
             if self._caps.family is Family.ANTMINER_STOCK:
-                await self._stock(antminer.NORMAL)
+                sent = await self._stock(antminer.NORMAL)
+                note = "; ".join(n for n in (note, sent) if n)
             else:
                 await self._call("wake", "resume_mining")
             self._sleeping, self._slept_at = False, None
         return Applied(request, target, note)
 
-    async def _stock(self, mode: int) -> None:
+    async def _stock(self, mode: int) -> str:
+        """The write's note: "" when answered, or that it went out unanswered."""
         miner, as_str = self._need(), bool(self._mode_as_str)
-        await self._guarded(
-            antminer.set_work_mode(self.device_id, miner, mode, as_str, self.timeout_s)
-        )
+        aw = antminer.set_work_mode(self.device_id, miner, mode, as_str, self.timeout_s, self._web)
+        return await self._guarded(aw)
 
-    async def _guarded(self, aw: Awaitable[None]) -> None:
+    async def close(self) -> None:
+        if self._web is not None:
+            await self._web.close()
+            self._web = None
+
+    async def _guarded(self, aw: Awaitable[T]) -> T:
         """A write's failure leaves the device's state unknown: resend everything next time."""
         try:
-            await aw
+            return await aw
         except AdapterError:
             self._forget(session=False)
             raise

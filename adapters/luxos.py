@@ -7,12 +7,14 @@ it). ``renew_session``: LuxOS ends a session unused for about a minute
 (docs.luxor.tech, "Sessions"), and pyasic only notices when a command fails; it keeps one
 session at a time and refuses ``logon`` while it is active (Code 402, "Another session is
 active", as Luxor's client luxos-tooling handles it), where pyasic adopts the active
-session whatever its age.
+session whatever its age. ``renewal_due``: when a reading renews its miner's session, on a
+schedule of the miner's own so that a fleet's renewals are spread over its sweeps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import zlib
 from typing import Any
 
 from adapters.base import AdapterError, BadReply, ControlRejected, contain
@@ -36,6 +38,27 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
         ok = False
     if not ok:
         raise ControlRejected(device_id, f"profileset {name}: the firmware did not confirm")
+
+
+def renewal_due(device_id: str, used_at: float, now: float, renew_s: float) -> bool:
+    """Whether a reading at ``now`` renews a session opened at ``used_at`` (monotonic s).
+
+    Each miner renews once every ``renew_s``, at a phase of its own within that period
+    (drawn from its id), rather than whenever its session has been idle ``renew_s``: a fleet
+    connected at once would otherwise renew every session in the same sweep, each renewal a
+    logoff and a logon, and keep doing so every ``renew_s`` (7,500 at once at the example
+    site). On the schedule, a sweep every P seconds renews about P / renew_s of the
+    sessions, and none waits longer than ``renew_s`` plus one sweep, as before. The first
+    renewal after a connect may come early (at the miner's first turn).
+    0 renews on every reading; infinity never.
+    """
+    if renew_s <= 0:
+        return True
+    if renew_s == float("inf"):
+        return False
+    phase_s = zlib.crc32(device_id.encode()) / 2**32 * renew_s
+    turn = now - (now - phase_s) % renew_s  # the miner's latest turn, at or before now
+    return used_at < turn
 
 
 async def renew_session(device_id: str, rpc: Any, timeout_s: float) -> None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from typing import Any
 
+from adapters import luxos
 from adapters.asic import PyasicMiner
 from adapters.base import ModeRequest
 from adapters.fleet import Fleet, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.luxos import LuxosSim
-from tests.support.simfleet import FAST, loopback_host
+from tests.support.simfleet import FAST, free_base, loopback_host
 
 
 def ask(m: LuxosSim, command: str, param: str | None = None) -> dict[str, Any]:
@@ -111,3 +113,57 @@ def test_an_idle_luxos_session_is_renewed_on_a_reading_not_on_a_failed_command()
         assert asyncio.run(attempts(math.inf, ModeRequest("sleep"))) == 2  # the expiry bites
         now[0] += 10.0
         assert asyncio.run(attempts(0.0, ModeRequest("run"))) == 1
+
+
+def test_a_fleet_connected_at_once_renews_a_share_of_its_sessions_per_sweep() -> None:
+    """7,500 LuxOS miners logged on in the same instant (the example site at start-up),
+    read every 5 s for three minutes: each sweep renews about 5 / 30 of the sessions, never
+    all of them, and no session goes unrenewed past 30 s plus one sweep (LuxOS ends one
+    unused for a minute)."""
+    renew_s, sweep_s, n = 30.0, 5.0, 7500
+    ids = [f"lux/10.0.{k // 250}.{k % 250}" for k in range(n)]
+    used = dict.fromkeys(ids, 1000.0)
+    per_sweep: list[int] = []
+    longest_s = 0.0
+    now = 1000.0
+    while now < 1180.0:
+        now += sweep_s
+        due = [i for i in ids if luxos.renewal_due(i, used[i], now, renew_s)]
+        for i in due:
+            longest_s = max(longest_s, now - used[i])
+            used[i] = now
+        per_sweep.append(len(due))
+    assert max(per_sweep) <= 1.3 * n * sweep_s / renew_s, per_sweep[:12]
+    assert longest_s <= renew_s + sweep_s
+    assert all(now - u <= renew_s + sweep_s for u in used.values())
+
+
+def test_a_sweep_renews_only_the_sessions_whose_turn_has_come() -> None:
+    """Two dozen miners whose sessions were all opened 15 s ago, with renewal every 30 s:
+    one sweep renews those whose turn fell in these 15 s (about half), not all or none, and
+    the next sweep none of those again."""
+    n = 24
+    base = free_base(n)
+    hosts = [base.rsplit(".", 1)[0] + f".{k}" for k in range(1, n + 1)]
+    sims = [LuxosSim(h, session_ttl_s=60.0, **FAST) for h in hosts]
+    th = SimFleetThread(SimFleet(sims, control_port=None))
+
+    async def go() -> tuple[int, list[str]]:
+        devs = [PyasicMiner(f"s/{h}", h, timeout_s=2.0, session_renew_s=30.0) for h in hosts]
+        fleet = Fleet(devs)
+        assert not any((await fleet.connect_all()).values())
+        for d in devs:
+            d._session_used = time.monotonic() - 15.0
+        before = {d.device_id: d._miner.rpc.session_token for d in devs}
+        await fleet.read_all()
+        renewed = [d for d in devs if d._miner.rpc.session_token != before[d.device_id]]
+        again = {d.device_id: d._miner.rpc.session_token for d in renewed}
+        await fleet.read_all()
+        twice = [d.device_id for d in renewed if d._miner.rpc.session_token != again[d.device_id]]
+        await fleet.close()
+        return len(renewed), twice
+
+    with th:
+        renewed, twice = asyncio.run(go())
+    assert 0 < renewed < n
+    assert twice == []
