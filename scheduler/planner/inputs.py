@@ -20,6 +20,7 @@ from models.signals import GridEvent, resolve_cancels
 from models.site import Penalties, SiteConfig
 from scheduler.planner.class_caps import class_cap_series
 from scheduler.planner.event_caps import event_caps, overlap
+from scheduler.planner.objectives import offered_modes
 from scheduler.planner.timegrid import TimeGrid
 
 
@@ -196,13 +197,14 @@ def assemble_inputs(
     devices = config.devices
 
     cm_class, names, power, hr, tput = [], [], [], [], []
-    for c, dc in enumerate(devices):
-        for m in dc.modes:
+    offered, objective_notes = offered_modes(config)
+    for c, offer in enumerate(offered):
+        for m, tok_s in offer:
             cm_class.append(c)
             names.append(m.name)
             power.append(m.power_kw)
             hr.append(m.hashrate_ths)
-            tput.append(m.throughput_tokens_s)
+            tput.append(tok_s)
     units = np.array([dc.units for dc in devices], dtype=np.float64)
     initial = np.array(
         [-1 if dc.initial_on is None else dc.initial_on for dc in devices], dtype=np.float64
@@ -302,7 +304,7 @@ def assemble_inputs(
                 )
             )
 
-    notes: list[str] = []
+    notes: list[str] = list(objective_notes)
     batches: list[BatchWindow] = []
     h0, h1 = int(grid.starts_s[0]), int(grid.ends_s[-1])
     for job in inf.batch:
