@@ -89,16 +89,16 @@ class DaemonProc:
     daemon prints the address it serves on), its output read by a thread so that no read
     blocks the test; its miners on a free loopback /24 chosen at random."""
 
-    def __init__(self, tmp: Path, base: str | None = None, port: int = 0) -> None:
+    def __init__(self, tmp: Path, base: str | None = None) -> None:
         # a free loopback /24 at random: two test runs on one host never share miners
         self.base = base or free_loopback_base(20)
         self.site = tmp / "site.toml"
         self.site.write_text(SITE.replace("{base}", self.base))
         self.db = tmp / "state.db"
-        # port 0: the OS picks at start; a test that must name the URL before the daemon
-        # starts (a VTN's callback) passes a port, with free_port()'s race
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}" if port else ""
+        # port 0 at every start, a restart too: the OS picks, the daemon says which. A URL
+        # named before the start (a VTN's callback) says {port} (GRIDSCHED_VTN_CALLBACK_URL).
+        self.port = 0
+        self.url = ""
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -112,7 +112,7 @@ class DaemonProc:
         proc = self.proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "run", "--config", str(self.site),
              "--db", str(self.db),
-             "--listen", f"127.0.0.1:{self.port}", "--log-level", "warning"],
+             "--listen", "127.0.0.1:0", "--log-level", "warning"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         lines = self.lines = []
@@ -315,7 +315,7 @@ def test_invalid_signal_names_the_field(daemon: DaemonProc) -> None:
 def test_openadr3_notifications(daemon: DaemonProc) -> None:
     url = daemon.url + "/openadr3/notifications"
     assert httpx.get(url, params={"echo": "abc123"}, timeout=HTTP_S).text == "abc123"
-    note = {
+    note: dict[str, Any] = {
         "objectType": "EVENT",
         "operation": "CREATE",
         "object": {

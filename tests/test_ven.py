@@ -535,14 +535,14 @@ def test_daemon_runs_the_ven_polls_listens_and_unsubscribes(
     client = bl(vtn)
     pid = make_program(client)
     first = client.create_event(limit_event(pid, kw=45.0)).json()["id"]
-    d = DaemonProc(tmp_path, port=free_port())  # the callback URL is named before start
+    d = DaemonProc(tmp_path)  # port 0: the callback URL names the port it gets, {port}
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-daemon"\n'
                       '[[openadr.resources]]\nname = "whole-site"\n')  # fmt: skip
     for k, v in {
         "GRIDSCHED_VTN_URL": vtn.url,
         "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
         "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
-        "GRIDSCHED_VTN_CALLBACK_URL": f"{d.url}/openadr3/notifications",
+        "GRIDSCHED_VTN_CALLBACK_URL": "http://127.0.0.1:{port}/openadr3/notifications",
         "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
     }.items():
         monkeypatch.setenv(k, v)
@@ -695,13 +695,13 @@ def test_daemon_killed_loses_no_event(
 
     client = bl(vtn)
     pid = make_program(client)
-    d = DaemonProc(tmp_path, port=free_port())  # the callback URL is named before start
+    d = DaemonProc(tmp_path)  # port 0: the callback URL names the port it gets, {port}
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-k9"\n')
     for k, v in {
         "GRIDSCHED_VTN_URL": vtn.url,
         "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
         "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
-        "GRIDSCHED_VTN_CALLBACK_URL": f"{d.url}/openadr3/notifications",
+        "GRIDSCHED_VTN_CALLBACK_URL": "http://127.0.0.1:{port}/openadr3/notifications",
         "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
     }.items():
         monkeypatch.setenv(k, v)

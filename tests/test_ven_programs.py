@@ -158,6 +158,30 @@ def test_a_program_by_webhook_is_on_disk_before_the_answer(tmp_path: Path) -> No
     assert row[0] == "tou" and json.loads(row[1])["PRICE"]["units"] == "KWH"
 
 
+def test_callback_url_names_the_port_the_api_listens_on() -> None:
+    """``{port}`` in GRIDSCHED_VTN_CALLBACK_URL is the port the API was bound to (with
+    ``--listen HOST:0``, the one the OS chose): the VTN is told a URL that reaches this
+    daemon without anyone guessing a free port before it starts."""
+    from models.site import OpenADR
+    from scheduler.service.ven_daemon import ven_config_from_env
+
+    site = OpenADR.model_validate({"ven_name": "v"})
+    env = {
+        "GRIDSCHED_VTN_URL": "http://vtn.example",
+        "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
+        "GRIDSCHED_VTN_CLIENT_SECRET": "s",
+        "GRIDSCHED_OPENADR_TOKENS": "t",
+        "GRIDSCHED_VTN_CALLBACK_URL": "https://gw.example:{port}/openadr3/notifications",
+    }
+    cfg = ven_config_from_env(site, env, listen_port=43121)
+    assert cfg is not None and cfg.callback_url == "https://gw.example:43121/openadr3/notifications"
+    with pytest.raises(ValueError, match=r"GRIDSCHED_VTN_CALLBACK_URL.*\{port\}"):
+        ven_config_from_env(site, env, listen_port=None)  # not bound yet: no port to name
+    fixed = {**env, "GRIDSCHED_VTN_CALLBACK_URL": "https://gw.example/cb"}
+    cfg = ven_config_from_env(site, fixed, listen_port=43121)
+    assert cfg is not None and cfg.callback_url == "https://gw.example/cb"  # as given
+
+
 @pytest.mark.filterwarnings("ignore:Unsupported scheme type:UserWarning")  # the VTN double
 def test_killed_daemon_restarted_without_its_vtn_still_reads_units_from_the_program(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -166,11 +190,11 @@ def test_killed_daemon_restarted_without_its_vtn_still_reads_units_from_the_prog
     back; an event of that program, without its own descriptors, arrives by webhook (the VTN's
     notification path, or a relay, can outlive its API): its price is acted on."""
     from tests.test_daemon import OADR_TOKEN, DaemonProc, status, wait_for
-    from tests.test_ven import bl, free_port
+    from tests.test_ven import bl
     from tests.vtn_double import VtnDouble
 
     vtn = VtnDouble().start()
-    d = DaemonProc(tmp_path, port=free_port())
+    d = DaemonProc(tmp_path)
     try:
         client = bl(vtn)
         program = {k: v for k, v in PROGRAM.items() if k != "id"}

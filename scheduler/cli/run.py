@@ -44,6 +44,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         startup.check_secrets(config)
         startup.check_measurable(config)
         sock = startup.bind_listen(config.daemon.listen)
+        # the address bound (port 0: the port the OS chose), e.g. for the VTN's callback URL
+        bound = f"{config.daemon.listen.rpartition(':')[0]}:{sock.getsockname()[1]}"
+        config = config.model_copy(
+            update={"daemon": config.daemon.model_copy(update={"listen": bound})}
+        )
         try:
             lock_fd = startup.lock_state_file(db)
             daemon = _open_daemon(config, db, args.adopt_state)

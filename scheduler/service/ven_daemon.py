@@ -8,7 +8,8 @@ other secret of the daemon (docs/operations.md, "Enrolling with a utility's VTN"
 - ``GRIDSCHED_VTN_CLIENT_ID`` and ``GRIDSCHED_VTN_CLIENT_SECRET`` (or ``..._SECRET_FILE``);
 - ``GRIDSCHED_VTN_CALLBACK_URL``: this daemon's ``/openadr3/notifications`` as the VTN
   reaches it (optional: without it the VEN relies on MQTT and polling), answered with the
-  first of ``GRIDSCHED_OPENADR_TOKENS``;
+  first of ``GRIDSCHED_OPENADR_TOKENS``; ``{port}`` in it stands for the port the API is
+  bound to (with ``--listen HOST:0``, the one the OS chose at start);
 - ``GRIDSCHED_VTN_VERSION`` (``3.1.0``, or ``3.0.1``), ``GRIDSCHED_VTN_TOKEN_URL``,
   ``GRIDSCHED_VTN_POLL_S`` (default 60).
 
@@ -39,9 +40,10 @@ __all__ = ["deliverer", "reader", "start_ven", "ven_config_from_env"]
 
 
 def ven_config_from_env(
-    site: OpenADR, environ: Mapping[str, str] | None = None
+    site: OpenADR, environ: Mapping[str, str] | None = None, listen_port: int | None = None
 ) -> VenConfig | None:
-    """The VEN's configuration, or None when ``GRIDSCHED_VTN_URL`` is not set.
+    """The VEN's configuration, or None when ``GRIDSCHED_VTN_URL`` is not set;
+    ``listen_port`` (the API's bound port) fills ``{port}`` in the callback URL.
 
     Raises ValueError naming the variable that is missing or wrong."""
     env = os.environ if environ is None else environ
@@ -64,6 +66,13 @@ def ven_config_from_env(
             "GRIDSCHED_VTN_CALLBACK_URL is set but GRIDSCHED_OPENADR_TOKENS is not: the VTN "
             "would be given a callback that refuses it"
         )
+    if callback and "{port}" in callback:
+        if not listen_port:
+            raise ValueError(
+                f"GRIDSCHED_VTN_CALLBACK_URL={callback!r} has {{port}}, the port the API listens "
+                "on, but that port is not known here; name the port, or start with gridsched run"
+            )
+        callback = callback.replace("{port}", str(listen_port))
     poll = env.get("GRIDSCHED_VTN_POLL_S", "60")
     try:
         poll_s = float(poll)
@@ -115,7 +124,9 @@ def deliverer(daemon: Daemon) -> Deliver:
 
 async def start_ven(daemon: Daemon, environ: Mapping[str, str] | None = None) -> Ven | None:
     """Start the VEN when configured; it hands what it fetches to ``daemon.accept``."""
-    config = ven_config_from_env(daemon.config.openadr, environ)
+    # gridsched run puts the bound address in the config (port 0: the port the OS chose)
+    listen_port = int(daemon.config.daemon.listen.rpartition(":")[2])
+    config = ven_config_from_env(daemon.config.openadr, environ, listen_port)
     if config is None:
         return None
     read = reader(daemon)
