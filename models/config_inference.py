@@ -56,6 +56,9 @@ class InferenceDemand(Strict):
     poll_s: Annotated[float, Field(ge=1, le=3600)] = 15.0
     #: a measured demand this far (relative) from what the plan assumed re-plans
     replan_threshold: Annotated[float, Field(gt=0, le=10)] = 0.2
+    #: the latency objectives' percentiles are over this window's observations (at least
+    #: one poll), like ``histogram_quantile`` over ``rate(...[5m])`` in a Prometheus
+    objective_window_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
     #: how fast a surge or lull seen now fades back to the hourly profile in the forecast
     tau_h: Pos = 1.0
     #: the time in which a queue of waiting requests should be served (backlog demand)

@@ -257,7 +257,9 @@ def test_latency_objectives_are_met_missed_or_unverified(
     tmp_path: Path, engine: tuple[FakeVllm, str]
 ) -> None:
     fake, url = engine
-    d = _daemon(tmp_path, url, objectives="ttft_p95_s = 0.5\nitl_p95_s = 0.05")
+    objectives = "ttft_p95_s = 0.5\nitl_p95_s = 0.05"
+    # each poll's own window (the default 300 s would still hold the first poll's tokens)
+    d = _daemon(tmp_path, url, objectives=objectives, extra="objective_window_s = 0")
 
     async def go() -> None:
         async with feeding(d) as clock:

@@ -4,10 +4,22 @@ met / missed / unverified from a vLLM-shaped metrics page over a window."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from models import catalog
 from models import inference_objectives as io
+from models.site import Inference, InferenceDemand, parse_site
+from scheduler.service.daemon import Daemon
+from scheduler.service.demand_feed import DemandFeed
+from scheduler.service.metrics import metrics_registry
 from tests.conftest import DATA, make_site, solve
 
 DECODE_H100 = {
@@ -129,6 +141,222 @@ def test_no_mode_meets_it_the_fastest_serves_at_its_lowest_load_and_says_so() ->
 
 def test_ttft_is_reported_not_mapped_and_the_plan_says_so() -> None:
     stated = {**COMMITTED, "ttft_p95_s": 0.5}
-    inp, plan = solve(make_site(devices=[DECODE_H100], inference=stated), [60.0])
+    _inp, plan = solve(make_site(devices=[DECODE_H100], inference=stated), [60.0])
     assert sum(plan.classes[0].units_at(0).values()) == 7
     assert any(n.startswith("ttft_p95_s: not mapped") for n in plan.notes)
+
+
+# --- reported from the serving metrics ------------------------------------------------
+
+#: vLLM's own buckets (vllm/v1/metrics/loggers.py): TTFT and inter-token latency, seconds
+VLLM_TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+    10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+VLLM_ITL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+)  # fmt: skip
+
+
+class VllmPage:
+    """A metrics page with vLLM's names, types, labels and buckets."""
+
+    def __init__(self, legacy_itl: bool = False) -> None:
+        self.reg = CollectorRegistry()
+        lab = ["model_name", "engine"]
+        Gauge("vllm:num_requests_running", "running", lab, registry=self.reg).labels("m", "0")
+        Gauge("vllm:num_requests_waiting", "waiting", lab, registry=self.reg).labels("m", "0")
+        self.gen = Counter("vllm:generation_tokens", "generated", lab, registry=self.reg)
+        self.gen.labels("m", "0")
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            lab,
+            buckets=VLLM_TTFT_BUCKETS,
+            registry=self.reg,
+        ).labels("m", "0")
+        name = (
+            "vllm:time_per_output_token_seconds"
+            if legacy_itl
+            else "vllm:inter_token_latency_seconds"
+        )
+        self.itl = Histogram(
+            name,
+            "Histogram of inter-token latency in seconds.",
+            lab,
+            buckets=VLLM_ITL_BUCKETS,
+            registry=self.reg,
+        ).labels("m", "0")
+
+
+@contextlib.contextmanager
+def page(legacy_itl: bool = False) -> Iterator[tuple[VllmPage, str]]:
+    p = VllmPage(legacy_itl)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=p.reg)
+    try:
+        yield p, f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _feed(url: str, window_s: float, **objectives: float) -> tuple[DemandFeed, Clock]:
+    demand = InferenceDemand(
+        engine="vllm", urls=(url,), poll_s=10, stale_s=25, objective_window_s=window_s
+    )
+    feed = DemandFeed(Inference(committed_tokens_s=100.0, demand=demand, **objectives))
+    clock = Clock()
+    feed.clock = clock
+    return feed, clock
+
+
+async def _poll_at(feed: DemandFeed, clock: Clock, t: float) -> None:
+    clock.t = 1000.0 + t
+    await feed.poll()
+
+
+def _itl(feed: DemandFeed) -> dict[str, Any]:
+    return feed.objectives()["itl_p95"]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["inter_token_latency", "tpot"])
+def test_the_percentile_is_over_the_window_and_a_slow_spell_leaves_it(legacy: bool) -> None:
+    """ITL objective 0.1 s, window 60 s, polls every 10 s: 50 slow tokens (0.2 s) in the
+    first 10 s miss it while they are in the window (even among 500 fast ones), and it
+    is met once the window has moved past them."""
+    with page(legacy) as (p, url):
+        feed, clock = _feed(url, 60.0, itl_p95_s=0.1)
+
+        async def go() -> None:
+            await _poll_at(feed, clock, 0)
+            assert _itl(feed)["state"] == "unverified"  # one reading: no window yet
+            for _ in range(50):
+                p.itl.observe(0.2)
+            await _poll_at(feed, clock, 10)
+            o = _itl(feed)
+            assert o["state"] == "missed" and o["window_s"] == 10.0
+            assert o["observations"] == 50 and 0.15 < o["value_s"] <= 0.2
+            for t in range(20, 80, 10):
+                for _ in range(100):
+                    p.itl.observe(0.02)
+                await _poll_at(feed, clock, t)
+                o = _itl(feed)
+                if t <= 60:  # the slow tokens are 50 of at most 550: above the 5 % tail
+                    assert o["state"] == "missed", (t, o)
+            assert o["state"] == "met" and o["window_s"] == 60.0
+            assert o["observations"] == 600 and o["value_s"] <= 0.025
+            await feed.close()
+
+        asyncio.run(go())
+
+
+def test_no_observation_no_reading_or_a_stale_one_is_unverified_never_met() -> None:
+    with page() as (p, url):
+        feed, clock = _feed(url, 0.0, itl_p95_s=0.1, ttft_p95_s=0.5)
+
+        async def go() -> None:
+            await _poll_at(feed, clock, 0)
+            p.itl.observe(0.02)
+            p.ttft.observe(0.3)
+            await _poll_at(feed, clock, 10)
+            got = feed.objectives()
+            assert got["itl_p95"]["state"] == "met" and got["ttft_p95"]["state"] == "met"
+            await _poll_at(feed, clock, 20)  # window 0: the last poll's, which saw nothing
+            got = feed.objectives()
+            assert {o["state"] for o in got.values()} == {"unverified"}
+            assert got["itl_p95"]["observations"] == 0 and got["itl_p95"]["value_s"] is None
+            p.itl.observe(0.02)
+            clock.t += 30  # past stale_s (25 s) with no poll: no young reading
+            assert {o["state"] for o in feed.objectives().values()} == {"unverified"}
+            await feed.close()
+
+        asyncio.run(go())
+
+
+def test_an_engine_that_cannot_be_read_leaves_the_objectives_unverified() -> None:
+    with page() as (p, url):
+        feed, clock = _feed(url, 300.0, itl_p95_s=0.1)
+
+        async def go() -> None:
+            await _poll_at(feed, clock, 0)
+            p.itl.observe(0.02)
+            await _poll_at(feed, clock, 10)
+            assert _itl(feed)["state"] == "met"
+            await feed.close()
+
+        asyncio.run(go())
+    # the page is gone: polls fail, and once the last reading is stale nothing is claimed
+
+    async def after() -> None:
+        await _poll_at(feed, clock, 20)
+        assert not feed.up and _itl(feed)["state"] == "met"  # the last reading, still young
+        await _poll_at(feed, clock, 40)
+        assert not feed.up and _itl(feed)["state"] == "unverified"
+        await feed.close()
+
+    asyncio.run(after())
+
+
+def test_status_and_metrics_report_each_objective(tmp_path: Path) -> None:
+    with page() as (p, url):
+        text = SITE.format(url=url)
+        d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
+        assert d.demand is not None
+        clock = Clock()
+        d.demand.clock = clock
+
+        async def go() -> None:
+            assert d.demand is not None
+            await _poll_at(d.demand, clock, 0)
+            for _ in range(20):
+                p.itl.observe(0.3)  # every token slower than 0.1 s
+                p.ttft.observe(0.2)
+            await _poll_at(d.demand, clock, 10)
+            await d.demand.close()
+
+        asyncio.run(go())
+        sla = d.inference_sla()
+        assert sla["itl_p95"]["state"] == "missed" and sla["ttft_p95"]["state"] == "met"
+        m = metrics_registry(d)
+        for objective, state in (("itl_p95", "missed"), ("ttft_p95", "met")):
+            labels = {"objective": objective, "state": state}
+            assert m.get_sample_value("gridsched_inference_sla", labels) == 1.0
+        seconds = "gridsched_inference_objective_seconds"
+        assert m.get_sample_value(seconds, {"objective": "itl_p95", "kind": "target"}) == 0.1
+        observed = m.get_sample_value(seconds, {"objective": "itl_p95", "kind": "observed"})
+        assert observed is not None and 0.2 < observed <= 0.3
+        d.store.close()
+
+
+SITE = """
+[site]
+name = "objectives"
+interconnect_kw = 100
+[prices]
+format = "demo"
+[inference]
+committed_tokens_s = 100
+ttft_p95_s = 0.5
+itl_p95_s = 0.1
+[inference.demand]
+engine = "vllm"
+urls = ["{url}"]
+poll_s = 10
+[[devices]]
+name = "gpu"
+kind = "gpu"
+count = 2
+modes = [{{ name = "full", power_kw = 1.0, throughput_tokens_s = 1000.0 }}]
+[devices.adapter]
+kind = "sim"
+"""

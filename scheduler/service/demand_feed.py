@@ -45,6 +45,7 @@ from scheduler.service.demand import (
     sla_state,
 )
 from scheduler.service.demand_promql import PromqlDemand, PromqlReading, objective_state
+from scheduler.service.objectives import ObjectiveWindow
 
 #: latency objectives: site key -> (status name, which histogram, quantile)
 OBJECTIVES = {"ttft_p95_s": ("ttft_p95", "ttft_s", 0.95), "itl_p95_s": ("itl_p95", "itl_s", 0.95)}
@@ -67,6 +68,7 @@ class DemandFeed:
             "vllm" if self.cfg.engine == "promql" else self.cfg.engine
         )
         self.tracker = DemandTracker(drain_s=self.cfg.backlog_s)
+        self.window = ObjectiveWindow(self.cfg.objective_window_s)
         self.reading: DemandReading | PromqlReading | None = None
         self.ok_at: float | None = None  # monotonic time of the last full reading
         self.error: str | None = None
@@ -132,6 +134,7 @@ class DemandFeed:
                 if isinstance(r, ServingSample)
             }
             reading = self.tracker.update(samples)
+            self.window.add(samples)
             if reading is not None:
                 self.reading, self.ok_at = reading, at
 
@@ -183,6 +186,7 @@ class DemandFeed:
             if target is None:
                 continue
             state, value, why = SlaState.UNVERIFIED, None, None
+            extra: dict[str, float] = {}
             if self.promql is not None:
                 r = self.reading if fresh and isinstance(self.reading, PromqlReading) else None
                 seen = None if r is None else r.objectives.get(name)
@@ -193,12 +197,15 @@ class DemandFeed:
                     why = "no young reading of the demand query"
                 elif why is None and seen is not None:
                     why = seen.error  # None when met or missed
-            elif fresh and isinstance(self.reading, DemandReading):
-                state, value = sla_state(getattr(self.reading, hist), q, target)
+            elif fresh and (w := self.window.histograms()) is not None:
+                h = getattr(w, hist)
+                state, value = sla_state(h, q, target)
+                extra = {"window_s": round(w.span_s, 1), "observations": h.count}
             out[name] = {
                 "state": state.value,
                 "value_s": None if value is None else round(value, 4),
                 "target_s": target,
+                **extra,
             }
             if why is not None:  # PromQL: why it is unverified (the query's error)
                 out[name]["error"] = why

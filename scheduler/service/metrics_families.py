@@ -167,10 +167,20 @@ def inference(d: Daemon) -> Iterator[Metric]:
         "1 for each latency objective's state (met, missed, unverified)",
         labels=["objective", "state"],
     )
+    seconds = GaugeMetricFamily(
+        "gridsched_inference_objective_seconds",
+        "Each latency objective's target, and its percentile observed over the window "
+        "(no observed series while unverified)",
+        labels=["objective", "kind"],
+    )
     for name, o in d.inference_sla().items():
         for state in ("met", "missed", "unverified"):
             sla.add_metric([name, state], 1.0 if o["state"] == state else 0.0)
+        seconds.add_metric([name, "target"], o["target_s"])
+        if o["value_s"] is not None:
+            seconds.add_metric([name, "observed"], o["value_s"])
     yield sla
+    yield seconds
 
 
 def power_truth(d: Daemon, m: dict[str, float], now: float) -> Iterator[Metric]:
