@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from models import catalog
 from models import inference_objectives as io
+from models.errors import ConfigError
 from models.site import Inference, InferenceDemand, parse_site
 from scheduler.service.daemon import Daemon
 from scheduler.service.demand_feed import DemandFeed
@@ -360,3 +361,24 @@ modes = [{{ name = "full", power_kw = 1.0, throughput_tokens_s = 1000.0 }}]
 [devices.adapter]
 kind = "sim"
 """
+
+
+@pytest.mark.parametrize(
+    ("inference", "where", "words"),
+    [
+        ({"itl_p95_s": -0.1}, "inference.itl_p95_s", "greater than 0"),
+        ({"ttft_p95_s": "fast"}, "inference.ttft_p95_s", "valid number"),
+        (
+            {"demand": {"urls": ["http://e/metrics"], "objective_window_s": -5}},
+            "inference.demand.objective_window_s",
+            "greater than or equal to 0",
+        ),
+    ],
+)
+def test_a_bad_objective_is_named_with_what_is_valid(
+    inference: dict[str, Any], where: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        make_site(devices=[DECODE_H100], inference=inference)
+    msg = str(err.value)
+    assert where in msg and words in msg, msg
