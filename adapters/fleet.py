@@ -204,6 +204,7 @@ class Fleet:
         ``progress(done, total)`` is called as each device ends, connected or not."""
 
         sem = asyncio.Semaphore(min(self.concurrency, self.connect_concurrency))
+        devs = self._own_devices()
         done = 0
 
         async def one(dev: DeviceAdapter) -> tuple[str, str | None]:
@@ -222,9 +223,13 @@ class Fleet:
             finally:
                 done += 1
                 if progress is not None:
-                    progress(done, len(self.adapters))
+                    progress(done, len(devs))
 
-        return dict(await asyncio.gather(*(one(d) for d in self.adapters)))
+        return dict(await asyncio.gather(*(one(d) for d in devs)))
+
+    def _own_devices(self) -> list[DeviceAdapter]:
+        """The devices this process drives (a sharded fleet's workers drive the others)."""
+        return list(self.adapters)
 
     async def read_all(self, ids: Iterable[str] | None = None) -> dict[str, Telemetry]:
         """One telemetry sweep; unreachable devices are probed only when their backoff ends."""

@@ -93,6 +93,9 @@ class Daemon(Strict):
     poll_s: Annotated[float, Field(ge=1)] = 15.0
     command_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
     read_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
+    #: worker processes that drive the miners (adapters.fleet_shards): 1, all in the
+    #: daemon's process; "auto", one per core beyond the first (1 on a 2-core host)
+    fleet_workers: int | Literal["auto"] = 1
     confirm_after_s: Annotated[float, Field(ge=0)] = 6.0  # read again after a shed; 0: off
     stage_ahead_s: Annotated[float, Field(ge=0)] = 3600.0  # stage sleepers' next wake; 0: off
     horizon: str = "24h"
@@ -127,6 +130,16 @@ class Daemon(Strict):
     keep_alive_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     price_feed: PriceFeed = PriceFeed()
     hashprice_feed: HashpriceFeed = HashpriceFeed()
+
+    @field_validator("fleet_workers", mode="before")
+    @classmethod
+    def _fleet_workers(cls, v: object) -> object:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64):
+            return v
+        raise ValueError(
+            "valid are a number of worker processes from 1 to 64 (1: the miners are "
+            "driven in the daemon's process) and 'auto' (one per core beyond the first)"
+        )
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -23,6 +23,7 @@ from typing import Any
 from adapters import discovery, registry
 from adapters.base import ModeRequest
 from adapters.fleet import Fleet, Outcome, freeze_heap
+from adapters.fleet_shards import make_fleet
 from adapters.meter import ModbusMeter
 from models.devices import DeviceKind
 from models.signals import GridEvent
@@ -72,9 +73,12 @@ class Daemon:
         #: called with (done, total) as each device's connect ends (`gridsched run`: a
         #: progress line on a terminal)
         self.connect_progress: Callable[[int, int], None] | None = None
-        self.fleet = Fleet(
+        # in this process, or with the miners driven by worker processes ([daemon]
+        # fleet_workers): one fleet to the parts either way, one log of its outcomes
+        self.fleet: Fleet = make_fleet(
             self.built.adapters,
             self.built.groups,
+            d.fleet_workers,
             concurrency=d.command_concurrency,
             read_concurrency=d.read_concurrency,
             clock=self.clock.time,

@@ -1,0 +1,212 @@
+"""A fleet worker process: one shard of a sharded fleet (:mod:`adapters.fleet_shards`).
+
+Started by the parent as ``python -m adapters.fleet_worker FD INDEX`` with one end of a
+socket pair as file descriptor FD. It reads a :class:`~adapters.fleet_wire.WorkerSpec`
+(its devices' adapters, not yet connected), runs them in a plain
+:class:`~adapters.fleet.Fleet` on its own event loop, with its own pyasic clients,
+sessions and discovery, and serves the parent's requests concurrently (a curtail while a
+sweep is out, as in one process). Every answer carries what changed in its devices
+(:class:`~adapters.fleet_wire.Sync`); read-back verdicts and connect progress are sent
+within ``FLUSH_S`` when no answer carries them sooner.
+
+It ignores SIGINT (Ctrl-C reaches the whole process group: the parent stops it, once) and
+exits when the parent closes the socket or dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from adapters.base import DeviceInfo, ModeRequest
+from adapters.fleet import Fleet
+from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
+from adapters.gc_hold import freeze_heap
+from adapters.outcomes import Outcome, Pending
+
+log = logging.getLogger("gridsched.fleet.worker")
+
+#: News (verdicts, connect progress) that no answer carries goes out within this long,
+#: batched: one frame per device would cost more than the calls themselves.
+FLUSH_S = 0.05
+
+
+class Worker:
+    """Serves one shard's fleet to the parent and keeps the parent's view of it current."""
+
+    def __init__(self, fleet: Fleet, writer: asyncio.StreamWriter) -> None:
+        self.fleet = fleet
+        self.writer = writer
+        fleet.on_outcome = self._outcome
+        self._dirty: set[str] = set()  # devices whose status the parent has not seen
+        self._events: list[Outcome] = []
+        self._connected = 0
+        self._sent_pending: dict[str, Pending] = {}
+        self._sent_unconfirmed: dict[str, ModeRequest] = {}
+        self._sent_info: dict[str, tuple[DeviceInfo | None, float]] = {}
+        self._books = {
+            id(book): book
+            for a in fleet.adapters
+            if (book := getattr(a, "identities", None)) is not None
+        }
+        self._flush: asyncio.TimerHandle | None = None
+        self._frozen = False
+
+    # -- news -------------------------------------------------------------------------------
+
+    def _outcome(self, out: Outcome) -> None:
+        self._events.append(out)
+        self._dirty.add(out.device_id)
+        self._soon()
+
+    def _progress(self, _done: int, _total: int) -> None:
+        self._connected += 1
+        self._soon()
+
+    def _soon(self) -> None:
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(FLUSH_S, self._send_news)
+
+    def _send_news(self) -> None:
+        self._flush = None
+        self.send(0, True, None)
+
+    def _sync(self) -> Sync:
+        f = self.fleet
+        s = Sync(events=self._events, connected=self._connected)
+        self._events, self._connected = [], 0
+        s.statuses = [f.status[i] for i in self._dirty]
+        for i in self._dirty:
+            a = f.by_id[i]
+            now = (a.info, a.confirm_deadline_s())
+            was = self._sent_info.get(i)
+            if was is None or was[0] is not now[0] or was[1] != now[1]:
+                s.infos[i] = self._sent_info[i] = now
+        self._dirty = set()
+        pending, sent = f.pending, self._sent_pending
+        s.pending = {i: p for i, p in pending.items() if sent.get(i) is not p}
+        s.settled = [i for i in sent if i not in pending]
+        self._sent_pending = dict(pending)
+        unconfirmed, was_u = f.unconfirmed_requests(), self._sent_unconfirmed
+        s.unconfirmed = {i: r for i, r in unconfirmed.items() if was_u.get(i) is not r}
+        s.resent = [i for i in was_u if i not in unconfirmed]
+        self._sent_unconfirmed = unconfirmed
+        for book in self._books.values():
+            s.identities.update(book.changes())
+        return s
+
+    def send(self, req_id: int, ok: bool, result: object) -> None:
+        if self._flush is not None and req_id:
+            self._flush.cancel()  # this answer carries the news
+            self._flush = None
+        sync = self._sync()
+        if req_id or sync:
+            self.writer.write(frame((req_id, ok, result, sync)))
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _touch(self, ids: Iterable[str] | None) -> None:
+        self._dirty.update(self.fleet.by_id if ids is None else ids)
+
+    async def handle(self, req_id: int, op: str, arg: Any) -> None:
+        try:
+            result = await self._run(op, arg)
+        except Exception as exc:  # the parent hears it; the worker goes on
+            log.exception("fleet worker: %s failed", op)
+            self.send(req_id, False, f"{op}: {type(exc).__name__}: {exc}")
+        else:
+            self.send(req_id, True, result)
+        with contextlib.suppress(ConnectionError):  # the parent is gone: reading ends too
+            await self.writer.drain()
+
+    async def _run(self, op: str, arg: Any) -> object:
+        """One request; the devices it touched go out with its answer, as they are then
+        (news sent while it ran may have caught them half way)."""
+        f = self.fleet
+        if op == "connect":
+            errors = await f.connect_all(self._progress)
+            self._touch(None)
+            if not self._frozen:  # set up: what lives on leaves the collector's full passes
+                freeze_heap()
+                self._frozen = True
+            return errors
+        if op == "read":
+            readings = await f.read_all(arg)
+            self._touch(arg)
+            return readings
+        if op in ("apply", "stage"):
+            outcomes = await (f.apply(arg) if op == "apply" else f.stage(arg))
+            self._touch(arg)
+            return outcomes
+        if op == "close":
+            await f.close()
+            return None
+        raise ValueError(f"unknown op {op!r}")
+
+
+async def serve(fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    spec = await read_frame(reader)
+    if not isinstance(spec, WorkerSpec):
+        return 2
+    _preload()
+    fleet = Fleet(spec.adapters, spec.groups, **spec.settings)
+    worker = Worker(fleet, writer)
+    tasks: set[asyncio.Task[None]] = set()
+    closed = False
+    while (msg := await read_frame(reader)) is not None:
+        req_id, op, arg = msg
+        task = asyncio.create_task(worker.handle(req_id, op, arg))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        if op == "close":
+            await task
+            closed = True
+            break
+    for task in list(tasks):  # the parent is gone: nobody waits for these
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if not closed:
+        await fleet.close()
+    writer.close()
+    return 0
+
+
+def _preload() -> None:
+    """Import pyasic's miner classes now (seconds of CPU on a loaded host): the first
+    connect would, within each device's ``op_timeout_s``."""
+    with contextlib.suppress(ImportError):
+        import pyasic.miners.backends
+        import pyasic.miners.data  # noqa: F401
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+def main(argv: list[str]) -> int:
+    fd, index = int(argv[1]), int(argv[2])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stdout = sys.stderr  # nothing a library prints can reach the parent's socket
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("GRIDSCHED_WORKER_LOG", "WARNING"),
+        format=f"fleet worker {index}: %(levelname)s %(name)s: %(message)s",
+    )
+    return _run(lambda: serve(fd))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,234 @@
+"""A fleet sharded over worker processes (``[daemon] fleet_workers``): the same
+conformance steps as tests/test_families.py, every firmware simulator, through two worker
+processes, with the outcomes and read-back verdicts of a fleet in one process; a worker
+killed outright; the setting's sizing and its errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.asic import PyasicMiner
+from adapters.base import DeviceAdapter, Health, ModeRequest
+from adapters.discovery import IdentityBook, attach
+from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
+from adapters.fleet_procs import resolve_workers
+from adapters.fleet_shards import ShardedFleet, make_fleet, shard_of
+from adapters.gpu import NvmlGpu
+from adapters.sim.fleet import FIRMWARE as SIM_CLASSES
+from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.gpu import SimGpu
+from adapters.sim.gpu_backend import LocalSimBackend
+from adapters.sim.miner import FaultKind
+from models.errors import ConfigError
+from models.firmware import CAPABILITIES, PowerTarget
+from models.site import parse_site
+from tests.support.simfleet import FAST, free_base
+from tests.support.wait import until
+from tests.test_families import CAN_80, FAMILY, FIRMWARE, MODEL
+
+RETRY = RetryPolicy(attempts=2, base_s=0.01, max_s=0.02)
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy/examples/west-texas-30mw.toml"
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimFleetThread]:
+    """Two miners of each firmware family: one that follows, one that ignores commands."""
+    firmware = FIRMWARE if CAN_80 else tuple(f for f in FIRMWARE if f not in ("antminer", "vnish"))
+    fleet = SimFleet.build(
+        2 * len(firmware),
+        base=free_base(2 * len(firmware), (4028, 4433, 50051, *((80,) if CAN_80 else ()))),
+        firmware=firmware,
+        models=("Antminer S19j Pro",),
+        control_port=None,
+        **FAST,
+    )
+    th = SimFleetThread(fleet)
+    with th:
+        yield th
+
+
+def _miners(sim: SimFleetThread) -> list[tuple[str, int, Any]]:
+    """(firmware, k, simulator): k = 0 follows, k = 1 is told to ignore commands."""
+    out = []
+    for fw in FIRMWARE:
+        found = [m for m in sim.fleet.miners if type(m) is SIM_CLASSES[fw]]
+        out += [(fw, k, m) for k, m in enumerate(found[:2])]
+    return out
+
+
+async def _settle(fleet: Fleet, timeout_s: float = 20.0) -> None:
+    async def done() -> bool:
+        await fleet.read_all()
+        return not fleet.pending
+
+    await until(done, timeout_s, step_s=0.05, what="every command read back")
+
+
+def test_every_family_through_two_worker_processes(sim: SimFleetThread) -> None:
+    """Identify, read, sleep and wake confirmed by read-back, and a command accepted and
+    ignored ends unconfirmed: the same outcomes as in one process, each handed once to the
+    one on_outcome hook, with discovery's findings back in this process's identity book."""
+    miners = _miners(sim)
+    devs: list[DeviceAdapter] = [
+        PyasicMiner(f"{fw}/{k}", m.host, timeout_s=2.0, confirm_within_s=0.8 if k else None)
+        for fw, k, m in miners
+    ]
+    book = IdentityBook()
+    attach(devs, book)
+    seen: list[Outcome] = []
+    fleet = ShardedFleet(devs, {d.device_id: "m" for d in devs}, workers=2, retry=RETRY,
+                         on_outcome=seen.append)  # fmt: skip
+    assert {shard_of(d.device_id, 2) for d in devs} == {0, 1}
+    for _, k, m in miners:
+        if k:
+            sim.call(m.inject, FaultKind.IGNORE)
+    progress: list[tuple[int, int]] = []
+
+    async def go() -> None:
+        errors = await fleet.connect_all(lambda done, total: progress.append((done, total)))
+        assert not any(errors.values()), errors
+        assert progress[-1] == (len(devs), len(devs))
+        pids = fleet.worker_pids()
+        assert len(set(pids)) == 2 and None not in pids and os.getpid() not in pids
+        for fw, k, _ in miners:
+            dev = fleet.by_id[f"{fw}/{k}"]
+            assert dev.info is not None and dev.info.family == FAMILY[fw].value
+            assert dev.info.firmware_version and MODEL.get(fw, "S19") in dev.info.model
+            want_s = 0.8 if k else CAPABILITIES[FAMILY[fw]].confirm_within_s
+            assert dev.confirm_deadline_s() == want_s
+        assert {m.host for fw, _, m in miners if fw != "whatsminer3"} <= set(book.changes())
+        readings = await fleet.read_all()
+        assert set(readings) == set(fleet.by_id)
+        assert all(t.state == "running" for t in readings.values())
+        assert all(st.health is Health.OK for st in fleet.status.values())
+
+        order = [d.device_id for d in reversed(devs)]
+        out = await fleet.apply({i: ModeRequest("sleep") for i in order})
+        assert [o.device_id for o in out] == order  # in the order asked, as in one process
+        assert all(o.ok and o.kind is OutcomeKind.ACCEPTED for o in out), out
+        await _settle(fleet)
+        verdict = {o.device_id: o.kind for o in seen if o.kind is not OutcomeKind.ACCEPTED}
+        for fw, k, _ in miners:
+            i = f"{fw}/{k}"
+            if k:
+                assert verdict[i] is OutcomeKind.UNCONFIRMED
+                assert fleet.status[i].health is Health.UNCONFIRMED
+                assert i in fleet.unconfirmed_requests()
+            else:
+                assert verdict[i] is OutcomeKind.CONFIRMED
+        followers = [f"{fw}/0" for fw, k, _ in miners if not k]
+        out = await fleet.apply({i: ModeRequest("run", 2800.0) for i in followers})
+        for o in out:
+            assert o.ok and o.applied is not None, o.error
+            fam = FAMILY[o.device_id.split("/")[0]]
+            if CAPABILITIES[fam].power_target is PowerTarget.NONE:
+                assert o.applied.target_w is None
+            else:
+                assert o.applied.target_w is not None and o.applied.target_w <= 2800.0
+        await _settle(fleet)
+        assert {o.device_id for o in seen[-len(followers) :]} == set(followers)
+        assert all(o.kind is OutcomeKind.CONFIRMED for o in seen[-len(followers) :])
+        assert sum(1 for o in seen if o.kind is OutcomeKind.ACCEPTED) == len(devs) + len(
+            followers
+        )  # each command once on the hook, none lost or doubled on the way
+        await fleet.close()
+        assert fleet.worker_pids() == [None, None]
+
+    try:
+        asyncio.run(go())
+    finally:
+        for _, k, m in miners:
+            if k:
+                sim.call(m.clear_faults)
+
+
+def test_a_killed_worker_leaves_its_miners_unreachable_and_is_started_again() -> None:
+    """SIGKILL to one worker with commands awaiting read-back: its miners read as
+    unreachable with their last reading kept (not 0 kW), those commands end unconfirmed, a
+    command to them fails with the reason; the other worker's miners go on; the worker is
+    started again and its miners are read again."""
+    n = 6
+    base = free_base(n)
+    sim = SimFleet.build(n, base=base, firmware=("luxos",), control_port=None, **FAST)
+    devs: list[DeviceAdapter] = [PyasicMiner(f"m/{m.host}", m.host, 2.0) for m in sim.miners]
+    seen: list[Outcome] = []
+    fleet = ShardedFleet(devs, {d.device_id: "m" for d in devs}, workers=2, retry=RETRY,
+                         on_outcome=seen.append)  # fmt: skip
+    dead = [d.device_id for d in devs if shard_of(d.device_id, 2) == 0]
+    live = [d.device_id for d in devs if shard_of(d.device_id, 2) == 1]
+    assert dead and live
+
+    async def go() -> None:
+        assert not any((await fleet.connect_all()).values())
+        before = await fleet.read_all()
+        await fleet.apply({i: ModeRequest("sleep") for i in fleet.by_id})
+        pid = fleet.worker_pids()[0]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda: fleet.status[dead[0]].health is Health.UNREACHABLE, 10.0)
+        for i in dead:
+            st = fleet.status[i]
+            assert st.health is Health.UNREACHABLE and "killed by SIGKILL" in (st.last_error or "")
+            assert st.telemetry == before[i]  # the last reading stands, not 0 kW
+            assert i not in fleet.pending
+        lost = {o.device_id: o for o in seen if o.kind is OutcomeKind.UNCONFIRMED}
+        assert set(lost) == set(dead)
+        assert "read-back cannot be made" in (lost[dead[0]].error or "")
+        readings = await fleet.read_all()
+        assert set(readings) == set(live)
+        out = await fleet.apply({dead[0]: ModeRequest("run"), live[0]: ModeRequest("run")})
+        assert (
+            not out[0].ok and out[0].kind is OutcomeKind.FAILED and "worker 0" in str(out[0].error)
+        )
+        assert out[1].ok and all(o in seen for o in out)  # on the hook, failed or not
+        await until(lambda: fleet.restarts == 1, 60.0, what="worker 0 started again")
+        assert fleet.worker_pids()[0] not in (None, pid)
+        readings = await fleet.read_all()
+        assert set(readings) == set(fleet.by_id)
+        assert all(fleet.status[i].health is not Health.UNREACHABLE for i in dead)
+        await fleet.close()
+
+    with SimFleetThread(sim):
+        asyncio.run(go())
+
+
+def test_fleet_workers_sizing_and_the_factory() -> None:
+    """``auto`` is one worker per core beyond the first, at most 8: none on a 2-core host,
+    where the fleet is the one-process Fleet as before; GPUs never go to a worker."""
+    assert [resolve_workers("auto", c) for c in (1, 2, 3, 4, 16, 64)] == [1, 1, 2, 3, 8, 8]
+    assert resolve_workers(3) == 3
+    with pytest.raises(ValueError, match="valid are a number >= 1 and 'auto'"):
+        resolve_workers(0)
+    miners = [PyasicMiner(f"m/127.0.0.{k}", f"127.0.0.{k}") for k in range(1, 5)]
+    groups = {m.device_id: "m" for m in miners}
+    assert type(make_fleet(miners, groups, 1)) is Fleet
+    assert type(make_fleet(miners, groups, resolve_workers("auto", 2))) is Fleet
+    sharded = make_fleet(miners, groups, 2)
+    assert isinstance(sharded, ShardedFleet) and set(sharded.status) == set(groups)
+    gpus = [NvmlGpu(f"g/gpu{k}", str(k), LocalSimBackend([SimGpu(k)]), k) for k in range(2)]
+    assert type(make_fleet(gpus, {g.device_id: "g" for g in gpus}, 4)) is Fleet
+
+
+@pytest.mark.parametrize("value", ["0", "65", '"many"', "true", "1.5"])
+def test_a_bad_fleet_workers_is_named(value: str) -> None:
+    text = EXAMPLE.read_text() + f"\n[daemon]\nfleet_workers = {value}\n"
+    with pytest.raises(ConfigError) as exc:
+        parse_site(tomllib.loads(text), "site.toml")
+    why = dict(exc.value.problems)["daemon.fleet_workers"]
+    assert "from 1 to 64" in why and "'auto'" in why
+
+
+def test_the_example_site_takes_fleet_workers() -> None:
+    text = EXAMPLE.read_text()
+    for value, want in (('"auto"', "auto"), ("4", 4)):
+        cfg = parse_site(tomllib.loads(text + f"\n[daemon]\nfleet_workers = {value}\n"), "s")
+        assert cfg.daemon.fleet_workers == want
+    assert parse_site(tomllib.loads(text), "s").daemon.fleet_workers == 1
