@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,3 +233,44 @@ def test_the_example_site_takes_fleet_workers() -> None:
         cfg = parse_site(tomllib.loads(text + f"\n[daemon]\nfleet_workers = {value}\n"), "s")
         assert cfg.daemon.fleet_workers == want
     assert parse_site(tomllib.loads(text), "s").daemon.fleet_workers == 1
+
+
+def test_a_daemon_with_two_fleet_workers_is_one_controller(tmp_path: Path) -> None:
+    """``[daemon] fleet_workers = 2`` on a simulated site: the daemon's fleet is sharded;
+    a curtail to 0 kW sleeps every miner, its commands and their read-back verdicts are
+    recorded in the one audit log of the daemon's process."""
+    from scheduler.service.daemon.devices import SLEEP
+    from tests.support.daemon import daemon_of, free_loopback_base, running
+    from tests.test_dispatch import curtail
+    from tests.test_power_truth import SITE
+
+    n = 6
+    text = SITE.format(count=n, base=free_loopback_base(n)).replace(
+        "confirm_after_s = 0\n", "confirm_after_s = 0\nfleet_workers = 2\n"
+    )
+    d = daemon_of(tmp_path, text)
+    assert isinstance(d.fleet, ShardedFleet)
+
+    def recorded() -> dict[str, set[str]]:
+        kinds: dict[str, set[str]] = {}
+        for *_, body, _h in d.store.records(0, time.time() + 1, ("commands",)):
+            for row in body["outcomes"]:
+                kinds.setdefault(row["kind"], set()).add(row["device"])
+        return kinds
+
+    async def go() -> None:
+        async with running(d):
+            assert len(set(d.fleet.worker_pids())) == 2  # type: ignore[attr-defined]
+            assert all(st.health is Health.OK for st in d.fleet.status.values())
+            assert len(d.power.answered) == n
+            await curtail(d, 0.0)
+            assert set(d.devices.modes.values()) == {SLEEP}
+
+            async def confirmed() -> bool:
+                await d.poll(dispatch=False)
+                return recorded().get("confirmed", set()) == set(d.fleet.status)
+
+            await until(confirmed, 30.0, step_s=0.2, what="every sleep read back")
+            assert recorded()["accepted"] == set(d.fleet.status)
+
+    asyncio.run(go())
