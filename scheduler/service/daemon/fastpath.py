@@ -233,6 +233,9 @@ class Shedder:
         excess = load + float(site_load_kw(sum(below_it.values()), self.config.site.pue, 0.0)) - cap
         class_excess = self._class_excess(now, below_it)
         if (excess <= 1e-6 and not class_excess) or not self.fleet.status:
+            # said, so that an event that sheds nothing can be told from one not acted on
+            log.info("fast path (%s): load %.1f kW fits the cap %.1f kW: nothing to shed",
+                     reason, excess + cap, cap)  # fmt: skip
             return []
         # not counted on: devices not read, and those that did not follow their last command
         unread = {

@@ -120,6 +120,13 @@ class Power:
         told = self.devices.awaiting(device_id) if expect else None
         t = self.readings.get(device_id)
         read = device_id in self.fresh and t is not None and t.power_w is not None
+        latest = self.fleet.status[device_id].telemetry
+        # A poll settles each command as its device answers but hands its readings over once
+        # all have: a device read back in between counts at that reading, not at the poll
+        # before's (asleep, yet at full power: the fast path would shed for it again).
+        newer = latest is not None and (t is None or latest.at > t.at)
+        if expect and newer and latest is not None and latest.power_w is not None:
+            t, read = latest, True
         if told is not None:
             kw = mode_kw(dc, told)
             return DevicePower(kw, read, kw)

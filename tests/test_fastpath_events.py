@@ -1,0 +1,101 @@
+"""The fast path on a run of events, each lowering the cap a little: what it counts as the
+site's load when an event comes in the middle of a poll. Devices in memory
+(tests/support/memfleet.py), the clock the test's; the store a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from adapters.base import Telemetry
+from models.signals import EventType, GridEvent
+from scheduler.service.daemon import Daemon
+from tests.support.clock import FakeClock
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon, run_open
+from tests.support.wait import until
+
+SITE = f"""
+[site]
+name = "events"
+interconnect_kw = 100
+pue = 1.0
+base_load_kw = 0
+
+[prices]
+format = "demo"
+
+[mining]
+hashprice_usd_per_ths_day = 0.05
+
+[inference]
+committed_tokens_s = 1500
+committed_usd_per_mtok = 0.6
+
+[daemon]
+horizon = "2h"
+step = "5min"
+stage_ahead_s = 0
+confirm_after_s = 0
+
+{MIXED_DEVICES}"""
+
+
+def _curtail(clock: FakeClock, limit_kw: float, id: str) -> GridEvent:
+    start = datetime.fromtimestamp(clock.time(), UTC)
+    return GridEvent(id=id, type=EventType.CURTAIL, start=start, duration="1h", limit_kw=limit_kw)
+
+
+def _asleep(devices: dict[str, MemoryDevice]) -> set[str]:
+    return {i for i, dev in devices.items() if dev.state == "sleeping"}
+
+
+async def _shed_settled(d: Daemon) -> None:
+    await until(lambda: not d.shedder.running, what="the fast path to finish")
+
+
+def test_an_event_during_a_poll_does_not_count_devices_read_asleep_at_their_old_reading(
+    tmp_path: Path,
+) -> None:
+    """A poll settles each command as its device's reading comes in, but the site's load
+    takes the poll's readings only once every device has answered. In between, a miner
+    read asleep is no longer awaiting its read-back, so it counted at its reading from the
+    poll before: asleep, yet at full power. An event in that window saw load that was not
+    there and slept more miners than its cap needed."""
+    clock = FakeClock()
+    d, devices = memory_daemon(SITE, tmp_path, clock)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]  # the shed alone
+    gate = asyncio.Event()
+    held = devices["gpu/1"]
+    read = held.read
+
+    async def slow_read() -> Telemetry:  # the last device of the poll answers late
+        await gate.wait()
+        return await read()
+
+    async def body() -> None:
+        # 25.4 kW (8 miners x 3 kW, 2 GPUs x 0.7 kW); 3.4 kW over 22 kW: two miners
+        await d.accept([_curtail(clock, 22.0, "first")], "test", None, "{}")
+        await _shed_settled(d)
+        assert _asleep(devices) == {"old/0", "old/1"}
+        held.read = slow_read  # type: ignore[method-assign]
+        clock.advance(1.0)
+        poll = asyncio.create_task(d.poll(dispatch=False))
+        # every miner has answered (their sleep read back); the poll waits on gpu/1
+        await until(lambda: not d.fleet.pending, what="the sleeps read back")
+        assert not poll.done()
+        now = clock.time()
+        assert d.power.measured(now, expect=True)["import_kw"] == pytest.approx(19.4)
+        # 0.4 kW over 19 kW: one more miner, not three
+        await d.accept([_curtail(clock, 19.0, "second")], "test", None, "{}")
+        await _shed_settled(d)
+        assert _asleep(devices) == {"old/0", "old/1", "old/2"}
+        gate.set()
+        await poll
+        # old/2 was read before its command: it counts at its new mode until read again
+        assert d.power.measured(clock.time(), expect=True)["import_kw"] == pytest.approx(16.4)
+        assert d.measured()["import_kw"] == pytest.approx(19.4)  # what the poll read
+
+    run_open(d, body)
