@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 import tomllib
@@ -37,6 +37,8 @@ from models.site import Inference, InferenceDemand, parse_site
 from scheduler.service.daemon import Daemon
 from scheduler.service.demand_feed import DemandFeed
 from scheduler.service.metrics import metrics_registry
+from tests.support.child import Child
+from tests.support.wait import wait_until
 from tests.test_demand_feed import SITE, Clock, _serving, _settled, feeding
 from tests.test_serving import FakeVllm, served
 
@@ -375,10 +377,15 @@ def test_a_demand_change_seen_through_promql_replans_the_daemon(
 # --- a real Prometheus, where one is installed --------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: the line Prometheus logs once its web server listens, with the port it got
+PROM_LISTENING = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(base + "/-/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture
@@ -397,43 +404,17 @@ def real_prometheus(tmp_path: Path) -> Iterator[tuple[FakeVllm, str, Callable[[]
             "scrape_configs:\n  - job_name: vllm\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
-        port = _free_port()
-        log = tmp_path / "prometheus.log"
-        with log.open("wb") as log_file:  # a file: a pipe nobody reads would fill and block
-            proc = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-            )
-        base = f"http://127.0.0.1:{port}"
+        # port 0: Prometheus says the port it got; its output is read by a thread
+        prom = Child([binary, f"--config.file={config}",
+                      f"--storage.tsdb.path={tmp_path / 'data'}",
+                      "--web.listen-address=127.0.0.1:0"])  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    err = log.read_text(errors="replace")
-                    pytest.fail(f"prometheus exited {proc.returncode}: {err[-500:]}")
-                try:
-                    if httpx.get(base + "/-/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("prometheus not ready in 60 s")
-                time.sleep(0.1)
+            port = int(prom.wait_line(PROM_LISTENING, 60).group(1))
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _ready(base), 60, 0.1, "prometheus ready")
             yield fake, base, page_up.close
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            prom.stop()
 
 
 async def _until(feed: DemandFeed, ok: Callable[[], bool], what: str) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.child import Child
 from tests.support.daemon import free_loopback_base
 from tests.support.wait import readline
 from tests.test_daemon import DaemonProc, now_iso, post_signal, wait_for
@@ -29,6 +29,8 @@ from tests.test_daemon import DaemonProc, now_iso, post_signal, wait_for
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
+#: the line Prometheus logs once its web server listens, with the port it got
+PROM_LISTENING = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +57,6 @@ def prometheus_bins() -> tuple[str, str]:
     if res.returncode != 0 or not (promtool and prom):
         pytest.skip(f"installing Debian's prometheus failed: {res.stderr.strip()[-300:]}")
     return promtool, prom
-
-
-def free_port() -> int:
-    """A port the OS calls free now, for Prometheus, which must be told its port before it
-    starts (gridsched itself listens on port 0 and says which port it got)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_ok(*cmd: str, cwd: Path | None = None) -> str:
@@ -120,7 +114,6 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
         text.replace("hashprice_usd_per_ths_day = 0.06", "hashprice_usd_per_ths_day = 1.0")
     )
     d.start()
-    port = free_port()
     cfg = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(PROM / "gridsched.rules.yml")],
@@ -129,24 +122,16 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
         ],
     }
     (tmp_path / "prom.yml").write_text(yaml.safe_dump(cfg))
-    log = (tmp_path / "prometheus.log").open("w")  # a file: an unread pipe could fill and stall it
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    for _ in range(3):  # Prometheus must be told its port: free_port()'s pick may be taken
-        proc = subprocess.Popen(
-            [prom, f"--config.file={tmp_path / 'prom.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-        wait_for(lambda p=proc: p.poll() is not None or ready(), 60)
-        if proc.poll() is None:
-            break
-        port = free_port()
+    # port 0: Prometheus says the port it got ("Listening on"); its output is read by a thread
+    prom_proc = Child([prom, f"--config.file={tmp_path / 'prom.yml'}",
+                       f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                       "--web.listen-address=127.0.0.1:0"])  # fmt: skip
+    try:
+        port = int(prom_proc.wait_line(PROM_LISTENING, 60).group(1))
+    except BaseException:
+        prom_proc.stop()
+        d.stop()
+        raise
     api = f"http://127.0.0.1:{port}/api/v1"
 
     def query(q: str) -> list[dict[str, Any]]:
@@ -185,9 +170,7 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
         assert {r["name"] for r in rules} == alert_names(), rules
         assert all(r["health"] == "ok" for r in rules), rules
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        prom_proc.stop()
         d.stop()
 
 

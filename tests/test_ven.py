@@ -9,8 +9,8 @@ reports. Every request and response the VTN saw is valid per the 3.1.0 OpenAPI d
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +30,7 @@ from models.site import OpenADR  # noqa: E402
 from scheduler.service.openadr import notification_to_events  # noqa: E402
 from scheduler.service.ven import Ven, VenConfig  # noqa: E402
 from scheduler.service.ven_reports import ImportSample  # noqa: E402
+from tests.support.child import Child, start_on_a_free_port  # noqa: E402
 from tests.vtn_double import VtnDouble, load_spec  # noqa: E402
 
 # openapi-core checks the bearer scheme and warns that it cannot check the oauth2 one
@@ -404,54 +405,45 @@ def test_unread_site_is_reported_missing_not_zero(vtn: VtnDouble) -> None:
 # -- notifications: MQTT (a real broker) and webhooks into the daemon ----------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Mosquitto:
-    def __init__(self, exe: str) -> None:
-        self.exe, self.port = exe, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+    """mosquitto on 127.0.0.1, anonymous. It cannot listen on port 0, so it is given a port
+    the OS called free and started again on a fresh one when that port was taken meanwhile;
+    the listener is named in a config file so that a taken IPv4 port makes it exit (with
+    ``-p`` alone it would carry on, on IPv6 only, and the test would reach the other process)."""
+
+    READY = re.compile(r"mosquitto version \S+ running")
+
+    def __init__(self, exe: str, tmp: Path) -> None:
+        self.exe, self.tmp, self.port = exe, tmp, 0
+        self.child: Child | None = None
         self.start()
 
-    def start(self, tries: int = 3) -> None:
-        quiet = subprocess.DEVNULL
-        proc = subprocess.Popen([self.exe, "-p", str(self.port)], stdout=quiet, stderr=quiet)
-        self.proc = proc
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if proc.poll() is not None and tries > 1:
-                    # mosquitto must be told its port: another process may have taken the
-                    # one free_port() saw free; try a fresh one (a restart keeps its port).
-                    self.port = free_port()
-                    self.start(tries - 1)
-                    return
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("mosquitto did not start")
-                time.sleep(0.05)
+    def _argv(self, port: int) -> list[str]:
+        conf = self.tmp / f"mosquitto-{port}.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+        return [self.exe, "-c", str(conf), "-v"]  # -v: the "running" line, once it listens
+
+    def start(self, tries: int = 5) -> None:
+        """A first start on a free port; later, a restart on the same port (``tries=1``: the
+        VTN told its VENs this port)."""
+        again = self.port if self.port else None
+        self.child, self.port = start_on_a_free_port(self._argv, self.READY, tries, again)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
 
 
 @pytest.fixture
-def mosquitto() -> Iterator[Mosquitto]:
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """Debian's mosquitto on a free loopback port (anonymous, as with no config file)."""
     import shutil
 
     exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
     if exe is None:
         pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
-    m = Mosquitto(exe)
+    m = Mosquitto(exe, tmp_path)
     yield m
     m.stop()
 
@@ -459,6 +451,21 @@ def mosquitto() -> Iterator[Mosquitto]:
 @pytest.fixture
 def broker(mosquitto: Mosquitto) -> int:
     return mosquitto.port
+
+
+def test_a_broker_port_taken_meanwhile_is_seen_and_another_one_used(mosquitto: Mosquitto) -> None:
+    """The port another process holds makes mosquitto exit, not serve IPv6 only while the
+    test reaches the other process on 127.0.0.1: it is started again on a fresh port."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        child, port = start_on_a_free_port(mosquitto._argv, Mosquitto.READY, 2, taken)
+    try:
+        assert port != taken
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # it serves there
+    finally:
+        child.stop()
 
 
 def test_mqtt_notifications_reach_the_ven(broker: int) -> None:
