@@ -18,7 +18,13 @@ import pytest
 
 from scheduler.planner.inputs import PlanInputs, assemble_inputs
 from scheduler.planner.rounding import import_kw
-from scheduler.planner.shedding import mining_order, shed_to_limit, value_per_kw
+from scheduler.planner.shedding import (
+    downcap_order,
+    mining_order,
+    shed_to_limit,
+    sleep_order,
+    value_per_kw,
+)
 from scheduler.planner.timegrid import uniform_grid
 from tests.conftest import T0, flat_series, make_site
 
@@ -223,3 +229,112 @@ def test_sleeping_serving_units_stops_once_the_limit_is_met_across_classes() -> 
     # H100s; nothing more
     n = np.array([[0], [4], [0], [2]])
     assert shed_to_limit(inp, n, np.array([1.1]))[:, 0].tolist() == [0, 2, 0, 0]
+
+
+def test_a_miner_that_adds_under_one_kw_is_shed_like_any_other() -> None:
+    # small miners: 0.9 kW for 13.5 TH/s (15 TH/s per kW), listed after the new ones (50):
+    # 9 + 30 = 39 kW, 2 over a 37 kW limit: ceil(2 / 0.9) = 3 small ones go, no new one
+    small = {"name": "small", "kind": "asic", "count": 10,
+             "modes": [{"name": "stock", "power_kw": 0.9, "hashrate_ths": 13.5}]}  # fmt: skip
+    inp = _site([DEVICES[1], small])
+    assert mining_order(inp).tolist() == [1, 0]
+    n = np.array([[10], [10]])
+    assert shed_to_limit(inp, n, np.array([37.0]))[:, 0].tolist() == [10, 7]
+
+
+def _many(template: list[dict[str, object]], classes: int) -> list[dict[str, object]]:
+    """``classes`` device classes, alternating between the templates, named apart."""
+    return [{**template[c % len(template)], "name": f"rack{c:02d}"} for c in range(classes)]
+
+
+def test_equal_value_keeps_the_listed_order_on_a_site_of_many_classes() -> None:
+    # numpy's default sort reorders equal keys once there are more than 16 of them; the
+    # order must not depend on that: 20 racks alternating old (20 TH/s per kW) and new
+    # (50): the old ones first, each kind in the order listed
+    inp = _site(_many([DEVICES[0], DEVICES[1]], 20))
+    assert mining_order(inp).tolist() == [*range(0, 20, 2), *range(1, 20, 2)]
+    # 20 GPU classes alternating H100s and A100s; class c has modes 2c (full), 2c + 1 (low).
+    # Sleep order by tok/s per kW: A100 full 2,571, H100 full 3,175, A100 low 4,000, H100
+    # low 5,000; stepping down loses 1,714 per kW on an H100, 2,333 on an A100
+    inp = _site(_many([DEVICES[2], A100], 20))
+    h100s, a100s = range(0, 20, 2), range(1, 20, 2)
+    assert sleep_order(inp).tolist() == [
+        *(2 * c for c in a100s),
+        *(2 * c for c in h100s),
+        *(2 * c + 1 for c in a100s),
+        *(2 * c + 1 for c in h100s),
+    ]
+    assert downcap_order(inp) == [(2 * c, 2 * c + 1) for c in [*h100s, *a100s]]
+
+
+def test_a_site_without_gpus_has_nothing_to_step_down_or_put_to_sleep() -> None:
+    inp = _inputs()
+    miners_only = _site([DEVICES[0], DEVICES[1]])
+    assert downcap_order(miners_only) == [] and sleep_order(miners_only).tolist() == []
+    assert downcap_order(inp) == [(2, 3)] and sleep_order(inp).tolist() == [2, 3]
+
+
+def test_the_step_down_order_is_by_tokens_lost_per_kw_saved() -> None:
+    # a class whose low mode saves little: full 1.0 kW, 3,000 tok/s; low 0.9 kW, 2,700
+    # tok/s (300 tok/s lost for 0.1 kW: 3,000 per kW); the H100's step down loses 1,714
+    # per kW, so it goes first although it saves more kW (0.35 against 0.1)
+    hot = {"name": "hot", "kind": "gpu", "count": 2,
+           "modes": [{"name": "full", "power_kw": 1.0, "throughput_tokens_s": 3000.0},
+                     {"name": "low", "power_kw": 0.9, "throughput_tokens_s": 2700.0}]}  # fmt: skip
+    inp = _site([hot, DEVICES[2]])
+    assert downcap_order(inp) == [(2, 3), (0, 1)]
+    # 2 + 0.28 + 2.52 = 4.8 kW, 0.5 over 4.3 kW: ceil(0.5 / 0.35) = 2 H100s down
+    n = np.array([[2], [0], [4], [0]])
+    assert shed_to_limit(inp, n, np.array([4.3]))[:, 0].tolist() == [2, 0, 2, 2]
+
+
+def test_a_serving_mode_that_adds_no_power_is_not_put_to_sleep() -> None:
+    # 5 warm miners (their one mode draws the 1 kW idle: a unit adds 0 kW) and the H100s:
+    # 5 + 0.28 + 2.52 = 7.8 kW, 1.8 over 6 kW. No miner to shed (sleeping a warm one saves
+    # nothing); all 4 H100s step down (1.4 kW), then ceil(0.4 / 0.28) = 2 sleep
+    warm = {"name": "warm", "kind": "asic", "count": 5, "idle_power_kw": 1.0,
+            "modes": [{"name": "warm", "power_kw": 1.0, "hashrate_ths": 1.0}]}  # fmt: skip
+    inp = _site([warm, DEVICES[2]])
+    assert sleep_order(inp).tolist() == [1, 2]
+    n = np.array([[5], [4], [0]])
+    assert shed_to_limit(inp, n, np.array([6.0]))[:, 0].tolist() == [5, 0, 2]
+
+
+def test_a_step_down_that_loses_no_tokens_is_taken_at_the_committed_floor() -> None:
+    # decode is memory-bound: a mode at 0.5 kW serves the 2,000 tok/s of full (0.7 kW).
+    # Committed 8,000 = all served: no spare, yet moving down loses nothing. 0.28 + 4 x
+    # 0.63 = 2.8 kW, 0.3 over 2.5 kW: ceil(0.3 / 0.2) = 2 units step down
+    modes = [
+        {"name": "full", "power_kw": 0.7, "throughput_tokens_s": 2000.0},
+        {"name": "tuned", "power_kw": 0.5, "throughput_tokens_s": 2000.0},
+    ]
+    tuned = {**DEVICES[2], "modes": modes}
+    inp = _site([tuned], committed=8000.0)
+    assert shed_to_limit(inp, np.array([[4], [0]]), np.array([2.5]))[:, 0].tolist() == [2, 2]
+
+
+def test_stepping_down_may_go_exactly_to_the_committed_floor() -> None:
+    inp = _inputs(committed=6800.0)
+    # 8,000 served, 1,200 spare: exactly two step downs (600 each), not one. 0.8 kW over
+    # 2 kW wants three; two leave 0.1 over, and nothing can sleep with no spare left
+    out = _shed(inp, [2.0])
+    assert out == [[0, 0, 2, 2]]
+    assert 2000.0 * out[0][2] + 1400.0 * out[0][3] == 6800.0
+
+
+def test_a_step_down_goes_to_a_serving_mode_never_to_one_that_serves_nothing() -> None:
+    # a GPU class that may also mine (0.3 kW for 5 TH/s, the least power of its modes):
+    # stepping down from full goes to low (the lowest-power mode that serves), and low has
+    # nothing below it; a unit moved to mining would serve nothing
+    modes = [
+        {"name": "full", "power_kw": 0.7, "throughput_tokens_s": 2000.0},
+        {"name": "low", "power_kw": 0.35, "throughput_tokens_s": 1400.0},
+        {"name": "mine", "power_kw": 0.3, "hashrate_ths": 5.0},
+    ]
+    flex = {**DEVICES[2], "modes": modes}
+    inp = _site([flex])
+    assert inp.tput_tok_s.tolist() == [2000.0, 1400.0, 0.0]
+    assert downcap_order(inp) == [(0, 1)]
+    # 0.28 + 4 x 0.63 = 2.8 kW, 0.3 over 2.5 kW: ceil(0.3 / 0.35) = 1 unit to low
+    n = np.array([[4], [0], [0]])
+    assert shed_to_limit(inp, n, np.array([2.5]))[:, 0].tolist() == [3, 1, 0]
