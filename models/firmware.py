@@ -50,6 +50,10 @@ class Capabilities:
     #: unconfirmed. Covers the slowest of sleep, wake and target change.
     confirm_within_s: float
     note: str = ""
+    #: How long a write's answer may take. A write that went out and is not answered
+    #: within the adapter's timeout is reported sent and left to finish within this;
+    #: the read-back decides whether it took effect (adapters.antminer).
+    write_timeout_s: float = 30.0
 
     @property
     def reads_power(self) -> bool:
@@ -82,6 +86,7 @@ CAPABILITIES: dict[Family, Capabilities] = {
         readings=frozenset({Reading.HASHRATE, Reading.TEMPERATURE, Reading.MINING}),
         confirm_within_s=120.0,
         note="miner-mode 1/0 in set_miner_conf.cgi; bmminer restarts (20-35 s, more to hash)",
+        write_timeout_s=60.0,  # the CGI may answer only once bmminer has restarted
     ),
     Family.WHATSMINER: Capabilities(
         Family.WHATSMINER,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from adapters import antminer
 from adapters.asic import PyasicMiner
 from adapters.base import Health, ModeRequest, Telemetry
 from adapters.fleet import Fleet, Outcome, OutcomeKind
@@ -41,7 +43,7 @@ pytestmark = pytest.mark.skipif(not _can_bind_80(), reason="cannot bind port 80 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
     fleet = SimFleet.build(
-        6, base=free_base(6, PORTS), firmware=("antminer",), control_port=None, **FAST
+        8, base=free_base(8, PORTS), firmware=("antminer",), control_port=None, **FAST
     )
     th = SimFleetThread(fleet)
     with th:
@@ -63,6 +65,8 @@ def _clean(sim: SimFleetThread) -> Iterator[None]:
             assert isinstance(m, AntminerSim)
             m.clear_faults()
             m._set_work_mode(0)
+            m.conf_answer_s = 0.0
+            m.web_clock = time.time
 
     sim.call(reset)
 
@@ -319,3 +323,86 @@ def test_a_command_to_a_miner_gone_silent_is_unconfirmed_and_it_stays_unreachabl
         assert st.health is Health.UNREACHABLE  # the worse news stands
 
     run(go())
+
+
+def test_a_command_reuses_the_digest_challenge(sim: SimFleetThread) -> None:
+    """pyasic opens a new client per request: each CGI call was sent twice, the first to be
+    answered 401. lighttpd takes a nonce again for 600 s whatever the nc (src/mod_auth.c),
+    so a kept session sends each call once: a command is get_miner_conf + set_miner_conf."""
+    m = _miner(sim, 6)
+    dev = PyasicMiner("am/6", m.host, timeout_s=2.0)
+
+    async def go() -> None:
+        await dev.connect()
+        await dev.read()  # the session has its challenge
+        before = sim.call(lambda: m.web_requests)
+        applied = await dev.apply(ModeRequest("sleep"))
+        assert applied.note == ""  # answered success
+        assert sim.call(lambda: m.web_requests) - before == 2
+        before = sim.call(lambda: m.web_requests)
+        await dev.apply(ModeRequest("run"))
+        assert sim.call(lambda: m.web_requests) - before == 2
+        await dev.close()
+
+    run(go())
+    assert sim.call(lambda: list(m.conf_writes)) == [1, 0]
+    assert sim.call(lambda: m.stale_answers) == 0
+
+
+def test_a_stale_nonce_is_challenged_again_and_the_command_goes_through(
+    sim: SimFleetThread,
+) -> None:
+    """lighttpd answers a nonce older than 600 s with 401 and stale=true: the session takes
+    the new challenge and sends the call once more, within the same attempt."""
+    m = _miner(sim, 7)
+    dev = PyasicMiner("am/7", m.host, timeout_s=2.0)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = one_device_fleet(dev, seen)
+        await fleet.connect_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert out[0].ok and out[0].attempts == 1
+        sim.call(lambda: setattr(m, "web_clock", lambda: time.time() + 601.0))  # 10 min on
+        before = sim.call(lambda: m.web_requests)
+        out = await fleet.apply({dev.device_id: ModeRequest("run")})
+        assert out[0].ok and out[0].attempts == 1, out[0].error
+        # get_miner_conf twice (stale, then with the new nonce), set_miner_conf once
+        assert sim.call(lambda: m.web_requests) - before == 3
+        await fleet.close()
+
+    run(go())
+    assert sim.call(lambda: m.stale_answers) == 1
+    assert sim.call(lambda: list(m.conf_writes)) == [1, 0]
+
+
+def test_a_write_answered_after_the_timeout_is_sent_and_read_back_not_failed(
+    sim: SimFleetThread,
+) -> None:
+    """A stock write may be answered only once bmminer has restarted. It went out: it is not
+    a failure (which was retried, writing again, and then dropped from the read-back), but
+    a command sent and unanswered, whose verdict the read-back gives."""
+    m = _miner(sim, 0)
+    sim.call(lambda: setattr(m, "conf_answer_s", 3.0))
+    dev = PyasicMiner("am/0s", m.host, timeout_s=1.0, confirm_within_s=30.0)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = one_device_fleet(dev, seen)
+        await fleet.connect_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED, out[0].error
+        assert out[0].attempts == 1
+        assert out[0].applied is not None and antminer.UNANSWERED in out[0].applied.note
+        assert dev.device_id in fleet.pending
+
+        async def settled() -> bool:
+            await fleet.read_all()
+            return dev.device_id not in fleet.pending
+
+        await _until(settled)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED
+        await fleet.close()
+
+    run(go())
+    assert sim.call(lambda: list(m.conf_writes)) == [1]  # written once, not once per try

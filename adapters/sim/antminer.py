@@ -11,7 +11,15 @@ below is the one pyasic's ``miners/backends/antminer.py`` (``AntminerModern``),
   pyasic's base RPC notes for the S19 (it then sends the commands one by one).
 - **Web CGI on 80** behind HTTP digest auth (realm ``antMiner Configuration``, root/root
   by default): an unauthenticated request gets 401 with that realm, which is how
-  pyasic's discovery tells a stock Antminer; ``get_system_info.cgi`` (``minertype``),
+  pyasic's discovery tells a stock Antminer. The digest is checked as lighttpd's mod_auth
+  checks it (lighttpd1.4 ``src/mod_auth.c``: ``mod_auth_digest_validate_params``,
+  ``mod_auth_digest_validate_nonce``, ``mod_auth_digest_www_authenticate``): the nonce is
+  the hex time of its issue, ``:``, and random hex; any well-formed nonce is accepted for
+  ``nonce_ttl_s`` (600 s) from that time, as often as a client likes and whatever its
+  ``nc`` (lighttpd keeps no record of nonces or counts); an older one, or one from the
+  future, is answered 401 with a fresh challenge carrying ``stale=true``; a realm or
+  password that does not match gets a fresh challenge without it; a ``uri`` other than
+  the request's is 400. ``get_system_info.cgi`` (``minertype``),
   ``get_miner_conf.cgi`` (``bitmain-work-mode``: "0" normal, "1" sleep, "3" low power),
   ``set_miner_conf.cgi`` (a JSON body with ``miner-mode``: 0 normal, 1 sleep; answered
   ``{"stats": "success", "code": "M000"}``), ``summary.cgi`` (``SUMMARY[0].status``),
@@ -25,7 +33,9 @@ Besides the LuxOS simulator's transport faults (:class:`~adapters.sim.server.Fau
 three faults of the firmware itself: ``ignore`` (``set_miner_conf`` answers success and
 changes nothing), ``garble`` (valid JSON in a shape pyasic cannot parse), and
 ``slow-write`` (the write is answered at once and takes effect ``delay_s`` later, as
-bmminer restarts with the new configuration: 20-35 s on real miners).
+bmminer restarts with the new configuration: 20-35 s on real miners). ``conf_answer_s``
+delays the answer to ``set_miner_conf`` instead (a CGI that restarts bmminer before it
+answers), the change taking effect when it answers.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -64,6 +75,12 @@ class AntminerSim(MinerServer):
     mode_type: str = "any"
     work_mode: int = WORK_NORMAL
     conf_writes: list[Any] = field(default_factory=list)  # each miner-mode as received
+    #: lighttpd accepts a nonce this long from its issue (src/mod_auth.c: 600 s).
+    nonce_ttl_s: float = 600.0
+    #: The web server's clock, for nonce ages (a test moves it on).
+    web_clock: Callable[[], float] = time.time
+    #: set_miner_conf.cgi answers this long after the request; the change takes effect then.
+    conf_answer_s: float = 0.0
 
     description: ClassVar[str] = f"bmminer {BMMINER_VERSION}"
     multicommand: ClassVar[bool] = False  # pyasic's base RPC notes the S19 refuses them
@@ -72,7 +89,9 @@ class AntminerSim(MinerServer):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._web: asyncio.AbstractServer | None = None
-        self._nonce = secrets.token_hex(16)
+        self.web_requests = 0  # every HTTP request, answered 401 or not
+        self.stale_answers = 0  # 401s with stale=true
+        self.write_received_at = 0.0  # unix time the last set_miner_conf arrived
 
     # -- serving: the web CGI beside the API, following the same faults ------------------
 
@@ -147,31 +166,53 @@ class AntminerSim(MinerServer):
 
     # -- the web CGI on 80 ----------------------------------------------------------------
 
-    def _challenge(self) -> str:
-        return f'Digest realm="{REALM}", nonce="{self._nonce}", qop="auth", algorithm=MD5'
+    def _challenge(self, stale: bool = False) -> str:
+        """A fresh challenge, as lighttpd words it; the nonce is the hex time of its issue,
+        ``:``, and random hex (lighttpd: an MD5 of the time and random data)."""
+        nonce = f"{int(self.web_clock()):08x}:{secrets.token_hex(16)}"
+        return (
+            f'Digest realm="{REALM}", charset="UTF-8", algorithm=MD5, nonce="{nonce}", '
+            f'qop="auth"' + (", stale=true" if stale else "")
+        )
 
-    def _authorised(self, method: str, header: str | None) -> bool:
-        """Check an RFC 7616 digest (MD5, qop=auth) as lighttpd's mod_auth does."""
+    def _authorised(self, method: str, target: str, header: str | None) -> tuple[int, bool]:
+        """Check an RFC 7616 digest (MD5, qop=auth) in lighttpd's order: the fields, the
+        realm, the request's ``uri``, the nonce's age, then the password. The status to
+        answer (200: go on) and whether a 401 says the nonce is stale."""
         if not header or not header.lower().startswith("digest "):
-            return False
+            return 401, False
         fields: dict[str, str] = {}
         for part in _split_auth(header[7:]):
             k, _, v = part.partition("=")
             fields[k.strip().lower()] = v.strip().strip('"')
         need = ("username", "realm", "nonce", "uri", "response")
-        if any(k not in fields for k in need) or fields["username"] != self.username:
-            return False
-        if fields["realm"] != REALM or fields["nonce"] != self._nonce:
-            return False
+        qop = fields.get("qop")
+        if any(k not in fields for k in need) or (
+            qop and not ("nc" in fields and "cnonce" in fields)
+        ):
+            return 400, False  # "digest: missing field"
+        if fields["realm"] != REALM:
+            return 401, False
+        if fields["uri"] != target:
+            return 400, False  # "digest: auth failed: uri mismatch"
+        issued, colon, _ = fields["nonce"].partition(":")
+        try:
+            ts = int(issued[:16], 16) if colon and issued else -1
+        except ValueError:
+            ts = -1
+        now = int(self.web_clock())
+        if ts < 0 or ts > now or now - ts > self.nonce_ttl_s:
+            return 401, True  # "nonce is stale; have client regenerate digest"
+        if fields["username"] != self.username:
+            return 401, False
         ha1 = _md5(f"{self.username}:{REALM}:{self.password}")
         ha2 = _md5(f"{method}:{fields['uri']}")
-        if fields.get("qop") == "auth":
-            want = _md5(
-                f"{ha1}:{self._nonce}:{fields.get('nc', '')}:{fields.get('cnonce', '')}:auth:{ha2}"
-            )
+        nonce = fields["nonce"]
+        if qop == "auth":
+            want = _md5(f"{ha1}:{nonce}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
         else:
-            want = _md5(f"{ha1}:{self._nonce}:{ha2}")
-        return secrets.compare_digest(want, fields["response"])
+            want = _md5(f"{ha1}:{nonce}:{ha2}")
+        return (200 if secrets.compare_digest(want, fields["response"]) else 401), False
 
     async def _handle_web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with self._connection(writer, http=True):
@@ -186,10 +227,16 @@ class AntminerSim(MinerServer):
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, Any, list[str]]:
         self.commands_seen += 1
+        self.web_requests += 1
         if not await self._hang_or_slow(lambda: self._web is not None):
             raise ConnectionError("hung up")
-        if not self._authorised(method, headers.get("authorization")):
-            return 401, b"<h1>401 Unauthorized</h1>", [f"WWW-Authenticate: {self._challenge()}"]
+        status, stale = self._authorised(method, path, headers.get("authorization"))
+        if status == 400:
+            return 400, b"<h1>400 Bad Request</h1>", []
+        if status == 401:
+            self.stale_answers += stale
+            head = f"WWW-Authenticate: {self._challenge(stale)}"
+            return 401, b"<h1>401 Unauthorized</h1>", [head]
         name = path.split("?", 1)[0]
         if not (name.startswith("/cgi-bin/") and name.endswith(".cgi")):
             return 404, b"<h1>404 Not Found</h1>", []
@@ -199,6 +246,10 @@ class AntminerSim(MinerServer):
             return 404, b"<h1>404 Not Found</h1>", []
         if self._fault(FaultKind.GARBLE) is not None:
             return 200, [{"code": "M000"}, cgi], []  # JSON, but not the object pyasic reads
+        if cgi == "set_miner_conf":
+            self.write_received_at = time.time()
+            if self.conf_answer_s > 0:
+                await asyncio.sleep(self.conf_answer_s)
         return 200, handler(body), []
 
     def _cgi_get_system_info(self, _: bytes) -> dict[str, Any]:
