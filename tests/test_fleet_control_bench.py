@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import fleet_control, fleet_sim  # noqa: E402
+from tests.support.daemon import free_loopback_base  # noqa: E402
 
+# each test's miners on a loopback /24 chosen at random and checked free: two runs on one
+# host (or a fixed base another test uses) never share them
 FAST = ["--sleep-s", "0.2", "--wake-s", "0.4", "--rounds", "1"]
 
 
@@ -28,7 +31,7 @@ def test_mix_is_validated() -> None:
 
 def test_mixed_fleet_confirmed_by_read_back() -> None:
     b = fleet_control.main(
-        ["--mix", "luxos:2,braiins:2,whatsminer:2", "--base", "127.71.0.0", *FAST]
+        ["--mix", "luxos:2,braiins:2,whatsminer:2", "--base", free_loopback_base(6), *FAST]
     )
     t = b.tally["all"]
     assert t.sent == 12  # 6 miners, a sleep and a wake each
@@ -42,7 +45,7 @@ def test_ignoring_miners_are_unconfirmed_never_done() -> None:
             "--mix",
             "luxos:4",
             "--base",
-            "127.72.0.0",
+            free_loopback_base(4),
             "--ignore-share",
             "0.5",
             "--deadline-scale",
@@ -63,7 +66,7 @@ def test_expired_luxos_sessions_cost_no_failed_attempt() -> None:
             "--mix",
             "luxos:2",
             "--base",
-            "127.73.0.0",
+            free_loopback_base(2),
             "--session-ttl-s",
             "0.3",
             "--gap-s",
