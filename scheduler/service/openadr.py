@@ -5,15 +5,8 @@ EVENT, each payload of each interval is read as the 3.1.0 User Guide (section 7)
 enumerations mean it (``openadr_payloads``: what each type becomes); what gridsched does not
 act on becomes a ``notice`` with the reason, so it is stored, audited and counted.
 
-Timing (User Guide 7.3, 7.4): an interval's own period overrides the event's. The first
-interval starts at its own start, else the event's; a later one without a start, or starting
-``0001-01-01``, follows the previous one. ``0001-01-01`` at the event level means now;
-``P9999Y`` until cancelled; a missing duration too. Several values in one payload split the
-interval into equal sub-intervals. ``randomizeStart`` shifts the first start, and with it
-every following one, by a draw within the bound (seeded by this VEN and the event, so that a
-redelivery lands on the same times); an interval with its own bound draws again. The 3.1.0
-event ``duration`` cuts the intervals at the first start plus it, or loops them until then
-(``P9999Y``: indefinitely, expanded to ``LOOP_HORIZON`` ahead, the rest said in a notice).
+Timing (User Guide 7.3, 7.4: periods, ``0001-01-01``, ``randomizeStart``, the event's
+``duration``) is :mod:`scheduler.service.openadr_timing`.
 
 Targets: 3.1.0 strings, or 3.0.1 valuesMaps (VEN_NAME, RESOURCE_NAME, any other type), are
 matched against ``[openadr]`` ven_name, targets and resources; an event for another VEN is
@@ -29,25 +22,27 @@ sub-interval and ``@r`` for the r-th repetition of a looped event.
 
 from __future__ import annotations
 
-import math
-import random
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from models.signals import FOREVER
 from models.site import OpenADR
-from scheduler.service.openadr_payloads import (
-    PAYLOAD_TYPES,
-    Part,
-    PayloadError,
-    Scope,
-    interpret,
-)
+from scheduler.service.openadr_payloads import PAYLOAD_TYPES, PayloadError, Scope, interpret
 from scheduler.service.openadr_programs import Descriptors, Programs, descriptors_of, merged
 from scheduler.service.openadr_targets import match_targets
+from scheduler.service.openadr_timing import (
+    IntervalClock,
+    Jitter,
+    OpenADRError,
+    duration_s,
+    interval_period,
+    parse_iso_duration,
+    pieces,
+    repetitions,
+    seeded_jitter,
+)
 
 __all__ = [
     "PAYLOAD_TYPES",
@@ -55,30 +50,13 @@ __all__ = [
     "Programs",
     "Reading",
     "notification_to_events",
+    "parse_iso_duration",
     "read_notification",
 ]
 
 OPERATIONS_CREATE = {"POST", "PUT", "CREATE", "UPDATE"}
 OPERATIONS_DELETE = {"DELETE"}
 OPERATIONS_IGNORE = {"GET", "READ"}
-LOOP_HORIZON = timedelta(days=32)
-MAX_PIECES = 20_000
-_DURATION = re.compile(
-    r"^-?P(?:(?P<y>\d+(?:\.\d+)?)Y)?(?:(?P<mo>\d+(?:\.\d+)?)M)?(?:(?P<w>\d+(?:\.\d+)?)W)?"
-    r"(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<mi>\d+(?:\.\d+)?)M)?"
-    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
-#: a draw in [-bound_s, bound_s] for randomizeStart, keyed by VEN and event
-Jitter = Callable[[str, float], float]
-
-
-class OpenADRError(ValueError):
-    """A notification that cannot be used; ``path`` names the field."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.reason = message
 
 
 @dataclass(frozen=True)
@@ -101,108 +79,6 @@ class PayloadOutcome:
 class Reading:
     events: list[dict[str, Any]]  # simple-format dicts, cancels first
     payloads: list[PayloadOutcome]
-
-
-def parse_iso_duration(text: str, path: str) -> float | None:
-    """Seconds in an ISO 8601 duration; None for ``P9999Y`` (until cancelled)."""
-    m = _DURATION.match(text if isinstance(text, str) else "")
-    if not m or text.lstrip("-") in ("P", "PT") or text.endswith("T"):
-        raise OpenADRError(path, f"{text!r} is not an ISO 8601 duration (e.g. PT1H, P1D, P9999Y)")
-    f = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
-    if f["y"] >= 9999:
-        return None
-    return (
-        f["y"] * 365.25 * 86400
-        + f["mo"] * 30 * 86400
-        + f["w"] * 7 * 86400
-        + f["d"] * 86400
-        + f["h"] * 3600
-        + f["mi"] * 60
-        + f["s"]
-    )
-
-
-def seeded_jitter(key: str, bound_s: float) -> float:
-    """The default draw: uniform, seeded by ``key`` (stable across redeliveries)."""
-    return random.Random(key).uniform(-bound_s, bound_s)
-
-
-def _time(text: Any, path: str) -> datetime | None:
-    """An absolute time, or None for ``0001-01-01`` (now / after the previous interval);
-    3.0.1 wrote the beginning of time ``0000-00-00``, not a valid date (3.1.0 change log, 339)."""
-    if not isinstance(text, str):
-        raise OpenADRError(path, f"expected an ISO 8601 date-time, got {text!r}")
-    if text.startswith("0000-"):
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise OpenADRError(path, f"{text!r} is not an ISO 8601 date-time") from None
-    if t.year == 1:
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def _seconds(text: Any, path: str) -> float | None:
-    """None when absent; math.inf for P9999Y."""
-    if text is None:
-        return None
-    s = parse_iso_duration(text, path)
-    return math.inf if s is None else abs(s)
-
-
-def _period(raw: Any, path: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise OpenADRError(path, "expected an intervalPeriod {start, duration, randomizeStart}")
-    return raw
-
-
-class _Clock:
-    """Starts and ends of the intervals, with the randomizeStart shift in force."""
-
-    def __init__(self, key: str, now: datetime, jitter: Jitter) -> None:
-        self.key, self.now, self.jitter = key, now, jitter
-        self.shift = timedelta(0)
-
-    def draw(self, text: Any, path: str, key: str) -> None:
-        bound = _seconds(text, path)
-        if bound is None:
-            return
-        if math.isinf(bound):
-            raise OpenADRError(path, "randomizeStart must be a finite duration, e.g. PT5M")
-        x = self.jitter(key, bound) if bound > 0 else 0.0
-        self.shift = timedelta(seconds=max(-bound, min(bound, x)))
-
-    def spans(
-        self, obj: dict[str, Any], intervals: list[dict[str, Any]]
-    ) -> list[tuple[datetime, datetime | None]]:
-        ep = _period(obj.get("intervalPeriod"), "object.intervalPeriod")
-        e_start = self.now
-        if ep.get("start") is not None:
-            e_start = _time(ep["start"], "object.intervalPeriod.start") or self.now
-        e_dur = _seconds(ep.get("duration"), "object.intervalPeriod.duration")
-        self.draw(ep.get("randomizeStart"), "object.intervalPeriod.randomizeStart", self.key)
-        out: list[tuple[datetime, datetime | None]] = []
-        cursor = e_start
-        for k, iv in enumerate(intervals):
-            path = f"object.intervals[{k}].intervalPeriod"
-            ip = _period(iv.get("intervalPeriod"), path)
-            self.draw(ip.get("randomizeStart"), f"{path}.randomizeStart", f"{self.key}:{k}")
-            given = _time(ip["start"], f"{path}.start") if ip.get("start") is not None else None
-            if given is not None:
-                start = given + self.shift
-            elif k == 0:
-                start = e_start + self.shift
-            else:
-                start = cursor  # follows the previous interval, already shifted
-            dur = _seconds(ip.get("duration"), f"{path}.duration")
-            dur = e_dur if dur is None else dur
-            end = None if dur is None or math.isinf(dur) else start + timedelta(seconds=dur)
-            out.append((start, end))
-            cursor = FOREVER if end is None else end
-        return out
 
 
 def notification_to_events(
@@ -257,13 +133,13 @@ def read_notification(
             raise OpenADRError(
                 f"object.intervals[{k}]", "expected an interval with id and payloads"
             )
-    clock = _Clock(f"{site.ven_name or ''}:{eid}", now, jitter or seeded_jitter)
+    clock = IntervalClock(f"{site.ven_name or ''}:{eid}", now, jitter or seeded_jitter)
     spans = clock.spans(obj, intervals)
-    ep = _period(obj.get("intervalPeriod"), "object.intervalPeriod")
-    event_s = _seconds(obj.get("duration"), "object.duration")
+    ep = interval_period(obj.get("intervalPeriod"), "object.intervalPeriod")
+    event_s = duration_s(obj.get("duration"), "object.duration")
     if event_s == 0.0 or (
         ep.get("duration") is not None
-        and _seconds(ep["duration"], "object.intervalPeriod.duration") == 0.0
+        and duration_s(ep["duration"], "object.intervalPeriod.duration") == 0.0
         and not any(iv.get("intervalPeriod") for iv in intervals)
     ):
         return Reading([cancel_all], [])  # a zero-length event: cancelled (User Guide 7.9)
@@ -299,7 +175,7 @@ def _read(
         "priority": -int(prio) if isinstance(prio, int) else -(2**31),
         "source": "openadr3",
     }
-    reps, beyond = _repetitions(spans, event_s, now, len(intervals))
+    reps, beyond = repetitions(spans, event_s, now, len(intervals))
     out: list[dict[str, Any]] = [cancel_all]
     outcomes: list[PayloadOutcome] = []
     for k, iv in enumerate(intervals):
@@ -329,7 +205,7 @@ def _read(
             for part in parts:
                 outcomes.append(PayloadOutcome(eid, str(iv["id"]), kind, part.acted, part.reason))
                 pid = base + (f"/{part.suffix}" if part.suffix else "")
-                for suffix, fields, s, e in _pieces(part, start, end, reps, beyond is not None):
+                for suffix, fields, s, e in pieces(part, start, end, reps, beyond is not None):
                     ev = {"id": pid + suffix, **fields, "payload_type": kind}
                     ev.update(start=s.isoformat(), **common)
                     if e is not None and e < FOREVER:
@@ -360,63 +236,3 @@ def _read(
         )  # fmt: skip
     out[1:] = sorted(out[1:], key=lambda e: str(e.get("start", "")))  # in time order
     return Reading(out, outcomes)
-
-
-def _pieces(
-    part: Part,
-    start: datetime,
-    end: datetime | None,
-    reps: list[tuple[int, timedelta, datetime | None]],
-    unexpanded: bool,
-) -> list[tuple[str, dict[str, Any], datetime, datetime | None]]:
-    """(id suffix, fields, start, end) of one payload part: a value per sub-interval and per
-    repetition; a notice once, over every repetition of its interval."""
-    if not part.acted:
-        r, offset, until = reps[0]
-        if len(reps) > 1 or unexpanded:
-            return [("", part.fields[0], start + offset, until)]
-        e = None if end is None else end + offset
-        if until is not None:
-            e = until if e is None else min(e, until)
-        return [("", part.fields[0], start + offset, e)]
-    out = []
-    n = len(part.fields)
-    for r, offset, until in reps:
-        s0 = start + offset
-        e0 = None if end is None else end + offset
-        for m, fields in enumerate(part.fields):
-            s = s0 if e0 is None else s0 + (e0 - s0) * m / n
-            e = e0 if e0 is None else s0 + (e0 - s0) * (m + 1) / n
-            if until is not None:
-                if s >= until:
-                    break
-                e = until if e is None else min(e, until)
-            out.append(((f"[{m}]" if n > 1 else "") + (f"@{r}" if r else ""), fields, s, e))
-    return out
-
-
-def _repetitions(
-    spans: list[tuple[datetime, datetime | None]], event_s: float | None, now: datetime, n: int
-) -> tuple[list[tuple[int, timedelta, datetime | None]], tuple[datetime, datetime | None] | None]:
-    """(repetition, offset, cut-off) for each pass over the intervals, and the span left
-    unexpanded when the event's duration loops them past the horizon."""
-    if event_s is None or not spans:
-        return [(0, timedelta(0), None)], None
-    first = spans[0][0]
-    until = None if math.isinf(event_s) else first + timedelta(seconds=event_s)
-    ends = [e for _, e in spans]
-    if any(e is None for e in ends):
-        return [(0, timedelta(0), until)], None
-    lifespan = max(e for e in ends if e is not None) - first
-    if lifespan <= timedelta(0) or (until is not None and until <= first + lifespan):
-        return [(0, timedelta(0), until)], None  # cut, not looped
-    last = until or FOREVER
-    horizon = min(last, now + LOOP_HORIZON)
-    r = max(0, math.floor((now - first) / lifespan))
-    reps: list[tuple[int, timedelta, datetime | None]] = []
-    max_reps = max(1, MAX_PIECES // max(1, n))
-    while first + r * lifespan < horizon and len(reps) < max_reps:
-        reps.append((r, r * lifespan, until))
-        r += 1
-    since = first + r * lifespan
-    return reps, ((since, until) if since < last else None)
