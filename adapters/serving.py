@@ -84,6 +84,23 @@ class Histogram:
             lower_bound, lower_count = bound, cum
         return lower_bound
 
+    def quantile_bucket(self, q: float) -> tuple[float, float] | None:
+        """The bucket ``(lower, upper]`` the q-quantile lies in: fewer than a share q of
+        the observations are at or below ``lower`` and at least q at or below ``upper``,
+        so the true quantile is above ``lower`` and at most ``upper`` (the first bucket's
+        lower bound is 0, the last's upper +inf). None without observations."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile {q} is outside 0-1")
+        if not self.counts or self.counts[-1] <= 0:
+            return None
+        rank = q * self.counts[-1]
+        lower = 0.0
+        for bound, cum in zip(self.bounds, self.counts, strict=True):
+            if cum >= rank:
+                return lower, bound
+            lower = bound
+        return lower, math.inf
+
 
 @dataclass(frozen=True)
 class ServingSample:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +15,16 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from adapters.serving import Histogram as AHistogram
 from models import catalog
 from models import inference_objectives as io
 from models.errors import ConfigError
 from models.site import Inference, InferenceDemand, parse_site
 from scheduler.service.daemon import Daemon
+from scheduler.service.demand import SlaState
 from scheduler.service.demand_feed import DemandFeed
 from scheduler.service.metrics import metrics_registry
+from scheduler.service.objectives import judge
 from tests.conftest import DATA, make_site, solve
 
 DECODE_H100 = {
@@ -382,3 +386,50 @@ def test_a_bad_objective_is_named_with_what_is_valid(
         make_site(devices=[DECODE_H100], inference=inference)
     msg = str(err.value)
     assert where in msg and words in msg, msg
+
+
+def _hist(bounds: tuple[float, ...], per_bucket: tuple[float, ...]) -> AHistogram:
+    """A cumulative histogram from counts per bucket (the last bucket +Inf)."""
+    cum = tuple(float(sum(per_bucket[: i + 1])) for i in range(len(per_bucket)))
+    return AHistogram((*bounds, math.inf), cum, 0.0, cum[-1])
+
+
+@pytest.mark.parametrize(
+    ("per_bucket", "target_s", "state", "bucket"),
+    [
+        ((0, 0, 96, 4, 0), 0.05, SlaState.MET, (0.025, 0.05)),  # p95 in (0.025, 0.05]
+        ((0, 0, 96, 4, 0), 0.025, SlaState.MISSED, (0.025, 0.05)),  # above 0.025 for sure
+        ((0, 0, 96, 4, 0), 0.04, SlaState.UNVERIFIED, (0.025, 0.05)),  # inside: cannot tell
+        ((90, 0, 0, 0, 10), 0.5, SlaState.UNVERIFIED, (0.075, math.inf)),  # beyond the last
+        ((90, 0, 0, 0, 10), 0.075, SlaState.MISSED, (0.075, math.inf)),
+        ((100, 0, 0, 0, 0), 0.01, SlaState.MET, (0.0, 0.01)),
+    ],
+)
+def test_the_buckets_decide_what_can_be_claimed(
+    per_bucket: tuple[float, ...],
+    target_s: float,
+    state: SlaState,
+    bucket: tuple[float, float],
+) -> None:
+    h = _hist((0.01, 0.025, 0.05, 0.075), per_bucket)
+    j = judge(h, 0.95, target_s)
+    assert j.state is state and j.bucket_s == bucket
+    assert (j.reason is not None) == (state is SlaState.UNVERIFIED)
+    assert judge(AHistogram(), 0.95, target_s).state is SlaState.UNVERIFIED
+
+
+def test_a_target_inside_a_vllm_bucket_is_unverified_and_names_the_bucket() -> None:
+    with page() as (p, url):
+        feed, clock = _feed(url, 300.0, itl_p95_s=0.06)
+
+        async def go() -> None:
+            await _poll_at(feed, clock, 0)
+            for _ in range(100):
+                p.itl.observe(0.055)  # vLLM's bucket (0.05, 0.075]: below 0.06 or not?
+            await _poll_at(feed, clock, 10)
+            o = _itl(feed)
+            assert o["state"] == "unverified" and o["bucket_s"] == [0.05, 0.075]
+            assert "(0.05, 0.075]" in o["error"]
+            await feed.close()
+
+        asyncio.run(go())

@@ -42,10 +42,9 @@ from scheduler.service.demand import (
     SlaState,
     forecast_tokens_s,
     needs_replan,
-    sla_state,
 )
 from scheduler.service.demand_promql import PromqlDemand, PromqlReading, objective_state
-from scheduler.service.objectives import ObjectiveWindow
+from scheduler.service.objectives import ObjectiveWindow, judge
 
 #: latency objectives: site key -> (status name, which histogram, quantile)
 OBJECTIVES = {"ttft_p95_s": ("ttft_p95", "ttft_s", 0.95), "itl_p95_s": ("itl_p95", "itl_s", 0.95)}
@@ -186,7 +185,7 @@ class DemandFeed:
             if target is None:
                 continue
             state, value, why = SlaState.UNVERIFIED, None, None
-            extra: dict[str, float] = {}
+            extra: dict[str, Any] = {}
             if self.promql is not None:
                 r = self.reading if fresh and isinstance(self.reading, PromqlReading) else None
                 seen = None if r is None else r.objectives.get(name)
@@ -199,15 +198,18 @@ class DemandFeed:
                     why = seen.error  # None when met or missed
             elif fresh and (w := self.window.histograms()) is not None:
                 h = getattr(w, hist)
-                state, value = sla_state(h, q, target)
+                j = judge(h, q, target)
+                state, value, why = j.state, j.value_s, j.reason
                 extra = {"window_s": round(w.span_s, 1), "observations": h.count}
+                if j.bucket_s is not None:
+                    extra["bucket_s"] = list(j.bucket_s)
             out[name] = {
                 "state": state.value,
                 "value_s": None if value is None else round(value, 4),
                 "target_s": target,
                 **extra,
             }
-            if why is not None:  # PromQL: why it is unverified (the query's error)
+            if why is not None:  # why it is unverified (PromQL: the query's error)
                 out[name]["error"] = why
         return out
 

@@ -9,6 +9,13 @@ percentile is read from the merged buckets as PromQL's ``histogram_quantile`` re
 (``Histogram.quantile``). This is what ``histogram_quantile(0.95, sum by (le)
 (rate(..._bucket[5m])))`` computes in a Prometheus.
 
+What the buckets can show decides the state: the quantile lies in one bucket
+``(lower, upper]``. An objective at or above ``upper`` is ``met`` and one at or below
+``lower`` is ``missed``, whatever the observations inside the bucket; an objective inside
+the bucket cannot be judged from the histogram (the interpolated value is an estimate, not
+an observation): ``unverified``, with the bucket named. Objectives on the engine's bucket
+bounds are always judged (vLLM's are listed in docs/daemon.md).
+
 A window is at least one poll long. Until it is full, it covers what has been read so far
 (and says how long that is); an engine that restarted counts from its restart. A window
 without an observation gives no percentile: the objective is ``unverified``, never
@@ -22,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from adapters.serving import Histogram, ServingSample
+from scheduler.service.demand import SlaState
 
 
 def merge(hists: list[Histogram]) -> Histogram:
@@ -89,3 +97,32 @@ class ObjectiveWindow:
         if not spans:
             return None
         return WindowHistograms(max(spans), merge(ttft), merge(itl))
+
+
+@dataclass(frozen=True)
+class Judgement:
+    state: SlaState
+    value_s: float | None  # the interpolated quantile (histogram_quantile's estimate)
+    bucket_s: tuple[float, float] | None  # the bucket the quantile lies in
+    reason: str | None  # why unverified
+
+
+def judge(hist: Histogram, q: float, target_s: float) -> Judgement:
+    """Whether the window's ``q``-quantile is within ``target_s``, as far as the buckets
+    show it."""
+    bucket = hist.quantile_bucket(q)
+    value = hist.quantile(q)
+    if bucket is None or value is None:
+        return Judgement(SlaState.UNVERIFIED, None, None, "no observation in the window")
+    lower, upper = bucket
+    if upper <= target_s:
+        return Judgement(SlaState.MET, value, bucket, None)
+    if lower >= target_s:
+        return Judgement(SlaState.MISSED, value, bucket, None)
+    return Judgement(
+        SlaState.UNVERIFIED,
+        value,
+        bucket,
+        f"the target {target_s:g} s lies inside the bucket ({lower:g}, {upper:g}] s holding "
+        "the percentile: the histogram cannot tell which side it is on",
+    )
