@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import tomllib
 from collections.abc import Iterator
@@ -433,3 +434,22 @@ def test_a_target_inside_a_vllm_bucket_is_unverified_and_names_the_bucket() -> N
             await feed.close()
 
         asyncio.run(go())
+
+
+def test_a_percentile_beyond_the_last_bucket_is_json_in_status(tmp_path: Path) -> None:
+    """vLLM's last finite ITL bound is 80 s: a p95 above it is in the +Inf bucket, whose
+    top is null in /v1/status (JSON has no infinity)."""
+    with page() as (p, url):
+        feed, clock = _feed(url, 300.0, itl_p95_s=0.1)
+
+        async def go() -> None:
+            await _poll_at(feed, clock, 0)
+            for _ in range(10):
+                p.itl.observe(100.0)
+            await _poll_at(feed, clock, 10)
+            await feed.close()
+
+        asyncio.run(go())
+    o = _itl(feed)
+    assert o["state"] == "missed" and o["bucket_s"] == [80.0, None]
+    assert json.loads(json.dumps(feed.objectives(), allow_nan=False)) == feed.objectives()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -201,8 +202,9 @@ class DemandFeed:
                 j = judge(h, q, target)
                 state, value, why = j.state, j.value_s, j.reason
                 extra = {"window_s": round(w.span_s, 1), "observations": h.count}
-                if j.bucket_s is not None:
-                    extra["bucket_s"] = list(j.bucket_s)
+                if j.bucket_s is not None:  # JSON has no +inf: the last bucket's top is null
+                    lower, upper = j.bucket_s
+                    extra["bucket_s"] = [lower, None if math.isinf(upper) else upper]
             out[name] = {
                 "state": state.value,
                 "value_s": None if value is None else round(value, 4),
