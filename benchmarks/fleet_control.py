@@ -9,10 +9,15 @@ no command is pending (each is confirmed, or unconfirmed past its family's deadl
 ``models.firmware``); stage the coming wake where the firmware can (``Fleet.stage``); wake
 every miner at a power target, a different one from the last round's; read back again.
 
-Per family and overall it prints:
+Per family and overall it prints, for each round's curtail (sleep) and wake:
 
-- commanded: from the first command to the last acknowledgement (per family: the slowest
-  acknowledgement of the family's miners in the round); one command's latency;
+- received: from the start of the round's commands until the last of them reached its
+  simulated miner (the simulator's own clock of the write's arrival: ``commanded_at``,
+  stamped when a sleep, wake or profile change reaches the simulated hardware); a
+  command whose miner never got it is counted as "not received" instead;
+- acknowledged: from the start until the last answer came back to the controller (per
+  family: the slowest acknowledgement of the family's miners; overall: the whole
+  ``Fleet.apply``); one command's latency;
 - the verdicts: confirmed within the family's deadline, confirmed late, unconfirmed,
   failed or rejected; first attempts that failed (the fleet retried them);
 - false "done": a command confirmed whose miner, asked through the simulator's control
@@ -48,14 +53,17 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from adapters.antminer import UNANSWERED  # noqa: E402
 from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
 from adapters.fleet import Fleet, Outcome, OutcomeKind, freeze_heap  # noqa: E402
 from adapters.sim.fleet import FIRMWARE, MinerSpec, ask_control, raise_fd_limit  # noqa: E402
+from benchmarks.fleet_report import report  # noqa: E402
 from benchmarks.fleet_sim import (  # noqa: E402
     DEFAULT_MIX,
     in_effect,
@@ -64,7 +72,7 @@ from benchmarks.fleet_sim import (  # noqa: E402
     start_sim,
     truth,
 )
-from benchmarks.measure import cpu_sample, pct, steal_pct  # noqa: E402
+from benchmarks.measure import cpu_sample, steal_pct  # noqa: E402
 from models.config_daemon import Daemon  # noqa: E402
 from scheduler.cli.aio import run_async  # noqa: E402
 
@@ -95,9 +103,14 @@ class Tally:
     false_done: int = 0
     accepted_not_in_effect: int = 0
     stage_failed: int = 0
+    unanswered: int = 0  # accepted as sent, its answer not come within the adapter's timeout
+    not_received: int = 0  # the simulated miner never got it
     commanded_s: dict[str, list[float]] = dataclasses.field(
         default_factory=lambda: defaultdict(list)
-    )
+    )  # acknowledged: the last answer back
+    received_s: dict[str, list[float]] = dataclasses.field(
+        default_factory=lambda: defaultdict(list)
+    )  # the last command at its miner
     latency_s: dict[str, list[float]] = dataclasses.field(default_factory=lambda: defaultdict(list))
     readback_s: dict[str, list[float]] = dataclasses.field(
         default_factory=lambda: defaultdict(list)
@@ -214,6 +227,7 @@ class Bench:
     async def command(self, action: str, requests: dict[str, ModeRequest]) -> float:
         """Send, then settle; tally the verdicts against the simulator's own state."""
         self.verdicts.clear()
+        w0 = time.time()  # the simulator stamps arrivals in unix time
         c0, t0 = time.process_time(), time.perf_counter()
         cpu0 = cpu_sample()
         self._spaced()
@@ -234,15 +248,17 @@ class Bench:
                 t.latency_s[action].append(o.latency_s)
                 t.failed += not o.ok
                 t.retried += o.ok and o.attempts > 1
+                t.unanswered += bool(o.applied and UNANSWERED in o.applied.note)
             if not o.ok and o.error:
                 self.errors[self.family[o.device_id]][_shape(o.error)] += 1
             fw = self.family[o.device_id]
-            worst[fw] = max(worst[fw], o.latency_s)
+            worst[fw] = max(worst[fw], o.at - w0)  # from the round's start, as received
         for fw, s in worst.items():
             self.tally[fw].commanded_s[action].append(s)
-        self.tally["all"].commanded_s[action].append(wall_s)
+        self.tally["all"].commanded_s[action].append(max(worst.values(), default=wall_s))
         await self.settle()
         rows = await truth(self.port)
+        self._received(action, w0, outs, rows)
         for o in outs:
             if o.ok and not in_effect(o, rows[self.host[o.device_id]]):
                 for t in self._both(o.device_id):
@@ -261,6 +277,24 @@ class Bench:
                 for t in both:
                     t.unconfirmed += 1
         return wall_s
+
+    def _received(
+        self, action: str, w0: float, outs: list[Outcome], rows: dict[str, dict[str, Any]]
+    ) -> None:
+        """When the round's last command reached its simulated miner, per family and all."""
+        reached: dict[str, float] = defaultdict(float)
+        for o in outs:
+            at = float(rows[self.host[o.device_id]].get("commanded_at", 0.0))
+            if at >= w0:
+                fw = self.family[o.device_id]
+                reached[fw] = max(reached[fw], at - w0)
+            else:
+                for t in self._both(o.device_id):
+                    t.not_received += 1
+        for fw, s in reached.items():
+            self.tally[fw].received_s[action].append(s)
+        if reached:
+            self.tally["all"].received_s[action].append(max(reached.values()))
 
     async def round(self, r: int) -> str:
         ids = list(self.family)
@@ -289,60 +323,6 @@ class Bench:
             f"wake commanded {wake_s * 1000:5.0f} ms"
             + ("" if st is None else f"; host steal {st:.0f} %")
         )
-
-
-def report(b: Bench, rounds: int) -> None:
-    order = [*dict.fromkeys(b.family.values()), "all"]
-    tallies = [(k, b.tally[k]) for k in order]
-    print(f"\n{len(b.family)} miners, {rounds} rounds; load average {os.getloadavg()}")
-    print("commanded: all of a family's acknowledgements in a round, p50 / p99 / max (ms)")
-    head = f"{'family':11s} {'curtail commanded':>20s} {'wake commanded':>20s} {'one command':>14s}"
-    print(head)
-    for fw, t in tallies:
-        cells = []
-        for key in ("sleep", "wake"):
-            xs = t.commanded_s[key]
-            cells.append(
-                f"{pct(xs, 0.5) * 1e3:5.0f} {pct(xs, 0.99) * 1e3:6.0f} {max(xs) * 1e3:6.0f}"
-            )
-        one = t.latency_s["sleep"] + t.latency_s["wake"]
-        print(
-            f"{fw:11s} {cells[0]:>20s} {cells[1]:>20s} {pct(one, 0.5) * 1e3:6.0f} "
-            f"{pct(one, 0.99) * 1e3:6.0f}"
-        )
-    print(
-        f"\n{'family':11s} {'sent':>6s} {'confirmed':>9s} {'late':>5s} {'unconf':>6s} "
-        f"{'failed':>6s} {'retried':>7s} {'false done':>10s} {'accepted,not in effect':>22s} "
-        f"{'stage failed':>12s}  read-back p50/p99 s (sleep; wake)"
-    )
-    for fw, t in tallies:
-        rb = "; ".join(
-            f"{pct(t.readback_s[k], 0.5):.2f}/{pct(t.readback_s[k], 0.99):.2f}"
-            for k in ("sleep", "wake")
-            if t.readback_s[k]
-        )
-        print(
-            f"{fw:11s} {t.sent:6d} {t.confirmed:9d} {t.late:5d} {t.unconfirmed:6d} "
-            f"{t.failed:6d} {t.retried:7d} {t.false_done:10d} {t.accepted_not_in_effect:22d} "
-            f"{t.stage_failed:12d}  {rb}"
-        )
-    if b.args.gap_s:
-        print(
-            f"commands spaced at least {b.min_spacing_s:.2f} s apart "
-            f"(LuxOS session TTL {b.args.session_ttl_s:g} s)"
-        )
-    for fw, errors in b.errors.items():
-        for text, n in errors.most_common(3):
-            print(f"{fw}: {n} x {text}")
-    rd = b.read_cpu_s / max(1, b.readings)
-    cpu = ", ".join(
-        f"{k} p50 {pct(xs, 0.5) * 1e3:.2f} / p99 {pct(xs, 0.99) * 1e3:.2f} ms"
-        for k, xs in b.cpu_per_command_s.items()
-    )
-    print(
-        f"\ncontroller CPU per command: {cpu}; per reading (read-back polls) {rd * 1e3:.2f} ms; "
-        f"sweep p50 {pct(b.sweep_s, 0.5) * 1e3:.0f} ms, p99 {pct(b.sweep_s, 0.99) * 1e3:.0f} ms"
-    )
 
 
 async def run(args: argparse.Namespace, specs: list[MinerSpec], port: int) -> Bench:

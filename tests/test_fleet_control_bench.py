@@ -36,6 +36,8 @@ def test_mixed_fleet_confirmed_by_read_back() -> None:
     t = b.tally["all"]
     assert t.sent == 12  # 6 miners, a sleep and a wake each
     assert (t.confirmed, t.late, t.unconfirmed, t.failed, t.false_done) == (12, 0, 0, 0, 0)
+    # every command reached its simulated miner, and the round's last arrival is reported
+    assert t.not_received == 0 and [len(t.received_s[k]) for k in ("sleep", "wake")] == [1, 1]
     assert {fw for fw in b.tally if fw != "all"} == {"luxos", "braiins", "whatsminer"}
 
 

@@ -91,7 +91,6 @@ class AntminerSim(MinerServer):
         self._web: asyncio.AbstractServer | None = None
         self.web_requests = 0  # every HTTP request, answered 401 or not
         self.stale_answers = 0  # 401s with stale=true
-        self.write_received_at = 0.0  # unix time the last set_miner_conf arrived
 
     # -- serving: the web CGI beside the API, following the same faults ------------------
 
@@ -246,10 +245,8 @@ class AntminerSim(MinerServer):
             return 404, b"<h1>404 Not Found</h1>", []
         if self._fault(FaultKind.GARBLE) is not None:
             return 200, [{"code": "M000"}, cgi], []  # JSON, but not the object pyasic reads
-        if cgi == "set_miner_conf":
-            self.write_received_at = time.time()
-            if self.conf_answer_s > 0:
-                await asyncio.sleep(self.conf_answer_s)
+        if cgi == "set_miner_conf" and self.conf_answer_s > 0:
+            await asyncio.sleep(self.conf_answer_s)
         return 200, handler(body), []
 
     def _cgi_get_system_info(self, _: bytes) -> dict[str, Any]:

@@ -293,6 +293,7 @@ class SimFleet:
                         "power_w": round(w, 1),
                         "hashrate_ths": round(ths, 2),
                         "faults": [f.kind.value for f in m.faults],
+                        "commanded_at": m.commanded_at,
                     }
                 )
             return {"ok": True, "miners": miners, "gpus": len(self.gpus)}

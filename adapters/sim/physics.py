@@ -127,6 +127,7 @@ class MinerPhysics:
         self.state = MinerState(profile=p.name, last_eval=now, boot_at=now)
         self.state.temp_c = self._steady_temp(p.watts)
         self.target_w = p.watts  # the exact power target, where the firmware has one
+        self.commanded_at = 0.0  # unix time a sleep, wake or profile change last reached it
         self._mac = "02:47:53:{:02X}:{:02X}:{:02X}".format(
             *tuple(int(x) & 0xFF for x in ([*self.host.split("."), "0", "0", "0"])[1:4])
         )
@@ -169,6 +170,7 @@ class MinerPhysics:
         return w, ths
 
     def sleep(self) -> None:
+        self.commanded_at = time.time()
         w, ths = self._advance()
         if self.state.phase == "sleeping" and self.state.ramp is None:
             return
@@ -176,6 +178,7 @@ class MinerPhysics:
         self.state.ramp = _Ramp(self.clock(), self.sleep_s, w, SLEEP_W, ths, 0.0)
 
     def wake(self) -> None:
+        self.commanded_at = time.time()
         w, _ths = self._advance()
         if self.state.phase in ("mining", "waking"):
             return
@@ -186,6 +189,7 @@ class MinerPhysics:
         )
 
     def set_profile(self, name: str) -> None:
+        self.commanded_at = time.time()
         p = self.preset(name)
         w, ths = self._advance()
         self.state.profile = p.name
