@@ -1,268 +1,44 @@
 """Backtest: replay a period with honest information and settle every policy alike.
 
-``prepare`` builds the period's inputs once, on the decision-step grid, from one day before
-``from`` (history for forecasts) to ``to`` plus the horizon (the last plans look ahead).
-Policies (``scheduler/backtest/policies.py``) return whole units per (class-mode, step); ``settle``
-prices them at realised prices with the same code for every policy.
+The period's inputs come from ``prepare`` (``scheduler/backtest/period.py``, re-exported
+here). Policies (``scheduler/backtest/policies.py``) return whole units per (class-mode,
+step) as a ``PolicyRun``; ``evaluate`` prices them at realised prices with the same code
+for every policy, into a ``PolicyResult``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from models.economics import mining_revenue_usd_per_hour
-from models.errors import DataError
-from models.market import Series, iso
-from models.markets import MARKETS, PRICE_VISIBILITY, MarketInfo, tariff_market_problems
-from models.signals import GridEvent
-from models.site import SiteConfig
-from scheduler.backtest.information import known_prices, window_error
+from scheduler.backtest.period import (
+    DAY_S,
+    BacktestSetup,
+    period_inputs,
+    prepare,
+    slice_inputs,
+)
 from scheduler.planner.extract import Settlement, settle
-from scheduler.planner.inputs import PeakGroup, PlanInputs, SiteState, assemble_inputs
+from scheduler.planner.inputs import PlanInputs
 from scheduler.planner.plan import Money
 from scheduler.planner.rounding import units_woken
-from scheduler.planner.timegrid import TimeGrid, uniform_grid
 
-DAY_S = 86400
-
-
-@dataclass
-class BacktestSetup:
-    config: SiteConfig
-    inp: PlanInputs  # extended grid, realised prices, actual hashprice
-    k0: int  # first decision step
-    k1: int  # end of the period (exclusive)
-    horizon: int  # steps each rolling plan looks ahead
-    steps_per_day: int
-    dam: np.ndarray | None  # day-ahead price per step, if given
-    hashprice_known: np.ndarray  # hashprice known at each step (previous UTC day's)
-    cap_known_from_s: np.ndarray  # when each step's DR cap was announced (inf: none)
-    local_day: np.ndarray
-    local_min: np.ndarray
-    local_month: np.ndarray  # YYYYMM of each step's start in the site's zone
-    price_label: str
-    forecast_label: str
-    #: the real-time price a decision at step k may use: the last settled interval's
-    #: (``after-interval``) or the step's own (``current``: a live dispatch-price feed)
-    rt_known: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    #: steps [0, n_known[k]) of the realised series are settled and known at step k
-    n_known: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    market: MarketInfo | None = None
-    visibility: str = "after-interval"
-    mkt_day: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    mkt_min: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    currency: str = "USD"
-    notes: list[str] = field(default_factory=list)
-    #: the whole real-time and day-ahead files as loaded: a learned forecast trains on
-    #: the part settled before the first decision (``information.settled_history``)
-    rt_series: Series | None = None
-    dam_series: Series | None = None
-
-    @property
-    def dt_h(self) -> float:
-        return float(self.inp.grid.dt_h[0])
-
-
-def prepare(
-    config: SiteConfig,
-    realised: Series,
-    from_s: int,
-    to_s: int,
-    step_s: int,
-    horizon_s: int,
-    forecast: Series | None = None,
-    hashprice: Series | None = None,
-    events: list[GridEvent] | None = None,
-    market: MarketInfo | None = None,
-    visibility: str = "after-interval",
-    fill: str = "refuse",
-    foreign_tariff: bool = False,
-) -> BacktestSetup:
-    """The period's inputs on the decision grid, from one day before ``from_s`` (history
-    for forecasts; shortened, with a note, where the data start later) to ``to_s`` plus
-    the horizon (cut, with a note, where the data end sooner)."""
-    if to_s <= from_s:
-        raise ValueError("--to must be after --from")
-    if visibility not in PRICE_VISIBILITY:
-        raise ValueError(f"price visibility {visibility!r}: valid are {PRICE_VISIBILITY}")
-    conflicts, notes = tariff_market_problems(
-        [cp.name for cp in config.tariff.coincident_peaks], market
-    )
-    if conflicts and not foreign_tariff:
-        raise DataError(
-            "tariff", "; ".join(conflicts) + " (--foreign-tariff applies it anyway, reported)"
-        )
-    notes += [f"{c}: applied anyway (--foreign-tariff)" for c in conflicts]
-    for s in (realised, forecast):
-        if s is not None and s.currency != realised.currency:
-            raise DataError(
-                s.label,
-                f"in {s.currency} but the settlement prices are in {realised.currency}; "
-                "convert one of them (a rate) before mixing",
-            )
-    if realised.currency != "USD":
-        raise DataError(
-            realised.label,
-            f"prices in {realised.currency}: hashprice and inference revenue are in USD; "
-            "convert the prices with an explicit rate",
-        )
-    need_from = from_s - (realised.interval_s if visibility == "after-interval" else 0)
-    if not realised.covers(need_from, to_s):
-        why = (
-            "the decision at --from needs the real-time price settled just before it"
-            if visibility == "after-interval" and realised.covers(from_s, to_s)
-            else "--from to --to"
-        )
-        raise DataError(
-            realised.label,
-            f"covers {iso(realised.start_s)} to {iso(realised.end_s)}, but the backtest needs "
-            f"{iso(need_from)} to {iso(to_s)} ({why})",
-        )
-    start = max(from_s - DAY_S, realised.start_s - realised.start_s % step_s)
-    start = from_s - ((from_s - start) // step_s) * step_s
-    wanted_end = to_s + horizon_s
-    end = min(wanted_end, realised.end_s - realised.end_s % step_s)
-    if start > from_s - DAY_S:
-        notes.append(
-            f"history shortened: prices start {iso(realised.start_s)}, "
-            f"{(from_s - start) / 3600:g} h before --from instead of 24 h"
-        )
-    if end < wanted_end:
-        short_h = (wanted_end - end) / 3600
-        notes.append(
-            f"horizon cut at the end of data ({iso(end)}): plans in the last "
-            f"{short_h:g} h see less than --horizon ahead"
-        )
-    realised, n_filled = realised.filled(fill, start - realised.interval_s, end)
-    if n_filled:
-        notes.append(
-            f"{n_filled} missing real-time intervals filled ({fill}); settled at filled prices"
-        )
-    why = "one day before --from for forecast history, to --to plus --horizon"
-    grid = uniform_grid(start, end - start, step_s)
-    try:
-        realised.mean_over(grid.starts_s, grid.ends_s)
-    except DataError as exc:
-        raise window_error(realised, exc, start, end, why) from None
-    inp = assemble_inputs(config, grid, realised, events, SiteState(billing_peak_kw=0.0), hashprice)
-    k0 = (from_s - start) // step_s
-    k1 = (to_s - start) // step_s
-    local = pd.to_datetime(grid.starts_s, unit="s", utc=True).tz_convert(config.site.timezone)
-    month = (local.year * 100 + local.month).to_numpy()
-    month_steps = local.days_in_month.to_numpy() * DAY_S / step_s
-    inp.peaks = _prorated(inp.peaks, month, month_steps, int(k0), int(k1))
-    if hashprice is not None:
-        known = hashprice.mean_over(grid.starts_s - DAY_S, grid.ends_s - DAY_S)
-        known = known * (1.0 - config.mining.pool_fee)
-    else:
-        known = inp.hashprice.copy()
-    dam = None
-    if forecast is not None:
-        if market is None:
-            raise ValueError(
-                "a day-ahead forecast needs --market: when its prices are published "
-                f"depends on the market ({', '.join(MARKETS)})"
-            )
-        forecast, f_filled = forecast.filled(fill, start, end)
-        if f_filled:
-            notes.append(f"{f_filled} missing day-ahead intervals filled ({fill})")
-        try:
-            dam = forecast.mean_over(grid.starts_s, grid.ends_s)
-        except DataError as exc:
-            raise window_error(forecast, exc, start, end, why) from None
-    cap_from = np.full(grid.n, np.inf)
-    for ev in inp.events:
-        on = (grid.starts_s < ev.end_utc.timestamp()) & (grid.ends_s > ev.start_utc.timestamp())
-        cap_from[on] = np.minimum(cap_from[on], ev.start_utc.timestamp())
-    day = local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
-    mkt_local = local if market is None else local.tz_convert(market.timezone)
-    mkt_day = (
-        mkt_local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
-    )
-    rt_known, n_known = known_prices(realised, grid, inp.price_usd_per_mwh, visibility)
-    return BacktestSetup(
-        config=config,
-        inp=inp,
-        k0=int(k0),
-        k1=int(k1),
-        horizon=max(1, horizon_s // step_s),
-        steps_per_day=DAY_S // step_s,
-        dam=dam,
-        hashprice_known=known,
-        cap_known_from_s=cap_from,
-        local_day=day,
-        local_min=(local.hour * 60 + local.minute).to_numpy(),
-        local_month=month,
-        price_label=realised.label,
-        forecast_label=forecast.label if forecast is not None else "naive (past prices only)",
-        rt_known=rt_known,
-        n_known=n_known,
-        market=market,
-        visibility=visibility,
-        mkt_day=mkt_day,
-        mkt_min=(mkt_local.hour * 60 + mkt_local.minute).to_numpy(),
-        currency=realised.currency,
-        notes=notes,
-        rt_series=realised,
-        dam_series=forecast,
-    )
-
-
-def _prorated(
-    peaks: list[PeakGroup], month: np.ndarray, month_steps: np.ndarray, k0: int, k1: int
-) -> list[PeakGroup]:
-    """Monthly charges scaled by the share of their billing month inside [k0, k1), as a
-    bill for a partial month would be; every policy and the oracle see the same rates.
-    ``month`` is each step's local YYYYMM, ``month_steps`` the steps its month has."""
-    out = []
-    for g in peaks:
-        if len(g.steps) == 0:
-            continue
-        first = g.steps[0]
-        in_period = int((month[k0:k1] == month[first]).sum())
-        share = min(1.0, in_period / month_steps[first])
-        out.append(dataclasses.replace(g, usd_per_kw=g.usd_per_kw * share))
-    return out
-
-
-def slice_inputs(inp: PlanInputs, a: int, b: int, **override: Any) -> PlanInputs:
-    """The inputs of steps [a, b), peak groups and batch windows re-indexed."""
-    sl = slice(a, b)
-    peaks = []
-    for g in inp.peaks:
-        steps = g.steps[(g.steps >= a) & (g.steps < b)] - a
-        if len(steps):
-            peaks.append(dataclasses.replace(g, steps=steps))
-    batches = []
-    for bw in inp.batches:
-        steps = bw.steps[(bw.steps >= a) & (bw.steps < b)] - a
-        batches.append(dataclasses.replace(bw, steps=steps))
-    fields: dict[str, Any] = {
-        "grid": TimeGrid(inp.grid.starts_s[sl], inp.grid.ends_s[sl]),
-        "price_usd_per_mwh": inp.price_usd_per_mwh[sl],
-        "hashprice": inp.hashprice[sl],
-        "base_load_kw": inp.base_load_kw[sl],
-        "onsite_kw": inp.onsite_kw[sl],
-        "cap_kw": inp.cap_kw[sl],
-        "dr_cap_kw": inp.dr_cap_kw[sl],
-        "class_cap_kw": inp.class_cap_kw[:, sl],
-        "committed_tok_s": inp.committed_tok_s[sl],
-        "spot_tok_s": inp.spot_tok_s[sl],
-        "ramp_up_kw": None if inp.ramp_up_kw is None else inp.ramp_up_kw[sl],
-        "ramp_down_kw": None if inp.ramp_down_kw is None else inp.ramp_down_kw[sl],
-        "peaks": peaks,
-        "batches": batches,
-        "notes": [],
-    }
-    fields.update(override)
-    return dataclasses.replace(inp, **fields)
+__all__ = [
+    "DAY_S",
+    "BacktestSetup",
+    "PolicyResult",
+    "PolicyRun",
+    "Progress",
+    "evaluate",
+    "period_inputs",
+    "prepare",
+    "slice_inputs",
+]
 
 
 @dataclass
@@ -325,11 +101,6 @@ class PolicyResult:
             "solver_failures": self.solver_failures,
             "notes": self.notes,
         }
-
-
-def period_inputs(setup: BacktestSetup) -> PlanInputs:
-    """Settlement inputs: realised prices, actual hashprice, no billing history."""
-    return slice_inputs(setup.inp, setup.k0, setup.k1)
 
 
 def evaluate(setup: BacktestSetup, run: PolicyRun) -> PolicyResult:

@@ -21,7 +21,8 @@ import numpy as np
 
 from models.market import iso
 from models.site import SiteConfig
-from scheduler.backtest.engine import BacktestSetup, PolicyRun, period_inputs
+from scheduler.backtest.engine import PolicyRun
+from scheduler.backtest.period import BacktestSetup, period_inputs
 from scheduler.planner.extract import settle
 from scheduler.planner.inputs import PlanInputs
 

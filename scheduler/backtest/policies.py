@@ -24,15 +24,10 @@ import time
 import numpy as np
 
 from models.economics import breakeven_usd_per_mwh, mining_revenue_usd_per_hour
-from scheduler.backtest.engine import (
-    BacktestSetup,
-    PolicyRun,
-    Progress,
-    period_inputs,
-    slice_inputs,
-)
+from scheduler.backtest.engine import PolicyRun, Progress
 from scheduler.backtest.forecast import dam_forecast
 from scheduler.backtest.information import known_at
+from scheduler.backtest.period import BacktestSetup, period_inputs, slice_inputs
 from scheduler.backtest.price_forecasts import DAM_BLEND_TAU_H, make_forecast
 from scheduler.planner.extract import batch_by_step, whole_units
 from scheduler.planner.inputs import (

@@ -32,7 +32,7 @@ from scheduler.backtest.information import Known, settled_history
 from scheduler.backtest.rt_forecast import Calendar, RtForecaster, design
 
 if TYPE_CHECKING:
-    from scheduler.backtest.engine import BacktestSetup
+    from scheduler.backtest.period import BacktestSetup
 
 RT_FORECASTS = ("blend", "learned", "learned+blend")
 #: time constant (h) of the last known real-time price fading into the day-ahead curve
