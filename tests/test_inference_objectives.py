@@ -10,6 +10,7 @@ import json
 import math
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from scheduler.service.demand_feed import DemandFeed
 from scheduler.service.metrics import metrics_registry
 from scheduler.service.objectives import judge
 from tests.conftest import DATA, make_site, solve
+from tests.support.clock import FakeClock
+from tests.support.memfleet import memory_daemon, run_open
 
 DECODE_H100 = {
     "name": "h100",
@@ -453,3 +456,71 @@ def test_a_percentile_beyond_the_last_bucket_is_json_in_status(tmp_path: Path) -
     o = _itl(feed)
     assert o["state"] == "missed" and o["bucket_s"] == [80.0, None]
     assert json.loads(json.dumps(feed.objectives(), allow_nan=False)) == feed.objectives()
+
+
+DAEMON_SITE = """
+[site]
+name = "objective modes"
+interconnect_kw = 100
+pue = 1.0
+base_load_kw = 0
+
+[prices]
+format = "csv"
+path = "prices.csv"
+column = "price"
+
+[inference]
+committed_tokens_s = 3000
+committed_usd_per_mtok = 1.0
+{objective}
+
+[daemon]
+horizon = "2h"
+step = "5min"
+stage_ahead_s = 0
+confirm_after_s = 0
+
+[[devices]]
+name = "h100"
+kind = "gpu"
+model = "H100 SXM"
+workload = "llama-3.1-70b"
+phase = "decode"
+power_caps_w = [700, 350, 200]
+decode_clock_mhz = [1005, 1410]
+count = 16
+"""
+
+
+@pytest.mark.parametrize(
+    ("objective", "clocks", "awake"),
+    [("", (1005, 1410), 7), ("itl_p95_s = 0.165", None, 15)],
+    ids=["none", "itl"],
+)
+def test_the_daemon_commands_only_the_modes_offered_for_the_objective(
+    tmp_path: Path, objective: str, clocks: tuple[int, int] | None, awake: int
+) -> None:
+    """Without an objective the daemon locks 7 GPUs' clocks; with itl_p95_s = 0.165 s
+    only the 350 W cap is offered, counted at 203 tokens/s (batch 64): 15 GPUs run it,
+    none clock-locked."""
+    clock = FakeClock()
+    hours = range(int(clock.time()) // 3600 - 24, int(clock.time()) // 3600 + 48)
+    rows = "".join(f"{datetime.fromtimestamp(h * 3600, UTC).isoformat()},60.0\n" for h in hours)
+    (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + rows)
+    d, devices = memory_daemon(
+        DAEMON_SITE.format(objective=objective), tmp_path, clock, asleep=True
+    )
+
+    async def body() -> None:
+        await d.feeds.refresh_prices()
+        plan = await d.replan("test")
+        assert plan is not None
+        await d.dispatch()
+        running = [v for v in devices.values() if v.state == "running"]
+        assert len(running) == awake
+        assert {(v.told[-1].power_w, v.told[-1].clocks_mhz) for v in running} == {(350.0, clocks)}
+        if objective:
+            assert any("infer@200W not offered" in n for n in plan.notes)
+
+    run_open(d, body)
