@@ -197,3 +197,78 @@ def test_a_tariff_of_another_market_is_refused_unless_told(
     assert "'ERCOT 4CP' is ERCOT's but the prices are CAISO's" in err and "--foreign-tariff" in err
     assert main(_argv(prices)) == 0  # no market named: said, not refused
     assert "'ERCOT 4CP' is ERCOT's; the prices name no market" in capsys.readouterr().out
+
+
+def _pjm_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A small synthetic PJM pair, hourly USD from 2023-11-14 to 2023-11-18 UTC: real-time
+    prices, and day-ahead prices that are 500 USD/MWh on operating day 2023-11-16 in PJM's
+    clock (Eastern: 05:00Z to 05:00Z) and 50 on every other day."""
+    start, hours = T0 - DAY, 24 * 4
+    rt = [40.0 + 5 * (i % 7) for i in range(hours)]
+    d16 = T0 + DAY + 5 * 3600  # 2023-11-16T00:00 EST
+    da = [500.0 if d16 <= start + 3600 * i < d16 + DAY else 50.0 for i in range(hours)]
+    return (
+        _csv(tmp_path / "pjm_rt.csv", "WESTERN_HUB", rt, start=start),
+        _csv(tmp_path / "pjm_da.csv", "WESTERN_HUB", da, start=start),
+    )
+
+
+def test_a_pjm_file_runs_with_pjm_information_and_the_tariff_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Other markets cannot be judged here (only ERCOT data is at hand), but a user's PJM
+    file must get PJM's information model: its day-ahead publication time in its own clock,
+    said in the report, and the example's ERCOT 4CP tariff refused or reported."""
+    import json
+
+    from scheduler.cli.main import main
+
+    rt, da = _pjm_files(tmp_path)
+    argv = _argv(rt, "--market", "PJM", "--forecast", str(da), "--forecast-format", "csv")
+    argv[argv.index("HB_WEST")] = "WESTERN_HUB"
+    assert main(argv) == 2  # the ERCOT 4CP windows are not PJM's
+    assert "'ERCOT 4CP' is ERCOT's but the prices are PJM's" in capsys.readouterr().err
+    argv += ["--foreign-tariff", "--policy", "scheduler,best-mode,oracle"]
+    assert main(argv) == 0  # the scheduler plans on PJM's day-ahead timeline
+    out = capsys.readouterr().out
+    assert "market: PJM; day-ahead published 13:30 America/New_York" in out
+    assert "'ERCOT 4CP' is ERCOT's but the prices are PJM's: applied anyway" in out
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["market"]["name"] == "PJM" and doc["market"]["rt_settlement_s"] == 300
+    assert doc["market"]["dam_published_local"] == "13:30" and doc["currency"] == "USD"
+    assert {p["policy"] for p in doc["policies"]} >= {"scheduler", "best-mode", "oracle"}
+
+
+@pytest.mark.parametrize(
+    ("market", "seen_at_19z"),
+    [("PJM", True), ("ERCOT", False)],  # 19:00Z is 14:00 in New York, 13:00 in Chicago
+)
+def test_day_ahead_prices_appear_at_the_markets_own_publication_time(
+    tmp_path: Path, market: str, seen_at_19z: bool
+) -> None:
+    from models.market import load_csv_series
+    from models.markets import MARKETS
+    from models.site import load_site
+    from scheduler.backtest.forecast import dam_forecast
+    from scheduler.backtest.period import prepare
+    from tests.conftest import EXAMPLE
+
+    rt_path, da_path = _pjm_files(tmp_path)
+    cfg = load_site(EXAMPLE)
+    rt = load_csv_series(rt_path, "WESTERN_HUB")
+    da = load_csv_series(da_path, "WESTERN_HUB")
+    m = MARKETS[market]
+    setup = prepare(cfg, rt, T0, T0 + DAY, 3600, 12 * 3600, da, market=m, foreign_tariff=True)
+    assert setup.dam is not None
+    dam = setup.dam
+    # 2023-11-16 in both clocks: from 00:00 Chicago (06:00Z), 5 hours into New York's day
+    d16 = T0 + DAY + 6 * 3600
+
+    def ahead_of(hour_utc: int) -> np.ndarray:
+        k = setup.k0 + hour_utc
+        f = dam_forecast(dam, setup.mkt_day, setup.mkt_min, k, 16, 24, m.dam_published_min)
+        return f[setup.inp.grid.starts_s[k : k + 16] >= d16]
+
+    assert len(ahead_of(18)) and (ahead_of(18) == 50.0).all()  # 13:00 NY: not yet published
+    assert bool((ahead_of(19) == 500.0).any()) is seen_at_19z
