@@ -273,3 +273,66 @@ def test_the_refill_adds_nothing_to_a_step_that_is_not_short() -> None:
     x = np.array([[0.0, 0.0], [0.0, 0.0], [4.0, 2.0], [0.0, 0.0]])
     n = round_plan(inp, x, np.array([2.1, 2.1]), inp.tput_tok_s @ x)
     assert n.T.tolist() == [[0, 0, 2, 2], [0, 0, 2, 0]]
+
+
+# -- the refill under a cap on the GPUs' own class, and across GPU classes --------------------
+
+A100S = {"name": "a100", "kind": "gpu", "count": 4, "idle_power_kw": 0.05,
+         "modes": [{"name": "full", "power_kw": 0.4, "throughput_tokens_s": 900.0},
+                   {"name": "low", "power_kw": 0.1, "throughput_tokens_s": 200.0}]}  # fmt: skip
+
+
+def _round_mixed(
+    x: list[float],
+    cap_kw: float,
+    committed: float,
+    h100_cap_kw: float | None = None,
+    a100_count: int = 4,
+    lp_import_kw: float | None = None,
+) -> list[int]:
+    """One step on a site of the 4 H100s and the A100s; k: 0 H100 full, 1 H100 low, 2 A100
+    full, 3 A100 low (a woken unit adds 0.63, 0.28, 0.35, 0.05 kW: 3,175, 5,000, 2,571 and
+    4,000 tok/s per kW). ``h100_cap_kw``: a cap on the H100 class alone (meter kW); the LP
+    imported ``lp_import_kw`` (else what ``x`` draws)."""
+    site = make_site(
+        devices=[DEVICES[2], {**A100S, "count": a100_count}],
+        inference={"committed_tokens_s": committed},
+    )
+    inp = assemble_inputs(site, uniform_grid(T0, 3600, 3600), flat_series([50.0]))
+    inp = dataclasses.replace(inp, cap_kw=np.array([cap_kw]))
+    if h100_cap_kw is not None:
+        inp = dataclasses.replace(
+            inp, class_cap_groups=[(0,)], class_cap_kw=np.array([[h100_cap_kw]])
+        )
+    xs = np.array(x, dtype=np.float64)[:, None]
+    lp_import = import_kw(inp, xs) if lp_import_kw is None else np.array([lp_import_kw])
+    n = round_plan(inp, xs, lp_import, inp.tput_tok_s @ xs)
+    assert (import_kw(inp, n) <= np.maximum(inp.cap_kw, lp_import) + 1e-6).all()
+    return [int(v) for v in n[:, 0]]
+
+
+def test_the_refill_keeps_to_a_cap_on_the_gpus_class_and_wakes_another_class() -> None:
+    # the LP: 3.3 H100s full, 0.25 low: 0.28 + 2.079 + 0.07 = 2.429 kW for the H100 class,
+    # its cap; 6,950 tok/s. Rounded to 4 full (2.8 kW): one goes (2.17 kW), 950 tok/s short.
+    # The H100 low mode (most tok/s per kW) does not fit in the 0.259 kW the class cap
+    # leaves; the A100s' low mode is next: all 4 free units (800 tok/s), 150 still short;
+    # nothing for the H100 full (0.63 kW) nor the A100 full (no unit free)
+    assert _round_mixed([3.3, 0.25, 0, 0], 1000.0, 6950.0, h100_cap_kw=2.429) == [3, 0, 0, 4]
+    # without the class cap nothing is shed: the 4 full H100s serve 8,000
+    assert _round_mixed([3.3, 0.25, 0, 0], 1000.0, 6950.0) == [4, 0, 0, 0]
+
+
+def test_once_one_mode_has_made_up_the_shortfall_the_refill_stops() -> None:
+    # as above with 6,300 committed: 300 short after the shed; two A100 low units (400)
+    # make it up, and the A100 full mode after them adds none (two units are still free)
+    assert _round_mixed([3.3, 0.25, 0, 0], 1000.0, 6300.0, h100_cap_kw=2.429) == [3, 0, 0, 2]
+
+
+def test_the_refill_shares_the_kw_left_under_the_hard_limit_between_modes() -> None:
+    # 10 A100s asleep (0.5 kW idle) and 4 H100s full: 3.3 kW, 0.23 over a 3.07 kW cap (the
+    # LP imported 3.0 kW, under it): one H100 full goes (2.67 kW), 2,000 tok/s short, 0.4
+    # kW left. H100 low first: one unit
+    # (the one free; 0.28 kW); 0.12 kW left takes two A100 low units (0.1 kW), not the
+    # three the 600 tok/s still short would want: 3.05 kW, 200 tok/s short
+    out = _round_mixed([4, 0, 0, 0], 3.07, 8000.0, a100_count=10, lp_import_kw=3.0)
+    assert out == [3, 1, 0, 2]
