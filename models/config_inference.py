@@ -125,6 +125,9 @@ class Inference(Strict):
     #: met / missed / unverified from the serving metrics, not planned for
     ttft_p95_s: Pos | None = None
     itl_p95_s: Pos | None = None
+    #: 95th-percentile over mean inter-token latency, for mapping itl_p95_s to GPU modes
+    #: (none: 2.09 from a published vLLM run; the daemon's status reports the fleet's own)
+    itl_p95_over_mean: Annotated[float, Field(ge=1, le=100)] | None = None
     demand: InferenceDemand | None = None
 
     @field_validator("hourly_profile")

@@ -16,7 +16,8 @@ may carry. The model here, each figure with its source (docs/hardware.md has the
   the 95th percentile is taken as the mean times 456.39 / 218.36 = 2.09 (one published
   run, its first of three; the others' p95 ITL, 482.56 and 469.09 ms, are higher still,
   and so is the ratio they would give). An assumption, stated: replace it with the
-  fleet's own ratio once the daemon has measured ``vllm:inter_token_latency_seconds``.
+  fleet's own ratio (``[inference] itl_p95_over_mean``) once the daemon has measured
+  ``vllm:inter_token_latency_seconds`` (its status gives the window's p95 and mean).
 - A mode that keeps a fraction ``f`` of the full-power throughput (a cap: [E]'s curve
   in ``catalog``/``gpu_modes``; a clock lock: ``gpu_modes.CLOCK_THROUGHPUT_LOSS``) runs
   each decode step ``1/f`` times as long at the same batch: its ITL at a batch is the
@@ -166,16 +167,21 @@ class ModeOffer:
     reason: str
 
 
-def lowest_itl_p95_s(curve: ItlCurve, fraction: float) -> float:
+def lowest_itl_p95_s(
+    curve: ItlCurve, fraction: float, p95_over_mean: float = ITL_P95_OVER_MEAN
+) -> float:
     """The modelled p95 ITL of a mode keeping ``fraction`` of full throughput at the
     curve's lowest measured load: the tightest objective the mode can be counted for."""
-    return curve.points[0].mean_itl_s * ITL_P95_OVER_MEAN / fraction
+    return curve.points[0].mean_itl_s * p95_over_mean / fraction
 
 
-def mode_offers(dc: DeviceClass, itl_p95_s: float) -> list[ModeOffer] | None:
+def mode_offers(
+    dc: DeviceClass, itl_p95_s: float, p95_over_mean: float = ITL_P95_OVER_MEAN
+) -> list[ModeOffer] | None:
     """Each serving mode of a catalog GPU class, counted at the load that meets
     ``itl_p95_s``; None when the class has no latency figures (not a catalog GPU serving
-    a workload with an [M] curve)."""
+    a workload with an [M] curve). ``p95_over_mean``: [V]'s ratio, or the fleet's own
+    (``[inference] itl_p95_over_mean``, as the daemon measures it)."""
     if dc.kind is not DeviceKind.GPU or dc.model is None:
         return None
     try:
@@ -193,9 +199,9 @@ def mode_offers(dc: DeviceClass, itl_p95_s: float) -> list[ModeOffer] | None:
         if m.throughput_tokens_s <= 0:
             continue
         f = min(m.throughput_tokens_s / full, 1.0)
-        floor_s = lowest_itl_p95_s(curve, f)
+        floor_s = lowest_itl_p95_s(curve, f, p95_over_mean)
         floor_tok = min(m.throughput_tokens_s, low.tokens_s / curve.num_gpus * f)
-        within = tokens_s_within(curve, itl_p95_s / ITL_P95_OVER_MEAN * f)
+        within = tokens_s_within(curve, itl_p95_s / p95_over_mean * f)
         if within is None:
             why = (
                 f"{m.name} not offered (p95 ITL {floor_s * 1e3:.0f} ms at its lowest "

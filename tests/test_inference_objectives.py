@@ -138,6 +138,18 @@ def test_a_mode_that_cannot_meet_the_objective_is_not_offered() -> None:
     assert plan.served_committed_tok_s[0] == pytest.approx(3000.0)
 
 
+def test_the_fleet_s_own_p95_over_mean_replaces_the_published_one() -> None:
+    """With the ratio the daemon measured (mean_s against value_s in status) stated as
+    1.5, the 200 W cap meets 0.165 s at its lowest load (0.0768 x 1.5 / 0.894 = 0.129 s)
+    and is offered again."""
+    stated = {**COMMITTED, "itl_p95_s": 0.165, "itl_p95_over_mean": 1.5}
+    inp, plan = solve(make_site(devices=[DECODE_H100], inference=stated), [60.0])
+    assert inp.mode_names == ["infer@200W", "infer@350W", "infer@1410MHz"]
+    assert "itl_p95_s mapped with p95 = 1.50 x mean ITL (the site's)" in plan.notes
+    with pytest.raises(ConfigError, match=r"inference\.itl_p95_over_mean"):
+        make_site(devices=[DECODE_H100], inference={**stated, "itl_p95_over_mean": 0.5})
+
+
 def test_no_mode_meets_it_the_fastest_serves_at_its_lowest_load_and_says_so() -> None:
     """Rule 3: sleeping every GPU would harm committed inference more than the latency;
     the fastest mode serves at its lowest measured load, and the note says it misses."""
@@ -264,6 +276,7 @@ def test_the_percentile_is_over_the_window_and_a_slow_spell_leaves_it(legacy: bo
                     assert o["state"] == "missed", (t, o)
             assert o["state"] == "met" and o["window_s"] == 60.0
             assert o["observations"] == 600 and o["value_s"] <= 0.025
+            assert o["mean_s"] == pytest.approx(0.02)  # the histogram's _sum / _count
             await feed.close()
 
         asyncio.run(go())

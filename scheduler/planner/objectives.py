@@ -18,14 +18,16 @@ measured curve) is offered as stated, and a note says its modes are not mapped.
 from __future__ import annotations
 
 from models.devices import DeviceClass, DeviceKind, Mode
-from models.inference_objectives import ModeOffer, mode_offers
+from models.inference_objectives import ITL_P95_OVER_MEAN, ModeOffer, mode_offers
 from models.site import SiteConfig
 
 Offer = list[tuple[Mode, float]]
 
 
-def _class_offer(dc: DeviceClass, itl_p95_s: float) -> tuple[Offer, str | None]:
-    offers = mode_offers(dc, itl_p95_s)
+def _class_offer(
+    dc: DeviceClass, itl_p95_s: float, p95_over_mean: float
+) -> tuple[Offer, str | None]:
+    offers = mode_offers(dc, itl_p95_s, p95_over_mean)
     if offers is None:
         if dc.kind is DeviceKind.GPU:
             return [(m, m.throughput_tokens_s) for m in dc.modes], (
@@ -67,9 +69,12 @@ def offered_modes(config: SiteConfig) -> tuple[list[Offer], list[str]]:
         )
     if inf.itl_p95_s is None:
         return [[(m, m.throughput_tokens_s) for m in dc.modes] for dc in config.devices], notes
+    ratio = inf.itl_p95_over_mean or ITL_P95_OVER_MEAN
+    source = "the site's" if inf.itl_p95_over_mean else "a published vLLM run's"
+    notes.append(f"itl_p95_s mapped with p95 = {ratio:.2f} x mean ITL ({source})")
     out = []
     for dc in config.devices:
-        offer, note = _class_offer(dc, inf.itl_p95_s)
+        offer, note = _class_offer(dc, inf.itl_p95_s, ratio)
         out.append(offer)
         if note is not None:
             notes.append(note)

@@ -202,6 +202,8 @@ class DemandFeed:
                 j = judge(h, q, target)
                 state, value, why = j.state, j.value_s, j.reason
                 extra = {"window_s": round(w.span_s, 1), "observations": h.count}
+                if h.count > 0:  # the mean from _sum / _count: the fleet's p95 / mean
+                    extra["mean_s"] = round(h.total / h.count, 4)
                 if j.bucket_s is not None:  # JSON has no +inf: the last bucket's top is null
                     lower, upper = j.bucket_s
                     extra["bucket_s"] = [lower, None if math.isinf(upper) else upper]
