@@ -215,6 +215,70 @@ def mode_offers(
     return out
 
 
+Offer = list[tuple[Mode, float]]
+
+
+def class_offer(
+    dc: DeviceClass, itl_p95_s: float | None, p95_over_mean: float | None = None
+) -> tuple[Offer, str | None]:
+    """The modes of ``dc`` offered under ``itl_p95_s`` (class order), each with the
+    tokens/s per unit counted for it, and a note on the mapping (None: nothing to say).
+    The one rule the plan, the daemon's fast path and fail-safe posture, and the serving
+    hook's capacity all follow, so that what is committed in the plan holds in operation.
+
+    Without an objective every mode is offered as stated. A mode that produces no tokens
+    is not constrained. A class with no latency figures is offered as stated (noted). A
+    class none of whose modes meets the objective keeps serving: its fastest mode is
+    offered at its lowest measured load, where the objective is expected missed
+    (sleeping every GPU of the class would harm committed inference more than the
+    latency does). ``p95_over_mean``: the site's ratio, or None for [V]'s."""
+    stated: Offer = [(m, m.throughput_tokens_s) for m in dc.modes]
+    if itl_p95_s is None:
+        return stated, None
+    offers = mode_offers(dc, itl_p95_s, p95_over_mean or ITL_P95_OVER_MEAN)
+    if offers is None:
+        if dc.kind is DeviceKind.GPU:
+            return stated, (
+                f"itl_p95_s: class {dc.name} has no latency figures (a catalog GPU and "
+                "workload with a measured curve): its modes are counted as stated, not mapped"
+            )
+        return stated, None
+    serving = {o.mode.name: o for o in offers}
+    kept: Offer = []
+    for m in dc.modes:
+        o = serving.get(m.name)
+        if o is None:
+            kept.append((m, m.throughput_tokens_s))  # produces no tokens: not constrained
+        elif o.tokens_s is not None:
+            kept.append((m, o.tokens_s))
+    what = "; ".join(o.reason for o in offers)
+    if any(o.tokens_s is not None for o in offers) or not offers:
+        return kept, f"itl_p95_s = {itl_p95_s:g} s, class {dc.name}: {what}"
+    fastest = min(offers, key=lambda o: o.floor_itl_p95_s)
+    kept.append((fastest.mode, fastest.floor_tokens_s))
+    kept.sort(key=lambda mt: [m.name for m in dc.modes].index(mt[0].name))
+    return kept, (
+        f"itl_p95_s = {itl_p95_s:g} s, class {dc.name}: no mode meets it (the tightest "
+        f"it can be counted for is {fastest.floor_itl_p95_s:.3f} s); {fastest.mode.name} "
+        f"is offered at its lowest measured load, {fastest.floor_tokens_s:,.0f} tokens/s, "
+        "where the objective is expected missed"
+    )
+
+
+def told_capacity_tokens_s(
+    dc: DeviceClass, itl_p95_s: float | None, p95_over_mean: float | None = None
+) -> dict[str, float]:
+    """What the serving layer is told each mode of ``dc`` serves, per unit: the tokens/s
+    counted for it (``class_offer``); a mode not offered, its lowest measured load (the
+    least it serves, where the objective is expected missed), so that the router never
+    routes more to it than any figure shows meets the objective."""
+    counted = {m.name: tok for m, tok in class_offer(dc, itl_p95_s, p95_over_mean)[0]}
+    ratio = p95_over_mean or ITL_P95_OVER_MEAN
+    for o in (mode_offers(dc, itl_p95_s, ratio) if itl_p95_s is not None else None) or []:
+        counted.setdefault(o.mode.name, o.floor_tokens_s)
+    return counted
+
+
 def derive_itl_curve(path: str | Path, curve: ItlCurve) -> list[LoadPoint]:
     """[M] re-read: the chat rows of ``curve``'s configuration, batch sizes ascending."""
     with Path(path).open(newline="") as f:

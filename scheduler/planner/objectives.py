@@ -13,48 +13,17 @@ offered at its lowest measured load, and a note says the objective is expected m
 there (sleeping every GPU of the class would harm committed inference more than the
 latency does). A class without latency figures (custom modes, or a workload with no
 measured curve) is offered as stated, and a note says its modes are not mapped.
+
+The rule per class is ``models.inference_objectives.class_offer``: the daemon's fast path
+and fail-safe posture and the adapters' serving hook follow the same one.
 """
 
 from __future__ import annotations
 
-from models.devices import DeviceClass, DeviceKind, Mode
-from models.inference_objectives import ITL_P95_OVER_MEAN, ModeOffer, mode_offers
+from models.inference_objectives import ITL_P95_OVER_MEAN, Offer, class_offer
 from models.site import SiteConfig
 
-Offer = list[tuple[Mode, float]]
-
-
-def _class_offer(
-    dc: DeviceClass, itl_p95_s: float, p95_over_mean: float
-) -> tuple[Offer, str | None]:
-    offers = mode_offers(dc, itl_p95_s, p95_over_mean)
-    if offers is None:
-        if dc.kind is DeviceKind.GPU:
-            return [(m, m.throughput_tokens_s) for m in dc.modes], (
-                f"itl_p95_s: class {dc.name} has no latency figures (a catalog GPU and "
-                "workload with a measured curve): its modes are counted as stated, not mapped"
-            )
-        return [(m, m.throughput_tokens_s) for m in dc.modes], None
-    serving = {o.mode.name: o for o in offers}
-    kept: Offer = []
-    for m in dc.modes:
-        o = serving.get(m.name)
-        if o is None:
-            kept.append((m, m.throughput_tokens_s))  # produces no tokens: not constrained
-        elif o.tokens_s is not None:
-            kept.append((m, o.tokens_s))
-    what = "; ".join(o.reason for o in offers)
-    if any(o.tokens_s is not None for o in offers) or not offers:
-        return kept, f"itl_p95_s = {itl_p95_s:g} s, class {dc.name}: {what}"
-    fastest: ModeOffer = min(offers, key=lambda o: o.floor_itl_p95_s)
-    kept.append((fastest.mode, fastest.floor_tokens_s))
-    kept.sort(key=lambda mt: [m.name for m in dc.modes].index(mt[0].name))
-    return kept, (
-        f"itl_p95_s = {itl_p95_s:g} s, class {dc.name}: no mode meets it (the tightest "
-        f"it can be counted for is {fastest.floor_itl_p95_s:.3f} s); {fastest.mode.name} "
-        f"is offered at its lowest measured load, {fastest.floor_tokens_s:,.0f} tokens/s, "
-        "where the objective is expected missed"
-    )
+__all__ = ["Offer", "offered_modes"]
 
 
 def offered_modes(config: SiteConfig) -> tuple[list[Offer], list[str]]:
@@ -74,7 +43,7 @@ def offered_modes(config: SiteConfig) -> tuple[list[Offer], list[str]]:
     notes.append(f"itl_p95_s mapped with p95 = {ratio:.2f} x mean ITL ({source})")
     out = []
     for dc in config.devices:
-        offer, note = _class_offer(dc, inf.itl_p95_s, ratio)
+        offer, note = class_offer(dc, inf.itl_p95_s, ratio)
         out.append(offer)
         if note is not None:
             notes.append(note)

@@ -16,7 +16,9 @@ from adapters.base import Telemetry
 from adapters.fleet import Fleet, Outcome
 from adapters.outcomes import OutcomeKind
 from models.devices import DeviceClass, DeviceKind
+from models.inference_objectives import told_capacity_tokens_s
 from models.site import SiteConfig
+from scheduler.planner.objectives import offered_modes
 from scheduler.service.daemon.clock import Clock
 
 log = logging.getLogger("gridsched.daemon")
@@ -44,6 +46,20 @@ class DeviceModes:
         self.fleet = fleet
         self.clock = clock
         self.classes: dict[str, DeviceClass] = {dc.name: dc for dc in config.devices}
+        #: class -> mode -> tokens/s per unit, for the modes the plan offers under the
+        #: latency objectives (all, as stated, without one): what the fast path and the
+        #: fail-safe posture may step GPUs into, and count them for
+        self.offered: dict[str, dict[str, float]] = {
+            dc.name: {m.name: tok for m, tok in offer}
+            for dc, offer in zip(config.devices, offered_modes(config)[0], strict=True)
+        }
+        inf = config.inference
+        #: class -> mode -> tokens/s per unit counted: ``offered``'s, and for a mode not
+        #: offered (read back, or an operator's) its lowest measured load
+        self.counted: dict[str, dict[str, float]] = {
+            dc.name: told_capacity_tokens_s(dc, inf.itl_p95_s, inf.itl_p95_over_mean)
+            for dc in config.devices
+        }
         self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
         #: called after commands change what devices are believed to do
         self.listeners: list[Callable[[], None]] = []
@@ -117,14 +133,14 @@ class DeviceModes:
 
     def serving_tokens(self, with_modes: Mapping[str, str] | None = None) -> float:
         """Tokens/s the GPUs serve in their modes as they stand (or with ``with_modes``
-        taken: device -> mode)."""
+        taken: device -> mode), counted as the plan counts them (``counted``)."""
         modes = {**self.modes, **with_modes} if with_modes else self.modes
         total = 0.0
         for device_id, mode in modes.items():
             dc = self.class_of(device_id)
             m = dc.mode(mode)
             if dc.kind is DeviceKind.GPU and m is not None:
-                total += m.throughput_tokens_s
+                total += self.counted[dc.name].get(mode, m.throughput_tokens_s)
         return total
 
     def committed_tokens_s(self, now: float) -> float:

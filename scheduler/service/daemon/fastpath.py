@@ -67,19 +67,24 @@ def shed_order(devices: DeviceModes) -> list[ShedStep]:
             step = ShedStep(device_id, ModeRequest("sleep"), SLEEP, saves)
             miners.append((float(value_per_kw(m.hashrate_ths, saves)), step))
             continue
-        low = min((x for x in dc.modes if x.throughput_tokens_s > 0), key=lambda x: x.power_kw)
-        if low.name != m.name:
-            lost = m.throughput_tokens_s - low.throughput_tokens_s
+        # Down only into a mode the plan offers under the latency objective (the planner's
+        # rule, devices.offered): one that misses it would leave committed serving missing
+        # its objective through the event. None lower: the GPU may only sleep.
+        offered = devices.offered[dc.name]
+        tok = devices.counted[dc.name].get(m.name, m.throughput_tokens_s)
+        lower = [x for x in dc.modes if offered.get(x.name, 0.0) > 0 and x.power_kw < m.power_kw]
+        low = min(lower, key=lambda x: x.power_kw, default=m)
+        low_tok = offered[low.name] if low is not m else tok
+        if low is not m:
+            lost = max(tok - low_tok, 0.0)
             down_kw = at_meter(m.power_kw - low.power_kw)
-            request = ModeRequest("run", dc.device_target_w(low.name))
+            request = registry.mode_request(dc, low.name)  # with its clock lock, if any
             step = ShedStep(device_id, request, low.name, down_kw, lost)
             downcaps.append((float(value_per_kw(lost, down_kw)), step))
         low_kw = at_meter(low.power_kw - dc.idle_kw)
-        alone = (saves, m.throughput_tokens_s)  # asleep straight from its mode now
-        step = ShedStep(
-            device_id, ModeRequest("sleep"), SLEEP, low_kw, low.throughput_tokens_s, alone
-        )
-        sleeps.append((float(value_per_kw(low.throughput_tokens_s, low_kw)), step))
+        alone = (saves, tok)  # asleep straight from its mode now
+        step = ShedStep(device_id, ModeRequest("sleep"), SLEEP, low_kw, low_tok, alone)
+        sleeps.append((float(value_per_kw(low_tok, low_kw)), step))
     order: list[ShedStep] = []
     for group in (miners, downcaps, sleeps):
         order += [s for _, s in sorted(group, key=lambda x: x[0])]
@@ -322,12 +327,15 @@ class Shedder:
                 continue
             if need <= 0:
                 continue
-            best = max(dc.modes, key=lambda x: x.throughput_tokens_s)
+            # the offered mode counted for most tokens/s under the latency objective
+            offered = self.devices.offered[dc.name]
+            best = max(offered, key=offered.__getitem__, default=None)
             current = None if mode is None else dc.mode(mode)  # a GPU never read: counts 0
-            gain = best.throughput_tokens_s - (current.throughput_tokens_s if current else 0.0)
-            if gain > 0:
-                requests[device_id] = registry.mode_request(dc, best.name)
-                chosen[device_id] = best.name
+            now_tok = 0.0 if current is None else self.devices.counted[dc.name][current.name]
+            gain = 0.0 if best is None else offered[best] - now_tok
+            if best is not None and gain > 0:
+                requests[device_id] = registry.mode_request(dc, best)
+                chosen[device_id] = best
                 need -= gain
         outcomes: list[Outcome] = []
         if requests:
