@@ -182,6 +182,9 @@ class NvmlGpu(DeviceAdapter):
     in_flight: Callable[[], Awaitable[float]] | None = None
     drain_s: float = 0.0
     on_drain: Callable[[float], None] | None = None  # seconds each drain took
+    #: tokens/s the serving layer is told a command's mode serves (the rate counted under
+    #: the latency objective); None, or a command it does not know: ``throughput``'s
+    capacity: Callable[[ModeRequest], float | None] | None = None
     _asleep: bool = field(default=False, init=False)
     #: The SM clock range this adapter locked (None: the driver's own clocks, as far as we
     #: know); reset when a mode without clocks runs, when the GPU sleeps, and on close.
@@ -268,7 +271,9 @@ class NvmlGpu(DeviceAdapter):
                     f"asked {request.power_w:g} W; NVML allows [{lo:g}, {hi:g}] W, set {target:g} W"
                 )
         sleep = request.action == "sleep"
+        counted = None if sleep or self.capacity is None else self.capacity(request)
         capacity = 0.0 if sleep or self.throughput is None else self.throughput(target)
+        capacity = capacity if counted is None else counted
         # Less capacity: the serving layer hears it BEFORE the limit drops (it stops routing
         # here), and a GPU going to sleep finishes its requests first. More: after.
         first = self.hook is not None and (sleep or capacity < self._capacity_tok_s)

@@ -23,7 +23,8 @@ from adapters.sim.gpu_backend import LocalSimBackend, RemoteSimBackend
 from models import catalog
 from models.devices import AdapterConfig, AdapterKind, DeviceClass, DeviceKind, expand_hosts
 from models.errors import ConfigError
-from models.site import SiteConfig
+from models.inference_objectives import told_capacity_tokens_s
+from models.site import Inference, SiteConfig
 
 
 @dataclass
@@ -100,6 +101,28 @@ def _gpu_throughput(dc: DeviceClass) -> Callable[[float], float] | None:
     return lambda limit_w: full * catalog.cap_throughput_fraction(limit_w, gpu.tdp_w)
 
 
+def _told_capacity(dc: DeviceClass, inf: Inference) -> Callable[[ModeRequest], float | None]:
+    """What the serving hook tells the router a command's mode serves: the tokens/s
+    counted for it under the latency objective (``told_capacity_tokens_s``, the plan's
+    rule), so that the router sends no more than meets the objective. A mode is known by
+    its power limit and clock lock together (a clock lock shares its limit with a cap);
+    a command that is no mode of the class: None (the cap curve's figure)."""
+    by_mode = told_capacity_tokens_s(dc, inf.itl_p95_s, inf.itl_p95_over_mean)
+    known: dict[tuple[float, tuple[int, int] | None], float] = {}
+    for m in dc.modes:
+        request = mode_request(dc, m.name)
+        if request.power_w is not None and m.name in by_mode:
+            key = (request.power_w, request.clocks_mhz)
+            known[key] = min(known.get(key, by_mode[m.name]), by_mode[m.name])
+
+    def told(request: ModeRequest) -> float | None:
+        if request.power_w is None:
+            return None
+        return known.get((round(request.power_w, 3), request.clocks_mhz))
+
+    return told
+
+
 def _gpus(
     dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built, backend: GpuBackend
 ) -> None:
@@ -152,10 +175,16 @@ def build(config: SiteConfig) -> Built:
                 )
             )
             continue
+        first = len(built.adapters)
         try:
             factory(dc, dc.adapter, config.base_dir, built)
         except ConfigError as exc:
             problems.extend(exc.problems)
+        if dc.kind is DeviceKind.GPU:
+            told = _told_capacity(dc, config.inference)
+            for adapter in built.adapters[first:]:
+                if isinstance(adapter, NvmlGpu):
+                    adapter.capacity = told
     if problems:
         raise ConfigError("site configuration", problems)
     return built

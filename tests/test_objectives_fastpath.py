@@ -10,12 +10,20 @@ clock lock counted at 390.2 tokens/s."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from adapters import registry
 from adapters.base import ModeRequest
+from adapters.gpu import NvmlGpu
 from models import inference_objectives as io
 from models.signals import EventType, GridEvent
 from scheduler.service.daemon import SLEEP, Daemon
@@ -154,3 +162,86 @@ def test_the_fail_safe_posture_wakes_gpus_for_the_counted_tokens(tmp_path: Path)
         assert {(v.told[-1].power_w, v.told[-1].clocks_mhz) for v in woken} == {(350.0, None)}
 
     run_open(d, body)
+
+
+# --- the router hears the counted rate ------------------------------------------------
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    got: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/capacity", got
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _hooked_gpus(url: str, inference: dict[str, Any]) -> tuple[Any, list[NvmlGpu]]:
+    site = make_site(
+        devices=[{**DECODE_H100, "count": 1, "adapter": {"kind": "sim", "serving_hook_url": url}}],
+        inference=inference,
+    )
+    built = registry.build(site)
+    gpus = [a for a in built.adapters if isinstance(a, NvmlGpu)]
+    return site.devices[0], gpus
+
+
+@pytest.mark.parametrize(
+    ("inference", "expected"),
+    [
+        ({"itl_p95_s": 0.4}, {"infer@1410MHz": 390.2, "infer@350W": 416.8, "infer@200W": 363.6}),
+        ({}, {"infer@1410MHz": 451.9, "infer@350W": 480.8, "infer@200W": 429.7}),
+    ],
+    ids=["itl", "none"],
+)
+def test_the_serving_hook_hears_the_rate_counted_for_the_mode(
+    hook: tuple[str, list[dict[str, Any]]], inference: dict[str, Any], expected: dict[str, float]
+) -> None:
+    """The router is told what the plan counts for the mode the GPU runs: under the
+    objective, the tokens/s that meet it (the clock lock and the 350 W cap share a 350 W
+    power limit, so the limit alone cannot say which); without one, the mode's own."""
+    url, got = hook
+    dc, (gpu,) = _hooked_gpus(url, inference)
+
+    async def go() -> None:
+        await gpu.connect()
+        for mode in expected:
+            await gpu.apply(registry.mode_request(dc, mode))
+        await gpu.close()
+
+    asyncio.run(go())
+    heard = [g["capacity_tokens_s"] for g in got]
+    assert heard == pytest.approx(list(expected.values()), abs=0.1)
+
+
+def test_a_mode_the_objective_does_not_offer_is_told_its_lowest_measured_load(
+    hook: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Not a mode the daemon commands under the objective; an operator's command to it is
+    told the least it serves (its batch-64 load), never the cap curve's full figure."""
+    url, got = hook
+    dc, (gpu,) = _hooked_gpus(url, {"itl_p95_s": 0.165})
+    floor = {o.mode.name: o.floor_tokens_s for o in io.mode_offers(dc, 0.165) or []}
+
+    async def go() -> None:
+        await gpu.connect()
+        await gpu.apply(registry.mode_request(dc, "infer@1410MHz"))
+        await gpu.close()
+
+    asyncio.run(go())
+    assert got[0]["capacity_tokens_s"] == pytest.approx(floor["infer@1410MHz"], abs=0.1)
