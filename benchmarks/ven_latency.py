@@ -13,13 +13,14 @@ definition, which costs it a few ms) on loopback; the event is POSTed by the uti
    polling period plus that.
 4. to the fleet (``--shed``): a real ``gridsched run`` over ``gridsched fleet simulate``
    miners in their own process, its VEN told of events by webhook, by MQTT or by polling
-   alone; each event lowers the import cap by ``--step-miners`` of the largest miner at the
-   meter. An event needs a shed when, as it is created, the site's import at the modes its
-   miners were told (the simulator's own state: commands received, asleep at sleep power,
-   else at the profile's watts) is above its cap. Many do not: a re-plan keeps
-   ``cap_margin_pct`` of the cap free, and the fast path counts a miner retuning down at
-   its reading until its ramp ends, so both leave the site under the next, lower cap. The
-   goal's figure is, over the events that needed a shed, the time from the event's
+   alone. Each event's cap is ``--step-miners`` of the largest miner (at the meter) below
+   the site's import at the modes its miners were told (the simulator's own state, not the daemon's figures: commands
+   received, asleep at sleep power, else at the profile's watts), and below every earlier
+   cap, so that each needs a shed when it is created; the daemon plans with
+   ``cap_margin_pct = 0`` (``--cap-margin-pct``): with the site's default 2 %, each re-plan
+   already frees more than the next step on a large fleet, and the next events need none
+   (at 860 miners, 177 of 200; such events are counted apart, never timed). The goal's
+   figure is, over the events that needed a shed, the time from the event's
    creation at the VTN to the first of its sleep commands arriving at a simulated miner
    (the simulator stamps each on arrival, as in benchmarks/signal_to_fleet.py), told apart
    by whether the daemon's fast path ran for it (its histogram's count) or only a re-plan
@@ -37,6 +38,7 @@ import argparse
 import asyncio
 import inspect
 import json
+import math
 import os
 import shutil
 import socket
@@ -366,6 +368,8 @@ def shed_round(
         import_kw = float(http.get(url + "/v1/status").json()["import_kw"])
         top_kw = max(m["power_w"] for m in listing) / 1000.0
         step_kw = top_kw * 1.05 * step_miners  # PUE 1.05 (the simulator's site)
+        if n * step_kw >= import_kw:  # said before the round, not at its event n
+            raise SystemExit(f"--miners {miners} too few for {n} events of {step_kw:.2f} kW")
         print(f"shed by {channel}: {miners} miners, import {import_kw:.0f} kW, "
               f"cap lowered {step_kw:.2f} kW per event")  # fmt: skip
         headers = {"Authorization": f"Bearer {bl_token(vtn)}"}
@@ -375,12 +379,14 @@ def shed_round(
         rows: list[Shed] = []
         with httpx.Client(base_url=vtn.url, headers=headers, timeout=30) as bl:
             pid = bl.post("/programs", json={"programName": "bench"}).json()["id"]
+            last_cap_kw = math.inf
             for k in range(n):
                 count = fast_paths(http, url)
-                cap_kw = import_kw - (k + 1) * step_kw
-                if cap_kw <= 0:
-                    raise SystemExit(f"--miners {miners} too few for {n} events")
                 told_kw = told_import_kw(control(cport, {"op": "list"})["miners"], pue, base_kw)
+                # below what the miners were told, and below every cap still in force
+                cap_kw = last_cap_kw = min(told_kw, last_cap_kw) - step_kw
+                if cap_kw <= 0:
+                    raise SystemExit(f"--miners {miners} too few for {n} events (at {k})")
                 t0 = time.time()
                 r = bl.post("/events", json=event(pid, round(cap_kw, 3)))
                 assert r.status_code == 201, r.text
@@ -413,8 +419,8 @@ def shed_round(
         needed = [x for x in rows if x.needed]
         lat = [x.latency_s for x in needed if x.latency_s is not None]
         print(f"shed by {channel}: {len(needed)} of {n} events needed a shed when created "
-              f"(the fleet's told power above the new cap); {n - len(needed)} did not (a "
-              "re-plan had already slept enough: its cap margin)")  # fmt: skip
+              f"(the fleet's told power above the new cap); {n - len(needed)} did not (the "
+              "site was already under it)")  # fmt: skip
         if lat:
             print(summary(f"shed by {channel}: needed: VTN create -> first sleep at a miner", lat))
         for fast, what in ((True, "the fast path ran"), (False, "no fast path (a re-plan's)")):
@@ -430,7 +436,7 @@ def shed_round(
         spare = [x for x in rows if not x.needed]
         slept = [x.latency_s for x in spare if x.latency_s is not None]
         print(f"shed by {channel}: not needed: {len(spare)}, of which {len(slept)} saw sleeps "
-              f"anyway (the re-plan restoring its margin), {sum(x.fast for x in spare)} a fast "
+              f"anyway (a re-plan's), {sum(x.fast for x in spare)} a fast "
               "path")  # fmt: skip
         answered = [vtn.answered_at[e] - t for e, t in created.items() if e in vtn.answered_at]
         if answered:  # the part before the fast path: stored, the VTN answered 2xx
@@ -472,7 +478,10 @@ def main() -> None:
     ap.add_argument("--channels", default="webhook,mqtt")
     ap.add_argument("--fleet-poll-s", type=float, default=2.0, help="the daemon's [daemon] poll_s")
     ap.add_argument("--log-dir", type=Path, help="keep each round's daemon log here (info)")
-    ap.add_argument("--cap-margin-pct", type=float, help="the daemon's [daemon] cap_margin_pct")
+    ap.add_argument(
+        "--cap-margin-pct", type=float, default=0.0,
+        help="the daemon's [daemon] cap_margin_pct (the site's default is 2)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     def logs(channel: str) -> Path | None:
@@ -482,14 +491,15 @@ def main() -> None:
         return Path(args.log_dir / f"daemon-{channel}.log")
 
     if args.shed:
-        miners = args.miners or int(args.events * args.step_miners * 1.2) + 20
+        # the step is the largest miner's: above the mean by up to a third (its profile)
+        miners = args.miners or int(args.events * args.step_miners * 1.4) + 20
         for channel in args.channels.split(","):
             shed_round(
                 channel, args.events, miners, args.poll_s, args.gap_s, args.fleet_poll_s,
                 args.step_miners, logs(channel), args.cap_margin_pct,
             )  # fmt: skip
         if args.poll_events:
-            few = int(args.poll_events * args.step_miners * 1.2) + 20
+            few = int(args.poll_events * args.step_miners * 1.4) + 20
             shed_round("poll", args.poll_events, few, args.poll_s, 0.0, args.fleet_poll_s,
                        args.step_miners, logs("poll"), args.cap_margin_pct)  # fmt: skip
         return
