@@ -23,7 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.audit.store import Store
 from scheduler.service.security import sign
+from tests.support.clock import WallClock
 from tests.support.daemon import free_loopback_base
+from tests.support.memfleet import memory_daemon
+from tests.support.serve import Served, served
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWdyaWRzY2hlZA=="
 OADR_TOKEN = "oadr-test-token"
@@ -166,7 +169,7 @@ class DaemonProc:
 
 
 @pytest.fixture(scope="module")
-def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     d = DaemonProc(tmp_path_factory.mktemp("daemon"))
     d.start()
     yield d
@@ -175,13 +178,49 @@ def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonPr
 
 
 @pytest.fixture
-def daemon(module_daemon: DaemonProc) -> Iterator[DaemonProc]:
-    """The module's daemon (one start for these tests), with no event in force before or
-    after each test: a test that fails half-way, or runs in another order, leaves no cap
-    for the next one to find."""
-    no_events(module_daemon)
-    yield module_daemon
-    no_events(module_daemon)
+def read_only_daemon(shared_daemon: DaemonProc) -> Iterator[DaemonProc]:
+    """One daemon process for the tests that only read it or send it what it must refuse
+    (one start for them all). Such a test may change nothing in it, and this is checked:
+    after each, no signal is stored and no event is in force, so no test can find what
+    another left. A test that changes the daemon takes one of its own (``mining_daemon``, or
+    ``api_daemon`` in this process)."""
+    yield shared_daemon
+    # every event in force came as a signal, stored (a webhook's, an OpenADR one's alike)
+    left = httpx.get(shared_daemon.url + "/v1/signals", timeout=HTTP_S).json()["signals"]
+    assert not left, f"a read-only test changed the shared daemon: {left}"
+
+
+@pytest.fixture
+def mining_daemon(tmp_path: Path) -> Iterator[DaemonProc]:
+    """A daemon process of this test's own whose plan mines at every hour (the demo prices
+    put the test site's miners to sleep at some, at the default hashprice)."""
+    d = DaemonProc(tmp_path)
+    text = d.site.read_text()
+    assert "hashprice_usd_per_ths_day = 0.06" in text
+    d.site.write_text(
+        text.replace("hashprice_usd_per_ths_day = 0.06", "hashprice_usd_per_ths_day = 1.0")
+    )
+    d.start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.stop()
+
+
+#: the test site with its devices in memory (tests/support/memfleet.py), not simulated
+MEMORY_SITE = re.sub(r"\[devices\.adapter\][^\[]*", "", SITE.replace("{base}", "unused"))
+
+
+@pytest.fixture
+def api_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """A daemon of this test's own, in this process, its devices in memory and its API on
+    real HTTP (tests/support/serve.py): for tests of what the API does with a request,
+    without a process to start. Its clock is the wall clock: the signals' times and
+    signatures are."""
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("GRIDSCHED_OPENADR_TOKENS", OADR_TOKEN)
+    d, _ = memory_daemon(MEMORY_SITE, tmp_path, WallClock())
+    with served(d) as s:
+        yield s
 
 
 def signed(
@@ -206,16 +245,9 @@ def post_signal(url: str, event: Any, **kw: Any) -> httpx.Response:
     return httpx.post(url + "/v1/signals", content=body, headers=signed(body, **kw), timeout=10)
 
 
-def status(d: DaemonProc) -> dict[str, Any]:
+def status(d: DaemonProc | Served) -> dict[str, Any]:
     out: dict[str, Any] = httpx.get(d.url + "/v1/status", timeout=10).json()
     return out
-
-
-def no_events(d: DaemonProc) -> None:
-    """Cancel whatever event is in force and wait until the site's own cap is back."""
-    for ev in status(d)["active_events"]:
-        assert post_signal(d.url, {"id": ev["id"], "type": "cancel"}).status_code in (200, 202)
-    wait_for(lambda: not status(d)["active_events"] and status(d)["cap_kw"] == 200)
 
 
 def wait_for(pred: Any, timeout: float = 30.0, step: float = 0.3) -> Any:
@@ -231,8 +263,9 @@ def wait_for(pred: Any, timeout: float = 30.0, step: float = 0.3) -> Any:
 # -- signals, security ---------------------------------------------------------------------------
 
 
-def test_curtail_signal_sheds_and_measured_power_follows(daemon: DaemonProc) -> None:
-    wait_for(lambda: status(daemon)["import_kw"] > 60)  # awake again after an earlier cap
+def test_curtail_signal_sheds_and_measured_power_follows(mining_daemon: DaemonProc) -> None:
+    daemon = mining_daemon
+    wait_for(lambda: status(daemon)["import_kw"] > 60)  # the miners woken by the plan
     r = post_signal(
         daemon.url,
         {"id": "cut-1", "type": "curtail", "start": now_iso(-1), "duration": "1h", "limit_kw": 40},
@@ -259,7 +292,8 @@ def test_curtail_signal_sheds_and_measured_power_follows(daemon: DaemonProc) -> 
     wait_for(lambda: status(daemon)["cap_kw"] == 200)
 
 
-def test_retried_delivery_is_not_applied_twice(daemon: DaemonProc) -> None:
+def test_retried_delivery_is_not_applied_twice(api_daemon: Served) -> None:
+    daemon = api_daemon
     body = json.dumps(
         {"id": "p-1", "type": "price", "start": now_iso(), "duration": "5min", "price": 90}
     ).encode()
@@ -285,8 +319,9 @@ def test_retried_delivery_is_not_applied_twice(daemon: DaemonProc) -> None:
     ids=["forged", "no-id", "tampered", "content-type", "oversized"],
 )
 def test_bad_requests_say_what_was_wrong(
-    daemon: DaemonProc, mutate: Any, code: int, words: str
+    read_only_daemon: DaemonProc, mutate: Any, code: int, words: str
 ) -> None:
+    daemon = read_only_daemon
     body = json.dumps({"id": "x", "type": "alert", "start": now_iso()}).encode()
     b, h = mutate(body, signed(body))
     r = httpx.post(daemon.url + "/v1/signals", content=b, headers=h, timeout=HTTP_S)
@@ -294,14 +329,16 @@ def test_bad_requests_say_what_was_wrong(
     assert words in r.json()["error"]
 
 
-def test_stale_timestamp_is_refused(daemon: DaemonProc) -> None:
+def test_stale_timestamp_is_refused(read_only_daemon: DaemonProc) -> None:
+    daemon = read_only_daemon
     r = post_signal(
         daemon.url, {"id": "old", "type": "alert", "start": now_iso()}, ts=int(time.time()) - 900
     )
     assert r.status_code == 401 and "allowed +-300 s" in r.json()["error"]
 
 
-def test_invalid_signal_names_the_field(daemon: DaemonProc) -> None:
+def test_invalid_signal_names_the_field(read_only_daemon: DaemonProc) -> None:
+    daemon = read_only_daemon
     r = post_signal(daemon.url, {"id": "bad", "type": "curtail", "start": now_iso()})
     assert r.status_code == 422
     assert "limit_kw or level" in r.json()["detail"][0]["problem"]
@@ -312,7 +349,8 @@ def test_invalid_signal_names_the_field(daemon: DaemonProc) -> None:
     assert r.status_code == 422 and "not JSON" in r.json()["error"]
 
 
-def test_openadr3_notifications(daemon: DaemonProc) -> None:
+def test_openadr3_notifications(api_daemon: Served) -> None:
+    daemon = api_daemon
     url = daemon.url + "/openadr3/notifications"
     assert httpx.get(url, params={"echo": "abc123"}, timeout=HTTP_S).text == "abc123"
     note: dict[str, Any] = {
@@ -356,7 +394,8 @@ def test_openadr3_notifications(daemon: DaemonProc) -> None:
     wait_for(lambda: status(daemon)["cap_kw"] == 200)
 
 
-def test_plan_health_and_openapi(daemon: DaemonProc) -> None:
+def test_plan_health_and_openapi(read_only_daemon: DaemonProc) -> None:
+    daemon = read_only_daemon
     plan = httpx.get(daemon.url + "/v1/plan", timeout=HTTP_S).json()
     assert plan["schema"].startswith("gridsched.plan/")
     assert httpx.get(daemon.url + "/healthz", timeout=HTTP_S).json()["ok"] is True
@@ -439,9 +478,12 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
     assert "signal" in text and "commands" in text and "telemetry" in text and accepted[0] in text
 
 
-def test_status_shows_the_chain_head_a_witness_can_check_later(daemon: DaemonProc) -> None:
+def test_status_shows_the_chain_head_a_witness_can_check_later(
+    read_only_daemon: DaemonProc,
+) -> None:
     """The checkpoint in /v1/status is what an operator copies elsewhere: `audit verify
     --expect-head` then proves the database still holds it (nothing cut, nothing re-hashed)."""
+    daemon = read_only_daemon
     audit = status(daemon)["audit"]
     assert audit["error"] is None and audit["signal_problems"] == []
     head = audit["head"]
@@ -485,7 +527,8 @@ def test_silent_feeds_put_the_site_in_fail_safe(tmp_path: Path) -> None:
     assert told is not None and told.group(1) == told.group(2) != "0", out
 
 
-def test_signal_command_signs_and_sends(daemon: DaemonProc) -> None:
+def test_signal_command_signs_and_sends(api_daemon: Served) -> None:
+    daemon = api_daemon
     env = {**os.environ, "GRIDSCHED_WEBHOOK_SECRET": SECRET}
     cli = [sys.executable, "-m", "scheduler.cli", "signal"]
     res = subprocess.run(

@@ -19,3 +19,21 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now_s += seconds
         self.mono_s += seconds
+
+
+class WallClock(FakeClock):
+    """The real clock, where a FakeClock is expected: for a daemon in this process that is
+    sent signals timed and signed by the wall clock (tests/support/serve.py)."""
+
+    def time(self) -> float:
+        import time
+
+        return time.time()
+
+    def monotonic(self) -> float:
+        import time
+
+        return time.monotonic()
+
+    def advance(self, seconds: float) -> None:
+        raise TypeError("the wall clock is not moved by hand")
