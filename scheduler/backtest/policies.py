@@ -218,6 +218,9 @@ def rolling_scheduler(
             batch_at[st].append(b.name)
     planner = Planner()
     rules = peak_rules(inp.peaks)
+    # the meter's import of the step applied, as ``import_kw`` of a one-step slice gives
+    # it (the same elementwise arithmetic), without slicing the inputs at every step
+    fixed_kw, marginal_kw, onsite_kw = inp.fixed_kw, inp.marginal_kw, inp.onsite_kw
     failures = 0
     bar = Progress("scheduler", T, progress)
     for i, k in enumerate(range(setup.k0, setup.k1)):
@@ -265,7 +268,7 @@ def rolling_scheduler(
             n0 = shed_to_limit(one, prev[:, None], one.cap_kw)[:, 0]
         n_all[:, i] = n0
         batch_tok[i], batch_usd[i] = btok, busd
-        imp = float(import_kw(slice_inputs(inp, k, k + 1), n0[:, None])[0])
+        imp = float(np.maximum(fixed_kw[k] + (marginal_kw @ n0[:, None])[0] - onsite_kw[k], 0.0))
         import_now = imp
         on = units_awake(inp, n0[:, None])[:, 0]
         for gi in groups_at[k]:
