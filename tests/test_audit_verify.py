@@ -26,12 +26,7 @@ def test_an_index_that_disagrees_with_its_table_is_named_corrupt(tmp_path: Path)
     corrupt with SQLite's first five findings, not a broken chain."""
     db = tmp_path / "state.db"
     build(db, telemetry=10)
-    con = sqlite3.connect(db)
-    con.execute("PRAGMA writable_schema = ON")
-    con.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX log_at ON log(kind)' "
-                "WHERE name = 'log_at'")  # fmt: skip
-    con.commit()
-    con.close()
+    _break_an_index(db)
     v = Store(db, migrate=False).verify()
     assert not v.ok and v.kind == "corrupt" and v.first_bad_seq is None, v
     assert v.reason.startswith("the database file is corrupt: row 1 missing from index log_at; "
@@ -105,6 +100,8 @@ def test_walk_chain_says_how_far_it_read_and_where_it_broke() -> None:
 def test_a_new_empty_store_verifies(tmp_path: Path) -> None:
     v = Store(tmp_path / "state.db").verify()
     assert v.ok and v.records == 0 and v.problems == () and v.from_seq == 1, v
+    assert (v.kind, v.reason, v.first_bad_seq, v.notes) == ("", "", None, ())
+    assert v.schema_version == 2 and v.archived_to == ()
 
 
 def test_after_an_archive_the_checkpoints_past_it_still_count(tmp_path: Path) -> None:
@@ -164,3 +161,74 @@ def test_a_witness_far_apart_names_the_span_it_cannot_split(tmp_path: Path) -> N
     assert v.reason.startswith("records 1-6: record 6's hash differs from the expected head")
     assert any("schema version 0" in n for n in v.notes)
     assert store.verify().ok  # without the witness nothing tells
+
+
+def _break_an_index(db: Path) -> None:
+    """An index whose definition no longer matches its table: ``integrity_check`` names
+    it, ``quick_check`` (at open) does not."""
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX log_at ON log(kind)' "
+                "WHERE name = 'log_at'")  # fmt: skip
+    con.commit()
+    con.close()
+
+
+def test_a_corrupt_file_still_says_where_its_archives_are(tmp_path: Path) -> None:
+    """The records before the anchor are in the archives; a corrupt database must still
+    say which, and from which record it was meant to go on (to rebuild from them)."""
+    db = tmp_path / "state.db"
+    fill(db, 40)
+    archive(db, T0 + 20 * 60, tmp_path / "old.jsonl")  # records 1-20
+    _break_an_index(db)
+    v = Store(db, migrate=False).verify()
+    assert v.ok is False and v.kind == "corrupt", v
+    assert v.from_seq == 21 and v.archived_to == (str(tmp_path / "old.jsonl"),), v
+
+
+def _set_version(db: Path, version: int) -> None:
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version = {version}")
+    con.commit()
+    con.close()
+
+
+def test_a_store_of_schema_1_is_checked_against_its_head_file(tmp_path: Path) -> None:
+    """Schema 1 (before ``webhook_ids.body_sha256``) already wrote the head file: a store
+    left at version 1 is checked against it like the current one, and a missing head file
+    is named, not passed over as for schema 0."""
+    db = tmp_path / "state.db"
+    build(db, telemetry=3)
+    _set_version(db, 1)
+    v = Store(db, migrate=False).verify()
+    assert v.ok and v.schema_version == 1 and v.notes == () and v.checkpoints > 0, v
+    head_path(db).unlink()
+    v = Store(db, migrate=False).verify()
+    assert [(p.kind, p.seq) for p in v.problems] == [("checkpoint", None)], v.problems
+    assert v.reason == (
+        f"head file {head_path(db)} is missing: the chain's head cannot be checked (it was "
+        "deleted or not copied with the database)"
+    )
+
+
+def test_what_verify_says_of_schema_0_with_and_without_a_head_file(tmp_path: Path) -> None:
+    """Schema 0 had no head file: verify says what it could not check (a note, not a
+    problem). A head file beside a store at version 0 means the version was set back."""
+    db = tmp_path / "v0.db"
+    build_v0(db)
+    v = Store(db, migrate=False).verify()
+    assert v.ok and v.schema_version == 0 and v.problems == (), v
+    assert v.notes == (
+        "schema version 0: no head file yet, so a cut tail or a re-hash cannot be checked "
+        "(the daemon upgrades it on its next start)",
+    )
+    db = tmp_path / "state.db"
+    build(db, telemetry=3)
+    _set_version(db, 0)
+    v = Store(db, migrate=False).verify()
+    assert not v.ok and v.schema_version == 0 and v.notes == (), v
+    assert [(p.kind, p.seq) for p in v.problems] == [("checkpoint", None)], v.problems
+    assert v.reason == (
+        f"schema version 0 beside head file {head_path(db)}, which only version 1 writes: "
+        "the version was set back (to skip the head file's checks?)"
+    )
