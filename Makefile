@@ -78,11 +78,12 @@ unit: $(VENV)/.installed
 test: lint typecheck unit
 
 # Mutation testing of the safety-critical modules ([tool.mutmut] in pyproject.toml);
-# long (tens of minutes), so not part of make test. Scores: docs/testing.md.
+# long (hours on 2 cores), so not part of make test. Scores: docs/testing.md. One
+# module's mutants: make mutation MUTANTS='scheduler.planner.shedding*'
 mutation: $(VENV)/.installed
 	$(PY) -m pip install -q -c $(LOCK) 'mutmut>=3.3'
 	rm -rf mutants
-	$(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
 	$(VENV)/bin/mutmut results
 
 bench: $(VENV)/.installed
