@@ -27,6 +27,7 @@ from tests.support.clock import WallClock
 from tests.support.daemon import free_loopback_base
 from tests.support.memfleet import memory_daemon
 from tests.support.serve import Served, served
+from tests.support.wait import wait_until
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWdyaWRzY2hlZA=="
 OADR_TOKEN = "oadr-test-token"
@@ -251,13 +252,8 @@ def status(d: DaemonProc | Served) -> dict[str, Any]:
 
 
 def wait_for(pred: Any, timeout: float = 30.0, step: float = 0.3) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not reached")
+    """``pred()`` once truthy (tests/support/wait.py; the failure names the condition)."""
+    return wait_until(pred, timeout, step)
 
 
 # -- signals, security ---------------------------------------------------------------------------

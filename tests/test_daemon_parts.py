@@ -21,6 +21,7 @@ from scheduler.service.daemon.fastpath import ShedStep, choose
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
 from tests.support.memfleet import run_open as _run
+from tests.support.wait import until
 
 SITE = """
 [site]
@@ -82,11 +83,11 @@ def _daemon(
 
 async def _settled(d: Daemon) -> None:
     """Until the background fast path and re-plans asked so far have run."""
-    for _ in range(2000):
-        if not d.shedder.running and not d.planning.pending and not d.tasks.running:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("background work did not finish")
+    await until(
+        lambda: not d.shedder.running and not d.planning.pending and not d.tasks.running,
+        step_s=0.005,
+        what="background work finished",
+    )
 
 
 def _curtail(clock: FakeClock, limit_kw: float, id: str = "dr") -> GridEvent:
@@ -399,10 +400,8 @@ def test_a_shed_is_recorded_with_its_reason_load_cap_and_events_and_timed(
         assert rows[-1]["load_kw"] == 25.4 and rows[-1]["cap_kw"] == 20.0
         assert rows[-1]["events"] == ["dr"]
         assert d.counters.fast_path_s.count == 1 and d.plans.hold
-        for _ in range(400):  # read again confirm_after_s later, not at the next poll
-            if len(polls) > before:
-                break
-            await asyncio.sleep(0.01)
+        # read again confirm_after_s later, not at the next poll
+        await until(lambda: len(polls) > before, what="the confirming read")
         assert len(polls) == before + 1
 
     _run(d, body)

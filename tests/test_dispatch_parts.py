@@ -5,7 +5,6 @@ yet read back, the audit record, a plan that no longer covers now, and staging."
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from scheduler.service.daemon import SLEEP, Daemon, assign, ramp_batch
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
 from tests.support.memfleet import run_open as _run
+from tests.support.wait import until
 
 # -- assign -------------------------------------------------------------------------------------
 
@@ -238,10 +238,7 @@ def test_the_poll_stages_once_at_a_time(tmp_path: Path) -> None:
     async def body() -> None:
         await d.replan("test")
         await d.poll(dispatch=False)
-        for _ in range(500):
-            if not d.tasks.running:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: not d.tasks.running, what="the staging task done")
         assert not d.dispatcher.staging
         assert sum(1 for v in devices.values() if v.staged) >= 4
         assert not math.isnan(clock.time())
