@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from adapters import antminer, discovery, luxos, vnish, whatsminer, whatsminer3
+from adapters import antminer, braiins, discovery, luxos, vnish, whatsminer, whatsminer3
 from adapters.base import (
     AdapterError,
     Applied,
@@ -100,6 +100,7 @@ class PyasicMiner(DeviceAdapter):
     _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
     _mode_as_str: bool | None = field(default=None, init=False)  # stock: miner-mode's type
     _web: antminer.WebSession | None = field(default=None, init=False, repr=False)  # stock
+    _grpc: braiins.KeptChannel | None = field(default=None, init=False, repr=False)
     _no_target: str = field(default="", init=False)  # why this miner has no power target
     _luxos: bool = field(default=False, init=False)
     _sleeping: bool | None = field(default=None, init=False)
@@ -158,6 +159,8 @@ class PyasicMiner(DeviceAdapter):
             self._mode_as_str = default if pinned is None else pinned
         if family is Family.ANTMINER_STOCK:  # one web session per miner object found
             self._web = await antminer.session(miner, self._caps.write_timeout_s, self._web)
+        if family is Family.BRAIINS:  # one gRPC channel per miner object found
+            self._grpc = braiins.keep(miner, self._grpc)
         version = self.info.firmware_version if self.info is not None else ""
         if not version and self._found is not None and self._found.cached is not None:
             version = self._found.cached.firmware_version  # its version table still matches
@@ -403,6 +406,9 @@ class PyasicMiner(DeviceAdapter):
         if self._web is not None:
             await self._web.close()
             self._web = None
+        if self._grpc is not None:
+            self._grpc.close()
+            self._grpc = None
 
     async def _guarded(self, aw: Awaitable[T]) -> T:
         """A write's failure leaves the device's state unknown: resend everything next time."""

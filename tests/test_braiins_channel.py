@@ -1,0 +1,49 @@
+"""Braiins OS+ over gRPC: one kept channel per miner (adapters/braiins.py), through the real
+pyasic adapter and the Braiins simulator (adapters/sim/braiins.py) over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from adapters.asic import PyasicMiner
+from adapters.base import ModeRequest
+from adapters.braiins import KeptChannel
+from adapters.sim.braiins import BraiinsSim
+from adapters.sim.fleet import SimFleet, SimFleetThread
+from tests.support.simfleet import FAST, loopback_host, run
+
+
+def _connection(kept: KeptChannel | None) -> Any:
+    assert kept is not None and kept._channel is not None
+    return kept._channel._protocol  # grpclib's H2 protocol: one per TCP connection
+
+
+def test_commands_share_one_connection_and_it_is_made_again_when_lost() -> None:
+    """pyasic opened a new channel (TCP, HTTP/2 handshake) per call; the kept one serves the
+    miner's commands and readings, and connects again after its connection dropped."""
+    m = BraiinsSim(loopback_host((4028, 50051)), web_port=None, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+    dev = PyasicMiner("bos/0", m.host, timeout_s=2.0)
+
+    async def go() -> None:
+        info = await dev.connect()
+        assert info.family == "braiins-os"
+        await dev.apply(ModeRequest("sleep"))
+        first = _connection(dev._grpc)
+        await dev.read()
+        await dev.apply(ModeRequest("run", 3000.0))
+        assert _connection(dev._grpc) is first
+        first.connection._transport.abort()  # the connection drops (a reboot, a cable)
+        async with asyncio.timeout(10.0):
+            while not first.handler.connection_lost:
+                await asyncio.sleep(0.01)
+        await dev.apply(ModeRequest("sleep"))
+        assert _connection(dev._grpc) is not first
+        await dev.close()
+        assert dev._grpc is None
+
+    with th:
+        run(go())
+        calls = th.call(lambda: list(m.grpc_calls))
+    assert calls.count("_pause") == 2 and calls.count("_resume") == 1
