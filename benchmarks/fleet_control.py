@@ -137,6 +137,13 @@ class Bench:
         self.readings = 0  # readings asked for in them
         self.sweep_s: list[float] = []
         self.steal: list[float | None] = []
+        #: The event loop's lag while commands were in flight (a 10 ms sleep's overshoot):
+        #: how long a ready callback, a command's next step, waited for the CPU.
+        self.loop_lag_s: list[float] = []
+        #: CPU seconds per wall second while commands were in flight, of this process and
+        #: of the simulator's (one core each at most): well below 1 while calls time out
+        #: says the processes waited for a CPU the host gave to others.
+        self.cpu_share: dict[str, list[float]] = defaultdict(list)
         renew_s = args.session_ttl_s / 2 if math.isfinite(args.session_ttl_s) else None
         if args.renew_s is not None:
             renew_s = args.renew_s
@@ -233,7 +240,15 @@ class Bench:
         self._spaced()
         if self.profile is not None:
             self.profile.enable()
-        outs = await self.fleet.apply(requests)
+        lag = asyncio.ensure_future(self._sample_lag())
+        sim0 = proc_cpu_s(self.args.sim_pid)
+        try:
+            outs = await self.fleet.apply(requests)
+        finally:
+            lag.cancel()
+        apply_s = time.perf_counter() - t0
+        self.cpu_share["controller"].append((time.process_time() - c0) / apply_s)
+        self.cpu_share["simulator"].append((proc_cpu_s(self.args.sim_pid) - sim0) / apply_s)
         if self.profile is not None:
             self.profile.disable()
         wall_s = time.perf_counter() - t0
@@ -277,6 +292,13 @@ class Bench:
                 for t in both:
                     t.unconfirmed += 1
         return wall_s
+
+    async def _sample_lag(self) -> None:
+        """The loop's lag, sampled every 10 ms while the commands are in flight."""
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.01)
+            self.loop_lag_s.append(time.perf_counter() - t - 0.01)
 
     def _received(
         self, action: str, w0: float, outs: list[Outcome], rows: dict[str, dict[str, Any]]
@@ -332,6 +354,15 @@ async def run(args: argparse.Namespace, specs: list[MinerSpec], port: int) -> Be
         print(await b.round(r), flush=True)
     await b.fleet.close()
     return b
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` (/proc/PID/stat); NaN if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: Sequence[str] | None = None) -> Bench:
@@ -409,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> Bench:
         + ", ".join(f"{fw} {n}" for fw, n in args.mix)
     )
     proc, port = start_sim(specs, timings)
+    args.sim_pid = proc.pid
     try:
         b = run_async(run(args, specs, port))
     finally:

@@ -78,3 +78,14 @@ def report(b: Bench, rounds: int) -> None:
         f"\ncontroller CPU per command: {cpu}; per reading (read-back polls) {rd * 1e3:.2f} ms; "
         f"sweep p50 {pct(b.sweep_s, 0.5) * 1e3:.0f} ms, p99 {pct(b.sweep_s, 0.99) * 1e3:.0f} ms"
     )
+    if b.loop_lag_s:
+        lag = b.loop_lag_s
+        print(
+            f"event-loop lag while commands were in flight: p50 {pct(lag, 0.5) * 1e3:.0f} ms, "
+            f"p99 {pct(lag, 0.99) * 1e3:.0f} ms, max {max(lag) * 1e3:.0f} ms ({len(lag)} samples)"
+        )
+    shares = "; ".join(
+        f"{who} p50 {pct(xs, 0.5):.2f}, max {max(xs):.2f}" for who, xs in b.cpu_share.items() if xs
+    )
+    if shares:
+        print(f"CPU s per wall s while commands were in flight (1.00 = a core): {shares}")
