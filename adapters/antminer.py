@@ -178,7 +178,9 @@ def _late_answer(device_id: str, command: str, task: asyncio.Task[dict[str, Any]
     the verdict; this is for whoever reads the debug log."""
     if task.cancelled():
         return
-    log.debug("%s: %s answered late: %s", device_id, command, str(task.result())[:160])
+    err = task.exception()
+    got = repr(err) if err is not None else str(task.result())
+    log.debug("%s: %s answered late: %s", device_id, command, got[:160])
 
 
 async def session(miner: Any, write_timeout_s: float, old: WebSession | None) -> WebSession | None:
