@@ -125,6 +125,9 @@ def test_every_family_through_two_worker_processes(sim: SimFleetThread) -> None:
                 assert i in fleet.unconfirmed_requests()
             else:
                 assert verdict[i] is OutcomeKind.CONFIRMED
+        # a sleeping LuxOS miner takes its next wake's profile ahead (Fleet.stage)
+        staged = await fleet.stage({"luxos/0": ModeRequest("run", 2800.0)})
+        assert [(o.device_id, o.ok) for o in staged] == [("luxos/0", True)], staged
         followers = [f"{fw}/0" for fw, k, _ in miners if not k]
         out = await fleet.apply({i: ModeRequest("run", 2800.0) for i in followers})
         for o in out:
