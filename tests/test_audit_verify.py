@@ -205,6 +205,7 @@ def test_a_store_of_schema_1_is_checked_against_its_head_file(tmp_path: Path) ->
     head_path(db).unlink()
     v = Store(db, migrate=False).verify()
     assert [(p.kind, p.seq) for p in v.problems] == [("checkpoint", None)], v.problems
+    assert v.notes == ()  # no "schema version 0" excuse for it
     assert v.reason == (
         f"head file {head_path(db)} is missing: the chain's head cannot be checked (it was "
         "deleted or not copied with the database)"
