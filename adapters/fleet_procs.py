@@ -29,6 +29,10 @@ log = logging.getLogger("gridsched.fleet")
 #: "auto" starts at most this many workers, whatever the host's cores.
 MAX_AUTO_WORKERS = 8
 STOP_GRACE_S = 5.0
+#: How often a worker is asked whether its event loop still turns.
+PING_S = 5.0
+#: A worker starting imports pyasic before it answers anything: it has this long at least.
+START_GRACE_S = 120.0
 ROOT = Path(__file__).resolve().parent.parent  # where ``adapters`` is imported from
 
 Workers = int | Literal["auto"]
@@ -70,13 +74,19 @@ class WorkerProc:
     on_sync: Callable[[Sync], None]
     #: called once when the worker dies (not when stopped), with how it ended in words
     on_lost: Callable[[str], Awaitable[None]]
+    #: a worker whose event loop does not answer a ping within this long is killed (and so
+    #: started again): a hung worker would otherwise hold its miners' calls for ever
+    answer_within_s: float = 30.0
     proc: asyncio.subprocess.Process | None = None
     alive: bool = False
     _writer: asyncio.StreamWriter | None = None
     _reader: asyncio.Task[None] | None = None
+    _watch: asyncio.Task[None] | None = None
     _waiting: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     _next_id: int = 0
     _stopping: bool = False
+    _hung_s: float = 0.0  # killed for not answering within this long
+    _answered: bool = False  # something came from this start of the worker
 
     @property
     def ids(self) -> list[str]:
@@ -103,8 +113,29 @@ class WorkerProc:
             theirs.close()
         reader, self._writer = await asyncio.open_connection(sock=ours)
         self._writer.write(frame(WorkerSpec(self.index, self.adapters, groups, settings)))
-        self.alive = True
+        self.alive, self._answered = True, False
         self._reader = asyncio.create_task(self._read(reader))
+        self._watch = asyncio.create_task(self._ping(self.proc))
+
+    async def _ping(self, proc: asyncio.subprocess.Process) -> None:
+        """Kill the worker if its event loop stops answering; its death is then noticed as
+        any other (the socket closes), and it is started again."""
+        while self.alive and self.proc is proc:
+            await asyncio.sleep(min(PING_S, self.answer_within_s))
+            limit_s = self.answer_within_s
+            if not self._answered:
+                limit_s = max(limit_s, START_GRACE_S)
+            try:
+                await asyncio.wait_for(self.call("ping", None), limit_s)
+            except TimeoutError:
+                if self.alive and self.proc is proc and proc.returncode is None:
+                    log.error("fleet worker %d (pid %d): no answer within %g s; killing it",
+                              self.index, proc.pid, limit_s)  # fmt: skip
+                    self._hung_s = limit_s
+                    proc.kill()
+                return
+            except (ShardDown, WorkerError):
+                return
 
     async def call(self, op: str, arg: object) -> Any:
         """Ask the worker; raises ShardDown if it is not running or dies before answering."""
@@ -121,6 +152,7 @@ class WorkerProc:
         try:
             while (msg := await read_frame(reader)) is not None:
                 req_id, ok, result, sync = msg
+                self._answered = True
                 self.on_sync(sync)
                 fut = self._waiting.pop(req_id, None) if req_id else None
                 if fut is not None and not fut.done():
@@ -152,6 +184,9 @@ class WorkerProc:
             proc.kill()
             await proc.wait()
             return f"(pid {proc.pid}) stopped answering and was killed"
+        if self._hung_s:
+            quiet_s, self._hung_s = self._hung_s, 0.0
+            return f"(pid {proc.pid}) stopped answering for {quiet_s:g} s and was killed"
         if code < 0:
             return f"(pid {proc.pid}) was killed by {signal.Signals(-code).name}"
         return f"(pid {proc.pid}) exited with code {code}"
@@ -171,5 +206,6 @@ class WorkerProc:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in (self._reader, self._watch):
+            if task is not None:
+                task.cancel()

@@ -76,12 +76,14 @@ class ShardedFleet(Fleet):
     """A fleet whose miners are driven by ``workers`` processes (see the module's text)."""
 
     workers: int = 2
+    #: a worker that does not answer a ping within this long is killed and started again
+    worker_answer_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers {self.workers}: at least 1")
         self._procs = [
-            WorkerProc(k, [], self._take, functools.partial(self._lost, k))
+            WorkerProc(k, [], self._take, functools.partial(self._lost, k), self.worker_answer_s)
             for k in range(self.workers)
         ]
         self._originals: dict[str, DeviceAdapter] = {}

@@ -34,7 +34,7 @@ from adapters.outcomes import DeviceStatus, Outcome, Pending
 HEADER = struct.Struct("!I")  # frame length, bytes
 
 #: Operations a worker serves.
-OPS = ("connect", "read", "apply", "stage", "close")
+OPS = ("connect", "read", "apply", "stage", "ping", "close")
 
 
 @dataclass

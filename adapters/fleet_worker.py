@@ -145,6 +145,8 @@ class Worker:
             outcomes = await (f.apply(arg) if op == "apply" else f.stage(arg))
             self._touch(arg)
             return outcomes
+        if op == "ping":  # answered when the event loop turns: the parent's watchdog
+            return None
         if op == "close":
             await f.close()
             return None

@@ -158,14 +158,15 @@ def test_a_killed_worker_leaves_its_miners_unreachable_and_is_started_again() ->
     """SIGKILL to one worker with commands awaiting read-back: its miners read as
     unreachable with their last reading kept (not 0 kW), those commands end unconfirmed, a
     command to them fails with the reason; the other worker's miners go on; the worker is
-    started again and its miners are read again."""
+    started again and its miners are read again. A worker that hangs (SIGSTOP) is killed
+    once it leaves a ping unanswered, and started again."""
     n = 6
     base = free_base(n)
     sim = SimFleet.build(n, base=base, firmware=("luxos",), control_port=None, **FAST)
     devs: list[DeviceAdapter] = [PyasicMiner(f"m/{m.host}", m.host, 2.0) for m in sim.miners]
     seen: list[Outcome] = []
     fleet = ShardedFleet(devs, {d.device_id: "m" for d in devs}, workers=2, retry=RETRY,
-                         on_outcome=seen.append)  # fmt: skip
+                         on_outcome=seen.append, worker_answer_s=2.0)  # fmt: skip
     dead = [d.device_id for d in devs if shard_of(d.device_id, 2) == 0]
     live = [d.device_id for d in devs if shard_of(d.device_id, 2) == 1]
     assert dead and live
@@ -198,6 +199,14 @@ def test_a_killed_worker_leaves_its_miners_unreachable_and_is_started_again() ->
         readings = await fleet.read_all()
         assert set(readings) == set(fleet.by_id)
         assert all(fleet.status[i].health is not Health.UNREACHABLE for i in dead)
+
+        hung = fleet.worker_pids()[1]
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)
+        await until(lambda: fleet.status[live[0]].health is Health.UNREACHABLE, 20.0)
+        assert "stopped answering for 2 s" in (fleet.status[live[0]].last_error or "")
+        await until(lambda: fleet.restarts == 2, 60.0, what="worker 1 started again")
+        assert set(await fleet.read_all()) == set(fleet.by_id)
         await fleet.close()
 
     with SimFleetThread(sim):
