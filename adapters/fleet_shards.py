@@ -14,7 +14,10 @@ simulated GPU lives in this process's memory), as does any adapter not of this p
 A worker that dies is noticed at once (its socket closes): its devices are marked
 unreachable, keeping their last reading (never 0 kW), its calls in flight end failed, its
 commands awaiting read-back end unconfirmed (they can no longer be seen), and it is started
-again with a backoff (1 s doubling to ``RESTART_MAX_S``) and reconnects its devices.
+again with a backoff (1 s doubling to ``RESTART_MAX_S``) and reconnects its devices. One
+that stops answering (a ping unanswered for ``worker_answer_s``) is killed, and so the same.
+The workers time outcomes and read-back deadlines by the system clock (the daemon's
+injected clock cannot cross a process boundary; a daemon in production uses it too).
 
 ``[daemon] fleet_workers`` picks it (:func:`make_fleet`): 1 (the default) is the one-process
 fleet as before; ``"auto"`` is one worker per core beyond the first, at most

@@ -15,6 +15,7 @@ from adapters import discovery, registry
 from adapters.asic import PyasicMiner
 from adapters.base import Health, Telemetry
 from adapters.fleet import Fleet, freeze_heap
+from adapters.fleet_shards import make_fleet
 from models.site import SiteConfig, load_site
 from scheduler.audit.chain import StoreError
 from scheduler.audit.store import Store
@@ -139,7 +140,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     async def main() -> int:
         for sim in built.simulators:
             await sim.start()
-        fleet = Fleet(built.adapters, built.groups, concurrency=args.concurrency)
+        # sharded as the daemon is ([daemon] fleet_workers; 1 and "auto" on 2 cores: not)
+        workers = config.daemon.fleet_workers
+        fleet = make_fleet(built.adapters, built.groups, workers, concurrency=args.concurrency)
         t0 = time.perf_counter()
         await fleet.connect_all(Progress(f"connecting {len(built.adapters):,} devices"))
         connect_s = time.perf_counter() - t0
