@@ -26,6 +26,7 @@ from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.miner import FaultKind
 from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, Reading
+from tests.support.cli import run_main
 from tests.support.simfleet import free_base, settle
 from tests.support.wait import readline
 
@@ -226,27 +227,17 @@ def test_fleet_status_shows_what_discovery_found(tmp_path: Any) -> None:
         assert proc.stdout is not None
         assert "LuxOS and Braiins OS+ miners" in readline(proc.stdout)
         assert "wrote" in readline(proc.stdout)
-        res = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--json",
-             "--config", str(site)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        # the commands in this process (tests/support/cli.py): no interpreter to start each
+        res = run_main("fleet", "status", "--json", "--config", str(site))
         assert res.returncode == 0, res.stderr[-2000:]
         devices = json.loads(res.stdout)["devices"]
         seen = {(d["family"], d["firmware"], d["make"]) for d in devices}
         assert seen == {("luxos", "LuxOS", "AntMiner"), ("braiins-os", "BOS+", "AntMiner")}
         assert all(d["firmware_version"] and d["model"] for d in devices)
-        res = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--all",
-             "--config", str(site)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        res = run_main("fleet", "status", "--all", "--config", str(site))
         assert "BOS+ 24.09" in res.stdout and "LuxOS 2024.11.14" in res.stdout
     finally:
         proc.terminate()
         proc.wait(10)
-    bad = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "fleet", "simulate", "--firmware", "hiveon"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    bad = run_main("fleet", "simulate", "--firmware", "hiveon")
     assert bad.returncode == 2 and "firmware hiveon: valid are luxos" in bad.stderr

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from adapters.sim.fleet import loopback_hosts
+from tests.support.cli import run_main
 from tests.support.daemon import free_loopback_base
 from tests.support.wait import readline
 
@@ -53,47 +54,20 @@ def test_fleet_simulate_and_status_cli(tmp_path: Any) -> None:
         assert proc.stdout is not None
         assert "simulating 12 LuxOS miners" in readline(proc.stdout)
         assert "wrote" in readline(proc.stdout)
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scheduler.cli",
-                "fleet",
-                "status",
-                "--config",
-                str(site),
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        # the commands in this process (tests/support/cli.py): no interpreter to start each
+        res = run_main("fleet", "status", "--config", str(site), "--json")
         assert res.returncode == 0, res.stderr
         doc = json.loads(res.stdout)
         assert len(doc["devices"]) == 15
         assert all(d["health"] == "ok" and d["power_w"] > 0 for d in doc["devices"])
-        res = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--config", str(site)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        res = run_main("fleet", "status", "--config", str(site))
         assert res.returncode == 0 and "s19jpro" in res.stdout and "h100" in res.stdout
         control = next(
             line.split('"')[1] for line in site.read_text().splitlines() if "sim_control" in line
         )
-        res = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "fleet", "fault", "refuse", victim,
-             "--control", control],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        res = run_main("fleet", "fault", "refuse", victim, "--control", control)
         assert res.returncode == 0, res.stderr
-        res = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--config", str(site)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        res = run_main("fleet", "status", "--config", str(site))
         assert res.returncode == 1  # a device is unreachable
         assert victim in res.stdout and "unreachable" in res.stdout
     finally:
