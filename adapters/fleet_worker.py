@@ -9,8 +9,10 @@ sweep is out, as in one process). Every answer carries what changed in its devic
 (:class:`~adapters.fleet_wire.Sync`); read-back verdicts and connect progress are sent
 within ``FLUSH_S`` when no answer carries them sooner.
 
-It ignores SIGINT (Ctrl-C reaches the whole process group: the parent stops it, once) and
-exits when the parent closes the socket or dies.
+It ignores SIGINT and SIGTERM: Ctrl-C reaches the whole process group, and a service
+manager may signal every process of the service; the daemon needs its workers to put the
+miners in its shutdown posture, then closes them. It exits when the daemon closes the socket
+or dies (end of file), or on SIGKILL.
 """
 
 from __future__ import annotations
@@ -200,7 +202,8 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def main(argv: list[str]) -> int:
     fd, index = int(argv[1]), int(argv[2])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the daemon stops us, after its posture
+        signal.signal(sig, signal.SIG_IGN)
     sys.stdout = sys.stderr  # nothing a library prints can reach the parent's socket
     logging.basicConfig(
         stream=sys.stderr,

@@ -173,7 +173,11 @@ def test_a_killed_worker_leaves_its_miners_unreachable_and_is_started_again() ->
 
     async def go() -> None:
         assert not any((await fleet.connect_all()).values())
+        other = fleet.worker_pids()[1]
+        assert other is not None
+        os.kill(other, signal.SIGTERM)  # ignored: the daemon stops its workers itself
         before = await fleet.read_all()
+        assert set(before) == set(fleet.by_id) and fleet.worker_pids()[1] == other
         await fleet.apply({i: ModeRequest("sleep") for i in fleet.by_id})
         pid = fleet.worker_pids()[0]
         assert pid is not None
