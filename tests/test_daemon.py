@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.audit.store import Store
 from scheduler.service.security import sign
+from tests.support.cli import run_main
 from tests.support.clock import WallClock
 from tests.support.daemon import free_loopback_base
 from tests.support.memfleet import memory_daemon
@@ -523,30 +524,23 @@ def test_silent_feeds_put_the_site_in_fail_safe(tmp_path: Path) -> None:
     assert told is not None and told.group(1) == told.group(2) != "0", out
 
 
-def test_signal_command_signs_and_sends(api_daemon: Served) -> None:
+def test_signal_command_signs_and_sends(
+    api_daemon: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gridsched signal`` (run by its main in this process, tests/support/cli.py) signs
+    with GRIDSCHED_WEBHOOK_SECRET, which api_daemon's environment gives, and is obeyed."""
     daemon = api_daemon
-    env = {**os.environ, "GRIDSCHED_WEBHOOK_SECRET": SECRET}
-    cli = [sys.executable, "-m", "scheduler.cli", "signal"]
-    res = subprocess.run(
-        [*cli, "curtail", "--url", daemon.url, "--id", "cli-1", "--level", "1",
-         "--duration", "30min"],
-        capture_output=True, text=True, env=env, timeout=30, check=False,
-    )  # fmt: skip
+    res = run_main("signal", "curtail", "--url", daemon.url, "--id", "cli-1", "--level", "1",
+                   "--duration", "30min")  # fmt: skip
     assert res.returncode == 0 and res.stdout.startswith("202"), res.stdout + res.stderr
     wait_for(lambda: status(daemon)["cap_kw"] == 100)
-    res = subprocess.run(
-        [*cli, "cancel", "--url", daemon.url, "--id", "cli-1"],
-        capture_output=True, text=True, env=env, timeout=30, check=False,
-    )  # fmt: skip
+    res = run_main("signal", "cancel", "--url", daemon.url, "--id", "cli-1")
     assert res.returncode == 0, res.stdout + res.stderr
     wait_for(lambda: status(daemon)["cap_kw"] == 200)
-    bad = {**env, "GRIDSCHED_WEBHOOK_SECRET": "wrong"}
-    res = subprocess.run(
-        [*cli, "alert", "--url", daemon.url],
-        capture_output=True,
-        text=True,
-        env=bad,
-        timeout=30,
-        check=False,
+    # signed with another secret than the daemon's (the daemon, in this process, reads
+    # GRIDSCHED_WEBHOOK_SECRET; the command is pointed at another variable): refused
+    monkeypatch.setenv("GRIDSCHED_TEST_OTHER_SECRET", "wrong")
+    res = run_main(
+        "signal", "alert", "--url", daemon.url, "--secret-env", "GRIDSCHED_TEST_OTHER_SECRET"
     )
     assert res.returncode == 1 and res.stdout.startswith("401")
