@@ -18,10 +18,10 @@ from its issue whatever the ``nc`` and answers an older one 401 with ``stale=tru
 the new challenge and sends the request once more (httpx ``DigestAuth.auth_flow``). A
 request then costs one round trip, and a stale nonce one more.
 
-A write that went out whole and is not answered within the adapter's timeout is not a
-failure: the CGI may answer only once bmminer has restarted. It is left to finish (up to
-the family's ``write_timeout_s``, ``models.firmware``) and the command is reported sent,
-unanswered; the read-back decides whether it took effect.
+A write that went out (its writing had begun) and is not answered within the adapter's
+timeout is not a failure: the CGI may answer only once bmminer has restarted. It is left
+to finish (up to the family's ``write_timeout_s``, ``models.firmware``) and the command
+is reported sent, unanswered; the read-back decides whether it took effect.
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ log = logging.getLogger("gridsched.fleet")
 NORMAL, SLEEP = 0, 1
 #: In an Applied note: the write went out and its answer had not come (the read-back decides).
 UNANSWERED = "sent, not answered"
-#: httpcore's trace event once a request's body has been written to the socket.
-_BODY_SENT = "http11.send_request_body.complete"
+#: httpcore's trace event as it starts writing a request: from there some of it may have
+#: reached the socket (a write cancelled while it waits for the buffer to drain has), so
+#: the request may be on the wire.
+_SENDING = "http11.send_request_headers.started"
 
 Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -140,17 +142,17 @@ class WebSession:
     async def write(
         self, device_id: str, command: str, body: dict[str, Any], answer_within_s: float
     ) -> dict[str, Any] | None:
-        """POST ``body``; its answer, or None when the request went out whole and no answer
-        came within ``answer_within_s`` (left to finish within ``write_timeout_s``). Not
-        sent within it (no connection, or the request queued behind others): DeviceTimeout,
-        and nothing reached the miner."""
+        """POST ``body``; its answer, or None when the request may have gone out (its
+        writing had begun) and no answer came within ``answer_within_s`` (left to finish
+        within ``write_timeout_s``). Not begun within it (no connection, or the request
+        queued behind others): DeviceTimeout, and nothing reached the miner."""
         if self._write is not None and not self._write.done():  # one write at a time
             await asyncio.wait({self._write}, timeout=answer_within_s)
         sent = False
 
         async def trace(event: str, _info: dict[str, Any]) -> None:
             nonlocal sent
-            sent = sent or event == _BODY_SENT
+            sent = sent or event == _SENDING
 
         task = asyncio.ensure_future(self._send(command, body, trace))
         done, _ = await asyncio.wait({task}, timeout=answer_within_s)
