@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
+import queue
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -39,10 +44,26 @@ from scheduler.service.security import sign  # noqa: E402
 SECRET = "bench-secret"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def serving_port(daemon: subprocess.Popen[str], timeout_s: float) -> int:
+    """The port the daemon says it serves on; its further output is read (and dropped) by
+    a thread, so that a full pipe never stalls it."""
+    found: queue.Queue[int | None] = queue.Queue()
+
+    def read() -> None:
+        assert daemon.stdout is not None
+        for line in daemon.stdout:
+            if (m := re.search(r"gridsched: serving https?://[^:\s]+:(\d+)", line)) is not None:
+                found.put(int(m.group(1)))
+        found.put(None)  # the output ended: the daemon exited
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        port = found.get(timeout=timeout_s)
+    except queue.Empty:
+        raise SystemExit(f"daemon not serving after {timeout_s:g} s") from None
+    if port is None:
+        raise SystemExit(f"daemon exited {daemon.wait(10)} before serving")
+    return port
 
 
 def control(port: int, req: dict[str, Any]) -> dict[str, Any]:
@@ -124,10 +145,17 @@ def main() -> None:
     ap.add_argument("--scrapes", type=int, default=30)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gridsched-bench-"))
-    cport, dport = free_port(), free_port()
     site = tmp / "site.toml"
     try:
-        sim = start_simulator(args.miners, "127.30.0.0", 0.5, 0.5, cport, "--write-site", str(site))
+        # control port 0: the OS picks it, the simulator's first line names it
+        first = io.StringIO()
+        with contextlib.redirect_stdout(first):
+            sim = start_simulator(args.miners, "127.30.0.0", 0.5, 0.5, 0, "--write-site", str(site))
+        print(first.getvalue(), end="")
+        named = re.search(r"control 127\.0\.0\.1:(\d+)", first.getvalue())
+        if named is None:
+            raise SystemExit(f"no control port in the simulator's line: {first.getvalue()!r}")
+        cport = int(named.group(1))
     except SystemExit:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -144,24 +172,17 @@ def main() -> None:
             text + '\n[daemon]\npoll_s = 2\nreplan_s = 3600\nhorizon = "6h"\nstep = "5min"\n'
         )
         env = {**os.environ, "GRIDSCHED_WEBHOOK_SECRET": SECRET}
+        t = time.monotonic()
+        # port 0: the daemon says the port it got ("gridsched: serving http://HOST:PORT")
         daemon = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "run", "--config", str(site), "--db",
-             str(tmp / "state.db"), "--listen", f"127.0.0.1:{dport}", "--log-level", "error"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             str(tmp / "state.db"), "--listen", "127.0.0.1:0", "--log-level", "error"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
+        dport = serving_port(daemon, 180)
         url = f"http://127.0.0.1:{dport}"
         client = httpx.Client(timeout=30)
-        t = time.monotonic()
-        while True:
-            try:
-                if client.get(url + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - t > 180:
-                raise SystemExit("daemon did not start")
-            time.sleep(0.2)
-        print(f"daemon healthy after {time.monotonic() - t:.1f} s")
+        print(f"daemon serving after {time.monotonic() - t:.1f} s")
 
         def mining() -> set[str]:
             listing = control(cport, {"op": "list"})["miners"]
