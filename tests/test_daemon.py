@@ -218,6 +218,11 @@ def api_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Serv
     real HTTP (tests/support/serve.py): for tests of what the API does with a request,
     without a process to start. Its clock is the wall clock: the signals' times and
     signatures are."""
+    yield from in_process(tmp_path, monkeypatch)
+
+
+def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """``api_daemon``'s body, for other modules' fixtures."""
     monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", SECRET)
     monkeypatch.setenv("GRIDSCHED_OPENADR_TOKENS", OADR_TOKEN)
     d, _ = memory_daemon(MEMORY_SITE, tmp_path, WallClock())

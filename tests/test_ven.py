@@ -499,37 +499,44 @@ def test_mqtt_notifications_reach_the_ven(broker: int) -> None:
     assert vtn.violations == [], vtn.violations
 
 
-def test_webhook_from_vtn_reaches_the_daemon_and_caps_import(vtn: VtnDouble, tmp_path: Any) -> None:
+@pytest.fixture
+def api_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A daemon in this process on real HTTP (test_daemon.py's ``api_daemon``)."""
+    from tests.test_daemon import in_process
+
+    yield from in_process(tmp_path, monkeypatch)
+
+
+def test_webhook_from_vtn_reaches_the_daemon_and_caps_import(
+    vtn: VtnDouble, api_daemon: Any
+) -> None:
     """The VEN subscribes with the daemon's callback URL and token; the VTN's webhook then
-    carries an event created by the utility's library into the running daemon."""
+    carries an event created by the utility's library into the daemon, served on real HTTP
+    in this process (``api_daemon``: no process to start for what the API does)."""
     import httpx
 
-    from tests.test_daemon import OADR_TOKEN, DaemonProc, status, wait_for
+    from tests.test_daemon import OADR_TOKEN, status, wait_for
 
-    d = DaemonProc(tmp_path)
-    d.start()
-    try:
-        client = bl(vtn)
-        pid = make_program(client)
+    d = api_daemon
+    client = bl(vtn)
+    pid = make_program(client)
 
-        async def subscribe() -> None:
-            cfg = config(vtn, callback_url=f"{d.url}/openadr3/notifications",
-                         callback_token=OADR_TOKEN)  # fmt: skip
-            ven = Ven(cfg, Sink())
-            await ven.start()
-            assert ven.subscription_id is not None
-            ven.subs.ids.clear()  # leave it at the VTN: the daemon keeps listening
-            await ven.stop()
+    async def subscribe() -> None:
+        cfg = config(vtn, callback_url=f"{d.url}/openadr3/notifications",
+                     callback_token=OADR_TOKEN)  # fmt: skip
+        ven = Ven(cfg, Sink())
+        await ven.start()
+        assert ven.subscription_id is not None
+        ven.subs.ids.clear()  # leave it at the VTN: the daemon keeps listening
+        await ven.stop()
 
-        run(subscribe())
-        eid = client.create_event(limit_event(pid, kw=40.0)).json()["id"]
-        s = wait_for(lambda: (st := status(d))["cap_kw"] == 40 and st, 30)
-        assert any(e["id"].startswith(f"oadr:{eid}:") for e in s["active_events"])
-        assert wait_for(lambda: any(c.startswith("webhook 202") for c, _ in vtn.notified), 30)
-        signals = httpx.get(d.url + "/v1/signals", timeout=10).json()["signals"]
-        assert any(str(x.get("id", "")).startswith(f"oadr:{eid}:") for x in signals)
-    finally:
-        d.stop()
+    run(subscribe())
+    eid = client.create_event(limit_event(pid, kw=40.0)).json()["id"]
+    s = wait_for(lambda: (st := status(d))["cap_kw"] == 40 and st, 30)
+    assert any(e["id"].startswith(f"oadr:{eid}:") for e in s["active_events"])
+    assert wait_for(lambda: any(c.startswith("webhook 202") for c, _ in vtn.notified), 30)
+    signals = httpx.get(d.url + "/v1/signals", timeout=10).json()["signals"]
+    assert any(str(x.get("id", "")).startswith(f"oadr:{eid}:") for x in signals)
 
 
 def test_daemon_runs_the_ven_polls_listens_and_unsubscribes(
