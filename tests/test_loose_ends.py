@@ -12,6 +12,7 @@ import pytest
 
 from scheduler.cli.main import main
 from tests.conftest import EXAMPLE, ROOT
+from tests.support.cli import run_main
 from tests.support.daemon import free_loopback_base
 
 START = "2023-08-10T05:00:00Z"
@@ -98,14 +99,7 @@ def test_fleet_status_on_taken_simulator_addresses_names_them(tmp_path: Path) ->
     with socket.socket() as s:
         s.bind((first, 4028))
         s.listen()
-        res = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "fleet", "status", "--config", str(site)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            cwd=ROOT,
-        )
+        res = run_main("fleet", "status", "--config", str(site))  # in this process
     assert res.returncode == 4, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
     assert first in res.stderr and "sim_base" in res.stderr
