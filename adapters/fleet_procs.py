@@ -112,7 +112,9 @@ class WorkerProc:
         finally:
             theirs.close()
         reader, self._writer = await asyncio.open_connection(sock=ours)
-        self._writer.write(frame(WorkerSpec(self.index, self.adapters, groups, settings)))
+        level = logging.getLogger("gridsched.fleet").getEffectiveLevel()
+        spec = WorkerSpec(self.index, self.adapters, groups, settings, level)
+        self._writer.write(frame(spec))
         self.alive, self._answered = True, False
         self._reader = asyncio.create_task(self._read(reader))
         self._watch = asyncio.create_task(self._ping(self.proc))

@@ -16,6 +16,7 @@ pair nobody else holds; it is never read from a network peer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import struct
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class WorkerSpec:
     adapters: list[DeviceAdapter]
     groups: dict[str, str]
     settings: dict[str, Any]
+    log_level: int = logging.WARNING  # the daemon's, for the fleet's loggers
 
 
 @dataclass

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
@@ -161,6 +160,7 @@ async def serve(fd: int) -> int:
     spec = await read_frame(reader)
     if not isinstance(spec, WorkerSpec):
         return 2
+    logging.getLogger("gridsched").setLevel(spec.log_level)  # as the daemon logs them
     _preload()
     fleet = Fleet(spec.adapters, spec.groups, **spec.settings)
     worker = Worker(fleet, writer)
@@ -207,7 +207,7 @@ def main(argv: list[str]) -> int:
     sys.stdout = sys.stderr  # nothing a library prints can reach the parent's socket
     logging.basicConfig(
         stream=sys.stderr,
-        level=os.environ.get("GRIDSCHED_WORKER_LOG", "WARNING"),
+        level=logging.WARNING,  # libraries; gridsched's loggers log at the daemon's level
         format=f"fleet worker {index}: %(levelname)s %(name)s: %(message)s",
     )
     return _run(lambda: serve(fd))
