@@ -464,17 +464,11 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
     print(f"\n{len(accepted)} signals accepted across {rounds} kill -9 restarts; none lost")
     v = Store(d.db).verify()
     assert v.ok, v.reason
-    res = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "audit", "verify", "--db", str(d.db)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    res = run_main("audit", "verify", "--db", str(d.db))  # the commands, in this process
     assert res.returncode == 0 and "intact" in res.stdout
     out_csv = tmp_path / "evidence.csv"
-    res = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "audit", "export", "--db", str(d.db),
-         "--from", now_iso(-3600), "--to", now_iso(60), "--out", str(out_csv)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    res = run_main("audit", "export", "--db", str(d.db), "--from", now_iso(-3600),
+                   "--to", now_iso(60), "--out", str(out_csv))  # fmt: skip
     assert res.returncode == 0, res.stderr
     text = out_csv.read_text()
     assert "signal" in text and "commands" in text and "telemetry" in text and accepted[0] in text
@@ -490,17 +484,10 @@ def test_status_shows_the_chain_head_a_witness_can_check_later(
     assert audit["error"] is None and audit["signal_problems"] == []
     head = audit["head"]
     assert head["seq"] >= 1 and len(head["hash"]) == 64
-    res = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "audit", "verify", "--db", str(daemon.db),
-         "--expect-head", head["witness"]],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    res = run_main("audit", "verify", "--db", str(daemon.db), "--expect-head", head["witness"])
     assert res.returncode == 0 and "intact" in res.stdout, res.stdout + res.stderr
-    res = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "audit", "verify", "--db", str(daemon.db),
-         "--expect-head", f"{head['seq']}:{'0' * 64}"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    res = run_main("audit", "verify", "--db", str(daemon.db),
+                   "--expect-head", f"{head['seq']}:{'0' * 64}")  # fmt: skip
     assert res.returncode == 1 and "the expected head" in res.stdout
 
 
