@@ -4,10 +4,7 @@ real daemon process on loopback, answers checked for status and the field they n
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +14,7 @@ import httpx
 import pytest
 
 from scheduler.service.security import RateLimiter, RecentBodies, check_bearer, json_depth_over
+from tests.support.cli import run_main
 from tests.test_daemon import OADR_TOKEN, SECRET, DaemonProc, now_iso, post_signal, signed
 
 AUTH = {"Authorization": f"Bearer {OADR_TOKEN}"}
@@ -180,19 +178,14 @@ def test_simple_sender_cannot_touch_openadr_events(daemon: DaemonProc) -> None:
     assert mine and mine[0]["_source"] == "openadr3" and mine[0]["limit_kw"] == 150
 
 
-def test_signal_command_cancel_needs_an_id_and_a_known_one(daemon: DaemonProc) -> None:
-    env = {**os.environ, "GRIDSCHED_WEBHOOK_SECRET": SECRET}
-    cmd = [sys.executable, "-m", "scheduler.cli", "signal", "cancel", "--url", daemon.url]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+def test_signal_command_cancel_needs_an_id_and_a_known_one(
+    daemon: DaemonProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", SECRET)
+    cmd = ("signal", "cancel", "--url", daemon.url)  # run by main, in this process
+    res = run_main(*cmd)
     assert res.returncode == 2 and "cancel needs --id" in res.stderr
-    res = subprocess.run(
-        [*cmd, "--id", "no-such-event"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    res = run_main(*cmd, "--id", "no-such-event")
     assert res.returncode == 1 and res.stdout.startswith("404"), res.stdout + res.stderr
 
 
