@@ -288,3 +288,53 @@ def test_signals_read_while_signals_are_written_see_no_false_tampering(tmp_path:
     asyncio.run(go())
     assert not seen, seen[:3]
     assert len(Store(db).signals()) == 300
+
+
+def test_a_cancel_of_every_interval_of_an_openadr_event(tmp_path: Path) -> None:
+    """``oadr:e1:*`` cancels every interval of event e1 and nothing else (not e10's, whose
+    id shares the first characters), in the table and in the chain's replay; an interval
+    un-cancelled in the file, or forged under the cancelled event, is named."""
+    db = tmp_path / "s.db"
+    ids = ["oadr:e1:0", "oadr:e1:1", "oadr:e10:0", "oadr:e2:0"]
+
+    async def go() -> None:
+        store = Store(db)
+        store.start()
+        try:
+            for eid in ids:  # records 1-4
+                ev = {"id": eid, "type": "curtail", "limit_kw": 5.0, "_ends_at": 4e11}
+                await store.add_signals([ev], "openadr", None, "{}", 9e9, at=1000.0)
+            cancel = [{"id": "oadr:e1:*", "type": "cancel"}]  # record 5
+            await store.add_signals(cancel, "openadr", None, "{}", 9e9, at=2000.0)
+        finally:
+            store.close()
+
+    asyncio.run(go())
+    con = sqlite3.connect(db)
+    assert dict(con.execute("SELECT id, cancelled_at FROM signals")) == {
+        "oadr:e1:0": 2000.0,
+        "oadr:e1:1": 2000.0,
+        "oadr:e10:0": None,
+        "oadr:e2:0": None,
+    }
+    store = Store(db)
+    assert [e["id"] for e in store.signals()] == ["oadr:e10:0", "oadr:e2:0"]
+    assert store.verify(now=3000.0).ok
+    con.execute("UPDATE signals SET cancelled_at = NULL WHERE id = 'oadr:e1:1'")
+    for forged in ("oadr:e1:9", "oadr:e10:9"):
+        con.execute(
+            "INSERT INTO signals(id, received_at, source, event, ends_at) "
+            "VALUES (?, 1000.0, 'openadr', '{}', 4e11)",
+            (forged,),
+        )
+    con.commit()
+    con.close()
+    store = Store(db, migrate=False)
+    v = store.verify(now=3000.0)
+    assert [p.text for p in v.problems] == [
+        "signals row 'oadr:e1:1' differs from record 5 in cancelled_at",
+        "signals row 'oadr:e1:9' is in force, but record 5 cancelled it",
+        "signals row 'oadr:e10:9' is in force but was written by no record in the chain",
+    ]
+    # the daemon enforces the chain's version: still only e10's and e2's intervals
+    assert [e["id"] for e in store.signals()] == ["oadr:e10:0", "oadr:e2:0"]
