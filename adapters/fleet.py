@@ -27,6 +27,7 @@ from adapters.base import (
     AdapterError,
     Applied,
     DeviceAdapter,
+    DeviceTimeout,
     Health,
     ModeRequest,
     NotConfirmed,
@@ -141,14 +142,21 @@ class Fleet:
 
     async def _once(self, dev: DeviceAdapter, op: str, req: ModeRequest | None) -> object:
         st = self.status[dev.device_id]
-        async with asyncio.timeout(self.op_timeout_s):
-            if not st.connected:
-                await dev.connect()
-                st.connected = True
-            if op == "read":
-                return await dev.read()
-            assert req is not None
-            return await dev.stage(req) if op == "stage" else await dev.apply(req)
+        try:
+            async with asyncio.timeout(self.op_timeout_s):
+                if not st.connected:
+                    await dev.connect()
+                    st.connected = True
+                if op == "read":
+                    return await dev.read()
+                assert req is not None
+                return await dev.stage(req) if op == "stage" else await dev.apply(req)
+        except TimeoutError:
+            # The last-resort bound, or the adapter's own timer firing in the same turn when
+            # the event loop is far behind: a timeout like any other, not an adapter bug.
+            raise DeviceTimeout(
+                dev.device_id, f"{op}: no answer within {self.op_timeout_s:g} s"
+            ) from None
 
     async def _run(
         self, dev: DeviceAdapter, op: str, req: ModeRequest | None, attempts: int

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from dataclasses import dataclass, field
 
 import pytest
@@ -151,3 +152,34 @@ def test_the_collector_is_held_off_and_comes_back() -> None:
                 await asyncio.sleep(0.005)
 
     asyncio.run(go())
+
+
+@dataclass
+class _Hangs(_Device):
+    """A connected device whose reading never answers (an event loop far behind, or a
+    device that accepted the request and went quiet)."""
+
+    async def read(self) -> Telemetry:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_a_call_past_the_fleets_last_resort_bound_is_a_timeout_not_an_adapter_bug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from adapters.fleet import Fleet
+
+    async def go() -> tuple[DeviceStatus, str | None]:
+        fleet = Fleet([_Hangs("m1", "127.0.0.1")], op_timeout_s=0.01, retry=RetryPolicy(attempts=1))
+        fleet.status["m1"].connected = True
+        fleet.status["m1"].health = Health.OK  # read before: one timeout makes it degraded
+        got = await fleet.read_all()
+        assert got == {}
+        return fleet.status["m1"], fleet.status["m1"].last_error
+
+    with caplog.at_level(logging.DEBUG, logger="gridsched.fleet"):
+        st, err = asyncio.run(go())
+    # a timeout, named as one, and health as for any device timeout: no traceback logged
+    assert err is not None and "no answer within" in err, err
+    assert st.health is Health.DEGRADED
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
