@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import math
 import os
@@ -94,13 +93,10 @@ def summary(name: str, xs: list[float]) -> str:
 
 def start_broker(exe: str) -> Any:
     """mosquitto as the VEN tests start it (tests/test_ven.py), its config in a folder of
-    its own where that helper takes one."""
+    its own."""
     from tests.test_ven import Mosquitto
 
-    cls: Any = Mosquitto
-    if "tmp" in inspect.signature(cls).parameters:
-        return cls(exe, Path(tempfile.mkdtemp(prefix="ven-broker-")))
-    return cls(exe)
+    return Mosquitto(exe, Path(tempfile.mkdtemp(prefix="ven-broker-")))
 
 
 async def mqtt_round(n: int) -> list[float]:
@@ -155,7 +151,7 @@ def webhook_round(n: int) -> tuple[list[float], list[float]]:
         "GRIDSCHED_VTN_URL": vtn.url,
         "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
         "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
-        "GRIDSCHED_VTN_CALLBACK_URL": f"{d.url}/openadr3/notifications",
+        "GRIDSCHED_VTN_CALLBACK_URL": "http://127.0.0.1:{port}/openadr3/notifications",
         "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
     }
     lat: list[float] = []
