@@ -121,6 +121,11 @@ class ShardedFleet(Fleet):
         """Each worker's process id (None where none runs)."""
         return [w.pid for w in self._procs]
 
+    def worker_states(self) -> list[str]:
+        """Each worker's state: "running", "down" (dead, or not started yet or again) or
+        "idle" (no miners to drive, so never started)."""
+        return ["idle" if not w.adapters else "running" if w.alive else "down" for w in self._procs]
+
     # -- workers ----------------------------------------------------------------------------
 
     def _settings(self) -> dict[str, Any]:

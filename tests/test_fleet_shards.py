@@ -289,4 +289,50 @@ def test_a_daemon_with_two_fleet_workers_is_one_controller(tmp_path: Path) -> No
             await until(confirmed, 30.0, step_s=0.2, what="every sleep read back")
             assert recorded()["accepted"] == set(d.fleet.status)
 
+            # the workers' health in /v1/status and /metrics: a worker killed is down (its
+            # miners unreachable) until it is started again, and the restart is counted
+            assert _workers(d) == (2, 0, 0)
+            assert d.status()["fleet_workers"] == {
+                "workers": 2, "running": 2, "down": 0, "down_workers": [], "restarts": 0
+            }  # fmt: skip
+            pid = d.fleet.worker_pids()[0]  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: _workers(d)[1] == 1, 10.0, what="worker 0 seen down")
+            assert _workers(d) == (1, 1, 0)
+            assert d.status()["fleet_workers"]["down_workers"] == [0]
+            await until(lambda: _workers(d) == (2, 0, 1), 60.0, what="worker 0 started again")
+            assert d.status()["fleet_workers"]["restarts"] == 1
+
     asyncio.run(go())
+
+
+def _workers(d: Any) -> tuple[float, float, float]:
+    """/metrics' fleet workers running, down, and restarts."""
+    from scheduler.service.metrics import metrics_registry
+
+    reg = metrics_registry(d)
+
+    def value(name: str, labels: dict[str, str] | None = None) -> float:
+        v = reg.get_sample_value(name, labels or {})
+        assert v is not None, name
+        return v
+
+    return (
+        value("gridsched_fleet_workers", {"state": "running"}),
+        value("gridsched_fleet_workers", {"state": "down"}),
+        value("gridsched_fleet_worker_restarts_total"),
+    )
+
+
+def test_a_one_process_fleet_reports_no_workers(tmp_path: Path) -> None:
+    """``fleet_workers = 1``: the series are there (the alert needs no special case) and
+    say no worker runs, none is down, none was started again."""
+    from tests.support.memfleet import memory_daemon
+    from tests.test_daemon import MEMORY_SITE
+
+    d, _ = memory_daemon(MEMORY_SITE, tmp_path)
+    assert type(d.fleet) is Fleet
+    assert _workers(d) == (0, 0, 0)
+    assert d.status()["fleet_workers"] == {
+        "workers": 0, "running": 0, "down": 0, "down_workers": [], "restarts": 0
+    }  # fmt: skip

@@ -207,6 +207,7 @@ class DaemonCollector:
             for health in Health:
                 h.add_metric([group, health.value], counts.get((group, health.value), 0))
         yield h
+        yield from families.fleet_workers(d)
 
         plan = d.plan
         step = d.plans.index(now)
@@ -307,6 +308,7 @@ class Snapshot:
             d.signals.generation,
             sum(d.counters.task_failures.values()),
             d.counters.store_failures,
+            getattr(d.fleet, "restarts", 0),  # a fleet worker started again
             int(d.clock.time()),
         )
 

@@ -114,6 +114,28 @@ def ven(d: Daemon) -> Iterator[Metric]:
         yield g
 
 
+def fleet_workers(d: Daemon) -> Iterator[Metric]:
+    """The fleet's worker processes, as /v1/status ``fleet_workers`` gives them (the alert
+    GridschedFleetWorkerDown). A fleet in the daemon's process: 0 running, 0 down, 0
+    restarts, so that the alert needs no special case."""
+    from scheduler.service.daemon.status import fleet_workers as workers_now
+
+    w = workers_now(d)
+    g = GaugeMetricFamily(
+        "gridsched_fleet_workers",
+        "Fleet worker processes by state (running, down: its miners unreachable)",
+        labels=["state"],
+    )
+    g.add_metric(["running"], w["running"])
+    g.add_metric(["down"], w["down"])
+    yield g
+    c = CounterMetricFamily(
+        "gridsched_fleet_worker_restarts", "Fleet worker processes started again after dying"
+    )
+    c.add_metric([], w["restarts"])
+    yield c
+
+
 def class_caps(d: Daemon, now: float) -> Iterator[Metric]:
     """Caps on some device classes (events naming classes: an OpenADR setpoint for a
     resource), as /v1/status ``class_caps`` gives them; ``classes`` is the capped classes,

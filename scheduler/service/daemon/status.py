@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import Health
+from adapters.fleet_shards import ShardedFleet
 from scheduler.service.power import judge, site_power
 
 if TYPE_CHECKING:
@@ -78,6 +79,23 @@ def class_caps(d: Daemon, now: float) -> list[dict[str, Any]]:
     return out
 
 
+def fleet_workers(d: Daemon) -> dict[str, Any]:
+    """The fleet's worker processes (``[daemon] fleet_workers`` > 1): how many run, which
+    are down (their miners unreachable until started again) and how many times one was
+    started again since the daemon started. A fleet in the daemon's process has none: 0
+    workers, none down, no restarts."""
+    fleet = d.fleet
+    states = fleet.worker_states() if isinstance(fleet, ShardedFleet) else []
+    down = [k for k, s in enumerate(states) if s == "down"]
+    return {
+        "workers": sum(1 for s in states if s != "idle"),  # a worker with no miners: none
+        "running": states.count("running"),
+        "down": len(down),
+        "down_workers": down,
+        "restarts": fleet.restarts if isinstance(fleet, ShardedFleet) else 0,
+    }
+
+
 def _age(now: float, at: float | None) -> float | None:
     return None if at is None else round(now - at, 1)
 
@@ -131,6 +149,7 @@ def status(d: Daemon) -> dict[str, Any]:
             "error": feeds.hashprice_error,
         },
         "classes": _classes(d),
+        "fleet_workers": fleet_workers(d),
         "hold_dispatch": plans.hold,
         "inference_demand": None if d.demand is None else d.demand.status(),
         "inference_sla": inference_sla(d),
