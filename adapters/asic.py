@@ -7,34 +7,26 @@ capabilities (``models.firmware``: a power target only where the firmware has on
 nearest preset at or below where it has presets, with the rounding reported; none on stock
 firmware, where a wake is the wake alone), sleep and wake, and read-back deadlines.
 
-Stock Antminer writes go through pyasic's web API but not through its ``stop_mining`` /
-``resume_mining``: those return True whatever the miner answers, and rebuild the
-configuration they write from a read that may have failed (writing empty pools). Here the
-configuration read must parse, the write's answer must say success, and the JSON type of
-``miner-mode`` (firmware versions differ: pyasic's ``antminer_mining_mode_as_str``) is
-switched when a write is accepted and the read-back never shows it.
-
-Vendor payloads are parsed in :mod:`adapters.payloads` (re-exported here).
+The command path (sleep, wake, power target, LuxOS profiles staged ahead of a wake, stock
+Antminer's checked writes) is :mod:`adapters.asic_commands`; vendor payloads are parsed in
+:mod:`adapters.payloads` (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from adapters import antminer, braiins, discovery, luxos, vnish, whatsminer, whatsminer3
+from adapters import antminer, braiins, discovery, luxos, vnish, whatsminer3
+from adapters.asic_commands import MinerCommands
 from adapters.base import (
     AdapterError,
     Applied,
     BadReply,
-    ControlRejected,
-    DeviceAdapter,
     DeviceInfo,
     DeviceUnreachable,
-    ModeRequest,
     Telemetry,
     contain,
 )
@@ -45,10 +37,9 @@ from adapters.payloads import (
     choose_preset,
     parse_luxos,
     parse_miner_data,
-    run_target,
 )
 from adapters.secrets import Secret
-from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, family_of
+from models.firmware import CAPABILITIES, Family, family_of
 
 __all__ = [
     "LUXOS_TELEMETRY",
@@ -59,8 +50,6 @@ __all__ = [
     "parse_luxos",
     "parse_miner_data",
 ]
-
-T = TypeVar("T")
 
 #: After a sleep command, readings of "running" are not believed for this long (LuxOS
 #: sleeps in about 5 s; a reading sent before the command can still come back).
@@ -74,10 +63,9 @@ REDISCOVER_S = 600.0
 
 
 @dataclass
-class PyasicMiner(DeviceAdapter):
-    """One miner driven through pyasic; ``address`` is its IP."""
+class PyasicMiner(MinerCommands):
+    """One miner driven through pyasic; ``address`` is its IP (``timeout_s`` after it)."""
 
-    timeout_s: float = 3.0
     username: str | None = None
     password: Secret | None = None
     #: Read-back deadline; None: the firmware family's (models.firmware).
@@ -93,24 +81,9 @@ class PyasicMiner(DeviceAdapter):
     sessions: bool = True
     #: Identities found before (:mod:`adapters.discovery`); None: always discover.
     identities: discovery.IdentityBook | None = None
-    _session_used: float = field(default=-math.inf, init=False)  # monotonic
-    _miner: Any = field(default=None, init=False, repr=False)
     _discovered_at: float = field(default=-math.inf, init=False)
     _found: discovery.Found | None = field(default=None, init=False, repr=False)
-    _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
-    _mode_as_str: bool | None = field(default=None, init=False)  # stock: miner-mode's type
-    _web: antminer.WebSession | None = field(default=None, init=False, repr=False)  # stock
     _grpc: braiins.KeptChannel | None = field(default=None, init=False, repr=False)
-    _no_target: str = field(default="", init=False)  # why this miner has no power target
-    _luxos: bool = field(default=False, init=False)
-    _sleeping: bool | None = field(default=None, init=False)
-    _target_w: float | None = field(default=None, init=False)  # as last read or set
-    _slept_at: float | None = field(default=None, init=False)  # sleep sent, not yet seen
-    _profiles: dict[float, str] = field(default_factory=dict, init=False)  # LuxOS: W -> name
-    _atm: bool = field(default=False, init=False)
-    #: When the last command, a sleep, was sent (0.0: no command yet); None after a run.
-    _sleep_sent_at: float | None = field(default=0.0, init=False)
-    _asleep_seen: bool = field(default=False, init=False)  # read asleep since that sleep
 
     async def _discover(self) -> Any:
         """pyasic's miner object, found once (:mod:`adapters.discovery`, which may reuse an
@@ -206,11 +179,6 @@ class PyasicMiner(DeviceAdapter):
         port = int(getattr(getattr(self._miner, "rpc", None), "port", 4028) or 4028)
         return await discovery.port_open(self.address, port, self.timeout_s)
 
-    def _need(self) -> Any:
-        if self._miner is None:
-            raise DeviceUnreachable(self.device_id, "not connected")
-        return self._miner
-
     async def read(self) -> Telemetry:
         miner = self._need()
         now = time.time()
@@ -269,15 +237,6 @@ class PyasicMiner(DeviceAdapter):
         self._target_w = t.target_w
         return t
 
-    def _forget(self, session: bool) -> None:
-        """After a failed command the device's state is unknown: resend everything next time;
-        with ``session``, also log on again (a reboot ends LuxOS sessions)."""
-        self._target_w = self._sleeping = None
-        self._asleep_seen = False
-        rpc = getattr(self._miner, "rpc", None)
-        if session and rpc is not None and getattr(rpc, "session_token", None) is not None:
-            rpc.session_token = None
-
     async def _renew_session(self) -> None:
         """Best-effort: a failure leaves pyasic to log on at the next command."""
         rpc = self._need().rpc
@@ -288,120 +247,6 @@ class PyasicMiner(DeviceAdapter):
             return
         self._session_used = time.monotonic()
 
-    def _web_call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
-        """VNish: a refused password is a rejection; sent again after a token renewal."""
-        if self._caps.family is Family.VNISH:
-            return vnish.auth_checked(self.device_id, what, self._need().web, call)
-        return call()
-
-    async def _call(self, what: str, fn: str, *args: Any) -> None:
-        miner = self._need()
-        if self._caps.family is Family.WHATSMINER_V3:  # pyasic's True/False say too little
-            v3 = whatsminer3.call(self.device_id, miner, fn, args, self.timeout_s)
-            return await self._guarded(v3)
-        if whatsminer.is_v2(miner):  # nor on API v2: a refusal and no answer alike
-            v2 = whatsminer.call(self.device_id, miner, fn, args, self.timeout_s)
-            return await self._guarded(v2)
-        call = self._web_call(what, lambda: getattr(miner, fn)(*args))
-        try:
-            ok = await contain(self.device_id, what, call, self.timeout_s)
-        except AdapterError:
-            self._forget(session=False)
-            raise
-        if ok is False:
-            self._forget(session=True)
-            raise ControlRejected(self.device_id, f"{what}: the firmware refused ({fn})")
-        if self._luxos:
-            self._session_used = time.monotonic()
-
-    async def _luxos_profile(self, name: str) -> None:
-        try:
-            await luxos.set_profile(
-                self.device_id, self._need().rpc, name, self._atm, self.timeout_s
-            )
-        except ControlRejected:
-            raise
-        except AdapterError:
-            self._forget(session=True)
-            raise
-        self._session_used = time.monotonic()
-
-    def _target(self, request: ModeRequest) -> tuple[float | None, str]:
-        """The power target a run request sets (a preset where the firmware has them) and the
-        rounding in words; (None, "") for a request that keeps the current target."""
-        why = self._no_target or f"{self._caps.family.value} firmware has no power target"
-        has_target = self._caps.power_target is not PowerTarget.NONE
-        presets = self.info.power_targets_w if self.info else ()
-        return run_target(request.power_w, has_target, presets, why)
-
-    def _target_in_place(self, target: float) -> bool:
-        return self._target_w is not None and abs(self._target_w - target) <= 0.5
-
-    async def stage(self, request: ModeRequest) -> Applied | None:
-        """Set the LuxOS profile of a coming wake while the miner sleeps.
-
-        LuxOS documents (``curtail`` in its API reference) that a sleeping miner starts
-        again only on ``curtail wakeup``, which brings the boards up at the profile then in
-        force; a profile change does not wake it, nor does a restart. With the profile set
-        ahead, the wake is one round trip instead of two.
-
-        Only when a reading sent after the last command, a sleep, has shown the miner
-        asleep: one still ramping down, or woken since, is left alone. Other firmware has
-        nothing to stage here (whether a paused Braiins or stock miner stays paused through
-        a power-target change is not documented), and neither does a target already set.
-        """
-        self._need()
-        if not (self._luxos and request.action == "run" and self._asleep_seen):
-            return None
-        target, note = self._target(request)
-        if target is None or self._target_in_place(target):
-            return None
-        name = self._profiles.get(target)
-        if name is None:
-            return None
-        await self._luxos_profile(name)
-        self._target_w = target
-        return Applied(request, target, note)
-
-    async def apply(self, request: ModeRequest) -> Applied:
-        self._need()
-        self._sleep_sent_at = time.time() if request.action == "sleep" else None
-        self._asleep_seen = False
-        if request.action == "sleep":
-            note = ""
-            if self._caps.family is Family.ANTMINER_STOCK:
-                note = await self._stock(antminer.SLEEP)
-            else:
-                await self._call("sleep", "stop_mining")
-            self._sleeping, self._slept_at = True, time.time()
-            return Applied(request, None, note)
-        target, note = self._target(request)
-        if target is not None and not self._target_in_place(target):
-            name = self._profiles.get(target) if self._luxos else None
-            if name is not None:
-                await self._luxos_profile(name)
-            elif self._caps.family is Family.VNISH:
-                await self._guarded(
-                    vnish.set_preset(self.device_id, self._need(), target, self.timeout_s)
-                )
-            else:
-                await self._call("set power target", "set_power_limit", int(target))
-            self._target_w = target
-        if self._sleeping is not False:
-            if self._caps.family is Family.ANTMINER_STOCK:
-                sent = await self._stock(antminer.NORMAL)
-                note = "; ".join(n for n in (note, sent) if n)
-            else:
-                await self._call("wake", "resume_mining")
-            self._sleeping, self._slept_at = False, None
-        return Applied(request, target, note)
-
-    async def _stock(self, mode: int) -> str:
-        """The write's note: "" when answered, or that it went out unanswered."""
-        miner, as_str = self._need(), bool(self._mode_as_str)
-        aw = antminer.set_work_mode(self.device_id, miner, mode, as_str, self.timeout_s, self._web)
-        return await self._guarded(aw)
-
     async def close(self) -> None:
         if self._web is not None:
             await self._web.close()
@@ -409,11 +254,3 @@ class PyasicMiner(DeviceAdapter):
         if self._grpc is not None:
             self._grpc.close()
             self._grpc = None
-
-    async def _guarded(self, aw: Awaitable[T]) -> T:
-        """A write's failure leaves the device's state unknown: resend everything next time."""
-        try:
-            return await aw
-        except AdapterError:
-            self._forget(session=False)
-            raise

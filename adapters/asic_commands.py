@@ -1,0 +1,196 @@
+"""The command path of a miner driven through pyasic (:class:`adapters.asic.PyasicMiner`):
+sleep, wake and power target per firmware family, a LuxOS profile staged ahead of a wake,
+and what a failed or refused write makes the adapter forget (everything is sent again).
+
+Stock Antminer writes go through pyasic's web API but not through its ``stop_mining`` /
+``resume_mining``: those return True whatever the miner answers, and rebuild the
+configuration they write from a read that may have failed (writing empty pools). Here the
+configuration read must parse, the write's answer must say success, and the JSON type of
+``miner-mode`` (firmware versions differ: pyasic's ``antminer_mining_mode_as_str``) is
+switched when a write is accepted and the read-back never shows it
+(:meth:`adapters.asic.PyasicMiner.unconfirmed`).
+
+The identity, the reading and the LuxOS session upkeep stay in :mod:`adapters.asic`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from adapters import antminer, luxos, vnish, whatsminer, whatsminer3
+from adapters.base import (
+    AdapterError,
+    Applied,
+    ControlRejected,
+    DeviceAdapter,
+    DeviceUnreachable,
+    ModeRequest,
+    contain,
+)
+from adapters.payloads import run_target
+from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget
+
+T = TypeVar("T")
+
+
+@dataclass
+class MinerCommands(DeviceAdapter):
+    """A miner's writes and what it believes them to have set; ``connect`` and ``read``
+    (:class:`adapters.asic.PyasicMiner`) fill in the miner, its family and its presets."""
+
+    timeout_s: float = 3.0
+    _miner: Any = field(default=None, init=False, repr=False)
+    _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
+    _mode_as_str: bool | None = field(default=None, init=False)  # stock: miner-mode's type
+    _web: antminer.WebSession | None = field(default=None, init=False, repr=False)  # stock
+    _no_target: str = field(default="", init=False)  # why this miner has no power target
+    _luxos: bool = field(default=False, init=False)
+    _session_used: float = field(default=-math.inf, init=False)  # monotonic
+    _sleeping: bool | None = field(default=None, init=False)
+    _target_w: float | None = field(default=None, init=False)  # as last read or set
+    _slept_at: float | None = field(default=None, init=False)  # sleep sent, not yet seen
+    _profiles: dict[float, str] = field(default_factory=dict, init=False)  # LuxOS: W -> name
+    _atm: bool = field(default=False, init=False)
+    #: When the last command, a sleep, was sent (0.0: no command yet); None after a run.
+    _sleep_sent_at: float | None = field(default=0.0, init=False)
+    _asleep_seen: bool = field(default=False, init=False)  # read asleep since that sleep
+
+    def _need(self) -> Any:
+        if self._miner is None:
+            raise DeviceUnreachable(self.device_id, "not connected")
+        return self._miner
+
+    def _forget(self, session: bool) -> None:
+        """After a failed command the device's state is unknown: resend everything next time;
+        with ``session``, also log on again (a reboot ends LuxOS sessions)."""
+        self._target_w = self._sleeping = None
+        self._asleep_seen = False
+        rpc = getattr(self._miner, "rpc", None)
+        if session and rpc is not None and getattr(rpc, "session_token", None) is not None:
+            rpc.session_token = None
+
+    def _web_call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        """VNish: a refused password is a rejection; sent again after a token renewal."""
+        if self._caps.family is Family.VNISH:
+            return vnish.auth_checked(self.device_id, what, self._need().web, call)
+        return call()
+
+    async def _call(self, what: str, fn: str, *args: Any) -> None:
+        miner = self._need()
+        if self._caps.family is Family.WHATSMINER_V3:  # pyasic's True/False say too little
+            v3 = whatsminer3.call(self.device_id, miner, fn, args, self.timeout_s)
+            return await self._guarded(v3)
+        if whatsminer.is_v2(miner):  # nor on API v2: a refusal and no answer alike
+            v2 = whatsminer.call(self.device_id, miner, fn, args, self.timeout_s)
+            return await self._guarded(v2)
+        call = self._web_call(what, lambda: getattr(miner, fn)(*args))
+        try:
+            ok = await contain(self.device_id, what, call, self.timeout_s)
+        except AdapterError:
+            self._forget(session=False)
+            raise
+        if ok is False:
+            self._forget(session=True)
+            raise ControlRejected(self.device_id, f"{what}: the firmware refused ({fn})")
+        if self._luxos:
+            self._session_used = time.monotonic()
+
+    async def _luxos_profile(self, name: str) -> None:
+        try:
+            await luxos.set_profile(
+                self.device_id, self._need().rpc, name, self._atm, self.timeout_s
+            )
+        except ControlRejected:
+            raise
+        except AdapterError:
+            self._forget(session=True)
+            raise
+        self._session_used = time.monotonic()
+
+    def _target(self, request: ModeRequest) -> tuple[float | None, str]:
+        """The power target a run request sets (a preset where the firmware has them) and the
+        rounding in words; (None, "") for a request that keeps the current target."""
+        why = self._no_target or f"{self._caps.family.value} firmware has no power target"
+        has_target = self._caps.power_target is not PowerTarget.NONE
+        presets = self.info.power_targets_w if self.info else ()
+        return run_target(request.power_w, has_target, presets, why)
+
+    def _target_in_place(self, target: float) -> bool:
+        return self._target_w is not None and abs(self._target_w - target) <= 0.5
+
+    async def stage(self, request: ModeRequest) -> Applied | None:
+        """Set the LuxOS profile of a coming wake while the miner sleeps.
+
+        LuxOS documents (``curtail`` in its API reference) that a sleeping miner starts
+        again only on ``curtail wakeup``, which brings the boards up at the profile then in
+        force; a profile change does not wake it, nor does a restart. With the profile set
+        ahead, the wake is one round trip instead of two.
+
+        Only when a reading sent after the last command, a sleep, has shown the miner
+        asleep: one still ramping down, or woken since, is left alone. Other firmware has
+        nothing to stage here (whether a paused Braiins or stock miner stays paused through
+        a power-target change is not documented), and neither does a target already set.
+        """
+        self._need()
+        if not (self._luxos and request.action == "run" and self._asleep_seen):
+            return None
+        target, note = self._target(request)
+        if target is None or self._target_in_place(target):
+            return None
+        name = self._profiles.get(target)
+        if name is None:
+            return None
+        await self._luxos_profile(name)
+        self._target_w = target
+        return Applied(request, target, note)
+
+    async def apply(self, request: ModeRequest) -> Applied:
+        self._need()
+        self._sleep_sent_at = time.time() if request.action == "sleep" else None
+        self._asleep_seen = False
+        if request.action == "sleep":
+            note = ""
+            if self._caps.family is Family.ANTMINER_STOCK:
+                note = await self._stock(antminer.SLEEP)
+            else:
+                await self._call("sleep", "stop_mining")
+            self._sleeping, self._slept_at = True, time.time()
+            return Applied(request, None, note)
+        target, note = self._target(request)
+        if target is not None and not self._target_in_place(target):
+            name = self._profiles.get(target) if self._luxos else None
+            if name is not None:
+                await self._luxos_profile(name)
+            elif self._caps.family is Family.VNISH:
+                await self._guarded(
+                    vnish.set_preset(self.device_id, self._need(), target, self.timeout_s)
+                )
+            else:
+                await self._call("set power target", "set_power_limit", int(target))
+            self._target_w = target
+        if self._sleeping is not False:
+            if self._caps.family is Family.ANTMINER_STOCK:
+                sent = await self._stock(antminer.NORMAL)
+                note = "; ".join(n for n in (note, sent) if n)
+            else:
+                await self._call("wake", "resume_mining")
+            self._sleeping, self._slept_at = False, None
+        return Applied(request, target, note)
+
+    async def _stock(self, mode: int) -> str:
+        """The write's note: "" when answered, or that it went out unanswered."""
+        miner, as_str = self._need(), bool(self._mode_as_str)
+        aw = antminer.set_work_mode(self.device_id, miner, mode, as_str, self.timeout_s, self._web)
+        return await self._guarded(aw)
+
+    async def _guarded(self, aw: Awaitable[T]) -> T:
+        """A write's failure leaves the device's state unknown: resend everything next time."""
+        try:
+            return await aw
+        except AdapterError:
+            self._forget(session=False)
+            raise
