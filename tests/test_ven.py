@@ -413,10 +413,11 @@ class Mosquitto:
 
     READY = re.compile(r"mosquitto version \S+ running")
 
-    def __init__(self, exe: str, tmp: Path) -> None:
+    def __init__(self, exe: str, tmp: Path, start: bool = True) -> None:
         self.exe, self.tmp, self.port = exe, tmp, 0
         self.child: Child | None = None
-        self.start()
+        if start:
+            self.start()
 
     def _argv(self, port: int) -> list[str]:
         conf = self.tmp / f"mosquitto-{port}.conf"
@@ -436,14 +437,20 @@ class Mosquitto:
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    """Debian's mosquitto on a free loopback port (anonymous, as with no config file)."""
+def mosquitto_exe() -> str:
+    """Debian's mosquitto, or the test is skipped."""
     import shutil
 
     exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
     if exe is None:
         pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
-    m = Mosquitto(exe, tmp_path)
+    return exe
+
+
+@pytest.fixture
+def mosquitto(mosquitto_exe: str, tmp_path: Path) -> Iterator[Mosquitto]:
+    """mosquitto on a free loopback port (anonymous, as with no config file)."""
+    m = Mosquitto(mosquitto_exe, tmp_path)
     yield m
     m.stop()
 
@@ -453,14 +460,17 @@ def broker(mosquitto: Mosquitto) -> int:
     return mosquitto.port
 
 
-def test_a_broker_port_taken_meanwhile_is_seen_and_another_one_used(mosquitto: Mosquitto) -> None:
+def test_a_broker_port_taken_meanwhile_is_seen_and_another_one_used(
+    mosquitto_exe: str, tmp_path: Path
+) -> None:
     """The port another process holds makes mosquitto exit, not serve IPv6 only while the
     test reaches the other process on 127.0.0.1: it is started again on a fresh port."""
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         taken = held.getsockname()[1]
-        child, port = start_on_a_free_port(mosquitto._argv, Mosquitto.READY, 2, taken)
+        argv = Mosquitto(mosquitto_exe, tmp_path, start=False)._argv
+        child, port = start_on_a_free_port(argv, Mosquitto.READY, 2, taken)
     try:
         assert port != taken
         socket.create_connection(("127.0.0.1", port), timeout=5).close()  # it serves there
