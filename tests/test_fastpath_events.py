@@ -5,8 +5,10 @@ site's load when an event comes in the middle of a poll. Devices in memory
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,5 +99,52 @@ def test_an_event_during_a_poll_does_not_count_devices_read_asleep_at_their_old_
         # old/2 was read before its command: it counts at its new mode until read again
         assert d.power.measured(clock.time(), expect=True)["import_kw"] == pytest.approx(16.4)
         assert d.measured()["import_kw"] == pytest.approx(19.4)  # what the poll read
+
+    run_open(d, body)
+
+
+def test_a_plan_solved_before_an_event_does_not_wake_what_its_fast_path_slept(
+    tmp_path: Path,
+) -> None:
+    """A re-plan that began before an event and ends after the event's fast path was made
+    without its cap. Adopting it must not hand dispatch the old plan's wakes: dispatch's
+    headroom counts miners still ramping up at their readings, so it woke the miners the
+    fast path had just slept to make room for those ramps, over the new cap."""
+    clock = FakeClock()
+    d, devices = memory_daemon(
+        SITE.replace("hashprice_usd_per_ths_day = 0.05", "hashprice_usd_per_ths_day = 1.0"),
+        tmp_path,
+        clock,
+    )
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]  # one re-plan
+    for i in ("new/0", "new/1", "new/2", "new/3"):
+        devices[i].target_w = 1000.0  # ramping up: each reads 1 kW on its way to 3 kW
+    solve = d.planning.planner.plan
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_plan(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(30)
+        return solve(*args, **kwargs)
+
+    d.planning.planner.plan = slow_plan  # type: ignore[method-assign]
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        replan = asyncio.create_task(d.replan("before the event"))
+        await until(entered.is_set, what="the solve to start")
+        # 17.4 kW read, 25.4 kW at the miners' modes: 6 kW over 19.4 kW, two miners
+        await d.accept([_curtail(clock, 19.4, "during-solve")], "test", None, "{}")
+        await _shed_settled(d)
+        assert _asleep(devices) == {"old/0", "old/1"}
+        clock.advance(60.0)
+        release.set()
+        assert await replan is not None
+        await d.dispatch()
+        assert _asleep(devices) == {"old/0", "old/1"} and d.plans.hold
+        # the plan made with the event dispatches, within the cap (less its margin)
+        d.planning.planner.plan = solve  # type: ignore[method-assign]
+        assert await d.replan("after the event") is not None
+        assert not d.plans.hold and {"old/0", "old/1"} <= _asleep(devices)
 
     run_open(d, body)

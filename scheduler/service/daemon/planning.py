@@ -169,6 +169,7 @@ class Planning:
         self.pending = False
         async with self._lock:
             now = self.clock.time()
+            seen = (self.signals.generation, self.recorder.counters.fast_path_s.count)
             try:
                 config, inputs = self._inputs(now)
                 plan = await asyncio.to_thread(
@@ -185,13 +186,20 @@ class Planning:
                 await self.failed(reason, error, status.value)
                 return None
             self.plans.adopt(plan, now)
+            # A signal stored or a shed made during the solve: this plan never saw it, and its
+            # wakes would undo the shed. Dispatch waits for the plan made after it.
+            stale = seen != (self.signals.generation, self.recorder.counters.fast_path_s.count)
+            if stale:
+                self.plans.hold = True
+                self.request("a signal or a shed came during the last solve", 0.0)
             if self.demand is not None:
                 self.demand.planned()  # the demand this plan was made for is in force
             self.recorder.counters.solve_s.observe(plan.solve_s + plan.build_s)
             await self.recorder.audit(
                 "plan", _plan_record(plan, reason, self.plans.index(now)), now
             )
-        await self.dispatch()
+        if not stale:
+            await self.dispatch()
         return plan
 
     async def failed(self, reason: str, error: str, status: str) -> None:
