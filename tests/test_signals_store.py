@@ -338,3 +338,35 @@ def test_a_cancel_of_every_interval_of_an_openadr_event(tmp_path: Path) -> None:
     ]
     # the daemon enforces the chain's version: still only e10's and e2's intervals
     assert [e["id"] for e in store.signals()] == ["oadr:e10:0", "oadr:e2:0"]
+
+
+def test_a_cancel_and_a_new_event_in_one_notification_are_both_applied(tmp_path: Path) -> None:
+    """One delivery may cancel one signal and carry another (or cancel twice, or cancel an
+    id never stored): every event of it counts, the first cancel's time stands, and the
+    table and the chain's replay agree (no false tampering)."""
+    db = tmp_path / "s.db"
+    cap = {"id": "a", "type": "curtail", "limit_kw": 5.0, "_ends_at": 4e11}
+    new = {"id": "b", "type": "curtail", "limit_kw": 7.0, "_ends_at": 5000.0}
+
+    async def go() -> None:
+        store = Store(db)
+        store.start()
+        try:
+            await store.add_signals([cap], "simple", None, "{}", 9e9, at=1000.0)
+            cancel = {"id": "a", "type": "cancel"}
+            await store.add_signals([cancel, new], "simple", None, "{}", 9e9, at=2000.0)
+            ghost = {"id": "ghost", "type": "cancel"}
+            await store.add_signals([cancel, ghost], "simple", None, "{}", 9e9, at=3000.0)
+        finally:
+            store.close()
+
+    asyncio.run(go())
+    con = sqlite3.connect(db)
+    rows = {r[0]: r[1:] for r in con.execute("SELECT id, cancelled_at, ends_at FROM signals")}
+    con.close()
+    assert rows == {"a": (2000.0, 4e11), "b": (None, 5000.0)}
+    store = Store(db)
+    assert store.verify(now=4000.0).ok
+    assert [e["id"] for e in store.signals()] == ["b"]  # not cancelled (ended ones too)
+    # b is in force until 5000 and not at 5000: the record that wrote it is kept till then
+    assert store.in_force_seqs(4999.0) == [2] and store.in_force_seqs(5000.0) == []
