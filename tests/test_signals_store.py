@@ -370,3 +370,74 @@ def test_a_cancel_and_a_new_event_in_one_notification_are_both_applied(tmp_path:
     assert [e["id"] for e in store.signals()] == ["b"]  # not cancelled (ended ones too)
     # b is in force until 5000 and not at 5000: the record that wrote it is kept till then
     assert store.in_force_seqs(4999.0) == [2] and store.in_force_seqs(5000.0) == []
+
+
+def _curtail(eid: str, limit_kw: float) -> dict[str, object]:
+    return {"id": eid, "type": "curtail", "limit_kw": limit_kw, "_ends_at": 4e11}
+
+
+def _four_signal_records(db: Path) -> list[list[str]]:
+    """Records 1-4: a (5 kW), b (7 kW), a cancelled, c (9 kW); what the store's reads
+    enforced after each of the first three."""
+    seen: list[list[str]] = []
+
+    async def go() -> None:
+        store = Store(db)
+        store.start()
+        try:
+            for at, events in (
+                (1000.0, [_curtail("a", 5.0)]),
+                (1100.0, [_curtail("b", 7.0)]),
+                (1200.0, [{"id": "a", "type": "cancel"}]),
+                (1300.0, [_curtail("c", 9.0)]),
+            ):
+                await store.add_signals(events, "simple", None, "{}", 9e9, at=at)
+                seen.append([str(e["id"]) for e in store.signals()])
+        finally:
+            store.close()
+
+    asyncio.run(go())
+    return seen
+
+
+def test_each_read_sees_the_signals_written_since_the_last(tmp_path: Path) -> None:
+    """The store replays the chain incrementally between reads (each record read once):
+    every signal written after a read is in the next one, and a cancel takes effect."""
+    seen = _four_signal_records(tmp_path / "s.db")
+    assert seen == [["a"], ["a", "b"], ["b"], ["b", "c"]]
+
+
+def test_verify_checks_rows_no_longer_in_force_too(tmp_path: Path) -> None:
+    """``audit verify`` compares every row, not only those in force (what the daemon's
+    reads compare): an edit of a cancelled signal's row is named."""
+    db = tmp_path / "s.db"
+    _four_signal_records(db)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE signals SET event = replace(event, '5.0', '500.0') WHERE id = 'a'")
+    con.commit()
+    con.close()
+    v = Store(db, migrate=False).verify(now=2000.0)
+    assert [(p.kind, p.seq, p.text) for p in v.problems] == [
+        ("signal", 3, "signals row 'a' differs from record 3 in event")
+    ]
+
+
+def test_an_edited_signal_record_is_named_and_its_events_not_trusted(tmp_path: Path) -> None:
+    """Record 2 (b's cap) edited in the file: the chain names it, the signals check names
+    the record and does not replay its events (so b's row, which it wrote, is now a row
+    no record wrote), and the records after it are still replayed: c is enforced."""
+    db = tmp_path / "s.db"
+    _four_signal_records(db)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE log SET payload = replace(payload, '7.0', '700.0') WHERE seq = 2")
+    con.commit()
+    con.close()
+    store = Store(db, migrate=False)
+    v = store.verify(now=2000.0)
+    assert [(p.kind, p.seq, p.text) for p in v.problems] == [
+        ("edited", 2, "hash does not match the record's content"),
+        ("signal", 2, "signal record 2 was edited: its events are not trusted"),
+        ("signal", None, "signals row 'b' is in force but was written by no record in the chain"),
+    ]
+    assert [e["id"] for e in store.signals()] == ["c"]
+    assert [p.seq for p in store.signal_problems] == [2, None]
