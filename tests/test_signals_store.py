@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.audit import signal_rows
 from scheduler.audit.store import Store, head_path
 from scheduler.service.daemon import assign
 from scheduler.service.security import AuthError, RateLimiter, check_bearer, sign, verify_webhook
@@ -306,6 +307,8 @@ def test_a_cancel_of_every_interval_of_an_openadr_event(tmp_path: Path) -> None:
                 await store.add_signals([ev], "openadr", None, "{}", 9e9, at=1000.0)
             cancel = [{"id": "oadr:e1:*", "type": "cancel"}]  # record 5
             await store.add_signals(cancel, "openadr", None, "{}", 9e9, at=2000.0)
+            never = [{"id": "oadr:zz:*", "type": "cancel"}]  # record 6: an event never stored
+            await store.add_signals(never, "openadr", None, "{}", 9e9, at=2100.0)
         finally:
             store.close()
 
@@ -331,13 +334,27 @@ def test_a_cancel_of_every_interval_of_an_openadr_event(tmp_path: Path) -> None:
     con.close()
     store = Store(db, migrate=False)
     v = store.verify(now=3000.0)
-    assert [p.text for p in v.problems] == [
-        "signals row 'oadr:e1:1' differs from record 5 in cancelled_at",
-        "signals row 'oadr:e1:9' is in force, but record 5 cancelled it",
-        "signals row 'oadr:e10:9' is in force but was written by no record in the chain",
+    assert [(p.kind, p.seq, p.text) for p in v.problems] == [
+        ("signal", 5, "signals row 'oadr:e1:1' differs from record 5 in cancelled_at"),
+        ("signal", 5, "signals row 'oadr:e1:9' is in force, but record 5 cancelled it"),
+        (
+            "signal",
+            None,
+            "signals row 'oadr:e10:9' is in force but was written by no record in the chain",
+        ),
     ]
-    # the daemon enforces the chain's version: still only e10's and e2's intervals
+    # the daemon enforces the chain's version: still only e10's and e2's intervals, and
+    # its reads (rows in force only) name the same rows
     assert [e["id"] for e in store.signals()] == ["oadr:e10:0", "oadr:e2:0"]
+    assert [(p.kind, p.seq, p.text) for p in store.signal_problems] == [
+        ("signal", 5, "signals row 'oadr:e1:1' is in force, but record 5 ended it"),
+        ("signal", 5, "signals row 'oadr:e1:9' is in force, but record 5 cancelled it"),
+        (
+            "signal",
+            None,
+            "signals row 'oadr:e10:9' is in force but was written by no record in the chain",
+        ),
+    ]
 
 
 def test_a_cancel_and_a_new_event_in_one_notification_are_both_applied(tmp_path: Path) -> None:
@@ -441,3 +458,44 @@ def test_an_edited_signal_record_is_named_and_its_events_not_trusted(tmp_path: P
     ]
     assert [e["id"] for e in store.signals()] == ["c"]
     assert [p.seq for p in store.signal_problems] == [2, None]
+
+
+def test_the_daemons_reads_fetch_a_row_the_table_ended_but_the_chain_did_not(
+    tmp_path: Path,
+) -> None:
+    """The daemon's reads take the rows in force by the table; one the chain keeps in
+    force but the table shows cancelled or ended is read too, named, and enforced."""
+    db = tmp_path / "s.db"
+    _four_signal_records(db)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE signals SET cancelled_at = 1150.0 WHERE id = 'b'")
+    con.execute("UPDATE signals SET ends_at = 1.0 WHERE id = 'c'")
+    con.commit()
+    con.close()
+    store = Store(db, migrate=False)
+    assert [e["id"] for e in store.signals()] == ["b", "c"]
+    assert [(p.kind, p.seq, p.text) for p in store.signal_problems] == [
+        ("signal", 2, "signals row 'b' differs from record 2 in cancelled_at"),
+        ("signal", 4, "signals row 'c' differs from record 4 in ends_at"),
+    ]
+
+
+def test_the_signals_check_reads_the_same_inside_a_callers_transaction(tmp_path: Path) -> None:
+    """``check`` opens its own snapshot, or reads in the caller's transaction: the same
+    answer either way, every row (``full``) or those in force, and a replay it is given
+    is advanced, not rebuilt."""
+    db = tmp_path / "s.db"
+    _four_signal_records(db)
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("UPDATE signals SET event = replace(event, '5.0', '500.0') WHERE id = 'a'")
+    outside, found = signal_rows.check(con, 0, 2000.0)
+    assert [p.text for p in found] == ["signals row 'a' differs from record 3 in event"]
+    con.execute("BEGIN")
+    try:
+        inside, again = signal_rows.check(con, 0, 2000.0)
+        assert again == found and inside.rows == outside.rows and inside.upto == 4
+        live, none = signal_rows.check(con, 0, 2000.0, inside, full=False)
+        assert live is inside and none == []  # a's row is over: the daemon's reads skip it
+    finally:
+        con.execute("COMMIT")
+    con.close()
