@@ -253,7 +253,9 @@ def test_every_tampering_is_named_by_audit_verify(
 
 def test_a_tampered_signal_is_never_enforced_as_tampered(tmp_path: Path) -> None:
     """The daemon reads its signals through the chain: a cap raised in the table is enforced
-    as the chained record says, a forged row not at all, a deleted row from its record."""
+    as the chained record says, a deleted row from its record; a forged cap row, which can
+    only lower the site's load, is enforced as the row has it and named (fail safe: a
+    tampered file must not lift a cap; an inserted one harms nothing committed)."""
     db = tmp_path / "state.db"
     build(db, telemetry=2)
     con = sqlite3.connect(db)
@@ -267,8 +269,8 @@ def test_a_tampered_signal_is_never_enforced_as_tampered(tmp_path: Path) -> None
     con.commit()
     store = Store(db)
     enforced = {s["id"]: s for s in store.signals(include_ended_after=0.0)}
-    assert set(enforced) == {"cap"}  # 'gone' stays cancelled, 'forged' is not enforced
-    assert enforced["cap"]["limit_kw"] == 100.0
+    assert set(enforced) == {"cap", "forged"}  # 'gone' stays cancelled
+    assert enforced["cap"]["limit_kw"] == 100.0 and enforced["forged"]["limit_kw"] == 1
     assert {p.seq for p in store.signal_problems} == {1, 3, None}
     con.execute("DELETE FROM signals WHERE id = 'cap'")
     con.commit()

@@ -439,10 +439,12 @@ def test_verify_checks_rows_no_longer_in_force_too(tmp_path: Path) -> None:
     ]
 
 
-def test_an_edited_signal_record_is_named_and_its_events_not_trusted(tmp_path: Path) -> None:
+def test_an_edited_signal_record_is_named_and_its_cap_still_enforced(tmp_path: Path) -> None:
     """Record 2 (b's cap) edited in the file: the chain names it, the signals check names
     the record and does not replay its events (so b's row, which it wrote, is now a row
-    no record wrote), and the records after it are still replayed: c is enforced."""
+    no record wrote), and the records after it are still replayed: c is enforced. Fail
+    safe: b's row is a cap in force that no record vouches for, and a tampered file must
+    not lift a cap the site accepted, so the daemon enforces it as the row has it (named)."""
     db = tmp_path / "s.db"
     _four_signal_records(db)
     con = sqlite3.connect(db)
@@ -454,9 +456,15 @@ def test_an_edited_signal_record_is_named_and_its_events_not_trusted(tmp_path: P
     assert [(p.kind, p.seq, p.text) for p in v.problems] == [
         ("edited", 2, "hash does not match the record's content"),
         ("signal", 2, "signal record 2 was edited: its events are not trusted"),
-        ("signal", None, "signals row 'b' is in force but was written by no record in the chain"),
+        (
+            "signal",
+            None,
+            "signals row 'b' is in force but was written by no record in the chain;"
+            " its cap is enforced all the same (fail safe)",
+        ),
     ]
-    assert [e["id"] for e in store.signals()] == ["c"]
+    got = store.signals()
+    assert [(e["id"], e["limit_kw"]) for e in got] == [("b", 7.0), ("c", 9.0)]
     assert [p.seq for p in store.signal_problems] == [2, None]
 
 

@@ -82,6 +82,10 @@ class Replay:
     by_prefix: dict[str, set[str]] = field(default_factory=dict)  # "oadr:e1:" -> its ids
     cancels: list[tuple[int, float, str]] = field(default_factory=list)
     bad: list[Problem] = field(default_factory=list)  # signal records whose hash is broken
+    #: caps in force in the table that no record wrote (nor cancelled), as the last check
+    #: read them: the daemon enforces them all the same (a tampered record or an inserted
+    #: row must not lift a cap); any other event type no record vouches for is not acted on
+    unrecorded_caps: dict[str, Row] = field(default_factory=dict)
 
     def apply(self, seq: int, at: float, payload: str) -> None:
         """One record's events, in order, by :func:`write`'s rules."""
@@ -157,6 +161,7 @@ def _check(
     if state is None or state.after_seq != after_seq:
         state = Replay(after_seq, after_seq)
     state.advance(con)
+    state.unrecorded_caps = {}
     problems = list(state.bad)
     expected = state.rows
     if full:
@@ -197,8 +202,24 @@ def _check(
             problems.append(Problem("signal", hits[0][0], why))
         elif got.cancelled_at is None and got.ends_at > now:
             why = f"signals row {eid!r} is in force but was written by no record in the chain"
+            if _is_cap(got.event):
+                state.unrecorded_caps[eid] = got
+                why += "; its cap is enforced all the same (fail safe)"
             problems.append(Problem("signal", None, why))
     return state, problems
+
+
+def _is_cap(event: str) -> bool:
+    """Whether a stored event is a curtail with a limit (one that can only lower load)."""
+    try:
+        ev = json.loads(event)
+    except ValueError:
+        return False
+    return (
+        isinstance(ev, dict)
+        and ev.get("type") == "curtail"
+        and isinstance(ev.get("limit_kw"), int | float)
+    )
 
 
 def live_seqs(rows: dict[str, Row], now: float) -> list[int]:

@@ -304,8 +304,10 @@ class Store:
 
     def signals(self, include_ended_after: float | None = None) -> list[dict[str, Any]]:
         """Stored events not cancelled (and not ended before ``include_ended_after``), as
-        the chain wrote them: a row that differs from its record is taken from the record,
-        a row no record wrote is left out (each said in :attr:`signal_problems`)."""
+        the chain wrote them: a row that differs from its record is taken from the record;
+        a row no record wrote is left out, unless it is a cap in force, which is kept as
+        the row has it (fail safe: tampering must not lift a cap); each said in
+        :attr:`signal_problems`."""
         now = time.time()
         self._replay, problems = signal_rows.check(
             self._read, self.anchor().seq, now, self._replay, full=False
@@ -317,7 +319,8 @@ class Store:
         self.signal_problems = problems
         after = -math.inf if include_ended_after is None else include_ended_after
         out = []
-        kept = (r for r in rows.values() if r.cancelled_at is None and r.ends_at > after)
+        both = [*rows.values(), *self._replay.unrecorded_caps.values()]
+        kept = (r for r in both if r.cancelled_at is None and r.ends_at > after)
         for r in sorted(kept, key=lambda r: r.received_at):
             ev = json.loads(r.event)
             ev["_received_at"] = r.received_at
