@@ -48,7 +48,7 @@ class DemandReading:
         return self.served_tokens_s + self.backlog_tokens_s
 
 
-def _merge(hists: list[Histogram]) -> Histogram:
+def merge_histograms(hists: list[Histogram]) -> Histogram:
     """Histograms of several engines with the same buckets, summed; engines whose buckets
     differ from the first are left out of the merge (their quantiles cannot be added)."""
     hists = [h for h in hists if h.counts]
@@ -111,8 +111,8 @@ class DemandTracker:
             backlog_tokens_s=backlog,
             running=running,
             waiting=waiting,
-            ttft_s=_merge(ttft),
-            itl_s=_merge(itl),
+            ttft_s=merge_histograms(ttft),
+            itl_s=merge_histograms(itl),
         )
 
 

@@ -29,24 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from adapters.serving import Histogram, ServingSample
-from scheduler.service.demand import SlaState
-
-
-def merge(hists: list[Histogram]) -> Histogram:
-    """Several engines' histograms with the same buckets, summed bucket by bucket; an
-    engine whose buckets differ from the first's is left out (bucket counts of different
-    bounds cannot be added)."""
-    hists = [h for h in hists if h.counts]
-    if not hists:
-        return Histogram()
-    first = hists[0]
-    same = [h for h in hists if h.bounds == first.bounds]
-    return Histogram(
-        first.bounds,
-        tuple(float(sum(c)) for c in zip(*(h.counts for h in same), strict=True)),
-        sum(h.total for h in same),
-        sum(h.count for h in same),
-    )
+from scheduler.service.demand import SlaState, merge_histograms
 
 
 @dataclass(frozen=True)
@@ -96,7 +79,7 @@ class ObjectiveWindow:
             itl.append(latest.itl_s.minus(base.itl_s))
         if not spans:
             return None
-        return WindowHistograms(max(spans), merge(ttft), merge(itl))
+        return WindowHistograms(max(spans), merge_histograms(ttft), merge_histograms(itl))
 
 
 @dataclass(frozen=True)
