@@ -16,11 +16,12 @@ waits while commands are in flight (:mod:`adapters.gc_hold`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from adapters.base import (
@@ -283,12 +284,19 @@ class Fleet:
             self._emit(out)
             return out
 
+        with self._controlling():
+            return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
+
+    @contextlib.contextmanager
+    def _controlling(self) -> Iterator[None]:
+        """Control calls in flight: readings not yet sent wait for them, and the collector
+        is held off, until the last of them ends."""
         self._controls += 1
         self._controls_idle.clear()
         if self._controls == 1:
             self._gc.hold()
         try:
-            return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
+            yield
         finally:
             self._controls -= 1
             if not self._controls:

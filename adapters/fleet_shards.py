@@ -328,17 +328,9 @@ class ShardedFleet(Fleet):
         return [o for part in done for o in part]
 
     async def apply(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
-        self._controls += 1  # readings of this process's devices wait, as in one process
-        self._controls_idle.clear()
-        if self._controls == 1:
-            self._gc.hold()
-        try:
+        # readings of this process's devices wait, as in one process
+        with self._controlling():
             by_id = {o.device_id: o for o in await self._both("apply", requests)}
-        finally:
-            self._controls -= 1
-            if not self._controls:
-                self._controls_idle.set()
-                self._gc.release()
         return [by_id[i] for i in requests]
 
     async def stage(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
