@@ -23,9 +23,10 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 
+from adapters.aio import run_async
 from adapters.base import DeviceInfo, ModeRequest
 from adapters.fleet import Fleet
 from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
@@ -192,14 +193,6 @@ def _preload() -> None:
         import pyasic.miners.data  # noqa: F401
 
 
-def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main())
-    return uvloop.run(main())
-
-
 def main(argv: list[str]) -> int:
     fd, index = int(argv[1]), int(argv[2])
     for sig in (signal.SIGINT, signal.SIGTERM):  # the daemon stops us, after its posture
@@ -210,7 +203,7 @@ def main(argv: list[str]) -> int:
         level=logging.WARNING,  # libraries; gridsched's loggers log at the daemon's level
         format=f"fleet worker {index}: %(levelname)s %(name)s: %(message)s",
     )
-    return _run(lambda: serve(fd))
+    return run_async(serve(fd))
 
 
 if __name__ == "__main__":

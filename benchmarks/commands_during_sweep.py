@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from adapters.aio import run_async  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
 from benchmarks.measure import connected_fleet, pct, start_simulator  # noqa: E402
-from scheduler.cli.fleet import run_async  # noqa: E402
 
 
 async def bench(args: argparse.Namespace) -> None:

@@ -58,6 +58,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from adapters.aio import run_async  # noqa: E402
 from adapters.antminer import UNANSWERED  # noqa: E402
 from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
@@ -74,7 +75,6 @@ from benchmarks.fleet_sim import (  # noqa: E402
 )
 from benchmarks.measure import cpu_sample, steal_pct  # noqa: E402
 from models.config_daemon import Daemon  # noqa: E402
-from scheduler.cli.aio import run_async  # noqa: E402
 
 #: What discovery must find behind each simulated firmware (``models.firmware.Family``).
 EXPECTED_FAMILY = {

@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from adapters.aio import run_async
 from adapters.fleet import Outcome, freeze_heap
 from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, ask_control, loopback_hosts
 from adapters.sim.luxos import LuxosSim
 from adapters.sim.physics import presets_for
-from scheduler.cli.aio import run_async
 
 DEFAULT_MIX = "luxos:250,antminer:250,braiins:250,whatsminer:250"
 

@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from adapters.aio import run_async
 from adapters.fleet import freeze_heap
 from adapters.sim.fleet import (
     CONTROL_PORT,
@@ -279,12 +280,7 @@ class ShardedFleet:
 
 def _worker_main(specs: list[MinerSpec], timings: dict[str, float], conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us on Ctrl-C, once
-    try:
-        import uvloop
-    except ImportError:
-        code = asyncio.run(_serve_block(specs, timings, conn))
-    else:
-        code = uvloop.run(_serve_block(specs, timings, conn))
+    code = run_async(_serve_block(specs, timings, conn))
     conn.close()
     sys.exit(code)
 

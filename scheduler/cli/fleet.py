@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import discovery, registry
+from adapters.aio import run_async
 from adapters.asic import PyasicMiner
 from adapters.base import Health, Telemetry
 from adapters.fleet import Fleet, freeze_heap
@@ -19,7 +20,6 @@ from adapters.fleet_shards import make_fleet
 from models.site import SiteConfig, load_site
 from scheduler.audit.chain import StoreError
 from scheduler.audit.store import Store
-from scheduler.cli.aio import run_async
 from scheduler.cli.report import table
 from scheduler.cli.simulate import add_simulate_parser
 

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adapters.aio import run_async
 from models.site import Posture, load_site
-from scheduler.cli.aio import run_async
 
 log = logging.getLogger("gridsched")
 

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.aio import run_async
 from adapters.fleet import freeze_heap
 from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, fd_limit, plan_miners
 from adapters.sim.gpu import SimGpu
 from adapters.sim.miner import presets_for
 from adapters.sim.shards import DEFAULT_PER_PROCESS, ShardedFleet, ShardFailed, max_per_process
 from models.errors import GridschedError
-from scheduler.cli.aio import run_async
 
 
 def site_for_simulator(

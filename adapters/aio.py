@@ -1,5 +1,6 @@
-"""Running a command's event loop: on uvloop where it is installed (about 2x less CPU per
-device call), with one log line, not a traceback, for library tasks nobody awaited."""
+"""Running an event loop that drives devices (a command's, a fleet worker's, a simulator
+shard's): on uvloop where it is installed (about 2x less CPU per device call), with one log
+line, not a traceback, for library tasks nobody awaited."""
 
 from __future__ import annotations
 
