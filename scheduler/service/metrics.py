@@ -270,6 +270,9 @@ class DaemonCollector:
         yield cnt.fast_path_s.family(
             "gridsched_fastpath_duration_seconds", "Signal shed: decision to every device commanded"
         )
+        yield cnt.sweep_s.family(
+            "gridsched_fleet_sweep_duration_seconds", "Poll: every device and the meter read"
+        )
         yield cnt.drain_s.family(
             "gridsched_gpu_drain_seconds", "GPU drains before power-down: told to in-flight done"
         )

@@ -47,6 +47,7 @@ class Counters:
     solve_s: Histogram = field(default_factory=lambda: Histogram(SOLVE_BUCKETS))
     fast_path_s: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS))
     drain_s: Histogram = field(default_factory=lambda: Histogram(DRAIN_BUCKETS))
+    sweep_s: Histogram = field(default_factory=lambda: Histogram(SOLVE_BUCKETS))  # poll reads
 
     def signal(self, source: str, result: str) -> None:
         self.signals[(source, result)] = self.signals.get((source, result), 0) + 1

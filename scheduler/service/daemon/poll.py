@@ -68,6 +68,8 @@ class Poller:
     async def _poll(self, dispatch: bool) -> None:
         t0 = self.clock.monotonic()
         readings, _ = await asyncio.gather(self.fleet.read_all(), self.power.read_meter())
+        # a site's sweep time grows with its fleet: the operator sees it against poll_s
+        self.counters.sweep_s.observe(self.clock.monotonic() - t0)
         now = self.clock.time()
         dt = max(0.0, t0 - self.last_poll)
         self.last_poll = t0
