@@ -28,6 +28,7 @@ from adapters.base import (
     ControlRejected,
     DeviceAdapter,
     DeviceInfo,
+    DeviceTimeout,
     DeviceUnreachable,
     ModeRequest,
     Telemetry,
@@ -46,6 +47,11 @@ _ERROR_HINTS = {
     "INVALID_ARGUMENT": "value outside what the GPU accepts",
 }
 _UNSUPPORTED = {"LIBRARY_NOT_FOUND", "DRIVER_NOT_LOADED", "NO_PERMISSION", "NOT_SUPPORTED"}
+
+#: An SM clock read back this far above a locked range's max shows the lock is not in
+#: force. The margin allows for the driver taking the range to clocks it supports
+#: (nvmlDeviceGetSupportedGraphicsClocks lists them), which need not be the ones asked.
+CLOCK_SLACK_MHZ = 30.0
 
 
 def nvml_error(device: str, what: str, code: str, message: str) -> AdapterError:
@@ -185,10 +191,16 @@ class NvmlGpu(DeviceAdapter):
     #: tokens/s the serving layer is told a command's mode serves (the rate counted under
     #: the latency objective); None, or a command it does not know: ``throughput``'s
     capacity: Callable[[ModeRequest], float | None] | None = None
+    #: tokens/s per unit of the class mode with this power limit and SM clock lock (the
+    #: mode's stated figure); None: no mode of the class has that pair
+    mode_tokens_s: Callable[[ModeRequest], float | None] | None = None
     _asleep: bool = field(default=False, init=False)
     #: The SM clock range this adapter locked (None: the driver's own clocks, as far as we
     #: know); reset when a mode without clocks runs, when the GPU sleeps, and on close.
     _locked: tuple[int, int] | None = field(default=None, init=False)
+    #: why the clocks in force cannot be told (a lock seen lost, a lock call timed out);
+    #: None when they can. Cleared by the next clock call that NVML answers.
+    _clocks_unknown: str | None = field(default=None, init=False)
     #: capacity last told to the serving layer (0 before any: a first mode is "more")
     _capacity_tok_s: float = field(default=0.0, init=False)
 
@@ -238,9 +250,7 @@ class NvmlGpu(DeviceAdapter):
         temp = float(await self._call("temperature_c"))
         lo = self.info.min_power_w if self.info else None
         asleep = self._asleep and lo is not None and abs(limit - lo) <= 1.0
-        tokens = None
-        if self.throughput is not None:
-            tokens = 0.0 if asleep else self.throughput(limit) * util / 100.0
+        tokens, why = (0.0, None) if asleep else self._tokens_s(limit, clock, util)
         return Telemetry(
             device_id=self.device_id,
             at=now,
@@ -252,7 +262,56 @@ class NvmlGpu(DeviceAdapter):
             temperatures_c=(temp,),
             utilisation_pct=util,
             sm_clock_mhz=clock,
+            errors=() if why is None else (why,),
         )
+
+    def _clocks_in_force(self, clock_mhz: float) -> tuple[tuple[int, int] | None, str | None]:
+        """The SM clock range in force as far as the read-back tells, or why it cannot.
+
+        NVML sets and resets a locked range but has no call that returns one, so the range
+        is the one this adapter set and NVML accepted, checked against the SM clock read
+        back: a clock above the range's max shows the lock is gone (reset outside gridsched:
+        ``nvidia-smi -rgc``, a driver reload), and then which clocks are in force is not
+        known. A lock set outside gridsched while none of ours is held cannot be seen."""
+        if self._clocks_unknown is None and self._locked is not None:
+            lo, hi = self._locked
+            if clock_mhz > hi + CLOCK_SLACK_MHZ:
+                self._clocks_unknown = (
+                    f"SM clock read back at {clock_mhz:g} MHz, above the {lo}-{hi} MHz lock "
+                    "this adapter set: the lock is not in force, and NVML cannot read back "
+                    "which clocks are"
+                )
+                self._locked = None  # the next command for a clock mode locks again
+        if self._clocks_unknown is not None:
+            return None, self._clocks_unknown
+        return self._locked, None
+
+    def _tokens_s(
+        self, limit_w: float, clock_mhz: float, util_pct: float
+    ) -> tuple[float | None, str | None]:
+        """Tokens/s served now, from the mode read back (power limit and SM clock lock)
+        scaled by utilisation; None and the reason where the read-back cannot tell the
+        mode or no figure covers it. The cap curve (``throughput``) holds only with the
+        clocks left to the driver: a locked clock serves less than its cap's figure."""
+        if self.throughput is None and self.mode_tokens_s is None:
+            return None, None  # no figures configured: nothing to estimate from
+        clocks, unknown = self._clocks_in_force(clock_mhz)
+        if unknown is not None:
+            return None, f"tokens/s not estimated: {unknown}"
+        stated = None
+        if self.mode_tokens_s is not None:
+            stated = self.mode_tokens_s(ModeRequest("run", limit_w, clocks))
+        if stated is None and clocks is None and self.throughput is not None:
+            stated = self.throughput(limit_w)
+        if stated is None:
+            what = "no SM clock lock"
+            if clocks is not None:
+                what = f"SM clocks locked at {clocks[0]}-{clocks[1]} MHz"
+            return None, (
+                f"tokens/s not estimated: no mode of the class has figures for a "
+                f"{limit_w:g} W power limit with {what}"
+            )
+        return stated * util_pct / 100.0, None
 
     async def apply(self, request: ModeRequest) -> Applied:
         if self.info is None:
@@ -341,7 +400,7 @@ class NvmlGpu(DeviceAdapter):
         """Lock (or reset) the SM clocks after the power limit is in place. A refusal
         leaves the power limit, which bounds the draw, and says so in the outcome's note:
         the mode's energy saving is then not in effect (not claimed)."""
-        if clocks == self._locked:
+        if clocks == self._locked and self._clocks_unknown is None:
             return ""
         try:
             if clocks is None:
@@ -349,8 +408,11 @@ class NvmlGpu(DeviceAdapter):
             else:
                 await self._call("set_locked_clocks", float(clocks[0]), float(clocks[1]))
         except AdapterError as exc:
+            if isinstance(exc, DeviceTimeout):  # it may or may not have taken effect
+                self._clocks_unknown = f"the SM clock call for {clocks} timed out"
             return f"power limit set, but SM clock lock {clocks} not applied: {exc.reason}"
         self._locked = clocks
+        self._clocks_unknown = None
         return ""
 
     async def close(self) -> None:

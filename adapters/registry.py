@@ -107,7 +107,20 @@ def _told_capacity(dc: DeviceClass, inf: Inference) -> Callable[[ModeRequest], f
     rule), so that the router sends no more than meets the objective. A mode is known by
     its power limit and clock lock together (a clock lock shares its limit with a cap);
     a command that is no mode of the class: None (the cap curve's figure)."""
-    by_mode = told_capacity_tokens_s(dc, inf.itl_p95_s, inf.itl_p95_over_mean)
+    return _by_request(dc, told_capacity_tokens_s(dc, inf.itl_p95_s, inf.itl_p95_over_mean))
+
+
+def _stated_tokens(dc: DeviceClass) -> Callable[[ModeRequest], float | None]:
+    """The tokens/s per unit of the class mode a power limit and clock lock read back are
+    (the mode's own figure), for the GPU's telemetry; None for a pair no mode has."""
+    return _by_request(dc, {m.name: m.throughput_tokens_s for m in dc.modes})
+
+
+def _by_request(
+    dc: DeviceClass, by_mode: dict[str, float]
+) -> Callable[[ModeRequest], float | None]:
+    """``by_mode`` keyed by each mode's (power limit, clock lock); a limit matches within
+    0.5 W (NVML takes and gives milliwatts); modes sharing a key: the lower figure."""
     known: dict[tuple[float, tuple[int, int] | None], float] = {}
     for m in dc.modes:
         request = mode_request(dc, m.name)
@@ -115,12 +128,17 @@ def _told_capacity(dc: DeviceClass, inf: Inference) -> Callable[[ModeRequest], f
             key = (request.power_w, request.clocks_mhz)
             known[key] = min(known.get(key, by_mode[m.name]), by_mode[m.name])
 
-    def told(request: ModeRequest) -> float | None:
+    def lookup(request: ModeRequest) -> float | None:
         if request.power_w is None:
             return None
-        return known.get((round(request.power_w, 3), request.clocks_mhz))
+        near = [
+            tok
+            for (w, clocks), tok in known.items()
+            if clocks == request.clocks_mhz and abs(w - request.power_w) <= 0.5
+        ]
+        return min(near) if near else None
 
-    return told
+    return lookup
 
 
 def _gpus(
@@ -182,9 +200,11 @@ def build(config: SiteConfig) -> Built:
             problems.extend(exc.problems)
         if dc.kind is DeviceKind.GPU:
             told = _told_capacity(dc, config.inference)
+            stated = _stated_tokens(dc)
             for adapter in built.adapters[first:]:
                 if isinstance(adapter, NvmlGpu):
                     adapter.capacity = told
+                    adapter.mode_tokens_s = stated
     if problems:
         raise ConfigError("site configuration", problems)
     return built

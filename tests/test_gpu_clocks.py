@@ -5,9 +5,11 @@ on the simulated GPU."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
+from adapters import registry
 from adapters.base import ModeRequest
 from adapters.gpu import NvmlGpu
 from adapters.registry import mode_request
@@ -15,6 +17,7 @@ from adapters.sim.gpu import SimGpu
 from adapters.sim.gpu_backend import LocalSimBackend
 from models.errors import ConfigError
 from tests.conftest import make_site
+from tests.test_inference_objectives import DECODE_H100
 
 CLOCKED = {
     "name": "h100",
@@ -106,5 +109,104 @@ def test_clocks_outside_what_the_gpu_supports_are_not_claimed() -> None:
         await gpu.connect()
         applied = await gpu.apply(ModeRequest("run", 700.0, (1005, 2500)))
         assert "INVALID_ARGUMENT" in applied.note and sim._locked is None
+
+    asyncio.run(go())
+
+
+def _cap_curve(limit_w: float) -> float:
+    return 2400.0 * limit_w / 700.0  # tokens/s at a power limit, clocks left to the driver
+
+
+def test_a_gpu_locked_low_is_not_reported_at_its_power_cap_throughput() -> None:
+    """The defect: the estimate took the power limit alone, so a GPU whose SM clock is
+    locked low read as serving at its cap's throughput. With no figure for the locked
+    mode, the reading says it cannot tell instead."""
+
+    async def go() -> None:
+        sim = SimGpu(0, settle_s=1e-6)
+        gpu = NvmlGpu("h100-0", "0", LocalSimBackend([sim]), 0, throughput=_cap_curve)
+        await gpu.connect()
+        await gpu.apply(ModeRequest("run", 700.0))
+        plain = await gpu.read()
+        assert plain.tokens_s == pytest.approx(2400.0 * 0.9) and plain.errors == ()
+        await gpu.apply(ModeRequest("run", 700.0, (210, 600)))
+        locked = await gpu.read()
+        assert locked.sm_clock_mhz is not None and locked.sm_clock_mhz <= 600
+        assert locked.tokens_s is None
+        assert any("210-600 MHz" in e and "tokens/s" in e for e in locked.errors)
+
+    asyncio.run(go())
+
+
+def _decode_gpu() -> tuple[NvmlGpu, SimGpu, Any]:
+    """One decode-phase H100 built as the daemon builds it: its clock mode and its 350 W
+    cap share a 350 W power limit (tests/test_objectives_fastpath.py has the figures)."""
+    site = make_site(devices=[{**DECODE_H100, "count": 1, "adapter": {"kind": "sim"}}])
+    (gpu,) = [a for a in registry.build(site).adapters if isinstance(a, NvmlGpu)]
+    assert isinstance(gpu.backend, LocalSimBackend)
+    return gpu, gpu.backend.gpus[0], site.devices[0]
+
+
+def test_the_estimate_follows_the_mode_read_back_limit_and_clock_lock() -> None:
+    gpu, sim, dc = _decode_gpu()
+    stated = {m.name: m.throughput_tokens_s for m in dc.modes}
+
+    async def go() -> None:
+        await gpu.connect()
+        for mode in ("infer@1410MHz", "infer@350W", "infer@200W", "infer@1410MHz"):
+            await gpu.apply(registry.mode_request(dc, mode))
+            t = await gpu.read()
+            assert t.tokens_s == pytest.approx(stated[mode] * sim.load), mode
+            assert t.errors == ()
+        await gpu.close()
+
+    asyncio.run(go())
+    # the limit alone would say the cap curve's figure for 350 W, far from either mode's
+    assert stated["infer@1410MHz"] < stated["infer@350W"]
+
+
+def test_a_lock_lost_outside_gridsched_is_said_and_locked_again() -> None:
+    """A clock read back above the lock this adapter set: the lock is not in force (an
+    operator's ``nvidia-smi -rgc``, a driver reload) and NVML cannot say which clocks are,
+    so no tokens/s is claimed until a command sets the clocks again."""
+    gpu, sim, dc = _decode_gpu()
+
+    async def go() -> None:
+        await gpu.connect()
+        clock_mode = registry.mode_request(dc, "infer@1410MHz")
+        await gpu.apply(clock_mode)
+        sim.reset_locked_clocks()  # behind the adapter's back
+        t = await gpu.read()
+        assert t.tokens_s is None and t.sm_clock_mhz is not None and t.sm_clock_mhz > 1410
+        assert any("not in force" in e for e in t.errors)
+        assert (await gpu.read()).tokens_s is None  # still cannot tell
+        await gpu.apply(clock_mode)  # the same mode again: locked again, not skipped
+        assert sim._locked == (1005, 1410)
+        again = await gpu.read()
+        assert again.tokens_s is not None and again.errors == ()
+
+    asyncio.run(go())
+
+
+class _HangingClocks(LocalSimBackend):
+    """The simulator, with the clock-lock call never answering (a wedged driver)."""
+
+    async def call(self, index: int, call: str, *args: float) -> Any:
+        if call == "set_locked_clocks":
+            await asyncio.Event().wait()
+        return await super().call(index, call, *args)
+
+
+def test_a_clock_call_that_times_out_leaves_the_clocks_unknown() -> None:
+    async def go() -> None:
+        sim = SimGpu(0, settle_s=1e-6)
+        gpu = NvmlGpu("h100-0", "0", _HangingClocks([sim]), 0, 0.05, throughput=_cap_curve)
+        await gpu.connect()
+        applied = await gpu.apply(ModeRequest("run", 700.0, (1005, 1410)))
+        assert "not applied" in applied.note
+        t = await gpu.read()
+        assert t.tokens_s is None and any("timed out" in e for e in t.errors)
+        await gpu.apply(ModeRequest("run", 700.0))  # a reset NVML answers: known again
+        assert (await gpu.read()).tokens_s == pytest.approx(2400.0 * sim.load)
 
     asyncio.run(go())
