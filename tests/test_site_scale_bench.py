@@ -6,13 +6,18 @@ which the benchmark reads from ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import httpx
 
-from scheduler.service.api import create_app
-from tests.support.daemon import running
-from tests.support.memfleet import MIXED_DEVICES, memory_daemon
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import site_scale  # noqa: E402
+from scheduler.service.api import create_app  # noqa: E402
+from tests.support.daemon import running  # noqa: E402
+from tests.support.memfleet import MIXED_DEVICES, memory_daemon  # noqa: E402
 
 SITE = (
     """
@@ -58,3 +63,20 @@ def test_the_daemon_exposes_its_sweep_durations(tmp_path: Path) -> None:
     )
     assert float(lines["gridsched_fleet_sweep_duration_seconds_count"]) == 2.0
     assert 'gridsched_fleet_sweep_duration_seconds_bucket{le="+Inf"}' in lines
+
+
+def test_a_small_site_under_the_daemon() -> None:
+    r = site_scale.main(
+        ["--miners", "40", "--gpus", "8", "--poll-s", "1", "--scrapes", "3", "--sweeps", "2",
+         "--sleep-s", "0.3", "--wake-s", "0.5", "--curtail-timeout-s", "60"]
+    )  # fmt: skip
+    assert r.devices_ok == 48 and r.running == 40
+    # every miner mining was commanded, and its sleep read back by the daemon
+    assert len(r.commanded_s) == 40 and all(v >= 0 for v in r.commanded_s.values())
+    assert len(r.confirmed_s) + r.unconfirmed == 40
+    assert all(r.confirmed_s[h] >= r.commanded_s[h] for h in r.confirmed_s)
+    assert len(r.scrape_s) >= 3 and r.metrics_series > 0 and r.metrics_bytes > 0
+    assert len(r.sweep_s) >= 2 and all(s > 0 for s in r.sweep_s)
+    assert r.rss_mb > 0 and r.hwm_mb >= r.rss_mb and r.fast_path_s is not None
+    assert [p.name for p in r.phases][-2:] == ["curtail: commanded", "curtail: read-back"]
+    assert r.errors == []  # nothing the daemon logged as an error before it was stopped
