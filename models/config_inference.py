@@ -128,6 +128,12 @@ class Inference(Strict):
     #: 95th-percentile over mean inter-token latency, for mapping itl_p95_s to GPU modes
     #: (none: 2.09 from a published vLLM run; the daemon's status reports the fleet's own)
     itl_p95_over_mean: Annotated[float, Field(ge=1, le=100)] | None = None
+    #: ttft_p95_s mapped to modes where classes declare prefill_tokens_s
+    #: (models/inference_ttft.py): the prompt length the objective is held for (tokens,
+    #: e.g. the fleet's 95th-percentile prompt) and the allowance for the wait before
+    #: prefill starts (s; 0 counts the prefill alone)
+    ttft_prompt_tokens: Pos | None = None
+    ttft_queue_s: NonNeg = 0.0
     demand: InferenceDemand | None = None
 
     @field_validator("hourly_profile")

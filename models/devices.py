@@ -176,6 +176,9 @@ class DeviceClass(BaseModel):
     phase: Literal["prefill", "decode"] | None = None
     #: decode only: lock the SM clock to [min, max] MHz in an extra clock mode
     decode_clock_mhz: tuple[Annotated[int, Field(gt=0, le=10_000)], ...] | None = None
+    #: GPU only: the fleet's measured prefill rate (prompt tokens/s of one request) in each
+    #: serving mode, by mode name; maps [inference] ttft_p95_s (models/inference_ttft.py)
+    prefill_tokens_s: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
     host_overhead_kw: NonNeg = 0.0
     # Wear and hysteresis
     start_cost_usd: NonNeg = 0.0
@@ -226,11 +229,30 @@ class DeviceClass(BaseModel):
         limited = [m.name for m in self.modes if m.power_limit_w is not None]
         if limited and self.kind is not DeviceKind.GPU:
             raise ValueError(f"modes {limited} set power_limit_w: GPU classes only")
+        if self.prefill_tokens_s is not None:
+            self._check_prefill(self.prefill_tokens_s)
         if self.initial_on is not None and self.initial_on > self.units:
             raise ValueError(
                 f"initial_on = {self.initial_on} exceeds units in service ({self.units})"
             )
         return self
+
+    def _check_prefill(self, rates: dict[str, float]) -> None:
+        if self.kind is not DeviceKind.GPU:
+            raise ValueError("prefill_tokens_s: GPU classes only")
+        serving = sorted(m.name for m in self.modes if m.throughput_tokens_s > 0)
+        for name in rates:
+            if name not in serving:
+                raise ValueError(
+                    f"prefill_tokens_s: {name!r} is no mode of class {self.name} that serves "
+                    f"tokens; valid: {serving}"
+                )
+        missing = [n for n in serving if n not in rates]
+        if missing:
+            raise ValueError(
+                f"prefill_tokens_s: no rate for modes {missing}; give every serving mode's "
+                "measured rate (a mode without one could not be judged against ttft_p95_s)"
+            )
 
     @property
     def units(self) -> int:

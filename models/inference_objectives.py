@@ -28,9 +28,10 @@ The tokens/s a mode is counted for under an objective is the highest load on the
 lowest measured load (batch 32 or 64) already misses it is not offered: the curve says
 nothing below that load, and the plan does not claim what no figure shows.
 
-Time to first token is not mapped: none of these sources publishes it per configuration
-(it is queueing plus prefill, and depends on prompt lengths and arrival rate). A stated
-``ttft_p95_s`` is reported from the serving metrics only, and the plan says so.
+Time to first token is not mapped from these sources: none publishes it, or a prefill
+rate, per configuration. A class that declares the fleet's measured prefill rates per mode
+is mapped by ``models.inference_ttft``; otherwise a stated ``ttft_p95_s`` is reported
+from the serving metrics only, and the plan says so.
 """
 
 from __future__ import annotations

@@ -105,6 +105,14 @@ class SiteConfig(Strict):
                 )
         for where, what in class_problems(self.events, names):
             raise ValueError(f"{where}: {what}")
+        inf = self.inference
+        measured = [d.name for d in self.devices if d.prefill_tokens_s]
+        if inf.ttft_p95_s is not None and measured and inf.ttft_prompt_tokens is None:
+            raise ValueError(
+                f"inference.ttft_prompt_tokens: required with ttft_p95_s and the prefill "
+                f"rates of classes {measured} (the prompt length, in tokens, the objective "
+                "is held for)"
+            )
         return self
 
     def resolve(self, path: str) -> Path:

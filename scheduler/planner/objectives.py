@@ -14,13 +14,22 @@ there (sleeping every GPU of the class would harm committed inference more than 
 latency does). A class without latency figures (custom modes, or a workload with no
 measured curve) is offered as stated, and a note says its modes are not mapped.
 
-The rule per class is ``models.inference_objectives.class_offer``: the daemon's fast path
-and fail-safe posture and the adapters' serving hook follow the same one.
+With ``[inference] ttft_p95_s``, a class that declares its measured prefill rates
+(``prefill_tokens_s``) is offered only the modes whose modelled time to first token meets
+it (``models.inference_ttft``); one without them is reported from the serving metrics,
+not mapped (no public per-mode prefill figures), and a note says so.
+
+The rule per class is ``models.inference_objectives.class_offer`` then
+``models.inference_ttft.ttft_offer``: the daemon's fast path and fail-safe posture
+(``DeviceModes.offered``, built here) follow the same one, and the adapters' serving hook
+the ITL part of it (TTFT bounds no tokens/s).
 """
 
 from __future__ import annotations
 
+from models.devices import DeviceClass
 from models.inference_objectives import ITL_P95_OVER_MEAN, Offer, class_offer
+from models.inference_ttft import TtftTerms, ttft_offer
 from models.site import SiteConfig
 
 __all__ = ["Offer", "offered_modes"]
@@ -31,20 +40,24 @@ def offered_modes(config: SiteConfig) -> tuple[list[Offer], list[str]]:
     and the plan's notes on the mapping."""
     inf = config.inference
     notes: list[str] = []
-    if inf.ttft_p95_s is not None:
-        notes.append(
-            "ttft_p95_s: not mapped to modes (no per-mode time-to-first-token figures); "
-            "reported from the serving metrics"
-        )
-    if inf.itl_p95_s is None:
-        return [[(m, m.throughput_tokens_s) for m in dc.modes] for dc in config.devices], notes
     ratio = inf.itl_p95_over_mean or ITL_P95_OVER_MEAN
-    source = "the site's" if inf.itl_p95_over_mean else "a published vLLM run's"
-    notes.append(f"itl_p95_s mapped with p95 = {ratio:.2f} x mean ITL ({source})")
+    if inf.itl_p95_s is not None:
+        source = "the site's" if inf.itl_p95_over_mean else "a published vLLM run's"
+        notes.append(f"itl_p95_s mapped with p95 = {ratio:.2f} x mean ITL ({source})")
+    terms = None
+    if inf.ttft_p95_s is not None and inf.ttft_prompt_tokens is not None:
+        terms = TtftTerms(inf.ttft_p95_s, inf.ttft_prompt_tokens, inf.ttft_queue_s)
     out = []
     for dc in config.devices:
         offer, note = class_offer(dc, inf.itl_p95_s, ratio)
-        out.append(offer)
         if note is not None:
             notes.append(note)
+        if inf.ttft_p95_s is not None and (dc.prefill_tokens_s or _serves(dc)):
+            offer, note = ttft_offer(dc, offer, terms)
+            notes.append(note)
+        out.append(offer)
     return out, notes
+
+
+def _serves(dc: DeviceClass) -> bool:
+    return any(m.throughput_tokens_s > 0 for m in dc.modes)
