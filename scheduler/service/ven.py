@@ -4,7 +4,8 @@ On ``start``: a token (``ven_auth``), this VEN's ven object and resources (``ven
 every program and event the VTN shows this VEN (handed on as notifications, so they take the
 same path as a webhook), a subscription with this daemon's callback URL and bearer token,
 and MQTT where the VTN offers it (``ven_mqtt``). Then, in the background: polling (the
-fall-back if a notification is lost), subscription renewal, and reports (``ven_reporter``).
+fall-back if a notification is lost, timed by ``ven_poll`` so that an event is handed on
+within the polling period), subscription renewal, and reports (``ven_reporter``).
 On ``stop`` the subscription is deleted.
 
 Failing safe: a VTN that does not answer leaves every event already delivered in force (the
@@ -27,8 +28,9 @@ import httpx
 
 from models.site import OpenADR
 from scheduler.service.ven_auth import TokenSource
-from scheduler.service.ven_client import VtnClient
+from scheduler.service.ven_client import PAGE_LIMIT, VtnClient
 from scheduler.service.ven_mqtt import MqttListener, parse_binding
+from scheduler.service.ven_poll import PollCadence
 from scheduler.service.ven_reporter import MAX_REPORT_ATTEMPTS, Interpret, Reporter
 from scheduler.service.ven_reports import Measure, ReportJob
 from scheduler.service.ven_subscriptions import Subscriptions
@@ -106,6 +108,7 @@ class Ven:
         self._seen: dict[tuple[str, str], str] = {}  # (objectType, id) -> modificationDateTime
         self._events: dict[str, dict[str, Any]] = {}  # the VTN's events as last delivered
         self._tasks: list[asyncio.Task[None]] = []
+        self.cadence = PollCadence(config.poll_s)
         self.polled = asyncio.Event()  # set after each successful poll (tests, readiness)
         self._status: dict[str, Any] = {
             "vtn": config.vtn_url,
@@ -126,6 +129,11 @@ class Ven:
             "last_poll_at": None,  # the last complete listing of programs and events
             "polls": 0,
             "poll_failures": 0,
+            # the last complete poll's seconds; polls start this far apart (start to start),
+            # and whether that hands an event on within the period (False: VTN too slow)
+            "poll_took_s": None,
+            "poll_interval_s": config.poll_s,
+            "poll_within_period": None,
             # EVENT notifications taken (new, changed or deleted), by the channel that brought
             # them first: the others see them as already delivered
             "events_received": {"poll": 0, "mqtt": 0, "webhook": 0},
@@ -140,8 +148,9 @@ class Ven:
         """Enroll and fetch now if the VTN answers; keep trying in the background if not."""
         self._status["started_at"] = time.time()
         ok = await self._attempt(self._enroll, "enroll")
-        if ok:
-            await self._attempt(self.poll_once, "poll")
+        began = time.monotonic()
+        if ok and await self._attempt(self.poll_once, "poll"):
+            self._polled(time.monotonic() - began)
         self._tasks = [
             asyncio.create_task(self._loop(), name="ven-poll"),
         ]
@@ -250,22 +259,37 @@ class Ven:
         self._tasks.append(asyncio.create_task(self.mqtt.run(), name="ven-mqtt"))
 
     async def poll_once(self) -> None:
-        """Fetch programs and events; hand on the new and changed, cancel the deleted."""
-        programs = await self.vtn.list_all("/programs")
-        events = await self.vtn.list_all("/events")
-        for p in programs:
-            if isinstance(p, dict):
-                await self._offer("PROGRAM", "UPDATE", p, "poll")
-        if self.vtn.version == "3.0.1":  # a new program needs its own subscription there
-            await self.subs.ensure([str(p["id"]) for p in programs if isinstance(p, dict)])
-        live = set()
-        for ev in events:
-            if isinstance(ev, dict) and isinstance(ev.get("id"), str):
-                live.add(ev["id"])
-                await self._offer("EVENT", "UPDATE", ev, "poll")
-        # a complete listing without an event we hold: it was deleted while we did not hear
+        """Fetch programs and events; hand on the new and changed, cancel the deleted.
+
+        The programs and the events' pages are asked for at once (as many pages as the last
+        listing had); each page's new and changed events are handed on as it arrives, the
+        programs first (their descriptors are the events' defaults). An event we hold that
+        a complete listing lacks is cancelled only once the VTN says it is gone: a deletion
+        while we page shifts the later pages by one, and an event can fall between two."""
+        programs_task = asyncio.ensure_future(self.vtn.list_all("/programs"))
+        pages = self.vtn.pages("/events", batch=len(self._events) // PAGE_LIMIT + 1)
+        live: set[str] = set()
+        try:
+            programs = await programs_task
+            for p in programs:
+                if isinstance(p, dict):
+                    await self._offer("PROGRAM", "UPDATE", p, "poll")
+            if self.vtn.version == "3.0.1":  # a new program needs its own subscription there
+                await self.subs.ensure([str(p["id"]) for p in programs if isinstance(p, dict)])
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    for ev in page:
+                        if isinstance(ev, dict) and isinstance(ev.get("id"), str):
+                            live.add(ev["id"])
+                            await self._offer("EVENT", "UPDATE", ev, "poll")
+        finally:
+            programs_task.cancel()
+            await asyncio.gather(programs_task, return_exceptions=True)
+        # a complete listing without an event we hold: deleted while we did not hear, or
+        # shifted out of this listing by another's deletion (then the VTN still has it)
         for eid in [e for e in self._events if e not in live]:
-            await self._offer("EVENT", "DELETE", self._events[eid], "poll")
+            if await self.vtn.event_gone(eid):
+                await self._offer("EVENT", "DELETE", self._events[eid], "poll")
         self._status["events_known"] = len(self._events)
         self._status["polls"] += 1
         self._status["last_poll_at"] = time.time()
@@ -335,28 +359,41 @@ class Ven:
 
     async def _loop(self) -> None:
         """Poll (and enroll, if that failed); renew the subscription; back off on failure.
-        Polls start every ``poll_s`` (a poll's own time is not added to the period, so an
-        event waits at most one period for the listing that brings it)."""
+        Polls are timed start to start by ``PollCadence``: early enough before the period
+        is out that an event created just after a poll began is handed on within it."""
         renewed = time.monotonic()
-        delay = self.config.poll_s
+        next_at = time.monotonic() + self.cadence.interval_s()
         while True:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             began = time.monotonic()
-            step = self.poll_once if self._status["enrolled"] else self._enroll
-            ok = await self._attempt(step, "poll" if self._status["enrolled"] else "enroll")
+            enrolled = self._status["enrolled"]
+            ok = await self._attempt(
+                self.poll_once if enrolled else self._enroll, "poll" if enrolled else "enroll"
+            )
+            if ok and enrolled:
+                self._polled(time.monotonic() - began)
             if ok and self.subs.ids:
                 ok = await self._attempt(self.subs.check, "check subscriptions")
             if ok and time.monotonic() - renewed >= self.config.subscription_renew_s:
                 ok = await self._attempt(self._renew, "renew subscriptions")
                 renewed = time.monotonic() if ok else renewed
             fails = self._status["consecutive_failures"]
-            # a VTN slower than the period is not polled flat out: a tenth of it between
-            next_s = max(self.config.poll_s - (time.monotonic() - began), self.config.poll_s / 10)
-            delay = (
-                next_s
+            # a VTN slower than the interval is not polled flat out: a tenth of the period
+            floor_at = time.monotonic() + self.cadence.floor_s
+            next_at = (
+                max(began + self.cadence.interval_s(), floor_at)
                 if ok
-                else min(self.config.poll_s * 2 ** min(fails, 10), self.config.max_backoff_s)
+                else time.monotonic()
+                + min(self.config.poll_s * 2 ** min(fails, 10), self.config.max_backoff_s)
             )
+
+    def _polled(self, took_s: float) -> None:
+        self.cadence.record(took_s)
+        self._status |= {
+            "poll_took_s": round(took_s, 4),
+            "poll_interval_s": round(self.cadence.interval_s(), 4),
+            "poll_within_period": self.cadence.within_period,
+        }
 
     async def _renew(self) -> None:
         await self.subs.renew(await self._program_ids())

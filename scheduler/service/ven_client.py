@@ -4,21 +4,26 @@ Where 3.0.1 and 3.1.0 differ (the OpenAPI definitions of both): 3.1.0 keeps reso
 ``/resources`` with a ``venID`` and requires ``objectType`` on ven and resource requests
 (``VEN_VEN_REQUEST``, ``VEN_RESOURCE_REQUEST``); 3.0.1 nests resources under
 ``/vens/{venID}/resources`` and has neither. ``/notifiers`` exists only in 3.1.0.
-Lists are paged with ``skip``/``limit`` (at most 50 per page in 3.1.0).
+Lists are paged with ``skip``/``limit`` (at most 50 per page in 3.1.0); a listing's pages
+can be asked for a few at once (``pages``), as the VEN's poll does with as many as the last
+listing had, so that a poll of many events takes about one round trip, not one per page.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 
 from scheduler.service.ven_auth import TokenSource
 
-__all__ = ["PAGE_LIMIT", "VtnClient", "VtnError"]
+__all__ = ["MAX_BATCH", "PAGE_LIMIT", "VtnClient", "VtnError"]
 
 PAGE_LIMIT = 50
 MAX_PAGES = 200  # 10,000 objects: a VTN that pages forever is a fault, not a listing
+MAX_BATCH = 4  # pages asked for at once: a VTN is not to be flooded by one VEN
 
 
 class VtnError(RuntimeError):
@@ -81,15 +86,51 @@ class VtnClient:
     async def list_all(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
         """Every object of a paged listing (``skip``/``limit``)."""
         out: list[Any] = []
-        for page in range(MAX_PAGES):
-            q = {**(params or {}), "skip": page * PAGE_LIMIT, "limit": PAGE_LIMIT}
-            got = await self.call("GET", path, params=q)
-            if not isinstance(got, list):
-                raise VtnError(f"GET {path}", 200, f"expected a JSON array, got {str(got)[:100]}")
-            out.extend(got)
-            if len(got) < PAGE_LIMIT:
-                return out
+        async for page in self.pages(path, params):
+            out.extend(page)
+        return out
+
+    async def _page(self, path: str, params: dict[str, Any] | None, page: int) -> list[Any]:
+        q = {**(params or {}), "skip": page * PAGE_LIMIT, "limit": PAGE_LIMIT}
+        got = await self.call("GET", path, params=q)
+        if not isinstance(got, list):
+            raise VtnError(f"GET {path}", 200, f"expected a JSON array, got {str(got)[:100]}")
+        return got
+
+    async def pages(
+        self, path: str, params: dict[str, Any] | None = None, batch: int = 1
+    ) -> AsyncGenerator[list[Any]]:
+        """The pages of a listing in order, until the first short one; ``batch`` pages are
+        asked for at once (at most ``MAX_BATCH``). A failed page raises after the pages
+        before it were yielded, so that the caller can act on those."""
+        batch = max(1, min(batch, MAX_BATCH))
+        for first in range(0, MAX_PAGES, batch):
+            tasks = [
+                asyncio.ensure_future(self._page(path, params, p))
+                for p in range(first, min(first + batch, MAX_PAGES))
+            ]
+            try:
+                for task in tasks:
+                    got = await task
+                    yield got
+                    if len(got) < PAGE_LIMIT:
+                        return
+            finally:  # the pages past the end, or past a failure: not waited for
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         raise VtnError(f"GET {path}", 200, f"more than {MAX_PAGES} pages; giving up")
+
+    async def event_gone(self, event_id: str) -> bool:
+        """Whether the VTN no longer shows this VEN the event (404, or 403: no longer
+        targeted here); False when it still has it. Other failures raise."""
+        try:
+            await self.call("GET", f"/events/{event_id}")
+        except VtnError as exc:
+            if exc.status in (403, 404):
+                return True
+            raise
+        return False
 
     # -- enrollment ---------------------------------------------------------------------------
 
