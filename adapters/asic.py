@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters import antminer, braiins, discovery, luxos, vnish, whatsminer3
+from adapters import antminer, braiins, discovery, luxos, vnish, whatsminer, whatsminer3
 from adapters.asic_commands import MinerCommands
 from adapters.base import (
     AdapterError,
@@ -112,6 +112,8 @@ class PyasicMiner(MinerCommands):
         if family is Family.WHATSMINER and whatsminer3.is_v3(miner):
             family = Family.WHATSMINER_V3
         self._caps = CAPABILITIES[family]
+        if family is Family.WHATSMINER and self.sessions:  # so the first write is one trip
+            await whatsminer.first_token(self.device_id, miner, self.timeout_s)
         presets: tuple[float, ...] = ()
         if self._luxos:
             self._profiles, self._atm = await luxos.setup(self.device_id, miner.rpc, self.timeout_s)
@@ -235,6 +237,8 @@ class PyasicMiner(MinerCommands):
             # leave it asleep, reported as applied.
             self._sleeping = False
         self._target_w = t.target_w
+        if self.sessions and self._caps.family is Family.WHATSMINER:  # ahead of its token's end
+            await whatsminer.renew_if_due(self.device_id, miner, self.timeout_s)
         return t
 
     async def _renew_session(self) -> None:

@@ -10,19 +10,25 @@ nothing comes back in time (``send_privileged_command`` turns the cancelled read
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 
 import pytest
+from pyasic.errors import APIError
+from pyasic.rpc.btminer import BTMinerRPCAPI
+
+from adapters import whatsminer
 
 from adapters.asic import PyasicMiner
 from adapters.base import BadReply, ControlRejected, DeviceTimeout, ModeRequest
 from adapters.secrets import Secret
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
+from adapters.sim import whatsminer as whatsminer_sim
 from adapters.sim.whatsminer import WhatsminerSim
 from tests.support.simfleet import FAST, free_base, run
 
-N = 3
+N = 6
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +98,99 @@ def test_a_refused_write_is_a_refusal_in_the_miners_words(sim: SimFleetThread) -
 
     run(go())
     assert sim.call(lambda: m.state.phase) == "mining"
+
+
+# -- tokens: got once, kept for their documented 30 minutes, renewed ahead of expiry -----------
+
+
+def _issued(sim: SimFleetThread, m: WhatsminerSim) -> int:
+    return int(sim.call(lambda: m.tokens_issued))
+
+
+def test_the_token_is_got_at_connect_and_every_write_reuses_it(sim: SimFleetThread) -> None:
+    """A token is good for 30 minutes (MicroBT's API v2.0.5): the first curtail must not
+    wait for a get_token round trip and two md5-crypts, and no later write needs either."""
+    m = _miner(sim, 3)
+    dev = PyasicMiner("wm/3", m.host, timeout_s=10.0)
+    before = _issued(sim, m)
+
+    async def go() -> None:
+        await dev.connect()
+        assert _issued(sim, m) == before + 1
+        await dev.apply(ModeRequest("sleep"))
+        await dev.apply(ModeRequest("run", power_w=3000.0))
+        await dev.apply(ModeRequest("sleep"))
+
+    run(go())
+    assert _issued(sim, m) == before + 1
+    writes = sim.call(lambda: list(m.writes))
+    assert writes[-4:] == ["power_off", "adjust_power_limit", "power_on", "power_off"]
+
+
+def test_a_token_the_miner_ended_is_renewed_and_the_write_sent_once_more(
+    sim: SimFleetThread,
+) -> None:
+    """The miner answers a write under an ended token with code 135 "check token error"
+    and does nothing (a reboot, or 30 minutes by its clock before pyasic's own): the
+    adapter gets a new token and sends the write again, once, instead of a refusal."""
+    m = _miner(sim, 4)
+    dev = PyasicMiner("wm/4", m.host, timeout_s=10.0)
+    before = _issued(sim, m)
+
+    async def go() -> None:
+        await dev.connect()
+        sim.call(m.expire_tokens)
+        await dev.apply(ModeRequest("sleep"))
+
+    run(go())
+    assert _issued(sim, m) == before + 2
+    assert sim.call(lambda: list(m.writes)) == ["power_off"]  # carried out once
+
+
+def test_a_reading_renews_a_token_near_its_end_off_the_command_path(
+    sim: SimFleetThread,
+) -> None:
+    m = _miner(sim, 5)
+    dev = PyasicMiner("wm/5", m.host, timeout_s=10.0)
+    before = _issued(sim, m)
+
+    async def go() -> None:
+        await dev.connect()
+        await dev.read()
+        assert _issued(sim, m) == before + 1  # a fresh token is left alone
+        token = dev._need().rpc.token
+        token.timestamp -= datetime.timedelta(seconds=whatsminer.TOKEN_RENEW_S + 1)
+        await dev.read()
+        assert _issued(sim, m) == before + 2
+        await dev.apply(ModeRequest("sleep"))
+        assert _issued(sim, m) == before + 2
+
+    run(go())
+
+
+def test_the_simulator_keeps_earlier_tokens_and_refuses_a_33rd(sim: SimFleetThread) -> None:
+    """As documented (API v2.0.5: 32 tokens per IP, each kept 30 minutes): a newer token
+    does not end an older one, and get_token past 32 live ones is code 136."""
+    m = _miner(sim, 2)
+
+    async def go() -> None:
+        rpc = BTMinerRPCAPI(m.host)
+        first = await rpc.get_token()
+        rpc.token = None
+        await rpc.get_token()
+        rpc.token = first
+        reply = await rpc.power_on()
+        assert reply["Msg"] == "API command OK"
+        for _ in range(whatsminer_sim.MAX_TOKENS):
+            rpc.token = None
+            try:
+                await rpc.get_token()
+            except APIError as exc:
+                assert "token over max times" in str(exc)
+                return
+        raise AssertionError("a 33rd live token was issued")
+
+    try:
+        run(go())
+    finally:
+        sim.call(m.expire_tokens)

@@ -17,6 +17,19 @@ What pyasic (0.79) reads and writes for a Whatsminer whose firmware predates API
   under the same key. A wrong token or password answers ``{"STATUS": "E", "Msg": "invalid
   token"}``. Commands: ``power_off`` (``respbefore``), ``power_on``,
   ``adjust_power_limit`` (``power_limit`` in W), answered ``Msg`` "API command OK".
+- **Tokens** (MicroBT's API v2.0.5, "Protocol": "one IP can get 32 tokens, and a token
+  keepalive time is 30 minutes"; message codes 135 "check token error", 136 "token over
+  max times"): each ``get_token`` issues a token of its own (a fresh ``time`` and
+  ``newsalt``) and an earlier one stays good until its 30 minutes are up, as the
+  MiningOS worker's own simulator of this API keeps a set of valid tokens
+  (github.com/tetherto/miningos-wrk-miner-whatsminer, ``mock/cmds/get_token.js``). A write
+  under an expired or unknown token is answered, under the key, code 135 "check token
+  error" and not carried out (that worker's client, ``protocols/wm-api-v2.js``, drops its
+  token on 135 and sends again). A 33rd live token is refused with code 136. The cap is
+  kept per miner, not per client IP: one controller is one IP. The AES key depends only on
+  the password and ``salt``, so a miner derives it once; each token's sign once, when
+  issued (the md5-crypts a real miner does in C cost this simulator's one process
+  milliseconds each, which it spent three times per write before).
 
 The same scheme is described by MicroBT's API documentation (apidoc.whatsminer.com) and
 the community client github.com/satoshi-anonymoto/whatsminer-api. Faults as the other
@@ -41,6 +54,8 @@ from adapters.sim.server import FaultKind, MinerServer
 
 FW_VERSION = "20240620.18.REL"  # before 2024-11: pyasic talks API v2
 API_VERSION = "2.0.5"
+TOKEN_TTL_S = 1800.0  # API v2.0.5: "a token keepalive time is 30 minutes"
+MAX_TOKENS = 32  # API v2.0.5: "one IP can get 32 tokens"
 _SALT_CHARS = string.ascii_letters + string.digits
 
 
@@ -61,21 +76,34 @@ class WhatsminerSim(MinerServer):
     model: str = "Whatsminer M50"
     reported_model: str = "M50_VH31"
     admin_password: str = "admin"
+    #: How long a token stays good after ``get_token`` (API v2.0.5: 30 minutes).
+    token_ttl_s: float = TOKEN_TTL_S
 
     description: ClassVar[str] = "btminer"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._salt, self._newsalt = _salt(), _salt()
-        self._time = str(int(time.time()) % 10000)
+        self._salt = _salt()
+        self._pwd_md5 = ""  # md5-crypt of the password with salt: derived once (_key)
+        self._aes_key = b""
+        self._tokens: dict[str, float] = {}  # live sign -> when issued (self.clock())
+        self.tokens_issued = 0
         self.writes: list[str] = []
 
     def _key(self) -> bytes:
-        pwd_md5 = _crypt(self.admin_password, self._salt)
-        return hashlib.sha256(pwd_md5.encode()).digest()
+        if not self._aes_key:
+            self._pwd_md5 = _crypt(self.admin_password, self._salt)
+            self._aes_key = hashlib.sha256(self._pwd_md5.encode()).digest()
+        return self._aes_key
 
-    def _sign(self) -> str:
-        return _crypt(_crypt(self.admin_password, self._salt) + self._time, self._newsalt)
+    def _live_tokens(self) -> dict[str, float]:
+        now = self.clock()
+        self._tokens = {s: t for s, t in self._tokens.items() if now - t < self.token_ttl_s}
+        return self._tokens
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far ends, as 30 minutes would end it (for tests)."""
+        self._tokens.clear()
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -149,8 +177,14 @@ class WhatsminerSim(MinerServer):
         return self._st(131, {"error_code": []})
 
     def _cmd_get_token(self, _: list[str]) -> dict[str, Any]:
-        self._time = str(int(time.time()) % 10000)
-        return self._st(134, {"time": self._time, "salt": self._salt, "newsalt": self._newsalt})
+        live = self._live_tokens()
+        if len(live) >= MAX_TOKENS:
+            return self._st(136, "token over max times", ok=False)
+        stamp, newsalt = str(int(time.time()) % 10000), _salt()
+        self._key()
+        live[_crypt(self._pwd_md5 + stamp, newsalt)] = self.clock()
+        self.tokens_issued += 1
+        return self._st(134, {"time": stamp, "salt": self._salt, "newsalt": newsalt})
 
     def _cmd_version(self, _: list[str]) -> dict[str, Any]:
         body = [{"API": API_VERSION, "Miner": FW_VERSION, "Type": "btminer"}]
@@ -166,8 +200,10 @@ class WhatsminerSim(MinerServer):
             cmd = json.loads(plain.rstrip(b"\0").decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             return self._st(23, "invalid token", ok=False)  # not our key: wrong password
-        if not isinstance(cmd, dict) or cmd.get("token") != self._sign():
+        if not isinstance(cmd, dict):
             return self._st(23, "invalid token", ok=False)
+        if str(cmd.get("token")) not in self._live_tokens():  # expired, or never issued
+            return self._encrypt(key, self._st(135, "check token error", ok=False))
         name = str(cmd.get("cmd", ""))
         self.writes.append(name)
         reply = self._st(131, "API command OK")
