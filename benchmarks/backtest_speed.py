@@ -1,6 +1,7 @@
 """A full year of rolling decisions: 35,040 plans at 15-minute steps, 48 h horizon.
 
 Usage: .venv/bin/python benchmarks/backtest_speed.py [--year 2023] [--days N]
+       [--plan-resolution 15min:8h,1h]
 
 Uses ERCOT HB_WEST real-time prices and the day-ahead forecast from ../shared/data when
 present, else the labelled synthetic demo series (the figures then say so). Prints the
@@ -35,6 +36,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--year", type=int, default=2023)
     ap.add_argument("--days", type=int, default=0, help="shorter run (0: the whole year)")
+    ap.add_argument(
+        "--plan-resolution",
+        help="plan the far horizon on coarser steps, e.g. 15min:8h,1h (changes decisions)",
+    )
     args = ap.parse_args()
     cfg = load_site(ROOT / "deploy" / "examples" / "west-texas-30mw.toml")
     tz = cfg.site.timezone
@@ -54,13 +59,16 @@ def main() -> None:
     print(
         f"prices: {rt.label}; forecast: {dam.label if dam else 'naive'}; "
         f"{(end - start) // 86400} days at 15 min, horizon 48 h"
+        + (f", plan steps {args.plan_resolution}" if args.plan_resolution else "")
     )
     if rt.start_s > start - 900:  # a decision needs the interval settled before it
         start += 86400
     setup = prepare(cfg, rt, start, end, 900, 48 * 3600, dam, market=MARKETS["ERCOT"])
     load0 = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    run = policies.rolling_scheduler(setup, progress=sys.stderr.isatty())
+    run = policies.rolling_scheduler(
+        setup, progress=sys.stderr.isatty(), plan_resolution=args.plan_resolution
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     t1 = time.perf_counter()
     oracle = policies.oracle(setup)

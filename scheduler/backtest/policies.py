@@ -26,6 +26,7 @@ import numpy as np
 from models.economics import breakeven_usd_per_mwh, mining_revenue_usd_per_hour
 from scheduler.backtest.engine import PolicyRun, Progress
 from scheduler.backtest.forecast import dam_forecast
+from scheduler.backtest.horizon import PlanResolution
 from scheduler.backtest.information import known_at
 from scheduler.backtest.period import BacktestSetup, period_inputs, slice_inputs
 from scheduler.backtest.price_forecasts import DAM_BLEND_TAU_H, make_forecast
@@ -192,12 +193,16 @@ def rolling_scheduler(
     progress: bool = True,
     dam_tau_h: float = DAM_BLEND_TAU_H,
     rt_forecast: str = "blend",
+    plan_resolution: str | None = None,
 ) -> PolicyRun:
     """Plan at every decision step with what was known then; apply the first step.
-    ``rt_forecast`` names the price forecast (``price_forecasts.RT_FORECASTS``)."""
+    ``rt_forecast`` names the price forecast (``price_forecasts.RT_FORECASTS``);
+    ``plan_resolution`` plans the far horizon on coarser steps (``horizon.py``)."""
     t0 = time.perf_counter()
     forecast, forecast_label = make_forecast(setup, rt_forecast, dam_tau_h)
     inp = setup.inp
+    step_s = int(inp.grid.dur_s[0])
+    coarse = PlanResolution(plan_resolution, step_s) if plan_resolution else None
     realised = inp.price_usd_per_mwh
     T = setup.k1 - setup.k0
     n_all = np.zeros((inp.K, T), dtype=np.int64)
@@ -217,6 +222,7 @@ def rolling_scheduler(
         for st in b.steps.tolist():
             batch_at[st].append(b.name)
     planner = Planner()
+    planner.duals = False  # only the first step's units and batch are read
     rules = peak_rules(inp.peaks)
     # the meter's import of the step applied, as ``import_kw`` of a one-step slice gives
     # it (the same elementwise arithmetic), without slicing the inputs at every step
@@ -260,6 +266,8 @@ def rolling_scheduler(
         ]
         slot_peaks(window, amortised, rules)
         window.batches = [_remaining(b, served[b.name], window) for b in window.batches]
+        if coarse is not None:
+            window = coarse.coarsen(window)
         n0, btok, busd, ok = _first_step(window, planner)
         if not ok:  # keep the last decision, shed to the cap; never stop the replay
             failures += 1
@@ -278,6 +286,8 @@ def rolling_scheduler(
             served[name] += btok * float(inp.grid.dur_s[k])
         bar.update(i + 1)
     notes = [f"forecast: {forecast_label}"]
+    if coarse is not None:
+        notes.append(coarse.describe(min(setup.horizon, inp.T - setup.k0)))
     if failures:
         notes.append(f"{failures} plans failed; the last decision was kept, shed to the cap")
     return PolicyRun(

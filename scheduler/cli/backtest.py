@@ -81,6 +81,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         config = _caps_only(config)
     step = parse_duration_s(args.decision_step)
     horizon = parse_duration_s(args.horizon)
+    if args.plan_resolution:  # a bad spec is refused before the prices are read
+        from scheduler.backtest.horizon import PlanResolution
+
+        PlanResolution(args.plan_resolution, step)
     start = _day_start(args.from_, config.site.timezone)
     end = _day_start(args.to, config.site.timezone)
     wanted = [p.strip() for p in args.policy.split(",") if p.strip()]
@@ -159,7 +163,12 @@ def _run_policies(setup: BacktestSetup, wanted: list[str], args: argparse.Namesp
     for name in wanted:
         if name == "scheduler":
             runs.append(
-                policies.rolling_scheduler(setup, progress=show, rt_forecast=args.rt_forecast)
+                policies.rolling_scheduler(
+                    setup,
+                    progress=show,
+                    rt_forecast=args.rt_forecast,
+                    plan_resolution=args.plan_resolution,
+                )
             )
         elif name == "threshold":
             runs.append(policies.threshold(setup, args.curtail_after, args.resume_after))
@@ -272,6 +281,11 @@ def add_parsers(sub: Any) -> None:
     )
     bt.add_argument("--decision-step", default="15min")
     bt.add_argument("--horizon", default="48h")
+    bt.add_argument(
+        "--plan-resolution",
+        help="the scheduler plans its horizon on these steps, e.g. '15min:8h,1h' (faster; "
+        "changes decisions: docs/backtest.md)",
+    )
     bt.add_argument(
         "--curtail-after",
         type=int,

@@ -42,6 +42,9 @@ class Planner:
         #: Seed cold solves of models with at least this many columns from a coarser
         #: plan's basis (``scheduler.planner.seed``); None never seeds.
         self.seed_min_vars: int | None = SEED_MIN_VARS
+        #: False: HiGHS solves leave ``row_duals`` None (a caller that reads only ``x``,
+        #: as the backtest's rolling decisions do, saves converting them).
+        self.duals = True
         self._solver: Solver = get_solver(solver, options)
         self._model: LPModel | None = None
 
@@ -52,10 +55,10 @@ class Planner:
         warm = model.reused
         build_s = time.perf_counter() - t0
         if warm and isinstance(self._solver, HighsSolver):
-            result = self._solver.solve(model, warm=True)
+            result = self._solver.solve(model, warm=True, duals=self.duals)
             if not result.ok:  # a stale basis must never cost a plan: solve again, cold
                 model = build_model(inp, integer=self.integer)
-                result = self._solver.solve(model)
+                result = self._solver.solve(model, duals=self.duals)
                 result.extras["warm_failed"] = True
         elif isinstance(self._solver, HighsSolver) and not self.integer:
             result = self._seeded(inp, model, self._solver)
@@ -78,21 +81,21 @@ class Planner:
             or not self.seed_min_vars <= model.n_vars <= SEED_MAX_VARS
             or 2 * G > inp.T
         ):
-            return solver.solve(model)
+            return solver.solve(model, duals=self.duals)
         coarse = build_model(coarse_inputs(inp, group))
         helper = HighsSolver(self.options)
         first = helper.solve(coarse)
         basis = helper.basis() if first.ok else None
         if basis is None:
-            return solver.solve(model)
+            return solver.solve(model, duals=self.duals)
         start = map_basis(model, coarse, *basis, group)
         seed_s = time.perf_counter() - t0
         try:
-            seeded: SolveResult | None = solver.solve(model, start=start)
+            seeded: SolveResult | None = solver.solve(model, start=start, duals=self.duals)
         except SolverError:  # HiGHS refused the basis
             seeded = None
         if seeded is None or not seeded.ok:  # a seed must never cost a plan
-            result = solver.solve(model)
+            result = solver.solve(model, duals=self.duals)
             result.extras["seed_failed"] = True
             return result
         seeded.runtime_s += seed_s

@@ -224,10 +224,14 @@ class HighsSolver:
         model: LPModel,
         warm: bool = False,
         start: tuple[np.ndarray, np.ndarray] | None = None,
+        duals: bool = True,
     ) -> SolveResult:
         """Solve; ``warm`` re-solves the last model with this one's costs and bounds from
         the last basis (the matrix must be the same); ``start`` gives a cold solve a
-        basis to begin from (column and row statuses, as ``basis()`` returns them)."""
+        basis to begin from (column and row statuses, as ``basis()`` returns them).
+        ``duals=False`` leaves ``row_duals`` None: highspy hands each vector over as a
+        Python list, and a caller that reads only ``x`` (the backtest) saves converting
+        the rows' (about 0.3 ms of a 10 ms decision)."""
         hs = self._hs
         t0 = time.perf_counter()
         warm = warm and self._shape == (model.n_vars, model.n_rows)
@@ -250,13 +254,13 @@ class HighsSolver:
         info = self._h.getInfo()
         sol = self._h.getSolution()
         x = np.asarray(sol.col_value, dtype=np.float64)
-        duals = np.asarray(sol.row_dual, dtype=np.float64) if sol.dual_valid else None
+        row_duals = np.asarray(sol.row_dual, dtype=np.float64) if duals and sol.dual_valid else None
         return SolveResult(
             status,
             self._h.modelStatusToString(ms),
             float(info.objective_function_value),
             x,
-            duals,
+            row_duals,
             self.name,
             runtime,
             warm,

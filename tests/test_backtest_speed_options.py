@@ -1,0 +1,152 @@
+"""What the backtest does to decide faster (issue 18) and what it leaves alone.
+
+- Solves that skip the row duals (the backtest reads only the columns) give the same
+  columns and objective, to the bit.
+- ``--plan-resolution`` plans the far horizon on coarser steps: the grouping it uses,
+  the specs it refuses (with the flag's name), a replay that keeps its matrix between
+  decisions, and a spec of the decision step alone deciding exactly as the default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.market import demo_prices
+from models.markets import MARKETS
+from models.site import load_site
+from scheduler.backtest import policies
+from scheduler.backtest.engine import BacktestSetup, prepare
+from scheduler.backtest.horizon import PlanResolution
+from scheduler.planner.build import build_model
+from scheduler.planner.inputs import PlanInputs
+from scheduler.planner.matrices import LPModel
+from scheduler.planner.optimize import Planner
+from scheduler.planner.solvers import HighsSolver, SolveResult
+from tests.conftest import EXAMPLE, T0
+
+DAY = 86400
+QUARTER = 900
+
+
+def _setup(hours: int = 6, horizon_h: int = 12) -> BacktestSetup:
+    cfg = load_site(EXAMPLE)
+    prices = demo_prices(T0 - 2 * DAY, T0 + 3 * DAY, cfg.site.timezone)
+    return prepare(
+        cfg,
+        prices,
+        T0,
+        T0 + hours * 3600,
+        QUARTER,
+        horizon_h * 3600,
+        market=MARKETS["ERCOT"],
+    )
+
+
+class _Recording(Planner):
+    windows: list[PlanInputs] = []
+    models: list[LPModel] = []
+
+    def solve(self, inp: PlanInputs) -> tuple[LPModel, SolveResult, float]:
+        model, result, build_s = super().solve(inp)
+        _Recording.windows.append(inp)
+        _Recording.models.append(model)
+        return model, result, build_s
+
+
+def _record(monkeypatch: pytest.MonkeyPatch) -> type[_Recording]:
+    _Recording.windows, _Recording.models = [], []
+    monkeypatch.setattr(policies, "Planner", _Recording)
+    return _Recording
+
+
+def test_a_solve_without_duals_has_the_same_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = _record(monkeypatch)
+    policies.rolling_scheduler(_setup(hours=1), progress=False)
+    model = build_model(rec.windows[-1])
+    with_duals = HighsSolver().solve(model)
+    without = HighsSolver().solve(model, duals=False)
+    assert with_duals.ok and without.ok
+    assert with_duals.row_duals is not None and without.row_duals is None
+    assert np.array_equal(with_duals.x, without.x)
+    assert with_duals.objective == without.objective
+
+
+def test_the_grouping_fine_near_and_hourly_far() -> None:
+    res = PlanResolution("15min:8h,1h", QUARTER)
+    group = res.groups(192)
+    assert group[:32].tolist() == list(range(32))  # 8 hours of quarter hours
+    assert group[32:].tolist() == [32 + i // 4 for i in range(160)]  # then whole hours
+    assert int(group[-1]) + 1 == 72
+    # a window cut by the end of the data ends on a shorter last step
+    assert PlanResolution("15min:1h,1h", QUARTER).groups(10).tolist() == [
+        0, 1, 2, 3, 4, 4, 4, 4, 5, 5,
+    ]  # fmt: skip
+    assert "72 steps for 192" in res.describe(192)
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("1h", "the first part's step must be the decision step (15min)"),
+        ("15min:8h,20min", "not a whole number of decision steps"),
+        ("15min:8h,1h:4h,2h", "part 2 must end after the one before it"),
+        ("15min:8h,1h:9h30min,2h", "part 2 must end after the one before it"),
+        ("15min,1h", "only the last part may omit"),
+    ],
+)
+def test_specs_it_refuses_say_why(spec: str, says: str) -> None:
+    with pytest.raises(ValueError, match="--plan-resolution") as err:
+        PlanResolution(spec, QUARTER)
+    assert says in str(err.value)
+
+
+def test_a_coarse_replay_keeps_its_matrix_and_decides_the_applied_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    setup = _setup()
+    rec = _record(monkeypatch)
+    run = policies.rolling_scheduler(setup, progress=False, plan_resolution="15min:2h,1h")
+    assert run.solver_failures == 0 and run.n.any()
+    assert any("plan steps 15min:2h,1h (18 steps for 48)" in n for n in run.notes)
+    for w in rec.windows:  # 8 quarter hours, then 10 hours; the first is the decision's
+        assert w.T == 18
+        assert int(w.grid.dur_s[0]) == QUARTER
+        assert w.grid.dur_s[8:].tolist() == [3600] * 10
+    reused = sum(m.reused for m in rec.models)
+    assert reused >= len(rec.models) - 2  # coarse steps counted from the decision
+
+
+def test_the_decision_step_alone_decides_as_the_default() -> None:
+    setup = _setup(hours=3)
+    default = policies.rolling_scheduler(setup, progress=False)
+    same = policies.rolling_scheduler(setup, progress=False, plan_resolution="15min")
+    assert np.array_equal(default.n, same.n)
+    assert np.array_equal(default.batch_tok_s, same.batch_tok_s)
+
+
+def test_the_command_refuses_a_bad_spec_before_reading_prices(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scheduler.cli.main import main
+
+    code = main(
+        [
+            "backtest",
+            "--config",
+            str(EXAMPLE),
+            "--prices",
+            "/nonexistent/prices.csv",
+            "--price-column",
+            "HB_WEST",
+            "--from",
+            "2023-08-01",
+            "--to",
+            "2023-08-02",
+            "--plan-resolution",
+            "1h",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--plan-resolution '1h'" in err and "decision step" in err
