@@ -41,11 +41,14 @@ import asyncio
 import json
 import math
 import os
+import queue
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,10 +61,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.sim.physics import SLEEP_W, presets_for  # noqa: E402
-from benchmarks.measure import pct, start_simulator  # noqa: E402
+from benchmarks.measure import pct  # noqa: E402
 from models.economics import site_load_kw  # noqa: E402
 from models.site import OpenADR, load_site  # noqa: E402
 from scheduler.service.ven import Ven, VenConfig  # noqa: E402
+from tests.test_daemon import SERVING  # noqa: E402
 from tests.vtn_double import VtnDouble  # noqa: E402
 
 SITE = OpenADR.model_validate({"ven_name": "bench", "resources": [{"name": "site"}]})
@@ -198,10 +202,56 @@ def webhook_round(n: int) -> tuple[list[float], list[float]]:
     return lat, poll
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def start_fleet(miners: int, site: Path) -> tuple[subprocess.Popen[str], int]:
+    """``gridsched fleet simulate`` with its control port where the OS puts it (port 0,
+    the port read from its first line), writing ``site``; returns once the site is written.
+    No port is picked here and bound later: a port found free can be taken in between."""
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "fleet", "simulate", "--miners", str(miners),
+         "--base", "127.31.0.0", "--control-port", "0", "--sleep-s", "0.1", "--wake-s", "0.5",
+         "--write-site", str(site)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert sim.stdout is not None
+    line = sim.stdout.readline().strip()
+    m = re.search(r"control 127\.0\.0\.1:(\d+)", line)
+    if m is None:
+        sim.kill()
+        raise SystemExit(f"the simulator did not start, or named no control port: {line!r}")
+    print(line)
+    sim.stdout.readline()  # the site file is written
+    return sim, int(m.group(1))
+
+
+def start_daemon(
+    argv: list[str], env: dict[str, str], log_path: Path | None
+) -> tuple[subprocess.Popen[str], int]:
+    """``gridsched run --listen 127.0.0.1:0``: the port it says it serves on (its output is
+    copied to ``log_path``, if given, else dropped)."""
+    proc = subprocess.Popen(
+        [*argv, "--listen", "127.0.0.1:0"], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    found: queue.Queue[int | None] = queue.Queue()
+
+    def copy() -> None:
+        assert proc.stdout is not None
+        with log_path.open("w") if log_path is not None else open(os.devnull, "w") as log:
+            for line in proc.stdout:
+                log.write(line)
+                if (m := SERVING.search(line)) is not None:
+                    found.put(int(m.group(1)))
+        found.put(None)  # the daemon exited
+
+    threading.Thread(target=copy, daemon=True).start()
+    try:
+        port = found.get(timeout=300)
+    except queue.Empty:
+        port = None
+    if port is None:
+        proc.kill()
+        raise SystemExit(f"gridsched run did not serve (exit {proc.wait(10)}); see its log")
+    return proc, port
 
 
 def control(port: int, req: dict[str, Any]) -> dict[str, Any]:
@@ -296,14 +346,12 @@ def shed_round(
         broker = start_broker(exe)
     vtn = VtnDouble(mqtt_port=broker.port if broker else None).start()
     tmp = Path(tempfile.mkdtemp(prefix="ven-shed-"))
-    site, cport, dport = tmp / "site.toml", free_port(), free_port()
-    sim = start_simulator(miners, "127.31.0.0", 0.1, 0.5, cport, "--write-site", str(site))
+    site = tmp / "site.toml"
+    sim, cport = start_fleet(miners, site)
     daemon = None
     lat: list[float] = []
     needed: list[Shed] = []
     try:
-        assert sim.stdout is not None
-        sim.stdout.readline()  # the site file is written
         # hashprice high enough that the plan runs every miner (as signal_to_fleet.py)
         text = site.read_text().replace(
             "hashprice_usd_per_ths_day = 0.05", "hashprice_usd_per_ths_day = 0.5"
@@ -316,7 +364,6 @@ def shed_round(
         )
         loaded = load_site(site).site
         pue, base_kw = loaded.pue, loaded.base_load_kw
-        url = f"http://127.0.0.1:{dport}"
         env = {
             **os.environ,
             "GRIDSCHED_VTN_URL": vtn.url,
@@ -326,15 +373,14 @@ def shed_round(
             "GRIDSCHED_VTN_POLL_S": str(poll_s if channel == "poll" else 3600),
         }
         env.pop("GRIDSCHED_VTN_CALLBACK_URL", None)
-        if channel == "webhook":
-            env["GRIDSCHED_VTN_CALLBACK_URL"] = f"{url}/openadr3/notifications"
-        log_file = log_path.open("w") if log_path is not None else subprocess.DEVNULL
-        daemon = subprocess.Popen(
+        if channel == "webhook":  # {port}: the port the daemon is bound to, once it is
+            env["GRIDSCHED_VTN_CALLBACK_URL"] = "http://127.0.0.1:{port}/openadr3/notifications"
+        daemon, dport = start_daemon(
             [sys.executable, "-m", "scheduler.cli", "run", "--config", str(site), "--db",
-             str(tmp / "state.db"), "--listen", f"127.0.0.1:{dport}", "--log-level",
-             "info" if log_path is not None else "error"],
-            cwd=ROOT, env=env, stdout=log_file, stderr=log_file,
+             str(tmp / "state.db"), "--log-level", "info" if log_path is not None else "warning"],
+            env, log_path,
         )  # fmt: skip
+        url = f"http://127.0.0.1:{dport}"
         http = httpx.Client(timeout=30)
 
         def ven() -> dict[str, Any]:
