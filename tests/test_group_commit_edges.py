@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -108,3 +110,132 @@ def test_commits_that_pile_up_behind_a_slow_checkpoint_are_all_answered(
 
     assert asyncio.run(go()) == list(range(16))
     assert chain.checkpoints[0] == 1 and chain.checkpoints[-1] == 16
+
+
+def test_the_store_threads_are_named_and_do_not_hold_the_process_open(tmp_path: Path) -> None:
+    """The two threads a store starts are named (a thread dump or ``py-spy`` shows which is
+    the writer and which the checkpoints) and are daemon threads: a process that stops
+    without closing its store is not held open by them."""
+    before = set(threading.enumerate())
+
+    async def go() -> dict[str, bool]:
+        store = Store(tmp_path / "state.db")
+        store.start()
+        try:
+            await store.record("telemetry", {"i": 1})
+            return {t.name: t.daemon for t in set(threading.enumerate()) - before}
+        finally:
+            store.close()
+
+    assert asyncio.run(go()) == {"store-writer": True, "store-checkpoints": True}
+
+
+def test_a_process_that_exits_without_closing_its_store_exits(tmp_path: Path) -> None:
+    """The behaviour the daemon flag is for, in a real interpreter: at exit Python joins
+    every non-daemon thread, and the writer waits on its queue forever."""
+    code = (
+        "import asyncio, sys\n"
+        "from scheduler.audit.store import Store\n"
+        "async def go():\n"
+        "    s = Store(sys.argv[1]); s.start()\n"
+        "    print(await s.record('telemetry', {'i': 1}), flush=True)\n"
+        "asyncio.run(go())\n"  # no close()
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "state.db")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+
+
+class _CountedCommits(_Chain):
+    """Records the head after each commit: one entry per transaction."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.heads: list[int] = []
+
+    def head(self) -> tuple[int, str]:
+        self.heads.append(self.seq)
+        return super().head()
+
+
+def test_a_transaction_holds_at_most_1000_writes(tmp_path: Path) -> None:
+    """The writer takes at most 1,000 queued writes into one transaction, so one burst
+    does not hold the write lock, or its callers' answers, for an unbounded time."""
+    chain = _CountedCommits(tmp_path / "t.db")
+    commits = GroupCommit(chain.connect, chain.head, chain.reload, chain.checkpoint)
+    started = threading.Event()
+    release = threading.Event()
+
+    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+        def fn(con: sqlite3.Connection) -> int:
+            if n == 0:  # the first write holds the writer while the burst queues
+                started.set()
+                release.wait(30)
+            con.execute("INSERT INTO t VALUES (?)", (n,))
+            chain.seq += 1
+            return n
+
+        return fn
+
+    async def go() -> list[int]:
+        loop = asyncio.get_running_loop()
+        commits.start(loop)
+        try:
+            calls = [asyncio.ensure_future(commits.write(insert(0)))]
+            await loop.run_in_executor(None, started.wait, 30)
+            calls += [asyncio.ensure_future(commits.write(insert(n))) for n in range(1, 2002)]
+            await asyncio.sleep(0)  # one turn of the loop: each task has queued its write
+            release.set()
+            return list(await asyncio.wait_for(asyncio.gather(*calls), 30.0))
+        finally:
+            release.set()
+            commits.close()
+
+    assert asyncio.run(go()) == list(range(2002))
+    assert chain.heads == [1, 1001, 2001, 2002]
+
+
+def test_closing_while_the_checkpoints_lag_answers_every_batch(tmp_path: Path) -> None:
+    """``close`` comes while the checkpoint thread is still on an earlier batch, with more
+    committed batches waiting for it: it finishes them all, checkpointed and answered,
+    before it stops (a caller whose write committed is never left unanswered)."""
+    chain = _SlowCheckpoint(tmp_path / "t.db")
+    commits = GroupCommit(chain.connect, chain.head, chain.reload, chain.checkpoint)
+
+    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+        def fn(con: sqlite3.Connection) -> int:
+            con.execute("INSERT INTO t VALUES (?)", (n,))
+            chain.seq += 1
+            return n
+
+        return fn
+
+    async def go() -> list[int]:
+        loop = asyncio.get_running_loop()
+        commits.start(loop)
+        calls = [asyncio.ensure_future(commits.write(insert(0)))]
+        await loop.run_in_executor(None, chain.stuck.wait, 30)
+        for n in range(1, 4):  # three batches committed behind the stuck checkpoint
+            calls.append(asyncio.ensure_future(commits.write(insert(n))))
+            await until(chain.committed(n + 1), what=f"write {n} committed")
+        closing = loop.run_in_executor(None, commits.close)
+        # the close sentinel reaches the checkpoint thread behind the three batches (read
+        # from the queue itself: no public state says the writer has handed it over)
+        await until(lambda: None in list(commits._settling.queue), what="close handed over")
+        chain.release.set()
+        await asyncio.wait_for(closing, 30.0)
+        return list(await asyncio.wait_for(asyncio.gather(*calls), 10.0))
+
+    try:
+        assert asyncio.run(go()) == [0, 1, 2, 3]
+    finally:
+        chain.release.set()
+        commits.close()
+    assert chain.checkpoints == [1, 4]
