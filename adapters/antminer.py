@@ -10,13 +10,21 @@ in words. Whether the miner then does it is for the read-back to say.
 
 pyasic's web client (``AntminerModernWebAPI.send_command``) opens a new httpx client and a
 new ``DigestAuth`` for every request, so each is sent twice: once to be answered 401 with
-a challenge, once with the digest. :class:`WebSession` keeps one client and one
-``DigestAuth`` per miner instead. lighttpd, which serves the CGI, accepts a nonce for 600 s
-from its issue whatever the ``nc`` and answers an older one 401 with ``stale=true``
-(lighttpd1.4 ``src/mod_auth.c``, ``mod_auth_digest_validate_nonce``); a kept
-``DigestAuth`` sends the last challenge's nonce with the next ``nc`` and, on a 401, takes
-the new challenge and sends the request once more (httpx ``DigestAuth.auth_flow``). A
-request then costs one round trip, and a stale nonce one more.
+a challenge, once with the digest. :class:`WebSession` keeps one challenge per miner
+instead, over :class:`adapters.webdigest.DigestClient` (HTTP/1.1 on asyncio, the request
+and the digest as httpx writes them, at a fraction of httpx's CPU per request). lighttpd,
+which serves the CGI, accepts a nonce for 600 s from its issue whatever the ``nc`` and
+answers an older one 401 with ``stale=true`` (lighttpd1.4 ``src/mod_auth.c``,
+``mod_auth_digest_validate_nonce``); the kept challenge is sent with the next ``nc`` and,
+on a 401, the new challenge is taken and the request sent once more (as httpx's
+``DigestAuth.auth_flow`` does). A request then costs one round trip, and a stale nonce one
+more.
+
+A reading (:func:`read`) asks only for what the adapter uses, from where pyasic's
+``AntminerModern.get_data`` takes it: the hashrate from the cgminer API's ``summary``
+(``GHS 5s``), the chip temperatures from ``stats.cgi``, the firmware's own checks from
+``summary.cgi`` and the work mode from ``get_miner_conf.cgi``; all four at once, parsed
+here without pyasic's ``MinerData``.
 
 A write that went out (its writing had begun) and is not answered within the adapter's
 timeout is not a failure: the CGI may answer only once bmminer has restarted. It is left
@@ -27,21 +35,22 @@ is reported sent, unanswered; the read-back decides whether it took effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+import math
+from typing import Any
 
+from adapters import webdigest
 from adapters.base import (
     AdapterError,
     BadReply,
     ControlRejected,
     DeviceTimeout,
     DeviceUnreachable,
+    Telemetry,
     contain,
 )
-
-if TYPE_CHECKING:
-    import httpx
+from adapters.payloads import asic_state
 
 log = logging.getLogger("gridsched.fleet")
 
@@ -49,49 +58,42 @@ log = logging.getLogger("gridsched.fleet")
 NORMAL, SLEEP = 0, 1
 #: In an Applied note: the write went out and its answer had not come (the read-back decides).
 UNANSWERED = "sent, not answered"
-#: httpcore's trace event as it starts writing a request: from there some of it may have
-#: reached the socket (a write cancelled while it waits for the buffer to drain has), so
-#: the request may be on the wire.
-_SENDING = "http11.send_request_headers.started"
+#: A failed call's answer, as pyasic's web API words its own failures, with its kind.
+_KIND = "gridsched_error"
+UNREACHABLE, UNREADABLE, REFUSED = "unreachable", "unreadable", "refused"
 
-Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+def _failed(kind: str, message: str) -> dict[str, Any]:
+    return {"success": False, "message": message, _KIND: kind}
 
 
 class WebSession:
-    """One miner's web CGI over one kept httpx client and digest challenge.
+    """One miner's web CGI over one kept digest challenge.
 
     Answers as pyasic's ``AntminerModernWebAPI.send_command`` and ``multicommand`` do (a
     dict; its own failures as ``{"success": False, "message": ...}``), so that
-    :meth:`install` can route pyasic's readings through it too.
+    :meth:`install` can route pyasic's own calls through it too.
     """
 
     def __init__(self, web: Any, write_timeout_s: float) -> None:
         self.web = web  # pyasic's AntminerModernWebAPI: ip, port, username, pwd
         self.write_timeout_s = write_timeout_s
-        self._client: httpx.AsyncClient | None = None
-        self._auth: httpx.DigestAuth | None = None
-        self._creds: tuple[str, str] | None = None
+        self._client: webdigest.DigestClient | None = None
         self._write: asyncio.Task[dict[str, Any]] | None = None  # sent, answer not yet come
 
     def install(self) -> None:
-        """pyasic's own calls on this web API (the readings' CGIs) go through the session."""
+        """pyasic's own calls on this web API go through the session."""
         self.web.send_command = self.send_command
         self.web.multicommand = self.multicommand
 
-    def _session(self) -> tuple[httpx.AsyncClient, httpx.DigestAuth]:
-        import httpx
-        from pyasic import settings
-
-        creds = (str(self.web.username), str(self.web.pwd))
-        if self._auth is None or creds != self._creds:  # a new password: a new challenge
-            self._auth, self._creds = httpx.DigestAuth(*creds), creds
-        if self._client is None:
-            # The overall bound is the adapter's (``contain``); this one ends a write left
-            # to finish after its command was reported sent.
-            self._client = httpx.AsyncClient(
-                transport=settings.transport(), timeout=self.write_timeout_s
+    def _session(self) -> webdigest.DigestClient:
+        user, pwd = str(self.web.username), str(self.web.pwd)
+        c = self._client
+        if c is None or (c.username, c.password) != (user, pwd):  # a new password: anew
+            c = self._client = webdigest.DigestClient(
+                str(self.web.ip), int(self.web.port), user, pwd
             )
-        return self._client, self._auth
+        return c
 
     async def send_command(
         self,
@@ -104,27 +106,29 @@ class WebSession:
         return await self._send(command, parameters or None, None)
 
     async def _send(
-        self, command: str, body: dict[str, Any] | None, trace: Trace | None
+        self, command: str, body: dict[str, Any] | None, on_sending: Any
     ) -> dict[str, Any]:
-        import httpx
-
-        client, auth = self._session()
-        url = f"http://{self.web.ip}:{self.web.port}/cgi-bin/{command}.cgi"
-        ext = {"trace": trace} if trace is not None else None
+        """The CGI's JSON object; a failure as pyasic words it, its kind under ``_KIND``.
+        Bounded by ``write_timeout_s`` (the adapter's own, shorter bound is outside)."""
+        client = self._session()
+        method = "GET" if body is None else "POST"
         try:
-            if body is not None:
-                resp = await client.post(url, auth=auth, json=body, extensions=ext)
-            else:
-                resp = await client.get(url, auth=auth, extensions=ext)
-        except httpx.HTTPError as e:
-            return {"success": False, "message": f"HTTP error occurred: {e}"}
-        if resp.status_code != 200:
-            return {"success": False, "message": f"HTTP {resp.status_code} {resp.reason_phrase}"}
-        try:
-            got = resp.json()
-        except ValueError:  # JSONDecodeError, UnicodeDecodeError
-            return {"success": False, "message": "Failed to decode JSON"}
-        return got if isinstance(got, dict) else {"success": False, "message": f"not a dict: {got}"}
+            async with asyncio.timeout(self.write_timeout_s):
+                reply = await client.request(method, f"/cgi-bin/{command}.cgi", body, on_sending)
+            if reply.status != 200:
+                return _failed(REFUSED, f"HTTP {reply.status} {reply.reason}")
+            got = reply.json()
+        except webdigest.Unreachable as e:
+            return _failed(UNREACHABLE, f"HTTP error occurred: {e}")
+        except TimeoutError:
+            return _failed(
+                UNREACHABLE, f"HTTP error occurred: no answer within {self.write_timeout_s:g} s"
+            )
+        except webdigest.Garbled as e:
+            return _failed(UNREADABLE, f"Failed to decode the answer: {e}")
+        if not isinstance(got, dict):
+            return _failed(UNREADABLE, f"not a JSON object: {str(got)[:80]}")
+        return got
 
     async def multicommand(
         self, *commands: str, ignore_errors: bool = False, allow_warning: bool = True
@@ -150,11 +154,11 @@ class WebSession:
             await asyncio.wait({self._write}, timeout=answer_within_s)
         sent = False
 
-        async def trace(event: str, _info: dict[str, Any]) -> None:
+        def sending() -> None:
             nonlocal sent
-            sent = sent or event == _SENDING
+            sent = True
 
-        task = asyncio.ensure_future(self._send(command, body, trace))
+        task = asyncio.ensure_future(self._send(command, body, sending))
         done, _ = await asyncio.wait({task}, timeout=answer_within_s)
         if task in done:
             return task.result()
@@ -170,9 +174,7 @@ class WebSession:
     async def close(self) -> None:
         if self._write is not None:
             self._write.cancel()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self._client = None
 
 
 def _late_answer(device_id: str, command: str, task: asyncio.Task[dict[str, Any]]) -> None:
@@ -254,15 +256,105 @@ async def set_work_mode(
 def _raise_web_error(device_id: str, what: str, reply: Any) -> None:
     """pyasic's web API answers its own failures as ``{"success": False, "message": ...}``:
     an HTTP error (no connection), JSON that does not decode, or any other status (401 for
-    a wrong password)."""
+    a wrong password). The kept session says which (``_KIND``)."""
     if not (isinstance(reply, dict) and reply.get("success") is False):
         return
     message = str(reply.get("message", ""))
+    kind = reply.get(_KIND)
+    if kind is None:  # pyasic's own client
+        kind = (
+            UNREACHABLE
+            if message.startswith("HTTP error")
+            else UNREADABLE
+            if "decode" in message.lower()
+            else REFUSED
+        )
     err: AdapterError
-    if message.startswith("HTTP error"):
+    if kind == UNREACHABLE:
         err = DeviceUnreachable(device_id, f"{what}: {message}")
-    elif "decode" in message.lower():
+    elif kind == UNREADABLE:
         err = BadReply(device_id, f"{what}: {message}")
     else:
         err = ControlRejected(device_id, f"{what}: {message} (a wrong web password answers 401)")
     raise err
+
+
+async def read(device_id: str, miner: Any, kept: WebSession, at: float) -> Telemetry:
+    """One reading of a stock Antminer: the four calls its Telemetry needs, at once.
+
+    The sources are pyasic's (``AntminerModern`` data locations): hashrate from the cgminer
+    API's ``summary`` (``GHS 5s``, GH/s), chip temperatures from ``stats.cgi`` (per board,
+    the mean of the non-zero ``temp_chip``; ``temp_pic[0]`` on an S21+ Hyd), the
+    firmware's checks from ``summary.cgi`` (each ``status`` entry not "s" is an error) and
+    the work mode from ``get_miner_conf.cgi`` (``bitmain-work-mode`` 1: asleep). As in
+    pyasic, a part that fails is left out; without a hashrate there is no reading.
+    """
+    rpc_summary, conf, web_summary, stats = await asyncio.gather(
+        _rpc(miner, "summary"),
+        kept._send("get_miner_conf", None, None),
+        kept._send("summary", None, None),
+        kept._send("stats", None, None),
+    )
+    ths: float | None = None
+    with contextlib.suppress(LookupError, TypeError, ValueError):
+        ths = float(rpc_summary["SUMMARY"][0]["GHS 5s"]) / 1000.0
+    if ths is None or not math.isfinite(ths) or ths < 0:
+        web = [r for r in (conf, web_summary, stats) if r.get("success") is False]
+        if len(web) == 3 and all(r.get(_KIND) == UNREACHABLE for r in web):
+            raise DeviceUnreachable(device_id, f"telemetry: {web[0]['message']}")
+        raise BadReply(
+            device_id, f"telemetry: no hashrate in the API's summary ({str(rpc_summary)[:120]})"
+        )
+    mining: bool | None = None
+    mode = conf.get("bitmain-work-mode") if conf.get("success") is not False else None
+    if mode is not None:
+        mining = str(mode).isdigit() and int(mode) != 1
+    return Telemetry(
+        device_id=device_id,
+        at=at,
+        state=asic_state(None, ths, None, mining),
+        power_w=None,  # stock firmware reports none (pyasic: no wattage data location)
+        target_w=None,
+        hashrate_ths=ths,
+        temperatures_c=_chip_temp(stats, str(getattr(miner, "model", "") or "")),
+        errors=_errors(web_summary),
+    )
+
+
+async def _rpc(miner: Any, command: str) -> Any:
+    """A cgminer API call through pyasic's RPC client (one short connection, no auth);
+    its failure is an empty answer, as pyasic's data functions treat it."""
+    from pyasic.errors import APIError
+
+    try:
+        return await miner.rpc.send_command(command)
+    except (APIError, OSError, ValueError):
+        return {}
+
+
+def _chip_temp(stats: dict[str, Any], model: str) -> tuple[float, ...]:
+    temps: list[float] = []
+    try:
+        chains = stats["STATS"][0]["chain"]
+        for board in chains:
+            if "S21+ Hyd" in model:
+                temps.append(float(board["temp_pic"][0]))
+                continue
+            chips = [float(x) for x in board["temp_chip"] if x]
+            if chips:
+                temps.append(sum(chips) / len(chips))
+    except (LookupError, TypeError, ValueError):
+        pass
+    temps = [t for t in temps if t and math.isfinite(t)]
+    return (max(temps),) if temps else ()
+
+
+def _errors(summary: dict[str, Any]) -> tuple[str, ...]:
+    try:
+        return tuple(
+            str(item["msg"])
+            for item in summary["SUMMARY"][0]["status"]
+            if isinstance(item, dict) and "msg" in item and item.get("status") != "s"
+        )
+    except (LookupError, TypeError):
+        return ()

@@ -212,10 +212,14 @@ class PyasicMiner(MinerCommands):
                 DataOptions.ERRORS,
                 DataOptions.IS_MINING,
             ]
-            got = self._web_call("telemetry", lambda: miner.get_data(include=include))
             try:
-                data = await contain(self.device_id, "telemetry", got, self.timeout_s)
-                t = parse_miner_data(self.device_id, data, now)
+                if self._web is not None:  # stock Antminer: only the calls its reading uses
+                    got = antminer.read(self.device_id, miner, self._web, now)
+                    t = await contain(self.device_id, "telemetry", got, self.timeout_s)
+                else:
+                    call = self._web_call("telemetry", lambda: miner.get_data(include=include))
+                    data = await contain(self.device_id, "telemetry", call, self.timeout_s)
+                    t = parse_miner_data(self.device_id, data, now)
             except BadReply as exc:
                 if not await self._reachable():
                     raise DeviceUnreachable(

@@ -81,24 +81,28 @@ def parse_miner_data(device_id: str, d: Any, at: float) -> Telemetry:
         raise BadReply(device_id, f"pyasic data unusable: {type(exc).__name__}: {exc}") from None
     if watts is None and ths is None:
         raise BadReply(device_id, "the miner reported neither power nor hashrate")
-    state: Any
-    if mining is False:
-        # Configured asleep is asleep once it stops hashing and drawing: stock firmware
-        # answers the new configuration before bmminer has stopped.
-        quiet = (watts or 0.0) <= SLEEPING_MAX_W and not ths
-        state = "sleeping" if quiet else "transition"
-    else:
-        state = _asic_state(watts, ths, None)
     return Telemetry(
         device_id=device_id,
         at=at,
-        state=state,
+        state=asic_state(watts, ths, None, mining),
         power_w=watts,
         target_w=limit,
         hashrate_ths=ths,
         temperatures_c=(max(temps),) if temps else (),
         errors=errors,
     )
+
+
+def asic_state(
+    watts: float | None, ths: float | None, ideal_ths: float | None, mining: bool | None
+) -> Any:
+    """A miner's state from its power, hashrate and whether it is configured to mine."""
+    if mining is False:
+        # Configured asleep is asleep once it stops hashing and drawing: stock firmware
+        # answers the new configuration before bmminer has stopped.
+        quiet = (watts or 0.0) <= SLEEPING_MAX_W and not ths
+        return "sleeping" if quiet else "transition"
+    return _asic_state(watts, ths, ideal_ths)
 
 
 def _asic_state(watts: float | None, ths: float | None, ideal_ths: float | None) -> Any:

@@ -1,0 +1,385 @@
+"""A lean HTTP/1.1 client with RFC 7616 digest auth, for a miner's web CGI.
+
+Stock Antminer firmware serves its CGI through lighttpd behind digest auth. pyasic sends
+those requests with httpx (``pyasic.web.antminer.AntminerModernWebAPI``), and httpx's
+per-request machinery (URL parsing, header models, the connection pool, anyio, h11) cost
+the controller several milliseconds of CPU per request while the request itself is a few
+hundred bytes. This client sends what httpx sends where the server reads it (the request
+line, ``Host``, ``Accept``, ``Accept-Encoding``, ``Content-Type``/``Content-Length``, the
+JSON body as httpx encodes it, and the ``Authorization`` header field by field in httpx's
+``DigestAuth`` order and quoting) over one ``asyncio`` protocol per request.
+
+Differences from httpx, each on purpose:
+
+- ``Connection: close`` instead of ``keep-alive``: a connection serves one request (the
+  simulator, like lighttpd configured without keep-alive, closes it anyway); asking for
+  the close lets the server close first, so that the ``TIME_WAIT`` of thousands of short
+  connections lands on the miner's side, not on the controller's ephemeral ports.
+- ``User-Agent: gridsched``.
+- No cookie jar: httpx copies a 401's ``Set-Cookie`` into the retried request; lighttpd's
+  mod_auth sets none.
+
+The digest follows httpx's ``DigestAuth.auth_flow``: the last challenge is kept and each
+request carries it with the next ``nc``; a 401 with a ``Digest`` challenge (a new or a
+``stale=true`` one) replaces it, ``nc`` starts again at 1 and the request is sent once more.
+
+Failures are typed: :class:`Unreachable` when no connection was made or it ended before a
+complete answer; :class:`Garbled` when something answered that is not HTTP, or a body that
+cannot be read as JSON (its first bytes named in the message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import secrets
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+#: An answer larger than this is not a CGI's JSON.
+MAX_REPLY_BYTES = 4 << 20
+_HASHES: dict[str, Callable[[bytes], Any]] = {
+    "MD5": hashlib.md5,
+    "SHA": hashlib.sha1,
+    "SHA-256": hashlib.sha256,
+    "SHA-512": hashlib.sha512,
+}
+
+
+class WebError(Exception):
+    """A request that got no usable HTTP answer."""
+
+
+class Unreachable(WebError):
+    """No connection, or it ended before a complete answer."""
+
+
+class Garbled(WebError):
+    """Something answered that cannot be read: not HTTP, a bad challenge, or a body that
+    is not what was expected."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer; header names lower case."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+    def json(self) -> Any:
+        """The body as JSON; :class:`Garbled` naming its first bytes when it is not."""
+        try:
+            return json.loads(self.body)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            raise Garbled(f"not JSON: {snippet(self.body)}") from None
+
+
+def snippet(data: bytes, limit: int = 60) -> str:
+    return repr(data[:limit]) + ("..." if len(data) > limit else "")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    realm: str
+    nonce: str
+    algorithm: str
+    opaque: str | None
+    qop: str | None
+
+
+def parse_challenge(header: str) -> Challenge:
+    """A ``WWW-Authenticate: Digest ...`` value as httpx's ``DigestAuth._parse_challenge``
+    reads it (``urllib``'s ``parse_http_list``, quotes stripped)."""
+    from urllib.request import parse_http_list
+
+    _scheme, _, rest = header.partition(" ")
+    fields: dict[str, str] = {}
+    for item in parse_http_list(rest):
+        key, eq, value = item.strip().partition("=")
+        if eq:
+            fields[key] = value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value
+    try:
+        return Challenge(
+            realm=fields["realm"],
+            nonce=fields["nonce"],
+            algorithm=fields.get("algorithm", "MD5"),
+            opaque=fields.get("opaque"),
+            qop=fields.get("qop"),
+        )
+    except KeyError:
+        raise Garbled(f"malformed digest challenge: {header[:120]!r}") from None
+
+
+def _resolve_qop(qop: str | None) -> str | None:
+    if qop is None:
+        return None
+    qops = re.split(", ?", qop)
+    if "auth" in qops:
+        return "auth"
+    raise Garbled(f"digest qop {qop!r}: only 'auth' is supported")
+
+
+def authorization(
+    username: str, password: str, method: str, uri: str, ch: Challenge, nc: int
+) -> str:
+    """The ``Authorization`` value for one request, field by field as httpx's
+    ``DigestAuth._build_auth_header`` writes it (RFC 7616; RFC 2069 without qop)."""
+    algorithm = ch.algorithm.upper()
+    sess = algorithm.endswith("-SESS")
+    hash_fn = _HASHES.get(algorithm.removesuffix("-SESS"))
+    if hash_fn is None:
+        raise Garbled(f"digest algorithm {ch.algorithm!r} is not supported")
+
+    def digest(text: str) -> str:
+        return str(hash_fn(text.encode()).hexdigest())
+
+    nc_value = f"{nc:08x}"
+    cnonce = secrets.token_hex(8)  # httpx: 16 hex digits of a SHA-1 over random data
+    ha1 = digest(f"{username}:{ch.realm}:{password}")
+    if sess:
+        ha1 = digest(f"{ha1}:{ch.nonce}:{cnonce}")
+    ha2 = digest(f"{method}:{uri}")
+    qop = _resolve_qop(ch.qop)
+    if qop is None:
+        response = digest(f"{ha1}:{ch.nonce}:{ha2}")
+    else:
+        response = digest(f"{ha1}:{ch.nonce}:{nc_value}:{cnonce}:{qop}:{ha2}")
+    out = (
+        f'Digest username="{username}", realm="{ch.realm}", nonce="{ch.nonce}", '
+        f'uri="{uri}", response="{response}", algorithm={ch.algorithm}'
+    )
+    if ch.opaque:
+        out += f', opaque="{ch.opaque}"'
+    if qop:
+        out += f', qop=auth, nc={nc_value}, cnonce="{cnonce}"'
+    return out
+
+
+class DigestClient:
+    """Requests to one host and port, each on a connection of its own, with the last
+    digest challenge kept between them."""
+
+    def __init__(self, host: str, port: int, username: str, password: str) -> None:
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self._host_header = host if port == 80 else f"{host}:{port}"
+        self._challenge: Challenge | None = None
+        self._nc = 1
+        self.requests = 0  # every request sent, for tests and counters
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        on_sending: Callable[[], None] | None = None,
+    ) -> Reply:
+        """Send one request (a JSON body when ``json_body`` is not None) and its answer;
+        sent once more on a digest challenge. ``on_sending`` is called as the request's
+        bytes are handed to the socket (from then it may have reached the server)."""
+        body = b""
+        if json_body is not None:
+            body = json.dumps(
+                json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\nAccept: */*\r\n"
+            "Accept-Encoding: gzip, deflate\r\nConnection: close\r\nUser-Agent: gridsched\r\n"
+        )
+        if json_body is not None:
+            head += f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n"
+        reply = await self._send(head, method, path, body, on_sending)
+        if reply.status != 401:
+            return reply
+        found = next(
+            (v for k, v in reply.headers if k == "www-authenticate" and v[:7].lower() == "digest "),
+            None,
+        )
+        if found is None:
+            return reply
+        self._challenge, self._nc = parse_challenge(found), 1
+        return await self._send(head, method, path, body, on_sending)
+
+    async def _send(
+        self,
+        head: str,
+        method: str,
+        path: str,
+        body: bytes,
+        on_sending: Callable[[], None] | None,
+    ) -> Reply:
+        if self._challenge is not None:
+            auth = authorization(
+                self.username, self.password, method, path, self._challenge, self._nc
+            )
+            self._nc += 1
+            head += f"Authorization: {auth}\r\n"
+        data = head.encode("latin-1") + b"\r\n" + body
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Reply] = loop.create_future()
+        self.requests += 1
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: _Exchange(data, done, on_sending), self.host, self.port
+            )
+        except OSError as exc:
+            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+        try:
+            return await done
+        finally:
+            if done.done():
+                transport.close()
+            else:  # cancelled or timed out: nothing more is read
+                transport.abort()
+
+
+class _Exchange(asyncio.Protocol):
+    """One request written as the connection is made, and its answer collected until it
+    is complete (``Content-Length``, the last chunk, or the server's close)."""
+
+    def __init__(
+        self, data: bytes, done: asyncio.Future[Reply], on_sending: Callable[[], None] | None
+    ) -> None:
+        self.data, self.done, self.on_sending = data, done, on_sending
+        self.buf = bytearray()
+        self.head: tuple[int, str, tuple[tuple[str, str], ...], int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.on_sending is not None:
+            self.on_sending()
+        # uvloop's transports are not registered as asyncio.WriteTransport: no isinstance
+        cast(asyncio.WriteTransport, transport).write(self.data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.buf += data
+        if len(self.buf) > MAX_REPLY_BYTES:
+            self._fail(Garbled(f"an answer over {MAX_REPLY_BYTES} bytes"))
+            return
+        try:
+            if self.head is None:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self.buf) >= 8 and not self.buf.startswith(b"HTTP/"):
+                        raise Garbled(f"not an HTTP answer: {snippet(bytes(self.buf))}")
+                    return
+                self.head = _parse_head(bytes(self.buf[:end]), end + 4)
+            reply = _complete(self.head, self.buf, eof=False)
+        except Garbled as exc:
+            self._fail(exc)
+            return
+        if reply is not None:
+            self.done.set_result(reply)
+
+    def eof_received(self) -> bool:
+        self._finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc)
+
+    def _finish(self, exc: Exception | None = None) -> None:
+        if self.done.done():
+            return
+        if not self.buf:
+            why = f"{type(exc).__name__}: {exc}" if exc else "closed without an answer"
+            self._fail(Unreachable(f"the connection ended: {why}"))
+            return
+        try:
+            if self.head is None:
+                if not self.buf.startswith(b"HTTP/"):
+                    raise Garbled(f"not an HTTP answer: {snippet(bytes(self.buf))}")
+                raise Unreachable("the connection ended within the answer's head")
+            reply = _complete(self.head, self.buf, eof=True)
+        except WebError as err:
+            self._fail(err)
+            return
+        if reply is None:
+            self._fail(Unreachable("the connection ended before the answer's body was complete"))
+        else:
+            self.done.set_result(reply)
+
+    def _fail(self, exc: WebError) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+def _parse_head(raw: bytes, body_at: int) -> tuple[int, str, tuple[tuple[str, str], ...], int]:
+    lines = raw.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/1.") or not (len(code) == 3 and code.isdigit()):
+        raise Garbled(f"not an HTTP status line: {lines[0][:80]!r}")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise Garbled(f"not an HTTP header: {line[:80]!r}")
+        headers.append((name.strip().lower(), value.strip()))
+    return int(code), reason, tuple(headers), body_at
+
+
+def _complete(
+    head: tuple[int, str, tuple[tuple[str, str], ...], int], buf: bytearray, eof: bool
+) -> Reply | None:
+    """The reply once its body is all here (None: not yet)."""
+    status, reason, headers, at = head
+    fields = dict(headers)
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        body = _dechunk(memoryview(buf)[at:])
+        if body is None:
+            return None
+    elif "content-length" in fields:
+        try:
+            length = int(fields["content-length"])
+        except ValueError:
+            raise Garbled(f"Content-Length {fields['content-length']!r}") from None
+        if len(buf) - at < length:
+            return None
+        body = bytes(buf[at : at + length])
+    elif eof or status in (204, 304) or 100 <= status < 200:
+        body = bytes(buf[at:])
+    else:
+        return None
+    coding = fields.get("content-encoding", "").lower()
+    if coding in ("gzip", "deflate"):
+        try:
+            body = zlib.decompress(
+                body, 16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS
+            )
+        except zlib.error as exc:
+            raise Garbled(f"{coding} body: {exc}") from None
+    return Reply(status, reason, headers, body)
+
+
+def _dechunk(data: memoryview) -> bytes | None:
+    """A chunked body decoded; None while its last chunk has not come."""
+    out = bytearray()
+    pos = 0
+    raw = data.tobytes()
+    while True:
+        end = raw.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        size_text = raw[pos:end].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise Garbled(f"chunk size {snippet(size_text)}") from None
+        if size == 0:
+            return bytes(out) if raw.find(b"\r\n", end + 2) >= 0 else None
+        start = end + 2
+        if len(raw) < start + size + 2:
+            return None
+        out += raw[start : start + size]
+        pos = start + size + 2
