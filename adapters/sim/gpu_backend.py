@@ -1,4 +1,4 @@
-"""The GPU simulator behind the NVML adapter's backend interface (``adapters.gpu.GpuBackend``).
+"""The GPU simulator behind the NVML adapter's backend interface (``adapters.nvml.GpuBackend``).
 
 :class:`LocalSimBackend` drives simulated GPUs in this process; :class:`RemoteSimBackend`
 those of a ``gridsched fleet simulate`` process over its control port. Both raise the
@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from adapters.base import DeviceTimeout
-from adapters.gpu import nvml_error
+from adapters.nvml import nvml_error
 from adapters.sim.gpu import SimNvmlError
 
 #: What the simulator answers for nvmlSystemGetDriverVersion: says it is simulated.
