@@ -31,18 +31,18 @@ def _clean(sim: SimFleetThread) -> Iterator[None]:
 
 
 def _pyasic_adapter(sim: SimFleetThread) -> DeviceAdapter:
-    return PyasicMiner("c/asic", miner_host(sim, 2), timeout_s=1.0)
+    return PyasicMiner("c/asic", miner_host(sim, 2), timeout_s=10.0)
 
 
 def _local_gpu(sim: SimFleetThread) -> DeviceAdapter:
     gpu = SimGpu(0, settle_s=0.01)
-    return NvmlGpu("c/gpu0", "0", LocalSimBackend([gpu]), 0, 1.0, lambda w: 480.0 * w / 700)
+    return NvmlGpu("c/gpu0", "0", LocalSimBackend([gpu]), 0, 10.0, lambda w: 480.0 * w / 700)
 
 
 def _remote_gpu(sim: SimFleetThread) -> DeviceAdapter:
     port = sim.fleet.control_port
     assert port is not None
-    return NvmlGpu("c/gpu1", "1", RemoteSimBackend("127.0.0.1", port), 1, 1.0)
+    return NvmlGpu("c/gpu1", "1", RemoteSimBackend("127.0.0.1", port, timeout_s=10.0), 1, 10.0)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_adapter_conformance(sim: SimFleetThread, make: Any) -> None:
         fleet.status[dev.device_id].connected = True
         out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
         assert out[0].ok, out[0].error
-        confirmed = await fleet.confirm(out, timeout_s=5.0, poll_s=0.05)
+        confirmed = await fleet.confirm(out, timeout_s=15.0, poll_s=0.05)
         assert confirmed[dev.device_id] is not None
         lo = info.min_power_w or 0.0
         hi = info.max_power_w or 0.0
@@ -70,7 +70,7 @@ def test_adapter_conformance(sim: SimFleetThread, make: Any) -> None:
         assert out[0].ok and out[0].applied is not None, out[0].error
         applied = out[0].applied.target_w
         assert applied is not None and lo <= applied <= target + 0.5
-        confirmed = await fleet.confirm(out, timeout_s=5.0, poll_s=0.05)
+        confirmed = await fleet.confirm(out, timeout_s=15.0, poll_s=0.05)
         assert confirmed[dev.device_id] is not None
         t = await dev.read()
         assert t.state == "running" and t.target_w == pytest.approx(applied, abs=1.0)

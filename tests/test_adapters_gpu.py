@@ -21,7 +21,7 @@ from tests.support.simfleet import run
 
 def test_gpu_limits_are_clamped_and_refusals_are_clear() -> None:
     gpu = SimGpu(0, settle_s=0.01)
-    dev = NvmlGpu("g/0", "0", LocalSimBackend([gpu]), 0, 1.0)
+    dev = NvmlGpu("g/0", "0", LocalSimBackend([gpu]), 0, 10.0)
 
     async def go() -> None:
         await dev.connect()
@@ -65,8 +65,8 @@ def test_serving_hook_hears_the_capacity() -> None:
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/capacity"
-    hook = ServingHook(url, 2.0, Secret("tok"))
-    dev = NvmlGpu("g/1", "0", LocalSimBackend([SimGpu(0)]), 0, 1.0, lambda w: w, hook)
+    hook = ServingHook(url, 10.0, Secret("tok"))
+    dev = NvmlGpu("g/1", "0", LocalSimBackend([SimGpu(0)]), 0, 10.0, lambda w: w, hook)
 
     async def go() -> None:
         await dev.connect()

@@ -96,7 +96,7 @@ def test_a_reading_during_the_sleep_ramp_does_not_make_the_next_wake_a_no_op() -
     )
     th = SimFleetThread(fleet)
     with th:
-        dev = PyasicMiner("r/0", fleet.miners[0].host, timeout_s=2.0)
+        dev = PyasicMiner("r/0", fleet.miners[0].host, timeout_s=10.0)
 
         async def go() -> None:
             await dev.connect()
@@ -120,7 +120,7 @@ def test_a_sleeping_luxos_miner_takes_its_next_profile_ahead_and_wakes_in_one_ro
     th = SimFleetThread(fleet)
     with th:
         sim = fleet.miners[0]
-        dev = PyasicMiner("s/0", sim.host, timeout_s=2.0)
+        dev = PyasicMiner("s/0", sim.host, timeout_s=10.0)
         seen = lambda: th.call(lambda: (sim.commands_seen, sim.state.phase, sim.state.profile))  # noqa: E731
 
         async def go() -> None:
@@ -160,7 +160,7 @@ def test_a_sleeping_luxos_miner_takes_its_next_profile_ahead_and_wakes_in_one_ro
 
 def test_nothing_listening_is_unreachable() -> None:
     host = loopback_host()  # its port free: nothing listens there
-    dev = PyasicMiner("x/dead", host, timeout_s=0.5)
+    dev = PyasicMiner("x/dead", host, timeout_s=10.0)
     with pytest.raises(DeviceUnreachable, match=re.escape(host)):
         run(dev.connect())
 

@@ -70,7 +70,7 @@ def test_a_family_it_cannot_drive_is_refused_per_device_with_the_reason(
     sim: SimFleetThread, firmware: str, words: str
 ) -> None:
     m = _miner(sim, firmware)
-    dev = AsicRsMiner(f"{firmware}/0", m.host, timeout_s=2.0)
+    dev = AsicRsMiner(f"{firmware}/0", m.host, timeout_s=10.0)
 
     async def go() -> None:
         fleet = _fleet(dev)
@@ -91,7 +91,7 @@ def test_answers_it_cannot_read_are_unreadable_not_asleep(sim: SimFleetThread) -
     """asic-rs fills what it could not read with None and ``is_mining`` with False; that
     is no evidence of a sleeping miner."""
     m = _miner(sim, "luxos")
-    dev = AsicRsMiner("luxos/0", m.host, timeout_s=2.0)
+    dev = AsicRsMiner("luxos/0", m.host, timeout_s=10.0)
 
     async def go() -> None:
         fleet = _fleet(dev)
@@ -115,7 +115,7 @@ def test_answers_it_cannot_read_are_unreadable_not_asleep(sim: SimFleetThread) -
 
 def test_nothing_answering_is_unreachable() -> None:
     host = free_base(1, (4028, 80)).rsplit(".", 1)[0] + ".1"
-    dev = AsicRsMiner("none/0", host, timeout_s=0.5)
+    dev = AsicRsMiner("none/0", host, timeout_s=10.0)
     with pytest.raises(DeviceUnreachable, match="no miner answers"):
         asyncio.run(dev.connect())
 

@@ -71,7 +71,7 @@ kind = "sim"
 sim_base = "{base}"
 sim_sleep_s = 0.5
 sim_wake_s = 1.0
-timeout_s = 1
+timeout_s = 10
 
 [[devices]]
 name = "h100"

@@ -91,7 +91,7 @@ kind = "sim"
 sim_base = "{base}"
 sim_sleep_s = 0.2
 sim_wake_s = 0.4
-timeout_s = 2
+timeout_s = 10
 """
 
 

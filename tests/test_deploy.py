@@ -136,7 +136,7 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
 
     def query(q: str) -> list[dict[str, Any]]:
         try:  # 503 "Service Unavailable" (text) while Prometheus starts
-            r = httpx.get(api + "/query", params={"query": q}, timeout=5).json()
+            r = httpx.get(api + "/query", params={"query": q}, timeout=30).json()
         except (httpx.HTTPError, ValueError):
             return []
         out: list[dict[str, Any]] = r.get("data", {}).get("result", [])
@@ -166,7 +166,7 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
         most = 'max_over_time(gridsched_site_power_watts{kind="import"}[5m])'
         assert query(f"{most} > {limit_kw * 1000}")
         assert query('gridsched_signals_active{type="curtail"} == 1')
-        rules = httpx.get(api + "/rules", timeout=5).json()["data"]["groups"][0]["rules"]
+        rules = httpx.get(api + "/rules", timeout=30).json()["data"]["groups"][0]["rules"]
         assert {r["name"] for r in rules} == alert_names(), rules
         assert all(r["health"] == "ok" for r in rules), rules
     finally:

@@ -64,7 +64,7 @@ def _kind(m: Any) -> str:
 
 
 async def _connect(hosts: dict[str, str], book: IdentityBook) -> Fleet:
-    miners = [PyasicMiner(f"{k}/0", h, timeout_s=2.0, identities=book) for k, h in hosts.items()]
+    miners = [PyasicMiner(f"{k}/0", h, timeout_s=10.0, identities=book) for k, h in hosts.items()]
     fleet = Fleet(miners)
     errors = await fleet.connect_all()
     assert not any(errors.values()), errors
@@ -149,7 +149,7 @@ def test_fleet_status_leaves_a_daemons_luxos_session_alone() -> None:
     with th:
         logon = th.call(lambda: m.answer(b'{"command": "logon"}'))
         daemons = logon["SESSION"][0]["SessionID"]
-        dev = PyasicMiner("s/0", host, timeout_s=2.0, session_renew_s=0.0, sessions=False)
+        dev = PyasicMiner("s/0", host, timeout_s=10.0, session_renew_s=0.0, sessions=False)
         fleet = Fleet([dev])
 
         async def status() -> int:
@@ -232,7 +232,7 @@ count = 3
 [devices.adapter]
 kind = "sim"
 sim_base = "{free_loopback_base(3)}"
-timeout_s = 1
+timeout_s = 10
 """
 
     async def start() -> tuple[int, int, int]:

@@ -60,7 +60,7 @@ kind = "sim"
 sim_base = "{old}"
 sim_sleep_s = 0.2
 sim_wake_s = 0.4
-timeout_s = 2
+timeout_s = 10
 
 [[devices]]
 name = "new"
@@ -72,7 +72,7 @@ kind = "sim"
 sim_base = "{new}"
 sim_sleep_s = 0.2
 sim_wake_s = 0.4
-timeout_s = 2
+timeout_s = 10
 """
 
 

@@ -92,7 +92,7 @@ def run(coro: Any) -> Any:
 
 def _miner(kind: str, firmware: str, k: int, host: str, m: Any, **kw: Any) -> DeviceAdapter:
     if kind == "pyasic":
-        return PyasicMiner(f"{firmware}/{k}", host, timeout_s=2.0, **kw)
+        return PyasicMiner(f"{firmware}/{k}", host, timeout_s=10.0, **kw)
     pytest.importorskip("pyasic_rs", reason="pyasic-rs is not installed")
     from adapters import asic_rs
     from adapters.secrets import Secret
@@ -110,7 +110,7 @@ def _miner(kind: str, firmware: str, k: int, host: str, m: Any, **kw: Any) -> De
     why = asic_rs.refusal(FAMILY.get(firmware, Family.OTHER))
     if why is not None:
         pytest.skip(f"asic-rs does not drive {firmware}: {why}")
-    return asic_rs.AsicRsMiner(f"{firmware}/{k}", host, timeout_s=2.0, **kw)
+    return asic_rs.AsicRsMiner(f"{firmware}/{k}", host, timeout_s=10.0, **kw)
 
 
 def _caps(kind: str, fam: Family) -> Capabilities:

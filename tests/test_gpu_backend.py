@@ -62,7 +62,7 @@ def test_calls_share_a_few_kept_connections() -> None:
         await sim.start()
         try:
             assert sim.control_port is not None
-            backend = RemoteSimBackend("127.0.0.1", sim.control_port, connections=3)
+            backend = RemoteSimBackend("127.0.0.1", sim.control_port, timeout_s=10.0, connections=3)
             limits = await asyncio.gather(*(backend.call(i % 4, "limit_w") for i in range(60)))
             assert limits == [sim.gpus[i % 4].limit_w() for i in range(60)]
             assert 1 <= backend.opened <= 3
@@ -82,7 +82,7 @@ def test_a_kept_connection_the_server_closed_is_replaced_not_reported() -> None:
             writer.close()
 
         server = await asyncio.start_server(once, "127.0.0.1", 0)
-        backend = RemoteSimBackend("127.0.0.1", server.sockets[0].getsockname()[1])
+        backend = RemoteSimBackend("127.0.0.1", server.sockets[0].getsockname()[1], timeout_s=10.0)
         try:
             for _ in range(3):
                 assert await backend.call(0, "limit_w") == 300.0

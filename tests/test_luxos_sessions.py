@@ -70,7 +70,7 @@ def test_the_adapter_takes_over_a_session_another_client_left_idle() -> None:
     with th:
         other = th.call(lambda: ask(m, "logon"))["SESSION"][0]["SessionID"]
         now[0] = 55.0
-        dev = PyasicMiner("s/0", host, timeout_s=2.0, session_renew_s=math.inf)
+        dev = PyasicMiner("s/0", host, timeout_s=10.0, session_renew_s=math.inf)
         fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
         asyncio.run(fleet.connect_all())
         now[0] = 65.0  # the other client's session would have ended by now
@@ -99,7 +99,7 @@ def test_an_idle_luxos_session_is_renewed_on_a_reading_not_on_a_failed_command()
     th = SimFleetThread(SimFleet([m], control_port=None))
 
     async def attempts(renew_s: float, request: ModeRequest) -> int:
-        dev = PyasicMiner("s/0", m.host, timeout_s=2.0, session_renew_s=renew_s)
+        dev = PyasicMiner("s/0", m.host, timeout_s=10.0, session_renew_s=renew_s)
         fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
         await fleet.connect_all()  # logs on
         now[0] += 100.0  # idle past the session's minute
@@ -149,7 +149,7 @@ def test_a_sweep_renews_only_the_sessions_whose_turn_has_come() -> None:
     th = SimFleetThread(SimFleet(sims, control_port=None))
 
     async def go() -> tuple[int, list[str]]:
-        devs = [PyasicMiner(f"s/{h}", h, timeout_s=2.0, session_renew_s=30.0) for h in hosts]
+        devs = [PyasicMiner(f"s/{h}", h, timeout_s=10.0, session_renew_s=30.0) for h in hosts]
         fleet = Fleet(devs)
         assert not any((await fleet.connect_all()).values())
         for d in devs:

@@ -191,13 +191,13 @@ def test_a_meter_that_cannot_be_read_says_why() -> None:
         srv = MeterServer([0] * 10)  # answers, but holds no SunSpec map
         await srv.start()
         try:
-            meter = ModbusMeter(SiteMeter(host="127.0.0.1", port=srv.port, timeout_s=1))
+            meter = ModbusMeter(SiteMeter(host="127.0.0.1", port=srv.port, timeout_s=10))
             with pytest.raises(MeterError, match="no SunSpec marker 'SunS'"):
                 await meter.read()
             meter.close()
         finally:
             await srv.stop()
-        gone = ModbusMeter(SiteMeter(host="127.0.0.1", port=srv.port, timeout_s=1))
+        gone = ModbusMeter(SiteMeter(host="127.0.0.1", port=srv.port, timeout_s=10))
         with pytest.raises(MeterError, match="no connection"):
             await gone.read()
 
@@ -238,7 +238,7 @@ base_load_kw = 0
 [site.meter]
 host = "127.0.0.1"
 port = {port}
-timeout_s = 1
+timeout_s = 10
 
 [prices]
 format = "demo"
@@ -262,7 +262,7 @@ kind = "sim"
 sim_base = "{base}"
 sim_sleep_s = 0.2
 sim_wake_s = 0.4
-timeout_s = 1
+timeout_s = 10
 """
 
 

@@ -77,9 +77,9 @@ def _gpu(url: str, log: Log, drain_s: float = 5.0) -> tuple[NvmlGpu, list[float]
         "0",
         Recorded([SimGpu(0)], log),
         0,
-        1.0,
+        10.0,
         lambda w: 480.0 * w / 700.0,
-        ServingHook(url, 1.0),
+        ServingHook(url, 10.0),
         drain_s=drain_s,
         on_drain=drains.append,
     )

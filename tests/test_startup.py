@@ -209,7 +209,7 @@ def test_second_instance_on_the_same_state_file_is_refused(
         first.url, {"id": "after-second", "type": "alert", "level": 1, "start": now_iso()}
     )
     assert ok.status_code == 202, ok.text
-    assert httpx.get(first.url + "/healthz", timeout=5).status_code == 200
+    assert httpx.get(first.url + "/healthz", timeout=30).status_code == 200
 
 
 def test_second_instance_on_a_taken_port_touches_no_device(

@@ -473,7 +473,7 @@ def test_a_broker_port_taken_meanwhile_is_seen_and_another_one_used(
         child, port = start_on_a_free_port(argv, Mosquitto.READY, 2, taken)
     try:
         assert port != taken
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # it serves there
+        socket.create_connection(("127.0.0.1", port), timeout=30).close()  # it serves there
     finally:
         child.stop()
 

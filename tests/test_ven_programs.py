@@ -75,7 +75,7 @@ count = 2
 [devices.adapter]
 kind = "sim"
 sim_base = "{base}"
-timeout_s = 1
+timeout_s = 10
 """
 
 

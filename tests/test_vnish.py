@@ -112,7 +112,7 @@ def test_pyasic_own_set_power_limit_never_succeeds_on_vnish(sim: SimFleetThread)
 
 def test_the_adapter_reads_power_target_hashrate_and_identity(sim: SimFleetThread) -> None:
     m = _miner(sim, 1)
-    dev = PyasicMiner("vn/1", m.host, timeout_s=2.0)
+    dev = PyasicMiner("vn/1", m.host, timeout_s=10.0)
 
     async def go() -> Any:
         info = await dev.connect()
@@ -137,7 +137,7 @@ def test_curtail_and_wake_at_a_preset_are_confirmed_by_read_back(
     """Firmware versions answer ``autotune/presets`` as a list or ``{"presets": [...]}``."""
     m = _miner(sim, 2)
     sim.call(lambda: setattr(m, "presets_wrapped", wrapped))
-    dev = PyasicMiner("vn/2", m.host, timeout_s=2.0)
+    dev = PyasicMiner("vn/2", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -173,7 +173,7 @@ def test_a_wrong_password_is_a_rejection_not_zero_kw(sim: SimFleetThread) -> Non
     unreachable nor at 0 kW; the adapter says the password was refused."""
     m = _miner(sim, 3)
     sim.call(lambda: setattr(m, "password", "not-admin"))
-    dev = PyasicMiner("vn/3", m.host, timeout_s=2.0)
+    dev = PyasicMiner("vn/3", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -198,7 +198,7 @@ def test_manual_overclock_has_no_presets_and_the_wake_is_still_sent(
     target wakes the miner at its own setting instead of failing before the wake."""
     m = _miner(sim, 4)
     sim.call(lambda: setattr(m, "manual_overclock", True))
-    dev = PyasicMiner("vn/4", m.host, timeout_s=2.0)
+    dev = PyasicMiner("vn/4", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -224,7 +224,7 @@ def test_manual_overclock_has_no_presets_and_the_wake_is_still_sent(
 def test_a_stop_answered_and_ignored_is_unconfirmed(sim: SimFleetThread) -> None:
     m = _miner(sim, 5)
     sim.call(m.inject, FaultKind.IGNORE)
-    dev = PyasicMiner("vn/5", m.host, timeout_s=2.0, confirm_within_s=0.8)
+    dev = PyasicMiner("vn/5", m.host, timeout_s=10.0, confirm_within_s=0.8)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -245,7 +245,7 @@ def test_a_token_lost_to_a_web_restart_costs_no_failed_read(sim: SimFleetThread)
     is answered 401, pyasic unlocks again and gives up on that call. The adapter sends it
     again once with the new token, so the reading neither fails nor marks the miner."""
     m = _miner(sim, 0)
-    dev = PyasicMiner("vn/0", m.host, timeout_s=2.0)
+    dev = PyasicMiner("vn/0", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     def unlocks() -> int:
@@ -269,7 +269,7 @@ def test_a_token_lost_to_a_web_restart_costs_no_failed_read(sim: SimFleetThread)
 
 def test_garbled_answers_are_unreadable_not_zero_kw(sim: SimFleetThread) -> None:
     m = _miner(sim, 0)
-    dev = PyasicMiner("vn/0", m.host, timeout_s=2.0)
+    dev = PyasicMiner("vn/0", m.host, timeout_s=10.0)
 
     async def go() -> None:
         fleet = Fleet([dev], retry=RetryPolicy(attempts=1))
@@ -285,7 +285,7 @@ def test_a_preset_the_firmware_answers_and_keeps_is_rejected(sim: SimFleetThread
     """VNish answers a settings write alike whether it applied it or not: the settings
     read back after the write say which."""
     m = _miner(sim, 1)
-    dev = PyasicMiner("vn/1", m.host, timeout_s=2.0)
+    dev = PyasicMiner("vn/1", m.host, timeout_s=10.0)
 
     async def go() -> None:
         await dev.connect()
@@ -300,7 +300,7 @@ def test_a_preset_the_firmware_answers_and_keeps_is_rejected(sim: SimFleetThread
 def test_a_slow_stop_is_confirmed_late_not_called_failed(sim: SimFleetThread) -> None:
     m = _miner(sim, 5)
     sim.call(lambda: m.inject(FaultKind.SLOW_WRITE, delay_s=0.6))
-    dev = PyasicMiner("vn/5", m.host, timeout_s=2.0, confirm_within_s=30.0)
+    dev = PyasicMiner("vn/5", m.host, timeout_s=10.0, confirm_within_s=30.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -336,7 +336,7 @@ sim_firmware = "{firmware}"
 sim_base = "{base}"
 sim_sleep_s = 0.3
 sim_wake_s = 0.6
-timeout_s = 2
+timeout_s = 10
 """
 
 

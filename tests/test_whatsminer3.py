@@ -49,7 +49,7 @@ def test_identity_and_reading_and_what_pyasic_alone_gets_wrong(sim: SimFleetThre
     """pyasic picks BTMinerV3 from the version on 4028; its get_fw_ver() has none and its
     set_power_limit says True to a refused write, so the adapter does both itself."""
     m = _miner(sim, 0)
-    dev = PyasicMiner("wm3/0", m.host, timeout_s=2.0)
+    dev = PyasicMiner("wm3/0", m.host, timeout_s=10.0)
 
     async def go() -> None:
         info = await dev.connect()
@@ -83,7 +83,7 @@ def test_a_power_limit_restarts_btminer_and_is_confirmed_by_read_back(
     accepted on code 0 and done only when the summary's power-limit shows it."""
     m = _miner(sim, 1)
     boot0 = sim.call(lambda: m.state.boot_at)
-    dev = PyasicMiner("wm3/1", m.host, timeout_s=2.0)
+    dev = PyasicMiner("wm3/1", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -107,7 +107,7 @@ def test_a_wrong_password_is_a_rejection_for_every_write(sim: SimFleetThread) ->
     code -1: rejected and named, never accepted (pyasic's set_power_limit would say True)."""
     m = _miner(sim, 2)
     sim.call(lambda: setattr(m, "password", "not-super"))
-    dev = PyasicMiner("wm3/2", m.host, timeout_s=2.0)
+    dev = PyasicMiner("wm3/2", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -131,7 +131,7 @@ def test_a_wrong_password_is_a_rejection_for_every_write(sim: SimFleetThread) ->
 def test_write_access_off_is_a_rejection_naming_the_permission(sim: SimFleetThread) -> None:
     m = _miner(sim, 3)
     sim.call(lambda: setattr(m, "write_access", False))
-    dev = PyasicMiner("wm3/3", m.host, timeout_s=2.0)
+    dev = PyasicMiner("wm3/3", m.host, timeout_s=10.0)
 
     async def go() -> None:
         await dev.connect()
@@ -146,7 +146,7 @@ def test_write_access_off_is_a_rejection_naming_the_permission(sim: SimFleetThre
 
 def test_garbled_answers_are_unreadable_not_zero_kw(sim: SimFleetThread) -> None:
     m = _miner(sim, 4)
-    dev = PyasicMiner("wm3/4", m.host, timeout_s=1.0)
+    dev = PyasicMiner("wm3/4", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -170,7 +170,7 @@ def test_garbled_answers_are_unreadable_not_zero_kw(sim: SimFleetThread) -> None
 def test_an_ignored_power_limit_is_unconfirmed_never_done(sim: SimFleetThread) -> None:
     m = _miner(sim, 5)
     sim.call(m.inject, FaultKind.IGNORE)
-    dev = PyasicMiner("wm3/5", m.host, timeout_s=2.0, confirm_within_s=0.8)
+    dev = PyasicMiner("wm3/5", m.host, timeout_s=10.0, confirm_within_s=0.8)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -193,7 +193,7 @@ def test_an_ignored_power_limit_is_unconfirmed_never_done(sim: SimFleetThread) -
 def test_a_slow_write_is_confirmed_late_not_called_failed(sim: SimFleetThread) -> None:
     m = _miner(sim, 6)
     sim.call(lambda: m.inject(FaultKind.SLOW_WRITE, delay_s=0.6))
-    dev = PyasicMiner("wm3/6", m.host, timeout_s=2.0, confirm_within_s=30.0)
+    dev = PyasicMiner("wm3/6", m.host, timeout_s=10.0, confirm_within_s=30.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -214,10 +214,11 @@ def test_a_slow_write_is_confirmed_late_not_called_failed(sim: SimFleetThread) -
 def test_a_hung_api_is_a_timeout_not_a_reading(sim: SimFleetThread) -> None:
     """pyasic's API v3 reader has no timeout of its own; the adapter's bounds it."""
     m = _miner(sim, 7)
-    dev = PyasicMiner("wm3/7", m.host, timeout_s=0.5)
+    dev = PyasicMiner("wm3/7", m.host, timeout_s=10.0)
 
     async def go() -> None:
-        await dev.connect()
+        await dev.connect()  # healthy: time enough on a loaded host
+        dev.timeout_s = 0.5  # the hang alone is to be seen as a timeout, and soon
         sim.call(lambda: m.inject(FaultKind.HANG, 30.0))
         with pytest.raises(DeviceTimeout):
             await dev.read()
@@ -268,7 +269,7 @@ sim_firmware = "whatsminer3"
 sim_base = "{base}"
 sim_sleep_s = 0.3
 sim_wake_s = 0.6
-timeout_s = 2
+timeout_s = 10
 """
 
 

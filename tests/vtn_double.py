@@ -386,7 +386,7 @@ class VtnDouble:
 
         async def send() -> None:
             try:
-                async with httpx.AsyncClient(timeout=5, verify=self._tls) as c:
+                async with httpx.AsyncClient(timeout=30, verify=self._tls) as c:
                     r = await c.post(url, json=note, headers=headers)
                 if r.is_success:
                     self.answered_at.setdefault(str(note["object"]["id"]), time.time())
