@@ -52,10 +52,11 @@ def test_a_write_that_gets_no_answer_is_a_timeout_not_a_refusal(
     sim: SimFleetThread, request_: ModeRequest
 ) -> None:
     m = _miner(sim, 0)
-    dev = PyasicMiner("wm/0", m.host, timeout_s=1.0)
+    dev = PyasicMiner("wm/0", m.host, timeout_s=10.0)
 
     async def go() -> None:
-        await dev.connect()
+        await dev.connect()  # healthy: time enough on a loaded host
+        dev.timeout_s = 1.0  # the hang alone is to be seen as a timeout, and soon
         sim.call(lambda: m.inject(FaultKind.HANG))
         try:
             with pytest.raises(DeviceTimeout):
@@ -89,7 +90,7 @@ def test_a_write_whose_connection_drops_unanswered_is_no_answer_not_a_refusal(
 
 def test_a_refused_write_is_a_refusal_in_the_miners_words(sim: SimFleetThread) -> None:
     m = _miner(sim, 1)
-    dev = PyasicMiner("wm/1", m.host, timeout_s=2.0, password=Secret("not-the-password"))
+    dev = PyasicMiner("wm/1", m.host, timeout_s=10.0, password=Secret("not-the-password"))
 
     async def go() -> None:
         await dev.connect()
