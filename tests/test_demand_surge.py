@@ -35,7 +35,8 @@ def _site(tmp_path: Path, clock: FakeClock, url: str) -> str:
         f"{datetime.fromtimestamp(hour + h * 3600, UTC).isoformat()},50.0\n" for h in range(-24, 48)
     )
     (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + rows)
-    return SITE.format(url=url, objectives="", demand_extra="", miners="")
+    # a generous engine timeout: a loaded test machine must not read as an engine down
+    return SITE.format(url=url, objectives="", demand_extra="timeout_s = 10", miners="")
 
 
 async def _settled(d: Daemon) -> None:
