@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from adapters import antminer, luxos, vnish, whatsminer, whatsminer3
+from adapters import antminer, braiins, luxos, vnish, whatsminer, whatsminer3
 from adapters.base import (
     AdapterError,
     Applied,
@@ -87,6 +87,9 @@ class MinerCommands(DeviceAdapter):
         if whatsminer.is_v2(miner):  # nor on API v2: a refusal and no answer alike
             v2 = whatsminer.call(self.device_id, miner, fn, args, self.timeout_s)
             return await self._guarded(v2)
+        kept = braiins.kept(miner)  # Braiins OS+: its gRPC status says more than True/False
+        if kept is not None:
+            return await self._guarded(kept.write(self.device_id, fn, args, self.timeout_s))
         call = self._web_call(what, lambda: getattr(miner, fn)(*args))
         try:
             ok = await contain(self.device_id, what, call, self.timeout_s)

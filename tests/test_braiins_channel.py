@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from adapters.asic import PyasicMiner
-from adapters.base import ModeRequest
+from adapters.base import ControlRejected, DeviceUnreachable, ModeRequest
 from adapters.braiins import KeptChannel
 from adapters.sim.braiins import BraiinsSim
 from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.server import FaultKind
 from tests.support.simfleet import FAST, loopback_host, run
 
 
@@ -49,3 +52,60 @@ def test_commands_share_one_connection_and_it_is_made_again_when_lost() -> None:
         run(go())
         calls = th.call(lambda: list(m.grpc_calls))
     assert calls.count("_pause") == 2 and calls.count("_resume") == 1
+
+
+# -- writes: the firmware's own answer decides, with no dict built for pyasic ----------------
+
+
+def _drop(kept: KeptChannel | None) -> Any:
+    """Drop the kept connection, as a reboot or a cable would."""
+    conn = _connection(kept)
+    conn.connection._transport.abort()
+    return conn
+
+
+def test_a_write_to_a_miner_that_cannot_be_reached_is_unreachable_not_a_refusal() -> None:
+    """pyasic's stop_mining answers False for every APIError, a refused connection too, so
+    the adapter called a miner it could not reach one that "refused"; nothing was refused."""
+    m = BraiinsSim(loopback_host((4028, 50051)), web_port=None, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+    dev = PyasicMiner("bos/1", m.host, timeout_s=20.0)
+
+    async def go() -> None:
+        await dev.connect()
+        await dev.apply(ModeRequest("sleep"))
+        th.call(lambda: m.inject(FaultKind.REFUSE, 60.0))
+        conn = _drop(dev._grpc)
+        async with asyncio.timeout(10.0):
+            while not conn.handler.connection_lost:
+                await asyncio.sleep(0.01)
+        with pytest.raises(DeviceUnreachable):
+            await dev.apply(ModeRequest("run", 3000.0))
+        await dev.close()
+
+    with th:
+        run(go())
+
+
+def test_a_power_target_the_firmware_refuses_is_a_refusal_in_its_words() -> None:
+    m = BraiinsSim(loopback_host((4028, 50051)), web_port=None, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+    dev = PyasicMiner("bos/2", m.host, timeout_s=20.0)
+
+    async def go() -> None:
+        await dev.connect()
+        kept = dev._grpc
+        assert kept is not None
+        with pytest.raises(ControlRejected, match="INVALID_ARGUMENT.*out of range"):
+            await kept.write("bos/2", "set_power_limit", (0,), 20.0)
+        await kept.write("bos/2", "set_power_limit", (3000,), 20.0)
+        await kept.write("bos/2", "stop_mining", (), 20.0)
+        await kept.write("bos/2", "resume_mining", (), 20.0)
+        await dev.close()
+
+    with th:
+        run(go())
+        calls = th.call(lambda: list(m.grpc_calls))
+        target = th.call(lambda: m.target_w)
+    assert calls[-3:] == ["_set_power_target", "_pause", "_resume"]
+    assert target == 3000.0
