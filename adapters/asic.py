@@ -84,6 +84,7 @@ class PyasicMiner(MinerCommands):
     _discovered_at: float = field(default=-math.inf, init=False)
     _found: discovery.Found | None = field(default=None, init=False, repr=False)
     _grpc: braiins.KeptChannel | None = field(default=None, init=False, repr=False)
+    _vnish: vnish.WebReads | None = field(default=None, init=False, repr=False)
 
     async def _discover(self) -> Any:
         """pyasic's miner object, found once (:mod:`adapters.discovery`, which may reuse an
@@ -126,6 +127,7 @@ class PyasicMiner(MinerCommands):
         if family is Family.VNISH:  # pyasic's own preset choice never succeeds (adapters.vnish)
             got = await vnish.presets(self.device_id, miner, self._caps, self.timeout_s)
             self._caps, presets, self._no_target = got
+            self._vnish = vnish.reads(miner, self._vnish)  # readings over a lean client
         if family is Family.ANTMINER_STOCK and self._mode_as_str is None:
             from pyasic import settings
 
@@ -216,6 +218,9 @@ class PyasicMiner(MinerCommands):
                 if self._web is not None:  # stock Antminer: only the calls its reading uses
                     got = antminer.read(self.device_id, miner, self._web, now)
                     t = await contain(self.device_id, "telemetry", got, self.timeout_s)
+                elif self._vnish is not None and self._caps.family is Family.VNISH:
+                    vn = vnish.read(self.device_id, miner, self._vnish, now)
+                    t = await contain(self.device_id, "telemetry", vn, self.timeout_s)
                 else:
                     call = self._web_call("telemetry", lambda: miner.get_data(include=include))
                     data = await contain(self.device_id, "telemetry", call, self.timeout_s)

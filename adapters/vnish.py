@@ -20,15 +20,33 @@ taken as they come:
 
 In manual overclock (``miner.overclock.preset`` is "disabled") no preset applies: the
 miner has no power target, and a wake is the wake alone.
+
+A reading (:func:`read`) asks for the four answers pyasic's ``VNish.get_data`` takes the
+adapter's fields from (the API's ``summary`` and ``stats`` on 4028, the web API's
+``summary`` and ``settings``), all at once, and parses them with pyasic's own data
+functions. The web calls go over :class:`adapters.webdigest.DigestClient` with pyasic's
+token (``Authorization: <token>``, as ``VNishWebAPI.send_command`` sends it) instead of a
+new httpx client per call; the API calls are sent one by one, as pyasic ends up sending
+them after its ``summary+stats`` multicommand is refused (bmminer refuses multicommands).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from adapters.base import BadReply, ControlRejected, contain
+from adapters import webdigest
+from adapters.base import (
+    BadReply,
+    ControlRejected,
+    DeviceUnreachable,
+    Telemetry,
+    contain,
+)
+from adapters.payloads import parse_miner_data
 from models.firmware import Capabilities, PowerTarget
 
 T = TypeVar("T")
@@ -113,3 +131,107 @@ async def set_preset(device_id: str, miner: Any, watts: float, timeout_s: float)
             f"set preset {name} W: the firmware answered and kept preset {now!r} (VNish "
             "answers a settings write alike whether it applies it or not)",
         )
+
+
+class WebReads:
+    """The web API calls of one miner's readings over one lean client, with pyasic's token
+    (``web.token``, shared with pyasic's own calls so that neither unlocks for the other)."""
+
+    def __init__(self, web: Any) -> None:
+        self.web = web  # pyasic's VNishWebAPI: ip, port, pwd, token
+        self.client = webdigest.DigestClient(str(web.ip), int(web.port), "", "")
+        self.unlocks = 0
+        self._renewing = asyncio.Lock()  # one unlock for the calls that found the token gone
+
+    async def _token(self, device_id: str, stale: str | None) -> str:
+        """The token to send: the current one unless it is ``stale`` (answered 401), else a
+        new one; calls at once that found the same token stale share one unlock."""
+        async with self._renewing:
+            token = self.web.token
+            if token and token != stale:
+                return str(token)
+            return await self._unlock(device_id)
+
+    async def _unlock(self, device_id: str) -> str:
+        """``POST /api/v1/unlock`` as pyasic's ``VNishWebAPI.auth`` sends it; the token."""
+        reply = await self.client.request("POST", "/api/v1/unlock", {"pw": str(self.web.pwd)})
+        self.unlocks += 1
+        if reply.status != 200:
+            raise ControlRejected(device_id, f"telemetry: {PASSWORD_REFUSED}")
+        got = reply.json()
+        token = got.get("token") if isinstance(got, dict) else None
+        if not isinstance(token, str) or not token:
+            raise BadReply(device_id, f"unlock answered no token: {str(got)[:80]}")
+        self.web.token = token
+        return token
+
+    async def get(self, device_id: str, command: str) -> Any:
+        """``GET /api/v1/<command>`` with the token; unlocked first when there is none, and
+        again (the call sent once more) when the answer is 401: a restarted web server
+        forgets its tokens."""
+        token = self.web.token or await self._token(device_id, None)
+        for again in (False, True):
+            reply = await self.client.request(
+                "GET", f"/api/v1/{command}", headers=(("Authorization", token),)
+            )
+            if reply.status == 401 and not again:
+                token = await self._token(device_id, token)
+                continue
+            if reply.status != 200:
+                raise BadReply(device_id, f"{command}: HTTP {reply.status} {reply.reason}")
+            return reply.json()
+        raise AssertionError("unreachable")
+
+
+def reads(miner: Any, old: WebReads | None) -> WebReads | None:
+    """The lean web reads for a VNish miner (``old`` where it serves the same web API);
+    None where the web API is not pyasic's ``VNishWebAPI``."""
+    from pyasic.web.vnish import VNishWebAPI
+
+    web = getattr(miner, "web", None)
+    if old is not None and old.web is web:
+        return old
+    return WebReads(web) if type(web) is VNishWebAPI else None
+
+
+async def read(device_id: str, miner: Any, kept: WebReads, at: float) -> Telemetry:
+    """One reading: the four answers at once, parsed by pyasic's VNish data functions (no
+    I/O when handed their data), as ``get_data`` would for the adapter's fields."""
+
+    async def web(command: str) -> Any:
+        try:
+            got = await kept.get(device_id, command)
+        except webdigest.Unreachable as exc:
+            return exc
+        except (webdigest.Garbled, BadReply):
+            return {}
+        return got if isinstance(got, dict) else {}
+
+    async def rpc(command: str) -> Any:
+        from pyasic.errors import APIError
+
+        try:
+            got = await miner.rpc.send_command(command)
+        except (APIError, OSError, ValueError):
+            return {}
+        return got if isinstance(got, dict) else {}
+
+    summary, settings, rpc_summary, rpc_stats = await asyncio.gather(
+        web("summary"), web("settings"), rpc("summary"), rpc("stats")
+    )
+    if isinstance(summary, Exception) and isinstance(settings, Exception) and not rpc_summary:
+        raise DeviceUnreachable(device_id, f"telemetry: {summary}")
+    summary = {} if isinstance(summary, Exception) else summary
+    settings = {} if isinstance(settings, Exception) else settings
+    try:  # MinerData's fields that parse_miner_data reads, without building MinerData
+        data = SimpleNamespace(
+            wattage=await miner._get_wattage(web_summary=summary),
+            wattage_limit=await miner._get_wattage_limit(web_settings=settings),
+            hashrate=await miner._get_hashrate(rpc_summary=rpc_summary),
+            hashboards=await miner._get_hashboards(rpc_stats=rpc_stats),
+            errors=await miner._get_errors(web_summary=summary),
+            is_mining=await miner._is_mining(web_summary=summary),
+        )
+    except (LookupError, TypeError, ValueError, AttributeError) as exc:
+        raise BadReply(device_id, f"telemetry: {type(exc).__name__}: {exc}") from None
+    return parse_miner_data(device_id, data, at)

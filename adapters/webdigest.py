@@ -182,10 +182,12 @@ class DigestClient:
         path: str,
         json_body: Any = None,
         on_sending: Callable[[], None] | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> Reply:
-        """Send one request (a JSON body when ``json_body`` is not None) and its answer;
-        sent once more on a digest challenge. ``on_sending`` is called as the request's
-        bytes are handed to the socket (from then it may have reached the server)."""
+        """Send one request (a JSON body when ``json_body`` is not None, ``headers`` after
+        the usual ones) and its answer; sent once more on a digest challenge. ``on_sending``
+        is called as the request's bytes are handed to the socket (from then it may have
+        reached the server)."""
         body = b""
         if json_body is not None:
             body = json.dumps(
@@ -197,6 +199,8 @@ class DigestClient:
         )
         if json_body is not None:
             head += f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n"
+        for name, value in headers:
+            head += f"{name}: {value}\r\n"
         reply = await self._send(head, method, path, body, on_sending)
         if reply.status != 401:
             return reply

@@ -371,3 +371,40 @@ def test_sim_firmware_names_the_valid_choices(tmp_path: Any) -> None:
         load_site(site)
     text = str(err.value) + repr(getattr(err.value, "problems", ""))
     assert "sim_firmware" in text and all(f in text for f in FIRMWARE)
+
+
+def test_a_reading_is_two_web_calls_and_reads_as_pyasic_reads_it(sim: SimFleetThread) -> None:
+    """A reading asks the web API for summary and settings once each (no unlock while the
+    token holds, not a new httpx client per call), and gives what pyasic's own get_data
+    gives for the same miner: state, power target, power and hashrate, temperatures."""
+    from pyasic.miners.data import DataOptions
+
+    from adapters.payloads import parse_miner_data
+
+    m = _miner(sim, 4)
+    dev = PyasicMiner("vn/4", m.host, timeout_s=10.0)
+
+    async def go() -> tuple[Any, Any, list[tuple[str, str]]]:
+        await dev.connect()
+        await dev.read()  # the token is in hand
+        before = len(sim.call(lambda: list(m.web_calls)))
+        ours = await dev.read()
+        calls = sim.call(lambda: list(m.web_calls))[before:]
+        include = [
+            DataOptions.WATTAGE,
+            DataOptions.WATTAGE_LIMIT,
+            DataOptions.HASHRATE,
+            DataOptions.HASHBOARDS,
+            DataOptions.ERRORS,
+            DataOptions.IS_MINING,
+        ]
+        data = await dev._need().get_data(include=include)
+        return ours, parse_miner_data("vn/4", data, 0.0), calls
+
+    ours, theirs, calls = run(go())
+    assert sorted(calls) == [("GET", "settings"), ("GET", "summary")]
+    assert ours.state == theirs.state == "running"
+    assert ours.target_w == theirs.target_w == 3050.0
+    assert ours.power_w == pytest.approx(theirs.power_w, rel=0.1)
+    assert ours.hashrate_ths == pytest.approx(theirs.hashrate_ths, rel=0.1)
+    assert ours.temperatures_c == theirs.temperatures_c and ours.errors == theirs.errors
