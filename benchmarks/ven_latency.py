@@ -239,6 +239,7 @@ def start_daemon(
         with log_path.open("w") if log_path is not None else open(os.devnull, "w") as log:
             for line in proc.stdout:
                 log.write(line)
+                log.flush()  # readable while the round runs
                 if (m := SERVING.search(line)) is not None:
                     found.put(int(m.group(1)))
         found.put(None)  # the daemon exited
@@ -403,10 +404,27 @@ def shed_round(
                 raise SystemExit(f"shed by {channel}: the daemon's VEN did not get ready")
             time.sleep(0.2)
         listing: list[dict[str, Any]] = []
-        for _ in range(120):  # until the plan woke (nearly) every miner, and it settled
+        told_before = -1.0
+        for _ in range(180):  # until the plan woke (nearly) every miner, and it settled
             listing = control(cport, {"op": "list"})["miners"]
-            if sum(m["phase"] == "mining" for m in listing) >= 0.95 * miners:
+            # settled: no command since the last look, every ramp (a wake, a profile change)
+            # over, and the daemon has read back every command (the fast path tells every
+            # device whose last command is unconfirmed to shed, not counting on it: events
+            # sent while the first plan's 808 commands awaited their read-back shed 79, 207
+            # and 136 miners for caps 10 kW below the load, 2026-12-01 22:08 UTC)
+            told = told_import_kw(listing, pue, base_kw)
+            read = site_load_kw(sum(m["power_w"] for m in listing) / 1000.0, pue, base_kw)
+            mining = sum(m["phase"] == "mining" for m in listing)
+            classes = (http.get(url + "/v1/status").json().get("classes") or {}).values()
+            unconfirmed = sum(c["health"].get("unconfirmed", 0) for c in classes)
+            if (
+                mining >= 0.95 * miners
+                and told == told_before
+                and abs(read - told) < 0.01 * told
+                and unconfirmed == 0
+            ):
                 break
+            told_before = told
             time.sleep(1.0)
         time.sleep(2 * fleet_poll_s)  # two polls: measured import is the whole fleet's
         import_kw = float(http.get(url + "/v1/status").json()["import_kw"])
@@ -508,6 +526,8 @@ def shed_round(
         vtn.close()
         if broker is not None:
             broker.stop()
+        if log_path is not None and (tmp / "state.db").exists():  # its audit: every command
+            shutil.copy(tmp / "state.db", log_path.with_suffix(".state.db"))
         shutil.rmtree(tmp, ignore_errors=True)
     return lat, n - len(needed)
 
