@@ -125,9 +125,9 @@ class PyasicMiner(MinerCommands):
                 await luxos.renew_session(self.device_id, miner.rpc, self.timeout_s)
                 self._session_used = time.monotonic()
         if family is Family.VNISH:  # pyasic's own preset choice never succeeds (adapters.vnish)
+            self._vnish = vnish.reads(miner, self._vnish)  # its web calls over a lean client
             got = await vnish.presets(self.device_id, miner, self._caps, self.timeout_s)
             self._caps, presets, self._no_target = got
-            self._vnish = vnish.reads(miner, self._vnish)  # readings over a lean client
         if family is Family.ANTMINER_STOCK and self._mode_as_str is None:
             from pyasic import settings
 

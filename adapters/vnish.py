@@ -134,8 +134,8 @@ async def set_preset(device_id: str, miner: Any, watts: float, timeout_s: float)
 
 
 class WebReads:
-    """The web API calls of one miner's readings over one lean client, with pyasic's token
-    (``web.token``, shared with pyasic's own calls so that neither unlocks for the other)."""
+    """One miner's web API calls over one lean client, with pyasic's token (``web.token``);
+    :meth:`install` routes pyasic's own calls (commands, presets) through it too."""
 
     def __init__(self, web: Any) -> None:
         self.web = web  # pyasic's VNishWebAPI: ip, port, pwd, token
@@ -182,6 +182,61 @@ class WebReads:
             return reply.json()
         raise AssertionError("unreachable")
 
+    async def _pyasic_token(self, stale: str | None) -> str:
+        """:meth:`_token` with a refused unlock as pyasic words it (an ``APIError`` that
+        :func:`auth_checked` turns into the password's refusal)."""
+        from pyasic.errors import APIError
+
+        try:
+            return await self._token("", stale)
+        except ControlRejected:
+            self.web.token = None
+            raise APIError(f"Could not authenticate web token with miner: {self.web}") from None
+
+    def install(self) -> None:
+        self.web.send_command = self.send_command
+
+    async def send_command(
+        self,
+        command: str,
+        ignore_errors: bool = False,
+        allow_warning: bool = True,
+        privileged: bool = False,
+        **parameters: Any,
+    ) -> Any:
+        """As pyasic's ``VNishWebAPI.send_command``: a POST when privileged or with
+        parameters (its JSON body), ``Bearer`` before the token for ``system/`` calls, a
+        non-200 answer unlocks again and the call fails ("Failed to send command", which
+        :func:`auth_checked` sends once more), an empty answer is ``{"success": True}``;
+        its errors are pyasic's ``APIError``, but no connection is a ConnectionError."""
+        from pyasic import settings
+        from pyasic.errors import APIError
+
+        post = privileged or parameters != {}
+        try:
+            for _attempt in range(int(settings.get("get_data_retries", 1))):
+                token = await self._pyasic_token(None)
+                auth = "Bearer " + token if command.startswith("system") else token
+                reply = await self.client.request(
+                    "POST" if post else "GET",
+                    f"/api/v1/{command}",
+                    parameters if post else None,
+                    headers=(("Authorization", auth),),
+                )
+                if reply.status != 200:
+                    await self._pyasic_token(token)  # pyasic unlocks again, gives up the call
+                    continue
+                try:
+                    got = reply.json()
+                except webdigest.Garbled as exc:
+                    raise APIError(f"JSON decode error for '{command}': {exc}") from None
+                return got if got else {"success": True}
+        except webdigest.Unreachable as exc:
+            raise ConnectionError(f"{command}: {exc}") from None
+        except webdigest.Garbled as exc:
+            raise APIError(f"{command}: {exc}") from None
+        raise APIError(f"Failed to send command to miner: {self.web}")
+
 
 def reads(miner: Any, old: WebReads | None) -> WebReads | None:
     """The lean web reads for a VNish miner (``old`` where it serves the same web API);
@@ -191,7 +246,11 @@ def reads(miner: Any, old: WebReads | None) -> WebReads | None:
     web = getattr(miner, "web", None)
     if old is not None and old.web is web:
         return old
-    return WebReads(web) if type(web) is VNishWebAPI else None
+    if type(web) is not VNishWebAPI:
+        return None
+    kept = WebReads(web)
+    kept.install()
+    return kept
 
 
 async def read(device_id: str, miner: Any, kept: WebReads, at: float) -> Telemetry:

@@ -408,3 +408,26 @@ def test_a_reading_is_two_web_calls_and_reads_as_pyasic_reads_it(sim: SimFleetTh
     assert ours.power_w == pytest.approx(theirs.power_w, rel=0.1)
     assert ours.hashrate_ths == pytest.approx(theirs.hashrate_ths, rel=0.1)
     assert ours.temperatures_c == theirs.temperatures_c and ours.errors == theirs.errors
+
+
+def test_a_command_to_a_miner_that_refuses_connections_is_unreachable_not_refused(
+    sim: SimFleetThread,
+) -> None:
+    """No connection is unreachable, with or without a token in hand. pyasic answered its
+    own failed unlock with "Could not authenticate web token", which read as a refused
+    password, and a failed call with a token as an unreadable answer."""
+    from adapters.base import DeviceUnreachable
+
+    m = _miner(sim, 5)
+    dev = PyasicMiner("vn/5", m.host, timeout_s=10.0)
+
+    async def go() -> None:
+        await dev.connect()
+        sim.call(lambda: m.inject(FaultKind.REFUSE, 30.0))
+        with pytest.raises(DeviceUnreachable):
+            await dev.apply(ModeRequest("sleep"))
+        dev._need().web.token = None  # as after a restart of the controller's side
+        with pytest.raises(DeviceUnreachable):
+            await dev.apply(ModeRequest("sleep"))
+
+    run(go())
