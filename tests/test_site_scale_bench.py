@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,10 +16,15 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from adapters.base import Applied, ModeRequest  # noqa: E402
+from adapters.fleet import Outcome  # noqa: E402
 from benchmarks import site_scale  # noqa: E402
+from models.signals import EventType, GridEvent  # noqa: E402
 from scheduler.service.api import create_app  # noqa: E402
+from tests.support.clock import FakeClock  # noqa: E402
 from tests.support.daemon import running  # noqa: E402
-from tests.support.memfleet import MIXED_DEVICES, memory_daemon  # noqa: E402
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon, run_open  # noqa: E402
+from tests.support.wait import until  # noqa: E402
 
 SITE = (
     """
@@ -80,3 +87,60 @@ def test_a_small_site_under_the_daemon() -> None:
     assert r.rss_mb > 0 and r.hwm_mb >= r.rss_mb and r.fast_path_s is not None
     assert [p.name for p in r.phases][-2:] == ["curtail: commanded", "curtail: read-back"]
     assert r.errors == []  # nothing the daemon logged as an error before it was stopped
+
+
+def test_a_plan_adopted_while_the_fast_path_commands_does_not_command_them_again(
+    tmp_path: Path,
+) -> None:
+    """At 7,500 miners on a loaded host the fast path's commands took 114 s; the re-plan
+    the signal asks for came 3 s in, and its dispatch, reading the modes from before the
+    shed (they change when the whole batch is answered), sent every miner its sleep a
+    second time, doubling the commands in flight while the curtail was still going out."""
+    clock = FakeClock()
+    d, devices = memory_daemon(SITE.replace("0.08", "0.5"), tmp_path, clock)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+    d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+    gate = asyncio.Event()
+
+    def slowed(dev: MemoryDevice) -> None:
+        real = dev.apply
+
+        async def apply(request: ModeRequest) -> Applied:
+            await gate.wait()
+            return await real(request)
+
+        dev.apply = apply  # type: ignore[method-assign]
+
+    sent: list[set[str]] = []  # the devices of each batch of commands, as decided
+    real_apply = d.fleet.apply
+
+    async def apply(requests: Mapping[str, ModeRequest]) -> list[Outcome]:
+        sent.append(set(requests))
+        return await real_apply(requests)
+
+    async def body() -> None:
+        await d.replan("start")
+        await d.dispatch()
+        assert all(dev.state == "running" for dev in devices.values())
+        for dev in devices.values():
+            dev.told.clear()
+            slowed(dev)
+        d.fleet.apply = apply  # type: ignore[method-assign]
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        event = GridEvent(id="dr", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=0)
+        await d.accept([event], "test", None, "{}")
+        shed = asyncio.create_task(d.fast_path("signal"))
+        await until(lambda: len(sent) == 1, what="the fast path's commands in flight")
+        replan = asyncio.create_task(d.replan("signal"))
+        # the re-plan's dispatch has decided (its batch) or found nothing to send
+        await until(lambda: len(sent) > 1 or replan.done(), what="the re-plan's dispatch")
+        gate.set()
+        await asyncio.gather(shed, replan)
+
+    run_open(d, body)
+    miners = {i for i in devices if not i.startswith("gpu")}
+    assert miners <= sent[0]  # the fast path slept every miner
+    again = [sorted(batch & miners) for batch in sent[1:]]
+    assert not any(again), again
+    told = {i: [r.describe() for r in devices[i].told] for i in miners}
+    assert all(t == ["sleep"] for t in told.values()), told

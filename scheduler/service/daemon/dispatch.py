@@ -138,7 +138,7 @@ class Dispatcher:
             pue = self.config.site.pue
             changes: list[tuple[float, str, str]] = []
             for device_id, mode in targets.items():
-                current = self.devices.modes.get(device_id)
+                current = self.plans.shedding.get(device_id) or self.devices.modes.get(device_id)
                 if current == mode:
                     continue
                 dc = self.devices.class_of(device_id)

@@ -264,12 +264,17 @@ class Shedder:
         # before powering down after, so that no drain delays a miner's shed.
         drained = self.demand.drains(chosen) if self.demand is not None else set()
         first = {i: s.request for i, s in chosen.items() if i not in drained}
-        outcomes = await self.fleet.apply(first) if first else []
-        elapsed = time.perf_counter() - t0
-        self.counters.fast_path_s.observe(elapsed)
-        if drained:
-            outcomes += await self.fleet.apply({i: chosen[i].request for i in drained})
-        self.devices.commanded(outcomes, {i: s.mode for i, s in chosen.items()})
+        self.plans.shedding.update({i: s.mode for i, s in chosen.items()})
+        try:
+            outcomes = await self.fleet.apply(first) if first else []
+            elapsed = time.perf_counter() - t0
+            self.counters.fast_path_s.observe(elapsed)
+            if drained:
+                outcomes += await self.fleet.apply({i: chosen[i].request for i in drained})
+            self.devices.commanded(outcomes, {i: s.mode for i, s in chosen.items()})
+        finally:
+            for i in chosen:
+                self.plans.shedding.pop(i, None)
         self._confirm_soon()
         log.warning(
             "fast path (%s): load %.0f kW > cap %.0f kW; %d devices commanded in %.0f ms",

@@ -18,6 +18,9 @@ class CurrentPlan:
         self.solver_status = "none"
         #: after a fast-path shed, the plan's step is not dispatched until the next plan
         self.hold = False
+        #: the devices a fast-path shed is commanding now, and the mode it asks: a plan
+        #: adopted meanwhile leaves them to it (a shed of thousands takes seconds or more)
+        self.shedding: dict[str, str] = {}
         self.generation = 0  # counts plans adopted and re-plans failed
 
     def adopt(self, plan: Plan, now: float) -> None:
