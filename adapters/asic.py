@@ -84,7 +84,7 @@ class PyasicMiner(MinerCommands):
     _discovered_at: float = field(default=-math.inf, init=False)
     _found: discovery.Found | None = field(default=None, init=False, repr=False)
     _grpc: braiins.KeptChannel | None = field(default=None, init=False, repr=False)
-    _vnish: vnish.WebReads | None = field(default=None, init=False, repr=False)
+    _vnish: vnish.WebSession | None = field(default=None, init=False, repr=False)
 
     async def _discover(self) -> Any:
         """pyasic's miner object, found once (:mod:`adapters.discovery`, which may reuse an
@@ -125,7 +125,7 @@ class PyasicMiner(MinerCommands):
                 await luxos.renew_session(self.device_id, miner.rpc, self.timeout_s)
                 self._session_used = time.monotonic()
         if family is Family.VNISH:  # pyasic's own preset choice never succeeds (adapters.vnish)
-            self._vnish = vnish.reads(miner, self._vnish)  # its web calls over a lean client
+            self._vnish = vnish.session(miner, self._vnish)  # its web calls over a lean client
             got = await vnish.presets(self.device_id, miner, self._caps, self.timeout_s)
             self._caps, presets, self._no_target = got
         if family is Family.ANTMINER_STOCK and self._mode_as_str is None:

@@ -133,7 +133,7 @@ async def set_preset(device_id: str, miner: Any, watts: float, timeout_s: float)
         )
 
 
-class WebReads:
+class WebSession:
     """One miner's web API calls over one lean client, with pyasic's token (``web.token``);
     :meth:`install` routes pyasic's own calls (commands, presets) through it too."""
 
@@ -238,9 +238,9 @@ class WebReads:
         raise APIError(f"Failed to send command to miner: {self.web}")
 
 
-def reads(miner: Any, old: WebReads | None) -> WebReads | None:
-    """The lean web reads for a VNish miner (``old`` where it serves the same web API);
-    None where the web API is not pyasic's ``VNishWebAPI``."""
+def session(miner: Any, old: WebSession | None) -> WebSession | None:
+    """The kept web session of a VNish miner, installed on it (``old`` where it serves the
+    same web API); None where the web API is not pyasic's ``VNishWebAPI``."""
     from pyasic.web.vnish import VNishWebAPI
 
     web = getattr(miner, "web", None)
@@ -248,12 +248,12 @@ def reads(miner: Any, old: WebReads | None) -> WebReads | None:
         return old
     if type(web) is not VNishWebAPI:
         return None
-    kept = WebReads(web)
+    kept = WebSession(web)
     kept.install()
     return kept
 
 
-async def read(device_id: str, miner: Any, kept: WebReads, at: float) -> Telemetry:
+async def read(device_id: str, miner: Any, kept: WebSession, at: float) -> Telemetry:
     """One reading: the four answers at once, parsed by pyasic's VNish data functions (no
     I/O when handed their data), as ``get_data`` would for the adapter's fields."""
 
