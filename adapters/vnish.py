@@ -24,10 +24,13 @@ miner has no power target, and a wake is the wake alone.
 A reading (:func:`read`) asks for the four answers pyasic's ``VNish.get_data`` takes the
 adapter's fields from (the API's ``summary`` and ``stats`` on 4028, the web API's
 ``summary`` and ``settings``), all at once, and parses them with pyasic's own data
-functions. The web calls go over :class:`adapters.webdigest.DigestClient` with pyasic's
-token (``Authorization: <token>``, as ``VNishWebAPI.send_command`` sends it) instead of a
-new httpx client per call; the API calls are sent one by one, as pyasic ends up sending
-them after its ``summary+stats`` multicommand is refused (bmminer refuses multicommands).
+functions. The API calls are sent one by one, as pyasic ends up sending them after its
+``summary+stats`` multicommand is refused (bmminer refuses multicommands).
+
+Every web call, the readings' and pyasic's own (:meth:`WebSession.install`), goes over
+:class:`adapters.webdigest.DigestClient` with pyasic's token (``Authorization: <token>``,
+as ``VNishWebAPI.send_command`` sends it) instead of a new httpx client per call. A miner
+that takes no connection is unreachable (pyasic called a failed unlock a refused password).
 """
 
 from __future__ import annotations
