@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import pytest
 
@@ -44,8 +46,8 @@ def _setup(hours: int = 6, horizon_h: int = 12) -> BacktestSetup:
 
 
 class _Recording(Planner):
-    windows: list[PlanInputs] = []
-    models: list[LPModel] = []
+    windows: ClassVar[list[PlanInputs]] = []
+    models: ClassVar[list[LPModel]] = []
 
     def solve(self, inp: PlanInputs) -> tuple[LPModel, SolveResult, float]:
         model, result, build_s = super().solve(inp)
@@ -150,3 +152,35 @@ def test_the_command_refuses_a_bad_spec_before_reading_prices(
     assert code == 2
     err = capsys.readouterr().err
     assert "--plan-resolution '1h'" in err and "decision step" in err
+
+
+def test_coarse_far_steps_see_no_price_of_the_step_being_decided() -> None:
+    """Coarse steps average forecasts, never realised prices: perturbing every realised
+    price from the step decided on leaves that decision and those before it unchanged."""
+    from tests.test_backtest import toy_setup
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(100, 500, 24 + 24 + 6)
+    cut = 24 + 10
+    other = base.copy()
+    other[cut:] = rng.uniform(0, 1000, len(other) - cut)
+    site: dict[str, Any] = {
+        "devices": [
+            {
+                "name": "a",
+                "kind": "asic",
+                "count": 10,
+                "initial_on": 0,
+                "modes": [
+                    {"name": "eco", "power_kw": 2.0, "hashrate_ths": 80.0},
+                    {"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0},
+                ],
+            }
+        ]
+    }
+    spec = "1h:2h,2h"  # hourly decisions; the 6-hour horizon as 2 hours then 2 x 2 hours
+    a = policies.rolling_scheduler(toy_setup(list(base), **site), False, plan_resolution=spec)
+    b = policies.rolling_scheduler(toy_setup(list(other), **site), False, plan_resolution=spec)
+    assert any("4 steps for 6" in n for n in a.notes)
+    assert (a.n[:, :11] == b.n[:, :11]).all()
+    assert not (a.n == b.n).all()  # the perturbation does matter once settled
