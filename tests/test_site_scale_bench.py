@@ -77,6 +77,7 @@ def test_a_small_site_under_the_daemon() -> None:
         ["--miners", "40", "--gpus", "8", "--poll-s", "1", "--scrapes", "3", "--sweeps", "2",
          "--sleep-s", "0.3", "--wake-s", "0.5", "--curtail-timeout-s", "60"]
     )  # fmt: skip
+    assert not r.aborted and r.scrapes_timed_out == 0
     assert r.devices_ok == 48 and r.running == 40
     # every miner mining was commanded, and its sleep read back by the daemon
     assert len(r.commanded_s) == 40 and all(v >= 0 for v in r.commanded_s.values())
