@@ -184,3 +184,41 @@ def test_coarse_far_steps_see_no_price_of_the_step_being_decided() -> None:
     assert any("4 steps for 6" in n for n in a.notes)
     assert (a.n[:, :11] == b.n[:, :11]).all()
     assert not (a.n == b.n).all()  # the perturbation does matter once settled
+
+
+def test_coarse_inputs_on_runs_of_steps_equal_the_general_reduction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-run reductions ``coarse_inputs`` takes for groups of consecutive steps give
+    the very numbers of the general ``ufunc.at`` path."""
+    from scheduler.planner.seed import coarse_inputs
+
+    rec = _record(monkeypatch)
+    policies.rolling_scheduler(_setup(hours=1), progress=False)
+    w = rec.windows[-1]
+    w.cap_kw = w.cap_kw.copy()
+    w.cap_kw[5] = 1234.5  # a cap inside a merged step
+    w.dr_cap_kw = np.where(np.arange(w.T) == 30, 999.0, w.dr_cap_kw)
+    group = PlanResolution("15min:1h,1h", QUARTER).groups(w.T)
+    out = coarse_inputs(w, group)
+    G = int(group.max()) + 1
+
+    def at_min(a: np.ndarray) -> np.ndarray:
+        ref = np.full(G, np.inf)
+        np.minimum.at(ref, group, a)
+        return ref
+
+    assert np.array_equal(out.cap_kw, at_min(w.cap_kw)) and out.cap_kw.min() == 1234.5
+    assert np.array_equal(out.dr_cap_kw, at_min(w.dr_cap_kw))
+    for c in range(w.class_cap_kw.shape[0]):
+        assert np.array_equal(out.class_cap_kw[c], at_min(w.class_cap_kw[c]))
+    ends = np.zeros(G, dtype=np.int64)
+    np.maximum.at(ends, group, w.grid.ends_s)
+    assert np.array_equal(out.grid.ends_s, ends)
+    assert np.array_equal(out.grid.starts_s, w.grid.starts_s[np.unique(group, True)[1]])
+    # a grouping that is not runs in order still takes the general path
+    shuffled = group[::-1].copy()
+    back = coarse_inputs(w, shuffled)
+    ref = np.full(G, np.inf)
+    np.minimum.at(ref, shuffled, w.cap_kw)
+    assert np.array_equal(back.cap_kw, ref)
