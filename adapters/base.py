@@ -14,9 +14,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 T = TypeVar("T")
+
+#: A reading's SM clock lock when the adapter cannot tell which is in force (NVML sets and
+#: resets a locked range but has no call that reads one back).
+CLOCKS_UNKNOWN: Final = "unknown"
+#: The SM clock lock in force: (min, max) MHz, None for the driver's own clocks, or
+#: :data:`CLOCKS_UNKNOWN`.
+ClockLock = tuple[int, int] | Literal["unknown"] | None
 
 
 class Health(StrEnum):
@@ -139,6 +146,11 @@ class Telemetry:
     utilisation_pct: float | None = None
     sm_clock_mhz: float | None = None
     errors: tuple[str, ...] = ()
+    #: GPUs: the SM clock lock in force as the adapter knows it: (min, max) MHz; None: the
+    #: driver's own clocks (and devices without one); CLOCKS_UNKNOWN: the adapter cannot
+    #: tell (a lock left by an earlier run, one reset behind its back, a call timed out).
+    #: A GPU adapter that can lock clocks must set it: a reading's mode depends on it.
+    sm_clock_lock_mhz: ClockLock = None
 
     @property
     def max_temp_c(self) -> float | None:
@@ -155,6 +167,10 @@ class DeviceAdapter(ABC):
     info: DeviceInfo | None = field(default=None, init=False)
 
     kind: Literal["asic", "gpu"] = field(default="asic", init=False)
+    #: Set by the one process that commands the device (the daemon), never by readers
+    #: (``gridsched fleet status``): on connect, an adapter may bring a device whose state
+    #: it cannot read back to a known one (the GPU adapter resets an SM clock lock).
+    controller: bool = field(default=False, init=False)
 
     @abstractmethod
     async def connect(self) -> DeviceInfo:

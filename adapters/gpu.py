@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base import (
+    CLOCKS_UNKNOWN,
     AdapterError,
     Applied,
     BadReply,
+    ClockLock,
     ControlRejected,
     DeviceAdapter,
     DeviceInfo,
@@ -29,6 +31,7 @@ from adapters.base import (
     DeviceUnreachable,
     ModeRequest,
     Telemetry,
+    Unsupported,
     contain,
 )
 from adapters.nvml import GpuBackend, PynvmlBackend, nvml_error
@@ -40,6 +43,11 @@ __all__ = ["GpuBackend", "NvmlGpu", "PynvmlBackend", "ServingHook", "nvml_error"
 #: force. The margin allows for the driver taking the range to clocks it supports
 #: (nvmlDeviceGetSupportedGraphicsClocks lists them), which need not be the ones asked.
 CLOCK_SLACK_MHZ = 30.0
+#: Why a fresh adapter does not know the clocks: a lock outlives the process that set it.
+NO_CLOCK_CALL_YET = (
+    "no SM clock call answered since this adapter started: a lock left by an earlier "
+    "run would not show, and NVML cannot read one back"
+)
 
 
 @dataclass
@@ -86,9 +94,10 @@ class NvmlGpu(DeviceAdapter):
     #: The SM clock range this adapter locked (None: the driver's own clocks, as far as we
     #: know); reset when a mode without clocks runs, when the GPU sleeps, and on close.
     _locked: tuple[int, int] | None = field(default=None, init=False)
-    #: why the clocks in force cannot be told (a lock seen lost, a lock call timed out);
-    #: None when they can. Cleared by the next clock call that NVML answers.
-    _clocks_unknown: str | None = field(default=None, init=False)
+    #: why the clocks in force cannot be told (none set or reset yet, a lock seen lost, a
+    #: lock call timed out); None when they can. Cleared by the next clock call that NVML
+    #: answers (the daemon's connect resets them: ``controller``).
+    _clocks_unknown: str | None = field(default=NO_CLOCK_CALL_YET, init=False)
     #: capacity last told to the serving layer (0 before any: a first mode is "more")
     _capacity_tok_s: float = field(default=0.0, init=False)
 
@@ -126,7 +135,35 @@ class NvmlGpu(DeviceAdapter):
             min_power_w=float(lo),
             max_power_w=float(hi),
         )
+        if self.controller and self._clocks_unknown is not None:
+            await self._reset_unknown_clocks()
         return self.info
+
+    async def _reset_unknown_clocks(self) -> None:
+        """The daemon's connect: give the SM clocks back to the driver where which are in
+        force is not known (a lock a crashed run left, one seen lost), so that readings
+        know them from the first. A lock this adapter holds is kept across reconnects.
+        A refusal does not fail the connect: the clocks stay unknown, and the reading says
+        why. NOT_SUPPORTED: the GPU cannot lock clocks at all, so none is in force."""
+        try:
+            await self._call("reset_locked_clocks")
+        except AdapterError as exc:
+            if _cannot_lock(exc):
+                self._locked, self._clocks_unknown = None, None
+            else:
+                self._clocks_unknown = f"the SM clock reset at connect failed: {exc.reason}"
+            return
+        self._locked, self._clocks_unknown = None, None
+
+    def confirms(self, applied: Applied, t: Telemetry) -> bool:
+        """The power limit read back (the base check) and, for a run, the SM clock lock
+        asked: a GPU that took the limit and refused the lock, or whose lock cannot be
+        told, is not in the mode asked (a clock mode and its cap twin share a limit)."""
+        if not super().confirms(applied, t):
+            return False
+        return applied.request.action == "sleep" or (
+            t.sm_clock_lock_mhz == applied.request.clocks_mhz
+        )
 
     async def read(self) -> Telemetry:
         now = time.time()
@@ -138,7 +175,14 @@ class NvmlGpu(DeviceAdapter):
         temp = float(await self._call("temperature_c"))
         lo = self.info.min_power_w if self.info else None
         asleep = self._asleep and lo is not None and abs(limit - lo) <= 1.0
-        tokens, why = (0.0, None) if asleep else self._tokens_s(limit, clock, util)
+        clocks, unknown = self._clocks_in_force(clock)
+        if asleep:
+            tokens, why = 0.0, None
+        elif unknown is not None:
+            tokens, why = None, f"SM clock lock unknown: {unknown}"
+        else:
+            tokens, why = self._tokens_s(limit, clocks, util)
+        lock: ClockLock = CLOCKS_UNKNOWN if unknown is not None else clocks
         return Telemetry(
             device_id=self.device_id,
             at=now,
@@ -151,6 +195,7 @@ class NvmlGpu(DeviceAdapter):
             utilisation_pct=util,
             sm_clock_mhz=clock,
             errors=() if why is None else (why,),
+            sm_clock_lock_mhz=lock,
         )
 
     def _clocks_in_force(self, clock_mhz: float) -> tuple[tuple[int, int] | None, str | None]:
@@ -175,17 +220,14 @@ class NvmlGpu(DeviceAdapter):
         return self._locked, None
 
     def _tokens_s(
-        self, limit_w: float, clock_mhz: float, util_pct: float
+        self, limit_w: float, clocks: tuple[int, int] | None, util_pct: float
     ) -> tuple[float | None, str | None]:
-        """Tokens/s served now, from the mode read back (power limit and SM clock lock)
-        scaled by utilisation; None and the reason where the read-back cannot tell the
-        mode or no figure covers it. The cap curve (``throughput``) holds only with the
-        clocks left to the driver: a locked clock serves less than its cap's figure."""
+        """Tokens/s served now, from the mode read back (power limit and the SM clock lock
+        known in force) scaled by utilisation; None and the reason where no figure covers
+        it. The cap curve (``throughput``) holds only with the clocks left to the driver:
+        a locked clock serves less than its cap's figure."""
         if self.throughput is None and self.mode_tokens_s is None:
             return None, None  # no figures configured: nothing to estimate from
-        clocks, unknown = self._clocks_in_force(clock_mhz)
-        if unknown is not None:
-            return None, f"tokens/s not estimated: {unknown}"
         stated = None
         if self.mode_tokens_s is not None:
             stated = self.mode_tokens_s(ModeRequest("run", limit_w, clocks))
@@ -298,6 +340,8 @@ class NvmlGpu(DeviceAdapter):
         except AdapterError as exc:
             if isinstance(exc, DeviceTimeout):  # it may or may not have taken effect
                 self._clocks_unknown = f"the SM clock call for {clocks} timed out"
+            elif _cannot_lock(exc):  # no lock can be in force: the driver's clocks are
+                self._locked, self._clocks_unknown = None, None
             return f"power limit set, but SM clock lock {clocks} not applied: {exc.reason}"
         self._locked = clocks
         self._clocks_unknown = None
@@ -311,6 +355,12 @@ class NvmlGpu(DeviceAdapter):
                 self._locked = None
             except AdapterError:
                 pass  # the GPU is gone or refuses: nothing more to release here
+
+
+def _cannot_lock(exc: AdapterError) -> bool:
+    """NVML NOT_SUPPORTED on a clock call: the GPU (older than Volta) or its driver cannot
+    lock SM clocks at all, so none is in force (unlike NO_PERMISSION: one may be)."""
+    return isinstance(exc, Unsupported) and "NOT_SUPPORTED" in exc.reason
 
 
 def _join(note: str, more: str) -> str:
