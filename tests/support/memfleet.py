@@ -51,6 +51,7 @@ class MemoryDevice(DeviceAdapter):
     dc: DeviceClass | None = None
     state: Literal["running", "sleeping"] = "running"
     target_w: float = 0.0
+    clocks_mhz: tuple[int, int] | None = None  # a GPU's SM clock lock, as told
     follows: bool = True  # False: accepts commands and keeps doing what it did
     told: list[ModeRequest] = field(default_factory=list)
     staged: list[ModeRequest] = field(default_factory=list)
@@ -67,7 +68,12 @@ class MemoryDevice(DeviceAdapter):
         running = self.state == "running"
         power_w = self.target_w if running else self.dc.idle_kw * 1000.0
         return Telemetry(
-            self.device_id, self.clock.time(), self.state, power_w=power_w, target_w=self.target_w
+            self.device_id,
+            self.clock.time(),
+            self.state,
+            power_w=power_w,
+            target_w=self.target_w,
+            sm_clock_lock_mhz=self.clocks_mhz,
         )
 
     async def apply(self, request: ModeRequest) -> Applied:
@@ -76,6 +82,7 @@ class MemoryDevice(DeviceAdapter):
             self.state = "sleeping" if request.action == "sleep" else "running"
             if request.power_w is not None:
                 self.target_w = request.power_w
+            self.clocks_mhz = request.clocks_mhz if request.action == "run" else None
         return Applied(request, request.power_w)
 
     async def stage(self, request: ModeRequest) -> Applied | None:

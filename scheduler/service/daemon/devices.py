@@ -3,6 +3,11 @@ read). A command counts as done when a reading shows it: the fleet's read-back
 (:mod:`adapters.readback`) keeps the commands not yet seen; this module hears its verdicts.
 One not seen within its firmware family's deadline makes the device take the mode it reads
 (so that dispatch sends the plan's mode again and the fast path covers it) and is recorded.
+
+A GPU's mode is its power limit AND its SM clock lock (a clock mode shares its limit with a
+cap, its twin): a reading whose lock the adapter cannot tell is in mode :data:`UNKNOWN`,
+counted at the class's top power, serving nothing counted, and commanded again by the next
+dispatch (no plan mode is "unknown").
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from adapters.base import Telemetry
+from adapters.base import CLOCKS_UNKNOWN, ClockLock, Telemetry
 from adapters.fleet import Fleet, Outcome
 from adapters.outcomes import OutcomeKind
 from models.devices import DeviceClass, DeviceKind
@@ -23,6 +28,16 @@ from scheduler.service.daemon.clock import Clock
 
 log = logging.getLogger("gridsched.daemon")
 SLEEP = "sleep"
+#: The mode of a device whose reading matches none of its class's modes for certain (a GPU
+#: whose SM clock lock cannot be told, or that runs clocks no mode locks).
+UNKNOWN = "unknown"
+
+
+def mode_lock(dc: DeviceClass, mode: str) -> tuple[int, int] | None:
+    """The SM clock range ``mode`` locks (None: the driver's clocks, and asleep)."""
+    m = dc.mode(mode)
+    clocks = None if m is None else m.sm_clock_mhz
+    return None if clocks is None else (clocks[0], clocks[1])
 
 
 def top_mode(dc: DeviceClass) -> str:
@@ -31,11 +46,14 @@ def top_mode(dc: DeviceClass) -> str:
 
 
 def mode_kw(dc: DeviceClass, mode: str) -> float:
-    """A device's IT power in ``mode`` (its idle power asleep)."""
+    """A device's IT power in ``mode`` (its idle power asleep; in no known mode, the most
+    it may draw: the class's top mode's)."""
     m = dc.mode(mode)
     if m is None:
         if mode == SLEEP:
             return dc.idle_kw
+        if mode == UNKNOWN:
+            return max(x.power_kw for x in dc.modes)
         raise KeyError(f"class {dc.name!r} has no mode {mode!r}")
     return m.power_kw
 
@@ -68,20 +86,31 @@ class DeviceModes:
         #: devices whose command went unconfirmed since the last poll took them
         self.unfollowed: set[str] = set()
         self.generation = 0  # counts changes to what devices are believed to do
+        # The daemon commands these devices: each may be brought to a state it can read
+        # back on connect (a GPU's SM clock lock, which NVML cannot read). ``fleet status``
+        # builds the same adapters and leaves this off: it must not undo our lock.
+        for adapter in fleet.by_id.values():
+            adapter.controller = True
 
     def class_of(self, device_id: str) -> DeviceClass:
         return self.classes[self.fleet.status[device_id].group]
 
     def from_reading(self, device_id: str, t: Telemetry) -> str:
-        """The mode a reading shows: asleep, or the mode whose power target is nearest."""
+        """The mode a reading shows: asleep; else, of the modes with the SM clock lock it
+        reads, the one whose power target is nearest. A lock that cannot be told, or that
+        no mode has: UNKNOWN (never a clock mode's cap twin, or the reverse)."""
         dc = self.class_of(device_id)
         if t.state == "sleeping":
             return SLEEP
+        lock = t.sm_clock_lock_mhz
+        if lock == CLOCKS_UNKNOWN:
+            return UNKNOWN
+        same = [m for m in dc.modes if mode_lock(dc, m.name) == lock]
+        if not same:
+            return UNKNOWN
         if t.target_w is None:
-            return dc.modes[0].name
-        return min(
-            dc.modes, key=lambda m: abs(dc.device_target_w(m.name) - (t.target_w or 0.0))
-        ).name
+            return same[0].name
+        return min(same, key=lambda m: abs(dc.device_target_w(m.name) - (t.target_w or 0.0))).name
 
     def commanded(self, outcomes: Iterable[Outcome], modes: Mapping[str, str]) -> None:
         """Note the modes that devices accepted (``modes``: device -> mode asked)."""
@@ -115,14 +144,28 @@ class DeviceModes:
 
     def drifted(self, device_id: str, t: Telemetry) -> bool:
         """A device that sleeps or runs against its last command (a reboot, an operator, a
-        crash) takes the mode it reads, so that dispatch puts it back to the plan's."""
+        crash), or a GPU whose SM clock lock is not its mode's (reset behind our back, or
+        no longer known), takes the mode it reads, so that dispatch puts it back to the
+        plan's. A device in no known mode takes the one a reading shows, once it does."""
         mode = self.modes[device_id]
         if device_id in self.fleet.pending or t.state not in ("sleeping", "running"):
             return False  # on its way, or between states
-        if (t.state == "sleeping") == (mode == SLEEP):
-            return False
-        self.adopt(device_id, t, f"was set to {mode}: putting it back")
-        return True
+        if mode == UNKNOWN:
+            seen = self.from_reading(device_id, t)
+            if seen != UNKNOWN:
+                self.modes[device_id] = seen
+                self.generation += 1
+            return False  # already counted, and dispatch sends it a mode anyway
+        if (t.state == "sleeping") != (mode == SLEEP):
+            self.adopt(device_id, t, f"was set to {mode}: putting it back")
+            return True
+        lock = t.sm_clock_lock_mhz
+        want = mode_lock(self.class_of(device_id), mode)
+        if t.state == "running" and lock != want:
+            self.adopt(device_id, t, f"was set to {mode} ({_lock_words(want)}), reads "
+                       f"{_lock_words(lock)}: putting it back")  # fmt: skip
+            return True
+        return False
 
     def adopt(self, device_id: str, t: Telemetry, why: str) -> None:
         """Take the mode a device reads as its own, so that dispatch sends the plan's again."""
@@ -150,6 +193,14 @@ class DeviceModes:
             return inf.committed_tokens_s
         hour = datetime.fromtimestamp(now, self.config.site.tz).hour
         return inf.committed_tokens_s * inf.hourly_profile[hour]
+
+
+def _lock_words(lock: ClockLock) -> str:
+    if lock is None:
+        return "SM clocks the driver's"
+    if lock == CLOCKS_UNKNOWN:
+        return "SM clock lock unknown"
+    return f"SM clocks locked at {lock[0]}-{lock[1]} MHz"
 
 
 async def confirm_posture(fleet: Fleet, outcomes: list[Outcome], limit_s: float) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from scheduler.planner.class_caps import class_excess_kw
 from scheduler.planner.shedding import value_per_kw
 from scheduler.service.daemon.clock import Clock
 from scheduler.service.daemon.counters import Counters, Tasks
-from scheduler.service.daemon.devices import SLEEP, DeviceModes, top_mode
+from scheduler.service.daemon.devices import SLEEP, UNKNOWN, DeviceModes, top_mode
 from scheduler.service.daemon.measure import Power
 from scheduler.service.daemon.plans import CurrentPlan
 from scheduler.service.daemon.recorder import Recorder
@@ -58,8 +58,9 @@ def shed_order(devices: DeviceModes) -> list[ShedStep]:
     for device_id, st in devices.fleet.status.items():
         dc = devices.classes[st.group]
         # A device that cannot be read stays in the order: it may be drawing (at its mode,
-        # or the class's top mode if it was never read).
-        m = dc.mode(devices.modes.get(device_id) or top_mode(dc))
+        # or the class's top mode if it was never read or its mode is not known).
+        mode = devices.modes.get(device_id, UNKNOWN)
+        m = dc.mode(top_mode(dc) if mode == UNKNOWN else mode)
         if m is None:  # asleep
             continue
         saves = at_meter(m.power_kw - dc.idle_kw)

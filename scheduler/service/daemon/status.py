@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import Health
 from adapters.fleet_shards import ShardedFleet
+from scheduler.service.daemon.devices import UNKNOWN
 from scheduler.service.power import judge, site_power
 
 if TYPE_CHECKING:
@@ -44,12 +45,20 @@ def _classes(d: Daemon) -> dict[str, dict[str, Any]]:
     by_class: dict[str, dict[str, Any]] = {}
     for device_id, st in d.fleet.status.items():
         c = by_class.setdefault(
-            st.group, {"devices": 0, "health": {h.value: 0 for h in Health}, "modes": {}}
+            st.group,
+            {"devices": 0, "health": {h.value: 0 for h in Health}, "modes": {}, "unknown": {}},
         )
         c["devices"] += 1
         c["health"][st.health.value] += 1
-        mode = d.devices.modes.get(device_id, "unknown")
+        mode = d.devices.modes.get(device_id, UNKNOWN)
         c["modes"][mode] = c["modes"].get(mode, 0) + 1
+        if mode == UNKNOWN:  # why not: dispatch commands it again rather than believe it
+            t = st.telemetry
+            c["unknown"][device_id] = (
+                "not read yet"
+                if t is None
+                else "; ".join(t.errors) or "its reading matches no mode of its class"
+            )
     return by_class
 
 
