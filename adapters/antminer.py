@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from adapters import webdigest
@@ -105,8 +106,12 @@ class WebSession:
     ) -> dict[str, Any]:
         return await self._send(command, parameters or None, None)
 
+    async def get(self, command: str) -> dict[str, Any]:
+        """``GET /cgi-bin/<command>.cgi``: its JSON object, or a failure as pyasic words it."""
+        return await self._send(command, None, None)
+
     async def _send(
-        self, command: str, body: dict[str, Any] | None, on_sending: Any
+        self, command: str, body: dict[str, Any] | None, on_sending: Callable[[], None] | None
     ) -> dict[str, Any]:
         """The CGI's JSON object; a failure as pyasic words it, its kind under ``_KIND``.
         Bounded by ``write_timeout_s`` (the adapter's own, shorter bound is outside)."""
@@ -291,9 +296,9 @@ async def read(device_id: str, miner: Any, kept: WebSession, at: float) -> Telem
     """
     rpc_summary, conf, web_summary, stats = await asyncio.gather(
         _rpc(miner, "summary"),
-        kept._send("get_miner_conf", None, None),
-        kept._send("summary", None, None),
-        kept._send("stats", None, None),
+        kept.get("get_miner_conf"),
+        kept.get("summary"),
+        kept.get("stats"),
     )
     ths: float | None = None
     with contextlib.suppress(LookupError, TypeError, ValueError):
