@@ -291,6 +291,7 @@ class Shed:
     k: int
     cap_kw: float
     told_kw: float
+    created_at: float = 0.0  # Unix time of the create request (to read the daemon's log by)
     latency_s: float | None = None  # VTN create -> first sleep command at a miner
     fast: bool = False  # the daemon's fast path commanded devices meanwhile
 
@@ -454,7 +455,7 @@ def shed_round(
                 r = bl.post("/events", json=event(pid, round(cap_kw, 3)))
                 assert r.status_code == 201, r.text
                 created[r.json()["id"]] = t0
-                row = Shed(k, cap_kw, told_kw)
+                row = Shed(k, cap_kw, told_kw, t0)
                 rows.append(row)
                 time.sleep(0.2)  # the simulator stamps on arrival: asking later loses nothing
                 end = time.monotonic() + wait_s
@@ -474,11 +475,12 @@ def shed_round(
         load1 = os.getloadavg()[0]
         if log_path is not None:
             with log_path.with_suffix(".events.tsv").open("w") as f:
-                f.write("event\tcap_kw\ttold_kw\tneeded\tfirst_sleep_ms\tfast_path\n")
+                f.write("event\tcreated_utc\tcap_kw\ttold_kw\tneeded\tfirst_sleep_ms\tfast_path\n")
                 for x in rows:
                     ms = "" if x.latency_s is None else f"{x.latency_s * 1000:.1f}"
-                    f.write(f"{x.k}\t{x.cap_kw:.2f}\t{x.told_kw:.2f}\t{int(x.needed)}\t{ms}"
-                            f"\t{int(x.fast)}\n")  # fmt: skip
+                    at = datetime.fromtimestamp(x.created_at, UTC).strftime("%H:%M:%S.%f")[:-3]
+                    f.write(f"{x.k}\t{at}\t{x.cap_kw:.2f}\t{x.told_kw:.2f}\t{int(x.needed)}"
+                            f"\t{ms}\t{int(x.fast)}\n")  # fmt: skip
         needed = [x for x in rows if x.needed]
         n = len(rows)
         lat = [x.latency_s for x in needed if x.latency_s is not None]
