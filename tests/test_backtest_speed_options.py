@@ -222,3 +222,32 @@ def test_coarse_inputs_on_runs_of_steps_equal_the_general_reduction(
     ref = np.full(G, np.inf)
     np.minimum.at(ref, shuffled, w.cap_kw)
     assert np.array_equal(back.cap_kw, ref)
+
+
+def test_a_warm_update_leaves_highs_holding_the_new_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pushing only the entries that changed (compared on the model's own arrays) leaves
+    HiGHS with every cost and bound of the new model, window after window."""
+    rec = _record(monkeypatch)
+    policies.rolling_scheduler(_setup(hours=2), progress=False)
+    solver = HighsSolver()
+    pushed = 0
+    for i, model in enumerate(rec.models):
+        # a bound that goes infinite and comes back: converted where it changed
+        model.col_hi = model.col_hi.copy()
+        model.col_hi[i % 7] = np.inf if i % 2 else model.col_hi[i % 7]
+        result = solver.solve(model, warm=i > 0)
+        assert result.ok and result.warm == (i > 0)
+        lp = solver._h.getLp()
+        want = solver._arrays(model)
+        for name, got in (
+            ("cost", lp.col_cost_),
+            ("col_lo", lp.col_lower_),
+            ("col_hi", lp.col_upper_),
+            ("row_lo", lp.row_lower_),
+            ("row_hi", lp.row_upper_),
+        ):
+            assert np.array_equal(np.asarray(got), want[name]), (i, name)
+        pushed += i > 0
+    assert pushed >= 7

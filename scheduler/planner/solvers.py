@@ -103,6 +103,18 @@ def _flush_c_stdio() -> None:
         ctypes.CDLL(None).fflush(None)
 
 
+def _raw(model: LPModel) -> dict[str, np.ndarray]:
+    """Copies of the model's costs and bounds as the model has them (the next warm
+    update compares with these)."""
+    return {
+        "cost": np.array(model.c, dtype=np.float64),
+        "col_lo": np.array(model.col_lo, dtype=np.float64),
+        "col_hi": np.array(model.col_hi, dtype=np.float64),
+        "row_lo": np.array(model.row_lo, dtype=np.float64),
+        "row_hi": np.array(model.row_hi, dtype=np.float64),
+    }
+
+
 class HighsSolver:
     """HiGHS through highspy. Keeps the last model: ``solve(model, warm=True)`` with the
     same structure pushes only new costs and bounds and re-solves from the last basis."""
@@ -159,26 +171,38 @@ class HighsSolver:
         if status != hs.HighsStatus.kOk:
             raise SolverError("HiGHS refused the model")
         self._shape = (model.n_vars, model.n_rows)
-        self._held, self._offset = held, model.offset
+        self._held, self._offset = _raw(model), model.offset
 
     def _update(self, model: LPModel) -> None:
         """Push to HiGHS only the costs and bounds that differ from what it holds: a price
-        change touches a few hundred columns, and every change HiGHS takes costs it time."""
-        h, held, now = self._h, self._held, self._arrays(model)
+        change touches a few hundred columns, and every change HiGHS takes costs it time.
+        The model's own arrays are compared with the last model's, and only the entries
+        that changed are converted to HiGHS's infinity (issue 18: converting them all took
+        half of this at every backtest decision)."""
+        h, held = self._h, self._held
+        now = _raw(model)
 
         def changed(*names: str) -> np.ndarray:
-            diff = np.zeros(len(now[names[0]]), dtype=bool)
-            for name in names:
+            diff = now[names[0]] != held[names[0]]
+            for name in names[1:]:
                 diff |= now[name] != held[name]
             return np.flatnonzero(diff).astype(np.int32)
+
+        inf = self._hs.kHighsInf
+
+        def lower(a: np.ndarray) -> np.ndarray:
+            return np.where(np.isinf(a), -inf, a)
+
+        def upper(a: np.ndarray) -> np.ndarray:
+            return np.where(np.isinf(a), inf, a)
 
         if len(idx := changed("cost")):
             h.changeColsCost(len(idx), idx, now["cost"][idx])
         if len(idx := changed("col_lo", "col_hi")):
-            h.changeColsBounds(len(idx), idx, now["col_lo"][idx], now["col_hi"][idx])
+            h.changeColsBounds(len(idx), idx, lower(now["col_lo"][idx]), upper(now["col_hi"][idx]))
         if len(idx := changed("row_lo", "row_hi")):
             h.changeRowsBounds(  # type: ignore[attr-defined]  # missing from highspy's stubs
-                len(idx), idx, now["row_lo"][idx], now["row_hi"][idx]
+                len(idx), idx, lower(now["row_lo"][idx]), upper(now["row_hi"][idx])
             )
         if model.offset != self._offset:
             h.changeObjectiveOffset(model.offset)
