@@ -179,7 +179,12 @@ class NvmlGpu(DeviceAdapter):
         if asleep:
             tokens, why = 0.0, None
         elif unknown is not None:
-            tokens, why = None, f"SM clock lock unknown: {unknown}"
+            # A reader (fleet status) never sets clocks, so not knowing them from the start
+            # is its nature, not a fault: the reading says "unknown" and claims no tokens/s.
+            # A controller that does not know them (its reset refused, a lock seen lost, a
+            # call timed out) says why, and its health is degraded.
+            quiet = not self.controller and unknown is NO_CLOCK_CALL_YET
+            tokens, why = None, None if quiet else f"SM clock lock unknown: {unknown}"
         else:
             tokens, why = self._tokens_s(limit, clocks, util)
         lock: ClockLock = CLOCKS_UNKNOWN if unknown is not None else clocks
