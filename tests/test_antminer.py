@@ -406,3 +406,28 @@ def test_a_write_answered_after_the_timeout_is_sent_and_read_back_not_failed(
 
     run(go())
     assert sim.call(lambda: list(m.conf_writes)) == [1]  # written once, not once per try
+
+
+def test_a_reading_is_one_api_call_and_three_cgi_calls(sim: SimFleetThread) -> None:
+    """A reading asks for what its Telemetry uses and nothing more: the API's summary
+    (hashrate), summary.cgi (the firmware's checks), stats.cgi (chip temperatures) and
+    get_miner_conf.cgi (work mode), each once over the kept challenge; a miner configured
+    asleep and quiet reads sleeping."""
+    m = _miner(sim, 6)
+    dev = PyasicMiner("am/6r", m.host, timeout_s=2.0)
+
+    async def go() -> None:
+        await dev.connect()
+        await dev.read()  # the session has its challenge
+        web, every = sim.call(lambda: (m.web_requests, m.commands_seen))
+        t = await dev.read()
+        web2, every2 = sim.call(lambda: (m.web_requests, m.commands_seen))
+        assert (web2 - web, every2 - every - (web2 - web)) == (3, 1)
+        assert t.state == "running" and t.errors == () and t.temperatures_c
+        await dev.apply(ModeRequest("sleep"))
+        async with asyncio.timeout(10.0):
+            while (await dev.read()).state != "sleeping":
+                await asyncio.sleep(0.05)
+        await dev.close()
+
+    run(go())
