@@ -224,3 +224,23 @@ def test_a_copy_of_a_built_store_checkpoints_on(tmp_path: Path) -> None:
     after = Store(db).head()
     assert seq == before.seq + 1 and after is not None and after.seq == seq
     assert Store(db).verify().ok
+
+
+def test_a_store_opens_where_its_folders_do_not_exist_yet_and_writes_unstarted(
+    tmp_path: Path,
+) -> None:
+    """A new site's state path may be several folders deep: they are made. A write
+    before :meth:`Store.start` starts the writer itself rather than waiting forever, and
+    after close the head is read back from the file."""
+    db = tmp_path / "var" / "lib" / "gridsched" / "state.db"
+
+    async def go() -> tuple[int, object]:
+        store = Store(db, key=KEY)
+        try:
+            seq = int(await asyncio.wait_for(store.record("telemetry", {"i": 1}), 30.0))
+        finally:
+            store.close()
+        last = store.head()
+        return seq, None if last is None else last.seq
+
+    assert asyncio.run(go()) == (1, 1)
