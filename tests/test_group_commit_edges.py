@@ -226,9 +226,14 @@ def test_closing_while_the_checkpoints_lag_answers_every_batch(tmp_path: Path) -
             calls.append(asyncio.ensure_future(commits.write(insert(n))))
             await until(chain.committed(n + 1), what=f"write {n} committed")
         closing = loop.run_in_executor(None, commits.close)
+
         # the close sentinel reaches the checkpoint thread behind the three batches (read
         # from the queue itself: no public state says the writer has handed it over)
-        await until(lambda: None in list(commits._settling.queue), what="close handed over")
+        def handed_over() -> bool:
+            with commits._settling.mutex:
+                return None in commits._settling.queue
+
+        await until(handed_over, what="close handed over")
         chain.release.set()
         await asyncio.wait_for(closing, 30.0)
         return list(await asyncio.wait_for(asyncio.gather(*calls), 10.0))
