@@ -283,3 +283,31 @@ def test_a_worker_over_the_limit_fails_with_one_line(
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "150 miners" in lines[0] and str(LIMIT) in lines[0] and "--per-process" in lines[0]
+
+
+def test_stopping_the_fleet_ends_the_control_connections_still_open() -> None:
+    """A GPU backend keeps control connections open; stop() must end their handlers, or
+    each is still waiting on its read when the loop closes ("Task was destroyed but it
+    is pending", "Event loop is closed" as it is collected)."""
+    import asyncio
+
+    from adapters.sim.fleet import SimFleet
+    from adapters.sim.gpu import SimGpu
+
+    async def body() -> list[str]:
+        fleet = SimFleet([], [SimGpu(0)], control_port=0)
+        await fleet.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", fleet.control_port)
+        writer.write(b'{"op": "list"}\n')
+        await writer.drain()
+        assert json.loads(await reader.readline())  # the handler is serving this connection
+        await fleet.stop()
+        left = [
+            repr(t.get_coro())
+            for t in asyncio.all_tasks()
+            if t is not asyncio.current_task() and not t.done()
+        ]
+        writer.close()
+        return [c for c in left if "_serve_control" in c]
+
+    assert asyncio.run(body()) == []

@@ -239,6 +239,8 @@ class SimFleet:
         when the open-files limit cannot hold them (asyncio skips a socket it cannot open
         without a word, so binding first would leave miners silently unserved)."""
         self._control: asyncio.AbstractServer | None = None
+        #: the control connections open now (a GPU backend keeps some), closed by stop()
+        self._clients: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
         need = fds_needed([self.firmware_of(m) for m in self.miners])
         raise_fd_limit(max(need, 4 * len(self.miners) + 1024))
         soft, _hard = fd_limit()
@@ -260,6 +262,13 @@ class SimFleet:
             assert self._control is not None
             self._control.close()
             self._control = None
+            # A kept client connection's handler would otherwise still be waiting on its
+            # read when the loop closes, and say "Event loop is closed" as it is collected.
+            handlers = list(self._clients.values())
+            for writer in list(self._clients):
+                writer.close()
+            if handlers:
+                await asyncio.wait(handlers, timeout=2.0)
 
     def by_host(self) -> dict[str, MinerServer]:
         return {m.host: m for m in self.miners}
@@ -332,6 +341,9 @@ class SimFleet:
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients[writer] = task
         try:
             while line := await reader.readline():
                 try:
@@ -345,6 +357,7 @@ class SimFleet:
         except ConnectionError:
             pass
         finally:
+            self._clients.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
