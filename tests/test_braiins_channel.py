@@ -96,7 +96,7 @@ def test_a_power_target_the_firmware_refuses_is_a_refusal_in_its_words() -> None
         await dev.connect()
         kept = dev._grpc
         assert kept is not None
-        with pytest.raises(ControlRejected, match="INVALID_ARGUMENT.*out of range"):
+        with pytest.raises(ControlRejected, match=r"INVALID_ARGUMENT.*out of range"):
             await kept.write("bos/2", "set_power_limit", (0,), 20.0)
         await kept.write("bos/2", "set_power_limit", (3000,), 20.0)
         await kept.write("bos/2", "stop_mining", (), 20.0)

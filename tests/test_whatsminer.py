@@ -18,13 +18,12 @@ from pyasic.errors import APIError
 from pyasic.rpc.btminer import BTMinerRPCAPI
 
 from adapters import whatsminer
-
 from adapters.asic import PyasicMiner
 from adapters.base import BadReply, ControlRejected, DeviceTimeout, ModeRequest
 from adapters.secrets import Secret
+from adapters.sim import whatsminer as whatsminer_sim
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
-from adapters.sim import whatsminer as whatsminer_sim
 from adapters.sim.whatsminer import WhatsminerSim
 from tests.support.simfleet import FAST, free_base, run
 
