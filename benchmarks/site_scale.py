@@ -395,11 +395,6 @@ def run(args: argparse.Namespace, tmp: Path, r: Report) -> None:
             with contextlib.suppress(SystemExit):
                 wait_for("every miner's read-back", args.curtail_timeout_s, confirmed)
         clock.phase("curtail: read-back")
-        r.rss_mb, r.hwm_mb = mem_mb(daemon.pid)
-        for p in tree(daemon.pid)[1:]:
-            rss, hwm = mem_mb(p)
-            r.workers_rss_mb.append(rss)
-            r.workers_hwm_mb.append(hwm)
         fast_after = histogram(client.get("/metrics").text, FAST)
         if fast_after[0] > fast_before[0]:
             r.fast_path_s = (fast_after[1] - fast_before[1]) / (fast_after[0] - fast_before[0])
@@ -407,7 +402,12 @@ def run(args: argparse.Namespace, tmp: Path, r: Report) -> None:
     finally:
         r.load_end = os.getloadavg()
         r.errors = errors(log)
-        if daemon is not None:
+        if daemon is not None:  # its memory now, also when the run stopped early
+            r.rss_mb, r.hwm_mb = mem_mb(daemon.pid)
+            for p in tree(daemon.pid)[1:]:
+                rss, hwm = mem_mb(p)
+                r.workers_rss_mb.append(rss)
+                r.workers_hwm_mb.append(hwm)
             daemon.terminate()
             try:
                 daemon.wait(60)
