@@ -455,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
     r = Report(args.miners, args.gpus, args.fleet_workers, os.getloadavg())
     try:
         run(args, tmp, r)
-    except (SystemExit, httpx.HTTPError) as exc:  # what was measured until then is printed
+    except (SystemExit, KeyboardInterrupt, httpx.HTTPError) as exc:  # what was measured is printed
         r.aborted = f"{type(exc).__name__}: {exc}"
     try:
         print_report(r)
