@@ -180,7 +180,12 @@ class DaemonProc:
     def stop(self) -> str:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
+        try:
+            self.proc.wait(START_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # a daemon that does not stop is not left running after the test
+            self.proc.wait(10)
+            raise
         return self.output()
 
 
