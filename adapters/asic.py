@@ -115,6 +115,8 @@ class PyasicMiner(MinerCommands):
         self._caps = CAPABILITIES[family]
         if family is Family.WHATSMINER and self.sessions:  # so the first write is one trip
             await whatsminer.first_token(self.device_id, miner, self.timeout_s)
+        if family is Family.WHATSMINER_V3 and self.sessions:  # the same, on API v3
+            await whatsminer3.first_salt(self.device_id, miner, self.timeout_s)
         presets: tuple[float, ...] = ()
         if self._luxos:
             self._profiles, self._atm = await luxos.setup(self.device_id, miner.rpc, self.timeout_s)

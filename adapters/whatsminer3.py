@@ -23,10 +23,11 @@ and hashrate), and the factory picks API v2 for a v3 miner whose port 4028 is cl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
-from adapters.base import BadReply, ControlRejected, DeviceUnreachable, contain
+from adapters.base import AdapterError, BadReply, ControlRejected, DeviceUnreachable, contain
 
 PASSWORD_REFUSED = (
     "the miner refused the write token (API v3 code -1: a wrong password; pyasic sends "
@@ -83,6 +84,15 @@ async def call(
     what = f"{cmd} {param}"
     reply = await contain(device_id, what, miner.rpc.send_command(cmd, parameters=param), timeout_s)
     check(device_id, what, reply)
+
+
+async def first_salt(device_id: str, miner: Any, timeout_s: float) -> None:
+    """Get the write salt now (at connect), unless pyasic holds it: pyasic asks for it
+    inside the first write and keeps it, so a curtail's first write to each miner was two
+    round trips. Best-effort: without it, the first write gets it as before."""
+    if is_v3(miner) and miner.rpc.salt is None:
+        with contextlib.suppress(AdapterError):
+            await contain(device_id, "get.device.info salt", miner.rpc.get_salt(), timeout_s)
 
 
 async def _fw_version(miner: Any) -> str | None:

@@ -26,7 +26,7 @@ from models.firmware import Family
 from tests.support.simfleet import FAST, free_base, loopback_host, one_device_fleet, run, settle
 
 PORTS = (4028, 4433)
-N = 8
+N = 9
 
 
 @pytest.fixture(scope="module")
@@ -346,5 +346,20 @@ def test_the_framing_keeps_the_connection_for_heartbeats_and_requests(
                 assert reply["msg"]["system"]["fwversion"] == FW_VERSION
         finally:
             writer.close()
+
+    run(go())
+
+
+def test_the_salt_is_got_at_connect_so_the_first_write_is_one_round_trip(
+    sim: SimFleetThread,
+) -> None:
+    """pyasic asks for the write salt (``get.device.info`` ``salt``) inside the first write,
+    then keeps it: got at connect, a curtail's first write to each miner is one trip."""
+    m = _miner(sim, 8)
+    dev = PyasicMiner("wm3/8", m.host, timeout_s=10.0)
+
+    async def go() -> None:
+        await dev.connect()
+        assert dev._need().rpc.salt == sim.call(lambda: m.salt)
 
     run(go())
