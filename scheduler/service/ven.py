@@ -389,22 +389,8 @@ class Ven:
             )
 
     def _polled(self, took_s: float) -> None:
-        was = self._status["poll_within_period"]
-        self.cadence.record(took_s)
-        self._status |= {
-            "poll_took_s": round(took_s, 4),
-            "poll_interval_s": round(self.cadence.interval_s(), 4),
-            "poll_within_period": self.cadence.within_period,
-        }
         handed, self._handed = self._status["deliveries"] - self._handed, self._status["deliveries"]
-        if handed:  # when an event came by polling, how long it took (not every quiet poll)
-            log.info("VEN poll: %d object(s) handed on, %d events known; took %.3f s, next "
-                     "poll %.3f s after this one began", handed, len(self._events), took_s,
-                     self.cadence.interval_s())  # fmt: skip
-        if was is not False and not self.cadence.within_period:
-            log.warning("VEN: a poll took %.2f s; the period %.0f s leaves no room for the "
-                        "listing: events may wait longer than the period", took_s,
-                        self.config.poll_s)  # fmt: skip
+        self._status |= self.cadence.polled(took_s, handed, len(self._events))
 
     async def _renew(self) -> None:
         await self.subs.renew(await self._program_ids())

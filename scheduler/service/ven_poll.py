@@ -15,9 +15,13 @@ says the bound does not hold then.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from typing import Any
 
 __all__ = ["JITTER", "SHED_ALLOWANCE_S", "PollCadence"]
+
+log = logging.getLogger("scheduler.service.ven")
 
 #: from the daemon taking an event to the fast path's first command (webhook rounds of
 #: benchmarks/ven_latency.py: the fast path's own time is tens of ms on a loaded 2-core host)
@@ -65,3 +69,23 @@ class PollCadence:
         """Whether polling keeps its bound: the slowest recent poll leaves room for a
         listing to start in time (False: the VTN is too slow for this period)."""
         return self.period_s - self.lead_s >= self.floor_s
+
+    def polled(self, took_s: float, handed: int, known: int) -> dict[str, Any]:
+        """Record a complete poll that handed ``handed`` objects on; the VEN's status fields.
+        Logged when it brought something (not every quiet poll), and when the period stops
+        leaving room for the listing."""
+        was = self.within_period if self._took else True
+        self.record(took_s)
+        if handed:
+            log.info("VEN poll: %d object(s) handed on, %d events known; took %.3f s, next "
+                     "poll %.3f s after this one began", handed, known, took_s,
+                     self.interval_s())  # fmt: skip
+        if was and not self.within_period:
+            log.warning("VEN: a poll took %.2f s; the period %g s leaves no room for the "
+                        "listing: events may wait longer than the period", took_s,
+                        self.period_s)  # fmt: skip
+        return {
+            "poll_took_s": round(took_s, 4),
+            "poll_interval_s": round(self.interval_s(), 4),
+            "poll_within_period": self.within_period,
+        }
