@@ -70,6 +70,9 @@ def test_the_daemon_exposes_its_sweep_durations(tmp_path: Path) -> None:
     )
     assert float(lines["gridsched_fleet_sweep_duration_seconds_count"]) == 2.0
     assert 'gridsched_fleet_sweep_duration_seconds_bucket{le="+Inf"}' in lines
+    # the goals' bounds are buckets: 5 s at the example site, 20 s at 30,000 miners
+    bucket = "gridsched_fleet_sweep_duration_seconds_bucket"
+    assert {f'{bucket}{{le="5.0"}}', f'{bucket}{{le="20.0"}}'} <= set(lines)
 
 
 def test_a_small_site_under_the_daemon() -> None:
