@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -185,6 +186,7 @@ async def discover(
             return Found(cls(address), check, cached)
     if book is not None:
         book.discoveries += 1
+    _identification_waits(timeout_s)
     miner = await contain(device_id, "discovery", pyasic.get_miner(address), timeout_s * 3)
     if miner is None:
         raise DeviceUnreachable(
@@ -196,6 +198,19 @@ async def discover(
         except Exception:  # only the cache misses it: rediscovered on the next start
             check = ""
     return Found(miner, check, None)
+
+
+def _identification_waits(timeout_s: float) -> None:
+    """Let pyasic's identification wait ``timeout_s`` for each of its three steps (type,
+    model, version). It gives up after its own ``factory_get_timeout`` (3 s) whatever the
+    adapter's timeout, and a miner slower than that (a loaded host, a congested link) read
+    as "no miner identified", unreachable. The setting is process-wide: raised, never
+    lowered; ``contain`` still bounds each device by its own timeout."""
+    from pyasic import settings
+
+    wait_s = math.ceil(timeout_s)  # pyasic's setting is whole seconds
+    if settings.get("factory_get_timeout", 3) < wait_s:
+        settings.update("factory_get_timeout", wait_s)
 
 
 def attach(adapters: Iterable[object], book: IdentityBook) -> int:

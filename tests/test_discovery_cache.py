@@ -243,3 +243,27 @@ timeout_s = 10
 
     assert asyncio.run(start()) == (3, 0, 3)
     assert asyncio.run(start()) == (0, 3, 3)
+
+
+def test_discovery_waits_the_adapters_timeout_not_only_pyasics_own() -> None:
+    """pyasic's identification gives up after its own ``factory_get_timeout`` (3 s by
+    default) whatever the adapter's ``timeout_s``: a miner slower than that to answer (a
+    loaded host, a congested link) read as "no miner identified", unreachable. Discovery
+    gives it the adapter's timeout. Here pyasic's is 1 s and the miner answers in 1.5 s."""
+    import pyasic.settings
+
+    from adapters import discovery
+    from adapters.sim.server import FaultKind
+
+    host = loopback_host()
+    m = LuxosSim(host, **FAST)
+    before = pyasic.settings.get("factory_get_timeout")
+    pyasic.settings.update("factory_get_timeout", 1)
+    try:
+        th = SimFleetThread(SimFleet([m], control_port=None))
+        with th:
+            th.call(lambda: m.inject(FaultKind.SLOW, 60.0, 1.5))
+            found = asyncio.run(discovery.discover("slow/0", host, 4.0, None))
+        assert found.miner is not None and "LUXMiner" in type(found.miner).__name__
+    finally:
+        pyasic.settings.update("factory_get_timeout", before)
