@@ -407,8 +407,25 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     con = sqlite3.connect(db)
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.commit()
-    with pytest.raises(StoreError, match="newer gridsched"):
+    with pytest.raises(StoreError, match="newer gridsched") as exc:
         Store(db)
+    assert str(exc.value).startswith(f"{db}: schema version {SCHEMA_VERSION + 1} "), exc.value
+
+
+def test_an_upgrade_with_an_audit_key_signs_its_first_checkpoint(tmp_path: Path) -> None:
+    """The upgrade from schema 0 starts the head file with a checkpoint of the old head:
+    with an audit key set, that checkpoint is signed like every later one, so a head
+    file rewritten over the upgraded records is named."""
+    db = tmp_path / "state.db"
+    build_v0(db)
+    key = b"upgrade-key" * 3
+    Store(db, key=key).close()
+    lines = head_path(db).read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["seq"] == 6
+    assert json.loads(lines[0])["mac"] is not None
+    assert Store(db, key=key, migrate=False).verify().ok
+    v = Store(db, key=b"another-key" * 3, migrate=False).verify()
+    assert not v.ok and v.kind == "checkpoint", v
 
 
 # -- corrupt files ----------------------------------------------------------------------------
@@ -437,7 +454,9 @@ def test_a_corrupt_database_is_named_at_open_and_by_verify(
     corrupt(db)
     with pytest.raises(StoreError) as exc:
         Store(db)
-    assert str(db) in str(exc.value) and "corrupt" in str(exc.value)
+    said = str(exc.value)
+    assert said.startswith(f"{db}: the database is corrupt or not a gridsched database ("), said
+    assert said.endswith("); restore it from a backup, or move it aside to start a new one")
     assert main(["audit", "verify", "--db", str(db)]) == 1
     out = capsys.readouterr()
     assert "corrupt" in out.out + out.err and "Traceback" not in out.out + out.err
