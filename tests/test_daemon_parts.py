@@ -723,3 +723,32 @@ def test_class_caps_that_cannot_be_computed_are_said_and_the_site_cap_holds(
         assert d.status()["class_cap_error"] is None
 
     _run(d, body)
+
+
+def test_stopping_while_a_poll_runs_logs_no_job_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At site scale a poll is always running, so every stop cancelled one: APScheduler
+    logged its CancelledError as a job that raised, with a traceback, and the daemon
+    counted a task failure. A job cut short by the daemon's own stop is not a failure."""
+    d, _ = _daemon(tmp_path, FakeClock())
+    polling = asyncio.Event()
+
+    async def body() -> None:
+        await d.start()
+        assert d.scheduler is not None
+
+        async def poll(dispatch: bool = True) -> None:
+            polling.set()
+            await asyncio.Event().wait()  # a sweep of thousands of devices, still going
+
+        d.poller.poll = poll  # type: ignore[method-assign]
+        d.scheduler.get_job("poll").modify(next_run_time=datetime.now(UTC))
+        await asyncio.wait_for(polling.wait(), 10)
+        caplog.clear()
+        await d.stop()
+
+    asyncio.run(body())
+    errors = [r for r in caplog.records if r.levelno >= 40]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert "poll" not in d.counters.task_failures

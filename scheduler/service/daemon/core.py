@@ -167,6 +167,7 @@ class Daemon:
 
     async def close(self) -> None:
         """Close what :meth:`open` and :meth:`start` opened, without a shutdown posture."""
+        self.tasks.stopping = True  # a job cancelled from here on is cut short, not failed
         await self._jobs.aclose()
         await self._resources.aclose()
 
@@ -197,7 +198,8 @@ class Daemon:
         opts: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
 
         def every(fn: Any, seconds: float, name: str, **kw: Any) -> None:
-            sched.add_job(fn, "interval", seconds=seconds, id=name, **opts, **kw)
+            job = self.tasks.job(fn, name)
+            sched.add_job(job, "interval", seconds=seconds, id=name, **opts, **kw)
 
         every(self.replan, d.replan_s, "replan", args=["schedule"])
         every(self.poll, d.poll_s, "poll")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,8 @@ class Tasks:
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
         self.running: set[asyncio.Task[Any]] = set()
+        #: set when the daemon stops: a job cancelled from then on was cut short, not failed
+        self.stopping = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -95,6 +97,23 @@ class Tasks:
         """A scheduled job raised (APScheduler has logged it with its traceback)."""
         self.counters.task_failed(str(event.job_id))
 
+    def job(self, fn: Callable[..., Awaitable[Any]], name: str) -> Callable[..., Awaitable[None]]:
+        """A scheduled job that the daemon's stop may cut short without it counting as a
+        failure: APScheduler logs a job's CancelledError as an exception with its
+        traceback, and at site scale a poll is running whenever the daemon stops."""
+
+        async def run(*args: Any) -> None:
+            try:
+                await fn(*args)
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+                log.info("%s: cut short by the daemon's stop", name)
+
+        run.__qualname__ = run.__name__ = getattr(fn, "__qualname__", name)
+        return run
+
     def cancel_all(self) -> None:
+        self.stopping = True
         for t in list(self.running):
             t.cancel()
