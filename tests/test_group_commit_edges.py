@@ -5,6 +5,7 @@ falls behind the writer."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from scheduler.audit.chain import StoreError
 from scheduler.audit.group_commit import GroupCommit
 from scheduler.audit.store import Store
 from tests.support.wait import until
@@ -244,3 +246,78 @@ def test_closing_while_the_checkpoints_lag_answers_every_batch(tmp_path: Path) -
         chain.release.set()
         commits.close()
     assert chain.checkpoints == [1, 4]
+
+
+def test_a_writer_that_cannot_open_the_database_fails_every_write(tmp_path: Path) -> None:
+    """The writer thread opens its own connection; when SQLite refuses it (the folder is
+    gone), each write fails with the reason, the ones queued and the ones after, instead
+    of waiting forever: the API answers 503 (send it again), never silence."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    chain = _Chain(folder / "t.db")
+    shutil.rmtree(folder)
+    commits = GroupCommit(chain.connect, chain.head, chain.reload, chain.checkpoint)
+
+    async def go() -> list[BaseException | None]:
+        commits.start(asyncio.get_running_loop())
+        try:
+            first = [commits.write(lambda con: con.execute("SELECT 1")) for _ in range(3)]
+            got = await asyncio.wait_for(asyncio.gather(*first, return_exceptions=True), 30.0)
+            later = commits.write(lambda con: con.execute("SELECT 1"))
+            got.append(
+                (await asyncio.wait_for(asyncio.gather(later, return_exceptions=True), 30.0))[0]
+            )
+            return [g if isinstance(g, BaseException) else None for g in got]
+        finally:
+            commits.close()
+
+    errors = asyncio.run(go())
+    assert all(isinstance(e, sqlite3.Error) for e in errors[:3]), errors
+    assert all("unable to open database file" in str(e) for e in errors), errors
+    assert isinstance(errors[3], StoreError)
+    assert str(errors[3]).startswith("the store's writer stopped: OperationalError: "), errors
+
+
+class _FailingCheckpoint(_Chain):
+    """The first checkpoint raises what the store's own handling does not expect."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.failed = False
+
+    def checkpoint(self, seq: int, digest: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ValueError("checkpoint refused")
+        super().checkpoint(seq, digest)
+
+
+def test_a_checkpoint_that_raises_answers_its_callers_and_the_next_ones_go_on(
+    tmp_path: Path,
+) -> None:
+    """A caller hears that its write landed only once a checkpoint covers it: when the
+    checkpoint raises, the callers it would have covered hear why (they send again), and
+    the thread goes on answering the writes after it."""
+    chain = _FailingCheckpoint(tmp_path / "t.db")
+    commits = GroupCommit(chain.connect, chain.head, chain.reload, chain.checkpoint)
+
+    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+        def fn(con: sqlite3.Connection) -> int:
+            con.execute("INSERT INTO t VALUES (?)", (n,))
+            chain.seq += 1
+            return n
+
+        return fn
+
+    async def go() -> tuple[BaseException | int, int]:
+        commits.start(asyncio.get_running_loop())
+        try:
+            first = asyncio.gather(commits.write(insert(1)), return_exceptions=True)
+            (got,) = await asyncio.wait_for(first, 30.0)
+            return got, await asyncio.wait_for(commits.write(insert(2)), 30.0)
+        finally:
+            commits.close()
+
+    first, second = asyncio.run(go())
+    assert isinstance(first, ValueError) and str(first) == "checkpoint refused"
+    assert second == 2 and chain.checkpoints == [2]

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from scheduler.audit.chain import StoreError
+
 _Write = Callable[[sqlite3.Connection], Any]
 _Results = list[tuple[Any, Any, BaseException | None]]  # (future, value, error) per write
 
@@ -48,6 +50,9 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._settler: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # why the writer thread stopped, if it failed: later writes fail at once with it
+        self._dead: BaseException | None = None
+        self._dead_lock = threading.Lock()  # a write is either queued before it or refused
 
     @property
     def running(self) -> bool:
@@ -68,7 +73,11 @@ class GroupCommit:
         """Run ``fn(connection)`` inside the next group commit; returns once it is on disk
         and checkpointed (call :meth:`start` first)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put((fn, fut))
+        with self._dead_lock:
+            if self._dead is not None:
+                err = self._dead
+                raise StoreError(f"the store's writer stopped: {type(err).__name__}: {err}")
+            self._queue.put((fn, fut))
         return await fut
 
     def close(self) -> None:
@@ -83,6 +92,26 @@ class GroupCommit:
             self._settler = None
 
     def _writer(self) -> None:
+        """Without this, a writer that fails outside a batch's transaction (its connection
+        refused, a rollback that fails) would die silently and leave every caller waiting
+        forever: they hear why instead, and so does every later write."""
+        held: list[tuple[_Write, Any]] = []  # the batch being written, not yet handed on
+        try:
+            self._write_batches(held)
+        except BaseException as exc:
+            with self._dead_lock:
+                self._dead = exc
+                failed: _Results = [(fut, None, exc) for _, fut in held]
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        failed.append((item[1], None, exc))
+            self._settling.put((None, failed))
+
+    def _write_batches(self, held: list[tuple[_Write, Any]]) -> None:
         con = self._connect()
         while True:
             item = self._queue.get()
@@ -98,6 +127,7 @@ class GroupCommit:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
+            held[:] = batch
             results: _Results = []
             try:
                 con.execute("BEGIN IMMEDIATE")
@@ -122,8 +152,10 @@ class GroupCommit:
                 self._reload_head(con)
             else:
                 self._settling.put((self._head(), results))
+                held.clear()
                 continue
             self._settling.put((None, results))
+            held.clear()
         con.close()
 
     def _settle_loop(self) -> None:
@@ -146,10 +178,16 @@ class GroupCommit:
                     break
                 items.append(nxt)
             heads = [h for h, _ in items if h is not None]
+            failed: BaseException | None = None
             if heads:
-                self._checkpoint(*heads[-1])  # the newest commit covers the ones before
-            for _, results in items:
+                try:
+                    self._checkpoint(*heads[-1])  # the newest commit covers the ones before
+                except Exception as exc:  # uncovered: those callers hear why, not silence
+                    failed = exc
+            for head, results in items:
                 for fut, value, err in results:
+                    if failed is not None and head is not None and err is None:
+                        value, err = None, failed
                     if fut is not None and self._loop is not None:
                         self._loop.call_soon_threadsafe(_settle, fut, value, err)
 
