@@ -422,7 +422,12 @@ def test_the_hashprice_feed_re_plans_and_a_bad_reading_keeps_the_last_good(
 def test_sleeping_miners_take_their_next_wake_ahead_and_wake_in_one_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    d = _daemon(tmp_path, 1000.0)
+    # mining pays at every hour: at 0.08 the demo prices' evening peak (about 19:00 UTC)
+    # kept the S19j Pros asleep after the event, and nothing was woken
+    mines = _site(1000.0).replace(
+        "hashprice_usd_per_ths_day = 0.08", "hashprice_usd_per_ths_day = 1.0"
+    )
+    d = _daemon_of(tmp_path, mines)
 
     async def go() -> None:
         async with running(d):
