@@ -36,6 +36,9 @@ from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget
 
 T = TypeVar("T")
 
+#: LuxOS sleep and wake through :func:`adapters.luxos.curtail`, not pyasic's True/False.
+_LUXOS_CURTAIL = {"stop_mining": "sleep", "resume_mining": "wakeup"}
+
 
 @dataclass
 class MinerCommands(DeviceAdapter):
@@ -87,6 +90,13 @@ class MinerCommands(DeviceAdapter):
         if whatsminer.is_v2(miner):  # nor on API v2: a refusal and no answer alike
             v2 = whatsminer.call(self.device_id, miner, fn, args, self.timeout_s)
             return await self._guarded(v2)
+        if self._luxos and fn in _LUXOS_CURTAIL:  # pyasic's True/False: no answer reads as either
+            action = _LUXOS_CURTAIL[fn]
+            await self._luxos_write(
+                luxos.curtail(self.device_id, miner.rpc, action, self.timeout_s)
+            )
+            self._session_used = time.monotonic()
+            return None
         kept = braiins.kept(miner)  # Braiins OS+: its gRPC status says more than True/False
         if kept is not None:
             return await self._guarded(kept.write(self.device_id, fn, args, self.timeout_s))
@@ -103,16 +113,23 @@ class MinerCommands(DeviceAdapter):
             self._session_used = time.monotonic()
 
     async def _luxos_profile(self, name: str) -> None:
+        rpc = self._need().rpc
+        await self._luxos_write(
+            luxos.set_profile(self.device_id, rpc, name, self._atm, self.timeout_s)
+        )
+        self._session_used = time.monotonic()
+
+    async def _luxos_write(self, aw: Awaitable[None]) -> None:
+        """A refusal may be a session LuxOS ended (a reboot ends them): log on again next
+        time. A miner not reached keeps its session; either way everything is resent."""
         try:
-            await luxos.set_profile(
-                self.device_id, self._need().rpc, name, self._atm, self.timeout_s
-            )
+            await aw
         except ControlRejected:
-            raise
-        except AdapterError:
             self._forget(session=True)
             raise
-        self._session_used = time.monotonic()
+        except AdapterError:
+            self._forget(session=False)
+            raise
 
     def _target(self, request: ModeRequest) -> tuple[float | None, str]:
         """The power target a run request sets (a preset where the firmware has them) and the

@@ -9,6 +9,10 @@ session at a time and refuses ``logon`` while it is active (Code 402, "Another s
 active", as Luxor's client luxos-tooling handles it), where pyasic adopts the active
 session whatever its age. ``renewal_due``: when a reading renews its miner's session, on a
 schedule of the miner's own so that a fleet's renewals are spread over its sweeps.
+``curtail``: sleep and wake, where pyasic's ``stop_mining`` / ``resume_mining`` cannot tell a
+miner not reached from one that refused or obeyed: its RPC answers a connection it could not
+open with ``{}`` (``BaseMinerRPCAPI._send_bytes``), which with a session reads as success and
+without one makes its ``auth`` raise KeyError, read as a refusal (pyasic 0.x, ``LUXMiner``).
 """
 
 from __future__ import annotations
@@ -20,15 +24,64 @@ from typing import Any
 from adapters.base import AdapterError, BadReply, ControlRejected, contain
 
 
+async def _ask(rpc: Any, command: str, *args: str) -> Any:
+    """One command over pyasic's framing; its ``{}`` for no answer raises ConnectionError
+    (the miner not reached, retryable), where LuxOS itself always answers a STATUS."""
+    reply = await rpc.send_command(command, *args)
+    if not reply:
+        raise ConnectionError(f"{command}: no answer (connection not opened or closed)")
+    return reply
+
+
+async def _logon(rpc: Any) -> None:
+    """A session of our own, or the active one adopted (LuxOS refuses a logon beside it,
+    Code 402); not reaching the miner raises ConnectionError."""
+    from pyasic.errors import APIError
+
+    rpc.session_token = None
+    try:
+        reply = await _ask(rpc, "logon")
+    except APIError:  # refused (402): adopt what is active
+        reply = await _ask(rpc, "session")
+    sid = reply["SESSION"][0]["SessionID"]
+    rpc.session_token = str(sid) if sid else None
+
+
+async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> None:
+    """``curtail sleep`` / ``curtail wakeup``, logging on first when no session is held.
+    A miner not reached raises DeviceUnreachable (or DeviceTimeout); one that answers an
+    error, ControlRejected."""
+    from pyasic.errors import APIError
+
+    async def go() -> None:
+        try:
+            if rpc.session_token is None:
+                await _logon(rpc)
+            if not rpc.session_token:
+                raise ControlRejected(device_id, "logon: LuxOS gave no session")
+            await _ask(rpc, "curtail", rpc.session_token, action)
+        except APIError as exc:
+            raise ControlRejected(device_id, f"curtail {action}: {exc}") from None
+
+    await contain(device_id, f"curtail {action}", go(), timeout_s)
+
+
 async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s: float) -> None:
     """``profileset name``; raises ControlRejected unless the reply names the profile."""
 
+    from pyasic.errors import APIError
+
     async def go() -> Any:
-        if atm:
-            await rpc.atmset(enabled=False)
-        reply = await rpc.profileset(name)
-        if atm:
-            await rpc.atmset(enabled=True)
+        if rpc.session_token is None:
+            await _logon(rpc)
+        try:
+            if atm:
+                await rpc.atmset(enabled=False)
+            reply = await _ask(rpc, "profileset", rpc.session_token or "", name)
+            if atm:
+                await rpc.atmset(enabled=True)
+        except APIError as exc:
+            raise ControlRejected(device_id, f"profileset {name}: {exc}") from None
         return reply
 
     reply = await contain(device_id, f"profileset {name}", go(), timeout_s)
@@ -80,13 +133,7 @@ async def renew_session(device_id: str, rpc: Any, timeout_s: float) -> None:
             # is nothing to end.
             with contextlib.suppress(Exception):
                 await rpc.logoff()
-        rpc.session_token = None
-        try:
-            reply = await rpc.logon()
-            rpc.session_token = str(reply["SESSION"][0]["SessionID"])
-        except Exception:  # refused (402) or odd: adopt what is active
-            rpc.session_token = None
-            await rpc.auth()
+        await _logon(rpc)
         if not rpc.session_token:
             raise ControlRejected(device_id, "logon: LuxOS gave no session")
 

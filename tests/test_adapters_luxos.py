@@ -189,3 +189,35 @@ def test_power_target_maps_to_presets_with_the_rounding_reported() -> None:
     assert w == 2592.0 and "2900" in note and "2592" in note
     w, note = choose_preset(presets, 1000.0)
     assert w == 2135.0 and "below the lowest" in note
+
+
+@pytest.mark.parametrize("logged_on", [True, False], ids=["session", "no-session"])
+def test_a_luxos_command_that_cannot_connect_is_unreachable_not_refused_or_done(
+    logged_on: bool,
+) -> None:
+    """pyasic's RPC answers a connection it could not open with ``{}``: with a session,
+    ``stop_mining`` then returns True (nothing was sent); without one, its ``auth`` raises
+    KeyError on that ``{}`` and ``stop_mining`` returns False, which read as a refusal. Both
+    are a miner not reached: retryable, and the miner's state unknown. The same for a
+    profile change (pyasic's ``profileset``: no ``PROFILE`` in ``{}``, read as unconfirmed)."""
+    fleet = SimFleet.build(1, 0, base=free_loopback_base(1), control_port=None)
+    th = SimFleetThread(fleet)
+    with th:
+        m = fleet.miners[0]
+        dev = PyasicMiner("u/0", m.host, timeout_s=10.0)
+
+        async def go() -> None:
+            await dev.connect()
+            if not logged_on:
+                dev._miner.rpc.session_token = None
+            th.call(lambda: m.inject("refuse"))
+            assert dev.info is not None
+            low = dev.info.power_targets_w[0]  # a profile change first, then the wake
+            for request in (ModeRequest("sleep"), ModeRequest("run"), ModeRequest("run", low)):
+                dev._sleeping = None  # so that the wake is sent too
+                with pytest.raises(DeviceUnreachable):
+                    await dev.apply(request)
+            await dev.close()
+
+        run(go())
+        assert th.call(lambda: m.state.phase) == "mining"
