@@ -223,6 +223,9 @@ class PyasicMiner(MinerCommands):
                 elif self._vnish is not None and self._caps.family is Family.VNISH:
                     vn = vnish.read(self.device_id, miner, self._vnish, now)
                     t = await contain(self.device_id, "telemetry", vn, self.timeout_s)
+                elif self._grpc is not None:  # Braiins OS+: only the calls its reading uses
+                    bos = braiins.read(self.device_id, miner, self._grpc, now)
+                    t = await contain(self.device_id, "telemetry", bos, self.timeout_s)
                 else:
                     call = self._web_call("telemetry", lambda: miner.get_data(include=include))
                     data = await contain(self.device_id, "telemetry", call, self.timeout_s)

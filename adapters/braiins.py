@@ -21,13 +21,36 @@ also answers False for any ``APIError``, a refused connection as much as the fir
 refusal, and the adapter took both for a refusal; here the gRPC status decides
 (``UNAVAILABLE`` and a lost connection are unreachable, ``DEADLINE_EXCEEDED`` a timeout,
 any other status the firmware's refusal in its words).
+
+A reading (:func:`read`) asks for what the adapter's Telemetry uses, from the calls
+pyasic's ``BOSer.get_data`` makes for those fields (``BOSER_DATA_LOC``): over the kept
+channel ``MinerService/GetMinerStats`` (power: ``power_stats.approximated_consumption``),
+``MinerService/GetHashboards`` (each board's ``highest_chip_temp``) and
+``PerformanceService/GetActivePerformanceMode`` (the tuner's power target), requests as
+bytes made once and answers read at the wire for those fields only (:func:`fields`; the
+field numbers of pyasic's generated ``braiins.bos.v1``); and on the BOSminer API one
+``summary+tunerstatus+devs`` (hashrate ``MHS 1m``, the tuner's chain errors, mining while
+a device's ``MHS 5s`` is above 0), sent as it is: pyasic's ``multicommand`` re-derives its
+command list by introspection on every call. A field not on the wire is unknown, never 0.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+import struct
 from typing import Any
 
-from adapters.base import ControlRejected, DeviceTimeout, DeviceUnreachable, contain
+from adapters.base import (
+    BadReply,
+    ControlRejected,
+    DeviceTimeout,
+    DeviceUnreachable,
+    Telemetry,
+    contain,
+)
+from adapters.payloads import asic_state
 
 _PKG = "/braiins.bos.v1."
 #: pyasic's control calls as the gRPC methods it sends them to (``web/braiins_os/boser.py``).
@@ -36,6 +59,11 @@ WRITES = {
     "resume_mining": _PKG + "ActionsService/ResumeMining",
     "set_power_limit": _PKG + "PerformanceService/SetPowerTarget",
 }
+#: The reading's gRPC calls (each request an empty message) and the BOSminer API's.
+STATS = _PKG + "MinerService/GetMinerStats"
+HASHBOARDS = _PKG + "MinerService/GetHashboards"
+MODE = _PKG + "PerformanceService/GetActivePerformanceMode"
+RPC_READING = "summary+tunerstatus+devs"
 
 
 class _Raw:
@@ -68,6 +96,7 @@ class KeptChannel:
         self._channel: Any = None
         self._stub: Any = None
         self._targets: dict[int, _Raw] = {}  # SetPowerTargetRequest per target (W)
+        self._renewing = asyncio.Lock()  # one logon for the calls that found the token gone
 
     def _open(self) -> Any:
         from grpclib.client import Channel
@@ -102,9 +131,8 @@ class KeptChannel:
         from grpclib.const import Cardinality
 
         for again in (False, True):
-            if again:
-                await self.web._get_auth()  # the token expired: a new one, once
-            metadata = [("authorization", await self.web.auth())]
+            token = await self.web.auth()
+            metadata = [("authorization", token)]
             try:
                 async with self._open().request(
                     path, Cardinality.UNARY_UNARY, _Raw, _Raw, metadata=metadata
@@ -114,6 +142,9 @@ class KeptChannel:
             except GRPCError as e:
                 if again or e.status != Status.UNAUTHENTICATED:
                     raise
+                async with self._renewing:  # the token expired: a new one, once for all
+                    if self.web.token == token:
+                        await self.web._get_auth()
                 continue
             return b"" if reply is None else reply.data
         raise AssertionError("unreachable")  # pragma: no cover
@@ -218,3 +249,163 @@ def keep(miner: Any, old: KeptChannel | None) -> KeptChannel | None:
     kept = KeptChannel(web)
     kept.install()
     return kept
+
+
+# -- a reading: only what Telemetry uses, the answers read at the wire --------------------
+
+#: Tuner chain states pyasic's ``BOSer._get_errors`` does not count as errors.
+_STEADY = ("Stable", "Testing performance profile", "Tuning individual chips")
+
+
+def fields(data: bytes) -> dict[int, list[int | bytes]]:
+    """A protobuf message's fields by number, at the wire (varints as ints, the rest as
+    bytes); ValueError for bytes that are not a message. proto3 leaves a field at its
+    default off the wire, so a number missing here is a value the firmware did not send."""
+    out: dict[int, list[int | bytes]] = {}
+    i, end = 0, len(data)
+    while i < end:
+        key, i = _varint(data, i)
+        number, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value, i = _varint(data, i)
+        elif wire == 2:
+            size, i = _varint(data, i)
+            value, i = data[i : i + size], i + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = data[i : i + size], i + size
+        else:
+            raise ValueError(f"wire type {wire} of field {number} at byte {i}")
+        if i > end or number == 0:
+            raise ValueError(f"field {number} runs past the end ({end} bytes)")
+        out.setdefault(number, []).append(value)
+    return out
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while i < len(data) and shift < 64:
+        b = data[i]
+        result |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return result, i
+        shift += 7
+    raise ValueError(f"a varint cut short at byte {i}")
+
+
+def _at(data: bytes | None, *path: int) -> int | bytes | None:
+    """The last value at ``path`` (field numbers, outer first), None where any is absent."""
+    value: int | bytes | None = data
+    for number in path:
+        if not isinstance(value, bytes):
+            return None
+        got = fields(value).get(number)
+        value = got[-1] if got else None
+    return value
+
+
+def power_w(stats: bytes) -> float | None:
+    """``GetMinerStatsResponse.power_stats.approximated_consumption.watt``."""
+    got = _at(stats, 3, 1, 1)
+    return float(got) if isinstance(got, int) else None
+
+
+def target_w(mode: bytes) -> float | None:
+    """``PerformanceMode.tuner_mode.power_target.power_target.watt`` (None in manual mode
+    or under a hashrate target)."""
+    got = _at(mode, 2, 1, 1, 1)
+    return float(got) if isinstance(got, int) else None
+
+
+def chip_temps_c(boards: bytes) -> tuple[float, ...]:
+    """The hottest chip of ``GetHashboardsResponse``: each board's ``highest_chip_temp``
+    (``TemperatureSensor.temperature.degree_c``, a double); a board without one is left
+    out, as pyasic leaves it (its 0 is "no sensor")."""
+    temps: list[float] = []
+    for board in fields(boards).get(1, []):
+        got = _at(board if isinstance(board, bytes) else None, 6, 3, 1)
+        if isinstance(got, bytes) and len(got) == 8:
+            (c,) = _DOUBLE.unpack(got)
+            if math.isfinite(c) and c:
+                temps.append(c)
+    return (max(temps),) if temps else ()
+
+
+_DOUBLE = struct.Struct("<d")
+
+
+async def read(device_id: str, miner: Any, kept: KeptChannel, at: float) -> Telemetry:
+    """One reading: the three gRPC calls and the one API call at once (module docstring).
+
+    A refused connection or a lost channel on every call is unreachable; an answer that is
+    not the message it should be is unreadable, named; a part that fails otherwise is left
+    out (as pyasic leaves it), and without power and hashrate there is no reading."""
+    from grpclib import GRPCError, Status
+    from grpclib.exceptions import StreamTerminatedError
+    from pyasic.errors import APIError
+
+    failed: list[str] = []
+    gone: list[str] = []
+
+    async def grpc(path: str) -> bytes | None:
+        name = path.rsplit("/", 1)[1]
+        try:
+            return await kept._unary(path, _EMPTY)
+        except GRPCError as e:
+            words = f"{name}: {e.status.name} {e.message or ''}".rstrip()
+            (gone if e.status is Status.UNAVAILABLE else failed).append(words)
+        except (StreamTerminatedError, ConnectionError, OSError) as e:
+            gone.append(f"{name}: {type(e).__name__}: {e}")
+        return None
+
+    async def rpc() -> dict[str, Any]:
+        try:
+            got = await miner.rpc.send_command(RPC_READING)
+        except (APIError, OSError, ValueError) as e:
+            failed.append(f"{RPC_READING}: {e}")
+            return {}
+        return got if isinstance(got, dict) else {}
+
+    stats, boards, mode, api = await asyncio.gather(
+        grpc(STATS), grpc(HASHBOARDS), grpc(MODE), rpc()
+    )
+    if len(gone) == 3 and not api:
+        raise DeviceUnreachable(device_id, f"telemetry: {gone[0]}")
+    power = target = None
+    temps: tuple[float, ...] = ()
+    try:
+        name = "GetMinerStats"
+        power = None if stats is None else power_w(stats)
+        name = "GetHashboards"
+        temps = () if boards is None else chip_temps_c(boards)
+        name = "GetActivePerformanceMode"
+        target = None if mode is None else target_w(mode)
+    except ValueError as e:
+        raise BadReply(device_id, f"telemetry: {name} answered no message: {e}") from None
+    ths = mining = None
+    with contextlib.suppress(LookupError, TypeError, ValueError):
+        ths = float(api["summary"][0]["SUMMARY"][0]["MHS 1m"]) / 1e6
+    if ths is not None and not (math.isfinite(ths) and ths >= 0):
+        ths = None
+    with contextlib.suppress(LookupError, TypeError):
+        mining = any(d["MHS 5s"] > 0 for d in api["devs"][0]["DEVS"])
+    errors: tuple[str, ...] = ()
+    with contextlib.suppress(LookupError, TypeError):
+        tuner = api["tunerstatus"][0]
+        found = await miner._get_errors(rpc_tunerstatus=tuner)  # pyasic's own words
+        errors = tuple(str(getattr(e, "error_message", e)) for e in found)
+    if power is None and ths is None:
+        why = "; ".join(gone + failed) or f"no power, no hashrate ({str(api)[:120]})"
+        raise BadReply(device_id, f"telemetry: {why}")
+    return Telemetry(
+        device_id=device_id,
+        at=at,
+        state=asic_state(power, ths, None, mining),
+        power_w=power,
+        target_w=target,
+        hashrate_ths=ths,
+        temperatures_c=temps,
+        errors=errors,
+    )
