@@ -203,7 +203,8 @@ class PyasicMiner(MinerCommands):
             t = parse_luxos(self.device_id, reply, now)
             due = luxos.renewal_due  # each miner at its own turn: spread over the sweeps
             mono, used = time.monotonic(), self._session_used
-            if self.sessions and due(self.device_id, used, mono, self.session_renew_s):
+            gap_s, self._read_mono = mono - self._read_mono, mono  # readings this far apart
+            if self.sessions and due(self.device_id, used, mono, self.session_renew_s, gap_s):
                 await self._renew_session()
         else:
             from pyasic.miners.data import DataOptions

@@ -53,6 +53,7 @@ class MinerCommands(DeviceAdapter):
     _no_target: str = field(default="", init=False)  # why this miner has no power target
     _luxos: bool = field(default=False, init=False)
     _session_used: float = field(default=-math.inf, init=False)  # monotonic
+    _read_mono: float = field(default=math.inf, init=False)  # the last reading (inf: none)
     _sleeping: bool | None = field(default=None, init=False)
     _target_w: float | None = field(default=None, init=False)  # as last read or set
     _slept_at: float | None = field(default=None, init=False)  # sleep sent, not yet seen
@@ -92,6 +93,7 @@ class MinerCommands(DeviceAdapter):
             return await self._guarded(v2)
         if self._luxos and fn in _LUXOS_CURTAIL:  # pyasic's True/False: no answer reads as either
             action = _LUXOS_CURTAIL[fn]
+            self._luxos_session_check()
             await self._luxos_write(
                 luxos.curtail(self.device_id, miner.rpc, action, self.timeout_s)
             )
@@ -114,10 +116,17 @@ class MinerCommands(DeviceAdapter):
 
     async def _luxos_profile(self, name: str) -> None:
         rpc = self._need().rpc
+        self._luxos_session_check()
         await self._luxos_write(
             luxos.set_profile(self.device_id, rpc, name, self._atm, self.timeout_s)
         )
         self._session_used = time.monotonic()
+
+    def _luxos_session_check(self) -> None:
+        """A session idle past SESSION_SAFE_S may have ended (readings far apart do not
+        renew it): the write logs on first rather than fail once on it."""
+        if time.monotonic() - self._session_used > luxos.SESSION_SAFE_S:
+            self._need().rpc.session_token = None
 
     async def _luxos_write(self, aw: Awaitable[None]) -> None:
         """A refusal may be a session LuxOS ended (a reboot ends them): log on again next

@@ -93,7 +93,16 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
         raise ControlRejected(device_id, f"profileset {name}: the firmware did not confirm")
 
 
-def renewal_due(device_id: str, used_at: float, now: float, renew_s: float) -> bool:
+#: LuxOS ends a session unused for about a minute (docs.luxor.tech, "Sessions").
+SESSION_TTL_S = 60.0
+#: A session idle this long is not trusted: a command logs on first (one more round trip,
+#: never a failed attempt); the margin covers the "about" and the command's own latency.
+SESSION_SAFE_S = 45.0
+
+
+def renewal_due(
+    device_id: str, used_at: float, now: float, renew_s: float, gap_s: float = 0.0
+) -> bool:
     """Whether a reading at ``now`` renews a session opened at ``used_at`` (monotonic s).
 
     Each miner renews once every ``renew_s``, at a phase of its own within that period
@@ -104,7 +113,14 @@ def renewal_due(device_id: str, used_at: float, now: float, renew_s: float) -> b
     sessions, and none waits longer than ``renew_s`` plus one sweep, as before. The first
     renewal after a connect may come early (at the miner's first turn).
     0 renews on every reading; infinity never.
+
+    Never when this miner's readings come ``gap_s`` >= SESSION_SAFE_S apart (a sweep that
+    long): the renewed session would be stale before the next reading, so the renewal (a
+    logoff and a logon, tripling the reading's round trips and lengthening the sweep that
+    caused it) buys little; the command that finds the session stale logs on instead.
     """
+    if gap_s >= SESSION_SAFE_S:
+        return False
     if renew_s <= 0:
         return True
     if renew_s == float("inf"):

@@ -167,3 +167,60 @@ def test_a_sweep_renews_only_the_sessions_whose_turn_has_come() -> None:
         renewed, twice = asyncio.run(go())
     assert 0 < renewed < n
     assert twice == []
+
+
+def test_a_command_logs_on_first_when_its_session_has_gone_stale_unrenewed() -> None:
+    """Readings too far apart to keep a session alive (a sweep longer than the session's
+    minute) do not renew it; the command that finds it idle past SESSION_SAFE_S logs on
+    first: one more round trip, no failed attempt. Whether LuxOS has ended it yet or not
+    (a logon beside a live one is refused, and the live one is adopted)."""
+    now = [0.0]
+    host = loopback_host()
+    m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+
+    async def go(idle_s: float, request: ModeRequest) -> tuple[int, int]:
+        dev = PyasicMiner("s/0", m.host, timeout_s=10.0)
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
+        await fleet.connect_all()  # logs on
+        sid = dev._miner.rpc.session_token
+        now[0] += idle_s
+        dev._session_used -= idle_s  # the adapter's clock agrees
+        out = await fleet.apply({dev.device_id: request})
+        assert out[0].ok, out[0].error
+        assert dev._miner.rpc.session_token != sid or idle_s < 60.0
+        await fleet.close()
+        return out[0].attempts, th.call(lambda: m.commands_seen)
+
+    with th:
+        assert asyncio.run(go(100.0, ModeRequest("sleep")))[0] == 1  # LuxOS ended it
+        now[0] += 100.0
+        assert asyncio.run(go(50.0, ModeRequest("run")))[0] == 1  # still alive: adopted
+
+
+def test_a_reading_does_not_renew_a_session_it_cannot_carry_to_the_next_reading() -> None:
+    """Readings SESSION_SAFE_S or more apart: a session renewed in one would be ended
+    before the next (a sweep that long renewed every session it read, three round trips
+    per reading, and the renewals kept the sweep long). Closer together, a due session is
+    renewed as before."""
+    host = loopback_host()
+    m = LuxosSim(host, session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+
+    async def go() -> tuple[bool, bool]:
+        dev = PyasicMiner("s/0", m.host, timeout_s=10.0, session_renew_s=0.0)
+        await dev.connect()
+        await dev.read()
+        sid = dev._miner.rpc.session_token
+        dev._read_mono -= luxos.SESSION_SAFE_S + 1.0  # the last reading, that long ago
+        await dev.read()
+        far = dev._miner.rpc.session_token != sid
+        sid = dev._miner.rpc.session_token
+        await dev.read()  # a moment after the last: renewed (renew_s 0: every reading)
+        near = dev._miner.rpc.session_token != sid
+        await dev.close()
+        return far, near
+
+    with th:
+        far, near = asyncio.run(go())
+    assert (far, near) == (False, True)
