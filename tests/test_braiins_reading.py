@@ -202,3 +202,26 @@ def test_a_miner_that_refuses_every_connection_is_unreachable() -> None:
 
     with th:
         run(go())
+
+
+def test_a_part_of_the_api_command_the_miner_refuses_loses_only_that_part() -> None:
+    """BOSminer answers ``tunerstatus`` with an error (a tuner not running): the hashrate
+    and mining state from the same multicommand are still read, as pyasic's multicommand
+    reads them by sending the parts again one by one."""
+    m, th = _sim()
+    dev = PyasicMiner("bos/r4", m.host, timeout_s=20.0)
+
+    def refuse_tuner() -> None:
+        m._cmd_tunerstatus = lambda _: m._status("E", 45, "Tuner is not running")  # type: ignore[method-assign]
+
+    async def go() -> Any:
+        await dev.connect()
+        th.call(refuse_tuner)
+        got = await dev.read()
+        await dev.close()
+        return got
+
+    with th:
+        t = run(go())
+    assert t.hashrate_ths is not None and t.hashrate_ths > 0 and t.state == "running"
+    assert t.power_w is not None and t.errors == ()
