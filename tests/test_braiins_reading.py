@@ -225,3 +225,37 @@ def test_a_part_of_the_api_command_the_miner_refuses_loses_only_that_part() -> N
         t = run(go())
     assert t.hashrate_ths is not None and t.hashrate_ths > 0 and t.state == "running"
     assert t.power_w is not None and t.errors == ()
+
+
+def test_a_token_the_miner_ended_is_renewed_once_for_the_reading_s_three_calls() -> None:
+    """The miner forgets its session token (a restart of BOSer): the reading's three calls,
+    all refused UNAUTHENTICATED at once, log on once between them and are each sent again."""
+    m, th = _sim()
+    dev = PyasicMiner("bos/r5", m.host, timeout_s=20.0)
+
+    def forget() -> None:
+        m._token = ""  # the next Login makes a new one
+
+    async def go() -> tuple[Any, int]:
+        await dev.connect()
+        await dev.read()
+        kept = dev._grpc
+        assert kept is not None
+        logons = 0
+        real = kept.web._get_auth
+
+        async def counted() -> Any:
+            nonlocal logons
+            logons += 1
+            return await real()
+
+        kept.web._get_auth = counted
+        th.call(forget)
+        got = await dev.read()
+        await dev.close()
+        return got, logons
+
+    with th:
+        t, logons = run(go())
+    assert logons == 1
+    assert t.power_w is not None and t.target_w == 3050.0 and t.temperatures_c
