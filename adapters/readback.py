@@ -83,7 +83,12 @@ class ReadBack:
             return
         del self.pending[device_id]
         self.unconfirmed[device_id] = p.outcome.request
-        seen = "no reading" if t is None else f"it reads {t.state}"
+        if t is None:
+            seen = "no reading"
+        elif t.at < p.sent_at:  # a sweep longer than the deadline: say how old the news is
+            seen = f"not read since the command; it last read {t.state}"
+        else:
+            seen = f"it reads {t.state}"
         exc = NotConfirmed(
             device_id,
             f"accepted {p.outcome.request.describe()}, but the read-back did not show "

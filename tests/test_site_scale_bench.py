@@ -16,8 +16,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.base import Applied, ModeRequest  # noqa: E402
+from adapters.base import Applied, ModeRequest, Telemetry  # noqa: E402
 from adapters.fleet import Outcome  # noqa: E402
+from adapters.outcomes import OutcomeKind  # noqa: E402
 from benchmarks import site_scale  # noqa: E402
 from models.signals import EventType, GridEvent  # noqa: E402
 from scheduler.service.api import create_app  # noqa: E402
@@ -148,3 +149,16 @@ def test_a_plan_adopted_while_the_fast_path_commands_does_not_command_them_again
     assert not any(again), again
     told = {i: [r.describe() for r in devices[i].told] for i in miners}
     assert all(t == ["sleep"] for t in told.values()), told
+
+
+def test_an_unconfirmed_command_not_read_since_does_not_say_what_it_reads() -> None:
+    """At 30,000 miners a sweep outlasts the 60 s deadline: 1,874 sleeps went unconfirmed
+    "(it reads running)" though their only reading was from before the command."""
+    from tests.test_fleet_parts import _readback
+
+    rb, _, _, seen = _readback()
+    sleep = ModeRequest("sleep")
+    rb.accepted(Outcome("m1", sleep, True, 1, 0.0, Applied(sleep, None), at=100.0))
+    rb.settle("m1", Telemetry("m1", 99.0, "running"), now=111.0)  # read before the command
+    assert [o.kind for o in seen] == [OutcomeKind.UNCONFIRMED]
+    assert "not read since the command; it last read running" in (seen[0].error or "")
