@@ -347,7 +347,7 @@ def test_dispatch_runs_at_each_step_boundary(tmp_path: Path) -> None:
         d._start_jobs()
         try:
             job = d.scheduler.get_job("step")
-            assert job.func == d.dispatch
+            assert job.func.__wrapped__ == d.dispatch  # through Tasks.job
             assert job.trigger.interval.total_seconds() == 300  # the plan's 5-minute step
             at = job.next_run_time.timestamp()
             assert 0 < at - time.time() <= 300.1

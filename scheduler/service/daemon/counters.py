@@ -4,6 +4,7 @@ counted, never lost)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
@@ -102,6 +103,7 @@ class Tasks:
         failure: APScheduler logs a job's CancelledError as an exception with its
         traceback, and at site scale a poll is running whenever the daemon stops."""
 
+        @functools.wraps(fn)  # the job is still named, and found, as the function it runs
         async def run(*args: Any) -> None:
             try:
                 await fn(*args)
@@ -110,7 +112,6 @@ class Tasks:
                     raise
                 log.info("%s: cut short by the daemon's stop", name)
 
-        run.__qualname__ = run.__name__ = getattr(fn, "__qualname__", name)
         return run
 
     def cancel_all(self) -> None:
