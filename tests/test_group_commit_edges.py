@@ -322,3 +322,68 @@ def test_a_checkpoint_that_raises_answers_its_callers_and_the_next_ones_go_on(
     first, second = asyncio.run(go())
     assert isinstance(first, ValueError) and str(first) == "checkpoint refused"
     assert second == 2 and chain.checkpoints == [2]
+
+
+def test_writes_queued_before_the_writer_fails_hear_sqlites_reason(tmp_path: Path) -> None:
+    """The writes already queued when the writer's connection is refused are each
+    answered with SQLite's own error (drained from the queue, none left waiting)."""
+    chain = _Chain(tmp_path / "t.db")
+    queued = threading.Event()
+
+    def connect() -> sqlite3.Connection:
+        queued.wait(30)  # the writes are queued first
+        return sqlite3.connect(tmp_path / "gone" / "t.db")  # no such folder: refused
+
+    commits = GroupCommit(connect, chain.head, chain.reload, chain.checkpoint)
+
+    async def go() -> list[object]:
+        commits.start(asyncio.get_running_loop())
+        try:
+            calls = [
+                asyncio.ensure_future(commits.write(lambda con: con.execute("SELECT 1")))
+                for _ in range(3)
+            ]
+            await asyncio.sleep(0)  # one turn of the loop: each task has queued its write
+            queued.set()
+            return list(
+                await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30.0)
+            )
+        finally:
+            queued.set()
+            commits.close()
+
+    got = asyncio.run(go())
+    assert [type(e) for e in got] == [sqlite3.OperationalError] * 3, got
+    assert all(str(e) == "unable to open database file" for e in got), got
+
+
+def test_a_batch_whose_rollback_fails_is_answered_and_later_writes_refused(
+    tmp_path: Path,
+) -> None:
+    """A write that breaks the connection itself (here it closes it, as a failing disk
+    would leave it unusable): the rollback of its batch fails too, the writer stops, and
+    every caller of that batch hears why; the writes after are refused by name."""
+    chain = _Chain(tmp_path / "t.db")
+    commits = GroupCommit(chain.connect, chain.head, chain.reload, chain.checkpoint)
+
+    def breaks(con: sqlite3.Connection) -> None:
+        con.close()
+        raise ValueError("the disk went away")
+
+    async def go() -> list[object]:
+        commits.start(asyncio.get_running_loop())
+        try:
+            first = asyncio.gather(commits.write(breaks), return_exceptions=True)
+            got = list(await asyncio.wait_for(first, 30.0))
+            later = asyncio.gather(
+                commits.write(lambda con: con.execute("SELECT 1")), return_exceptions=True
+            )
+            return got + list(await asyncio.wait_for(later, 30.0))
+        finally:
+            commits.close()
+
+    broken, later = asyncio.run(go())
+    assert isinstance(broken, sqlite3.ProgrammingError), broken
+    assert "closed database" in str(broken)
+    assert isinstance(later, StoreError)
+    assert str(later) == f"the store's writer stopped: ProgrammingError: {broken}"
