@@ -55,7 +55,10 @@ __all__ = [
 #: sleeps in about 5 s; a reading sent before the command can still come back).
 SLEEP_SETTLE_S = 30.0
 #: LuxOS ends a session unused for about a minute (docs.luxor.tech, "Sessions"); a
-#: session idle this long is renewed on the next reading, off the path of a command.
+#: session idle this long is renewed on the next reading, off the path of a command, at
+#: the miner's own turn (``luxos.renewal_due``), and never where its readings come
+#: ``luxos.SESSION_SAFE_S`` (45 s) or more apart. A command finding the session idle past
+#: that 45 s logs on first instead (one more round trip, never a failed attempt).
 SESSION_RENEW_S = 30.0
 #: A reconnect reuses the miner pyasic identified unless discovery is older than this
 #: (a miner re-flashed to other firmware is noticed within it).

@@ -192,6 +192,13 @@ class MinerCommands(DeviceAdapter):
         target, note = self._target(request)
         if target is not None and not self._target_in_place(target):
             name = self._profiles.get(target) if self._luxos else None
+            if self._luxos and name is None:  # not through pyasic: its {} reads as refused
+                got = luxos.profile_for(self.device_id, self._need().rpc, target, self.timeout_s)
+                self._profiles, chosen_w = await self._guarded(got)
+                name = self._profiles[chosen_w]
+                if abs(chosen_w - target) > 0.5:  # the read-back shows the profile's watts
+                    note = f"asked {target:g} W; LuxOS has profiles only, set {chosen_w:g} W"
+                    target = chosen_w
             if name is not None:
                 await self._luxos_profile(name)
             elif self._caps.family is Family.VNISH:

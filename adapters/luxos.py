@@ -23,6 +23,9 @@ from typing import Any
 
 from adapters.base import AdapterError, BadReply, ControlRejected, contain
 
+#: Watts -> profile name, as LuxOS's ``profiles`` lists them, and the watts of the one chosen.
+Profiles = tuple[dict[float, str], float]
+
 
 async def _ask(rpc: Any, command: str, *args: str) -> Any:
     """One command over pyasic's framing; its ``{}`` for no answer raises ConnectionError
@@ -93,6 +96,32 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
         raise ControlRejected(device_id, f"profileset {name}: the firmware did not confirm")
 
 
+async def profile_for(device_id: str, rpc: Any, target_w: float, timeout_s: float) -> Profiles:
+    """The profiles read again, and the one a target matching none of those known at
+    connect sets: the highest at or below it, as pyasic's ``set_power_limit`` chooses (it
+    reads them with the configuration each time). LuxOS sets power only by profile
+    (``profileset``; docs.luxor.tech). Not reaching the miner raises DeviceUnreachable, where
+    pyasic's path read its ``{}`` as a refusal or an unparsable reply; no profile at or below
+    the target, ControlRejected naming those listed."""
+    reply = await contain(device_id, "profiles", _ask(rpc, "profiles"), timeout_s)
+    profiles = _profiles(device_id, reply)
+    below = [w for w in profiles if w <= target_w + 0.5]
+    if not below:
+        listed = ", ".join(f"{n} ({w:g} W)" for w, n in sorted(profiles.items())) or "none"
+        raise ControlRejected(
+            device_id,
+            f"set power target: no profile at or below {target_w:g} W; LuxOS lists {listed}",
+        )
+    return profiles, max(below)
+
+
+def _profiles(device_id: str, reply: Any) -> dict[float, str]:
+    try:
+        return {float(p["Watts"]): str(p["Profile Name"]) for p in reply["PROFILES"]}
+    except (KeyError, TypeError, ValueError):
+        raise BadReply(device_id, "profiles reply has no PROFILES[].Watts / Profile Name") from None
+
+
 #: LuxOS ends a session unused for about a minute (docs.luxor.tech, "Sessions").
 SESSION_TTL_S = 60.0
 #: A session idle this long is not trusted: a command logs on first (one more round trip,
@@ -160,10 +189,7 @@ async def setup(device_id: str, rpc: Any, timeout_s: float) -> tuple[dict[float,
     """The profiles (watts -> name; the presets a power target is rounded to) and whether
     ATM is on; ATM unknown reads as on (turned off around profile changes, as pyasic does)."""
     reply = await contain(device_id, "profiles", rpc.profiles(), timeout_s)
-    try:
-        profiles = {float(p["Watts"]): str(p["Profile Name"]) for p in reply["PROFILES"]}
-    except (KeyError, TypeError, ValueError):
-        raise BadReply(device_id, "profiles reply has no PROFILES[].Watts / Profile Name") from None
+    profiles = _profiles(device_id, reply)
     try:
         atm = await contain(device_id, "atm", rpc.atm(), timeout_s)
         return profiles, bool(atm["ATM"][0]["Enabled"])

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.asic import PyasicMiner, choose_preset, parse_luxos
-from adapters.base import BadReply, DeviceUnreachable, ModeRequest
+from adapters.base import BadReply, ControlRejected, DeviceUnreachable, ModeRequest
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.luxos import LuxosSim
 from tests.support.daemon import free_loopback_base
@@ -221,3 +221,36 @@ def test_a_luxos_command_that_cannot_connect_is_unreachable_not_refused_or_done(
 
         run(go())
         assert th.call(lambda: m.state.phase) == "mining"
+
+
+def test_a_luxos_power_target_matching_no_profile_that_cannot_connect_is_unreachable() -> None:
+    """A target matching no profile the adapter knows (here: LuxOS listed none at connect)
+    went through pyasic's ``set_power_limit``, whose config read and ``profileset`` answer
+    a connection not opened with ``{}``: read as a refusal, or swallowed. It is a miner not
+    reached; and once reachable, a target with no profile at or below it is a refusal that
+    names the profiles, after reading them again (as pyasic does before choosing one)."""
+    fleet = SimFleet.build(1, 0, base=free_loopback_base(1), control_port=None)
+    th = SimFleetThread(fleet)
+    with th:
+        m = fleet.miners[0]
+        presets = m.presets
+        th.call(lambda: setattr(m, "presets", ()))  # PROFILES lists none at connect
+        dev = PyasicMiner("u/1", m.host, timeout_s=10.0)
+
+        async def go() -> None:
+            info = await dev.connect()
+            assert info.power_targets_w == ()
+            th.call(lambda: m.inject("refuse"))
+            with pytest.raises(DeviceUnreachable):
+                await dev.apply(ModeRequest("run", 2600.0))
+            th.call(m.clear_faults)
+            with pytest.raises(ControlRejected, match="no profile at or below 2600 W"):
+                await dev.apply(ModeRequest("run", 2600.0))
+            th.call(lambda: setattr(m, "presets", presets))  # listed again: pyasic's choice
+            applied = await dev.apply(ModeRequest("run", 2600.0))
+            assert applied.target_w == want.watts and "profiles only" in applied.note
+            await dev.close()
+
+        want = max((p for p in presets if p.watts <= 2600), key=lambda p: p.watts)
+        run(go())
+        assert th.call(lambda: m.state.profile) == want.name
