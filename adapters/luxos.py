@@ -78,11 +78,13 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
         if rpc.session_token is None:
             await _logon(rpc)
         try:
+            # atmset as pyasic sends it, not through its ``atmset``, whose ``{}`` for a miner
+            # not reached would report the profile set with ATM left off.
             if atm:
-                await rpc.atmset(enabled=False)
+                await _ask(rpc, "atmset", rpc.session_token or "", "enabled=false")
             reply = await _ask(rpc, "profileset", rpc.session_token or "", name)
             if atm:
-                await rpc.atmset(enabled=True)
+                await _ask(rpc, "atmset", rpc.session_token or "", "enabled=true")
         except APIError as exc:
             raise ControlRejected(device_id, f"profileset {name}: {exc}") from None
         return reply

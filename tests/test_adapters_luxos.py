@@ -14,7 +14,14 @@ from adapters.base import BadReply, ControlRejected, DeviceUnreachable, ModeRequ
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.luxos import LuxosSim
 from tests.support.daemon import free_loopback_base
-from tests.support.simfleet import clean, loopback_host, miner_host, run, sim_fleet
+from tests.support.simfleet import (
+    clean,
+    loopback_host,
+    miner_host,
+    run,
+    sim_fleet,
+    wait_listening,
+)
 from tests.support.wait import until
 
 
@@ -244,6 +251,7 @@ def test_a_luxos_power_target_matching_no_profile_that_cannot_connect_is_unreach
             with pytest.raises(DeviceUnreachable):
                 await dev.apply(ModeRequest("run", 2600.0))
             th.call(m.clear_faults)
+            wait_listening(th, 0)
             with pytest.raises(ControlRejected, match="no profile at or below 2600 W"):
                 await dev.apply(ModeRequest("run", 2600.0))
             th.call(lambda: setattr(m, "presets", presets))  # listed again: pyasic's choice
@@ -254,3 +262,42 @@ def test_a_luxos_power_target_matching_no_profile_that_cannot_connect_is_unreach
         want = max((p for p in presets if p.watts <= 2600), key=lambda p: p.watts)
         run(go())
         assert th.call(lambda: m.state.profile) == want.name
+
+
+def test_a_profile_change_whose_atm_re_enable_cannot_connect_is_unreachable_not_done() -> None:
+    """With ATM on, a profile change is ``atmset enabled=false``, ``profileset``, ``atmset
+    enabled=true`` (as pyasic's ``set_power_limit`` does). pyasic's ``atmset`` answers a
+    connection not opened with ``{}``: the miner lost after the profile was set read as done,
+    its ATM left off. It is a miner not reached, and the next apply sends it all again."""
+    fleet = SimFleet.build(1, 0, base=free_loopback_base(1), control_port=None)
+    th = SimFleetThread(fleet)
+    with th:
+        m = fleet.miners[0]
+        assert isinstance(m, LuxosSim)
+        th.call(lambda: setattr(m, "atm", True))
+        profileset = m._cmd_profileset
+
+        def then_gone(params: list[str]) -> dict[str, object]:
+            answer = profileset(params)
+            m.inject("refuse")  # this answer still goes out; the next connection is refused
+            return answer
+
+        dev = PyasicMiner("u/2", m.host, timeout_s=10.0)
+
+        async def go() -> None:
+            info = await dev.connect()
+            assert dev._atm
+            low = info.power_targets_w[0]
+            dev._sleeping = False  # awake: the profile change alone
+            th.call(lambda: setattr(m, "_cmd_profileset", then_gone))
+            with pytest.raises(DeviceUnreachable):
+                await dev.apply(ModeRequest("run", low))
+            assert not th.call(lambda: m.atm)  # left off by the lost re-enable
+            th.call(lambda: setattr(m, "_cmd_profileset", profileset))
+            th.call(m.clear_faults)
+            wait_listening(th, 0)
+            await dev.apply(ModeRequest("run", low))  # sent again, ATM back on
+            await dev.close()
+
+        run(go())
+        assert th.call(lambda: m.atm)
