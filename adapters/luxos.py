@@ -78,8 +78,9 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
         if rpc.session_token is None:
             await _logon(rpc)
         try:
-            # atmset as pyasic sends it, not through its ``atmset``, whose ``{}`` for a miner
-            # not reached would report the profile set with ATM left off.
+            # atmset as pyasic sends it (the session, then key=value: docs.luxor.tech,
+            # "atmset"), not through its ``atmset``, whose ``{}`` for a miner not reached
+            # would report the profile set with ATM left off.
             if atm:
                 await _ask(rpc, "atmset", rpc.session_token or "", "enabled=false")
             reply = await _ask(rpc, "profileset", rpc.session_token or "", name)
@@ -101,10 +102,11 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
 async def profile_for(device_id: str, rpc: Any, target_w: float, timeout_s: float) -> Profiles:
     """The profiles read again, and the one a target matching none of those known at
     connect sets: the highest at or below it, as pyasic's ``set_power_limit`` chooses (it
-    reads them with the configuration each time). LuxOS sets power only by profile
-    (``profileset``; docs.luxor.tech). Not reaching the miner raises DeviceUnreachable, where
-    pyasic's path read its ``{}`` as a refusal or an unparsable reply; no profile at or below
-    the target, ControlRejected naming those listed."""
+    reads them with the configuration each time). LuxOS sets power by profile
+    (``profileset``, docs.luxor.tech), sent with the profile's name as pyasic sends it.
+    Not reaching the miner raises DeviceUnreachable, where pyasic's path read its ``{}`` as
+    a refusal or an unparsable reply; no profile at or below the target, ControlRejected
+    naming those listed."""
     reply = await contain(device_id, "profiles", _ask(rpc, "profiles"), timeout_s)
     profiles = _profiles(device_id, reply)
     below = [w for w in profiles if w <= target_w + 0.5]
