@@ -192,7 +192,8 @@ async def renew_session(device_id: str, rpc: Any, timeout_s: float) -> None:
 async def setup(device_id: str, rpc: Any, timeout_s: float) -> tuple[dict[float, str], bool]:
     """The profiles (watts -> name; the presets a power target is rounded to) and whether
     ATM is on; ATM unknown reads as on (turned off around profile changes, as pyasic does)."""
-    reply = await contain(device_id, "profiles", rpc.profiles(), timeout_s)
+    # Not pyasic's ``profiles``: its ``{}`` for a miner not reached would read as unreadable.
+    reply = await contain(device_id, "profiles", _ask(rpc, "profiles"), timeout_s)
     profiles = _profiles(device_id, reply)
     try:
         atm = await contain(device_id, "atm", rpc.atm(), timeout_s)

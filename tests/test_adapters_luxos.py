@@ -301,3 +301,23 @@ def test_a_profile_change_whose_atm_re_enable_cannot_connect_is_unreachable_not_
 
         run(go())
         assert th.call(lambda: m.atm)
+
+
+def test_a_luxos_reconnect_that_cannot_connect_is_unreachable_not_unreadable() -> None:
+    """A reconnect reuses the miner discovery found, so its first call is the profiles read:
+    pyasic's ``profiles`` answers a connection not opened with ``{}``, read as a reply with
+    no PROFILES (unreadable). It is a miner not reached."""
+    fleet = SimFleet.build(1, 0, base=free_loopback_base(1), control_port=None)
+    th = SimFleetThread(fleet)
+    with th:
+        m = fleet.miners[0]
+        dev = PyasicMiner("u/3", m.host, timeout_s=10.0)
+
+        async def go() -> None:
+            await dev.connect()
+            await dev.close()
+            th.call(lambda: m.inject("refuse"))
+            with pytest.raises(DeviceUnreachable, match="profiles"):
+                await dev.connect()
+
+        run(go())
