@@ -65,6 +65,22 @@ SESSION_RENEW_S = 30.0
 REDISCOVER_S = 600.0
 
 
+def pyasic_fields() -> list[Any]:
+    """The pyasic ``DataOptions`` a reading through ``get_data`` asks for: the fields
+    ``parse_miner_data`` turns into Telemetry (the lean family readings ask the firmware
+    for these same fields)."""
+    from pyasic.miners.data import DataOptions  # pyasic's data classes only when read
+
+    return [
+        DataOptions.WATTAGE,
+        DataOptions.WATTAGE_LIMIT,
+        DataOptions.HASHRATE,
+        DataOptions.HASHBOARDS,
+        DataOptions.ERRORS,
+        DataOptions.IS_MINING,
+    ]
+
+
 @dataclass
 class PyasicMiner(MinerCommands):
     """One miner driven through pyasic; ``address`` is its IP (``timeout_s`` after it)."""
@@ -210,16 +226,7 @@ class PyasicMiner(MinerCommands):
             if self.sessions and due(self.device_id, used, mono, self.session_renew_s, gap_s):
                 await self._renew_session()
         else:
-            from pyasic.miners.data import DataOptions
-
-            include = [
-                DataOptions.WATTAGE,
-                DataOptions.WATTAGE_LIMIT,
-                DataOptions.HASHRATE,
-                DataOptions.HASHBOARDS,
-                DataOptions.ERRORS,
-                DataOptions.IS_MINING,
-            ]
+            include = pyasic_fields()
             try:
                 if self._web is not None:  # stock Antminer: only the calls its reading uses
                     got = antminer.read(self.device_id, miner, self._web, now)

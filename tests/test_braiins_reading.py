@@ -19,7 +19,7 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
 )
 
 from adapters import braiins
-from adapters.asic import PyasicMiner
+from adapters.asic import PyasicMiner, pyasic_fields
 from adapters.base import BadReply, DeviceUnreachable, ModeRequest
 from adapters.payloads import parse_miner_data
 from adapters.sim.braiins import BraiinsSim
@@ -40,17 +40,8 @@ def _settled(m: BraiinsSim) -> bool:
 
 async def _pyasic(dev: PyasicMiner) -> Any:
     """pyasic's own reading of the fields the adapter uses (as the adapter read before)."""
-    from pyasic.miners.data import DataOptions
-
-    include = [
-        DataOptions.WATTAGE,
-        DataOptions.WATTAGE_LIMIT,
-        DataOptions.HASHRATE,
-        DataOptions.HASHBOARDS,
-        DataOptions.ERRORS,
-        DataOptions.IS_MINING,
-    ]
-    return parse_miner_data(dev.device_id, await dev._need().get_data(include=include), 0.0)
+    data = await dev._need().get_data(include=pyasic_fields())
+    return parse_miner_data(dev.device_id, data, 0.0)
 
 
 def test_a_reading_is_three_grpc_calls_and_one_api_call_and_reads_as_pyasic_reads_it() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from adapters.asic import PyasicMiner
+from adapters.asic import PyasicMiner, pyasic_fields
 from adapters.base import ControlRejected, Health, ModeRequest
 from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
@@ -377,7 +377,6 @@ def test_a_reading_is_two_web_calls_and_reads_as_pyasic_reads_it(sim: SimFleetTh
     """A reading asks the web API for summary and settings once each (no unlock while the
     token holds, not a new httpx client per call), and gives what pyasic's own get_data
     gives for the same miner: state, power target, power and hashrate, temperatures."""
-    from pyasic.miners.data import DataOptions
 
     from adapters.payloads import parse_miner_data
 
@@ -390,15 +389,7 @@ def test_a_reading_is_two_web_calls_and_reads_as_pyasic_reads_it(sim: SimFleetTh
         before = len(sim.call(lambda: list(m.web_calls)))
         ours = await dev.read()
         calls = sim.call(lambda: list(m.web_calls))[before:]
-        include = [
-            DataOptions.WATTAGE,
-            DataOptions.WATTAGE_LIMIT,
-            DataOptions.HASHRATE,
-            DataOptions.HASHBOARDS,
-            DataOptions.ERRORS,
-            DataOptions.IS_MINING,
-        ]
-        data = await dev._need().get_data(include=include)
+        data = await dev._need().get_data(include=pyasic_fields())
         return ours, parse_miner_data("vn/4", data, 0.0), calls
 
     ours, theirs, calls = run(go())
