@@ -91,6 +91,10 @@ def test_the_helpers_sum_by_class_and_count_wake_ups() -> None:
     assert units_woken(inp, n).tolist() == [[0, -6, 0], [0, 0, 2], [0, -1, 0]]
     known = dataclasses.replace(inp, initial_on=np.array([3, 5, -1]))
     assert units_woken(known, n).tolist() == [[7, -6, 0], [-5, 0, 2], [0, -1, 0]]
+    # a class known to start fully asleep (0 awake, not unknown): all its first step's
+    # units are wake-ups, which the ramp limit must count
+    asleep = dataclasses.replace(inp, initial_on=np.array([0, 0, -1]))
+    assert units_woken(asleep, n).tolist() == [[10, -6, 0], [0, 0, 2], [0, -1, 0]]
     assert it_load_kw(inp, n).tolist() == pytest.approx([32.8, 13.47, 20.17])
     sunny = dataclasses.replace(inp, onsite_kw=np.array([30.0, 30.0, 0.0]))
     assert import_kw(sunny, n).tolist() == pytest.approx([2.8, 0.0, 20.17])
