@@ -64,7 +64,7 @@ def test_the_demand_job_reads_the_engines_every_poll_period(
         d._start_jobs()
         try:
             job = d.scheduler.get_job("demand")
-            assert job.func == d.poll_demand
+            assert job.func.__wrapped__ == d.poll_demand  # through Tasks.job
             assert job.trigger.interval.total_seconds() == POLL_S
         finally:
             d.scheduler.shutdown(wait=False)
