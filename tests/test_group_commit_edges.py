@@ -85,13 +85,7 @@ def test_commits_that_pile_up_behind_a_slow_checkpoint_are_all_answered(
     chain = _SlowCheckpoint(tmp_path / "t.db")
     commits = GroupCommit(chain.connect, chain.head, chain.reload, chain.checkpoint)
 
-    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
-        def fn(con: sqlite3.Connection) -> int:
-            con.execute("INSERT INTO t VALUES (?)", (n,))
-            chain.seq += 1
-            return n
-
-        return fn
+    insert = chain.insert
 
     async def go() -> list[int]:
         loop = asyncio.get_running_loop()
@@ -211,13 +205,7 @@ def test_closing_while_the_checkpoints_lag_answers_every_batch(tmp_path: Path) -
     chain = _SlowCheckpoint(tmp_path / "t.db")
     commits = GroupCommit(chain.connect, chain.head, chain.reload, chain.checkpoint)
 
-    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
-        def fn(con: sqlite3.Connection) -> int:
-            con.execute("INSERT INTO t VALUES (?)", (n,))
-            chain.seq += 1
-            return n
-
-        return fn
+    insert = chain.insert
 
     async def go() -> list[int]:
         loop = asyncio.get_running_loop()
@@ -302,13 +290,7 @@ def test_a_checkpoint_that_raises_answers_its_callers_and_the_next_ones_go_on(
     chain = _FailingCheckpoint(tmp_path / "t.db")
     commits = GroupCommit(chain.connect, chain.head, chain.reload, chain.checkpoint)
 
-    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
-        def fn(con: sqlite3.Connection) -> int:
-            con.execute("INSERT INTO t VALUES (?)", (n,))
-            chain.seq += 1
-            return n
-
-        return fn
+    insert = chain.insert
 
     async def go() -> tuple[BaseException | int, int]:
         commits.start(asyncio.get_running_loop())

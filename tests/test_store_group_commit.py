@@ -41,6 +41,16 @@ class _Chain:
         with self.lock:
             self.checkpoints.append(seq)
 
+    def insert(self, n: int) -> Callable[[sqlite3.Connection], int]:
+        """A write of row ``n`` that counts itself in the head; answers ``n``."""
+
+        def fn(con: sqlite3.Connection) -> int:
+            con.execute("INSERT INTO t VALUES (?)", (n,))
+            self.seq += 1
+            return n
+
+        return fn
+
 
 def test_a_failing_write_is_rolled_back_alone_and_answers_wait_for_the_checkpoint(
     tmp_path: Path,
