@@ -67,6 +67,9 @@ def _clean(sim: SimFleetThread) -> Iterator[None]:
             m._set_work_mode(0)
             m.conf_answer_s = 0.0
             m.web_clock = time.time
+            # the counters the tests assert on whole, so no test sees another's writes
+            m.conf_writes.clear()
+            m.stale_answers = 0
 
     sim.call(reset)
 
@@ -79,7 +82,7 @@ async def _until(cond: Any, timeout_s: float = 30.0, poll_s: float = 0.05) -> No
 
 def test_a_stock_antminer_is_read_with_its_identity(sim: SimFleetThread) -> None:
     """pyasic 0.79 has DataOptions in pyasic.miners.data: a stock miner was unreadable."""
-    dev = PyasicMiner("am/0", _miner(sim, 0).host, timeout_s=2.0)
+    dev = PyasicMiner("am/0", _miner(sim, 0).host, timeout_s=10.0)
 
     async def go() -> Telemetry:
         info = await dev.connect()
@@ -98,7 +101,7 @@ def test_a_stock_antminer_is_read_with_its_identity(sim: SimFleetThread) -> None
 def test_a_stock_miner_sleeps_and_wakes_without_a_power_target(sim: SimFleetThread) -> None:
     """Stock firmware has no power target: a wake asked at a target must still be sent."""
     m = _miner(sim, 1)
-    dev = PyasicMiner("am/1", m.host, timeout_s=2.0)
+    dev = PyasicMiner("am/1", m.host, timeout_s=10.0)
 
     async def go() -> None:
         await dev.connect()
@@ -130,7 +133,7 @@ def test_accepted_but_ignored_is_unconfirmed_and_the_next_dispatch_resends(
     """stop_mining() returns True whatever the miner does: only a read-back says done."""
     m = _miner(sim, 2)
     sim.call(m.inject, FaultKind.IGNORE)
-    dev = PyasicMiner("am/2", m.host, timeout_s=2.0, confirm_within_s=0.8)
+    dev = PyasicMiner("am/2", m.host, timeout_s=10.0, confirm_within_s=0.8)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -179,7 +182,7 @@ def test_accepted_but_ignored_is_unconfirmed_and_the_next_dispatch_resends(
 def test_a_slow_write_is_confirmed_late_not_called_failed(sim: SimFleetThread) -> None:
     m = _miner(sim, 3)
     sim.call(lambda: m.inject(FaultKind.SLOW_WRITE, delay_s=0.6))
-    dev = PyasicMiner("am/3", m.host, timeout_s=2.0, confirm_within_s=30.0)
+    dev = PyasicMiner("am/3", m.host, timeout_s=10.0, confirm_within_s=30.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -204,7 +207,7 @@ def test_garbled_answers_are_unreadable_and_silence_is_unreachable(
     sim: SimFleetThread, caplog: pytest.LogCaptureFixture
 ) -> None:
     m = _miner(sim, 4)
-    dev = PyasicMiner("am/4", m.host, timeout_s=1.0)
+    dev = PyasicMiner("am/4", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -234,7 +237,7 @@ def test_garbled_answers_are_unreadable_and_silence_is_unreachable(
 
 def test_discovery_is_cached_across_retries(sim: SimFleetThread) -> None:
     m = _miner(sim, 5)
-    dev = PyasicMiner("am/5", m.host, timeout_s=1.0)
+    dev = PyasicMiner("am/5", m.host, timeout_s=10.0)
 
     async def go() -> None:
         await dev.connect()
@@ -251,7 +254,7 @@ def test_firmware_that_wants_miner_mode_as_a_string_gets_it_after_one_unconfirme
     adapter tries the other type when the read-back does not show the first, and keeps it."""
     m = AntminerSim(loopback_host(PORTS), mode_type="str", **FAST)
     th = SimFleetThread(SimFleet([m], control_port=None))
-    dev = PyasicMiner("am/str", m.host, timeout_s=2.0, confirm_within_s=0.8)
+    dev = PyasicMiner("am/str", m.host, timeout_s=10.0, confirm_within_s=0.8)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -283,7 +286,7 @@ def test_the_miner_mode_type_can_be_pinned() -> None:
     """Where the site knows its firmware wants strings, the first write is one."""
     m = AntminerSim(loopback_host(PORTS), mode_type="str", **FAST)
     th = SimFleetThread(SimFleet([m], control_port=None))
-    dev = PyasicMiner("am/pin", m.host, timeout_s=2.0, miner_mode_as_str=True)
+    dev = PyasicMiner("am/pin", m.host, timeout_s=10.0, miner_mode_as_str=True)
 
     async def go() -> None:
         await dev.connect()
@@ -301,8 +304,7 @@ def test_a_command_to_a_miner_gone_silent_is_unconfirmed_and_it_stays_unreachabl
     sim: SimFleetThread,
 ) -> None:
     m = _miner(sim, 5)
-    # 2 s: a loaded machine still answers a healthy call; a refusal is immediate anyway
-    dev = PyasicMiner("am/5b", m.host, timeout_s=2.0, confirm_within_s=0.6)
+    dev = PyasicMiner("am/5b", m.host, timeout_s=10.0, confirm_within_s=0.6)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -330,7 +332,7 @@ def test_a_command_reuses_the_digest_challenge(sim: SimFleetThread) -> None:
     answered 401. lighttpd takes a nonce again for 600 s whatever the nc (src/mod_auth.c),
     so a kept session sends each call once: a command is get_miner_conf + set_miner_conf."""
     m = _miner(sim, 6)
-    dev = PyasicMiner("am/6", m.host, timeout_s=2.0)
+    dev = PyasicMiner("am/6", m.host, timeout_s=10.0)
 
     async def go() -> None:
         await dev.connect()
@@ -355,7 +357,7 @@ def test_a_stale_nonce_is_challenged_again_and_the_command_goes_through(
     """lighttpd answers a nonce older than 600 s with 401 and stale=true: the session takes
     the new challenge and sends the call once more, within the same attempt."""
     m = _miner(sim, 7)
-    dev = PyasicMiner("am/7", m.host, timeout_s=2.0)
+    dev = PyasicMiner("am/7", m.host, timeout_s=10.0)
     seen: list[Outcome] = []
 
     async def go() -> None:
@@ -384,6 +386,7 @@ def test_a_write_answered_after_the_timeout_is_sent_and_read_back_not_failed(
     a command sent and unanswered, whose verdict the read-back gives."""
     m = _miner(sim, 0)
     sim.call(lambda: setattr(m, "conf_answer_s", 3.0))
+    # short on purpose: the fault is the write answered after the timeout (3 s)
     dev = PyasicMiner("am/0s", m.host, timeout_s=1.0, confirm_within_s=30.0)
     seen: list[Outcome] = []
 
@@ -414,7 +417,7 @@ def test_a_reading_is_one_api_call_and_three_cgi_calls(sim: SimFleetThread) -> N
     get_miner_conf.cgi (work mode), each once over the kept challenge; a miner configured
     asleep and quiet reads sleeping."""
     m = _miner(sim, 6)
-    dev = PyasicMiner("am/6r", m.host, timeout_s=2.0)
+    dev = PyasicMiner("am/6r", m.host, timeout_s=10.0)
 
     async def go() -> None:
         await dev.connect()
