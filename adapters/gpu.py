@@ -37,13 +37,19 @@ from adapters.base import (
 from adapters.nvml import GpuBackend, PynvmlBackend, nvml_error
 from adapters.secrets import Secret
 
-__all__ = ["GpuBackend", "NvmlGpu", "PynvmlBackend", "ServingHook", "nvml_error"]
+__all__ = [
+    "GpuBackend", "NvmlGpu", "PynvmlBackend", "ServingHook", "limit_matches", "nvml_error",
+]  # fmt: skip
 
 #: An SM clock read back this far above a locked range's max shows the lock is not in
 #: force. The margin allows for the driver taking the range to clocks it supports
 #: (nvmlDeviceGetSupportedGraphicsClocks lists them), which need not be the ones asked.
 CLOCK_SLACK_MHZ = 30.0
 #: Why a fresh adapter does not know the clocks: a lock outlives the process that set it.
+#: A power limit read back within this of the one set is that limit (NVML takes and
+#: returns milliwatts; the same slack as the read-back's check, ``DeviceAdapter.confirms``).
+LIMIT_SLACK_W = 1.0
+LIMIT_SLACK_SHARE = 0.01
 NO_CLOCK_CALL_YET = (
     "no SM clock call answered since this adapter started: a lock left by an earlier "
     "run would not show, and NVML cannot read one back"
@@ -100,6 +106,9 @@ class NvmlGpu(DeviceAdapter):
     _clocks_unknown: str | None = field(default=NO_CLOCK_CALL_YET, init=False)
     #: capacity last told to the serving layer (0 before any: a first mode is "more")
     _capacity_tok_s: float = field(default=0.0, init=False)
+    #: the power limit this adapter last set (None: none yet); a limit read back that
+    #: differs was changed outside gridsched (``nvidia-smi -pl``), and the reading says so
+    _limit_set_w: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.kind = "gpu"
@@ -188,6 +197,12 @@ class NvmlGpu(DeviceAdapter):
         else:
             tokens, why = self._tokens_s(limit, clocks, util)
         lock: ClockLock = CLOCKS_UNKNOWN if unknown is not None else clocks
+        errors: tuple[str, ...] = () if why is None else (why,)
+        if self._limit_set_w is not None and not limit_matches(limit, self._limit_set_w):
+            errors += (
+                f"power limit read back at {limit:g} W, not the {self._limit_set_w:g} W this "
+                "adapter set: changed outside gridsched (nvidia-smi -pl, another tool)",
+            )
         return Telemetry(
             device_id=self.device_id,
             at=now,
@@ -199,7 +214,7 @@ class NvmlGpu(DeviceAdapter):
             temperatures_c=(temp,),
             utilisation_pct=util,
             sm_clock_mhz=clock,
-            errors=() if why is None else (why,),
+            errors=errors,
             sm_clock_lock_mhz=lock,
         )
 
@@ -277,6 +292,7 @@ class NvmlGpu(DeviceAdapter):
             if sleep:
                 note = _join(note, await self._drain())
         await self._call("set_limit_w", target)
+        self._limit_set_w = target
         self._asleep = sleep
         self._capacity_tok_s = capacity
         clock_note = await self._set_clocks(None if self._asleep else request.clocks_mhz)
@@ -360,6 +376,11 @@ class NvmlGpu(DeviceAdapter):
                 self._locked = None
             except AdapterError:
                 pass  # the GPU is gone or refuses: nothing more to release here
+
+
+def limit_matches(read_w: float, set_w: float) -> bool:
+    """Whether a power limit read back is the one set (within NVML's rounding)."""
+    return abs(read_w - set_w) <= max(LIMIT_SLACK_W, LIMIT_SLACK_SHARE * set_w)
 
 
 def _cannot_lock(exc: AdapterError) -> bool:

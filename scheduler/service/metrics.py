@@ -69,6 +69,7 @@ class DaemonCollector:
         yield g
         yield from families.power_truth(d, m, now)
         yield from families.class_caps(d, now)
+        yield from families.drifts(d)
 
         power = GaugeMetricFamily(
             "gridsched_class_power_watts",

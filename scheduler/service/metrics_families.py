@@ -240,3 +240,17 @@ def power_truth(d: Daemon, m: dict[str, float], now: float) -> Iterator[Metric]:
         )
         g.add_metric([], round(c.meter_gap_kw * 1000, 3))
         yield g
+
+
+def drifts(d: Daemon) -> Iterator[Metric]:
+    """Devices that changed behind gridsched's back (state, a GPU's SM clock lock or power
+    limit), by class and what; each one is put back by the next dispatch."""
+    x = CounterMetricFamily(
+        "gridsched_device_drifts",
+        "Devices seen out of the mode they were set to, by class and what changed",
+        labels=["class", "what"],
+    )
+    for name, by_what in sorted(d.devices.drifts.items()):
+        for what, n in sorted(by_what.items()):
+            x.add_metric([name, what], n)
+    yield x

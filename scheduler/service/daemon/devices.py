@@ -5,9 +5,10 @@ One not seen within its firmware family's deadline makes the device take the mod
 (so that dispatch sends the plan's mode again and the fast path covers it) and is recorded.
 
 A GPU's mode is its power limit AND its SM clock lock (a clock mode shares its limit with a
-cap, its twin): a reading whose lock the adapter cannot tell is in mode :data:`UNKNOWN`,
-counted at the class's top power, serving nothing counted, and commanded again by the next
-dispatch (no plan mode is "unknown").
+cap, its twin): a reading whose lock the adapter cannot tell, or whose power limit no mode
+of its class sets (an operator's ``nvidia-smi -pl``), is in mode :data:`UNKNOWN`, counted at
+the class's top power, serving nothing counted, and commanded again by the next dispatch
+(no plan mode is "unknown"). Each drift is logged once and counted (``drifts``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from adapters.base import CLOCKS_UNKNOWN, ClockLock, Telemetry
 from adapters.fleet import Fleet, Outcome
+from adapters.gpu import limit_matches
 from adapters.outcomes import OutcomeKind
 from models.devices import DeviceClass, DeviceKind
 from models.inference_objectives import told_capacity_tokens_s
@@ -86,6 +88,8 @@ class DeviceModes:
         #: devices whose command went unconfirmed since the last poll took them
         self.unfollowed: set[str] = set()
         self.generation = 0  # counts changes to what devices are believed to do
+        #: class -> what drifted ("state", "clock_lock", "power_limit") -> times seen
+        self.drifts: dict[str, dict[str, int]] = {}
         # The daemon commands these devices: each may be brought to a state it can read
         # back on connect (a GPU's SM clock lock, which NVML cannot read). ``fleet status``
         # builds the same adapters and leaves this off: it must not undo our lock.
@@ -106,6 +110,10 @@ class DeviceModes:
         if lock == CLOCKS_UNKNOWN:
             return UNKNOWN
         same = [m for m in dc.modes if mode_lock(dc, m.name) == lock]
+        if dc.kind is DeviceKind.GPU and t.target_w is not None:
+            # a GPU's limit is set, not tuned: one that no mode sets is in no mode
+            limit = t.target_w
+            same = [m for m in same if limit_matches(limit, self.limit_w(device_id, m.name))]
         if not same:
             return UNKNOWN
         if t.target_w is None:
@@ -157,22 +165,47 @@ class DeviceModes:
                 self.generation += 1
             return False  # already counted, and dispatch sends it a mode anyway
         if (t.state == "sleeping") != (mode == SLEEP):
-            self.adopt(device_id, t, f"was set to {mode}: putting it back")
+            self.adopt(device_id, t, f"was set to {mode}: putting it back", "state")
             return True
         lock = t.sm_clock_lock_mhz
-        want = mode_lock(self.class_of(device_id), mode)
+        dc = self.class_of(device_id)
+        want = mode_lock(dc, mode)
         if t.state == "running" and lock != want:
             self.adopt(device_id, t, f"was set to {mode} ({_lock_words(want)}), reads "
-                       f"{_lock_words(lock)}: putting it back")  # fmt: skip
+                       f"{_lock_words(lock)}: putting it back", "clock_lock")  # fmt: skip
             return True
+        if t.state == "running" and dc.kind is DeviceKind.GPU and t.target_w is not None:
+            want_w = self.limit_w(device_id, mode)
+            if not limit_matches(t.target_w, want_w):
+                why = (
+                    f"was set to {mode} (power limit {want_w:g} W), reads power limit "
+                    f"{t.target_w:g} W: putting it back"
+                )
+                self.adopt(device_id, t, why, "power_limit")
+                return True
         return False
 
-    def adopt(self, device_id: str, t: Telemetry, why: str) -> None:
-        """Take the mode a device reads as its own, so that dispatch sends the plan's again."""
+    def limit_w(self, device_id: str, mode: str) -> float:
+        """The power limit a GPU in ``mode`` reads back: the mode's, within the limits NVML
+        gave the adapter (it sets the nearest it allows)."""
+        dc = self.class_of(device_id)
+        want = dc.device_target_w(mode)
+        adapter = self.fleet.by_id.get(device_id)
+        info = None if adapter is None else adapter.info
+        if info is not None and info.min_power_w is not None and info.max_power_w is not None:
+            want = min(max(want, info.min_power_w), info.max_power_w)
+        return want
+
+    def adopt(self, device_id: str, t: Telemetry, why: str, drift: str | None = None) -> None:
+        """Take the mode a device reads as its own, so that dispatch sends the plan's again;
+        ``drift``: what it changed behind gridsched's back, counted."""
         seen = self.from_reading(device_id, t)
         log.warning("%s reads %s but %s", device_id, seen, why)
         self.modes[device_id] = seen
         self.generation += 1
+        if drift is not None:
+            by_what = self.drifts.setdefault(self.fleet.status[device_id].group, {})
+            by_what[drift] = by_what.get(drift, 0) + 1
 
     def serving_tokens(self, with_modes: Mapping[str, str] | None = None) -> float:
         """Tokens/s the GPUs serve in their modes as they stand (or with ``with_modes``

@@ -48,6 +48,8 @@ def _classes(d: Daemon) -> dict[str, dict[str, Any]]:
             st.group,
             {"devices": 0, "health": {h.value: 0 for h in Health}, "modes": {}, "unknown": {}},
         )
+        # what its devices changed behind gridsched's back, since the start (put back)
+        c["drifted"] = d.devices.drifts.get(st.group, {})
         c["devices"] += 1
         c["health"][st.health.value] += 1
         mode = d.devices.modes.get(device_id, UNKNOWN)

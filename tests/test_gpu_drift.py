@@ -1,0 +1,142 @@
+"""A GPU changed behind gridsched's back, and a GPU that refuses clock locks.
+
+- A power limit changed outside gridsched (an operator's ``nvidia-smi -pl 300`` on a GPU
+  set to 350 W) is drift, as a lock reset is: the reading says so, the daemon takes the
+  mode it reads (no mode of the class at 300 W: UNKNOWN), counts it in status and in
+  ``gridsched_device_drifts_total``, logs it once, and puts it back.
+- A GPU whose clock locks NVML refuses (NOT_SUPPORTED on a consumer GPU, NO_PERMISSION in a
+  container without the capability) is marked as not lock-capable: its class's clock modes
+  are unreachable for it, said once, and not sent again in a loop; a lock NVML later
+  accepts clears the mark.
+
+The site is tests/test_gpu_mode_truth.py's: two decode-phase H100s (the simulator's, through
+the NVML adapter), with ``infer@1410MHz`` locking the SM clock under the same 350 W limit as
+``infer@350W``, and ``infer@200W``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from adapters.base import Health, ModeRequest
+from adapters.gpu import NvmlGpu
+from adapters.sim.gpu import SimGpu
+from adapters.sim.gpu_backend import LocalSimBackend
+from scheduler.service.daemon import Daemon
+from scheduler.service.daemon.devices import UNKNOWN
+from scheduler.service.metrics import metrics_registry
+from tests.test_gpu_mode_truth import CAP_TWIN, CLOCK_MODE, GPU0, _daemon, _reading, _run
+
+GPU1 = "h100/gpu1"
+DRIFTS = "gridsched_device_drifts_total"
+
+
+async def _to_mode(d: Daemon, mode: str, units: int = 2) -> None:
+    """Plan ``units`` GPUs into ``mode`` (the rest asleep), dispatch, read back."""
+    await d.replan("test")
+    plan = d.plans.plan
+    assert plan is not None
+    (cp,) = [c for c in plan.classes if c.name == "h100"]
+    cp.units_by_mode[:, :] = 0
+    cp.units_by_mode[cp.modes.index(mode), :] = units
+    await d.dispatch()
+    await d.poll(dispatch=False)
+
+
+def _drift_lines(caplog: pytest.LogCaptureFixture, device_id: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "gridsched.daemon" and r.getMessage().startswith(f"{device_id} reads")
+    ]
+
+
+def test_a_reading_at_a_limit_no_mode_sets_is_no_mode_of_the_class(tmp_path: Path) -> None:
+    """The nearest mode was taken before: 300 W read as the 350 W cap, 200 W with the
+    clock lock as the clock mode (350 W)."""
+    d, _ = _daemon(tmp_path)
+    seen = d.devices.from_reading
+    assert seen(GPU0, _reading(None, 300.0)) == UNKNOWN
+    assert seen(GPU0, _reading((1005, 1410), 200.0)) == UNKNOWN
+    assert seen(GPU0, _reading(None, 350.4)) == CAP_TWIN  # NVML's own rounding: still it
+    assert seen(GPU0, _reading(None, 200.0)) == "infer@200W"
+
+
+def test_a_power_limit_changed_outside_gridsched_is_drift_said_and_put_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "gridsched.daemon")
+    d, sims = _daemon(tmp_path)
+
+    async def body() -> None:
+        await _to_mode(d, CAP_TWIN)
+        assert d.devices.modes[GPU0] == CAP_TWIN and sims[0].limit_w() == 350.0
+        caplog.clear()
+        sims[0].set_limit_w(300.0)  # an operator's nvidia-smi -pl 300
+        await d.poll(dispatch=False)
+        # seen: not the 350 W mode believed, nor a mode it is not in; said why
+        assert d.devices.modes[GPU0] == UNKNOWN
+        h100 = d.status()["classes"]["h100"]
+        assert "300 W" in h100["unknown"][GPU0] and "350 W" in h100["unknown"][GPU0]
+        assert h100["drifted"] == {"power_limit": 1}
+        assert metrics_registry(d).get_sample_value(
+            DRIFTS, {"class": "h100", "what": "power_limit"}
+        ) == pytest.approx(1.0)
+        st = d.fleet.status[GPU0]
+        assert st.health is Health.DEGRADED
+        # counted at what it reads: its power read, no tokens/s of the mode believed
+        t = st.telemetry
+        assert t is not None and t.target_w == 300.0
+        assert d.power.device(GPU0, False).kw == pytest.approx((t.power_w or 0) / 1000)
+        assert d.devices.serving_tokens() == pytest.approx(
+            d.devices.counted["h100"][CAP_TWIN]  # gpu1's alone
+        )
+        (line,) = _drift_lines(caplog, GPU0)
+        assert "power limit" in line and "300" in line
+        await d.poll(dispatch=False)  # the same drift read again: no second line
+        assert len(_drift_lines(caplog, GPU0)) == 1
+        # put back by the next dispatch, and read so
+        await d.dispatch()
+        assert sims[0].limit_w() == 350.0 and d.devices.modes[GPU0] == CAP_TWIN
+        await d.poll(dispatch=False)
+        assert d.status()["classes"]["h100"]["unknown"] == {}
+        assert d.fleet.status[GPU0].health is Health.OK
+
+    _run(d, body)
+
+
+def test_a_clock_mode_whose_limit_is_changed_is_not_taken_for_the_clock_mode(
+    tmp_path: Path,
+) -> None:
+    d, sims = _daemon(tmp_path)
+
+    async def body() -> None:
+        await _to_mode(d, CLOCK_MODE)
+        assert d.devices.modes[GPU0] == CLOCK_MODE
+        sims[0].set_limit_w(200.0)  # the lock kept, the limit lowered
+        await d.poll(dispatch=False)
+        assert d.devices.modes[GPU0] == UNKNOWN
+        await d.dispatch()
+        assert sims[0].limit_w() == 350.0 and sims[0]._locked == (1005, 1410)
+
+    _run(d, body)
+
+
+def test_the_adapter_says_a_power_limit_it_did_not_set() -> None:
+    async def go() -> None:
+        sim = SimGpu(0, settle_s=1e-6)
+        gpu = NvmlGpu("h100/gpu0", "0", backend=LocalSimBackend([sim]), index=0)
+        gpu.controller = True
+        await gpu.connect()
+        await gpu.apply(ModeRequest("run", 350.0))
+        assert (await gpu.read()).errors == ()
+        sim.set_limit_w(300.0)
+        t = await gpu.read()
+        assert any("300 W" in e and "350 W" in e for e in t.errors), t.errors
+        await gpu.apply(ModeRequest("run", 350.0))
+        assert (await gpu.read()).errors == ()
+
+    asyncio.run(go())
