@@ -102,6 +102,9 @@ class MinerCommands(DeviceAdapter):
         kept = braiins.kept(miner)  # Braiins OS+: its gRPC status says more than True/False
         if kept is not None:
             return await self._guarded(kept.write(self.device_id, fn, args, self.timeout_s))
+        web = vnish.kept(miner) if fn in vnish.COMMANDS else None  # VNish: the HTTP answer
+        if web is not None and self._caps.family is Family.VNISH:
+            return await self._guarded(vnish.command(self.device_id, web, fn, self.timeout_s))
         call = self._web_call(what, lambda: getattr(miner, fn)(*args))
         try:
             ok = await contain(self.device_id, what, call, self.timeout_s)

@@ -1,6 +1,6 @@
-"""VNish (AnthillOS) presets and password refusals, through pyasic's web API with checks.
+"""VNish (AnthillOS): presets, password refusals and writes, pyasic's web API with checks.
 
-pyasic 0.79 drives VNish's web API (``web/vnish.py``) but two of its answers cannot be
+pyasic 0.79 drives VNish's web API (``web/vnish.py``) but some of its answers cannot be
 taken as they come:
 
 - ``VNish.set_power_limit`` never succeeds: ``MiningModeConfig.from_vnish`` calls
@@ -8,8 +8,8 @@ taken as they come:
   ``from_vnish`` with the overclock table where the settings belong; the mode reads as
   "normal" and the call returns False before sending anything. Here the tuned presets are
   read (``autotune/presets``, a list or ``{"presets": [...]}`` by firmware version, each
-  parsed by pyasic's ``MiningPreset.from_vnish``), the preset is written with pyasic's
-  ``web.set_power_limit`` and the settings are read back: VNish answers a settings write
+  parsed by pyasic's ``MiningPreset.from_vnish``), the preset is written as pyasic's
+  ``web.set_power_limit`` writes it and the settings are read back: VNish answers a settings write
   the same whether it applied it or not.
 - A refused password (``POST /api/v1/unlock`` answered non-200) surfaces as an
   ``APIError`` "Could not authenticate web token": the miner answered and refused, so it
@@ -17,6 +17,16 @@ taken as they come:
 - A token the miner no longer knows (its web server restarted) is answered 401; pyasic
   unlocks again and gives up on that call ("Failed to send command"). The call is sent
   once more when pyasic came back with a new token, so a restart costs no failed read.
+- ``VNish.stop_mining`` / ``resume_mining`` post ``mining/stop`` / ``mining/resume`` and
+  return the answer's ``success`` (an empty answer reads as success, any other answer
+  without it as a refusal); any status but 200 makes pyasic unlock again and give up the
+  call, which the adapter could only call unreadable, after sending the write twice.
+  Those two, and the settings write of a preset, go out here (:func:`command`,
+  :meth:`WebSession.post`) as pyasic posts them, and the answer decides: no connection
+  or none that answered is unreachable, a status outside 2xx (a 401 after a fresh unlock
+  included) or ``"success": false`` the firmware's refusal, a body that is not JSON
+  unreadable, any other 2xx accepted (as asic-rs takes it,
+  ``vnish/src/backends/v1_2_0/web.rs``); the read-back decides whether it took effect.
 
 In manual overclock (``miner.overclock.preset`` is "disabled") no preset applies: the
 miner has no power target, and a wake is the wake alone.
@@ -122,18 +132,44 @@ async def presets(
 
 
 async def set_preset(device_id: str, miner: Any, watts: float, timeout_s: float) -> None:
-    """Write the preset of ``watts`` and read the settings back."""
+    """Write the preset of ``watts`` as pyasic's ``VNishWebAPI.set_power_limit`` writes it
+    (the settings read, their ``miner.overclock`` posted with ``preset`` set) and read the
+    settings back. Over the kept session (:func:`kept`) the write's verdict is its answer
+    (:func:`_verdict`); without one, through pyasic."""
     name = str(round(watts))
-    write = lambda: miner.web.set_power_limit(round(watts))  # noqa: E731 - sent again on renewal
-    await _web(device_id, f"set preset {name}", miner, write, timeout_s)
-    settings = await _web(device_id, "settings", miner, miner.web.settings, timeout_s)
+    what = f"set preset {name}"
+    web = kept(miner)
+    if web is None:
+        write = lambda: miner.web.set_power_limit(round(watts))  # noqa: E731 - sent again on renewal
+        await _web(device_id, what, miner, write, timeout_s)
+        settings = await _web(device_id, "settings", miner, miner.web.settings, timeout_s)
+    else:
+        settings = await contain(device_id, what, _get(device_id, web, "settings"), timeout_s)
+        overclock = (
+            settings.get("miner", {}).get("overclock") if isinstance(settings, dict) else None
+        )
+        if not isinstance(overclock, dict):
+            raise BadReply(device_id, f"{what}: settings have no miner.overclock")
+        body = {"miner": {"overclock": {**overclock, "preset": name}}}
+        await contain(device_id, what, web.post(device_id, "settings", body), timeout_s)
+        settings = await contain(device_id, what, _get(device_id, web, "settings"), timeout_s)
     now = _preset_of(device_id, settings)
     if now != name:
         raise ControlRejected(
             device_id,
-            f"set preset {name} W: the firmware answered and kept preset {now!r} (VNish "
+            f"{what} W: the firmware answered and kept preset {now!r} (VNish "
             "answers a settings write alike whether it applies it or not)",
         )
+
+
+async def _get(device_id: str, web: WebSession, command: str) -> Any:
+    """:meth:`WebSession.get` with no connection as unreachable, garbage as unreadable."""
+    try:
+        return await web.get(device_id, command)
+    except webdigest.Unreachable as exc:
+        raise DeviceUnreachable(device_id, f"{command}: {exc}") from None
+    except webdigest.Garbled as exc:
+        raise BadReply(device_id, f"{command}: {exc}") from None
 
 
 class WebSession:
@@ -146,21 +182,21 @@ class WebSession:
         self.unlocks = 0
         self._renewing = asyncio.Lock()  # one unlock for the calls that found the token gone
 
-    async def _token(self, device_id: str, stale: str | None) -> str:
+    async def _token(self, device_id: str, stale: str | None, what: str = "telemetry") -> str:
         """The token to send: the current one unless it is ``stale`` (answered 401), else a
         new one; calls at once that found the same token stale share one unlock."""
         async with self._renewing:
             token = self.web.token
             if token and token != stale:
                 return str(token)
-            return await self._unlock(device_id)
+            return await self._unlock(device_id, what)
 
-    async def _unlock(self, device_id: str) -> str:
+    async def _unlock(self, device_id: str, what: str) -> str:
         """``POST /api/v1/unlock`` as pyasic's ``VNishWebAPI.auth`` sends it; the token."""
         reply = await self.client.request("POST", "/api/v1/unlock", {"pw": str(self.web.pwd)})
         self.unlocks += 1
         if reply.status != 200:
-            raise ControlRejected(device_id, f"telemetry: {PASSWORD_REFUSED}")
+            raise ControlRejected(device_id, f"{what}: {PASSWORD_REFUSED}")
         got = reply.json()
         token = got.get("token") if isinstance(got, dict) else None
         if not isinstance(token, str) or not token:
@@ -183,6 +219,27 @@ class WebSession:
             if reply.status != 200:
                 raise BadReply(device_id, f"{command}: HTTP {reply.status} {reply.reason}")
             return reply.json()
+        raise AssertionError("unreachable")
+
+    async def post(self, device_id: str, command: str, body: dict[str, Any]) -> Any:
+        """``POST /api/v1/<command>`` with ``body`` and the token, as pyasic's
+        ``send_command`` posts a privileged call; its verdict from the answer itself
+        (:func:`_verdict`). No connection, or none that answered, is unreachable; a 401 is
+        sent once more after an unlock (a restarted web server forgets its tokens)."""
+        try:
+            token = self.web.token or await self._token(device_id, None, command)
+            for again in (False, True):
+                reply = await self.client.request(
+                    "POST", f"/api/v1/{command}", body, headers=(("Authorization", token),)
+                )
+                if reply.status == 401 and not again:
+                    token = await self._token(device_id, token, command)
+                    continue
+                return _verdict(device_id, command, reply)
+        except webdigest.Unreachable as exc:
+            raise DeviceUnreachable(device_id, f"{command}: {exc}") from None
+        except webdigest.Garbled as exc:
+            raise BadReply(device_id, f"{command}: {exc}") from None
         raise AssertionError("unreachable")
 
     async def _pyasic_token(self, stale: str | None) -> str:
@@ -239,6 +296,46 @@ class WebSession:
         except webdigest.Garbled as exc:
             raise APIError(f"{command}: {exc}") from None
         raise APIError(f"Failed to send command to miner: {self.web}")
+
+
+def _verdict(device_id: str, command: str, reply: webdigest.Reply) -> Any:
+    """What a write's answer says: outside 2xx (a 401 after a fresh unlock included) or
+    ``"success": false`` is the firmware's refusal; a body that is not JSON is unreadable;
+    an empty one is taken as pyasic takes it (``{"success": True}``), any other JSON as
+    asic-rs takes it (done; ``vnish/src/backends/v1_2_0/web.rs``). The read-back decides
+    whether it took effect."""
+    if not 200 <= reply.status < 300:
+        words = webdigest.snippet(reply.body, 120)
+        raise ControlRejected(
+            device_id,
+            f"{command}: the firmware answered HTTP {reply.status} {reply.reason}: {words}",
+        )
+    if not reply.body.strip():
+        return {"success": True}
+    got = reply.json()  # Garbled: not JSON
+    if isinstance(got, dict) and got.get("success") is False:
+        raise ControlRejected(device_id, f"{command}: the firmware answered {str(got)[:120]}")
+    return got
+
+
+#: pyasic's sleep and wake as the web API commands its ``VNish`` posts (``web/vnish.py``).
+COMMANDS = {"stop_mining": "mining/stop", "resume_mining": "mining/resume"}
+
+
+async def command(device_id: str, kept: WebSession, fn: str, timeout_s: float) -> None:
+    """Send pyasic's ``fn`` (``stop_mining``, ``resume_mining``) as it posts it, with the
+    verdict from the answer (:meth:`WebSession.post`)."""
+    path = COMMANDS.get(fn)
+    if path is None:
+        raise ValueError(f"no VNish command for pyasic's {fn!r}; known: {', '.join(COMMANDS)}")
+    await contain(device_id, path, kept.post(device_id, path, {}), timeout_s)
+
+
+def kept(miner: Any) -> WebSession | None:
+    """The web session installed on this miner (:func:`session`), if any."""
+    web = getattr(miner, "web", None)
+    owner = getattr(getattr(web, "send_command", None), "__self__", None)
+    return owner if isinstance(owner, WebSession) else None
 
 
 def session(miner: Any, old: WebSession | None) -> WebSession | None:

@@ -84,6 +84,11 @@ class VnishSim(MinerServer):
     manual_overclock: bool = False
     #: A token stops working this long after its unlock (inf: while the miner runs).
     token_ttl_s: float = math.inf
+    #: The firmware's answer to ``mining/*`` and ``settings`` writes in place of its own:
+    #: (HTTP status, JSON body). The write is done only on a 200 that does not say
+    #: ``"success": false``. How VNish words a refusal is not public; asic-rs
+    #: (``vnish/src/backends/v1_2_0/web.rs``) takes any status outside 2xx as an error.
+    command_answer: tuple[int, Any] | None = None
     web_calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
 
     description: ClassVar[str] = f"bmminer {BMMINER_VERSION}"
@@ -333,9 +338,8 @@ class VnishSim(MinerServer):
     # -- the web API: commands -------------------------------------------------------------
 
     def web_post(self, path: str, body: Any) -> Any:
-        """The answer to ``POST /api/v1/<path>``; None: no such endpoint."""
-        if path == "settings":
-            return self._post_settings(body)
+        """The answer to ``POST /api/v1/<path>`` (an HttpReply where not a plain 200); None:
+        no such endpoint."""
         action = {
             "mining/stop": self.sleep,
             "mining/pause": self.sleep,
@@ -345,12 +349,24 @@ class VnishSim(MinerServer):
             "system/reboot": self._reboot_soon,
             "find-miner": None,
         }
-        if path not in action:
+        if path != "settings" and path not in action:
             return None
-        fn = action[path]
-        if fn is not None and self._fault(FaultKind.IGNORE) is None:
-            self._later(fn)
-        return {}  # pyasic reads an empty answer as {"success": True}
+        answer = self.command_answer
+        if answer is not None and not self._answer_does(answer):
+            return HttpReply(*answer)  # refused: answered, not done
+        if path == "settings":
+            got: Any = self._post_settings(body)
+        else:
+            fn = action[path]
+            if fn is not None and self._fault(FaultKind.IGNORE) is None:
+                self._later(fn)
+            got = {}  # pyasic reads an empty answer as {"success": True}
+        return got if answer is None else HttpReply(*answer)
+
+    @staticmethod
+    def _answer_does(answer: tuple[int, Any]) -> bool:
+        status, body = answer
+        return status == 200 and not (isinstance(body, dict) and body.get("success") is False)
 
     def _post_settings(self, body: Any) -> dict[str, Any]:
         reply = {"restart_required": False, "reboot_required": False}

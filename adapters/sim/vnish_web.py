@@ -83,4 +83,4 @@ def route(sim: VnishSim, method: str, path: str, headers: dict[str, str], raw: b
         return HttpReply(405, {"err": f"{method} not allowed"})
     if got is None:
         return HttpReply(404, {"err": f"no such endpoint: {name}"})
-    return HttpReply(200, got)
+    return got if isinstance(got, HttpReply) else HttpReply(200, got)
