@@ -13,6 +13,7 @@ simulator's in ``adapters.sim.gpu_backend``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from adapters.base import (
 from adapters.nvml import GpuBackend, PynvmlBackend, nvml_error
 from adapters.secrets import Secret
 
+log = logging.getLogger("gridsched.adapters.gpu")
+
 __all__ = [
     "GpuBackend", "NvmlGpu", "PynvmlBackend", "ServingHook", "limit_matches", "nvml_error",
 ]  # fmt: skip
@@ -50,6 +53,9 @@ CLOCK_SLACK_MHZ = 30.0
 #: returns milliwatts; the same slack as the read-back's check, ``DeviceAdapter.confirms``).
 LIMIT_SLACK_W = 1.0
 LIMIT_SLACK_SHARE = 0.01
+#: How long a GPU whose clock locks NVML refused is kept out of clock modes before one is
+#: tried again (a permission may be granted, a container restarted with the capability).
+LOCK_RETRY_S = 900.0
 NO_CLOCK_CALL_YET = (
     "no SM clock call answered since this adapter started: a lock left by an earlier "
     "run would not show, and NVML cannot read one back"
@@ -109,6 +115,12 @@ class NvmlGpu(DeviceAdapter):
     #: the power limit this adapter last set (None: none yet); a limit read back that
     #: differs was changed outside gridsched (``nvidia-smi -pl``), and the reading says so
     _limit_set_w: float | None = field(default=None, init=False)
+    #: why NVML refused this GPU's last SM clock lock (NOT_SUPPORTED: a GPU or driver that
+    #: cannot lock; NO_PERMISSION: not root, or a container without the capability); None
+    #: while locks are accepted. Cleared by the next lock NVML accepts.
+    lock_refused: str | None = field(default=None, init=False)
+    lock_retry_s: float = LOCK_RETRY_S
+    _lock_refused_at: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.kind = "gpu"
@@ -363,10 +375,34 @@ class NvmlGpu(DeviceAdapter):
                 self._clocks_unknown = f"the SM clock call for {clocks} timed out"
             elif _cannot_lock(exc):  # no lock can be in force: the driver's clocks are
                 self._locked, self._clocks_unknown = None, None
+            if clocks is not None and isinstance(exc, Unsupported):
+                self._refused(exc.reason)
             return f"power limit set, but SM clock lock {clocks} not applied: {exc.reason}"
         self._locked = clocks
         self._clocks_unknown = None
+        if clocks is not None and self.lock_refused is not None:
+            log.warning("%s: SM clock lock accepted now (refused before: %s); its clock "
+                        "modes are reachable again", self.device_id, self.lock_refused)  # fmt: skip
+            self.lock_refused = None
         return ""
+
+    def _refused(self, reason: str) -> None:
+        """NVML refused a lock for good (not a timeout): said once per reason."""
+        if reason != self.lock_refused:
+            log.warning("%s refuses SM clock locks (%s): its clock modes are unreachable; a "
+                        "lock is tried again after %g s", self.device_id, reason,
+                        self.lock_retry_s)  # fmt: skip
+        self.lock_refused = reason
+        self._lock_refused_at = time.monotonic()
+
+    def clock_modes_barred(self) -> str | None:
+        """Why this GPU is not to be sent clock modes now (None: it may be): NVML refused
+        its last lock, and the retry (``lock_retry_s`` later) is not due yet."""
+        if self.lock_refused is None:
+            return None
+        if time.monotonic() - self._lock_refused_at >= self.lock_retry_s:
+            return None
+        return self.lock_refused
 
     async def close(self) -> None:
         """Give the clocks back to the driver if this adapter locked them."""

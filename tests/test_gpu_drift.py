@@ -140,3 +140,121 @@ def test_the_adapter_says_a_power_limit_it_did_not_set() -> None:
         assert (await gpu.read()).errors == ()
 
     asyncio.run(go())
+
+
+class _Counted:
+    """Counts the clock locks a simulated GPU is sent (the refused ones too)."""
+
+    def __init__(self, sim: SimGpu) -> None:
+        self.n = 0
+        lock = sim.set_locked_clocks
+
+        def counted(lo_mhz: float, hi_mhz: float) -> None:
+            self.n += 1
+            lock(lo_mhz, hi_mhz)
+
+        sim.set_locked_clocks = counted  # type: ignore[method-assign]
+
+
+def _refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "refuses SM clock locks" in r.getMessage()]
+
+
+def test_a_gpu_that_refuses_clock_locks_is_not_sent_them_in_a_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The defect: the lock refused, the read-back never confirmed the clock mode, the GPU
+    took the mode it read (its cap twin) and the next dispatch sent the clock mode again,
+    at every read-back deadline, for ever."""
+    caplog.set_level(logging.INFO)
+    d, sims = _daemon(tmp_path)
+    sims[0].fault = "clocks_unsupported"  # NVML NOT_SUPPORTED, as on a consumer GPU
+    sent = _Counted(sims[0])
+
+    async def body() -> None:
+        await _to_mode(d, CLOCK_MODE)
+        assert sent.n == 1
+        h100 = d.status()["classes"]["h100"]
+        assert "NOT_SUPPORTED" in h100["clock_lock_refused"][GPU0]
+        assert GPU1 not in h100["clock_lock_refused"]
+        for _ in range(4):  # read-back deadlines pass; dispatch runs each poll
+            d.clock.advance(31.0)  # type: ignore[attr-defined]
+            await d.poll(dispatch=False)
+            await d.dispatch()
+        assert sent.n == 1  # not sent again
+        assert len(_refusal_lines(caplog)) == 1  # said once
+        # the clock mode's place on this GPU is its cap twin (the same limit, the most
+        # tokens/s of the modes it can take); the GPU that can lock keeps the clock mode
+        assert d.devices.modes[GPU0] == CAP_TWIN and sims[0].limit_w() == 350.0
+        assert d.devices.modes[GPU1] == CLOCK_MODE and sims[1]._locked == (1005, 1410)
+        assert metrics_registry(d).get_sample_value(
+            "gridsched_gpu_clock_lock_refused", {"class": "h100"}
+        ) == pytest.approx(1.0)
+        # permission granted (here: the fault gone) and the retry due: a lock accepted
+        # clears the mark
+        sims[0].fault = None
+        gpu0 = d.fleet.by_id[GPU0]
+        assert isinstance(gpu0, NvmlGpu)
+        gpu0.lock_retry_s = 0.0
+        await d.dispatch()
+        assert sent.n == 2 and sims[0]._locked == (1005, 1410)
+        assert d.devices.modes[GPU0] == CLOCK_MODE
+        assert d.status()["classes"]["h100"]["clock_lock_refused"] == {}
+
+    _run(d, body)
+
+
+def test_the_fast_path_does_not_step_a_gpu_that_cannot_lock_into_a_clock_mode(
+    tmp_path: Path,
+) -> None:
+    from scheduler.service.daemon.fastpath import shed_order
+
+    d, sims = _daemon(tmp_path)
+    sims[0].fault = "clocks_unsupported"
+
+    async def body() -> None:
+        await _to_mode(d, CLOCK_MODE)
+        d.devices.modes.update({GPU0: CAP_TWIN, GPU1: CAP_TWIN})
+        downs = {s.device_id: s.mode for s in shed_order(d.devices) if s.mode != "sleep"}
+        assert downs.get(GPU0) != CLOCK_MODE
+        assert downs.get(GPU1) == CLOCK_MODE  # the lowest offered below the cap twin
+
+    _run(d, body)
+
+
+class _NoClockPermission(LocalSimBackend):
+    """NVML NO_PERMISSION on the clock calls alone (a container without the capability the
+    clock calls ask for; the simulator's own fault refuses the power limit as well)."""
+
+    async def call(self, index: int, call: str, *args: float) -> object:
+        if call.endswith("locked_clocks"):
+            from adapters.nvml import nvml_error
+
+            raise nvml_error(f"gpu{index}", call, "NO_PERMISSION", "Insufficient Permissions")
+        return await super().call(index, call, *args)
+
+
+def test_the_adapter_marks_a_refused_lock_once_and_clears_it_on_one_accepted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    async def go() -> None:
+        sim = SimGpu(0, settle_s=1e-6)
+        backend = _NoClockPermission([sim])
+        gpu = NvmlGpu("h100/gpu0", "0", backend=backend, index=0)
+        gpu.controller = True
+        await gpu.connect()
+        assert gpu.lock_refused is None  # a refused reset says nothing of a lock
+        await gpu.apply(ModeRequest("run", 350.0, (1005, 1410)))
+        assert gpu.lock_refused is not None and "NO_PERMISSION" in gpu.lock_refused
+        assert gpu.clock_modes_barred() == gpu.lock_refused
+        await gpu.apply(ModeRequest("run", 350.0, (1005, 1410)))  # asked anyway: tried
+        assert len(_refusal_lines(caplog)) == 1
+        gpu.backend = LocalSimBackend([sim])  # permission granted
+        gpu.lock_retry_s = 0.0
+        assert gpu.clock_modes_barred() is None  # the retry is due
+        await gpu.apply(ModeRequest("run", 350.0, (1005, 1410)))
+        assert gpu.lock_refused is None and sim._locked == (1005, 1410)
+
+    asyncio.run(go())

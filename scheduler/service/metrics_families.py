@@ -254,3 +254,13 @@ def drifts(d: Daemon) -> Iterator[Metric]:
         for what, n in sorted(by_what.items()):
             x.add_metric([name, what], n)
     yield x
+    g = GaugeMetricFamily(
+        "gridsched_gpu_clock_lock_refused",
+        "GPUs whose SM clock locks NVML refuses (their class's clock modes not sent them)",
+        labels=["class"],
+    )
+    for name, modes in sorted(d.devices.lock_modes.items()):
+        if modes:  # classes with clock modes only
+            ids = d.fleet.ids(name)
+            g.add_metric([name], sum(d.devices.lock_refused(i) is not None for i in ids))
+    yield g

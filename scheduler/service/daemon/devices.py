@@ -20,7 +20,7 @@ from typing import Any
 
 from adapters.base import CLOCKS_UNKNOWN, ClockLock, Telemetry
 from adapters.fleet import Fleet, Outcome
-from adapters.gpu import limit_matches
+from adapters.gpu import NvmlGpu, limit_matches
 from adapters.outcomes import OutcomeKind
 from models.devices import DeviceClass, DeviceKind
 from models.inference_objectives import told_capacity_tokens_s
@@ -81,6 +81,15 @@ class DeviceModes:
             for dc in config.devices
         }
         self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
+        #: class -> its modes that lock the SM clock, and what a GPU that cannot lock is
+        #: given in each one's place (``instead``)
+        self.lock_modes: dict[str, frozenset[str]] = {
+            dc.name: frozenset(m.name for m in dc.modes if m.sm_clock_mhz is not None)
+            for dc in config.devices
+        }
+        self.instead: dict[str, dict[str, str]] = {
+            dc.name: _instead(dc, self.counted[dc.name]) for dc in config.devices
+        }
         #: called after commands change what devices are believed to do
         self.listeners: list[Callable[[], None]] = []
         #: read-back verdicts (confirmed, unconfirmed) not yet recorded in the audit trail
@@ -121,10 +130,14 @@ class DeviceModes:
         return min(same, key=lambda m: abs(dc.device_target_w(m.name) - (t.target_w or 0.0))).name
 
     def commanded(self, outcomes: Iterable[Outcome], modes: Mapping[str, str]) -> None:
-        """Note the modes that devices accepted (``modes``: device -> mode asked)."""
+        """Note the modes that devices accepted (``modes``: device -> mode asked); not a
+        clock mode whose lock the GPU refused (its read-back settles what it is in)."""
         for o in outcomes:
             if o.ok and o.applied is not None:
-                self.modes[o.device_id] = modes[o.device_id]
+                mode = modes[o.device_id]
+                if mode in self.barred(o.device_id):
+                    continue
+                self.modes[o.device_id] = mode
         self.generation += 1
         for listener in self.listeners:
             listener()
@@ -185,6 +198,19 @@ class DeviceModes:
                 return True
         return False
 
+    def barred(self, device_id: str) -> frozenset[str]:
+        """The modes a device cannot be sent now: a GPU's clock modes while NVML refuses
+        its locks (until its adapter's retry is due)."""
+        adapter = self.fleet.by_id.get(device_id)
+        if isinstance(adapter, NvmlGpu) and adapter.clock_modes_barred() is not None:
+            return self.lock_modes[self.fleet.status[device_id].group]
+        return frozenset()
+
+    def lock_refused(self, device_id: str) -> str | None:
+        """Why NVML refuses this GPU's clock locks (None: it does not, or not a GPU)."""
+        adapter = self.fleet.by_id.get(device_id)
+        return adapter.lock_refused if isinstance(adapter, NvmlGpu) else None
+
     def limit_w(self, device_id: str, mode: str) -> float:
         """The power limit a GPU in ``mode`` reads back: the mode's, within the limits NVML
         gave the adapter (it sets the nearest it allows)."""
@@ -226,6 +252,26 @@ class DeviceModes:
             return inf.committed_tokens_s
         hour = datetime.fromtimestamp(now, self.config.site.tz).hour
         return inf.committed_tokens_s * inf.hourly_profile[hour]
+
+
+def _instead(dc: DeviceClass, counted: Mapping[str, float]) -> dict[str, str]:
+    """For each clock mode of the class, the mode a GPU that cannot lock takes in its
+    place: of the modes without a lock, the least power that serves at least its tokens/s
+    (its cap twin, where it has one), else the one that serves most; none: asleep."""
+    plain = [m for m in dc.modes if m.sm_clock_mhz is None]
+    out: dict[str, str] = {}
+    for m in dc.modes:
+        if m.sm_clock_mhz is None:
+            continue
+        tok = counted.get(m.name, m.throughput_tokens_s)
+        enough = [x for x in plain if counted.get(x.name, x.throughput_tokens_s) >= tok]
+        if enough:
+            out[m.name] = min(enough, key=lambda x: x.power_kw).name
+        elif plain:
+            out[m.name] = max(plain, key=lambda x: counted.get(x.name, x.throughput_tokens_s)).name
+        else:
+            out[m.name] = SLEEP
+    return out
 
 
 def _lock_words(lock: ClockLock) -> str:

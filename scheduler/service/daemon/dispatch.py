@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
 
 from adapters import registry
 from adapters.base import ModeRequest
@@ -62,28 +63,47 @@ def ramp_batch(
     return picked, (tokens if ramp_kw_per_min is None else budget), deferred
 
 
-def assign(ids: list[str], modes: dict[str, str], want: dict[str, int]) -> dict[str, str]:
+def assign(
+    ids: list[str],
+    modes: dict[str, str],
+    want: dict[str, int],
+    barred: Mapping[str, frozenset[str]] | None = None,
+    instead: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Give each device a mode so that ``want`` counts are met with the fewest changes.
 
     Devices already in a wanted mode keep it; awake devices move before sleeping ones wake;
-    the rest sleep.
+    the rest sleep. ``barred``: device -> modes it cannot take (a GPU that cannot lock its
+    clock); those modes go to devices that can, first, and a place none can fill goes to a
+    barred device as ``instead[mode]`` (asleep without one).
     """
+    no = barred or {}
     left = dict(want)
     out: dict[str, str] = {}
     rest: list[str] = []
     for i in ids:
         m = modes.get(i)
-        if m is not None and m != SLEEP and left.get(m, 0) > 0:
+        if m is not None and m != SLEEP and left.get(m, 0) > 0 and m not in no.get(i, ()):
             out[i] = m
             left[m] -= 1
         else:
             rest.append(i)
     rest.sort(key=lambda i: (modes.get(i, SLEEP) == SLEEP, i))
-    for mode, n in left.items():
-        for _ in range(n):
-            if not rest:
-                break
-            out[rest.pop(0)] = mode
+    order = list(left)
+    if no:  # modes some cannot take first: the devices that can are not spent elsewhere
+        order.sort(key=lambda mode: not any(mode in b for b in no.values()))
+    unfilled: list[str] = []
+    for mode in order:
+        for _ in range(left[mode]):
+            k = next((k for k, i in enumerate(rest) if mode not in no.get(i, ())), None)
+            if k is None:
+                unfilled.append(mode)
+                continue
+            out[rest.pop(k)] = mode
+    for mode in unfilled:
+        k = next((k for k, i in enumerate(rest) if mode in no.get(i, ())), None)
+        if k is not None:
+            out[rest.pop(k)] = (instead or {}).get(mode, SLEEP)
     for i in rest:
         out[i] = SLEEP
     return out
@@ -123,8 +143,14 @@ class Dispatcher:
         out: dict[str, str] = {}
         for cp in plan.classes:
             usable = self.usable(cp.name)
-            if usable:
-                out.update(assign(usable, self.devices.modes, cp.units_at(k)))
+            if not usable:
+                continue
+            barred = None
+            if self.devices.lock_modes.get(cp.name):  # GPUs that cannot lock: not sent locks
+                barred = {i: b for i in usable if (b := self.devices.barred(i))}
+            want = cp.units_at(k)
+            instead = self.devices.instead.get(cp.name)
+            out.update(assign(usable, self.devices.modes, want, barred, instead))
         return out
 
     async def dispatch(self) -> list[Outcome]:

@@ -73,7 +73,12 @@ def shed_order(devices: DeviceModes) -> list[ShedStep]:
         # its objective through the event. None lower: the GPU may only sleep.
         offered = devices.offered[dc.name]
         tok = devices.counted[dc.name].get(m.name, m.throughput_tokens_s)
-        lower = [x for x in dc.modes if offered.get(x.name, 0.0) > 0 and x.power_kw < m.power_kw]
+        barred = devices.barred(device_id)  # a GPU that cannot lock: no clock modes
+        lower = [
+            x
+            for x in dc.modes
+            if offered.get(x.name, 0.0) > 0 and x.power_kw < m.power_kw and x.name not in barred
+        ]
         low = min(lower, key=lambda x: x.power_kw, default=m)
         low_tok = offered[low.name] if low is not m else tok
         if low is not m:
@@ -334,7 +339,8 @@ class Shedder:
             if need <= 0:
                 continue
             # the offered mode counted for most tokens/s under the latency objective
-            offered = self.devices.offered[dc.name]
+            barred = self.devices.barred(device_id)  # a GPU that cannot lock: no clock modes
+            offered = {k: v for k, v in self.devices.offered[dc.name].items() if k not in barred}
             best = max(offered, key=offered.__getitem__, default=None)
             current = None if mode is None else dc.mode(mode)  # a GPU never read: counts 0
             now_tok = 0.0 if current is None else self.devices.counted[dc.name][current.name]

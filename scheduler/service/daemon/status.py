@@ -50,6 +50,10 @@ def _classes(d: Daemon) -> dict[str, dict[str, Any]]:
         )
         # what its devices changed behind gridsched's back, since the start (put back)
         c["drifted"] = d.devices.drifts.get(st.group, {})
+        # GPUs whose SM clock locks NVML refuses: the class's clock modes are not sent them
+        refused = c.setdefault("clock_lock_refused", {})
+        if (why := d.devices.lock_refused(device_id)) is not None:
+            refused[device_id] = why
         c["devices"] += 1
         c["health"][st.health.value] += 1
         mode = d.devices.modes.get(device_id, UNKNOWN)
