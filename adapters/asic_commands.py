@@ -15,13 +15,14 @@ The identity, the reading and the LuxOS session upkeep stay in :mod:`adapters.as
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from adapters import antminer, braiins, luxos, vnish, whatsminer, whatsminer3
+from adapters import antminer, braiins, luxos, rpccheck, vnish, whatsminer, whatsminer3
 from adapters.base import (
     AdapterError,
     Applied,
@@ -29,6 +30,7 @@ from adapters.base import (
     DeviceAdapter,
     DeviceUnreachable,
     ModeRequest,
+    Unsupported,
     contain,
 )
 from adapters.payloads import run_target
@@ -105,9 +107,15 @@ class MinerCommands(DeviceAdapter):
         web = vnish.kept(miner) if fn in vnish.COMMANDS else None  # VNish: the HTTP answer
         if web is not None and self._caps.family is Family.VNISH:
             return await self._guarded(vnish.command(self.device_id, web, fn, self.timeout_s))
+        checked = self._caps.family in (Family.OTHER, Family.BRAIINS)  # pyasic's verdict
+        if checked:  # inside strict(): no answer is unreachable, not {} nor False
+            if why := rpccheck.unsupported(miner, fn):
+                raise Unsupported(self.device_id, f"{what}: {why}")
+            rpccheck.install(miner)
         call = self._web_call(what, lambda: getattr(miner, fn)(*args))
         try:
-            ok = await contain(self.device_id, what, call, self.timeout_s)
+            with rpccheck.strict() if checked else contextlib.nullcontext():
+                ok = await contain(self.device_id, what, call, self.timeout_s)
         except AdapterError:
             self._forget(session=False)
             raise
