@@ -14,7 +14,7 @@ from typing import Any
 from adapters import discovery, registry
 from adapters.aio import run_async
 from adapters.asic import PyasicMiner
-from adapters.base import Health, Telemetry
+from adapters.base import CLOCKS_UNKNOWN, Health, Telemetry
 from adapters.fleet import Fleet, freeze_heap
 from adapters.fleet_shards import make_fleet
 from models.site import SiteConfig, load_site
@@ -202,6 +202,7 @@ def _print_status(
                         if st.device_id in readings
                         else {}
                     ),
+                    **_gpu_fields(fleet, st.device_id, readings.get(st.device_id)),
                 }
                 for st in fleet.status.values()
             ],
@@ -242,6 +243,7 @@ def _print_status(
                     t.state if t else "-",
                     f"{t.power_w:,.0f}" if t and t.power_w is not None else "-",
                     f"{t.target_w:,.0f}" if t and t.target_w is not None else "-",
+                    _lock_text(t) if _is_gpu(fleet, st.device_id) else "-",
                     f"{t.hashrate_ths:,.1f}" if t and t.hashrate_ths is not None else "-",
                     f"{t.max_temp_c:.0f}" if t and t.max_temp_c is not None else "-",
                     (st.last_error or "")[:80],
@@ -256,7 +258,8 @@ def _print_status(
                     "health",
                     "state",
                     "W",
-                    "target W",
+                    "target/limit W",  # a miner's power target, a GPU's power limit
+                    "SM lock",
                     "TH/s",
                     "°C",
                     "last error",
@@ -266,6 +269,31 @@ def _print_status(
         )
         if len(shown) > args.limit:
             print(f"... {len(shown) - args.limit} more (--limit)")
+
+
+def _is_gpu(fleet: Fleet, device_id: str) -> bool:
+    adapter = fleet.by_id.get(device_id)
+    return adapter is not None and adapter.kind == "gpu"
+
+
+def _lock_text(t: Telemetry | None) -> str:
+    """A GPU's SM clock lock as read back: its range, "none" (the driver's clocks) or
+    "unknown" (NVML cannot read a lock back, and a reader sets none)."""
+    if t is None:
+        return "-"
+    lock = t.sm_clock_lock_mhz
+    if lock is None:
+        return "none"
+    if lock == CLOCKS_UNKNOWN:
+        return "unknown"
+    return f"{lock[0]}-{lock[1]} MHz"
+
+
+def _gpu_fields(fleet: Fleet, device_id: str, t: Telemetry | None) -> dict[str, Any]:
+    """A GPU's power limit and SM clock lock read back, by name (``--json``)."""
+    if t is None or not _is_gpu(fleet, device_id):
+        return {}
+    return {"power_limit_w": t.target_w, "sm_clock_lock": _lock_text(t).removesuffix(" MHz")}
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
