@@ -36,6 +36,12 @@ changes nothing), ``garble`` (valid JSON in a shape pyasic cannot parse), and
 bmminer restarts with the new configuration: 20-35 s on real miners). ``conf_answer_s``
 delays the answer to ``set_miner_conf`` instead (a CGI that restarts bmminer before it
 answers), the change taking effect when it answers.
+
+The web port is served by one ``asyncio.Protocol`` per connection (:class:`_WebConnection`),
+not a stream reader and a task: with no fault set, the request is answered in the callback
+that completes it, which halved the simulator's CPU per command (its process shares the
+host with the controller it is measured against). HA1 (``user:realm:password``) is made
+once, as lighttpd's htdigest file stores it; each request's digest is still checked in full.
 """
 
 from __future__ import annotations
@@ -43,13 +49,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from adapters.sim.server import FaultKind, MinerServer, read_http_request, write_http_reply
+from adapters.sim.server import HTTP_REASONS, FaultKind, MinerServer
 
 REALM = "antMiner Configuration"
 BMMINER_VERSION = "1.0.0"
@@ -91,18 +98,27 @@ class AntminerSim(MinerServer):
         self._web: asyncio.AbstractServer | None = None
         self.web_requests = 0  # every HTTP request, answered 401 or not
         self.stale_answers = 0  # 401s with stale=true
+        self._ha1_for: tuple[str, str] | None = None
+        self._web_open: set[_WebConnection] = set()  # connections whose request is not in
+        self._ha1_hex = ""
 
     # -- serving: the web CGI beside the API, following the same faults ------------------
 
     async def _open_more(self) -> None:
-        self._web = await asyncio.start_server(
-            self._handle_web, self.host, self.web_port, reuse_address=True, backlog=64
+        loop = asyncio.get_running_loop()
+        self._web = await loop.create_server(
+            lambda: _WebConnection(self), self.host, self.web_port, reuse_address=True, backlog=64
         )
 
     def _close_more(self) -> None:
         if self._web is not None:
             self._web.close()
             self._web = None
+
+    async def stop(self) -> None:
+        await super().stop()
+        for conn in list(self._web_open):  # still waiting for their request
+            conn.close()
 
     # -- the cgminer API on 4028 --------------------------------------------------------
 
@@ -174,16 +190,21 @@ class AntminerSim(MinerServer):
             f'qop="auth"' + (", stale=true" if stale else "")
         )
 
+    def _ha1(self) -> str:
+        """MD5(user:realm:password), what lighttpd's htdigest file stores per user: made
+        once per user and password, not per request."""
+        key = (self.username, self.password)
+        if self._ha1_for != key:
+            self._ha1_for, self._ha1_hex = key, _md5(f"{self.username}:{REALM}:{self.password}")
+        return self._ha1_hex
+
     def _authorised(self, method: str, target: str, header: str | None) -> tuple[int, bool]:
         """Check an RFC 7616 digest (MD5, qop=auth) in lighttpd's order: the fields, the
         realm, the request's ``uri``, the nonce's age, then the password. The status to
         answer (200: go on) and whether a 401 says the nonce is stale."""
         if not header or not header.lower().startswith("digest "):
             return 401, False
-        fields: dict[str, str] = {}
-        for part in _split_auth(header[7:]):
-            k, _, v = part.partition("=")
-            fields[k.strip().lower()] = v.strip().strip('"')
+        fields = parse_auth(header[7:])
         need = ("username", "realm", "nonce", "uri", "response")
         qop = fields.get("qop")
         if any(k not in fields for k in need) or (
@@ -204,7 +225,7 @@ class AntminerSim(MinerServer):
             return 401, True  # "nonce is stale; have client regenerate digest"
         if fields["username"] != self.username:
             return 401, False
-        ha1 = _md5(f"{self.username}:{REALM}:{self.password}")
+        ha1 = self._ha1()
         ha2 = _md5(f"{method}:{fields['uri']}")
         nonce = fields["nonce"]
         if qop == "auth":
@@ -213,14 +234,30 @@ class AntminerSim(MinerServer):
             want = _md5(f"{ha1}:{nonce}:{ha2}")
         return (200 if secrets.compare_digest(want, fields["response"]) else 401), False
 
-    async def _handle_web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with self._connection(writer, http=True):
-            method, path, headers, body = await read_http_request(reader)
+    def _answer_now(self, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        """The reply to one request when no fault is set (nothing waits): the same as
+        :meth:`_route` answers then, made without a task or a stream."""
+        self.commands_seen += 1
+        self.web_requests += 1
+        gate = self._gate(method, path, headers)
+        if isinstance(gate, str):
+            return http_reply(200, getattr(self, f"_cgi_{gate}")(body))
+        status, payload, extra = gate
+        return http_reply(status, payload, None, extra)
+
+    async def _answer_later(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> bytes | None:
+        """The reply under the faults (hang, slow, garble, malformed) and ``conf_answer_s``;
+        None: hung up without an answer."""
+        try:
             status, payload, extra = await self._route(method, path, headers, body)
-            garbled = None
-            if self._fault(FaultKind.MALFORMED) is not None:
-                garbled = b'{"STATUS":{"STATUS":"S",' + b"\xff\xfe"
-            await write_http_reply(writer, status, payload, garbled, extra)
+        except ConnectionError:
+            return None
+        garbled = None
+        if self._fault(FaultKind.MALFORMED) is not None:
+            garbled = b'{"STATUS":{"STATUS":"S",' + b"\xff\xfe"
+        return http_reply(status, payload, garbled, extra)
 
     async def _route(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -229,6 +266,18 @@ class AntminerSim(MinerServer):
         self.web_requests += 1
         if not await self._hang_or_slow(lambda: self._web is not None):
             raise ConnectionError("hung up")
+        gate = self._gate(method, path, headers)
+        if not isinstance(gate, str):
+            return gate
+        if gate == "set_miner_conf" and self.conf_answer_s > 0:
+            await asyncio.sleep(self.conf_answer_s)
+        return 200, getattr(self, f"_cgi_{gate}")(body), []
+
+    def _gate(
+        self, method: str, path: str, headers: dict[str, str]
+    ) -> tuple[int, Any, list[str]] | str:
+        """The digest check and the CGI's routing: the answer when it ends there (400, 401,
+        404, a ``garble`` fault), else the CGI's name."""
         status, stale = self._authorised(method, path, headers.get("authorization"))
         if status == 400:
             return 400, b"<h1>400 Bad Request</h1>", []
@@ -240,14 +289,11 @@ class AntminerSim(MinerServer):
         if not (name.startswith("/cgi-bin/") and name.endswith(".cgi")):
             return 404, b"<h1>404 Not Found</h1>", []
         cgi = name[len("/cgi-bin/") : -len(".cgi")]
-        handler = getattr(self, f"_cgi_{cgi}", None)
-        if handler is None:
+        if getattr(self, f"_cgi_{cgi}", None) is None:
             return 404, b"<h1>404 Not Found</h1>", []
-        if self._fault(FaultKind.GARBLE) is not None:
+        if self.faults and self._fault(FaultKind.GARBLE) is not None:
             return 200, [{"code": "M000"}, cgi], []  # JSON, but not the object pyasic reads
-        if cgi == "set_miner_conf" and self.conf_answer_s > 0:
-            await asyncio.sleep(self.conf_answer_s)
-        return 200, handler(body), []
+        return cgi
 
     def _cgi_get_system_info(self, _: bytes) -> dict[str, Any]:
         return {
@@ -362,19 +408,120 @@ class AntminerSim(MinerServer):
         }
 
 
-def _split_auth(value: str) -> list[str]:
-    """Split a digest header's comma-separated fields, leaving commas inside quotes alone."""
-    parts: list[str] = []
-    cur: list[str] = []
-    quoted = False
-    for ch in value:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    if cur:
-        parts.append("".join(cur))
-    return parts
+#: One ``name=value`` of a digest header: the value quoted (commas and spaces inside it are
+#: its own) or a token up to the next comma, as lighttpd's ``mod_auth_digest_get`` reads it.
+_AUTH_FIELD = re.compile(r'\s*([^\s=,]+)\s*=\s*(?:"([^"]*)"|([^,]*?))\s*(?:,|$)')
+
+
+def parse_auth(value: str) -> dict[str, str]:
+    """A digest header's fields after ``Digest ``, names lower case, quotes removed."""
+    return {m[1].lower(): m[2] if m[2] is not None else m[3] for m in _AUTH_FIELD.finditer(value)}
+
+
+#: How long a connection may take to send its request (as the stream reader it replaces).
+WEB_READ_S = 10.0
+#: A request head longer than this is no HTTP request (asyncio's stream reader limit).
+WEB_HEAD_MAX = 1 << 16
+
+
+def http_reply(
+    status: int, payload: Any, garbled: bytes | None = None, extra: list[str] | None = None
+) -> bytes:
+    """One answer's bytes, as :func:`adapters.sim.server.write_http_reply` writes them:
+    ``payload`` bytes as HTML, anything else as JSON; ``garbled`` replaces a 200's body."""
+    if isinstance(payload, bytes):
+        data, ctype = payload, "text/html"
+    else:
+        data, ctype = json.dumps(payload).encode(), "application/json"
+    if garbled is not None and status == 200:
+        data = garbled
+    head = (
+        f"HTTP/1.1 {status} {HTTP_REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n"
+    )
+    for line in extra or ():
+        head += line + "\r\n"
+    return (head + "\r\n").encode("latin-1") + data
+
+
+class _WebConnection(asyncio.Protocol):
+    """One connection to the web port: the request read as it comes (head, then
+    ``Content-Length`` bytes of body), one answer, then closed, as lighttpd without
+    keep-alive. With no fault set the answer is made in the same callback; under a fault
+    (or ``conf_answer_s``) a task makes it. Not an HTTP request, or none within
+    ``WEB_READ_S``: closed without an answer, as before."""
+
+    def __init__(self, sim: AntminerSim) -> None:
+        self.sim = sim
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not registered as asyncio.Transport: no isinstance
+        self.transport = cast(asyncio.Transport, transport)
+        self.timer = asyncio.get_running_loop().call_later(WEB_READ_S, self.close)
+        self.sim._web_open.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.timer is None:  # the request is in; anything more is not read
+            return
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > WEB_HEAD_MAX:
+                self.close()
+            return
+        try:
+            lines = self.buf[:end].decode("latin-1").split("\r\n")
+            method, target, _version = lines[0].split(" ", 2)
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                if k:
+                    headers[k.strip().lower()] = v.strip()
+            length = int(headers.get("content-length", "0") or 0)
+        except ValueError:  # no HTTP request: closed quietly
+            self.close()
+            return
+        if len(self.buf) < end + 4 + length:
+            return
+        body = bytes(self.buf[end + 4 : end + 4 + length])
+        self._request_in()
+        sim = self.sim
+        if not sim.faults and sim.conf_answer_s <= 0:
+            self._send(sim._answer_now(method, target, headers, body))
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._answer_later(method, target, headers, body)
+        )
+        sim._active.add(task)  # stop() ends it
+        task.add_done_callback(sim._active.discard)
+
+    def _request_in(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.sim._web_open.discard(self)
+
+    async def _answer_later(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> None:
+        reply = None
+        try:
+            reply = await self.sim._answer_later(method, target, headers, body)
+        finally:
+            self._send(reply)
+
+    def _send(self, reply: bytes | None) -> None:
+        if self.transport is not None and reply is not None:
+            self.transport.write(reply)
+        self.close()
+
+    def close(self) -> None:
+        self._request_in()
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._request_in()
