@@ -197,6 +197,8 @@ class PyasicMiner(MinerCommands):
         stock = self._caps.family is Family.ANTMINER_STOCK
         if stock and self._mode_as_str is not None and self.miner_mode_as_str is None:
             self._mode_as_str = not self._mode_as_str
+        if self._caps.family is Family.VNISH and applied.request.action == "run":
+            vnish.other_wake(self._miner)  # mining/resume or mining/start: the one that shows
 
     async def _reachable(self) -> bool:
         """Whether the miner's API port takes a connection: pyasic answers a refused

@@ -181,6 +181,7 @@ class WebSession:
         self.client = webdigest.DigestClient(str(web.ip), int(web.port), "", "")
         self.unlocks = 0
         self._renewing = asyncio.Lock()  # one unlock for the calls that found the token gone
+        self.wake_path = WAKES[0]  # switched when a wake is never read back (other_wake)
 
     async def _token(self, device_id: str, stale: str | None, what: str = "telemetry") -> str:
         """The token to send: the current one unless it is ``stale`` (answered 401), else a
@@ -320,15 +321,31 @@ def _verdict(device_id: str, command: str, reply: webdigest.Reply) -> Any:
 
 #: pyasic's sleep and wake as the web API commands its ``VNish`` posts (``web/vnish.py``).
 COMMANDS = {"stop_mining": "mining/stop", "resume_mining": "mining/resume"}
+#: The two documented wakes after a ``mining/stop``: pyasic's ``mining/resume`` and
+#: asic-rs's ``mining/start`` (``vnish/src/backends/v1_2_0/mod.rs``). No source says
+#: whether ``mining/resume`` starts a stopped miner or only ends a ``mining/pause``.
+WAKES = ("mining/resume", "mining/start")
 
 
 async def command(device_id: str, kept: WebSession, fn: str, timeout_s: float) -> None:
-    """Send pyasic's ``fn`` (``stop_mining``, ``resume_mining``) as it posts it, with the
-    verdict from the answer (:meth:`WebSession.post`)."""
-    path = COMMANDS.get(fn)
+    """Send pyasic's ``fn`` (``stop_mining``, ``resume_mining``) as it posts it (a wake as
+    the variant in use, :func:`other_wake`), with the verdict from the answer
+    (:meth:`WebSession.post`)."""
+    path = kept.wake_path if fn == "resume_mining" else COMMANDS.get(fn)
     if path is None:
         raise ValueError(f"no VNish command for pyasic's {fn!r}; known: {', '.join(COMMANDS)}")
     await contain(device_id, path, kept.post(device_id, path, {}), timeout_s)
+
+
+def other_wake(miner: Any) -> str | None:
+    """After a wake accepted and never read back: send the next one as the other
+    documented variant (:data:`WAKES`); the one a read-back confirms stays. The variant
+    now in use, or None where the miner has no kept session."""
+    web = kept(miner)
+    if web is None:
+        return None
+    web.wake_path = WAKES[1] if web.wake_path == WAKES[0] else WAKES[0]
+    return web.wake_path
 
 
 def kept(miner: Any) -> WebSession | None:

@@ -74,6 +74,7 @@ def _clean(sim: SimFleetThread) -> Iterator[None]:
             assert isinstance(m, VnishSim)
             m.clear_faults()
             m.command_answer = None
+            m.resume_starts_stopped = True
             m.set_profile("default")
             m.conf_preset = m.preset_name()
             m.state.phase, m.state.ramp = "mining", None
@@ -224,3 +225,43 @@ def test_a_preset_is_written_read_back_and_woken_in_four_calls(sim: SimFleetThre
         ("POST", "mining/resume"),
     ]
     assert sim.call(lambda: m.conf_preset) == "2592"
+
+
+def test_a_wake_never_confirmed_is_sent_as_the_other_documented_variant(
+    sim: SimFleetThread,
+) -> None:
+    """pyasic wakes with ``mining/resume``, asic-rs with ``mining/start``; no source says
+    whether ``mining/resume`` starts a miner ``mining/stop`` stopped. On a firmware where
+    it does not, the wake ends unconfirmed, the next is sent as ``mining/start``, and the
+    variant the read-back confirmed is kept."""
+    m = _miner(sim, 2)
+    sim.call(lambda: setattr(m, "resume_starts_stopped", False))
+    dev = PyasicMiner("vn/2", m.host, timeout_s=10.0, confirm_within_s=0.8)
+    seen: list[Outcome] = []
+
+    async def wake() -> Outcome:
+        fleet = one_device_fleet(dev, seen)
+        await fleet.connect_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("run")})
+        assert out[0].ok, out[0].error
+        await settle(fleet, dev.device_id)
+        return seen[-1]
+
+    async def sleep() -> None:
+        fleet = one_device_fleet(dev, seen)
+        await fleet.connect_all()
+        await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        await settle(fleet, dev.device_id)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
+
+    try:
+        run(sleep())
+        before = len(_calls(sim, m))
+        assert run(wake()).kind is OutcomeKind.UNCONFIRMED
+        assert run(wake()).kind is OutcomeKind.CONFIRMED
+        run(sleep())
+        assert run(wake()).kind is OutcomeKind.CONFIRMED  # the variant that worked, kept
+    finally:
+        sim.call(lambda: setattr(m, "resume_starts_stopped", True))
+    posts = [p for meth, p in _calls(sim, m, before) if meth == "POST" and p != "unlock"]
+    assert posts == ["mining/resume", "mining/start", "mining/stop", "mining/start"]

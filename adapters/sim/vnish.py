@@ -42,7 +42,12 @@ What the firmware does with the commands is this simulator's physics
 then "stopped" at the control board's draw), ``mining/resume``, ``mining/start`` and
 ``mining/restart`` boot and ramp it back ("starting", then "mining"), a preset change
 retunes it. No source says whether ``mining/resume`` restarts a *stopped* miner (rather
-than only ending a ``mining/pause``); pyasic pairs stop with resume, and so does this.
+than only ending a ``mining/pause``); pyasic pairs stop with resume, asic-rs
+(``vnish/src/backends/v1_2_0``) with ``mining/start``. By default it does;
+``resume_starts_stopped = False`` is the other firmware.
+
+Writes are answered ``{}`` (pyasic reads an empty answer as success); ``command_answer``
+puts another answer in its place (an error status, ``"success": false``, another body).
 
 Refusals: a wrong password is refused at ``unlock`` (401), and a missing or stale token
 on any call but the reads a VNish 1.2.6 API reference shows without one (``info``,
@@ -89,6 +94,11 @@ class VnishSim(MinerServer):
     #: ``"success": false``. How VNish words a refusal is not public; asic-rs
     #: (``vnish/src/backends/v1_2_0/web.rs``) takes any status outside 2xx as an error.
     command_answer: tuple[int, Any] | None = None
+    #: False: ``mining/resume`` only ends a ``mining/pause`` and leaves a miner stopped by
+    #: ``mining/stop`` stopped; ``mining/start`` starts it. No source says which VNish
+    #: does: pyasic pairs stop with resume, asic-rs (``vnish/src/backends/v1_2_0``) with
+    #: start.
+    resume_starts_stopped: bool = True
     web_calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
 
     description: ClassVar[str] = f"bmminer {BMMINER_VERSION}"
@@ -344,7 +354,7 @@ class VnishSim(MinerServer):
             "mining/stop": self.sleep,
             "mining/pause": self.sleep,
             "mining/start": self.wake,
-            "mining/resume": self.wake,
+            "mining/resume": self._resume,
             "mining/restart": self._restart_mining,
             "system/reboot": self._reboot_soon,
             "find-miner": None,
@@ -362,6 +372,11 @@ class VnishSim(MinerServer):
                 self._later(fn)
             got = {}  # pyasic reads an empty answer as {"success": True}
         return got if answer is None else HttpReply(*answer)
+
+    def _resume(self) -> None:
+        stopped = self.state.phase == "sleeping"
+        if self.resume_starts_stopped or not stopped:
+            self.wake()
 
     @staticmethod
     def _answer_does(answer: tuple[int, Any]) -> bool:
