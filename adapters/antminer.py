@@ -81,6 +81,21 @@ class WebSession:
         self.write_timeout_s = write_timeout_s
         self._client: webdigest.DigestClient | None = None
         self._write: asyncio.Task[dict[str, Any]] | None = None  # sent, answer not yet come
+        #: (mode, as_str) -> (the configuration read, the body made from it)
+        self._bodies: dict[tuple[int, bool], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def body_for(self, conf: dict[str, Any], mode: int, as_str: bool) -> dict[str, Any] | None:
+        """The ``set_miner_conf`` body made before from a configuration equal to ``conf``
+        (None: none yet). pyasic's ``MinerConfig`` round trip is a pure function of the
+        configuration read and the mode (pyasic's one setting it reads, the mode's JSON
+        type, is overwritten), and a miner's configuration rarely changes between writes."""
+        kept = self._bodies.get((mode, as_str))
+        return kept[1] if kept is not None and kept[0] == conf else None
+
+    def keep_body(
+        self, conf: dict[str, Any], mode: int, as_str: bool, body: dict[str, Any]
+    ) -> None:
+        self._bodies[mode, as_str] = (conf, body)
 
     def install(self) -> None:
         """pyasic's own calls on this web API go through the session."""
@@ -235,13 +250,18 @@ async def set_work_mode(
             f"{what}: get_miner_conf answered no configuration ({str(conf)[:120]}); "
             "nothing written, so that its pools are not overwritten",
         )
-    try:
-        cfg = MinerConfig.from_am_modern(conf)
-        cfg.mining_mode = MiningModeConfig.sleep() if mode == SLEEP else MiningModeConfig.normal()
-        body = cfg.as_am_modern()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadReply(device_id, f"{what}: configuration unusable: {exc!r}") from None
-    body["miner-mode"] = str(mode) if as_str else mode
+    body = kept.body_for(conf, mode, as_str) if kept is not None else None
+    if body is None:
+        try:
+            cfg = MinerConfig.from_am_modern(conf)
+            sleep = mode == SLEEP
+            cfg.mining_mode = MiningModeConfig.sleep() if sleep else MiningModeConfig.normal()
+            body = cfg.as_am_modern()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadReply(device_id, f"{what}: configuration unusable: {exc!r}") from None
+        body["miner-mode"] = str(mode) if as_str else mode
+        if kept is not None:
+            kept.keep_body(conf, mode, as_str, body)
     step = f"{what}: set_miner_conf"
     if kept is None:
         reply = await contain(device_id, step, web.set_miner_conf(body), timeout_s)

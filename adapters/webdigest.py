@@ -128,40 +128,54 @@ def _resolve_qop(qop: str | None) -> str | None:
     raise Garbled(f"digest qop {qop!r}: only 'auth' is supported")
 
 
+class DigestAuth:
+    """One challenge's digest, made once: HA1 (and the resolved ``qop``) when the challenge
+    comes, HA2 once per method and URI; per request only the response's own hash, with a
+    fresh ``cnonce`` and the next ``nc``, as httpx's ``DigestAuth`` sends each request."""
+
+    def __init__(self, username: str, password: str, ch: Challenge) -> None:
+        algorithm = ch.algorithm.upper()
+        hash_fn = _HASHES.get(algorithm.removesuffix("-SESS"))
+        if hash_fn is None:
+            raise Garbled(f"digest algorithm {ch.algorithm!r} is not supported")
+        self.hash_fn = hash_fn
+        self.sess = algorithm.endswith("-SESS")
+        self.username, self.ch = username, ch
+        self.ha1 = self._digest(f"{username}:{ch.realm}:{password}")
+        self.qop = _resolve_qop(ch.qop)
+        self._ha2: dict[tuple[str, str], str] = {}
+        # the header's fixed parts, in httpx's order: before the uri, and after the response
+        self._head = f'Digest username="{username}", realm="{ch.realm}", nonce="{ch.nonce}", '
+        self._tail = f", algorithm={ch.algorithm}" + (
+            f', opaque="{ch.opaque}"' if ch.opaque else ""
+        )
+
+    def _digest(self, text: str) -> str:
+        return str(self.hash_fn(text.encode()).hexdigest())
+
+    def header(self, method: str, uri: str, nc: int) -> str:
+        """The ``Authorization`` value for one request."""
+        ha2 = self._ha2.get((method, uri))
+        if ha2 is None:
+            ha2 = self._ha2[method, uri] = self._digest(f"{method}:{uri}")
+        cnonce = secrets.token_hex(8)  # httpx: 16 hex digits of a SHA-1 over random data
+        ha1, nonce = self.ha1, self.ch.nonce
+        if self.sess:
+            ha1 = self._digest(f"{ha1}:{nonce}:{cnonce}")
+        out = f'{self._head}uri="{uri}", response="'
+        if self.qop is None:
+            return out + self._digest(f"{ha1}:{nonce}:{ha2}") + '"' + self._tail
+        nc_value = f"{nc:08x}"
+        response = self._digest(f"{ha1}:{nonce}:{nc_value}:{cnonce}:auth:{ha2}")
+        return f'{out}{response}"{self._tail}, qop=auth, nc={nc_value}, cnonce="{cnonce}"'
+
+
 def authorization(
     username: str, password: str, method: str, uri: str, ch: Challenge, nc: int
 ) -> str:
     """The ``Authorization`` value for one request, field by field as httpx's
     ``DigestAuth._build_auth_header`` writes it (RFC 7616; RFC 2069 without qop)."""
-    algorithm = ch.algorithm.upper()
-    sess = algorithm.endswith("-SESS")
-    hash_fn = _HASHES.get(algorithm.removesuffix("-SESS"))
-    if hash_fn is None:
-        raise Garbled(f"digest algorithm {ch.algorithm!r} is not supported")
-
-    def digest(text: str) -> str:
-        return str(hash_fn(text.encode()).hexdigest())
-
-    nc_value = f"{nc:08x}"
-    cnonce = secrets.token_hex(8)  # httpx: 16 hex digits of a SHA-1 over random data
-    ha1 = digest(f"{username}:{ch.realm}:{password}")
-    if sess:
-        ha1 = digest(f"{ha1}:{ch.nonce}:{cnonce}")
-    ha2 = digest(f"{method}:{uri}")
-    qop = _resolve_qop(ch.qop)
-    if qop is None:
-        response = digest(f"{ha1}:{ch.nonce}:{ha2}")
-    else:
-        response = digest(f"{ha1}:{ch.nonce}:{nc_value}:{cnonce}:{qop}:{ha2}")
-    out = (
-        f'Digest username="{username}", realm="{ch.realm}", nonce="{ch.nonce}", '
-        f'uri="{uri}", response="{response}", algorithm={ch.algorithm}'
-    )
-    if ch.opaque:
-        out += f', opaque="{ch.opaque}"'
-    if qop:
-        out += f', qop=auth, nc={nc_value}, cnonce="{cnonce}"'
-    return out
+    return DigestAuth(username, password, ch).header(method, uri, nc)
 
 
 class DigestClient:
@@ -172,8 +186,9 @@ class DigestClient:
         self.host, self.port = host, port
         self.username, self.password = username, password
         self._host_header = host if port == 80 else f"{host}:{port}"
-        self._challenge: Challenge | None = None
+        self._auth: DigestAuth | None = None  # the last challenge's, made once
         self._nc = 1
+        self._heads: dict[tuple[str, str, bool, tuple[tuple[str, str], ...]], tuple[str, str]] = {}
         self.requests = 0  # every request sent, for tests and counters
 
     async def request(
@@ -193,14 +208,13 @@ class DigestClient:
             body = json.dumps(
                 json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode()
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\nAccept: */*\r\n"
-            "Accept-Encoding: gzip, deflate\r\nConnection: close\r\nUser-Agent: gridsched\r\n"
-        )
-        if json_body is not None:
-            head += f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n"
-        for name, value in headers:
-            head += f"{name}: {value}\r\n"
+        key = (method, path, json_body is not None, headers)
+        parts = self._heads.get(key)
+        if parts is None:  # the same few requests go to a miner again and again: made once
+            if len(self._heads) >= 64:
+                self._heads.clear()
+            parts = self._heads[key] = self._head(*key)
+        head = parts[0] if json_body is None else f"{parts[0]}{len(body)}{parts[1]}"
         reply = await self._send(head, method, path, body, on_sending)
         if reply.status != 401:
             return reply
@@ -210,8 +224,25 @@ class DigestClient:
         )
         if found is None:
             return reply
-        self._challenge, self._nc = parse_challenge(found), 1
+        self._auth, self._nc = DigestAuth(self.username, self.password, parse_challenge(found)), 1
         return await self._send(head, method, path, body, on_sending)
+
+    def _head(
+        self, method: str, path: str, has_body: bool, headers: tuple[tuple[str, str], ...]
+    ) -> tuple[str, str]:
+        """A request's head without its ``Authorization``: whole, or with a body the parts
+        before and after its ``Content-Length`` value."""
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\nAccept: */*\r\n"
+            "Accept-Encoding: gzip, deflate\r\nConnection: close\r\nUser-Agent: gridsched\r\n"
+        )
+        rest = ""
+        if has_body:
+            head += "Content-Length: "
+            rest = "\r\nContent-Type: application/json\r\n"
+        for name, value in headers:
+            rest += f"{name}: {value}\r\n"
+        return (head + rest, "") if not has_body else (head, rest)
 
     async def _send(
         self,
@@ -221,12 +252,9 @@ class DigestClient:
         body: bytes,
         on_sending: Callable[[], None] | None,
     ) -> Reply:
-        if self._challenge is not None:
-            auth = authorization(
-                self.username, self.password, method, path, self._challenge, self._nc
-            )
+        if self._auth is not None:
+            head += f"Authorization: {self._auth.header(method, path, self._nc)}\r\n"
             self._nc += 1
-            head += f"Authorization: {auth}\r\n"
         data = head.encode("latin-1") + b"\r\n" + body
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Reply] = loop.create_future()

@@ -5,9 +5,12 @@ digest header read as lighttpd reads it. OS-chosen ports on 127.0.0.1: no root n
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import types
 from typing import Any
 
-from adapters import webdigest
+from adapters import antminer, webdigest
 from adapters.sim.antminer import REALM, AntminerSim, parse_auth
 from adapters.sim.server import FaultKind
 
@@ -100,4 +103,92 @@ def test_the_digest_header_is_read_field_by_field_commas_inside_quotes_kept() ->
         "qop": "auth",
         "nc": "00000001",
         "cnonce": "c d",
+    }
+
+
+def _rfc7616(user: str, pwd: str, method: str, uri: str, header: str) -> str:
+    """The response an RFC 7616 MD5 digest with qop=auth must carry, from the header's own
+    nonce, nc and cnonce (computed here from scratch, not by the client's code)."""
+    f = parse_auth(header[7:])
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    ha1, ha2 = md5(f"{user}:{f['realm']}:{pwd}"), md5(f"{method}:{uri}")
+    return md5(f"{ha1}:{f['nonce']}:{f['nc']}:{f['cnonce']}:auth:{ha2}")
+
+
+def test_the_digest_made_once_per_challenge_is_right_for_every_request() -> None:
+    """HA1 made once, HA2 once per method and URI: each request's response is still the
+    RFC's, with its own cnonce and the next nc, and the simulated lighttpd takes it."""
+    sim = AntminerSim(host="127.0.0.1", port=0, web_port=0)
+    ch = webdigest.parse_challenge(sim._challenge())
+    auth = webdigest.DigestAuth("root", "root", ch)
+    seen = set()
+    for nc, (method, uri) in enumerate(
+        [("GET", "/cgi-bin/a.cgi"), ("POST", "/cgi-bin/a.cgi"), ("GET", "/cgi-bin/b.cgi")] * 2,
+        start=1,
+    ):
+        header = auth.header(method, uri, nc)
+        f = parse_auth(header[7:])
+        assert f["nc"] == f"{nc:08x}" and f["cnonce"] not in seen
+        seen.add(f["cnonce"])
+        assert f["response"] == _rfc7616("root", "root", method, uri, header)
+        assert sim._authorised(method, uri, header) == (200, False)
+        assert header == _httpx_order(f)
+    wrong = webdigest.DigestAuth("root", "nope", ch).header("GET", "/cgi-bin/a.cgi", 1)
+    assert sim._authorised("GET", "/cgi-bin/a.cgi", wrong) == (401, False)
+
+
+def _httpx_order(f: dict[str, str]) -> str:
+    """The header in httpx's ``DigestAuth._build_auth_header`` order and quoting."""
+    return (
+        f'Digest username="{f["username"]}", realm="{f["realm"]}", nonce="{f["nonce"]}", '
+        f'uri="{f["uri"]}", response="{f["response"]}", algorithm=MD5, qop=auth, '
+        f'nc={f["nc"]}, cnonce="{f["cnonce"]}"'
+    )
+
+
+def test_a_configuration_changed_between_writes_is_written_as_read() -> None:
+    """The write's body is made once per configuration read: when the miner's pools
+    change, the next write carries the new pools, not the body made before."""
+    from pyasic.web.antminer import AntminerModernWebAPI
+
+    async def go() -> list[Any]:
+        sim, port = await _sim()
+        bodies: list[Any] = []
+        real_set = sim._cgi_set_miner_conf
+
+        def record(body: bytes) -> dict[str, Any]:
+            bodies.append(json.loads(body))
+            return real_set(body)
+
+        sim._cgi_set_miner_conf = record  # type: ignore[method-assign]
+        web = AntminerModernWebAPI("127.0.0.1")
+        web.port = port
+        kept = antminer.WebSession(web, 5.0)
+        kept.install()
+        miner = types.SimpleNamespace(web=web)
+        try:
+            for mode in (antminer.SLEEP, antminer.NORMAL, antminer.SLEEP):
+                await antminer.set_work_mode("am", miner, mode, False, 5.0, kept)
+            real_conf = sim._cgi_get_miner_conf
+
+            def other_pool(_: bytes) -> dict[str, Any]:
+                conf = real_conf(_)
+                conf["pools"][0]["url"] = "stratum+tcp://10.0.0.9:3333"
+                return conf
+
+            sim._cgi_get_miner_conf = other_pool  # type: ignore[method-assign]
+            await antminer.set_work_mode("am", miner, antminer.NORMAL, False, 5.0, kept)
+            return bodies
+        finally:
+            await sim.stop()
+
+    bodies = asyncio.run(go())
+    assert [b["miner-mode"] for b in bodies] == [1, 0, 1, 0]
+    assert bodies[0] == bodies[2]
+    assert bodies[3]["pools"][0]["url"] == "stratum+tcp://10.0.0.9:3333"
+    assert {k: v for k, v in bodies[3].items() if k != "pools"} == {
+        k: v for k, v in bodies[1].items() if k != "pools"
     }
