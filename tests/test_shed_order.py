@@ -301,3 +301,25 @@ def test_the_daemons_order_is_the_planners_shedding_order_on_a_mixed_fleet(
             dedup.append(key)
     assert daemon == dedup
     assert daemon[:2] == [("mine", "s9"), ("mine", "s19")]  # least TH/s per kW first
+
+
+def test_the_daemon_works_its_order_out_again_only_when_a_mode_changed(tmp_path: Path) -> None:
+    """Every poll asks for the order; it is the same list until a device's mode changes,
+    however the mode was set (a command, a reading, a drift), and then follows it."""
+    d = _daemon(tmp_path)
+    d.devices.modes.update({i: "stock" for i in ("new/0", "new/1", "old/0", "old/1")})
+    d.devices.modes.update({"gpu/0": "full", "gpu/1": "full"})
+    d.shedder.refresh()
+    kept = d.shedder.order
+    d.shedder.refresh()  # nothing changed: not worked out again
+    assert d.shedder.order is kept
+    assert [s.device_id for s in kept[:4]] == ["old/0", "old/1", "new/0", "new/1"]
+    d.devices.modes["old/0"] = SLEEP  # set in place, as a poll's reading does
+    d.shedder.refresh()
+    assert d.shedder.order == shed_order(d.devices)
+    assert [s.device_id for s in d.shedder.order[:3]] == ["old/1", "new/0", "new/1"]
+    d.devices.modes["gpu/1"] = "low"
+    d.shedder.refresh()
+    assert [(s.device_id, s.mode) for s in d.shedder.order if s.device_id == "gpu/1"] == [
+        ("gpu/1", SLEEP)
+    ]

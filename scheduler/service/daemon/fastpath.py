@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from adapters import registry
 from adapters.base import Health, ModeRequest
 from adapters.fleet import Fleet, Outcome
-from models.devices import DeviceKind
+from models.devices import DeviceClass, DeviceKind, Mode
 from models.economics import site_load_kw
 from models.site import Posture
 from scheduler.planner.class_caps import class_excess_kw
@@ -44,6 +44,12 @@ class ShedStep:
     alone: tuple[float, float] | None = None
 
 
+#: One device's step less its id: (0 miners, 1 GPU cap-downs, 2 GPU sleeps; its value per
+#: kW; (request, mode, saves_kw, tokens_lost, alone)), the same for every device of a class
+#: in one mode with the same modes barred.
+_Step = tuple[int, float, tuple[ModeRequest, str, float, float, "tuple[float, float] | None"]]
+
+
 def shed_order(devices: DeviceModes) -> list[ShedStep]:
     """Least valuable kW first (the order of ``scheduler.planner.shedding``, over devices);
     precomputed so that a signal needs no thinking."""
@@ -52,49 +58,71 @@ def shed_order(devices: DeviceModes) -> list[ShedStep]:
     def at_meter(it_kw: float) -> float:  # a change in IT power, at the meter
         return float(site_load_kw(it_kw, pue, 0.0))
 
-    miners: list[tuple[float, ShedStep]] = []
-    downcaps: list[tuple[float, ShedStep]] = []
-    sleeps: list[tuple[float, ShedStep]] = []
+    groups: tuple[list[tuple[float, ShedStep]], ...] = ([], [], [])
+    # Worked out once per (class, mode, modes barred), not per device: per device, it took
+    # about 0.2 s of CPU at 9,548 devices, in every poll.
+    memo: dict[tuple[str, str, frozenset[str]], list[_Step]] = {}
     for device_id, st in devices.fleet.status.items():
         dc = devices.classes[st.group]
         # A device that cannot be read stays in the order: it may be drawing (at its mode,
         # or the class's top mode if it was never read or its mode is not known).
         mode = devices.modes.get(device_id, UNKNOWN)
-        m = dc.mode(top_mode(dc) if mode == UNKNOWN else mode)
-        if m is None:  # asleep
-            continue
-        saves = at_meter(m.power_kw - dc.idle_kw)
-        if dc.kind is DeviceKind.ASIC:
-            step = ShedStep(device_id, ModeRequest("sleep"), SLEEP, saves)
-            miners.append((float(value_per_kw(m.hashrate_ths, saves)), step))
-            continue
-        # Down only into a mode the plan offers under the latency objective (the planner's
-        # rule, devices.offered): one that misses it would leave committed serving missing
-        # its objective through the event. None lower: the GPU may only sleep.
-        offered = devices.offered[dc.name]
-        tok = devices.counted[dc.name].get(m.name, m.throughput_tokens_s)
-        barred = devices.barred(device_id)  # a GPU that cannot lock: no clock modes
-        lower = [
-            x
-            for x in dc.modes
-            if offered.get(x.name, 0.0) > 0 and x.power_kw < m.power_kw and x.name not in barred
-        ]
-        low = min(lower, key=lambda x: x.power_kw, default=m)
-        low_tok = offered[low.name] if low is not m else tok
-        if low is not m:
-            lost = max(tok - low_tok, 0.0)
-            down_kw = at_meter(m.power_kw - low.power_kw)
-            request = registry.mode_request(dc, low.name)  # with its clock lock, if any
-            step = ShedStep(device_id, request, low.name, down_kw, lost)
-            downcaps.append((float(value_per_kw(lost, down_kw)), step))
-        low_kw = at_meter(low.power_kw - dc.idle_kw)
-        alone = (saves, tok)  # asleep straight from its mode now
-        step = ShedStep(device_id, ModeRequest("sleep"), SLEEP, low_kw, low_tok, alone)
-        sleeps.append((float(value_per_kw(low_tok, low_kw)), step))
+        # a GPU that cannot lock: no clock modes
+        barred = _NONE if dc.kind is DeviceKind.ASIC else devices.barred(device_id)
+        steps = memo.get((st.group, mode, barred))
+        if steps is None:
+            steps = memo[(st.group, mode, barred)] = _steps(devices, dc, mode, barred, at_meter)
+        for bucket, value, step in steps:
+            groups[bucket].append((value, ShedStep(device_id, *step)))
     order: list[ShedStep] = []
-    for group in (miners, downcaps, sleeps):
+    for group in groups:
         order += [s for _, s in sorted(group, key=lambda x: x[0])]
     return order
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def _steps(
+    devices: DeviceModes,
+    dc: DeviceClass,
+    mode: str,
+    barred: frozenset[str],
+    at_meter: Callable[[float], float],
+) -> list[_Step]:
+    """The steps of one device of ``dc`` in ``mode`` (none asleep)."""
+    m = dc.mode(top_mode(dc) if mode == UNKNOWN else mode)
+    if m is None:  # asleep
+        return []
+    saves = at_meter(m.power_kw - dc.idle_kw)
+    if dc.kind is DeviceKind.ASIC:
+        value = float(value_per_kw(m.hashrate_ths, saves))
+        return [(0, value, (ModeRequest("sleep"), SLEEP, saves, 0.0, None))]
+    # Down only into a mode the plan offers under the latency objective (the planner's
+    # rule, devices.offered): one that misses it would leave committed serving missing
+    # its objective through the event. None lower: the GPU may only sleep.
+    offered = devices.offered[dc.name]
+    tok = devices.counted[dc.name].get(m.name, m.throughput_tokens_s)
+    lower = [
+        x
+        for x in dc.modes
+        if offered.get(x.name, 0.0) > 0 and x.power_kw < m.power_kw and x.name not in barred
+    ]
+    low = min(lower, key=lambda x: x.power_kw, default=m)
+    low_tok = offered[low.name] if low is not m else tok
+    out: list[_Step] = []
+    if low is not m:
+        lost = max(tok - low_tok, 0.0)
+        down_kw = at_meter(m.power_kw - low.power_kw)
+        request = registry.mode_request(dc, low.name)  # with its clock lock, if any
+        out.append(
+            (1, float(value_per_kw(lost, down_kw)), (request, low.name, down_kw, lost, None))
+        )
+    low_kw = at_meter(low.power_kw - dc.idle_kw)
+    alone = (saves, tok)  # asleep straight from its mode now
+    value = float(value_per_kw(low_tok, low_kw))
+    out.append((2, value, (ModeRequest("sleep"), SLEEP, low_kw, low_tok, alone)))
+    return out
 
 
 def choose(
@@ -160,10 +188,21 @@ class Shedder:
         self.running = False
         self.again: str | None = None
         self._confirm_pending = False
+        # what the order was worked out from (the classes, their offers and the site stay)
+        self._order_of: tuple[dict[str, str], tuple[frozenset[str], ...]] | None = None
+        self._gpus = [
+            i for i, st in fleet.status.items() if devices.classes[st.group].kind is DeviceKind.GPU
+        ]
         devices.listeners.append(self.refresh)
 
     def refresh(self) -> None:
-        self.order = shed_order(self.devices)
+        """Work the shed order out again if the devices' modes, or the modes barred to a GPU,
+        changed since. Every poll asks: at 9,548 devices working it out took 20-200 ms of
+        CPU, seeing that nothing changed about 1 ms."""
+        key = (dict(self.devices.modes), tuple(self.devices.barred(i) for i in self._gpus))
+        if key != self._order_of:
+            self.order = shed_order(self.devices)
+            self._order_of = key
 
     def reading_gaps(self) -> tuple[float, dict[str, float]]:
         """How far readings of awake devices lag their modes, at the meter: the kW that
@@ -179,17 +218,24 @@ class Shedder:
         pue = self.config.site.pue
         below: dict[str, float] = {}
         above: dict[str, float] = {}
+        modes, pending, status = self.devices.modes, self.fleet.pending, self.fleet.status
+        # (class, mode) -> (class, its Mode): a few pairs for thousands of devices, looked up
+        # once each (this walk runs before a curtail's first command)
+        found: dict[tuple[str, str], tuple[str, Mode | None]] = {}
         for device_id, t in self.power.readings.items():
-            mode = self.devices.modes.get(device_id, SLEEP)
-            if mode == SLEEP or device_id in self.fleet.pending or t.power_w is None:
+            mode = modes.get(device_id, SLEEP)
+            if mode == SLEEP or device_id in pending or t.power_w is None:
                 continue
-            dc = self.devices.class_of(device_id)
-            m = dc.mode(mode)
+            key = (status[device_id].group, mode)
+            if key not in found:
+                dc = self.devices.classes[key[0]]
+                found[key] = (dc.name, dc.mode(mode))
+            name, m = found[key]
             if m is None:
                 continue
             gap = m.power_kw - t.power_w / 1000.0
             if gap > 0:
-                below[dc.name] = below.get(dc.name, 0.0) + gap
+                below[name] = below.get(name, 0.0) + gap
             elif gap < 0:
                 above[device_id] = float(site_load_kw(-gap, pue, 0.0))
         return below, above

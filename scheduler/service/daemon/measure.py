@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.base import Telemetry
-from adapters.fleet import Fleet
+from adapters.fleet import DeviceStatus, Fleet
 from adapters.meter import MeterError, MeterReading, ModbusMeter
 from scheduler.service.daemon.devices import DeviceModes, mode_kw
 from scheduler.service.daemon.plans import CurrentPlan
@@ -94,9 +94,13 @@ class Power:
         return out
 
     def _site_power(self, expect: bool, now: float) -> SitePower:
+        # one walk over the fleet with what is the same for every device looked up once: at
+        # 9,548 devices each lookup saved is milliseconds of every poll and every shed
+        kinds = {name: dc.kind.value for name, dc in self.devices.classes.items()}
+        pending = self.fleet.pending
+        one = self._device
         devices = {
-            i: (self.devices.classes[st.group].kind.value, self.device(i, expect))
-            for i, st in self.fleet.status.items()
+            i: (kinds[st.group], one(i, st, expect, pending)) for i, st in self.fleet.status.items()
         }
         unmanaged = 0.0  # classes without adapters: as planned
         managed = {st.group for st in self.fleet.status.values()}
@@ -116,11 +120,17 @@ class Power:
     def device(self, device_id: str, expect: bool) -> DevicePower:
         """One device's IT power as counted: its pending command's mode (``expect``), its
         reading, else its last known power or its mode's."""
-        dc = self.devices.class_of(device_id)
-        told = self.devices.awaiting(device_id) if expect else None
+        return self._device(device_id, self.fleet.status[device_id], expect, self.fleet.pending)
+
+    def _device(
+        self, device_id: str, st: DeviceStatus, expect: bool, pending: Mapping[str, object]
+    ) -> DevicePower:
+        dc = self.devices.classes[st.group]
+        # DeviceModes.awaiting, with the fleet's pending commands looked up once per walk
+        told = self.devices.modes.get(device_id) if expect and device_id in pending else None
         t = self.readings.get(device_id)
         read = device_id in self.fresh and t is not None and t.power_w is not None
-        latest = self.fleet.status[device_id].telemetry
+        latest = st.telemetry
         # A poll settles each command as its device answers but hands its readings over once
         # all have: a device read back in between counts at that reading, not at the poll
         # before's (asleep, yet at full power: the fast path would shed for it again).
