@@ -300,7 +300,8 @@ def test_stopping_the_fleet_ends_the_control_connections_still_open() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", fleet.control_port)
         writer.write(b'{"op": "list"}\n')
         await writer.drain()
-        assert json.loads(await reader.readline())  # the handler is serving this connection
+        # the handler is serving this connection (bounded: a silent one fails, not hangs)
+        assert json.loads(await asyncio.wait_for(reader.readline(), 30.0))
         await fleet.stop()
         left = [
             repr(t.get_coro())
