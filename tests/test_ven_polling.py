@@ -165,4 +165,7 @@ def test_a_slow_vtn_is_polled_earlier_and_status_says_the_interval(vtn: VtnDoubl
     st = run(go())
     assert st["poll_took_s"] >= 0.3
     assert st["poll_interval_s"] <= 1.5 - 0.3 * 1.25 - SHED_ALLOWANCE_S + 1e-9
-    assert st["poll_within_period"] is True
+    # within the period unless this host took over 0.9 s for a local poll: what status
+    # says follows from the time the poll took, never assumed from the wall clock
+    lead_s = st["poll_took_s"] * 1.25 + SHED_ALLOWANCE_S
+    assert st["poll_within_period"] is (1.5 - lead_s >= 1.5 / 10)
