@@ -47,7 +47,7 @@ class OutcomeKind(StrEnum):
     FAILED = "failed"  # no usable answer (unreachable, timeout, unparseable)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Outcome:
     """What happened to one control call: ``ok`` with what was applied, or the error.
 
@@ -66,15 +66,43 @@ class Outcome:
     at: float = field(default_factory=time.time)
     kind: OutcomeKind = OutcomeKind.ACCEPTED
 
-    def __post_init__(self) -> None:
-        if not self.ok and self.kind in (OutcomeKind.ACCEPTED, OutcomeKind.CONFIRMED):
-            object.__setattr__(self, "kind", OutcomeKind.FAILED)
+    def __init__(
+        self,
+        device_id: str,
+        request: ModeRequest,
+        ok: bool,
+        attempts: int,
+        latency_s: float,
+        applied: Applied | None = None,
+        error: str | None = None,
+        at: float | None = None,
+        kind: OutcomeKind = OutcomeKind.ACCEPTED,
+    ) -> None:
+        if not ok and kind in (OutcomeKind.ACCEPTED, OutcomeKind.CONFIRMED):
+            kind = OutcomeKind.FAILED
+        # The fields written into the instance's dict at once: the generated __init__ of a
+        # frozen dataclass sets each through object.__setattr__, 3-4 times the cost, and
+        # a fleet makes two Outcomes per command (sent, then read back).
+        self.__dict__.update(
+            device_id=device_id,
+            request=request,
+            ok=ok,
+            attempts=attempts,
+            latency_s=latency_s,
+            applied=applied,
+            error=error,
+            at=time.time() if at is None else at,
+            kind=kind,
+        )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Pending:
     """An accepted command waiting for a reading that shows it."""
 
     outcome: Outcome
     sent_at: float  # unix seconds the command went out
     deadline: float  # unix seconds past which it is unconfirmed
+
+    def __init__(self, outcome: Outcome, sent_at: float, deadline: float) -> None:
+        self.__dict__.update(outcome=outcome, sent_at=sent_at, deadline=deadline)  # as Outcome
