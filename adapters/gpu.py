@@ -188,12 +188,10 @@ class NvmlGpu(DeviceAdapter):
 
     async def read(self) -> Telemetry:
         now = time.time()
-        power = float(await self._call("power_w"))
-        limit = float(await self._call("limit_w"))
-        energy = float(await self._call("energy_j"))
-        util = float(await self._call("utilisation_pct"))
-        clock = float(await self._call("sm_clock_mhz"))
-        temp = float(await self._call("temperature_c"))
+        # one call for the six figures (adapters.nvml.READING): a hop to NVML's thread or a
+        # round trip to the simulator each cost more than the figures themselves
+        figures = await self._call("reading")
+        power, limit, energy, util, clock, temp = (float(x) for x in figures)
         lo = self.info.min_power_w if self.info else None
         asleep = self._asleep and lo is not None and abs(limit - lo) <= 1.0
         clocks, unknown = self._clocks_in_force(clock)

@@ -31,6 +31,9 @@ _ERROR_HINTS = {
     "INVALID_ARGUMENT": "value outside what the GPU accepts",
 }
 _UNSUPPORTED = {"LIBRARY_NOT_FOUND", "DRIVER_NOT_LOADED", "NO_PERMISSION", "NOT_SUPPORTED"}
+#: The calls of one reading, in order, that a backend answers together for the ``reading``
+#: call (one worker-thread hop, one round trip to a simulator): the adapter's figures.
+READING = ("power_w", "limit_w", "energy_j", "utilisation_pct", "sm_clock_mhz", "temperature_c")
 
 
 def nvml_error(device: str, what: str, code: str, message: str) -> AdapterError:
@@ -81,6 +84,8 @@ class PynvmlBackend:
 
     def _sync(self, index: int, call: str, *args: float) -> Any:
         nv = self._init()
+        if call == "reading":  # each call's error still names that call
+            return tuple(self._sync(index, c) for c in READING)
         try:
             if call == "count":
                 return nv.nvmlDeviceGetCount()

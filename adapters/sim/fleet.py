@@ -72,6 +72,7 @@ GPU_CALLS = (
     "set_locked_clocks",
     "reset_locked_clocks",
     "temperature_c",
+    "reading",  # the six figures of one reading at once (adapters.nvml.READING)
 )
 
 
@@ -327,7 +328,8 @@ class SimFleet:
             if call == "set_limit_w":
                 gpu.set_limit_w(float(req["args"][0]))
                 return {"ok": True, "result": None}
-            return {"ok": True, "result": getattr(gpu, call)()}
+            args = [float(a) for a in req.get("args", [])]  # a lock's range
+            return {"ok": True, "result": getattr(gpu, call)(*args)}
         if op == "curtails":  # when each miner last received curtail sleep/wakeup
             return {
                 "ok": True,

@@ -149,3 +149,16 @@ class SimGpu:
 
     def temperature_c(self) -> float:
         return round(32.0 + 45.0 * self.power_w() / self.tdp_w, 1)
+
+    def reading(self) -> tuple[float, float, float, float, float, float]:
+        """The figures of one reading, by the same calls in the adapter's order
+        (``adapters.nvml.READING``): one answer for a reading, as ``PynvmlBackend`` makes
+        them in one worker-thread hop, instead of six round trips to the control port."""
+        return (
+            self.power_w(),
+            self.limit_w(),
+            self.energy_j(),
+            self.utilisation_pct(),
+            self.sm_clock_mhz(),
+            self.temperature_c(),
+        )
