@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from adapters import antminer, braiins, luxos, rpccheck, vnish, whatsminer, whatsminer3
+from adapters import antminer, braiins, epic, luxos, rpccheck, vnish, whatsminer, whatsminer3
 from adapters.base import (
     AdapterError,
     Applied,
@@ -107,6 +107,8 @@ class MinerCommands(DeviceAdapter):
         web = vnish.kept(miner) if fn in vnish.COMMANDS else None  # VNish: the HTTP answer
         if web is not None and self._caps.family is Family.VNISH:
             return await self._guarded(vnish.command(self.device_id, web, fn, self.timeout_s))
+        if self._caps.family is Family.OTHER and epic.handles(miner, fn):  # its `result`
+            return await self._guarded(epic.command(self.device_id, miner, fn, self.timeout_s))
         checked = self._caps.family in (Family.OTHER, Family.BRAIINS)  # pyasic's verdict
         if checked:  # inside strict(): no answer is unreachable, not {} nor False
             if why := rpccheck.unsupported(miner, fn):

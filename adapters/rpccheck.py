@@ -25,9 +25,10 @@ not JSON. Readings, at the same time on the same miner, keep pyasic's behaviour:
 switch is a context variable, per task. A write pyasic cannot send at all is
 :class:`~adapters.base.Unsupported` (:func:`unsupported`).
 
-The web APIs of the other families (ePIC, Auradine, Goldshell, Marathon, Hiveon...) are
-pyasic's as they are: several of their writes return True whatever the miner answered
-(docs/hardware.md, "Write verdicts"); for them only the read-back says done.
+ePIC's web API has a path of its own (:mod:`adapters.epic`). The other families' web
+APIs (Auradine, Goldshell, Marathon, Hiveon...) are pyasic's as they are: several of
+their writes return True whatever the miner answered (docs/hardware.md, "Write
+verdicts"); for them only the read-back says done.
 """
 
 from __future__ import annotations

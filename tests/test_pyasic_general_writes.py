@@ -12,6 +12,11 @@ API as pyasic's discovery and backends read it (``miners/factory.py``: ``version
 ``PROD`` for Avalon, ``devdetails``' ``Model`` for Braiins OS+; ``backends/avalonminer.py``:
 ``ascset 0,softoff`` answered with "success" in ``Msg``; ``backends/braiins_os.py``
 ``BOSMiner``: ``pause`` / ``resume`` answered with a ``PAUSE`` / ``RESUME`` section).
+
+ePIC PowerPlay (Family.OTHER on a web API) is sent by the adapter itself
+(``adapters/epic.py``): pyasic read ``success`` from an answer that carries ``result``,
+and took ``{}`` as success. A loopback server serves its dashboard page on 80 and its
+HTTP API on 4028 as pyasic's discovery and ``web/epic.py`` reach them.
 """
 
 from __future__ import annotations
@@ -237,3 +242,131 @@ def test_a_miner_pyasic_cannot_command_is_unsupported_not_refused(host: str) -> 
             await api.stop()
 
     asyncio.run(go())
+
+
+#: ePIC PowerPlay's answer to ``POST /miner`` (``{"param": "Stop" | "Autostart",
+#: "password": ...}``, as pyasic's ``web/epic.py`` posts it): ``result`` true or false with
+#: an ``error``, as asic-rs reads it (``asic-rs-firmwares/epic/src/backends/v1/mod.rs``,
+#: ``Pause``/``Resume``). pyasic's ``ePIC.stop_mining`` reads ``success`` instead.
+EPIC_ANSWERS: dict[str, bytes | None] = {
+    "ok": b'{"result": true, "error": null}',
+    "refused": b'{"result": false, "error": "Invalid password"}',
+    "empty-object": b"{}",
+    "garbage": b"\xff\xfe<html>busy</html>",
+    "close": None,
+}
+
+
+@dataclass
+class EpicWeb:
+    """An ePIC miner's web UI on 80 (the page pyasic's discovery knows it by: "Miner Web
+    Dashboard") and its HTTP API on 4028 (``GET /capabilities`` names the model,
+    ``POST /miner`` starts and stops it); ``write`` picks the answer to ``/miner``."""
+
+    host: str
+    write: str = "ok"
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    _servers: list[asyncio.AbstractServer] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for port in (80, 4028):
+            self._servers.append(await asyncio.start_server(self._serve, self.host, port))
+
+    async def stop(self) -> None:
+        for s in self._servers:
+            s.close()
+            await s.wait_closed()
+        self._servers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(2.0):  # pyasic's socket probe sends no HTTP: dropped
+                head = await reader.readuntil(b"\r\n\r\n")
+                line, *rest = head.decode("latin-1").split("\r\n")
+                length = next(
+                    (
+                        int(h.split(":", 1)[1])
+                        for h in rest
+                        if h.lower().startswith("content-length")
+                    ),
+                    0,
+                )
+                body = await reader.readexactly(length) if length else b""
+            method, path = line.split(" ")[:2]
+            answer = self._answer(method, path, body)
+            if answer is not None:
+                status, ctype, data = answer
+                writer.write(
+                    f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}"
+                    "\r\nConnection: close\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _answer(self, method: str, path: str, body: bytes) -> tuple[str, str, bytes] | None:
+        if path == "/":
+            page = b"<html><head><title>Miner Web Dashboard</title></head></html>"
+            return "200 OK", "text/html", page
+        if method == "GET" and path == "/capabilities":
+            return "200 OK", "application/json", b'{"Model": "Antminer S19j Pro"}'
+        if method == "POST" and path == "/miner":
+            self.posts.append(json.loads(body))
+            data = EPIC_ANSWERS[self.write]
+            return None if data is None else ("200 OK", "application/json", data)
+        return "404 Not Found", "application/json", b'{"result": false, "error": "not found"}'
+
+
+@pytest.fixture
+def epic_host() -> Iterator[str]:
+    yield loopback_host(ports=(4028, 80))
+
+
+def _epic(
+    epic_host: str, write: str, expect: type[Exception] | None, match: str | None = None
+) -> EpicWeb:
+    web = EpicWeb(epic_host, write)
+
+    async def go() -> None:
+        await web.start()
+        try:
+            dev = PyasicMiner("epic/0", epic_host, timeout_s=5.0)
+            info = await dev.connect()
+            assert info.family == "other" and info.firmware == "ePIC", info
+            if expect is None:
+                await dev.apply(ModeRequest("sleep"))
+            else:
+                with pytest.raises(expect, match=match):
+                    await dev.apply(ModeRequest("sleep"))
+        finally:
+            await web.stop()
+
+    asyncio.run(go())
+    return web
+
+
+def test_epic_a_stop_answered_result_true_is_accepted(epic_host: str) -> None:
+    """pyasic reads ``success`` from an answer that has ``result``: every stop ePIC took
+    read as refused."""
+    web = _epic(epic_host, "ok", None)
+    assert web.posts == [{"param": "Stop", "password": "letmein"}]
+
+
+def test_epic_a_stop_answered_result_false_is_refused_in_its_words(epic_host: str) -> None:
+    _epic(epic_host, "refused", ControlRejected, "Invalid password")
+
+
+def test_epic_an_empty_answer_is_never_success(epic_host: str) -> None:
+    """pyasic's ePIC client answers ``{}`` with ``{"success": True}``."""
+    _epic(epic_host, "empty-object", BadReply, "result")
+
+
+def test_epic_a_stop_closed_unanswered_is_unreachable(epic_host: str) -> None:
+    _epic(epic_host, "close", DeviceUnreachable)
+
+
+def test_epic_a_stop_answered_in_garbage_is_unreadable(epic_host: str) -> None:
+    _epic(epic_host, "garbage", BadReply)
