@@ -29,7 +29,8 @@ What pyasic (0.79) reads and writes for a Whatsminer whose firmware predates API
   kept per miner, not per client IP: one controller is one IP. The AES key depends only on
   the password and ``salt``, so a miner derives it once; each token's sign once, when
   issued (the md5-crypts a real miner does in C cost this simulator's one process
-  milliseconds each, which it spent three times per write before).
+  milliseconds each, which it spent three times per write before). One AES-ECB context
+  each way is kept with the key (ECB carries nothing from one block to the next).
 
 The same scheme is described by MicroBT's API documentation (apidoc.whatsminer.com) and
 the community client github.com/satoshi-anonymoto/whatsminer-api. Faults as the other
@@ -86,6 +87,8 @@ class WhatsminerSim(MinerServer):
         self._salt = _salt()
         self._pwd_md5 = ""  # md5-crypt of the password with salt: derived once (_key)
         self._aes_key = b""
+        self._dec: Any = None  # the key's AES-ECB contexts, made with it (_key)
+        self._enc: Any = None
         self._tokens: dict[str, float] = {}  # live sign -> when issued (self.clock())
         self.tokens_issued = 0
         self.writes: list[str] = []
@@ -94,6 +97,9 @@ class WhatsminerSim(MinerServer):
         if not self._aes_key:
             self._pwd_md5 = _crypt(self.admin_password, self._salt)
             self._aes_key = hashlib.sha256(self._pwd_md5.encode()).digest()
+            # ECB keeps nothing between whole blocks: one context each way serves every write
+            cipher = Cipher(algorithms.AES(self._aes_key), modes.ECB())
+            self._dec, self._enc = cipher.decryptor(), cipher.encryptor()
         return self._aes_key
 
     def _live_tokens(self) -> dict[str, float]:
@@ -193,17 +199,18 @@ class WhatsminerSim(MinerServer):
     # -- writes: privileged, encrypted ------------------------------------------------------
 
     def _write(self, data: str) -> dict[str, Any]:
-        key = self._key()
+        self._key()  # the key and its two contexts, made once
         try:
-            dec = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
-            plain = dec.update(base64.b64decode(data)) + dec.finalize()
-            cmd = json.loads(plain.rstrip(b"\0").decode("utf-8"))
+            blob = base64.b64decode(data)
+            if len(blob) % 16:  # not whole AES blocks (the context would keep the rest)
+                raise ValueError("not whole blocks")
+            cmd = json.loads(self._dec.update(blob).rstrip(b"\0").decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             return self._st(23, "invalid token", ok=False)  # not our key: wrong password
         if not isinstance(cmd, dict):
             return self._st(23, "invalid token", ok=False)
         if str(cmd.get("token")) not in self._live_tokens():  # expired, or never issued
-            return self._encrypt(key, self._st(135, "check token error", ok=False))
+            return self._sealed(self._st(135, "check token error", ok=False))
         name = str(cmd.get("cmd", ""))
         self.writes.append(name)
         reply = self._st(131, "API command OK")
@@ -218,12 +225,18 @@ class WhatsminerSim(MinerServer):
             try:
                 watts = float(cmd["power_limit"])
             except (KeyError, TypeError, ValueError):
-                return self._encrypt(key, self._st(14, "invalid power_limit", ok=False))
+                return self._sealed(self._st(14, "invalid power_limit", ok=False))
             if not ignore:
                 self.set_target(watts)
         else:
             reply = self._st(14, f"invalid cmd {name}", ok=False)
-        return self._encrypt(key, reply)
+        return self._sealed(reply)
+
+    def _sealed(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """``reply`` encrypted under the miner's key, by the kept context."""
+        text = json.dumps(reply).encode()
+        text += b"\0" * (-len(text) % 16)
+        return {"enc": base64.b64encode(self._enc.update(text)).decode()}
 
     @staticmethod
     def _encrypt(key: bytes, reply: dict[str, Any]) -> dict[str, Any]:
