@@ -210,15 +210,11 @@ class PyasicMiner(MinerCommands):
         miner = self._need()
         now = time.time()
         if self._luxos:
-            # One round trip. pyasic's rpc.multicommand() re-derives its command list by
-            # introspection on every call (~1.5 ms of CPU); send_command takes the joined
-            # command as is and still does pyasic's framing, repair and status checks.
-            reply = await contain(
-                self.device_id,
-                "telemetry",
-                miner.rpc.send_command(LUXOS_TELEMETRY),
-                self.timeout_s,
-            )
+            # One round trip, over adapters.luxos_wire: pyasic's framing, repair and status
+            # checks at about half the CPU of its send_command (whose multicommand() also
+            # re-derives its command list by introspection on every call, ~1.5 ms).
+            ask = luxos.ask(miner.rpc, LUXOS_TELEMETRY)
+            reply = await contain(self.device_id, "telemetry", ask, self.timeout_s)
             if not reply or set(reply) <= {"multicommand", "id"}:
                 raise DeviceUnreachable(self.device_id, "telemetry: empty reply")
             t = parse_luxos(self.device_id, reply, now)

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from adapters.sim.physics import MinerPhysics
 
@@ -78,6 +78,7 @@ class MinerServer(MinerPhysics):
         self._server: asyncio.AbstractServer | None = None
         self._reopen: asyncio.TimerHandle | None = None
         self._active: set[asyncio.Task[None]] = set()
+        self._conns: set[_ApiConnection] = set()  # API connections open (stop ends them)
         self._pending: asyncio.TimerHandle | None = None  # a write's effect, delayed
 
     # -- the cgminer API: framing, multicommands, status envelopes ---------------------------
@@ -88,6 +89,10 @@ class MinerServer(MinerPhysics):
             req = json.loads(raw.decode("utf-8").rstrip("\x00"))
         except (ValueError, UnicodeDecodeError):
             return self._invalid_json()
+        return self.answer_parsed(req)
+
+    def answer_parsed(self, req: Any) -> dict[str, Any]:
+        """The reply to a request already parsed as JSON."""
         if not isinstance(req, dict):
             return self._invalid_json()
         return self._request(req)
@@ -214,8 +219,8 @@ class MinerServer(MinerPhysics):
     # -- serving ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, reuse_address=True, backlog=64
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _ApiConnection(self), self.host, self.port, reuse_address=True, backlog=64
         )
         try:
             await self._open_more()
@@ -241,6 +246,8 @@ class MinerServer(MinerPhysics):
         if self._server is not None:
             self._server.close()
             self._server = None
+        for conn in list(self._conns):
+            conn.close()
         for task in list(self._active):
             task.cancel()
         if self._active:
@@ -312,10 +319,27 @@ class MinerServer(MinerPhysics):
             await asyncio.sleep(slow.delay_s)
         return True
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with self._connection(writer):
-            raw = await _read_request(reader)
-            self.commands_seen += 1
+    def _serve_api(self, conn: _ApiConnection, raw: bytes, req: Any) -> None:
+        """Answer one API request (``req`` parsed from ``raw``, or :data:`_UNPARSED`).
+
+        Without a fault, on the spot: the reply is written and the connection closed from
+        the protocol's callback, with no task, stream or timer per request (what the
+        simulator's CPU per request is mostly made of, which shares the host with the
+        controller under test). Under a fault, the same steps as before, in a task."""
+        self.commands_seen += 1
+        if self.faults:
+            task = asyncio.get_running_loop().create_task(self._serve_faulty(conn, raw, req))
+            self._active.add(task)
+            task.add_done_callback(self._active.discard)
+            return
+        conn.reply(self._encoded(raw, req))
+
+    def _encoded(self, raw: bytes, req: Any) -> bytes:
+        reply = self.answer(raw) if req is _UNPARSED else self.answer_parsed(req)
+        return _encode(reply).encode() + b"\x00"
+
+    async def _serve_faulty(self, conn: _ApiConnection, raw: bytes, req: Any) -> None:
+        try:
             if self._fault(FaultKind.REBOOT) is not None:
                 self.faults = [f for f in self.faults if f.kind is not FaultKind.REBOOT]
                 self._reboot()
@@ -323,28 +347,82 @@ class MinerServer(MinerPhysics):
             if not await self._hang_or_slow(lambda: self._server is not None):
                 return  # the fault ended or the miner stopped: drop the connection unanswered
             if self._fault(FaultKind.MALFORMED) is not None:
-                writer.write(b'{"STATUS":[{"STATUS":"S","When":' + b"\xff\xfe" + b'"Msg":')
+                conn.reply(b'{"STATUS":[{"STATUS":"S","When":' + b"\xff\xfe" + b'"Msg":')
             else:
-                writer.write(json.dumps(self.answer(raw), separators=(",", ":")).encode() + b"\x00")
-            await writer.drain()
+                conn.reply(self._encoded(raw, req))
+        finally:
+            conn.close()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> bytes:
-    """Read one JSON request: clients write it and keep the socket open for the answer."""
-    buf = b""
-    while True:
-        async with asyncio.timeout(10.0):
-            chunk = await reader.read(4096)
-        if not chunk:
-            return buf
-        buf += chunk
-        text = buf.rstrip(b"\x00\n ")
-        if text.endswith(b"}"):
-            try:
-                json.loads(text)
-            except ValueError:
-                continue
-            return text
+#: JSON as the simulated miners send it (compact); one encoder, not one per reply.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: A request that did not parse as JSON (answered from its raw bytes).
+_UNPARSED = object()
+#: How long a client may take to send its request (cgminer-style APIs give up too).
+REQUEST_TIMEOUT_S = 10.0
+
+
+class _ApiConnection(asyncio.Protocol):
+    """One client of a simulated miner's API port: it writes one JSON request and keeps the
+    socket open for the answer; the request ends when what came so far (less a trailing NUL,
+    newline or blank) is a JSON object, or when the client closes its side."""
+
+    __slots__ = ("_buf", "_miner", "_served", "_timer", "_transport")
+
+    def __init__(self, miner: MinerServer) -> None:
+        self._miner = miner
+        self._buf = b""
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._served = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not registered as asyncio.Transport: no isinstance
+        self._transport = cast(asyncio.Transport, transport)
+        self._miner._conns.add(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + REQUEST_TIMEOUT_S, self.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._served:
+            return
+        self._buf += data
+        text = self._buf.rstrip(b"\x00\n ")
+        if not text.endswith(b"}"):
+            return
+        try:
+            req = json.loads(text)
+        except ValueError:
+            return  # more to come (or the client's close ends it)
+        self._serve(text, req)
+
+    def eof_received(self) -> bool:
+        if not self._served:
+            self._serve(self._buf, _UNPARSED)
+        return True  # keep our side open for the answer; reply() closes it
+
+    def _serve(self, raw: bytes, req: Any) -> None:
+        self._served = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._miner._serve_api(self, raw, req)
+
+    def reply(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+        self.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._miner._conns.discard(self)
+        self._transport = None
 
 
 #: Reason phrases of the statuses the simulated web servers answer.
