@@ -31,10 +31,14 @@ from adapters.base import (
     contain,
 )
 from adapters.payloads import (
+    LUXOS_PROFILES_MAX_AGE_S,
     LUXOS_TELEMETRY,
+    LUXOS_TELEMETRY_FULL,
     RUNNING_SHARE,
     SLEEPING_MAX_W,
     choose_preset,
+    luxos_profile,
+    luxos_profiles,
     parse_luxos,
     parse_miner_data,
 )
@@ -104,6 +108,11 @@ class PyasicMiner(MinerCommands):
     _found: discovery.Found | None = field(default=None, init=False, repr=False)
     _grpc: braiins.KeptChannel | None = field(default=None, init=False, repr=False)
     _vnish: vnish.WebSession | None = field(default=None, init=False, repr=False)
+    #: LuxOS: the profile table as last read (name -> watts, TH/s) and when (monotonic).
+    _lux_profiles: dict[str, tuple[float | None, float | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _lux_profiles_at: float = field(default=-math.inf, init=False, repr=False)
 
     async def _discover(self) -> Any:
         """pyasic's miner object, found once (:mod:`adapters.discovery`, which may reuse an
@@ -139,6 +148,7 @@ class PyasicMiner(MinerCommands):
         presets: tuple[float, ...] = ()
         if self._luxos:
             self._profiles, self._atm = await luxos.setup(self.device_id, miner.rpc, self.timeout_s)
+            self._lux_profiles_at = -math.inf  # the first reading reads the table again
             presets = tuple(sorted(self._profiles))
             if self.sessions:
                 # Log on now, so that the first curtail is one round trip, not three; a
@@ -210,14 +220,7 @@ class PyasicMiner(MinerCommands):
         miner = self._need()
         now = time.time()
         if self._luxos:
-            # One round trip, over adapters.luxos_wire: pyasic's framing, repair and status
-            # checks at about half the CPU of its send_command (whose multicommand() also
-            # re-derives its command list by introspection on every call, ~1.5 ms).
-            ask = luxos.ask(miner.rpc, LUXOS_TELEMETRY)
-            reply = await contain(self.device_id, "telemetry", ask, self.timeout_s)
-            if not reply or set(reply) <= {"multicommand", "id"}:
-                raise DeviceUnreachable(self.device_id, "telemetry: empty reply")
-            t = parse_luxos(self.device_id, reply, now)
+            t = await self._luxos_reading(miner.rpc, now)
             due = luxos.renewal_due  # each miner at its own turn: spread over the sweeps
             mono, used = time.monotonic(), self._session_used
             gap_s, self._read_mono = mono - self._read_mono, mono  # readings this far apart
@@ -263,6 +266,30 @@ class PyasicMiner(MinerCommands):
         if self.sessions and self._caps.family is Family.WHATSMINER:  # ahead of its token's end
             await whatsminer.renew_if_due(self.device_id, miner, self.timeout_s)
         return t
+
+    async def _luxos_reading(self, rpc: Any, now: float) -> Telemetry:
+        """One round trip (two when the profile in force is not in the table held), over
+        adapters.luxos_wire: pyasic's framing, repair and status checks at about half the
+        CPU of its send_command (whose multicommand() also re-derives its command list by
+        introspection on every call, ~1.5 ms). The profile table travels with the reading
+        only when it may have changed (LUXOS_TELEMETRY_FULL)."""
+        mono = time.monotonic()
+        table = self._lux_profiles
+        full = not table or mono - self._lux_profiles_at > LUXOS_PROFILES_MAX_AGE_S
+        reply = await self._luxos_ask(rpc, LUXOS_TELEMETRY_FULL if full else LUXOS_TELEMETRY)
+        if not full and luxos_profile(self.device_id, reply) not in table:
+            now, full = time.time(), True  # a profile set since: the table again, fresh
+            reply = await self._luxos_ask(rpc, LUXOS_TELEMETRY_FULL)
+        if full:
+            self._lux_profiles = luxos_profiles(self.device_id, reply)
+            self._lux_profiles_at = mono
+        return parse_luxos(self.device_id, reply, now, self._lux_profiles)
+
+    async def _luxos_ask(self, rpc: Any, command: str) -> Any:
+        reply = await contain(self.device_id, "telemetry", luxos.ask(rpc, command), self.timeout_s)
+        if not reply or set(reply) <= {"multicommand", "id"}:
+            raise DeviceUnreachable(self.device_id, "telemetry: empty reply")
+        return reply
 
     async def _renew_session(self) -> None:
         """Best-effort: a failure leaves pyasic to log on at the next command."""

@@ -12,44 +12,85 @@ from typing import Any
 
 from adapters.base import BadReply, Telemetry
 
-#: The LuxOS multicommand behind one reading.
-LUXOS_TELEMETRY = "power+summary+stats+config+profiles"
+#: The LuxOS multicommand behind one reading: power, hashrate, temperatures (``stats``) and
+#: the profile in force (``config``).
+LUXOS_TELEMETRY = "power+summary+stats+config"
+#: The same with the profile table (each profile's watts and TH/s: the reading's target and
+#: its running/transition threshold), asked on a miner's first reading, whenever the
+#: profile in force is not in the table the adapter holds, and at least every
+#: ``LUXOS_PROFILES_MAX_AGE_S``. The table is the largest part of the reply (LuxOS lists
+#: some 25 profiles) and changes only when profiles are created, removed or re-tuned.
+LUXOS_TELEMETRY_FULL = LUXOS_TELEMETRY + "+profiles"
+LUXOS_PROFILES_MAX_AGE_S = 300.0
+#: A LuxOS profile table: name -> (watts, TH/s), None where the miner does not say.
+LuxosProfiles = Mapping[str, tuple[float | None, float | None]]
 #: A sleeping ASIC draws its control board and fans only; above this it is not asleep.
 SLEEPING_MAX_W = 60.0
 #: Hashing at this share of the profile's ideal rate counts as running at that profile.
 RUNNING_SHARE = 0.9
 
 
-def parse_luxos(device_id: str, data: Mapping[str, Any], at: float) -> Telemetry:
-    """A LuxOS ``power+summary+stats+config+profiles`` multicommand reply as Telemetry."""
-
-    def body(cmd: str, key: str) -> list[dict[str, Any]]:
-        try:
-            part = data[cmd][0]
-            status = part["STATUS"][0]
-            if status.get("STATUS") not in ("S", "I"):
-                raise BadReply(device_id, f"{cmd}: the miner answered {status.get('Msg')!r}")
-            rows = part[key]
-        except (KeyError, IndexError, TypeError):
-            raise BadReply(device_id, f"reply to {cmd!r} has no {key} list") from None
-        if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
-            raise BadReply(device_id, f"{key} in the reply to {cmd!r} is empty or not a list")
-        return rows
-
+def _luxos_body(device_id: str, data: Mapping[str, Any], cmd: str, key: str) -> list[Any]:
+    """One part of a LuxOS multicommand reply: its rows, checked for a success STATUS."""
     try:
-        watts = float(body("power", "POWER")[0]["Watts"])
-        ths = float(body("summary", "SUMMARY")[0]["GHS 5s"]) / 1000.0
-        config = body("config", "CONFIG")[0]
-        profiles = body("profiles", "PROFILES")
-        stats = body("stats", "STATS")
-        profile = str(config["Profile"])
+        part = data[cmd][0]
+        status = part["STATUS"][0]
+        if status.get("STATUS") not in ("S", "I"):
+            raise BadReply(device_id, f"{cmd}: the miner answered {status.get('Msg')!r}")
+        rows = part[key]
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise BadReply(device_id, f"reply to {cmd!r} has no {key} list") from None
+    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+        raise BadReply(device_id, f"{key} in the reply to {cmd!r} is empty or not a list")
+    return rows
+
+
+def luxos_profile(device_id: str, data: Mapping[str, Any]) -> str:
+    """The profile in force, as a LuxOS reply's ``config`` names it."""
+    try:
+        return str(_luxos_body(device_id, data, "config", "CONFIG")[0]["Profile"])
+    except KeyError as exc:
+        raise BadReply(device_id, f"LuxOS reply lacks or garbles {exc}") from None
+
+
+def luxos_profiles(
+    device_id: str, data: Mapping[str, Any]
+) -> dict[str, tuple[float | None, float | None]]:
+    """The profile table of a reply with ``profiles``: name -> (watts, TH/s), the first row
+    of a name kept. A row whose figures do not parse is kept as NaN: a reading at that
+    profile is unreadable, one at another is not (as when each reading parsed its own)."""
+    table: dict[str, tuple[float | None, float | None]] = {}
+    for p in _luxos_body(device_id, data, "profiles", "PROFILES"):
+        if not isinstance(p, dict):
+            continue
+        try:
+            watts = float(p["Watts"]) if "Watts" in p else None
+            ths = float(p["Hashrate"]) if "Hashrate" in p else None
+        except (TypeError, ValueError):
+            watts = ths = math.nan
+        table.setdefault(str(p.get("Profile Name")), (watts, ths))
+    return table
+
+
+def parse_luxos(
+    device_id: str, data: Mapping[str, Any], at: float, profiles: LuxosProfiles | None = None
+) -> Telemetry:
+    """A LuxOS ``power+summary+stats+config`` multicommand reply as Telemetry; the profile
+    table from the reply's own ``profiles`` part where it has one, else ``profiles``."""
+    try:
+        watts = float(_luxos_body(device_id, data, "power", "POWER")[0]["Watts"])
+        ths = float(_luxos_body(device_id, data, "summary", "SUMMARY")[0]["GHS 5s"]) / 1000.0
+        profile = luxos_profile(device_id, data)
+        stats = _luxos_body(device_id, data, "stats", "STATS")
+        if "profiles" in data or profiles is None:
+            profiles = luxos_profiles(device_id, data)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadReply(device_id, f"LuxOS reply lacks or garbles {exc}") from None
     if not (math.isfinite(watts) and math.isfinite(ths)) or watts < 0 or ths < 0:
         raise BadReply(device_id, f"impossible reading: {watts} W, {ths} TH/s")
-    target = next((p for p in profiles if p.get("Profile Name") == profile), None)
-    target_w = float(target["Watts"]) if target and "Watts" in target else None
-    ideal_ths = float(target["Hashrate"]) if target and "Hashrate" in target else None
+    target_w, ideal_ths = profiles.get(profile, (None, None))
+    if target_w is not None and math.isnan(target_w):
+        raise BadReply(device_id, f"profile {profile!r}: its watts or TH/s do not parse")
     temps: list[float] = []
     for board in stats[1:]:
         for k, v in board.items():

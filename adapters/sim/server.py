@@ -89,10 +89,6 @@ class MinerServer(MinerPhysics):
             req = json.loads(raw.decode("utf-8").rstrip("\x00"))
         except (ValueError, UnicodeDecodeError):
             return self._invalid_json()
-        return self.answer_parsed(req)
-
-    def answer_parsed(self, req: Any) -> dict[str, Any]:
-        """The reply to a request already parsed as JSON."""
         if not isinstance(req, dict):
             return self._invalid_json()
         return self._request(req)
@@ -319,8 +315,8 @@ class MinerServer(MinerPhysics):
             await asyncio.sleep(slow.delay_s)
         return True
 
-    def _serve_api(self, conn: _ApiConnection, raw: bytes, req: Any) -> None:
-        """Answer one API request (``req`` parsed from ``raw``, or :data:`_UNPARSED`).
+    def _serve_api(self, conn: _ApiConnection, raw: bytes) -> None:
+        """Answer one API request.
 
         Without a fault, on the spot: the reply is written and the connection closed from
         the protocol's callback, with no task, stream or timer per request (what the
@@ -328,17 +324,18 @@ class MinerServer(MinerPhysics):
         controller under test). Under a fault, the same steps as before, in a task."""
         self.commands_seen += 1
         if self.faults:
-            task = asyncio.get_running_loop().create_task(self._serve_faulty(conn, raw, req))
+            task = asyncio.get_running_loop().create_task(self._serve_faulty(conn, raw))
             self._active.add(task)
             task.add_done_callback(self._active.discard)
             return
-        conn.reply(self._encoded(raw, req))
+        conn.reply(self._encoded(raw))
 
-    def _encoded(self, raw: bytes, req: Any) -> bytes:
-        reply = self.answer(raw) if req is _UNPARSED else self.answer_parsed(req)
-        return _encode(reply).encode() + b"\x00"
+    def _encoded(self, raw: bytes) -> bytes:
+        # From the raw bytes again (a JSON parse of some dozens of bytes): tests replace
+        # ``answer`` to make a miner answer otherwise.
+        return _encode(self.answer(raw)).encode() + b"\x00"
 
-    async def _serve_faulty(self, conn: _ApiConnection, raw: bytes, req: Any) -> None:
+    async def _serve_faulty(self, conn: _ApiConnection, raw: bytes) -> None:
         try:
             if self._fault(FaultKind.REBOOT) is not None:
                 self.faults = [f for f in self.faults if f.kind is not FaultKind.REBOOT]
@@ -349,15 +346,13 @@ class MinerServer(MinerPhysics):
             if self._fault(FaultKind.MALFORMED) is not None:
                 conn.reply(b'{"STATUS":[{"STATUS":"S","When":' + b"\xff\xfe" + b'"Msg":')
             else:
-                conn.reply(self._encoded(raw, req))
+                conn.reply(self._encoded(raw))
         finally:
             conn.close()
 
 
 #: JSON as the simulated miners send it (compact); one encoder, not one per reply.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-#: A request that did not parse as JSON (answered from its raw bytes).
-_UNPARSED = object()
 #: How long a client may take to send its request (cgminer-style APIs give up too).
 REQUEST_TIMEOUT_S = 10.0
 
@@ -391,22 +386,22 @@ class _ApiConnection(asyncio.Protocol):
         if not text.endswith(b"}"):
             return
         try:
-            req = json.loads(text)
+            json.loads(text)
         except ValueError:
             return  # more to come (or the client's close ends it)
-        self._serve(text, req)
+        self._serve(text)
 
     def eof_received(self) -> bool:
         if not self._served:
-            self._serve(self._buf, _UNPARSED)
+            self._serve(self._buf)
         return True  # keep our side open for the answer; reply() closes it
 
-    def _serve(self, raw: bytes, req: Any) -> None:
+    def _serve(self, raw: bytes) -> None:
         self._served = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._miner._serve_api(self, raw, req)
+        self._miner._serve_api(self, raw)
 
     def reply(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
