@@ -25,7 +25,6 @@ from adapters.base import (
     Applied,
     BadReply,
     ClockLock,
-    ControlRejected,
     DeviceAdapter,
     DeviceInfo,
     DeviceTimeout,
@@ -36,7 +35,7 @@ from adapters.base import (
     contain,
 )
 from adapters.nvml import GpuBackend, PynvmlBackend, nvml_error
-from adapters.secrets import Secret
+from adapters.serving_hook import ServingHook
 
 log = logging.getLogger("gridsched.adapters.gpu")
 
@@ -60,26 +59,6 @@ NO_CLOCK_CALL_YET = (
     "no SM clock call answered since this adapter started: a lock left by an earlier "
     "run would not show, and NVML cannot read one back"
 )
-
-
-@dataclass
-class ServingHook:
-    """Tells the inference serving layer its capacity, by an HTTP POST of JSON."""
-
-    url: str
-    timeout_s: float = 2.0
-    token: Secret | None = None
-
-    async def notify(self, payload: dict[str, Any]) -> None:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.token.reveal()}"} if self.token else {}
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-            resp = await client.post(self.url, json=payload, headers=headers)
-        if resp.status_code >= 300:
-            raise ControlRejected(
-                str(payload.get("device")), f"serving hook {self.url} answered {resp.status_code}"
-            )
 
 
 @dataclass
