@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import statistics
 import sys
 import time
 from collections import Counter, defaultdict
@@ -131,6 +132,9 @@ class Bench:
         self.verdicts: list[Outcome] = []
         #: The controller's CPU per command, each round's mean, by action (sleep, wake).
         self.cpu_per_command_s: dict[str, list[float]] = defaultdict(list)
+        #: The simulator's, the same way (its process's CPU while the commands were in
+        #: flight, over the commands; to one clock tick, 10 ms, over the round's commands).
+        self.sim_cpu_per_command_s: dict[str, list[float]] = defaultdict(list)
         #: Errors of the commands that failed, by family, with digits and hosts blanked.
         self.errors: dict[str, Counter[str]] = defaultdict(Counter)
         self.read_cpu_s = 0.0  # the controller's CPU in the read-back polls
@@ -248,7 +252,9 @@ class Bench:
             lag.cancel()
         apply_s = time.perf_counter() - t0
         self.cpu_share["controller"].append((time.process_time() - c0) / apply_s)
-        self.cpu_share["simulator"].append((proc_cpu_s(self.args.sim_pid) - sim0) / apply_s)
+        sim_s = proc_cpu_s(self.args.sim_pid) - sim0
+        self.cpu_share["simulator"].append(sim_s / apply_s)
+        self.sim_cpu_per_command_s[action].append(sim_s / max(1, len(requests)))
         if self.profile is not None:
             self.profile.disable()
         wall_s = time.perf_counter() - t0
@@ -447,6 +453,13 @@ def main(argv: Sequence[str] | None = None) -> Bench:
         proc.terminate()
         proc.join(30)
     report(b, args.rounds)
+    print(
+        "simulator CPU per command: "
+        + ", ".join(
+            f"{k} p50 {statistics.median(xs) * 1000:.2f} ms"
+            for k, xs in b.sim_cpu_per_command_s.items()
+        )
+    )
     if b.profile is not None:
         b.profile.dump_stats(args.profile)
         print(f"profile of the commands in {args.profile} (python -m pstats {args.profile})")
