@@ -173,9 +173,36 @@ class Metrics(Strict):
 
     per_device: bool | None = None
     per_device_up_to: Annotated[int, Field(ge=0, le=1_000_000)] = 1000
+    #: ``host:port`` of a listener of its own for ``/metrics``, answered from a thread so
+    #: that a busy event loop cannot hold a scrape; unset: ``/metrics`` on the API's port only
+    listen: str | None = None
+    #: how long a scrape on ``listen`` waits for the loop to render the state now before it
+    #: is answered with the last rendering (its age in gridsched_metrics_snapshot_age_seconds)
+    render_wait_s: Annotated[float, Field(ge=0, le=10)] = 0.05
 
     def per_device_for(self, devices: int) -> bool:
         return self.per_device if self.per_device is not None else devices <= self.per_device_up_to
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            listen_address(v)
+        return v
+
+    def listen_at(self) -> tuple[str, int] | None:
+        return None if self.listen is None else listen_address(self.listen)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9108`` for IPv6; port 0: the OS picks) as (host, port);
+    ValueError naming what is wrong and what is valid."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    valid = "valid: 'host:port', e.g. '127.0.0.1:9108', '0.0.0.0:9108' or '[::1]:9108'"
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen {text!r} is not a host and port 0-65535; {valid}")
+    return host, int(port)
 
 
 class OpenADRResource(Strict):

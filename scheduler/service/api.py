@@ -48,7 +48,6 @@ from scheduler.service.intake import (
     parse_body,
     unknown_cancels,
 )
-from scheduler.service.metrics import Snapshot
 from scheduler.service.openadr import OpenADRError, read_notification
 from scheduler.service.security import (
     AuthError,
@@ -121,7 +120,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     )
     limiter = RateLimiter(rate=cfg.rate_per_s, burst=2 * cfg.rate_per_s)
     recent = RecentBodies()
-    snapshot = Snapshot(daemon)
+    snapshot = daemon.metrics_snapshot  # shared with [metrics] listen
 
     def secrets() -> list[str]:
         return webhook_secrets()
@@ -393,6 +392,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def metrics(request: Request) -> Response:
         read_access(request)
         body, ctype = snapshot.render()
-        return Response(body, media_type=ctype)
+        latest = snapshot.latest
+        return Response(body + snapshot.tail(latest) if latest else body, media_type=ctype)
 
     return app

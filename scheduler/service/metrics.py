@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,7 +23,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from adapters.base import Health
 from models.site import FeedKind
 from scheduler.service import metrics_families as families
 from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # the daemon's duration histograms, imported from here by the daemon's counters
 __all__ = [
     "DRAIN_BUCKETS", "FAST_BUCKETS", "SOLVE_BUCKETS", "DaemonCollector", "Histogram",
-    "Snapshot", "metrics_registry", "render_metrics",
+    "Rendering", "Snapshot", "metrics_registry", "render_metrics",
 ]  # fmt: skip
 
 
@@ -71,49 +71,8 @@ class DaemonCollector:
         yield from families.class_caps(d, now)
         yield from families.drifts(d)
 
-        power = GaugeMetricFamily(
-            "gridsched_class_power_watts",
-            "Measured power by class and mode",
-            labels=["class", "kind", "mode"],
-        )
-        units = GaugeMetricFamily(
-            "gridsched_class_units", "Devices by class and mode", labels=["class", "kind", "mode"]
-        )
-        hashrate = GaugeMetricFamily(
-            "gridsched_mining_hashrate_hashes_per_second",
-            "Measured hashrate by class",
-            labels=["class"],
-        )
-        tokens = GaugeMetricFamily(
-            "gridsched_inference_tokens_per_second", "Tokens per second by class", labels=["class"]
-        )
-        agg: dict[tuple[str, str, str], list[float]] = {}
-        hr: dict[str, float] = {}
-        tok: dict[str, float] = {}
-        for device_id, st in d.fleet.status.items():
-            dc = d.devices.classes[st.group]
-            mode = d.devices.modes.get(device_id, "unknown")
-            key = (st.group, dc.kind.value, mode)
-            a = agg.setdefault(key, [0.0, 0.0])
-            a[1] += 1
-            t = d.power.readings.get(device_id)
-            if t is not None:
-                a[0] += t.power_w or 0.0
-                hr[st.group] = hr.get(st.group, 0.0) + (t.hashrate_ths or 0.0) * 1e12
-                tok[st.group] = tok.get(st.group, 0.0) + (t.tokens_s or 0.0)
-        for (c, k, mode), (w, n) in sorted(agg.items()):
-            power.add_metric([c, k, mode], round(w, 3))
-            units.add_metric([c, k, mode], n)
-        for c, v in sorted(hr.items()):
-            if d.devices.classes[c].kind.value == "asic":
-                hashrate.add_metric([c], v)
-        for c, v in sorted(tok.items()):
-            if d.devices.classes[c].kind.value == "gpu":
-                tokens.add_metric([c], v)
-        yield power
-        yield units
-        yield hashrate
-        yield tokens
+        classes = families.class_aggregates(d)
+        yield from classes.families()
 
         if d.config.metrics.per_device_for(len(d.fleet.status)):
             yield from families.per_device(d)
@@ -198,16 +157,7 @@ class DaemonCollector:
         for k, v in cnt.commands.items():
             x.add_metric([k], v)
         yield x
-        h = GaugeMetricFamily(
-            "gridsched_devices", "Devices by class and health", labels=["class", "health"]
-        )
-        counts: dict[tuple[str, str], int] = {}
-        for st in d.fleet.status.values():
-            counts[(st.group, st.health.value)] = counts.get((st.group, st.health.value), 0) + 1
-        for group in sorted({st.group for st in d.fleet.status.values()}):
-            for health in Health:
-                h.add_metric([group, health.value], counts.get((group, health.value), 0))
-        yield h
+        yield classes.health_family()
         yield from families.fleet_workers(d)
 
         plan = d.plan
@@ -290,11 +240,23 @@ def render_metrics(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """One rendering of ``/metrics`` and when the loop last found it current."""
+
+    body: bytes
+    at_s: float  # time.monotonic()
+
+
 class Snapshot:
     """``/metrics`` as rendered once for a state of the daemon: scrapes that find nothing
     changed (no poll, command, read-back verdict, plan or signal since) within the same
     second get the same bytes, so that several Prometheus servers scraping a large site
-    cost one render, and every series in a scrape comes from one instant."""
+    cost one render, and every series in a scrape comes from one instant.
+
+    :meth:`render` runs on the daemon's loop only (the collector reads its state);
+    :attr:`latest` is what a thread of the metrics listener may serve
+    (:mod:`scheduler.service.exporter`), with its age."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -302,6 +264,10 @@ class Snapshot:
         self._key: tuple[int, ...] | None = None
         self._body = b""
         self.renders = 0
+        #: the last rendering (replaced whole: a thread reads it without a lock)
+        self.latest: Rendering | None = None
+        #: scrapes answered with a rendering the loop had not confirmed in time
+        self.stale_scrapes = 0
 
     def key(self) -> tuple[int, ...]:
         d = self.daemon
@@ -322,4 +288,32 @@ class Snapshot:
             self._body, _ = render_metrics(self.registry)
             self._key = key
             self.renders += 1
+        # unchanged or new, the body is the state now
+        self.latest = Rendering(self._body, time.monotonic())
         return self._body, CONTENT_TYPE_LATEST
+
+    def tail(self, rendering: Rendering) -> bytes:
+        """The families said at serve time, after a rendering: its age and the stale
+        scrapes (so that a scrape answered from an old rendering says so)."""
+        age = GaugeMetricFamily(
+            "gridsched_metrics_snapshot_age_seconds",
+            "Seconds since the daemon's loop last confirmed the state this scrape shows "
+            "(about 0 unless the loop was too busy to render it within [metrics] render_wait_s)",
+        )
+        age.add_metric([], round(max(0.0, time.monotonic() - rendering.at_s), 6))
+        stale = CounterMetricFamily(
+            "gridsched_metrics_stale_scrapes",
+            "Scrapes answered with an earlier rendering: the loop did not render in time",
+        )
+        stale.add_metric([], self.stale_scrapes)
+        registry = CollectorRegistry()
+        registry.register(_Families([age, stale]))
+        return generate_latest(registry)
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families

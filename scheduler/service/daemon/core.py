@@ -46,6 +46,7 @@ from scheduler.service.daemon.poll import Poller
 from scheduler.service.daemon.recorder import Recorder
 from scheduler.service.daemon.signals import Signals
 from scheduler.service.demand_feed import DemandFeed
+from scheduler.service.metrics import Snapshot
 from scheduler.service.openadr_programs import Programs
 from scheduler.service.sdnotify import Notifier
 
@@ -134,6 +135,9 @@ class Daemon:
             self.dispatcher, self.planning, self.feeds, self.plans, self.clock,
             self.recorder, self.tasks, self.notifier,
         )  # fmt: skip
+        # /metrics: rendered on this loop, served by the API and by [metrics] listen
+        self.metrics_snapshot = Snapshot(self)
+        self.exporter: Any = None  # scheduler.service.exporter.MetricsExporter when listening
         self._resources = contextlib.AsyncExitStack()  # store, simulators, fleet, meter
         self._jobs = contextlib.AsyncExitStack()  # scheduled jobs, background tasks, VEN
 
@@ -186,6 +190,7 @@ class Daemon:
         self.ven = await start_ven(self)
         if self.ven is not None:
             self._jobs.push_async_callback(self.ven.stop)  # removes its subscription
+        self.serve_metrics()
         freeze_heap()  # set-up is done: long-lived objects leave the collector's full passes
         self.notifier.ready(f"planning {self.config.site.name}")
 
@@ -218,6 +223,23 @@ class Daemon:
         sched.start()
         self._jobs.callback(sched.shutdown, wait=False)
         self.scheduler = sched
+
+    def serve_metrics(self) -> None:
+        """``/metrics`` on ``[metrics] listen``, answered from a thread of its own."""
+        at = self.config.metrics.listen_at()
+        if at is None:
+            return
+        from scheduler.service.exporter import MetricsExporter
+
+        self.exporter = MetricsExporter(
+            self.metrics_snapshot, asyncio.get_running_loop(), at, self.config.daemon,
+            self.config.metrics.render_wait_s,
+        )  # fmt: skip
+        try:
+            self.exporter.start()
+        except OSError as exc:
+            raise OSError(f"[metrics] listen = {self.config.metrics.listen!r}: {exc}") from exc
+        self._jobs.callback(self.exporter.stop)
 
     async def stop(self, posture: Posture | None = None) -> list[Outcome]:
         """Stop the jobs, leave the devices in ``posture`` (the configured shutdown posture
