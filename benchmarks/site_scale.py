@@ -35,6 +35,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -116,6 +117,10 @@ class Report:
     devices_ok: int = 0
     running: int = 0  # miners mining before the curtail
     scrape_s: list[float] = field(default_factory=list)
+    # the same scrapes on [metrics] listen (a thread of its own), each on a new connection
+    listener_s: list[float] = field(default_factory=list)
+    listener_age_s: list[float] = field(default_factory=list)  # the rendering's age it said
+    listener_stale: int = 0  # answered with an earlier rendering (the loop too busy)
     metrics_bytes: int = 0
     metrics_series: int = 0
     sweep_s: list[float] = field(default_factory=list)
@@ -162,6 +167,8 @@ def print_report(r: Report) -> None:
           f"{r.running} miners mining before the curtail")  # fmt: skip
     print(f"{'figure':52s} {'p50':>9s} {'p99':>9s} {'max':>9s}")
     print(f"{f'/metrics scrape ({len(r.scrape_s)})':52s} {_ms(r.scrape_s)}")
+    print(f"{f'/metrics on [metrics] listen ({len(r.listener_s)})':52s} {_ms(r.listener_s)}")
+    print(f"{f'  its rendering age; {r.listener_stale} stale':52s} {_ms(r.listener_age_s)}")
     print(f"{f'telemetry sweep, the daemon histogram ({len(r.sweep_s)})':52s} {_s(r.sweep_s)}")
     c, k = list(r.commanded_s.values()), list(r.confirmed_s.values())
     print(f"{f'curtail: acceptance to commanded ({len(c)} of {r.running})':52s} {_s(c)}")
@@ -248,7 +255,31 @@ def configure(site: Path, args: argparse.Namespace) -> None:
     site.write_text(
         text + f"\n[daemon]\npoll_s = {args.poll_s:g}\nfleet_workers = {workers}\n"
         'replan_s = 3600\nhorizon = "6h"\nstep = "5min"\nshutdown_posture = "hold"\n'
+        f'\n[metrics]\nlisten = "127.0.0.1:{args.metrics_port}"\n'
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape_listener(port: int, r: Report) -> None:
+    """One scrape of [metrics] listen on a new connection (as Prometheus after an idle
+    interval), timed; the rendering's age and the stale count it reports."""
+    t0 = time.perf_counter()
+    try:
+        resp = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=60)
+    except httpx.TimeoutException:
+        r.scrapes_timed_out += 1
+        return
+    r.listener_s.append(time.perf_counter() - t0)
+    for line in resp.text.splitlines():
+        if line.startswith("gridsched_metrics_snapshot_age_seconds "):
+            r.listener_age_s.append(float(line.split()[1]))
+        if line.startswith("gridsched_metrics_stale_scrapes_total "):
+            r.listener_stale = int(float(line.split()[1]))
 
 
 def histogram(text: str, name: str) -> tuple[float, float]:
@@ -280,6 +311,7 @@ def mining(cport: int) -> set[str]:
 def run(args: argparse.Namespace, tmp: Path, r: Report) -> None:
     """Fill ``r`` as the run goes: what it measured stays there if a later step fails."""
     site, db, log = tmp / "site.toml", tmp / "state.db", tmp / "daemon.log"
+    args.metrics_port = free_port()
     t_sim = time.monotonic()
     sim, cport = start_sim(args, site)
     clock = Clockwork(r, sim.pid)
@@ -333,6 +365,7 @@ def run(args: argparse.Namespace, tmp: Path, r: Report) -> None:
                 continue
             r.scrape_s.append(time.perf_counter() - t0)
             text = resp.text
+            scrape_listener(args.metrics_port, r)
             count, total = histogram(text, SWEEP)
             if last is not None and count == last[0] + 1:
                 r.sweep_s.append(total - last[1])

@@ -90,6 +90,8 @@ def test_a_small_site_under_the_daemon() -> None:
     assert len(r.confirmed_s) + r.unconfirmed >= r.running
     assert all(r.confirmed_s[h] >= r.commanded_s[h] for h in r.confirmed_s)
     assert len(r.scrape_s) >= 3 and r.metrics_series > 0 and r.metrics_bytes > 0
+    # and [metrics] listen, scraped beside it, said the age of what it answered
+    assert len(r.listener_s) == len(r.scrape_s) == len(r.listener_age_s)
     assert len(r.sweep_s) >= 2 and all(s > 0 for s in r.sweep_s)
     assert r.rss_mb > 0 and r.hwm_mb >= r.rss_mb and r.fast_path_s is not None
     assert [p.name for p in r.phases][-2:] == ["curtail: commanded", "curtail: read-back"]
