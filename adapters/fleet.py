@@ -141,24 +141,6 @@ class Fleet:
 
     # -- operations -------------------------------------------------------------------------
 
-    async def _once(self, dev: DeviceAdapter, op: str, req: ModeRequest | None) -> object:
-        st = self.status[dev.device_id]
-        try:
-            async with asyncio.timeout(self.op_timeout_s):
-                if not st.connected:
-                    await dev.connect()
-                    st.connected = True
-                if op == "read":
-                    return await dev.read()
-                assert req is not None
-                return await dev.stage(req) if op == "stage" else await dev.apply(req)
-        except TimeoutError:
-            # The last-resort bound, or the adapter's own timer firing in the same turn when
-            # the event loop is far behind: a timeout like any other, not an adapter bug.
-            raise DeviceTimeout(
-                dev.device_id, f"{op}: no answer within {self.op_timeout_s:g} s"
-            ) from None
-
     async def _run(
         self, dev: DeviceAdapter, op: str, req: ModeRequest | None, attempts: int
     ) -> tuple[object | None, str | None, int]:
@@ -171,7 +153,29 @@ class Fleet:
                 async with self._sem[op]:
                     if op != "apply" and self._controls:
                         await self._yield_to_controls()
-                    result = await self._once(dev, op, req)
+                    # the call itself in this frame, not one more coroutine: every read and
+                    # every command passes here
+                    try:
+                        async with asyncio.timeout(self.op_timeout_s):
+                            if not st.connected:
+                                await dev.connect()
+                                st.connected = True
+                            result: object
+                            if op == "read":
+                                result = await dev.read()
+                            elif op == "stage":
+                                assert req is not None
+                                result = await dev.stage(req)
+                            else:
+                                assert req is not None
+                                result = await dev.apply(req)
+                    except TimeoutError:
+                        # The last-resort bound, or the adapter's own timer firing in the same
+                        # turn when the event loop is far behind: a timeout like any other, not
+                        # an adapter bug.
+                        raise DeviceTimeout(
+                            dev.device_id, f"{op}: no answer within {self.op_timeout_s:g} s"
+                        ) from None
             except asyncio.CancelledError:
                 raise
             except AdapterError as exc:
