@@ -106,12 +106,16 @@ class LuxosSim(MinerServer):
             "total_rateideal": round(p.ths * 1000.0, 2),
             "rate_unit": "GH",
         }
+        # The three chains run alike here: their figures are made once (the simulator
+        # shares the host's CPU with the controller it serves).
+        rate = f"{ths * 1000.0 / 3:.2f}"
+        chips = f"{round(t + 4)}-{round(t + 6)}-{round(t + 8)}-{round(t + 5)}"
+        pcb = f"{round(t - 8)}-{round(t - 6)}-{round(t - 5)}-{round(t - 7)}"
         for i in (1, 2, 3):
-            board[f"chain_rate{i}"] = f"{ths * 1000.0 / 3:.2f}"
+            board[f"chain_rate{i}"] = rate
             board[f"chain_acn{i}"] = 126
-            chips = [round(t + d) for d in (4, 6, 8, 5)]
-            board[f"temp_chip{i}"] = "-".join(str(c) for c in chips)
-            board[f"temp_pcb{i}"] = "-".join(str(round(t - d)) for d in (8, 6, 5, 7))
+            board[f"temp_chip{i}"] = chips
+            board[f"temp_pcb{i}"] = pcb
         head = {"STATS": 0, "ID": "LUXminer", "Type": self.model}
         return self._ok(70, "LUXminer stats", "STATS", [head, board])
 
