@@ -258,3 +258,23 @@ def test_the_adapter_marks_a_refused_lock_once_and_clears_it_on_one_accepted(
         assert gpu.lock_refused is None and sim._locked == (1005, 1410)
 
     asyncio.run(go())
+
+
+def test_assign_gives_clock_modes_to_gpus_that_can_lock_first() -> None:
+    from scheduler.service.daemon.dispatch import assign
+
+    ids = ["g0", "g1", "g2", "g3"]
+    barred = {"g0": frozenset({CLOCK_MODE}), "g1": frozenset({CLOCK_MODE})}
+    instead = {CLOCK_MODE: CAP_TWIN}
+    # the GPUs that cannot lock come first and are awake: still not given the clock mode
+    modes = {"g0": CAP_TWIN, "g1": CAP_TWIN, "g2": "sleep", "g3": "sleep"}
+    out = assign(ids, modes, {CLOCK_MODE: 2, CAP_TWIN: 2}, barred, instead)
+    assert out == {"g0": CAP_TWIN, "g1": CAP_TWIN, "g2": CLOCK_MODE, "g3": CLOCK_MODE}
+    # more clock-mode places than GPUs that can lock: the rest take its stand-in
+    out = assign(ids, {}, {CLOCK_MODE: 3}, barred, instead)
+    assert sorted(out.values()) == sorted([CLOCK_MODE, CLOCK_MODE, CAP_TWIN, "sleep"])
+    assert out["g2"] == out["g3"] == CLOCK_MODE
+    # nothing barred: as before
+    assert assign(ids, {}, {CLOCK_MODE: 1}) == {
+        "g0": CLOCK_MODE, "g1": "sleep", "g2": "sleep", "g3": "sleep"
+    }  # fmt: skip
