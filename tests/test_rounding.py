@@ -82,6 +82,27 @@ def test_remainders_are_ranked_per_step_and_per_class() -> None:
     assert n.tolist() == [[1, 0], [0, 1], [1, 0], [1, 0]]
 
 
+def test_a_negative_lp_answer_rounds_to_no_units_never_below() -> None:
+    # past solver noise: -0.6 would floor to -1 with 0.4 left over, and its class's
+    # rounded total (-1) would keep it there; -1.7 to -2
+    x = np.array([[-0.6], [-1.7], [0.2], [-0.6]])
+    n = largest_remainder(x, np.array([0, 1, 2, 2]), np.array([9, 9, 9]))
+    assert n[:, 0].tolist() == [0, 0, 0, 0]
+
+
+def test_equal_remainders_go_in_the_listed_order_in_a_class_of_many_modes() -> None:
+    # numpy's default sort reorders equal keys once there are more than 16 of them: 20
+    # modes alternating 0.2 and 0.3 (5 units in all): the first five 0.3s, as listed
+    x = np.array([0.2, 0.3] * 10)[:, None]
+    n = largest_remainder(x, np.zeros(20, dtype=np.int64), np.array([20]))
+    assert np.flatnonzero(n[:, 0]).tolist() == [1, 3, 5, 7, 9]
+
+
+def test_a_site_without_class_modes_rounds_to_nothing() -> None:
+    n = largest_remainder(np.zeros((0, 3)), np.zeros(0, dtype=np.int64), np.zeros(0))
+    assert n.shape == (0, 3) and n.dtype == np.int64
+
+
 def test_the_helpers_sum_by_class_and_count_wake_ups() -> None:
     inp = _inputs(steps=3)
     n = np.array([[10, 4, 4], [0, 0, 2], [4, 1, 3], [0, 2, 0]])
