@@ -28,6 +28,7 @@ import http.client
 import json
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -91,17 +92,30 @@ modes = [
 """
 
 
-def _age(text: str) -> float:
+def _waiting(fn: Any, rng: random.Random, up_to_s: float) -> Any:
+    async def call(*args: Any) -> Any:
+        await asyncio.sleep(rng.uniform(0, up_to_s))
+        return await fn(*args)
+
+    return call
+
+
+def _sample(text: str, name: str) -> float:
     for line in text.splitlines():
-        if line.startswith("gridsched_metrics_snapshot_age_seconds "):
+        if line.startswith(name + " "):
             return float(line.split()[1])
     return float("nan")
+
+
+def _age(text: str) -> float:
+    return _sample(text, "gridsched_metrics_snapshot_age_seconds")
 
 
 def scrape(api: str, listener: str, scrapes: int, interval_s: float) -> None:
     """The child: scrape both in turn; times, the listener's ages and the unanswered as JSON."""
     times: dict[str, list[float]] = {"api": [], "listener": []}
     ages: list[float] = []
+    stale = 0
     unanswered = {"api": 0, "listener": 0}
     for _ in range(scrapes):
         for name, url in (("api", api), ("listener", listener)):
@@ -121,8 +135,9 @@ def scrape(api: str, listener: str, scrapes: int, interval_s: float) -> None:
                 raise SystemExit(f"{url}: {r.status} {text[:200]}")
             if name == "listener":
                 ages.append(_age(text))
+                stale = int(_sample(text, "gridsched_metrics_stale_scrapes_total"))
             time.sleep(interval_s)
-    print(json.dumps({"times": times, "ages": ages, "unanswered": unanswered}))
+    print(json.dumps({"times": times, "ages": ages, "unanswered": unanswered, "stale": stale}))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -136,7 +151,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--idle", action="store_true", help="no polls or commands: the baseline")
     ap.add_argument("--render-wait-s", type=float, default=0.05)
     ap.add_argument("--switch-interval-s", type=float, default=None)
-    ap.add_argument("--freeze", action="store_true", help="gc.freeze() after open (as start)")
+    ap.add_argument(
+        "--no-freeze", action="store_true", help="leave out freeze_heap() (Daemon.start's)"
+    )
+    ap.add_argument(
+        "--io-ms",
+        type=float,
+        default=2.0,
+        help="each read and command waits up to this long (uniform), as a round trip would",
+    )
     a = ap.parse_args(argv)
     if a.scrape:
         scrape(a.scrape[0], a.scrape[1], a.scrapes, a.interval_s)
@@ -153,7 +176,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = SITE.format(
         half=a.miners // 2, rest=a.miners - a.miners // 2, gpus=a.gpus, wait_s=a.render_wait_s
     )
-    d, _ = memory_daemon(text, Path(tempfile.mkdtemp(prefix="metrics-scrape-")), WallClock())
+    d, devices = memory_daemon(text, Path(tempfile.mkdtemp(prefix="metrics-scrape-")), WallClock())
+    if a.io_ms > 0:
+        rng = random.Random(1)
+        for dev in devices.values():  # the loop gets its many short iterations of a real sweep
+            dev.read = _waiting(dev.read, rng, a.io_ms / 1000)  # type: ignore[method-assign]
+            dev.apply = _waiting(dev.apply, rng, a.io_ms / 1000)  # type: ignore[method-assign]
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(
@@ -196,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     async def run() -> None:
         await d.open()
-        if a.freeze:
+        if not a.no_freeze:
             freeze_heap()
         t0 = time.thread_time()
         for _ in range(5):
@@ -250,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_start": load0,
         "load_end": os.getloadavg()[0],
         "wall_s": wall_s,
-        "stale": d.metrics_snapshot.stale_scrapes,
+        "stale": got["stale"],
         "renders": d.metrics_snapshot.renders,
         **busy,
     }

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import os
+import signal
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import render_metrics
 from scheduler.service.metrics_families import class_aggregates
 from tests.support.memfleet import MIXED_DEVICES, memory_daemon
-from tests.support.wait import DEADLINE_S
+from tests.support.wait import DEADLINE_S, wait_until
 
 SITE = """
 [site]
@@ -162,6 +164,18 @@ async def _api_metrics(d: Daemon) -> str:
         r = await c.get("/metrics")
     assert r.status_code == 200
     return r.text
+
+
+def test_a_listener_process_that_dies_is_started_again(tmp_path: Path) -> None:
+    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"'), tmp_path)
+    with listening(d):
+        d.exporter.restart_after_s = 0.05
+        first = d.exporter.pid
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: d.exporter.restarts == 1 and d.exporter.pid != first,
+                   what="the listener process started again")  # fmt: skip
+        status, text = _get(d.exporter.port)  # the same port: the socket is the daemon's
+    assert status == 200 and "gridsched_site_power_watts" in text
 
 
 def test_the_listener_asks_for_the_read_token(

@@ -26,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from models.site import FeedKind
 from scheduler.service import metrics_families as families
 from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
+from scheduler.service.metrics_child import tail_text
 
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
@@ -255,8 +256,8 @@ class Snapshot:
     cost one render, and every series in a scrape comes from one instant.
 
     :meth:`render` runs on the daemon's loop only (the collector reads its state);
-    :attr:`latest` is what a thread of the metrics listener may serve
-    (:mod:`scheduler.service.exporter`), with its age."""
+    :attr:`latest` is what the metrics listener is sent
+    (:mod:`scheduler.service.exporter`)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -264,10 +265,8 @@ class Snapshot:
         self._key: tuple[int, ...] | None = None
         self._body = b""
         self.renders = 0
-        #: the last rendering (replaced whole: a thread reads it without a lock)
+        #: the last rendering, with when the loop last found it current
         self.latest: Rendering | None = None
-        #: scrapes answered with a rendering the loop had not confirmed in time
-        self.stale_scrapes = 0
 
     def key(self) -> tuple[int, ...]:
         d = self.daemon
@@ -294,26 +293,5 @@ class Snapshot:
 
     def tail(self, rendering: Rendering) -> bytes:
         """The families said at serve time, after a rendering: its age and the stale
-        scrapes (so that a scrape answered from an old rendering says so)."""
-        age = GaugeMetricFamily(
-            "gridsched_metrics_snapshot_age_seconds",
-            "Seconds since the daemon's loop last confirmed the state this scrape shows "
-            "(about 0 unless the loop was too busy to render it within [metrics] render_wait_s)",
-        )
-        age.add_metric([], round(max(0.0, time.monotonic() - rendering.at_s), 6))
-        stale = CounterMetricFamily(
-            "gridsched_metrics_stale_scrapes",
-            "Scrapes answered with an earlier rendering: the loop did not render in time",
-        )
-        stale.add_metric([], self.stale_scrapes)
-        registry = CollectorRegistry()
-        registry.register(_Families([age, stale]))
-        return generate_latest(registry)
-
-
-class _Families:
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self.families
+        scrapes (the same as the metrics listener's, :mod:`scheduler.service.metrics_child`)."""
+        return tail_text(time.monotonic() - rendering.at_s, 0)  # rendered for the scrape
