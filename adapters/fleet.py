@@ -245,20 +245,31 @@ class Fleet:
         return list(self.adapters)
 
     async def read_all(self, ids: Iterable[str] | None = None) -> dict[str, Telemetry]:
-        """One telemetry sweep; unreachable devices are probed only when their backoff ends."""
+        """One telemetry sweep; unreachable devices are probed only when their backoff ends.
+
+        The devices are read in order by as many workers as there are readings' slots, not
+        by a task per device queued on the slots: a task each, and its wait for a slot, cost
+        about 20 us of CPU per reading (4-9 us through a worker), most of what the fleet
+        adds to a reading. A worker whose device is between retries holds no slot but
+        reads nothing else meanwhile (at most 0.15 s per device, :class:`RetryPolicy`)."""
         now = time.monotonic()
         devs = [self.by_id[i] for i in ids] if ids is not None else list(self.adapters)
+        results: list[Telemetry | None] = [None] * len(devs)
+        todo = iter(enumerate(devs))
 
-        async def one(dev: DeviceAdapter) -> tuple[str, Telemetry | None]:
-            st = self.status[dev.device_id]
-            if st.health is Health.UNREACHABLE and now < st.next_probe:
-                return dev.device_id, None
-            result, _err, _n = await self._run(dev, "read", None, self._health.attempts(st))
-            return dev.device_id, result if isinstance(result, Telemetry) else None
+        async def worker() -> None:
+            for k, dev in todo:
+                st = self.status[dev.device_id]
+                if st.health is Health.UNREACHABLE and now < st.next_probe:
+                    continue
+                result, _err, _n = await self._run(dev, "read", None, self._health.attempts(st))
+                if isinstance(result, Telemetry):
+                    results[k] = result
 
-        results = await asyncio.gather(*(one(d) for d in devs))
+        slots = self.read_concurrency or self.concurrency
+        await asyncio.gather(*(worker() for _ in range(min(slots, len(devs)))))
         self.check_pending()
-        return {i: t for i, t in results if t is not None}
+        return {dev.device_id: t for dev, t in zip(devs, results, strict=True) if t is not None}
 
     async def apply(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
         """Send each device its mode, concurrently; one Outcome per request, always."""
