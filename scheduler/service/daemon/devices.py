@@ -97,6 +97,7 @@ class DeviceModes:
         #: devices whose command went unconfirmed since the last poll took them
         self.unfollowed: set[str] = set()
         self.generation = 0  # counts changes to what devices are believed to do
+        self._target_w: dict[tuple[str, str], float] = {}  # (class, mode) -> power limit W
         #: class -> what drifted ("state", "clock_lock", "power_limit") -> times seen
         self.drifts: dict[str, dict[str, int]] = {}
         # The daemon commands these devices: each may be brought to a state it can read
@@ -214,8 +215,10 @@ class DeviceModes:
     def limit_w(self, device_id: str, mode: str) -> float:
         """The power limit a GPU in ``mode`` reads back: the mode's, within the limits NVML
         gave the adapter (it sets the nearest it allows)."""
-        dc = self.class_of(device_id)
-        want = dc.device_target_w(mode)
+        group = self.fleet.status[device_id].group
+        want = self._target_w.get((group, mode))
+        if want is None:  # a mode's figure is fixed: looked up once (each poll asks)
+            want = self._target_w[(group, mode)] = self.classes[group].device_target_w(mode)
         adapter = self.fleet.by_id.get(device_id)
         info = None if adapter is None else adapter.info
         if info is not None and info.min_power_w is not None and info.max_power_w is not None:
