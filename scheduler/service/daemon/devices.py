@@ -240,12 +240,22 @@ class DeviceModes:
         """Tokens/s the GPUs serve in their modes as they stand (or with ``with_modes``
         taken: device -> mode), counted as the plan counts them (``counted``)."""
         modes = {**self.modes, **with_modes} if with_modes else self.modes
+        status = self.fleet.status
+        # each (class, mode)'s tokens/s looked up once (0 for miners and asleep): this walk
+        # runs before a curtail's first command, over every device
+        per: dict[tuple[str, str], float] = {}
         total = 0.0
         for device_id, mode in modes.items():
-            dc = self.class_of(device_id)
-            m = dc.mode(mode)
-            if dc.kind is DeviceKind.GPU and m is not None:
-                total += self.counted[dc.name].get(mode, m.throughput_tokens_s)
+            key = (status[device_id].group, mode)
+            tok = per.get(key)
+            if tok is None:
+                dc = self.classes[key[0]]
+                m = dc.mode(mode)
+                tok = 0.0
+                if dc.kind is DeviceKind.GPU and m is not None:
+                    tok = self.counted[dc.name].get(mode, m.throughput_tokens_s)
+                per[key] = tok
+            total += tok
         return total
 
     def committed_tokens_s(self, now: float) -> float:
