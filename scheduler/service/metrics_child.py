@@ -86,6 +86,7 @@ class Renderings:
         self.stale = 0
         self._lock = threading.Lock()
         self._pending: threading.Event | None = None
+        self._asked_at = 0.0
         self.first = threading.Event()  # the daemon sends one at once
 
     def receive(self) -> None:
@@ -106,18 +107,24 @@ class Renderings:
 
     def current(self) -> Received | None:
         """A rendering of the state now if the daemon gives one within ``render_wait_s``;
-        the last one otherwise (counted stale). Concurrent scrapes share one request."""
+        the last one otherwise (counted stale). Concurrent scrapes share one request, and
+        one that finds an earlier request already unanswered past ``render_wait_s`` does
+        not wait again: the loop is known busy, and its answer still comes for the next."""
+        now = time.monotonic()
         with self._lock:
             before = self.latest
-            done = self._pending
+            done, wait_s = self._pending, self.render_wait_s
             if done is None:
                 done = self._pending = threading.Event()
+                self._asked_at = now
                 try:
                     self.pair.sendall(ASK)
                 except OSError:
                     self._pending = None
                     done.set()
-        got = done.wait(self.render_wait_s)
+            else:
+                wait_s = max(0.0, self._asked_at + self.render_wait_s - now)
+        got = done.wait(wait_s)
         with self._lock:
             latest = self.latest
             if not got or latest is before:
