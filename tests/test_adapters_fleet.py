@@ -149,6 +149,32 @@ def test_readings_and_commands_have_their_own_bounds() -> None:
     assert _Counting.most == {"read": 5, "apply": 12}
 
 
+class _Ordered(DeviceAdapter):
+    started: ClassVar[list[str]] = []
+
+    async def connect(self) -> Any:
+        return None
+
+    async def read(self) -> Any:
+        self.started.append(self.device_id)
+        await asyncio.sleep(0.002 * (int(self.device_id.split("/")[1]) % 3))  # out of step
+        return Telemetry(self.device_id, time.time(), "running", 3000.0)
+
+    async def apply(self, request: ModeRequest) -> Any:
+        return Applied(request, None)
+
+
+def test_a_sweep_reads_in_the_order_asked_and_answers_in_it() -> None:
+    """The readings' workers take the devices in order, whichever answers first."""
+    _Ordered.started = []
+    ids = [f"o/{i}" for i in range(30)]
+    fleet = Fleet([_Ordered(i, "-") for i in ids], read_concurrency=4)
+    order = ids[::-1]
+    got = run(fleet.read_all(order))
+    assert _Ordered.started == order
+    assert list(got) == order and all(got[i].device_id == i for i in order)
+
+
 class _SeesCollector(DeviceAdapter):
     """Records whether the garbage collector was on while its command ran."""
 
