@@ -27,7 +27,8 @@ def _per_step_tokens(inp: PlanInputs) -> np.ndarray:
 
 
 def define_units(b: ModelBuilder, inp: PlanInputs) -> np.ndarray:
-    """``x[k, t]``: units of class-mode k in step t; at most the class's units in service.
+    """``x[k, t]``: units of class-mode k in step t; at most the class's units in service,
+    and at most the units that can reach mode k (``PlanInputs.mode_units_max``).
 
     Mining revenue sits on x: hashrate x hashprice / 24 per hour.
     """
@@ -36,7 +37,7 @@ def define_units(b: ModelBuilder, inp: PlanInputs) -> np.ndarray:
         mining_revenue_usd_per_hour(inp.hashrate_ths[:, None], inp.hashprice[None, :])
         * inp.grid.dt_h[None, :]
     )
-    x = b.add_vars("x", (K, T), 0.0, np.repeat(inp.units[inp.cm_class], T), -revenue)
+    x = b.add_vars("x", (K, T), 0.0, np.repeat(inp.mode_units_cap, T), -revenue)
     # classes with a min-off dwell get this limit from their min-off rows (on + recent
     # stops <= units), which imply it
     own = np.flatnonzero(inp.min_off_s <= 0)

@@ -106,6 +106,25 @@ class PlanInputs:
     #: each capped group, and its cap per step, (G, T) kW at the meter, inf where none
     class_cap_groups: list[tuple[int, ...]] = field(default_factory=list)
     class_cap_kw: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    #: (K,) the most units of each class-mode's class that can reach the mode (a stock-
+    #: firmware miner reaches only its own setting; a GPU refused clock locks, no clock
+    #: mode). None: every unit reaches every mode of its class (the backtest, a plan).
+    mode_units_max: np.ndarray | None = None
+
+    @property
+    def mode_units_cap(self) -> np.ndarray:
+        """(K,) units each class-mode may hold: the class's units, less where fewer reach
+        the mode (``mode_units_max``)."""
+        units = self.units[self.cm_class]
+        if self.mode_units_max is None:
+            return units
+        bound = np.asarray(self.mode_units_max, dtype=np.float64)
+        if bound.shape != units.shape or not (bound >= 0).all():
+            raise ValueError(
+                f"mode_units_max needs {self.K} non-negative unit counts (one per class-mode), "
+                f"got {bound.tolist()}"
+            )
+        return np.minimum(units, np.floor(bound))
 
     @property
     def T(self) -> int:

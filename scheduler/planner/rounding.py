@@ -5,7 +5,8 @@ awake units, and the modes with the largest fractional parts get the spare units
 repair pass: where the rounded plan would import more than the LP did (and more than the
 cap), units are put to sleep, least valuable kW first; where it serves less committed
 inference than the LP, serving units are woken, most tokens per kW first, while the power
-headroom lasts.
+headroom lasts. No step puts more units in a mode than can reach it
+(``PlanInputs.mode_units_max``: a stock-firmware miner has no eco mode).
 """
 
 from __future__ import annotations
@@ -26,11 +27,16 @@ def sum_by_class(values: np.ndarray, cm_class: np.ndarray, n_classes: int) -> np
     return np.asarray(member @ values, dtype=np.float64)
 
 
-def largest_remainder(x: np.ndarray, cm_class: np.ndarray, units: np.ndarray) -> np.ndarray:
-    """Integer (K, T) counts whose class totals are the rounded LP totals (<= units)."""
+def largest_remainder(
+    x: np.ndarray, cm_class: np.ndarray, units: np.ndarray, bound: np.ndarray | None = None
+) -> np.ndarray:
+    """Integer (K, T) counts whose class totals are the rounded LP totals (<= units), and
+    no class-mode above ``bound`` (K,), the units that can reach it."""
     K, T = x.shape
     C = len(units)
-    x = np.clip(x, 0.0, None)
+    # an LP answer over a mode's bound is taken at the bound: the spare unit of its class
+    # then goes to a mode that can take it
+    x = np.clip(x, 0.0, None if bound is None else np.asarray(bound, dtype=np.float64)[:, None])
     floor = np.floor(x + EPS)
     rem = np.where(x - floor > EPS, x - floor, 0.0)
     class_total = sum_by_class(x, cm_class, C)
@@ -88,7 +94,8 @@ def round_plan(
     The import limit of a step is the cap (or the LP's own import where the LP chose to
     break the cap), and never above a billed peak the LP settled on (``peak_kw``).
     """
-    n = largest_remainder(x, inp.cm_class, inp.units)
+    bound = inp.mode_units_cap[:, None]  # units that can reach each mode
+    n = largest_remainder(x, inp.cm_class, inp.units, bound[:, 0])
     marginal = inp.marginal_kw
     hard = np.maximum(inp.cap_kw, lp_import) + EPS
 
@@ -102,7 +109,8 @@ def round_plan(
             break
         same = inp.cm_class == inp.cm_class[k]
         free = inp.units[inp.cm_class[k]] - n[same].sum(axis=0)
-        add = np.clip(np.minimum(free, np.ceil(short / inp.tput_tok_s[k] - EPS)), 0, None)
+        add = np.minimum.reduce([free, np.ceil(short / inp.tput_tok_s[k] - EPS), bound[k] - n[k]])
+        add = np.clip(add, 0, None)
         n[k] += add.astype(np.int64)
         short -= add * inp.tput_tok_s[k]
     for k in serving[np.argsort(-inp.tput_tok_s[serving])]:
@@ -113,7 +121,8 @@ def round_plan(
             if not (short > EPS).any():
                 break
             gain = inp.tput_tok_s[k] - inp.tput_tok_s[j]
-            move = np.clip(np.minimum(n[j], np.ceil(short / gain - EPS)), 0, None)
+            room = bound[k] - n[k]
+            move = np.clip(np.minimum.reduce([n[j], np.ceil(short / gain - EPS), room]), 0, None)
             move = move.astype(np.int64)
             n[j] -= move
             n[k] += move
@@ -141,6 +150,7 @@ def round_plan(
             add = np.minimum.reduce(
                 [
                     free,
+                    bound[k] - n[k],
                     np.ceil(np.maximum(short, 0.0) / inp.tput_tok_s[k] - EPS),
                     np.floor(
                         np.maximum(np.minimum(headroom, class_room_kw(inp, n, x, k)), 0.0)
