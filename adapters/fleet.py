@@ -86,6 +86,7 @@ class Fleet:
             a.device_id: DeviceStatus(a.device_id, self.groups.get(a.device_id, ""))
             for a in self.adapters
         }
+        self._by_group: dict[str, list[str]] | None = None  # see ids()
         # Commands and readings have their own slots: a curtailment must not queue behind
         # a telemetry sweep of the whole fleet.
         reads = asyncio.Semaphore(self.read_concurrency or self.concurrency)
@@ -137,7 +138,16 @@ class Fleet:
         return out
 
     def ids(self, group: str | None = None) -> list[str]:
-        return [i for i, st in self.status.items() if group is None or st.group == group]
+        """The devices (of one class), in the fleet's order."""
+        if group is None:
+            return list(self.status)
+        # Dispatch asks for each class at every poll: indexed once, not a walk of the whole
+        # fleet per class (the devices and their classes are fixed when the fleet is made).
+        if self._by_group is None:
+            self._by_group = {}
+            for i, st in self.status.items():
+                self._by_group.setdefault(st.group, []).append(i)
+        return list(self._by_group.get(group, ()))
 
     # -- operations -------------------------------------------------------------------------
 
