@@ -9,8 +9,9 @@ In-process, no sockets: a real ``Fleet`` of devices in memory, the daemon's own
 them. Mutation testing (docs/testing.md) showed what the daemon-level tests left unchecked.
 
 Site: PUE 1.25, base load 2 kW. Two miners "m" (full 3 kW, eco 2 kW, asleep 0.25 kW), one
-GPU "g" (full 0.75 kW, low 0.5 kW, asleep 0.125 kW); with ``UNMANAGED``, a class "u" of 3
-miners without adapters (1 kW or 1.5 kW each). At the meter: IT kW x 1.25 + 2.
+GPU "g" (full 0.75 kW, low 0.5 kW, asleep 0.125 kW); with ``UNMANAGED``, two classes
+without adapters: "u", 3 miners (1 kW or 1.5 kW each), and "v", 2 miners of 0.5 kW. At the
+meter: IT kW x 1.25 + 2.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ modes = [
   { name = "a", power_kw = 1.0, hashrate_ths = 40 },
   { name = "b", power_kw = 1.5, hashrate_ths = 50 },
 ]
+
+[[devices]]
+name = "v"
+kind = "asic"
+count = 2
+modes = [{ name = "a", power_kw = 0.5, hashrate_ths = 20 }]
 """
 
 
@@ -99,7 +106,7 @@ class Site:
         text = SITE + (UNMANAGED if unmanaged else "")
         self.config = parse_site(tomllib.loads(text), "site.toml", str(tmp_path))
         self.clock = FakeClock(start_s)
-        managed = tuple(dc for dc in self.config.devices if dc.name != "u")
+        managed = tuple(dc for dc in self.config.devices if dc.name not in ("u", "v"))
         built, self.devs = memory_fleet(managed, self.clock)
         self.fleet = Fleet(built.adapters, groups=built.groups, clock=self.clock.time)
         self.modes = DeviceModes(self.config, self.fleet, self.clock)
@@ -382,28 +389,38 @@ def test_classes_without_adapters_count_as_planned_and_at_most_at_their_top_mode
     s = Site(tmp_path, unmanaged=True, start_s=T0 + 600)
     # mining pays in the first hour; at the second's price everything sleeps
     _, plan = solve(s.config, [30.0, 1e7])
-    u = next(cp for cp in plan.classes if cp.name == "u")
-    assert float(u.power_kw[0]) == 4.5 and float(u.power_kw[1]) == 0.0
+    planned = {cp.name: cp.power_kw.tolist() for cp in plan.classes if cp.name in ("u", "v")}
+    assert planned == {"u": [4.5, 0.0], "v": [1.0, 0.0]}
     s.poll(m_0=3000.0, m_1=3000.0, g_0=750.0)
     assert s.measured()["unmanaged_kw"] == 0.0  # no plan yet: only what is read
     s.plans.adopt(plan, s.now)
     s.power.invalidate()
+    # compliance asked first (nothing summed yet): judged at the time given
+    record = s.power.compliance_record(_at_meter(6.75 + 5.5), s.now)
+    assert record["compliance"] == "met"
+    assert "the classes without adapters (5.500 kW as planned)" in record["compliance_reason"]
     p = s.power.site(False, s.now)
-    assert (p.unmanaged_kw, p.unmanaged_worst_kw) == (4.5, 4.5)  # 3 units x 1.5 kW
-    assert s.measured()["import_kw"] == _at_meter(6.75 + 4.5)
-    assert s.measured()["estimated_kw"] == 4.5 * 1.25
+    assert (p.unmanaged_kw, p.unmanaged_worst_kw) == (5.5, 5.5)  # 3 x 1.5 kW, 2 x 0.5 kW
+    assert s.measured()["import_kw"] == _at_meter(6.75 + 5.5)
+    assert s.measured()["estimated_kw"] == 5.5 * 1.25
+    # with a meter, what commands are expected to change is measured against the figure
+    # summed for the same time: here nothing, so the meter's reading itself
+    s.power.meter_reading = MeterReading(20000.0, s.now)
+    s.power.invalidate()
+    assert s.measured(expect=True)["import_kw"] == pytest.approx(20.0, abs=1e-9)
+    s.power.meter_reading = None
     s.clock.advance(3600.0)  # the second step: the plan has them asleep
     s.power.invalidate()
-    p = s.power.site(False, s.now)
-    assert (p.unmanaged_kw, p.unmanaged_worst_kw, p.asic_kw) == (0.0, 4.5, 6.0)
     c = s.power.compliance(_at_meter(6.75) + 1.0, s.now)
     assert c.state is ComplianceState.UNVERIFIED
     assert "the classes without adapters (0.000 kW as planned)" in c.reason
-    assert s.power.compliance(_at_meter(6.75 + 4.5), s.now).state is ComplianceState.MET
-    s.clock.advance(3600.0)  # past the plan: nothing planned, still at most 4.5 kW
+    p = s.power.site(False, s.now)
+    assert (p.unmanaged_kw, p.unmanaged_worst_kw, p.asic_kw) == (0.0, 5.5, 6.0)
+    assert s.power.compliance(_at_meter(6.75 + 5.5), s.now).state is ComplianceState.MET
+    s.clock.advance(3600.0)  # past the plan: nothing planned, still at most 5.5 kW
     s.power.invalidate()
     p = s.power.site(False, s.now)
-    assert (p.unmanaged_kw, p.unmanaged_worst_kw) == (0.0, 4.5)
+    assert (p.unmanaged_kw, p.unmanaged_worst_kw) == (0.0, 5.5)
 
 
 def test_the_devices_are_counted_by_their_own_kind_and_the_billing_peak_is_the_sites(
