@@ -244,3 +244,21 @@ def test_the_class_aggregates_count_every_device_once(tmp_path: Path) -> None:
         if s.name == "gridsched_class_power_watts"
     }
     assert power["old"] == 3 * 3000.0  # old/0 unread: in the units, not in the power
+
+
+def test_gridsched_run_refuses_a_taken_metrics_port_before_a_device(tmp_path: Path) -> None:
+    import socket
+
+    from tests.test_daemon import DaemonProc
+    from tests.test_startup import GOOD_ENV, _clean_env, refusal, run_cli
+
+    site = DaemonProc(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        site.site.write_text(site.site.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        res = run_cli(site.site, site.db, _clean_env(**GOOD_ENV))
+    text = refusal(res)  # one line, no traceback
+    assert res.returncode == 4 and f"[metrics] listen = '127.0.0.1:{port}'" in text
+    assert "choose another address" in text

@@ -53,6 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             lock_fd = startup.lock_state_file(db)
             daemon = _open_daemon(config, db, args.adopt_state)
             startup.check_sim_addresses(daemon.built)
+            try:  # [metrics] listen: refused now too, before a device is touched
+                daemon.bind_metrics()
+            except OSError as exc:
+                daemon.store.close()
+                raise startup.Refusal(startup.EXIT_BUSY, [str(exc)]) from None
         except BaseException:
             sock.close()
             raise

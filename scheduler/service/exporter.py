@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("gridsched.metrics")
 
 
+def bind(address: tuple[str, int]) -> socket.socket:
+    """The listening socket for ``address`` (host, port); OSError when it cannot be had."""
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
 class MetricsExporter:
     """The listening socket, the listener process, and the loop's side of the socket pair."""
 
@@ -48,13 +55,13 @@ class MetricsExporter:
         self,
         snapshot: Snapshot,
         loop: asyncio.AbstractEventLoop,
-        address: tuple[str, int],
+        listener: socket.socket,
         cfg: DaemonConfig,
         render_wait_s: float,
     ) -> None:
         self.snapshot = snapshot
         self.loop = loop
-        self.address = address
+        self._listener: socket.socket | None = listener  # bound by bind(); closed at stop
         self.settings = json.dumps(
             {
                 "render_wait_s": render_wait_s,
@@ -66,7 +73,6 @@ class MetricsExporter:
         )
         self.port = 0  # the port listened on (the OS's choice for port 0), once started
         self.restarts = 0
-        self._listener: socket.socket | None = None
         self._pair: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._sending = False
@@ -74,12 +80,12 @@ class MetricsExporter:
         self._stopping = False
 
     def start(self) -> None:
-        """Render once, bind, and start the listener process."""
+        """Render once and start the listener process on the bound socket."""
+        if self._listener is None:
+            raise RuntimeError("the metrics listener was stopped")
         self.snapshot.render()  # a scrape never finds nothing to serve
-        host, port = self.address
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family, backlog=128)
-        self.port = int(self._listener.getsockname()[1])
+        host, port = self._listener.getsockname()[:2]
+        self.port = int(port)
         self._spawn()
         shown = f"[{host}]" if ":" in host else host
         log.info("metrics on http://%s:%d/metrics (pid %d)", shown, self.port, self.pid)

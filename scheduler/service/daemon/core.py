@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,6 +139,7 @@ class Daemon:
         # /metrics: rendered on this loop, served by the API and by [metrics] listen
         self.metrics_snapshot = Snapshot(self)
         self.exporter: Any = None  # scheduler.service.exporter.MetricsExporter when listening
+        self._metrics_socket: socket.socket | None = None  # [metrics] listen, once bound
         self._resources = contextlib.AsyncExitStack()  # store, simulators, fleet, meter
         self._jobs = contextlib.AsyncExitStack()  # scheduled jobs, background tasks, VEN
 
@@ -224,21 +226,35 @@ class Daemon:
         self._jobs.callback(sched.shutdown, wait=False)
         self.scheduler = sched
 
-    def serve_metrics(self) -> None:
-        """``/metrics`` on ``[metrics] listen``, answered from a thread of its own."""
+    def bind_metrics(self) -> None:
+        """Bind ``[metrics] listen`` now (``gridsched run`` does, before a device is
+        touched); OSError naming the setting. No-op when unset or bound."""
         at = self.config.metrics.listen_at()
-        if at is None:
+        if at is None or self._metrics_socket is not None:
+            return
+        from scheduler.service.exporter import bind
+
+        try:
+            self._metrics_socket = bind(at)
+        except OSError as exc:
+            raise OSError(
+                f"[metrics] listen = {self.config.metrics.listen!r}: cannot listen there "
+                f"({exc.strerror or exc}); choose another address"
+            ) from exc
+        self._resources.callback(self._metrics_socket.close)  # if never served
+
+    def serve_metrics(self) -> None:
+        """``/metrics`` on ``[metrics] listen``, answered by a process of its own."""
+        self.bind_metrics()
+        if self._metrics_socket is None:
             return
         from scheduler.service.exporter import MetricsExporter
 
         self.exporter = MetricsExporter(
-            self.metrics_snapshot, asyncio.get_running_loop(), at, self.config.daemon,
-            self.config.metrics.render_wait_s,
+            self.metrics_snapshot, asyncio.get_running_loop(), self._metrics_socket,
+            self.config.daemon, self.config.metrics.render_wait_s,
         )  # fmt: skip
-        try:
-            self.exporter.start()
-        except OSError as exc:
-            raise OSError(f"[metrics] listen = {self.config.metrics.listen!r}: {exc}") from exc
+        self.exporter.start()
         self._jobs.callback(self.exporter.stop)
 
     async def stop(self, posture: Posture | None = None) -> list[Outcome]:
