@@ -2,7 +2,7 @@
 
 pyasic's RPC object of the miner still names it (its address and port) and holds its
 session (``session_token``, which pyasic's own calls would use too); every call goes out
-with pyasic's framing and is checked as pyasic checks it, at about half its CPU.
+with pyasic's framing and is checked as pyasic checks it, with about a third less CPU.
 
 ``set_profile``: pyasic's ``set_power_limit`` first reads the whole configuration (a
 six-command multicommand) to find the presets, which the adapter already knows; here a
