@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from adapters.base import DeviceInfo
 from adapters.fleet import Fleet, Outcome
 from models.durations import parse_duration_s
 from models.economics import site_load_kw
@@ -34,6 +35,7 @@ from scheduler.service.daemon.devices import SLEEP, DeviceModes
 from scheduler.service.daemon.feeds import Feeds
 from scheduler.service.daemon.measure import Power
 from scheduler.service.daemon.plans import CurrentPlan
+from scheduler.service.daemon.reach import class_reach
 from scheduler.service.daemon.recorder import Recorder
 from scheduler.service.daemon.signals import Signals
 from scheduler.service.demand_feed import DemandFeed
@@ -133,6 +135,31 @@ class Planning:
             update={"devices": tuple(devices), "mining": self.feeds.mining(), "site": site}
         )
 
+    def bound_modes(self, inputs: PlanInputs) -> None:
+        """Offer each mode only the answering devices that can reach it (a stock-firmware
+        miner runs at its own setting; a GPU refused clock locks takes no clock mode:
+        scheduler/service/daemon/reach.py), and say in the plan's notes which and why."""
+        answered = self.power.answered
+        bound = inputs.units[inputs.cm_class].astype(np.float64)
+        limited = False
+        for c, dc in enumerate(self.config.devices):
+            ids = [i for i in self.fleet.ids(dc.name) if i in answered]
+            if not ids:
+                continue
+            reach = class_reach(dc, ids, self._info, self.devices.barred)
+            note = reach.note(dc.name)
+            if note is None:
+                continue
+            limited = True
+            inputs.notes.append(note)
+            for k in np.flatnonzero(inputs.cm_class == c):
+                bound[k] = min(bound[k], reach.by_mode.get(inputs.mode_names[k], 0))
+        inputs.mode_units_max = bound if limited else None
+
+    def _info(self, device_id: str) -> DeviceInfo | None:
+        adapter = self.fleet.by_id.get(device_id)
+        return None if adapter is None else adapter.info
+
     def keep_cap_margin(self, inputs: PlanInputs) -> None:
         """Plan under DR and fail-safe caps with ``cap_margin_pct`` of the cap kept free, so
         that what is measured, not the nameplate sum, stays under the cap."""
@@ -160,6 +187,7 @@ class Planning:
             if rule not in self._peak_rules:
                 self._peak_rules.append(rule)
         slot_peaks(inputs, inputs.peaks, self._peak_rules)
+        self.bound_modes(inputs)
         self.keep_cap_margin(inputs)
         if self.demand is not None:
             self.demand.set_plan_demand(inputs, now)

@@ -1,0 +1,112 @@
+"""Which modes of its class each device can reach, so that the plan offers a mode only as
+many units as can take it (``PlanInputs.mode_units_max``).
+
+- A miner whose firmware family has no power target (``models.firmware.CAPABILITIES``:
+  stock Antminer, an unknown firmware) and that reported no presets (``DeviceInfo.
+  power_targets_w``) is woken at its own setting: asked for a target it has none to take
+  (``adapters.payloads.run_target``), so it runs at its factory setting whatever mode the
+  plan counts. It reaches one mode of its class, its *own-setting mode*: the mode whose
+  power is nearest the model's nameplate wall power in the catalog (``models.catalog``,
+  the manufacturer's spec; for a catalog class that is its ``stock`` profile), looked up by
+  the class's ``model``, else by the model the miner reports. Where neither is in the
+  catalog, the class's highest-power mode: the plan then never counts less power than the
+  miner may draw. And it reaches sleep, as every device does.
+- A GPU whose SM clock locks NVML refuses (``DeviceModes.barred``) reaches no clock-locked
+  mode of its class until its adapter's retry is due.
+- A device whose identity is not known yet (never connected) counts as reaching every mode,
+  as before this bound existed: nothing says what it lacks, and its first reading comes
+  before most plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from adapters.base import DeviceInfo
+from models.catalog import find_asic
+from models.devices import DeviceClass, DeviceKind
+from models.firmware import CAPABILITIES, Family, PowerTarget
+
+
+def own_setting_mode(dc: DeviceClass, info: DeviceInfo | None) -> str:
+    """The mode of ``dc`` a miner without a power target runs at once woken: the one nearest
+    its model's nameplate power (the catalog), else the class's highest-power mode."""
+    nameplate_w: float | None = None
+    for model in (dc.model, info.model if info is not None else None):
+        if not model:
+            continue
+        try:
+            nameplate_w = find_asic(model).power_w
+            break
+        except KeyError:
+            continue
+    if nameplate_w is None:
+        return max(dc.modes, key=lambda m: m.power_kw).name
+    return min(dc.modes, key=lambda m: abs(m.power_kw * 1000.0 - nameplate_w)).name
+
+
+def no_power_target(info: DeviceInfo | None) -> bool:
+    """A miner whose firmware has no power target and that reported no presets."""
+    if info is None or info.kind != "asic" or info.power_targets_w:
+        return False
+    try:
+        family = Family(info.family)
+    except ValueError:  # an adapter that names no family: nothing known to limit it
+        return False
+    return CAPABILITIES[family].power_target is PowerTarget.NONE
+
+
+@dataclass(frozen=True)
+class ClassReach:
+    """How many of a class's devices reach each of its modes, and why fewer than all."""
+
+    units: int  # devices counted (those that answer)
+    by_mode: dict[str, int]
+    no_target: int  # miners at their own setting
+    no_lock: int  # GPUs refused clock locks
+    own_mode: dict[str, int]  # own-setting mode -> miners that run at it
+
+    def note(self, name: str) -> str | None:
+        """A line for the plan's notes where a mode is limited, else None."""
+        short = {m: n for m, n in self.by_mode.items() if n < self.units}
+        if not short:
+            return None
+        limits = ", ".join(f"{m} to {n}" for m, n in short.items())
+        why = []
+        if self.no_target:
+            own = ", ".join(f"{n} at {m}" for m, n in self.own_mode.items())
+            why.append(
+                f"{self.no_target} stock-firmware miners: no power target, they run at their "
+                f"own setting ({own})"
+            )
+        if self.no_lock:
+            why.append(f"{self.no_lock} GPUs refuse SM clock locks")
+        return f"{name}: modes limited ({limits} of {self.units} units): {'; '.join(why)}"
+
+
+def class_reach(
+    dc: DeviceClass,
+    ids: Iterable[str],
+    info: Callable[[str], DeviceInfo | None],
+    barred: Callable[[str], frozenset[str]],
+) -> ClassReach:
+    """Count, over the devices ``ids`` of class ``dc``, those that reach each mode."""
+    names = [m.name for m in dc.modes]
+    by_mode = dict.fromkeys(names, 0)
+    own_mode: dict[str, int] = {}
+    units = no_target = no_lock = 0
+    for device_id in ids:
+        units += 1
+        reach: Iterable[str] = names
+        if dc.kind is DeviceKind.ASIC and no_power_target(i := info(device_id)):
+            own = own_setting_mode(dc, i)
+            reach = (own,)
+            no_target += 1
+            own_mode[own] = own_mode.get(own, 0) + 1
+        elif dc.kind is DeviceKind.GPU and (no := barred(device_id)):
+            reach = [m for m in names if m not in no]
+            no_lock += 1
+        for m in reach:
+            by_mode[m] += 1
+    return ClassReach(units, by_mode, no_target, no_lock, own_mode)

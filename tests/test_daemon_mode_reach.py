@@ -1,0 +1,235 @@
+"""The daemon's plan offers a class's units only the modes those devices can reach
+(scheduler/service/daemon/reach.py).
+
+- Stock-firmware Antminers (``Family.ANTMINER_STOCK``: no power target, no presets) are
+  woken at their own setting. At a price where eco is the best mode, the plan put them in
+  eco and counted eco power and hashrate while they drew full power; now they are planned
+  at their own-setting mode (the catalog's ``stock``, nearest the nameplate) or asleep.
+- GPUs whose SM clock locks NVML refuses: the plan put every GPU in the clock mode and
+  dispatch gave the refusing one a lock-free stand-in drawing more than planned; now the
+  plan puts at most the GPUs that can lock in it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters import registry
+from adapters.base import DeviceInfo
+from adapters.gpu import NvmlGpu
+from adapters.registry import Built
+from adapters.sim.gpu import SimGpu
+from adapters.sim.gpu_backend import LocalSimBackend
+from models.devices import DeviceClass
+from models.site import parse_site
+from scheduler.planner.plan import Plan
+from scheduler.service.daemon import Daemon
+from scheduler.service.daemon.reach import class_reach, own_setting_mode
+from tests.conftest import flat_series
+from tests.support.clock import FakeClock
+from tests.support.memfleet import MemoryDevice, run_open
+from tests.test_gpu_mode_truth import CLOCK_MODE, GPU0
+from tests.test_gpu_mode_truth import SITE as GPU_SITE
+from tests.test_gpu_mode_truth import _run as _gpu_run
+
+#: 10 S19j Pro from the catalog (eco 2.135 kW / 80 TH/s, stock 3.05 kW / 100 TH/s, turbo
+#: 3.8125 kW / 112 TH/s) at 0.24 USD per TH/s per day; at 270 USD/MWh eco earns most.
+SITE = """
+[site]
+name = "stock firmware"
+interconnect_kw = 100
+pue = 1.0
+base_load_kw = 0
+
+[prices]
+format = "demo"
+
+[mining]
+hashprice_usd_per_ths_day = 0.24
+pool_fee = 0.0
+
+[daemon]
+horizon = "2h"
+step = "5min"
+stage_ahead_s = 0
+confirm_after_s = 0
+
+[[devices]]
+name = "s19"
+kind = "asic"
+count = 10
+model = "S19j Pro"
+"""
+PRICE = 270.0
+
+
+@dataclass
+class IdentifiedMiner(MemoryDevice):
+    """A miner in memory that says who it is on connect, as the pyasic adapter does."""
+
+    family: str = ""
+    presets_w: tuple[float, ...] = ()
+
+    async def connect(self) -> DeviceInfo:
+        self.info = DeviceInfo(
+            self.device_id,
+            "asic",
+            self.address,
+            make="AntMiner",
+            model="Antminer S19j Pro",
+            firmware="Stock" if self.family == "antminer-stock" else "LuxOS",
+            family=self.family,
+            power_targets_w=self.presets_w,
+        )
+        return self.info
+
+
+def _stock_daemon(tmp_path: Path, stock: int) -> tuple[Daemon, FakeClock]:
+    """The site above; its first ``stock`` miners stock firmware, the rest LuxOS (presets)."""
+    config = parse_site(tomllib.loads(SITE), "site.toml", str(tmp_path))
+    clock = FakeClock()
+    built = Built()
+    (dc,) = config.devices
+    for i in range(dc.count):
+        lux = i >= stock
+        dev = IdentifiedMiner(
+            f"s19/{i}",
+            "memory",
+            clock=clock,
+            dc=dc,
+            target_w=dc.device_target_w("stock"),
+            family="luxos" if lux else "antminer-stock",
+            presets_w=tuple(m.power_kw * 1000.0 for m in dc.modes) if lux else (),
+        )
+        built.adapters.append(dev)
+        built.groups[dev.device_id] = dc.name
+    return Daemon(config, tmp_path / "state.db", clock=clock, built=built), clock
+
+
+def _now_units(d: Daemon, plan: Plan, name: str) -> dict[str, int]:
+    k = d.plans.index(d.clock.time())
+    assert k is not None
+    (cp,) = [c for c in plan.classes if c.name == name]
+    return cp.units_at(k)
+
+
+async def _plan_at_flat_price(d: Daemon, clock: FakeClock) -> Plan:
+    start = int(clock.time()) - 3600
+    d.feeds.prices = flat_series([PRICE] * 8, start_s=start, label="flat test prices")
+    plan = await d.replan("test")
+    assert plan is not None and plan.ok, None if plan is None else plan.notes
+    return plan
+
+
+def test_a_stock_firmware_class_is_planned_at_its_own_setting_never_eco(
+    tmp_path: Path,
+) -> None:
+    d, clock = _stock_daemon(tmp_path, stock=10)
+
+    async def body() -> None:
+        plan = await _plan_at_flat_price(d, clock)
+        units = _now_units(d, plan, "s19")
+        assert units["eco"] == 0 and units["turbo"] == 0
+        assert units["stock"] == 10  # at this price stock still pays: every miner runs
+        (note,) = [n for n in plan.notes if n.startswith("s19: modes limited")]
+        assert "eco to 0" in note and "turbo to 0" in note and "of 10 units" in note
+        assert "10 stock-firmware miners: no power target" in note and "10 at stock" in note
+
+    run_open(d, body)
+
+
+def test_miners_with_presets_beside_stock_ones_take_eco_for_themselves(
+    tmp_path: Path,
+) -> None:
+    d, clock = _stock_daemon(tmp_path, stock=3)
+
+    async def body() -> None:
+        plan = await _plan_at_flat_price(d, clock)
+        assert _now_units(d, plan, "s19") == {"eco": 7, "stock": 3, "turbo": 0}
+
+    run_open(d, body)
+
+
+def test_every_miner_with_presets_reaches_every_mode(tmp_path: Path) -> None:
+    d, clock = _stock_daemon(tmp_path, stock=0)
+
+    async def body() -> None:
+        plan = await _plan_at_flat_price(d, clock)
+        assert _now_units(d, plan, "s19") == {"eco": 10, "stock": 0, "turbo": 0}
+        assert not [n for n in plan.notes if "modes limited" in n]
+
+    run_open(d, body)
+
+
+def test_the_own_setting_mode_is_the_one_nearest_the_nameplate() -> None:
+    config = parse_site(tomllib.loads(SITE), "site.toml", ".")
+    (dc,) = config.devices
+    assert own_setting_mode(dc, None) == "stock"  # 3.05 kW: the catalog's S19j Pro
+    # modes of the site file's own, the model reported by the miner: nearest 3,050 W
+    own = DeviceClass.model_validate(
+        {"name": "x", "kind": "asic", "count": 1,
+         "modes": [{"name": "low", "power_kw": 2.0, "hashrate_ths": 70},
+                   {"name": "mid", "power_kw": 3.1, "hashrate_ths": 100},
+                   {"name": "high", "power_kw": 3.6, "hashrate_ths": 110}]}
+    )  # fmt: skip
+    info = DeviceInfo("x/0", "asic", "a", model="Antminer S19j Pro", family="antminer-stock")
+    assert own_setting_mode(own, info) == "mid"
+    # no model known anywhere: the highest-power mode (never less power than it may draw)
+    assert own_setting_mode(own, None) == "high"
+    # a miner not yet identified reaches every mode
+    reach = class_reach(own, ["x/0"], lambda _: None, lambda _: frozenset())
+    assert reach.by_mode == {"low": 1, "mid": 1, "high": 1} and reach.note("x") is None
+
+
+def _gpu_daemon(tmp_path: Path) -> tuple[Daemon, list[SimGpu]]:
+    """tests/test_gpu_mode_truth.py's two simulated H100s, committed to 800 tok/s: two
+    GPUs' worth in the clock mode (452 tok/s at 0.19 kW, the least kW per token)."""
+    text = GPU_SITE.replace("committed_tokens_s = 100", "committed_tokens_s = 800")
+    config = parse_site(tomllib.loads(text), "site.toml", str(tmp_path))
+    built = registry.build(config)
+    backend = built.adapters[0].backend if isinstance(built.adapters[0], NvmlGpu) else None
+    assert isinstance(backend, LocalSimBackend)
+    for sim in backend.gpus:
+        sim.settle_s = 1e-6
+    d = Daemon(config, tmp_path / "state.db", clock=FakeClock(), built=built)
+    return d, list(backend.gpus)
+
+
+def test_gpus_refused_clock_locks_are_not_planned_in_the_clock_mode(tmp_path: Path) -> None:
+    d, sims = _gpu_daemon(tmp_path)
+    sims[0].fault = "clocks_unsupported"  # NVML NOT_SUPPORTED on GPU0's clock locks
+
+    async def body() -> None:
+        plan = await _plan_at_flat_price(d, d.clock)  # type: ignore[arg-type]
+        (cp,) = [c for c in plan.classes if c.name == "h100"]
+        clock_row = cp.modes.index(CLOCK_MODE)
+        # the plan wants both GPUs in the clock mode: GPU0's lock is then refused
+        assert cp.units_by_mode[clock_row, 0] == 2
+        await d.dispatch()
+        await d.poll(dispatch=False)
+        assert d.devices.barred(GPU0) == {CLOCK_MODE}
+        again = await d.replan("test")
+        assert again is not None and again.ok
+        (cp,) = [c for c in again.classes if c.name == "h100"]
+        assert int(np.max(cp.units_by_mode[cp.modes.index(CLOCK_MODE)])) <= 1
+        # the other GPU serves in a lock-free mode the plan counts as it draws
+        assert int(np.min(cp.units_by_mode.sum(axis=0))) == 2
+        (note,) = [n for n in again.notes if n.startswith("h100: modes limited")]
+        assert f"{CLOCK_MODE} to 1 of 2 units" in note
+        assert "1 GPUs refuse SM clock locks" in note
+
+    _gpu_run(d, body)
+
+
+@pytest.mark.parametrize("family", ["luxos", "braiins-os", "whatsminer", "vnish", ""])
+def test_families_with_a_power_target_or_no_family_are_not_limited(family: str) -> None:
+    config = parse_site(tomllib.loads(SITE), "site.toml", ".")
+    (dc,) = config.devices
+    info = DeviceInfo("s19/0", "asic", "a", family=family)
+    reach = class_reach(dc, ["s19/0"], lambda _: info, lambda _: frozenset())
+    assert reach.by_mode == {"eco": 1, "stock": 1, "turbo": 1}
