@@ -1,7 +1,7 @@
 """``/metrics`` on a listener of its own (``[metrics] listen``), answered by a process of its
 own so that nothing in the daemon's process can hold a scrape: not the event loop's
 CPU-bound stretches (a sweep of thousands of devices, a curtail's commands), and not what
-holds the GIL against a thread too (a full garbage collection took 0.7-0.9 s at the example
+holds the GIL against a thread too (a full garbage collection took 0.7-1.3 s at the example
 site's size on a loaded host; ``benchmarks/metrics_scrape.py``).
 
 The daemon's state is read and rendered on its event loop only (the collector walks dicts the
