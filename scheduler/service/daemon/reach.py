@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from adapters.base import DeviceInfo
 from models.catalog import find_asic
 from models.devices import DeviceClass, DeviceKind
-from models.firmware import CAPABILITIES, Family, PowerTarget
+from models.firmware import CAPABILITIES, PowerTarget
 
 
 def own_setting_mode(dc: DeviceClass, info: DeviceInfo | None) -> str:
@@ -46,15 +46,18 @@ def own_setting_mode(dc: DeviceClass, info: DeviceInfo | None) -> str:
     return min(dc.modes, key=lambda m: abs(m.power_kw * 1000.0 - nameplate_w)).name
 
 
+#: Firmware families without a power target (``DeviceInfo.family`` values). An adapter
+#: that names no family is in none: nothing known limits it.
+NO_TARGET_FAMILIES = frozenset(
+    f.value for f, caps in CAPABILITIES.items() if caps.power_target is PowerTarget.NONE
+)
+
+
 def no_power_target(info: DeviceInfo | None) -> bool:
     """A miner whose firmware has no power target and that reported no presets."""
     if info is None or info.kind != "asic" or info.power_targets_w:
         return False
-    try:
-        family = Family(info.family)
-    except ValueError:  # an adapter that names no family: nothing known to limit it
-        return False
-    return CAPABILITIES[family].power_target is PowerTarget.NONE
+    return info.family in NO_TARGET_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -93,20 +96,25 @@ def class_reach(
 ) -> ClassReach:
     """Count, over the devices ``ids`` of class ``dc``, those that reach each mode."""
     names = [m.name for m in dc.modes]
-    by_mode = dict.fromkeys(names, 0)
-    own_mode: dict[str, int] = {}
-    units = no_target = no_lock = 0
+    own_mode: dict[str, int] = {}  # own-setting mode -> miners that reach it alone
+    partly = dict.fromkeys(names, 0)  # GPUs barred from some modes: those they reach
+    units = full = no_lock = 0
+    own_by_model: dict[str, str] = {}  # a catalog look-up per model, not per miner
+    asic, gpu = dc.kind is DeviceKind.ASIC, dc.kind is DeviceKind.GPU
     for device_id in ids:
         units += 1
-        reach: Iterable[str] = names
-        if dc.kind is DeviceKind.ASIC and no_power_target(i := info(device_id)):
-            own = own_setting_mode(dc, i)
-            reach = (own,)
-            no_target += 1
+        i = info(device_id) if asic else None
+        if i is not None and no_power_target(i):
+            own = own_by_model.get(i.model) or own_by_model.setdefault(
+                i.model, own_setting_mode(dc, i)
+            )
             own_mode[own] = own_mode.get(own, 0) + 1
-        elif dc.kind is DeviceKind.GPU and (no := barred(device_id)):
-            reach = [m for m in names if m not in no]
+        elif gpu and (no := barred(device_id)):
             no_lock += 1
-        for m in reach:
-            by_mode[m] += 1
+            for m in names:
+                partly[m] += m not in no
+        else:
+            full += 1
+    by_mode = {m: full + own_mode.get(m, 0) + partly[m] for m in names}
+    no_target = sum(own_mode.values())
     return ClassReach(units, by_mode, no_target, no_lock, own_mode)
