@@ -196,6 +196,7 @@ def test_a_device_never_read_in_no_known_mode_counts_at_its_classs_top_mode(
     tmp_path: Path,
 ) -> None:
     s = Site(tmp_path)
+    assert s.power.answered == set() and s.power.fresh == set()  # no poll yet
     assert s.power.device("m/0", False) == DevicePower(3.0, False, 3.0)
     assert s.power.device("g/0", True) == DevicePower(0.75, False, 0.75)
     assert s.measured()["import_kw"] == _at_meter(6.75)
