@@ -44,12 +44,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.base import ModeRequest
-from adapters.fleet import freeze_heap
-from benchmarks.measure import pct
-from scheduler.service.metrics import render_metrics
-from tests.support.clock import WallClock
-from tests.support.memfleet import memory_daemon
+from benchmarks.measure import pct  # light: the scraping child imports only this
 
 SITE = """
 [site]
@@ -167,14 +162,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.scrape:
         scrape(a.scrape[0], a.scrape[1], a.scrapes, a.interval_s)
         return {}
-    logging.getLogger("gridsched").setLevel(logging.ERROR)  # commands behind its back: warned
+    logger, switch_s = logging.getLogger("gridsched"), sys.getswitchinterval()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the commands behind the daemon's back are warned of
     if a.switch_interval_s is not None:
         sys.setswitchinterval(a.switch_interval_s)
+    try:
+        return _run(a)
+    finally:  # as they were (a test runs this in its own process)
+        logger.setLevel(level)
+        sys.setswitchinterval(switch_s)
 
+
+def _run(a: argparse.Namespace) -> dict[str, Any]:
+    # the daemon's side only: the scraping child starts without them
     import uvicorn
 
+    from adapters.base import ModeRequest
+    from adapters.fleet import freeze_heap
     from scheduler.service.api import create_app
     from scheduler.service.http import server_options
+    from scheduler.service.metrics import render_metrics
+    from tests.support.clock import WallClock
+    from tests.support.memfleet import memory_daemon
 
     text = SITE.format(
         half=a.miners // 2, rest=a.miners - a.miners // 2, gpus=a.gpus, wait_s=a.render_wait_s
@@ -264,18 +274,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load0 = os.getloadavg()[0]
     t_start = time.monotonic()
     # the scraper in a process of its own, as Prometheus is: not sharing this one's GIL
-    child = subprocess.run(
-        [sys.executable, __file__, "--scrape", api, listener, "--scrapes", str(a.scrapes),
-         "--interval-s", str(a.interval_s)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    try:
+        child = subprocess.run(
+            [sys.executable, __file__, "--scrape", api, listener, "--scrapes", str(a.scrapes),
+             "--interval-s", str(a.interval_s)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        wall_s = time.monotonic() - t_start
+    finally:
+        stop.set()
+        thread.join(600)  # the poll in progress ends first (minutes at 30,000, loaded)
+        gc.callbacks.remove(on_gc)
     got = json.loads(child.stdout)
     times: dict[str, list[float]] = got["times"]
     ages: list[float] = got["ages"]
     unanswered: dict[str, int] = got["unanswered"]
-    wall_s = time.monotonic() - t_start
-    stop.set()
-    thread.join(600)  # the poll in progress ends first (minutes at 30,000 on a loaded host)
     out: dict[str, Any] = {
         "devices": a.miners + a.gpus,
         "load_start": load0,

@@ -262,3 +262,13 @@ def test_gridsched_run_refuses_a_taken_metrics_port_before_a_device(tmp_path: Pa
     text = refusal(res)  # one line, no traceback
     assert res.returncode == 4 and f"[metrics] listen = '127.0.0.1:{port}'" in text
     assert "choose another address" in text
+
+
+def test_the_scrape_benchmark_runs_on_a_small_site() -> None:
+    from benchmarks import metrics_scrape
+
+    out = metrics_scrape.main(
+        ["--miners", "20", "--gpus", "4", "--scrapes", "2", "--interval-s", "0"]
+    )  # fmt: skip
+    assert len(out["api"]) == len(out["listener"]) == 2
+    assert out["polls"] >= 1 and out["render_cpu_s"] > 0
