@@ -59,8 +59,26 @@ def _read_csv(path: Path, usecols: list[str] | None = None) -> pd.DataFrame:
         raise DataError(str(path), f"malformed CSV: {exc}") from None
 
 
+#: a timestamp that ends in a UTC offset after its time of day (``...05:00Z``, ``...-05:00``)
+_HAS_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
+
+
 def _parse_times(raw: pd.Series, source: str, column: str, timezone: str | None) -> np.ndarray:
-    parsed = pd.to_datetime(raw, errors="coerce", utc=False, format="ISO8601")
+    # Offsets that differ by row (local time across a DST change) are exact instants, read
+    # as such; a row without one among rows with one is refused by line, never guessed.
+    text = raw.str.strip()
+    dated = text.str.match(r"\d{4}-?\d{2}-?\d{2}").to_numpy(dtype=bool)  # others: not ISO
+    with_offset = text.str.contains(_HAS_OFFSET).to_numpy(dtype=bool)
+    if with_offset.any() and not with_offset[dated].all():
+        has = int(np.flatnonzero(with_offset)[0])
+        lacks = int(np.flatnonzero(dated & ~with_offset)[0])
+        raise DataError(
+            source,
+            f"line {lacks + 2}: {column} = {raw.iloc[lacks]!r} has no UTC offset while line "
+            f"{has + 2} ({raw.iloc[has]!r}) has one; give every row an offset (e.g. "
+            "2023-08-10T05:00:00Z)",
+        )
+    parsed = pd.to_datetime(raw, errors="coerce", utc=bool(with_offset.any()), format="ISO8601")
     bad = parsed.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])

@@ -82,6 +82,11 @@ def _ts(text: str, what: str) -> float:
         raise SystemExit(
             f"gridsched: error: {what} {text!r} is not ISO 8601 (e.g. 2026-08-10T17:00:00Z)"
         ) from None
+    if "T" not in text.upper() and " " not in text.strip():  # a date alone, Z or not
+        raise SystemExit(
+            f"gridsched: error: {what} {text!r} has no time of day; write e.g. "
+            f"{text[:10]}T00:00:00Z"
+        )
     if t.tzinfo is None:
         raise SystemExit(f"gridsched: error: {what} {text!r} has no UTC offset; add Z")
     return t.astimezone(UTC).timestamp()

@@ -49,6 +49,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _chosen(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The sub-command parser the words of ``argv`` select (``audit verify``), for its usage."""
+    current = parser
+    for word in argv:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs and word in subs[0].choices:
+            current = subs[0].choices[word]
+    return current
+
+
 def _solver_error() -> type[Exception]:
     """The planner's solver failure, where the planner was loaded (else none can occur)."""
     solvers = sys.modules.get("scheduler.planner.solvers")
@@ -59,7 +69,9 @@ def _solver_error() -> type[Exception]:
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_in[0] if args_in else None)
-    args = parser.parse_args(args_in)
+    args, extra = parser.parse_known_args(args_in)
+    if extra:  # argparse would answer from the root, whose usage shows none of these flags
+        _chosen(parser, args_in).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except BrokenPipeError:  # the reader went away (`gridsched plan --json | head`)

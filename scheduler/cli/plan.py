@@ -34,6 +34,8 @@ def _parse_start(text: str | None, step_s: int) -> int:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise UsageError(f"--start {text!r} is not ISO 8601 (e.g. 2023-08-10T05:00:00Z)") from None
+    if "T" not in text.upper() and " " not in text.strip():  # a date alone, Z or not
+        raise UsageError(f"--start {text!r} has no time of day; write e.g. {text[:10]}T05:00:00Z")
     if dt.tzinfo is None:
         raise UsageError(f"--start {text!r} has no UTC offset; add Z or +HH:MM")
     ts = int(dt.astimezone(UTC).timestamp())
@@ -173,10 +175,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = load_site(args.config)
+    path = args.config or args.config_flag
+    config = load_site(path)
     site = config.site
     print(
-        f"{args.config}: valid. Site {site.name!r}, {site.timezone}, interconnect "
+        f"{path}: valid. Site {site.name!r}, {site.timezone}, interconnect "
         f"{site.interconnect_kw:,.0f} kW, PUE {site.pue}"
     )
     hp = config.mining.net_hashprice
@@ -265,7 +268,10 @@ def add_parsers(sub: Any) -> None:
     pl.set_defaults(func=cmd_plan)
 
     va = sub.add_parser("validate", help="check a site TOML file and show its modes")
-    va.add_argument("config")
+    # --config too: plan, run and fleet status take the site file so, and operators type it
+    which = va.add_mutually_exclusive_group(required=True)
+    which.add_argument("config", nargs="?", help="site TOML file")
+    which.add_argument("--config", dest="config_flag", metavar="CONFIG", help="the same")
     va.set_defaults(func=cmd_validate)
 
 

@@ -1,0 +1,118 @@
+"""What a new operator types wrong, and what gridsched answers (README, docs/operations.md).
+
+Each case is a mistake made while following the docs on a fresh clone: the answer must name
+what is wrong and what is valid, in one message, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.errors import DataError
+from models.market import load_csv_series
+from scheduler.audit.store import Store
+from scheduler.cli.main import main
+from tests.conftest import EXAMPLE
+
+
+def test_validate_takes_config_like_every_other_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `plan`, `run` and `fleet status` take --config; `validate --config FILE` must not fail
+    assert main(["validate", "--config", str(EXAMPLE)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_validate_without_a_file_names_what_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["validate"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: gridsched validate" in err and "config --config is required" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["audit", "verify", "--db", "x.db", "--bogus"], "usage: gridsched audit verify"),
+        (["plan", "--config", "site.toml", "--horizn", "24h"], "usage: gridsched plan"),
+        (["fleet", "status", "--config", "s.toml", "--alll"], "usage: gridsched fleet status"),
+    ],
+)
+def test_an_unknown_flag_is_named_with_its_own_commands_usage(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # argparse reports unknown flags from the root parser, whose usage (built for one
+    # command only) listed three commands and not the flags the operator was typing
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert usage in err
+    assert f"unrecognized arguments: {argv[-2] if argv[-2].startswith('--') else argv[-1]}" in (err)
+
+
+@pytest.mark.parametrize("flag", ["--from", "--to"])
+def test_a_date_without_a_time_is_told_how_to_write_it(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "state.db"
+    Store(db).close()
+    times = {"--from": "2026-08-15T00:00:00Z", "--to": "2026-08-16T00:00:00Z"}
+    times[flag] = "2026-08-15Z"  # a date with the Z the first message asked for
+    argv = ["audit", "export", "--db", str(db), "--from", times["--from"], "--to", times["--to"]]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    message = str(exc.value.code)
+    assert "2026-08-15Z" in message and "2026-08-15T00:00:00Z" in message
+    assert "add Z" not in message  # it had a Z: the old advice went round in a circle
+
+
+def test_plan_start_as_a_date_is_told_how_to_write_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--config", str(EXAMPLE), "--start", "2023-08-10Z"]) == 2
+    err = capsys.readouterr().err
+    assert "2023-08-10T05:00:00Z" in err and "add Z" not in err
+
+
+def _prices(path: Path, stamps: list[str]) -> Path:
+    path.write_text(
+        "interval_start_utc,price\n" + "".join(f"{s},{30 + i}\n" for i, s in enumerate(stamps))
+    )
+    return path
+
+
+def test_local_offsets_across_a_dst_change_are_read(tmp_path: Path) -> None:
+    # 2023-11-05 in Chicago: 01:00-05:00 then 01:00-06:00; both are exact instants
+    stamps = [
+        "2023-11-05T00:45:00-05:00",
+        "2023-11-05T01:00:00-05:00",
+        "2023-11-05T01:15:00-05:00",
+        "2023-11-05T01:30:00-05:00",
+        "2023-11-05T01:45:00-05:00",
+        "2023-11-05T01:00:00-06:00",
+        "2023-11-05T01:15:00-06:00",
+    ]
+    series = load_csv_series(_prices(tmp_path / "dst.csv", stamps), "price")
+    # regular 15-minute steps with no gap or overlap at the change: every row kept in order
+    assert series.interval_s == 15 * 60
+    assert series.start_s == 1699163100  # 2023-11-05T05:45:00Z
+    assert series.values.tolist() == [30, 31, 32, 33, 34, 35, 36]
+
+
+def test_one_timestamp_without_offset_among_offsets_names_its_line(tmp_path: Path) -> None:
+    stamps = ["2023-08-10T05:00:00Z", "2023-08-10T05:15:00Z", "2023-08-10 05:30"]
+    with pytest.raises(DataError) as exc:
+        load_csv_series(_prices(tmp_path / "mixed.csv", stamps), "price")
+    text = str(exc.value)
+    assert "line 4" in text and "'2023-08-10 05:30'" in text and "offset" in text
+
+
+def test_a_word_among_timestamps_is_still_named_as_not_iso(tmp_path: Path) -> None:
+    stamps = ["2023-08-10T05:00:00Z", "yesterday", "2023-08-10T05:30:00Z"]
+    with pytest.raises(DataError) as exc:
+        load_csv_series(_prices(tmp_path / "word.csv", stamps), "price")
+    assert "line 3: interval_start_utc = 'yesterday' is not an ISO 8601" in str(exc.value)
