@@ -143,7 +143,7 @@ def test_a_stock_firmware_class_is_planned_at_its_own_setting_never_eco(
     run_open(d, body)
 
 
-def test_miners_with_presets_beside_stock_ones_take_eco_for_themselves(
+def test_a_mixed_firmware_class_plans_no_more_units_in_eco_than_have_presets(
     tmp_path: Path,
 ) -> None:
     d, clock = _stock_daemon(tmp_path, stock=3)
