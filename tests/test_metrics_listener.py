@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.errors import ConfigError
@@ -96,6 +97,8 @@ def _get(port: int, path: str = "/metrics", token: str | None = None) -> tuple[i
     try:
         conn.request("GET", path, headers={"authorization": f"Bearer {token}"} if token else {})
         r = conn.getresponse()
+        if r.status == 200:  # the API's content type, as prometheus-client gives it
+            assert r.getheader("content-type") == CONTENT_TYPE_LATEST
         return r.status, r.read().decode()
     finally:
         conn.close()

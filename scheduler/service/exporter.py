@@ -30,6 +30,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
 from scheduler.service.metrics import Snapshot
 from scheduler.service.metrics_child import ASK, HEADER
 
@@ -69,6 +71,7 @@ class MetricsExporter:
                 "rate_per_s": cfg.rate_per_s,
                 "max_connections": cfg.max_connections,
                 "request_timeout_s": cfg.request_timeout_s,
+                "content_type": CONTENT_TYPE_LATEST,
             }
         )
         self.port = 0  # the port listened on (the OS's choice for port 0), once started

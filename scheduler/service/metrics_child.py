@@ -42,7 +42,6 @@ log = logging.getLogger("gridsched.metrics")
 #: a rendering on the socket pair: its length, then the exposition text
 HEADER = struct.Struct("!I")
 ASK = b"?"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # prometheus_client's
 
 
 def tail_text(age_s: float, stale: int) -> bytes:
@@ -68,6 +67,7 @@ class Settings:
     rate_per_s: float
     max_connections: int
     request_timeout_s: float
+    content_type: str  # prometheus_client's, as the API's /metrics sends it
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = got.body + tail_text(time.monotonic() - got.at_s, renderings.stale)
         self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Type", self.server.cfg.content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
