@@ -17,6 +17,7 @@ import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -275,3 +276,44 @@ def test_the_scrape_benchmark_runs_on_a_small_site() -> None:
     )  # fmt: skip
     assert len(out["api"]) == len(out["listener"]) == 2
     assert out["polls"] >= 1 and out["render_cpu_s"] > 0
+
+
+def test_a_real_prometheus_scrapes_the_listener(tmp_path: Path) -> None:
+    import json
+    import re
+    import shutil
+
+    from tests.support.child import Child
+
+    prom = shutil.which("prometheus")
+    if prom is None:  # tests/test_deploy.py installs it where it can
+        pytest.skip("Prometheus is not installed")
+    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"'), tmp_path)
+    with listening(d):
+        target = f"127.0.0.1:{d.exporter.port}"
+        config = {  # JSON is YAML
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "gridsched", "static_configs": [{"targets": [target]}]}
+            ],
+        }
+        (tmp_path / "prom.yml").write_text(json.dumps(config))
+        proc = Child([prom, f"--config.file={tmp_path / 'prom.yml'}",
+                      f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                      "--web.listen-address=127.0.0.1:0"])  # fmt: skip
+        try:
+            listening_on = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
+            api = f"http://127.0.0.1:{proc.wait_line(listening_on).group(1)}/api/v1/query"
+
+            def query(q: str) -> list[Any]:
+                try:  # 503 while Prometheus starts
+                    r = httpx.get(api, params={"query": q}, timeout=30).json()
+                except (httpx.HTTPError, ValueError):
+                    return []
+                return list(r.get("data", {}).get("result", []))
+
+            wait_until(lambda: query('up{job="gridsched"} == 1'), what="Prometheus scraped it")
+            assert query("gridsched_metrics_snapshot_age_seconds >= 0")
+            assert query('gridsched_class_units{class="old",mode="stock"} == 4')
+        finally:
+            proc.stop()
