@@ -183,6 +183,22 @@ def test_with_every_unit_awake_committed_tokens_move_units_to_the_faster_mode() 
     assert _round([0, 0, 3.4, 0.6], 1000.0, 3.0, committed=0.0) == [0, 0, 3, 1]
 
 
+def test_moving_units_to_the_faster_mode_stays_in_the_class_and_the_step_that_is_short() -> None:
+    # step 0: 2.4 full + 1.6 low with 5 + 5 miners on: the H100 class rounds to 4 units, the
+    # low mode's 0.6 takes the spare one: 2 full + 2 low, 6,800 tok/s against the 7,040 the
+    # LP served (committed 7,640): 240 short, no unit free, so one low unit moves up (+600),
+    # one only, and never a miner (a miner "moved" to full would be a fifth H100).
+    # step 1: 2 full + 2 low serve 6,800 against 5,000 committed: 1,800 over, which is no
+    # reason to move or drop a unit there
+    inp = _inputs(steps=2)
+    inp = dataclasses.replace(
+        inp, cap_kw=np.array([1000.0, 1000.0]), committed_tok_s=np.array([7640.0, 5000.0])
+    )
+    x = np.array([[5.0, 5.0], [5.0, 5.0], [2.4, 2.0], [1.6, 2.0]])
+    n = round_plan(inp, x, import_kw(inp, x), inp.tput_tok_s @ x)
+    assert n.T.tolist() == [[5, 5, 3, 1], [5, 5, 2, 2]]
+
+
 # -- a billed peak binds only modes that serve nothing -----------------------------------------
 
 
