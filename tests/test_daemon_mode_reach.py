@@ -233,3 +233,21 @@ def test_families_with_a_power_target_or_no_family_are_not_limited(family: str) 
     info = DeviceInfo("s19/0", "asic", "a", family=family)
     reach = class_reach(dc, ["s19/0"], lambda _: info, lambda _: frozenset())
     assert reach.by_mode == {"eco": 1, "stock": 1, "turbo": 1}
+
+
+def test_dispatch_gives_eco_only_to_the_miners_that_can_take_it(tmp_path: Path) -> None:
+    """The plan's 7 eco places go to the 7 miners with presets; the 3 stock-firmware ones
+    get the stock places, even where they were told eco before (a stock miner sent eco
+    runs at its own setting while dispatch counts it at eco)."""
+    d, clock = _stock_daemon(tmp_path, stock=3)
+
+    async def body() -> None:
+        await d.poller.poll(dispatch=False)
+        for i in range(3):  # the stock miners as a plan before the bound left them
+            d.devices.modes[f"s19/{i}"] = "eco"
+        await _plan_at_flat_price(d, clock)
+        targets = d.dispatcher.targets(clock.time())
+        assert {targets[f"s19/{i}"] for i in range(3)} == {"stock"}
+        assert sorted(targets[f"s19/{i}"] for i in range(3, 10)) == ["eco"] * 7
+
+    run_open(d, body)

@@ -272,3 +272,15 @@ def test_staging_looks_exactly_stage_ahead_s_ahead_and_only_at_miners_read_aslee
         assert "new/2" not in d.dispatcher.stage_requests(clock.time())
 
     _run(d, body)
+
+
+def test_assign_swaps_a_place_only_the_unbarred_can_take_for_one_the_barred_can() -> None:
+    """GPU a (can lock) runs the plain mode, GPU b (cannot lock) sleeps; the plan wants one
+    of each: b takes the plain place and a the lock, rather than b a stand-in."""
+    modes = {"a": "plain", "b": SLEEP}
+    barred = {"b": frozenset({"lock"})}
+    got = assign(["a", "b"], modes, {"lock": 1, "plain": 1}, barred, {"lock": "twin"})
+    assert got == {"a": "lock", "b": "plain"}
+    # with nothing to swap with, the stand-in as before
+    got = assign(["b"], {"b": SLEEP}, {"lock": 1}, barred, {"lock": "twin"})
+    assert got == {"b": "twin"}

@@ -19,6 +19,7 @@ from scheduler.service.daemon.clock import Clock
 from scheduler.service.daemon.devices import SLEEP, DeviceModes, mode_kw
 from scheduler.service.daemon.measure import Power
 from scheduler.service.daemon.plans import CurrentPlan
+from scheduler.service.daemon.reach import out_of_reach
 from scheduler.service.daemon.recorder import Recorder
 from scheduler.service.daemon.signals import Signals
 
@@ -74,8 +75,9 @@ def assign(
 
     Devices already in a wanted mode keep it; awake devices move before sleeping ones wake;
     the rest sleep. ``barred``: device -> modes it cannot take (a GPU that cannot lock its
-    clock); those modes go to devices that can, first, and a place none can fill goes to a
-    barred device as ``instead[mode]`` (asleep without one).
+    clock, a miner without a power target); those modes go to devices that can, first; a
+    place none left can fill is swapped with an unbarred device's place the barred one can
+    take, else goes to a barred device as ``instead[mode]`` (asleep without one).
     """
     no = barred or {}
     left = dict(want)
@@ -100,10 +102,25 @@ def assign(
                 unfilled.append(mode)
                 continue
             out[rest.pop(k)] = mode
+    # A place only an unbarred device can take, while the barred one left could take the
+    # place an unbarred device was given: the two swap (a stock-firmware miner takes the
+    # stock place, the miner with presets the eco one), so the plan's counts are met.
+    given: dict[str, list[str]] = {}
+    if unfilled:
+        for i, m in out.items():
+            if not no.get(i):
+                given.setdefault(m, []).append(i)
     for mode in unfilled:
         k = next((k for k, i in enumerate(rest) if mode in no.get(i, ())), None)
-        if k is not None:
-            out[rest.pop(k)] = (instead or {}).get(mode, SLEEP)
+        if k is None:
+            continue
+        i = rest.pop(k)
+        swap = next((m for m, js in given.items() if js and m not in no[i]), None)
+        if swap is not None:
+            out[given[swap].pop()] = mode
+            out[i] = swap
+        else:
+            out[i] = (instead or {}).get(mode, SLEEP)
     for i in rest:
         out[i] = SLEEP
     return out
@@ -148,6 +165,14 @@ class Dispatcher:
             barred = None
             if self.devices.lock_modes.get(cp.name):  # GPUs that cannot lock: not sent locks
                 barred = {i: b for i in usable if (b := self.devices.barred(i))}
+            elif (dc := self.devices.classes[cp.name]).kind is DeviceKind.ASIC:
+                # a miner without a power target runs at its own setting whatever it is sent:
+                # the plan's other modes go to the miners that can take them (reach.py)
+                own: dict[str, str] = {}
+                info = self.fleet.by_id
+                barred = {
+                    i: b for i in usable if (b := out_of_reach(dc, info[i].info, own))
+                } or None
             want = cp.units_at(k)
             instead = self.devices.instead.get(cp.name)
             out.update(assign(usable, self.devices.modes, want, barred, instead))

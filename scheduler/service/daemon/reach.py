@@ -60,6 +60,20 @@ def no_power_target(info: DeviceInfo | None) -> bool:
     return info.family in NO_TARGET_FAMILIES
 
 
+def out_of_reach(
+    dc: DeviceClass, info: DeviceInfo | None, own_by_model: dict[str, str]
+) -> frozenset[str]:
+    """The modes of ``dc`` a miner cannot be sent: all but its own-setting mode when its
+    firmware has no power target (``own_by_model`` caches the catalog look-up per model)."""
+    if not no_power_target(info):
+        return frozenset()
+    assert info is not None
+    own = own_by_model.get(info.model) or own_by_model.setdefault(
+        info.model, own_setting_mode(dc, info)
+    )
+    return frozenset(m.name for m in dc.modes if m.name != own)
+
+
 @dataclass(frozen=True)
 class ClassReach:
     """How many of a class's devices reach each of its modes, and why fewer than all."""
