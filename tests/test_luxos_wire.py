@@ -227,3 +227,28 @@ def test_the_simulator_reads_a_request_in_segments_and_answers_a_bare_close() ->
         writer.close()
 
     asyncio.run(go())
+
+
+def test_the_simulator_closes_a_client_that_sends_no_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a miner's API gives up on a client that never writes (cgminer-style APIs do): one
+    connection left silent is closed after REQUEST_TIMEOUT_S; one that asks is answered."""
+    from adapters.sim import api_port
+
+    monkeypatch.setattr(api_port, "REQUEST_TIMEOUT_S", 0.3)
+    host = loopback_host()
+
+    async def go() -> None:
+        sim = LuxosSim(host)
+        await sim.start()
+        try:
+            silent_r, silent_w = await asyncio.open_connection(host, 4028)
+            reply = await asyncio.wait_for(luxos_wire.ask(host, 4028, "version"), 5.0)
+            assert reply["VERSION"][0]["Type"]
+            assert await asyncio.wait_for(silent_r.read(), 5.0) == b""
+            silent_w.close()
+        finally:
+            await sim.stop()
+
+    asyncio.run(go())

@@ -23,8 +23,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
+from adapters.sim.api_port import ApiConnection
 from adapters.sim.physics import MinerPhysics
 
 #: What ends a client's connection quietly: it went away, or timed out.
@@ -78,7 +79,7 @@ class MinerServer(MinerPhysics):
         self._server: asyncio.AbstractServer | None = None
         self._reopen: asyncio.TimerHandle | None = None
         self._active: set[asyncio.Task[None]] = set()
-        self._conns: set[_ApiConnection] = set()  # API connections open (stop ends them)
+        self._conns: set[ApiConnection] = set()  # API connections open (stop ends them)
         self._pending: asyncio.TimerHandle | None = None  # a write's effect, delayed
 
     # -- the cgminer API: framing, multicommands, status envelopes ---------------------------
@@ -216,7 +217,7 @@ class MinerServer(MinerPhysics):
 
     async def start(self) -> None:
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _ApiConnection(self), self.host, self.port, reuse_address=True, backlog=64
+            lambda: ApiConnection(self), self.host, self.port, reuse_address=True, backlog=64
         )
         try:
             await self._open_more()
@@ -315,7 +316,7 @@ class MinerServer(MinerPhysics):
             await asyncio.sleep(slow.delay_s)
         return True
 
-    def _serve_api(self, conn: _ApiConnection, raw: bytes) -> None:
+    def _serve_api(self, conn: ApiConnection, raw: bytes) -> None:
         """Answer one API request.
 
         Without a fault, on the spot: the reply is written and the connection closed from
@@ -335,7 +336,7 @@ class MinerServer(MinerPhysics):
         # ``answer`` to make a miner answer otherwise.
         return _encode(self.answer(raw)).encode() + b"\x00"
 
-    async def _serve_faulty(self, conn: _ApiConnection, raw: bytes) -> None:
+    async def _serve_faulty(self, conn: ApiConnection, raw: bytes) -> None:
         try:
             if self._fault(FaultKind.REBOOT) is not None:
                 self.faults = [f for f in self.faults if f.kind is not FaultKind.REBOOT]
@@ -353,73 +354,6 @@ class MinerServer(MinerPhysics):
 
 #: JSON as the simulated miners send it (compact); one encoder, not one per reply.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-#: How long a client may take to send its request (cgminer-style APIs give up too).
-REQUEST_TIMEOUT_S = 10.0
-
-
-class _ApiConnection(asyncio.Protocol):
-    """One client of a simulated miner's API port: it writes one JSON request and keeps the
-    socket open for the answer; the request ends when what came so far (less a trailing NUL,
-    newline or blank) is a JSON object, or when the client closes its side."""
-
-    __slots__ = ("_buf", "_miner", "_served", "_timer", "_transport")
-
-    def __init__(self, miner: MinerServer) -> None:
-        self._miner = miner
-        self._buf = b""
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._served = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not registered as asyncio.Transport: no isinstance
-        self._transport = cast(asyncio.Transport, transport)
-        self._miner._conns.add(self)
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + REQUEST_TIMEOUT_S, self.close)
-
-    def data_received(self, data: bytes) -> None:
-        if self._served:
-            return
-        self._buf += data
-        text = self._buf.rstrip(b"\x00\n ")
-        if not text.endswith(b"}"):
-            return
-        try:
-            json.loads(text)
-        except ValueError:
-            return  # more to come (or the client's close ends it)
-        self._serve(text)
-
-    def eof_received(self) -> bool:
-        if not self._served:
-            self._serve(self._buf)
-        return True  # keep our side open for the answer; reply() closes it
-
-    def _serve(self, raw: bytes) -> None:
-        self._served = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._miner._serve_api(self, raw)
-
-    def reply(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
-        self.close()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._miner._conns.discard(self)
-        self._transport = None
-
-
 #: Reason phrases of the statuses the simulated web servers answer.
 HTTP_REASONS = {
     200: "OK",
