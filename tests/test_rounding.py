@@ -199,6 +199,26 @@ def test_moving_units_to_the_faster_mode_stays_in_the_class_and_the_step_that_is
     assert n.T.tolist() == [[5, 5, 3, 1], [5, 5, 2, 2]]
 
 
+def test_with_three_modes_the_fastest_mode_takes_units_from_the_slowest_first() -> None:
+    # a class of 4 GPUs with three serving modes: full (0.7 kW, 2,000 tok/s), mid (0.5,
+    # 1,800), low (0.35, 1,400). 1.3 + 1.3 + 1.4 rounds to 1 + 1 + 2 (the 0.4 takes the
+    # spare unit): 6,600 tok/s against the 6,900 the LP served, 300 short, no unit free.
+    # The fastest mode takes one unit from the slowest (+600, the most per unit moved),
+    # and that is enough: nothing more moves (not low to mid, not mid to full)
+    gpus = {
+        "name": "x", "kind": "gpu", "count": 4, "idle_power_kw": 0.07,
+        "modes": [{"name": "full", "power_kw": 0.7, "throughput_tokens_s": 2000.0},
+                  {"name": "mid", "power_kw": 0.5, "throughput_tokens_s": 1800.0},
+                  {"name": "low", "power_kw": 0.35, "throughput_tokens_s": 1400.0}],
+    }  # fmt: skip
+    site = make_site(devices=[gpus], inference={"committed_tokens_s": 9000.0})
+    inp = assemble_inputs(site, uniform_grid(T0, 3600, 3600), flat_series([50.0]))
+    x = np.array([[1.3], [1.3], [1.4]])
+    assert (inp.tput_tok_s @ x).tolist() == pytest.approx([6900.0])
+    n = round_plan(inp, x, import_kw(inp, x), inp.tput_tok_s @ x)
+    assert n[:, 0].tolist() == [2, 1, 1]
+
+
 # -- a billed peak binds only modes that serve nothing -----------------------------------------
 
 
