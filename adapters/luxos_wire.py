@@ -81,9 +81,10 @@ def decode(data: bytes) -> Any:
 def check(command: str, reply: Any) -> None:
     """pyasic's ``validate_command_output``: an error STATUS, of the reply or of any part of
     a multicommand, raises Refused. A shape it cannot walk raises what walking it raises
-    (TypeError, KeyError...), as pyasic's does: the adapter reads that as unparsable."""
+    (TypeError, KeyError...), as pyasic's does: the adapter reads that as unparsable, on a
+    command too (where pyasic's ``AttributeError`` on a reply that is no object was)."""
     if not isinstance(reply, dict):
-        raise Unparsable(f"{command}: the reply is not a JSON object")
+        raise TypeError(f"{command}: the reply is JSON but no object")
     from pyasic.misc import validate_command_output
 
     ok, msg = validate_command_output(reply)

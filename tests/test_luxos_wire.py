@@ -252,3 +252,16 @@ def test_the_simulator_closes_a_client_that_sends_no_request(
             await sim.stop()
 
     asyncio.run(go())
+
+
+def test_a_reply_that_is_json_but_no_object_is_unreadable_on_a_command_too() -> None:
+    """pyasic's check walks the reply as a dict and fails with AttributeError, which the
+    adapter reads as unreadable, not as the firmware's refusal."""
+
+    async def go() -> None:
+        odd, port = await _serving(_serve_raw(b'["STATUS"]\x00'))
+        async with odd:
+            with pytest.raises(BadReply):
+                await luxos.curtail("m", _Rpc(port, "x"), "sleep", 5.0)
+
+    asyncio.run(go())
