@@ -116,3 +116,24 @@ def test_a_word_among_timestamps_is_still_named_as_not_iso(tmp_path: Path) -> No
     with pytest.raises(DataError) as exc:
         load_csv_series(_prices(tmp_path / "word.csv", stamps), "price")
     assert "line 3: interval_start_utc = 'yesterday' is not an ISO 8601" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["fleet", "simulate", "--miners", "-5"], "--miners"),
+        (["fleet", "simulate", "--gpus", "-1"], "--gpus"),
+        (["fleet", "status", "--config", "s.toml", "--concurrency", "0"], "--concurrency"),
+        (["fleet", "status", "--config", "s.toml", "--count", "0"], "--count"),
+    ],
+)
+def test_counts_out_of_range_are_refused_before_anything_starts(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --miners -5 simulated nothing and said so only as '0 miners on - .. -';
+    # --concurrency 0 made `fleet status` wait forever on a semaphore of zero
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and argv[-1] in err

@@ -21,7 +21,7 @@ from models.site import SiteConfig, load_site
 from scheduler.audit.chain import StoreError
 from scheduler.audit.store import Store
 from scheduler.cli.report import table
-from scheduler.cli.simulate import add_simulate_parser
+from scheduler.cli.simulate import add_simulate_parser, count_at_least
 
 log = logging.getLogger("gridsched.fleet")
 
@@ -365,10 +365,10 @@ def add_parsers(sub: Any) -> None:
     st.add_argument("--config", required=True)
     st.add_argument("--json", action="store_true")
     st.add_argument("--all", action="store_true", help="list every device, not only unhealthy ones")
-    st.add_argument("--limit", type=int, default=50)
+    st.add_argument("--limit", type=count_at_least(0), default=50)
     st.add_argument("--watch", type=float, default=5.0, help="seconds between sweeps with --count")
-    st.add_argument("--count", type=int, default=1, help="number of sweeps")
-    st.add_argument("--concurrency", type=int, default=256)
+    st.add_argument("--count", type=count_at_least(1), default=1, help="number of sweeps")
+    st.add_argument("--concurrency", type=count_at_least(1), default=256)
     st.add_argument(
         "--db",
         type=Path,

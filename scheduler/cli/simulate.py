@@ -233,10 +233,26 @@ def _simulate_sharded(args: argparse.Namespace, per_process: int) -> int:
     return run_async(main())
 
 
+def count_at_least(least: int) -> Any:
+    """An argparse type: a whole number >= ``least``, refused by name otherwise (a negative
+    fleet simulated nothing; a concurrency of 0 waited forever)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+
+    return parse
+
+
 def add_simulate_parser(fsub: Any) -> None:
     si = fsub.add_parser("simulate", help="run miner and GPU simulators on loopback")
-    si.add_argument("--miners", type=int, default=1000)
-    si.add_argument("--gpus", type=int, default=0)
+    si.add_argument("--miners", type=count_at_least(0), default=1000)
+    si.add_argument("--gpus", type=count_at_least(0), default=0)
     si.add_argument("--base", default="127.1.0.0", help="miners get loopback addresses after this")
     si.add_argument("--control-port", type=int, default=4029)
     si.add_argument("--sleep-s", type=float, default=5.0, help="time to reach sleep")
