@@ -177,7 +177,8 @@ def test_backtest_runs_on_the_demo_series_without_shared_data(
         ]
     )
     assert rc == 0
-    doc = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
     assert doc["schema"] == "gridsched.backtest/2" and doc["currency"] == "USD"
     by = {p["policy"]: p for p in doc["policies"]}
     assert set(by) == {
@@ -197,6 +198,8 @@ def test_backtest_runs_on_the_demo_series_without_shared_data(
         assert p["dr_steps"] == 3
         assert p["dr_compliance"] == 1.0 or p["policy"] == "best-mode"  # that rule ignores DR
     assert Path(f"{out}.png").read_bytes()[:4] == b"\x89PNG"
+    # as `gridsched plan` does: say where the files went (stderr, so --json stays clean)
+    assert f"wrote JSON: {out}.json" in captured.err and f"wrote plot: {out}.png" in captured.err
 
 
 @pytest.mark.parametrize(

@@ -148,10 +148,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                 [backtest_report.render(setup, results, f"{args.from_} to {args.to}"), *extra]
             )
         )
+    # say where the files went, as `gridsched plan` does (stderr: --json stays clean)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(doc, indent=1))
+        print(f"wrote JSON: {args.json_out}", file=sys.stderr)
     if args.plot:
         backtest_report.plot(setup, results, args.plot)
+        print(f"wrote plot: {args.plot}", file=sys.stderr)
     return 0
 
 
