@@ -442,9 +442,11 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
     d.start()
     try:
         for r in range(rounds):
-            stop = threading.Event()
+            stop, first = threading.Event(), threading.Event()
 
-            def sender(round_no: int, stop: threading.Event = stop) -> None:
+            def sender(
+                round_no: int, stop: threading.Event = stop, first: threading.Event = first
+            ) -> None:
                 while not stop.is_set():
                     n = next(sent)
                     eid, limit_kw = f"k{round_no}-{n}", round(150 - 0.01 * n, 2)
@@ -458,10 +460,14 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
                         return
                     if resp.status_code in (200, 202):
                         accepted.append(eid)
+                        first.set()
 
             th = threading.Thread(target=sender, args=(r,))
             th.start()
-            time.sleep(rng.uniform(0.2, 1.5))
+            # the kill at a random moment once the round has had a signal accepted: on a
+            # loaded host a fixed delay could end a round before any answer came back
+            assert first.wait(120), f"round {r}: no signal accepted in 120 s"
+            time.sleep(rng.uniform(0.0, 1.3))
             d.kill9()
             stop.set()
             th.join(20)
