@@ -4,6 +4,7 @@ feeds, its shutdown and fail-safe postures) and ``[openadr]`` (this site as an O
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
@@ -130,6 +131,18 @@ class Daemon(Strict):
     keep_alive_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     price_feed: PriceFeed = PriceFeed()
     hashprice_feed: HashpriceFeed = HashpriceFeed()
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen(cls, v: object) -> object:
+        # the pattern's form (a host without ':' and a port), said in words before pydantic
+        # would answer with the regex
+        if isinstance(v, str) and not re.fullmatch(r"[^:]+:\d{1,5}", v):
+            raise ValueError(
+                "not HOST:PORT; valid: e.g. '127.0.0.1:8080' (this host only) "
+                "or '0.0.0.0:8080' (every interface)"
+            )
+        return v
 
     @field_validator("fleet_workers", mode="before")
     @classmethod

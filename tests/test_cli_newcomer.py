@@ -137,3 +137,14 @@ def test_counts_out_of_range_are_refused_before_anything_starts(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and argv[-1] in err
+
+
+def test_a_listen_address_without_host_is_explained_not_given_a_regex(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(EXAMPLE.read_text() + '\n[daemon]\nlisten = "8080"\n')
+    assert main(["validate", str(site)]) == 2
+    err = capsys.readouterr().err
+    assert "daemon.listen" in err and "'8080'" in err and "127.0.0.1:8080" in err
+    assert "pattern" not in err
