@@ -148,3 +148,15 @@ def test_a_listen_address_without_host_is_explained_not_given_a_regex(
     err = capsys.readouterr().err
     assert "daemon.listen" in err and "'8080'" in err and "127.0.0.1:8080" in err
     assert "pattern" not in err
+
+
+@pytest.mark.parametrize("to", ["2023-08-01", "2023-09-01"])
+def test_a_backtest_period_that_ends_before_it_starts_is_named(
+    to: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a month swapped (--from 2023-09-01 --to 2023-08-01) answered numpy's "negative
+    # dimensions are not allowed"
+    argv = ["backtest", "--config", str(EXAMPLE), "--from", "2023-09-01", "--to", to]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--to {to}" in err and "--from 2023-09-01" in err and "negative" not in err

@@ -87,6 +87,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         PlanResolution(args.plan_resolution, step)
     start = _day_start(args.from_, config.site.timezone)
     end = _day_start(args.to, config.site.timezone)
+    if end <= start:  # before the prices are read: a file's loader failed on it in numpy
+        raise UsageError(f"--to {args.to} must be after --from {args.from_}")
     wanted = [p.strip() for p in args.policy.split(",") if p.strip()]
     unknown = [p for p in wanted if p not in policies.POLICIES]
     if unknown:
