@@ -14,9 +14,10 @@ every miner, read-back, memory. Three processes on loopback, real HTTP.
    ``--sweeps`` sweeps are seen.
 4. curtail: a signed ``curtail`` with a 0 kW cap, which needs every miner asleep. Per miner
    that was mining, from the signal's acceptance (``received_at`` in the daemon's state
-   file) to the simulator's ``commanded_at`` stamp (the sleep's arrival at the simulated
-   miner, from its control port's ``list``); then to the daemon's read-back verdict
-   (the ``commands`` records with ``why = "read-back"`` in the daemon's audit log).
+   file) to the simulator's ``slept_at`` stamp (the first sleep's arrival at the simulated
+   miner since its last wake, from its control port's ``list``); then to the daemon's
+   read-back verdict (the ``commands`` records with ``why = "read-back"`` in the daemon's
+   audit log).
 5. memory and CPU from ``/proc``: the daemon's VmRSS and VmHWM (and its fleet workers'),
    and the CPU seconds of the daemon and the simulator (each with its child processes)
    in each phase, with the load average at the start and end.
@@ -395,9 +396,10 @@ def run(args: argparse.Namespace, tmp: Path, r: Report) -> None:
 
             def commanded() -> bool:
                 for m in control(cport, {"op": "list"})["miners"]:
-                    if m["host"] in running and m["commanded_at"] >= accepted:
-                        # the first stamp seen: a later command would stamp it again
-                        r.commanded_s.setdefault(m["host"], m["commanded_at"] - accepted)
+                    if m["host"] in running and m["slept_at"] >= accepted:
+                        # the first sleep's arrival since the last wake: a later command (a
+                        # profile staged while asleep) stamps commanded_at, not slept_at
+                        r.commanded_s.setdefault(m["host"], m["slept_at"] - accepted)
                 return running <= r.commanded_s.keys()
 
             # the simulator stamps each arrival, so asking every second loses nothing

@@ -304,6 +304,7 @@ class SimFleet:
                         "hashrate_ths": round(ths, 2),
                         "faults": [f.kind.value for f in m.faults],
                         "commanded_at": m.commanded_at,
+                        "slept_at": m.slept_at,
                     }
                 )
             return {"ok": True, "miners": miners, "gpus": len(self.gpus)}

@@ -128,6 +128,8 @@ class MinerPhysics:
         self.state.temp_c = self._steady_temp(p.watts)
         self.target_w = p.watts  # the exact power target, where the firmware has one
         self.commanded_at = 0.0  # unix time a sleep, wake or profile change last reached it
+        self.slept_at = 0.0  # unix time the first sleep since the last wake reached it
+        self.woken_at = 0.0  # unix time the last wake reached it
         self._mac = "02:47:53:{:02X}:{:02X}:{:02X}".format(
             *tuple(int(x) & 0xFF for x in ([*self.host.split("."), "0", "0", "0"])[1:4])
         )
@@ -171,6 +173,8 @@ class MinerPhysics:
 
     def sleep(self) -> None:
         self.commanded_at = time.time()
+        if self.slept_at <= self.woken_at:
+            self.slept_at = self.commanded_at
         w, ths = self._advance()
         if self.state.phase == "sleeping" and self.state.ramp is None:
             return
@@ -178,7 +182,7 @@ class MinerPhysics:
         self.state.ramp = _Ramp(self.clock(), self.sleep_s, w, SLEEP_W, ths, 0.0)
 
     def wake(self) -> None:
-        self.commanded_at = time.time()
+        self.commanded_at = self.woken_at = time.time()
         w, _ths = self._advance()
         if self.state.phase in ("mining", "waking"):
             return
