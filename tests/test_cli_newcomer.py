@@ -160,3 +160,13 @@ def test_a_backtest_period_that_ends_before_it_starts_is_named(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"--to {to}" in err and "--from 2023-09-01" in err and "negative" not in err
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1, 2]"])
+def test_solver_options_that_are_not_a_json_object_name_the_flag(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["plan", "--config", str(EXAMPLE), "--horizon", "1h", "--solver-options", text]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--solver-options" in err and "JSON object" in err and "time_limit" in err

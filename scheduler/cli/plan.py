@@ -44,6 +44,22 @@ def _parse_start(text: str | None, step_s: int) -> int:
     return ts
 
 
+def _solver_options(text: str | None) -> dict[str, Any] | None:
+    """``--solver-options``: a JSON object, refused by name otherwise (a list was a traceback)."""
+    if not text:
+        return None
+    example = "e.g. '{\"time_limit\": 10}'"
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"--solver-options {text!r} is not a JSON object ({exc}); {example}"
+        ) from None
+    if not isinstance(options, dict):
+        raise UsageError(f"--solver-options {text!r} is not a JSON object; {example}")
+    return options
+
+
 def load_prices(
     config: SiteConfig,
     path: str | None,
@@ -151,7 +167,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             }
         )
     inputs = assemble_inputs(config, grid, prices, events, state)
-    options = json.loads(args.solver_options) if args.solver_options else None
+    options = _solver_options(args.solver_options)
     planner = Planner(args.solver, options, integer=args.milp)
     plan = planner.plan(inputs, config.site.name, config.site.timezone)
     if args.json:
