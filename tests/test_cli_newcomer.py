@@ -170,3 +170,21 @@ def test_solver_options_that_are_not_a_json_object_name_the_flag(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--solver-options" in err and "JSON object" in err and "time_limit" in err
+
+
+@pytest.mark.parametrize("command", ["verify", "export"])
+def test_a_mistyped_archive_path_is_not_called_tampering(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `audit verify --archive typo.jsonl` printed "BROKEN: ... [Errno 2] No such file",
+    # which reads as a broken chain to whoever settles a DR event with it
+    db = tmp_path / "state.db"
+    Store(db).close()
+    missing = tmp_path / "gridsched-2026h1.jsonl.gz"
+    argv = ["audit", command, "--db", str(db), "--archive", str(missing)]
+    if command == "export":
+        argv += ["--from", "2026-08-15T00:00:00Z", "--to", "2026-08-16T00:00:00Z"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "BROKEN" not in captured.out
+    assert f"--archive {missing}: no such file or directory" in captured.err

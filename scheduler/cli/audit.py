@@ -23,6 +23,14 @@ def _no_db(path: str) -> bool:
     return True
 
 
+def _no_archives(paths: list[str] | None) -> bool:
+    """Say so when an --archive path is missing: a typo is not a broken chain."""
+    missing = [a for a in paths or [] if not Path(a).exists()]
+    for a in missing:
+        print(f"gridsched: error: --archive {a}: no such file or directory", file=sys.stderr)
+    return bool(missing)
+
+
 def _expect_head(text: str) -> tuple[int, str]:
     seq, _, digest = text.partition(":")
     if not seq.isdigit() or len(digest) != 64:
@@ -37,7 +45,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from scheduler.audit.archive import ArchiveError, check_sequence, in_dirs
     from scheduler.audit.store import Store, StoreError
 
-    if _no_db(args.db):
+    if _no_db(args.db) or _no_archives(args.archive):
         return 2
     expect = _expect_head(args.expect_head) if args.expect_head else None
     try:
@@ -128,7 +136,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     from scheduler.audit.archive import ArchiveError, check_sequence, in_dirs, records
     from scheduler.audit.store import Store
 
-    if _no_db(args.db):
+    if _no_db(args.db) or _no_archives(args.archive):
         return 2
     store = Store(args.db, migrate=False)  # exporting never changes the file
     v = store.verify()
