@@ -188,3 +188,39 @@ def test_a_mistyped_archive_path_is_not_called_tampering(
     captured = capsys.readouterr()
     assert "BROKEN" not in captured.out
     assert f"--archive {missing}: no such file or directory" in captured.err
+
+
+def test_a_signal_that_ended_before_now_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the daemon stores such an event and answers 202 'accepted', though it will never
+    # cap anything: an operator who mistyped the year should hear it from the sender
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Accept(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(202)
+            self.end_headers()
+            self.wfile.write(b'{"accepted":true}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", secret)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        argv = ["signal", "curtail", "--level", "3", "--url", url]
+        assert main([*argv, "--start", "2024-08-10T20:00:00Z", "--duration", "3h"]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.startswith("202")
+        assert "ended at 2024-08-10T23:00:00Z, before now" in captured.err
+        assert main([*argv, "--duration", "3h"]) == 0  # from now: nothing to say
+        assert "before now" not in capsys.readouterr().err
+    finally:
+        server.shutdown()

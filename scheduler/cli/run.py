@@ -158,6 +158,22 @@ def _quiet_server_class() -> Any:
     return QuietServer
 
 
+def _note_if_over(event: dict[str, Any]) -> None:
+    """An event that ended before now is stored and answered 202 but never acts: say so (a
+    mistyped year otherwise looks like a scheduled curtail). The daemon judges the rest."""
+    from pydantic import ValidationError
+
+    from models.signals import GridEvent
+
+    try:
+        end = GridEvent.model_validate(event).end
+    except ValidationError:
+        return  # the daemon's 422 names the field
+    if end is not None and end <= datetime.now(UTC):
+        when = end.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        print(f"gridsched signal: note: this event ended at {when}, before now", file=sys.stderr)
+
+
 def cmd_signal(args: argparse.Namespace) -> int:
     """Send one simple-format signal, signed with Standard Webhooks, and print the answer."""
     import os
@@ -191,6 +207,7 @@ def cmd_signal(args: argparse.Namespace) -> int:
     for key in ("limit_kw", "level", "price"):
         if getattr(args, key) is not None:
             event[key] = getattr(args, key)
+    _note_if_over(event)
     body = json.dumps(event).encode()
     msg_id, ts = str(uuid.uuid4()), int(time.time())
     headers = {
