@@ -6,6 +6,7 @@ what is wrong and what is valid, in one message, never a traceback.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,26 @@ def test_a_signal_that_ended_before_now_says_so(
         assert "before now" not in capsys.readouterr().err
     finally:
         server.shutdown()
+
+
+def test_the_daemons_log_at_info_leaves_out_apschedulers_job_chatter() -> None:
+    """At the default level APScheduler's per-job INFO lines (every poll) are not logged;
+    its warnings (a run missed) are; at DEBUG everything is."""
+    from scheduler.cli.run import configure_logging
+
+    aps = logging.getLogger("apscheduler.executors.default")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("info")
+        assert not aps.isEnabledFor(logging.INFO) and aps.isEnabledFor(logging.WARNING)
+        assert logging.getLogger("gridsched").isEnabledFor(logging.INFO)
+        configure_logging("debug")
+        assert aps.isEnabledFor(logging.DEBUG)
+    finally:
+        logging.getLogger("apscheduler").setLevel(logging.NOTSET)
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(level)

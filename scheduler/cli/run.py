@@ -22,16 +22,24 @@ from models.site import Posture, load_site
 log = logging.getLogger("gridsched")
 
 
+def configure_logging(level_name: str) -> None:
+    """The daemon's log at ``level_name``. APScheduler says each job's start and end at
+    INFO (about eight lines a minute at the default poll), which would bury the daemon's
+    own lines in journald: below DEBUG it says only its warnings (a run missed or skipped)
+    and errors."""
+    level = getattr(logging, level_name.upper())
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING if level > logging.DEBUG else level)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from scheduler.audit.identity import OtherSite
     from scheduler.audit.store import StoreError
     from scheduler.cli import startup
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    configure_logging(args.log_level)
     config = load_site(args.config)
     if args.listen:
         config = config.model_copy(
