@@ -259,13 +259,24 @@ def add_parsers(sub: Any) -> None:
 
     sg = sub.add_parser("signal", help="send a signed simple-format signal to a daemon")
     sg.add_argument("type", choices=["curtail", "price", "alert", "cancel"])
-    sg.add_argument("--url", default="http://127.0.0.1:8080")
+    sg.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080",
+        help="the daemon's API; the signal goes to URL/v1/signals (default: %(default)s)",
+    )
     sg.add_argument("--id", help="event id (default: a new one); cancel needs the event's id")
     sg.add_argument("--start", help="ISO 8601 with offset (default: now)")
     sg.add_argument("--duration", help="e.g. 1h, 30min (default: until cancelled)")
     sg.add_argument("--end", help="ISO 8601 end instead of --duration")
-    sg.add_argument("--limit-kw", dest="limit_kw", type=float)
-    sg.add_argument("--level", type=int, choices=[0, 1, 2, 3])
+    sg.add_argument(
+        "--limit-kw", dest="limit_kw", type=float, help="curtail: the site's import cap in kW"
+    )
+    sg.add_argument("--level", type=int, choices=[0, 1, 2, 3], help="alert: its level")
     sg.add_argument("--price", type=float, help="USD/MWh")
-    sg.add_argument("--secret-env", default="GRIDSCHED_WEBHOOK_SECRET")
+    sg.add_argument(
+        "--secret-env",
+        default="GRIDSCHED_WEBHOOK_SECRET",
+        help="the environment variable holding the webhook secret to sign with "
+        "(default: %(default)s)",
+    )
     sg.set_defaults(func=cmd_signal)
