@@ -317,3 +317,20 @@ def test_a_real_prometheus_scrapes_the_listener(tmp_path: Path) -> None:
             assert query('gridsched_class_units{class="old",mode="stock"} == 4')
         finally:
             proc.stop()
+
+
+def test_the_benchmark_times_only_the_listener_scrape(tmp_path: Path) -> None:
+    """benchmarks/site_scale.py built a new httpx client inside each timed listener scrape
+    (an SSL context loading the CA bundle: 120-300 ms on a loaded host), which the API's
+    scrapes, on one client, did not pay. The scrapes now go on one client built beforehand
+    (each on a connection of its own: the listener answers HTTP/1.0), and with the loop idle
+    each is answered with a rendering sent after its ask."""
+    from benchmarks import site_scale
+
+    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"\nrender_wait_s = 10'), tmp_path)
+    r = site_scale.Report(miners=4, gpus=1, fleet_workers="0", load_start=(0.0, 0.0, 0.0))
+    with listening(d), site_scale.listener_client() as client:
+        for _ in range(3):
+            site_scale.scrape_listener(client, d.exporter.port, r)
+    assert len(r.listener_s) == 3 and r.scrapes_timed_out == 0
+    assert r.listener_stale == 0  # each answered with a rendering sent after its ask
