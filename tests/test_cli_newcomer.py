@@ -248,3 +248,16 @@ def test_the_daemons_log_at_info_leaves_out_apschedulers_job_chatter() -> None:
         for h in handlers:
             root.addHandler(h)
         root.setLevel(level)
+
+
+def test_a_refused_simple_signal_shows_what_was_sent_not_what_the_daemon_added() -> None:
+    """The 422's ``got`` for an event missing its start is the sender's own object: the
+    ``"source": "simple"`` the daemon adds before validating is not in it."""
+    from scheduler.service.api import _simple_events
+    from scheduler.service.intake import Refused
+
+    with pytest.raises(Refused) as exc:
+        _simple_events(b'{"type": "curtail", "limit_kw": 5}', [])
+    gots = [p["got"] for p in exc.value.detail]
+    assert gots and all("source" not in g for g in gots), gots
+    assert any("limit_kw" in g for g in gots), gots

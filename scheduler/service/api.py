@@ -91,16 +91,20 @@ def _simple_events(body: bytes, class_names: list[str]) -> list[GridEvent]:
     for k, item in enumerate(items):
         where = f"[{k}]." if isinstance(raw, list) else ""
         try:
-            events.append(GridEvent.model_validate({**item, "source": "simple"}))
+            data = {**item, "source": "simple"}
+            events.append(GridEvent.model_validate(data))
             fields.append(f"{where}id")
         except ValidationError as exc:
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+                got = err.get("input")
+                if got == data:  # the whole event (a field missing): as sent, no source added
+                    got = item
                 problems.append(
                     {
                         "field": f"{where}{loc}",
                         "problem": err["msg"].removeprefix("Value error, "),
-                        "got": repr(err.get("input"))[:100],
+                        "got": repr(got)[:100],
                     }
                 )
     if problems:
