@@ -180,7 +180,7 @@ class Daemon:
     async def start(self) -> None:
         await self.open()
         # Active events come first: enforce them before any plan is made.
-        await self.fast_path("restart")
+        await self.fast_path("start")
         await self.feeds.refresh_prices()
         await self.feeds.refresh_hashprice()
         if self.demand is not None:  # a first reading, before the start-up plan uses it
