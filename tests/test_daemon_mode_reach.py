@@ -29,7 +29,12 @@ from models.devices import DeviceClass
 from models.site import parse_site
 from scheduler.planner.plan import Plan
 from scheduler.service.daemon import Daemon
-from scheduler.service.daemon.reach import class_reach, own_setting_mode
+from scheduler.service.daemon.reach import (
+    class_reach,
+    no_power_target,
+    out_of_reach,
+    own_setting_mode,
+)
 from tests.conftest import flat_series
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MemoryDevice, run_open
@@ -251,3 +256,56 @@ def test_dispatch_gives_eco_only_to_the_miners_that_can_take_it(tmp_path: Path) 
         assert sorted(targets[f"s19/{i}"] for i in range(3, 10)) == ["eco"] * 7
 
     run_open(d, body)
+
+
+def test_dispatch_gives_a_gpu_refused_its_lock_the_lock_free_twin_of_the_clock_mode(
+    tmp_path: Path,
+) -> None:
+    """The plan made before GPU0's refusal wants both GPUs in the clock mode: dispatch
+    sends the lock to GPU1 alone, and GPU0 its lock-free twin (``DeviceModes.instead``)."""
+    d, sims = _gpu_daemon(tmp_path)
+    sims[0].fault = "clocks_unsupported"
+
+    async def body() -> None:
+        await _plan_at_flat_price(d, d.clock)  # type: ignore[arg-type]
+        await d.dispatch()
+        await d.poll(dispatch=False)
+        assert d.devices.barred(GPU0) == {CLOCK_MODE}
+        twin = d.devices.instead["h100"][CLOCK_MODE]
+        assert twin != CLOCK_MODE
+        targets = d.dispatcher.targets(d.clock.time())
+        (gpu1,) = [i for i in targets if i != GPU0]
+        assert targets == {GPU0: twin, gpu1: CLOCK_MODE}
+
+    _gpu_run(d, body)
+
+
+def test_the_own_setting_mode_looks_at_the_reported_model_when_the_class_model_is_unknown() -> None:
+    own = DeviceClass.model_validate(
+        {"name": "x", "kind": "asic", "count": 1,
+         "modes": [{"name": "low", "power_kw": 2.0, "hashrate_ths": 70},
+                   {"name": "mid", "power_kw": 3.1, "hashrate_ths": 100},
+                   {"name": "high", "power_kw": 3.6, "hashrate_ths": 110}]}
+    )  # fmt: skip
+    info = DeviceInfo("x/0", "asic", "a", model="Antminer S19j Pro", family="antminer-stock")
+    unknown = own.model_copy(update={"model": "no such miner"})
+    assert own_setting_mode(unknown, info) == "mid"  # the miner's own model, 3,050 W
+    # the miner's model, not the class's highest-power mode, bars all but its own
+    assert out_of_reach(own, info, {}) == {"low", "high"}
+    # presets reported: every mode is reachable, whatever the family says
+    with_presets = DeviceInfo(
+        "x/0", "asic", "a", model="Antminer S19j Pro", family="antminer-stock",
+        power_targets_w=(3000.0,),
+    )  # fmt: skip
+    assert not no_power_target(with_presets) and out_of_reach(own, with_presets, {}) == set()
+
+
+def test_the_own_setting_mode_is_nearest_to_the_watt() -> None:
+    """3,050 W (the catalog's S19j Pro) lies 252 W above 2,798 W and 248 W below 3,298 W."""
+    dc = DeviceClass.model_validate(
+        {"name": "x", "kind": "asic", "count": 1,
+         "modes": [{"name": "a", "power_kw": 2.798, "hashrate_ths": 90},
+                   {"name": "b", "power_kw": 3.298, "hashrate_ths": 100}]}
+    )  # fmt: skip
+    info = DeviceInfo("x/0", "asic", "a", model="Antminer S19j Pro", family="antminer-stock")
+    assert own_setting_mode(dc, info) == "b"

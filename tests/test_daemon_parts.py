@@ -752,3 +752,23 @@ def test_stopping_while_a_poll_runs_logs_no_job_error(
     errors = [r for r in caplog.records if r.levelno >= 40]
     assert errors == [], [r.getMessage() for r in errors]
     assert "poll" not in d.counters.task_failures
+
+
+def test_reading_gaps_walk_on_past_a_gpu_in_a_mode_of_no_class(tmp_path: Path) -> None:
+    """A GPU at a limit no mode has (UNKNOWN, an operator's ``nvidia-smi -pl``) has no
+    mode to lag: it adds no gap, and the devices read after it still count theirs."""
+    from scheduler.service.daemon.devices import UNKNOWN
+
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+
+    async def body() -> None:
+        devices["old/0"].target_w = 2000.0  # still ramping: reads 1 kW under its mode
+        await d.poll(dispatch=False)
+        d.devices.modes.update({"old/0": "stock", "gpu/1": UNKNOWN})
+        d.power.readings = {"gpu/1": d.power.readings.pop("gpu/1"), **d.power.readings}
+        below, _ = d.shedder.reading_gaps()
+        assert below == pytest.approx(d.config.site.pue * 1.0)
+
+    _run(d, body)

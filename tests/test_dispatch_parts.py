@@ -284,3 +284,65 @@ def test_assign_swaps_a_place_only_the_unbarred_can_take_for_one_the_barred_can(
     # with nothing to swap with, the stand-in as before
     got = assign(["b"], {"b": SLEEP}, {"lock": 1}, barred, {"lock": "twin"})
     assert got == {"b": "twin"}
+
+
+def test_assign_gives_a_barred_device_a_place_only_if_it_can_take_it() -> None:
+    """Two clock-mode places, one GPU refused its lock: it gets the lock-free twin, else
+    sleeps; and a place it cannot take is never swapped onto it."""
+    barred = {"b": frozenset({"eco"})}
+    assert assign(["a", "b"], {}, {"eco": 2}, barred, {"eco": "stock"}) == {
+        "a": "eco",
+        "b": "stock",
+    }
+    assert assign(["a", "b"], {}, {"eco": 2}, barred) == {"a": "eco", "b": SLEEP}
+
+
+def test_assign_swaps_only_with_a_device_that_is_not_barred() -> None:
+    """Both GPUs refused their locks: neither takes the clock-mode place, even by a swap."""
+    barred = {"a": frozenset({"eco"}), "b": frozenset({"eco"})}
+    out = assign(["a", "b"], {"a": "eco"}, {"stock": 1, "eco": 1}, barred, {"eco": "stock"})
+    assert out == {"a": "stock", "b": "stock"}
+
+
+def test_assign_fills_the_places_only_the_unbarred_can_take_first() -> None:
+    """m1 (its own setting turbo) and m2 (stock) are stock-firmware miners of two models:
+    the eco place goes to m0, the only one that can take it, and turbo to m1."""
+    barred = {"m1": frozenset({"eco", "stock"}), "m2": frozenset({"eco", "turbo"})}
+    modes = {"m1": SLEEP, "m2": "stock"}
+    out = assign(["m0", "m1", "m2"], modes, {"eco": 1, "turbo": 1}, barred)
+    assert out == {"m0": "eco", "m1": "turbo", "m2": SLEEP}
+
+
+def test_assign_with_barred_devices_still_makes_the_fewest_changes() -> None:
+    """Filling the modes some cannot take first keeps the awake d3 awake (in a) and leaves
+    the sleeping d2 asleep; another order wakes d2 and puts d3 to sleep."""
+    barred = {"d0": frozenset({"c"}), "d1": frozenset({"a", "b"}), "d3": frozenset({"c", "b"})}
+    modes = {"d0": "c", "d1": "c", "d2": SLEEP, "d3": "c"}
+    out = assign(["d0", "d1", "d2", "d3"], modes, {"c": 1, "b": 1, "a": 1}, barred)
+    assert out == {"d1": "c", "d0": "b", "d3": "a", "d2": SLEEP}
+    # two b places only d0 and d3 can take: filled before a spends them, so all four fill
+    barred = {"d1": frozenset({"b"}), "d2": frozenset({"b"})}
+    modes = {"d0": SLEEP, "d2": SLEEP, "d3": "c"}
+    out = assign(["d0", "d1", "d2", "d3"], modes, {"a": 2, "b": 2}, barred)
+    assert out == {"d3": "b", "d0": "b", "d1": "a", "d2": "a"}
+    # each barred from one mode, so no swap is open: b, which d1 cannot take, goes first
+    barred = {"d0": frozenset({"a"}), "d1": frozenset({"b"})}
+    assert assign(["d0", "d1"], {}, {"b": 1, "c": 1}, barred) == {"d0": "b", "d1": "c"}
+
+
+def test_a_class_with_no_device_read_leaves_the_other_classes_targets(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, _ = _daemon(tmp_path, clock)
+
+    async def body() -> None:
+        plan = await d.replan("test")
+        assert plan is not None
+        first = plan.classes[0].name
+        for i in d.fleet.ids(first):
+            d.power.answered.discard(i)  # the first class's devices not read
+        targets = d.dispatcher.targets(clock.time())
+        assert targets and not [i for i in targets if d.devices.class_of(i).name == first]
+        others = {i for cp in plan.classes[1:] for i in d.fleet.ids(cp.name)}
+        assert set(targets) == others
+
+    _run(d, body)

@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 
 from adapters.base import ModeRequest
+from adapters.gpu import NvmlGpu
 from models.devices import DeviceKind
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.fastpath import ShedStep, choose, shed_order
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon
+from tests.test_daemon_mode_reach import _gpu_daemon, _plan_at_flat_price
+from tests.test_gpu_mode_truth import CLOCK_MODE, GPU0
+from tests.test_gpu_mode_truth import _run as _gpu_run
 
 SITE = """
 [site]
@@ -323,3 +327,54 @@ def test_the_daemon_works_its_order_out_again_only_when_a_mode_changed(tmp_path:
     assert [(s.device_id, s.mode) for s in d.shedder.order if s.device_id == "gpu/1"] == [
         ("gpu/1", SLEEP)
     ]
+
+
+def test_a_gpu_refused_its_clock_lock_is_never_stepped_down_into_the_clock_mode(
+    tmp_path: Path,
+) -> None:
+    """Two simulated H100s in 350 W; GPU0 refuses SM clock locks. Its cap down goes to the
+    200 W mode (0.20 kW), not the clock mode (0.19 kW, the lowest): a lock it would refuse
+    in the middle of a curtail. Once its lock retry is due, the order is worked out again
+    with no mode changed, and the clock mode is its step down again."""
+    d, sims = _gpu_daemon(tmp_path)
+    sims[0].fault = "clocks_unsupported"
+    clock = d.clock
+    assert isinstance(clock, FakeClock)
+
+    def down(device_id: str) -> str:
+        (step,) = [s for s in d.shedder.order if s.device_id == device_id and s.mode != SLEEP]
+        return step.mode
+
+    async def body() -> None:
+        await _plan_at_flat_price(d, clock)
+        await d.dispatch()
+        await d.poll(dispatch=False)
+        assert d.devices.barred(GPU0) == {CLOCK_MODE}
+        modes = dict(d.devices.modes)
+        assert modes[GPU0] == "infer@350W"
+        assert down(GPU0) == "infer@200W"
+        adapter = d.fleet.by_id[GPU0]
+        assert isinstance(adapter, NvmlGpu)
+        adapter.lock_retry_s = 0.0  # the retry is due (the adapter's own monotonic clock)
+        assert not d.devices.barred(GPU0)
+        d.shedder.refresh()
+        assert d.devices.modes == modes and down(GPU0) == CLOCK_MODE
+
+    _gpu_run(d, body)
+
+
+def test_miners_shed_before_a_gpu_cap_down_that_loses_no_tokens(tmp_path: Path) -> None:
+    """A cap down that serves as much (decode is memory-bound) is worth 0 per kW, less than
+    any miner's hashrate: it still comes after every miner (the planner's order)."""
+    site = SITE.replace("throughput_tokens_s = 600", "throughput_tokens_s = 1000")
+    d = memory_daemon(site, tmp_path)[0]
+    d.devices.modes.update({"new/0": "stock", "old/0": "stock", "gpu/0": "full"})
+    d.devices.modes.update({"new/1": SLEEP, "old/1": SLEEP, "gpu/1": SLEEP})
+    order = shed_order(d.devices)
+    assert [(s.device_id, s.mode) for s in order] == [
+        ("old/0", SLEEP),
+        ("new/0", SLEEP),
+        ("gpu/0", "low"),
+        ("gpu/0", SLEEP),
+    ]
+    assert order[2].tokens_lost == 0.0
