@@ -23,21 +23,20 @@ from adapters.fleet import Fleet, Outcome, OutcomeKind
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
-from tests.support.simfleet import FAST, free_base, loopback_host, one_device_fleet, run
+from tests.support.simfleet import (
+    FAST,
+    can_bind_80,
+    free_base,
+    loopback_host,
+    one_device_fleet,
+    run,
+)
 
 #: A stock Antminer listens on both: the cgminer API and the web CGI.
 PORTS = (4028, 80)
 
 
-def _can_bind_80() -> bool:
-    try:
-        loopback_host(ports=(80,))
-    except RuntimeError:  # no address took it: no root, no CAP_NET_BIND_SERVICE
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _can_bind_80(), reason="cannot bind port 80 on loopback")
+pytestmark = pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 on loopback")
 
 
 @pytest.fixture(scope="module")

@@ -20,20 +20,19 @@ from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
 from adapters.sim.vnish import VnishSim
-from tests.support.simfleet import FAST, free_base, loopback_host, one_device_fleet, run, settle
+from tests.support.simfleet import (
+    FAST,
+    can_bind_80,
+    free_base,
+    one_device_fleet,
+    run,
+    settle,
+)
 
 PORTS = (4028, 80)
 
 
-def _can_bind_80() -> bool:
-    try:
-        loopback_host(ports=(80,))
-    except RuntimeError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _can_bind_80(), reason="cannot bind port 80 on loopback")
+pytestmark = pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 on loopback")
 
 
 @pytest.fixture(scope="module")

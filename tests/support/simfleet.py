@@ -63,6 +63,16 @@ def loopback_host(ports: tuple[int, ...] = (4028,)) -> str:
     return free_base(1, ports).rsplit(".", 1)[0] + ".1"
 
 
+def can_bind_80() -> bool:
+    """Whether this process may listen on port 80 (root or CAP_NET_BIND_SERVICE): the web
+    APIs of stock Antminer and VNish firmware listen there, and their tests skip without."""
+    try:
+        loopback_host(ports=(80,))
+    except RuntimeError:  # no address took it
+        return False
+    return True
+
+
 def sim_fleet() -> Iterator[SimFleetThread]:
     """Eight fast miners and four GPUs on their own event loop thread."""
     fleet = SimFleet.build(
