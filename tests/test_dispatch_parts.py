@@ -10,8 +10,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from adapters.base import ModeRequest
 from models.signals import EventType, GridEvent
 from scheduler.service.daemon import SLEEP, Daemon, assign, ramp_batch
@@ -350,11 +348,10 @@ def test_a_class_with_no_device_read_leaves_the_other_classes_targets(tmp_path: 
     _run(d, body)
 
 
-@pytest.mark.xfail(strict=True, reason="assign's swap tries only the first barred device left")
 def test_assign_fills_both_places_whatever_order_the_plan_lists_them() -> None:
     """As the test above with the plan's modes listed turbo first: m0 takes turbo, and the
-    eco place is lost, because the swap tries only m2 (barred from eco and turbo) and not
-    m1, which could take turbo from m0. A defect found by mutation testing (issue 23)."""
+    eco place was lost, because the swap tried only m2 (barred from eco and turbo) and not
+    m1, which can take turbo from m0. A defect found by mutation testing (issue 23)."""
     barred = {"m1": frozenset({"eco", "stock"}), "m2": frozenset({"eco", "turbo"})}
     modes = {"m1": SLEEP, "m2": "stock"}
     out = assign(["m0", "m1", "m2"], modes, {"turbo": 1, "eco": 1}, barred)

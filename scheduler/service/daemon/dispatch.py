@@ -111,16 +111,19 @@ def assign(
             if not no.get(i):
                 given.setdefault(m, []).append(i)
     for mode in unfilled:
-        k = next((k for k, i in enumerate(rest) if mode in no.get(i, ())), None)
-        if k is None:
+        barred_here = [k for k, i in enumerate(rest) if mode in no.get(i, ())]
+        if not barred_here:
             continue
-        i = rest.pop(k)
-        swap = next((m for m, js in given.items() if js and m not in no[i]), None)
-        if swap is not None:
-            out[given[swap].pop()] = mode
-            out[i] = swap
+        # the first barred device that can take a place an unbarred one was given
+        for k in barred_here:
+            swap = next((m for m, js in given.items() if js and m not in no[rest[k]]), None)
+            if swap is not None:
+                i = rest.pop(k)
+                out[given[swap].pop()] = mode
+                out[i] = swap
+                break
         else:
-            out[i] = (instead or {}).get(mode, SLEEP)
+            out[rest.pop(barred_here[0])] = (instead or {}).get(mode, SLEEP)
     for i in rest:
         out[i] = SLEEP
     return out
