@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
-from adapters.sim.server import HTTP_REASONS, FaultKind, MinerServer
+from adapters.sim.server import HTTP_REASONS, FaultKind, MinerServer, parse_http_head
 
 REALM = "antMiner Configuration"
 BMMINER_VERSION = "1.0.0"
@@ -473,14 +473,7 @@ class _WebConnection(asyncio.Protocol):
                 self.close()
             return
         try:
-            lines = self.buf[:end].decode("latin-1").split("\r\n")
-            method, target, _version = lines[0].split(" ", 2)
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                k, _, v = line.partition(":")
-                if k:
-                    headers[k.strip().lower()] = v.strip()
-            length = int(headers.get("content-length", "0") or 0)
+            method, target, headers, length = parse_http_head(bytes(self.buf[:end]))
         except ValueError:  # no HTTP request: closed quietly
             self.close()
             return

@@ -371,16 +371,22 @@ async def read_http_request(
     case) and body (``Content-Length`` bytes), read within 10 s."""
     async with asyncio.timeout(10.0):
         head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _version = lines[0].split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            if k:
-                headers[k.strip().lower()] = v.strip()
-        length = int(headers.get("content-length", "0") or 0)
+        method, target, headers, length = parse_http_head(head)
         body = await reader.readexactly(length) if length else b""
     return method, target, headers, body
+
+
+def parse_http_head(head: bytes) -> tuple[str, str, dict[str, str], int]:
+    """An HTTP/1.1 request head: method, target, headers (names lower case) and its
+    ``Content-Length``; ValueError when it is no request line or the length no number."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _version = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        if k:
+            headers[k.strip().lower()] = v.strip()
+    return method, target, headers, int(headers.get("content-length", "0") or 0)
 
 
 async def write_http_reply(
