@@ -26,10 +26,10 @@ from adapters.sim.server import FaultKind
 from tests.support.simfleet import (
     FAST,
     can_bind_80,
-    free_base,
     loopback_host,
     one_device_fleet,
     run,
+    web_fleet,
 )
 
 #: A stock Antminer listens on both: the cgminer API and the web CGI.
@@ -41,12 +41,7 @@ pytestmark = pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 o
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
-    fleet = SimFleet.build(
-        8, base=free_base(8, PORTS), firmware=("antminer",), control_port=None, **FAST
-    )
-    th = SimFleetThread(fleet)
-    with th:
-        yield th
+    yield from web_fleet(8, "antminer")
 
 
 def _miner(sim: SimFleetThread, i: int) -> AntminerSim:

@@ -17,16 +17,16 @@ import pytest
 from adapters.asic import PyasicMiner, pyasic_fields
 from adapters.base import ControlRejected, Health, ModeRequest
 from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
-from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.fleet import SimFleetThread
 from adapters.sim.server import FaultKind
 from adapters.sim.vnish import VnishSim
 from tests.support.simfleet import (
-    FAST,
     can_bind_80,
     free_base,
     one_device_fleet,
     run,
     settle,
+    web_fleet,
 )
 
 PORTS = (4028, 80)
@@ -37,20 +37,7 @@ pytestmark = pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 o
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
-    fleet = SimFleet.build(
-        6,
-        base=free_base(6, PORTS),
-        firmware=("vnish",),
-        models=("Antminer S19j Pro",),
-        control_port=None,
-        sleep_s=FAST["sleep_s"],
-        wake_s=FAST["wake_s"],
-        retune_s=FAST["retune_s"],
-        reboot_s=FAST["reboot_s"],
-    )
-    th = SimFleetThread(fleet)
-    with th:
-        yield th
+    yield from web_fleet(6, "vnish", "Antminer S19j Pro")
 
 
 def _miner(sim: SimFleetThread, i: int) -> VnishSim:

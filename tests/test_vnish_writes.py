@@ -22,40 +22,23 @@ import pytest
 from adapters.asic import PyasicMiner
 from adapters.base import BadReply, ControlRejected, DeviceUnreachable, ModeRequest
 from adapters.fleet import Outcome, OutcomeKind
-from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.fleet import SimFleetThread
 from adapters.sim.server import FaultKind
 from adapters.sim.vnish import VnishSim
 from tests.support.simfleet import (
-    FAST,
     can_bind_80,
-    free_base,
     one_device_fleet,
     run,
     settle,
+    web_fleet,
 )
-
-PORTS = (4028, 80)
-
 
 pytestmark = pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 on loopback")
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
-    fleet = SimFleet.build(
-        3,
-        base=free_base(3, PORTS),
-        firmware=("vnish",),
-        models=("Antminer S19j Pro",),
-        control_port=None,
-        sleep_s=FAST["sleep_s"],
-        wake_s=FAST["wake_s"],
-        retune_s=FAST["retune_s"],
-        reboot_s=FAST["reboot_s"],
-    )
-    th = SimFleetThread(fleet)
-    with th:
-        yield th
+    yield from web_fleet(3, "vnish", "Antminer S19j Pro")
 
 
 def _miner(sim: SimFleetThread, i: int) -> VnishSim:

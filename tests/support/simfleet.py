@@ -73,6 +73,26 @@ def can_bind_80() -> bool:
     return True
 
 
+def web_fleet(n: int, firmware: str, *models: str) -> Iterator[SimFleetThread]:
+    """``n`` fast miners of one firmware whose web API listens on port 80 as well as 4028
+    (stock Antminer, VNish), on their own event loop thread: a module fixture's body.
+    ``models``: the simulator's default mix when none are given."""
+    fleet = SimFleet.build(
+        n,
+        base=free_base(n, (4028, 80)),
+        firmware=(firmware,),
+        models=models or ("Antminer S19j Pro", "Antminer S21"),
+        control_port=None,
+        sleep_s=FAST["sleep_s"],
+        wake_s=FAST["wake_s"],
+        retune_s=FAST["retune_s"],
+        reboot_s=FAST["reboot_s"],
+    )
+    th = SimFleetThread(fleet)
+    with th:
+        yield th
+
+
 def sim_fleet() -> Iterator[SimFleetThread]:
     """Eight fast miners and four GPUs on their own event loop thread."""
     fleet = SimFleet.build(
