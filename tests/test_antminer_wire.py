@@ -1,5 +1,5 @@
 """The stock Antminer simulator's web port on its own, at the byte level: the request read
-as it comes, one answer, then closed (adapters/sim/antminer.py ``_WebConnection``), and the
+as it comes, one answer, then closed (adapters/sim/lighttpd.py ``WebConnection``), and the
 digest header read as lighttpd reads it. OS-chosen ports on 127.0.0.1: no root needed."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import types
 from typing import Any
 
 from adapters import antminer, webdigest
-from adapters.sim.antminer import REALM, AntminerSim, parse_auth
+from adapters.sim.antminer import AntminerSim
+from adapters.sim.antminer_web import REALM
+from adapters.sim.lighttpd import parse_auth
 from adapters.sim.server import FaultKind
 
 
