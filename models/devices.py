@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import catalog, gpu_modes
+from models.errors import at_key
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@+-]+$")]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -206,11 +207,11 @@ class DeviceClass(BaseModel):
         names = [m.name for m in self.modes]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"duplicate mode names {dup}; each mode needs its own name")
+            raise at_key("modes", f"duplicate mode names {dup}; each mode needs its own name")
         if self.idle_power_kw is None:
             object.__setattr__(self, "idle_power_kw", 0.0)
         if self.available is not None and self.available > self.count:
-            raise ValueError(f"available = {self.available} exceeds count = {self.count}")
+            raise at_key("available", f"available = {self.available} exceeds count = {self.count}")
         if self.adapter is not None:
             a = self.adapter
             if a.kind is AdapterKind.NVML and self.kind is not DeviceKind.GPU:
@@ -220,9 +221,12 @@ class DeviceClass(BaseModel):
                 raise ValueError(f"adapter kind '{a.kind.value}' drives ASICs; this class is a gpu")
             n = len(expand_hosts(a.hosts)) if a.hosts else None
             if n is not None and n != self.count:
-                raise ValueError(f"adapter.hosts lists {n} addresses for count = {self.count}")
+                raise at_key(
+                    "adapter.hosts", f"adapter.hosts lists {n} addresses for count = {self.count}"
+                )
             if a.gpus is not None and len(a.gpus) != self.count:
-                raise ValueError(f"adapter.gpus lists {len(a.gpus)} GPUs for count = {self.count}")
+                msg = f"adapter.gpus lists {len(a.gpus)} GPUs for count = {self.count}"
+                raise at_key("adapter.gpus", msg)
         locked = [m.name for m in self.modes if m.sm_clock_mhz is not None]
         if locked and self.kind is not DeviceKind.GPU:
             raise ValueError(f"modes {locked} lock SM clocks (sm_clock_mhz): GPU classes only")
@@ -232,8 +236,9 @@ class DeviceClass(BaseModel):
         if self.prefill_tokens_s is not None:
             self._check_prefill(self.prefill_tokens_s)
         if self.initial_on is not None and self.initial_on > self.units:
-            raise ValueError(
-                f"initial_on = {self.initial_on} exceeds units in service ({self.units})"
+            raise at_key(
+                "initial_on",
+                f"initial_on = {self.initial_on} exceeds units in service ({self.units})",
             )
         return self
 
@@ -286,12 +291,12 @@ def _catalog_modes(dc: DeviceClass, model: str) -> tuple[tuple[Mode, ...], float
         try:
             spec = catalog.find_asic(model)
         except KeyError as exc:
-            raise ValueError(str(exc.args[0])) from None
+            raise at_key("model", str(exc.args[0])) from None
         wanted = dc.profiles or tuple(p.name for p in catalog.ASIC_PROFILES)
         known = {p.name: p for p in catalog.ASIC_PROFILES}
         bad = [w for w in wanted if w not in known]
         if bad:
-            raise ValueError(f"unknown profiles {bad}; valid: {sorted(known)}")
+            raise at_key("profiles", f"unknown profiles {bad}; valid: {sorted(known)}")
         modes = tuple(
             Mode(
                 name=known[w].name,
@@ -304,17 +309,18 @@ def _catalog_modes(dc: DeviceClass, model: str) -> tuple[tuple[Mode, ...], float
     try:
         gpu = catalog.find_gpu(model)
     except KeyError as exc:
-        raise ValueError(str(exc.args[0])) from None
+        raise at_key("model", str(exc.args[0])) from None
     workload = dc.workload or "llama-3.1-70b"
     try:
         full = catalog.gpu_full_throughput(gpu, workload)
     except KeyError as exc:
-        raise ValueError(str(exc.args[0])) from None
+        raise at_key("workload", str(exc.args[0])) from None
     caps = dc.power_caps_w or gpu.default_caps_w
     for cap in caps:
         if not gpu.min_cap_w <= cap <= gpu.tdp_w:
-            raise ValueError(
-                f"power cap {cap} W outside {gpu.model}'s range [{gpu.min_cap_w}, {gpu.tdp_w}] W"
+            raise at_key(
+                "power_caps_w",
+                f"power cap {cap} W outside {gpu.model}'s range [{gpu.min_cap_w}, {gpu.tdp_w}] W",
             )
     idle_kw = gpu.idle_w / 1000.0 + dc.host_overhead_kw
     if dc.phase is None:

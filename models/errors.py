@@ -21,6 +21,17 @@ class ConfigError(GridschedError, ValueError):
         super().__init__("\n".join(lines))
 
 
+#: Marks a model validator's error as being about one key below the model's own location
+#: (pydantic places a model validator's errors at the model: ``devices[1]``).
+KEY_MARK = "\x1f"
+
+
+def at_key(key: str, message: str) -> ValueError:
+    """A validator's error about ``key`` (dotted, below the model), for
+    ``models.site.validation_problems`` to place at ``devices[1].key``."""
+    return ValueError(f"{KEY_MARK}{key}{KEY_MARK}{message}")
+
+
 class DataError(GridschedError, ValueError):
     """A data file (prices, hashprice, profiles) cannot be used as it is."""
 

@@ -42,6 +42,7 @@ from models.config_site import (
     Tariff,
 )
 from models.devices import DeviceClass
+from models.errors import KEY_MARK
 from models.signals import GridEvent, class_problems
 
 __all__ = [
@@ -146,6 +147,9 @@ def validation_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]
     for err in exc.errors():
         loc = tuple(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if msg.startswith(KEY_MARK):  # a model validator's error about one of its keys
+            key, _, msg = msg[len(KEY_MARK) :].partition(KEY_MARK)
+            loc += tuple(key.split("."))
         found, value = _value_at(data, loc)
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/configuration.md)"

@@ -59,6 +59,40 @@ def test_unknown_catalog_model_lists_known_ones() -> None:
     assert "unknown ASIC model 'S99'; known: Antminer S9" in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("device", "path", "words"),
+    [
+        ({"kind": "asic", "model": "S99"}, "devices[1].model", "unknown ASIC model 'S99'"),
+        ({"kind": "gpu", "model": "Z9"}, "devices[1].model", "unknown GPU"),
+        (
+            {"kind": "gpu", "model": "H100", "power_caps_w": [900]},
+            "devices[1].power_caps_w",
+            "power cap 900.0 W outside",
+        ),
+        ({"kind": "asic", "model": "S21", "profiles": ["warp"]}, "devices[1].profiles", "warp"),
+        ({"kind": "asic", "model": "S21", "available": 3}, "devices[1].available", "exceeds"),
+        ({"kind": "asic", "model": "S21", "initial_on": 3}, "devices[1].initial_on", "exceeds"),
+        (
+            {"kind": "asic", "model": "S21", "adapter": {"kind": "sim", "hosts": ["10.0.0.1"]}},
+            "devices[1].adapter.hosts",
+            "lists 1 addresses for count = 2",
+        ),
+    ],
+)
+def test_a_class_level_problem_names_the_key_it_is_about(
+    device: dict[str, object], path: str, words: str
+) -> None:
+    """A check across a device class's keys names the key at fault, with its value, not
+    only ``devices[1]`` (a newcomer's walk: an unknown model was reported at the class)."""
+    d = site_dict()
+    d["devices"].append({"name": "b", "count": 2, **device})
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    found = problems(exc)
+    assert path in found, found
+    assert words in found[path]
+
+
 def test_gpu_cap_outside_nvml_range() -> None:
     d = site_dict(
         devices=[{"name": "g", "kind": "gpu", "model": "H100", "count": 1, "power_caps_w": [900]}]
@@ -204,7 +238,7 @@ def test_event_level_without_a_configured_cap() -> None:
         ({"kind": "pyasic"}, "devices[0].adapter", "needs `hosts`"),
         (
             {"kind": "pyasic", "hosts": ["10.0.0.1-10.0.0.5"]},
-            "devices[0]",
+            "devices[0].adapter.hosts",
             "5 addresses for count = 10",
         ),
         ({"kind": "pyasic", "hosts": ["10.0.0.300"]}, "devices[0].adapter", "10.0.0.1-10.0.0.200"),
