@@ -49,6 +49,17 @@ def nvml_error(device: str, what: str, code: str, message: str) -> AdapterError:
     return BadReply(device, text)
 
 
+def nvml_parts(error: AdapterError) -> tuple[str, str] | None:
+    """NVML's code and own message in an error :func:`nvml_error` made (None for any other
+    error): what the GPU agent carries back, so the daemon's side makes the same error."""
+    _what, sep, rest = error.reason.partition(": NVML ")
+    code, sep2, message = rest.partition(": ")
+    if not sep or not sep2 or not code.replace("_", "").isalnum():
+        return None
+    hint = _ERROR_HINTS.get(code, "")
+    return code, message.removesuffix(f" ({hint})") if hint else message
+
+
 class GpuBackend(Protocol):
     label: str
 

@@ -1,0 +1,220 @@
+"""The daemon's side of the GPU agent: a :class:`~adapters.nvml.GpuBackend` that reaches
+one GPU server's NVML through its ``gridsched gpu-agent`` (protocol: :mod:`adapters.gpu_wire`).
+
+Connections are kept and reused, a few at once, as the simulator's remote backend does. An
+agent that does not answer makes its GPUs unreachable (``DeviceUnreachable`` or
+``DeviceTimeout``), which the daemon counts at their last known power like any device it
+cannot read; the next call opens a fresh connection, so the GPUs come back with the agent.
+NVML's refusals come back by their codes and become the same errors as on the daemon's own
+host (:func:`adapters.nvml.nvml_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+from adapters import gpu_wire as wire
+from adapters.base import (
+    AdapterError,
+    BadReply,
+    ControlRejected,
+    DeviceTimeout,
+    DeviceUnreachable,
+    Unsupported,
+)
+from adapters.nvml import nvml_error
+from adapters.secrets import Secret
+from models.errors import ConfigError
+
+_CLASSES: dict[str, type[AdapterError]] = {
+    c.__name__: c
+    for c in (BadReply, ControlRejected, DeviceTimeout, DeviceUnreachable, Unsupported)
+}
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Channel]
+
+
+class AgentBackend:
+    """The GPUs of one host, through the GPU agent at ``host:port``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        secret: Secret | None = None,
+        tls: ssl.SSLContext | None = None,
+        timeout_s: float = 3.0,
+        connections: int = 4,
+    ) -> None:
+        if secret is not None and len(secret.reveal()) < wire.MIN_SECRET_CHARS:
+            raise ConfigError(
+                "gpu agent", [("secret", f"shorter than {wire.MIN_SECRET_CHARS} characters")]
+            )
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.secret, self.tls, self.connections = secret, tls, connections
+        self.label = f"nvml@{host}:{port}"
+        self.opened = 0  # connections opened so far
+        self._idle: list[Conn] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _where(self) -> str:
+        return f"the GPU agent at {self.host}:{self.port}"
+
+    def _pool(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or loop is not self._loop:  # a new event loop: start afresh
+            for _r, writer, _c in self._idle:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            self._idle, self._loop = [], loop
+            self._slots = asyncio.Semaphore(self.connections)
+        return self._slots
+
+    async def close(self) -> None:
+        """Close the kept connections (a later call opens new ones)."""
+        idle, self._idle = self._idle, []
+        for _r, writer, _c in idle:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _open(self, device: str) -> Conn:
+        """A new connection, past the hello and (with a secret) the challenge-response."""
+        reader, writer = await asyncio.open_connection(
+            self.host,
+            self.port,
+            ssl=self.tls,
+            server_hostname=self.host if self.tls else None,
+            limit=wire.MAX_LINE_BYTES,
+        )
+        self.opened += 1
+        try:
+            return reader, writer, await self._handshake(device, reader, writer)
+        except BaseException:
+            writer.close()
+            raise
+
+    async def _handshake(
+        self, device: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> wire.Channel:
+        plain = wire.Channel(None, "", "")
+        hello = await self._line(device, reader, plain, "the hello")
+        if hello.get("protocol") != wire.PROTOCOL:
+            if hello.get("code") == "BUSY":
+                raise DeviceUnreachable(device, f"{self._where()} is busy: {hello.get('error')}")
+            msg = f"speaks {hello.get('protocol')!r}, not {wire.PROTOCOL}: is it a gpu-agent?"
+            raise BadReply(device, f"{self._where()} {msg}")
+        auth = hello.get("auth")
+        if self.secret is None:
+            if auth != "none":
+                msg = "requires a shared secret; set agent_secret_env or agent_secret_file"
+                raise Unsupported(device, f"{self._where()} {msg}")
+            return plain
+        if auth != "hmac-sha256" or not isinstance(hello.get("challenge"), str):
+            # never talk to an agent that does not prove it holds the secret: an impostor
+            # on the path could feed readings and take commands
+            msg = f"offers auth {auth!r}, not hmac-sha256: refused (a secret is configured)"
+            raise DeviceUnreachable(device, f"{self._where()} {msg}")
+        secret, challenge = self.secret.reveal().encode(), str(hello["challenge"])
+        client_nonce = wire.nonce()
+        mac = wire.client_proof(secret, challenge, client_nonce)
+        writer.write(plain.encode({"nonce": client_nonce, "mac": mac}))
+        await writer.drain()
+        answer = await self._line(device, reader, plain, "the authentication")
+        if not answer.get("ok"):
+            why = f"({answer.get('code')}: {answer.get('error')})"
+            msg = f"refused our secret {why}: the agent's secret and the site file's must match"
+            raise DeviceUnreachable(device, f"{self._where()} {msg}")
+        if not wire.same(str(answer.get("mac")), wire.agent_proof(secret, challenge, client_nonce)):
+            msg = "could not prove it holds the secret: refused (an impostor, another site's)"
+            raise DeviceUnreachable(device, f"{self._where()} {msg}")
+        return wire.Channel.session(secret, challenge, client_nonce, agent=False)
+
+    async def _line(
+        self, device: str, reader: asyncio.StreamReader, channel: wire.Channel, what: str
+    ) -> dict[str, Any]:
+        line = await reader.readline()
+        if not line:
+            raise DeviceUnreachable(device, f"{self._where()} closed the connection at {what}")
+        try:
+            return channel.decode(line)
+        except wire.WireError as exc:
+            raise BadReply(device, f"{self._where()}, {what}: {exc}") from None
+
+    async def _ask(self, device: str, req: dict[str, Any]) -> dict[str, Any]:
+        """One request on a kept connection (a fresh one when none is idle, or when the
+        kept one turns out closed: the agent's idle timeout, an agent restarted)."""
+        for reuse in (True, False):
+            conn = self._idle.pop() if reuse and self._idle else None
+            if conn is None:
+                conn = await self._open(device)
+                reuse = False
+            reader, writer, channel = conn
+            out: dict[str, Any] | None = None
+            try:
+                writer.write(channel.encode(req))
+                await writer.drain()
+                out = await self._line(device, reader, channel, "a request")
+            except (ConnectionError, DeviceUnreachable):
+                if not reuse:
+                    raise
+            finally:
+                if out is not None:
+                    self._idle.append(conn)
+                else:  # closed, or left mid-request: never reused
+                    writer.close()
+            if out is not None:
+                return out
+        raise DeviceUnreachable(device, f"{self._where()} closed the connection")
+
+    async def _request(self, device: str, req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(self.timeout_s), self._pool():
+                out = await self._ask(device, req)
+        except TimeoutError:
+            raise DeviceTimeout(
+                device, f"no answer from {self._where()} in {self.timeout_s:g} s"
+            ) from None
+        except (ConnectionError, OSError) as exc:
+            raise DeviceUnreachable(
+                device, f"{self._where()}: {type(exc).__name__}: {exc}"
+            ) from None
+        if not out.get("ok"):
+            raise _error(device, str(req.get("call", req.get("op"))), out, self._where())
+        return out
+
+    async def count(self) -> int:
+        return int((await self._request("nvml", {"op": "count"}))["gpus"])
+
+    async def call(self, index: int, call: str, *args: float) -> Any:
+        req = {"op": "gpu", "index": index, "call": call, "args": list(args)}
+        result = (await self._request(f"gpu{index}", req))["result"]
+        return tuple(result) if isinstance(result, list) else result
+
+
+def _error(device: str, call: str, out: dict[str, Any], where: str) -> AdapterError:
+    """The adapter error an agent's error line stands for: NVML's codes as on a local GPU."""
+    code, message = str(out.get("code")), str(out.get("error"))
+    if code == "AGENT_ERROR":
+        cls = _CLASSES.get(str(out.get("class")), BadReply)
+        return cls(device, f"{call}: {message} (at {where})")
+    if code == "NOT_ALLOWED":
+        return Unsupported(device, f"{call}: {where} refused: {message}")
+    if code == "BAD_REQUEST":
+        return BadReply(device, f"{call}: {where} answered BAD_REQUEST: {message}")
+    return nvml_error(device, call, code, message)
+
+
+def client_tls(ca_file: str) -> ssl.SSLContext:
+    """A TLS client context that trusts ``ca_file`` only, and checks the agent's name."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "site configuration", [("agent_tls_ca_file", f"cannot load {ca_file}: {exc}")]
+        ) from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
