@@ -29,6 +29,7 @@ import httpx
 from models.site import OpenADR
 from scheduler.service.ven_auth import TokenSource
 from scheduler.service.ven_client import PAGE_LIMIT, VtnClient
+from scheduler.service.ven_intake import Deliver, VenIntake
 from scheduler.service.ven_mqtt import MqttListener, parse_binding
 from scheduler.service.ven_poll import PollCadence
 from scheduler.service.ven_reporter import MAX_REPORT_ATTEMPTS, Interpret, Reporter
@@ -38,9 +39,6 @@ from scheduler.service.ven_subscriptions import Subscriptions
 __all__ = ["MAX_REPORT_ATTEMPTS", "Deliver", "Interpret", "Ven", "VenConfig"]
 
 log = logging.getLogger(__name__)
-
-#: hands one notification-shaped dict ``{objectType, operation, object}`` to the daemon
-Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class VenConfig:
                 raise ValueError(f"{name} {getattr(self, name)!r}: must be > 0")
 
 
-class Ven:
+class Ven(VenIntake):
     """One VEN session with one VTN; ``start``/``stop`` from the daemon's life cycle."""
 
     def __init__(
@@ -295,66 +293,6 @@ class Ven:
         self._status["polls"] += 1
         self._status["last_poll_at"] = time.time()
         self.polled.set()
-
-    async def handle(self, body: dict[str, Any], via: str = "mqtt") -> None:
-        """A notification (from MQTT, or passed on by the daemon's webhook route)."""
-        obj = body.get("object")
-        if isinstance(obj, dict):
-            await self._offer(str(body.get("objectType")), str(body.get("operation")), obj, via)
-
-    async def _offer(self, object_type: str, operation: str, obj: dict[str, Any], via: str) -> None:
-        oid = obj.get("id")
-        if not isinstance(oid, str):
-            return
-        key = (object_type, oid)
-        op = operation.upper()
-        mod = str(obj.get("modificationDateTime", ""))
-        if op != "DELETE" and self._seen.get(key) == mod:
-            return  # already delivered (MQTT, webhook and polling all see it)
-        body = {"objectType": object_type, "operation": op, "object": obj}
-        try:
-            await self._deliver(body)
-        except Exception as exc:  # not marked seen: the next poll offers it again
-            self._status["delivery_failures"] += 1
-            self._status |= {"last_error": f"deliver {object_type} {oid}: {exc}"[:400]}
-            self._status["last_error_at"] = time.time()
-            log.error("VEN: could not hand %s %s to the daemon: %s", object_type, oid, exc)
-            return
-        self._status["deliveries"] += 1
-        self._received(object_type, via)
-        self._note(body)
-
-    def _received(self, object_type: str, via: str) -> None:
-        if object_type == "EVENT":
-            got = self._status["events_received"]
-            got[via] = got.get(via, 0) + 1
-
-    def observe(self, body: dict[str, Any]) -> None:
-        """A notification the daemon took by webhook itself: remember it (so polling does not
-        hand it on again) and plan the reports its event asks for."""
-        obj = body.get("object")
-        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-            op = str(body.get("operation", "")).upper()
-            kind = str(body.get("objectType"))
-            mod = str(obj.get("modificationDateTime", ""))
-            if op == "DELETE" or self._seen.get((kind, obj["id"])) != mod:
-                self._received(kind, "webhook")  # first heard of by webhook
-            self._note({"objectType": kind, "operation": op, "object": obj})
-
-    def _note(self, body: dict[str, Any]) -> None:
-        object_type, op, obj = body["objectType"], body["operation"], body["object"]
-        oid = obj["id"]
-        key = (object_type, oid)
-        if op == "DELETE":
-            self._seen.pop(key, None)
-            if object_type == "EVENT":
-                self._events.pop(oid, None)
-                self.reports.forget(oid)
-            return
-        self._seen[key] = str(obj.get("modificationDateTime", ""))
-        if object_type == "EVENT":
-            self._events[oid] = obj
-            self.reports.plan(body)
 
     # -- background ---------------------------------------------------------------------------
 
