@@ -208,13 +208,11 @@ def _error(device: str, call: str, out: dict[str, Any], where: str) -> AdapterEr
     return nvml_error(device, call, code, message)
 
 
-def client_tls(ca_file: str) -> ssl.SSLContext:
+def client_tls(ca_file: str, key: str = "agent_tls_ca_file") -> ssl.SSLContext:
     """A TLS client context that trusts ``ca_file`` only, and checks the agent's name."""
     try:
         ctx = ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            "site configuration", [("agent_tls_ca_file", f"cannot load {ca_file}: {exc}")]
-        ) from None
+        raise ConfigError("site configuration", [(key, f"cannot load {ca_file}: {exc}")]) from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx

@@ -1,7 +1,8 @@
 """Adapters from the site configuration: ``[devices.adapter] kind = "pyasic" | "nvml" | "sim"``.
 
 Each kind registers a factory that turns one device class into its adapters, one per unit,
-with stable ids (``CLASS/ADDRESS`` for miners, ``CLASS/gpuN`` for GPUs). A ``sim`` ASIC
+with stable ids (``CLASS/ADDRESS`` for miners, ``CLASS/gpuN`` for GPUs, ``CLASS/HOST/gpuN``
+for GPUs reached through the GPU agent on HOST: ``adapters.gpu_remote``). A ``sim`` ASIC
 class starts its own simulated miners on loopback, running the firmware ``sim_firmware``
 names (LuxOS by default; returned in ``Built.simulators`` for the caller to run), and
 reaches them through pyasic like real ones.
@@ -11,17 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from adapters.asic import PyasicMiner
 from adapters.asic_rs import AsicRsMiner
 from adapters.base import DeviceAdapter, ModeRequest
 from adapters.gpu import GpuBackend, NvmlGpu, PynvmlBackend, ServingHook
+from adapters.gpu_remote import AgentBackend, client_tls
+from adapters.gpu_wire import MIN_SECRET_CHARS
 from adapters.secrets import load_secret
 from adapters.sim.fleet import SimFleet
 from adapters.sim.gpu import SimGpu
 from adapters.sim.gpu_backend import LocalSimBackend, RemoteSimBackend
 from models import catalog
-from models.devices import AdapterConfig, AdapterKind, DeviceClass, DeviceKind, expand_hosts
+from models.devices import (
+    AdapterConfig,
+    AdapterKind,
+    DeviceClass,
+    DeviceKind,
+    expand_agents,
+    expand_hosts,
+)
 from models.errors import ConfigError
 from models.inference_objectives import told_capacity_tokens_s
 from models.site import Inference, SiteConfig
@@ -142,7 +153,13 @@ def _by_request(
 
 
 def _gpus(
-    dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built, backend: GpuBackend
+    dc: DeviceClass,
+    a: AdapterConfig,
+    base_dir: str,
+    built: Built,
+    backend: GpuBackend,
+    indexes: tuple[int, ...] | None = None,
+    prefix: str = "",
 ) -> None:
     hook = None
     if a.serving_hook_url is not None:
@@ -153,15 +170,37 @@ def _gpus(
             base_dir,
         )
         hook = ServingHook(a.serving_hook_url, a.timeout_s, token)
-    indexes = a.gpus if a.gpus is not None else tuple(range(dc.count))
+    if indexes is None:
+        indexes = a.gpus if a.gpus is not None else tuple(range(dc.count))
     fn = _gpu_throughput(dc)
     for i in indexes:
-        _add(built, dc, NvmlGpu(f"{dc.name}/gpu{i}", str(i), backend, i, a.timeout_s, fn, hook))
+        gpu_id = f"{dc.name}/{prefix}gpu{i}"
+        _add(built, dc, NvmlGpu(gpu_id, str(i), backend, i, a.timeout_s, fn, hook))
 
 
 @register(AdapterKind.NVML, DeviceKind.GPU)
 def _nvml(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> None:
-    _gpus(dc, a, base_dir, built, PynvmlBackend())
+    if not a.agents:
+        _gpus(dc, a, base_dir, built, PynvmlBackend())
+        return
+    key = f"devices.{dc.name}.adapter"
+    secret = load_secret(
+        f"{key}.agent_secret_env", a.agent_secret_env, a.agent_secret_file, base_dir
+    )
+    if secret is not None and len(secret.reveal()) < MIN_SECRET_CHARS:
+        raise ConfigError(
+            "environment",
+            [(f"{key}.agent_secret_env", f"the agents' secret is shorter than "
+              f"{MIN_SECRET_CHARS} characters; use a random one (openssl rand -hex 32)")],
+        )  # fmt: skip
+    tls = None
+    if a.agent_tls_ca_file is not None:
+        tls = client_tls(str(Path(base_dir, a.agent_tls_ca_file)), f"{key}.agent_tls_ca_file")
+    agents = expand_agents(a.agents)
+    per_agent = a.gpus if a.gpus is not None else tuple(range(dc.count // len(agents)))
+    for host, port in agents:  # the host in each id: stable, and says where the GPU is
+        backend = AgentBackend(host, port, secret, tls, a.timeout_s)
+        _gpus(dc, a, base_dir, built, backend, per_agent, f"{host}/")
 
 
 @register(AdapterKind.SIM, DeviceKind.GPU)

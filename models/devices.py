@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import re
 from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Literal, Self
@@ -75,7 +76,7 @@ class Mode(BaseModel):
 class AdapterKind(StrEnum):
     PYASIC = "pyasic"  # ASICs on the network, any firmware pyasic drives
     ASIC_RS = "asic-rs"  # ASICs through pyasic-rs (optional package; fewer families)
-    NVML = "nvml"  # GPUs in this host
+    NVML = "nvml"  # GPUs in this host, or on GPU servers through their agents (`agents`)
     SIM = "sim"  # the simulator: miners on loopback, or simulated GPUs
 
 
@@ -107,6 +108,47 @@ def expand_hosts(entries: tuple[str, ...]) -> list[str]:
     return out
 
 
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+
+def expand_agents(entries: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(host, port) of each GPU agent from entries ``HOST:PORT``, HOST a name, an address, a
+    range ``a.b.c.d-a.b.c.e`` or a CIDR block (as :func:`expand_hosts`)."""
+    out: list[tuple[str, int]] = []
+    for e in entries:
+        host, sep, port = e.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"entry {e!r}: expected HOST:PORT, e.g. 10.0.0.7:7731, "
+                "gpu-07.site:7731 or 10.0.0.1-10.0.0.8:7731"
+            )
+        lo, dash, hi = host.partition("-")
+        if "/" in host or (dash and _is_ip(lo) and _is_ip(hi)) or _is_ip(host):
+            hosts = expand_hosts((host,))
+        elif _HOSTNAME.match(host):
+            hosts = [host]
+        else:
+            raise ValueError(f"entry {e!r}: {host!r} is no host name or address")
+        out.extend((h, int(port)) for h in hosts)
+    dup = sorted(h for h, n in Counter(h for h, _ in out).items() if n > 1)
+    if dup:  # a GPU's id names its host: two agents on one host would share ids
+        raise ValueError(f"hosts listed twice: {dup[:5]}")
+    return out
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback_host(host: str) -> bool:
+    return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
+
+
 class AdapterConfig(BaseModel):
     """How the daemon reaches a class's units (ignored by ``gridsched plan``)."""
 
@@ -133,6 +175,13 @@ class AdapterConfig(BaseModel):
     miner_mode: Literal["auto", "string", "number"] = "auto"
     serving_hook_url: str | None = None
     serving_hook_token_env: str | None = None
+    #: nvml: the GPU agents (`gridsched gpu-agent`) on the GPU servers, "HOST:PORT" each
+    #: (HOST a name, an address, a range or a CIDR block), with the GPUs `gpus` lists on
+    #: each (none: count / agents, from 0); none given: the GPUs of the daemon's own host
+    agents: tuple[str, ...] = ()
+    agent_secret_env: str | None = None  # the agents' shared secret (needed beyond loopback)
+    agent_secret_file: str | None = None
+    agent_tls_ca_file: str | None = None  # TLS to the agents, their certificates from this CA
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -147,11 +196,38 @@ class AdapterConfig(BaseModel):
             )
         if self.password_env is not None and self.password_file is not None:
             raise ValueError("give password_env or password_file, not both")
+        self._check_agents()
         if self.sim_control is not None:
             host, _, port = self.sim_control.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"sim_control {self.sim_control!r}: expected HOST:PORT")
         return self
+
+    def _check_agents(self) -> None:
+        named = [
+            n
+            for n in ("agent_secret_env", "agent_secret_file", "agent_tls_ca_file")
+            if getattr(self, n) is not None
+        ]
+        if not self.agents:
+            if named:
+                raise at_key(named[0], f"{', '.join(named)}: only with `agents` (GPU agents)")
+            return
+        if self.kind is not AdapterKind.NVML:
+            raise at_key("agents", f"GPU agents serve kind = 'nvml', not {self.kind.value!r}")
+        if self.agent_secret_env is not None and self.agent_secret_file is not None:
+            raise at_key("agent_secret_file", "give agent_secret_env or agent_secret_file")
+        try:
+            remote = [h for h, _ in expand_agents(self.agents) if not is_loopback_host(h)]
+        except ValueError as exc:
+            raise at_key("agents", str(exc)) from None
+        if remote and self.agent_secret_env is None and self.agent_secret_file is None:
+            raise at_key(
+                "agents",
+                f"{remote[:3]} are other hosts; give agent_secret_env or agent_secret_file, "
+                "the secret the agents are started with (an agent refuses to serve beyond "
+                "loopback without one)",
+            )
 
 
 class DeviceClass(BaseModel):
@@ -224,7 +300,9 @@ class DeviceClass(BaseModel):
                 raise at_key(
                     "adapter.hosts", f"adapter.hosts lists {n} addresses for count = {self.count}"
                 )
-            if a.gpus is not None and len(a.gpus) != self.count:
+            if a.agents:
+                self._check_agent_gpus(a)
+            elif a.gpus is not None and len(a.gpus) != self.count:
                 msg = f"adapter.gpus lists {len(a.gpus)} GPUs for count = {self.count}"
                 raise at_key("adapter.gpus", msg)
         locked = [m.name for m in self.modes if m.sm_clock_mhz is not None]
@@ -241,6 +319,21 @@ class DeviceClass(BaseModel):
                 f"initial_on = {self.initial_on} exceeds units in service ({self.units})",
             )
         return self
+
+    def _check_agent_gpus(self, a: AdapterConfig) -> None:
+        n = len(expand_agents(a.agents))
+        if a.gpus is None and self.count % n:
+            raise at_key(
+                "adapter.agents",
+                f"count = {self.count} GPUs do not split evenly over {n} agents; give "
+                "adapter.gpus, the GPU indexes served on each agent",
+            )
+        if a.gpus is not None and len(a.gpus) * n != self.count:
+            raise at_key(
+                "adapter.gpus",
+                f"lists {len(a.gpus)} GPUs on each of {n} agents, {len(a.gpus) * n} in all, "
+                f"for count = {self.count}",
+            )
 
     def _check_prefill(self, rates: dict[str, float]) -> None:
         if self.kind is not DeviceKind.GPU:
