@@ -35,6 +35,16 @@ class OnsiteGeneration(Strict):
         return self
 
 
+def _iana_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {v!r}; use an IANA name such as 'America/Chicago' or 'UTC'"
+        ) from None
+    return v
+
+
 class SiteSpec(Strict):
     name: Annotated[str, Field(min_length=1)]
     timezone: str = "UTC"
@@ -50,13 +60,7 @@ class SiteSpec(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {v!r}; use an IANA name such as 'America/Chicago' or 'UTC'"
-            ) from None
-        return v
+        return _iana_zone(v)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -75,9 +79,16 @@ class PriceSource(Strict):
     path: str | None = None
     column: str | None = None
     timestamp_column: str = "interval_start_utc"
+    #: the file's wall-clock zone, for timestamps written without a UTC offset
+    timezone: str | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
     usd_per_unit: Pos = 1.0
     per: Annotated[str, Field(pattern=r"^(MWh|kWh)$")] = "MWh"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else _iana_zone(v)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

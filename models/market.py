@@ -91,16 +91,49 @@ def _parse_times(raw: pd.Series, source: str, column: str, timezone: str | None)
         if timezone is None:
             raise DataError(
                 source,
-                f"{column} has no UTC offset (e.g. {raw.iloc[0]!r}); add "
-                "offsets or name the time zone of the file",
+                f"{column} has no UTC offset (e.g. {raw.iloc[0]!r}); add offsets, or name "
+                "the file's time zone (--price-timezone Europe/Berlin on the command line, "
+                '[prices] timezone = "Europe/Berlin" in the site file)',
             )
-        try:
-            parsed = parsed.dt.tz_localize(timezone, ambiguous="raise", nonexistent="raise")
-        except Exception as exc:  # pytz/zoneinfo raise several types for DST edges
-            raise DataError(
-                source, f"{column}: local time cannot be placed in {timezone}: {exc}"
-            ) from None
+        parsed = _localise(parsed, raw, source, column, timezone)
     return parsed.dt.tz_convert("UTC").dt.as_unit("s").astype("int64").to_numpy()
+
+
+def _localise(naive: pd.Series, raw: pd.Series, source: str, column: str, tz: str) -> pd.Series:
+    """Wall-clock times in ``tz`` as instants, by line where the clock change makes it unsure.
+
+    Market exports in local time list the hour the clocks repeat twice, in file order
+    (summer time first when the file runs forward): the two rows are the two instants. A
+    repeated hour that appears once, or an hour the clocks skip, cannot be placed and is
+    refused with its line, never guessed."""
+    summer = naive.dt.tz_localize(tz, ambiguous=True, nonexistent="NaT")
+    winter = naive.dt.tz_localize(tz, ambiguous=False, nonexistent="NaT")
+    skipped = summer.isna().to_numpy()
+    if skipped.any():
+        i = int(np.flatnonzero(skipped)[0])
+        raise DataError(
+            source,
+            f"line {i + 2}: {column} = {raw.iloc[i]!r} does not exist in {tz} (the clocks "
+            "skip that hour when summer time starts); remove the row or give offsets",
+        )
+    twice = (summer != winter).to_numpy()
+    if not twice.any():
+        return summer
+    forward = bool(naive.iloc[0] <= naive.iloc[-1])
+    seen_before = naive.duplicated(keep="first").to_numpy()
+    counts = naive.map(naive.value_counts()).to_numpy()
+    once = twice & (counts == 1)
+    if once.any():
+        i = int(np.flatnonzero(once)[0])
+        raise DataError(
+            source,
+            f"line {i + 2}: {column} = {raw.iloc[i]!r} cannot be placed in {tz}: that local "
+            "time occurs twice (summer time, then standard time) and the file has it once; "
+            "give offsets (e.g. 2023-10-29T02:00:00+02:00) or both rows",
+        )
+    # a forward file's first occurrence is summer time; a backward file's is standard time
+    is_summer = ~seen_before if forward else seen_before
+    return naive.dt.tz_localize(tz, ambiguous=is_summer, nonexistent="raise")
 
 
 def _parse_values(raw: pd.Series, source: str, column: str) -> np.ndarray:
@@ -203,6 +236,7 @@ def site_prices(
         fmt = fmt or src.format.value
         column = column or src.column
         timestamp_column = src.timestamp_column
+        timezone = timezone or src.timezone
         currency, rate, per = src.currency, src.usd_per_unit, src.per
     else:
         named = _CURRENCY_IN_NAME.search(column or "")

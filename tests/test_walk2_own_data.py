@@ -1,0 +1,131 @@
+"""A newcomer's own price data: another market's CSV in local time, and its mistakes.
+
+Each test is one step of the walk through docs/configuration.md and docs/backtest.md with
+a file that is not ERCOT's: hourly EUR prices stamped in Europe/Berlin local time, across
+both daylight-saving changes, and the malformed files a user writes by accident.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from models.errors import DataError
+from models.market import load_csv_series, site_prices
+from models.site import load_site
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def _local_hours(path: Path, first_utc: datetime, hours: int) -> Path:
+    """An EPEX-like export: one row per hour, local wall-clock time, no offset."""
+    rows = ["timestamp_local,price_eur_mwh"]
+    for h in range(hours):
+        local = (first_utc + timedelta(hours=h)).astimezone(BERLIN)
+        rows.append(f"{local:%Y-%m-%d %H:%M},{50 + h}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_local_time_file_across_the_autumn_change_is_read_in_order(tmp_path: Path) -> None:
+    # 2023-10-29: 02:00-03:00 happens twice in Berlin (CEST, then CET); the export lists
+    # "02:00" twice, in that order, and each row is its own hour
+    first = datetime(2023, 10, 28, 22, tzinfo=UTC)  # 00:00 CEST on the 29th
+    f = _local_hours(tmp_path / "fall.csv", first, 6)
+    assert f.read_text().count("2023-10-29 02:00") == 2
+    s = load_csv_series(f, "price_eur_mwh", "timestamp_local", timezone="Europe/Berlin")
+    assert s.interval_s == 3600
+    assert s.start_s == int(first.timestamp())
+    assert s.values.tolist() == [50, 51, 52, 53, 54, 55]
+
+
+def test_a_local_time_file_across_the_spring_change_is_read(tmp_path: Path) -> None:
+    first = datetime(2023, 3, 25, 23, tzinfo=UTC)  # 00:00 CET on the 26th; 02:00 skipped
+    f = _local_hours(tmp_path / "spring.csv", first, 6)
+    assert "2023-03-26 02:00" not in f.read_text()
+    s = load_csv_series(f, "price_eur_mwh", "timestamp_local", timezone="Europe/Berlin")
+    assert s.start_s == int(first.timestamp()) and s.values.tolist() == [50, 51, 52, 53, 54, 55]
+
+
+def test_a_local_time_the_clocks_skip_is_refused_by_line(tmp_path: Path) -> None:
+    f = tmp_path / "gap.csv"
+    f.write_text(
+        "timestamp_local,price_eur_mwh\n2023-03-26 01:00,50\n2023-03-26 02:00,51\n"
+        "2023-03-26 03:00,52\n"
+    )
+    with pytest.raises(DataError) as exc:
+        load_csv_series(f, "price_eur_mwh", "timestamp_local", timezone="Europe/Berlin")
+    text = str(exc.value)
+    assert "line 3" in text and "'2023-03-26 02:00'" in text and "does not exist" in text
+    assert "nonexistent" not in text  # pandas' own wording, which names no line
+
+
+def test_a_repeated_local_hour_given_once_is_refused_by_line(tmp_path: Path) -> None:
+    f = tmp_path / "once.csv"
+    f.write_text(
+        "timestamp_local,price_eur_mwh\n2023-10-29 01:00,50\n2023-10-29 02:00,51\n"
+        "2023-10-29 03:00,52\n"
+    )
+    with pytest.raises(DataError) as exc:
+        load_csv_series(f, "price_eur_mwh", "timestamp_local", timezone="Europe/Berlin")
+    text = str(exc.value)
+    assert "line 3" in text and "occurs twice" in text and "Europe/Berlin" in text
+    assert "ambiguous' argument" not in text
+
+
+def test_no_offset_error_says_how_to_name_the_zone(tmp_path: Path) -> None:
+    f = _local_hours(tmp_path / "p.csv", datetime(2023, 3, 20, tzinfo=UTC), 3)
+    with pytest.raises(DataError) as exc:
+        load_csv_series(f, "price_eur_mwh", "timestamp_local")
+    assert "--price-timezone" in str(exc.value) and "[prices] timezone" in str(exc.value)
+
+
+def _eu_site(tmp_path: Path, prices: str, extra: str = "") -> Path:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        f"""
+[site]
+name = "EU walk"
+timezone = "Europe/Berlin"
+interconnect_kw = 2000
+
+[prices]
+format = "csv"
+path = "{prices}"
+column = "price_eur_mwh"
+timestamp_column = "timestamp_local"
+currency = "EUR"
+usd_per_unit = 1.08
+{extra}
+
+[[devices]]
+name = "s21"
+kind = "asic"
+model = "S21"
+count = 10
+"""
+    )
+    return site
+
+
+def test_prices_section_names_the_time_zone_of_its_file(tmp_path: Path) -> None:
+    first = datetime(2023, 10, 28, 22, tzinfo=UTC)
+    _local_hours(tmp_path / "fall.csv", first, 30)
+    config = load_site(_eu_site(tmp_path, "fall.csv", 'timezone = "Europe/Berlin"'))
+    start = int(first.timestamp())
+    s = site_prices(config, start, start + 24 * 3600)
+    assert s.start_s == start and s.values[0] == pytest.approx(50 * 1.08)
+    # without it, the error names both ways to say it
+    with pytest.raises(DataError, match=r"\[prices\] timezone"):
+        site_prices(load_site(_eu_site(tmp_path, "fall.csv")), start, start + 24 * 3600)
+
+
+def test_prices_timezone_is_checked_like_the_sites(tmp_path: Path) -> None:
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        load_site(_eu_site(tmp_path, "fall.csv", 'timezone = "CET+1"'))
+    assert "prices.timezone" in str(exc.value) and "IANA" in str(exc.value)
