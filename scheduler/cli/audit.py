@@ -236,7 +236,7 @@ def add_parsers(sub: Any) -> None:
     asub = au.add_subparsers(dest="audit_command", required=True)
     archive_help = "archive file or directory of them from `audit archive` (repeat the flag)"
     v = asub.add_parser("verify", help="re-walk the hash chain")
-    v.add_argument("--db", required=True)
+    v.add_argument("--db", required=True, help="the daemon's SQLite state file")
     v.add_argument("--archive", action="append", metavar="FILE", help=archive_help)
     v.add_argument(
         "--expect-head",
@@ -245,9 +245,9 @@ def add_parsers(sub: Any) -> None:
     )
     v.set_defaults(func=cmd_audit_verify)
     e = asub.add_parser("export", help="signals, commands and measured power as CSV")
-    e.add_argument("--db", required=True)
+    e.add_argument("--db", required=True, help="the daemon's SQLite state file")
     e.add_argument("--from", dest="from_", required=True, help="ISO 8601 UTC start")
-    e.add_argument("--to", required=True)
+    e.add_argument("--to", required=True, help="ISO 8601 UTC end (exclusive)")
     e.add_argument("--out", help="CSV file (default stdout)")
     e.add_argument("--archive", action="append", metavar="FILE", help=archive_help)
     e.set_defaults(func=cmd_audit_export)
@@ -255,7 +255,7 @@ def add_parsers(sub: Any) -> None:
         "archive",
         help="move records older than a date to a verified file; the chain goes on from it",
     )
-    ar.add_argument("--db", required=True)
+    ar.add_argument("--db", required=True, help="the daemon's SQLite state file")
     when = ar.add_mutually_exclusive_group(required=True)
     when.add_argument("--before", help="ISO 8601 UTC: archive records before it")
     when.add_argument("--older-than", help="archive records older than this (e.g. 90d, 12h)")

@@ -222,14 +222,26 @@ def _inference_dr(
 
 def add_parsers(sub: Any) -> None:
     bt = sub.add_parser("backtest", help="replay a period on real prices against baselines")
-    bt.add_argument("--config", required=True)
+    bt.add_argument("--config", required=True, help="site TOML file")
     bt.add_argument("--prices", help="realised price CSV (default: the config's [prices])")
-    bt.add_argument("--price-format", choices=["ercot-rtm", "ercot-dam", "csv"])
-    bt.add_argument("--price-column")
-    bt.add_argument("--timestamp-column", default="interval_start_utc")
-    bt.add_argument("--price-timezone")
+    bt.add_argument(
+        "--price-format",
+        choices=["ercot-rtm", "ercot-dam", "csv"],
+        help="price file layout (default csv: a timestamp and a price column)",
+    )
+    bt.add_argument("--price-column", help="price column, e.g. HB_WEST")
+    bt.add_argument(
+        "--timestamp-column",
+        default="interval_start_utc",
+        help="timestamp column of a csv price file (default: %(default)s)",
+    )
+    bt.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
     bt.add_argument("--forecast", help="forecast CSV, e.g. the ERCOT day-ahead file")
-    bt.add_argument("--forecast-format", choices=["ercot-rtm", "ercot-dam", "csv"])
+    bt.add_argument(
+        "--forecast-format",
+        choices=["ercot-rtm", "ercot-dam", "csv"],
+        help="layout of the --forecast file (as --price-format)",
+    )
     bt.add_argument("--forecast-column", help="default: --price-column")
     bt.add_argument("--btc", help="BTC daily network CSV (hashprice per day)")
     bt.add_argument(
@@ -284,8 +296,12 @@ def add_parsers(sub: Any) -> None:
         choices=["blend", "learned", "learned+blend"],  # price_forecasts.RT_FORECASTS
         help="the scheduler's real-time price forecast (docs/backtest.md)",
     )
-    bt.add_argument("--decision-step", default="15min")
-    bt.add_argument("--horizon", default="48h")
+    bt.add_argument(
+        "--decision-step", default="15min", help="time between decisions (default: %(default)s)"
+    )
+    bt.add_argument(
+        "--horizon", default="48h", help="each decision plans this far ahead (default: %(default)s)"
+    )
     bt.add_argument(
         "--plan-resolution",
         help="the scheduler plans its horizon on these steps, e.g. '15min:8h,1h' (faster; "
@@ -314,8 +330,8 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="remove the GPU modes that lock the SM clock (compare power caps alone)",
     )
-    bt.add_argument("--json", action="store_true")
-    bt.add_argument("--json-out")
-    bt.add_argument("--plot")
+    bt.add_argument("--json", action="store_true", help="print the report as JSON only")
+    bt.add_argument("--json-out", help="also write the JSON report to this file")
+    bt.add_argument("--plot", help="write a PNG chart of the policies to this file")
     bt.add_argument("--quiet", action="store_true", help="no progress bar")
     bt.set_defaults(func=cmd_backtest)

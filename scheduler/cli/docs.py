@@ -230,5 +230,9 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("docs", help="print the generated reference docs (config, openapi, api)")
-    p.add_argument("what", choices=["config", "openapi", "api"])
+    p.add_argument(
+        "what",
+        choices=["config", "openapi", "api"],
+        help="config: the site file keys; openapi: the API definition (JSON); api: as Markdown",
+    )
     p.set_defaults(func=cmd_docs)

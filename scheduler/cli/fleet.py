@@ -350,6 +350,7 @@ def add_parsers(sub: Any) -> None:
             "slow-write",
             "clear",
         ],
+        help="the fault (docs/adapters.md, simulator faults); clear: remove every fault",
     )
     fa.add_argument("hosts", nargs="*", help="miner addresses (default: all)")
     fa.add_argument("--control", default="127.0.0.1:4029", help="the simulator's control port")
@@ -362,13 +363,23 @@ def add_parsers(sub: Any) -> None:
     fa.set_defaults(func=cmd_fault)
 
     st = fsub.add_parser("status", help="connect to a site's devices and show live telemetry")
-    st.add_argument("--config", required=True)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--config", required=True, help="site TOML file")
+    st.add_argument("--json", action="store_true", help="print every device as JSON")
     st.add_argument("--all", action="store_true", help="list every device, not only unhealthy ones")
-    st.add_argument("--limit", type=count_at_least(0), default=50)
+    st.add_argument(
+        "--limit",
+        type=count_at_least(0),
+        default=50,
+        help="most devices listed per sweep (default: %(default)s)",
+    )
     st.add_argument("--watch", type=float, default=5.0, help="seconds between sweeps with --count")
     st.add_argument("--count", type=count_at_least(1), default=1, help="number of sweeps")
-    st.add_argument("--concurrency", type=count_at_least(1), default=256)
+    st.add_argument(
+        "--concurrency",
+        type=count_at_least(1),
+        default=256,
+        help="devices read at once (default: %(default)s)",
+    )
     st.add_argument(
         "--db",
         type=Path,

@@ -249,7 +249,11 @@ def add_parsers(sub: Any) -> None:
         help="price file layout (default csv: a timestamp and a price column)",
     )
     pl.add_argument("--price-column", help="price column, e.g. HB_WEST")
-    pl.add_argument("--timestamp-column", default="interval_start_utc")
+    pl.add_argument(
+        "--timestamp-column",
+        default="interval_start_utc",
+        help="timestamp column of a csv price file (default: %(default)s)",
+    )
     pl.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
     pl.add_argument(
         "--events",
@@ -263,8 +267,10 @@ def add_parsers(sub: Any) -> None:
         help="a trace's 100 %% level in kW (default: the interconnect)",
     )
     pl.add_argument("--start", help="ISO 8601 start, e.g. 2023-08-10T05:00:00Z (default: now)")
-    pl.add_argument("--horizon", default="48h")
-    pl.add_argument("--step", default="5min")
+    pl.add_argument("--horizon", default="48h", help="how far ahead to plan (default: %(default)s)")
+    pl.add_argument(
+        "--step", default="5min", help="length of each plan step (default: %(default)s)"
+    )
     pl.add_argument("--resolution", help="multi-resolution steps, e.g. '5min:2h,15min:12h,1h'")
     pl.add_argument("--hashprice", type=float, help="override USD per TH/s per day")
     pl.add_argument("--current-load-kw", type=float, help="measured import now, kW")

@@ -237,7 +237,7 @@ def cmd_signal(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     ru = sub.add_parser("run", help="the daemon: plan, apply, watch, answer grid signals")
-    ru.add_argument("--config", required=True)
+    ru.add_argument("--config", required=True, help="site TOML file")
     ru.add_argument("--db", help="SQLite state file (default: [daemon] state_dir/gridsched.db)")
     ru.add_argument(
         "--listen",
@@ -248,8 +248,13 @@ def add_parsers(sub: Any) -> None:
         "--posture", choices=[p.value for p in Posture], help="on SIGTERM (default from [daemon])"
     )
     ru.add_argument("--tls-cert", help="serve HTTPS with this certificate (or use a reverse proxy)")
-    ru.add_argument("--tls-key")
-    ru.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ru.add_argument("--tls-key", help="private key of --tls-cert")
+    ru.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log lines shown (default: %(default)s)",
+    )
     ru.add_argument(
         "--adopt-state",
         action="store_true",
@@ -258,7 +263,12 @@ def add_parsers(sub: Any) -> None:
     ru.set_defaults(func=cmd_run)
 
     sg = sub.add_parser("signal", help="send a signed simple-format signal to a daemon")
-    sg.add_argument("type", choices=["curtail", "price", "alert", "cancel"])
+    sg.add_argument(
+        "type",
+        choices=["curtail", "price", "alert", "cancel"],
+        help="curtail: cap import (--limit-kw or --level); price: a price signal; alert: a "
+        "notice; cancel: end an earlier signal (docs/daemon.md, the simple format)",
+    )
     sg.add_argument(
         "--url",
         default="http://127.0.0.1:8080",

@@ -251,13 +251,31 @@ def count_at_least(least: int) -> Any:
 
 def add_simulate_parser(fsub: Any) -> None:
     si = fsub.add_parser("simulate", help="run miner and GPU simulators on loopback")
-    si.add_argument("--miners", type=count_at_least(0), default=1000)
-    si.add_argument("--gpus", type=count_at_least(0), default=0)
+    si.add_argument(
+        "--miners",
+        type=count_at_least(0),
+        default=1000,
+        help="simulated miners (default: %(default)s)",
+    )
+    si.add_argument(
+        "--gpus", type=count_at_least(0), default=0, help="simulated GPUs (default: %(default)s)"
+    )
     si.add_argument("--base", default="127.1.0.0", help="miners get loopback addresses after this")
-    si.add_argument("--control-port", type=int, default=4029)
+    si.add_argument(
+        "--control-port",
+        type=int,
+        default=4029,
+        help="port of the control API on 127.0.0.1 (GPUs, faults, state); 0: any free port "
+        "(default: %(default)s)",
+    )
     si.add_argument("--sleep-s", type=float, default=5.0, help="time to reach sleep")
     si.add_argument("--wake-s", type=float, default=12.0, help="time to wake to full hashrate")
-    si.add_argument("--reboot-s", type=float, default=30.0)
+    si.add_argument(
+        "--reboot-s",
+        type=float,
+        default=30.0,
+        help="time a simulated reboot takes (default: %(default)s)",
+    )
     si.add_argument(
         "--firmware",
         type=_firmware_list,
