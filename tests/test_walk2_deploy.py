@@ -1,0 +1,64 @@
+"""An admin installing gridsched from docs/operations.md and deploy/systemd, step by step."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "deploy" / "systemd" / "gridsched.service"
+
+
+def _section(title: str) -> str:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def test_service_install_builds_its_own_venv_not_a_copy_of_the_checkouts() -> None:
+    """A copied .venv keeps the checkout's interpreter path in every script's first line:
+    the unit's ExecStart would run ``#!/home/.../.venv/bin/python``, which ProtectHome=yes
+    hides, and the service would not start."""
+    shebang = Path(sys.executable).with_name("gridsched").read_text().splitlines()[0]
+    assert shebang.startswith("#!/") and ".venv" in shebang  # absolute: why a copy breaks
+    block = _section("5. Run it as a service").split("```sh", 1)[1].split("```", 1)[0]
+    assert not re.search(r"\bcp -r \. ", block), block
+    assert "python3 -m venv /opt/gridsched/.venv" in block
+    assert "-c /opt/gridsched/constraints.txt" in block
+    exec_start = re.search(r"^ExecStart=(\S+)", UNIT.read_text(), re.M)
+    assert exec_start is not None and exec_start.group(1) == "/opt/gridsched/.venv/bin/gridsched"
+
+
+def test_service_unit_says_how_to_let_nvml_set_power_limits(tmp_path: Path) -> None:
+    """NVML's power-limit and clock-lock calls pass the driver's CAP_SYS_ADMIN check; the
+    unit drops every capability, so a GPU host needs the commented lines, which verify."""
+    text = UNIT.read_text()
+    assert re.search(r"^CapabilityBoundingSet=$", text, re.M)
+    for line in ("#CapabilityBoundingSet=CAP_SYS_ADMIN", "#AmbientCapabilities=CAP_SYS_ADMIN"):
+        assert line in text, line
+    assert "CAP_SYS_ADMIN" in _section("5. Run it as a service")
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    gpu = (
+        text.replace("#CapabilityBoundingSet=CAP_SYS_ADMIN", "CapabilityBoundingSet=CAP_SYS_ADMIN")
+        .replace("#AmbientCapabilities=CAP_SYS_ADMIN", "AmbientCapabilities=CAP_SYS_ADMIN")
+        .replace("/opt/gridsched/.venv/bin/gridsched", str(Path(sys.executable).parent / "gridsched"))
+        .replace("EnvironmentFile=/etc", "EnvironmentFile=-/etc")
+    )
+    (tmp_path / "gridsched.service").write_text(gpu)
+    res = subprocess.run(
+        [analyze, "verify", str(tmp_path / "gridsched.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0 and "gridsched" not in res.stdout + res.stderr, res.stderr
+    # the later assignment adds to the emptied set rather than being lost after it
+    assert gpu.index("CapabilityBoundingSet=CAP_SYS_ADMIN") > gpu.index("CapabilityBoundingSet=\n")
