@@ -46,10 +46,11 @@ def test_service_unit_says_how_to_let_nvml_set_power_limits(tmp_path: Path) -> N
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
+    here = str(Path(sys.executable).parent / "gridsched")
     gpu = (
         text.replace("#CapabilityBoundingSet=CAP_SYS_ADMIN", "CapabilityBoundingSet=CAP_SYS_ADMIN")
         .replace("#AmbientCapabilities=CAP_SYS_ADMIN", "AmbientCapabilities=CAP_SYS_ADMIN")
-        .replace("/opt/gridsched/.venv/bin/gridsched", str(Path(sys.executable).parent / "gridsched"))
+        .replace("/opt/gridsched/.venv/bin/gridsched", here)
         .replace("EnvironmentFile=/etc", "EnvironmentFile=-/etc")
     )
     (tmp_path / "gridsched.service").write_text(gpu)
