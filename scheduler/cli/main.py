@@ -19,7 +19,7 @@ from models.errors import GridschedError
 # module defines each command. A command imports only its own module: the others pull in
 # pandas, HiGHS and pyasic, seconds of start-up that `gridsched signal` or `audit verify`
 # do not need. --help and a mistyped command build the whole parser.
-MODULES = ("plan", "backtest", "fleet", "run", "audit", "docs")
+MODULES = ("plan", "backtest", "fleet", "run", "audit", "docs", "gpu_agent")
 COMMANDS = {
     "plan": "plan",
     "validate": "plan",
@@ -30,6 +30,7 @@ COMMANDS = {
     "signal": "run",
     "audit": "audit",
     "docs": "docs",
+    "gpu-agent": "gpu_agent",
 }
 
 

@@ -1,0 +1,97 @@
+"""``gridsched gpu-agent``: serve this host's GPUs (NVML) to the daemon on another host.
+
+Runs on each GPU server (deploy/systemd/gridsched-gpu-agent.service); the daemon reaches
+it through ``[devices.adapter] kind = "nvml"`` with ``agents``. The serving code and its
+protocol are in ``adapters.gpu_agent`` and ``adapters.gpu_wire``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from adapters.aio import run_async
+from adapters.base import AdapterError
+from adapters.gpu_wire import DEFAULT_PORT
+from models.errors import ConfigError
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(
+            "gpu-agent",
+            [("--listen", f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT} "
+              f"or 0.0.0.0:{DEFAULT_PORT} (with a secret)")],
+        )  # fmt: skip
+    return host.strip("[]"), int(port)
+
+
+def cmd_gpu_agent(args: argparse.Namespace) -> int:
+    from adapters.gpu_agent import GpuAgent, server_tls
+    from adapters.nvml import GpuBackend, PynvmlBackend
+    from adapters.secrets import load_secret
+    from adapters.sim.gpu import SimGpu
+    from adapters.sim.gpu_backend import LocalSimBackend
+    from scheduler.cli.run import configure_logging
+
+    configure_logging(args.log_level)
+    host, port = _listen(args.listen)
+    secret = load_secret("--secret-env/--secret-file", args.secret_env, args.secret_file)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("gpu-agent", [("--tls-cert/--tls-key", "give both, or neither")])
+    tls = server_tls(args.tls_cert, args.tls_key) if args.tls_cert else None
+    backend: GpuBackend
+    if args.sim:
+        backend = LocalSimBackend([SimGpu(i, model=args.sim_model) for i in range(args.sim)])
+    else:
+        backend = PynvmlBackend()
+    agent = GpuAgent(backend, host, port, secret, tls, max_clients=args.max_clients)
+
+    async def main() -> int:
+        try:
+            await agent.start()
+        except AdapterError as exc:  # no driver yet at boot, say: systemd starts it again
+            print(f"gridsched: error: cannot serve the GPUs: {exc}", file=sys.stderr)
+            return 1
+        print(f"gpu-agent: serving {agent.gpus} GPUs on {host}:{agent.port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await agent.stop()
+        return 0
+
+    return run_async(main())
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "gpu-agent",
+        help="serve this host's GPUs (NVML) to a gridsched daemon on another host",
+        description="Serve this host's NVML to the daemon: the calls its GPU adapter makes "
+        "and nothing else. Beyond loopback it needs a shared secret (HMAC "
+        "challenge-response; the secret never crosses the wire). See docs/hardware.md.",
+    )
+    p.add_argument(
+        "--listen",
+        default=f"127.0.0.1:{DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help=f"address to listen on (default 127.0.0.1:{DEFAULT_PORT}; 0.0.0.0 needs a secret)",
+    )
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--secret-env", metavar="NAME", help="environment variable of the secret")
+    secret.add_argument("--secret-file", metavar="PATH", help="file holding the secret")
+    p.add_argument("--tls-cert", metavar="PATH", help="TLS certificate chain (PEM)")
+    p.add_argument("--tls-key", metavar="PATH", help="its private key (PEM)")
+    p.add_argument("--max-clients", type=int, default=64, help="connections at once (64)")
+    p.add_argument(
+        "--sim", type=int, default=0, metavar="N", help="serve N simulated GPUs, not NVML"
+    )
+    p.add_argument("--sim-model", default="H100 SXM", help="the simulated GPUs' model")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    p.set_defaults(func=cmd_gpu_agent)
