@@ -20,7 +20,7 @@ from adapters import antminer, webdigest
 from adapters.base import BadReply, DeviceUnreachable
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.antminer_web import REALM
-from adapters.sim.server import read_http_request, write_http_reply
+from adapters.sim.web_port import read_http_request, write_http_reply
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

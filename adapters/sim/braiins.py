@@ -66,7 +66,8 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
 )
 
 from adapters.sim import braiins_web
-from adapters.sim.server import FaultKind, MinerServer, read_http_request, write_http_reply
+from adapters.sim.server import FaultKind, MinerServer
+from adapters.sim.web_port import read_http_request, write_http_reply
 
 log = logging.getLogger("gridsched.sim")
 

@@ -14,7 +14,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, cast
 
-from adapters.sim.server import HTTP_REASONS, parse_http_head
+from adapters.sim.web_port import HTTP_REASONS, parse_http_head
 
 if TYPE_CHECKING:
     from adapters.sim.antminer_web import AntminerWeb
@@ -38,7 +38,7 @@ WEB_HEAD_MAX = 1 << 16
 def http_reply(
     status: int, payload: Any, garbled: bytes | None = None, extra: list[str] | None = None
 ) -> bytes:
-    """One answer's bytes, as :func:`adapters.sim.server.write_http_reply` writes them:
+    """One answer's bytes, as :func:`adapters.sim.web_port.write_http_reply` writes them:
     ``payload`` bytes as HTML, anything else as JSON; ``garbled`` replaces a 200's body."""
     if isinstance(payload, bytes):
         data, ctype = payload, "text/html"

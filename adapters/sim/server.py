@@ -5,7 +5,8 @@ The wire protocol is the cgminer one that LuxOS, bmminer (stock Antminer), BOSmi
 object ``{"command": "summary", "parameter": "..."}``, the miner answers one JSON object
 (NUL-terminated) and closes the connection. What each command answers is the family's
 command table (:mod:`adapters.sim.luxos`, :mod:`adapters.sim.antminer`, ...); this module
-serves it, and takes the miner off the network or mangles its answers on demand.
+serves it, and takes the miner off the network or mangles its answers on demand. The web
+ports' HTTP is :mod:`adapters.sim.web_port`.
 
 Faults are injected per miner (:class:`Fault`): connection refused, hanging, slow replies,
 malformed JSON, a reboot in the middle of a command, dropping out for a while; and, of the
@@ -354,62 +355,3 @@ class MinerServer(MinerPhysics):
 
 #: JSON as the simulated miners send it (compact); one encoder, not one per reply.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-#: Reason phrases of the statuses the simulated web servers answer.
-HTTP_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-}
-
-
-async def read_http_request(
-    reader: asyncio.StreamReader,
-) -> tuple[str, str, dict[str, str], bytes]:
-    """One HTTP/1.1 request from a miner's web port: method, target, headers (names lower
-    case) and body (``Content-Length`` bytes), read within 10 s."""
-    async with asyncio.timeout(10.0):
-        head = await reader.readuntil(b"\r\n\r\n")
-        method, target, headers, length = parse_http_head(head)
-        body = await reader.readexactly(length) if length else b""
-    return method, target, headers, body
-
-
-def parse_http_head(head: bytes) -> tuple[str, str, dict[str, str], int]:
-    """An HTTP/1.1 request head: method, target, headers (names lower case) and its
-    ``Content-Length``; ValueError when it is no request line or the length no number."""
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, _version = lines[0].split(" ", 2)
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        if k:
-            headers[k.strip().lower()] = v.strip()
-    return method, target, headers, int(headers.get("content-length", "0") or 0)
-
-
-async def write_http_reply(
-    writer: asyncio.StreamWriter,
-    status: int,
-    payload: Any,
-    garbled: bytes | None = None,
-    extra: tuple[str, ...] | list[str] = (),
-) -> None:
-    """Answer one request and close: ``payload`` bytes as HTML, anything else as JSON;
-    ``garbled`` (a MALFORMED fault on a 200) replaces the body with those bytes."""
-    if isinstance(payload, bytes):
-        data, ctype = payload, "text/html"
-    else:
-        data, ctype = json.dumps(payload).encode(), "application/json"
-    if garbled is not None and status == 200:
-        data = garbled
-    lines = [
-        f"HTTP/1.1 {status} {HTTP_REASONS.get(status, 'OK')}",
-        f"Content-Type: {ctype}",
-        f"Content-Length: {len(data)}",
-        "Connection: close",
-        *extra,
-    ]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
-    await writer.drain()

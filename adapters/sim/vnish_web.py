@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adapters.sim.server import FaultKind, read_http_request, write_http_reply
+from adapters.sim.server import FaultKind
+from adapters.sim.web_port import read_http_request, write_http_reply
 
 if TYPE_CHECKING:
     from adapters.sim.vnish import VnishSim
