@@ -320,3 +320,24 @@ def test_an_agent_killed_mid_sweep_makes_its_gpus_unreachable_then_they_recover(
             await agent.stop()
 
     run(main())
+
+
+def test_the_adapter_conformance_loop_passes_over_the_agent() -> None:
+    """The conformance loop every adapter kind passes (tests/test_adapters_conformance.py),
+    run on ``NvmlGpu`` through an agent on its own event-loop thread, with a secret."""
+    import tests.test_adapters_conformance as conformance
+    from adapters.sim.fleet import SimFleet, SimFleetThread
+
+    thread = SimFleetThread(SimFleet([], [SimGpu(0, settle_s=0.01)], control_port=None))
+    with thread as fleet:
+        agent = GpuAgent(LocalSimBackend(fleet.gpus), "127.0.0.1", 0, SECRET)
+        asyncio.run_coroutine_threadsafe(agent.start(), thread.loop).result(10)
+        try:
+
+            def make(_: Any) -> NvmlGpu:
+                backend = AgentBackend("127.0.0.1", agent.port, SECRET, timeout_s=10.0)
+                return NvmlGpu("c/127.0.0.1/gpu0", "0", backend, 0, 10.0, lambda w: w)
+
+            conformance.test_adapter_conformance(thread, make)
+        finally:
+            asyncio.run_coroutine_threadsafe(agent.stop(), thread.loop).result(10)
