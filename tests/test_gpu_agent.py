@@ -341,3 +341,37 @@ def test_the_adapter_conformance_loop_passes_over_the_agent() -> None:
             conformance.test_adapter_conformance(thread, make)
         finally:
             asyncio.run_coroutine_threadsafe(agent.stop(), thread.loop).result(10)
+
+
+class Failing:
+    """A backend whose calls fail as the agent's host may: pynvml missing (no NVML code),
+    or an NVML call that never returns (a driver in trouble)."""
+
+    label = "failing"
+
+    async def count(self) -> int:
+        return 1
+
+    async def call(self, index: int, call: str, *args: float) -> Any:
+        if call == "limit_w":
+            raise Unsupported("nvml", "nvidia-ml-py is not installed (pip install nvidia-ml-py)")
+        await asyncio.Event().wait()  # hangs
+
+
+def test_the_agents_own_failures_arrive_as_their_kind_and_a_hung_call_as_a_timeout() -> None:
+    from adapters.base import DeviceTimeout
+
+    async def main() -> None:
+        agent = GpuAgent(Failing(), "127.0.0.1", 0, SECRET, call_timeout_s=0.1)
+        await agent.start()
+        try:
+            backend = AgentBackend("127.0.0.1", agent.port, SECRET, timeout_s=5.0)
+            with pytest.raises(Unsupported, match="nvidia-ml-py is not installed"):
+                await backend.call(0, "limit_w")
+            with pytest.raises(DeviceTimeout, match=r"NVML did not answer in 0\.1 s"):
+                await backend.call(0, "power_w")
+            await backend.close()
+        finally:
+            await agent.stop()
+
+    run(main())
