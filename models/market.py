@@ -8,6 +8,7 @@ return (regular steps, gaps remembered) is in ``models.series`` and importable f
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -247,7 +248,16 @@ def site_prices(
                 f"column {column!r} looks like prices in {code}; say the currency and the "
                 f"rate (--price-currency {code} --usd-per-unit RATE) rather than read it as USD",
             )
+        if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
+            raise DataError(
+                path, f"--price-currency {currency!r} is not a 3-letter currency code (EUR, GBP)"
+            )
         currency = (currency or "USD").upper()
+        if usd_per_unit is not None and not (math.isfinite(usd_per_unit) and usd_per_unit > 0):
+            # 0 was read as 1 (``or 1.0``) and a negative rate flipped every price's sign
+            raise DataError(
+                path, f"--usd-per-unit {usd_per_unit:g}: USD per 1 {currency} must be a number > 0"
+            )
         if fmt in ("ercot-rtm", "ercot-dam") and currency != "USD":
             raise DataError(path, f"ERCOT prices are in USD, not {currency}")
         if currency != "USD" and usd_per_unit is None:

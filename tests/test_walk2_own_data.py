@@ -129,3 +129,68 @@ def test_prices_timezone_is_checked_like_the_sites(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_site(_eu_site(tmp_path, "fall.csv", 'timezone = "CET+1"'))
     assert "prices.timezone" in str(exc.value) and "IANA" in str(exc.value)
+
+
+def test_plan_takes_the_currency_its_error_asks_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    first = datetime(2023, 10, 28, 22, tzinfo=UTC)
+    prices = _local_hours(tmp_path / "fall.csv", first, 30)
+    site = _eu_site(tmp_path, "fall.csv")
+    argv = ["plan", "--config", str(site), "--prices", str(prices), "--price-format", "csv"]
+    argv += ["--price-column", "price_eur_mwh", "--timestamp-column", "timestamp_local"]
+    argv += ["--price-timezone", "Europe/Berlin", "--start", "2023-10-28T22:00:00Z"]
+    argv += ["--horizon", "24h", "--step", "1h"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--price-currency EUR --usd-per-unit RATE" in err  # what the user is told to add
+    assert main([*argv, "--price-currency", "EUR", "--usd-per-unit", "1.08"]) == 0
+    out = capsys.readouterr().out
+    assert "EUR/MWh -> USD/MWh at 1.08 USD/EUR" in out
+
+
+def test_audit_export_answers_a_bad_range_and_out_path_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.audit.store import Store
+    from scheduler.cli.main import main
+
+    db = tmp_path / "state.db"
+    Store(db).close()
+    base = ["audit", "export", "--db", str(db)]
+    # --to before --from gave an empty file and exit 0, as if nothing had happened
+    assert main([*base, "--from", "2026-12-03T00:00:00Z", "--to", "2026-12-02T00:00:00Z"]) == 2
+    assert "--to 2026-12-02T00:00:00Z must be after --from" in capsys.readouterr().err
+    # a directory that does not exist was a FileNotFoundError traceback
+    out = tmp_path / "no-such-dir" / "events.csv"
+    span = ["--from", "2026-12-02T00:00:00Z", "--to", "2026-12-03T00:00:00Z"]
+    assert main([*base, *span, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}" in err and "No such file or directory" in err
+
+
+@pytest.mark.parametrize(
+    ("currency", "rate", "wanted"),
+    [
+        ("EUR", 0.0, "--usd-per-unit 0: USD per 1 EUR must be a number > 0"),
+        ("EUR", -1.08, "--usd-per-unit -1.08: USD per 1 EUR must be a number > 0"),
+        ("EUR", float("nan"), "--usd-per-unit nan: USD per 1 EUR must be a number > 0"),
+        ("EURO", 1.08, "--price-currency 'EURO' is not a 3-letter currency code"),
+    ],
+)
+def test_a_rate_or_currency_that_cannot_be_meant_is_refused(
+    tmp_path: Path, currency: str, rate: float, wanted: str
+) -> None:
+    # a rate of 0 was read as 1 USD/EUR (and said so), a negative one flipped every price
+    first = datetime(2023, 10, 28, 22, tzinfo=UTC)
+    prices = _local_hours(tmp_path / "fall.csv", first, 30)
+    config = load_site(_eu_site(tmp_path, "fall.csv"))
+    start = int(first.timestamp())
+    with pytest.raises(DataError) as exc:
+        site_prices(
+            config, start, start + 3600, str(prices), "csv", "price_eur_mwh",
+            "timestamp_local", "Europe/Berlin", currency, rate,
+        )  # fmt: skip
+    assert wanted in str(exc.value)

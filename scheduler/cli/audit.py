@@ -138,9 +138,14 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
     if _no_db(args.db) or _no_archives(args.archive):
         return 2
+    start, end = _ts(args.from_, "--from"), _ts(args.to, "--to")
+    if end <= start:  # an empty file and exit 0 read as "nothing happened"
+        print(
+            f"gridsched: error: --to {args.to} must be after --from {args.from_}", file=sys.stderr
+        )
+        return 2
     store = Store(args.db, migrate=False)  # exporting never changes the file
     v = store.verify()
-    start, end = _ts(args.from_, "--from"), _ts(args.to, "--to")
     kinds = ("signal", "commands", "telemetry", "plan", "shutdown")
     found: list[tuple[int, float, str, dict[str, Any], str]] = []
     if args.archive:
@@ -162,7 +167,11 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 f"archived ({', '.join(v.archived_to)}); pass them with --archive",
                 file=sys.stderr,
             )
-    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        print(f"gridsched: error: --out {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
     w = csv.writer(out)
     w.writerow(["seq", "time_utc", "kind", "subject", "value", "detail", "hash"])
     n = 0

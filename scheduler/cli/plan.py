@@ -69,11 +69,15 @@ def load_prices(
     timezone: str | None,
     start_s: int,
     end_s: int,
+    currency: str | None = None,
+    usd_per_unit: float | None = None,
 ) -> Series:
     """Prices from the command line if given, else from the config's [prices]."""
     if path is not None and column is None:
         raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
-    return site_prices(config, start_s, end_s, path, fmt, column, ts_column, timezone)
+    return site_prices(
+        config, start_s, end_s, path, fmt, column, ts_column, timezone, currency, usd_per_unit
+    )
 
 
 def prices_from_args(
@@ -89,6 +93,8 @@ def prices_from_args(
         args.price_timezone,
         start_s,
         end_s,
+        args.price_currency,
+        args.usd_per_unit,
     )
 
 
@@ -255,6 +261,10 @@ def add_parsers(sub: Any) -> None:
         help="timestamp column of a csv price file (default: %(default)s)",
     )
     pl.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
+    pl.add_argument("--price-currency", help="currency of --prices (default USD)")
+    pl.add_argument(
+        "--usd-per-unit", type=float, help="USD per 1 unit of --price-currency (a fixed rate)"
+    )
     pl.add_argument(
         "--events",
         help="JSON list of grid events (simple signal format), or "
