@@ -194,3 +194,22 @@ def test_a_rate_or_currency_that_cannot_be_meant_is_refused(
             "timestamp_local", "Europe/Berlin", currency, rate,
         )  # fmt: skip
     assert wanted in str(exc.value)
+
+
+def test_validate_reads_the_price_file_the_site_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    # "valid" was printed for a site whose price file did not exist or could not be read;
+    # the first plan or the daemon's start found out
+    assert main(["validate", str(_eu_site(tmp_path, "missing.csv"))]) == 2
+    assert "missing.csv: file not found" in capsys.readouterr().err
+    _local_hours(tmp_path / "fall.csv", datetime(2023, 10, 28, 22, tzinfo=UTC), 30)
+    assert main(["validate", str(_eu_site(tmp_path, "fall.csv"))]) == 2
+    assert "[prices] timezone" in capsys.readouterr().err  # no offsets, no zone named
+    site = _eu_site(tmp_path, "fall.csv", 'timezone = "Europe/Berlin"')
+    assert main(["validate", str(site)]) == 0
+    out = capsys.readouterr().out
+    assert "prices: fall.csv:price_eur_mwh" in out and "30 intervals of 60 min" in out
+    assert "2023-10-28T22:00:00Z to 2023-10-30T04:00:00Z" in out

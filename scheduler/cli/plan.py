@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.durations import parse_duration_s
 from models.economics import breakeven_usd_per_mwh
 from models.market import Series, site_prices
@@ -196,14 +198,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if plan.ok else 3
 
 
+def _price_file_summary(config: SiteConfig) -> str | None:
+    """The [prices] file read as plan and run will read it (raises what is wrong with it):
+    a missing file or a timestamp it cannot place is found here, not at the first plan."""
+    from models.market import iso, load_price_file
+
+    src = config.prices
+    if src.format.value == "demo" or src.path is None or src.column is None:
+        return None
+    fmt, tz = src.format.value, src.timezone
+    s = load_price_file(config.resolve(src.path), fmt, src.column, src.timestamp_column, tz)
+    missing = int(np.isnan(s.values).sum())
+    return (
+        f"prices: {s.label} in {src.currency}/{src.per}, {len(s.values):,} intervals of "
+        f"{s.interval_s / 60:g} min, {iso(s.start_s)} to {iso(s.end_s)}"
+        + (f", {missing:,} missing (refused in any window that touches them)" if missing else "")
+    )
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     path = args.config or args.config_flag
     config = load_site(path)
     site = config.site
+    prices = _price_file_summary(config)
     print(
         f"{path}: valid. Site {site.name!r}, {site.timezone}, interconnect "
         f"{site.interconnect_kw:,.0f} kW, PUE {site.pue}"
     )
+    if prices:
+        print(prices)
     hp = config.mining.net_hashprice
     rows = []
     for dc in config.devices:
