@@ -300,10 +300,11 @@ def test_an_agent_killed_mid_sweep_makes_its_gpus_unreachable_then_they_recover(
         devs = [NvmlGpu(f"g/h/gpu{i}", str(i), backend, i, 5.0) for i in range(4)]
         for d in devs:
             await d.connect()
-        sweep = asyncio.gather(*(d.read() for d in devs), return_exceptions=True)
-        await _until(lambda: gated.waiting == 2)  # GPUs 0 and 1 read, 2 and 3 in flight
+        tasks = [asyncio.create_task(d.read()) for d in devs]
+        # GPUs 0 and 1 read, 2 and 3 in flight
+        await _until(lambda: gated.waiting == 2 and tasks[0].done() and tasks[1].done())
         await agent.stop()  # the agent dies mid-sweep
-        readings = await sweep
+        readings = await asyncio.gather(*tasks, return_exceptions=True)
         assert [isinstance(r, AdapterError) for r in readings] == [False, False, True, True]
         assert all(isinstance(r, DeviceUnreachable) for r in readings[2:])
         for d in devs:  # and while it is down, every GPU of the host is unreachable
