@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import math
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import (
     BadReply,
@@ -51,6 +51,9 @@ from adapters.base import (
     contain,
 )
 from adapters.payloads import asic_state
+
+if TYPE_CHECKING:
+    from adapters.grpc_wire import Wire
 
 _PKG = "/braiins.bos.v1."
 #: pyasic's control calls as the gRPC methods it sends them to (``web/braiins_os/boser.py``).
@@ -66,25 +69,29 @@ MODE = _PKG + "PerformanceService/GetActivePerformanceMode"
 RPC_READING = "summary+tunerstatus+devs"
 
 
-class _Raw:
-    """A message as bytes: grpclib's ``ProtoCodec`` asks a message type only for
-    ``SerializeToString`` and ``FromString``, so a request made once is sent as it is and
-    an answer is left unparsed until something in it is wanted."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:  # the protobuf name grpclib calls
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> _Raw:
-        return cls(data)
+_EMPTY = b""  # PauseMiningRequest and ResumeMiningRequest have no fields
+_TARGETS: dict[int, bytes] = {}  # SetPowerTargetRequest per target (W), for every miner
 
 
-_EMPTY = _Raw(b"")  # PauseMiningRequest and ResumeMiningRequest have no fields
+def target_request(watts: int) -> bytes:
+    """``SetPowerTargetRequest(power_target=Power(watt=watts), save_action=
+    SAVE_AND_FORCE_APPLY)`` as pyasic's ``set_power_limit`` sends it, made once per
+    target."""
+    raw = _TARGETS.get(watts)
+    if raw is None:
+        from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
+            Power,
+            SaveAction,
+            SetPowerTargetRequest,
+        )
+
+        msg = SetPowerTargetRequest(
+            power_target=Power(watt=watts), save_action=SaveAction.SAVE_AND_FORCE_APPLY
+        )
+        raw = bytes(msg)
+        if len(_TARGETS) < 4096:
+            _TARGETS[watts] = raw
+    return raw
 
 
 class KeptChannel:
@@ -93,9 +100,9 @@ class KeptChannel:
 
     def __init__(self, web: Any) -> None:
         self.web = web  # pyasic's BOSerWebAPI: ip, port, auth(), _get_auth()
-        self._channel: Any = None
+        self._channel: Any = None  # grpclib's, for pyasic's own calls (send_command)
         self._stub: Any = None
-        self._targets: dict[int, _Raw] = {}  # SetPowerTargetRequest per target (W)
+        self._wire: Wire | None = None  # ours, for the writes and the reading's calls
         self._renewing = asyncio.Lock()  # one logon for the calls that found the token gone
 
     def _open(self) -> Any:
@@ -107,38 +114,22 @@ class KeptChannel:
             self._stub = BOSMinerGRPCStub(self._channel)
         return self._channel
 
-    def _request(self, fn: str, args: tuple[Any, ...]) -> _Raw:
-        if fn != "set_power_limit":
-            return _EMPTY
-        watts = int(args[0])
-        raw = self._targets.get(watts)
-        if raw is None:
-            from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
-                Power,
-                SaveAction,
-                SetPowerTargetRequest,
-            )
+    def _request(self, fn: str, args: tuple[Any, ...]) -> bytes:
+        return target_request(int(args[0])) if fn == "set_power_limit" else _EMPTY
 
-            msg = SetPowerTargetRequest(  # as pyasic's set_power_limit sends it
-                power_target=Power(watt=watts), save_action=SaveAction.SAVE_AND_FORCE_APPLY
-            )
-            raw = self._targets[watts] = _Raw(bytes(msg))
-        return raw
-
-    async def _unary(self, path: str, request: _Raw) -> bytes:
-        """One call with the session token, logging on again once if it has expired."""
+    async def _unary(self, path: str, request: bytes) -> bytes:
+        """One call with the session token over the kept wire (:mod:`adapters.grpc_wire`),
+        logging on again once if it has expired."""
         from grpclib import GRPCError, Status
-        from grpclib.const import Cardinality
 
+        if self._wire is None:
+            from adapters.grpc_wire import Wire
+
+            self._wire = Wire(str(self.web.ip), int(self.web.port))
         for again in (False, True):
             token = await self.web.auth()
-            metadata = [("authorization", token)]
             try:
-                async with self._open().request(
-                    path, Cardinality.UNARY_UNARY, _Raw, _Raw, metadata=metadata
-                ) as stream:
-                    await stream.send_message(request, end=True)
-                    reply = await stream.recv_message()
+                reply = await self._wire.call(path, request, (("authorization", str(token)),))
             except GRPCError as e:
                 if again or e.status != Status.UNAUTHENTICATED:
                     raise
@@ -146,7 +137,7 @@ class KeptChannel:
                     if self.web.token == token:
                         await self.web._get_auth()
                 continue
-            return b"" if reply is None else reply.data
+            return b"" if reply is None else reply
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def write(self, device_id: str, fn: str, args: tuple[Any, ...], timeout_s: float) -> None:
@@ -160,13 +151,17 @@ class KeptChannel:
         call = self._checked(device_id, what, path, self._request(fn, args))
         data = await contain(device_id, what, call, timeout_s)
         if fn == "set_power_limit":
-            from pyasic.web.braiins_os.proto.braiins.bos.v1 import SetPowerTargetResponse
-
-            got = SetPowerTargetResponse().parse(data).power_target.watt
+            try:  # SetPowerTargetResponse.power_target.watt, 0 when absent (proto3)
+                got = _at(data, 1, 1)
+                if not isinstance(got, int | None):
+                    raise ValueError(f"power_target.watt is not a varint: {got!r}")
+            except ValueError as e:
+                raise BadReply(device_id, f"{what}: an answer that is no message: {e}") from None
+            got = got or 0
             if got != int(args[0]):  # what pyasic's set_power_limit asks of the answer
                 raise ControlRejected(device_id, f"{what}: the firmware set {got} W")
 
-    async def _checked(self, device_id: str, what: str, path: str, request: _Raw) -> bytes:
+    async def _checked(self, device_id: str, what: str, path: str, request: bytes) -> bytes:
         """:meth:`_unary`, its gRPC status told apart (inside :func:`contain`, which would
         call anything it does not know an unreadable answer)."""
         from grpclib import GRPCError, Status
@@ -225,6 +220,9 @@ class KeptChannel:
         if self._channel is not None:
             self._channel.close()
             self._channel = self._stub = None
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
 
 
 def kept(miner: Any) -> KeptChannel | None:

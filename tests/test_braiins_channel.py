@@ -18,8 +18,8 @@ from tests.support.simfleet import FAST, loopback_host, run
 
 
 def _connection(kept: KeptChannel | None) -> Any:
-    assert kept is not None and kept._channel is not None
-    return kept._channel._protocol  # grpclib's H2 protocol: one per TCP connection
+    assert kept is not None and kept._wire is not None
+    return kept._wire.connection  # adapters.grpc_wire.Connection: one per TCP connection
 
 
 def test_commands_share_one_connection_and_it_is_made_again_when_lost() -> None:
@@ -39,9 +39,9 @@ def test_commands_share_one_connection_and_it_is_made_again_when_lost() -> None:
         await dev.read()
         await dev.apply(ModeRequest("run", 3000.0))
         assert _connection(dev._grpc) is first
-        first.connection._transport.abort()  # the connection drops (a reboot, a cable)
+        first.transport.abort()  # the connection drops (a reboot, a cable)
         async with asyncio.timeout(10.0):
-            while not first.handler.connection_lost:
+            while not first.lost:
                 await asyncio.sleep(0.01)
         await dev.apply(ModeRequest("sleep"))
         assert _connection(dev._grpc) is not first
@@ -60,7 +60,7 @@ def test_commands_share_one_connection_and_it_is_made_again_when_lost() -> None:
 def _drop(kept: KeptChannel | None) -> Any:
     """Drop the kept connection, as a reboot or a cable would."""
     conn = _connection(kept)
-    conn.connection._transport.abort()
+    conn.transport.abort()
     return conn
 
 
@@ -77,7 +77,7 @@ def test_a_write_to_a_miner_that_cannot_be_reached_is_unreachable_not_a_refusal(
         th.call(lambda: m.inject(FaultKind.REFUSE, 60.0))
         conn = _drop(dev._grpc)
         async with asyncio.timeout(10.0):
-            while not conn.handler.connection_lost:
+            while not conn.lost:
                 await asyncio.sleep(0.01)
         with pytest.raises(DeviceUnreachable):
             await dev.apply(ModeRequest("run", 3000.0))

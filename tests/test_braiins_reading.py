@@ -181,11 +181,12 @@ def test_a_miner_that_refuses_every_connection_is_unreachable() -> None:
         await dev.connect()
         await dev.read()
         th.call(lambda: m.inject(FaultKind.REFUSE, 60.0))
-        assert dev._grpc is not None and dev._grpc._channel is not None
-        conn = dev._grpc._channel._protocol
-        conn.connection._transport.abort()
+        assert dev._grpc is not None and dev._grpc._wire is not None
+        conn = dev._grpc._wire.connection
+        assert conn is not None and conn.transport is not None
+        conn.transport.abort()
         async with asyncio.timeout(10.0):
-            while not conn.handler.connection_lost:
+            while not conn.lost:
                 await asyncio.sleep(0.01)
         with pytest.raises(DeviceUnreachable):
             await dev.read()
