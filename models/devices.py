@@ -29,6 +29,11 @@ class DeviceKind(StrEnum):
     GPU = "gpu"
 
 
+#: J/TH a miner mode may have: the first Antminer (S1, 2013) drew about 2,000 J/TH, no
+#: miner near 0.5; outside these a figure is a unit slip, and ``Mode`` names which
+MIN_J_PER_TH, MAX_J_PER_TH = 0.5, 2500.0
+
+
 class Mode(BaseModel):
     """One productive operating mode of a unit; figures are per unit."""
 
@@ -58,6 +63,21 @@ class Mode(BaseModel):
         if self.hashrate_ths == 0 and self.throughput_tokens_s == 0:
             raise ValueError(
                 f"mode {self.name!r} produces nothing: give hashrate_ths or throughput_tokens_s"
+            )
+        j_per_th = self.efficiency_j_per_th
+        if j_per_th is not None and not MIN_J_PER_TH <= j_per_th <= MAX_J_PER_TH:
+            # a unit slip (W for kW, GH/s for TH/s) planned on as written is a site that
+            # never pays or always does: name the likely slip rather than plan it
+            slip = (
+                f"is power_kw in W ({self.power_kw / 1000:g} kW)?"
+                if j_per_th > MAX_J_PER_TH
+                else f"is hashrate_ths in GH/s ({self.hashrate_ths / 1000:g} TH/s)?"
+            )
+            j_text = f"{j_per_th:,.0f}" if j_per_th >= 1 else f"{j_per_th:.3g}"
+            raise ValueError(
+                f"mode {self.name!r}: power_kw {self.power_kw:g} at hashrate_ths "
+                f"{self.hashrate_ths:g} is {j_text} J/TH; miners draw about 10-100 J/TH "
+                f"(S21 17.5, S9 98): {slip}"
             )
         if self.sm_clock_mhz is not None and (
             len(self.sm_clock_mhz) != 2 or self.sm_clock_mhz[0] > self.sm_clock_mhz[1]
