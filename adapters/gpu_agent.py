@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from adapters import gpu_wire as wire
 from adapters.base import AdapterError
 from adapters.nvml import GpuBackend, nvml_parts
 from adapters.secrets import Secret
+from models.devices import is_loopback_host
 from models.errors import ConfigError
 
 log = logging.getLogger("gridsched.gpu_agent")
@@ -38,15 +38,6 @@ IDLE_TIMEOUT_S = 300.0
 #: take milliseconds; one that hangs is a driver in trouble).
 CALL_TIMEOUT_S = 10.0
 MAX_CLIENTS = 64
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name that may resolve anywhere, or "" (every address)
 
 
 def check_secret(field_name: str, secret: Secret | None) -> None:
@@ -79,7 +70,8 @@ class GpuAgent:
     )
 
     def __post_init__(self) -> None:
-        if self.secret is None and not is_loopback(self.host):
+        # a name may resolve anywhere, and "" is every address: only loopback is let be
+        if self.secret is None and not is_loopback_host(self.host.strip("[]")):
             raise ConfigError(
                 "gpu agent",
                 [("listen", f"refusing to serve NVML on {self.host or 'every address'!r} "

@@ -376,3 +376,33 @@ def test_the_agents_own_failures_arrive_as_their_kind_and_a_hung_call_as_a_timeo
             await agent.stop()
 
     run(main())
+
+
+def test_a_kept_connection_the_agent_closed_when_idle_is_replaced_not_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gridsched.gpu_agent")
+
+    async def main() -> None:
+        async with agent_on(sims(1), idle_timeout_s=0.05) as agent:
+            backend = AgentBackend("127.0.0.1", agent.port, SECRET, timeout_s=5.0)
+            assert await backend.call(0, "limit_w") == 700.0
+            await _until(lambda: any("idle for" in r.getMessage() for r in caplog.records))
+            assert await backend.call(0, "limit_w") == 700.0  # a fresh connection, no error
+            assert backend.opened == 2
+            await backend.close()
+
+    run(main())
+
+
+def test_clients_beyond_the_limit_are_turned_away_and_said_busy() -> None:
+    async def main() -> None:
+        async with agent_on(sims(1), max_clients=1) as agent:
+            first = AgentBackend("127.0.0.1", agent.port, SECRET)
+            assert await first.call(0, "limit_w") == 700.0  # its connection is kept
+            second = AgentBackend("127.0.0.1", agent.port, SECRET)
+            with pytest.raises(DeviceUnreachable, match="is busy: 1 clients at most"):
+                await second.call(0, "limit_w")
+            await first.close()
+
+    run(main())
