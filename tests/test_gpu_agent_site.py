@@ -164,3 +164,10 @@ def test_the_daemon_counts_a_dead_agents_gpus_at_their_last_power_until_it_retur
             await agent.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_tls_ca_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    text = site('agents = ["127.0.0.1:7731"]\nagent_tls_ca_file = "missing-ca.pem"', 4)
+    [(where, message)] = problems(text, tmp_path)
+    assert where == "devices.h100.adapter.agent_tls_ca_file"
+    assert "cannot load" in message and "missing-ca.pem" in message
