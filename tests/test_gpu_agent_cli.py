@@ -138,7 +138,7 @@ def test_tls_with_the_agents_certificate_and_refused_without_it(tmp_path: Path) 
             wrong_ca = AgentBackend("127.0.0.1", agent.port, Secret(SECRET), client_tls(other))
             with pytest.raises(DeviceUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
                 await wrong_ca.call(0, "limit_w")
-            plain = AgentBackend("127.0.0.1", agent.port, Secret(SECRET), timeout_s=1.0)
+            plain = AgentBackend("127.0.0.1", agent.port, Secret(SECRET), timeout_s=0.3)
             with pytest.raises(DeviceTimeout, match="no answer"):
                 await plain.call(0, "limit_w")  # plain TCP to a TLS port: no hello comes
         finally:
