@@ -36,6 +36,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -83,6 +84,22 @@ def cpu_s(pids: Sequence[int]) -> float:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLK_TCK
+
+
+def thread_cpu_s(pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds of each thread of these processes, keyed ``pid/tid name``: which thread of
+    the daemon's tree (its loop, the store's writer, executor threads, the metrics process)
+    spent a phase's CPU."""
+    got: dict[str, float] = {}
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    name, _, rest = (task / "stat").read_text().partition(") ")
+                    fields = rest.split()
+                    key = f"{p}/{task.name} {name.split('(', 1)[1]}"
+                    got[key] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return got
 
 
 def mem_mb(pid: int) -> tuple[float, float]:
@@ -139,6 +156,8 @@ class Report:
     errors: list[str] = field(default_factory=list)  # the daemon's ERROR lines and tracebacks
     stop_errors: list[str] = field(default_factory=list)  # the same, logged while stopping
     scrapes_timed_out: int = 0  # /metrics scrapes unanswered within the client's 60 s
+    # --profile: the CPU seconds of each thread of the daemon's tree over the sweeps' phase
+    sweep_threads_cpu_s: dict[str, float] = field(default_factory=dict)
     aborted: str = ""  # why the run stopped before its end, if it did
 
 
@@ -188,6 +207,11 @@ def print_report(r: Report) -> None:
     print(f"{'phase':28s} {'wall':>8s} {'daemon CPU':>11s} {'simulator CPU':>14s}")
     for p in r.phases:
         print(f"{p.name:28s} {p.wall_s:7.1f}s {p.daemon_cpu_s:10.1f}s {p.sim_cpu_s:13.1f}s")
+    if r.sweep_threads_cpu_s:
+        print("daemon threads' CPU over the sweeps and scrapes (threads under 0.1 s left out):")
+        for name, spent in sorted(r.sweep_threads_cpu_s.items(), key=lambda kv: -kv[1]):
+            if spent >= 0.1:
+                print(f"  {name:40s} {spent:7.2f}s")
     if r.aborted:
         print(f"the run stopped early: {r.aborted}")
     for line in r.errors[:20]:
@@ -330,6 +354,8 @@ def run(args: argparse.Namespace, tmp: Path, r: Report) -> None:
     try:
         configure(site, args)
         env = {**os.environ, "GRIDSCHED_WEBHOOK_SECRET": SECRET}
+        if args.profile:  # scheduler/cli/profiling.py: the loop thread, marked by signals
+            env["GRIDSCHED_PROFILE"] = str(Path(args.profile).resolve())
         t = time.monotonic()
         with log.open("w") as err:
             daemon = subprocess.Popen(
@@ -363,6 +389,9 @@ def run(args: argparse.Namespace, tmp: Path, r: Report) -> None:
         clock.phase("until every device read ok")
 
         # /metrics and the sweeps: each scrape a fresh render, the histogram read from it
+        threads_before = thread_cpu_s(tree(daemon.pid))
+        if args.profile:
+            daemon.send_signal(signal.SIGUSR1)  # the profile starts again here
         last: tuple[float, float] | None = None
         text = ""
         while len(r.scrape_s) < args.scrapes or len(r.sweep_s) < args.sweeps:
@@ -387,6 +416,12 @@ def run(args: argparse.Namespace, tmp: Path, r: Report) -> None:
         r.metrics_bytes = len(text.encode())
         r.metrics_series = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
         clock.phase("sweeps and scrapes")
+        if args.profile:
+            daemon.send_signal(signal.SIGUSR2)  # ... and is written here
+            threads_after = thread_cpu_s(tree(daemon.pid))
+            r.sweep_threads_cpu_s = {
+                k: v - threads_before.get(k, 0.0) for k, v in threads_after.items()
+            }
 
         running = mining(cport)
         r.running = len(running)
@@ -488,6 +523,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--start-timeout-s", type=float, default=900.0)
     ap.add_argument("--curtail-timeout-s", type=float, default=300.0)
     ap.add_argument("--keep", help="copy the daemon's log and state file into this folder")
+    ap.add_argument("--profile", help="write cProfile stats of the daemon's loop thread over the "
+                    "sweeps and scrapes to this path (and PATH.gc.json), and print each of its "
+                    "threads' CPU")  # fmt: skip
     args = ap.parse_args(argv)
     if args.fleet_workers != "auto" and not args.fleet_workers.isdigit():
         ap.error(f'--fleet-workers {args.fleet_workers!r}: give a count or "auto"')

@@ -123,6 +123,9 @@ async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from scheduler.cli import profiling
+
+    profile = profiling.install(loop)  # only with $GRIDSCHED_PROFILE set: a measuring aid
     try:
         from scheduler.cli.fleet import Progress  # on a terminal only
 
@@ -142,6 +145,8 @@ async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
         server.should_exit = True
         await serving
     finally:  # whatever ended the serving, the devices get the shutdown posture
+        if profile is not None:
+            profile.dump()
         posture = Posture(args.posture) if args.posture else None
         await daemon.stop(posture)
         r = daemon.shutdown_report
