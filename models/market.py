@@ -160,9 +160,21 @@ def load_csv_series(
     """Any CSV with a timestamp column and a value column."""
     p = Path(path)
     header = _read_csv(p, None).columns if p.suffix else []
+    for sep in (";", "\t"):
+        if len(header) == 1 and sep in header[0]:  # a spreadsheet's export in some locales
+            raise DataError(
+                str(p),
+                f"the file seems separated by {sep!r} (header {header[0]!r}); gridsched reads "
+                "comma-separated files with '.' in numbers: export it as comma-separated CSV",
+            )
     for col in (timestamp_column, column):
         if col not in header:
-            raise DataError(str(p), f"no column {col!r}; columns are {list(header)}")
+            raise DataError(
+                str(p),
+                f"no column {col!r}; columns are {list(header)} (name them with "
+                "--timestamp-column and --price-column, or in the site file with [prices] "
+                "timestamp_column and column, [site.onsite] likewise)",
+            )
     df = _read_csv(p, [timestamp_column, column])
     times = _parse_times(df[timestamp_column], str(p), timestamp_column, timezone)
     values = _parse_values(df[column], str(p), column)

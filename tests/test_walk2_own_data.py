@@ -213,3 +213,22 @@ def test_validate_reads_the_price_file_the_site_names(
     out = capsys.readouterr().out
     assert "prices: fall.csv:price_eur_mwh" in out and "30 intervals of 60 min" in out
     assert "2023-10-28T22:00:00Z to 2023-10-30T04:00:00Z" in out
+
+
+def test_a_missing_column_error_says_how_to_name_it(tmp_path: Path) -> None:
+    f = _local_hours(tmp_path / "p.csv", datetime(2023, 3, 20, tzinfo=UTC), 3)
+    with pytest.raises(DataError) as exc:
+        load_csv_series(f, "price_eur_mwh")  # the default timestamp column is not in it
+    text = str(exc.value)
+    assert "no column 'interval_start_utc'" in text and "--timestamp-column" in text
+    assert "[prices] timestamp_column" in text
+
+
+def test_a_semicolon_file_is_named_as_such(tmp_path: Path) -> None:
+    # a spreadsheet export in a European locale: ';' between fields, ',' in numbers
+    f = tmp_path / "de.csv"
+    f.write_text("timestamp_local;price_eur_mwh\n2023-03-20 00:00;60,5\n")
+    with pytest.raises(DataError) as exc:
+        load_csv_series(f, "price_eur_mwh", "timestamp_local", timezone="Europe/Berlin")
+    text = str(exc.value)
+    assert "separated by ';'" in text and "comma-separated" in text
