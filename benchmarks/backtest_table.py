@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/backtest_table.py --jobs 2         # two years at once
     .venv/bin/python benchmarks/backtest_table.py --reuse          # tables from the JSON reports
     .venv/bin/python benchmarks/backtest_table.py --print-commands # what it would run
+    .venv/bin/python benchmarks/backtest_table.py --hub HB_HOUSTON --years 2023
+    .venv/bin/python benchmarks/backtest_table.py --period 2025-01-01 2025-05-17  # not a year
 
 Each year is one run of ``gridsched backtest`` on the example site
 (deploy/examples/west-texas-30mw.toml) with the command docs/backtest.md shows for it
@@ -15,7 +17,9 @@ month is one with a real-time price above 1,000 USD/MWh (issue 18), found in the
 file. For each year and month the tables give every policy's share of the oracle's
 profit, the strongest baseline (the best rule of that period), the scheduler's uplift
 over it and the oracle's (the most any policy could have had), and whether each goal is
-met. A year takes 10 to 25 minutes on a busy 2-core machine.
+met. A year takes 10 to 25 minutes on a busy 2-core machine. ``--hub`` and ``--period``
+run the same command on another hub or on a span that is not a calendar year (the
+held-out runs of docs/backtest.md); the DR events file is the start year's.
 """
 
 from __future__ import annotations
@@ -49,9 +53,19 @@ GOAL_YEAR_PCT, GOAL_MONTH_PCT = 98.5, 96.0
 GOAL_YEAR_UPLIFT_PCT, GOAL_STRESS_UPLIFT_PCT = 1.0, 3.0
 
 
-def command(year: int, hub: str, json_out: Path, rt_forecast: str) -> list[str]:
-    """The ``gridsched backtest`` command of one year, as docs/backtest.md shows it."""
-    start = "2021-01-02" if year == 2021 else f"{year}-01-01"
+def span(period: str) -> tuple[str, str]:
+    """``--from`` and ``--to`` of a period: a year (``2023``; 2021 starts on 2 January)
+    or ``FROM_TO`` (``2025-01-01_2025-05-17``, the end exclusive)."""
+    if "_" in period:
+        start, end = period.split("_")
+        return start, end
+    year = int(period)
+    return ("2021-01-02" if year == 2021 else f"{year}-01-01"), f"{year + 1}-01-01"
+
+
+def command(period: str, hub: str, json_out: Path, rt_forecast: str) -> list[str]:
+    """The ``gridsched backtest`` command of one period, as docs/backtest.md shows it."""
+    start, end = span(period)
     cmd = [
         str(ROOT / ".venv" / "bin" / "gridsched"),
         "backtest",
@@ -59,38 +73,49 @@ def command(year: int, hub: str, json_out: Path, rt_forecast: str) -> list[str]:
         "--prices", str(RT_FILE), "--price-format", "ercot-rtm", "--price-column", hub,
         "--forecast", str(DAM_FILE), "--forecast-format", "ercot-dam",
         "--btc", str(BTC_FILE),
-        "--from", start, "--to", f"{year + 1}-01-01",
+        "--from", start, "--to", end,
         "--rt-forecast", rt_forecast,
         "--quiet", "--json-out", str(json_out),
     ]  # fmt: skip
-    events = ROOT / "deploy" / "examples" / f"events-ercot-{year}.json"
+    events = ROOT / "deploy" / "examples" / f"events-ercot-{start[:4]}.json"
     if events.exists():
         cmd[cmd.index("--from") : cmd.index("--from")] = ["--events", str(events)]
     return cmd
 
 
-def run_year(year: int, args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(args.out_dir) / f"ercot-{args.hub.lower()}-{year}.json"
+def report_path(out_dir: str, hub: str, period: str) -> Path:
+    return Path(out_dir) / f"ercot-{hub.lower()}-{period}.json"
+
+
+def run_year(period: str, args: argparse.Namespace) -> dict[str, Any]:
+    out = report_path(args.out_dir, args.hub, period)
     if not args.reuse:
-        cmd = command(year, args.hub, out, args.rt_forecast)
-        print(f"[{year}] {' '.join(cmd)}", file=sys.stderr, flush=True)
+        cmd = command(period, args.hub, out, args.rt_forecast)
+        print(f"[{period}] {' '.join(cmd)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise SystemExit(f"[{year}] failed ({done.returncode}):\n{done.stderr[-2000:]}")
-        print(f"[{year}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            raise SystemExit(f"[{period}] failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        print(f"[{period}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     elif not out.exists():
         raise SystemExit(f"--reuse: {out} is missing; run without --reuse first")
     doc: dict[str, Any] = json.loads(out.read_text())
     return doc
 
 
-def stress_months(hub: str) -> dict[str, float]:
-    """The highest real-time price of each month (site clock, America/Chicago)."""
+def stress_months(hub: str, periods: list[str]) -> dict[str, float]:
+    """The highest real-time price of each month (site clock, America/Chicago) inside the
+    periods (a month cut by a period's end counts only its days in the period)."""
     s = load_ercot_rtm(RT_FILE, hub)
     t = pd.to_datetime(s.start_s + s.interval_s * np.arange(len(s.values)), unit="s", utc=True)
     local = pd.DatetimeIndex(t).tz_convert("America/Chicago")
-    peak = pd.Series(s.values, index=local.strftime("%Y-%m")).groupby(level=0).max()
+    day = local.strftime("%Y-%m-%d")
+    inside = np.zeros(len(day), dtype=bool)
+    for p in periods:
+        start, end = span(p)
+        inside |= (day >= start) & (day < end)
+    months = local.strftime("%Y-%m")[inside]
+    peak = pd.Series(s.values[inside], index=months).groupby(level=0).max()
     return {str(k): float(v) for k, v in peak.items()}
 
 
@@ -106,9 +131,10 @@ def year_rows(doc: dict[str, Any]) -> dict[str, float]:
     return {p["policy"]: float(p["money_usd"]["profit"]) for p in doc["policies"]}
 
 
-def tables(docs: dict[int, dict[str, Any]], peaks: dict[str, float]) -> str:
+def tables(docs: dict[str, dict[str, Any]], peaks: dict[str, float]) -> str:
+    label = "year" if all(p.isdigit() for p in docs) else "period"
     out = [
-        "| year | " + " | ".join(POLICIES) + " | strongest baseline | scheduler's uplift "
+        f"| {label} | " + " | ".join(POLICIES) + " | strongest baseline | scheduler's uplift "
         "(% of oracle) | oracle's uplift (ceiling) | worst month | >= 98.5 % | >= 1 % uplift |",
         "|---" * (len(POLICIES) + 7) + "|",
     ]
@@ -127,8 +153,9 @@ def tables(docs: dict[int, dict[str, Any]], peaks: dict[str, float]) -> str:
         worst_pct = 100 * by_month[worst]["scheduler"] / by_month[worst]["oracle"]
         share = 100 * profit["scheduler"] / orc
         cells = [_pct(100 * profit[p] / orc) if p in profit else "-" for p in POLICIES]
+        name = year.replace("_", " to ")
         out.append(
-            f"| {year} | " + " | ".join(cells) + f" | {best} | {up:+.2f} % | {ceiling:+.2f} % "
+            f"| {name} | " + " | ".join(cells) + f" | {best} | {up:+.2f} % | {ceiling:+.2f} % "
             f"| {worst} ({worst_pct:.2f} %) | {_yes(share >= GOAL_YEAR_PCT)} "
             f"| {_yes(up >= GOAL_YEAR_UPLIFT_PCT)} |"
         )
@@ -219,6 +246,12 @@ def stress_table(rows: list[tuple[str, float, float]], peaks: dict[str, float]) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--years", type=int, nargs="+", default=[2021, 2022, 2023, 2024])
+    ap.add_argument(
+        "--period",
+        nargs=2,
+        metavar=("FROM", "TO"),
+        help="one span instead of --years, e.g. 2025-01-01 2025-05-17 (TO exclusive)",
+    )
     ap.add_argument("--hub", default="HB_WEST")
     ap.add_argument("--jobs", type=int, default=1, choices=[1, 2], help="years run at once")
     ap.add_argument("--out-dir", default=str(ROOT / "docs" / "backtest"))
@@ -226,16 +259,17 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="read the JSON reports, run nothing")
     ap.add_argument("--print-commands", action="store_true", help="print the commands, run none")
     args = ap.parse_args()
+    periods = ["_".join(args.period)] if args.period else [str(y) for y in args.years]
     if args.print_commands:
-        for y in args.years:
-            out = Path(args.out_dir) / f"ercot-{args.hub.lower()}-{y}.json"
-            print(" ".join(command(y, args.hub, out, args.rt_forecast)))
+        for p in periods:
+            out = report_path(args.out_dir, args.hub, p)
+            print(" ".join(command(p, args.hub, out, args.rt_forecast)))
         return
     if not RT_FILE.exists():
         raise SystemExit(f"real data not present at {DATA}")
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        docs = dict(zip(args.years, pool.map(lambda y: run_year(y, args), args.years), strict=True))
+        docs = dict(zip(periods, pool.map(lambda p: run_year(p, args), periods), strict=True))
     for year, doc in sorted(docs.items()):
         period = doc.get("period", {})
         sched = next(p for p in doc["policies"] if p["policy"] == "scheduler")
@@ -246,7 +280,7 @@ def main() -> None:
             f"scheduler {said[0] if said else 'forecast not named'}"
         )
     print()
-    print(tables(docs, stress_months(args.hub)))
+    print(tables(docs, stress_months(args.hub, periods)))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ def dam_forecast(
     j = np.arange(k, k + horizon)
     behind = np.maximum(mkt_day[j] - known_day, 0)
     src = j - behind * steps_per_day
-    return dam[src]
+    # a day longer than ``steps_per_day`` (25 hours when clocks fall back) leaves the last
+    # steps of the day after it on that day itself, not yet published: one day further back
+    late = (mkt_day[src] > known_day) & (src >= steps_per_day)
+    return dam[np.where(late, src - steps_per_day, src)]
 
 
 def naive_forecast(

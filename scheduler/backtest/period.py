@@ -158,6 +158,11 @@ def prepare(
     else:
         known = inp.hashprice.copy()
     dam = None
+    mkt_local = local if market is None else local.tz_convert(market.timezone)
+    mkt_day = (
+        mkt_local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
+    )
+    mkt_min = (mkt_local.hour * 60 + mkt_local.minute).to_numpy()
     if forecast is not None:
         if market is None:
             raise ValueError(
@@ -167,19 +172,13 @@ def prepare(
         forecast, f_filled = forecast.filled(fill, start, end)
         if f_filled:
             notes.append(f"{f_filled} missing day-ahead intervals filled ({fill})")
-        try:
-            dam = forecast.mean_over(grid.starts_s, grid.ends_s)
-        except DataError as exc:
-            raise window_error(forecast, exc, start, end, why) from None
+        seen = mkt_day[k0:k1] + (mkt_min[k0:k1] >= market.dam_published_min)
+        dam = _day_ahead_on_grid(forecast, grid, mkt_day, int(seen.max()), why, notes)
     cap_from = np.full(grid.n, np.inf)
     for ev in inp.events:
         on = (grid.starts_s < ev.end_utc.timestamp()) & (grid.ends_s > ev.start_utc.timestamp())
         cap_from[on] = np.minimum(cap_from[on], ev.start_utc.timestamp())
     day = local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
-    mkt_local = local if market is None else local.tz_convert(market.timezone)
-    mkt_day = (
-        mkt_local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
-    )
     rt_known, n_known = known_prices(realised, grid, inp.price_usd_per_mwh, visibility)
     return BacktestSetup(
         config=config,
@@ -201,12 +200,54 @@ def prepare(
         market=market,
         visibility=visibility,
         mkt_day=mkt_day,
-        mkt_min=(mkt_local.hour * 60 + mkt_local.minute).to_numpy(),
+        mkt_min=mkt_min,
         currency=realised.currency,
         notes=notes,
         rt_series=realised,
         dam_series=forecast,
     )
+
+
+def _day_ahead_on_grid(
+    forecast: Series,
+    grid: TimeGrid,
+    mkt_day: np.ndarray,
+    last_seen_day: int,
+    why: str,
+    notes: list[str],
+) -> np.ndarray:
+    """The day-ahead prices on the grid. No decision sees a day after ``last_seen_day``
+    (the last published by the period's last decision), so the file need only reach its
+    end; later steps the file does not hold are never read (``dam_forecast`` repeats the
+    last published day there) and get the file's last day repeated, with a note."""
+    start, end = int(grid.starts_s[0]), int(grid.ends_s[-1])
+    n_cov = int(np.searchsorted(grid.ends_s, forecast.end_s, side="right"))
+    if n_cov < grid.n:
+        need = np.flatnonzero(mkt_day <= last_seen_day)
+        need_end = int(grid.ends_s[need[-1]])
+        if forecast.end_s < need_end or n_cov == 0:
+            day = str(np.datetime64(last_seen_day, "D"))
+            raise DataError(
+                forecast.label,
+                f"covers {iso(forecast.start_s)} to {iso(forecast.end_s)}, but the backtest "
+                f"reads {iso(start)} to {iso(need_end)} (one day before --from for forecast "
+                f"history, to the end of {day}, the last day-ahead day published by the "
+                "last decision); move --to earlier or give a longer file",
+            )
+        notes.append(
+            f"day-ahead prices ({forecast.label}) end {iso(forecast.end_s)}, before --to plus "
+            "--horizon: every day a decision saw published is in them; later days were not "
+            "yet published at any decision and are not read"
+        )
+    try:
+        dam = forecast.mean_over(grid.starts_s[:n_cov], grid.ends_s[:n_cov])
+    except DataError as exc:
+        raise window_error(forecast, exc, start, end, why) from None
+    per_day = max(1, DAY_S // int(grid.ends_s[0] - grid.starts_s[0]))
+    j = np.arange(n_cov, grid.n)
+    src = j - (-(-(j - n_cov + 1) // per_day)) * per_day  # whole days back into the file
+    out = np.concatenate([dam, dam[np.maximum(src, 0)]]) if len(j) else dam
+    return np.asarray(out, dtype=np.float64)
 
 
 def _prorated(
