@@ -11,14 +11,15 @@ the calls are otherwise pyasic's: the same stub, the same token renewal on
 
 The writes (:meth:`KeptChannel.write`: ``PauseMining``, ``ResumeMining``,
 ``SetPowerTarget``, as pyasic's ``stop_mining``, ``resume_mining`` and ``set_power_limit``
-send them) go over the same channel without pyasic's message handling. A profile of the
-fleet benchmark put about a third of a write's CPU in betterproto: building the request
-message, serialising it, parsing the answer and turning it into pyasic's dict
-(``to_pydict``), of which a pause or a resume uses nothing and a power target one number.
-Here a request's bytes are made once (an empty message; a power target's once per
-target) and the answer's bytes are read only for that number. pyasic's ``stop_mining``
-also answers False for any ``APIError``, a refused connection as much as the firmware's
-refusal, and the adapter took both for a refusal; here the gRPC status decides
+send them) and the reading's calls go over a kept connection of our own
+(:mod:`adapters.grpc_wire`: the same headers and message bytes as grpclib's, without
+grpclib, ``h2`` and betterproto, which a profile of the fleet benchmark put at most of a
+command's CPU). A request's bytes are made once (an empty message; a power target's once
+per target) and the answer's bytes are read only for the one number a power target needs.
+pyasic's own calls (``send_command``: the login, discovery's) keep grpclib's ``Channel``.
+pyasic's ``stop_mining`` also answers False for any ``APIError``, a refused connection as
+much as the firmware's refusal, and the adapter took both for a refusal; here the gRPC
+status decides
 (``UNAVAILABLE`` and a lost connection are unreachable, ``DEADLINE_EXCEEDED`` a timeout,
 any other status the firmware's refusal in its words).
 

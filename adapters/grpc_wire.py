@@ -39,119 +39,39 @@ import asyncio
 import struct
 from typing import cast
 
-from grpclib import GRPCError, Status
+from grpclib import GRPCError
 from grpclib.exceptions import StreamTerminatedError
-from grpclib.metadata import USER_AGENT, decode_grpc_message
 from hpack import Decoder
 from hpack.exceptions import HPACKError
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-CANCEL, PROTOCOL_ERROR = 0x8, 0x1
-#: Our receive window, per stream and for the connection (RFC 9113's default is 65,535).
-WINDOW = 1 << 20
-_DEFAULT_WINDOW = 65_535
-_HEAD = struct.Struct(">BHBBI")  # a frame header: length (24 bits), type, flags, stream
-_SETTING = struct.Struct(">HI")
-_MESSAGE = struct.Struct(">BI")  # a gRPC message's prefix: compressed flag, length
-
-#: grpclib's mapping of an HTTP status other than 200 to a gRPC status (client.py).
-HTTP_TO_GRPC = {
-    "400": Status.INTERNAL,
-    "401": Status.UNAUTHENTICATED,
-    "403": Status.PERMISSION_DENIED,
-    "404": Status.UNIMPLEMENTED,
-    "502": Status.UNAVAILABLE,
-    "503": Status.UNAVAILABLE,
-    "504": Status.UNAVAILABLE,
-}
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    n = len(payload)
-    return _HEAD.pack(n >> 16, n & 0xFFFF, kind, flags, stream) + payload
-
-
-def _int(value: int, bits: int, first: int = 0) -> bytes:
-    """An HPACK integer with a ``bits``-bit prefix (RFC 7541 5.1)."""
-    top = (1 << bits) - 1
-    if value < top:
-        return bytes((first | value,))
-    out, value = bytearray((first | top,)), value - top
-    while value >= 128:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _string(text: str) -> bytes:
-    raw = text.encode("ascii")
-    return _int(len(raw), 7) + raw  # no Huffman coding
-
-
-#: Bytes that are each a whole indexed field (RFC 7541 6.1, an index below 127): a block
-#: of nothing else changes no table, and decodes the same while the table is unchanged.
-_ONE_BYTE_INDEXED = bytes(range(0x80, 0xFF))
-
-
-class Encoder:
-    """HPACK for our request headers (RFC 7541), one per connection: each field is added
-    to the dynamic table once (a literal with incremental indexing, 6.2.1) and named by
-    its index after that, as ``hpack``'s encoder under grpclib does, so the server decodes
-    one byte per field. That includes ``authorization``: grpclib turns off ``h2``'s header
-    normalisation, which would send it never-indexed (``utilities._secure_headers``), and
-    indexes the token like the rest (tests/test_grpc_wire.py compares the two). The table
-    follows the server's SETTINGS_HEADER_TABLE_SIZE (4.2): a smaller one is announced at
-    the next block."""
-
-    def __init__(self) -> None:
-        self.table: list[tuple[str, str]] = []  # newest first: index 62, 63, ...
-        self.size = 0
-        self.max_size = 4096
-        self.generation = 0  # bumped by every change of the table
-        self._update = b""
-
-    def limit(self, size: int) -> None:
-        if size < self.max_size:
-            self.max_size = size
-            self._update = _int(size, 5, 0x20)  # a dynamic table size update
-            self._evict()
-            self.generation += 1
-
-    def _evict(self) -> None:
-        while self.size > self.max_size:
-            name, value = self.table.pop()
-            self.size -= len(name) + len(value) + 32
-
-    def field(self, name: str, value: str) -> bytes:
-        try:
-            return _int(62 + self.table.index((name, value)), 7, 0x80)
-        except ValueError:
-            pass
-        size = len(name) + len(value) + 32
-        if size > self.max_size:  # would empty the table and not fit: not indexed
-            return b"\x00" + _string(name) + _string(value)
-        self.table.insert(0, (name, value))
-        self.size += size
-        self._evict()
-        self.generation += 1
-        return b"\x40" + _string(name) + _string(value)
-
-    def block(self, path: str, authority: str, metadata: tuple[tuple[str, str], ...]) -> bytes:
-        """grpclib's request headers for a unary call, in its order (``Stream.send_request``);
-        ``:method: POST`` and ``:scheme: http`` are the static table's entries 3 and 6."""
-        fields = [self._update, b"\x83\x86", self.field(":path", path)]
-        self._update = b""
-        fields.append(self.field(":authority", authority))
-        fields.append(self.field("te", "trailers"))
-        fields.append(self.field("content-type", "application/grpc"))
-        fields.append(self.field("user-agent", USER_AGENT))
-        fields += [self.field(k.lower(), v) for k, v in metadata]
-        return b"".join(fields)
+from adapters.grpc_codec import (
+    ACK,
+    CANCEL,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEAD,
+    HEADERS,
+    MESSAGE,
+    ONE_BYTE_INDEXED,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTING,
+    SETTINGS,
+    WINDOW,
+    WINDOW_UPDATE,
+    Encoder,
+    answer,
+    frame,
+)
 
 
 class _Call:
@@ -184,8 +104,8 @@ class Connection(asyncio.Protocol):
         self._block_stream = self._block_flags = 0
         self.max_streams = 1 << 31
         self.max_frame = 16_384
-        self.stream_window = _DEFAULT_WINDOW  # the server's INITIAL_WINDOW_SIZE
-        self.send_window = _DEFAULT_WINDOW  # the connection's, for our DATA
+        self.stream_window = DEFAULT_WINDOW  # the server's INITIAL_WINDOW_SIZE
+        self.send_window = DEFAULT_WINDOW  # the connection's, for our DATA
         self._received = 0  # the connection's DATA not yet given back
         self._changed = asyncio.Event()  # a window opened, a stream ended, the connection went
 
@@ -197,11 +117,11 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        settings = _SETTING.pack(2, 0) + _SETTING.pack(4, WINDOW)  # no push; our window
+        settings = SETTING.pack(2, 0) + SETTING.pack(4, WINDOW)  # no push; our window
         self.transport.write(
             PREFACE
             + frame(SETTINGS, 0, 0, settings)
-            + frame(WINDOW_UPDATE, 0, 0, (WINDOW - _DEFAULT_WINDOW).to_bytes(4, "big"))
+            + frame(WINDOW_UPDATE, 0, 0, (WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -217,7 +137,7 @@ class Connection(asyncio.Protocol):
         buf += data
         i, end = 0, len(buf)
         while end - i >= 9:
-            hi, lo, kind, flags, stream = _HEAD.unpack_from(buf, i)
+            hi, lo, kind, flags, stream = HEAD.unpack_from(buf, i)
             n = hi << 16 | lo
             if end - i - 9 < n:
                 break
@@ -277,7 +197,7 @@ class Connection(asyncio.Protocol):
 
     def _settings(self, payload: bytes) -> None:
         for j in range(0, len(payload) - len(payload) % 6, 6):
-            key, value = _SETTING.unpack_from(payload, j)
+            key, value = SETTING.unpack_from(payload, j)
             if key == 1:
                 self.encoder.limit(value)
             elif key == 3:
@@ -302,7 +222,7 @@ class Connection(asyncio.Protocol):
         headers = self._decoded.get(block)
         if headers is None:
             headers = cast(list[tuple[str, str]], self._decoder.decode(block))
-            if block.translate(None, _ONE_BYTE_INDEXED):  # it may have changed the table
+            if block.translate(None, ONE_BYTE_INDEXED):  # it may have changed the table
                 self._decoded.clear()
             elif len(self._decoded) < 64:
                 self._decoded[block] = headers
@@ -344,7 +264,7 @@ class Connection(asyncio.Protocol):
             call.done.set_exception(exc)
             return
         try:
-            call.done.set_result(_answer(call))
+            call.done.set_result(answer(call.headers, call.trailers, bytes(call.data)))
         except GRPCError as e:
             call.done.set_exception(e)
 
@@ -393,7 +313,7 @@ class Connection(asyncio.Protocol):
         done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         call = self.calls[stream] = _Call(done, self.stream_window)
         try:
-            body = _MESSAGE.pack(0, len(message)) + message
+            body = MESSAGE.pack(0, len(message)) + message
             data, sent = self._body(stream, call, body)
             block = self._request_block(path, authority, metadata)  # now: in the order sent
             self._write(self._headers(stream, block) + data)
@@ -435,44 +355,6 @@ class Connection(asyncio.Protocol):
         self.send_window -= i
         call.send_window -= i
         return b"".join(out), i
-
-
-def _answer(call: _Call) -> bytes | None:
-    """A finished call's message, or its status as grpclib raises it."""
-    headers = dict(call.headers or ())
-    status = headers.get(":status")
-    if status != "200":
-        raise GRPCError(
-            HTTP_TO_GRPC.get(str(status), Status.UNKNOWN), f"Received :status = {status!r}"
-        )
-    kind = headers.get("content-type")
-    if kind is None:
-        raise GRPCError(Status.UNKNOWN, "Missing content-type header")
-    base, _, sub = kind.partition("+")
-    if base != "application/grpc" or sub not in ("", "proto"):
-        raise GRPCError(Status.UNKNOWN, f"Invalid content-type: {kind!r}")
-    trailers = dict(call.trailers) if call.trailers is not None else headers
-    code = trailers.get("grpc-status")
-    if code is None:
-        raise GRPCError(Status.UNKNOWN, "Missing grpc-status header")
-    try:
-        got = Status(int(code))
-    except ValueError:
-        raise GRPCError(Status.UNKNOWN, f"Invalid grpc-status: {code!r}") from None
-    if got is not Status.OK:
-        words = trailers.get("grpc-message")
-        raise GRPCError(got, None if words is None else decode_grpc_message(words))
-    data = call.data
-    if not data:
-        return None
-    if len(data) < 5:
-        raise GRPCError(Status.INTERNAL, f"a message cut short: {len(data)} bytes")
-    compressed, size = _MESSAGE.unpack_from(data)
-    if compressed:  # we asked for no compression (no grpc-accept-encoding)
-        raise GRPCError(Status.INTERNAL, "a compressed message, none was asked for")
-    if len(data) < 5 + size:
-        raise GRPCError(Status.INTERNAL, f"a message of {size} bytes cut at {len(data) - 5}")
-    return bytes(data[5 : 5 + size])
 
 
 class Wire:

@@ -1,4 +1,4 @@
-"""Unary gRPC over our own HTTP/2 client (adapters/grpc_wire.py): what it sends is what
+"""Unary gRPC over our own HTTP/2 client (adapters/grpc_codec.py): what it sends is what
 grpclib (pyasic's client) sends, a real grpclib server answers it, and the connection's
 frames (SETTINGS, PING, WINDOW_UPDATE, RST_STREAM, GOAWAY, CONTINUATION) are handled."""
 
@@ -17,7 +17,7 @@ from grpclib.exceptions import StreamTerminatedError
 from grpclib.server import Server, Stream
 from hpack import Decoder, Encoder
 
-from adapters import grpc_wire
+from adapters import grpc_codec
 from adapters.grpc_wire import Wire
 
 PATH = "/test.v1.Echo/Call"
@@ -39,8 +39,8 @@ class _Bytes:
 
 def _frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
     """(type, flags, stream, payload) of each whole frame after the client preface."""
-    assert data.startswith(grpc_wire.PREFACE)
-    i, out = len(grpc_wire.PREFACE), []
+    assert data.startswith(grpc_codec.PREFACE)
+    i, out = len(grpc_codec.PREFACE), []
     while len(data) - i >= 9:
         hi, lo, kind, flags, stream = struct.unpack_from(">BHBBI", data, i)
         n = hi << 16 | lo
@@ -62,8 +62,8 @@ async def _capture(send: Callable[[str, int], Awaitable[Any]], requests: int) ->
             if not chunk:
                 break
             got.extend(chunk)
-            if got.startswith(grpc_wire.PREFACE):
-                ends = [f for f in _frames(bytes(got)) if f[0] == grpc_wire.DATA and f[1] & 1]
+            if got.startswith(grpc_codec.PREFACE):
+                ends = [f for f in _frames(bytes(got)) if f[0] == grpc_codec.DATA and f[1] & 1]
                 if len(ends) >= requests:
                     seen.set()
         writer.close()
@@ -85,12 +85,12 @@ def _requests(data: bytes) -> list[tuple[list[tuple[str, str]], bytes]]:
     bodies: dict[int, bytes] = {}
     heads: dict[int, list[tuple[str, str]]] = {}
     for kind, flags, stream, payload in _frames(data):
-        if kind == grpc_wire.HEADERS:
-            assert flags & grpc_wire.END_HEADERS
+        if kind == grpc_codec.HEADERS:
+            assert flags & grpc_codec.END_HEADERS
             heads[stream] = [(str(k), str(v)) for k, v in dec.decode(payload)]
-        elif kind == grpc_wire.DATA:
+        elif kind == grpc_codec.DATA:
             bodies[stream] = bodies.get(stream, b"") + payload
-            if flags & grpc_wire.END_STREAM:
+            if flags & grpc_codec.END_STREAM:
                 out.append((heads[stream], bodies[stream]))
     return out
 
@@ -140,8 +140,8 @@ def test_a_call_sends_the_headers_and_message_grpclib_sends_and_indexes_them_aft
     assert headers[-1] == ("authorization", "tok-123")
     assert body == b"\x00\x00\x00\x00\x02\x08\x01"
     # the second block names every field by one index, as grpclib's does
-    blocks = [p for k, _f, _s, p in _frames(mine) if k == grpc_wire.HEADERS]
-    theirs_blocks = [p for k, _f, _s, p in _frames(grpclib_sent) if k == grpc_wire.HEADERS]
+    blocks = [p for k, _f, _s, p in _frames(mine) if k == grpc_codec.HEADERS]
+    theirs_blocks = [p for k, _f, _s, p in _frames(grpclib_sent) if k == grpc_codec.HEADERS]
     assert len(blocks[1]) == len(theirs_blocks[1]) == 8
 
 
@@ -228,7 +228,7 @@ def test_an_unreachable_server_is_an_os_error() -> None:
 
 
 def _f(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return grpc_wire.frame(kind, flags, stream, payload)
+    return grpc_codec.frame(kind, flags, stream, payload)
 
 
 class _Script:
@@ -242,15 +242,15 @@ class _Script:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         enc, buf, done = Encoder(), b"", 0
-        writer.write(_f(grpc_wire.SETTINGS, 0, 0) + self.first)
+        writer.write(_f(grpc_codec.SETTINGS, 0, 0) + self.first)
         while chunk := await reader.read(65536):
             buf += chunk
-            if not buf.startswith(grpc_wire.PREFACE):
+            if not buf.startswith(grpc_codec.PREFACE):
                 continue
             frames = _frames(buf)
             for kind, flags, stream, payload in frames[done:]:
                 self.got.append((kind, flags, stream, payload))
-                if kind == grpc_wire.DATA and flags & grpc_wire.END_STREAM:
+                if kind == grpc_codec.DATA and flags & grpc_codec.END_STREAM:
                     writer.write(self.answer(stream, enc))
             done = len(frames)
         writer.close()
@@ -261,9 +261,9 @@ def _ok(stream: int, enc: Encoder, body: bytes = b"\x08\x01") -> bytes:
     tail = enc.encode([("grpc-status", "0")])
     msg = b"\x00" + len(body).to_bytes(4, "big") + body
     return (
-        _f(grpc_wire.HEADERS, grpc_wire.END_HEADERS, stream, head)
-        + _f(grpc_wire.DATA, 0, stream, msg)
-        + _f(grpc_wire.HEADERS, grpc_wire.END_HEADERS | grpc_wire.END_STREAM, stream, tail)
+        _f(grpc_codec.HEADERS, grpc_codec.END_HEADERS, stream, head)
+        + _f(grpc_codec.DATA, 0, stream, msg)
+        + _f(grpc_codec.HEADERS, grpc_codec.END_HEADERS | grpc_codec.END_STREAM, stream, tail)
     )
 
 
@@ -289,11 +289,11 @@ def test_settings_and_ping_are_acknowledged_and_a_split_header_block_is_read() -
         msg = b"\x00\x00\x00\x00\x02\x08\x01"
         padded = bytes([3]) + msg + b"\x00" * 3
         out = (
-            _f(grpc_wire.PING, 0, 0, b"12345678")
-            + _f(grpc_wire.HEADERS, 0, stream, head[:2])
-            + _f(grpc_wire.CONTINUATION, grpc_wire.END_HEADERS, stream, head[2:])
-            + _f(grpc_wire.DATA, grpc_wire.PADDED, stream, padded)
-            + _f(grpc_wire.HEADERS, grpc_wire.END_HEADERS | grpc_wire.END_STREAM, stream, tail)
+            _f(grpc_codec.PING, 0, 0, b"12345678")
+            + _f(grpc_codec.HEADERS, 0, stream, head[:2])
+            + _f(grpc_codec.CONTINUATION, grpc_codec.END_HEADERS, stream, head[2:])
+            + _f(grpc_codec.DATA, grpc_codec.PADDED, stream, padded)
+            + _f(grpc_codec.HEADERS, grpc_codec.END_HEADERS | grpc_codec.END_STREAM, stream, tail)
         )
         return out
 
@@ -317,10 +317,10 @@ def test_settings_and_ping_are_acknowledged_and_a_split_header_block_is_read() -
     got = asyncio.run(_scripted(script, calls))
     assert got == [b"\x08\x01", b"\x08\x01"]
     kinds = [(k, f) for k, f, _s, _p in script.got]
-    assert (grpc_wire.SETTINGS, grpc_wire.ACK) in kinds
-    pings = [p for k, f, _s, p in script.got if k == grpc_wire.PING]
+    assert (grpc_codec.SETTINGS, grpc_codec.ACK) in kinds
+    pings = [p for k, f, _s, p in script.got if k == grpc_codec.PING]
     assert pings == [b"12345678", b"12345678"]
-    assert all(f == grpc_wire.ACK for k, f, _s, _p in script.got if k == grpc_wire.PING)
+    assert all(f == grpc_codec.ACK for k, f, _s, _p in script.got if k == grpc_codec.PING)
 
 
 def test_statuses_as_grpclib_reads_them() -> None:
@@ -337,8 +337,8 @@ def test_statuses_as_grpclib_reads_them() -> None:
     )  # fmt: skip
 
     def answer(stream: int, enc: Encoder) -> bytes:
-        flags = grpc_wire.END_HEADERS | grpc_wire.END_STREAM
-        return _f(grpc_wire.HEADERS, flags, stream, enc.encode(next(answers)))
+        flags = grpc_codec.END_HEADERS | grpc_codec.END_STREAM
+        return _f(grpc_codec.HEADERS, flags, stream, enc.encode(next(answers)))
 
     async def calls(wire: Wire) -> list[tuple[Status, str | None]]:
         out = []
@@ -363,10 +363,10 @@ def test_a_reset_stream_and_goaway_end_their_calls_and_the_next_call_connects_ag
     def answer(stream: int, enc: Encoder) -> bytes:
         nth = next(n)
         if nth == 0:
-            return _f(grpc_wire.RST_STREAM, 0, stream, (2).to_bytes(4, "big"))
+            return _f(grpc_codec.RST_STREAM, 0, stream, (2).to_bytes(4, "big"))
         if nth == 1:  # stream 3: taken and answered, then no more on this connection
             goaway = (3).to_bytes(4, "big") + (0).to_bytes(4, "big")
-            return _ok(stream, enc) + _f(grpc_wire.GOAWAY, 0, 0, goaway)
+            return _ok(stream, enc) + _f(grpc_codec.GOAWAY, 0, 0, goaway)
         return _ok(stream, enc)
 
     script = _Script(answer)
@@ -398,19 +398,19 @@ def test_a_cancelled_call_resets_its_stream() -> None:
             async with asyncio.timeout(0.2):
                 await wire.call(PATH, b"")
         async with asyncio.timeout(5.0):
-            while not any(k == grpc_wire.RST_STREAM for k, *_ in script.got):
+            while not any(k == grpc_codec.RST_STREAM for k, *_ in script.got):
                 await asyncio.sleep(0.01)
 
     asyncio.run(_scripted(script, calls))
-    reset = [(s, p) for k, _f, s, p in script.got if k == grpc_wire.RST_STREAM]
-    assert reset == [(1, grpc_wire.CANCEL.to_bytes(4, "big"))]
+    reset = [(s, p) for k, _f, s, p in script.got if k == grpc_codec.RST_STREAM]
+    assert reset == [(1, grpc_codec.CANCEL.to_bytes(4, "big"))]
 
 
 def test_a_smaller_header_table_from_the_server_is_announced_and_kept_to() -> None:
     """SETTINGS_HEADER_TABLE_SIZE 100: the next block starts with a size update and the
     fields are indexed within 100 octets (entries evicted, indexes shifting), so a decoder
     held to that size reads every request right."""
-    settings = _f(grpc_wire.SETTINGS, 0, 0, struct.pack(">HI", 1, 100))
+    settings = _f(grpc_codec.SETTINGS, 0, 0, struct.pack(">HI", 1, 100))
     script = _Script(_ok, first=settings)
     meta = (("authorization", "tok"),)
 
@@ -421,7 +421,7 @@ def test_a_smaller_header_table_from_the_server_is_announced_and_kept_to() -> No
     asyncio.run(_scripted(script, calls))
     dec = Decoder()
     dec.max_allowed_table_size = 100  # a size update above it is an error
-    blocks = [p for k, _f, _s, p in script.got if k == grpc_wire.HEADERS]
+    blocks = [p for k, _f, _s, p in script.got if k == grpc_codec.HEADERS]
     decoded = [[(str(k), str(v)) for k, v in dec.decode(b)] for b in blocks]
     assert blocks[1][:1] == b"\x3f" or blocks[0][:1] == b"\x3f"  # 001 + 100 (5-bit prefix)
     assert dec.header_table_size == 100

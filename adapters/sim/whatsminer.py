@@ -90,6 +90,10 @@ class WhatsminerSim(MinerServer):
         self._dec: Any = None  # the key's AES-ECB contexts, made with it (_key)
         self._enc: Any = None
         self._tokens: dict[str, float] = {}  # live sign -> when issued (self.clock())
+        #: A write's packet, decrypted and parsed: the key never changes (ECB: the same bytes
+        #: are the same command), so each packet is opened once; its token is still checked
+        #: on every write.
+        self._opened: dict[str, dict[str, Any]] = {}
         self.tokens_issued = 0
         self.writes: list[str] = []
 
@@ -104,7 +108,10 @@ class WhatsminerSim(MinerServer):
 
     def _live_tokens(self) -> dict[str, float]:
         now = self.clock()
-        self._tokens = {s: t for s, t in self._tokens.items() if now - t < self.token_ttl_s}
+        tokens = self._tokens
+        # issued in order: only when the oldest has ended is there anything to drop
+        if tokens and now - next(iter(tokens.values())) >= self.token_ttl_s:
+            self._tokens = {s: t for s, t in tokens.items() if now - t < self.token_ttl_s}
         return self._tokens
 
     def expire_tokens(self) -> None:
@@ -200,15 +207,20 @@ class WhatsminerSim(MinerServer):
 
     def _write(self, data: str) -> dict[str, Any]:
         self._key()  # the key and its two contexts, made once
-        try:
-            blob = base64.b64decode(data)
-            if len(blob) % 16:  # not whole AES blocks (the context would keep the rest)
-                raise ValueError("not whole blocks")
-            cmd = json.loads(self._dec.update(blob).rstrip(b"\0").decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            return self._st(23, "invalid token", ok=False)  # not our key: wrong password
-        if not isinstance(cmd, dict):
-            return self._st(23, "invalid token", ok=False)
+        cmd = self._opened.get(data)
+        if cmd is None:
+            try:
+                blob = base64.b64decode(data)
+                if len(blob) % 16:  # not whole AES blocks (the context would keep the rest)
+                    raise ValueError("not whole blocks")
+                cmd = json.loads(self._dec.update(blob).rstrip(b"\0").decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                return self._st(23, "invalid token", ok=False)  # not our key: wrong password
+            if not isinstance(cmd, dict):
+                return self._st(23, "invalid token", ok=False)
+            if len(self._opened) < 64:  # a client sends the same few packets per token
+                self._opened[data] = cmd
+        cmd = dict(cmd)  # the token is checked below, each time, as a miner checks it
         if str(cmd.get("token")) not in self._live_tokens():  # expired, or never issued
             return self._sealed(self._st(135, "check token error", ok=False))
         name = str(cmd.get("cmd", ""))
