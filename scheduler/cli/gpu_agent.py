@@ -93,5 +93,10 @@ def add_parsers(sub: Any) -> None:
         "--sim", type=int, default=0, metavar="N", help="serve N simulated GPUs, not NVML"
     )
     p.add_argument("--sim-model", default="H100 SXM", help="the simulated GPUs' model")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="INFO (default) logs each client's connect and disconnect; WARNING only failures",
+    )
     p.set_defaults(func=cmd_gpu_agent)
