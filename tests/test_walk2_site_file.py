@@ -51,3 +51,21 @@ def test_old_and_new_miners_pass(tmp_path: Path) -> None:
     for power_kw, hashrate_ths in ((1.4, 13.5), (3.5, 200), (0.2, 300), (5.0, 10)):
         f.write_text(SITE.format(power_kw=power_kw, hashrate_ths=hashrate_ths))
         assert load_site(f).devices[0].modes[0].power_kw == power_kw
+
+
+def test_validate_points_at_an_interconnect_written_in_mw(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    f = tmp_path / "site.toml"
+    # 400 S21 at up to 4.375 kW (turbo) behind "2" kW: a 2 MW site written in MW
+    text = SITE.format(power_kw=3.5, hashrate_ths=200).replace("2000", "2")
+    f.write_text(text.replace("count = 100", "count = 400"))
+    assert main(["validate", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the devices draw up to 1,400 kW before PUE, 700 times the interconnect" in out
+    assert "is interconnect_kw in MW (2 MW = 2,000 kW)?" in out
+    f.write_text(SITE.format(power_kw=3.5, hashrate_ths=200).replace("count = 100", "count = 400"))
+    assert main(["validate", str(f)]) == 0
+    assert "warning" not in capsys.readouterr().out

@@ -264,7 +264,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
     )
     print(f"breakeven at hashprice {hp:.4f} USD/TH/s/day (net of pool fee), PUE included")
+    most_kw = sum(
+        dc.units * max((m.power_kw for m in dc.modes), default=0) for dc in config.devices
+    )
+    if most_kw > MW_SLIP_RATIO * site.interconnect_kw:
+        # a plan runs anyway, import over the limit every step; the likely cause is a unit
+        print(
+            f"warning: the devices draw up to {most_kw:,.0f} kW before PUE, "
+            f"{most_kw / site.interconnect_kw:,.0f} times the interconnect of "
+            f"{site.interconnect_kw:g} kW: is interconnect_kw in MW ({site.interconnect_kw:g} "
+            f"MW = {site.interconnect_kw * 1000:,.0f} kW)?"
+        )
     return 0
+
+
+#: devices' combined most draw over the interconnect beyond which validate asks about units
+#: (sites oversubscribe a little, never 20-fold)
+MW_SLIP_RATIO = 20
 
 
 def add_parsers(sub: Any) -> None:
