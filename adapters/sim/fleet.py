@@ -7,7 +7,8 @@ firmware (:class:`~adapters.sim.antminer.AntminerSim`, API on 4028 and web CGI o
 Braiins OS+ (:class:`~adapters.sim.braiins.BraiinsSim`, API on 4028, gRPC on 50051, web on 80)
 or Whatsminer (:class:`~adapters.sim.whatsminer.WhatsminerSim`, btminer API on 4028)
 or VNish (:class:`~adapters.sim.vnish.VnishSim`, API on 4028 and its web API on 80)
-or a Whatsminer on API v3 (:class:`~adapters.sim.whatsminer3.WhatsminerV3Sim`, 4433 and 4028).
+or a Whatsminer on API v3 (:class:`~adapters.sim.whatsminer3.WhatsminerV3Sim`, 4433 and 4028)
+or Auradine (:class:`~adapters.sim.auradine.AuradineSim`, GCMiner API on 4028, web API on 8080).
 A control port on 127.0.0.1 speaks JSON lines: list the fleet, inject or clear faults,
 and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from adapters.sim.antminer import AntminerSim
+from adapters.sim.auradine import AuradineSim
 from adapters.sim.braiins import BraiinsSim
 from adapters.sim.gpu import SimGpu, SimNvmlError
 from adapters.sim.miner import SimMiner
@@ -50,12 +52,14 @@ FIRMWARE: dict[str, type[MinerServer]] = {
     "whatsminer": WhatsminerSim,
     "vnish": VnishSim,
     "whatsminer3": WhatsminerV3Sim,  # firmware after 2024-11: API v3 on 4433
+    "auradine": AuradineSim,  # Auradine Teraflux (FluxOS): GCMiner API and web API on 8080
 }
 #: Ports each firmware's simulator listens on (one socket each): the API on 4028, plus the
 #: stock Antminer's web CGI (80), Braiins OS+'s gRPC (50051) and GraphQL (80), and VNish's
 #: web API (80).
 LISTEN_PORTS = {"luxos": 1, "antminer": 2, "braiins": 3, "whatsminer": 1, "vnish": 2}
 LISTEN_PORTS["whatsminer3"] = 2  # API v3 on 4433, get_version on 4028
+LISTEN_PORTS["auradine"] = 2  # GCMiner API on 4028, web API on 8080
 #: Open files kept free beyond listeners and connections: the control server and its
 #: clients, the event loop's own descriptors, the interpreter's files.
 SPARE_FDS = 64

@@ -103,13 +103,16 @@ KINDS = {
     "whatsminer": "Whatsminer",
     "vnish": "VNish",
     "whatsminer3": "Whatsminer (API v3)",
+    "auradine": "Auradine",
 }
 
 
 def _more_ports(firmware: Sequence[str]) -> str:
-    """The listening ports besides 4028 that a user must reach: 80, and 4433 (API v3)."""
-    ports = (["80"] if {"antminer", "vnish"} & set(firmware) else []) + (
-        ["4433"] if "whatsminer3" in firmware else []
+    """The listening ports besides 4028 that a user must reach: 80, 4433 (API v3), 8080."""
+    ports = (
+        (["80"] if {"antminer", "vnish"} & set(firmware) else [])
+        + (["4433"] if "whatsminer3" in firmware else [])
+        + (["8080"] if "auradine" in firmware else [])
     )
     return "".join(f" and {p}" for p in ports)
 
