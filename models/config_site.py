@@ -14,6 +14,16 @@ from models.config_base import NonNeg, Pos, Strict
 from models.meter import SiteMeter
 
 
+def _iana_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {v!r}; use an IANA name such as 'America/Chicago' or 'UTC'"
+        ) from None
+    return v
+
+
 class OnsiteGeneration(Strict):
     """On-site generation (wind, solar) behind the meter.
 
@@ -26,23 +36,20 @@ class OnsiteGeneration(Strict):
     path: str | None = None
     column: str | None = None
     timestamp_column: str = "interval_start_utc"
+    #: the file's wall-clock zone, for timestamps written without a UTC offset
+    timezone: str | None = None
     price_usd_per_mwh: NonNeg = 0.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else _iana_zone(v)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.kind == "csv" and (self.path is None or self.column is None):
             raise ValueError("kind = 'csv' needs path and column")
         return self
-
-
-def _iana_zone(v: str) -> str:
-    try:
-        ZoneInfo(v)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {v!r}; use an IANA name such as 'America/Chicago' or 'UTC'"
-        ) from None
-    return v
 
 
 class SiteSpec(Strict):

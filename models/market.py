@@ -93,8 +93,8 @@ def _parse_times(raw: pd.Series, source: str, column: str, timezone: str | None)
             raise DataError(
                 source,
                 f"{column} has no UTC offset (e.g. {raw.iloc[0]!r}); add offsets, or name "
-                "the file's time zone (--price-timezone Europe/Berlin on the command line, "
-                '[prices] timezone = "Europe/Berlin" in the site file)',
+                "the file's time zone: --price-timezone Europe/Berlin on the command line, "
+                '[prices] timezone or [site.onsite] timezone = "Europe/Berlin" in the site file',
             )
         parsed = _localise(parsed, raw, source, column, timezone)
     return parsed.dt.tz_convert("UTC").dt.as_unit("s").astype("int64").to_numpy()

@@ -69,3 +69,34 @@ def test_validate_points_at_an_interconnect_written_in_mw(
     f.write_text(SITE.format(power_kw=3.5, hashrate_ths=200).replace("count = 100", "count = 400"))
     assert main(["validate", str(f)]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_onsite_generation_csv_in_local_time_names_its_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    # a wind farm's meter export, hourly in Berlin wall-clock time, like a [prices] file
+    (tmp_path / "wind.csv").write_text(
+        "timestamp_local,wind_kw\n"
+        + "".join(f"2023-10-29 {h:02d}:00,{500 + 100 * h}\n" for h in range(3))
+        + "".join(f"2023-10-29 {h:02d}:00,{500 + 100 * h}\n" for h in range(2, 8))
+    )
+    onsite = (
+        '[site.onsite]\nkind = "csv"\npath = "wind.csv"\ncolumn = "wind_kw"\n'
+        'timestamp_column = "timestamp_local"\n'
+    )
+    base = SITE.format(power_kw=3.5, hashrate_ths=200).replace("count = 100", "count = 1000")
+    f = tmp_path / "site.toml"
+    plan = ["plan", "--config", str(f), "--start", "2023-10-28T23:00:00Z", "--horizon", "4h"]
+    f.write_text(base.replace("\n[[devices]]", onsite + "\n[[devices]]", 1))
+    assert main([*plan, "--step", "1h"]) == 2
+    assert "[site.onsite] timezone" in capsys.readouterr().err
+    zoned = onsite + 'timezone = "Europe/Berlin"\n'
+    f.write_text(base.replace("\n[[devices]]", zoned + "\n[[devices]]", 1))
+    assert main([*plan, "--step", "1h", "--json"]) == 0
+    import json
+
+    used = json.loads(capsys.readouterr().out)["steps"]["onsite_used_kw"]
+    # from 23:00Z: 01:00 CEST, 02:00 CEST, 02:00 CET, 03:00 CET, each its own hour
+    assert used == pytest.approx([600, 700, 700, 800]), used

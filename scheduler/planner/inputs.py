@@ -260,7 +260,11 @@ def assemble_inputs(
         else:
             path, column = site.onsite.path or "", site.onsite.column or ""
             onsite = load_csv_series(
-                config.resolve(path), column, site.onsite.timestamp_column, unit="kW"
+                config.resolve(path),
+                column,
+                site.onsite.timestamp_column,
+                site.onsite.timezone,
+                unit="kW",
             ).mean_over(grid.starts_s, grid.ends_s)
 
     base = np.full(grid.n, site.base_load_kw)
