@@ -63,3 +63,24 @@ def test_service_unit_says_how_to_let_nvml_set_power_limits(tmp_path: Path) -> N
     assert res.returncode == 0 and "gridsched" not in res.stdout + res.stderr, res.stderr
     # the later assignment adds to the emptied set rather than being lost after it
     assert gpu.index("CapabilityBoundingSet=CAP_SYS_ADMIN") > gpu.index("CapabilityBoundingSet=\n")
+
+
+def test_container_build_context_leaves_out_the_venv() -> None:
+    """compose builds with the checkout as context: without an ignore file the client sends
+    the 800 MB .venv (and every cache) to the builder at each `up --build`."""
+    ignore = ROOT / ".dockerignore"
+    assert ignore.exists(), "no .dockerignore at the build context's root"
+    patterns = [
+        p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
+    assert ".venv" in patterns and "**/__pycache__" in patterns
+    containerfile = (ROOT / "deploy" / "container" / "Containerfile").read_text()
+    copied = [
+        src
+        for line in containerfile.splitlines()
+        if line.startswith("COPY ")
+        for src in line.split()[1:-1]
+    ]
+    assert copied and all((ROOT / src).exists() for src in copied), copied
+    for src in copied:  # what the image needs is never ignored
+        assert not any(src == p or src.startswith(p.rstrip("/") + "/") for p in patterns), src
