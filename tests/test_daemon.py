@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -189,26 +190,17 @@ class DaemonProc:
         return self.output()
 
 
-@pytest.fixture(scope="module")
-def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    d = DaemonProc(tmp_path_factory.mktemp("daemon"))
-    d.start()
-    yield d
-    if d.proc is not None and d.proc.poll() is None:
-        d.stop()
-
-
 @pytest.fixture
-def read_only_daemon(shared_daemon: DaemonProc) -> Iterator[DaemonProc]:
-    """One daemon process for the tests that only read it or send it what it must refuse
-    (one start for them all). Such a test may change nothing in it, and this is checked:
-    after each, no signal is stored and no event is in force, so no test can find what
-    another left. A test that changes the daemon takes one of its own (``mining_daemon``, or
-    ``api_daemon`` in this process)."""
-    yield shared_daemon
+def read_only_daemon(api_daemon: Served) -> Iterator[Served]:
+    """A daemon of the test's own for the tests that only read it or send it what it must
+    refuse: in this process on real HTTP (``api_daemon``; what they check is the API's answer,
+    not the process, and a fresh one costs a fraction of a second where a shared process
+    cost a start of 14 s on a loaded host). After each, no signal may be stored and no event
+    be in force: a refused request stores nothing."""
+    yield api_daemon
     # every event in force came as a signal, stored (a webhook's, an OpenADR one's alike)
-    left = httpx.get(shared_daemon.url + "/v1/signals", timeout=HTTP_S).json()["signals"]
-    assert not left, f"a read-only test changed the shared daemon: {left}"
+    left = httpx.get(api_daemon.url + "/v1/signals", timeout=HTTP_S).json()["signals"]
+    assert not left, f"a read-only test changed the daemon: {left}"
 
 
 @pytest.fixture
@@ -240,11 +232,25 @@ def api_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Serv
     yield from in_process(tmp_path, monkeypatch)
 
 
-def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    """``api_daemon``'s body, for other modules' fixtures."""
+def in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str = MEMORY_SITE
+) -> Iterator[Served]:
+    """``api_daemon``'s body, for other modules' fixtures; ``text``: the site file."""
+    with serving(tmp_path, monkeypatch, text) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str = MEMORY_SITE
+) -> Iterator[Served]:
+    """A daemon in this process over the site file ``text`` (devices in memory), its state
+    in ``tmp_path``: served until the block ends, then closed. Served again over the same
+    ``tmp_path``, it is the same daemon after a restart (its state file, nothing of the
+    first one's memory)."""
     monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", SECRET)
     monkeypatch.setenv("GRIDSCHED_OPENADR_TOKENS", OADR_TOKEN)
-    d, _ = memory_daemon(MEMORY_SITE, tmp_path, WallClock())
+    d, _ = memory_daemon(text, tmp_path, WallClock())
     with served(d) as s:
         yield s
 
@@ -340,7 +346,7 @@ def test_retried_delivery_is_not_applied_twice(api_daemon: Served) -> None:
     ids=["forged", "no-id", "tampered", "content-type", "oversized"],
 )
 def test_bad_requests_say_what_was_wrong(
-    read_only_daemon: DaemonProc, mutate: Any, code: int, words: str
+    read_only_daemon: Served, mutate: Any, code: int, words: str
 ) -> None:
     daemon = read_only_daemon
     body = json.dumps({"id": "x", "type": "alert", "start": now_iso()}).encode()
@@ -350,7 +356,7 @@ def test_bad_requests_say_what_was_wrong(
     assert words in r.json()["error"]
 
 
-def test_stale_timestamp_is_refused(read_only_daemon: DaemonProc) -> None:
+def test_stale_timestamp_is_refused(read_only_daemon: Served) -> None:
     daemon = read_only_daemon
     r = post_signal(
         daemon.url, {"id": "old", "type": "alert", "start": now_iso()}, ts=int(time.time()) - 900
@@ -358,7 +364,7 @@ def test_stale_timestamp_is_refused(read_only_daemon: DaemonProc) -> None:
     assert r.status_code == 401 and "allowed +-300 s" in r.json()["error"]
 
 
-def test_invalid_signal_names_the_field(read_only_daemon: DaemonProc) -> None:
+def test_invalid_signal_names_the_field(read_only_daemon: Served) -> None:
     daemon = read_only_daemon
     r = post_signal(daemon.url, {"id": "bad", "type": "curtail", "start": now_iso()})
     assert r.status_code == 422
@@ -415,8 +421,10 @@ def test_openadr3_notifications(api_daemon: Served) -> None:
     wait_for(lambda: status(daemon)["cap_kw"] == 200)
 
 
-def test_plan_health_and_openapi(read_only_daemon: DaemonProc) -> None:
+def test_plan_health_and_openapi(read_only_daemon: Served) -> None:
     daemon = read_only_daemon
+    # the plan a daemon makes as it starts (in a process, its start-up job runs it)
+    assert daemon.call(daemon.daemon.replan("start")) is not None
     plan = httpx.get(daemon.url + "/v1/plan", timeout=HTTP_S).json()
     assert plan["schema"].startswith("gridsched.plan/")
     assert httpx.get(daemon.url + "/healthz", timeout=HTTP_S).json()["ok"] is True
@@ -500,7 +508,7 @@ def test_kill9_loses_no_accepted_signal(tmp_path: Path) -> None:
 
 
 def test_status_shows_the_chain_head_a_witness_can_check_later(
-    read_only_daemon: DaemonProc,
+    read_only_daemon: Served,
 ) -> None:
     """The checkpoint in /v1/status is what an operator copies elsewhere: `audit verify
     --expect-head` then proves the database still holds it (nothing cut, nothing re-hashed)."""

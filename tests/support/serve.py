@@ -13,15 +13,17 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tests.support.wait import DEADLINE_S, wait_until
 
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,12 @@ class Served:
     url: str
     db: Path
     daemon: Daemon
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout_s: float = DEADLINE_S) -> T:
+        """``coro`` run on the daemon's own event loop (as its jobs would run it, e.g.
+        ``daemon.replan()``), its result or exception here."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
 
 @contextlib.contextmanager
@@ -54,8 +62,10 @@ def served(daemon: Daemon) -> Iterator[Served]:
         )
     )
     failed: list[BaseException] = []
+    loops: list[asyncio.AbstractEventLoop] = []
 
     async def main() -> None:
+        loops.append(asyncio.get_running_loop())
         try:
             await daemon.open()
             try:
@@ -73,7 +83,7 @@ def served(daemon: Daemon) -> Iterator[Served]:
                    what="the in-process API serving")  # fmt: skip
         if failed or not server.started:
             raise AssertionError(f"the in-process daemon did not serve: {failed!r}")
-        yield Served(f"http://127.0.0.1:{port}", daemon.db_path, daemon)
+        yield Served(f"http://127.0.0.1:{port}", daemon.db_path, daemon, loops[0])
     finally:
         server.should_exit = True
         thread.join(DEADLINE_S)
