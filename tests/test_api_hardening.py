@@ -1,5 +1,6 @@
-"""The API against bodies that parse but cannot be meant, and clients that misbehave: the
-real daemon process on loopback, answers checked for status and the field they name."""
+"""The API against bodies that parse but cannot be meant, and clients that misbehave: a
+daemon in the test's process served by uvicorn on loopback with ``gridsched run``'s server
+settings (tests/support/serve.py), answers checked for status and the field they name."""
 
 from __future__ import annotations
 
@@ -16,7 +17,17 @@ import pytest
 
 from scheduler.service.security import RateLimiter, RecentBodies, check_bearer, json_depth_over
 from tests.support.cli import run_main
-from tests.test_daemon import OADR_TOKEN, SECRET, DaemonProc, now_iso, post_signal, signed
+from tests.support.serve import Served
+from tests.test_daemon import (
+    MEMORY_SITE,
+    OADR_TOKEN,
+    SECRET,
+    in_process,
+    now_iso,
+    post_signal,
+    serving,
+    signed,
+)
 
 AUTH = {"Authorization": f"Bearer {OADR_TOKEN}"}
 
@@ -32,13 +43,13 @@ def note(obj: dict[str, Any]) -> dict[str, Any]:
     return {"objectType": "EVENT", "operation": "CREATE", "object": {**base, **obj}}
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    d = DaemonProc(tmp_path_factory.mktemp("api"))
-    d.start()
-    yield d
-    if d.proc is not None and d.proc.poll() is None:
-        d.stop()
+@pytest.fixture
+def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """A daemon of the test's own, in this process, its API on real HTTP with the settings
+    ``gridsched run`` serves it with (tests/support/serve.py): what these tests check is the
+    API's answer, and a fresh daemon each costs less than the process they shared (a start
+    of 11 s on a loaded host), with nothing left from another test."""
+    yield from in_process(tmp_path, monkeypatch)
 
 
 def problems(r: httpx.Response) -> str:
@@ -48,7 +59,7 @@ def problems(r: httpx.Response) -> str:
 # -- bodies that parse but are absurd --------------------------------------------------------
 
 
-def test_deeply_nested_json_is_422_not_500(daemon: DaemonProc) -> None:
+def test_deeply_nested_json_is_422_not_500(daemon: Served) -> None:
     body = b"[" * 1800 + b"]" * 1800  # under the 4096-byte cap of the test site
     r = httpx.post(daemon.url + "/v1/signals", content=body, headers=signed(body), timeout=10)
     assert r.status_code == 422 and "deeper than 32" in r.text
@@ -72,27 +83,27 @@ def test_deeply_nested_json_is_422_not_500(daemon: DaemonProc) -> None:
     ids=["year-9999-start", "year-9999-end", "huge-duration", "priority-as-string"],
 )
 def test_absurd_simple_signal_is_422_naming_the_field(
-    daemon: DaemonProc, event: dict[str, Any], field: str
+    daemon: Served, event: dict[str, Any], field: str
 ) -> None:
     r = post_signal(daemon.url, {"id": f"abs-{field}", "type": "curtail", "limit_kw": 90, **event})
     assert r.status_code == 422, r.text
     assert field in [d["field"] for d in r.json()["detail"]]
 
 
-def test_openadr_duration_past_year_9999_is_422(daemon: DaemonProc) -> None:
+def test_openadr_duration_past_year_9999_is_422(daemon: Served) -> None:
     body = note({"id": "evt-long", "intervalPeriod": {"start": now_iso(), "duration": "P9998Y"}})
     r = httpx.post(daemon.url + "/openadr3/notifications", json=body, headers=AUTH, timeout=10)
     assert r.status_code == 422, r.text
     assert "duration" in problems(r)
 
 
-def test_openadr_priority_as_a_string_is_422(daemon: DaemonProc) -> None:
+def test_openadr_priority_as_a_string_is_422(daemon: Served) -> None:
     body = note({"id": "evt-prio", "priority": "1"})
     r = httpx.post(daemon.url + "/openadr3/notifications", json=body, headers=AUTH, timeout=10)
     assert r.status_code == 422 and "object.priority" in problems(r), r.text
 
 
-def test_duplicate_ids_in_one_request_are_refused(daemon: DaemonProc) -> None:
+def test_duplicate_ids_in_one_request_are_refused(daemon: Served) -> None:
     ev = {"id": "dup-1", "type": "alert", "level": 1, "start": now_iso()}
     r = post_signal(daemon.url, [ev, {**ev, "level": 2}])
     assert r.status_code == 422 and "appears 2 times" in r.text
@@ -112,7 +123,7 @@ def test_duplicate_ids_in_one_request_are_refused(daemon: DaemonProc) -> None:
 # -- what a sender means, accepted ------------------------------------------------------------
 
 
-def test_lowercase_bearer_and_z_suffix_are_accepted(daemon: DaemonProc) -> None:
+def test_lowercase_bearer_and_z_suffix_are_accepted(daemon: Served) -> None:
     start = now_iso().replace("Z", "z")
     r = httpx.post(
         daemon.url + "/openadr3/notifications",
@@ -135,7 +146,7 @@ def test_bearer_scheme_is_case_insensitive_and_token_exact() -> None:
 # -- ids: replays, cancels, namespaces ------------------------------------------------------
 
 
-def test_webhook_id_reused_with_another_body_is_409(daemon: DaemonProc) -> None:
+def test_webhook_id_reused_with_another_body_is_409(daemon: Served) -> None:
     msg_id = f"msg-{uuid.uuid4()}"
     first = {"id": "wh-1", "type": "alert", "level": 1, "start": now_iso()}
     assert post_signal(daemon.url, first, msg_id=msg_id).status_code == 202
@@ -149,7 +160,7 @@ def test_webhook_id_reused_with_another_body_is_409(daemon: DaemonProc) -> None:
     assert post_signal(daemon.url, {**first, "id": "wh-2"}, msg_id=bad_id).status_code == 202
 
 
-def test_cancel_of_an_unknown_id_is_404(daemon: DaemonProc) -> None:
+def test_cancel_of_an_unknown_id_is_404(daemon: Served) -> None:
     r = post_signal(daemon.url, {"id": "never-sent", "type": "cancel"})
     assert r.status_code == 404 and "never-sent" in r.text
     ev = {"id": "to-cancel", "type": "alert", "level": 1, "start": now_iso()}
@@ -159,7 +170,7 @@ def test_cancel_of_an_unknown_id_is_404(daemon: DaemonProc) -> None:
     assert post_signal(daemon.url, {"id": "to-cancel", "type": "cancel"}).status_code == 202
 
 
-def test_simple_sender_cannot_touch_openadr_events(daemon: DaemonProc) -> None:
+def test_simple_sender_cannot_touch_openadr_events(daemon: Served) -> None:
     r = httpx.post(
         daemon.url + "/openadr3/notifications",
         json=note({"id": "evt-ns"}),
@@ -180,7 +191,7 @@ def test_simple_sender_cannot_touch_openadr_events(daemon: DaemonProc) -> None:
 
 
 def test_signal_command_cancel_needs_an_id_and_a_known_one(
-    daemon: DaemonProc, monkeypatch: pytest.MonkeyPatch
+    daemon: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", SECRET)
     cmd = ("signal", "cancel", "--url", daemon.url)  # run by main, in this process
@@ -203,17 +214,18 @@ keep_alive_s = 1
 """
 
 
-@pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    d = DaemonProc(tmp_path_factory.mktemp("limited"))
-    d.site.write_text(d.site.read_text().replace("[daemon]\n", "[daemon]" + LIMITED, 1))
-    d.start()
-    yield d
-    if d.proc is not None and d.proc.poll() is None:
-        d.stop()
+@pytest.fixture
+def limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """``daemon`` with the limits above: its own rate limiter, so no test spends another's
+    budget. It has planned, as a started process has: its /healthz answers 200, so a 503
+    is the connection limit's alone."""
+    text = MEMORY_SITE.replace("[daemon]\n", "[daemon]" + LIMITED, 1)
+    with serving(tmp_path, monkeypatch, text) as served:
+        assert served.call(served.daemon.replan("start")) is not None
+        yield served
 
 
-def test_x_forwarded_for_is_not_believed_without_a_configured_proxy(limited: DaemonProc) -> None:
+def test_x_forwarded_for_is_not_believed_without_a_configured_proxy(limited: Served) -> None:
     def get(i: int) -> int:
         headers = {"X-Forwarded-For": f"10.9.0.{i}"}
         return httpx.get(limited.url + "/v1/status", headers=headers, timeout=30).status_code
@@ -238,8 +250,8 @@ def _closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
-def test_idle_and_slow_connections_are_closed(limited: DaemonProc) -> None:
-    host, port = "127.0.0.1", limited.port
+def test_idle_and_slow_connections_are_closed(limited: Served) -> None:
+    host, port = "127.0.0.1", int(limited.url.rsplit(":", 1)[1])
     idle = socket.create_connection((host, port))
     slow = socket.create_connection((host, port))
     slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
@@ -252,10 +264,11 @@ def test_idle_and_slow_connections_are_closed(limited: DaemonProc) -> None:
         s.close()
 
 
-def test_connections_past_the_limit_get_503(limited: DaemonProc) -> None:
+def test_connections_past_the_limit_get_503(limited: Served) -> None:
+    port = int(limited.url.rsplit(":", 1)[1])
     codes = []
     for _ in range(5):  # the held sockets are idle: the 1 s request deadline may close them
-        held = [socket.create_connection(("127.0.0.1", limited.port)) for _ in range(8)]
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
         try:
             r = httpx.get(limited.url + "/healthz", timeout=10)
         finally:
@@ -263,6 +276,7 @@ def test_connections_past_the_limit_get_503(limited: DaemonProc) -> None:
                 s.close()
         codes.append(r.status_code)
         if r.status_code == 503:  # uvicorn's own answer, before the app
+            assert "json" not in r.headers.get("content-type", ""), r.text  # not the app's
             break
     assert 503 in codes, codes
 
@@ -308,15 +322,19 @@ def test_container_binds_what_the_operator_chooses() -> None:
     assert "-c constraints.txt" in text  # the versions the tests passed with
 
 
-def test_webhook_id_reuse_is_409_across_a_restart(daemon: DaemonProc) -> None:
+def test_webhook_id_reuse_is_409_across_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon closed and another opened on its state file (in this process: the first
+    one's in-memory digests go with it, as a process's restart loses them)."""
     msg_id = f"msg-{uuid.uuid4()}"
     ev = {"id": "restart-1", "type": "alert", "level": 1, "start": now_iso()}
-    assert post_signal(daemon.url, ev, msg_id=msg_id).status_code == 202
-    daemon.stop()
-    daemon.start()  # the in-memory digests are gone; the stored digest still tells
-    # the same ids with other values is another body, first thing after the restart
-    r = post_signal(daemon.url, {**ev, "level": 2}, msg_id=msg_id)
-    assert r.status_code == 409, r.text
-    r = post_signal(daemon.url, {**ev, "id": "restart-2"}, msg_id=msg_id)
-    assert r.status_code == 409, r.text
-    assert post_signal(daemon.url, ev, msg_id=msg_id).status_code == 200  # a retry
+    with serving(tmp_path, monkeypatch) as daemon:
+        assert post_signal(daemon.url, ev, msg_id=msg_id).status_code == 202
+    with serving(tmp_path, monkeypatch) as daemon:  # the stored digest still tells
+        # the same ids with other values is another body, first thing after the restart
+        r = post_signal(daemon.url, {**ev, "level": 2}, msg_id=msg_id)
+        assert r.status_code == 409, r.text
+        r = post_signal(daemon.url, {**ev, "id": "restart-2"}, msg_id=msg_id)
+        assert r.status_code == 409, r.text
+        assert post_signal(daemon.url, ev, msg_id=msg_id).status_code == 200  # a retry
