@@ -54,10 +54,18 @@ def _read_csv(path: Path, usecols: list[str] | None = None) -> pd.DataFrame:
         return pd.read_csv(path, usecols=usecols, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise DataError(str(path), "file not found") from None
+    except pd.errors.ParserError as exc:
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if fields:  # pandas' "Error tokenizing data. C error: ..." in the file's words
+            want, line, saw = fields.groups()
+            raise DataError(
+                str(path),
+                f"line {line}: {saw} fields where the header has {want} (a ',' inside a "
+                "value, e.g. a decimal comma, splits it: use '.' or quote the value)",
+            ) from None
+        raise DataError(str(path), f"malformed CSV: {exc}") from None
     except ValueError as exc:
         raise DataError(str(path), f"cannot read as CSV: {exc}") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(str(path), f"malformed CSV: {exc}") from None
 
 
 #: a timestamp that ends in a UTC offset after its time of day (``...05:00Z``, ``...-05:00``)

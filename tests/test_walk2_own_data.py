@@ -232,3 +232,14 @@ def test_a_semicolon_file_is_named_as_such(tmp_path: Path) -> None:
         load_csv_series(f, "price_eur_mwh", "timestamp_local", timezone="Europe/Berlin")
     text = str(exc.value)
     assert "separated by ';'" in text and "comma-separated" in text
+
+
+def test_a_row_with_an_extra_field_is_named_by_line(tmp_path: Path) -> None:
+    # a decimal comma in a comma-separated file: "12,5" is two fields
+    f = tmp_path / "p.csv"
+    f.write_text("ts,price\n2023-03-20T00:00:00Z,60.5\n2023-03-20T01:00:00Z,12,5\n")
+    with pytest.raises(DataError) as exc:
+        load_csv_series(f, "price", "ts")
+    text = str(exc.value)
+    assert "line 3: 3 fields where the header has 2" in text and "decimal comma" in text
+    assert "C error" not in text
