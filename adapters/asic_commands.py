@@ -22,7 +22,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from adapters import antminer, braiins, epic, luxos, rpccheck, vnish, whatsminer, whatsminer3
+from adapters import (
+    antminer,
+    auradine,
+    braiins,
+    epic,
+    luxos,
+    rpccheck,
+    vnish,
+    whatsminer,
+    whatsminer3,
+)
 from adapters.base import (
     AdapterError,
     Applied,
@@ -109,6 +119,9 @@ class MinerCommands(DeviceAdapter):
             return await self._guarded(vnish.command(self.device_id, web, fn, self.timeout_s))
         if self._caps.family is Family.OTHER and epic.handles(miner, fn):  # its `result`
             return await self._guarded(epic.command(self.device_id, miner, fn, self.timeout_s))
+        if self._caps.family is Family.AURADINE and auradine.handles(miner, fn):  # its STATUS
+            aur = auradine.command(self.device_id, miner, fn, args, self.timeout_s)
+            return await self._guarded(aur)
         checked = self._caps.family in (Family.OTHER, Family.BRAIINS)  # pyasic's verdict
         if checked:  # inside strict(): no answer is unreachable, not {} nor False
             if why := rpccheck.unsupported(miner, fn):

@@ -21,6 +21,7 @@ class Family(StrEnum):
     WHATSMINER = "whatsminer"
     WHATSMINER_V3 = "whatsminer-v3"  # firmware after 2024-11: API v3 on 4433
     VNISH = "vnish"
+    AURADINE = "auradine"  # Auradine Teraflux on FluxOS: web API on 8080
     OTHER = "other"
 
 
@@ -114,6 +115,17 @@ CAPABILITIES: dict[Family, Capabilities] = {
         confirm_within_s=120.0,
         note="stop/start mining over its web API; presets by watts",
     ),
+    # pyasic 0.79 (backends/auradine.py) reads power from the web ``psu``, the target from
+    # ``mode``, mining from ``mode``'s Sleep; board temperatures only as ``temp``, not
+    # chip temperature. No source gives how long a change takes to show: the others' 120 s.
+    Family.AURADINE: Capabilities(
+        Family.AURADINE,
+        sleep_wake=True,
+        power_target=PowerTarget.EXACT,
+        readings=frozenset({Reading.POWER, Reading.TARGET, Reading.HASHRATE, Reading.MINING}),
+        confirm_within_s=120.0,
+        note="POST /mode sleep on/off; mode custom, tune power (token on the web API)",
+    ),
     Family.OTHER: Capabilities(
         Family.OTHER,
         sleep_wake=True,
@@ -140,6 +152,8 @@ def family_of(firmware: str, make: str) -> Family:
         return Family.ANTMINER_STOCK
     if fw == "stock" and mk == "whatsminer":
         return Family.WHATSMINER
+    if fw == "stock" and mk == "auradine":
+        return Family.AURADINE
     return Family.OTHER
 
 

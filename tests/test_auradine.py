@@ -1,0 +1,162 @@
+"""Auradine Teraflux (FluxOS) writes: the verdict from the firmware's own answer.
+
+pyasic 0.79 (``miners/backends/auradine.py``) posts ``/mode`` on the web API (8080) and
+answers True for any reply its client did not raise on: an empty ``{}`` or any JSON
+without a ``STATUS`` passes its ``validate_command_output``, so a reply in no documented
+shape read as done; and its client raises the same ``APIError`` for a refused connection
+as for an error answer, so a miner gone from the network read as refusing. The simulator
+(:mod:`adapters.sim.auradine`) serves what pyasic and asic-rs send and parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from adapters.asic import PyasicMiner
+from adapters.base import BadReply, ControlRejected, DeviceUnreachable, ModeRequest
+from adapters.secrets import Secret
+from adapters.sim.auradine import AuradineSim
+from adapters.sim.server import FaultKind
+from models.firmware import CAPABILITIES, Family, PowerTarget, family_of
+from tests.support.simfleet import loopback_host
+from tests.support.wait import until
+
+Step = Callable[[AuradineSim, PyasicMiner], Awaitable[None]]
+
+
+@pytest.fixture
+def host() -> Iterator[str]:
+    yield loopback_host(ports=(4028, 8080))
+
+
+def _drive(host: str, step: Step, **kw: Any) -> AuradineSim:
+    sim = AuradineSim(host, sleep_s=0.3, wake_s=0.6, retune_s=0.1, reboot_s=0.6)
+
+    async def go() -> None:
+        await sim.start()
+        try:
+            dev = PyasicMiner("aur/0", host, timeout_s=5.0, **kw)
+            info = await dev.connect()
+            assert (info.make, info.model, info.family) == ("Auradine", "AT1500", "auradine")
+            await step(sim, dev)
+        finally:
+            await sim.stop()
+
+    asyncio.run(go())
+    return sim
+
+
+async def _reads(dev: PyasicMiner, state: str) -> bool:
+    return (await dev.read()).state == state
+
+
+async def _sleep_raises(dev: PyasicMiner, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        await dev.apply(ModeRequest("sleep"))
+
+
+def test_a_sleep_and_a_wake_at_a_target_are_sent_and_read_back(host: str) -> None:
+    async def step(sim: AuradineSim, dev: PyasicMiner) -> None:
+        await dev.apply(ModeRequest("sleep"))
+        await until(lambda: _reads(dev, "sleeping"), 5.0)
+        applied = await dev.apply(ModeRequest("run", 2800.0))
+        assert applied.target_w == 2800.0
+        await until(lambda: _reads(dev, "running"), 5.0)
+        t = await dev.read()
+        assert t.target_w == 2800.0 and t.power_w is not None
+
+    sim = _drive(host, step)
+    assert sim.mode_posts == [
+        {"command": "mode", "sleep": "on"},
+        {"command": "mode", "mode": "custom", "tune": "power", "power": 2800},
+        {"command": "mode", "sleep": "off"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{}, {"mode": [{"sleep": "on"}]}, {"STATUS": "ok"}, ["mode", "on"]],
+    ids=["empty", "no-status", "status-not-a-table", "a-list"],
+)
+def test_a_sleep_answered_in_no_documented_shape_is_unreadable_not_sent(
+    host: str, answer: Any
+) -> None:
+    """Before: pyasic's True for every one of these (the list raised out of pyasic)."""
+
+    async def step(sim: AuradineSim, dev: PyasicMiner) -> None:
+        sim.command_answer = (200, answer)
+        await _sleep_raises(dev, BadReply, "STATUS")
+
+    _drive(host, step)
+
+
+def test_a_sleep_answered_garbled_is_unreadable(host: str) -> None:
+    async def step(sim: AuradineSim, dev: PyasicMiner) -> None:
+        sim.inject(FaultKind.GARBLE)
+        await _sleep_raises(dev, BadReply, "STATUS")
+        sim.clear_faults()
+        sim.inject(FaultKind.MALFORMED)
+        await _sleep_raises(dev, BadReply, "JSON")
+
+    _drive(host, step)
+
+
+def test_a_sleep_to_a_miner_refusing_connections_is_unreachable_not_refused(host: str) -> None:
+    """Before: pyasic's False (``APIError``), read as the firmware's refusal."""
+
+    async def step(sim: AuradineSim, dev: PyasicMiner) -> None:
+        sim.inject(FaultKind.REFUSE)
+        await _sleep_raises(dev, DeviceUnreachable, "ConnectionRefused")
+
+    _drive(host, step)
+
+
+def test_a_sleep_the_firmware_refuses_is_rejected_in_its_words(host: str) -> None:
+    async def step(sim: AuradineSim, dev: PyasicMiner) -> None:
+        busy = {"STATUS": [{"STATUS": "E", "Code": 541, "Msg": "Miner is upgrading"}], "id": 1}
+        sim.command_answer = (200, busy)
+        await _sleep_raises(dev, ControlRejected, "Miner is upgrading")
+        sim.command_answer = None
+        with pytest.raises(ControlRejected, match="out of range"):
+            await dev.apply(ModeRequest("run", 99_000.0))
+
+    _drive(host, step)
+
+
+def test_a_wrong_password_is_a_refusal_in_the_firmwares_words(host: str) -> None:
+    async def step(sim: AuradineSim, dev: PyasicMiner) -> None:
+        await _sleep_raises(dev, ControlRejected, "Invalid user or password")
+        assert sim.state.phase == "mining"
+
+    _drive(host, step, password=Secret("not-admin"))
+
+
+def test_a_token_the_firmware_forgot_costs_no_failed_write(host: str) -> None:
+    """pyasic logs on again after a stale-token answer but does not resend within the
+    call: the write failed once. Here the write logs on and is sent again."""
+
+    async def step(sim: AuradineSim, dev: PyasicMiner) -> None:
+        await dev.read()  # pyasic's reading logged on
+        sim.restart_api()  # the web API server restarted: its tokens are gone
+        await dev.apply(ModeRequest("sleep"))
+        await until(lambda: _reads(dev, "sleeping"), 5.0)
+
+    sim = _drive(host, step)
+    assert [c for c in sim.web_calls if c[1] in ("token", "mode") and c[0] == "POST"][-3:] == [
+        ("POST", "mode"),
+        ("POST", "token"),
+        ("POST", "mode"),
+    ]
+
+
+def test_pyasics_auradine_is_a_family_of_its_own() -> None:
+    from pyasic.device.firmware import MinerFirmware
+    from pyasic.device.makes import MinerMake
+
+    fam = family_of(str(MinerFirmware.STOCK), str(MinerMake.AURADINE))
+    assert fam is Family.AURADINE
+    assert CAPABILITIES[fam].power_target is PowerTarget.EXACT and CAPABILITIES[fam].reads_power
