@@ -5,7 +5,8 @@ with the reason in the skip message).
 Each family's simulator serves what pyasic sends and parses for that firmware (LuxOS RPC;
 stock Antminer cgminer API and web CGI with digest auth; Braiins OS+ BOSminer API and
 gRPC; Whatsminer btminer API with token-encrypted writes, and API v3 on 4433 with token-signed
-writes; VNish cgminer API and web API with an unlock token). The same steps run on each:
+writes; VNish cgminer API and web API with an unlock token; Auradine GCMiner API and
+FluxOS web API with a token). The same steps run on each:
 identify, read, sleep confirmed by read-back, wake at a target (honoured where the family
 has a power target, skipped where it has none) and confirmed, and a command the firmware
 accepts and ignores ends unconfirmed, not done.
@@ -31,7 +32,7 @@ from tests.support.simfleet import free_base, settle
 from tests.support.wait import readline
 
 FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
-FIRMWARE = ("luxos", "antminer", "braiins", "whatsminer", "vnish", "whatsminer3")
+FIRMWARE = ("luxos", "antminer", "braiins", "whatsminer", "vnish", "whatsminer3", "auradine")
 FAMILY = {
     "luxos": Family.LUXOS,
     "antminer": Family.ANTMINER_STOCK,
@@ -39,8 +40,9 @@ FAMILY = {
     "whatsminer": Family.WHATSMINER,
     "vnish": Family.VNISH,
     "whatsminer3": Family.WHATSMINER_V3,  # API v3 on 4433 (firmware after 2024-11)
+    "auradine": Family.AURADINE,  # GCMiner API on 4028, FluxOS web API on 8080
 }
-MODEL = {"whatsminer": "M50", "whatsminer3": "M60"}
+MODEL = {"whatsminer": "M50", "whatsminer3": "M60", "auradine": "AT1500"}
 PER = 4  # miners per firmware: two for each adapter kind
 KINDS = ("pyasic", "asic-rs")
 
@@ -66,7 +68,7 @@ def sim() -> Iterator[SimFleetThread]:
     firmware = FIRMWARE if CAN_80 else tuple(f for f in FIRMWARE if f not in on_80)
     fleet = SimFleet.build(
         PER * len(firmware),
-        base=free_base(PER * len(firmware), (4028, 4433, 50051, *((80,) if CAN_80 else ()))),
+        base=free_base(PER * len(firmware), (4028, 4433, 8080, 50051, *((80,) if CAN_80 else ()))),
         firmware=firmware,
         models=("Antminer S19j Pro",),
         control_port=None,
