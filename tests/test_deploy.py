@@ -24,7 +24,7 @@ import yaml
 from tests.support.child import Child
 from tests.support.daemon import free_loopback_base
 from tests.support.wait import readline
-from tests.test_daemon import DaemonProc, now_iso, post_signal, wait_for
+from tests.test_daemon import DaemonProc, now_iso, post_signal, serving, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -227,7 +227,9 @@ def test_compose_file_is_consistent() -> None:
     assert config.removeprefix("/opt/gridsched/") in container
 
 
-def test_grafana_dashboard_matches_generator_and_metrics(tmp_path: Path) -> None:
+def test_grafana_dashboard_matches_generator_and_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sys.path.insert(0, str(DEPLOY / "grafana"))
     try:
         import make_dashboard
@@ -241,12 +243,11 @@ def test_grafana_dashboard_matches_generator_and_metrics(tmp_path: Path) -> None
     exprs = [t["expr"] for p in committed["panels"] for t in p["targets"]]
     exprs += [a["expr"] for a in committed["annotations"]["list"]]
     used = {m for e in exprs for m in re.findall(r"\b(gridsched_[a-z_]+)", e)}
-    d = DaemonProc(tmp_path)
-    d.start()
-    try:
+    # the daemon's /metrics as served (in this process, tests/support/serve.py: the same
+    # app and registry as gridsched run's, without a process to start)
+    with serving(tmp_path, monkeypatch) as d:
+        assert d.call(d.daemon.replan("start")) is not None  # as a process does on start
         text = httpx.get(d.url + "/metrics", timeout=10).text
-    finally:
-        d.stop()
     exported = set(re.findall(r"^(?:# TYPE )?(gridsched_[a-z_]+)", text, re.M))
     assert used <= exported, sorted(used - exported)
 
