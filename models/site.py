@@ -142,6 +142,19 @@ def _value_at(data: Any, loc: tuple[int | str, ...]) -> tuple[bool, Any]:
     return True, cur
 
 
+def _seconds_hint(loc: tuple[Any, ...], value: Any) -> str:
+    """``min_on_s = "10min"``: a ``*_s`` key takes seconds; say how many that was."""
+    if not (loc and isinstance(loc[-1], str) and loc[-1].endswith("_s") and isinstance(value, str)):
+        return ""
+    from models.durations import parse_duration_s
+
+    try:
+        seconds = parse_duration_s(value)
+    except ValueError:
+        seconds = 600
+    return f"; {loc[-1]} takes a number of seconds, e.g. {seconds}"
+
+
 def validation_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
     problems = []
     for err in exc.errors():
@@ -156,7 +169,7 @@ def validation_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif found and not isinstance(value, dict | list):
-            msg = f"{msg} (got {value!r})"
+            msg = f"{msg} (got {value!r}){_seconds_hint(loc, value)}"
         problems.append((_format_loc(loc), msg))
     return problems
 

@@ -100,3 +100,13 @@ def test_onsite_generation_csv_in_local_time_names_its_zone(
     used = json.loads(capsys.readouterr().out)["steps"]["onsite_used_kw"]
     # from 23:00Z: 01:00 CEST, 02:00 CEST, 02:00 CET, 03:00 CET, each its own hour
     assert used == pytest.approx([600, 700, 700, 800]), used
+
+
+def test_a_duration_written_with_its_unit_says_the_key_takes_seconds(tmp_path: Path) -> None:
+    f = tmp_path / "site.toml"
+    site = SITE.format(power_kw=3.5, hashrate_ths=200)
+    f.write_text(site.replace("count = 100\n", 'count = 100\nmin_on_s = "10min"\n'))
+    with pytest.raises(ConfigError) as exc:
+        load_site(f)
+    assert "devices[0].min_on_s" in str(exc.value) and "(got '10min')" in str(exc.value)
+    assert "a number of seconds, e.g. 600" in str(exc.value)
