@@ -13,9 +13,9 @@ wrappers and events. A unary call needs little of it, so this module makes one i
   ``:scheme``, ``:path``, ``:authority``, ``te``, ``content-type``, ``user-agent``, then
   the metadata), so a miner sees what pyasic sends. HPACK (:class:`Encoder`): each field
   is indexed the first time and named by its index after that, as grpclib's encoder does
-  (a first version sent every field as a literal and kept no table; the simulator's
-  decoder then spent more than the client saved). A block that adds nothing to the table
-  is kept and sent again while the table stays as it was.
+  (a first version sent every field as a literal and kept no table: the same headers,
+  not the same bytes as pyasic's; the simulator decoded either in the same time). A block
+  that adds nothing to the table is kept and sent again while the table stays as it was.
 - **Answers**: the server's header blocks are decoded by ``hpack``'s ``Decoder``, one per
   connection and every block in order, since real servers (Braiins OS+ is Rust tonic over
   ``h2``) index their headers; a block of one-byte indexes only (an answer's usual
