@@ -243,3 +243,19 @@ def test_a_row_with_an_extra_field_is_named_by_line(tmp_path: Path) -> None:
     text = str(exc.value)
     assert "line 3: 3 fields where the header has 2" in text and "decimal comma" in text
     assert "C error" not in text
+
+
+def test_the_daemon_reads_a_local_time_prices_file_through_its_config_feed(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from scheduler.service.daemon import Daemon
+
+    first = datetime(2023, 10, 28, 22, tzinfo=UTC)
+    _local_hours(tmp_path / "fall.csv", first, 30)
+    config = load_site(_eu_site(tmp_path, "fall.csv", 'timezone = "Europe/Berlin"'))
+    daemon = Daemon(config, tmp_path / "s.db")
+    s = asyncio.run(daemon.feeds.load_prices(first.timestamp()))
+    # the repeated 02:00 (CEST, then CET) are two hours: 02:00 CET is 01:00Z, the 4th row
+    assert s.value_at(int(first.timestamp()) + 3 * 3600) == pytest.approx(53 * 1.08)
