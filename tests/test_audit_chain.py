@@ -13,8 +13,6 @@ import hashlib
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from scheduler.audit.store import (
     head_path,
 )
 from scheduler.cli.main import main
+from tests.test_startup import _clean_env, refusal, run_cli
 
 SIGNALS = 3  # records 1-3: two curtails, then a cancel of the second
 TELEMETRY = 60  # records 4-63, one commit (and one checkpoint) each
@@ -463,18 +462,18 @@ def test_a_corrupt_database_is_named_at_open_and_by_verify(
 
 
 def test_gridsched_run_on_a_corrupt_database_exits_with_one_line(tmp_path: Path) -> None:
+    """``gridsched run`` by its main in this process (test_startup.py's ``run_cli``: the
+    refusal comes before serving, and a crash would fail the test), not an interpreter
+    started for one line (9 s on a loaded host)."""
     db = tmp_path / "state.db"
     build(db, telemetry=1)
     _corrupt_header(db)
     site = Path(__file__).resolve().parent.parent / "deploy" / "examples" / "simulated-site.toml"
-    res = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "run", "--config", str(site), "--db", str(db),
-         "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=240, check=False,  # a loaded host's start
-    )  # fmt: skip
+    res = run_cli(site, db, _clean_env())
+    text = refusal(res)  # one line or a few, each "gridsched: error: ", no traceback
     assert res.returncode not in (0, 1), res.stderr  # a start-up refusal, not a crash
     assert "Traceback" not in res.stderr and str(db) in res.stderr
-    assert "corrupt" in res.stderr
+    assert "corrupt" in text
 
 
 def test_verify_on_a_file_that_is_no_database(
