@@ -17,9 +17,10 @@ wrappers and events. A unary call needs little of it, so this module makes one i
   not the same bytes as pyasic's; the simulator decoded either in the same time). A block
   that adds nothing to the table is kept and sent again while the table stays as it was.
 - **Answers**: the server's header blocks are decoded by ``hpack``'s ``Decoder``, one per
-  connection and every block in order, since real servers (Braiins OS+ is Rust tonic over
-  ``h2``) index their headers; a block of one-byte indexes only (an answer's usual
-  headers once indexed) changes no table, so its decoding is kept until one that may.
+  connection and every block in order, since a server may index its headers (grpclib's
+  does; what Braiins OS+'s server does is not documented); a block of one-byte indexes
+  only (an answer's usual headers once indexed) changes no table, so its decoding is kept
+  until one that may.
   The gRPC status is read as grpclib reads it: ``:status`` other than 200 mapped as
   grpclib maps it, ``content-type`` checked, ``grpc-status`` and
   ``grpc-message`` (percent-decoded) from the trailers or a trailers-only answer; a
