@@ -182,9 +182,9 @@ class AdapterConfig(BaseModel):
     sim_sleep_s: Annotated[float, Field(gt=0, le=600)] = 5.0  # sim miners: time to sleep
     sim_wake_s: Annotated[float, Field(gt=0, le=600)] = 12.0  # sim miners: time to wake
     #: sim miners: the firmware they run (adapters.sim.fleet.FIRMWARE; 80 needs root)
-    sim_firmware: Literal["luxos", "antminer", "braiins", "whatsminer", "vnish", "whatsminer3"] = (
-        "luxos"
-    )
+    sim_firmware: Literal[
+        "luxos", "antminer", "braiins", "whatsminer", "vnish", "whatsminer3", "auradine"
+    ] = "luxos"
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None

@@ -160,3 +160,48 @@ def test_pyasics_auradine_is_a_family_of_its_own() -> None:
     fam = family_of(str(MinerFirmware.STOCK), str(MinerMake.AURADINE))
     assert fam is Family.AURADINE
     assert CAPABILITIES[fam].power_target is PowerTarget.EXACT and CAPABILITIES[fam].reads_power
+
+
+SITE = """
+[site]
+name = "auradine-sim"
+timezone = "UTC"
+interconnect_kw = 100
+
+[mining]
+hashprice_usd_per_ths_day = 0.05
+
+[[devices]]
+name = "teraflux"
+kind = "asic"
+model = "Antminer S19j Pro"
+count = 1
+[devices.adapter]
+kind = "sim"
+sim_firmware = "auradine"
+sim_base = "{base}"
+sim_sleep_s = 0.3
+sim_wake_s = 0.6
+timeout_s = 10
+"""
+
+
+def test_a_site_file_runs_auradine_simulators_through_pyasic(tmp_path: Any) -> None:
+    """``[devices.adapter] kind = "sim"`` with ``sim_firmware = "auradine"``."""
+    from adapters import registry
+    from adapters.sim.fleet import SimFleetThread
+    from models.site import load_site
+    from tests.support.simfleet import free_base
+
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(base=free_base(1, (4028, 8080))))
+    built = registry.build(load_site(site))
+    assert [type(m) for m in built.simulators[0].miners] == [AuradineSim]
+    dev = built.adapters[0]
+    with SimFleetThread(built.simulators[0]):
+
+        async def go() -> str:
+            info = await dev.connect()
+            return info.family
+
+        assert asyncio.run(go()) == Family.AURADINE.value
