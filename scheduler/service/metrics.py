@@ -41,6 +41,7 @@ __all__ = [
 class DaemonCollector:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+        self._classes: families.ClassAggregates | None = None  # the last render's
 
     def collect(self) -> Iterator[Metric]:
         d = self.d
@@ -72,7 +73,7 @@ class DaemonCollector:
         yield from families.class_caps(d, now)
         yield from families.drifts(d)
 
-        classes = families.class_aggregates(d)
+        classes = self._classes = families.class_aggregates(d, self._classes)
         yield from classes.families()
 
         if d.config.metrics.per_device_for(len(d.fleet.status)):
