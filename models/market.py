@@ -242,6 +242,7 @@ def site_prices(
     timezone: str | None = None,
     currency: str | None = None,
     usd_per_unit: float | None = None,
+    per: str | None = None,
 ) -> Series:
     """Prices in USD/MWh, from ``path`` if given, else from the site's ``[prices]``.
 
@@ -286,7 +287,15 @@ def site_prices(
                 f"prices in {currency}: give the rate (USD per 1 {currency}) to convert "
                 "them; mixing currencies without a conversion is refused",
             )
-        rate, per = (usd_per_unit if currency != "USD" else 1.0) or 1.0, "MWh"
+        if per is None and re.search(r"(?i)kwh", column or ""):
+            raise DataError(
+                path,
+                f"column {column!r} looks like prices per kWh; say so (--price-per kWh) "
+                "rather than read them per MWh, 1,000 times too cheap",
+            )
+        if per not in (None, "MWh", "kWh"):
+            raise DataError(path, f"--price-per {per!r}: valid are MWh, kWh")
+        rate, per = (usd_per_unit if currency != "USD" else 1.0) or 1.0, per or "MWh"
     if column is None:
         raise ValueError(f"{path}: the price column is not named")
     series = load_price_file(path, fmt or "csv", column, timestamp_column, timezone)
@@ -295,7 +304,8 @@ def site_prices(
         series = series.scaled(
             rate * per_kwh,
             unit="USD/MWh",
-            label=f"{series.label} ({currency}/{per} -> USD/MWh at {rate:g} USD/{currency})",
+            label=f"{series.label} ({currency}/{per} -> USD/MWh"
+            + (f" at {rate:g} USD/{currency})" if currency != "USD" else ")"),
         )
     return series
 

@@ -259,3 +259,22 @@ def test_the_daemon_reads_a_local_time_prices_file_through_its_config_feed(
     s = asyncio.run(daemon.feeds.load_prices(first.timestamp()))
     # the repeated 02:00 (CEST, then CET) are two hours: 02:00 CET is 01:00Z, the 4th row
     assert s.value_at(int(first.timestamp()) + 3 * 3600) == pytest.approx(53 * 1.08)
+
+
+def test_a_per_kwh_file_on_the_command_line_is_not_read_per_mwh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    # a retail tariff export in USD/kWh: 0.06 read as USD/MWh made energy free
+    rows = "".join(f"2023-03-20T{h:02d}:00:00Z,0.0{5 + h % 4}\n" for h in range(24))
+    (tmp_path / "kwh.csv").write_text("interval_start_utc,price_usd_kwh\n" + rows)
+    site = _eu_site(tmp_path, "kwh.csv")
+    argv = ["plan", "--config", str(site), "--prices", str(tmp_path / "kwh.csv")]
+    argv += ["--price-column", "price_usd_kwh", "--start", "2023-03-20T00:00:00Z"]
+    argv += ["--horizon", "6h", "--step", "1h"]
+    assert main(argv) == 2
+    assert "looks like prices per kWh" in capsys.readouterr().err
+    assert main([*argv, "--price-per", "kWh"]) == 0
+    out = capsys.readouterr().out
+    assert "(USD/kWh -> USD/MWh)" in out and "min 50.00" in out and "max 80.00 USD/MWh" in out

@@ -67,6 +67,7 @@ def _backtest_prices(
         args.price_timezone,
         currency=args.price_currency,
         usd_per_unit=args.usd_per_unit,
+        per=args.price_per,
     )
 
 
@@ -289,6 +290,11 @@ def add_parsers(sub: Any) -> None:
     )
     bt.add_argument(
         "--usd-per-unit", type=float, help="USD per 1 unit of --price-currency (a fixed rate)"
+    )
+    bt.add_argument(
+        "--price-per",
+        choices=["MWh", "kWh"],
+        help="energy unit of --prices/--forecast (default MWh)",
     )
     bt.add_argument(
         "--rt-forecast",

@@ -73,12 +73,13 @@ def load_prices(
     end_s: int,
     currency: str | None = None,
     usd_per_unit: float | None = None,
+    per: str | None = None,
 ) -> Series:
     """Prices from the command line if given, else from the config's [prices]."""
     if path is not None and column is None:
         raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
     return site_prices(
-        config, start_s, end_s, path, fmt, column, ts_column, timezone, currency, usd_per_unit
+        config, start_s, end_s, path, fmt, column, ts_column, timezone, currency, usd_per_unit, per
     )
 
 
@@ -97,6 +98,7 @@ def prices_from_args(
         end_s,
         args.price_currency,
         args.usd_per_unit,
+        args.price_per,
     )
 
 
@@ -303,6 +305,9 @@ def add_parsers(sub: Any) -> None:
     pl.add_argument("--price-currency", help="currency of --prices (default USD)")
     pl.add_argument(
         "--usd-per-unit", type=float, help="USD per 1 unit of --price-currency (a fixed rate)"
+    )
+    pl.add_argument(
+        "--price-per", choices=["MWh", "kWh"], help="energy unit of --prices (default MWh)"
     )
     pl.add_argument(
         "--events",
