@@ -205,3 +205,34 @@ def test_a_site_file_runs_auradine_simulators_through_pyasic(tmp_path: Any) -> N
             return info.family
 
         assert asyncio.run(go()) == Family.AURADINE.value
+
+
+def test_asic_rs_reads_and_drives_the_simulator_as_a_teraflux(host: str) -> None:
+    """The simulator checked against the other client it was built from: asic-rs (whose
+    test fixtures are the replies captured from a Teraflux) identifies it, reads power,
+    mining state and target, and pauses, retunes and resumes it."""
+    pyasic_rs = pytest.importorskip("pyasic_rs", reason="pyasic-rs is not installed")
+    sim = AuradineSim(host, sleep_s=0.3, wake_s=0.6, retune_s=0.1, reboot_s=0.6)
+
+    async def mining(m: Any) -> bool:
+        return bool((await m.get_data()).is_mining)
+
+    async def go() -> None:
+        await sim.start()
+        try:
+            factory = pyasic_rs.MinerFactory().with_identification_timeout_secs(5)
+            m = await factory.get_miner(host)
+            assert (m.make, m.model) == ("Auradine", "AT1500")
+            d = await m.get_data()
+            assert d.wattage is not None and d.is_mining and d.firmware_version == "2023-12.27"
+            assert await m.pause()
+            await until(lambda: sim.state.phase == "sleeping", 5.0)
+            assert not await mining(m)
+            assert await m.set_power_limit(2800) and await m.resume()
+            await until(lambda: mining(m), 5.0)
+        finally:
+            await sim.stop()
+
+    asyncio.run(go())
+    assert sim.mode_posts[-1] == {"command": "mode", "sleep": "off"}
+    assert {"command": "mode", "mode": "custom", "tune": "power", "power": 2800} in sim.mode_posts
