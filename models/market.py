@@ -156,6 +156,12 @@ def _parse_values(raw: pd.Series, source: str, column: str) -> np.ndarray:
     return vals.to_numpy(dtype=np.float64)
 
 
+_NAME_COLUMNS = (
+    "name them with --timestamp-column and --price-column, or in the site file with "
+    "[prices] timestamp_column and column, [site.onsite] likewise"
+)
+
+
 def load_csv_series(
     path: str | Path,
     column: str,
@@ -164,8 +170,10 @@ def load_csv_series(
     unit: str = "USD/MWh",
     label: str | None = None,
     interval_s: int | None = None,
+    columns_hint: str = _NAME_COLUMNS,
 ) -> Series:
-    """Any CSV with a timestamp column and a value column."""
+    """Any CSV with a timestamp column and a value column (``columns_hint``: how the user
+    names them, said when one is missing)."""
     p = Path(path)
     header = _read_csv(p, None).columns if p.suffix else []
     for sep in (";", "\t"):
@@ -178,10 +186,7 @@ def load_csv_series(
     for col in (timestamp_column, column):
         if col not in header:
             raise DataError(
-                str(p),
-                f"no column {col!r}; columns are {list(header)} (name them with "
-                "--timestamp-column and --price-column, or in the site file with [prices] "
-                "timestamp_column and column, [site.onsite] likewise)",
+                str(p), f"no column {col!r}; columns are {list(header)} ({columns_hint})"
             )
     df = _read_csv(p, [timestamp_column, column])
     times = _parse_times(df[timestamp_column], str(p), timestamp_column, timezone)
@@ -321,6 +326,10 @@ def load_btc_hashprice(path: str | Path, pool_fee: float = 0.0) -> Series:
         unit="USD/TH/s/day",
         label=f"{p.name}:hashprice",
         interval_s=86400,
+        columns_hint=(
+            "a --btc file has one row per UTC day: date_utc, e.g. 2023-03-20, and "
+            "derived_hashprice_usd_per_ths_day, in USD per TH/s per day before pool fee"
+        ),
     )
     return s.scaled(1.0 - pool_fee)
 

@@ -278,3 +278,17 @@ def test_a_per_kwh_file_on_the_command_line_is_not_read_per_mwh(
     assert main([*argv, "--price-per", "kWh"]) == 0
     out = capsys.readouterr().out
     assert "(USD/kWh -> USD/MWh)" in out and "min 50.00" in out and "max 80.00 USD/MWh" in out
+
+
+def test_an_own_hashprice_file_is_told_the_layout_btc_takes(tmp_path: Path) -> None:
+    from models.market import load_btc_hashprice
+
+    # a hashprice index export: its own column names, and per PH/s
+    f = tmp_path / "hashprice.csv"
+    f.write_text("timestamp,usd_hashprice_ph_day\n2023-03-20,62.1\n")
+    with pytest.raises(DataError) as exc:
+        load_btc_hashprice(f)
+    text = str(exc.value)
+    assert "no column 'date_utc'" in text and "derived_hashprice_usd_per_ths_day" in text
+    assert "USD per TH/s per day" in text
+    assert "--timestamp-column" not in text  # that flag is the price file's
