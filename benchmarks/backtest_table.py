@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/backtest_table.py --print-commands # what it would run
     .venv/bin/python benchmarks/backtest_table.py --hub HB_HOUSTON --years 2023
     .venv/bin/python benchmarks/backtest_table.py --period 2025-01-01 2025-05-17  # not a year
+    .venv/bin/python benchmarks/backtest_table.py --period 2023-01-01 2023-06-01 \
+        --period 2023-06-01 2024-01-01     # two runs, a row each and one summing them
 
 Each year is one run of ``gridsched backtest`` on the example site
 (deploy/examples/west-texas-30mw.toml) with the command docs/backtest.md shows for it
@@ -131,6 +133,26 @@ def year_rows(doc: dict[str, Any]) -> dict[str, float]:
     return {p["policy"]: float(p["money_usd"]["profit"]) for p in doc["policies"]}
 
 
+def combined(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs' reports as one: each policy's profit and monthly profits summed (a
+    month split between two runs adds up)."""
+    profit: dict[str, float] = {}
+    monthly: dict[str, dict[str, float]] = {}
+    for doc in docs:
+        for p in doc["policies"]:
+            name = p["policy"]
+            profit[name] = profit.get(name, 0.0) + float(p["money_usd"]["profit"])
+            for m, v in p["monthly_profit_usd"].items():
+                by = monthly.setdefault(name, {})
+                by[m] = by.get(m, 0.0) + float(v)
+    return {
+        "policies": [
+            {"policy": n, "money_usd": {"profit": v}, "monthly_profit_usd": monthly.get(n, {})}
+            for n, v in profit.items()
+        ]
+    }
+
+
 def tables(docs: dict[str, dict[str, Any]], peaks: dict[str, float]) -> str:
     label = "year" if all(p.isdigit() for p in docs) else "period"
     out = [
@@ -139,7 +161,10 @@ def tables(docs: dict[str, dict[str, Any]], peaks: dict[str, float]) -> str:
         "|---" * (len(POLICIES) + 7) + "|",
     ]
     months: list[tuple[str, dict[str, float]]] = []
-    for year, doc in sorted(docs.items()):
+    rows = sorted(docs.items())
+    if label == "period" and len(docs) > 1:  # spans of one run each, summed
+        rows.append(("together", combined([d for _, d in rows])))
+    for year, doc in rows:
         profit = year_rows(doc)
         orc = profit["oracle"]
         best = max((r for r in RULES if r in profit), key=profit.__getitem__)
@@ -159,7 +184,8 @@ def tables(docs: dict[str, dict[str, Any]], peaks: dict[str, float]) -> str:
             f"| {worst} ({worst_pct:.2f} %) | {_yes(share >= GOAL_YEAR_PCT)} "
             f"| {_yes(up >= GOAL_YEAR_UPLIFT_PCT)} |"
         )
-        months += sorted(by_month.items())
+        if year != "together":
+            months += sorted(by_month.items())
     out += [
         "",
         "| month | peak RT price (USD/MWh) | scheduler | strongest baseline of the month "
@@ -249,8 +275,10 @@ def main() -> None:
     ap.add_argument(
         "--period",
         nargs=2,
+        action="append",
         metavar=("FROM", "TO"),
-        help="one span instead of --years, e.g. 2025-01-01 2025-05-17 (TO exclusive)",
+        help="a span instead of --years, e.g. 2025-01-01 2025-05-17 (TO exclusive); "
+        "repeated, each span is a run and a row, and a row 'together' sums them",
     )
     ap.add_argument("--hub", default="HB_WEST")
     ap.add_argument("--jobs", type=int, default=1, choices=[1, 2], help="years run at once")
@@ -259,7 +287,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="read the JSON reports, run nothing")
     ap.add_argument("--print-commands", action="store_true", help="print the commands, run none")
     args = ap.parse_args()
-    periods = ["_".join(args.period)] if args.period else [str(y) for y in args.years]
+    periods = ["_".join(p) for p in args.period] if args.period else [str(y) for y in args.years]
     if args.print_commands:
         for p in periods:
             out = report_path(args.out_dir, args.hub, p)

@@ -144,3 +144,21 @@ def test_the_table_takes_a_span_that_is_not_a_year() -> None:
     assert "| 2025-01-01 to 2025-03-01 | 98.00 % |" in text
     assert "| 2025-02 | 2,000 (stress) | 97.00 % | best-mode (98.00 %) | -1.00 % |" in text
     assert "above the month's strongest baseline: 1 of 2" in text
+
+
+def test_spans_of_one_year_are_summed_in_a_row_together() -> None:
+    first = _doc(
+        {"scheduler": 99.0, "best-mode": 97.0, "oracle": 100.0},
+        {"2023-01": {"scheduler": 99.0, "best-mode": 97.0, "oracle": 100.0}},
+    )
+    second = _doc(
+        {"scheduler": 290.0, "best-mode": 280.0, "oracle": 300.0},
+        {"2023-02": {"scheduler": 290.0, "best-mode": 280.0, "oracle": 300.0}},
+    )
+    text = backtest_table.tables(
+        {"2023-01-01_2023-02-01": first, "2023-02-01_2023-03-01": second}, {}
+    )
+    # (99 + 290) / (100 + 300) = 97.25 %; uplift (389 - 377) / 400 = +3.00 %
+    assert "| together | 97.25 % |" in text
+    assert "| best-mode | +3.00 % | +5.75 % | 2023-02 (96.67 %) |" in text
+    assert text.count("| 2023-01 |") == 1 and text.count("| 2023-02 |") == 1
