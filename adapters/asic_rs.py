@@ -109,6 +109,8 @@ def family_of_rs(firmware: str, make: str) -> Family:
         return Family.BRAIINS
     if "vnish" in fw:
         return Family.VNISH
+    if "auradine" in mk:  # whatever asic-rs names its firmware (FluxOS)
+        return Family.AURADINE
     if "stock" in fw and "antminer" in mk:
         return Family.ANTMINER_STOCK
     if "stock" in fw and "whatsminer" in mk:

@@ -152,3 +152,16 @@ def test_kind_asic_rs_without_the_package_names_the_field_and_the_install(
     why = dict(exc.value.problems)["devices[0].adapter"]
     assert "kind = 'asic-rs' needs the pyasic-rs package" in why
     assert "pip install -c constraints.txt pyasic-rs" in why
+
+
+def test_an_auradine_is_named_as_its_family_and_refused_as_unverified() -> None:
+    """asic-rs names an Auradine Teraflux "Stock" firmware of make "Auradine"; gridsched has
+    had a family for it since its writes were judged from the firmware's STATUS
+    (adapters/auradine.py), so the refusal must say that asic-rs is unverified for it, not
+    that gridsched has no family for it."""
+    from adapters.asic_rs import family_of_rs, refusal
+    from models.firmware import Family
+
+    assert family_of_rs("Stock", "Auradine") is Family.AURADINE
+    why = refusal(Family.AURADINE) or ""
+    assert "not verified by the conformance suite" in why and "no family" not in why
