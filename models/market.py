@@ -315,6 +315,10 @@ def site_prices(
     return series
 
 
+#: the most USD per TH/s per day a hashprice may be (it has been 0.03-0.45 since 2020)
+MAX_HASHPRICE_USD_PER_THS_DAY = 5.0
+
+
 def load_btc_hashprice(path: str | Path, pool_fee: float = 0.0) -> Series:
     """Daily hashprice (USD per TH/s per day) from the BTC network file, net of pool fee."""
     p = Path(path)
@@ -331,6 +335,18 @@ def load_btc_hashprice(path: str | Path, pool_fee: float = 0.0) -> Series:
             "derived_hashprice_usd_per_ths_day, in USD per TH/s per day before pool fee"
         ),
     )
+    # 0.03-0.45 since 2020 (as [mining] checks): a value in the tens is per PH/s, and
+    # would make every miner look 1,000 times as profitable
+    high = np.flatnonzero(np.nan_to_num(s.values) > MAX_HASHPRICE_USD_PER_THS_DAY)
+    if high.size:
+        k = int(high[0])
+        v = float(s.values[k])
+        raise DataError(
+            str(p),
+            f"{iso(s.start_s + k * s.interval_s)[:10]}: {v:g} USD per TH/s per day is "
+            f"implausible (0.03-0.45 since 2020, at most {MAX_HASHPRICE_USD_PER_THS_DAY:g} "
+            f"taken); a per PH/s figure divides by 1000, e.g. {v / 1000:g}",
+        )
     return s.scaled(1.0 - pool_fee)
 
 

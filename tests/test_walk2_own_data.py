@@ -292,3 +292,16 @@ def test_an_own_hashprice_file_is_told_the_layout_btc_takes(tmp_path: Path) -> N
     assert "no column 'date_utc'" in text and "derived_hashprice_usd_per_ths_day" in text
     assert "USD per TH/s per day" in text
     assert "--timestamp-column" not in text  # that flag is the price file's
+
+
+def test_a_hashprice_file_quoted_per_ph_is_refused_not_planned_on(tmp_path: Path) -> None:
+    from models.market import load_btc_hashprice
+
+    # 62.1 USD per PH/s per day, in the TH/s column: mining revenue 1,000 times too high
+    f = tmp_path / "btc.csv"
+    f.write_text("date_utc,derived_hashprice_usd_per_ths_day\n2023-03-20,0.0621\n2023-03-21,62.1\n")
+    with pytest.raises(DataError) as exc:
+        load_btc_hashprice(f)
+    text = str(exc.value)
+    assert "2023-03-21" in text and "62.1 USD per TH/s per day is implausible" in text
+    assert "divides by 1000, e.g. 0.0621" in text
