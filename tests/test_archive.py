@@ -61,7 +61,7 @@ def test_archive_moves_old_records_and_the_chain_is_proved_across_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "state.db"
-    fill(db, 300)
+    fill(db, 300, together=True)  # the archive's proof is per record, not per commit
     a1, a2 = tmp_path / "2026-q1.jsonl.gz", tmp_path / "2026-q2.jsonl"
 
     done = archive(db, T0 + 100 * 60, a1, chunk=7)  # records at T0 .. T0 + 99 min
