@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import hashlib
 import json
 import socket
@@ -90,8 +91,16 @@ def _map_notification(spec: dict[str, Any]) -> str:
     return "notification.object: discriminator values (EVENT...) name no schema; mapped"
 
 
+@functools.cache
+def _parsed(version: str) -> dict[str, Any]:
+    """The published definition as parsed once per run (1.1 s of YAML each time, and a test
+    run starts some 60 VTN doubles); callers get copies of it."""
+    spec: dict[str, Any] = yaml.safe_load((SPEC_DIR / version / "openadr3.yaml").read_text())
+    return spec
+
+
 def load_spec(version: str, errata: bool = True) -> tuple[dict[str, Any], list[str]]:
-    spec = yaml.safe_load((SPEC_DIR / version / "openadr3.yaml").read_text())
+    spec = copy.deepcopy(_parsed(version))  # the errata change it: a copy of its own
     if not errata:
         return spec, []
     return spec, (_errata_310(spec) if version == "3.1.0" else [_map_notification(spec)])
