@@ -12,6 +12,7 @@ import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -104,6 +105,14 @@ def _parse_times(raw: pd.Series, source: str, column: str, timezone: str | None)
                 "the file's time zone: --price-timezone Europe/Berlin on the command line, "
                 '[prices] timezone or [site.onsite] timezone = "Europe/Berlin" in the site file',
             )
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise DataError(
+                source,
+                f"unknown time zone {timezone!r} for {column}; use an IANA name such as "
+                "'Europe/Berlin' or 'America/Chicago'",
+            ) from None
         parsed = _localise(parsed, raw, source, column, timezone)
     return parsed.dt.tz_convert("UTC").dt.as_unit("s").astype("int64").to_numpy()
 
@@ -175,7 +184,9 @@ def load_csv_series(
     """Any CSV with a timestamp column and a value column (``columns_hint``: how the user
     names them, said when one is missing)."""
     p = Path(path)
-    header = _read_csv(p, None).columns if p.suffix else []
+    if p.is_dir():
+        raise DataError(str(p), "is a directory; name the CSV file in it")
+    header = _read_csv(p, None).columns
     for sep in (";", "\t"):
         if len(header) == 1 and sep in header[0]:  # a spreadsheet's export in some locales
             raise DataError(

@@ -305,3 +305,18 @@ def test_a_hashprice_file_quoted_per_ph_is_refused_not_planned_on(tmp_path: Path
     text = str(exc.value)
     assert "2023-03-21" in text and "62.1 USD per TH/s per day is implausible" in text
     assert "divides by 1000, e.g. 0.0621" in text
+
+
+def test_an_unknown_zone_or_a_directory_is_answered_by_name(tmp_path: Path) -> None:
+    f = _local_hours(tmp_path / "p.csv", datetime(2023, 3, 20, tzinfo=UTC), 3)
+    # --price-timezone Mars/Olympus was a ZoneInfoNotFoundError traceback
+    with pytest.raises(DataError) as exc:
+        load_csv_series(f, "price_eur_mwh", "timestamp_local", timezone="Mars/Olympus")
+    assert "unknown time zone 'Mars/Olympus'" in str(exc.value) and "IANA" in str(exc.value)
+    # a directory (or a file without an extension) was "no column ...; columns are []"
+    with pytest.raises(DataError, match="is a directory"):
+        load_csv_series(tmp_path, "price_eur_mwh", "timestamp_local")
+    bare = tmp_path / "prices"
+    bare.write_text(f.read_text())
+    s = load_csv_series(bare, "price_eur_mwh", "timestamp_local", timezone="Europe/Berlin")
+    assert s.values.tolist() == [50, 51, 52]
