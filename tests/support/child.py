@@ -70,14 +70,21 @@ class Child:
                 self._changed.wait(left)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not go within 10 s."""
-        if self.proc.poll() is None:
+        """SIGTERM, again each second, then SIGKILL if it does not go within 10 s.
+
+        Again, because a child may lose the first one: mosquitto 2.0 sent SIGTERM just after
+        its "running" line carries on serving (its start-up sets its run flag again after
+        the handler cleared it), and each such stop waited out the 10 s."""
+        end = time.monotonic() + 10.0
+        while self.proc.poll() is None and time.monotonic() < end:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(1.0)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                continue
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
         self._reader.join(10)
 
 
