@@ -92,3 +92,45 @@ def test_metrics_render_once_per_state_of_the_daemon(tmp_path: Path) -> None:
             await d.close()
 
     asyncio.run(go())
+
+
+def test_gpu_series_carry_the_gpus_uuid_and_no_reading_is_not_zero_watts(
+    tmp_path: Path,
+) -> None:
+    """The DCGM-style ``UUID`` label is the GPU's own (``DeviceInfo.serial``: NVML's UUID),
+    not its driver version (a newcomer's scrape showed ``UUID="driver"``); and a GPU with
+    no power in its reading has no sample rather than 0 W."""
+    from dataclasses import replace
+
+    from adapters.base import DeviceInfo
+
+    d, _ = memory_daemon(SITE, tmp_path)
+    snap = Snapshot(d)
+    labels: dict[str, dict[str, str]] = {}
+    values: dict[str, float] = {}
+
+    async def go() -> None:
+        await d.open()
+        try:
+            await d.poll(dispatch=False)
+            gpus = [a for a in d.fleet.adapters if a.kind == "gpu"]
+            assert len(gpus) == 2
+            for i, a in enumerate(gpus):  # as adapters.gpu.NvmlGpu.connect fills it
+                a.info = DeviceInfo(
+                    a.device_id, "gpu", a.address, "NVIDIA", "NVIDIA H100", "driver 550.54",
+                    serial=f"GPU-{i}abc",
+                )  # fmt: skip
+            first = gpus[1].device_id
+            d.power.readings[first] = replace(d.power.readings[first], power_w=None)
+            body, _ = snap.render()
+            for family in text_string_to_metric_families(body.decode()):
+                for s in family.samples:
+                    if s.name == "gridsched_gpu_power_watts":
+                        labels[s.labels["UUID"]] = s.labels
+                        values[s.labels["UUID"]] = s.value
+        finally:
+            await d.close()
+
+    asyncio.run(go())
+    assert set(labels) == {"GPU-0abc"}  # GPU-1abc read no power: no sample, not 0 W
+    assert labels["GPU-0abc"]["modelName"] == "NVIDIA H100"

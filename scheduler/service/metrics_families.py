@@ -185,12 +185,15 @@ def per_device(d: Daemon) -> Iterator[Metric]:
             continue
         labels = [
             adapter.address.rsplit(":", 1)[-1],
-            adapter.info.firmware,
+            adapter.info.serial,  # NVML's UUID, as DCGM's exporter labels it
             adapter.info.model,
             d.fleet.status[adapter.device_id].group,
         ]
-        gpu_power.add_metric(labels, t.power_w or 0.0)
-        gpu_limit.add_metric(labels, t.target_w or 0.0)
+        # not read is no sample: a GPU whose draw is unknown is not at 0 W
+        if t.power_w is not None:
+            gpu_power.add_metric(labels, t.power_w)
+        if t.target_w is not None:
+            gpu_limit.add_metric(labels, t.target_w)
     yield gpu_power
     yield gpu_limit
 
