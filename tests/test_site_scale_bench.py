@@ -6,6 +6,7 @@ which the benchmark reads from ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
+import pstats
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -76,11 +77,17 @@ def test_the_daemon_exposes_its_sweep_durations(tmp_path: Path) -> None:
     assert {f'{bucket}{{le="5.0"}}', f'{bucket}{{le="20.0"}}'} <= set(lines)
 
 
-def test_a_small_site_under_the_daemon() -> None:
+def test_a_small_site_under_the_daemon(tmp_path: Path) -> None:
+    profile = tmp_path / "loop.pstats"  # GRIDSCHED_PROFILE, marked by the benchmark's signals
     r = site_scale.main(
         ["--miners", "40", "--gpus", "8", "--poll-s", "1", "--scrapes", "3", "--sweeps", "2",
-         "--sleep-s", "0.3", "--wake-s", "0.5", "--curtail-timeout-s", "60"]
+         "--sleep-s", "0.3", "--wake-s", "0.5", "--curtail-timeout-s", "60",
+         "--profile", str(profile)]
     )  # fmt: skip
+    # the daemon's loop thread, profiled over the sweeps and scrapes only: their readings
+    names = {fn[2] for fn in pstats.Stats(str(profile)).stats}  # type: ignore[attr-defined]
+    assert "read_all" in names and Path(f"{profile}.gc.json").exists()
+    assert r.sweep_threads_cpu_s and max(r.sweep_threads_cpu_s.values()) > 0
     assert not r.aborted and r.scrapes_timed_out == 0
     # the plan runs what pays at this hour's demo price: 95 % of the miners at least, the
     # share the benchmark waits for
