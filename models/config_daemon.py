@@ -10,8 +10,9 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from models.config_base import NonNeg, Strict
-from models.config_site import PriceFormat
+from models.config_base import NonNeg, Pos, Strict
+from models.config_site import PriceFormat, iana_zone
+from models.errors import at_key
 
 
 class FeedKind(StrEnum):
@@ -43,8 +44,19 @@ class PriceFeed(_FeedSource):
     format: PriceFormat = PriceFormat.CSV
     column: str | None = None
     timestamp_column: str = "interval_start_utc"
+    #: as in [prices]: the zone of timestamps written without an offset, the currency
+    #: (converted at usd_per_unit USD per unit) and the energy unit of the prices
+    timezone: str | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    usd_per_unit: Pos = 1.0
+    per: Annotated[str, Field(pattern=r"^(MWh|kWh)$")] = "MWh"
     refresh_s: Annotated[float, Field(ge=5)] = 300.0
     silent_after_s: Annotated[float, Field(gt=0)] = 3600.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else iana_zone(v)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -55,6 +67,18 @@ class PriceFeed(_FeedSource):
             and self.format is not PriceFormat.DEMO
         ):
             raise ValueError(f"kind = '{self.kind}' needs column (the price column)")
+        if self.currency != "USD" and self.usd_per_unit == 1.0:
+            raise at_key(
+                "usd_per_unit",
+                f"currency {self.currency} needs usd_per_unit (USD per 1 {self.currency})",
+            )
+        if self.kind is FeedKind.CONFIG and (
+            self.timezone or self.currency != "USD" or self.per != "MWh"
+        ):
+            raise ValueError(
+                "kind = 'config' reads [prices] with its own timezone, currency and per; "
+                "say them there"
+            )
         return self
 
 

@@ -14,7 +14,7 @@ from models.config_base import NonNeg, Pos, Strict
 from models.meter import SiteMeter
 
 
-def _iana_zone(v: str) -> str:
+def iana_zone(v: str) -> str:
     try:
         ZoneInfo(v)
     except (ZoneInfoNotFoundError, ValueError):
@@ -43,7 +43,7 @@ class OnsiteGeneration(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        return None if v is None else _iana_zone(v)
+        return None if v is None else iana_zone(v)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -67,7 +67,7 @@ class SiteSpec(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        return _iana_zone(v)
+        return iana_zone(v)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -95,7 +95,7 @@ class PriceSource(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        return None if v is None else _iana_zone(v)
+        return None if v is None else iana_zone(v)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

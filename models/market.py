@@ -200,6 +200,12 @@ def site_prices(
     if column is None:
         raise ValueError(f"{path}: the price column is not named")
     series = load_price_file(path, fmt or "csv", column, timestamp_column, timezone)
+    return in_usd_per_mwh(series, currency, rate, per)
+
+
+def in_usd_per_mwh(series: Series, currency: str, rate: float, per: str) -> Series:
+    """Prices in ``currency`` per ``per`` (MWh or kWh) as USD/MWh at ``rate`` USD per unit,
+    the conversion said in the label."""
     per_kwh = 1000.0 if per == "kWh" else 1.0
     if rate != 1.0 or per_kwh != 1.0 or currency != "USD":
         series = series.scaled(

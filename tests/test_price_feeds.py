@@ -44,6 +44,34 @@ def test_file_and_command_feeds(tmp_path: Path) -> None:
     assert s.value_at(1_786_327_200) == pytest.approx(41.0) and s.label.startswith("command ")
 
 
+def test_a_feed_in_local_time_eur_per_kwh_is_read_in_usd_per_mwh(tmp_path: Path) -> None:
+    """A feed of another market says its zone, currency and unit as [prices] does; before,
+    a file, HTTP or command feed was read as UTC-less USD/MWh whatever it held (a
+    newcomer's walk: no key could say so), so EUR/kWh came in 1,000 times too cheap."""
+    local = "timestamp,eur_kwh\n2026-08-10 03:00,0.2\n2026-08-10 04:00,0.3\n2026-08-10 05:00,0.4\n"
+    (tmp_path / "p.csv").write_text(local)
+    feed = {
+        "kind": "file",
+        "path": "p.csv",
+        "column": "eur_kwh",
+        "timestamp_column": "timestamp",
+        "timezone": "Europe/Berlin",  # CEST: UTC+2 on 10 August
+        "currency": "EUR",
+        "usd_per_unit": 1.1,
+        "per": "kWh",
+    }
+    s = asyncio.run(daemon_with(tmp_path, feed).feeds.load_prices(0))
+    assert s.value_at(1_786_327_200) == pytest.approx(0.3 * 1.1 * 1000)  # 02:00Z = 04:00+2
+    assert "EUR/kWh -> USD/MWh" in s.label
+
+
+def test_a_feed_in_another_currency_needs_its_rate(tmp_path: Path) -> None:
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="usd_per_unit"):
+        daemon_with(tmp_path, {"kind": "file", "path": "p.csv", "column": "x", "currency": "EUR"})
+
+
 def test_http_feed(tmp_path: Path) -> None:
     class H(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 
 from models.economics import hashprice_from_feed
-from models.market import Series, load_price_file, site_prices
+from models.market import Series, in_usd_per_mwh, load_price_file, site_prices
 from models.site import FeedKind, Mining, SiteConfig
 from scheduler.service.daemon.clock import Clock
 
@@ -48,12 +48,14 @@ async def fetch(kind: FeedKind, url: str | None, command: tuple[str, ...] | None
     return out.decode(errors="replace")
 
 
-def _parse_prices(text: str, fmt: str, column: str, ts_column: str, label: str) -> Series:
+def _parse_prices(
+    text: str, fmt: str, column: str, ts_column: str, label: str, timezone: str | None
+) -> Series:
     with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
         fh.write(text)
         name = fh.name
     try:
-        return load_price_file(name, fmt, column, ts_column).scaled(1.0, label=label)
+        return load_price_file(name, fmt, column, ts_column, timezone).scaled(1.0, label=label)
     finally:
         Path(name).unlink(missing_ok=True)
 
@@ -98,13 +100,16 @@ class Feeds:
         if feed.kind is FeedKind.CONFIG:  # the [prices] source, with its currency and units
             start = int(now) - int(now) % 3600 - 86400
             return await asyncio.to_thread(site_prices, self.config, start, start + 4 * 86400)
+        tz = feed.timezone
         if feed.kind is FeedKind.FILE:
             path = str(self.config.resolve(feed.path or ""))
-            return await asyncio.to_thread(load_price_file, path, fmt, column, ts)
-        text = await fetch(feed.kind, feed.url, feed.command, "price")
-        source = feed.url if feed.kind is FeedKind.HTTP else " ".join(feed.command or ())
-        label = f"{feed.kind.value} {source}:{feed.column}"
-        return await asyncio.to_thread(_parse_prices, text, fmt, column, ts, label)
+            series = await asyncio.to_thread(load_price_file, path, fmt, column, ts, tz)
+        else:
+            text = await fetch(feed.kind, feed.url, feed.command, "price")
+            source = feed.url if feed.kind is FeedKind.HTTP else " ".join(feed.command or ())
+            label = f"{feed.kind.value} {source}:{feed.column}"
+            series = await asyncio.to_thread(_parse_prices, text, fmt, column, ts, label, tz)
+        return in_usd_per_mwh(series, feed.currency, feed.usd_per_unit, feed.per)
 
     def mining(self) -> Mining:
         """[mining] with the hashprice in force: the feed's last good value, or as
