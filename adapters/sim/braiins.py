@@ -54,13 +54,13 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
     PerformanceMode,
     Power,
     PowerTargetMode,
+    SetPowerTargetRequest,
     SetPowerTargetResponse,
     Temperature,
     TemperatureSensor,
     TunerPerformanceMode,
 )
 
-from adapters.braiins import _at
 from adapters.sim import braiins_web
 from adapters.sim.server import FaultKind, MinerServer
 from adapters.sim.web_port import read_http_request, write_http_reply
@@ -281,11 +281,13 @@ class BraiinsSim(MinerServer):
     def _set_power_target(self, request: bytes) -> bytes:
         """``SetPowerTargetRequest`` (``save_action`` 1, ``power_target`` 2 with ``watt``
         1) in, ``SetPowerTargetResponse`` (``power_target`` 1) out."""
+        # decoded by pyasic's generated message (betterproto), not by the adapter's own
+        # field reader: the simulator must not agree with the client by construction
         try:
-            got = _at(request, 2, 1)
-        except ValueError:  # tonic's words for a body that is not the message
+            msg = SetPowerTargetRequest().parse(request)
+        except Exception:  # a body that is not the message; the words are our choice
             raise GRPCError(Status.INTERNAL, "failed to decode Protobuf message") from None
-        watts = got if isinstance(got, int) else 0
+        watts = int(msg.power_target.watt) if msg.power_target else 0
         if watts <= 0:
             raise GRPCError(Status.INVALID_ARGUMENT, f"power target {watts} W out of range")
         if self._fault(FaultKind.IGNORE) is None:
