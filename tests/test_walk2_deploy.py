@@ -84,3 +84,43 @@ def test_container_build_context_leaves_out_the_venv() -> None:
     assert copied and all((ROOT / src).exists() for src in copied), copied
     for src in copied:  # what the image needs is never ignored
         assert not any(src == p or src.startswith(p.rstrip("/") + "/") for p in patterns), src
+
+
+def _healthcheck_cmd() -> str:
+    text = (ROOT / "deploy" / "container" / "Containerfile").read_text()
+    m = re.search(r"^HEALTHCHECK[^\n]*\\\n\s*CMD (.+)$", text, re.M)
+    assert m is not None, "no HEALTHCHECK ... CMD in the Containerfile"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:{port}", "127.0.0.1:{port}", "[::]:{port}"])
+def test_the_container_health_check_asks_the_port_the_api_listens_on(listen: str) -> None:
+    """The image's HEALTHCHECK asked 127.0.0.1:8080 whatever GRIDSCHED_LISTEN said, so a
+    container told to listen on another port was marked unhealthy (and restarted by an
+    orchestrator) while it served. The check is run as the image runs it, against a real
+    /healthz on a port the OS chose."""
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Healthz(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        env = {**os.environ, "GRIDSCHED_LISTEN": listen.format(port=port)}
+        cmd = _healthcheck_cmd().replace("python -c", f"{sys.executable} -c", 1)
+        ok = subprocess.run(cmd, shell=True, env=env, timeout=30, capture_output=True, check=False)
+        assert ok.returncode == 0, ok.stderr.decode()
+        env["GRIDSCHED_LISTEN"] = "127.0.0.1:1"  # nothing there: unhealthy
+        bad = subprocess.run(cmd, shell=True, env=env, timeout=30, capture_output=True, check=False)
+        assert bad.returncode != 0
+    finally:
+        server.shutdown()
