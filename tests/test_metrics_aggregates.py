@@ -9,7 +9,7 @@ from pathlib import Path
 
 from adapters.base import Health, ModeRequest
 from scheduler.service.daemon import Daemon
-from scheduler.service.metrics_families import ClassAggregates, class_aggregates
+from scheduler.service.metrics_aggregates import ClassAggregates, class_aggregates
 from tests.support.memfleet import MIXED_DEVICES, memory_daemon
 
 SITE = """

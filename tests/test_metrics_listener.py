@@ -29,7 +29,7 @@ from models.site import parse_site
 from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import render_metrics
-from scheduler.service.metrics_families import class_aggregates
+from scheduler.service.metrics_aggregates import class_aggregates
 from tests.support.memfleet import MIXED_DEVICES, memory_daemon
 from tests.support.wait import DEADLINE_S, wait_until
 

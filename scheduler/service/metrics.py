@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from models.site import FeedKind
+from scheduler.service import metrics_aggregates as aggregates
 from scheduler.service import metrics_families as families
 from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 from scheduler.service.metrics_child import tail_text
@@ -41,7 +42,7 @@ __all__ = [
 class DaemonCollector:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
-        self._classes: families.ClassAggregates | None = None  # the last render's
+        self._classes: aggregates.ClassAggregates | None = None  # the last render's
 
     def collect(self) -> Iterator[Metric]:
         d = self.d
@@ -73,7 +74,7 @@ class DaemonCollector:
         yield from families.class_caps(d, now)
         yield from families.drifts(d)
 
-        classes = self._classes = families.class_aggregates(d, self._classes)
+        classes = self._classes = aggregates.class_aggregates(d, self._classes)
         yield from classes.families()
 
         if d.config.metrics.per_device_for(len(d.fleet.status)):
