@@ -110,3 +110,26 @@ def test_a_duration_written_with_its_unit_says_the_key_takes_seconds(tmp_path: P
         load_site(f)
     assert "devices[0].min_on_s" in str(exc.value) and "(got '10min')" in str(exc.value)
     assert "a number of seconds, e.g. 600" in str(exc.value)
+
+
+def test_validate_warns_when_the_base_load_alone_is_above_the_interconnect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """base_load_kw above interconnect_kw passed validate without a word (a newcomer's
+    walk): with every device asleep the site would still import above its limit, which
+    no plan can fix (on-site generation aside), and a slip of unit is the likely cause."""
+    from scheduler.cli.main import main
+
+    f = tmp_path / "site.toml"
+    text = SITE.format(power_kw=3.5, hashrate_ths=200)
+    f.write_text(
+        text.replace("interconnect_kw = 2000", "interconnect_kw = 2000\nbase_load_kw = 2500")
+    )
+    assert main(["validate", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: base_load_kw 2,500 kW is above interconnect_kw 2,000 kW" in out
+    f.write_text(
+        text.replace("interconnect_kw = 2000", "interconnect_kw = 2000\nbase_load_kw = 50")
+    )
+    assert main(["validate", str(f)]) == 0
+    assert "warning" not in capsys.readouterr().out

@@ -277,6 +277,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{site.interconnect_kw:g} kW: is interconnect_kw in MW ({site.interconnect_kw:g} "
             f"MW = {site.interconnect_kw * 1000:,.0f} kW)?"
         )
+    if site.base_load_kw > site.interconnect_kw:
+        # every device asleep and still over the limit: no plan can meet it (on-site
+        # generation aside); a unit slip in either key is the likely cause
+        print(
+            f"warning: base_load_kw {site.base_load_kw:,.0f} kW is above interconnect_kw "
+            f"{site.interconnect_kw:,.0f} kW: with every device asleep the site imports above "
+            "its limit (unless on-site generation covers it); check both keys' units"
+        )
     return 0
 
 
