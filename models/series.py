@@ -66,7 +66,9 @@ class Series:
             raise DataError(
                 self.label,
                 f"covers {iso(self.start_s)} to {iso(self.end_s)} but "
-                f"{iso(lo)} to {iso(hi)} was asked for; choose --start/--horizon inside it",
+                f"{iso(lo)} to {iso(hi)} was asked for; choose a period inside it (plan: "
+                "--start and --horizon; backtest: --from and --to, which also reads a day "
+                "before --from and the horizon after --to)",
             )
         k0 = int((lo - self.start_s) // self.interval_s)
         k1 = int(-(-(hi - self.start_s) // self.interval_s))

@@ -184,7 +184,10 @@ def test_naive_local_timestamps_need_a_zone_and_dst_is_checked(tmp_path: Path) -
 
 def test_window_outside_the_series() -> None:
     s = flat_series([1.0, 2.0])
-    with pytest.raises(DataError, match="choose --start/--horizon inside it"):
+    with pytest.raises(
+        DataError,
+        match=r"choose a period inside it \(plan: --start and --horizon; backtest: --from and --to",
+    ):
         s.mean_over(np.array([s.start_s]), np.array([s.end_s + 1]))
 
 
