@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.sim.lighttpd import WebConnection, http_reply, parse_auth
+from adapters.sim.lighttpd import WebConnection, parse_auth
 from adapters.sim.server import FaultKind, MinerServer
+from adapters.sim.web_port import http_reply
 
 REALM = "antMiner Configuration"
 COMPILE_TIME = "Thu Dec 14 17:31:57 CST 2023"

@@ -10,11 +10,10 @@ host with the controller it is measured against).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-from adapters.sim.web_port import HTTP_REASONS, parse_http_head
+from adapters.sim.web_port import parse_http_head
 
 if TYPE_CHECKING:
     from adapters.sim.antminer_web import AntminerWeb
@@ -33,26 +32,6 @@ def parse_auth(value: str) -> dict[str, str]:
 WEB_READ_S = 10.0
 #: A request head longer than this is no HTTP request (asyncio's stream reader limit).
 WEB_HEAD_MAX = 1 << 16
-
-
-def http_reply(
-    status: int, payload: Any, garbled: bytes | None = None, extra: list[str] | None = None
-) -> bytes:
-    """One answer's bytes, as :func:`adapters.sim.web_port.write_http_reply` writes them:
-    ``payload`` bytes as HTML, anything else as JSON; ``garbled`` replaces a 200's body."""
-    if isinstance(payload, bytes):
-        data, ctype = payload, "text/html"
-    else:
-        data, ctype = json.dumps(payload).encode(), "application/json"
-    if garbled is not None and status == 200:
-        data = garbled
-    head = (
-        f"HTTP/1.1 {status} {HTTP_REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n"
-        f"Content-Length: {len(data)}\r\nConnection: close\r\n"
-    )
-    for line in extra or ():
-        head += line + "\r\n"
-    return (head + "\r\n").encode("latin-1") + data
 
 
 class WebConnection(asyncio.Protocol):

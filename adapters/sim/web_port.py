@@ -47,15 +47,15 @@ def parse_http_head(head: bytes) -> tuple[str, str, dict[str, str], int]:
     return method, target, headers, int(headers.get("content-length", "0") or 0)
 
 
-async def write_http_reply(
-    writer: asyncio.StreamWriter,
+def http_reply(
     status: int,
     payload: Any,
     garbled: bytes | None = None,
-    extra: tuple[str, ...] | list[str] = (),
-) -> None:
-    """Answer one request and close: ``payload`` bytes as HTML, anything else as JSON;
-    ``garbled`` (a MALFORMED fault on a 200) replaces the body with those bytes."""
+    extra: tuple[str, ...] | list[str] | None = None,
+) -> bytes:
+    """One answer's bytes, closing the connection: ``payload`` bytes as HTML, anything else
+    as JSON; ``garbled`` (a MALFORMED fault on a 200) replaces the body with those bytes;
+    ``extra`` header lines after the others."""
     if isinstance(payload, bytes):
         data, ctype = payload, "text/html"
     else:
@@ -67,7 +67,18 @@ async def write_http_reply(
         f"Content-Type: {ctype}",
         f"Content-Length: {len(data)}",
         "Connection: close",
-        *extra,
+        *(extra or ()),
     ]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data
+
+
+async def write_http_reply(
+    writer: asyncio.StreamWriter,
+    status: int,
+    payload: Any,
+    garbled: bytes | None = None,
+    extra: tuple[str, ...] | list[str] = (),
+) -> None:
+    """Answer one request and close (:func:`http_reply`'s bytes)."""
+    writer.write(http_reply(status, payload, garbled, extra))
     await writer.drain()
