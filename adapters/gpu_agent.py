@@ -24,7 +24,7 @@ from adapters import gpu_wire as wire
 from adapters.base import AdapterError
 from adapters.nvml import GpuBackend, nvml_parts
 from adapters.secrets import Secret
-from models.devices import is_loopback_host
+from models.device_adapter import is_loopback_host
 from models.errors import ConfigError
 
 log = logging.getLogger("gridsched.gpu_agent")

@@ -25,14 +25,8 @@ from adapters.sim.fleet import SimFleet
 from adapters.sim.gpu import SimGpu
 from adapters.sim.gpu_backend import LocalSimBackend, RemoteSimBackend
 from models import catalog
-from models.devices import (
-    AdapterConfig,
-    AdapterKind,
-    DeviceClass,
-    DeviceKind,
-    expand_agents,
-    expand_hosts,
-)
+from models.device_adapter import AdapterConfig, AdapterKind, expand_agents, expand_hosts
+from models.devices import DeviceClass, DeviceKind
 from models.errors import ConfigError
 from models.inference_objectives import told_capacity_tokens_s
 from models.site import Inference, SiteConfig

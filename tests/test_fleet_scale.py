@@ -47,7 +47,7 @@ def test_connect_progress_counts_every_device_once() -> None:
 def test_an_address_listed_twice_is_found_in_a_long_host_list() -> None:
     """The check used to run only below 5,000 addresses (it was quadratic): a class of the
     example site's 4,000 miners took a second to check, and a longer list none."""
-    from models.devices import expand_hosts
+    from models.device_adapter import expand_hosts
 
     with pytest.raises(ValueError, match=r"addresses listed twice: \['10.0.0.9'\]"):
         expand_hosts(("10.0.0.1-10.0.23.255", "10.0.0.9"))  # 6,143 addresses and one again

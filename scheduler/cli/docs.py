@@ -21,7 +21,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from models.devices import AdapterConfig, DeviceClass, Mode
+from models.device_adapter import AdapterConfig
+from models.devices import DeviceClass, Mode
 from models.meter import MeterRegister, SiteMeter
 from models.signals import GridEvent
 from models.site import (
