@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ssl
 from typing import Any
 
@@ -34,6 +35,9 @@ _CLASSES: dict[str, type[AdapterError]] = {
     for c in (BadReply, ControlRejected, DeviceTimeout, DeviceUnreachable, Unsupported)
 }
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Channel]
+# set while a request waits for an agent's hello: a time-out there is most often an agent
+# started with --tls-cert reached without TLS (each side waits for the other to speak)
+_AT_HELLO: contextvars.ContextVar[bool] = contextvars.ContextVar("at_hello", default=False)
 
 
 class AgentBackend:
@@ -101,7 +105,9 @@ class AgentBackend:
         self, device: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> wire.Channel:
         plain = wire.Channel(None, "", "")
+        _AT_HELLO.set(True)
         hello = await self._line(device, reader, plain, "the hello")
+        _AT_HELLO.set(False)
         if hello.get("protocol") != wire.PROTOCOL:
             if hello.get("code") == "BUSY":
                 raise DeviceUnreachable(device, f"{self._where()} is busy: {hello.get('error')}")
@@ -171,16 +177,19 @@ class AgentBackend:
         raise DeviceUnreachable(device, f"{self._where()} closed the connection")
 
     async def _request(self, device: str, req: dict[str, Any]) -> dict[str, Any]:
+        _AT_HELLO.set(False)
         try:
             async with asyncio.timeout(self.timeout_s), self._pool():
                 out = await self._ask(device, req)
         except TimeoutError:
-            raise DeviceTimeout(
-                device, f"no answer from {self._where()} in {self.timeout_s:g} s"
-            ) from None
+            why = f"no answer from {self._where()} in {self.timeout_s:g} s"
+            if _AT_HELLO.get() and self.tls is None:
+                why += (": no hello came; an agent started with --tls-cert needs "
+                        "agent_tls_ca_file in the site file")  # fmt: skip
+            raise DeviceTimeout(device, why) from None
         except (ConnectionError, OSError) as exc:
             raise DeviceUnreachable(
-                device, f"{self._where()}: {type(exc).__name__}: {exc}"
+                device, f"{self._where()}: {type(exc).__name__}: {exc}{_tls_hint(exc)}"
             ) from None
         if not out.get("ok"):
             raise _error(device, str(req.get("call", req.get("op"))), out, self._where())
@@ -193,6 +202,17 @@ class AgentBackend:
         req = {"op": "gpu", "index": index, "call": call, "args": list(args)}
         result = (await self._request(f"gpu{index}", req))["result"]
         return tuple(result) if isinstance(result, list) else result
+
+
+def _tls_hint(exc: BaseException) -> str:
+    """What to change when TLS fails between the daemon and an agent."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (" (agent_tls_ca_file must be the CA that signed the agent's --tls-cert, and the "
+                "certificate must name the host as written in agents)")  # fmt: skip
+    if isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc):
+        return (" (the agent does not speak TLS: start it with --tls-cert/--tls-key, or remove "
+                "agent_tls_ca_file)")  # fmt: skip
+    return ""
 
 
 def _error(device: str, call: str, out: dict[str, Any], where: str) -> AdapterError:

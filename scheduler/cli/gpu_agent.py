@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
 import sys
 from typing import Any
@@ -44,8 +45,10 @@ def cmd_gpu_agent(args: argparse.Namespace) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("gpu-agent", [("--tls-cert/--tls-key", "give both, or neither")])
     tls = server_tls(args.tls_cert, args.tls_key) if args.tls_cert else None
+    if args.sim is not None and args.sim < 1:  # 0 must not fall back to the real NVML
+        raise ConfigError("gpu-agent", [("--sim", f"{args.sim}: expected 1 or more GPUs")])
     backend: GpuBackend
-    if args.sim:
+    if args.sim is not None:
         backend = LocalSimBackend([SimGpu(i, model=args.sim_model) for i in range(args.sim)])
     else:
         backend = PynvmlBackend()
@@ -56,6 +59,15 @@ def cmd_gpu_agent(args: argparse.Namespace) -> int:
             await agent.start()
         except AdapterError as exc:  # no driver yet at boot, say: systemd starts it again
             print(f"gridsched: error: cannot serve the GPUs: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # 1 too: a port in use may be an old agent still stopping
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            print(
+                f"gridsched: error: --listen {host}:{port}: the address is in use by another "
+                "process (another gpu-agent?): stop it, or give another port",
+                file=sys.stderr,
+            )
             return 1
         print(f"gpu-agent: serving {agent.gpus} GPUs on {host}:{agent.port}", flush=True)
         stop = asyncio.Event()
@@ -90,7 +102,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--tls-key", metavar="PATH", help="its private key (PEM)")
     p.add_argument("--max-clients", type=int, default=64, help="connections at once (64)")
     p.add_argument(
-        "--sim", type=int, default=0, metavar="N", help="serve N simulated GPUs, not NVML"
+        "--sim", type=int, default=None, metavar="N", help="serve N simulated GPUs, not NVML"
     )
     p.add_argument("--sim-model", default="H100 SXM", help="the simulated GPUs' model")
     p.add_argument(
