@@ -159,7 +159,9 @@ class AdapterConfig(BaseModel):
         if self.kind is not AdapterKind.NVML:
             raise at_key("agents", f"GPU agents serve kind = 'nvml', not {self.kind.value!r}")
         if self.agent_secret_env is not None and self.agent_secret_file is not None:
-            raise at_key("agent_secret_file", "give agent_secret_env or agent_secret_file")
+            raise at_key(
+                "agent_secret_file", "give one of agent_secret_env or agent_secret_file, not both"
+            )
         try:
             remote = [h for h, _ in expand_agents(self.agents) if not is_loopback_host(h)]
         except ValueError as exc:

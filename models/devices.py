@@ -189,10 +189,11 @@ class DeviceClass(BaseModel):
                 "adapter.gpus, the GPU indexes served on each agent",
             )
         if a.gpus is not None and len(a.gpus) * n != self.count:
+            each = f", or gpus list {self.count // n} indexes" if self.count % n == 0 else ""
             raise at_key(
                 "adapter.gpus",
                 f"lists {len(a.gpus)} GPUs on each of {n} agents, {len(a.gpus) * n} in all, "
-                f"for count = {self.count}",
+                f"for count = {self.count}; count must be {len(a.gpus) * n}{each}",
             )
 
     def _check_prefill(self, rates: dict[str, float]) -> None:

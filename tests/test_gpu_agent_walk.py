@@ -83,3 +83,34 @@ def test_tls_on_one_side_only_says_which_setting_is_missing(tmp_path: Path) -> N
             await plain_agent.stop()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def _site_with(tmp_path: Path, adapter: str) -> Path:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[site]\nname = "t"\ninterconnect_kw = 100\n[[devices]]\nname = "h100"\nkind = "gpu"\n'
+        f'model = "H100 SXM"\ncount = 8\n[devices.adapter]\nkind = "nvml"\n{adapter}\n'
+    )
+    return site
+
+
+@pytest.mark.parametrize(
+    ("adapter", "words"),
+    [
+        (
+            'agents = ["127.0.0.1:7731"]\nagent_secret_env = "X"\nagent_secret_file = "y"',
+            "agent_secret_file: give one of agent_secret_env or agent_secret_file, not both",
+        ),
+        (
+            'agents = ["127.0.0.1:7731"]\ngpus = [0, 1, 2]',
+            "adapter.gpus: lists 3 GPUs on each of 1 agents, 3 in all, for count = 8; "
+            "count must be 3, or gpus list 8 indexes",
+        ),
+    ],
+)
+def test_a_site_file_mistake_names_the_key_and_what_is_valid(
+    tmp_path: Path, adapter: str, words: str
+) -> None:
+    res = run_main("validate", "--config", str(_site_with(tmp_path, adapter)))
+    assert res.returncode == 2 and words in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
