@@ -205,10 +205,12 @@ class AgentBackend:
 
 
 def _tls_hint(exc: BaseException) -> str:
-    """What to change when TLS fails between the daemon and an agent."""
+    """What to change when the daemon cannot reach an agent, or TLS fails between them."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (" (agent_tls_ca_file must be the CA that signed the agent's --tls-cert, and the "
                 "certificate must name the host as written in agents)")  # fmt: skip
+    if isinstance(exc, ConnectionRefusedError):
+        return " (is `gridsched gpu-agent` running there, listening on this port?)"
     if isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc):
         return (" (the agent does not speak TLS: start it with --tls-cert/--tls-key, or remove "
                 "agent_tls_ca_file)")  # fmt: skip

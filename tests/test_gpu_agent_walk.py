@@ -114,3 +114,16 @@ def test_a_site_file_mistake_names_the_key_and_what_is_valid(
     res = run_main("validate", "--config", str(_site_with(tmp_path, adapter)))
     assert res.returncode == 2 and words in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_an_agent_not_listening_says_to_check_the_agent_and_its_port() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+
+    async def main() -> None:
+        backend = AgentBackend("127.0.0.1", port, Secret(SECRET), timeout_s=5.0)
+        with pytest.raises(DeviceUnreachable, match="is `gridsched gpu-agent` running"):
+            await backend.call(0, "limit_w")
+
+    asyncio.run(asyncio.wait_for(main(), 30))
