@@ -127,3 +127,30 @@ def test_an_agent_not_listening_says_to_check_the_agent_and_its_port() -> None:
             await backend.call(0, "limit_w")
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "words"),
+    [
+        (["--listen", "0.0.0.0:0"], {}, "--listen: refusing to serve NVML on '0.0.0.0'"),
+        (
+            ["--listen", "0.0.0.0:0", "--secret-env", "WALK_SECRET"],
+            {"WALK_SECRET": "short"},
+            "--secret-env/--secret-file: the secret is shorter than 16 characters",
+        ),
+        (
+            ["--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--tls-key", "/k"],
+            {},
+            "--tls-cert/--tls-key: cannot load /nonexistent.pem",
+        ),
+    ],
+)
+def test_the_agents_refusals_name_its_command_line_options(
+    argv: list[str], env: dict[str, str], words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    res = run_main("gpu-agent", "--sim", "1", *argv)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("gridsched: error: gpu-agent: invalid configuration")
+    assert words in res.stderr and "Traceback" not in res.stderr, res.stderr

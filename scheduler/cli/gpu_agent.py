@@ -31,6 +31,18 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+# the serving code names its settings as a library does; the command names its options
+_OPTIONS = {
+    "listen": "--listen",
+    "secret": "--secret-env/--secret-file",
+    "tls-cert/tls-key": "--tls-cert/--tls-key",
+}
+
+
+def _as_options(exc: ConfigError) -> ConfigError:
+    return ConfigError("gpu-agent", [(_OPTIONS.get(k, k), m) for k, m in exc.problems])
+
+
 def cmd_gpu_agent(args: argparse.Namespace) -> int:
     from adapters.gpu_agent import GpuAgent, server_tls
     from adapters.nvml import GpuBackend, PynvmlBackend
@@ -44,7 +56,10 @@ def cmd_gpu_agent(args: argparse.Namespace) -> int:
     secret = load_secret("--secret-env/--secret-file", args.secret_env, args.secret_file)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("gpu-agent", [("--tls-cert/--tls-key", "give both, or neither")])
-    tls = server_tls(args.tls_cert, args.tls_key) if args.tls_cert else None
+    try:
+        tls = server_tls(args.tls_cert, args.tls_key) if args.tls_cert else None
+    except ConfigError as exc:
+        raise _as_options(exc) from None
     if args.sim is not None and args.sim < 1:  # 0 must not fall back to the real NVML
         raise ConfigError("gpu-agent", [("--sim", f"{args.sim}: expected 1 or more GPUs")])
     backend: GpuBackend
@@ -52,7 +67,10 @@ def cmd_gpu_agent(args: argparse.Namespace) -> int:
         backend = LocalSimBackend([SimGpu(i, model=args.sim_model) for i in range(args.sim)])
     else:
         backend = PynvmlBackend()
-    agent = GpuAgent(backend, host, port, secret, tls, max_clients=args.max_clients)
+    try:
+        agent = GpuAgent(backend, host, port, secret, tls, max_clients=args.max_clients)
+    except ConfigError as exc:
+        raise _as_options(exc) from None
 
     async def main() -> int:
         try:
