@@ -191,7 +191,7 @@ def test_each_failed_handshake_is_answered_auth_failed_with_its_reason(
             # a client that hangs up instead of answering
             reader, writer, _ = await _hello(agent.port)
             writer.close()
-            await _until_logged(caplog, "the client closed the connection")
+            await _until_logged(caplog, "authentication failed: the client closed the connection")
         finally:
             await agent.stop()
 
@@ -202,7 +202,7 @@ def test_each_failed_handshake_is_answered_auth_failed_with_its_reason(
 
 
 async def _until_logged(caplog: pytest.LogCaptureFixture, words: str) -> None:
-    while not any(words in r.getMessage() for r in caplog.records):
+    while not any(r.getMessage().endswith(words) for r in caplog.records):
         await asyncio.sleep(0.01)
 
 
