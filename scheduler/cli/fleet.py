@@ -41,6 +41,14 @@ def _identity(fleet: Fleet, device_id: str) -> dict[str, str]:
     }
 
 
+def make_model(make: str, model: str) -> str:
+    """ "NVIDIA H100 SXM", not "NVIDIA NVIDIA H100 SXM": NVML's and most firmware's model
+    names already begin with the make."""
+    if make and model.lower().startswith(make.lower()):
+        return model
+    return " ".join(x for x in (make, model) if x) or "-"
+
+
 def _firmware_label(fleet: Fleet, ids: list[str]) -> str:
     """The firmware of a class's devices, in words ("Stock 2023-12-14 ...", or a count)."""
     seen: dict[str, int] = {}
@@ -236,7 +244,7 @@ def _print_status(
             rows.append(
                 [
                     st.device_id,
-                    " ".join(x for x in (ident.get("make"), ident.get("model")) if x) or "-",
+                    make_model(ident.get("make", ""), ident.get("model", "")),
                     " ".join(x for x in (ident.get("firmware"), ident.get("firmware_version")) if x)
                     or "-",
                     st.health.value,
