@@ -289,3 +289,40 @@ def test_refusals_and_failures_are_answered_in_the_documented_shape(
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
         "power_w on GPU 0 failed"
     ]
+
+
+# --- the connection limit and the line limit (plain lines, before any MAC) -------------------
+
+
+def test_a_closed_client_frees_its_place_and_the_limits_answer_in_the_documented_shape() -> None:
+    async def main() -> None:
+        agent = GpuAgent(_backend(), "127.0.0.1", 0, None, max_clients=1)
+        await agent.start()
+        try:
+            for _ in range(3):  # each one closed before the next: the one place is free again
+                reader, writer, hello = await _hello(agent.port)
+                assert hello["auth"] == "none"
+                assert await _ask(reader, writer, {"op": "count"}) == {"ok": True, "gpus": 1}
+                writer.close()
+                await asyncio.wait_for(reader.read(), 5)  # the agent's side closed too
+                async with asyncio.timeout(5):
+                    while agent._clients:
+                        await asyncio.sleep(0.01)
+            reader, writer, _ = await _hello(agent.port)
+            busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", agent.port)
+            busy = json.loads(await busy_reader.readline())
+            assert busy == {"ok": False, "code": "BUSY", "error": "1 clients at most"}
+            busy_writer.close()
+            writer.write(b"x" * (wire.MAX_LINE_BYTES + 10) + b"\n")
+            await writer.drain()
+            too_long = json.loads((await reader.read()).splitlines()[-1])
+            assert too_long == {
+                "ok": False,
+                "code": "BAD_REQUEST",
+                "error": f"a line over {wire.MAX_LINE_BYTES} bytes",
+            }
+            writer.close()
+        finally:
+            await agent.stop()
+
+    run(main())
