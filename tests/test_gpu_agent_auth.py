@@ -309,9 +309,17 @@ def test_a_closed_client_frees_its_place_and_the_limits_answer_in_the_documented
                     while agent._clients:
                         await asyncio.sleep(0.01)
             reader, writer, _ = await _hello(agent.port)
+            writer.write(b"not json\n")
+            await writer.drain()
+            assert json.loads(await reader.readline()) == {
+                "ok": False,
+                "code": "BAD_REQUEST",
+                "error": "not a JSON line: b'not json'",
+            }
             busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", agent.port)
             busy = json.loads(await busy_reader.readline())
             assert busy == {"ok": False, "code": "BUSY", "error": "1 clients at most"}
+            assert await asyncio.wait_for(busy_reader.read(), 5) == b""  # and closed
             busy_writer.close()
             writer.write(b"x" * (wire.MAX_LINE_BYTES + 10) + b"\n")
             await writer.drain()
