@@ -169,8 +169,11 @@ def test_each_failed_handshake_is_answered_auth_failed_with_its_reason(
     caplog.set_level(logging.INFO, logger="gridsched.gpu_agent")
 
     async def main() -> None:
-        agent = GpuAgent(_backend(), "127.0.0.1", 0, SECRET, auth_timeout_s=0.2)
+        agent = GpuAgent(_backend(), "127.0.0.1", 0, SECRET)
         await agent.start()
+        # its own agent with a short limit: the others answer at once even on a loaded host
+        hasty = GpuAgent(_backend(), "127.0.0.1", 0, SECRET, auth_timeout_s=0.2)
+        await hasty.start()
         try:
             short = await _answer(agent.port, "a" * 31, "right")
             assert short == {
@@ -184,7 +187,7 @@ def test_each_failed_handshake_is_answered_auth_failed_with_its_reason(
             assert wrong["error"] == "wrong MAC: the client's secret is not this agent's"
             assert (await _answer(agent.port, "a" * 64, None))["code"] == "AUTH_FAILED"
             # silent past the time limit: told so, not left hanging
-            reader, writer, _ = await _hello(agent.port)
+            reader, writer, _ = await _hello(hasty.port)
             silent = json.loads(await reader.readline())
             assert silent == {"ok": False, "code": "AUTH_FAILED", "error": "no answer in time"}
             writer.close()
@@ -194,6 +197,7 @@ def test_each_failed_handshake_is_answered_auth_failed_with_its_reason(
             await _until_logged(caplog, "authentication failed: the client closed the connection")
         finally:
             await agent.stop()
+            await hasty.stop()
 
     run(main())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
