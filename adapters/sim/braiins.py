@@ -174,21 +174,24 @@ class BraiinsSim(MinerServer):
     # -- gRPC on 50051 ----------------------------------------------------------------------
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        async def admit(stream: Stream[Any, Any], name: str, auth: bool) -> tuple[Any, bool]:
+            """A call's request, once it passes the hang/slow faults and the token; and
+            whether a GARBLE fault answers it (every field at its default: unusable)."""
+            request = await stream.recv_message()
+            self.grpc_calls.append(name)
+            if not await self._hang_or_slow(lambda: self._grpc is not None):
+                raise GRPCError(Status.UNAVAILABLE, "hung up")
+            token = stream.metadata.get("authorization") if stream.metadata else None
+            if auth and (not self._token or token != self._token):
+                raise GRPCError(Status.UNAUTHENTICATED, "authentication token is missing")
+            return request, self._fault(FaultKind.GARBLE) is not None
+
         def unary(
             fn: Callable[[Any], Awaitable[Any]], req: type, rep: type, auth: bool = True
         ) -> grpclib.const.Handler:
             async def handle(stream: Stream[Any, Any]) -> None:
-                request = await stream.recv_message()
-                self.grpc_calls.append(fn.__name__)
-                if not await self._hang_or_slow(lambda: self._grpc is not None):
-                    raise GRPCError(Status.UNAVAILABLE, "hung up")
-                token = stream.metadata.get("authorization") if stream.metadata else None
-                if auth and (not self._token or token != self._token):
-                    raise GRPCError(Status.UNAUTHENTICATED, "authentication token is missing")
-                if self._fault(FaultKind.GARBLE) is not None:
-                    await stream.send_message(rep())  # every field at its default: unusable
-                    return
-                await stream.send_message(await fn(request))
+                request, garbled = await admit(stream, fn.__name__, auth)
+                await stream.send_message(rep() if garbled else await fn(request))
 
             return grpclib.const.Handler(handle, grpclib.const.Cardinality.UNARY_UNARY, req, rep)
 
@@ -206,17 +209,9 @@ class BraiinsSim(MinerServer):
             process's CPU per write). The same checks, in the same order, as ``unary``."""
 
             async def handle(stream: Stream[Any, Any]) -> None:
-                request = await stream.recv_message()
-                self.grpc_calls.append(fn.__name__)
-                if not await self._hang_or_slow(lambda: self._grpc is not None):
-                    raise GRPCError(Status.UNAVAILABLE, "hung up")
-                token = stream.metadata.get("authorization") if stream.metadata else None
-                if not self._token or token != self._token:
-                    raise GRPCError(Status.UNAUTHENTICATED, "authentication token is missing")
-                if self._fault(FaultKind.GARBLE) is not None:
-                    await stream.send_message(_Bytes(b""))  # every field at its default
-                    return
-                await stream.send_message(_Bytes(fn(request.data if request else b"")))
+                request, garbled = await admit(stream, fn.__name__, True)
+                body = b"" if garbled else fn(request.data if request else b"")
+                await stream.send_message(_Bytes(body))
 
             return grpclib.const.Handler(
                 handle, grpclib.const.Cardinality.UNARY_UNARY, _Bytes, _Bytes
