@@ -15,8 +15,9 @@ import sys
 from typing import Any
 
 from adapters.aio import run_async
-from adapters.base import AdapterError
+from adapters.base import AdapterError, Unsupported
 from adapters.gpu_wire import DEFAULT_PORT
+from adapters.nvml import nvml_parts
 from models.errors import ConfigError
 
 
@@ -41,6 +42,26 @@ _OPTIONS = {
 
 def _as_options(exc: ConfigError) -> ConfigError:
     return ConfigError("gpu-agent", [(_OPTIONS.get(k, k), m) for k, m in exc.problems])
+
+
+#: The exit code when this host cannot serve NVML at all (no NVIDIA driver or library, no
+#: nvidia-ml-py): EX_CONFIG of sysexits.h, which the unit's RestartPreventExitStatus= names,
+#: so systemd does not start the agent again every 10 s and fill the journal.
+EXIT_NO_NVML = 78
+#: NVML's refusals at start that may clear by themselves: the kernel module still loading at
+#: boot. Exit 1, which systemd restarts.
+_TRANSIENT = {"DRIVER_NOT_LOADED"}
+
+
+def _start_failure(exc: AdapterError) -> tuple[int, str]:
+    """The exit code of a failed start and what the operator should do about it."""
+    parts = nvml_parts(exc)
+    if isinstance(exc, Unsupported) and (parts is None or parts[0] not in _TRANSIENT):
+        return EXIT_NO_NVML, (
+            "install the NVIDIA driver and nvidia-ml-py on this host (nvidia-smi must work), "
+            "or run the agent only on GPU servers; exit 78, not restarted by systemd"
+        )
+    return 1, "exit 1: the unit's agent is tried again in 10 s (the driver may still be loading)"
 
 
 def cmd_gpu_agent(args: argparse.Namespace) -> int:
@@ -75,9 +96,10 @@ def cmd_gpu_agent(args: argparse.Namespace) -> int:
     async def main() -> int:
         try:
             await agent.start()
-        except AdapterError as exc:  # no driver yet at boot, say: systemd starts it again
-            print(f"gridsched: error: cannot serve the GPUs: {exc}", file=sys.stderr)
-            return 1
+        except AdapterError as exc:
+            code, what_to_do = _start_failure(exc)
+            print(f"gridsched: error: cannot serve the GPUs: {exc}; {what_to_do}", file=sys.stderr)
+            return code
         except OSError as exc:  # 1 too: a port in use may be an old agent still stopping
             if exc.errno != errno.EADDRINUSE:
                 raise

@@ -51,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Everything that can refuse does so before a device is touched (docs/daemon.md).
         startup.check_secrets(config)
         startup.check_measurable(config)
+        startup.check_tls(args.tls_cert, args.tls_key)
         sock = startup.bind_listen(config.daemon.listen)
         # the address bound (port 0: the port the OS chose), e.g. for the VTN's callback URL
         bound = f"{config.daemon.listen.rpartition(':')[0]}:{sock.getsockname()[1]}"

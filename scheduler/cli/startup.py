@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,24 @@ def check_measurable(config: SiteConfig) -> None:
              "[devices.adapter]; add one (docs/adapters.md; kind = \"sim\" to try it "
              "simulated), or use `gridsched plan` for planning without devices"],
         )  # fmt: skip
+
+
+def check_tls(cert_file: str | None, key_file: str | None) -> None:
+    """The API's certificate and key load now: uvicorn would load them only once the devices
+    were commanded, and its traceback (exit 1) had systemd start the daemon again and again."""
+    if cert_file is None and key_file is None:
+        return
+    if cert_file is None:
+        raise Refusal(EXIT_CONFIG, ["--tls-key without --tls-cert: give both, or neither"])
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise Refusal(
+            EXIT_CONFIG,
+            [f"--tls-cert {cert_file} / --tls-key {key_file}: cannot load them: {why}; give "
+             "a readable PEM certificate chain and its private key"],
+        ) from None  # fmt: skip
 
 
 def lock_state_file(db: Path) -> int:
