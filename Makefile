@@ -68,10 +68,14 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 # The suite under coverage: daemon and CLI subprocesses are measured too, then combined
-# and reported (the total is the last line).
+# and reported (the total is the last line). Tests run in TEST_WORKERS processes
+# (pytest-xdist): most of a test's time is waiting on a daemon, a simulator or a socket, so
+# four workers halve the suite's time even on two cores (docs/testing.md, "Suite time");
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 4
 unit: $(VENV)/.installed
 	rm -rf .coverage-data
-	$(PY) -m coverage run -m pytest -q
+	$(PY) -m coverage run -m pytest -q -n $(TEST_WORKERS)
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 
