@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import ssl
+from pathlib import Path
 from typing import Any
 
 from adapters import gpu_wire as wire
@@ -27,7 +28,8 @@ from adapters.base import (
     Unsupported,
 )
 from adapters.nvml import nvml_error
-from adapters.secrets import Secret
+from adapters.secrets import Secret, load_secret
+from models.device_adapter import AdapterConfig
 from models.errors import ConfigError
 
 _CLASSES: dict[str, type[AdapterError]] = {
@@ -230,11 +232,40 @@ def _error(device: str, call: str, out: dict[str, Any], where: str) -> AdapterEr
     return nvml_error(device, call, code, message)
 
 
+def agent_settings_problems(a: AdapterConfig, base_dir: str, key: str) -> list[tuple[str, str]]:
+    """What would keep the daemon from reaching its GPU agents, found on this host without
+    connecting (for ``gridsched validate``): the secret's variable set, its file readable,
+    the secret long enough, the CA file loadable. Each problem is ``(key.field, message)``;
+    no message carries the secret."""
+    if not a.agents:
+        return []
+    problems: list[tuple[str, str]] = []
+    field = f"{key}.agent_secret_file" if a.agent_secret_file else f"{key}.agent_secret_env"
+    try:
+        secret = load_secret(field, a.agent_secret_env, a.agent_secret_file, base_dir)
+    except ConfigError as exc:  # a file's path is the error's source: say it in the line
+        where = f"{exc.source}: " if a.agent_secret_file else ""
+        problems += [(k, f"{where}{m}") for k, m in exc.problems]
+    else:
+        if secret is not None and len(secret.reveal()) < wire.MIN_SECRET_CHARS:
+            problems.append((field, f"the agents' secret is shorter than "
+                             f"{wire.MIN_SECRET_CHARS} characters; use a random one "
+                             "(openssl rand -hex 32), the same as the agents'"))  # fmt: skip
+    if a.agent_tls_ca_file is not None:
+        ca_key = f"{key}.agent_tls_ca_file"
+        try:
+            client_tls(str(Path(base_dir, a.agent_tls_ca_file)), ca_key)
+        except ConfigError as exc:
+            problems += exc.problems
+    return problems
+
+
 def client_tls(ca_file: str, key: str = "agent_tls_ca_file") -> ssl.SSLContext:
     """A TLS client context that trusts ``ca_file`` only, and checks the agent's name."""
     try:
         ctx = ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("site configuration", [(key, f"cannot load {ca_file}: {exc}")]) from None
+        why = exc.strerror if type(exc) is not ssl.SSLError and exc.strerror else str(exc)
+        raise ConfigError("site configuration", [(key, f"cannot load {ca_file}: {why}")]) from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx

@@ -18,6 +18,7 @@ import numpy as np
 
 from models.durations import parse_duration_s
 from models.economics import breakeven_usd_per_mwh
+from models.errors import ConfigError
 from models.market import Series, site_prices
 from models.site import SiteConfig, load_site
 from scheduler.cli.options import UsageError, read_events
@@ -219,8 +220,19 @@ def _price_file_summary(config: SiteConfig) -> str | None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from adapters.gpu_remote import agent_settings_problems
+
     path = args.config or args.config_flag
     config = load_site(path)
+    # what the daemon reads on this host besides the file: the GPU agents' secret and CA
+    problems = [
+        problem
+        for k, dc in enumerate(config.devices)
+        if dc.adapter is not None
+        for problem in agent_settings_problems(dc.adapter, config.base_dir, f"devices[{k}].adapter")
+    ]
+    if problems:
+        raise ConfigError(str(path), problems)
     site = config.site
     prices = _price_file_summary(config)
     print(
