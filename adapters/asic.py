@@ -200,6 +200,9 @@ class PyasicMiner(MinerCommands):
             return self.confirm_within_s
         return self._caps.confirm_within_s
 
+    def readback_after_s(self) -> float:
+        return min(self._caps.settle_s, self.confirm_deadline_s())
+
     def unconfirmed(self, applied: Applied) -> None:
         """Send everything again next time; on stock firmware, with the other JSON type of
         ``miner-mode`` (firmware versions differ; the one a read-back confirms is kept)."""

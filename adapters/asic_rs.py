@@ -314,6 +314,9 @@ class AsicRsMiner(DeviceAdapter):
             return self.confirm_within_s
         return self.caps.confirm_within_s
 
+    def readback_after_s(self) -> float:
+        return min(self.caps.settle_s, self.confirm_deadline_s())
+
     def unconfirmed(self, applied: Applied) -> None:
         self._forget()
 

@@ -199,6 +199,12 @@ class DeviceAdapter(ABC):
         unconfirmed (the firmware family's deadline for miners)."""
         return 30.0
 
+    def readback_after_s(self) -> float:
+        """How soon after a command a reading may show it: the fleet reads the device back
+        then, on its own and ahead of the telemetry sweep, and again at doubling intervals
+        until the confirmation deadline (:mod:`adapters.readback`)."""
+        return 1.0
+
     def unconfirmed(self, applied: Applied) -> None:  # noqa: B027 - optional hook
         """A command was accepted and never showed: forget what was believed sent, so that
         the next apply sends everything again."""

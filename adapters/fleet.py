@@ -10,7 +10,11 @@ device's health says is in :mod:`adapters.fleet_health`.
 
 Readings and commands are bounded separately (``read_concurrency`` and ``concurrency``), so
 that a command never waits for a telemetry sweep to free a slot; the garbage collector
-waits while commands are in flight (:mod:`adapters.gc_hold`).
+waits while commands are in flight (:mod:`adapters.gc_hold`). Each accepted command is read
+back on its own soon after it (:mod:`adapters.readback`), in the readings' slots: the
+read-back's readers queue for them beside the sweep's, ``READBACK_SHARE`` times as many, so
+that during a sweep they get about three slots in four as they free up (the slots are
+handed out in turn) and the sweep the rest; without a sweep, all of them.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from adapters.base import (
 from adapters.fleet_health import HealthBook
 from adapters.gc_hold import CollectorHold, freeze_heap
 from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind, Pending, RetryPolicy
-from adapters.readback import ReadBack
+from adapters.readback import ReadBack, ReadBackRunner
 
 __all__ = [
     "DeviceStatus",
@@ -50,6 +54,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("gridsched.fleet")
+
+#: The read-back's readers per readings' slot (see the module's docstring).
+READBACK_SHARE = 3
 
 
 @dataclass
@@ -102,6 +109,10 @@ class Fleet:
         self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
         self._health = HealthBook(self.retry, self.unreachable_after, self.probe_max_s)
         self._readback = ReadBack(self.by_id, self.status, self._health, self._emit)
+        slots = self.read_concurrency or self.concurrency
+        self._read_backs = ReadBackRunner(
+            self._readback, self._read_one, self.clock, READBACK_SHARE * slots
+        )
 
     @property
     def pending(self) -> dict[str, Pending]:
@@ -298,6 +309,7 @@ class Fleet:
                     latency_s = time.perf_counter() - t0
                     out = Outcome(device_id, req, True, n, latency_s, result, at=self.clock())
                     self._readback.accepted(out)
+                    self._read_backs.soon()
                 else:
                     rejected = self.status[device_id].health is Health.REJECTED
                     kind = OutcomeKind.REJECTED if rejected else OutcomeKind.FAILED
@@ -380,7 +392,15 @@ class Fleet:
                 self._health.set(st, Health.DEGRADED, st.last_error)
         return done
 
+    async def _read_one(self, device_id: str) -> None:
+        """A read-back's reading: through the same path as a sweep's (which settles the
+        device's command when it shows it); a device between probes is not read."""
+        dev, st = self.by_id[device_id], self.status[device_id]
+        if not (st.health is Health.UNREACHABLE and time.monotonic() < st.next_probe):
+            await self._run(dev, "read", None, self._health.attempts(st))
+
     async def close(self) -> None:
+        await self._read_backs.stop()
         for dev in self.adapters:
             try:
                 await dev.close()

@@ -4,19 +4,42 @@ An accepted command is not yet done: it waits in ``pending`` until a reading sen
 shows the mode (an :class:`Outcome` ``confirmed``), or until the device's confirmation
 deadline passes (``unconfirmed``: the adapter forgets what it believed sent, and the fleet
 sends it again, :meth:`adapters.fleet.Fleet.resend_unconfirmed`).
+
+Each accepted command is also read back on its own (``due``): the device is read
+``readback_after_s`` after the command (its firmware family's typical time to show a
+change, ``models.firmware``), and again at doubling intervals while it does not show it,
+the last read at its deadline. The telemetry sweep confirms too, but it reaches a device
+only in its turn: 16-22 s after a curtail at 7,500 miners, and at 30,000 no sweep ended
+within the 60 s deadline, so that commands went unconfirmed never read since. The fleet
+makes these reads (:meth:`adapters.fleet.Fleet._read_back`) in the readings' slots.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import heapq
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from adapters.base import DeviceAdapter, Health, ModeRequest, NotConfirmed, Telemetry
 from adapters.fleet_health import HealthBook
 from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind, Pending
 
 log = logging.getLogger("gridsched.fleet")
+
+#: The shortest wait between two read-backs of one device (a clock that does not move, as
+#: a test's, must not make them a busy loop).
+MIN_GAP_S = 0.05
+#: How far past its deadline a device's last read-back is made, so that it finds the
+#: deadline passed and gives the verdict.
+PAST_DEADLINE_S = 0.05
+
+#: A read-back to make: (loop time due, sequence, device, the command it is for, seconds
+#: since the command when it was scheduled).
+Due = tuple[float, int, str, Pending, float]
 
 
 class ReadBack:
@@ -38,6 +61,9 @@ class ReadBack:
         self.pending: dict[str, Pending] = {}
         #: Commands whose read-back never showed them, by device, until sent again.
         self.unconfirmed: dict[str, ModeRequest] = {}
+        #: Read-backs to make, soonest first (loop time).
+        self.due: list[Due] = []
+        self._seq = 0
 
     def waiting(self, device_id: str) -> bool:
         """Whether a command of the device's waits for its read-back or was never seen."""
@@ -48,8 +74,46 @@ class ReadBack:
         one, unconfirmed or pending (health stays unconfirmed until a read-back shows it)."""
         dev = self.by_id[out.device_id]
         sent = out.at - out.latency_s
-        self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
+        p = self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
         self.unconfirmed.pop(out.device_id, None)
+        after_s = max(MIN_GAP_S, min(dev.readback_after_s(), p.deadline - p.sent_at))
+        # timed from the command's send, on the loop's clock
+        self._schedule(out.device_id, p, time.monotonic() - out.latency_s + after_s, after_s)
+
+    def _schedule(self, device_id: str, p: Pending, at: float, since_s: float) -> None:
+        self._seq += 1
+        heapq.heappush(self.due, (at, self._seq, device_id, p, since_s))
+
+    def next_due(self) -> float | None:
+        """When the next read-back is due (monotonic time), or None when none is."""
+        while self.due and self.pending.get(self.due[0][2]) is not self.due[0][3]:
+            heapq.heappop(self.due)  # settled by a sweep, or superseded by a later command
+        return self.due[0][0] if self.due else None
+
+    def take_due(self, mono_now: float) -> list[Due]:
+        """The read-backs due by ``mono_now`` whose command still waits."""
+        out: list[Due] = []
+        while self.due and self.due[0][0] <= mono_now:
+            d = heapq.heappop(self.due)
+            if self.pending.get(d[2]) is d[3]:
+                out.append(d)
+        return out
+
+    def still_waiting(self, d: Due) -> bool:
+        return self.pending.get(d[2]) is d[3]
+
+    def read_back(self, d: Due, now: float) -> None:
+        """After a read-back of ``d``'s device (its reading settled the command if it showed
+        it): past the deadline, the verdict from what was read last; else read it again
+        after as long again as it has waited (the last read just past the deadline)."""
+        device_id, p, since_s = d[2], d[3], d[4]
+        if self.pending.get(device_id) is not p:
+            return
+        if now >= p.deadline:
+            self.settle(device_id, self.status[device_id].telemetry, now)
+            return
+        wait_s = max(MIN_GAP_S, min(since_s, p.deadline - now + PAST_DEADLINE_S))
+        self._schedule(device_id, p, time.monotonic() + wait_s, since_s + wait_s)
 
     def settle(self, device_id: str, t: Telemetry | None, now: float) -> None:
         """Confirm a pending command from a reading sent after it, or give up on it once its
@@ -123,3 +187,68 @@ class ReadBack:
         for device_id, p in list(self.pending.items()):
             if now >= p.deadline:
                 self.settle(device_id, self.status[device_id].telemetry, now)
+
+
+class ReadBackRunner:
+    """Makes a fleet's read-backs when due: a timer task hands the due devices to up to
+    ``readers`` reader tasks, each reading one device at a time (``read_one``, the fleet's
+    reading path) and then giving its verdict past the deadline or scheduling its next
+    read-back. The tasks end when nothing is due, and start again at the next command."""
+
+    def __init__(
+        self,
+        readback: ReadBack,
+        read_one: Callable[[str], Awaitable[None]],
+        clock: Callable[[], float],
+        readers: int,
+    ) -> None:
+        self.readback, self.read_one, self.clock, self.readers = readback, read_one, clock, readers
+        self._timer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a read-back was scheduled
+        self._queue: collections.deque[Due] = collections.deque()  # due, not yet read
+        self._reading: set[asyncio.Task[None]] = set()
+
+    def soon(self) -> None:
+        """A read-back was scheduled: the timer wakes (or starts) to make it when due."""
+        if self._timer is None or self._timer.done():
+            loop = asyncio.get_running_loop()
+            self._timer = loop.create_task(self._time(), name="fleet read-back")
+        else:
+            self._wake.set()
+
+    async def _time(self) -> None:
+        rb = self.readback
+        while (at := rb.next_due()) is not None:
+            wait_s = at - time.monotonic()
+            if wait_s > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
+                continue
+            self._queue.extend(rb.take_due(time.monotonic()))
+            loop = asyncio.get_running_loop()
+            for _ in range(min(self.readers, len(self._queue)) - len(self._reading)):
+                task = loop.create_task(self._read())
+                self._reading.add(task)
+                task.add_done_callback(self._reading.discard)
+
+    async def _read(self) -> None:
+        rb, queue = self.readback, self._queue
+        while queue:
+            d = queue.popleft()
+            if not rb.still_waiting(d):
+                continue  # a sweep's reading settled it meanwhile
+            try:
+                await self.read_one(d[2])
+            except Exception:  # the fleet's reading contains the adapter's; this is a bug
+                log.exception("read-back of %s", d[2])
+            rb.read_back(d, self.clock())
+            self.soon()  # its next read-back, if any
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._timer, *self._reading) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._queue.clear()

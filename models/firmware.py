@@ -55,6 +55,10 @@ class Capabilities:
     #: within the adapter's timeout is reported sent and left to finish within this;
     #: the read-back decides whether it took effect (adapters.antminer).
     write_timeout_s: float = 30.0
+    #: How long a change typically takes to show in a reading: the fleet's targeted
+    #: read-back reads the device then, and again at doubling intervals until
+    #: ``confirm_within_s`` (adapters.readback). Where no source gives a time, 5 s.
+    settle_s: float = 5.0
 
     @property
     def reads_power(self) -> bool:
@@ -71,6 +75,7 @@ CAPABILITIES: dict[Family, Capabilities] = {
         readings=_ALL,
         confirm_within_s=60.0,
         note="curtail sleep/wakeup; profiles by frequency step (profileset)",
+        settle_s=5.0,  # sleep about 5 s, wake 10 s or more (docs/hardware.md [L1])
     ),
     Family.BRAIINS: Capabilities(
         Family.BRAIINS,
@@ -88,6 +93,7 @@ CAPABILITIES: dict[Family, Capabilities] = {
         confirm_within_s=120.0,
         note="miner-mode 1/0 in set_miner_conf.cgi; bmminer restarts (20-35 s, more to hash)",
         write_timeout_s=60.0,  # the CGI may answer only once bmminer has restarted
+        settle_s=20.0,  # bmminer's restart, 20-35 s (docs/hardware.md [P3])
     ),
     Family.WHATSMINER: Capabilities(
         Family.WHATSMINER,

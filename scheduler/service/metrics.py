@@ -160,6 +160,19 @@ class DaemonCollector:
         for k, v in cnt.commands.items():
             x.add_metric([k], v)
         yield x
+        x = CounterMetricFamily(
+            "gridsched_readback_verdicts",
+            "Read-back verdicts on accepted commands, as they arrive",
+            labels=["verdict"],
+        )
+        for k, v in cnt.readbacks.items():
+            x.add_metric([k], v)
+        yield x
+        yield GaugeMetricFamily(
+            "gridsched_commands_awaiting_readback",
+            "Accepted commands not yet shown by a reading, nor past their deadline",
+            value=len(d.fleet.pending),
+        )
         yield classes.health_family()
         yield from families.fleet_workers(d)
 

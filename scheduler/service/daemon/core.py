@@ -109,6 +109,7 @@ class Daemon:
         self.plans = CurrentPlan()
         self.devices = DeviceModes(config, self.fleet, self.clock)
         self.fleet.on_outcome = self.devices.read_back  # the read-back's verdicts
+        self.devices.on_verdict = self.recorder.verdict  # to the audit trail as they come
         self.power = Power(
             self.fleet, self.devices, self.plans, ModbusMeter(meter) if meter else None
         )
@@ -151,6 +152,8 @@ class Daemon:
         stack = self._resources
         self.store.start()
         stack.callback(self.store.close)
+        # after the fleet's close (no verdict comes later), before the store's
+        stack.push_async_callback(self.recorder.flush_verdicts)
         stack.push_async_callback(self.save_identities)  # found by reconnects since
         for sim in self.built.simulators:
             await sim.start()

@@ -92,8 +92,9 @@ class DeviceModes:
         }
         #: called after commands change what devices are believed to do
         self.listeners: list[Callable[[], None]] = []
-        #: read-back verdicts (confirmed, unconfirmed) not yet recorded in the audit trail
-        self.verdicts: list[Outcome] = []
+        #: hears each read-back verdict (confirmed, unconfirmed) as it arrives: the
+        #: daemon's recorder (:meth:`Recorder.verdict`), which writes it to the audit trail
+        self.on_verdict: Callable[[Outcome], None] | None = None
         #: devices whose command went unconfirmed since the last poll took them
         self.unfollowed: set[str] = set()
         self.generation = 0  # counts changes to what devices are believed to do
@@ -153,10 +154,11 @@ class DeviceModes:
         kept for the audit trail. Unconfirmed: the device did not follow; it takes the mode
         it reads, if read since the command, so that dispatch sends the plan's mode again
         and the fast path does not count on it."""
-        if out.kind is OutcomeKind.CONFIRMED:
-            self.verdicts.append(out)
-        elif out.kind is OutcomeKind.UNCONFIRMED:
-            self.verdicts.append(out)
+        if out.kind not in (OutcomeKind.CONFIRMED, OutcomeKind.UNCONFIRMED):
+            return
+        if self.on_verdict is not None:
+            self.on_verdict(out)
+        if out.kind is OutcomeKind.UNCONFIRMED:
             self.unfollowed.add(out.device_id)
             t = self.fleet.status[out.device_id].telemetry
             if t is not None and t.at >= out.at - out.latency_s:

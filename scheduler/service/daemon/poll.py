@@ -76,9 +76,8 @@ class Poller:
         self.power.note(readings)
         drifted = self._drifted(readings) + len(self.devices.unfollowed)
         self.devices.unfollowed.clear()
-        if self.devices.verdicts:
-            verdicts, self.devices.verdicts = self.devices.verdicts, []
-            await self.recorder.outcomes("read-back", verdicts, count=False)
+        # recorded as they came (Recorder.verdict); what is left, now, before telemetry
+        await self.recorder.flush_verdicts()
         self.power.invalidate()
         m = self.power.measured(now)
         cap, events = self.signals.cap_now(now)

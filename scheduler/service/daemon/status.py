@@ -151,6 +151,8 @@ def status(d: Daemon) -> dict[str, Any]:
             "failures": d.counters.plan_failures,
         },
         "store": {"error": d.recorder.error, "write_failures": d.counters.store_failures},
+        # accepted commands awaiting their read-back, and the verdicts since the start
+        "read_back": {"awaiting": len(d.fleet.pending), **d.counters.readbacks},
         "task_failures": dict(d.counters.task_failures),
         "prices": {
             "label": None if feeds.prices is None else feeds.prices.label,

@@ -1,0 +1,284 @@
+"""Issue 21: a command is read back on its own, soon after its firmware family's typical
+time to show it, whatever the telemetry sweep is doing, and its verdict reaches the audit
+trail, ``/v1/status`` and ``/metrics`` as it arrives, not when a poll ends (at 30,000 miners
+no poll ended within the 60 s deadline: every verdict waited, and 1,874 sleeps went
+"unconfirmed" never read since the command). Devices in memory; a sweep held open by one
+device whose reading does not answer until the test lets it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.base import Applied, ModeRequest, Telemetry
+from adapters.fleet import Fleet, Outcome, OutcomeKind
+from adapters.readback import MIN_GAP_S
+from models.devices import DeviceClass, Mode
+from models.firmware import CAPABILITIES, Family
+from scheduler.audit.store import Store
+from scheduler.service.daemon import Daemon
+from tests.support.clock import WallClock
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
+from tests.support.wait import until
+
+SITE = (
+    """
+[site]
+name = "read-back test"
+interconnect_kw = 100
+pue = 1.0
+
+[prices]
+format = "demo"
+
+[mining]
+hashprice_usd_per_ths_day = 0.08
+
+[daemon]
+horizon = "2h"
+step = "5min"
+stage_ahead_s = 0
+confirm_after_s = 0
+"""
+    + MIXED_DEVICES
+)
+
+STUCK = "gpu/1"  # its reading hangs until released: the sweep does not end
+
+
+class Held:
+    """Wraps each device's reading: counts them, and holds STUCK's until released."""
+
+    def __init__(self, devices: dict[str, MemoryDevice]) -> None:
+        self.reads: Counter[str] = Counter()
+        self.release = asyncio.Event()
+        self.stuck = asyncio.Event()  # STUCK's reading has started
+        self.hold = False
+        for dev in devices.values():
+            self._wrap(dev)
+
+    def _wrap(self, dev: MemoryDevice) -> None:
+        inner = dev.read
+
+        async def read() -> Telemetry:
+            self.reads[dev.device_id] += 1
+            if dev.device_id == STUCK and self.hold:
+                self.stuck.set()
+                await self.release.wait()
+            return await inner()
+
+        dev.read = read  # type: ignore[method-assign]
+
+
+def _verdicts(store: Store) -> set[tuple[str, str]]:
+    return {
+        (row["device"], row["kind"])
+        for r in store.records(0, 1e12, ("commands",))
+        if r[3]["why"] == "read-back"
+        for row in r[3]["outcomes"]
+    }
+
+
+async def _stuck_poll(d: Daemon, held: Held) -> asyncio.Task[None]:
+    """A poll whose sweep has read every device but STUCK, and waits on it."""
+    held.hold = True
+    before = sum(held.reads.values())
+    task = asyncio.create_task(d.poll(dispatch=False))
+    await until(held.stuck.is_set, what="the sweep waiting on the stuck device")
+    await until(lambda: sum(held.reads.values()) - before == len(d.fleet.status))
+    return task
+
+
+def test_a_verdict_reaches_the_audit_trail_status_and_metrics_while_the_sweep_is_out(
+    tmp_path: Path,
+) -> None:
+    """A command the sweep itself reads back (in its turn) is recorded while the sweep is
+    still out, not when the poll ends."""
+    d, devices = memory_daemon(SITE, tmp_path)
+    held = Held(devices)
+
+    async def go() -> None:
+        await d.open()
+        try:
+            for dev in devices.values():  # only the sweep reads back here
+                dev.readback_after_s = lambda: 3600.0  # type: ignore[method-assign]
+            outs = await d.fleet.apply({"old/0": ModeRequest("sleep")})
+            d.devices.commanded(outs, {"old/0": "sleep"})
+            poll = await _stuck_poll(d, held)
+            await until(lambda: ("old/0", "confirmed") in _verdicts(d.store),
+                        timeout_s=10, what="the verdict in the audit trail")  # fmt: skip
+            assert not poll.done()  # the sweep is still out
+            rb = d.status()["read_back"]
+            assert rb["confirmed"] == 1 and rb["unconfirmed"] == 0 and rb["awaiting"] == 0
+            metrics = d.metrics_snapshot.render()[0].decode()
+            assert 'gridsched_readback_verdicts_total{verdict="confirmed"} 1.0' in metrics
+            assert "gridsched_commands_awaiting_readback 0.0" in metrics
+            held.release.set()
+            await poll
+        finally:
+            held.release.set()
+            await d.close()
+
+    asyncio.run(go())
+
+
+def test_a_verdict_not_yet_written_is_written_when_the_daemon_closes(tmp_path: Path) -> None:
+    d, _ = memory_daemon(SITE, tmp_path)
+
+    async def go() -> None:
+        await d.open()
+        req = ModeRequest("sleep")
+        d.devices.read_back(
+            Outcome("old/1", req, True, 0, 0.2, Applied(req, None), at=d.clock.time(),
+                    kind=OutcomeKind.CONFIRMED)
+        )  # fmt: skip
+        await d.close()  # at once: before the batch's wait has passed
+
+    asyncio.run(go())
+    store = Store(tmp_path / "state.db")
+    try:
+        assert ("old/1", "confirmed") in _verdicts(store)
+    finally:
+        store.close()
+
+
+def test_a_command_is_read_back_on_its_own_while_the_sweep_is_stuck(tmp_path: Path) -> None:
+    """Commanded after the sweep has passed it, a miner is read back on its own soon after
+    its settle time, and its verdict is recorded, the sweep still out."""
+    d, devices = memory_daemon(SITE, tmp_path)
+    held = Held(devices)
+
+    async def go() -> None:
+        await d.open()
+        try:
+            devices["old/0"].readback_after_s = lambda: 0.05  # type: ignore[method-assign]
+            poll = await _stuck_poll(d, held)
+            outs = await d.fleet.apply({"old/0": ModeRequest("sleep")})
+            d.devices.commanded(outs, {"old/0": "sleep"})
+            await until(lambda: ("old/0", "confirmed") in _verdicts(d.store),
+                        timeout_s=10, what="the read-back's verdict")  # fmt: skip
+            assert "old/0" not in d.fleet.pending
+            assert not poll.done()
+            held.release.set()
+            await poll
+        finally:
+            held.release.set()
+            await d.close()
+
+    asyncio.run(go())
+
+
+def _dc() -> DeviceClass:
+    return DeviceClass(name="m", kind="asic", count=1,
+                       modes=[Mode(name="stock", power_kw=3.0, hashrate_ths=100)])  # fmt: skip
+
+
+def _fleet(n: int, **kw: Any) -> tuple[Fleet, list[MemoryDevice], list[Outcome]]:
+    clock = WallClock()
+    devs = [MemoryDevice(f"m/{i}", "mem", clock=clock, dc=_dc(), target_w=3000.0)
+            for i in range(n)]  # fmt: skip
+    seen: list[Outcome] = []
+    fleet = Fleet(devs, clock=clock.time, on_outcome=seen.append, **kw)
+    return fleet, devs, seen
+
+
+def test_a_device_that_does_not_follow_is_unconfirmed_at_its_deadline_without_a_sweep() -> None:
+    """Read back at its settle time and again at doubling intervals; past its deadline,
+    unconfirmed, saying it was read since (no sweep ever runs here)."""
+    fleet, devs, seen = _fleet(2)
+    reads: Counter[str] = Counter()
+    for dev in devs:
+        inner = dev.read
+
+        async def read(dev: MemoryDevice = dev, inner: Any = inner) -> Telemetry:
+            reads[dev.device_id] += 1
+            return await inner()
+
+        dev.read = read  # type: ignore[method-assign]
+        dev.readback_after_s = lambda: 0.05  # type: ignore[method-assign]
+        dev.confirm_deadline_s = lambda: 0.6  # type: ignore[method-assign]
+    devs[1].follows = False
+
+    async def go() -> None:
+        try:
+            await fleet.apply({d.device_id: ModeRequest("sleep") for d in devs})
+            await until(lambda: {o.device_id for o in seen if o.kind in (
+                OutcomeKind.CONFIRMED, OutcomeKind.UNCONFIRMED)} == {"m/0", "m/1"},
+                timeout_s=20, what="both verdicts")  # fmt: skip
+        finally:
+            await fleet.close()
+
+    asyncio.run(go())
+    kinds = {o.device_id: o for o in seen if o.kind is not OutcomeKind.ACCEPTED}
+    assert kinds["m/0"].kind is OutcomeKind.CONFIRMED
+    assert reads["m/0"] == 1  # shown at its first read-back: not read again
+    bad = kinds["m/1"]
+    assert bad.kind is OutcomeKind.UNCONFIRMED and "it reads running" in (bad.error or "")
+    # 0.05, 0.1, 0.2, 0.4 and just past 0.6 s: a few reads, not a busy loop
+    assert 3 <= reads["m/1"] <= 6
+    assert not fleet.pending
+
+
+def test_the_read_back_gets_slots_while_a_sweep_holds_them_all() -> None:
+    """Two readings' slots, a sweep of 40 devices each taking 20 ms: a command's read-back
+    is read within a few readings, not after the whole sweep."""
+    fleet, devs, seen = _fleet(40, read_concurrency=2)
+    for dev in devs:
+        inner = dev.read
+
+        async def slow(inner: Any = inner) -> Telemetry:
+            await asyncio.sleep(0.02)
+            return await inner()  # type: ignore[no-any-return]
+
+        dev.read = slow  # type: ignore[method-assign]
+        dev.readback_after_s = lambda: MIN_GAP_S  # type: ignore[method-assign]
+    last = devs[-1].device_id  # the sweep reads it last
+
+    async def go() -> None:
+        try:
+            sweep = asyncio.create_task(fleet.read_all())
+            await asyncio.sleep(0.05)  # the sweep under way, holding both slots
+            await fleet.apply({last: ModeRequest("sleep")})
+            await until(lambda: any(o.kind is OutcomeKind.CONFIRMED for o in seen),
+                        timeout_s=20, what="the read-back")  # fmt: skip
+            assert not sweep.done()
+            await sweep
+        finally:
+            await fleet.close()
+
+    asyncio.run(go())
+
+
+def test_the_first_read_back_follows_the_family_settle_time() -> None:
+    from adapters.asic import PyasicMiner
+
+    lux = PyasicMiner("lux", "127.0.0.1")
+    lux._caps = CAPABILITIES[Family.LUXOS]
+    assert lux.readback_after_s() == 5.0
+    lux._caps = CAPABILITIES[Family.ANTMINER_STOCK]
+    assert lux.readback_after_s() == 20.0
+    lux.confirm_within_s = 10.0
+    assert lux.readback_after_s() == 10.0  # never past the deadline
+
+
+def test_the_api_metrics_render_over_http(tmp_path: Path) -> None:
+    """The read-back families in ``/metrics`` as the API serves it."""
+    from scheduler.service.api import create_app
+
+    d, _ = memory_daemon(SITE, tmp_path)
+
+    async def go() -> str:
+        await d.open()
+        try:
+            transport = httpx.ASGITransport(app=create_app(d))
+            async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
+                return (await c.get("/metrics")).text
+        finally:
+            await d.close()
+
+    text = asyncio.run(go())
+    assert 'gridsched_readback_verdicts_total{verdict="unconfirmed"} 0.0' in text
