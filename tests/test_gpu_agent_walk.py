@@ -33,7 +33,11 @@ def _try_it_toml() -> str:
     return found.group(1)
 
 
-def test_the_site_file_the_docs_show_validates_as_written(tmp_path: Path) -> None:
+def test_the_site_file_the_docs_show_validates_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "in another shell, with the same GRIDSCHED_GPU_AGENT_SECRET exported": validate reads it
+    monkeypatch.setenv("GRIDSCHED_GPU_AGENT_SECRET", SECRET)
     site = tmp_path / "site.toml"
     site.write_text(_try_it_toml())
     res = run_main("validate", "--config", str(site))
