@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Literal, TypeVar
 
+from adapters.neterrors import describe
+
 T = TypeVar("T")
 
 #: A reading's SM clock lock when the adapter cannot tell which is in force (NVML sets and
@@ -236,7 +238,7 @@ async def contain(device: str, what: str, aw: Awaitable[T], timeout_s: float) ->
         raise
     except TimeoutError:
         raise DeviceTimeout(device, f"{what}: no answer within {timeout_s:g} s") from None
-    except (ConnectionError, OSError) as exc:
-        raise DeviceUnreachable(device, f"{what}: {type(exc).__name__}: {exc}") from None
+    except (ConnectionError, OSError) as exc:  # in words: "gaierror" tells an operator nothing
+        raise DeviceUnreachable(device, f"{what}: {describe(exc)}") from None
     except Exception as exc:
         raise BadReply(device, f"{what}: {type(exc).__name__}: {exc}") from None

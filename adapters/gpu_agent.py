@@ -22,6 +22,7 @@ from typing import Any
 
 from adapters import gpu_wire as wire
 from adapters.base import AdapterError
+from adapters.neterrors import describe
 from adapters.nvml import GpuBackend, nvml_parts
 from adapters.secrets import Secret
 from models.device_adapter import is_loopback_host
@@ -160,7 +161,7 @@ class GpuAgent:
                 error = {"ok": False, "code": "BAD_REQUEST", "error": why}
                 writer.write(wire.Channel(None, "", "").encode(error))
         except (ConnectionError, ssl.SSLError) as exc:
-            why = f"{type(exc).__name__}: {exc}"
+            why = describe(exc)
         except asyncio.CancelledError:  # stop(): the handler ends here, not as cancelled
             why = "the agent stopped"  # (asyncio's server callback logs a cancelled one)
         finally:

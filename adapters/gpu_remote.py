@@ -27,6 +27,7 @@ from adapters.base import (
     DeviceUnreachable,
     Unsupported,
 )
+from adapters.neterrors import describe
 from adapters.nvml import nvml_error
 from adapters.secrets import Secret, load_secret
 from models.device_adapter import AdapterConfig
@@ -190,9 +191,8 @@ class AgentBackend:
                         "agent_tls_ca_file in the site file")  # fmt: skip
             raise DeviceTimeout(device, why) from None
         except (ConnectionError, OSError) as exc:
-            raise DeviceUnreachable(
-                device, f"{self._where()}: {type(exc).__name__}: {exc}{_tls_hint(exc)}"
-            ) from None
+            why = f"{describe(exc)}{_tls_hint(exc)}"
+            raise DeviceUnreachable(device, f"{self._where()}: {why}") from None
         if not out.get("ok"):
             raise _error(device, str(req.get("call", req.get("op"))), out, self._where())
         return out

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.neterrors import describe
 from models.meter import (
     SUNSPEC_BASES,
     SUNSPEC_FLOAT_METER_MODELS,
@@ -92,7 +93,7 @@ class ModbusMeter:
             self.close()
             raise MeterError(
                 f"reading {count} registers at {address} from {self.address}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{describe(exc, self.config.timeout_s)}"
             ) from None
         if reply.isError():
             raise MeterError(
@@ -185,9 +186,7 @@ class ModbusMeter:
                 raise
             except Exception as exc:  # pymodbus on an odd reply: say so, do not crash a poll
                 self.close()
-                raise MeterError(
-                    f"reading the meter at {self.address}: {type(exc).__name__}: {exc}"
-                ) from None
+                raise MeterError(f"reading the meter at {self.address}: {describe(exc)}") from None
         return MeterReading(-w if self.config.invert else w, time.time())
 
     def close(self) -> None:

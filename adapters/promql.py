@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from adapters.base import BadReply, DeviceTimeout, DeviceUnreachable
+from adapters.neterrors import describe
 
 
 class NoSeries(BadReply):
@@ -136,5 +137,5 @@ class PromqlClient:
         except httpx.TimeoutException:
             raise DeviceTimeout(what, f"no answer in {self.timeout_s} s") from None
         except httpx.HTTPError as exc:
-            raise DeviceUnreachable(what, f"{type(exc).__name__}: {exc}") from None
+            raise DeviceUnreachable(what, describe(exc)) from None
         return parse_reply(r.status_code, r.text, what)

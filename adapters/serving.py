@@ -37,6 +37,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.base import BadReply, DeviceTimeout, DeviceUnreachable
+from adapters.neterrors import describe
 
 ENGINES = ("vllm", "tgi")
 
@@ -207,7 +208,7 @@ class ServingEndpoint:
         except httpx.TimeoutException:
             raise DeviceTimeout(self.url, f"no answer in {self.timeout_s} s") from None
         except httpx.HTTPError as exc:
-            raise DeviceUnreachable(self.url, f"{type(exc).__name__}: {exc}") from None
+            raise DeviceUnreachable(self.url, describe(exc)) from None
         if r.status_code != 200:
             raise BadReply(self.url, f"HTTP {r.status_code} from the metrics page")
         return parse_metrics(self.engine, r.text, at_s, self.url)

@@ -72,8 +72,8 @@ def test_fault_marks_the_device_and_spares_the_rest(sim: SimFleetThread, kind: F
         want = Health.UNREADABLE if kind is FaultKind.MALFORMED else Health.UNREACHABLE
         assert st.health is want and st.last_error
         expected = {
-            FaultKind.REFUSE: "Unreachable|ConnectionRefused|empty reply",
-            FaultKind.DROPOUT: "Unreachable|ConnectionRefused|empty reply",
+            FaultKind.REFUSE: "Unreachable|connection refused|empty reply",
+            FaultKind.DROPOUT: "Unreachable|connection refused|connection was reset|empty reply",
             FaultKind.HANG: "no answer within",
             FaultKind.MALFORMED: "Decode|garbles|APIError|no POWER",
         }[kind]

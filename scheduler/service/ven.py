@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from adapters.neterrors import describe
 from models.site import OpenADR
 from scheduler.service.ven_auth import TokenSource
 from scheduler.service.ven_client import PAGE_LIMIT, VtnClient
@@ -201,7 +202,7 @@ class Ven(VenIntake):
             raise
         except Exception as exc:
             self._status |= {
-                "last_error": f"{what}: {type(exc).__name__}: {exc}"[:400],
+                "last_error": f"{what}: {describe(exc)}"[:400],
                 "last_error_at": time.time(),
                 "consecutive_failures": self._status["consecutive_failures"] + 1,
             }

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from adapters.neterrors import describe
+
 __all__ = ["AuthError", "TokenSource"]
 
 #: renew after this share of the lifetime the token endpoint gave
@@ -66,7 +68,7 @@ class TokenSource:
         try:
             r = await self._http.get(f"{self._vtn}/auth/server")
         except httpx.HTTPError as exc:
-            raise AuthError(f"GET {self._vtn}/auth/server: {exc!r}") from exc
+            raise AuthError(f"GET {self._vtn}/auth/server: {describe(exc)}") from exc
         if r.status_code == 200:
             url = r.json().get("tokenURL") if isinstance(r.json(), dict) else None
             if isinstance(url, str) and url:
@@ -92,7 +94,7 @@ class TokenSource:
             try:
                 r = await self._http.post(self.token_url, data=form)
             except httpx.HTTPError as exc:
-                raise AuthError(f"POST {self.token_url}: {exc!r}") from exc
+                raise AuthError(f"POST {self.token_url}: {describe(exc)}") from exc
             if r.status_code != 200:
                 raise AuthError(
                     f"POST {self.token_url}: HTTP {r.status_code} {r.text[:200]!r} "

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from adapters.neterrors import describe
 from scheduler.service.ven_auth import TokenSource
 
 __all__ = ["MAX_BATCH", "PAGE_LIMIT", "VtnClient", "VtnError"]
@@ -69,7 +70,7 @@ class VtnClient:
                     headers={"Authorization": f"Bearer {token}"},
                 )
             except httpx.HTTPError as exc:
-                raise VtnError(what, None, repr(exc)) from exc
+                raise VtnError(what, None, f"({describe(exc)})") from exc
             if r.status_code == 401 and attempt == 1:
                 self.tokens.invalidate()  # revoked or shorter-lived than it said: fetch anew
                 continue

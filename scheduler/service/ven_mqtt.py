@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from adapters.neterrors import describe
+
 __all__ = ["MqttBinding", "MqttListener", "parse_binding"]
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ class MqttListener:
                 self.connected.clear()
                 self.status |= {
                     "connected": False,
-                    "last_error": f"{type(exc).__name__}: {exc}"[:300],
+                    "last_error": describe(exc)[:300],
                     "last_error_at": time.time(),
                 }
                 log.warning("MQTT notifier %s: %s", self.status["broker"], exc)
