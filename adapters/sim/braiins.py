@@ -62,6 +62,7 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
 )
 
 from adapters.sim import braiins_web
+from adapters.sim.grpc_cork import CorkedServer
 from adapters.sim.server import FaultKind, MinerServer
 from adapters.sim.web_port import read_http_request, write_http_reply
 
@@ -99,7 +100,7 @@ class BraiinsSim(MinerServer):
     # -- serving: gRPC beside the API, following the same faults ---------------------------
 
     async def _open_more(self) -> None:
-        server = Server([self])
+        server = CorkedServer([self])
         await server.start(self.host, self.grpc_port, reuse_address=True)
         self._grpc = server
         if self.web_port is None:
