@@ -193,6 +193,9 @@ def print_report(r: Report) -> None:
     c, k = list(r.commanded_s.values()), list(r.confirmed_s.values())
     print(f"{f'curtail: acceptance to commanded ({len(c)} of {r.running})':52s} {_s(c)}")
     print(f"{f'curtail: acceptance to read-back confirmed ({len(k)})':52s} {_s(k)}")
+    # per miner, what the read-back adds to the command: the sleep's arrival to its verdict
+    gap = [v - r.commanded_s[h] for h, v in r.confirmed_s.items() if h in r.commanded_s]
+    print(f"{f'curtail: sleep at the miner to read-back ({len(gap)})':52s} {_s(gap)}")
     print(f"/metrics: {r.metrics_series} series, {r.metrics_bytes / 1024:.0f} KiB; "
           f"{r.scrapes_timed_out} scrapes unanswered within 60 s")  # fmt: skip
     fp = "-" if r.fast_path_s is None else f"{r.fast_path_s:.2f} s"
