@@ -77,8 +77,9 @@ class ReadBack:
         p = self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
         self.unconfirmed.pop(out.device_id, None)
         after_s = max(MIN_GAP_S, min(dev.readback_after_s(), p.deadline - p.sent_at))
-        # timed from the command's send, on the loop's clock
-        self._schedule(out.device_id, p, time.monotonic() - out.latency_s + after_s, after_s)
+        # timed from the device's answer (on the loop's clock): a command that queued behind
+        # a large batch reached the device only then, and read at once it would not show yet
+        self._schedule(out.device_id, p, time.monotonic() + after_s, after_s)
 
     def _schedule(self, device_id: str, p: Pending, at: float, since_s: float) -> None:
         self._seq += 1
