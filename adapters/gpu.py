@@ -3,7 +3,8 @@
 The adapter sets each GPU's power limit within NVML's own min/max constraints and reads
 power draw, the total-energy counter, utilisation, SM clock and temperature. A serving
 unit that the plan puts to sleep is held at the minimum limit and the serving layer is told
-it has no capacity: NVML cannot switch a GPU off.
+it has no capacity: NVML cannot switch a GPU off (what the serving layer is told, and the
+drain before a sleep: ``adapters.gpu_serving``).
 
 Backends share one small async interface (:class:`GpuBackend`): :class:`PynvmlBackend`
 for real GPUs (``adapters.nvml``, with NVML's errors; both importable from here), the
@@ -12,13 +13,13 @@ simulator's in ``adapters.sim.gpu_backend``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters import gpu_serving as serving
 from adapters.base import (
     CLOCKS_UNKNOWN,
     AdapterError,
@@ -279,7 +280,9 @@ class NvmlGpu(DeviceAdapter):
             told = await self._tell(target, capacity, sleep)
             note = _join(note, "" if told is None else f"before the drain, {told}")
             if sleep:
-                note = _join(note, await self._drain())
+                note = _join(note, await serving.drain(
+                    self.device_id, self.in_flight, self.drain_s, self.timeout_s, self.on_drain
+                ))  # fmt: skip
         await self._call("set_limit_w", target)
         self._limit_set_w = target
         self._asleep = sleep
@@ -292,49 +295,10 @@ class NvmlGpu(DeviceAdapter):
         return Applied(request, target, note)
 
     async def _tell(self, target_w: float, capacity: float, sleep: bool) -> str | None:
-        """Tell the serving layer this GPU's capacity; the reason when it did not hear."""
         assert self.hook is not None
-        payload = {
-            "device": self.device_id,
-            "gpu_index": self.index,
-            "serving": not sleep,
-            "power_limit_w": target_w,
-            "capacity_tokens_s": round(capacity, 1),
-        }
-        try:
-            await contain(self.device_id, "serving hook", self.hook.notify(payload), self.timeout_s)
-        except AdapterError as exc:
-            return exc.reason
-        return None
-
-    async def _drain(self) -> str:
-        """Wait until the engine has nothing in flight or ``drain_s`` passes. An engine that
-        cannot be read is not counted as drained: the bound is waited out."""
-        if self.in_flight is None or self.drain_s <= 0:
-            return ""
-        t0 = time.monotonic()
-        deadline = t0 + self.drain_s
-        left: float | None = None
-        while True:
-            try:
-                left = float(
-                    await contain(self.device_id, "in-flight", self.in_flight(), self.timeout_s)
-                )
-            except AdapterError:
-                left = None
-            if left is not None and left <= 0:
-                break
-            wait = min(0.2, deadline - time.monotonic())
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
-        took = time.monotonic() - t0
-        if self.on_drain is not None:
-            self.on_drain(took)
-        if left is not None and left <= 0:
-            return f"drained in {took:.1f} s"
-        what = "in-flight requests unknown" if left is None else f"{left:g} requests in flight"
-        return f"drain bound {self.drain_s:g} s passed ({what})"
+        return await serving.tell(
+            self.hook, self.device_id, self.index, target_w, capacity, sleep, self.timeout_s
+        )
 
     async def _set_clocks(self, clocks: tuple[int, int] | None) -> str:
         """Lock (or reset) the SM clocks after the power limit is in place. A refusal

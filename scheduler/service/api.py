@@ -18,6 +18,8 @@ that is not an integer, an id twice in one request, a simple-format id in the ``
 namespace); 404 a cancel of an id never stored; 409 a webhook id reused for another body
 (also after a restart); 429 over the rate limit. A signal is answered 202 only after it is
 on disk; a retried delivery (same webhook id and body) is answered 200 and not applied twice.
+The checks every request passes first (rate, size, type, read token) are in
+:mod:`scheduler.service.api_guards`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pydantic import ValidationError
 
 from models.signals import GridEvent
 from scheduler.audit.store import body_digest
+from scheduler.service.api_guards import Guards, error, not_stored
 from scheduler.service.api_schemas import (
     NOTIFICATION_SCHEMA,
     SIGNAL_ERRORS,
@@ -51,7 +54,6 @@ from scheduler.service.intake import (
 from scheduler.service.openadr import OpenADRError, read_notification
 from scheduler.service.security import (
     AuthError,
-    RateLimiter,
     RecentBodies,
     SecretConfigError,
     check_bearer,
@@ -61,17 +63,6 @@ from scheduler.service.security import (
 )
 
 log = logging.getLogger("gridsched.api")
-
-
-def _error(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "detail": detail or []}, status_code=status)
-
-
-def _not_stored(daemon: Daemon, source: str, exc: Exception) -> JSONResponse:
-    """The state file refused the write (disk full, I/O error): nothing was accepted."""
-    daemon.counters.signal(source, "not_stored")
-    log.error("%s signal not stored: %s: %s", source, type(exc).__name__, exc)
-    return _error(503, f"signal not stored ({type(exc).__name__}: {exc}); send it again")
 
 
 _REUSED = (
@@ -122,59 +113,25 @@ def create_app(daemon: Daemon) -> FastAPI:
         summary="Grid-aware scheduler for Bitcoin miners and AI inference",
         description=__doc__,
     )
-    limiter = RateLimiter(rate=cfg.rate_per_s, burst=2 * cfg.rate_per_s)
+    guards = Guards(cfg)
+    gate, check_json, body_of = guards.gate, guards.check_json, guards.body_of
+    read_access = guards.read_access
     recent = RecentBodies()
     snapshot = daemon.metrics_snapshot  # shared with [metrics] listen
 
-    def secrets() -> list[str]:
-        return webhook_secrets()
-
-    async def body_of(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cfg.body_max_bytes:
-            raise AuthError(
-                413, f"body of {declared} bytes is over the {cfg.body_max_bytes}-byte cap"
-            )
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cfg.body_max_bytes:
-                raise AuthError(413, f"body is over the {cfg.body_max_bytes}-byte cap")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def gate(request: Request) -> None:
-        client = request.client.host if request.client else "?"
-        if not limiter.allow(client):
-            raise AuthError(
-                429, f"more than {cfg.rate_per_s:g} requests/s from {client}; slow down"
-            )
-
-    def check_json(request: Request) -> None:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise AuthError(415, f"content-type {ctype or '(none)'!r}: send application/json")
-
-    def read_access(request: Request) -> None:
-        gate(request)
-        if cfg.require_read_token:
-            tokens = read_secret_list("GRIDSCHED_READ_TOKENS", "GRIDSCHED_READ_TOKENS_FILE")
-            check_bearer(tokens, request.headers.get("authorization"), "read access")
-
     @app.exception_handler(AuthError)
     async def _auth(_: Request, exc: AuthError) -> JSONResponse:
-        return _error(exc.status, str(exc))
+        return error(exc.status, str(exc))
 
     @app.exception_handler(Refused)
     async def _refused(_: Request, exc: Refused) -> JSONResponse:
-        return _error(exc.status, str(exc), exc.detail)
+        return error(exc.status, str(exc), exc.detail)
 
     @app.exception_handler(SecretConfigError)
     async def _secret_config(_: Request, exc: SecretConfigError) -> JSONResponse:
         # start-up refuses these; a secret file changed since is said, not a bare 500
         log.error("secret configuration: %s", exc)
-        return _error(503, f"the daemon's secret configuration cannot be used: {exc}")
+        return error(503, f"the daemon's secret configuration cannot be used: {exc}")
 
     @app.post(
         "/v1/signals",
@@ -211,7 +168,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         gate(request)
         check_json(request)
         body = await body_of(request)
-        keys = secrets()
+        keys = webhook_secrets()
         if not keys:
             daemon.counters.signal("simple", "rejected")
             raise AuthError(
@@ -252,7 +209,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             )
         except Exception as exc:
             recent.forget(msg_id)
-            return _not_stored(daemon, "simple", exc)
+            return not_stored(daemon, "simple", exc)
         if not stored and sorted(ids) != sorted(e.id for e in events):
             # a retry resends the same body; other ids under a stored webhook id are not one
             daemon.counters.signal("simple", "conflict")
@@ -310,7 +267,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             raise
         except OverflowError:  # a date plus a duration past year 9999 (e.g. P9998Y)
             daemon.counters.signal("openadr3", "invalid")
-            return _error(
+            return error(
                 422,
                 "invalid OpenADR 3 notification",
                 [{"field": "object.intervalPeriod / intervals[].intervalPeriod",
@@ -319,12 +276,12 @@ def create_app(daemon: Daemon) -> FastAPI:
             )  # fmt: skip
         except OpenADRError as exc:
             daemon.counters.signal("openadr3", "invalid")
-            return _error(
+            return error(
                 422, "invalid OpenADR 3 notification", [{"field": exc.path, "problem": exc.reason}]
             )
         except ValidationError as exc:
             daemon.counters.signal("openadr3", "invalid")
-            return _error(
+            return error(
                 422,
                 "invalid OpenADR 3 event",
                 [
@@ -334,19 +291,19 @@ def create_app(daemon: Daemon) -> FastAPI:
             )
         except (ValueError, UnicodeDecodeError) as exc:
             daemon.counters.signal("openadr3", "invalid")
-            return _error(422, f"body is not JSON: {exc}")
+            return error(422, f"body is not JSON: {exc}")
         if not events:
             try:  # a PROGRAM learned is on disk before the VTN hears it was taken
                 await daemon.openadr_programs.flush()
             except Exception as exc:
-                return _not_stored(daemon, "openadr3", exc)
+                return not_stored(daemon, "openadr3", exc)
             return JSONResponse({"accepted": True, "duplicate": False, "ids": []}, status_code=200)
         try:
             stored, ids = await daemon.accept(
                 events, "openadr3", None, body.decode("utf-8", "replace")
             )
         except Exception as exc:
-            return _not_stored(daemon, "openadr3", exc)
+            return not_stored(daemon, "openadr3", exc)
         for p in reading.payloads:  # acted on or not, every payload is counted
             daemon.counters.openadr_payload(p.label, p.acted)
         if daemon.ven is not None:  # stored: the VEN's polling need not hand it on again
@@ -359,7 +316,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def get_plan(request: Request) -> Any:
         read_access(request)
         if daemon.plan is None:
-            return _error(503, "no plan yet", [{"problem": daemon.plans.error or "planning"}])
+            return error(503, "no plan yet", [{"problem": daemon.plans.error or "planning"}])
         return daemon.plan.to_dict()
 
     @app.get("/v1/status", summary="Import against cap, events, plan and device health")
@@ -389,7 +346,7 @@ def create_app(daemon: Daemon) -> FastAPI:
                 "plan_error": daemon.plans.error,
                 "failsafe": daemon.failsafe_reason(now),
             }
-            return _error(503, problem, [detail])
+            return error(503, problem, [detail])
         return {"ok": True, "plan_age_s": None if age is None else round(age, 1)}
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")

@@ -1,0 +1,70 @@
+"""What every request to the daemon's API passes before its route acts, and how a refusal
+is answered: the rate limit per client, the body's size cap (read in chunks, never whole
+before it is known to fit), the JSON content type, and the read token where
+``[daemon] require_read_token`` asks for one. Routes: :mod:`scheduler.service.api`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from models.config_daemon import Daemon as DaemonConfig
+from scheduler.service.daemon import Daemon
+from scheduler.service.security import AuthError, RateLimiter, check_bearer, read_secret_list
+
+log = logging.getLogger("gridsched.api")
+
+
+def error(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
+    """The API's error answer: ``{"error": ..., "detail": [...]}``."""
+    return JSONResponse({"error": message, "detail": detail or []}, status_code=status)
+
+
+def not_stored(daemon: Daemon, source: str, exc: Exception) -> JSONResponse:
+    """The state file refused the write (disk full, I/O error): nothing was accepted."""
+    daemon.counters.signal(source, "not_stored")
+    log.error("%s signal not stored: %s: %s", source, type(exc).__name__, exc)
+    return error(503, f"signal not stored ({type(exc).__name__}: {exc}); send it again")
+
+
+class Guards:
+    """The checks of one app's requests; each raises :class:`AuthError` with its status."""
+
+    def __init__(self, cfg: DaemonConfig) -> None:
+        self.cfg = cfg
+        self.limiter = RateLimiter(rate=cfg.rate_per_s, burst=2 * cfg.rate_per_s)
+
+    async def body_of(self, request: Request) -> bytes:
+        cap = self.cfg.body_max_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise AuthError(413, f"body of {declared} bytes is over the {cap}-byte cap")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise AuthError(413, f"body is over the {cap}-byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def gate(self, request: Request) -> None:
+        client = request.client.host if request.client else "?"
+        if not self.limiter.allow(client):
+            raise AuthError(
+                429, f"more than {self.cfg.rate_per_s:g} requests/s from {client}; slow down"
+            )
+
+    def check_json(self, request: Request) -> None:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise AuthError(415, f"content-type {ctype or '(none)'!r}: send application/json")
+
+    def read_access(self, request: Request) -> None:
+        self.gate(request)
+        if self.cfg.require_read_token:
+            tokens = read_secret_list("GRIDSCHED_READ_TOKENS", "GRIDSCHED_READ_TOKENS_FILE")
+            check_bearer(tokens, request.headers.get("authorization"), "read access")
