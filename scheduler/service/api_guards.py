@@ -6,11 +6,13 @@ before it is known to fit), the JSON content type, and the read token where
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from adapters.neterrors import describe
 from models.config_daemon import Daemon as DaemonConfig
 from scheduler.service.daemon import Daemon
 from scheduler.service.security import AuthError, RateLimiter, check_bearer, read_secret_list
@@ -26,8 +28,11 @@ def error(status: int, message: str, detail: list[dict[str, Any]] | None = None)
 def not_stored(daemon: Daemon, source: str, exc: Exception) -> JSONResponse:
     """The state file refused the write (disk full, I/O error): nothing was accepted."""
     daemon.counters.signal(source, "not_stored")
-    log.error("%s signal not stored: %s: %s", source, type(exc).__name__, exc)
-    return error(503, f"signal not stored ({type(exc).__name__}: {exc}); send it again")
+    why = describe(exc)
+    # the disk or SQLite refusing is said; anything else is a bug and keeps its traceback
+    bug = not isinstance(exc, OSError | sqlite3.Error)
+    log.error("%s signal not stored: %s", source, why, exc_info=exc if bug else None)
+    return error(503, f"signal not stored: the state file refused the write ({why}); send it again")
 
 
 class Guards:
