@@ -178,13 +178,12 @@ def _nvml(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> Non
         _gpus(dc, a, base_dir, built, PynvmlBackend())
         return
     key = f"devices.{dc.name}.adapter"
-    secret = load_secret(
-        f"{key}.agent_secret_env", a.agent_secret_env, a.agent_secret_file, base_dir
-    )
+    field = "agent_secret_file" if a.agent_secret_file else "agent_secret_env"
+    secret = load_secret(f"{key}.{field}", a.agent_secret_env, a.agent_secret_file, base_dir)
     if secret is not None and len(secret.reveal()) < MIN_SECRET_CHARS:
         raise ConfigError(
             "environment",
-            [(f"{key}.agent_secret_env", f"the agents' secret is shorter than "
+            [(f"{key}.{field}", f"the agents' secret is shorter than "
               f"{MIN_SECRET_CHARS} characters; use a random one (openssl rand -hex 32)")],
         )  # fmt: skip
     tls = None

@@ -103,3 +103,19 @@ def test_reachable_settings_pass_and_the_secret_is_never_printed(
     (tmp_path / "agent.secret").write_text(SECRET + "\n")
     code, out, err = validate(tmp_path, 'agent_secret_file = "agent.secret"')
     assert code == 0 and SECRET not in out + err, out + err
+
+
+def test_the_daemon_names_the_secret_file_key_when_the_file_is_missing(tmp_path: Path) -> None:
+    import tomllib
+
+    from adapters import registry
+    from models.errors import ConfigError
+    from models.site import parse_site
+
+    text = SITE + 'agent_secret_file = "agent.secret"\n'
+    config = parse_site(tomllib.loads(text), "site.toml", str(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        registry.build(config)
+    [(key, message)] = err.value.problems
+    assert key == "devices.h100.adapter.agent_secret_file", (key, message)  # not ..._env
+    assert "No such file" in message
