@@ -18,9 +18,10 @@ that is not an integer, an id twice in one request, a simple-format id in the ``
 namespace); 404 a cancel of an id never stored; 409 a webhook id reused for another body
 (also after a restart); 429 over the rate limit. A signal is answered 202 only after it is
 on disk; a retried delivery (same webhook id and body) is answered 200 and not applied twice.
-The checks every request passes first (rate, size, type, read token) are in
-:mod:`scheduler.service.api_guards`.
 """
+
+# This docstring is the OpenAPI description (docs/reference/openapi.json). The checks every
+# request passes first (rate, size, type, read token) are in scheduler.service.api_guards.
 
 from __future__ import annotations
 
