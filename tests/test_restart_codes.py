@@ -113,3 +113,21 @@ def test_a_certificate_and_key_that_load_pass_the_tls_check(tmp_path: Path) -> N
     startup.check_tls(cert, key)  # uvicorn loads these as this check does
     with pytest.raises(startup.Refusal, match="--tls-key without --tls-cert"):
         startup.check_tls(None, key)
+
+
+@pytest.mark.parametrize(
+    ("listen", "code", "words"),
+    [
+        # TEST-NET-1 (RFC 5737): never an address of this host; may come up later (DHCP)
+        ("192.0.2.1:0", 1, "not available on this host"),
+        ("gpu-agent-host.invalid:0", 2, "does not resolve"),  # RFC 6761: never resolves
+    ],
+)
+def test_an_address_the_agent_cannot_listen_on_is_said_without_a_traceback(
+    listen: str, code: int, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("H4_AGENT_SECRET", "restart-codes-secret-0123456789")
+    res = run_main("gpu-agent", "--sim", "1", "--listen", listen, "--secret-env", "H4_AGENT_SECRET")
+    assert res.returncode == code, res.stderr
+    assert "Traceback" not in res.stderr and f"--listen {listen}" in res.stderr
+    assert words in res.stderr, res.stderr

@@ -11,12 +11,14 @@ import argparse
 import asyncio
 import errno
 import signal
+import socket
 import sys
 from typing import Any
 
 from adapters.aio import run_async
 from adapters.base import AdapterError, Unsupported
 from adapters.gpu_wire import DEFAULT_PORT
+from adapters.neterrors import describe
 from adapters.nvml import nvml_parts
 from models.errors import ConfigError
 
@@ -64,6 +66,23 @@ def _start_failure(exc: AdapterError) -> tuple[int, str]:
     return 1, "exit 1: the unit's agent is tried again in 10 s (the driver may still be loading)"
 
 
+def _listen_failure(exc: OSError) -> tuple[int, str]:
+    """The exit code when the agent cannot listen, and why in words. 1 (restarted): a port
+    in use may be an old agent still stopping, an address may come up later (DHCP). 2 (not
+    restarted): a name that does not resolve, a port only root may use."""
+    if exc.errno == errno.EADDRINUSE:
+        in_use = "the address is in use by another process (another gpu-agent?): stop it, or "
+        return 1, in_use + "give another port"
+    words = describe(exc)
+    no_name = isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME
+    if no_name or exc.errno == errno.EACCES:
+        return (
+            2,
+            f"{words}; give an address of this host (0.0.0.0: all of them) and a port above 1023",
+        )
+    return 1, f"{words}; exit 1: the unit tries again in 10 s"
+
+
 def cmd_gpu_agent(args: argparse.Namespace) -> int:
     from adapters.gpu_agent import GpuAgent, server_tls
     from adapters.nvml import GpuBackend, PynvmlBackend
@@ -100,15 +119,10 @@ def cmd_gpu_agent(args: argparse.Namespace) -> int:
             code, what_to_do = _start_failure(exc)
             print(f"gridsched: error: cannot serve the GPUs: {exc}; {what_to_do}", file=sys.stderr)
             return code
-        except OSError as exc:  # 1 too: a port in use may be an old agent still stopping
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            print(
-                f"gridsched: error: --listen {host}:{port}: the address is in use by another "
-                "process (another gpu-agent?): stop it, or give another port",
-                file=sys.stderr,
-            )
-            return 1
+        except OSError as exc:
+            code, what = _listen_failure(exc)
+            print(f"gridsched: error: --listen {host}:{port}: {what}", file=sys.stderr)
+            return code
         print(f"gpu-agent: serving {agent.gpus} GPUs on {host}:{agent.port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
