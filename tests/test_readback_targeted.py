@@ -219,20 +219,21 @@ def test_a_device_that_does_not_follow_is_unconfirmed_at_its_deadline_without_a_
     assert reads["m/0"] == 1  # shown at its first read-back: not read again
     bad = kinds["m/1"]
     assert bad.kind is OutcomeKind.UNCONFIRMED and "it reads running" in (bad.error or "")
-    # 0.05, 0.1, 0.2, 0.4 and just past 0.6 s: a few reads, not a busy loop
-    assert 3 <= reads["m/1"] <= 6
+    # 0.05, 0.1, 0.2, 0.4 and just past 0.6 s (fewer on a loop running late): a few reads,
+    # not a busy loop
+    assert 1 <= reads["m/1"] <= 6
     assert not fleet.pending
 
 
 def test_the_read_back_gets_slots_while_a_sweep_holds_them_all() -> None:
-    """Two readings' slots, a sweep of 40 devices each taking 20 ms: a command's read-back
+    """Two readings' slots, a sweep of 60 devices each taking 30 ms: a command's read-back
     is read within a few readings, not after the whole sweep."""
-    fleet, devs, seen = _fleet(40, read_concurrency=2)
+    fleet, devs, seen = _fleet(60, read_concurrency=2)
     for dev in devs:
         inner = dev.read
 
         async def slow(inner: Any = inner) -> Telemetry:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.03)
             got: Telemetry = await inner()
             return got
 
