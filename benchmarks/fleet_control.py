@@ -164,6 +164,7 @@ class Bench:
             read_concurrency=args.read_concurrency,
             on_outcome=self.verdicts.append,
         )
+        self.order = command_order(self.family, args.order)
         self.deadline_s: dict[str, float] = {}
         self.last_command = -math.inf
         self.min_spacing_s = math.inf  # shortest time between two rounds of commands
@@ -325,7 +326,7 @@ class Bench:
             self.tally["all"].received_s[action].append(max(reached.values()))
 
     async def round(self, r: int) -> str:
-        ids = list(self.family)
+        ids = self.order
         t = time.perf_counter()
         readings = await self.fleet.read_all()
         self.sweep_s.append(time.perf_counter() - t)
@@ -362,6 +363,22 @@ async def run(args: argparse.Namespace, specs: list[MinerSpec], port: int) -> Be
     return b
 
 
+def command_order(family: dict[str, str], order: str) -> list[str]:
+    """The order the round's commands are handed to ``Fleet.apply``: the mix's
+    (``grouped``: every miner of its first family, then the next family's), or one of each
+    family in turn (``interleaved``), so that no stretch of the batch is one family's alone."""
+    ids = list(family)
+    if order == "grouped":
+        return ids
+    by_family: dict[str, list[str]] = defaultdict(list)
+    for i in ids:
+        by_family[family[i]].append(i)
+    out: list[str] = []
+    for k in range(max(map(len, by_family.values()), default=0)):
+        out += [members[k] for members in by_family.values() if k < len(members)]
+    return out
+
+
 def proc_cpu_s(pid: int) -> float:
     """User and system CPU seconds of process ``pid`` (/proc/PID/stat); NaN if unreadable."""
     try:
@@ -392,6 +409,13 @@ def main(argv: Sequence[str] | None = None) -> Bench:
         type=int,
         default=d.read_concurrency,
         help="readings in flight (the daemon's read_concurrency)",
+    )
+    ap.add_argument(
+        "--order",
+        choices=("grouped", "interleaved"),
+        default="grouped",
+        help="commands handed to the fleet family by family (the mix's order) or one of each "
+        "family in turn (default grouped)",
     )
     ap.add_argument("--timeout-s", type=float, default=3.0, help="adapter timeout per call")
     ap.add_argument("--sleep-s", type=float, default=1.0, help="simulated time to sleep")

@@ -29,6 +29,12 @@ def test_mix_is_validated() -> None:
         fleet_sim.parse_mix("luxos:0")
 
 
+def test_commands_go_family_by_family_or_one_of_each_in_turn() -> None:
+    family = {"l1": "luxos", "l2": "luxos", "l3": "luxos", "a1": "antminer", "b1": "braiins"}
+    assert fleet_control.command_order(family, "grouped") == ["l1", "l2", "l3", "a1", "b1"]
+    assert fleet_control.command_order(family, "interleaved") == ["l1", "a1", "b1", "l2", "l3"]
+
+
 def test_mixed_fleet_confirmed_by_read_back() -> None:
     b = fleet_control.main(
         ["--mix", "luxos:2,braiins:2,whatsminer:2", "--base", free_loopback_base(6), *FAST]
