@@ -202,3 +202,6 @@ async def _one_turn() -> None:
     assert corked.get_extra_info("peername") == ("127.0.0.1", 1)
     await asyncio.sleep(0)
     assert inner.writes == [b"abc", b"d"]  # nothing written twice
+    corked.write(b"e")  # after the connection closed: dropped, not raised in the loop
+    await asyncio.sleep(0)
+    assert inner.writes == [b"abc", b"d"]

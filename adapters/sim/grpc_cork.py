@@ -45,7 +45,10 @@ class CorkedTransport:
         if self._buf:
             data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
             self._buf.clear()
-            self._transport.write(data)
+            # closed since (the client went away): nowhere to send it, and uvloop raises
+            # on a write to a closed handle, in this callback where no one would catch it
+            if not self._transport.is_closing():
+                self._transport.write(data)
 
     def close(self) -> None:
         self.flush()
