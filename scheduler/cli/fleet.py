@@ -74,8 +74,13 @@ def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
         other = health[Health.REJECTED] + health[Health.UNCONFIRMED]
         ts = [readings[i] for i in ids if i in readings]
         power = sum(t.power_w or 0.0 for t in ts) / 1000.0
-        # Stock firmware reports no power: those units are not at 0 kW, just not metered.
+        # Stock firmware reports no power: those units are not at 0 kW, just not metered;
+        # nor are the units this sweep could not read (unreachable, unreadable).
         unmetered = sum(t.power_w is None for t in ts)
+        unread = len(ids) - len(ts)
+        kw = f"{power:,.1f}" + (f" +{unmetered} unmetered" if unmetered else "")
+        if unread:
+            kw = f"{kw} +{unread} unread" if ts else f"- ({unread} unread)"
         ths = sum(t.hashrate_ths or 0.0 for t in ts)
         tok = sum(t.tokens_s or 0.0 for t in ts)
         running = sum(t.state == "running" for t in ts)
@@ -91,7 +96,7 @@ def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
                 str(other),
                 str(running),
                 str(sleeping),
-                f"{power:,.1f}" + (f" +{unmetered} unmetered" if unmetered else ""),
+                kw,
                 f"{ths:,.0f}",
                 f"{tok:,.0f}",
                 _firmware_label(fleet, ids),
