@@ -9,6 +9,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from adapters.neterrors import describe
+
 T = TypeVar("T")
 log = logging.getLogger("gridsched.fleet")
 
@@ -19,7 +21,9 @@ def _quiet_orphans(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> 
     exc = context.get("exception")
     task = context.get("future") or context.get("task")
     name = getattr(getattr(task, "get_coro", lambda: None)(), "__qualname__", "?")
-    log.warning("background task %s failed: %s: %s", name, type(exc).__name__, exc)
+    # no exception: asyncio's own message ("Task was destroyed but it is pending!")
+    why = describe(exc) if exc is not None else str(context.get("message", "no reason given"))
+    log.warning("background task %s failed: %s", name, why)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

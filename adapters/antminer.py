@@ -51,6 +51,7 @@ from adapters.base import (
     Telemetry,
     contain,
 )
+from adapters.neterrors import describe
 from adapters.payloads import asic_state
 
 log = logging.getLogger("gridsched.fleet")
@@ -203,7 +204,7 @@ def _late_answer(device_id: str, command: str, task: asyncio.Task[dict[str, Any]
     if task.cancelled():
         return
     err = task.exception()
-    got = repr(err) if err is not None else str(task.result())
+    got = describe(err) if err is not None else str(task.result())
     log.debug("%s: %s answered late: %s", device_id, command, got[:160])
 
 
@@ -257,8 +258,9 @@ async def set_work_mode(
             sleep = mode == SLEEP
             cfg.mining_mode = MiningModeConfig.sleep() if sleep else MiningModeConfig.normal()
             body = cfg.as_am_modern()
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadReply(device_id, f"{what}: configuration unusable: {exc!r}") from None
+        except (KeyError, TypeError, ValueError) as exc:  # the miner's fields, as pyasic reads them
+            why = f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) and exc.args else exc
+            raise BadReply(device_id, f"{what}: configuration unusable: {why}") from None
         body["miner-mode"] = str(mode) if as_str else mode
         if kept is not None:
             kept.keep_body(conf, mode, as_str, body)

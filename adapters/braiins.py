@@ -51,6 +51,7 @@ from adapters.base import (
     Telemetry,
     contain,
 )
+from adapters.neterrors import describe
 from adapters.payloads import asic_state
 
 if TYPE_CHECKING:
@@ -351,8 +352,10 @@ async def read(device_id: str, miner: Any, kept: KeptChannel, at: float) -> Tele
         except GRPCError as e:
             words = f"{name}: {e.status.name} {e.message or ''}".rstrip()
             (gone if e.status is Status.UNAVAILABLE else failed).append(words)
-        except (StreamTerminatedError, ConnectionError, OSError) as e:
-            gone.append(f"{name}: {type(e).__name__}: {e}")
+        except StreamTerminatedError as e:  # grpclib's words ("Connection lost: ...")
+            gone.append(f"{name}: {e}")
+        except OSError as e:  # no connection to the gRPC port: which one, and why
+            gone.append(f"{name} (gRPC at {kept.web.ip}:{kept.web.port}): {describe(e)}")
         return None
 
     async def rpc() -> dict[str, Any]:
@@ -360,7 +363,7 @@ async def read(device_id: str, miner: Any, kept: KeptChannel, at: float) -> Tele
             # a part the miner refuses (its STATUS "E") loses that part, not the others
             got = await miner.rpc.send_command(RPC_READING, ignore_errors=True, allow_warning=False)
         except (APIError, OSError, ValueError) as e:
-            failed.append(f"{RPC_READING}: {e}")
+            failed.append(f"{RPC_READING}: {describe(e)}")
             return {}
         return got if isinstance(got, dict) else {}
 

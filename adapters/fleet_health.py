@@ -26,6 +26,7 @@ from adapters.base import (
     Health,
     NotConfirmed,
 )
+from adapters.neterrors import describe
 from adapters.outcomes import DeviceStatus, RetryPolicy
 
 log = logging.getLogger("gridsched.fleet")
@@ -72,7 +73,9 @@ class HealthBook:
     def fail(self, st: DeviceStatus, exc: BaseException) -> str:
         """A call that failed with ``exc``; returns the error in words."""
         st.failures += 1
-        msg = str(exc) if isinstance(exc, AdapterError) else f"{st.device_id}: {exc!r}"
+        # an AdapterError names its device; anything else is said in words (a bug, KeyError,
+        # keeps its name)
+        msg = str(exc) if isinstance(exc, AdapterError) else f"{st.device_id}: {describe(exc)}"
         st.last_error = msg
         if isinstance(exc, BadReply):
             self.set(st, Health.UNREADABLE, msg)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from adapters.base import DeviceAdapter
 from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
+from adapters.neterrors import describe
 
 log = logging.getLogger("gridsched.fleet")
 
@@ -164,7 +165,7 @@ class WorkerProc:
                         fut.set_exception(WorkerError(f"fleet worker {self.index}: {result}"))
         except Exception as exc:  # a frame that cannot be read: the worker is not trusted on
             log.exception("fleet worker %d: unreadable frame", self.index)
-            why = f" after an unreadable frame ({type(exc).__name__})"
+            why = f" after an unreadable frame ({describe(exc)})"
         if self._stopping:
             return
         self.alive = False

@@ -31,6 +31,7 @@ from adapters.base import DeviceInfo, ModeRequest
 from adapters.fleet import Fleet
 from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
 from adapters.gc_hold import freeze_heap
+from adapters.neterrors import describe
 from adapters.outcomes import Outcome, Pending
 
 log = logging.getLogger("gridsched.fleet.worker")
@@ -121,8 +122,11 @@ class Worker:
         try:
             result = await self._run(op, arg)
         except Exception as exc:  # the parent hears it; the worker goes on
-            log.exception("fleet worker: %s failed", op)
-            self.send(req_id, False, f"{op}: {type(exc).__name__}: {exc}")
+            why = describe(exc)
+            # the network or the disk: one line; anything else is a bug: its traceback
+            bug = not isinstance(exc, OSError)
+            log.error("fleet worker: %s failed: %s", op, why, exc_info=exc if bug else None)
+            self.send(req_id, False, f"{op}: {why}")
         else:
             self.send(req_id, True, result)
         with contextlib.suppress(ConnectionError):  # the parent is gone: reading ends too

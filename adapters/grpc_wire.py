@@ -37,6 +37,7 @@ wrappers and events. A unary call needs little of it, so this module makes one i
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 from typing import cast
 
@@ -73,6 +74,11 @@ from adapters.grpc_codec import (
     answer,
     frame,
 )
+from adapters.neterrors import describe
+
+#: Frame types by number (RFC 9113 6), to name a frame that cannot be read.
+_FRAME_NAMES: tuple[str, ...] = ("DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS")
+_FRAME_NAMES += ("PUSH_PROMISE", "PING", "GOAWAY", "WINDOW_UPDATE", "CONTINUATION")
 
 
 class _Call:
@@ -127,7 +133,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        why = "Connection lost" + (f": {exc}" if exc else "")
+        # grpclib's words first ("Connection lost"), then what the OS said, in words
+        why = "Connection lost" + (f": {describe(exc)}" if exc else "")
         for call in self.calls.values():
             if not call.done.done():
                 call.done.set_exception(StreamTerminatedError(why))
@@ -147,7 +154,11 @@ class Connection(asyncio.Protocol):
             try:
                 self._frame(kind, flags, stream & 0x7FFFFFFF, payload)
             except (HPACKError, ValueError, IndexError, struct.error) as exc:
-                self._fail(f"a frame that cannot be read: {type(exc).__name__}: {exc}")
+                name = _FRAME_NAMES[kind] if kind < len(_FRAME_NAMES) else f"type {kind}"
+                where = f"a {name} frame of {n} bytes on stream {stream & 0x7FFFFFFF}"
+                # hpack names the buffer it read ("from <memory at 0x7f...>"): no use to anyone
+                why = re.sub(r" from <memory at 0x[0-9a-f]+>", "", str(exc))
+                self._fail(f"{where} that cannot be read: {why}")
                 return
         del buf[:i]
 

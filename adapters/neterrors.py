@@ -5,7 +5,9 @@ The caller says where (``the GPU agent at gpu-07:7731``); :func:`describe` says 
 happened, keeping the errno's symbolic name where it helps a search (``ECONNRESET``). A
 library's exception raised from an OS error (httpx's ``ConnectError``) is described by that
 OS error; one that is not keeps its message, its class name said only when it has none. A
-builtin exception other than an OS error (``KeyError``) is a bug: its name stays.
+builtin exception other than an OS error (``KeyError``) is a bug: its name stays. A SQLite
+refusal says what it means for the file (``the disk is full``, read-only, locked, corrupt)
+before SQLite's words and its result code's name (``SQLITE_FULL``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import errno
 import re
 import socket
+import sqlite3
 import ssl
 
 #: getaddrinfo's failures (socket.EAI_*): the name is unknown, or no answer came from DNS.
@@ -34,6 +37,19 @@ _ERRNO_WORDS = {
     errno.EADDRNOTAVAIL: "the address is not available on this host",
     errno.EACCES: "permission denied",
 }
+#: What a SQLite refusal means for the file (its result code's name without SQLITE_ and
+#: any extended part: SQLITE_IOERR_WRITE is IOERR); SQLite's own words stay beside it.
+_SQLITE_WORDS = {
+    "FULL": "the disk is full, or the file reached its size limit",
+    "READONLY": "the file or its folder is read-only to this process",
+    "BUSY": "the database is locked by another connection or process",
+    "LOCKED": "the database is locked by another connection or process",
+    "CORRUPT": "the file is corrupt",
+    "NOTADB": "the file is corrupt, or not a SQLite database",
+    "CANTOPEN": "the file cannot be opened (a missing folder, or no permission)",
+    "IOERR": "the disk failed to read or write",
+    "PERM": "permission denied",
+}
 
 
 def describe(exc: BaseException, timeout_s: float | None = None) -> str:
@@ -51,6 +67,10 @@ def describe(exc: BaseException, timeout_s: float | None = None) -> str:
         return f"TLS: the certificate was not accepted ({why or exc})"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed ({exc.reason or exc})"
+    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorname", None):
+        result = str(exc.sqlite_errorname)  # e.g. SQLITE_FULL, SQLITE_IOERR_WRITE
+        meaning = _SQLITE_WORDS.get(result.split("_")[1] if "_" in result else result)
+        return f"{meaning}: {exc} ({result})" if meaning else f"{exc} ({result})"
     if isinstance(exc, TimeoutError) and not exc.errno:
         return f"no answer within {timeout_s:g} s" if timeout_s else "no answer in time"
     if isinstance(exc, OSError):

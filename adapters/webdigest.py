@@ -40,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from adapters.neterrors import describe
+
 #: An answer larger than this is not a CGI's JSON.
 MAX_REPLY_BYTES = 4 << 20
 _HASHES: dict[str, Callable[[bytes], Any]] = {
@@ -264,7 +266,9 @@ class DigestClient:
                 lambda: _Exchange(data, done, on_sending), self.host, self.port
             )
         except OSError as exc:
-            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+            raise Unreachable(
+                f"no connection to {self.host}:{self.port}: {describe(exc)}"
+            ) from None
         try:
             return await done
         finally:
@@ -324,7 +328,7 @@ class _Exchange(asyncio.Protocol):
         if self.done.done():
             return
         if not self.buf:
-            why = f"{type(exc).__name__}: {exc}" if exc else "closed without an answer"
+            why = describe(exc) if exc else "closed without an answer"
             self._fail(Unreachable(f"the connection ended: {why}"))
             return
         try:

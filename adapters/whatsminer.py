@@ -57,6 +57,7 @@ from adapters.base import (
     DeviceUnreachable,
     contain,
 )
+from adapters.neterrors import describe
 
 #: pyasic's words for "nothing came back" (rpc/base.py, rpc/btminer.py: a read that timed
 #: out, was cancelled, or found the connection closed; the per-miner semaphore's wait).
@@ -221,7 +222,9 @@ async def _exchange(device_id: str, host: str, port: int, data: bytes) -> bytes:
     try:
         transport, _ = await loop.create_connection(lambda: _OneShot(data, done), host, port)
     except OSError as exc:
-        raise DeviceUnreachable(device_id, f"{type(exc).__name__}: {exc}") from None
+        raise DeviceUnreachable(
+            device_id, f"no connection to {host}:{port}: {describe(exc)}"
+        ) from None
     try:
         return await done
     finally:

@@ -188,8 +188,11 @@ def test_a_miner_that_refuses_every_connection_is_unreachable() -> None:
         async with asyncio.timeout(10.0):
             while not conn.lost:
                 await asyncio.sleep(0.01)
-        with pytest.raises(DeviceUnreachable):
+        with pytest.raises(DeviceUnreachable) as err:
             await dev.read()
+        # in words, with the gRPC port: before, "ConnectionRefusedError: [Errno 111] ..."
+        assert "connection refused" in str(err.value) and "gRPC at" in str(err.value), err
+        assert "Error" not in str(err.value), err
         await dev.close()
 
     with th:

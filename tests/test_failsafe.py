@@ -295,6 +295,7 @@ def test_a_cap_that_cannot_be_computed_is_the_most_restrictive_not_infinite(
             status = d.status()
             assert status["cap_kw"] == 12.0
             assert "lvl2" in (status["cap_error"] or "")
+            assert "ConfigError" not in status["cap_error"], status["cap_error"]  # in words
             assert _sample(d, "gridsched_cap_fallback") == 1.0
             # a last good cap of 0 kW (a full curtail) is the most restrictive: it holds
             d.signals.book().drop("low")

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.neterrors import describe
 from scheduler.planner.solvers import SolverError
 from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 
@@ -92,7 +93,7 @@ class Tasks:
     def failed(self, name: str, exc: BaseException) -> None:
         self.counters.task_failed(name)
         if isinstance(exc, EXPECTED_FAULTS):  # a device, the disk: one line says it
-            log.error("background task %s failed: %s: %s", name, type(exc).__name__, exc)
+            log.error("background task %s failed: %s", name, describe(exc))
         else:  # a bug: its traceback is worth the lines
             log.error("background task %s failed", name, exc_info=exc)
 

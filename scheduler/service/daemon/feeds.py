@@ -14,7 +14,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from adapters.neterrors import describe
+from models.config_daemon import HashpriceFeed, PriceFeed
 from models.economics import hashprice_from_feed
+from models.errors import GridschedError
 from models.market import Series, in_usd_per_mwh, load_price_file, site_prices
 from models.site import FeedKind, Mining, SiteConfig
 from scheduler.service.daemon.clock import Clock
@@ -22,6 +25,35 @@ from scheduler.service.daemon.clock import Clock
 log = logging.getLogger("gridsched.daemon")
 HTTP_TIMEOUT_S = 30.0
 COMMAND_TIMEOUT_S = 120.0
+
+
+class FeedError(Exception):
+    """A feed's command that failed or hung, in words."""
+
+
+def feed_error(exc: BaseException, where: str) -> str:
+    """A feed's failure in words for /v1/status and the log, naming ``where`` (its URL,
+    command or file) where the error does not: never a Python class name, except a bug's."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        r = exc.response
+        return f"{where} answered HTTP {r.status_code} {r.reason_phrase}".rstrip()
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{where}: no answer within {HTTP_TIMEOUT_S:g} s"
+    if isinstance(exc, OSError | httpx.HTTPError):  # the network, a file, a command not found
+        return f"{where}: {describe(exc)}"
+    if type(exc) is ValueError:  # the parser's words on what the feed sent
+        return f"{where}: {' '.join(str(exc).split())}"
+    return " ".join(describe(exc).split())  # ours are worded where raised; a bug keeps its name
+
+
+def _log_failure(
+    what: str, kind: FeedKind, exc: BaseException, error: str, was: str | None
+) -> None:
+    """One line per failed reading; a bug's traceback once, when its error first shows."""
+    bug = not isinstance(exc, OSError | httpx.HTTPError | ValueError | FeedError | GridschedError)
+    log.warning(
+        "%s feed (%s): %s", what, kind.value, error, exc_info=exc if bug and error != was else None
+    )
 
 
 async def fetch(kind: FeedKind, url: str | None, command: tuple[str, ...] | None, what: str) -> str:
@@ -39,12 +71,10 @@ async def fetch(kind: FeedKind, url: str | None, command: tuple[str, ...] | None
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise TimeoutError(
-            f"{what} command gave no answer within {COMMAND_TIMEOUT_S:g} s"
-        ) from None
+        raise FeedError(f"{what} command gave no answer within {COMMAND_TIMEOUT_S:g} s") from None
     if proc.returncode != 0:
         text = err.decode(errors="replace").strip()[:300]
-        raise RuntimeError(f"{what} command exited {proc.returncode}: {text}")
+        raise FeedError(f"{what} command exited {proc.returncode}: {text}")
     return out.decode(errors="replace")
 
 
@@ -75,14 +105,24 @@ class Feeds:
         self.hashprice_ok_at: float | None = None
         self.hashprice_error: str | None = None
 
+    def _source(self, feed: PriceFeed | HashpriceFeed) -> str:
+        """Where a feed reads from, for its errors: its URL, its command, or its file."""
+        if feed.kind is FeedKind.HTTP:
+            return str(feed.url)
+        if feed.kind is FeedKind.COMMAND:
+            return f"the command {' '.join(feed.command or ())}"
+        if feed.kind is FeedKind.FILE:
+            return str(self.config.resolve(feed.path or ""))
+        return "[prices]"
+
     async def refresh_prices(self) -> None:
         feed = self.config.daemon.price_feed
         now = self.clock.time()
         try:
             series = await self.load_prices(now)
         except Exception as exc:
-            self.price_error = f"{type(exc).__name__}: {exc}"
-            log.warning("price feed (%s): %s", feed.kind.value, self.price_error)
+            was, self.price_error = self.price_error, feed_error(exc, self._source(feed))
+            _log_failure("price", feed.kind, exc, self.price_error, was)
             return
         changed = (
             self.prices is None
@@ -132,8 +172,8 @@ class Feeds:
                 text = await fetch(feed.kind, feed.url, feed.command, "hashprice")
             value = hashprice_from_feed(text, feed.format, feed.key, feed.per)
         except Exception as exc:
-            self.hashprice_error = f"{type(exc).__name__}: {exc}"
-            log.warning("hashprice feed (%s): %s", feed.kind.value, self.hashprice_error)
+            was, self.hashprice_error = self.hashprice_error, feed_error(exc, self._source(feed))
+            _log_failure("hashprice", feed.kind, exc, self.hashprice_error, was)
             return
         old = self.hashprice
         self.hashprice, self.hashprice_ok_at = value, self.clock.time()

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from adapters.neterrors import describe
 from models.signals import EventType, GridEvent
 from models.site import SiteConfig
 from scheduler.audit.store import Store
@@ -209,8 +211,8 @@ class Signals:
                 cap, _ = event_caps(self.config, grid, [ev], self.config.site.base_load_kw)
                 cap_kw = min(cap_kw, float(cap[0]))
             except Exception as exc:
-                text = " ".join(str(exc).split())  # a ConfigError spans lines
-                problems.append(f"event {ev.id!r}: {type(exc).__name__}: {text}")
+                text = " ".join(describe(exc).split())  # a ConfigError spans lines
+                problems.append(f"event {ev.id!r}: {text}")
                 cap_kw = min(cap_kw, fallback_kw)
         if not problems:  # the events together fail where each alone does not
             problems.append("the events in force together")
@@ -230,7 +232,7 @@ class Signals:
             try:
                 caps = class_caps_at(self.config, events, datetime.fromtimestamp(now, UTC))
             except Exception as exc:
-                error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                error = " ".join(describe(exc).split())  # a bug (KeyError) keeps its name
         if error != self.class_cap_error:
             if error is not None:
                 log.error("class caps could not be computed; the site cap holds: %s", error)
@@ -247,4 +249,11 @@ class Signals:
 def _log_write_failure(task: asyncio.Future[Any]) -> None:
     """Log a failed signal write here too: its sender may have gone before it failed."""
     if not task.cancelled() and (exc := task.exception()) is not None:
-        log.error("signal write failed: %s: %s", type(exc).__name__, exc)
+        # the state file refusing (full, read-only, locked, corrupt) is said; a bug keeps
+        # its traceback
+        bug = not isinstance(exc, OSError | sqlite3.Error)
+        log.error(
+            "signal write failed: the state file refused it: %s",
+            describe(exc),
+            exc_info=exc if bug else None,
+        )
