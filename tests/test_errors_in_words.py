@@ -251,7 +251,7 @@ def http_404() -> Iterator[str]:
             return None
 
     server = HTTPServer(("127.0.0.1", 0), NotHere)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/prices.csv"
     finally:
@@ -395,3 +395,27 @@ def test_a_failed_re_plan_is_said_without_the_exceptions_class(
     failed = [r for r in caplog.records if "re-plan (test) failed" in r.getMessage()]
     assert [r.exc_info is not None for r in failed] == [False, True], failed
     assert "SolverError" not in failed[0].getMessage()
+
+
+def test_a_fleet_worker_lost_after_an_unreadable_frame_says_what_was_wrong(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: ``fleet worker 0 ... after an unreadable frame (UnpicklingError)``."""
+    from adapters.fleet_procs import WorkerProc
+    from adapters.fleet_wire import HEADER
+
+    lost: list[str] = []
+
+    async def on_lost(what: str) -> None:
+        lost.append(what)
+
+    async def main() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(HEADER.pack(5) + b"garba")  # a frame whose body is no pickle
+        reader.feed_eof()
+        await WorkerProc(0, [], lambda sync: None, on_lost)._read(reader)
+
+    caplog.set_level(logging.ERROR, "gridsched.fleet")
+    asyncio.run(main())
+    assert lost and "unreadable frame (pickle data was truncated)" in lost[0], lost
+    assert "Error" not in lost[0], lost
