@@ -65,8 +65,11 @@ def span(period: str) -> tuple[str, str]:
     return ("2021-01-02" if year == 2021 else f"{year}-01-01"), f"{year + 1}-01-01"
 
 
-def command(period: str, hub: str, json_out: Path, rt_forecast: str) -> list[str]:
-    """The ``gridsched backtest`` command of one period, as docs/backtest.md shows it."""
+def command(
+    period: str, hub: str, json_out: Path, rt_forecast: str, blend_tau_h: float | None = None
+) -> list[str]:
+    """The ``gridsched backtest`` command of one period, as docs/backtest.md shows it
+    (``blend_tau_h``: the blend's time constant, when not the default)."""
     start, end = span(period)
     cmd = [
         str(ROOT / ".venv" / "bin" / "gridsched"),
@@ -79,6 +82,8 @@ def command(period: str, hub: str, json_out: Path, rt_forecast: str) -> list[str
         "--rt-forecast", rt_forecast,
         "--quiet", "--json-out", str(json_out),
     ]  # fmt: skip
+    if blend_tau_h is not None:
+        cmd[cmd.index("--quiet") : cmd.index("--quiet")] = ["--blend-tau-h", f"{blend_tau_h:g}"]
     events = ROOT / "deploy" / "examples" / f"events-ercot-{start[:4]}.json"
     if events.exists():
         cmd[cmd.index("--from") : cmd.index("--from")] = ["--events", str(events)]
@@ -92,7 +97,7 @@ def report_path(out_dir: str, hub: str, period: str) -> Path:
 def run_year(period: str, args: argparse.Namespace) -> dict[str, Any]:
     out = report_path(args.out_dir, args.hub, period)
     if not args.reuse:
-        cmd = command(period, args.hub, out, args.rt_forecast)
+        cmd = command(period, args.hub, out, args.rt_forecast, args.blend_tau_h)
         print(f"[{period}] {' '.join(cmd)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -284,6 +289,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, choices=[1, 2], help="years run at once")
     ap.add_argument("--out-dir", default=str(ROOT / "docs" / "backtest"))
     ap.add_argument("--rt-forecast", default="blend")
+    ap.add_argument(
+        "--blend-tau-h", type=float, default=None, help="passed to each backtest (default 1)"
+    )
     ap.add_argument("--reuse", action="store_true", help="read the JSON reports, run nothing")
     ap.add_argument("--print-commands", action="store_true", help="print the commands, run none")
     args = ap.parse_args()
@@ -291,7 +299,7 @@ def main() -> None:
     if args.print_commands:
         for p in periods:
             out = report_path(args.out_dir, args.hub, p)
-            print(" ".join(command(p, args.hub, out, args.rt_forecast)))
+            print(" ".join(command(p, args.hub, out, args.rt_forecast, args.blend_tau_h)))
         return
     if not RT_FILE.exists():
         raise SystemExit(f"real data not present at {DATA}")

@@ -53,7 +53,7 @@ def dam_setup(rt: np.ndarray, dam: np.ndarray) -> BacktestSetup:
     )
 
 
-@pytest.mark.parametrize("name", ["learned", "learned+blend", "blend"])
+@pytest.mark.parametrize("name", ["learned", "learned+blend", "blend", "blend-debiased"])
 def test_no_forecast_sees_the_price_of_the_step_being_decided(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,7 +81,7 @@ def test_no_forecast_sees_the_price_of_the_step_being_decided(
 
         monkeypatch.setattr(policies, "make_forecast", recording)
         out = policies.rolling_scheduler(dam_setup(prices, dam), progress=False, rt_forecast=name)
-        if name != "blend":
+        if name.startswith("learned"):
             assert any("gradient-boosted" in n for n in out.notes), out.notes
         return out.n, seen
 
@@ -138,6 +138,26 @@ def test_blend_counts_the_age_of_the_last_settled_price() -> None:
     assert aged.tolist() == pytest.approx([100 * math.exp(-k) for k in (1, 2, 3)])
 
 
+def test_the_debiased_blend_corrects_the_day_ahead_curve_by_its_settled_median_error() -> None:
+    """``blend-debiased``: the day-ahead curve moved, per time of day, by the median
+    real-time minus day-ahead price of the last settled days; one scarcity day among
+    them does not move it, and with too few settled days there is no correction."""
+    per_day, days = 4, 3
+    dam = np.tile([10.0, 20.0, 30.0, 40.0], 5)
+    rt = dam - np.tile([1.0, 2.0, 3.0, 4.0], 5)  # the day-ahead price is high by 1..4
+    rt[per_day + 2] += 5000.0  # a scarcity interval on one settled day
+    n = 4 * per_day  # 4 days settled; the decision is at step n (after-interval)
+    ahead = dam[n : n + 4]
+    known = known_at(rt, n, float(rt[n - 1]), n, 4, dam, ahead)
+    bias = price_forecasts.dam_bias(known, per_day, days)
+    assert bias.tolist() == [-1.0, -2.0, -3.0, -4.0]
+    # a decision mid-day: the horizon's first step is the day's third quarter
+    mid = known_at(rt, n - 2, float(rt[n - 3]), n - 2, 3, dam, dam[n - 2 : n + 1])
+    assert price_forecasts.dam_bias(mid, per_day, days).tolist() == [-3.0, -4.0, -1.0]
+    early = known_at(rt, 2 * per_day, float(rt[7]), 2 * per_day, 4, dam, ahead)
+    assert price_forecasts.dam_bias(early, per_day, days).tolist() == [0.0] * 4
+
+
 def test_training_history_ends_where_the_first_decision_starts() -> None:
     values = np.arange(48.0)
     series = flat_series(values, 3600, T0 - 48 * 3600)
@@ -172,3 +192,19 @@ def test_the_cli_selects_the_forecast_and_the_report_names_it(
         main(_argv(prices, "--rt-forecast", "crystal-ball"))
     assert exc.value.code == 2
     assert "--rt-forecast" in capsys.readouterr().err
+
+
+def test_the_blend_time_constant_is_an_option_and_a_bad_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+    from tests.test_backtest_honest import _argv, _gappy
+
+    prices = _gappy(tmp_path, [])
+    argv = _argv(prices, "--blend-tau-h", "2")
+    argv[argv.index("--policy") + 1] = "scheduler"
+    assert main(argv) == 0
+    assert "forecast: blend (last settled price fading, tau 2 h" in capsys.readouterr().out
+    assert main(_argv(prices, "--blend-tau-h", "-1")) == 2
+    err = capsys.readouterr().err
+    assert "--blend-tau-h -1.0" in err and "0 (the day-ahead curve alone) or more" in err

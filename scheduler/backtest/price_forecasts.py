@@ -12,6 +12,9 @@ the prices of steps ``k .. k+horizon-1``.
   gradient-boosted forecaster (``rt_forecast.py``, squared loss), trained on the history
   settled before the backtest's first decision; the blend beyond.
 - ``learned+blend``: the average of the two over the first ``LEARNED_STEPS`` steps.
+- ``blend-debiased``: the blend into the day-ahead curve corrected, per time of day, by
+  the median real-time minus day-ahead price of the last ``DAM_BIAS_DAYS`` settled days
+  (an option measured on the stress months of docs/backtest.md, not the default).
 
 The learned forecasts need a day-ahead file and history before ``--from`` in the price
 file; without them the blend is used and the report says so.
@@ -34,7 +37,7 @@ from scheduler.backtest.rt_forecast import Calendar, RtForecaster, design
 if TYPE_CHECKING:
     from scheduler.backtest.period import BacktestSetup
 
-RT_FORECASTS = ("blend", "learned", "learned+blend")
+RT_FORECASTS = ("blend", "learned", "learned+blend", "blend-debiased")
 #: time constant (h) of the last known real-time price fading into the day-ahead curve
 DAM_BLEND_TAU_H = 1.0
 #: steps (15 min each on the default grid: 4 h) the learned forecaster predicts
@@ -46,6 +49,9 @@ TRAIN_STRIDE = 3
 TRAIN_DAYS = 3 * 365
 #: boosting iterations of the learned forecaster
 LEARNED_MAX_ITER = 200
+#: settled days whose real-time minus day-ahead error, per time of day, corrects the
+#: day-ahead curve of ``blend-debiased``; the median, so one scarcity day does not swing it
+DAM_BIAS_DAYS = 7
 
 DecisionForecast = Callable[[Known], np.ndarray]
 
@@ -60,6 +66,11 @@ def make_forecast(
     base_label = f"blend (last settled price fading, tau {tau_h:g} h, into {setup.forecast_label})"
     if name == "blend":
         return base, base_label
+    if name == "blend-debiased":
+        return _blend(setup, tau_h, DAM_BIAS_DAYS), (
+            f"{base_label}, the day-ahead curve corrected by the median real-time minus "
+            f"day-ahead price of the last {DAM_BIAS_DAYS} settled days at the same time of day"
+        )
     model, why = _trained(setup)
     if model is None:
         return base, f"{base_label}; {name} unavailable: {why}"
@@ -75,12 +86,15 @@ def make_forecast(
     return mixed, label + ", averaged with the blend"
 
 
-def _blend(setup: BacktestSetup, tau_h: float) -> DecisionForecast:
+def _blend(setup: BacktestSetup, tau_h: float, bias_days: int = 0) -> DecisionForecast:
     dt_h, per_day = setup.dt_h, setup.steps_per_day
 
     def f(known: Known) -> np.ndarray:
         if known.dam_ahead is not None:
-            return blend(known.current, known.dam_ahead, dt_h, tau_h, known.age_steps)
+            ahead = known.dam_ahead
+            if bias_days:
+                ahead = ahead + dam_bias(known, per_day, bias_days)
+            return blend(known.current, ahead, dt_h, tau_h, known.age_steps)
         rt = known.rt_settled
         return naive_forecast(
             rt,
@@ -94,6 +108,22 @@ def _blend(setup: BacktestSetup, tau_h: float) -> DecisionForecast:
         )
 
     return f
+
+
+def dam_bias(known: Known, steps_per_day: int, days: int) -> np.ndarray:
+    """Per step of the horizon, the median over the last ``days`` settled days of the
+    real-time minus day-ahead price at the same time of day (the same step a whole number
+    of days back, as ``forecast.naive_forecast`` takes it); zeros while fewer days are
+    settled. Reads only ``known``: the settled prices and their day-ahead prices."""
+    rt, dam = known.rt_settled, known.dam_settled
+    need = days * steps_per_day
+    n = len(rt)
+    if dam is None or n < need:
+        return np.zeros(known.horizon)
+    err = (rt[n - need :] - dam[n - need :]).reshape(days, steps_per_day)
+    # column c is the time of day of settled step n - steps_per_day + c
+    cols = (known.k + np.arange(known.horizon) - n) % steps_per_day
+    return np.asarray(np.median(err, axis=0)[cols])
 
 
 def calendar(starts_s: np.ndarray, timezone: str) -> Calendar:

@@ -90,6 +90,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     end = _day_start(args.to, config.site.timezone)
     if end <= start:  # before the prices are read: a file's loader failed on it in numpy
         raise UsageError(f"--to {args.to} must be after --from {args.from_}")
+    if args.blend_tau_h is not None and not args.blend_tau_h >= 0:
+        raise UsageError(
+            f"--blend-tau-h {args.blend_tau_h}: the blend's time constant in hours must be "
+            "0 (the day-ahead curve alone) or more (default 1)"
+        )
     wanted = [p.strip() for p in args.policy.split(",") if p.strip()]
     unknown = [p for p in wanted if p not in policies.POLICIES]
     if unknown:
@@ -173,6 +178,7 @@ def _run_policies(setup: BacktestSetup, wanted: list[str], args: argparse.Namesp
                     setup,
                     progress=show,
                     rt_forecast=args.rt_forecast,
+                    **({} if args.blend_tau_h is None else {"dam_tau_h": args.blend_tau_h}),
                     plan_resolution=args.plan_resolution,
                 )
             )
@@ -299,8 +305,20 @@ def add_parsers(sub: Any) -> None:
     bt.add_argument(
         "--rt-forecast",
         default="blend",
-        choices=["blend", "learned", "learned+blend"],  # price_forecasts.RT_FORECASTS
+        choices=[
+            "blend",
+            "learned",
+            "learned+blend",
+            "blend-debiased",
+        ],  # price_forecasts.RT_FORECASTS
         help="the scheduler's real-time price forecast (docs/backtest.md)",
+    )
+    bt.add_argument(
+        "--blend-tau-h",
+        type=float,
+        default=None,
+        help="hours over which the blend's last settled price fades into the day-ahead "
+        "curve (default 1; docs/backtest.md)",
     )
     bt.add_argument(
         "--decision-step", default="15min", help="time between decisions (default: %(default)s)"
