@@ -327,3 +327,34 @@ def test_a_burst_of_unconfirmed_verdicts_works_the_shed_order_out_once(
             await d.close()
 
     asyncio.run(go())
+
+
+def test_a_sweep_reading_from_before_a_command_confirmed_since_is_not_a_drift(
+    tmp_path: Path,
+) -> None:
+    """The sweep read a miner mining, then it was told to sleep and its own read-back
+    confirmed it before the sweep ended: the poll takes the newer reading, and neither sees
+    a miner that left its mode nor counts it at full power (at 30,000 miners, 23,677 were
+    "put back" that way and the fast path shed again)."""
+    d, devices = memory_daemon(SITE, tmp_path)
+    held = Held(devices)
+
+    async def go() -> None:
+        await d.open()
+        try:
+            devices["old/0"].readback_after_s = lambda: 0.05  # type: ignore[method-assign]
+            poll = await _stuck_poll(d, held)  # old/0 read mining
+            d.clock.advance(1)  # type: ignore[attr-defined]
+            outs = await d.fleet.apply({"old/0": ModeRequest("sleep")})
+            d.devices.commanded(outs, {"old/0": "sleep"})
+            await until(lambda: "old/0" not in d.fleet.pending, timeout_s=10)
+            held.release.set()
+            await poll
+            assert d.devices.modes["old/0"] == "sleep"
+            assert d.power.readings["old/0"].state == "sleeping"
+            assert not d.devices.drifts
+        finally:
+            held.release.set()
+            await d.close()
+
+    asyncio.run(go())

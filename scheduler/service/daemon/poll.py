@@ -70,6 +70,7 @@ class Poller:
         readings, _ = await asyncio.gather(self.fleet.read_all(), self.power.read_meter())
         # a site's sweep time grows with its fleet: the operator sees it against poll_s
         self.counters.sweep_s.observe(self.clock.monotonic() - t0)
+        readings = self._newest(readings)
         now = self.clock.time()
         dt = max(0.0, t0 - self.last_poll)
         self.last_poll = t0
@@ -112,6 +113,17 @@ class Poller:
             f"import {m['import_kw']:.0f} kW, cap {cap:.0f} kW, "
             f"{counts[Health.UNREACHABLE]} unreachable"
         )
+
+    def _newest(self, readings: dict[str, Telemetry]) -> dict[str, Telemetry]:
+        """Each device's newest reading: a long sweep's reading may predate a command that
+        the device's own read-back has confirmed since (taken as is, the device would seem
+        to have left its new mode, and count at its old power)."""
+        status = self.fleet.status
+        for i, t in readings.items():
+            latest = status[i].telemetry
+            if latest is not None and latest.at > t.at:
+                readings[i] = latest
+        return readings
 
     def _drifted(self, readings: Mapping[str, Telemetry]) -> int:
         """Take the modes of devices read for the first time; count those that left theirs
