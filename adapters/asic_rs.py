@@ -52,7 +52,7 @@ from adapters.base import (
     Telemetry,
     contain,
 )
-from adapters.payloads import RUNNING_SHARE, SLEEPING_MAX_W, run_target
+from adapters.payloads import RUNNING_SHARE, SLEEPING_MAX_W, field_words, run_target
 from adapters.secrets import Secret
 from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, Reading
 
@@ -158,14 +158,18 @@ def parse_rs_data(device_id: str, d: Any, at: float, family: Family) -> Telemetr
     asic-rs fills what it could not read with None and ``is_mining`` with False, so False
     is believed only beside a hashrate; a LuxOS miner is judged by its power (asic-rs
     reads no LuxOS hashrate and reports a curtailed one as mining)."""
+    field = "wattage"  # the field being read, for the error
     try:
         watts = None if d.wattage is None else float(d.wattage)
+        field = "hashrate"
         ths = _ths(d.hashrate)
+        field = "tuning_target"
         tt = d.tuning_target
         target = None if tt is None else _target_w(tt)
+        field = "is_mining"
         mining = bool(d.is_mining)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise BadReply(device_id, f"asic-rs data unusable: {type(exc).__name__}: {exc}") from None
+    except (AttributeError, TypeError, ValueError):
+        raise BadReply(device_id, f"asic-rs data unusable: {field_words(d, field)}") from None
     if watts is None and ths is None:
         raise BadReply(device_id, "asic-rs read neither power nor hashrate")
     state: Literal["running", "sleeping", "transition", "unknown"]

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Final, Literal, TypeVar
 
 from adapters.neterrors import describe
+from adapters.replywords import said
 
 T = TypeVar("T")
 
@@ -229,7 +230,8 @@ async def contain(device: str, what: str, aw: Awaitable[T], timeout_s: float) ->
     """Await a vendor call; turn a timeout or any exception into an AdapterError.
 
     This is the adapter's edge: libraries choke on odd replies with any exception (KeyError,
-    ValueError, UnicodeDecodeError...). Cancellation still propagates.
+    ValueError, UnicodeDecodeError...), said in words (:func:`adapters.replywords.said`: a
+    bug in our own code keeps its name). Cancellation still propagates.
     """
     try:
         async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
@@ -240,5 +242,5 @@ async def contain(device: str, what: str, aw: Awaitable[T], timeout_s: float) ->
         raise DeviceTimeout(device, f"{what}: no answer within {timeout_s:g} s") from None
     except (ConnectionError, OSError) as exc:  # in words: "gaierror" tells an operator nothing
         raise DeviceUnreachable(device, f"{what}: {describe(exc)}") from None
-    except Exception as exc:
-        raise BadReply(device, f"{what}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # worded only here, off the success path
+        raise BadReply(device, f"{what}: {said(exc, f'{device}: {what}')}") from None

@@ -24,6 +24,7 @@ from adapters import gpu_wire as wire
 from adapters.base import AdapterError
 from adapters.neterrors import describe
 from adapters.nvml import GpuBackend, nvml_parts
+from adapters.replywords import our_bug, said
 from adapters.secrets import Secret
 from models.device_adapter import is_loopback_host
 from models.errors import ConfigError
@@ -234,9 +235,11 @@ class GpuAgent:
             if parts is not None:
                 return {"ok": False, "code": parts[0], "error": parts[1]}
             return _agent_error(type(exc).__name__, exc.reason)
-        except Exception as exc:  # a backend's own bug: said, and the agent carries on
-            log.exception("%s on GPU %d failed", call, index)
-            return _agent_error("BadReply", f"{call}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # said, and the agent carries on
+            why = said(exc, f"the GPU agent's {call} on GPU {index}")  # a bug: logged once
+            if not our_bug(exc):  # a library choking on what NVML answered: one line
+                log.error("%s on GPU %d failed: %s", call, index, why)
+            return _agent_error("BadReply", f"{call}: {why}")
         return {"ok": True, "result": list(result) if isinstance(result, tuple) else result}
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.base import BadReply, Telemetry
+from adapters.replywords import value_words
 
 #: The LuxOS multicommand behind one reading: power, hashrate, temperatures (``stats``) and
 #: the profile in force (``config``).
@@ -110,16 +111,22 @@ def parse_luxos(
 
 def parse_miner_data(device_id: str, d: Any, at: float) -> Telemetry:
     """pyasic ``MinerData`` (any firmware) as Telemetry."""
+    field = "wattage"  # the field being read, for the error: a local, cheap on every reading
     try:
         watts = None if d.wattage is None else float(d.wattage)
+        field = "hashrate"
         hr = d.hashrate
         ths = None if hr is None else float(hr.into(hr.unit.TH)) if hasattr(hr, "into") else None
+        field = "wattage_limit"
         limit = None if d.wattage_limit is None else float(d.wattage_limit)
+        field = "hashboards"
         temps = tuple(float(b.chip_temp) for b in (d.hashboards or []) if b.chip_temp)
+        field = "errors"
         errors = tuple(str(getattr(e, "error_message", e)) for e in (d.errors or []))
+        field = "is_mining"
         mining = None if d.is_mining is None else bool(d.is_mining)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise BadReply(device_id, f"pyasic data unusable: {type(exc).__name__}: {exc}") from None
+    except (AttributeError, TypeError, ValueError):
+        raise BadReply(device_id, f"pyasic data unusable: {field_words(d, field)}") from None
     if watts is None and ths is None:
         raise BadReply(device_id, "the miner reported neither power nor hashrate")
     return Telemetry(
@@ -132,6 +139,25 @@ def parse_miner_data(device_id: str, d: Any, at: float) -> Telemetry:
         temperatures_c=(max(temps),) if temps else (),
         errors=errors,
     )
+
+
+#: What each field of a miner's data (pyasic's or asic-rs's ``MinerData``) should hold.
+_EXPECTED = {
+    "wattage": "a number",
+    "hashrate": "a hashrate",
+    "wattage_limit": "a number",
+    "hashboards": "a list of boards, each with a number for its chip temperature",
+    "errors": "a list of errors",
+    "is_mining": "true or false",
+    "tuning_target": "a power target or a preset named by its watts",
+}
+
+
+def field_words(d: Any, field: str) -> str:
+    """What was wrong with one field of a miner's data: its value and what was expected."""
+    if not hasattr(d, field):
+        return f"no {field!r} field"
+    return f"its {field} is {value_words(getattr(d, field))}, not {_EXPECTED[field]}"
 
 
 def asic_state(

@@ -57,6 +57,7 @@ from adapters.base import (
     contain,
 )
 from adapters.payloads import parse_miner_data
+from adapters.replywords import unreadable, value_words
 from adapters.vnish_session import PASSWORD_REFUSED, WAKES, WebSession, kept, session
 from models.firmware import Capabilities, PowerTarget
 
@@ -238,15 +239,59 @@ async def read(device_id: str, miner: Any, kept: WebSession, at: float) -> Telem
         raise DeviceUnreachable(device_id, f"telemetry: {summary}")
     summary = {} if isinstance(summary, Exception) else summary
     settings = {} if isinstance(settings, Exception) else settings
+    answers = {"web summary": summary, "web settings": settings, "RPC stats": rpc_stats}
+    step = "wattage"  # the field being read, for the error: a local, cheap on every reading
     try:  # MinerData's fields that parse_miner_data reads, without building MinerData
-        data = SimpleNamespace(
-            wattage=await miner._get_wattage(web_summary=summary),
-            wattage_limit=await miner._get_wattage_limit(web_settings=settings),
-            hashrate=await miner._get_hashrate(rpc_summary=rpc_summary),
-            hashboards=await miner._get_hashboards(rpc_stats=rpc_stats),
-            errors=await miner._get_errors(web_summary=summary),
-            is_mining=await miner._is_mining(web_summary=summary),
-        )
+        wattage = await miner._get_wattage(web_summary=summary)
+        step = "wattage_limit"
+        wattage_limit = await miner._get_wattage_limit(web_settings=settings)
+        step = "hashrate"
+        hashrate = await miner._get_hashrate(rpc_summary=rpc_summary)
+        step = "hashboards"
+        hashboards = await miner._get_hashboards(rpc_stats=rpc_stats)
+        step = "errors"
+        errors = await miner._get_errors(web_summary=summary)
+        step = "is_mining"
+        is_mining = await miner._is_mining(web_summary=summary)
     except (LookupError, TypeError, ValueError, AttributeError) as exc:
-        raise BadReply(device_id, f"telemetry: {type(exc).__name__}: {exc}") from None
+        answer, path, expected = _READS.get(step, ("", (), ""))
+        if answer in answers:
+            why = _field_words(answer, answers[answer], path, expected)
+        else:
+            why = f"its {step} is unusable: {unreadable(exc)}"
+        raise BadReply(device_id, f"telemetry: {why}") from None
+    data = SimpleNamespace(
+        wattage=wattage,
+        wattage_limit=wattage_limit,
+        hashrate=hashrate,
+        hashboards=hashboards,
+        errors=errors,
+        is_mining=is_mining,
+    )
     return parse_miner_data(device_id, data, at)
+
+
+#: Where pyasic 0.79's VNish data functions read each field (pyasic/miners/backends/vnish.py),
+#: and what they need there: (answer, path, expected). The hashrate's reader (RPC summary)
+#: turns any failure into None, so it never raises.
+_READS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "wattage": ("web summary", ("miner", "power_usage"), "a number"),
+    "wattage_limit": ("web settings", ("miner", "overclock", "preset"), "a number or 'disabled'"),
+    "hashboards": ("RPC stats", ("STATS",), "a list of the boards' figures"),
+    "errors": ("web summary", ("miner", "chains"), "a list of chains, each an object"),
+    "is_mining": ("web summary", ("miner", "miner_status", "miner_state"), "text"),
+}
+
+
+def _field_words(answer: str, got: Any, path: tuple[str, ...], expected: str) -> str:
+    """Which part of an answer stopped pyasic: the first level on ``path`` that is not an
+    object, or the field's value and what was expected there."""
+    node, walked = got, ""
+    for key in path:
+        if not isinstance(node, dict):
+            what = f"answer's {walked}" if walked else "answer"
+            return f"the {answer} {what} is {value_words(node)}, not an object"
+        if key not in node:
+            return f"the {answer} answer has no {key!r} field" + (f" in {walked}" if walked else "")
+        node, walked = node[key], f"{walked}.{key}" if walked else key
+    return f"the {answer} answer's {walked} is {value_words(node)}, not {expected}"
