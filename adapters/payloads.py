@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.base import BadReply, Telemetry
-from adapters.replywords import value_words
+from adapters.replywords import unreadable, value_words
 
 #: The LuxOS multicommand behind one reading: power, hashrate, temperatures (``stats``) and
 #: the profile in force (``config``).
@@ -78,15 +78,22 @@ def parse_luxos(
 ) -> Telemetry:
     """A LuxOS ``power+summary+stats+config`` multicommand reply as Telemetry; the profile
     table from the reply's own ``profiles`` part where it has one, else ``profiles``."""
+    field = "power's Watts"  # the figure being read, for the error
     try:
         watts = float(_luxos_body(device_id, data, "power", "POWER")[0]["Watts"])
+        field = "summary's GHS 5s"
         ths = float(_luxos_body(device_id, data, "summary", "SUMMARY")[0]["GHS 5s"]) / 1000.0
+        field = "config's Profile"
         profile = luxos_profile(device_id, data)
+        field = "stats"
         stats = _luxos_body(device_id, data, "stats", "STATS")
+        field = "profiles"
         if "profiles" in data or profiles is None:
             profiles = luxos_profiles(device_id, data)
     except (KeyError, TypeError, ValueError) as exc:
-        raise BadReply(device_id, f"LuxOS reply lacks or garbles {exc}") from None
+        raise BadReply(
+            device_id, f"LuxOS reply lacks or garbles {field}: {unreadable(exc)}"
+        ) from None
     if not (math.isfinite(watts) and math.isfinite(ths)) or watts < 0 or ths < 0:
         raise BadReply(device_id, f"impossible reading: {watts} W, {ths} TH/s")
     target_w, ideal_ths = profiles.get(profile, (None, None))

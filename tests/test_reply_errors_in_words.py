@@ -236,3 +236,30 @@ def test_the_gpu_agent_says_a_backend_failure_in_words_and_keeps_a_bugs_name(
     said = asyncio.run(answer(Buggy()))
     assert said["error"] == "power_w: KeyError: 'power_w'", said
     assert [r.exc_info is not None for r in caplog.records].count(True) == 1, caplog.records
+
+
+def test_a_luxos_reading_says_which_figure_is_not_a_number() -> None:
+    """Before: ``LuxOS reply lacks or garbles could not convert string to float: 'abc'``."""
+    from adapters.payloads import parse_luxos
+
+    def part(key: str, row: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"STATUS": [{"STATUS": "S"}], key: [row]}]
+
+    reply = {
+        "power": part("POWER", {"Watts": 3000}),
+        "summary": part("SUMMARY", {"GHS 5s": None}),
+        "stats": part("STATS", {}),
+        "config": part("CONFIG", {"Profile": "default"}),
+        "profiles": part("PROFILES", {"Profile Name": "default", "Watts": 3000}),
+    }
+    with pytest.raises(BadReply) as err:
+        parse_luxos("m/1", reply, 0.0)
+    text = str(err.value)
+    assert text == (
+        "m/1: LuxOS reply lacks or garbles summary's GHS 5s: "
+        "the answer has null where a number was expected"
+    ), text
+    reply["power"] = part("POWER", {"Watts": "abc"})
+    with pytest.raises(BadReply) as err:
+        parse_luxos("m/1", reply, 0.0)
+    assert str(err.value).endswith("power's Watts: 'abc' is not a number"), err.value
