@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -263,3 +264,41 @@ def test_a_luxos_reading_says_which_figure_is_not_a_number() -> None:
     with pytest.raises(BadReply) as err:
         parse_luxos("m/1", reply, 0.0)
     assert str(err.value).endswith("power's Watts: 'abc' is not a number"), err.value
+
+
+# -- the audit trail's writer --------------------------------------------------------------------
+
+
+def test_an_audit_record_the_store_refuses_is_said_by_what_it_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real store file that reached its size limit: before, /v1/status and the log read
+    ``OperationalError: database or disk is full``."""
+    from scheduler.audit.store import Store
+    from scheduler.service.daemon.counters import Counters
+    from scheduler.service.daemon.recorder import Recorder
+
+    class Broken:  # a store with a bug: no real store can be made to raise one
+        async def record(self, kind: str, payload: Any, at: float | None = None) -> int:
+            raise KeyError("seq")
+
+    async def main() -> tuple[str | None, str | None]:
+        store = Store(tmp_path / "s.db")
+        try:
+            pages = await store.write(lambda con: con.execute("PRAGMA page_count").fetchone()[0])
+            await store.write(lambda con: con.execute(f"PRAGMA max_page_count = {pages}"))
+            recorder = Recorder(store, Counters())
+            assert not await recorder.audit("note", {"text": "x" * 100_000})
+            full = recorder.error
+        finally:
+            store.close()
+        recorder = Recorder(Broken(), Counters())  # type: ignore[arg-type]
+        assert not await recorder.audit("note", {})
+        return full, recorder.error
+
+    caplog.set_level(logging.ERROR, "gridsched.daemon")
+    full, bug = asyncio.run(main())
+    assert full is not None and "the disk is full" in full and "SQLITE_FULL" in full, full
+    assert "OperationalError" not in full
+    assert bug == "KeyError: 'seq'"  # a bug keeps its name, and its traceback
+    assert [r.exc_info is not None for r in caplog.records] == [False, True], caplog.records

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from adapters.fleet import Outcome, OutcomeKind
+from adapters.neterrors import describe
 from scheduler.audit.store import Store
 from scheduler.service.daemon.counters import EXPECTED_FAULTS, Counters
 
@@ -42,7 +43,7 @@ class Recorder:
             await self.store.record(kind, payload, at)
         except Exception as exc:
             self.counters.store_failures += 1
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe(exc)  # what the store refused, in words; a bug keeps its name
             if error != self.error:  # once per distinct error, not every poll
                 log.error(
                     "audit record %r not written: %s",
