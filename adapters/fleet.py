@@ -107,6 +107,8 @@ class Fleet:
         self._gc = CollectorHold(self.gc_hold_max_s)
         self._rng = random.Random(self.seed)
         self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
+        #: When each command in flight went out to its device (perf_counter), for its read-back.
+        self._went_out: dict[str, float] = {}
         self._health = HealthBook(self.retry, self.unreachable_after, self.probe_max_s)
         self._readback = ReadBack(self.by_id, self.status, self._health, self._emit)
         slots = self.read_concurrency or self.concurrency
@@ -189,6 +191,8 @@ class Fleet:
                                 result = await dev.stage(req)
                             else:
                                 assert req is not None
+                                # the command goes out now, after its wait for a slot
+                                self._went_out[dev.device_id] = time.perf_counter()
                                 result = await dev.apply(req)
                     except TimeoutError:
                         # The last-resort bound, or the adapter's own timer firing in the same
@@ -305,10 +309,13 @@ class Fleet:
                     result, err, n = await self._run(
                         dev, "apply", req, self._health.attempts(self.status[device_id])
                     )
+                went_out = self._went_out.pop(device_id, t0)
                 if isinstance(result, Applied):
-                    latency_s = time.perf_counter() - t0
-                    out = Outcome(device_id, req, True, n, latency_s, result, at=self.clock())
-                    self._readback.accepted(out)
+                    done = time.perf_counter()
+                    out = Outcome(device_id, req, True, n, done - t0, result, at=self.clock())
+                    # read back from when it reached the device: not from its wait for a
+                    # slot, when a reading could not have shown it yet
+                    self._readback.accepted(out, done - went_out)
                     self._read_backs.soon()
                 else:
                     rejected = self.status[device_id].health is Health.REJECTED

@@ -53,7 +53,8 @@ class Outcome:
 
     ``kind`` says which: a command gets one ``accepted``, ``rejected`` or ``failed``
     Outcome when it is sent and, once accepted, one ``confirmed`` or ``unconfirmed`` when
-    read back (``latency_s`` then counts from the command to the verdict).
+    read back (``latency_s`` then counts from the command's going out to the device, after
+    any wait for a slot, to the verdict).
     """
 
     device_id: str

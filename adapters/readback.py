@@ -69,11 +69,13 @@ class ReadBack:
         """Whether a command of the device's waits for its read-back or was never seen."""
         return device_id in self.unconfirmed or device_id in self.pending
 
-    def accepted(self, out: Outcome) -> None:
+    def accepted(self, out: Outcome, call_s: float | None = None) -> None:
         """Wait for a reading that shows an accepted command; it supersedes any earlier
-        one, unconfirmed or pending (health stays unconfirmed until a read-back shows it)."""
+        one, unconfirmed or pending (health stays unconfirmed until a read-back shows it).
+        ``call_s``: how long the device took to answer it, when ``out.latency_s`` also
+        counts a wait for a slot before it went out; it is timed from its going out."""
         dev = self.by_id[out.device_id]
-        sent = out.at - out.latency_s
+        sent = out.at - (out.latency_s if call_s is None else call_s)
         p = self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
         self.unconfirmed.pop(out.device_id, None)
         after_s = max(MIN_GAP_S, min(dev.readback_after_s(), p.deadline - p.sent_at))

@@ -358,3 +358,38 @@ def test_a_sweep_reading_from_before_a_command_confirmed_since_is_not_a_drift(
             await d.close()
 
     asyncio.run(go())
+
+
+def test_a_command_waiting_for_a_slot_is_timed_from_when_it_went_out() -> None:
+    """One command slot, the first command slow: the second waits for the slot. Its read-back
+    deadline and "read since the command" count from when it reached the device, not from
+    when it began to wait (at 30,000 miners GPUs were judged unconfirmed from readings taken
+    while their sleep was still queued)."""
+    fleet, devs, _seen = _fleet(2, concurrency=1)
+    slow = devs[0]
+    called: dict[str, float] = {}
+    for dev in devs:
+        inner = dev.apply
+
+        async def apply(req: ModeRequest, dev: MemoryDevice = dev, inner: Any = inner) -> Applied:
+            called[dev.device_id] = dev.clock.time()
+            if dev is slow:
+                await asyncio.sleep(0.3)
+            got: Applied = await inner(req)
+            return got
+
+        dev.apply = apply  # type: ignore[method-assign,assignment]
+        dev.readback_after_s = lambda: 30.0  # type: ignore[method-assign]
+        dev.confirm_deadline_s = lambda: 60.0  # type: ignore[method-assign]
+
+    async def go() -> None:
+        try:
+            await fleet.apply({d.device_id: ModeRequest("sleep") for d in devs})
+            for dev in devs:
+                p = fleet.pending[dev.device_id]
+                assert p.sent_at >= called[dev.device_id] - 1e-3, (dev.device_id, p, called)
+                assert p.deadline == pytest.approx(p.sent_at + 60.0)
+        finally:
+            await fleet.close()
+
+    asyncio.run(go())
