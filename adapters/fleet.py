@@ -96,7 +96,8 @@ class Fleet:
         self._by_group: dict[str, list[str]] | None = None  # see ids()
         # Commands and readings have their own slots: a curtailment must not queue behind
         # a telemetry sweep of the whole fleet.
-        reads = asyncio.Semaphore(self.read_concurrency or self.concurrency)
+        self._read_slots = self.read_concurrency or self.concurrency
+        reads = asyncio.Semaphore(self._read_slots)
         # Staging ahead is as unhurried as a reading and shares the readings' slots.
         self._sem = {"read": reads, "stage": reads, "apply": asyncio.Semaphore(self.concurrency)}
         # Readings not yet sent wait while control calls are in flight, so that a curtail
@@ -111,9 +112,8 @@ class Fleet:
         self._went_out: dict[str, float] = {}
         self._health = HealthBook(self.retry, self.unreachable_after, self.probe_max_s)
         self._readback = ReadBack(self.by_id, self.status, self._health, self._emit)
-        slots = self.read_concurrency or self.concurrency
         self._read_backs = ReadBackRunner(
-            self._readback, self._read_one, self.clock, READBACK_SHARE * slots
+            self._readback, self._read_one, self.clock, READBACK_SHARE * self._read_slots
         )
 
     @property
@@ -285,14 +285,13 @@ class Fleet:
         async def worker() -> None:
             for k, dev in todo:
                 st = self.status[dev.device_id]
-                if st.health is Health.UNREACHABLE and now < st.next_probe:
+                if st.probe_waits(now):
                     continue
                 result, _err, _n = await self._run(dev, "read", None, self._health.attempts(st))
                 if isinstance(result, Telemetry):
                     results[k] = result
 
-        slots = self.read_concurrency or self.concurrency
-        await asyncio.gather(*(worker() for _ in range(min(slots, len(devs)))))
+        await asyncio.gather(*(worker() for _ in range(min(self._read_slots, len(devs)))))
         self.check_pending()
         return {dev.device_id: t for dev, t in zip(devs, results, strict=True) if t is not None}
 
@@ -403,7 +402,7 @@ class Fleet:
         """A read-back's reading: through the same path as a sweep's (which settles the
         device's command when it shows it); a device between probes is not read."""
         dev, st = self.by_id[device_id], self.status[device_id]
-        if not (st.health is Health.UNREACHABLE and time.monotonic() < st.next_probe):
+        if not st.probe_waits(time.monotonic()):
             await self._run(dev, "read", None, self._health.attempts(st))
 
     async def close(self) -> None:

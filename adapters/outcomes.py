@@ -38,6 +38,11 @@ class DeviceStatus:
     telemetry: Telemetry | None = None
     seen: bool = False  # health set at least once (the first is not a change worth a line)
 
+    def probe_waits(self, now: float) -> bool:
+        """Unreachable and its backoff not over at ``now`` (monotonic): not read until then,
+        by a sweep or a read-back."""
+        return self.health is Health.UNREACHABLE and now < self.next_probe
+
 
 class OutcomeKind(StrEnum):
     ACCEPTED = "accepted"  # the device took the command; not yet seen in effect
