@@ -22,8 +22,9 @@ import ssl
 _NO_NAME = {getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n)}
 _DNS_DOWN = {getattr(socket, n) for n in ("EAI_AGAIN", "EAI_FAIL") if hasattr(socket, n)}
 
-#: gridsched's own packages: their errors are worded where they are raised.
-_OURS = {"adapters", "scheduler", "models"}
+#: gridsched's own packages: their errors are worded where they are raised (and a builtin
+#: exception raised in one of them is a bug, :func:`adapters.replywords.our_bug`).
+OUR_PACKAGES = frozenset({"adapters", "scheduler", "models"})
 #: errno values with a sentence that says more than strerror's few words.
 _ERRNO_WORDS = {
     errno.ECONNREFUSED: "connection refused: nothing listens on that port, or a firewall "
@@ -89,7 +90,7 @@ def describe(exc: BaseException, timeout_s: float | None = None) -> str:
         if len(codes) == 1 and (code := codes.pop()) in _ERRNO_WORDS:
             return f"{_ERRNO_WORDS[code]} ({errno.errorcode[code]}, on every address)"
         return str(exc) or "an operating-system error without a message"
-    if type(exc).__module__.split(".")[0] in _OURS:  # worded where raised, with its context
+    if type(exc).__module__.split(".")[0] in OUR_PACKAGES:  # worded where raised, in context
         return str(exc) or type(exc).__name__
     inner = _os_cause(exc)
     if inner is not None:  # httpx's ConnectError, pymodbus's: the OS error they wrap

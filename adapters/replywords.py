@@ -19,12 +19,10 @@ import re
 from types import TracebackType
 from typing import Any
 
-from adapters.neterrors import describe
+from adapters.neterrors import OUR_PACKAGES, describe
 
 log = logging.getLogger("gridsched.adapters")
 
-#: gridsched's own packages: a builtin exception raised in one of them is a bug.
-_OURS = frozenset({"adapters", "scheduler", "models"})
 #: The builtin exceptions that, raised in our code, signal a bug rather than an odd answer
 #: (a ValueError from float('abc') says something about the value).
 _BUG_TYPES = (LookupError, TypeError, AttributeError, NameError, ArithmeticError, AssertionError)
@@ -115,7 +113,7 @@ def our_bug(exc: BaseException) -> bool:
         return False
     tb = _raised_at(exc)
     module = str(tb.tb_frame.f_globals.get("__name__", "")) if tb else ""
-    return module.split(".", maxsplit=1)[0] in _OURS
+    return module.split(".", maxsplit=1)[0] in OUR_PACKAGES
 
 
 def said(exc: BaseException, where: str) -> str:
