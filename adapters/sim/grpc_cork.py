@@ -2,9 +2,10 @@
 
 grpclib's server writes each frame to the transport as it makes it: an answer's HEADERS,
 its DATA and its trailing HEADERS are three ``send`` system calls, and most often three
-wake-ups of the client reading them. An HTTP/2 server in Rust, as Braiins OS+'s BOSer is
-(tonic over the ``h2`` crate), encodes frames into a write buffer and flushes it when the
-connection's task has nothing more to send, so its answers leave in fewer, larger writes.
+wake-ups of the client reading them. A Rust HTTP/2 server (tonic over the ``h2`` crate)
+encodes frames into a write buffer and flushes it when the connection's task has nothing
+more to send, so its answers leave in fewer, larger writes; that Braiins OS+'s BOSer runs
+that stack is our assumption, from no source seen here.
 :class:`CorkedServer` does the same for the simulator: the bytes and their order on the
 connection are unchanged (the stream is what grpclib made), only where TCP segments end
 differs, which HTTP/2 leaves to the transport. It halves the simulator's system calls per
