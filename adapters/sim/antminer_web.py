@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.sim.calllog import CallLog
 from adapters.sim.lighttpd import WebConnection, parse_auth
 from adapters.sim.server import FaultKind, MinerServer
 from adapters.sim.web_port import http_reply
@@ -42,7 +43,7 @@ class AntminerWeb(MinerServer):
     #: the setting ``antminer_mining_mode_as_str`` for firmware that wants strings).
     mode_type: str = "any"
     work_mode: int = WORK_NORMAL
-    conf_writes: list[Any] = field(default_factory=list)  # each miner-mode as received
+    conf_writes: CallLog[Any] = field(default_factory=CallLog)  # each miner-mode as received
     #: lighttpd accepts a nonce this long from its issue (src/mod_auth.c: 600 s).
     nonce_ttl_s: float = 600.0
     #: The web server's clock, for nonce ages (a test moves it on).

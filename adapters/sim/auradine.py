@@ -60,6 +60,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from adapters.sim.calllog import CallLog
 from adapters.sim.server import FaultKind, MinerServer
 from adapters.sim.web_port import read_http_request, write_http_reply
 
@@ -82,8 +83,8 @@ class AuradineSim(MinerServer):
     #: (HTTP status, JSON body or bytes) answered to ``POST /mode`` in place of the
     #: firmware's own; the write is done only when the body's ``STATUS`` says "S".
     command_answer: tuple[int, Any] | None = None
-    web_calls: list[tuple[str, str]] = field(default_factory=list)  # (method, command)
-    mode_posts: list[dict[str, Any]] = field(default_factory=list)
+    web_calls: CallLog[tuple[str, str]] = field(default_factory=CallLog)  # (method, command)
+    mode_posts: CallLog[dict[str, Any]] = field(default_factory=CallLog)
 
     description: ClassVar[str] = GCMINER
 

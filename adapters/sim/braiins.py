@@ -62,6 +62,7 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
 )
 
 from adapters.sim import braiins_web
+from adapters.sim.calllog import CallLog
 from adapters.sim.grpc_cork import CorkedServer
 from adapters.sim.server import FaultKind, MinerServer
 from adapters.sim.web_port import read_http_request, write_http_reply
@@ -92,10 +93,10 @@ class BraiinsSim(MinerServer):
         super().__post_init__()
         self._grpc: Server | None = None
         self._token = ""
-        self.grpc_calls: list[str] = []
+        self.grpc_calls: CallLog[str] = CallLog()
         self._web: asyncio.AbstractServer | None = None
         self.web_session = ""
-        self.web_calls: list[str] = []
+        self.web_calls: CallLog[str] = CallLog()
 
     # -- serving: gRPC beside the API, following the same faults ---------------------------
 

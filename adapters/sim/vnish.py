@@ -68,6 +68,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from adapters.sim.calllog import CallLog
 from adapters.sim.physics import Preset, presets_for
 from adapters.sim.server import FaultKind, MinerServer
 from adapters.sim.vnish_web import HttpReply, serve_http
@@ -99,7 +100,7 @@ class VnishSim(MinerServer):
     #: does: pyasic pairs stop with resume, asic-rs (``vnish/src/backends/v1_2_0``) with
     #: start.
     resume_starts_stopped: bool = True
-    web_calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
+    web_calls: CallLog[tuple[str, str]] = field(default_factory=CallLog)  # (method, path)
 
     description: ClassVar[str] = f"bmminer {BMMINER_VERSION}"
     multicommand: ClassVar[bool] = False  # as bmminer, which pyasic's VNish class extends

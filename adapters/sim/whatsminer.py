@@ -51,6 +51,7 @@ from typing import Any, ClassVar
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from passlib.hash import md5_crypt  # type: ignore[import-untyped]  # pyasic depends on it
 
+from adapters.sim.calllog import CallLog
 from adapters.sim.server import FaultKind, MinerServer
 
 FW_VERSION = "20240620.18.REL"  # before 2024-11: pyasic talks API v2
@@ -95,7 +96,7 @@ class WhatsminerSim(MinerServer):
         #: on every write.
         self._opened: dict[str, dict[str, Any]] = {}
         self.tokens_issued = 0
-        self.writes: list[str] = []
+        self.writes: CallLog[str] = CallLog()
 
     def _key(self) -> bytes:
         if not self._aes_key:

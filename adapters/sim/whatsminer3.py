@@ -73,6 +73,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from adapters.sim.calllog import CallLog
 from adapters.sim.server import FaultKind, MinerServer
 
 FW_VERSION = "20250214.16.Rel"  # after 2024-11: pyasic 0.79 speaks API v3 on 4433
@@ -108,7 +109,7 @@ class WhatsminerV3Sim(MinerServer):
     password: str = "super"  # pyasic 0.79's default for the v3 API
     write_access: bool = True
     api_port: int = API_PORT
-    writes: list[tuple[str, Any]] = field(default_factory=list)
+    writes: CallLog[tuple[str, Any]] = field(default_factory=CallLog)
 
     #: 4028 answers ``get_version`` (False: nothing listens on 4028 at all).
     legacy_port: bool = True
