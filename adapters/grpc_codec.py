@@ -38,6 +38,33 @@ def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return HEAD.pack(n >> 16, n & 0xFFFF, kind, flags, stream) + payload
 
 
+#: Frame types by number (RFC 9113 6), to name a frame that cannot be read.
+FRAME_NAMES: tuple[str, ...] = ("DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS")
+FRAME_NAMES += ("PUSH_PROMISE", "PING", "GOAWAY", "WINDOW_UPDATE", "CONTINUATION")
+
+
+def header_frames(stream: int, block: bytes, max_frame: int) -> bytes:
+    """A header block as HEADERS (END_HEADERS), or HEADERS and CONTINUATIONs when it is
+    larger than the peer's MAX_FRAME_SIZE."""
+    if len(block) <= max_frame:
+        return frame(HEADERS, END_HEADERS, stream, block)
+    parts = [block[i : i + max_frame] for i in range(0, len(block), max_frame)]
+    out = [frame(HEADERS, 0, stream, parts[0])]
+    out += [frame(CONTINUATION, 0, stream, p) for p in parts[1:-1]]
+    return b"".join(out) + frame(CONTINUATION, END_HEADERS, stream, parts[-1])
+
+
+def data_frames(stream: int, body: bytes, room: int, max_frame: int) -> bytes:
+    """DATA frames for the first ``room`` bytes of ``body``, none over ``max_frame``;
+    END_STREAM on the body's last byte."""
+    out, i = [], 0
+    while i < room:
+        chunk = body[i : i + min(room - i, max_frame)]
+        i += len(chunk)
+        out.append(frame(DATA, END_STREAM if i == len(body) else 0, stream, chunk))
+    return b"".join(out)
+
+
 def _int(value: int, bits: int, first: int = 0) -> bytes:
     """An HPACK integer with a ``bits``-bit prefix (RFC 7541 5.1)."""
     top = (1 << bits) - 1

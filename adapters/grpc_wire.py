@@ -54,6 +54,7 @@ from adapters.grpc_codec import (
     DEFAULT_WINDOW,
     END_HEADERS,
     END_STREAM,
+    FRAME_NAMES,
     GOAWAY,
     HEAD,
     HEADERS,
@@ -72,13 +73,11 @@ from adapters.grpc_codec import (
     WINDOW_UPDATE,
     Encoder,
     answer,
+    data_frames,
     frame,
+    header_frames,
 )
 from adapters.neterrors import describe
-
-#: Frame types by number (RFC 9113 6), to name a frame that cannot be read.
-_FRAME_NAMES: tuple[str, ...] = ("DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS")
-_FRAME_NAMES += ("PUSH_PROMISE", "PING", "GOAWAY", "WINDOW_UPDATE", "CONTINUATION")
 
 
 class _Call:
@@ -154,7 +153,7 @@ class Connection(asyncio.Protocol):
             try:
                 self._frame(kind, flags, stream & 0x7FFFFFFF, payload)
             except (HPACKError, ValueError, IndexError, struct.error) as exc:
-                name = _FRAME_NAMES[kind] if kind < len(_FRAME_NAMES) else f"type {kind}"
+                name = FRAME_NAMES[kind] if kind < len(FRAME_NAMES) else f"type {kind}"
                 where = f"a {name} frame of {n} bytes on stream {stream & 0x7FFFFFFF}"
                 # hpack names the buffer it read ("from <memory at 0x7f...>"): no use to anyone
                 why = re.sub(r" from <memory at 0x[0-9a-f]+>", "", str(exc))
@@ -328,7 +327,7 @@ class Connection(asyncio.Protocol):
             body = MESSAGE.pack(0, len(message)) + message
             data, sent = self._body(stream, call, body)
             block = self._request_block(path, authority, metadata)  # now: in the order sent
-            self._write(self._headers(stream, block) + data)
+            self._write(header_frames(stream, block, self.max_frame) + data)
             while (body := body[sent:]) and not done.done() and not self.lost:
                 self._changed.clear()  # what the windows held back, sent as they open
                 opened: asyncio.Future[object] = asyncio.ensure_future(self._changed.wait())
@@ -346,27 +345,13 @@ class Connection(asyncio.Protocol):
             del self.calls[stream]
             self._changed.set()  # a stream slot is free
 
-    def _headers(self, stream: int, block: bytes) -> bytes:
-        size = self.max_frame
-        if len(block) <= size:
-            return frame(HEADERS, END_HEADERS, stream, block)
-        parts = [block[i : i + size] for i in range(0, len(block), size)]
-        out = [frame(HEADERS, 0, stream, parts[0])]
-        out += [frame(CONTINUATION, 0, stream, p) for p in parts[1:-1]]
-        return b"".join(out) + frame(CONTINUATION, END_HEADERS, stream, parts[-1])
-
     def _body(self, stream: int, call: _Call, body: bytes) -> tuple[bytes, int]:
         """DATA frames for as much of ``body`` as the windows allow (END_STREAM on its
         last byte), and how much that was."""
         room = min(self.send_window, call.send_window, len(body))
-        out, i = [], 0
-        while i < room:
-            chunk = body[i : i + min(room - i, self.max_frame)]
-            i += len(chunk)
-            out.append(frame(DATA, END_STREAM if i == len(body) else 0, stream, chunk))
-        self.send_window -= i
-        call.send_window -= i
-        return b"".join(out), i
+        self.send_window -= room
+        call.send_window -= room
+        return data_frames(stream, body, room, self.max_frame), room
 
 
 class Wire:
