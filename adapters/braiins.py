@@ -28,8 +28,9 @@ pyasic's ``BOSer.get_data`` makes for those fields (``BOSER_DATA_LOC``): over th
 channel ``MinerService/GetMinerStats`` (power: ``power_stats.approximated_consumption``),
 ``MinerService/GetHashboards`` (each board's ``highest_chip_temp``) and
 ``PerformanceService/GetActivePerformanceMode`` (the tuner's power target), requests as
-bytes made once and answers read at the wire for those fields only (:func:`fields`; the
-field numbers of pyasic's generated ``braiins.bos.v1``); and on the BOSminer API one
+bytes made once and answers read at the wire for those fields only
+(:mod:`adapters.braiins_fields`, by the field numbers of pyasic's generated
+``braiins.bos.v1``); and on the BOSminer API one
 ``summary+tunerstatus+devs`` (hashrate ``MHS 1m``, the tuner's chain errors, mining while
 a device's ``MHS 5s`` is above 0), sent as it is: pyasic's ``multicommand`` re-derives its
 command list by introspection on every call. A field not on the wire is unknown, never 0.
@@ -40,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import struct
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import (
@@ -51,6 +51,7 @@ from adapters.base import (
     Telemetry,
     contain,
 )
+from adapters.braiins_fields import chip_temps_c, power_w, target_w, value_at
 from adapters.neterrors import describe
 from adapters.payloads import asic_state
 
@@ -154,7 +155,7 @@ class KeptChannel:
         data = await contain(device_id, what, call, timeout_s)
         if fn == "set_power_limit":
             try:  # SetPowerTargetResponse.power_target.watt, 0 when absent (proto3)
-                got = _at(data, 1, 1)
+                got = value_at(data, 1, 1)
                 if not isinstance(got, int | None):
                     raise ValueError(f"power_target.watt is not a varint: {got!r}")
             except ValueError as e:
@@ -252,84 +253,6 @@ def keep(miner: Any, old: KeptChannel | None) -> KeptChannel | None:
 
 
 # -- a reading: only what Telemetry uses, the answers read at the wire --------------------
-
-_DOUBLE = struct.Struct("<d")  # protobuf's double: 8 bytes, little-endian
-
-
-def fields(data: bytes) -> dict[int, list[int | bytes]]:
-    """A protobuf message's fields by number, at the wire (varints as ints, the rest as
-    bytes); ValueError for bytes that are not a message. proto3 leaves a field at its
-    default off the wire, so a number missing here is a value the firmware did not send."""
-    out: dict[int, list[int | bytes]] = {}
-    i, end = 0, len(data)
-    while i < end:
-        key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value, i = _varint(data, i)
-        elif wire == 2:
-            size, i = _varint(data, i)
-            value, i = data[i : i + size], i + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, i = data[i : i + size], i + size
-        else:
-            raise ValueError(f"wire type {wire} of field {number} at byte {i}")
-        if i > end or number == 0:
-            raise ValueError(f"field {number} runs past the end ({end} bytes)")
-        out.setdefault(number, []).append(value)
-    return out
-
-
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while i < len(data) and shift < 64:
-        b = data[i]
-        result |= (b & 0x7F) << shift
-        i += 1
-        if not b & 0x80:
-            return result, i
-        shift += 7
-    raise ValueError(f"a varint cut short at byte {i}")
-
-
-def _at(data: bytes | None, *path: int) -> int | bytes | None:
-    """The last value at ``path`` (field numbers, outer first), None where any is absent."""
-    value: int | bytes | None = data
-    for number in path:
-        if not isinstance(value, bytes):
-            return None
-        got = fields(value).get(number)
-        value = got[-1] if got else None
-    return value
-
-
-def power_w(stats: bytes) -> float | None:
-    """``GetMinerStatsResponse.power_stats.approximated_consumption.watt``."""
-    got = _at(stats, 3, 1, 1)
-    return float(got) if isinstance(got, int) else None
-
-
-def target_w(mode: bytes) -> float | None:
-    """``PerformanceMode.tuner_mode.power_target.power_target.watt`` (None in manual mode
-    or under a hashrate target)."""
-    got = _at(mode, 2, 1, 1, 1)
-    return float(got) if isinstance(got, int) else None
-
-
-def chip_temps_c(boards: bytes) -> tuple[float, ...]:
-    """The hottest chip of ``GetHashboardsResponse``: each board's ``highest_chip_temp``
-    (``TemperatureSensor.temperature.degree_c``, a double); a board without one is left
-    out, as pyasic leaves it (its 0 is "no sensor")."""
-    temps: list[float] = []
-    for board in fields(boards).get(1, []):
-        got = _at(board if isinstance(board, bytes) else None, 6, 3, 1)
-        if isinstance(got, bytes) and len(got) == 8:
-            (c,) = _DOUBLE.unpack(got)
-            if math.isfinite(c) and c:
-                temps.append(c)
-    return (max(temps),) if temps else ()
 
 
 async def read(device_id: str, miner: Any, kept: KeptChannel, at: float) -> Telemetry:

@@ -18,7 +18,7 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
     TemperatureSensor,
 )
 
-from adapters import braiins
+from adapters import braiins, braiins_fields
 from adapters.asic import PyasicMiner, pyasic_fields
 from adapters.base import BadReply, DeviceUnreachable, ModeRequest
 from adapters.payloads import parse_miner_data
@@ -113,17 +113,18 @@ def test_the_answers_are_read_at_the_wire_as_betterproto_reads_them() -> None:
     )
     target = PowerTargetMode(power_target=Power(watt=2900))
     mode = bytes(PerformanceMode(tuner_mode=TunerPerformanceMode(power_target=target)))
-    assert braiins.power_w(stats) == 3187.0
-    assert braiins.chip_temps_c(boards) == (74.25,)
-    assert braiins.target_w(mode) == 2900.0
+    assert braiins_fields.power_w(stats) == 3187.0
+    assert braiins_fields.chip_temps_c(boards) == (74.25,)
+    assert braiins_fields.target_w(mode) == 2900.0
     # left off the wire: an empty answer (the simulator's "garble"), a target in manual mode
-    assert braiins.power_w(b"") is None and braiins.target_w(b"") is None
-    assert braiins.power_w(bytes(GetMinerStatsResponse(power_stats=MinerPowerStats()))) is None
-    assert braiins.chip_temps_c(b"") == ()
+    assert braiins_fields.power_w(b"") is None and braiins_fields.target_w(b"") is None
+    no_power = GetMinerStatsResponse(power_stats=MinerPowerStats())
+    assert braiins_fields.power_w(bytes(no_power)) is None
+    assert braiins_fields.chip_temps_c(b"") == ()
     with pytest.raises(ValueError, match=r"cut short|past the end"):
-        braiins.power_w(stats[:-1])
+        braiins_fields.power_w(stats[:-1])
     with pytest.raises(ValueError, match="wire type"):
-        braiins.fields(b"\x0f\x01")
+        braiins_fields.fields(b"\x0f\x01")
 
 
 def test_an_answer_that_is_not_a_message_is_unreadable_and_named() -> None:
