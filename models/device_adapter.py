@@ -129,7 +129,10 @@ class AdapterConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.hosts:
-            expand_hosts(self.hosts)
+            try:
+                expand_hosts(self.hosts)
+            except ValueError as exc:  # named at its key, as every other adapter error
+                raise at_key("hosts", str(exc)) from None
         if self.kind in (AdapterKind.PYASIC, AdapterKind.ASIC_RS) and not self.hosts:
             raise ValueError(f"kind = '{self.kind.value}' needs `hosts` (one address per unit)")
         if self.kind is AdapterKind.ASIC_RS and importlib.util.find_spec("pyasic_rs") is None:

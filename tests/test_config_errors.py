@@ -244,7 +244,11 @@ def test_event_level_without_a_configured_cap() -> None:
             "devices[0].adapter.hosts",
             "5 addresses for count = 10",
         ),
-        ({"kind": "pyasic", "hosts": ["10.0.0.300"]}, "devices[0].adapter", "10.0.0.1-10.0.0.200"),
+        (
+            {"kind": "pyasic", "hosts": ["10.0.0.300"]},
+            "devices[0].adapter.hosts",
+            "10.0.0.1-10.0.0.200",
+        ),
         ({"kind": "nvml"}, "devices[0]", "drives GPUs"),
         ({"kind": "telnet"}, "devices[0].adapter.kind", "pyasic"),
         ({"kind": "sim", "sim_control": "localhost"}, "devices[0].adapter", "HOST:PORT"),

@@ -301,3 +301,47 @@ def test_the_check_catches_planted_errors(parser: argparse.ArgumentParser) -> No
         "no-such-heading",
     ):
         assert any(needle in p for p in found), (needle, found)
+
+
+SITE_WITH_HOSTS = """
+[site]
+name = "docs example"
+interconnect_kw = 100
+[[devices]]
+name = "s19jpro"
+kind = "asic"
+model = "S19j Pro"
+count = 10
+[devices.adapter]
+kind = "pyasic"
+hosts = HOSTS
+"""
+
+
+@pytest.mark.parametrize(
+    ("hosts", "shown"),
+    [
+        (
+            '["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]',
+            "devices[0].adapter.hosts: adapter.hosts lists 5 addresses for count = 10",
+        ),
+        (
+            '["10.0.0.300"]',
+            "devices[0].adapter.hosts: host entry '10.0.0.300': ... valid: 10.0.0.5, "
+            "10.0.0.1-10.0.0.200 or 10.0.1.0/24",
+        ),
+    ],
+)
+def test_the_adapter_errors_shown_are_what_validate_prints(
+    hosts: str, shown: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/adapters.md quotes two errors of `gridsched validate`: it prints them so."""
+    from scheduler.cli.main import main
+
+    assert f"`{shown}`" in " ".join((ROOT / "docs" / "adapters.md").read_text().split())
+    site = tmp_path / "site.toml"
+    site.write_text(SITE_WITH_HOSTS.replace("HOSTS", hosts))
+    assert main(["validate", str(site)]) == 2
+    printed = " ".join(capsys.readouterr().err.split())
+    for part in shown.split(" ... "):
+        assert part in printed, (part, printed)
