@@ -50,6 +50,7 @@ _SQLITE_WORDS = {
     "CANTOPEN": "the file cannot be opened (a missing folder, or no permission)",
     "IOERR": "the disk failed to read or write",
     "PERM": "permission denied",
+    "NOMEM": "the host is out of memory",
 }
 
 
@@ -70,7 +71,7 @@ def describe(exc: BaseException, timeout_s: float | None = None) -> str:
         return f"TLS failed ({exc.reason or exc})"
     if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorname", None):
         result = str(exc.sqlite_errorname)  # e.g. SQLITE_FULL, SQLITE_IOERR_WRITE
-        meaning = _SQLITE_WORDS.get(result.split("_")[1] if "_" in result else result)
+        meaning = sqlite_meaning(exc)
         return f"{meaning}: {exc} ({result})" if meaning else f"{exc} ({result})"
     if isinstance(exc, TimeoutError) and not exc.errno:
         return f"no answer within {timeout_s:g} s" if timeout_s else "no answer in time"
@@ -98,6 +99,16 @@ def describe(exc: BaseException, timeout_s: float | None = None) -> str:
     if type(exc).__module__ == "builtins":  # KeyError('x') is a bug: its name says most
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return str(exc) or type(exc).__name__
+
+
+def sqlite_meaning(exc: BaseException) -> str | None:
+    """What a SQLite refusal means for the file (``the disk is full``), None for an error
+    that is not the file's or the disk's (SQL, a constraint, a closed connection)."""
+    result = getattr(exc, "sqlite_errorname", None) if isinstance(exc, sqlite3.Error) else None
+    if not result:
+        return None
+    parts = str(result).split("_")  # SQLITE_IOERR_WRITE: IOERR
+    return _SQLITE_WORDS.get(parts[1] if len(parts) > 1 else parts[0])
 
 
 def _os_cause(exc: BaseException) -> OSError | None:

@@ -6,9 +6,10 @@ A parser that knows the field says it itself (``no 'power' field in the summary 
 what it cannot know (a library choking inside its own parse) is worded here from the
 exception: its field, value and what was expected where the message carries them, else what
 the library said without its class name. An OS error goes through
-:func:`adapters.neterrors.describe`. A builtin exception raised by gridsched's own code
-(KeyError, TypeError, AttributeError...) is a bug, not an odd answer: it keeps its name and
-its traceback is logged once per place it was raised (:func:`said`).
+:func:`adapters.neterrors.describe`. Whether a failure is a bug rather than an odd answer
+is :func:`adapters.faults.is_bug`'s rule (a device's answer is read, so a library choking
+on it is the answer's fault; a KeyError raised in our own code is a bug): a bug keeps its
+name and its traceback is logged once per place it was raised (:func:`said`).
 """
 
 from __future__ import annotations
@@ -16,20 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from types import TracebackType
 from typing import Any
 
-from adapters.neterrors import OUR_PACKAGES, describe
+from adapters.faults import is_bug, named, traceback_once
+from adapters.neterrors import describe
 
 log = logging.getLogger("gridsched.adapters")
-
-#: The builtin exceptions that, raised in our code, signal a bug rather than an odd answer
-#: (a ValueError from float('abc') says something about the value).
-_BUG_TYPES = (LookupError, TypeError, AttributeError, NameError, ArithmeticError, AssertionError)
-#: Places whose bug was logged with its traceback: (type, file, line); bounded, so that a
-#: process that meets many distinct bugs still logs the first ones and never grows.
-_LOGGED: set[tuple[str, str, int]] = set()
-_LOGGED_MAX = 256
 
 #: Python's type names as a JSON answer's reader knows them.
 _KINDS = {
@@ -107,13 +100,9 @@ def unreadable(exc: BaseException) -> str:
 
 
 def our_bug(exc: BaseException) -> bool:
-    """Whether ``exc`` is a builtin bug-kind exception raised in gridsched's own code (the
-    innermost frame of its traceback), not by a library choking on an answer."""
-    if type(exc).__module__ != "builtins" or not isinstance(exc, _BUG_TYPES):
-        return False
-    tb = _raised_at(exc)
-    module = str(tb.tb_frame.f_globals.get("__name__", "")) if tb else ""
-    return module.split(".", maxsplit=1)[0] in OUR_PACKAGES
+    """Whether ``exc``, met reading a device's answer, is a bug in gridsched's own code
+    rather than the answer's fault (:func:`adapters.faults.is_bug` with ``reading``)."""
+    return is_bug(exc, reading=True)
 
 
 def said(exc: BaseException, where: str) -> str:
@@ -122,17 +111,6 @@ def said(exc: BaseException, where: str) -> str:
     worded by :func:`unreadable`. ``where`` names the call for that log line."""
     if not our_bug(exc):
         return unreadable(exc)
-    tb = _raised_at(exc)
-    place = (type(exc).__name__, tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb else None
-    if place is not None and place not in _LOGGED and len(_LOGGED) < _LOGGED_MAX:
-        _LOGGED.add(place)
-        log.error("a bug in gridsched, in %s", where, exc_info=exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _raised_at(exc: BaseException) -> TracebackType | None:
-    """The innermost frame of ``exc``'s traceback: where it was raised."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb
+    if (first := traceback_once(exc, reading=True)) is not None:
+        log.error("a bug in gridsched, in %s", where, exc_info=first)
+    return named(exc)

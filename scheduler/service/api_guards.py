@@ -6,15 +6,16 @@ before it is known to fit), the JSON content type, and the read token where
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from adapters.faults import file_refused, is_bug, named, traceback_once
 from adapters.neterrors import describe
 from models.config_daemon import Daemon as DaemonConfig
 from scheduler.service.daemon import Daemon
+from scheduler.service.daemon.signals import write_failure
 from scheduler.service.security import AuthError, RateLimiter, check_bearer, read_secret_list
 
 log = logging.getLogger("gridsched.api")
@@ -26,13 +27,19 @@ def error(status: int, message: str, detail: list[dict[str, Any]] | None = None)
 
 
 def not_stored(daemon: Daemon, source: str, exc: Exception) -> JSONResponse:
-    """The state file refused the write (disk full, I/O error): nothing was accepted."""
+    """A signal that could not be stored: nothing was accepted, the sender is asked to
+    send it again. The state file refusing (full, read-only, locked) says so with its
+    reason; a bug in gridsched says so by its name, its traceback logged once per place
+    (:func:`adapters.faults.is_bug`)."""
     daemon.counters.signal(source, "not_stored")
-    why = describe(exc)
-    # the disk or SQLite refusing is said; anything else is a bug and keeps its traceback
-    bug = not isinstance(exc, OSError | sqlite3.Error)
-    log.error("%s signal not stored: %s", source, why, exc_info=exc if bug else None)
-    return error(503, f"signal not stored: the state file refused the write ({why}); send it again")
+    log.error("%s signal not stored: %s", source, write_failure(exc), exc_info=traceback_once(exc))
+    if file_refused(exc):
+        why = f"the state file refused the write ({describe(exc)})"
+    elif is_bug(exc):
+        why = f"gridsched failed on it (a bug: {named(exc)}; its log has the traceback)"
+    else:
+        why = describe(exc)
+    return error(503, f"signal not stored: {why}; send it again")
 
 
 class Guards:

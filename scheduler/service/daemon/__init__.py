@@ -19,7 +19,7 @@ applied: the last good plan stays while it covers now, else the fail-safe postur
 from __future__ import annotations
 
 from scheduler.service.daemon.core import Daemon
-from scheduler.service.daemon.counters import EXPECTED_FAULTS, Counters
+from scheduler.service.daemon.counters import Counters
 from scheduler.service.daemon.devices import SLEEP
 from scheduler.service.daemon.dispatch import assign, ramp_batch
 from scheduler.service.daemon.fastpath import ShedStep
@@ -28,7 +28,6 @@ from scheduler.service.daemon.signals import SHED_WHILE_WRITING_AFTER_S
 
 __all__ = [
     "DISPATCHABLE",
-    "EXPECTED_FAULTS",
     "SHED_WHILE_WRITING_AFTER_S",
     "SLEEP",
     "Counters",

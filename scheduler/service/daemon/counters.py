@@ -6,27 +6,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.faults import is_bug, named, traceback_once
 from adapters.neterrors import describe
-from scheduler.planner.solvers import SolverError
 from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 
 SWEEP_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 log = logging.getLogger("gridsched.daemon")
-
-#: Failures of a background task that come from the world (a device, the network, the
-#: disk, the solver): logged in one line. Anything else is a bug and keeps its traceback.
-EXPECTED_FAULTS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    sqlite3.Error,
-    SolverError,
-)
 
 
 @dataclass
@@ -91,11 +81,11 @@ class Tasks:
         self.failed(task.get_name(), exc)
 
     def failed(self, name: str, exc: BaseException) -> None:
+        """One line in words for a fault (a device, the disk, the network); a bug keeps its
+        name and its traceback, once per place (:func:`adapters.faults.is_bug`)."""
         self.counters.task_failed(name)
-        if isinstance(exc, EXPECTED_FAULTS):  # a device, the disk: one line says it
-            log.error("background task %s failed: %s", name, describe(exc))
-        else:  # a bug: its traceback is worth the lines
-            log.error("background task %s failed", name, exc_info=exc)
+        why = named(exc) if is_bug(exc) else describe(exc)
+        log.error("background task %s failed: %s", name, why, exc_info=traceback_once(exc))
 
     def job_failed(self, event: Any) -> None:
         """A scheduled job raised (APScheduler has logged it with its traceback)."""

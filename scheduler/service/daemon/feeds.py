@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from adapters.faults import is_bug, named, traceback_once
 from adapters.neterrors import describe
+from adapters.replywords import unreadable
 from models.config_daemon import HashpriceFeed, PriceFeed
 from models.economics import hashprice_from_feed
-from models.errors import GridschedError
 from models.market import Series, in_usd_per_mwh, load_price_file, site_prices
 from models.site import FeedKind, Mining, SiteConfig
 from scheduler.service.daemon.clock import Clock
@@ -33,7 +34,9 @@ class FeedError(Exception):
 
 def feed_error(exc: BaseException, where: str) -> str:
     """A feed's failure in words for /v1/status and the log, naming ``where`` (its URL,
-    command or file) where the error does not: never a Python class name, except a bug's."""
+    command or file) where the error does not: never a Python class name, except a bug's.
+    A feed's body is read (``reading`` in :func:`adapters.faults.is_bug`): a library
+    choking on it is the feed's fault; a bug is ours and keeps its name."""
     if isinstance(exc, httpx.HTTPStatusError):
         r = exc.response
         return f"{where} answered HTTP {r.status_code} {r.reason_phrase}".rstrip()
@@ -41,18 +44,19 @@ def feed_error(exc: BaseException, where: str) -> str:
         return f"{where}: no answer within {HTTP_TIMEOUT_S:g} s"
     if isinstance(exc, OSError | httpx.HTTPError):  # the network, a file, a command not found
         return f"{where}: {describe(exc)}"
+    if is_bug(exc, reading=True):
+        return " ".join(named(exc).split())
     if type(exc) is ValueError:  # the parser's words on what the feed sent
         return f"{where}: {' '.join(str(exc).split())}"
-    return " ".join(describe(exc).split())  # ours are worded where raised; a bug keeps its name
+    if type(exc).__module__ == "builtins":  # a library choked on the body (pandas' IndexError)
+        return f"{where}: the answer cannot be read ({' '.join(unreadable(exc).split())})"
+    return " ".join(describe(exc).split())  # ours are worded where raised
 
 
-def _log_failure(
-    what: str, kind: FeedKind, exc: BaseException, error: str, was: str | None
-) -> None:
-    """One line per failed reading; a bug's traceback once, when its error first shows."""
-    bug = not isinstance(exc, OSError | httpx.HTTPError | ValueError | FeedError | GridschedError)
+def _log_failure(what: str, kind: FeedKind, exc: BaseException, error: str) -> None:
+    """One line per failed reading; a bug's traceback once per place it was raised."""
     log.warning(
-        "%s feed (%s): %s", what, kind.value, error, exc_info=exc if bug and error != was else None
+        "%s feed (%s): %s", what, kind.value, error, exc_info=traceback_once(exc, reading=True)
     )
 
 
@@ -121,8 +125,8 @@ class Feeds:
         try:
             series = await self.load_prices(now)
         except Exception as exc:
-            was, self.price_error = self.price_error, feed_error(exc, self._source(feed))
-            _log_failure("price", feed.kind, exc, self.price_error, was)
+            self.price_error = feed_error(exc, self._source(feed))
+            _log_failure("price", feed.kind, exc, self.price_error)
             return
         changed = (
             self.prices is None
@@ -172,8 +176,8 @@ class Feeds:
                 text = await fetch(feed.kind, feed.url, feed.command, "hashprice")
             value = hashprice_from_feed(text, feed.format, feed.key, feed.per)
         except Exception as exc:
-            was, self.hashprice_error = self.hashprice_error, feed_error(exc, self._source(feed))
-            _log_failure("hashprice", feed.kind, exc, self.hashprice_error, was)
+            self.hashprice_error = feed_error(exc, self._source(feed))
+            _log_failure("hashprice", feed.kind, exc, self.hashprice_error)
             return
         old = self.hashprice
         self.hashprice, self.hashprice_ok_at = value, self.clock.time()

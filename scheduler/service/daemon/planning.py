@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from adapters.base import DeviceInfo
+from adapters.faults import is_bug, named, traceback_once
 from adapters.fleet import Fleet, Outcome
 from adapters.neterrors import describe
 from models.durations import parse_duration_s
 from models.economics import site_load_kw
-from models.errors import GridschedError
 from models.market import demo_prices
 from models.site import SiteConfig
 from scheduler.planner.inputs import (
@@ -32,7 +32,7 @@ from scheduler.planner.plan import Plan
 from scheduler.planner.solvers import SolveStatus
 from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
 from scheduler.service.daemon.clock import Clock
-from scheduler.service.daemon.counters import EXPECTED_FAULTS, Tasks
+from scheduler.service.daemon.counters import Tasks
 from scheduler.service.daemon.devices import SLEEP, DeviceModes
 from scheduler.service.daemon.feeds import Feeds
 from scheduler.service.daemon.measure import Power
@@ -206,10 +206,9 @@ class Planning:
                     self.planner.plan, inputs, config.site.name, config.site.timezone
                 )
             except Exception as exc:  # bad prices, a solver failure: keep the last plan
-                error = describe(exc)  # a bug (KeyError) keeps its name
-                # the solver, the disk: one line says it; a bug's traceback is worth the lines
-                bug = not isinstance(exc, (*EXPECTED_FAULTS, GridschedError))
-                log.error("re-plan (%s) failed: %s", reason, error, exc_info=exc if bug else None)
+                # the solver, the disk: one line; a bug keeps its name, its traceback once
+                error = named(exc) if is_bug(exc) else describe(exc)
+                log.error("re-plan (%s) failed: %s", reason, error, exc_info=traceback_once(exc))
                 await self.failed(reason, error, "error")
                 return None
             status = SolveStatus(plan.status)

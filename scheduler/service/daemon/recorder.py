@@ -16,10 +16,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from adapters.faults import is_bug, named, traceback_once
 from adapters.fleet import Outcome, OutcomeKind
 from adapters.neterrors import describe
 from scheduler.audit.store import Store
-from scheduler.service.daemon.counters import EXPECTED_FAULTS, Counters
+from scheduler.service.daemon.counters import Counters
 
 log = logging.getLogger("gridsched.daemon")
 
@@ -43,13 +44,11 @@ class Recorder:
             await self.store.record(kind, payload, at)
         except Exception as exc:
             self.counters.store_failures += 1
-            error = describe(exc)  # what the store refused, in words; a bug keeps its name
+            # what the store refused, in words; a bug keeps its name, its traceback once
+            error = named(exc) if is_bug(exc) else describe(exc)
             if error != self.error:  # once per distinct error, not every poll
                 log.error(
-                    "audit record %r not written: %s",
-                    kind,
-                    error,
-                    exc_info=None if isinstance(exc, EXPECTED_FAULTS) else exc,
+                    "audit record %r not written: %s", kind, error, exc_info=traceback_once(exc)
                 )
             self.error = error
             return False

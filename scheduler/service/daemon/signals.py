@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from adapters.faults import file_refused, is_bug, named, traceback_once
 from adapters.neterrors import describe
 from models.signals import EventType, GridEvent
 from models.site import SiteConfig
@@ -246,14 +246,18 @@ class Signals:
         return self.book().not_acted(now)
 
 
+def write_failure(exc: BaseException) -> str:
+    """Why a signal was not stored, in words: the state file refusing (full, read-only,
+    locked, corrupt) with its reason; a bug in gridsched by its name; another fault as
+    it says itself (:func:`adapters.faults.is_bug`)."""
+    if file_refused(exc):
+        return f"the state file refused it: {describe(exc)}"
+    if is_bug(exc):
+        return f"a bug in gridsched: {named(exc)}"
+    return describe(exc)
+
+
 def _log_write_failure(task: asyncio.Future[Any]) -> None:
     """Log a failed signal write here too: its sender may have gone before it failed."""
     if not task.cancelled() and (exc := task.exception()) is not None:
-        # the state file refusing (full, read-only, locked, corrupt) is said; a bug keeps
-        # its traceback
-        bug = not isinstance(exc, OSError | sqlite3.Error)
-        log.error(
-            "signal write failed: the state file refused it: %s",
-            describe(exc),
-            exc_info=exc if bug else None,
-        )
+        log.error("signal write failed: %s", write_failure(exc), exc_info=traceback_once(exc))
