@@ -78,6 +78,9 @@ class Fleet:
     #: (0: never); see :class:`adapters.gc_hold.CollectorHold`.
     gc_hold_max_s: float = 1.0
     on_outcome: Callable[[Outcome], None] | None = None
+    #: Hears each reading as it arrives, a sweep's or a read-back's (the daemon's site
+    #: power takes each device's newest, not the last poll's); it must not raise.
+    on_reading: Callable[[Telemetry], None] | None = None
     seed: int | None = None
     #: Wall time for outcomes and read-back deadlines (the daemon passes its own clock).
     clock: Callable[[], float] = time.time
@@ -216,6 +219,8 @@ class Fleet:
                 if op == "read":
                     assert isinstance(result, Telemetry)
                     st.telemetry = result
+                    if self.on_reading is not None:
+                        self.on_reading(result)
                 if result is not None:  # a stage with nothing to do heard nothing from it
                     self._ok(st, op)
                 if op == "read":

@@ -150,11 +150,16 @@ class ShardedFleet(Fleet):
 
     def _take(self, s: Sync) -> None:
         """A worker's news: the parent's view of its devices becomes the worker's."""
+        heard = self.on_reading
         for st in s.statuses:
             mine = self.status[st.device_id]
+            old = mine.telemetry
             if st.telemetry is None:  # a worker started again has not read it yet
-                st.telemetry = mine.telemetry
+                st.telemetry = old
             mine.__dict__.update(st.__dict__)
+            t = st.telemetry
+            if heard is not None and t is not None and (old is None or t.at > old.at):
+                heard(t)  # a worker's reading, its sweep's or its read-back's, as it came
         rb = self._readback
         rb.pending.update(s.pending)
         for i in s.settled:

@@ -112,6 +112,7 @@ class Site:
         self.modes = DeviceModes(self.config, self.fleet, self.clock)
         self.plans = CurrentPlan()
         self.power = Power(self.fleet, self.modes, self.plans, None)
+        self.fleet.on_reading = self.power.heard  # as the daemon wires them
 
     @property
     def now(self) -> float:
@@ -120,16 +121,23 @@ class Site:
     def poll(self, **watts: float | None) -> None:
         """A poll in which the devices named answered (``m_0=3000.0``: "m/0" read at 3 kW;
         None: answered without a power figure); the others did not. As the fleet does, each
-        reading is also the device's latest."""
+        reading is also the device's latest, and heard as it arrives."""
         self.clock.advance(1.0)
+        self.power.sweep_started()
         readings = {}
         for key, w in watts.items():
             device_id = key.replace("_", "/")
             asleep = w is not None and w < 1000.0 and device_id[0] == "m"
             t = Telemetry(device_id, self.now, "sleeping" if asleep else "running", power_w=w)
             readings[device_id] = t
-            self.fleet.status[device_id].telemetry = t
+            self.hear(t)
         self.power.note(readings)
+
+    def hear(self, t: Telemetry) -> None:
+        """A reading arrives (a sweep's or a read-back's), as the fleet hands it over."""
+        self.fleet.status[t.device_id].telemetry = t
+        assert self.fleet.on_reading is not None
+        self.fleet.on_reading(t)
 
     def command(self, device_id: str, mode: str, request: ModeRequest) -> None:
         """A command the device accepts and does not follow: it waits for its read-back."""
@@ -224,28 +232,32 @@ def test_expecting_a_command_counts_its_mode_until_a_reading_shows_it(tmp_path: 
     assert s.measured(expect=True)["devices_unread"] == 1.0
 
 
-def test_a_device_read_back_since_the_poll_counts_at_that_reading_when_expecting(
-    tmp_path: Path,
-) -> None:
-    """A poll settles each command as its device answers but hands its readings over once
-    all have: in between, the device's latest reading is newer than the poll's."""
+def test_a_device_read_back_since_the_poll_counts_at_that_reading(tmp_path: Path) -> None:
+    """Issue 21: a reading taken after the poll (a command's read-back) counts at once, in
+    what is reported (status, metrics, compliance) as in what is expected: at 30,000
+    miners the next poll is minutes away."""
     s = Site(tmp_path)
     s.poll(m_0=3000.0, g_0=750.0)
     s.clock.advance(2.0)
-    s.fleet.status["m/0"].telemetry = Telemetry("m/0", s.now, "sleeping", power_w=250.0)
-    s.fleet.status["m/1"].telemetry = Telemetry("m/1", s.now, "running", power_w=2000.0)
-    s.power.invalidate()
+    s.hear(Telemetry("m/0", s.now, "sleeping", power_w=250.0))
+    s.hear(Telemetry("m/1", s.now, "running", power_w=2000.0))
     assert s.power.device("m/0", True) == DevicePower(0.25, True, 0.25)
-    assert s.power.device("m/0", False) == DevicePower(3.0, True, 3.0)
-    # never in a poll's readings, read back since: that reading, when expecting
+    assert s.power.device("m/0", False) == DevicePower(0.25, True, 0.25)
+    # not in the poll's readings, read back since: that reading, read
     assert s.power.device("m/1", True) == DevicePower(2.0, True, 2.0)
-    assert s.power.device("m/1", False) == DevicePower(3.0, False, 3.0)
-    # a latest reading without a power figure changes nothing
-    s.fleet.status["m/0"].telemetry = Telemetry("m/0", s.now + 1, "sleeping", power_w=None)
-    assert s.power.device("m/0", True) == DevicePower(3.0, True, 3.0)
-    # nor does one no newer than the poll's (the same reading, or an older one)
-    s.fleet.status["m/0"].telemetry = Telemetry("m/0", s.now - 2.0, "sleeping", power_w=250.0)
-    assert s.power.device("m/0", True) == DevicePower(3.0, True, 3.0)
+    assert s.power.device("m/1", False) == DevicePower(2.0, True, 2.0)
+    assert s.measured()["devices_unread"] == 0.0
+    # an older reading arriving late (two reads crossing) does not undo the newer one
+    s.hear(Telemetry("m/1", s.now - 1, "running", power_w=3000.0))
+    assert s.power.device("m/1", False) == DevicePower(2.0, True, 2.0)
+    # a newer reading without a power figure: it answers, its power is not known, so it is
+    # estimated at its last known power (never 0 kW)
+    s.hear(Telemetry("m/0", s.now + 1, "sleeping", power_w=None))
+    assert s.power.device("m/0", False) == DevicePower(0.25, False, 3.0)
+    # the next poll: whatever neither its sweep nor a read-back since read is not read
+    s.poll(g_0=750.0)
+    assert s.power.device("m/1", False) == DevicePower(2.0, False, 3.0)
+    assert s.power.answered == {"g/0"}
 
 
 def test_a_new_poll_or_command_is_summed_again(tmp_path: Path) -> None:

@@ -126,12 +126,14 @@ def class_aggregates(d: Daemon, previous: ClassAggregates | None = None) -> Clas
 
 def readings_key(d: Daemon) -> tuple[int, ...]:
     """What the power, units and output sums are made from, as of now: the poll (its
-    readings are handed over once, in ``Power.note``, which makes a new ``answered`` set;
-    the devices first read take their modes in the same step), the modes (every change
-    counts ``DeviceModes.generation``), and their count."""
+    readings are handed over in ``Power.note``, which makes a new ``answered`` set; the
+    devices first read take their modes in the same step), each reading heard between
+    polls (a read-back's, counted in ``Power.generation``), the modes (every change counts
+    ``DeviceModes.generation``), and their count."""
     return (
         d.poller.polls,
         id(d.power.answered),
+        d.power.generation,
         d.devices.generation,
         len(d.devices.modes),
         len(d.power.readings),

@@ -113,6 +113,7 @@ class Daemon:
         self.power = Power(
             self.fleet, self.devices, self.plans, ModbusMeter(meter) if meter else None
         )
+        self.fleet.on_reading = self.power.heard  # each reading counts as it comes
         self.feeds = Feeds(config, self.clock, self._feed_changed)
         self.failsafe = FailSafe(config, self.clock, self.feeds, self.plans)
         self.signals = Signals(

@@ -1,9 +1,13 @@
-"""Site power as the daemon knows it: each device's latest reading (or last known power,
+"""Site power as the daemon knows it: each device's newest reading (or last known power,
 never 0 kW when unread), the site meter when there is one, and compliance with the cap.
 
-Every managed device counts: at its reading from the latest poll, else at its last known
-power (its mode's nameplate if never read; see :mod:`scheduler.service.power`). With a
-site meter read in the latest poll, import is the meter's."""
+Every managed device counts at its newest reading, whichever read it: the telemetry sweep
+or the read-back of a command (:mod:`adapters.readback`), each taken as it arrives
+(:meth:`Power.heard`), so that a curtail confirmed by read-back shows in ``/v1/status``,
+``/metrics`` and the fast path's load at once, not at the next poll (at 30,000 miners a
+sweep takes minutes). A device not read in the latest poll nor since counts at its last
+known power (its mode's nameplate if never read; see :mod:`scheduler.service.power`).
+With a site meter read in the latest poll, import is the meter's."""
 
 from __future__ import annotations
 
@@ -37,10 +41,14 @@ class Power:
         self.config = devices.config
         self.plans = plans
         self.meter = meter
-        self.readings: dict[str, Telemetry] = {}
-        self.answered: set[str] = set()  # devices read in the latest poll
+        self.readings: dict[str, Telemetry] = {}  # each device's newest reading
+        self.answered: set[str] = set()  # devices read in the latest poll, or since
         self.fresh: set[str] = set()  # of those, the ones with a power figure
         self.last_kw: dict[str, float] = {}  # each device's last power read, kept when unread
+        #: counts changes to the readings (each one heard, each poll): what the metrics'
+        #: sums are made from
+        self.generation = 0
+        self._since: set[str] = set()  # devices read since the latest sweep began
         self.meter_reading: MeterReading | None = None  # the last good one
         self.meter_error: str | None = None  # why the latest poll has no meter reading
         self.billing_peak_kw = self.config.tariff.billing_peak_so_far_kw
@@ -51,14 +59,44 @@ class Power:
         """Readings or commands changed: the next figure is summed again."""
         self._cache.clear()
 
+    def heard(self, t: Telemetry) -> None:
+        """A device's reading as it arrives (the fleet's ``on_reading``), a sweep's or a
+        read-back's: it counts from now on. One older than the reading held (two reads of a
+        device crossing) is not taken: it would undo what the newer one showed."""
+        i = t.device_id
+        held = self.readings.get(i)
+        if held is not None and held.at > t.at:
+            return
+        self.readings[i] = t
+        self.answered.add(i)
+        self._since.add(i)
+        if t.power_w is None:
+            self.fresh.discard(i)  # it answers, but its power is not known: estimated
+        else:
+            self.fresh.add(i)
+            self.last_kw[i] = t.power_w / 1000.0
+        self.generation += 1
+        self._cache.clear()
+
+    def sweep_started(self) -> None:
+        """A poll's sweep begins: a device counts as answering it if the sweep reads it, or
+        anything else does before the poll ends (:meth:`note`)."""
+        self._since = set()
+
     def note(self, readings: Mapping[str, Telemetry]) -> None:
-        """A poll's readings: which devices answered, which with a power figure; the last
-        power of each is kept for when it cannot be read."""
+        """A poll's readings: which devices answered (in its sweep, or read back while it
+        ran), which with a power figure; the last power of each is kept for when it cannot
+        be read."""
         self.readings.update(readings)
-        self.answered = set(readings)
-        self.fresh = {i for i, t in readings.items() if t.power_w is not None}
+        self.answered = set(readings) | self._since
+        self.fresh = {
+            i
+            for i in self.answered
+            if (t := self.readings.get(i)) is not None and t.power_w is not None
+        }
         for i in self.fresh:
-            self.last_kw[i] = (readings[i].power_w or 0.0) / 1000.0
+            self.last_kw[i] = (self.readings[i].power_w or 0.0) / 1000.0
+        self.generation += 1
         self.invalidate()
 
     def site(self, expect: bool, now: float) -> SitePower:
@@ -128,15 +166,8 @@ class Power:
         dc = self.devices.classes[st.group]
         # DeviceModes.awaiting, with the fleet's pending commands looked up once per walk
         told = self.devices.modes.get(device_id) if expect and device_id in pending else None
-        t = self.readings.get(device_id)
+        t = self.readings.get(device_id)  # its newest (heard as it came)
         read = device_id in self.fresh and t is not None and t.power_w is not None
-        latest = st.telemetry
-        # A poll settles each command as its device answers but hands its readings over once
-        # all have: a device read back in between counts at that reading, not at the poll
-        # before's (asleep, yet at full power: the fast path would shed for it again).
-        newer = latest is not None and (t is None or latest.at > t.at)
-        if expect and newer and latest is not None and latest.power_w is not None:
-            t, read = latest, True
         if told is not None:
             kw = mode_kw(dc, told)
             return DevicePower(kw, read, kw)

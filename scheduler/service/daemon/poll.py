@@ -67,6 +67,7 @@ class Poller:
 
     async def _poll(self, dispatch: bool) -> None:
         t0 = self.clock.monotonic()
+        self.power.sweep_started()
         readings, _ = await asyncio.gather(self.fleet.read_all(), self.power.read_meter())
         # a site's sweep time grows with its fleet: the operator sees it against poll_s
         self.counters.sweep_s.observe(self.clock.monotonic() - t0)
