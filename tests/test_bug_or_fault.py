@@ -360,3 +360,32 @@ def test_a_full_state_file_is_said_in_words_and_the_resent_signal_is_kept(
     writer = [r for r in caplog.records if "signal write failed" in r.getMessage()]
     assert writer and "the state file refused it: the disk is full" in writer[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records), caplog.records
+
+
+def test_a_bug_after_the_signal_is_stored_answers_stored_and_keeps_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    secret: str,
+) -> None:
+    """A bug in keeping the event book after the store took the signal. Before: answered
+    503 ``not stored``, though it was; its resend was a duplicate, so the event stayed out
+    of the book (and out of the cap) until a restart."""
+    d, _ = parts_daemon(tmp_path, FakeClock())
+    source = "def remember(events):\n    return {}['book']\n"
+    buggy = _ours("scheduler._probe_remember", "<bug in the event book>", source, "remember")
+    answers: list[httpx.Response] = []
+    ids: list[set[str]] = []
+
+    async def body() -> None:
+        monkeypatch.setattr(d.signals, "_remember", buggy)
+        answers.append(await _post(d, secret, "kept-1"))
+        ids.append({e.id for e in d.signals.active_events(time.time())})
+
+    caplog.set_level(logging.ERROR, "gridsched")
+    run_open(d, body)
+    assert answers[0].status_code == 202, answers[0].text
+    assert ids == [{"kept-1"}], ids
+    lines = [r for r in caplog.records if "event book" in r.getMessage()]
+    assert lines and "KeyError: 'book'" in lines[0].getMessage(), caplog.records
+    assert lines[0].exc_info is not None

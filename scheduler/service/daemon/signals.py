@@ -139,7 +139,16 @@ class Signals:
         async def write() -> tuple[bool, list[str]]:
             stored, ids = await self.store.add_signals(bodies, source, webhook_id, raw, keep_until)
             if stored:
-                self._remember(events)
+                try:
+                    self._remember(events)
+                except Exception as exc:  # a bug: the store has the signal, and it is answered
+                    # stored; the book is read again from the store rather than left without it
+                    log.error(
+                        "event book not updated, read again from the state file: %s",
+                        named(exc) if is_bug(exc) else describe(exc),
+                        exc_info=traceback_once(exc),
+                    )
+                    self._book = None
                 self.generation += 1
             return stored, ids
 
