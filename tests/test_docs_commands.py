@@ -11,6 +11,7 @@ was walked from rotting.
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import shlex
 import tomllib
@@ -345,3 +346,51 @@ def test_the_adapter_errors_shown_are_what_validate_prints(
     printed = " ".join(capsys.readouterr().err.split())
     for part in shown.split(" ... "):
         assert part in printed, (part, printed)
+
+
+# Short names the architecture diagrams use for the packages under scheduler/.
+SHORT = {
+    "planner": "scheduler.planner",
+    "backtest": "scheduler.backtest",
+    "service": "scheduler.service",
+    "audit": "scheduler.audit",
+    "cli": "scheduler.cli",
+    "daemon": "scheduler.service.daemon",
+}
+DOTTED = re.compile(r"(?<![\w./-])((?:models|adapters|scheduler)(?:\.[A-Za-z_]\w*)+)")
+DOTTED_SHORT = re.compile(rf"(?<![\w./-])((?:{'|'.join(SHORT)})(?:\.[A-Za-z_]\w*)+)")
+
+
+def _resolves(name: str) -> bool:
+    """Whether a dotted name is a module of ours, or an attribute of one."""
+    head, _, rest = name.partition(".")
+    parts = [*SHORT.get(head, head).split("."), *rest.split(".")]
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name", OPERATOR_DOCS)
+def test_code_names_in_the_docs_exist(name: str) -> None:
+    """`models.economics.site_load_kw`, `planner.optimize.Planner`: each names real code."""
+    text = re.sub(r"https?://\S+", "", (ROOT / name).read_text())
+    names = set(DOTTED.findall(text))
+    if name == "docs/architecture.md":  # its diagrams name parts by their short package
+        names |= set(DOTTED_SHORT.findall(text))
+    files = (".py", ".md", ".toml", ".json", ".yml", ".png", ".csv", ".db")
+    missing = sorted(n for n in names if not n.endswith(files) and not _resolves(n))
+    assert not missing, f"{name} names code that does not exist: {missing}"
+
+
+def test_the_code_name_check_catches_planted_errors() -> None:
+    assert _resolves("planner.optimize.Planner") and _resolves("models.economics.site_load_kw")
+    assert not _resolves("planner.Planner")  # what architecture.md said before
+    assert not _resolves("scheduler.service.daemon.fastpath.NoSuchShedder")
