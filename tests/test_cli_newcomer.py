@@ -266,7 +266,7 @@ def test_a_refused_simple_signal_shows_what_was_sent_not_what_the_daemon_added()
 def test_fleet_status_names_a_model_once_with_its_make() -> None:
     """A newcomer's walk: fleet status showed "NVIDIA NVIDIA H100 SXM (simulated)", the
     make before a model name (NVML's) that already begins with it."""
-    from scheduler.cli.fleet import make_model
+    from scheduler.cli.fleet_report import make_model
 
     assert make_model("NVIDIA", "NVIDIA H100 SXM") == "NVIDIA H100 SXM"
     assert make_model("Bitmain", "Antminer S21") == "Bitmain Antminer S21"

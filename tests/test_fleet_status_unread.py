@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telemetry
 from adapters.fleet import Fleet
-from scheduler.cli.fleet import _summary
+from scheduler.cli.fleet_report import _summary
 
 
 @dataclass
