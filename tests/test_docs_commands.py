@@ -394,3 +394,13 @@ def test_the_code_name_check_catches_planted_errors() -> None:
     assert _resolves("planner.optimize.Planner") and _resolves("models.economics.site_load_kw")
     assert not _resolves("planner.Planner")  # what architecture.md said before
     assert not _resolves("scheduler.service.daemon.fastpath.NoSuchShedder")
+
+
+def test_a_full_firmware_list_names_every_simulated_family() -> None:
+    """README shows `--firmware A,B,...` as the way to mix every family: it names them all."""
+    from adapters.sim.fleet import FIRMWARE
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    lists = [set(m.split(",")) for m in re.findall(r"--firmware ([a-z0-9,]+)", text)]
+    longest = max(lists, key=len)
+    assert longest == set(FIRMWARE), f"README --firmware {sorted(longest)}, simulated {FIRMWARE}"
