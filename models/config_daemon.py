@@ -121,7 +121,9 @@ class Daemon(Strict):
     #: worker processes that drive the miners (adapters.fleet_shards): 1, all in the
     #: daemon's process; "auto", one per core beyond the first (1 on a 2-core host)
     fleet_workers: int | Literal["auto"] = 1
-    confirm_after_s: Annotated[float, Field(ge=0)] = 6.0  # read again after a shed; 0: off
+    #: after a shed, read the site meter again this long after (no meter: nothing; the
+    #: devices are read back on their own, each reading counted as it comes); 0: off
+    confirm_after_s: Annotated[float, Field(ge=0)] = 6.0
     stage_ahead_s: Annotated[float, Field(ge=0)] = 3600.0  # stage sleepers' next wake; 0: off
     horizon: str = "24h"
     step: str = "5min"

@@ -375,16 +375,8 @@ def test_a_shed_is_recorded_with_its_reason_load_cap_and_events_and_timed(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
-    d, _ = _daemon(tmp_path, clock, daemon_extra="poll_s = 15", confirm_after_s=0.05)
+    d, _ = _daemon(tmp_path, clock, daemon_extra="poll_s = 15")
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
-    polls: list[float] = []
-    real_poll = d.poller.poll
-
-    async def counted(dispatch: bool = True) -> None:
-        polls.append(clock.time())
-        await real_poll(dispatch)
-
-    d.poller.poll = counted  # type: ignore[method-assign]
 
     async def body() -> None:
         assert await d.fast_path("nothing to do") == []  # 25.4 kW under 100 kW
@@ -392,7 +384,6 @@ def test_a_shed_is_recorded_with_its_reason_load_cap_and_events_and_timed(
         d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
         await d.accept([_curtail(clock, 20.0)], "test", None, "{}")  # stored, not shed
         d.shedder.request = shed  # type: ignore[method-assign]
-        before = len(polls)
         out = await d.fast_path("test shed")
         assert [o.device_id for o in out] == ["old/0", "old/1"]  # 25.4 - 20 = 5.4: two
         rows = [r[3] for r in d.store.records(0, 1e12, ("commands",))]
@@ -400,9 +391,6 @@ def test_a_shed_is_recorded_with_its_reason_load_cap_and_events_and_timed(
         assert rows[-1]["load_kw"] == 25.4 and rows[-1]["cap_kw"] == 20.0
         assert rows[-1]["events"] == ["dr"]
         assert d.counters.fast_path_s.count == 1 and d.plans.hold
-        # read again confirm_after_s later, not at the next poll
-        await until(lambda: len(polls) > before, what="the confirming read")
-        assert len(polls) == before + 1
 
     _run(d, body)
 
@@ -606,6 +594,7 @@ def test_background_work_fails_under_its_own_name(tmp_path: Path) -> None:
         raise OSError("fleet gone")
 
     async def body() -> None:
+        d.power.meter = object()  # type: ignore[assignment]  # read again after a shed
         shed = d.shedder.shed
         d.shedder.shed = broken  # type: ignore[method-assign]
         d.request_fast_path("x")
@@ -615,22 +604,23 @@ def test_background_work_fails_under_its_own_name(tmp_path: Path) -> None:
         await _settled(d)
         assert d.counters.task_failures == {"fast-path": 2}
         d.shedder.shed = shed  # type: ignore[method-assign]
-        d.poller.poll = broken  # type: ignore[method-assign]
-        d.shedder._confirm_soon()
-        d.shedder._confirm_soon()  # one confirming poll at a time
+        d.power.read_meter = broken  # type: ignore[method-assign]
+        d.shedder._meter_soon()
+        d.shedder._meter_soon()  # one meter read at a time
         await _settled(d)
-        assert d.counters.task_failures == {"fast-path": 2, "confirm": 1}
-        d.shedder._confirm_soon()  # the next shed may ask again
+        assert d.counters.task_failures == {"fast-path": 2, "meter": 1}
+        d.shedder._meter_soon()  # the next shed may ask again
         await _settled(d)
-        assert d.counters.task_failures == {"fast-path": 2, "confirm": 2}
+        assert d.counters.task_failures == {"fast-path": 2, "meter": 2}
+        d.power.meter = None  # closed with the daemon
 
     _run(d, body)
 
 
-def test_no_confirming_poll_unless_confirm_after_is_between_zero_and_the_poll(
+def test_no_meter_read_after_a_shed_unless_confirm_after_is_between_zero_and_the_poll(
     tmp_path: Path,
 ) -> None:
-    for confirm_s in (0.0, 15.0):
+    for confirm_s in (0.0, 15.0, 0.05):
         clock = FakeClock()
         d, _ = _daemon(
             tmp_path / str(confirm_s),
@@ -639,8 +629,10 @@ def test_no_confirming_poll_unless_confirm_after_is_between_zero_and_the_poll(
             confirm_after_s=confirm_s,
         )
 
-        async def body(d: Daemon = d) -> None:
-            d.shedder._confirm_soon()
+        async def body(d: Daemon = d, confirm_s: float = confirm_s) -> None:
+            if confirm_s == 0.05:
+                assert d.power.meter is None  # 0.05 s is in range, but there is no meter
+            d.shedder._meter_soon()
             assert not d.tasks.running
 
         _run(d, body)

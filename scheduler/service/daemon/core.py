@@ -122,7 +122,7 @@ class Daemon:
         )  # fmt: skip
         self.shedder = Shedder(
             self.fleet, self.devices, self.power, self.signals, self.plans, self.clock,
-            self.recorder, self.tasks, self.demand, poll=self.poll,
+            self.recorder, self.tasks, self.demand,
         )  # fmt: skip
         self.dispatcher = Dispatcher(
             self.fleet, self.devices, self.power, self.signals, self.plans, self.clock,
