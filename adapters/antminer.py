@@ -20,11 +20,17 @@ on a 401, the new challenge is taken and the request sent once more (as httpx's
 ``DigestAuth.auth_flow`` does). A request then costs one round trip, and a stale nonce one
 more.
 
-A reading (:func:`read`) asks only for what the adapter uses, from where pyasic's
-``AntminerModern.get_data`` takes it: the hashrate from the cgminer API's ``summary``
-(``GHS 5s``), the chip temperatures from ``stats.cgi``, the firmware's own checks from
-``summary.cgi`` and the work mode from ``get_miner_conf.cgi``; all four at once, parsed
-here without pyasic's ``MinerData``.
+A reading (:func:`adapters.antminer_reading.read`) asks only for what the adapter uses,
+from where pyasic's ``AntminerModern.get_data`` takes it: the hashrate from the cgminer
+API's ``summary`` (``GHS 5s``), the chip temperatures from ``stats.cgi``, the firmware's
+own checks from ``summary.cgi`` and the work mode from ``get_miner_conf.cgi``; all four at
+once, parsed without pyasic's ``MinerData``.
+
+A command reads the configuration (``get_miner_conf.cgi``) before each write, as pyasic
+does, even when a reading has just read it: the CGI has no conditional write, so a
+configuration kept from an earlier reading would overwrite what the operator changed since
+with a stale one. The read is bounded by the adapter's timeout only; the write's own bound
+(``write_timeout_s``) is armed only when its answer has not come within the adapter's.
 
 A write that went out (its writing had begun) and is not answered within the adapter's
 timeout is not a failure: the CGI may answer only once bmminer has restarted. It is left
@@ -35,10 +41,8 @@ is reported sent, unanswered; the read-back decides whether it took effect.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from adapters import webdigest
@@ -48,11 +52,9 @@ from adapters.base import (
     ControlRejected,
     DeviceTimeout,
     DeviceUnreachable,
-    Telemetry,
     contain,
 )
 from adapters.neterrors import describe
-from adapters.payloads import asic_state
 
 log = logging.getLogger("gridsched.fleet")
 
@@ -82,8 +84,8 @@ class WebSession:
         self.write_timeout_s = write_timeout_s
         self._client: webdigest.DigestClient | None = None
         self._write: asyncio.Task[dict[str, Any]] | None = None  # sent, answer not yet come
-        #: (mode, as_str) -> (the configuration read, the body made from it)
-        self._bodies: dict[tuple[int, bool], tuple[dict[str, Any], dict[str, Any]]] = {}
+        #: (mode, as_str) -> (the configuration read, the body made from it, its JSON)
+        self._bodies: dict[tuple[int, bool], tuple[dict[str, Any], dict[str, Any], bytes]] = {}
 
     def body_for(self, conf: dict[str, Any], mode: int, as_str: bool) -> dict[str, Any] | None:
         """The ``set_miner_conf`` body made before from a configuration equal to ``conf``
@@ -96,7 +98,15 @@ class WebSession:
     def keep_body(
         self, conf: dict[str, Any], mode: int, as_str: bool, body: dict[str, Any]
     ) -> None:
-        self._bodies[mode, as_str] = (conf, body)
+        self._bodies[mode, as_str] = (conf, body, webdigest.json_bytes(body))
+
+    def _encoded(self, body: dict[str, Any]) -> bytes:
+        """``body``'s JSON as the client sends it: kept with the body when it is the one
+        :meth:`keep_body` kept (the same object), else encoded now."""
+        for _conf, kept, raw in self._bodies.values():
+            if kept is body:
+                return raw
+        return webdigest.json_bytes(body)
 
     def install(self) -> None:
         """pyasic's own calls on this web API go through the session."""
@@ -122,20 +132,27 @@ class WebSession:
     ) -> dict[str, Any]:
         return await self._send(command, parameters or None, None)
 
-    async def get(self, command: str) -> dict[str, Any]:
-        """``GET /cgi-bin/<command>.cgi``: its JSON object, or a failure as pyasic words it."""
-        return await self._send(command, None, None)
+    async def get(self, command: str, bounded: bool = True) -> dict[str, Any]:
+        """``GET /cgi-bin/<command>.cgi``: its JSON object, or a failure as pyasic words it
+        (``bounded`` False: only by the caller's own timeout)."""
+        return await self._send(command, None, None, bounded)
 
     async def _send(
-        self, command: str, body: dict[str, Any] | None, on_sending: Callable[[], None] | None
+        self,
+        command: str,
+        body: dict[str, Any] | None,
+        on_sending: Callable[[], None] | None,
+        bounded: bool = True,
     ) -> dict[str, Any]:
         """The CGI's JSON object; a failure as pyasic words it, its kind under ``_KIND``.
-        Bounded by ``write_timeout_s`` (the adapter's own, shorter bound is outside)."""
-        client = self._session()
-        method = "GET" if body is None else "POST"
+        Bounded by ``write_timeout_s`` (the adapter's own, shorter bound is outside), or
+        not here when ``bounded`` is False: the caller's bound is the only one."""
         try:
-            async with asyncio.timeout(self.write_timeout_s):
-                reply = await client.request(method, f"/cgi-bin/{command}.cgi", body, on_sending)
+            if bounded:
+                async with asyncio.timeout(self.write_timeout_s):
+                    reply = await self._request(command, body, on_sending)
+            else:
+                reply = await self._request(command, body, on_sending)
             if reply.status != 200:
                 return _failed(REFUSED, f"HTTP {reply.status} {reply.reason}")
             got = reply.json()
@@ -150,6 +167,15 @@ class WebSession:
         if not isinstance(got, dict):
             return _failed(UNREADABLE, f"not a JSON object: {str(got)[:80]}")
         return got
+
+    def _request(
+        self, command: str, body: dict[str, Any] | None, on_sending: Callable[[], None] | None
+    ) -> Awaitable[webdigest.Reply]:
+        path = f"/cgi-bin/{command}.cgi"
+        if body is None:
+            return self._session().request("GET", path, None, on_sending)
+        raw = self._encoded(body)
+        return self._session().request("POST", path, body, on_sending, raw_body=raw)
 
     async def multicommand(
         self, *commands: str, ignore_errors: bool = False, allow_warning: bool = True
@@ -179,7 +205,9 @@ class WebSession:
             nonlocal sent
             sent = True
 
-        task = asyncio.ensure_future(self._send(command, body, sending))
+        # unbounded inside: answered within answer_within_s, or cut off here, or left to
+        # finish within write_timeout_s from its start (one timer each, not two)
+        task = asyncio.ensure_future(self._send(command, body, sending, bounded=False))
         done, _ = await asyncio.wait({task}, timeout=answer_within_s)
         if task in done:
             return task.result()
@@ -189,7 +217,14 @@ class WebSession:
                 device_id, f"{command}: not sent within {answer_within_s:g} s (nothing written)"
             )
         self._write = task
-        task.add_done_callback(lambda t: _late_answer(device_id, command, t))
+        left_s = max(0.0, self.write_timeout_s - answer_within_s)
+        ends = asyncio.get_running_loop().call_later(left_s, task.cancel)
+
+        def finished(t: asyncio.Task[dict[str, Any]]) -> None:
+            ends.cancel()
+            _late_answer(device_id, command, t)
+
+        task.add_done_callback(finished)
         return None
 
     async def close(self) -> None:
@@ -201,7 +236,8 @@ class WebSession:
 def _late_answer(device_id: str, command: str, task: asyncio.Task[dict[str, Any]]) -> None:
     """A write reported sent and unanswered got its answer (or gave up): the read-back has
     the verdict; this is for whoever reads the debug log."""
-    if task.cancelled():
+    if task.cancelled():  # cut off at write_timeout_s, or the session closed
+        log.debug("%s: %s not answered at all", device_id, command)
         return
     err = task.exception()
     got = describe(err) if err is not None else str(task.result())
@@ -243,7 +279,8 @@ async def set_work_mode(
 
     web = miner.web
     what = "sleep" if mode == SLEEP else "wake"
-    conf = await contain(device_id, f"{what}: get_miner_conf", web.get_miner_conf(), timeout_s)
+    read = web.get_miner_conf() if kept is None else kept.get("get_miner_conf", bounded=False)
+    conf = await contain(device_id, f"{what}: get_miner_conf", read, timeout_s)
     _raise_web_error(device_id, f"{what}: get_miner_conf", conf)
     if not isinstance(conf, dict) or "pools" not in conf or "bitmain-work-mode" not in conf:
         raise BadReply(
@@ -304,84 +341,3 @@ def _raise_web_error(device_id: str, what: str, reply: Any) -> None:
     else:
         err = ControlRejected(device_id, f"{what}: {message} (a wrong web password answers 401)")
     raise err
-
-
-async def read(device_id: str, miner: Any, kept: WebSession, at: float) -> Telemetry:
-    """One reading of a stock Antminer: the four calls its Telemetry needs, at once.
-
-    The sources are pyasic's (``AntminerModern`` data locations): hashrate from the cgminer
-    API's ``summary`` (``GHS 5s``, GH/s), chip temperatures from ``stats.cgi`` (per board,
-    the mean of the non-zero ``temp_chip``; ``temp_pic[0]`` on an S21+ Hyd), the
-    firmware's checks from ``summary.cgi`` (each ``status`` entry not "s" is an error) and
-    the work mode from ``get_miner_conf.cgi`` (``bitmain-work-mode`` 1: asleep). As in
-    pyasic, a part that fails is left out; without a hashrate there is no reading.
-    """
-    rpc_summary, conf, web_summary, stats = await asyncio.gather(
-        _rpc(miner, "summary"),
-        kept.get("get_miner_conf"),
-        kept.get("summary"),
-        kept.get("stats"),
-    )
-    ths: float | None = None
-    with contextlib.suppress(LookupError, TypeError, ValueError):
-        ths = float(rpc_summary["SUMMARY"][0]["GHS 5s"]) / 1000.0
-    if ths is None or not math.isfinite(ths) or ths < 0:
-        web = [r for r in (conf, web_summary, stats) if r.get("success") is False]
-        if len(web) == 3 and all(r.get(_KIND) == UNREACHABLE for r in web):
-            raise DeviceUnreachable(device_id, f"telemetry: {web[0]['message']}")
-        raise BadReply(
-            device_id, f"telemetry: no hashrate in the API's summary ({str(rpc_summary)[:120]})"
-        )
-    mining: bool | None = None
-    mode = conf.get("bitmain-work-mode") if conf.get("success") is not False else None
-    if mode is not None:
-        mining = str(mode).isdigit() and int(mode) != 1
-    return Telemetry(
-        device_id=device_id,
-        at=at,
-        state=asic_state(None, ths, None, mining),
-        power_w=None,  # stock firmware reports none (pyasic: no wattage data location)
-        target_w=None,
-        hashrate_ths=ths,
-        temperatures_c=_chip_temp(stats, str(getattr(miner, "model", "") or "")),
-        errors=_errors(web_summary),
-    )
-
-
-async def _rpc(miner: Any, command: str) -> Any:
-    """A cgminer API call through pyasic's RPC client (one short connection, no auth);
-    its failure is an empty answer, as pyasic's data functions treat it."""
-    from pyasic.errors import APIError
-
-    try:
-        return await miner.rpc.send_command(command)
-    except (APIError, OSError, ValueError):
-        return {}
-
-
-def _chip_temp(stats: dict[str, Any], model: str) -> tuple[float, ...]:
-    temps: list[float] = []
-    try:
-        chains = stats["STATS"][0]["chain"]
-        for board in chains:
-            if "S21+ Hyd" in model:
-                temps.append(float(board["temp_pic"][0]))
-                continue
-            chips = [float(x) for x in board["temp_chip"] if x]
-            if chips:
-                temps.append(sum(chips) / len(chips))
-    except (LookupError, TypeError, ValueError):
-        pass
-    temps = [t for t in temps if t and math.isfinite(t)]
-    return (max(temps),) if temps else ()
-
-
-def _errors(summary: dict[str, Any]) -> tuple[str, ...]:
-    try:
-        return tuple(
-            str(item["msg"])
-            for item in summary["SUMMARY"][0]["status"]
-            if isinstance(item, dict) and "msg" in item and item.get("status") != "s"
-        )
-    except (LookupError, TypeError):
-        return ()

@@ -19,7 +19,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters import antminer, braiins, discovery, luxos, vnish, whatsminer, whatsminer3
+from adapters import (
+    antminer,
+    antminer_reading,
+    braiins,
+    discovery,
+    luxos,
+    vnish,
+    whatsminer,
+    whatsminer3,
+)
 from adapters.asic_commands import MinerCommands
 from adapters.base import (
     AdapterError,
@@ -233,7 +242,7 @@ class PyasicMiner(MinerCommands):
             include = pyasic_fields()
             try:
                 if self._web is not None:  # stock Antminer: only the calls its reading uses
-                    got = antminer.read(self.device_id, miner, self._web, now)
+                    got = antminer_reading.read(self.device_id, miner, self._web, now)
                     t = await contain(self.device_id, "telemetry", got, self.timeout_s)
                 elif self._vnish is not None and self._caps.family is Family.VNISH:
                     vn = vnish.read(self.device_id, miner, self._vnish, now)

@@ -159,6 +159,11 @@ def authorization(
     return DigestAuth(username, password, ch).header(method, uri, nc)
 
 
+def json_bytes(value: Any) -> bytes:
+    """A JSON body as httpx encodes it (compact, UTF-8, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 class DigestClient:
     """Requests to one host and port, each on a connection of its own, with the last
     digest challenge kept between them."""
@@ -179,16 +184,16 @@ class DigestClient:
         json_body: Any = None,
         on_sending: Callable[[], None] | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        raw_body: bytes | None = None,
     ) -> Reply:
         """Send one request (a JSON body when ``json_body`` is not None, ``headers`` after
         the usual ones) and its answer; sent once more on a digest challenge. ``on_sending``
         is called as the request's bytes are handed to the socket (from then it may have
-        reached the server)."""
+        reached the server). ``raw_body``: ``json_body`` already encoded
+        (:func:`json_bytes`), by a caller that sends the same body again and again."""
         body = b""
         if json_body is not None:
-            body = json.dumps(
-                json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode()
+            body = json_bytes(json_body) if raw_body is None else raw_body
         key = (method, path, json_body is not None, headers)
         parts = self._heads.get(key)
         if parts is None:  # the same few requests go to a miner again and again: made once

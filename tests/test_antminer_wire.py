@@ -194,3 +194,39 @@ def test_a_configuration_changed_between_writes_is_written_as_read() -> None:
     assert {k: v for k, v in bodies[3].items() if k != "pools"} == {
         k: v for k, v in bodies[1].items() if k != "pools"
     }
+
+
+def test_a_write_left_unanswered_is_cut_off_at_the_write_timeout_and_the_next_goes_out() -> None:
+    """A write sent and not answered within the adapter's timeout is left to finish, but
+    only within ``write_timeout_s`` from its start: then it is cut off (its connection
+    closed), and the session's next write does not wait on it. The bound is armed only
+    for a write left unanswered (adapters/antminer.py ``WebSession.write``)."""
+    from pyasic.web.antminer import AntminerModernWebAPI
+
+    async def go() -> tuple[bool, Any, list[Any]]:
+        sim, port = await _sim()
+        web = AntminerModernWebAPI("127.0.0.1")
+        web.port = port
+        kept = antminer.WebSession(web, write_timeout_s=0.6)
+        miner = types.SimpleNamespace(web=web)
+        try:
+            sim.conf_answer_s = 30.0  # bmminer restarting: no answer for 30 s
+            note = await antminer.set_work_mode("am", miner, antminer.SLEEP, False, 0.2, kept)
+            assert antminer.UNANSWERED in note
+            left = kept._write
+            assert left is not None and not left.done()
+            async with asyncio.timeout(10):  # cut off at 0.6 s from its start
+                while not left.done():
+                    await asyncio.sleep(0.02)
+            sim.conf_answer_s = 0.0
+            again = await antminer.set_work_mode("am", miner, antminer.NORMAL, False, 5.0, kept)
+            return left.cancelled(), again, list(sim.conf_writes)
+        finally:
+            await kept.close()
+            await sim.stop()
+
+    cut_off, again, writes = asyncio.run(go())
+    assert cut_off  # not answered: nothing to report but that it ended
+    assert again == ""  # the next write answered success
+    # the simulator applies a slow write when it answers (30 s on): only the second so far
+    assert writes == [0]
