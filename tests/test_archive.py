@@ -325,3 +325,18 @@ def test_a_signal_in_force_keeps_its_record_in_the_database(
     assert [s["id"] for s in store.signals(include_ended_after=T0 + 1e6)] == ["held"]
     witness = f"{header['checkpoint']['seq']}:{header['checkpoint']['hash']}"
     assert main(["audit", "verify", "--db", str(db), "--expect-head", witness]) == 0
+
+
+def test_a_missing_head_file_is_said_without_a_record_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state file copied without its head file (docs/operations.md's copy to a scratch
+    directory): the refusal names what is missing, not 'broken at record None'."""
+    db = tmp_path / "state.db"
+    fill(db, 5)
+    Path(f"{db}.head").unlink()
+    assert main(["audit", "archive", "--db", str(db), "--before", iso(T0 + 1e9),
+                 "--out", str(tmp_path / "x.jsonl")]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "None" not in err and "head file" in err and "nothing archived" in err, err
+    assert not (tmp_path / "x.jsonl").exists()

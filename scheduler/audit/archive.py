@@ -112,10 +112,9 @@ def archive(
     try:
         v = store.verify()
         if not v.ok:
-            raise ArchiveError(
-                f"{db}: the chain is broken at record {v.first_bad_seq} ({v.reason}); "
-                "nothing archived"
-            )
+            # Some problems belong to no record (a head file missing, a corrupt page).
+            where = "" if v.first_bad_seq is None else f" at record {v.first_bad_seq}"
+            raise ArchiveError(f"{db}: the chain is broken{where} ({v.reason}); nothing archived")
         anchor = _finish_interrupted(store, store.anchor())
         keep = store.in_force_seqs(time.time())
         head = store.head()
