@@ -210,7 +210,7 @@ class PyasicMiner(MinerCommands):
         return self._caps.confirm_within_s
 
     def readback_after_s(self) -> float:
-        return min(self._caps.settle_s, self.confirm_deadline_s())
+        return self._caps.settle_s  # the fleet's read-back bounds it by the deadline
 
     def unconfirmed(self, applied: Applied) -> None:
         """Send everything again next time; on stock firmware, with the other JSON type of

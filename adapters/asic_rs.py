@@ -259,7 +259,7 @@ class AsicRsMiner(DeviceAdapter):
         return self.caps.confirm_within_s
 
     def readback_after_s(self) -> float:
-        return min(self.caps.settle_s, self.confirm_deadline_s())
+        return self.caps.settle_s  # the fleet's read-back bounds it by the deadline
 
     def unconfirmed(self, applied: Applied) -> None:
         self._forget()

@@ -205,7 +205,8 @@ class DeviceAdapter(ABC):
     def readback_after_s(self) -> float:
         """How soon after a command a reading may show it: the fleet reads the device back
         then, on its own and ahead of the telemetry sweep, and again at doubling intervals
-        until the confirmation deadline (:mod:`adapters.readback`)."""
+        until the confirmation deadline (:mod:`adapters.readback`, which alone bounds this
+        figure by the deadline: an adapter says its firmware's time as is)."""
         return 1.0
 
     def unconfirmed(self, applied: Applied) -> None:  # noqa: B027 - optional hook

@@ -78,6 +78,7 @@ class ReadBack:
         sent = out.at - (out.latency_s if call_s is None else call_s)
         p = self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
         self.unconfirmed.pop(out.device_id, None)
+        # the one bound on the adapter's figure: never past the command's deadline
         after_s = max(MIN_GAP_S, min(dev.readback_after_s(), p.deadline - p.sent_at))
         # timed from the device's answer (on the loop's clock): a command that queued behind
         # a large batch reached the device only then, and read at once it would not show yet

@@ -257,7 +257,12 @@ def test_the_read_back_gets_slots_while_a_sweep_holds_them_all() -> None:
 
 
 def test_the_first_read_back_follows_the_family_settle_time() -> None:
+    """The adapter says its family's settle time as is; the fleet's read-back alone bounds
+    it by the command's deadline (one place, for every kind of adapter)."""
     from adapters.asic import PyasicMiner
+    from adapters.fleet import DeviceStatus, RetryPolicy
+    from adapters.fleet_health import HealthBook
+    from adapters.readback import ReadBack
 
     lux = PyasicMiner("lux", "127.0.0.1")
     lux._caps = CAPABILITIES[Family.LUXOS]
@@ -265,7 +270,12 @@ def test_the_first_read_back_follows_the_family_settle_time() -> None:
     lux._caps = CAPABILITIES[Family.ANTMINER_STOCK]
     assert lux.readback_after_s() == 20.0
     lux.confirm_within_s = 10.0
-    assert lux.readback_after_s() == 10.0  # never past the deadline
+    assert lux.readback_after_s() == 20.0  # the family's figure: the read-back bounds it
+    book = HealthBook(RetryPolicy(), 3, 60.0)
+    rb = ReadBack({"lux": lux}, {"lux": DeviceStatus("lux", "m")}, book, lambda _o: None)
+    req = ModeRequest("sleep")
+    rb.accepted(Outcome("lux", req, True, 1, 0.1, Applied(req, None), at=1000.0))
+    assert rb.due[0][4] == 10.0  # first read at the deadline, never past it
 
 
 def test_the_api_metrics_render_over_http(tmp_path: Path) -> None:
