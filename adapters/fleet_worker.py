@@ -28,6 +28,7 @@ from typing import Any
 
 from adapters.aio import run_async
 from adapters.base import DeviceInfo, ModeRequest
+from adapters.faults import is_bug, named, traceback_once
 from adapters.fleet import Fleet
 from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
 from adapters.gc_hold import freeze_heap
@@ -122,10 +123,9 @@ class Worker:
         try:
             result = await self._run(op, arg)
         except Exception as exc:  # the parent hears it; the worker goes on
-            why = describe(exc)
-            # the network or the disk: one line; anything else is a bug: its traceback
-            bug = not isinstance(exc, OSError)
-            log.error("fleet worker: %s failed: %s", op, why, exc_info=exc if bug else None)
+            # a fault: one line; a bug keeps its name, its traceback once per place
+            why = named(exc) if is_bug(exc) else describe(exc)
+            log.error("fleet worker: %s failed: %s", op, why, exc_info=traceback_once(exc))
             self.send(req_id, False, f"{op}: {why}")
         else:
             self.send(req_id, True, result)

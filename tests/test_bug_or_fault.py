@@ -389,3 +389,47 @@ def test_a_bug_after_the_signal_is_stored_answers_stored_and_keeps_it(
     lines = [r for r in caplog.records if "event book" in r.getMessage()]
     assert lines and "KeyError: 'book'" in lines[0].getMessage(), caplog.records
     assert lines[0].exc_info is not None
+
+
+# -- the fleet worker process ---------------------------------------------------------------------
+
+
+def test_a_fleet_worker_logs_a_bugs_traceback_once_and_a_device_fault_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: anything but an OSError (a device's refusal raised past the fleet, a bug)
+    logged a traceback at every request: a bug in a sweep, one every poll."""
+    from adapters.fleet_worker import Worker
+
+    sent: list[tuple[int, bool, object]] = []
+    source = "async def run(op, arg):\n    return {}['power_w']\n"
+    bug = _ours("adapters._probe_worker", "<bug in a worker>", source, "run")
+
+    class NullWriter:
+        async def drain(self) -> None:
+            return None
+
+    class Probe(Worker):
+        def __init__(self, run: Any) -> None:  # only handle() and its answer are exercised
+            self.writer = NullWriter()  # type: ignore[assignment]
+            self._run = run  # type: ignore[method-assign]
+
+        def send(self, req_id: int, ok: bool, result: object) -> None:
+            sent.append((req_id, ok, result))
+
+    async def refused(op: str, arg: Any) -> object:
+        raise ControlRejected("m/1", "profileset refused: busy")
+
+    async def main() -> None:
+        await Probe(refused).handle(1, "apply", None)
+        await Probe(bug).handle(2, "read", None)
+        await Probe(bug).handle(3, "read", None)
+
+    caplog.set_level(logging.ERROR, "gridsched.fleet")
+    asyncio.run(main())
+    assert [r[2] for r in sent] == [
+        "apply: m/1: profileset refused: busy",
+        "read: KeyError: 'power_w'",
+        "read: KeyError: 'power_w'",
+    ], sent
+    assert _tracebacks(caplog, "fleet worker") == [False, True, False]
