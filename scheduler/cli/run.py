@@ -287,7 +287,13 @@ def add_parsers(sub: Any) -> None:
     sg.add_argument(
         "--limit-kw", dest="limit_kw", type=float, help="curtail: the site's import cap in kW"
     )
-    sg.add_argument("--level", type=int, choices=[0, 1, 2, 3], help="alert: its level")
+    sg.add_argument(
+        "--level",
+        type=int,
+        choices=[0, 1, 2, 3],
+        help="curtail: the [tariff.dr_levels_kw] level whose cap applies (or --limit-kw); "
+        "alert: its level",
+    )
     sg.add_argument("--price", type=float, help="USD/MWh")
     sg.add_argument(
         "--secret-env",
