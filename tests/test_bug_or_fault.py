@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -433,3 +434,35 @@ def test_a_fleet_worker_logs_a_bugs_traceback_once_and_a_device_fault_in_one_lin
         "read: KeyError: 'power_w'",
     ], sent
     assert _tracebacks(caplog, "fleet worker") == [False, True, False]
+
+
+# -- the cap in force ---------------------------------------------------------------------------
+
+
+def test_a_bug_computing_the_cap_keeps_the_fallback_and_logs_its_traceback_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a KeyError in the cap computation was enforced at the fall-back cap and
+    named in ``cap_error``, but its traceback was never logged."""
+    import scheduler.service.daemon.signals as signals_module
+    from models.signals import EventType, GridEvent
+
+    d, _ = parts_daemon(tmp_path, FakeClock())
+    source = "def event_caps(config, grid, events, base_kw):\n    return {}['limit_kw']\n"
+    buggy = _ours("scheduler._probe_caps", "<bug in the cap>", source, "event_caps")
+    caps: list[float] = []
+
+    async def body() -> None:
+        now = d.clock.time()
+        start = datetime.fromtimestamp(now - 60, UTC)
+        ev = GridEvent(id="dr", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=9)
+        d.signals.book().put(ev)
+        monkeypatch.setattr(signals_module, "event_caps", buggy)
+        caps.append(d.cap_now()[0])
+        caps.append(d.cap_now()[0])
+
+    caplog.set_level(logging.ERROR, "gridsched.daemon")
+    run_open(d, body)
+    assert caps == [d.config.daemon.failsafe_cap_kw] * 2, caps
+    assert "KeyError: 'limit_kw'" in (d.signals.cap_error or ""), d.signals.cap_error
+    assert [r.exc_info is not None for r in caplog.records].count(True) == 1, caplog.records

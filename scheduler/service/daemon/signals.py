@@ -220,8 +220,10 @@ class Signals:
                 cap, _ = event_caps(self.config, grid, [ev], self.config.site.base_load_kw)
                 cap_kw = min(cap_kw, float(cap[0]))
             except Exception as exc:
-                text = " ".join(describe(exc).split())  # a ConfigError spans lines
-                problems.append(f"event {ev.id!r}: {text}")
+                text = " ".join((named(exc) if is_bug(exc) else describe(exc)).split())
+                problems.append(f"event {ev.id!r}: {text}")  # a ConfigError spans lines
+                if (first := traceback_once(exc)) is not None:  # a bug: where, once
+                    log.error("cap of event %r: a bug in gridsched", ev.id, exc_info=first)
                 cap_kw = min(cap_kw, fallback_kw)
         if not problems:  # the events together fail where each alone does not
             problems.append("the events in force together")
@@ -241,7 +243,9 @@ class Signals:
             try:
                 caps = class_caps_at(self.config, events, datetime.fromtimestamp(now, UTC))
             except Exception as exc:
-                error = " ".join(describe(exc).split())  # a bug (KeyError) keeps its name
+                error = " ".join((named(exc) if is_bug(exc) else describe(exc)).split())
+                if (first := traceback_once(exc)) is not None:  # a bug: where, once
+                    log.error("class caps: a bug in gridsched", exc_info=first)
         if error != self.class_cap_error:
             if error is not None:
                 log.error("class caps could not be computed; the site cap holds: %s", error)
