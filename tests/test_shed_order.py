@@ -1,5 +1,5 @@
 """The daemon's shed order and what the fast path takes from it, computed by hand: no
-sockets, no clock (``scheduler.service.daemon.fastpath.shed_order`` and ``choose``).
+sockets, no clock (``scheduler.service.daemon.shedorder.shed_order`` and ``choose``).
 
 Site: pue 1.25; miners "old" (3 kW, 50 TH/s) and "new" (3 kW, 100 TH/s), idle 0.1 kW;
 GPUs "gpu" full 0.7 kW / 1,000 tok/s, low 0.35 kW / 600 tok/s, idle 0.05 kW."""
@@ -14,7 +14,7 @@ from adapters.base import ModeRequest
 from adapters.gpu import NvmlGpu
 from models.devices import DeviceKind
 from scheduler.service.daemon import SLEEP, Daemon
-from scheduler.service.daemon.fastpath import ShedStep, choose, shed_order
+from scheduler.service.daemon.shedorder import ShedStep, choose, shed_order
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon
 from tests.test_daemon_mode_reach import _gpu_daemon, _plan_at_flat_price
