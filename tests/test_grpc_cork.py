@@ -205,3 +205,68 @@ async def _one_turn() -> None:
     corked.write(b"e")  # after the connection closed: dropped, not raised in the loop
     await asyncio.sleep(0)
     assert inner.writes == [b"abc", b"d"]
+
+
+# -- header blocks coded once (adapters/sim/grpc_hpack.py) ----------------------------------
+
+
+def _blocks() -> list[list[tuple[str, str]]]:
+    """Header lists as a connection sees them: the same answer again and again, a new
+    field now and then (added to the table), some evicting others from a small table."""
+    answer = [(":status", "200"), ("content-type", "application/grpc+proto")]
+    trailers = [("grpc-status", "0")]
+    out: list[list[tuple[str, str]]] = []
+    for i in range(40):
+        out += [answer, trailers]
+        if i % 7 == 3:
+            out.append([*trailers, ("grpc-message", f"m{i}")])  # new: a literal, indexed
+        if i % 11 == 5:
+            out.append([("x-big", "v" * 40 + str(i))])  # evicts from a 128-octet table
+    return out
+
+
+def test_cached_hpack_codes_every_block_as_hpack_does() -> None:
+    """The same bytes as a plain encoder for every block, and the same headers as a plain
+    decoder: through new fields, evictions and table size changes."""
+    import hpack
+
+    from adapters.sim.grpc_hpack import caching_decode, caching_encode
+
+    plain, cached = hpack.Encoder(), hpack.Encoder()
+    encode = caching_encode(cached)
+    plain_dec, cached_dec = hpack.Decoder(), hpack.Decoder()
+    decode = caching_decode(cached_dec)
+    hits = 0
+    for n, headers in enumerate(_blocks()):
+        if n in (30, 61):  # the peer's SETTINGS_HEADER_TABLE_SIZE: a size update is due
+            plain.header_table_size = cached.header_table_size = 128 if n == 30 else 4096
+        want = plain.encode(headers)
+        got = encode(iter(headers))  # h2 hands a generator
+        assert got == want, n
+        assert decode(got, raw=True) == plain_dec.decode(want, raw=True), n
+        hits += not got.translate(None, bytes(range(0x80, 0xFF)))
+    assert hits > 40  # most blocks were one-byte indexes, served from the cache
+
+
+def test_a_corked_servers_connection_codes_its_headers_through_the_caches() -> None:
+    """Installed on each connection before its first block (so the byte-stream test above
+    runs through them: the same bytes as grpclib's own server)."""
+
+    class _Nowhere:
+        def write(self, data: bytes) -> None:
+            pass
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return default
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def go() -> Any:
+        proto = CorkedServer([_Echo()])._protocol_factory()
+        proto.connection_made(_Nowhere())  # type: ignore[arg-type]
+        return proto.connection._connection
+
+    h2_conn = asyncio.run(go())
+    assert h2_conn.encoder.encode.__qualname__.startswith("caching_encode")
+    assert h2_conn.decoder.decode.__qualname__.startswith("caching_decode")

@@ -20,6 +20,8 @@ from typing import Any
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
+from adapters.sim.grpc_hpack import cache_hpack
+
 
 class CorkedTransport:
     """A transport whose writes within one turn of the loop go out as one, at its end.
@@ -71,10 +73,12 @@ class CorkedProtocol(H2Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not registered as asyncio.Transport: no isinstance
         super().connection_made(CorkedTransport(transport))  # type: ignore[arg-type]
+        cache_hpack(self.connection._connection)  # h2's, before any header block
 
 
 class CorkedServer(Server):
-    """grpclib's :class:`~grpclib.server.Server`, each connection's writes corked."""
+    """grpclib's :class:`~grpclib.server.Server`, each connection's writes corked and its
+    header blocks coded once (:mod:`adapters.sim.grpc_hpack`)."""
 
     def _protocol_factory(self) -> H2Protocol:
         made = super()._protocol_factory()
