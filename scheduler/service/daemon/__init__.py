@@ -22,8 +22,8 @@ from scheduler.service.daemon.core import Daemon
 from scheduler.service.daemon.counters import Counters
 from scheduler.service.daemon.devices import SLEEP
 from scheduler.service.daemon.dispatch import assign, ramp_batch
-from scheduler.service.daemon.shedorder import ShedStep
 from scheduler.service.daemon.planning import DISPATCHABLE
+from scheduler.service.daemon.shedorder import ShedStep
 from scheduler.service.daemon.signals import SHED_WHILE_WRITING_AFTER_S
 
 __all__ = [

@@ -3,13 +3,13 @@ cycle through an :class:`~contextlib.AsyncExitStack` (what was opened is closed,
 reverse, however the start or the run ended).
 
 The parts, each a module with one job: ``signals`` (intake and the cap in force),
-``fastpath`` (shed at once, the fail-safe posture; by ``shedorder``'s order), ``dispatch`` (the plan's step, ramp
-batches, staging), ``planning`` (re-plans, never applying a failed one), ``feeds`` (prices,
-hashprice), ``poll`` (read, account, record, watch), ``status``; beside them what they
-share: ``devices`` (modes and commands awaiting read-back), ``measure`` (site power and
-compliance), ``plans`` (the plan in force), ``failsafe``, ``recorder`` (the audit trail),
-``counters``. The store, the fleet, the planner and the clock are injected (built from the
-config when not given)."""
+``fastpath`` (shed at once, by ``shedorder``'s order; the fail-safe posture), ``dispatch``
+(the plan's step, ramp batches, staging), ``planning`` (re-plans, never applying a failed
+one), ``feeds`` (prices, hashprice), ``poll`` (read, account, record, watch), ``status``;
+beside them what they share: ``devices`` (modes and commands awaiting read-back),
+``measure`` (site power and compliance), ``plans`` (the plan in force), ``failsafe``,
+``recorder`` (the audit trail), ``counters``. The store, the fleet, the planner and the
+clock are injected (built from the config when not given)."""
 
 from __future__ import annotations
 
