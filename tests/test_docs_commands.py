@@ -404,3 +404,20 @@ def test_a_full_firmware_list_names_every_simulated_family() -> None:
     lists = [set(m.split(",")) for m in re.findall(r"--firmware ([a-z0-9,]+)", text)]
     longest = max(lists, key=len)
     assert longest == set(FIRMWARE), f"README --firmware {sorted(longest)}, simulated {FIRMWARE}"
+
+
+def test_the_alert_list_names_every_rule_and_only_rules() -> None:
+    """operations.md, "Watch it", lists the alert rules an operator gets: all of them."""
+    rules = set(
+        re.findall(
+            r"alert: (Gridsched\w+)",
+            (ROOT / "deploy" / "prometheus" / "gridsched.rules.yml").read_text(),
+        )
+    )
+    text = (ROOT / "docs" / "operations.md").read_text()
+    start = text.index("## 6. Watch it")
+    listed = set(re.findall(r"\bGridsched[A-Z]\w+", text[start : text.index("- Grafana", start)]))
+    assert listed == rules, (sorted(rules - listed), sorted(listed - rules))
+    for name in OPERATOR_DOCS:
+        named = set(re.findall(r"\bGridsched[A-Z][A-Za-z]+\b", (ROOT / name).read_text()))
+        assert named <= rules, f"{name} names alerts that are no rule: {sorted(named - rules)}"
