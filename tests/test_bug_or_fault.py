@@ -466,3 +466,27 @@ def test_a_bug_computing_the_cap_keeps_the_fallback_and_logs_its_traceback_once(
     assert caps == [d.config.daemon.failsafe_cap_kw] * 2, caps
     assert "KeyError: 'limit_kw'" in (d.signals.cap_error or ""), d.signals.cap_error
     assert [r.exc_info is not None for r in caplog.records].count(True) == 1, caplog.records
+
+
+def test_a_stored_event_that_no_longer_validates_is_one_line_in_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored event a newer gridsched no longer takes (here a negative cap) is the stored
+    data's fault, said by what pydantic refused. Before: logged with a traceback."""
+    d, _ = parts_daemon(tmp_path, FakeClock())
+    ids: list[set[str]] = []
+
+    async def body() -> None:
+        now = d.clock.time()
+        bad = {"id": "old", "type": "curtail", "limit_kw": -5, "_ends_at": now + 3600}
+        bad["start"] = datetime.fromtimestamp(now - 60, UTC).isoformat()
+        await d.store.add_signals([bad], "test", None, "{}", now + 3600)
+        d.signals._book = None  # as on a restart: the book is read from the store
+        ids.append({e.id for e in d.signals.active_events(now)})
+
+    caplog.set_level(logging.ERROR, "gridsched.daemon")
+    run_open(d, body)
+    assert ids == [set()], ids
+    lines = [r for r in caplog.records if "no longer validates" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None, caplog.records
+    assert "old" in lines[0].getMessage() and "limit_kw" in lines[0].getMessage(), lines

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from adapters.faults import file_refused, is_bug, named, traceback_once
 from adapters.neterrors import describe
@@ -68,8 +69,13 @@ class Signals:
             body = {k: v for k, v in raw.items() if not k.startswith("_")}
             try:
                 out.append(GridEvent.model_validate(body))
-            except ValueError:
-                log.exception("stored event %s no longer validates", raw.get("id"))
+            except ValueError as exc:  # the stored data's fault: in words, one line
+                why = (
+                    "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    if isinstance(exc, ValidationError)
+                    else describe(exc)
+                )
+                log.error("stored event %s no longer validates: %s", raw.get("id"), why)
         return out
 
     def _remember(self, events: list[GridEvent]) -> None:
