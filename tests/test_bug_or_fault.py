@@ -490,3 +490,27 @@ def test_a_stored_event_that_no_longer_validates_is_one_line_in_words(
     lines = [r for r in caplog.records if "no longer validates" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is None, caplog.records
     assert "old" in lines[0].getMessage() and "limit_kw" in lines[0].getMessage(), lines
+
+
+# -- staging the coming wakes ---------------------------------------------------------------------
+
+
+def test_a_bug_staging_the_coming_wakes_is_named_and_its_traceback_logged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: every staging (each plan step) that met the same bug logged its traceback
+    again, and the line did not say what failed."""
+    d, _ = parts_daemon(tmp_path, FakeClock())
+    source = "def stage_requests(now):\n    return {}['profile']\n"
+    buggy = _ours("scheduler._probe_stage", "<bug in staging>", source, "stage_requests")
+
+    async def body() -> None:
+        monkeypatch.setattr(d.dispatcher, "stage_requests", buggy)
+        for _ in range(2):
+            assert await d.dispatcher.stage_ahead() == []
+
+    caplog.set_level(logging.ERROR, "gridsched.daemon")
+    run_open(d, body)
+    lines = [r for r in caplog.records if "staging the coming wakes" in r.getMessage()]
+    assert [r.exc_info is not None for r in lines] == [True, False], lines
+    assert all("KeyError: 'profile'" in r.getMessage() for r in lines), lines
