@@ -8,13 +8,12 @@ read-back (:mod:`adapters.readback`). Nothing an adapter raises escapes: a dead,
 babbling device is marked and retried, and the rest of the fleet goes on; what each
 device's health says is in :mod:`adapters.fleet_health`.
 
-Readings and commands are bounded separately (``read_concurrency`` and ``concurrency``), so
-that a command never waits for a telemetry sweep to free a slot; the garbage collector
-waits while commands are in flight (:mod:`adapters.gc_hold`). Each accepted command is read
-back on its own soon after it (:mod:`adapters.readback`), in the readings' slots: the
-read-back's readers queue for them beside the sweep's, ``READBACK_SHARE`` times as many, so
-that during a sweep they get about three slots in four as they free up (the slots are
-handed out in turn) and the sweep the rest; without a sweep, all of them.
+Readings and commands are bounded separately, and readings wait while commands are in
+flight (:mod:`adapters.fleet_slots`). Each accepted command is read back on its own soon
+after it (:mod:`adapters.readback`), in the readings' slots: the read-back's readers queue
+for them beside the sweep's, ``READBACK_SHARE`` times as many, so that during a sweep they
+get about three slots in four as they free up (the slots are handed out in turn) and the
+sweep the rest; without a sweep, all of them.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from adapters.base import (
@@ -39,7 +38,8 @@ from adapters.base import (
     Telemetry,
 )
 from adapters.fleet_health import HealthBook
-from adapters.gc_hold import CollectorHold, freeze_heap
+from adapters.fleet_slots import Slots
+from adapters.gc_hold import freeze_heap
 from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind, Pending, RetryPolicy
 from adapters.readback import ReadBack, ReadBackRunner
 
@@ -100,15 +100,10 @@ class Fleet:
         # Commands and readings have their own slots: a curtailment must not queue behind
         # a telemetry sweep of the whole fleet.
         self._read_slots = self.read_concurrency or self.concurrency
-        reads = asyncio.Semaphore(self._read_slots)
-        # Staging ahead is as unhurried as a reading and shares the readings' slots.
-        self._sem = {"read": reads, "stage": reads, "apply": asyncio.Semaphore(self.concurrency)}
-        # Readings not yet sent wait while control calls are in flight, so that a curtail
-        # has the CPU and the network to itself (up to read_yield_max_s).
-        self._controls = 0
-        self._controls_idle = asyncio.Event()
-        self._controls_idle.set()
-        self._gc = CollectorHold(self.gc_hold_max_s)
+        self._slots = Slots(
+            self.concurrency, self._read_slots, self.read_yield_max_s, self.gc_hold_max_s
+        )
+        self._gc = self._slots.gc
         self._rng = random.Random(self.seed)
         self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
         #: When each command in flight went out to its device (perf_counter), for its read-back.
@@ -176,9 +171,9 @@ class Fleet:
         for n in range(attempts):
             tries = n + 1
             try:
-                async with self._sem[op]:
-                    if op != "apply" and self._controls:
-                        await self._yield_to_controls()
+                async with self._slots.by_op[op]:
+                    if op != "apply" and self._slots.controls:
+                        await self._slots.yield_to_controls()
                     # the call itself in this frame, not one more coroutine: every read and
                     # every command passes here
                     try:
@@ -230,13 +225,6 @@ class Fleet:
             if n + 1 < attempts:
                 await asyncio.sleep(self.retry.delay(n, self._rng))
         return None, err, tries
-
-    async def _yield_to_controls(self) -> None:
-        try:
-            async with asyncio.timeout(self.read_yield_max_s):
-                await self._controls_idle.wait()
-        except TimeoutError:
-            pass  # a long batch (dead devices, retries) must not starve telemetry
 
     async def connect_all(
         self, progress: Callable[[int, int], None] | None = None
@@ -335,21 +323,9 @@ class Fleet:
         with self._controlling():
             return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
 
-    @contextlib.contextmanager
-    def _controlling(self) -> Iterator[None]:
-        """Control calls in flight: readings not yet sent wait for them, and the collector
-        is held off, until the last of them ends."""
-        self._controls += 1
-        self._controls_idle.clear()
-        if self._controls == 1:
-            self._gc.hold()
-        try:
-            yield
-        finally:
-            self._controls -= 1
-            if not self._controls:
-                self._controls_idle.set()
-                self._gc.release()
+    def _controlling(self) -> contextlib.AbstractContextManager[None]:
+        """Control calls in flight (:meth:`Slots.controlling`)."""
+        return self._slots.controlling()
 
     async def stage(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
         """Let each device set up ahead what a later apply of its request needs, where it can
