@@ -60,7 +60,7 @@ def _tracebacks(caplog: pytest.LogCaptureFixture, words: str) -> list[bool]:
     return [r.exc_info is not None for r in caplog.records if words in r.getMessage()]
 
 
-# -- the rule itself, on real exceptions ------------------------------------------------------
+# -- the rule itself, on real exceptions ----------------------------------------------------------
 
 
 def _real_sqlite(tmp_path: Path) -> dict[str, sqlite3.Error]:
@@ -117,7 +117,7 @@ def test_a_bugs_traceback_is_logged_once_per_place() -> None:
     assert traceback_once(never_raised) is never_raised  # no place: always said
 
 
-# -- a device call: a RuntimeError in our own code ----------------------------------------------
+# -- a device call: a RuntimeError in our own code ------------------------------------------------
 
 
 def test_a_runtime_error_in_our_adapter_code_is_a_bug_not_an_odd_answer(
@@ -145,7 +145,7 @@ def test_a_runtime_error_in_our_adapter_code_is_a_bug_not_an_odd_answer(
     assert _tracebacks(caplog, "a bug in gridsched") == [True]
 
 
-# -- the re-plan ---------------------------------------------------------------------------------
+# -- the re-plan ----------------------------------------------------------------------------------
 
 
 def test_a_bug_in_a_re_plan_is_named_and_its_traceback_logged_once(
@@ -168,7 +168,7 @@ def test_a_bug_in_a_re_plan_is_named_and_its_traceback_logged_once(
     assert _tracebacks(caplog, "re-plan (test) failed") == [True, False, False]
 
 
-# -- background tasks ----------------------------------------------------------------------------
+# -- background tasks -----------------------------------------------------------------------------
 
 
 def test_a_device_or_network_fault_in_a_background_task_is_one_line(
@@ -200,7 +200,7 @@ def test_a_device_or_network_fault_in_a_background_task_is_one_line(
     assert "profileset refused: busy" in line, line
 
 
-# -- the feeds -------------------------------------------------------------------------------------
+# -- the feeds ------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -276,7 +276,7 @@ def test_an_audit_record_on_a_closed_connection_is_a_bug_not_the_disk(
     assert _tracebacks(caplog, "not written") == [True]
 
 
-# -- the signal writer and the API's answer -----------------------------------------------------
+# -- the signal writer and the API's answer -------------------------------------------------------
 
 
 @pytest.fixture
@@ -436,7 +436,7 @@ def test_a_fleet_worker_logs_a_bugs_traceback_once_and_a_device_fault_in_one_lin
     assert _tracebacks(caplog, "fleet worker") == [False, True, False]
 
 
-# -- the cap in force ---------------------------------------------------------------------------
+# -- the cap in force -----------------------------------------------------------------------------
 
 
 def test_a_bug_computing_the_cap_keeps_the_fallback_and_logs_its_traceback_once(
@@ -514,3 +514,37 @@ def test_a_bug_staging_the_coming_wakes_is_named_and_its_traceback_logged_once(
     lines = [r for r in caplog.records if "staging the coming wakes" in r.getMessage()]
     assert [r.exc_info is not None for r in lines] == [True, False], lines
     assert all("KeyError: 'profile'" in r.getMessage() for r in lines), lines
+
+
+# -- rendering /metrics ---------------------------------------------------------------------------
+
+
+def test_a_bug_rendering_metrics_is_named_and_its_traceback_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: each failed rendering (one per scrape) logged its traceback again."""
+    import socket
+
+    from models.config_daemon import Daemon as DaemonConfig
+    from scheduler.service.exporter import MetricsExporter
+
+    source = "def render():\n    return {}['gridsched_site_import_watts']\n"
+    buggy = _ours("scheduler._probe_render", "<bug in rendering>", source, "render")
+
+    class Snapshot:
+        render = staticmethod(buggy)
+        latest = None
+
+    loop = asyncio.new_event_loop()
+    listener = socket.socket()
+    try:
+        exporter = MetricsExporter(Snapshot(), loop, listener, DaemonConfig(), 1.0)  # type: ignore[arg-type]
+        caplog.set_level(logging.ERROR, "gridsched")
+        exporter._send_rendering()
+        exporter._send_rendering()
+    finally:
+        listener.close()
+        loop.close()
+    lines = [r for r in caplog.records if "rendering /metrics failed" in r.getMessage()]
+    assert [r.exc_info is not None for r in lines] == [True, False], lines
+    assert all("KeyError: 'gridsched_site_import_watts'" in r.getMessage() for r in lines)

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from adapters.faults import is_bug, named, traceback_once
+from adapters.neterrors import describe
 from scheduler.service.metrics import Snapshot
 from scheduler.service.metrics_child import ASK, HEADER
 
@@ -158,8 +160,12 @@ class MetricsExporter:
     def _send_rendering(self) -> None:
         try:
             self.snapshot.render()
-        except Exception:  # the process serves the last rendering, its age growing
-            log.exception("rendering /metrics failed; scrapes get the last rendering")
+        except Exception as exc:  # the process serves the last rendering, its age growing
+            log.error(
+                "rendering /metrics failed; scrapes get the last rendering: %s",
+                named(exc) if is_bug(exc) else describe(exc),
+                exc_info=traceback_once(exc),  # a bug: its traceback once per place
+            )
             return
         latest, pair = self.snapshot.latest, self._pair
         if latest is None or pair is None:
