@@ -421,3 +421,41 @@ def test_the_alert_list_names_every_rule_and_only_rules() -> None:
     for name in OPERATOR_DOCS:
         named = set(re.findall(r"\bGridsched[A-Z][A-Za-z]+\b", (ROOT / name).read_text()))
         assert named <= rules, f"{name} names alerts that are no rule: {sorted(named - rules)}"
+
+
+def _deploy_commands() -> Iterator[tuple[str, list[str]]]:
+    """(file, gridsched's words) for each command the deploy files run or show."""
+    import json
+
+    import yaml  # type: ignore[import-untyped]
+
+    deploy = ROOT / "deploy"
+    for path in sorted([*deploy.glob("systemd/*"), *deploy.glob("examples/*.toml")]):
+        for line in path.read_text().splitlines():
+            if line.startswith("ExecStart="):
+                text = line.removeprefix("ExecStart=")
+            elif re.search(r"^#(?:\s{2,}|.*:\s+)(?:\S*/)?gridsched [a-z]", line):  # a shown command
+                text = line.lstrip("#").strip().replace("`", " ")
+            else:
+                continue
+            for words in _segments(text.split("  #")[0]):
+                for i, word in enumerate(words):
+                    if word.rsplit("/", 1)[-1] == "gridsched":
+                        yield path.name, words[i + 1 :]
+                        break
+    compose = yaml.safe_load((deploy / "compose.yaml").read_text())
+    for name, service in compose["services"].items():
+        if "gridsched" in str(service.get("image", "")) and "command" in service:
+            yield f"compose.yaml {name}", list(service["command"])
+    containerfile = (deploy / "container" / "Containerfile").read_text().replace("\\\n", " ")
+    cmd = re.search(r"^CMD (\[.*\])", containerfile, re.M)
+    assert cmd is not None, "Containerfile: no CMD"
+    yield "Containerfile", json.loads(cmd.group(1))
+
+
+def test_the_deploy_files_run_real_commands(parser: argparse.ArgumentParser) -> None:
+    """ExecStart, compose's commands, the Containerfile's CMD and the commands in comments."""
+    found = list(_deploy_commands())
+    assert len(found) >= 8, found  # every unit, both compose services, the CMD, the examples
+    problems = [f"{name}: {p}" for name, words in found if (p := _check_gridsched(words, parser))]
+    assert not problems, problems
