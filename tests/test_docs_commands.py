@@ -160,6 +160,9 @@ def problems(name: str, text: str, root: argparse.ArgumentParser) -> list[str]:
         path = path.rstrip(".,")
         if not any(c in path for c in "*{}") and not (ROOT / path).exists():
             found.append(f"{name}: {path} does not exist")
+    for path, test in re.findall(r"(tests/\w+\.py)::(\w+)", text):
+        if (ROOT / path).exists() and f"def {test}(" not in (ROOT / path).read_text():
+            found.append(f"{name}: {path} has no test {test}")
     here = (ROOT / name).parent
     for m in re.finditer(r"\]\(([^)\s]+)\)", text):
         target = m.group(1)
@@ -288,10 +291,11 @@ def test_the_check_catches_planted_errors(parser: argparse.ArgumentParser) -> No
             "```",
             "See `deploy/examples/no-such-site.toml`, [here](nowhere.md) and",
             "[there](docs/daemon.md#no-such-heading); `gridsched audit verify --db x.db` is fine.",
+            "tests/test_docs_commands.py::test_no_such_test proves nothing.",
         ]
     )
     found = problems("README.md", planted, parser)
-    assert len(found) == 7, found
+    assert len(found) == 8, found
     for needle in (
         "--horizn",
         "simulat",
@@ -300,6 +304,7 @@ def test_the_check_catches_planted_errors(parser: argparse.ArgumentParser) -> No
         "no-such-site",
         "nowhere",
         "no-such-heading",
+        "test_no_such_test",
     ):
         assert any(needle in p for p in found), (needle, found)
 
