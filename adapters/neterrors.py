@@ -5,7 +5,8 @@ The caller says where (``the GPU agent at gpu-07:7731``); :func:`describe` says 
 happened, keeping the errno's symbolic name where it helps a search (``ECONNRESET``). A
 library's exception raised from an OS error (httpx's ``ConnectError``) is described by that
 OS error; one that is not keeps its message, its class name said only when it has none. A
-builtin exception other than an OS error (``KeyError``) is a bug: its name stays. A SQLite
+builtin exception other than an OS error (``KeyError``) keeps its name (whether it is a bug
+is :func:`adapters.faults.is_bug`'s rule). A SQLite
 refusal says what it means for the file (``the disk is full``, read-only, locked, corrupt)
 before SQLite's words and its result code's name (``SQLITE_FULL``).
 """
@@ -22,8 +23,8 @@ import ssl
 _NO_NAME = {getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n)}
 _DNS_DOWN = {getattr(socket, n) for n in ("EAI_AGAIN", "EAI_FAIL") if hasattr(socket, n)}
 
-#: gridsched's own packages: their errors are worded where they are raised (and a builtin
-#: exception raised in one of them is a bug, :func:`adapters.replywords.our_bug`).
+#: gridsched's own packages: their errors are worded where they are raised (whether a
+#: failure is a bug is :func:`adapters.faults.is_bug`'s rule).
 OUR_PACKAGES = frozenset({"adapters", "scheduler", "models"})
 #: errno values with a sentence that says more than strerror's few words.
 _ERRNO_WORDS = {
