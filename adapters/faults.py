@@ -36,7 +36,9 @@ The rule, in order:
      raised it or a library we handed our data to (numpy in the planner, json in the audit
      trail).
 
-An exception group is a bug when any exception in it is.
+An exception group is a bug when any exception in it is. The places that read are the
+device calls (:func:`adapters.base.contain`), the GPU agent's backend and the feeds; the
+others pass ``reading=False``, the default.
 """
 
 from __future__ import annotations
