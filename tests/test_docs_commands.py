@@ -1,10 +1,13 @@
 """Every command the operator docs show names real sub-commands, options, paths and targets.
 
 The docs are read as a newcomer would copy from them: each ``gridsched ...`` line in a shell
-block or an inline code span must select an existing sub-command and use only options its
-parser takes; each ``benchmarks/X.py --option`` must be an option that script defines; each
-``make TARGET`` a Makefile target; each repository path named (``deploy/...``) and each
-relative link must exist. Running the commands is the walk-through's job; this keeps what
+block or an inline code span must select an existing sub-command (and choice) and use only
+options its parser takes; each ``benchmarks/X.py --option`` must be an option that script
+defines; each ``make TARGET`` a Makefile target; each repository path named
+(``deploy/...``), test named (``tests/x.py::name``), relative link and its anchor must
+exist; each TOML example must parse and use only keys of the site-file reference; each
+dotted code name must import. The deploy files' commands (systemd, compose, Containerfile)
+are parsed the same way. Running the commands is the walk-through's job; this keeps what
 was walked from rotting.
 """
 
@@ -102,6 +105,10 @@ def _check_gridsched(words: list[str], root: argparse.ArgumentParser) -> str | N
         if word not in subs:
             return f"`{' '.join(path)} {word}`: no such sub-command (valid: {', '.join(subs)})"
         parser, path, rest = subs[word], [*path, word], rest[1:]
+    choices = [list(a.choices) for a in parser._actions if not a.option_strings and a.choices]
+    if rest and choices and not rest[0].startswith("-") and rest[0] not in choices[0]:
+        valid = ", ".join(map(str, choices[0]))
+        return f"`{' '.join(path)} {rest[0]}`: not one of {valid}"
     known = {s for a in parser._actions for s in a.option_strings}
     for word in rest:
         if not word.startswith("--") or word == "--":
@@ -286,6 +293,7 @@ def test_the_check_catches_planted_errors(parser: argparse.ArgumentParser) -> No
             "```sh",
             ".venv/bin/gridsched plan --config x.toml --horizn 24h",
             ".venv/bin/gridsched fleet simulat --miners 10",
+            ".venv/bin/gridsched signal curtial --limit-kw 5",
             "python benchmarks/fleet_control.py --no-such-flag",
             "make dem0",
             "```",
@@ -295,10 +303,11 @@ def test_the_check_catches_planted_errors(parser: argparse.ArgumentParser) -> No
         ]
     )
     found = problems("README.md", planted, parser)
-    assert len(found) == 8, found
+    assert len(found) == 9, found
     for needle in (
         "--horizn",
         "simulat",
+        "curtial",
         "--no-such-flag",
         "dem0",
         "no-such-site",
