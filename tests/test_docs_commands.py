@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import re
 import shlex
 import tomllib
@@ -134,6 +135,9 @@ def _commands(text: str) -> Iterator[tuple[str, list[str]]]:
                 if word == "make" and i == 0:
                     yield "make", words[1:]
                     break
+                if name.startswith("python") and words[i + 1 : i + 2] == ["-m"]:
+                    yield "python -m", words[i + 2 :]
+                    break
 
 
 def _makefile_targets() -> set[str]:
@@ -149,6 +153,9 @@ def problems(name: str, text: str, root: argparse.ArgumentParser) -> list[str]:
         if program == "gridsched":
             if (problem := _check_gridsched(words, root)) is not None:
                 found.append(f"{name}: {problem}")
+        elif program == "python -m":
+            if not words or importlib.util.find_spec(words[0]) is None:
+                found.append(f"{name}: `python -m {' '.join(words[:1])}`: no such module")
         elif program == "make":
             for word in words:
                 if not word.startswith("-") and "=" not in word and word not in targets:
@@ -296,6 +303,7 @@ def test_the_check_catches_planted_errors(parser: argparse.ArgumentParser) -> No
             ".venv/bin/gridsched signal curtial --limit-kw 5",
             "python benchmarks/fleet_control.py --no-such-flag",
             "make dem0",
+            ".venv/bin/python -m scheduler.cli.dem0",
             "```",
             "See `deploy/examples/no-such-site.toml`, [here](nowhere.md) and",
             "[there](docs/daemon.md#no-such-heading); `gridsched audit verify --db x.db` is fine.",
@@ -303,13 +311,14 @@ def test_the_check_catches_planted_errors(parser: argparse.ArgumentParser) -> No
         ]
     )
     found = problems("README.md", planted, parser)
-    assert len(found) == 9, found
+    assert len(found) == 10, found
     for needle in (
         "--horizn",
         "simulat",
         "curtial",
         "--no-such-flag",
         "dem0",
+        "scheduler.cli.dem0",
         "no-such-site",
         "nowhere",
         "no-such-heading",
