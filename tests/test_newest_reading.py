@@ -17,7 +17,7 @@ import pytest
 from adapters.base import AdapterError, ModeRequest, Telemetry
 from models.signals import EventType, GridEvent
 from scheduler.service.daemon import Daemon
-from tests.support.memfleet import MIXED_DEVICES, memory_daemon
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
 from tests.support.wait import until
 
 SITE = (
@@ -74,12 +74,23 @@ def test_status_shows_a_curtail_read_back_before_the_next_poll(tmp_path: Path) -
     import and the cap met, ``/metrics`` the same power, and the fast path's load is the
     read-back's (it sheds nothing more)."""
     d, devices = memory_daemon(SITE, tmp_path)
+    gate = asyncio.Event()  # the read-backs' readings wait for it
+
+    def held(dev: MemoryDevice) -> None:
+        inner = dev.read
+
+        async def read() -> Telemetry:
+            await gate.wait()
+            return await inner()
+
+        dev.read = read  # type: ignore[method-assign]
 
     async def go() -> None:
         await d.open()
         try:
             for dev in devices.values():
                 dev.readback_after_s = lambda: 0.05  # type: ignore[method-assign]
+                held(dev)
             polls = d.poller.polls
             assert d.status()["import_kw"] == pytest.approx(FULL_KW)
             d.clock.advance(1)  # type: ignore[attr-defined]  # the readings after the command
@@ -87,6 +98,7 @@ def test_status_shows_a_curtail_read_back_before_the_next_poll(tmp_path: Path) -
             assert told and all(devices[i].state == "sleeping" for i in told)
             # accepted, not yet read back: what is reported is still the readings'
             assert d.status()["compliance"]["state"] == "not_met"
+            gate.set()
             await until(lambda: not d.fleet.pending, timeout_s=30, what="every read-back")
             assert d.poller.polls == polls  # no poll read them
             left_kw = sum(dev.mode_w for dev in devices.values()) / 1000.0
