@@ -39,6 +39,8 @@ _HAS_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[zZ]|[+-]\d{2}(
 def parse_times(raw: pd.Series, source: str, column: str, timezone: str | None) -> np.ndarray:
     # Offsets that differ by row (local time across a DST change) are exact instants, read
     # as such; a row without one among rows with one is refused by line, never guessed.
+    if raw.empty:  # a header and nothing under it (an export not yet filled in)
+        raise DataError(source, f"no rows under the header ({column} and the others are empty)")
     text = raw.str.strip()
     dated = text.str.match(r"\d{4}-?\d{2}-?\d{2}").to_numpy(dtype=bool)  # others: not ISO
     with_offset = text.str.contains(_HAS_OFFSET).to_numpy(dtype=bool)

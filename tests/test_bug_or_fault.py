@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from adapters.base import BadReply, ControlRejected, DeviceUnreachable, contain
@@ -30,6 +31,7 @@ from models.errors import DataError
 from scheduler.planner.solvers import SolverError
 from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
+from scheduler.service.daemon.feeds import feed_error
 from scheduler.service.security import sign
 from tests.support.clock import FakeClock
 from tests.support.memfleet import run_open
@@ -228,21 +230,34 @@ def header_only_csv() -> Iterator[str]:
         server.server_close()
 
 
-def test_a_library_choking_on_a_feeds_body_is_the_feeds_fault(
+def test_a_feed_with_a_header_and_no_rows_is_said_in_words(
     tmp_path: Path, header_only_csv: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """pandas raises IndexError inside itself on a CSV with a header and no rows. Before:
-    /v1/status said ``IndexError: single positional indexer is out-of-bounds`` and the
-    log carried a traceback, as for a bug in gridsched."""
+    """A CSV with a header and no rows (a day not yet published). Before: pandas raised
+    IndexError inside itself and /v1/status said ``IndexError: single positional indexer is
+    out-of-bounds`` with a traceback in the log, as for a bug in gridsched; then the
+    library's words behind the feed's URL; now what is wrong, named after the feed (not the
+    scratch file it was parsed from)."""
     feed = {"kind": "http", "url": header_only_csv, "column": "price"}
     d, _ = parts_daemon(tmp_path, FakeClock(), daemon_extra=f"price_feed = {_toml(feed)}")
     caplog.set_level(logging.WARNING, "gridsched.daemon")
     for _ in range(2):
         asyncio.run(d.feeds.refresh_prices())
     error = d.status()["prices"]["error"] or ""
-    assert error.startswith(header_only_csv) and "cannot be read" in error, error
-    assert not [n for n in PY_NAMES if n in error], error
+    assert error.startswith(header_only_csv) and "no rows under the header" in error, error
+    assert not [n for n in PY_NAMES if n in error] and "tmp" not in error, error
     assert _tracebacks(caplog, "price feed (http)") == [False, False]
+
+
+def test_a_library_choking_on_a_feeds_body_is_the_feeds_fault() -> None:
+    """A builtin exception raised inside a library reading the feed's body (pandas'
+    IndexError on an empty column) is the feed's fault, in words, not a bug of ours."""
+    try:
+        pd.Series([], dtype=str).iloc[0]
+    except IndexError as exc:
+        error = feed_error(exc, "http://feed.example/prices.csv")
+    assert error.startswith("http://feed.example/prices.csv: the answer cannot be read"), error
+    assert "IndexError" not in error, error
 
 
 def _toml(table: dict[str, str]) -> str:

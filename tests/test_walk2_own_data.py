@@ -320,3 +320,30 @@ def test_an_unknown_zone_or_a_directory_is_answered_by_name(tmp_path: Path) -> N
     bare.write_text(f.read_text())
     s = load_csv_series(bare, "price_eur_mwh", "timestamp_local", timezone="Europe/Berlin")
     assert s.values.tolist() == [50, 51, 52]
+
+
+@pytest.mark.parametrize("timezone", [None, "Europe/Berlin"])
+def test_a_file_with_a_header_and_no_rows_is_refused_in_words(
+    tmp_path: Path, timezone: str | None
+) -> None:
+    """A day's export not yet filled in: the header and nothing else. Before, pandas'
+    ``IndexError: single positional indexer is out-of-bounds`` came out of `gridsched plan`
+    as a traceback."""
+    f = tmp_path / "p.csv"
+    f.write_text("timestamp_local,price_eur_mwh\n")
+    with pytest.raises(DataError) as exc:
+        load_csv_series(f, "price_eur_mwh", "timestamp_local", timezone=timezone)
+    assert str(f) in str(exc.value) and "no rows" in str(exc.value), exc.value
+
+
+def test_plan_on_a_header_only_price_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+
+    f = tmp_path / "p.csv"
+    f.write_text("interval_start_utc,price\n")
+    site = Path(__file__).parents[1] / "deploy" / "examples" / "west-texas-30mw.toml"
+    code = main(["plan", "--config", str(site), "--prices", str(f), "--price-column", "price"])
+    err = capsys.readouterr().err
+    assert code != 0 and "no rows" in err and "Traceback" not in err, err

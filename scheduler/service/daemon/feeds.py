@@ -19,6 +19,7 @@ from adapters.neterrors import describe
 from adapters.replywords import unreadable
 from models.config_daemon import HashpriceFeed, PriceFeed
 from models.economics import hashprice_from_feed
+from models.errors import DataError
 from models.market import Series, in_usd_per_mwh, load_price_file, site_prices
 from models.site import FeedKind, Mining, SiteConfig
 from scheduler.service.daemon.clock import Clock
@@ -83,13 +84,19 @@ async def fetch(kind: FeedKind, url: str | None, command: tuple[str, ...] | None
 
 
 def _parse_prices(
-    text: str, fmt: str, column: str, ts_column: str, label: str, timezone: str | None
+    text: str, fmt: str, column: str, ts_column: str, where: str, timezone: str | None
 ) -> Series:
+    """The series in ``text``; ``where`` (the feed's URL or command) names a body that
+    cannot be used."""
     with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
         fh.write(text)
         name = fh.name
     try:
-        return load_price_file(name, fmt, column, ts_column, timezone).scaled(1.0, label=label)
+        return load_price_file(name, fmt, column, ts_column, timezone)
+    except DataError as exc:  # named after the feed, not the scratch file it was parsed from
+        if exc.source != name:
+            raise
+        raise DataError(where, str(exc).removeprefix(f"{name}: ")) from None
     finally:
         Path(name).unlink(missing_ok=True)
 
@@ -150,9 +157,11 @@ class Feeds:
             series = await asyncio.to_thread(load_price_file, path, fmt, column, ts, tz)
         else:
             text = await fetch(feed.kind, feed.url, feed.command, "price")
-            source = feed.url if feed.kind is FeedKind.HTTP else " ".join(feed.command or ())
-            label = f"{feed.kind.value} {source}:{feed.column}"
-            series = await asyncio.to_thread(_parse_prices, text, fmt, column, ts, label, tz)
+            source = (
+                (feed.url or "") if feed.kind is FeedKind.HTTP else " ".join(feed.command or ())
+            )
+            parsed = await asyncio.to_thread(_parse_prices, text, fmt, column, ts, source, tz)
+            series = parsed.scaled(1.0, label=f"{feed.kind.value} {source}:{feed.column}")
         return in_usd_per_mwh(series, feed.currency, feed.usd_per_unit, feed.per)
 
     def mining(self) -> Mining:
