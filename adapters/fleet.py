@@ -213,9 +213,12 @@ class Fleet:
             else:
                 if op == "read":
                     assert isinstance(result, Telemetry)
-                    st.telemetry = result
-                    if self.on_reading is not None:
-                        self.on_reading(result)
+                    held = st.telemetry
+                    # a sweep's and a read-back's reading crossing: the newer one stays
+                    if held is None or result.at >= held.at:
+                        st.telemetry = result
+                        if self.on_reading is not None:
+                            self.on_reading(result)
                 if result is not None:  # a stage with nothing to do heard nothing from it
                     self._ok(st, op)
                 if op == "read":

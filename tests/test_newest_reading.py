@@ -216,3 +216,46 @@ def test_a_fleet_workers_reading_is_heard_as_it_comes() -> None:
     assert [t.at for t in heard] == [clock.time()]
     fleet._take(news(clock.time() + 1))
     assert [t.at for t in heard] == [clock.time(), clock.time() + 1]
+
+
+def test_two_reads_crossing_leave_the_newer_reading() -> None:
+    """A sweep's reading and a read-back's of one device cross: the older one, answered
+    last, does not replace the newer as the device's reading (nor in site power)."""
+    from adapters.fleet import Fleet
+    from models.devices import DeviceClass, Mode
+    from tests.support.clock import FakeClock
+
+    dc = DeviceClass(name="m", kind="asic", count=1,
+                     modes=[Mode(name="stock", power_kw=3.0, hashrate_ths=100)])  # fmt: skip
+    clock = FakeClock()
+    dev = MemoryDevice("m/0", "mem", clock=clock, dc=dc, target_w=3000.0)
+    heard: list[Telemetry] = []
+    fleet = Fleet([dev], clock=clock.time, on_reading=heard.append)
+    inner = dev.read
+    gate = asyncio.Event()
+    calls = {"n": 0}
+
+    async def read() -> Telemetry:
+        t = await inner()  # stamped when asked
+        calls["n"] += 1
+        if calls["n"] == 1:
+            await gate.wait()  # the first is answered last
+        return t
+
+    dev.read = read  # type: ignore[method-assign]
+
+    async def go() -> None:
+        try:
+            first = asyncio.create_task(fleet.read_all())
+            await until(lambda: calls["n"] == 1, timeout_s=10)
+            clock.advance(1)
+            await fleet.read_all()
+            gate.set()
+            await first
+            t = fleet.status["m/0"].telemetry
+            assert t is not None and t.at == clock.time()
+            assert [x.at for x in heard] == [clock.time()]
+        finally:
+            await fleet.close()
+
+    asyncio.run(go())
