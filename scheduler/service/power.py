@@ -4,10 +4,10 @@ the cap in force is met, not met, or cannot be shown either way.
 Pure functions over the daemon's state (no I/O), so that the rules are tested without
 sockets. The rules (issue 16, "power is never assumed away"):
 
-- A device read in the latest poll counts at its reading. One that was not (unreachable,
-  unparseable replies, no power figure) counts at its last known power, or at its commanded
-  mode's nameplate power if it was never read, or at its class's most power-hungry mode if
-  nothing is known: never at 0 kW.
+- A device read in the latest poll, or since (a command's read-back), counts at its newest
+  reading. One that was not (unreachable, unparseable replies, no power figure) counts at
+  its last known power, or at its commanded mode's nameplate power if it was never read,
+  or at its class's most power-hungry mode if nothing is known: never at 0 kW.
 - With a site meter read in the latest poll, import is the meter's figure; the gap between
   it and the devices' sum is reported. A meter that cannot be read falls back to devices.
 - Compliance with the cap: ``met`` when import (the meter's, or every device read) is at or
@@ -39,7 +39,7 @@ class DevicePower:
     """One device's power for the accounting (IT kW, before PUE)."""
 
     kw: float
-    read: bool  # from a reading in the latest poll; False: estimated
+    read: bool  # from a reading in the latest poll or since; False: estimated
     worst_kw: float  # the most it could draw (its reading when read)
 
 
