@@ -109,3 +109,26 @@ def test_a_power_target_the_firmware_refuses_is_a_refusal_in_its_words() -> None
         target = th.call(lambda: m.target_w)
     assert calls[-3:] == ["_set_power_target", "_pause", "_resume"]
     assert target == 3000.0
+
+
+def test_the_simulators_power_target_is_decoded_once_per_request_and_refusals_stay() -> None:
+    """The simulator keeps what each SetPowerTarget request's bytes decoded to; a body that
+    is no message and a target out of range are refused each time, never kept as a value."""
+    from grpclib import GRPCError, Status
+
+    from adapters.braiins import target_request
+
+    m = BraiinsSim("127.0.0.1", web_port=None, **FAST)
+    for _ in range(2):
+        assert m._set_power_target(target_request(3100)) == m._set_power_target(
+            target_request(3100)
+        )
+        assert m.target_w == 3100.0
+        with pytest.raises(GRPCError) as bad:
+            m._set_power_target(b"\x12\x03\x08")  # cut short
+        assert bad.value.status is Status.INTERNAL
+        with pytest.raises(GRPCError) as zero:
+            m._set_power_target(target_request(0))
+        assert zero.value.status is Status.INVALID_ARGUMENT
+    m._set_power_target(target_request(2900))
+    assert m.target_w == 2900.0
