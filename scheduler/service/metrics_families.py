@@ -24,7 +24,9 @@ def per_device(d: Daemon) -> Iterator[Metric]:
         labels=["device", "class", "kind"],
     )
     up = GaugeMetricFamily(
-        "gridsched_device_up", "1 when the device was read in the latest poll", labels=["device"]
+        "gridsched_device_up",
+        "1 when the device was read in the latest poll or since",
+        labels=["device"],
     )
     for device_id, st in d.fleet.status.items():
         kind = d.devices.classes[st.group].kind.value
