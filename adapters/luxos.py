@@ -17,11 +17,16 @@ schedule of the miner's own so that a fleet's renewals are spread over its sweep
 miner not reached from one that refused or obeyed: its RPC answers a connection it could not
 open with ``{}`` (``BaseMinerRPCAPI._send_bytes``), which with a session reads as success and
 without one makes its ``auth`` raise KeyError, read as a refusal (pyasic 0.x, ``LUXMiner``).
+Whatever uses or replaces a miner's session (a command, a renewal) holds its
+:func:`session_lock`: a renewal's ``logoff`` ends the session a command sent meanwhile would
+carry ("Invalid session id", a failed first attempt).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 import zlib
 from typing import Any
 
@@ -31,6 +36,20 @@ from adapters.luxos_wire import LuxosError
 
 #: Watts -> profile name, as LuxOS's ``profiles`` lists them, and the watts of the one chosen.
 Profiles = tuple[dict[float, str], float]
+
+#: Each miner's session lock (per pyasic RPC object), with the event loop it belongs to.
+_SESSION_LOCKS: weakref.WeakKeyDictionary[Any, tuple[asyncio.AbstractEventLoop, asyncio.Lock]]
+_SESSION_LOCKS = weakref.WeakKeyDictionary()
+
+
+def session_lock(rpc: Any) -> asyncio.Lock:
+    """The lock that keeps a miner's session uses apart from its renewal (one per miner and
+    event loop: a lock waited on in one loop cannot be used in another)."""
+    loop = asyncio.get_running_loop()
+    held = _SESSION_LOCKS.get(rpc)
+    if held is None or held[0] is not loop:
+        held = _SESSION_LOCKS[rpc] = (loop, asyncio.Lock())
+    return held[1]
 
 
 async def ask(rpc: Any, command: str, *args: str) -> Any:
@@ -60,11 +79,12 @@ async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> No
 
     async def go() -> None:
         try:
-            if rpc.session_token is None:
-                await _logon(rpc)
-            if not rpc.session_token:
-                raise ControlRejected(device_id, "logon: LuxOS gave no session")
-            await ask(rpc, "curtail", rpc.session_token, action)
+            async with session_lock(rpc):
+                if rpc.session_token is None:
+                    await _logon(rpc)
+                if not rpc.session_token:
+                    raise ControlRejected(device_id, "logon: LuxOS gave no session")
+                await ask(rpc, "curtail", rpc.session_token, action)
         except LuxosError as exc:
             raise ControlRejected(device_id, f"curtail {action}: {exc}") from None
 
@@ -75,19 +95,20 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
     """``profileset name``; raises ControlRejected unless the reply names the profile."""
 
     async def go() -> Any:
-        if rpc.session_token is None:
-            await _logon(rpc)
-        try:
-            # atmset as pyasic sends it (the session, then key=value: docs.luxor.tech,
-            # "atmset"), not through its ``atmset``, whose ``{}`` for a miner not reached
-            # would report the profile set with ATM left off.
-            if atm:
-                await ask(rpc, "atmset", rpc.session_token or "", "enabled=false")
-            reply = await ask(rpc, "profileset", rpc.session_token or "", name)
-            if atm:
-                await ask(rpc, "atmset", rpc.session_token or "", "enabled=true")
-        except LuxosError as exc:
-            raise ControlRejected(device_id, f"profileset {name}: {exc}") from None
+        async with session_lock(rpc):
+            if rpc.session_token is None:
+                await _logon(rpc)
+            try:
+                # atmset as pyasic sends it (the session, then key=value: docs.luxor.tech,
+                # "atmset"), not through its ``atmset``, whose ``{}`` for a miner not reached
+                # would report the profile set with ATM left off.
+                if atm:
+                    await ask(rpc, "atmset", rpc.session_token or "", "enabled=false")
+                reply = await ask(rpc, "profileset", rpc.session_token or "", name)
+                if atm:
+                    await ask(rpc, "atmset", rpc.session_token or "", "enabled=true")
+            except LuxosError as exc:
+                raise ControlRejected(device_id, f"profileset {name}: {exc}") from None
         return reply
 
     reply = await contain(device_id, f"profileset {name}", go(), timeout_s)
@@ -171,22 +192,28 @@ async def renew_session(device_id: str, rpc: Any, timeout_s: float) -> None:
     session is adopted, as pyasic does."""
 
     async def go() -> None:
-        sid = rpc.session_token
-        if sid is None:
-            with contextlib.suppress(Exception):
-                reply = await ask(rpc, "session")
-                sid = str(reply["SESSION"][0]["SessionID"]) or None
-        if sid is not None:
-            rpc.session_token = sid
-            # Uses the session, ending it; one already expired answers an error, and there
-            # is nothing to end.
-            with contextlib.suppress(Exception):
-                await ask(rpc, "logoff", sid)
-        await _logon(rpc)
+        async with session_lock(rpc):
+            await _renew(rpc)
         if not rpc.session_token:
             raise ControlRejected(device_id, "logon: LuxOS gave no session")
 
     await contain(device_id, "session renewal", go(), timeout_s)
+
+
+async def _renew(rpc: Any) -> None:
+    """Within the session lock: the current session ended, a new one opened."""
+    sid = rpc.session_token
+    if sid is None:
+        with contextlib.suppress(Exception):
+            reply = await ask(rpc, "session")
+            sid = str(reply["SESSION"][0]["SessionID"]) or None
+    if sid is not None:
+        rpc.session_token = sid
+        # Uses the session, ending it; one already expired answers an error, and there
+        # is nothing to end.
+        with contextlib.suppress(Exception):
+            await ask(rpc, "logoff", sid)
+    await _logon(rpc)
 
 
 async def setup(device_id: str, rpc: Any, timeout_s: float) -> tuple[dict[float, str], bool]:

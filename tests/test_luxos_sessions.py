@@ -13,7 +13,7 @@ from typing import Any
 
 from adapters import luxos
 from adapters.asic import PyasicMiner
-from adapters.base import ModeRequest
+from adapters.base import ControlRejected, ModeRequest
 from adapters.fleet import Fleet, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.luxos import LuxosSim
@@ -224,3 +224,31 @@ def test_a_reading_does_not_renew_a_session_it_cannot_carry_to_the_next_reading(
     with th:
         far, near = asyncio.run(go())
     assert (far, near) == (False, True)
+
+
+def test_a_command_sent_while_a_reading_renews_the_session_uses_the_new_one() -> None:
+    """A reading renews the session (a logoff, then a logon) while the fast path's curtail
+    goes out to the same miner. Before, nothing kept them apart: the curtail could carry the
+    session the logoff had just ended and come back "Invalid session id" (10 of 179 sleeps
+    in a run of docs/operations.md's walk), a failed first attempt."""
+    host = loopback_host()
+    m = LuxosSim(host, session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+
+    async def race(rounds: int) -> list[str]:
+        dev = PyasicMiner("s/0", host, timeout_s=10.0, session_renew_s=math.inf)
+        await Fleet([dev]).connect_all()  # logs on
+        rpc = dev._need().rpc
+        failed: list[str] = []
+        for i in range(rounds):
+            renewal = asyncio.create_task(luxos.renew_session("s/0", rpc, 10.0))
+            await asyncio.sleep(0)  # the renewal's logoff is on its way
+            try:
+                await luxos.curtail("s/0", rpc, "sleep" if i % 2 else "wakeup", 10.0)
+            except ControlRejected as exc:
+                failed.append(str(exc))
+            await renewal
+        return failed
+
+    with th:
+        assert asyncio.run(race(20)) == []
