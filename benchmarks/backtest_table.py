@@ -290,7 +290,7 @@ def main() -> None:
     ap.add_argument("--out-dir", default=str(ROOT / "docs" / "backtest"))
     ap.add_argument("--rt-forecast", default="blend")
     ap.add_argument(
-        "--blend-tau-h", type=float, default=None, help="passed to each backtest (default 1)"
+        "--blend-tau-h", type=float, default=None, help="passed to each backtest (default 2)"
     )
     ap.add_argument("--reuse", action="store_true", help="read the JSON reports, run nothing")
     ap.add_argument("--print-commands", action="store_true", help="print the commands, run none")

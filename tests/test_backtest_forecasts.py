@@ -138,6 +138,27 @@ def test_blend_counts_the_age_of_the_last_settled_price() -> None:
     assert aged.tolist() == pytest.approx([100 * math.exp(-k) for k in (1, 2, 3)])
 
 
+def test_the_blend_fades_over_two_hours_by_default_and_one_hour_is_still_an_option() -> None:
+    """The default time constant is 2 h (docs/backtest.md, "The two missed stress
+    months": it earned more in every stress month and in every year 2021-2024 and kept
+    every goal); ``tau_h=1`` still gives the 1 h blend of the earlier figures, into the
+    day-ahead curve and, where none is published, into the last settled day's shape."""
+    rt, dam = _prices(3)
+    n = 30 * 24  # the decision's step: 30 days settled
+    with_dam = known_at(rt, n, float(rt[n - 1]), n, 6, dam, dam[n : n + 6])
+    without = known_at(rt, n, float(rt[n - 1]), n, 6, None, None)
+    setup = dam_setup(rt, dam)
+    default, label = make_forecast(setup)
+    assert price_forecasts.DAM_BLEND_TAU_H == 2.0 and "tau 2 h" in label
+    one, label_one = make_forecast(setup, "blend", 1.0)
+    assert "tau 1 h" in label_one
+    # the last settled price is one step (1 h) old at the step being decided
+    for f, tau in ((default, 2.0), (one, 1.0)):
+        w = math.exp(-1.0 / tau)
+        assert f(with_dam)[0] == pytest.approx(w * rt[n - 1] + (1 - w) * dam[n])
+        assert f(without)[0] == pytest.approx(w * rt[n - 1] + (1 - w) * rt[n - 24])
+
+
 def test_the_debiased_blend_corrects_the_day_ahead_curve_by_its_settled_median_error() -> None:
     """``blend-debiased``: the day-ahead curve moved, per time of day, by the median
     real-time minus day-ahead price of the last settled days; one scarcity day among
@@ -201,10 +222,13 @@ def test_the_blend_time_constant_is_an_option_and_a_bad_one_is_refused(
     from tests.test_backtest_honest import _argv, _gappy
 
     prices = _gappy(tmp_path, [])
-    argv = _argv(prices, "--blend-tau-h", "2")
-    argv[argv.index("--policy") + 1] = "scheduler"
-    assert main(argv) == 0
-    assert "forecast: blend (last settled price fading, tau 2 h" in capsys.readouterr().out
+    for extra, tau in (((), "2"), (("--blend-tau-h", "1"), "1")):  # default 2 h
+        argv = _argv(prices, *extra)
+        argv[argv.index("--policy") + 1] = "scheduler"
+        assert main(argv) == 0
+        assert f"forecast: blend (last settled price fading, tau {tau} h" in (
+            capsys.readouterr().out
+        )
     assert main(_argv(prices, "--blend-tau-h", "-1")) == 2
     err = capsys.readouterr().err
     assert "--blend-tau-h -1.0" in err and "0 (the day-ahead curve alone) or more" in err

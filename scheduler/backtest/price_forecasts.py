@@ -5,7 +5,7 @@ with the decision's ``Known`` (``scheduler/backtest/information.py``): the settl
 real-time prices, the day-ahead prices as published by then, and nothing else. It returns
 the prices of steps ``k .. k+horizon-1``.
 
-- ``blend`` (default): the last settled real-time price fading (time constant 1 h) into
+- ``blend`` (default): the last settled real-time price fading (time constant 2 h) into
   the published day-ahead curve, counting the price's age (one step after its interval);
   without a day-ahead file, into the last settled day's shape (``forecast.naive_forecast``).
 - ``learned``: for the first ``LEARNED_STEPS`` steps the conditional mean of the
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 RT_FORECASTS = ("blend", "learned", "learned+blend", "blend-debiased")
 #: time constant (h) of the last known real-time price fading into the day-ahead curve
-DAM_BLEND_TAU_H = 1.0
+DAM_BLEND_TAU_H = 2.0
 #: steps (15 min each on the default grid: 4 h) the learned forecaster predicts
 LEARNED_STEPS = 16
 #: training decisions: every Nth step of the history (neighbours are nearly alike)
@@ -104,6 +104,7 @@ def _blend(setup: BacktestSetup, tau_h: float, bias_days: int = 0) -> DecisionFo
             known.horizon,
             per_day,
             dt_h,
+            tau_h=tau_h,  # the label's time constant, with or without a day-ahead file
             age_steps=known.age_steps,
         )
 

@@ -318,7 +318,7 @@ def add_parsers(sub: Any) -> None:
         type=float,
         default=None,
         help="hours over which the blend's last settled price fades into the day-ahead "
-        "curve (default 1; docs/backtest.md)",
+        "curve (default 2; docs/backtest.md)",
     )
     bt.add_argument(
         "--decision-step", default="15min", help="time between decisions (default: %(default)s)"
