@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +189,26 @@ def test_simple_sender_cannot_touch_openadr_events(daemon: Served) -> None:
         assert r.status_code == 422 and "openadr3" in r.text, r.text
     signals = httpx.get(daemon.url + "/v1/signals", timeout=10).json()["signals"]
     mine = [s for s in signals if s["id"] == "oadr:evt-ns:0"]
-    assert mine and mine[0]["_source"] == "openadr3" and mine[0]["limit_kw"] == 150
+    assert mine and mine[0]["stored"]["source"] == "openadr3" and mine[0]["limit_kw"] == 150
+
+
+def test_stored_signals_are_shown_without_the_stores_own_fields(daemon: Served) -> None:
+    """GET /v1/signals showed the store's bookkeeping under its own names (``_received_at``
+    as epoch seconds, ``_source``, ``_ends_at`` 4e11 for "until cancelled"); a reader gets
+    the event as sent and, apart, when it came, from which intake and until when it holds."""
+    ev = {"id": "shown", "type": "curtail", "limit_kw": 40, "start": now_iso()}
+    assert post_signal(daemon.url, ev).status_code == 202
+    ends = {"id": "shown-2", "type": "curtail", "limit_kw": 40, "start": now_iso()}
+    assert post_signal(daemon.url, {**ends, "duration": "1h"}).status_code == 202
+    signals = httpx.get(daemon.url + "/v1/signals", timeout=10).json()["signals"]
+    got = {s["id"]: s for s in signals if s["id"] in ("shown", "shown-2")}
+    assert not [k for s in got.values() for k in s if k.startswith("_")], got
+    first, second = got["shown"]["stored"], got["shown-2"]["stored"]
+    assert first["source"] == "simple" and first["ends_at"] is None, first
+    received = datetime.fromisoformat(first["received_at"])
+    assert abs(received.timestamp() - time.time()) < 3600, first
+    ends_at = datetime.fromisoformat(second["ends_at"])
+    assert 0 < ends_at.timestamp() - time.time() <= 3600, second
 
 
 def test_signal_command_cancel_needs_an_id_and_a_known_one(

@@ -406,7 +406,7 @@ def test_openadr3_notifications(api_daemon: Served) -> None:
     assert "oadr:evt-42:0" in r.json()["ids"]
     wait_for(lambda: status(daemon)["cap_kw"] == 150)
     signals = httpx.get(daemon.url + "/v1/signals", timeout=HTTP_S).json()["signals"]
-    assert any(s["id"] == "oadr:evt-42:0" and s["_source"] == "openadr3" for s in signals)
+    assert any(s["id"] == "oadr:evt-42:0" and s["stored"]["source"] == "openadr3" for s in signals)
     bad = {
         **note,
         "object": {

@@ -43,6 +43,7 @@ from scheduler.service.api_schemas import (
     SIGNAL_SCHEMA,
     Accepted,
     ErrorBody,
+    shown_signal,
 )
 from scheduler.service.daemon import Daemon
 from scheduler.service.intake import (
@@ -328,7 +329,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     @app.get("/v1/signals", summary="Stored signals in force or to come")
     async def get_signals(request: Request) -> Any:
         read_access(request)
-        return {"signals": daemon.store.signals(include_ended_after=time.time())}
+        stored = daemon.store.signals(include_ended_after=time.time())
+        return {"signals": [shown_signal(ev) for ev in stored]}
 
     @app.get(
         "/healthz",

@@ -4,9 +4,12 @@ themselves, after the signature is checked)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
+
+from models.signals import FOREVER
 
 
 class Accepted(BaseModel):
@@ -56,3 +59,26 @@ NOTIFICATION_SCHEMA: dict[str, Any] = {
         "object": {"type": "object"},
     },
 }
+
+
+def shown_signal(event: dict[str, Any]) -> dict[str, Any]:
+    """A stored signal as ``GET /v1/signals`` shows it: the event as it was sent, and under
+    ``stored`` when it was received, from which intake (``simple``, ``openadr3``, ...) and
+    until when it holds (``ends_at`` null: until cancelled), in ISO 8601 UTC. The store's
+    own fields (``_received_at``, ``_source``, ``_ends_at``) stay the store's."""
+    shown = {k: v for k, v in event.items() if not k.startswith("_")}
+    received, ends = event.get("_received_at"), event.get("_ends_at")
+    shown["stored"] = {
+        "received_at": None if received is None else _iso(float(received)),
+        "source": event.get("_source"),
+        "ends_at": None if ends is None or float(ends) >= _FOREVER_S else _iso(float(ends)),
+    }
+    return shown
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
+
+
+#: "until cancelled" as stored (OpenADR 3's P9999Y, ``models.signals.FOREVER``)
+_FOREVER_S = FOREVER.timestamp()
