@@ -74,6 +74,7 @@ from benchmarks.fleet_sim import (  # noqa: E402
     start_sim,
     truth,
 )
+from benchmarks.fleet_sim import profile as sim_profiler  # noqa: E402
 from benchmarks.measure import cpu_sample, steal_pct  # noqa: E402
 from models.config_daemon import Daemon  # noqa: E402
 
@@ -239,6 +240,8 @@ class Bench:
     async def command(self, action: str, requests: dict[str, ModeRequest]) -> float:
         """Send, then settle; tally the verdicts against the simulator's own state."""
         self.verdicts.clear()
+        if self.args.sim_profile:  # on before the clocks start: its round trip not counted
+            await sim_profiler(self.port, on=True)
         w0 = time.time()  # the simulator stamps arrivals in unix time
         c0, t0 = time.process_time(), time.perf_counter()
         cpu0 = cpu_sample()
@@ -254,6 +257,8 @@ class Bench:
         apply_s = time.perf_counter() - t0
         self.cpu_share["controller"].append((time.process_time() - c0) / apply_s)
         sim_s = proc_cpu_s(self.args.sim_pid) - sim0
+        if self.args.sim_profile:
+            await sim_profiler(self.port, on=False)
         self.cpu_share["simulator"].append(sim_s / apply_s)
         self.sim_cpu_per_command_s[action].append(sim_s / max(1, len(requests)))
         if self.profile is not None:
@@ -458,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> Bench:
     )
     ap.add_argument("--poll-s", type=float, help="read-back poll (default 0.1 s; TTL/4 with a TTL)")
     ap.add_argument("--profile", help="write a cProfile of the controller's commands here")
+    ap.add_argument(
+        "--sim-profile",
+        help="write a cProfile of the simulator's process while the commands are in flight here",
+    )
     args = ap.parse_args(argv)
     if not 0 <= args.ignore_share <= 1:
         ap.error(f"--ignore-share {args.ignore_share}: between 0 and 1")
@@ -469,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> Bench:
         f"load average {os.getloadavg()}; {len(specs)} miners: "
         + ", ".join(f"{fw} {n}" for fw, n in args.mix)
     )
-    proc, port = start_sim(specs, timings)
+    sim_profile = str(Path(args.sim_profile).resolve()) if args.sim_profile else None
+    proc, port = start_sim(specs, timings, sim_profile)
     args.sim_pid = proc.pid
     try:
         b = run_async(run(args, specs, port))
@@ -487,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> Bench:
     if b.profile is not None:
         b.profile.dump_stats(args.profile)
         print(f"profile of the commands in {args.profile} (python -m pstats {args.profile})")
+    if sim_profile is not None:
+        print(f"profile of the simulator while the commands were in flight in {sim_profile}")
     return b
 
 

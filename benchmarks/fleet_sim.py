@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import dataclasses
 import json
 import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -67,15 +69,29 @@ def plan(mix: Sequence[tuple[str, int]], base: str) -> list[MinerSpec]:
 # -- the simulator, in a process of its own ------------------------------------------------
 
 
-def _sim_main(specs: list[MinerSpec], timings: dict[str, float], conn: Connection) -> None:
+def _sim_main(
+    specs: list[MinerSpec], timings: dict[str, float], conn: Connection, profile: str | None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
-    sys.exit(run_async(_serve(specs, timings, conn)))
+    prof = cProfile.Profile(time.process_time) if profile else None
+    try:
+        sys.exit(run_async(_serve(specs, timings, conn, prof)))
+    finally:
+        if prof is not None and profile:
+            prof.disable()
+            prof.dump_stats(profile)
 
 
-async def _serve(specs: list[MinerSpec], timings: dict[str, float], conn: Connection) -> int:
+async def _serve(
+    specs: list[MinerSpec],
+    timings: dict[str, float],
+    conn: Connection,
+    prof: cProfile.Profile | None = None,
+) -> int:
     sim = SimFleet.from_specs(
         specs, sleep_s=timings["sleep_s"], wake_s=timings["wake_s"], control_port=0
     )
+    sim.profiler = prof  # on and off by the control port's "profile" op
     for m in sim.miners:
         if isinstance(m, LuxosSim):
             m.session_ttl_s = timings["session_ttl_s"]
@@ -97,12 +113,15 @@ async def _serve(specs: list[MinerSpec], timings: dict[str, float], conn: Connec
 
 
 def start_sim(
-    specs: list[MinerSpec], timings: dict[str, float]
+    specs: list[MinerSpec], timings: dict[str, float], profile: str | None = None
 ) -> tuple[multiprocessing.process.BaseProcess, int]:
-    """Fork the simulator (before this process runs an event loop); its control port."""
+    """Fork the simulator (before this process runs an event loop); its control port.
+    With ``profile``: the simulator is under cProfile while the control port's "profile"
+    op says so (:func:`profile`), written to that path when it ends."""
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_sim_main, args=(specs, timings, send), name="fleet-sim")
+    args = (specs, timings, send, profile)
+    proc = ctx.Process(target=_sim_main, args=args, name="fleet-sim")
     proc.start()
     send.close()
     if not recv.poll(120):
@@ -113,6 +132,13 @@ def start_sim(
         proc.join(10)
         raise SystemExit(f"the simulator did not start: {value}")
     return proc, int(value)
+
+
+async def profile(port: int, on: bool) -> None:
+    """The simulator's profiler on or off, done when this returns (``start_sim(profile=)``)."""
+    raw = await ask_control("127.0.0.1", port, {"op": "profile", "on": on})
+    if not json.loads(raw).get("ok"):
+        raise RuntimeError(f"the simulator's profiler: {raw[:200]!r}")
 
 
 async def truth(port: int) -> dict[str, dict[str, Any]]:

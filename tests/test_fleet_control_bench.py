@@ -35,16 +35,22 @@ def test_commands_go_family_by_family_or_one_of_each_in_turn() -> None:
     assert fleet_control.command_order(family, "interleaved") == ["l1", "a1", "b1", "l2", "l3"]
 
 
-def test_mixed_fleet_confirmed_by_read_back() -> None:
-    b = fleet_control.main(
-        ["--mix", "luxos:2,braiins:2,whatsminer:2", "--base", free_loopback_base(6), *FAST]
-    )
+def test_mixed_fleet_confirmed_by_read_back(tmp_path: Path) -> None:
+    sim_prof = tmp_path / "sim.prof"
+    mix = ["--mix", "luxos:2,braiins:2,whatsminer:2", "--base", free_loopback_base(6)]
+    b = fleet_control.main([*mix, *FAST, "--sim-profile", str(sim_prof)])
     t = b.tally["all"]
     assert t.sent == 12  # 6 miners, a sleep and a wake each
     assert (t.confirmed, t.late, t.unconfirmed, t.failed, t.false_done) == (12, 0, 0, 0, 0)
     # every command reached its simulated miner, and the round's last arrival is reported
     assert t.not_received == 0 and [len(t.received_s[k]) for k in ("sleep", "wake")] == [1, 1]
     assert {fw for fw in b.tally if fw != "all"} == {"luxos", "braiins", "whatsminer"}
+    # --sim-profile: the simulator profiled while the commands were in flight: the
+    # Braiins OS+ writes' handlers are in it
+    import pstats
+
+    handlers = {fn for _file, _line, fn in pstats.Stats(str(sim_prof)).stats}  # type: ignore[attr-defined]
+    assert {"_pause", "_resume"} <= handlers
 
 
 def test_ignoring_miners_are_unconfirmed_never_done() -> None:
@@ -93,3 +99,18 @@ def test_http_clients_find_sniffio() -> None:
     """httpcore imports sniffio on every request (pyasic's web clients: stock Antminer,
     VNish); without it each import fails anew, a search of sys.path per request."""
     assert importlib.util.find_spec("sniffio") is not None
+
+
+def test_the_simulators_profiler_is_turned_by_its_control_port_only_when_it_has_one() -> None:
+    import cProfile
+
+    from adapters.sim.fleet import SimFleet
+
+    sim = SimFleet([], control_port=None)
+    with pytest.raises(ValueError, match="started without a profiler"):
+        sim.handle({"op": "profile", "on": True})
+    sim.profiler = cProfile.Profile()
+    assert sim.handle({"op": "profile", "on": True}) == {"ok": True}
+    sum(range(10))  # something to profile
+    assert sim.handle({"op": "profile", "on": False}) == {"ok": True}
+    assert any("sum" in str(entry.code) for entry in sim.profiler.getstats())
