@@ -206,10 +206,7 @@ class Fleet:
                 if not exc.retryable:
                     break
             except Exception as exc:  # an adapter bug must not stop the fleet
-                before = st.health
-                err = self._health.fail(st, exc)
-                if st.health is not before:  # once per change, not per try
-                    log.exception("adapter %s raised outside its contract", dev.device_id)
+                err = self._health.fail_outside(st, exc)
             else:
                 if op == "read":
                     assert isinstance(result, Telemetry)

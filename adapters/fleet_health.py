@@ -26,6 +26,7 @@ from adapters.base import (
     Health,
     NotConfirmed,
 )
+from adapters.faults import is_bug, traceback_once
 from adapters.neterrors import describe
 from adapters.outcomes import DeviceStatus, RetryPolicy
 
@@ -77,7 +78,7 @@ class HealthBook:
         # keeps its name)
         msg = str(exc) if isinstance(exc, AdapterError) else f"{st.device_id}: {describe(exc)}"
         st.last_error = msg
-        if isinstance(exc, BadReply):
+        if isinstance(exc, BadReply) or _answer_unreadable(exc):
             self.set(st, Health.UNREADABLE, msg)
         elif isinstance(exc, ControlRejected):
             self.set(st, Health.REJECTED, msg)
@@ -94,9 +95,31 @@ class HealthBook:
             self.set(st, Health.DEGRADED, msg)
         return msg
 
+    def fail_outside(self, st: DeviceStatus, exc: BaseException) -> str:
+        """A call that raised outside the adapters' contract: said once per change of health
+        (not per try), a bug's traceback once per place, none for a library choking on an
+        answer (a device fault)."""
+        before = st.health
+        msg = self.fail(st, exc)
+        if st.health is not before:
+            first = traceback_once(exc, reading=True)
+            log.warning(
+                "adapter %s raised outside its contract: %s", st.device_id, msg, exc_info=first
+            )
+        return msg
+
     def attempts(self, st: DeviceStatus) -> int:
         """One try for a device already marked unreachable or unreadable (a retry would get
         the same), the full retry policy otherwise."""
         if st.health in (Health.UNREACHABLE, Health.UNREADABLE):
             return 1
         return self.retry.attempts
+
+
+def _answer_unreadable(exc: BaseException) -> bool:
+    """An exception outside the adapters' contract that says the device answered and the
+    answer could not be read (a library choking on it: json's decoder, a protobuf parser),
+    not that it could not be reached (OSError, a timeout) and not a bug of ours."""
+    if isinstance(exc, AdapterError | OSError | TimeoutError):
+        return False
+    return not is_bug(exc, reading=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import logging
 import time
 from typing import Any, ClassVar
 
@@ -37,6 +39,42 @@ def test_an_adapter_bug_does_not_stop_the_fleet() -> None:
         assert not out[1].ok and "unknown device" in str(out[1].error)
 
     run(go())
+
+
+def test_a_library_choking_on_a_device_answer_is_one_line_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An adapter that lets a library's exception through (json's decoder on a garbled
+    answer) reads the device as unreadable, in words, with no traceback (issue 16: "no
+    tracebacks for device faults"; "unreadable: answers, cannot be parsed"); before, every
+    change of its health logged one and it ended "unreachable"."""
+
+    class Garbled(DeviceAdapter):
+        async def connect(self) -> Any:
+            return None
+
+        async def read(self) -> Any:
+            return json.loads("{garbled")
+
+        async def apply(self, request: ModeRequest) -> Any:
+            return json.loads("{garbled")
+
+    fleet = Fleet([Garbled("g/0", "-")], retry=RetryPolicy(attempts=1))
+    caplog.set_level(logging.WARNING, "gridsched.fleet")
+
+    async def go() -> None:
+        await fleet.connect_all()
+        for _ in range(4):
+            assert await fleet.read_all() == {}
+        out = await fleet.apply({"g/0": ModeRequest("sleep")})
+        assert not out[0].ok
+
+    run(go())
+    said = [r for r in caplog.records if "g/0" in r.getMessage()]
+    assert said and not [r for r in said if r.exc_info], [r.getMessage() for r in said]
+    st = fleet.status["g/0"]
+    assert "JSONDecodeError" not in st.last_error, st
+    assert st.health is Health.UNREADABLE, st  # it answers; the answer cannot be read
 
 
 class _Timed(DeviceAdapter):
