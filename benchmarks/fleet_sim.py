@@ -91,7 +91,8 @@ async def _serve(
     sim = SimFleet.from_specs(
         specs, sleep_s=timings["sleep_s"], wake_s=timings["wake_s"], control_port=0
     )
-    sim.profiler = prof  # on and off by the control port's "profile" op
+    if prof is not None:
+        with_profiler(sim, prof)
     for m in sim.miners:
         if isinstance(m, LuxosSim):
             m.session_ttl_s = timings["session_ttl_s"]
@@ -132,6 +133,20 @@ def start_sim(
         proc.join(10)
         raise SystemExit(f"the simulator did not start: {value}")
     return proc, int(value)
+
+
+def with_profiler(sim: SimFleet, prof: cProfile.Profile) -> None:
+    """The simulator's control port turns ``prof`` on and off (``{"op": "profile", "on":
+    true}``), answering once it is done, so that nothing it profiles races the request."""
+    plain = sim.handle
+
+    def handle(req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("op") != "profile":
+            return plain(req)
+        prof.enable() if req.get("on") else prof.disable()
+        return {"ok": True}
+
+    sim.handle = handle  # type: ignore[method-assign]
 
 
 async def profile(port: int, on: bool) -> None:

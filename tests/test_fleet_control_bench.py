@@ -107,10 +107,12 @@ def test_the_simulators_profiler_is_turned_by_its_control_port_only_when_it_has_
     from adapters.sim.fleet import SimFleet
 
     sim = SimFleet([], control_port=None)
-    with pytest.raises(ValueError, match="started without a profiler"):
+    with pytest.raises(ValueError, match="unknown op 'profile'"):
         sim.handle({"op": "profile", "on": True})
-    sim.profiler = cProfile.Profile()
+    prof = cProfile.Profile()
+    fleet_sim.with_profiler(sim, prof)
     assert sim.handle({"op": "profile", "on": True}) == {"ok": True}
     sum(range(10))  # something to profile
     assert sim.handle({"op": "profile", "on": False}) == {"ok": True}
-    assert any("sum" in str(entry.code) for entry in sim.profiler.getstats())
+    assert any("sum" in str(entry.code) for entry in prof.getstats())
+    assert sim.handle({"op": "curtails"}) == {"ok": True, "curtails": {}}  # the rest as before

@@ -16,7 +16,6 @@ and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
     {"op": "fault", "hosts": ["127.1.0.1"], "kind": "hang", "duration_s": 30}
     {"op": "clear", "hosts": "all"}
     {"op": "gpu", "index": 3, "call": "set_limit_w", "args": [350]}
-    {"op": "profile", "on": true}   (a simulator started with a profiler: benchmarks)
 """
 
 from __future__ import annotations
@@ -184,8 +183,6 @@ class SimFleet:
     gpus: list[SimGpu] = field(default_factory=list)
     control_host: str = "127.0.0.1"
     control_port: int | None = CONTROL_PORT  # None: no control server
-    #: A cProfile.Profile the control port's "profile" op turns on and off (benchmarks)
-    profiler: Any = None
 
     @classmethod
     def build(
@@ -346,13 +343,7 @@ class SimFleet:
         if op == "gpu_fault":
             self.gpus[int(req["index"])].fault = req.get("fault")
             return {"ok": True}
-        if op == "profile":  # answered once the profiler is on (or off): nothing raced
-            if self.profiler is None:
-                raise ValueError("profile: this simulator was started without a profiler")
-            self.profiler.enable() if req.get("on") else self.profiler.disable()
-            return {"ok": True}
-        known = "list, fault, clear, curtails, gpu, gpu_fault, profile"
-        raise ValueError(f"unknown op {op!r}: {known}")
+        raise ValueError(f"unknown op {op!r}: list, fault, clear, curtails, gpu, gpu_fault")
 
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
