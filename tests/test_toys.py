@@ -182,6 +182,31 @@ def test_sla_ranked_above_dr_cap_when_penalties_say_so() -> None:
     assert plan.violations[0].max_amount == pytest.approx(3.0)
 
 
+def test_a_dr_cap_below_the_fixed_load_is_said_to_be_the_fixed_loads() -> None:
+    """A cap below what the site draws with everything asleep (base load here): the cap is
+    broken by the load nothing can shed, and committed inference gets nothing. Before, the
+    cap's message said the penalties ranked the SLA above the cap while the SLA went 100 %
+    short: two reasons that contradict each other."""
+    site = make_site(
+        site={"base_load_kw": 9.0},
+        inference={"committed_tokens_s": 8000.0},
+        devices=[copy.deepcopy(GPU)],
+    )
+    ev = GridEvent(
+        id="dr1",
+        type="curtail",
+        start="2023-11-15T00:00:00Z",  # type: ignore[arg-type]
+        duration="1h",
+        limit_kw=5.0,
+    )
+    _, plan = solve(site, [50.0], events=[ev])
+    by = {v.constraint: v.message for v in plan.violations}
+    assert "rank the SLA above the cap" not in by["dr-cap"], by
+    assert "fixed load" in by["dr-cap"] and "9 kW" in by["dr-cap"], by
+    if "inference-sla" in by:
+        assert "fixed load" in by["inference-sla"], by
+
+
 def test_batch_job_runs_in_the_cheapest_step_before_its_deadline() -> None:
     job = {
         "name": "evals",

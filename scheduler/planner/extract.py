@@ -188,12 +188,28 @@ def _violations(
             f"{_mw(float(need[seg].max()))}"
         )
 
+    fixed = inp.fixed_kw  # what the site draws with every unit asleep
+
+    def below_fixed(seg: slice) -> float | None:
+        """The load nothing can shed, when a cap is below it."""
+        cap, most = float(inp.cap_kw[seg].min()), float(fixed[seg].max())
+        return most if most > cap + TOL_KW else None
+
     def dr_words(seg: slice, worst: float, when: str) -> str:
         cap = float(inp.cap_kw[seg].min())
+        if (most := below_fixed(seg)) is not None:
+            why = (
+                f"the site's fixed load (base load and every unit's idle power) is "
+                f"{_mw(most)}, which nothing can shed"
+            )
+        else:
+            why = (
+                f"base load and committed inference need {_mw(float(need[seg].max()))} and "
+                "the penalties rank the SLA above the cap"
+            )
         return (
             f"import exceeds the DR cap of {_mw(cap)} by up to {_mw(worst)} {when} "
-            f"(events: {dr_ids}): base load and committed inference need "
-            f"{_mw(float(need[seg].max()))} and the penalties rank the SLA above the cap"
+            f"(events: {dr_ids}): {why}"
         )
 
     def sla_words(seg: slice, worst: float, when: str) -> str:
@@ -211,6 +227,11 @@ def _violations(
                 f"committed inference needs {_mw(float(need[seg].max()))} but the {limit} "
                 f"is {_mw(cap)}"
             )
+            if (most := below_fixed(seg)) is not None:
+                why += (
+                    f", below the site's fixed load of {_mw(most)} (base load and every "
+                    "unit's idle power): nothing is left to serve it"
+                )
         return (
             f"committed inference short by up to {worst:,.0f} tokens/s ({pct:.1f}%) {when}: {why}"
         )
