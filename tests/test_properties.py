@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from models.signals import GridEvent
@@ -98,12 +98,82 @@ def _objective_with_x_fixed(model: LPModel, x_value: np.ndarray) -> float:
     return res.objective
 
 
+#: Found by Hypothesis (2026-12-02): a seeded solve stopped 1.75e-5 USD from the plain one,
+#: a difference below the solver's tolerances, which the check used to call a different
+#: optimum.
+_ONE_GPU_AT_NO_PRICE: tuple[dict[str, Any], list[float], list[GridEvent]] = (
+    {
+        "site": {
+            "name": "random",
+            "interconnect_kw": 5.0,
+            "pue": 1.0,
+            "base_load_kw": 0.0,
+            "timezone": "America/Chicago",
+        },
+        "mining": {"hashprice_usd_per_ths_day": 0.25},
+        "inference": {
+            "committed_tokens_s": 500.0,
+            "committed_usd_per_mtok": 0.5,
+            "spot_tokens_s": 0.0,
+            "spot_usd_per_mtok": 0.3,
+        },
+        "tariff": {"demand_charge_usd_per_kw_month": 0.0, "billing_peak_so_far_kw": 0.0},
+        "devices": [
+            {
+                "name": "c0",
+                "kind": "asic",
+                "count": 0,
+                "modes": [
+                    {"name": "m0", "power_kw": 1.0, "hashrate_ths": 10.0},
+                    {"name": "m1", "power_kw": 1.0, "hashrate_ths": 10.0},
+                    {"name": "m2", "power_kw": 1.0, "hashrate_ths": 10.0},
+                ],
+                "idle_power_kw": 0.0,
+                "start_cost_usd": 0.0,
+                "min_on_s": 0,
+                "min_off_s": 0,
+            },
+            {
+                "name": "c1",
+                "kind": "asic",
+                "count": 0,
+                "modes": [
+                    {"name": "m0", "power_kw": 1.0, "hashrate_ths": 10.0},
+                    {"name": "m1", "power_kw": 1.0, "hashrate_ths": 10.0},
+                    {"name": "m2", "power_kw": 1.0, "hashrate_ths": 10.0},
+                ],
+                "idle_power_kw": 0.0,
+                "start_cost_usd": 0.0,
+                "min_on_s": 0,
+                "min_off_s": 0,
+            },
+            {
+                "name": "c2",
+                "kind": "gpu",
+                "count": 1,
+                "modes": [
+                    {"name": "m0", "power_kw": 0.25, "throughput_tokens_s": 50.0},
+                    {"name": "m1", "power_kw": 0.375, "throughput_tokens_s": 675.0},
+                ],
+                "idle_power_kw": 0.0,
+                "start_cost_usd": 0.0,
+                "min_on_s": 0,
+                "min_off_s": 0,
+            },
+        ],
+    },
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0],
+    [],
+)
+
+
 @settings(
     max_examples=int(__import__("os").environ.get("GRIDSCHED_PROPERTY_EXAMPLES", "40")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(sites())
+@example(_ONE_GPU_AT_NO_PRICE)
 def test_random_sites_plan_soundly_and_beat_trivial_plans(
     case: tuple[dict[str, Any], list[float], list[GridEvent]],
 ) -> None:
@@ -119,7 +189,12 @@ def test_random_sites_plan_soundly_and_beat_trivial_plans(
     seeded.seed_min_vars = 0  # from the 30-minute plan's basis: the same optimum
     _, from_seed, _ = seeded.solve(inp)
     assert from_seed.ok and "seed" in from_seed.extras
-    assert from_seed.objective == pytest.approx(result.objective, rel=1e-7, abs=1e-6)
+    # The same optimum to within what the solver can tell apart: each variable's value is
+    # known to HiGHS's primal feasibility tolerance (1e-7), so two optimal solutions may
+    # differ by that times each cost (the example above: one SLA slack of cost 1,250 at
+    # 1.4e-8 against 0, 1.75e-5 USD apart).
+    close = 1e-6 + 1e-7 * float(np.abs(model.c).sum())
+    assert from_seed.objective == pytest.approx(result.objective, rel=1e-7, abs=close)
     plan = extract_plan(inp, model, result, build_s, "random", "America/Chicago")
     assert check_plan(inp, model, result.x, plan) == []
     asleep = np.zeros((inp.K, inp.T))
