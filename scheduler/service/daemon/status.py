@@ -4,16 +4,23 @@ inference latency objectives."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import UTC, datetime
+from itertools import compress, repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import Health
 from adapters.fleet_shards import ShardedFleet
+from models.devices import DeviceKind
 from scheduler.service.daemon.devices import UNKNOWN
 from scheduler.service.power import judge, site_power
 
 if TYPE_CHECKING:
     from scheduler.service.daemon.core import Daemon
+
+_GROUP = attrgetter("group")
+_HEALTH = attrgetter("health")
 
 
 def health_problem(d: Daemon, now: float) -> str | None:
@@ -42,29 +49,45 @@ def inference_sla(d: Daemon) -> dict[str, dict[str, Any]]:
 
 
 def _classes(d: Daemon) -> dict[str, dict[str, Any]]:
+    """Per class: devices, health, modes, why a mode is unknown, drifts, refused clock locks.
+    One pass of C-level counting over the devices (at 32,000 devices the per-device Python
+    loop held the event loop for ~170 ms a request); nothing is cached, so it is never stale."""
+    status = d.fleet.status
+    ids = list(status)
+    rows = list(status.values())
+    groups = list(map(_GROUP, rows))
+    modes = list(map(d.devices.modes.get, ids, repeat(UNKNOWN, len(ids))))
+    health_n = Counter(zip(groups, map(_HEALTH, rows), strict=True))
     by_class: dict[str, dict[str, Any]] = {}
-    for device_id, st in d.fleet.status.items():
-        c = by_class.setdefault(
-            st.group,
-            {"devices": 0, "health": {h.value: 0 for h in Health}, "modes": {}, "unknown": {}},
+    for (group, health), n in health_n.items():  # classes in the order of their first device
+        if (c := by_class.get(group)) is None:
+            c = by_class[group] = {
+                "devices": 0,
+                "health": {h.value: 0 for h in Health},
+                "modes": {},
+                "unknown": {},
+                # what its devices changed behind gridsched's back, since the start (put back)
+                "drifted": d.devices.drifts.get(group, {}),
+                # GPUs whose SM clock locks NVML refuses: their class's clock modes not sent
+                "clock_lock_refused": {},
+            }
+        c["devices"] += n
+        c["health"][health.value] = n
+    for (group, mode), n in Counter(zip(groups, modes, strict=True)).items():
+        by_class[group]["modes"][mode] = n
+    # why not: dispatch commands it again rather than believe it
+    for i in compress(range(len(ids)), map(UNKNOWN.__eq__, modes)):
+        t = rows[i].telemetry
+        by_class[groups[i]]["unknown"][ids[i]] = (
+            "not read yet"
+            if t is None
+            else "; ".join(t.errors) or "its reading matches no mode of its class"
         )
-        # what its devices changed behind gridsched's back, since the start (put back)
-        c["drifted"] = d.devices.drifts.get(st.group, {})
-        # GPUs whose SM clock locks NVML refuses: the class's clock modes are not sent them
-        refused = c.setdefault("clock_lock_refused", {})
-        if (why := d.devices.lock_refused(device_id)) is not None:
-            refused[device_id] = why
-        c["devices"] += 1
-        c["health"][st.health.value] += 1
-        mode = d.devices.modes.get(device_id, UNKNOWN)
-        c["modes"][mode] = c["modes"].get(mode, 0) + 1
-        if mode == UNKNOWN:  # why not: dispatch commands it again rather than believe it
-            t = st.telemetry
-            c["unknown"][device_id] = (
-                "not read yet"
-                if t is None
-                else "; ".join(t.errors) or "its reading matches no mode of its class"
-            )
+    # only a GPU class's devices can have an NVML adapter (the registry builds no other)
+    gpu = {g for g in by_class if d.devices.classes[g].kind is DeviceKind.GPU}
+    for i in compress(range(len(ids)), map(gpu.__contains__, groups)):
+        if (why := d.devices.lock_refused(ids[i])) is not None:
+            by_class[groups[i]]["clock_lock_refused"][ids[i]] = why
     return by_class
 
 

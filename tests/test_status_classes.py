@@ -1,0 +1,122 @@
+"""Issue 21: ``/v1/status``'s per-class part is counted in one pass (at 32,000 devices the
+per-device walk held the event loop ~170 ms a request). The answer must be the same, field
+for field and in the same order, as the plain per-device walk kept here as the reference,
+over a site with every kind of device state the part reports: devices ok, degraded and
+never read, modes known and unknown (no reading; a reading that matches no mode), drifts
+and a GPU whose clock locks NVML refuses. Devices in memory (tests/support/memfleet.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from adapters.base import AdapterError, Health, Telemetry
+from scheduler.service.daemon import Daemon
+from scheduler.service.daemon.devices import UNKNOWN
+from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
+
+SITE = (
+    """
+[site]
+name = "status classes"
+interconnect_kw = 100
+pue = 1.0
+
+[prices]
+format = "demo"
+
+[mining]
+hashprice_usd_per_ths_day = 0.08
+
+[daemon]
+horizon = "2h"
+step = "5min"
+stage_ahead_s = 0
+confirm_after_s = 0
+"""
+    + MIXED_DEVICES
+)
+
+
+def _reference(d: Daemon) -> dict[str, dict[str, Any]]:
+    """The per-device walk ``/v1/status`` made before issue 21, unchanged."""
+    by_class: dict[str, dict[str, Any]] = {}
+    for device_id, st in d.fleet.status.items():
+        c = by_class.setdefault(
+            st.group,
+            {"devices": 0, "health": {h.value: 0 for h in Health}, "modes": {}, "unknown": {}},
+        )
+        c["drifted"] = d.devices.drifts.get(st.group, {})
+        refused = c.setdefault("clock_lock_refused", {})
+        if (why := d.devices.lock_refused(device_id)) is not None:
+            refused[device_id] = why
+        c["devices"] += 1
+        c["health"][st.health.value] += 1
+        mode = d.devices.modes.get(device_id, UNKNOWN)
+        c["modes"][mode] = c["modes"].get(mode, 0) + 1
+        if mode == UNKNOWN:
+            t = st.telemetry
+            c["unknown"][device_id] = (
+                "not read yet"
+                if t is None
+                else "; ".join(t.errors) or "its reading matches no mode of its class"
+            )
+    return by_class
+
+
+def _failing(dev: MemoryDevice) -> None:
+    async def read() -> Telemetry:
+        raise AdapterError(dev.device_id, "connection refused")
+
+    dev.read = read  # type: ignore[method-assign]
+
+
+def _with_errors(dev: MemoryDevice) -> None:
+    inner = dev.read
+
+    async def read() -> Telemetry:
+        t = await inner()
+        return Telemetry(t.device_id, t.at, "unknown", errors=("fan 2 failed", "board 1 hot"))
+
+    dev.read = read  # type: ignore[method-assign]
+
+
+def test_the_class_counts_equal_the_per_device_walk(tmp_path: Path) -> None:
+    d, devices = memory_daemon(SITE, tmp_path)
+    _failing(devices["old/0"])  # never read: mode unknown, "not read yet"
+    _with_errors(devices["old/1"])  # answers with errors
+    devices["gpu/1"].target_w = 350.0  # the GPU class's low mode
+    # NVML's refusal of a lock is set by the GPU adapter (covered in test_gpu_drift.py);
+    # memory devices have none, so the daemon's look-up answers for one GPU here
+    d.devices.lock_refused = lambda device_id: (  # type: ignore[method-assign]
+        "NVML_ERROR_NO_PERMISSION" if device_id == "gpu/0" else None
+    )
+
+    async def go() -> None:
+        await d.open()
+        try:
+            d.devices.drifts.setdefault("new", {})["power_limit"] = 2
+            # modes not known from a reading (as after a read-back that showed none)
+            d.devices.modes["old/1"] = UNKNOWN  # its reading has errors: they are the reason
+            d.devices.modes["new/2"] = UNKNOWN  # its reading is plain: it matches no mode
+            got = d.status()["classes"]
+            want = _reference(d)
+            assert got == want
+            # field for field in the same order, as a client reads the JSON
+            assert json.dumps(got) == json.dumps(want)
+            # the site shows every state the part reports (else the equality says little)
+            health = {h for c in got.values() for h, n in c["health"].items() if n}
+            assert {"ok", "degraded"} <= health or {"ok", "unreachable"} <= health, health
+            reasons = set(got["old"]["unknown"].values()) | set(got["new"]["unknown"].values())
+            assert "not read yet" in reasons
+            assert "fan 2 failed; board 1 hot" in reasons
+            assert "its reading matches no mode of its class" in reasons
+            assert len(got["gpu"]["modes"]) == 2, got["gpu"]["modes"]
+            assert got["gpu"]["clock_lock_refused"] == {"gpu/0": "NVML_ERROR_NO_PERMISSION"}
+            assert got["new"]["drifted"] == {"power_limit": 2}
+        finally:
+            await d.close()
+
+    asyncio.run(go())
