@@ -37,6 +37,7 @@ from adapters.base import (
     NotConfirmed,
     Telemetry,
 )
+from adapters.fleet_bound import CallBound
 from adapters.fleet_health import HealthBook
 from adapters.fleet_slots import Slots
 from adapters.gc_hold import freeze_heap
@@ -106,6 +107,7 @@ class Fleet:
         self._gc = self._slots.gc
         self._rng = random.Random(self.seed)
         self._locks = {a.device_id: asyncio.Lock() for a in self.adapters}
+        self._bound = CallBound()  # op_timeout_s on each adapter call
         #: When each command in flight went out to its device (perf_counter), for its read-back.
         self._went_out: dict[str, float] = {}
         self._health = HealthBook(self.retry, self.unreachable_after, self.probe_max_s)
@@ -176,8 +178,9 @@ class Fleet:
                         await self._slots.yield_to_controls()
                     # the call itself in this frame, not one more coroutine: every read and
                     # every command passes here
+                    bound = self._bound.enter(self.op_timeout_s)
                     try:
-                        async with asyncio.timeout(self.op_timeout_s):
+                        try:
                             if not st.connected:
                                 await dev.connect()
                                 st.connected = True
@@ -192,10 +195,13 @@ class Fleet:
                                 # the command goes out now, after its wait for a slot
                                 self._went_out[dev.device_id] = time.perf_counter()
                                 result = await dev.apply(req)
-                    except TimeoutError:
-                        # The last-resort bound, or the adapter's own timer firing in the same
-                        # turn when the event loop is far behind: a timeout like any other, not
-                        # an adapter bug.
+                        finally:
+                            late = self._bound.leave(bound)
+                    except (TimeoutError, asyncio.CancelledError) as exc:
+                        # The last-resort bound, or the adapter's own timer firing late (a loop
+                        # far behind): a timeout, not an adapter bug; a cancel from outside stays
+                        if isinstance(exc, asyncio.CancelledError) and not late:
+                            raise
                         raise DeviceTimeout(
                             dev.device_id, f"{op}: no answer within {self.op_timeout_s:g} s"
                         ) from None
@@ -218,8 +224,7 @@ class Fleet:
                             self.on_reading(result)
                 if result is not None:  # a stage with nothing to do heard nothing from it
                     self._ok(st, op)
-                if op == "read":
-                    assert isinstance(result, Telemetry)
+                if isinstance(result, Telemetry):
                     self._readback.settle(dev.device_id, result, self.clock())
                 return result, None, tries
             if n + 1 < attempts:
@@ -324,8 +329,7 @@ class Fleet:
             return list(await asyncio.gather(*(one(i, r) for i, r in requests.items())))
 
     def _controlling(self) -> contextlib.AbstractContextManager[None]:
-        """Control calls in flight (:meth:`Slots.controlling`)."""
-        return self._slots.controlling()
+        return self._slots.controlling()  # control calls in flight
 
     async def stage(self, requests: Mapping[str, ModeRequest]) -> list[Outcome]:
         """Let each device set up ahead what a later apply of its request needs, where it can
