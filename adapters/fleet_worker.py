@@ -6,8 +6,9 @@ socket pair as file descriptor FD. It reads a :class:`~adapters.fleet_wire.Worke
 :class:`~adapters.fleet.Fleet` on its own event loop, with its own pyasic clients,
 sessions and discovery, and serves the parent's requests concurrently (a curtail while a
 sweep is out, as in one process). Every answer carries what changed in its devices
-(:class:`~adapters.fleet_wire.Sync`); read-back verdicts and connect progress are sent
-within ``FLUSH_S`` when no answer carries them sooner.
+(:class:`~adapters.fleet_wire.Sync`); read-back verdicts, read-back readings (those that
+do not confirm too) and connect progress are sent within ``FLUSH_S`` when no answer
+carries them sooner.
 
 It ignores SIGINT and SIGTERM: Ctrl-C reaches the whole process group, and a service
 manager may signal every process of the service; the daemon needs its workers to put the
@@ -27,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from adapters.aio import run_async
-from adapters.base import DeviceInfo, ModeRequest
+from adapters.base import DeviceInfo, ModeRequest, Telemetry
 from adapters.faults import is_bug, named, traceback_once
 from adapters.fleet import Fleet
 from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
@@ -37,8 +38,8 @@ from adapters.outcomes import Outcome, Pending
 
 log = logging.getLogger("gridsched.fleet.worker")
 
-#: News (verdicts, connect progress) that no answer carries goes out within this long,
-#: batched: one frame per device would cost more than the calls themselves.
+#: News (verdicts, read-back readings, connect progress) that no answer carries goes out
+#: within this long, batched: one frame per device would cost more than the calls themselves.
 FLUSH_S = 0.05
 
 
@@ -49,6 +50,7 @@ class Worker:
         self.fleet = fleet
         self.writer = writer
         fleet.on_outcome = self._outcome
+        fleet.on_reading = self._reading
         self._dirty: set[str] = set()  # devices whose status the parent has not seen
         self._events: list[Outcome] = []
         self._connected = 0
@@ -69,6 +71,15 @@ class Worker:
         self._events.append(out)
         self._dirty.add(out.device_id)
         self._soon()
+
+    def _reading(self, t: Telemetry) -> None:
+        """A reading of a device awaiting its read-back: news even when it does not confirm
+        the command (no verdict, so no outcome, carries it), or the parent's site power
+        and status would wait for the worker's next answer. Other readings are a sweep's:
+        its answer carries them, in one frame."""
+        if t.device_id in self.fleet.pending:
+            self._dirty.add(t.device_id)
+            self._soon()
 
     def _progress(self, _done: int, _total: int) -> None:
         self._connected += 1

@@ -18,7 +18,7 @@ import pytest
 
 from adapters import fleet_procs
 from adapters.asic import PyasicMiner
-from adapters.base import DeviceAdapter, Health, ModeRequest
+from adapters.base import DeviceAdapter, Health, ModeRequest, Telemetry
 from adapters.discovery import IdentityBook, attach
 from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.fleet_procs import resolve_workers
@@ -223,6 +223,45 @@ def test_a_killed_worker_leaves_its_miners_unreachable_and_is_started_again(
         await fleet.close()
 
     with SimFleetThread(sim):
+        asyncio.run(go())
+
+
+def test_a_read_back_that_does_not_confirm_reaches_this_process_within_flush_s() -> None:
+    """A worker's read-back whose reading does not show the command (the miner ignores
+    it; the deadline is far) gives no verdict, so no outcome carries it: its reading must
+    still reach this process at once (within ``FLUSH_S`` of the worker reading it), not with
+    the worker's next answer. Nothing is asked of the workers after the command."""
+    sim = SimFleet.build(2, base=free_base(2), firmware=("luxos",), control_port=None, **FAST)
+    devs: list[DeviceAdapter] = [
+        PyasicMiner(f"m/{m.host}", m.host, 10.0, confirm_within_s=60.0) for m in sim.miners
+    ]
+    heard: list[Telemetry] = []
+    fleet = ShardedFleet(devs, {d.device_id: "m" for d in devs}, workers=2, retry=RETRY,
+                         on_reading=heard.append)  # fmt: skip
+    target, miner = devs[0].device_id, sim.miners[0]
+
+    async def go() -> None:
+        try:
+            assert not any((await fleet.connect_all()).values())
+            await fleet.read_all()
+            th.call(miner.inject, FaultKind.IGNORE)
+            sent_at = time.time()
+            (out,) = await fleet.apply({target: ModeRequest("sleep")})
+            assert out.ok and out.kind is OutcomeKind.ACCEPTED, out.error
+            # LuxOS is read back 5 s after a command (its settle time, models/firmware.py)
+            await until(
+                lambda: any(t.device_id == target and t.at >= sent_at for t in heard),
+                20.0,
+                what="the worker's read-back reading in this process",
+            )
+            t = fleet.status[target].telemetry
+            assert t is not None and t.at >= sent_at and t.state == "running"
+            assert target in fleet.pending  # no verdict yet: it was the reading alone
+        finally:
+            await fleet.close()
+
+    th = SimFleetThread(sim)
+    with th:
         asyncio.run(go())
 
 
