@@ -33,6 +33,9 @@ simulated LuxOS sessions expire when unused that long (LuxOS: about 60 s); the a
 renews an idle session at half of it (30 s of 60 s in the daemon), ``--gap-s`` spaces the
 commands beyond the expiry and the fleet is polled every quarter of it (15 s of 60 s).
 
+The fleet's bring-up is ``benchmarks/fleet_setup.py``, the counting of what came back
+``benchmarks/fleet_tally.py``, the printed tables ``benchmarks/fleet_report.py``.
+
     .venv/bin/python benchmarks/fleet_control.py --rounds 20
     .venv/bin/python benchmarks/fleet_control.py --mix luxos:20 --rounds 100 \\
         --session-ttl-s 0.5 --gap-s 0.6
@@ -43,85 +46,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import dataclasses
-import json
 import math
 import os
-import re
 import statistics
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.aio import run_async  # noqa: E402
-from adapters.antminer import UNANSWERED  # noqa: E402
 from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
-from adapters.fleet import Fleet, Outcome, OutcomeKind, freeze_heap  # noqa: E402
-from adapters.sim.fleet import FIRMWARE, MinerSpec, ask_control, raise_fd_limit  # noqa: E402
+from adapters.fleet import Fleet, Outcome  # noqa: E402
+from adapters.sim.fleet import FIRMWARE, MinerSpec  # noqa: E402
 from benchmarks.fleet_report import report  # noqa: E402
+from benchmarks.fleet_setup import connect  # noqa: E402
 from benchmarks.fleet_sim import (  # noqa: E402
     DEFAULT_MIX,
-    in_effect,
     parse_mix,
     plan,
     start_sim,
     truth,
 )
 from benchmarks.fleet_sim import profile as sim_profiler  # noqa: E402
+from benchmarks.fleet_tally import Tallies  # noqa: E402
 from benchmarks.measure import cpu_sample, steal_pct  # noqa: E402
 from models.config_daemon import Daemon  # noqa: E402
 
-#: What discovery must find behind each simulated firmware (``models.firmware.Family``).
-EXPECTED_FAMILY = {
-    "luxos": "luxos",
-    "antminer": "antminer-stock",
-    "braiins": "braiins-os",
-    "whatsminer": "whatsminer",
-    "vnish": "vnish",
-}
 TARGETS_W = (3000.0, 3500.0)  # wake targets, in turn
-
-
-# -- the tally ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Tally:
-    """Counts and times of one family (or all), over every round."""
-
-    sent: int = 0
-    confirmed: int = 0
-    late: int = 0  # confirmed past the family's deadline
-    unconfirmed: int = 0
-    failed: int = 0  # failed or rejected when sent
-    retried: int = 0  # accepted after a failed first attempt
-    false_done: int = 0
-    accepted_not_in_effect: int = 0
-    stage_failed: int = 0
-    unanswered: int = 0  # accepted as sent, its answer not come within the adapter's timeout
-    not_received: int = 0  # the simulated miner never got it
-    commanded_s: dict[str, list[float]] = dataclasses.field(
-        default_factory=lambda: defaultdict(list)
-    )  # acknowledged: the last answer back
-    received_s: dict[str, list[float]] = dataclasses.field(
-        default_factory=lambda: defaultdict(list)
-    )  # the last command at its miner
-    latency_s: dict[str, list[float]] = dataclasses.field(default_factory=lambda: defaultdict(list))
-    readback_s: dict[str, list[float]] = dataclasses.field(
-        default_factory=lambda: defaultdict(list)
-    )
-
-
-def _shape(error: str) -> str:
-    """An error's words without the device and numbers, to count alike errors together."""
-    return re.sub(r"\d+", "N", error.partition(": ")[2] or error)[:160]
 
 
 class Bench:
@@ -129,15 +85,15 @@ class Bench:
         self.args, self.port = args, port
         self.family = {f"{s.firmware}/{s.host}": s.firmware for s in specs}
         self.host = {f"{s.firmware}/{s.host}": s.host for s in specs}
-        self.tally: dict[str, Tally] = defaultdict(Tally)
+        self.tallies = Tallies(self.family, self.host)
+        self.tally = self.tallies.by_family
+        self.errors = self.tallies.errors
         self.verdicts: list[Outcome] = []
         #: The controller's CPU per command, each round's mean, by action (sleep, wake).
         self.cpu_per_command_s: dict[str, list[float]] = defaultdict(list)
         #: The simulator's, the same way (its process's CPU while the commands were in
         #: flight, over the commands; to one clock tick, 10 ms, over the round's commands).
         self.sim_cpu_per_command_s: dict[str, list[float]] = defaultdict(list)
-        #: Errors of the commands that failed, by family, with digits and hosts blanked.
-        self.errors: dict[str, Counter[str]] = defaultdict(Counter)
         self.read_cpu_s = 0.0  # the controller's CPU in the read-back polls
         self.readings = 0  # readings asked for in them
         self.sweep_s: list[float] = []
@@ -172,54 +128,8 @@ class Bench:
         #: With --profile: the controller's commands (not the readings) under cProfile.
         self.profile = cProfile.Profile(time.process_time) if args.profile else None
 
-    def _both(self, device_id: str) -> tuple[Tally, Tally]:
-        return self.tally[self.family[device_id]], self.tally["all"]
-
     async def connect(self) -> None:
-        raise_fd_limit(4 * len(self.family) + 1024)
-        t0 = time.perf_counter()
-        errors = await self.fleet.connect_all()
-        bad = {i: e for i, e in errors.items() if e}
-        for _ in range(2):  # a loaded host times discovery out; the daemon would try again
-            if bad:
-                again = Fleet([self.fleet.by_id[i] for i in bad], concurrency=64)
-                bad = {i: e for i, e in (await again.connect_all()).items() if e}
-        for i in errors:
-            self.fleet.status[i].connected = i not in bad
-        freeze_heap()
-        print(
-            f"connected {len(errors) - len(bad)}/{len(errors)} in {time.perf_counter() - t0:.1f} s"
-        )
-        if bad:
-            raise SystemExit(
-                f"{len(bad)} miners failed to connect, e.g. {next(iter(bad.values()))}"
-            )
-        for i, dev in self.fleet.by_id.items():
-            got = dev.info.family if dev.info else "?"
-            if got != EXPECTED_FAMILY.get(self.family[i], got):
-                raise SystemExit(f"{i}: discovered as {got}, not {EXPECTED_FAMILY[self.family[i]]}")
-            if self.args.deadline_scale != 1.0:
-                assert isinstance(dev, PyasicMiner)
-                dev.confirm_within_s = dev.confirm_deadline_s() * self.args.deadline_scale
-            self.deadline_s[i] = dev.confirm_deadline_s()
-        for fw in dict.fromkeys(self.family.values()):
-            one = next(i for i, f in self.family.items() if f == fw)
-            print(f"  {fw}: read-back deadline {self.deadline_s[one]:g} s")
-        if self.args.ignore_share > 0:
-            await self._ignore()
-
-    async def _ignore(self) -> None:
-        """The ``ignore`` fault on an evenly spread share of each family's miners."""
-        hosts: list[str] = []
-        for fw in dict.fromkeys(self.family.values()):
-            ids = [i for i, f in self.family.items() if f == fw]
-            k = round(len(ids) * self.args.ignore_share)
-            hosts += [self.host[ids[j * len(ids) // k]] for j in range(k)] if k else []
-        raw = await ask_control(
-            "127.0.0.1", self.port, {"op": "fault", "hosts": hosts, "kind": "ignore"}
-        )
-        assert json.loads(raw)["ok"], raw
-        print(f"  'ignore' fault on {len(hosts)} miners ({self.args.ignore_share:.0%} of each)")
+        await connect(self)
 
     async def settle(self) -> None:
         """Poll as the daemon does until no command is pending and ``--gap-s`` has passed
@@ -268,41 +178,11 @@ class Bench:
         if action == "sleep":
             self.steal.append(steal_pct(cpu0, cpu_sample()))
         self.last_command = time.monotonic()
-        worst: dict[str, float] = defaultdict(float)
-        for o in outs:
-            for t in self._both(o.device_id):
-                t.sent += 1
-                t.latency_s[action].append(o.latency_s)
-                t.failed += not o.ok
-                t.retried += o.ok and o.attempts > 1
-                t.unanswered += bool(o.applied and UNANSWERED in o.applied.note)
-            if not o.ok and o.error:
-                self.errors[self.family[o.device_id]][_shape(o.error)] += 1
-            fw = self.family[o.device_id]
-            worst[fw] = max(worst[fw], o.at - w0)  # from the round's start, as received
-        for fw, s in worst.items():
-            self.tally[fw].commanded_s[action].append(s)
-        self.tally["all"].commanded_s[action].append(max(worst.values(), default=wall_s))
+        self.tallies.answered(action, outs, w0, wall_s)
         await self.settle()
         rows = await truth(self.port)
-        self._received(action, w0, outs, rows)
-        for o in outs:
-            if o.ok and not in_effect(o, rows[self.host[o.device_id]]):
-                for t in self._both(o.device_id):
-                    t.accepted_not_in_effect += 1
-        for v in self.verdicts:
-            both = self._both(v.device_id)
-            if v.kind is OutcomeKind.CONFIRMED:
-                late = v.latency_s > self.deadline_s[v.device_id]
-                false = not in_effect(v, rows[self.host[v.device_id]])
-                for t in both:
-                    t.confirmed += not late
-                    t.late += late
-                    t.false_done += false
-                    t.readback_s[action].append(v.latency_s)
-            elif v.kind is OutcomeKind.UNCONFIRMED:
-                for t in both:
-                    t.unconfirmed += 1
+        self.tallies.received(action, w0, outs, rows)
+        self.tallies.judged(action, outs, self.verdicts, rows, self.deadline_s)
         return wall_s
 
     async def _sample_lag(self) -> None:
@@ -311,24 +191,6 @@ class Bench:
             t = time.perf_counter()
             await asyncio.sleep(0.01)
             self.loop_lag_s.append(time.perf_counter() - t - 0.01)
-
-    def _received(
-        self, action: str, w0: float, outs: list[Outcome], rows: dict[str, dict[str, Any]]
-    ) -> None:
-        """When the round's last command reached its simulated miner, per family and all."""
-        reached: dict[str, float] = defaultdict(float)
-        for o in outs:
-            at = float(rows[self.host[o.device_id]].get("commanded_at", 0.0))
-            if at >= w0:
-                fw = self.family[o.device_id]
-                reached[fw] = max(reached[fw], at - w0)
-            else:
-                for t in self._both(o.device_id):
-                    t.not_received += 1
-        for fw, s in reached.items():
-            self.tally[fw].received_s[action].append(s)
-        if reached:
-            self.tally["all"].received_s[action].append(max(reached.values()))
 
     async def round(self, r: int) -> str:
         ids = self.order
@@ -346,7 +208,7 @@ class Bench:
                 self._spaced()
                 self.last_command = time.monotonic()
             for o in staged:
-                for tl in self._both(o.device_id):
+                for tl in self.tallies.both(o.device_id):
                     tl.stage_failed += not o.ok or o.attempts > 1
             await self.settle()
         wake_s = await self.command("wake", wake)
