@@ -83,8 +83,10 @@ def _classes(d: Daemon) -> dict[str, dict[str, Any]]:
             if t is None
             else "; ".join(t.errors) or "its reading matches no mode of its class"
         )
-    # only a GPU class's devices can have an NVML adapter (the registry builds no other)
-    gpu = {g for g in by_class if d.devices.classes[g].kind is DeviceKind.GPU}
+    # only a GPU class's devices can have an NVML adapter (the registry builds no other);
+    # a group no class names (none in a daemon) is asked device by device, as before
+    classes = d.devices.classes
+    gpu = {g for g in by_class if (dc := classes.get(g)) is None or dc.kind is DeviceKind.GPU}
     for i in compress(range(len(ids)), map(gpu.__contains__, groups)):
         if (why := d.devices.lock_refused(ids[i])) is not None:
             by_class[groups[i]]["clock_lock_refused"][ids[i]] = why
