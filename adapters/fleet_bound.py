@@ -39,8 +39,10 @@ class CallBound:
         loop = task.get_loop()
         if loop is not self._loop:  # a fleet used again under a new event loop
             self._buckets, self._expired, self._loop = {}, {}, loop
-        grain_s = bound_s * GRAIN
-        at = math.ceil((loop.time() + bound_s) / grain_s) * grain_s
+        at = loop.time() + bound_s
+        if 0.0 < bound_s < math.inf:  # a bound of 0 ends at once, an infinite one never
+            grain_s = bound_s * GRAIN
+            at = math.ceil(at / grain_s) * grain_s
         bucket = self._buckets.get(at)
         if bucket is None:
             bucket = self._buckets[at] = {}

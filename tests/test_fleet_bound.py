@@ -5,6 +5,7 @@ calls of one burst share a timer."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -33,6 +34,18 @@ def test_a_hung_call_ends_as_a_timeout_never_before_its_bound() -> None:
         assert loop.time() - t0 >= 0.05  # never early (the loop's own clock)
         assert asyncio.current_task() is not None
         assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+    asyncio.run(main())
+
+
+def test_a_bound_of_zero_ends_at_once_and_an_infinite_one_never() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        bound = CallBound()
+        assert await _bounded(bound, 0.0, loop.create_future()) == "timeout"
+        fut = loop.create_future()
+        loop.call_later(0.01, fut.set_result, None)
+        assert await _bounded(bound, math.inf, fut) == "answered"
 
     asyncio.run(main())
 
