@@ -239,16 +239,22 @@ class ReadBackRunner:
 
     async def _read(self) -> None:
         rb, queue = self.readback, self._queue
-        while queue:
-            d = queue.popleft()
-            if not rb.still_waiting(d):
-                continue  # a sweep's reading settled it meanwhile
-            try:
-                await self.read_one(d[2])
-            except Exception:  # the fleet's reading contains the adapter's; this is a bug
-                log.exception("read-back of %s", d[2])
-            rb.read_back(d, self.clock())
-            self.soon()  # its next read-back, if any
+        try:
+            while queue:
+                d = queue.popleft()
+                if not rb.still_waiting(d):
+                    continue  # a sweep's reading settled it meanwhile
+                try:
+                    await self.read_one(d[2])
+                except Exception:  # the fleet's reading contains the adapter's; a bug
+                    log.exception("read-back of %s", d[2])
+                rb.read_back(d, self.clock())
+                self.soon()  # its next read-back, if any
+        finally:
+            # no longer a reader as soon as it finds the queue empty, not when its done
+            # callback runs: the timer may queue a read-back in between, and would count
+            # this task on to read it
+            self._reading.discard(asyncio.current_task())
 
     async def stop(self) -> None:
         tasks = [t for t in (self._timer, *self._reading) if t is not None]

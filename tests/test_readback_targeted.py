@@ -8,6 +8,7 @@ device whose reading does not answer until the test lets it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 from adapters.base import Applied, ModeRequest, Telemetry
 from adapters.fleet import Fleet, Outcome, OutcomeKind
-from adapters.readback import MIN_GAP_S
+from adapters.readback import MIN_GAP_S, ReadBackRunner
 from models.devices import DeviceClass, Mode
 from models.firmware import CAPABILITIES, Family
 from scheduler.audit.store import Store
@@ -405,5 +406,50 @@ def test_a_command_waiting_for_a_slot_is_timed_from_when_it_went_out() -> None:
                 assert p.deadline == pytest.approx(p.sent_at + 60.0)
         finally:
             await fleet.close()
+
+    asyncio.run(go())
+
+
+class _DueAfterEach:
+    """A stand-in for the fleet's ReadBack: two read-backs, the second falling due when the
+    first has been read (as a command re-sent to a device while its read-back runs)."""
+
+    def __init__(self) -> None:
+        self.due: list[tuple[float, int, str, Any, float]] = [(time.monotonic(), 0, "a", None, 0.3)]
+        self.read: list[str] = []
+
+    def next_due(self) -> float | None:
+        return self.due[0][0] if self.due else None
+
+    def take_due(self, now: float) -> list[tuple[float, int, str, Any, float]]:
+        taken = [d for d in self.due if d[0] <= now]
+        self.due = [d for d in self.due if d[0] > now]
+        return taken
+
+    def still_waiting(self, d: tuple[float, int, str, Any, float]) -> bool:
+        return True
+
+    def read_back(self, d: tuple[float, int, str, Any, float], now: float) -> None:
+        self.read.append(d[2])
+        if d[2] == "a":
+            self.due.append((time.monotonic(), 1, "b", None, 0.3))
+
+
+def test_a_read_back_falling_due_as_the_last_reader_ends_is_still_made() -> None:
+    """The timer counted a reader that had just found the queue empty and ended (its done
+    callback not yet run) as one still reading: the read-back it queued then was never made,
+    and its command stayed pending (CI run at c54e125, test_dispatch's shed read-back)."""
+    rb = _DueAfterEach()
+
+    async def read_one(device_id: str) -> None:
+        await asyncio.sleep(0)
+
+    async def go() -> None:
+        runner = ReadBackRunner(rb, read_one, time.time, readers=1)  # type: ignore[arg-type]
+        runner.soon()
+        try:
+            await until(lambda: rb.read == ["a", "b"], timeout_s=5, what="both read back")
+        finally:
+            await runner.stop()
 
     asyncio.run(go())
