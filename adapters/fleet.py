@@ -34,7 +34,6 @@ from adapters.base import (
     DeviceTimeout,
     Health,
     ModeRequest,
-    NotConfirmed,
     Telemetry,
 )
 from adapters.fleet_bound import CallBound
@@ -82,6 +81,8 @@ class Fleet:
     #: Hears each reading as it arrives, a sweep's or a read-back's (the daemon's site
     #: power takes each device's newest, not the last poll's); it must not raise.
     on_reading: Callable[[Telemetry], None] | None = None
+    #: Hears each change of a device's health, its error in ``last_error``; must not raise.
+    on_health: Callable[[DeviceStatus], None] | None = None
     seed: int | None = None
     #: Wall time for outcomes and read-back deadlines (the daemon passes its own clock).
     clock: Callable[[], float] = time.time
@@ -110,7 +111,7 @@ class Fleet:
         self._bound = CallBound()  # op_timeout_s on each adapter call
         #: When each command in flight went out to its device (perf_counter), for its read-back.
         self._went_out: dict[str, float] = {}
-        self._health = HealthBook(self.retry, self.unreachable_after, self.probe_max_s)
+        self._health = HealthBook(self.retry, self.unreachable_after, self.probe_max_s, self._news)
         self._readback = ReadBack(self.by_id, self.status, self._health, self._emit)
         self._read_backs = ReadBackRunner(
             self._readback, self._read_one, self.clock, READBACK_SHARE * self._read_slots
@@ -127,6 +128,10 @@ class Fleet:
                 self.on_outcome(out)
             except Exception:
                 log.exception("on_outcome hook failed for %s", out.device_id)
+
+    def _news(self, st: DeviceStatus) -> None:  # a change of health, for on_health
+        if self.on_health is not None:
+            self.on_health(st)
 
     def _ok(self, st: DeviceStatus, op: str = "apply") -> None:
         self._health.ok(st, op, awaiting=self._readback.waiting(st.device_id))
@@ -145,10 +150,8 @@ class Fleet:
         return await self.apply(todo) if todo else []
 
     def health_counts(self) -> dict[Health, int]:
-        out = dict.fromkeys(Health, 0)
-        for st in self.status.values():
-            out[st.health] += 1
-        return out
+        counts = Counter(st.health for st in self.status.values())
+        return {h: counts[h] for h in Health}
 
     def ids(self, group: str | None = None) -> list[str]:
         """The devices (of one class), in the fleet's order."""
@@ -377,10 +380,7 @@ class Fleet:
             await asyncio.sleep(poll_s)
         for device_id in pending:
             done[device_id] = None
-            st = self.status[device_id]
-            st.last_error = str(NotConfirmed(device_id, f"mode not seen within {timeout_s:g} s"))
-            if st.health is Health.OK:
-                self._health.set(st, Health.DEGRADED, st.last_error)
+            self._health.not_seen(self.status[device_id], timeout_s)
         return done
 
     async def _read_one(self, device_id: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.base import (
@@ -41,12 +42,16 @@ class HealthBook:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     unreachable_after: int = 3
     probe_max_s: float = 60.0
+    #: Called after each change of a device's health (its ``last_error`` already set).
+    on_change: Callable[[DeviceStatus], None] | None = None
 
     def set(self, st: DeviceStatus, health: Health, why: str | None) -> None:
         """One log line per change of health, with the reason; no traceback."""
         if health is st.health:
             return
         old, st.health = st.health, health
+        if self.on_change is not None:
+            self.on_change(st)
         first, st.seen = not st.seen, True
         if health is Health.OK and first:
             return
@@ -107,6 +112,12 @@ class HealthBook:
                 "adapter %s raised outside its contract: %s", st.device_id, msg, exc_info=first
             )
         return msg
+
+    def not_seen(self, st: DeviceStatus, timeout_s: float) -> None:
+        """An accepted mode no reading showed within ``timeout_s`` (a caller's own wait)."""
+        st.last_error = str(NotConfirmed(st.device_id, f"mode not seen within {timeout_s:g} s"))
+        if st.health is Health.OK:
+            self.set(st, Health.DEGRADED, st.last_error)
 
     def attempts(self, st: DeviceStatus) -> int:
         """One try for a device already marked unreachable or unreadable (a retry would get

@@ -39,7 +39,7 @@ from adapters.discovery import IdentityBook, MinerIdentity
 from adapters.fleet import Fleet
 from adapters.fleet_procs import ShardDown, WorkerError, WorkerProc, Workers, resolve_workers
 from adapters.fleet_wire import ShardDevice, Sync
-from adapters.outcomes import Outcome, OutcomeKind
+from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind
 
 log = logging.getLogger("gridsched.fleet")
 
@@ -153,10 +153,11 @@ class ShardedFleet(Fleet):
         heard = self.on_reading
         for st in s.statuses:
             mine = self.status[st.device_id]
-            old = mine.telemetry
+            old, was = mine.telemetry, mine.health
             if st.telemetry is None:  # a worker started again has not read it yet
                 st.telemetry = old
             mine.__dict__.update(st.__dict__)
+            self._tell_health(mine, was)
             t = st.telemetry
             if heard is not None and t is not None and (old is None or t.at > old.at):
                 heard(t)  # a worker's reading, its sweep's or its read-back's, as it came
@@ -185,6 +186,12 @@ class ShardedFleet(Fleet):
         for out in s.events:
             self._emit(out)
 
+    def _tell_health(self, st: DeviceStatus, was: Health) -> None:
+        """``on_health`` for a device whose health a worker's news or its death changed, as
+        a fleet in one process tells it."""
+        if self.on_health is not None and st.health is not was:
+            self.on_health(st)
+
     async def _lost(self, k: int, what: str) -> None:
         """A worker died: its devices unreachable (their last reading kept), its commands
         awaiting read-back unconfirmed (they can no longer be seen); then started again.
@@ -195,9 +202,11 @@ class ShardedFleet(Fleet):
         now, rb = self.clock(), self._readback
         for i in w.ids:
             st = self.status[i]
+            was = st.health
             st.health, st.connected, st.last_error, st.seen = (
                 Health.UNREACHABLE, False, f"{i}: {what}", True
             )  # fmt: skip
+            self._tell_health(st, was)
             p = rb.pending.pop(i, None)
             if p is not None:
                 rb.unconfirmed[i] = p.outcome.request

@@ -7,8 +7,8 @@ socket pair as file descriptor FD. It reads a :class:`~adapters.fleet_wire.Worke
 sessions and discovery, and serves the parent's requests concurrently (a curtail while a
 sweep is out, as in one process). Every answer carries what changed in its devices
 (:class:`~adapters.fleet_wire.Sync`); read-back verdicts, read-back readings (those that
-do not confirm too) and connect progress are sent within ``FLUSH_S`` when no answer
-carries them sooner.
+do not confirm too), read-backs that failed (the device's health and error) and connect
+progress are sent within ``FLUSH_S`` when no answer carries them sooner.
 
 It ignores SIGINT and SIGTERM: Ctrl-C reaches the whole process group, and a service
 manager may signal every process of the service; the daemon needs its workers to put the
@@ -34,12 +34,13 @@ from adapters.fleet import Fleet
 from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
 from adapters.gc_hold import freeze_heap
 from adapters.neterrors import describe
-from adapters.outcomes import Outcome, Pending
+from adapters.outcomes import DeviceStatus, Outcome, Pending
 
 log = logging.getLogger("gridsched.fleet.worker")
 
-#: News (verdicts, read-back readings, connect progress) that no answer carries goes out
-#: within this long, batched: one frame per device would cost more than the calls themselves.
+#: News (verdicts, read-back readings and failures, connect progress) that no answer
+#: carries goes out within this long, batched: one frame per device would cost more than
+#: the calls themselves.
 FLUSH_S = 0.05
 
 
@@ -51,6 +52,7 @@ class Worker:
         self.writer = writer
         fleet.on_outcome = self._outcome
         fleet.on_reading = self._reading
+        fleet.on_health = self._health
         self._dirty: set[str] = set()  # devices whose status the parent has not seen
         self._events: list[Outcome] = []
         self._connected = 0
@@ -79,6 +81,15 @@ class Worker:
         its answer carries them, in one frame."""
         if t.device_id in self.fleet.pending:
             self._dirty.add(t.device_id)
+            self._soon()
+
+    def _health(self, st: DeviceStatus) -> None:
+        """A change of health of a device awaiting its read-back: news too, for a read that
+        failed (a timeout, a refused connection) gives no reading to carry it, and the
+        parent's status would show the device as it was until the worker's next answer or
+        the verdict at the command's deadline."""
+        if st.device_id in self.fleet.pending:
+            self._dirty.add(st.device_id)
             self._soon()
 
     def _progress(self, _done: int, _total: int) -> None:

@@ -265,6 +265,48 @@ def test_a_read_back_that_does_not_confirm_reaches_this_process_within_flush_s()
         asyncio.run(go())
 
 
+def test_a_read_back_that_fails_reaches_this_process_within_flush_s() -> None:
+    """A worker's read-back whose read fails (the miner took the sleep, then refuses
+    connections) gives no reading and no verdict yet: the device's health and error must
+    still reach this process at once (within ``FLUSH_S`` of the worker's failed read), not
+    with the worker's next answer or the verdict at the deadline (60 s here). Nothing is
+    asked of the workers after the command."""
+    sim = SimFleet.build(2, base=free_base(2), firmware=("luxos",), control_port=None, **FAST)
+    devs: list[DeviceAdapter] = [
+        PyasicMiner(f"m/{m.host}", m.host, 10.0, confirm_within_s=60.0) for m in sim.miners
+    ]
+    told: list[tuple[str, Health]] = []
+    fleet = ShardedFleet(devs, {d.device_id: "m" for d in devs}, workers=2, retry=RETRY,
+                         on_health=lambda st: told.append((st.device_id, st.health)))  # fmt: skip
+    target, miner = devs[0].device_id, sim.miners[0]
+
+    async def go() -> None:
+        try:
+            assert not any((await fleet.connect_all()).values())
+            await fleet.read_all()
+            told.clear()
+            (out,) = await fleet.apply({target: ModeRequest("sleep")})
+            assert out.ok and out.kind is OutcomeKind.ACCEPTED, out.error
+            th.call(miner.inject, FaultKind.REFUSE)
+            st = fleet.status[target]
+            # LuxOS is read back 5 s after a command (its settle time, models/firmware.py)
+            await until(
+                lambda: st.health is not Health.OK and st.last_error is not None,
+                20.0,
+                what="the worker's failed read-back in this process",
+            )
+            assert st.health in (Health.DEGRADED, Health.UNREACHABLE), st.health
+            assert "refused" in (st.last_error or ""), st.last_error
+            assert target in fleet.pending  # no verdict yet: it was the failed read alone
+            assert told and told[-1] == (target, st.health), told  # this process's on_health
+        finally:
+            await fleet.close()
+
+    th = SimFleetThread(sim)
+    with th:
+        asyncio.run(go())
+
+
 def test_fleet_workers_sizing_and_the_factory() -> None:
     """``auto`` is one worker per core beyond the first, at most 8: none on a 2-core host,
     where the fleet is the one-process Fleet as before; GPUs never go to a worker."""
