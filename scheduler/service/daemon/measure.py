@@ -52,11 +52,23 @@ class Power:
         self.meter_reading: MeterReading | None = None  # the last good one
         self.meter_error: str | None = None  # why the latest poll has no meter reading
         self.billing_peak_kw = self.config.tariff.billing_peak_so_far_kw
-        self._cache: dict[bool, SitePower] = {}
+        #: per ``expect``: each device's (kind, power) as last counted, in the fleet's order
+        self._tables: dict[bool, dict[str, tuple[str, DevicePower]]] = {}
+        #: per ``expect``: devices heard since their part of the table was counted
+        self._dirty: dict[bool, set[str]] = {False: set(), True: set()}
+        #: what the ``expect=True`` table was counted with: devices awaiting a read-back
+        self._pending_seen: set[str] = set()
+        #: per ``expect``: ``devices.generation`` when its table was counted
+        self._modes_generation: dict[bool, int] = {}
+        self._managed: frozenset[str] | None = None  # the classes with adapters
+        #: per ``expect``: the sum, and the plan and step its unmanaged classes came from
+        self._cache: dict[bool, tuple[object, int | None, SitePower]] = {}
         devices.listeners.append(self.invalidate)
 
     def invalidate(self) -> None:
-        """Readings or commands changed: the next figure is summed again."""
+        """Something other than a reading changed (commands, verdicts, modes, a poll): the
+        next figure counts every device again."""
+        self._tables.clear()
         self._cache.clear()
 
     def heard(self, t: Telemetry) -> None:
@@ -66,7 +78,9 @@ class Power:
         i = t.device_id
         held = self.readings.get(i)
         if held is not None and held.at > t.at:
-            return
+            return  # (the fleet may settle a read-back with it: ``site`` sees that)
+        self._dirty[False].add(i)  # counted again at the next figure, this device alone
+        self._dirty[True].add(i)
         self.readings[i] = t
         self.answered.add(i)
         self._since.add(i)
@@ -76,7 +90,6 @@ class Power:
             self.fresh.add(i)
             self.last_kw[i] = t.power_w / 1000.0
         self.generation += 1
-        self._cache.clear()
 
     def sweep_started(self) -> None:
         """A poll's sweep begins: a device counts as answering it if the sweep reads it, or
@@ -100,10 +113,56 @@ class Power:
         self.invalidate()
 
     def site(self, expect: bool, now: float) -> SitePower:
+        """The site's power as counted now (``expect``: see :meth:`measured`), the same
+        field for field as :meth:`_site_power`'s walk over every device, but counting again
+        only the devices whose figure may have changed since the last call.
+
+        What each device's figure (:meth:`_device`) reads, and what makes it counted again:
+
+        - its reading, ``fresh`` and ``last_kw``: changed by :meth:`heard` (that device
+          alone, marked in a dirty set per table) and by :meth:`note` and the poll's
+          dropping of unreachable devices' readings (every device: :meth:`invalidate`);
+        - ``devices.modes``: changed by commands (``DeviceModes.commanded``, whose
+          listeners call :meth:`invalidate`), verdicts (``read_back``, the same), drifts and
+          adoptions (they bump ``devices.generation``: every device) and a poll's first
+          modes (followed by :meth:`invalidate`);
+        - ``fleet.pending`` (``expect=True`` only): a command accepted or settled by a
+          reading, given up, superseded or a worker's news; its keys are compared with
+          those the table was counted with, and the devices that came or went are counted
+          again (a settle with a reading older than the one held changes nothing else);
+        - the classes and the fleet's devices: fixed for the daemon's life; a change in the
+          number of devices counts every device again.
+
+        The classes without adapters are summed as the plan has them at ``now``: the sum is
+        made again when the plan or its step changes."""
+        pending = self.fleet.pending
+        table = self._tables.get(expect)
+        if (
+            table is None
+            or self._modes_generation.get(expect) != self.devices.generation
+            or len(table) != len(self.fleet.status)
+        ):
+            self._cache.pop(expect, None)
+            table = self._tables[expect] = self._count(expect, self.fleet.status)
+            self._dirty[expect].clear()
+            self._modes_generation[expect] = self.devices.generation
+            if expect:
+                self._pending_seen = set(pending)
+        else:
+            dirty = self._dirty[expect]
+            if expect and (moved := self._pending_seen ^ pending.keys()):
+                dirty |= moved
+                self._pending_seen = set(pending)
+            if dirty:
+                self._cache.pop(expect, None)
+                status = self.fleet.status
+                table.update(self._count(expect, {i: status[i] for i in dirty if i in status}))
+                dirty.clear()
+        plan, k = self.plans.plan, self.plans.index(now)
         cached = self._cache.get(expect)
-        if cached is None:
-            cached = self._cache[expect] = self._site_power(expect, now)
-        return cached
+        if cached is None or cached[0] is not plan or cached[1] != k:
+            cached = self._cache[expect] = (plan, k, self._sum(table, now))
+        return cached[2]
 
     def measured(self, now: float, expect: bool = False) -> dict[str, float]:
         """Site power now: IT by kind, import (what metrics, status and the audit trail
@@ -132,16 +191,24 @@ class Power:
         return out
 
     def _site_power(self, expect: bool, now: float) -> SitePower:
-        # one walk over the fleet with what is the same for every device looked up once: at
-        # 9,548 devices each lookup saved is milliseconds of every poll and every shed
+        """Every device counted afresh: what :meth:`site` must equal."""
+        return self._sum(self._count(expect, self.fleet.status), now)
+
+    def _count(
+        self, expect: bool, status: Mapping[str, DeviceStatus]
+    ) -> dict[str, tuple[str, DevicePower]]:
+        # what is the same for every device looked up once: at 9,548 devices each lookup
+        # saved is milliseconds of every poll and every shed
         kinds = {name: dc.kind.value for name, dc in self.devices.classes.items()}
         pending = self.fleet.pending
         one = self._device
-        devices = {
-            i: (kinds[st.group], one(i, st, expect, pending)) for i, st in self.fleet.status.items()
-        }
+        return {i: (kinds[st.group], one(i, st, expect, pending)) for i, st in status.items()}
+
+    def _sum(self, devices: Mapping[str, tuple[str, DevicePower]], now: float) -> SitePower:
         unmanaged = 0.0  # classes without adapters: as planned
-        managed = {st.group for st in self.fleet.status.values()}
+        managed = self._managed
+        if managed is None:  # the fleet's devices are fixed for the daemon's life
+            managed = self._managed = frozenset(st.group for st in self.fleet.status.values())
         plan, k = self.plans.plan, self.plans.index(now)
         if plan is not None and k is not None:
             for cp in plan.classes:
