@@ -139,3 +139,31 @@ def test_the_site_figure_equals_the_full_walk_after_every_change(tmp_path: Path,
                 _check(d, step, what + ", again")
 
     run_open(d, body)
+
+
+def test_a_read_back_settled_by_a_reading_not_heard_is_counted_again(tmp_path: Path) -> None:
+    """The fleet settles a command with a read that is older than the reading held (two
+    reads crossing): the read is not heard, yet the device no longer awaits its read-back,
+    so with ``expect`` it counts at its reading, not at its command's mode."""
+    clock = FakeClock()
+    d, _ = memory_daemon(SITE, tmp_path, clock)
+    i = "gpu/0"
+
+    async def body() -> None:
+        dc = d.devices.class_of(i)
+        out = await d.fleet.apply({i: ModeRequest("run", power_w=dc.device_target_w("low"))})
+        d.devices.commanded(out, {i: "low"})
+        assert i in d.fleet.pending
+        ahead = Telemetry(i, clock.time() + 5.0, "running", power_w=123.0)
+        d.fleet.status[i].telemetry = ahead
+        assert d.fleet.on_reading is not None
+        d.fleet.on_reading(ahead)
+        before = d.power.site(True, clock.time())
+        assert before == d.power._site_power(True, clock.time())
+        await d.fleet.read_all([i])  # stamped now: older than the one held, not heard
+        assert i not in d.fleet.pending and d.power.readings[i] is ahead
+        after = d.power.site(True, clock.time())
+        assert after == d.power._site_power(True, clock.time())
+        assert after.gpu_kw == pytest.approx(before.gpu_kw - 0.35 + 0.123)
+
+    run_open(d, body)
