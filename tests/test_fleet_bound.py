@@ -125,13 +125,18 @@ def test_the_calls_of_one_burst_share_a_timer() -> None:
         try:
             gate = loop.create_future()
             calls = [asyncio.ensure_future(_bounded(bound, 10.0, gate)) for _ in range(256)]
-            await asyncio.sleep(0)
+            before = loop.time()
+            await asyncio.sleep(0)  # every call enters its bound in this turn
+            span_s = loop.time() - before
             gate.set_result(None)
             assert set(await asyncio.gather(*calls)) == {"answered"}
         finally:
             loop.call_at = call_at  # type: ignore[method-assign]
-        # 256 calls started in one turn: one timer, or two across a grain's edge
-        assert 1 <= len(armed) <= 2, len(armed)
+        # 256 calls started in one turn: one timer per grain (10 ms here) the turn spanned,
+        # one or two on an idle host; a busy host can stretch the turn over more grains (CI
+        # run BC: three). Never one timer per call.
+        assert 1 <= len(armed) <= 2 + int(span_s / (10.0 * GRAIN)), (len(armed), span_s)
+        assert len(armed) < len(calls) // 8, len(armed)
         assert all(at - loop.time() <= 10.0 * (1 + GRAIN) for at in armed)
 
     asyncio.run(main())
