@@ -131,6 +131,6 @@ def _answer_unreadable(exc: BaseException) -> bool:
     """An exception outside the adapters' contract that says the device answered and the
     answer could not be read (a library choking on it: json's decoder, a protobuf parser),
     not that it could not be reached (OSError, a timeout) and not a bug of ours."""
-    if isinstance(exc, AdapterError | OSError | TimeoutError):
+    if isinstance(exc, AdapterError | OSError):  # TimeoutError is an OSError
         return False
     return not is_bug(exc, reading=True)

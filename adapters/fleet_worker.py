@@ -79,17 +79,18 @@ class Worker:
         the command (no verdict, so no outcome, carries it), or the parent's site power
         and status would wait for the worker's next answer. Other readings are a sweep's:
         its answer carries them, in one frame."""
-        if t.device_id in self.fleet.pending:
-            self._dirty.add(t.device_id)
-            self._soon()
+        self._news_while_pending(t.device_id)
 
     def _health(self, st: DeviceStatus) -> None:
         """A change of health of a device awaiting its read-back: news too, for a read that
         failed (a timeout, a refused connection) gives no reading to carry it, and the
         parent's status would show the device as it was until the worker's next answer or
         the verdict at the command's deadline."""
-        if st.device_id in self.fleet.pending:
-            self._dirty.add(st.device_id)
+        self._news_while_pending(st.device_id)
+
+    def _news_while_pending(self, device_id: str) -> None:
+        if device_id in self.fleet.pending:
+            self._dirty.add(device_id)
             self._soon()
 
     def _progress(self, _done: int, _total: int) -> None:
