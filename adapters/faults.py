@@ -46,7 +46,7 @@ from __future__ import annotations
 import sqlite3
 from types import TracebackType
 
-from adapters.neterrors import OUR_PACKAGES, sqlite_meaning
+from adapters.neterrors import OUR_PACKAGES, describe, sqlite_meaning
 
 #: Builtin exceptions that, raised in our own code, only a mistake raises (a ValueError
 #: there may be a value from outside that does not fit: ``float('abc')``).
@@ -107,6 +107,12 @@ def named(exc: BaseException) -> str:
     """A bug as an operator reads it: its class and message (``KeyError: 'cap_kw'``)."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def in_words(exc: BaseException, *, reading: bool = False) -> str:
+    """``exc`` as an operator reads it: a bug by its name (:func:`named`), a fault in words
+    (:func:`adapters.neterrors.describe`)."""
+    return named(exc) if is_bug(exc, reading=reading) else describe(exc)
 
 
 def traceback_once(exc: BaseException, *, reading: bool = False) -> BaseException | None:

@@ -29,11 +29,10 @@ from typing import Any
 
 from adapters.aio import run_async
 from adapters.base import DeviceInfo, ModeRequest, Telemetry
-from adapters.faults import is_bug, named, traceback_once
+from adapters.faults import in_words, traceback_once
 from adapters.fleet import Fleet
 from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
 from adapters.gc_hold import freeze_heap
-from adapters.neterrors import describe
 from adapters.outcomes import DeviceStatus, Outcome, Pending
 
 log = logging.getLogger("gridsched.fleet.worker")
@@ -147,7 +146,7 @@ class Worker:
             result = await self._run(op, arg)
         except Exception as exc:  # the parent hears it; the worker goes on
             # a fault: one line; a bug keeps its name, its traceback once per place
-            why = named(exc) if is_bug(exc) else describe(exc)
+            why = in_words(exc)
             log.error("fleet worker: %s failed: %s", op, why, exc_info=traceback_once(exc))
             self.send(req_id, False, f"{op}: {why}")
         else:

@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from adapters.faults import is_bug, named, traceback_once
-from adapters.neterrors import describe
+from adapters.faults import in_words, traceback_once
 from scheduler.service.metrics import Snapshot
 from scheduler.service.metrics_child import ASK, HEADER
 
@@ -163,7 +162,7 @@ class MetricsExporter:
         except Exception as exc:  # the process serves the last rendering, its age growing
             log.error(
                 "rendering /metrics failed; scrapes get the last rendering: %s",
-                named(exc) if is_bug(exc) else describe(exc),
+                in_words(exc),
                 exc_info=traceback_once(exc),  # a bug: its traceback once per place
             )
             return

@@ -10,8 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.faults import is_bug, named, traceback_once
-from adapters.neterrors import describe
+from adapters.faults import in_words, traceback_once
 from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 
 SWEEP_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -84,7 +83,7 @@ class Tasks:
         """One line in words for a fault (a device, the disk, the network); a bug keeps its
         name and its traceback, once per place (:func:`adapters.faults.is_bug`)."""
         self.counters.task_failed(name)
-        why = named(exc) if is_bug(exc) else describe(exc)
+        why = in_words(exc)
         log.error("background task %s failed: %s", name, why, exc_info=traceback_once(exc))
 
     def job_failed(self, event: Any) -> None:

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 
 from adapters import registry
 from adapters.base import ModeRequest
-from adapters.faults import is_bug, named, traceback_once
+from adapters.faults import in_words, traceback_once
 from adapters.fleet import Fleet, Outcome
-from adapters.neterrors import describe
 from models.devices import DeviceKind
 from models.economics import site_load_kw
 from scheduler.service.daemon.clock import Clock
@@ -280,7 +279,7 @@ class Dispatcher:
         except Exception as exc:  # a background task: its failure must be told, not lost
             log.error(
                 "staging the coming wakes failed; each wake will send its profile: %s",
-                named(exc) if is_bug(exc) else describe(exc),
+                in_words(exc),
                 exc_info=traceback_once(exc),  # a bug: its traceback once per place
             )
             return []

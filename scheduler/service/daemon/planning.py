@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from adapters.base import DeviceInfo
-from adapters.faults import is_bug, named, traceback_once
+from adapters.faults import in_words, traceback_once
 from adapters.fleet import Fleet, Outcome
-from adapters.neterrors import describe
 from models.durations import parse_duration_s
 from models.economics import site_load_kw
 from models.market import demo_prices
@@ -207,7 +206,7 @@ class Planning:
                 )
             except Exception as exc:  # bad prices, a solver failure: keep the last plan
                 # the solver, the disk: one line; a bug keeps its name, its traceback once
-                error = named(exc) if is_bug(exc) else describe(exc)
+                error = in_words(exc)
                 log.error("re-plan (%s) failed: %s", reason, error, exc_info=traceback_once(exc))
                 await self.failed(reason, error, "error")
                 return None

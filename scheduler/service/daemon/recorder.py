@@ -16,9 +16,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from adapters.faults import is_bug, named, traceback_once
+from adapters.faults import in_words, traceback_once
 from adapters.fleet import Outcome, OutcomeKind
-from adapters.neterrors import describe
 from scheduler.audit.store import Store
 from scheduler.service.daemon.counters import Counters
 
@@ -45,7 +44,7 @@ class Recorder:
         except Exception as exc:
             self.counters.store_failures += 1
             # what the store refused, in words; a bug keeps its name, its traceback once
-            error = named(exc) if is_bug(exc) else describe(exc)
+            error = in_words(exc)
             if error != self.error:  # once per distinct error, not every poll
                 log.error(
                     "audit record %r not written: %s", kind, error, exc_info=traceback_once(exc)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from adapters.faults import file_refused, is_bug, named, traceback_once
+from adapters.faults import file_refused, in_words, is_bug, named, traceback_once
 from adapters.neterrors import describe
 from models.signals import EventType, GridEvent
 from models.site import SiteConfig
@@ -151,7 +151,7 @@ class Signals:
                     # stored; the book is read again from the store rather than left without it
                     log.error(
                         "event book not updated, read again from the state file: %s",
-                        named(exc) if is_bug(exc) else describe(exc),
+                        in_words(exc),
                         exc_info=traceback_once(exc),
                     )
                     self._book = None
@@ -226,7 +226,7 @@ class Signals:
                 cap, _ = event_caps(self.config, grid, [ev], self.config.site.base_load_kw)
                 cap_kw = min(cap_kw, float(cap[0]))
             except Exception as exc:
-                text = " ".join((named(exc) if is_bug(exc) else describe(exc)).split())
+                text = " ".join(in_words(exc).split())
                 problems.append(f"event {ev.id!r}: {text}")  # a ConfigError spans lines
                 if (first := traceback_once(exc)) is not None:  # a bug: where, once
                     log.error("cap of event %r: a bug in gridsched", ev.id, exc_info=first)
@@ -249,7 +249,7 @@ class Signals:
             try:
                 caps = class_caps_at(self.config, events, datetime.fromtimestamp(now, UTC))
             except Exception as exc:
-                error = " ".join((named(exc) if is_bug(exc) else describe(exc)).split())
+                error = " ".join(in_words(exc).split())
                 if (first := traceback_once(exc)) is not None:  # a bug: where, once
                     log.error("class caps: a bug in gridsched", exc_info=first)
         if error != self.class_cap_error:
