@@ -174,6 +174,10 @@ class DeviceAdapter(ABC):
     #: (``gridsched fleet status``): on connect, an adapter may bring a device whose state
     #: it cannot read back to a known one (the GPU adapter resets an SM clock lock).
     controller: bool = field(default=False, init=False)
+    #: Set by a reading that found upkeep due (a LuxOS session to renew ahead of the next
+    #: command); the fleet then runs :meth:`upkeep` off the sweep's path
+    #: (:mod:`adapters.fleet_upkeep`).
+    upkeep_wanted: bool = field(default=False, init=False)
 
     @abstractmethod
     async def connect(self) -> DeviceInfo:
@@ -222,6 +226,11 @@ class DeviceAdapter(ABC):
         if applied.target_w is None or t.target_w is None:
             return True
         return abs(t.target_w - applied.target_w) <= max(1.0, 0.01 * applied.target_w)
+
+    async def upkeep(self) -> None:
+        """What the last reading found due, done now (best effort: it must not raise; what
+        it could not do, a later reading asks for again). The default has none."""
+        self.upkeep_wanted = False
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default holds none."""

@@ -1,0 +1,101 @@
+"""Upkeep a reading found due, done off the sweep's path.
+
+A LuxOS session is renewed ahead of the next command (a ``logoff`` and a ``logon``: two
+round trips, where the reading was one), so that a curtail finds a fresh session and needs
+no logon of its own. Made inside the reading, the renewals held each sweep until they were
+done: at the example site, half of the 7,500 miners renewed in each 15 s sweep, and the
+sweep took about 1.5 times as long as its readings. Now a reading only says that its
+device wants upkeep (:attr:`adapters.base.DeviceAdapter.upkeep_wanted`) and the fleet runs
+:meth:`~adapters.base.DeviceAdapter.upkeep` here, a few devices at a time beside the
+readings, and none while commands are in flight: a curtail has the CPU and the network
+before any renewal.
+
+Upkeep is best effort: a device's ``upkeep`` must not raise (one that does is logged and
+the fleet goes on); what it could not do is done again at its next turn, and a command that
+finds its session stale logs on first (never a failed attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+
+from adapters.base import DeviceAdapter
+from adapters.faults import in_words, traceback_once
+from adapters.fleet_slots import Slots
+
+log = logging.getLogger("gridsched.fleet")
+
+#: Devices kept up at once: few beside a sweep's readings, so that the sweep keeps most of
+#: the CPU, and enough to finish a sweep's renewals well before the next sweep.
+UPKEEP_CONCURRENCY = 4
+
+
+class Upkeep:
+    """The devices whose reading found upkeep due, kept up in the order they were read."""
+
+    def __init__(self, slots: Slots, bound_s: float, concurrency: int = UPKEEP_CONCURRENCY) -> None:
+        self._slots = slots
+        self._bound_s = bound_s
+        self._concurrency = concurrency
+        self._queue: collections.deque[DeviceAdapter] = collections.deque()
+        self._held: set[str] = set()  # queued or running: one upkeep per device at a time
+        self._workers: set[asyncio.Task[None]] = set()
+        self.done = 0  # upkeeps run, for tests and counters
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def add(self, dev: DeviceAdapter) -> None:
+        """Keep ``dev`` up soon (once, however many readings asked meanwhile)."""
+        if dev.device_id in self._held:
+            return
+        self._held.add(dev.device_id)
+        self._queue.append(dev)
+        if len(self._workers) < self._concurrency:
+            task = asyncio.get_running_loop().create_task(self._worker())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    async def _worker(self) -> None:
+        slots = self._slots
+        while self._queue:
+            while slots.controls:  # a command batch first, however long it takes
+                await slots.yield_to_controls()
+            if not self._queue:
+                return
+            dev = self._queue.popleft()
+            try:
+                if dev.upkeep_wanted:  # else a command since has done it (a fresh session)
+                    async with asyncio.timeout(self._bound_s):
+                        await dev.upkeep()
+                    self.done += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # best effort: the next reading asks again
+                log.warning(
+                    "%s: upkeep failed: %s",
+                    dev.device_id,
+                    in_words(exc),
+                    exc_info=traceback_once(exc),
+                )
+            finally:
+                self._held.discard(dev.device_id)
+
+    async def idle(self) -> None:
+        """Until every queued upkeep has run (tests, and a fleet closing in order)."""
+        while self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel what is queued and running: the fleet is closing."""
+        self._queue.clear()
+        self._held.clear()
+        for task in list(self._workers):
+            task.cancel()
+        for task in list(self._workers):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

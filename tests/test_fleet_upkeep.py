@@ -1,0 +1,148 @@
+"""Upkeep a reading found due (a LuxOS session to renew) runs off the sweep's path
+(:mod:`adapters.fleet_upkeep`): a sweep ends when its readings are in, a command batch goes
+before any upkeep, a failing upkeep is one log line, and a closing fleet cancels what is
+queued. The LuxOS side (a reading asks, ``upkeep`` renews) is in test_luxos_sessions.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telemetry
+from adapters.fleet import Fleet
+
+
+@dataclass
+class _Kept(DeviceAdapter):
+    """A device whose every reading asks for upkeep; its upkeep waits for ``gate``."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    applying: asyncio.Event | None = None
+    upkept: list[float] = field(default_factory=list)
+    fails: bool = False
+
+    async def connect(self) -> DeviceInfo:
+        self.info = DeviceInfo(self.device_id, "asic", self.address)
+        return self.info
+
+    async def read(self) -> Telemetry:
+        self.upkeep_wanted = True
+        return Telemetry(self.device_id, time.time(), "running", power_w=3000.0)
+
+    async def apply(self, request: ModeRequest) -> Applied:
+        if self.applying is not None:
+            await self.applying.wait()
+        return Applied(request, None)
+
+    async def upkeep(self) -> None:
+        self.upkeep_wanted = False
+        await self.gate.wait()
+        if self.fails:
+            raise RuntimeError("upkeep broke")
+        self.upkept.append(time.monotonic())
+
+
+def test_a_sweep_ends_when_its_readings_are_in_not_when_its_upkeep_is_done() -> None:
+    """Before, a LuxOS reading renewed its session inside the reading (a logoff and a
+    logon), and the sweep lasted until every renewal was done."""
+
+    async def go() -> tuple[int, int, int]:
+        gate = asyncio.Event()
+        devs = [_Kept(f"k/{i}", f"k{i}", gate=gate) for i in range(10)]
+        fleet = Fleet(devs)
+        await fleet.connect_all()
+        got = await asyncio.wait_for(fleet.read_all(), 5.0)  # upkeep blocked: still ends
+        waiting = fleet.upkeep.queued + sum(1 for d in devs if not d.upkept)
+        gate.set()
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        done = sum(len(d.upkept) for d in devs)
+        await fleet.close()
+        return len(got), waiting, done
+
+    read, waiting, done = asyncio.run(go())
+    assert read == 10
+    assert waiting >= 10  # none kept up yet when the sweep ended
+    assert done == 10  # then each, once
+
+
+def test_upkeep_waits_while_commands_are_in_flight() -> None:
+    async def go() -> tuple[int, int]:
+        applying = asyncio.Event()
+        gate = asyncio.Event()
+        gate.set()
+        devs = [_Kept(f"k/{i}", f"k{i}", gate=gate, applying=applying) for i in range(4)]
+        fleet = Fleet(devs)
+        await fleet.connect_all()
+        batch = asyncio.create_task(fleet.apply({"k/0": ModeRequest("sleep")}))
+        await asyncio.sleep(0.01)  # the command is in flight
+        await fleet.read_all(["k/1", "k/2", "k/3"])  # readings wait up to read_yield_max_s
+        await asyncio.sleep(0.05)
+        during = sum(len(d.upkept) for d in devs)
+        applying.set()
+        await batch
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        after = sum(len(d.upkept) for d in devs)
+        await fleet.close()
+        return during, after
+
+    during, after = asyncio.run(go())
+    assert (during, after) == (0, 3)
+
+
+def test_a_failing_upkeep_is_one_log_line_and_the_fleet_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> int:
+        gate = asyncio.Event()
+        gate.set()
+        bad = _Kept("k/bad", "kb", gate=gate, fails=True)
+        good = _Kept("k/good", "kg", gate=gate)
+        fleet = Fleet([bad, good])
+        await fleet.connect_all()
+        await fleet.read_all()
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        got = len(await fleet.read_all())  # and the next sweep asks again
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        await fleet.close()
+        return got + len(good.upkept)
+
+    with caplog.at_level(logging.WARNING, logger="gridsched.fleet"):
+        assert asyncio.run(go()) == 4
+    lines = [r for r in caplog.records if "upkeep failed" in r.getMessage()]
+    assert len(lines) == 2 and "k/bad" in lines[0].getMessage()
+    assert "RuntimeError" in lines[0].getMessage()
+
+
+def test_a_closing_fleet_cancels_the_upkeep_it_has_queued() -> None:
+    async def go() -> list[float]:
+        gate = asyncio.Event()  # never set: every upkeep would wait for ever
+        dev = _Kept("k/0", "k0", gate=gate)
+        fleet = Fleet([dev])
+        await fleet.connect_all()
+        await fleet.read_all()
+        await asyncio.wait_for(fleet.close(), 5.0)
+        return dev.upkept
+
+    assert asyncio.run(go()) == []
+
+
+def test_many_readings_of_one_device_queue_one_upkeep() -> None:
+    async def go() -> int:
+        gate = asyncio.Event()
+        dev = _Kept("k/0", "k0", gate=gate)
+        other = _Kept("k/1", "k1", gate=gate)
+        fleet = Fleet([dev, other], concurrency=1)
+        await fleet.connect_all()
+        for _ in range(5):
+            await fleet.read_all()
+        gate.set()
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        await fleet.close()
+        return fleet.upkeep.done
+
+    # one upkeep per device at a time: the readings made while it ran asked for nothing more
+    assert asyncio.run(go()) == 2
