@@ -18,7 +18,8 @@ every miner, read-back, memory. Three processes on loopback, real HTTP.
    miner since its last wake, from its control port's ``list``); then to the daemon's
    read-back verdict (the ``commands`` records with ``why = "read-back"`` in the daemon's
    audit log).
-5. memory and CPU from ``/proc``: the daemon's VmRSS and VmHWM (and its fleet workers'),
+5. memory and CPU from ``/proc``: the daemon's VmRSS and VmHWM (and its child processes':
+   the ``[metrics] listen`` process, and fleet workers when ``fleet_workers`` > 1),
    and the CPU seconds of the daemon and the simulator (each with its child processes)
    in each phase, with the load average at the start and end.
 
@@ -65,7 +66,7 @@ FAST = "gridsched_fastpath_duration_seconds"
 
 
 def tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (fleet workers, simulator shards)."""
+    """``pid`` and its descendants (the metrics listener, fleet workers, simulator shards)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -204,7 +205,8 @@ def print_report(r: Report) -> None:
           f"compliance after: {r.compliance}")  # fmt: skip
     workers = ""
     if r.workers_rss_mb:
-        workers = (f"; {len(r.workers_rss_mb)} fleet workers RSS {sum(r.workers_rss_mb):.0f} MB,"
+        workers = (f"; {len(r.workers_rss_mb)} child processes (metrics listener, fleet workers)"
+                   f" RSS {sum(r.workers_rss_mb):.0f} MB,"
                    f" peak {sum(r.workers_hwm_mb):.0f} MB summed")  # fmt: skip
     print(f"daemon memory: RSS {r.rss_mb:.0f} MB, peak (VmHWM) {r.hwm_mb:.0f} MB{workers}")
     print(f"{'phase':28s} {'wall':>8s} {'daemon CPU':>11s} {'simulator CPU':>14s}")
