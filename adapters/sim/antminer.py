@@ -38,8 +38,9 @@ delays the answer to ``set_miner_conf`` instead (a CGI that restarts bmminer bef
 answers), the change taking effect when it answers.
 
 The web CGI and its digest check are :class:`~adapters.sim.antminer_web.AntminerWeb`
-(lighttpd's connection handling: :mod:`adapters.sim.lighttpd`); this module adds bmminer's
-API on 4028.
+(lighttpd's connection handling: :mod:`adapters.sim.lighttpd`); bmminer's API on 4028 is
+:class:`~adapters.sim.bmminer.BmminerSim`, to which this module adds stock firmware's
+``version``, ``devs`` and ``stats`` head.
 """
 
 from __future__ import annotations
@@ -48,19 +49,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from adapters.sim.antminer_web import COMPILE_TIME, AntminerWeb
-
-BMMINER_VERSION = "1.0.0"
+from adapters.sim.bmminer import BMMINER_VERSION, BmminerSim
 
 
 @dataclass
-class AntminerSim(AntminerWeb):
+class AntminerSim(AntminerWeb, BmminerSim):
     """One simulated stock Antminer bound to ``host``:4028 (API) and ``host``:``web_port``."""
 
-    description: ClassVar[str] = f"bmminer {BMMINER_VERSION}"
-    multicommand: ClassVar[bool] = False  # pyasic's base RPC notes the S19 refuses them
     bad_json_code: ClassVar[int] = 23
 
-    # -- the cgminer API on 4028 --------------------------------------------------------
+    # -- the cgminer API on 4028 (summary, stats, pools: adapters.sim.bmminer) ----------
 
     def _cmd_version(self, _: list[str]) -> dict[str, Any]:
         body = {
@@ -72,44 +70,8 @@ class AntminerSim(AntminerWeb):
         }
         return self._ok(22, "BMMiner versions", "VERSION", [body])
 
-    def _cmd_summary(self, _: list[str]) -> dict[str, Any]:
-        _w, ths = self._advance()
-        self.state.accepted += 1 if ths > 0 else 0
-        body = {
-            "Elapsed": int(self.clock() - self.state.boot_at),
-            "GHS 5s": f"{ths * 1000.0:.2f}",  # bmminer sends these as strings
-            "GHS av": round(ths * 1000.0, 2),
-            "Accepted": self.state.accepted,
-            "Rejected": 0,
-            "Hardware Errors": 0,
-        }
-        return self._ok(11, "Summary", "SUMMARY", [body])
-
-    def _cmd_stats(self, _: list[str]) -> dict[str, Any]:
-        _w, ths = self._advance()
-        t = self.state.temp_c
-        p = self.preset(self.state.profile)
-        board: dict[str, Any] = {
-            "STATS": 0,
-            "ID": "BC50",
-            "Elapsed": int(self.clock() - self.state.boot_at),
-            "total_rateideal": round(p.ths * 1000.0, 2),
-            "rate_unit": "GH",
-            "fan_num": 4,
-            "miner_count": 3,
-        }
-        for i in (1, 2, 3):
-            board[f"fan{i}"] = 4800 if ths > 0 else 0
-            board[f"chain_rate{i}"] = f"{ths * 1000.0 / 3:.2f}"
-            board[f"chain_acn{i}"] = 126
-            board[f"temp{i}"] = round(t - 6)
-            board[f"temp2_{i}"] = round(t + 6)
-        head = {"BMMiner": BMMINER_VERSION, "Miner": "uart_trans.1.3", "Type": self.model}
-        out = self._ok(70, "BMMiner stats", "STATS", [head, board])
-        return out
-
-    def _cmd_pools(self, _: list[str]) -> dict[str, Any]:
-        return self._ok(7, "1 Pool(s)", "POOLS", [self._pool()])
+    def _stats_head(self) -> dict[str, Any]:
+        return {"BMMiner": BMMINER_VERSION, "Miner": "uart_trans.1.3", "Type": self.model}
 
     def _cmd_devs(self, _: list[str]) -> dict[str, Any]:
         _w, ths = self._advance()

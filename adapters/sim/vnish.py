@@ -68,17 +68,17 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from adapters.sim.bmminer import BMMINER_VERSION, BmminerSim
 from adapters.sim.calllog import CallLog
 from adapters.sim.physics import Preset, presets_for
-from adapters.sim.server import FaultKind, MinerServer
+from adapters.sim.server import FaultKind
 from adapters.sim.vnish_web import HttpReply, serve_http
 
 VNISH_VERSION = "1.2.6"
-BMMINER_VERSION = "1.0.0"
 
 
 @dataclass
-class VnishSim(MinerServer):
+class VnishSim(BmminerSim):
     """One simulated VNish miner on ``host``:4028 (API) and ``host``:``web_port`` (web)."""
 
     web_port: int = 80
@@ -102,8 +102,11 @@ class VnishSim(MinerServer):
     resume_starts_stopped: bool = True
     web_calls: CallLog[tuple[str, str]] = field(default_factory=CallLog)  # (method, path)
 
-    description: ClassVar[str] = f"bmminer {BMMINER_VERSION}"
-    multicommand: ClassVar[bool] = False  # as bmminer, which pyasic's VNish class extends
+    # bmminer's API (pyasic's VNish class extends BMMiner): four fans, turning while the
+    # chains are idle; pyasic reads temp<i> as the chip's
+    stats_fans: ClassVar[int] = 4
+    idle_fan_rpm: ClassVar[int] = 1200
+    temp_offsets_c: ClassVar[tuple[int, int]] = (6, -6)
 
     def __post_init__(self) -> None:
         if not self.presets:
@@ -153,7 +156,7 @@ class VnishSim(MinerServer):
     def _by_watts(self, name: str) -> Preset | None:
         return next((p for p in self.presets if str(round(p.watts)) == name), None)
 
-    # -- the cgminer API on 4028 ---------------------------------------------------------
+    # -- the cgminer API on 4028 (summary, stats, pools: adapters.sim.bmminer) ----------
 
     def _model_type(self) -> str:
         return f"{self.model} (Vnish {self.version})"
@@ -167,45 +170,12 @@ class VnishSim(MinerServer):
         }
         return self._ok(22, "BMMiner versions", "VERSION", [body])
 
-    def _cmd_summary(self, _: list[str]) -> dict[str, Any]:
-        _w, ths = self._advance()
-        self.state.accepted += 1 if ths > 0 else 0
-        body = {
-            "Elapsed": int(self.clock() - self.state.boot_at),
-            "GHS 5s": f"{ths * 1000.0:.2f}",
-            "GHS av": round(ths * 1000.0, 2),
-            "Accepted": self.state.accepted,
-            "Rejected": 0,
-            "Hardware Errors": 0,
+    def _stats_head(self) -> dict[str, Any]:
+        return {
+            "BMMiner": BMMINER_VERSION,
+            "Miner": f"Vnish {self.version}",
+            "Type": self._model_type(),
         }
-        return self._ok(11, "Summary", "SUMMARY", [body])
-
-    def _cmd_stats(self, _: list[str]) -> dict[str, Any]:
-        _w, ths = self._advance()
-        t = self.state.temp_c
-        p = self.preset(self.state.profile)
-        board: dict[str, Any] = {
-            "STATS": 0,
-            "ID": "BC50",
-            "Elapsed": int(self.clock() - self.state.boot_at),
-            "total_rateideal": round(p.ths * 1000.0, 2),
-            "rate_unit": "GH",
-            "fan_num": 4,
-            "miner_count": 3,
-        }
-        for i in (1, 2, 3, 4):
-            board[f"fan{i}"] = 4800 if ths > 0 else 1200
-        for i in (1, 2, 3):
-            board[f"chain_rate{i}"] = f"{ths * 1000.0 / 3:.2f}"
-            board[f"chain_acn{i}"] = 126
-            board[f"temp{i}"] = round(t + 6)  # pyasic reads temp<i> as the chip's
-            board[f"temp2_{i}"] = round(t - 6)
-        head = {"BMMiner": BMMINER_VERSION, "Miner": f"Vnish {self.version}"}
-        head["Type"] = self._model_type()
-        return self._ok(70, "BMMiner stats", "STATS", [head, board])
-
-    def _cmd_pools(self, _: list[str]) -> dict[str, Any]:
-        return self._ok(7, "1 Pool(s)", "POOLS", [self._pool()])
 
     # -- the web API: authentication -----------------------------------------------------
 
