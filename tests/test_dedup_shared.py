@@ -1,12 +1,23 @@
-"""The helpers that now serve two places each: bmminer's API for the stock and VNish simulators."""
+"""The helpers that now serve two places each: bmminer's API for the stock and VNish
+simulators and the price options of ``plan`` and ``backtest``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
+import pytest
+
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.vnish import VnishSim
+from scheduler.cli.options import (
+    UsageError,
+    add_event_args,
+    add_price_file_args,
+    read_prices,
+)
+from tests.conftest import make_site
 
 # -- bmminer's API, as stock Antminer and VNish serve it ----------------------------------
 
@@ -51,3 +62,37 @@ def test_each_firmware_keeps_its_own_stats() -> None:
     assert (board["chain_rate1"], board["fan4"]) == ("0.00", 1200)
     assert "Type" not in _ask(vn, "version")["VERSION"][0]  # discovery must read VNish
     assert _ask(stock, "version")["VERSION"][0]["Type"] == stock.model
+
+
+# -- plan's and backtest's price options -------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_price_file_args(p, "price CSV")
+    add_event_args(p, "events")
+    for flag in ("--price-currency", "--usd-per-unit", "--price-per"):
+        p.add_argument(flag)
+    return p
+
+
+def test_price_options_parse_as_before() -> None:
+    args = _parser().parse_args(["--config", "s.toml", "--prices", "p.csv"])
+    assert args.timestamp_column == "interval_start_utc"
+    assert args.price_format is None and args.events is None and args.events_at is None
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--config", "s.toml", "--price-format", "xls"])
+    with pytest.raises(SystemExit):
+        _parser().parse_args([])  # --config is required
+
+
+def test_a_price_file_needs_its_column() -> None:
+    args = _parser().parse_args(["--config", "s.toml", "--prices", "p.csv"])
+    with pytest.raises(UsageError, match="--price-column is required"):
+        read_prices(make_site(), args, 0, 3600, "p.csv", "csv", None)
+
+
+def test_without_a_file_the_config_prices_are_read() -> None:
+    args = _parser().parse_args(["--config", "s.toml"])
+    s = read_prices(make_site(), args, 0, 86_400, None, None, None)
+    assert s.synthetic and s.unit == "USD/MWh"  # the toy site's [prices]: demo

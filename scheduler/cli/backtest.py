@@ -11,10 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 from models.durations import parse_duration_s
 from models.errors import GridschedError
-from models.market import Series, site_prices
 from models.markets import MarketInfo
 from models.site import SiteConfig, load_site
-from scheduler.cli.options import UsageError, read_events
+from scheduler.cli.options import (
+    PRICE_FORMATS,
+    UsageError,
+    add_event_args,
+    add_price_file_args,
+    read_events,
+    read_prices,
+)
 
 if TYPE_CHECKING:
     from scheduler.backtest.engine import BacktestSetup
@@ -46,31 +52,6 @@ def _backtest_market(args: argparse.Namespace, config: SiteConfig) -> MarketInfo
     return market_for_format(fmt)
 
 
-def _backtest_prices(
-    config: SiteConfig,
-    args: argparse.Namespace,
-    span: tuple[int, int],
-    path: str | None,
-    fmt: str | None,
-    col: str | None,
-) -> Series:
-    if path is not None and col is None:
-        raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
-    return site_prices(
-        config,
-        span[0],
-        span[1],
-        path,
-        fmt,
-        col,
-        args.timestamp_column,
-        args.price_timezone,
-        currency=args.price_currency,
-        usd_per_unit=args.usd_per_unit,
-        per=args.price_per,
-    )
-
-
 def cmd_backtest(args: argparse.Namespace) -> int:
     from models.market import load_btc_hashprice
     from scheduler.backtest import policies
@@ -100,9 +81,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--policy {','.join(unknown)}: valid are {', '.join(policies.POLICIES)}")
     market = _backtest_market(args, config)
-    span = (start, end)
-    realised = _backtest_prices(
-        config, args, span, args.prices, args.price_format, args.price_column
+    realised = read_prices(
+        config, args, start, end, args.prices, args.price_format, args.price_column
     )
     forecast = None
     if args.forecast:
@@ -111,10 +91,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                 "--forecast needs --market: when day-ahead prices are published depends on "
                 "the market (ERCOT, PJM, MISO, SPP, CAISO, NYISO, SDAC/EPEX/Nord Pool)"
             )
-        forecast = _backtest_prices(
+        forecast = read_prices(
             config,
             args,
-            span,
+            start,
+            end,
             args.forecast,
             args.forecast_format,
             args.forecast_column or args.price_column,
@@ -229,37 +210,17 @@ def _inference_dr(
 
 def add_parsers(sub: Any) -> None:
     bt = sub.add_parser("backtest", help="replay a period on real prices against baselines")
-    bt.add_argument("--config", required=True, help="site TOML file")
-    bt.add_argument("--prices", help="realised price CSV (default: the config's [prices])")
-    bt.add_argument(
-        "--price-format",
-        choices=["ercot-rtm", "ercot-dam", "csv"],
-        help="price file layout (default csv: a timestamp and a price column)",
-    )
-    bt.add_argument("--price-column", help="price column, e.g. HB_WEST")
-    bt.add_argument(
-        "--timestamp-column",
-        default="interval_start_utc",
-        help="timestamp column of a csv price file (default: %(default)s)",
-    )
-    bt.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
+    add_price_file_args(bt, "realised price CSV (default: the config's [prices])")
     bt.add_argument("--forecast", help="forecast CSV, e.g. the ERCOT day-ahead file")
     bt.add_argument(
         "--forecast-format",
-        choices=["ercot-rtm", "ercot-dam", "csv"],
+        choices=list(PRICE_FORMATS),
         help="layout of the --forecast file (as --price-format)",
     )
     bt.add_argument("--forecast-column", help="default: --price-column")
     bt.add_argument("--btc", help="BTC daily network CSV (hashprice per day)")
-    bt.add_argument(
-        "--events",
-        help="JSON list of grid events, or a CSV power trace of a real DR event (with --events-at)",
-    )
-    bt.add_argument("--events-at", help="replay a power-trace event starting at this time")
-    bt.add_argument(
-        "--events-scale-kw",
-        type=float,
-        help="a trace's 100 %% level in kW (default: the interconnect)",
+    add_event_args(
+        bt, "JSON list of grid events, or a CSV power trace of a real DR event (with --events-at)"
     )
     bt.add_argument(
         "--from", dest="from_", required=True, help="first day (site local) or ISO time"

@@ -1,5 +1,6 @@
-"""Command-line values that ``plan`` and ``backtest`` share: the usage error, and the grid
-events that ``--events`` names."""
+"""Command-line options and values that ``plan`` and ``backtest`` share: the site file and
+the price file's options, the price series they name, the grid events that ``--events``
+names, and the usage error."""
 
 from __future__ import annotations
 
@@ -7,12 +8,76 @@ import argparse
 from datetime import datetime
 
 from models.errors import GridschedError
+from models.market import Series, site_prices
 from models.signals import GridEvent, events_from_power_trace, load_events
 from models.site import SiteConfig
+
+#: The price file layouts a command line names (``--price-format``, ``--forecast-format``).
+PRICE_FORMATS = ("ercot-rtm", "ercot-dam", "csv")
 
 
 class UsageError(GridschedError):
     """A command-line value is invalid."""
+
+
+def add_price_file_args(p: argparse.ArgumentParser, prices_help: str) -> None:
+    """``--config``, ``--prices`` (``prices_help``) and how to read that file: its layout,
+    price column, timestamp column and the zone of its naive timestamps."""
+    p.add_argument("--config", required=True, help="site TOML file")
+    p.add_argument("--prices", help=prices_help)
+    p.add_argument(
+        "--price-format",
+        choices=list(PRICE_FORMATS),
+        help="price file layout (default csv: a timestamp and a price column)",
+    )
+    p.add_argument("--price-column", help="price column, e.g. HB_WEST")
+    p.add_argument(
+        "--timestamp-column",
+        default="interval_start_utc",
+        help="timestamp column of a csv price file (default: %(default)s)",
+    )
+    p.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
+
+
+def read_prices(
+    config: SiteConfig,
+    args: argparse.Namespace,
+    start_s: int,
+    end_s: int,
+    path: str | None,
+    fmt: str | None,
+    column: str | None,
+) -> Series:
+    """Prices from the file ``path`` (layout ``fmt``, price column ``column``) read as
+    ``add_price_file_args`` and ``--price-currency``/``--usd-per-unit``/``--price-per``
+    say, or from the config's [prices] when ``path`` is None."""
+    if path is not None and column is None:
+        raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
+    return site_prices(
+        config,
+        start_s,
+        end_s,
+        path,
+        fmt,
+        column,
+        args.timestamp_column,
+        args.price_timezone,
+        currency=args.price_currency,
+        usd_per_unit=args.usd_per_unit,
+        per=args.price_per,
+    )
+
+
+def add_event_args(p: argparse.ArgumentParser, events_help: str) -> None:
+    """``--events`` (``events_help``) and how a power-trace event is replayed, as
+    ``read_events`` reads them."""
+    p.add_argument("--events", help=events_help)
+    p.add_argument("--events-at", help="replay a power-trace event starting at this time")
+    p.add_argument(
+        "--events-scale-kw",
+        type=float,
+        help="a trace's 100 %% level in kW (default: the interconnect)",
+    )
 
 
 def read_events(args: argparse.Namespace, config: SiteConfig) -> list[GridEvent]:

@@ -19,9 +19,14 @@ import numpy as np
 from models.durations import parse_duration_s
 from models.economics import breakeven_usd_per_mwh
 from models.errors import ConfigError
-from models.market import Series, site_prices
 from models.site import SiteConfig, load_site
-from scheduler.cli.options import UsageError, read_events
+from scheduler.cli.options import (
+    UsageError,
+    add_event_args,
+    add_price_file_args,
+    read_events,
+    read_prices,
+)
 from scheduler.cli.report import render, table, write_csv
 from scheduler.planner.inputs import SiteState, assemble_inputs
 from scheduler.planner.optimize import Planner
@@ -61,46 +66,6 @@ def _solver_options(text: str | None) -> dict[str, Any] | None:
     if not isinstance(options, dict):
         raise UsageError(f"--solver-options {text!r} is not a JSON object; {example}")
     return options
-
-
-def load_prices(
-    config: SiteConfig,
-    path: str | None,
-    fmt: str | None,
-    column: str | None,
-    ts_column: str,
-    timezone: str | None,
-    start_s: int,
-    end_s: int,
-    currency: str | None = None,
-    usd_per_unit: float | None = None,
-    per: str | None = None,
-) -> Series:
-    """Prices from the command line if given, else from the config's [prices]."""
-    if path is not None and column is None:
-        raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
-    return site_prices(
-        config, start_s, end_s, path, fmt, column, ts_column, timezone, currency, usd_per_unit, per
-    )
-
-
-def prices_from_args(
-    config: SiteConfig, args: argparse.Namespace, start_s: int, end_s: int
-) -> Series:
-    """The price series the command line (or else the config) names."""
-    return load_prices(
-        config,
-        args.prices,
-        args.price_format,
-        args.price_column,
-        args.timestamp_column,
-        args.price_timezone,
-        start_s,
-        end_s,
-        args.price_currency,
-        args.usd_per_unit,
-        args.price_per,
-    )
 
 
 #: Steps one plan may have: the LP grows with steps x classes x modes, and 525,600 one-minute
@@ -166,7 +131,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     _check_outputs(args)
     config = load_site(args.config)
     grid = _grid(args)
-    prices = prices_from_args(config, args, int(grid.starts_s[0]), int(grid.ends_s[-1]))
+    start_s, end_s = int(grid.starts_s[0]), int(grid.ends_s[-1])
+    prices = read_prices(
+        config, args, start_s, end_s, args.prices, args.price_format, args.price_column
+    )
     events = read_events(args, config)
     state = SiteState(current_load_kw=args.current_load_kw)
     if args.hashprice is not None:
@@ -308,20 +276,7 @@ MW_SLIP_RATIO = 20
 def add_parsers(sub: Any) -> None:
     """``plan`` and ``validate``."""
     pl = sub.add_parser("plan", help="plan a site over a horizon (dry run, no hardware)")
-    pl.add_argument("--config", required=True, help="site TOML file")
-    pl.add_argument("--prices", help="price CSV (default: the config's [prices])")
-    pl.add_argument(
-        "--price-format",
-        choices=["ercot-rtm", "ercot-dam", "csv"],
-        help="price file layout (default csv: a timestamp and a price column)",
-    )
-    pl.add_argument("--price-column", help="price column, e.g. HB_WEST")
-    pl.add_argument(
-        "--timestamp-column",
-        default="interval_start_utc",
-        help="timestamp column of a csv price file (default: %(default)s)",
-    )
-    pl.add_argument("--price-timezone", help="time zone of naive timestamps in --prices")
+    add_price_file_args(pl, "price CSV (default: the config's [prices])")
     pl.add_argument("--price-currency", help="currency of --prices (default USD)")
     pl.add_argument(
         "--usd-per-unit", type=float, help="USD per 1 unit of --price-currency (a fixed rate)"
@@ -329,16 +284,10 @@ def add_parsers(sub: Any) -> None:
     pl.add_argument(
         "--price-per", choices=["MWh", "kWh"], help="energy unit of --prices (default MWh)"
     )
-    pl.add_argument(
-        "--events",
-        help="JSON list of grid events (simple signal format), or "
+    add_event_args(
+        pl,
+        "JSON list of grid events (simple signal format), or "
         "a CSV power trace of a real DR event (with --events-at)",
-    )
-    pl.add_argument("--events-at", help="replay a power-trace event starting at this time")
-    pl.add_argument(
-        "--events-scale-kw",
-        type=float,
-        help="a trace's 100 %% level in kW (default: the interconnect)",
     )
     pl.add_argument("--start", help="ISO 8601 start, e.g. 2023-08-10T05:00:00Z (default: now)")
     pl.add_argument("--horizon", default="48h", help="how far ahead to plan (default: %(default)s)")
