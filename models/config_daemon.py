@@ -10,8 +10,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from models.config_base import NonNeg, Pos, Strict
-from models.config_site import PriceFormat, iana_zone
+from models.config_base import Currency, EnergyUnit, NonNeg, Pos, Strict, Zone
+from models.config_site import PriceFormat, rate_missing
 from models.errors import at_key
 
 
@@ -46,17 +46,12 @@ class PriceFeed(_FeedSource):
     timestamp_column: str = "interval_start_utc"
     #: as in [prices]: the zone of timestamps written without an offset, the currency
     #: (converted at usd_per_unit USD per unit) and the energy unit of the prices
-    timezone: str | None = None
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    timezone: Zone | None = None
+    currency: Currency = "USD"
     usd_per_unit: Pos = 1.0
-    per: Annotated[str, Field(pattern=r"^(MWh|kWh)$")] = "MWh"
+    per: EnergyUnit = "MWh"
     refresh_s: Annotated[float, Field(ge=5)] = 300.0
     silent_after_s: Annotated[float, Field(gt=0)] = 3600.0
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        return None if v is None else iana_zone(v)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -67,11 +62,8 @@ class PriceFeed(_FeedSource):
             and self.format is not PriceFormat.DEMO
         ):
             raise ValueError(f"kind = '{self.kind}' needs column (the price column)")
-        if self.currency != "USD" and self.usd_per_unit == 1.0:
-            raise at_key(
-                "usd_per_unit",
-                f"currency {self.currency} needs usd_per_unit (USD per 1 {self.currency})",
-            )
+        if why := rate_missing(self.currency, self.usd_per_unit):
+            raise at_key("usd_per_unit", why)
         if self.kind is FeedKind.CONFIG and (
             self.timezone or self.currency != "USD" or self.per != "MWh"
         ):
@@ -268,7 +260,7 @@ class OpenADR(Strict):
     units: dict[Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,128}$")], _UNIT] = Field(
         default_factory=dict
     )
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    currency: Currency | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -6,22 +6,20 @@ from __future__ import annotations
 from datetime import time
 from enum import StrEnum
 from typing import Annotated, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
-from models.config_base import NonNeg, Pos, Strict
+from models.config_base import Currency, EnergyUnit, NonNeg, Pos, Strict, Zone
 from models.meter import SiteMeter
 
 
-def iana_zone(v: str) -> str:
-    try:
-        ZoneInfo(v)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {v!r}; use an IANA name such as 'America/Chicago' or 'UTC'"
-        ) from None
-    return v
+def rate_missing(currency: str, usd_per_unit: float) -> str | None:
+    """Why prices in ``currency`` at ``usd_per_unit`` USD per unit cannot be converted (a
+    currency other than USD at the default rate of 1), or None."""
+    if currency != "USD" and usd_per_unit == 1.0:
+        return f"currency {currency} needs usd_per_unit (USD per 1 {currency})"
+    return None
 
 
 class OnsiteGeneration(Strict):
@@ -37,13 +35,8 @@ class OnsiteGeneration(Strict):
     column: str | None = None
     timestamp_column: str = "interval_start_utc"
     #: the file's wall-clock zone, for timestamps written without a UTC offset
-    timezone: str | None = None
+    timezone: Zone | None = None
     price_usd_per_mwh: NonNeg = 0.0
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        return None if v is None else iana_zone(v)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -54,7 +47,7 @@ class OnsiteGeneration(Strict):
 
 class SiteSpec(Strict):
     name: Annotated[str, Field(min_length=1)]
-    timezone: str = "UTC"
+    timezone: Zone = "UTC"
     interconnect_kw: Pos
     pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.0
     base_load_kw: NonNeg = 0.0
@@ -63,11 +56,6 @@ class SiteSpec(Strict):
     current_load_kw: NonNeg | None = None
     onsite: OnsiteGeneration | None = None
     meter: SiteMeter | None = None  # [site.meter]: import at the point of interconnection
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        return iana_zone(v)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -87,15 +75,10 @@ class PriceSource(Strict):
     column: str | None = None
     timestamp_column: str = "interval_start_utc"
     #: the file's wall-clock zone, for timestamps written without a UTC offset
-    timezone: str | None = None
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    timezone: Zone | None = None
+    currency: Currency = "USD"
     usd_per_unit: Pos = 1.0
-    per: Annotated[str, Field(pattern=r"^(MWh|kWh)$")] = "MWh"
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        return None if v is None else iana_zone(v)
+    per: EnergyUnit = "MWh"
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -103,10 +86,8 @@ class PriceSource(Strict):
             raise ValueError(f"format = '{self.format}' needs path")
         if self.format is not PriceFormat.DEMO and self.column is None:
             raise ValueError(f"format = '{self.format}' needs column (the price column)")
-        if self.currency != "USD" and self.usd_per_unit == 1.0:
-            raise ValueError(
-                f"currency {self.currency} needs usd_per_unit (USD per 1 {self.currency})"
-            )
+        if why := rate_missing(self.currency, self.usd_per_unit):
+            raise ValueError(why)
         return self
 
 

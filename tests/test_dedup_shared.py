@@ -1,5 +1,6 @@
 """The helpers that now serve two places each: bmminer's API for the stock and VNish
-simulators and the price options of ``plan`` and ``backtest``."""
+simulators, the price options of ``plan`` and ``backtest``, and the site file's zone,
+currency and rate checks."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import pytest
 
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.vnish import VnishSim
+from models.errors import ConfigError
+from models.site import parse_site
 from scheduler.cli.options import (
     UsageError,
     add_event_args,
     add_price_file_args,
     read_prices,
 )
-from tests.conftest import make_site
+from tests.conftest import make_site, site_dict
 
 # -- bmminer's API, as stock Antminer and VNish serve it ----------------------------------
 
@@ -96,3 +99,45 @@ def test_without_a_file_the_config_prices_are_read() -> None:
     args = _parser().parse_args(["--config", "s.toml"])
     s = read_prices(make_site(), args, 0, 86_400, None, None, None)
     assert s.synthetic and s.unit == "USD/MWh"  # the toy site's [prices]: demo
+
+
+# -- the site file's zone, currency and rate ---------------------------------------------
+
+
+def _problems(**sections: Any) -> dict[str, str]:
+    with pytest.raises(ConfigError) as exc:
+        parse_site(site_dict(**sections), "x.toml")
+    return dict(exc.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("sections", "path"),
+    [
+        ({"site": {"timezone": "Mars/Olympus"}}, "site.timezone"),
+        (
+            {"site": {"onsite": {"kind": "solar", "timezone": "Mars/Olympus"}}},
+            "site.onsite.timezone",
+        ),
+        ({"prices": {"timezone": "Mars/Olympus"}}, "prices.timezone"),
+        (
+            {
+                "daemon": {
+                    "price_feed": {"kind": "file", "path": "p", "column": "c", "timezone": "X"}
+                }
+            },
+            "daemon.price_feed.timezone",
+        ),
+    ],
+)
+def test_every_zone_key_refuses_an_unknown_zone(sections: dict[str, Any], path: str) -> None:
+    problems = _problems(**sections)
+    assert "unknown time zone" in problems[path] and "IANA" in problems[path]
+
+
+def test_a_currency_needs_its_rate_in_prices_and_in_the_feed() -> None:
+    problems = _problems(prices={"currency": "EUR"})
+    assert "currency EUR needs usd_per_unit (USD per 1 EUR)" in problems["prices"]
+    feed = {"kind": "file", "path": "p", "column": "c", "currency": "EUR"}
+    problems = _problems(daemon={"price_feed": feed})
+    assert "currency EUR needs usd_per_unit" in problems["daemon.price_feed.usd_per_unit"]
+    assert _problems(prices={"currency": "eur", "usd_per_unit": 1.1})["prices.currency"]
