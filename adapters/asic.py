@@ -122,6 +122,8 @@ class PyasicMiner(MinerCommands):
         default_factory=dict, init=False, repr=False
     )
     _lux_profiles_at: float = field(default=-math.inf, init=False, repr=False)
+    #: When the session was last used, as the reading that asked for its renewal saw it.
+    _renew_seen: float = field(default=-math.inf, init=False, repr=False)
 
     async def _discover(self) -> Any:
         """pyasic's miner object, found once (:mod:`adapters.discovery`, which may reuse an
@@ -237,7 +239,8 @@ class PyasicMiner(MinerCommands):
             mono, used = time.monotonic(), self._session_used
             gap_s, self._read_mono = mono - self._read_mono, mono  # readings this far apart
             if self.sessions and due(self.device_id, used, mono, self.session_renew_s, gap_s):
-                await self._renew_session()
+                # renewed by upkeep(), which the fleet runs off the sweep's path
+                self.upkeep_wanted, self._renew_seen = True, used
         else:
             include = pyasic_fields()
             try:
@@ -302,6 +305,13 @@ class PyasicMiner(MinerCommands):
         if not reply or set(reply) <= {"multicommand", "id"}:
             raise DeviceUnreachable(self.device_id, "telemetry: empty reply")
         return reply
+
+    async def upkeep(self) -> None:
+        """The session renewal a reading found due (:mod:`adapters.fleet_upkeep`), unless a
+        command or a renewal has used the session since: it is fresh."""
+        self.upkeep_wanted = False
+        if self._luxos and self._miner is not None and self._session_used == self._renew_seen:
+            await self._renew_session()
 
     async def _renew_session(self) -> None:
         """Best-effort: a failure leaves pyasic to log on at the next command."""

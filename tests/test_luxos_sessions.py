@@ -30,6 +30,12 @@ def status(reply: dict[str, Any]) -> tuple[str, int, str]:
     return s["STATUS"], s["Code"], s["Msg"]
 
 
+async def _sweep(fleet: Fleet) -> None:
+    """A sweep and the session renewals its readings found due (run off its path)."""
+    await fleet.read_all()
+    await fleet.upkeep.idle()
+
+
 def test_logon_is_refused_while_a_session_is_active() -> None:
     now = [0.0]
     m = LuxosSim("127.0.0.1", clock=lambda: now[0], session_ttl_s=60.0)
@@ -81,7 +87,7 @@ def test_the_adapter_takes_over_a_session_another_client_left_idle() -> None:
         now[0] = 200.0
         other = th.call(lambda: ask(m, "logon"))["SESSION"][0]["SessionID"]
         dev.session_renew_s = 0.0
-        asyncio.run(fleet.read_all())
+        asyncio.run(_sweep(fleet))
         assert _attempts(fleet, dev, ModeRequest("run")) == 1
         assert th.call(lambda: m.state.phase) in ("waking", "mining")
         # ... the one session there is: the other client's id still works.
@@ -103,7 +109,7 @@ def test_an_idle_luxos_session_is_renewed_on_a_reading_not_on_a_failed_command()
         fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
         await fleet.connect_all()  # logs on
         now[0] += 100.0  # idle past the session's minute
-        await fleet.read_all()
+        await _sweep(fleet)
         now[0] += 50.0  # a reading renewed it (or did not): well inside a fresh minute
         out = await fleet.apply({dev.device_id: request})
         assert out[0].ok, out[0].error
@@ -155,10 +161,10 @@ def test_a_sweep_renews_only_the_sessions_whose_turn_has_come() -> None:
         for d in devs:
             d._session_used = time.monotonic() - 15.0
         before = {d.device_id: d._miner.rpc.session_token for d in devs}
-        await fleet.read_all()
+        await _sweep(fleet)
         renewed = [d for d in devs if d._miner.rpc.session_token != before[d.device_id]]
         again = {d.device_id: d._miner.rpc.session_token for d in renewed}
-        await fleet.read_all()
+        await _sweep(fleet)
         twice = [d.device_id for d in renewed if d._miner.rpc.session_token != again[d.device_id]]
         await fleet.close()
         return len(renewed), twice
@@ -210,13 +216,13 @@ def test_a_reading_does_not_renew_a_session_it_cannot_carry_to_the_next_reading(
     async def go() -> tuple[bool, bool]:
         dev = PyasicMiner("s/0", m.host, timeout_s=10.0, session_renew_s=0.0)
         await dev.connect()
-        await dev.read()
+        await _read(dev)
         sid = dev._miner.rpc.session_token
         dev._read_mono -= luxos.SESSION_SAFE_S + 1.0  # the last reading, that long ago
-        await dev.read()
+        await _read(dev)
         far = dev._miner.rpc.session_token != sid
         sid = dev._miner.rpc.session_token
-        await dev.read()  # a moment after the last: renewed (renew_s 0: every reading)
+        await _read(dev)  # a moment after the last: renewed (renew_s 0: every reading)
         near = dev._miner.rpc.session_token != sid
         await dev.close()
         return far, near
@@ -224,6 +230,44 @@ def test_a_reading_does_not_renew_a_session_it_cannot_carry_to_the_next_reading(
     with th:
         far, near = asyncio.run(go())
     assert (far, near) == (False, True)
+
+
+async def _read(dev: PyasicMiner) -> None:
+    """A reading and the upkeep it found due, as the fleet runs it after the reading."""
+    await dev.read()
+    if dev.upkeep_wanted:
+        await dev.upkeep()
+
+
+def test_a_reading_with_its_session_due_leaves_the_renewal_to_upkeep() -> None:
+    """A renewal is a logoff and a logon, two round trips after the reading's one; made
+    inside the reading, it held the fleet's sweep until it was done (half the example
+    site's 7,500 miners renew in each 15 s sweep). The reading asks for it; ``upkeep``
+    makes it (the fleet runs it off the sweep's path), unless a command has used the
+    session since the reading asked."""
+    host = loopback_host()
+    m = LuxosSim(host, session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+
+    async def go() -> tuple[bool, bool, bool, bool]:
+        dev = PyasicMiner("s/0", m.host, timeout_s=10.0, session_renew_s=0.0)
+        await dev.connect()
+        await dev.read()  # the first reading: its gap unknown, nothing due
+        sid = dev._miner.rpc.session_token
+        await dev.read()  # due (renew_s 0: every reading a moment after the last)
+        asked, untouched = dev.upkeep_wanted, dev._miner.rpc.session_token == sid
+        await dev.upkeep()
+        renewed = dev._miner.rpc.session_token != sid and not dev.upkeep_wanted
+        await dev.read()  # due again; then a command uses the session first
+        sid = dev._miner.rpc.session_token
+        await dev.apply(ModeRequest("sleep"))
+        await dev.upkeep()
+        kept = dev._miner.rpc.session_token == sid
+        await dev.close()
+        return asked, untouched, renewed, kept
+
+    with th:
+        assert asyncio.run(go()) == (True, True, True, True)
 
 
 def test_a_command_sent_while_a_reading_renews_the_session_uses_the_new_one() -> None:
