@@ -9,7 +9,9 @@ firmware, where a wake is the wake alone), sleep and wake, and read-back deadlin
 
 The command path (sleep, wake, power target, LuxOS profiles staged ahead of a wake, stock
 Antminer's checked writes) is :mod:`adapters.asic_commands`; vendor payloads are parsed in
-:mod:`adapters.payloads` (re-exported here).
+:mod:`adapters.payloads` (re-exported here); what it shares with the asic-rs back-end (the
+read-back deadlines, the identity reported, what a reading makes it believe) is
+:mod:`adapters.asic_miner`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from adapters import (
     whatsminer3,
 )
 from adapters.asic_commands import MinerCommands
+from adapters.asic_miner import REDISCOVER_S
 from adapters.base import (
     AdapterError,
     Applied,
@@ -51,7 +54,6 @@ from adapters.payloads import (
     parse_luxos,
     parse_miner_data,
 )
-from adapters.secrets import Secret
 from models.firmware import CAPABILITIES, Family, family_of
 
 __all__ = [
@@ -64,18 +66,12 @@ __all__ = [
     "parse_miner_data",
 ]
 
-#: After a sleep command, readings of "running" are not believed for this long (LuxOS
-#: sleeps in about 5 s; a reading sent before the command can still come back).
-SLEEP_SETTLE_S = 30.0
 #: LuxOS ends a session unused for about a minute (docs.luxor.tech, "Sessions"); a
 #: session idle this long is renewed on the next reading, off the path of a command, at
 #: the miner's own turn (``luxos.renewal_due``), and never where its readings come
 #: ``luxos.SESSION_SAFE_S`` (45 s) or more apart. A command finding the session idle past
 #: that 45 s logs on first instead (one more round trip, never a failed attempt).
 SESSION_RENEW_S = 30.0
-#: A reconnect reuses the miner pyasic identified unless discovery is older than this
-#: (a miner re-flashed to other firmware is noticed within it).
-REDISCOVER_S = 600.0
 
 
 def pyasic_fields() -> list[Any]:
@@ -98,10 +94,6 @@ def pyasic_fields() -> list[Any]:
 class PyasicMiner(MinerCommands):
     """One miner driven through pyasic; ``address`` is its IP (``timeout_s`` after it)."""
 
-    username: str | None = None
-    password: Secret | None = None
-    #: Read-back deadline; None: the firmware family's (models.firmware).
-    confirm_within_s: float | None = None
     #: Stock Antminer: send ``miner-mode`` as a JSON string (True) or number (False), as
     #: pyasic's setting ``antminer_mining_mode_as_str``; None: start from pyasic's
     #: setting and switch when a write is accepted and never shows.
@@ -113,7 +105,6 @@ class PyasicMiner(MinerCommands):
     sessions: bool = True
     #: Identities found before (:mod:`adapters.discovery`); None: always discover.
     identities: discovery.IdentityBook | None = None
-    _discovered_at: float = field(default=-math.inf, init=False)
     _found: discovery.Found | None = field(default=None, init=False, repr=False)
     _grpc: braiins.KeptChannel | None = field(default=None, init=False, repr=False)
     _vnish: vnish.WebSession | None = field(default=None, init=False, repr=False)
@@ -183,36 +174,13 @@ class PyasicMiner(MinerCommands):
         version = self.info.firmware_version if self.info is not None else ""
         if not version and self._found is not None and self._found.cached is not None:
             version = self._found.cached.firmware_version  # its version table still matches
-        if not version:
-            try:  # identity only: a miner that will not say is still driven
-                ver = whatsminer3.fw_version(miner)  # pyasic's get_fw_ver() on v3 has none
-                version = str(await contain(self.device_id, "version", ver, self.timeout_s) or "")
-            except AdapterError:
-                version = ""
-        self.info = DeviceInfo(
-            device_id=self.device_id,
-            kind="asic",
-            address=self.address,
-            make=make,
-            model=str(getattr(miner, "raw_model", None) or getattr(miner, "model", "") or ""),
-            firmware=firmware,
-            firmware_version=version,
-            family=family.value,
-            power_targets_w=presets,
-            min_power_w=presets[0] if presets else None,
-            max_power_w=presets[-1] if presets else None,
-        )
+        if not version:  # pyasic's get_fw_ver() on API v3 has none
+            version = await self._version(whatsminer3.fw_version(miner))
+        model = str(getattr(miner, "raw_model", None) or getattr(miner, "model", "") or "")
+        self.info = self._identity(make, model, firmware, version, family, presets)
         if self.identities is not None and self._found is not None:
             discovery.record(self.identities, self._found, self.address, self.info)
         return self.info
-
-    def confirm_deadline_s(self) -> float:
-        if self.confirm_within_s is not None:
-            return self.confirm_within_s
-        return self._caps.confirm_within_s
-
-    def readback_after_s(self) -> float:
-        return self._caps.settle_s  # the fleet's read-back bounds it by the deadline
 
     def unconfirmed(self, applied: Applied) -> None:
         """Send everything again next time; on stock firmware, with the other JSON type of
@@ -263,21 +231,11 @@ class PyasicMiner(MinerCommands):
                         self.device_id, f"telemetry: no connection ({exc.reason})"
                     ) from None
                 raise
-        if t.state == "sleeping":
-            self._sleeping, self._slept_at = True, None
-            # Asleep as we left it: the last command was a sleep (or there was none), and the
-            # reading went out after it. A miner reads asleep for a moment after a wake, too.
-            self._asleep_seen = self._sleep_sent_at is not None and now >= self._sleep_sent_at
-        else:
-            self._asleep_seen = False
-        if t.state == "running" and (
-            self._slept_at is None or now - self._slept_at > SLEEP_SETTLE_S
-        ):
-            # A miner still ramping down (or a reading sent before the sleep) reads as
-            # running: believing it awake would make the next wake skip its resume and
-            # leave it asleep, reported as applied.
-            self._sleeping = False
-        self._target_w = t.target_w
+        self._believe(t, now)
+        # Asleep as we left it: the last command was a sleep (or there was none), and the
+        # reading went out after it. A miner reads asleep for a moment after a wake, too.
+        sent = self._sleep_sent_at
+        self._asleep_seen = t.state == "sleeping" and sent is not None and now >= sent
         if self.sessions and self._caps.family is Family.WHATSMINER:  # ahead of its token's end
             await whatsminer.renew_if_due(self.device_id, miner, self.timeout_s)
         return t

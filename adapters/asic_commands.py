@@ -33,18 +33,17 @@ from adapters import (
     whatsminer,
     whatsminer3,
 )
+from adapters.asic_miner import AsicMiner
 from adapters.base import (
     AdapterError,
     Applied,
     ControlRejected,
-    DeviceAdapter,
-    DeviceUnreachable,
     ModeRequest,
     Unsupported,
     contain,
 )
 from adapters.payloads import run_target
-from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget
+from models.firmware import Family, PowerTarget
 
 T = TypeVar("T")
 
@@ -53,32 +52,21 @@ _LUXOS_CURTAIL = {"stop_mining": "sleep", "resume_mining": "wakeup"}
 
 
 @dataclass
-class MinerCommands(DeviceAdapter):
+class MinerCommands(AsicMiner):
     """A miner's writes and what it believes them to have set; ``connect`` and ``read``
     (:class:`adapters.asic.PyasicMiner`) fill in the miner, its family and its presets."""
 
-    timeout_s: float = 3.0
-    _miner: Any = field(default=None, init=False, repr=False)
-    _caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
     _mode_as_str: bool | None = field(default=None, init=False)  # stock: miner-mode's type
     _web: antminer.WebSession | None = field(default=None, init=False, repr=False)  # stock
     _no_target: str = field(default="", init=False)  # why this miner has no power target
     _luxos: bool = field(default=False, init=False)
     _session_used: float = field(default=-math.inf, init=False)  # monotonic
     _read_mono: float = field(default=math.inf, init=False)  # the last reading (inf: none)
-    _sleeping: bool | None = field(default=None, init=False)
-    _target_w: float | None = field(default=None, init=False)  # as last read or set
-    _slept_at: float | None = field(default=None, init=False)  # sleep sent, not yet seen
     _profiles: dict[float, str] = field(default_factory=dict, init=False)  # LuxOS: W -> name
     _atm: bool = field(default=False, init=False)
     #: When the last command, a sleep, was sent (0.0: no command yet); None after a run.
     _sleep_sent_at: float | None = field(default=0.0, init=False)
     _asleep_seen: bool = field(default=False, init=False)  # read asleep since that sleep
-
-    def _need(self) -> Any:
-        if self._miner is None:
-            raise DeviceUnreachable(self.device_id, "not connected")
-        return self._miner
 
     def _forget(self, session: bool) -> None:
         """After a failed command the device's state is unknown: resend everything next time;
@@ -173,9 +161,6 @@ class MinerCommands(DeviceAdapter):
         has_target = self._caps.power_target is not PowerTarget.NONE
         presets = self.info.power_targets_w if self.info else ()
         return run_target(request.power_w, has_target, presets, why)
-
-    def _target_in_place(self, target: float) -> bool:
-        return self._target_w is not None and abs(self._target_w - target) <= 0.5
 
     async def stage(self, request: ModeRequest) -> Applied | None:
         """Set the LuxOS profile of a coming wake while the miner sleeps.

@@ -12,7 +12,9 @@ A family asic-rs does not identify at all is refused the same way when the addre
 answers on a miner port; an address where nothing answers is unreachable. Every call is
 contained as in :mod:`adapters.base`; asic-rs answers a failed read with empty fields
 (``is_mining`` False), so a reading with neither power nor hashrate is unreadable, never
-a sleeping miner at 0 kW.
+a sleeping miner at 0 kW. What this adapter shares with the pyasic one (the read-back
+deadlines, the identity reported, what a reading makes it believe) is
+:mod:`adapters.asic_miner`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from adapters.asic_miner import REDISCOVER_S, AsicMiner
 from adapters.asic_rs_families import (
     NO_TARGET,
     USE_PYASIC,
@@ -32,11 +35,9 @@ from adapters.asic_rs_families import (
     refusal,
 )
 from adapters.base import (
-    AdapterError,
     Applied,
     BadReply,
     ControlRejected,
-    DeviceAdapter,
     DeviceInfo,
     DeviceUnreachable,
     ModeRequest,
@@ -44,8 +45,7 @@ from adapters.base import (
     contain,
 )
 from adapters.payloads import RUNNING_SHARE, SLEEPING_MAX_W, field_words, run_target
-from adapters.secrets import Secret
-from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget
+from models.firmware import Family, PowerTarget
 
 #: The families' policy is re-exported: callers and tests name it through the adapter.
 __all__ = [
@@ -58,11 +58,6 @@ __all__ = [
     "refusal",
 ]
 
-#: After a sleep command, readings of "running" are not believed for this long (as
-#: adapters.asic: a reading sent before the command can still come back).
-SLEEP_SETTLE_S = 30.0
-#: A reconnect reuses the miner asic-rs identified unless discovery is older than this.
-REDISCOVER_S = 600.0
 #: Ports asic-rs probes for a miner (web, cgminer API, its alternate, Whatsminer tool).
 MINER_PORTS = (4028, 80)
 
@@ -134,21 +129,10 @@ def parse_rs_data(device_id: str, d: Any, at: float, family: Family) -> Telemetr
 
 
 @dataclass
-class AsicRsMiner(DeviceAdapter):
+class AsicRsMiner(AsicMiner):
     """One miner driven through pyasic-rs; ``address`` is its IP."""
 
-    timeout_s: float = 3.0
-    username: str | None = None
-    password: Secret | None = None
-    #: Read-back deadline; None: the firmware family's (models.firmware).
-    confirm_within_s: float | None = None
-    caps: Capabilities = field(default=CAPABILITIES[Family.OTHER], init=False)
-    _miner: Any = field(default=None, init=False, repr=False)
     _exclude: list[Any] = field(default_factory=list, init=False, repr=False)
-    _discovered_at: float = field(default=-math.inf, init=False)
-    _sleeping: bool | None = field(default=None, init=False)
-    _target_w: float | None = field(default=None, init=False)
-    _slept_at: float | None = field(default=None, init=False)
 
     async def _answers(self) -> int | None:
         """The first miner port that takes a connection, or None."""
@@ -207,36 +191,19 @@ class AsicRsMiner(DeviceAdapter):
             raise FamilyRefused(
                 self.device_id, f"{firmware or 'unknown firmware'}: {why}; {USE_PYASIC}"
             )
-        self.caps = capabilities(family)
-        if self.caps.power_target is not PowerTarget.NONE and not miner.supports_set_power_limit:
-            self.caps = dataclasses.replace(self.caps, power_target=PowerTarget.NONE)
+        self._caps = capabilities(family)
+        if self._caps.power_target is not PowerTarget.NONE and not miner.supports_set_power_limit:
+            self._caps = dataclasses.replace(self._caps, power_target=PowerTarget.NONE)
         presets: tuple[float, ...] = ()
-        if self.caps.power_target is PowerTarget.PRESETS:
+        if self._caps.power_target is PowerTarget.PRESETS:
             presets = await self._presets(miner)
             if not presets:
-                self.caps = dataclasses.replace(self.caps, power_target=PowerTarget.NONE)
+                self._caps = dataclasses.replace(self._caps, power_target=PowerTarget.NONE)
         version = self.info.firmware_version if self.info is not None else ""
         if not version:
-            try:  # identity only: a miner that will not say is still driven
-                got = await contain(
-                    self.device_id, "version", miner.get_firmware_version(), self.timeout_s
-                )
-                version = str(got or "")
-            except AdapterError:
-                version = ""
-        self.info = DeviceInfo(
-            device_id=self.device_id,
-            kind="asic",
-            address=self.address,
-            make=make,
-            model=str(miner.model or ""),
-            firmware=firmware,
-            firmware_version=version,
-            family=family.value,
-            power_targets_w=presets,
-            min_power_w=presets[0] if presets else None,
-            max_power_w=presets[-1] if presets else None,
-        )
+            version = await self._version(miner.get_firmware_version())
+        model = str(miner.model or "")
+        self.info = self._identity(make, model, firmware, version, family, presets)
         return self.info
 
     async def _presets(self, miner: Any) -> tuple[float, ...]:
@@ -253,24 +220,11 @@ class AsicRsMiner(DeviceAdapter):
             raise BadReply(self.device_id, f"presets answered {str(got)[:120]}") from None
         return tuple(sorted(watts))
 
-    def confirm_deadline_s(self) -> float:
-        if self.confirm_within_s is not None:
-            return self.confirm_within_s
-        return self.caps.confirm_within_s
-
-    def readback_after_s(self) -> float:
-        return self.caps.settle_s  # the fleet's read-back bounds it by the deadline
-
     def unconfirmed(self, applied: Applied) -> None:
         self._forget()
 
     def _forget(self) -> None:
         self._target_w = self._sleeping = None
-
-    def _need(self) -> Any:
-        if self._miner is None:
-            raise DeviceUnreachable(self.device_id, "not connected")
-        return self._miner
 
     async def read(self) -> Telemetry:
         miner = self._need()
@@ -286,13 +240,7 @@ class AsicRsMiner(DeviceAdapter):
                     self.device_id, f"telemetry: no connection ({exc.reason})"
                 ) from None
             raise
-        if t.state == "sleeping":
-            self._sleeping, self._slept_at = True, None
-        elif t.state == "running" and (
-            self._slept_at is None or now - self._slept_at > SLEEP_SETTLE_S
-        ):
-            self._sleeping = False  # a reading from before the sleep must not count as awake
-        self._target_w = t.target_w
+        self._believe(t, now)
         return t
 
     async def _call(self, what: str, call: Any) -> None:
@@ -317,9 +265,9 @@ class AsicRsMiner(DeviceAdapter):
     def _target(self, request: ModeRequest) -> tuple[float | None, str]:
         family = Family(self.info.family) if self.info and self.info.family else Family.OTHER
         why = NO_TARGET.get(family) or f"{family.value} firmware has no power target"
-        if self.caps.power_target is not capabilities(family).power_target:
+        if self._caps.power_target is not capabilities(family).power_target:
             why = f"{family.value} firmware has no power target here (no tuned preset)"
-        has_target = self.caps.power_target is not PowerTarget.NONE
+        has_target = self._caps.power_target is not PowerTarget.NONE
         presets = self.info.power_targets_w if self.info else ()
         return run_target(request.power_w, has_target, presets, why)
 
@@ -330,12 +278,7 @@ class AsicRsMiner(DeviceAdapter):
             self._sleeping, self._slept_at = True, time.time()
             return Applied(request, None)
         target, note = self._target(request)
-        in_place = (
-            target is not None
-            and self._target_w is not None
-            and abs(self._target_w - target) <= 0.5
-        )
-        if target is not None and not in_place:
+        if target is not None and not self._target_in_place(target):
             await self._call("set power target", miner.set_power_limit(float(target)))
             self._target_w = target
         if self._sleeping is not False:

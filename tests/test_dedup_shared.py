@@ -1,6 +1,6 @@
 """The helpers that now serve two places each: bmminer's API for the stock and VNish
-simulators, the price options of ``plan`` and ``backtest``, and the site file's zone,
-currency and rate checks."""
+simulators, the price options of ``plan`` and ``backtest``, the site file's zone,
+currency and rate checks, and what both ASIC back-ends believe from a reading."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 
+from adapters.asic import PyasicMiner
+from adapters.asic_miner import SLEEP_SETTLE_S
+from adapters.asic_rs import AsicRsMiner
+from adapters.base import Telemetry
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.vnish import VnishSim
 from models.errors import ConfigError
+from models.firmware import CAPABILITIES, Family
 from models.site import parse_site
 from scheduler.cli.options import (
     UsageError,
@@ -141,3 +146,35 @@ def test_a_currency_needs_its_rate_in_prices_and_in_the_feed() -> None:
     problems = _problems(daemon={"price_feed": feed})
     assert "currency EUR needs usd_per_unit" in problems["daemon.price_feed.usd_per_unit"]
     assert _problems(prices={"currency": "eur", "usd_per_unit": 1.1})["prices.currency"]
+
+
+# -- what both ASIC back-ends believe from a reading --------------------------------------
+
+
+def _reading(state: Any, target_w: float | None = 3000.0) -> Telemetry:
+    return Telemetry(device_id="d", at=0.0, state=state, target_w=target_w)
+
+
+@pytest.mark.parametrize("cls", [PyasicMiner, AsicRsMiner])
+def test_both_back_ends_believe_a_reading_alike(cls: Any) -> None:
+    dev = cls("d", "127.0.0.1", confirm_within_s=None)
+    dev._caps = CAPABILITIES[Family.BRAIINS]
+    assert dev.confirm_deadline_s() == CAPABILITIES[Family.BRAIINS].confirm_within_s
+    assert dev.readback_after_s() == CAPABILITIES[Family.BRAIINS].settle_s
+    assert cls("d", "a", confirm_within_s=7.0).confirm_deadline_s() == 7.0
+    dev._sleeping, dev._slept_at = True, 100.0
+    dev._believe(_reading("running"), 100.0 + SLEEP_SETTLE_S)  # too soon after the sleep
+    assert dev._sleeping is True and dev._target_w == 3000.0
+    dev._believe(_reading("running", None), 100.5 + SLEEP_SETTLE_S)
+    assert dev._sleeping is False and dev._target_w is None
+    dev._believe(_reading("sleeping"), 200.0)
+    assert (dev._sleeping, dev._slept_at) == (True, None)
+    assert dev._target_in_place(3000.4) and not dev._target_in_place(3001.0)
+    info = dev._identity("AntMiner", "S19", "BOS+", "1.2", Family.BRAIINS, (2000.0, 3000.0))
+    assert (info.kind, info.family, info.min_power_w, info.max_power_w) == (
+        "asic",
+        "braiins-os",
+        2000.0,
+        3000.0,
+    )
+    assert dev._identity("x", "y", "z", "", Family.OTHER, ()).min_power_w is None
