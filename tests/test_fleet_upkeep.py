@@ -9,11 +9,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telemetry
 from adapters.fleet import Fleet
+from scheduler.service.metrics import metrics_registry, render_metrics
+from tests.support.memfleet import memory_daemon
 
 
 @dataclass
@@ -146,3 +150,50 @@ def test_many_readings_of_one_device_queue_one_upkeep() -> None:
 
     # one upkeep per device at a time: the readings made while it ran asked for nothing more
     assert asyncio.run(go()) == 2
+
+
+SITE = """
+[site]
+name = "upkeep"
+interconnect_kw = 100
+
+[prices]
+format = "demo"
+
+[[devices]]
+name = "s19"
+kind = "asic"
+count = 2
+modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }]
+"""
+
+
+def test_the_upkeep_backlog_is_a_metric(tmp_path: Path) -> None:
+    """``gridsched_fleet_upkeep_queued``: a backlog that does not drain between polls means
+    LuxOS sessions age and commands log on first (docs/daemon.md)."""
+    d, _ = memory_daemon(SITE, tmp_path)
+    registry = metrics_registry(d)
+
+    def gauge() -> float:
+        body, _ = render_metrics(registry)
+        for family in text_string_to_metric_families(body.decode()):
+            for s in family.samples:
+                if s.name == "gridsched_fleet_upkeep_queued":
+                    return float(s.value)
+        raise AssertionError("no gridsched_fleet_upkeep_queued in /metrics")
+
+    async def go() -> tuple[float, float, float]:
+        await d.open()
+        try:
+            idle = gauge()
+            gate = asyncio.Event()
+            for i in range(3):
+                d.fleet.upkeep.add(_Kept(f"k/{i}", f"k{i}", gate=gate))
+            queued = gauge()
+            gate.set()
+            await asyncio.wait_for(d.fleet.upkeep.idle(), 5.0)
+            return idle, queued, gauge()
+        finally:
+            await d.close()
+
+    assert asyncio.run(go()) == (0.0, 3.0, 0.0)

@@ -173,6 +173,11 @@ class DaemonCollector:
             "Accepted commands not yet shown by a reading, nor past their deadline",
             value=len(d.fleet.pending),
         )
+        yield GaugeMetricFamily(
+            "gridsched_fleet_upkeep_queued",
+            "Devices whose reading asked for upkeep (a LuxOS session renewal) not yet done",
+            value=d.fleet.upkeep.queued,
+        )
         yield classes.health_family()
         yield from families.fleet_workers(d)
 
