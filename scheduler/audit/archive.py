@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
+from scheduler.audit.chain import fsync_path
 from scheduler.audit.store import GENESIS, Anchor, Store, walk_chain
 
 FORMAT = "gridsched-audit-archive"
@@ -173,12 +174,12 @@ def archive(
                     }
                     f.write(json.dumps(rec) + "\n")
                 f.flush()
-            _fsync(tmp)
+            fsync_path(tmp)
             got = check_file(tmp)  # read back what is on disk before deleting anything
             if (got.first_seq, got.last_seq, got.prev) != (first, last, anchor.hash):
                 raise ArchiveError(f"{tmp} does not hold records {first}-{last} as written")
             os.replace(tmp, out)
-            _fsync(out.parent)
+            fsync_path(out.parent)
         finally:
             tmp.unlink(missing_ok=True)
         (last_at,) = con.execute("SELECT at FROM log WHERE seq = ?", (last,)).fetchone()
@@ -210,14 +211,6 @@ def _finish_interrupted(store: Store, anchor: Anchor) -> Anchor:
         )
     _delete(store.path, str(latest), header.first_seq, header.last_seq, CHUNK, start=anchor.seq)
     return Anchor(header.last_seq, header.last_hash, anchor.files)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _delete(

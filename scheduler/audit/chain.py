@@ -1,11 +1,14 @@
-"""The hash chain's parts shared by the store, its checks and its archives."""
+"""The hash chain's parts shared by the store, its checks, its head file and its archives
+(and the fsync both of the last make of what they wrote)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from models.errors import GridschedError
@@ -25,6 +28,15 @@ class Problem:
     kind: str
     seq: int | None
     text: str
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (a file created or renamed in it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def chain_hash(prev: str, seq: int, at: float, kind: str, payload: str) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.audit.chain import GENESIS, Problem, StoreError
+from scheduler.audit.chain import GENESIS, Problem, StoreError, fsync_path
 
 __all__ = ["GENESIS", "Checkpoint", "HeadWriter", "Problem", "StoreError", "head_path"]
 KEY_ENV = "GRIDSCHED_AUDIT_KEY"
@@ -155,7 +155,7 @@ class HeadWriter:
             self.last = _parse(last_line)  # None: audit verify names the line
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         if last_line is None:
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
 
     def append(self, seq: int, digest: str, at: float) -> Checkpoint:
         body: dict[str, Any] = {"seq": seq, "hash": digest, "at": at, "link": self._link}
@@ -214,11 +214,3 @@ def last_checkpoint(path: Path) -> Checkpoint | None:
         f.seek(max(0, size - TAIL_BYTES))
         lines = f.read().decode("utf-8", "replace").split("\n")[:-1]
     return _parse(lines[-1]) if lines else None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
