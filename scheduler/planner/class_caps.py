@@ -176,14 +176,23 @@ def shed_to_class_caps(
     member = _member(inp)
     for g in range(len(inp.class_cap_groups)):
         excess = group_power_kw(inp, n)[g] - limit[g]
-        for k in order[member[g, inp.cm_class[order]]]:
-            if not (excess > 0).any():
-                break
-            if marginal[k] <= 0:
-                continue
-            drop = np.minimum(n[k], np.ceil(np.maximum(excess, 0.0) / marginal[k] - eps))
-            n[k] -= drop.astype(np.int64)
-            excess -= drop * marginal[k]
+        shed_in_order(n, excess, order[member[g, inp.cm_class[order]]], marginal, eps)
+
+
+def shed_in_order(
+    n: np.ndarray, excess: np.ndarray, order: np.ndarray, marginal: np.ndarray, eps: float
+) -> None:
+    """Put units to sleep, class-mode by class-mode in ``order``, each step as few as cover
+    what is left of its ``excess`` kW (at the mode's ``marginal`` kW a unit), until no step
+    exceeds; ``n`` (and ``excess``) change in place. Modes that draw nothing are passed."""
+    for k in order:
+        if not (excess > 0).any():
+            break
+        if marginal[k] <= 0:
+            continue
+        drop = np.minimum(n[k], np.ceil(np.maximum(excess, 0.0) / marginal[k] - eps))
+        n[k] -= drop.astype(np.int64)
+        excess -= drop * marginal[k]
 
 
 def class_room_kw(inp: PlanInputs, n: np.ndarray, lp_x: np.ndarray, k: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.planner.class_caps import class_room_kw, shed_to_class_caps
+from scheduler.planner.class_caps import class_room_kw, shed_in_order, shed_to_class_caps
 from scheduler.planner.inputs import PlanInputs
 
 EPS = 1e-6
@@ -169,12 +169,4 @@ def round_plan(
 def _shed(
     inp: PlanInputs, n: np.ndarray, limit: np.ndarray, order: np.ndarray, marginal: np.ndarray
 ) -> None:
-    excess = import_kw(inp, n) - limit
-    for k in order:
-        if not (excess > 0).any():
-            break
-        if marginal[k] <= 0:
-            continue
-        drop = np.minimum(n[k], np.ceil(np.maximum(excess, 0.0) / marginal[k] - EPS))
-        n[k] -= drop.astype(np.int64)
-        excess -= drop * marginal[k]
+    shed_in_order(n, import_kw(inp, n) - limit, order, marginal, EPS)
