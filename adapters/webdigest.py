@@ -31,7 +31,6 @@ body that cannot be read as JSON (its first bytes named in the message).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -40,9 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.aio import one_shot
 from adapters.http_reply import MAX_REPLY_BYTES, Garbled, Reply, Unreachable, WebError, snippet
 from adapters.http_reply import Exchange as _Exchange
-from adapters.neterrors import describe
 
 # the answer's side, named here as before the split (adapters that catch these import them
 # from here)
@@ -242,21 +241,7 @@ class DigestClient:
             head += f"Authorization: {self._auth.header(method, path, self._nc)}\r\n"
             self._nc += 1
         data = head.encode("latin-1") + b"\r\n" + body
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Reply] = loop.create_future()
         self.requests += 1
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: _Exchange(data, done, on_sending), self.host, self.port
-            )
-        except OSError as exc:
-            raise Unreachable(
-                f"no connection to {self.host}:{self.port}: {describe(exc)}"
-            ) from None
-        try:
-            return await done
-        finally:
-            if done.done():
-                transport.close()
-            else:  # cancelled or timed out: nothing more is read
-                transport.abort()
+        return await one_shot(
+            lambda done: _Exchange(data, done, on_sending), self.host, self.port, Unreachable
+        )

@@ -49,6 +49,7 @@ import time
 from typing import Any, cast
 
 from adapters import luxos
+from adapters.aio import one_shot
 from adapters.base import (
     AdapterError,
     BadReply,
@@ -57,7 +58,6 @@ from adapters.base import (
     DeviceUnreachable,
     contain,
 )
-from adapters.neterrors import describe
 
 #: pyasic's words for "nothing came back" (rpc/base.py, rpc/btminer.py: a read that timed
 #: out, was cancelled, or found the connection closed; the per-miner semaphore's wait).
@@ -217,21 +217,12 @@ def _wire(rpc: Any, token: Any) -> Wire:
 async def _exchange(device_id: str, host: str, port: int, data: bytes) -> bytes:
     """``data`` written on a connection of its own, and what comes back until the miner
     closes it (b"" when it was reset first: pyasic reads nothing then either)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[bytes] = loop.create_future()
-    try:
-        transport, _ = await loop.create_connection(lambda: _OneShot(data, done), host, port)
-    except OSError as exc:
-        raise DeviceUnreachable(
-            device_id, f"no connection to {host}:{port}: {describe(exc)}"
-        ) from None
-    try:
-        return await done
-    finally:
-        if done.done():
-            transport.close()
-        else:  # cancelled or timed out
-            transport.abort()
+    return await one_shot(
+        lambda done: _OneShot(data, done),
+        host,
+        port,
+        lambda why: DeviceUnreachable(device_id, why),
+    )
 
 
 class _OneShot(asyncio.Protocol):
