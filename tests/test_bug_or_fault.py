@@ -239,7 +239,7 @@ def test_a_feed_with_a_header_and_no_rows_is_said_in_words(
     library's words behind the feed's URL; now what is wrong, named after the feed (not the
     scratch file it was parsed from)."""
     feed = {"kind": "http", "url": header_only_csv, "column": "price"}
-    d, _ = parts_daemon(tmp_path, FakeClock(), daemon_extra=f"price_feed = {_toml(feed)}")
+    d, _ = parts_daemon(tmp_path, FakeClock(), daemon_extra={"price_feed": feed})
     caplog.set_level(logging.WARNING, "gridsched.daemon")
     for _ in range(2):
         asyncio.run(d.feeds.refresh_prices())
@@ -258,10 +258,6 @@ def test_a_library_choking_on_a_feeds_body_is_the_feeds_fault() -> None:
         error = feed_error(exc, "http://feed.example/prices.csv")
     assert error.startswith("http://feed.example/prices.csv: the answer cannot be read"), error
     assert "IndexError" not in error, error
-
-
-def _toml(table: dict[str, str]) -> str:
-    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in table.items()) + " }"
 
 
 # -- the audit trail's writer ---------------------------------------------------------------------

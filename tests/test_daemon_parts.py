@@ -19,39 +19,10 @@ from scheduler.planner.solvers import SolverError
 from scheduler.service.daemon import SLEEP, Daemon, ramp_batch
 from scheduler.service.daemon.fastpath import ShedStep, choose
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
+from tests.support.memfleet import MemoryDevice, memory_daemon
 from tests.support.memfleet import run_open as _run
+from tests.support.sitefile import DAEMON, site_text
 from tests.support.wait import until
-
-SITE = """
-[site]
-name = "parts"
-interconnect_kw = 100
-pue = {pue}
-base_load_kw = 0
-{site_extra}
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = {hashprice}
-
-[inference]
-committed_tokens_s = {committed}
-committed_usd_per_mtok = 0.6
-{inference_extra}
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = {confirm}
-failsafe_cap_kw = 4
-failsafe_posture = "{posture}"
-{daemon_extra}
-
-{devices}"""
 
 
 def _daemon(
@@ -59,24 +30,31 @@ def _daemon(
     clock: FakeClock,
     asleep: bool = False,
     hashprice: float = 0.05,
-    site_extra: str = "",
-    daemon_extra: str = "",
+    site_extra: dict[str, Any] | None = None,
+    daemon_extra: dict[str, Any] | None = None,
     pue: float = 1.0,
     posture: str = "sleep_miners",
     confirm_after_s: float = 0.0,
     committed: float = 1500.0,
-    inference_extra: str = "",
+    inference_extra: dict[str, Any] | None = None,
 ) -> tuple[Daemon, dict[str, MemoryDevice]]:
-    text = SITE.format(
-        devices=MIXED_DEVICES,
-        hashprice=hashprice,
-        site_extra=site_extra,
-        daemon_extra=daemon_extra,
+    text = site_text(
+        "parts",
         pue=pue,
-        posture=posture,
-        confirm=confirm_after_s,
-        committed=committed,
-        inference_extra=inference_extra,
+        site={"base_load_kw": 0, **(site_extra or {})},
+        hashprice=hashprice,
+        inference={
+            "committed_tokens_s": committed,
+            "committed_usd_per_mtok": 0.6,
+            **(inference_extra or {}),
+        },
+        daemon={
+            **DAEMON,
+            "confirm_after_s": confirm_after_s,
+            "failsafe_cap_kw": 4,
+            "failsafe_posture": posture,
+            **(daemon_extra or {}),
+        },
     )
     return memory_daemon(text, tmp_path, clock, asleep)
 
@@ -145,7 +123,7 @@ def test_choose_counts_unread_devices_as_told_but_not_as_saved() -> None:
 def test_wake_ups_come_in_batches_within_the_ramp_limit(tmp_path: Path) -> None:
     clock = FakeClock()
     d, devices = _daemon(
-        tmp_path, clock, asleep=True, hashprice=1.0, site_extra="ramp_up_kw_per_min = 6"
+        tmp_path, clock, asleep=True, hashprice=1.0, site_extra={"ramp_up_kw_per_min": 6}
     )
 
     async def body() -> None:
@@ -176,8 +154,8 @@ def test_a_silent_price_feed_brings_the_failsafe_cap_and_its_return_ends_it(
         f"{datetime.fromtimestamp(start + h * 3600, UTC).isoformat()},30\n" for h in range(96)
     )
     (tmp_path / "p.csv").write_text("interval_start_utc,price\n" + rows)
-    feed = '[daemon.price_feed]\nkind = "file"\npath = "p.csv"\ncolumn = "price"\n'
-    d, devices = _daemon(tmp_path, clock, daemon_extra=feed + "silent_after_s = 600")
+    feed = {"kind": "file", "path": "p.csv", "column": "price", "silent_after_s": 600}
+    d, devices = _daemon(tmp_path, clock, daemon_extra={"price_feed": feed})
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
 
     async def body() -> None:
@@ -246,7 +224,7 @@ def test_the_dispatcher_wakes_miners_as_fast_as_the_plans_ramp_and_no_faster(
     more than a minute's worth, or one miner, within a minute."""
     clock = FakeClock()
     d, devices = _daemon(
-        tmp_path, clock, asleep=True, hashprice=1.0, site_extra="ramp_up_kw_per_min = 1.2"
+        tmp_path, clock, asleep=True, hashprice=1.0, site_extra={"ramp_up_kw_per_min": 1.2}
     )
     for i, dev in devices.items():
         if i.startswith("gpu/"):  # serving already: only the miners wake
@@ -375,7 +353,7 @@ def test_a_shed_is_recorded_with_its_reason_load_cap_and_events_and_timed(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
-    d, _ = _daemon(tmp_path, clock, daemon_extra="poll_s = 15")
+    d, _ = _daemon(tmp_path, clock, daemon_extra={"poll_s": 15})
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
 
     async def body() -> None:
@@ -567,7 +545,7 @@ def test_the_committed_floor_follows_the_hourly_profile_at_the_clocks_hour(
     profile = [0.5] * 12 + [1.0] * 12  # half the commitment in the site's morning hours
     clock = FakeClock(1_786_363_200.0 - 6 * 3600)  # 06:00 UTC
     d, _devices = _daemon(
-        tmp_path, clock, committed=2000.0, inference_extra=f"hourly_profile = {profile}"
+        tmp_path, clock, committed=2000.0, inference_extra={"hourly_profile": profile}
     )
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
 
@@ -588,7 +566,7 @@ def test_the_committed_floor_follows_the_hourly_profile_at_the_clocks_hour(
 
 def test_background_work_fails_under_its_own_name(tmp_path: Path) -> None:
     clock = FakeClock()
-    d, _ = _daemon(tmp_path, clock, daemon_extra="poll_s = 15", confirm_after_s=0.05)
+    d, _ = _daemon(tmp_path, clock, daemon_extra={"poll_s": 15}, confirm_after_s=0.05)
 
     async def broken(*a: Any, **k: Any) -> Any:
         raise OSError("fleet gone")
@@ -625,7 +603,7 @@ def test_no_meter_read_after_a_shed_unless_confirm_after_is_between_zero_and_the
         d, _ = _daemon(
             tmp_path / str(confirm_s),
             clock,
-            daemon_extra="poll_s = 15",
+            daemon_extra={"poll_s": 15},
             confirm_after_s=confirm_s,
         )
 

@@ -9,13 +9,15 @@ import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from adapters.base import ModeRequest
 from models.signals import EventType, GridEvent
 from scheduler.service.daemon import SLEEP, Daemon, assign, ramp_batch
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
+from tests.support.memfleet import MemoryDevice, memory_daemon
 from tests.support.memfleet import run_open as _run
+from tests.support.sitefile import DAEMON, site_text
 from tests.support.wait import until
 
 # -- assign -------------------------------------------------------------------------------------
@@ -73,42 +75,20 @@ def test_a_step_exactly_the_headroom_fits() -> None:
 
 # -- the Dispatcher -----------------------------------------------------------------------------
 
-SITE = """
-[site]
-name = "dispatch"
-interconnect_kw = 100
-pue = 1.0
-base_load_kw = 0
-{site_extra}
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 1.0
-
-[inference]
-committed_tokens_s = {committed}
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = {stage_s}
-confirm_after_s = 0
-cap_margin_pct = 0
-
-{devices}"""
-
 
 def _daemon(
     tmp_path: Path,
     clock: FakeClock,
-    site_extra: str = "",
+    site_extra: dict[str, Any] | None = None,
     stage_s: float = 0,
     committed: float = 500.0,
 ) -> tuple[Daemon, dict[str, MemoryDevice]]:
-    text = SITE.format(
-        site_extra=site_extra, stage_s=stage_s, committed=committed, devices=MIXED_DEVICES
+    text = site_text(
+        "dispatch",
+        site={"base_load_kw": 0, **(site_extra or {})},
+        hashprice=1.0,
+        inference={"committed_tokens_s": committed},
+        daemon={**DAEMON, "stage_ahead_s": stage_s, "cap_margin_pct": 0},
     )
     d, devices = memory_daemon(text, tmp_path, clock, asleep=True)
     for i, dev in devices.items():
@@ -125,7 +105,7 @@ def _awake_miners(devices: dict[str, MemoryDevice]) -> list[str]:
 
 def test_the_bucket_fills_at_exactly_the_ramp_rate(tmp_path: Path) -> None:
     clock = FakeClock()
-    d, devices = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 3")
+    d, devices = _daemon(tmp_path, clock, site_extra={"ramp_up_kw_per_min": 3})
 
     async def body() -> None:
         plan = await d.replan("test")  # miners wanted; no time has passed: nothing wakes
@@ -144,7 +124,7 @@ def test_the_bucket_fills_at_exactly_the_ramp_rate(tmp_path: Path) -> None:
 
 def test_a_gpu_step_counts_as_what_it_adds_not_its_whole_mode(tmp_path: Path) -> None:
     clock = FakeClock()
-    d, devices = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 0.5", committed=2000.0)
+    d, devices = _daemon(tmp_path, clock, site_extra={"ramp_up_kw_per_min": 0.5}, committed=2000.0)
     for i in ("gpu/0", "gpu/1"):
         devices[i].target_w = 350.0  # low; 2,000 tok/s committed: both wanted full
 
@@ -212,7 +192,7 @@ def test_staging_sets_up_the_wakes_the_plan_has_coming(tmp_path: Path) -> None:
     wakes of the next two steps are staged on the sleeping miners (dispatch's own order:
     new/0-3, then old/0-1), the GPUs never."""
     clock = FakeClock()
-    d, devices = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 1.2", stage_s=600)
+    d, devices = _daemon(tmp_path, clock, site_extra={"ramp_up_kw_per_min": 1.2}, stage_s=600)
 
     async def body() -> None:
         d.dispatcher.staging = True  # the poll's own staging off: staged by hand below
@@ -233,7 +213,7 @@ def test_staging_sets_up_the_wakes_the_plan_has_coming(tmp_path: Path) -> None:
 
 def test_the_poll_stages_once_at_a_time(tmp_path: Path) -> None:
     clock = FakeClock()
-    d, devices = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 1.2", stage_s=600)
+    d, devices = _daemon(tmp_path, clock, site_extra={"ramp_up_kw_per_min": 1.2}, stage_s=600)
 
     async def body() -> None:
         await d.replan("test")
@@ -255,7 +235,7 @@ def test_staging_looks_exactly_stage_ahead_s_ahead_and_only_at_miners_read_aslee
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
-    d, _ = _daemon(tmp_path, clock, site_extra="ramp_up_kw_per_min = 1.2", stage_s=300)
+    d, _ = _daemon(tmp_path, clock, site_extra={"ramp_up_kw_per_min": 1.2}, stage_s=300)
 
     async def body() -> None:
         d.dispatcher.staging = True

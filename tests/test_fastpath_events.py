@@ -16,33 +16,16 @@ from adapters.base import Telemetry
 from models.signals import EventType, GridEvent
 from scheduler.service.daemon import Daemon
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon, run_open
+from tests.support.memfleet import MemoryDevice, memory_daemon, run_open
+from tests.support.sitefile import site_text
 from tests.support.wait import until
 
-SITE = f"""
-[site]
-name = "events"
-interconnect_kw = 100
-pue = 1.0
-base_load_kw = 0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.05
-
-[inference]
-committed_tokens_s = 1500
-committed_usd_per_mtok = 0.6
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-
-{MIXED_DEVICES}"""
+SITE = site_text(
+    "events",
+    site={"base_load_kw": 0},
+    hashprice=0.05,
+    inference={"committed_tokens_s": 1500, "committed_usd_per_mtok": 0.6},
+)
 
 
 def _curtail(clock: FakeClock, limit_kw: float, id: str) -> GridEvent:

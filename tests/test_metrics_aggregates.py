@@ -10,20 +10,10 @@ from pathlib import Path
 from adapters.base import Health, ModeRequest
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics_aggregates import ClassAggregates, class_aggregates
-from tests.support.memfleet import MIXED_DEVICES, memory_daemon
+from tests.support.memfleet import memory_daemon
+from tests.support.sitefile import site_text
 
-SITE = """
-[site]
-name = "aggregates"
-interconnect_kw = 100
-pue = 1.0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-"""
+SITE = site_text("aggregates", daemon=None)
 
 
 def _same(a: ClassAggregates, b: ClassAggregates) -> None:
@@ -34,7 +24,7 @@ def _same(a: ClassAggregates, b: ClassAggregates) -> None:
 
 
 def _run(tmp_path: Path, body: object) -> None:
-    d, devices = memory_daemon(SITE + MIXED_DEVICES, tmp_path)
+    d, devices = memory_daemon(SITE, tmp_path)
 
     async def go() -> None:
         await d.open()

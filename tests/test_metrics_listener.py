@@ -30,25 +30,13 @@ from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import render_metrics
 from scheduler.service.metrics_aggregates import class_aggregates
-from tests.support.memfleet import MIXED_DEVICES, memory_daemon
+from tests.support.memfleet import memory_daemon
+from tests.support.sitefile import site_text
 from tests.support.wait import DEADLINE_S, wait_until
 
-SITE = """
-[site]
-name = "metrics listener"
-interconnect_kw = 100
-pue = 1.0
 
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-"""
-
-
-def _site(metrics: str, daemon: str = "") -> str:
-    return SITE + f"\n[daemon]\n{daemon}\n\n[metrics]\n{metrics}\n" + MIXED_DEVICES
+def _site(metrics: dict[str, Any], daemon: dict[str, Any] | None = None) -> str:
+    return site_text("metrics listener", daemon=daemon or {}, sections={"metrics": metrics})
 
 
 @contextlib.contextmanager
@@ -115,7 +103,7 @@ def _samples(text: str) -> dict[str, float]:
 
 
 def test_a_scrape_is_answered_while_the_loop_is_blocked(tmp_path: Path) -> None:
-    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"\nrender_wait_s = 0.05'), tmp_path)
+    d, _ = memory_daemon(_site({"listen": "127.0.0.1:0", "render_wait_s": 0.05}), tmp_path)
     with listening(d) as loop:
         blocked, release = threading.Event(), threading.Event()
 
@@ -140,7 +128,7 @@ def test_a_scrape_is_answered_while_the_loop_is_blocked(tmp_path: Path) -> None:
 
 
 def test_a_scrape_gets_the_state_now_when_the_loop_renders_in_time(tmp_path: Path) -> None:
-    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"\nrender_wait_s = 10'), tmp_path)
+    d, _ = memory_daemon(_site({"listen": "127.0.0.1:0", "render_wait_s": 10}), tmp_path)
     with listening(d) as loop:
         before = d.metrics_snapshot.renders
         changed = threading.Event()
@@ -173,7 +161,7 @@ async def _api_metrics(d: Daemon) -> str:
 
 
 def test_a_listener_process_that_dies_is_started_again(tmp_path: Path) -> None:
-    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"'), tmp_path)
+    d, _ = memory_daemon(_site({"listen": "127.0.0.1:0"}), tmp_path)
     with listening(d):
         d.exporter.restart_after_s = 0.05
         first = d.exporter.pid
@@ -188,7 +176,7 @@ def test_the_listener_asks_for_the_read_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GRIDSCHED_READ_TOKENS", "reader-token")
-    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"', "require_read_token = true"), tmp_path)
+    d, _ = memory_daemon(_site({"listen": "127.0.0.1:0"}, {"require_read_token": True}), tmp_path)
     with listening(d):
         port = d.exporter.port
         assert _get(port)[0] == 401
@@ -201,7 +189,7 @@ def test_the_listener_asks_for_the_read_token(
 
 def test_a_listen_address_that_is_not_host_and_port_is_refused(tmp_path: Path) -> None:
     for bad in ("9108", "127.0.0.1:70000", ":9108", "localhost:http"):
-        text = _site(f'listen = "{bad}"')
+        text = _site({"listen": bad})
         with pytest.raises(ConfigError, match=r"metrics\.listen: listen .* is not a host and port"):
             parse_site(tomllib.loads(text), "site.toml", str(tmp_path))
 
@@ -213,14 +201,14 @@ def test_a_port_in_use_is_said_with_the_setting(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        d, _ = memory_daemon(_site(f'listen = "127.0.0.1:{port}"'), tmp_path)
+        d, _ = memory_daemon(_site({"listen": f"127.0.0.1:{port}"}), tmp_path)
         said = rf"\[metrics\] listen = '127.0.0.1:{port}'"
         with pytest.raises(OSError, match=said), listening(d):
             pass
 
 
 def test_the_class_aggregates_count_every_device_once(tmp_path: Path) -> None:
-    d, _ = memory_daemon(_site(""), tmp_path)
+    d, _ = memory_daemon(_site({}), tmp_path)
 
     async def go() -> str:
         await d.open()
@@ -288,7 +276,7 @@ def test_a_real_prometheus_scrapes_the_listener(tmp_path: Path) -> None:
     prom = shutil.which("prometheus")
     if prom is None:  # tests/test_deploy.py installs it where it can
         pytest.skip("Prometheus is not installed")
-    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"'), tmp_path)
+    d, _ = memory_daemon(_site({"listen": "127.0.0.1:0"}), tmp_path)
     with listening(d):
         target = f"127.0.0.1:{d.exporter.port}"
         config = {  # JSON is YAML
@@ -327,7 +315,7 @@ def test_the_benchmark_times_only_the_listener_scrape(tmp_path: Path) -> None:
     each is answered with a rendering sent after its ask."""
     from benchmarks import site_scale
 
-    d, _ = memory_daemon(_site('listen = "127.0.0.1:0"\nrender_wait_s = 10'), tmp_path)
+    d, _ = memory_daemon(_site({"listen": "127.0.0.1:0", "render_wait_s": 10}), tmp_path)
     r = site_scale.Report(miners=4, gpus=1, fleet_workers="0", load_start=(0.0, 0.0, 0.0))
     with listening(d), site_scale.listener_client() as client:
         for _ in range(3):

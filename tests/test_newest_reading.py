@@ -17,30 +17,11 @@ import pytest
 from adapters.base import AdapterError, ModeRequest, Telemetry
 from models.signals import EventType, GridEvent
 from scheduler.service.daemon import Daemon
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
+from tests.support.memfleet import MemoryDevice, memory_daemon
+from tests.support.sitefile import site_text
 from tests.support.wait import until
 
-SITE = (
-    """
-[site]
-name = "newest reading"
-interconnect_kw = 100
-pue = 1.0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-"""
-    + MIXED_DEVICES
-)
+SITE = site_text("newest reading")
 
 FULL_KW = 8 * 3.0 + 2 * 0.7  # every miner and GPU at its top mode, PUE 1, no base load
 

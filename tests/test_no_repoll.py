@@ -18,38 +18,22 @@ import pytest
 from adapters.base import Telemetry
 from models.signals import EventType, GridEvent
 from scheduler.service.daemon import Daemon
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
+from tests.support.memfleet import MemoryDevice, memory_daemon
+from tests.support.sitefile import DAEMON, site_text
 from tests.support.wait import until
 from tests.test_meter import sunspec_meter
 
-SITE = (
-    """
-[site]
-name = "no re-poll"
-interconnect_kw = 100
-pue = 1.0
-{meter}
-[prices]
-format = "demo"
 
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-poll_s = 3600
-confirm_after_s = 0.05
-"""
-    + MIXED_DEVICES
-)
-
-METER = """[site.meter]
-host = "127.0.0.1"
-port = {port}
-timeout_s = 10
-"""
+def _site(meter_port: int | None = None) -> str:
+    """The site; with ``meter_port``, its meter a SunSpec one on 127.0.0.1 at that port."""
+    meter = (
+        None if meter_port is None else {"host": "127.0.0.1", "port": meter_port, "timeout_s": 10}
+    )
+    return site_text(
+        "no re-poll",
+        site={"meter": meter},
+        daemon={**DAEMON, "poll_s": 3600, "confirm_after_s": 0.05},
+    )
 
 
 def _counted(devices: dict[str, MemoryDevice]) -> Counter[str]:
@@ -80,7 +64,7 @@ async def _shed(d: Daemon, limit_kw: float) -> list[str]:
 
 
 def test_a_shed_reads_back_what_it_told_and_nothing_else(tmp_path: Path) -> None:
-    d, devices = memory_daemon(SITE.replace("{meter}", ""), tmp_path)
+    d, devices = memory_daemon(_site(), tmp_path)
     reads = _counted(devices)
 
     async def go() -> None:
@@ -108,7 +92,7 @@ def test_with_a_meter_a_shed_reads_the_meter_again(tmp_path: Path) -> None:
 
     async def go() -> None:
         async with sunspec_meter(254, 2) as srv:  # 25,400 W
-            text = SITE.replace("{meter}", METER.format(port=srv.port))
+            text = _site(srv.port)
             d, devices = memory_daemon(text, tmp_path)
             reads = _counted(devices)
             await d.open()

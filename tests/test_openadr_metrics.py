@@ -15,29 +15,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from scheduler.service.metrics import metrics_registry, render_metrics
 from scheduler.service.ven_daemon import deliverer
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MIXED_DEVICES, memory_daemon
+from tests.support.memfleet import memory_daemon
+from tests.support.sitefile import site_text
 
-SITE = (
-    """
-[site]
-name = "class caps on metrics"
-interconnect_kw = 100
-
-[prices]
-format = "demo"
-
-[daemon]
-horizon = "2h"
-step = "5min"
-
-[openadr]
-ven_name = "ven-classes"
-
-[[openadr.resources]]
-name = "miners"
-classes = ["old", "new"]
-"""
-    + MIXED_DEVICES
+SITE = site_text(
+    "class caps on metrics",
+    pue=None,
+    hashprice=None,
+    daemon={"horizon": "2h", "step": "5min"},
+    sections={
+        "openadr": {
+            "ven_name": "ven-classes",
+            "resources": [{"name": "miners", "classes": ["old", "new"]}],
+        }
+    },
 )
 
 

@@ -20,30 +20,10 @@ from adapters.base import AdapterError, ModeRequest, Telemetry
 from scheduler.service.daemon import Daemon
 from scheduler.service.daemon.devices import SLEEP
 from tests.support.clock import FakeClock
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon, run_open
+from tests.support.memfleet import MemoryDevice, memory_daemon, run_open
+from tests.support.sitefile import site_text
 
-SITE = (
-    """
-[site]
-name = "power incremental"
-interconnect_kw = 100
-pue = 1.25
-base_load_kw = 2
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-"""
-    + MIXED_DEVICES
-)
+SITE = site_text("power incremental", pue=1.25, site={"base_load_kw": 2})
 
 STEPS = 160
 

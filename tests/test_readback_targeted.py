@@ -24,30 +24,11 @@ from models.firmware import CAPABILITIES, Family
 from scheduler.audit.store import Store
 from scheduler.service.daemon import Daemon
 from tests.support.clock import WallClock
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
+from tests.support.memfleet import MemoryDevice, memory_daemon
+from tests.support.sitefile import site_text
 from tests.support.wait import until
 
-SITE = (
-    """
-[site]
-name = "read-back test"
-interconnect_kw = 100
-pue = 1.0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-"""
-    + MIXED_DEVICES
-)
+SITE = site_text("read-back test")
 
 STUCK = "gpu/1"  # its reading hangs until released: the sweep does not end
 

@@ -15,29 +15,10 @@ from typing import Any
 from adapters.base import AdapterError, Health, Telemetry
 from scheduler.service.daemon import Daemon
 from scheduler.service.daemon.devices import UNKNOWN
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon
+from tests.support.memfleet import MemoryDevice, memory_daemon
+from tests.support.sitefile import site_text
 
-SITE = (
-    """
-[site]
-name = "status classes"
-interconnect_kw = 100
-pue = 1.0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-"""
-    + MIXED_DEVICES
-)
+SITE = site_text("status classes")
 
 
 def _reference(d: Daemon) -> dict[str, dict[str, Any]]:

@@ -17,32 +17,11 @@ from adapters.registry import Built
 from models.devices import DeviceClass, DeviceKind
 from tests.support.clock import FakeClock
 
+# re-exported: tests/test_site_scale_bench.py imports it from here
+from tests.support.sitefile import MIXED_DEVICES as MIXED_DEVICES  # noqa: PLC0414
+
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
-
-#: Two miner classes (the same power, 50 and 100 TH/s) and a GPU class with two modes, as
-#: site file text: the daemon parts tests' fleet.
-MIXED_DEVICES = """[[devices]]
-name = "old"
-kind = "asic"
-count = 4
-modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }]
-
-[[devices]]
-name = "new"
-kind = "asic"
-count = 4
-modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }]
-
-[[devices]]
-name = "gpu"
-kind = "gpu"
-count = 2
-modes = [
-  { name = "full", power_kw = 0.7, throughput_tokens_s = 1000 },
-  { name = "low", power_kw = 0.35, throughput_tokens_s = 600 },
-]
-"""
 
 
 @dataclass
