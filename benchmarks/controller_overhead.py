@@ -47,51 +47,7 @@ from adapters.fleet import freeze_heap
 from models.signals import EventType, GridEvent
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon
-
-SITE = """
-[site]
-name = "controller-overhead"
-interconnect_kw = 40000
-pue = 1.0
-base_load_kw = 0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 5.0
-
-[inference]
-committed_tokens_s = 0
-committed_usd_per_mtok = 0.6
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-
-[[devices]]
-name = "old"
-kind = "asic"
-count = {half}
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }}]
-
-[[devices]]
-name = "new"
-kind = "asic"
-count = {rest}
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }}]
-
-[[devices]]
-name = "gpu"
-kind = "gpu"
-count = {gpus}
-modes = [
-  {{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }},
-  {{ name = "low", power_kw = 0.35, throughput_tokens_s = 600 }},
-]
-"""
+from tests.support.sitefile import mixed_devices, site_text
 
 
 async def _cpu(fn: Callable[[], Awaitable[Any]], prof: cProfile.Profile | None) -> float:
@@ -114,7 +70,14 @@ def _top(name: str, prof: cProfile.Profile, n: int = 30) -> None:
 async def one_round(
     miners: int, gpus: int, polls: int, profile: bool, tmp: Path
 ) -> dict[str, float]:
-    text = SITE.format(half=miners // 2, rest=miners - miners // 2, gpus=gpus)
+    text = site_text(
+        "controller-overhead",
+        interconnect_kw=40000,
+        site={"base_load_kw": 0},
+        hashprice=5.0,
+        inference={"committed_tokens_s": 0, "committed_usd_per_mtok": 0.6},
+        devices=mixed_devices(miners // 2, miners - miners // 2, gpus),
+    )
     clock = FakeClock()
     d, devices = memory_daemon(text, tmp, clock)
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]  # timed apart

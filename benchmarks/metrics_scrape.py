@@ -46,49 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.measure import pct  # light: the scraping child imports only this
 
-SITE = """
-[site]
-name = "metrics-scrape"
-interconnect_kw = 200000
-pue = 1.0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-confirm_after_s = 0
-
-[metrics]
-listen = "127.0.0.1:0"
-render_wait_s = {wait_s}
-
-[[devices]]
-name = "old"
-kind = "asic"
-count = {half}
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }}]
-
-[[devices]]
-name = "new"
-kind = "asic"
-count = {rest}
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }}]
-
-[[devices]]
-name = "gpu"
-kind = "gpu"
-count = {gpus}
-modes = [
-  {{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }},
-  {{ name = "low", power_kw = 0.35, throughput_tokens_s = 600 }},
-]
-"""
-
 
 def _waiting(fn: Any, rng: random.Random, up_to_s: float) -> Any:
     async def call(*args: Any) -> Any:
@@ -185,9 +142,14 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from scheduler.service.metrics import render_metrics
     from tests.support.clock import WallClock
     from tests.support.memfleet import memory_daemon
+    from tests.support.sitefile import mixed_devices, site_text
 
-    text = SITE.format(
-        half=a.miners // 2, rest=a.miners - a.miners // 2, gpus=a.gpus, wait_s=a.render_wait_s
+    text = site_text(
+        "metrics-scrape",
+        interconnect_kw=200000,
+        daemon={"horizon": "2h", "step": "5min", "confirm_after_s": 0},
+        sections={"metrics": {"listen": "127.0.0.1:0", "render_wait_s": a.render_wait_s}},
+        devices=mixed_devices(a.miners // 2, a.miners - a.miners // 2, a.gpus),
     )
     d, devices = memory_daemon(text, Path(tempfile.mkdtemp(prefix="metrics-scrape-")), WallClock())
     if a.io_ms > 0:

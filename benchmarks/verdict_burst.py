@@ -28,46 +28,7 @@ sys.path.insert(0, str(ROOT))
 from adapters.base import ModeRequest  # noqa: E402
 from tests.support.clock import FakeClock  # noqa: E402
 from tests.support.memfleet import memory_daemon  # noqa: E402
-
-SITE = """
-[site]
-name = "verdict burst"
-interconnect_kw = 200000
-pue = 1.0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-
-[[devices]]
-name = "old"
-kind = "asic"
-count = {half}
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }}]
-
-[[devices]]
-name = "new"
-kind = "asic"
-count = {half}
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }}]
-
-[[devices]]
-name = "gpu"
-kind = "gpu"
-count = 2048
-modes = [
-  {{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }},
-  {{ name = "low", power_kw = 0.35, throughput_tokens_s = 600 }},
-]
-"""
+from tests.support.sitefile import mixed_devices, site_text  # noqa: E402
 
 
 def main() -> None:
@@ -77,7 +38,12 @@ def main() -> None:
     args = ap.parse_args()
     logging.disable(logging.WARNING)  # one line per device that did not follow
     clock = FakeClock()
-    d, devices = memory_daemon(SITE.format(half=args.miners // 2), Path(tempfile.mkdtemp()), clock)
+    text = site_text(
+        "verdict burst",
+        interconnect_kw=200000,
+        devices=mixed_devices(args.miners // 2, args.miners // 2, 2048),
+    )
+    d, devices = memory_daemon(text, Path(tempfile.mkdtemp()), clock)
 
     async def go() -> None:
         await d.open()
