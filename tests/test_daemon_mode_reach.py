@@ -19,12 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters import registry
 from adapters.base import DeviceInfo
-from adapters.gpu import NvmlGpu
 from adapters.registry import Built
 from adapters.sim.gpu import SimGpu
-from adapters.sim.gpu_backend import LocalSimBackend
 from models.devices import DeviceClass
 from models.site import parse_site
 from scheduler.planner.plan import Plan
@@ -39,7 +36,7 @@ from tests.conftest import flat_series
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MemoryDevice, run_open
 from tests.test_gpu_mode_truth import CLOCK_MODE, GPU0
-from tests.test_gpu_mode_truth import SITE as GPU_SITE
+from tests.test_gpu_mode_truth import _daemon as _gpu_mode_daemon
 from tests.test_gpu_mode_truth import _run as _gpu_run
 
 #: 10 S19j Pro from the catalog (eco 2.135 kW / 80 TH/s, stock 3.05 kW / 100 TH/s, turbo
@@ -194,15 +191,7 @@ def test_the_own_setting_mode_is_the_one_nearest_the_nameplate() -> None:
 def _gpu_daemon(tmp_path: Path) -> tuple[Daemon, list[SimGpu]]:
     """tests/test_gpu_mode_truth.py's two simulated H100s, committed to 800 tok/s: two
     GPUs' worth in the clock mode (452 tok/s at 0.19 kW, the least kW per token)."""
-    text = GPU_SITE.replace("committed_tokens_s = 100", "committed_tokens_s = 800")
-    config = parse_site(tomllib.loads(text), "site.toml", str(tmp_path))
-    built = registry.build(config)
-    backend = built.adapters[0].backend if isinstance(built.adapters[0], NvmlGpu) else None
-    assert isinstance(backend, LocalSimBackend)
-    for sim in backend.gpus:
-        sim.settle_s = 1e-6
-    d = Daemon(config, tmp_path / "state.db", clock=FakeClock(), built=built)
-    return d, list(backend.gpus)
+    return _gpu_mode_daemon(tmp_path, committed_tokens_s=800)
 
 
 def test_gpus_refused_clock_locks_are_not_planned_in_the_clock_mode(tmp_path: Path) -> None:

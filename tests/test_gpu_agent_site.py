@@ -21,38 +21,21 @@ from adapters.sim.gpu_backend import LocalSimBackend
 from models.errors import ConfigError
 from models.site import parse_site
 from tests.support.clock import FakeClock
+from tests.support.sitefile import device_classes, site_text
 
 SECRET = "agents-site-test-secret-0123456789"
-HEAD = """
-[site]
-name = "agents"
-interconnect_kw = 100
-pue = 1.0
-base_load_kw = 0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 1.0
-
-[inference]
-committed_tokens_s = 0
-committed_usd_per_mtok = 0.6
-
-[daemon]
-horizon = "2h"
-step = "5min"
-
-[[devices]]
-name = "h100"
-kind = "gpu"
-model = "H100 SXM"
-"""
 
 
 def site(adapter: str, count: int = 4) -> str:
-    return HEAD + f'count = {count}\n[devices.adapter]\nkind = "nvml"\n{adapter}\n'
+    h100s = device_classes({"name": "h100", "kind": "gpu", "model": "H100 SXM", "count": count})
+    return site_text(
+        "agents",
+        site={"base_load_kw": 0},
+        hashprice=1.0,
+        inference={"committed_tokens_s": 0, "committed_usd_per_mtok": 0.6},
+        daemon={"horizon": "2h", "step": "5min"},
+        devices=h100s + f'[devices.adapter]\nkind = "nvml"\n{adapter}\n',
+    )
 
 
 def parse(text: str, tmp_path: Path) -> registry.Built:

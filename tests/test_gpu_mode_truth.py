@@ -31,45 +31,29 @@ from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.devices import UNKNOWN, mode_kw
 from scheduler.service.daemon.fastpath import shed_order
 from tests.support.clock import FakeClock
+from tests.support.sitefile import device_classes, site_text
+from tests.test_inference_objectives import DECODE_H100
 
-SITE = """
-[site]
-name = "gpu mode truth"
-interconnect_kw = 100
-pue = 1.0
-base_load_kw = 0
 
-[prices]
-format = "demo"
+def gpu_site(committed_tokens_s: int = 100) -> str:
+    """Two simulated H100s decoding, ``committed_tokens_s`` committed at 1 USD/Mtok."""
+    return site_text(
+        "gpu mode truth",
+        site={"base_load_kw": 0},
+        hashprice=None,
+        inference={"committed_tokens_s": committed_tokens_s, "committed_usd_per_mtok": 1.0},
+        devices=device_classes(DECODE_H100 | {"count": 2, "adapter": {"kind": "sim"}}),
+    )
 
-[inference]
-committed_tokens_s = 100
-committed_usd_per_mtok = 1.0
 
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-
-[[devices]]
-name = "h100"
-kind = "gpu"
-model = "H100 SXM"
-workload = "llama-3.1-70b"
-phase = "decode"
-power_caps_w = [700, 350, 200]
-decode_clock_mhz = [1005, 1410]
-count = 2
-adapter = { kind = "sim" }
-"""
+SITE = gpu_site()
 CLOCK_MODE, CAP_TWIN = "infer@1410MHz", "infer@350W"
 GPU0 = "h100/gpu0"
 
 
-def _daemon(tmp_path: Path) -> tuple[Daemon, list[SimGpu]]:
+def _daemon(tmp_path: Path, committed_tokens_s: int = 100) -> tuple[Daemon, list[SimGpu]]:
     """A daemon over two simulated GPUs (settling at once), and the simulated GPUs."""
-    config = parse_site(tomllib.loads(SITE), "site.toml", str(tmp_path))
+    config = parse_site(tomllib.loads(gpu_site(committed_tokens_s)), "site.toml", str(tmp_path))
     built = registry.build(config)
     backend = built.adapters[0].backend if isinstance(built.adapters[0], NvmlGpu) else None
     assert isinstance(backend, LocalSimBackend)

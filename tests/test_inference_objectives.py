@@ -30,6 +30,7 @@ from scheduler.service.objectives import judge
 from tests.conftest import DATA, make_site, solve
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon, run_open
+from tests.support.sitefile import device_classes, site_text
 
 DECODE_H100 = {
     "name": "h100",
@@ -471,48 +472,26 @@ def test_a_percentile_beyond_the_last_bucket_is_json_in_status(tmp_path: Path) -
     assert json.loads(json.dumps(feed.objectives(), allow_nan=False)) == feed.objectives()
 
 
-DAEMON_SITE = """
-[site]
-name = "objective modes"
-interconnect_kw = 100
-pue = 1.0
-base_load_kw = 0
-
-[prices]
-format = "csv"
-path = "prices.csv"
-column = "price"
-
-[inference]
-committed_tokens_s = 3000
-committed_usd_per_mtok = 1.0
-{objective}
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-
-[[devices]]
-name = "h100"
-kind = "gpu"
-model = "H100 SXM"
-workload = "llama-3.1-70b"
-phase = "decode"
-power_caps_w = [700, 350, 200]
-decode_clock_mhz = [1005, 1410]
-count = 16
-"""
+def daemon_site(objective: dict[str, Any], **gpu: Any) -> str:
+    """16 H100s decoding (``gpu``: further fields of their class), 3,000 tokens/s committed,
+    the prices from prices.csv; ``objective``: the objective's fields in [inference]."""
+    return site_text(
+        "objective modes",
+        site={"base_load_kw": 0},
+        prices={"format": "csv", "path": "prices.csv", "column": "price"},
+        hashprice=None,
+        inference={"committed_tokens_s": 3000, "committed_usd_per_mtok": 1.0, **objective},
+        devices=device_classes(DECODE_H100 | gpu),
+    )
 
 
 @pytest.mark.parametrize(
     ("objective", "clocks", "awake"),
-    [("", (1005, 1410), 7), ("itl_p95_s = 0.165", None, 15)],
+    [({}, (1005, 1410), 7), ({"itl_p95_s": 0.165}, None, 15)],
     ids=["none", "itl"],
 )
 def test_the_daemon_commands_only_the_modes_offered_for_the_objective(
-    tmp_path: Path, objective: str, clocks: tuple[int, int] | None, awake: int
+    tmp_path: Path, objective: dict[str, Any], clocks: tuple[int, int] | None, awake: int
 ) -> None:
     """Without an objective the daemon locks 7 GPUs' clocks; with itl_p95_s = 0.165 s
     only the 350 W cap is offered, counted at 203 tokens/s (batch 64): 15 GPUs run it,
@@ -521,9 +500,7 @@ def test_the_daemon_commands_only_the_modes_offered_for_the_objective(
     hours = range(int(clock.time()) // 3600 - 24, int(clock.time()) // 3600 + 48)
     rows = "".join(f"{datetime.fromtimestamp(h * 3600, UTC).isoformat()},60.0\n" for h in hours)
     (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + rows)
-    d, devices = memory_daemon(
-        DAEMON_SITE.format(objective=objective), tmp_path, clock, asleep=True
-    )
+    d, devices = memory_daemon(daemon_site(objective), tmp_path, clock, asleep=True)
 
     async def body() -> None:
         await d.feeds.refresh_prices()

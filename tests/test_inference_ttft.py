@@ -18,7 +18,7 @@ from models.errors import ConfigError
 from tests.conftest import make_site, solve
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon, run_open
-from tests.test_inference_objectives import COMMITTED, DAEMON_SITE, DECODE_H100
+from tests.test_inference_objectives import COMMITTED, DECODE_H100, daemon_site
 
 #: the site's measured prompt tokens/s per mode (test figures, not published ones)
 RATES = {"infer@350W": 8000.0, "infer@200W": 4000.0, "infer@1410MHz": 5000.0}
@@ -77,9 +77,8 @@ def test_the_daemon_commands_only_the_modes_meeting_ttft(tmp_path: Path) -> None
     hours = range(int(clock.time()) // 3600 - 24, int(clock.time()) // 3600 + 48)
     rows = "".join(f"{datetime.fromtimestamp(h * 3600, UTC).isoformat()},60.0\n" for h in hours)
     (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + rows)
-    objective = "ttft_p95_s = 0.5\nttft_prompt_tokens = 3000\nttft_queue_s = 0.1"
-    rates = ", ".join(f'"{k}" = {v}' for k, v in RATES.items())
-    site = DAEMON_SITE.format(objective=objective) + f"prefill_tokens_s = {{ {rates} }}\n"
+    objective = {"ttft_p95_s": 0.5, "ttft_prompt_tokens": 3000, "ttft_queue_s": 0.1}
+    site = daemon_site(objective, prefill_tokens_s=RATES)
     d, devices = memory_daemon(site, tmp_path, clock, asleep=True)
     assert set(d.devices.offered["h100"]) == {"infer@350W"}
 

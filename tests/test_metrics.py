@@ -25,43 +25,31 @@ from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 from tests.support.daemon import running
+from tests.support.sitefile import device_classes, site_text
 
-SITE = """
-[site]
-name = "metrics test"
-interconnect_kw = 500
-pue = 1.0
-base_load_kw = 0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[inference]
-committed_tokens_s = 0
-committed_usd_per_mtok = 0.6
-# spot demand that pays at any hour of the demo prices: the GPUs serve, so a curtail to
-# half the load has something to shed whatever the time of day the test runs at
-spot_tokens_s = 100000
-spot_usd_per_mtok = 50
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-
-[[devices]]
-name = "h100"
-kind = "gpu"
-model = "H100 SXM"
-power_caps_w = [700, 350]
-count = 2
-[devices.adapter]
-kind = "sim"
-"""
+SITE = site_text(
+    "metrics test",
+    interconnect_kw=500,
+    site={"base_load_kw": 0},
+    inference={
+        "committed_tokens_s": 0,
+        "committed_usd_per_mtok": 0.6,
+        # spot demand that pays at any hour of the demo prices: the GPUs serve, so a curtail
+        # to half the load has something to shed whatever the time of day the test runs at
+        "spot_tokens_s": 100000,
+        "spot_usd_per_mtok": 50,
+    },
+    devices=device_classes(
+        {
+            "name": "h100",
+            "kind": "gpu",
+            "model": "H100 SXM",
+            "power_caps_w": [700, 350],
+            "count": 2,
+            "adapter": {"kind": "sim"},
+        }
+    ),
+)
 
 
 def _histograms(text: str) -> dict[str, dict[str, object]]:

@@ -31,47 +31,35 @@ from scheduler.service.daemon.fastpath import shed_order
 from tests.conftest import make_site
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon, run_open
+from tests.support.sitefile import device_classes, site_text
 from tests.support.wait import until
 from tests.test_inference_objectives import DECODE_H100
 
-SITE = """
-[site]
-name = "objective fast path"
-interconnect_kw = 100
-pue = 1.0
-base_load_kw = 0
 
-[prices]
-format = "demo"
+def _site(itl_p95_s: float | None) -> str:
+    """Two miners and 16 H100s decoding, 3,000 tokens/s committed; ``itl_p95_s``: the
+    inter-token latency objective (None: none)."""
+    return site_text(
+        "objective fast path",
+        site={"base_load_kw": 0},
+        hashprice=None,
+        inference={
+            "committed_tokens_s": 3000,
+            "committed_usd_per_mtok": 1.0,
+            "itl_p95_s": itl_p95_s,
+        },
+        devices=device_classes(
+            {
+                "name": "miner",
+                "kind": "asic",
+                "count": 2,
+                "idle_power_kw": 0.1,
+                "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100}],
+            },
+            DECODE_H100,
+        ),
+    )
 
-[inference]
-committed_tokens_s = 3000
-committed_usd_per_mtok = 1.0
-itl_p95_s = {itl}
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-
-[[devices]]
-name = "miner"
-kind = "asic"
-count = 2
-idle_power_kw = 0.1
-modes = [{{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }}]
-
-[[devices]]
-name = "h100"
-kind = "gpu"
-model = "H100 SXM"
-workload = "llama-3.1-70b"
-phase = "decode"
-power_caps_w = [700, 350, 200]
-decode_clock_mhz = [1005, 1410]
-count = 16
-"""
 
 COUNTED_350W = 210.8  # tokens/s per GPU at 0.165 s (see test_counted_rates_used_here)
 
@@ -95,7 +83,7 @@ def test_the_shed_order_steps_gpus_only_into_offered_modes(tmp_path: Path) -> No
     """The clock lock (190 W) is the class's lowest-power mode, but at 0.165 s it is not
     offered: no GPU is capped down into it; each may only sleep, losing its counted
     tokens/s."""
-    d, _ = memory_daemon(SITE.format(itl=0.165), tmp_path)
+    d, _ = memory_daemon(_site(0.165), tmp_path)
     _gpus_at_350w(d)
     order = shed_order(d.devices)
     gpu_steps = [s for s in order if s.device_id.startswith("h100/")]
@@ -109,7 +97,7 @@ def test_without_an_objective_the_lowest_power_mode_is_still_the_step_down(
 ) -> None:
     """...and the step carries the mode's clock lock, not its power limit alone (350 W,
     the limit the GPU already runs at, would save nothing)."""
-    d, _ = memory_daemon(SITE.format(itl=0.1).replace("itl_p95_s = 0.1\n", ""), tmp_path)
+    d, _ = memory_daemon(_site(None), tmp_path)
     _gpus_at_350w(d)
     downs = {s.request for s in shed_order(d.devices) if s.request.action == "run"}
     assert downs == {ModeRequest("run", 350.0, (1005, 1410))}
@@ -129,7 +117,7 @@ def test_a_dr_shed_keeps_committed_gpus_in_modes_that_meet_the_objective(
     into a mode that misses the objective (the cap stays exceeded: committed inference
     is protected)."""
     clock = FakeClock()
-    d, devices = memory_daemon(SITE.format(itl=0.165), tmp_path, clock)
+    d, devices = memory_daemon(_site(0.165), tmp_path, clock)
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]  # the shed alone
 
     async def body() -> None:
@@ -151,7 +139,7 @@ def test_the_fail_safe_posture_wakes_gpus_for_the_counted_tokens(tmp_path: Path)
     under the objective, 3,000 committed tokens/s need 15 GPUs, not the 7 that the
     350 W mode's stated 481 tokens/s would suggest."""
     clock = FakeClock()
-    d, devices = memory_daemon(SITE.format(itl=0.165), tmp_path, clock, asleep=True)
+    d, devices = memory_daemon(_site(0.165), tmp_path, clock, asleep=True)
     d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
     d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]  # posture alone
 

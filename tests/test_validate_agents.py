@@ -10,38 +10,27 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import run_main
+from tests.support.sitefile import device_classes, site_text
 
 SECRET = "validate-agents-secret-0123456789abcdef"
-SITE = """
-[site]
-name = "agents"
-interconnect_kw = 100
-pue = 1.0
-base_load_kw = 0
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 1.0
-
-[inference]
-committed_tokens_s = 0
-committed_usd_per_mtok = 0.6
-
-[[devices]]
-name = "h100"
-kind = "gpu"
-model = "H100 SXM"
-count = 2
-[[devices.modes]]
-name = "full"
-power_kw = 0.7
-throughput_tokens_s = 1000
-[devices.adapter]
-kind = "nvml"
-agents = ["10.20.0.1:7731"]
-"""
+SITE = site_text(
+    "agents",
+    site={"base_load_kw": 0},
+    hashprice=1.0,
+    inference={"committed_tokens_s": 0, "committed_usd_per_mtok": 0.6},
+    daemon=None,
+    devices=device_classes(
+        {
+            "name": "h100",
+            "kind": "gpu",
+            "model": "H100 SXM",
+            "count": 2,
+            "modes": [{"name": "full", "power_kw": 0.7, "throughput_tokens_s": 1000}],
+        }
+    )
+    # the adapter last: each test adds its own settings to it
+    + '[devices.adapter]\nkind = "nvml"\nagents = ["10.20.0.1:7731"]\n',
+)
 
 
 def validate(tmp_path: Path, adapter: str) -> tuple[int, str, str]:
