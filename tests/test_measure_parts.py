@@ -34,69 +34,56 @@ from scheduler.service.power import ComplianceState, DevicePower
 from tests.conftest import T0, solve
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_fleet
+from tests.support.sitefile import DAEMON, device_classes, site_text
 
-SITE = """
-[site]
-name = "measure"
-interconnect_kw = 100
-pue = 1.25
-base_load_kw = 2
+SITE = site_text(
+    "measure",
+    pue=1.25,
+    site={"base_load_kw": 2},
+    hashprice=1.0,
+    inference={"committed_tokens_s": 0, "committed_usd_per_mtok": 0.6},
+    daemon={**DAEMON, "failsafe_cap_kw": 4, "failsafe_posture": "hold"},
+    devices=device_classes(
+        {
+            "name": "m",
+            "kind": "asic",
+            "count": 2,
+            "idle_power_kw": 0.25,
+            "modes": [
+                {"name": "full", "power_kw": 3.0, "hashrate_ths": 100},
+                {"name": "eco", "power_kw": 2.0, "hashrate_ths": 75},
+            ],
+        },
+        {
+            "name": "g",
+            "kind": "gpu",
+            "count": 1,
+            "idle_power_kw": 0.125,
+            "modes": [
+                {"name": "full", "power_kw": 0.75, "throughput_tokens_s": 1000},
+                {"name": "low", "power_kw": 0.5, "throughput_tokens_s": 600},
+            ],
+        },
+    ),
+)
 
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 1.0
-
-[inference]
-committed_tokens_s = 0
-committed_usd_per_mtok = 0.6
-
-[daemon]
-horizon = "2h"
-step = "5min"
-stage_ahead_s = 0
-confirm_after_s = 0
-failsafe_cap_kw = 4
-failsafe_posture = "hold"
-
-[[devices]]
-name = "m"
-kind = "asic"
-count = 2
-idle_power_kw = 0.25
-modes = [
-  { name = "full", power_kw = 3.0, hashrate_ths = 100 },
-  { name = "eco", power_kw = 2.0, hashrate_ths = 75 },
-]
-
-[[devices]]
-name = "g"
-kind = "gpu"
-count = 1
-idle_power_kw = 0.125
-modes = [
-  { name = "full", power_kw = 0.75, throughput_tokens_s = 1000 },
-  { name = "low", power_kw = 0.5, throughput_tokens_s = 600 },
-]
-"""
-
-UNMANAGED = """
-[[devices]]
-name = "u"
-kind = "asic"
-count = 3
-modes = [
-  { name = "a", power_kw = 1.0, hashrate_ths = 40 },
-  { name = "b", power_kw = 1.5, hashrate_ths = 50 },
-]
-
-[[devices]]
-name = "v"
-kind = "asic"
-count = 2
-modes = [{ name = "a", power_kw = 0.5, hashrate_ths = 20 }]
-"""
+UNMANAGED = device_classes(
+    {
+        "name": "u",
+        "kind": "asic",
+        "count": 3,
+        "modes": [
+            {"name": "a", "power_kw": 1.0, "hashrate_ths": 40},
+            {"name": "b", "power_kw": 1.5, "hashrate_ths": 50},
+        ],
+    },
+    {
+        "name": "v",
+        "kind": "asic",
+        "count": 2,
+        "modes": [{"name": "a", "power_kw": 0.5, "hashrate_ths": 20}],
+    },
+)
 
 
 class Site:

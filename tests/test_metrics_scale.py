@@ -13,27 +13,28 @@ from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import Snapshot
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon
+from tests.support.sitefile import device_classes, site_text
 
-SITE = """
-[site]
-name = "metrics"
-interconnect_kw = 100
-
-[prices]
-format = "demo"
-
-[[devices]]
-name = "s19"
-kind = "asic"
-count = 6
-modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }]
-
-[[devices]]
-name = "h100"
-kind = "gpu"
-count = 2
-modes = [{ name = "full", power_kw = 0.7, throughput_tokens_s = 1000 }]
-"""
+SITE = site_text(
+    "metrics",
+    pue=None,
+    hashprice=None,
+    daemon=None,
+    devices=device_classes(
+        {
+            "name": "s19",
+            "kind": "asic",
+            "count": 6,
+            "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100}],
+        },
+        {
+            "name": "h100",
+            "kind": "gpu",
+            "count": 2,
+            "modes": [{"name": "full", "power_kw": 0.7, "throughput_tokens_s": 1000}],
+        },
+    ),
+)
 
 
 def _scrape(tmp_path: Path, metrics: str) -> tuple[dict[str, int], Snapshot, Daemon]:

@@ -7,6 +7,7 @@ GPUs "gpu" full 0.7 kW / 1,000 tok/s, low 0.35 kW / 600 tok/s, idle 0.05 kW."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,44 +18,41 @@ from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.shedorder import ShedStep, choose, shed_order
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon
+from tests.support.sitefile import device_classes, site_text
 from tests.test_daemon_mode_reach import _gpu_daemon, _plan_at_flat_price
 from tests.test_gpu_mode_truth import CLOCK_MODE, GPU0
 from tests.test_gpu_mode_truth import _run as _gpu_run
 
-SITE = """
-[site]
-name = "order"
-interconnect_kw = 100
-pue = 1.25
-base_load_kw = 2
 
-[prices]
-format = "demo"
+def _miners(name: str, ths: float, power_kw: float = 3.0) -> dict[str, Any]:
+    """Two miners of one class, idle at 0.1 kW."""
+    mode = {"name": "stock", "power_kw": power_kw, "hashrate_ths": ths}
+    return {"name": name, "kind": "asic", "count": 2, "idle_power_kw": 0.1, "modes": [mode]}
 
-[[devices]]
-name = "new"
-kind = "asic"
-count = 2
-idle_power_kw = 0.1
-modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }]
 
-[[devices]]
-name = "old"
-kind = "asic"
-count = 2
-idle_power_kw = 0.1
-modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 50 }]
+def _site(low_tokens_s: int = 600) -> str:
+    """The site above; ``low_tokens_s``: what a GPU serves in its low mode."""
+    gpu = {
+        "name": "gpu",
+        "kind": "gpu",
+        "count": 2,
+        "idle_power_kw": 0.05,
+        "modes": [
+            {"name": "full", "power_kw": 0.7, "throughput_tokens_s": 1000},
+            {"name": "low", "power_kw": 0.35, "throughput_tokens_s": low_tokens_s},
+        ],
+    }
+    return site_text(
+        "order",
+        pue=1.25,
+        site={"base_load_kw": 2},
+        hashprice=None,
+        daemon=None,
+        devices=device_classes(_miners("new", 100), _miners("old", 50), gpu),
+    )
 
-[[devices]]
-name = "gpu"
-kind = "gpu"
-count = 2
-idle_power_kw = 0.05
-modes = [
-  { name = "full", power_kw = 0.7, throughput_tokens_s = 1000 },
-  { name = "low", power_kw = 0.35, throughput_tokens_s = 600 },
-]
-"""
+
+SITE = _site()
 
 
 def _daemon(tmp_path: Path) -> Daemon:
@@ -200,39 +198,37 @@ def test_choose_tells_unread_devices_one_by_one_within_the_floor() -> None:
     assert chosen == {"a": order[0], "u1": order[1], "u3": order[3]}
 
 
-SITE_TWO_GPU_CLASSES = """
-[site]
-name = "two"
-interconnect_kw = 100
+#: Two GPU classes, one GPU each, idle at 0.05 kW: "a" (full, low) and "b" (full, low, trickle).
+GPU_A = {
+    "name": "a",
+    "kind": "gpu",
+    "count": 1,
+    "idle_power_kw": 0.05,
+    "modes": [
+        {"name": "full", "power_kw": 0.7, "throughput_tokens_s": 1000},
+        {"name": "low", "power_kw": 0.35, "throughput_tokens_s": 700},
+    ],
+}
+GPU_B = {
+    "name": "b",
+    "kind": "gpu",
+    "count": 1,
+    "idle_power_kw": 0.05,
+    "modes": [
+        {"name": "full", "power_kw": 0.7, "throughput_tokens_s": 1000},
+        {"name": "low", "power_kw": 0.35, "throughput_tokens_s": 300},
+        {"name": "trickle", "power_kw": 0.15, "throughput_tokens_s": 0.5},
+    ],
+}
 
-[prices]
-format = "demo"
 
-[[devices]]
-name = "a"
-kind = "gpu"
-count = 1
-idle_power_kw = 0.05
-modes = [
-  { name = "full", power_kw = 0.7, throughput_tokens_s = 1000 },
-  { name = "low", power_kw = 0.35, throughput_tokens_s = 700 },
-]
-
-[[devices]]
-name = "b"
-kind = "gpu"
-count = 1
-idle_power_kw = 0.05
-modes = [
-  { name = "full", power_kw = 0.7, throughput_tokens_s = 1000 },
-  { name = "low", power_kw = 0.35, throughput_tokens_s = 300 },
-  { name = "trickle", power_kw = 0.15, throughput_tokens_s = 0.5 },
-]
-"""
+def _classes_site(*classes: dict[str, Any]) -> str:
+    """A site of these device classes (PUE unset, no base load)."""
+    return site_text("two", pue=None, hashprice=None, daemon=None, devices=device_classes(*classes))
 
 
 def test_gpu_steps_are_ordered_by_what_they_give_up_per_kw(tmp_path: Path) -> None:
-    d, _ = memory_daemon(SITE_TWO_GPU_CLASSES, tmp_path)
+    d, _ = memory_daemon(_classes_site(GPU_A, GPU_B), tmp_path)
     d.devices.modes.update({"a/0": "full", "b/0": "full"})
     order = [(s.device_id, s.mode) for s in shed_order(d.devices)]
     # cap-downs: b loses 999.5 tok/s for 0.55 kW, a 300 for 0.35 kW: a first (less per kW);
@@ -241,32 +237,13 @@ def test_gpu_steps_are_ordered_by_what_they_give_up_per_kw(tmp_path: Path) -> No
 
 
 def test_gpu_cap_downs_are_ordered_by_value_whatever_the_class_order(tmp_path: Path) -> None:
-    head, a, b = SITE_TWO_GPU_CLASSES.split("[[devices]]")
-    swapped = head + "[[devices]]" + b + "[[devices]]" + a
-    d, _ = memory_daemon(swapped, tmp_path)
+    d, _ = memory_daemon(_classes_site(GPU_B, GPU_A), tmp_path)
     d.devices.modes.update({"a/0": "full", "b/0": "full"})
     order = [(s.device_id, s.mode) for s in shed_order(d.devices)]
     assert order[:2] == [("a/0", "low"), ("b/0", "trickle")]
 
 
-SITE_MIXED = (
-    SITE_TWO_GPU_CLASSES
-    + """
-[[devices]]
-name = "s19"
-kind = "asic"
-count = 2
-idle_power_kw = 0.1
-modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 90 }]
-
-[[devices]]
-name = "s9"
-kind = "asic"
-count = 2
-idle_power_kw = 0.1
-modes = [{ name = "stock", power_kw = 1.4, hashrate_ths = 13.5 }]
-"""
-)
+SITE_MIXED = _classes_site(GPU_A, GPU_B, _miners("s19", 90), _miners("s9", 13.5, power_kw=1.4))
 
 
 def test_the_daemons_order_is_the_planners_shedding_order_on_a_mixed_fleet(
@@ -366,8 +343,7 @@ def test_a_gpu_refused_its_clock_lock_is_never_stepped_down_into_the_clock_mode(
 def test_miners_shed_before_a_gpu_cap_down_that_loses_no_tokens(tmp_path: Path) -> None:
     """A cap down that serves as much (decode is memory-bound) is worth 0 per kW, less than
     any miner's hashrate: it still comes after every miner (the planner's order)."""
-    site = SITE.replace("throughput_tokens_s = 600", "throughput_tokens_s = 1000")
-    d = memory_daemon(site, tmp_path)[0]
+    d = memory_daemon(_site(low_tokens_s=1000), tmp_path)[0]
     d.devices.modes.update({"new/0": "stock", "old/0": "stock", "gpu/0": "full"})
     d.devices.modes.update({"new/1": SLEEP, "old/1": SLEEP, "gpu/1": SLEEP})
     order = shed_order(d.devices)
