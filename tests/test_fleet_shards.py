@@ -348,12 +348,10 @@ def test_a_daemon_with_two_fleet_workers_is_one_controller(tmp_path: Path) -> No
     from scheduler.service.daemon.devices import SLEEP
     from tests.support.daemon import daemon_of, free_loopback_base, running
     from tests.test_dispatch import curtail
-    from tests.test_power_truth import SITE
+    from tests.test_power_truth import miners_site
 
     n = 6
-    text = SITE.format(count=n, base=free_loopback_base(n)).replace(
-        "confirm_after_s = 0\n", "confirm_after_s = 0\nfleet_workers = 2\n"
-    )
+    text = miners_site(n, free_loopback_base(n), fleet_workers=2)
     d = daemon_of(tmp_path, text)
     assert isinstance(d.fleet, ShardedFleet)
 

@@ -24,6 +24,7 @@ from models.site import parse_site
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry
 from tests.support.daemon import free_loopback_base, running
+from tests.support.sitefile import device_classes, sim_s19s, site_text
 from tests.support.wait import until
 from tests.test_dispatch import curtail
 
@@ -229,45 +230,14 @@ def test_bad_meter_settings_name_the_key() -> None:
         assert key in text and words in text, text
 
 
-SITE = """
-[site]
-name = "metered"
-interconnect_kw = 500
-pue = 1.0
-base_load_kw = 0
-[site.meter]
-host = "127.0.0.1"
-port = {port}
-timeout_s = 10
-
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-poll_s = 3600
-confirm_after_s = 0
-
-[[devices]]
-name = "s19"
-kind = "asic"
-model = "S19j Pro"
-count = 3
-[devices.adapter]
-kind = "sim"
-sim_base = "{base}"
-sim_sleep_s = 0.2
-sim_wake_s = 0.4
-timeout_s = 10
-"""
-
-
 def _metered(tmp_path: Path, port: int, base: str) -> Daemon:
-    text = SITE.format(port=port, base=base)
+    text = site_text(
+        "metered",
+        interconnect_kw=500,
+        site={"base_load_kw": 0, "meter": {"host": "127.0.0.1", "port": port, "timeout_s": 10}},
+        daemon={"horizon": "2h", "step": "5min", "poll_s": 3600, "confirm_after_s": 0},
+        devices=device_classes(sim_s19s(3, base)),
+    )
     return Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
 
 

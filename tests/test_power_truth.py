@@ -33,44 +33,25 @@ from scheduler.service.metrics import metrics_registry
 from scheduler.service.power import ComplianceState, DevicePower, judge, site_power
 from scheduler.service.security import sign
 from tests.support.daemon import daemon_of, free_loopback_base, running
+from tests.support.sitefile import device_classes, sim_s19s, site_text
 from tests.support.wait import until
 from tests.test_dispatch import curtail, fast_path_done
 
-SITE = """
-[site]
-name = "power truth"
-interconnect_kw = 500
-pue = 1.0
-base_load_kw = 0.2
 
-[prices]
-format = "demo"
-
-[mining]
-hashprice_usd_per_ths_day = 0.08
-
-[daemon]
-horizon = "2h"
-step = "5min"
-poll_s = 3600
-confirm_after_s = 0
-
-[[devices]]
-name = "s19"
-kind = "asic"
-model = "S19j Pro"
-count = {count}
-[devices.adapter]
-kind = "sim"
-sim_base = "{base}"
-sim_sleep_s = 0.2
-sim_wake_s = 0.4
-timeout_s = 10
-"""
+def miners_site(count: int, base: str, **daemon: Any) -> str:
+    """``count`` simulated miners from ``base``, polled hourly; ``daemon``: more [daemon]
+    fields."""
+    return site_text(
+        "power truth",
+        interconnect_kw=500,
+        site={"base_load_kw": 0.2},
+        daemon={"horizon": "2h", "step": "5min", "poll_s": 3600, "confirm_after_s": 0, **daemon},
+        devices=device_classes(sim_s19s(count, base)),
+    )
 
 
 def _site(tmp_path: Path, count: int, base: str) -> Daemon:
-    return daemon_of(tmp_path, SITE.format(count=count, base=base))
+    return daemon_of(tmp_path, miners_site(count, base))
 
 
 def _miners(d: Daemon) -> list[SimMiner]:
