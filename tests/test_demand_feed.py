@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
-import threading
 import time
 import tomllib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.metrics import metrics_registry
 from tests.support.daemon import free_loopback_base as _free_base
 from tests.support.daemon import running
+from tests.support.hook import capacity_hook
 from tests.support.wait import until
 from tests.test_failsafe import _absurd_price, _get
 from tests.test_serving import FakeVllm, served
@@ -297,25 +295,8 @@ def test_a_gpu_engine_that_is_no_gpu_of_the_site_is_named(
 def router() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """The serving layer's capacity hook: a real HTTP server that records what it hears."""
     heard: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            heard.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/capacity", heard
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with capacity_hook(heard.append) as url:
+        yield url, heard
 
 
 def test_the_fast_path_sheds_miners_at_once_and_drained_gpus_after(

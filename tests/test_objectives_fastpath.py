@@ -11,11 +11,8 @@ clock lock counted at 390.2 tokens/s."""
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.fastpath import shed_order
 from tests.conftest import make_site
 from tests.support.clock import FakeClock
+from tests.support.hook import capacity_hook
 from tests.support.memfleet import memory_daemon, run_open
 from tests.support.sitefile import device_classes, site_text
 from tests.support.wait import until
@@ -158,25 +156,8 @@ def test_the_fail_safe_posture_wakes_gpus_for_the_counted_tokens(tmp_path: Path)
 @pytest.fixture
 def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     got: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/capacity", got
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with capacity_hook(got.append) as url:
+        yield url, got
 
 
 def _hooked_gpus(url: str, inference: dict[str, Any]) -> tuple[Any, list[NvmlGpu]]:

@@ -9,10 +9,7 @@ behind a backend that records each NVML call, so the order of events is what was
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import httpx
@@ -23,6 +20,7 @@ from adapters.gpu import NvmlGpu, ServingHook
 from adapters.serving import ServingEndpoint
 from adapters.sim.gpu import SimGpu
 from adapters.sim.gpu_backend import LocalSimBackend
+from tests.support.hook import capacity_hook
 from tests.test_serving import FakeVllm, served
 
 Log = list[tuple[str, Any]]
@@ -42,26 +40,8 @@ class Recorded(LocalSimBackend):
 @pytest.fixture
 def hook() -> Iterator[tuple[str, Log]]:
     log: Log = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            log.append(("hook", body["capacity_tokens_s"]))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/capacity", log
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with capacity_hook(lambda body: log.append(("hook", body["capacity_tokens_s"]))) as url:
+        yield url, log
 
 
 @pytest.fixture
