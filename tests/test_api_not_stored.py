@@ -8,7 +8,6 @@ import base64
 import json
 import logging
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,8 @@ import httpx
 import pytest
 
 from scheduler.service.api import create_app
-from scheduler.service.security import sign
 from tests.support.daemon import running
+from tests.support.webhook import signed_headers
 from tests.test_dispatch import _daemon
 
 
@@ -39,13 +38,7 @@ def test_a_signal_the_disk_refuses_is_said_in_words(
             body = json.dumps(
                 {"id": "dr", "type": "curtail", "start": "2020-01-01T00:00:00Z", "limit_kw": 0}
             ).encode()
-            ts = int(time.time())
-            headers = {
-                "webhook-id": "msg-1",
-                "webhook-timestamp": str(ts),
-                "webhook-signature": sign(secret, "msg-1", ts, body),
-                "content-type": "application/json",
-            }
+            headers = signed_headers(secret, "msg-1", body)
             transport = httpx.ASGITransport(app=create_app(d))
             async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
                 r = await c.post("/v1/signals", content=body, headers=headers)

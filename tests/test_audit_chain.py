@@ -497,13 +497,12 @@ def test_a_signal_a_really_full_disk_refuses_is_503_and_half_written_nowhere(
     record, no webhook id, so the sender's retry (same webhook id) is stored once the disk
     has room again."""
     import base64
-    import time
 
     import httpx
 
     from scheduler.service.api import create_app
-    from scheduler.service.security import sign
     from tests.support.daemon import running
+    from tests.support.webhook import signed_headers
     from tests.test_dispatch import _daemon
 
     secret = "whsec_" + base64.b64encode(b"audit-chain-test-secret").decode()
@@ -513,14 +512,6 @@ def test_a_signal_a_really_full_disk_refuses_is_503_and_half_written_nowhere(
     body = json.dumps(
         [{"id": i, "type": "curtail", "start": "2020-01-01T00:00:00Z", "limit_kw": 0} for i in ids]
     ).encode()
-
-    def signed(ts: int) -> dict[str, str]:
-        return {
-            "webhook-id": "msg-1",
-            "webhook-timestamp": str(ts),
-            "webhook-signature": sign(secret, "msg-1", ts, body),
-            "content-type": "application/json",
-        }
 
     def limit(pages: int) -> Callable[[sqlite3.Connection], None]:
         def fn(con: sqlite3.Connection) -> None:
@@ -535,7 +526,9 @@ def test_a_signal_a_really_full_disk_refuses_is_503_and_half_written_nowhere(
             records = d.store.verify().records
             transport = httpx.ASGITransport(app=create_app(d))
             async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
-                r = await c.post("/v1/signals", content=body, headers=signed(int(time.time())))
+                r = await c.post(
+                    "/v1/signals", content=body, headers=signed_headers(secret, "msg-1", body)
+                )
                 assert r.status_code == 503, r.text
                 assert "full" in r.json()["error"]
                 assert not set(ids) & {e.id for e in d.active_events()}
@@ -545,7 +538,9 @@ def test_a_signal_a_really_full_disk_refuses_is_503_and_half_written_nowhere(
                 v = d.store.verify()
                 assert v.ok and v.records == records, v.problems  # no record half-written
                 await d.store.write(limit(1_000_000))  # room again
-                r = await c.post("/v1/signals", content=body, headers=signed(int(time.time())))
+                r = await c.post(
+                    "/v1/signals", content=body, headers=signed_headers(secret, "msg-1", body)
+                )
                 assert r.status_code == 202, r.text  # the retry is stored, not a duplicate
             assert set(ids) <= {e.id for e in d.active_events()}
             assert sorted(s["id"] for s in d.store.signals()) == sorted(ids)

@@ -32,9 +32,9 @@ from scheduler.planner.solvers import SolverError
 from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.daemon.feeds import feed_error
-from scheduler.service.security import sign
 from tests.support.clock import FakeClock
 from tests.support.memfleet import run_open
+from tests.support.webhook import signed_headers
 from tests.test_daemon_parts import _daemon as parts_daemon
 from tests.test_failsafe import _fill_the_disk
 
@@ -301,13 +301,7 @@ async def _post(d: Daemon, secret: str, msg_id: str) -> httpx.Response:
     body = json.dumps(
         {"id": msg_id, "type": "curtail", "start": "2020-01-01T00:00:00Z", "limit_kw": 0}
     ).encode()
-    ts = int(time.time())
-    headers = {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
-        "content-type": "application/json",
-    }
+    headers = signed_headers(secret, msg_id, body)
     transport = httpx.ASGITransport(app=create_app(d))
     async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
         return await c.post("/v1/signals", content=body, headers=headers)

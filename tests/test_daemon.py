@@ -23,13 +23,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.audit.store import Store
-from scheduler.service.security import sign
 from tests.support.cli import run_main
 from tests.support.clock import WallClock
 from tests.support.daemon import free_loopback_base
 from tests.support.memfleet import memory_daemon
 from tests.support.serve import Served, served
 from tests.support.wait import wait_until
+from tests.support.webhook import signed_headers
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWdyaWRzY2hlZA=="
 OADR_TOKEN = "oadr-test-token"
@@ -258,14 +258,7 @@ def serving(
 def signed(
     body: bytes, msg_id: str | None = None, ts: int | None = None, secret: str = SECRET
 ) -> dict[str, str]:
-    msg_id = msg_id or str(uuid.uuid4())
-    ts = int(time.time()) if ts is None else ts
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
-        "content-type": "application/json",
-    }
+    return signed_headers(secret, msg_id or str(uuid.uuid4()), body, ts)
 
 
 def now_iso(offset_s: float = 0.0) -> str:

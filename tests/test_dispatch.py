@@ -28,9 +28,9 @@ from scheduler.service.api import create_app
 from scheduler.service.daemon import SLEEP, Daemon
 from scheduler.service.daemon.devices import mode_kw
 from scheduler.service.daemon.fastpath import shed_order
-from scheduler.service.security import sign
 from tests.support.daemon import daemon_of, free_loopback_base, running
 from tests.support.wait import until
+from tests.support.webhook import signed_headers
 
 SITE = """
 [site]
@@ -291,13 +291,7 @@ def test_a_signal_the_disk_refuses_is_answered_503_and_not_enforced(
             body = json.dumps(
                 {"id": "dr", "type": "curtail", "start": "2020-01-01T00:00:00Z", "limit_kw": 0}
             ).encode()
-            ts = int(time.time())
-            headers = {
-                "webhook-id": "msg-1",
-                "webhook-timestamp": str(ts),
-                "webhook-signature": sign(secret, "msg-1", ts, body),
-                "content-type": "application/json",
-            }
+            headers = signed_headers(secret, "msg-1", body)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
                 r = await c.post("/v1/signals", content=body, headers=headers)

@@ -31,10 +31,10 @@ from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import metrics_registry
 from scheduler.service.power import ComplianceState, DevicePower, judge, site_power
-from scheduler.service.security import sign
 from tests.support.daemon import daemon_of, free_loopback_base, running
 from tests.support.sitefile import device_classes, sim_s19s, site_text
 from tests.support.wait import until
+from tests.support.webhook import signed_headers
 from tests.test_dispatch import curtail, fast_path_done
 
 
@@ -151,13 +151,7 @@ def test_a_curtail_commands_a_miner_whose_reads_fail_and_claims_no_compliance(
             body = json.dumps(
                 {"id": "dr", "type": "curtail", "start": "2020-01-01T00:00:00Z", "limit_kw": 1}
             ).encode()
-            ts = int(time.time())
-            headers = {
-                "webhook-id": "msg-1",
-                "webhook-timestamp": str(ts),
-                "webhook-signature": sign(secret, "msg-1", ts, body),
-                "content-type": "application/json",
-            }
+            headers = signed_headers(secret, "msg-1", body)
             transport = httpx.ASGITransport(app=create_app(d))
             async with httpx.AsyncClient(transport=transport, base_url="http://gridsched") as c:
                 r = await c.post("/v1/signals", content=body, headers=headers)
