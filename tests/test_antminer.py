@@ -25,10 +25,11 @@ from adapters.sim.fleet import SimFleet, SimFleetThread
 from adapters.sim.server import FaultKind
 from tests.support.simfleet import (
     FAST,
-    can_bind_80,
     loopback_host,
+    miner_of,
     one_device_fleet,
     run,
+    skip_without_port_80,
     web_fleet,
 )
 
@@ -36,7 +37,7 @@ from tests.support.simfleet import (
 PORTS = (4028, 80)
 
 
-pytestmark = pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 on loopback")
+pytestmark = skip_without_port_80()
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,7 @@ def sim() -> Iterator[SimFleetThread]:
 
 
 def _miner(sim: SimFleetThread, i: int) -> AntminerSim:
-    m = sim.fleet.miners[i]
-    assert isinstance(m, AntminerSim)
-    return m
+    return miner_of(sim, i, AntminerSim)
 
 
 @pytest.fixture(autouse=True)

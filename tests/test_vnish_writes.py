@@ -26,14 +26,15 @@ from adapters.sim.fleet import SimFleetThread
 from adapters.sim.server import FaultKind
 from adapters.sim.vnish import VnishSim
 from tests.support.simfleet import (
-    can_bind_80,
+    miner_of,
     one_device_fleet,
     run,
     settle,
+    skip_without_port_80,
     web_fleet,
 )
 
-pytestmark = pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 on loopback")
+pytestmark = skip_without_port_80()
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,7 @@ def sim() -> Iterator[SimFleetThread]:
 
 
 def _miner(sim: SimFleetThread, i: int) -> VnishSim:
-    m = sim.fleet.miners[i]
-    assert isinstance(m, VnishSim)
-    return m
+    return miner_of(sim, i, VnishSim)
 
 
 @pytest.fixture(autouse=True)

@@ -22,28 +22,21 @@ from adapters.asic import PyasicMiner
 from adapters.base import BadReply, ControlRejected, DeviceTimeout, ModeRequest
 from adapters.secrets import Secret
 from adapters.sim import whatsminer as whatsminer_sim
-from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.fleet import SimFleetThread
 from adapters.sim.server import FaultKind
 from adapters.sim.whatsminer import WhatsminerSim
-from tests.support.simfleet import FAST, free_base, run
+from tests.support.simfleet import firmware_fleet, miner_of, run
 
 N = 6
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
-    fleet = SimFleet.build(
-        N, base=free_base(N), firmware=("whatsminer",), control_port=None, **FAST
-    )
-    th = SimFleetThread(fleet)
-    with th:
-        yield th
+    yield from firmware_fleet(N, "whatsminer")
 
 
 def _miner(sim: SimFleetThread, i: int) -> WhatsminerSim:
-    m = sim.fleet.miners[i]
-    assert isinstance(m, WhatsminerSim)
-    return m
+    return miner_of(sim, i, WhatsminerSim)
 
 
 @pytest.mark.parametrize("request_", [ModeRequest("sleep"), ModeRequest("run", power_w=3000.0)])

@@ -19,11 +19,20 @@ import pytest
 from adapters.asic import PyasicMiner
 from adapters.base import AdapterError, ControlRejected, DeviceTimeout, Health, ModeRequest
 from adapters.fleet import Outcome, OutcomeKind
-from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.fleet import SimFleetThread
 from adapters.sim.server import FaultKind
 from adapters.sim.whatsminer3 import FW_VERSION, WhatsminerV3Sim, frame, v3_token
 from models.firmware import Family
-from tests.support.simfleet import FAST, free_base, loopback_host, one_device_fleet, run, settle
+from tests.support.simfleet import (
+    FAST,
+    firmware_fleet,
+    free_base,
+    loopback_host,
+    miner_of,
+    one_device_fleet,
+    run,
+    settle,
+)
 
 PORTS = (4028, 4433)
 N = 9
@@ -31,18 +40,11 @@ N = 9
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
-    fleet = SimFleet.build(
-        N, base=free_base(N, PORTS), firmware=("whatsminer3",), control_port=None, **FAST
-    )
-    th = SimFleetThread(fleet)
-    with th:
-        yield th
+    yield from firmware_fleet(N, "whatsminer3", PORTS)
 
 
 def _miner(sim: SimFleetThread, i: int) -> WhatsminerV3Sim:
-    m = sim.fleet.miners[i]
-    assert isinstance(m, WhatsminerV3Sim)
-    return m
+    return miner_of(sim, i, WhatsminerV3Sim)
 
 
 def test_identity_and_reading_and_what_pyasic_alone_gets_wrong(sim: SimFleetThread) -> None:

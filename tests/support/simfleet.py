@@ -8,7 +8,9 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from adapters.base import DeviceAdapter
 from adapters.fleet import Fleet, Outcome, RetryPolicy
@@ -17,6 +19,8 @@ from tests.support.daemon import free_loopback_base
 
 #: Simulated miners that sleep, wake, retune and reboot in well under a second.
 FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
+
+M = TypeVar("M")
 
 
 def run(coro: Any) -> Any:
@@ -73,13 +77,15 @@ def can_bind_80() -> bool:
     return True
 
 
-def web_fleet(n: int, firmware: str, *models: str) -> Iterator[SimFleetThread]:
-    """``n`` fast miners of one firmware whose web API listens on port 80 as well as 4028
-    (stock Antminer, VNish), on their own event loop thread: a module fixture's body.
-    ``models``: the simulator's default mix when none are given."""
+def firmware_fleet(
+    n: int, firmware: str, ports: tuple[int, ...] = (4028,), models: tuple[str, ...] = ()
+) -> Iterator[SimFleetThread]:
+    """``n`` fast miners of one firmware, each listening on ``ports``, on their own event loop
+    thread: a module fixture's body. ``models``: the simulator's default mix when none are
+    given."""
     fleet = SimFleet.build(
         n,
-        base=free_base(n, (4028, 80)),
+        base=free_base(n, ports),
         firmware=(firmware,),
         models=models or ("Antminer S19j Pro", "Antminer S21"),
         control_port=None,
@@ -91,6 +97,25 @@ def web_fleet(n: int, firmware: str, *models: str) -> Iterator[SimFleetThread]:
     th = SimFleetThread(fleet)
     with th:
         yield th
+
+
+def web_fleet(n: int, firmware: str, *models: str) -> Iterator[SimFleetThread]:
+    """``n`` fast miners of one firmware whose web API listens on port 80 as well as 4028
+    (stock Antminer, VNish), as ``firmware_fleet`` makes them."""
+    yield from firmware_fleet(n, firmware, (4028, 80), models)
+
+
+def skip_without_port_80() -> pytest.MarkDecorator:
+    """The mark of a module whose miners' web API listens on port 80 (``web_fleet``):
+    skipped where this process may not bind it."""
+    return pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 on loopback")
+
+
+def miner_of(sim: SimFleetThread, i: int, kind: type[M]) -> M:
+    """Miner ``i`` of the fleet, as the simulator class the test drives."""
+    m = sim.fleet.miners[i]
+    assert isinstance(m, kind)
+    return m
 
 
 def sim_fleet() -> Iterator[SimFleetThread]:
