@@ -1,5 +1,6 @@
 """What the fleet and signal benchmarks share: percentiles, the CPU time stolen from this
-machine by the hypervisor (/proc/stat, Linux), the simulator and a fleet connected to it.
+machine by the hypervisor (/proc/stat, Linux), the simulator, a request to its control port
+and a fleet connected to it.
 
 Timings on a shared virtual machine move with other tenants' load; the benchmarks print the
 steal over each round beside it, and the figures of the calm rounds apart, so that a slow
@@ -8,11 +9,13 @@ round can be told from a slow program.
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adapters.fleet import Fleet
@@ -74,6 +77,20 @@ def start_simulator(
         )
     print(line)
     return sim
+
+
+def control(port: int, req: dict[str, Any]) -> dict[str, Any]:
+    """One request to the simulator's control port (JSON lines)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(json.dumps(req).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+    out: dict[str, Any] = json.loads(buf)
+    return out
 
 
 async def connected_fleet(miners: int, base: str, concurrency: int) -> Fleet:

@@ -23,7 +23,6 @@ import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.measure import calm, cpu_sample, pct, start_simulator, steal_pct  # noqa: E402
+
+# re-exported: benchmarks/site_scale.py imports it from here
+from benchmarks.measure import control as control  # noqa: E402, PLC0414
 from scheduler.service.security import sign  # noqa: E402
 
 SECRET = "bench-secret"
@@ -64,19 +66,6 @@ def serving_port(daemon: subprocess.Popen[str], timeout_s: float) -> int:
     if port is None:
         raise SystemExit(f"daemon exited {daemon.wait(10)} before serving")
     return port
-
-
-def control(port: int, req: dict[str, Any]) -> dict[str, Any]:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(json.dumps(req).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            buf += chunk
-    out: dict[str, Any] = json.loads(buf)
-    return out
 
 
 def signed_post(client: httpx.Client, url: str, event: dict[str, Any]) -> httpx.Response:

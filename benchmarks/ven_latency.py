@@ -38,13 +38,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.sim.physics import SLEEP_W, presets_for  # noqa: E402
-from benchmarks.measure import pct  # noqa: E402
+from benchmarks.measure import control, pct  # noqa: E402
 from models.economics import site_load_kw  # noqa: E402
 from models.site import OpenADR, load_site  # noqa: E402
 from scheduler.service.ven import Ven, VenConfig  # noqa: E402
@@ -253,20 +251,6 @@ def start_daemon(
         proc.kill()
         raise SystemExit(f"gridsched run did not serve (exit {proc.wait(10)}); see its log")
     return proc, port
-
-
-def control(port: int, req: dict[str, Any]) -> dict[str, Any]:
-    """One request to the simulator's control port (JSON lines)."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(json.dumps(req).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            buf += chunk
-    out: dict[str, Any] = json.loads(buf)
-    return out
 
 
 def cpu_s(pid: int) -> float:
