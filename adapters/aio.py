@@ -1,18 +1,21 @@
 """Running an event loop that drives devices (a command's, a fleet worker's, a simulator
 shard's): on uvloop where it is installed (about 2x less CPU per device call), with one log
-line, not a traceback, for library tasks nobody awaited; and the one-shot exchange on a
-connection of its own that the lean device clients make."""
+line, not a traceback, for library tasks nobody awaited; the one-shot exchange on a
+connection of its own that the lean device clients make; and the connections a client of
+one server keeps for reuse (the GPU agent's, the GPU simulator's)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from adapters.neterrors import describe
 
 T = TypeVar("T")
+C = TypeVar("C", bound=tuple[Any, ...])
 log = logging.getLogger("gridsched.fleet")
 
 
@@ -50,6 +53,38 @@ async def one_shot(
             transport.close()
         else:
             transport.abort()
+
+
+class KeptConnections(Generic[C]):
+    """Connections ``(reader, writer, ...)`` to one server kept for reuse (``_idle``), at
+    most ``connections`` in use at once (``_pool()``, a semaphore). They belong to the
+    running event loop: on another one (a test's, a worker's) the pool starts afresh, the
+    connections kept on the old one closed."""
+
+    def __init__(self, connections: int) -> None:
+        self.connections = connections
+        self._idle: list[C] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _pool(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or loop is not self._loop:  # a new event loop: start afresh
+            for conn in self._idle:
+                with contextlib.suppress(Exception):
+                    conn[1].close()
+            self._idle, self._loop = [], loop
+            self._slots = asyncio.Semaphore(self.connections)
+        return self._slots
+
+    async def close(self) -> None:
+        """Close the kept connections (a later call opens new ones)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            writer = conn[1]
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -12,13 +12,13 @@ host (:func:`adapters.nvml.nvml_error`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import ssl
 from pathlib import Path
 from typing import Any
 
 from adapters import gpu_wire as wire
+from adapters.aio import KeptConnections
 from adapters.base import (
     AdapterError,
     BadReply,
@@ -43,7 +43,7 @@ Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Channel]
 _AT_HELLO: contextvars.ContextVar[bool] = contextvars.ContextVar("at_hello", default=False)
 
 
-class AgentBackend:
+class AgentBackend(KeptConnections[Conn]):
     """The GPUs of one host, through the GPU agent at ``host:port``."""
 
     def __init__(
@@ -59,34 +59,14 @@ class AgentBackend:
             raise ConfigError(
                 "gpu agent", [("secret", f"shorter than {wire.MIN_SECRET_CHARS} characters")]
             )
+        super().__init__(connections)
         self.host, self.port, self.timeout_s = host, port, timeout_s
-        self.secret, self.tls, self.connections = secret, tls, connections
+        self.secret, self.tls = secret, tls
         self.label = f"nvml@{host}:{port}"
         self.opened = 0  # connections opened so far
-        self._idle: list[Conn] = []
-        self._slots: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _where(self) -> str:
         return f"the GPU agent at {self.host}:{self.port}"
-
-    def _pool(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._slots is None or loop is not self._loop:  # a new event loop: start afresh
-            for _r, writer, _c in self._idle:
-                with contextlib.suppress(Exception):
-                    writer.close()
-            self._idle, self._loop = [], loop
-            self._slots = asyncio.Semaphore(self.connections)
-        return self._slots
-
-    async def close(self) -> None:
-        """Close the kept connections (a later call opens new ones)."""
-        idle, self._idle = self._idle, []
-        for _r, writer, _c in idle:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     async def _open(self, device: str) -> Conn:
         """A new connection, past the hello and (with a secret) the challenge-response."""

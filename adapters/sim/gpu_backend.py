@@ -8,10 +8,10 @@ adapter's own narrow errors from the simulator's NVML-style codes, as the real b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
+from adapters.aio import KeptConnections
 from adapters.base import DeviceTimeout
 from adapters.nvml import nvml_error
 from adapters.sim.gpu import SimNvmlError
@@ -43,7 +43,7 @@ class LocalSimBackend:
             raise nvml_error(f"gpu{index}", call, exc.code, str(exc)) from None
 
 
-class RemoteSimBackend:
+class RemoteSimBackend(KeptConnections[tuple[asyncio.StreamReader, asyncio.StreamWriter]]):
     """Simulated GPUs in a ``gridsched fleet simulate`` process, over its control port.
 
     The connections are kept and reused (the control port answers one JSON line per request
@@ -54,30 +54,9 @@ class RemoteSimBackend:
     label = "sim"
 
     def __init__(self, host: str, port: int, timeout_s: float = 2.0, connections: int = 16) -> None:
+        super().__init__(connections)
         self.host, self.port, self.timeout_s = host, port, timeout_s
-        self.connections = connections
         self.opened = 0  # connections opened so far
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._slots: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _pool(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._slots is None or loop is not self._loop:  # a new event loop: start afresh
-            for _reader, writer in self._idle:
-                with contextlib.suppress(Exception):
-                    writer.close()
-            self._idle, self._loop = [], loop
-            self._slots = asyncio.Semaphore(self.connections)
-        return self._slots
-
-    async def close(self) -> None:
-        """Close the kept connections (a later call opens new ones)."""
-        idle, self._idle = self._idle, []
-        for _reader, writer in idle:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     async def _ask(self, req: dict[str, Any]) -> bytes:
         """One request on a kept connection (a fresh one when none is idle, or when the kept
