@@ -28,6 +28,7 @@ from tests.support.simfleet import (
     loopback_host,
     miner_of,
     one_device_fleet,
+    reset_each,
     run,
     skip_without_port_80,
     web_fleet,
@@ -52,19 +53,17 @@ def _miner(sim: SimFleetThread, i: int) -> AntminerSim:
 @pytest.fixture(autouse=True)
 def _clean(sim: SimFleetThread) -> Iterator[None]:
     yield
+    reset_each(sim, AntminerSim, _reset)
 
-    def reset() -> None:
-        for m in sim.fleet.miners:
-            assert isinstance(m, AntminerSim)
-            m.clear_faults()
-            m._set_work_mode(0)
-            m.conf_answer_s = 0.0
-            m.web_clock = time.time
-            # the counters the tests assert on whole, so no test sees another's writes
-            m.conf_writes.clear()
-            m.stale_answers = 0
 
-    sim.call(reset)
+def _reset(m: AntminerSim) -> None:
+    m.clear_faults()
+    m._set_work_mode(0)
+    m.conf_answer_s = 0.0
+    m.web_clock = time.time
+    # the counters the tests assert on whole, so no test sees another's writes
+    m.conf_writes.clear()
+    m.stale_answers = 0
 
 
 async def _until(cond: Any, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:

@@ -24,6 +24,7 @@ from tests.support.simfleet import (
     free_base,
     miner_of,
     one_device_fleet,
+    reset_each,
     run,
     settle,
     skip_without_port_80,
@@ -48,17 +49,15 @@ def _miner(sim: SimFleetThread, i: int) -> VnishSim:
 @pytest.fixture(autouse=True)
 def _clean(sim: SimFleetThread) -> Iterator[None]:
     yield
+    reset_each(sim, VnishSim, _reset)
 
-    def reset() -> None:
-        for m in sim.fleet.miners:
-            assert isinstance(m, VnishSim)
-            m.clear_faults()
-            m.password, m.manual_overclock, m.presets_wrapped = "admin", False, False
-            m.set_profile("default")
-            m.conf_preset = m.preset_name()
-            m.state.phase, m.state.ramp = "mining", None  # the next test starts hashing
 
-    sim.call(reset)
+def _reset(m: VnishSim) -> None:
+    m.clear_faults()
+    m.password, m.manual_overclock, m.presets_wrapped = "admin", False, False
+    m.set_profile("default")
+    m.conf_preset = m.preset_name()
+    m.state.phase, m.state.ramp = "mining", None  # the next test starts hashing
 
 
 def test_pyasic_identifies_the_simulator_as_vnish(sim: SimFleetThread) -> None:

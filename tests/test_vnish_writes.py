@@ -28,6 +28,7 @@ from adapters.sim.vnish import VnishSim
 from tests.support.simfleet import (
     miner_of,
     one_device_fleet,
+    reset_each,
     run,
     settle,
     skip_without_port_80,
@@ -49,18 +50,16 @@ def _miner(sim: SimFleetThread, i: int) -> VnishSim:
 @pytest.fixture(autouse=True)
 def _clean(sim: SimFleetThread) -> Iterator[None]:
     yield
+    reset_each(sim, VnishSim, _reset)
 
-    def reset() -> None:
-        for m in sim.fleet.miners:
-            assert isinstance(m, VnishSim)
-            m.clear_faults()
-            m.command_answer = None
-            m.resume_starts_stopped = True
-            m.set_profile("default")
-            m.conf_preset = m.preset_name()
-            m.state.phase, m.state.ramp = "mining", None
 
-    sim.call(reset)
+def _reset(m: VnishSim) -> None:
+    m.clear_faults()
+    m.command_answer = None
+    m.resume_starts_stopped = True
+    m.set_profile("default")
+    m.conf_preset = m.preset_name()
+    m.state.phase, m.state.ramp = "mining", None
 
 
 def _calls(sim: SimFleetThread, m: VnishSim, since: int = 0) -> list[tuple[str, str]]:

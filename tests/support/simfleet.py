@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -116,6 +116,18 @@ def miner_of(sim: SimFleetThread, i: int, kind: type[M]) -> M:
     m = sim.fleet.miners[i]
     assert isinstance(m, kind)
     return m
+
+
+def reset_each(sim: SimFleetThread, kind: type[M], reset: Callable[[M], object]) -> None:
+    """``reset`` every miner of the fleet (each a ``kind``), on the fleet's own thread: what
+    a module's autouse fixture does after each test."""
+
+    def each() -> None:
+        for m in sim.fleet.miners:
+            assert isinstance(m, kind)
+            reset(m)
+
+    sim.call(each)
 
 
 def sim_fleet() -> Iterator[SimFleetThread]:
