@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters import webdigest
-from adapters.base import BadReply, ControlRejected, DeviceUnreachable, contain
+from adapters.base import BadReply, ControlRejected, contain
 
 #: pyasic's writes and the ``mode`` parameters each posts (``backends/auradine.py``).
 COMMANDS = ("stop_mining", "resume_mining", "set_power_limit")
@@ -69,10 +69,8 @@ async def command(
         headers = (("Token", token),) if token else ()
         try:
             return await client.request("POST", path, payload, headers=headers)
-        except webdigest.Unreachable as exc:  # contain would call it unreadable
-            raise DeviceUnreachable(device_id, f"{what}: {exc}") from None
-        except webdigest.Garbled as exc:
-            raise BadReply(device_id, f"{what}: {exc}") from None
+        except webdigest.WebError as exc:
+            raise webdigest.adapter_error(device_id, what, exc) from None
 
     async def log_on() -> str:
         creds = {"command": "token", "user": str(web.username), "password": str(web.pwd)}
@@ -123,20 +121,16 @@ def _status(device_id: str, what: str, reply: webdigest.Reply) -> dict[str, Any]
     """The answer's JSON when its ``STATUS`` says success; the refusal or unreadable answer
     raised otherwise (module docstring)."""
     if not 200 <= reply.status < 300:
-        words = webdigest.snippet(reply.body, 120)
         try:
             first = _first_status(reply.json())
         except webdigest.Garbled:
             first = None
-        if first is not None and first.get("Msg"):
-            words = str(first["Msg"])
-        raise ControlRejected(
-            device_id, f"{what}: the firmware answered HTTP {reply.status} {reply.reason}: {words}"
-        )
+        words = str(first["Msg"]) if first is not None and first.get("Msg") else None
+        raise webdigest.refused(device_id, what, reply, words)
     try:
         got = reply.json()
     except webdigest.Garbled as exc:
-        raise BadReply(device_id, f"{what}: {exc}") from None
+        raise webdigest.adapter_error(device_id, what, exc) from None
     first = _first_status(got)
     if first is None or not isinstance(first.get("STATUS"), str):
         shown = str(got)[:120]

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters import webdigest
-from adapters.base import BadReply, ControlRejected, DeviceUnreachable, contain
+from adapters.base import BadReply, ControlRejected, contain
 
 #: pyasic's sleep and wake as the ``param`` it posts to ``/miner`` (``web/epic.py``).
 PARAMS = {"stop_mining": "Stop", "resume_mining": "Autostart"}
@@ -45,10 +45,8 @@ async def command(device_id: str, miner: Any, fn: str, timeout_s: float) -> None
     async def post() -> webdigest.Reply:
         try:
             return await client.request("POST", "/miner", body)
-        except webdigest.Unreachable as exc:  # contain would call it unreadable
-            raise DeviceUnreachable(device_id, f"{what}: {exc}") from None
-        except webdigest.Garbled as exc:
-            raise BadReply(device_id, f"{what}: {exc}") from None
+        except webdigest.WebError as exc:
+            raise webdigest.adapter_error(device_id, what, exc) from None
 
     verdict(device_id, what, await contain(device_id, what, post(), timeout_s))
 
@@ -56,14 +54,11 @@ async def command(device_id: str, miner: Any, fn: str, timeout_s: float) -> None
 def verdict(device_id: str, what: str, reply: webdigest.Reply) -> None:
     """Accepted, or the refusal / unreadable answer raised (module docstring)."""
     if not 200 <= reply.status < 300:
-        words = webdigest.snippet(reply.body, 120)
-        raise ControlRejected(
-            device_id, f"{what}: the firmware answered HTTP {reply.status} {reply.reason}: {words}"
-        )
+        raise webdigest.refused(device_id, what, reply)
     try:
         got = reply.json()
     except webdigest.Garbled as exc:
-        raise BadReply(device_id, f"{what}: {exc}") from None
+        raise webdigest.adapter_error(device_id, what, exc) from None
     result = got.get("result") if isinstance(got, dict) else None
     if result is True:
         return

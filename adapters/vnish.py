@@ -179,10 +179,8 @@ async def _get(device_id: str, web: WebSession, command: str) -> Any:
     """:meth:`WebSession.get` with no connection as unreachable, garbage as unreadable."""
     try:
         return await web.get(device_id, command)
-    except webdigest.Unreachable as exc:
-        raise DeviceUnreachable(device_id, f"{command}: {exc}") from None
-    except webdigest.Garbled as exc:
-        raise BadReply(device_id, f"{command}: {exc}") from None
+    except webdigest.WebError as exc:
+        raise webdigest.adapter_error(device_id, command, exc) from None
 
 
 #: pyasic's sleep and wake as the web API commands its ``VNish`` posts (``web/vnish.py``).

@@ -15,7 +15,7 @@ import asyncio
 from typing import Any
 
 from adapters import webdigest
-from adapters.base import BadReply, ControlRejected, DeviceUnreachable
+from adapters.base import BadReply, ControlRejected
 
 __all__ = ["PASSWORD_REFUSED", "WAKES", "WebSession", "kept", "session"]
 
@@ -95,10 +95,8 @@ class WebSession:
                     token = await self._token(device_id, token, command)
                     continue
                 return _verdict(device_id, command, reply)
-        except webdigest.Unreachable as exc:
-            raise DeviceUnreachable(device_id, f"{command}: {exc}") from None
-        except webdigest.Garbled as exc:
-            raise BadReply(device_id, f"{command}: {exc}") from None
+        except webdigest.WebError as exc:
+            raise webdigest.adapter_error(device_id, command, exc) from None
         raise AssertionError("unreachable")
 
     async def _pyasic_token(self, stale: str | None) -> str:
@@ -165,11 +163,7 @@ def _verdict(device_id: str, command: str, reply: webdigest.Reply) -> Any:
     asic-rs takes it (done; ``vnish/src/backends/v1_2_0/web.rs``). The read-back decides
     whether it took effect."""
     if not 200 <= reply.status < 300:
-        words = webdigest.snippet(reply.body, 120)
-        raise ControlRejected(
-            device_id,
-            f"{command}: the firmware answered HTTP {reply.status} {reply.reason}: {words}",
-        )
+        raise webdigest.refused(device_id, command, reply)
     if not reply.body.strip():
         return {"success": True}
     got = reply.json()  # Garbled: not JSON

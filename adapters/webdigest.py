@@ -26,7 +26,9 @@ request carries it with the next ``nc``; a 401 with a ``Digest`` challenge (a ne
 The answer is read by :mod:`adapters.http_reply` (one exchange per connection), and its
 failures are typed there: :class:`Unreachable` when no connection was made or it ended
 before a complete answer; :class:`Garbled` when something answered that is not HTTP, or a
-body that cannot be read as JSON (its first bytes named in the message).
+body that cannot be read as JSON (its first bytes named in the message). An adapter turns
+them into its own errors with :func:`adapter_error`, and an answer outside 2xx into the
+firmware's refusal with :func:`refused`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.aio import one_shot
+from adapters.base import AdapterError, BadReply, ControlRejected, DeviceUnreachable
 from adapters.http_reply import MAX_REPLY_BYTES, Garbled, Reply, Unreachable, WebError, snippet
 from adapters.http_reply import Exchange as _Exchange
 
@@ -54,8 +57,10 @@ __all__ = [
     "Reply",
     "Unreachable",
     "WebError",
+    "adapter_error",
     "authorization",
     "parse_challenge",
+    "refused",
     "snippet",
 ]
 
@@ -245,3 +250,20 @@ class DigestClient:
         return await one_shot(
             lambda done: _Exchange(data, done, on_sending), self.host, self.port, Unreachable
         )
+
+
+def adapter_error(device_id: str, what: str, exc: WebError) -> AdapterError:
+    """A web exchange's failure as the adapter's error about ``what``: no connection is
+    DeviceUnreachable (``contain`` would call it unreadable), an answer that cannot be read
+    BadReply."""
+    cls = DeviceUnreachable if isinstance(exc, Unreachable) else BadReply
+    return cls(device_id, f"{what}: {exc}")
+
+
+def refused(device_id: str, what: str, reply: Reply, words: str | None = None) -> ControlRejected:
+    """An answer outside 2xx as the firmware's refusal of ``what``: its status and reason,
+    and ``words`` (by default the body's first bytes)."""
+    if words is None:
+        words = snippet(reply.body, 120)
+    why = f"the firmware answered HTTP {reply.status} {reply.reason}: {words}"
+    return ControlRejected(device_id, f"{what}: {why}")
