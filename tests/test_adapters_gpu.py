@@ -4,8 +4,7 @@ hook told the capacity (with its bearer secret, which never prints)."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
@@ -16,6 +15,7 @@ from adapters.secrets import Secret, load_secret
 from adapters.sim.gpu import SimGpu
 from adapters.sim.gpu_backend import LocalSimBackend
 from models.errors import ConfigError
+from tests.support.httpserver import loopback_http
 from tests.support.simfleet import run
 
 
@@ -62,21 +62,16 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 def test_serving_hook_hears_the_capacity() -> None:
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/capacity"
-    hook = ServingHook(url, 10.0, Secret("tok"))
-    dev = NvmlGpu("g/1", "0", LocalSimBackend([SimGpu(0)]), 0, 10.0, lambda w: w, hook)
+    with loopback_http(_Hook) as base:
+        hook = ServingHook(base + "/capacity", 10.0, Secret("tok"))
+        dev = NvmlGpu("g/1", "0", LocalSimBackend([SimGpu(0)]), 0, 10.0, lambda w: w, hook)
 
-    async def go() -> None:
-        await dev.connect()
-        await dev.apply(ModeRequest("run", 500.0))
-        await dev.apply(ModeRequest("sleep"))
+        async def go() -> None:
+            await dev.connect()
+            await dev.apply(ModeRequest("run", 500.0))
+            await dev.apply(ModeRequest("sleep"))
 
-    try:
         run(go())
-    finally:
-        server.shutdown()
     assert _Hook.got[0]["capacity_tokens_s"] == 500.0 and _Hook.got[0]["serving"] is True
     assert _Hook.got[0]["auth"] == "Bearer tok"
     assert _Hook.got[1]["capacity_tokens_s"] == 0.0 and _Hook.got[1]["serving"] is False

@@ -12,11 +12,10 @@ import base64
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from scheduler.service.api import create_app
 from scheduler.service.daemon import Daemon
 from scheduler.service.daemon.feeds import feed_error
 from tests.support.clock import FakeClock
+from tests.support.httpserver import loopback_http
 from tests.support.memfleet import run_open
 from tests.support.webhook import signed_headers
 from tests.test_daemon_parts import _daemon as parts_daemon
@@ -221,13 +221,8 @@ def header_only_csv() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    server = HTTPServer(("127.0.0.1", 0), HeaderOnly)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/prices.csv"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http(HeaderOnly) as url:
+        yield url + "/prices.csv"
 
 
 def test_a_feed_with_a_header_and_no_rows_is_said_in_words(

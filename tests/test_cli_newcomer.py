@@ -197,8 +197,9 @@ def test_a_signal_that_ended_before_now_says_so(
     # the daemon stores such an event and answers 202 'accepted', though it will never
     # cap anything: an operator who mistyped the year should hear it from the sender
     import base64
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.support.httpserver import loopback_http
 
     class Accept(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -210,12 +211,9 @@ def test_a_signal_that_ended_before_now_says_so(
         def log_message(self, *args: object) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Accept)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
     monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", secret)
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with loopback_http(Accept) as url:
         argv = ["signal", "curtail", "--level", "3", "--url", url]
         assert main([*argv, "--start", "2024-08-10T20:00:00Z", "--duration", "3h"]) == 0
         captured = capsys.readouterr()
@@ -223,8 +221,6 @@ def test_a_signal_that_ended_before_now_says_so(
         assert "ended at 2024-08-10T23:00:00Z, before now" in captured.err
         assert main([*argv, "--duration", "3h"]) == 0  # from now: nothing to say
         assert "before now" not in capsys.readouterr().err
-    finally:
-        server.shutdown()
 
 
 def test_the_daemons_log_at_info_leaves_out_apschedulers_job_chatter() -> None:

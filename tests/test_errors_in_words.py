@@ -9,9 +9,8 @@ import asyncio
 import logging
 import socket
 import sqlite3
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from adapters.outcomes import DeviceStatus
 from models.site import parse_site
 from scheduler.service.daemon import Daemon
 from tests.conftest import site_dict
+from tests.support.httpserver import loopback_http
 
 PY_NAMES = (
     "gaierror",
@@ -250,13 +250,8 @@ def http_404() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    server = HTTPServer(("127.0.0.1", 0), NotHere)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/prices.csv"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http(NotHere) as url:
+        yield url + "/prices.csv"
 
 
 def test_price_feed_errors_in_status_say_the_feed_and_what_happened(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from models.site import parse_site
 from scheduler.service.daemon import Daemon
 from tests.conftest import site_dict
+from tests.support.httpserver import loopback_http
 
 CSV = (
     "interval_start_utc,price\n"
@@ -82,18 +82,14 @@ def test_http_feed(tmp_path: Path) -> None:
         def log_message(self, *a: Any) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/prices.csv"
+    with loopback_http(H) as base:
+        url = base + "/prices.csv"
         s = asyncio.run(
             daemon_with(
                 tmp_path, {"kind": "http", "url": url, "column": "price"}
             ).feeds.load_prices(0)
         )
         assert s.value_at(1_786_320_000) == pytest.approx(20.0)
-    finally:
-        server.shutdown()
 
 
 def test_a_failing_feed_is_reported_not_fatal(tmp_path: Path) -> None:
@@ -133,20 +129,16 @@ def test_hashprice_from_a_command_and_an_http_endpoint(tmp_path: Path) -> None:
         def log_message(self, *a: Any) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hashprice"
-    h = hp_daemon({"kind": "http", "url": url, "format": "json", "key": "hashprice.0.usd",
-                   "per": "PH"})  # fmt: skip
+    with loopback_http(H) as base:
+        url = base + "/hashprice"
+        h = hp_daemon({"kind": "http", "url": url, "format": "json", "key": "hashprice.0.usd",
+                       "per": "PH"})  # fmt: skip
 
-    async def go() -> None:
-        await d.feeds.refresh_hashprice()
-        await h.feeds.refresh_hashprice()
+        async def go() -> None:
+            await d.feeds.refresh_hashprice()
+            await h.feeds.refresh_hashprice()
 
-    try:
         asyncio.run(go())
-    finally:
-        server.shutdown()
     assert (
         d.feeds.hashprice is not None
         and 0.03 < d.feeds.hashprice < 0.1

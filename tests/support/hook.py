@@ -1,15 +1,16 @@
 """The serving layer's capacity hook (``serving_hook_url``) as the tests stand it up: a real
-HTTP server on 127.0.0.1 that answers every POST with 204 and hands its JSON body to the
-test."""
+HTTP server on 127.0.0.1 (``loopback_http``) that answers every POST with 204 and hands its
+JSON body to the test."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.httpserver import loopback_http
 
 
 @contextlib.contextmanager
@@ -26,12 +27,5 @@ def capacity_hook(on_post: Callable[[dict[str, Any]], object]) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/capacity"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with loopback_http(Handler) as url:
+        yield url + "/capacity"
