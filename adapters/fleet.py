@@ -11,9 +11,9 @@ device's health says is in :mod:`adapters.fleet_health`.
 Readings and commands are bounded separately, and readings wait while commands are in
 flight (:mod:`adapters.fleet_slots`). Each accepted command is read back on its own soon
 after it (:mod:`adapters.readback`), in the readings' slots: the read-back's readers queue
-for them beside the sweep's, ``READBACK_SHARE`` times as many, so that during a sweep they
-get about three slots in four as they free up (the slots are handed out in turn) and the
-sweep the rest; without a sweep, all of them.
+for them beside the sweep's, ``READBACK_SHARE`` times as many (during a sweep about three
+slots in four as they free up, the slots handed out in turn; without one, all of them).
+Upkeep a reading found due runs after it, off the sweep's path (:mod:`adapters.fleet_upkeep`).
 """
 
 from __future__ import annotations
@@ -311,11 +311,11 @@ class Fleet:
                         dev, "apply", req, self._health.attempts(self.status[device_id])
                     )
                 went_out = self._went_out.pop(device_id, t0)
+                self._slots.progressed()  # the batch moves: readings keep waiting
                 if isinstance(result, Applied):
                     done = time.perf_counter()
                     out = Outcome(device_id, req, True, n, done - t0, result, at=self.clock())
-                    # read back from when it reached the device, not from its wait for a slot
-                    self._readback.accepted(out, done - went_out)
+                    self._readback.accepted(out, done - went_out)  # from when it went out
                     self._read_backs.soon()
                 else:
                     rejected = self.status[device_id].health is Health.REJECTED

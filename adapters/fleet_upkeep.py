@@ -66,8 +66,8 @@ class Upkeep:
     async def _worker(self) -> None:
         slots = self._slots
         while self._queue:
-            while slots.controls:  # a command batch first, however long it takes
-                await slots.yield_to_controls()
+            if slots.controls:  # a command batch first, however long it takes
+                await slots.idle()
             if not self._queue:
                 return
             dev = self._queue.popleft()
