@@ -25,6 +25,7 @@ from models.site import parse_site
 from scheduler.service.daemon import Daemon
 from tests.conftest import site_dict
 from tests.support.httpserver import loopback_http
+from tests.support.ports import closed_port
 
 PY_NAMES = (
     "gaierror",
@@ -41,13 +42,6 @@ PY_NAMES = (
 )
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def _no_python_names(text: str) -> None:
     assert not [n for n in PY_NAMES if n in text], text
 
@@ -58,7 +52,7 @@ def _no_python_names(text: str) -> None:
 def test_a_web_request_to_a_closed_port_is_said_with_host_and_port() -> None:
     """Auradine, Epic and Antminer web requests (webdigest): before, the operator read
     ``ConnectionRefusedError: [Errno 111] Connect call failed ...``."""
-    port = _closed_port()
+    port = closed_port()
 
     async def main() -> str:
         client = webdigest.DigestClient("127.0.0.1", port, "", "")
@@ -93,7 +87,7 @@ def test_a_web_answer_cut_by_a_reset_is_said_in_words() -> None:
 def test_a_whatsminer_that_refuses_the_connection_is_said_with_host_and_port() -> None:
     from adapters.whatsminer import _exchange
 
-    port = _closed_port()
+    port = closed_port()
 
     async def main() -> str:
         with pytest.raises(DeviceUnreachable) as err:
@@ -170,7 +164,7 @@ def test_an_antminer_config_without_a_field_is_said_by_the_field() -> None:
 
 
 def test_fleet_health_says_an_os_error_in_words_and_keeps_a_bugs_name() -> None:
-    port = _closed_port()
+    port = closed_port()
     with pytest.raises(ConnectionRefusedError) as refused, socket.socket() as s:
         s.connect(("127.0.0.1", port))
     book = HealthBook()
@@ -192,7 +186,7 @@ def test_a_fleet_worker_answers_a_failed_request_in_words() -> None:
             self.writer = _NullWriter()  # type: ignore[assignment]
 
         async def _run(self, op: str, arg: Any) -> object:
-            socket.create_connection(("127.0.0.1", _closed_port()), timeout=5)
+            socket.create_connection(("127.0.0.1", closed_port()), timeout=5)
             return None
 
         def send(self, req_id: int, ok: bool, result: object) -> None:
@@ -257,7 +251,7 @@ def http_404() -> Iterator[str]:
 def test_price_feed_errors_in_status_say_the_feed_and_what_happened(
     tmp_path: Path, http_404: str
 ) -> None:
-    port = _closed_port()
+    port = closed_port()
     url = f"http://127.0.0.1:{port}/prices.csv"
     d = _daemon(tmp_path, {"price_feed": {"kind": "http", "url": url, "column": "price"}})
     asyncio.run(d.feeds.refresh_prices())

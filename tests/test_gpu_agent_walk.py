@@ -19,6 +19,7 @@ from adapters.secrets import Secret
 from adapters.sim.gpu import SimGpu
 from adapters.sim.gpu_backend import LocalSimBackend
 from tests.support.cli import run_main
+from tests.support.ports import closed_port
 from tests.test_gpu_agent_cli import _self_signed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,9 +122,7 @@ def test_a_site_file_mistake_names_the_key_and_what_is_valid(
 
 
 def test_an_agent_not_listening_says_to_check_the_agent_and_its_port() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = closed_port()  # nothing listens there
 
     async def main() -> None:
         backend = AgentBackend("127.0.0.1", port, Secret(SECRET), timeout_s=5.0)

@@ -13,16 +13,9 @@ from adapters.base import DeviceUnreachable, contain
 from adapters.gpu_remote import AgentBackend
 from adapters.neterrors import describe
 from adapters.secrets import Secret
+from tests.support.ports import closed_port
 
 PY_NAMES = ("gaierror", "ConnectionRefusedError", "OSError(", "TimeoutError(", "[Errno")
-
-
-def _closed_port() -> int:
-    """A loopback port that was just free: a connection to it is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def _no_python_names(text: str) -> None:
@@ -39,7 +32,7 @@ def test_a_name_that_does_not_resolve_is_said_so() -> None:
 
 def test_refused_and_timed_out_in_words() -> None:
     with pytest.raises(ConnectionRefusedError) as err, socket.socket() as s:
-        s.connect(("127.0.0.1", _closed_port()))
+        s.connect(("127.0.0.1", closed_port()))
     assert describe(err.value).startswith("connection refused")
     assert "ECONNREFUSED" in describe(err.value)
     assert describe(TimeoutError(), 3.0) == "no answer within 3 s"
@@ -63,7 +56,7 @@ def test_the_daemon_says_an_agent_name_does_not_resolve_with_host_and_port() -> 
 
 
 def test_the_daemon_says_an_agent_refused_the_connection() -> None:
-    port = _closed_port()
+    port = closed_port()
 
     async def main() -> str:
         backend = AgentBackend("127.0.0.1", port, timeout_s=10.0)
@@ -78,7 +71,7 @@ def test_the_daemon_says_an_agent_refused_the_connection() -> None:
 
 
 def test_a_vendor_call_that_cannot_connect_is_said_in_words() -> None:
-    port = _closed_port()
+    port = closed_port()
 
     async def main() -> str:
         with pytest.raises(DeviceUnreachable) as err:
@@ -95,7 +88,7 @@ def test_a_vendor_call_that_cannot_connect_is_said_in_words() -> None:
 def test_an_http_clients_connect_error_is_said_by_the_os_error_it_wraps() -> None:
     import httpx
 
-    port = _closed_port()
+    port = closed_port()
     with pytest.raises(httpx.ConnectError) as refused:
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
     assert describe(refused.value).startswith("connection refused"), describe(refused.value)
@@ -108,7 +101,7 @@ def test_an_http_clients_connect_error_is_said_by_the_os_error_it_wraps() -> Non
 def test_the_async_http_clients_all_attempts_failed_is_said_by_its_cause() -> None:
     import httpx
 
-    port = _closed_port()
+    port = closed_port()
 
     async def main() -> BaseException:
         async with httpx.AsyncClient() as client:

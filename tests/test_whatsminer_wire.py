@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import types
 
 import pytest
@@ -20,6 +19,7 @@ from pyasic.rpc.btminer import (
 from adapters import whatsminer
 from adapters.base import DeviceUnreachable
 from adapters.sim.whatsminer import WhatsminerSim
+from tests.support.ports import closed_port
 
 TOKEN = TokenData(host_sign="Qx1tHs9cZ8mLk2", host_passwd_md5="v8K0q2HcVxkz3tq5WnX1p/")
 
@@ -58,12 +58,6 @@ def test_answers_decrypt_as_pyasic_decrypts_them_and_a_bad_one_disturbs_none_aft
     assert wire.open("not base64 at all!", not_ours) == not_ours
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("fn", "args"), [("stop_mining", ()), ("resume_mining", ()), ("set_power_limit", (3000,))]
 )
@@ -72,7 +66,7 @@ def test_a_refused_connection_is_unreachable_not_a_refusal_nor_done(
 ) -> None:
     """pyasic answers a refused connection with ``{}``: read as the miner refusing a pause,
     and as a power limit accepted. Nothing reached the miner: it is unreachable."""
-    rpc = BTMinerRPCAPI("127.0.0.1", port=_closed_port())
+    rpc = BTMinerRPCAPI("127.0.0.1", port=closed_port())
     rpc.token = TokenData(host_sign="x", host_passwd_md5="y")
     miner = types.SimpleNamespace(rpc=rpc)
     with pytest.raises(DeviceUnreachable):
