@@ -16,32 +16,19 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
 from adapters.sim.grpc_cork import CorkedProtocol, CorkedServer, CorkedTransport
-
-PATH = "/test.v1.Echo/Call"
-
-
-class _Bytes:
-    """A message as its bytes for grpclib's ProtoCodec."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> _Bytes:
-        return cls(data)
+from tests.support.grpcmsg import PATH, RawMessage
 
 
 class _Echo:
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         async def call(stream: Stream[Any, Any]) -> None:
             req = await stream.recv_message()
-            await stream.send_message(_Bytes(b"re:" + (req.data if req else b"")))
+            await stream.send_message(RawMessage(b"re:" + (req.data if req else b"")))
 
         return {
-            PATH: grpclib.const.Handler(call, grpclib.const.Cardinality.UNARY_UNARY, _Bytes, _Bytes)
+            PATH: grpclib.const.Handler(
+                call, grpclib.const.Cardinality.UNARY_UNARY, RawMessage, RawMessage
+            )
         }
 
 
@@ -156,8 +143,8 @@ async def _call_50() -> None:
     port = _port(server)
     try:
         async with Channel("127.0.0.1", port) as channel:
-            method = grpclib.client.UnaryUnaryMethod(channel, PATH, _Bytes, _Bytes)
-            answers = await asyncio.gather(*(method(_Bytes(b"%d" % i)) for i in range(50)))
+            method = grpclib.client.UnaryUnaryMethod(channel, PATH, RawMessage, RawMessage)
+            answers = await asyncio.gather(*(method(RawMessage(b"%d" % i)) for i in range(50)))
         assert [a.data for a in answers] == [b"re:%d" % i for i in range(50)]
     finally:
         server.close()

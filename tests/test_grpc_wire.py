@@ -19,22 +19,7 @@ from hpack import Decoder, Encoder
 
 from adapters import grpc_codec
 from adapters.grpc_wire import Wire
-
-PATH = "/test.v1.Echo/Call"
-
-
-class _Bytes:
-    """A message as its bytes for grpclib's ProtoCodec."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> _Bytes:
-        return cls(data)
+from tests.support.grpcmsg import PATH, RawMessage
 
 
 def _frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
@@ -147,9 +132,9 @@ def test_a_call_sends_the_headers_and_message_grpclib_sends_and_indexes_them_aft
 
 async def _grpclib_call(ch: Channel, meta: dict[str, str]) -> Any:
     async with ch.request(
-        PATH, grpclib.const.Cardinality.UNARY_UNARY, _Bytes, _Bytes, metadata=meta
+        PATH, grpclib.const.Cardinality.UNARY_UNARY, RawMessage, RawMessage, metadata=meta
     ) as stream:
-        await stream.send_message(_Bytes(b"\x08\x01"), end=True)
+        await stream.send_message(RawMessage(b"\x08\x01"), end=True)
         return await stream.recv_message()
 
 
@@ -168,12 +153,12 @@ class _Service:
             if req.data.startswith(b"fail"):
                 raise GRPCError(Status.INVALID_ARGUMENT, "power target 0 W 100% out of range é")
             if req.data.startswith(b"big"):
-                await stream.send_message(_Bytes(b"x" * 1_500_000))
+                await stream.send_message(RawMessage(b"x" * 1_500_000))
                 return
-            await stream.send_message(_Bytes(b"re:" + req.data[:16]))
+            await stream.send_message(RawMessage(b"re:" + req.data[:16]))
 
         cardinality = grpclib.const.Cardinality.UNARY_UNARY
-        return {PATH: grpclib.const.Handler(echo, cardinality, _Bytes, _Bytes)}
+        return {PATH: grpclib.const.Handler(echo, cardinality, RawMessage, RawMessage)}
 
 
 def test_calls_to_a_grpclib_server_answer_and_fail_as_grpclib_would() -> None:
