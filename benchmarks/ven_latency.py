@@ -149,13 +149,7 @@ def webhook_round(n: int) -> tuple[list[float], list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix="ven-bench-"))
     d = DaemonProc(tmp, base="127.12.0.0")
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "bench"\n')
-    os.environ |= {
-        "GRIDSCHED_VTN_URL": vtn.url,
-        "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
-        "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
-        "GRIDSCHED_VTN_CALLBACK_URL": "http://127.0.0.1:{port}/openadr3/notifications",
-        "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
-    }
+    os.environ |= {**vtn.ven_env(), "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN}
     lat: list[float] = []
     poll: list[float] = []
     d.start()
@@ -352,15 +346,12 @@ def shed_round(
         pue, base_kw = loaded.pue, loaded.base_load_kw
         env = {
             **os.environ,
-            "GRIDSCHED_VTN_URL": vtn.url,
-            "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
-            "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
+            **vtn.ven_env(),  # its callback at {port}: the port the daemon is bound to
             "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
             "GRIDSCHED_VTN_POLL_S": str(poll_s if channel == "poll" else 3600),
         }
-        env.pop("GRIDSCHED_VTN_CALLBACK_URL", None)
-        if channel == "webhook":  # {port}: the port the daemon is bound to, once it is
-            env["GRIDSCHED_VTN_CALLBACK_URL"] = "http://127.0.0.1:{port}/openadr3/notifications"
+        if channel != "webhook":  # told by MQTT or by polling alone
+            env.pop("GRIDSCHED_VTN_CALLBACK_URL")
         daemon, dport = start_daemon(
             [sys.executable, "-m", "scheduler.cli", "run", "--config", str(site), "--db",
              str(tmp / "state.db"), "--log-level", "info" if log_path is not None else "warning"],

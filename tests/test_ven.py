@@ -562,13 +562,7 @@ def test_daemon_runs_the_ven_polls_listens_and_unsubscribes(
     d = DaemonProc(tmp_path)  # port 0: the callback URL names the port it gets, {port}
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-daemon"\n'
                       '[[openadr.resources]]\nname = "whole-site"\n')  # fmt: skip
-    for k, v in {
-        "GRIDSCHED_VTN_URL": vtn.url,
-        "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
-        "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
-        "GRIDSCHED_VTN_CALLBACK_URL": "http://127.0.0.1:{port}/openadr3/notifications",
-        "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
-    }.items():
+    for k, v in {**vtn.ven_env(), "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN}.items():
         monkeypatch.setenv(k, v)
     d.start()
     try:
@@ -721,13 +715,7 @@ def test_daemon_killed_loses_no_event(
     pid = make_program(client)
     d = DaemonProc(tmp_path)  # port 0: the callback URL names the port it gets, {port}
     d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-k9"\n')
-    for k, v in {
-        "GRIDSCHED_VTN_URL": vtn.url,
-        "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
-        "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
-        "GRIDSCHED_VTN_CALLBACK_URL": "http://127.0.0.1:{port}/openadr3/notifications",
-        "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN,
-    }.items():
+    for k, v in {**vtn.ven_env(), "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN}.items():
         monkeypatch.setenv(k, v)
     d.start()
     try:

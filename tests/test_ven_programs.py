@@ -200,11 +200,7 @@ def test_killed_daemon_restarted_without_its_vtn_still_reads_units_from_the_prog
         program = {k: v for k, v in PROGRAM.items() if k != "id"}
         pid = client.create_program(program).json()["id"]
         d.site.write_text(LIGHT_SITE.replace("{base}", d.base))  # two miners: a quick start
-        for k, v in {
-            "GRIDSCHED_VTN_URL": vtn.url,
-            "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
-            "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
-        }.items():
+        for k, v in vtn.ven_env(callback=False).items():
             monkeypatch.setenv(k, v)
         d.start()
         wait_for(lambda: (status(d).get("openadr_ven") or {}).get("polls"), 30)

@@ -157,6 +157,18 @@ class VtnDouble:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def ven_env(self, callback: bool = True) -> dict[str, str]:
+        """The environment a ``gridsched run`` VEN enrolls here with, as client ven-1;
+        ``callback``: told of events by webhook, at the port the daemon gets (``{port}``)."""
+        env = {
+            "GRIDSCHED_VTN_URL": self.url,
+            "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
+            "GRIDSCHED_VTN_CLIENT_SECRET": "ven-secret",
+        }
+        if callback:
+            env["GRIDSCHED_VTN_CALLBACK_URL"] = "http://127.0.0.1:{port}/openadr3/notifications"
+        return env
+
     def start(self) -> VtnDouble:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
