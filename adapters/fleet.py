@@ -141,8 +141,7 @@ class Fleet:
         """Give up on pending commands past their deadline (readings settle the others)."""
         self._readback.check_pending(self.clock())
 
-    def unconfirmed_requests(self) -> dict[str, ModeRequest]:
-        """The commands accepted and never seen in effect, to be sent again."""
+    def unconfirmed_requests(self) -> dict[str, ModeRequest]:  # accepted, never seen in effect
         return dict(self._readback.unconfirmed)
 
     async def resend_unconfirmed(self) -> list[Outcome]:
@@ -225,7 +224,7 @@ class Fleet:
                         if self.on_reading is not None:
                             self.on_reading(result)
                     if dev.upkeep_wanted:  # off the sweep's path: adapters.fleet_upkeep
-                        self.upkeep.add(dev)
+                        await self.upkeep.wanted(dev)
                 if result is not None:  # a stage with nothing to do heard nothing from it
                     self._ok(st, op)
                 if isinstance(result, Telemetry):
@@ -280,6 +279,7 @@ class Fleet:
         adds to a reading. A worker whose device is between retries holds no slot but
         reads nothing else meanwhile (at most 0.15 s per device, :class:`RetryPolicy`)."""
         now = time.monotonic()
+        self.upkeep.sweep_began()
         devs = [self.by_id[i] for i in ids] if ids is not None else list(self.adapters)
         results: list[Telemetry | None] = [None] * len(devs)
         todo = iter(enumerate(devs))

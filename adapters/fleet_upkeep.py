@@ -10,6 +10,14 @@ device wants upkeep (:attr:`adapters.base.DeviceAdapter.upkeep_wanted`) and the 
 readings, and none while commands are in flight: a curtail has the CPU and the network
 before any renewal.
 
+Upkeep that falls behind is made inline again. When a sweep begins with the last sweep's
+upkeep not yet done, the controller's core is all in use (30,000 LuxOS miners on one core:
+about 30,000 renewals per 30 s beside the readings), and deferred renewals would come late
+enough for sessions to pass ``luxos.SESSION_SAFE_S`` (a command then logs on first: three
+round trips instead of one, which doubled the CPU of a 30,000-miner curtail in the run that
+found it). So that sweep's readings make their own upkeep, as before: the sweep takes
+longer, the sessions stay fresh.
+
 Upkeep is best effort: a device's ``upkeep`` must not raise (one that does is logged and
 the fleet goes on); what it could not do is done again at its next turn, and a command that
 finds its session stale logs on first (never a failed attempt).
@@ -47,10 +55,24 @@ class Upkeep:
         self._held: set[str] = set()  # queued or running: one upkeep per device at a time
         self._workers: set[asyncio.Task[None]] = set()
         self.done = 0  # upkeeps run, for tests and counters
+        #: The last sweep's upkeep was not done when this sweep began: readings make their own.
+        self.behind = False
+        self.inline = 0  # upkeeps made by the reading that asked, for tests and counters
 
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def sweep_began(self) -> None:
+        self.behind = bool(self._queue)
+
+    async def wanted(self, dev: DeviceAdapter) -> None:
+        """A reading of ``dev`` asked for upkeep: queued, or made now when upkeep is behind."""
+        if self.behind:
+            self.inline += 1
+            await self._one(dev)
+        else:
+            self.add(dev)
 
     def add(self, dev: DeviceAdapter) -> None:
         """Keep ``dev`` up soon (once, however many readings asked meanwhile)."""
@@ -72,21 +94,22 @@ class Upkeep:
                 return
             dev = self._queue.popleft()
             try:
-                if dev.upkeep_wanted:  # else a command since has done it (a fresh session)
-                    async with asyncio.timeout(self._bound_s):
-                        await dev.upkeep()
-                    self.done += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # best effort: the next reading asks again
-                log.warning(
-                    "%s: upkeep failed: %s",
-                    dev.device_id,
-                    in_words(exc),
-                    exc_info=traceback_once(exc),
-                )
+                await self._one(dev)
             finally:
                 self._held.discard(dev.device_id)
+
+    async def _one(self, dev: DeviceAdapter) -> None:
+        try:
+            if dev.upkeep_wanted:  # else a command since has done it (a fresh session)
+                async with asyncio.timeout(self._bound_s):
+                    await dev.upkeep()
+                self.done += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # best effort: the next reading asks again
+            log.warning(
+                "%s: upkeep failed: %s", dev.device_id, in_words(exc), exc_info=traceback_once(exc)
+            )
 
     async def idle(self) -> None:
         """Until every queued upkeep has run (tests, and a fleet closing in order)."""

@@ -197,3 +197,31 @@ def test_the_upkeep_backlog_is_a_metric(tmp_path: Path) -> None:
             await d.close()
 
     assert asyncio.run(go()) == (0.0, 3.0, 0.0)
+
+
+def test_upkeep_that_falls_behind_is_made_by_the_readings_again() -> None:
+    """A sweep that begins with the last sweep's upkeep not done: the controller's core is
+    all in use (30,000 LuxOS miners on one core), and deferred renewals would come late
+    enough for sessions to go stale, every command then logging on first (a 30,000-miner
+    curtail took twice its CPU). That sweep's readings make their own upkeep, as before."""
+
+    async def go() -> tuple[bool, int, bool, int]:
+        gate = asyncio.Event()
+        devs = [_Kept(f"k/{i}", f"k{i}", gate=gate) for i in range(10)]
+        fleet = Fleet(devs)
+        fleet.upkeep._concurrency = 1  # one at a time: it cannot keep up
+        await fleet.connect_all()
+        await fleet.read_all()  # ten queued, one running (held at the gate)
+        gate.set()  # from now on an upkeep is quick; the queue is still there
+        await fleet.read_all()
+        behind, inline = fleet.upkeep.behind, fleet.upkeep.inline
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        await fleet.read_all()  # caught up: deferred again
+        caught_up, again = not fleet.upkeep.behind, fleet.upkeep.inline
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        await fleet.close()
+        return behind, inline, caught_up, again
+
+    behind, inline, caught_up, again = asyncio.run(go())
+    assert behind and inline >= 8  # those whose queued upkeep had not begun
+    assert caught_up and again == inline
