@@ -28,6 +28,7 @@ from scheduler.service.metrics import metrics_registry
 from tests.support.daemon import free_loopback_base as _free_base
 from tests.support.daemon import running
 from tests.support.hook import capacity_hook
+from tests.support.prices import write_flat_prices
 from tests.support.wait import until
 from tests.test_failsafe import _absurd_price, _get
 from tests.test_serving import FakeVllm, served
@@ -103,11 +104,7 @@ def _daemon(
     tmp_path: Path, url: str, objectives: str = "", extra: str = "", miners: str = ""
 ) -> Daemon:
     """A flat 50 USD/MWh price around now: serving pays, running idle capacity does not."""
-    hour = int(time.time()) // 3600 * 3600
-    rows = [
-        f"{datetime.fromtimestamp(hour + h * 3600, UTC).isoformat()},50.0" for h in range(-24, 48)
-    ]
-    (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + "\n".join(rows) + "\n")
+    write_flat_prices(tmp_path / "prices.csv", time.time(), 50.0)
     text = SITE.format(url=url, objectives=objectives, demand_extra=extra, miners=miners)
     return Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
 

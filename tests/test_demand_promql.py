@@ -20,7 +20,6 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from scheduler.service.daemon import Daemon
 from scheduler.service.demand_feed import DemandFeed
 from scheduler.service.metrics import metrics_registry
 from tests.support.child import Child
+from tests.support.prices import write_flat_prices
 from tests.support.wait import wait_until
 from tests.test_demand_feed import SITE, Clock, _serving, _settled, feeding
 from tests.test_serving import FakeVllm, served
@@ -294,11 +294,7 @@ def _promql_site(url: str) -> str:
 
 def _daemon(tmp_path: Path, url: str) -> Daemon:
     """A flat 50 USD/MWh price around now (as tests/test_demand_feed.py's daemon)."""
-    hour = int(time.time()) // 3600 * 3600
-    rows = [
-        f"{datetime.fromtimestamp(hour + h * 3600, UTC).isoformat()},50.0" for h in range(-24, 48)
-    ]
-    (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + "\n".join(rows) + "\n")
+    write_flat_prices(tmp_path / "prices.csv", time.time(), 50.0)
     site = parse_site(tomllib.loads(_promql_site(url)), "test", str(tmp_path))
     return Daemon(site, tmp_path / "g.db")
 

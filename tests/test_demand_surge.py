@@ -15,12 +15,12 @@ checked so that the test fails if any one stops holding, rather than waiting it 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 
 from scheduler.service.daemon import Daemon
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MemoryDevice, memory_daemon, run_open
+from tests.support.prices import write_flat_prices
 from tests.test_demand_feed import SITE, engine
 from tests.test_serving import FakeVllm
 
@@ -30,11 +30,7 @@ POLL_S = 10.0
 
 
 def _site(tmp_path: Path, clock: FakeClock, url: str) -> str:
-    hour = int(clock.time()) // 3600 * 3600
-    rows = "".join(
-        f"{datetime.fromtimestamp(hour + h * 3600, UTC).isoformat()},50.0\n" for h in range(-24, 48)
-    )
-    (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + rows)
+    write_flat_prices(tmp_path / "prices.csv", clock.time(), 50.0)
     # a generous engine timeout: a loaded test machine must not read as an engine down
     return SITE.format(url=url, objectives="", demand_extra="timeout_s = 10", miners="")
 

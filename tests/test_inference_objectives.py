@@ -10,7 +10,6 @@ import json
 import math
 import tomllib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from scheduler.service.objectives import judge
 from tests.conftest import DATA, make_site, solve
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon, run_open
+from tests.support.prices import write_flat_prices
 from tests.support.sitefile import device_classes, site_text
 
 DECODE_H100 = {
@@ -497,9 +497,7 @@ def test_the_daemon_commands_only_the_modes_offered_for_the_objective(
     only the 350 W cap is offered, counted at 203 tokens/s (batch 64): 15 GPUs run it,
     none clock-locked."""
     clock = FakeClock()
-    hours = range(int(clock.time()) // 3600 - 24, int(clock.time()) // 3600 + 48)
-    rows = "".join(f"{datetime.fromtimestamp(h * 3600, UTC).isoformat()},60.0\n" for h in hours)
-    (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + rows)
+    write_flat_prices(tmp_path / "prices.csv", clock.time(), 60.0)
     d, devices = memory_daemon(daemon_site(objective), tmp_path, clock, asleep=True)
 
     async def body() -> None:

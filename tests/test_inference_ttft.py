@@ -8,7 +8,6 @@ is offered only where queueing + prompt / prefill rate meets the objective."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from models.errors import ConfigError
 from tests.conftest import make_site, solve
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon, run_open
+from tests.support.prices import write_flat_prices
 from tests.test_inference_objectives import COMMITTED, DECODE_H100, daemon_site
 
 #: the site's measured prompt tokens/s per mode (test figures, not published ones)
@@ -74,9 +74,7 @@ def test_the_daemon_commands_only_the_modes_meeting_ttft(tmp_path: Path) -> None
     by the plan's rule: with ttft_p95_s = 0.5 s only the 350 W cap is offered, and the
     GPUs woken run it, none clock-locked (without the objective 7 run the clock lock)."""
     clock = FakeClock()
-    hours = range(int(clock.time()) // 3600 - 24, int(clock.time()) // 3600 + 48)
-    rows = "".join(f"{datetime.fromtimestamp(h * 3600, UTC).isoformat()},60.0\n" for h in hours)
-    (tmp_path / "prices.csv").write_text("interval_start_utc,price\n" + rows)
+    write_flat_prices(tmp_path / "prices.csv", clock.time(), 60.0)
     objective = {"ttft_p95_s": 0.5, "ttft_prompt_tokens": 3000, "ttft_queue_s": 0.1}
     site = daemon_site(objective, prefill_tokens_s=RATES)
     d, devices = memory_daemon(site, tmp_path, clock, asleep=True)
