@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from scheduler.service.daemon import Daemon
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MemoryDevice, memory_daemon, run_open
 from tests.support.prices import write_flat_prices
-from tests.test_demand_feed import SITE, engine
+from tests.test_demand_feed import SITE, _settled, engine
 from tests.test_serving import FakeVllm
 
 __all__ = ["engine"]  # the fixture, imported for pytest
@@ -33,16 +32,6 @@ def _site(tmp_path: Path, clock: FakeClock, url: str) -> str:
     write_flat_prices(tmp_path / "prices.csv", clock.time(), 50.0)
     # a generous engine timeout: a loaded test machine must not read as an engine down
     return SITE.format(url=url, objectives="", demand_extra="timeout_s = 10", miners="")
-
-
-async def _settled(d: Daemon) -> None:
-    """The re-plans (and their dispatch) that polls asked for, done."""
-    for _ in range(100):
-        tasks = [t for t in d.tasks.running if not t.done()]
-        if not tasks and not d.planning.pending:
-            return
-        await asyncio.wait(tasks, timeout=5)
-    raise AssertionError("re-plans did not settle")
 
 
 def _gpus_running(devices: dict[str, MemoryDevice]) -> int:
