@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,37 +25,17 @@ from scheduler.audit.store import Store
 from scheduler.cli.fleet import Progress
 from scheduler.cli.main import main
 from scheduler.cli.simulate import site_for_simulator
-from tests.support.simfleet import FAST, free_base, loopback_host
+from tests.support.simfleet import FAST, can_bind_80, firmware_fleet, free_base, loopback_host
 
 FAMILIES = ("luxos", "antminer", "braiins", "whatsminer", "vnish", "whatsminer3")
-
-
-def _can_bind_80() -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.45.255.253", 80))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
     """One miner of each firmware family (the web-on-80 ones only where port 80 binds)."""
-    firmware = tuple(f for f in FAMILIES if _can_bind_80() or f not in ("antminer", "vnish"))
-    ports = (4028, 4433, 50051, *((80,) if _can_bind_80() else ()))
-    fleet = SimFleet.build(
-        len(firmware),
-        base=free_base(len(firmware), ports),
-        firmware=firmware,
-        models=("Antminer S19j Pro",),
-        control_port=None,
-        **FAST,
-    )
-    th = SimFleetThread(fleet)
-    with th:
-        yield th
+    firmware = tuple(f for f in FAMILIES if can_bind_80() or f not in ("antminer", "vnish"))
+    ports = (4028, 4433, 50051, *((80,) if can_bind_80() else ()))
+    yield from firmware_fleet(len(firmware), firmware, ports, ("Antminer S19j Pro",))
 
 
 def _kind(m: Any) -> str:

@@ -15,7 +15,6 @@ accepts and ignores ends unconfirmed, not done.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,14 +23,13 @@ import pytest
 from adapters.asic import PyasicMiner
 from adapters.base import DeviceAdapter, Health, ModeRequest
 from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
-from adapters.sim.fleet import SimFleet, SimFleetThread
+from adapters.sim.fleet import SimFleetThread
 from adapters.sim.miner import FaultKind
 from models.firmware import CAPABILITIES, Capabilities, Family, PowerTarget, Reading
 from tests.support.cli import run_main
-from tests.support.simfleet import free_base, settle
+from tests.support.simfleet import can_bind_80, firmware_fleet, free_base, settle
 from tests.support.wait import readline
 
-FAST = {"sleep_s": 0.3, "wake_s": 0.6, "retune_s": 0.1, "reboot_s": 0.6}
 FIRMWARE = ("luxos", "antminer", "braiins", "whatsminer", "vnish", "whatsminer3", "auradine")
 FAMILY = {
     "luxos": Family.LUXOS,
@@ -47,36 +45,15 @@ PER = 4  # miners per firmware: two for each adapter kind
 KINDS = ("pyasic", "asic-rs")
 
 
-def _can_bind_80() -> bool:
-    s = socket.socket()
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.45.255.254", 80))
-    except OSError:
-        return False
-    finally:
-        s.close()
-    return True
-
-
-CAN_80 = _can_bind_80()
+CAN_80 = can_bind_80()
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimFleetThread]:
     on_80 = ("antminer", "vnish")  # their web APIs listen on port 80
     firmware = FIRMWARE if CAN_80 else tuple(f for f in FIRMWARE if f not in on_80)
-    fleet = SimFleet.build(
-        PER * len(firmware),
-        base=free_base(PER * len(firmware), (4028, 4433, 8080, 50051, *((80,) if CAN_80 else ()))),
-        firmware=firmware,
-        models=("Antminer S19j Pro",),
-        control_port=None,
-        **FAST,
-    )
-    th = SimFleetThread(fleet)
-    with th:
-        yield th
+    ports = (4028, 4433, 8080, 50051, *((80,) if CAN_80 else ()))
+    yield from firmware_fleet(PER * len(firmware), firmware, ports, ("Antminer S19j Pro",))
 
 
 def _host(sim: SimFleetThread, firmware: str, k: int) -> tuple[str, Any]:

@@ -32,7 +32,7 @@ from adapters.sim.miner import FaultKind
 from models.errors import ConfigError
 from models.firmware import CAPABILITIES, PowerTarget
 from models.site import parse_site
-from tests.support.simfleet import FAST, free_base
+from tests.support.simfleet import FAST, firmware_fleet, free_base
 from tests.support.wait import until
 from tests.test_families import CAN_80, FAMILY, FIRMWARE, MODEL
 
@@ -44,17 +44,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "deploy/examples/west-texas-3
 def sim() -> Iterator[SimFleetThread]:
     """Two miners of each firmware family: one that follows, one that ignores commands."""
     firmware = FIRMWARE if CAN_80 else tuple(f for f in FIRMWARE if f not in ("antminer", "vnish"))
-    fleet = SimFleet.build(
-        2 * len(firmware),
-        base=free_base(2 * len(firmware), (4028, 4433, 50051, *((80,) if CAN_80 else ()))),
-        firmware=firmware,
-        models=("Antminer S19j Pro",),
-        control_port=None,
-        **FAST,
-    )
-    th = SimFleetThread(fleet)
-    with th:
-        yield th
+    ports = (4028, 4433, 50051, *((80,) if CAN_80 else ()))
+    yield from firmware_fleet(2 * len(firmware), firmware, ports, ("Antminer S19j Pro",))
 
 
 def _miners(sim: SimFleetThread) -> list[tuple[str, int, Any]]:

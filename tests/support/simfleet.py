@@ -78,15 +78,18 @@ def can_bind_80() -> bool:
 
 
 def firmware_fleet(
-    n: int, firmware: str, ports: tuple[int, ...] = (4028,), models: tuple[str, ...] = ()
+    n: int,
+    firmware: str | tuple[str, ...],
+    ports: tuple[int, ...] = (4028,),
+    models: tuple[str, ...] = (),
 ) -> Iterator[SimFleetThread]:
-    """``n`` fast miners of one firmware, each listening on ``ports``, on their own event loop
-    thread: a module fixture's body. ``models``: the simulator's default mix when none are
-    given."""
+    """``n`` fast miners of one firmware (or of several, in contiguous blocks), each
+    listening on ``ports``, on their own event loop thread: a module fixture's body.
+    ``models``: the simulator's default mix when none are given."""
     fleet = SimFleet.build(
         n,
         base=free_base(n, ports),
-        firmware=(firmware,),
+        firmware=(firmware,) if isinstance(firmware, str) else firmware,
         models=models or ("Antminer S19j Pro", "Antminer S21"),
         control_port=None,
         sleep_s=FAST["sleep_s"],
