@@ -20,11 +20,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openadr3" / "3.1.0" / "openadr3.yaml"
-if not SPEC.exists():
-    pytest.skip("../shared/openadr3 is absent", allow_module_level=True)
-pytest.importorskip("openapi_core")  # the dev extra: the VTN double validates with it
-openadr3 = pytest.importorskip("openadr3")
+from tests.support.openadr import skip_without_openadr3
+
+openadr3 = skip_without_openadr3()
 
 from models.site import OpenADR  # noqa: E402
 from scheduler.service.openadr import notification_to_events  # noqa: E402

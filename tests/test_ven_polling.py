@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openadr3" / "3.1.0" / "openadr3.yaml"
-if not SPEC.exists():
-    pytest.skip("../shared/openadr3 is absent", allow_module_level=True)
-pytest.importorskip("openapi_core")
-pytest.importorskip("openadr3")
+from tests.support.openadr import skip_without_openadr3
+
+skip_without_openadr3()
 
 from scheduler.service.ven import Ven  # noqa: E402
 from scheduler.service.ven_poll import SHED_ALLOWANCE_S, PollCadence  # noqa: E402

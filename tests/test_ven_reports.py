@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openadr3" / "3.1.0" / "openadr3.yaml"
-if not SPEC.exists():
-    pytest.skip("../shared/openadr3 is absent", allow_module_level=True)
-pytest.importorskip("openapi_core")
-pytest.importorskip("openadr3")
+from tests.support.openadr import skip_without_openadr3
+
+skip_without_openadr3()
 
 from scheduler.service.openadr import notification_to_events  # noqa: E402
 from scheduler.service.ven import Ven  # noqa: E402
