@@ -9,7 +9,6 @@ says it no longer has it. Skipped when ../shared/openadr3 is absent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,18 +20,11 @@ skip_without_openadr3()
 
 from scheduler.service.ven import Ven  # noqa: E402
 from scheduler.service.ven_poll import SHED_ALLOWANCE_S, PollCadence  # noqa: E402
-from tests.test_ven import Sink, config, limit_event, run  # noqa: E402
+from tests.test_ven import Sink, config, limit_event, run, vtn  # noqa: E402
 from tests.vtn_double import VtnDouble  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported scheme type:UserWarning")
-
-
-@pytest.fixture
-def vtn() -> Iterator[VtnDouble]:
-    v = VtnDouble().start()
-    yield v
-    v.close()
-    assert v.violations == [], "\n".join(v.violations)
+__all__ = ["vtn"]  # the fixture, imported for pytest
 
 
 def create_events(vtn: VtnDouble, n: int) -> list[str]:
