@@ -111,6 +111,15 @@ class DaemonProc:
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
 
+    def mining_at_every_hour(self) -> None:
+        """Before ``start``: a hashprice at which the plan mines at every hour (at the site's
+        0.06, the demo prices put its miners to sleep at some)."""
+        text = self.site.read_text()
+        assert "hashprice_usd_per_ths_day = 0.06" in text
+        self.site.write_text(
+            text.replace("hashprice_usd_per_ths_day = 0.06", "hashprice_usd_per_ths_day = 1.0")
+        )
+
     def start(self, timeout: float = START_S) -> None:
         env = {
             **os.environ,
@@ -208,11 +217,7 @@ def mining_daemon(tmp_path: Path) -> Iterator[DaemonProc]:
     """A daemon process of this test's own whose plan mines at every hour (the demo prices
     put the test site's miners to sleep at some, at the default hashprice)."""
     d = DaemonProc(tmp_path)
-    text = d.site.read_text()
-    assert "hashprice_usd_per_ths_day = 0.06" in text
-    d.site.write_text(
-        text.replace("hashprice_usd_per_ths_day = 0.06", "hashprice_usd_per_ths_day = 1.0")
-    )
+    d.mining_at_every_hour()
     d.start()
     yield d
     if d.proc is not None and d.proc.poll() is None:

@@ -108,12 +108,7 @@ def test_real_prometheus_scrapes_the_daemon_and_sees_a_curtailment(
 ) -> None:
     _, prom = prometheus_bins
     d = DaemonProc(tmp_path)
-    # mining pays at any hour (the demo prices put the test site's miners to sleep at some)
-    text = d.site.read_text()
-    assert "hashprice_usd_per_ths_day = 0.06" in text
-    d.site.write_text(
-        text.replace("hashprice_usd_per_ths_day = 0.06", "hashprice_usd_per_ths_day = 1.0")
-    )
+    d.mining_at_every_hour()
     d.start()
     cfg = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
