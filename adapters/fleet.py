@@ -278,8 +278,7 @@ class Fleet:
         about 20 us of CPU per reading (4-9 us through a worker), most of what the fleet
         adds to a reading. A worker whose device is between retries holds no slot but
         reads nothing else meanwhile (at most 0.15 s per device, :class:`RetryPolicy`)."""
-        now = time.monotonic()
-        self.upkeep.sweep_began()
+        now, ended = time.monotonic(), self.upkeep.sweep(whole=ids is None)
         devs = [self.by_id[i] for i in ids] if ids is not None else list(self.adapters)
         results: list[Telemetry | None] = [None] * len(devs)
         todo = iter(enumerate(devs))
@@ -294,6 +293,7 @@ class Fleet:
                     results[k] = result
 
         await asyncio.gather(*(worker() for _ in range(min(self._read_slots, len(devs)))))
+        ended()
         self.check_pending()
         return {dev.device_id: t for dev, t in zip(devs, results, strict=True) if t is not None}
 

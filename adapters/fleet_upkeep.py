@@ -10,13 +10,16 @@ device wants upkeep (:attr:`adapters.base.DeviceAdapter.upkeep_wanted`) and the 
 readings, and none while commands are in flight: a curtail has the CPU and the network
 before any renewal.
 
-Upkeep that falls behind is made inline again. When a sweep begins with the last sweep's
-upkeep not yet done, the controller's core is all in use (30,000 LuxOS miners on one core:
-about 30,000 renewals per 30 s beside the readings), and deferred renewals would come late
-enough for sessions to pass ``luxos.SESSION_SAFE_S`` (a command then logs on first: three
-round trips instead of one, which doubled the CPU of a 30,000-miner curtail in the run that
-found it). So that sweep's readings make their own upkeep, as before: the sweep takes
-longer, the sessions stay fresh.
+Upkeep is deferred only where there is room for it: when the last whole sweep took at most
+``ROOM_SHARE`` of the time between the last two sweeps' starts, and the upkeep it asked for
+is done. Otherwise the controller's core is all in use (30,000 LuxOS miners on one core:
+sweeps back to back, about 30,000 renewals per 30 s beside the readings) and deferred
+renewals would come late, after a curtail that arrives meanwhile: its commands would find
+their sessions past ``luxos.SESSION_SAFE_S`` and log on first (two or three round trips
+instead of one: a 30,000-miner curtail took 20 s of the daemon's CPU instead of 13.5 s, and
+29.5 s instead of 13 s at p99, in the run that found it). So such a sweep's readings make
+their own upkeep, as before: the sweep takes longer, the sessions stay fresh. The first
+whole sweep, with nothing to judge by, does so too.
 
 Upkeep is best effort: a device's ``upkeep`` must not raise (one that does is logged and
 the fleet goes on); what it could not do is done again at its next turn, and a command that
@@ -29,6 +32,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 
 from adapters.base import DeviceAdapter
 from adapters.faults import in_words, traceback_once
@@ -42,6 +47,9 @@ log = logging.getLogger("gridsched.fleet")
 #: benchmarks/daemon_sweep.py's 2,000 renewals after a sweep took 1.1-1.8 s with 4 at
 #: once, 1.0-2.0 s with 16 and 0.7-1.5 s with 32, for the same CPU (load average 3).
 UPKEEP_CONCURRENCY = 16
+#: Upkeep is deferred while the last whole sweep took at most this share of the time between
+#: the last two sweeps' starts (the rest is the room it runs in).
+ROOM_SHARE = 0.5
 
 
 class Upkeep:
@@ -55,16 +63,33 @@ class Upkeep:
         self._held: set[str] = set()  # queued or running: one upkeep per device at a time
         self._workers: set[asyncio.Task[None]] = set()
         self.done = 0  # upkeeps run, for tests and counters
-        #: The last sweep's upkeep was not done when this sweep began: readings make their own.
-        self.behind = False
+        #: No room for deferred upkeep in this sweep (see the module): readings make their own.
+        self.behind = True
+        self._began: float | None = None  # the last whole sweep's start (monotonic)
+        self._took: float | None = None  # and how long it took
         self.inline = 0  # upkeeps made by the reading that asked, for tests and counters
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
-    def sweep_began(self) -> None:
-        self.behind = bool(self._queue)
+    def sweep(self, whole: bool) -> Callable[[], None]:
+        """A sweep begins (``whole``: of every device); call what it returns at its end."""
+        now = time.monotonic()
+        if whole:
+            room = False
+            if self._began is not None and self._took is not None:
+                room = self._took <= ROOM_SHARE * (now - self._began)
+            self.behind = bool(self._queue) or not room
+            self._began = now
+        elif self._queue:
+            self.behind = True
+
+        def ended() -> None:
+            if whole:
+                self._took = time.monotonic() - now
+
+        return ended
 
     async def wanted(self, dev: DeviceAdapter) -> None:
         """A reading of ``dev`` asked for upkeep: queued, or made now when upkeep is behind."""

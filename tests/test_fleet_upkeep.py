@@ -50,6 +50,13 @@ class _Kept(DeviceAdapter):
         self.upkept.append(time.monotonic())
 
 
+async def _roomy(fleet: Fleet, ids: list[str] | None = None) -> dict[str, Telemetry]:
+    """A sweep with room for deferred upkeep: the last whole one took no time of the 100 s
+    since it began (:data:`adapters.fleet_upkeep.ROOM_SHARE`)."""
+    fleet.upkeep._began, fleet.upkeep._took = time.monotonic() - 100.0, 0.0
+    return await fleet.read_all(ids)
+
+
 def test_a_sweep_ends_when_its_readings_are_in_not_when_its_upkeep_is_done() -> None:
     """Before, a LuxOS reading renewed its session inside the reading (a logoff and a
     logon), and the sweep lasted until every renewal was done."""
@@ -59,7 +66,7 @@ def test_a_sweep_ends_when_its_readings_are_in_not_when_its_upkeep_is_done() -> 
         devs = [_Kept(f"k/{i}", f"k{i}", gate=gate) for i in range(10)]
         fleet = Fleet(devs)
         await fleet.connect_all()
-        got = await asyncio.wait_for(fleet.read_all(), 5.0)  # upkeep blocked: still ends
+        got = await asyncio.wait_for(_roomy(fleet), 5.0)  # upkeep blocked: still ends
         waiting = fleet.upkeep.queued + sum(1 for d in devs if not d.upkept)
         gate.set()
         await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
@@ -83,7 +90,7 @@ def test_upkeep_waits_while_commands_are_in_flight() -> None:
         await fleet.connect_all()
         batch = asyncio.create_task(fleet.apply({"k/0": ModeRequest("sleep")}))
         await asyncio.sleep(0.01)  # the command is in flight
-        await fleet.read_all(["k/1", "k/2", "k/3"])  # readings wait up to read_yield_max_s
+        await _roomy(fleet)  # readings wait while the command is answered, then go
         await asyncio.sleep(0.05)
         during = sum(len(d.upkept) for d in devs)
         applying.set()
@@ -94,7 +101,7 @@ def test_upkeep_waits_while_commands_are_in_flight() -> None:
         return during, after
 
     during, after = asyncio.run(go())
-    assert (during, after) == (0, 3)
+    assert (during, after) == (0, 4)
 
 
 def test_a_failing_upkeep_is_one_log_line_and_the_fleet_goes_on(
@@ -107,9 +114,9 @@ def test_a_failing_upkeep_is_one_log_line_and_the_fleet_goes_on(
         good = _Kept("k/good", "kg", gate=gate)
         fleet = Fleet([bad, good])
         await fleet.connect_all()
-        await fleet.read_all()
+        await _roomy(fleet)
         await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
-        got = len(await fleet.read_all())  # and the next sweep asks again
+        got = len(await _roomy(fleet))  # and the next sweep asks again
         await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
         await fleet.close()
         return got + len(good.upkept)
@@ -127,7 +134,7 @@ def test_a_closing_fleet_cancels_the_upkeep_it_has_queued() -> None:
         dev = _Kept("k/0", "k0", gate=gate)
         fleet = Fleet([dev])
         await fleet.connect_all()
-        await fleet.read_all()
+        await _roomy(fleet)
         await asyncio.wait_for(fleet.close(), 5.0)
         return dev.upkept
 
@@ -142,7 +149,7 @@ def test_many_readings_of_one_device_queue_one_upkeep() -> None:
         fleet = Fleet([dev, other], concurrency=1)
         await fleet.connect_all()
         for _ in range(5):
-            await fleet.read_all()
+            await _roomy(fleet)
         gate.set()
         await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
         await fleet.close()
@@ -211,12 +218,12 @@ def test_upkeep_that_falls_behind_is_made_by_the_readings_again() -> None:
         fleet = Fleet(devs)
         fleet.upkeep._concurrency = 1  # one at a time: it cannot keep up
         await fleet.connect_all()
-        await fleet.read_all()  # ten queued, one running (held at the gate)
+        await _roomy(fleet)  # ten queued, one running (held at the gate)
         gate.set()  # from now on an upkeep is quick; the queue is still there
-        await fleet.read_all()
+        await _roomy(fleet)  # room, but the last sweep's upkeep is not done
         behind, inline = fleet.upkeep.behind, fleet.upkeep.inline
         await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
-        await fleet.read_all()  # caught up: deferred again
+        await _roomy(fleet)  # caught up: deferred again
         caught_up, again = not fleet.upkeep.behind, fleet.upkeep.inline
         await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
         await fleet.close()
@@ -225,3 +232,29 @@ def test_upkeep_that_falls_behind_is_made_by_the_readings_again() -> None:
     behind, inline, caught_up, again = asyncio.run(go())
     assert behind and inline >= 8  # those whose queued upkeep had not begun
     assert caught_up and again == inline
+
+
+def test_upkeep_is_deferred_only_where_sweeps_leave_room_for_it() -> None:
+    """No room: the first whole sweep (nothing to judge by), and a sweep after one that took
+    more than ROOM_SHARE of the time between the two starts (30,000 miners on one core:
+    sweeps back to back). Room: a sweep after one that took a small share of it."""
+
+    async def go() -> list[tuple[bool, int]]:
+        gate = asyncio.Event()
+        gate.set()
+        devs = [_Kept(f"k/{i}", f"k{i}", gate=gate) for i in range(4)]
+        fleet = Fleet(devs)
+        await fleet.connect_all()
+        seen = []
+        for began_ago, took in ((None, None), (1.0, 0.9), (1.0, 0.2)):
+            if began_ago is not None:
+                fleet.upkeep._began = time.monotonic() - began_ago
+                fleet.upkeep._took = took
+            before = fleet.upkeep.inline
+            await fleet.read_all()
+            await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+            seen.append((fleet.upkeep.behind, fleet.upkeep.inline - before))
+        await fleet.close()
+        return seen
+
+    assert asyncio.run(go()) == [(True, 4), (True, 4), (False, 0)]
