@@ -311,7 +311,6 @@ class Fleet:
                         dev, "apply", req, self._health.attempts(self.status[device_id])
                     )
                 went_out = self._went_out.pop(device_id, t0)
-                self._slots.progressed()  # the batch moves: readings keep waiting
                 if isinstance(result, Applied):
                     done = time.perf_counter()
                     out = Outcome(device_id, req, True, n, done - t0, result, at=self.clock())
