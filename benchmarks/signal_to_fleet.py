@@ -37,10 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import calm, cpu_sample, pct, start_simulator, steal_pct  # noqa: E402
-
-# re-exported: benchmarks/site_scale.py imports it from here
-from benchmarks.measure import control as control  # noqa: E402, PLC0414
+from benchmarks.measure import calm, control, cpu_sample, pct, start_simulator, steal_pct  # noqa: E402
 from scheduler.service.security import sign  # noqa: E402
 
 SECRET = "bench-secret"

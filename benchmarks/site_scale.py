@@ -54,8 +54,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import pct, start_simulator  # noqa: E402
-from benchmarks.signal_to_fleet import SECRET, control, iso, serving_port, signed_post  # noqa: E402
+from benchmarks.measure import control, pct, start_simulator  # noqa: E402
+from benchmarks.signal_to_fleet import SECRET, iso, serving_port, signed_post  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SWEEP = "gridsched_fleet_sweep_duration_seconds"

@@ -25,7 +25,8 @@ from models.signals import EventType, GridEvent  # noqa: E402
 from scheduler.service.api import create_app  # noqa: E402
 from tests.support.clock import FakeClock  # noqa: E402
 from tests.support.daemon import running  # noqa: E402
-from tests.support.memfleet import MIXED_DEVICES, MemoryDevice, memory_daemon, run_open  # noqa: E402
+from tests.support.memfleet import MemoryDevice, memory_daemon, run_open  # noqa: E402
+from tests.support.sitefile import MIXED_DEVICES  # noqa: E402
 from tests.support.wait import until  # noqa: E402
 
 SITE = (

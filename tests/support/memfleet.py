@@ -18,7 +18,6 @@ from models.devices import DeviceClass, DeviceKind
 from tests.support.clock import FakeClock
 
 # re-exported: tests/test_site_scale_bench.py imports it from here
-from tests.support.sitefile import MIXED_DEVICES as MIXED_DEVICES  # noqa: PLC0414
 
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
