@@ -18,6 +18,7 @@ from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telem
 from adapters.fleet import Fleet
 from scheduler.service.metrics import metrics_registry, render_metrics
 from tests.support.memfleet import memory_daemon
+from tests.support.sitefile import device_classes, site_text
 
 
 @dataclass
@@ -159,20 +160,17 @@ def test_many_readings_of_one_device_queue_one_upkeep() -> None:
     assert asyncio.run(go()) == 2
 
 
-SITE = """
-[site]
-name = "upkeep"
-interconnect_kw = 100
-
-[prices]
-format = "demo"
-
-[[devices]]
-name = "s19"
-kind = "asic"
-count = 2
-modes = [{ name = "stock", power_kw = 3.0, hashrate_ths = 100 }]
-"""
+SITE = site_text(
+    "upkeep",
+    devices=device_classes(
+        {
+            "name": "s19",
+            "kind": "asic",
+            "count": 2,
+            "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100}],
+        }
+    ),
+)
 
 
 def test_the_upkeep_backlog_is_a_metric(tmp_path: Path) -> None:
