@@ -59,8 +59,8 @@ def test_logon_is_refused_while_a_session_is_active() -> None:
     assert status(ask(m, "logon"))[0] == "S"  # logoff frees the single session
 
 
-def _attempts(fleet: Fleet, dev: PyasicMiner, request: ModeRequest) -> int:
-    out = asyncio.run(fleet.apply({dev.device_id: request}))
+async def _attempts(fleet: Fleet, dev: PyasicMiner, request: ModeRequest) -> int:
+    out = await fleet.apply({dev.device_id: request})
     assert out[0].ok, out[0].error
     return out[0].attempts
 
@@ -73,26 +73,31 @@ def test_the_adapter_takes_over_a_session_another_client_left_idle() -> None:
     host = loopback_host()
     m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
     th = SimFleetThread(SimFleet([m], control_port=None))
-    with th:
+
+    async def go() -> None:  # one event loop for the fleet: its timers belong to it
         other = th.call(lambda: ask(m, "logon"))["SESSION"][0]["SessionID"]
         now[0] = 55.0
         dev = PyasicMiner("s/0", host, timeout_s=10.0, session_renew_s=math.inf)
         fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
-        asyncio.run(fleet.connect_all())
+        await fleet.connect_all()
         now[0] = 65.0  # the other client's session would have ended by now
-        assert _attempts(fleet, dev, ModeRequest("sleep")) == 1
+        assert await _attempts(fleet, dev, ModeRequest("sleep")) == 1
         assert th.call(lambda: m.state.phase) == "sleeping"
         # Its own session lapsed and another client took the single session meanwhile:
         # renewal on the next reading adopts what is there instead of failing.
         now[0] = 200.0
         other = th.call(lambda: ask(m, "logon"))["SESSION"][0]["SessionID"]
         dev.session_renew_s = 0.0
-        asyncio.run(_sweep(fleet))
-        assert _attempts(fleet, dev, ModeRequest("run")) == 1
+        await _sweep(fleet)
+        assert await _attempts(fleet, dev, ModeRequest("run")) == 1
         assert th.call(lambda: m.state.phase) in ("waking", "mining")
         # ... the one session there is: the other client's id still works.
         assert status(th.call(lambda: ask(m, "session")))[0] == "S"
         assert th.call(lambda: ask(m, "session"))["SESSION"][0]["SessionID"] == other
+        await fleet.close()
+
+    with th:
+        asyncio.run(go())
 
 
 def test_an_idle_luxos_session_is_renewed_on_a_reading_not_on_a_failed_command() -> None:
