@@ -66,9 +66,10 @@ __all__ = [
     "parse_miner_data",
 ]
 
-#: LuxOS ends a session unused for about a minute (docs.luxor.tech, "Sessions"); a
-#: session idle this long is renewed on the next reading, off the path of a command, at
-#: the miner's own turn (``luxos.renewal_due``), and never where its readings come
+#: LuxOS ends a session unused for about a minute (docs.luxor.tech, "Sessions"); the next
+#: reading of a session idle this long asks for its renewal, at the miner's own turn
+#: (``luxos.renewal_due``), made off the path of a command by the fleet's upkeep
+#: (:mod:`adapters.fleet_upkeep`), and never where its readings come
 #: ``luxos.SESSION_SAFE_S`` (45 s) or more apart. A command finding the session idle past
 #: that 45 s logs on first instead (one more round trip, never a failed attempt).
 SESSION_RENEW_S = 30.0

@@ -104,7 +104,7 @@ class Slots:
 
         Tried and measured, not kept (docs/performance.md, "30,000 miners"): readings
         waiting for as long as the batch was answered made a 30,000-miner curtail take more
-        of the daemon's CPU, not less (18.3-20.4 s against 14.3 s)."""
+        of the daemon's CPU, not less (18.3 s against 14.3 s, paired on the same code)."""
         try:
             async with asyncio.timeout(self.read_yield_max_s):
                 await self._idle.wait()

@@ -125,7 +125,7 @@ class Upkeep:
 
     async def _one(self, dev: DeviceAdapter) -> None:
         try:
-            if dev.upkeep_wanted:  # else a command since has done it (a fresh session)
+            if dev.upkeep_wanted:  # else made since: a later reading, behind, made its own
                 async with asyncio.timeout(self._bound_s):
                     await dev.upkeep()
                 self.done += 1
@@ -137,7 +137,7 @@ class Upkeep:
             )
 
     async def idle(self) -> None:
-        """Until every queued upkeep has run (tests, and a fleet closing in order)."""
+        """Until every queued upkeep has run (tests and benchmarks; a closing fleet stops it)."""
         while self._workers:
             await asyncio.gather(*self._workers, return_exceptions=True)
 

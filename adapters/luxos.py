@@ -157,7 +157,8 @@ SESSION_SAFE_S = 45.0
 def renewal_due(
     device_id: str, used_at: float, now: float, renew_s: float, gap_s: float = 0.0
 ) -> bool:
-    """Whether a reading at ``now`` renews a session opened at ``used_at`` (monotonic s).
+    """Whether a reading at ``now`` asks for the renewal of a session opened at ``used_at``
+    (monotonic s; the fleet's upkeep makes it, :mod:`adapters.fleet_upkeep`).
 
     Each miner renews once every ``renew_s``, at a phase of its own within that period
     (drawn from its id), rather than whenever its session has been idle ``renew_s``: a fleet
