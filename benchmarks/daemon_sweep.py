@@ -9,9 +9,12 @@ does (``sessions=False``), and times each sweep's CPU on both sides:
 - ``daemon, none due``: sessions held, no renewal due (a sweep far shorter than 30 s, between
   turns);
 - ``daemon, all due``: every session past its turn (a sweep longer than ``SESSION_RENEW_S``:
-  each reading asks for its session's renewal, a ``logoff`` and a ``logon``, which the
-  fleet makes after the reading, off the sweep's path: ``upkeep s`` is how long they ran
-  after the sweep ended, and the CPU columns count them).
+  each reading asks for its session's renewal, a ``logoff`` and a ``logon``), the sweep
+  right after the last one (no room between sweeps: the readings make the renewals,
+  :mod:`adapters.fleet_upkeep`);
+- ``daemon, all due, room``: the same after a pause as long as the last sweep (room: the
+  fleet makes the renewals after the readings, off the sweep's path; ``upkeep s`` is how
+  long they ran after the sweep ended, and the CPU columns count them).
 
 ``--profile`` prints cProfile's top functions of the controller for the first and last.
 
@@ -123,6 +126,15 @@ async def bench(hosts: list[str], sim_pid: int, profile: bool) -> None:
         d._session_used = -math.inf
     profs["all due"] = cProfile.Profile(time.process_time) if profile else None  # type: ignore[assignment]
     row("daemon, all due", await _sweep(daemon, sim_pid, profs["all due"]))
+    for d in devs:
+        d._session_used = -math.inf
+    t0 = time.perf_counter()
+    await daemon.read_all()  # a sweep, then a pause as long (the poll's spacing gives room)
+    await daemon.upkeep.idle()
+    await asyncio.sleep(time.perf_counter() - t0)
+    for d in devs:
+        d._session_used = -math.inf
+    row("daemon, all due, room", await _sweep(daemon, sim_pid, None))
     for d in devs:  # readings SESSION_SAFE_S apart: a due renewal is skipped
         d._session_used, d._read_mono = -math.inf, d._read_mono - 100.0
     row("daemon, all due, far", await _sweep(daemon, sim_pid, None))
