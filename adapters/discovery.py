@@ -3,7 +3,10 @@
 pyasic's discovery (``pyasic.get_miner``) probes an address over HTTP 80 and 443 and the RPC
 port 4028 (``version`` and ``devdetails``), builds an HTTP client for it, then asks the
 model: five to seven connections per miner. On the 2-core development host 7,500 simulated
-LuxOS miners took about 180 s to connect, most of it discovery. What it found is kept as
+LuxOS miners took about 180 s to connect, most of it discovery. A miner whose ``version``
+answer names its firmware (:data:`NAMED_BY_VERSION`) is now identified from that answer and
+pyasic's own model step, without the web probe (the class pyasic would choose). What
+discovery found is kept as
 plain data (:class:`MinerIdentity`): the pyasic class it chose, the identity the adapter
 reported, and a fingerprint of the miner's answer to ``version`` (pyasic's own socket
 classification of that answer and its ``VERSION`` table).
@@ -24,7 +27,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -187,6 +190,9 @@ async def discover(
     if book is not None:
         book.discoveries += 1
     _identification_waits(timeout_s)
+    named = await contain(device_id, "discovery", _by_version(address), timeout_s * 3)
+    if named is not None:
+        return Found(named[0], named[1], None)
     miner = await contain(device_id, "discovery", pyasic.get_miner(address), timeout_s * 3)
     if miner is None:
         raise DeviceUnreachable(
@@ -198,6 +204,56 @@ async def discover(
         except Exception:  # only the cache misses it: rediscovered on the next start
             check = ""
     return Found(miner, check, None)
+
+
+#: Firmware whose answer to ``version`` names it (pyasic's ``_parse_socket_type``: "LUXMINER",
+#: "BOSMINER"/"BOSER", "BTMINER"/"BITMICRO", "VNISH"), and for which pyasic's web probe can
+#: only find the same: its identification by ``version`` alone is the one pyasic's whole
+#: discovery makes. Stock Antminer firmware is not here: its web page may still be
+#: Marathon's, which pyasic's discovery tells apart over HTTP.
+NAMED_BY_VERSION = ("LUX_OS", "BRAIINS_OS", "WHATSMINER", "VNISH")
+
+
+async def _by_version(address: str) -> tuple[Any, str] | None:
+    """pyasic's miner object for a miner whose ``version`` answer names its firmware (one of
+    NAMED_BY_VERSION), with that answer's fingerprint; None for any other (pyasic's whole
+    discovery then runs). pyasic's own discovery probes HTTP 80 and 443 (a new HTTP client,
+    TLS included) and RPC ``version`` and ``devdetails`` at once and keeps the first type
+    found; for these families every probe finds the same type, so this asks ``version``
+    first, as pyasic sends it, and then pyasic's own model and version steps and its class
+    table: the same class, without the web probe's client (about a third of the CPU per
+    miner; docs/performance.md, "Discovery with an empty state file")."""
+    from pyasic.miners.factory import MinerFactory, MinerTypes, miner_factory
+
+    text = await MinerFactory._socket_ping(address, "version")
+    kind = MinerFactory._parse_socket_type(text) if text else None
+    if kind is None or kind.name not in NAMED_BY_VERSION:
+        return None
+    model_of = {
+        MinerTypes.LUX_OS: miner_factory.get_miner_model_luxos,
+        MinerTypes.BRAIINS_OS: miner_factory.get_miner_model_braiins_os,
+        MinerTypes.WHATSMINER: miner_factory.get_miner_model_whatsminer,
+        MinerTypes.VNISH: miner_factory.get_miner_model_vnish,
+    }[kind]
+    model = await _step(model_of(address))
+    version = None
+    if kind is MinerTypes.WHATSMINER:
+        version = await _step(miner_factory.get_miner_version_whatsminer(address))
+    miner = miner_factory._select_miner_from_classes(
+        address, miner_type=kind, miner_model=model, version=version
+    )
+    return (miner, fingerprint(text)) if miner is not None else None
+
+
+async def _step(step: Coroutine[Any, Any, str | None]) -> str | None:
+    """One of pyasic's identification steps, given up as pyasic gives it up: None after its
+    ``factory_get_timeout``."""
+    from pyasic import settings
+
+    try:
+        return await asyncio.wait_for(step, timeout=settings.get("factory_get_timeout", 3))
+    except TimeoutError:
+        return None
 
 
 def _identification_waits(timeout_s: float) -> None:
