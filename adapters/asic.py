@@ -273,13 +273,14 @@ class PyasicMiner(MinerCommands):
             await self._renew_session()
 
     async def _renew_session(self) -> None:
-        """Best-effort: a failure leaves pyasic to log on at the next command."""
+        """Raises AdapterError when the renewal failed: the session is dropped, and the next
+        command logs on first (the fleet counts the failure; a later reading asks again)."""
         rpc = self._need().rpc
         try:
             await luxos.renew_session(self.device_id, rpc, self.timeout_s)
         except AdapterError:
             rpc.session_token = None
-            return
+            raise
         self._session_used = time.monotonic()
 
     async def close(self) -> None:

@@ -228,8 +228,9 @@ class DeviceAdapter(ABC):
         return abs(t.target_w - applied.target_w) <= max(1.0, 0.01 * applied.target_w)
 
     async def upkeep(self) -> None:
-        """What the last reading found due, done now (best effort: it must not raise; what
-        it could not do, a later reading asks for again). The default has none."""
+        """What the last reading found due, done now (best effort: what it could not do, a
+        later reading asks for again). Raises AdapterError when what it tried failed (the
+        fleet counts and logs it, and goes on). The default has none."""
         self.upkeep_wanted = False
 
     async def close(self) -> None:  # noqa: B027 - optional hook

@@ -21,8 +21,9 @@ instead of one: a 30,000-miner curtail took 20 s of the daemon's CPU instead of 
 their own upkeep, as before: the sweep takes longer, the sessions stay fresh. The first
 whole sweep, with nothing to judge by, does so too.
 
-Upkeep is best effort: a device's ``upkeep`` must not raise (one that does is logged and
-the fleet goes on); what it could not do is done again at its next turn, and a command that
+Upkeep is best effort: an ``upkeep`` that fails (an AdapterError: the miner did not answer,
+or refused the logon) is counted in :attr:`Upkeep.failed` and logged once per device until
+one succeeds again; what it could not do is done again at its next turn, and a command that
 finds its session stale logs on first (never a failed attempt).
 """
 
@@ -35,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from adapters.base import DeviceAdapter
+from adapters.base import AdapterError, DeviceAdapter
 from adapters.faults import in_words, traceback_once
 from adapters.fleet_slots import Slots
 
@@ -62,7 +63,9 @@ class Upkeep:
         self._queue: collections.deque[DeviceAdapter] = collections.deque()
         self._held: set[str] = set()  # queued or running: one upkeep per device at a time
         self._workers: set[asyncio.Task[None]] = set()
-        self.done = 0  # upkeeps run, for tests and counters
+        self.done = 0  # upkeeps made, for tests and counters
+        self.failed = 0  # upkeeps that raised, for counters
+        self._failing: set[str] = set()  # devices whose last upkeep failed: logged once
         #: No room for deferred upkeep in this sweep (see the module): readings make their own.
         self.behind = True
         self._began: float | None = None  # the last whole sweep's start (monotonic)
@@ -124,17 +127,29 @@ class Upkeep:
                 self._held.discard(dev.device_id)
 
     async def _one(self, dev: DeviceAdapter) -> None:
+        if not dev.upkeep_wanted:  # made since: a later reading, behind, made its own
+            return
         try:
-            if dev.upkeep_wanted:  # else made since: a later reading, behind, made its own
-                async with asyncio.timeout(self._bound_s):
-                    await dev.upkeep()
-                self.done += 1
+            async with asyncio.timeout(self._bound_s):
+                await dev.upkeep()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # best effort: the next reading asks again
+            self.failed += 1
+            if dev.device_id in self._failing and isinstance(exc, AdapterError | TimeoutError):
+                return  # said at its first failure
+            self._failing.add(dev.device_id)
             log.warning(
-                "%s: upkeep failed: %s", dev.device_id, in_words(exc), exc_info=traceback_once(exc)
+                "%s: upkeep failed: %s (a later reading asks again; a command logs on first)",
+                dev.device_id,
+                in_words(exc),
+                exc_info=traceback_once(exc),
             )
+            return
+        self.done += 1
+        if dev.device_id in self._failing:
+            self._failing.discard(dev.device_id)
+            log.info("%s: upkeep done again", dev.device_id)
 
     async def idle(self) -> None:
         """Until every queued upkeep has run (tests and benchmarks; a closing fleet stops it)."""

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telemetry
+from adapters.base import (
+    Applied,
+    DeviceAdapter,
+    DeviceInfo,
+    DeviceUnreachable,
+    ModeRequest,
+    Telemetry,
+)
 from adapters.fleet import Fleet
 from scheduler.service.metrics import metrics_registry, render_metrics
 from tests.support.memfleet import memory_daemon
@@ -29,6 +36,8 @@ class _Kept(DeviceAdapter):
     applying: asyncio.Event | None = None
     upkept: list[float] = field(default_factory=list)
     fails: bool = False
+    #: raised by each upkeep while set (a device fault, not a bug)
+    error: Exception | None = None
 
     async def connect(self) -> DeviceInfo:
         self.info = DeviceInfo(self.device_id, "asic", self.address)
@@ -48,6 +57,8 @@ class _Kept(DeviceAdapter):
         await self.gate.wait()
         if self.fails:
             raise RuntimeError("upkeep broke")
+        if self.error is not None:
+            raise self.error
         self.upkept.append(time.monotonic())
 
 
@@ -129,6 +140,37 @@ def test_a_failing_upkeep_is_one_log_line_and_the_fleet_goes_on(
     assert "RuntimeError" in lines[0].getMessage()
 
 
+def test_a_device_whose_upkeep_fails_is_counted_each_time_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A LuxOS renewal the miner did not answer is a device fault, not a bug: counted each
+    time (``gridsched_fleet_upkeeps_total{result="failed"}``), one log line until it
+    succeeds again, and that said too. Before, a failed renewal was dropped unseen."""
+
+    async def go() -> tuple[int, int]:
+        gate = asyncio.Event()
+        gate.set()
+        dev = _Kept("k/0", "k0", gate=gate, error=DeviceUnreachable("k/0", "logon: no answer"))
+        fleet = Fleet([dev])
+        await fleet.connect_all()
+        for _ in range(3):
+            await _roomy(fleet)
+            await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        dev.error = None
+        await _roomy(fleet)
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        await fleet.close()
+        return fleet.upkeep.failed, fleet.upkeep.done
+
+    with caplog.at_level(logging.INFO, logger="gridsched.fleet"):
+        assert asyncio.run(go()) == (3, 1)
+    said = [r.getMessage() for r in caplog.records if "upkeep" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "k/0: upkeep failed" in said[0] and "logon: no answer" in said[0]
+    assert not any(r.exc_info for r in caplog.records)  # a fault: no traceback
+    assert said[1] == "k/0: upkeep done again"
+
+
 def test_a_closing_fleet_cancels_the_upkeep_it_has_queued() -> None:
     async def go() -> list[float]:
         gate = asyncio.Event()  # never set: every upkeep would wait for ever
@@ -179,29 +221,37 @@ def test_the_upkeep_backlog_is_a_metric(tmp_path: Path) -> None:
     d, _ = memory_daemon(SITE, tmp_path)
     registry = metrics_registry(d)
 
-    def gauge() -> float:
+    def sample(name: str, result: str | None = None) -> float:
         body, _ = render_metrics(registry)
         for family in text_string_to_metric_families(body.decode()):
             for s in family.samples:
-                if s.name == "gridsched_fleet_upkeep_queued":
+                if s.name == name and s.labels.get("result") == result:
                     return float(s.value)
-        raise AssertionError("no gridsched_fleet_upkeep_queued in /metrics")
+        raise AssertionError(f"no {name} {result or ''} in /metrics")
 
-    async def go() -> tuple[float, float, float]:
+    def gauge() -> float:
+        return sample("gridsched_fleet_upkeep_queued")
+
+    async def go() -> tuple[float, ...]:
         await d.open()
         try:
             idle = gauge()
             gate = asyncio.Event()
             for i in range(3):
-                d.fleet.upkeep.add(_Kept(f"k/{i}", f"k{i}", gate=gate))
+                dev = _Kept(f"k/{i}", f"k{i}", gate=gate)
+                dev.upkeep_wanted = True
+                dev.error = DeviceUnreachable(dev.device_id, "no answer") if i == 0 else None
+                d.fleet.upkeep.add(dev)
             queued = gauge()
             gate.set()
             await asyncio.wait_for(d.fleet.upkeep.idle(), 5.0)
-            return idle, queued, gauge()
+            done = sample("gridsched_fleet_upkeeps_total", "done")
+            failed = sample("gridsched_fleet_upkeeps_total", "failed")
+            return idle, queued, gauge(), done, failed
         finally:
             await d.close()
 
-    assert asyncio.run(go()) == (0.0, 3.0, 0.0)
+    assert asyncio.run(go()) == (0.0, 3.0, 0.0, 2.0, 1.0)
 
 
 def test_upkeep_that_falls_behind_is_made_by_the_readings_again() -> None:

@@ -275,6 +275,39 @@ def test_a_reading_with_its_session_due_leaves_the_renewal_to_upkeep() -> None:
         assert asyncio.run(go()) == (True, True, True, True)
 
 
+def test_a_renewal_the_miner_does_not_answer_is_a_failure_and_the_next_command_logs_on() -> None:
+    """Before, a failed renewal returned as if done: the fleet could not count it. Now
+    ``upkeep`` raises the fault (the fleet counts and logs it), the session is dropped, and
+    the next command logs on first and goes through."""
+    from adapters.base import AdapterError
+    from adapters.sim.server import FaultKind
+
+    host = loopback_host()
+    m = LuxosSim(host, session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+
+    async def go() -> tuple[bool, bool, str]:
+        dev = PyasicMiner("s/0", m.host, timeout_s=1.0, session_renew_s=0.0)
+        await dev.connect()
+        await dev.read()
+        await dev.read()  # due
+        assert dev.upkeep_wanted
+        th.call(lambda: m.inject(FaultKind.REFUSE, 0.5))
+        try:
+            await dev.upkeep()
+            raised = False
+        except AdapterError:
+            raised = True
+        dropped = dev._miner.rpc.session_token is None
+        await asyncio.sleep(0.6)  # the miner answers again
+        applied = await dev.apply(ModeRequest("sleep"))
+        await dev.close()
+        return raised, dropped, applied.request.action
+
+    with th:
+        assert asyncio.run(go()) == (True, True, "sleep")
+
+
 def test_a_command_sent_while_a_reading_renews_the_session_uses_the_new_one() -> None:
     """A reading renews the session (a logoff, then a logon) while the fast path's curtail
     goes out to the same miner. Before, nothing kept them apart: the curtail could carry the

@@ -178,6 +178,14 @@ class DaemonCollector:
             "Devices whose reading asked for upkeep (a LuxOS session renewal) not yet done",
             value=d.fleet.upkeep.queued,
         )
+        x = CounterMetricFamily(
+            "gridsched_fleet_upkeeps",
+            "Upkeeps (LuxOS session renewals) made after a reading asked, by result",
+            labels=["result"],
+        )
+        x.add_metric(["done"], d.fleet.upkeep.done)
+        x.add_metric(["failed"], d.fleet.upkeep.failed)
+        yield x
         yield classes.health_family()
         yield from families.fleet_workers(d)
 
