@@ -9,8 +9,9 @@ import time
 from typing import TYPE_CHECKING
 
 from adapters.asic import PyasicMiner
+from adapters.fds import raise_fd_limit
 from adapters.fleet import Fleet, freeze_heap
-from adapters.sim.fleet import ask_control, raise_fd_limit
+from adapters.sim.fleet import ask_control
 
 if TYPE_CHECKING:
     from benchmarks.fleet_control import Bench

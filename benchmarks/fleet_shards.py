@@ -38,9 +38,10 @@ from adapters.aio import run_async  # noqa: E402
 from adapters.asic import PyasicMiner  # noqa: E402
 from adapters.base import DeviceAdapter, ModeRequest  # noqa: E402
 from adapters.discovery import IdentityBook, attach  # noqa: E402
+from adapters.fds import raise_fd_limit  # noqa: E402
 from adapters.fleet import Fleet, freeze_heap  # noqa: E402
 from adapters.fleet_shards import ShardedFleet  # noqa: E402
-from adapters.sim.fleet import loopback_hosts, raise_fd_limit  # noqa: E402
+from adapters.sim.fleet import loopback_hosts  # noqa: E402
 from benchmarks.measure import cpu_sample, start_simulator, steal_pct  # noqa: E402
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")

@@ -97,8 +97,9 @@ async def connected_fleet(miners: int, base: str, concurrency: int) -> Fleet:
     """A ``Fleet`` of pyasic adapters over the simulator's loopback miners, every one
     connected (or SystemExit), its heap frozen as the daemon's is once it is set up."""
     from adapters.asic import PyasicMiner
+    from adapters.fds import raise_fd_limit
     from adapters.fleet import Fleet, freeze_heap
-    from adapters.sim.fleet import loopback_hosts, raise_fd_limit
+    from adapters.sim.fleet import loopback_hosts
 
     raise_fd_limit(4 * miners + 1024)
     hosts = loopback_hosts(miners, base)

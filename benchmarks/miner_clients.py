@@ -238,7 +238,8 @@ def main() -> None:
     ap.add_argument("--through", choices=("clients", "adapters"), default="clients")
     args = ap.parse_args()
 
-    from adapters.sim.fleet import loopback_hosts, raise_fd_limit
+    from adapters.fds import raise_fd_limit
+    from adapters.sim.fleet import loopback_hosts
 
     raise_fd_limit(4 * args.miners + 1024)
     clients: list[Any] = [PyasicClient() if args.through == "clients" else AdapterClient("pyasic")]

@@ -108,7 +108,7 @@ class Daemon(Strict):
     state_dir: str = "state"
     replan_s: Annotated[float, Field(ge=10)] = 300.0
     poll_s: Annotated[float, Field(ge=1)] = 15.0
-    command_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
+    command_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 512
     read_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
     #: worker processes that drive the miners (adapters.fleet_shards): 1, all in the
     #: daemon's process; "auto", one per core beyond the first (1 on a 2-core host)

@@ -24,12 +24,12 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import resource
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from adapters.fds import fd_limit, raise_fd_limit
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.auradine import AuradineSim
 from adapters.sim.braiins import BraiinsSim
@@ -136,16 +136,6 @@ def fds_needed(firmware: Sequence[str]) -> int:
     return listeners + min(listeners, MAX_CONNECTIONS) + SPARE_FDS
 
 
-def fd_limit() -> tuple[int, int]:
-    """(soft, hard) open-files limit of this process; unlimited reads as a very large number."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    big = 1 << 30
-    return (
-        big if soft == resource.RLIM_INFINITY else soft,
-        big if hard == resource.RLIM_INFINITY else hard,
-    )
-
-
 def too_large_message(n_miners: int, need: int, hard: int) -> str:
     return (
         f"{n_miners} miners in one process need {need} open files (a socket per listening "
@@ -167,14 +157,6 @@ async def ask_control(host: str, port: int, req: dict[str, Any], limit: int = 1 
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
-
-
-def raise_fd_limit(needed: int) -> None:
-    """Lift the soft open-files limit toward ``needed`` (one socket per miner, plus clients)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 @dataclass

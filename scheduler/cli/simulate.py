@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.aio import run_async
+from adapters.fds import fd_limit
 from adapters.fleet import freeze_heap
-from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, fd_limit, plan_miners
+from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, plan_miners
 from adapters.sim.gpu import SimGpu
 from adapters.sim.miner import presets_for
 from adapters.sim.shards import DEFAULT_PER_PROCESS, ShardedFleet, ShardFailed, max_per_process

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters import discovery, registry
+from adapters import discovery, fds, registry
 from adapters.base import ModeRequest
 from adapters.fleet import Fleet, Outcome, freeze_heap
 from adapters.fleet_shards import make_fleet
@@ -51,6 +52,8 @@ from scheduler.service.metrics import Snapshot
 from scheduler.service.openadr_programs import Programs
 from scheduler.service.sdnotify import Notifier
 
+log = logging.getLogger("gridsched.daemon")
+
 
 class Daemon:
     def __init__(
@@ -75,6 +78,16 @@ class Daemon:
         #: called with (done, total) as each device's connect ends (`gridsched run`: a
         #: progress line on a terminal)
         self.connect_progress: Callable[[int, int], None] | None = None
+        # a connection per device and per call in flight: past the open-files limit a
+        # connection fails as a device fault (adapters/fds.py); raised before any worker
+        # process starts, so that the workers inherit it
+        short = fds.short_of(
+            fds.fleet_fds_needed(
+                len(self.built.adapters), d.command_concurrency, d.read_concurrency
+            )
+        )
+        if short is not None:
+            log.warning("%s", short)
         # in this process, or with the miners driven by worker processes ([daemon]
         # fleet_workers): one fleet to the parts either way, one log of its outcomes
         self.fleet: Fleet = make_fleet(

@@ -1,0 +1,64 @@
+"""The daemon's open-files limit (adapters/fds.py): a connection per device and per call in
+flight, so a fleet past a shell's default soft limit of 1,024 files failed its connections
+as device faults (EMFILE) unless systemd's LimitNOFILE had raised it."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+from adapters import fds
+from tests.support.memfleet import memory_daemon
+from tests.support.sitefile import device_classes, site_text
+
+SITE = site_text(
+    "fds",
+    devices=device_classes(
+        {
+            "name": "s19",
+            "kind": "asic",
+            "count": 300,
+            "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100}],
+        }
+    ),
+)
+
+
+def test_the_daemon_raises_its_open_files_limit_to_what_its_fleet_may_hold(
+    tmp_path: Path,
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = fds.fleet_fds_needed(300, 512, 64)  # the defaults: 512 commands, 64 readings
+    low = 256
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        d, _ = memory_daemon(SITE, tmp_path)
+        now, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        d.store.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert d.config.daemon.command_concurrency == 512
+    assert now == (need if hard == resource.RLIM_INFINITY else min(need, hard))
+    assert now > low
+
+
+def test_a_hard_limit_below_the_need_is_said_and_the_soft_one_raised_to_it() -> None:
+    """In a child, whose hard limit can be lowered without lowering this process's."""
+    code = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (512, 2048))\n"
+        "from adapters import fds\n"
+        "print(fds.short_of(5000))\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "print(fds.short_of(1500))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0].startswith("open-files limit 2048 (hard limit, `ulimit -Hn`) is below")
+    assert "the 5000 this fleet may hold" in out[0] and "LimitNOFILE" in out[0]
+    assert out[1] == "2048"  # raised as far as it goes
+    assert out[2] == "None"  # within the hard limit: nothing to say
