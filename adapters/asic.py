@@ -101,6 +101,10 @@ class PyasicMiner(MinerCommands):
     miner_mode_as_str: bool | None = None
     #: LuxOS: renew a session idle this long on the next reading (see SESSION_RENEW_S).
     session_renew_s: float = SESSION_RENEW_S
+    #: LuxOS: hold the session from connect on and renew it (``[devices.adapter]
+    #: luxos_sessions = "kept"``); False: log on only when a command needs it, and let LuxOS
+    #: end it a minute after the last ("on-demand", as Luxor advises).
+    keep_session: bool = True
     #: False: read only (``fleet status``): no LuxOS logon or renewal, so that the session
     #: of a daemon driving the same miners is left alone.
     sessions: bool = True
@@ -153,7 +157,7 @@ class PyasicMiner(MinerCommands):
             self._profiles, self._atm = await luxos.setup(self.device_id, miner.rpc, self.timeout_s)
             self._lux_profiles_at = -math.inf  # the first reading reads the table again
             presets = tuple(sorted(self._profiles))
-            if self.sessions:
+            if self.sessions and self.keep_session:
                 # Log on now, so that the first curtail is one round trip, not three; a
                 # session another client left is ended first (LuxOS refuses a logon beside it).
                 await luxos.renew_session(self.device_id, miner.rpc, self.timeout_s)
@@ -207,7 +211,8 @@ class PyasicMiner(MinerCommands):
             due = luxos.renewal_due  # each miner at its own turn: spread over the sweeps
             mono, used = time.monotonic(), self._session_used
             gap_s, self._read_mono = mono - self._read_mono, mono  # readings this far apart
-            if self.sessions and due(self.device_id, used, mono, self.session_renew_s, gap_s):
+            keep = self.sessions and self.keep_session
+            if keep and due(self.device_id, used, mono, self.session_renew_s, gap_s):
                 # renewed by upkeep(), which the fleet runs off the sweep's path
                 self.upkeep_wanted, self._renew_seen = True, used
         else:

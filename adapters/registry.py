@@ -65,6 +65,7 @@ def _pyasic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> N
     for host in expand_hosts(a.hosts):
         miner = PyasicMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password)
         miner.miner_mode_as_str = as_str
+        miner.keep_session = a.luxos_sessions == "kept"
         _add(built, dc, miner)
 
 

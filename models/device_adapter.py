@@ -116,6 +116,12 @@ class AdapterConfig(BaseModel):
     #: (firmware versions differ). auto: pyasic's setting, switched after a write that is
     #: accepted and never shows; string / number: always that type.
     miner_mode: Literal["auto", "string", "number"] = "auto"
+    #: pyasic, LuxOS: kept, the daemon holds each miner's session and renews it every 30 s
+    #: so that a curtail needs no logon of its own (another client's logon is refused while
+    #: it is held, unless that client adopts the active session as pyasic does); on-demand,
+    #: it logs on when a command needs a session and lets LuxOS end it a minute after the
+    #: last one (Luxor's own advice), each command after an idle minute costing a logon.
+    luxos_sessions: Literal["kept", "on-demand"] = "kept"
     serving_hook_url: str | None = None
     serving_hook_token_env: str | None = None
     #: nvml: the GPU agents (`gridsched gpu-agent`) on the GPU servers, "HOST:PORT" each

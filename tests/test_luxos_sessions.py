@@ -334,3 +334,59 @@ def test_a_command_sent_while_a_reading_renews_the_session_uses_the_new_one() ->
 
     with th:
         assert asyncio.run(race(20)) == []
+
+
+def test_on_demand_sessions_are_held_only_for_the_commands_that_need_them() -> None:
+    """``[devices.adapter] luxos_sessions = "on-demand"``: Luxor's advice (docs.luxor.tech,
+    "Sessions": create a session when you need it, then let the next actor have it). No
+    logon at connect, no renewal on readings; a command logs on, and LuxOS ends the session
+    a minute after the last use, leaving it free for another client. A command after that
+    logs on again, with no failed attempt."""
+    now = [0.0]
+    host = loopback_host()
+    m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+
+    def held() -> str:
+        return str(th.call(lambda: ask(m, "session"))["SESSION"][0]["SessionID"])
+
+    async def go() -> tuple[str, bool, str, str, int]:
+        dev = PyasicMiner("s/0", m.host, timeout_s=10.0, session_renew_s=0.0)
+        dev.keep_session = False
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=1))
+        await fleet.connect_all()
+        at_connect = held()
+        asked = False
+        for _ in range(3):  # renew_s 0 would ask on every reading, were sessions kept
+            await _sweep(fleet)
+            asked = asked or dev.upkeep_wanted
+        assert await _attempts(fleet, dev, ModeRequest("sleep")) == 1
+        after_command = held()
+        now[0] += 61.0  # a minute unused: LuxOS ends it, nobody renewing it
+        dev._session_used -= 61.0  # the adapter's clock agrees
+        freed = held()
+        woke = await _attempts(fleet, dev, ModeRequest("run"))
+        await fleet.close()
+        return at_connect, asked, after_command, freed, woke
+
+    with th:
+        at_connect, asked, after_command, freed, woke = asyncio.run(go())
+    assert at_connect == "" and not asked
+    assert after_command != ""  # held while it is in use
+    assert freed == ""  # and left to LuxOS to end: another client may log on
+    assert woke == 1
+
+
+def test_the_site_file_chooses_kept_or_on_demand_luxos_sessions() -> None:
+    from adapters import registry
+    from models.site import parse_site
+    from tests.conftest import site_dict
+
+    for value, keep in ((None, True), ("kept", True), ("on-demand", False)):
+        d = site_dict()
+        adapter: dict[str, object] = {"kind": "pyasic", "hosts": ["10.0.0.1-10.0.0.10"]}
+        if value is not None:
+            adapter["luxos_sessions"] = value
+        d["devices"][0]["adapter"] = adapter
+        built = registry.build(parse_site(d, "x.toml"))
+        assert {getattr(a, "keep_session", "?") for a in built.adapters} == {keep}
