@@ -209,8 +209,9 @@ async def discover(
 #: Firmware whose answer to ``version`` names it (pyasic's ``_parse_socket_type``: "LUXMINER",
 #: "BOSMINER"/"BOSER", "BTMINER"/"BITMICRO", "VNISH"), and for which pyasic's web probe can
 #: only find the same: its identification by ``version`` alone is the one pyasic's whole
-#: discovery makes. Stock Antminer firmware is not here: its web page may still be
-#: Marathon's, which pyasic's discovery tells apart over HTTP.
+#: discovery makes. Stock Antminer firmware is not here: an answer naming "Antminer" may
+#: come from other firmware on Antminer hardware, which pyasic tells apart by the web page
+#: (Marathon's, VNish's AnthillOS).
 NAMED_BY_VERSION = ("LUX_OS", "BRAIINS_OS", "WHATSMINER", "VNISH")
 
 
