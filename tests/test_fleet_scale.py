@@ -54,6 +54,27 @@ def test_an_address_listed_twice_is_found_in_a_long_host_list() -> None:
     assert len(expand_hosts(("10.0.0.1-10.0.23.255",))) == 6143
 
 
+def test_the_simulators_site_file_lists_its_miners_as_ranges() -> None:
+    """``gridsched fleet simulate --write-site`` listed every address: 30,000 quoted
+    addresses (about 500 KB of TOML) where about 120 ranges say the same."""
+    import tomllib
+
+    from adapters.sim.fleet import MinerSpec, loopback_hosts
+    from models.device_adapter import compact_hosts, expand_hosts
+    from scheduler.cli.simulate import site_for_simulator
+
+    hosts = loopback_hosts(30000, "127.90.0.0")
+    specs = [MinerSpec(h, "luxos", "Antminer S19j Pro") for h in hosts]
+    text = site_for_simulator(specs, [], None)
+    listed = tomllib.loads(text)["devices"][0]["adapter"]["hosts"]
+    assert len(listed) <= 120 and len(text) < 10_000
+    assert expand_hosts(tuple(listed)) == hosts  # the same addresses, in the same order
+    # Order kept, anything but a run of IPv4 addresses as it is:
+    odd = ["10.0.0.9", "10.0.0.5", "10.0.0.6", "10.0.0.7", "fd00::1", "10.0.0.8"]
+    assert compact_hosts(odd) == ["10.0.0.9", "10.0.0.5-10.0.0.7", "fd00::1", "10.0.0.8"]
+    assert expand_hosts(tuple(compact_hosts(odd))) == odd
+
+
 def test_once_set_up_a_sweep_sets_off_few_collections() -> None:
     """After set-up (freeze_heap) the young generation is collected every 20,000
     allocations, not 700: a sweep of the example site set off about 385 collections."""

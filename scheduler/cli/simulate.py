@@ -19,6 +19,7 @@ from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, plan_miners
 from adapters.sim.gpu import SimGpu
 from adapters.sim.miner import presets_for
 from adapters.sim.shards import DEFAULT_PER_PROCESS, ShardedFleet, ShardFailed, max_per_process
+from models.device_adapter import compact_hosts
 from models.errors import GridschedError
 
 
@@ -64,7 +65,7 @@ def site_for_simulator(
             "min_on_s = 600",
             "[devices.adapter]",
             'kind = "pyasic"',
-            "hosts = [" + ", ".join(f'"{h}"' for h in hosts) + "]",
+            "hosts = [" + ", ".join(f'"{h}"' for h in compact_hosts(hosts)) + "]",
         ]
     if gpus:
         lines += [
