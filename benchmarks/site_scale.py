@@ -132,6 +132,7 @@ class Report:
     fleet_workers: str
     load_start: tuple[float, float, float]
     load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    luxos_sessions: str = "kept"
     serving_s: float = 0.0
     devices_ok: int = 0
     running: int = 0  # miners mining before the curtail
@@ -182,7 +183,8 @@ def _load(t: tuple[float, float, float]) -> str:
 
 def print_report(r: Report) -> None:
     la = _load
-    print(f"\n{r.miners} miners + {r.gpus} GPUs, fleet_workers = {r.fleet_workers}; "
+    print(f"\n{r.miners} miners + {r.gpus} GPUs, fleet_workers = {r.fleet_workers}, "
+          f"luxos_sessions = {r.luxos_sessions}; "
           f"load average {la(r.load_start)} at the start, {la(r.load_end)} at the end")  # fmt: skip
     print(f"daemon serving after {r.serving_s:.1f} s; {r.devices_ok} devices read ok; "
           f"{r.running} miners mining before the curtail")  # fmt: skip
@@ -282,6 +284,10 @@ def configure(site: Path, args: argparse.Namespace) -> None:
     text = site.read_text().replace(
         "hashprice_usd_per_ths_day = 0.05", "hashprice_usd_per_ths_day = 0.5"
     )
+    if args.luxos_sessions != "kept":  # [devices.adapter] luxos_sessions of every miner class
+        text = text.replace(
+            'kind = "pyasic"\n', f'kind = "pyasic"\nluxos_sessions = "{args.luxos_sessions}"\n'
+        )
     site.write_text(
         text + f"\n[daemon]\npoll_s = {args.poll_s:g}\nfleet_workers = {workers}\n"
         'replan_s = 3600\nhorizon = "6h"\nstep = "5min"\nshutdown_posture = "hold"\n'
@@ -527,6 +533,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--wake-s", type=float, default=12.0)
     ap.add_argument("--start-timeout-s", type=float, default=900.0)
     ap.add_argument("--curtail-timeout-s", type=float, default=300.0)
+    ap.add_argument(
+        "--luxos-sessions",
+        choices=("kept", "on-demand"),
+        default="kept",
+        help="the miners' [devices.adapter] luxos_sessions (the daemon's default: kept)",
+    )
     ap.add_argument("--keep", help="copy the daemon's log and state file into this folder")
     ap.add_argument("--profile", help="write cProfile stats of the daemon's loop thread over the "
                     "sweeps and scrapes to this path (and PATH.gc.json), and print each of its "
@@ -541,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
     args = parse(argv)
     tmp = Path(tempfile.mkdtemp(prefix="gridsched-site-scale-"))
     r = Report(args.miners, args.gpus, args.fleet_workers, os.getloadavg())
+    r.luxos_sessions = args.luxos_sessions
     try:
         run(args, tmp, r)
     except (SystemExit, KeyboardInterrupt, httpx.HTTPError) as exc:  # what was measured is printed
