@@ -11,18 +11,11 @@ from pathlib import Path
 
 from adapters import fds
 from tests.support.memfleet import memory_daemon
-from tests.support.sitefile import device_classes, site_text
+from tests.support.sitefile import device_classes, site_text, stock_s19s
 
 SITE = site_text(
     "fds",
-    devices=device_classes(
-        {
-            "name": "s19",
-            "kind": "asic",
-            "count": 300,
-            "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100}],
-        }
-    ),
+    devices=device_classes(stock_s19s(300)),
 )
 
 

@@ -25,7 +25,7 @@ from adapters.base import (
 from adapters.fleet import Fleet
 from scheduler.service.metrics import metrics_registry, render_metrics
 from tests.support.memfleet import memory_daemon
-from tests.support.sitefile import device_classes, site_text
+from tests.support.sitefile import device_classes, site_text, stock_s19s
 
 
 @dataclass
@@ -204,14 +204,7 @@ def test_many_readings_of_one_device_queue_one_upkeep() -> None:
 
 SITE = site_text(
     "upkeep",
-    devices=device_classes(
-        {
-            "name": "s19",
-            "kind": "asic",
-            "count": 2,
-            "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100}],
-        }
-    ),
+    devices=device_classes(stock_s19s(2)),
 )
 
 

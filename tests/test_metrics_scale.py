@@ -13,7 +13,7 @@ from scheduler.service.daemon import Daemon
 from scheduler.service.metrics import Snapshot
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon
-from tests.support.sitefile import device_classes, site_text
+from tests.support.sitefile import device_classes, site_text, stock_s19s
 
 SITE = site_text(
     "metrics",
@@ -21,12 +21,7 @@ SITE = site_text(
     hashprice=None,
     daemon=None,
     devices=device_classes(
-        {
-            "name": "s19",
-            "kind": "asic",
-            "count": 6,
-            "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100}],
-        },
+        stock_s19s(6),
         {
             "name": "h100",
             "kind": "gpu",

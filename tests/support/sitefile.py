@@ -80,6 +80,11 @@ def _stock(ths: float) -> dict[str, Any]:
     return {"name": "stock", "power_kw": 3.0, "hashrate_ths": ths}
 
 
+def stock_s19s(count: int) -> dict[str, Any]:
+    """A class of ``count`` miners with one mode, stock: 3 kW and 100 TH/s each."""
+    return {"name": "s19", "kind": "asic", "count": count, "modes": [_stock(100)]}
+
+
 #: Four miners of each class and two GPUs: the daemon parts tests' fleet.
 MIXED_DEVICES = mixed_devices()
 
