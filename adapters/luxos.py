@@ -28,11 +28,14 @@ import asyncio
 import contextlib
 import weakref
 import zlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from adapters import luxos_wire
 from adapters.base import AdapterError, BadReply, ControlRejected, contain
-from adapters.luxos_wire import LuxosError
+from adapters.luxos_wire import LuxosError, Refused
+
+T = TypeVar("T")
 
 #: Watts -> profile name, as LuxOS's ``profiles`` lists them, and the watts of the one chosen.
 Profiles = tuple[dict[float, str], float]
@@ -72,6 +75,26 @@ async def _logon(rpc: Any) -> None:
     rpc.session_token = str(sid) if sid else None
 
 
+async def _in_session(device_id: str, rpc: Any, send: Callable[[str], Awaitable[T]]) -> T:
+    """``send(session id)`` within the miner's session lock, logging on first when no
+    session is held. A refusal that names the session (it ended under us: another client's
+    ``logoff`` of a session we adopted, a reboot, LuxOS's minute) is sent once more after a
+    new logon: the miner did nothing on a command whose session it refused."""
+    async with session_lock(rpc):
+        for last in (False, True):
+            if rpc.session_token is None:
+                await _logon(rpc)
+            if not rpc.session_token:
+                raise ControlRejected(device_id, "logon: LuxOS gave no session")
+            try:
+                return await send(rpc.session_token)
+            except Refused as exc:
+                if last or "session" not in str(exc).lower():
+                    raise
+                rpc.session_token = None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> None:
     """``curtail sleep`` / ``curtail wakeup``, logging on first when no session is held.
     A miner not reached raises DeviceUnreachable (or DeviceTimeout); one that answers an
@@ -79,12 +102,7 @@ async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> No
 
     async def go() -> None:
         try:
-            async with session_lock(rpc):
-                if rpc.session_token is None:
-                    await _logon(rpc)
-                if not rpc.session_token:
-                    raise ControlRejected(device_id, "logon: LuxOS gave no session")
-                await ask(rpc, "curtail", rpc.session_token, action)
+            await _in_session(device_id, rpc, lambda sid: ask(rpc, "curtail", sid, action))
         except LuxosError as exc:
             raise ControlRejected(device_id, f"curtail {action}: {exc}") from None
 
@@ -94,22 +112,22 @@ async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> No
 async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s: float) -> None:
     """``profileset name``; raises ControlRejected unless the reply names the profile."""
 
-    async def go() -> Any:
-        async with session_lock(rpc):
-            if rpc.session_token is None:
-                await _logon(rpc)
-            try:
-                # atmset as pyasic sends it (the session, then key=value: docs.luxor.tech,
-                # "atmset"), not through its ``atmset``, whose ``{}`` for a miner not reached
-                # would report the profile set with ATM left off.
-                if atm:
-                    await ask(rpc, "atmset", rpc.session_token or "", "enabled=false")
-                reply = await ask(rpc, "profileset", rpc.session_token or "", name)
-                if atm:
-                    await ask(rpc, "atmset", rpc.session_token or "", "enabled=true")
-            except LuxosError as exc:
-                raise ControlRejected(device_id, f"profileset {name}: {exc}") from None
+    async def send(sid: str) -> Any:
+        # atmset as pyasic sends it (the session, then key=value: docs.luxor.tech,
+        # "atmset"), not through its ``atmset``, whose ``{}`` for a miner not reached
+        # would report the profile set with ATM left off.
+        if atm:
+            await ask(rpc, "atmset", sid, "enabled=false")
+        reply = await ask(rpc, "profileset", sid, name)
+        if atm:
+            await ask(rpc, "atmset", sid, "enabled=true")
         return reply
+
+    async def go() -> Any:
+        try:
+            return await _in_session(device_id, rpc, send)
+        except LuxosError as exc:
+            raise ControlRejected(device_id, f"profileset {name}: {exc}") from None
 
     reply = await contain(device_id, f"profileset {name}", go(), timeout_s)
     try:

@@ -102,28 +102,32 @@ def test_the_adapter_takes_over_a_session_another_client_left_idle() -> None:
 
 def test_an_idle_luxos_session_is_renewed_on_a_reading_not_on_a_failed_command() -> None:
     """LuxOS ends a session unused for a minute (its docs, "Sessions"). Without renewal the
-    first command after an idle spell fails once; renewed on the readings in between, the
-    command goes through at its first attempt. The simulator runs on a clock of its own."""
+    first command after an idle spell is refused on its dead session, logs on and is sent
+    again (within its attempt since session 19; before, a failed attempt): three requests.
+    Renewed on the readings in between, it is one. The simulator runs on a clock of its
+    own."""
     now = [0.0]
     host = loopback_host()
     m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
     th = SimFleetThread(SimFleet([m], control_port=None))
 
-    async def attempts(renew_s: float, request: ModeRequest) -> int:
+    async def attempts(renew_s: float, request: ModeRequest) -> tuple[int, int]:
         dev = PyasicMiner("s/0", m.host, timeout_s=10.0, session_renew_s=renew_s)
         fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
         await fleet.connect_all()  # logs on
         now[0] += 100.0  # idle past the session's minute
         await _sweep(fleet)
         now[0] += 50.0  # a reading renewed it (or did not): well inside a fresh minute
+        dev._session_used = time.monotonic()  # the adapter believes it fresh either way
+        before = th.call(lambda: m.commands_seen)
         out = await fleet.apply({dev.device_id: request})
         assert out[0].ok, out[0].error
-        return out[0].attempts
+        return out[0].attempts, th.call(lambda: m.commands_seen) - before
 
     with th:
-        assert asyncio.run(attempts(math.inf, ModeRequest("sleep"))) == 2  # the expiry bites
+        assert asyncio.run(attempts(math.inf, ModeRequest("sleep"))) == (1, 3)  # it bites
         now[0] += 10.0
-        assert asyncio.run(attempts(0.0, ModeRequest("run"))) == 1
+        assert asyncio.run(attempts(0.0, ModeRequest("run"))) == (1, 1)
 
 
 def test_a_fleet_connected_at_once_renews_a_share_of_its_sessions_per_sweep() -> None:
@@ -390,3 +394,37 @@ def test_the_site_file_chooses_kept_or_on_demand_luxos_sessions() -> None:
         d["devices"][0]["adapter"] = adapter
         built = registry.build(parse_site(d, "x.toml"))
         assert {getattr(a, "keep_session", "?") for a in built.adapters} == {keep}
+
+
+def test_a_session_that_ends_under_a_command_is_logged_on_again_within_the_attempt() -> None:
+    """On demand, a command that finds another client's session active adopts it (LuxOS
+    refuses a second logon); when that client logs off as Luxor advises, the next command
+    carried the dead id and failed once ("Invalid session id") before its retry went
+    through. A refusal that names the session is now sent again after a new logon, in the
+    same attempt: the miner did nothing on the refused one."""
+    now = [0.0]
+    host = loopback_host()
+    m = LuxosSim(host, clock=lambda: now[0], session_ttl_s=60.0, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+
+    async def go() -> tuple[int, int, str]:
+        dev = PyasicMiner("s/0", m.host, timeout_s=10.0)
+        dev.keep_session = False
+        fleet = Fleet([dev], retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02))
+        await fleet.connect_all()
+        other = th.call(lambda: ask(m, "logon"))["SESSION"][0]["SessionID"]
+        slept = await _attempts(fleet, dev, ModeRequest("sleep"))  # adopts the other's
+        adopted = str(dev._miner.rpc.session_token)
+        assert adopted == other
+        assert status(th.call(lambda: ask(m, "logoff", other)))[0] == "S"  # done, it leaves
+        now[0] += 5.0
+        dev._session_used -= 5.0
+        woke = await _attempts(fleet, dev, ModeRequest("run"))
+        phase = th.call(lambda: m.state.phase)
+        await fleet.close()
+        return slept, woke, phase
+
+    with th:
+        slept, woke, phase = asyncio.run(go())
+    assert (slept, woke) == (1, 1)
+    assert phase in ("waking", "mining")
