@@ -176,8 +176,6 @@ async def discover(
     """pyasic's miner object for ``address``: from the book's identity when the device
     still answers ``version`` as recorded, by pyasic's discovery otherwise. Raises
     DeviceUnreachable when no miner is identified (AdapterError on a timeout)."""
-    import pyasic
-
     cached = book.get(address) if book is not None else None
     check = ""
     if cached is not None:
@@ -190,14 +188,12 @@ async def discover(
     if book is not None:
         book.discoveries += 1
     _identification_waits(timeout_s)
-    named = await contain(device_id, "discovery", _by_version(address), timeout_s * 3)
-    if named is not None:
-        return Found(named[0], named[1], None)
-    miner = await contain(device_id, "discovery", pyasic.get_miner(address), timeout_s * 3)
+    miner, seen = await contain(device_id, "discovery", _identify(address), timeout_s * 3)
     if miner is None:
         raise DeviceUnreachable(
             device_id, f"no miner identified at {address} (pyasic tried HTTP 80/443 and RPC 4028)"
         )
+    check = seen or check
     if book is not None and not check:
         try:
             check = await contain(device_id, "version", version_fingerprint(address), timeout_s)
@@ -215,21 +211,57 @@ async def discover(
 NAMED_BY_VERSION = ("LUX_OS", "BRAIINS_OS", "WHATSMINER", "VNISH")
 
 
-async def _by_version(address: str) -> tuple[Any, str] | None:
+#: How long the identification by ``version`` runs alone before pyasic's whole discovery
+#: starts beside it: a miner that answers in time is asked nothing more, and one slow to
+#: answer ``version``, or silent, or a dead address, is found (or not) about as soon as by
+#: pyasic's discovery alone, whose web probe may still find it.
+HEAD_START_S = 1.0
+
+
+async def _identify(address: str) -> tuple[Any, str]:
+    """(pyasic's miner object or None, the fingerprint of the miner's ``version`` answer or
+    ""): by :func:`_by_version` where it names the firmware, else by ``pyasic.get_miner``,
+    started once ``_by_version`` has said it cannot or HEAD_START_S has passed, whichever
+    first; the first of the two to find a miner wins, the other is cancelled."""
+    import pyasic
+
+    first = asyncio.ensure_future(_by_version(address))
+    whole: asyncio.Future[Any] | None = None
+    try:
+        await asyncio.wait({first}, timeout=HEAD_START_S)
+        if first.done():
+            miner, seen = first.result()
+            return (miner, seen) if miner is not None else (await pyasic.get_miner(address), seen)
+        whole = asyncio.ensure_future(pyasic.get_miner(address))
+        done, _ = await asyncio.wait({first, whole}, return_when=asyncio.FIRST_COMPLETED)
+        if first in done:
+            miner, seen = first.result()
+            return (miner, seen) if miner is not None else (await whole, seen)
+        if whole.result() is not None:
+            return whole.result(), ""
+        return await first
+    finally:
+        for task in (first, whole):
+            if task is not None and not task.done():
+                task.cancel()
+
+
+async def _by_version(address: str) -> tuple[Any, str]:
     """pyasic's miner object for a miner whose ``version`` answer names its firmware (one of
-    NAMED_BY_VERSION), with that answer's fingerprint; None for any other (pyasic's whole
-    discovery then runs). pyasic's own discovery probes HTTP 80 and 443 (a new HTTP client,
-    TLS included) and RPC ``version`` and ``devdetails`` at once and keeps the first type
-    found; for these families every probe finds the same type, so this asks ``version``
-    first, as pyasic sends it, and then pyasic's own model and version steps and its class
-    table: the same class, without the web probe's client (about a third of the CPU per
-    miner; docs/performance.md, "Discovery with an empty state file")."""
+    NAMED_BY_VERSION), or None for any other (pyasic's whole discovery then decides); with
+    the fingerprint of the answer ("" for none), which the identity keeps either way.
+    pyasic's own discovery probes HTTP 80 and 443 (a new HTTP client, TLS included) and RPC
+    ``version`` and ``devdetails`` at once and keeps the first type found; for these
+    families every probe finds the same type, so this asks ``version`` first, as pyasic
+    sends it, and then pyasic's own model and version steps and its class table: the same
+    class, without the web probe's client (about a third of the CPU per miner;
+    docs/performance.md, "Discovery with an empty state file")."""
     from pyasic.miners.factory import MinerFactory, MinerTypes, miner_factory
 
     text = await MinerFactory._socket_ping(address, "version")
     kind = MinerFactory._parse_socket_type(text) if text else None
     if kind is None or kind.name not in NAMED_BY_VERSION:
-        return None
+        return None, fingerprint(text)
     model_of = {
         MinerTypes.LUX_OS: miner_factory.get_miner_model_luxos,
         MinerTypes.BRAIINS_OS: miner_factory.get_miner_model_braiins_os,
@@ -243,7 +275,7 @@ async def _by_version(address: str) -> tuple[Any, str] | None:
     miner = miner_factory._select_miner_from_classes(
         address, miner_type=kind, miner_model=model, version=version
     )
-    return (miner, fingerprint(text)) if miner is not None else None
+    return miner, fingerprint(text)
 
 
 async def _step(step: Coroutine[Any, Any, str | None]) -> str | None:

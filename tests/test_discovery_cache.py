@@ -311,3 +311,44 @@ def test_an_answer_that_does_not_name_the_firmware_leaves_it_to_pyasic(
     luxos = next(m for m in sim.fleet.miners if _kind(m) == "luxos")
     found = asyncio.run(discovery.discover("luxos/0", luxos.host, 5.0, None))
     assert found.miner == "the whole discovery's miner" and calls == [luxos.host]
+
+
+@pytest.mark.skipif(not can_bind_80(), reason="needs port 80 (root or CAP_NET_BIND_SERVICE)")
+def test_a_miner_slow_to_answer_version_is_still_found_by_pyasics_web_probe() -> None:
+    """Found by review: asking ``version`` first and pyasic's whole discovery only after it
+    gave up lost a LuxOS miner whose ``version`` answer came after pyasic's timeout, which
+    pyasic's own web probe (its page names Luxor's firmware) found. pyasic's discovery now
+    starts beside the ``version`` ask once that has had HEAD_START_S to itself."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import pyasic.settings
+
+    from adapters.sim.server import FaultKind
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><title>Luxor Firmware</title></html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    host = loopback_host((4028, 80))
+    m = LuxosSim(host, **FAST)
+    web = HTTPServer((host, 80), Page)
+    threading.Thread(target=web.serve_forever, args=(0.05,), daemon=True).start()
+    before = pyasic.settings.get("factory_get_timeout")
+    try:
+        th = SimFleetThread(SimFleet([m], control_port=None))
+        with th:
+            th.call(lambda: m.inject(FaultKind.SLOW, 60.0, 1.5))  # every answer 1.5 s late
+            found = asyncio.run(discovery.discover("slow/0", host, 1.0, None))
+    finally:
+        pyasic.settings.update("factory_get_timeout", before)
+        web.shutdown()
+        web.server_close()
+    assert "LUXMiner" in type(found.miner).__name__
