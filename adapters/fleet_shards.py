@@ -86,7 +86,13 @@ class ShardedFleet(Fleet):
         if self.workers < 1:
             raise ValueError(f"workers {self.workers}: at least 1")
         self._procs = [
-            WorkerProc(k, [], self._take, functools.partial(self._lost, k), self.worker_answer_s)
+            WorkerProc(
+                k,
+                [],
+                functools.partial(self._take, k),
+                functools.partial(self._lost, k),
+                self.worker_answer_s,
+            )
             for k in range(self.workers)
         ]
         self._originals: dict[str, DeviceAdapter] = {}
@@ -148,8 +154,8 @@ class ShardedFleet(Fleet):
     async def _start(self, w: WorkerProc) -> None:
         await w.start(dict(self.groups), self._settings())
 
-    def _take(self, s: Sync) -> None:
-        """A worker's news: the parent's view of its devices becomes the worker's."""
+    def _take(self, k: int, s: Sync) -> None:
+        """Worker ``k``'s news: the parent's view of its devices becomes the worker's."""
         heard = self.on_reading
         for st in s.statuses:
             mine = self.status[st.device_id]
@@ -179,6 +185,10 @@ class ShardedFleet(Fleet):
                     book.forget(address)
                 else:
                     book.put(MinerIdentity.from_doc(doc))
+        if s.upkeep is not None:  # counted here with this process's own (the GPUs')
+            made, failed, self.upkeep.elsewhere[k] = s.upkeep
+            self.upkeep.done += made
+            self.upkeep.failed += failed
         if s.connected:
             self._connects_done += s.connected
             if self._progress is not None:
@@ -200,6 +210,7 @@ class ShardedFleet(Fleet):
         log.error("%s: its %d devices are unreachable until it is started again",
                   what, len(w.adapters))  # fmt: skip
         now, rb = self.clock(), self._readback
+        self.upkeep.elsewhere.pop(k, None)  # its queue died with it
         for i in w.ids:
             st = self.status[i]
             was = st.health

@@ -66,6 +66,8 @@ class Upkeep:
         self.done = 0  # upkeeps made, for tests and counters
         self.failed = 0  # upkeeps that raised, for counters
         self._failing: set[str] = set()  # devices whose last upkeep failed: logged once
+        #: upkeep queued in the fleet's worker processes, by worker (adapters.fleet_shards)
+        self.elsewhere: dict[int, int] = {}
         #: No room for deferred upkeep in this sweep (see the module): readings make their own.
         self.behind = True
         self._began: float | None = None  # the last whole sweep's start (monotonic)
@@ -74,7 +76,7 @@ class Upkeep:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + sum(self.elsewhere.values())
 
     def sweep(self, whole: bool) -> Callable[[], None]:
         """A sweep begins (``whole``: of every device); call what it returns at its end."""

@@ -63,11 +63,14 @@ class Sync:
     infos: dict[str, tuple[DeviceInfo | None, float]] = field(default_factory=dict)
     connected: int = 0  # connects ended (connect_all's progress)
     identities: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    #: the worker's upkeep since its previous frame: (made, failed, queued now); None: same
+    upkeep: tuple[int, int, int] | None = None
 
     def __bool__(self) -> bool:
         return bool(
             self.statuses or self.events or self.pending or self.settled or self.unconfirmed
             or self.resent or self.infos or self.connected or self.identities
+            or self.upkeep is not None
         )  # fmt: skip
 
 

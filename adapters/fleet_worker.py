@@ -58,6 +58,7 @@ class Worker:
         self._sent_pending: dict[str, Pending] = {}
         self._sent_unconfirmed: dict[str, ModeRequest] = {}
         self._sent_info: dict[str, tuple[DeviceInfo | None, float]] = {}
+        self._sent_upkeep = (0, 0, 0)  # upkeeps made, failed, queued, as last sent
         self._books = {
             id(book): book
             for a in fleet.adapters
@@ -126,6 +127,11 @@ class Worker:
         self._sent_unconfirmed = unconfirmed
         for book in self._books.values():
             s.identities.update(book.changes())
+        u, last = f.upkeep, self._sent_upkeep
+        counts = (u.done, u.failed, u.queued)
+        if counts != last:
+            s.upkeep = (counts[0] - last[0], counts[1] - last[1], counts[2])
+            self._sent_upkeep = counts
         return s
 
     def send(self, req_id: int, ok: bool, result: object) -> None:

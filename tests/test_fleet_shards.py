@@ -256,6 +256,32 @@ def test_a_read_back_that_does_not_confirm_reaches_this_process_within_flush_s()
         asyncio.run(go())
 
 
+def test_the_workers_upkeep_is_counted_in_this_process() -> None:
+    """Found by review: with the miners in worker processes, each worker's upkeep (LuxOS
+    session renewals) was counted there only, so ``gridsched_fleet_upkeeps_total`` and the
+    backlog gauge, read from this process, stayed at 0 on any host with fleet workers."""
+    sim = SimFleet.build(4, base=free_base(4), firmware=("luxos",), control_port=None, **FAST)
+    devs: list[DeviceAdapter] = [
+        PyasicMiner(f"m/{m.host}", m.host, 10.0, session_renew_s=0.0) for m in sim.miners
+    ]
+    fleet = ShardedFleet(devs, {d.device_id: "m" for d in devs}, workers=2, retry=RETRY)
+
+    async def go() -> tuple[int, int, int]:
+        try:
+            assert not any((await fleet.connect_all()).values())
+            for _ in range(3):  # renew_s 0: every reading after the first asks for one
+                await fleet.read_all()
+            return fleet.upkeep.done, fleet.upkeep.failed, len(fleet.upkeep.elsewhere)
+        finally:
+            await fleet.close()
+
+    th = SimFleetThread(sim)
+    with th:
+        done, failed, workers = asyncio.run(go())
+    assert done >= 4 and failed == 0  # each miner renewed at least once, in its worker
+    assert workers == 2  # each worker's backlog is known here
+
+
 def test_a_read_back_that_fails_reaches_this_process_within_flush_s() -> None:
     """A worker's read-back whose read fails (the miner took the sleep, then refuses
     connections) gives no reading and no verdict yet: the device's health and error must

@@ -180,7 +180,8 @@ class DaemonCollector:
         )
         x = CounterMetricFamily(
             "gridsched_fleet_upkeeps",
-            "Upkeeps (LuxOS session renewals) made after a reading asked, by result",
+            "Upkeeps (LuxOS session renewals) run after a reading asked, by result (done: "
+            "made, or no longer needed)",
             labels=["result"],
         )
         x.add_metric(["done"], d.fleet.upkeep.done)
