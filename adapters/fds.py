@@ -11,13 +11,14 @@ the systemd unit sets ``LimitNOFILE``), and says so when the hard limit is short
 
 from __future__ import annotations
 
+import contextlib
 import resource
 
 __all__ = ["fd_limit", "fleet_fds_needed", "raise_fd_limit", "short_of"]
 
 #: Files a controller holds besides its devices' connections: the state file, the HTTP
 #: listeners and their clients, the metrics process's pipe, logs.
-SPARE_FDS = 1024
+SPARE_FDS = 256
 
 
 def fd_limit() -> tuple[int, int]:
@@ -36,15 +37,16 @@ def raise_fd_limit(needed: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        with contextlib.suppress(ValueError, OSError):  # a sandbox, or past nr_open
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return fd_limit()[0]
 
 
 def fleet_fds_needed(devices: int, commands: int, readings: int) -> int:
     """Files a controller of ``devices`` may hold: a connection per device (a kept session, or
-    a write finishing after its answer timed out), every command and reading in flight, and
-    SPARE_FDS."""
-    return devices + commands + readings + SPARE_FDS
+    a write finishing after its answer timed out), every command and reading in flight (no
+    more of either than there are devices), and SPARE_FDS."""
+    return devices + min(commands, devices) + min(readings, devices) + SPARE_FDS
 
 
 def short_of(needed: int) -> str | None:

@@ -24,6 +24,7 @@ def test_the_daemon_raises_its_open_files_limit_to_what_its_fleet_may_hold(
 ) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = fds.fleet_fds_needed(300, 512, 64)  # the defaults: 512 commands, 64 readings
+    assert need == 300 + 300 + 64 + 256  # no more commands in flight than devices
     low = 256
     resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
     try:
@@ -46,6 +47,7 @@ def test_a_hard_limit_below_the_need_is_said_and_the_soft_one_raised_to_it() -> 
         "print(fds.short_of(5000))\n"
         "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
         "print(fds.short_of(1500))\n"
+        "print(fds.fleet_fds_needed(10, 512, 64))\n"
     )
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run(
@@ -55,3 +57,4 @@ def test_a_hard_limit_below_the_need_is_said_and_the_soft_one_raised_to_it() -> 
     assert "the 5000 this fleet may hold" in out[0] and "LimitNOFILE" in out[0]
     assert out[1] == "2048"  # raised as far as it goes
     assert out[2] == "None"  # within the hard limit: nothing to say
+    assert out[3] == str(10 + 10 + 10 + 256)  # a small site fits a shell's 1,024 files

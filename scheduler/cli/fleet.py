@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adapters import discovery, registry
+from adapters import discovery, fds, registry
 from adapters.aio import run_async
 from adapters.asic import PyasicMiner
 from adapters.base import Health
@@ -72,6 +72,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _state_file(args, config)
     book = discovery.IdentityBook.from_docs(store.device_identities() if store else {})
     discovery.attach(built.adapters, book)
+
+    # a connection per device and per reading in flight (adapters/fds.py), as the daemon
+    n = len(built.adapters)
+    short = fds.short_of(fds.fleet_fds_needed(n, args.concurrency, args.concurrency))
+    if short is not None:
+        print(f"warning: {short}", file=sys.stderr)
 
     async def main() -> int:
         for sim in built.simulators:
