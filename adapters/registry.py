@@ -96,7 +96,9 @@ def _sim_asic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) ->
     )
     built.simulators.append(sim)
     for m in sim.miners:
-        _add(built, dc, PyasicMiner(f"{dc.name}/{m.host}", m.host, a.timeout_s))
+        miner = PyasicMiner(f"{dc.name}/{m.host}", m.host, a.timeout_s)
+        miner.keep_session = a.luxos_sessions == "kept"
+        _add(built, dc, miner)
 
 
 def _gpu_throughput(dc: DeviceClass) -> Callable[[float], float] | None:

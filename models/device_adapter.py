@@ -175,6 +175,12 @@ class AdapterConfig(BaseModel):
             )
         if self.password_env is not None and self.password_file is not None:
             raise ValueError("give password_env or password_file, not both")
+        if self.luxos_sessions != "kept" and self.kind not in (AdapterKind.PYASIC, AdapterKind.SIM):
+            raise at_key(
+                "luxos_sessions",
+                f"luxos_sessions = {self.luxos_sessions!r} applies to kind = 'pyasic' (and "
+                f"'sim'), not {self.kind.value!r}",
+            )
         self._check_agents()
         if self.sim_control is not None:
             host, _, port = self.sim_control.rpartition(":")

@@ -394,6 +394,28 @@ def test_the_site_file_chooses_kept_or_on_demand_luxos_sessions() -> None:
         d["devices"][0]["adapter"] = adapter
         built = registry.build(parse_site(d, "x.toml"))
         assert {getattr(a, "keep_session", "?") for a in built.adapters} == {keep}
+    # the simulated miners of the demo site honour it too (kind = "sim")
+    d = site_dict()
+    d["devices"][0]["adapter"] = {"kind": "sim", "luxos_sessions": "on-demand"}
+    built = registry.build(parse_site(d, "x.toml"))
+    assert {getattr(a, "keep_session", "?") for a in built.adapters} == {False}
+
+
+def test_luxos_sessions_on_a_kind_that_cannot_honour_it_is_refused_by_name() -> None:
+    from models.errors import ConfigError
+    from models.site import parse_site
+    from tests.conftest import site_dict
+
+    d = site_dict()
+    d["devices"][0]["kind"] = "gpu"
+    d["devices"][0]["adapter"] = {"kind": "nvml", "luxos_sessions": "on-demand"}
+    try:
+        parse_site(d, "x.toml")
+    except ConfigError as exc:
+        said = str(exc)
+    else:
+        raise AssertionError("accepted")
+    assert "luxos_sessions" in said and "'pyasic'" in said and "'nvml'" in said
 
 
 def test_a_session_that_ends_under_a_command_is_logged_on_again_within_the_attempt() -> None:
