@@ -138,9 +138,11 @@ class Upkeep:
             raise
         except Exception as exc:  # best effort: the next reading asks again
             self.failed += 1
-            if dev.device_id in self._failing and isinstance(exc, AdapterError | TimeoutError):
+            fault = isinstance(exc, AdapterError | TimeoutError)  # else a bug: said each time
+            if fault and dev.device_id in self._failing:
                 return  # said at its first failure
-            self._failing.add(dev.device_id)
+            if fault:
+                self._failing.add(dev.device_id)
             log.warning(
                 "%s: upkeep failed: %s (a later reading asks again; a command logs on first)",
                 dev.device_id,

@@ -171,6 +171,31 @@ def test_a_device_whose_upkeep_fails_is_counted_each_time_and_logged_once(
     assert said[1] == "k/0: upkeep done again"
 
 
+def test_a_device_fault_after_a_bug_in_upkeep_is_still_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by review: a first failure that was a bug put the device among those already
+    said, so its later device faults were never logged."""
+
+    async def go() -> None:
+        gate = asyncio.Event()
+        gate.set()
+        dev = _Kept("k/0", "k0", gate=gate, fails=True)
+        fleet = Fleet([dev])
+        await fleet.connect_all()
+        await _roomy(fleet)
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        dev.fails, dev.error = False, DeviceUnreachable("k/0", "logon: no answer")
+        await _roomy(fleet)
+        await asyncio.wait_for(fleet.upkeep.idle(), 5.0)
+        await fleet.close()
+
+    with caplog.at_level(logging.WARNING, logger="gridsched.fleet"):
+        asyncio.run(go())
+    said = [r.getMessage() for r in caplog.records if "upkeep failed" in r.getMessage()]
+    assert len(said) == 2 and "RuntimeError" in said[0] and "logon: no answer" in said[1]
+
+
 def test_a_closing_fleet_cancels_the_upkeep_it_has_queued() -> None:
     async def go() -> list[float]:
         gate = asyncio.Event()  # never set: every upkeep would wait for ever
