@@ -192,10 +192,10 @@ def test_a_fleet_workers_reading_is_heard_as_it_comes() -> None:
         t = Telemetry("m/0", at, "sleeping", power_w=250.0)
         return Sync(statuses=[DeviceStatus("m/0", "m", telemetry=t)])
 
-    fleet._take(news(clock.time()))
-    fleet._take(news(clock.time()))  # the same reading again (a copy, as unpickled)
+    fleet._take(0, news(clock.time()))
+    fleet._take(0, news(clock.time()))  # the same reading again (a copy, as unpickled)
     assert [t.at for t in heard] == [clock.time()]
-    fleet._take(news(clock.time() + 1))
+    fleet._take(0, news(clock.time() + 1))
     assert [t.at for t in heard] == [clock.time(), clock.time() + 1]
 
 
