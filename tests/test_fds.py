@@ -58,3 +58,39 @@ def test_a_hard_limit_below_the_need_is_said_and_the_soft_one_raised_to_it() -> 
     assert out[1] == "2048"  # raised as far as it goes
     assert out[2] == "None"  # within the hard limit: nothing to say
     assert out[3] == str(10 + 10 + 10 + 256)  # a small site fits a shell's 1,024 files
+
+
+def test_fleet_status_raises_its_limit_too_and_says_when_the_hard_one_is_short(
+    tmp_path: Path,
+) -> None:
+    """Found by review: ``gridsched fleet status`` reads (and discovers) many devices at once
+    and never raised its limit. In a child whose hard limit is 200: two miners that nobody
+    answers for, 256 reads in flight allowed, so it may hold 2 + 2 + 2 + 256 files."""
+    from adapters.sim.fleet import MinerSpec
+    from scheduler.cli.simulate import site_for_simulator
+    from tests.support.simfleet import free_base
+
+    base = free_base(2)  # nothing listens there: the miners are unreachable, quickly
+    hosts = [base.rsplit(".", 1)[0] + f".{i}" for i in (1, 2)]
+    site = tmp_path / "site.toml"
+    specs = [MinerSpec(h, "luxos", "Antminer S19j Pro") for h in hosts]
+    site.write_text(site_for_simulator(specs, [], None))
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))\n"
+        "from scheduler.cli.main import main\n"
+        f"sys.exit(main(['fleet', 'status', '--config', {str(site)!r}]))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,  # unreachable miners: status exits non-zero, as it should
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "warning: open-files limit 200 (hard limit, `ulimit -Hn`) is below the 262" in (
+        done.stderr
+    ), done.stderr
+    assert "Traceback" not in done.stderr
