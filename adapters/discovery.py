@@ -225,21 +225,20 @@ async def _identify(address: str) -> tuple[Any, str]:
     first; the first of the two to find a miner wins, the other is cancelled."""
     import pyasic
 
-    first = asyncio.ensure_future(_by_version(address))
+    first: asyncio.Future[tuple[Any, str]] = asyncio.ensure_future(_by_version(address))
     whole: asyncio.Future[Any] | None = None
     try:
-        await asyncio.wait({first}, timeout=HEAD_START_S)
-        if first.done():
-            miner, seen = first.result()
-            return (miner, seen) if miner is not None else (await pyasic.get_miner(address), seen)
-        whole = asyncio.ensure_future(pyasic.get_miner(address))
-        done, _ = await asyncio.wait({first, whole}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({first}, timeout=HEAD_START_S)
+        if not done:
+            whole = asyncio.ensure_future(pyasic.get_miner(address))
+            done, _ = await asyncio.wait({first, whole}, return_when=asyncio.FIRST_COMPLETED)
         if first in done:
             miner, seen = first.result()
-            return (miner, seen) if miner is not None else (await whole, seen)
-        if whole.result() is not None:
-            return whole.result(), ""
-        return await first
+            if miner is None:
+                miner = await (whole if whole is not None else pyasic.get_miner(address))
+            return miner, seen
+        assert whole is not None  # only it can be done without the first
+        return (whole.result(), "") if whole.result() is not None else await first
     finally:
         for task in (first, whole):
             if task is not None and not task.done():
