@@ -81,18 +81,22 @@ async def _in_session(device_id: str, rpc: Any, send: Callable[[str], Awaitable[
     ``logoff`` of a session we adopted, a reboot, LuxOS's minute) is sent once more after a
     new logon: the miner did nothing on a command whose session it refused."""
     async with session_lock(rpc):
-        for last in (False, True):
-            if rpc.session_token is None:
-                await _logon(rpc)
-            if not rpc.session_token:
-                raise ControlRejected(device_id, "logon: LuxOS gave no session")
-            try:
-                return await send(rpc.session_token)
-            except Refused as exc:
-                if last or "session" not in str(exc).lower():
-                    raise
-                rpc.session_token = None
-    raise AssertionError("unreachable")  # pragma: no cover
+        if rpc.session_token is None:
+            await _logon(rpc)
+        try:
+            return await send(_held(device_id, rpc))
+        except Refused as exc:
+            if "session" not in str(exc).lower():
+                raise
+        await _logon(rpc)
+        return await send(_held(device_id, rpc))
+
+
+def _held(device_id: str, rpc: Any) -> str:
+    """The session id a logon left, or ControlRejected when LuxOS gave none."""
+    if not rpc.session_token:
+        raise ControlRejected(device_id, "logon: LuxOS gave no session")
+    return str(rpc.session_token)
 
 
 async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> None:
