@@ -33,6 +33,7 @@ from adapters.faults import in_words, traceback_once
 from adapters.fleet import Fleet
 from adapters.fleet_wire import Sync, WorkerSpec, frame, read_frame
 from adapters.gc_hold import freeze_heap
+from adapters.library_logs import keep_daemon_logging
 from adapters.outcomes import DeviceStatus, Outcome, Pending
 
 log = logging.getLogger("gridsched.fleet.worker")
@@ -193,7 +194,8 @@ async def serve(fd: int) -> int:
     spec = await read_frame(reader)
     if not isinstance(spec, WorkerSpec):
         return 2
-    logging.getLogger("gridsched").setLevel(spec.log_level)  # as the daemon logs them
+    # as the daemon logs them, whatever pyasic's import does to the root logger
+    keep_daemon_logging(spec.log_level)
     _preload()
     fleet = Fleet(spec.adapters, spec.groups, **spec.settings)
     worker = Worker(fleet, writer)

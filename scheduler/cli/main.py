@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -67,8 +68,26 @@ def _solver_error() -> type[Exception]:
     return error
 
 
+def _plain_logging() -> None:
+    """A command's warnings as Python prints them unconfigured (the message alone, on
+    stderr), set up before pyasic's import can put its own multi-line format there, and
+    pyasic's per-attempt lines kept out (:mod:`adapters.library_logs`). Only where nothing
+    configured logging yet (``gridsched run`` configures its own; a host process, such as
+    a test runner, keeps its)."""
+    from adapters.library_logs import StderrHandler, keep_daemon_logging
+
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = StderrHandler(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    keep_daemon_logging(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
+    _plain_logging()  # before a command's module can import pyasic
     parser = build_parser(args_in[0] if args_in else None)
     args, extra = parser.parse_known_args(args_in)
     if extra:  # argparse would answer from the root, whose usage shows none of these flags

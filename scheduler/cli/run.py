@@ -26,12 +26,17 @@ def configure_logging(level_name: str) -> None:
     """The daemon's log at ``level_name``. APScheduler says each job's start and end at
     INFO (about eight lines a minute at the default poll), which would bury the daemon's
     own lines in journald: below DEBUG it says only its warnings (a run missed or skipped)
-    and errors."""
+    and errors. gridsched's loggers keep ``level_name`` after pyasic, imported at the first
+    connect, sets the root logger to WARNING; pyasic's own lines show only at DEBUG
+    (:mod:`adapters.library_logs`)."""
+    from adapters.library_logs import keep_daemon_logging
+
     level = getattr(logging, level_name.upper())
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING if level > logging.DEBUG else level)
+    keep_daemon_logging(level)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
