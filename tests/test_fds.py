@@ -4,10 +4,13 @@ as device faults (EMFILE) unless systemd's LimitNOFILE had raised it."""
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from adapters import fds
 from tests.support.memfleet import memory_daemon
@@ -94,3 +97,64 @@ def test_fleet_status_raises_its_limit_too_and_says_when_the_hard_one_is_short(
         done.stderr
     ), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_short_hard_limit_is_in_status_and_metrics_while_the_daemon_runs(
+    tmp_path: Path,
+) -> None:
+    """The warning at start was a log line only: an operator who missed it had devices
+    failing as unreachable under load and nothing in /v1/status or /metrics to say why. In a
+    child whose hard limit is 400, a daemon of 300 miners (it may hold 920 files)."""
+    code = f"""
+import asyncio, json, resource
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
+from scheduler.service.daemon.status import status
+from scheduler.service.metrics import metrics_registry
+from tests.support.memfleet import memory_daemon
+from tests.test_fds import SITE
+
+async def go():
+    d, _ = memory_daemon(SITE, Path({str(tmp_path)!r}))
+    await d.open()
+    try:
+        m = metrics_registry(d)
+        print(json.dumps([
+            status(d)["open_files"],
+            m.get_sample_value("gridsched_open_files_limit"),
+            m.get_sample_value("gridsched_open_files_needed"),
+        ]))
+    finally:
+        await d.close()
+
+asyncio.run(go())
+"""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    state, limit, needed = json.loads(done.stdout.splitlines()[-1])
+    need = fds.fleet_fds_needed(300, 512, 64)
+    assert state == {"limit": 400, "needed": need, "short": True}
+    assert (limit, needed) == (400, need)
+
+
+def test_a_limit_that_suffices_reads_not_short(tmp_path: Path) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < fds.fleet_fds_needed(300, 512, 64):
+        pytest.skip(f"this host's hard open-files limit is {hard}")
+    d, _ = memory_daemon(SITE, tmp_path)
+    try:
+        from scheduler.service.daemon.status import status
+
+        got = status(d)["open_files"]
+    finally:
+        d.store.close()
+    assert got["needed"] == fds.fleet_fds_needed(300, 512, 64)
+    assert got["short"] is False and got["limit"] >= got["needed"]

@@ -169,6 +169,17 @@ class DaemonCollector:
             x.add_metric([k], v)
         yield x
         yield GaugeMetricFamily(
+            "gridsched_open_files_limit",
+            "The daemon's open-files limit (soft, as raised at start toward what it needs)",
+            value=d.open_files[0],
+        )
+        yield GaugeMetricFamily(
+            "gridsched_open_files_needed",
+            "Files the fleet may hold: a connection per device, the commands and readings "
+            "in flight, and 256 spare",
+            value=d.open_files[1],
+        )
+        yield GaugeMetricFamily(
             "gridsched_commands_awaiting_readback",
             "Accepted commands not yet shown by a reading, nor past their deadline",
             value=len(d.fleet.pending),

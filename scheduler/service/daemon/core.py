@@ -81,13 +81,15 @@ class Daemon:
         # a connection per device and per call in flight: past the open-files limit a
         # connection fails as a device fault (adapters/fds.py); raised before any worker
         # process starts, so that the workers inherit it
-        short = fds.short_of(
-            fds.fleet_fds_needed(
-                len(self.built.adapters), d.command_concurrency, d.read_concurrency
-            )
+        needed = fds.fleet_fds_needed(
+            len(self.built.adapters), d.command_concurrency, d.read_concurrency
         )
+        short = fds.short_of(needed)
         if short is not None:
             log.warning("%s", short)
+        #: the open-files limit this process runs with (raised above) and what its fleet
+        #: may hold: in /v1/status and /metrics, for as long as it runs short
+        self.open_files = (fds.fd_limit()[0], needed)
         # in this process, or with the miners driven by worker processes ([daemon]
         # fleet_workers): one fleet to the parts either way, one log of its outcomes
         self.fleet: Fleet = make_fleet(

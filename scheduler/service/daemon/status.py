@@ -179,6 +179,12 @@ def status(d: Daemon) -> dict[str, Any]:
         # accepted commands awaiting their read-back, and the verdicts since the start
         "read_back": {"awaiting": len(d.fleet.pending), **d.counters.readbacks},
         "task_failures": dict(d.counters.task_failures),
+        # past the limit a connection fails as a device fault (adapters/fds.py)
+        "open_files": {
+            "limit": d.open_files[0],
+            "needed": d.open_files[1],
+            "short": d.open_files[0] < d.open_files[1],
+        },
         "prices": {
             "label": None if feeds.prices is None else feeds.prices.label,
             "age_s": _age(now, feeds.prices_ok_at),
