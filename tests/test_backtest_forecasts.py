@@ -53,7 +53,9 @@ def dam_setup(rt: np.ndarray, dam: np.ndarray) -> BacktestSetup:
     )
 
 
-@pytest.mark.parametrize("name", ["learned", "learned+blend", "blend", "blend-debiased"])
+@pytest.mark.parametrize(
+    "name", ["learned", "learned+blend", "blend", "blend-debiased", "blend-recent"]
+)
 def test_no_forecast_sees_the_price_of_the_step_being_decided(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,6 +179,26 @@ def test_the_debiased_blend_corrects_the_day_ahead_curve_by_its_settled_median_e
     assert price_forecasts.dam_bias(mid, per_day, days).tolist() == [-3.0, -4.0, -1.0]
     early = known_at(rt, 2 * per_day, float(rt[7]), 2 * per_day, 4, dam, ahead)
     assert price_forecasts.dam_bias(early, per_day, days).tolist() == [0.0] * 4
+
+
+def test_the_recent_blend_shifts_the_day_ahead_curve_by_todays_settled_error() -> None:
+    """``blend-recent``: the day-ahead curve moved by the mean real-time minus day-ahead
+    price of the last settled steps (the day-ahead market priced scarcity that has not
+    come), the shift fading from the last settled step; none with too few settled."""
+    steps = price_forecasts.RECENT_STEPS
+    dam = np.full(24, 300.0)
+    rt = np.full(24, 100.0)
+    rt[: 10 - steps] = 5000.0  # older than the window: not counted
+    n = 10  # settled; the decision is at step n (after-interval: one step old)
+    known = known_at(rt, n, float(rt[n - 1]), n, 4, dam, dam[n : n + 4])
+    dt_h = 0.25
+    shift = price_forecasts.recent_shift(known, dt_h)
+    fade = np.exp(-(np.arange(4) + 1) * dt_h / price_forecasts.RECENT_TAU_H)
+    assert shift == pytest.approx(-200.0 * fade)
+    few = known_at(rt, steps - 1, float(rt[steps - 2]), steps - 1, 4, dam, dam[:4])
+    assert price_forecasts.recent_shift(few, dt_h).tolist() == [0.0] * 4
+    without = known_at(rt, n, float(rt[n - 1]), n, 4, None, None)
+    assert price_forecasts.recent_shift(without, dt_h).tolist() == [0.0] * 4
 
 
 def test_training_history_ends_where_the_first_decision_starts() -> None:

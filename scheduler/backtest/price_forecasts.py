@@ -15,6 +15,9 @@ the prices of steps ``k .. k+horizon-1``.
 - ``blend-debiased``: the blend into the day-ahead curve corrected, per time of day, by
   the median real-time minus day-ahead price of the last ``DAM_BIAS_DAYS`` settled days
   (an option measured on the stress months of docs/backtest.md, not the default).
+- ``blend-recent``: the blend into the day-ahead curve shifted by today's error, the mean
+  real-time minus day-ahead price of the last ``RECENT_STEPS`` settled steps, fading over
+  ``RECENT_TAU_H`` (an option measured on 2021-2024 in docs/backtest.md, not the default).
 
 The learned forecasts need a day-ahead file and history before ``--from`` in the price
 file; without them the blend is used and the report says so.
@@ -37,7 +40,7 @@ from scheduler.backtest.rt_forecast import Calendar, RtForecaster, design
 if TYPE_CHECKING:
     from scheduler.backtest.period import BacktestSetup
 
-RT_FORECASTS = ("blend", "learned", "learned+blend", "blend-debiased")
+RT_FORECASTS = ("blend", "learned", "learned+blend", "blend-debiased", "blend-recent")
 #: time constant (h) of the last known real-time price fading into the day-ahead curve
 DAM_BLEND_TAU_H = 2.0
 #: steps (15 min each on the default grid: 4 h) the learned forecaster predicts
@@ -52,6 +55,10 @@ LEARNED_MAX_ITER = 200
 #: settled days whose real-time minus day-ahead error, per time of day, corrects the
 #: day-ahead curve of ``blend-debiased``; the median, so one scarcity day does not swing it
 DAM_BIAS_DAYS = 7
+#: ``blend-recent``: settled steps whose mean real-time minus day-ahead error shifts the
+#: day-ahead curve, and the time constant (h) over which that shift fades
+RECENT_STEPS = 4
+RECENT_TAU_H = 3.0
 
 DecisionForecast = Callable[[Known], np.ndarray]
 
@@ -66,6 +73,11 @@ def make_forecast(
     base_label = f"blend (last settled price fading, tau {tau_h:g} h, into {setup.forecast_label})"
     if name == "blend":
         return base, base_label
+    if name == "blend-recent":
+        return _recent(setup, base, tau_h), (
+            f"{base_label}, the day-ahead curve shifted by the mean real-time minus day-ahead "
+            f"error of the last {RECENT_STEPS} settled steps, fading over {RECENT_TAU_H:g} h"
+        )
     if name == "blend-debiased":
         return _blend(setup, tau_h, DAM_BIAS_DAYS), (
             f"{base_label}, the day-ahead curve corrected by the median real-time minus "
@@ -109,6 +121,30 @@ def _blend(setup: BacktestSetup, tau_h: float, bias_days: int = 0) -> DecisionFo
         )
 
     return f
+
+
+def _recent(setup: BacktestSetup, base: DecisionForecast, tau_h: float) -> DecisionForecast:
+    """The blend into the day-ahead curve shifted by today's error (:func:`recent_shift`)."""
+
+    def f(known: Known) -> np.ndarray:
+        if known.dam_ahead is None:
+            return base(known)
+        shifted = known.dam_ahead + recent_shift(known, setup.dt_h)
+        return blend(known.current, shifted, setup.dt_h, tau_h, known.age_steps)
+
+    return f
+
+
+def recent_shift(known: Known, dt_h: float) -> np.ndarray:
+    """Per step of the horizon, the mean real-time minus day-ahead price of the last
+    ``RECENT_STEPS`` settled steps, fading with ``RECENT_TAU_H`` from the last settled
+    step; zeros while fewer are settled or without day-ahead prices. Reads only ``known``."""
+    rt, dam = known.rt_settled, known.dam_settled
+    if dam is None or len(rt) < RECENT_STEPS:
+        return np.zeros(known.horizon)
+    err = float(np.mean(rt[-RECENT_STEPS:] - dam[-RECENT_STEPS:]))
+    steps = np.arange(known.horizon) + known.age_steps
+    return np.asarray(err * np.exp(-steps * dt_h / RECENT_TAU_H))
 
 
 def dam_bias(known: Known, steps_per_day: int, days: int) -> np.ndarray:

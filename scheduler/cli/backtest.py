@@ -271,6 +271,7 @@ def add_parsers(sub: Any) -> None:
             "learned",
             "learned+blend",
             "blend-debiased",
+            "blend-recent",
         ],  # price_forecasts.RT_FORECASTS
         help="the scheduler's real-time price forecast (docs/backtest.md)",
     )
