@@ -13,7 +13,7 @@ daemon configured its logging. So, before this module:
 - each device fault got pyasic's line per attempt beside the adapter's own, which is one
   line per device per change of state with the library's error in it (docs/adapters.md).
 
-:func:`keep_daemon_logging` gives the ``gridsched`` loggers a level of their own, and the
+:func:`keep_daemon_logging` gives gridsched's loggers a level of their own, and the
 root logger a filter (:class:`LibraryRecords`) that names pyasic's records ``pyasic`` and
 lets them through only when the daemon logs at DEBUG. It is a filter on the root *logger*,
 where pyasic's records are made, so it stays when handlers are replaced and does not touch
@@ -27,6 +27,9 @@ import logging
 import os
 import sys
 
+#: gridsched's loggers: ``gridsched.*``, and the modules that log under their own name
+#: (``scheduler.service.ven``, ``scheduler.audit.store``, ...).
+OURS = ("gridsched", "scheduler", "adapters", "models")
 #: The libraries whose records on the root logger are theirs, by package.
 LIBRARIES = ("pyasic",)
 
@@ -77,7 +80,8 @@ class LibraryRecords(logging.Filter):
 def keep_daemon_logging(level: int) -> None:
     """gridsched's loggers at ``level`` whatever a library later does to the root logger,
     and the libraries' own records kept out below DEBUG. Idempotent."""
-    logging.getLogger("gridsched").setLevel(level)
+    for name in OURS:
+        logging.getLogger(name).setLevel(level)
     root = logging.getLogger()
     for f in list(root.filters):
         if isinstance(f, LibraryRecords):

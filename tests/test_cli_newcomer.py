@@ -238,7 +238,13 @@ def test_the_daemons_log_at_info_leaves_out_apschedulers_job_chatter() -> None:
         configure_logging("debug")
         assert aps.isEnabledFor(logging.DEBUG)
     finally:
-        logging.getLogger("apscheduler").setLevel(logging.NOTSET)
+        from adapters.library_logs import OURS, LibraryRecords
+
+        for name in ("apscheduler", *OURS):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        for f in list(root.filters):
+            if isinstance(f, LibraryRecords):
+                root.removeFilter(f)
         for h in list(root.handlers):
             root.removeHandler(h)
         for h in handlers:

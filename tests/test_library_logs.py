@@ -38,12 +38,14 @@ def test_the_daemons_info_lines_survive_pyasics_import() -> None:
         logging.getLogger("gridsched.daemon").info("before pyasic")
         import pyasic  # as discovery does at the first connect
         logging.getLogger("gridsched.daemon").info("after pyasic")
+        logging.getLogger("scheduler.service.ven").info("the VEN after pyasic")
         logging.getLogger("gridsched.fleet").debug("a debug line at info")
         """
     )
     assert out.returncode == 0, out.stderr
     assert "before pyasic" in out.stderr
     assert "after pyasic" in out.stderr
+    assert "the VEN after pyasic" in out.stderr
     assert "a debug line at info" not in out.stderr
 
 
@@ -155,3 +157,36 @@ def test_fleet_status_on_a_hung_miner_prints_no_pyasic_lines(tmp_path: Path) -> 
     assert "no miner identified" in out.stdout  # the fleet's own line for it
     assert "Socket ping timeout" not in out.stderr
     assert "factory.py" not in out.stderr
+
+
+def test_a_library_says_nothing_at_info_with_or_without_pyasic() -> None:
+    """httpx logs every request at INFO ("HTTP Request: GET ..."): the price, hashprice
+    and demand feeds, the VEN's polls and the serving engines' metrics would fill the
+    journal on a site without pyasic, and vanish on one with it (pyasic's import set the
+    root logger to WARNING). Libraries log from WARNING up below --log-level debug."""
+    out = _run(
+        """
+        import http.server, logging, threading
+        import httpx
+        from scheduler.cli.run import configure_logging
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        configure_logging("info")
+        httpx.get(f"http://127.0.0.1:{srv.server_port}/feed")
+        logging.getLogger("gridsched.feeds").info("our own line")
+        srv.shutdown()
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    assert "our own line" in out.stderr
+    assert "HTTP Request" not in out.stderr

@@ -28,14 +28,16 @@ def configure_logging(level_name: str) -> None:
     own lines in journald: below DEBUG it says only its warnings (a run missed or skipped)
     and errors. gridsched's loggers keep ``level_name`` after pyasic, imported at the first
     connect, sets the root logger to WARNING; pyasic's own lines show only at DEBUG
-    (:mod:`adapters.library_logs`)."""
+    (:mod:`adapters.library_logs`). Other libraries log from WARNING up below DEBUG, with
+    pyasic or without (httpx says every request at INFO: each feed read and VEN poll)."""
     from adapters.library_logs import keep_daemon_logging
 
     level = getattr(logging, level_name.upper())
+    libraries = logging.WARNING if level > logging.DEBUG else level
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        level=libraries, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING if level > logging.DEBUG else level)
+    logging.getLogger("apscheduler").setLevel(libraries)
     keep_daemon_logging(level)
 
 
