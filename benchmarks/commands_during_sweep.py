@@ -25,19 +25,24 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.aio import run_async  # noqa: E402
 from adapters.base import ModeRequest  # noqa: E402
+from adapters.fleet import Fleet  # noqa: E402
 from benchmarks.measure import connected_fleet, pct, start_simulator  # noqa: E402
 
 
 async def bench(args: argparse.Namespace) -> None:
-    fleet = await connected_fleet(args.miners, args.base, args.concurrency)
+    first = await connected_fleet(args.miners, args.base, args.concurrency)
     rng = random.Random(args.seed)
     bounds = [int(b) for b in args.read_concurrency.split(",")]
+    # one fleet per bound over the same connected miners: the bound is the fleet's own
+    # (``Fleet(read_concurrency=...)``, the daemon's ``[daemon] read_concurrency``)
+    miners = list(first.by_id.values())
+    fleets = {b: Fleet(miners, concurrency=args.concurrency, read_concurrency=b) for b in bounds}
     commanded: dict[int, list[float]] = {b: [] for b in bounds}
     sweeps: dict[int, list[float]] = {b: [] for b in bounds}
     asleep = False
     for r in range(args.rounds):
         for b in bounds:
-            fleet._sem["read"] = asyncio.Semaphore(b)
+            fleet = fleets[b]
             t0 = time.perf_counter()
             sweep = asyncio.create_task(fleet.read_all())
             await asyncio.sleep(rng.uniform(0.01, 0.1))
@@ -72,7 +77,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--miners", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--concurrency", type=int, default=256, help="commands in flight")
+    ap.add_argument(
+        "--concurrency", type=int, default=512, help="commands in flight (the daemon's default)"
+    )
     ap.add_argument(
         "--read-concurrency", default="256,64", help="bounds to compare, comma-separated"
     )

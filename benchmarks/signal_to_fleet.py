@@ -99,7 +99,7 @@ async def burst(url: str, n: int, clients: int) -> tuple[float, list[str]]:
             f"Content-Length: {len(body)}\r\nwebhook-id: {mid}\r\nwebhook-timestamp: {ts}\r\n"
             f"webhook-signature: {sign(SECRET, mid, ts, body)}\r\n\r\n"
         )
-        reqs.append((ev["id"], head.encode() + body))
+        reqs.append((str(ev["id"]), head.encode() + body))
     ids: list[str] = []
 
     async def conn(share: list[tuple[str, bytes]]) -> None:
