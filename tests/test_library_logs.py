@@ -15,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.support.sitefile import device_classes, site_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -91,12 +93,17 @@ _PING = """
 """
 
 
-def test_pyasics_per_attempt_warnings_are_not_the_daemons_lines() -> None:
+def _ping_a_hung_miner(level: str) -> subprocess.CompletedProcess[str]:
+    """pyasic's discovery ping of a miner that never answers, the daemon's log at ``level``."""
     listener, host = _hung_miner()
     try:
-        out = _run(_PING.format(level="info", host=host))
+        return _run(_PING.format(level=level, host=host))
     finally:
         listener.close()
+
+
+def test_pyasics_per_attempt_warnings_are_not_the_daemons_lines() -> None:
+    out = _ping_a_hung_miner("info")
     assert out.returncode == 0, out.stderr
     assert "answer None" in out.stdout  # the hung miner was pinged, and pyasic gave up
     assert "our own line" in out.stderr
@@ -105,11 +112,7 @@ def test_pyasics_per_attempt_warnings_are_not_the_daemons_lines() -> None:
 
 
 def test_pyasics_warnings_show_at_debug_under_its_own_name() -> None:
-    listener, host = _hung_miner()
-    try:
-        out = _run(_PING.format(level="debug", host=host))
-    finally:
-        listener.close()
+    out = _ping_a_hung_miner("debug")
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stderr.splitlines() if "Socket ping timeout" in x)
     assert " pyasic: " in line  # named for the library, in the daemon's format
@@ -121,28 +124,11 @@ def test_fleet_status_on_a_hung_miner_prints_no_pyasic_lines(tmp_path: Path) -> 
     is built, and its multi-line warnings per discovery attempt were printed."""
     listener, host = _hung_miner()
     site = tmp_path / "site.toml"
+    stock = {"name": "stock", "power_kw": 3.25, "hashrate_ths": 104}
+    adapter = {"kind": "pyasic", "hosts": [host], "timeout_s": 3}
+    one = {"name": "s19", "kind": "asic", "model": "S19j Pro", "count": 1}
     site.write_text(
-        textwrap.dedent(
-            f"""
-            [site]
-            name = "hung"
-            interconnect_kw = 100
-
-            [prices]
-            format = "demo"
-
-            [mining]
-            hashprice_usd_per_ths_day = 0.05
-
-            [[devices]]
-            name = "s19"
-            kind = "asic"
-            model = "S19j Pro"
-            count = 1
-            modes = [{{ name = "stock", power_kw = 3.25, hashrate_ths = 104 }}]
-            adapter = {{ kind = "pyasic", hosts = ["{host}"], timeout_s = 3 }}
-            """
-        )
+        site_text("hung", devices=device_classes({**one, "modes": [stock], "adapter": adapter}))
     )
     try:
         out = _run(
