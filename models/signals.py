@@ -72,6 +72,14 @@ class GridEvent(BaseModel):
     #: classes an OpenADR resource covers; None: the cap is on the site's import
     classes: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] | None = None
 
+    @field_validator("limit_kw", "level", "price", mode="before")
+    @classmethod
+    def _not_a_bool(cls, v: Any) -> Any:
+        # JSON true is a Python bool, an int to pydantic: "limit_kw": true was a 1 kW cap
+        if isinstance(v, bool):
+            raise ValueError(f"a number is needed, not {json.dumps(v)}")
+        return v
+
     @field_validator("start", "end")
     @classmethod
     def _in_range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
