@@ -131,3 +131,45 @@ def test_a_plan_solved_before_an_event_does_not_wake_what_its_fast_path_slept(
         assert not d.plans.hold and {"old/0", "old/1"} <= _asleep(devices)
 
     run_open(d, body)
+
+
+def test_a_shed_by_the_poll_re_plans_so_that_a_cap_starting_later_is_enforced(
+    tmp_path: Path,
+) -> None:
+    """Field audit (session 20), no. 1: the poll's fast path (a miner slept for a curtail
+    back to hashing on its own) put dispatch on hold, which only a new plan releases, and
+    asked for none. A second cap starting later was then not enforced until the scheduled
+    re-plan: 53.7 kW under a 20 kW cap for 3.6 minutes, no command sent."""
+    clock = FakeClock()
+    d, devices = memory_daemon(SITE, tmp_path, clock)
+
+    async def planned() -> None:
+        await until(lambda: not d.planning.pending and not d.plans.hold, what="a new plan")
+
+    async def body() -> None:
+        assert await d.replan("start") is not None
+        await d.accept([_curtail(clock, 22.0, "first")], "test", None, "{}")
+        await _shed_settled(d)
+        await planned()
+        later = GridEvent(
+            id="later",
+            type=EventType.CURTAIL,
+            start=datetime.fromtimestamp(clock.time() + 600, UTC),
+            duration="1h",
+            limit_kw=10.0,
+        )
+        await d.accept([later], "test", None, "{}")
+        await planned()
+        slept = sorted(_asleep(devices))
+        assert slept
+        devices[slept[0]].state = "running"  # rebooted into mining during the event
+        clock.advance(30.0)
+        await d.poll()
+        await _shed_settled(d)
+        assert d.counters.fast_path_s.count >= 2
+        await planned()  # the shed re-plans: dispatch is not held until the schedule's
+        clock.advance(600.0)
+        await d.poll()
+        assert d.power.measured(clock.time(), expect=True)["import_kw"] <= 10.0
+
+    run_open(d, body)

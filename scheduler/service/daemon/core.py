@@ -137,7 +137,7 @@ class Daemon:
         )  # fmt: skip
         self.shedder = Shedder(
             self.fleet, self.devices, self.power, self.signals, self.plans, self.clock,
-            self.recorder, self.tasks, self.demand,
+            self.recorder, self.tasks, self.demand, replan=self.request_replan,
         )  # fmt: skip
         self.dispatcher = Dispatcher(
             self.fleet, self.devices, self.power, self.signals, self.plans, self.clock,

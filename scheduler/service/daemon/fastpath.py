@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from adapters import registry
 from adapters.base import Health, ModeRequest
@@ -47,8 +48,10 @@ class Shedder:
         recorder: Recorder,
         tasks: Tasks,
         demand: DemandFeed | None,
+        replan: Callable[[str, float], None],
     ) -> None:
         self.config = devices.config
+        self.replan = replan  # the plan after a shed releases dispatch
         self.fleet, self.devices, self.power = fleet, devices, power
         self.signals, self.plans, self.clock = signals, plans, clock
         self.recorder, self.tasks, self.demand = recorder, tasks, demand
@@ -217,6 +220,12 @@ class Shedder:
             for i in chosen:
                 self.plans.shedding.pop(i, None)
         self._meter_soon()
+        if self.plans.gap(now) is None:
+            # Dispatch holds until a plan made after this shed: ask for it now (a shed by
+            # the poll asked for none, and dispatch held until the scheduled re-plan, so a
+            # cap starting meanwhile went unenforced for minutes). Without a good plan the
+            # fail-safe posture re-plans on its own schedule.
+            self.replan(f"fast path ({reason})"[:120], 0.0)
         log.warning(
             "fast path (%s): load %.0f kW > cap %.0f kW; %d devices commanded in %.0f ms",
             reason,

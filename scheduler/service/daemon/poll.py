@@ -84,10 +84,11 @@ class Poller:
         m = self.power.measured(now)
         cap, events = self.signals.cap_now(now)
         self.shedder.refresh()
-        if drifted and self.power.measured(now, expect=True)["import_kw"] > cap + 1e-6:
-            # e.g. a miner that rebooted into mining during a DR event: shed now, do not
-            # wait for the plan
-            self.shedder.request(f"{drifted} devices left their mode; load above the cap")
+        if self.power.measured(now, expect=True)["import_kw"] > cap + 1e-6:
+            # e.g. a miner that rebooted into mining during a DR event, or a cap that began
+            # between two plan steps: shed now, do not wait for the plan
+            why = f"{drifted} devices left their mode; " if drifted else ""
+            self.shedder.request(f"{why}load above the cap at the poll")
         self.integrate(m, dt, now)
         self.power.billing_peak_kw = max(self.power.billing_peak_kw, m["import_kw"])
         counts = self.fleet.health_counts()
