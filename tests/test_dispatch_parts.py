@@ -336,3 +336,31 @@ def test_assign_fills_both_places_whatever_order_the_plan_lists_them() -> None:
     modes = {"m1": SLEEP, "m2": "stock"}
     out = assign(["m0", "m1", "m2"], modes, {"turbo": 1, "eco": 1}, barred)
     assert out == {"m0": "eco", "m1": "turbo", "m2": SLEEP}
+
+
+def test_headroom_does_not_count_a_sleep_not_yet_read_back_as_freed(tmp_path: Path) -> None:
+    """Field audit (session 20), no. 4: a miner that accepts its sleep and keeps hashing
+    counted at its sleep power until its read-back deadline, and dispatch woke another
+    miner into the room it had not freed (64.1 kW under a 60 kW cap for about 50 s)."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    devices["new/0"].state = "running"  # hashing at 3 kW; the GPUs 1.4 kW
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        cap = GridEvent(id="cap", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=5.0)
+        await d.accept([cap], "test", None, "{}")
+        await d.replan("test")  # one miner wanted: new/0 stays (the better miner)
+        assert _awake_miners(devices) == ["new/0"]
+        devices["new/0"].follows = False  # accepts its sleep, keeps hashing
+        out = await d.fleet.apply({"new/0": ModeRequest("sleep")})
+        d.devices.commanded(out, {"new/0": SLEEP})
+        assert "new/0" in d.fleet.pending
+        d.plans.hold = False
+        told = {i: len(dev.told) for i, dev in devices.items()}
+        await d.dispatch()  # 4.4 kW drawn under a 5 kW cap: no room for a 3 kW miner
+        assert {i: len(dev.told) for i, dev in devices.items()} == told  # no wake sent
+        assert _awake_miners(devices) == ["new/0"]
+
+    _run(d, body)

@@ -6,8 +6,8 @@ through the fleet that settle read-backs, read-backs settled by a reading older 
 one held, commands followed or not, verdicts past the deadline, sheds, dispatch, polls,
 drifts behind the daemon's back, devices that stop answering, ``invalidate()``) is checked
 step by step: the cached figure must equal the full walk over every device
-(``Power._site_power``) field for field, for both ``expect`` values. Devices in memory
-(tests/support/memfleet.py), in process."""
+(``Power._site_power``) field for field, in each view (as read, expected, cautious).
+Devices in memory (tests/support/memfleet.py), in process."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pytest
 from adapters.base import AdapterError, ModeRequest, Telemetry
 from scheduler.service.daemon import Daemon
 from scheduler.service.daemon.devices import SLEEP
+from scheduler.service.daemon.measure import VIEWS
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MemoryDevice, memory_daemon, run_open
 from tests.support.sitefile import site_text
@@ -30,10 +31,10 @@ STEPS = 160
 
 def _check(d: Daemon, step: int, what: str) -> None:
     now = d.clock.time()
-    for expect in (False, True):
-        got = d.power.site(expect, now)
-        want = d.power._site_power(expect, now)
-        assert got == want, f"step {step} ({what}), expect={expect}"
+    for view in VIEWS:
+        got = d.power.site(view, now)
+        want = d.power._site_power(view, now)
+        assert got == want, f"step {step} ({what}), view={view}"
 
 
 class Refused(AdapterError):

@@ -204,7 +204,7 @@ class Dispatcher:
                 return []
             elapsed_min = max(self.clock.monotonic() - self.last_dispatch, 0.0) / 60.0
             cap, _ = self.signals.cap_now(now)
-            headroom = cap - self.power.measured(now, expect=True)["import_kw"]
+            headroom = cap - self.power.measured(now, cautious=True)["import_kw"]
             picked, self.ramp_tokens, deferred = ramp_batch(
                 changes,
                 self.ramp_tokens,

@@ -18,7 +18,7 @@ from typing import Any
 from adapters.base import Telemetry
 from adapters.fleet import DeviceStatus, Fleet
 from adapters.meter import MeterError, MeterReading, ModbusMeter
-from scheduler.service.daemon.devices import DeviceModes, mode_kw
+from scheduler.service.daemon.devices import SLEEP, DeviceModes, mode_kw
 from scheduler.service.daemon.plans import CurrentPlan
 from scheduler.service.power import (
     Compliance,
@@ -30,6 +30,13 @@ from scheduler.service.power import (
 )
 
 log = logging.getLogger("gridsched.daemon")
+
+#: How a device awaiting a command's read-back counts (:meth:`Power.measured`): as read
+#: (status, metrics, compliance); at the mode it was told (the fast path: no kW shed twice);
+#: at the larger of the two (dispatch's and the plan's headroom: no room counted before a
+#: reading shows it freed).
+READ, EXPECT, CAUTIOUS = 0, 1, 2
+VIEWS = (READ, EXPECT, CAUTIOUS)
 
 
 class Power:
@@ -52,17 +59,18 @@ class Power:
         self.meter_reading: MeterReading | None = None  # the last good one
         self.meter_error: str | None = None  # why the latest poll has no meter reading
         self.billing_peak_kw = self.config.tariff.billing_peak_so_far_kw
-        #: per ``expect``: each device's (kind, power) as last counted, in the fleet's order
-        self._tables: dict[bool, dict[str, tuple[str, DevicePower]]] = {}
-        #: per ``expect``: devices heard since their part of the table was counted
-        self._dirty: dict[bool, set[str]] = {False: set(), True: set()}
-        #: what the ``expect=True`` table was counted with: devices awaiting a read-back
-        self._pending_seen: set[str] = set()
-        #: per ``expect``: ``devices.generation`` when its table was counted
-        self._modes_generation: dict[bool, int] = {}
+        # Per view (READ, EXPECT, CAUTIOUS; see :meth:`measured`):
+        #: each device's (kind, power) as last counted, in the fleet's order
+        self._tables: dict[int, dict[str, tuple[str, DevicePower]]] = {}
+        #: devices heard since their part of the table was counted
+        self._dirty: dict[int, set[str]] = {v: set() for v in VIEWS}
+        #: what a view that counts commands was counted with: devices awaiting a read-back
+        self._pending_seen: dict[int, set[str]] = {}
+        #: ``devices.generation`` when its table was counted
+        self._modes_generation: dict[int, int] = {}
         self._managed: frozenset[str] | None = None  # the classes with adapters
-        #: per ``expect``: the sum, and the plan and step its unmanaged classes came from
-        self._cache: dict[bool, tuple[object, int | None, SitePower]] = {}
+        #: the sum, and the plan and step its unmanaged classes came from
+        self._cache: dict[int, tuple[object, int | None, SitePower]] = {}
         devices.listeners.append(self.invalidate)
 
     def invalidate(self) -> None:
@@ -79,8 +87,8 @@ class Power:
         held = self.readings.get(i)
         if held is not None and held.at > t.at:
             return  # (the fleet may settle a read-back with it: ``site`` sees that)
-        self._dirty[False].add(i)  # counted again at the next figure, this device alone
-        self._dirty[True].add(i)
+        for dirty in self._dirty.values():  # counted again at the next figure, it alone
+            dirty.add(i)
         self.readings[i] = t
         self.answered.add(i)
         self._since.add(i)
@@ -112,8 +120,8 @@ class Power:
         self.generation += 1
         self.invalidate()
 
-    def site(self, expect: bool, now: float) -> SitePower:
-        """The site's power as counted now (``expect``: see :meth:`measured`), the same
+    def site(self, view: int, now: float) -> SitePower:
+        """The site's power as counted now (``view``: see :meth:`measured`), the same
         field for field as :meth:`_site_power`'s walk over every device, but counting again
         only the devices whose figure may have changed since the last call.
 
@@ -126,7 +134,7 @@ class Power:
           listeners call :meth:`invalidate`), verdicts (``read_back``, the same), drifts and
           adoptions (they bump ``devices.generation``: every device) and a poll's first
           modes (followed by :meth:`invalidate`);
-        - ``fleet.pending`` (``expect=True`` only): a command accepted or settled by a
+        - ``fleet.pending`` (EXPECT and CAUTIOUS only): a command accepted or settled by a
           reading, given up, superseded or a worker's news; its keys are compared with
           those the table was counted with, and the devices that came or went are counted
           again (a settle with a reading older than the one held changes nothing else);
@@ -135,45 +143,54 @@ class Power:
 
         The classes without adapters are summed as the plan has them at ``now``: the sum is
         made again when the plan or its step changes."""
+        view = int(view)
         pending = self.fleet.pending
-        table = self._tables.get(expect)
+        table = self._tables.get(view)
         if (
             table is None
-            or self._modes_generation.get(expect) != self.devices.generation
+            or self._modes_generation.get(view) != self.devices.generation
             or len(table) != len(self.fleet.status)
         ):
-            self._cache.pop(expect, None)
-            table = self._tables[expect] = self._count(expect, self.fleet.status)
-            self._dirty[expect].clear()
-            self._modes_generation[expect] = self.devices.generation
-            if expect:
-                self._pending_seen = set(pending)
+            self._cache.pop(view, None)
+            table = self._tables[view] = self._count(view, self.fleet.status)
+            self._dirty[view].clear()
+            self._modes_generation[view] = self.devices.generation
+            if view != READ:
+                self._pending_seen[view] = set(pending)
         else:
-            dirty = self._dirty[expect]
-            if expect and (moved := self._pending_seen ^ pending.keys()):
+            dirty = self._dirty[view]
+            seen = self._pending_seen.get(view, set())
+            if view != READ and (moved := seen ^ pending.keys()):
                 dirty |= moved
-                self._pending_seen = set(pending)
+                self._pending_seen[view] = set(pending)
             if dirty:
-                self._cache.pop(expect, None)
+                self._cache.pop(view, None)
                 status = self.fleet.status
-                table.update(self._count(expect, {i: status[i] for i in dirty if i in status}))
+                table.update(self._count(view, {i: status[i] for i in dirty if i in status}))
                 dirty.clear()
         plan, k = self.plans.plan, self.plans.index(now)
-        cached = self._cache.get(expect)
+        cached = self._cache.get(view)
         if cached is None or cached[0] is not plan or cached[1] != k:
-            cached = self._cache[expect] = (plan, k, self._sum(table, now))
+            cached = self._cache[view] = (plan, k, self._sum(table, now))
         return cached[2]
 
-    def measured(self, now: float, expect: bool = False) -> dict[str, float]:
+    def measured(
+        self, now: float, expect: bool = False, cautious: bool = False
+    ) -> dict[str, float]:
         """Site power now: IT by kind, import (what metrics, status and the audit trail
         report), and how much of it is estimated.
 
         ``expect``: a device commanded since its reading counts at its new mode's power
-        until a reading shows it there; what the fast path and dispatch decide on, so that a
-        second curtail right after a first does not shed the same kW twice (with a meter:
-        its reading, moved by what the commands not yet seen change).
+        until a reading shows it there; what the fast path decides on, so that a second
+        curtail right after a first does not shed the same kW twice (with a meter: its
+        reading, moved by what the commands not yet seen change).
+
+        ``cautious``: as ``expect``, but a command that lowers a device's power counts only
+        once a reading shows it; what dispatch and the plan take as headroom, so that no
+        wake goes into room a sleep has not yet freed (a miner that accepts its sleep and
+        keeps hashing reads so until its read-back deadline).
         """
-        p = self.site(expect, now)
+        p = self.site(CAUTIOUS if cautious else EXPECT if expect else READ, now)
         out = {
             "asic_kw": p.asic_kw,
             "gpu_kw": p.gpu_kw,
@@ -186,23 +203,23 @@ class Power:
         meter_kw = self.meter_kw()
         if meter_kw is not None:
             # the gap (unmetered loads, PUE, unread devices) as the meter saw it
-            seen = self.site(False, now)
+            seen = self.site(READ, now)
             out["import_kw"] = meter_kw + p.devices_import_kw - seen.devices_import_kw
         return out
 
-    def _site_power(self, expect: bool, now: float) -> SitePower:
+    def _site_power(self, view: int, now: float) -> SitePower:
         """Every device counted afresh: what :meth:`site` must equal."""
-        return self._sum(self._count(expect, self.fleet.status), now)
+        return self._sum(self._count(int(view), self.fleet.status), now)
 
     def _count(
-        self, expect: bool, status: Mapping[str, DeviceStatus]
+        self, view: int, status: Mapping[str, DeviceStatus]
     ) -> dict[str, tuple[str, DevicePower]]:
         # what is the same for every device looked up once: at 9,548 devices each lookup
         # saved is milliseconds of every poll and every shed
         kinds = {name: dc.kind.value for name, dc in self.devices.classes.items()}
         pending = self.fleet.pending
         one = self._device
-        return {i: (kinds[st.group], one(i, st, expect, pending)) for i, st in status.items()}
+        return {i: (kinds[st.group], one(i, st, view, pending)) for i, st in status.items()}
 
     def _sum(self, devices: Mapping[str, tuple[str, DevicePower]], now: float) -> SitePower:
         unmanaged = 0.0  # classes without adapters: as planned
@@ -222,29 +239,43 @@ class Power:
         site = self.config.site
         return site_power(devices, unmanaged, site.pue, site.base_load_kw, worst)
 
-    def device(self, device_id: str, expect: bool) -> DevicePower:
-        """One device's IT power as counted: its pending command's mode (``expect``), its
-        reading, else its last known power or its mode's."""
-        return self._device(device_id, self.fleet.status[device_id], expect, self.fleet.pending)
+    def device(self, device_id: str, expect: bool | int) -> DevicePower:
+        """One device's IT power as counted (``expect``: a view, True for EXPECT): its
+        pending command's mode, its reading, else its last known power or the mode its
+        newest reading shows (or, never read, the mode it was told)."""
+        return self._device(
+            device_id, self.fleet.status[device_id], int(expect), self.fleet.pending
+        )
 
     def _device(
-        self, device_id: str, st: DeviceStatus, expect: bool, pending: Mapping[str, object]
+        self, device_id: str, st: DeviceStatus, view: int, pending: Mapping[str, object]
     ) -> DevicePower:
         dc = self.devices.classes[st.group]
         # DeviceModes.awaiting, with the fleet's pending commands looked up once per walk
-        told = self.devices.modes.get(device_id) if expect and device_id in pending else None
-        t = self.readings.get(device_id)  # its newest (heard as it came)
-        read = device_id in self.fresh and t is not None and t.power_w is not None
+        told = self.devices.modes.get(device_id) if view and device_id in pending else None
         if told is not None:
             kw = mode_kw(dc, told)
-            return DevicePower(kw, read, kw)
-        if read and t is not None and t.power_w is not None:
+            if view == CAUTIOUS:  # a lower mode counts once read; a higher one at once
+                as_read = self._device(device_id, st, READ, pending)
+                if as_read.kw > kw:
+                    return as_read
+            return DevicePower(kw, device_id in self.fresh, kw)
+        t = self.readings.get(device_id)  # its newest (heard as it came)
+        if t is not None and t.power_w is not None and device_id in self.fresh:
             return DevicePower(t.power_w / 1000.0, True, t.power_w / 1000.0)
-        mode = self.devices.modes.get(device_id)
+        last = self.last_kw.get(device_id)
+        if t is not None:
+            # Answered without a power figure (stock Antminer firmware reads none), or not
+            # answering now: the mode its newest reading shows, not the one it was told (one
+            # that accepted a sleep and kept hashing counted at 15 W until its read-back
+            # deadline); asleep, not at the power it drew before.
+            mode: str | None = self.devices.from_reading(device_id, t)
+            if mode == SLEEP:
+                last = None
+        else:
+            mode = self.devices.modes.get(device_id)
         kw, worst = estimate_kw(
-            self.last_kw.get(device_id),
-            None if mode is None else mode_kw(dc, mode),
-            max(m.power_kw for m in dc.modes),
+            last, None if mode is None else mode_kw(dc, mode), max(m.power_kw for m in dc.modes)
         )
         return DevicePower(kw, False, worst)
 
@@ -272,7 +303,7 @@ class Power:
 
     def compliance(self, cap_kw: float, now: float) -> Compliance:
         """Whether import meets ``cap_kw``: met, not met or unverified, and why."""
-        return judge(cap_kw, self.site(False, now), self.meter_kw(), self.meter_error)
+        return judge(cap_kw, self.site(READ, now), self.meter_kw(), self.meter_error)
 
     def compliance_record(self, cap_kw: float, now: float) -> dict[str, Any]:
         """What the audit trail keeps of compliance with each telemetry record: the state,

@@ -1,0 +1,63 @@
+"""Devices that answer without a power figure (stock Antminer firmware reads no power) and
+commands not yet read back, as the daemon counts them (scheduler/service/daemon/measure.py).
+
+Field audit, session 20: four stock Antminers accepted a curtail's sleep and kept hashing.
+Until their read-back deadline (120 s) status counted each at its commanded sleep power
+(15 W) although every reading showed it hashing: 97.7 kW reported under a 100 kW cap while
+the miners drew 110.4 kW. And dispatch counted the same sleeps as room freed, so a re-plan
+woke other miners into room that was not there (64.1 kW under a 60 kW cap for ~50 s).
+
+Devices in memory (the measure parts tests' site: two miners "m", full 3 kW, eco 2 kW,
+asleep 0.25 kW; one GPU "g"; PUE 1.25, base load 2 kW)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapters.base import ModeRequest, Telemetry
+from scheduler.service.power import DevicePower
+from tests.test_measure_parts import Site
+
+
+def _stock(s: Site, device_id: str, state: str = "running") -> None:
+    """A reading of ``device_id`` as stock firmware gives it: a state, no power."""
+    s.clock.advance(1.0)
+    s.hear(Telemetry(device_id, s.now, state, power_w=None))
+
+
+def test_a_device_without_power_counts_at_the_mode_it_reads_not_the_one_it_was_told(
+    tmp_path: Path,
+) -> None:
+    s = Site(tmp_path)
+    s.poll(m_0=None, m_1=3000.0, g_0=750.0)  # m/0: stock firmware, hashing
+    s.command("m/0", "sleep", ModeRequest("sleep"))  # accepted, not followed
+    _stock(s, "m/0")  # still hashing after the command
+    got = s.power.device("m/0", False)
+    assert got.kw == 3.0 and not got.read  # its running mode's nameplate, estimated
+    # a reading that shows it asleep counts it asleep, whatever it drew before
+    _stock(s, "m/0", "sleeping")
+    assert s.power.device("m/0", False).kw == 0.25
+
+
+def test_a_reading_without_power_that_shows_sleep_is_not_counted_at_its_old_power(
+    tmp_path: Path,
+) -> None:
+    s = Site(tmp_path)
+    s.poll(m_0=3000.0, m_1=3000.0, g_0=750.0)
+    _stock(s, "m/0", "sleeping")  # the power figure is gone; the state says asleep
+    assert s.power.device("m/0", False) == DevicePower(0.25, False, 3.0)
+
+
+def test_wakes_do_not_count_a_sleep_not_yet_read_back_as_room_freed(tmp_path: Path) -> None:
+    """What dispatch's headroom counts (``cautious``): a command that lowers a device's
+    power counts only once a reading shows it; one that raises it counts at once."""
+    s = Site(tmp_path)
+    s.poll(m_0=3000.0, m_1=2000.0, g_0=750.0)
+    s.command("m/0", "sleep", ModeRequest("sleep"))
+    s.command("m/1", "full", ModeRequest("run", 3000.0))
+    shed = s.power.measured(s.now, expect=True)
+    wake = s.power.measured(s.now, cautious=True)
+    assert shed["asic_kw"] == 0.25 + 3.0  # the fast path: no kW shed twice
+    assert wake["asic_kw"] == 3.0 + 3.0  # dispatch: the sleep not seen yet still draws
+    s.hear(Telemetry("m/0", s.now + 1, "sleeping", power_w=250.0))
+    assert s.power.measured(s.now, cautious=True)["asic_kw"] == 0.25 + 3.0
