@@ -6,7 +6,8 @@ same path as a webhook), a subscription with this daemon's callback URL and bear
 and MQTT where the VTN offers it (``ven_mqtt``). Then, in the background: polling (the
 fall-back if a notification is lost, timed by ``ven_poll`` so that an event is handed on
 within the polling period), subscription renewal, and reports (``ven_reporter``).
-On ``stop`` the subscription is deleted.
+On ``stop`` the background tasks end (the MQTT listener's with them) and the subscription is
+deleted.
 
 Failing safe: a VTN that does not answer leaves every event already delivered in force (the
 daemon holds them); the VEN retries with back-off, and ``status()`` says when it last
@@ -151,9 +152,8 @@ class Ven(VenIntake):
         began = time.monotonic()
         if ok and await self._attempt(self.poll_once, "poll"):
             self._polled(time.monotonic() - began)
-        self._tasks = [
-            asyncio.create_task(self._loop(), name="ven-poll"),
-        ]
+        # appended: enrolling may have started the MQTT listener, which stop() ends too
+        self._tasks.append(asyncio.create_task(self._loop(), name="ven-poll"))
         if (measure := self.reports.measure) is not None:
             loop = self.reports.loop(measure, self.config.sample_s)
             self._tasks.append(asyncio.create_task(loop, name="ven-reports"))

@@ -4,7 +4,8 @@
 ``OAUTH2_BEARER_TOKEN`` (user name as given, ``{clientID}`` replaced by ours, the access
 token as password) or ``CERTIFICATE`` (not supported here: reported, webhooks and polling
 carry on). Messages are the same JSON notification objects webhooks carry. The listener
-reconnects with back-off and says in ``status`` when it last connected and last failed.
+reconnects with back-off and says in ``status`` when it last connected and last failed;
+cancelled, it leaves the broker and leaves no lost connection's error unread.
 """
 
 from __future__ import annotations
@@ -91,35 +92,40 @@ class MqttListener:
         import aiomqtt  # optional dependency: only VTNs with an MQTT notifier need it
 
         backoff = 1.0
-        while True:
-            try:
-                pw = await self._password() if self.binding.method != "ANONYMOUS" else None
-                async with aiomqtt.Client(
-                    self.binding.host,
-                    self.binding.port,
-                    username=self.binding.username,
-                    password=pw,
-                    tls_params=aiomqtt.TLSParameters() if self.binding.tls else None,
-                ) as client:
-                    for topic in self.topics:
-                        await client.subscribe(topic, qos=1)
-                    self.status |= {"connected": True, "last_connect_at": time.time()}
-                    self.connected.set()
-                    backoff = 1.0
-                    async for msg in client.messages:
-                        await self._one(msg.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker down, refused, dropped: keep trying, loudly
-                self.connected.clear()
-                self.status |= {
-                    "connected": False,
-                    "last_error": describe(exc)[:300],
-                    "last_error_at": time.time(),
-                }
-                log.warning("MQTT notifier %s: %s", self.status["broker"], exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._max_backoff_s)
+        try:
+            while True:
+                try:
+                    pw = await self._password() if self.binding.method != "ANONYMOUS" else None
+                    async with aiomqtt.Client(
+                        self.binding.host,
+                        self.binding.port,
+                        username=self.binding.username,
+                        password=pw,
+                        tls_params=aiomqtt.TLSParameters() if self.binding.tls else None,
+                    ) as client:
+                        _read_its_loss(client)
+                        for topic in self.topics:
+                            await client.subscribe(topic, qos=1)
+                        self.status |= {"connected": True, "last_connect_at": time.time()}
+                        self.connected.set()
+                        backoff = 1.0
+                        async for msg in client.messages:
+                            await self._one(msg.payload)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # broker down, refused, dropped: keep trying, loudly
+                    self.connected.clear()
+                    self.status |= {
+                        "connected": False,
+                        "last_error": describe(exc)[:300],
+                        "last_error_at": time.time(),
+                    }
+                    log.warning("MQTT notifier %s: %s", self.status["broker"], exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+        finally:  # stopped (cancelled): no longer listening
+            self.connected.clear()
+            self.status["connected"] = False
 
     async def _one(self, payload: Any) -> None:
         try:
@@ -136,3 +142,19 @@ class MqttListener:
         self.status["messages"] += 1
         self.status["last_message_at"] = time.time()
         await self._deliver(body)
+
+
+def _read_its_loss(client: Any) -> None:
+    """Read the error of ``client``'s connection when it is lost. aiomqtt keeps it in a
+    future that only its message iterator reads: when the listener is stopped in the same
+    turn of the loop as the loss, nobody did, and asyncio logged "Future exception was never
+    retrieved" when the client was collected. The loss itself is said by ``run`` (or moot,
+    the listener having stopped)."""
+    lost = getattr(client, "_disconnected", None)  # aiomqtt 2.x; elsewhere nothing to do
+    if isinstance(lost, asyncio.Future):
+        lost.add_done_callback(_read)
+
+
+def _read(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
