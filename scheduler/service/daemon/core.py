@@ -163,8 +163,9 @@ class Daemon:
     # -- life cycle ---------------------------------------------------------------------------
 
     async def open(self, before_connect: Callable[[Daemon], None] | None = None) -> None:
-        """Open the store, start the simulators, connect the fleet and read it once; no
-        jobs. ``before_connect`` runs once the simulators listen (tests inject faults)."""
+        """Open the store, start the simulators, connect the fleet and read it once, and log
+        how many devices answer; no jobs. ``before_connect`` runs once the simulators listen
+        (tests inject faults)."""
         stack = self._resources
         self.store.start()
         stack.callback(self.store.close)
@@ -185,6 +186,7 @@ class Daemon:
         await self.fleet.connect_all(self.connect_progress)
         await self.save_identities()
         await self.poll(dispatch=False)
+        views.log_answers(self)  # how many devices answer, and why the others do not
 
     async def save_identities(self) -> None:
         """Store what discovery found or changed since the last save (none: no write)."""

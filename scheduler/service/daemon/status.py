@@ -1,8 +1,14 @@
-"""What the daemon says of itself: ``/v1/status``, ``/healthz``'s verdict, and the
-inference latency objectives."""
+"""What the daemon says of itself: ``/v1/status``, ``/healthz``'s verdict, the inference
+latency objectives, and the start-up line on devices that do not answer.
+
+A device that cannot be read (unreachable, or answering what cannot be parsed) is not under
+control: ``/healthz`` answers 503 while no device of the site can be read, and 200 while
+some can (``/v1/status`` ``not_answering``, ``gridsched_devices{health=...}`` and the
+alerts GridschedDevicesUnreachable and GridschedMostDevicesNotAnswering say how many)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from datetime import UTC, datetime
@@ -12,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import Health
 from adapters.fleet_shards import ShardedFleet
+from adapters.outcomes import DeviceStatus
 from models.devices import DeviceKind
 from scheduler.service.daemon.devices import UNKNOWN
 from scheduler.service.power import judge, site_power
@@ -19,13 +26,25 @@ from scheduler.service.power import judge, site_power
 if TYPE_CHECKING:
     from scheduler.service.daemon.core import Daemon
 
+log = logging.getLogger("gridsched.daemon")
+
 _GROUP = attrgetter("group")
 _HEALTH = attrgetter("health")
 
+#: A device in one of these cannot be read: what it draws and does is not known.
+NOT_ANSWERING = frozenset({Health.UNREACHABLE, Health.UNREADABLE})
+_ANSWERS = frozenset(Health) - NOT_ANSWERING
+#: How many devices of a class that do not answer are named: in the start-up log line,
+#: and in ``/v1/status`` (the others are counted; ``gridsched fleet status`` lists each).
+LOG_FIRST, STATUS_FIRST = 3, 10
+
 
 def health_problem(d: Daemon, now: float) -> str | None:
-    """What makes the daemon unhealthy (``/healthz`` 503), or None: no plan yet, a failed
-    re-plan (even while the last good plan still covers now), a stale plan."""
+    """What makes the daemon unhealthy (``/healthz`` 503), or None: no device of the site
+    answers, no plan yet, a failed re-plan (even while the last good plan still covers
+    now), a stale plan."""
+    if (dark := _none_answers(d)) is not None:
+        return dark
     age = d.plans.age_s(now)
     if d.plans.error is not None:
         return f"last re-plan failed: {d.plans.error}"
@@ -34,6 +53,82 @@ def health_problem(d: Daemon, now: float) -> str | None:
     if age > d.config.daemon.max_plan_age_s:
         return "plan is stale"
     return d.plans.gap(now)
+
+
+def _none_answers(d: Daemon) -> str | None:
+    """The reason when the site has devices and none can be read; stops at the first
+    device that answers (the usual case: one look)."""
+    status = d.fleet.status
+    if not status or any(map(_ANSWERS.__contains__, map(_HEALTH, status.values()))):
+        return None
+    first = next(iter(status.values()))
+    return (
+        f"no device answers: 0 of {len(status)} devices can be read, nothing is under "
+        f"control (first: {first.device_id}: {_why(first)}); check their addresses in the "
+        "site file and the network, /v1/status not_answering"
+    )
+
+
+def _why(st: DeviceStatus) -> str:
+    """A device's last error in words, without the device's id in front."""
+    error = st.last_error or "no answer yet"
+    return error.removeprefix(f"{st.device_id}: ")
+
+
+def not_answering(
+    d: Daemon, by_class: dict[str, dict[str, Any]] | None = None, first: int = STATUS_FIRST
+) -> dict[str, Any]:
+    """``/v1/status`` ``not_answering``: the devices that cannot be read, of how many; per
+    class with such devices, how many of how many and the ``first`` few, each with its
+    health and last error in words. Counted from the classes' health (``by_class``, as
+    :func:`_classes` makes it); the devices are walked only when some do not answer, the
+    Python loop naming the first few ending once each class has its few."""
+    by_class = _classes(d) if by_class is None else by_class
+    classes: dict[str, dict[str, Any]] = {}
+    for g, c in by_class.items():
+        if n := sum(c["health"][h.value] for h in NOT_ANSWERING):
+            classes[g] = {"devices": n, "of": c["devices"], "first": {}}
+    if classes:
+        rows = d.fleet.status.values()
+        todo = len(classes)
+        for st in compress(rows, map(NOT_ANSWERING.__contains__, map(_HEALTH, rows))):
+            c = classes[st.group]
+            named = c["first"]
+            if len(named) < first:
+                named[st.device_id] = {"health": st.health.value, "error": _why(st)}
+                todo -= len(named) == min(first, c["devices"])
+                if todo == 0:
+                    break
+    return {
+        "devices": sum(c["devices"] for c in classes.values()),
+        "of": sum(c["devices"] for c in by_class.values()),
+        "classes": classes,
+    }
+
+
+def log_answers(d: Daemon) -> None:
+    """After the fleet's first connect and reading: one line per class with devices that do
+    not answer (how many, the first few and why) and one for the site, whatever its size.
+    Later changes of a device's health are the fleet's own lines (adapters/fleet_health.py)."""
+    seen = not_answering(d, first=LOG_FIRST)
+    n, of = seen["devices"], seen["of"]
+    if n == 0:
+        log.info("all %d devices answer", of)
+        return
+    for group, c in seen["classes"].items():
+        named = "; ".join(f"{i}: {row['error']}" for i, row in c["first"].items())
+        more = c["devices"] - len(c["first"])
+        log.warning(
+            "%s: %d of %d devices do not answer: %s%s",
+            group, c["devices"], c["of"], named, f"; and {more} more" if more else "",
+        )  # fmt: skip
+    level = logging.ERROR if n == of else logging.WARNING
+    log.log(
+        level,
+        "%d of %d devices answer, %d do not%s; /v1/status not_answering and "
+        "`gridsched fleet status` list them",
+        of - n, of, n, ": nothing is under control" if n == of else "",
+    )  # fmt: skip
 
 
 def inference_sla(d: Daemon) -> dict[str, dict[str, Any]]:
@@ -146,6 +241,7 @@ def status(d: Daemon) -> dict[str, Any]:
     cap, events = d.signals.cap_now(now)
     m = d.power.measured(now)
     plans, feeds = d.plans, d.feeds
+    classes = _classes(d)
     return {
         "site": d.config.site.name,
         "now": datetime.fromtimestamp(now, UTC).isoformat(),
@@ -196,7 +292,9 @@ def status(d: Daemon) -> dict[str, Any]:
             "age_s": _age(now, feeds.hashprice_ok_at),
             "error": feeds.hashprice_error,
         },
-        "classes": _classes(d),
+        "classes": classes,
+        # devices that cannot be read: how many, per class, the first few and why
+        "not_answering": not_answering(d, classes),
         "fleet_workers": fleet_workers(d),
         "hold_dispatch": plans.hold,
         "inference_demand": None if d.demand is None else d.demand.status(),
