@@ -1,7 +1,8 @@
 """Grid signals as data: demand-response events that cap import, set a price or alert.
 
 The simple native format is
-``{id, type: curtail|price|alert|cancel, start, end|duration, limit_kw?, level?, price?}``;
+``{id, type: curtail|price|alert|cancel, start, end|duration, limit_kw?|level?, price?}``
+(``limit_kw`` or ``level``, never both: which one applies would be a guess);
 a curtail with ``classes`` caps the power of those device classes at the meter instead of
 the site's import.
 OpenADR 3 events are translated into the same ``GridEvent`` by the webhook layer; an OpenADR
@@ -46,6 +47,20 @@ class EventType(StrEnum):
     ALERT = "alert"
     CANCEL = "cancel"
     NOTICE = "notice"  # received and recorded, not acted on (``detail`` says why)
+
+
+#: The refusal of an event that gives both: which one applies would be a guess.
+BOTH_LIMIT_AND_LEVEL = (
+    "limit_kw and level are both given: give one, not both (limit_kw: the cap in kW; "
+    "level: 0-3, the cap of [tariff.dr_levels_kw] for that level)"
+)
+#: Validation context for events read back from the state file (``GridEvent.model_validate(
+#: body, context=STORED)``): one stored before a check was added still loads as it acted.
+STORED = {"stored": True}
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(isinstance(info.context, dict) and info.context.get("stored"))
 
 
 class GridEvent(BaseModel):
@@ -103,7 +118,7 @@ class GridEvent(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> Self:
+    def _check(self, info: ValidationInfo) -> Self:
         for name in ("start", "end"):
             value = getattr(self, name)
             if value is not None:
@@ -115,6 +130,8 @@ class GridEvent(BaseModel):
                 object.__setattr__(self, name, value.astimezone(UTC))
         if self.type is EventType.CANCEL:
             return self
+        if self.limit_kw is not None and self.level is not None and not _stored(info):
+            raise ValueError(BOTH_LIMIT_AND_LEVEL)
         if self.start is None:
             raise ValueError("start is required (ISO 8601 with offset)")
         if self.end is not None and self.duration is not None:

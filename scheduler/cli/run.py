@@ -210,6 +210,14 @@ def cmd_signal(args: argparse.Namespace) -> int:
             f"gridsched: error: ${args.secret_env} is not set (the webhook secret)", file=sys.stderr
         )
         return 2
+    if args.limit_kw is not None and args.level is not None:
+        print(
+            "gridsched signal: error: --limit-kw and --level are both given: give one, not "
+            "both (--limit-kw: the site's import cap in kW; --level: 0-3, the cap of "
+            "[tariff.dr_levels_kw] for that level)",
+            file=sys.stderr,
+        )
+        return 2
     if args.type == "cancel" and not args.id:
         print(
             "gridsched signal: error: cancel needs --id, the id of the event to cancel "

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from adapters.faults import file_refused, in_words, is_bug, named, traceback_once
 from adapters.neterrors import describe
-from models.signals import EventType, GridEvent
+from models.signals import STORED, EventType, GridEvent
 from models.site import SiteConfig
 from scheduler.audit.store import Store
 from scheduler.planner.class_caps import class_caps_at
@@ -68,7 +68,7 @@ class Signals:
         for raw in self.store.signals(include_ended_after=now):
             body = {k: v for k, v in raw.items() if not k.startswith("_")}
             try:
-                out.append(GridEvent.model_validate(body))
+                out.append(GridEvent.model_validate(body, context=STORED))  # as it acted
             except ValueError as exc:  # the stored data's fault: in words, one line
                 why = (
                     "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
