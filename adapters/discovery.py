@@ -190,8 +190,10 @@ async def discover(
     _identification_waits(timeout_s)
     miner, seen = await contain(device_id, "discovery", _identify(address), timeout_s * 3)
     if miner is None:
+        why = await _why_unidentified(address, min(timeout_s, 2.0))
         raise DeviceUnreachable(
-            device_id, f"no miner identified at {address} (pyasic tried HTTP 80/443 and RPC 4028)"
+            device_id,
+            f"no miner identified at {address} (pyasic tried HTTP 80/443 and RPC 4028): {why}",
         )
     check = seen or check
     if book is not None and not check:
@@ -275,6 +277,30 @@ async def _by_version(address: str) -> tuple[Any, str]:
         address, miner_type=kind, miner_model=model, version=version
     )
     return miner, fingerprint(text)
+
+
+async def _why_unidentified(address: str, timeout_s: float) -> str:
+    """Why pyasic identified nothing at ``address``, in words: what a plain connection to
+    its RPC port (4028) and web port (80) meets. pyasic's discovery keeps no cause, and an
+    operator who typed an address wrong was told only that nothing was identified."""
+
+    async def one(port: int) -> str | None:  # None: it accepts connections
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout_s)
+        except TimeoutError:
+            return f"port {port}: no answer within {timeout_s:g} s"
+        except ConnectionRefusedError:
+            return f"port {port}: connection refused"
+        except OSError as exc:
+            return f"port {port}: {exc.strerror or type(exc).__name__}"
+        writer.close()
+        return None
+
+    rpc, web = await asyncio.gather(one(4028), one(80))
+    if rpc is None or web is None:
+        open_ = " and ".join(str(p) for p, r in ((4028, rpc), (80, web)) if r is None)
+        return f"port {open_} accepts connections, but no firmware pyasic knows answered there"
+    return f"{rpc}; {web}"
 
 
 async def _step(step: Coroutine[Any, Any, str | None]) -> str | None:

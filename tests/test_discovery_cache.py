@@ -352,3 +352,33 @@ def test_a_miner_slow_to_answer_version_is_still_found_by_pyasics_web_probe() ->
         web.shutdown()
         web.server_close()
     assert "LUXMiner" in type(found.miner).__name__
+
+
+def test_an_address_where_nothing_answers_is_said_in_words() -> None:
+    """Field audit (session 20), no. 6: a site whose addresses were all wrong said only "no
+    miner identified"; pyasic's discovery keeps no cause. What a plain connection to the
+    miner's ports met is said: refused, or a port that accepts but answers nothing known."""
+    import contextlib
+    import socket
+    import threading
+
+    from adapters import discovery
+    from adapters.base import DeviceUnreachable
+
+    host = loopback_host()  # nothing listens there
+    with pytest.raises(DeviceUnreachable) as err:
+        asyncio.run(discovery.discover("gone/0", host, 1.0, None))
+    assert "port 4028: connection refused; port 80: connection refused" in str(err.value)
+    with socket.socket() as srv:  # something on 4028 that hangs up on every connection
+        srv.bind((host, 4028))
+        srv.listen()
+
+        def hang_up() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    srv.accept()[0].close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        with pytest.raises(DeviceUnreachable) as err:
+            asyncio.run(discovery.discover("mute/0", host, 1.0, None))
+    assert "port 4028 accepts connections, but no firmware pyasic knows" in str(err.value)

@@ -67,3 +67,17 @@ def test_a_class_partly_read_shows_its_read_power_and_its_unread_units() -> None
     rows = _rows()
     assert rows["mixed"][9].startswith("3.2") and "+1 unread" in rows["mixed"][9], rows["mixed"]
     assert rows["ok"][9] == "3.2", rows["ok"]
+
+
+def test_a_devices_last_error_keeps_its_cause_not_its_name() -> None:
+    """Field audit (session 20), no. 6: the row cut the error at 80 characters, most of it
+    the device's name the row already shows, and a GPU agent's error lost its cause."""
+    from scheduler.cli.fleet_report import error_text
+
+    cause = "connection refused by 127.0.0.1:9400 (ECONNREFUSED): is gridsched-gpu-agent running?"
+    err = f"gpu-rack-07/slot-3: GPU agent at http://127.0.0.1:9400/v1/gpus/3: {cause}"
+    assert error_text("gpu-rack-07/slot-3", err).endswith(cause)
+    assert not error_text("gpu-rack-07/slot-3", err).startswith("gpu-rack-07")
+    long = error_text("m/0", "m/0: " + "x" * 300)
+    assert len(long) == 160 and long.endswith("…")
+    assert error_text("m/0", None) == ""

@@ -167,7 +167,7 @@ def print_status(
                     _lock_text(t) if _is_gpu(fleet, st.device_id) else "-",
                     f"{t.hashrate_ths:,.1f}" if t and t.hashrate_ths is not None else "-",
                     f"{t.max_temp_c:.0f}" if t and t.max_temp_c is not None else "-",
-                    (st.last_error or "")[:80],
+                    error_text(st.device_id, st.last_error),
                 ]
             )
         print(
@@ -190,6 +190,16 @@ def print_status(
         )
         if len(shown) > args.limit:
             print(f"... {len(shown) - args.limit} more (--limit)")
+
+
+def error_text(device_id: str, error: str | None, width: int = 160) -> str:
+    """A device's last error for its row: without the device's name, which the row has
+    (errors start with it; cut at 80 characters, a GPU agent's error lost its cause), and
+    at most ``width`` characters, marked when cut."""
+    text = error or ""
+    if text.startswith(f"{device_id}: "):
+        text = text[len(device_id) + 2 :]
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _is_gpu(fleet: Fleet, device_id: str) -> bool:
