@@ -256,6 +256,21 @@ def cmd_signal(args: argparse.Namespace) -> int:
     return 0 if resp.status_code in (200, 202) else 1
 
 
+#: What the daemon does with each type ``gridsched signal`` sends, as docs/daemon.md's table
+#: of the simple format says it (tests/test_signal_types_doc.py holds them to the same words).
+SIGNAL_TYPES = {
+    "curtail": "caps the site's import at limit_kw, or at the cap [tariff.dr_levels_kw] gives "
+    "its level (level 0: no cap); with classes, the power of those device classes instead "
+    "(limit_kw only)",
+    "price": "overrides the market price with price (USD/MWh) while in force; where prices "
+    "overlap, the highest priority wins",
+    "alert": "sheds: caps the site's import at [tariff.dr_levels_kw] level 3's cap, else at "
+    "the protected load (base load and committed inference); at its own limit_kw or level "
+    "when it gives one",
+    "cancel": "ends the stored signal with this id (404 when no stored signal has it)",
+}
+
+
 def add_parsers(sub: Any) -> None:
     ru = sub.add_parser("run", help="the daemon: plan, apply, watch, answer grid signals")
     ru.add_argument("--config", required=True, help="site TOML file")
@@ -283,12 +298,17 @@ def add_parsers(sub: Any) -> None:
     )
     ru.set_defaults(func=cmd_run)
 
-    sg = sub.add_parser("signal", help="send a signed simple-format signal to a daemon")
+    sg = sub.add_parser(
+        "signal",
+        help="send a signed simple-format signal to a daemon",
+        description="Send a signed simple-format signal to a daemon. What the daemon does "
+        "with each type is said below, in the words of docs/daemon.md's table of the simple "
+        "format's types.",
+    )
     sg.add_argument(
         "type",
-        choices=["curtail", "price", "alert", "cancel"],
-        help="curtail: cap import (--limit-kw or --level); price: a price signal; alert: a "
-        "notice; cancel: end an earlier signal (docs/daemon.md, the simple format)",
+        choices=list(SIGNAL_TYPES),
+        help="; ".join(f"{name}: {what}" for name, what in SIGNAL_TYPES.items()),
     )
     sg.add_argument(
         "--url",
@@ -300,14 +320,17 @@ def add_parsers(sub: Any) -> None:
     sg.add_argument("--duration", help="e.g. 1h, 30min (default: until cancelled)")
     sg.add_argument("--end", help="ISO 8601 end instead of --duration")
     sg.add_argument(
-        "--limit-kw", dest="limit_kw", type=float, help="curtail: the site's import cap in kW"
+        "--limit-kw",
+        dest="limit_kw",
+        type=float,
+        help="curtail, alert: the site's import cap in kW (not with --level)",
     )
     sg.add_argument(
         "--level",
         type=int,
         choices=[0, 1, 2, 3],
-        help="curtail: the [tariff.dr_levels_kw] level whose cap applies (or --limit-kw); "
-        "alert: its level",
+        help="curtail, alert: the [tariff.dr_levels_kw] level whose cap applies (not with "
+        "--limit-kw)",
     )
     sg.add_argument("--price", type=float, help="USD/MWh")
     sg.add_argument(
