@@ -180,7 +180,7 @@ class PyasicMiner(MinerCommands):
         if not version and self._found is not None and self._found.cached is not None:
             version = self._found.cached.firmware_version  # its version table still matches
         if not version:  # pyasic's get_fw_ver() on API v3 has none
-            version = await self._version(whatsminer3.fw_version(miner))
+            version = await self._version(whatsminer3.fw_version(self.device_id, miner))
         model = str(getattr(miner, "raw_model", None) or getattr(miner, "model", "") or "")
         self.info = self._identity(make, model, firmware, version, family, presets)
         if self.identities is not None and self._found is not None:

@@ -17,6 +17,10 @@ schedule of the miner's own so that a fleet's renewals are spread over its sweep
 miner not reached from one that refused or obeyed: its RPC answers a connection it could not
 open with ``{}`` (``BaseMinerRPCAPI._send_bytes``), which with a session reads as success and
 without one makes its ``auth`` raise KeyError, read as a refusal (pyasic 0.x, ``LUXMiner``).
+A reply read here in no usable shape (a ``logon`` without ``SESSION[0].SessionID``, a
+``profileset`` without ``PROFILE[0].Profile``, one that is no JSON) is a BadReply naming the
+command and what was expected; none at all (closed unanswered) is unreachable; only an
+error STATUS is the firmware's refusal.
 Whatever uses or replaces a miner's session (a command, a renewal) holds its
 :func:`session_lock`: a renewal's ``logoff`` ends the session a command sent meanwhile would
 carry ("Invalid session id", a failed first attempt).
@@ -28,12 +32,12 @@ import asyncio
 import contextlib
 import weakref
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from adapters import luxos_wire
-from adapters.base import AdapterError, BadReply, ControlRejected, contain
-from adapters.luxos_wire import LuxosError, Refused
+from adapters.base import AdapterError, BadReply, ControlRejected, DeviceUnreachable, contain
+from adapters.luxos_wire import NoReply, Refused, Unparsable
 
 T = TypeVar("T")
 
@@ -63,32 +67,57 @@ async def ask(rpc: Any, command: str, *args: str) -> Any:
     return await luxos_wire.ask(str(rpc.ip), int(rpc.port), command, *args)
 
 
-async def _logon(rpc: Any) -> None:
+async def _logon(device_id: str, what: str, rpc: Any) -> None:
     """A session of our own, or the active one adopted (LuxOS refuses a logon beside it,
-    Code 402); not reaching the miner raises ConnectionError."""
+    Code 402); not reaching the miner raises ConnectionError, a reply without a session id
+    in its place BadReply (:func:`session_id`), worded as part of ``what``."""
     rpc.session_token = None
+    command = "logon"
     try:
-        reply = await ask(rpc, "logon")
-    except LuxosError:  # refused (402): adopt what is active
-        reply = await ask(rpc, "session")
-    sid = reply["SESSION"][0]["SessionID"]
-    rpc.session_token = str(sid) if sid else None
+        reply = await ask(rpc, command)
+    except Refused:  # refused (402): adopt what is active
+        command = "session"
+        reply = await ask(rpc, command)
+    rpc.session_token = session_id(device_id, f"{what}: the {command} reply", reply)
 
 
-async def _in_session(device_id: str, rpc: Any, send: Callable[[str], Awaitable[T]]) -> T:
+def session_id(device_id: str, what: str, reply: Any) -> str | None:
+    """The ``SESSION[0].SessionID`` of a ``logon`` or ``session`` reply (docs.luxor.tech:
+    text; "" when LuxOS gives none): the id, or None for none. A reply without it there,
+    or with something other than text or a number, raises BadReply: ``what`` names the
+    reply (``curtail sleep: the logon reply``)."""
+    try:
+        sid = reply["SESSION"][0]["SessionID"]
+    except (KeyError, IndexError, TypeError):
+        sid = _NONE
+    if sid is None or (isinstance(sid, str | int) and not isinstance(sid, bool)):
+        return str(sid) if sid else None
+    shown = str(reply)[:120]
+    raise BadReply(
+        device_id, f"{what} has no SESSION[0].SessionID (the session id, as text): {shown}"
+    )
+
+
+#: No field where one was expected (None is LuxOS's null: no session).
+_NONE = object()
+
+
+async def _in_session(
+    device_id: str, what: str, rpc: Any, send: Callable[[str], Awaitable[T]]
+) -> T:
     """``send(session id)`` within the miner's session lock, logging on first when no
     session is held. A refusal that names the session (it ended under us: another client's
     ``logoff`` of a session we adopted, a reboot, LuxOS's minute) is sent once more after a
     new logon: the miner did nothing on a command whose session it refused."""
     async with session_lock(rpc):
         if rpc.session_token is None:
-            await _logon(rpc)
+            await _logon(device_id, what, rpc)
         try:
             return await send(_held(device_id, rpc))
         except Refused as exc:
             if "session" not in str(exc).lower():
                 raise
-        await _logon(rpc)
+        await _logon(device_id, what, rpc)
         return await send(_held(device_id, rpc))
 
 
@@ -104,13 +133,29 @@ async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> No
     A miner not reached raises DeviceUnreachable (or DeviceTimeout); one that answers an
     error, ControlRejected."""
 
-    async def go() -> None:
-        try:
-            await _in_session(device_id, rpc, lambda sid: ask(rpc, "curtail", sid, action))
-        except LuxosError as exc:
-            raise ControlRejected(device_id, f"curtail {action}: {exc}") from None
+    what = f"curtail {action}"
 
-    await contain(device_id, f"curtail {action}", go(), timeout_s)
+    async def go() -> None:
+        with _refused_or_unreadable(device_id, what):
+            await _in_session(device_id, what, rpc, lambda sid: ask(rpc, "curtail", sid, action))
+
+    await contain(device_id, what, go(), timeout_s)
+
+
+@contextlib.contextmanager
+def _refused_or_unreadable(device_id: str, what: str) -> Iterator[None]:
+    """A LuxOS error within a command, as the adapter's: an error STATUS is the firmware's
+    refusal (ControlRejected); a reply that is no JSON is unreadable (BadReply), and none
+    at all (the connection closed unanswered) unreachable, not refusals: the miner may have
+    done the command."""
+    try:
+        yield
+    except Refused as exc:
+        raise ControlRejected(device_id, f"{what}: {exc}") from None
+    except NoReply as exc:
+        raise DeviceUnreachable(device_id, f"{what}: {exc}") from None
+    except Unparsable as exc:
+        raise BadReply(device_id, f"{what}: {exc}") from None
 
 
 async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s: float) -> None:
@@ -127,19 +172,24 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s:
             await ask(rpc, "atmset", sid, "enabled=true")
         return reply
 
-    async def go() -> Any:
-        try:
-            return await _in_session(device_id, rpc, send)
-        except LuxosError as exc:
-            raise ControlRejected(device_id, f"profileset {name}: {exc}") from None
+    what = f"profileset {name}"
 
-    reply = await contain(device_id, f"profileset {name}", go(), timeout_s)
+    async def go() -> Any:
+        with _refused_or_unreadable(device_id, what):
+            return await _in_session(device_id, what, rpc, send)
+
+    reply = await contain(device_id, what, go(), timeout_s)
     try:
-        ok = reply["PROFILE"][0]["Profile"] == name
+        got = reply["PROFILE"][0]["Profile"]
     except (KeyError, IndexError, TypeError):
-        ok = False
-    if not ok:
-        raise ControlRejected(device_id, f"profileset {name}: the firmware did not confirm")
+        got = None
+    if not isinstance(got, str):
+        shown = str(reply)[:120]
+        raise BadReply(
+            device_id, f"{what}: the reply has no PROFILE[0].Profile (the profile set): {shown}"
+        )
+    if got != name:
+        raise ControlRejected(device_id, f"{what}: the firmware set profile {got!r}")
 
 
 async def profile_for(device_id: str, rpc: Any, target_w: float, timeout_s: float) -> Profiles:
@@ -216,27 +266,26 @@ async def renew_session(device_id: str, rpc: Any, timeout_s: float) -> None:
 
     async def go() -> None:
         async with session_lock(rpc):
-            await _renew(rpc)
+            await _renew(device_id, rpc)
         if not rpc.session_token:
             raise ControlRejected(device_id, "logon: LuxOS gave no session")
 
     await contain(device_id, "session renewal", go(), timeout_s)
 
 
-async def _renew(rpc: Any) -> None:
+async def _renew(device_id: str, rpc: Any) -> None:
     """Within the session lock: the current session ended, a new one opened."""
     sid = rpc.session_token
     if sid is None:
         with contextlib.suppress(Exception):
-            reply = await ask(rpc, "session")
-            sid = str(reply["SESSION"][0]["SessionID"]) or None
+            sid = session_id(device_id, "the session reply", await ask(rpc, "session"))
     if sid is not None:
         rpc.session_token = sid
         # Uses the session, ending it; one already expired answers an error, and there
         # is nothing to end.
         with contextlib.suppress(Exception):
             await ask(rpc, "logoff", sid)
-    await _logon(rpc)
+    await _logon(device_id, "session renewal", rpc)
 
 
 async def setup(device_id: str, rpc: Any, timeout_s: float) -> tuple[dict[float, str], bool]:

@@ -19,8 +19,9 @@ every reply reads exactly as pyasic would read it.
 Errors, as pyasic's contract had them and the adapter maps them (``adapters.base.contain``):
 no connection raises ``ConnectionError`` / ``OSError`` (unreachable); a reply that is not
 JSON, or none at all (a connection closed unanswered, as a rebooting miner does),
-:class:`Unparsable`; an error ``STATUS`` (in any part of a multicommand) :class:`Refused`.
-Both are :class:`LuxosError`, where pyasic raised its ``APIError`` for both.
+:class:`Unparsable` (:class:`NoReply` for none); an error ``STATUS`` (in any part of a
+multicommand) :class:`Refused`. Both are :class:`LuxosError`, where pyasic raised its
+``APIError`` for both.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class LuxosError(Exception):
 
 class Unparsable(LuxosError):
     """The answer is not JSON, even after pyasic's repairs, or there was none."""
+
+
+class NoReply(Unparsable):
+    """None at all: the miner closed the connection unanswered (as a rebooting one does)."""
 
 
 class Refused(LuxosError):
@@ -61,7 +66,10 @@ def request(command: str, *params: str) -> bytes:
 
 def decode(data: bytes) -> Any:
     """A reply's JSON, as pyasic's ``_load_api_data`` reads it: the trailing NUL dropped; a
-    reply that does not parse as sent is repaired pyasic's way first. Raises Unparsable."""
+    reply that does not parse as sent is repaired pyasic's way first. Raises Unparsable,
+    in words (no reply at all, or not JSON with pyasic's reason)."""
+    if not data.strip(b"\x00"):
+        raise NoReply("no reply (the miner closed the connection unanswered)")
     if data.endswith(b"\x00"):
         data = data[:-1]
     if b'"inf"' not in data and b'"nan"' not in data:
@@ -75,16 +83,17 @@ def decode(data: bytes) -> Any:
     try:
         return BaseMinerRPCAPI._load_api_data(data)
     except APIError as exc:
-        raise Unparsable(str(exc)[:200]) from None
+        raise Unparsable(f"the reply is not JSON ({str(exc)[:200]})") from None
 
 
 def check(command: str, reply: Any) -> None:
     """pyasic's ``validate_command_output``: an error STATUS, of the reply or of any part of
-    a multicommand, raises Refused. A shape it cannot walk raises what walking it raises
-    (TypeError, KeyError...), as pyasic's does: the adapter reads that as unparsable, on a
-    command too (where pyasic's ``AttributeError`` on a reply that is no object was)."""
+    a multicommand, raises Refused. A reply that is no object raises Unparsable (where
+    pyasic's ``AttributeError`` was); a shape pyasic cannot walk raises what walking it
+    raises (TypeError, KeyError... in pyasic's code), as pyasic's does: the adapter reads
+    both as unreadable, on a command too."""
     if not isinstance(reply, dict):
-        raise TypeError(f"{command}: the reply is JSON but no object")
+        raise Unparsable(f"{command}: the reply is JSON but no object ({str(reply)[:80]})")
     from pyasic.misc import validate_command_output
 
     ok, msg = validate_command_output(reply)

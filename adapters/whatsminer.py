@@ -112,8 +112,12 @@ async def call(
             raise BadReply(device_id, why) from None
         raise ControlRejected(device_id, f"{what}: the miner refused: {words}") from None
     msg = reply.get("Msg") if isinstance(reply, dict) else None
-    if fn != "set_power_limit" and msg != DONE:  # pyasic asks the same of these two
-        raise ControlRejected(device_id, f"{what}: the miner answered {str(reply)[:120]}")
+    if fn == "set_power_limit" or msg == DONE:  # pyasic asks DONE of the other two
+        return
+    if not isinstance(msg, str):  # no answer of btminer's: garbled, not a refusal
+        shown = str(reply)[:120]
+        raise BadReply(device_id, f"{what}: the reply has no Msg (expected {DONE!r}): {shown}")
+    raise ControlRejected(device_id, f"{what}: the miner answered {str(reply)[:120]}")
 
 
 _WRITES = {"stop_mining": "power_off", "resume_mining": "power_on"}

@@ -95,12 +95,25 @@ async def first_salt(device_id: str, miner: Any, timeout_s: float) -> None:
             await contain(device_id, "get.device.info salt", miner.rpc.get_salt(), timeout_s)
 
 
-async def _fw_version(miner: Any) -> str | None:
+async def _fw_version(device_id: str, miner: Any) -> str | None:
     reply = await miner.rpc.get_device_info()
-    version = reply["msg"]["system"]["fwversion"]
-    return None if version is None else str(version)
+    try:
+        version = reply["msg"]["system"]["fwversion"]
+    except (LookupError, TypeError):
+        version = reply  # not there: the reply in no usable shape
+    if version is None or (
+        isinstance(version, str | int | float) and not isinstance(version, bool)
+    ):
+        return None if version is None else str(version)
+    shown = str(reply)[:120]
+    raise BadReply(
+        device_id,
+        "get.device.info: the reply has no msg.system.fwversion "
+        f"(the firmware version, as text): {shown}",
+    )
 
 
-def fw_version(miner: Any) -> Awaitable[str | None]:
-    """The firmware version, from ``get.device.info`` where pyasic's ``get_fw_ver`` has none."""
-    return _fw_version(miner) if is_v3(miner) else miner.get_fw_ver()
+def fw_version(device_id: str, miner: Any) -> Awaitable[str | None]:
+    """The firmware version, from ``get.device.info`` where pyasic's ``get_fw_ver`` has none
+    (a reply without it there: BadReply)."""
+    return _fw_version(device_id, miner) if is_v3(miner) else miner.get_fw_ver()

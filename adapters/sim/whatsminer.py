@@ -226,6 +226,8 @@ class WhatsminerSim(MinerServer):
             return self._sealed(self._st(135, "check token error", ok=False))
         name = str(cmd.get("cmd", ""))
         self.writes.append(name)
+        if self._fault(FaultKind.GARBLE) is not None:  # as a plain command's: nothing done
+            return self._sealed({"STATUS": "S", name.upper(): {"0": "?"}, "id": 1})
         reply = self._st(131, "API command OK")
         ignore = self._fault(FaultKind.IGNORE) is not None
         if name == "power_off":
