@@ -48,6 +48,9 @@ class OutcomeKind(StrEnum):
     ACCEPTED = "accepted"  # the device took the command; not yet seen in effect
     CONFIRMED = "confirmed"  # a reading sent after the command shows it: done
     UNCONFIRMED = "unconfirmed"  # accepted, and the read-back did not show it in time
+    #: accepted, and a newer command to the device was accepted before a read-back showed
+    #: this one: its wait ends (the newer one is read back); neither done nor not followed
+    SUPERSEDED = "superseded"
     REJECTED = "rejected"  # the device answered no
     FAILED = "failed"  # no usable answer (unreachable, timeout, unparseable)
 
@@ -58,8 +61,9 @@ class Outcome:
 
     ``kind`` says which: a command gets one ``accepted``, ``rejected`` or ``failed``
     Outcome when it is sent and, once accepted, one ``confirmed`` or ``unconfirmed`` when
-    read back (``latency_s`` then counts from the command's going out to the device, after
-    any wait for a slot, to the verdict).
+    read back, or ``superseded`` (``ok``, its ``applied.note`` naming the newer command)
+    when a newer command is accepted first (``latency_s`` then counts from the command's
+    going out to the device, after any wait for a slot, to the verdict).
     """
 
     device_id: str

@@ -3,7 +3,9 @@
 An accepted command is not yet done: it waits in ``pending`` until a reading sent after it
 shows the mode (an :class:`Outcome` ``confirmed``), or until the device's confirmation
 deadline passes (``unconfirmed``: the adapter forgets what it believed sent, and the fleet
-sends it again, :meth:`adapters.fleet.Fleet.resend_unconfirmed`).
+sends it again, :meth:`adapters.fleet.Fleet.resend_unconfirmed`), or until a newer command
+to the device is accepted (``superseded``, naming the newer one, which is read back in its
+place: no reading showed the older, and the device did not fail to follow it either).
 
 Each accepted command is also read back on its own (``due``): the device is read
 ``readback_after_s`` after the command (its firmware family's typical time to show a
@@ -24,7 +26,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from adapters.base import DeviceAdapter, Health, ModeRequest, NotConfirmed, Telemetry
+from adapters.base import (
+    Applied,
+    DeviceAdapter,
+    Health,
+    ModeRequest,
+    NotConfirmed,
+    Telemetry,
+)
 from adapters.fleet_health import HealthBook
 from adapters.outcomes import DeviceStatus, Outcome, OutcomeKind, Pending
 
@@ -76,13 +85,36 @@ class ReadBack:
         counts a wait for a slot before it went out; it is timed from its going out."""
         dev = self.by_id[out.device_id]
         sent = out.at - (out.latency_s if call_s is None else call_s)
+        older = self.pending.get(out.device_id)
         p = self.pending[out.device_id] = Pending(out, sent, sent + dev.confirm_deadline_s())
         self.unconfirmed.pop(out.device_id, None)
+        if older is not None:
+            self._superseded(older, out)
         # the one bound on the adapter's figure: never past the command's deadline
         after_s = max(MIN_GAP_S, min(dev.readback_after_s(), p.deadline - p.sent_at))
         # timed from the device's answer (on the loop's clock): a command that queued behind
         # a large batch reached the device only then, and read at once it would not show yet
         self._schedule(out.device_id, p, time.monotonic() + after_s, after_s)
+
+    def _superseded(self, older: Pending, newer: Outcome) -> None:
+        """The verdict on a command still waiting when ``newer`` was accepted: superseded,
+        its note naming the newer command (its own note kept before it)."""
+        applied = older.outcome.applied
+        assert applied is not None
+        why = f"superseded by {newer.request.describe()} before a read-back showed it"
+        note = f"{applied.note}; {why}" if applied.note else why
+        self.emit(
+            Outcome(
+                newer.device_id,
+                older.outcome.request,
+                True,
+                0,
+                max(0.0, newer.at - older.sent_at),
+                Applied(applied.request, applied.target_w, note),
+                at=newer.at,
+                kind=OutcomeKind.SUPERSEDED,
+            )
+        )
 
     def _schedule(self, device_id: str, p: Pending, at: float, since_s: float) -> None:
         self._seq += 1

@@ -29,6 +29,8 @@ from scheduler.planner.objectives import offered_modes
 from scheduler.service.daemon.clock import Clock
 
 log = logging.getLogger("gridsched.daemon")
+#: The read-back's verdicts on an accepted command (one each).
+_VERDICTS = (OutcomeKind.CONFIRMED, OutcomeKind.UNCONFIRMED, OutcomeKind.SUPERSEDED)
 SLEEP = "sleep"
 #: The mode of a device whose reading matches none of its class's modes for certain (a GPU
 #: whose SM clock lock cannot be told, or that runs clocks no mode locks).
@@ -150,11 +152,12 @@ class DeviceModes:
         return self.modes.get(device_id) if device_id in self.fleet.pending else None
 
     def read_back(self, out: Outcome) -> None:
-        """The fleet's verdict on an accepted command (its ``on_outcome`` hook). Confirmed:
-        kept for the audit trail. Unconfirmed: the device did not follow; it takes the mode
-        it reads, if read since the command, so that dispatch sends the plan's mode again
-        and the fast path does not count on it."""
-        if out.kind not in (OutcomeKind.CONFIRMED, OutcomeKind.UNCONFIRMED):
+        """The fleet's verdict on an accepted command (its ``on_outcome`` hook). Confirmed,
+        or superseded (a newer command accepted before a read-back showed it; the newer one
+        is read back): kept for the audit trail, nothing else changes. Unconfirmed: the
+        device did not follow; it takes the mode it reads, if read since the command, so
+        that dispatch sends the plan's mode again and the fast path does not count on it."""
+        if out.kind not in _VERDICTS:
             return
         if self.on_verdict is not None:
             self.on_verdict(out)

@@ -26,12 +26,21 @@ log = logging.getLogger("gridsched.daemon")
 #: How long the first verdict of a batch waits for others: one record per batch rather than
 #: one per device (a curtail of 7,500 miners is read back within seconds).
 VERDICT_BATCH_S = 0.25
+#: Each read-back verdict's name in the counters (``/v1/status`` ``read_back``, /metrics'
+#: ``gridsched_readback_verdicts_total{verdict}``).
+_COUNTED = {
+    OutcomeKind.CONFIRMED: "confirmed",
+    OutcomeKind.UNCONFIRMED: "unconfirmed",
+    OutcomeKind.SUPERSEDED: "superseded",
+}
 
 
 class Recorder:
     def __init__(self, store: Store, counters: Counters) -> None:
         self.store = store
         self.counters = counters
+        for key in _COUNTED.values():  # each verdict counted from 0: /metrics has it from start
+            counters.readbacks.setdefault(key, 0)
         self.error: str | None = None  # the last record refused, until one lands
         self.verdicts: list[Outcome] = []  # read-back verdicts not yet written
         self._writing: asyncio.Task[None] | None = None
@@ -90,8 +99,8 @@ class Recorder:
         """A read-back verdict (the fleet's ``on_outcome`` hook, through
         :meth:`DeviceModes.read_back`): counted at once, written within ``VERDICT_BATCH_S``
         and the write's time."""
-        key = "confirmed" if out.kind is OutcomeKind.CONFIRMED else "unconfirmed"
-        self.counters.readbacks[key] += 1
+        key = _COUNTED.get(out.kind, "unconfirmed")
+        self.counters.readbacks[key] = self.counters.readbacks.get(key, 0) + 1
         self.verdicts.append(out)
         if self._writing is None or self._writing.done():
             try:
