@@ -13,6 +13,7 @@ simulator's in ``adapters.sim.gpu_backend``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from adapters.base import (
     contain,
 )
 from adapters.nvml import GpuBackend, PynvmlBackend, nvml_error
+from adapters.replywords import value_words
 from adapters.serving_hook import ServingHook
 
 log = logging.getLogger("gridsched.adapters.gpu")
@@ -119,9 +121,10 @@ class NvmlGpu(DeviceAdapter):
             raise
 
     async def connect(self) -> DeviceInfo:
-        name, uuid = await self._call("identity")
+        name, uuid = _pair("identity", self.device_id, await self._call("identity"))
         driver = str(await self._call("driver_version"))
-        lo, hi = await self._call("limit_constraints_w")
+        got = await self._call("limit_constraints_w")
+        lo, hi = _figures("limit_constraints_w", self.device_id, got, 2)
         if not (0 < lo <= hi):
             raise BadReply(self.device_id, f"NVML power limit constraints [{lo}, {hi}] W")
         self.info = DeviceInfo(
@@ -171,7 +174,7 @@ class NvmlGpu(DeviceAdapter):
         # one call for the six figures (adapters.nvml.READING): a hop to NVML's thread or a
         # round trip to the simulator each cost more than the figures themselves
         figures = await self._call("reading")
-        power, limit, energy, util, clock, temp = (float(x) for x in figures)
+        power, limit, energy, util, clock, temp = _figures("reading", self.device_id, figures, 6)
         lo = self.info.min_power_w if self.info else None
         asleep = self._asleep and lo is not None and abs(limit - lo) <= 1.0
         clocks, unknown = self._clocks_in_force(clock)
@@ -262,7 +265,7 @@ class NvmlGpu(DeviceAdapter):
         if request.action == "sleep":
             target = lo
         elif request.power_w is None:
-            target = float(await self._call("limit_w"))
+            target = _figures("limit_w", self.device_id, (await self._call("limit_w"),), 1)[0]
         else:
             target = min(max(request.power_w, lo), hi)
             if target != request.power_w:
@@ -368,3 +371,21 @@ def _cannot_lock(exc: AdapterError) -> bool:
 
 def _join(note: str, more: str) -> str:
     return note if not more else (f"{note}; {more}" if note else more)
+
+
+def _figures(call: str, device_id: str, got: Any, n: int) -> tuple[float, ...]:
+    """``n`` numbers of an NVML answer (a backend's, an agent's), or BadReply in words."""
+    if isinstance(got, list | tuple) and len(got) == n:
+        with contextlib.suppress(TypeError, ValueError):
+            if not any(isinstance(x, bool | str) for x in got):
+                return tuple(float(x) for x in got)
+    what = f"{n} numbers were" if n > 1 else "a number was"
+    shown = value_words(got if n > 1 or not isinstance(got, tuple) else got[0])
+    raise BadReply(device_id, f"{call}: the answer has {shown} where {what} expected")
+
+
+def _pair(call: str, device_id: str, got: Any) -> tuple[Any, Any]:
+    if isinstance(got, list | tuple) and len(got) == 2:
+        return got[0], got[1]
+    why = f"the answer has {value_words(got)} where a (name, UUID) pair was expected"
+    raise BadReply(device_id, f"{call}: {why}")

@@ -178,11 +178,20 @@ class AgentBackend(KeptConnections[Conn]):
         return out
 
     async def count(self) -> int:
-        return int((await self._request("nvml", {"op": "count"}))["gpus"])
+        out = await self._request("nvml", {"op": "count"})
+        n = out.get("gpus")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            why = f"the answer has no 'gpus' count (a whole number expected): {str(out)[:120]}"
+            raise BadReply("nvml", f"count: {why} (at {self._where()})")
+        return n
 
     async def call(self, index: int, call: str, *args: float) -> Any:
         req = {"op": "gpu", "index": index, "call": call, "args": list(args)}
-        result = (await self._request(f"gpu{index}", req))["result"]
+        out = await self._request(f"gpu{index}", req)
+        if "result" not in out:
+            why = f"the answer has no 'result' (NVML's answer expected): {str(out)[:120]}"
+            raise BadReply(f"gpu{index}", f"{call}: {why} (at {self._where()})")
+        result = out["result"]
         return tuple(result) if isinstance(result, list) else result
 
 

@@ -401,3 +401,79 @@ def test_a_whatsminer_v3_device_info_in_no_usable_shape_is_a_bad_reply(
     assert str(err).startswith("wm3/0: get.device.info: the reply has no msg.system"), err
     assert version == ""
     _no_bug_logged(caplog)
+
+
+# -- a GPU agent answering in no usable shape (a hand-written agent, auth "none") ----------
+
+
+async def _gpu_agent(results: dict[str, dict[str, Any]]) -> tuple[asyncio.Server, int]:
+    """A GPU agent on loopback (no secret) answering each request with
+    ``results[call or op]``; a call not listed gets NVML's own good answer shape."""
+    from adapters import gpu_wire
+
+    good: dict[str, Any] = {
+        "identity": ["H100", "GPU-1"],
+        "driver_version": "550.54",
+        "limit_constraints_w": [200.0, 700.0],
+        "reset_locked_clocks": None,
+        "reading": [300.0, 700.0, 1e6, 50.0, 1800.0, 60.0],
+    }
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(json.dumps({"protocol": gpu_wire.PROTOCOL, "auth": "none"}).encode() + b"\n")
+        while line := await reader.readline():
+            req = json.loads(line)
+            name = str(req.get("call", req.get("op")))
+            out = results.get(name, {"ok": True, "result": good.get(name), "gpus": 1})
+            writer.write(json.dumps(out).encode() + b"\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+GPU_ANSWERS = {
+    "count without gpus": ("count", {"ok": True}),
+    "count as text": ("count", {"ok": True, "gpus": "eight"}),
+    "a call without result": ("reading", {"ok": True}),
+    "reading as text": ("reading", {"ok": True, "result": "300 W"}),
+    "reading too short": ("reading", {"ok": True, "result": [300.0, 700.0]}),
+    "reading with null": ("reading", {"ok": True, "result": [None, 700, 1, 50, 1800, 60]}),
+    "identity not a pair": ("identity", {"ok": True, "result": "H100"}),
+    "limits as text": ("limit_constraints_w", {"ok": True, "result": ["low", "high"]}),
+}
+
+
+@pytest.mark.parametrize("answer", GPU_ANSWERS.values(), ids=list(GPU_ANSWERS))
+def test_a_gpu_agent_answer_in_no_usable_shape_is_a_bad_reply(
+    answer: tuple[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    from adapters.gpu import NvmlGpu
+    from adapters.gpu_remote import AgentBackend
+
+    call, out = answer
+
+    async def go() -> AdapterError:
+        server, port = await _gpu_agent({call: out})
+        async with server:
+            backend = AgentBackend("127.0.0.1", port, timeout_s=5.0)
+            dev = NvmlGpu("g/0", "0", backend, 0, 5.0)
+            try:
+                with pytest.raises(AdapterError) as got:
+                    if call == "count":
+                        await backend.count()
+                    else:
+                        await dev.connect()
+                        await dev.read()
+            finally:
+                await backend.close()
+        return got.value
+
+    with caplog.at_level(logging.INFO):
+        err = asyncio.run(go())
+    assert isinstance(err, BadReply), err
+    device = "nvml" if call == "count" else "g/0"
+    _in_words(err, device)
+    assert f"{call}: " in str(err) and "expected" in str(err), err
+    _no_bug_logged(caplog)
