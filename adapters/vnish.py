@@ -158,11 +158,13 @@ async def set_preset(device_id: str, miner: Any, watts: float, timeout_s: float)
         settings = await _web(device_id, "settings", miner, miner.web.settings, timeout_s)
     else:
         settings = await contain(device_id, what, _get(device_id, web, "settings"), timeout_s)
-        overclock = (
-            settings.get("miner", {}).get("overclock") if isinstance(settings, dict) else None
-        )
+        part = settings.get("miner") if isinstance(settings, dict) else None
+        overclock = part.get("overclock") if isinstance(part, dict) else None
         if not isinstance(overclock, dict):
-            raise BadReply(device_id, f"{what}: settings have no miner.overclock")
+            shown = str(settings)[:120]
+            raise BadReply(
+                device_id, f"{what}: settings have no miner.overclock object (read: {shown})"
+            )
         body = {"miner": {"overclock": {**overclock, "preset": name}}}
         await contain(device_id, what, web.post(device_id, "settings", body), timeout_s)
         settings = await contain(device_id, what, _get(device_id, web, "settings"), timeout_s)

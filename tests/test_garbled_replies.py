@@ -477,3 +477,38 @@ def test_a_gpu_agent_answer_in_no_usable_shape_is_a_bad_reply(
     _in_words(err, device)
     assert f"{call}: " in str(err) and "expected" in str(err), err
     _no_bug_logged(caplog)
+
+
+@pytest.mark.skipif(not can_bind_80(), reason="cannot bind port 80 on loopback")
+@pytest.mark.parametrize("miner", ["overclock", ["overclock"], {"overclock": "2592"}])
+def test_a_vnish_settings_reply_in_no_usable_shape_is_a_bad_reply(
+    miner: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A preset is written into the settings' ``miner.overclock`` as read: settings whose
+    ``miner`` is no object (the simulator's own answer replaced for ``settings``) are
+    unreadable (before: an AttributeError out of the adapter's apply itself)."""
+    with _one_miner("vnish") as (sim, m):
+        dev = PyasicMiner("vn/0", m.host, timeout_s=5.0)
+
+        async def go() -> AdapterError:
+            info = await dev.connect()
+            inner = m.web_get
+
+            def web_get(name: str) -> Any:
+                return {"miner": miner} if name == "settings" else inner(name)
+
+            sim.call(lambda: setattr(m, "web_get", web_get))
+            try:
+                with pytest.raises(AdapterError) as got:
+                    await dev.apply(ModeRequest("run", info.power_targets_w[0]))
+            finally:
+                sim.call(lambda: setattr(m, "web_get", inner))
+                await dev.close()
+            return got.value
+
+        with caplog.at_level(logging.INFO):
+            err = asyncio.run(go())
+    assert isinstance(err, BadReply), err
+    _in_words(err, "vn/0")
+    assert "miner.overclock" in str(err), err
+    _no_bug_logged(caplog)
