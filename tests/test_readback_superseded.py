@@ -144,3 +144,27 @@ def test_the_daemon_records_and_counts_a_superseded_verdict_apart(tmp_path: Path
     row = rows[0]
     assert row["device"] == "old/0" and row["request"] == "sleep" and row["ok"] is True
     assert "superseded by run" in str(row["note"]), row
+
+
+def test_a_newer_command_not_accepted_also_ends_the_wait_with_a_verdict() -> None:
+    """``ReadBack.supersede``: what the fleet calls when a newer command fails or is
+    refused (it stops waiting for the older one): the older gets its verdict too."""
+    fleet, dev, seen = _fleet(deadline_s=30.0)
+    dev.follows = False
+
+    async def go() -> None:
+        try:
+            await fleet.apply({"m/0": ModeRequest("sleep")})
+            failed = Outcome("m/0", ModeRequest("run"), False, 3, 0.1, error="m/0: refused")
+            fleet._readback.supersede(failed)
+        finally:
+            await fleet.close()
+
+    asyncio.run(go())
+    verdicts = [o for o in seen if o.kind in VERDICTS]
+    assert len(verdicts) == 1 and verdicts[0].kind is OutcomeKind.SUPERSEDED
+    assert verdicts[0].applied is not None
+    assert verdicts[0].applied.note == (
+        "superseded by run before a read-back showed it (the newer command failed)"
+    )
+    assert not fleet.pending
