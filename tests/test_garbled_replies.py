@@ -26,11 +26,13 @@ from adapters.base import (
     BadReply,
     ControlRejected,
     DeviceUnreachable,
+    Health,
     ModeRequest,
 )
+from adapters.fleet import Outcome, OutcomeKind
 from adapters.sim.fleet import SimFleetThread
 from adapters.sim.server import FaultKind
-from tests.support.simfleet import can_bind_80, firmware_fleet
+from tests.support.simfleet import can_bind_80, firmware_fleet, one_device_fleet
 
 PY_NAMES = (
     "TypeError",
@@ -163,6 +165,34 @@ def test_luxos_garbled_logon_names_the_command_and_the_session_id(
         _in_words(err, "lux/0")
         assert "logon" in str(err) and "SESSION[0].SessionID" in str(err), err
     assert str(sleep).startswith("lux/0: curtail sleep: "), sleep
+    _no_bug_logged(caplog)
+
+
+def test_luxos_garbled_logon_through_the_fleet_is_unreadable_in_words(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What the daemon hears (and the audit trail's row says): the fleet's outcome, failed
+    with the words, the device unreadable, no traceback logged."""
+    seen: list[Outcome] = []
+    with _one_miner("luxos") as (sim, m):
+        dev = PyasicMiner("lux/8", m.host, timeout_s=5.0, keep_session=False)
+        fleet = one_device_fleet(dev, seen)
+
+        async def go() -> None:
+            await fleet.connect_all()
+            sim.call(m.inject, FaultKind.GARBLE)
+            try:
+                await fleet.apply({"lux/8": ModeRequest("sleep")})
+            finally:
+                await fleet.close()
+
+        with caplog.at_level(logging.INFO):
+            asyncio.run(go())
+    out = seen[-1]
+    assert out.kind is OutcomeKind.FAILED and out.error, out
+    assert "curtail sleep: the logon reply has no SESSION[0].SessionID" in out.error, out.error
+    assert not [n for n in PY_NAMES if n in out.error], out.error
+    assert fleet.status["lux/8"].health is Health.UNREADABLE
     _no_bug_logged(caplog)
 
 
