@@ -131,7 +131,8 @@ def _held(device_id: str, rpc: Any) -> str:
 async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> None:
     """``curtail sleep`` / ``curtail wakeup``, logging on first when no session is held.
     A miner not reached raises DeviceUnreachable (or DeviceTimeout); one that answers an
-    error, ControlRejected."""
+    error, ControlRejected; one whose answer cannot be read (no JSON, a logon without its
+    session id), BadReply."""
 
     what = f"curtail {action}"
 
@@ -159,7 +160,8 @@ def _refused_or_unreadable(device_id: str, what: str) -> Iterator[None]:
 
 
 async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s: float) -> None:
-    """``profileset name``; raises ControlRejected unless the reply names the profile."""
+    """``profileset name``; raises BadReply when the reply names no profile, ControlRejected
+    when it names another (and as :func:`curtail` for the rest)."""
 
     async def send(sid: str) -> Any:
         # atmset as pyasic sends it (the session, then key=value: docs.luxor.tech,
