@@ -143,14 +143,24 @@ def test_a_shed_by_the_poll_re_plans_so_that_a_cap_starting_later_is_enforced(
     clock = FakeClock()
     d, devices = memory_daemon(SITE, tmp_path, clock)
 
-    async def planned() -> None:
-        await until(lambda: not d.planning.pending and not d.plans.hold, what="a new plan")
+    async def planned(after: int) -> None:
+        """A plan adopted since generation ``after`` (its dispatch done), dispatch free."""
+        await until(
+            lambda: (
+                d.plans.generation > after
+                and not d.plans.hold
+                and not d.planning._lock.locked()
+                and not d.dispatcher._lock.locked()
+            ),
+            what="a new plan",
+        )
 
     async def body() -> None:
         assert await d.replan("start") is not None
+        gen = d.plans.generation
         await d.accept([_curtail(clock, 22.0, "first")], "test", None, "{}")
         await _shed_settled(d)
-        await planned()
+        await planned(gen)
         later = GridEvent(
             id="later",
             type=EventType.CURTAIL,
@@ -158,18 +168,47 @@ def test_a_shed_by_the_poll_re_plans_so_that_a_cap_starting_later_is_enforced(
             duration="1h",
             limit_kw=10.0,
         )
+        gen = d.plans.generation
         await d.accept([later], "test", None, "{}")
-        await planned()
-        slept = sorted(_asleep(devices))
+        await planned(gen)
+        slept = sorted(i for i in _asleep(devices) if not i.startswith("gpu"))
         assert slept
-        devices[slept[0]].state = "running"  # rebooted into mining during the event
+        for i in slept:
+            devices[i].state = "running"  # rebooted into mining during the event: 24 kW
         clock.advance(30.0)
-        await d.poll()
+        gen = d.plans.generation
+        await d.poll(dispatch=False)  # (its dispatch might put them back first: a race)
         await _shed_settled(d)
         assert d.counters.fast_path_s.count >= 2
-        await planned()  # the shed re-plans: dispatch is not held until the schedule's
+        await planned(gen)  # the shed re-plans: dispatch is not held until the schedule's
         clock.advance(600.0)
-        await d.poll()
+        await d.poll()  # the plan's step for the new cap is dispatched
+        await _shed_settled(d)
         assert d.power.measured(clock.time(), expect=True)["import_kw"] <= 10.0
+
+    run_open(d, body)
+
+
+def test_an_alert_without_a_figure_caps_the_fast_path_where_it_caps_the_plan(
+    tmp_path: Path,
+) -> None:
+    """An alert with no limit_kw or level, on a site without a DR level 3, caps import at
+    the protected load: base load and committed inference. The planner counted both; the
+    fast path counted the base load alone (0 kW here) and shed for a cap that committed
+    inference can never meet."""
+    from scheduler.planner.objectives import offered_modes
+
+    clock = FakeClock()
+    d, _ = memory_daemon(SITE, tmp_path, clock)
+    offered, _ = offered_modes(d.config)
+    best = min(m.power_kw / tok for offer in offered for m, tok in offer if tok > 0)
+    protected = d.config.site.pue * 1500 * best  # base load 0
+
+    async def body() -> None:
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        alert = GridEvent(id="alert", type=EventType.ALERT, start=start, duration="1h")
+        await d.accept([alert], "test", None, "{}")
+        assert protected > 0
+        assert d.cap_now()[0] == pytest.approx(protected)
 
     run_open(d, body)

@@ -20,7 +20,7 @@ from models.signals import GridEvent, resolve_cancels
 from models.site import Penalties, SiteConfig
 from scheduler.planner.class_caps import class_cap_series
 from scheduler.planner.event_caps import event_caps, overlap
-from scheduler.planner.objectives import offered_modes
+from scheduler.planner.objectives import Offer, offered_modes
 from scheduler.planner.timegrid import TimeGrid
 
 
@@ -200,6 +200,19 @@ def set_serving_demand(inputs: PlanInputs, demand_tok_s: np.ndarray, source: str
     )
 
 
+def protected_load_kw(config: SiteConfig, offered: list[Offer] | None = None) -> float:
+    """The load that curtailment must never touch, at the meter: base load and committed
+    inference at the site's most efficient serving mode (``offered``: the modes offered
+    per class, :func:`offered_modes`). What an alert with no figure caps import at on a
+    site without a DR level 3, in the plan and in the daemon's fast path alike."""
+    site = config.site
+    if offered is None:
+        offered, _ = offered_modes(config)
+    per_tok = [m.power_kw / tok for offer in offered for m, tok in offer if tok > 0]
+    best_kw_per_tok = min(per_tok, default=0.0)
+    return site.base_load_kw + site.pue * config.inference.committed_tokens_s * best_kw_per_tok
+
+
 def assemble_inputs(
     config: SiteConfig,
     grid: TimeGrid,
@@ -272,9 +285,7 @@ def assemble_inputs(
     # most efficient serving mode of the site.
     tput_arr = np.array(tput)
     pw_arr = np.array(power)
-    serving = tput_arr > 0
-    best_kw_per_tok = float((pw_arr[serving] / tput_arr[serving]).min()) if serving.any() else 0.0
-    protected = site.base_load_kw + site.pue * inf.committed_tokens_s * best_kw_per_tok
+    protected = protected_load_kw(config, offered)
 
     all_events = resolve_cancels([*config.events, *(events or [])])
     dr_cap, price_override = event_caps(config, grid, all_events, protected)

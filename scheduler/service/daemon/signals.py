@@ -21,6 +21,7 @@ from models.site import SiteConfig
 from scheduler.audit.store import Store
 from scheduler.planner.class_caps import class_caps_at
 from scheduler.planner.event_caps import event_caps
+from scheduler.planner.inputs import protected_load_kw
 from scheduler.planner.timegrid import TimeGrid
 from scheduler.service.daemon.clock import Clock
 from scheduler.service.daemon.counters import Counters
@@ -56,6 +57,9 @@ class Signals:
         self.class_cap_error: str | None = None  # why caps on classes are not enforced
         self._cap_ok_kw: float | None = None  # the last cap computed without error
         self.generation = 0  # counts signals stored
+        #: what an alert with no figure caps import at without a DR level 3, as the plan
+        #: has it: base load and committed inference (the fast path counted the base alone)
+        self.protected_kw = protected_load_kw(config)
 
     def book(self) -> EventBook:
         if self._book is None:
@@ -197,10 +201,9 @@ class Signals:
         grid = TimeGrid(
             np.array([int(now)], dtype=np.int64), np.array([int(now) + 1], dtype=np.int64)
         )
-        base_kw = self.config.site.base_load_kw
         error: str | None = None
         try:
-            cap_kw = float(event_caps(self.config, grid, events, base_kw)[0][0])
+            cap_kw = float(event_caps(self.config, grid, events, self.protected_kw)[0][0])
         except Exception:
             cap_kw, error = self._fallback_cap(grid, events)
         cap_kw = min(cap_kw, self.config.site.interconnect_kw)
@@ -223,7 +226,7 @@ class Signals:
         problems = []
         for ev in events:
             try:
-                cap, _ = event_caps(self.config, grid, [ev], self.config.site.base_load_kw)
+                cap, _ = event_caps(self.config, grid, [ev], self.protected_kw)
                 cap_kw = min(cap_kw, float(cap[0]))
             except Exception as exc:
                 text = " ".join(in_words(exc).split())
