@@ -323,7 +323,8 @@ class Fleet:
                     out = Outcome(
                         device_id, req, False, n, latency_s, error=err, at=self.clock(), kind=kind
                     )
-                    self.pending.pop(device_id, None)  # superseded, and not sent
+                    # a command still waiting for its read-back keeps waiting: this one was
+                    # not accepted, and the device may yet show the older (or never)
             self._emit(out)
             return out
 

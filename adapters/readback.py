@@ -96,22 +96,12 @@ class ReadBack:
         # a large batch reached the device only then, and read at once it would not show yet
         self._schedule(out.device_id, p, time.monotonic() + after_s, after_s)
 
-    def supersede(self, newer: Outcome) -> None:
-        """A newer command to the device was sent and not accepted (it failed or was
-        refused): a command still waiting for its read-back waits no more, and gets its
-        verdict, superseded (the fleet does not send it again)."""
-        older = self.pending.pop(newer.device_id, None)
-        if older is not None:
-            self._superseded(older, newer)
-
     def _superseded(self, older: Pending, newer: Outcome) -> None:
         """The verdict on a command still waiting when ``newer`` came: superseded, its note
         naming the newer command (its own note kept before it)."""
         applied = older.outcome.applied
         assert applied is not None
         why = f"superseded by {newer.request.describe()} before a read-back showed it"
-        if not newer.ok:
-            why += f" (the newer command {newer.kind.value})"
         note = f"{applied.note}; {why}" if applied.note else why
         self.emit(
             Outcome(

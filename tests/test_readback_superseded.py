@@ -146,25 +146,29 @@ def test_the_daemon_records_and_counts_a_superseded_verdict_apart(tmp_path: Path
     assert "superseded by run" in str(row["note"]), row
 
 
-def test_a_newer_command_not_accepted_also_ends_the_wait_with_a_verdict() -> None:
-    """``ReadBack.supersede``: what the fleet calls when a newer command fails or is
-    refused (it stops waiting for the older one): the older gets its verdict too."""
-    fleet, dev, seen = _fleet(deadline_s=30.0)
+def test_a_newer_command_not_accepted_leaves_the_older_waiting_for_its_verdict() -> None:
+    """A newer command that fails or is refused supersedes nothing: the device did not
+    take it, and may yet show the older one. The fleet dropped the older command's wait
+    without a verdict; it now waits on, and gets its verdict at its deadline (here the
+    device did not follow it: unconfirmed)."""
+    from adapters.base import ControlRejected
+
+    fleet, dev, seen = _fleet(deadline_s=0.3)
     dev.follows = False
+
+    async def refuse(request: ModeRequest) -> None:
+        raise ControlRejected("m/0", "the firmware refused it")
 
     async def go() -> None:
         try:
             await fleet.apply({"m/0": ModeRequest("sleep")})
-            failed = Outcome("m/0", ModeRequest("run"), False, 3, 0.1, error="m/0: refused")
-            fleet._readback.supersede(failed)
+            dev.apply = refuse  # type: ignore[method-assign,assignment]
+            [out] = await fleet.apply({"m/0": ModeRequest("run")})
+            assert not out.ok and "m/0" in fleet.pending  # still waiting for the sleep's
+            await until(lambda: not fleet.pending, what="the sleep's verdict")
         finally:
             await fleet.close()
 
     asyncio.run(go())
     verdicts = [o for o in seen if o.kind in VERDICTS]
-    assert len(verdicts) == 1 and verdicts[0].kind is OutcomeKind.SUPERSEDED
-    assert verdicts[0].applied is not None
-    assert verdicts[0].applied.note == (
-        "superseded by run before a read-back showed it (the newer command failed)"
-    )
-    assert not fleet.pending
+    assert [(o.kind, o.request.action) for o in verdicts] == [(OutcomeKind.UNCONFIRMED, "sleep")]

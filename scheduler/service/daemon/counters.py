@@ -35,7 +35,9 @@ class Counters:
     openadr_payloads: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, acted)
     commands: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     #: read-back verdicts on accepted commands, as they arrive
-    readbacks: dict[str, int] = field(default_factory=lambda: {"confirmed": 0, "unconfirmed": 0})
+    readbacks: dict[str, int] = field(
+        default_factory=lambda: {"confirmed": 0, "unconfirmed": 0, "superseded": 0}
+    )
     plan_failures: int = 0  # re-plans that ended without a plan to apply
     task_failures: dict[str, int] = field(default_factory=dict)  # background task -> count
     store_failures: int = 0  # audit records the state file refused

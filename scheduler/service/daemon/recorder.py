@@ -39,8 +39,6 @@ class Recorder:
     def __init__(self, store: Store, counters: Counters) -> None:
         self.store = store
         self.counters = counters
-        for key in _COUNTED.values():  # each verdict counted from 0: /metrics has it from start
-            counters.readbacks.setdefault(key, 0)
         self.error: str | None = None  # the last record refused, until one lands
         self.verdicts: list[Outcome] = []  # read-back verdicts not yet written
         self._writing: asyncio.Task[None] | None = None
