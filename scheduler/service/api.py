@@ -6,9 +6,9 @@
   ``Authorization: Bearer`` one of ``GRIDSCHED_OPENADR_TOKENS``;
 - ``GET /v1/plan``, ``/v1/status``, ``/v1/signals``: read-only views (a token from
   ``GRIDSCHED_READ_TOKENS`` when ``[daemon] require_read_token``);
-- ``GET /healthz``: 200, or 503 with the reason: the plan is older than ``max_plan_age_s``,
-  the last re-plan failed (the last good plan may still be in force), or no good plan
-  covers now (the fail-safe posture);
+- ``GET /healthz``: 200, or 503 with the reason: no device of the site can be read, the
+  plan is older than ``max_plan_age_s``, the last re-plan failed (the last good plan may
+  still be in force), or no good plan covers now (the fail-safe posture);
 - ``GET /metrics``: Prometheus exposition.
 
 Errors answer JSON ``{"error": ..., "detail": [...]}``: 401 unsigned, stale or forged; 403 a
@@ -334,7 +334,10 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.get(
         "/healthz",
-        summary="200 while a fresh, good plan is in force; 503 with the reason otherwise",
+        summary=(
+            "200 while a fresh, good plan is in force and some device answers; "
+            "503 with the reason otherwise"
+        ),
     )
     async def healthz() -> Any:
         # 503 also after a failed re-plan (the last good plan may still be in force) and
