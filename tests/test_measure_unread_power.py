@@ -61,3 +61,14 @@ def test_wakes_do_not_count_a_sleep_not_yet_read_back_as_room_freed(tmp_path: Pa
     assert wake["asic_kw"] == 3.0 + 3.0  # dispatch: the sleep not seen yet still draws
     s.hear(Telemetry("m/0", s.now + 1, "sleeping", power_w=250.0))
     assert s.power.measured(s.now, cautious=True)["asic_kw"] == 0.25 + 3.0
+
+
+def test_a_device_without_power_running_in_a_known_mode_counts_at_that_mode(
+    tmp_path: Path,
+) -> None:
+    """Its reading cannot tell eco from full: the mode it was told to run in stands (a
+    class's first mode, as a reading alone would give, could count a full miner at eco)."""
+    s = Site(tmp_path)
+    s.modes.modes["m/0"] = "eco"
+    _stock(s, "m/0")
+    assert s.power.device("m/0", False).kw == 2.0

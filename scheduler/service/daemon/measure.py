@@ -18,7 +18,7 @@ from typing import Any
 from adapters.base import Telemetry
 from adapters.fleet import DeviceStatus, Fleet
 from adapters.meter import MeterError, MeterReading, ModbusMeter
-from scheduler.service.daemon.devices import SLEEP, DeviceModes, mode_kw
+from scheduler.service.daemon.devices import SLEEP, UNKNOWN, DeviceModes, mode_kw
 from scheduler.service.daemon.plans import CurrentPlan
 from scheduler.service.power import (
     Compliance,
@@ -264,16 +264,15 @@ class Power:
         if t is not None and t.power_w is not None and device_id in self.fresh:
             return DevicePower(t.power_w / 1000.0, True, t.power_w / 1000.0)
         last = self.last_kw.get(device_id)
-        if t is not None:
+        mode = self.devices.modes.get(device_id)
+        if t is not None and t.state == "sleeping":
+            mode, last = SLEEP, None  # asleep, not at the power it drew before
+        elif t is not None and t.state == "running" and mode in (None, SLEEP):
             # Answered without a power figure (stock Antminer firmware reads none), or not
-            # answering now: the mode its newest reading shows, not the one it was told (one
-            # that accepted a sleep and kept hashing counted at 15 W until its read-back
-            # deadline); asleep, not at the power it drew before.
-            mode: str | None = self.devices.from_reading(device_id, t)
-            if mode == SLEEP:
-                last = None
-        else:
-            mode = self.devices.modes.get(device_id)
+            # answering now, running although told to sleep: one that accepted a sleep and
+            # kept hashing counted at 15 W until its read-back deadline. Its reading cannot
+            # tell which mode it runs in: the class's most power-hungry.
+            mode = UNKNOWN
         kw, worst = estimate_kw(
             last, None if mode is None else mode_kw(dc, mode), max(m.power_kw for m in dc.modes)
         )
