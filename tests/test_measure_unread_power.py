@@ -72,3 +72,22 @@ def test_a_device_without_power_running_in_a_known_mode_counts_at_that_mode(
     s.modes.modes["m/0"] = "eco"
     _stock(s, "m/0")
     assert s.power.device("m/0", False).kw == 2.0
+
+
+def test_the_fast_path_stops_counting_a_sleep_a_late_reading_does_not_show(
+    tmp_path: Path,
+) -> None:
+    """The fast path counts a command at its new mode until a reading shows it, so that no
+    kW is shed twice; but a reading taken past the firmware's typical time to show the
+    change (``readback_after_s``) that still does not show it is evidence: the miner counts
+    as read. Field audit: a 99 kW cap "fitted" while four ignoring miners drew 12 kW."""
+    s = Site(tmp_path)
+    s.poll(m_0=3000.0, m_1=3000.0, g_0=750.0)
+    s.devs["m/0"].readback_after_s = lambda: 5.0  # type: ignore[method-assign]
+    s.command("m/0", "sleep", ModeRequest("sleep"))
+    sent = s.fleet.pending["m/0"].sent_at
+    s.hear(Telemetry("m/0", sent + 2.0, "running", power_w=3000.0))  # too early to tell
+    assert s.power.device("m/0", True).kw == 0.25
+    s.hear(Telemetry("m/0", sent + 6.0, "running", power_w=3000.0))  # past its time
+    assert s.power.device("m/0", True).kw == 3.0
+    assert "m/0" in s.fleet.pending  # still waiting for its verdict

@@ -18,6 +18,7 @@ from typing import Any
 from adapters.base import Telemetry
 from adapters.fleet import DeviceStatus, Fleet
 from adapters.meter import MeterError, MeterReading, ModbusMeter
+from adapters.outcomes import Pending
 from scheduler.service.daemon.devices import SLEEP, UNKNOWN, DeviceModes, mode_kw
 from scheduler.service.daemon.plans import CurrentPlan
 from scheduler.service.power import (
@@ -255,7 +256,11 @@ class Power:
         told = self.devices.modes.get(device_id) if view and device_id in pending else None
         if told is not None:
             kw = mode_kw(dc, told)
-            if view == CAUTIOUS:  # a lower mode counts once read; a higher one at once
+            # dispatch: a lower mode counts once read, a higher one at once; the fast path
+            # too, once a reading taken past the firmware's typical time to show the change
+            # still does not show it (a miner that accepted a sleep and kept hashing counted
+            # as asleep until its deadline, 120 s on stock Antminers: a new cap "fitted")
+            if view == CAUTIOUS or self._overdue(device_id, pending):
                 as_read = self._device(device_id, st, READ, pending)
                 if as_read.kw > kw:
                     return as_read
@@ -277,6 +282,16 @@ class Power:
             last, None if mode is None else mode_kw(dc, mode), max(m.power_kw for m in dc.modes)
         )
         return DevicePower(kw, False, worst)
+
+    def _overdue(self, device_id: str, pending: Mapping[str, object]) -> bool:
+        """Whether the device's newest reading was taken at least its firmware family's
+        typical time to show a change (``readback_after_s``) after its pending command went
+        out, and, the command still pending, does not show it."""
+        p = pending.get(device_id)
+        t = self.readings.get(device_id)
+        if not isinstance(p, Pending) or t is None:
+            return False
+        return t.at >= p.sent_at + self.fleet.by_id[device_id].readback_after_s()
 
     def meter_kw(self) -> float | None:
         """The site meter's import from the latest poll (None: no meter, or not read)."""
