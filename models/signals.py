@@ -2,9 +2,11 @@
 
 The simple native format is
 ``{id, type: curtail|price|alert|cancel, start, end|duration, limit_kw?|level?, price?}``
-(``limit_kw`` or ``level``, never both: which one applies would be a guess);
-a curtail with ``classes`` caps the power of those device classes at the meter instead of
-the site's import.
+(``limit_kw`` or ``level``, never both: which one applies would be a guess). Each type takes
+only the fields it acts on (``TAKES``): a price with a cap, a curtail with a price, a cancel
+with a time are refused, not read as one or the other; an event read back from the state file
+(``STORED``) loads as it acted. A curtail with ``classes`` caps the power of those device
+classes at the meter instead of the site's import.
 OpenADR 3 events are translated into the same ``GridEvent`` by the webhook layer; an OpenADR
 payload gridsched does not act on becomes a ``notice`` (its type, the reason, its time span), so
 that it is stored, audited and reported rather than dropped.
@@ -54,6 +56,50 @@ BOTH_LIMIT_AND_LEVEL = (
     "limit_kw and level are both given: give one, not both (limit_kw: the cap in kW; "
     "level: 0-3, the cap of [tariff.dr_levels_kw] for that level)"
 )
+#: The fields that act only for some types, by the types that take them; any type may carry
+#: id, source, priority, detail and payload_type (a record of what was sent). Another type
+#: would ignore them, so an event giving one is refused: what it meant would be a guess.
+TAKES: dict[EventType, tuple[str, ...]] = {
+    EventType.CURTAIL: ("start", "end", "duration", "limit_kw", "level", "classes"),
+    EventType.PRICE: ("start", "end", "duration", "price"),
+    EventType.ALERT: ("start", "end", "duration", "limit_kw", "level"),
+    EventType.CANCEL: (),
+    EventType.NOTICE: ("start", "end", "duration"),
+}
+#: What each type takes, in the words of a refusal (``a curtail takes ...``).
+TAKES_WORDS = {
+    EventType.CURTAIL: "limit_kw or level, and classes with limit_kw",
+    EventType.PRICE: "price (USD/MWh) and priority",
+    EventType.ALERT: "nothing more, or limit_kw or level",
+    EventType.CANCEL: "id only (it ends the stored event with that id when it is received)",
+    EventType.NOTICE: "detail, the reason (it is recorded, never acted on)",
+}
+#: Why a field is not meant for another type: where what it says belongs.
+_BELONGS = {
+    "limit_kw": "a cap is an event of its own, type curtail or alert",
+    "level": "a cap is an event of its own, type curtail or alert",
+    "price": "a price override is an event of its own, type price",
+    "classes": "only a curtail's limit_kw caps device classes",
+    "start": "to end an event at another time, send it again with that end",
+    "end": "to end an event at another time, send it again with that end",
+    "duration": "to end an event at another time, send it again with that end",
+}
+
+
+def ignored_fields(event: GridEvent) -> str | None:
+    """The refusal of an event giving fields its type does not act on, naming them, the
+    type and what it takes; None when it gives none."""
+    ignored = [f for f in _BELONGS if f not in TAKES[event.type] and getattr(event, f) is not None]
+    if not ignored:
+        return None
+    names = " and ".join([", ".join(ignored[:-1]), ignored[-1]] if len(ignored) > 1 else ignored)
+    why = "; ".join(dict.fromkeys(_BELONGS[f] for f in ignored))
+    return (
+        f"{names} on a {event.type} event: a {event.type} takes {TAKES_WORDS[event.type]}; "
+        f"leave {'them' if len(ignored) > 1 else 'it'} out ({why})"
+    )
+
+
 #: Validation context for events read back from the state file (``GridEvent.model_validate(
 #: body, context=STORED)``): one stored before a check was added still loads as it acted.
 STORED = {"stored": True}
@@ -128,6 +174,8 @@ class GridEvent(BaseModel):
                         "write e.g. 2025-08-01T17:00:00Z"
                     )
                 object.__setattr__(self, name, value.astimezone(UTC))
+        if not _stored(info) and (ignored := ignored_fields(self)) is not None:
+            raise ValueError(ignored)
         if self.type is EventType.CANCEL:
             return self
         if self.limit_kw is not None and self.level is not None and not _stored(info):

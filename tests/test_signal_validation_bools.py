@@ -22,10 +22,13 @@ def test_true_or_false_is_not_a_number(field: str) -> None:
 
 
 def test_numbers_still_pass() -> None:
-    # limit_kw and level each in an event of its own: both in one is refused
-    # (tests/test_signal_limit_or_level.py)
-    body = {"id": "a", "type": "curtail", "start": "2026-12-02T12:00:00Z", "price": 55}
+    # limit_kw, level and price each in an event of its own: both of the first in one is
+    # refused (tests/test_signal_limit_or_level.py), a price on a curtail too
+    # (tests/test_signal_fields_by_type.py)
+    body = {"id": "a", "type": "curtail", "start": "2026-12-02T12:00:00Z"}
     ev = GridEvent.model_validate({**body, "limit_kw": 40})
-    assert ev.limit_kw == 40.0 and ev.price == 55.0
+    assert ev.limit_kw == 40.0
     ev = GridEvent.model_validate({**body, "level": 2})
     assert ev.level == 2
+    ev = GridEvent.model_validate({**body, "type": "price", "price": 55})
+    assert ev.price == 55.0

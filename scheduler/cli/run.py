@@ -195,6 +195,33 @@ def _note_if_over(event: dict[str, Any]) -> None:
         print(f"gridsched signal: note: this event ended at {when}, before now", file=sys.stderr)
 
 
+#: What each type ``gridsched signal`` sends takes, in flags (models.signals.TAKES).
+_SIGNAL_TAKES = {
+    "curtail": "--limit-kw or --level",
+    "price": "--price (USD/MWh)",
+    "alert": "nothing more, or --limit-kw or --level",
+    "cancel": "--id only (it ends the stored signal with that id when it is received)",
+}
+
+
+def _flags_ignored(args: argparse.Namespace) -> str | None:
+    """The refusal of flags the signal's type does not act on (the daemon would refuse the
+    event, 422): named, with what the type takes."""
+    from models.signals import TAKES, EventType
+
+    takes = TAKES[EventType(args.type)]
+    names = ("start", "end", "duration", "limit_kw", "level", "price")
+    flags = [
+        "--" + n.replace("_", "-") for n in names if getattr(args, n) is not None and n not in takes
+    ]
+    if not flags:
+        return None
+    return (
+        f"{' and '.join(flags)} with a {args.type}: a {args.type} takes "
+        f"{_SIGNAL_TAKES[args.type]}; leave {'them' if len(flags) > 1 else 'it'} out"
+    )
+
+
 def cmd_signal(args: argparse.Namespace) -> int:
     """Send one simple-format signal, signed with Standard Webhooks, and print the answer."""
     import os
@@ -217,6 +244,9 @@ def cmd_signal(args: argparse.Namespace) -> int:
             "[tariff.dr_levels_kw] for that level)",
             file=sys.stderr,
         )
+        return 2
+    if (ignored := _flags_ignored(args)) is not None:
+        print(f"gridsched signal: error: {ignored}", file=sys.stderr)
         return 2
     if args.type == "cancel" and not args.id:
         print(
@@ -316,9 +346,9 @@ def add_parsers(sub: Any) -> None:
         help="the daemon's API; the signal goes to URL/v1/signals (default: %(default)s)",
     )
     sg.add_argument("--id", help="event id (default: a new one); cancel needs the event's id")
-    sg.add_argument("--start", help="ISO 8601 with offset (default: now)")
-    sg.add_argument("--duration", help="e.g. 1h, 30min (default: until cancelled)")
-    sg.add_argument("--end", help="ISO 8601 end instead of --duration")
+    sg.add_argument("--start", help="ISO 8601 with offset (default: now); not for cancel")
+    sg.add_argument("--duration", help="e.g. 1h, 30min (default: until cancelled); not for cancel")
+    sg.add_argument("--end", help="ISO 8601 end instead of --duration; not for cancel")
     sg.add_argument(
         "--limit-kw",
         dest="limit_kw",
@@ -332,7 +362,7 @@ def add_parsers(sub: Any) -> None:
         help="curtail, alert: the [tariff.dr_levels_kw] level whose cap applies (not with "
         "--limit-kw)",
     )
-    sg.add_argument("--price", type=float, help="USD/MWh")
+    sg.add_argument("--price", type=float, help="price: USD/MWh")
     sg.add_argument(
         "--secret-env",
         default="GRIDSCHED_WEBHOOK_SECRET",
