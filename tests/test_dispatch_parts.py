@@ -364,3 +364,37 @@ def test_headroom_does_not_count_a_sleep_not_yet_read_back_as_freed(tmp_path: Pa
         assert _awake_miners(devices) == ["new/0"]
 
     _run(d, body)
+
+
+def test_a_confirmed_sleep_dispatches_the_wakes_that_waited_for_its_room(
+    tmp_path: Path,
+) -> None:
+    """Dispatch counts a sleep as room freed only once read back: the wakes it left wait
+    not for the next poll (up to ``poll_s`` later) but for the sleep's confirmation."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    devices["new/0"].state = "running"
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        cap = GridEvent(id="cap", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=5.0)
+        await d.accept([cap], "test", None, "{}")
+        await d.replan("test")  # one miner wanted: new/0 stays
+        devices["new/0"].follows = False  # accepts its sleep; shows it only later
+        out = await d.fleet.apply({"new/0": ModeRequest("sleep")})
+        d.devices.commanded(out, {"new/0": SLEEP})
+        d.plans.hold = False
+        told = sum(len(dev.told) for dev in devices.values())
+        await d.dispatch()  # no room until the sleep is seen
+        assert sum(len(dev.told) for dev in devices.values()) == told
+        assert d.dispatcher.waiting_for_room
+        devices["new/0"].state = "sleeping"  # it goes to sleep: its read-back confirms it
+        devices["new/0"].follows = True
+        await until(
+            lambda: sum(len(dev.told) for dev in devices.values()) > told,
+            what="the wake that waited for the room",
+        )
+        assert len(_awake_miners(devices)) == 1
+
+    _run(d, body)

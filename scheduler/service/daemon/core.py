@@ -123,7 +123,7 @@ class Daemon:
         # the parts
         self.plans = CurrentPlan()
         self.devices = DeviceModes(config, self.fleet, self.clock)
-        self.fleet.on_outcome = self.devices.read_back  # the read-back's verdicts
+        self.fleet.on_outcome = self._verdict  # the read-back's verdicts
         self.devices.on_verdict = self.recorder.verdict  # to the audit trail as they come
         self.power = Power(
             self.fleet, self.devices, self.plans, ModbusMeter(meter) if meter else None
@@ -141,7 +141,7 @@ class Daemon:
         )  # fmt: skip
         self.dispatcher = Dispatcher(
             self.fleet, self.devices, self.power, self.signals, self.plans, self.clock,
-            self.recorder,
+            self.recorder, self.tasks,
         )  # fmt: skip
         self.planning = Planning(
             planner or Planner(), self.fleet, self.devices, self.power, self.signals,
@@ -304,6 +304,12 @@ class Daemon:
         finally:
             await self._resources.aclose()
         return outcomes
+
+    def _verdict(self, out: Outcome) -> None:
+        """A read-back verdict: the devices take it, then dispatch (a confirmed sleep may
+        free the room its wakes waited for)."""
+        self.devices.read_back(out)
+        self.dispatcher.heard(out)
 
     def _feed_changed(self, what: str) -> None:
         if self.plans.plan is not None:  # before the first plan, start() plans anyway

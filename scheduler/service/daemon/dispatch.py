@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from adapters import registry
 from adapters.base import ModeRequest
 from adapters.faults import in_words, traceback_once
-from adapters.fleet import Fleet, Outcome
+from adapters.fleet import Fleet, Outcome, OutcomeKind
 from models.devices import DeviceKind
 from models.economics import site_load_kw
 from scheduler.service.daemon.clock import Clock
+from scheduler.service.daemon.counters import Tasks
 from scheduler.service.daemon.devices import SLEEP, DeviceModes, mode_kw
 from scheduler.service.daemon.measure import Power
 from scheduler.service.daemon.plans import CurrentPlan
@@ -27,6 +28,9 @@ from scheduler.service.daemon.signals import Signals
 log = logging.getLogger("gridsched.daemon")
 #: Floating-point slack when a step is compared with the ramp bucket or the headroom (kW).
 RAMP_TOLERANCE_KW = 1e-9
+#: How long after a confirmed command the dispatch that waited for its room runs again
+#: (one for a burst of verdicts: a curtail's sleeps are read back within a second or two).
+REDISPATCH_AFTER_S = 0.5
 
 
 def ramp_batch(
@@ -140,14 +144,37 @@ class Dispatcher:
         plans: CurrentPlan,
         clock: Clock,
         recorder: Recorder,
+        tasks: Tasks | None = None,
     ) -> None:
         self.config = devices.config
         self.fleet, self.devices, self.power = fleet, devices, power
         self.signals, self.plans, self.clock, self.recorder = signals, plans, clock, recorder
+        self.tasks = tasks
         self.last_dispatch = clock.monotonic()
         self.ramp_tokens = 0.0  # kW of wake-ups the ramp limit allows now
         self.staging = False
+        #: the last dispatch left wakes for lack of room while commands that free room
+        #: waited for their read-back: a confirmed one dispatches again (:meth:`heard`)
+        self.waiting_for_room = False
+        self._again: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
+
+    def heard(self, out: Outcome) -> None:
+        """A read-back verdict (the fleet's ``on_outcome``, after the devices'): a confirmed
+        command may have freed the room the last dispatch's wakes waited for, which counted
+        it only once read (``cautious``). Dispatch again ``REDISPATCH_AFTER_S`` later, once
+        for a burst of verdicts, rather than at the next poll (up to ``poll_s`` later)."""
+        if out.kind is not OutcomeKind.CONFIRMED or not self.waiting_for_room:
+            return
+        if self._again is not None or self.tasks is None:
+            return
+        tasks = self.tasks
+
+        def go() -> None:
+            self._again = None
+            tasks.spawn(self.dispatch(), "dispatch")
+
+        self._again = asyncio.get_running_loop().call_later(REDISPATCH_AFTER_S, go)
 
     def usable(self, class_name: str) -> list[str]:
         """The class's devices that dispatch can command: those the latest poll read. The
@@ -212,6 +239,7 @@ class Dispatcher:
                 elapsed_min,
                 headroom,
             )
+            self.waiting_for_room = deferred > 0 and bool(self.fleet.pending)
             requests: dict[str, ModeRequest] = {}
             chosen: dict[str, str] = {}
             for device_id, mode in picked:
