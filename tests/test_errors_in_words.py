@@ -26,24 +26,9 @@ from scheduler.service.daemon import Daemon
 from tests.conftest import site_dict
 from tests.support.httpserver import loopback_http
 from tests.support.ports import closed_port
+from tests.support.words import assert_no_python_names
 
-PY_NAMES = (
-    "gaierror",
-    "ConnectionRefusedError",
-    "ConnectionResetError",
-    "OSError",
-    "TimeoutError",
-    "OperationalError",
-    "DatabaseError",
-    "ConnectError",
-    "HTTPStatusError",
-    "FileNotFoundError",
-    "[Errno",
-)
-
-
-def _no_python_names(text: str) -> None:
-    assert not [n for n in PY_NAMES if n in text], text
+_no_python_names = assert_no_python_names  # the shared list (tests/support/words.py)
 
 
 # -- firmware adapters -----------------------------------------------------------------------

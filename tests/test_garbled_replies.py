@@ -33,17 +33,8 @@ from adapters.fleet import Outcome, OutcomeKind
 from adapters.sim.fleet import SimFleetThread
 from adapters.sim.server import FaultKind
 from tests.support.simfleet import can_bind_80, firmware_fleet, one_device_fleet
+from tests.support.words import assert_no_python_names
 
-PY_NAMES = (
-    "TypeError",
-    "ValueError",
-    "KeyError",
-    "AttributeError",
-    "JSONDecodeError",
-    "UnicodeDecodeError",
-    "IndexError",
-    "Traceback",
-)
 #: Each simulated family and the ports its simulator listens on.
 FAMILIES = {
     "luxos": (4028,),
@@ -62,7 +53,7 @@ def _in_words(err: BaseException, device_id: str) -> None:
     assert isinstance(err, AdapterError), f"{type(err).__name__}: {err}"
     text = str(err)
     assert text.startswith(f"{device_id}: "), text
-    assert not [n for n in PY_NAMES if n in text], text
+    assert_no_python_names(text)
 
 
 @contextlib.contextmanager
@@ -191,7 +182,7 @@ def test_luxos_garbled_logon_through_the_fleet_is_unreadable_in_words(
     out = seen[-1]
     assert out.kind is OutcomeKind.FAILED and out.error, out
     assert "curtail sleep: the logon reply has no SESSION[0].SessionID" in out.error, out.error
-    assert not [n for n in PY_NAMES if n in out.error], out.error
+    assert_no_python_names(out.error or "")
     assert fleet.status["lux/8"].health is Health.UNREADABLE
     _no_bug_logged(caplog)
 

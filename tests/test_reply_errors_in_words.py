@@ -16,20 +16,11 @@ import pytest
 
 from adapters.base import BadReply, DeviceTimeout, DeviceUnreachable, contain
 from models.firmware import Family
-
-PY_NAMES = (
-    "TypeError",
-    "ValueError",
-    "KeyError",
-    "AttributeError",
-    "JSONDecodeError",
-    "UnicodeDecodeError",
-    "IndexError",
-)
+from tests.support.words import assert_no_python_names
 
 
 def _no_python_names(text: str) -> None:
-    assert not [n for n in PY_NAMES if n in text], text
+    assert_no_python_names(text)
 
 
 def _contained(aw: Any) -> BadReply | DeviceUnreachable | DeviceTimeout:

@@ -11,7 +11,6 @@ answer. The scale case has devices in memory that refuse every connection."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from pathlib import Path
@@ -62,17 +61,7 @@ async def _healthz(d: Daemon) -> httpx.Response:
 
 
 def _started(d: Daemon, body: Any) -> None:
-    """Start the daemon as `gridsched run` does (connect, read, shed, plan, jobs), run
-    ``body``, close it."""
-
-    async def go() -> None:
-        try:
-            await d.start()
-            await body()
-        finally:
-            await d.close()
-
-    asyncio.run(go())
+    run_open(d, body, start=True)
 
 
 def _startup_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

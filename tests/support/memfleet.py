@@ -100,12 +100,13 @@ def memory_fleet(
     return built, devices
 
 
-def run_open(d: Daemon, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Open the daemon (store, fleet, one poll; no jobs), run ``body``, close it."""
+def run_open(d: Daemon, body: Callable[[], Coroutine[Any, Any, None]], start: bool = False) -> None:
+    """Open the daemon (store, fleet, one poll; no jobs), run ``body``, close it. With
+    ``start``: start it as `gridsched run` does (connect, read, shed, plan, jobs)."""
 
     async def go() -> None:
         try:
-            await d.open()
+            await (d.start() if start else d.open())
             await body()
         finally:
             await d.close()
