@@ -91,3 +91,24 @@ def test_the_fast_path_stops_counting_a_sleep_a_late_reading_does_not_show(
     s.hear(Telemetry("m/0", sent + 6.0, "running", power_w=3000.0))  # past its time
     assert s.power.device("m/0", True).kw == 3.0
     assert "m/0" in s.fleet.pending  # still waiting for its verdict
+
+
+def test_a_stock_miner_read_running_takes_its_own_setting_mode_not_the_classs_first(
+    tmp_path: Path,
+) -> None:
+    """Field re-check (session 21): a stock Antminer that ignored its sleep was, at its
+    deadline, taken at the mode its reading shows; the reading (no power, no target)
+    matched every mode and the class's first was taken: eco, 2.1 kW counted for a miner
+    drawing 3.05 kW. Without a power target it runs at its own setting: the mode nearest
+    its model's nameplate (docs/daemon.md, "own-setting mode"): for an S9 (1.4 kW in the
+    catalog) eco, which is not the class's first mode (full)."""
+    from adapters.base import DeviceInfo
+
+    s = Site(tmp_path)
+    s.devs["m/0"].info = DeviceInfo(
+        "m/0", "asic", "memory", model="Antminer S9", family="antminer-stock"
+    )
+    t = Telemetry("m/0", s.now, "running", power_w=None)
+    assert s.modes.from_reading("m/0", t) == "eco"
+    s.devs["m/1"].info = DeviceInfo("m/1", "asic", "memory", family="antminer-stock")
+    assert s.modes.from_reading("m/1", t) == "full"  # no model known: the top mode

@@ -27,6 +27,7 @@ from models.inference_objectives import told_capacity_tokens_s
 from models.site import SiteConfig
 from scheduler.planner.objectives import offered_modes
 from scheduler.service.daemon.clock import Clock
+from scheduler.service.daemon.reach import no_power_target, own_setting_mode
 
 log = logging.getLogger("gridsched.daemon")
 #: The read-back's verdicts on an accepted command (one each).
@@ -101,6 +102,7 @@ class DeviceModes:
         self.unfollowed: set[str] = set()
         self.generation = 0  # counts changes to what devices are believed to do
         self._target_w: dict[tuple[str, str], float] = {}  # (class, mode) -> power limit W
+        self._own: dict[tuple[str, str], str] = {}  # (class, model) -> own-setting mode
         #: class -> what drifted ("state", "clock_lock", "power_limit") -> times seen
         self.drifts: dict[str, dict[str, int]] = {}
         # The daemon commands these devices: each may be brought to a state it can read
@@ -130,6 +132,14 @@ class DeviceModes:
         if not same:
             return UNKNOWN
         if t.target_w is None:
+            info = self.fleet.by_id[device_id].info if device_id in self.fleet.by_id else None
+            if dc.kind is DeviceKind.ASIC and no_power_target(info):
+                # it runs at its own setting, whichever modes the class lists: the class's
+                # first (eco) once counted a stock Antminer hashing at 3 kW at 2.1 kW
+                key = (dc.name, info.model if info is not None else "")
+                own = self._own.get(key) or self._own.setdefault(key, own_setting_mode(dc, info))
+                if any(m.name == own for m in same):
+                    return own
             return same[0].name
         return min(same, key=lambda m: abs(dc.device_target_w(m.name) - (t.target_w or 0.0))).name
 
