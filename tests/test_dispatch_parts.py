@@ -73,6 +73,14 @@ def test_a_step_exactly_the_headroom_fits() -> None:
     assert picked == [] and deferred == 1
 
 
+def test_a_sleep_in_the_same_batch_frees_no_room_for_a_wake() -> None:
+    """Field re-check (session 21), A: a batch that re-sent sleeps to miners found ignoring
+    them counted those sleeps as room freed and woke four miners into it (58.9 kW under a
+    50 kW cap). A sleep frees room once a reading shows it, not when it is sent."""
+    picked, _, deferred = ramp_batch([(-3.0, "a", SLEEP), (3.0, "b", "stock")], 0.0, None, 1.0, 0.6)
+    assert picked == [("a", SLEEP)] and deferred == 1
+
+
 # -- the Dispatcher -----------------------------------------------------------------------------
 
 
@@ -82,13 +90,14 @@ def _daemon(
     site_extra: dict[str, Any] | None = None,
     stage_s: float = 0,
     committed: float = 500.0,
+    margin_pct: float = 0,
 ) -> tuple[Daemon, dict[str, MemoryDevice]]:
     text = site_text(
         "dispatch",
         site={"base_load_kw": 0, **(site_extra or {})},
         hashprice=1.0,
         inference={"committed_tokens_s": committed},
-        daemon={**DAEMON, "stage_ahead_s": stage_s, "cap_margin_pct": 0},
+        daemon={**DAEMON, "stage_ahead_s": stage_s, "cap_margin_pct": margin_pct},
     )
     d, devices = memory_daemon(text, tmp_path, clock, asleep=True)
     for i, dev in devices.items():
@@ -396,5 +405,59 @@ def test_a_confirmed_sleep_dispatches_the_wakes_that_waited_for_its_room(
             what="the wake that waited for the room",
         )
         assert len(_awake_miners(devices)) == 1
+
+    _run(d, body)
+
+
+def test_dispatch_keeps_the_cap_margin_free_when_it_wakes(tmp_path: Path) -> None:
+    """Field re-check (session 21), A: the plan keeps ``cap_margin_pct`` of a DR cap free
+    but dispatch filled the cap to the last nameplate watt; a unit drawing a little over
+    its nameplate then read over the cap, the poll shed it, dispatch woke it again (a
+    Whatsminer woken and shed four times in 4.5 minutes). Wakes stop short of the margin."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock, margin_pct=2.0)
+
+    async def body() -> None:
+        await d.replan("test")  # all eight miners wanted, no ramp limit
+        for dev in devices.values():
+            dev.state = "sleeping" if dev.device_id[0] in "on" else dev.state
+        # a 7.4 kW cap arrives after the plan (not made again: test): 1.4 kW drawn, two
+        # 3 kW miners fit it exactly; with 2 % of it kept free (7.252 kW), one
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        cap = GridEvent(id="cap", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=7.4)
+        await d.accept([cap], "test", None, "{}")
+        for i in list(d.devices.modes):
+            if i[0] in "on":
+                d.devices.modes[i] = SLEEP
+        d.plans.hold = False
+        await d.dispatch()
+        assert len(_awake_miners(devices)) == 1
+
+    _run(d, body)
+
+
+def test_a_batch_that_sends_a_sleep_and_defers_a_wake_waits_for_the_sleep(
+    tmp_path: Path,
+) -> None:
+    """The wake a batch's own sleep makes room for is sent once that sleep reads back (the
+    confirmation dispatches again), not into room the sleep has not yet freed."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    devices["old/0"].state = "running"  # the worse miner hashing at 3 kW; the GPUs 1.4 kW
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        start = datetime.fromtimestamp(clock.time(), UTC)
+        cap = GridEvent(id="cap", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=5.0)
+        await d.accept([cap], "test", None, "{}")
+        devices["old/0"].follows = False  # accepts its sleep; shows it only later
+        await d.replan("test")  # one miner wanted, the better one: old/0 sleeps, new/0 wakes
+        assert devices["old/0"].told and devices["old/0"].told[-1].action == "sleep"
+        assert not devices["new/0"].told
+        assert d.dispatcher.waiting_for_room
+        devices["old/0"].state = "sleeping"
+        devices["old/0"].follows = True
+        await until(lambda: bool(devices["new/0"].told), what="the wake after the sleep")
+        assert _awake_miners(devices) == ["new/0"]
 
     _run(d, body)

@@ -42,6 +42,8 @@ def ramp_batch(
 ) -> tuple[list[tuple[str, str]], float, int]:
     """Which (device, mode) changes to make now: every decrease; increases while they fit the
     ramp limit and the headroom under the cap. ``changes`` are (meter kW delta, device, mode).
+    A decrease frees no headroom here: it does once a reading shows it (a miner can accept
+    its sleep and keep hashing), and the wakes it leaves wait for that (``Dispatcher.heard``).
 
     The ramp limit is a token bucket in kW: it fills at ``ramp_kw_per_min`` and holds at most
     a minute's worth, or one device's step when a device is larger than that, so that
@@ -64,7 +66,7 @@ def ramp_batch(
                 deferred += 1
                 continue
             budget -= delta
-        headroom_kw -= delta
+            headroom_kw -= delta
         picked.append((device_id, mode))
     return picked, (tokens if ramp_kw_per_min is None else budget), deferred
 
@@ -230,7 +232,9 @@ class Dispatcher:
             if not changes:
                 return []
             elapsed_min = max(self.clock.monotonic() - self.last_dispatch, 0.0) / 60.0
-            cap, _ = self.signals.cap_now(now)
+            cap, events = self.signals.cap_now(now)
+            if events:  # under a DR or fail-safe cap, the share the plan keeps free as well
+                cap *= 1.0 - self.config.daemon.cap_margin_pct / 100.0
             headroom = cap - self.power.measured(now, cautious=True)["import_kw"]
             picked, self.ramp_tokens, deferred = ramp_batch(
                 changes,
@@ -239,7 +243,9 @@ class Dispatcher:
                 elapsed_min,
                 headroom,
             )
-            self.waiting_for_room = deferred > 0 and bool(self.fleet.pending)
+            # room to come: a command awaiting its read-back, or a decrease in this batch
+            lowers = any(d < 0 for d, _, _ in changes)
+            self.waiting_for_room = deferred > 0 and (bool(self.fleet.pending) or lowers)
             requests: dict[str, ModeRequest] = {}
             chosen: dict[str, str] = {}
             for device_id, mode in picked:
