@@ -147,22 +147,30 @@ def test_a_gpu_step_counts_as_what_it_adds_not_its_whole_mode(tmp_path: Path) ->
     _run(d, body)
 
 
+async def _cap_after_a_plan_for_every_miner(
+    d: Daemon, devices: dict[str, MemoryDevice], clock: FakeClock, limit_kw: float
+) -> None:
+    """A plan that wants all eight miners (no ramp limit), the miners asleep, then a cap
+    of ``limit_kw`` from now that the plan is not made again for."""
+    await d.replan("test")
+    for dev in devices.values():
+        dev.state = "sleeping" if dev.device_id[0] in "on" else dev.state
+    start = datetime.fromtimestamp(clock.time(), UTC)
+    cap = GridEvent(id="cap", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=limit_kw)
+    await d.accept([cap], "test", None, "{}")
+    for i in list(d.devices.modes):
+        if i[0] in "on":
+            d.devices.modes[i] = SLEEP
+    d.plans.hold = False
+
+
 def test_headroom_counts_commands_not_yet_read_back(tmp_path: Path) -> None:
     clock = FakeClock()
     d, devices = _daemon(tmp_path, clock)
 
     async def body() -> None:
-        await d.replan("test")  # all eight miners wanted, no ramp limit
-        for dev in devices.values():
-            dev.state = "sleeping" if dev.device_id[0] in "on" else dev.state
         # a cap arrives after the plan: 10 kW; the plan is not made again (test)
-        start = datetime.fromtimestamp(clock.time(), UTC)
-        cap = GridEvent(id="cap", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=10.0)
-        await d.accept([cap], "test", None, "{}")
-        for i in list(d.devices.modes):
-            if i[0] in "on":
-                d.devices.modes[i] = SLEEP
-        d.plans.hold = False
+        await _cap_after_a_plan_for_every_miner(d, devices, clock, 10.0)
         await d.dispatch()  # 1.4 kW now: 8.6 kW of headroom, two 3 kW miners
         assert len(_awake_miners(devices)) == 2
         await d.dispatch()  # no reading yet: they count at 3 kW each, no headroom left
@@ -418,18 +426,9 @@ def test_dispatch_keeps_the_cap_margin_free_when_it_wakes(tmp_path: Path) -> Non
     d, devices = _daemon(tmp_path, clock, margin_pct=2.0)
 
     async def body() -> None:
-        await d.replan("test")  # all eight miners wanted, no ramp limit
-        for dev in devices.values():
-            dev.state = "sleeping" if dev.device_id[0] in "on" else dev.state
         # a 7.4 kW cap arrives after the plan (not made again: test): 1.4 kW drawn, two
         # 3 kW miners fit it exactly; with 2 % of it kept free (7.252 kW), one
-        start = datetime.fromtimestamp(clock.time(), UTC)
-        cap = GridEvent(id="cap", type=EventType.CURTAIL, start=start, duration="1h", limit_kw=7.4)
-        await d.accept([cap], "test", None, "{}")
-        for i in list(d.devices.modes):
-            if i[0] in "on":
-                d.devices.modes[i] = SLEEP
-        d.plans.hold = False
+        await _cap_after_a_plan_for_every_miner(d, devices, clock, 7.4)
         await d.dispatch()
         assert len(_awake_miners(devices)) == 1
 
