@@ -460,3 +460,28 @@ def test_a_batch_that_sends_a_sleep_and_defers_a_wake_waits_for_the_sleep(
         assert _awake_miners(devices) == ["new/0"]
 
     _run(d, body)
+
+
+def test_a_miner_still_ramping_up_after_its_wake_frees_no_room(tmp_path: Path) -> None:
+    """Field re-check (session 22), 1: once a read-back confirmed a wake, dispatch counted
+    the miner at what it read while booting (0.19 kW of its 2.45 kW) and the dispatch that
+    follows a confirmation woke more miners into that room (54.3 kW under a 50 kW cap).
+    An awake device counts for dispatch at the larger of its reading and its mode's power,
+    as the fast path counts it."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+
+    async def body() -> None:
+        # a 5 kW cap after a plan that wants every miner: 1.4 kW drawn by the GPUs
+        await _cap_after_a_plan_for_every_miner(d, devices, clock, 5.0)
+        devices["new/0"].state = "running"  # woken: the read-back confirms it
+        d.devices.modes["new/0"] = "stock"
+        await d.poll(dispatch=False)
+        assert "new/0" not in d.fleet.pending
+        devices["new/0"].target_w = 200.0  # and reads 0.2 kW as it boots
+        await d.poll(dispatch=False)
+        assert d.devices.modes["new/0"] == "stock"
+        await d.dispatch()  # 1.4 + 3 kW once it has ramped: no room for another 3 kW miner
+        assert _awake_miners(devices) == ["new/0"]
+
+    _run(d, body)

@@ -34,8 +34,9 @@ log = logging.getLogger("gridsched.daemon")
 
 #: How a device awaiting a command's read-back counts (:meth:`Power.measured`): as read
 #: (status, metrics, compliance); at the mode it was told (the fast path: no kW shed twice);
-#: at the larger of the two (dispatch's and the plan's headroom: no room counted before a
-#: reading shows it freed).
+#: at the larger of the two, and an awake device at the larger of its reading and its
+#: mode's power (dispatch's headroom: no room counted before a reading shows it freed, nor
+#: the room a device still ramping up will take).
 READ, EXPECT, CAUTIOUS = 0, 1, 2
 VIEWS = (READ, EXPECT, CAUTIOUS)
 
@@ -267,7 +268,16 @@ class Power:
             return DevicePower(kw, device_id in self.fresh, kw)
         t = self.readings.get(device_id)  # its newest (heard as it came)
         if t is not None and t.power_w is not None and device_id in self.fresh:
-            return DevicePower(t.power_w / 1000.0, True, t.power_w / 1000.0)
+            kw = t.power_w / 1000.0
+            if view == CAUTIOUS and (mode := self.devices.modes.get(device_id)) not in (
+                None,
+                SLEEP,
+            ):
+                # awake below its mode's power: a miner still ramping up after its wake
+                # (0.19 of 2.45 kW as it boots), a GPU between requests; the room is not
+                # free (dispatch once woke more miners into it: 54.3 kW under 50 kW)
+                kw = max(kw, mode_kw(dc, mode))
+            return DevicePower(kw, True, kw)
         last = self.last_kw.get(device_id)
         mode = self.devices.modes.get(device_id)
         if t is not None and t.state == "sleeping":
