@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.base import ModeRequest
+from adapters.base import DeviceUnreachable, ModeRequest
 from models.signals import EventType, GridEvent
 from scheduler.service.daemon import SLEEP, Daemon, assign, ramp_batch
 from tests.support.clock import FakeClock
@@ -483,5 +483,43 @@ def test_a_miner_still_ramping_up_after_its_wake_frees_no_room(tmp_path: Path) -
         assert d.devices.modes["new/0"] == "stock"
         await d.dispatch()  # 1.4 + 3 kW once it has ramped: no room for another 3 kW miner
         assert _awake_miners(devices) == ["new/0"]
+
+    _run(d, body)
+
+
+def test_a_device_that_answers_again_is_left_as_it_is_until_a_plan_counts_it(
+    tmp_path: Path,
+) -> None:
+    """Field re-check (session 22), 2: after a release, miners that had not answered (the
+    plan counted them as a load it cannot move) read running again, and dispatch put to
+    sleep three miners it had woken 19-36 s before (min_on_s 600) to meet the old plan's
+    counts; the next plan woke them again. A device the plan in force did not count is
+    left as it is, and its answer asks for a plan that counts it."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    asked: list[str] = []
+    d.planning.request = lambda reason, *a, **k: asked.append(reason)  # type: ignore[method-assign]
+    dark = devices["new/1"]
+    dark.state, dark.target_w = "running", 3000.0  # hashing, but its reads fail
+
+    async def unreachable() -> Any:
+        raise DeviceUnreachable("new/1", "connection refused")
+
+    dark.read = unreachable  # type: ignore[method-assign]
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        assert "new/1" not in d.power.answered
+        await d.replan("test")  # every miner it can read wanted, new/1 a load it cannot move
+        woken = [i for i in _awake_miners(devices) if i != "new/1"]
+        assert len(woken) == 7
+        del dark.read  # it answers again, running
+        d.fleet.status["new/1"].next_probe = 0.0  # its backoff over
+        told = {i: len(devices[i].told) for i in woken}
+        await d.poll(dispatch=True)
+        assert "new/1" in d.power.answered
+        assert {i: len(devices[i].told) for i in woken} == told  # none put back to sleep
+        assert _awake_miners(devices) == sorted([*woken, "new/1"])
+        assert any("answer" in why for why in asked)
 
     _run(d, body)

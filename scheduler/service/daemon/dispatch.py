@@ -179,10 +179,17 @@ class Dispatcher:
         self._again = asyncio.get_running_loop().call_later(REDISPATCH_AFTER_S, go)
 
     def usable(self, class_name: str) -> list[str]:
-        """The class's devices that dispatch can command: those the latest poll read. The
-        plan counts the others as a load it cannot move: its units are not theirs to take,
-        and a wake sent in the dark would not be seen."""
-        return [i for i in self.fleet.ids(class_name) if i in self.power.answered]
+        """The class's devices that dispatch can command: those the latest poll read and
+        the plan in force counted. The plan counts the others as a load it cannot move: its
+        units are not theirs to take, and a wake sent in the dark would not be seen; one
+        that answers again stays as it is until a plan counts it (put to sleep to meet the
+        older plan's counts, the miners woken in its place were slept, then woken again)."""
+        answered, counted = self.power.answered, self.plans.counted
+        return [
+            i
+            for i in self.fleet.ids(class_name)
+            if i in answered and (counted is None or i in counted)
+        ]
 
     def targets(self, now: float) -> dict[str, str]:
         """Each managed device's mode for the plan step containing ``now``."""

@@ -199,6 +199,7 @@ class Planning:
         async with self._lock:
             now = self.clock.time()
             seen = (self.signals.generation, self.recorder.counters.fast_path_s.count)
+            counted = frozenset(self.power.answered)  # the devices its units come from
             try:
                 config, inputs = self._inputs(now)
                 plan = await asyncio.to_thread(
@@ -216,7 +217,7 @@ class Planning:
                 log.error("re-plan (%s) failed: %s", reason, error)
                 await self.failed(reason, error, status.value)
                 return None
-            self.plans.adopt(plan, now)
+            self.plans.adopt(plan, now, counted)
             # A signal stored or a shed made during the solve: this plan never saw it, and its
             # wakes would undo the shed. Dispatch waits for the plan made after it.
             stale = seen != (self.signals.generation, self.recorder.counters.fast_path_s.count)

@@ -22,9 +22,14 @@ class CurrentPlan:
         #: adopted meanwhile leaves them to it (a shed of thousands takes seconds or more)
         self.shedding: dict[str, str] = {}
         self.generation = 0  # counts plans adopted and re-plans failed
+        #: the devices whose units the plan in force counted (those that answered when it
+        #: was made; None: not known, every device); the others it counted as a load it
+        #: cannot move, and dispatch leaves them as they are until a plan counts them
+        self.counted: frozenset[str] | None = None
 
-    def adopt(self, plan: Plan, now: float) -> None:
+    def adopt(self, plan: Plan, now: float, counted: frozenset[str] | None = None) -> None:
         self.plan, self.made_at, self.error = plan, now, None
+        self.counted = counted
         self.solver_status = plan.status
         self.hold = False
         self.generation += 1

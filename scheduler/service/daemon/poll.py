@@ -76,6 +76,11 @@ class Poller:
         dt = max(0.0, t0 - self.last_poll)
         self.last_poll = t0
         self.power.note(readings)
+        counted = self.plans.counted
+        if counted is not None and not self.power.answered <= counted:
+            # devices answer that the plan in force counted as a load it cannot move:
+            # dispatch leaves them as they are until a plan counts them, made now
+            self.planning.request("devices answer again that the plan did not count")
         drifted = self._drifted(readings) + len(self.devices.unfollowed)
         self.devices.unfollowed.clear()
         # recorded as they came (Recorder.verdict); what is left, now, before telemetry
