@@ -209,8 +209,12 @@ def _rows(kind: str, p: dict[str, Any]) -> list[tuple[str, Any, str]]:
                 json.dumps(
                     {
                         "why": p.get("why"),
+                        # accepted, rejected, failed; a read-back's confirmed, unconfirmed
+                        # or superseded ("ok", but never shown: its note names the newer)
+                        "kind": o.get("kind"),
                         "ok": o["ok"],
                         "error": o.get("error"),
+                        "note": o.get("note"),
                         "applied_w": o.get("applied_w"),
                     }
                 ),
