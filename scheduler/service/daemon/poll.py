@@ -54,6 +54,9 @@ class Poller:
         self.counters: Counters = recorder.counters
         self.last_poll = clock.monotonic()
         self.polls = 0
+        #: the devices a re-plan was last asked for because they answered uncounted (asked
+        #: once for them: a re-plan that fails is not asked again at every poll)
+        self._asked_for: frozenset[str] = frozenset()
         self._lock = asyncio.Lock()
 
     async def poll(self, dispatch: bool = True) -> None:
@@ -77,10 +80,13 @@ class Poller:
         self.last_poll = t0
         self.power.note(readings)
         counted = self.plans.counted
-        if counted is not None and not self.power.answered <= counted:
+        if counted is not None:
             # devices answer that the plan in force counted as a load it cannot move:
             # dispatch leaves them as they are until a plan counts them, made now
-            self.planning.request("devices answer again that the plan did not count")
+            uncounted = frozenset(self.power.answered - counted)
+            if uncounted and uncounted != self._asked_for:
+                self.planning.request("devices answer again that the plan did not count")
+            self._asked_for = uncounted
         drifted = self._drifted(readings) + len(self.devices.unfollowed)
         self.devices.unfollowed.clear()
         # recorded as they came (Recorder.verdict); what is left, now, before telemetry
