@@ -31,6 +31,9 @@ RAMP_TOLERANCE_KW = 1e-9
 #: How long after a confirmed command the dispatch that waited for its room runs again
 #: (one for a burst of verdicts: a curtail's sleeps are read back within a second or two).
 REDISPATCH_AFTER_S = 0.5
+#: The longest wait before a mode a device refused is sent to it again (the wait starts
+#: at the poll interval and doubles with each refusal of the same mode).
+REFUSED_MAX_WAIT_S = 600.0
 
 
 def ramp_batch(
@@ -159,6 +162,9 @@ class Dispatcher:
         #: waited for their read-back: a confirmed one dispatches again (:meth:`heard`)
         self.waiting_for_room = False
         self._again: asyncio.TimerHandle | None = None
+        #: device -> (the mode it refused, when it may be sent it again (monotonic), the
+        #: wait that set): a firmware that keeps its own setting is not asked at every poll
+        self.refused: dict[str, tuple[str, float, float]] = {}
         self._lock = asyncio.Lock()
 
     def heard(self, out: Outcome) -> None:
@@ -177,6 +183,22 @@ class Dispatcher:
             tasks.spawn(self.dispatch(), "dispatch")
 
         self._again = asyncio.get_running_loop().call_later(REDISPATCH_AFTER_S, go)
+
+    def _note_refusals(self, outcomes: list[Outcome], chosen: Mapping[str, str]) -> None:
+        """A refused mode waits before it is sent again: the poll interval, doubling with
+        each refusal of the same mode up to ``REFUSED_MAX_WAIT_S``; a mode taken, or
+        another mode, starts afresh."""
+        mono, first = self.clock.monotonic(), self.config.daemon.poll_s
+        for out in outcomes:
+            mode = chosen[out.device_id]
+            if out.kind is OutcomeKind.REJECTED:
+                held = self.refused.get(out.device_id)
+                wait = first if held is None or held[0] != mode else held[2] * 2
+                wait = min(wait, REFUSED_MAX_WAIT_S)
+                # a hair short of the wait: the poll that ends it sends it
+                self.refused[out.device_id] = (mode, mono + wait - 0.5, wait)
+            elif out.ok:
+                self.refused.pop(out.device_id, None)
 
     def usable(self, class_name: str) -> list[str]:
         """The class's devices that dispatch can command: those the latest poll read and
@@ -228,9 +250,13 @@ class Dispatcher:
                 return []
             pue = self.config.site.pue
             changes: list[tuple[float, str, str]] = []
+            mono, refused, waiting = self.clock.monotonic(), self.refused, 0
             for device_id, mode in targets.items():
                 current = self.plans.shedding.get(device_id) or self.devices.modes.get(device_id)
                 if current == mode:
+                    continue
+                if (r := refused.get(device_id)) is not None and r[0] == mode and mono < r[1]:
+                    waiting += 1  # refused it: asked again once its wait is over
                     continue
                 dc = self.devices.class_of(device_id)
                 before = mode_kw(dc, current) if current is not None else dc.idle_kw
@@ -264,7 +290,8 @@ class Dispatcher:
                 return []
             outcomes = await self.fleet.apply(requests)
             self.devices.commanded(outcomes, chosen)
-            extra = {"deferred_by_ramp_or_cap": deferred}
+            self._note_refusals(outcomes, chosen)
+            extra = {"deferred_by_ramp_or_cap": deferred, "refused_waiting": waiting}
             await self.recorder.outcomes("dispatch", outcomes, extra)
             return outcomes
 

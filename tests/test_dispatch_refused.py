@@ -1,0 +1,73 @@
+"""A device that refuses the mode dispatch sends it is sent it again after a wait that
+doubles with each refusal, not at every poll: a VNish miner that kept its preset was sent
+the same refused write 17 times in 5 minutes (field re-check, session 22, 3). Another mode,
+or a command it takes, starts afresh; the fast path's sheds are never held back."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+from adapters.base import Applied, ControlRejected, ModeRequest
+from scheduler.service.daemon import Daemon
+from tests.support.clock import FakeClock
+from tests.support.memfleet import MemoryDevice, memory_daemon
+from tests.support.memfleet import run_open as _run
+from tests.support.sitefile import DAEMON, site_text
+
+
+class Refuses(MemoryDevice):
+    """Refuses every run request (a firmware that keeps its own preset) while ``refuse``."""
+
+    refuse = True
+    tries = 0
+
+    async def apply(self, request: ModeRequest) -> Applied:
+        if self.refuse and request.action == "run":
+            self.tries += 1
+            raise ControlRejected(self.device_id, "set preset: the firmware kept its own")
+        return await super().apply(request)
+
+
+def _daemon(tmp_path: Path, clock: FakeClock) -> tuple[Daemon, Refuses]:
+    text = site_text(
+        "refused",
+        site={"base_load_kw": 0},
+        hashprice=1.0,
+        inference={"committed_tokens_s": 500.0},
+        daemon={**DAEMON, "poll_s": 15, "cap_margin_pct": 0},
+    )
+    d, devices = memory_daemon(text, tmp_path, clock, asleep=True)
+    dev = devices["new/0"]
+    dev.__class__ = Refuses  # the same device, refusing
+    d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+    d.shedder.request = lambda *a, **k: None  # type: ignore[method-assign]
+    return d, dev  # type: ignore[return-value]
+
+
+def test_a_refused_mode_is_sent_again_after_a_doubling_wait(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, dev = _daemon(tmp_path, clock)
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        await d.replan("test")  # every miner wanted: new/0 refuses its wake
+        first = dev.tries
+        assert first >= 1
+        await d.dispatch()  # at once: not again
+        assert dev.tries == first
+        sent_at = []
+        for _ in range(16):  # 4 minutes of 15 s polls
+            clock.advance(15)
+            before = dev.tries
+            await d.dispatch()
+            if dev.tries > before:
+                sent_at.append(clock.monotonic())
+        gaps = [b - a for a, b in pairwise(sent_at)]
+        assert len(sent_at) <= 5 and gaps == sorted(gaps) and gaps[-1] >= 60
+        dev.refuse = False  # it takes the wake at the next try: no wait after that
+        clock.advance(600)
+        await d.dispatch()
+        assert dev.state == "running"
+
+    _run(d, body)
