@@ -8,7 +8,7 @@ from __future__ import annotations
 from itertools import pairwise
 from pathlib import Path
 
-from adapters.base import Applied, ControlRejected, ModeRequest
+from adapters.base import Applied, ControlRejected, Health, ModeRequest
 from scheduler.service.daemon import Daemon
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MemoryDevice, memory_daemon
@@ -17,13 +17,15 @@ from tests.support.sitefile import DAEMON, site_text
 
 
 class Refuses(MemoryDevice):
-    """Refuses every run request (a firmware that keeps its own preset) while ``refuse``."""
+    """Refuses every ``action`` request (a firmware that keeps its own preset) while
+    ``refuse``."""
 
     refuse = True
+    action = "run"
     tries = 0
 
     async def apply(self, request: ModeRequest) -> Applied:
-        if self.refuse and request.action == "run":
+        if self.refuse and request.action == self.action:
             self.tries += 1
             raise ControlRejected(self.device_id, "set preset: the firmware kept its own")
         return await super().apply(request)
@@ -69,5 +71,34 @@ def test_a_refused_mode_is_sent_again_after_a_doubling_wait(tmp_path: Path) -> N
         clock.advance(600)
         await d.dispatch()
         assert dev.state == "running"
+
+    _run(d, body)
+
+
+def test_a_refusal_the_plan_no_longer_asks_for_is_cleared_by_the_mode_it_is_in(
+    tmp_path: Path,
+) -> None:
+    """Field re-check (session 22): a VNish miner stayed ``rejected`` 3.5 minutes after its
+    fault cleared, because the plan no longer asked for what it had refused and nothing else
+    was sent. Dispatch sends such a device the mode it is in, and its health follows what
+    the device does now."""
+    clock = FakeClock()
+    d, dev = _daemon(tmp_path, clock)
+    dev.action = "sleep"  # refuses sleeps; takes runs
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        await d.replan("test")  # every miner wanted: new/0 wakes
+        assert dev.state == "running"
+        await d.poll(dispatch=False)
+        out = await d.fleet.apply({"new/0": ModeRequest("sleep")})  # a shed it refuses
+        assert out[0].kind.value == "rejected"
+        assert d.fleet.status["new/0"].health is Health.REJECTED
+        told = len(dev.told)
+        await d.dispatch()  # the plan wants it where it is: sent that, and it takes it
+        assert len(dev.told) == told + 1 and dev.told[-1].action == "run"
+        assert d.fleet.status["new/0"].health is not Health.REJECTED
+        await d.dispatch()  # once: nothing more to send
+        assert len(dev.told) == told + 1
 
     _run(d, body)
