@@ -112,3 +112,18 @@ def test_a_stock_miner_read_running_takes_its_own_setting_mode_not_the_classs_fi
     assert s.modes.from_reading("m/0", t) == "eco"
     s.devs["m/1"].info = DeviceInfo("m/1", "asic", "memory", family="antminer-stock")
     assert s.modes.from_reading("m/1", t) == "full"  # no model known: the top mode
+
+
+def test_a_reading_taken_before_a_sleep_counts_at_the_mode_it_was_in(tmp_path: Path) -> None:
+    """Field re-check (session 22): 3 s after a curtail /v1/status said 145.5 kW while the
+    fleet drew 77 kW. A stock Antminer told to sleep whose newest reading, taken before the
+    command, showed it running counted at its class's top mode: that reading shows the mode
+    it was in. One taken after the command and still running cannot tell which."""
+    s = Site(tmp_path)
+    s.modes.modes["m/0"] = "eco"
+    _stock(s, "m/0")  # running at eco, no power figure: read before the command
+    s.clock.advance(1.0)
+    s.command("m/0", "sleep", ModeRequest("sleep"))
+    assert s.power.device("m/0", False).kw == 2.0  # as read: eco, not the top mode (3 kW)
+    _stock(s, "m/0")  # read after the command, still running: which mode, it cannot say
+    assert s.power.device("m/0", False).kw == 3.0

@@ -84,6 +84,9 @@ class DeviceModes:
             for dc in config.devices
         }
         self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
+        #: device -> its mode before its latest command (a reading older than the command
+        #: shows it in that one)
+        self.before: dict[str, str] = {}
         #: class -> its modes that lock the SM clock, and what a GPU that cannot lock is
         #: given in each one's place (``instead``)
         self.lock_modes: dict[str, frozenset[str]] = {
@@ -151,6 +154,8 @@ class DeviceModes:
                 mode = modes[o.device_id]
                 if mode in self.barred(o.device_id):
                     continue
+                # what a reading taken before the command shows the device in
+                self.before[o.device_id] = self.modes.get(o.device_id, SLEEP)
                 self.modes[o.device_id] = mode
         self.generation += 1
         for listener in self.listeners:

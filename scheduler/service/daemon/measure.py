@@ -286,8 +286,15 @@ class Power:
             # Answered without a power figure (stock Antminer firmware reads none), or not
             # answering now, running although told to sleep: one that accepted a sleep and
             # kept hashing counted at 15 W until its read-back deadline. Its reading cannot
-            # tell which mode it runs in: the class's most power-hungry.
-            mode = UNKNOWN
+            # tell which mode it runs in: the class's most power-hungry; but a reading taken
+            # before the sleep went out shows the mode it was in then (counted at the top
+            # mode, status said 145.5 kW 3 s after a curtail while 77 kW was drawn)
+            p = pending.get(device_id)
+            before = self.devices.before.get(device_id)
+            if isinstance(p, Pending) and t.at < p.sent_at and before not in (None, SLEEP):
+                mode = before
+            else:
+                mode = UNKNOWN
         kw, worst = estimate_kw(
             last, None if mode is None else mode_kw(dc, mode), max(m.power_kw for m in dc.modes)
         )
