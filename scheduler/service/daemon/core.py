@@ -143,7 +143,6 @@ class Daemon:
             self.fleet, self.devices, self.power, self.signals, self.plans, self.clock,
             self.recorder, self.tasks,
         )  # fmt: skip
-        self.fleet.on_health = self.dispatcher.health_changed  # which devices stand refused
         self.planning = Planning(
             planner or Planner(), self.fleet, self.devices, self.power, self.signals,
             self.feeds, self.plans, self.clock, self.recorder, self.tasks, self.demand,

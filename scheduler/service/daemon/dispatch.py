@@ -14,7 +14,6 @@ from adapters import registry
 from adapters.base import Health, ModeRequest
 from adapters.faults import in_words, traceback_once
 from adapters.fleet import Fleet, Outcome, OutcomeKind
-from adapters.outcomes import DeviceStatus
 from models.devices import DeviceKind
 from models.economics import site_load_kw
 from scheduler.service.daemon.clock import Clock
@@ -166,10 +165,6 @@ class Dispatcher:
         #: device -> (the mode it refused, when it may be sent it again (monotonic), the
         #: wait that set): a firmware that keeps its own setting is not asked at every poll
         self.refused: dict[str, tuple[str, float, float]] = {}
-        #: devices whose health says they refused a command (``rejected``, the fleet's
-        #: ``on_health``): one the plan wants in the mode it is in is sent that mode, so
-        #: that its health says what it does now, not what it refused before
-        self.rejected: set[str] = set()
         self._lock = asyncio.Lock()
 
     def heard(self, out: Outcome) -> None:
@@ -188,13 +183,6 @@ class Dispatcher:
             tasks.spawn(self.dispatch(), "dispatch")
 
         self._again = asyncio.get_running_loop().call_later(REDISPATCH_AFTER_S, go)
-
-    def health_changed(self, st: DeviceStatus) -> None:
-        """A device's health changed (the fleet's ``on_health``)."""
-        if st.health is Health.REJECTED:
-            self.rejected.add(st.device_id)
-        else:
-            self.rejected.discard(st.device_id)
 
     def _note_refusals(self, outcomes: list[Outcome], chosen: Mapping[str, str]) -> None:
         """A refused mode waits before it is sent again: the poll interval, doubling with
@@ -263,11 +251,16 @@ class Dispatcher:
             pue = self.config.site.pue
             changes: list[tuple[float, str, str]] = []
             mono, refused, waiting = self.clock.monotonic(), self.refused, 0
+            status = self.fleet.status
             for device_id, mode in targets.items():
                 shed = self.plans.shedding.get(device_id)
                 current = shed or self.devices.modes.get(device_id)
-                if current == mode and (shed is not None or device_id not in self.rejected):
-                    continue  # (one that refused another mode is sent the one it is in)
+                # one whose health says it refused another mode is sent the one it is in,
+                # so that its health says what it does now, not what it refused before
+                if current == mode and (
+                    shed is not None or status[device_id].health is not Health.REJECTED
+                ):
+                    continue
                 if (r := refused.get(device_id)) is not None and r[0] == mode and mono < r[1]:
                     waiting += 1  # refused it: asked again once its wait is over
                     continue
@@ -277,7 +270,7 @@ class Dispatcher:
                 changes.append((delta, device_id, mode))
             if not changes:
                 return []
-            elapsed_min = max(self.clock.monotonic() - self.last_dispatch, 0.0) / 60.0
+            elapsed_min = max(mono - self.last_dispatch, 0.0) / 60.0
             cap, events = self.signals.cap_now(now)
             if events:  # under a DR or fail-safe cap, the share the plan keeps free as well
                 cap *= 1.0 - self.config.daemon.cap_margin_pct / 100.0
