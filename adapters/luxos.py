@@ -18,9 +18,9 @@ miner not reached from one that refused or obeyed: its RPC answers a connection 
 open with ``{}`` (``BaseMinerRPCAPI._send_bytes``), which with a session reads as success and
 without one makes its ``auth`` raise KeyError, read as a refusal (pyasic 0.x, ``LUXMiner``).
 A reply read here in no usable shape (a ``logon`` without ``SESSION[0].SessionID``, a
-``profileset`` without ``PROFILE[0].Profile``, one that is no JSON) is a BadReply naming the
-command and what was expected; none at all (closed unanswered) is unreachable; only an
-error STATUS is the firmware's refusal.
+``profileset`` without ``PROFILE[0].Profile``, a ``curtail`` whose STATUS is no list saying
+S, one that is no JSON) is a BadReply naming the command and what was expected; none at
+all (closed unanswered) is unreachable; only an error STATUS is the firmware's refusal.
 Whatever uses or replaces a miner's session (a command, a renewal) holds its
 :func:`session_lock`: a renewal's ``logoff`` ends the session a command sent meanwhile would
 carry ("Invalid session id", a failed first attempt).
@@ -132,15 +132,38 @@ async def curtail(device_id: str, rpc: Any, action: str, timeout_s: float) -> No
     """``curtail sleep`` / ``curtail wakeup``, logging on first when no session is held.
     A miner not reached raises DeviceUnreachable (or DeviceTimeout); one that answers an
     error, ControlRejected; one whose answer cannot be read (no JSON, a logon without its
-    session id), BadReply."""
+    session id, a reply not in LuxOS's shape of a success: :func:`_said_done`), BadReply."""
 
     what = f"curtail {action}"
 
-    async def go() -> None:
+    async def go() -> Any:
         with _refused_or_unreadable(device_id, what):
-            await _in_session(device_id, what, rpc, lambda sid: ask(rpc, "curtail", sid, action))
+            return await _in_session(
+                device_id, what, rpc, lambda sid: ask(rpc, "curtail", sid, action)
+            )
 
-    await contain(device_id, what, go(), timeout_s)
+    reply = await contain(device_id, what, go(), timeout_s)
+    if not _said_done(reply, "CURTAIL"):
+        shown = str(reply)[:120]
+        raise BadReply(
+            device_id,
+            f"{what}: the reply is not LuxOS's success (a STATUS list saying S, and the "
+            f"CURTAIL part, where there is one, a list): {shown}",
+        )
+
+
+def _said_done(reply: Any, part: str) -> bool:
+    """Whether a command's reply says success in LuxOS's shape (docs.luxor.tech, each
+    command's page): ``STATUS`` a list whose first entry's ``STATUS`` is ``S`` or ``I``,
+    and the command's own ``part``, where the reply has one, a list. pyasic's check also
+    passes a ``STATUS`` given as text (``{"STATUS": "S", ...}``), which LuxOS never sends:
+    a miner answering so (garbled) may have done nothing (field24)."""
+    status = reply.get("STATUS") if isinstance(reply, dict) else None
+    if not isinstance(status, list) or not status or not isinstance(status[0], dict):
+        return False
+    if status[0].get("STATUS") not in ("S", "I"):
+        return False
+    return part not in reply or isinstance(reply[part], list)
 
 
 @contextlib.contextmanager

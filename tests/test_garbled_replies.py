@@ -187,6 +187,39 @@ def test_luxos_garbled_logon_through_the_fleet_is_unreadable_in_words(
     _no_bug_logged(caplog)
 
 
+def test_luxos_garbled_curtail_in_a_held_session_is_a_bad_reply_not_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The field audit's case (field24): with a session held, a LuxOS miner answers
+    ``curtail sleep`` garbled (``{"STATUS":"S","CURTAIL":{"0":"?"}}``) and does nothing.
+    Before: the adapter checked only for an error STATUS, so the sleep read as accepted
+    and only the read-back, a minute later, found it unconfirmed."""
+    with _one_miner("luxos") as (sim, m):
+        dev = PyasicMiner("lux/9", m.host, timeout_s=5.0)
+
+        async def go() -> AdapterError:
+            await dev.connect()
+            await dev.read()
+            assert dev._need().rpc.session_token, "the adapter holds a session"
+            sim.call(m.inject, FaultKind.GARBLE)
+            try:
+                with pytest.raises(AdapterError) as got:
+                    await dev.apply(ModeRequest("sleep"))
+            finally:
+                sim.call(m.clear_faults)
+                await dev.close()
+            return got.value
+
+        with caplog.at_level(logging.INFO):
+            err = asyncio.run(go())
+        phase = sim.call(lambda: m.state.phase)
+    assert isinstance(err, BadReply), err
+    _in_words(err, "lux/9")
+    assert str(err).startswith("lux/9: curtail sleep: the reply "), err
+    assert phase != "sleeping", "the garbled reply's miner did nothing"
+    _no_bug_logged(caplog)
+
+
 # -- LuxOS replies the simulator cannot shape, from a hand-written server ------------------
 
 
@@ -309,6 +342,46 @@ def test_a_luxos_command_closed_unanswered_is_unreachable_not_refused() -> None:
     err = asyncio.run(go())
     assert isinstance(err, DeviceUnreachable), err
     assert str(err) == "lux/7: curtail sleep: no reply (the miner closed the connection unanswered)"
+
+
+CURTAILS = {
+    "STATUS a string": json.dumps({"STATUS": "S", "CURTAIL": {"0": "?"}, "id": 1}).encode(),
+    "no STATUS": json.dumps({"CURTAIL": [{"Action": "sleep mode"}], "id": 1}).encode(),
+    "STATUS empty": json.dumps({"STATUS": [], "id": 1}).encode(),
+    "CURTAIL an object": _body(CURTAIL={"Action": "sleep mode"}),
+    "CURTAIL a string": _body(CURTAIL="sleep mode"),
+}
+
+
+@pytest.mark.parametrize("reply", CURTAILS.values(), ids=list(CURTAILS))
+def test_a_luxos_curtail_reply_in_no_usable_shape_is_a_bad_reply(reply: bytes) -> None:
+    """A success is a STATUS list whose first entry says S (or I), and a CURTAIL, where
+    the reply has one, a list (docs.luxor.tech, "curtail"); pyasic's own check passes a
+    STATUS given as text, and so did the adapter (field24)."""
+
+    async def go() -> AdapterError:
+        server, port = await _luxos_server({"curtail": reply})
+        async with server:
+            with pytest.raises(AdapterError) as got:
+                await luxos.curtail("lux/10", _Rpc(port, "ab12"), "sleep", 5.0)
+        return got.value
+
+    err = asyncio.run(go())
+    assert isinstance(err, BadReply), err
+    _in_words(err, "lux/10")
+    assert str(err).startswith("lux/10: curtail sleep: "), err
+
+
+def test_a_luxos_curtail_answered_as_documented_is_done() -> None:
+    """The documented reply, and one with no CURTAIL part (a STATUS alone), are taken."""
+
+    async def go() -> None:
+        for reply in (_body(CURTAIL=[{"Action": "sleep mode"}]), _body()):
+            server, port = await _luxos_server({"curtail": reply})
+            async with server:
+                await luxos.curtail("lux/11", _Rpc(port, "ab12"), "sleep", 5.0)
+
+    asyncio.run(go())
 
 
 PROFILESETS = {
