@@ -9,6 +9,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from adapters.base import Applied, ControlRejected, Health, ModeRequest
+from models.signals import EventType, GridEvent
 from scheduler.service.daemon import Daemon
 from tests.support.clock import FakeClock
 from tests.support.memfleet import MemoryDevice, memory_daemon
@@ -100,5 +101,37 @@ def test_a_refusal_the_plan_no_longer_asks_for_is_cleared_by_the_mode_it_is_in(
         assert d.fleet.status["new/0"].health is not Health.REJECTED
         await d.dispatch()  # once: nothing more to send
         assert len(dev.told) == told + 1
+
+    _run(d, body)
+
+
+def test_a_refusal_is_forgotten_when_the_plan_stops_asking_for_it(tmp_path: Path) -> None:
+    """A refused mode's wait holds only while the plan keeps asking for it: a plan that
+    wants the device where it is sends it that mode (its health says rejected), which it
+    takes, and the wait is forgotten; a later plan asking for the refused mode again is a
+    new request, sent at once, not held back by a wait doubled to minutes (a curtail that
+    came and went between two refusals of a wake would keep the miner asleep up to 10 more
+    minutes after the release). Session 22's note feared this; it holds, and this keeps it."""
+    clock = FakeClock()
+    d, dev = _daemon(tmp_path, clock)
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        await d.replan("test")  # wants it running: refused
+        for _ in range(12):  # 3 minutes of polls: the wait has doubled past a minute
+            clock.advance(15)
+            await d.dispatch()
+        assert dev.tries >= 3 and d.dispatcher.refused["new/0"][2] >= 60
+        now = clock.time()
+        dr = GridEvent(id="dr", type=EventType.CURTAIL, start=now, duration="1h", limit_kw=0)
+        d.signals.book().put(dr)
+        await d.replan("test")  # wants it asleep, where it is: nothing to send
+        clock.advance(15)
+        await d.dispatch()
+        d.signals.book().drop("dr")
+        dev.refuse = False  # its fault cleared meanwhile
+        clock.advance(15)
+        await d.replan("test")  # asks for the wake again: sent at once
+        assert dev.state == "running"
 
     _run(d, body)
