@@ -158,16 +158,19 @@ class WebSession:
 
 def _verdict(device_id: str, command: str, reply: webdigest.Reply) -> Any:
     """What a write's answer says: outside 2xx (a 401 after a fresh unlock included) or
-    ``"success": false`` is the firmware's refusal; a body that is not JSON is unreadable;
-    an empty one is taken as pyasic takes it (``{"success": True}``), any other JSON as
-    asic-rs takes it (done; ``vnish/src/backends/v1_2_0/web.rs``). The read-back decides
-    whether it took effect."""
+    ``"success": false`` is the firmware's refusal; a body that is not JSON, or JSON but no
+    object (pyasic's ``data.get("success")`` fails on it), is unreadable; an empty one is
+    taken as pyasic takes it (``{"success": True}``), any other object as asic-rs takes it
+    (done; ``vnish/src/backends/v1_2_0/web.rs``). The read-back decides whether it took
+    effect."""
     if not 200 <= reply.status < 300:
         raise webdigest.refused(device_id, command, reply)
     if not reply.body.strip():
         return {"success": True}
     got = reply.json()  # Garbled: not JSON
-    if isinstance(got, dict) and got.get("success") is False:
+    if not isinstance(got, dict):
+        raise BadReply(device_id, f"{command}: the answer is JSON but no object: {str(got)[:120]}")
+    if got.get("success") is False:
         raise ControlRejected(device_id, f"{command}: the firmware answered {str(got)[:120]}")
     return got
 

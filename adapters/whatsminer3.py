@@ -7,7 +7,8 @@ the miner's salt), but three of its answers cannot be taken as they come:
 - ``set_power_limit`` returns True whatever the miner answers: a refused token, "no
   permission", a value out of range, or nothing at all (``_send_bytes`` answers ``{}`` when
   it cannot connect). Here ``set.miner.power_limit`` goes through pyasic's own
-  ``rpc.send_command`` (which signs it) and the answer's ``code`` decides: 0 accepted, -1
+  ``rpc.send_command`` (which signs it) and the answer's ``code`` decides: 0 accepted
+  (with ``msg`` "ok", as pyasic's sleep and wake require; any other msg is unreadable), -1
   a refused password, -4 no permission (MicroBT's API v3 "Overview"). Accepted is not
   done: the read-back of ``power-limit`` confirms it.
 - ``stop_mining`` / ``resume_mining`` (``set.miner.service`` stop / start) return False for
@@ -52,11 +53,16 @@ def is_v3(miner: Any) -> bool:
 
 
 def check(device_id: str, what: str, reply: Any) -> None:
-    """Raise unless an API v3 answer says the write was accepted (``code`` 0)."""
+    """Raise unless an API v3 answer says the write was accepted: ``code`` 0 and ``msg``
+    ``"ok"``, as pyasic's ``BTMinerV3.stop_mining`` takes it; code 0 with any other msg is
+    an answer that contradicts itself, unreadable (the read-back decides)."""
     if not isinstance(reply, dict) or not reply:
         raise DeviceUnreachable(device_id, f"{what}: no answer on the API v3 port (4433)")
     code = reply.get("code")
     if code == 0:
+        if reply.get("msg") != "ok":
+            shown = str(reply)[:120]
+            raise BadReply(device_id, f"{what}: code 0 without msg 'ok' (pyasic's test): {shown}")
         return
     if code == -1:
         raise ControlRejected(device_id, f"{what}: {PASSWORD_REFUSED}")

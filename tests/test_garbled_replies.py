@@ -130,6 +130,47 @@ def test_every_family_says_a_bad_reply_in_words(
     _no_bug_logged(caplog)
 
 
+#: Braiins OS+ answers PauseMining and ResumeMining with an empty message when it acts
+#: (``already_paused`` false: proto3 sends no field at its default), so a garbled answer,
+#: every field at its default, is that very answer: only the read-back can tell.
+WRITES_TELL = sorted(set(FAMILIES) - {"braiins"})
+
+
+@pytest.mark.parametrize("firmware", WRITES_TELL)
+def test_a_garbled_sleep_is_never_taken_as_done(
+    firmware: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A miner that answers a sleep garbled, and does nothing, is unreadable, never
+    "accepted" (field24 found LuxOS's taken while a session was held; the same probe then
+    found VNish's and Whatsminer API v3's taken: a JSON list answered to ``mining/stop``,
+    and ``code`` 0 with a ``msg`` that is not pyasic's ``"ok"``)."""
+    if firmware in NEEDS_80 and not can_bind_80():
+        pytest.skip("cannot bind port 80 on loopback")
+    with _one_miner(firmware) as (sim, m):
+        dev = PyasicMiner(f"{firmware}/0", m.host, timeout_s=5.0)
+
+        async def go() -> AdapterError | None:
+            await dev.connect()
+            await dev.read()
+            sim.call(m.inject, FaultKind.GARBLE)
+            try:
+                await dev.apply(ModeRequest("sleep"))
+            except AdapterError as exc:
+                return exc
+            finally:
+                sim.call(m.clear_faults)
+                await dev.close()
+            return None
+
+        with caplog.at_level(logging.INFO):
+            err = asyncio.run(go())
+        phase = sim.call(lambda: m.state.phase)
+    assert phase != "sleeping", "the garbled reply's miner did nothing"
+    assert isinstance(err, BadReply), f"a garbled sleep was taken as done: {err!r}"
+    _in_words(err, f"{firmware}/0")
+    _no_bug_logged(caplog)
+
+
 def test_luxos_garbled_logon_names_the_command_and_the_session_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
