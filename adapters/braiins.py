@@ -160,7 +160,12 @@ class KeptChannel:
                     raise ValueError(f"power_target.watt is not a varint: {got!r}")
             except ValueError as e:
                 raise BadReply(device_id, f"{what}: an answer that is no message: {e}") from None
-            got = got or 0
+            if not got:  # absent (proto3: 0 is not sent): the answer names no target
+                raise BadReply(
+                    device_id,
+                    f"{what}: an answer without power_target.watt (the target set): "
+                    f"{data[:40].hex() or 'an empty message'}",
+                )
             if got != int(args[0]):  # what pyasic's set_power_limit asks of the answer
                 raise ControlRejected(device_id, f"{what}: the firmware set {got} W")
 

@@ -171,6 +171,31 @@ def test_a_garbled_sleep_is_never_taken_as_done(
     _no_bug_logged(caplog)
 
 
+def test_a_garbled_braiins_power_target_answer_is_unreadable_not_a_refusal() -> None:
+    """Braiins OS+ answers SetPowerTarget with the target it set; a garbled answer (every
+    field at its default) names none. Before: "the firmware set 0 W", a refusal, which
+    starts the refused-mode wait as if the firmware had said no."""
+    with _one_miner("braiins") as (sim, m):
+        dev = PyasicMiner("braiins/0", m.host, timeout_s=5.0)
+
+        async def go() -> AdapterError:
+            await dev.connect()
+            await dev.read()
+            sim.call(m.inject, FaultKind.GARBLE)
+            try:
+                with pytest.raises(AdapterError) as got:
+                    await dev.apply(ModeRequest("run", 3000.0))
+            finally:
+                sim.call(m.clear_faults)
+                await dev.close()
+            return got.value
+
+        err = asyncio.run(go())
+    assert isinstance(err, BadReply), repr(err)
+    _in_words(err, "braiins/0")
+    assert "SetPowerTarget 3000 W" in str(err) and "power_target" in str(err), err
+
+
 def test_luxos_garbled_logon_names_the_command_and_the_session_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
