@@ -131,3 +131,43 @@ def test_an_address_the_agent_cannot_listen_on_is_said_without_a_traceback(
     assert res.returncode == code, res.stderr
     assert "Traceback" not in res.stderr and f"--listen {listen}" in res.stderr
     assert words in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"GRIDSCHED_VTN_URL": "http://127.0.0.1:9"}, "GRIDSCHED_VTN_CLIENT_ID"),
+        (
+            {
+                "GRIDSCHED_VTN_URL": "http://127.0.0.1:9",
+                "GRIDSCHED_VTN_CLIENT_ID": "ven-1",
+                "GRIDSCHED_VTN_CLIENT_SECRET": "a-client-secret",
+                "GRIDSCHED_VTN_POLL_S": "soon",
+            },
+            "GRIDSCHED_VTN_POLL_S='soon'",
+        ),
+    ],
+    ids=["no credentials", "poll not seconds"],
+)
+def test_run_refuses_a_ven_it_cannot_start_before_touching_a_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    """The docs walk (session 23): a VEN misconfigured in the environment was found only
+    after the daemon had connected, planned and commanded the fleet; it then exited 2
+    through its shutdown posture, every miner asleep, and systemd does not restart on 2."""
+    from scheduler.cli import run
+
+    def opened(*args: object) -> None:
+        raise AssertionError("the daemon was opened before the VEN's settings were checked")
+
+    monkeypatch.setattr(run, "_open_daemon", opened)
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", "a-webhook-secret-of-32-characters-xx")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    site = ROOT / "deploy" / "examples" / "simulated-site.toml"
+    res = run_main(
+        "run", "--config", str(site), "--db", str(tmp_path / "g.db"),
+        "--listen", "127.0.0.1:0",
+    )  # fmt: skip
+    assert res.returncode == startup.EXIT_CONFIG, res.stderr
+    assert named in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -66,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"daemon": config.daemon.model_copy(update={"listen": bound})}
         )
         try:
+            startup.check_ven(config, sock.getsockname()[1])
             lock_fd = startup.lock_state_file(db)
             daemon = _open_daemon(config, db, args.adopt_state)
             startup.check_sim_addresses(daemon.built)

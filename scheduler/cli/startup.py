@@ -1,10 +1,10 @@
 """What ``gridsched run`` checks before it touches a device: each check that fails is a
 :class:`Refusal`, one line naming what is wrong and how to fix it, with its exit code.
 
-The order matters: secrets first (nothing opened yet), then the state file's lock, then the
-HTTP port (bound here and handed to the server, so that a second instance fails before it
-plans or commands anything), then the state file's integrity and owner, then the simulated
-devices' addresses.
+The order matters: secrets first (nothing opened yet), then the HTTP port (bound here and
+handed to the server, so that a second instance fails before it plans or commands
+anything), then the OpenADR VEN's settings (its callback URL may name that port), then the
+state file's lock, integrity and owner, then the simulated devices' addresses.
 """
 
 from __future__ import annotations
@@ -73,6 +73,18 @@ def check_measurable(config: SiteConfig) -> None:
              "[devices.adapter]; add one (docs/adapters.md; kind = \"sim\" to try it "
              "simulated), or use `gridsched plan` for planning without devices"],
         )  # fmt: skip
+
+
+def check_ven(config: SiteConfig, listen_port: int) -> None:
+    """The VEN's settings (``GRIDSCHED_VTN_*`` with the site's ``[openadr]``) hold together
+    now: read only once the daemon had planned and commanded the fleet, a typo in them had
+    it exit 2 through its shutdown posture, every miner asleep (docs walk, session 23)."""
+    from scheduler.service.ven_daemon import ven_config_from_env
+
+    try:
+        ven_config_from_env(config.openadr, None, listen_port)
+    except ValueError as exc:
+        raise Refusal(EXIT_CONFIG, [f"OpenADR VEN: {exc}"]) from None
 
 
 def check_tls(cert_file: str | None, key_file: str | None) -> None:
