@@ -84,7 +84,8 @@ def verify_webhook(
     if abs(now - t) > tolerance_s:
         raise AuthError(
             401,
-            f"webhook-timestamp {t} is {now - t:+.0f} s from this server's clock; "
+            f"webhook-timestamp {t} is {abs(now - t):.0f} s in the "
+            f"{'past' if t < now else 'future'} by this server's clock; "
             f"allowed +-{tolerance_s} s (check NTP on both sides)",
         )
     expected = [sign(s, msg_id, t, body).encode() for s in secrets]
