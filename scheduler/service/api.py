@@ -50,6 +50,7 @@ from scheduler.service.intake import (
     Refused,
     check_classes,
     check_ids,
+    check_levels,
     parse_body,
     unknown_cancels,
 )
@@ -73,9 +74,11 @@ _REUSED = (
 )
 
 
-def _simple_events(body: bytes, class_names: list[str]) -> list[GridEvent]:
+def _simple_events(
+    body: bytes, class_names: list[str], levels: dict[str, float]
+) -> list[GridEvent]:
     """The simple-format events of a body; :class:`Refused` (422) naming each bad field,
-    or a device class (``classes``) the site has not got."""
+    a device class (``classes``) the site has not got, or a ``level`` it has no cap for."""
     raw = parse_body(body)
     items = raw if isinstance(raw, list) else [raw]
     if not items or not all(isinstance(i, dict) for i in items):
@@ -104,6 +107,7 @@ def _simple_events(body: bytes, class_names: list[str]) -> list[GridEvent]:
         raise Refused(422, "invalid signal", problems)
     check_ids(events, "simple", fields)
     check_classes(events, class_names, fields)
+    check_levels(events, levels, fields)
     return events
 
 
@@ -191,7 +195,9 @@ def create_app(daemon: Daemon) -> FastAPI:
             daemon.counters.signal("simple", "conflict")
             raise Refused(409, _REUSED.format(msg_id[:80]))
         try:
-            events = _simple_events(body, [dc.name for dc in daemon.config.devices])
+            events = _simple_events(
+                body, [dc.name for dc in daemon.config.devices], daemon.config.tariff.dr_levels_kw
+            )
             known, retry = daemon.store.known_ids([e.id for e in events], msg_id)
             missing = [] if retry else unknown_cancels(events, known)
             if missing:

@@ -78,6 +78,28 @@ def check_classes(events: list[GridEvent], class_names: list[str], fields: list[
         raise Refused(422, "invalid signal classes", problems)
 
 
+def check_levels(events: list[GridEvent], levels: dict[str, float], fields: list[str]) -> None:
+    """A cap given as a level (not 0, which is none) names one of the site's
+    ``[tariff.dr_levels_kw]``: stored, one it has no cap for would make every plan fail
+    (``level N has no cap``) until the event ended, the site held at the fail-safe cap and
+    the sender told it had been taken."""
+    have = ", ".join(sorted(levels, key=lambda k: (len(k), k))) or "none"
+    problems = [
+        {
+            "field": where.removesuffix("id") + "level",
+            "problem": f"event {ev.id!r}: level {ev.level} has no cap at this site; it has "
+            f"levels {have} (tariff.dr_levels_kw), or give limit_kw",
+        }
+        for ev, where in zip(events, fields, strict=True)
+        if ev.type in (EventType.CURTAIL, EventType.ALERT)
+        and ev.level
+        and ev.limit_kw is None
+        and str(ev.level) not in levels
+    ]
+    if problems:
+        raise Refused(422, "invalid signal level", problems)
+
+
 def unknown_cancels(events: list[GridEvent], stored: set[str]) -> list[str]:
     """Ids of cancels that name no stored event (``stored``: those of the request's ids
     that the store holds, cancelled or not: cancelling twice is not an error)."""
