@@ -259,7 +259,7 @@ def test_a_refused_simple_signal_shows_what_was_sent_not_what_the_daemon_added()
     from scheduler.service.intake import Refused
 
     with pytest.raises(Refused) as exc:
-        _simple_events(b'{"type": "curtail", "limit_kw": 5}', [])
+        _simple_events(b'{"type": "curtail", "limit_kw": 5}', [], {})
     gots = [p["got"] for p in exc.value.detail]
     assert gots and all("source" not in g for g in gots), gots
     assert any("limit_kw" in g for g in gots), gots
