@@ -232,9 +232,8 @@ def agent_settings_problems(a: AdapterConfig, base_dir: str, key: str) -> list[t
     field = f"{key}.agent_secret_file" if a.agent_secret_file else f"{key}.agent_secret_env"
     try:
         secret = load_secret(field, a.agent_secret_env, a.agent_secret_file, base_dir)
-    except ConfigError as exc:  # a file's path is the error's source: say it in the line
-        where = f"{exc.source}: " if a.agent_secret_file else ""
-        problems += [(k, f"{where}{m}") for k, m in exc.problems]
+    except ConfigError as exc:  # a file's message names its path
+        problems += exc.problems
     else:
         if secret is not None and len(secret.reveal()) < wire.MIN_SECRET_CHARS:
             problems.append((field, f"the agents' secret is shorter than "

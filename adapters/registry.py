@@ -56,11 +56,14 @@ def _add(built: Built, dc: DeviceClass, adapter: DeviceAdapter) -> None:
     built.groups[adapter.device_id] = dc.name
 
 
+def _password_key(dc: DeviceClass, a: AdapterConfig) -> str:
+    """The key a miner password comes from, as the site file names it."""
+    return f"devices.{dc.name}.adapter.password_{'file' if a.password_file else 'env'}"
+
+
 @register(AdapterKind.PYASIC, DeviceKind.ASIC)
 def _pyasic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> None:
-    password = load_secret(
-        f"devices.{dc.name}.adapter.password", a.password_env, a.password_file, base_dir
-    )
+    password = load_secret(_password_key(dc, a), a.password_env, a.password_file, base_dir)
     as_str = {"auto": None, "string": True, "number": False}[a.miner_mode]
     for host in expand_hosts(a.hosts):
         miner = PyasicMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password)
@@ -71,9 +74,7 @@ def _pyasic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> N
 
 @register(AdapterKind.ASIC_RS, DeviceKind.ASIC)
 def _asic_rs(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> None:
-    password = load_secret(
-        f"devices.{dc.name}.adapter.password", a.password_env, a.password_file, base_dir
-    )
+    password = load_secret(_password_key(dc, a), a.password_env, a.password_file, base_dir)
     for host in expand_hosts(a.hosts):
         _add(built, dc, AsicRsMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password))
 

@@ -54,7 +54,7 @@ def load_secret(
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
-                str(path), [(field, f"cannot read the secret file: {exc.strerror}")]
+                str(path), [(field, f"cannot read the secret file {path}: {exc.strerror}")]
             ) from None
         where = f"secret file {path}"
     else:

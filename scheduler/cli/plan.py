@@ -188,7 +188,9 @@ def _price_file_summary(config: SiteConfig) -> str | None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from adapters import registry
     from adapters.gpu_remote import agent_settings_problems
+    from scheduler.service.demand_feed import gpu_engine_problems
 
     path = args.config or args.config_flag
     config = load_site(path)
@@ -199,6 +201,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if dc.adapter is not None
         for problem in agent_settings_problems(dc.adapter, config.base_dir, f"devices[{k}].adapter")
     ]
+    # what run builds from the file (miner passwords read, GPU ids for gpu_engines), built
+    # here without touching a device
+    try:
+        built = registry.build(config)
+    except ConfigError as exc:  # the agents' settings are all said above, keyed by index
+        problems += [p for p in exc.problems if ".adapter.agent_" not in p[0]]
+    else:
+        if config.inference.demand is not None:
+            problems += gpu_engine_problems(config.inference.demand, built.adapters)
     if problems:
         raise ConfigError(str(path), problems)
     site = config.site

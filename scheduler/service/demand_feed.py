@@ -51,6 +51,18 @@ from scheduler.service.objectives import ObjectiveWindow, judge
 OBJECTIVES = {"ttft_p95_s": ("ttft_p95", "ttft_s", 0.95), "itl_p95_s": ("itl_p95", "itl_s", 0.95)}
 
 
+def gpu_engine_problems(
+    cfg: InferenceDemand, adapters: Iterable[DeviceAdapter]
+) -> list[tuple[str, str]]:
+    """``gpu_engines`` ids that are no GPU of the site's adapters (for ``wire_drains`` and
+    ``gridsched validate``), each as ``(key, message)`` naming the valid ids."""
+    gpus = sorted(a.device_id for a in adapters if isinstance(a, NvmlGpu))
+    unknown = sorted(set(cfg.gpu_engines) - set(gpus))
+    if not unknown:
+        return []
+    return [("inference.demand.gpu_engines", f"{unknown} are not GPU device ids (valid: {gpus})")]
+
+
 class DemandFeed:
     def __init__(self, inference: Inference) -> None:
         assert inference.demand is not None
@@ -248,12 +260,9 @@ class DemandFeed:
         """Give each GPU named in ``gpu_engines`` its engine's in-flight count and the
         drain bound; an id that is no GPU of this site is a configuration error."""
         gpus = {a.device_id: a for a in adapters if isinstance(a, NvmlGpu)}
-        unknown = sorted(set(self.cfg.gpu_engines) - set(gpus))
-        if unknown:
-            raise ConfigError(
-                "inference.demand",
-                [("gpu_engines", f"{unknown} are not GPU device ids (valid: {sorted(gpus)})")],
-            )
+        problems = gpu_engine_problems(self.cfg, adapters)
+        if problems:
+            raise ConfigError("site configuration", problems)
         for device_id, url in self.cfg.gpu_engines.items():
             gpu = gpus[device_id]
             gpu.in_flight = functools.partial(self.in_flight, url)
