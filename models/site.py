@@ -142,6 +142,56 @@ def _value_at(data: Any, loc: tuple[int | str, ...]) -> tuple[bool, Any]:
     return True, cur
 
 
+def _unknown_key_words(loc: tuple[int | str, ...]) -> str:
+    """An unknown key, with the nearest the section takes and all of them."""
+    import difflib
+
+    keys = _keys_at(loc[:-1])
+    if not keys:
+        return "unknown key (check the spelling; see docs/configuration.md)"
+    near = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    guess = f"did you mean {near[0]!r}? " if near else ""
+    return f"unknown key; {guess}this section takes: {', '.join(sorted(keys))}"
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at ``loc`` of the site file takes (none found: [])."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def models(tp: Any) -> list[type[BaseModel]]:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return [tp]
+        return [m for arg in typing.get_args(tp) for m in models(arg)]
+
+    def items(tp: Any) -> list[Any]:  # what a list's or a dict's entries are
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is dict:
+            return [args[-1]]
+        if origin in (list, tuple):  # tuple[X, ...] or tuple[X, Y]
+            return [a for a in args if a is not Ellipsis]
+        return [i for arg in typing.get_args(tp) for i in items(arg)]
+
+    current: list[Any] = [SiteConfig]
+    for part in loc:
+        nxt: list[Any] = []
+        for tp in current:
+            if isinstance(part, int):
+                nxt += items(tp)
+                continue
+            for m in models(tp):
+                for name, f in m.model_fields.items():
+                    if part in (name, f.alias):
+                        nxt.append(f.annotation)
+        if not nxt:
+            return []
+        current = nxt
+    return sorted(
+        {f.alias or n for tp in current for m in models(tp) for n, f in m.model_fields.items()}
+    )
+
+
 def _seconds_hint(loc: tuple[Any, ...], value: Any) -> str:
     """``min_on_s = "10min"``: a ``*_s`` key takes seconds; say how many that was."""
     if not (loc and isinstance(loc[-1], str) and loc[-1].endswith("_s") and isinstance(value, str)):
@@ -165,7 +215,7 @@ def validation_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]
             loc += tuple(key.split("."))
         found, value = _value_at(data, loc)
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see docs/configuration.md)"
+            msg = _unknown_key_words(loc)
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif found and not isinstance(value, dict | list):

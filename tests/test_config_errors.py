@@ -35,6 +35,28 @@ def test_unknown_key_is_named() -> None:
     assert "unknown key" in problems(exc)["site.interconect_kw"]
 
 
+def test_unknown_key_says_the_nearest_and_the_valid_keys() -> None:
+    """The docs walk (session 23): "unknown key (check the spelling...)" named neither the
+    key meant nor those the section takes."""
+    d = site_dict()
+    d["site"]["interconect_kw"] = 5
+    d["devices"][0]["modes"][0]["powr_kw"] = 3
+    d["daemon"] = {"pol_s": 5}
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    site = problems(exc)["site.interconect_kw"]
+    assert "did you mean 'interconnect_kw'?" in site and "pue" in site, site
+    mode = problems(exc)["devices[0].modes[0].powr_kw"]
+    assert "did you mean 'power_kw'?" in mode and "hashrate_ths" in mode, mode
+    assert "did you mean 'poll_s'?" in problems(exc)["daemon.pol_s"]
+    d = site_dict()
+    d["site"]["zzzz"] = 1
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    alone = problems(exc)["site.zzzz"]
+    assert "did you mean" not in alone and "interconnect_kw" in alone, alone
+
+
 def test_bad_value_names_path_and_value() -> None:
     d = site_dict()
     d["devices"][0]["modes"][0]["power_kw"] = -3
