@@ -278,7 +278,10 @@ def parse_events(raw: Any, source: str) -> list[GridEvent]:
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"])
                 where = f"[{i}]" + (f".{loc}" if loc else "")
-                problems.append((where, f"{err['msg']} (got {err.get('input')!r})"))
+                msg = err["msg"].removeprefix("Value error, ")
+                if loc:  # the field's value; an error of the whole event names its fields
+                    msg += f" (got {err.get('input')!r})"
+                problems.append((where, msg))
     if problems:
         raise ConfigError(source, problems)
     return events

@@ -57,6 +57,23 @@ def test_unknown_key_says_the_nearest_and_the_valid_keys() -> None:
     assert "did you mean" not in alone and "interconnect_kw" in alone, alone
 
 
+def test_an_events_file_error_is_in_our_words_not_the_library_s() -> None:
+    """The docs walk (session 23): "[0]: Value error, limit_kw and level are both given...",
+    pydantic's prefix in front of ours, and the whole event after it."""
+    from models.signals import parse_events
+
+    both = {"id": "e1", "type": "curtail", "start": "2026-12-02T12:00:00Z", "duration": "1h"}
+    with pytest.raises(ConfigError) as exc:
+        parse_events(
+            [{**both, "limit_kw": 5, "level": 2}, {**both, "id": "e2", "limit_kw": -1}], "ev.json"
+        )
+    got = problems(exc)
+    assert got["[0]"].startswith("limit_kw and level are both given"), got
+    assert "'duration'" not in got["[0]"], got  # not the whole event again
+    assert "Value error" not in str(exc.value), got
+    assert "(got -1" in got["[1].limit_kw"], got
+
+
 def test_bad_value_names_path_and_value() -> None:
     d = site_dict()
     d["devices"][0]["modes"][0]["power_kw"] = -3
@@ -232,9 +249,9 @@ def test_bad_events_name_index_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_events(f)
     text = str(exc.value)
-    assert "[0]: Value error, a curtail event needs limit_kw or level" in text
+    assert "[0]: a curtail event needs limit_kw or level" in text
     assert "[1].type" in text and "'curtail', 'price', 'alert', 'cancel' or 'notice'" in text
-    assert "[2]: Value error, start 2023-01-01T00:00:00 has no UTC offset" in text
+    assert "[2]: start 2023-01-01T00:00:00 has no UTC offset" in text
     f.write_text("{not json")
     with pytest.raises(ConfigError, match="line 1 column 2"):
         load_events(f)
