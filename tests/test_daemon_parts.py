@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,67 @@ def test_a_silent_price_feed_brings_the_failsafe_cap_and_its_return_ends_it(
         assert len(said) == 2 and "price feed silent" in said[0] and said[1] is None
 
     _run(d, body)
+
+
+def test_a_price_feed_that_never_answered_is_silent_from_the_start(tmp_path: Path) -> None:
+    """The docs walk (session 23): a price feed that had never answered did not count as
+    silent (no good refresh to count from), so the daemon planned on the fallback prices
+    (the demo's synthetic curve) for good, never in the fail-safe; and nothing said which
+    prices the plan used."""
+    clock = FakeClock()
+    feed = {"kind": "file", "path": "missing.csv", "column": "price", "silent_after_s": 600}
+    d, _ = _daemon(tmp_path, clock, daemon_extra={"price_feed": feed})
+
+    async def body() -> None:
+        await d.feeds.refresh_prices()
+        assert d.feeds.prices is None and d.feeds.price_error
+        plan = await d.replan("test")
+        assert plan is not None
+        assert any("no price read from the feed yet" in n for n in plan.notes), plan.notes
+        d.planning.request = lambda *a, **k: None  # type: ignore[method-assign]
+        await d.poll(dispatch=False)
+        assert d.failsafe.state is None  # within its limit from the start
+        clock.advance(601)
+        await d.feeds.refresh_prices()
+        await d.poll(dispatch=False)
+        await _settled(d)
+        state = d.failsafe.state
+        assert state is not None and "price feed silent" in state and "never" in state, state
+        assert d.cap_now()[0] == 4.0
+
+    _run(d, body)
+
+
+def test_a_failing_feed_is_logged_once_per_change_not_at_every_refresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The docs walk (session 23): the same price feed warning at every refresh (every
+    5 s there). One line when it fails, one when the error changes, one when it answers."""
+    clock = FakeClock()
+    feed = {"kind": "file", "path": "p.csv", "column": "price"}
+    d, _ = _daemon(tmp_path, clock, daemon_extra={"price_feed": feed})
+    start = int(clock.time()) - 86400
+    rows = "".join(
+        f"{datetime.fromtimestamp(start + h * 3600, UTC).isoformat()},30\n" for h in range(96)
+    )
+
+    async def body() -> None:
+        for _ in range(3):
+            await d.feeds.refresh_prices()
+        (tmp_path / "p.csv").mkdir()  # another error
+        await d.feeds.refresh_prices()
+        await d.feeds.refresh_prices()
+        (tmp_path / "p.csv").rmdir()
+        (tmp_path / "p.csv").write_text("interval_start_utc,price\n" + rows)
+        await d.feeds.refresh_prices()
+        await d.feeds.refresh_prices()
+
+    caplog.set_level(logging.INFO, "gridsched")
+    _run(d, body)
+    said = [r.getMessage() for r in caplog.records if "price feed" in r.getMessage()]
+    assert len(said) == 3, said
+    assert "not found" in said[0] and "directory" in said[1], said
+    assert "answers again" in said[2], said
 
 
 def test_a_failed_solve_keeps_the_last_good_plan_until_it_ends(

@@ -16,6 +16,7 @@ class FailSafe:
         self.feeds = feeds
         self.plans = plans
         self.last_signal_at = clock.time()
+        self.started_at = clock.time()  # a feed that never answered is silent from here
         self.state: str | None = None  # the reason in force at the latest poll
 
     def cap_kw(self) -> float:
@@ -31,9 +32,12 @@ class FailSafe:
         feed = d.price_feed
         reasons = []
         ok_at = self.feeds.prices_ok_at
-        if ok_at is not None and now - ok_at > feed.silent_after_s:
+        since = self.started_at if ok_at is None else ok_at
+        if now - since > feed.silent_after_s:
+            never = ", never answered since the start" if ok_at is None else ""
             reasons.append(
-                f"price feed silent for {now - ok_at:.0f} s (limit {feed.silent_after_s:g} s)"
+                f"price feed silent for {now - since:.0f} s{never} "
+                f"(limit {feed.silent_after_s:g} s)"
             )
         if d.signal_silence_s is not None and now - self.last_signal_at > d.signal_silence_s:
             silent = now - self.last_signal_at

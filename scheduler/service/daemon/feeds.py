@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from adapters.faults import is_bug, named, traceback_once
+from adapters.faults import in_words, is_bug, named, traceback_once
 from adapters.neterrors import describe
 from adapters.replywords import unreadable
 from models.config_daemon import HashpriceFeed, PriceFeed
 from models.economics import hashprice_from_feed
 from models.errors import DataError
-from models.market import Series, in_usd_per_mwh, load_price_file, site_prices
+from models.market import Series, demo_prices, in_usd_per_mwh, load_price_file, site_prices
 from models.site import FeedKind, Mining, SiteConfig
 from scheduler.service.daemon.clock import Clock
 
@@ -55,7 +55,7 @@ def feed_error(exc: BaseException, where: str) -> str:
 
 
 def _log_failure(what: str, kind: FeedKind, exc: BaseException, error: str) -> None:
-    """One line per failed reading; a bug's traceback once per place it was raised."""
+    """One line for a failed reading; a bug's traceback once per place it was raised."""
     log.warning(
         "%s feed (%s): %s", what, kind.value, error, exc_info=traceback_once(exc, reading=True)
     )
@@ -115,6 +115,18 @@ class Feeds:
         self.hashprice: float | None = None  # from the feed; None: [mining] as configured
         self.hashprice_ok_at: float | None = None
         self.hashprice_error: str | None = None
+        self._logged: dict[str, str | None] = {}  # each feed's error last logged
+
+    def _failed(self, what: str, kind: FeedKind, exc: BaseException, error: str) -> None:
+        """A failed reading, logged when its error is new (not at every refresh)."""
+        if self._logged.get(what) != error:
+            self._logged[what] = error
+            _log_failure(what, kind, exc, error)
+
+    def _answered(self, what: str, kind: FeedKind) -> None:
+        """A good reading: said once, after failures."""
+        if self._logged.pop(what, None) is not None:
+            log.info("%s feed (%s) answers again", what, kind.value)
 
     def _source(self, feed: PriceFeed | HashpriceFeed) -> str:
         """Where a feed reads from, for its errors: its URL, its command, or its file."""
@@ -133,8 +145,9 @@ class Feeds:
             series = await self.load_prices(now)
         except Exception as exc:
             self.price_error = feed_error(exc, self._source(feed))
-            _log_failure("price", feed.kind, exc, self.price_error)
+            self._failed("price", feed.kind, exc, self.price_error)
             return
+        self._answered("price", feed.kind)
         changed = (
             self.prices is None
             or series.label != self.prices.label
@@ -143,6 +156,19 @@ class Feeds:
         self.prices, self.prices_ok_at, self.price_error = series, now, None
         if changed:
             self.changed("prices")
+
+    def fallback_prices(self, start_s: int, end_s: int) -> tuple[Series, str]:
+        """The prices a plan uses while the feed has given none (it has not answered since
+        the start; the fail-safe counts its silence from then), and the plan's note saying
+        so: the site's ``[prices]`` source, else the demo's synthetic curve."""
+        why = self.price_error or "not read yet"
+        try:
+            series = site_prices(self.config, start_s, end_s)
+            what = f"the [prices] source ({series.label})"
+        except Exception as exc:  # a file missing or short: said, never a failed plan
+            series = demo_prices(start_s, end_s, self.config.site.timezone)
+            what = f"the demo's synthetic prices ([prices] unreadable: {in_words(exc)})"
+        return series, f"no price read from the feed yet ({why}): planned on {what}"
 
     async def load_prices(self, now: float) -> Series:
         """The price series the feed gives now (raises what the feed or its parser says)."""
@@ -186,8 +212,9 @@ class Feeds:
             value = hashprice_from_feed(text, feed.format, feed.key, feed.per)
         except Exception as exc:
             self.hashprice_error = feed_error(exc, self._source(feed))
-            _log_failure("hashprice", feed.kind, exc, self.hashprice_error)
+            self._failed("hashprice", feed.kind, exc, self.hashprice_error)
             return
+        self._answered("hashprice", feed.kind)
         old = self.hashprice
         self.hashprice, self.hashprice_ok_at = value, self.clock.time()
         self.hashprice_error = None

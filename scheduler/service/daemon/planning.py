@@ -17,7 +17,6 @@ from adapters.faults import in_words, traceback_once
 from adapters.fleet import Fleet, Outcome
 from models.durations import parse_duration_s
 from models.economics import site_load_kw
-from models.market import demo_prices
 from models.site import SiteConfig
 from scheduler.planner.inputs import (
     PlanInputs,
@@ -176,12 +175,16 @@ class Planning:
 
     def _inputs(self, now: float) -> tuple[SiteConfig, PlanInputs]:
         grid = self.grid(now)
-        prices = self.feeds.prices or demo_prices(
-            int(grid.starts_s[0]), int(grid.ends_s[-1]), self.config.site.timezone
-        )
+        prices, fallback = self.feeds.prices, None
+        if prices is None:  # the feed has given none yet: said in the plan's notes
+            prices, fallback = self.feeds.fallback_prices(
+                int(grid.starts_s[0]), int(grid.ends_s[-1])
+            )
         config = self.available_config()
         events = self.signals.active_events(now)
         inputs = assemble_inputs(config, grid, prices, events, self.state(now))
+        if fallback is not None:
+            inputs.notes.insert(0, fallback)
         # Billed peaks on fixed slots: the next step's plan keeps this matrix and re-solves
         # warm (20 x 5 x 576: 0.1 s instead of 0.5-0.8 s cold).
         for rule in peak_rules(inputs.peaks):
