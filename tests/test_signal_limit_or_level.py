@@ -97,3 +97,16 @@ def test_a_stored_event_with_both_still_caps_at_its_limit(
     run_open(d, body)
     assert not [r for r in caplog.records if "no longer validates" in r.getMessage()]
     assert caps == [min(500.0, d.config.site.interconnect_kw)], caps
+
+
+def test_the_cli_sends_to_the_daemon_s_listen_address_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The docs walk (session 23): ``gridsched run`` listens on ``$GRIDSCHED_LISTEN`` when
+    set, and ``gridsched signal`` still sent to 127.0.0.1:8080. A wildcard host is sent to
+    on loopback."""
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", "whsec_" + "QUJD" * 8)
+    for listen, url in (("127.0.0.1:9", "http://127.0.0.1:9"), ("0.0.0.0:9", "http://127.0.0.1:9")):
+        monkeypatch.setenv("GRIDSCHED_LISTEN", listen)
+        res = run_main("signal", "curtail", "--limit-kw", "5")
+        assert res.returncode == 2 and f"{url}:" in res.stderr, res.stderr

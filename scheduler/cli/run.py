@@ -41,6 +41,18 @@ def configure_logging(level_name: str) -> None:
     keep_daemon_logging(level)
 
 
+def _local_api_url() -> str:
+    """The API of a daemon on this host: at ``$GRIDSCHED_LISTEN`` (a wildcard host reached
+    on loopback), else the default ``[daemon] listen``."""
+    listen = os.environ.get("GRIDSCHED_LISTEN", "").strip()
+    if not listen:
+        return "http://127.0.0.1:8080"
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from scheduler.audit.identity import OtherSite
     from scheduler.audit.store import StoreError
@@ -343,8 +355,9 @@ def add_parsers(sub: Any) -> None:
     )
     sg.add_argument(
         "--url",
-        default="http://127.0.0.1:8080",
-        help="the daemon's API; the signal goes to URL/v1/signals (default: %(default)s)",
+        default=_local_api_url(),
+        help="the daemon's API; the signal goes to URL/v1/signals (default: %(default)s, "
+        "from $GRIDSCHED_LISTEN where set, as gridsched run listens)",
     )
     sg.add_argument("--id", help="event id (default: a new one); cancel needs the event's id")
     sg.add_argument("--start", help="ISO 8601 with offset (default: now); not for cancel")
