@@ -54,3 +54,22 @@ def test_a_signal_the_disk_refuses_is_said_in_words(
     ), error
     logged = [r.getMessage() for r in caplog.records if "not stored" in r.getMessage()]
     assert logged and "OperationalError" not in logged[0], logged
+
+
+def test_an_api_without_a_webhook_secret_says_so_when_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The docs walk (session 23): a daemon started without GRIDSCHED_WEBHOOK_SECRET logged
+    nothing, and answered every signal 403. It now says so once, when the API is made;
+    with a secret, nothing is said."""
+    monkeypatch.delenv("GRIDSCHED_WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv("GRIDSCHED_WEBHOOK_SECRET_FILE", raising=False)
+    d = _daemon(tmp_path, 1000.0)
+    caplog.set_level(logging.WARNING, "gridsched.api")
+    create_app(d)
+    said = [r.getMessage() for r in caplog.records if "GRIDSCHED_WEBHOOK_SECRET" in r.getMessage()]
+    assert len(said) == 1 and "403" in said[0], said
+    caplog.clear()
+    monkeypatch.setenv("GRIDSCHED_WEBHOOK_SECRET", "whsec_" + base64.b64encode(b"x" * 24).decode())
+    create_app(d)
+    assert not [r for r in caplog.records if "GRIDSCHED_WEBHOOK_SECRET" in r.getMessage()]

@@ -111,8 +111,22 @@ def _simple_events(
     return events
 
 
+def _say_if_no_webhook_secret() -> None:
+    """Without a webhook secret every simple signal is refused (403): said once, at start."""
+    try:
+        secrets = webhook_secrets()
+    except SecretConfigError:
+        return  # refused at start-up (gridsched run), and said with each request
+    if not secrets:
+        log.warning(
+            "no GRIDSCHED_WEBHOOK_SECRET (or _FILE) is set: POST /v1/signals refuses every "
+            "signal (403) until one is; OpenADR 3 notifications are not concerned"
+        )
+
+
 def create_app(daemon: Daemon) -> FastAPI:
     cfg = daemon.config.daemon
+    _say_if_no_webhook_secret()
     app = FastAPI(
         title="gridsched",
         version="1",
