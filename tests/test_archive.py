@@ -340,3 +340,50 @@ def test_a_missing_head_file_is_said_without_a_record_number(
     err = capsys.readouterr().err
     assert "None" not in err and "head file" in err and "nothing archived" in err, err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_nothing_to_archive_behind_a_signal_in_force_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The docs walk (session 23): with every old record behind a signal still in force,
+    `audit archive` said "(the newest always stays)", not the reason."""
+    db = tmp_path / "state.db"
+
+    async def go() -> None:
+        store = Store(db)
+        store.start()
+        ev = {"id": "held", "type": "curtail", "limit_kw": 7.0}  # until cancelled
+        await store.add_signals([ev], "simple", None, "{}", 9e9, T0)
+        for i in range(5):
+            await store.record("telemetry", {"i": i}, T0 + (1 + i) * 60)
+        store.close()
+
+    asyncio.run(go())
+    later = iso(T0 + 1e6)
+    assert (
+        main(
+            [
+                "audit",
+                "archive",
+                "--db",
+                str(db),
+                "--before",
+                later,
+                "--out",
+                str(tmp_path / "a.jsonl"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "signal still in force" in out and "record 1" in out and "newest" not in out, out
+
+
+def test_an_expect_head_that_is_no_checkpoint_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 (what was asked cannot be done as written), not 1 (the chain is broken)."""
+    db = tmp_path / "state.db"
+    fill(db, 3)
+    assert main(["audit", "verify", "--db", str(db), "--expect-head", "nonsense"]) == 2
+    assert "is not SEQ:HASH" in capsys.readouterr().err

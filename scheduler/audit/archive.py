@@ -69,6 +69,8 @@ class Archived:
     last_seq: int = 0
     last_at: float = 0.0
     path: str = ""
+    #: nothing archived because of it: the record of the oldest signal still in force
+    held_from: int | None = None
 
 
 def _open(path: Path, mode: str) -> IO[str]:
@@ -134,7 +136,12 @@ def archive(
             (anchor.seq, upto, before),
         ).fetchone()[0]
         if last is None:
-            return Archived(0)
+            older = con.execute(
+                "SELECT 1 FROM log WHERE seq > ? AND seq < ? AND at < ? LIMIT 1",
+                (anchor.seq, int(newest), before),
+            ).fetchone()
+            held = upto < int(newest) and older is not None  # old ones, behind a signal
+            return Archived(0, held_from=upto if held else None)
         # Records are appended in time order, but ``at`` is the caller's clock: archive a
         # contiguous run of sequence numbers, up to the last record older than ``before``.
         first, last = anchor.seq + 1, int(last)

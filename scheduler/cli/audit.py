@@ -31,13 +31,16 @@ def _no_archives(paths: list[str] | None) -> bool:
     return bool(missing)
 
 
-def _expect_head(text: str) -> tuple[int, str]:
+def _expect_head(text: str) -> tuple[int, str] | None:
+    """``SEQ:HASH``, or None after saying why it is not one."""
     seq, _, digest = text.partition(":")
     if not seq.isdigit() or len(digest) != 64:
-        raise SystemExit(
+        print(
             f"gridsched: error: --expect-head {text!r} is not SEQ:HASH (a checkpoint from "
-            "/v1/status or an archive header, e.g. 201:3f2a...; the hash is 64 hex digits)"
+            "/v1/status or an archive header, e.g. 201:3f2a...; the hash is 64 hex digits)",
+            file=sys.stderr,
         )
+        return None  # a usage error (2), not a broken chain (1)
     return int(seq), digest
 
 
@@ -48,6 +51,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if _no_db(args.db) or _no_archives(args.archive):
         return 2
     expect = _expect_head(args.expect_head) if args.expect_head else None
+    if args.expect_head and expect is None:
+        return 2
     try:
         store = Store(args.db, migrate=False)  # verifying never changes the file
     except StoreError as exc:
@@ -121,7 +126,13 @@ def cmd_audit_archive(args: argparse.Namespace) -> int:
         return 1
     if not done.records:
         when = datetime.fromtimestamp(before, UTC).isoformat()
-        print(f"{args.db}: no record before {when} to archive (the newest always stays)")
+        why = "the newest record always stays"
+        if done.held_from:
+            why = (
+                f"a signal still in force was recorded at record {done.held_from}: it and "
+                "every record after it stay in the database while it is in force"
+            )
+        print(f"{args.db}: no record before {when} to archive ({why})")
         return 0
     last = datetime.fromtimestamp(done.last_at, UTC).isoformat()
     print(
