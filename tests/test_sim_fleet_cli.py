@@ -70,6 +70,13 @@ def test_fleet_simulate_and_status_cli(tmp_path: Any) -> None:
         res = run_main("fleet", "status", "--config", str(site))
         assert res.returncode == 1  # a device is unreachable
         assert victim in res.stdout and "unreachable" in res.stdout
+        # the port alone is the simulator on this host (docs walk, session 23: it was read
+        # as a host name, "Name or service not known"); a value that is no port is said
+        port = control.rpartition(":")[2]
+        res = run_main("fleet", "fault", "clear", "--control", port)
+        assert res.returncode == 0, res.stderr
+        res = run_main("fleet", "fault", "clear", "--control", "localhost")
+        assert res.returncode == 2 and "expected HOST:PORT" in res.stderr, res.stderr
     finally:
         proc.terminate()
         proc.wait(10)

@@ -119,6 +119,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_fault(args: argparse.Namespace) -> int:
     host, _, port = args.control.rpartition(":")
+    host = host or "127.0.0.1"  # a port alone: the simulator on this host
+    if not port.isdigit():
+        print(f"gridsched: error: --control {args.control!r}: expected HOST:PORT", file=sys.stderr)
+        return 2
     if args.kind == "clear":
         req: dict[str, Any] = {"op": "clear", "hosts": args.hosts or "all"}
     else:
@@ -174,7 +178,12 @@ def add_parsers(sub: Any) -> None:
         help="the fault (docs/adapters.md, simulator faults); clear: remove every fault",
     )
     fa.add_argument("hosts", nargs="*", help="miner addresses (default: all)")
-    fa.add_argument("--control", default="127.0.0.1:4029", help="the simulator's control port")
+    fa.add_argument(
+        "--control",
+        default="127.0.0.1:4029",
+        help="HOST:PORT of the simulator's control port, or the port alone on this host "
+        "(default: %(default)s)",
+    )
     fa.add_argument(
         "--duration", type=float, help="seconds the fault lasts (default: until cleared)"
     )
