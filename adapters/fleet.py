@@ -198,8 +198,6 @@ class Fleet:
                                 result = await dev.apply(req)
                         finally:
                             late = self._bound.leave(bound)
-                            if op == "apply":
-                                self._slots.answered()
                     except (TimeoutError, asyncio.CancelledError) as exc:
                         # The last-resort bound, or the adapter's own timer firing late (a loop
                         # far behind): a timeout, not an adapter bug; a cancel from outside stays

@@ -5,11 +5,7 @@ so that a command never waits for a telemetry sweep to free a slot; staging ahea
 unhurried as a reading and shares the readings' slots. Readings not yet sent wait while
 control calls are in flight (up to ``read_yield_max_s``: a long batch of dead devices and
 retries must not starve telemetry), so that a curtail has the CPU and the network to
-itself, and the garbage collector waits meanwhile too (:mod:`adapters.gc_hold`). Once
-every command has gone out and none has been answered for ``READ_STALL_S``, those left
-are slow or dead devices, and readings go: one hung miner (its 3 s timeout) kept every
-read-back of a 37-miner curtail waiting 2 s, and the site's import in ``/v1/status`` at
-its pre-signal figure for 4.8 s (field re-check, session 22). The
+itself, and the garbage collector waits meanwhile too (:mod:`adapters.gc_hold`). The
 read-back's readers queue for the readings' slots beside the sweep's
 (:class:`adapters.fleet.Fleet`).
 """
@@ -23,11 +19,6 @@ from collections.abc import Iterator
 from types import TracebackType
 
 from adapters.gc_hold import CollectorHold
-
-#: How long no command of a batch is answered, with none left to go out, before readings
-#: stop waiting for the rest (s): answers on a LAN come within milliseconds, and a batch's
-#: stream of them has no such gap while its commands are being answered.
-READ_STALL_S = 0.3
 
 
 class FifoSlots:
@@ -105,37 +96,20 @@ class Slots:
         self.controls = 0  # control calls (batches) in flight
         self._idle = asyncio.Event()
         self._idle.set()
-        #: loop time of the latest command answered since the latest batch began, if any
-        self._answered_at: float | None = None
         self.gc = CollectorHold(gc_hold_max_s)
-
-    def answered(self) -> None:
-        """A command's call ended (answered, refused, failed or timed out)."""
-        self._answered_at = asyncio.get_running_loop().time()
 
     async def yield_to_controls(self) -> None:
         """A reading about to be sent waits for the control calls in flight to end, at
-        most ``read_yield_max_s``, and no longer once the batch has stalled: every command
-        gone out (none waits for a slot), one answered, and none for ``READ_STALL_S``.
+        most ``read_yield_max_s``.
 
         Tried and measured, not kept (docs/performance.md, "30,000 miners"): readings
         waiting for as long as the batch was answered made a 30,000-miner curtail take more
         of the daemon's CPU, not less (18.3 s against 14.3 s, paired on the same code)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.read_yield_max_s
-        apply = self.by_op["apply"]
-        while not self._idle.is_set():
-            now, wake = loop.time(), deadline
-            if now >= deadline:
-                return  # a long batch (dead devices, retries) must not starve telemetry
-            if self._answered_at is not None and not apply.waiting:
-                quiet_end = self._answered_at + READ_STALL_S
-                if now >= quiet_end:
-                    return  # only slow or dead devices are left in the batch
-                wake = min(wake, quiet_end)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(wake):
-                    await self._idle.wait()
+        try:
+            async with asyncio.timeout(self.read_yield_max_s):
+                await self._idle.wait()
+        except TimeoutError:
+            pass  # a long batch (dead devices, retries) must not starve telemetry
 
     async def idle(self) -> None:
         """Until no control call is in flight (upkeep waits for that, however long)."""
@@ -147,7 +121,6 @@ class Slots:
         is held off, until the last of them ends."""
         self.controls += 1
         self._idle.clear()
-        self._answered_at = None  # its commands are going out: readings wait again
         if self.controls == 1:
             self.gc.hold()
         try:

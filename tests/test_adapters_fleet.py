@@ -126,43 +126,6 @@ def test_readings_wait_while_commands_are_in_flight(yield_max_s: float) -> None:
         assert during  # but a long batch does not starve telemetry
 
 
-class _Hangs(_Timed):
-    """Answers its command only when ``release`` is set (a hung miner, until its timeout)."""
-
-    release: ClassVar[asyncio.Event]
-
-    async def apply(self, request: ModeRequest) -> Any:
-        if self.device_id != "t/0":
-            return await super().apply(request)
-        self.log.append(("apply", self.device_id, time.perf_counter()))
-        await self.release.wait()
-        self.log.append(("applied", self.device_id, time.perf_counter()))
-        return Applied(request, None)
-
-
-def test_readings_stop_waiting_once_only_a_hung_device_is_left_in_the_batch() -> None:
-    """Field re-check (session 22): one hung miner in a curtail's batch held every reading
-    and read-back of the others for the whole ``read_yield_max_s``, and the site's import
-    in ``/v1/status`` at its pre-signal figure for 4.8 s. With every command out and the
-    others answered, the readings go while the hung one is still in flight."""
-    _Timed.log = []
-    fleet = Fleet([_Hangs(f"t/{i}", "-") for i in range(6)], concurrency=8, read_yield_max_s=60.0)
-
-    async def go() -> None:
-        _Hangs.release = asyncio.Event()
-        for st in fleet.status.values():
-            st.connected = True
-        batch = asyncio.create_task(fleet.apply({f"t/{i}": ModeRequest("sleep") for i in range(3)}))
-        await until(lambda: sum(w == "applied" for w, _, _ in _Timed.log) == 2)
-        sweep = await asyncio.wait_for(fleet.read_all(), 30.0)  # not the 60 s wait
-        assert len(sweep) == 6
-        assert not batch.done(), "the hung device is still in flight"
-        _Hangs.release.set()
-        assert all(o.ok for o in await batch)
-
-    run(go())
-
-
 def test_staging_waits_for_commands_and_reports_only_what_it_staged() -> None:
     _Timed.log = []
     fleet = Fleet([_Timed(f"t/{i}", "-") for i in range(8)], concurrency=2)
