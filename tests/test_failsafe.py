@@ -18,6 +18,7 @@ import socket
 import sqlite3
 import time
 import tomllib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -595,9 +596,8 @@ def test_the_plan_keeps_a_margin_under_a_dr_cap(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-def test_the_shutdown_posture_is_reported_as_read_back_not_as_sent(tmp_path: Path) -> None:
-    """A miner that answers success and stays awake is not "put in the safe posture": the
-    shutdown reads the miners back and counts it as not confirmed."""
+def _shutdown_site(tmp_path: Path, ignore: bool) -> tuple[Daemon, Callable[[], Awaitable[None]]]:
+    """A site of six simulated miners and its shutdown (one ignoring its command)."""
     text = SITE.format(committed=0.0, failsafe=10.0, base=_free_base(), caps="[700, 350]")
     text = text.replace("confirm_after_s = 0", "confirm_after_s = 0\nshutdown_confirm_s = 2")
     d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
@@ -609,9 +609,25 @@ def test_the_shutdown_posture_is_reported_as_read_back_not_as_sent(tmp_path: Pat
         await d.fleet.connect_all()
         await d.poll(dispatch=False)
         miners = [m for sim in d.built.simulators for m in getattr(sim, "miners", [])]
-        miners[0].inject("ignore")
+        if ignore:
+            miners[0].inject("ignore")
         await d.stop()  # sleep_miners: the six miners are told to sleep
 
+    return d, go
+
+
+@pytest.mark.parametrize("ignore", [True, False], ids=["one ignores", "all obey"])
+def test_the_shutdown_posture_is_reported_as_read_back_not_as_sent(
+    tmp_path: Path, ignore: bool
+) -> None:
+    """A miner that answers success and stays awake is not "put in the safe posture": the
+    shutdown reads the miners back and counts it as not confirmed. ``waited_s`` is the
+    time the read-back took, ``limit_s`` the most it would wait (field25: ``waited_s`` was
+    the limit, 40 s, where 5.1 s were waited)."""
+    d, go = _shutdown_site(tmp_path, ignore)
     asyncio.run(go())
     r = d.shutdown_report
-    assert (r["told"], r["confirmed"], r["unconfirmed"], r["failed"]) == (6, 5, 1, 0), r
+    want = (6, 5, 1, 0) if ignore else (6, 6, 0, 0)
+    assert (r["told"], r["confirmed"], r["unconfirmed"], r["failed"]) == want, r
+    assert r["limit_s"] == 2.0, r
+    assert r["waited_s"] >= 2.0 if ignore else r["waited_s"] < 2.0, r

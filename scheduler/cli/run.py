@@ -174,7 +174,8 @@ async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
         print(
             f"gridsched: stopped; safe posture: {r['told']} devices told, {r['confirmed']} "
             f"confirmed by read-back, {r['unconfirmed']} not confirmed within "
-            f"{r.get('waited_s', 0):g} s, {r['failed']} failed",
+            f"{r.get('limit_s', 0):g} s, {r['failed']} failed (read back in "
+            f"{r.get('waited_s', 0):g} s)",
             flush=True,
         )
 

@@ -14,6 +14,7 @@ the class's top power, serving nothing counted, and commanded again by the next 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -325,6 +326,7 @@ async def confirm_posture(fleet: Fleet, outcomes: list[Outcome], limit_s: float)
         limit_s,
         max((fleet.by_id[o.device_id].confirm_deadline_s() for o in accepted), default=0),
     )
+    t0 = time.monotonic()
     seen = await fleet.confirm(accepted, wait_s) if accepted and wait_s > 0 else {}
     confirmed = sum(1 for s in seen.values() if s is not None)
     return {
@@ -332,5 +334,6 @@ async def confirm_posture(fleet: Fleet, outcomes: list[Outcome], limit_s: float)
         "confirmed": confirmed,
         "unconfirmed": len(accepted) - confirmed,
         "failed": len(outcomes) - len(accepted),
-        "waited_s": round(wait_s, 1),
+        "waited_s": round(time.monotonic() - t0, 1),  # the read-back's own time
+        "limit_s": round(wait_s, 1),  # the most it would wait
     }
