@@ -187,9 +187,8 @@ def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
         if not nxt:
             return []
         current = nxt
-    return sorted(
-        {f.alias or n for tp in current for m in models(tp) for n, f in m.model_fields.items()}
-    )
+    keys = {f.alias or n for tp in current for m in models(tp) for n, f in m.model_fields.items()}
+    return sorted(keys - {"base_dir"})  # set from the file's own directory, not a key of it
 
 
 def _seconds_hint(loc: tuple[Any, ...], value: Any) -> str:

@@ -50,6 +50,12 @@ def test_unknown_key_says_the_nearest_and_the_valid_keys() -> None:
     assert "did you mean 'power_kw'?" in mode and "hashrate_ths" in mode, mode
     assert "did you mean 'poll_s'?" in problems(exc)["daemon.pol_s"]
     d = site_dict()
+    d["sight"] = {}
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    top = problems(exc)["sight"]  # base_dir is set from the file's directory, no key
+    assert "did you mean 'site'?" in top and "devices" in top and "base_dir" not in top, top
+    d = site_dict()
     d["site"]["zzzz"] = 1
     with pytest.raises(ConfigError) as exc:
         parse_site(d, "x.toml")
