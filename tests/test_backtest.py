@@ -105,6 +105,44 @@ def test_no_future_price_leaks_into_a_decision() -> None:
     assert not (oa.n[:, :10] == ob.n[:, :10]).all()  # the oracle does see the future
 
 
+@pytest.mark.parametrize("fill", ["linear", "hold"])
+def test_a_filled_gap_leaks_no_later_price_into_a_decision(fill: str) -> None:
+    """The analyst's walk (session 23): with ``--fill linear`` a gap's prices were
+    interpolated toward the first price after it, and decisions inside the gap read them
+    as settled: a price after --to changed the decisions before it. Decisions see a gap
+    held at its last settled price; settlement uses the fill asked for."""
+    rng = np.random.default_rng(5)
+    base = rng.uniform(100, 500, 24 + 24 + 6)
+    gap, after = [24 + 5, 24 + 6, 24 + 7], 24 + 8  # period hours 5-7 missing
+    base[gap] = np.nan
+    other = base.copy()
+    other[after] = 5000.0  # the price that closes the gap, settled only after step 8
+    site: dict[str, Any] = {
+        "devices": [
+            {
+                "name": "a",
+                "kind": "asic",
+                "count": 10,
+                "modes": [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0}],
+            }
+        ]
+    }
+    cfg = make_site(**site)
+    n = 24
+
+    def setup(prices: np.ndarray) -> BacktestSetup:
+        return prepare(cfg, hourly(prices), T0, T0 + n * 3600, 3600, 6 * 3600, fill=fill)
+
+    a, b = setup(base), setup(other)
+    for policy in (policies.threshold, policies.best_mode):
+        ra, rb = policy(a), policy(b)
+        assert (ra.n[:, :9] == rb.n[:, :9]).all(), policy.__name__  # up to step 8
+    sa = policies.rolling_scheduler(a, progress=False)
+    sb = policies.rolling_scheduler(b, progress=False)
+    assert (sa.n[:, :9] == sb.n[:, :9]).all()
+    assert np.isfinite(a.rt_known[a.k0 : a.k1]).all()
+
+
 def test_forecasts_read_nothing_after_the_decision_step() -> None:
     realised = np.arange(200.0)
     for k in (0, 5, 50, 150):

@@ -58,6 +58,9 @@ class BacktestSetup:
     #: the part settled before the first decision (``information.settled_history``)
     rt_series: Series | None = None
     dam_series: Series | None = None
+    #: per step, the real-time prices as decisions may read them once settled (a gap
+    #: filled by interpolation held at its last price instead; else the settled ones)
+    rt_seen: np.ndarray | None = None
 
     @property
     def dt_h(self) -> float:
@@ -134,10 +137,18 @@ def prepare(
             f"horizon cut at the end of data ({iso(end)}): plans in the last "
             f"{short_h:g} h see less than --horizon ahead"
         )
-    realised, n_filled = realised.filled(fill, start - realised.interval_s, end)
+    raw = realised
+    realised, n_filled = raw.filled(fill, start - raw.interval_s, end)
+    # What decisions see of a gap: its last settled price held. An interpolated price is
+    # drawn toward the first one after the gap, settled only later (a leak).
+    seen_series = (
+        raw.filled("hold", start - raw.interval_s, end)[0] if fill == "linear" else realised
+    )
     if n_filled:
+        held = "; decisions saw the gap held at its last price" if fill == "linear" else ""
         notes.append(
-            f"{n_filled} missing real-time intervals filled ({fill}); settled at filled prices"
+            f"{n_filled} missing real-time intervals filled ({fill}); settled at filled "
+            f"prices{held}"
         )
     why = "one day before --from for forecast history, to --to plus --horizon"
     grid = uniform_grid(start, end - start, step_s)
@@ -169,9 +180,12 @@ def prepare(
                 "a day-ahead forecast needs --market: when its prices are published "
                 f"depends on the market ({', '.join(MARKETS)})"
             )
-        forecast, f_filled = forecast.filled(fill, start, end)
+        # a day-ahead price is read as published: a gap held, never drawn toward a later
+        # day's prices (published after it)
+        f_fill = "hold" if fill == "linear" else fill
+        forecast, f_filled = forecast.filled(f_fill, start, end)
         if f_filled:
-            notes.append(f"{f_filled} missing day-ahead intervals filled ({fill})")
+            notes.append(f"{f_filled} missing day-ahead intervals filled ({f_fill})")
         seen = mkt_day[k0:k1] + (mkt_min[k0:k1] >= market.dam_published_min)
         dam = _day_ahead_on_grid(forecast, grid, mkt_day, int(seen.max()), why, notes)
     cap_from = np.full(grid.n, np.inf)
@@ -179,7 +193,10 @@ def prepare(
         on = (grid.starts_s < ev.end_utc.timestamp()) & (grid.ends_s > ev.start_utc.timestamp())
         cap_from[on] = np.minimum(cap_from[on], ev.start_utc.timestamp())
     day = local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
-    rt_known, n_known = known_prices(realised, grid, inp.price_usd_per_mwh, visibility)
+    rt_seen = inp.price_usd_per_mwh
+    if seen_series is not realised:
+        rt_seen = seen_series.mean_over(grid.starts_s, grid.ends_s)
+    rt_known, n_known = known_prices(seen_series, grid, rt_seen, visibility)
     return BacktestSetup(
         config=config,
         inp=inp,
@@ -203,8 +220,9 @@ def prepare(
         mkt_min=mkt_min,
         currency=realised.currency,
         notes=notes,
-        rt_series=realised,
+        rt_series=seen_series,
         dam_series=forecast,
+        rt_seen=rt_seen,
     )
 
 

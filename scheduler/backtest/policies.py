@@ -203,7 +203,7 @@ def rolling_scheduler(
     inp = setup.inp
     step_s = int(inp.grid.dur_s[0])
     coarse = PlanResolution(plan_resolution, step_s) if plan_resolution else None
-    realised = inp.price_usd_per_mwh
+    realised = inp.price_usd_per_mwh if setup.rt_seen is None else setup.rt_seen
     T = setup.k1 - setup.k0
     n_all = np.zeros((inp.K, T), dtype=np.int64)
     batch_tok = np.zeros(T)
