@@ -147,6 +147,31 @@ def test_report_says_currency_information_and_dr_na(
     assert "currency: USD" in out and "PJM; day-ahead published 13:30 America/New_York" in out
 
 
+def test_the_report_says_where_the_hashprice_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analyst's walk (session 23): without --btc the report said "hashprice of the
+    previous UTC day" while every step used the site file's fixed figure (mining revenue
+    38 % under the real hashprice's, and nobody told)."""
+    import json
+
+    from scheduler.cli.main import main
+    from tests.conftest import EXAMPLE
+
+    prices = _gappy(tmp_path, [])
+    assert main(_argv(prices, "--policy", "threshold")) == 0
+    out = capsys.readouterr().out
+    from models.site import load_site
+
+    fixed = load_site(EXAMPLE).mining.hashprice_usd_per_ths_day
+    assert "hashprice of the previous UTC day" not in out, out
+    assert f"hashprice fixed at {fixed:g} USD per TH/s per day" in out and "no --btc" in out
+    assert main(_argv(prices, "--policy", "threshold", "--json")) == 0
+    doc = json.loads(capsys.readouterr().out)
+    said = f"fixed at {fixed:g} USD per TH/s per day ([mining], no --btc)"
+    assert doc["hashprice_source"] == said
+
+
 def test_horizon_cut_at_the_end_of_data_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -61,6 +61,8 @@ class BacktestSetup:
     #: per step, the real-time prices as decisions may read them once settled (a gap
     #: filled by interpolation held at its last price instead; else the settled ones)
     rt_seen: np.ndarray | None = None
+    #: where the hashprice came from, said in every report
+    hashprice_source: str = ""
 
     @property
     def dt_h(self) -> float:
@@ -166,8 +168,11 @@ def prepare(
     if hashprice is not None:
         known = hashprice.mean_over(grid.starts_s - DAY_S, grid.ends_s - DAY_S)
         known = known * (1.0 - config.mining.pool_fee)
+        hashprice_source = f"previous UTC day ({hashprice.label})"
     else:
         known = inp.hashprice.copy()
+        fixed = config.mining.hashprice_usd_per_ths_day
+        hashprice_source = f"fixed at {fixed:g} USD per TH/s per day ([mining], no --btc)"
     dam = None
     mkt_local = local if market is None else local.tz_convert(market.timezone)
     mkt_day = (
@@ -223,6 +228,7 @@ def prepare(
         rt_series=seen_series,
         dam_series=forecast,
         rt_seen=rt_seen,
+        hashprice_source=hashprice_source,
     )
 
 

@@ -39,8 +39,10 @@ def information(setup: BacktestSetup) -> list[str]:
             f"market: {m.name}; day-ahead published {m.dam_published_local} {m.timezone} on "
             f"the day before{flag}; real-time settlement {m.rt_settlement_s // 60} min"
         )
+    src = setup.hashprice_source or "previous UTC day (source not stated)"
+    hp = f"hashprice {src}" if src.startswith("fixed") else f"hashprice of the {src}"
     return [
-        f"information: {rt}; hashprice of the previous UTC day; DR caps from their start",
+        f"information: {rt}; {hp}; DR caps from their start",
         market,
         f"currency: {setup.currency} (every money figure)",
     ]
@@ -161,6 +163,7 @@ def to_dict(
             "rt_settlement_s": m.rt_settlement_s,
             "confirmed": m.confirmed,
         },
+        "hashprice_source": setup.hashprice_source,
         "strongest_baseline": best.name if best else None,
         "notes": setup.notes,
         "decision_step_s": int(setup.inp.grid.dur_s[0]),
