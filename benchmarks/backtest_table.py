@@ -184,8 +184,11 @@ def tables(docs: dict[str, dict[str, Any]], peaks: dict[str, float]) -> str:
         share = 100 * profit["scheduler"] / orc
         cells = [_pct(100 * profit[p] / orc) if p in profit else "-" for p in POLICIES]
         name = year.replace("_", " to ")
+        # chosen on profit, which charges nothing for a DR step over its cap: said where so
+        dr = {p["policy"]: p.get("dr_compliance") for p in doc["policies"]}.get(best)
+        shown = best if dr is None or dr >= 1.0 else f"{best} (broke DR caps: {100 * dr:.1f} %)"
         out.append(
-            f"| {name} | " + " | ".join(cells) + f" | {best} | {up:+.2f} % | {ceiling:+.2f} % "
+            f"| {name} | " + " | ".join(cells) + f" | {shown} | {up:+.2f} % | {ceiling:+.2f} % "
             f"| {worst} ({worst_pct:.2f} %) | {_yes(share >= GOAL_YEAR_PCT)} "
             f"| {_yes(up >= GOAL_YEAR_UPLIFT_PCT)} |"
         )

@@ -172,6 +172,23 @@ def test_the_report_says_where_the_hashprice_came_from(
     assert doc["hashprice_source"] == said
 
 
+def test_a_strongest_baseline_that_broke_dr_caps_is_flagged() -> None:
+    """The analyst's walk (session 23): the strongest baseline is the rule with the most
+    profit, and breaking a DR cap costs nothing in the settlement, so it could be a rule
+    that broke them (2021: best-mode, 96.4 % compliance) with nothing said."""
+    from scheduler.cli.backtest_report import baseline_words
+
+    class R:
+        def __init__(self, name: str, compliance: float | None, steps: int) -> None:
+            self.name, self.dr_compliance, self.dr_steps = name, compliance, steps
+
+    said = baseline_words(R("best-mode", 0.964, 336))  # type: ignore[arg-type]
+    assert said.startswith("best-mode (broke DR caps in 12 of 336 DR steps"), said
+    assert "no penalty" in said, said
+    assert baseline_words(R("best-mode+peaks", 1.0, 336)) == "best-mode+peaks"  # type: ignore[arg-type]
+    assert baseline_words(R("threshold", None, 0)) == "threshold"  # type: ignore[arg-type]
+
+
 def test_horizon_cut_at_the_end_of_data_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

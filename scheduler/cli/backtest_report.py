@@ -24,6 +24,19 @@ def strongest_baseline(results: list[PolicyResult]) -> PolicyResult | None:
     return max(rules, key=lambda r: r.money.profit) if rules else None
 
 
+def baseline_words(best: PolicyResult) -> str:
+    """The strongest baseline's name, flagged where it broke DR caps: it is chosen on
+    profit, and the settlement charges nothing for a DR step over its cap."""
+    c, steps = best.dr_compliance, best.dr_steps
+    if c is None or c >= 1.0:
+        return best.name
+    broke = round((1.0 - c) * steps)
+    return (
+        f"{best.name} (broke DR caps in {broke} of {steps} DR steps; its profit carries no "
+        "penalty for them)"
+    )
+
+
 def information(setup: BacktestSetup) -> list[str]:
     """What the policies were allowed to see, said in every report."""
     m = setup.market
@@ -111,7 +124,7 @@ def render(setup: BacktestSetup, results: list[PolicyResult], period: str) -> st
     row("runtime (s)", [f"{r.seconds:.1f}" for r in results])
     out.append(table([f"({cur} unless noted)", *names], rows))
     if best:
-        out.append(f"strongest baseline: {best.name}")
+        out.append(f"strongest baseline: {baseline_words(best)}")
     months = sorted({k for r in results for k in r.monthly_profit})
     if len(months) > 1:
         out.append("")
@@ -165,6 +178,7 @@ def to_dict(
         },
         "hashprice_source": setup.hashprice_source,
         "strongest_baseline": best.name if best else None,
+        "strongest_baseline_dr_compliance": best.dr_compliance if best else None,
         "notes": setup.notes,
         "decision_step_s": int(setup.inp.grid.dur_s[0]),
         "horizon_steps": setup.horizon,
