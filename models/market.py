@@ -180,6 +180,12 @@ def site_prices(
             raise DataError(
                 path, f"--usd-per-unit {usd_per_unit:g}: USD per 1 {currency} must be a number > 0"
             )
+        if currency == "USD" and usd_per_unit is not None and usd_per_unit != 1.0:
+            raise DataError(
+                path,
+                f"--usd-per-unit {usd_per_unit:g} with prices in USD: nothing to convert; "
+                "for prices in another currency, name it (--price-currency EUR)",
+            )
         if fmt in ("ercot-rtm", "ercot-dam") and currency != "USD":
             raise DataError(path, f"ERCOT prices are in USD, not {currency}")
         if currency != "USD" and usd_per_unit is None:

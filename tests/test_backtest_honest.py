@@ -61,6 +61,20 @@ def test_a_non_usd_prices_file_needs_a_rate(tmp_path: Path) -> None:
     assert np.allclose(s.values, 80.0 * 1.08) and "EUR" in s.label
 
 
+def test_a_rate_for_prices_already_in_usd_is_refused_not_ignored(tmp_path: Path) -> None:
+    """The analyst's walk (session 23): --usd-per-unit 2 on a USD file (no
+    --price-currency, or USD) changed nothing and said nothing."""
+    cfg = _eur_config(tmp_path)
+    usd = _csv(tmp_path / "usd.csv", "HB_WEST", [40.0] * 48)
+    for currency in (None, "USD"):
+        with pytest.raises(DataError, match=r"--usd-per-unit 2 .*USD.*--price-currency"):
+            site_prices(
+                cfg, T0, T0 + DAY, str(usd), "csv", "HB_WEST", currency=currency, usd_per_unit=2.0
+            )
+    s = site_prices(cfg, T0, T0 + DAY, str(usd), "csv", "HB_WEST", usd_per_unit=1.0)
+    assert np.allclose(s.values, 40.0)  # a rate of 1 says what is true
+
+
 def _gappy(tmp_path: Path, gap_at: list[int], days: int = 4) -> Path:
     """Hourly USD prices from T0 - 1 day, NaN (empty) at the given hour offsets."""
     vals: list[float] = [200.0 + 10 * (i % 3) for i in range(24 * days)]
@@ -187,6 +201,22 @@ def test_a_strongest_baseline_that_broke_dr_caps_is_flagged() -> None:
     assert "no penalty" in said, said
     assert baseline_words(R("best-mode+peaks", 1.0, 336)) == "best-mode+peaks"  # type: ignore[arg-type]
     assert baseline_words(R("threshold", None, 0)) == "threshold"  # type: ignore[arg-type]
+
+
+def test_option_errors_say_the_real_default_and_refuse_a_zero_streak(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analyst's walk (session 23): --blend-tau-h's error said "(default 1)", the
+    default being 2; --curtail-after 0 ran as 1 and was labelled "threshold(0/1)"."""
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [])
+    assert main(_argv(prices, "--blend-tau-h", "-1")) == 2
+    assert "(default 2)" in capsys.readouterr().err
+    for flag in ("--curtail-after", "--resume-after"):
+        assert main(_argv(prices, "--policy", "threshold", flag, "0")) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} 0" in err and "1 or more" in err, err
 
 
 def test_horizon_cut_at_the_end_of_data_is_reported(

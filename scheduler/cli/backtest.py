@@ -74,8 +74,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.blend_tau_h is not None and not args.blend_tau_h >= 0:
         raise UsageError(
             f"--blend-tau-h {args.blend_tau_h}: the blend's time constant in hours must be "
-            "0 (the day-ahead curve alone) or more (default 1)"
+            "0 (the day-ahead curve alone) or more (default 2)"
         )
+    for flag, n in (("--curtail-after", args.curtail_after), ("--resume-after", args.resume_after)):
+        if n < 1:
+            raise UsageError(
+                f"{flag} {n}: the threshold rule's intervals in a row before it acts must be "
+                "1 or more (1: at once)"
+            )
     wanted = [p.strip() for p in args.policy.split(",") if p.strip()]
     unknown = [p for p in wanted if p not in policies.POLICIES]
     if unknown:
