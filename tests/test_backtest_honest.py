@@ -219,6 +219,34 @@ def test_option_errors_say_the_real_default_and_refuse_a_zero_streak(
         assert f"{flag} 0" in err and "1 or more" in err, err
 
 
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (("--from", "2023-11-15T00:07:00Z"), "--from 2023-11-15T00:07:00Z: must fall on the"),
+        (("--to", "2023-11-16T00:07:00Z"), "--to 2023-11-16T00:07:00Z: must fall on the"),
+        (("--horizon", "10min"), "--horizon 10min: must be a whole number of"),
+        (("--decision-step", "7min"), "--decision-step 7min: must divide a day"),
+    ],
+)
+def test_times_off_the_decision_grid_are_named_by_their_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, str], said: str
+) -> None:
+    """The analyst's walk (session 23): each of these said "horizon 5753min is not a
+    whole number of 15min steps", a horizon nobody asked for."""
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [])
+    argv = _argv(prices)
+    flag, value = extra
+    if flag in argv:
+        argv[argv.index(flag) + 1] = value
+    else:
+        argv += [flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+
+
 def test_horizon_cut_at_the_end_of_data_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.durations import parse_duration_s
+from models.durations import format_duration, parse_duration_s
 from models.errors import GridschedError
 from models.markets import MarketInfo
 from models.site import SiteConfig, load_site
@@ -52,6 +52,21 @@ def _backtest_market(args: argparse.Namespace, config: SiteConfig) -> MarketInfo
     return market_for_format(fmt)
 
 
+def _on_the_grid(args: argparse.Namespace, step: int, horizon: int, start: int, end: int) -> None:
+    """Times on the decision grid, said by the option that is off it (before: "horizon
+    5753min is not a whole number of 15min steps", a horizon nobody asked for)."""
+    each = format_duration(step)
+    if step <= 0 or 86400 % step:
+        raise UsageError(
+            f"--decision-step {args.decision_step}: must divide a day (5min, 15min, 1h...)"
+        )
+    if horizon <= 0 or horizon % step:
+        raise UsageError(f"--horizon {args.horizon}: must be a whole number of {each} steps")
+    for flag, text, t in (("--from", args.from_, start), ("--to", args.to, end)):
+        if t % step:
+            raise UsageError(f"{flag} {text}: must fall on the {each} decision grid (UTC)")
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     from models.market import load_btc_hashprice
     from scheduler.backtest import policies
@@ -71,6 +86,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     end = _day_start(args.to, config.site.timezone)
     if end <= start:  # before the prices are read: a file's loader failed on it in numpy
         raise UsageError(f"--to {args.to} must be after --from {args.from_}")
+    _on_the_grid(args, step, horizon, start, end)
     if args.blend_tau_h is not None and not args.blend_tau_h >= 0:
         raise UsageError(
             f"--blend-tau-h {args.blend_tau_h}: the blend's time constant in hours must be "
