@@ -90,7 +90,7 @@ def render(setup: BacktestSetup, results: list[PolicyResult], period: str) -> st
         "inference revenue",
         [f"{x.inference_revenue:,.0f}" for x in m],
     )
-    row("DR payments", [f"{x.dr_payment:,.0f}" for x in m])
+    row("DR payments", [f"{x.dr_payment if round(x.dr_payment) else 0.0:,.0f}" for x in m])
     row("energy cost", [f"-{x.energy_cost:,.0f}" for x in m])
     row("demand charges", [f"-{x.demand_charge:,.0f}" for x in m])
     row("coincident-peak charges", [f"-{x.coincident_peak_charge:,.0f}" for x in m])
