@@ -109,6 +109,14 @@ def _stored(info: ValidationInfo) -> bool:
     return bool(isinstance(info.context, dict) and info.context.get("stored"))
 
 
+#: The largest price a signal may set (USD/MWh, either sign): two orders of magnitude above
+#: any market's price cap (ERCOT's 5,000; Europe's harmonised 4,000), far below what the
+#: solver's arithmetic fails on.
+MAX_PRICE = 1_000_000.0
+#: The largest import cap a signal may give (kW): a terawatt.
+MAX_LIMIT_KW = 1e9
+
+
 class GridEvent(BaseModel):
     """One grid signal. Times are timezone-aware and normalised to UTC."""
 
@@ -119,9 +127,11 @@ class GridEvent(BaseModel):
     start: datetime | None = None
     end: datetime | None = None
     duration: str | None = None
-    limit_kw: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    #: bounded: a cap of 1e300 kW or a price of 1e300 USD/MWh passed as a number, and every
+    #: plan after it failed in the solver ("ended with error (Unknown)") while it was in force
+    limit_kw: Annotated[float, Field(ge=0, le=MAX_LIMIT_KW, allow_inf_nan=False)] | None = None
     level: Annotated[int, Field(ge=0, le=3)] | None = None
-    price: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    price: Annotated[float, Field(ge=-MAX_PRICE, le=MAX_PRICE, allow_inf_nan=False)] | None = None
     #: strict: a priority sent as a string is refused, not read as something else
     priority: Annotated[int, Field(strict=True, ge=-(2**31), le=2**31)] = 0
     source: str = "simple"

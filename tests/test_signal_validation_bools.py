@@ -32,3 +32,25 @@ def test_numbers_still_pass() -> None:
     assert ev.level == 2
     ev = GridEvent.model_validate({**body, "type": "price", "price": 55})
     assert ev.price == 55.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("price", 1e300), ("price", -1e300), ("price", 2e6), ("limit_kw", 1e300)],
+)
+def test_a_price_or_cap_beyond_any_market_is_refused(field: str, value: float) -> None:
+    """The bad-input walk (session 23): a signed price of 1e300 was accepted (202), and
+    every re-plan after it failed in the solver, naming nothing, until it was cancelled."""
+    from pydantic import ValidationError
+
+    from models.signals import GridEvent
+
+    kind = "price" if field == "price" else "curtail"
+    body = {"id": "big", "type": kind, "start": "2026-12-03T12:00:00Z", field: value}
+    with pytest.raises(ValidationError) as err:
+        GridEvent.model_validate(body)
+    assert field in str(err.value) and (
+        "less than" in str(err.value) or "greater than" in str(err.value)
+    )
+    ok = {**body, field: 9_000.0}
+    assert getattr(GridEvent.model_validate(ok), field) == 9_000.0
