@@ -30,6 +30,8 @@ def expand_hosts(entries: tuple[str, ...]) -> list[str]:
         try:
             if "/" in e:
                 net = ipaddress.ip_network(e, strict=False)
+                if net.num_addresses > 65536 + 2:  # counted, not listed: a /8 took minutes
+                    raise ValueError(f"block of {net.num_addresses:,} addresses, more than 65536")
                 out.extend(str(h) for h in (net.hosts() if net.num_addresses > 2 else net))
             elif "-" in e:
                 lo_s, hi_s = e.split("-", 1)

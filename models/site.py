@@ -89,6 +89,26 @@ class SiteConfig(Strict):
     metrics: Metrics = Metrics()
     base_dir: str = "."
 
+    def _no_shared_hosts(self) -> None:
+        """A miner's address in two classes would be counted twice and driven by both."""
+        from models.device_adapter import expand_hosts
+
+        owner: dict[str, str] = {}
+        shared: dict[tuple[str, str], list[str]] = {}
+        for d in self.devices:
+            if d.adapter is None or not d.adapter.hosts:
+                continue
+            for h in expand_hosts(d.adapter.hosts):
+                first = owner.setdefault(h, d.name)
+                if first != d.name:
+                    shared.setdefault((first, d.name), []).append(h)
+        if shared:
+            (a, b), hosts = next(iter(shared.items()))
+            raise ValueError(
+                f"classes {a!r} and {b!r} both list {len(hosts)} address(es) in adapter.hosts "
+                f"(e.g. {hosts[0]}): a miner belongs to one class"
+            )
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         names = [d.name for d in self.devices]
@@ -97,6 +117,7 @@ class SiteConfig(Strict):
             raise ValueError(f"duplicate device class names {dup}")
         if not self.devices:
             raise ValueError("at least one device class is needed under [[devices]]")
+        self._no_shared_hosts()
         for r in self.openadr.resources:
             unknown = [c for c in r.classes if c not in names]
             if unknown:

@@ -80,6 +80,40 @@ def test_an_events_file_error_is_in_our_words_not_the_library_s() -> None:
     assert "(got -1" in got["[1].limit_kw"], got
 
 
+def _asic(name: str, hosts: list[str], count: int) -> dict[str, object]:
+    return {
+        "name": name,
+        "kind": "asic",
+        "model": "S19j Pro",
+        "count": count,
+        "adapter": {"kind": "pyasic", "hosts": hosts},
+    }
+
+
+def test_a_wide_address_block_is_refused_without_being_listed() -> None:
+    """The bad-input walk (session 23): hosts = ["10.0.0.0/8"] (a mistyped /24) was listed
+    address by address before being compared with count: minutes and gigabytes."""
+    d = site_dict(devices=[_asic("a", ["10.0.0.0/8"], 5)])
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    assert "16,777,216 addresses, more than 65536" in str(exc.value), str(exc.value)
+
+
+def test_two_classes_listing_the_same_miner_are_refused() -> None:
+    """The bad-input walk (session 23): two classes could list the same addresses; the
+    miners were counted twice, as two models, and both classes would drive them."""
+    d = site_dict(
+        devices=[
+            _asic("a", ["10.0.0.1-10.0.0.5"], 5),
+            _asic("b", ["10.0.0.4-10.0.0.8"], 5),
+        ]
+    )
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    text = str(exc.value)
+    assert "'a' and 'b' both list 2 address(es)" in text and "10.0.0.4" in text, text
+
+
 def test_bad_value_names_path_and_value() -> None:
     d = site_dict()
     d["devices"][0]["modes"][0]["power_kw"] = -3
