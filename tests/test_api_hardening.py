@@ -359,3 +359,27 @@ def test_webhook_id_reuse_is_409_across_a_restart(
         r = post_signal(daemon.url, {**ev, "id": "restart-2"}, msg_id=msg_id)
         assert r.status_code == 409, r.text
         assert post_signal(daemon.url, ev, msg_id=msg_id).status_code == 200  # a retry
+
+
+def test_a_client_gone_before_its_body_ended_is_said_without_a_traceback() -> None:
+    """The bad-input walk (session 23): a client that dropped mid-body had the ASGI
+    server log "Exception in ASGI application" with a traceback (ClientDisconnect out of
+    the body reader): any client could fill the log. It is a 400 in words."""
+    import asyncio as _asyncio
+
+    from starlette.requests import Request as _Request
+
+    from models.config_daemon import Daemon as _DaemonConfig
+    from scheduler.service.api_guards import Guards
+    from scheduler.service.security import AuthError
+
+    sent = iter([{"type": "http.request", "body": b'{"id":', "more_body": True}])
+
+    async def receive() -> dict[str, object]:
+        return next(sent, {"type": "http.disconnect"})
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/signals", "headers": []}
+    guards = Guards(_DaemonConfig())
+    with pytest.raises(AuthError) as err:
+        _asyncio.run(guards.body_of(_Request(scope, receive)))
+    assert err.value.status == 400 and "disconnected" in str(err.value), err.value

@@ -54,13 +54,18 @@ class Guards:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise AuthError(413, f"body of {declared} bytes is over the {cap}-byte cap")
+        from starlette.requests import ClientDisconnect
+
         chunks = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                raise AuthError(413, f"body is over the {cap}-byte cap")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise AuthError(413, f"body is over the {cap}-byte cap")
+                chunks.append(chunk)
+        except ClientDisconnect:  # not a fault of ours: no traceback for any client to cause
+            raise AuthError(400, f"client disconnected after {size} bytes of the body") from None
         return b"".join(chunks)
 
     def gate(self, request: Request) -> None:
