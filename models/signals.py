@@ -122,7 +122,8 @@ class GridEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Annotated[str, Field(min_length=1, max_length=200)]
+    #: no control characters: an id goes into log lines, where a newline forged one
+    id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
     type: EventType
     start: datetime | None = None
     end: datetime | None = None
@@ -292,6 +293,10 @@ def parse_events(raw: Any, source: str) -> list[GridEvent]:
                 if loc:  # the field's value; an error of the whole event names its fields
                     msg += f" (got {err.get('input')!r})"
                 problems.append((where, msg))
+    seen: dict[str, int] = {}
+    for i, ev in enumerate(events):  # the later one silently replaced the earlier before
+        if (first := seen.setdefault(ev.id, i)) != i:
+            problems.append((f"[{i}].id", f"{ev.id!r} is also event [{first}]'s; ids are unique"))
     if problems:
         raise ConfigError(source, problems)
     return events

@@ -114,6 +114,21 @@ def test_two_classes_listing_the_same_miner_are_refused() -> None:
     assert "'a' and 'b' both list 2 address(es)" in text and "10.0.0.4" in text, text
 
 
+def test_events_file_ids_are_unique_and_have_no_control_characters() -> None:
+    """The bad-input walk (session 23): two events with one id in a file, the earlier was
+    dropped silently (the API refuses the same list); an id with a newline went raw into
+    the daemon's log lines."""
+    from models.signals import parse_events
+
+    ev = {"id": "e1", "type": "curtail", "start": "2026-12-02T12:00:00Z", "limit_kw": 5}
+    with pytest.raises(ConfigError) as exc:
+        parse_events([ev, {**ev, "limit_kw": 9}], "ev.json")
+    assert "'e1' is also event [0]'s" in problems(exc)["[1].id"]
+    with pytest.raises(ConfigError) as exc:
+        parse_events([{**ev, "id": "a\nERROR forged"}], "ev.json")
+    assert "[0].id" in problems(exc), problems(exc)
+
+
 def test_bad_value_names_path_and_value() -> None:
     d = site_dict()
     d["devices"][0]["modes"][0]["power_kw"] = -3
