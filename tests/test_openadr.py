@@ -662,3 +662,33 @@ def test_an_event_built_by_a_third_party_client_library_is_read() -> None:
     assert caps == [(at(0), at(2)), (at(3), at(5))]  # looped over PT6H; the last cut at 6 h
     alerts = [(e["start"], e["end"]) for e in kinds(r.events, "alert")]
     assert alerts == [(at(2), at(3)), (at(5), at(6))]
+
+
+def _cap_event(period: dict[str, Any]) -> dict[str, Any]:
+    return note(
+        {
+            "payloadDescriptors": KW,
+            "intervalPeriod": period,
+            "intervals": [
+                {"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [70]}]}
+            ],
+        }
+    )
+
+
+def test_a_finite_window_from_the_beginning_of_time_is_over_not_now() -> None:
+    """User Guide 7.3: '0001-01-01' at the event level is 'do it now' only "if the duration
+    extends into the future"; 7.9 retires an event with "0001-01-01" and "PT0S", a window
+    "at some theoretical time in the past". The bad-input walk (session 23) saw
+    0001-01-01 with PT1H become a one-hour 70 kW cap from now."""
+    for dur in ("PT1H", "PT0S"):
+        evs = notification_to_events(_cap_event({"start": "0001-01-01", "duration": dur}), NOW)
+        assert kinds(evs, "curtail") == [], dur
+    forever = _cap_event({"start": "0001-01-01T00:00:00Z", "duration": "P9999Y"})
+    assert [e["limit_kw"] for e in kinds(notification_to_events(forever, NOW), "curtail")] == [70]
+
+
+def test_a_negative_duration_is_refused_naming_the_field() -> None:
+    """The bad-input walk (session 23): "-PT1H" was read as one hour ahead (abs)."""
+    with pytest.raises(ValueError, match=r"object.intervalPeriod.duration: '-PT1H' is a negative"):
+        notification_to_events(_cap_event({"start": T0, "duration": "-PT1H"}), NOW)

@@ -135,6 +135,8 @@ def read_notification(
             )
     clock = IntervalClock(f"{site.ven_name or ''}:{eid}", now, jitter or seeded_jitter)
     spans = clock.spans(obj, intervals)
+    if clock.ended:  # a finite window from 0001-01-01: over, as a zero-length one
+        return Reading([cancel_all], [])
     ep = interval_period(obj.get("intervalPeriod"), "object.intervalPeriod")
     event_s = duration_s(obj.get("duration"), "object.duration")
     if event_s == 0.0 or (

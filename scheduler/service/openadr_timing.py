@@ -88,8 +88,10 @@ def duration_s(text: Any, path: str) -> float | None:
     """None when absent; math.inf for P9999Y."""
     if text is None:
         return None
+    if isinstance(text, str) and text.startswith("-"):  # read as positive before (abs)
+        raise OpenADRError(path, f"{text!r} is a negative duration; a length of time is needed")
     s = parse_iso_duration(text, path)
-    return math.inf if s is None else abs(s)
+    return math.inf if s is None else s
 
 
 def interval_period(raw: Any, path: str) -> dict[str, Any]:
@@ -106,6 +108,8 @@ class IntervalClock:
     def __init__(self, key: str, now: datetime, jitter: Jitter) -> None:
         self.key, self.now, self.jitter = key, now, jitter
         self.shift = timedelta(0)
+        #: the event's window lies at the beginning of time: over (set by :meth:`spans`)
+        self.ended = False
 
     def draw(self, text: Any, path: str, key: str) -> None:
         bound = duration_s(text, path)
@@ -121,9 +125,17 @@ class IntervalClock:
     ) -> list[tuple[datetime, datetime | None]]:
         ep = interval_period(obj.get("intervalPeriod"), "object.intervalPeriod")
         e_start = self.now
-        if ep.get("start") is not None:
-            e_start = parse_time(ep["start"], "object.intervalPeriod.start") or self.now
         e_dur = duration_s(ep.get("duration"), "object.intervalPeriod.duration")
+        if ep.get("start") is not None:
+            given = parse_time(ep["start"], "object.intervalPeriod.start")
+            own = any(iv.get("intervalPeriod") for iv in intervals)  # their own times rule
+            if given is None and e_dur is not None and math.isfinite(e_dur) and not own:
+                # 'do it now' only "if the duration extends into the future" (User Guide
+                # 7.3); a finite one from the beginning of time ended long ago (7.9: how a
+                # VTN retires an event). Before: a cap in force from now.
+                self.ended = True
+                return []
+            e_start = given or self.now
         self.draw(ep.get("randomizeStart"), "object.intervalPeriod.randomizeStart", self.key)
         out: list[tuple[datetime, datetime | None]] = []
         cursor = e_start
