@@ -273,3 +273,18 @@ def test_fleet_status_names_a_model_once_with_its_make() -> None:
     assert make_model("NVIDIA", "NVIDIA H100 SXM") == "NVIDIA H100 SXM"
     assert make_model("Bitmain", "Antminer S21") == "Bitmain Antminer S21"
     assert make_model("", "") == "-"
+
+
+@pytest.mark.parametrize("flag", ["--json-out", "--csv"])
+def test_an_output_path_that_cannot_be_written_is_said_without_a_traceback(
+    tmp_path: Path, flag: str
+) -> None:
+    """The bad-input walk (session 23): `plan --json-out /tmp` (a directory) ended in an
+    IsADirectoryError traceback."""
+    from tests.support.cli import run_main
+
+    site = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "west-texas-30mw.toml"
+    res = run_main("plan", "--config", str(site), flag, str(tmp_path))
+    assert res.returncode == 2, res.stderr
+    assert f"gridsched: error: {tmp_path}: Is a directory" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

@@ -105,7 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
-            raise
+            if exc.filename is None:
+                raise
+            # a file a command reads or writes (--json-out a directory, an unwritable
+            # path): its name and the system's words, not a traceback (bad-input walk,
+            # session 23)
+            print(f"gridsched: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         # simulators listen on fixed loopback addresses: say which, and how to move them
         print(
             f"gridsched: error: {exc.strerror or exc}: {exc}; another simulator or gridsched "
