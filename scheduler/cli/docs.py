@@ -184,7 +184,7 @@ def openapi() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         daemon = DaemonService(parse_site(site, "reference"), f"{tmp}/ref.db")
         try:
-            return create_app(daemon).openapi()
+            return create_app(daemon, serving=False).openapi()
         finally:
             daemon.store.close()
 

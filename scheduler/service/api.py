@@ -124,9 +124,12 @@ def _say_if_no_webhook_secret() -> None:
         )
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(daemon: Daemon, serving: bool = True) -> FastAPI:
+    """The daemon's API; ``serving`` False for its definition alone (``gridsched docs``),
+    which says nothing of the secrets of the host it is made on."""
     cfg = daemon.config.daemon
-    _say_if_no_webhook_secret()
+    if serving:
+        _say_if_no_webhook_secret()
     app = FastAPI(
         title="gridsched",
         version="1",
