@@ -8,7 +8,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from models.config_base import Currency, EnergyUnit, NonNeg, Pos, Strict, Zone
 from models.config_site import PriceFormat, rate_missing
@@ -160,6 +160,23 @@ class Daemon(Strict):
                 "not HOST:PORT; valid: e.g. '127.0.0.1:8080' (this host only) "
                 "or '0.0.0.0:8080' (every interface)"
             )
+        if isinstance(v, str) and int(v.rpartition(":")[2]) > 65535:
+            raise ValueError("the port must be 0-65535 (0: one the system chooses)")
+        return v
+
+    @field_validator("horizon", "step")
+    @classmethod
+    def _duration(cls, v: str, info: ValidationInfo) -> str:
+        # read at the daemon's start before: "duration 'forever' is not understood", naming
+        # neither the key nor the file (bad-input walk, session 23)
+        from models.durations import parse_duration_s
+
+        try:
+            seconds = parse_duration_s(v)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; e.g. '24h' for the horizon, '5min' for the step") from None
+        if seconds <= 0:
+            raise ValueError(f"{info.field_name} must be longer than 0")
         return v
 
     @field_validator("fleet_workers", mode="before")

@@ -129,6 +129,26 @@ def test_events_file_ids_are_unique_and_have_no_control_characters() -> None:
     assert "[0].id" in problems(exc), problems(exc)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("horizon", "forever", "daemon.horizon"),
+        ("step", "0min", "daemon.step"),
+        ("listen", "127.0.0.1:99999", "daemon.listen"),
+    ],
+)
+def test_daemon_timing_and_listen_are_checked_by_the_file_s_own_validation(
+    key: str, value: str, said: str
+) -> None:
+    """The bad-input walk (session 23): validate passed horizon = "forever" and a port of
+    99999; run then refused with "duration 'forever' is not understood", naming neither."""
+    d = site_dict()
+    d["daemon"] = {key: value}
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    assert said in problems(exc), problems(exc)
+
+
 def test_bad_value_names_path_and_value() -> None:
     d = site_dict()
     d["devices"][0]["modes"][0]["power_kw"] = -3
