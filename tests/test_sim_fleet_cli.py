@@ -80,3 +80,10 @@ def test_fleet_simulate_and_status_cli(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_control_port_out_of_range_is_refused() -> None:
+    """The bad-input walk (session 23): --control-port 99999 bound another port (the OS
+    takes it modulo 65536) without a word."""
+    res = run_main("fleet", "simulate", "--miners", "1", "--control-port", "99999")
+    assert res.returncode == 2 and "a port is 0-65535" in res.stderr, res.stderr

@@ -23,6 +23,18 @@ from models.device_adapter import compact_hosts
 from models.errors import GridschedError
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0-65535 (a larger one was taken modulo 65536 by the OS: 99999 bound
+    34463 without a word)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{n}: a port is 0-65535 (0: any free port)")
+    return n
+
+
 def site_for_simulator(
     miners: Sequence[MinerSpec], gpus: Sequence[SimGpu], control: str | None
 ) -> str:
@@ -268,7 +280,7 @@ def add_simulate_parser(fsub: Any) -> None:
     si.add_argument("--base", default="127.1.0.0", help="miners get loopback addresses after this")
     si.add_argument(
         "--control-port",
-        type=int,
+        type=_port,
         default=4029,
         help="port of the control API on 127.0.0.1 (GPUs, faults, state); 0: any free port "
         "(default: %(default)s)",
