@@ -288,3 +288,13 @@ def test_an_output_path_that_cannot_be_written_is_said_without_a_traceback(
     assert res.returncode == 2, res.stderr
     assert f"gridsched: error: {tmp_path}: Is a directory" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("start", ["0001-01-01T00:00:00Z", "9999-12-31T23:00:00Z"])
+def test_a_plan_start_out_of_any_market_s_years_is_said_without_a_traceback(start: str) -> None:
+    """The bad-input walk (session 23): OverflowError and NotImplementedError tracebacks."""
+    from tests.support.cli import run_main
+
+    site = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "west-texas-30mw.toml"
+    res = run_main("plan", "--config", str(site), "--start", start)
+    assert res.returncode == 2 and "a year from 1970 to 2099" in res.stderr, res.stderr
