@@ -3,10 +3,13 @@ and the number, time zone, currency and energy unit types its fields use."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import typing
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from models.errors import at_key
 
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Pos = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -29,8 +32,32 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 EnergyUnit = Annotated[str, Field(pattern=r"^(MWh|kWh)$")]
 
 
-class Strict(BaseModel):
+class NoBoolNumbers(BaseModel):
+    """A part of the site file where ``true`` is no number."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        """``true`` where a number is meant is refused: pydantic read ``interconnect_kw =
+        true`` as 1 kW and ``count = true`` as one unit (bad-input walk, session 23)."""
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
+                raise at_key(key, f"a number or text is needed, not {str(value).lower()}")
+        return data
+
+
+class Strict(NoBoolNumbers):
     """A section of the site file: unknown keys are refused (a misspelt key is an error,
     not a silent default), and the values never change once validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _takes_bool(tp: Any) -> bool:
+    """Whether a field's type admits a boolean (bool itself, or a union or Any with it)."""
+    if tp is bool or tp is Any:
+        return True
+    return any(_takes_bool(a) for a in typing.get_args(tp))

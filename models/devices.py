@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import catalog, gpu_modes
+from models.config_base import NoBoolNumbers
 from models.device_adapter import AdapterConfig, AdapterKind, expand_agents, expand_hosts
 from models.errors import at_key
 
@@ -90,7 +91,7 @@ class Mode(BaseModel):
         return self.power_kw * 1000.0 / self.hashrate_ths if self.hashrate_ths else None
 
 
-class DeviceClass(BaseModel):
+class DeviceClass(NoBoolNumbers):
     """Identical units of one kind. ``model`` fills modes from the catalog."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

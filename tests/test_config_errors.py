@@ -149,6 +149,19 @@ def test_daemon_timing_and_listen_are_checked_by_the_file_s_own_validation(
     assert said in problems(exc), problems(exc)
 
 
+def test_true_where_a_number_is_meant_is_refused() -> None:
+    """The bad-input walk (session 23): interconnect_kw = true was read as 1 kW and
+    count = true as one unit."""
+    d = site_dict()
+    d["site"]["interconnect_kw"] = True
+    d["devices"][0]["count"] = True
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    got = problems(exc)
+    assert "not true" in got["site.interconnect_kw"], got
+    assert "not true" in got["devices[0].count"], got
+
+
 def test_bad_value_names_path_and_value() -> None:
     d = site_dict()
     d["devices"][0]["modes"][0]["power_kw"] = -3
