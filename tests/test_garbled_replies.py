@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any, cast
 
 import pytest
@@ -71,6 +71,35 @@ def _no_bug_logged(caplog: pytest.LogCaptureFixture) -> None:
     ours = [r for r in caplog.records if r.name.startswith("gridsched")]
     bugs = [r for r in ours if "a bug in gridsched" in r.getMessage() or r.exc_info]
     assert not bugs, [r.getMessage() for r in bugs]
+
+
+def _garbled_apply(
+    firmware: str, request: ModeRequest, caplog: pytest.LogCaptureFixture | None = None
+) -> tuple[AdapterError | None, str]:
+    """One simulated miner of ``firmware``, connected and read (a LuxOS session held),
+    told ``request`` while it answers garbled: the adapter's error (None: taken as done)
+    and the miner's phase after it (a garbled answer does nothing)."""
+    with _one_miner(firmware) as (sim, m):
+        dev = PyasicMiner(f"{firmware}/0", m.host, timeout_s=5.0)
+
+        async def go() -> AdapterError | None:
+            await dev.connect()
+            await dev.read()
+            if dev._luxos:
+                assert dev._need().rpc.session_token, "the adapter holds a session"
+            sim.call(m.inject, FaultKind.GARBLE)
+            try:
+                await dev.apply(request)
+            except AdapterError as exc:
+                return exc
+            finally:
+                sim.call(m.clear_faults)
+                await dev.close()
+            return None
+
+        with contextlib.nullcontext() if caplog is None else caplog.at_level(logging.INFO):
+            err = asyncio.run(go())
+        return err, sim.call(lambda: m.state.phase)
 
 
 # -- every simulated family, under its garble and malformed faults -------------------------
@@ -146,25 +175,7 @@ def test_a_garbled_sleep_is_never_taken_as_done(
     and ``code`` 0 with a ``msg`` that is not pyasic's ``"ok"``)."""
     if firmware in NEEDS_80 and not can_bind_80():
         pytest.skip("cannot bind port 80 on loopback")
-    with _one_miner(firmware) as (sim, m):
-        dev = PyasicMiner(f"{firmware}/0", m.host, timeout_s=5.0)
-
-        async def go() -> AdapterError | None:
-            await dev.connect()
-            await dev.read()
-            sim.call(m.inject, FaultKind.GARBLE)
-            try:
-                await dev.apply(ModeRequest("sleep"))
-            except AdapterError as exc:
-                return exc
-            finally:
-                sim.call(m.clear_faults)
-                await dev.close()
-            return None
-
-        with caplog.at_level(logging.INFO):
-            err = asyncio.run(go())
-        phase = sim.call(lambda: m.state.phase)
+    err, phase = _garbled_apply(firmware, ModeRequest("sleep"), caplog)
     assert phase != "sleeping", "the garbled reply's miner did nothing"
     assert isinstance(err, BadReply), f"a garbled sleep was taken as done: {err!r}"
     _in_words(err, f"{firmware}/0")
@@ -175,22 +186,7 @@ def test_a_garbled_braiins_power_target_answer_is_unreadable_not_a_refusal() -> 
     """Braiins OS+ answers SetPowerTarget with the target it set; a garbled answer (every
     field at its default) names none. Before: "the firmware set 0 W", a refusal, which
     starts the refused-mode wait as if the firmware had said no."""
-    with _one_miner("braiins") as (sim, m):
-        dev = PyasicMiner("braiins/0", m.host, timeout_s=5.0)
-
-        async def go() -> AdapterError:
-            await dev.connect()
-            await dev.read()
-            sim.call(m.inject, FaultKind.GARBLE)
-            try:
-                with pytest.raises(AdapterError) as got:
-                    await dev.apply(ModeRequest("run", 3000.0))
-            finally:
-                sim.call(m.clear_faults)
-                await dev.close()
-            return got.value
-
-        err = asyncio.run(go())
+    err, _ = _garbled_apply("braiins", ModeRequest("run", 3000.0))
     assert isinstance(err, BadReply), repr(err)
     _in_words(err, "braiins/0")
     assert "SetPowerTarget 3000 W" in str(err) and "power_target" in str(err), err
@@ -260,28 +256,10 @@ def test_luxos_garbled_curtail_in_a_held_session_is_a_bad_reply_not_done(
     ``curtail sleep`` garbled (``{"STATUS":"S","CURTAIL":{"0":"?"}}``) and does nothing.
     Before: the adapter checked only for an error STATUS, so the sleep read as accepted
     and only the read-back, a minute later, found it unconfirmed."""
-    with _one_miner("luxos") as (sim, m):
-        dev = PyasicMiner("lux/9", m.host, timeout_s=5.0)
-
-        async def go() -> AdapterError:
-            await dev.connect()
-            await dev.read()
-            assert dev._need().rpc.session_token, "the adapter holds a session"
-            sim.call(m.inject, FaultKind.GARBLE)
-            try:
-                with pytest.raises(AdapterError) as got:
-                    await dev.apply(ModeRequest("sleep"))
-            finally:
-                sim.call(m.clear_faults)
-                await dev.close()
-            return got.value
-
-        with caplog.at_level(logging.INFO):
-            err = asyncio.run(go())
-        phase = sim.call(lambda: m.state.phase)
+    err, phase = _garbled_apply("luxos", ModeRequest("sleep"), caplog)
     assert isinstance(err, BadReply), err
-    _in_words(err, "lux/9")
-    assert str(err).startswith("lux/9: curtail sleep: the reply "), err
+    _in_words(err, "luxos/0")
+    assert str(err).startswith("luxos/0: curtail sleep: the reply "), err
     assert phase != "sleeping", "the garbled reply's miner did nothing"
     _no_bug_logged(caplog)
 
@@ -313,6 +291,19 @@ async def _luxos_server(replies: dict[str, bytes]) -> tuple[asyncio.Server, int]
 
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
+
+
+def _error_of(replies: dict[str, bytes], call: Callable[[int], Awaitable[Any]]) -> AdapterError:
+    """The adapter's error from ``call(port)`` against a LuxOS API answering ``replies``."""
+
+    async def go() -> AdapterError:
+        server, port = await _luxos_server(replies)
+        async with server:
+            with pytest.raises(AdapterError) as got:
+                await call(port)
+        return got.value
+
+    return asyncio.run(go())
 
 
 def _body(**parts: Any) -> bytes:
@@ -398,14 +389,9 @@ def test_a_luxos_command_answered_with_no_json_is_unreadable_not_refused() -> No
 def test_a_luxos_command_closed_unanswered_is_unreachable_not_refused() -> None:
     """No reply at all (a rebooting miner) is a miner not reached (before: a refusal)."""
 
-    async def go() -> AdapterError:
-        server, port = await _luxos_server({"curtail": b""})
-        async with server:
-            with pytest.raises(AdapterError) as got:
-                await luxos.curtail("lux/7", _Rpc(port, "ab12"), "sleep", 5.0)
-        return got.value
-
-    err = asyncio.run(go())
+    err = _error_of(
+        {"curtail": b""}, lambda port: luxos.curtail("lux/7", _Rpc(port, "ab12"), "sleep", 5.0)
+    )
     assert isinstance(err, DeviceUnreachable), err
     assert str(err) == "lux/7: curtail sleep: no reply (the miner closed the connection unanswered)"
 
@@ -425,14 +411,9 @@ def test_a_luxos_curtail_reply_in_no_usable_shape_is_a_bad_reply(reply: bytes) -
     the reply has one, a list (docs.luxor.tech, "curtail"); pyasic's own check passes a
     STATUS given as text, and so did the adapter (field24)."""
 
-    async def go() -> AdapterError:
-        server, port = await _luxos_server({"curtail": reply})
-        async with server:
-            with pytest.raises(AdapterError) as got:
-                await luxos.curtail("lux/10", _Rpc(port, "ab12"), "sleep", 5.0)
-        return got.value
-
-    err = asyncio.run(go())
+    err = _error_of(
+        {"curtail": reply}, lambda port: luxos.curtail("lux/10", _Rpc(port, "ab12"), "sleep", 5.0)
+    )
     assert isinstance(err, BadReply), err
     _in_words(err, "lux/10")
     assert str(err).startswith("lux/10: curtail sleep: "), err
@@ -459,28 +440,20 @@ PROFILESETS = {
 
 @pytest.mark.parametrize("reply", PROFILESETS.values(), ids=list(PROFILESETS))
 def test_a_luxos_profileset_reply_without_the_profile_is_a_bad_reply(reply: bytes) -> None:
-    async def go() -> AdapterError:
-        server, port = await _luxos_server({"profileset": reply})
-        async with server:
-            with pytest.raises(AdapterError) as got:
-                await luxos.set_profile("lux/4", _Rpc(port, "ab12"), "default", False, 5.0)
-        return got.value
-
-    err = asyncio.run(go())
+    err = _error_of(
+        {"profileset": reply},
+        lambda port: luxos.set_profile("lux/4", _Rpc(port, "ab12"), "default", False, 5.0),
+    )
     assert isinstance(err, BadReply), err
     _in_words(err, "lux/4")
     assert str(err).startswith("lux/4: profileset default: the reply has no PROFILE"), err
 
 
 def test_a_luxos_profileset_answered_with_another_profile_is_refused() -> None:
-    async def go() -> AdapterError:
-        server, port = await _luxos_server({"profileset": _body(PROFILE=[{"Profile": "eco"}])})
-        async with server:
-            with pytest.raises(AdapterError) as got:
-                await luxos.set_profile("lux/5", _Rpc(port, "ab12"), "default", False, 5.0)
-        return got.value
-
-    err = asyncio.run(go())
+    err = _error_of(
+        {"profileset": _body(PROFILE=[{"Profile": "eco"}])},
+        lambda port: luxos.set_profile("lux/5", _Rpc(port, "ab12"), "default", False, 5.0),
+    )
     assert isinstance(err, ControlRejected), err
     assert str(err) == "lux/5: profileset default: the firmware set profile 'eco'", err
 
@@ -495,14 +468,7 @@ PROFILES = {
 
 @pytest.mark.parametrize("reply", PROFILES.values(), ids=list(PROFILES))
 def test_a_luxos_profiles_reply_in_no_usable_shape_is_a_bad_reply(reply: bytes) -> None:
-    async def go() -> AdapterError:
-        server, port = await _luxos_server({"profiles": reply})
-        async with server:
-            with pytest.raises(AdapterError) as got:
-                await luxos.setup("lux/6", _Rpc(port), 5.0)
-        return got.value
-
-    err = asyncio.run(go())
+    err = _error_of({"profiles": reply}, lambda port: luxos.setup("lux/6", _Rpc(port), 5.0))
     assert isinstance(err, BadReply), err
     _in_words(err, "lux/6")
     assert "profiles" in str(err) and "PROFILES" in str(err), err
