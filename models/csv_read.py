@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import DataError
+from models.textfile import not_utf8
 
 
 def read_csv(path: Path, usecols: list[str] | None = None) -> pd.DataFrame:
@@ -28,6 +29,8 @@ def read_csv(path: Path, usecols: list[str] | None = None) -> pd.DataFrame:
                 "value, e.g. a decimal comma, splits it: use '.' or quote the value)",
             ) from None
         raise DataError(str(path), f"malformed CSV: {exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(str(path), not_utf8(path.read_bytes()) or "not UTF-8") from None
     except ValueError as exc:
         raise DataError(str(path), f"cannot read as CSV: {exc}") from None
 

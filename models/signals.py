@@ -33,6 +33,7 @@ from pydantic import (
 
 from models.durations import parse_duration_s
 from models.errors import ConfigError
+from models.textfile import TOO_DEEP, read_text
 
 #: "until cancelled": OpenADR 3's P9999Y, capped so datetime arithmetic stays valid.
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -362,11 +363,11 @@ def events_from_power_trace(
 def load_events(path: str | Path) -> list[GridEvent]:
     p = Path(path)
     try:
-        raw = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(str(p), [("(file)", "not found")]) from None
+        raw = json.loads(read_text(p))
     except json.JSONDecodeError as exc:
         raise ConfigError(
             str(p), [(f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")]
         ) from None
+    except RecursionError:
+        raise ConfigError(str(p), [("(syntax)", TOO_DEEP)]) from None
     return parse_events(raw, str(p))

@@ -256,16 +256,14 @@ def parse_site(data: dict[str, Any], source: str, base_dir: str = ".") -> SiteCo
 def load_site(path: str | Path) -> SiteConfig:
     """Read and validate a site TOML file."""
     from models.errors import ConfigError
+    from models.textfile import TOO_DEEP, read_text
 
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(p), [("(file)", "not found")]) from None
-    except OSError as exc:
-        raise ConfigError(str(p), [("(file)", f"cannot be read: {exc.strerror}")]) from None
+    text = read_text(p)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [("(syntax)", str(exc))]) from None
+    except RecursionError:
+        raise ConfigError(str(p), [("(syntax)", TOO_DEEP)]) from None
     return parse_site(data, str(p), str(p.resolve().parent))
