@@ -3,6 +3,7 @@ and the number, time zone, currency and energy unit types its fields use."""
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,16 +33,34 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 EnergyUnit = Annotated[str, Field(pattern=r"^(MWh|kWh)$")]
 
 
+#: The largest size a number of the site file may have: no site's kW, tokens, prices or
+#: seconds come near it, and HiGHS refuses a model with figures of 1e20 and more, naming
+#: none of them (1e308 passed validation before, bad-input walk M7, session 23).
+MAX_FIGURE = 1e15
+
+
 class NoBoolNumbers(BaseModel):
-    """A part of the site file where ``true`` is no number."""
+    """A part of the site file where ``true`` is no number, nor is 1e300 anything's figure."""
 
     @model_validator(mode="before")
     @classmethod
     def _no_bool_for_a_number(cls, data: Any) -> Any:
         """``true`` where a number is meant is refused: pydantic read ``interconnect_kw =
-        true`` as 1 kW and ``count = true`` as one unit (bad-input walk, session 23)."""
+        true`` as 1 kW and ``count = true`` as one unit (bad-input walk, session 23). A
+        finite number beyond ``MAX_FIGURE`` is refused by its key, not left to the solver."""
         if not isinstance(data, dict):
             return data
+        for key, value in data.items():
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and abs(value) > MAX_FIGURE
+            ):
+                raise at_key(
+                    str(key),
+                    f"{value:g} is beyond any site's figure (at most {MAX_FIGURE:g} in size)",
+                )
         own = {  # fields whose own "before" check says what is valid (fleet_workers)
             f
             for d in cls.__pydantic_decorators__.field_validators.values()

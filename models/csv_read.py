@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
+from models.config_base import MAX_FIGURE
 from models.errors import DataError
 from models.textfile import not_utf8
 
@@ -130,4 +131,13 @@ def parse_values(raw: pd.Series, source: str, column: str) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(source, f"line {i + 2}: {column} = {raw.iloc[i]!r} is not a number")
-    return vals.to_numpy(dtype=np.float64)
+    out = vals.to_numpy(dtype=np.float64)
+    huge = np.abs(out) > MAX_FIGURE  # inf too; NaN compares False (a gap, said elsewhere)
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise DataError(
+            source,
+            f"line {i + 2}: {column} = {raw.iloc[i]!r} is beyond any market's figure (at "
+            f"most {MAX_FIGURE:g} in size)",
+        )
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from models import catalog, gpu_modes
 from models.config_base import NoBoolNumbers
@@ -32,7 +32,7 @@ class DeviceKind(StrEnum):
 MIN_J_PER_TH, MAX_J_PER_TH = 0.5, 2500.0
 
 
-class Mode(BaseModel):
+class Mode(NoBoolNumbers):
     """One productive operating mode of a unit; figures are per unit."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -160,6 +161,42 @@ def test_true_where_a_number_is_meant_is_refused() -> None:
     got = problems(exc)
     assert "not true" in got["site.interconnect_kw"], got
     assert "not true" in got["devices[0].count"], got
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [
+        (("site", "current_load_kw"), "site.current_load_kw"),
+        (("inference", "committed_tokens_s"), "inference.committed_tokens_s"),
+        (("devices", 0, "modes", 0, "power_kw"), "devices[0].modes[0].power_kw"),
+    ],
+)
+def test_a_number_beyond_any_site_is_named_before_the_solver_sees_it(
+    where: tuple[str | int, ...], key: str
+) -> None:
+    """The bad-input walk (session 23, M7): current_load_kw = 1e308 (or 1e300 committed
+    tokens/s) passed validate; plan then said only "HiGHS refused the model", naming
+    nothing, and a daemon would fail every re-plan the same way."""
+    d = site_dict(inference={"committed_tokens_s": 10.0})
+    node: Any = d
+    for step in where[:-1]:
+        node = node[step]
+    node[where[-1]] = 1e308
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    got = problems(exc)
+    assert "beyond any site's figure" in got[key] and "1e+308" in got[key], got
+
+
+@pytest.mark.parametrize("value", ["1e308", "inf", "-1e20"])
+def test_a_price_beyond_any_market_names_its_line(tmp_path: Path, value: str) -> None:
+    """The bad-input walk (session 23, M7): a price row of 1e308 gave numpy overflow
+    warnings, a "min nan, mean nan, max nan" summary and "NO PLAN: solver highs ended with
+    error (Unknown)", the line never named."""
+    f = tmp_path / "p.csv"
+    f.write_text(f"ts,price\n2023-01-01T00:00:00Z,10\n2023-01-01T01:00:00Z,{value}\n")
+    with pytest.raises(DataError, match=f"line 3: price = '{value}' is beyond any"):
+        load_csv_series(f, "price", "ts")
 
 
 def test_bad_value_names_path_and_value() -> None:
