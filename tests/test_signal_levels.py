@@ -52,3 +52,17 @@ def test_the_levels_the_site_has_and_level_0_are_taken(site: Served) -> None:
         r = post_signal(site.url, {**body, "level": level})
         assert r.status_code == 202, r.text
     assert len(_stored(site)) == 3
+
+
+def test_a_signal_already_over_is_said_so_in_the_answer(site: Served) -> None:
+    """The bad-input walk (session 23, L5): a signal that had ended before it was sent got
+    202 `ids: [...]` and nothing else, then was missing from GET /v1/signals (which lists
+    those in force or to come): a sender who mistyped the year heard nothing."""
+    body = {"id": "over", "type": "curtail", "start": "1971-01-01T00:00:00Z", "duration": "30min"}
+    now = {"id": "now", "type": "curtail", "start": now_iso(), "duration": "1h", "level": 1}
+    r = post_signal(site.url, [body | {"limit_kw": 40}, now])
+    assert r.status_code == 202, r.text
+    answer = r.json()
+    assert answer["ids"] == ["over", "now"], answer
+    assert answer["ended"] == ["over"], answer
+    assert [s["id"] for s in _stored(site)] == ["now"]  # type: ignore[index]

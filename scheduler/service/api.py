@@ -239,8 +239,10 @@ def create_app(daemon: Daemon, serving: bool = True) -> FastAPI:
             # a retry resends the same body; other ids under a stored webhook id are not one
             daemon.counters.signal("simple", "conflict")
             raise Refused(409, _REUSED.format(msg_id[:80]))
+        over = datetime.fromtimestamp(time.time(), UTC)
+        ended = [e.id for e in events if e.type != "cancel" and e.end_utc <= over]
         return JSONResponse(
-            {"accepted": True, "duplicate": not stored, "ids": ids},
+            {"accepted": True, "duplicate": not stored, "ids": ids, "ended": ended},
             status_code=202 if stored else 200,
         )
 

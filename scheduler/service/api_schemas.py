@@ -16,6 +16,9 @@ class Accepted(BaseModel):
     accepted: bool
     duplicate: bool
     ids: list[str]
+    #: the ids among them that had already ended when they came: stored (the audit log has
+    #: them), capping nothing, and not listed by GET /v1/signals (in force or to come)
+    ended: list[str] = []
 
 
 class ErrorBody(BaseModel):
