@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.measure import calm, control, cpu_sample, pct, start_simulator, steal_pct  # noqa: E402
 from scheduler.service.security import sign  # noqa: E402
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-0123456789"
 
 
 def serving_port(daemon: subprocess.Popen[str], timeout_s: float) -> int:

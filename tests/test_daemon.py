@@ -32,7 +32,7 @@ from tests.support.wait import wait_until
 from tests.support.webhook import signed_headers
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWdyaWRzY2hlZA=="
-OADR_TOKEN = "oadr-test-token"
+OADR_TOKEN = "oadr-test-token-0123456789"
 SITE = """
 [site]
 name = "daemon test"
@@ -296,7 +296,7 @@ def test_curtail_signal_sheds_and_measured_power_follows(mining_daemon: DaemonPr
         {"id": "cut-1", "type": "curtail", "start": now_iso(-1), "duration": "1h", "limit_kw": 40},
     )
     assert r.status_code == 202, r.text
-    assert r.json() == {"accepted": True, "duplicate": False, "ids": ["cut-1"]}
+    assert r.json() == {"accepted": True, "duplicate": False, "ids": ["cut-1"], "ended": []}
 
     def shed() -> dict[str, Any] | None:
         s = status(daemon)

@@ -6,6 +6,7 @@ through the daemon's HTTP API)."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -152,8 +153,29 @@ def test_secret_problems_name_the_entry_never_a_good_value() -> None:
     assert problems[1].startswith("W entry 3 of 3: a whsec_ secret must be base64")
     assert all(SECRET not in p for p in problems)
     assert secret_problems("T", "TF", False, {"T": "<token>"})[0].startswith("T is the shipped")
-    assert secret_problems("T", "TF", False, {"T": "whsec_!!"}) == []  # a token, not base64
+    token = "whsec_!!-a-token-not-base64"
+    assert secret_problems("T", "TF", False, {"T": token}) == []  # a token, not base64
     assert secret_problems("T", "TF", False, {"TF": "/nonexistent"})[0].startswith("TF=")
+
+
+def test_a_secret_short_enough_to_guess_is_refused() -> None:
+    """The bad-input walk (session 23, M9): GRIDSCHED_WEBHOOK_SECRET=whsec_YWJj (3 bytes)
+    and GRIDSCHED_OPENADR_TOKENS=x started the daemon without a word. One signed request
+    is enough to find a 3-byte HMAC key offline; a one-character token is one guess."""
+    short = "whsec_" + base64.b64encode(b"k" * 15).decode()
+    problems = secret_problems("W", "WF", True, {"W": f"{SECRET},whsec_YWJj,{short}"})
+    assert [p.split(":")[0] for p in problems] == ["W entry 2 of 3", "W entry 3 of 3"]
+    assert "3 bytes" in problems[0] and "16 or more" in problems[0], problems
+    assert "head -c 24 /dev/urandom" in problems[0]
+    assert (
+        secret_problems("W", "WF", True, {"W": "whsec_" + base64.b64encode(b"k" * 16).decode()})
+        == []
+    )
+    said = secret_problems("T", "TF", False, {"T": "x"})
+    assert said and said[0].startswith("T: 1 character") and "16 or more" in said[0], said
+    assert secret_problems("T", "TF", False, {"T": "t" * 16}) == []
+    with pytest.raises(SecretConfigError, match="16 or more"):
+        webhook_secrets({"GRIDSCHED_WEBHOOK_SECRET": "plainsecret"})
 
 
 def test_webhook_secrets_refuse_a_placeholder() -> None:

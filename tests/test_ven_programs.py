@@ -136,7 +136,7 @@ def test_a_program_by_webhook_is_on_disk_before_the_answer(tmp_path: Path) -> No
     from scheduler.service.api import create_app
 
     d, _ = memory_daemon(SITE, tmp_path)
-    headers = {"Authorization": "Bearer prog-token"}
+    headers = {"Authorization": "Bearer prog-token-0123456789"}
 
     async def go() -> int:
         await d.open()
@@ -150,7 +150,7 @@ def test_a_program_by_webhook_is_on_disk_before_the_answer(tmp_path: Path) -> No
             await d.close()
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRIDSCHED_OPENADR_TOKENS", "prog-token")
+        mp.setenv("GRIDSCHED_OPENADR_TOKENS", "prog-token-0123456789")
         assert asyncio.run(go()) == 200
     (row,) = sqlite3.connect(tmp_path / "state.db").execute(
         "SELECT id, descriptors FROM openadr_programs"

@@ -119,6 +119,9 @@ class SecretConfigError(ValueError):
 
 #: Values shipped as examples (deploy/systemd/gridsched.env): never a real credential.
 _PLACEHOLDER = re.compile(r"(change|replace)[_-]?me|^<.*>$|^\.\.\.$", re.IGNORECASE)
+#: The fewest bytes (webhook key) or characters (bearer token) a secret may have, as the
+#: GPU agents' secrets (Standard Webhooks suggests 24-64 random bytes).
+MIN_SECRET = 16
 GENERATE_WEBHOOK = "whsec_$(head -c 24 /dev/urandom | base64)"
 GENERATE_TOKEN = "$(head -c 24 /dev/urandom | base64 | tr -d /+=)"
 
@@ -172,9 +175,22 @@ def secret_problems(
             )
         elif webhook:
             try:
-                _secret_bytes(value)
+                size = len(_secret_bytes(value))
             except ValueError as exc:
                 problems.append(f"{entry}: {exc} (e.g. {how})")
+                continue
+            if size < MIN_SECRET:
+                problems.append(
+                    f"{entry}: {size} bytes of key, short enough to find from one signed "
+                    f"request; a webhook secret needs {MIN_SECRET} or more (e.g. {how}, "
+                    "24 random bytes), given to the sender too"
+                )
+        elif len(value) < MIN_SECRET:
+            problems.append(
+                f"{entry}: {len(value)} character{'s' * (len(value) != 1)}, short enough to "
+                f"guess; a token needs {MIN_SECRET} or more (e.g. {how}), given to the "
+                "VTN too"
+            )
     return problems
 
 
