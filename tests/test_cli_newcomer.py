@@ -286,7 +286,7 @@ def test_an_output_path_that_cannot_be_written_is_said_without_a_traceback(
     site = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "west-texas-30mw.toml"
     res = run_main("plan", "--config", str(site), flag, str(tmp_path))
     assert res.returncode == 2, res.stderr
-    assert f"gridsched: error: {tmp_path}: Is a directory" in res.stderr, res.stderr
+    assert f"gridsched: error: {flag} {tmp_path}: is a directory" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
 
 
@@ -298,3 +298,28 @@ def test_a_plan_start_out_of_any_market_s_years_is_said_without_a_traceback(star
     site = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "west-texas-30mw.toml"
     res = run_main("plan", "--config", str(site), "--start", start)
     assert res.returncode == 2 and "a year from 1970 to 2099" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("command", ["plan", "backtest"])
+def test_a_plot_path_is_the_file_written_or_refused_before_the_work(
+    tmp_path: Path, command: str
+) -> None:
+    """The bad-input walk (session 23, M2): `backtest --plot /tmp` said "wrote plot: /tmp"
+    and wrote /tmp.png (matplotlib adds .png to a name without one), a file nobody named;
+    a backtest's output paths were only tried after the whole run."""
+    from tests.support.cli import run_main
+
+    site = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "west-texas-30mw.toml"
+    args = ["--config", str(site)]
+    if command == "backtest":
+        args += ["--from", "2023-08-10", "--to", "2023-08-11"]
+    res = run_main(command, *args, "--plot", str(tmp_path))
+    assert res.returncode == 2, res.stderr
+    assert f"--plot {tmp_path}: is a directory; name a .png file" in res.stderr, res.stderr
+    assert not Path(f"{tmp_path}.png").exists()
+    res = run_main(command, *args, "--plot", str(tmp_path / "chart"))
+    assert res.returncode == 2, res.stderr
+    assert "--plot" in res.stderr and "chart.png" in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []
+    res = run_main(command, *args, "--json-out", str(tmp_path / "no" / "such.json"))
+    assert res.returncode == 2 and "does not exist" in res.stderr, res.stderr

@@ -18,6 +18,7 @@ from scheduler.cli.options import (
     UsageError,
     add_event_args,
     add_price_file_args,
+    check_outputs,
     read_events,
     read_prices,
 )
@@ -73,6 +74,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from scheduler.backtest.engine import evaluate, prepare
     from scheduler.cli import backtest_report
 
+    check_outputs(args, ("--plot", "--json-out"))
     config = load_site(args.config)
     if args.caps_only:  # the site's clock-locked GPU modes removed (docs/backtest.md)
         config = _caps_only(config)

@@ -1,11 +1,12 @@
 """Command-line options and values that ``plan`` and ``backtest`` share: the site file and
 the price file's options, the price series they name, the grid events that ``--events``
-names, and the usage error."""
+names, the check of the files they will write, and the usage error."""
 
 from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from pathlib import Path
 
 from models.errors import GridschedError
 from models.market import Series, site_prices
@@ -98,3 +99,27 @@ def read_events(args: argparse.Namespace, config: SiteConfig) -> list[GridEvent]
         raise UsageError(f"--events-at {args.events_at!r} is not ISO 8601") from None
     scale = args.events_scale_kw or config.site.interconnect_kw
     return events_from_power_trace(args.events, at, scale)
+
+
+def check_outputs(args: argparse.Namespace, flags: tuple[str, ...]) -> None:
+    """The files the command will write, each ``--flag`` in ``flags`` that is given: into a
+    folder that exists, and a ``--plot`` named as the PNG it will be (matplotlib adds
+    ``.png`` to a name without it, a file nobody named). Said before the work, not after."""
+    for flag in flags:
+        dest = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if not dest:
+            continue
+        path = Path(dest)
+        if path.is_dir():
+            kind = "a .png file" if flag == "--plot" else "a file"
+            raise UsageError(f"{flag} {dest}: is a directory; name {kind} in it")
+        if not path.resolve().parent.is_dir():
+            raise UsageError(
+                f"{flag} {dest}: the folder {path.parent} does not exist; create it "
+                "or choose another path"
+            )
+        if flag == "--plot" and path.suffix.lower() != ".png":
+            raise UsageError(
+                f"{flag} {dest}: the chart is a PNG; name it {path.with_suffix('.png')} "
+                "(a name without .png would be written with .png added)"
+            )

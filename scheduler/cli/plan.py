@@ -24,6 +24,7 @@ from scheduler.cli.options import (
     UsageError,
     add_event_args,
     add_price_file_args,
+    check_outputs,
     read_events,
     read_prices,
 )
@@ -118,19 +119,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
         )
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Output files go into existing folders: said before solving, not after."""
-    for flag, dest in (("--plot", args.plot), ("--csv", args.csv), ("--json-out", args.json_out)):
-        if dest and not Path(dest).resolve().parent.is_dir():
-            raise UsageError(
-                f"{flag} {dest}: the folder {Path(dest).parent} does not exist; create it "
-                "or choose another path"
-            )
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     _check_numbers(args)
-    _check_outputs(args)
+    check_outputs(args, ("--plot", "--csv", "--json-out"))
     config = load_site(args.config)
     grid = _grid(args)
     start_s, end_s = int(grid.starts_s[0]), int(grid.ends_s[-1])
