@@ -272,6 +272,27 @@ def class_problems(
     ]
 
 
+def level_problems(
+    events: Iterable[GridEvent], levels: dict[str, float]
+) -> list[tuple[GridEvent, str]]:
+    """(event, what) for each cap given as a level (not 0, which is none) that the site's
+    ``[tariff.dr_levels_kw]`` has no cap for: stored or planned, such an event would make
+    every plan over it fail; for the ``ConfigError`` of a file or a plan, or an intake's 422."""
+    have = ", ".join(sorted(levels, key=lambda k: (len(k), k))) or "none"
+    return [
+        (
+            ev,
+            f"event {ev.id!r}: level {ev.level} has no cap at this site; it has levels "
+            f'{have} (add tariff.dr_levels_kw."{ev.level}" in kW), or give limit_kw',
+        )
+        for ev in events
+        if ev.type in (EventType.CURTAIL, EventType.ALERT)
+        and ev.level
+        and ev.limit_kw is None
+        and str(ev.level) not in levels
+    ]
+
+
 def parse_events(raw: Any, source: str) -> list[GridEvent]:
     """Validate a list of simple-format events; errors name the index and field."""
     if isinstance(raw, dict) and "events" in raw:

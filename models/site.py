@@ -42,8 +42,8 @@ from models.config_site import (
     Tariff,
 )
 from models.devices import DeviceClass
-from models.errors import KEY_MARK
-from models.signals import GridEvent, class_problems
+from models.errors import KEY_MARK, at_key
+from models.signals import GridEvent, class_problems, level_problems
 
 __all__ = [
     "BatchJob",
@@ -127,6 +127,8 @@ class SiteConfig(Strict):
                 )
         for where, what in class_problems(self.events, names):
             raise ValueError(f"{where}: {what}")
+        for _, what in level_problems(self.events, self.tariff.dr_levels_kw):
+            raise at_key("events", what)
         inf = self.inference
         measured = [d.name for d in self.devices if d.prefill_tokens_s]
         if inf.ttft_p95_s is not None and measured and inf.ttft_prompt_tokens is None:

@@ -395,8 +395,31 @@ def test_event_level_without_a_configured_cap() -> None:
         duration="1h",
         level=2,
     )
-    with pytest.raises(ConfigError, match=r"level 2 has no cap: add tariff.dr_levels_kw"):
+    with pytest.raises(
+        ConfigError, match=r"level 2 has no cap at this site; .* tariff.dr_levels_kw"
+    ):
         assemble_inputs(make_site(), uniform_grid(T0, 3600, 3600), flat_series([1.0]), [ev])
+
+
+def test_a_site_file_event_at_a_level_the_site_has_no_cap_for_is_named_by_validate() -> None:
+    """A site file's [[events]] entry at a level without a cap passed validation, and every
+    plan over it then failed ("level 2 has no cap"); the webhook refuses the same event at
+    the door (tests/test_signal_levels.py). One check serves the file, the webhook and the
+    planner (models.signals.level_problems)."""
+    d = site_dict(tariff={"dr_levels_kw": {"1": 500.0, "3": 100.0}})
+    d["events"] = [
+        {
+            "id": "l2",
+            "type": "curtail",
+            "start": "2023-11-15T00:00:00Z",
+            "duration": "1h",
+            "level": 2,
+        }
+    ]
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    got = problems(exc)
+    assert "level 2 has no cap at this site; it has levels 1, 3" in got["events"], got
 
 
 @pytest.mark.parametrize(

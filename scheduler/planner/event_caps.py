@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.errors import ConfigError
-from models.signals import EventType, GridEvent
+from models.signals import EventType, GridEvent, level_problems
 from models.site import SiteConfig
 from scheduler.planner.timegrid import TimeGrid
 
@@ -30,26 +30,18 @@ def event_caps(
     price = np.full(grid.n, np.nan)
     price_prio = np.full(grid.n, -np.inf)
     levels = config.tariff.dr_levels_kw
-    problems: list[tuple[str, str]] = []
+    events = [ev for ev in events if overlap(grid, ev).any()]
+    problems = [("events", what) for _, what in level_problems(events, levels)]
+    if problems:
+        raise ConfigError("events", problems)
     for ev in events:
         on = overlap(grid, ev)
-        if not on.any():
-            continue
         if ev.classes:  # a cap on part of the site: class_cap_series
             continue
         if ev.type in (EventType.CURTAIL, EventType.ALERT):
             limit = ev.limit_kw
             if limit is None and ev.level is not None:
                 if ev.level == 0:
-                    continue
-                if str(ev.level) not in levels:
-                    problems.append(
-                        (
-                            f"event {ev.id}",
-                            f"level {ev.level} has no cap: add "
-                            f'tariff.dr_levels_kw."{ev.level}" (kW)',
-                        )
-                    )
                     continue
                 limit = levels[str(ev.level)]
             if limit is None:  # an alert with no figure: shed all but the protected load
@@ -59,6 +51,4 @@ def event_caps(
             take = on & (ev.priority >= price_prio)
             price[take] = ev.price
             price_prio[take] = ev.priority
-    if problems:
-        raise ConfigError("events", problems)
     return cap, (price if np.isfinite(price).any() else None)

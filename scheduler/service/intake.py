@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from models.signals import EventType, GridEvent, class_problems
+from models.signals import EventType, GridEvent, class_problems, level_problems
 from scheduler.service.security import json_depth_over
 
 #: Deeper than any signal format needs (an OpenADR event is about 6 levels); Python's
@@ -79,22 +79,13 @@ def check_classes(events: list[GridEvent], class_names: list[str], fields: list[
 
 
 def check_levels(events: list[GridEvent], levels: dict[str, float], fields: list[str]) -> None:
-    """A cap given as a level (not 0, which is none) names one of the site's
-    ``[tariff.dr_levels_kw]``: stored, one it has no cap for would make every plan fail
-    (``level N has no cap``) until the event ended, the site held at the fail-safe cap and
-    the sender told it had been taken."""
-    have = ", ".join(sorted(levels, key=lambda k: (len(k), k))) or "none"
+    """A cap given as a level names one of the site's ``[tariff.dr_levels_kw]``: stored, one
+    it has no cap for would make every plan fail (``level_problems``) until the event ended,
+    the site held at the fail-safe cap and the sender told it had been taken."""
+    where = dict(zip((id(ev) for ev in events), fields, strict=True))
     problems = [
-        {
-            "field": where.removesuffix("id") + "level",
-            "problem": f"event {ev.id!r}: level {ev.level} has no cap at this site; it has "
-            f"levels {have} (tariff.dr_levels_kw), or give limit_kw",
-        }
-        for ev, where in zip(events, fields, strict=True)
-        if ev.type in (EventType.CURTAIL, EventType.ALERT)
-        and ev.level
-        and ev.limit_kw is None
-        and str(ev.level) not in levels
+        {"field": where[id(ev)].removesuffix("id") + "level", "problem": what}
+        for ev, what in level_problems(events, levels)
     ]
     if problems:
         raise Refused(422, "invalid signal level", problems)
