@@ -191,6 +191,24 @@ def test_a_mistyped_archive_path_is_not_called_tampering(
     assert f"--archive {missing}: no such file or directory" in captured.err
 
 
+@pytest.mark.parametrize("command", ["verify", "export", "archive"])
+def test_a_database_path_that_is_a_folder_is_not_called_corrupt(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bad-input walk (session 23, L12): `audit verify --db /tmp` said "BROKEN: ... the
+    database is corrupt or not a gridsched database ...; restore it from a backup", wrong
+    and alarming advice for a mistyped path."""
+    argv = ["audit", command, "--db", str(tmp_path)]
+    if command == "export":
+        argv += ["--from", "2026-08-15T00:00:00Z", "--to", "2026-08-16T00:00:00Z"]
+    if command == "archive":
+        argv += ["--before", "2026-07-01T00:00:00Z", "--out", str(tmp_path / "a.jsonl.gz")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "BROKEN" not in captured.out and "corrupt" not in captured.err
+    assert f"{tmp_path}: is a directory; name the state file" in captured.err, captured.err
+
+
 def test_a_signal_that_ended_before_now_says_so(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

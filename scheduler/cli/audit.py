@@ -16,7 +16,15 @@ from scheduler.audit.archive import CHUNK
 
 
 def _no_db(path: str) -> bool:
-    """Say so when the database is missing (opening it would create an empty one)."""
+    """Say so when the database is missing (opening it would create an empty one) or the
+    path is a folder (SQLite's "unable to open" would read as a corrupt database)."""
+    if Path(path).is_dir():
+        print(
+            f"gridsched: error: {path}: is a directory; name the state file in it (the "
+            "daemon's --db, e.g. /var/lib/gridsched/gridsched.db)",
+            file=sys.stderr,
+        )
+        return True
     if Path(path).exists():
         return False
     print(f"gridsched: error: {path}: no such database", file=sys.stderr)
