@@ -135,7 +135,7 @@ class GridEvent(BaseModel):
     level: Annotated[int, Field(ge=0, le=3)] | None = None
     price: Annotated[float, Field(ge=-MAX_PRICE, le=MAX_PRICE, allow_inf_nan=False)] | None = None
     #: strict: a priority sent as a string is refused, not read as something else
-    priority: Annotated[int, Field(strict=True, ge=-(2**31), le=2**31)] = 0
+    priority: Annotated[int, Field(strict=True, ge=-(2**31), le=2**31 - 1)] = 0
     source: str = "simple"
     #: the OpenADR 3 interval payload type this event was read from (e.g. PRICE)
     payload_type: Annotated[str, Field(min_length=1, max_length=128)] | None = None

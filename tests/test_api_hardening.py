@@ -81,8 +81,10 @@ def test_deeply_nested_json_is_422_not_500(daemon: Served) -> None:
         ({"start": "2026-01-01T00:00:00Z", "end": "9999-12-31T23:00:00Z"}, "end"),
         ({"start": "2026-01-01T00:00:00Z", "duration": "99999999d"}, "duration"),
         ({"start": "2026-01-01T00:00:00Z", "priority": "5"}, "priority"),
+        # int32's largest is 2**31 - 1 (the bad-input walk, session 23, L10: off by one)
+        ({"start": "2026-01-01T00:00:00Z", "priority": 2**31}, "priority"),
     ],
-    ids=["year-9999-start", "year-9999-end", "huge-duration", "priority-as-string"],
+    ids=["year-9999-start", "year-9999-end", "huge-duration", "priority-as-string", "prio-2^31"],
 )
 def test_absurd_simple_signal_is_422_naming_the_field(
     daemon: Served, event: dict[str, Any], field: str
@@ -103,6 +105,20 @@ def test_openadr_priority_as_a_string_is_422(daemon: Served) -> None:
     body = note({"id": "evt-prio", "priority": "1"})
     r = httpx.post(daemon.url + "/openadr3/notifications", json=body, headers=AUTH, timeout=10)
     assert r.status_code == 422 and "object.priority" in problems(r), r.text
+
+
+@pytest.mark.parametrize("prio", [2**31, 10**40, 1e30])
+def test_openadr_priority_beyond_int32_is_taken_as_the_spec_allows(
+    daemon: Served, prio: float
+) -> None:
+    """The bad-input walk (session 23, L7): `priority: 1e30` was refused with "expected an
+    integer", and 2**31 + 1 with "priority: Input should be greater than or equal to
+    -2147483648" (the internal negated priority). The 3.1.0 schema's priority is an integer
+    >= 0 with no maximum (JSON Schema counts 1e30 as one), so each is taken: as the lowest
+    priority a number gives, still above null's."""
+    body = note({"id": "evt-prio-big", "priority": prio})
+    r = httpx.post(daemon.url + "/openadr3/notifications", json=body, headers=AUTH, timeout=10)
+    assert r.status_code == 202, r.text
 
 
 def test_duplicate_ids_in_one_request_are_refused(daemon: Served) -> None:

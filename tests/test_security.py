@@ -98,6 +98,10 @@ def test_each_refusal_says_why() -> None:
     assert verify_webhook([SECRET], _headers(), BODY, now=TS + 300) == MSG_ID
     assert verify_webhook([SECRET], _headers(), BODY, now=TS - 300) == MSG_ID
     _refused(401, "allowed +-60 s", now=TS + 61, tolerance_s=60)
+    # the bad-input walk (session 23, L11): a 40-digit timestamp was "1e+40"-ish float
+    # arithmetic in words ("10000000000000000303786028427003666890752 s in the future")
+    far = "9" * 40
+    _refused(401, f"{far} is {int(far) - TS} s in the future", headers=_headers(ts=far))
     _refused(401, "does not match", body=BODY + b" ")
     _refused(401, "does not match", headers=_headers(EXPECTED.replace("v1,", "v2,")))
     _refused(401, "does not match", headers=_headers(msg_id=MSG_ID + "x"))

@@ -168,13 +168,17 @@ def _read(
 ) -> Reading:
     scope: Scope = match_targets(obj.get("targets"), site)
     prio = obj.get("priority")
+    if isinstance(prio, float) and prio.is_integer():
+        prio = int(prio)  # JSON Schema's integer: 1e30 is one
     if prio is not None and (isinstance(prio, bool) or not isinstance(prio, int) or prio < 0):
         # 3.1.0 spec: integer >= 0 or null (lowest); a string is not read as the lowest
         raise OpenADRError(
             "object.priority", f"expected an integer >= 0 or null (lower is higher), got {prio!r}"
         )
     common = {
-        "priority": -int(prio) if isinstance(prio, int) else -(2**31),
+        # the schema sets no maximum: one beyond int32 is the lowest a number gives, still
+        # above null's (-2**31)
+        "priority": -min(int(prio), 2**31 - 1) if isinstance(prio, int) else -(2**31),
         "source": "openadr3",
     }
     reps, beyond = repetitions(spans, event_s, now, len(intervals))

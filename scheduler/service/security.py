@@ -82,9 +82,10 @@ def verify_webhook(
         raise AuthError(401, f"webhook-timestamp {ts[:40]!r} is not integer Unix seconds") from None
     now = time.time() if now is None else now
     if abs(now - t) > tolerance_s:
+        off = abs(round(now) - t)  # in integers: a 40-digit timestamp is no float's
         raise AuthError(
             401,
-            f"webhook-timestamp {t} is {abs(now - t):.0f} s in the "
+            f"webhook-timestamp {t} is {off} s in the "
             f"{'past' if t < now else 'future'} by this server's clock; "
             f"allowed +-{tolerance_s} s (check NTP on both sides)",
         )
