@@ -341,3 +341,16 @@ def test_a_plot_path_is_the_file_written_or_refused_before_the_work(
     assert list(tmp_path.iterdir()) == []
     res = run_main(command, *args, "--json-out", str(tmp_path / "no" / "such.json"))
     assert res.returncode == 2 and "does not exist" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("when", ["0001-01-01", "2300-01-01", "1969-12-31T00:00:00Z"])
+def test_a_backtest_period_out_of_any_market_s_years_is_said_so(when: str) -> None:
+    """The bad-input walk (session 23, L13): `backtest --from 0001-01-01` was named as off
+    the decision grid ("must fall on the 15min decision grid"), a local-mean-time offset of
+    the year 1 speaking; the year is what is wrong."""
+    from tests.support.cli import run_main
+
+    site = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "west-texas-30mw.toml"
+    res = run_main("backtest", "--config", str(site), "--from", when, "--to", when)
+    assert res.returncode == 2, res.stderr
+    assert f"--from {when!r}: a year from 1970 to 2099 is needed" in res.stderr, res.stderr

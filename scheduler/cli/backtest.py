@@ -27,14 +27,17 @@ if TYPE_CHECKING:
     from scheduler.backtest.engine import BacktestSetup
 
 
-def _day_start(text: str, tz: str) -> int:
+def _day_start(text: str, tz: str, flag: str) -> int:
     """A date (local midnight in the site's zone) or an ISO time with offset."""
     import pandas as pd
 
+    year = text.strip()[:4]
+    if year.isdigit() and not 1970 <= int(year) <= 2099:  # pandas' clock ends in 2262
+        raise UsageError(f"{flag} {text!r}: a year from 1970 to 2099 is needed")
     try:
         ts = pd.Timestamp(text)
     except ValueError:
-        raise UsageError(f"{text!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from None
+        raise UsageError(f"{flag} {text!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from None
     if ts.tzinfo is None:
         ts = ts.tz_localize(tz)
     return int(ts.tz_convert("UTC").timestamp())
@@ -84,8 +87,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         from scheduler.backtest.horizon import PlanResolution
 
         PlanResolution(args.plan_resolution, step)
-    start = _day_start(args.from_, config.site.timezone)
-    end = _day_start(args.to, config.site.timezone)
+    start = _day_start(args.from_, config.site.timezone, "--from")
+    end = _day_start(args.to, config.site.timezone, "--to")
     if end <= start:  # before the prices are read: a file's loader failed on it in numpy
         raise UsageError(f"--to {args.to} must be after --from {args.from_}")
     _on_the_grid(args, step, horizon, start, end)
