@@ -8,12 +8,8 @@ _UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|sec|s|m|h|d)")
 
 
-def parse_duration_s(text: str) -> int:
-    """Return the duration in whole seconds.
-
-    Accepts one or more ``<number><unit>`` parts with units s, min (or m), h, d:
-    ``"5min"``, ``"48h"``, ``"1h30min"``. Raises ValueError naming the text otherwise.
-    """
+def _total_s(text: str) -> float:
+    """The seconds of one or more ``<number><unit>`` parts; ValueError naming the text."""
     s = text.strip().lower().replace(" ", "")
     pos = 0
     total = 0.0
@@ -27,9 +23,28 @@ def parse_duration_s(text: str) -> int:
             f"duration {text!r} is not understood: use a number and a unit "
             "(s, min, h, d), e.g. '5min', '48h', '1h30min'"
         )
+    return total
+
+
+def parse_duration_s(text: str) -> int:
+    """Return the duration in whole seconds.
+
+    Accepts one or more ``<number><unit>`` parts with units s, min (or m), h, d:
+    ``"5min"``, ``"48h"``, ``"1h30min"``. Raises ValueError naming the text otherwise.
+    """
+    total = _total_s(text)
     if total <= 0 or total != int(total):
         raise ValueError(f"duration {text!r} must be a positive whole number of seconds")
     return int(total)
+
+
+def parse_seconds(text: str) -> float:
+    """Seconds as a plain number (``1.5``) or a duration (``0.5s``, ``10min``): the options
+    that have always taken a number of seconds take the duration forms too."""
+    try:
+        return float(text)
+    except ValueError:
+        return _total_s(text)
 
 
 def format_duration(seconds: float) -> str:

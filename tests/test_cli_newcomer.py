@@ -354,3 +354,34 @@ def test_a_backtest_period_out_of_any_market_s_years_is_said_so(when: str) -> No
     res = run_main("backtest", "--config", str(site), "--from", when, "--to", when)
     assert res.returncode == 2, res.stderr
     assert f"--from {when!r}: a year from 1970 to 2099 is needed" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "seconds"),
+    [
+        (["fleet", "simulate", "--duration", "2s"], "duration", 2.0),
+        (["fleet", "simulate", "--duration", "10min"], "duration", 600.0),
+        (["fleet", "simulate", "--duration", "1.5"], "duration", 1.5),
+        (["fleet", "fault", "slow", "--duration", "1h", "--delay", "0.5"], "duration", 3600.0),
+        (["fleet", "fault", "slow", "--delay", "0.5s"], "delay", 0.5),
+        (["fleet", "status", "--config", "x.toml", "--watch", "1min"], "watch", 60.0),
+    ],
+)
+def test_a_seconds_option_takes_a_duration_as_the_others_do(
+    argv: list[str], dest: str, seconds: float
+) -> None:
+    """The bad-input walk (session 23, L14): `fleet simulate --duration 2s` was "invalid
+    float value: '2s'", while every other duration option takes 2s or 10min."""
+    from scheduler.cli.main import build_parser
+
+    args = build_parser("fleet").parse_args(argv)
+    assert getattr(args, dest) == pytest.approx(seconds)
+
+
+def test_a_seconds_option_names_what_it_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser("fleet").parse_args(["fleet", "simulate", "--duration", "soon"])
+    err = capsys.readouterr().err
+    assert "--duration" in err and "'soon'" in err and "e.g. 30, 30s, 10min" in err, err

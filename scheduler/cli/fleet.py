@@ -23,6 +23,7 @@ from models.site import SiteConfig, load_site
 from scheduler.audit.chain import StoreError
 from scheduler.audit.store import Store
 from scheduler.cli.fleet_report import print_status
+from scheduler.cli.options import seconds
 from scheduler.cli.simulate import add_simulate_parser, count_at_least
 
 log = logging.getLogger("gridsched.fleet")
@@ -185,10 +186,14 @@ def add_parsers(sub: Any) -> None:
         "(default: %(default)s)",
     )
     fa.add_argument(
-        "--duration", type=float, help="seconds the fault lasts (default: until cleared)"
+        "--duration",
+        type=seconds,
+        help="how long the fault lasts (30, 30s, 10min; default: until cleared)",
     )
     fa.add_argument(
-        "--delay", type=float, help="slow: seconds before each answer; slow-write: until applied"
+        "--delay",
+        type=seconds,
+        help="slow: time before each answer; slow-write: until applied (seconds, or 2s, 1min)",
     )
     fa.set_defaults(func=cmd_fault)
 
@@ -202,7 +207,12 @@ def add_parsers(sub: Any) -> None:
         default=50,
         help="most devices listed per sweep (default: %(default)s)",
     )
-    st.add_argument("--watch", type=float, default=5.0, help="seconds between sweeps with --count")
+    st.add_argument(
+        "--watch",
+        type=seconds,
+        default=5.0,
+        help="time between sweeps with --count (seconds, or 5s, 1min)",
+    )
     st.add_argument("--count", type=count_at_least(1), default=1, help="number of sweeps")
     st.add_argument(
         "--concurrency",

@@ -123,3 +123,19 @@ def check_outputs(args: argparse.Namespace, flags: tuple[str, ...]) -> None:
                 f"{flag} {dest}: the chart is a PNG; name it {path.with_suffix('.png')} "
                 "(a name without .png would be written with .png added)"
             )
+
+
+def seconds(text: str) -> float:
+    """An option's seconds, as a number (``1.5``) or a duration (``2s``, ``10min``, ``1h``)
+    like every duration option; for argparse's ``type``."""
+    from models.durations import parse_seconds
+
+    try:
+        value = parse_seconds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not seconds: a number or a duration, e.g. 30, 30s, 10min, 1h"
+        ) from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be a finite number >= 0")
+    return value

@@ -21,6 +21,7 @@ from adapters.sim.miner import presets_for
 from adapters.sim.shards import DEFAULT_PER_PROCESS, ShardedFleet, ShardFailed, max_per_process
 from models.device_adapter import compact_hosts
 from models.errors import GridschedError
+from scheduler.cli.options import seconds
 
 
 def _port(text: str) -> int:
@@ -308,5 +309,5 @@ def add_simulate_parser(fsub: Any) -> None:
         f"(default {DEFAULT_PER_PROCESS}, fewer when the open-files limit needs it)",
     )
     si.add_argument("--write-site", help="write a site TOML that drives this fleet")
-    si.add_argument("--duration", type=float, help="stop after this many seconds")
+    si.add_argument("--duration", type=seconds, help="stop after this long (30, 30s, 10min)")
     si.set_defaults(func=cmd_simulate)
