@@ -399,3 +399,27 @@ def test_a_client_gone_before_its_body_ended_is_said_without_a_traceback() -> No
     with pytest.raises(AuthError) as err:
         _asyncio.run(guards.body_of(_Request(scope, receive)))
     assert err.value.status == 400 and "disconnected" in str(err.value), err.value
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "words"),
+    [
+        ("GET", "/v1/nothing-here", 404, "no such endpoint: GET /v1/nothing-here"),
+        ("DELETE", "/v1/signals", 405, "DELETE is not allowed on /v1/signals"),
+        ("GET", "/openadr3/notifications", 422, "echo"),
+    ],
+)
+def test_every_refusal_has_the_api_s_own_shape(
+    daemon: Served, method: str, path: str, status: int, words: str
+) -> None:
+    """The bad-input walk (session 23, L8): 404, 405 and a missing query parameter were
+    FastAPI's own bodies ({"detail": "Not Found"}, {"detail": [{"type": "missing", "loc":
+    ["query", "echo"], ...}]}), not the {"error", "detail": [{field, problem}]} that every
+    other refusal of the API has and docs/daemon.md promises."""
+    r = httpx.request(method, daemon.url + path, headers=AUTH, timeout=10)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "detail"}, body
+    assert words in body["error"] + json.dumps(body["detail"]), body
+    for item in body["detail"]:
+        assert set(item) >= {"field", "problem"}, body

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from models.signals import GridEvent
 from scheduler.audit.store import body_digest
-from scheduler.service.api_guards import Guards, error, not_stored
+from scheduler.service.api_guards import Guards, add_error_handlers, error, not_stored
 from scheduler.service.api_schemas import (
     NOTIFICATION_SCHEMA,
     SIGNAL_ERRORS,
@@ -142,19 +142,7 @@ def create_app(daemon: Daemon, serving: bool = True) -> FastAPI:
     recent = RecentBodies()
     snapshot = daemon.metrics_snapshot  # shared with [metrics] listen
 
-    @app.exception_handler(AuthError)
-    async def _auth(_: Request, exc: AuthError) -> JSONResponse:
-        return error(exc.status, str(exc))
-
-    @app.exception_handler(Refused)
-    async def _refused(_: Request, exc: Refused) -> JSONResponse:
-        return error(exc.status, str(exc), exc.detail)
-
-    @app.exception_handler(SecretConfigError)
-    async def _secret_config(_: Request, exc: SecretConfigError) -> JSONResponse:
-        # start-up refuses these; a secret file changed since is said, not a bare 500
-        log.error("secret configuration: %s", exc)
-        return error(503, f"the daemon's secret configuration cannot be used: {exc}")
+    add_error_handlers(app)
 
     @app.post(
         "/v1/signals",

@@ -1,22 +1,32 @@
 """What every request to the daemon's API passes before its route acts, and how a refusal
-is answered: the rate limit per client, the body's size cap (read in chunks, never whole
-before it is known to fit), the JSON content type, and the read token where
-``[daemon] require_read_token`` asks for one. Routes: :mod:`scheduler.service.api`."""
+is answered (``add_error_handlers``, one shape for all): the rate limit per client, the
+body's size cap (read in chunks, never whole before it is known to fit), the JSON content
+type, and the read token where ``[daemon] require_read_token`` asks for one. Routes:
+:mod:`scheduler.service.api`."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.faults import file_refused, is_bug, named, traceback_once
 from adapters.neterrors import describe
 from models.config_daemon import Daemon as DaemonConfig
 from scheduler.service.daemon import Daemon
 from scheduler.service.daemon.signals import write_failure
-from scheduler.service.security import AuthError, RateLimiter, check_bearer, read_secret_list
+from scheduler.service.intake import Refused
+from scheduler.service.security import (
+    AuthError,
+    RateLimiter,
+    SecretConfigError,
+    check_bearer,
+    read_secret_list,
+)
 
 log = logging.getLogger("gridsched.api")
 
@@ -85,3 +95,48 @@ class Guards:
         if self.cfg.require_read_token:
             tokens = read_secret_list("GRIDSCHED_READ_TOKENS", "GRIDSCHED_READ_TOKENS_FILE")
             check_bearer(tokens, request.headers.get("authorization"), "read access")
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every refusal in the API's shape ``{"error", "detail": [{field, problem}]}``: the
+    routes' own (AuthError, Refused), a secret file changed since start-up (503, not a
+    bare 500), and FastAPI's 404, 405 and query checks (before: {"detail": "Not Found"})."""
+
+    @app.exception_handler(AuthError)
+    async def _auth(_: Request, exc: AuthError) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return error(exc.status, str(exc), exc.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's own 404 and 405 in the API's shape (before: {"detail": "Not Found"})
+        where = f"{request.method} {request.url.path}"[:200]
+        words = {
+            404: f"no such endpoint: {where} (the API: docs/daemon.md, /openapi.json)",
+            405: f"{request.method} is not allowed on {request.url.path[:200]}",
+        }.get(exc.status_code, str(exc.detail))
+        answer = error(exc.status_code, words)
+        for name, value in (exc.headers or {}).items():  # e.g. 405's Allow
+            answer.headers[name] = value
+        return answer
+
+    @app.exception_handler(RequestValidationError)
+    async def _query(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # a query parameter FastAPI checks (the OpenADR callback's echo)
+        detail = [
+            {
+                "field": ".".join(str(p) for p in err["loc"]),
+                "problem": str(err["msg"]).removeprefix("Value error, "),
+            }
+            for err in exc.errors()
+        ]
+        return error(422, "invalid request", detail)
+
+    @app.exception_handler(SecretConfigError)
+    async def _secret_config(_: Request, exc: SecretConfigError) -> JSONResponse:
+        # start-up refuses these; a secret file changed since is said, not a bare 500
+        log.error("secret configuration: %s", exc)
+        return error(503, f"the daemon's secret configuration cannot be used: {exc}")
