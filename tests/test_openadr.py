@@ -535,6 +535,20 @@ def test_openadr_errors_name_the_field(patch: dict[str, object], field: str) -> 
     assert exc.value.path == field
 
 
+@pytest.mark.parametrize("kind", ["BANANA", "event", 5])
+def test_an_object_type_the_spec_does_not_have_is_refused_by_name(kind: object) -> None:
+    """The bad-input walk (session 23, L6): objectType "BANANA" was answered 200 accepted
+    with no ids, as if it were a REPORT or a SUBSCRIPTION. The 3.0.1 and 3.1.0 schemas'
+    objectTypes are PROGRAM, EVENT, REPORT, SUBSCRIPTION, VEN and RESOURCE."""
+    body = {"objectType": kind, "operation": "CREATE", "object": {"id": "e", "intervals": []}}
+    with pytest.raises(OpenADRError) as exc:
+        notification_to_events(body, NOW)
+    assert exc.value.path == "objectType"
+    assert "PROGRAM, EVENT, REPORT, SUBSCRIPTION, VEN, RESOURCE" in str(exc.value)
+    for fine in ("REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"):
+        assert notification_to_events({**body, "objectType": fine}, NOW) == []
+
+
 def test_the_daemon_docs_table_names_every_payload_type() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "daemon.md").read_text()
     rows = {

@@ -81,6 +81,10 @@ class Reading:
     payloads: list[PayloadOutcome]
 
 
+#: A notification's objectType, as the 3.0.1 and 3.1.0 schemas list them (``objectTypes``)
+OBJECT_TYPES = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
+
+
 def notification_to_events(
     body: Any, now: datetime, site: OpenADR | None = None
 ) -> list[dict[str, Any]]:
@@ -103,6 +107,11 @@ def read_notification(
     for key in ("objectType", "operation", "object"):
         if key not in body:
             raise OpenADRError(key, "missing (a notification has objectType, operation, object)")
+    if body["objectType"] not in OBJECT_TYPES:
+        raise OpenADRError(
+            "objectType",
+            f"{body['objectType']!r}: valid are {', '.join(OBJECT_TYPES)} (3.0.1 and 3.1.0)",
+        )
     if body["objectType"] == "PROGRAM" and programs is not None:
         programs.learn(str(body["operation"]), body["object"])
     if body["objectType"] != "EVENT":
