@@ -549,6 +549,23 @@ def test_an_object_type_the_spec_does_not_have_is_refused_by_name(kind: object) 
         assert notification_to_events({**body, "objectType": fine}, NOW) == []
 
 
+@pytest.mark.parametrize("kind", ["EVENT", "PROGRAM"])
+@pytest.mark.parametrize("descriptors", ["x", {"payloadType": "IMPORT_CAPACITY_LIMIT"}, ["x"]])
+def test_payload_descriptors_not_a_list_of_objects_are_refused(
+    kind: str, descriptors: object
+) -> None:
+    """The bad-input walk (session 23, L6): an EVENT with `payloadDescriptors: "x"` was
+    acted on as if it had none, its values read in the default units, and a PROGRAM's was
+    kept as none for its events to default to. Descriptors carry the units (KW or W) and
+    currency; the schema's is a list of descriptor objects, or null."""
+    obj = {"id": "e", "intervals": [], "payloadDescriptors": descriptors}
+    with pytest.raises(OpenADRError) as exc:
+        read_notification({"objectType": kind, "operation": "CREATE", "object": obj}, NOW)
+    assert exc.value.path == "object.payloadDescriptors", exc.value.path
+    ok = {"objectType": kind, "operation": "CREATE", "object": {**obj, "payloadDescriptors": None}}
+    read_notification(ok, NOW)  # null is the schema's "none"
+
+
 def test_the_daemon_docs_table_names_every_payload_type() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "daemon.md").read_text()
     rows = {

@@ -112,6 +112,16 @@ def read_notification(
             "objectType",
             f"{body['objectType']!r}: valid are {', '.join(OBJECT_TYPES)} (3.0.1 and 3.1.0)",
         )
+    if body["objectType"] in ("PROGRAM", "EVENT") and isinstance(body["object"], dict):
+        raw = body["object"].get("payloadDescriptors")
+        if raw is not None and not (
+            isinstance(raw, list) and all(isinstance(d, dict) for d in raw)
+        ):
+            # they carry the units (KW or W) and currency the values are read in
+            raise OpenADRError(
+                "object.payloadDescriptors",
+                f"expected a list of payload descriptor objects or null, got {raw!r:.80}",
+            )
     if body["objectType"] == "PROGRAM" and programs is not None:
         programs.learn(str(body["operation"]), body["object"])
     if body["objectType"] != "EVENT":
