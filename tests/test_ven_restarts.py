@@ -7,6 +7,8 @@ Skipped when ../shared/openadr3 is absent."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,10 +17,26 @@ from tests.support.openadr import skip_without_openadr3
 skip_without_openadr3()
 
 from scheduler.service.ven import Ven  # noqa: E402
-from tests.test_ven import Sink, bl, config, limit_event, make_program, run, until  # noqa: E402
+from tests.test_ven import (  # noqa: E402
+    Sink,
+    bl,
+    config,
+    limit_event,
+    make_program,
+    run,
+    until,
+)
 from tests.vtn_double import VtnDouble  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported scheme type:UserWarning")
+
+
+@pytest.fixture(name="vtn")
+def _vtn() -> Iterator[VtnDouble]:
+    v = VtnDouble().start()
+    yield v
+    v.close()
+    assert v.violations == [], "\n".join(v.violations)
 
 
 def test_vtn_restart_loses_no_event() -> None:
@@ -56,3 +74,59 @@ def test_vtn_restart_loses_no_event() -> None:
     finally:
         vtn.close()
     assert vtn.violations == [], vtn.violations
+
+
+def test_an_event_deleted_while_the_daemon_was_down_is_cancelled_after_it_restarts(
+    vtn: VtnDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aggregator's walk (session 24, D1): the events the VEN checks for deletion were
+    held in memory only, so an event the VTN deleted while gridsched was down (an upgrade, a
+    crash, a reboot) was never asked for again: the restarted daemon kept its cap in force
+    for its whole length, for an event the utility had cancelled."""
+    from tests.test_daemon import OADR_TOKEN, DaemonProc, status, wait_for
+
+    client = bl(vtn)
+    pid = make_program(client)
+    d = DaemonProc(tmp_path)
+    d.site.write_text(d.site.read_text() + '\n[openadr]\nven_name = "gridsched-down"\n')
+    for k, v in {**vtn.ven_env(), "GRIDSCHED_OPENADR_TOKENS": OADR_TOKEN}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("GRIDSCHED_VTN_POLL_S", "1")
+    d.start()
+    try:
+        eid = client.create_event(limit_event(pid, kw=55.0)).json()["id"]
+        wait_for(lambda: status(d)["cap_kw"] == 55, 30)
+        d.stop()
+        assert client.delete_event(eid).status_code == 200
+        d.start()
+
+        def cancelled() -> bool:
+            held = [e["id"] for e in status(d)["active_events"]]
+            return not any(i.startswith(f"oadr:{eid}:") for i in held)
+
+        wait_for(cancelled, 30)
+        assert ("GET", f"/events/{eid}", 404) in vtn.requests
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+def test_a_vtn_that_pages_shorter_than_asked_loses_no_event(vtn: VtnDouble) -> None:
+    """The aggregator's walk (session 24, D2): the VEN took any page shorter than the 50 it
+    asked for as the end of the listing. A VTN that pages by 5 (the OpenAPI's `limit` is a
+    maximum) hid every event past its first page, new and changed alike, while the VEN's
+    status said its polls were fine."""
+    client = bl(vtn)
+    pid = make_program(client)
+    ids = [client.create_event(limit_event(pid, 100.0 + k)).json()["id"] for k in range(12)]
+    vtn.page_cap = 5
+    sink = Sink()
+
+    async def go() -> None:
+        ven = Ven(config(vtn), sink)
+        await ven.start()
+        assert sorted(sink.events()) == sorted(ids)
+        assert sink.events("DELETE") == []
+        await ven.stop()
+
+    run(go())

@@ -138,6 +138,9 @@ class VtnDouble:
         self.notified: list[tuple[str, dict[str, Any]]] = []  # (channel, body)
         self.answered_at: dict[str, float] = {}  # object id -> its webhook's 2xx (benchmarks)
         self.failing = False  # answer every call 500 (a VTN in trouble)
+        #: the most objects one listing page holds whatever `limit` asks (None: `limit`); the
+        #: OpenAPI's `limit` is a "maximum number of records to return", so a VTN may give fewer
+        self.page_cap: int | None = None
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -355,6 +358,7 @@ class VtnDouble:
             if ven_id is not None:
                 items = [o for o in items if o.get("venID") == ven_id]
             skip, limit = int(q.get("skip", 0)), int(q.get("limit", 50))
+            limit = limit if self.page_cap is None else min(limit, self.page_cap)
             return JSONResponse(items[skip : skip + limit])
         if method == "POST" and oid is None:
             obj = self._new(kind, data, client)

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,12 @@ class Ven(VenIntake):
         interpret: Interpret | None = None,
         measure: Measure | None = None,
         http: httpx.AsyncClient | None = None,
+        held: Iterable[str] = (),
     ) -> None:
+        """``held``: the ids of the VTN events the daemon stored before this start and still
+        holds; the first complete listing checks them for deletion as it does the events
+        it hands on (before, they were held in memory only, and an event the VTN deleted
+        while gridsched was down stayed in force after the restart)."""
         self.config = config
         self._deliver = deliver
         self._own_http = http is None
@@ -106,7 +111,8 @@ class Ven(VenIntake):
         )
         self.mqtt: MqttListener | None = None
         self._seen: dict[tuple[str, str], str] = {}  # (objectType, id) -> modificationDateTime
-        self._events: dict[str, dict[str, Any]] = {}  # the VTN's events as last delivered
+        # the VTN's events as last delivered (those stored before this start: by id alone)
+        self._events: dict[str, dict[str, Any]] = {eid: {"id": eid} for eid in held}
         self._tasks: list[asyncio.Task[None]] = []
         self.cadence = PollCadence(config.poll_s)
         self._handed = 0  # deliveries counted at the last poll's end (its log line)

@@ -4,7 +4,8 @@ Where 3.0.1 and 3.1.0 differ (the OpenAPI definitions of both): 3.1.0 keeps reso
 ``/resources`` with a ``venID`` and requires ``objectType`` on ven and resource requests
 (``VEN_VEN_REQUEST``, ``VEN_RESOURCE_REQUEST``); 3.0.1 nests resources under
 ``/vens/{venID}/resources`` and has neither. ``/notifiers`` exists only in 3.1.0.
-Lists are paged with ``skip``/``limit`` (at most 50 per page in 3.1.0); a listing's pages
+Lists are paged with ``skip``/``limit`` (at most 50 per page in 3.1.0) until an empty page
+(a VTN may return fewer than ``limit``); a listing's full pages
 can be asked for a few at once (``pages``), as the VEN's poll does with as many as the last
 listing had, so that a poll of many events takes about one round trip, not one per page.
 """
@@ -91,8 +92,8 @@ class VtnClient:
             out.extend(page)
         return out
 
-    async def _page(self, path: str, params: dict[str, Any] | None, page: int) -> list[Any]:
-        q = {**(params or {}), "skip": page * PAGE_LIMIT, "limit": PAGE_LIMIT}
+    async def _page(self, path: str, params: dict[str, Any] | None, skip: int) -> list[Any]:
+        q = {**(params or {}), "skip": skip, "limit": PAGE_LIMIT}
         got = await self.call("GET", path, params=q)
         if not isinstance(got, list):
             raise VtnError(f"GET {path}", 200, f"expected a JSON array, got {str(got)[:100]}")
@@ -101,21 +102,29 @@ class VtnClient:
     async def pages(
         self, path: str, params: dict[str, Any] | None = None, batch: int = 1
     ) -> AsyncGenerator[list[Any]]:
-        """The pages of a listing in order, until the first short one; ``batch`` pages are
-        asked for at once (at most ``MAX_BATCH``). A failed page raises after the pages
-        before it were yielded, so that the caller can act on those."""
+        """The pages of a listing in order, until an empty one; ``batch`` full pages are
+        asked for at once (at most ``MAX_BATCH``). A page shorter than ``limit`` is not the
+        end: ``limit`` is the most a VTN returns (OpenAPI), and one that pages by fewer
+        would hide the rest (the aggregator's walk, session 24); the next page is asked
+        from where it ended, one at a time. A failed page raises after the pages before it
+        were yielded, so that the caller can act on those."""
         batch = max(1, min(batch, MAX_BATCH))
-        for first in range(0, MAX_PAGES, batch):
+        skip = pages = 0
+        while pages < MAX_PAGES:
             tasks = [
-                asyncio.ensure_future(self._page(path, params, p))
-                for p in range(first, min(first + batch, MAX_PAGES))
+                asyncio.ensure_future(self._page(path, params, skip + k * PAGE_LIMIT))
+                for k in range(batch)
             ]
             try:
                 for task in tasks:
                     got = await task
-                    yield got
-                    if len(got) < PAGE_LIMIT:
+                    if not got:
                         return
+                    yield got
+                    skip, pages = skip + len(got), pages + 1
+                    if len(got) < PAGE_LIMIT:  # a short page: go on from its end, alone
+                        batch = 1
+                        break
             finally:  # the pages past the end, or past a failure: not waited for
                 for task in tasks:
                     task.cancel()

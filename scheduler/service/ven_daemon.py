@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from scheduler.service.ven_reports import ImportSample
 if TYPE_CHECKING:
     from scheduler.service.daemon import Daemon
 
-__all__ = ["deliverer", "reader", "start_ven", "ven_config_from_env"]
+__all__ = ["deliverer", "held_events", "reader", "start_ven", "ven_config_from_env"]
 
 
 def ven_config_from_env(
@@ -142,6 +143,17 @@ async def start_ven(daemon: Daemon, environ: Mapping[str, str] | None = None) ->
         # no meter reading: the devices' figure (read, else last known) is an estimate
         return ImportSample(daemon.measured()["import_kw"], verified=False)
 
-    ven = Ven(config, deliver, interpret=interpret, measure=measure)
+    ven = Ven(config, deliver, interpret=interpret, measure=measure, held=held_events(daemon))
     await ven.start()
     return ven
+
+
+def held_events(daemon: Daemon) -> list[str]:
+    """The VTN event ids behind the OpenADR signals stored and in force or to come
+    (``oadr:<event id>:...``): the restarted VEN checks them for deletion."""
+    ids = {
+        str(ev["id"]).split(":")[1]
+        for ev in daemon.store.signals(include_ended_after=time.time())
+        if ev.get("_source") == "openadr3" and str(ev.get("id", "")).count(":") >= 2
+    }
+    return sorted(ids)
