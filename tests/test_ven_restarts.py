@@ -130,3 +130,40 @@ def test_a_vtn_that_pages_shorter_than_asked_loses_no_event(vtn: VtnDouble) -> N
         await ven.stop()
 
     run(go())
+
+
+def test_a_program_s_changed_descriptors_reach_the_events_already_held(vtn: VtnDouble) -> None:
+    """The aggregator's walk (session 24, D5): an event without descriptors of its own reads
+    its units from its program's (User Guide 7.6). When the program's PRICE units changed
+    from KWH to MWH, the events already held kept the old reading (170 USD/MWh where 0.17
+    was meant) until the daemon restarted: they were handed on once per their own
+    modificationDateTime, and a program's change did not hand them on again."""
+    import time as _time
+
+    client = bl(vtn)
+    descriptor = {"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": "PRICE",
+                  "units": "KWH", "currency": "USD"}  # fmt: skip
+    program = {"programName": f"tou-{_time.monotonic_ns()}", "payloadDescriptors": [descriptor]}
+    r = client.create_program(program)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    event = limit_event(pid)
+    del event["payloadDescriptors"]
+    event["intervals"] = [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.17]}]}]
+    eid = client.create_event(event).json()["id"]
+    other = client.create_event(limit_event(make_program(client))).json()["id"]
+    sink = Sink()
+
+    async def go() -> None:
+        ven = Ven(config(vtn), sink)
+        await ven.start()
+        assert sorted(sink.events()) == sorted([eid, other])
+        await asyncio.sleep(0.01)  # a later modificationDateTime (ms resolution)
+        changed = {**program, "payloadDescriptors": [{**descriptor, "units": "MWH"}]}
+        assert client.update_program(pid, changed).status_code == 200
+        await ven.poll_once()
+        await ven.stop()
+
+    run(go())
+    assert sink.events().count(eid) == 2, sink.events()  # read again with the new units
+    assert sink.events().count(other) == 1  # another program's event: not again

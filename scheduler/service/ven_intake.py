@@ -3,7 +3,8 @@
 Polling, MQTT and the daemon's webhook route all see the same objects; an object is marked
 seen (by id and ``modificationDateTime``) only after the daemon took it, so a failed
 delivery is offered again by the next poll. The events held are what the poll's deletion
-check and the reports (``ven_reporter``) work from.
+check and the reports (``ven_reporter``) work from. A program changed hands its held events
+on again, since its payload descriptors are their defaults.
 """
 
 from __future__ import annotations
@@ -89,7 +90,14 @@ class VenIntake:
                 self._events.pop(oid, None)
                 self.reports.forget(oid)
             return
-        self._seen[key] = str(obj.get("modificationDateTime", ""))
+        mod = str(obj.get("modificationDateTime", ""))
+        if object_type == "PROGRAM" and self._seen.get(key, mod) != mod:
+            # its payload descriptors are the defaults of its events (User Guide 7.6): the
+            # events held are read again when next listed (the same poll: programs first)
+            for eid, ev in self._events.items():
+                if ev.get("programID") == oid:
+                    self._seen.pop(("EVENT", eid), None)
+        self._seen[key] = mod
         if object_type == "EVENT":
             self._events[oid] = obj
             self.reports.plan(body)
