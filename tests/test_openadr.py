@@ -502,6 +502,7 @@ def test_openadr_now_forever_delete_and_zero_length() -> None:
             {
                 "object": {
                     "id": "e",
+                    "intervalPeriod": {"start": T0, "duration": "PT1H"},
                     "intervals": [
                         {
                             "id": 0,
@@ -564,6 +565,40 @@ def test_payload_descriptors_not_a_list_of_objects_are_refused(
     assert exc.value.path == "object.payloadDescriptors", exc.value.path
     ok = {"objectType": kind, "operation": "CREATE", "object": {**obj, "payloadDescriptors": None}}
     read_notification(ok, NOW)  # null is the schema's "none"
+
+
+def test_an_event_with_no_interval_period_anywhere_is_refused() -> None:
+    """The aggregator's walk (session 24, D8): an event with no intervalPeriod at either
+    level became a cap from the moment it came until cancelled. User Guide 7.4: "If an
+    intervalPeriod is not present in the event, then one must be present in every
+    interval"; without one the VEN cannot know when the event applies."""
+    payload = {"type": "IMPORT_CAPACITY_LIMIT", "values": [45]}
+    obj = {"id": "t-noip", "intervals": [{"id": 0, "payloads": [payload]}]}
+    body = {"objectType": "EVENT", "operation": "CREATE", "object": obj}
+    with pytest.raises(OpenADRError) as exc:
+        notification_to_events(body, NOW)
+    assert exc.value.path == "object.intervals[0].intervalPeriod", exc.value.path
+    assert "User Guide 7.4" in str(exc.value)
+    timed = {"start": "2026-12-03T12:00:00Z", "duration": "PT1H"}
+    own = {**obj, "intervals": [{"id": 0, "intervalPeriod": timed, "payloads": [payload]}]}
+    assert notification_to_events({**body, "object": own}, NOW)  # its own period: read
+
+
+def test_an_openadr_time_without_an_offset_is_refused() -> None:
+    """The aggregator's walk (session 24, D9): "2026-12-04T12:00:00" was read as UTC without
+    a word; a VTN that meant the site's local time would be hours off. The schema's dateTime
+    is RFC 3339, which needs an offset, and the simple format refuses the same string."""
+    period = {"start": "2026-12-04T12:00:00", "duration": "PT1H"}
+    payload = {"type": "IMPORT_CAPACITY_LIMIT", "values": [45]}
+    obj = {
+        "id": "t-naive",
+        "intervalPeriod": period,
+        "intervals": [{"id": 0, "payloads": [payload]}],
+    }
+    with pytest.raises(OpenADRError) as exc:
+        notification_to_events({"objectType": "EVENT", "operation": "CREATE", "object": obj}, NOW)
+    assert exc.value.path == "object.intervalPeriod.start", exc.value.path
+    assert "no UTC offset" in str(exc.value)
 
 
 def test_the_daemon_docs_table_names_every_payload_type() -> None:

@@ -81,7 +81,11 @@ def parse_time(text: Any, path: str) -> datetime | None:
         raise OpenADRError(path, f"{text!r} is not an ISO 8601 date-time") from None
     if t.year == 1:
         return None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+    if t.tzinfo is None:  # RFC 3339 (the schema's dateTime) needs one: never guessed
+        raise OpenADRError(
+            path, f"{text!r} has no UTC offset; RFC 3339 needs one, e.g. {text[:19]}Z or -06:00"
+        )
+    return t.astimezone(UTC)
 
 
 def duration_s(text: Any, path: str) -> float | None:
@@ -142,6 +146,12 @@ class IntervalClock:
         for k, iv in enumerate(intervals):
             path = f"object.intervals[{k}].intervalPeriod"
             ip = interval_period(iv.get("intervalPeriod"), path)
+            if not ep and not ip:
+                raise OpenADRError(
+                    path,
+                    "missing, and the event has no intervalPeriod: User Guide 7.4, one of "
+                    "them gives each interval its time",
+                )
             self.draw(ip.get("randomizeStart"), f"{path}.randomizeStart", f"{self.key}:{k}")
             given = (
                 parse_time(ip["start"], f"{path}.start") if ip.get("start") is not None else None
