@@ -106,6 +106,30 @@ def test_a_failing_feed_is_reported_not_fatal(tmp_path: Path) -> None:
     assert d.feeds.prices is None
 
 
+@pytest.mark.parametrize("price", ["1e300", "5000000", "-2e6"])
+def test_a_feed_price_no_market_has_is_an_error_not_a_good_reading(
+    tmp_path: Path, price: str
+) -> None:
+    """The SRE's walk (session 24, D4): a feed serving 1e300 was a good reading: it lifted
+    the fail-safe of a silent feed, every re-plan then failed with "solver highs ended with
+    error (Unknown)", and /v1/status said the prices were fresh with no error. A signed
+    signal's price is held to +-1,000,000 USD/MWh; a feed's is held to the same."""
+    bad = CSV.replace("35.5", price)
+    (tmp_path / "p.csv").write_text(bad)
+    d = daemon_with(tmp_path, {"kind": "file", "path": "p.csv", "column": "price"})
+
+    async def go() -> None:
+        d.store.start()
+        await d.feeds.refresh_prices()
+        d.store.close()
+
+    asyncio.run(go())
+    assert d.feeds.prices is None
+    err = d.feeds.price_error or ""
+    named = price in err or f"{float(price):,.0f}" in err
+    assert "p.csv" in err and "line 3" in err and named, err
+
+
 def test_hashprice_from_a_command_and_an_http_endpoint(tmp_path: Path) -> None:
     """The network's figures from a command (as a site would script mempool.space or its
     node), a pool's USD/PH/day from HTTP; a command that fails keeps the value."""

@@ -21,6 +21,7 @@ from models.config_daemon import HashpriceFeed, PriceFeed
 from models.economics import hashprice_from_feed
 from models.errors import DataError
 from models.market import Series, demo_prices, in_usd_per_mwh, load_price_file, site_prices
+from models.signals import MAX_PRICE
 from models.site import FeedKind, Mining, SiteConfig
 from scheduler.service.daemon.clock import Clock
 
@@ -99,6 +100,21 @@ def _parse_prices(
         raise DataError(where, str(exc).removeprefix(f"{name}: ")) from None
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+def plausible(series: Series) -> Series:
+    """The feed's prices, refused by their line where one is beyond any market's (+-1e6
+    USD/MWh, a signal's bound): taken as good, 1e300 lifted a silent feed's fail-safe and
+    then failed every re-plan in the solver, naming nothing (the SRE's walk, session 24)."""
+    beyond = np.flatnonzero(np.abs(np.nan_to_num(series.values)) > MAX_PRICE)
+    if beyond.size:
+        k = int(beyond[0])
+        raise DataError(
+            series.label,
+            f"line {int(series.lines[k])}: {series.values[k]:,.0f} USD/MWh is beyond any market's "
+            f"price (at most {MAX_PRICE:,.0f} either way, as a signal's)",
+        )
+    return series
 
 
 class Feeds:
@@ -188,7 +204,7 @@ class Feeds:
             )
             parsed = await asyncio.to_thread(_parse_prices, text, fmt, column, ts, source, tz)
             series = parsed.scaled(1.0, label=f"{feed.kind.value} {source}:{feed.column}")
-        return in_usd_per_mwh(series, feed.currency, feed.usd_per_unit, feed.per)
+        return plausible(in_usd_per_mwh(series, feed.currency, feed.usd_per_unit, feed.per))
 
     def mining(self) -> Mining:
         """[mining] with the hashprice in force: the feed's last good value, or as
