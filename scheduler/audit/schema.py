@@ -12,7 +12,10 @@ Tables that older code can ignore without misreading anything are created on eve
 (:data:`ADDED_TABLES`), without a version: ``openadr_programs``, the OpenADR programs a
 daemon learned (their payload descriptors: the defaults of their events' units);
 ``device_identities``, what discovery found at each miner's address
-(``adapters.discovery.MinerIdentity`` as JSON), so that the next start does not probe again.
+(``adapters.discovery.MinerIdentity`` as JSON), so that the next start does not probe again;
+``openadr_reports`` and ``openadr_samples`` (``scheduler.audit.report_ledger``), the VEN's
+reports settled (sent or given up) and the import sampled for them, so that a restart
+neither posts a report again nor loses what was measured.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from scheduler.audit import report_ledger
 from scheduler.audit.chain import StoreError
 from scheduler.audit.head import HeadWriter
 from scheduler.audit.verify import SCHEMA_VERSION
@@ -97,6 +101,7 @@ def open_checked(
     if version < SCHEMA_VERSION:
         _migrate(con, path, version, bool(has_log), key, head_file)
     con.executescript(ADDED_TABLES)
+    con.executescript(report_ledger.TABLES)
     return SCHEMA_VERSION
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.audit import device_identities, schema, signal_rows, webhook_ids
+from scheduler.audit import device_identities, report_ledger, schema, signal_rows, webhook_ids
 from scheduler.audit.chain import GENESIS, Problem, StoreError, canonical, chain_hash, walk_chain
 from scheduler.audit.group_commit import GroupCommit
 from scheduler.audit.head import (
@@ -351,6 +351,25 @@ class Store:
                 con, "openadr_programs", "id", "descriptors", changes
             )
         )
+
+    # -- the VEN's reports settled and the import sampled for them (report_ledger) -----------
+
+    def openadr_reports(self) -> dict[str, tuple[str, str]]:
+        return report_ledger.settled(self._read)
+
+    def openadr_samples(self, since: float) -> list[report_ledger.Sample]:
+        return report_ledger.samples(self._read, since)
+
+    async def put_openadr_report(self, name: str, event_id: str, outcome: str, detail: Any) -> None:
+        await self.write(lambda con: report_ledger.settle(con, name, event_id, outcome, detail))
+
+    async def forget_openadr_reports(self, event_id: str) -> None:
+        await self.write(lambda con: report_ledger.forget_event(con, event_id))
+
+    async def put_openadr_samples(
+        self, rows: list[report_ledger.Sample], keep_after: float
+    ) -> None:
+        await self.write(lambda con: report_ledger.add_samples(con, rows, keep_after))
 
     # -- what discovery found at each miner's address (adapters.discovery; not chained) --------
 
