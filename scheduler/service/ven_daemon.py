@@ -144,6 +144,8 @@ async def start_ven(daemon: Daemon, environ: Mapping[str, str] | None = None) ->
         return ImportSample(daemon.measured()["import_kw"], verified=False)
 
     ven = Ven(config, deliver, interpret=interpret, measure=measure, held=held_events(daemon))
+    # reports sent or given up, and the samples for those not due yet, survive a restart
+    ven.reports.keep_in(daemon.store)
     await ven.start()
     return ven
 

@@ -26,7 +26,10 @@ unavailable for this interval") and has no value. Never a number that was not me
 Timing: the descriptor's ``startInterval``/``numIntervals`` select the intervals, and
 ``frequency`` how many go into each report (-1: all, sent after the last one ends).
 Forecasts (``historical = false`` or ``readingType`` ``FORECAST``) and repeats beyond one
-are not sent; they are listed in the VEN's status as not reported.
+are not sent; they are listed in the VEN's status as not reported. A descriptor without a
+``payloadType`` (required, at least one character; the User Guide's Example 7.7-1 misspells
+it ``payLoadType``) is not answered with a type made up: it is said (``malformed``) and
+skipped, as is a descriptor that is not an object.
 """
 
 from __future__ import annotations
@@ -83,11 +86,11 @@ class SampleLog:
 
     def __init__(self, keep_s: float = 2 * 86400.0) -> None:
         self._samples: deque[tuple[float, float | None, bool]] = deque()
-        self._keep_s = keep_s
+        self.keep_s = keep_s
 
     def add(self, t: float, sample: ImportSample) -> None:
         self._samples.append((t, sample.power_kw, sample.verified))
-        while self._samples and self._samples[0][0] < t - self._keep_s:
+        while self._samples and self._samples[0][0] < t - self.keep_s:
             self._samples.popleft()
 
     def read(self, start: float, end: float, how: str = "mean") -> Reading:
@@ -133,6 +136,15 @@ class ReportJob:
     how: str = "mean"  # mean, peak, last; "" : not available (every interval MISSING)
     sent: bool = False
     attempts: int = 0
+    given_up: str | None = None  # why, once given up (then never tried again)
+    next_at: float = 0.0  # unix s: the next try after a failed one (back-off)
+    failing_since: float | None = None  # unix s: the first failed try of the failures now
+    refusals: int = 0  # the VTN's refusals (4xx) in a row
+
+    @property
+    def name(self) -> str:
+        """The report's ``reportName``: its identity at the VTN (and in the state file)."""
+        return f"gridsched {self.key}"[:128]
 
     def body(
         self, log: SampleLog, client_name: str, resource_name: str, version: str
@@ -174,7 +186,7 @@ class ReportJob:
         out: dict[str, Any] = {
             "eventID": self.event_id,
             "clientName": client_name,
-            "reportName": f"gridsched {self.key}"[:128],
+            "reportName": self.name,
             "payloadDescriptors": [descriptor],
             "resources": [{"resourceName": resource_name, "intervals": intervals}],
         }
@@ -214,6 +226,7 @@ class Planned:
     jobs: list[ReportJob] = field(default_factory=list)
     not_reported: list[str] = field(default_factory=list)  # why, one line each
     unavailable: dict[str, str] = field(default_factory=dict)  # type -> why (to log once)
+    malformed: list[str] = field(default_factory=list)  # descriptors skipped, one line each
 
 
 #: payload type -> (units table, default units, readings per descriptor readingType)
@@ -251,9 +264,16 @@ def plan_reports(event: dict[str, Any], simple_events: list[dict[str, Any]]) -> 
     windows = _windows(eid, simple_events)
     mod = str(event.get("modificationDateTime", ""))
     for d_no, d in enumerate(descriptors):
+        said = f"report descriptor {d_no} of event {eid}"
         if not isinstance(d, dict):
+            out.malformed.append(f"{said} is not an object; skipped")
             continue
-        ptype = str(d.get("payloadType", ""))
+        ptype = d.get("payloadType")
+        if not isinstance(ptype, str) or not ptype:
+            near = [k for k in d if k.lower() == "payloadtype" and k != "payloadType"]
+            hint = f" (it has {near[0]!r}: names are case-sensitive)" if near else ""
+            out.malformed.append(f"{said} has no payloadType{hint}; skipped")
+            continue
         how, units, unavailable = _measure_as(ptype, d)
         why = None
         forecast = str(d.get("readingType") or "").upper() == "FORECAST"
