@@ -214,6 +214,11 @@ def test_with_no_good_plan_covering_now_the_site_goes_to_the_fail_safe_posture(
             r = await _get(d, "/healthz")
             assert r.status_code == 503 and "no good plan" in r.text, r.text
             assert _sample(d, "gridsched_failsafe_active") == 1.0
+            # the SRE's walk (session 24, D2): the fail-safe cap was exported as an event
+            # in force, gridsched_signals_active{type="curtail"} 1 with no signal at all, so
+            # GridschedDREventNotMet paged about a DR event no grid operator sent, and the
+            # dashboard drew "DR curtail in force"; it is the fail-safe's own gauge's alone
+            assert _sample(d, "gridsched_signals_active", {"type": "curtail"}) is None
 
     asyncio.run(go())
 

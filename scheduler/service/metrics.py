@@ -125,6 +125,8 @@ class DaemonCollector:
         )
         by_type: dict[str, int] = {}
         for ev in events:
+            if ev.source == "failsafe":  # the site's own posture, no grid operator's event:
+                continue  # gridsched_failsafe_active says it (DR alerts must not fire on it)
             by_type[ev.type.value] = by_type.get(ev.type.value, 0) + 1
         for t_, n in sorted(by_type.items()):
             act.add_metric([t_], n)
