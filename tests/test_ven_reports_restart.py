@@ -201,8 +201,9 @@ def test_a_vtn_outage_longer_than_20_tries_loses_no_report() -> None:
     assert vtn.violations == [], vtn.violations
     tries = posts(vtn)
     assert tries[-1] == 201 and set(tries[:-1]) == {500}
-    # 0.01, 0.02, 0.04, 0.08, 0.16, 0.16 ...: about 16 tries in 2 s, not 200 (nor 20 then none)
-    assert 8 <= len(tries) <= 25, tries
+    # 0.01, 0.02, 0.04, 0.08, 0.16, 0.16 ...: at most ~16 tries in 2 s, not 200 (nor 20, then
+    # none); fewer on a loaded host, where each try to the double takes longer
+    assert 4 <= len(tries) <= 25, tries
     assert during["reports_pending"] == 1 and during["reports_given_up"] == 0
     assert not any("gave up" in line for line in during["not_reported"])
     assert after["reports_pending"] == 0 and after["reports_sent"] == 1
