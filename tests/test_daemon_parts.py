@@ -788,7 +788,7 @@ def test_stopping_while_a_poll_runs_logs_no_job_error(
     asyncio.run(body())
     errors = [r for r in caplog.records if r.levelno >= 40]
     assert errors == [], [r.getMessage() for r in errors]
-    assert "poll" not in d.counters.task_failures
+    assert not d.counters.task_failures.get("poll")  # exported at 0 since session 24
 
 
 def test_reading_gaps_walk_on_past_a_gpu_in_a_mode_of_no_class(tmp_path: Path) -> None:

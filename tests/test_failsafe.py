@@ -482,7 +482,7 @@ def test_a_failing_scheduled_job_is_counted(
             await until(lambda: d.counters.task_failures.get("poll"), what="the failure counted")
         finally:
             d.scheduler.shutdown(wait=False)
-        assert d.counters.task_failures == {"poll": 1}
+        assert {k: n for k, n in d.counters.task_failures.items() if n} == {"poll": 1}
         assert _sample(d, "gridsched_task_failures_total", {"task": "poll"}) == 1.0
 
     asyncio.run(go())

@@ -157,3 +157,39 @@ def test_the_daemons_histograms_on_metrics_match_what_it_observed(tmp_path: Path
     assert fast["count"] == [float(c.fast_path_s.count)] and c.fast_path_s.count >= 1
     assert fast["sum"] == [pytest.approx(c.fast_path_s.total)] and c.fast_path_s.total > 0
     assert hist["gridsched_gpu_drain_seconds"]["count"] == [float(c.drain_s.count)]
+
+
+def test_failure_counters_are_exported_at_zero_before_their_first_failure(tmp_path: Path) -> None:
+    """The SRE's walk (session 24, D1): gridsched_task_failures_total{task} and
+    gridsched_signals_received_total{source,result} had no series until their first count,
+    so each was born at 1; increase() over a series born at 1 is 0, and GridschedTaskFailing
+    and GridschedSignalsNotStored never fired on the first failure (a promtool test with
+    the series as exported, absent then 1, failed). Prometheus's advice: export the label
+    values known in advance at 0."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    d = Daemon(parse_site(tomllib.loads(SITE), "test", str(tmp_path)), tmp_path / "g.db")
+
+    async def go() -> str:
+        async with running(d):
+            await d.replan("test")
+            await d.tasks.spawn(asyncio.sleep(0), "replan")  # a task started, none failed
+            d.tasks.job(d.poll, "poll")  # a scheduled job set up (the daemon's start does)
+            transport = httpx.ASGITransport(app=create_app(d))
+            async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
+                return (await c.get("/metrics")).text
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(asyncio.run(go()))
+        for s in fam.samples
+    }
+    for source in ("simple", "openadr3"):
+        key = (("result", "not_stored"), ("source", source))
+        assert samples.get(("gridsched_signals_received_total", key)) == 0.0, source
+    tasks = {
+        dict(labels)["task"]: v
+        for (name, labels), v in samples.items()
+        if name == "gridsched_task_failures_total"
+    }
+    assert {"replan", "poll"} <= set(tasks) and set(tasks.values()) == {0.0}, tasks

@@ -14,6 +14,18 @@ from adapters.faults import in_words, traceback_once
 from scheduler.service.histograms import DRAIN_BUCKETS, FAST_BUCKETS, SOLVE_BUCKETS, Histogram
 
 SWEEP_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+#: gridsched_signals_received_total's labels (docs/daemon.md), each pair exported from 0
+SIGNAL_SOURCES = ("simple", "openadr3")
+SIGNAL_RESULTS = (
+    "accepted",
+    "duplicate",
+    "invalid",
+    "unknown",
+    "conflict",
+    "unauthorized",
+    "rejected",
+    "not_stored",
+)
 
 log = logging.getLogger("gridsched.daemon")
 
@@ -31,7 +43,11 @@ class Counters:
     energy_cost_usd: float = 0.0
     tokens: float = 0.0
     hashes: float = 0.0
-    signals: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, result)
+    #: (source, result), every pair at 0 from the start: a series born at 1 has no
+    #: increase() to Prometheus, and the alert on the first failure would not fire
+    signals: dict[tuple[str, str], int] = field(
+        default_factory=lambda: {(s, r): 0 for s in SIGNAL_SOURCES for r in SIGNAL_RESULTS}
+    )
     openadr_payloads: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, acted)
     commands: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     #: read-back verdicts on accepted commands, as they arrive
@@ -39,7 +55,8 @@ class Counters:
         default_factory=lambda: {"confirmed": 0, "unconfirmed": 0, "superseded": 0}
     )
     plan_failures: int = 0  # re-plans that ended without a plan to apply
-    task_failures: dict[str, int] = field(default_factory=dict)  # background task -> count
+    #: background task -> count; a task's series at 0 from its first start (as ``signals``)
+    task_failures: dict[str, int] = field(default_factory=dict)
     store_failures: int = 0  # audit records the state file refused
     solve_s: Histogram = field(default_factory=lambda: Histogram(SOLVE_BUCKETS))
     fast_path_s: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS))
@@ -70,6 +87,7 @@ class Tasks:
         self.stopping = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        self.counters.task_failures.setdefault(name, 0)  # exported from 0, not born at 1
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self.running.add(task)
         task.add_done_callback(self._done)
@@ -96,6 +114,7 @@ class Tasks:
         """A scheduled job that the daemon's stop may cut short without it counting as a
         failure: APScheduler logs a job's CancelledError as an exception with its
         traceback, and at site scale a poll is running whenever the daemon stops."""
+        self.counters.task_failures.setdefault(name, 0)  # exported from 0, not born at 1
 
         @functools.wraps(fn)  # the job is still named, and found, as the function it runs
         async def run(*args: Any) -> None:
