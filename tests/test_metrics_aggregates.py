@@ -73,10 +73,16 @@ def test_new_readings_or_a_mode_change_are_summed_again(tmp_path: Path) -> None:
         read = class_aggregates(d, moved)
         assert read.power_units is not moved.power_units
         _same(read, class_aggregates(d))
-        # a reading dropped from the poll's (an unreachable device): summed again
+        # a reading dropped from the poll's (an unreachable device): summed again, the
+        # device at its last known power, as the site's total counts it (the SRE's walk,
+        # session 24, D3: it was 0 W here, the class 41 % under the site's miners)
         d.power.readings.pop("old/0")
+        d.power.invalidate()
         dropped = class_aggregates(d, read)
         _same(dropped, class_aggregates(d))
-        assert dropped.power_units[("old", "asic", "stock")][0] == 3 * 3000.0
+        assert dropped.power_units[("old", "asic", "stock")][0] == 4 * 3000.0
+        site_w = d.measured()["asic_kw"] * 1000.0
+        classes_w = sum(w for (_, k, _), (w, _) in dropped.power_units.items() if k == "asic")
+        assert classes_w == site_w
 
     _run(tmp_path, body)

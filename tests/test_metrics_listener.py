@@ -235,7 +235,9 @@ def test_the_class_aggregates_count_every_device_once(tmp_path: Path) -> None:
         for s in f.samples
         if s.name == "gridsched_class_power_watts"
     }
-    assert power["old"] == 3 * 3000.0  # old/0 unread: in the units, not in the power
+    # old/0 unread: in the units, and in the power at its last known 3 kW, as the site's
+    # total counts it (it was left out, at 0 W, until the SRE's walk of session 24)
+    assert power["old"] == 4 * 3000.0
 
 
 def test_gridsched_run_refuses_a_taken_metrics_port_before_a_device(tmp_path: Path) -> None:

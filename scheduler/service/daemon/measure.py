@@ -176,6 +176,13 @@ class Power:
             cached = self._cache[view] = (plan, k, self._sum(table, now))
         return cached[2]
 
+    def counted(self, now: float) -> Mapping[str, tuple[str, DevicePower]]:
+        """Each device's (kind, power) as the site's figure counts it now (read, else last
+        known, else nameplate: never 0 kW for a device not read), for per-class sums that
+        must add up to it; not to be changed."""
+        self.site(READ, now)
+        return self._tables[READ]
+
     def measured(
         self, now: float, expect: bool = False, cautious: bool = False
     ) -> dict[str, float]:
