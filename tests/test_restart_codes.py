@@ -171,3 +171,24 @@ def test_run_refuses_a_ven_it_cannot_start_before_touching_a_device(
     )  # fmt: skip
     assert res.returncode == startup.EXIT_CONFIG, res.stderr
     assert named in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_the_stop_line_says_when_the_shutdown_posture_is_not_complete() -> None:
+    """The SRE's walk (session 24, D6): 7 of 20 devices failed the shutdown posture and 2
+    miners were left hashing, and the line still began "safe posture" (exit 0, which
+    operations.md reads as "devices in the shutdown posture")."""
+    from scheduler.cli.run import stop_line
+
+    whole = {
+        "told": 20,
+        "confirmed": 20,
+        "unconfirmed": 0,
+        "failed": 0,
+        "limit_s": 40,
+        "waited_s": 5.1,
+    }
+    assert stop_line(whole).startswith("gridsched: stopped; safe posture: 20 devices told, 20 ")
+    part = {**whole, "confirmed": 13, "failed": 7}
+    said = stop_line(part)
+    assert said.startswith("gridsched: stopped; shutdown posture NOT complete: 20 devices told, 13")
+    assert "7 failed" in said and "may still draw power" in said, said

@@ -170,14 +170,25 @@ async def _serve(daemon: Any, sock: Any, args: argparse.Namespace) -> None:
             profile.dump()
         posture = Posture(args.posture) if args.posture else None
         await daemon.stop(posture)
-        r = daemon.shutdown_report
-        print(
-            f"gridsched: stopped; safe posture: {r['told']} devices told, {r['confirmed']} "
-            f"confirmed by read-back, {r['unconfirmed']} not confirmed within "
-            f"{r.get('limit_s', 0):g} s, {r['failed']} failed (read back in "
-            f"{r.get('waited_s', 0):g} s)",
-            flush=True,
-        )
+        line = stop_line(daemon.shutdown_report)
+        if "NOT complete" in line:
+            log.warning("%s", line.removeprefix("gridsched: "))
+        print(line, flush=True)
+
+
+def stop_line(r: dict[str, Any]) -> str:
+    """The last line of ``gridsched run``: how many devices took the shutdown posture, read
+    back; "NOT complete" where any failed or was not confirmed (the line began "safe
+    posture" with 2 miners left hashing: the SRE's walk, session 24)."""
+    whole = r["confirmed"] == r["told"]
+    head = "safe posture" if whole else "shutdown posture NOT complete"
+    tail = "" if whole else "; the devices not confirmed may still draw power (fleet status)"
+    return (
+        f"gridsched: stopped; {head}: {r['told']} devices told, {r['confirmed']} "
+        f"confirmed by read-back, {r['unconfirmed']} not confirmed within "
+        f"{r.get('limit_s', 0):g} s, {r['failed']} failed (read back in "
+        f"{r.get('waited_s', 0):g} s){tail}"
+    )
 
 
 def _quiet_server_class() -> Any:
