@@ -124,8 +124,8 @@ def dashboard() -> dict[str, Any]:
         ),
         stat(
             4,
-            "Devices unreachable",
-            'sum(gridsched_devices{health="unreachable", site=~"$site"})',
+            "Devices not read",  # unreachable, or answering in words that cannot be read
+            'sum(gridsched_devices{health=~"unreachable|unreadable", site=~"$site"})',
             "none",
             12,
             0,
