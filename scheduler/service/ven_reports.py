@@ -24,7 +24,10 @@ available: a report whose every interval is ``DATA_QUALITY`` ``MISSING`` ("the d
 unavailable for this interval") and has no value. Never a number that was not measured.
 
 Timing: the descriptor's ``startInterval``/``numIntervals`` select the intervals, and
-``frequency`` how many go into each report (-1: all, sent after the last one ends).
+``frequency`` how many go into each report (-1: all, sent after the last one ends). The
+intervals are those the daemon made of the event; a 'report-only' event (User Guide 7.5: no
+intervals, or all with empty payloads) makes none, so its own intervals, or the implied ones
+its ``intervalPeriod`` repeats, are timed from the event itself (``ven_report_only``).
 Forecasts (``historical = false`` or ``readingType`` ``FORECAST``) and repeats beyond one
 are not sent; they are listed in the VEN's status as not reported. A descriptor without a
 ``payloadType`` (required, at least one character; the User Guide's Example 7.7-1 misspells
@@ -34,11 +37,14 @@ skipped, as is a descriptor that is not an object.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from scheduler.service.ven_report_only import bl_spans, implied_spans, is_report_only
 
 __all__ = [
     "ImportSample",
@@ -254,14 +260,42 @@ def _measure_as(ptype: str, d: dict[str, Any]) -> tuple[str, str, str | None]:
     return kinds.get(reading, _HOW[ptype]), units, None
 
 
-def plan_reports(event: dict[str, Any], simple_events: list[dict[str, Any]]) -> Planned:
-    """The reports ``event`` asks for, given what gridsched made of its intervals."""
+def _chosen(
+    event: dict[str, Any], d: dict[str, Any], windows: list[Window] | None, now: float
+) -> tuple[list[Window], str | None]:
+    """The windows a descriptor selects (``startInterval``, ``numIntervals``): of
+    ``windows``, or, None, of the event's implied intervals (``ven_report_only``)."""
+    start = max(int(d.get("startInterval", -1)), 0)
+    num = int(d.get("numIntervals", -1))
+    if windows is None:
+        spans, why = implied_spans(event, start, num, now)
+        return [Window(*s) for s in spans], why and f"report-only event: {why}"
+    chosen = windows[start:] if num < 0 else windows[start : start + num]
+    if windows and not chosen:
+        return [], f"startInterval {start} selects none of its {len(windows)} intervals"
+    return chosen, None
+
+
+def plan_reports(
+    event: dict[str, Any], simple_events: list[dict[str, Any]], now: float | None = None
+) -> Planned:
+    """The reports ``event`` asks for, given what gridsched made of its intervals (for a
+    report-only event, its own intervals or implied ones, timed from ``now``)."""
     out = Planned()
     descriptors = event.get("reportDescriptors") or []
     if not descriptors:
         return out
+    now = time.time() if now is None else now
     eid = str(event.get("id"))
-    windows = _windows(eid, simple_events)
+    windows: list[Window] | None = _windows(eid, simple_events)
+    no_windows = "the event has no intervals with times to report on"
+    if not windows and is_report_only(event):
+        if event.get("intervals"):  # BL-determined: its intervals, empty payloads
+            spans, why_none = bl_spans(event, now)
+            windows = [Window(*s) for s in spans]
+            no_windows = f"report-only event: {why_none}"
+        else:  # implied: counted per descriptor
+            windows = None
     mod = str(event.get("modificationDateTime", ""))
     for d_no, d in enumerate(descriptors):
         said = f"report descriptor {d_no} of event {eid}"
@@ -279,17 +313,16 @@ def plan_reports(event: dict[str, Any], simple_events: list[dict[str, Any]]) -> 
         forecast = str(d.get("readingType") or "").upper() == "FORECAST"
         if d.get("historical", True) is False or forecast:
             why = f"{ptype}: forecasts (historical = false, FORECAST) are not sent"
-        elif not windows:
-            why = f"{ptype}: the event has no intervals with times to report on"
+        else:
+            chosen, why_none = _chosen(event, d, windows, now)
+            if not chosen:
+                why = f"{ptype}: {why_none or no_windows}"
         if why:
             out.not_reported.append(f"event {eid}: {why}")
             continue
         if unavailable:  # answered, each interval MISSING: the VTN hears it, nothing invented
             out.not_reported.append(f"event {eid}: {unavailable}; answered as not available")
             out.unavailable[ptype] = unavailable
-        start = max(int(d.get("startInterval", -1)), 0)
-        num = int(d.get("numIntervals", -1))
-        chosen = windows[start:] if num < 0 else windows[start : start + num]
         freq = int(d.get("frequency", -1))
         size = len(chosen) if freq <= 0 else freq
         if int(d.get("repeat", 1)) != 1:

@@ -1,0 +1,170 @@
+"""Report-only events (User Guide 7.5) and the reports' metric, against the VTN double
+(every request checked against the OpenADR 3.1.0 definition):
+
+- "'report-only' event with BL-determined intervals": intervals with times but empty
+  payloads; the reports cover those intervals, by their ids;
+- "'report-only' event with implied intervals": no intervals, an event-level
+  ``intervalPeriod`` whose duration is the length of each implied interval, counted by the
+  descriptor's ``startInterval``/``numIntervals`` (or the event's ``duration``);
+- with the same honesty rules as every report: an interval read for less than half its
+  length is ``MISSING``, one read from the devices (no meter) ``ESTIMATED``.
+
+Skipped when ../shared/openadr3 is absent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.support.openadr import skip_without_openadr3
+
+skip_without_openadr3()
+
+from scheduler.service.openadr import notification_to_events  # noqa: E402
+from scheduler.service.ven import Ven  # noqa: E402
+from scheduler.service.ven_reports import ImportSample, plan_reports  # noqa: E402
+from tests.test_ven import SITE, Sink, bl, config, iso, make_program, run, until  # noqa: E402
+from tests.test_ven_reports_restart import values  # noqa: E402
+from tests.vtn_double import VtnDouble  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:Unsupported scheme type:UserWarning")
+
+
+def report_only(pid: str, start: datetime, period: str, **extra: Any) -> dict[str, Any]:
+    return {"programID": pid, "eventName": "report-only",
+            "intervalPeriod": {"start": iso(start), "duration": period}, **extra}  # fmt: skip
+
+
+def new_ven(vtn: VtnDouble, **cfg: Any) -> Ven:
+    return Ven(config(vtn, **cfg), Sink(),
+               interpret=lambda b: notification_to_events(b, datetime.now(UTC), SITE),
+               measure=lambda: ImportSample(None, False))  # fmt: skip
+
+
+def by_type(vtn: VtnDouble) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in vtn.objects["report"].values():
+        out.setdefault(r["payloadDescriptors"][0]["payloadType"], []).append(r)
+    for reports in out.values():
+        reports.sort(key=lambda r: r["resources"][0]["intervals"][0]["intervalPeriod"]["start"])
+    return out
+
+
+def test_bl_determined_intervals_with_empty_payloads_are_reported() -> None:
+    """D7: two timed intervals with ``payloads: []`` and a USAGE descriptor were accepted
+    but never reported ("the event has no intervals with times to report on")."""
+    vtn = VtnDouble().start()
+    try:
+        client = bl(vtn)
+        pid = make_program(client)
+        start = datetime.now(UTC) - timedelta(minutes=25)
+        ev = report_only(pid, start, "PT10M", reportDescriptors=[{"payloadType": "USAGE"}])
+        ev["intervals"] = [{"id": 7, "payloads": []}, {"id": 9, "payloads": []}]
+        r = client.create_event(ev)
+        assert r.status_code == 201, r.text
+        eid = r.json()["id"]
+
+        async def go() -> dict[str, Any]:
+            ven = new_ven(vtn)
+            t0 = start.timestamp()
+            for s in range(0, 10 * 60, 10):  # interval 7 read from the meter; 9 never
+                ven.record(t0 + s, 600.0, verified=True)
+            await ven.start()
+            await until(lambda: ven.status()["reports_sent"] == 1, 10)
+            st = ven.status()
+            await ven.stop()
+            return st
+
+        st = run(go())
+    finally:
+        vtn.close()
+    assert vtn.violations == [], vtn.violations
+    (report,) = vtn.objects["report"].values()
+    assert report["eventID"] == eid
+    got = values(report)
+    assert list(got) == [7, 9], "the event's own interval ids"
+    assert got[7] == {"USAGE": pytest.approx(100.0, rel=0.01), "DATA_QUALITY": "OK"}
+    assert got[9] == {"DATA_QUALITY": "MISSING"}  # unread: no value, never 0
+    (res,) = report["resources"]
+    assert res["intervals"][1]["intervalPeriod"]["start"].startswith(
+        iso(start + timedelta(minutes=10))[:19]
+    )
+    assert not [line for line in st["not_reported"] if "no intervals" in line], st
+
+
+def test_implied_intervals_are_counted_from_the_event_interval_period() -> None:
+    """D7, 'report-only' event with implied intervals: no ``intervals``, an event-level
+    period of 5 minutes. DEMAND asks for two implied intervals, one report each
+    (``frequency`` 1); USAGE names no count, and the event's ``duration`` (15 minutes) gives
+    three."""
+    vtn = VtnDouble().start()
+    try:
+        client = bl(vtn)
+        pid = make_program(client)
+        start = datetime.now(UTC) - timedelta(minutes=16)
+        asked = [
+            {"payloadType": "DEMAND", "startInterval": 1, "numIntervals": 2, "frequency": 1},
+            {"payloadType": "USAGE", "units": "WH"},
+        ]
+        ev = report_only(pid, start, "PT5M", reportDescriptors=asked, duration="PT15M")
+        r = client.create_event(ev)
+        assert r.status_code == 201, r.text
+
+        async def go() -> dict[str, Any]:
+            ven = new_ven(vtn)
+            t0 = start.timestamp()
+            for s in range(0, 11 * 60, 10):  # the devices' figure (no meter), 11 minutes
+                ven.record(t0 + s, 60.0, verified=False)
+            await ven.start()
+            await until(lambda: ven.status()["reports_sent"] == 3, 10)
+            st = ven.status()
+            await ven.stop()
+            return st
+
+        st = run(go())
+    finally:
+        vtn.close()
+    assert vtn.violations == [], vtn.violations
+    reports = by_type(vtn)
+    first, second = reports["DEMAND"]
+    assert values(first) == {1: {"DEMAND": pytest.approx(60.0), "DATA_QUALITY": "ESTIMATED"}}
+    assert values(second) == {2: {"DATA_QUALITY": "MISSING"}}  # under 2 of its 5 minutes read
+    (iv,) = first["resources"][0]["intervals"]
+    assert iv["intervalPeriod"]["duration"] == "PT300S"
+    assert iv["intervalPeriod"]["start"].startswith(iso(start + timedelta(minutes=5))[:19])
+    (usage,) = reports["USAGE"]
+    got = values(usage)
+    assert list(got) == [0, 1, 2]
+    assert got[0] == {"USAGE": pytest.approx(5000.0, rel=0.01), "DATA_QUALITY": "ESTIMATED"}
+    assert got[2] == {"DATA_QUALITY": "MISSING"}
+    assert usage["payloadDescriptors"][0]["readingType"] == "ESTIMATED"
+    assert st["reports_pending"] == 0
+
+
+def test_report_only_timing_the_ven_cannot_honour_is_said() -> None:
+    """Implied intervals of no end (``P9999Y``) have no interval to report historically;
+    one not over yet is pending, not sent; forecasts stay unsent, said as before."""
+    now = datetime.now(UTC)
+    body = {"programID": "p", "id": "e1", "modificationDateTime": iso(now),
+            "intervalPeriod": {"start": iso(now), "duration": "P9999Y"},
+            "reportDescriptors": [{"payloadType": "USAGE"}]}  # fmt: skip
+    planned = plan_reports(body, [], now.timestamp())
+    assert planned.jobs == []
+    (why,) = planned.not_reported
+    assert "no end" in why, why
+    body["intervalPeriod"] = {"start": iso(now), "duration": "PT1H"}
+    body["reportDescriptors"] = [
+        {"payloadType": "USAGE", "numIntervals": 3},
+        {"payloadType": "DEMAND", "historical": False},
+    ]
+    planned = plan_reports(body, [], now.timestamp())
+    (job,) = planned.jobs
+    assert [w.interval_id for w in job.windows] == [0, 1, 2]
+    assert job.due_at == pytest.approx(now.timestamp() + 3 * 3600, abs=1)
+    assert any("forecasts" in line for line in planned.not_reported)
+    # intervals that carry payloads are no report-only event: their windows come from what
+    # the daemon made of them, as before
+    body["intervals"] = [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.1]}]}]
+    assert plan_reports(body, [], now.timestamp()).jobs == []
