@@ -1,4 +1,5 @@
-"""Parse human durations such as ``5min``, ``48h``, ``1h30min`` or ``P1D``-free shorthand."""
+"""Parse durations as people write them (``5min``, ``48h``, ``1h30min``) and as ISO 8601
+does (``PT30M``, ``P1DT2H``: the form OpenADR and aggregators' systems use)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,37 @@ _UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|sec|s|m|h|d)")
 
 
+#: ISO 8601's duration in weeks, days, hours, minutes and seconds (years and months have
+#: no fixed length, and are refused by name)
+_ISO = re.compile(
+    r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?",
+    re.IGNORECASE,
+)
+
+
+def _iso_s(text: str) -> float:
+    s = text.strip()
+    m = _ISO.fullmatch(s)
+    if m is None or not any(m.groups()) or s.upper().endswith("T"):
+        if re.fullmatch(r"P(\d+Y)?(\d+M)?(\d+D)?(T.*)?", s, re.IGNORECASE):
+            raise ValueError(
+                f"duration {text!r}: years and months have no fixed length; give days, "
+                "hours, minutes or seconds (e.g. 'P30D', 'PT1H')"
+            )
+        raise ValueError(
+            f"duration {text!r} is not understood: ISO 8601 as P[nW][nD][T[nH][nM][nS]] "
+            "(e.g. 'PT30M', 'P1DT2H'), or a number and a unit (e.g. '30min', '1h30min')"
+        )
+    w, d, h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
+    return w * 604800 + d * 86400 + h * 3600 + mi * 60 + sec
+
+
 def _total_s(text: str) -> float:
-    """The seconds of one or more ``<number><unit>`` parts; ValueError naming the text."""
+    """The seconds of one or more ``<number><unit>`` parts, or of an ISO 8601 duration
+    (``PT30M``); ValueError naming the text."""
+    if text.strip()[:1] in ("P", "p"):
+        return _iso_s(text)
     s = text.strip().lower().replace(" ", "")
     pos = 0
     total = 0.0
