@@ -15,7 +15,9 @@ daemon learned (their payload descriptors: the defaults of their events' units);
 (``adapters.discovery.MinerIdentity`` as JSON), so that the next start does not probe again;
 ``openadr_reports`` and ``openadr_samples`` (``scheduler.audit.report_ledger``), the VEN's
 reports settled (sent or given up) and the import sampled for them, so that a restart
-neither posts a report again nor loses what was measured.
+neither posts a report again nor loses what was measured; ``billing_peaks``
+(``scheduler.audit.billing_peaks``), the highest import of each billing period, so that a
+restart keeps the peak the month's demand charge is already paid on.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from scheduler.audit import report_ledger
+from scheduler.audit import billing_peaks, report_ledger
 from scheduler.audit.chain import StoreError
 from scheduler.audit.head import HeadWriter
 from scheduler.audit.verify import SCHEMA_VERSION
@@ -102,6 +104,7 @@ def open_checked(
         _migrate(con, path, version, bool(has_log), key, head_file)
     con.executescript(ADDED_TABLES)
     con.executescript(report_ledger.TABLES)
+    con.executescript(billing_peaks.TABLES)
     return SCHEMA_VERSION
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.audit import billing_peaks as peak_rows
 from scheduler.audit import device_identities, report_ledger, schema, signal_rows, webhook_ids
 from scheduler.audit.chain import GENESIS, Problem, StoreError, canonical, chain_hash, walk_chain
 from scheduler.audit.group_commit import GroupCommit
@@ -370,6 +371,14 @@ class Store:
         self, rows: list[report_ledger.Sample], keep_after: float
     ) -> None:
         await self.write(lambda con: report_ledger.add_samples(con, rows, keep_after))
+
+    # -- the billing peak of each period (billing_peaks; not chained) -----------------------
+
+    def billing_peaks(self) -> dict[str, float]:
+        return peak_rows.read(self._read)
+
+    async def put_billing_peak(self, period: str, start_at: float, peak_kw: float) -> None:
+        await self.write(lambda con: peak_rows.put(con, period, start_at, peak_kw))
 
     # -- what discovery found at each miner's address (adapters.discovery; not chained) --------
 
