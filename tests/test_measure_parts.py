@@ -427,7 +427,7 @@ def test_the_devices_are_counted_by_their_own_kind_and_the_billing_peak_is_the_s
     tmp_path: Path,
 ) -> None:
     s = Site(tmp_path)
-    assert s.power.billing_peak_kw == s.config.tariff.billing_peak_so_far_kw
+    assert s.power.billing.peak_kw(s.now) == s.config.tariff.billing_peak_so_far_kw
     s.poll(m_0=1000.0, m_1=1000.0, g_0=500.0)
     m = s.measured()
     assert (m["asic_kw"], m["gpu_kw"]) == (2.0, 0.5)

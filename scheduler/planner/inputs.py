@@ -30,6 +30,8 @@ class SiteState:
 
     current_load_kw: float | None = None
     units_on: dict[str, int] | None = None
+    #: the peak import already billed in the month the plan starts in (a later month in
+    #: the horizon starts at 0)
     billing_peak_kw: float | None = None
 
 
@@ -301,20 +303,18 @@ def assemble_inputs(
 
     peaks: list[PeakGroup] = []
     tariff = config.tariff
-    floor = (
-        state.billing_peak_kw
-        if state.billing_peak_kw is not None
-        else (tariff.billing_peak_so_far_kw)
-    )
+    floor = state.billing_peak_kw
+    floor = tariff.billing_peak_so_far_kw if floor is None else floor
     month_key = (local.year * 100 + local.month).to_numpy()
     if tariff.demand_charge_usd_per_kw_month > 0:
+        # the peak so far is the first month's; a later month has billed nothing yet
         for mk in np.unique(month_key):
             peaks.append(
                 PeakGroup(
                     f"demand-charge {mk // 100}-{mk % 100:02d}",
                     "demand-charge",
                     tariff.demand_charge_usd_per_kw_month,
-                    floor,
+                    floor if mk == month_key[0] else 0.0,
                     np.flatnonzero(month_key == mk),
                 )
             )

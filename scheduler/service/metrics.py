@@ -68,7 +68,14 @@ class DaemonCollector:
         g = GaugeMetricFamily(
             "gridsched_site_billing_peak_watts", "Highest import this billing period"
         )
-        g.add_metric([], d.power.billing_peak_kw * 1000)
+        billing, at = d.power.billing, d.clock.time()  # the daemon's clock decides the period
+        g.add_metric([], billing.peak_kw(at) * 1000)
+        yield g
+        g = GaugeMetricFamily(
+            "gridsched_site_billing_period_start_seconds",
+            "Start of the billing period (a month in the site's time zone) the peak is of",
+        )
+        g.add_metric([], billing.start.timestamp() if billing.start else 0.0)
         yield g
         yield from families.power_truth(d, m, now)
         yield from families.class_caps(d, now)

@@ -34,6 +34,7 @@ from scheduler.audit.store import Store
 from scheduler.planner.optimize import Planner
 from scheduler.planner.plan import Plan
 from scheduler.service.daemon import status as views
+from scheduler.service.daemon.billing import BillingPeak
 from scheduler.service.daemon.clock import Clock, SystemClock
 from scheduler.service.daemon.counters import Counters, Tasks
 from scheduler.service.daemon.devices import DeviceModes, confirm_posture
@@ -125,8 +126,13 @@ class Daemon:
         self.devices = DeviceModes(config, self.fleet, self.clock)
         self.fleet.on_outcome = self._verdict  # the read-back's verdicts
         self.devices.on_verdict = self.recorder.verdict  # to the audit trail as they come
+        # the billing period's peak, as the state file kept it (restored across restarts)
+        billing = BillingPeak(
+            config.site.tz, config.tariff.billing_peak_so_far_kw, self.store.billing_peaks(),
+            self.store,
+        )  # fmt: skip
         self.power = Power(
-            self.fleet, self.devices, self.plans, ModbusMeter(meter) if meter else None
+            self.fleet, self.devices, self.plans, ModbusMeter(meter) if meter else None, billing
         )
         self.fleet.on_reading = self.power.heard  # each reading counts as it comes
         self.feeds = Feeds(config, self.clock, self._feed_changed)

@@ -19,6 +19,7 @@ from adapters.base import Telemetry
 from adapters.fleet import DeviceStatus, Fleet
 from adapters.meter import MeterError, MeterReading, ModbusMeter
 from adapters.outcomes import Pending
+from scheduler.service.daemon.billing import BillingPeak
 from scheduler.service.daemon.devices import SLEEP, UNKNOWN, DeviceModes, mode_kw
 from scheduler.service.daemon.plans import CurrentPlan
 from scheduler.service.power import (
@@ -43,7 +44,12 @@ VIEWS = (READ, EXPECT, CAUTIOUS)
 
 class Power:
     def __init__(
-        self, fleet: Fleet, devices: DeviceModes, plans: CurrentPlan, meter: ModbusMeter | None
+        self,
+        fleet: Fleet,
+        devices: DeviceModes,
+        plans: CurrentPlan,
+        meter: ModbusMeter | None,
+        billing: BillingPeak | None = None,
     ) -> None:
         self.fleet = fleet
         self.devices = devices
@@ -60,7 +66,10 @@ class Power:
         self._since: set[str] = set()  # devices read since the latest sweep began
         self.meter_reading: MeterReading | None = None  # the last good one
         self.meter_error: str | None = None  # why the latest poll has no meter reading
-        self.billing_peak_kw = self.config.tariff.billing_peak_so_far_kw
+        #: the billing period's peak import (raised by the poll; none kept without a store)
+        self.billing = billing or BillingPeak(
+            self.config.site.tz, self.config.tariff.billing_peak_so_far_kw
+        )
         # Per view (READ, EXPECT, CAUTIOUS; see :meth:`measured`):
         #: each device's (kind, power) as last counted, in the fleet's order
         self._tables: dict[int, dict[str, tuple[str, DevicePower]]] = {}

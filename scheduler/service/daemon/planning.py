@@ -107,9 +107,9 @@ class Planning:
             units_on[group] = units_on.get(group, 0) + (mode != SLEEP)
         power = self.power
         load = power.measured(now, expect=True)["import_kw"] if power.readings else None
-        return SiteState(
-            current_load_kw=load, units_on=units_on or None, billing_peak_kw=power.billing_peak_kw
-        )
+        # the peak of the billing period ``now`` is in (the planner floors that month alone)
+        peak = power.billing.peak_kw(now)
+        return SiteState(current_load_kw=load, units_on=units_on or None, billing_peak_kw=peak)
 
     def available_config(self) -> SiteConfig:
         """The config with each managed class's units limited to the devices that answer

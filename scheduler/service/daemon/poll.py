@@ -101,7 +101,7 @@ class Poller:
             why = f"{drifted} devices left their mode; " if drifted else ""
             self.shedder.request(f"{why}load above the cap at the poll")
         self.integrate(m, dt, now)
-        self.power.billing_peak_kw = max(self.power.billing_peak_kw, m["import_kw"])
+        await self.power.billing.observe(m["import_kw"], now)  # kept in the state file
         counts = self.fleet.health_counts()
         await self.recorder.audit(
             "telemetry",

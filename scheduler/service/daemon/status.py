@@ -248,6 +248,8 @@ def status(d: Daemon) -> dict[str, Any]:
         "uptime_s": round(now - d.started_at, 1),
         "import_kw": round(m["import_kw"], 3),
         "cap_kw": None if math.isinf(cap) else cap,
+        # the billing period (a month in the site's time zone), its start and peak import
+        "billing_peak": d.power.billing.status(now),
         # caps on part of the site (events naming classes): kW at the meter, and whether
         # those classes meet them (met / not_met / unverified, as for the site's cap)
         "class_caps": class_caps(d, now),
