@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -34,6 +35,16 @@ class AuthError(RuntimeError):
 class _Token:
     value: str
     renew_at: float  # monotonic
+
+
+def _json(r: httpx.Response, call: str) -> Any:
+    """The answer's JSON, or an AuthError naming the call and what came back."""
+    try:
+        return r.json()
+    except ValueError:
+        raise AuthError(
+            f"{call}: HTTP {r.status_code}, the answer is not JSON: {r.text[:120]!r}"
+        ) from None
 
 
 class TokenSource:
@@ -70,7 +81,8 @@ class TokenSource:
         except httpx.HTTPError as exc:
             raise AuthError(f"GET {self._vtn}/auth/server: {describe(exc)}") from exc
         if r.status_code == 200:
-            url = r.json().get("tokenURL") if isinstance(r.json(), dict) else None
+            found = _json(r, f"GET {self._vtn}/auth/server")
+            url = found.get("tokenURL") if isinstance(found, dict) else None
             if isinstance(url, str) and url:
                 return url
         # 3.0.1 has no /auth/server: its optional token endpoint sits at /auth/token
@@ -96,11 +108,16 @@ class TokenSource:
             except httpx.HTTPError as exc:
                 raise AuthError(f"POST {self.token_url}: {describe(exc)}") from exc
             if r.status_code != 200:
-                raise AuthError(
-                    f"POST {self.token_url}: HTTP {r.status_code} {r.text[:200]!r} "
-                    "(check the client id and secret the utility issued)"
+                # RFC 6749 5.2: a refusal of the client is a 4xx; a 5xx is the VTN's own
+                hint = (
+                    "check the client id and secret the utility issued"
+                    if 400 <= r.status_code < 500
+                    else "the VTN's own failure: it is asked again with back-off"
                 )
-            body = r.json()
+                raise AuthError(
+                    f"POST {self.token_url}: HTTP {r.status_code} {r.text[:200]!r} ({hint})"
+                )
+            body = _json(r, f"POST {self.token_url}")
             value = body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(value, str) or not value:
                 raise AuthError(f"POST {self.token_url}: no access_token in {str(body)[:200]!r}")
