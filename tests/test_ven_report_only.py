@@ -164,7 +164,13 @@ def test_report_only_timing_the_ven_cannot_honour_is_said() -> None:
     assert [w.interval_id for w in job.windows] == [0, 1, 2]
     assert job.due_at == pytest.approx(now.timestamp() + 3 * 3600, abs=1)
     assert any("forecasts" in line for line in planned.not_reported)
+    # neither intervals nor a period: "VEN-determined intervals", said, not sent
+    del body["intervalPeriod"]
+    planned = plan_reports(body, [], now.timestamp())
+    assert planned.jobs == []
+    assert any("VEN-determined" in line for line in planned.not_reported), planned
     # intervals that carry payloads are no report-only event: their windows come from what
     # the daemon made of them, as before
+    body["intervalPeriod"] = {"start": iso(now), "duration": "PT1H"}
     body["intervals"] = [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.1]}]}]
     assert plan_reports(body, [], now.timestamp()).jobs == []

@@ -15,7 +15,9 @@ that moves when a VEN acts, and a report-only event asks for no action.
   durations later (ids ``k``: "determined by VEN"). How many there are: the event's finite
   ``duration`` over the period's, else as many as the descriptor's ``startInterval`` and
   ``numIntervals`` reach, else the one the period names. A period with no end (``P9999Y``
-  or no duration) has no interval to report on, said so.
+  or no duration) has no interval to report on, said so; an event with no
+  ``intervalPeriod`` either ("VEN-determined intervals": a report at a time of the VEN's
+  choosing) is said too, not sent.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def implied_spans(
     event: dict[str, Any], start_interval: int, num_intervals: int, now: float
 ) -> tuple[list[Span], str | None]:
     """The implied intervals a descriptor selects, or why there are none."""
+    if not event.get("intervalPeriod"):
+        return [], "no intervals, no intervalPeriod: VEN-determined intervals are not sent"
     try:
         clock = _clock(now)
         ((start, end),) = clock.spans(event, [{}])  # interval 0: the event's period
