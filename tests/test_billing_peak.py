@@ -11,6 +11,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prometheus_client.core import Metric
 
@@ -18,6 +19,7 @@ from scheduler.audit.store import Store
 from scheduler.planner.inputs import SiteState, assemble_inputs
 from scheduler.planner.timegrid import uniform_grid
 from scheduler.service.daemon import Daemon
+from scheduler.service.daemon.billing import BillingPeak
 from scheduler.service.metrics import DaemonCollector
 from tests.conftest import flat_series, make_site
 from tests.support.clock import FakeClock
@@ -177,3 +179,25 @@ def test_a_horizon_into_the_next_month_floors_only_this_months_peak() -> None:
     )
     floors = {g.name: g.floor_kw for g in inp.peaks if g.kind == "demand-charge"}
     assert floors == {"demand-charge 2026-08": 70.0, "demand-charge 2026-09": 0.0}
+
+
+def test_a_peak_the_state_file_refused_counts_and_is_written_at_the_next_poll() -> None:
+    class Flaky:
+        def __init__(self) -> None:
+            self.rows: dict[str, float] = {}
+            self.fail = True
+
+        async def put_billing_peak(self, period: str, start_at: float, peak_kw: float) -> None:
+            if self.fail:
+                raise OSError("disk full")
+            self.rows[period] = peak_kw
+
+    store = Flaky()
+    peak = BillingPeak(ZoneInfo(CHICAGO), 0.0, {}, store)
+    now = _utc("2026-08-10T12:00:00")
+    asyncio.run(peak.observe(40.0, now))
+    assert peak.peak_kw(now) == 40.0 and store.rows == {}
+    assert peak.status(now)["error"] == "disk full"
+    store.fail = False
+    asyncio.run(peak.observe(30.0, now + 15))  # lower: the held peak is what is written
+    assert store.rows == {"2026-08": 40.0} and peak.status(now)["error"] is None

@@ -9,9 +9,10 @@ state file per period (:mod:`scheduler.audit.billing_peaks`): a restart takes th
 peak back, and a month that begins while the daemon runs begins at 0.
 
 ``[tariff] billing_peak_so_far_kw`` is the peak already reached in the month the daemon
-starts in with a new state file (docs/configuration.md: "this billing month"): it floors
-that month, the first the state file records, and no later one (a value set once would
-otherwise floor every month after it)."""
+starts in with a state file that holds no peak yet (a new one, or one from before peaks
+were kept; docs/configuration.md: "this billing month"): it floors that month, the first
+the state file records, and no later one (a value set once would otherwise floor every
+month after it)."""
 
 from __future__ import annotations
 
