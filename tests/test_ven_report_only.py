@@ -7,13 +7,17 @@
   ``intervalPeriod`` whose duration is the length of each implied interval, counted by the
   descriptor's ``startInterval``/``numIntervals`` (or the event's ``duration``);
 - with the same honesty rules as every report: an interval read for less than half its
-  length is ``MISSING``, one read from the devices (no meter) ``ESTIMATED``.
+  length is ``MISSING``, one read from the devices (no meter) ``ESTIMATED``;
+- ``gridsched_openadr_ven_reports_total{state}`` (sent, given_up: born at 0) and
+  ``gridsched_openadr_ven_reports_pending``, so that a report given up can be alerted on.
 
 Skipped when ../shared/openadr3 is absent."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,11 +26,12 @@ from tests.support.openadr import skip_without_openadr3
 
 skip_without_openadr3()
 
+from scheduler.service import metrics_families  # noqa: E402
 from scheduler.service.openadr import notification_to_events  # noqa: E402
 from scheduler.service.ven import Ven  # noqa: E402
 from scheduler.service.ven_reports import ImportSample, plan_reports  # noqa: E402
 from tests.test_ven import SITE, Sink, bl, config, iso, make_program, run, until  # noqa: E402
-from tests.test_ven_reports_restart import values  # noqa: E402
+from tests.test_ven_reports_restart import ReportVtn, values  # noqa: E402
 from tests.vtn_double import VtnDouble  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported scheme type:UserWarning")
@@ -174,3 +179,52 @@ def test_report_only_timing_the_ven_cannot_honour_is_said() -> None:
     body["intervalPeriod"] = {"start": iso(now), "duration": "PT1H"}
     body["intervals"] = [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.1]}]}]
     assert plan_reports(body, [], now.timestamp()).jobs == []
+
+
+def series(d: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in metrics_families.ven(d)
+        for s in fam.samples
+    }
+
+
+def test_reports_metric_counts_given_up_from_zero() -> None:
+    """A report the VTN refuses is given up: the counter ``state="given_up"`` goes from 0
+    (exported before any report) to 1, so that ``increase()`` sees it."""
+    vtn = ReportVtn()
+    vtn.start()
+    try:
+        client = bl(vtn)
+        pid = make_program(client)
+        start = datetime.now(UTC) + timedelta(seconds=1)
+        ev = report_only(pid, start, "PT1S", reportDescriptors=[{"payloadType": "USAGE"}])
+        client.create_event(ev)
+        vtn.report_status = 400
+
+        async def go() -> list[dict[Any, float]]:
+            ven = new_ven(vtn, sample_s=0.02)
+            d = SimpleNamespace(ven=ven)
+            before = series(d)
+            await ven.start()
+            await until(lambda: len(ven.jobs()) == 1, 10)
+            planned = series(d)
+            await until(lambda: ven.status()["reports_given_up"] == 1, 10)
+            after = series(d)
+            await ven.stop()
+            return [before, planned, after]
+
+        t = time.time()
+        before, planned, after = run(go())
+        assert time.time() - t < 10
+    finally:
+        vtn.close()
+    total = "gridsched_openadr_ven_reports_total"
+    pending = ("gridsched_openadr_ven_reports_pending", ())
+    assert before[(total, (("state", "given_up"),))] == 0
+    assert before[(total, (("state", "sent"),))] == 0
+    assert before[pending] == 0
+    assert planned[pending] == 1
+    assert after[(total, (("state", "given_up"),))] == 1
+    assert after[(total, (("state", "sent"),))] == 0
+    assert after[pending] == 0

@@ -66,8 +66,9 @@ def per_device(d: Daemon) -> Iterator[Metric]:
 
 
 def ven(d: Daemon) -> Iterator[Metric]:
-    """The OpenADR VEN, when a VTN is configured (the alerts GridschedOpenADRVenSilent and
-    GridschedOpenADRSubscriptionMissing in deploy/prometheus/gridsched.rules.yml)."""
+    """The OpenADR VEN, when a VTN is configured (the alerts GridschedOpenADRVenSilent,
+    GridschedOpenADRSubscriptionMissing and GridschedOpenADRReportGivenUp in
+    deploy/prometheus/gridsched.rules.yml)."""
     if d.ven is None:
         return
     st = d.ven.status()
@@ -110,6 +111,19 @@ def ven(d: Daemon) -> Iterator[Metric]:
     for via, n in sorted((st.get("events_received") or {}).items()):
         c.add_metric([via], n)
     yield c
+    c = CounterMetricFamily(
+        "gridsched_openadr_ven_reports",
+        "VEN reports posted to the VTN (sent) or given up by this process, from 0",
+        labels=["state"],
+    )
+    c.add_metric(["sent"], int(st.get("reports_sent", 0)))
+    c.add_metric(["given_up"], d.ven.reports.given_up_here)
+    yield c
+    g = GaugeMetricFamily(
+        "gridsched_openadr_ven_reports_pending", "VEN reports due or not yet due, not settled"
+    )
+    g.add_metric([], float(st.get("reports_pending", 0)))
+    yield g
     mqtt = st.get("mqtt")
     if mqtt is not None:
         g = GaugeMetricFamily(

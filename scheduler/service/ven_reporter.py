@@ -11,7 +11,8 @@ at most ``REPORT_RETRY_MAX_S``, as the polls back off) for ``REPORT_GIVE_UP_S``;
 VTN refuses (a 4xx other than 401, 408, 425 and 429: the body, not an outage) is given up
 after ``MAX_REPORT_ATTEMPTS`` refusals in a row. A report given up is no longer pending; it
 is counted in the status's ``reports_given_up`` and said in ``not_reported`` with the VTN's
-last answer.
+last answer; ``given_up_here`` counts those given up by this process (the metric
+``gridsched_openadr_ven_reports_total{state="given_up"}``, from 0).
 
 With a state store (``keep_in``: the daemon's SQLite file, ``scheduler.audit.report_ledger``)
 each report sent or given up is recorded by its ``reportName``, and each sample is stored:
@@ -97,6 +98,9 @@ class Reporter:
         self._unsaved: list[Sample] = []
         self._forgotten: list[str] = []  # deleted events whose stored reports to forget
         self._last_stored: float | None = None  # the last sample before a restart
+        #: reports given up by this process (the metric's counter: one given up before a
+        #: restart and taken up again from the state file is in the status, not here)
+        self.given_up_here = 0
         status.setdefault("reports_given_up", 0)
 
     @property
@@ -227,6 +231,7 @@ class Reporter:
         )[:300]
         job.given_up = why
         self.status["reports_given_up"] += 1
+        self.given_up_here += 1
         self._say(f"report {job.key}: {why}"[:300])
         log.error("VEN: report %s %s", job.key, why)
         await self._settle(job, "given_up", why)
