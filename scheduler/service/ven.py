@@ -34,11 +34,11 @@ from scheduler.service.ven_client import PAGE_LIMIT, VtnClient
 from scheduler.service.ven_intake import Deliver, VenIntake
 from scheduler.service.ven_mqtt import MqttListener, parse_binding
 from scheduler.service.ven_poll import PollCadence
-from scheduler.service.ven_reporter import MAX_REPORT_ATTEMPTS, Interpret, Reporter
+from scheduler.service.ven_reporter import Interpret, Reporter
 from scheduler.service.ven_reports import Measure, ReportJob
 from scheduler.service.ven_subscriptions import Subscriptions
 
-__all__ = ["MAX_REPORT_ATTEMPTS", "Deliver", "Interpret", "Ven", "VenConfig"]
+__all__ = ["Deliver", "Interpret", "Ven", "VenConfig"]
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ cannot be answered at all (no ``payloadType``) is said once and skipped.
 A report the VTN does not take is tried again with back-off (the sample period, doubling,
 at most ``REPORT_RETRY_MAX_S``, as the polls back off) for ``REPORT_GIVE_UP_S``; one the
 VTN refuses (a 4xx other than 401, 408, 425 and 429: the body, not an outage) is given up
-after ``MAX_REPORT_ATTEMPTS`` refusals in a row. A report given up is no longer pending; it
+after ``MAX_REPORT_REFUSALS`` refusals in a row. A report given up is no longer pending; it
 is counted in the status's ``reports_given_up`` and said in ``not_reported`` with the VTN's
 last answer; ``given_up_here`` counts those given up by this process (the metric
 ``gridsched_openadr_ven_reports_total{state="given_up"}``, from 0).
@@ -35,7 +35,7 @@ from scheduler.service.ven_client import VtnClient, VtnError
 from scheduler.service.ven_reports import ImportSample, Measure, ReportJob, SampleLog, plan_reports
 
 __all__ = [
-    "MAX_REPORT_ATTEMPTS",
+    "MAX_REPORT_REFUSALS",
     "REPORT_GIVE_UP_S",
     "REPORT_RETRY_MAX_S",
     "Attempt",
@@ -47,7 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: a report the VTN refuses (4xx) this many times in a row is given up, said with its answer
-MAX_REPORT_ATTEMPTS = 3
+MAX_REPORT_REFUSALS = 3
 #: the longest wait between two tries of a report the VTN did not take
 REPORT_RETRY_MAX_S = 300.0
 #: a report the VTN has not taken for this long (an outage, 5xx, no answer) is given up
@@ -91,7 +91,7 @@ class Reporter:
         self.samples = SampleLog()
         self.retry_max_s = REPORT_RETRY_MAX_S
         self.give_up_after_s = REPORT_GIVE_UP_S
-        self.refusals_to_give_up = MAX_REPORT_ATTEMPTS
+        self.refusals_to_give_up = MAX_REPORT_REFUSALS
         self._logged: set[str] = set()  # said in the log once
         self._store: ReportStore | None = None
         self._settled: dict[str, tuple[str, str]] = {}  # reportName -> (outcome, detail)
