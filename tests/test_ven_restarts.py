@@ -167,3 +167,45 @@ def test_a_program_s_changed_descriptors_reach_the_events_already_held(vtn: VtnD
     run(go())
     assert sink.events().count(eid) == 2, sink.events()  # read again with the new units
     assert sink.events().count(other) == 1  # another program's event: not again
+
+
+def test_an_event_the_daemon_refuses_is_said_once_not_at_every_poll(vtn: VtnDouble) -> None:
+    """The aggregator's walk (session 24, N4): an invalid event found by polling (a SIMPLE
+    level 9, intervals "oops") was handed on, refused and logged at ERROR again at every
+    poll, counted as a delivery failure like a full disk, and shown nowhere but the log and
+    a last_error the next poll overwrote. It is said once per version of the event, and
+    /v1/status's VEN part lists it with why; a change of the event is read again."""
+    from scheduler.service.openadr_timing import OpenADRError
+
+    client = bl(vtn)
+    pid = make_program(client)
+    bad = client.create_event(limit_event(pid, 5.0)).json()["id"]
+    tries: list[str] = []
+
+    async def refuse(body: dict[str, object]) -> None:
+        obj = body["object"]
+        assert isinstance(obj, dict)
+        if obj["id"] == bad and body["operation"] != "DELETE":
+            tries.append(str(obj.get("modificationDateTime")))
+            raise OpenADRError("object.intervals[0].payloads[0].values[0]", "not like that")
+
+    async def go() -> dict[str, object]:
+        ven = Ven(config(vtn), refuse)
+        await ven.start()
+        await ven.poll_once()
+        await ven.poll_once()
+        assert len(tries) == 1, tries  # once, not at every poll
+        st = ven.status()
+        ev = client.get_event_by_id(bad).json()
+        meta = ("id", "createdDateTime", "modificationDateTime", "objectType")
+        await asyncio.sleep(0.01)
+        client.update_event(bad, {k: v for k, v in ev.items() if k not in meta})
+        await ven.poll_once()
+        await ven.stop()
+        return st
+
+    st = run(go())
+    assert len(tries) == 2, tries  # the changed event is read again
+    refused = st["events_refused"]
+    assert isinstance(refused, dict) and "not like that" in str(refused.get(bad)), refused
+    assert st["delivery_failures"] == 0  # the store did not fail: the event was refused

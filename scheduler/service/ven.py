@@ -128,7 +128,8 @@ class Ven(VenIntake):
             "consecutive_failures": 0,
             "events_known": 0,
             "deliveries": 0,
-            "delivery_failures": 0,
+            "delivery_failures": 0,  # the daemon could not take what it was handed
+            "events_refused": {},  # event id -> why the daemon refuses what it says
             "reports_sent": 0,
             "not_reported": [],
             "notifiers": None,

@@ -14,6 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
+
+from scheduler.service.openadr_timing import OpenADRError
 from scheduler.service.ven_reporter import Reporter
 
 __all__ = ["Deliver", "VenIntake"]
@@ -53,6 +56,18 @@ class VenIntake:
         body = {"objectType": object_type, "operation": op, "object": obj}
         try:
             await self._deliver(body)
+        except (OpenADRError, ValidationError) as exc:
+            # the daemon refuses what the event says, not a failure of its own: said once
+            # per version of the event (the next poll offered it again, an ERROR each time)
+            self._seen[key] = mod
+            why = str(exc).splitlines()[0][:300] if isinstance(exc, OpenADRError) else (
+                f"invalid: {exc.errors()[0].get('msg', exc)}"[:300]
+            )  # fmt: skip
+            refused = self._status.setdefault("events_refused", {})
+            if object_type == "EVENT":
+                refused[oid] = why
+            log.error("VEN: the daemon refuses %s %s: %s", object_type, oid, why)
+            return
         except Exception as exc:  # not marked seen: the next poll offers it again
             self._status["delivery_failures"] += 1
             self._status |= {"last_error": f"deliver {object_type} {oid}: {exc}"[:400]}
@@ -60,6 +75,8 @@ class VenIntake:
             log.error("VEN: could not hand %s %s to the daemon: %s", object_type, oid, exc)
             return
         self._status["deliveries"] += 1
+        if object_type == "EVENT":
+            self._status.get("events_refused", {}).pop(oid, None)  # read now, or deleted
         self._received(object_type, via)
         self._note(body)
 
