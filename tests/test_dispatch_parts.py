@@ -527,3 +527,38 @@ def test_a_device_that_answers_again_is_left_as_it_is_until_a_plan_counts_it(
         assert len([why for why in asked if "answer" in why]) == 1
 
     _run(d, body)
+
+
+def test_a_gpu_the_plan_counted_that_stops_answering_asks_for_a_plan_at_once(
+    tmp_path: Path,
+) -> None:
+    """The SRE's walk (session 24, D5): a GPU lost under committed inference (NVML
+    GPU_IS_LOST) left served tokens 44 % short of the commitment until the next scheduled
+    re-plan (up to 5 minutes at the default replan_s): a re-plan was asked only when devices
+    answered again, never when one the plan counted on went dark. Miners that drop out are
+    left to the schedule (nothing committed rests on them, and a fleet of thousands always
+    has a few)."""
+    clock = FakeClock()
+    d, devices = _daemon(tmp_path, clock)
+    asked: list[str] = []
+    d.planning.request = lambda reason, *a, **k: asked.append(reason)  # type: ignore[method-assign]
+
+    async def lost() -> Any:
+        raise DeviceUnreachable("gpu/0", "NVML: GPU is lost")
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        await d.replan("test")
+        assert "gpu/0" in (d.plans.counted or ())
+        devices["new/0"].read = lost  # type: ignore[method-assign]  # a miner: no plan asked
+        await d.poll(dispatch=False)
+        assert not [why for why in asked if "no longer answer" in why], asked
+        devices["gpu/0"].read = lost  # type: ignore[method-assign]
+        await d.poll(dispatch=False)
+        assert [why for why in asked if "no longer answer" in why] == [
+            "GPUs the plan counted on no longer answer (gpu/0): re-planned for committed inference"
+        ], asked
+        await d.poll(dispatch=False)  # asked once for them, not at every poll
+        assert len([why for why in asked if "no longer answer" in why]) == 1
+
+    _run(d, body)

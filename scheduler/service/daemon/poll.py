@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from adapters.base import Health, Telemetry
 from adapters.fleet import Fleet
+from models.devices import DeviceKind
 from scheduler.service.daemon.clock import Clock
 from scheduler.service.daemon.counters import Counters, Tasks
 from scheduler.service.daemon.devices import DeviceModes
@@ -57,6 +58,7 @@ class Poller:
         #: the devices a re-plan was last asked for because they answered uncounted (asked
         #: once for them: a re-plan that fails is not asked again at every poll)
         self._asked_for: frozenset[str] = frozenset()
+        self._lost_asked: frozenset[str] = frozenset()  # GPUs gone dark, a plan asked for
         self._lock = asyncio.Lock()
 
     async def poll(self, dispatch: bool = True) -> None:
@@ -87,6 +89,19 @@ class Poller:
             if uncounted and uncounted != self._asked_for:
                 self.planning.request("devices answer again that the plan did not count")
             self._asked_for = uncounted
+            # GPUs it counted on went dark (NVML's GPU_IS_LOST, an agent down): committed
+            # inference may be short until a plan without them, made now, not at the next
+            # scheduled one (44 % short for minutes: the SRE's walk, session 24)
+            gone = frozenset(
+                i for i in counted - self.power.answered if self._gpu_class(i)
+            )  # fmt: skip
+            if gone and gone != self._lost_asked:
+                names = ", ".join(sorted(gone)[:5]) + (" ..." if len(gone) > 5 else "")
+                self.planning.request(
+                    f"GPUs the plan counted on no longer answer ({names}): re-planned for "
+                    "committed inference"
+                )
+            self._lost_asked = gone
         drifted = self._drifted(readings) + len(self.devices.unfollowed)
         self.devices.unfollowed.clear()
         # recorded as they came (Recorder.verdict); what is left, now, before telemetry
@@ -137,6 +152,10 @@ class Poller:
             if latest is not None and latest.at > t.at:
                 readings[i] = latest
         return readings
+
+    def _gpu_class(self, device_id: str) -> bool:
+        st = self.fleet.status.get(device_id)
+        return st is not None and self.devices.classes[st.group].kind is DeviceKind.GPU
 
     def _drifted(self, readings: Mapping[str, Telemetry]) -> int:
         """Take the modes of devices read for the first time; count those that left theirs
