@@ -181,6 +181,21 @@ def test_report_only_timing_the_ven_cannot_honour_is_said() -> None:
     assert plan_reports(body, [], now.timestamp()).jobs == []
 
 
+def test_bl_intervals_are_cut_at_the_event_duration() -> None:
+    """The 3.1.0 event ``duration`` cuts the intervals at the first start plus it, as it
+    cuts a cap's; an interval starting after it is not reported on."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    body = {"programID": "p", "id": "e2", "duration": "PT15M",
+            "intervalPeriod": {"start": iso(start), "duration": "PT10M"},
+            "intervals": [{"id": k, "payloads": []} for k in range(3)],
+            "reportDescriptors": [{"payloadType": "USAGE", "frequency": 1}]}  # fmt: skip
+    jobs = plan_reports(body, [], time.time()).jobs
+    got = [(w.interval_id, w.start - start.timestamp(), w.end - w.start) for j in jobs
+           for w in j.windows]  # fmt: skip
+    assert got == [(0, pytest.approx(0), pytest.approx(600)),
+                   (1, pytest.approx(600), pytest.approx(300))]  # fmt: skip
+
+
 def series(d: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
