@@ -101,3 +101,35 @@ def test_the_class_counts_equal_the_per_device_walk(tmp_path: Path) -> None:
             await d.close()
 
     asyncio.run(go())
+
+
+def test_a_price_event_in_force_is_shown_in_status(tmp_path: Path) -> None:
+    """The aggregator's walk (session 24, DD1): /v1/status `active_events` lists the caps in
+    force, and nothing showed which price override was: a utility's test of a price program
+    (User Guide 8.3, the commonest OpenADR use) looked lost, though the plan priced at it.
+    `price_events` lists the price signals in force now, the winning priority first."""
+    from datetime import UTC, datetime, timedelta
+
+    from models.signals import EventType, GridEvent
+
+    d, _ = memory_daemon(SITE, tmp_path)
+    now = datetime.fromtimestamp(d.clock.time(), UTC) - timedelta(minutes=1)  # its clock
+
+    def price(i: str, usd: float, prio: int, start: datetime = now) -> GridEvent:
+        return GridEvent(id=i, type=EventType.PRICE, start=start, duration="1h", price=usd,
+                         priority=prio)  # fmt: skip
+
+    async def go() -> dict[str, Any]:
+        await d.open()
+        try:
+            later = now + timedelta(hours=2)
+            events = [price("low", -50.0, 0), price("high", 170.0, 5), price("later", 9, 9, later)]
+            await d.accept(events, "test", None, "{}")
+            return d.status()
+        finally:
+            await d.close()
+
+    st = asyncio.run(go())
+    shown = [(e["id"], e["price"]) for e in st["price_events"]]
+    assert shown == [("high", 170.0), ("low", -50.0)], st["price_events"]
+    assert all(e["type"] != "price" for e in st["active_events"])

@@ -20,6 +20,7 @@ from adapters.base import Health
 from adapters.fleet_shards import ShardedFleet
 from adapters.outcomes import DeviceStatus
 from models.devices import DeviceKind
+from models.signals import EventType
 from scheduler.service.daemon.devices import UNKNOWN
 from scheduler.service.power import judge, site_power
 
@@ -257,6 +258,9 @@ def status(d: Daemon) -> dict[str, Any]:
         "compliance": d.power.compliance(cap, now).as_dict(),
         "it_kw": {"asic": round(m["asic_kw"], 3), "gpu": round(m["gpu_kw"], 3)},
         "active_events": [e.model_dump(mode="json", exclude_none=True) for e in events],
+        # the price signals in force now, the one that prices the plan (highest priority)
+        # first: active_events has the caps alone (a utility's price test looked lost)
+        "price_events": price_events(d, now),
         # OpenADR payloads received and not acted on, with the reason (notices)
         "openadr_not_acted": d.signals.not_acted(now),
         "openadr_ven": d.ven.status() if d.ven is not None else None,
@@ -302,3 +306,15 @@ def status(d: Daemon) -> dict[str, Any]:
         "inference_demand": None if d.demand is None else d.demand.status(),
         "inference_sla": inference_sla(d),
     }
+
+
+def price_events(d: Daemon, now: float, limit: int = 20) -> list[dict[str, Any]]:
+    """The price signals in force at ``now``, the highest priority first (the one the plan
+    prices at where they overlap), at most ``limit``."""
+    live = [
+        e
+        for e in d.signals.book().live(now)
+        if e.type is EventType.PRICE and e.start_utc.timestamp() <= now
+    ]
+    live.sort(key=lambda e: (-e.priority, e.start_utc, e.id))
+    return [e.model_dump(mode="json", exclude_none=True) for e in live[:limit]]
