@@ -196,6 +196,27 @@ def test_bl_intervals_are_cut_at_the_event_duration() -> None:
                    (1, pytest.approx(600), pytest.approx(300))]  # fmt: skip
 
 
+def test_an_event_for_another_ven_is_not_reported_on() -> None:
+    """An event whose ``targets`` name neither this VEN nor its resources is not this
+    site's to report on: with a cap (the daemon makes a notice of it, whose times gave the
+    report its windows) or report-only, it is said, not reported."""
+    now = datetime.now(UTC)
+    for payloads in ([{"type": "IMPORT_CAPACITY_LIMIT", "values": [5.0]}], []):
+        ev = {"programID": "p", "id": "e3", "targets": ["someone-else"],
+              "intervalPeriod": {"start": iso(now - timedelta(hours=1)), "duration": "PT10M"},
+              "intervals": [{"id": 0, "payloads": payloads}],
+              "reportDescriptors": [{"payloadType": "USAGE"}]}  # fmt: skip
+        made = notification_to_events(
+            {"objectType": "EVENT", "operation": "CREATE", "object": ev}, now, SITE
+        )
+        planned = plan_reports(ev, made, now.timestamp(), SITE)
+        assert planned.jobs == [], payloads
+        (why,) = planned.not_reported
+        assert "someone-else" in why and "not reported" in why, why
+        ev["targets"] = [SITE.ven_name]
+        assert len(plan_reports(ev, made, now.timestamp(), SITE).jobs) == 1, payloads
+
+
 def series(d: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -132,7 +132,7 @@ class Reporter:
             return
         obj = body["object"]
         try:
-            planned = plan_reports(obj, self._interpret(body))
+            planned = plan_reports(obj, self._interpret(body), time.time(), self.site)
         except Exception as exc:
             self._say(f"event {obj.get('id')}: {exc}"[:200])
             return

@@ -27,7 +27,8 @@ Timing: the descriptor's ``startInterval``/``numIntervals`` select the intervals
 ``frequency`` how many go into each report (-1: all, sent after the last one ends). The
 intervals are those the daemon made of the event; a 'report-only' event (User Guide 7.5: no
 intervals, or all with empty payloads) makes none, so its own intervals, or the implied ones
-its ``intervalPeriod`` repeats, are timed from the event itself (``ven_report_only``).
+its ``intervalPeriod`` repeats, are timed from the event itself (``ven_report_only``). An
+event whose ``targets`` name neither this VEN nor its resources is not reported on (said).
 Forecasts (``historical = false`` or ``readingType`` ``FORECAST``) and repeats beyond one
 are not sent; they are listed in the VEN's status as not reported. A descriptor without a
 ``payloadType`` (required, at least one character; the User Guide's Example 7.7-1 misspells
@@ -44,6 +45,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from models.site import OpenADR
+from scheduler.service.openadr_payloads import PayloadError
+from scheduler.service.openadr_targets import match_targets
 from scheduler.service.ven_report_only import bl_spans, implied_spans, is_report_only
 
 __all__ = [
@@ -276,17 +280,35 @@ def _chosen(
     return chosen, None
 
 
+def _not_ours(event: dict[str, Any], site: OpenADR | None) -> str | None:
+    """Why an event's ``targets`` make it not this site's to report on, if they do."""
+    if site is None:
+        return None
+    try:
+        scope = match_targets(event.get("targets"), site)
+    except PayloadError as exc:
+        return f"{exc.where}: {exc.reason}"
+    return None if scope.ours else scope.why_not or "not for this VEN"
+
+
 def plan_reports(
-    event: dict[str, Any], simple_events: list[dict[str, Any]], now: float | None = None
+    event: dict[str, Any],
+    simple_events: list[dict[str, Any]],
+    now: float | None = None,
+    site: OpenADR | None = None,
 ) -> Planned:
     """The reports ``event`` asks for, given what gridsched made of its intervals (for a
-    report-only event, its own intervals or implied ones, timed from ``now``)."""
+    report-only event, its own intervals or implied ones, timed from ``now``); none when
+    its ``targets`` name neither ``site``'s VEN nor its resources."""
     out = Planned()
     descriptors = event.get("reportDescriptors") or []
     if not descriptors:
         return out
     now = time.time() if now is None else now
     eid = str(event.get("id"))
+    if (why_not := _not_ours(event, site)) is not None:
+        out.not_reported.append(f"event {eid}: {why_not}; not reported"[:300])
+        return out
     windows: list[Window] | None = _windows(eid, simple_events)
     no_windows = "the event has no intervals with times to report on"
     if not windows and is_report_only(event):
