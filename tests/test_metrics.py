@@ -193,3 +193,27 @@ def test_failure_counters_are_exported_at_zero_before_their_first_failure(tmp_pa
         if name == "gridsched_task_failures_total"
     }
     assert {"replan", "poll"} <= set(tasks) and set(tasks.values()) == {0.0}, tasks
+
+
+def test_the_plan_age_limit_healthz_uses_is_exported_for_the_stale_alert(tmp_path: Path) -> None:
+    """The SRE's walk (session 24, N4): GridschedPlanStale compared the plan's age with a
+    fixed 900 s while /healthz uses [daemon] max_plan_age_s (600 on the walk's site), so the
+    two disagreed about the same plan. The limit is exported; the alert reads it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    site = tomllib.loads(SITE)
+    site.setdefault("daemon", {})["max_plan_age_s"] = 600
+    d = Daemon(parse_site(site, "test", str(tmp_path)), tmp_path / "g.db")
+
+    async def go() -> str:
+        async with running(d):
+            transport = httpx.ASGITransport(app=create_app(d))
+            async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
+                return (await c.get("/metrics")).text
+
+    values = {
+        s.name: s.value
+        for fam in text_string_to_metric_families(asyncio.run(go()))
+        for s in fam.samples
+    }
+    assert values.get("gridsched_plan_max_age_seconds") == 600.0

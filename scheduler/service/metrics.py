@@ -251,6 +251,11 @@ class DaemonCollector:
         )
         p.add_metric([], age if age is not None else float("inf"))  # no plan yet: stale
         yield p
+        yield GaugeMetricFamily(  # GridschedPlanStale's limit, the one /healthz uses
+            "gridsched_plan_max_age_seconds",
+            "A plan older than this is stale ([daemon] max_plan_age_s; /healthz 503)",
+            value=d.config.daemon.max_plan_age_s,
+        )
         st_ = GaugeMetricFamily(
             "gridsched_solver_last_status", "1 for the last solve's status", labels=["status"]
         )
