@@ -20,6 +20,11 @@ class ConfigError(GridschedError, ValueError):
         lines += [f"  {path}: {msg}" for path, msg in problems]
         super().__init__("\n".join(lines))
 
+    def one_line(self) -> str:
+        """The problems on one line, for a log record or a status field: ``path: what;
+        path: what`` (the message spans lines, one per problem, for a terminal)."""
+        return "; ".join(f"{path}: {msg}" for path, msg in self.problems)
+
 
 #: Marks a model validator's error as being about one key below the model's own location
 #: (pydantic places a model validator's errors at the model: ``devices[1]``).

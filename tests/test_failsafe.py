@@ -305,6 +305,10 @@ def test_a_cap_that_cannot_be_computed_is_the_most_restrictive_not_infinite(
             assert status["cap_kw"] == 12.0
             assert "lvl2" in (status["cap_error"] or "")
             assert "ConfigError" not in status["cap_error"], status["cap_error"]  # in words
+            # said once, not "event 'lvl2': events: invalid configuration events: event
+            # 'lvl2': ..." (the SRE's walk, session 24, N5)
+            assert status["cap_error"].count("lvl2") == 1, status["cap_error"]
+            assert "invalid configuration" not in status["cap_error"], status["cap_error"]
             assert _sample(d, "gridsched_cap_fallback") == 1.0
             # a last good cap of 0 kW (a full curtail) is the most restrictive: it holds
             d.signals.book().drop("low")

@@ -17,6 +17,7 @@ from adapters.faults import in_words, traceback_once
 from adapters.fleet import Fleet, Outcome
 from models.durations import parse_duration_s
 from models.economics import site_load_kw
+from models.errors import ConfigError
 from models.site import SiteConfig
 from scheduler.planner.inputs import (
     PlanInputs,
@@ -210,7 +211,8 @@ class Planning:
                 )
             except Exception as exc:  # bad prices, a solver failure: keep the last plan
                 # the solver, the disk: one line; a bug keeps its name, its traceback once
-                error = in_words(exc)
+                # one line for the log and /v1/status (a ConfigError's message spans lines)
+                error = exc.one_line() if isinstance(exc, ConfigError) else in_words(exc)
                 log.error("re-plan (%s) failed: %s", reason, error, exc_info=traceback_once(exc))
                 await self.failed(reason, error, "error")
                 return None

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from adapters.faults import file_refused, in_words, is_bug, named, traceback_once
 from adapters.neterrors import describe
+from models.errors import ConfigError
 from models.signals import STORED, EventType, GridEvent
 from models.site import SiteConfig
 from scheduler.audit.store import Store
@@ -229,8 +230,10 @@ class Signals:
                 cap, _ = event_caps(self.config, grid, [ev], self.protected_kw)
                 cap_kw = min(cap_kw, float(cap[0]))
             except Exception as exc:
-                text = " ".join(in_words(exc).split())
-                problems.append(f"event {ev.id!r}: {text}")  # a ConfigError spans lines
+                # a ConfigError spans lines, and its problems name the event already
+                text = exc.one_line() if isinstance(exc, ConfigError) else in_words(exc)
+                text = " ".join(text.split())
+                problems.append(text if ev.id in text else f"event {ev.id!r}: {text}")
                 if (first := traceback_once(exc)) is not None:  # a bug: where, once
                     log.error("cap of event %r: a bug in gridsched", ev.id, exc_info=first)
                 cap_kw = min(cap_kw, fallback_kw)
