@@ -133,3 +133,30 @@ def test_validate_warns_when_the_base_load_alone_is_above_the_interconnect(
     )
     assert main(["validate", str(f)]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_validate_warns_of_openadr_simple_levels_without_a_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The aggregator's walk (session 24, D10): a site enrolled in OpenADR (ven_name) with
+    no cap for SIMPLE level 3 passed validate without a word; a VTN's level-3 event, valid
+    by the spec, then failed every re-plan (/healthz 503, the fail-safe cap). The webhook
+    refuses such a level; a polled one cannot be refused, so validate says it beforehand."""
+    from scheduler.cli.main import main
+
+    f = tmp_path / "site.toml"
+    text = SITE.format(power_kw=3.5, hashrate_ths=200)
+    f.write_text(
+        text + '\n[tariff.dr_levels_kw]\n"1" = 1500\n"2" = 1000\n\n[openadr]\nven_name = "v"\n'
+    )
+    assert main(["validate", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "warning: [openadr] is set and [tariff.dr_levels_kw] has no cap for SIMPLE level 3" in out
+    )
+    f.write_text(
+        text
+        + '\n[tariff.dr_levels_kw]\n"1" = 1500\n"2" = 1000\n"3" = 500\n\n[openadr]\nven_name = "v"\n'
+    )
+    assert main(["validate", str(f)]) == 0
+    assert "SIMPLE level" not in capsys.readouterr().out
