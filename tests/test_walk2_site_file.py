@@ -154,9 +154,7 @@ def test_validate_warns_of_openadr_simple_levels_without_a_cap(
     assert (
         "warning: [openadr] is set and [tariff.dr_levels_kw] has no cap for SIMPLE level 3" in out
     )
-    f.write_text(
-        text
-        + '\n[tariff.dr_levels_kw]\n"1" = 1500\n"2" = 1000\n"3" = 500\n\n[openadr]\nven_name = "v"\n'
-    )
+    levels = '\n[tariff.dr_levels_kw]\n"1" = 1500\n"2" = 1000\n"3" = 500\n'
+    f.write_text(text + levels + '\n[openadr]\nven_name = "v"\n')
     assert main(["validate", str(f)]) == 0
     assert "SIMPLE level" not in capsys.readouterr().out
