@@ -270,7 +270,7 @@ def dashboard() -> dict[str, Any]:
                 ),
                 (
                     'histogram_quantile(0.9, sum by (le) (rate(gridsched_fastpath_duration_seconds_bucket{site=~"$site"}[$__rate_interval])))',
-                    "fast path",
+                    "fast path (every shed; devices not answering wait out their timeout)",
                 ),
             ],
             "s",

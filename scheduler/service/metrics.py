@@ -274,7 +274,9 @@ class DaemonCollector:
         yield x
         yield cnt.solve_s.family("gridsched_solver_duration_seconds", "Plan build and solve time")
         yield cnt.fast_path_s.family(
-            "gridsched_fastpath_duration_seconds", "Signal shed: decision to every device commanded"
+            "gridsched_fastpath_duration_seconds",
+            "Fast-path shed (a signal, a cap exceeded at a poll, the fail-safe): decision to every "
+            "device commanded; a device that does not answer holds it to its timeout",
         )
         yield cnt.sweep_s.family(
             "gridsched_fleet_sweep_duration_seconds", "Poll: every device and the meter read"
