@@ -96,7 +96,9 @@ class DaemonCollector:
             e.add_metric([k], v)
         yield e
         r = CounterMetricFamily(
-            "gridsched_revenue_usd", "Revenue by source (measured output)", labels=["source"]
+            "gridsched_revenue_usd",
+            "Revenue by source (devices read: hashrate read, tokens from the GPU mode read back)",
+            labels=["source"],
         )
         for k, v in cnt.revenue_usd.items():
             r.add_metric([k], v)

@@ -46,7 +46,9 @@ class ClassAggregates:
             labels=["class"],
         )
         tokens = GaugeMetricFamily(
-            "gridsched_inference_tokens_per_second", "Tokens per second by class", labels=["class"]
+            "gridsched_inference_tokens_per_second",
+            "Tokens per second by class (estimated: each GPU's mode read back, its utilisation)",
+            labels=["class"],
         )
         for (c, k, mode), (w, n) in sorted(self.power_units.items()):
             power.add_metric([c, k, mode], round(w, 3))
