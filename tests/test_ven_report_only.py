@@ -28,10 +28,10 @@ skip_without_openadr3()
 
 from scheduler.service import metrics_families  # noqa: E402
 from scheduler.service.openadr import notification_to_events  # noqa: E402
-from scheduler.service.ven import Ven  # noqa: E402
-from scheduler.service.ven_reports import ImportSample, plan_reports  # noqa: E402
-from tests.test_ven import SITE, Sink, bl, config, iso, make_program, run, until  # noqa: E402
-from tests.test_ven_reports_restart import ReportVtn, values  # noqa: E402
+from scheduler.service.ven_reports import plan_reports  # noqa: E402
+from tests.support.venlife import record_span, run_until  # noqa: E402
+from tests.test_ven import SITE, bl, iso, make_program, run, until  # noqa: E402
+from tests.test_ven_reports_restart import ReportVtn, new_ven, values  # noqa: E402
 from tests.vtn_double import VtnDouble  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported scheme type:UserWarning")
@@ -42,10 +42,14 @@ def report_only(pid: str, start: datetime, period: str, **extra: Any) -> dict[st
             "intervalPeriod": {"start": iso(start), "duration": period}, **extra}  # fmt: skip
 
 
-def new_ven(vtn: VtnDouble, **cfg: Any) -> Ven:
-    return Ven(config(vtn, **cfg), Sink(),
-               interpret=lambda b: notification_to_events(b, datetime.now(UTC), SITE),
-               measure=lambda: ImportSample(None, False))  # fmt: skip
+async def sent_after(
+    vtn: VtnDouble, t0: float, span_s: int, kw: float, verified: bool, sent: int
+) -> dict[str, Any]:
+    """A VEN given import samples of ``kw`` over ``span_s`` seconds from ``t0``, run until
+    it has sent ``sent`` reports (10 s at most): its status then."""
+    ven = new_ven(vtn)
+    record_span(ven, t0, span_s, kw, verified)
+    return await run_until(ven, lambda: ven.status()["reports_sent"] == sent, 10)
 
 
 def by_type(vtn: VtnDouble) -> dict[str, list[dict[str, Any]]]:
@@ -71,18 +75,8 @@ def test_bl_determined_intervals_with_empty_payloads_are_reported() -> None:
         assert r.status_code == 201, r.text
         eid = r.json()["id"]
 
-        async def go() -> dict[str, Any]:
-            ven = new_ven(vtn)
-            t0 = start.timestamp()
-            for s in range(0, 10 * 60, 10):  # interval 7 read from the meter; 9 never
-                ven.record(t0 + s, 600.0, verified=True)
-            await ven.start()
-            await until(lambda: ven.status()["reports_sent"] == 1, 10)
-            st = ven.status()
-            await ven.stop()
-            return st
-
-        st = run(go())
+        # interval 7 read from the meter; 9 never
+        st = run(sent_after(vtn, start.timestamp(), 10 * 60, 600.0, verified=True, sent=1))
     finally:
         vtn.close()
     assert vtn.violations == [], vtn.violations
@@ -117,18 +111,8 @@ def test_implied_intervals_are_counted_from_the_event_interval_period() -> None:
         r = client.create_event(ev)
         assert r.status_code == 201, r.text
 
-        async def go() -> dict[str, Any]:
-            ven = new_ven(vtn)
-            t0 = start.timestamp()
-            for s in range(0, 11 * 60, 10):  # the devices' figure (no meter), 11 minutes
-                ven.record(t0 + s, 60.0, verified=False)
-            await ven.start()
-            await until(lambda: ven.status()["reports_sent"] == 3, 10)
-            st = ven.status()
-            await ven.stop()
-            return st
-
-        st = run(go())
+        # the devices' figure (no meter), 11 minutes
+        st = run(sent_after(vtn, start.timestamp(), 11 * 60, 60.0, verified=False, sent=3))
     finally:
         vtn.close()
     assert vtn.violations == [], vtn.violations

@@ -34,6 +34,7 @@ from scheduler.audit.store import Store  # noqa: E402
 from scheduler.service.openadr import notification_to_events  # noqa: E402
 from scheduler.service.ven import Ven  # noqa: E402
 from scheduler.service.ven_reports import ImportSample  # noqa: E402
+from tests.support.venlife import kept, record_span, rerun, run_until  # noqa: E402
 from tests.test_ven import (  # noqa: E402
     SITE,
     Sink,
@@ -68,6 +69,22 @@ class ReportVtn(VtnDouble):
         return await super()._dispatch(request, body)
 
 
+def troubled_vtn(status: int) -> ReportVtn:
+    """A started :class:`ReportVtn` holding a program and an event (two 10-minute intervals
+    from 25 minutes ago) that asks a USAGE report; its ``POST /reports`` answers
+    ``status``."""
+    vtn = ReportVtn()
+    vtn.start()
+    try:
+        client = bl(vtn)
+        client.create_event(report_event(make_program(client), 25, {"payloadType": "USAGE"}))
+    except BaseException:
+        vtn.close()
+        raise
+    vtn.report_status = status
+    return vtn
+
+
 def posts(vtn: VtnDouble) -> list[int]:
     """The statuses of the VTN's answers to ``POST /reports``, in order."""
     return [s for m, p, s in list(vtn.requests) if m == "POST" and p.endswith("/reports")]
@@ -97,25 +114,13 @@ def test_a_sent_report_is_not_sent_again_after_a_restart(tmp_path: Path) -> None
         client.create_event(report_event(pid, 25, {"payloadType": "USAGE", "units": "KWH"}))
 
         async def life(first: bool) -> dict[str, Any]:
-            store = Store(db)
-            try:
-                ven = new_ven(vtn, sample_s=0.02)
-                ven.reports.keep_in(store)
-                if first:  # interval 0 measured; interval 1 not (the site unread)
-                    t0 = time.time() - 25 * 60
-                    for s in range(0, 10 * 60, 10):
-                        ven.record(t0 + s, 600.0, verified=True)
-                await ven.start()
-                if first:
-                    await until(lambda: ven.status()["reports_sent"] == 1)
-                else:  # the reporter's loop ran several times with the event held
-                    await until(lambda: len(ven.jobs()) == 1)
-                    await asyncio.sleep(0.3)
-                st = ven.status()
-                await ven.stop()
-                return st
-            finally:
-                store.close()
+            ven = new_ven(vtn, sample_s=0.02)
+            with kept(ven, db):
+                if not first:
+                    return await rerun(ven)
+                # interval 0 measured; interval 1 not (the site unread)
+                record_span(ven, time.time() - 25 * 60, 10 * 60, 600.0, verified=True)
+                return await run_until(ven, lambda: ven.status()["reports_sent"] == 1)
 
         run(life(True))
         again = run(life(False))
@@ -145,18 +150,9 @@ def test_samples_survive_a_restart_and_the_time_down_is_unread(tmp_path: Path) -
         t_start = start.timestamp()
 
         async def life(kw: float, until_t: float) -> dict[str, Any]:
-            store = Store(db)
-            try:
-                ven = new_ven(vtn, kw, sample_s=0.05)
-                ven.reports.keep_in(store)
-                await ven.start()
-                while time.time() < until_t:
-                    await asyncio.sleep(0.05)
-                st = ven.status()
-                await ven.stop()
-                return st
-            finally:
-                store.close()
+            ven = new_ven(vtn, kw, sample_s=0.05)
+            with kept(ven, db):
+                return await run_until(ven, lambda: time.time() >= until_t)
 
         # measured at 5 kW for 3.5 of the interval's 4 s, then down past its end
         run(life(5.0, t_start + 3.5))
@@ -175,13 +171,8 @@ def test_samples_survive_a_restart_and_the_time_down_is_unread(tmp_path: Path) -
 def test_a_vtn_outage_longer_than_20_tries_loses_no_report() -> None:
     """D4: retried with back-off (doubling from the sample period up to its cap), not given
     up after 20 tries one sample period apart; sent once the VTN takes reports again."""
-    vtn = ReportVtn()
-    vtn.start()
+    vtn = troubled_vtn(500)
     try:
-        client = bl(vtn)
-        pid = make_program(client)
-        client.create_event(report_event(pid, 25, {"payloadType": "USAGE"}))
-        vtn.report_status = 500
 
         async def go() -> tuple[dict[str, Any], dict[str, Any]]:
             ven = new_ven(vtn, 100.0, sample_s=0.01)
@@ -213,32 +204,17 @@ def test_a_report_given_up_is_not_pending_and_status_says_why(tmp_path: Path) ->
     """D4, N5: past the retry window the report is given up: not pending, counted in
     ``reports_given_up``, and the line says the VTN's last answer. Given up stays given up
     after a restart (not posted again with every interval MISSING)."""
-    vtn = ReportVtn()
-    vtn.start()
+    vtn = troubled_vtn(500)
     db = tmp_path / "state.db"
     try:
-        client = bl(vtn)
-        pid = make_program(client)
-        client.create_event(report_event(pid, 25, {"payloadType": "USAGE"}))
-        vtn.report_status = 500
 
         async def life(first: bool) -> dict[str, Any]:
-            store = Store(db)
-            try:
-                ven = new_ven(vtn, 100.0, sample_s=0.01)
-                ven.reports.keep_in(store)
-                ven.reports.give_up_after_s = 0.5
-                await ven.start()
-                if first:
-                    await until(lambda: ven.status()["reports_given_up"] == 1, 10)
-                else:
-                    await until(lambda: len(ven.jobs()) == 1)
-                    await asyncio.sleep(0.3)
-                st = ven.status()
-                await ven.stop()
-                return st
-            finally:
-                store.close()
+            ven = new_ven(vtn, 100.0, sample_s=0.01)
+            ven.reports.give_up_after_s = 0.5
+            with kept(ven, db):
+                if not first:
+                    return await rerun(ven)
+                return await run_until(ven, lambda: ven.status()["reports_given_up"] == 1, 10)
 
         first = run(life(True))
         tried = len(posts(vtn))
@@ -258,22 +234,15 @@ def test_a_report_given_up_is_not_pending_and_status_says_why(tmp_path: Path) ->
 def test_a_report_the_vtn_refuses_is_given_up_sooner_with_its_answer() -> None:
     """A 4xx for the body is a refusal, not an outage: given up after a few tries (not the
     whole retry window), said with the VTN's answer."""
-    vtn = ReportVtn()
-    vtn.start()
+    vtn = troubled_vtn(400)
     try:
-        client = bl(vtn)
-        pid = make_program(client)
-        client.create_event(report_event(pid, 25, {"payloadType": "USAGE"}))
-        vtn.report_status = 400
 
         async def go() -> dict[str, Any]:
             ven = new_ven(vtn, 100.0, sample_s=0.01)
-            await ven.start()
-            await until(lambda: ven.status()["reports_given_up"] == 1, 10)
-            await asyncio.sleep(0.3)  # no more tries after giving up
-            st = ven.status()
-            await ven.stop()
-            return st
+            # then 0.3 s more: no more tries after giving up
+            return await run_until(
+                ven, lambda: ven.status()["reports_given_up"] == 1, 10, settle_s=0.3
+            )
 
         st = run(go())
     finally:
