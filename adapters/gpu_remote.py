@@ -221,15 +221,17 @@ def _error(device: str, call: str, out: dict[str, Any], where: str) -> AdapterEr
     return nvml_error(device, call, code, message)
 
 
-def agent_settings_problems(a: AdapterConfig, base_dir: str, key: str) -> list[tuple[str, str]]:
-    """What would keep the daemon from reaching its GPU agents, found on this host without
-    connecting (for ``gridsched validate``): the secret's variable set, its file readable,
-    the secret long enough, the CA file loadable. Each problem is ``(key.field, message)``;
-    no message carries the secret."""
-    if not a.agents:
-        return []
+def agent_access(
+    a: AdapterConfig, base_dir: str, key: str
+) -> tuple[Secret | None, ssl.SSLContext | None]:
+    """The agents' secret and TLS context as the site file and this host give them, or a
+    ConfigError naming every key that cannot be used (``key.agent_secret_env`` or
+    ``_file``: unset, unreadable, shorter than the agents need; ``key.agent_tls_ca_file``:
+    not loadable). No message carries the secret. What ``gridsched run`` builds its agent
+    connections with, and ``gridsched validate`` checks (one check, two doors)."""
     problems: list[tuple[str, str]] = []
     field = f"{key}.agent_secret_file" if a.agent_secret_file else f"{key}.agent_secret_env"
+    secret = tls = None
     try:
         secret = load_secret(field, a.agent_secret_env, a.agent_secret_file, base_dir)
     except ConfigError as exc:  # a file's message names its path
@@ -242,10 +244,25 @@ def agent_settings_problems(a: AdapterConfig, base_dir: str, key: str) -> list[t
     if a.agent_tls_ca_file is not None:
         ca_key = f"{key}.agent_tls_ca_file"
         try:
-            client_tls(str(Path(base_dir, a.agent_tls_ca_file)), ca_key)
+            tls = client_tls(str(Path(base_dir, a.agent_tls_ca_file)), ca_key)
         except ConfigError as exc:
             problems += exc.problems
-    return problems
+    if problems:
+        raise ConfigError("environment", problems)
+    return secret, tls
+
+
+def agent_settings_problems(a: AdapterConfig, base_dir: str, key: str) -> list[tuple[str, str]]:
+    """What would keep the daemon from reaching its GPU agents, found on this host without
+    connecting (for ``gridsched validate``): :func:`agent_access`'s problems, each
+    ``(key.field, message)``."""
+    if not a.agents:
+        return []
+    try:
+        agent_access(a, base_dir, key)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 def client_tls(ca_file: str, key: str = "agent_tls_ca_file") -> ssl.SSLContext:

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from adapters.asic import PyasicMiner
 from adapters.asic_rs import AsicRsMiner
 from adapters.base import DeviceAdapter, ModeRequest
 from adapters.gpu import GpuBackend, NvmlGpu, PynvmlBackend, ServingHook
-from adapters.gpu_remote import AgentBackend, client_tls
-from adapters.gpu_wire import MIN_SECRET_CHARS
+from adapters.gpu_remote import AgentBackend, agent_access
 from adapters.secrets import load_secret
 from adapters.sim.fleet import SimFleet
 from adapters.sim.gpu import SimGpu
@@ -181,18 +179,7 @@ def _nvml(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> Non
     if not a.agents:
         _gpus(dc, a, base_dir, built, PynvmlBackend())
         return
-    key = f"devices.{dc.name}.adapter"
-    field = "agent_secret_file" if a.agent_secret_file else "agent_secret_env"
-    secret = load_secret(f"{key}.{field}", a.agent_secret_env, a.agent_secret_file, base_dir)
-    if secret is not None and len(secret.reveal()) < MIN_SECRET_CHARS:
-        raise ConfigError(
-            "environment",
-            [(f"{key}.{field}", f"the agents' secret is shorter than "
-              f"{MIN_SECRET_CHARS} characters; use a random one (openssl rand -hex 32)")],
-        )  # fmt: skip
-    tls = None
-    if a.agent_tls_ca_file is not None:
-        tls = client_tls(str(Path(base_dir, a.agent_tls_ca_file)), f"{key}.agent_tls_ca_file")
+    secret, tls = agent_access(a, base_dir, f"devices.{dc.name}.adapter")
     agents = expand_agents(a.agents)
     per_agent = a.gpus if a.gpus is not None else tuple(range(dc.count // len(agents)))
     for host, port in agents:  # the host in each id: stable, and says where the GPU is
