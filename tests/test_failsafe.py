@@ -643,3 +643,21 @@ def test_the_shutdown_posture_is_reported_as_read_back_not_as_sent(
     assert (r["told"], r["confirmed"], r["unconfirmed"], r["failed"]) == want, r
     assert r["limit_s"] == 2.0, r
     assert r["waited_s"] >= 2.0 if ignore else r["waited_s"] < 2.0, r
+
+
+def test_a_plan_refused_for_its_inputs_is_not_called_a_solver_error(tmp_path: Path) -> None:
+    """The SRE's walk (session 24, N3): with an OpenADR SIMPLE level the site has no cap
+    for, every re-plan failed before any solve, and gridsched_solver_last_status said
+    status="error", so GridschedSolverFailing read "the optimiser's last status is error".
+    A plan refused for what it was given says invalid_input; a solver's failure stays error."""
+    d = _daemon(tmp_path, _free_base())
+
+    async def go() -> None:
+        async with running(d):
+            assert await d.replan("start") is not None
+            d.signals.book().put(_event(EventType.CURTAIL, id="lvl2", duration="1h", level=2))
+            assert await d.replan("signal") is None
+            assert d.status()["plan"]["status"] == "invalid_input"
+            assert _sample(d, "gridsched_solver_last_status", {"status": "invalid_input"}) == 1.0
+
+    asyncio.run(go())

@@ -17,7 +17,7 @@ from adapters.faults import in_words, traceback_once
 from adapters.fleet import Fleet, Outcome
 from models.durations import parse_duration_s
 from models.economics import site_load_kw
-from models.errors import ConfigError
+from models.errors import ConfigError, DataError
 from models.site import SiteConfig
 from scheduler.planner.inputs import (
     PlanInputs,
@@ -214,7 +214,10 @@ class Planning:
                 # one line for the log and /v1/status (a ConfigError's message spans lines)
                 error = exc.one_line() if isinstance(exc, ConfigError) else in_words(exc)
                 log.error("re-plan (%s) failed: %s", reason, error, exc_info=traceback_once(exc))
-                await self.failed(reason, error, "error")
+                # refused for its inputs (an event, a data file) before any solve: not the
+                # solver's error (GridschedSolverFailing said "the optimiser's ...")
+                given = isinstance(exc, ConfigError | DataError)
+                await self.failed(reason, error, "invalid_input" if given else "error")
                 return None
             status = SolveStatus(plan.status)
             if status not in DISPATCHABLE:  # its schedule is zeros: never apply it
