@@ -385,3 +385,19 @@ def test_a_seconds_option_names_what_it_takes(capsys: pytest.CaptureFixture[str]
         build_parser("fleet").parse_args(["fleet", "simulate", "--duration", "soon"])
     err = capsys.readouterr().err
     assert "--duration" in err and "'soon'" in err and "e.g. 30, 30s, 10min" in err, err
+
+
+def test_a_market_that_contradicts_the_price_file_s_own_is_refused() -> None:
+    """The analyst's walk (session 23, left open): `--price-format ercot-rtm --market PJM`
+    was taken, and the ERCOT file replayed under PJM's publication times and settlement
+    interval, the report saying PJM."""
+    from tests.support.cli import run_main
+
+    site = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "west-texas-30mw.toml"
+    res = run_main(
+        "backtest", "--config", str(site), "--prices", str(site), "--price-format", "ercot-rtm",
+        "--price-column", "HB_WEST",
+        "--market", "PJM", "--from", "2023-08-10", "--to", "2023-08-11",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "--market PJM" in res.stderr and "ERCOT" in res.stderr, res.stderr

@@ -47,13 +47,22 @@ def _backtest_market(args: argparse.Namespace, config: SiteConfig) -> MarketInfo
     """The market named by --market, else the one the price format implies (ERCOT files)."""
     from models.markets import market_for_format, market_info
 
+    fmt = args.price_format if args.prices else config.prices.format.value
+    implied = market_for_format(fmt)
     if args.market:
         try:
-            return market_info(args.market)
+            named = market_info(args.market)
         except GridschedError as exc:
             raise UsageError(str(exc)) from None
-    fmt = args.price_format if args.prices else config.prices.format.value
-    return market_for_format(fmt)
+        if implied is not None and named.name != implied.name:
+            # an ERCOT file replayed on another market's publication times and intervals
+            raise UsageError(
+                f"--market {args.market}: the price file is {fmt}, {implied.name}'s own "
+                f"format; leave --market out, or give that market's prices with "
+                "--price-format csv"
+            )
+        return named
+    return implied
 
 
 def _on_the_grid(args: argparse.Namespace, step: int, horizon: int, start: int, end: int) -> None:
