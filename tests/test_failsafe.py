@@ -661,3 +661,27 @@ def test_a_plan_refused_for_its_inputs_is_not_called_a_solver_error(tmp_path: Pa
             assert _sample(d, "gridsched_solver_last_status", {"status": "invalid_input"}) == 1.0
 
     asyncio.run(go())
+
+
+def test_a_re_plan_that_succeeds_after_failures_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SRE's walk (session 24): after 19 're-plan failed' ERROR lines, the plan that
+    succeeded again logged nothing, so the log an on-call reads ended on the failure."""
+    d = _daemon(tmp_path, _free_base())
+
+    async def go() -> None:
+        async with running(d):
+            assert await d.replan("start") is not None
+            await _absurd_price(d)
+            assert await d.replan("signal") is None
+            assert await d.replan("schedule") is None
+            await d.accept([GridEvent(id="absurd", type=EventType.CANCEL)], "test", None, "{}")
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="gridsched.daemon"):
+                assert await d.replan("cancel") is not None
+                assert await d.replan("schedule") is not None  # said once, not every plan
+
+    asyncio.run(go())
+    said = [r.getMessage() for r in caplog.records if "succeeded again" in r.getMessage()]
+    assert said == ["re-plan (cancel) succeeded again after 2 failed"], said

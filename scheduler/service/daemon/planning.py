@@ -78,6 +78,7 @@ class Planning:
         self.dispatch, self.safe_posture = dispatch, safe_posture
         self.horizon_s = parse_duration_s(self.config.daemon.horizon)
         self.pending = False
+        self.failed_in_row = 0  # re-plans failed since the last good one (said when it ends)
         self._lock = asyncio.Lock()
         self._peak_rules: list[str] = []  # tariff rules seen, in order: their peak slots
 
@@ -226,6 +227,11 @@ class Planning:
                 await self.failed(reason, error, status.value)
                 return None
             self.plans.adopt(plan, now, counted)
+            if self.failed_in_row:  # the log said each failure: it says the end of them
+                log.warning(
+                    "re-plan (%s) succeeded again after %d failed", reason, self.failed_in_row
+                )
+                self.failed_in_row = 0
             # A signal stored or a shed made during the solve: this plan never saw it, and its
             # wakes would undo the shed. Dispatch waits for the plan made after it.
             stale = seen != (self.signals.generation, self.recorder.counters.fast_path_s.count)
@@ -247,6 +253,7 @@ class Planning:
         covers now, else the fail-safe posture; status, /healthz and metrics say why."""
         self.plans.failed(error, status)
         self.recorder.counters.plan_failures += 1
+        self.failed_in_row += 1
         payload = {"reason": reason, "error": error, "status": status}
         await self.recorder.audit("plan-failed", payload)
         if (gap := self.plans.gap(self.clock.time())) is not None:
