@@ -401,3 +401,18 @@ def test_a_market_that_contradicts_the_price_file_s_own_is_refused() -> None:
     )  # fmt: skip
     assert res.returncode == 2, res.stderr
     assert "--market PJM" in res.stderr and "ERCOT" in res.stderr, res.stderr
+
+
+def test_fleet_fault_takes_its_hosts_after_its_options() -> None:
+    """The SRE's walk (session 24, N6): `fleet fault slow --delay 2.5 127.41.1.1` was
+    "unrecognized arguments: 127.41.1.1" (argparse's positional `nargs='*'` takes nothing
+    once an option came between); the docs' own examples put the hosts first."""
+    from scheduler.cli.main import build_parser, parse
+
+    args = parse(
+        build_parser("fleet"),
+        ["fleet", "fault", "slow", "--delay", "2.5", "127.0.0.9", "127.0.0.10"],
+    )
+    assert args.hosts == ["127.0.0.9", "127.0.0.10"] and args.delay == 2.5
+    args = parse(build_parser("fleet"), ["fleet", "fault", "slow", "127.0.0.9", "--delay", "2.5"])
+    assert args.hosts == ["127.0.0.9"]

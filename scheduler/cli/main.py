@@ -85,13 +85,23 @@ def _plain_logging() -> None:
     keep_daemon_logging(logging.WARNING)
 
 
+def parse(parser: argparse.ArgumentParser, args_in: list[str]) -> argparse.Namespace:
+    """The command line read; what is left over is said by the command's own parser. A
+    command's positional list (``fleet fault``'s hosts) also takes what follows its options:
+    argparse's ``nargs='*'`` takes nothing once an option came between."""
+    args, extra = parser.parse_known_args(args_in)
+    if extra and isinstance(getattr(args, "hosts", None), list):
+        if not any(e.startswith("-") for e in extra):
+            args.hosts, extra = [*args.hosts, *extra], []
+    if extra:  # argparse would answer from the root, whose usage shows none of these flags
+        _chosen(parser, args_in).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     _plain_logging()  # before a command's module can import pyasic
-    parser = build_parser(args_in[0] if args_in else None)
-    args, extra = parser.parse_known_args(args_in)
-    if extra:  # argparse would answer from the root, whose usage shows none of these flags
-        _chosen(parser, args_in).error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parse(build_parser(args_in[0] if args_in else None), args_in)
     try:
         return int(args.func(args))
     except BrokenPipeError:  # the reader went away (`gridsched plan --json | head`)
