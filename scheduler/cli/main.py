@@ -90,9 +90,9 @@ def parse(parser: argparse.ArgumentParser, args_in: list[str]) -> argparse.Names
     command's positional list (``fleet fault``'s hosts) also takes what follows its options:
     argparse's ``nargs='*'`` takes nothing once an option came between."""
     args, extra = parser.parse_known_args(args_in)
-    if extra and isinstance(getattr(args, "hosts", None), list):
-        if not any(e.startswith("-") for e in extra):
-            args.hosts, extra = [*args.hosts, *extra], []
+    hosts = getattr(args, "hosts", None)
+    if extra and isinstance(hosts, list) and not any(e.startswith("-") for e in extra):
+        args.hosts, extra = [*hosts, *extra], []
     if extra:  # argparse would answer from the root, whose usage shows none of these flags
         _chosen(parser, args_in).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
