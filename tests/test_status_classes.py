@@ -133,3 +133,36 @@ def test_a_price_event_in_force_is_shown_in_status(tmp_path: Path) -> None:
     shown = [(e["id"], e["price"]) for e in st["price_events"]]
     assert shown == [("high", 170.0), ("low", -50.0)], st["price_events"]
     assert all(e["type"] != "price" for e in st["active_events"])
+
+
+def test_a_device_awaiting_its_read_back_is_shown_in_the_mode_it_reads(tmp_path: Path) -> None:
+    """The SRE's walk (session 24, D3c): two miners accepted a sleep and kept hashing; until
+    each read-back deadline (and again after each re-send) /v1/status counted them under
+    "sleep" and gridsched_class_power_watts{mode="sleep"} carried their 2 kW each, while the
+    log said they read eco. A device whose command awaits its read-back is shown in the
+    mode it reads (the commanded one is what the read-back will judge)."""
+    from adapters.base import ModeRequest
+    from scheduler.service.metrics_aggregates import class_aggregates
+
+    d, devices = memory_daemon(SITE, tmp_path)
+    stubborn = devices["old/0"]
+
+    async def go() -> tuple[dict[str, Any], dict[tuple[str, str, str], list[float]]]:
+        await d.open()
+        try:
+            await d.poll(dispatch=False)
+            was = d.devices.modes["old/0"]
+            assert was != "sleep"
+            stubborn.follows = False  # answers done, keeps hashing
+            out = await d.fleet.apply({"old/0": ModeRequest("sleep")})
+            d.devices.commanded(out, {"old/0": "sleep"})
+            assert "old/0" in d.fleet.pending
+            await d.poll(dispatch=False)  # read running again; its read-back not yet due
+            assert "old/0" in d.fleet.pending
+            return d.status()["classes"], class_aggregates(d).power_units
+        finally:
+            await d.close()
+
+    classes, power = asyncio.run(go())
+    assert "sleep" not in classes["old"]["modes"], classes["old"]["modes"]
+    assert not any(c == "old" and mode == "sleep" for c, _, mode in power), power

@@ -91,7 +91,12 @@ def class_aggregates(d: Daemon, previous: ClassAggregates | None = None) -> Clas
         return out
     out = ClassAggregates(key=key)
     kind_of = {name: dc.kind.value for name, dc in d.devices.classes.items()}
-    mode_of = d.devices.modes.get
+    modes_of = d.devices.modes.get
+    shown = d.devices.shown()  # a command awaiting its read-back: the mode it reads
+
+    def mode_of(device_id: str, default: str) -> str:
+        return shown.get(device_id) or modes_of(device_id, default)
+
     reading_of = d.power.readings.get
     # power as the site's total counts it: a device not read at its last known power (or
     # nameplate), never 0 W (the SRE's walk, session 24: classes summed 41 % under the site)

@@ -162,6 +162,20 @@ class DeviceModes:
         for listener in self.listeners:
             listener()
 
+    def shown(self) -> dict[str, str]:
+        """The devices whose command awaits its read-back, each with the mode its newest
+        reading shows: what status and metrics count them in, not the mode commanded (a
+        miner that accepted a sleep and kept hashing was counted "sleep" until its
+        deadline, and again after each re-send: the SRE's walk, session 24). Those with no
+        reading of a known state keep the mode commanded."""
+        out = {}
+        for device_id in self.fleet.pending:
+            st = self.fleet.status.get(device_id)
+            t = None if st is None else st.telemetry
+            if t is not None and t.state in ("sleeping", "running"):
+                out[device_id] = self.from_reading(device_id, t)
+        return out
+
     def awaiting(self, device_id: str) -> str | None:
         """The mode a command accepted and not yet seen in a reading leaves the device in
         (None when nothing is waiting for its read-back)."""

@@ -169,8 +169,14 @@ def _classes(d: Daemon) -> dict[str, dict[str, Any]]:
             }
         c["devices"] += n
         c["health"][health.value] = n
-    for (group, mode), n in Counter(zip(groups, modes, strict=True)).items():
-        by_class[group]["modes"][mode] = n
+    counts = Counter(zip(groups, modes, strict=True))
+    for device_id, mode in d.devices.shown().items():  # awaiting a read-back: as read
+        group = status[device_id].group
+        counts[(group, d.devices.modes.get(device_id, UNKNOWN))] -= 1
+        counts[(group, mode)] += 1
+    for (group, mode), n in counts.items():
+        if n:
+            by_class[group]["modes"][mode] = n
     # why not: dispatch commands it again rather than believe it
     for i in compress(range(len(ids)), map(UNKNOWN.__eq__, modes)):
         t = rows[i].telemetry
