@@ -193,11 +193,13 @@ def test_a_peak_the_state_file_refused_counts_and_is_written_at_the_next_poll() 
             self.rows[period] = peak_kw
 
     store = Flaky()
-    peak = BillingPeak(ZoneInfo(CHICAGO), 0.0, {}, store)
+    failed: list[int] = []  # the daemon's gridsched_store_write_failures_total counts each
+    peak = BillingPeak(ZoneInfo(CHICAGO), 0.0, {}, store, on_failure=lambda: failed.append(1))
     now = _utc("2026-08-10T12:00:00")
     asyncio.run(peak.observe(40.0, now))
     assert peak.peak_kw(now) == 40.0 and store.rows == {}
     assert peak.status(now)["error"] == "disk full"
+    assert failed == [1]
     store.fail = False
     asyncio.run(peak.observe(30.0, now + 15))  # lower: the held peak is what is written
     assert store.rows == {"2026-08": 40.0} and peak.status(now)["error"] is None

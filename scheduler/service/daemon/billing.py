@@ -17,7 +17,7 @@ month after it)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -47,8 +47,12 @@ class BillingPeak:
         so_far_kw: float = 0.0,
         stored: Mapping[str, float] | None = None,
         store: PeakStore | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
+        """``on_failure``: called at each write the state file refuses (the daemon counts
+        it in ``gridsched_store_write_failures_total``, as a refused audit record)."""
         self.tz, self.so_far_kw, self.store = tz, so_far_kw, store
+        self.on_failure = on_failure
         #: each period's peak as the state file has it (what is not yet there is written
         #: at the next poll)
         self.stored: dict[str, float] = dict(stored or {})
@@ -93,6 +97,8 @@ class BillingPeak:
             if str(exc) != self.error:
                 log.error("billing peak of %s (%.1f kW) not stored: %s", period, kw, exc)
             self.error = str(exc)
+            if self.on_failure is not None:
+                self.on_failure()
             return
         self.stored[period] = kw
         self.error = None

@@ -129,7 +129,7 @@ class Daemon:
         # the billing period's peak, as the state file kept it (restored across restarts)
         billing = BillingPeak(
             config.site.tz, config.tariff.billing_peak_so_far_kw, self.store.billing_peaks(),
-            self.store,
+            self.store, on_failure=self._billing_write_failed,
         )  # fmt: skip
         self.power = Power(
             self.fleet, self.devices, self.plans, ModbusMeter(meter) if meter else None, billing
@@ -322,6 +322,11 @@ class Daemon:
             self.request_replan(what)
 
     # -- what the jobs, the HTTP API, the VEN and the metrics call ----------------------------
+
+    def _billing_write_failed(self) -> None:
+        """A billing-peak write the state file refused counts as a refused audit record
+        (``gridsched_store_write_failures_total``, alert GridschedAuditNotWritten)."""
+        self.counters.store_failures += 1
 
     async def accept(
         self, events: list[GridEvent], source: str, webhook_id: str | None, raw: str
