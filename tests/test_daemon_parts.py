@@ -809,3 +809,29 @@ def test_reading_gaps_walk_on_past_a_gpu_in_a_mode_of_no_class(tmp_path: Path) -
         assert below == pytest.approx(d.config.site.pue * 1.0)
 
     _run(d, body)
+
+
+def test_a_scheduled_run_skipped_for_a_slow_one_is_said_in_words(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SRE's walk (session 24, N5): a price feed whose timeout equals its refresh_s made
+    APScheduler log 'Execution of job "Feeds.refresh_prices (trigger: interval[0:00:30],
+    next run at: ...)" skipped: maximum number of running instances reached (1)'. The
+    daemon says it in its own words, once per job and run skipped, and APScheduler's
+    line is left out."""
+    from types import SimpleNamespace
+
+    from scheduler.service.daemon.counters import Counters, Tasks, quiet_apscheduler_skips
+
+    tasks = Tasks(Counters())
+    aps = logging.getLogger("apscheduler.scheduler")
+    quiet_apscheduler_skips()
+    with caplog.at_level(logging.WARNING):
+        aps.warning('Execution of job "%s" skipped: maximum number of running instances '
+                    "reached (%d)", "Feeds.refresh_prices (trigger: interval)", 1)  # fmt: skip
+        tasks.job_skipped(SimpleNamespace(job_id="prices"))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "prices: its last run is still going at its next time (slower than its period): "
+        "this run skipped"
+    ], said

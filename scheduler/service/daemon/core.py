@@ -36,7 +36,7 @@ from scheduler.planner.plan import Plan
 from scheduler.service.daemon import status as views
 from scheduler.service.daemon.billing import BillingPeak
 from scheduler.service.daemon.clock import Clock, SystemClock
-from scheduler.service.daemon.counters import Counters, Tasks
+from scheduler.service.daemon.counters import Counters, Tasks, quiet_apscheduler_skips
 from scheduler.service.daemon.devices import DeviceModes, confirm_posture
 from scheduler.service.daemon.dispatch import Dispatcher
 from scheduler.service.daemon.failsafe import FailSafe
@@ -224,7 +224,7 @@ class Daemon:
         self.notifier.ready(f"planning {self.config.site.name}")
 
     def _start_jobs(self) -> None:
-        from apscheduler.events import EVENT_JOB_ERROR
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         d = self.config.daemon
@@ -249,6 +249,8 @@ class Daemon:
             every(self.poll_demand, self.demand.cfg.poll_s, "demand")
         # APScheduler logs a job's exception with its traceback; count it as a task failure
         sched.add_listener(self.tasks.job_failed, EVENT_JOB_ERROR)
+        sched.add_listener(self.tasks.job_skipped, EVENT_JOB_MAX_INSTANCES)
+        quiet_apscheduler_skips()  # said by job_skipped, in the daemon's words
         sched.start()
         self._jobs.callback(sched.shutdown, wait=False)
         self.scheduler = sched

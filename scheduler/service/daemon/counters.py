@@ -106,6 +106,16 @@ class Tasks:
         why = in_words(exc)
         log.error("background task %s failed: %s", name, why, exc_info=traceback_once(exc))
 
+    def job_skipped(self, event: Any) -> None:
+        """A scheduled run skipped because the last one still runs (a feed answering slower
+        than its period), said in the daemon's words (APScheduler's own line is left out:
+        :func:`quiet_apscheduler_skips`)."""
+        log.warning(
+            "%s: its last run is still going at its next time (slower than its period): "
+            "this run skipped",
+            event.job_id,
+        )
+
     def job_failed(self, event: Any) -> None:
         """A scheduled job raised (APScheduler has logged it with its traceback)."""
         self.counters.task_failed(str(event.job_id))
@@ -131,3 +141,16 @@ class Tasks:
         self.stopping = True
         for t in list(self.running):
             t.cancel()
+
+
+def _not_a_skip(record: logging.LogRecord) -> bool:
+    return "skipped: maximum number of running instances" not in str(record.msg)
+
+
+def quiet_apscheduler_skips() -> None:
+    """Leave out APScheduler's own line for a run skipped ('Execution of job "Feeds.
+    refresh_prices (trigger: ...)" skipped: maximum number of running instances reached
+    (1)'): :meth:`Tasks.job_skipped` says it, naming the job as the daemon does."""
+    aps = logging.getLogger("apscheduler.scheduler")
+    if _not_a_skip not in aps.filters:
+        aps.addFilter(_not_a_skip)
