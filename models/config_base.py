@@ -17,6 +17,11 @@ Pos = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 def iana_zone(v: str) -> str:
+    if v.lower() in ("localtime", "posixrules", "factory"):  # not a place: the host's, or none
+        raise ValueError(
+            f"{v!r} is this host's zone, or no place's: another host reads the same file "
+            "differently; name the site's zone, e.g. 'America/Chicago' or 'UTC'"
+        )
     try:
         ZoneInfo(v)
     except (ZoneInfoNotFoundError, ValueError):

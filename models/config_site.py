@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Self
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from models.config_base import Currency, EnergyUnit, NonNeg, Pos, Strict, Zone
 from models.meter import SiteMeter
@@ -113,6 +113,12 @@ class Mining(Strict):
         return self.hashprice_usd_per_ths_day * (1.0 - self.pool_fee)
 
 
+def _some_month(months: tuple[int, ...]) -> tuple[int, ...]:
+    if not months:
+        raise ValueError("at least one month is needed: a window in no month never applies")
+    return months
+
+
 class CoincidentPeak(Strict):
     """Recurring local-time windows in which import is billed per kW of its peak.
 
@@ -121,7 +127,9 @@ class CoincidentPeak(Strict):
     """
 
     name: Annotated[str, Field(min_length=1)]
-    months: tuple[Annotated[int, Field(ge=1, le=12)], ...] = tuple(range(1, 13))
+    months: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=12)], ...], AfterValidator(_some_month)
+    ] = tuple(range(1, 13))
     start: time
     end: time
     weekdays_only: bool = True

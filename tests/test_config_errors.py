@@ -199,6 +199,24 @@ def test_a_price_beyond_any_market_names_its_line(tmp_path: Path, value: str) ->
         load_csv_series(f, "price", "ts")
 
 
+def test_a_host_dependent_zone_and_a_peak_window_in_no_month_are_refused() -> None:
+    """The bad-input walk (session 23, L15): `timezone = "localtime"` was taken (this host's
+    zone: another host reads the same file differently), and a coincident peak with
+    `months = []` (a window that never applies) passed silently."""
+    d = site_dict()
+    d["site"]["timezone"] = "localtime"
+    d["tariff"] = {
+        "coincident_peaks": [
+            {"name": "ERCOT 4CP", "months": [], "start": "15:00", "end": "18:00", "usd_per_kw": 5}
+        ]
+    }
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    got = problems(exc)
+    assert "this host's" in got["site.timezone"], got
+    assert "at least one month" in got["tariff.coincident_peaks[0].months"], got
+
+
 def test_bad_value_names_path_and_value() -> None:
     d = site_dict()
     d["devices"][0]["modes"][0]["power_kw"] = -3
