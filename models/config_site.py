@@ -3,6 +3,7 @@ the place, its meter, what energy costs and what hashing earns."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import time
 from enum import StrEnum
 from typing import Annotated, Self
@@ -45,8 +46,20 @@ class OnsiteGeneration(Strict):
         return self
 
 
+def _printable_name(v: str) -> str:
+    """A name reports, logs, metric labels and the audit trail print as given: no control or
+    direction-changing characters (U+202E turned a report's line around), 200 at most."""
+    bad = [c for c in v if unicodedata.category(c) in ("Cc", "Cf")]
+    if bad:
+        raise ValueError(
+            f"name has {len(bad)} control or formatting character(s) (e.g. U+{ord(bad[0]):04X}); "
+            "use printable text"
+        )
+    return v
+
+
 class SiteSpec(Strict):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable_name)]
     timezone: Zone = "UTC"
     interconnect_kw: Pos
     pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.0

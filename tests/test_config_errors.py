@@ -217,6 +217,18 @@ def test_a_host_dependent_zone_and_a_peak_window_in_no_month_are_refused() -> No
     assert "at least one month" in got["tariff.coincident_peaks[0].months"], got
 
 
+@pytest.mark.parametrize("name", ["x" * 100_000, "site\u202eevil", "two\nlines"])
+def test_a_site_name_that_would_garble_reports_and_logs_is_refused(name: str) -> None:
+    """The bad-input walk (session 23, L15): a site name of 100,000 characters, or with a
+    right-to-left override (U+202E) or a line break, was echoed raw into reports, logs,
+    metrics labels and the audit trail."""
+    d = site_dict()
+    d["site"]["name"] = name
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    assert "site.name" in problems(exc), problems(exc)
+
+
 def test_bad_value_names_path_and_value() -> None:
     d = site_dict()
     d["devices"][0]["modes"][0]["power_kw"] = -3
