@@ -209,3 +209,29 @@ def test_an_event_the_daemon_refuses_is_said_once_not_at_every_poll(vtn: VtnDoub
     refused = st["events_refused"]
     assert isinstance(refused, dict) and "not like that" in str(refused.get(bad)), refused
     assert st["delivery_failures"] == 0  # the store did not fail: the event was refused
+
+
+def test_an_error_is_cleared_once_the_step_that_failed_succeeds(vtn: VtnDouble) -> None:
+    """The aggregator's walk (session 24, N3): after the VTN recovered, `last_error` still
+    named the old failure, with `consecutive_failures: 0`, while operations.md's check reads
+    `last_error: null` as healthy. The error is cleared once the step that failed (a poll
+    here) succeeds again; `last_error_at` keeps when it was."""
+    client = bl(vtn)
+    client.create_event(limit_event(make_program(client)))
+
+    async def go() -> tuple[dict[str, object], dict[str, object]]:
+        ven = Ven(config(vtn), Sink())
+        await ven.start()
+        vtn.failing = True
+        assert not await ven._attempt(ven.poll_once, "poll")
+        failed = dict(ven.status())
+        vtn.failing = False
+        assert await ven._attempt(ven.poll_once, "poll")
+        recovered = dict(ven.status())
+        await ven.stop()
+        return failed, recovered
+
+    failed, recovered = run(go())
+    assert "HTTP 500" in str(failed["last_error"])
+    assert recovered["last_error"] is None, recovered["last_error"]
+    assert recovered["last_error_at"] == failed["last_error_at"]

@@ -116,6 +116,8 @@ class Ven(VenIntake):
         self._tasks: list[asyncio.Task[None]] = []
         self.cadence = PollCadence(config.poll_s)
         self._handed = 0  # deliveries counted at the last poll's end (its log line)
+        #: the step whose failure last_error says (cleared once that step succeeds again)
+        self._failed_step: str | None = None
         self.polled = asyncio.Event()  # set after each successful poll (tests, readiness)
         self._status: dict[str, Any] = {
             "vtn": config.vtn_url,
@@ -213,11 +215,14 @@ class Ven(VenIntake):
                 "last_error_at": time.time(),
                 "consecutive_failures": self._status["consecutive_failures"] + 1,
             }
+            self._failed_step = what
             log.warning("VEN %s failed: %s", what, exc)
             if what == "poll":
                 self._status["poll_failures"] += 1
             return False
         self._status |= {"last_success_at": time.time(), "consecutive_failures": 0}
+        if what == self._failed_step:  # what failed works again (last_error_at stays)
+            self._status["last_error"], self._failed_step = None, None
         return True
 
     async def _enroll(self) -> None:
