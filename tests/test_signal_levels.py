@@ -66,3 +66,28 @@ def test_a_signal_already_over_is_said_so_in_the_answer(site: Served) -> None:
     assert answer["ids"] == ["over", "now"], answer
     assert answer["ended"] == ["over"], answer
     assert [s["id"] for s in _stored(site)] == ["now"]  # type: ignore[index]
+
+
+def test_an_openadr_notification_at_a_level_the_site_has_no_cap_for_is_refused(
+    site: Served,
+) -> None:
+    """The aggregator's walk (session 24, D10): a SIMPLE level 2 notification on a site
+    without that cap got 202, after which every re-plan failed (/healthz 503, the fail-safe
+    cap). The docs' reason (an event the VEN polls has no answer to refuse it with) does
+    not hold for the notification endpoint, which answers: it is a 422, as the webhook's."""
+    from datetime import UTC, datetime
+
+    from tests.test_daemon import OADR_TOKEN
+
+    start = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    event = {
+        "id": "t-l2", "programID": "p", "eventName": "shed",
+        "intervalPeriod": {"start": start, "duration": "PT5M"},
+        "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [2]}]}],
+    }  # fmt: skip
+    body = {"objectType": "EVENT", "operation": "CREATE", "object": event}
+    r = httpx.post(site.url + "/openadr3/notifications", json=body,
+                   headers={"Authorization": f"Bearer {OADR_TOKEN}"}, timeout=10)  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert "level 2 has no cap" in r.text and "1, 3" in r.text, r.text
+    assert _stored(site) == []

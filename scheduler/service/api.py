@@ -276,7 +276,11 @@ def create_app(daemon: Daemon, serving: bool = True) -> FastAPI:
                 raw, datetime.now(UTC), daemon.config.openadr, programs=daemon.openadr_programs
             )
             events = [GridEvent.model_validate(d) for d in reading.events]
-            check_ids(events, "openadr3", [f"events[{k}].id" for k in range(len(events))])
+            fields = [f"events[{k}].id" for k in range(len(events))]
+            check_ids(events, "openadr3", fields)
+            # a SIMPLE level the site has no cap for would fail every re-plan in force;
+            # this endpoint can say so, as the webhook does (a polled event cannot)
+            check_levels(events, daemon.config.tariff.dr_levels_kw, fields)
         except Refused:
             daemon.counters.signal("openadr3", "invalid")
             raise
