@@ -9,30 +9,41 @@ _UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|sec|s|m|h|d)")
 
 
-#: ISO 8601's duration in weeks, days, hours, minutes and seconds (years and months have
-#: no fixed length, and are refused by name)
-_ISO = re.compile(
-    r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
-    r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?",
-    re.IGNORECASE,
+#: An ISO 8601 duration, ``-?P[nY][nM][nW][nD][T[nH][nM][nS]]``, its fields named (y, mo,
+#: w, d, h, mi, s); upper case, as the standard writes it
+ISO_DURATION = re.compile(
+    r"^-?P(?:(?P<y>\d+(?:\.\d+)?)Y)?(?:(?P<mo>\d+(?:\.\d+)?)M)?(?:(?P<w>\d+(?:\.\d+)?)W)?"
+    r"(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<mi>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
 
 
+def iso_parts(text: object) -> dict[str, float] | None:
+    """The fields of an ISO 8601 duration (0 where absent), or None when ``text`` is none
+    (not text, no field given, or a ``T`` with nothing after it). What each caller makes of
+    years and months is its own: the site file refuses them, OpenADR reads ``P9999Y`` as
+    until cancelled (:func:`scheduler.service.openadr_timing.parse_iso_duration`)."""
+    if not isinstance(text, str):
+        return None
+    m = ISO_DURATION.match(text)
+    if m is None or not any(m.groupdict().values()) or text.endswith("T"):
+        return None
+    return {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
+
+
 def _iso_s(text: str) -> float:
-    s = text.strip()
-    m = _ISO.fullmatch(s)
-    if m is None or not any(m.groups()) or s.upper().endswith("T"):
-        if re.fullmatch(r"P(\d+Y)?(\d+M)?(\d+D)?(T.*)?", s, re.IGNORECASE):
-            raise ValueError(
-                f"duration {text!r}: years and months have no fixed length; give days, "
-                "hours, minutes or seconds (e.g. 'P30D', 'PT1H')"
-            )
+    f = iso_parts(text.strip().upper())
+    if f is None:
         raise ValueError(
             f"duration {text!r} is not understood: ISO 8601 as P[nW][nD][T[nH][nM][nS]] "
             "(e.g. 'PT30M', 'P1DT2H'), or a number and a unit (e.g. '30min', '1h30min')"
         )
-    w, d, h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
-    return w * 604800 + d * 86400 + h * 3600 + mi * 60 + sec
+    if f["y"] or f["mo"]:
+        raise ValueError(
+            f"duration {text!r}: years and months have no fixed length; give days, "
+            "hours, minutes or seconds (e.g. 'P30D', 'PT1H')"
+        )
+    return f["w"] * 604800 + f["d"] * 86400 + f["h"] * 3600 + f["mi"] * 60 + f["s"]
 
 
 def _total_s(text: str) -> float:
@@ -60,7 +71,8 @@ def parse_duration_s(text: str) -> int:
     """Return the duration in whole seconds.
 
     Accepts one or more ``<number><unit>`` parts with units s, min (or m), h, d:
-    ``"5min"``, ``"48h"``, ``"1h30min"``. Raises ValueError naming the text otherwise.
+    ``"5min"``, ``"48h"``, ``"1h30min"``, or ISO 8601 without years and months
+    (``"PT30M"``, ``"P1DT2H"``). Raises ValueError naming the text otherwise.
     """
     total = _total_s(text)
     if total <= 0 or total != int(total):

@@ -16,21 +16,16 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from models.durations import iso_parts
 from models.signals import FOREVER
 from scheduler.service.openadr_payloads import Part
 
 LOOP_HORIZON = timedelta(days=32)
 MAX_PIECES = 20_000
-_DURATION = re.compile(
-    r"^-?P(?:(?P<y>\d+(?:\.\d+)?)Y)?(?:(?P<mo>\d+(?:\.\d+)?)M)?(?:(?P<w>\d+(?:\.\d+)?)W)?"
-    r"(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<mi>\d+(?:\.\d+)?)M)?"
-    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
 #: a draw in [-bound_s, bound_s] for randomizeStart, keyed by VEN and event
 Jitter = Callable[[str, float], float]
 
@@ -46,10 +41,9 @@ class OpenADRError(ValueError):
 
 def parse_iso_duration(text: str, path: str) -> float | None:
     """Seconds in an ISO 8601 duration; None for ``P9999Y`` (until cancelled)."""
-    m = _DURATION.match(text if isinstance(text, str) else "")
-    if not m or text.lstrip("-") in ("P", "PT") or text.endswith("T"):
+    f = iso_parts(text)
+    if f is None:
         raise OpenADRError(path, f"{text!r} is not an ISO 8601 duration (e.g. PT1H, P1D, P9999Y)")
-    f = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
     if f["y"] >= 9999:
         return None
     return (
