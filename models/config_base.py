@@ -55,17 +55,6 @@ class NoBoolNumbers(BaseModel):
         finite number beyond ``MAX_FIGURE`` is refused by its key, not left to the solver."""
         if not isinstance(data, dict):
             return data
-        for key, value in data.items():
-            if (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-                and abs(value) > MAX_FIGURE
-            ):
-                raise at_key(
-                    str(key),
-                    f"{value:g} is beyond any site's figure (at most {MAX_FIGURE:g} in size)",
-                )
         own = {  # fields whose own "before" check says what is valid (fleet_workers)
             f
             for d in cls.__pydantic_decorators__.field_validators.values()
@@ -73,11 +62,17 @@ class NoBoolNumbers(BaseModel):
             for f in d.info.fields
         }
         for key, value in data.items():
-            field = cls.model_fields.get(key) if isinstance(key, str) else None
-            if field is None or key in own or not isinstance(value, bool):
-                continue
-            if not _takes_bool(field.annotation):
-                raise at_key(key, f"a number or text is needed, not {str(value).lower()}")
+            if isinstance(value, bool):
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and key not in own and not _takes_bool(field.annotation):
+                    raise at_key(key, f"a number or text is needed, not {str(value).lower()}")
+            elif (
+                isinstance(value, int | float) and math.isfinite(value) and abs(value) > MAX_FIGURE
+            ):
+                raise at_key(
+                    str(key),
+                    f"{value:g} is beyond any site's figure (at most {MAX_FIGURE:g} in size)",
+                )
         return data
 
 
