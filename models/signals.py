@@ -272,19 +272,14 @@ def class_problems(
     ]
 
 
-def level_problems(
-    events: Iterable[GridEvent], levels: dict[str, float]
-) -> list[tuple[GridEvent, str]]:
-    """(event, what) for each cap given as a level (not 0, which is none) that the site's
+def level_problems(events: Iterable[GridEvent], levels: dict[str, float]) -> list[str]:
+    """What is wrong with each cap given as a level (not 0, which is none) that the site's
     ``[tariff.dr_levels_kw]`` has no cap for: stored or planned, such an event would make
     every plan over it fail; for the ``ConfigError`` of a file or a plan, or an intake's 422."""
     have = ", ".join(sorted(levels, key=lambda k: (len(k), k))) or "none"
     return [
-        (
-            ev,
-            f"event {ev.id!r}: level {ev.level} has no cap at this site; it has levels "
-            f'{have} (add tariff.dr_levels_kw."{ev.level}" in kW), or give limit_kw',
-        )
+        f"event {ev.id!r}: level {ev.level} has no cap at this site; it has levels "
+        f'{have} (add tariff.dr_levels_kw."{ev.level}" in kW), or give limit_kw'
         for ev in events
         if ev.type in (EventType.CURTAIL, EventType.ALERT)
         and ev.level

@@ -127,7 +127,7 @@ class SiteConfig(Strict):
                 )
         for where, what in class_problems(self.events, names):
             raise ValueError(f"{where}: {what}")
-        for _, what in level_problems(self.events, self.tariff.dr_levels_kw):
+        for what in level_problems(self.events, self.tariff.dr_levels_kw):
             raise at_key("events", what)
         inf = self.inference
         measured = [d.name for d in self.devices if d.prefill_tokens_s]

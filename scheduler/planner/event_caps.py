@@ -31,7 +31,7 @@ def event_caps(
     price_prio = np.full(grid.n, -np.inf)
     levels = config.tariff.dr_levels_kw
     events = [ev for ev in events if overlap(grid, ev).any()]
-    problems = [("events", what) for _, what in level_problems(events, levels)]
+    problems = [("events", what) for what in level_problems(events, levels)]
     if problems:
         raise ConfigError("events", problems)
     for ev in events:

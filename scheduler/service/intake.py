@@ -82,10 +82,10 @@ def check_levels(events: list[GridEvent], levels: dict[str, float], fields: list
     """A cap given as a level names one of the site's ``[tariff.dr_levels_kw]``: stored, one
     it has no cap for would make every plan fail (``level_problems``) until the event ended,
     the site held at the fail-safe cap and the sender told it had been taken."""
-    where = dict(zip((id(ev) for ev in events), fields, strict=True))
     problems = [
-        {"field": where[id(ev)].removesuffix("id") + "level", "problem": what}
-        for ev, what in level_problems(events, levels)
+        {"field": where.removesuffix("id") + "level", "problem": what}
+        for ev, where in zip(events, fields, strict=True)
+        for what in level_problems([ev], levels)
     ]
     if problems:
         raise Refused(422, "invalid signal level", problems)
