@@ -19,6 +19,7 @@ from scheduler.cli.options import (
     add_event_args,
     add_price_file_args,
     check_outputs,
+    check_year,
     read_events,
     read_prices,
 )
@@ -32,8 +33,8 @@ def _day_start(text: str, tz: str, flag: str) -> int:
     import pandas as pd
 
     year = text.strip()[:4]
-    if year.isdigit() and not 1970 <= int(year) <= 2099:  # pandas' clock ends in 2262
-        raise UsageError(f"{flag} {text!r}: a year from 1970 to 2099 is needed")
+    if year.isdigit():  # before pandas reads it (the year 1 came out as an LMT offset)
+        check_year(flag, text, int(year))
     try:
         ts = pd.Timestamp(text)
     except ValueError:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from models.errors import GridschedError
 from models.market import Series, site_prices
-from models.signals import GridEvent, events_from_power_trace, load_events
+from models.signals import EARLIEST, LATEST, GridEvent, events_from_power_trace, load_events
 from models.site import SiteConfig
 
 #: The price file layouts a command line names (``--price-format``, ``--forecast-format``).
@@ -139,3 +139,12 @@ def seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: seconds must be a finite number >= 0")
     return value
+
+
+def check_year(flag: str, text: str, year: int) -> None:
+    """A date the command line names falls in the years a signal may name (1970-2099,
+    ``models.signals``): pandas' clock ends in 2262 and Python's in 9999, with tracebacks."""
+    if not EARLIEST.year <= year < LATEST.year:
+        raise UsageError(
+            f"{flag} {text!r}: a year from {EARLIEST.year} to {LATEST.year - 1} is needed"
+        )

@@ -25,6 +25,7 @@ from scheduler.cli.options import (
     add_event_args,
     add_price_file_args,
     check_outputs,
+    check_year,
     read_events,
     read_prices,
 )
@@ -47,8 +48,7 @@ def _parse_start(text: str | None, step_s: int) -> int:
         raise UsageError(f"--start {text!r} has no time of day; write e.g. {text[:10]}T05:00:00Z")
     if dt.tzinfo is None:
         raise UsageError(f"--start {text!r} has no UTC offset; add Z or +HH:MM")
-    if not 1970 <= dt.year <= 2099:  # pandas' clock ends in 2262, Python's in 9999
-        raise UsageError(f"--start {text!r}: a year from 1970 to 2099 is needed")
+    check_year("--start", text, dt.year)
     ts = int(dt.astimezone(UTC).timestamp())
     if ts % step_s:
         raise UsageError(f"--start {text!r} is not aligned to the {step_s // 60}-minute step")
