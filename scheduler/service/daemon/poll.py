@@ -92,9 +92,10 @@ class Poller:
             # GPUs it counted on went dark (NVML's GPU_IS_LOST, an agent down): committed
             # inference may be short until a plan without them, made now, not at the next
             # scheduled one (44 % short for minutes: the SRE's walk, session 24)
+            gpu = DeviceKind.GPU
             gone = frozenset(
-                i for i in counted - self.power.answered if self._gpu_class(i)
-            )  # fmt: skip
+                i for i in counted - self.power.answered if self.devices.class_of(i).kind is gpu
+            )
             if gone and gone != self._lost_asked:
                 names = ", ".join(sorted(gone)[:5]) + (" ..." if len(gone) > 5 else "")
                 self.planning.request(
@@ -152,10 +153,6 @@ class Poller:
             if latest is not None and latest.at > t.at:
                 readings[i] = latest
         return readings
-
-    def _gpu_class(self, device_id: str) -> bool:
-        st = self.fleet.status.get(device_id)
-        return st is not None and self.devices.classes[st.group].kind is DeviceKind.GPU
 
     def _drifted(self, readings: Mapping[str, Telemetry]) -> int:
         """Take the modes of devices read for the first time; count those that left theirs
