@@ -87,12 +87,13 @@ def implied_spans(
         return [], "no intervals, no intervalPeriod: VEN-determined intervals are not sent"
     try:
         clock = _clock(now)
-        ((start, end),) = clock.spans(event, [{}])  # interval 0: the event's period
+        spans = clock.spans(event, [{}])  # interval 0: the event's period
         event_s = _event_s(event)
     except OpenADRError as exc:
         return [], str(exc)
-    except ValueError:  # the clock found the event over
+    if clock.ended or not spans:  # a finite window from 0001-01-01
         return [], "the event is over (User Guide 7.9)"
+    ((start, end),) = spans
     if end is None or end <= start:
         return [], "its intervalPeriod has no end (P9999Y or no duration): no implied interval"
     t0, step = start.timestamp(), end.timestamp() - start.timestamp()
