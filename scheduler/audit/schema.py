@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS archived (
     archived_at REAL NOT NULL
 );
 """
-ADDED_TABLES = """
+ADDED_TABLES = (
+    """
 CREATE TABLE IF NOT EXISTS openadr_programs (
     id TEXT PRIMARY KEY,
     descriptors TEXT NOT NULL,
@@ -77,6 +78,9 @@ CREATE TABLE IF NOT EXISTS device_identities (
     updated_at REAL NOT NULL
 );
 """
+    + report_ledger.TABLES
+    + billing_peaks.TABLES
+)  # their modules read and write them
 
 
 def open_checked(
@@ -103,8 +107,6 @@ def open_checked(
     if version < SCHEMA_VERSION:
         _migrate(con, path, version, bool(has_log), key, head_file)
     con.executescript(ADDED_TABLES)
-    con.executescript(report_ledger.TABLES)
-    con.executescript(billing_peaks.TABLES)
     return SCHEMA_VERSION
 
 
