@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from models.errors import ConfigError
@@ -318,6 +319,34 @@ def test_a_cap_that_cannot_be_computed_is_the_most_restrictive_not_infinite(
             d.signals.book().drop("zero")
             d.signals.book().put(bad)
             assert d.cap_now()[0] == 0.0 and d.signals.cap_error is not None
+
+    asyncio.run(go())
+
+
+def test_a_polled_level_without_a_cap_is_planned_at_the_fail_safe_cap(tmp_path: Path) -> None:
+    """A SIMPLE level the site has no cap for, polled from a VTN (no answer can refuse it):
+    every re-plan failed while it was in force (session 24's note: /healthz 503, the plan
+    left to run out, then the fail-safe posture). The fast path already counts such an
+    event at the fail-safe cap; the plan now does the same, says so in its notes, and the
+    site goes on being planned (prices, other events) under that cap."""
+    d = _daemon(tmp_path, _free_base(), failsafe_kw=40.0)
+
+    async def go() -> None:
+        async with running(d):
+            assert await d.replan("start") is not None
+            d.signals.book().put(_event(EventType.CURTAIL, id="lvl2", duration="1h", level=2))
+            plan = await d.replan("signal")
+            assert plan is not None, d.status()["plan"]
+            assert d.status()["plan"]["ok"], d.status()["plan"]
+            first = float(plan.dr_cap_kw[0])
+            assert first == 40.0, plan.dr_cap_kw[:3]
+            assert any("lvl2" in n and "fail-safe" in n for n in plan.notes), plan.notes
+            # the fast path and the status say the same
+            assert d.cap_now()[0] == 40.0
+            assert "lvl2" in (d.status()["cap_error"] or "")
+            # after the event's hour, no DR cap: only the event was replaced
+            after = plan.starts_s >= time.time() + 3600 + 60
+            assert after.any() and not np.isfinite(plan.dr_cap_kw[after]).any()
 
     asyncio.run(go())
 
@@ -646,8 +675,9 @@ def test_the_shutdown_posture_is_reported_as_read_back_not_as_sent(
 
 
 def test_a_plan_refused_for_its_inputs_is_not_called_a_solver_error(tmp_path: Path) -> None:
-    """The SRE's walk (session 24, N3): with an OpenADR SIMPLE level the site has no cap
-    for, every re-plan failed before any solve, and gridsched_solver_last_status said
+    """The SRE's walk (session 24, N3): with an input the plan refuses before any solve
+    (then an OpenADR SIMPLE level the site has no cap for; now a device class it has not
+    got, which only a bug past the intake could store), gridsched_solver_last_status said
     status="error", so GridschedSolverFailing read "the optimiser's last status is error".
     A plan refused for what it was given says invalid_input; a solver's failure stays error."""
     d = _daemon(tmp_path, _free_base())
@@ -655,7 +685,8 @@ def test_a_plan_refused_for_its_inputs_is_not_called_a_solver_error(tmp_path: Pa
     async def go() -> None:
         async with running(d):
             assert await d.replan("start") is not None
-            d.signals.book().put(_event(EventType.CURTAIL, id="lvl2", duration="1h", level=2))
+            bad = _event(EventType.CURTAIL, id="cls", duration="1h", limit_kw=5.0)
+            d.signals.book().put(bad.model_copy(update={"classes": ("nope",)}))
             assert await d.replan("signal") is None
             assert d.status()["plan"]["status"] == "invalid_input"
             assert _sample(d, "gridsched_solver_last_status", {"status": "invalid_input"}) == 1.0

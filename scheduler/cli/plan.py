@@ -264,12 +264,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     missing = [k for k in ("1", "2", "3") if k not in config.tariff.dr_levels_kw]
     if config.openadr.ven_name and missing:
         # a VTN's SIMPLE event at such a level is valid by the spec; the webhook refuses it,
-        # a polled one cannot be refused: every re-plan then fails while it is in force
+        # a polled one cannot be refused: it is planned and enforced at the fail-safe cap
         print(
             f"warning: [openadr] is set and [tariff.dr_levels_kw] has no cap for SIMPLE "
             f"level{'s' * (len(missing) > 1)} {', '.join(missing)}: a VTN's event at "
-            "such a level (valid OpenADR) would fail every re-plan while in force, the site "
-            'held at the fail-safe cap; give each a cap in kW ("3" = 3000)'
+            "such a level (valid OpenADR) would be planned and enforced at the fail-safe "
+            'cap (failsafe_cap_kw) while in force; give each a cap in kW ("3" = 3000)'
         )
     if site.base_load_kw > site.interconnect_kw:
         # every device asleep and still over the limit: no plan can meet it (on-site

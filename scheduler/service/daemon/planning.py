@@ -183,8 +183,11 @@ class Planning:
                 int(grid.starts_s[0]), int(grid.ends_s[-1])
             )
         config = self.available_config()
-        events = self.signals.active_events(now)
+        events, level_notes = self.signals.for_plan(
+            self.signals.active_events(now), config.tariff.dr_levels_kw
+        )
         inputs = assemble_inputs(config, grid, prices, events, self.state(now))
+        inputs.notes[:0] = level_notes
         if fallback is not None:
             inputs.notes.insert(0, fallback)
         # Billed peaks on fixed slots: the next step's plan keeps this matrix and re-solves

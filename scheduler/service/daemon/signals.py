@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from adapters.faults import file_refused, in_words, is_bug, named, traceback_once
 from adapters.neterrors import describe
 from models.errors import ConfigError
-from models.signals import STORED, EventType, GridEvent
+from models.signals import STORED, EventType, GridEvent, level_problems
 from models.site import SiteConfig
 from scheduler.audit.store import Store
 from scheduler.planner.class_caps import class_caps_at
@@ -98,6 +98,28 @@ class Signals:
     def active_events(self, now: float) -> list[GridEvent]:
         """Stored events that have not ended or been cancelled, plus any fail-safe cap."""
         return self._with_pending(self.book().live(now), now, started=False)
+
+    def for_plan(self, events: list[GridEvent], levels: dict[str, float]) -> tuple[
+        list[GridEvent], list[str]
+    ]:
+        """The events a plan is made over, and its notes: a cap at a level the site has no
+        cap for (an OpenADR SIMPLE level polled or heard by MQTT, which no answer could
+        refuse) is planned at the fail-safe cap, as the fast path counts it (``cap_now``),
+        instead of failing every re-plan while it is in force."""
+        out: list[GridEvent] = []
+        notes: list[str] = []
+        for ev in events:
+            if not level_problems([ev], levels):
+                out.append(ev)
+                continue
+            cap_kw = self.failsafe.cap_kw()
+            out.append(ev.model_copy(update={"level": None, "limit_kw": cap_kw}))
+            have = ", ".join(sorted(levels, key=lambda k: (len(k), k))) or "none"
+            notes.append(
+                f"event {ev.id!r}: level {ev.level} has no cap at this site (levels: {have}); "
+                f"planned at the fail-safe cap, {cap_kw:g} kW"
+            )
+        return out, notes
 
     def _with_pending(self, events: list[GridEvent], now: float, started: bool) -> list[GridEvent]:
         """The book's events with the caps still being written in place of theirs (not ended
