@@ -28,7 +28,7 @@ from typing import Any
 
 from scheduler.service.openadr_timing import IntervalClock, OpenADRError, duration_s
 
-__all__ = ["MAX_IMPLIED", "Span", "bl_spans", "implied_spans", "is_report_only"]
+__all__ = ["MAX_IMPLIED", "Span", "bl_spans", "event_s", "implied_spans", "is_report_only"]
 
 #: at most this many implied intervals for one descriptor (the rest said, not reported)
 MAX_IMPLIED = 10_000
@@ -48,7 +48,7 @@ def _clock(now: float) -> IntervalClock:
     return IntervalClock("", datetime.fromtimestamp(now, UTC), lambda _key, _bound: 0.0)
 
 
-def _event_s(event: dict[str, Any]) -> float | None:
+def event_s(event: dict[str, Any]) -> float | None:
     s = duration_s(event.get("duration"), "object.duration")
     return s if s is not None and math.isfinite(s) else None
 
@@ -59,7 +59,7 @@ def bl_spans(event: dict[str, Any], now: float) -> tuple[list[Span], str | None]
     try:
         clock = _clock(now)
         spans = clock.spans(event, ivs)
-        cut_s = _event_s(event)
+        cut_s = event_s(event)
     except OpenADRError as exc:
         return [], str(exc)
     if clock.ended or not spans:
@@ -88,7 +88,7 @@ def implied_spans(
     try:
         clock = _clock(now)
         spans = clock.spans(event, [{}])  # interval 0: the event's period
-        event_s = _event_s(event)
+        whole_s = event_s(event)
     except OpenADRError as exc:
         return [], str(exc)
     if clock.ended or not spans:  # a finite window from 0001-01-01
@@ -97,15 +97,15 @@ def implied_spans(
     if end is None or end <= start:
         return [], "its intervalPeriod has no end (P9999Y or no duration): no implied interval"
     t0, step = start.timestamp(), end.timestamp() - start.timestamp()
-    stop = t0 + event_s if event_s is not None else math.inf
+    stop = t0 + whole_s if whole_s is not None else math.inf
     if num_intervals >= 0:
         last = start_interval + num_intervals
-    elif event_s is not None:
-        last = math.ceil(event_s / step)
+    elif whole_s is not None:
+        last = math.ceil(whole_s / step)
     else:
         last = 1  # the one interval the event's period names
-    if event_s is not None:
-        last = min(last, math.ceil(event_s / step))
+    if whole_s is not None:
+        last = min(last, math.ceil(whole_s / step))
     if last - start_interval > MAX_IMPLIED:
         return [], f"{last - start_interval} implied intervals: more than {MAX_IMPLIED}"
     out = [(k, t0 + k * step, min(t0 + (k + 1) * step, stop)) for k in range(start_interval, last)]

@@ -32,7 +32,14 @@ from typing import Any, Protocol
 
 from models.site import OpenADR
 from scheduler.service.ven_client import VtnClient, VtnError
-from scheduler.service.ven_reports import ImportSample, Measure, ReportJob, SampleLog, plan_reports
+from scheduler.service.ven_reports import (
+    STREAM_LOOKBACK_S,
+    ImportSample,
+    Measure,
+    ReportJob,
+    SampleLog,
+    plan_reports,
+)
 
 __all__ = [
     "MAX_REPORT_REFUSALS",
@@ -101,6 +108,8 @@ class Reporter:
         #: reports given up by this process (the metric's counter: one given up before a
         #: restart and taken up again from the state file is in the status, not here)
         self.given_up_here = 0
+        #: event id -> (its notification, when to plan it again): report streams
+        self.streams: dict[str, tuple[dict[str, Any], float]] = {}
         status.setdefault("reports_given_up", 0)
 
     @property
@@ -126,16 +135,22 @@ class Reporter:
             self._logged.add(key)
             log.warning(msg, *args)
 
-    def plan(self, body: dict[str, Any]) -> None:
+    def plan(self, body: dict[str, Any], now: float | None = None) -> None:
         """The reports an EVENT notification's object asks for."""
         if self.measure is None or self._interpret is None:
             return
         obj = body["object"]
         try:
-            planned = plan_reports(obj, self._interpret(body), time.time(), self.site)
+            now = time.time() if now is None else now
+            planned = plan_reports(obj, self._interpret(body), now, self.site)
         except Exception as exc:
             self._say(f"event {obj.get('id')}: {exc}"[:200])
             return
+        oid = str(obj.get("id"))
+        if planned.more_after is not None:  # a stream: planned a day ahead, then again
+            self.streams[oid] = (body, planned.more_after)
+        else:
+            self.streams.pop(oid, None)
         for job in planned.jobs:
             if job.key not in self.jobs:
                 self.jobs[job.key] = job
@@ -159,8 +174,20 @@ class Reporter:
             self.status["reports_given_up"] += 1
             self._say(f"report {job.key}: {detail}"[:300])
 
+    def extend(self, now: float) -> None:
+        """Plan the next reports of each stream whose time has come, and let go of the
+        reports settled long ago (a stream's are never planned again past
+        ``STREAM_LOOKBACK_S``; the state file keeps what each became)."""
+        for body, at in list(self.streams.values()):
+            if now >= at:
+                self.plan(body, now)
+        old = now - STREAM_LOOKBACK_S - 3600.0
+        for k in [k for k, j in self.jobs.items() if j.due_at < old and (j.sent or j.given_up)]:
+            del self.jobs[k]
+
     def forget(self, event_id: str) -> None:
         """A deleted event's reports not sent yet (and, stored, its reports settled)."""
+        self.streams.pop(event_id, None)
         for k in [k for k, j in self.jobs.items() if j.event_id == event_id and not j.sent]:
             del self.jobs[k]
         if self._store is not None:
@@ -177,6 +204,7 @@ class Reporter:
             except Exception as exc:  # an unreadable site is a gap, not 0 kW
                 log.warning("VEN: import not read for reports: %s", exc)
             await self._flush(now)
+            self.extend(now)
             for job in list(self.jobs.values()):
                 if job.sent or job.given_up is not None or now < max(job.due_at, job.next_at):
                     continue

@@ -29,7 +29,11 @@ intervals are those the daemon made of the event; a 'report-only' event (User Gu
 intervals, or all with empty payloads) makes none, so its own intervals, or the implied ones
 its ``intervalPeriod`` repeats, are timed from the event itself (``ven_report_only``). An
 event whose ``targets`` name neither this VEN nor its resources is not reported on (said).
-Forecasts (``historical = false`` or ``readingType`` ``FORECAST``) and repeats beyond one
+A ``repeat`` other than 1 asks for a stream (``_repeated``): report ``n`` covers
+``numIntervals`` intervals from ``startInterval + n * frequency``, counted on over the passes
+an event's ``duration`` loops its intervals over, or over a report-only event's implied
+intervals; ``-1`` for as long as the event goes on (planned ``STREAM_AHEAD_S`` ahead, then
+again by the reporter). Forecasts (``historical = false`` or ``readingType`` ``FORECAST``)
 are not sent; they are listed in the VEN's status as not reported. A descriptor without a
 ``payloadType`` (required, at least one character; the User Guide's Example 7.7-1 misspells
 it ``payLoadType``) is not answered with a type made up: it is said (``malformed``) and
@@ -38,6 +42,7 @@ skipped, as is a descriptor that is not an object.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,7 +53,7 @@ from typing import Any
 from models.site import OpenADR
 from scheduler.service.openadr_payloads import PayloadError
 from scheduler.service.openadr_targets import match_targets
-from scheduler.service.ven_report_only import bl_spans, implied_spans, is_report_only
+from scheduler.service.ven_report_only import bl_spans, event_s, implied_spans, is_report_only
 
 __all__ = [
     "ImportSample",
@@ -59,6 +64,10 @@ __all__ = [
 ]
 
 MIN_COVERAGE = 0.5
+#: a report stream (``repeat`` -1) is planned this far ahead, then extended by the reporter
+STREAM_AHEAD_S = 86400
+#: a stream's reports ended longer ago than this (the samples kept) are not planned again
+STREAM_LOOKBACK_S = 2 * 86400
 #: a sample stands for at most this long after it (then the site counts as unread)
 SAMPLE_HOLD_S = 60.0
 _ENERGY = {"KWH": 1.0, "WH": 1000.0, "MWH": 0.001}
@@ -209,26 +218,89 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _windows(event_id: str, simple_events: list[dict[str, Any]]) -> list[Window]:
-    """Interval windows from the interpreted events (ids ``oadr:<event>:<interval>...``)."""
-    spans: dict[int, tuple[float, float]] = {}
+def _spans(
+    event_id: str, simple_events: list[dict[str, Any]]
+) -> dict[tuple[int, int], tuple[float, float]]:
+    """(pass, interval id) -> (start, end) from the interpreted events (ids
+    ``oadr:<event>:<interval>...``, a repetition of the intervals that the event's
+    ``duration`` loops ending ``@<pass>``, as far as the daemon expanded them)."""
+    spans: dict[tuple[int, int], tuple[float, float]] = {}
     prefix = f"oadr:{event_id}:"
     for ev in simple_events:
         eid = str(ev.get("id", ""))
-        if not eid.startswith(prefix) or "@" in eid or "start" not in ev or "end" not in ev:
+        if not eid.startswith(prefix) or "start" not in ev or "end" not in ev:
             continue
-        head = eid[len(prefix) :]
+        head, at, rep = eid[len(prefix) :].rpartition("@")
+        if not at or not rep.isdigit():  # no repetition (a private payload type's "@")
+            head, rep = eid[len(prefix) :], "0"
         for sep in ":/[":
             head = head.split(sep)[0]
         try:
-            iid = int(head)
+            key = (int(rep or 0), int(head))
             start = datetime.fromisoformat(str(ev["start"])).timestamp()
             end = datetime.fromisoformat(str(ev["end"])).timestamp()
         except ValueError:
             continue
-        lo, hi = spans.get(iid, (start, end))
-        spans[iid] = (min(lo, start), max(hi, end))
-    return [Window(i, lo, hi) for i, (lo, hi) in sorted(spans.items(), key=lambda kv: kv[1][0])]
+        lo, hi = spans.get(key, (start, end))
+        spans[key] = (min(lo, start), max(hi, end))
+    return spans
+
+
+def _windows(event_id: str, simple_events: list[dict[str, Any]]) -> list[Window]:
+    """The windows of the intervals' first pass, in time order."""
+    spans = [(i, lo, hi) for (r, i), (lo, hi) in _spans(event_id, simple_events).items() if r == 0]
+    return [Window(*s) for s in sorted(spans, key=lambda s: s[1])]
+
+
+def _places(event_id: str, simple_events: list[dict[str, Any]]) -> dict[int, Window]:
+    """Each window of every pass by its place in the run of intervals (pass ``r``'s
+    ``k``-th is ``r * n + k``, ``n`` intervals a pass): the same place whenever it is
+    read, so that a stream's reports keep their keys when planned again later."""
+    spans = _spans(event_id, simple_events)
+    per_pass = len({i for _, i in spans}) or 1
+    by_pass: dict[int, list[Window]] = {}
+    for (r, i), (lo, hi) in spans.items():
+        by_pass.setdefault(r, []).append(Window(i, lo, hi))
+    return {
+        r * per_pass + k: w
+        for r, ws in by_pass.items()
+        for k, w in enumerate(sorted(ws, key=lambda w: w.start))
+    }
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A descriptor's reports at a regular period (``repeat`` other than 1)."""
+
+    start: int  # the place of the first report's first interval
+    size: int  # intervals in each report (``numIntervals``)
+    step: int  # intervals from one report's first to the next's (``frequency``)
+    repeat: int  # reports in all; -1: indefinitely
+
+    def blocks(
+        self, window_at: Callable[[int], Window | None], first: int, last: int, now: float
+    ) -> tuple[list[tuple[int, list[Window]]], float | None, int]:
+        """(report number, windows) of each report whose intervals lie between places
+        ``first`` and ``last``, ended no longer than ``STREAM_LOOKBACK_S`` ago and due
+        within ``STREAM_AHEAD_S``; the time to plan again when the stream goes on past
+        them (else None); and how many reports the intervals there are allow."""
+        out: list[tuple[int, list[Window]]] = []
+        r = max(0, (first - self.start - self.size) // self.step)
+        ahead, behind = now + STREAM_AHEAD_S, now - STREAM_LOOKBACK_S
+        count = r
+        while self.repeat < 0 or r < self.repeat:
+            lo = self.start + r * self.step
+            if lo > last:
+                return out, None, count
+            ws = [w for p in range(lo, lo + self.size) if (w := window_at(p)) is not None]
+            if ws and ws[-1].end > ahead:
+                return out, ws[-1].end - STREAM_AHEAD_S / 2, count
+            if ws:
+                count = r + 1
+                if ws[-1].end >= behind:
+                    out.append((r, ws))
+            r += 1
+        return out, None, count
 
 
 @dataclass
@@ -237,6 +309,8 @@ class Planned:
     not_reported: list[str] = field(default_factory=list)  # why, one line each
     unavailable: dict[str, str] = field(default_factory=dict)  # type -> why (to log once)
     malformed: list[str] = field(default_factory=list)  # descriptors skipped, one line each
+    #: unix s: a stream goes on past the reports planned; plan the event again by then
+    more_after: float | None = None
 
 
 #: payload type -> (units table, default units, readings per descriptor readingType)
@@ -280,6 +354,54 @@ def _chosen(
     return chosen, None
 
 
+def _repeated(
+    event: dict[str, Any], d: dict[str, Any], places: dict[int, Window] | None, now: float
+) -> tuple[list[tuple[int, list[Window]]], float | None, str | None]:
+    """The reports of a descriptor whose ``repeat`` is not 1 (User Guide 7.5): the ``n``-th
+    covers ``numIntervals`` intervals from place ``startInterval + n * frequency`` of the
+    run of intervals over every pass (``places``; None: a report-only event's implied
+    intervals, as many as the stream needs). ``frequency`` -1 is ``numIntervals``;
+    ``numIntervals`` -1 is the rest of a pass (an implied interval: the ``frequency``, else
+    one). With the time to plan it again when the stream goes on past ``STREAM_AHEAD_S``,
+    and a line to say (fewer reports than asked for, or why none)."""
+    repeat = int(d.get("repeat", 1))
+    if repeat == 0 or repeat < -1:
+        return [], None, f"repeat {repeat}: not a count the definition gives (1 or more; -1: "
+        "indefinitely); not reported"
+    start = max(int(d.get("startInterval", -1)), 0)
+    num, freq = int(d.get("numIntervals", -1)), int(d.get("frequency", -1))
+    if places is None:  # implied: interval k is k periods after the event's
+        probe, why = implied_spans(event, 0, 1, now)
+        if not probe:
+            return [], None, f"report-only event: {why}"
+        _, t0, t1 = probe[0]
+        whole_s = event_s(event)
+        last = math.ceil(whole_s / (t1 - t0)) - 1 if whole_s is not None else 2**62
+        first = max(0, int((now - STREAM_LOOKBACK_S - t0) // (t1 - t0)))
+        size = num if num > 0 else freq if freq > 0 else 1
+
+        def at(p: int) -> Window | None:
+            spans, _ = implied_spans(event, p, 1, now)
+            return Window(*spans[0]) if spans else None
+
+    else:
+        if not places:
+            return [], None, None
+        per_pass = len({w.interval_id for w in places.values()})
+        first, last = min(places), max(places)
+        size = num if num > 0 else max(per_pass - start, 1)
+        held = places
+
+        def at(p: int) -> Window | None:
+            return held.get(p)
+
+    stream = Stream(start, size, freq if freq > 0 else size, repeat)
+    blocks, more, count = stream.blocks(at, first, last, now)
+    if more is None and repeat > count:
+        return blocks, None, f"repeat {repeat}: {count} reports (the event's intervals end)"
+    return blocks, more, None
+
+
 def _not_ours(event: dict[str, Any], site: OpenADR | None) -> str | None:
     """Why an event's ``targets`` make it not this site's to report on, if they do."""
     if site is None:
@@ -310,14 +432,18 @@ def plan_reports(
         out.not_reported.append(f"event {eid}: {why_not}; not reported"[:300])
         return out
     windows: list[Window] | None = _windows(eid, simple_events)
+    places: dict[int, Window] | None = None  # every pass's windows, for a stream
     no_windows = "the event has no intervals with times to report on"
     if not windows and is_report_only(event):
         if event.get("intervals"):  # BL-determined: its intervals, empty payloads
             spans, why_none = bl_spans(event, now)
             windows = [Window(*s) for s in spans]
+            places = dict(enumerate(windows))
             no_windows = f"report-only event: {why_none}"
         else:  # implied: counted per descriptor
             windows = None
+    elif any("repeat" in d for d in descriptors if isinstance(d, dict)):
+        places = _places(eid, simple_events)
     mod = str(event.get("modificationDateTime", ""))
     for d_no, d in enumerate(descriptors):
         said = f"report descriptor {d_no} of event {eid}"
@@ -332,9 +458,20 @@ def plan_reports(
             continue
         how, units, unavailable = _measure_as(ptype, d)
         why = None
+        chosen: list[Window] = []
+        chunks: list[tuple[int, list[Window]]] = []
         forecast = str(d.get("readingType") or "").upper() == "FORECAST"
+        repeat = int(d.get("repeat", 1))
         if d.get("historical", True) is False or forecast:
             why = f"{ptype}: forecasts (historical = false, FORECAST) are not sent"
+        elif repeat != 1:
+            chunks, more, said_why = _repeated(event, d, places, now)
+            if more is not None:
+                out.more_after = more if out.more_after is None else min(out.more_after, more)
+            if said_why and chunks:
+                out.not_reported.append(f"event {eid}: {ptype}: {said_why}")
+            elif not chunks:
+                why = f"{ptype}: {said_why or no_windows}"
         else:
             chosen, why_none = _chosen(event, d, windows, now)
             if not chosen:
@@ -345,12 +482,11 @@ def plan_reports(
         if unavailable:  # answered, each interval MISSING: the VTN hears it, nothing invented
             out.not_reported.append(f"event {eid}: {unavailable}; answered as not available")
             out.unavailable[ptype] = unavailable
-        freq = int(d.get("frequency", -1))
-        size = len(chosen) if freq <= 0 else freq
-        if int(d.get("repeat", 1)) != 1:
-            out.not_reported.append(f"event {eid}: {ptype}: repeat {d.get('repeat')} sent once")
-        for c, k in enumerate(range(0, len(chosen), max(size, 1))):
-            chunk = chosen[k : k + size]
+        if repeat == 1:
+            freq = int(d.get("frequency", -1))
+            size = len(chosen) if freq <= 0 else freq
+            chunks = list(enumerate(chosen[k : k + size] for k in range(0, len(chosen), size)))
+        for c, chunk in chunks:
             out.jobs.append(
                 ReportJob(
                     event_id=eid,
