@@ -99,9 +99,9 @@ class Signals:
         """Stored events that have not ended or been cancelled, plus any fail-safe cap."""
         return self._with_pending(self.book().live(now), now, started=False)
 
-    def for_plan(self, events: list[GridEvent], levels: dict[str, float]) -> tuple[
-        list[GridEvent], list[str]
-    ]:
+    def for_plan(
+        self, events: list[GridEvent], levels: dict[str, float]
+    ) -> tuple[list[GridEvent], list[str]]:
         """The events a plan is made over, and its notes: a cap at a level the site has no
         cap for (an OpenADR SIMPLE level polled or heard by MQTT, which no answer could
         refuse) is planned at the fail-safe cap, as the fast path counts it (``cap_now``),
