@@ -6,7 +6,9 @@ then return True whatever happened: a failed read becomes a default configuratio
 pools) that is written anyway, and a refused write reads as success. Here the read must
 be a configuration (it has ``pools`` and ``bitmain-work-mode``), the write's answer must
 say success (``{"stats": "success", "code": "M000"}``), and anything else is an error
-in words. Whether the miner then does it is for the read-back to say.
+in words. Whether the miner then does it is for the read-back to say. Some stock builds
+apply ``bitmain-work-mode`` and answer a ``miner-mode`` write success while ignoring it,
+others the reverse (asic-rs issue 245, PRs 249 and 251), so the write carries both keys.
 
 pyasic's web client (``AntminerModernWebAPI.send_command``) opens a new httpx client and a
 new ``DigestAuth`` for every request, so each is sent twice: once to be answered 401 with
@@ -271,8 +273,10 @@ async def set_work_mode(
     timeout_s: float,
     kept: WebSession | None = None,
 ) -> str:
-    """Write ``miner-mode`` = ``mode`` (as a JSON string when ``as_str``), keeping the rest
-    of the miner's configuration as it reads. Returns "" when the write was answered
+    """Write ``miner-mode`` = ``mode`` (as a JSON string when ``as_str``), and
+    ``bitmain-work-mode`` = ``mode`` in the JSON type the configuration read shows (stock
+    builds differ in which of the two keys they apply), keeping the rest of the miner's
+    configuration as it reads. Returns "" when the write was answered
     success, or :data:`UNANSWERED` in words when it went out through ``kept`` and its answer
     had not come within ``timeout_s``."""
     from pyasic.config import MinerConfig, MiningModeConfig
@@ -299,6 +303,10 @@ async def set_work_mode(
             why = f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) and exc.args else exc
             raise BadReply(device_id, f"{what}: configuration unusable: {why}") from None
         body["miner-mode"] = str(mode) if as_str else mode
+        # builds differ in the key they apply (asic-rs issue 245, PRs 249/251): the other
+        # is answered success and ignored, so both are sent, this one in the type read
+        read_mode = conf["bitmain-work-mode"]
+        body["bitmain-work-mode"] = mode if isinstance(read_mode, int) else str(mode)
         if kept is not None:
             kept.keep_body(conf, mode, as_str, body)
     step = f"{what}: set_miner_conf"

@@ -274,6 +274,39 @@ def test_firmware_that_wants_miner_mode_as_a_string_gets_it_after_one_unconfirme
         assert th.call(lambda: list(m.conf_writes)) == [1, "1", "0"]
 
 
+@pytest.mark.parametrize("key", ["miner-mode", "bitmain-work-mode"])
+def test_firmware_that_applies_either_work_mode_key_is_put_to_sleep_at_once(key: str) -> None:
+    """Stock firmware builds differ in which key of set_miner_conf they apply (asic-rs
+    issue 245 and PRs 249/251: on an S19j Pro build of Dec 2022 ``bitmain-work-mode`` is
+    answered M000 and changes nothing while ``miner-mode`` applies; on other builds
+    ``miner-mode`` no-ops and ``bitmain-work-mode`` applies). pyasic writes ``miner-mode``
+    only, so the second kind never slept, whatever JSON type was tried. The write carries
+    both, in the type the configuration read shows: the first try is confirmed."""
+    m = AntminerSim(loopback_host(PORTS), mode_key=key, **FAST)
+    th = SimFleetThread(SimFleet([m], control_port=None))
+    dev = PyasicMiner("am/key", m.host, timeout_s=10.0, confirm_within_s=5.0)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = one_device_fleet(dev, seen)
+        await fleet.connect_all()
+        for mode, state in (("sleep", "sleeping"), ("run", "running")):
+            out = await fleet.apply({dev.device_id: ModeRequest(mode)})
+            assert out[0].ok, out
+
+            async def settled() -> bool:
+                await fleet.read_all()
+                return dev.device_id not in fleet.pending
+
+            await _until(settled)
+            assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
+            assert (await dev.read()).state == state
+
+    with th:
+        run(go())
+        assert th.call(lambda: list(m.conf_writes)) == [1, 0], "one write each, no retry"
+
+
 def test_the_miner_mode_type_can_be_pinned() -> None:
     """Where the site knows its firmware wants strings, the first write is one."""
     m = AntminerSim(loopback_host(PORTS), mode_type="str", **FAST)

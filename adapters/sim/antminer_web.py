@@ -42,6 +42,12 @@ class AntminerWeb(MinerServer):
     #: "any". A write of the other type is answered success and ignored (pyasic carries
     #: the setting ``antminer_mining_mode_as_str`` for firmware that wants strings).
     mode_type: str = "any"
+    #: Which key of ``set_miner_conf`` this firmware build applies: ``miner-mode`` (what
+    #: pyasic 0.79 writes), ``bitmain-work-mode`` or "any". A write of the other key is
+    #: answered M000 and ignored (asic-rs issue 245, PRs 249 and 251: on an S19j Pro build
+    #: of Dec 2022 ``{"bitmain-work-mode": 1}`` answers M000 and changes nothing while
+    #: ``miner-mode`` applies; on some builds ``miner-mode`` no-ops instead).
+    mode_key: str = "miner-mode"
     work_mode: int = WORK_NORMAL
     conf_writes: CallLog[Any] = field(default_factory=CallLog)  # each miner-mode as received
     #: lighttpd accepts a nonce this long from its issue (src/mod_auth.c: 600 s).
@@ -243,13 +249,18 @@ class AntminerWeb(MinerServer):
     def _cgi_set_miner_conf(self, body: bytes) -> dict[str, Any]:
         try:
             conf = json.loads(body or b"{}")
-            value = conf["miner-mode"]
-        except (ValueError, KeyError, TypeError):
+            keys = [k for k in ("miner-mode", "bitmain-work-mode") if k in conf]
+            value = conf[keys[0]]
+        except (ValueError, IndexError, TypeError):
             return {"stats": "error", "code": "M001", "msg": "Invalid configuration"}
         self.conf_writes.append(value)
         ok = {"stats": "success", "code": "M000", "msg": "OK!"}
         if self._fault(FaultKind.IGNORE) is not None:
             return ok  # answered success, nothing changes
+        if self.mode_key != "any":
+            if self.mode_key not in conf:
+                return ok  # this build applies the other key only
+            value = conf[self.mode_key]
         wanted = "str" if isinstance(value, str) else "int"
         if self.mode_type not in ("any", wanted):
             return ok  # this firmware version applies the other JSON type only
@@ -259,6 +270,11 @@ class AntminerWeb(MinerServer):
             return ok
         self._later(lambda: self._set_work_mode(mode))
         return ok
+
+    def boots_asleep(self) -> bool:
+        """bmminer starts from its saved configuration: a reboot in sleep mode stays
+        asleep (``bitmain-work-mode`` is what ``set_miner_conf.cgi`` saves)."""
+        return self.work_mode == WORK_SLEEP
 
     def _set_work_mode(self, mode: int) -> None:
         if mode == WORK_SLEEP:
