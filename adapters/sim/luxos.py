@@ -35,6 +35,11 @@ class LuxosSim(MinerServer):
 
     #: LuxOS ends a session unused this long (about a minute, per its docs); inf: never.
     session_ttl_s: float = math.inf
+    #: A curtailed (sleeping) rig stays asleep across a restart, as Luxor's curtail page
+    #: says today ("the curtailment state will persist if you restart the machine"); False:
+    #: the earlier firmware its older text describes ("can only be started again by
+    #: wakeup or rebooting the machine"), where a reboot wakes it.
+    curtail_survives_reboot: bool = True
 
     description: ClassVar[str] = f"LUXminer {LUXOS_VERSION}"
 
@@ -43,11 +48,16 @@ class LuxosSim(MinerServer):
         self._session = ""
         self._session_used = 0.0  # clock time the session was created or last used
         self.atm = False
+        self._curtailed = False  # asleep when the power went: kept across the reboot
 
     def _power_off(self) -> None:
+        self._curtailed = self.state.phase == "sleeping"
         super()._power_off()
         self._session = ""  # a reboot ends the session and ATM's state
         self.atm = False
+
+    def boots_asleep(self) -> bool:
+        return self.curtail_survives_reboot and self._curtailed
 
     # -- the command table ------------------------------------------------------------------
 

@@ -221,13 +221,23 @@ class MinerPhysics:
         self.state.ramp = None
 
     def _boot(self) -> None:
-        """Power comes back after a reboot: the miner boots, then ramps to its profile."""
+        """Power comes back after a reboot: the miner boots, then ramps to its profile, or,
+        where the firmware keeps a sleep across a restart (``boots_asleep``), boots and
+        settles asleep."""
         st = self.state
         now = self.clock()
         st.last_eval = now
         st.boot_at = now
+        if self.boots_asleep():
+            st.phase = "sleeping"
+            st.ramp = _Ramp(now, self.sleep_s, BOOT_W, SLEEP_W, 0.0, 0.0)
+            return
         st.phase = "waking"
         p = self.preset(st.profile)
         st.ramp = _Ramp(
             now, self.wake_s, BOOT_W, p.watts, 0.0, p.ths, WAKE_HOLD_SHARE * self.wake_s
         )
+
+    def boots_asleep(self) -> bool:
+        """Whether a boot now keeps the miner asleep (its firmware's saved setting)."""
+        return False
