@@ -450,3 +450,24 @@ def test_a_session_that_ends_under_a_command_is_logged_on_again_within_the_attem
         slept, woke, phase = asyncio.run(go())
     assert (slept, woke) == (1, 1)
     assert phase in ("waking", "mining")
+
+
+def test_a_simulated_fleets_luxos_sessions_expire_as_luxos_says() -> None:
+    """Every LuxOS miner of ``gridsched fleet simulate`` (and ``make demo``) kept its
+    session for ever: kinder than LuxOS, whose sessions end after a minute unused (the
+    firmware audit of session 25, D10). The simulator's default is now the firmware's;
+    ``session`` answers as Luxor's docs show it (Code 319, "Session information")."""
+    from adapters.sim.fleet import MinerSpec, SimFleet
+
+    fleet = SimFleet.from_specs([MinerSpec("127.0.0.1", "luxos", "S19j Pro")], control_port=None)
+    (m,) = fleet.miners
+    assert isinstance(m, LuxosSim)
+    now = [0.0]
+    m.clock = lambda: now[0]
+    sid = ask(m, "logon")["SESSION"][0]["SessionID"]
+    reply = ask(m, "session")
+    assert status(reply)[1:] == (319, "Session information")
+    assert reply["SESSION"][0]["SessionID"] == sid
+    now[0] = 61.0
+    assert ask(m, "session")["SESSION"][0]["SessionID"] == ""
+    assert status(ask(m, "curtail", f"{sid},sleep"))[1] == 400

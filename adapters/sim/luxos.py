@@ -17,7 +17,6 @@ ends when unused for ``session_ttl_s`` (about a minute on LuxOS) or at ``logoff`
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,8 +32,10 @@ API_VERSION = "3.7"
 class LuxosSim(MinerServer):
     """One simulated LuxOS miner bound to ``host:port``."""
 
-    #: LuxOS ends a session unused this long (about a minute, per its docs); inf: never.
-    session_ttl_s: float = math.inf
+    #: LuxOS ends a session unused this long ("Sessions expire automatically after one
+    #: minute. This period is refreshed every time you use the session": Luxor's API
+    #: docs, sessions); inf: never (a test's choice, kinder than the firmware).
+    session_ttl_s: float = 60.0
     #: A curtailed (sleeping) rig stays asleep across a restart, as Luxor's curtail page
     #: says today ("the curtailment state will persist if you restart the machine"); False:
     #: the earlier firmware its older text describes ("can only be started again by
@@ -190,7 +191,8 @@ class LuxosSim(MinerServer):
 
     def _cmd_session(self, _: list[str]) -> dict[str, Any]:
         self._expire_session()
-        return self._ok(36, "Session", "SESSION", [{"SessionID": self._session}])
+        # Luxor's API docs (luxminer/session): Code 319, "Session information"
+        return self._ok(319, "Session information", "SESSION", [{"SessionID": self._session}])
 
     def _cmd_logon(self, _: list[str]) -> dict[str, Any]:
         self._expire_session()
