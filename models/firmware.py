@@ -91,9 +91,9 @@ CAPABILITIES: dict[Family, Capabilities] = {
         power_target=PowerTarget.NONE,
         readings=frozenset({Reading.HASHRATE, Reading.TEMPERATURE, Reading.MINING}),
         confirm_within_s=120.0,
-        note="miner-mode 1/0 in set_miner_conf.cgi; bmminer restarts (20-35 s, more to hash)",
+        note="miner-mode and bitmain-work-mode 1/0 in set_miner_conf.cgi; answered ~21 s later",
         write_timeout_s=60.0,  # the CGI may answer only once bmminer has restarted
-        settle_s=20.0,  # bmminer's restart, 20-35 s (docs/hardware.md [P3])
+        settle_s=20.0,  # a write answered after ~21 s on an S19j Pro (docs/hardware.md [A4])
     ),
     Family.WHATSMINER: Capabilities(
         Family.WHATSMINER,

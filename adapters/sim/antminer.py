@@ -32,8 +32,9 @@ below is the one pyasic's ``miners/backends/antminer.py`` (``AntminerModern``),
 Besides the LuxOS simulator's transport faults (:class:`~adapters.sim.server.FaultKind`),
 three faults of the firmware itself: ``ignore`` (``set_miner_conf`` answers success and
 changes nothing), ``garble`` (valid JSON in a shape pyasic cannot parse), and
-``slow-write`` (the write is answered at once and takes effect ``delay_s`` later, as
-bmminer restarts with the new configuration: 20-35 s on real miners). ``conf_answer_s``
+``slow-write`` (the write is answered at once and takes effect ``delay_s`` later: the
+issue asks for 20-35 s; a real S19j Pro build answered its write after about 21 s,
+asic-rs issue 245). ``conf_answer_s``
 delays the answer to ``set_miner_conf`` instead (a CGI that restarts bmminer before it
 answers), the change taking effect when it answers.
 
