@@ -31,14 +31,9 @@ from scheduler.backtest.information import known_at
 from scheduler.backtest.period import BacktestSetup, period_inputs, slice_inputs
 from scheduler.backtest.price_forecasts import DAM_BLEND_TAU_H, make_forecast
 from scheduler.planner.extract import batch_by_step, whole_units
-from scheduler.planner.inputs import (
-    BatchWindow,
-    PeakGroup,
-    PlanInputs,
-    peak_rules,
-    slot_peaks,
-)
+from scheduler.planner.inputs import BatchWindow, PeakGroup, PlanInputs
 from scheduler.planner.optimize import Planner
+from scheduler.planner.peak_slots import peak_rules, slot_peaks
 from scheduler.planner.rounding import EPS, import_kw, units_awake
 from scheduler.planner.shedding import shed_to_limit
 

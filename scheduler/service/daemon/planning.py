@@ -19,14 +19,9 @@ from models.durations import parse_duration_s
 from models.economics import site_load_kw
 from models.errors import ConfigError, DataError
 from models.site import SiteConfig
-from scheduler.planner.inputs import (
-    PlanInputs,
-    SiteState,
-    assemble_inputs,
-    peak_rules,
-    slot_peaks,
-)
+from scheduler.planner.inputs import PlanInputs, SiteState, assemble_inputs
 from scheduler.planner.optimize import Planner
+from scheduler.planner.peak_slots import peak_rules, slot_peaks
 from scheduler.planner.plan import Plan
 from scheduler.planner.solvers import SolveStatus
 from scheduler.planner.timegrid import TimeGrid, first_step_s, multires_grid, uniform_grid
