@@ -369,3 +369,34 @@ def test_best_mode_steps_down_before_it_sleeps_units_at_the_interconnect() -> No
     # stock pays most per unit (0.7 vs 0.6 USD/h) but 10 x 3 kW > 25 kW: 5 step down to eco
     assert run.n[stock].tolist() == [5] * 4 and run.n[eco].tolist() == [5] * 4
     assert (import_kw(period_inputs(setup), run.n) <= 25.0 + 1e-9).all()
+
+
+def test_no_rule_sheds_for_a_cap_before_it_is_announced() -> None:
+    """The analyst's walk (session 25, finding 3): an event starting at 03:20, mid-step.
+    The scheduler learns of it at 03:20 (no advance notice) and so cannot shed in the
+    03:00 step; the rules (always-on, threshold, best-mode+peaks) were handed the realised
+    caps and shed from 03:00, ten minutes before the cap existed: 100 % compliance beside
+    the scheduler's 67 %, on unequal information. Every policy but the oracle now sheds
+    only for a cap announced at its decision."""
+    cfg = make_site()
+    ev = GridEvent(
+        id="dr", type="curtail", start="2023-11-15T03:20:00Z", duration="2h40m", limit_kw=2.0
+    )
+    setup = prepare(cfg, hourly([20.0] * 48), T0, T0 + 12 * 3600, 3600, 6 * 3600, events=[ev])
+    pin = period_inputs(setup)
+    step3 = 3  # 03:00-04:00: the cap is in force from 03:20, announced then
+    assert pin.grid.starts_s[step3] == T0 + 3 * 3600 and np.isfinite(pin.dr_cap_kw[step3])
+    rules = {
+        "always-on": policies.always_on,
+        "threshold": policies.threshold,
+        "best-mode+peaks": lambda s: policies.best_mode(s, peaks_and_dr=True),
+        "scheduler": lambda s: policies.rolling_scheduler(s, progress=False),
+    }
+    for name, fn in rules.items():
+        run = fn(setup)
+        imp = import_kw(pin, run.n)
+        assert imp[step3] > pin.cap_kw[step3] + 1e-6, (name, imp[step3], pin.cap_kw[step3])
+        assert (imp[4:6] <= pin.cap_kw[4:6] + 1e-6).all(), (name, imp[4:6])
+    # the oracle sees all, as the bound it is
+    imp = import_kw(pin, policies.oracle(setup).n)
+    assert imp[step3] <= pin.cap_kw[step3] + 1e-6

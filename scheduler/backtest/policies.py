@@ -53,12 +53,22 @@ def _nominal_modes(inp: PlanInputs) -> np.ndarray:
     return out
 
 
+def _announced(setup: BacktestSetup, pin: PlanInputs, limit_kw: np.ndarray) -> np.ndarray:
+    """``limit_kw`` per step where its DR cap was announced by the step's decision (at its
+    start), else the interconnect: a rule sheds for a cap only once it is known, as the
+    scheduler does (no advance notice is assumed; an event starting mid-step is met from
+    the next step)."""
+    known = setup.cap_known_from_s[setup.k0 : setup.k1] <= pin.grid.starts_s
+    capped = np.isfinite(pin.dr_cap_kw)
+    return np.where(capped & ~known, pin.interconnect_kw, limit_kw)
+
+
 def always_on(setup: BacktestSetup) -> PolicyRun:
     t0 = time.perf_counter()
     pin = period_inputs(setup)
     n = np.zeros((pin.K, pin.T), dtype=np.int64)
     n[_nominal_modes(pin)] = pin.units[:, None].astype(np.int64)
-    n = shed_to_limit(pin, n, pin.cap_kw)
+    n = shed_to_limit(pin, n, _announced(setup, pin, pin.cap_kw))
     return PolicyRun("always-on", n, np.zeros(pin.T), np.zeros(pin.T), time.perf_counter() - t0)
 
 
@@ -92,7 +102,7 @@ def threshold(setup: BacktestSetup, curtail_after: int = 1, resume_after: int = 
                 streak = 0
             state[t] = running
         n[k] = np.where(state, units, 0)
-    n = shed_to_limit(pin, n, pin.cap_kw)
+    n = shed_to_limit(pin, n, _announced(setup, pin, pin.cap_kw))
     name = (
         "threshold"
         if curtail_after == resume_after == 1
@@ -132,7 +142,7 @@ def best_mode(setup: BacktestSetup, peaks_and_dr: bool = False) -> PolicyRun:
         for g in pin.peaks:
             if g.kind == "coincident-peak":
                 n[np.ix_(mining, g.steps)] = 0
-        limit = pin.cap_kw
+        limit = _announced(setup, pin, pin.cap_kw)
     else:
         # the interconnect only: a DR cap is not obeyed by this rule
         limit = np.where(np.isfinite(pin.dr_cap_kw), pin.interconnect_kw, pin.cap_kw)
@@ -268,7 +278,7 @@ def rolling_scheduler(
             failures += 1
             prev = n_all[:, i - 1] if i else np.zeros(inp.K, dtype=np.int64)
             one = slice_inputs(inp, k, k + 1)
-            n0 = shed_to_limit(one, prev[:, None], one.cap_kw)[:, 0]
+            n0 = shed_to_limit(one, prev[:, None], window.cap_kw[:1])[:, 0]  # caps announced
         n_all[:, i] = n0
         batch_tok[i], batch_usd[i] = btok, busd
         imp = float(np.maximum(fixed_kw[k] + (marginal_kw @ n0[:, None])[0] - onsite_kw[k], 0.0))
