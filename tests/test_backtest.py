@@ -400,3 +400,26 @@ def test_no_rule_sheds_for_a_cap_before_it_is_announced() -> None:
     # the oracle sees all, as the bound it is
     imp = import_kw(pin, policies.oracle(setup).n)
     assert imp[step3] <= pin.cap_kw[step3] + 1e-6
+
+
+def test_every_policy_that_broke_dr_caps_is_flagged_in_the_report() -> None:
+    """The analyst's walk (session 25, finding 4): the scheduler showed 100.02 % of the
+    oracle, having broken a DR cap the oracle met (a DR step over its cap costs nothing
+    in the settlement), and only the strongest baseline's breaches were flagged."""
+    from scheduler.cli.backtest_report import render
+
+    cfg = make_site()
+    ev = GridEvent(
+        id="dr", type="curtail", start="2023-11-15T03:20:00Z", duration="2h40m", limit_kw=2.0
+    )
+    setup = prepare(cfg, hourly([20.0] * 48), T0, T0 + 12 * 3600, 3600, 6 * 3600, events=[ev])
+    runs = [
+        policies.rolling_scheduler(setup, progress=False),
+        policies.always_on(setup),
+        policies.oracle(setup),
+    ]
+    results = [evaluate(setup, r) for r in runs]
+    text = render(setup, results, "test")
+    assert "DR caps broken: scheduler in 1 of 3 DR steps" in text, text
+    assert "strongest baseline: always-on (broke DR caps in 1 of 3" in text, text
+    assert "DR caps broken: oracle" not in text and "DR caps broken: always-on" not in text

@@ -37,6 +37,24 @@ def baseline_words(best: PolicyResult) -> str:
     )
 
 
+def dr_breaches(results: list[PolicyResult], best: PolicyResult | None) -> list[str]:
+    """A line for each policy but the strongest baseline (flagged with its name) that
+    broke DR caps: the settlement charges nothing for a DR step over its cap, so such a
+    policy's profit, and its share of the oracle's (which obeys every cap), are higher
+    than meeting the caps would have left; the share can pass 100 %."""
+    out = []
+    for r in results:
+        c, steps = r.dr_compliance, r.dr_steps
+        if r is best or c is None or c >= 1.0:
+            continue
+        broke = round((1.0 - c) * steps)
+        out.append(
+            f"DR caps broken: {r.name} in {broke} of {steps} DR steps (caps announced "
+            "mid-step are met from the next step); its profit carries no penalty for them"
+        )
+    return out
+
+
 def information(setup: BacktestSetup) -> list[str]:
     """What the policies were allowed to see, said in every report."""
     m = setup.market
@@ -125,6 +143,12 @@ def render(setup: BacktestSetup, results: list[PolicyResult], period: str) -> st
     out.append(table([f"({cur} unless noted)", *names], rows))
     if best:
         out.append(f"strongest baseline: {baseline_words(best)}")
+    out.extend(dr_breaches(results, best))
+    if oracle and oracle.money.profit <= 0:
+        out.append(
+            "share of the oracle: not given (the oracle's profit is not positive, "
+            f"{oracle.money.profit:,.0f} {cur})"
+        )
     months = sorted({k for r in results for k in r.monthly_profit})
     if len(months) > 1:
         out.append("")
