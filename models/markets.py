@@ -13,6 +13,7 @@ shown is the commonly quoted one, and the backtest says so in its report.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from models.errors import ConfigError
@@ -146,7 +147,8 @@ def tariff_market_problems(
     words = {**{k: k for k in MARKETS}, **ALIASES}
     for name in window_names:
         upper = name.upper()
-        named = {v for k, v in words.items() if k in upper}
+        # whole words: "EU" names SDAC, not "QUEUE"; "PJM" in "PJM-5CP", not in "XPJMX"
+        named = {v for k, v in words.items() if re.search(rf"(?<![A-Z0-9]){k}(?![A-Z0-9])", upper)}
         if not named:
             notes.append(f"coincident-peak window {name!r} names no market; applied as configured")
         elif market is None:

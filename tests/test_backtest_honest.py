@@ -372,3 +372,19 @@ def test_day_ahead_prices_appear_at_the_markets_own_publication_time(
 
     assert len(ahead_of(18)) and (ahead_of(18) == 50.0).all()  # 13:00 NY: not yet published
     assert bool((ahead_of(19) == 500.0).any()) is seen_at_19z
+
+
+def test_a_window_names_its_market_by_a_whole_word() -> None:
+    """The analyst's walk (session 25, finding 5): market names were matched inside words,
+    so "Summer peak (utility queue)" was refused as SDAC's ("EU" in "QUEUE") on ERCOT
+    prices, where a window naming no market is to be reported, not refused."""
+    from models.markets import MARKETS, tariff_market_problems
+
+    ercot = MARKETS["ERCOT"]
+    names = ["Summer peak (utility queue)", "Neutral hours", "DEUTSCHLAND peak"]
+    conflicts, notes = tariff_market_problems(names, ercot)
+    assert conflicts == [], conflicts
+    assert len(notes) == 3 and all("names no market" in n for n in notes), notes
+    conflicts, _ = tariff_market_problems(["EU 2024 peak", "PJM-5CP", "Nord Pool hours"], ercot)
+    assert len(conflicts) == 3, conflicts
+    assert tariff_market_problems(["ERCOT 4CP"], ercot) == ([], [])
