@@ -12,7 +12,10 @@ What pyasic (0.79) reads and writes for Braiins OS+ with the public gRPC API (``
   0), ``tunerstatus`` (``TUNERSTATUS[0].TunerChainStatus[].Status``), ``pools``.
 - **gRPC on 50051** (package ``braiins.bos.v1``, the messages pyasic ships generated):
   ``AuthenticationService/Login`` answers the token in the ``authorization`` initial
-  metadata; every call below needs it, and answers UNAUTHENTICATED without it.
+  metadata and in ``LoginResponse`` with its ``timeout_s``; every call below needs it, and
+  answers UNAUTHENTICATED without it or once it has gone ``token_timeout_s`` unused
+  (pyasic's generated ``LoginResponse``: "Token validity refreshed to this value with each
+  request").
   ``MinerService/GetMinerDetails`` (``bosVersion.current``, ``stickerHashrate``),
   ``GetMinerStats`` (``powerStats.approximatedConsumption.watt``), ``GetHashboards``,
   ``PerformanceService/GetActivePerformanceMode`` (``tunerMode.powerTarget.powerTarget``),
@@ -86,6 +89,10 @@ class BraiinsSim(MinerServer):
     web_port: int | None = 80
     username: str = "root"
     password: str = "root"
+    #: A session token's life without use (``LoginResponse.timeout_s``: "Token validity
+    #: refreshed to this value with each request", pyasic's generated message); an expired
+    #: one is answered UNAUTHENTICATED.
+    token_timeout_s: float = 3600.0
 
     description: ClassVar[str] = f"BOSer {BOSER}"
 
@@ -93,6 +100,7 @@ class BraiinsSim(MinerServer):
         super().__post_init__()
         self._grpc: Server | None = None
         self._token = ""
+        self._token_used = 0.0  # self.clock() when the token was last used
         self.grpc_calls: CallLog[str] = CallLog()
         self._web: asyncio.AbstractServer | None = None
         self.web_session = ""
@@ -184,7 +192,7 @@ class BraiinsSim(MinerServer):
             if not await self._hang_or_slow(lambda: self._grpc is not None):
                 raise GRPCError(Status.UNAVAILABLE, "hung up")
             token = stream.metadata.get("authorization") if stream.metadata else None
-            if auth and (not self._token or token != self._token):
+            if auth and not self._authorised(token):
                 raise GRPCError(Status.UNAUTHENTICATED, "authentication token is missing")
             return request, self._fault(FaultKind.GARBLE) is not None
 
@@ -201,9 +209,12 @@ class BraiinsSim(MinerServer):
             req = await stream.recv_message()
             if req is None or req.username != self.username or req.password != self.password:
                 raise GRPCError(Status.UNAUTHENTICATED, "invalid username or password")
+            self._authorised(self._token)  # an expired token is not handed out again
             self._token = self._token or secrets.token_urlsafe(12)
+            self._token_used = self.clock()
             await stream.send_initial_metadata(metadata={"authorization": self._token})
-            await stream.send_message(LoginResponse(token=self._token, timeout_s=3600))
+            timeout_s = max(1, round(self.token_timeout_s))
+            await stream.send_message(LoginResponse(token=self._token, timeout_s=timeout_s))
 
         def raw(fn: Callable[[bytes], bytes]) -> grpclib.const.Handler:
             """A write served at the wire: its request read for the one field it has, its
@@ -239,6 +250,17 @@ class BraiinsSim(MinerServer):
             _PKG + "ActionsService/PauseMining": raw(self._pause),
             _PKG + "ActionsService/ResumeMining": raw(self._resume),
         }
+
+    def _authorised(self, token: object) -> bool:
+        """Whether ``token`` is the session's and still valid, its validity then renewed;
+        a token unused for ``token_timeout_s`` has expired and is forgotten."""
+        now = self.clock()
+        if self._token and now - self._token_used > self.token_timeout_s:
+            self._token = ""  # expired: the next Login makes a new one
+        if not self._token or token != self._token:
+            return False
+        self._token_used = now
+        return True
 
     async def _details(self, _: Any) -> GetMinerDetailsResponse:
         p = self.preset("default")

@@ -1,0 +1,147 @@
+"""The Braiins OS+ simulator is no kinder than the firmware (fw25 audit D9), driven by
+pyasic itself and by the adapter over TCP:
+
+- a session token unused for ``timeout_s`` expires, and the adapter logs on again with
+  no failed attempt.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyasic
+
+from adapters.asic import PyasicMiner
+from adapters.base import ModeRequest
+from adapters.outcomes import Outcome, OutcomeKind
+from adapters.sim.braiins import BraiinsSim
+from adapters.sim.fleet import SimFleet, SimFleetThread
+from tests.support.simfleet import FAST, loopback_host, one_device_fleet, run
+
+
+class Skew:
+    """A clock the test moves on: the simulator's time, so that an hour passes at once."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def _sim(**kw: Any) -> tuple[BraiinsSim, SimFleetThread]:
+    m = BraiinsSim(loopback_host((4028, 50051)), web_port=None, **FAST, **kw)
+    return m, SimFleetThread(SimFleet([m], control_port=None))
+
+
+async def _connected(dev: PyasicMiner) -> tuple[Any, list[Outcome]]:
+    seen: list[Outcome] = []
+    fleet = one_device_fleet(dev, seen)
+    await dev.connect()
+    fleet.status[dev.device_id].connected = True
+    return fleet, seen
+
+
+# -- D9: the session token expires when unused -----------------------------------------------
+
+
+class Logons:
+    """Counts the logons of one pyasic ``BOSerWebAPI`` (its ``_get_auth``), client side."""
+
+    def __init__(self, web: Any) -> None:
+        self.n = 0
+        real = web._get_auth
+
+        async def counted() -> Any:
+            self.n += 1
+            return await real()
+
+        web._get_auth = counted
+
+
+def test_the_token_lives_while_used_and_expires_after_timeout_unused() -> None:
+    """pyasic's plain client: a call within ``timeout_s`` of the last keeps the token (two
+    gaps of 3000 s, 6000 s after the logon); after 3601 s unused the firmware answers
+    UNAUTHENTICATED and pyasic logs on again. The logon says the timeout configured."""
+    clock = Skew()
+    m, th = _sim(clock=clock)
+
+    async def go() -> list[int]:
+        miner = await pyasic.get_miner(m.host)
+        logons = Logons(miner.web)
+        await miner.web.get_miner_details()
+        seen = [logons.n]
+        for gap in (3000.0, 3000.0, 3601.0):
+            clock.offset += gap
+            await miner.web.get_miner_details()
+            seen.append(logons.n)
+        return seen
+
+    with th:
+        assert run(go()) == [1, 1, 1, 2]
+
+
+def test_an_expired_token_is_renewed_by_the_adapter_with_no_failed_attempt() -> None:
+    """The adapter's reading and its commands over the kept channel: after an hour unused,
+    each logs on again once and succeeds at its first attempt (no call of the adapter's
+    failed, so the fleet counted no failure)."""
+    clock = Skew()
+    m, th = _sim(clock=clock)
+    dev = PyasicMiner("bos/f3", m.host, timeout_s=20.0)
+    attempts = {"read": 0, "apply": 0, "failed": 0}
+
+    def counted(op: str, real: Any) -> Any:
+        async def call(*args: Any) -> Any:
+            attempts[op] += 1
+            try:
+                return await real(*args)
+            except Exception:
+                attempts["failed"] += 1
+                raise
+
+        return call
+
+    dev.read = counted("read", dev.read)  # type: ignore[method-assign]
+    dev.apply = counted("apply", dev.apply)  # type: ignore[method-assign]
+
+    async def go() -> tuple[list[Outcome], list[int], list[bool]]:
+        fleet, _ = await _connected(dev)
+        logons = Logons(dev._need().web)
+        read = [bool(await fleet.read_all())]
+        seen = [logons.n]
+        clock.offset += 3601.0
+        read.append(bool(await fleet.read_all()))  # the three calls refused, one logon, again
+        seen.append(logons.n)
+        clock.offset += 3601.0
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        seen.append(logons.n)
+        await dev.close()
+        return list(out), seen, read
+
+    with th:
+        out, seen, read = run(go())
+    assert seen[1] == seen[0] + 1 and seen[2] == seen[1] + 1, seen
+    assert read == [True, True]
+    assert out[0].ok and out[0].attempts == 1 and out[0].kind is OutcomeKind.ACCEPTED, out
+    assert attempts == {"read": 2, "apply": 1, "failed": 0}
+
+
+def test_the_logon_says_the_configured_timeout() -> None:
+    m, th = _sim(token_timeout_s=90.0)
+
+    async def go() -> Any:
+        from grpclib.client import Channel
+        from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
+            AuthenticationServiceStub,
+            LoginRequest,
+        )
+
+        async with Channel(m.host, 50051) as ch:
+            return await AuthenticationServiceStub(ch).login(
+                LoginRequest(username="root", password="root")
+            )
+
+    with th:
+        got = run(go())
+    assert got.timeout_s == 90 and got.token
