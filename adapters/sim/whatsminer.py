@@ -3,34 +3,34 @@
 What pyasic (0.79) reads and writes for a Whatsminer whose firmware predates API v3
 (``BTMinerV2`` in ``miners/backends/btminer.py``, ``rpc/btminer.py``):
 
-- **Reads** are plain JSON on 4028 (``{"command": ...}``, ``a+b`` multicommands):
-  ``devdetails`` (``DEVDETAILS[0].Model``; pyasic drops underscores and the last digit to
-  pick a class), ``summary`` (``MHS 1m``, ``Power``, ``Power Limit``, ``Error Code
-  Count``), ``devs`` (per board ``Chip Temp Avg``, ``Temperature``, ``MHS 1m``), and the
-  commands btminer answers only alone (pyasic splits them off): ``status``
-  (``Msg.mineroff`` "true"/"false"), ``get_version`` (``Msg.fw_ver``, code 131; a version
-  after 2024-11 would make pyasic speak API v3 on 4433 instead), ``get_error_code``,
-  ``get_token`` (``Msg.salt``, ``time``, ``newsalt``, code 134).
+- **Reads** are plain JSON on 4028 (``{"command": ...}``, or ``{"cmd": ...}`` as field
+  clients send it; ``a+b`` multicommands): ``devdetails`` (``DEVDETAILS[0].Model``; pyasic
+  drops underscores and the last digit to pick a class), ``summary`` (``MHS 1m``,
+  ``Power``, ``Power Limit``, ``Error Code Count``, ``Fan Speed In`` / ``Out``, ``Env
+  Temp``, ``Factory GHS``, ``Power Mode``), ``devs`` (per board ``Chip Temp Avg``,
+  ``Temperature``, ``MHS 1m``), ``pools`` (cgminer's ``POOLS``), and the commands btminer
+  answers only alone (pyasic splits them off): ``status`` (``Msg.mineroff``
+  "true"/"false"), ``get_version`` (``Msg.fw_ver``, code 131; a version after 2024-11
+  would make pyasic speak API v3 on 4433 instead), ``get_error_code``, ``get_token``
+  (``Msg.salt``, ``time``, ``newsalt``, code 134), ``get_psu`` (``Msg.fan_speed``, ``pin``,
+  ``name``, ``model``, ``hw_version``, ``sw_version``, ``serial_no``, ``vendor``,
+  ``temp0``; no ``iin``/``vin``) and ``get_miner_info`` (``Msg.mac``, ``hostname``,
+  ``minersn``, ``ledstat``, ``ip``, ``proto``, ``netmask``, ``gateway``, ``dns``,
+  ``powersn``; its ``info`` filter is not honoured: the whole set is answered). The fields
+  are what pyasic's plain ``get_data()`` reads (``BTMINER_DATA_LOC`` and its ``_get_*``),
+  named as field clients parse them (a Go client's ``get_miner_info`` struct; the MiningOS
+  worker's ``mock/initial_states``; a reverse-engineering note of btminer's ``api`` daemon:
+  ``get_psu`` reads ``/sys/bitmicro/power/{name,hw_version,model,sw_version}``). A
+  multicommand answers each part under its own name, an unknown one with its own error
+  status, as cgminer's API does; no source shows btminer doing otherwise (pyasic drops the
+  whole answer when any part failed).
 - **Writes** are privileged: ``{"enc": 1, "data": base64(AES-256-ECB(json))}`` with the
   key sha256 of the admin password md5-crypted with ``salt``, and inside, ``token`` = the
   md5-crypt of that plus ``time`` with ``newsalt``; the answer is ``{"enc": base64(...)}``
-  under the same key. A wrong token or password answers ``{"STATUS": "E", "Msg": "invalid
-  token"}``. Commands: ``power_off`` (``respbefore``), ``power_on``,
+  under the same key. A write that does not decrypt (a wrong password) answers, in plain,
+  code 23 ``"invalid token"`` (these words are the simulator's own: API v2.0.5 names code
+  23 "invalid JSON message"). Commands: ``power_off`` (``respbefore``), ``power_on``,
   ``adjust_power_limit`` (``power_limit`` in W), answered ``Msg`` "API command OK".
-- **Tokens** (MicroBT's API v2.0.5, "Protocol": "one IP can get 32 tokens, and a token
-  keepalive time is 30 minutes"; message codes 135 "check token error", 136 "token over
-  max times"): each ``get_token`` issues a token of its own (a fresh ``time`` and
-  ``newsalt``) and an earlier one stays good until its 30 minutes are up, as the
-  MiningOS worker's own simulator of this API keeps a set of valid tokens
-  (github.com/tetherto/miningos-wrk-miner-whatsminer, ``mock/cmds/get_token.js``). A write
-  under an expired or unknown token is answered, under the key, code 135 "check token
-  error" and not carried out (that worker's client, ``protocols/wm-api-v2.js``, drops its
-  token on 135 and sends again). A 33rd live token is refused with code 136. The cap is
-  kept per miner, not per client IP: one controller is one IP. The AES key depends only on
-  the password and ``salt``, so a miner derives it once; each token's sign once, when
-  issued (the md5-crypts a real miner does in C cost this simulator's one process
-  milliseconds each, which it spent three times per write before). One AES-ECB context
-  each way is kept with the key (ECB carries nothing from one block to the next).
 
 The same scheme is described by MicroBT's API documentation (apidoc.whatsminer.com) and
 the community client github.com/satoshi-anonymoto/whatsminer-api. Faults as the other
@@ -140,6 +140,8 @@ class WhatsminerSim(MinerServer):
     def _request(self, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("enc"):
             return self._write(str(req.get("data", "")))
+        if "command" not in req and "cmd" in req:  # btminer takes either key for a read
+            req = {**req, "command": req["cmd"]}
         return super()._request(req)
 
     # -- reads: plain JSON -----------------------------------------------------------------
@@ -162,10 +164,44 @@ class WhatsminerSim(MinerServer):
             "Temperature": round(self.state.temp_c, 1),
             "Power": round(w),
             "Power Limit": int(self.target_w),
+            "Power Mode": "Normal",
+            "Factory GHS": round(self.preset("default").ths * 1000),
+            "Env Temp": self.ambient_c,
+            "Fan Speed In": self._fan_rpm(w, 4200),
+            "Fan Speed Out": self._fan_rpm(w, 4300),
             "Firmware Version": f"'{FW_VERSION}'",
             "Error Code Count": 0,
         }
         return self._ok(11, "Summary", "SUMMARY", [summary])
+
+    @staticmethod
+    def _fan_rpm(watts: float, rpm: int) -> int:
+        return rpm if watts > 100 else 0  # hashboards powered off: the fans rest
+
+    def _cmd_pools(self, _: list[str]) -> dict[str, Any]:
+        return self._ok(7, "1 Pool(s)", "POOLS", [self._pool()])
+
+    def _cmd_get_psu(self, _: list[str]) -> dict[str, Any]:
+        w, _ths = self._advance()
+        h = self.host.split(".")
+        psu = {
+            "name": "P221B", "model": "P221B", "hw_version": "R00007",
+            "sw_version": "20230523_P00025.20230515_S00024", "vendor": "1",
+            "serial_no": f"SIMPSU{h[-2]}{h[-1]}", "pin": str(round(w)),
+            "fan_speed": str(self._fan_rpm(w, 6000)),
+            "temp0": str(round(self.state.temp_c - 20, 1)),
+        }  # fmt: skip
+        return self._st(131, psu)
+
+    def _cmd_get_miner_info(self, _: list[str]) -> dict[str, Any]:
+        h = self.host.split(".")
+        info = {
+            "ip": self.host, "proto": "dhcp", "netmask": "255.255.255.0",
+            "gateway": ".".join([*h[:3], "254"]), "dns": ".".join([*h[:3], "254"]),
+            "hostname": "WhatsMiner", "mac": self._mac, "ledstat": "auto",
+            "minersn": f"SIMWM2{h[-2]}{h[-1]}", "powersn": f"SIMPSU{h[-2]}{h[-1]}",
+        }  # fmt: skip
+        return self._st(131, info)
 
     def _cmd_devs(self, _: list[str]) -> dict[str, Any]:
         _w, ths = self._advance()
