@@ -1,6 +1,7 @@
-"""The Braiins OS+ simulator is no kinder than the firmware (fw25 audit D9), driven by
+"""The Braiins OS+ simulator is no kinder than the firmware (fw25 audit D8, D9), driven by
 pyasic itself and by the adapter over TCP:
 
+- pyasic's plain ``get_data()`` (no include list) and ``get_config()`` read the miner;
 - a session token unused for ``timeout_s`` expires, and the adapter logs on again with
   no failed attempt.
 """
@@ -41,6 +42,36 @@ async def _connected(dev: PyasicMiner) -> tuple[Any, list[Outcome]]:
     await dev.connect()
     fleet.status[dev.device_id].connected = True
     return fleet, seen
+
+
+# -- D8: pyasic's plain get_data() and get_config() ------------------------------------------
+
+
+def test_pyasic_plain_get_data_and_get_config_read_the_miner() -> None:
+    """No include list: every call pyasic's BOSER_DATA_LOC makes is answered (the cooling
+    state, the locate-device status, the pool groups and, for ``config``, the miner
+    configuration besides the adapter's calls)."""
+    m, th = _sim()
+
+    async def go() -> tuple[Any, Any]:
+        miner = await pyasic.get_miner(m.host)
+        return await miner.get_data(), await miner.get_config()
+
+    with th:
+        data, config = run(go())
+        calls = set(th.call(lambda: list(m.grpc_calls)))
+    assert {"_cooling", "_locate", "_pool_groups", "_configuration"} <= calls
+    assert data.wattage is not None and data.wattage > 2000
+    assert data.hashrate is not None and float(data.hashrate) > 50
+    assert data.is_mining is True
+    assert len(data.fans) == 4 and all(f.speed and f.speed > 0 for f in data.fans)
+    assert [str(p.url) for p in data.pools] == ["stratum+tcp://127.0.0.1:3333"]
+    assert data.pools[0].user == "gridsched.sim" and data.pools[0].active is True
+    assert data.fault_light is False
+    assert data.wattage_limit == 3050
+    assert config.mining_mode.mode == "power_tuning" and config.mining_mode.power == 3050
+    pools = config.pools.groups[0].pools
+    assert [(p.url, p.user) for p in pools] == [("stratum+tcp://127.0.0.1:3333", "gridsched.sim")]
 
 
 # -- D9: the session token expires when unused -----------------------------------------------

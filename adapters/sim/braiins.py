@@ -15,12 +15,14 @@ What pyasic (0.79) reads and writes for Braiins OS+ with the public gRPC API (``
   metadata and in ``LoginResponse`` with its ``timeout_s``; every call below needs it, and
   answers UNAUTHENTICATED without it or once it has gone ``token_timeout_s`` unused
   (pyasic's generated ``LoginResponse``: "Token validity refreshed to this value with each
-  request").
-  ``MinerService/GetMinerDetails`` (``bosVersion.current``, ``stickerHashrate``),
-  ``GetMinerStats`` (``powerStats.approximatedConsumption.watt``), ``GetHashboards``,
-  ``PerformanceService/GetActivePerformanceMode`` (``tunerMode.powerTarget.powerTarget``),
-  ``SetPowerTarget`` (an exact target in watts, answered with the target set),
-  ``ActionsService/PauseMining`` / ``ResumeMining`` (``alreadyPaused`` / ``alreadyMining``).
+  request"). The reads (:mod:`adapters.sim.braiins_grpc`): ``MinerService/
+  GetMinerDetails``, ``GetMinerStats``, ``GetHashboards``, ``PerformanceService/
+  GetActivePerformanceMode``, and what pyasic's plain ``get_data()`` and ``get_config()``
+  add: ``CoolingService/GetCoolingState``, ``ActionsService/GetLocateDeviceStatus``,
+  ``PoolService/GetPoolGroups``, ``ConfigurationService/GetMinerConfiguration``. The
+  writes: ``PerformanceService/SetPowerTarget`` (an exact target in watts, answered with
+  the target set), ``ActionsService/PauseMining`` / ``ResumeMining`` (``alreadyPaused`` /
+  ``alreadyMining``).
 
 The public API is documented by Braiins (github.com/braiins/bos-plus-api, proto
 ``bos/v1``). Faults as the other simulators: the transport ones of
@@ -33,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,30 +43,30 @@ import grpclib.const
 from grpclib import GRPCError, Status
 from grpclib.server import Server, Stream
 from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
-    BosVersion,
+    GetCoolingStateRequest,
+    GetCoolingStateResponse,
     GetHashboardsRequest,
     GetHashboardsResponse,
+    GetLocateDeviceStatusRequest,
+    GetMinerConfigurationRequest,
+    GetMinerConfigurationResponse,
     GetMinerDetailsRequest,
     GetMinerDetailsResponse,
     GetMinerStatsRequest,
     GetMinerStatsResponse,
     GetPerformanceModeRequest,
-    GigaHashrate,
-    Hashboard,
+    GetPoolGroupsRequest,
+    GetPoolGroupsResponse,
+    LocateDeviceStatusResponse,
     LoginRequest,
     LoginResponse,
-    MinerPowerStats,
     PerformanceMode,
     Power,
-    PowerTargetMode,
     SetPowerTargetRequest,
     SetPowerTargetResponse,
-    Temperature,
-    TemperatureSensor,
-    TunerPerformanceMode,
 )
 
-from adapters.sim import braiins_web
+from adapters.sim import braiins_grpc, braiins_web
 from adapters.sim.calllog import CallLog
 from adapters.sim.grpc_cork import CorkedServer
 from adapters.sim.server import FaultKind, MinerServer
@@ -73,7 +75,7 @@ from adapters.sim.web_port import read_http_request, write_http_reply
 log = logging.getLogger("gridsched.sim")
 
 BOSER = "boser-buildroot 0.1.0-2d1d1c0b"  # VERSION[0].BOSer, as 24.09 names its API server
-BOS_VERSION = "2024-09-26-0-2d1d1c0b-24.09-plus"
+BOS_VERSION = braiins_grpc.BOS_VERSION  # bosVersion.current, also on the web port
 GRPC_PORT = 50051
 _PKG = "/braiins.bos.v1."
 
@@ -101,6 +103,7 @@ class BraiinsSim(MinerServer):
         self._grpc: Server | None = None
         self._token = ""
         self._token_used = 0.0  # self.clock() when the token was last used
+        self.locating = False  # GetLocateDeviceStatus.enabled
         self.grpc_calls: CallLog[str] = CallLog()
         self._web: asyncio.AbstractServer | None = None
         self.web_session = ""
@@ -197,11 +200,11 @@ class BraiinsSim(MinerServer):
             return request, self._fault(FaultKind.GARBLE) is not None
 
         def unary(
-            fn: Callable[[Any], Awaitable[Any]], req: type, rep: type, auth: bool = True
+            name: str, fn: Callable[[BraiinsSim], Any], req: type, rep: type
         ) -> grpclib.const.Handler:
             async def handle(stream: Stream[Any, Any]) -> None:
-                request, garbled = await admit(stream, fn.__name__, auth)
-                await stream.send_message(rep() if garbled else await fn(request))
+                _request, garbled = await admit(stream, name, True)
+                await stream.send_message(rep() if garbled else fn(self))
 
             return grpclib.const.Handler(handle, grpclib.const.Cardinality.UNARY_UNARY, req, rep)
 
@@ -230,21 +233,40 @@ class BraiinsSim(MinerServer):
                 handle, grpclib.const.Cardinality.UNARY_UNARY, _Bytes, _Bytes
             )
 
+        g = braiins_grpc
         return {
             _PKG + "AuthenticationService/Login": grpclib.const.Handler(
                 login, grpclib.const.Cardinality.UNARY_UNARY, LoginRequest, LoginResponse
             ),
             _PKG + "MinerService/GetMinerDetails": unary(
-                self._details, GetMinerDetailsRequest, GetMinerDetailsResponse
+                "_details", g.details, GetMinerDetailsRequest, GetMinerDetailsResponse
             ),
             _PKG + "MinerService/GetMinerStats": unary(
-                self._stats, GetMinerStatsRequest, GetMinerStatsResponse
+                "_stats", g.stats, GetMinerStatsRequest, GetMinerStatsResponse
             ),
             _PKG + "MinerService/GetHashboards": unary(
-                self._hashboards, GetHashboardsRequest, GetHashboardsResponse
+                "_hashboards", g.hashboards, GetHashboardsRequest, GetHashboardsResponse
             ),
             _PKG + "PerformanceService/GetActivePerformanceMode": unary(
-                self._mode, GetPerformanceModeRequest, PerformanceMode
+                "_mode", g.mode, GetPerformanceModeRequest, PerformanceMode
+            ),
+            _PKG + "CoolingService/GetCoolingState": unary(
+                "_cooling", g.cooling_state, GetCoolingStateRequest, GetCoolingStateResponse
+            ),
+            _PKG + "ActionsService/GetLocateDeviceStatus": unary(
+                "_locate",
+                g.locate_status,
+                GetLocateDeviceStatusRequest,
+                LocateDeviceStatusResponse,
+            ),
+            _PKG + "PoolService/GetPoolGroups": unary(
+                "_pool_groups", g.pool_groups, GetPoolGroupsRequest, GetPoolGroupsResponse
+            ),
+            _PKG + "ConfigurationService/GetMinerConfiguration": unary(
+                "_configuration",
+                g.configuration,
+                GetMinerConfigurationRequest,
+                GetMinerConfigurationResponse,
             ),
             _PKG + "PerformanceService/SetPowerTarget": raw(self._set_power_target),
             _PKG + "ActionsService/PauseMining": raw(self._pause),
@@ -261,41 +283,6 @@ class BraiinsSim(MinerServer):
             return False
         self._token_used = now
         return True
-
-    async def _details(self, _: Any) -> GetMinerDetailsResponse:
-        p = self.preset("default")
-        return GetMinerDetailsResponse(
-            uid=self._mac.replace(":", ""),
-            hostname="braiins-os",
-            mac_address=self._mac,
-            bos_version=BosVersion(current=BOS_VERSION, major="24.09", bos_plus=True),
-            sticker_hashrate=GigaHashrate(gigahash_per_second=p.ths * 1000.0),
-            serial_number="SIM" + self._mac.replace(":", "")[-8:],
-        )
-
-    async def _stats(self, _: Any) -> GetMinerStatsResponse:
-        w, _ths = self._advance()
-        return GetMinerStatsResponse(
-            power_stats=MinerPowerStats(approximated_consumption=Power(watt=max(1, round(w))))
-        )
-
-    async def _hashboards(self, _: Any) -> GetHashboardsResponse:
-        t = self.state.temp_c
-        boards = [
-            Hashboard(
-                id=str(i + 1),
-                enabled=True,
-                chips_count=126,
-                board_temp=Temperature(degree_c=round(t - 6, 1)),
-                highest_chip_temp=TemperatureSensor(temperature=Temperature(degree_c=t + 6)),
-            )
-            for i in range(3)
-        ]
-        return GetHashboardsResponse(hashboards=boards)
-
-    async def _mode(self, _: Any) -> PerformanceMode:
-        target = PowerTargetMode(power_target=Power(watt=int(self.target_w)))
-        return PerformanceMode(tuner_mode=TunerPerformanceMode(power_target=target))
 
     def _set_power_target(self, request: bytes) -> bytes:
         """``SetPowerTargetRequest`` (``save_action`` 1, ``power_target`` 2 with ``watt``
