@@ -11,7 +11,10 @@ such "refusals" that a retry then carried out. Here the same privileged commands
 through pyasic's own RPC client (``power_off(respbefore=True)``, ``power_on()``,
 ``adjust_power_limit(watts)``: the token and AES encryption are pyasic's), and its error
 decides: no answer is a timeout and an undecodable one unreadable, both retried; the
-miner's own message is a refusal, in its words.
+miner's own message is a refusal, in its words. A write refused because the miner's write
+access is off ("can't access write cmd", or API v2.0.5's code 45 "permission denied":
+MicroBT ships writes off until the default password is changed and the API enabled in
+WhatsMinerTool) is a refusal that says so.
 
 **Tokens.** A write is signed with a token from ``get_token``: a round trip, then two
 md5-crypts to derive the AES key and the sign. MicroBT's API v2.0.5 ("Protocol") keeps a
@@ -68,6 +71,14 @@ UNREADABLE = "Decode Error"
 DONE = "API command OK"
 #: The miner's words for a token it no longer knows (API v2.0.5 message code 135).
 TOKEN_ENDED = "check token error"
+#: The miner's words for a write refused because its write access is off: the firmware's
+#: message (pyasic's ``send_privileged_command`` special-cases it) and API v2.0.5's code 45.
+WRITES_OFF = ("can't access write cmd", "permission denied")
+#: What such a refusal asks of the operator (MicroBT's API v2.0.5, "Summary").
+WRITES_OFF_HINT = (
+    "write access is off on the miner: change the default password and enable the API"
+    " in WhatsMinerTool (MicroBT API v2.0.5)"
+)
 #: A reading renews a token this old (s); the miner keeps one 30 minutes (API v2.0.5), and
 #: a miner's turn comes once in each such period, so a token is renewed well before then.
 TOKEN_RENEW_S = 1200.0
@@ -110,6 +121,8 @@ async def call(
         if words.startswith(UNREADABLE):
             why = f"{what}: an answer that cannot be read: {words[:160]}"
             raise BadReply(device_id, why) from None
+        if any(s in words.lower() for s in WRITES_OFF):
+            words = f"{words} ({WRITES_OFF_HINT})"
         raise ControlRejected(device_id, f"{what}: the miner refused: {words}") from None
     msg = reply.get("Msg") if isinstance(reply, dict) else None
     if fn == "set_power_limit" or msg == DONE:  # pyasic asks DONE of the other two

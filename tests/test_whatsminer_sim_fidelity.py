@@ -20,10 +20,15 @@ from collections.abc import Iterator
 
 import pyasic
 import pytest
+from pyasic.errors import APIError
+from pyasic.rpc.btminer import BTMinerRPCAPI
 
+from adapters.asic import PyasicMiner
+from adapters.base import ControlRejected, Health, ModeRequest
+from adapters.fleet import Outcome, OutcomeKind
 from adapters.sim.fleet import SimFleetThread
 from adapters.sim.whatsminer import WhatsminerSim
-from tests.support.simfleet import firmware_fleet, miner_of, run
+from tests.support.simfleet import firmware_fleet, miner_of, one_device_fleet, run
 
 N = 6
 
@@ -39,6 +44,74 @@ def _miner(sim: SimFleetThread, i: int) -> WhatsminerSim:
 
 def _standard_w(sim: SimFleetThread, m: WhatsminerSim) -> float:
     return float(sim.call(lambda: m.preset("default").watts))
+
+
+# -- D6: write access off is a refusal, in the miner's words -------------------------------
+
+REFUSALS = [("switch", "can't access write cmd"), ("code45", "permission denied")]
+
+
+@pytest.mark.parametrize(("variant", "words"), REFUSALS)
+def test_write_access_off_refuses_every_write_and_does_nothing(
+    sim: SimFleetThread, variant: str, words: str
+) -> None:
+    m = _miner(sim, 3)
+
+    def off() -> None:
+        m.write_access = False
+        m.write_refusal = variant
+
+    sim.call(off)
+    n_writes = len(sim.call(lambda: list(m.writes)))
+
+    async def go() -> None:
+        rpc = BTMinerRPCAPI(m.host)
+        await rpc.get_token()  # reads, the token among them, need no write access
+        for write in (rpc.power_off, rpc.power_on, lambda: rpc.adjust_power_limit(2500)):
+            with pytest.raises(APIError) as got:
+                await write()
+            assert got.value.message == words
+
+    try:
+        run(go())
+    finally:
+        sim.call(lambda: setattr(m, "write_access", True))
+    assert len(sim.call(lambda: list(m.writes))) == n_writes
+    assert sim.call(lambda: m.state.phase) == "mining"
+
+
+@pytest.mark.parametrize(("variant", "words"), REFUSALS)
+def test_the_adapter_calls_write_access_off_a_refusal_not_unreachable(
+    sim: SimFleetThread, variant: str, words: str
+) -> None:
+    m = _miner(sim, 4)
+
+    def off() -> None:
+        m.write_access = False
+        m.write_refusal = variant
+
+    sim.call(off)
+    dev = PyasicMiner("wm/4", m.host, timeout_s=10.0)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = one_device_fleet(dev, seen)
+        assert (await fleet.connect_all())[dev.device_id] is None
+        out = await fleet.apply({dev.device_id: ModeRequest("sleep")})
+        assert not out[0].ok and out[0].kind is OutcomeKind.REJECTED, out[0]
+        assert words in (out[0].error or "") and "write access" in (out[0].error or "")
+        st = fleet.status[dev.device_id]
+        assert st.health is Health.REJECTED and st.connected
+        with pytest.raises(ControlRejected, match="WhatsMinerTool"):
+            await dev.apply(ModeRequest("run", 2500.0))
+        t = (await fleet.read_all())[dev.device_id]  # still read: reachable, readable
+        assert t.state == "running" and (t.power_w or 0) > 3000
+        await fleet.close()
+
+    try:
+        run(go())
+    finally:
+        sim.call(lambda: setattr(m, "write_access", True))
 
 
 # -- D7: pyasic's plain get_data() ------------------------------------------------------------

@@ -31,6 +31,31 @@ What pyasic (0.79) reads and writes for a Whatsminer whose firmware predates API
   code 23 ``"invalid token"`` (these words are the simulator's own: API v2.0.5 names code
   23 "invalid JSON message"). Commands: ``power_off`` (``respbefore``), ``power_on``,
   ``adjust_power_limit`` (``power_limit`` in W), answered ``Msg`` "API command OK".
+- **Write access** (MicroBT's API v2.0.5, "Summary": "The API read permission is granted
+  by default, and the API write permission needs to be enabled through the WhatMinerTool
+  ... 1. Change the default password(admin); 2. Enable the API"): ``write_access=False``
+  answers every write, in plain and before anything else, ``write_refusal`` ``"switch"``:
+  ``"can't access write cmd"`` (the firmware's words pyasic's ``send_privileged_command``
+  special-cases, reported by field clients with the Miner API Switch off) or ``"code45"``:
+  ``"permission denied"`` (API v2.0.5's code 45). The code of the first is not documented;
+  45 is used for both (clients judge by ``Msg``). Reads and ``get_token`` still answer.
+  The default is on, with the factory password: a simulated fleet is one its operator
+  has unlocked, so that ``fleet simulate`` and ``make demo`` can drive it; a real miner
+  comes locked.
+- **Tokens** (MicroBT's API v2.0.5, "Protocol": "one IP can get 32 tokens, and a token
+  keepalive time is 30 minutes"; message codes 135 "check token error", 136 "token over
+  max times"): each ``get_token`` issues a token of its own (a fresh ``time`` and
+  ``newsalt``) and an earlier one stays good until its 30 minutes are up, as the
+  MiningOS worker's own simulator of this API keeps a set of valid tokens
+  (github.com/tetherto/miningos-wrk-miner-whatsminer, ``mock/cmds/get_token.js``). A write
+  under an expired or unknown token is answered, under the key, code 135 "check token
+  error" and not carried out (that worker's client, ``protocols/wm-api-v2.js``, drops its
+  token on 135 and sends again). A 33rd live token is refused with code 136. The cap is
+  kept per miner, not per client IP: one controller is one IP. The AES key depends only on
+  the password and ``salt``, so a miner derives it once; each token's sign once, when
+  issued (the md5-crypts a real miner does in C cost this simulator's one process
+  milliseconds each, which it spent three times per write before). One AES-ECB context
+  each way is kept with the key (ECB carries nothing from one block to the next).
 
 The same scheme is described by MicroBT's API documentation (apidoc.whatsminer.com) and
 the community client github.com/satoshi-anonymoto/whatsminer-api. Faults as the other
@@ -58,6 +83,9 @@ FW_VERSION = "20240620.18.REL"  # before 2024-11: pyasic talks API v2
 API_VERSION = "2.0.5"
 TOKEN_TTL_S = 1800.0  # API v2.0.5: "a token keepalive time is 30 minutes"
 MAX_TOKENS = 32  # API v2.0.5: "one IP can get 32 tokens"
+#: The firmware's answer to a write while the API's write switch is off (pyasic 0.79
+#: ``BTMinerRPCAPI.send_privileged_command`` special-cases these words).
+WRITE_SWITCH_OFF = "can't access write cmd"
 _SALT_CHARS = string.ascii_letters + string.digits
 
 
@@ -80,6 +108,10 @@ class WhatsminerSim(MinerServer):
     admin_password: str = "admin"
     #: How long a token stays good after ``get_token`` (API v2.0.5: 30 minutes).
     token_ttl_s: float = TOKEN_TTL_S
+    #: Whether writes are allowed (MicroBT ships them off: see the module docstring).
+    write_access: bool = True
+    #: How a miner with writes off refuses one: ``"switch"`` or ``"code45"``.
+    write_refusal: str = "switch"
 
     description: ClassVar[str] = "btminer"
 
@@ -243,6 +275,10 @@ class WhatsminerSim(MinerServer):
     # -- writes: privileged, encrypted ------------------------------------------------------
 
     def _write(self, data: str) -> dict[str, Any]:
+        if not self.write_access:  # refused before anything is opened or checked
+            if self.write_refusal == "code45":
+                return self._st(45, "permission denied", ok=False)
+            return self._st(45, WRITE_SWITCH_OFF, ok=False)
         self._key()  # the key and its two contexts, made once
         cmd = self._opened.get(data)
         if cmd is None:
