@@ -202,11 +202,43 @@ def site_prices(
             )
         if per not in (None, "MWh", "kWh"):
             raise DataError(path, f"--price-per {per!r}: valid are MWh, kWh")
+        if fmt in ("ercot-rtm", "ercot-dam") and per == "kWh":
+            raise DataError(path, "ERCOT prices are per MWh, not per kWh")
+        if (fmt or "csv") == "csv":
+            _check_currency_column(path, currency)
         rate, per = (usd_per_unit if currency != "USD" else 1.0) or 1.0, per or "MWh"
     if column is None:
         raise ValueError(f"{path}: the price column is not named")
     series = load_price_file(path, fmt or "csv", column, timestamp_column, timezone)
     return in_usd_per_mwh(series, currency, rate, per)
+
+
+def _check_currency_column(path: str, currency: str) -> None:
+    """A csv price file with a ``currency`` column says its own currency: one code on every
+    row, the one the prices are read in (``currency``); a file that says otherwise, or
+    several, is refused rather than read in the wrong money."""
+    import pandas as pd
+
+    try:
+        head = pd.read_csv(path, nrows=0)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return  # the loader says what is wrong with the file
+    named = [c for c in head.columns if str(c).strip().lower() == "currency"]
+    if not named:
+        return
+    codes = sorted(
+        {str(v).strip().upper() for v in pd.read_csv(path, usecols=named)[named[0]].dropna()}
+    )
+    if len(codes) > 1:
+        raise DataError(
+            path, f"its {named[0]!r} column holds {', '.join(codes)}: one currency a file"
+        )
+    if codes and codes[0] != currency:
+        raise DataError(
+            path,
+            f"its {named[0]!r} column says {codes[0]}, and the prices would be read as "
+            f"{currency}: say so (--price-currency {codes[0]} --usd-per-unit RATE)",
+        )
 
 
 def in_usd_per_mwh(series: Series, currency: str, rate: float, per: str) -> Series:

@@ -388,3 +388,64 @@ def test_a_window_names_its_market_by_a_whole_word() -> None:
     conflicts, _ = tariff_market_problems(["EU 2024 peak", "PJM-5CP", "Nord Pool hours"], ercot)
     assert len(conflicts) == 3, conflicts
     assert tariff_market_problems(["ERCOT 4CP"], ercot) == ([], [])
+
+
+def test_a_market_in_another_currency_needs_the_files_currency_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analyst's walk (session 25, finding 2a): --market SDAC (EUR in the market table)
+    read a price file given without --price-currency as USD, with no word."""
+    from scheduler.cli.main import main
+
+    prices = _csv(tmp_path / "p.csv", "HB_WEST", [60.0] * 96, start=T0 - DAY, step=3600)
+    argv = _argv(prices, "--market", "SDAC", "--foreign-tariff")
+    assert main(argv) == 2
+    assert "--price-currency EUR" in capsys.readouterr().err
+    assert main([*argv, "--price-currency", "USD"]) == 0  # already converted: said so
+
+
+def test_a_currency_column_is_read_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analyst's walk (session 25, finding 2c): a file whose every row says EUR in a
+    ``currency`` column was read as USD."""
+    from scheduler.cli.main import main
+
+    rows = ["interval_start_utc,HB_WEST,currency"]
+    rows += [f"{_iso(T0 - DAY + i * 3600)},60,EUR" for i in range(96)]
+    f = tmp_path / "cur.csv"
+    f.write_text("\n".join(rows) + "\n")
+    assert main(_argv(f)) == 2
+    err = capsys.readouterr().err
+    assert "'currency' column says EUR" in err and "--price-currency EUR" in err, err
+    assert main(_argv(f, "--price-currency", "EUR", "--usd-per-unit", "1.1")) == 0
+    f.write_text(f.read_text().replace(",EUR\n", ",USD\n", 3))
+    assert main(_argv(f, "--price-currency", "EUR", "--usd-per-unit", "1.1")) == 2
+    assert "EUR, USD" in capsys.readouterr().err
+
+
+def test_price_per_kwh_describes_a_csv_file_never_an_ercot_one(tmp_path: Path) -> None:
+    """The analyst's walk (session 25, finding 1): --price-per kWh for a csv of real-time
+    prices also rescaled the ERCOT day-ahead --forecast (USD/MWh by its format) by 1,000:
+    the scheduler saw day-ahead prices 1,000 times too high and never mined (22 % of the
+    oracle where 97 %). An ERCOT file is per MWh; the flag is refused on one."""
+    import argparse
+
+    from scheduler.cli.options import read_prices
+
+    cfg = _eur_config(tmp_path)
+    dam = _csv(tmp_path / "dam.csv", "HB_WEST", [40.0] * 48)
+    args = argparse.Namespace(
+        timestamp_column="interval_start_utc", price_timezone=None,
+        price_currency=None, usd_per_unit=None, price_per="kWh",
+    )  # fmt: skip
+    fc = read_prices(cfg, args, T0, T0 + DAY, str(dam), "ercot-dam", "HB_WEST", forecast=True)
+    assert np.allclose(fc.values, 40.0), fc.values[:3]
+    with pytest.raises(DataError, match="per MWh, not per kWh"):
+        read_prices(cfg, args, T0, T0 + DAY, str(dam), "ercot-dam", "HB_WEST")
+
+
+def _iso(t: int) -> str:
+    from models.market import iso
+
+    return iso(t)

@@ -118,6 +118,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--policy {','.join(unknown)}: valid are {', '.join(policies.POLICIES)}")
     market = _backtest_market(args, config)
+    if market is not None and market.currency != "USD" and args.prices and not args.price_currency:
+        # the analyst's walk (session 25): SDAC's EUR prices were read as USD, unsaid
+        raise UsageError(
+            f"--market {market.name} prices are in {market.currency}: say the file's currency "
+            f"(--price-currency {market.currency} --usd-per-unit RATE, or --price-currency USD "
+            "for a file already converted)"
+        )
     realised = read_prices(
         config, args, start, end, args.prices, args.price_format, args.price_column
     )
@@ -136,6 +143,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             args.forecast,
             args.forecast_format,
             args.forecast_column or args.price_column,
+            forecast=True,
         )
     hashprice = load_btc_hashprice(args.btc, 0.0) if args.btc else None  # fee applied once
     events = read_events(args, config)
@@ -158,6 +166,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         )
 
     setup = _setup(config)
+    if args.prices and not args.price_currency and config.prices.currency != "USD":
+        setup.notes.append(
+            f"the site's [prices] are in {config.prices.currency}; --prices is read as USD "
+            "(the site's conversion is its own file's; --price-currency says otherwise)"
+        )
     runs = _run_policies(setup, wanted, args)
     results = [evaluate(setup, r) for r in runs]
     period = {"from": args.from_, "to": args.to}

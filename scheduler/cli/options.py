@@ -48,12 +48,20 @@ def read_prices(
     path: str | None,
     fmt: str | None,
     column: str | None,
+    forecast: bool = False,
 ) -> Series:
     """Prices from the file ``path`` (layout ``fmt``, price column ``column``) read as
     ``add_price_file_args`` and ``--price-currency``/``--usd-per-unit``/``--price-per``
-    say, or from the config's [prices] when ``path`` is None."""
+    say, or from the config's [prices] when ``path`` is None. A ``forecast`` in an ERCOT
+    layout is in USD/MWh whatever those flags say of the prices (they describe a csv
+    file: the analyst's walk of session 25 saw ``--price-per kWh`` multiply an ERCOT
+    day-ahead file by 1,000)."""
     if path is not None and column is None:
         raise UsageError("--price-column is required with --prices (e.g. HB_WEST)")
+    if forecast and fmt in ("ercot-rtm", "ercot-dam"):
+        return site_prices(
+            config, start_s, end_s, path, fmt, column, args.timestamp_column, args.price_timezone
+        )
     return site_prices(
         config,
         start_s,
