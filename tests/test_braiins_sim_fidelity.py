@@ -1,6 +1,9 @@
-"""The Braiins OS+ simulator is no kinder than the firmware (fw25 audit D8, D9), driven by
-pyasic itself and by the adapter over TCP:
+"""The Braiins OS+ simulator is no kinder than the firmware (fw25 audit D4, D8, D9), driven
+by pyasic itself and by the adapter over TCP:
 
+- the tuner's power target has a range (bos-plus-api ``TunerConstraints.power_target``,
+  served by ``ConfigurationService/GetConstraints``), and a target outside it is refused
+  (or, in the "clamp" variant, set at the nearest bound): the adapter says refused;
 - pyasic's plain ``get_data()`` (no include list) and ``get_config()`` read the miner;
 - a session token unused for ``timeout_s`` expires, and the adapter logs on again with
   no failed attempt.
@@ -12,6 +15,7 @@ import time
 from typing import Any
 
 import pyasic
+import pytest
 
 from adapters.asic import PyasicMiner
 from adapters.base import ModeRequest
@@ -42,6 +46,80 @@ async def _connected(dev: PyasicMiner) -> tuple[Any, list[Outcome]]:
     await dev.connect()
     fleet.status[dev.device_id].connected = True
     return fleet, seen
+
+
+# -- D4: the tuner's power range -------------------------------------------------------------
+
+
+def test_get_constraints_names_the_tuner_range_from_the_nameplate() -> None:
+    """pyasic's own ``get_constraints``: default at the S19j Pro's nameplate (3050 W), min
+    and max at the shares of it an S19k Pro on Braiins OS+ 26.04 reports (771 and 6435 W of
+    2760 W)."""
+    m, th = _sim()
+
+    async def go() -> Any:
+        miner = await pyasic.get_miner(m.host)
+        return await miner.web.get_constraints()
+
+    with th:
+        got = run(go())
+    power = got["tunerConstraints"]["powerTarget"]
+    assert power["default"]["watt"] == 3050
+    assert power["min"]["watt"] == round(3050 * 771 / 2760) == 852
+    assert power["max"]["watt"] == round(3050 * 6435 / 2760) == 7111
+    assert m.power_range() == (852.0, 7111.0)
+
+
+@pytest.mark.parametrize("watts", [50, 99_999])
+def test_a_target_outside_the_range_is_refused_and_the_adapter_says_refused(watts: int) -> None:
+    """50 W and 99,999 W were taken and "confirmed" by read-back (the audit's probe); the
+    firmware's range refuses them (INVALID_ARGUMENT, our assumption of what it does), the
+    miner stays at its target, and the fleet's outcome is a refusal in the firmware's
+    words, not an unreachable miner. pyasic's own set_power_limit says False."""
+    m, th = _sim()
+    dev = PyasicMiner("bos/f1", m.host, timeout_s=20.0)
+
+    async def go() -> tuple[list[Outcome], bool, Any]:
+        fleet, _ = await _connected(dev)
+        out = await fleet.apply({dev.device_id: ModeRequest("run", float(watts))})
+        plain = await (await pyasic.get_miner(m.host)).set_power_limit(watts)
+        health = fleet.status[dev.device_id].health
+        ok = await fleet.apply({dev.device_id: ModeRequest("run", 3000.0)})
+        await dev.close()
+        return out + ok, plain, health
+
+    with th:
+        out, plain, health = run(go())
+        target = th.call(lambda: m.target_w)
+    refused, ok = out
+    assert not refused.ok and refused.kind is OutcomeKind.REJECTED, refused
+    assert refused.attempts == 1  # a refusal is not tried again
+    assert refused.error is not None
+    assert "INVALID_ARGUMENT" in refused.error and "out of range [852, 7111]" in refused.error
+    assert str(health) == "rejected"
+    assert plain is False
+    assert ok.ok and target == 3000.0
+
+
+def test_a_clamping_firmware_sets_the_bound_and_the_adapter_says_what_it_set() -> None:
+    """The other variant (``out_of_range="clamp"``): the nearest bound is set and answered;
+    the adapter compares the answer with what it asked and reports a refusal naming the
+    target the firmware set."""
+    m, th = _sim(out_of_range="clamp")
+    dev = PyasicMiner("bos/f2", m.host, timeout_s=20.0)
+
+    async def go() -> list[Outcome]:
+        fleet, _ = await _connected(dev)
+        out = await fleet.apply({dev.device_id: ModeRequest("run", 99_999.0)})
+        await dev.close()
+        return list(out)
+
+    with th:
+        (out,) = run(go())
+        target = th.call(lambda: m.target_w)
+    assert not out.ok and out.kind is OutcomeKind.REJECTED, out
+    assert out.error is not None and "the firmware set 7111 W" in out.error
+    assert target == 7111.0
 
 
 # -- D8: pyasic's plain get_data() and get_config() ------------------------------------------

@@ -19,10 +19,13 @@ What pyasic (0.79) reads and writes for Braiins OS+ with the public gRPC API (``
   GetMinerDetails``, ``GetMinerStats``, ``GetHashboards``, ``PerformanceService/
   GetActivePerformanceMode``, and what pyasic's plain ``get_data()`` and ``get_config()``
   add: ``CoolingService/GetCoolingState``, ``ActionsService/GetLocateDeviceStatus``,
-  ``PoolService/GetPoolGroups``, ``ConfigurationService/GetMinerConfiguration``. The
-  writes: ``PerformanceService/SetPowerTarget`` (an exact target in watts, answered with
-  the target set), ``ActionsService/PauseMining`` / ``ResumeMining`` (``alreadyPaused`` /
-  ``alreadyMining``).
+  ``PoolService/GetPoolGroups``, ``ConfigurationService/GetMinerConfiguration``; and
+  ``ConfigurationService/GetConstraints`` (the tuner's power-target range). The writes:
+  ``PerformanceService/SetPowerTarget`` (a target in watts within that range, answered
+  with the target set; outside it refused INVALID_ARGUMENT, or with ``out_of_range=
+  "clamp"`` the nearest bound set and answered: which one the firmware does is not
+  documented, so both are modelled), ``ActionsService/PauseMining`` / ``ResumeMining``
+  (``alreadyPaused`` / ``alreadyMining``).
 
 The public API is documented by Braiins (github.com/braiins/bos-plus-api, proto
 ``bos/v1``). Faults as the other simulators: the transport ones of
@@ -43,6 +46,8 @@ import grpclib.const
 from grpclib import GRPCError, Status
 from grpclib.server import Server, Stream
 from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
+    GetConstraintsRequest,
+    GetConstraintsResponse,
     GetCoolingStateRequest,
     GetCoolingStateResponse,
     GetHashboardsRequest,
@@ -95,11 +100,20 @@ class BraiinsSim(MinerServer):
     #: refreshed to this value with each request", pyasic's generated message); an expired
     #: one is answered UNAUTHENTICATED.
     token_timeout_s: float = 3600.0
+    #: The tuner's accepted power targets (W); None: from the model's nameplate
+    #: (:func:`adapters.sim.braiins_grpc.power_range`).
+    power_range_w: tuple[float, float] | None = None
+    #: A ``SetPowerTarget`` outside that range: "refuse" (INVALID_ARGUMENT, nothing set) or
+    #: "clamp" (the nearest bound set, and answered). Which one Braiins OS+ does is not
+    #: documented; refusal is the default (docs/adapters.md).
+    out_of_range: str = "refuse"
 
     description: ClassVar[str] = f"BOSer {BOSER}"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.out_of_range not in ("refuse", "clamp"):
+            raise ValueError(f"out_of_range is 'refuse' or 'clamp', not {self.out_of_range!r}")
         self._grpc: Server | None = None
         self._token = ""
         self._token_used = 0.0  # self.clock() when the token was last used
@@ -268,6 +282,9 @@ class BraiinsSim(MinerServer):
                 GetMinerConfigurationRequest,
                 GetMinerConfigurationResponse,
             ),
+            _PKG + "ConfigurationService/GetConstraints": unary(
+                "_constraints", g.constraints, GetConstraintsRequest, GetConstraintsResponse
+            ),
             _PKG + "PerformanceService/SetPowerTarget": raw(self._set_power_target),
             _PKG + "ActionsService/PauseMining": raw(self._pause),
             _PKG + "ActionsService/ResumeMining": raw(self._resume),
@@ -283,6 +300,13 @@ class BraiinsSim(MinerServer):
             return False
         self._token_used = now
         return True
+
+    def power_range(self) -> tuple[float, float]:
+        """The tuner's accepted power targets (W), min and max (``GetConstraints``)."""
+        if self.power_range_w is not None:
+            return self.power_range_w
+        lo, hi = braiins_grpc.power_range(self.preset("default").watts)
+        return float(lo), float(hi)
 
     def _set_power_target(self, request: bytes) -> bytes:
         """``SetPowerTargetRequest`` (``save_action`` 1, ``power_target`` 2 with ``watt``
@@ -300,8 +324,12 @@ class BraiinsSim(MinerServer):
             watts = int(msg.power_target.watt) if msg.power_target else 0
             if len(_TARGET_ASKED) < 4096:
                 _TARGET_ASKED[request] = watts
-        if watts <= 0:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"power target {watts} W out of range")
+        lo, hi = self.power_range()
+        if not lo <= watts <= hi:
+            if watts <= 0 or self.out_of_range == "refuse":
+                words = f"power target {watts} W out of range [{lo:g}, {hi:g}] W"
+                raise GRPCError(Status.INVALID_ARGUMENT, words)
+            watts = round(min(max(watts, lo), hi))  # "clamp": the nearest bound, answered
         if self._fault(FaultKind.IGNORE) is None:
             self.set_target(float(watts))
         return _target_reply(watts)

@@ -1,4 +1,4 @@
-"""The simulated Braiins OS+ miner's gRPC answers to reads.
+"""The simulated Braiins OS+ miner's gRPC answers to reads, and its tuner's power range.
 
 Split from :mod:`adapters.sim.braiins`, which serves them. Each answer is built from
 pyasic's generated ``braiins.bos.v1`` messages (``web/braiins_os/proto``), whose fields
@@ -14,7 +14,15 @@ are those of Braiins's public API (github.com/braiins/bos-plus-api, ``proto/bos/
   ``get_config``, ``MinerConfig.from_boser``): what pyasic's plain ``get_data()`` asks
   for beyond the adapter's reading (``BOSER_DATA_LOC`` in
   ``miners/backends/braiins_os.py``).
+- ``ConfigurationService/GetConstraints`` (``configuration.proto``; the tuner's
+  ``PowerConstraints`` of ``constraints.proto``): the power-target range, which pyasic's
+  ``BOSerWebAPI.get_constraints`` reads.
 
+The tuner's range (:func:`power_range`): Braiins OS+ 26.04 reports default 2760 W, min
+771 W and max 6435 W for an Antminer S19k Pro (``bosminer.metadata.autotuning.powerTarget``,
+read from a live miner in github.com/256foundation/asic-rs pull request 292); the default
+is that model's nameplate (2760 W in :mod:`models.catalog`). Other models are given the
+same shares of their nameplate: an assumption, as no other model's figures are published.
 The fans' speeds and the pool's share counts are the simulator's own, from its physics.
 """
 
@@ -23,10 +31,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
+    BooleanConstraint,
     BosVersion,
     CoolingAutoMode,
     CoolingConfiguration,
     FanState,
+    GetConstraintsResponse,
     GetCoolingStateResponse,
     GetHashboardsResponse,
     GetMinerConfigurationResponse,
@@ -44,12 +54,14 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
     PoolGroupConfiguration,
     PoolStats,
     Power,
+    PowerConstraints,
     PowerTargetMode,
     Quota,
     SensorLocation,
     Temperature,
     TemperatureSensor,
     TunerConfiguration,
+    TunerConstraints,
     TunerMode,
     TunerPerformanceMode,
 )
@@ -58,9 +70,18 @@ if TYPE_CHECKING:
     from adapters.sim.braiins import BraiinsSim
 
 BOS_VERSION = "2024-09-26-0-2d1d1c0b-24.09-plus"
+#: The tuner's power-target range as shares of its default (the nameplate): 771 W and
+#: 6435 W of 2760 W, an S19k Pro on Braiins OS+ 26.04 (module docstring).
+MIN_SHARE = 771 / 2760
+MAX_SHARE = 6435 / 2760
 FANS = 4  # an S19-series Antminer's (pyasic's ``expected_fans`` for the S19j Pro)
 POOL_URL = "stratum+tcp://127.0.0.1:3333"  # the one pool every simulated miner mines on
 POOL_USER = "gridsched.sim"
+
+
+def power_range(nameplate_w: float) -> tuple[int, int]:
+    """The tuner's accepted power targets, min and max in watts, for a nameplate."""
+    return round(nameplate_w * MIN_SHARE), round(nameplate_w * MAX_SHARE)
 
 
 def details(sim: BraiinsSim) -> GetMinerDetailsResponse:
@@ -151,3 +172,19 @@ def configuration(sim: BraiinsSim) -> GetMinerConfigurationResponse:
     )
     cooling = CoolingConfiguration(minimum_required_fans=1, auto=CoolingAutoMode())
     return GetMinerConfigurationResponse(pool_groups=[group], temperature=cooling, tuner=tuner)
+
+
+def constraints(sim: BraiinsSim) -> GetConstraintsResponse:
+    """The tuner's power-target constraints: default, min and max (module docstring)."""
+    lo, hi = sim.power_range()
+    target = PowerConstraints(
+        default=Power(watt=round(sim.preset("default").watts)),
+        min=Power(watt=round(lo)),
+        max=Power(watt=round(hi)),
+    )
+    tuner = TunerConstraints(
+        power_target=target,
+        enabled=BooleanConstraint(default=True),
+        default_mode=TunerMode.POWER_TARGET,
+    )
+    return GetConstraintsResponse(tuner_constraints=tuner)
