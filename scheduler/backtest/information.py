@@ -26,7 +26,9 @@ def known_prices(
     """Per step: the real-time price a decision may use and how many steps of the
     realised series are settled. ``after-interval``: the last settlement interval that
     ended at or before the step's start (a price is published after its interval);
-    ``current``: the step's own price, as a live 5-minute dispatch feed would show it."""
+    ``current``: the step's own settled price, standing for a live 5-minute dispatch
+    feed; of a 15-minute step that is the mean of its three 5-minute prices, more than a
+    feed shows at the step's start (an upper estimate)."""
     if visibility == "current":
         return realised.copy(), np.arange(1, grid.n + 1, dtype=np.int64)
     j = (grid.starts_s - series.start_s) // series.interval_s - 1

@@ -61,7 +61,10 @@ def information(setup: BacktestSetup) -> list[str]:
     if setup.visibility == "after-interval":
         rt = "a real-time price is known once its interval has ended (after-interval)"
     else:
-        rt = "the current interval's real-time price is visible (current: a live feed)"
+        rt = (
+            "the current interval's settled real-time price is visible (current: a live "
+            "feed's upper estimate)"
+        )
     if m is None:
         market = "market: not named (no day-ahead timeline)"
     else:
