@@ -15,6 +15,7 @@ pyasic say, not against what gridsched's adapter happens to ask (audit fw25, D5-
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -28,7 +29,7 @@ from adapters.base import ControlRejected, Health, ModeRequest
 from adapters.fleet import Outcome, OutcomeKind
 from adapters.sim.fleet import SimFleetThread
 from adapters.sim.whatsminer import WhatsminerSim
-from tests.support.simfleet import firmware_fleet, miner_of, one_device_fleet, run
+from tests.support.simfleet import FAST, firmware_fleet, miner_of, one_device_fleet, run, settle
 
 N = 6
 
@@ -44,6 +45,65 @@ def _miner(sim: SimFleetThread, i: int) -> WhatsminerSim:
 
 def _standard_w(sim: SimFleetThread, m: WhatsminerSim) -> float:
     return float(sim.call(lambda: m.preset("default").watts))
+
+
+# -- D5: the power limit is capped at the standard power, and btminer restarts -------------
+
+
+def test_a_power_limit_above_the_standard_power_is_capped(sim: SimFleetThread) -> None:
+    m = _miner(sim, 0)
+    standard = _standard_w(sim, m)
+
+    async def go() -> tuple[int, float]:
+        rpc = BTMinerRPCAPI(m.host)
+        reply = await rpc.adjust_power_limit(20000)
+        assert reply["Msg"] == "API command OK"  # accepted, as the firmware accepts it
+        await asyncio.sleep(FAST["wake_s"] + 0.3)  # the restart's ramp is over
+        summary = (await rpc.summary())["SUMMARY"][0]
+        return int(summary["Power Limit"]), float(summary["Power"])
+
+    limit, power = run(go())
+    assert limit == pytest.approx(standard, abs=1)
+    assert power <= standard * 1.01  # never the 20 kW asked for
+
+
+def test_a_power_limit_restarts_btminer_while_mining_and_not_while_asleep(
+    sim: SimFleetThread,
+) -> None:
+    m = _miner(sim, 1)
+    boot0 = sim.call(lambda: m.state.boot_at)
+
+    async def write(watts: int) -> None:
+        await BTMinerRPCAPI(m.host).adjust_power_limit(watts)
+
+    run(write(2800))
+    assert sim.call(lambda: m.state.boot_at) > boot0  # btminer restarted to apply it
+    assert sim.call(lambda: m.state.phase) == "waking"
+    sim.call(m.sleep)
+    boot1 = sim.call(lambda: m.state.boot_at)
+    run(write(2600))
+    assert sim.call(lambda: m.state.boot_at) == boot1  # a stopped miner is not started
+    assert sim.call(lambda: m.state.phase) == "sleeping"
+    sim.call(m.wake)
+
+
+def test_the_adapter_confirms_a_power_limit_through_the_restart(sim: SimFleetThread) -> None:
+    m = _miner(sim, 2)
+    dev = PyasicMiner("wm/2", m.host, timeout_s=10.0)
+    seen: list[Outcome] = []
+
+    async def go() -> None:
+        fleet = one_device_fleet(dev, seen)
+        assert (await fleet.connect_all())[dev.device_id] is None
+        await fleet.read_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("run", 2800.0)})
+        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED, out[0].error
+        await settle(fleet, dev.device_id)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
+        t = (await fleet.read_all())[dev.device_id]
+        assert t.state in ("running", "transition") and t.target_w == 2800.0
+
+    run(go())
 
 
 # -- D6: write access off is a refusal, in the miner's words -------------------------------

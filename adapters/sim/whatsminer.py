@@ -30,7 +30,12 @@ What pyasic (0.79) reads and writes for a Whatsminer whose firmware predates API
   under the same key. A write that does not decrypt (a wrong password) answers, in plain,
   code 23 ``"invalid token"`` (these words are the simulator's own: API v2.0.5 names code
   23 "invalid JSON message"). Commands: ``power_off`` (``respbefore``), ``power_on``,
-  ``adjust_power_limit`` (``power_limit`` in W), answered ``Msg`` "API command OK".
+  ``adjust_power_limit`` (``power_limit`` in W), answered ``Msg`` "API command OK". The
+  power limit "Cannot be higher than the ordinary power of the machine ... The miner will
+  reboot after this is set" (pyasic ``BTMinerRPCAPI.adjust_power_limit``): the limit in
+  force is the least of the one asked and the standard power, and btminer restarts to
+  apply it (the boot and ramp, ``wake_s``), as the API v3 simulator does after MicroBT's
+  v3 document; a stopped miner keeps it for its next start.
 - **Write access** (MicroBT's API v2.0.5, "Summary": "The API read permission is granted
   by default, and the API write permission needs to be enabled through the WhatMinerTool
   ... 1. Change the default password(admin); 2. Enable the API"): ``write_access=False``
@@ -314,10 +319,17 @@ class WhatsminerSim(MinerServer):
             except (KeyError, TypeError, ValueError):
                 return self._sealed(self._st(14, "invalid power_limit", ok=False))
             if not ignore:
-                self.set_target(watts)
+                self._power_limit(watts)
         else:
             reply = self._st(14, f"invalid cmd {name}", ok=False)
         return self._sealed(reply)
+
+    def _power_limit(self, watts: float) -> None:
+        """The limit in force is never above the standard power; btminer restarts to apply
+        it (a stopped miner keeps it for its next start)."""
+        self.set_target(min(watts, self.preset("default").watts))
+        if self.state.phase in ("mining", "waking"):
+            self._restart_mining()
 
     def _sealed(self, reply: dict[str, Any]) -> dict[str, Any]:
         """``reply`` encrypted under the miner's key, by the kept context."""
