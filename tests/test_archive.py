@@ -387,3 +387,32 @@ def test_an_expect_head_that_is_no_checkpoint_is_a_usage_error(
     fill(db, 3)
     assert main(["audit", "verify", "--db", str(db), "--expect-head", "nonsense"]) == 2
     assert "is not SEQ:HASH" in capsys.readouterr().err
+
+
+def test_an_expected_head_in_the_archived_records_is_checked_against_the_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newcomer's walk of the docs (session 25, D1): a witness whose record had been
+    archived (any witness over 90 days old, with the shipped weekly timer) passed
+    ``audit verify --expect-head`` with "hash chain intact", exit 0, whatever its hash,
+    with ``--archive`` or without. It is now checked against the archive's record, and
+    without the archives it cannot be checked: said, exit 2, never "intact"."""
+    db = tmp_path / "state.db"
+    fill(db, 30)
+    store = Store(db)
+    h10 = store.hash_at(10)
+    store.close()
+    done = archive(db, T0 + 20 * 60 + 1, tmp_path / "a.jsonl")
+    assert done.last_seq >= 10
+    wrong = f"10:{'0' * 64}"
+    right = f"10:{h10}"
+    arch = ["--archive", str(tmp_path / "a.jsonl")]
+    assert main(["audit", "verify", "--db", str(db), "--expect-head", wrong, *arch]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN" in out and "record 10" in out and "intact, " not in out, out
+    assert main(["audit", "verify", "--db", str(db), "--expect-head", right, *arch]) == 0
+    assert "the expected head, record 10, matches" in capsys.readouterr().out
+    assert main(["audit", "verify", "--db", str(db), "--expect-head", right]) == 2
+    said = capsys.readouterr()
+    assert "archived" in said.err and "--archive" in said.err, said
+    assert "intact" not in said.out, said.out

@@ -371,5 +371,15 @@ def check_sequence(paths: Sequence[str | Path], store: Store) -> list[str]:
     )
 
 
+def archived_hash(paths: Sequence[str | Path], seq: int) -> tuple[str, str] | None:
+    """(hash, file) of record ``seq`` in the archive that holds it; None when none does."""
+    for p in paths:
+        h = read_header(p)
+        if h.first_seq <= seq <= h.last_seq:
+            found = _hash_of(str(p), seq)
+            return None if found is None else (found, str(p))
+    return None
+
+
 def _hash_of(path: str, seq: int) -> str | None:
     return next((row[5] for row in records(path) if row[0] == seq), None)

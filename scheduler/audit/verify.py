@@ -43,6 +43,9 @@ class Verification:
     schema_version: int = SCHEMA_VERSION
     notes: tuple[str, ...] = ()
     head: Checkpoint | None = None  # the last checkpoint
+    #: (seq, hash, where) of each checkpoint whose record is archived: only the archives
+    #: can prove it (``audit verify --archive``)
+    archived_witnesses: tuple[tuple[int, str, str], ...] = ()
 
 
 def verify(
@@ -95,6 +98,7 @@ def verify(
     if expect_head is not None:
         witnesses.append((*expect_head, "the expected head"))
     problems += _check_checkpoints(store, witnesses, anchor.seq)
+    archived = tuple(w for w in sorted(witnesses) if w[0] <= anchor.seq)
     _, signal_problems = signal_rows.check(store._read, anchor.seq, now)
     problems += signal_problems
     first = problems[0] if problems else None
@@ -111,6 +115,7 @@ def verify(
         schema_version=store.schema_version,
         notes=tuple(notes),
         head=cps[-1] if cps else None,
+        archived_witnesses=archived,
     )
 
 
@@ -125,7 +130,7 @@ def _check_checkpoints(
     good = after_seq
     for seq, digest, where in sorted(witnesses):
         if seq <= after_seq:
-            continue  # archived: `audit verify --archive` proves those
+            continue  # archived: ``archived_witnesses``, proved with `audit verify --archive`
         if seq > last:
             seq, _, where = max(witnesses)
             out.append(

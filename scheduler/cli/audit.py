@@ -80,13 +80,29 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         where = (
             f" from record {v.from_seq} (1-{v.from_seq - 1} archived to {', '.join(v.archived_to)})"
         )
+    expected = [w for w in v.archived_witnesses if w[2] == "the expected head"]
+    if expected and not args.archive:  # never "intact" over a witness not checked
+        print(
+            f"gridsched: error: --expect-head: record {expected[0][0]} is archived (records "
+            f"1-{v.from_seq - 1}, {', '.join(v.archived_to) or 'archive files'}): pass them "
+            "with --archive to check it",
+            file=sys.stderr,
+        )
+        return 2
     if args.archive:
         try:
-            for line in check_sequence(in_dirs(args.archive), store):
+            files = in_dirs(args.archive)
+            for line in check_sequence(files, store):
                 print(line)
+            broken = _archived_witnesses(v.archived_witnesses, files)
         except ArchiveError as exc:
             print(f"BROKEN: {exc}")
             return 1
+        if broken:
+            print(broken)
+            return 1
+        for seq, _digest, _what in expected:
+            print(f"the expected head, record {seq}, matches the archived record")
         where = f" from record {v.from_seq}, continuing the archives" if v.from_seq > 1 else ""
     noun = "record" if v.records == 1 else "records"
     head = ""
@@ -94,6 +110,23 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         head = f"; {v.checkpoints} checkpoints, the last at record {v.head.seq}"
     print(f"{args.db}: hash chain intact, {v.records} {noun}{where}{head}")
     return 0
+
+
+def _archived_witnesses(witnesses: tuple[tuple[int, str, str], ...], files: list[Path]) -> str:
+    """Each checkpoint whose record is archived, against the archive's record: the first
+    that differs, in words (BROKEN), else ""."""
+    from scheduler.audit.archive import archived_hash
+
+    for seq, digest, where in witnesses:
+        found = archived_hash(files, seq)
+        if found is None:
+            return f"BROKEN at record {seq}: no archive given holds it, which {where} names"
+        if found[0] != digest:
+            return (
+                f"BROKEN at record {seq}: its hash in {found[1]} differs from {where}: a "
+                "record was edited or removed and the chain re-hashed after it"
+            )
+    return ""
 
 
 def _ts(text: str, what: str) -> float:
