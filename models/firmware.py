@@ -59,6 +59,10 @@ class Capabilities:
     #: read-back reads the device then, and again at doubling intervals until
     #: ``confirm_within_s`` (adapters.readback). Where no source gives a time, 5 s.
     settle_s: float = 5.0
+    #: The highest power target the firmware takes, as a share of the model's standard
+    #: (nameplate) power; None: no such limit known. A mode above it is out of reach: the
+    #: firmware holds the limit at the standard power and the read-back never shows it.
+    target_max_share: float | None = None
 
     @property
     def reads_power(self) -> bool:
@@ -102,6 +106,9 @@ CAPABILITIES: dict[Family, Capabilities] = {
         readings=_ALL,
         confirm_within_s=120.0,
         note="power_off/power_on; adjust_power_limit (token-encrypted writes)",
+        # pyasic rpc/btminer.py adjust_power_limit: "Cannot be higher than the ordinary
+        # power of the machine", and the miner reboots to apply it
+        target_max_share=1.0,
     ),
     # pyasic 0.79 reads no mining state on API v3 (no is_mining data location) and its
     # board temperatures only as inlet/outlet, not chip temperature (backends/btminer.py).
@@ -112,6 +119,9 @@ CAPABILITIES: dict[Family, Capabilities] = {
         readings=frozenset({Reading.POWER, Reading.TARGET, Reading.HASHRATE}),
         confirm_within_s=120.0,
         note="set.miner.service stop/start; set.miner.power_limit restarts btminer to apply",
+        # MicroBT API v3 (docs/hardware.md [W2]): the limit in force is the least of the
+        # user's and the machine's standard power
+        target_max_share=1.0,
     ),
     Family.VNISH: Capabilities(
         Family.VNISH,

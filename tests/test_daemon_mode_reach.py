@@ -220,13 +220,37 @@ def test_gpus_refused_clock_locks_are_not_planned_in_the_clock_mode(tmp_path: Pa
     _gpu_run(d, body)
 
 
-@pytest.mark.parametrize("family", ["luxos", "braiins-os", "whatsminer", "vnish", ""])
+@pytest.mark.parametrize("family", ["luxos", "braiins-os", "vnish", ""])
 def test_families_with_a_power_target_or_no_family_are_not_limited(family: str) -> None:
     config = parse_site(tomllib.loads(SITE), "site.toml", ".")
     (dc,) = config.devices
     info = DeviceInfo("s19/0", "asic", "a", family=family)
     reach = class_reach(dc, ["s19/0"], lambda _: info, lambda _: frozenset())
     assert reach.by_mode == {"eco": 1, "stock": 1, "turbo": 1}
+
+
+@pytest.mark.parametrize("family", ["whatsminer", "whatsminer-v3"])
+def test_a_whatsminer_reaches_no_mode_above_its_standard_power(family: str) -> None:
+    """pyasic's adjust_power_limit: "Cannot be higher than the ordinary power of the
+    machine" (API v3 alike: the least of the user's limit and the standard power). The
+    simulator held the turbo target (1.25 x nameplate) before session 25; a real miner
+    runs at its standard power, and the read-back never shows turbo: the plan counted a
+    mode the firmware cannot reach."""
+    from scheduler.service.daemon.reach import out_of_reach
+
+    config = parse_site(tomllib.loads(SITE), "site.toml", ".")
+    (dc,) = config.devices
+    ids = ["s19/0", "s19/1"]
+    infos = {
+        "s19/0": DeviceInfo("s19/0", "asic", "a", family=family),
+        "s19/1": DeviceInfo("s19/1", "asic", "b", family="luxos"),
+    }
+    reach = class_reach(dc, ids, infos.__getitem__, lambda _: frozenset())
+    assert reach.by_mode == {"eco": 2, "stock": 2, "turbo": 1}
+    note = reach.note("s19") or ""
+    assert "turbo to 1 of 2 units" in note and "standard power" in note, note
+    assert out_of_reach(dc, infos["s19/0"], {}) == frozenset({"turbo"})
+    assert out_of_reach(dc, infos["s19/1"], {}) == frozenset()
 
 
 def test_dispatch_gives_eco_only_to_the_miners_that_can_take_it(tmp_path: Path) -> None:

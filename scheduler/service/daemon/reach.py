@@ -11,6 +11,11 @@ many units as can take it (``PlanInputs.mode_units_max``).
   the class's ``model``, else by the model the miner reports. Where neither is in the
   catalog, the class's highest-power mode: the plan then never counts less power than the
   miner may draw. And it reaches sleep, as every device does.
+- A miner whose firmware holds its power target at most at the model's standard power
+  (``Capabilities.target_max_share``: Whatsminer, API v2 and v3) reaches no mode above
+  that share of its nameplate (the catalog, by the class's model or the one it reports):
+  sent such a target it runs at its standard power and the read-back never shows the
+  mode. Where the model is not in the catalog, nothing known limits it.
 - A GPU whose SM clock locks NVML refuses (``DeviceModes.barred``) reaches no clock-locked
   mode of its class until its adapter's retry is due.
 - A device whose identity is not known yet (never connected) counts as reaching every mode,
@@ -29,18 +34,38 @@ from models.devices import DeviceClass, DeviceKind
 from models.firmware import CAPABILITIES, PowerTarget
 
 
-def own_setting_mode(dc: DeviceClass, info: DeviceInfo | None) -> str:
-    """The mode of ``dc`` a miner without a power target runs at once woken: the one nearest
-    its model's nameplate power (the catalog), else the class's highest-power mode."""
-    nameplate_w: float | None = None
+def _nameplate_w(dc: DeviceClass, info: DeviceInfo | None) -> float | None:
+    """The model's nameplate wall power (the catalog), by the class's model or the one the
+    miner reports; None where neither is in the catalog."""
     for model in (dc.model, info.model if info is not None else None):
         if not model:
             continue
         try:
-            nameplate_w = find_asic(model).power_w
-            break
+            return find_asic(model).power_w
         except KeyError:
             continue
+    return None
+
+
+def above_target_max(dc: DeviceClass, info: DeviceInfo | None) -> frozenset[str]:
+    """The modes of ``dc`` above the highest power target the miner's firmware takes
+    (``Capabilities.target_max_share`` of its nameplate); empty where none is known."""
+    if info is None or info.kind != "asic" or not info.family:
+        return frozenset()
+    share = next(
+        (c.target_max_share for f, c in CAPABILITIES.items() if f.value == info.family), None
+    )
+    nameplate_w = _nameplate_w(dc, info) if share is not None else None
+    if share is None or nameplate_w is None:
+        return frozenset()
+    top_w = share * nameplate_w * 1.01  # a mode written as the nameplate, rounded, is in
+    return frozenset(m.name for m in dc.modes if m.power_kw * 1000.0 > top_w)
+
+
+def own_setting_mode(dc: DeviceClass, info: DeviceInfo | None) -> str:
+    """The mode of ``dc`` a miner without a power target runs at once woken: the one nearest
+    its model's nameplate power (the catalog), else the class's highest-power mode."""
+    nameplate_w = _nameplate_w(dc, info)
     if nameplate_w is None:
         return max(dc.modes, key=lambda m: m.power_kw).name
     return min(dc.modes, key=lambda m: abs(m.power_kw * 1000.0 - nameplate_w)).name
@@ -64,9 +89,10 @@ def out_of_reach(
     dc: DeviceClass, info: DeviceInfo | None, own_by_model: dict[str, str]
 ) -> frozenset[str]:
     """The modes of ``dc`` a miner cannot be sent: all but its own-setting mode when its
-    firmware has no power target (``own_by_model`` caches the catalog look-up per model)."""
+    firmware has no power target (``own_by_model`` caches the catalog look-up per model),
+    those above its firmware's highest target where it has one."""
     if not no_power_target(info):
-        return frozenset()
+        return above_target_max(dc, info)
     assert info is not None
     own = own_by_model.get(info.model) or own_by_model.setdefault(
         info.model, own_setting_mode(dc, info)
@@ -83,6 +109,7 @@ class ClassReach:
     no_target: int  # miners at their own setting
     no_lock: int  # GPUs refused clock locks
     own_mode: dict[str, int]  # own-setting mode -> miners that run at it
+    capped: int = 0  # miners whose firmware takes no target above their standard power
 
     def note(self, name: str) -> str | None:
         """A line for the plan's notes where a mode is limited, else None."""
@@ -96,6 +123,11 @@ class ClassReach:
             why.append(
                 f"{self.no_target} stock-firmware miners: no power target, they run at their "
                 f"own setting ({own})"
+            )
+        if self.capped:
+            why.append(
+                f"{self.capped} miners' firmware takes no power target above the model's "
+                "standard power"
             )
         if self.no_lock:
             why.append(f"{self.no_lock} GPUs refuse SM clock locks")
@@ -112,8 +144,9 @@ def class_reach(
     names = [m.name for m in dc.modes]
     own_mode: dict[str, int] = {}  # own-setting mode -> miners that reach it alone
     partly = dict.fromkeys(names, 0)  # GPUs barred from some modes: those they reach
-    units = full = no_lock = 0
+    units = full = no_lock = capped = 0
     own_by_model: dict[str, str] = {}  # a catalog look-up per model, not per miner
+    above_by: dict[tuple[str, str], frozenset[str]] = {}  # (family, model) -> modes above
     asic, gpu = dc.kind is DeviceKind.ASIC, dc.kind is DeviceKind.GPU
     for device_id in ids:
         units += 1
@@ -123,6 +156,13 @@ def class_reach(
                 i.model, own_setting_mode(dc, i)
             )
             own_mode[own] = own_mode.get(own, 0) + 1
+        elif i is not None and (
+            above := above_by.get((i.family, i.model))
+            or above_by.setdefault((i.family, i.model), above_target_max(dc, i))
+        ):
+            capped += 1
+            for m in names:
+                partly[m] += m not in above
         elif gpu and (no := barred(device_id)):
             no_lock += 1
             for m in names:
@@ -131,4 +171,4 @@ def class_reach(
             full += 1
     by_mode = {m: full + own_mode.get(m, 0) + partly[m] for m in names}
     no_target = sum(own_mode.values())
-    return ClassReach(units, by_mode, no_target, no_lock, own_mode)
+    return ClassReach(units, by_mode, no_target, no_lock, own_mode, capped)
