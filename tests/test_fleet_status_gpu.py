@@ -38,3 +38,17 @@ def test_fleet_status_json_names_the_limit_and_the_lock(tmp_path: Path) -> None:
     for g in gpus:
         assert g["power_limit_w"] == 700.0
         assert g["sm_clock_lock"] == "unknown"
+
+
+def test_the_class_row_says_unknown_throughput_and_each_failure_kind(tmp_path: Path) -> None:
+    """The docs walk (session 25, N2 and N3): running GPUs whose throughput no reading has
+    given were summed as "tokens/s 0", and rejected and unconfirmed devices shared one
+    column, where the README names them apart."""
+    res = run_main("fleet", "status", "--config", str(_site(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    (head,) = [line for line in lines if line.lstrip().startswith("class")]
+    cells = head.split()
+    assert "rejected" in cells and "unconfirmed" in cells, head
+    (row,) = [line for line in lines if line.lstrip().startswith("h100")]
+    assert "+2 unknown" in row, row

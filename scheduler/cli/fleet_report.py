@@ -62,7 +62,6 @@ def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
         health = {h: 0 for h in Health}
         for i in ids:
             health[fleet.status[i].health] += 1
-        other = health[Health.REJECTED] + health[Health.UNCONFIRMED]
         ts = [readings[i] for i in ids if i in readings]
         power = sum(t.power_w or 0.0 for t in ts) / 1000.0
         # Stock firmware reports no power: those units are not at 0 kW, just not metered;
@@ -74,6 +73,15 @@ def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
             kw = f"{kw} +{unread} unread" if ts else f"- ({unread} unread)"
         ths = sum(t.hashrate_ths or 0.0 for t in ts)
         tok = sum(t.tokens_s or 0.0 for t in ts)
+        # a GPU serving whose throughput no reading has given yet is not at 0 tokens/s
+        unknown_tok = sum(
+            1
+            for i in ids
+            if (t := readings.get(i)) is not None
+            and t.state == "running"
+            and t.tokens_s is None
+            and _is_gpu(fleet, i)
+        )
         running = sum(t.state == "running" for t in ts)
         sleeping = sum(t.state == "sleeping" for t in ts)
         rows.append(
@@ -84,12 +92,13 @@ def _summary(fleet: Fleet, readings: dict[str, Telemetry]) -> list[list[str]]:
                 str(health[Health.DEGRADED]),
                 str(health[Health.UNREACHABLE]),
                 str(health[Health.UNREADABLE]),
-                str(other),
+                str(health[Health.REJECTED]),
+                str(health[Health.UNCONFIRMED]),
                 str(running),
                 str(sleeping),
                 kw,
                 f"{ths:,.0f}",
-                f"{tok:,.0f}",
+                f"{tok:,.0f}" + (f" +{unknown_tok} unknown" if unknown_tok else ""),
                 _firmware_label(fleet, ids),
             ]
         )
@@ -138,7 +147,8 @@ def print_status(
         "degraded",
         "unreachable",
         "unreadable",
-        "rejected/unconfirmed",
+        "rejected",
+        "unconfirmed",
         "running",
         "sleeping",
         "kW",
