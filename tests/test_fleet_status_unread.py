@@ -12,6 +12,10 @@ from adapters.base import Applied, DeviceAdapter, DeviceInfo, ModeRequest, Telem
 from adapters.fleet import Fleet
 from scheduler.cli.fleet_report import _summary
 
+#: the kW cell of a class row (class, units, ok, degraded, unreachable, unreadable,
+#: rejected, unconfirmed, running, sleeping, kW, ...)
+KW = 10
+
 
 @dataclass
 class Dead(DeviceAdapter):
@@ -58,15 +62,15 @@ def _rows() -> dict[str, list[str]]:
 
 
 def test_a_class_read_not_at_all_shows_no_kw_figure_and_says_how_many_are_unread() -> None:
-    kw = _rows()["dead"][9]
+    kw = _rows()["dead"][KW]
     assert not kw.startswith("0.0"), kw
     assert "3 unread" in kw, kw
 
 
 def test_a_class_partly_read_shows_its_read_power_and_its_unread_units() -> None:
     rows = _rows()
-    assert rows["mixed"][9].startswith("3.2") and "+1 unread" in rows["mixed"][9], rows["mixed"]
-    assert rows["ok"][9] == "3.2", rows["ok"]
+    assert rows["mixed"][KW].startswith("3.2") and "+1 unread" in rows["mixed"][KW], rows["mixed"]
+    assert rows["ok"][KW] == "3.2", rows["ok"]
 
 
 def test_a_devices_last_error_keeps_its_cause_not_its_name() -> None:
