@@ -63,7 +63,8 @@ def test_pyasic_discovers_and_drives_the_simulator(sim: SimFleetThread) -> None:
         assert await m.set_power_limit(2600) is True  # LuxOS: highest preset <= 2600 W
 
     run(go())
-    assert sim.call(lambda: sim.fleet.miners[0].state.profile) == "-1"
+    # 470MHz: 2514 W, the highest at or below 2600 W
+    assert sim.call(lambda: sim.fleet.miners[0].state.profile) == "470MHz"
     s21 = run(_discover(miner_host(sim, 4)))
     assert "S21" in s21
 

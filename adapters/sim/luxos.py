@@ -13,6 +13,11 @@ Commands joined by ``+`` are a multicommand, answered as ``{"summary": [{...}], 
 ``logoff``) take the session id from ``logon`` as their first parameter. There is one
 session at a time: ``logon`` is refused while it is active, ``session`` names it, and it
 ends when unused for ``session_ttl_s`` (about a minute on LuxOS) or at ``logoff``.
+
+The profiles are LuxOS's 25 built-in ones, ``default`` and 24 named by frequency
+(:func:`adapters.sim.physics.presets_for`); ``profileset`` selects one by name, by estimated
+power or hashrate or by position from ``default`` (:mod:`adapters.sim.luxos_profiles`) and
+answers Code 321 "Profile Set" as Luxor's page shows; ``atm`` names its bounds likewise.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from adapters.sim import luxos_profiles
 from adapters.sim.server import FaultKind, MinerServer
 
 LUXOS_VERSION = "2024.11.14.190207-2c9c8ec"
@@ -49,6 +55,9 @@ class LuxosSim(MinerServer):
         self._session = ""
         self._session_used = 0.0  # clock time the session was created or last used
         self.atm = False
+        # ATM's bounds (atmset min_profile / max_profile): profile names, "" unbounded
+        self.atm_min = ""
+        self.atm_max = "default"
         self._curtailed = False  # asleep when the power went: kept across the reboot
 
     def _power_off(self) -> None:
@@ -131,6 +140,10 @@ class LuxosSim(MinerServer):
         return self._ok(70, "LUXminer stats", "STATS", [head, board])
 
     def _cmd_profiles(self, _: list[str]) -> dict[str, Any]:
+        # The fields pyasic reads (MiningPreset.from_luxos) and the adapter (Watts, Profile
+        # Name); Step: the position from default, counted as atm's MaxProfileStep is.
+        names = [p.name for p in self.presets]
+        base = names.index("default") if "default" in names else 0
         body = [
             {
                 "Profile Name": p.name,
@@ -139,7 +152,7 @@ class LuxosSim(MinerServer):
                 "Frequency": p.frequency_mhz,
                 "Voltage": p.voltage,
                 "IsTuned": False,
-                "Step": str(i - 2),
+                "Step": str(i - base),
             }
             for i, p in enumerate(self.presets)
         ]
@@ -182,7 +195,22 @@ class LuxosSim(MinerServer):
         return self._ok(8, "Groups", "GROUPS", [{"GROUP": 0, "Name": "Default", "Quota": 1}])
 
     def _cmd_atm(self, _: list[str]) -> dict[str, Any]:
-        body = {"Enabled": self.atm, "MaxProfile": "+2", "MinProfile": "-2"}
+        # Fields and defaults as Luxor's docs show them (atm): bounds by profile name, their
+        # steps from default as text, "" where unbounded.
+        def step(name: str) -> str:
+            k = luxos_profiles.step_of(self.presets, name)
+            return "" if k is None else str(k)
+
+        body = {
+            "Enabled": self.atm,
+            "MaxProfile": self.atm_max,
+            "MaxProfileStep": step(self.atm_max),
+            "MinProfile": self.atm_min,
+            "MinProfileStep": step(self.atm_min),
+            "PostRampMinutes": 15,
+            "StartupMinutes": 15,
+            "TempWindow": 5.0,
+        }
         return self._ok(339, "ATM configuration values", "ATM", [body])
 
     def _expire_session(self) -> None:
@@ -234,23 +262,45 @@ class LuxosSim(MinerServer):
         err = self._privileged(params)
         if err is not None:
             return err
-        name = params[1] if len(params) > 1 else ""
-        try:
-            if self._fault(FaultKind.IGNORE) is None:
-                self.set_profile(name)
-            else:
-                self.preset(name)  # validated and answered as set, nothing changes
-        except KeyError:
+        # A second parameter reading as 0-3 is the legacy board id; the profile follows
+        # it and still applies to every board (Luxor's docs, profileset).
+        board = 0
+        args = params[1:]
+        if args and args[0] in luxos_profiles.BOARD_IDS:
+            board = int(args[0])
+            args = args[1:]
+        name = args[0] if args else ""
+        chosen = luxos_profiles.resolve(self.presets, name)
+        if chosen is None:
+            # Not in Luxor's docs as read: this simulator's own code and words.
             valid = ", ".join(p.name for p in self.presets)
             return self._status("E", 327, f"Invalid profile {name!r}; valid: {valid}")
-        return self._ok(328, "Profile set", "PROFILE", [{"Profile": name}])
+        if self._fault(FaultKind.IGNORE) is None:
+            self.set_profile(chosen.name)
+        # else: answered as set, nothing changes
+        # Code, message and fields as Luxor's docs show them (profileset): the profile set,
+        # and the frequency and voltage steps it is applied in (the example's 5 and 0.05).
+        row = {"Board": board, "FrequencyStep": 5, "Profile": chosen.name, "VoltageStep": 0.05}
+        return self._ok(321, "Profile Set", "PROFILE", [row])
 
     def _cmd_atmset(self, params: list[str]) -> dict[str, Any]:
         err = self._privileged(params)
         if err is not None:
             return err
+        bounds: dict[str, str] = {}
+        enabled = self.atm
         for p in params[1:]:
             key, _, value = p.partition("=")
             if key == "enabled":
-                self.atm = value == "true"
+                enabled = value == "true"
+            elif key in ("min_profile", "max_profile"):
+                # A name or a relative position; min_profile may be "" (unbounded).
+                got = luxos_profiles.resolve_position(self.presets, value)
+                if got is None and not (key == "min_profile" and value == ""):
+                    # Luxor's docs say an invalid value is an error, not its code: ours.
+                    return self._status("E", 327, f"Invalid profile {value!r} for {key}")
+                bounds[key] = got.name if got is not None else ""
+        self.atm = enabled  # all of it or, on an error, none
+        self.atm_min = bounds.get("min_profile", self.atm_min)
+        self.atm_max = bounds.get("max_profile", self.atm_max)
         return self._status("S", 340, "Advanced Thermal Management configuration updated")

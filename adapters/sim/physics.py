@@ -7,8 +7,8 @@ one a test drives): sleeping takes ``sleep_s`` (about 5 s on LuxOS), waking ``wa
 (10 s or more: boot, then a hashrate ramp), a profile change ``retune_s``; the
 temperature follows power with a first-order lag.
 
-The preset ladder (-2 ... +2 around the catalog's nameplate) is the shape of LuxOS's
-frequency profiles; families with an exact power target (Braiins OS+, Whatsminer) add a
+The preset ladder is LuxOS's 25 frequency profiles around the catalog's nameplate
+(:func:`presets_for`); families with an exact power target (Braiins OS+, Whatsminer) add a
 preset per target (:meth:`MinerPhysics.set_target`).
 """
 
@@ -39,25 +39,34 @@ class Preset:
 
 
 def presets_for(model: str) -> tuple[Preset, ...]:
-    """LuxOS-style profile ladder around a catalog model's nameplate (-2 ... +2)."""
+    """LuxOS's 25 built-in profiles for a catalog model, lowest first: ``default`` at the
+    catalog's nameplate, the others named by their frequency as LuxOS names them
+    (``520MHz``: Luxor's luxos-tooling, ``atm`` reply ``"580MHz"``; pyasic's ``atmset``,
+    ``"145MHz"``). Hashrate follows frequency (Luxor, "Features": an S19j Pro gives
+    104 TH/s at 545 MHz, 100 at 525, 96 at 505); power follows frequency times voltage
+    squared (a chip's dynamic power, P = a C V^2 f), both scaled from the nameplate.
+
+    The steps: 25 MHz and 0.1 V from the default the EEPROM holds, 16 down and 8 up, 25
+    profiles in all (docs.luxor.tech, firmware "Features", "Preset Profiles"). Its example,
+    an S19j Pro 104T at 545 MHz and 13.4 V, is every model's default here (the simulator
+    has no EEPROM to read)."""
     spec = catalog.find_asic(model)
-    steps = (
-        ("-2", 0.70, 0.80, -100),
-        ("-1", 0.85, 0.90, -50),
-        ("default", 1.0, 1.0, 0),
-        ("+1", 1.12, 1.06, 25),
-        ("+2", 1.25, 1.12, 50),
-    )
-    return tuple(
-        Preset(
-            name=name,
-            watts=round(spec.power_w * pf),
-            ths=round(spec.hashrate_ths * hf, 2),
-            frequency_mhz=525 + df,
-            voltage=round(13.8 * math.sqrt(pf), 2),
+    mhz0, volts0 = 545, 13.4
+    out = []
+    for k in range(-16, 8 + 1):
+        mhz = mhz0 + 25 * k
+        volts = round(volts0 + 0.1 * k, 2)
+        f = mhz / mhz0
+        out.append(
+            Preset(
+                name="default" if k == 0 else f"{mhz}MHz",
+                watts=round(spec.power_w * f * (volts / volts0) ** 2),
+                ths=round(spec.hashrate_ths * f, 2),
+                frequency_mhz=mhz,
+                voltage=volts,
+            )
         )
-        for name, pf, hf, df in steps
-    )
+    return tuple(out)
 
 
 def wake_reaches_s(wake_s: float, share: float) -> float:
