@@ -254,3 +254,19 @@ def test_the_logon_says_the_configured_timeout() -> None:
     with th:
         got = run(go())
     assert got.timeout_s == 90 and got.token
+
+
+def test_the_graphql_write_path_keeps_the_tuners_range_too() -> None:
+    """asic-rs writes the power target through GraphQL (``updateAutotuning``); that path
+    refused only 0 W or less after the gRPC one got the tuner's range (session 25)."""
+    from adapters.sim.braiins import BraiinsSim
+    from adapters.sim.braiins_web import _mutate
+
+    sim = BraiinsSim("127.0.0.1")
+    lo, hi = sim.power_range()
+    sel = {"bosminer": {"config": {"updateAutotuning": {}}}}
+    for watts in (int(lo) - 1, int(hi) + 1):
+        out = _mutate(sim, sel, {"limit": watts})["bosminer"]["config"]["updateAutotuning"]
+        assert "out of range" in out["message"], out
+    ok = _mutate(sim, sel, {"limit": int(lo) + 100})["bosminer"]["config"]["updateAutotuning"]
+    assert ok["autotuning"]["powerTarget"] == int(lo) + 100

@@ -199,8 +199,11 @@ def _mutate(sim: BraiinsSim, sel: dict[str, Any], variables: dict[str, Any]) -> 
         out["start"] = {"void": None}
     if "updateAutotuning" in bosminer.get("config", {}):
         watts = int(variables.get("limit", 0))
-        if watts <= 0:
-            reply: dict[str, Any] = {"message": f"power target {watts} W out of range"}
+        lo, hi = sim.power_range()  # the tuner's range, as the gRPC SetPowerTarget keeps it
+        if watts <= 0 or not lo <= watts <= hi:
+            reply: dict[str, Any] = {
+                "message": f"power target {watts} W out of range [{lo:g}, {hi:g}] W"
+            }
         else:
             if not ignore:
                 sim.set_target(float(watts))
