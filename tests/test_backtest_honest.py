@@ -449,3 +449,53 @@ def _iso(t: int) -> str:
     from models.market import iso
 
     return iso(t)
+
+
+def test_a_gap_after_to_that_no_decision_reads_is_held_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analyst's walk (session 25, finding 6b): a real-time gap after --to, in the
+    horizon, was refused, though no interval after --to is settled and no decision reads
+    a realised price past it; filled with --fill, the note said the intervals were
+    "settled at filled prices", which they never are."""
+    from scheduler.cli.main import main
+
+    prices = _gappy(tmp_path, [24 + 24 + 5])  # 05:00 the day after --to: in the horizon
+    assert main(_argv(prices)) == 0
+    out = capsys.readouterr().out
+    assert "1 missing real-time intervals after --to held" in out, out
+    assert "settled at filled prices" not in out
+    (tmp_path / "whole").mkdir()
+    base = _gappy(tmp_path / "whole", [])  # the same prices without the gap
+    assert main(_argv(base)) == 0
+    same = capsys.readouterr().out
+    profit = [line for line in out.splitlines() if line.startswith("| profit")]
+    assert profit == [line for line in same.splitlines() if line.startswith("| profit")]
+
+
+def test_a_day_ahead_gap_on_a_day_no_decision_saw_published_is_held(tmp_path: Path) -> None:
+    """The analyst's walk (session 25, finding 6a): a day-ahead file ending at the last
+    published day was accepted ("not read"), but the same file with a gap on that later
+    day was refused."""
+    from models.market import load_csv_series
+    from models.markets import MARKETS
+    from models.site import load_site
+    from scheduler.backtest.period import prepare
+    from tests.conftest import EXAMPLE
+
+    rt_path, da_path = _pjm_files(tmp_path)
+    lines = da_path.read_text().splitlines()
+    # 2023-11-17T12:00Z, in a 48 h horizon: operating day 17 Nov (Eastern) is published on
+    # the 16th, after the last decision (15 Nov 23:00Z); no decision reads it
+    gap = 3 * 24 + 12 + 1  # hours from the file's start, plus the header
+    lines[gap] = lines[gap].rsplit(",", 1)[0] + ","
+    da_path.write_text("\n".join(lines) + "\n")
+    cfg = load_site(EXAMPLE)
+    rt = load_csv_series(rt_path, "WESTERN_HUB")
+    da = load_csv_series(da_path, "WESTERN_HUB")
+    setup = prepare(
+        cfg, rt, T0, T0 + DAY, 3600, 48 * 3600, da, market=MARKETS["PJM"], foreign_tariff=True
+    )
+    assert any("day-ahead" in n and "no decision saw published" in n for n in setup.notes), (
+        setup.notes
+    )

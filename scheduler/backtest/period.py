@@ -139,12 +139,19 @@ def prepare(
             f"horizon cut at the end of data ({iso(end)}): plans in the last "
             f"{short_h:g} h see less than --horizon ahead"
         )
-    raw = realised
-    realised, n_filled = raw.filled(fill, start - raw.interval_s, end)
+    # After --to nothing is settled, and no decision reads a realised price past the last
+    # one it could have seen settled (before --to): a gap there is held, and said.
+    raw, n_after = realised.filled("hold", to_s, end)
+    if n_after:
+        notes.append(
+            f"{n_after} missing real-time intervals after --to held at their last price "
+            "(never settled, and no decision reads a price past --to)"
+        )
+    realised, n_filled = raw.filled(fill, start - raw.interval_s, to_s)
     # What decisions see of a gap: its last settled price held. An interpolated price is
     # drawn toward the first one after the gap, settled only later (a leak).
     seen_series = (
-        raw.filled("hold", start - raw.interval_s, end)[0] if fill == "linear" else realised
+        raw.filled("hold", start - raw.interval_s, to_s)[0] if fill == "linear" else realised
     )
     if n_filled:
         held = "; decisions saw the gap held at its last price" if fill == "linear" else ""
@@ -188,10 +195,19 @@ def prepare(
         # a day-ahead price is read as published: a gap held, never drawn toward a later
         # day's prices (published after it)
         f_fill = "hold" if fill == "linear" else fill
-        forecast, f_filled = forecast.filled(f_fill, start, end)
+        seen = mkt_day[k0:k1] + (mkt_min[k0:k1] >= market.dam_published_min)
+        # the days no decision saw published are never read (``dam_forecast`` repeats the
+        # last published day there): a gap on them is held, and said
+        unseen_from = int(grid.ends_s[np.flatnonzero(mkt_day <= int(seen.max()))[-1]])
+        forecast, f_unseen = forecast.filled("hold", unseen_from, end)
+        if f_unseen:
+            notes.append(
+                f"{f_unseen} missing day-ahead intervals on days no decision saw published "
+                "held (never read)"
+            )
+        forecast, f_filled = forecast.filled(f_fill, start, unseen_from)
         if f_filled:
             notes.append(f"{f_filled} missing day-ahead intervals filled ({f_fill})")
-        seen = mkt_day[k0:k1] + (mkt_min[k0:k1] >= market.dam_published_min)
         dam = _day_ahead_on_grid(forecast, grid, mkt_day, int(seen.max()), why, notes)
     cap_from = np.full(grid.n, np.inf)
     for ev in inp.events:
