@@ -70,11 +70,39 @@ from typing import Any, ClassVar
 
 from adapters.sim.bmminer import BMMINER_VERSION, BmminerSim
 from adapters.sim.calllog import CallLog
-from adapters.sim.physics import Preset, presets_for
+from adapters.sim.physics import Preset
 from adapters.sim.server import FaultKind
 from adapters.sim.vnish_web import HttpReply, serve_http
+from models import catalog
 
 VNISH_VERSION = "1.2.6"
+
+
+def vnish_presets(model: str) -> tuple[Preset, ...]:
+    """The simulator's tuned presets for a catalog model: 70, 85, 100, 112 and 125 % of
+    its nameplate power (the hashrate 80 to 112 %), ``default`` at the nameplate and the
+    others named by their watts (``2592W``), as VNish names a preset by its watts."""
+    spec = catalog.find_asic(model)
+    steps = (
+        (0.70, 0.80, -100),
+        (0.85, 0.90, -50),
+        (1.0, 1.0, 0),
+        (1.12, 1.06, 25),
+        (1.25, 1.12, 50),
+    )
+    out = []
+    for pf, hf, df in steps:
+        watts = round(spec.power_w * pf)
+        out.append(
+            Preset(
+                name="default" if df == 0 else f"{watts}W",
+                watts=watts,
+                ths=round(spec.hashrate_ths * hf, 2),
+                frequency_mhz=525 + df,  # the chains' frequency VNish reports
+                voltage=round(13.8 * math.sqrt(pf), 2),
+            )
+        )
+    return tuple(out)
 
 
 @dataclass
@@ -111,7 +139,7 @@ class VnishSim(BmminerSim):
     def __post_init__(self) -> None:
         if not self.presets:
             # VNish names a preset by its watts; the physics needs a "default" too.
-            self.presets = presets_for(self.model)
+            self.presets = vnish_presets(self.model)
         super().__post_init__()
         self._web: asyncio.AbstractServer | None = None
         self._tokens: dict[str, float] = {}  # token -> when it stops working (monotonic)
