@@ -240,6 +240,13 @@ def validation_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]
             msg = _unknown_key_words(loc)
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] in ("tuple_type", "list_type") and found:
+            # pydantic says "a valid tuple": the site file writes a TOML array
+            parts = (value.split()[:3] if isinstance(value, str) else []) or ["a", "b"]
+            example = "[" + ", ".join(f'"{w}"' for w in parts) + "]"
+            msg = f"expected a list (a TOML array, e.g. {example}), got {value!r}"
+            problems.append((_format_loc(loc), msg))
+            continue
         elif found and not isinstance(value, dict | list):
             msg = f"{msg} (got {value!r}){_seconds_hint(loc, value)}"
         problems.append((_format_loc(loc), msg))

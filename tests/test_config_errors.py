@@ -507,3 +507,16 @@ def test_miner_mode_in_the_site_file_pins_the_json_type_pyasic_sends() -> None:
         }
         built = registry.build(parse_site(d, "x.toml"))
         assert {getattr(a, "miner_mode_as_str", "?") for a in built.adapters} == {as_str}
+
+
+def test_a_list_written_as_a_string_is_said_to_be_a_list() -> None:
+    """The docs walk (session 25, N5): ``command = "cat prices.csv"`` under
+    [daemon.price_feed] was refused with pydantic's "Input should be a valid tuple", which
+    does not say a list of strings is wanted."""
+    d = site_dict()
+    d["daemon"] = {"price_feed": {"kind": "command", "command": "cat prices.csv"}}
+    with pytest.raises(ConfigError) as exc:
+        parse_site(d, "x.toml")
+    said = problems(exc)["daemon.price_feed.command"]
+    assert 'a TOML array, e.g. ["cat", "prices.csv"]' in said, said
+    assert "tuple" not in said
