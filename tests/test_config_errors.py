@@ -520,3 +520,12 @@ def test_a_list_written_as_a_string_is_said_to_be_a_list() -> None:
     said = problems(exc)["daemon.price_feed.command"]
     assert 'a TOML array, e.g. ["cat", "prices.csv"]' in said, said
     assert "tuple" not in said
+
+
+def test_small_powers_are_not_rounded_to_nothing() -> None:
+    """The docs walk (session 25, N8): a class-cap violation read "draw more than their
+    cap of 0 kW at the meter by up to 0 kW" for 0.29 kW over a 0.01 kW cap."""
+    from scheduler.planner.extract import _mw
+
+    assert _mw(0.29) == "0.29 kW" and _mw(0.01) == "0.01 kW"
+    assert _mw(250.4) == "250 kW" and _mw(2500.0) == "2.50 MW"

@@ -207,9 +207,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise ConfigError(str(path), problems)
     site = config.site
     prices = _price_file_summary(config)
+    kw = site.interconnect_kw
+    kw_text = f"{kw:,.0f}" if kw >= 10 else f"{kw:.3g}"  # 0.1 kW was "0 kW" (session 25)
     print(
         f"{path}: valid. Site {site.name!r}, {site.timezone}, interconnect "
-        f"{site.interconnect_kw:,.0f} kW, PUE {site.pue}"
+        f"{kw_text} kW, PUE {site.pue}"
     )
     if prices:
         print(prices)

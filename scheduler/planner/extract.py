@@ -121,7 +121,11 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _mw(kw: float) -> str:
-    return f"{kw / 1000:.2f} MW" if abs(kw) >= 1000 else f"{kw:.0f} kW"
+    """A power in words: MW from 1,000 kW, whole kW from 10, else three figures (a 0.29 kW
+    excess over a 0.01 kW cap read "0 kW over a cap of 0 kW": the docs walk, session 25)."""
+    if abs(kw) >= 1000:
+        return f"{kw / 1000:.2f} MW"
+    return f"{kw:.0f} kW" if abs(kw) >= 10 else f"{kw:.3g} kW"
 
 
 def committed_floor_kw(inp: PlanInputs) -> np.ndarray:
