@@ -20,7 +20,8 @@ What pyasic (0.79) reads and writes for Braiins OS+ with the public gRPC API (``
   GetActivePerformanceMode``, and what pyasic's plain ``get_data()`` and ``get_config()``
   add: ``CoolingService/GetCoolingState``, ``ActionsService/GetLocateDeviceStatus``,
   ``PoolService/GetPoolGroups``, ``ConfigurationService/GetMinerConfiguration``; and
-  ``ConfigurationService/GetConstraints`` (the tuner's power-target range). The writes:
+  ``ConfigurationService/GetConstraints`` (the tuner's power-target range; with
+  ``constraints=False`` not served, so answered UNIMPLEMENTED). The writes:
   ``PerformanceService/SetPowerTarget`` (a target in watts within that range, answered
   with the target set; outside it refused INVALID_ARGUMENT, or with ``out_of_range=
   "clamp"`` the nearest bound set and answered: which one the firmware does is not
@@ -107,6 +108,10 @@ class BraiinsSim(MinerServer):
     #: "clamp" (the nearest bound set, and answered). Which one Braiins OS+ does is not
     #: documented; refusal is the default (docs/adapters.md).
     out_of_range: str = "refuse"
+    #: False: ``ConfigurationService/GetConstraints`` answered UNIMPLEMENTED
+    #: (:func:`adapters.sim.braiins_grpc.unimplemented`). The public API has had it since
+    #: 1.0.0-alpha (bos-plus-api CHANGELOG): a firmware without it is a precaution.
+    constraints: bool = True
 
     description: ClassVar[str] = f"BOSer {BOSER}"
 
@@ -248,7 +253,7 @@ class BraiinsSim(MinerServer):
             )
 
         g = braiins_grpc
-        return {
+        served = {
             _PKG + "AuthenticationService/Login": grpclib.const.Handler(
                 login, grpclib.const.Cardinality.UNARY_UNARY, LoginRequest, LoginResponse
             ),
@@ -289,6 +294,11 @@ class BraiinsSim(MinerServer):
             _PKG + "ActionsService/PauseMining": raw(self._pause),
             _PKG + "ActionsService/ResumeMining": raw(self._resume),
         }
+        if not self.constraints:
+            served[_PKG + "ConfigurationService/GetConstraints"] = g.unimplemented(
+                GetConstraintsRequest, GetConstraintsResponse
+            )
+        return served
 
     def _authorised(self, token: object) -> bool:
         """Whether ``token`` is the session's and still valid, its validity then renewed;

@@ -16,7 +16,8 @@ are those of Braiins's public API (github.com/braiins/bos-plus-api, ``proto/bos/
   ``miners/backends/braiins_os.py``).
 - ``ConfigurationService/GetConstraints`` (``configuration.proto``; the tuner's
   ``PowerConstraints`` of ``constraints.proto``): the power-target range, which pyasic's
-  ``BOSerWebAPI.get_constraints`` reads.
+  ``BOSerWebAPI.get_constraints`` reads and the adapter asks at connect; or, where the
+  simulator is told so, UNIMPLEMENTED (:func:`unimplemented`).
 
 The tuner's range (:func:`power_range`): Braiins OS+ 26.04 reports default 2760 W, min
 771 W and max 6435 W for an Antminer S19k Pro (``bosminer.metadata.autotuning.powerTarget``,
@@ -28,8 +29,10 @@ The fans' speeds and the pool's share counts are the simulator's own, from its p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import grpclib.const
+from grpclib import GRPCError, Status
 from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
     BooleanConstraint,
     BosVersion,
@@ -67,6 +70,8 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
 )
 
 if TYPE_CHECKING:
+    from grpclib.server import Stream
+
     from adapters.sim.braiins import BraiinsSim
 
 BOS_VERSION = "2024-09-26-0-2d1d1c0b-24.09-plus"
@@ -188,3 +193,16 @@ def constraints(sim: BraiinsSim) -> GetConstraintsResponse:
         default_mode=TunerMode.POWER_TARGET,
     )
     return GetConstraintsResponse(tuner_constraints=tuner)
+
+
+def unimplemented(req: type, rep: type) -> grpclib.const.Handler:
+    """A method answered UNIMPLEMENTED, gRPC's status for one a server does not have, in a
+    trailers-only answer with its content-type. grpclib's server answers a method missing
+    from its mapping without the content-type, which grpclib's client (and
+    :mod:`adapters.grpc_wire`, which reads answers as it does) reads as UNKNOWN."""
+
+    async def handle(stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        raise GRPCError(Status.UNIMPLEMENTED, "Method not found")
+
+    return grpclib.const.Handler(handle, grpclib.const.Cardinality.UNARY_UNARY, req, rep)
