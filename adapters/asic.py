@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapters import (
@@ -174,15 +174,18 @@ class PyasicMiner(MinerCommands):
             self._mode_as_str = default if pinned is None else pinned
         if family is Family.ANTMINER_STOCK:  # one web session per miner object found
             self._web = await antminer.session(miner, self._caps.write_timeout_s, self._web)
+        range_w = None
         if family is Family.BRAIINS:  # one gRPC channel per miner object found
             self._grpc = braiins.keep(miner, self._grpc)
+        if family is Family.BRAIINS and self._grpc is not None:  # the tuner's, asked once
+            range_w = await braiins.tuner_range(self.device_id, self._grpc, self.timeout_s)
         version = self.info.firmware_version if self.info is not None else ""
         if not version and self._found is not None and self._found.cached is not None:
             version = self._found.cached.firmware_version  # its version table still matches
         if not version:  # pyasic's get_fw_ver() on API v3 has none
             version = await self._version(whatsminer3.fw_version(self.device_id, miner))
         model = str(getattr(miner, "raw_model", None) or getattr(miner, "model", "") or "")
-        self.info = self._identity(make, model, firmware, version, family, presets)
+        self.info = self._identity(make, model, firmware, version, family, presets, range_w)
         if self.identities is not None and self._found is not None:
             discovery.record(self.identities, self._found, self.address, self.info)
         return self.info
@@ -227,6 +230,8 @@ class PyasicMiner(MinerCommands):
                 elif self._grpc is not None:  # Braiins OS+: only the calls its reading uses
                     bos = braiins.read(self.device_id, miner, self._grpc, now)
                     t = await contain(self.device_id, "telemetry", bos, self.timeout_s)
+                    if not self._grpc.range_settled:  # not read at connect: in a while
+                        await self._range_again(self._grpc)
                 else:
                     call = self._web_call("telemetry", lambda: miner.get_data(include=include))
                     data = await contain(self.device_id, "telemetry", call, self.timeout_s)
@@ -245,6 +250,13 @@ class PyasicMiner(MinerCommands):
         if self.sessions and self._caps.family is Family.WHATSMINER:  # ahead of its token's end
             await whatsminer.renew_if_due(self.device_id, miner, self.timeout_s)
         return t
+
+    async def _range_again(self, kept: braiins.KeptChannel) -> None:
+        """Braiins OS+'s tuner range, which the connect could not read, asked again once
+        its retry is due (:func:`adapters.braiins.tuner_range`) and put in the identity."""
+        got = await braiins.tuner_range(self.device_id, kept, self.timeout_s)
+        if got is not None and self.info is not None:
+            self.info = replace(self.info, min_power_w=got[0], max_power_w=got[1])
 
     async def _luxos_reading(self, rpc: Any, now: float) -> Telemetry:
         """One round trip (two when the profile in force is not in the table held), over

@@ -2,7 +2,9 @@
 :mod:`adapters.asic_rs`): how a miner is reached, the firmware family's read-back
 deadlines unless the site sets its own, the identity ``connect`` reports, and what a
 reading makes the adapter believe the miner is doing (asleep, awake, at which target), so
-that an apply sends only what is not already in effect.
+that an apply sends only what is not already in effect. The identity's ``min_power_w`` /
+``max_power_w`` are the presets' bounds, or the range an exact target may take where the
+firmware says it (Braiins OS+: :func:`adapters.braiins.tuner_range`).
 """
 
 from __future__ import annotations
@@ -77,9 +79,12 @@ class AsicMiner(DeviceAdapter):
         version: str,
         family: Family,
         presets: tuple[float, ...],
+        range_w: tuple[float, float] | None = None,
     ) -> DeviceInfo:
         """What ``connect`` reports: the miner, its firmware and the power targets it
-        offers (``presets``, ascending)."""
+        offers (``presets``, ascending; ``range_w``: the least and most an exact target
+        may be, where the firmware says, as Braiins OS+'s tuner does; else the presets')."""
+        lo, hi = range_w or ((presets[0], presets[-1]) if presets else (None, None))
         return DeviceInfo(
             device_id=self.device_id,
             kind="asic",
@@ -90,8 +95,8 @@ class AsicMiner(DeviceAdapter):
             firmware_version=version,
             family=family.value,
             power_targets_w=presets,
-            min_power_w=presets[0] if presets else None,
-            max_power_w=presets[-1] if presets else None,
+            min_power_w=lo,
+            max_power_w=hi,
         )
 
     def _believe(self, t: Telemetry, now: float) -> None:

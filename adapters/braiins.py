@@ -19,9 +19,10 @@ per target) and the answer's bytes are read only for the one number a power targ
 pyasic's own calls (``send_command``: the login, discovery's) keep grpclib's ``Channel``.
 pyasic's ``stop_mining`` also answers False for any ``APIError``, a refused connection as
 much as the firmware's refusal, and the adapter took both for a refusal; here the gRPC
-status decides
-(``UNAVAILABLE`` and a lost connection are unreachable, ``DEADLINE_EXCEEDED`` a timeout,
-any other status the firmware's refusal in its words).
+status decides (``UNAVAILABLE`` and a lost connection are unreachable,
+``DEADLINE_EXCEEDED`` a timeout, any other status the firmware's refusal in its words).
+At connect the tuner's power-target range is asked once (:func:`tuner_range`:
+``ConfigurationService/GetConstraints``, ``tuner_constraints.power_target`` min and max).
 
 A reading (:func:`read`) asks for what the adapter's Telemetry uses, from the calls
 pyasic's ``BOSer.get_data`` makes for those fields (``BOSER_DATA_LOC``): over the kept
@@ -30,20 +31,23 @@ channel ``MinerService/GetMinerStats`` (power: ``power_stats.approximated_consum
 ``PerformanceService/GetActivePerformanceMode`` (the tuner's power target), requests as
 bytes made once and answers read at the wire for those fields only
 (:mod:`adapters.braiins_fields`, by the field numbers of pyasic's generated
-``braiins.bos.v1``); and on the BOSminer API one
-``summary+tunerstatus+devs`` (hashrate ``MHS 1m``, the tuner's chain errors, mining while
-a device's ``MHS 5s`` is above 0), sent as it is: pyasic's ``multicommand`` re-derives its
-command list by introspection on every call. A field not on the wire is unknown, never 0.
+``braiins.bos.v1``); and on the BOSminer API one ``summary+tunerstatus+devs`` (hashrate
+``MHS 1m``, the tuner's chain errors, mining while a device's ``MHS 5s`` is above 0), sent
+as it is: pyasic's ``multicommand`` re-derives its command list by introspection on every
+call. A field not on the wire is unknown, never 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import (
+    AdapterError,
     BadReply,
     ControlRejected,
     DeviceTimeout,
@@ -58,6 +62,8 @@ from adapters.payloads import asic_state
 if TYPE_CHECKING:
     from adapters.grpc_wire import Wire
 
+log = logging.getLogger("gridsched.fleet")
+
 _PKG = "/braiins.bos.v1."
 #: pyasic's control calls as the gRPC methods it sends them to (``web/braiins_os/boser.py``).
 WRITES = {
@@ -69,11 +75,16 @@ WRITES = {
 STATS = _PKG + "MinerService/GetMinerStats"
 HASHBOARDS = _PKG + "MinerService/GetHashboards"
 MODE = _PKG + "PerformanceService/GetActivePerformanceMode"
+CONSTRAINTS = _PKG + "ConfigurationService/GetConstraints"  # the tuner's range, at connect
+#: A range not read for a passing reason (no answer in time, an unreadable one) is asked
+#: again with a reading this long after (:func:`tuner_range`).
+RANGE_RETRY_S = 600.0
 RPC_READING = "summary+tunerstatus+devs"
 
 
 _EMPTY = b""  # PauseMiningRequest and ResumeMiningRequest have no fields
 _TARGETS: dict[int, bytes] = {}  # SetPowerTargetRequest per target (W), for every miner
+_NO_RANGE_SAID: set[str] = set()  # miners whose firmware gives no power range: logged once
 
 
 def target_request(watts: int) -> bytes:
@@ -107,6 +118,9 @@ class KeptChannel:
         self._stub: Any = None
         self._wire: Wire | None = None  # ours, for the writes and the reading's calls
         self._renewing = asyncio.Lock()  # one logon for the calls that found the token gone
+        # the tuner's power-target range (W), said (or none to say), last asked: tuner_range
+        self.range_w: tuple[float, float] | None = None
+        self.range_settled, self.range_asked_at = False, -math.inf
 
     def _open(self) -> Any:
         from grpclib.client import Channel
@@ -255,6 +269,54 @@ def keep(miner: Any, old: KeptChannel | None) -> KeptChannel | None:
     kept = KeptChannel(web)
     kept.install()
     return kept
+
+
+# -- the tuner's power-target range: GetConstraints, once --------------------------------
+
+
+def range_w(data: bytes) -> tuple[float, float] | None:
+    """``GetConstraintsResponse.tuner_constraints.power_target`` {``min``, ``max``}
+    ``.watt`` (field numbers of pyasic's generated messages); None where either is left
+    off the wire or min is above max. ValueError for bytes that are no message."""
+    lo, hi = value_at(data, 1, 1, 2, 1), value_at(data, 1, 1, 3, 1)
+    if not isinstance(lo, int) or not isinstance(hi, int) or not 0 < lo <= hi:
+        return None
+    return float(lo), float(hi)
+
+
+async def tuner_range(
+    device_id: str, kept: KeptChannel, timeout_s: float
+) -> tuple[float, float] | None:
+    """The tuner's power-target range (W), asked once per kept channel; never raises.
+    None where the firmware has none to give (UNIMPLEMENTED, or an answer naming none:
+    logged once per miner, as information) or did not answer for a passing reason
+    (logged; asked again :data:`RANGE_RETRY_S` later)."""
+    from grpclib import GRPCError, Status
+
+    if kept.range_settled or (now := time.monotonic()) - kept.range_asked_at < RANGE_RETRY_S:
+        return kept.range_w
+    kept.range_asked_at = now
+
+    async def ask() -> bytes | None:
+        try:
+            return await kept._unary(CONSTRAINTS, _EMPTY)
+        except GRPCError as e:
+            if e.status is not Status.UNIMPLEMENTED:
+                raise
+            return None
+
+    try:
+        data = await contain(device_id, "GetConstraints", ask(), timeout_s)
+        got = None if data is None else range_w(data)
+    except (AdapterError, ValueError) as e:
+        log.warning("%s: the tuner's power range is not known yet: %s", device_id, e)
+        return None
+    kept.range_w, kept.range_settled = got, True
+    if got is None and device_id not in _NO_RANGE_SAID:
+        _NO_RANGE_SAID.add(device_id)
+        why = "is not served (UNIMPLEMENTED)" if data is None else "names no power range"
+        log.info("%s: GetConstraints %s: no limit known on its power target", device_id, why)
+    return got
 
 
 # -- a reading: only what Telemetry uses, the answers read at the wire --------------------
