@@ -1,7 +1,8 @@
 """Braiins OS+'s tuner power-target range: read once at connect (``ConfigurationService/
 GetConstraints`` -> ``tuner_constraints.power_target`` {default, min, max}, bos-plus-api
 ``constraints.proto``, ``performance.proto``) into ``DeviceInfo.min_power_w`` /
-``max_power_w`` (adapters/braiins.py ``tuner_range``, adapters/asic.py).
+``max_power_w`` (adapters/braiins.py ``tuner_range``, adapters/asic.py), and the plan's
+reach bounded by it (scheduler/service/daemon/reach.py).
 
 Before this, the adapter never asked: the planner could plan, and dispatch send, a target
 outside the range, which the firmware (the simulator, by assumption) refuses with
@@ -12,6 +13,9 @@ limits it, logged once, not a failure of the device.
 from __future__ import annotations
 
 import logging
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +29,16 @@ from pyasic.web.braiins_os.proto.braiins.bos.v1 import (
 from adapters import braiins
 from adapters.asic import PyasicMiner
 from adapters.base import DeviceInfo, ModeRequest
+from adapters.registry import Built
 from adapters.sim.braiins import BraiinsSim
 from adapters.sim.fleet import SimFleet, SimFleetThread
+from models.site import parse_site
+from scheduler.service.daemon import Daemon
+from scheduler.service.daemon.reach import class_reach, out_of_reach
+from tests.support.clock import FakeClock
+from tests.support.memfleet import MemoryDevice, run_open
 from tests.support.simfleet import FAST, loopback_host, run
+from tests.test_daemon_mode_reach import SITE, _now_units, _plan_at_flat_price
 
 
 def _connected(device_id: str, **sim: Any) -> tuple[DeviceInfo, BraiinsSim, list[str]]:
@@ -49,6 +60,11 @@ def _connected(device_id: str, **sim: Any) -> tuple[DeviceInfo, BraiinsSim, list
         info = run(go())
         calls = th.call(lambda: list(m.grpc_calls))
     return info, m, calls
+
+
+def _s19() -> Any:
+    (dc,) = parse_site(tomllib.loads(SITE), "site.toml", ".").devices
+    return dc  # S19j Pro: eco 2135 W, stock 3050 W, turbo 3812.5 W
 
 
 # -- the adapter reads the range -------------------------------------------------------------
@@ -133,3 +149,109 @@ def test_a_range_not_read_for_a_passing_reason_is_asked_again_with_a_reading(
     assert later is not None and (later.min_power_w, later.max_power_w) == m.power_range()
     assert calls.count("_constraints") == 1  # the failed call never reached the simulator
     assert any("INTERNAL" in r.getMessage() for r in caplog.records)
+
+
+# -- the plan's reach -------------------------------------------------------------------------
+
+
+def test_a_mode_outside_the_range_read_from_the_simulator_is_out_of_reach() -> None:
+    dc = _s19()
+    info, _m, _calls = _connected("bos/c3", power_range_w=(2000.0, 3200.0))
+    assert out_of_reach(dc, info, {}) == frozenset({"turbo"})
+    other = DeviceInfo("bos/c4", "asic", "b", family="braiins-os")  # no range known
+    reach = class_reach(dc, ["bos/c3", "bos/c4"], {"bos/c3": info, "bos/c4": other}.get,
+                        lambda _: frozenset())  # fmt: skip
+    assert reach.by_mode == {"eco": 2, "stock": 2, "turbo": 1}
+    note = reach.note("s19") or ""
+    assert "turbo to 1 of 2 units" in note, note
+    assert "1 miners' firmware takes power targets only in [2000, 3200] W" in note, note
+
+
+def test_a_mode_below_the_range_is_out_of_reach_and_each_range_is_named() -> None:
+    dc = _s19()
+    infos = {
+        "a": DeviceInfo("a", "asic", "a", family="braiins-os", min_power_w=2500.0,
+                        max_power_w=7000.0),
+        "b": DeviceInfo("b", "asic", "b", family="braiins-os", min_power_w=2000.0,
+                        max_power_w=3050.0),  # stock's 3050 W is in
+    }  # fmt: skip
+    assert out_of_reach(dc, infos["a"], {}) == frozenset({"eco"})
+    assert out_of_reach(dc, infos["b"], {}) == frozenset({"turbo"})
+    reach = class_reach(dc, ["a", "b"], infos.get, lambda _: frozenset())
+    assert reach.by_mode == {"eco": 1, "stock": 2, "turbo": 1}
+    note = reach.note("s19") or ""
+    assert "[2500, 7000] W" in note and "[2000, 3050] W" in note, note
+
+
+def test_a_range_that_takes_every_mode_limits_nothing() -> None:
+    dc = _s19()
+    info = DeviceInfo("a", "asic", "a", family="braiins-os", min_power_w=852.0,
+                      max_power_w=7111.0)  # fmt: skip
+    reach = class_reach(dc, ["a"], lambda _: info, lambda _: frozenset())
+    assert reach.by_mode == {"eco": 1, "stock": 1, "turbo": 1} and reach.note("s19") is None
+
+
+@pytest.mark.parametrize("family", ["luxos", "vnish"])
+def test_presets_bounds_are_not_a_range_that_bars_modes(family: str) -> None:
+    """LuxOS and VNish report their presets' bounds as min/max: a target between or beyond
+    them maps to a preset (adapters.payloads.choose_preset), as before."""
+    dc = _s19()
+    info = DeviceInfo("a", "asic", "a", family=family, power_targets_w=(2500.0, 3000.0),
+                      min_power_w=2500.0, max_power_w=3000.0)  # fmt: skip
+    assert out_of_reach(dc, info, {}) == frozenset()
+
+
+# -- the daemon: the plan and dispatch ------------------------------------------------------
+
+
+@dataclass
+class RangedMiner(MemoryDevice):
+    """A miner in memory that says, on connect, the tuner's range Braiins OS+ gave."""
+
+    range_w: tuple[float, float] | None = None
+
+    async def connect(self) -> DeviceInfo:
+        lo, hi = self.range_w or (None, None)
+        self.info = DeviceInfo(
+            self.device_id, "asic", self.address, make="AntMiner",
+            model="Antminer S19j Pro", firmware="BOS+", family="braiins-os",
+            min_power_w=lo, max_power_w=hi,
+        )  # fmt: skip
+        return self.info
+
+
+def _daemon(tmp_path: Path, ranged: int) -> tuple[Daemon, FakeClock]:
+    """10 S19j Pro on Braiins OS+; the first ``ranged`` take targets only in
+    [2500, 7000] W (eco's 2135 W is below), the others reported no range."""
+    config = parse_site(tomllib.loads(SITE), "site.toml", str(tmp_path))
+    clock, built = FakeClock(), Built()
+    (dc,) = config.devices
+    for i in range(dc.count):
+        dev = RangedMiner(f"s19/{i}", "memory", clock=clock, dc=dc,
+                          target_w=dc.device_target_w("stock"),
+                          range_w=(2500.0, 7000.0) if i < ranged else None)  # fmt: skip
+        built.adapters.append(dev)
+        built.groups[dev.device_id] = dc.name
+    return Daemon(config, tmp_path / "state.db", clock=clock, built=built), clock
+
+
+def test_the_plan_puts_in_eco_only_the_miners_whose_range_takes_it(tmp_path: Path) -> None:
+    d, clock = _daemon(tmp_path, ranged=4)
+
+    async def body() -> None:
+        await d.poller.poll(dispatch=False)
+        plan = await _plan_at_flat_price(d, clock)  # eco earns most at this price
+        assert _now_units(d, plan, "s19") == {"eco": 6, "stock": 4, "turbo": 0}
+        (note,) = [n for n in plan.notes if n.startswith("s19: modes limited")]
+        assert "eco to 6 of 10 units" in note, note
+        assert "4 miners' firmware takes power targets only in [2500, 7000] W" in note, note
+        # dispatch sends eco (2135 W) to none of the four, even those told eco before
+        for i in range(4):
+            d.devices.modes[f"s19/{i}"] = "eco"
+        targets = d.dispatcher.targets(clock.time())
+        assert {targets[f"s19/{i}"] for i in range(4)} == {"stock"}
+        assert sorted(targets[f"s19/{i}"] for i in range(4, 10)) == ["eco"] * 6
+        # a miner's target is never clamped into its range (that is a GPU's power limit)
+        assert d.devices.limit_w("s19/0", "eco") == 2135.0
+
+    run_open(d, body)

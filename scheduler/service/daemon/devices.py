@@ -249,15 +249,17 @@ class DeviceModes:
 
     def limit_w(self, device_id: str, mode: str) -> float:
         """The power limit a GPU in ``mode`` reads back: the mode's, within the limits NVML
-        gave the adapter (it sets the nearest it allows)."""
+        gave the adapter (it sets the nearest it allows). A miner's range is not clamped
+        into: its firmware refuses a target outside, and no plan sends one (reach.py)."""
         group = self.fleet.status[device_id].group
         want = self._target_w.get((group, mode))
         if want is None:  # a mode's figure is fixed: looked up once (each poll asks)
             want = self._target_w[(group, mode)] = self.classes[group].device_target_w(mode)
         adapter = self.fleet.by_id.get(device_id)
         info = None if adapter is None else adapter.info
-        if info is not None and info.min_power_w is not None and info.max_power_w is not None:
-            want = min(max(want, info.min_power_w), info.max_power_w)
+        lo, hi = (info.min_power_w, info.max_power_w) if info is not None else (None, None)
+        if info is not None and info.kind == "gpu" and lo is not None and hi is not None:
+            want = min(max(want, lo), hi)
         return want
 
     def adopt(self, device_id: str, t: Telemetry, why: str, drift: str | None = None) -> None:

@@ -16,6 +16,13 @@ many units as can take it (``PlanInputs.mode_units_max``).
   that share of its nameplate (the catalog, by the class's model or the one it reports):
   sent such a target it runs at its standard power and the read-back never shows the
   mode. Where the model is not in the catalog, nothing known limits it.
+- A miner whose firmware takes an exact power target only within a range it reported
+  (``DeviceInfo.min_power_w`` / ``max_power_w``: Braiins OS+'s tuner, ``GetConstraints``)
+  reaches no mode whose target (its power in watts, rounded as the adapter sends it) lies
+  outside (sleep is no target: always reached). What the firmware does with such a target
+  is not documented (the simulator refuses it, an assumption): either way not the mode.
+  Presets' bounds are no such range (a target between or beyond them maps to a preset),
+  nor a GPU's power limits (its adapter sets the nearest within them: devices.py).
 - A GPU whose SM clock locks NVML refuses (``DeviceModes.barred``) reaches no clock-locked
   mode of its class until its adapter's retry is due.
 - A device whose identity is not known yet (never connected) counts as reaching every mode,
@@ -26,7 +33,7 @@ many units as can take it (``PlanInputs.mode_units_max``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters.base import DeviceInfo
 from models.catalog import find_asic
@@ -62,6 +69,28 @@ def above_target_max(dc: DeviceClass, info: DeviceInfo | None) -> frozenset[str]
     return frozenset(m.name for m in dc.modes if m.power_kw * 1000.0 > top_w)
 
 
+#: Firmware families whose power target is any figure within the firmware's range.
+EXACT_TARGET_FAMILIES = frozenset(
+    f.value for f, caps in CAPABILITIES.items() if caps.power_target is PowerTarget.EXACT
+)
+
+
+def target_range(info: DeviceInfo | None) -> tuple[float, float] | None:
+    """The range (W) a miner's firmware takes an exact power target in, where it said."""
+    if info is None or info.kind != "asic" or info.family not in EXACT_TARGET_FAMILIES:
+        return None
+    lo, hi = info.min_power_w, info.max_power_w
+    return None if lo is None or hi is None or info.power_targets_w else (lo, hi)
+
+
+def outside_range(dc: DeviceClass, span: tuple[float, float] | None) -> frozenset[str]:
+    """The modes of ``dc`` whose target (W, rounded as sent) lies outside ``span``."""
+    if span is None:
+        return frozenset()
+    lo, hi = span
+    return frozenset(m.name for m in dc.modes if not lo <= round(m.power_kw * 1000.0) <= hi)
+
+
 def own_setting_mode(dc: DeviceClass, info: DeviceInfo | None) -> str:
     """The mode of ``dc`` a miner without a power target runs at once woken: the one nearest
     its model's nameplate power (the catalog), else the class's highest-power mode."""
@@ -90,9 +119,9 @@ def out_of_reach(
 ) -> frozenset[str]:
     """The modes of ``dc`` a miner cannot be sent: all but its own-setting mode when its
     firmware has no power target (``own_by_model`` caches the catalog look-up per model),
-    those above its firmware's highest target where it has one."""
+    those above its firmware's highest target or outside its range where it has one."""
     if not no_power_target(info):
-        return above_target_max(dc, info)
+        return above_target_max(dc, info) | outside_range(dc, target_range(info))
     assert info is not None
     own = own_by_model.get(info.model) or own_by_model.setdefault(
         info.model, own_setting_mode(dc, info)
@@ -110,6 +139,9 @@ class ClassReach:
     no_lock: int  # GPUs refused clock locks
     own_mode: dict[str, int]  # own-setting mode -> miners that run at it
     capped: int = 0  # miners whose firmware takes no target above their standard power
+    #: (min, max) W -> miners whose firmware takes power targets only in that range and
+    #: that reach fewer modes for it
+    ranged: dict[tuple[float, float], int] = field(default_factory=dict)
 
     def note(self, name: str) -> str | None:
         """A line for the plan's notes where a mode is limited, else None."""
@@ -129,6 +161,8 @@ class ClassReach:
                 f"{self.capped} miners' firmware takes no power target above the model's "
                 "standard power"
             )
+        for (lo, hi), n in self.ranged.items():
+            why.append(f"{n} miners' firmware takes power targets only in [{lo:g}, {hi:g}] W")
         if self.no_lock:
             why.append(f"{self.no_lock} GPUs refuse SM clock locks")
         return f"{name}: modes limited ({limits} of {self.units} units): {'; '.join(why)}"
@@ -147,6 +181,8 @@ def class_reach(
     units = full = no_lock = capped = 0
     own_by_model: dict[str, str] = {}  # a catalog look-up per model, not per miner
     above_by: dict[tuple[str, str], frozenset[str]] = {}  # (family, model) -> modes above
+    outside_by: dict[tuple[float, float] | None, frozenset[str]] = {None: frozenset()}
+    ranged: dict[tuple[float, float], int] = {}
     asic, gpu = dc.kind is DeviceKind.ASIC, dc.kind is DeviceKind.GPU
     for device_id in ids:
         units += 1
@@ -156,13 +192,21 @@ def class_reach(
                 i.model, own_setting_mode(dc, i)
             )
             own_mode[own] = own_mode.get(own, 0) + 1
-        elif i is not None and (
-            above := above_by.get((i.family, i.model))
-            or above_by.setdefault((i.family, i.model), above_target_max(dc, i))
-        ):
-            capped += 1
+            continue
+        above = outside = frozenset[str]()
+        if i is not None:  # a miner with a power target: its firmware's bounds on it
+            key, span = (i.family, i.model), target_range(i)
+            if key not in above_by:
+                above_by[key] = above_target_max(dc, i)
+            if span not in outside_by:
+                outside_by[span] = outside_range(dc, span)
+            above, outside = above_by[key], outside_by[span]
+            if outside and span is not None:
+                ranged[span] = ranged.get(span, 0) + 1
+        if above or outside:
+            capped += bool(above)
             for m in names:
-                partly[m] += m not in above
+                partly[m] += m not in above and m not in outside
         elif gpu and (no := barred(device_id)):
             no_lock += 1
             for m in names:
@@ -171,4 +215,4 @@ def class_reach(
             full += 1
     by_mode = {m: full + own_mode.get(m, 0) + partly[m] for m in names}
     no_target = sum(own_mode.values())
-    return ClassReach(units, by_mode, no_target, no_lock, own_mode, capped)
+    return ClassReach(units, by_mode, no_target, no_lock, own_mode, capped, ranged)
