@@ -25,6 +25,7 @@ from adapters.sim.whatsminer3 import FW_VERSION, WhatsminerV3Sim, frame, v3_toke
 from models.firmware import Family
 from tests.support.simfleet import (
     FAST,
+    confirmed_run,
     firmware_fleet,
     free_base,
     loopback_host,
@@ -85,21 +86,8 @@ def test_a_power_limit_restarts_btminer_and_is_confirmed_by_read_back(
     accepted on code 0 and done only when the summary's power-limit shows it."""
     m = _miner(sim, 1)
     boot0 = sim.call(lambda: m.state.boot_at)
-    dev = PyasicMiner("wm3/1", m.host, timeout_s=10.0)
-    seen: list[Outcome] = []
-
-    async def go() -> None:
-        fleet = one_device_fleet(dev, seen)
-        assert (await fleet.connect_all())[dev.device_id] is None
-        await fleet.read_all()
-        out = await fleet.apply({dev.device_id: ModeRequest("run", 2800.0)})
-        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED, out[0].error
-        await settle(fleet, dev.device_id)
-        assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
-        t = (await fleet.read_all())[dev.device_id]
-        assert t.state == "running" and t.target_w == 2800.0
-
-    run(go())
+    t = confirmed_run(PyasicMiner("wm3/1", m.host, timeout_s=10.0), 2800.0)
+    assert t.state == "running" and t.target_w == 2800.0
     assert ("set.miner.power_limit", 2800) in sim.call(lambda: list(m.writes))
     assert sim.call(lambda: m.state.boot_at) > boot0  # btminer restarted to apply it
 

@@ -29,7 +29,14 @@ from adapters.base import ControlRejected, Health, ModeRequest
 from adapters.fleet import Outcome, OutcomeKind
 from adapters.sim.fleet import SimFleetThread
 from adapters.sim.whatsminer import WhatsminerSim
-from tests.support.simfleet import FAST, firmware_fleet, miner_of, one_device_fleet, run, settle
+from tests.support.simfleet import (
+    FAST,
+    confirmed_run,
+    firmware_fleet,
+    miner_of,
+    one_device_fleet,
+    run,
+)
 
 N = 6
 
@@ -89,21 +96,8 @@ def test_a_power_limit_restarts_btminer_while_mining_and_not_while_asleep(
 
 def test_the_adapter_confirms_a_power_limit_through_the_restart(sim: SimFleetThread) -> None:
     m = _miner(sim, 2)
-    dev = PyasicMiner("wm/2", m.host, timeout_s=10.0)
-    seen: list[Outcome] = []
-
-    async def go() -> None:
-        fleet = one_device_fleet(dev, seen)
-        assert (await fleet.connect_all())[dev.device_id] is None
-        await fleet.read_all()
-        out = await fleet.apply({dev.device_id: ModeRequest("run", 2800.0)})
-        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED, out[0].error
-        await settle(fleet, dev.device_id)
-        assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
-        t = (await fleet.read_all())[dev.device_id]
-        assert t.state in ("running", "transition") and t.target_w == 2800.0
-
-    run(go())
+    t = confirmed_run(PyasicMiner("wm/2", m.host, timeout_s=10.0), 2800.0)
+    assert t.state in ("running", "transition") and t.target_w == 2800.0
 
 
 # -- D6: write access off is a refusal, in the miner's words -------------------------------

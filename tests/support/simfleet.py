@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from adapters.base import DeviceAdapter
-from adapters.fleet import Fleet, Outcome, RetryPolicy
+from adapters.base import DeviceAdapter, ModeRequest, Telemetry
+from adapters.fleet import Fleet, Outcome, OutcomeKind, RetryPolicy
 from adapters.sim.fleet import SimFleet, SimFleetThread
 from tests.support.daemon import free_loopback_base
 
@@ -43,6 +43,24 @@ async def settle(fleet: Fleet, device_id: str, timeout_s: float = 10.0) -> None:
         while device_id in fleet.pending:
             await fleet.read_all()
             await asyncio.sleep(0.05)
+
+
+def confirmed_run(dev: DeviceAdapter, watts: float) -> Telemetry:
+    """Connect ``dev`` alone, read it, wake it at ``watts`` and wait for the read-back: the
+    command accepted, then confirmed (asserted); the reading after it."""
+    seen: list[Outcome] = []
+
+    async def go() -> Telemetry:
+        fleet = one_device_fleet(dev, seen)
+        assert (await fleet.connect_all())[dev.device_id] is None
+        await fleet.read_all()
+        out = await fleet.apply({dev.device_id: ModeRequest("run", watts)})
+        assert out[0].ok and out[0].kind is OutcomeKind.ACCEPTED, out[0].error
+        await settle(fleet, dev.device_id)
+        assert seen[-1].kind is OutcomeKind.CONFIRMED, seen[-1]
+        return (await fleet.read_all())[dev.device_id]
+
+    return run(go())
 
 
 def free_base(n: int, ports: tuple[int, ...] = (4028,)) -> str:
