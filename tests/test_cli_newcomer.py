@@ -416,3 +416,13 @@ def test_fleet_fault_takes_its_hosts_after_its_options() -> None:
     assert args.hosts == ["127.0.0.9", "127.0.0.10"] and args.delay == 2.5
     args = parse(build_parser("fleet"), ["fleet", "fault", "slow", "127.0.0.9", "--delay", "2.5"])
     assert args.hosts == ["127.0.0.9"]
+
+
+def test_the_demo_defaults_to_the_shipped_simulated_site() -> None:
+    """`python -m scheduler.cli.demo` without --config named
+    scheduler/deploy/examples/simulated-site.toml, which does not exist (the lead's walk,
+    session 25); the Makefile passes --config, so make demo never showed it."""
+    from scheduler.cli import demo
+
+    site = demo.ROOT / "deploy" / "examples" / "simulated-site.toml"
+    assert site.is_file(), site

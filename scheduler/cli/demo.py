@@ -26,7 +26,9 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+#: the checkout: scheduler/cli/demo.py is three levels below it (``parent.parent`` was
+#: scheduler/, so the default --config named a file that does not exist)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
