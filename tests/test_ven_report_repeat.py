@@ -20,7 +20,8 @@ from tests.support.openadr import skip_without_openadr3
 skip_without_openadr3()
 
 from scheduler.service.openadr import notification_to_events  # noqa: E402
-from scheduler.service.ven_reports import STREAM_AHEAD_S, plan_reports  # noqa: E402
+from scheduler.service.ven_report_windows import STREAM_AHEAD_S  # noqa: E402
+from scheduler.service.ven_reports import plan_reports  # noqa: E402
 from tests.test_ven import iso  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported scheme type:UserWarning")
@@ -141,8 +142,9 @@ def test_the_reporter_extends_a_stream_and_lets_go_of_old_reports() -> None:
     from types import SimpleNamespace
 
     from models.site import OpenADR
+    from scheduler.service.ven_report_windows import STREAM_LOOKBACK_S
     from scheduler.service.ven_reporter import Reporter
-    from scheduler.service.ven_reports import STREAM_LOOKBACK_S, ImportSample
+    from scheduler.service.ven_reports import ImportSample
 
     t0 = datetime.now(UTC).replace(microsecond=0)
     ev = {"id": "ro", "programID": "p", "modificationDateTime": iso(t0),

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 from models.site import OpenADR
 from scheduler.service.ven_client import VtnClient, VtnError
+from scheduler.service.ven_report_windows import STREAM_LOOKBACK_S
 from scheduler.service.ven_reports import (
-    STREAM_LOOKBACK_S,
     ImportSample,
     Measure,
     ReportJob,
