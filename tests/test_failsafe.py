@@ -27,6 +27,8 @@ import httpx
 import numpy as np
 import pytest
 
+from adapters.base import ModeRequest
+from adapters.fleet import Outcome, OutcomeKind
 from models.errors import ConfigError
 from models.signals import EventType, GridEvent
 from models.site import parse_site
@@ -716,3 +718,39 @@ def test_a_re_plan_that_succeeds_after_failures_says_so(
     asyncio.run(go())
     said = [r.getMessage() for r in caplog.records if "succeeded again" in r.getMessage()]
     assert said == ["re-plan (cancel) succeeded again after 2 failed"], said
+
+
+def test_the_shutdown_is_not_undone_by_a_dispatch_its_read_backs_start(tmp_path: Path) -> None:
+    """The mixed-fleet walk (session 25, D1): SIGTERM 1-2 s after a cancel, while the
+    cancel's wakes waited for room, gave "60 devices told, 15 confirmed"; 56 of 60 miners
+    were hashing as the daemon exited. The shutdown's own read-backs confirmed sleeps, and
+    each confirmed verdict armed a dispatch 0.5 s later (``Dispatcher.heard``) that ran
+    after the stop had cancelled the tasks and woke the miners it had put to sleep. Once
+    the daemon stops, no verdict arms a dispatch, one armed before is disarmed, and a task
+    spawned late never runs."""
+    d, _ = _shutdown_site(tmp_path, ignore=False)
+    ran: list[str] = []
+
+    async def late() -> None:
+        ran.append("late task")
+
+    async def go() -> None:
+        d.store.start()
+        for sim in d.built.simulators:
+            await sim.start()
+        await d.fleet.connect_all()
+        await d.poll(dispatch=False)
+        d.dispatcher.waiting_for_room = True  # wakes put off for room, as after a cancel
+        (dev,) = list(d.fleet.status)[:1]
+        confirmed = Outcome(dev, ModeRequest("sleep"), True, 1, 0.0, kind=OutcomeKind.CONFIRMED)
+        d.dispatcher.heard(confirmed)
+        assert d.dispatcher._again is not None  # armed before the stop
+        await d.stop()
+        assert d.dispatcher._again is None, "the armed dispatch is disarmed by the stop"
+        d.dispatcher.heard(confirmed)  # a verdict the shutdown's read-back delivers
+        assert d.dispatcher._again is None
+        d.tasks.spawn(late(), "late")
+        await asyncio.sleep(0.8)  # past REDISPATCH_AFTER_S
+
+    asyncio.run(go())
+    assert ran == [], ran

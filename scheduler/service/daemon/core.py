@@ -292,6 +292,7 @@ class Daemon:
         posture = posture or self.config.daemon.shutdown_posture
         self.notifier.stopping()
         self.tasks.cancel_all()
+        self.dispatcher.stop()  # nothing armed before the stop dispatches after it
         outcomes: list[Outcome] = []
         self.shutdown_report = {"told": 0, "confirmed": 0, "unconfirmed": 0, "failed": 0}
         try:

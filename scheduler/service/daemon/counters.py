@@ -87,8 +87,14 @@ class Tasks:
         self.stopping = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a background task; once the daemon stops, a task spawned (by a
+        timer armed before, a verdict of the shutdown's own read-back) is cancelled before
+        it runs: a dispatch spawned so woke the miners the shutdown had put to sleep."""
         self.counters.task_failures.setdefault(name, 0)  # exported from 0, not born at 1
         task = asyncio.get_running_loop().create_task(coro, name=name)
+        if self.stopping:
+            task.cancel()
+            return task
         self.running.add(task)
         task.add_done_callback(self._done)
         return task

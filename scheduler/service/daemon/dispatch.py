@@ -174,8 +174,8 @@ class Dispatcher:
         for a burst of verdicts, rather than at the next poll (up to ``poll_s`` later)."""
         if out.kind is not OutcomeKind.CONFIRMED or not self.waiting_for_room:
             return
-        if self._again is not None or self.tasks is None:
-            return
+        if self._again is not None or self.tasks is None or self.tasks.stopping:
+            return  # stopping: the shutdown's read-backs must not wake what it put to sleep
         tasks = self.tasks
 
         def go() -> None:
@@ -183,6 +183,12 @@ class Dispatcher:
             tasks.spawn(self.dispatch(), "dispatch")
 
         self._again = asyncio.get_running_loop().call_later(REDISPATCH_AFTER_S, go)
+
+    def stop(self) -> None:
+        """The daemon stops: a dispatch armed by a verdict (``heard``) is disarmed."""
+        if self._again is not None:
+            self._again.cancel()
+            self._again = None
 
     def _note_refusals(self, outcomes: list[Outcome], chosen: Mapping[str, str]) -> None:
         """A refused mode waits before it is sent again: the poll interval, doubling with
@@ -241,8 +247,8 @@ class Dispatcher:
         return out
 
     async def dispatch(self) -> list[Outcome]:
-        if self.plans.hold:
-            return []
+        if self.plans.hold or (self.tasks is not None and self.tasks.stopping):
+            return []  # stopping: the shutdown posture is the last word
         async with self._lock:
             now = self.clock.time()
             targets = self.targets(now)
