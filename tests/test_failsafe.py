@@ -754,3 +754,41 @@ def test_the_shutdown_is_not_undone_by_a_dispatch_its_read_backs_start(tmp_path:
 
     asyncio.run(go())
     assert ran == [], ran
+
+
+def test_miners_a_curtail_put_to_sleep_keep_their_min_off_after_the_cancel(
+    tmp_path: Path,
+) -> None:
+    """The mixed-fleet walk (session 25, D2): with ``min_off_s = 300`` a cancel woke every
+    miner 95 s (and 10 s) after the curtail had put it to sleep; the plan counted only the
+    stops inside its own horizon. The daemon now notes when it put each miner to sleep,
+    and the plan after the cancel keeps them asleep until their min-off has passed."""
+    text = SITE.format(committed=0.0, failsafe=10.0, base=_free_base(), caps="[700, 350]")
+    text = text.replace(
+        'model = "S19j Pro"\ncount = 6', 'model = "S19j Pro"\ncount = 6\nmin_off_s = 900'
+    )
+    d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
+
+    async def go() -> None:
+        async with running(d):
+            assert await d.replan("start") is not None
+            await d.dispatch()
+            awake = [i for i, m in d.devices.modes.items() if m != SLEEP and _group(d, i) == "s19"]
+            assert awake, "the plan runs miners at these prices"
+            ev = GridEvent(id="dr", type=EventType.CURTAIL, start=datetime.now(UTC),
+                           duration="1h", limit_kw=0.5)  # fmt: skip
+            await d.accept([ev], "test", None, "{}")
+            await _shed_done(d)
+            asleep = [i for i in awake if d.devices.modes[i] == SLEEP]
+            assert asleep, d.devices.modes
+            since = d.planning.state(time.time()).asleep_since or {}
+            assert len(since.get("s19", [])) >= len(asleep), since
+            await d.accept([GridEvent(id="dr", type=EventType.CANCEL)], "test", None, "{}")
+            plan = await d.replan("cancel")
+            assert plan is not None
+            await d.dispatch()
+            woken = [i for i in asleep if d.devices.modes[i] != SLEEP]
+            assert woken == [], f"woken within min_off_s: {woken}"
+            assert any("min_off_s" in n for n in plan.notes), plan.notes
+
+    asyncio.run(go())

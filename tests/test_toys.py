@@ -307,3 +307,23 @@ def test_rounding_sheds_miners_before_serving_units() -> None:
     _, plan = solve(site, [0.0, 0.0])
     assert units(plan, 1) == [35, 35]
     assert units(plan, 0) == [9, 9]
+
+
+def test_units_stopped_before_the_horizon_keep_their_min_off() -> None:
+    """The mixed-fleet walk (session 25, D2): with ``min_off_s = 300``, a cancel woke every
+    miner 95 s (and 10 s) after a curtail had put it to sleep: the plan counted only the
+    stops inside its own horizon. Units the daemon put to sleep before the horizon
+    (``SiteState.asleep_since``) stay asleep until their min-off has passed."""
+    asic = make_site().devices[0].model_dump(include={"name", "kind", "count"})
+    mode = [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0}]
+    site = make_site(devices=[{**asic, "modes": mode, "min_off_s": 2 * 3600}])
+    name = site.devices[0].name
+    # 4 units asleep since 30 min before the horizon: asleep for its first 1.5 h (2 steps,
+    # the second only partly held: a unit may start only once its whole min-off is over)
+    state = SiteState(units_on={name: 6}, asleep_since={name: [T0 - 1800.0] * 4})
+    _, plan = solve(site, [100.0, 100.0, 100.0], state=state)
+    assert units(plan) == [6, 6, 10], units(plan)
+    assert any("min_off_s" in n and "4 units" in n for n in plan.notes), plan.notes
+    # without the state, all ten run at once (the dear-free prices make every unit pay)
+    _, free = solve(site, [100.0, 100.0, 100.0], state=SiteState(units_on={name: 6}))
+    assert units(free) == [10, 10, 10]

@@ -215,7 +215,10 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
         np.where(known, inp.initial_on[wear], units),
         0.0,
     )
-    on = b.add_vars("on", (W, T), 0.0, np.repeat(units, T), 0.0)
+    on_hi = np.repeat(units, T).reshape(W, T)
+    if inp.held_off is not None:  # units stopped before the horizon, within their min-off
+        on_hi = np.maximum(on_hi - inp.held_off[wear], 0.0)
+    on = b.add_vars("on", (W, T), 0.0, on_hi.ravel(), 0.0)
     start = b.add_vars("start", (W, T), 0.0, INF, np.repeat(inp.start_cost_usd[wear], T))
 
     ks = np.flatnonzero(pos[inp.cm_class] >= 0)

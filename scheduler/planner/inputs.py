@@ -18,6 +18,7 @@ from models.market import Series, load_csv_series, solar_profile_kw
 from models.signals import GridEvent, resolve_cancels
 from models.site import Penalties, SiteConfig
 from scheduler.planner.class_caps import class_cap_series
+from scheduler.planner.dwell import held_off
 from scheduler.planner.event_caps import event_caps, overlap
 from scheduler.planner.objectives import Offer, offered_modes
 from scheduler.planner.timegrid import TimeGrid
@@ -32,6 +33,11 @@ class SiteState:
     #: the peak import already billed in the month the plan starts in (a later month in
     #: the horizon starts at 0)
     billing_peak_kw: float | None = None
+    #: class -> when each of its units now asleep was put to sleep (unix s): a unit stopped
+    #: less than the class's ``min_off_s`` before a step may not start in it
+    asleep_since: dict[str, list[float]] | None = None
+    #: when the plan is made (unix s): its first step, begun before, counts from here
+    now_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,9 @@ class PlanInputs:
     #: caps on part of the site (``scheduler.planner.class_caps``): the class indices of
     #: each capped group, and its cap per step, (G, T) kW at the meter, inf where none
     class_cap_groups: list[tuple[int, ...]] = field(default_factory=list)
+    #: (C, T) units of each class that must stay asleep in each step: stopped before the
+    #: horizon less than ``min_off_s`` before the step starts (None: none known)
+    held_off: np.ndarray | None = None
     class_cap_kw: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     #: (K,) the most units of each class-mode's class that can reach the mode (a stock-
     #: firmware miner reaches only its own setting; a GPU refused clock locks, no clock
@@ -219,6 +228,7 @@ def assemble_inputs(
             if dc.name in state.units_on:
                 initial[c] = min(state.units_on[dc.name], dc.units)
 
+    held, held_notes = held_off(devices, grid, state)
     price = prices.mean_over(grid.starts_s, grid.ends_s)
     if hashprice is not None:
         hp = hashprice.mean_over(grid.starts_s, grid.ends_s) * (1.0 - config.mining.pool_fee)
@@ -306,7 +316,7 @@ def assemble_inputs(
                 )
             )
 
-    notes: list[str] = list(objective_notes)
+    notes: list[str] = list(objective_notes) + held_notes
     batches: list[BatchWindow] = []
     h0, h1 = int(grid.starts_s[0]), int(grid.ends_s[-1])
     for job in inf.batch:
@@ -369,4 +379,5 @@ def assemble_inputs(
         notes=notes,
         class_cap_groups=cap_groups,
         class_cap_kw=class_cap,
+        held_off=held,
     )

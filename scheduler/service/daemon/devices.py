@@ -85,6 +85,9 @@ class DeviceModes:
             for dc in config.devices
         }
         self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
+        #: device -> when it was put to sleep (unix s), while it sleeps: the plan keeps it
+        #: asleep until its class's min_off_s has passed (``SiteState.asleep_since``)
+        self.slept_at: dict[str, float] = {}
         #: device -> its mode before its latest command (a reading older than the command
         #: shows it in that one)
         self.before: dict[str, str] = {}
@@ -158,9 +161,25 @@ class DeviceModes:
                 # what a reading taken before the command shows the device in
                 self.before[o.device_id] = self.modes.get(o.device_id, SLEEP)
                 self.modes[o.device_id] = mode
+                self._slept(o.device_id, mode)
         self.generation += 1
         for listener in self.listeners:
             listener()
+
+    def _slept(self, device_id: str, mode: str) -> None:
+        """Note when a device went to sleep (kept while it sleeps), for its min-off."""
+        if mode != SLEEP:
+            self.slept_at.pop(device_id, None)
+        elif self.before.get(device_id, SLEEP) != SLEEP:  # awake before: it stops now
+            self.slept_at[device_id] = self.clock.time()
+
+    def asleep_since(self) -> dict[str, list[float]]:
+        """Class -> when each of its devices now asleep was put to sleep by a command."""
+        out: dict[str, list[float]] = {}
+        for device_id, at in self.slept_at.items():
+            if self.modes.get(device_id) == SLEEP:
+                out.setdefault(self.fleet.status[device_id].group, []).append(at)
+        return out
 
     def shown(self) -> dict[str, str]:
         """The devices whose command awaits its read-back, each with the mode its newest
@@ -267,6 +286,8 @@ class DeviceModes:
         ``drift``: what it changed behind gridsched's back, counted."""
         seen = self.from_reading(device_id, t)
         log.warning("%s reads %s but %s", device_id, seen, why)
+        if seen == SLEEP and self.modes.get(device_id) != SLEEP:
+            self.slept_at[device_id] = self.clock.time()  # stopped behind our back: now
         self.modes[device_id] = seen
         self.generation += 1
         if drift is not None:

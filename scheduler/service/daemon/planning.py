@@ -106,7 +106,13 @@ class Planning:
         load = power.measured(now, expect=True)["import_kw"] if power.readings else None
         # the peak of the billing period ``now`` is in (the planner floors that month alone)
         peak = power.billing.peak_kw(now)
-        return SiteState(current_load_kw=load, units_on=units_on or None, billing_peak_kw=peak)
+        return SiteState(
+            current_load_kw=load,
+            units_on=units_on or None,
+            billing_peak_kw=peak,
+            asleep_since=self.devices.asleep_since() or None,
+            now_s=now,
+        )
 
     def available_config(self) -> SiteConfig:
         """The config with each managed class's units limited to the devices that answer
