@@ -322,3 +322,35 @@ def test_the_own_setting_mode_is_nearest_to_the_watt() -> None:
     )  # fmt: skip
     info = DeviceInfo("x/0", "asic", "a", model="Antminer S19j Pro", family="antminer-stock")
     assert own_setting_mode(dc, info) == "b"
+
+
+def test_an_offline_plan_bounds_simulated_firmware_and_says_what_it_cannot_know(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mixed-fleet walk (session 25, D3): `gridsched plan` on the mixed example counted
+    stock Antminers in turbo and eco and Whatsminers in turbo, which their firmware never
+    reaches, with no note; the daemon's own plan limited them. A simulated class's
+    firmware is known from the site file: bounded the same way; a pyasic class's is not:
+    said."""
+    import json
+
+    from scheduler.cli.main import main
+
+    example = Path(__file__).resolve().parents[1] / "deploy/examples/mixed-firmware-site.toml"
+    assert main(["plan", "--config", str(example), "--horizon", "2h", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    notes = " ".join(plan["notes"])
+    assert "s19jpro-stock: modes limited (eco to 0, turbo to 0" in notes, notes
+    assert "m50-whatsminer: modes limited (turbo to 0" in notes, notes
+    site = tmp_path / "site.toml"
+    site.write_text(
+        example.read_text()
+        .replace(
+            'kind = "sim"\nsim_firmware = "antminer"',
+            'kind = "pyasic"\nhosts = ["10.0.0.1-10.0.0.12"]',
+        )
+        .replace('sim_base = "127.7.1.0"\n', "")
+    )
+    assert main(["plan", "--config", str(site), "--horizon", "2h", "--json"]) == 0
+    notes = " ".join(json.loads(capsys.readouterr().out)["notes"])
+    assert "s19jpro-stock: the firmware is known once the miners answer" in notes, notes

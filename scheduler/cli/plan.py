@@ -29,6 +29,7 @@ from scheduler.cli.options import (
     read_events,
     read_prices,
 )
+from scheduler.cli.plan_reach import bound_offline
 from scheduler.cli.report import render, table, write_csv
 from scheduler.planner.inputs import SiteState, assemble_inputs
 from scheduler.planner.optimize import Planner
@@ -139,6 +140,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             }
         )
     inputs = assemble_inputs(config, grid, prices, events, state)
+    bound_offline(config, inputs)  # the modes each simulated firmware reaches, or a note
     options = _solver_options(args.solver_options)
     planner = Planner(args.solver, options, integer=args.milp)
     plan = planner.plan(inputs, config.site.name, config.site.timezone)
