@@ -200,7 +200,11 @@ def add_parsers(sub: Any) -> None:
     st = fsub.add_parser("status", help="connect to a site's devices and show live telemetry")
     st.add_argument("--config", required=True, help="site TOML file")
     st.add_argument("--json", action="store_true", help="print every device as JSON")
-    st.add_argument("--all", action="store_true", help="list every device, not only unhealthy ones")
+    st.add_argument(
+        "--all",
+        action="store_true",
+        help="list every device, not only unhealthy ones (at most --limit of them)",
+    )
     st.add_argument(
         "--limit",
         type=count_at_least(0),
