@@ -639,6 +639,15 @@ def test_the_plan_keeps_a_margin_under_a_dr_cap(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+async def _started(d: Daemon) -> None:
+    """The daemon's store and simulators started, its fleet connected and read once."""
+    d.store.start()
+    for sim in d.built.simulators:
+        await sim.start()
+    await d.fleet.connect_all()
+    await d.poll(dispatch=False)
+
+
 def _shutdown_site(tmp_path: Path, ignore: bool) -> tuple[Daemon, Callable[[], Awaitable[None]]]:
     """A site of six simulated miners and its shutdown (one ignoring its command)."""
     text = SITE.format(committed=0.0, failsafe=10.0, base=_free_base(), caps="[700, 350]")
@@ -646,11 +655,7 @@ def _shutdown_site(tmp_path: Path, ignore: bool) -> tuple[Daemon, Callable[[], A
     d = Daemon(parse_site(tomllib.loads(text), "test", str(tmp_path)), tmp_path / "g.db")
 
     async def go() -> None:
-        d.store.start()
-        for sim in d.built.simulators:
-            await sim.start()
-        await d.fleet.connect_all()
-        await d.poll(dispatch=False)
+        await _started(d)
         miners = [m for sim in d.built.simulators for m in getattr(sim, "miners", [])]
         if ignore:
             miners[0].inject("ignore")
@@ -735,11 +740,7 @@ def test_the_shutdown_is_not_undone_by_a_dispatch_its_read_backs_start(tmp_path:
         ran.append("late task")
 
     async def go() -> None:
-        d.store.start()
-        for sim in d.built.simulators:
-            await sim.start()
-        await d.fleet.connect_all()
-        await d.poll(dispatch=False)
+        await _started(d)
         d.dispatcher.waiting_for_room = True  # wakes put off for room, as after a cancel
         (dev,) = list(d.fleet.status)[:1]
         confirmed = Outcome(dev, ModeRequest("sleep"), True, 1, 0.0, kind=OutcomeKind.CONFIRMED)

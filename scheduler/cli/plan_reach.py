@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from adapters.base import DeviceInfo
 from models.devices import DeviceKind
 from models.firmware import Family
 from models.site import SiteConfig
 from scheduler.planner.inputs import PlanInputs
-from scheduler.service.daemon.reach import class_reach
+from scheduler.service.daemon.reach import bound_inputs, class_reach
 
 __all__ = ["bound_offline"]
 
@@ -45,8 +43,7 @@ def _every(info: DeviceInfo) -> Callable[[str], DeviceInfo | None]:
 def bound_offline(config: SiteConfig, inputs: PlanInputs) -> None:
     """Bound the modes of each simulated miner class by what its firmware reaches, and
     note the classes whose firmware an offline plan cannot know."""
-    bound = inputs.units[inputs.cm_class].astype(np.float64)
-    limited = False
+    reaches = {}
     unknown = []
     for c, dc in enumerate(config.devices):
         if dc.kind is not DeviceKind.ASIC or dc.adapter is None:
@@ -57,16 +54,8 @@ def bound_offline(config: SiteConfig, inputs: PlanInputs) -> None:
             continue
         info = DeviceInfo(f"{dc.name}/0", "asic", "", model=dc.model or "", family=family.value)
         ids = [f"{dc.name}/{i}" for i in range(dc.units)]
-        reach = class_reach(dc, ids, _every(info), lambda _i: frozenset())
-        note = reach.note(dc.name)
-        if note is None:
-            continue
-        limited = True
-        inputs.notes.append(note)
-        for k in np.flatnonzero(inputs.cm_class == c):
-            bound[k] = min(bound[k], reach.by_mode.get(inputs.mode_names[k], 0))
-    if limited:
-        inputs.mode_units_max = bound
+        reaches[c] = class_reach(dc, ids, _every(info), lambda _i: frozenset())
+    bound_inputs(inputs, reaches, [dc.name for dc in config.devices])
     if unknown:
         inputs.notes.append(
             f"{', '.join(unknown)}: the firmware is known once the miners answer; the daemon "

@@ -31,7 +31,7 @@ from scheduler.service.daemon.devices import SLEEP, DeviceModes
 from scheduler.service.daemon.feeds import Feeds
 from scheduler.service.daemon.measure import Power
 from scheduler.service.daemon.plans import CurrentPlan
-from scheduler.service.daemon.reach import class_reach
+from scheduler.service.daemon.reach import bound_inputs, class_reach
 from scheduler.service.daemon.recorder import Recorder
 from scheduler.service.daemon.signals import Signals
 from scheduler.service.demand_feed import DemandFeed
@@ -143,21 +143,12 @@ class Planning:
         miner runs at its own setting; a GPU refused clock locks takes no clock mode:
         scheduler/service/daemon/reach.py), and say in the plan's notes which and why."""
         answered = self.power.answered
-        bound = inputs.units[inputs.cm_class].astype(np.float64)
-        limited = False
+        reaches = {}
         for c, dc in enumerate(self.config.devices):
             ids = [i for i in self.fleet.ids(dc.name) if i in answered]
-            if not ids:
-                continue
-            reach = class_reach(dc, ids, self._info, self.devices.barred)
-            note = reach.note(dc.name)
-            if note is None:
-                continue
-            limited = True
-            inputs.notes.append(note)
-            for k in np.flatnonzero(inputs.cm_class == c):
-                bound[k] = min(bound[k], reach.by_mode.get(inputs.mode_names[k], 0))
-        inputs.mode_units_max = bound if limited else None
+            if ids:
+                reaches[c] = class_reach(dc, ids, self._info, self.devices.barred)
+        bound_inputs(inputs, reaches, [dc.name for dc in self.config.devices])
 
     def _info(self, device_id: str) -> DeviceInfo | None:
         adapter = self.fleet.by_id.get(device_id)

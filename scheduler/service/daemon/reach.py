@@ -32,13 +32,16 @@ many units as can take it (``PlanInputs.mode_units_max``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from adapters.base import DeviceInfo
 from models.catalog import find_asic
 from models.devices import DeviceClass, DeviceKind
 from models.firmware import CAPABILITIES, PowerTarget
+from scheduler.planner.inputs import PlanInputs
 
 
 def _nameplate_w(dc: DeviceClass, info: DeviceInfo | None) -> float | None:
@@ -216,3 +219,21 @@ def class_reach(
     by_mode = {m: full + own_mode.get(m, 0) + partly[m] for m in names}
     no_target = sum(own_mode.values())
     return ClassReach(units, by_mode, no_target, no_lock, own_mode, capped, ranged)
+
+
+def bound_inputs(
+    inputs: PlanInputs, reaches: Mapping[int, ClassReach], names: Sequence[str]
+) -> None:
+    """Offer each class-mode of ``inputs`` only the units that reach it (``reaches``: class
+    index -> its reach), each limit said in the plan's notes (``names``: the classes')."""
+    bound = inputs.units[inputs.cm_class].astype(np.float64)
+    limited = False
+    for c, reach in reaches.items():
+        note = reach.note(names[c])
+        if note is None:
+            continue
+        limited = True
+        inputs.notes.append(note)
+        for k in np.flatnonzero(inputs.cm_class == c):
+            bound[k] = min(bound[k], reach.by_mode.get(inputs.mode_names[k], 0))
+    inputs.mode_units_max = bound if limited else None
