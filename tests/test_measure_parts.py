@@ -349,7 +349,7 @@ def test_what_the_audit_keeps_of_compliance_with_devices_alone(tmp_path: Path) -
     s.poll(m_1=2000.0, g_0=750.0)
     record = s.power.compliance_record(7.0, s.now)
     assert record["compliance"] == "unverified"
-    assert record["compliance_reason"].startswith("1 device not read and no meter covers")
+    assert record["compliance_reason"].startswith("1 device without a power reading")
     assert set(record) == {"compliance", "compliance_reason", "import_source"}
 
 

@@ -80,7 +80,7 @@ def test_unread_devices_make_it_unverified_unless_read_alone_misses_or_worst_fit
     p = _power(8.0, unread_kw=2.0, worst_kw=5.0)  # 10 kW estimated, 13 kW at worst
     c = judge(9.0, p)
     assert c.state is ComplianceState.UNVERIFIED
-    assert c.reason.startswith("1 device not read and no meter covers them: import estimated")
+    assert c.reason.startswith("1 device without a power reading (not answering, or a firmware")
     assert "2.000 kW of it" in c.reason
     assert judge(7.9, p).state is ComplianceState.NOT_MET
     assert "what was read alone (8.000 kW) is above" in judge(7.9, p).reason
@@ -106,7 +106,7 @@ def test_plural_and_rounding_in_what_status_shows() -> None:
         "b": ("asic", DevicePower(1.0, False, 3.0)),
     }
     c = judge(3.0, site_power(devices, 0.0, 1.0, 0.0))
-    assert c.reason.startswith("2 devices not read")
+    assert c.reason.startswith("2 devices without a power reading")
     d = c.as_dict()
     assert d["state"] == "unverified" and d["import_kw"] == 2.0 and d["devices_unread"] == 2
     c = judge(1.0 / 3.0, site_power({"a": ("asic", DevicePower(0.1, True, 0.1))}, 0.0, 1.0, 0.0))

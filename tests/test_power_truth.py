@@ -167,7 +167,7 @@ def test_a_curtail_commands_a_miner_whose_reads_fail_and_claims_no_compliance(
             assert after["import_kw"] > 1.0
             c = after["compliance"]
             assert c["state"] == "unverified" and c["cap_kw"] == 1.0
-            assert "1 device" in c["reason"] and "not read" in c["reason"]
+            assert "1 device" in c["reason"] and "without a power reading" in c["reason"]
 
     asyncio.run(go())
 
@@ -249,7 +249,7 @@ def test_compliance_is_met_not_met_or_unverified_in_status_metrics_audit_and_exp
             assert _compliance(d) == "not_met"
             rows = [b for *_, b, _h in d.store.records(0, time.time() + 1, ("telemetry",))]
             assert [r["compliance"] for r in rows] == ["met", "unverified", "not_met"]
-            assert "not read" in rows[1]["compliance_reason"]
+            assert "without a power reading" in rows[1]["compliance_reason"]
 
     asyncio.run(go())
     out = tmp_path / "audit.csv"
@@ -258,7 +258,7 @@ def test_compliance_is_met_not_met_or_unverified_in_status_metrics_audit_and_exp
     with out.open() as fh:
         exported = [r for r in csv.DictReader(fh) if r["subject"] == "cap compliance"]
     assert [r["value"] for r in exported] == ["met", "unverified", "not_met"]
-    assert "not read" in json.loads(exported[1]["detail"])["reason"]
+    assert "without a power reading" in json.loads(exported[1]["detail"])["reason"]
 
 
 def test_the_rules_of_compliance() -> None:

@@ -173,18 +173,19 @@ def judge(
     if read_kw > cap_kw + CAP_TOLERANCE_KW:
         reason = (
             f"what was read alone ({read_kw:.3f} kW) is above the cap of {cap_kw:.3f} kW; "
-            f"{devices} not read"
+            f"{devices} without a power reading"
         )
         state = ComplianceState.NOT_MET
     elif power.worst_import_kw <= cap_kw + CAP_TOLERANCE_KW:
         reason = (
-            f"{devices} not read, but even at their most ({power.worst_import_kw:.3f} kW in "
-            f"all) import is under the cap of {cap_kw:.3f} kW"
+            f"{devices} without a power reading, but even at their most "
+            f"({power.worst_import_kw:.3f} kW in all) import is under the cap of {cap_kw:.3f} kW"
         )
         state = ComplianceState.MET
     else:
         reason = (
-            f"{devices} not read and no meter covers them: import estimated {load:.3f} kW "
+            f"{devices} without a power reading (not answering, or a firmware that reports "
+            f"none) and no meter covers them: import estimated {load:.3f} kW "
             f"({power.estimated_kw:.3f} kW of it at their last known power or their mode's "
             f"nameplate) against a cap of {cap_kw:.3f} kW"
         )
