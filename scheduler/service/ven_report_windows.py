@@ -148,14 +148,14 @@ def repeated(
         if not probe:
             return [], None, f"report-only event: {why}"
         _, t0, t1 = probe[0]
-        whole_s = event_s(event)
-        last = math.ceil(whole_s / (t1 - t0)) - 1 if whole_s is not None else 2**62
-        first = max(0, int((now - STREAM_LOOKBACK_S - t0) // (t1 - t0)))
+        dt, whole_s = t1 - t0, event_s(event)
+        last = math.ceil(whole_s / dt) - 1 if whole_s is not None else 2**62
+        stop = t0 + whole_s if whole_s is not None else math.inf
+        first = max(0, int((now - STREAM_LOOKBACK_S - t0) // dt))
         size = num if num > 0 else freq if freq > 0 else 1
 
-        def at(p: int) -> Window | None:
-            spans, _ = implied_spans(event, p, 1, now)
-            return Window(*spans[0]) if spans else None
+        def at(p: int) -> Window | None:  # as implied_spans times interval p, cut at the end
+            return None if p > last else Window(p, t0 + p * dt, min(t0 + (p + 1) * dt, stop))
 
     else:
         if not places:
