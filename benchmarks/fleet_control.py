@@ -77,18 +77,16 @@ from benchmarks.fleet_tally import Tallies  # noqa: E402
 from benchmarks.measure import cpu_sample, steal_pct  # noqa: E402
 from models.catalog import find_asic  # noqa: E402
 from models.config_daemon import Daemon  # noqa: E402
-from models.firmware import CAPABILITIES, Family  # noqa: E402
+from models.firmware import CAPABILITIES, SIM_FIRMWARE_FAMILY  # noqa: E402
 
 TARGETS_W = (3000.0, 3500.0)  # wake targets, in turn
-#: simulator firmware -> its family, where the family takes no target above a share of the
-#: model's standard power (``Capabilities.target_max_share``: a Whatsminer's limit is held
-#: at its standard power, so a wake above it never reads back; the plan offers none)
-CAPPED = {"whatsminer": Family.WHATSMINER, "whatsminer3": Family.WHATSMINER_V3}
 
 
 def wake_target_w(firmware: str, model: str, want_w: float) -> float:
-    """``want_w``, or the highest target the miner's firmware takes where that is lower."""
-    family = CAPPED.get(firmware)
+    """``want_w``, or the highest target the miner's firmware takes where that is lower
+    (``Capabilities.target_max_share``: a Whatsminer's limit is held at its standard
+    power, so a wake above it never reads back; the plan offers none)."""
+    family = SIM_FIRMWARE_FAMILY.get(firmware)
     share = CAPABILITIES[family].target_max_share if family is not None else None
     if share is None:
         return want_w

@@ -153,6 +153,20 @@ CAPABILITIES: dict[Family, Capabilities] = {
 }
 
 
+#: ``[devices.adapter] sim_firmware`` (models/device_adapter.py) -> the family its simulator
+#: is (adapters.sim.fleet.FIRMWARE): what an offline plan or a benchmark knows of a
+#: simulated class before any miner answers
+SIM_FIRMWARE_FAMILY = {
+    "luxos": Family.LUXOS,
+    "antminer": Family.ANTMINER_STOCK,
+    "braiins": Family.BRAIINS,
+    "whatsminer": Family.WHATSMINER,
+    "whatsminer3": Family.WHATSMINER_V3,
+    "vnish": Family.VNISH,
+    "auradine": Family.AURADINE,
+}
+
+
 def family_of(firmware: str, make: str) -> Family:
     """The family of what discovery found: pyasic's ``MinerFirmware`` value ("LuxOS",
     "BOS+", "VNish", "Stock" ...) and ``MinerMake`` ("AntMiner", "WhatsMiner" ...)."""

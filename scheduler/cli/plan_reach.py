@@ -16,23 +16,12 @@ from collections.abc import Callable
 
 from adapters.base import DeviceInfo
 from models.devices import DeviceKind
-from models.firmware import Family
+from models.firmware import SIM_FIRMWARE_FAMILY
 from models.site import SiteConfig
 from scheduler.planner.inputs import PlanInputs
 from scheduler.service.daemon.reach import bound_inputs, class_reach
 
 __all__ = ["bound_offline"]
-
-#: ``sim_firmware`` -> the firmware family its simulator is
-SIM_FAMILY = {
-    "luxos": Family.LUXOS,
-    "antminer": Family.ANTMINER_STOCK,
-    "braiins": Family.BRAIINS,
-    "whatsminer": Family.WHATSMINER,
-    "whatsminer3": Family.WHATSMINER_V3,
-    "vnish": Family.VNISH,
-    "auradine": Family.AURADINE,
-}
 
 
 def _every(info: DeviceInfo) -> Callable[[str], DeviceInfo | None]:
@@ -48,7 +37,7 @@ def bound_offline(config: SiteConfig, inputs: PlanInputs) -> None:
     for c, dc in enumerate(config.devices):
         if dc.kind is not DeviceKind.ASIC or dc.adapter is None:
             continue
-        family = SIM_FAMILY.get(str(dc.adapter.sim_firmware or "luxos"))
+        family = SIM_FIRMWARE_FAMILY.get(str(dc.adapter.sim_firmware or "luxos"))
         if str(dc.adapter.kind) != "sim" or family is None:
             unknown.append(dc.name)
             continue

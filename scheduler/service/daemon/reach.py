@@ -57,14 +57,17 @@ def _nameplate_w(dc: DeviceClass, info: DeviceInfo | None) -> float | None:
     return None
 
 
+#: Firmware families (``DeviceInfo.family`` values) -> the highest power target they take,
+#: as a share of the model's nameplate (``Capabilities.target_max_share``).
+TARGET_MAX_SHARE = {
+    f.value: c.target_max_share for f, c in CAPABILITIES.items() if c.target_max_share is not None
+}
+
+
 def above_target_max(dc: DeviceClass, info: DeviceInfo | None) -> frozenset[str]:
     """The modes of ``dc`` above the highest power target the miner's firmware takes
     (``Capabilities.target_max_share`` of its nameplate); empty where none is known."""
-    if info is None or info.kind != "asic" or not info.family:
-        return frozenset()
-    share = next(
-        (c.target_max_share for f, c in CAPABILITIES.items() if f.value == info.family), None
-    )
+    share = TARGET_MAX_SHARE.get(info.family) if info is not None and info.kind == "asic" else None
     nameplate_w = _nameplate_w(dc, info) if share is not None else None
     if share is None or nameplate_w is None:
         return frozenset()
