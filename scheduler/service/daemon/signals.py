@@ -109,16 +109,13 @@ class Signals:
         out: list[GridEvent] = []
         notes: list[str] = []
         for ev in events:
-            if not level_problems([ev], levels):
+            problems = level_problems([ev], levels)
+            if not problems:
                 out.append(ev)
                 continue
             cap_kw = self.failsafe.cap_kw()
             out.append(ev.model_copy(update={"level": None, "limit_kw": cap_kw}))
-            have = ", ".join(sorted(levels, key=lambda k: (len(k), k))) or "none"
-            notes.append(
-                f"event {ev.id!r}: level {ev.level} has no cap at this site (levels: {have}); "
-                f"planned at the fail-safe cap, {cap_kw:g} kW"
-            )
+            notes.append(f"{problems[0]}; planned at the fail-safe cap, {cap_kw:g} kW")
         return out, notes
 
     def _with_pending(self, events: list[GridEvent], now: float, started: bool) -> list[GridEvent]:
