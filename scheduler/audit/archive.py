@@ -32,7 +32,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -371,14 +371,19 @@ def check_sequence(paths: Sequence[str | Path], store: Store) -> list[str]:
     )
 
 
-def archived_hash(paths: Sequence[str | Path], seq: int) -> tuple[str, str] | None:
-    """(hash, file) of record ``seq`` in the archive that holds it; None when none does."""
+def archived_hashes(paths: Sequence[str | Path], seqs: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """seq -> (hash, file) of each of records ``seqs`` an archive holds; each archive that
+    holds any is read once (a head file keeps a checkpoint per commit: thousands of them
+    can fall in one archive)."""
+    wanted = set(seqs)
+    out: dict[int, tuple[str, str]] = {}
     for p in paths:
         h = read_header(p)
-        if h.first_seq <= seq <= h.last_seq:
-            found = _hash_of(str(p), seq)
-            return None if found is None else (found, str(p))
-    return None
+        if any(h.first_seq <= seq <= h.last_seq for seq in wanted):
+            for row in records(p):
+                if row[0] in wanted:
+                    out[row[0]] = (row[5], str(p))
+    return out
 
 
 def _hash_of(path: str, seq: int) -> str | None:

@@ -115,10 +115,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def _archived_witnesses(witnesses: tuple[tuple[int, str, str], ...], files: list[Path]) -> str:
     """Each checkpoint whose record is archived, against the archive's record: the first
     that differs, in words (BROKEN), else ""."""
-    from scheduler.audit.archive import archived_hash
+    from scheduler.audit.archive import archived_hashes
 
+    held = archived_hashes(files, (seq for seq, _, _ in witnesses))
     for seq, digest, where in witnesses:
-        found = archived_hash(files, seq)
+        found = held.get(seq)
         if found is None:
             return f"BROKEN at record {seq}: no archive given holds it, which {where} names"
         if found[0] != digest:
