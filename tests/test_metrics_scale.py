@@ -130,3 +130,34 @@ def test_gpu_series_carry_the_gpus_uuid_and_no_reading_is_not_zero_watts(
     asyncio.run(go())
     assert set(labels) == {"GPU-0abc"}  # GPU-1abc read no power: no sample, not 0 W
     assert labels["GPU-0abc"]["modelName"] == "NVIDIA H100"
+
+
+def test_a_device_power_not_read_is_marked_estimated(tmp_path: Path) -> None:
+    """A stock Antminer answers without a power figure: its series counts it at its mode's
+    nameplate (as the site total does), and ``gridsched_device_power_measured`` says 0, so a
+    dashboard does not show the nameplate as a reading."""
+    d, _ = memory_daemon(SITE, tmp_path)
+    snap = Snapshot(d)
+    unmetered = {a.device_id for a in d.fleet.adapters if a.kind == "asic"}
+    for a in d.fleet.adapters:
+        if a.device_id in unmetered:
+            a.metered = False  # type: ignore[attr-defined]
+    got: dict[str, dict[str, float]] = {}
+
+    async def go() -> None:
+        await d.open()
+        try:
+            await d.poll()
+            body, _ = snap.render()
+            for family in text_string_to_metric_families(body.decode()):
+                for s in family.samples:
+                    if s.name.startswith("gridsched_device_power"):
+                        got.setdefault(s.name, {})[s.labels["device"]] = s.value
+        finally:
+            await d.close()
+
+    asyncio.run(go())
+    measured = got["gridsched_device_power_measured"]
+    assert measured and all(measured[i] == 0.0 for i in unmetered)
+    assert all(v == 1.0 for i, v in measured.items() if i not in unmetered)
+    assert all(got["gridsched_device_power_watts"][i] > 0 for i in unmetered)  # never 0 W

@@ -16,12 +16,22 @@ if TYPE_CHECKING:
 
 
 def per_device(d: Daemon) -> Iterator[Metric]:
-    """One series per device ([metrics] per_device): every device's power and whether it
-    answers; GPUs also with DCGM-exporter's labels."""
+    """One series per device ([metrics] per_device): every device's power as the site's
+    total counts it, whether that is a reading, and whether it answers; GPUs also with
+    DCGM-exporter's labels."""
     power = GaugeMetricFamily(
         "gridsched_device_power_watts",
-        "Power each device read (last known when it cannot be read: see gridsched_device_up)",
+        "Power of each device as the site total counts it: its reading where "
+        "gridsched_device_power_measured is 1, else an estimate (last known power, or its "
+        "mode's nameplate)",
         labels=["device", "class", "kind"],
+    )
+    measured = GaugeMetricFamily(
+        "gridsched_device_power_measured",
+        "1 when gridsched_device_power_watts is a power the device reported in the latest "
+        "poll or since; 0 when estimated (not read, or read without a power figure: stock "
+        "Antminer firmware)",
+        labels=["device"],
     )
     up = GaugeMetricFamily(
         "gridsched_device_up",
@@ -30,9 +40,12 @@ def per_device(d: Daemon) -> Iterator[Metric]:
     )
     for device_id, st in d.fleet.status.items():
         kind = d.devices.classes[st.group].kind.value
-        power.add_metric([device_id, st.group, kind], d.power.device(device_id, False).kw * 1000)
+        p = d.power.device(device_id, False)
+        power.add_metric([device_id, st.group, kind], p.kw * 1000)
+        measured.add_metric([device_id], 1.0 if p.read else 0.0)
         up.add_metric([device_id], 1.0 if device_id in d.power.answered else 0.0)
     yield power
+    yield measured
     yield up
     gpu_power = GaugeMetricFamily(
         "gridsched_gpu_power_watts",

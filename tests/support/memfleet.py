@@ -31,6 +31,7 @@ class MemoryDevice(DeviceAdapter):
     target_w: float = 0.0
     clocks_mhz: tuple[int, int] | None = None  # a GPU's SM clock lock, as told
     follows: bool = True  # False: accepts commands and keeps doing what it did
+    metered: bool = True  # False: answers without a power figure (stock Antminer firmware)
     told: list[ModeRequest] = field(default_factory=list)
     staged: list[ModeRequest] = field(default_factory=list)
 
@@ -49,7 +50,7 @@ class MemoryDevice(DeviceAdapter):
             self.device_id,
             self.clock.time(),
             self.state,
-            power_w=power_w,
+            power_w=power_w if self.metered else None,
             target_w=self.target_w,
             sm_clock_lock_mhz=self.clocks_mhz,
         )
