@@ -305,10 +305,11 @@ def test_the_own_setting_mode_looks_at_the_reported_model_when_the_class_model_i
     assert own_setting_mode(unknown, info) == "mid"  # the miner's own model, 3,050 W
     # the miner's model, not the class's highest-power mode, bars all but its own
     assert out_of_reach(own, info, {}) == {"low", "high"}
-    # presets reported: every mode is reachable, whatever the family says
+    # presets reported: every mode at or above the lowest preset is reachable, whatever
+    # the family says
     with_presets = DeviceInfo(
         "x/0", "asic", "a", model="Antminer S19j Pro", family="antminer-stock",
-        power_targets_w=(3000.0,),
+        power_targets_w=(2000.0, 3000.0),
     )  # fmt: skip
     assert not no_power_target(with_presets) and out_of_reach(own, with_presets, {}) == set()
 
@@ -354,3 +355,41 @@ def test_an_offline_plan_bounds_simulated_firmware_and_says_what_it_cannot_know(
     assert main(["plan", "--config", str(site), "--horizon", "2h", "--json"]) == 0
     notes = " ".join(json.loads(capsys.readouterr().out)["notes"])
     assert "s19jpro-stock: the firmware is known once the miners answer" in notes, notes
+
+
+def test_presets_round_a_mode_down_and_a_mode_below_the_lowest_is_out_of_reach() -> None:
+    """A miner that sets power by presets (LuxOS profiles, VNish presets) runs a mode at the
+    highest preset at or below its power (pyasic's ``set_power_limit``): turbo (3,812.5 W)
+    at 3,627 W. The plan said nothing of it (session 25's walk). A mode below the lowest
+    preset is none of them: LuxOS's adapter refuses it, another sets the lowest preset,
+    more than the plan counts; so it is out of reach."""
+    from scheduler.service.daemon.reach import out_of_reach
+
+    config = parse_site(tomllib.loads(SITE), "site.toml", ".")
+    (dc,) = config.devices
+    presets = (2500.0, 3050.0, 3627.0)
+    infos = {
+        "s19/0": DeviceInfo("s19/0", "asic", "a", family="luxos", power_targets_w=presets),
+        "s19/1": DeviceInfo("s19/1", "asic", "b", family="luxos", power_targets_w=presets),
+        "s19/2": DeviceInfo("s19/2", "asic", "c", family="braiins-os"),
+    }
+    reach = class_reach(dc, list(infos), infos.__getitem__, lambda _: frozenset())
+    assert reach.by_mode == {"eco": 1, "stock": 3, "turbo": 3}
+    note = reach.note("s19") or ""
+    assert "eco to 1 of 3 units" in note, note
+    assert "2 miners set power by presets" in note, note
+    assert "eco (2135 W) is below the lowest preset (2500 W)" in note, note
+    assert "turbo (3812.5 W) runs at 3627 W" in note, note
+    assert out_of_reach(dc, infos["s19/0"], {}) == frozenset({"eco"})
+    assert out_of_reach(dc, infos["s19/2"], {}) == frozenset()
+
+
+def test_presets_that_only_round_are_said_in_the_notes_without_a_limit() -> None:
+    config = parse_site(tomllib.loads(SITE), "site.toml", ".")
+    (dc,) = config.devices
+    info = DeviceInfo("s19/0", "asic", "a", family="vnish", power_targets_w=(2100.0, 3050.0))
+    reach = class_reach(dc, ["s19/0"], lambda _: info, lambda _: frozenset())
+    assert reach.by_mode == {"eco": 1, "stock": 1, "turbo": 1}
+    note = reach.note("s19") or ""
+    assert "modes limited" not in note and "1 miners set power by presets" in note, note
+    assert "eco (2135 W) runs at 2100 W" in note and "turbo (3812.5 W) runs at 3050 W" in note

@@ -23,6 +23,13 @@ many units as can take it (``PlanInputs.mode_units_max``).
   is not documented (the simulator refuses it, an assumption): either way not the mode.
   Presets' bounds are no such range (a target between or beyond them maps to a preset),
   nor a GPU's power limits (its adapter sets the nearest within them: devices.py).
+- A miner whose firmware sets power by presets (``DeviceInfo.power_targets_w``: LuxOS
+  profiles, VNish and stock work-mode presets) runs a mode at the highest preset at or
+  below the mode's power (pyasic's ``set_power_limit``; ``adapters.payloads.choose_preset``),
+  said in the plan's notes: the plan counts the mode's power, more than the miner draws (safe
+  for a cap, optimistic for the mode's hashrate). A mode below the lowest preset is out of
+  reach: LuxOS's adapter refuses it, the others would set the lowest preset, more power than
+  the plan counts.
 - A GPU whose SM clock locks NVML refuses (``DeviceModes.barred``) reaches no clock-locked
   mode of its class until its adapter's retry is due.
 - A device whose identity is not known yet (never connected) counts as reaching every mode,
@@ -97,6 +104,29 @@ def outside_range(dc: DeviceClass, span: tuple[float, float] | None) -> frozense
     return frozenset(m.name for m in dc.modes if not lo <= round(m.power_kw * 1000.0) <= hi)
 
 
+#: A mode's power and a preset this close (W) are the same (``choose_preset``'s tolerance).
+PRESET_TOLERANCE_W = 0.5
+
+
+def preset_effects(
+    dc: DeviceClass, info: DeviceInfo | None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """For a miner that sets power by presets: its modes below the lowest preset (mode ->
+    that preset, W) and those it runs at a lower preset (mode -> the preset, W)."""
+    if info is None or info.kind != "asic" or not info.power_targets_w:
+        return {}, {}
+    presets, below, rounded = info.power_targets_w, {}, {}
+    low = min(presets)
+    for m in dc.modes:
+        w = m.power_kw * 1000.0
+        at = [p for p in presets if p <= w + PRESET_TOLERANCE_W]
+        if not at:
+            below[m.name] = low
+        elif w - max(at) > PRESET_TOLERANCE_W:
+            rounded[m.name] = max(at)
+    return below, rounded
+
+
 def own_setting_mode(dc: DeviceClass, info: DeviceInfo | None) -> str:
     """The mode of ``dc`` a miner without a power target runs at once woken: the one nearest
     its model's nameplate power (the catalog), else the class's highest-power mode."""
@@ -127,7 +157,8 @@ def out_of_reach(
     firmware has no power target (``own_by_model`` caches the catalog look-up per model),
     those above its firmware's highest target or outside its range where it has one."""
     if not no_power_target(info):
-        return above_target_max(dc, info) | outside_range(dc, target_range(info))
+        below = frozenset(preset_effects(dc, info)[0])
+        return above_target_max(dc, info) | outside_range(dc, target_range(info)) | below
     assert info is not None
     own = own_by_model.get(info.model) or own_by_model.setdefault(
         info.model, own_setting_mode(dc, info)
@@ -148,12 +179,39 @@ class ClassReach:
     #: (min, max) W -> miners whose firmware takes power targets only in that range and
     #: that reach fewer modes for it
     ranged: dict[tuple[float, float], int] = field(default_factory=dict)
+    #: miners that set power by presets and run some mode at another power (or not at all)
+    preset_miners: int = 0
+    #: (mode, its power W, lowest preset W) -> miners whose presets all lie above the mode
+    below_presets: dict[tuple[str, float, float], int] = field(default_factory=dict)
+    #: (mode, its power W, preset W) -> miners that run the mode at that lower preset
+    rounded: dict[tuple[str, float, float], int] = field(default_factory=dict)
+
+    @property
+    def limited(self) -> bool:
+        """Whether some mode is reached by fewer than all units."""
+        return any(n < self.units for n in self.by_mode.values())
+
+    def _presets_said(self) -> str | None:
+        if not self.preset_miners:
+            return None
+        n = self.preset_miners
+
+        def on(k: int) -> str:
+            return "" if k == n else f" on {k}"
+
+        items = [
+            f"{m} ({w:g} W) is below the lowest preset ({low:g} W){on(k)}"
+            for (m, w, low), k in self.below_presets.items()
+        ] + [f"{m} ({w:g} W) runs at {p:g} W{on(k)}" for (m, w, p), k in self.rounded.items()]
+        return f"{n} miners set power by presets: {'; '.join(items)}"
 
     def note(self, name: str) -> str | None:
-        """A line for the plan's notes where a mode is limited, else None."""
+        """A line for the plan's notes where a mode is limited or set by presets at another
+        power, else None."""
+        presets = self._presets_said()
         short = {m: n for m, n in self.by_mode.items() if n < self.units}
         if not short:
-            return None
+            return None if presets is None else f"{name}: {presets}"
         limits = ", ".join(f"{m} to {n}" for m, n in short.items())
         why = []
         if self.no_target:
@@ -171,6 +229,8 @@ class ClassReach:
             why.append(f"{n} miners' firmware takes power targets only in [{lo:g}, {hi:g}] W")
         if self.no_lock:
             why.append(f"{self.no_lock} GPUs refuse SM clock locks")
+        if presets is not None:
+            why.append(presets)
         return f"{name}: modes limited ({limits} of {self.units} units): {'; '.join(why)}"
 
 
@@ -189,6 +249,11 @@ def class_reach(
     above_by: dict[tuple[str, str], frozenset[str]] = {}  # (family, model) -> modes above
     outside_by: dict[tuple[float, float] | None, frozenset[str]] = {None: frozenset()}
     ranged: dict[tuple[float, float], int] = {}
+    by_presets: dict[tuple[float, ...], tuple[dict[str, float], dict[str, float]]] = {}
+    power_w = {m.name: m.power_kw * 1000.0 for m in dc.modes}
+    preset_miners = 0
+    below_presets: dict[tuple[str, float, float], int] = {}
+    rounded: dict[tuple[str, float, float], int] = {}
     asic, gpu = dc.kind is DeviceKind.ASIC, dc.kind is DeviceKind.GPU
     for device_id in ids:
         units += 1
@@ -199,7 +264,21 @@ def class_reach(
             )
             own_mode[own] = own_mode.get(own, 0) + 1
             continue
-        above = outside = frozenset[str]()
+        above = outside = under = frozenset[str]()
+        if i is not None and i.power_targets_w:  # presets: a mode runs at one of them
+            got = by_presets.get(i.power_targets_w)
+            if got is None:
+                got = by_presets[i.power_targets_w] = preset_effects(dc, i)
+            below, at = got
+            if below or at:
+                preset_miners += 1
+                under = frozenset(below)
+                for m, w in below.items():
+                    k = (m, power_w[m], w)
+                    below_presets[k] = below_presets.get(k, 0) + 1
+                for m, w in at.items():
+                    k = (m, power_w[m], w)
+                    rounded[k] = rounded.get(k, 0) + 1
         if i is not None:  # a miner with a power target: its firmware's bounds on it
             key, span = (i.family, i.model), target_range(i)
             if key not in above_by:
@@ -209,10 +288,10 @@ def class_reach(
             above, outside = above_by[key], outside_by[span]
             if outside and span is not None:
                 ranged[span] = ranged.get(span, 0) + 1
-        if above or outside:
+        if above or outside or under:
             capped += bool(above)
             for m in names:
-                partly[m] += m not in above and m not in outside
+                partly[m] += m not in above and m not in outside and m not in under
         elif gpu and (no := barred(device_id)):
             no_lock += 1
             for m in names:
@@ -221,7 +300,18 @@ def class_reach(
             full += 1
     by_mode = {m: full + own_mode.get(m, 0) + partly[m] for m in names}
     no_target = sum(own_mode.values())
-    return ClassReach(units, by_mode, no_target, no_lock, own_mode, capped, ranged)
+    return ClassReach(
+        units,
+        by_mode,
+        no_target,
+        no_lock,
+        own_mode,
+        capped,
+        ranged,
+        preset_miners,
+        below_presets,
+        rounded,
+    )
 
 
 def bound_inputs(
@@ -233,10 +323,11 @@ def bound_inputs(
     limited = False
     for c, reach in reaches.items():
         note = reach.note(names[c])
-        if note is None:
+        if note is not None:
+            inputs.notes.append(note)
+        if not reach.limited:
             continue
         limited = True
-        inputs.notes.append(note)
         for k in np.flatnonzero(inputs.cm_class == c):
             bound[k] = min(bound[k], reach.by_mode.get(inputs.mode_names[k], 0))
     inputs.mode_units_max = bound if limited else None
