@@ -23,7 +23,9 @@ below is the one pyasic's ``miners/backends/antminer.py`` (``AntminerModern``),
   ``get_miner_conf.cgi`` (``bitmain-work-mode``: "0" normal, "1" sleep, "3" low power),
   ``set_miner_conf.cgi`` (a JSON body with ``miner-mode``: 0 normal, 1 sleep; answered
   ``{"stats": "success", "code": "M000"}``), ``summary.cgi`` (``SUMMARY[0].status``),
-  ``stats.cgi`` (``STATS[0].chain[]``), ``miner_type.cgi``, ``get_blink_status.cgi``.
+  ``stats.cgi`` (``STATS[0].chain[]``; ``miner-mode``, as asic-rs issue 245 reads it),
+  ``miner_type.cgi``, ``get_blink_status.cgi``, ``reboot.cgi`` (a GET, as pyasic's
+  ``AntminerModernWebAPI.reboot`` sends it: the miner reboots with its saved work mode).
   Anything else is 404.
 - **No power target** and no power reading: stock firmware exposes neither through
   pyasic (``set_power_limit`` is the base class's ``return False``; ``AntminerModern``
@@ -37,6 +39,11 @@ issue asks for 20-35 s; a real S19j Pro build answered its write after about 21 
 asic-rs issue 245). ``conf_answer_s``
 delays the answer to ``set_miner_conf`` instead (a CGI that restarts bmminer before it
 answers), the change taking effect when it answers.
+
+Build variants (fields of :class:`~adapters.sim.antminer_web.AntminerWeb`): ``mode_type``
+and ``mode_key`` (which JSON type and key of the write a build applies, the other answered
+M000 and ignored), and ``sleep_applies_on_reboot`` (the sleep is saved and read back, the
+boards hash on until a reboot: asic-rs issue 245).
 
 The web CGI and its digest check are :class:`~adapters.sim.antminer_web.AntminerWeb`
 (lighttpd's connection handling: :mod:`adapters.sim.lighttpd`); bmminer's API on 4028 is

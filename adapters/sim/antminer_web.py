@@ -48,6 +48,13 @@ class AntminerWeb(MinerServer):
     #: of Dec 2022 ``{"bitmain-work-mode": 1}`` answers M000 and changes nothing while
     #: ``miner-mode`` applies; on some builds ``miner-mode`` no-ops instead).
     mode_key: str = "miner-mode"
+    #: A build that takes a sleep into its configuration and keeps hashing (and drawing
+    #: power) until a reboot (asic-rs issue 245: an S19j Pro of Dec 26 2022 answered
+    #: ``{"miner-mode": 1}`` M000, ``get_miner_conf.cgi`` and ``stats.cgi`` then read
+    #: sleep, the hashrate did not drop within 60 s, and only a reboot put it to sleep).
+    #: Saved asleep, it boots asleep (:meth:`boots_asleep`). Only the sleep is modelled so:
+    #: no source says this build ignores a wake, so a wake applies at once as elsewhere.
+    sleep_applies_on_reboot: bool = False
     work_mode: int = WORK_NORMAL
     conf_writes: CallLog[Any] = field(default_factory=CallLog)  # each miner-mode as received
     #: lighttpd accepts a nonce this long from its issue (src/mod_auth.c: 600 s).
@@ -65,6 +72,7 @@ class AntminerWeb(MinerServer):
         self._ha1_for: tuple[str, str] | None = None
         self._web_open: set[WebConnection] = set()  # connections whose request is not in
         self._ha1_hex = ""
+        self.reboots = 0  # reboot.cgi requests answered
 
     # -- serving: the web CGI beside the API, following the same faults ------------------
 
@@ -279,10 +287,20 @@ class AntminerWeb(MinerServer):
     def _set_work_mode(self, mode: int) -> None:
         if mode == WORK_SLEEP:
             self.work_mode = WORK_SLEEP
-            self.sleep()
+            if not self.sleep_applies_on_reboot:
+                self.sleep()  # else saved only: the boards hash on until a reboot
         elif mode in (WORK_NORMAL, WORK_LOW):
             self.work_mode = mode
             self.wake()
+
+    def _cgi_reboot(self, _: bytes) -> dict[str, Any]:
+        """The web UI's reboot, which pyasic's ``AntminerModernWebAPI.reboot`` sends as a
+        GET of ``reboot.cgi`` (the stock UI's own page script does the same). The miner
+        reboots just after answering, with the work mode it saved. No source gives the
+        body of the answer; pyasic reads only that there is one."""
+        self.reboots += 1
+        self._reboot_soon()
+        return {"stats": "success", "code": "M000", "msg": "OK!"}
 
     def _cgi_summary(self, _: bytes) -> dict[str, Any]:
         _w, ths = self._advance()
@@ -319,5 +337,8 @@ class AntminerWeb(MinerServer):
         ]
         return {
             "STATUS": {"STATUS": "S", "when": int(time.time()), "Msg": "stats"},
-            "STATS": [{"rate_5s": round(ths * 1000.0, 2), "chain": chains}],
+            # miner-mode: the work mode in force as saved (asic-rs issue 245 reads it here)
+            "STATS": [
+                {"rate_5s": round(ths * 1000.0, 2), "miner-mode": self.work_mode, "chain": chains}
+            ],
         }
