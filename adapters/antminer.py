@@ -88,6 +88,8 @@ class WebSession:
         self._write: asyncio.Task[dict[str, Any]] | None = None  # sent, answer not yet come
         #: (mode, as_str) -> (the configuration read, the body made from it, its JSON)
         self._bodies: dict[tuple[int, bool], tuple[dict[str, Any], dict[str, Any], bytes]] = {}
+        #: Whether the latest reading's get_miner_conf.cgi said sleep (None: not read).
+        self.conf_asleep: bool | None = None
 
     def body_for(self, conf: dict[str, Any], mode: int, as_str: bool) -> dict[str, Any] | None:
         """The ``set_miner_conf`` body made before from a configuration equal to ``conf``

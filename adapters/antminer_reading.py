@@ -47,6 +47,7 @@ async def read(device_id: str, miner: Any, kept: WebSession, at: float) -> Telem
     mode = conf.get("bitmain-work-mode") if conf.get("success") is not False else None
     if mode is not None:
         mining = str(mode).isdigit() and int(mode) != 1
+    kept.conf_asleep = None if mining is None else not mining
     return Telemetry(
         device_id=device_id,
         at=at,

@@ -199,6 +199,14 @@ class PyasicMiner(MinerCommands):
             self._mode_as_str = not self._mode_as_str
         if self._caps.family is Family.VNISH and applied.request.action == "run":
             vnish.other_wake(self._miner)  # mining/resume or mining/start: the one that shows
+        if stock:
+            self._sleep_reboot.unconfirmed(applied.request.action, self.reboot_if_sleep_ignored)
+
+    def not_shown(self, applied: Applied, t: Telemetry) -> str:
+        """A stock miner configured asleep and hashing on (:mod:`adapters.antminer_reboot`)."""
+        if applied.request.action != "sleep" or self._caps.family is not Family.ANTMINER_STOCK:
+            return ""
+        return self._sleep_reboot.words(self.reboot_if_sleep_ignored)
 
     async def _reachable(self) -> bool:
         """Whether the miner's API port takes a connection: pyasic answers a refused
@@ -243,6 +251,9 @@ class PyasicMiner(MinerCommands):
                     ) from None
                 raise
         self._believe(t, now)
+        if self._web is not None:  # stock: configured asleep after our sleep, still hashing?
+            ours = self._sleep_sent_at is not None and 0.0 < self._sleep_sent_at <= now
+            self._sleep_reboot.read(self._web.conf_asleep, t.hashrate_ths, ours)
         # Asleep as we left it: the last command was a sleep (or there was none), and the
         # reading went out after it. A miner reads asleep for a moment after a wake, too.
         sent = self._sleep_sent_at

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from adapters import (
     antminer,
+    antminer_reboot,
     auradine,
     braiins,
     epic,
@@ -67,6 +68,13 @@ class MinerCommands(AsicMiner):
     #: When the last command, a sleep, was sent (0.0: no command yet); None after a run.
     _sleep_sent_at: float | None = field(default=0.0, init=False)
     _asleep_seen: bool = field(default=False, init=False)  # read asleep since that sleep
+    #: Stock Antminer: reboot a miner once when its configuration reads asleep and it still
+    #: hashes past the read-back deadline (``[devices.adapter] reboot_if_sleep_ignored``;
+    #: :mod:`adapters.antminer_reboot`).
+    reboot_if_sleep_ignored: bool = False
+    _sleep_reboot: antminer_reboot.SleepReboot = field(
+        default_factory=antminer_reboot.SleepReboot, init=False, repr=False
+    )
 
     def _forget(self, session: bool) -> None:
         """After a failed command the device's state is unknown: resend everything next time;
@@ -195,11 +203,17 @@ class MinerCommands(AsicMiner):
         if request.action == "sleep":
             note = ""
             if self._caps.family is Family.ANTMINER_STOCK:
-                note = await self._stock(antminer.SLEEP)
+                web = self._web
+                if web is not None and self._sleep_reboot.take():
+                    aw = antminer_reboot.reboot(self.device_id, web, self.timeout_s)
+                    note = await self._guarded(aw)
+                else:
+                    note = await self._stock(antminer.SLEEP)
             else:
                 await self._call("sleep", "stop_mining")
             self._sleeping, self._slept_at = True, time.time()
             return Applied(request, None, note)
+        self._sleep_reboot.woken()  # a wake cancels a reboot that was due
         target, note = self._target(request)
         if target is not None and not self._target_in_place(target):
             name = self._profiles.get(target) if self._luxos else None

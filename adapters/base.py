@@ -217,6 +217,12 @@ class DeviceAdapter(ABC):
         """A command was accepted and never showed: forget what was believed sent, so that
         the next apply sends everything again."""
 
+    def not_shown(self, applied: Applied, t: Telemetry) -> str:
+        """Why ``t``, a reading made after ``applied`` was sent, does not show it, in words,
+        where the adapter knows more than the reading's state (a stock Antminer configured
+        asleep and still hashing); "" where the state says it all (the default)."""
+        return ""
+
     def confirms(self, applied: Applied, t: Telemetry) -> bool:
         """Whether a reading shows the applied mode in effect (the read-back check)."""
         if applied.request.action == "sleep":

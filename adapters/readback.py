@@ -189,6 +189,12 @@ class ReadBack:
             seen = f"not read since the command; it last read {t.state}"
         else:
             seen = f"it reads {t.state}"
+            try:
+                why = dev.not_shown(applied, t)
+            except Exception:
+                log.exception("adapter %s: not_shown hook raised", device_id)
+                why = ""
+            seen = f"{seen}: {why}" if why else seen
         exc = NotConfirmed(
             device_id,
             f"accepted {p.outcome.request.describe()}, but the read-back did not show "

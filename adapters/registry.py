@@ -67,6 +67,7 @@ def _pyasic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) -> N
         miner = PyasicMiner(f"{dc.name}/{host}", host, a.timeout_s, a.username, password)
         miner.miner_mode_as_str = as_str
         miner.keep_session = a.luxos_sessions == "kept"
+        miner.reboot_if_sleep_ignored = a.reboot_if_sleep_ignored
         _add(built, dc, miner)
 
 
@@ -97,6 +98,7 @@ def _sim_asic(dc: DeviceClass, a: AdapterConfig, base_dir: str, built: Built) ->
     for m in sim.miners:
         miner = PyasicMiner(f"{dc.name}/{m.host}", m.host, a.timeout_s)
         miner.keep_session = a.luxos_sessions == "kept"
+        miner.reboot_if_sleep_ignored = a.reboot_if_sleep_ignored
         _add(built, dc, miner)
 
 

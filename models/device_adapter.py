@@ -159,6 +159,11 @@ class AdapterConfig(BaseModel):
     #: it logs on when a command needs a session and lets LuxOS end it a minute after the
     #: last one (Luxor's own advice), each command after an idle minute costing a logon.
     luxos_sessions: Literal["kept", "on-demand"] = "kept"
+    #: pyasic (or sim), stock Antminer firmware: reboot a miner once when its configuration
+    #: reads asleep after our sleep and it still hashes past the read-back deadline (some
+    #: builds apply a sleep only on a reboot: asic-rs issue 245). Off by default: a reboot
+    #: stops the miner for minutes. Without it the sleep stays unconfirmed and is re-sent.
+    reboot_if_sleep_ignored: Annotated[bool, Field(strict=True)] = False
     serving_hook_url: str | None = None
     serving_hook_token_env: str | None = None
     #: nvml: the GPU agents (`gridsched gpu-agent`) on the GPU servers, "HOST:PORT" each
@@ -191,12 +196,28 @@ class AdapterConfig(BaseModel):
                 f"luxos_sessions = {self.luxos_sessions!r} applies to kind = 'pyasic' (and "
                 f"'sim'), not {self.kind.value!r}",
             )
+        self._check_reboot()
         self._check_agents()
         if self.sim_control is not None:
             host, _, port = self.sim_control.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"sim_control {self.sim_control!r}: expected HOST:PORT")
         return self
+
+    def _check_reboot(self) -> None:
+        if not self.reboot_if_sleep_ignored:
+            return
+        stock = self.kind is AdapterKind.PYASIC or (
+            self.kind is AdapterKind.SIM and self.sim_firmware == "antminer"
+        )
+        if not stock:
+            sim = self.kind is AdapterKind.SIM
+            what = f"sim_firmware = {self.sim_firmware!r}" if sim else f"kind = {self.kind.value!r}"
+            raise at_key(
+                "reboot_if_sleep_ignored",
+                f"reboot_if_sleep_ignored applies to stock Antminer firmware driven by kind = "
+                f"'pyasic' (or kind = 'sim' with sim_firmware = 'antminer'), not {what}",
+            )
 
     def _check_agents(self) -> None:
         named = [
