@@ -175,7 +175,7 @@ class Tariff(Strict):
 class Penalties(Strict):
     """Prices of breaking soft constraints. Their order sets what breaks first.
 
-    Defaults rank: interconnect > DR cap > committed SLA > ramp > batch deadlines. An H100
+    Defaults rank: interconnect > DR cap > committed SLA > min-on > ramp > batch deadlines. An H100
     serves about 2 million tokens per kWh, so 50 USD/Mtok of SLA penalty is about
     100,000 USD/MWh; the DR cap's 500,000 USD/MWh puts grid compliance above it.
     """
@@ -185,3 +185,7 @@ class Penalties(Strict):
     inference_sla_usd_per_mtok: Pos = 50.0
     batch_deadline_usd_per_mtok: Pos = 10.0
     ramp_usd_per_mw: Pos = 2_000.0
+    #: stopping a unit woken before the plan within its class's ``min_on_s``: per MWh of
+    #: its top mode's power over each step cut short; above any energy price, below the
+    #: committed SLA and the DR cap, so that a grid cap stops it early
+    min_on_usd_per_mwh: Pos = 20_000.0

@@ -327,3 +327,45 @@ def test_units_stopped_before_the_horizon_keep_their_min_off() -> None:
     # without the state, all ten run at once (the dear-free prices make every unit pay)
     _, free = solve(site, [100.0, 100.0, 100.0], state=SiteState(units_on={name: 6}))
     assert units(free) == [10, 10, 10]
+
+
+def test_units_woken_before_the_horizon_keep_their_min_on() -> None:
+    """``min_on_s`` counted the starts inside the horizon only: a unit the daemon woke a
+    minute before a plan was free to stop in its first step (issue 16, session 25's note).
+    Units woken before the horizon (``SiteState.awake_since``) now run until their min-on
+    has passed, even at a price at which mining loses money."""
+    asic = make_site().devices[0].model_dump(include={"name", "kind", "count"})
+    mode = [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0}]
+    site = make_site(devices=[{**asic, "modes": mode, "min_on_s": 2 * 3600}])
+    name = site.devices[0].name
+    # 4 units woken 30 min before the horizon: held awake for its first 2 steps (the
+    # second ends 30 min after their min-on is over: a unit may stop once it has passed)
+    state = SiteState(units_on={name: 4}, awake_since={name: [T0 - 1800.0] * 4})
+    dear = [10_000.0, 10_000.0, 10_000.0]
+    _, plan = solve(site, dear, state=state)
+    assert units(plan) == [4, 4, 0], units(plan)
+    assert any("min_on_s" in n and "4 units" in n for n in plan.notes), plan.notes
+    _, free = solve(site, dear, state=SiteState(units_on={name: 4}))
+    assert units(free) == [0, 0, 0]
+
+
+def test_a_dr_cap_breaks_min_on_across_the_horizon_start_and_the_units_stay_stopped() -> None:
+    """Grid compliance outranks wear: a curtail in the first step stops the units min-on
+    holds (its slack is priced below the DR cap's), and once stopped they are not woken
+    again to finish their min-on."""
+    asic = make_site().devices[0].model_dump(include={"name", "kind", "count"})
+    mode = [{"name": "stock", "power_kw": 3.0, "hashrate_ths": 100.0}]
+    site = make_site(devices=[{**asic, "modes": mode, "min_on_s": 3 * 3600}])
+    name = site.devices[0].name
+    state = SiteState(units_on={name: 4}, awake_since={name: [T0 - 600.0] * 4})
+    ev = GridEvent(
+        id="dr",
+        type="curtail",
+        start="2023-11-15T00:00:00Z",  # type: ignore[arg-type]
+        duration="1h",
+        limit_kw=0.0,
+    )
+    _, plan = solve(site, [10_000.0] * 3, events=[ev], state=state)
+    assert units(plan) == [0, 0, 0], units(plan)
+    assert plan.import_kw[0] <= 1e-6
+    assert any("stopped before their min_on_s" in n for n in plan.notes), plan.notes

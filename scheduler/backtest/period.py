@@ -329,6 +329,7 @@ def slice_inputs(inp: PlanInputs, a: int, b: int, **override: Any) -> PlanInputs
         "dr_cap_kw": inp.dr_cap_kw[sl],
         "class_cap_kw": inp.class_cap_kw[:, sl],
         "held_off": None if inp.held_off is None else inp.held_off[:, sl],
+        "held_on": None if inp.held_on is None else inp.held_on[:, sl],
         "committed_tok_s": inp.committed_tok_s[sl],
         "spot_tok_s": inp.spot_tok_s[sl],
         "ramp_up_kw": None if inp.ramp_up_kw is None else inp.ramp_up_kw[sl],

@@ -190,6 +190,48 @@ def _windows(starts: np.ndarray, dwell_s: np.ndarray) -> tuple[np.ndarray, np.nd
     return rows, tau, first
 
 
+def define_held_on(b: ModelBuilder, inp: PlanInputs, wear: np.ndarray, on: np.ndarray) -> None:
+    """Units woken before the horizon stay awake until their min-on has passed: a floor on
+    ``on``, softened by ``slack-min-on``. The slack is priced per unit and step at
+    ``penalties.min_on_usd_per_mwh`` of the class's top mode's power, below the DR cap's
+    and the committed inference's prices (a grid cap stops the unit early) and above any
+    energy price. Once excused a unit stays excused (the slack never falls while the
+    floor holds): a curtail that stopped it does not wake it again to finish its min-on.
+    """
+    assert inp.held_on is not None
+    held = inp.held_on[wear]  # (W, T), non-increasing along T
+    w_idx, t_idx = np.nonzero(held > 0)
+    if len(w_idx) == 0:
+        return
+    top_kw = np.zeros(inp.C)
+    np.maximum.at(top_kw, inp.cm_class, inp.power_kw)
+    price = inp.penalties.min_on_usd_per_mwh * top_kw[wear][w_idx] * inp.grid.dt_h[t_idx]
+    n = len(w_idx)
+    short = b.add_vars("slack-min-on", (n,), 0.0, held[w_idx, 0], price / 1000.0)
+    own = np.arange(n)
+    b.add_cons(
+        "min-on-held",
+        (n,),
+        [(own, on[w_idx, t_idx], 1.0), (own, short, 1.0)],
+        lower=held[w_idx, t_idx],
+        cells=(wear[w_idx], t_idx),
+    )
+    # the slack of a cell never below the one of the step before (same class, held too)
+    later = np.flatnonzero(t_idx > 0)
+    prev_cell = {(int(w), int(t)): k for k, (w, t) in enumerate(zip(w_idx, t_idx, strict=True))}
+    pairs = [(k, prev_cell[(int(w_idx[k]), int(t_idx[k]) - 1)]) for k in later]
+    if pairs:
+        cur, before = np.array(pairs).T
+        m = len(pairs)
+        b.add_cons(
+            "min-on-excused",
+            (m,),
+            [(np.arange(m), short[cur], 1.0), (np.arange(m), short[before], -1.0)],
+            lower=0.0,
+            cells=(wear[w_idx[cur]], t_idx[cur]),
+        )
+
+
 def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
     """Units waking (``start``), their cost, and minimum on/off dwell times.
 
@@ -220,6 +262,8 @@ def define_wear(b: ModelBuilder, inp: PlanInputs, x: np.ndarray) -> None:
         on_hi = np.maximum(on_hi - inp.held_off[wear], 0.0)
     on = b.add_vars("on", (W, T), 0.0, on_hi.ravel(), 0.0)
     start = b.add_vars("start", (W, T), 0.0, INF, np.repeat(inp.start_cost_usd[wear], T))
+    if inp.held_on is not None:  # units woken before the horizon, within their min-on
+        define_held_on(b, inp, wear, on.reshape(W, T))
 
     ks = np.flatnonzero(pos[inp.cm_class] >= 0)
     rows_x = pos[inp.cm_class[ks]][:, None] * T + np.arange(T)[None, :]

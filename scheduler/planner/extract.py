@@ -12,6 +12,7 @@ import numpy as np
 
 from models.economics import mining_revenue_usd_per_hour
 from scheduler.planner.constraints import TOK_PER_MTOK
+from scheduler.planner.dwell import stopped_early
 from scheduler.planner.inputs import PlanInputs
 from scheduler.planner.matrices import LPModel
 from scheduler.planner.plan import ClassPlan, Money, Plan, Violation
@@ -355,7 +356,7 @@ def extract_plan(
 
     short = np.maximum(inp.committed_tok_s - final.committed_served, 0.0)
     violations = _violations(inp, model, x_all, tz, short) if result.ok else []
-    notes = list(inp.notes)
+    notes = list(inp.notes) + (stopped_early(inp, classes) if result.ok else [])
     if not result.ok:
         notes.append(
             f"solver {result.solver} ended with {result.status.value} "

@@ -18,7 +18,7 @@ from models.market import Series, load_csv_series, solar_profile_kw
 from models.signals import GridEvent, resolve_cancels
 from models.site import Penalties, SiteConfig
 from scheduler.planner.class_caps import class_cap_series
-from scheduler.planner.dwell import held_off
+from scheduler.planner.dwell import held_off, held_on
 from scheduler.planner.event_caps import event_caps, overlap
 from scheduler.planner.objectives import Offer, offered_modes
 from scheduler.planner.timegrid import TimeGrid
@@ -36,6 +36,9 @@ class SiteState:
     #: class -> when each of its units now asleep was put to sleep (unix s): a unit stopped
     #: less than the class's ``min_off_s`` before a step may not start in it
     asleep_since: dict[str, list[float]] | None = None
+    #: class -> when each of its units now awake was woken (unix s): a unit woken less
+    #: than the class's ``min_on_s`` before a step runs in it, unless a grid cap stops it
+    awake_since: dict[str, list[float]] | None = None
     #: when the plan is made (unix s): its first step, begun before, counts from here
     now_s: float | None = None
 
@@ -115,6 +118,9 @@ class PlanInputs:
     #: (C, T) units of each class that must stay asleep in each step: stopped before the
     #: horizon less than ``min_off_s`` before the step starts (None: none known)
     held_off: np.ndarray | None = None
+    #: (C, T) units of each class that should stay awake in each step: woken before the
+    #: horizon less than ``min_on_s`` before the step starts (a soft floor; None: none)
+    held_on: np.ndarray | None = None
     class_cap_kw: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     #: (K,) the most units of each class-mode's class that can reach the mode (a stock-
     #: firmware miner reaches only its own setting; a GPU refused clock locks, no clock
@@ -229,6 +235,8 @@ def assemble_inputs(
                 initial[c] = min(state.units_on[dc.name], dc.units)
 
     held, held_notes = held_off(devices, grid, state)
+    kept, kept_notes = held_on(devices, grid, state)
+    held_notes += kept_notes
     price = prices.mean_over(grid.starts_s, grid.ends_s)
     if hashprice is not None:
         hp = hashprice.mean_over(grid.starts_s, grid.ends_s) * (1.0 - config.mining.pool_fee)
@@ -380,4 +388,5 @@ def assemble_inputs(
         class_cap_groups=cap_groups,
         class_cap_kw=class_cap,
         held_off=held,
+        held_on=kept,
     )
