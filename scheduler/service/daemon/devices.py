@@ -88,6 +88,9 @@ class DeviceModes:
         #: device -> when it was put to sleep (unix s), while it sleeps: the plan keeps it
         #: asleep until its class's min_off_s has passed (``SiteState.asleep_since``)
         self.slept_at: dict[str, float] = {}
+        #: device -> when it was woken (unix s), while it is awake: the plan keeps it awake
+        #: until its class's min_on_s has passed (``SiteState.awake_since``)
+        self.woke_at: dict[str, float] = {}
         #: device -> its mode before its latest command (a reading older than the command
         #: shows it in that one)
         self.before: dict[str, str] = {}
@@ -167,17 +170,32 @@ class DeviceModes:
             listener()
 
     def _slept(self, device_id: str, mode: str) -> None:
-        """Note when a device went to sleep (kept while it sleeps), for its min-off."""
+        """Note when a device went to sleep or woke (kept while it sleeps or runs), for its
+        min-off and min-on."""
+        was_asleep = self.before.get(device_id, SLEEP) == SLEEP
         if mode != SLEEP:
             self.slept_at.pop(device_id, None)
-        elif self.before.get(device_id, SLEEP) != SLEEP:  # awake before: it stops now
-            self.slept_at[device_id] = self.clock.time()
+            if was_asleep:  # asleep before: it starts now
+                self.woke_at[device_id] = self.clock.time()
+        else:
+            self.woke_at.pop(device_id, None)
+            if not was_asleep:  # awake before: it stops now
+                self.slept_at[device_id] = self.clock.time()
 
     def asleep_since(self) -> dict[str, list[float]]:
         """Class -> when each of its devices now asleep was put to sleep by a command."""
         out: dict[str, list[float]] = {}
         for device_id, at in self.slept_at.items():
             if self.modes.get(device_id) == SLEEP:
+                out.setdefault(self.fleet.status[device_id].group, []).append(at)
+        return out
+
+    def awake_since(self) -> dict[str, list[float]]:
+        """Class -> when each of its devices now awake was woken by a command (or seen
+        woken behind gridsched's back)."""
+        out: dict[str, list[float]] = {}
+        for device_id, at in self.woke_at.items():
+            if self.modes.get(device_id) not in (None, SLEEP):
                 out.setdefault(self.fleet.status[device_id].group, []).append(at)
         return out
 
@@ -288,6 +306,10 @@ class DeviceModes:
         log.warning("%s reads %s but %s", device_id, seen, why)
         if seen == SLEEP and self.modes.get(device_id) != SLEEP:
             self.slept_at[device_id] = self.clock.time()  # stopped behind our back: now
+            self.woke_at.pop(device_id, None)
+        elif seen != SLEEP and self.modes.get(device_id) == SLEEP:
+            self.woke_at[device_id] = self.clock.time()  # started behind our back: now
+            self.slept_at.pop(device_id, None)
         self.modes[device_id] = seen
         self.generation += 1
         if drift is not None:

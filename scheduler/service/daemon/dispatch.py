@@ -80,19 +80,27 @@ def assign(
     want: dict[str, int],
     barred: Mapping[str, frozenset[str]] | None = None,
     instead: Mapping[str, str] | None = None,
+    since: Mapping[str, float] | None = None,
 ) -> dict[str, str]:
     """Give each device a mode so that ``want`` counts are met with the fewest changes.
 
     Devices already in a wanted mode keep it; awake devices move before sleeping ones wake;
-    the rest sleep. ``barred``: device -> modes it cannot take (a GPU that cannot lock its
-    clock, a miner without a power target); those modes go to devices that can, first; a
-    place none left can fill is swapped with an unbarred device's place the barred one can
-    take, else goes to a barred device as ``instead[mode]`` (asleep without one).
+    the rest sleep. ``since``: device -> when it last woke (awake) or was put to sleep
+    (asleep), unix s: the plan counts units, and its min-on / min-off hold for the units
+    changed last, so the devices woken last keep their places first and, of those asleep,
+    the one asleep longest wakes first (a device not in it: long ago). ``barred``: device
+    -> modes it cannot take (a GPU that cannot lock its clock, a miner without a power
+    target); those modes go to devices that can, first; a place none left can fill is
+    swapped with an unbarred device's place the barred one can take, else goes to a barred
+    device as ``instead[mode]`` (asleep without one).
     """
     no = barred or {}
     left = dict(want)
     out: dict[str, str] = {}
     rest: list[str] = []
+    when = since or {}
+    if when:  # woken last first (a stable sort: otherwise as given)
+        ids = sorted(ids, key=lambda i: -when.get(i, float("-inf")))
     for i in ids:
         m = modes.get(i)
         if m is not None and m != SLEEP and left.get(m, 0) > 0 and m not in no.get(i, ()):
@@ -100,7 +108,7 @@ def assign(
             left[m] -= 1
         else:
             rest.append(i)
-    rest.sort(key=lambda i: (modes.get(i, SLEEP) == SLEEP, i))
+    rest.sort(key=lambda i: (modes.get(i, SLEEP) == SLEEP, when.get(i, float("-inf")), i))
     order = list(left)
     if no:  # modes some cannot take first: the devices that can are not spent elsewhere
         order.sort(key=lambda mode: not any(mode in b for b in no.values()))
@@ -243,7 +251,12 @@ class Dispatcher:
                 } or None
             want = cp.units_at(k)
             instead = self.devices.instead.get(cp.name)
-            out.update(assign(usable, self.devices.modes, want, barred, instead))
+            dc = self.devices.classes[cp.name]
+            since = None
+            if dc.min_on_s > 0 or dc.min_off_s > 0:  # when each last woke or slept
+                woke, slept = self.devices.woke_at, self.devices.slept_at
+                since = {i: t for i in usable if (t := woke.get(i, slept.get(i))) is not None}
+            out.update(assign(usable, self.devices.modes, want, barred, instead, since))
         return out
 
     async def dispatch(self) -> list[Outcome]:

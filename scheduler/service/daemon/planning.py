@@ -111,6 +111,7 @@ class Planning:
             units_on=units_on or None,
             billing_peak_kw=peak,
             asleep_since=self.devices.asleep_since() or None,
+            awake_since=self.devices.awake_since() or None,
             now_s=now,
         )
 

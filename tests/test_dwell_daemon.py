@@ -1,0 +1,97 @@
+"""Minimum on-time across plans, in the daemon: the plan after a wake keeps the woken
+units awake until their class's ``min_on_s`` has passed (``DeviceModes.woke_at``,
+``SiteState.awake_since``), and dispatch keeps the ones woken last awake, not any of the
+class's. Devices in memory (``tests/support/memfleet.py``) on a fake clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scheduler.planner.plan import Plan
+from scheduler.service.daemon import Daemon
+from scheduler.service.daemon.devices import SLEEP
+from tests.conftest import flat_series
+from tests.support.clock import FakeClock
+from tests.support.memfleet import memory_daemon, run_open
+from tests.support.sitefile import device_classes, site_text, stock_s19s
+
+CHEAP, DEAR = 20.0, 9_000.0  # 3 kW, 100 TH/s at 0.08 USD/TH/day: mining pays below ~111
+
+
+def _site(min_on_s: float) -> str:
+    return site_text(
+        "dwell",
+        daemon={"horizon": "2h", "step": "5min", "stage_ahead_s": 0, "confirm_after_s": 0},
+        devices=device_classes({**stock_s19s(4), "min_on_s": min_on_s}),
+    )
+
+
+async def _plan_at(d: Daemon, clock: FakeClock, price: float) -> Plan:
+    start = int(clock.time()) - 3600
+    d.feeds.prices = flat_series([price] * 8, start_s=start, label="flat test prices")
+    plan = await d.replan("test")
+    assert plan is not None and plan.ok, None if plan is None else plan.notes
+    await d.dispatch()
+    return plan
+
+
+def _awake(d: Daemon) -> list[str]:
+    return sorted(i for i, m in d.devices.modes.items() if m != SLEEP)
+
+
+def test_miners_woken_a_minute_ago_stay_awake_through_a_price_spike(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, _ = memory_daemon(_site(900), tmp_path, clock, asleep=True)
+
+    async def body() -> None:
+        await _plan_at(d, clock, DEAR)
+        assert _awake(d) == []
+        clock.advance(3600)
+        await _plan_at(d, clock, CHEAP)
+        woken = _awake(d)
+        assert len(woken) == 4
+        clock.advance(60)
+        plan = await _plan_at(d, clock, DEAR)
+        assert _awake(d) == woken, "slept within min_on_s"
+        assert any("min_on_s" in n and "4 units" in n for n in plan.notes), plan.notes
+        clock.advance(900)  # min-on over: the spike puts them to sleep
+        await _plan_at(d, clock, DEAR)
+        assert _awake(d) == []
+
+    run_open(d, body)
+
+
+def test_without_min_on_the_spike_sleeps_them_at_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, _ = memory_daemon(_site(0), tmp_path, clock, asleep=True)
+
+    async def body() -> None:
+        await _plan_at(d, clock, DEAR)
+        clock.advance(3600)
+        await _plan_at(d, clock, CHEAP)
+        assert len(_awake(d)) == 4
+        clock.advance(60)
+        await _plan_at(d, clock, DEAR)
+        assert _awake(d) == []
+
+    run_open(d, body)
+
+
+def test_dispatch_keeps_the_miners_woken_last_and_wakes_the_longest_asleep(
+    tmp_path: Path,
+) -> None:
+    """The plan counts units; dispatch picks which. It kept the first devices by id in
+    their mode and woke the first by id: with two miners woken a minute ago and two woken
+    hours ago, a plan keeping two awake slept the two within their min-on. Now the ones
+    woken last stay awake, and of those asleep the one asleep longest wakes first."""
+    from scheduler.service.daemon.dispatch import assign
+
+    ids = ["s19/0", "s19/1", "s19/2", "s19/3"]
+    modes = dict.fromkeys(ids, "stock")
+    since = {"s19/0": 0.0, "s19/1": 0.0, "s19/2": 9_000.0, "s19/3": 9_000.0}
+    got = assign(ids, modes, {"stock": 2}, since=since)
+    assert [i for i in ids if got[i] != SLEEP] == ["s19/2", "s19/3"]
+    asleep = dict.fromkeys(ids, SLEEP)
+    slept = {"s19/0": 9_000.0, "s19/1": 100.0, "s19/2": 5_000.0, "s19/3": 50.0}
+    got = assign(ids, asleep, {"stock": 2}, since=slept)
+    assert [i for i in ids if got[i] != SLEEP] == ["s19/1", "s19/3"]
