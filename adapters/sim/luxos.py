@@ -18,6 +18,8 @@ The profiles are LuxOS's 25 built-in ones, ``default`` and 24 named by frequency
 (:func:`adapters.sim.physics.presets_for`); ``profileset`` selects one by name, by estimated
 power or hashrate or by position from ``default`` (:mod:`adapters.sim.luxos_profiles`) and
 answers Code 321 "Profile Set" as Luxor's page shows; ``atm`` names its bounds likewise.
+ATM itself (the profile stepped on temperature; ``profileset`` refused while it is on, or
+accepted, ``atm_profileset``) is :mod:`adapters.sim.luxos_atm`'s, with its sources.
 """
 
 from __future__ import annotations
@@ -27,10 +29,24 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from adapters.sim import luxos_profiles
+from adapters.sim import luxos_atm, luxos_profiles
 from adapters.sim.server import FaultKind, MinerServer
 
 LUXOS_VERSION = "2024.11.14.190207-2c9c8ec"
+#: ``atmset``'s numeric keys (Luxor, atmset): the attribute each sets, and its unit in s/C.
+_ATM_NUMBERS = {
+    "startup_minutes": ("atm_startup_s", 60.0),
+    "post_ramp_minutes": ("atm_post_ramp_s", 60.0),
+    "temp_window": ("atm_temp_window_c", 1.0),
+}
+
+
+def _minutes(seconds: float) -> int | float:
+    """Seconds as ``atm`` shows minutes: whole where they are."""
+    m = seconds / 60.0
+    return int(m) if m.is_integer() else m
+
+
 API_VERSION = "3.7"
 
 
@@ -47,6 +63,19 @@ class LuxosSim(MinerServer):
     #: the earlier firmware its older text describes ("can only be started again by
     #: wakeup or rebooting the machine"), where a reboot wakes it.
     curtail_survives_reboot: bool = True
+    #: ``profileset`` while ATM is on: "refuse" (the harsher; undocumented, see
+    #: :mod:`adapters.sim.luxos_atm`) or "accept".
+    atm_profileset: str = "refuse"
+    #: ATM's settings (``atmset``; the defaults ``atm`` shows): the least wait after a boot
+    #: and after a ramp, and the band below Hot in which it steps down.
+    atm_startup_s: float = 900.0
+    atm_post_ramp_s: float = 900.0
+    atm_temp_window_c: float = 5.0
+    #: The Hot temperature (``tempctrl``), against which ATM steps.
+    hot_c: float = 90.0
+    #: ATM's state kept across a reboot: ``atmset`` changes persist while autosave is on
+    #: (Luxor, atmset); False: the older behaviour here, a reboot turns it off.
+    atm_survives_reboot: bool = True
 
     description: ClassVar[str] = f"LUXminer {LUXOS_VERSION}"
 
@@ -59,12 +88,55 @@ class LuxosSim(MinerServer):
         self.atm_min = ""
         self.atm_max = "default"
         self._curtailed = False  # asleep when the power went: kept across the reboot
+        self._atm_since = self.clock()  # the last boot or ramp, from which ATM waits
+        self._atm_after_boot = True  # that was a boot (StartupMinutes), not a ramp
 
     def _power_off(self) -> None:
         self._curtailed = self.state.phase == "sleeping"
         super()._power_off()
-        self._session = ""  # a reboot ends the session and ATM's state
-        self.atm = False
+        self._session = ""  # a reboot ends the session
+        self.atm = self.atm and self.atm_survives_reboot
+
+    def _boot(self) -> None:
+        super()._boot()
+        self._atm_since, self._atm_after_boot = self.clock(), True
+
+    def set_profile(self, name: str) -> None:  # a ramp (and a wake, below): ATM waits
+        super().set_profile(name)
+        self._atm_since, self._atm_after_boot = self.clock(), False
+
+    def wake(self) -> None:
+        super().wake()
+        self._atm_since, self._atm_after_boot = self.clock(), False
+
+    def _one(self, command: str, params: list[str]) -> dict[str, Any]:
+        self._atm_step()
+        return super()._one(command, params)
+
+    def _atm_step(self) -> None:
+        """ATM's step due by now, if any (:func:`luxos_atm.next_profile`): only while it is
+        on and the miner mines, settled, its wait since the last boot or ramp over."""
+        if not self.atm:
+            return
+        self._advance()  # a wake or ramp ended since is seen ended
+        wait_s = self.atm_startup_s if self._atm_after_boot else self.atm_post_ramp_s
+        if self.state.phase != "mining" or self.state.ramp is not None:
+            return
+        if self.clock() - self._atm_since < wait_s:
+            return
+        names = [p.name for p in self.presets]
+        hottest = self.state.temp_c  # the boards' temperature, as ``temps`` reports it
+        step = luxos_atm.next_profile(
+            names,
+            self.state.profile,
+            hottest,
+            self.hot_c,
+            self.atm_temp_window_c,
+            self.atm_min,
+            self.atm_max,
+        )
+        if step is not None:
+            self.set_profile(step)
 
     def boots_asleep(self) -> bool:
         return self.curtail_survives_reboot and self._curtailed
@@ -185,7 +257,7 @@ class LuxosSim(MinerServer):
         return self._ok(201, "Temps", "TEMPS", body)
 
     def _cmd_tempctrl(self, _: list[str]) -> dict[str, Any]:
-        body = {"Mode": "Auto", "Target": 75, "Hot": 90, "Dangerous": 100}
+        body = {"Mode": "Auto", "Target": 75, "Hot": self.hot_c, "Dangerous": 100}
         return self._ok(200, "Temperature control", "TEMPCTRL", [body])
 
     def _cmd_pools(self, _: list[str]) -> dict[str, Any]:
@@ -207,9 +279,9 @@ class LuxosSim(MinerServer):
             "MaxProfileStep": step(self.atm_max),
             "MinProfile": self.atm_min,
             "MinProfileStep": step(self.atm_min),
-            "PostRampMinutes": 15,
-            "StartupMinutes": 15,
-            "TempWindow": 5.0,
+            "PostRampMinutes": _minutes(self.atm_post_ramp_s),
+            "StartupMinutes": _minutes(self.atm_startup_s),
+            "TempWindow": float(self.atm_temp_window_c),
         }
         return self._ok(339, "ATM configuration values", "ATM", [body])
 
@@ -270,6 +342,8 @@ class LuxosSim(MinerServer):
             board = int(args[0])
             args = args[1:]
         name = args[0] if args else ""
+        if self.atm and self.atm_profileset == "refuse":
+            return self._status("E", luxos_atm.REFUSED_CODE, luxos_atm.REFUSED_MSG)
         chosen = luxos_profiles.resolve(self.presets, name)
         if chosen is None:
             # Not in Luxor's docs as read: this simulator's own code and words.
@@ -288,7 +362,8 @@ class LuxosSim(MinerServer):
         if err is not None:
             return err
         bounds: dict[str, str] = {}
-        enabled = self.atm
+        numbers: dict[str, float] = {}
+        enabled, prevent_oc = self.atm, False
         for p in params[1:]:
             key, _, value = p.partition("=")
             if key == "enabled":
@@ -300,7 +375,23 @@ class LuxosSim(MinerServer):
                     # Luxor's docs say an invalid value is an error, not its code: ours.
                     return self._status("E", 327, f"Invalid profile {value!r} for {key}")
                 bounds[key] = got.name if got is not None else ""
+            elif key in _ATM_NUMBERS:
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = -1.0
+                if not number >= 0:  # an error as Luxor says; its code and words ours
+                    return self._status("E", 327, f"Invalid value {value!r} for {key}")
+                numbers[_ATM_NUMBERS[key][0]] = number * _ATM_NUMBERS[key][1]
+            elif key == "prevent_oc":
+                prevent_oc = value == "true"
+        if self.atm and not enabled and prevent_oc:  # turning ATM off: back to default
+            step = luxos_profiles.step_of(self.presets, self.state.profile)
+            if step is not None and step > 0:
+                self.set_profile("default")
         self.atm = enabled  # all of it or, on an error, none
         self.atm_min = bounds.get("min_profile", self.atm_min)
         self.atm_max = bounds.get("max_profile", self.atm_max)
+        for attr, number in numbers.items():
+            setattr(self, attr, number)
         return self._status("S", 340, "Advanced Thermal Management configuration updated")
