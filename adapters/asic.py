@@ -27,6 +27,7 @@ from adapters import (
     braiins,
     discovery,
     luxos,
+    luxos_atm,
     vnish,
     whatsminer,
     whatsminer3,
@@ -219,6 +220,9 @@ class PyasicMiner(MinerCommands):
         now = time.time()
         if self._luxos:
             t = await self._luxos_reading(miner.rpc, now)
+            self._read_target_w = t.target_w
+            if self._atm_state.owed and self.sessions:  # a lost re-enable: upkeep sends it
+                self.upkeep_wanted = True
             due = luxos.renewal_due  # each miner at its own turn: spread over the sweeps
             mono, used = time.monotonic(), self._session_used
             gap_s, self._read_mono = mono - self._read_mono, mono  # readings this far apart
@@ -295,10 +299,16 @@ class PyasicMiner(MinerCommands):
 
     async def upkeep(self) -> None:
         """The session renewal a reading found due (:mod:`adapters.fleet_upkeep`), unless a
-        command or a renewal has used the session since: it is fresh."""
+        command or a renewal has used the session since: it is fresh. Then an ATM re-enable
+        a profile change owes (:func:`adapters.luxos_atm.restore_atm`)."""
         self.upkeep_wanted = False
         if self._luxos and self._miner is not None and self._session_used == self._renew_seen:
             await self._renew_session()
+        if self._luxos and self._miner is not None and self._atm_state.owed:
+            await luxos_atm.restore_atm(
+                self.device_id, self._miner.rpc, self._atm_state, self.timeout_s
+            )
+            self._session_used = time.monotonic()
 
     async def _renew_session(self) -> None:
         """Raises AdapterError when the renewal failed: the session is dropped, and the next

@@ -29,6 +29,7 @@ from adapters import (
     braiins,
     epic,
     luxos,
+    luxos_atm,
     rpccheck,
     vnish,
     whatsminer,
@@ -40,6 +41,7 @@ from adapters.base import (
     Applied,
     ControlRejected,
     ModeRequest,
+    Telemetry,
     Unsupported,
     contain,
 )
@@ -64,7 +66,12 @@ class MinerCommands(AsicMiner):
     _session_used: float = field(default=-math.inf, init=False)  # monotonic
     _read_mono: float = field(default=math.inf, init=False)  # the last reading (inf: none)
     _profiles: dict[float, str] = field(default_factory=dict, init=False)  # LuxOS: W -> name
-    _atm: bool = field(default=False, init=False)
+    _atm: bool = field(default=False, init=False)  # LuxOS: ATM on at the last connect/change
+    _atm_state: luxos_atm.AtmState = field(default_factory=luxos_atm.AtmState, init=False)
+    #: LuxOS: the last change made with ATM on: (its watts, ATM's floor in watts, the
+    #: profile's watts a reading showed before it), for :meth:`confirms`; None: ATM off.
+    _atm_change: tuple[float, float, float | None] | None = field(default=None, init=False)
+    _read_target_w: float | None = field(default=None, init=False)  # LuxOS: last reading's
     #: When the last command, a sleep, was sent (0.0: no command yet); None after a run.
     _sleep_sent_at: float | None = field(default=0.0, init=False)
     _asleep_seen: bool = field(default=False, init=False)  # read asleep since that sleep
@@ -139,10 +146,48 @@ class MinerCommands(AsicMiner):
     async def _luxos_profile(self, name: str) -> None:
         rpc = self._need().rpc
         self._luxos_session_check()
+        self._atm_change, before = None, self._read_target_w
+        atm = self._atm_state
         await self._luxos_write(
-            luxos.set_profile(self.device_id, rpc, name, self._atm, self.timeout_s)
+            luxos_atm.set_profile(self.device_id, rpc, name, atm, self.timeout_s)
         )
         self._session_used = time.monotonic()
+        self._atm = atm.on
+        watts = {n: w for w, n in self._profiles.items()}
+        if atm.on and name in watts:
+            floor = watts.get(atm.floor, min(watts.values()))
+            self._atm_change = (watts[name], min(floor, watts[name]), before)
+
+    def confirms(self, applied: Applied, t: Telemetry) -> bool:
+        """The read-back check (:meth:`DeviceAdapter.confirms`), and on LuxOS with ATM on
+        at the change, also a profile ATM has moved it to since.
+
+        ATM steps the profile on temperature once ``PostRampMinutes`` have passed after a
+        ramp (15 by default; the operator may set 0), and the change leaves ATM's ceiling
+        at the profile set (:func:`adapters.luxos_atm.set_profile`): what ATM may show after
+        the change is a profile at or below ours and at or above ATM's floor. Read as not
+        done, the command would be resent and ATM move it again, unconfirmed for ever.
+
+        So with ATM on, a reading confirms the change when it shows the profile set, or a
+        lower one within ATM's floor that is not the profile a reading showed before the
+        change (that one is the change not made yet, or not at all: a profile ATM stepped
+        down to from ours cannot be told from it, and waits for the next read-back or the
+        resend, which ATM's post-ramp wait, far longer than the read-back's deadline, lets
+        show). A profile above ours never confirms: ATM cannot go there.
+        """
+        if super().confirms(applied, t):
+            return True
+        change = self._atm_change
+        if not self._luxos or change is None or applied.target_w is None:
+            return False
+        if applied.request.action != "run" or t.state != "running" or t.target_w is None:
+            return False
+        ours, floor, before = change
+        if abs(applied.target_w - ours) > 0.5:
+            return False  # another command's
+        if before is not None and abs(t.target_w - before) <= 0.5:
+            return False
+        return floor - 0.5 <= t.target_w < ours
 
     def _luxos_session_check(self) -> None:
         """A session idle past SESSION_SAFE_S may have ended (readings far apart do not

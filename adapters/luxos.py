@@ -4,10 +4,8 @@ pyasic's RPC object of the miner still names it (its address and port) and holds
 session (``session_token``, which pyasic's own calls would use too); every call goes out
 with pyasic's framing and is checked as pyasic checks it, with about a third less CPU.
 
-``set_profile``: pyasic's ``set_power_limit`` first reads the whole configuration (a
-six-command multicommand) to find the presets, which the adapter already knows; here a
-profile change is one round trip (three with ATM on, which pyasic also turns off around
-it). ``renew_session``: LuxOS ends a session unused for about a minute
+The profile change (with ATM around it) is :mod:`adapters.luxos_atm`'s.
+``renew_session``: LuxOS ends a session unused for about a minute
 (docs.luxor.tech, "Sessions"), and pyasic only notices when a command fails; it keeps one
 session at a time and refuses ``logon`` while it is active (Code 402, "Another session is
 active", as Luxor's client luxos-tooling handles it), where pyasic adopts the active
@@ -182,41 +180,6 @@ def _refused_or_unreadable(device_id: str, what: str) -> Iterator[None]:
         raise BadReply(device_id, f"{what}: {exc}") from None
 
 
-async def set_profile(device_id: str, rpc: Any, name: str, atm: bool, timeout_s: float) -> None:
-    """``profileset name``; raises BadReply when the reply names no profile, ControlRejected
-    when it names another (and as :func:`curtail` for the rest)."""
-
-    async def send(sid: str) -> Any:
-        # atmset as pyasic sends it (the session, then key=value: docs.luxor.tech,
-        # "atmset"), not through its ``atmset``, whose ``{}`` for a miner not reached
-        # would report the profile set with ATM left off.
-        if atm:
-            await ask(rpc, "atmset", sid, "enabled=false")
-        reply = await ask(rpc, "profileset", sid, name)
-        if atm:
-            await ask(rpc, "atmset", sid, "enabled=true")
-        return reply
-
-    what = f"profileset {name}"
-
-    async def go() -> Any:
-        with _refused_or_unreadable(device_id, what):
-            return await _in_session(device_id, what, rpc, send)
-
-    reply = await contain(device_id, what, go(), timeout_s)
-    try:
-        got = reply["PROFILE"][0]["Profile"]
-    except (KeyError, IndexError, TypeError):
-        got = None
-    if not isinstance(got, str):
-        shown = str(reply)[:120]
-        raise BadReply(
-            device_id, f"{what}: the reply has no PROFILE[0].Profile (the profile set): {shown}"
-        )
-    if got != name:
-        raise ControlRejected(device_id, f"{what}: the firmware set profile {got!r}")
-
-
 async def profile_for(device_id: str, rpc: Any, target_w: float, timeout_s: float) -> Profiles:
     """The profiles read again, and the one a target matching none of those known at
     connect sets: the highest at or below it, as pyasic's ``set_power_limit`` chooses (it
@@ -315,7 +278,8 @@ async def _renew(device_id: str, rpc: Any) -> None:
 
 async def setup(device_id: str, rpc: Any, timeout_s: float) -> tuple[dict[float, str], bool]:
     """The profiles (watts -> name; the presets a power target is rounded to) and whether
-    ATM is on; ATM unknown reads as on (turned off around profile changes, as pyasic does)."""
+    ATM is on at the connect (unknown reads as on); each profile change reads it again
+    (:func:`adapters.luxos_atm.set_profile`): it may be turned on or off at any time."""
     # Not pyasic's ``profiles``: its ``{}`` for a miner not reached would read as unreadable.
     reply = await contain(device_id, "profiles", ask(rpc, "profiles"), timeout_s)
     profiles = _profiles(device_id, reply)

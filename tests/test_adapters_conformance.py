@@ -1,6 +1,7 @@
 """Conformance: every registered adapter kind (pyasic on a simulated LuxOS miner, the
 simulated GPU in process and over the control port) connects, reads, sleeps and runs at a
-target the same way, each confirmed by a reading."""
+target the same way, each confirmed by a reading. The LuxOS miner also with ATM on (its
+``profileset`` refused beside ATM, as the simulator has it: :mod:`adapters.sim.luxos_atm`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from adapters.gpu import NvmlGpu
 from adapters.sim.fleet import SimFleetThread
 from adapters.sim.gpu import SimGpu
 from adapters.sim.gpu_backend import LocalSimBackend, RemoteSimBackend
+from adapters.sim.luxos import LuxosSim
 from tests.support.simfleet import clean, miner_host, run, sim_fleet
 
 
@@ -28,10 +30,20 @@ def sim() -> Iterator[SimFleetThread]:
 def _clean(sim: SimFleetThread) -> Iterator[None]:
     yield
     clean(sim)
+    for m in sim.fleet.miners:  # ATM off and its ceiling back, as the simulator starts
+        if isinstance(m, LuxosSim):
+            sim.call(lambda m=m: (setattr(m, "atm", False), setattr(m, "atm_max", "default")))
 
 
 def _pyasic_adapter(sim: SimFleetThread) -> DeviceAdapter:
     return PyasicMiner("c/asic", miner_host(sim, 2), timeout_s=10.0)
+
+
+def _pyasic_atm_adapter(sim: SimFleetThread) -> DeviceAdapter:
+    m = sim.fleet.miners[3]
+    assert isinstance(m, LuxosSim)
+    sim.call(lambda: setattr(m, "atm", True))
+    return PyasicMiner("c/asic-atm", m.host, timeout_s=10.0)
 
 
 def _local_gpu(sim: SimFleetThread) -> DeviceAdapter:
@@ -46,7 +58,9 @@ def _remote_gpu(sim: SimFleetThread) -> DeviceAdapter:
 
 
 @pytest.mark.parametrize(
-    "make", [_pyasic_adapter, _local_gpu, _remote_gpu], ids=["pyasic", "sim-gpu", "sim-gpu-remote"]
+    "make",
+    [_pyasic_adapter, _pyasic_atm_adapter, _local_gpu, _remote_gpu],
+    ids=["pyasic", "pyasic-luxos-atm", "sim-gpu", "sim-gpu-remote"],
 )
 def test_adapter_conformance(sim: SimFleetThread, make: Any) -> None:
     dev = make(sim)

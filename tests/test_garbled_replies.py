@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import pytest
 
-from adapters import luxos
+from adapters import luxos, luxos_atm
 from adapters.asic import PyasicMiner
 from adapters.base import (
     AdapterError,
@@ -30,6 +30,7 @@ from adapters.base import (
     ModeRequest,
 )
 from adapters.fleet import Outcome, OutcomeKind
+from adapters.luxos_atm import AtmState
 from adapters.sim.fleet import SimFleetThread
 from adapters.sim.server import FaultKind
 from tests.support.simfleet import can_bind_80, firmware_fleet, one_device_fleet
@@ -329,7 +330,7 @@ def test_a_luxos_logon_reply_without_a_session_id_is_a_bad_reply(reply: bytes) -
         async with server:
             for call in (
                 luxos.curtail("lux/1", _Rpc(port), "sleep", 5.0),
-                luxos.set_profile("lux/1", _Rpc(port), "default", False, 5.0),
+                luxos_atm.set_profile("lux/1", _Rpc(port), "default", AtmState(), 5.0),
                 luxos.renew_session("lux/1", _Rpc(port), 5.0),
             ):
                 with pytest.raises(AdapterError) as got:
@@ -372,7 +373,7 @@ def test_a_luxos_command_answered_with_no_json_is_unreadable_not_refused() -> No
         async with server:
             for call in (
                 luxos.curtail("lux/3", _Rpc(port, "ab12"), "sleep", 5.0),
-                luxos.set_profile("lux/3", _Rpc(port, "ab12"), "default", False, 5.0),
+                luxos_atm.set_profile("lux/3", _Rpc(port, "ab12"), "default", AtmState(), 5.0),
             ):
                 with pytest.raises(AdapterError) as got:
                     await call
@@ -442,7 +443,7 @@ PROFILESETS = {
 def test_a_luxos_profileset_reply_without_the_profile_is_a_bad_reply(reply: bytes) -> None:
     err = _error_of(
         {"profileset": reply},
-        lambda port: luxos.set_profile("lux/4", _Rpc(port, "ab12"), "default", False, 5.0),
+        lambda port: luxos_atm.set_profile("lux/4", _Rpc(port, "ab12"), "default", AtmState(), 5.0),
     )
     assert isinstance(err, BadReply), err
     _in_words(err, "lux/4")
@@ -452,7 +453,7 @@ def test_a_luxos_profileset_reply_without_the_profile_is_a_bad_reply(reply: byte
 def test_a_luxos_profileset_answered_with_another_profile_is_refused() -> None:
     err = _error_of(
         {"profileset": _body(PROFILE=[{"Profile": "eco"}])},
-        lambda port: luxos.set_profile("lux/5", _Rpc(port, "ab12"), "default", False, 5.0),
+        lambda port: luxos_atm.set_profile("lux/5", _Rpc(port, "ab12"), "default", AtmState(), 5.0),
     )
     assert isinstance(err, ControlRejected), err
     assert str(err) == "lux/5: profileset default: the firmware set profile 'eco'", err
