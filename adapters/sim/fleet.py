@@ -16,6 +16,10 @@ and make NVML calls on the simulated GPUs (what the ``sim`` GPU backend uses).
     {"op": "fault", "hosts": ["127.1.0.1"], "kind": "hang", "duration_s": 30}
     {"op": "clear", "hosts": "all"}
     {"op": "gpu", "index": 3, "call": "set_limit_w", "args": [350]}
+    {"op": "variant", "firmware": "antminer", "name": "sleep_applies_on_reboot", "value": true}
+
+(a build variant, on the miners of that firmware among ``hosts``, all by default:
+:mod:`adapters.sim.variants`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from adapters.fds import fd_limit, raise_fd_limit
+from adapters.sim import variants
 from adapters.sim.antminer import AntminerSim
 from adapters.sim.auradine import AuradineSim
 from adapters.sim.braiins import BraiinsSim
@@ -99,6 +104,12 @@ def loopback_hosts(n: int, base: str = DEFAULT_BASE) -> list[str]:
 
 class FleetTooLarge(GridschedError):
     """More simulated miners than one process may open sockets for."""
+
+
+def variants_of(firmware: str, m: MinerServer) -> dict[str, Any]:
+    """``{"variants": {field: value}}`` of a miner whose firmware has build variants."""
+    fields = variants.VARIANTS.get(firmware)
+    return {"variants": {f: getattr(m, f) for f in fields}} if fields else {}
 
 
 class MinerSpec(NamedTuple):
@@ -291,6 +302,7 @@ class SimFleet:
                         "faults": [f.kind.value for f in m.faults],
                         "commanded_at": m.commanded_at,
                         "slept_at": m.slept_at,
+                        **variants_of(self.firmware_of(m), m),
                     }
                 )
             return {"ok": True, "miners": miners, "gpus": len(self.gpus)}
@@ -325,7 +337,14 @@ class SimFleet:
         if op == "gpu_fault":
             self.gpus[int(req["index"])].fault = req.get("fault")
             return {"ok": True}
-        raise ValueError(f"unknown op {op!r}: list, fault, clear, curtails, gpu, gpu_fault")
+        if op == "variant":
+            firmware, name = str(req.get("firmware")), str(req.get("name"))
+            value = variants.check(firmware, name, req.get("value"))
+            targets = self._targets(req.get("hosts", "all"))
+            for m in (chosen := [m for m in targets if self.firmware_of(m) == firmware]):
+                setattr(m, name, value)
+            return {"ok": True, "miners": len(chosen)}
+        raise ValueError(f"unknown op {op!r}: list, fault, clear, curtails, gpu(_fault), variant")
 
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

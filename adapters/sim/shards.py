@@ -244,13 +244,16 @@ class ShardedFleet:
                 "ok": True,
                 "curtails": {k: v for a in answers for k, v in a["curtails"].items()},
             }
-        if op in ("fault", "clear"):
+        if op in ("fault", "clear", "variant"):
             parts = self._route(req.get("hosts", "all"))
             answers = await asyncio.gather(
                 *(self._ask(self.shards[k], {**req, "hosts": h}) for k, h in parts.items())
             )
-            return next((a for a in answers if not a.get("ok")), {"ok": True})
-        raise ValueError(f"unknown op {op!r}: list, fault, clear, curtails, gpu, gpu_fault")
+            bad = next((a for a in answers if not a.get("ok")), None)
+            if bad is not None or op != "variant":
+                return bad or {"ok": True}
+            return {"ok": True, "miners": sum(int(a.get("miners", 0)) for a in answers)}
+        raise ValueError(f"unknown op {op!r}: list, fault, clear, curtails, gpu(_fault), variant")
 
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

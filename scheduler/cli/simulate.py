@@ -19,6 +19,7 @@ from adapters.sim.fleet import FIRMWARE, MinerSpec, SimFleet, plan_miners
 from adapters.sim.gpu import SimGpu
 from adapters.sim.miner import presets_for
 from adapters.sim.shards import DEFAULT_PER_PROCESS, ShardedFleet, ShardFailed, max_per_process
+from adapters.sim.variants import VARIANTS, parse_option
 from models.device_adapter import compact_hosts
 from models.errors import GridschedError
 from scheduler.cli.options import seconds
@@ -111,6 +112,27 @@ def _firmware_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _variant(text: str) -> tuple[str, str, Any]:
+    try:
+        return parse_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _variant_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The control requests that set ``--variant``s; a firmware not simulated is an error."""
+    missing = sorted({fw for fw, _, _ in args.variant} - set(args.firmware))
+    if missing:
+        raise ValueError(
+            f"--variant for {', '.join(missing)}, which --firmware does not simulate "
+            f"({', '.join(args.firmware)})"
+        )
+    return [
+        {"op": "variant", "firmware": fw, "name": name, "value": value}
+        for fw, name, value in args.variant
+    ]
+
+
 KINDS = {
     "luxos": "LuxOS",
     "antminer": "stock Antminer",
@@ -153,8 +175,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         firmware=args.firmware,
     )
 
+    requests = _variant_requests(args)
+
     async def main() -> None:
         await sim.start()
+        for req in requests:
+            sim.handle(req)
         freeze_heap()
         control = f"127.0.0.1:{sim.control_port}" if sim.control_port else None
         first, last = (
@@ -187,6 +213,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _simulate_sharded(args: argparse.Namespace, per_process: int) -> int:
     """More miners than one process should hold: forked workers, one control port here."""
+    requests = _variant_requests(args)
     specs = plan_miners(args.miners, args.base, firmware=args.firmware)
     sim = ShardedFleet(
         specs,
@@ -215,6 +242,11 @@ def _simulate_sharded(args: argparse.Namespace, per_process: int) -> int:
             except (ShardFailed, GridschedError, OSError) as exc:
                 print(f"gridsched: error: {exc}; stopping the fleet", file=sys.stderr)
                 return 2
+            for req in requests:
+                answer = await sim.handle(req)
+                if not answer.get("ok"):
+                    print(f"gridsched: error: --variant: {answer}", file=sys.stderr)
+                    return 2
             control = f"127.0.0.1:{sim.control_port}" if sim.control_port else None
             what = " and ".join(KINDS[f] for f in args.firmware)
             print(
@@ -307,6 +339,16 @@ def add_simulate_parser(fsub: Any) -> None:
         type=int,
         help="miners per worker process: a larger fleet is split over forked workers "
         f"(default {DEFAULT_PER_PROCESS}, fewer when the open-files limit needs it)",
+    )
+    si.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="FIRMWARE:NAME=VALUE",
+        help="a firmware build variant on every miner of that firmware, repeatable: "
+        + "; ".join(f"{fw}: {', '.join(fields)}" for fw, fields in VARIANTS.items())
+        + " (docs/adapters.md, 'Build variants')",
     )
     si.add_argument("--write-site", help="write a site TOML that drives this fleet")
     si.add_argument("--duration", type=seconds, help="stop after this long (30, 30s, 10min)")
