@@ -173,7 +173,9 @@ class MinerCommands(AsicMiner):
         change (that one is the change not made yet, or not at all: a profile ATM stepped
         down to from ours cannot be told from it, and waits for the next read-back or the
         resend, which ATM's post-ramp wait, far longer than the read-back's deadline, lets
-        show). A profile above ours never confirms: ATM cannot go there.
+        show). With no reading before the change, a firmware that ignored it cannot be told
+        from ATM's step: only the profile set confirms. A profile above ours never
+        confirms: ATM cannot go there.
         """
         if super().confirms(applied, t):
             return True
@@ -185,8 +187,8 @@ class MinerCommands(AsicMiner):
         ours, floor, before = change
         if abs(applied.target_w - ours) > 0.5:
             return False  # another command's
-        if before is not None and abs(t.target_w - before) <= 0.5:
-            return False
+        if before is None or abs(t.target_w - before) <= 0.5:
+            return False  # no reading before the change: a profile ignored cannot be told
         return floor - 0.5 <= t.target_w < ours
 
     def _luxos_session_check(self) -> None:

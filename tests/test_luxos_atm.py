@@ -266,3 +266,32 @@ def test_atm_waits_its_post_ramp_after_a_wake() -> None:
     assert ask(m, "config")["CONFIG"][0]["Profile"] == "default"
     now[0] += 60.0
     assert ask(m, "config")["CONFIG"][0]["Profile"] != "default"
+
+
+def test_with_no_reading_before_the_change_only_the_profile_set_confirms(
+    one: tuple[SimFleetThread, LuxosSim],
+) -> None:
+    """A change ignored by the firmware leaves the profile before it; ATM stepping down
+    leaves a lower one. Without a reading from before the change the two cannot be told
+    apart, so a lower profile is not taken as ATM's step (review, session 26: it was a
+    false done)."""
+    th, m = one
+    dev = PyasicMiner("atm/2", m.host, timeout_s=10.0)
+
+    async def go() -> tuple[Any, Any, bool]:
+        info = await dev.connect()
+        dev._sleeping = False
+        await dev.apply(ModeRequest("run", info.power_targets_w[3]))  # no reading after
+        assert dev._read_target_w is None
+        th.call(lambda: setattr(m, "atm", True))
+        th.call(lambda: m.inject("ignore"))
+        applied = await dev.apply(ModeRequest("run", info.power_targets_w[10]))
+        t = await dev.read()
+        confirmed = dev.confirms(applied, t)
+        await dev.close()
+        return applied, t, confirmed
+
+    applied, t, confirmed = run(go())
+    th.call(m.clear_faults)
+    assert t.target_w < applied.target_w  # the profile before, below ours
+    assert not confirmed
