@@ -101,7 +101,13 @@ def test_fleet_simulate_variant_sets_it_on_that_firmwares_miners(per_process: st
             s.sendall(b'{"op": "list"}\n')
             answer = json.loads(s.makefile().readline())
         got = [m["variants"] for m in answer["miners"]]
-        assert got == [{"curtail_survives_reboot": False, "session_ttl_s": 5.0}] * 4, got
+        want = {
+            "curtail_survives_reboot": False,
+            "session_ttl_s": 5.0,
+            "atm_profileset": "refuse",
+            "atm_survives_reboot": True,
+        }
+        assert got == [want] * 4, got
     finally:
         proc.terminate()
         proc.wait(10)

@@ -9,7 +9,10 @@ firmware builds or versions named in the simulator's own docstring (its source t
   applies: asic-rs issue 245, PRs 249 and 251), ``sleep_applies_on_reboot`` (a sleep saved
   and read back while the boards hash on until a reboot: asic-rs issue 245);
 - ``luxos``: ``curtail_survives_reboot`` (Luxor's curtail page, today's and older text),
-  ``session_ttl_s`` (Luxor's API docs: a session unused for a minute ends);
+  ``session_ttl_s`` (Luxor's API docs: a session unused for a minute ends),
+  ``atm_profileset`` (``profileset`` while ATM is on: refused, or accepted; undocumented,
+  :mod:`adapters.sim.luxos_atm`), ``atm_survives_reboot`` (``atmset`` persists with
+  autosave on);
 - ``whatsminer``, ``whatsminer3``: ``write_access`` (MicroBT's API docs: writes refused
   until the API is enabled in the miner's web page).
 
@@ -61,7 +64,12 @@ VARIANTS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "mode_key": _choice("miner-mode", "bitmain-work-mode", "any"),
         "sleep_applies_on_reboot": _bool,
     },
-    "luxos": {"curtail_survives_reboot": _bool, "session_ttl_s": _seconds},
+    "luxos": {
+        "curtail_survives_reboot": _bool,
+        "session_ttl_s": _seconds,
+        "atm_profileset": _choice("refuse", "accept"),
+        "atm_survives_reboot": _bool,
+    },
     "whatsminer": {"write_access": _bool},
     "whatsminer3": {"write_access": _bool},
 }
