@@ -193,12 +193,15 @@ def test_a_range_that_takes_every_mode_limits_nothing() -> None:
 
 @pytest.mark.parametrize("family", ["luxos", "vnish"])
 def test_presets_bounds_are_not_a_range_that_bars_modes(family: str) -> None:
-    """LuxOS and VNish report their presets' bounds as min/max: a target between or beyond
-    them maps to a preset (adapters.payloads.choose_preset), as before."""
+    """LuxOS and VNish report their presets' bounds as min/max: a target between them or
+    above them maps to a preset (adapters.payloads.choose_preset), as before; not a range.
+    A target below the lowest preset is none (session 26: LuxOS refuses it, VNish would set
+    the lowest preset, more than the plan counts), so eco (2,135 W) is out of reach, by the
+    presets' rule, not a range's: a range would bar turbo (3,812.5 W) too."""
     dc = _s19()
     info = DeviceInfo("a", "asic", "a", family=family, power_targets_w=(2500.0, 3000.0),
                       min_power_w=2500.0, max_power_w=3000.0)  # fmt: skip
-    assert out_of_reach(dc, info, {}) == frozenset()
+    assert out_of_reach(dc, info, {}) == frozenset({"eco"})
 
 
 # -- the daemon: the plan and dispatch ------------------------------------------------------
