@@ -95,3 +95,116 @@ def test_dispatch_keeps_the_miners_woken_last_and_wakes_the_longest_asleep(
     slept = {"s19/0": 9_000.0, "s19/1": 100.0, "s19/2": 5_000.0, "s19/3": 50.0}
     got = assign(ids, asleep, {"stock": 2}, since=slept)
     assert [i for i in ids if got[i] != SLEEP] == ["s19/1", "s19/3"]
+
+
+def _min_off_site(min_off_s: float) -> str:
+    return site_text(
+        "dwell",
+        daemon={"horizon": "2h", "step": "5min", "stage_ahead_s": 0, "confirm_after_s": 0},
+        devices=device_classes({**stock_s19s(4), "min_off_s": min_off_s}),
+    )
+
+
+def test_min_off_survives_a_restart_of_the_daemon(tmp_path: Path) -> None:
+    """When the daemon put each unit to sleep was kept in memory only: a daemon restarted a
+    minute after a curtail (an upgrade during a DR event) woke every miner at the next
+    cheap price, within its min-off. It is now kept in the state file."""
+    clock = FakeClock()
+    d, _ = memory_daemon(_min_off_site(900), tmp_path, clock)
+
+    async def first() -> None:
+        await _plan_at(d, clock, CHEAP)
+        assert len(_awake(d)) == 4
+        clock.advance(60)
+        await _plan_at(d, clock, DEAR)
+        assert _awake(d) == []
+
+    run_open(d, first)
+    clock.advance(60)
+    again, _ = memory_daemon(_min_off_site(900), tmp_path, clock, asleep=True)
+
+    async def second() -> None:
+        plan = await _plan_at(again, clock, CHEAP)
+        assert _awake(again) == [], "woken within min_off_s after a restart"
+        assert any("min_off_s" in n and "4 units" in n for n in plan.notes), plan.notes
+        clock.advance(900)
+        await _plan_at(again, clock, CHEAP)
+        assert len(_awake(again)) == 4
+
+    run_open(again, second)
+
+
+def test_min_on_survives_a_restart_of_the_daemon(tmp_path: Path) -> None:
+    clock = FakeClock()
+    d, _ = memory_daemon(_site(900), tmp_path, clock, asleep=True)
+
+    async def first() -> None:
+        await _plan_at(d, clock, CHEAP)
+        assert len(_awake(d)) == 4
+
+    run_open(d, first)
+    clock.advance(60)
+    again, _ = memory_daemon(_site(900), tmp_path, clock)  # running, as left
+
+    async def second() -> None:
+        await _plan_at(again, clock, DEAR)
+        assert len(_awake(again)) == 4, "slept within min_on_s after a restart"
+
+    run_open(again, second)
+
+
+def test_the_shutdown_posture_counts_as_a_sleep_for_the_next_run(tmp_path: Path) -> None:
+    """The shutdown posture puts miners to sleep outside dispatch: the next run keeps them
+    asleep until their min-off has passed from the shutdown."""
+    import asyncio
+
+    from models.config_daemon import Posture
+
+    clock = FakeClock()
+    d, _ = memory_daemon(_min_off_site(900), tmp_path, clock)
+
+    async def first() -> None:
+        await d.open()
+        await _plan_at(d, clock, CHEAP)
+        assert len(_awake(d)) == 4
+        await d.stop(Posture.SLEEP_ALL)
+
+    asyncio.run(first())
+    clock.advance(60)
+    again, _ = memory_daemon(_min_off_site(900), tmp_path, clock, asleep=True)
+
+    async def second() -> None:
+        await _plan_at(again, clock, CHEAP)
+        assert _awake(again) == [], "woken within min_off_s of the shutdown"
+
+    run_open(again, second)
+
+
+def test_stored_dwell_rows_not_understood_are_left_out_and_a_refused_write_is_counted() -> None:
+    import asyncio
+
+    from scheduler.service.daemon.counters import Counters
+    from scheduler.service.daemon.dwell import Dwell
+    from scheduler.service.daemon.recorder import Recorder
+
+    dwell = Dwell()
+    rows = {
+        "s19/0": {"state": "asleep", "at": 100.0},
+        "s19/1": {"state": "awake", "at": 200.0},
+        "s19/2": {"state": "dozing", "at": 1.0},
+        "s19/3": {"state": "asleep", "at": "soon"},
+        "gone/0": {"state": "asleep", "at": 5.0},  # not a device of this site
+    }
+    assert dwell.restore(rows, {"s19/0", "s19/1", "s19/2", "s19/3"}) == 2
+    assert dwell.slept_at == {"s19/0": 100.0} and dwell.woke_at == {"s19/1": 200.0}
+    assert dwell.changes() == {}  # restored is not changed
+
+    class Refusing:
+        async def put_device_dwell(self, changes: object) -> None:
+            raise OSError(28, "No space left on device")
+
+    counters = Counters()
+    recorder = Recorder(Refusing(), counters)  # type: ignore[arg-type]
+    dwell.slept("s19/1", 300.0)
+    asyncio.run(recorder.dwell(dwell.changes()))
+    assert counters.store_failures == 1 and "No space left" in (recorder.error or "")

@@ -77,6 +77,11 @@ CREATE TABLE IF NOT EXISTS device_identities (
     identity TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS device_dwell (
+    device_id TEXT PRIMARY KEY,
+    dwell TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
     + report_ledger.TABLES
     + billing_peaks.TABLES

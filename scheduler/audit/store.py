@@ -341,17 +341,12 @@ class Store:
     # -- OpenADR programs (their payload descriptors; not chained: the signal records carry
     # the raw notification and what was made of it) ------------------------------------------
 
-    def openadr_programs(self) -> dict[str, dict[str, Any]]:
-        """The programs stored by :meth:`put_openadr_programs`, by id ({} before any)."""
+    def openadr_programs(self) -> dict[str, dict[str, Any]]:  # by id ({} before any)
         return device_identities.read_docs(self._read, "openadr_programs", "id", "descriptors")
 
     async def put_openadr_programs(self, changes: dict[str, dict[str, Any] | None]) -> None:
-        """Store (or, for None, forget) programs' descriptors; returns once on disk."""
-        await self.write(
-            lambda con: device_identities.put_docs(
-                con, "openadr_programs", "id", "descriptors", changes
-            )
-        )
+        put = device_identities.put_docs  # (None: forget the program); returns once on disk
+        await self.write(lambda con: put(con, "openadr_programs", "id", "descriptors", changes))
 
     # -- the VEN's reports settled and the import sampled for them (report_ledger) -----------
 
@@ -380,16 +375,23 @@ class Store:
     async def put_billing_peak(self, period: str, start_at: float, peak_kw: float) -> None:
         await self.write(lambda con: peak_rows.put(con, period, start_at, peak_kw))
 
-    # -- what discovery found at each miner's address (adapters.discovery; not chained) --------
+    # -- what discovery found at each miner's address (adapters.discovery), and when each
+    # device last slept or woke (scheduler.service.daemon.dwell); by key, not chained ------
 
     def device_identities(self) -> dict[str, dict[str, Any]]:
-        """The identities stored by :meth:`put_device_identities`, by address."""
         return device_identities.read(self._read)
 
     async def put_device_identities(self, changes: dict[str, dict[str, Any] | None]) -> None:
-        """Store (or, for None, forget) identities by address; returns once on disk."""
-        if changes:
+        if changes:  # (None: forget the address); returns once on disk
             await self.write(lambda con: device_identities.put(con, changes))
+
+    def device_dwell(self) -> dict[str, dict[str, Any]]:
+        return device_identities.read_docs(self._read, "device_dwell", "device_id", "dwell")
+
+    async def put_device_dwell(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        if changes:
+            put = device_identities.put_docs
+            await self.write(lambda con: put(con, "device_dwell", "device_id", "dwell", changes))
 
     def put_device_identities_now(self, changes: dict[str, dict[str, Any] | None]) -> None:
         """The same from a process that does not run the writer (``fleet status`` beside a

@@ -124,6 +124,8 @@ class Daemon:
         # the parts
         self.plans = CurrentPlan()
         self.devices = DeviceModes(config, self.fleet, self.clock)
+        # when each device last slept or woke, as the last run left it (its min-off/min-on)
+        self.devices.dwell.restore(self.store.device_dwell(), set(self.fleet.status))
         self.fleet.on_outcome = self._verdict  # the read-back's verdicts
         self.devices.on_verdict = self.recorder.verdict  # to the audit trail as they come
         # the billing period's peak, as the state file kept it (restored across restarts)
@@ -202,7 +204,10 @@ class Daemon:
         """Close what :meth:`open` and :meth:`start` opened, without a shutdown posture."""
         self.tasks.stopping = True  # a job cancelled from here on is cut short, not failed
         await self._jobs.aclose()
-        await self._resources.aclose()
+        try:
+            await self.recorder.dwell(self.devices.dwell.changes())
+        finally:
+            await self._resources.aclose()
 
     async def start(self) -> None:
         await self.open()
@@ -305,11 +310,13 @@ class Daemon:
                     or self.devices.classes[st.group].kind is DeviceKind.ASIC
                 }
                 outcomes = await self.fleet.apply(requests)
+                self.devices.slept_now(outcomes)  # the next run counts their min-off
                 await self.recorder.outcomes("shutdown", outcomes)
                 limit_s = self.config.daemon.shutdown_confirm_s
                 self.shutdown_report = await confirm_posture(self.fleet, outcomes, limit_s)
             report = {"posture": posture.value, **self.shutdown_report}
             await self.recorder.audit("shutdown", report)
+            await self.recorder.dwell(self.devices.dwell.changes())
         finally:
             await self._resources.aclose()
         return outcomes

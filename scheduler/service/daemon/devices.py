@@ -28,6 +28,7 @@ from models.inference_objectives import told_capacity_tokens_s
 from models.site import SiteConfig
 from scheduler.planner.objectives import offered_modes
 from scheduler.service.daemon.clock import Clock
+from scheduler.service.daemon.dwell import Dwell
 from scheduler.service.daemon.reach import no_power_target, own_setting_mode
 
 log = logging.getLogger("gridsched.daemon")
@@ -85,12 +86,10 @@ class DeviceModes:
             for dc in config.devices
         }
         self.modes: dict[str, str] = {}  # device -> mode as last applied (or read)
-        #: device -> when it was put to sleep (unix s), while it sleeps: the plan keeps it
-        #: asleep until its class's min_off_s has passed (``SiteState.asleep_since``)
-        self.slept_at: dict[str, float] = {}
-        #: device -> when it was woken (unix s), while it is awake: the plan keeps it awake
-        #: until its class's min_on_s has passed (``SiteState.awake_since``)
-        self.woke_at: dict[str, float] = {}
+        #: when each device was put to sleep (woken), unix s, while it sleeps (runs): the
+        #: plan keeps it so until its class's min_off_s (min_on_s) has passed (.dwell)
+        self.dwell = Dwell()
+        self.slept_at, self.woke_at = self.dwell.slept_at, self.dwell.woke_at
         #: device -> its mode before its latest command (a reading older than the command
         #: shows it in that one)
         self.before: dict[str, str] = {}
@@ -173,14 +172,16 @@ class DeviceModes:
         """Note when a device went to sleep or woke (kept while it sleeps or runs), for its
         min-off and min-on."""
         was_asleep = self.before.get(device_id, SLEEP) == SLEEP
-        if mode != SLEEP:
-            self.slept_at.pop(device_id, None)
-            if was_asleep:  # asleep before: it starts now
-                self.woke_at[device_id] = self.clock.time()
-        else:
-            self.woke_at.pop(device_id, None)
-            if not was_asleep:  # awake before: it stops now
-                self.slept_at[device_id] = self.clock.time()
+        if mode != SLEEP and was_asleep:  # asleep before: it starts now
+            self.dwell.woke(device_id, self.clock.time())
+        elif mode == SLEEP and not was_asleep:  # awake before: it stops now
+            self.dwell.slept(device_id, self.clock.time())
+
+    def slept_now(self, outcomes: Iterable[Outcome]) -> None:
+        """Devices put to sleep outside dispatch (the shutdown posture): their min-off."""
+        for o in outcomes:
+            if o.ok and self.modes.get(o.device_id) != SLEEP:
+                self.dwell.slept(o.device_id, self.clock.time())
 
     def asleep_since(self) -> dict[str, list[float]]:
         """Class -> when each of its devices now asleep was put to sleep by a command."""
@@ -305,11 +306,9 @@ class DeviceModes:
         seen = self.from_reading(device_id, t)
         log.warning("%s reads %s but %s", device_id, seen, why)
         if seen == SLEEP and self.modes.get(device_id) != SLEEP:
-            self.slept_at[device_id] = self.clock.time()  # stopped behind our back: now
-            self.woke_at.pop(device_id, None)
+            self.dwell.slept(device_id, self.clock.time())  # stopped behind our back: now
         elif seen != SLEEP and self.modes.get(device_id) == SLEEP:
-            self.woke_at[device_id] = self.clock.time()  # started behind our back: now
-            self.slept_at.pop(device_id, None)
+            self.dwell.woke(device_id, self.clock.time())  # started behind our back: now
         self.modes[device_id] = seen
         self.generation += 1
         if drift is not None:

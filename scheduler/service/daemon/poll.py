@@ -130,6 +130,7 @@ class Poller:
             },
             now,
         )
+        await self.recorder.dwell(self.devices.dwell.changes())  # kept across restarts
         await self._failsafe(now)
         if (gap := self.plans.gap(now)) is not None:
             await self.shedder.safe_posture(gap)  # every poll: devices that drift are put back

@@ -93,6 +93,20 @@ class Recorder:
         if rows:
             await self.audit("commands", {"why": why, **(extra or {}), "outcomes": rows})
 
+    async def dwell(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        """Store when devices slept or woke (:mod:`.dwell`); a write the state file refuses
+        counts as a refused record and is logged once per distinct error, never raised."""
+        if not changes:
+            return
+        try:
+            await self.store.put_device_dwell(changes)
+        except Exception as exc:
+            self.counters.store_failures += 1
+            error = in_words(exc)
+            if error != self.error:
+                log.error("device dwell times not written: %s", error)
+            self.error = error
+
     def verdict(self, out: Outcome) -> None:
         """A read-back verdict (the fleet's ``on_outcome`` hook, through
         :meth:`DeviceModes.read_back`): counted at once, written within ``VERDICT_BATCH_S``

@@ -1,0 +1,66 @@
+"""When each device last went to sleep or woke, for its class's ``min_off_s`` and
+``min_on_s`` across plans and across restarts of the daemon.
+
+The plan holds units asleep (awake) until their min-off (min-on) has passed, counted from
+when the daemon put them to sleep (woke them), or saw them do so behind its back
+(``SiteState.asleep_since`` / ``awake_since``, ``scheduler.planner.dwell``). Kept in memory
+only, a daemon restarted a minute after a curtail (an upgrade during a DR event) woke every
+miner at the next cheap price, within its min-off. So each change is also written to the
+state file (its ``device_dwell`` table, not chained: a lost row costs one dwell, as before)
+with the poll that follows it and at close, and read back at start. A stored time says
+nothing of a device that, meanwhile, changed otherwise: only the entry that agrees with the
+mode the device is in counts (``DeviceModes.asleep_since`` / ``awake_since``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["Dwell"]
+
+_ASLEEP, _AWAKE = "asleep", "awake"
+
+
+class Dwell:
+    """Device -> when it went to sleep (``slept_at``) or woke (``woke_at``), while it sleeps
+    or runs; the changes not yet stored (``changes``)."""
+
+    def __init__(self) -> None:
+        self.slept_at: dict[str, float] = {}
+        self.woke_at: dict[str, float] = {}
+        self._changed: dict[str, dict[str, Any]] = {}
+
+    def slept(self, device_id: str, at: float) -> None:
+        self.woke_at.pop(device_id, None)
+        self.slept_at[device_id] = at
+        self._changed[device_id] = {"state": _ASLEEP, "at": at}
+
+    def woke(self, device_id: str, at: float) -> None:
+        self.slept_at.pop(device_id, None)
+        self.woke_at[device_id] = at
+        self._changed[device_id] = {"state": _AWAKE, "at": at}
+
+    def changes(self) -> dict[str, dict[str, Any] | None]:
+        """The changes since the last call, as the state file's documents."""
+        out: dict[str, dict[str, Any] | None] = dict(self._changed)
+        self._changed.clear()
+        return out
+
+    def restore(self, docs: dict[str, dict[str, Any]], known: set[str]) -> int:
+        """Take the stored times of the devices in ``known`` (a row of another site's
+        devices, or one not understood, is left out); how many were taken."""
+        taken = 0
+        for device_id, doc in docs.items():
+            at = doc.get("at") if isinstance(doc, dict) else None
+            state = doc.get("state") if isinstance(doc, dict) else None
+            if device_id not in known or not isinstance(at, (int, float)) or not math.isfinite(at):
+                continue
+            if state == _ASLEEP:
+                self.slept_at[device_id] = float(at)
+            elif state == _AWAKE:
+                self.woke_at[device_id] = float(at)
+            else:
+                continue
+            taken += 1
+        return taken
