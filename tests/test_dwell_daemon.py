@@ -208,3 +208,21 @@ def test_stored_dwell_rows_not_understood_are_left_out_and_a_refused_write_is_co
     dwell.slept("s19/1", 300.0)
     asyncio.run(recorder.dwell(dwell.changes()))
     assert counters.store_failures == 1 and "No space left" in (recorder.error or "")
+
+
+def test_the_shed_order_takes_the_units_woken_longest_ago_first(tmp_path: Path) -> None:
+    """A cap sheds the least valuable kW first; among equals (a class's miners in one mode)
+    it took them by id, so a curtail's first sheds could be the units woken a minute ago,
+    within their min-on, while others had run for hours. Equal value: longest awake first."""
+    from scheduler.service.daemon.shedorder import shed_order
+
+    clock = FakeClock()
+    d, _ = memory_daemon(_site(900), tmp_path, clock)
+
+    async def body() -> None:
+        d.devices.dwell.woke("s19/0", clock.time())
+        d.devices.dwell.woke("s19/1", clock.time() - 7200)
+        order = [s.device_id for s in shed_order(d.devices)]
+        assert order == ["s19/2", "s19/3", "s19/1", "s19/0"], order
+
+    run_open(d, body)

@@ -7,6 +7,7 @@ walks what they give."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,8 +38,9 @@ _Step = tuple[int, float, tuple[ModeRequest, str, float, float, "tuple[float, fl
 
 
 def shed_order(devices: DeviceModes) -> list[ShedStep]:
-    """Least valuable kW first (the order of ``scheduler.planner.shedding``, over devices);
-    precomputed so that a signal needs no thinking."""
+    """Least valuable kW first (the order of ``scheduler.planner.shedding``, over devices),
+    of equal value the device awake longest first; precomputed so that a signal needs no
+    thinking."""
     pue = devices.config.site.pue
 
     def at_meter(it_kw: float) -> float:  # a change in IT power, at the meter
@@ -61,8 +63,12 @@ def shed_order(devices: DeviceModes) -> list[ShedStep]:
         for bucket, value, step in steps:
             groups[bucket].append((value, ShedStep(device_id, *step)))
     order: list[ShedStep] = []
+    # of equal value, the device awake longest first (a unit woken within its min-on last;
+    # one never seen woken counts as awake for ever)
+    woke = devices.dwell.woke_at
     for group in groups:
-        order += [s for _, s in sorted(group, key=lambda x: x[0])]
+        ranked = sorted(group, key=lambda x: (x[0], woke.get(x[1].device_id, -math.inf)))
+        order += [s for _, s in ranked]
     return order
 
 
