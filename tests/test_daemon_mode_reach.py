@@ -393,3 +393,4 @@ def test_presets_that_only_round_are_said_in_the_notes_without_a_limit() -> None
     note = reach.note("s19") or ""
     assert "modes limited" not in note and "1 miners set power by presets" in note, note
     assert "eco (2135 W) runs at 2100 W" in note and "turbo (3812.5 W) runs at 3050 W" in note
+    assert note.endswith("(modes at the presets' powers plan what the miners draw)"), note

@@ -203,7 +203,8 @@ class ClassReach:
             f"{m} ({w:g} W) is below the lowest preset ({low:g} W){on(k)}"
             for (m, w, low), k in self.below_presets.items()
         ] + [f"{m} ({w:g} W) runs at {p:g} W{on(k)}" for (m, w, p), k in self.rounded.items()]
-        return f"{n} miners set power by presets: {'; '.join(items)}"
+        fix = " (modes at the presets' powers plan what the miners draw)" if self.rounded else ""
+        return f"{n} miners set power by presets: {'; '.join(items)}{fix}"
 
     def note(self, name: str) -> str | None:
         """A line for the plan's notes where a mode is limited or set by presets at another
