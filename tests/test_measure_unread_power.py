@@ -127,3 +127,25 @@ def test_a_reading_taken_before_a_sleep_counts_at_the_mode_it_was_in(tmp_path: P
     assert s.power.device("m/0", False).kw == 2.0  # as read: eco, not the top mode (3 kW)
     _stock(s, "m/0")  # read after the command, still running: which mode, it cannot say
     assert s.power.device("m/0", False).kw == 3.0
+
+
+def test_a_stock_miner_configured_asleep_and_still_hashing_counts_as_hashing(
+    tmp_path: Path,
+) -> None:
+    """Walk 26, D1: a stock build that saves a sleep and hashes on until a reboot reads
+    ``transition`` (configured asleep, hashrate > 0), never ``running``. Such a reading was
+    counted at the commanded sleep (15 W) until the read-back deadline, and again after
+    each re-send: 0.63 kW of import reported under a 1 kW cap while the miners drew 11 kW.
+    A reading that shows a hashrate is a miner drawing power, whatever its configuration."""
+    s = Site(tmp_path)
+    s.poll(m_0=None, m_1=3000.0, g_0=750.0)
+    s.devs["m/0"].readback_after_s = lambda: 5.0  # type: ignore[method-assign]
+    s.command("m/0", "sleep", ModeRequest("sleep"))
+    sent = s.fleet.pending["m/0"].sent_at
+    s.hear(Telemetry("m/0", sent + 6.0, "transition", power_w=None, hashrate_ths=100.0))
+    assert s.power.device("m/0", False).kw == 3.0  # as read: hashing, its mode's nameplate
+    assert s.power.device("m/0", True).kw == 3.0  # the fast path too, once past its time
+    assert s.modes.shown()["m/0"] != "sleep"
+    # ramped down: no hashrate, configured asleep is asleep once it reads so
+    s.hear(Telemetry("m/0", sent + 8.0, "sleeping", power_w=None, hashrate_ths=0.0))
+    assert s.power.device("m/0", False).kw == 0.25

@@ -57,6 +57,14 @@ class SitePower:
     unmanaged_worst_kw: float = 0.0  # classes without adapters, every unit at its top mode
 
 
+def at_work(t: Any) -> bool:
+    """Whether a reading shows a device at work: running, or a miner in transition with a
+    hashrate (configured asleep and still hashing: a stock build that applies a sleep only
+    on a reboot, asic-rs issue 245, or one still ramping down). Such a miner draws power,
+    whatever its configuration says (walk 26: counted at its sleep's 15 W before)."""
+    return bool(t.state == "running" or (t.state == "transition" and (t.hashrate_ths or 0) > 0))
+
+
 def estimate_kw(
     last_kw: float | None, mode_kw: float | None, max_mode_kw: float
 ) -> tuple[float, float]:

@@ -30,6 +30,7 @@ from scheduler.planner.objectives import offered_modes
 from scheduler.service.daemon.clock import Clock
 from scheduler.service.daemon.dwell import Dwell
 from scheduler.service.daemon.reach import no_power_target, own_setting_mode
+from scheduler.service.power import at_work
 
 log = logging.getLogger("gridsched.daemon")
 #: The read-back's verdicts on an accepted command (one each).
@@ -210,7 +211,7 @@ class DeviceModes:
         for device_id in self.fleet.pending:
             st = self.fleet.status.get(device_id)
             t = None if st is None else st.telemetry
-            if t is not None and t.state in ("sleeping", "running"):
+            if t is not None and (t.state == "sleeping" or at_work(t)):
                 out[device_id] = self.from_reading(device_id, t)
         return out
 

@@ -26,6 +26,7 @@ from scheduler.service.power import (
     Compliance,
     DevicePower,
     SitePower,
+    at_work,
     estimate_kw,
     judge,
     site_power,
@@ -298,7 +299,7 @@ class Power:
         mode = self.devices.modes.get(device_id)
         if t is not None and t.state == "sleeping":
             mode, last = SLEEP, None  # asleep, not at the power it drew before
-        elif t is not None and t.state == "running" and mode in (None, SLEEP):
+        elif t is not None and at_work(t) and mode in (None, SLEEP):
             # Answered without a power figure (stock Antminer firmware reads none), or not
             # answering now, running although told to sleep: one that accepted a sleep and
             # kept hashing counted at 15 W until its read-back deadline. Its reading cannot
