@@ -226,3 +226,16 @@ def test_the_shed_order_takes_the_units_woken_longest_ago_first(tmp_path: Path) 
         assert order == ["s19/2", "s19/3", "s19/1", "s19/0"], order
 
     run_open(d, body)
+
+
+def test_a_mode_change_that_lowers_the_count_keeps_the_unit_woken_last() -> None:
+    """Walk 26, D2: both awake in turbo, the plan wants one in eco: the awake devices that
+    must change mode took the places longest-woken first, so the one woken last (within its
+    min-on) was the one put to sleep."""
+    from scheduler.service.daemon.dispatch import assign
+
+    got = assign(
+        ["A", "B"], {"A": "turbo", "B": "turbo"}, {"eco": 1, "turbo": 0},
+        since={"A": 1000.0, "B": 5000.0},
+    )  # fmt: skip
+    assert got == {"A": SLEEP, "B": "eco"}, got

@@ -108,7 +108,14 @@ def assign(
             left[m] -= 1
         else:
             rest.append(i)
-    rest.sort(key=lambda i: (modes.get(i, SLEEP) == SLEEP, when.get(i, float("-inf")), i))
+
+    def rank(i: str) -> tuple[bool, float, str]:
+        # awake first, woken last first (a place changed keeps it within its min-on);
+        # then asleep, asleep longest first
+        asleep, at = modes.get(i, SLEEP) == SLEEP, when.get(i, float("-inf"))
+        return asleep, (at if asleep else -at), i
+
+    rest.sort(key=rank)
     order = list(left)
     if no:  # modes some cannot take first: the devices that can are not spent elsewhere
         order.sort(key=lambda mode: not any(mode in b for b in no.values()))
