@@ -239,3 +239,45 @@ def test_a_mode_change_that_lowers_the_count_keeps_the_unit_woken_last() -> None
         since={"A": 1000.0, "B": 5000.0},
     )  # fmt: skip
     assert got == {"A": SLEEP, "B": "eco"}, got
+
+
+def test_a_miner_whose_target_climbs_above_its_mode_is_drift_and_put_back(
+    tmp_path: Path,
+) -> None:
+    """Walk 26, D3: LuxOS's ATM, turned on by an operator between two profile changes,
+    climbed a miner set to eco (395MHz) to 595MHz (3.4 kW); status went on saying eco and
+    nothing was logged: drift checked only sleep/run. A target read above the mode's power
+    is drift: the mode read is taken, counted, and the next dispatch puts it back (a LuxOS
+    change then caps ATM's ceiling at the profile set). Below it is a preset's rounding or
+    ATM stepping down, not drift."""
+    text = site_text(
+        "drift",
+        daemon={"horizon": "2h", "step": "5min", "stage_ahead_s": 0, "confirm_after_s": 0},
+        devices=device_classes(
+            {"name": "m", "kind": "asic", "count": 2, "modes": [
+                {"name": "eco", "power_kw": 2.0, "hashrate_ths": 80.0},
+                {"name": "full", "power_kw": 3.0, "hashrate_ths": 100.0}]}
+        ),
+    )  # fmt: skip
+    clock = FakeClock()
+    d, devs = memory_daemon(text, tmp_path, clock)
+
+    async def body() -> None:
+        await d.replan("test")
+        plan = d.plans.plan
+        assert plan is not None
+        (cp,) = plan.classes
+        cp.units_by_mode[:, :] = 0
+        cp.units_by_mode[cp.modes.index("eco"), :] = 2
+        await d.dispatch()
+        await d.poll(dispatch=False)
+        assert d.devices.modes["m/0"] == "eco" and devs["m/0"].target_w == 2000.0
+        devs["m/1"].target_w = 1900.0  # a lower preset, or ATM stepping down: no drift
+        devs["m/0"].target_w = 3000.0  # ATM climbed
+        await d.poll(dispatch=False)
+        assert d.devices.modes["m/0"] == "full" and d.devices.modes["m/1"] == "eco"
+        assert d.status()["classes"]["m"]["drifted"] == {"power_target": 1}
+        await d.dispatch()
+        assert devs["m/0"].target_w == 2000.0 and d.devices.modes["m/0"] == "eco"
+
+    run_open(d, body)

@@ -37,7 +37,7 @@ from scheduler.service.daemon import status as views
 from scheduler.service.daemon.billing import BillingPeak
 from scheduler.service.daemon.clock import Clock, SystemClock
 from scheduler.service.daemon.counters import Counters, Tasks, quiet_apscheduler_skips
-from scheduler.service.daemon.devices import DeviceModes, confirm_posture
+from scheduler.service.daemon.devices import DeviceModes
 from scheduler.service.daemon.dispatch import Dispatcher
 from scheduler.service.daemon.failsafe import FailSafe
 from scheduler.service.daemon.fastpath import Shedder
@@ -46,6 +46,7 @@ from scheduler.service.daemon.measure import Power
 from scheduler.service.daemon.planning import Planning, dispatch_step_s
 from scheduler.service.daemon.plans import CurrentPlan
 from scheduler.service.daemon.poll import Poller
+from scheduler.service.daemon.posture import confirm_posture
 from scheduler.service.daemon.recorder import Recorder
 from scheduler.service.daemon.signals import Signals
 from scheduler.service.demand_feed import DemandFeed

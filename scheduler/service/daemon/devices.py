@@ -14,10 +14,8 @@ the class's top power, serving nothing counted, and commanded again by the next 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
 
 from adapters.base import CLOCKS_UNKNOWN, ClockLock, Telemetry
 from adapters.fleet import Fleet, Outcome
@@ -203,10 +201,8 @@ class DeviceModes:
 
     def shown(self) -> dict[str, str]:
         """The devices whose command awaits its read-back, each with the mode its newest
-        reading shows: what status and metrics count them in, not the mode commanded (a
-        miner that accepted a sleep and kept hashing was counted "sleep" until its
-        deadline, and again after each re-send: the SRE's walk, session 24). Those with no
-        reading of a known state keep the mode commanded."""
+        reading shows, not the one commanded (the SRE's walk, session 24: one hashing on
+        counted "sleep"); those with no reading of a known state keep the one commanded."""
         out = {}
         for device_id in self.fleet.pending:
             st = self.fleet.status.get(device_id)
@@ -270,6 +266,14 @@ class DeviceModes:
                     f"{t.target_w:g} W: putting it back"
                 )
                 self.adopt(device_id, t, why, "power_limit")
+                return True
+        # a miner's target above its mode's power (LuxOS's ATM turned on behind our back
+        # climbs profiles; below is a preset's rounding or ATM stepping down: no drift)
+        if t.state == "running" and dc.kind is DeviceKind.ASIC and t.target_w is not None:
+            set_w = dc.device_target_w(mode)
+            if t.target_w > set_w + max(1.0, 0.01 * set_w):
+                why = f"was set to {mode} ({set_w:g} W), reads target {t.target_w:g} W"
+                self.adopt(device_id, t, f"{why}: putting it back", "power_target")
                 return True
         return False
 
@@ -373,26 +377,3 @@ def _lock_words(lock: ClockLock) -> str:
     if lock == CLOCKS_UNKNOWN:
         return "SM clock lock unknown"
     return f"SM clocks locked at {lock[0]}-{lock[1]} MHz"
-
-
-async def confirm_posture(fleet: Fleet, outcomes: list[Outcome], limit_s: float) -> dict[str, Any]:
-    """Read the devices told to take a posture (the shutdown's) back until each shows it,
-    for at most ``limit_s`` and no longer than their firmware's deadline: an accepted
-    command is not a device asleep. Returns how many were told, confirmed by read-back,
-    not confirmed in time, and failed."""
-    accepted = [o for o in outcomes if o.ok]
-    wait_s = min(
-        limit_s,
-        max((fleet.by_id[o.device_id].confirm_deadline_s() for o in accepted), default=0),
-    )
-    t0 = time.monotonic()
-    seen = await fleet.confirm(accepted, wait_s) if accepted and wait_s > 0 else {}
-    confirmed = sum(1 for s in seen.values() if s is not None)
-    return {
-        "told": len(outcomes),
-        "confirmed": confirmed,
-        "unconfirmed": len(accepted) - confirmed,
-        "failed": len(outcomes) - len(accepted),
-        "waited_s": round(time.monotonic() - t0, 1),  # the read-back's own time
-        "limit_s": round(wait_s, 1),  # the most it would wait
-    }
