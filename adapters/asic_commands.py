@@ -148,12 +148,12 @@ class MinerCommands(AsicMiner):
         self._luxos_session_check()
         self._atm_change, before = None, self._read_target_w
         atm = self._atm_state
+        watts = {n: w for w, n in self._profiles.items()}
         await self._luxos_write(
-            luxos_atm.set_profile(self.device_id, rpc, name, atm, self.timeout_s)
+            luxos_atm.set_profile(self.device_id, rpc, name, atm, self.timeout_s, watts)
         )
         self._session_used = time.monotonic()
         self._atm = atm.on
-        watts = {n: w for w, n in self._profiles.items()}
         if atm.on and name in watts:
             floor = watts.get(atm.floor, min(watts.values()))
             self._atm_change = (watts[name], min(floor, watts[name]), before)

@@ -12,6 +12,7 @@ What ATM does on the miner, and its sources: :mod:`adapters.sim.luxos_atm`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +34,25 @@ class AtmState:
     floor: str = ""
     #: The ceiling the last change gave ATM (the profile it set): an owed re-enable sets it.
     ceiling: str = ""
+    #: The last change lowered ATM's floor to its ceiling (the profile set was below it).
+    lowered_floor: bool = False
+
+    def enable_args(self) -> list[str]:
+        """``atmset``'s arguments that turn ATM back on with the last change's band."""
+        band = [f"max_profile={self.ceiling}"] if self.ceiling else []
+        if self.ceiling and self.lowered_floor:
+            band.append(f"min_profile={self.ceiling}")
+        return ["enabled=true", *band]
 
 
-async def set_profile(device_id: str, rpc: Any, name: str, atm: AtmState, timeout_s: float) -> None:
+async def set_profile(
+    device_id: str,
+    rpc: Any,
+    name: str,
+    atm: AtmState,
+    timeout_s: float,
+    watts: Mapping[str, float] | None = None,
+) -> None:
     """``profileset name``; raises BadReply when the reply names no profile, ControlRejected
     when it names another (and as :func:`curtail` for the rest).
 
@@ -47,7 +64,14 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: AtmState, timeou
     enabled=true,max_profile=<name>``: ATM keeps stepping the profile down on heat, never
     back up past the power the scheduler set (the operator's ``max_profile`` is replaced by
     each target). ``atm.owed`` is set before ATM is turned off and cleared only when its
-    re-enable is answered, so a lost re-enable is sent at the next change.
+    re-enable is answered, so a lost re-enable is sent at the next change. A profile below
+    ATM's floor (``MinProfile``, by ``watts``: profile name -> W) lowers the floor to it too:
+    a ceiling under the floor is a band LuxOS is not documented to take (walk 26).
+
+    An ``atm`` reply that cannot be read leaves ATM alone (no ``atmset``), as pyasic's
+    ``set_power_limit`` does when its ``atm_enabled()`` answers None: taken as on, the
+    change turned ATM *on* on a miner whose ATM may have been off (walk 26), and failed on
+    every build that refuses ``atmset``.
     """
 
     async def send(sid: str) -> Any:
@@ -58,12 +82,16 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: AtmState, timeou
             atm_reply = await ask(rpc, "atm")
         except NoReply:
             raise
-        except LuxosError:  # an error or no JSON: ATM unknown, read as on
+        except LuxosError:  # an error or no JSON: ATM unknown, left alone
             atm_reply = None
-        on, atm.floor = _atm_read(atm_reply)
-        on = atm.on = on or atm.owed
+        known, atm.floor = _atm_read(atm_reply)
+        on = atm.on = bool(known) or atm.owed
         if on:
-            atm.owed, atm.ceiling = True, name
+            w = watts or {}
+            below = bool(atm.floor) and w.get(name, 0.0) < w.get(atm.floor, 0.0)
+            atm.owed, atm.ceiling, atm.lowered_floor = True, name, below
+            if below:
+                atm.floor = name
             await ask(rpc, "atmset", sid, "enabled=false")
         try:
             reply = await ask(rpc, "profileset", sid, name)
@@ -74,7 +102,7 @@ async def set_profile(device_id: str, rpc: Any, name: str, atm: AtmState, timeou
                     atm.owed = False
             raise
         if on:
-            await ask(rpc, "atmset", sid, "enabled=true", f"max_profile={name}")
+            await ask(rpc, "atmset", sid, *atm.enable_args())
             atm.owed = False
         return reply
 
@@ -102,7 +130,7 @@ async def restore_atm(device_id: str, rpc: Any, atm: AtmState, timeout_s: float)
     """The re-enable a profile change owes (``atm.owed``: it turned ATM off and lost the
     answer to turning it back on), sent on its own, with the ceiling that change set.
     Raises as :func:`curtail`; ``atm.owed`` is cleared only when LuxOS says it is done."""
-    args = ["enabled=true"] + ([f"max_profile={atm.ceiling}"] if atm.ceiling else [])
+    args = atm.enable_args()
     what = "atmset " + ",".join(args)
 
     async def go() -> Any:
@@ -117,12 +145,12 @@ async def restore_atm(device_id: str, rpc: Any, atm: AtmState, timeout_s: float)
     atm.owed = False
 
 
-def _atm_read(reply: Any) -> tuple[bool, str]:
-    """An ``atm`` reply's ``Enabled`` and ``MinProfile``; one that does not say reads as on
-    (turned off around the change and back on: what pyasic would do had it read on)."""
+def _atm_read(reply: Any) -> tuple[bool | None, str]:
+    """An ``atm`` reply's ``Enabled`` and ``MinProfile``; None where it does not say (left
+    alone, as pyasic's ``atm_enabled()`` answers None and ``set_power_limit`` does)."""
     try:
         row = reply["ATM"][0]
         enabled, floor = row["Enabled"], row.get("MinProfile", "")
     except (KeyError, IndexError, TypeError, AttributeError):
-        return True, ""
-    return (enabled if isinstance(enabled, bool) else True), str(floor or "")
+        return None, ""
+    return (enabled if isinstance(enabled, bool) else None), str(floor or "")

@@ -295,3 +295,59 @@ def test_with_no_reading_before_the_change_only_the_profile_set_confirms(
     th.call(m.clear_faults)
     assert t.target_w < applied.target_w  # the profile before, below ours
     assert not confirmed
+
+
+def test_an_atm_state_that_cannot_be_read_is_left_alone(
+    one: tuple[SimFleetThread, LuxosSim],
+) -> None:
+    """Walk 26, D4: an ``atm`` reply that could not be read was taken as ATM on, so the
+    change turned ATM off and then *on* (with its ceiling) on a miner whose ATM was off,
+    and on a build that refuses ``atmset`` every change would fail. pyasic's
+    ``atm_enabled()`` answers None then and ``set_power_limit`` leaves ATM alone: so here."""
+    th, m = one
+    sent: list[str] = []
+    atmset = m._cmd_atmset
+
+    def unreadable(_: list[str]) -> dict[str, Any]:
+        return {"STATUS": [{"STATUS": "E", "Code": 14, "Msg": "Invalid command"}], "id": 1}
+
+    def counting(params: list[str]) -> dict[str, Any]:
+        sent.append(",".join(params))
+        return atmset(params)
+
+    th.call(lambda: setattr(m, "_cmd_atm", unreadable))
+    th.call(lambda: setattr(m, "_cmd_atmset", counting))
+    dev = PyasicMiner("atm/3", m.host, timeout_s=10.0)
+
+    async def go() -> None:
+        info = await dev.connect()
+        dev._sleeping = False
+        await dev.apply(ModeRequest("run", info.power_targets_w[3]))
+        await dev.close()
+
+    run(go())
+    assert sent == [] and not th.call(lambda: m.atm)
+
+
+def test_a_profile_below_the_operators_atm_floor_lowers_the_floor_too(
+    one: tuple[SimFleetThread, LuxosSim],
+) -> None:
+    """Walk 26, D5: with ATM's floor at ``default``, a change to a lower profile set the
+    ceiling below the floor (MaxProfile 395MHz under MinProfile default): a band no
+    firmware is documented to take. The floor follows the ceiling down."""
+    th, m = one
+    dev = PyasicMiner("atm/4", m.host, timeout_s=10.0)
+
+    async def go() -> str:
+        info = await dev.connect()
+        th.call(lambda: setattr(m, "atm", True))
+        th.call(lambda: setattr(m, "atm_min", "default"))
+        dev._sleeping = False
+        low = info.power_targets_w[2]
+        await dev.apply(ModeRequest("run", low))
+        await dev.close()
+        return dev._profiles[low]
+
+    name = run(go())
+    assert th.call(lambda: m.atm) and th.call(lambda: m.atm_max) == name
+    assert th.call(lambda: m.atm_min) == name
