@@ -5,8 +5,12 @@ class's. Devices in memory (``tests/support/memfleet.py``) on a fake clock."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
+
+from adapters.base import ModeRequest
 from scheduler.planner.plan import Plan
 from scheduler.service.daemon import Daemon
 from scheduler.service.daemon.devices import SLEEP
@@ -279,5 +283,29 @@ def test_a_miner_whose_target_climbs_above_its_mode_is_drift_and_put_back(
         assert d.status()["classes"]["m"]["drifted"] == {"power_target": 1}
         await d.dispatch()
         assert devs["m/0"].target_w == 2000.0 and d.devices.modes["m/0"] == "eco"
+
+    run_open(d, body)
+
+
+def test_a_cap_that_stops_units_within_their_min_on_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Walk 26, D6: a curtail in force at once is shed by the fast path before any plan:
+    the units it stopped within their min-on were said nowhere (the plan's note comes only
+    for a cap ahead). The log says it, per class."""
+    caplog.set_level(logging.WARNING, "gridsched.daemon")
+    clock = FakeClock()
+    d, _ = memory_daemon(_site(900), tmp_path, clock, asleep=True)
+
+    async def body() -> None:
+        await _plan_at(d, clock, CHEAP)
+        assert len(_awake(d)) == 4
+        clock.advance(60)
+        await d.fast_path("a curtail at once")  # no cap: nothing to shed, nothing said
+        assert not [r for r in caplog.records if "min_on_s" in r.getMessage()]
+        out = await d.fleet.apply({i: ModeRequest("sleep") for i in _awake(d)})
+        d.devices.commanded(out, {i: SLEEP for i in _awake(d)})
+        (line,) = [r.getMessage() for r in caplog.records if "min_on_s" in r.getMessage()]
+        assert "4 of s19" in line, line
 
     run_open(d, body)

@@ -163,6 +163,8 @@ class DeviceModes:
                 self.before[o.device_id] = self.modes.get(o.device_id, SLEEP)
                 self.modes[o.device_id] = mode
                 self._slept(o.device_id, mode)
+        if short := self.dwell.cut_short():  # a cap (the fast path, or a plan) outranked it
+            log.warning("stopped before their min_on_s has passed: %s", short)
         self.generation += 1
         for listener in self.listeners:
             listener()
@@ -174,7 +176,8 @@ class DeviceModes:
         if mode != SLEEP and was_asleep:  # asleep before: it starts now
             self.dwell.woke(device_id, self.clock.time())
         elif mode == SLEEP and not was_asleep:  # awake before: it stops now
-            self.dwell.slept(device_id, self.clock.time())
+            dc = self.class_of(device_id)
+            self.dwell.slept(device_id, self.clock.time(), dc.min_on_s, dc.name)
 
     def slept_now(self, outcomes: Iterable[Outcome]) -> None:
         """Devices put to sleep outside dispatch (the shutdown posture): their min-off."""

@@ -30,9 +30,14 @@ class Dwell:
         self.slept_at: dict[str, float] = {}
         self.woke_at: dict[str, float] = {}
         self._changed: dict[str, dict[str, Any]] = {}
+        self._short: dict[str, int] = {}  # class -> units stopped within min-on, unsaid
 
-    def slept(self, device_id: str, at: float) -> None:
-        self.woke_at.pop(device_id, None)
+    def slept(self, device_id: str, at: float, min_on_s: float = 0.0, group: str = "") -> None:
+        """Asleep from ``at``; one woken less than ``min_on_s`` before (of class ``group``)
+        is counted as cut short (:meth:`cut_short`)."""
+        woke = self.woke_at.pop(device_id, None)
+        if woke is not None and at - woke < min_on_s:
+            self._short[group] = self._short.get(group, 0) + 1
         self.slept_at[device_id] = at
         self._changed[device_id] = {"state": _ASLEEP, "at": at}
 
@@ -40,6 +45,12 @@ class Dwell:
         self.slept_at.pop(device_id, None)
         self.woke_at[device_id] = at
         self._changed[device_id] = {"state": _AWAKE, "at": at}
+
+    def cut_short(self) -> str:
+        """The units stopped within their min-on since the last call, in words ("" none)."""
+        out = ", ".join(f"{n} of {group}" for group, n in sorted(self._short.items()))
+        self._short.clear()
+        return out
 
     def changes(self) -> dict[str, dict[str, Any] | None]:
         """The changes since the last call, as the state file's documents."""
