@@ -21,13 +21,32 @@ reading, made after it, still shows the configuration asleep and the boards hash
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from adapters import antminer
 from adapters.base import ControlRejected, DeviceTimeout, contain
 
+log = logging.getLogger("gridsched.fleet")
+
 #: The ``[devices.adapter]`` setting that allows the reboot (models.device_adapter).
 SETTING = "reboot_if_sleep_ignored"
+#: Firmware families found under the setting that it does not apply to, said once each.
+_SAID: set[str] = set()
+
+
+def not_stock(device_id: str, family: str) -> None:
+    """The setting on a miner that runs other firmware (known only once it answers: a
+    ``pyasic`` class): it does nothing there; said once per family, not per miner."""
+    if family not in _SAID:
+        _SAID.add(family)
+        log.warning(
+            "%s is set for miners that run %s firmware (first: %s): it applies to stock "
+            "Antminer firmware only and is ignored for them",
+            SETTING,
+            family,
+            device_id,
+        )
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any
 from adapters import (
     antminer,
     antminer_reading,
+    antminer_reboot,
     braiins,
     discovery,
     luxos,
@@ -149,6 +150,8 @@ class PyasicMiner(MinerCommands):
         if family is Family.WHATSMINER and whatsminer3.is_v3(miner):
             family = Family.WHATSMINER_V3
         self._caps = CAPABILITIES[family]
+        if self.reboot_if_sleep_ignored and family is not Family.ANTMINER_STOCK:
+            antminer_reboot.not_stock(self.device_id, family.value)
         if family is Family.WHATSMINER and self.sessions:  # so the first write is one trip
             await whatsminer.first_token(self.device_id, miner, self.timeout_s)
         if family is Family.WHATSMINER_V3 and self.sessions:  # the same, on API v3

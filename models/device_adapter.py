@@ -212,7 +212,11 @@ class AdapterConfig(BaseModel):
         )
         if not stock:
             sim = self.kind is AdapterKind.SIM
-            what = f"sim_firmware = {self.sim_firmware!r}" if sim else f"kind = {self.kind.value!r}"
+            what = (
+                f"kind = 'sim' with sim_firmware = {self.sim_firmware!r}"
+                if sim
+                else f"kind = {self.kind.value!r}"
+            )
             raise at_key(
                 "reboot_if_sleep_ignored",
                 f"reboot_if_sleep_ignored applies to stock Antminer firmware driven by kind = "

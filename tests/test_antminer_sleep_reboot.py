@@ -264,3 +264,29 @@ def test_a_bad_setting_is_named(adapter: dict[str, Any], words: str) -> None:
     key = f"devices[0].adapter.{SETTING}"
     assert key in found, found
     assert words in found[key], found[key]
+
+
+def test_the_setting_on_miners_of_other_firmware_is_said_once_not_silently_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Walk 26, D7: ``reboot_if_sleep_ignored = true`` on a pyasic class of LuxOS miners
+    passed validation (the firmware is known only once the miners answer) and did nothing
+    without a word. It is said once per firmware family at connect."""
+    from adapters import antminer_reboot
+    from tests.support.daemon import free_loopback_base
+
+    antminer_reboot._SAID.discard("luxos")
+    caplog.set_level(logging.WARNING, "gridsched.fleet")
+    fleet = SimFleet.build(2, 0, base=free_loopback_base(2), control_port=None)
+    with SimFleetThread(fleet):
+        devs = [PyasicMiner(f"lux/{i}", m.host, timeout_s=10.0) for i, m in enumerate(fleet.miners)]
+
+        async def go() -> None:
+            for dev in devs:
+                dev.reboot_if_sleep_ignored = True
+                await dev.connect()
+                await dev.close()
+
+        run(go())
+    lines = [r.getMessage() for r in caplog.records if SETTING in r.getMessage()]
+    assert len(lines) == 1 and "luxos" in lines[0] and "ignored" in lines[0], lines
