@@ -63,6 +63,12 @@ def test_the_control_port_sets_a_variant_on_the_miners_of_that_firmware() -> Non
          "value": "false"}
     )  # fmt: skip
     assert [m.curtail_survives_reboot for m in lux] == [False, True]
+    with pytest.raises(ValueError, match="no simulated whatsminer miner among the hosts"):
+        fleet.handle({"op": "variant", "firmware": "whatsminer", "name": "write_access",
+                      "value": False})  # fmt: skip
+    with pytest.raises(ValueError, match="want seconds"):
+        fleet.handle({"op": "variant", "firmware": "luxos", "name": "session_ttl_s",
+                      "value": True})  # fmt: skip
     with pytest.raises(ValueError, match="luxos has no variant 'write_access'"):
         fleet.handle({"op": "variant", "firmware": "luxos", "name": "write_access", "value": 1})
     listed = fleet.handle({"op": "list"})["miners"]
@@ -98,8 +104,13 @@ def test_fleet_simulate_variant_sets_it_on_that_firmwares_miners(per_process: st
         control = line.split("control ")[1].split(";")[0].strip()
         host, _, port = control.rpartition(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
+            f = s.makefile()
             s.sendall(b'{"op": "list"}\n')
-            answer = json.loads(s.makefile().readline())
+            answer = json.loads(f.readline())
+            none = {"op": "variant", "firmware": "antminer", "name": "mode_key", "value": "any"}
+            s.sendall(json.dumps(none).encode() + b"\n")
+            refused = json.loads(f.readline())
+        assert not refused["ok"] and "no simulated antminer miner" in refused["error"], refused
         got = [m["variants"] for m in answer["miners"]]
         want = {
             "curtail_survives_reboot": False,

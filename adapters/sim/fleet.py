@@ -106,12 +106,6 @@ class FleetTooLarge(GridschedError):
     """More simulated miners than one process may open sockets for."""
 
 
-def variants_of(firmware: str, m: MinerServer) -> dict[str, Any]:
-    """``{"variants": {field: value}}`` of a miner whose firmware has build variants."""
-    fields = variants.VARIANTS.get(firmware)
-    return {"variants": {f: getattr(m, f) for f in fields}} if fields else {}
-
-
 class MinerSpec(NamedTuple):
     """Where and what one simulated miner is, before it is built (cheap to hold 30,000)."""
 
@@ -302,7 +296,7 @@ class SimFleet:
                         "faults": [f.kind.value for f in m.faults],
                         "commanded_at": m.commanded_at,
                         "slept_at": m.slept_at,
-                        **variants_of(self.firmware_of(m), m),
+                        **variants.of(self.firmware_of(m), m),
                     }
                 )
             return {"ok": True, "miners": miners, "gpus": len(self.gpus)}
@@ -341,7 +335,10 @@ class SimFleet:
             firmware, name = str(req.get("firmware")), str(req.get("name"))
             value = variants.check(firmware, name, req.get("value"))
             targets = self._targets(req.get("hosts", "all"))
-            for m in (chosen := [m for m in targets if self.firmware_of(m) == firmware]):
+            chosen = [m for m in targets if self.firmware_of(m) == firmware]
+            if not chosen and not req.get("_shard"):  # a worker's part may hold none
+                raise ValueError(f"no simulated {firmware} miner among the hosts named")
+            for m in chosen:
                 setattr(m, name, value)
             return {"ok": True, "miners": len(chosen)}
         raise ValueError(f"unknown op {op!r}: list, fault, clear, curtails, gpu(_fault), variant")

@@ -246,13 +246,17 @@ class ShardedFleet:
             }
         if op in ("fault", "clear", "variant"):
             parts = self._route(req.get("hosts", "all"))
+            shard = {"_shard": True} if op == "variant" else {}
             answers = await asyncio.gather(
-                *(self._ask(self.shards[k], {**req, "hosts": h}) for k, h in parts.items())
+                *(self._ask(self.shards[k], {**req, **shard, "hosts": h}) for k, h in parts.items())
             )
             bad = next((a for a in answers if not a.get("ok")), None)
             if bad is not None or op != "variant":
                 return bad or {"ok": True}
-            return {"ok": True, "miners": sum(int(a.get("miners", 0)) for a in answers)}
+            n = sum(int(a.get("miners", 0)) for a in answers)
+            if not n:
+                raise ValueError(f"no simulated {req.get('firmware')} miner among the hosts named")
+            return {"ok": True, "miners": n}
         raise ValueError(f"unknown op {op!r}: list, fault, clear, curtails, gpu(_fault), variant")
 
     async def _serve_control(

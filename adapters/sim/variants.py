@@ -48,6 +48,8 @@ def _choice(*valid: str) -> Callable[[Any], str]:
 
 
 def _seconds(text: Any) -> float:
+    if isinstance(text, bool):  # JSON true is not 1 s
+        raise ValueError("want seconds, a number above 0 (inf: never)")
     try:
         value = float(text)
     except (TypeError, ValueError):
@@ -73,6 +75,12 @@ VARIANTS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "whatsminer": {"write_access": _bool},
     "whatsminer3": {"write_access": _bool},
 }
+
+
+def of(firmware: str, miner: Any) -> dict[str, Any]:
+    """``{"variants": {field: value}}`` of a miner whose firmware has build variants."""
+    fields = VARIANTS.get(firmware)
+    return {"variants": {f: getattr(miner, f) for f in fields}} if fields else {}
 
 
 def check(firmware: str, name: str, value: Any) -> Any:
