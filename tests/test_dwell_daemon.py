@@ -13,7 +13,7 @@ import pytest
 from adapters.base import ModeRequest
 from scheduler.planner.plan import Plan
 from scheduler.service.daemon import Daemon
-from scheduler.service.daemon.devices import SLEEP
+from scheduler.service.daemon.devices import SLEEP, UNKNOWN
 from tests.conftest import flat_series
 from tests.support.clock import FakeClock
 from tests.support.memfleet import memory_daemon, run_open
@@ -277,12 +277,21 @@ def test_a_miner_whose_target_climbs_above_its_mode_is_drift_and_put_back(
         await d.poll(dispatch=False)
         assert d.devices.modes["m/0"] == "eco" and devs["m/0"].target_w == 2000.0
         devs["m/1"].target_w = 1900.0  # a lower preset, or ATM stepping down: no drift
-        devs["m/0"].target_w = 3000.0  # ATM climbed
+        devs["m/0"].target_w = 2344.0  # ATM climbed, nearer eco than full (walk 26b, N1)
         await d.poll(dispatch=False)
         assert d.devices.modes["m/0"] == "full" and d.devices.modes["m/1"] == "eco"
         assert d.status()["classes"]["m"]["drifted"] == {"power_target": 1}
         await d.dispatch()
         assert devs["m/0"].target_w == 2000.0 and d.devices.modes["m/0"] == "eco"
+        await d.poll(dispatch=False)  # the put-back read back
+        # above every mode (a factory setting higher than the class's top): no mode; sent one
+        devs["m/0"].target_w = 3500.0
+        await d.poll(dispatch=False)
+        assert d.devices.modes["m/0"] == UNKNOWN
+        await d.dispatch()
+        assert devs["m/0"].target_w == 2000.0 and d.devices.modes["m/0"] == "eco"
+        await d.poll(dispatch=False)
+        assert d.status()["classes"]["m"]["drifted"] == {"power_target": 2}
 
     run_open(d, body)
 

@@ -125,7 +125,9 @@ class DeviceModes:
     def from_reading(self, device_id: str, t: Telemetry) -> str:
         """The mode a reading shows: asleep; else, of the modes with the SM clock lock it
         reads, the one whose power target is nearest. A lock that cannot be told, or that
-        no mode has: UNKNOWN (never a clock mode's cap twin, or the reverse)."""
+        no mode has: UNKNOWN (never a clock mode's cap twin, or the reverse); so is a miner's
+        target above every mode's power (a preset rounds a mode down, never up: walk 26b,
+        an S21 at its factory 3.5 kW in a class of 3 kW read as its top mode, never sent)."""
         dc = self.class_of(device_id)
         if t.state == "sleeping":
             return SLEEP
@@ -137,6 +139,9 @@ class DeviceModes:
             # a GPU's limit is set, not tuned: one that no mode sets is in no mode
             limit = t.target_w
             same = [m for m in same if limit_matches(limit, self.limit_w(device_id, m.name))]
+        elif t.target_w is not None:  # a miner's target is a mode's power or a preset below
+            floor_w = t.target_w - max(1.0, 0.01 * t.target_w)  # it: a mode at or above it
+            same = [m for m in same if dc.device_target_w(m.name) >= floor_w]
         if not same:
             return UNKNOWN
         if t.target_w is None:
