@@ -149,3 +149,22 @@ def test_a_stock_miner_configured_asleep_and_still_hashing_counts_as_hashing(
     # ramped down: no hashrate, configured asleep is asleep once it reads so
     s.hear(Telemetry("m/0", sent + 8.0, "sleeping", power_w=None, hashrate_ths=0.0))
     assert s.power.device("m/0", False).kw == 0.25
+
+
+def test_a_miner_without_a_power_target_hashing_after_a_sleep_counts_at_its_own_setting(
+    tmp_path: Path,
+) -> None:
+    """Walk 26b, N3: a stock Antminer (no power target: it runs at its own setting whenever
+    it hashes) hashing on, or ramping down, after a sleep was counted at its class's top
+    mode (an S21 at 4,375 W) while status said stock. Its mode before the sleep is the one
+    it runs at; a miner with a target still counts at the top (it cannot say which)."""
+    from adapters.base import DeviceInfo
+
+    s = Site(tmp_path)
+    s.modes.modes["m/0"] = "eco"
+    s.devs["m/0"].info = DeviceInfo("m/0", "asic", "x", family="antminer-stock")
+    s.clock.advance(1.0)
+    s.command("m/0", "sleep", ModeRequest("sleep"))
+    s.clock.advance(1.0)
+    s.hear(Telemetry("m/0", s.now, "transition", power_w=None, hashrate_ths=60.0))
+    assert s.power.device("m/0", False).kw == 2.0  # its own setting, not the top (3 kW)

@@ -22,6 +22,7 @@ from adapters.outcomes import Pending
 from scheduler.service.daemon.billing import BillingPeak
 from scheduler.service.daemon.devices import SLEEP, UNKNOWN, DeviceModes, mode_kw
 from scheduler.service.daemon.plans import CurrentPlan
+from scheduler.service.daemon.reach import no_power_target
 from scheduler.service.power import (
     Compliance,
     DevicePower,
@@ -305,17 +306,22 @@ class Power:
             # kept hashing counted at 15 W until its read-back deadline. Its reading cannot
             # tell which mode it runs in: the class's most power-hungry; but a reading taken
             # before the sleep went out shows the mode it was in then (counted at the top
-            # mode, status said 145.5 kW 3 s after a curtail while 77 kW was drawn)
+            # mode, status said 145.5 kW 3 s after a curtail while 77 kW was drawn), and a
+            # miner without a power target runs at its own setting whenever it hashes (a
+            # stock S21 counted at the class's 4,375 W while status said stock: walk 26b)
             p = pending.get(device_id)
             before = self.devices.before.get(device_id)
-            if isinstance(p, Pending) and t.at < p.sent_at and before not in (None, SLEEP):
-                mode = before
-            else:
-                mode = UNKNOWN
+            known = isinstance(p, Pending) and (t.at < p.sent_at or self._own_setting(device_id))
+            mode = before if known and before not in (None, SLEEP) else UNKNOWN
         kw, worst = estimate_kw(
             last, None if mode is None else mode_kw(dc, mode), max(m.power_kw for m in dc.modes)
         )
         return DevicePower(kw, False, worst)
+
+    def _own_setting(self, device_id: str) -> bool:
+        """A miner without a power target: it runs at its own setting whenever it runs."""
+        adapter = self.fleet.by_id.get(device_id)
+        return no_power_target(adapter.info if adapter is not None else None)
 
     def _overdue(self, device_id: str, pending: Mapping[str, object]) -> bool:
         """Whether the device's newest reading was taken at least its firmware family's
