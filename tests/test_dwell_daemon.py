@@ -318,3 +318,30 @@ def test_a_cap_that_stops_units_within_their_min_on_says_so(
         assert "4 of s19" in line, line
 
     run_open(d, body)
+
+
+def test_a_sleep_not_followed_is_no_wake_and_its_resend_is_not_within_min_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Walk 26c: miners that never stopped hashing (a sleep accepted and not followed) were
+    taken, at the unconfirmed verdict, as woken then: the re-sent sleep was said to stop
+    them "before their min_on_s has passed"."""
+    caplog.set_level(logging.WARNING, "gridsched.daemon")
+    clock = FakeClock()
+    d, devs = memory_daemon(_site(900), tmp_path, clock)
+
+    async def body() -> None:
+        await d.poll(dispatch=False)
+        devs["s19/0"].follows = False
+        out = await d.fleet.apply({"s19/0": ModeRequest("sleep")})
+        d.devices.commanded(out, {"s19/0": SLEEP})
+        t = d.fleet.status["s19/0"].telemetry
+        assert t is not None
+        d.devices.adopt("s19/0", t, "did not follow: unconfirmed")  # the verdict's path
+        assert "s19/0" not in d.devices.woke_at and "s19/0" not in d.devices.slept_at
+        clock.advance(60)
+        out = await d.fleet.apply({"s19/0": ModeRequest("sleep")})
+        d.devices.commanded(out, {"s19/0": SLEEP})
+        assert not [r for r in caplog.records if "min_on_s" in r.getMessage()]
+
+    run_open(d, body)

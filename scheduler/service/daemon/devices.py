@@ -320,8 +320,10 @@ class DeviceModes:
         log.warning("%s reads %s but %s", device_id, seen, why)
         if seen == SLEEP and self.modes.get(device_id) != SLEEP:
             self.dwell.slept(device_id, self.clock.time())  # stopped behind our back: now
-        elif seen != SLEEP and self.modes.get(device_id) == SLEEP:
+        elif seen != SLEEP and self.modes.get(device_id) == SLEEP and drift is not None:
             self.dwell.woke(device_id, self.clock.time())  # started behind our back: now
+        elif seen != SLEEP and self.modes.get(device_id) == SLEEP:  # never stopped
+            self.dwell.slept_at.pop(device_id, None)
         self.modes[device_id] = seen
         self.generation += 1
         if drift is not None:
