@@ -205,11 +205,16 @@ def run_target(
     return float(round(power_w)), ""
 
 
+#: A target and a preset this close (W) are the same preset.
+PRESET_TOLERANCE_W = 0.5
+
+
 def choose_preset(presets_w: tuple[float, ...], target_w: float) -> tuple[float, str]:
-    """The preset a target maps to (highest at or below it) and the rounding in words."""
-    below = [p for p in presets_w if p <= target_w + 0.5]
+    """The preset a target maps to (highest at or below it; the lowest for a target below
+    them all) and the rounding in words."""
+    below = [p for p in presets_w if p <= target_w + PRESET_TOLERANCE_W]
     chosen = max(below) if below else min(presets_w)
-    if abs(chosen - target_w) <= 0.5:
+    if abs(chosen - target_w) <= PRESET_TOLERANCE_W:
         return chosen, ""
     if below:
         return chosen, f"asked {target_w:g} W; the firmware has presets only, set {chosen:g} W"

@@ -39,12 +39,15 @@ many units as can take it (``PlanInputs.mode_units_max``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
 from adapters.base import DeviceInfo
+from adapters.payloads import PRESET_TOLERANCE_W, choose_preset
 from models.catalog import find_asic
 from models.devices import DeviceClass, DeviceKind
 from models.firmware import CAPABILITIES, PowerTarget
@@ -104,27 +107,37 @@ def outside_range(dc: DeviceClass, span: tuple[float, float] | None) -> frozense
     return frozenset(m.name for m in dc.modes if not lo <= round(m.power_kw * 1000.0) <= hi)
 
 
-#: A mode's power and a preset this close (W) are the same (``choose_preset``'s tolerance).
-PRESET_TOLERANCE_W = 0.5
+_NO_EFFECTS: tuple[Mapping[str, float], Mapping[str, float]] = (
+    MappingProxyType({}),
+    MappingProxyType({}),
+)
 
 
 def preset_effects(
     dc: DeviceClass, info: DeviceInfo | None
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[Mapping[str, float], Mapping[str, float]]:
     """For a miner that sets power by presets: its modes below the lowest preset (mode ->
-    that preset, W) and those it runs at a lower preset (mode -> the preset, W)."""
+    that preset, W) and those it runs at a lower preset (mode -> the preset, W), as the
+    adapters choose (``adapters.payloads.choose_preset``). Worked out once per (modes,
+    presets): dispatch asks for every miner it places."""
     if info is None or info.kind != "asic" or not info.power_targets_w:
-        return {}, {}
-    presets, below, rounded = info.power_targets_w, {}, {}
-    low = min(presets)
-    for m in dc.modes:
-        w = m.power_kw * 1000.0
-        at = [p for p in presets if p <= w + PRESET_TOLERANCE_W]
-        if not at:
-            below[m.name] = low
-        elif w - max(at) > PRESET_TOLERANCE_W:
-            rounded[m.name] = max(at)
-    return below, rounded
+        return _NO_EFFECTS
+    modes = tuple((m.name, m.power_kw * 1000.0) for m in dc.modes)
+    return _preset_effects(modes, info.power_targets_w)
+
+
+@functools.lru_cache(maxsize=256)
+def _preset_effects(
+    modes: tuple[tuple[str, float], ...], presets: tuple[float, ...]
+) -> tuple[Mapping[str, float], Mapping[str, float]]:
+    below, rounded = {}, {}
+    for name, w in modes:
+        chosen, _ = choose_preset(presets, w)
+        if chosen > w + PRESET_TOLERANCE_W:  # the lowest preset, above the mode
+            below[name] = chosen
+        elif w - chosen > PRESET_TOLERANCE_W:
+            rounded[name] = chosen
+    return MappingProxyType(below), MappingProxyType(rounded)
 
 
 def own_setting_mode(dc: DeviceClass, info: DeviceInfo | None) -> str:
@@ -250,7 +263,6 @@ def class_reach(
     above_by: dict[tuple[str, str], frozenset[str]] = {}  # (family, model) -> modes above
     outside_by: dict[tuple[float, float] | None, frozenset[str]] = {None: frozenset()}
     ranged: dict[tuple[float, float], int] = {}
-    by_presets: dict[tuple[float, ...], tuple[dict[str, float], dict[str, float]]] = {}
     power_w = {m.name: m.power_kw * 1000.0 for m in dc.modes}
     preset_miners = 0
     below_presets: dict[tuple[str, float, float], int] = {}
@@ -267,10 +279,7 @@ def class_reach(
             continue
         above = outside = under = frozenset[str]()
         if i is not None and i.power_targets_w:  # presets: a mode runs at one of them
-            got = by_presets.get(i.power_targets_w)
-            if got is None:
-                got = by_presets[i.power_targets_w] = preset_effects(dc, i)
-            below, at = got
+            below, at = preset_effects(dc, i)
             if below or at:
                 preset_miners += 1
                 under = frozenset(below)
