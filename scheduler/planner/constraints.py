@@ -203,9 +203,8 @@ def define_held_on(b: ModelBuilder, inp: PlanInputs, wear: np.ndarray, on: np.nd
     w_idx, t_idx = np.nonzero(held > 0)
     if len(w_idx) == 0:
         return
-    top_kw = np.zeros(inp.C)
-    np.maximum.at(top_kw, inp.cm_class, inp.power_kw)
-    price = inp.penalties.min_on_usd_per_mwh * top_kw[wear][w_idx] * inp.grid.dt_h[t_idx]
+    top_kw = _max_power(inp)[wear]
+    price = inp.penalties.min_on_usd_per_mwh * top_kw[w_idx] * inp.grid.dt_h[t_idx]
     n = len(w_idx)
     short = b.add_vars("slack-min-on", (n,), 0.0, held[w_idx, 0], price / 1000.0)
     own = np.arange(n)
@@ -216,13 +215,14 @@ def define_held_on(b: ModelBuilder, inp: PlanInputs, wear: np.ndarray, on: np.nd
         lower=held[w_idx, t_idx],
         cells=(wear[w_idx], t_idx),
     )
-    # the slack of a cell never below the one of the step before (same class, held too)
-    later = np.flatnonzero(t_idx > 0)
-    prev_cell = {(int(w), int(t)): k for k, (w, t) in enumerate(zip(w_idx, t_idx, strict=True))}
-    pairs = [(k, prev_cell[(int(w_idx[k]), int(t_idx[k]) - 1)]) for k in later]
-    if pairs:
-        cur, before = np.array(pairs).T
-        m = len(pairs)
+    # the slack of a cell never below the one of the step before (same class, held too):
+    # a class's held steps are a prefix of the horizon, so in nonzero's row-major order
+    # that cell is the one just before
+    cur = np.flatnonzero(t_idx > 0)
+    before = cur - 1
+    assert (w_idx[before] == w_idx[cur]).all() and (t_idx[before] == t_idx[cur] - 1).all()
+    if len(cur):
+        m = len(cur)
         b.add_cons(
             "min-on-excused",
             (m,),
