@@ -322,8 +322,8 @@ class DeviceModes:
             self.dwell.slept(device_id, self.clock.time())  # stopped behind our back: now
         elif seen != SLEEP and self.modes.get(device_id) == SLEEP and drift is not None:
             self.dwell.woke(device_id, self.clock.time())  # started behind our back: now
-        elif seen != SLEEP and self.modes.get(device_id) == SLEEP:  # never stopped
-            self.dwell.slept_at.pop(device_id, None)
+        elif seen != SLEEP and self.modes.get(device_id) == SLEEP:
+            self.dwell.never_slept(device_id)
         self.modes[device_id] = seen
         self.generation += 1
         if drift is not None:

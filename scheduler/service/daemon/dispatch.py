@@ -261,8 +261,7 @@ class Dispatcher:
             dc = self.devices.classes[cp.name]
             since = None
             if dc.min_on_s > 0 or dc.min_off_s > 0:  # when each last woke or slept
-                woke, slept = self.devices.woke_at, self.devices.slept_at
-                since = {i: t for i in usable if (t := woke.get(i, slept.get(i))) is not None}
+                since = self.devices.dwell.last_change(usable)
             out.update(assign(usable, self.devices.modes, want, barred, instead, since))
         return out
 

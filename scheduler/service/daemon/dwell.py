@@ -29,7 +29,7 @@ class Dwell:
     def __init__(self) -> None:
         self.slept_at: dict[str, float] = {}
         self.woke_at: dict[str, float] = {}
-        self._changed: dict[str, dict[str, Any]] = {}
+        self._changed: dict[str, dict[str, Any] | None] = {}
         self._short: dict[str, int] = {}  # class -> units stopped within min-on, unsaid
 
     def slept(self, device_id: str, at: float, min_on_s: float = 0.0, group: str = "") -> None:
@@ -46,6 +46,16 @@ class Dwell:
         self.woke_at[device_id] = at
         self._changed[device_id] = {"state": _AWAKE, "at": at}
 
+    def never_slept(self, device_id: str) -> None:
+        """A sleep accepted and not followed: the device never stopped (its row goes)."""
+        if self.slept_at.pop(device_id, None) is not None:
+            self._changed[device_id] = None
+
+    def last_change(self, ids: list[str]) -> dict[str, float]:
+        """Device -> when it last woke or was put to sleep, where known."""
+        woke, slept = self.woke_at, self.slept_at
+        return {i: t for i in ids if (t := woke.get(i, slept.get(i))) is not None}
+
     def cut_short(self) -> str:
         """The units stopped within their min-on since the last call, in words ("" none)."""
         out = ", ".join(f"{n} of {group}" for group, n in sorted(self._short.items()))
@@ -54,7 +64,7 @@ class Dwell:
 
     def changes(self) -> dict[str, dict[str, Any] | None]:
         """The changes since the last call, as the state file's documents."""
-        out: dict[str, dict[str, Any] | None] = dict(self._changed)
+        out = dict(self._changed)
         self._changed.clear()
         return out
 
