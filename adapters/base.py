@@ -160,6 +160,12 @@ class Telemetry:
         return max(self.temperatures_c) if self.temperatures_c else None
 
 
+def target_tolerance_w(target_w: float) -> float:
+    """How far a power target read may be from one set and still be it (W): 1 %, 1 W at
+    least (firmware rounds what it reports)."""
+    return max(1.0, 0.01 * target_w)
+
+
 @dataclass
 class DeviceAdapter(ABC):
     """One device. Subclasses implement the four operations (and may implement ``stage``);
@@ -231,7 +237,7 @@ class DeviceAdapter(ABC):
             return False
         if applied.target_w is None or t.target_w is None:
             return True
-        return abs(t.target_w - applied.target_w) <= max(1.0, 0.01 * applied.target_w)
+        return abs(t.target_w - applied.target_w) <= target_tolerance_w(applied.target_w)
 
     async def upkeep(self) -> None:
         """What the last reading found due, done now (best effort: what it could not do, a

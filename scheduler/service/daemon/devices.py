@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
-from adapters.base import CLOCKS_UNKNOWN, ClockLock, Telemetry
+from adapters.base import CLOCKS_UNKNOWN, ClockLock, Telemetry, target_tolerance_w
 from adapters.fleet import Fleet, Outcome
 from adapters.gpu import NvmlGpu, limit_matches
 from adapters.outcomes import OutcomeKind
@@ -140,7 +140,7 @@ class DeviceModes:
             limit = t.target_w
             same = [m for m in same if limit_matches(limit, self.limit_w(device_id, m.name))]
         elif t.target_w is not None:  # a miner's target is a mode's power or a preset below
-            floor_w = t.target_w - max(1.0, 0.01 * t.target_w)  # it: a mode at or above it
+            floor_w = t.target_w - target_tolerance_w(t.target_w)  # it: a mode at or above it
             same = [m for m in same if dc.device_target_w(m.name) >= floor_w]
         if not same:
             return UNKNOWN
@@ -279,7 +279,7 @@ class DeviceModes:
         # climbs profiles; below is a preset's rounding or ATM stepping down: no drift)
         if t.state == "running" and dc.kind is DeviceKind.ASIC and t.target_w is not None:
             set_w = dc.device_target_w(mode)
-            if t.target_w > set_w + max(1.0, 0.01 * set_w):
+            if t.target_w > set_w + target_tolerance_w(set_w):
                 why = f"was set to {mode} ({set_w:g} W), reads target {t.target_w:g} W"
                 self.adopt(device_id, t, f"{why}: putting it back", "power_target")
                 return True
