@@ -45,7 +45,7 @@ from adapters.base import (
     Unsupported,
     contain,
 )
-from adapters.payloads import run_target
+from adapters.payloads import PRESET_TOLERANCE_W, run_target
 from models.firmware import Family, PowerTarget
 
 T = TypeVar("T")
@@ -185,11 +185,12 @@ class MinerCommands(AsicMiner):
         if applied.request.action != "run" or t.state != "running" or t.target_w is None:
             return False
         ours, floor, before = change
-        if abs(applied.target_w - ours) > 0.5:
+        same = PRESET_TOLERANCE_W  # a profile's watts, read as set
+        if abs(applied.target_w - ours) > same:
             return False  # another command's
-        if before is None or abs(t.target_w - before) <= 0.5:
+        if before is None or abs(t.target_w - before) <= same:
             return False  # no reading before the change: a profile ignored cannot be told
-        return floor - 0.5 <= t.target_w < ours
+        return floor - same <= t.target_w < ours
 
     def _luxos_session_check(self) -> None:
         """A session idle past SESSION_SAFE_S may have ended (readings far apart do not

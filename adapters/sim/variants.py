@@ -22,6 +22,7 @@ choices; an unknown firmware, field or value is an error naming what is valid.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -48,12 +49,10 @@ def _choice(*valid: str) -> Callable[[Any], str]:
 
 
 def _seconds(text: Any) -> float:
-    if isinstance(text, bool):  # JSON true is not 1 s
-        raise ValueError("want seconds, a number above 0 (inf: never)")
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise ValueError("want seconds, a number above 0 (inf: never)") from None
+    value = math.nan
+    if not isinstance(text, bool):  # JSON true is not 1 s
+        with contextlib.suppress(TypeError, ValueError):
+            value = float(text)
     if math.isnan(value) or value <= 0:
         raise ValueError("want seconds, a number above 0 (inf: never)")
     return value
